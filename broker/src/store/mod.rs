@@ -1,0 +1,275 @@
+//! The storage engine boundary.
+//!
+//! Everything the broker keeps on disk goes through this module: the Raft log
+//! and vote ([`crate::raft::log_store`]), the replicated state machine
+//! ([`crate::raft::state_machine`]) and the domain records the state machine
+//! holds. Today the engine is sled 0.34; nothing outside this module names
+//! sled, so another ordered key-value engine can replace it by reimplementing
+//! [`Db`] and [`Tree`].
+//!
+//! What the rest of the broker relies on:
+//!
+//! * a [`Db`] is a set of named, ordered [`Tree`]s that share one write-ahead
+//!   log, and [`Db::flush`] makes every write issued before it durable;
+//! * a [`WriteBatch`] applied to one tree is atomic, also across a crash;
+//! * after a crash the engine recovers a prefix of the writes in issue order,
+//!   so state derived from the log is never durable without the log entries it
+//!   came from.
+//!
+//! Domain logic never sees a [`Tree`]: it reads through [`StateRead`] and
+//! writes into a [`Txn`], an in-memory overlay that the state machine commits
+//! as one batch. Unit tests run the same logic over [`MemState`].
+
+pub mod codec;
+pub mod keys;
+mod mem;
+mod txn;
+
+use std::ops::Bound;
+use std::path::Path;
+
+pub use mem::MemState;
+pub use txn::Txn;
+
+/// An owned key-value pair.
+pub type Kv = (Vec<u8>, Vec<u8>);
+
+/// A fallible iterator over key-value pairs in key order.
+pub type KvIter<'a> = Box<dyn Iterator<Item = Result<Kv, StoreError>> + 'a>;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The engine failed (I/O error, or it detected corruption itself).
+    #[error("storage engine: {0}")]
+    Engine(String),
+    /// A record could not be decoded.
+    #[error("corrupt record under key {key}: {reason}")]
+    Corrupt {
+        /// The key, printed with non-printable bytes escaped.
+        key: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// A file outside the engine (a snapshot) could not be read or written.
+    #[error("{context} {path}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(context: &'static str, path: &Path, source: std::io::Error) -> Self {
+        StoreError::Io {
+            context,
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Engine(e.to_string())
+    }
+}
+
+/// Read access to replicated state, as the domain logic sees it.
+pub trait StateRead {
+    /// The value stored under `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Pairs with keys within the bounds, in ascending key order (descending
+    /// when `reverse`).
+    fn range(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, reverse: bool) -> KvIter<'_>;
+
+    /// Pairs whose key starts with `prefix`, in ascending key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_> {
+        self.range(
+            Bound::Included(prefix.to_vec()),
+            keys::prefix_end(prefix),
+            false,
+        )
+    }
+
+    /// The pair with the smallest key starting with `prefix`.
+    fn first_with_prefix(&self, prefix: &[u8]) -> Result<Option<Kv>, StoreError> {
+        self.scan_prefix(prefix).next().transpose()
+    }
+}
+
+/// A set of writes to one tree, applied atomically.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl WriteBatch {
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((key, Some(value)));
+    }
+
+    /// Removes `key`.
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.ops.push((key, None));
+    }
+
+    /// Number of writes in the batch.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True when the batch holds no writes.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Options for opening a [`Db`].
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// Bytes of page cache the engine may use.
+    pub cache_capacity: u64,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            cache_capacity: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// A database: named ordered trees sharing one write-ahead log.
+#[derive(Clone)]
+pub struct Db {
+    inner: sled::Db,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database in directory `path`.
+    pub fn open(path: &Path, options: &DbOptions) -> Result<Self, StoreError> {
+        let inner = sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_capacity)
+            // Durability is explicit: the Raft log store flushes in batches
+            // (group commit). A background flush would only add fsyncs.
+            .flush_every_ms(None)
+            .open()?;
+        Ok(Db { inner })
+    }
+
+    /// Opens (creating if needed) the tree called `name`.
+    pub fn tree(&self, name: &str) -> Result<Tree, StoreError> {
+        Ok(Tree {
+            inner: self.inner.open_tree(name)?,
+        })
+    }
+
+    /// Deletes the tree called `name` and everything in it.
+    pub fn drop_tree(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.drop_tree(name)?;
+        Ok(())
+    }
+
+    /// Names of the trees in the database.
+    pub fn tree_names(&self) -> Vec<String> {
+        self.inner
+            .tree_names()
+            .into_iter()
+            .map(|n| String::from_utf8_lossy(&n).into_owned())
+            .collect()
+    }
+
+    /// Makes every write issued before this call durable and returns when it
+    /// is on disk. This is the one place the engine fsyncs.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()?;
+        Ok(())
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.size_on_disk()?)
+    }
+}
+
+/// An ordered key-value tree inside a [`Db`]. Cloning is cheap and clones
+/// share the same data.
+#[derive(Clone)]
+pub struct Tree {
+    inner: sled::Tree,
+}
+
+impl Tree {
+    /// Sets `key` to `value`.
+    pub fn insert(&self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        self.inner.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Removes `key`.
+    pub fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.inner.remove(key)?;
+        Ok(())
+    }
+
+    /// Applies every write of `batch` atomically.
+    pub fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut sled_batch = sled::Batch::default();
+        for (key, value) in batch.ops {
+            match value {
+                Some(v) => sled_batch.insert(key, v),
+                None => sled_batch.remove(key),
+            }
+        }
+        self.inner.apply_batch(sled_batch)?;
+        Ok(())
+    }
+
+    /// Removes every key.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        self.inner.clear()?;
+        Ok(())
+    }
+
+    /// The pair with the largest key.
+    pub fn last(&self) -> Result<Option<Kv>, StoreError> {
+        Ok(self.inner.last()?.map(|(k, v)| (k.to_vec(), v.to_vec())))
+    }
+
+    /// The pair with the smallest key.
+    pub fn first(&self) -> Result<Option<Kv>, StoreError> {
+        Ok(self.inner.first()?.map(|(k, v)| (k.to_vec(), v.to_vec())))
+    }
+
+    /// Number of keys. Walks the whole tree: for tests and diagnostics only.
+    pub fn count(&self) -> usize {
+        self.inner.len()
+    }
+}
+
+impl StateRead for Tree {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.inner.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn range(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, reverse: bool) -> KvIter<'_> {
+        let iter = self.inner.range::<Vec<u8>, _>((start, end));
+        let map = |r: Result<(sled::IVec, sled::IVec), sled::Error>| {
+            r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(StoreError::from)
+        };
+        if reverse {
+            Box::new(iter.rev().map(map))
+        } else {
+            Box::new(iter.map(map))
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! An in-memory write overlay over a [`StateRead`].
+
+use std::collections::BTreeMap;
+use std::iter::Peekable;
+use std::ops::Bound;
+
+use serde::Serialize;
+
+use super::{codec, Kv, KvIter, StateRead, StoreError, WriteBatch};
+
+/// Writes buffered over a read-only base. Reads see the buffered writes first.
+///
+/// The state machine gives each command its own `Txn` over the batch's `Txn`:
+/// a command that fails is dropped with its writes, so a rejected request
+/// changes nothing; one that succeeds is merged with [`Txn::merge`].
+pub struct Txn<'a> {
+    base: &'a dyn StateRead,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> Txn<'a> {
+    /// A transaction with no writes over `base`.
+    pub fn new(base: &'a dyn StateRead) -> Self {
+        Txn {
+            base,
+            writes: BTreeMap::new(),
+        }
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert(key, Some(value));
+    }
+
+    /// Sets `key` to the encoding of `value`.
+    pub fn put_record<T: Serialize + ?Sized>(&mut self, key: Vec<u8>, value: &T) {
+        self.put(key, codec::encode(value));
+    }
+
+    /// Removes `key`.
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, None);
+    }
+
+    /// Adds the writes of a finished child transaction to this one.
+    pub fn merge(&mut self, writes: Writes) {
+        self.writes.extend(writes.0);
+    }
+
+    /// The buffered writes, to merge into a parent transaction.
+    pub fn into_writes(self) -> Writes {
+        Writes(self.writes)
+    }
+
+    /// The buffered writes as an engine batch.
+    pub fn into_batch(self) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        for (k, v) in self.writes {
+            match v {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
+        }
+        batch
+    }
+
+    /// Number of buffered writes.
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// True when nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
+/// The writes of a finished [`Txn`].
+pub struct Writes(BTreeMap<Vec<u8>, Option<Vec<u8>>>);
+
+impl StateRead for Txn<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.writes.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.base.get(key),
+        }
+    }
+
+    fn range(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, reverse: bool) -> KvIter<'_> {
+        let base = self.base.range(start.clone(), end.clone(), reverse);
+        let overlay = self.writes.range((start, end));
+        if reverse {
+            Box::new(Merge::new(base, overlay.rev(), true))
+        } else {
+            Box::new(Merge::new(base, overlay, false))
+        }
+    }
+}
+
+/// Merges a base iterator with overlay writes; the overlay wins on equal keys
+/// and its deletions hide base entries.
+struct Merge<'a, O>
+where
+    O: Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)>,
+{
+    base: Peekable<KvIter<'a>>,
+    overlay: Peekable<O>,
+    reverse: bool,
+}
+
+impl<'a, O> Merge<'a, O>
+where
+    O: Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)>,
+{
+    fn new(base: KvIter<'a>, overlay: O, reverse: bool) -> Self {
+        Merge {
+            base: base.peekable(),
+            overlay: overlay.peekable(),
+            reverse,
+        }
+    }
+}
+
+impl<'a, O> Iterator for Merge<'a, O>
+where
+    O: Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)>,
+{
+    type Item = Result<Kv, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let take_overlay = match (self.base.peek(), self.overlay.peek()) {
+                (None, None) => return None,
+                (Some(Err(_)), _) => return self.base.next(),
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+                (Some(Ok((bk, _))), Some((ok, _))) => {
+                    if bk == *ok {
+                        // The overlay shadows the base entry.
+                        self.base.next();
+                        true
+                    } else {
+                        (*ok < bk) != self.reverse
+                    }
+                }
+            };
+            if take_overlay {
+                let (k, v) = self.overlay.next().expect("peeked");
+                match v {
+                    Some(v) => return Some(Ok((k.clone(), v.clone()))),
+                    None => continue,
+                }
+            }
+            return self.base.next();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemState;
+
+    fn collect(iter: KvIter<'_>) -> Vec<(String, String)> {
+        iter.map(|r| {
+            let (k, v) = r.unwrap();
+            (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap())
+        })
+        .collect()
+    }
+
+    fn base() -> MemState {
+        let mut m = MemState::default();
+        for k in ["a", "b", "c", "d"] {
+            m.insert(k.as_bytes().to_vec(), format!("base-{k}").into_bytes());
+        }
+        m
+    }
+
+    #[test]
+    fn reads_see_overlay_first() {
+        let base = base();
+        let mut txn = Txn::new(&base);
+        txn.put(b"b".to_vec(), b"new".to_vec());
+        txn.delete(b"c".to_vec());
+        assert_eq!(txn.get(b"b").unwrap().unwrap(), b"new");
+        assert_eq!(txn.get(b"c").unwrap(), None);
+        assert_eq!(txn.get(b"a").unwrap().unwrap(), b"base-a");
+    }
+
+    #[test]
+    fn range_merges_in_both_directions() {
+        let base = base();
+        let mut txn = Txn::new(&base);
+        txn.put(b"b".to_vec(), b"new".to_vec());
+        txn.put(b"bb".to_vec(), b"ins".to_vec());
+        txn.delete(b"c".to_vec());
+        txn.put(b"e".to_vec(), b"end".to_vec());
+        let fwd = collect(txn.range(Bound::Unbounded, Bound::Unbounded, false));
+        let keys: Vec<_> = fwd.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a", "b", "bb", "d", "e"]);
+        assert_eq!(fwd[1].1, "new");
+        let rev = collect(txn.range(Bound::Unbounded, Bound::Unbounded, true));
+        let keys: Vec<_> = rev.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["e", "d", "bb", "b", "a"]);
+    }
+
+    #[test]
+    fn nested_transactions_discard_or_merge() {
+        let base = base();
+        let mut outer = Txn::new(&base);
+        outer.put(b"x".to_vec(), b"1".to_vec());
+        {
+            let mut failed = Txn::new(&outer);
+            failed.put(b"y".to_vec(), b"2".to_vec());
+            assert_eq!(failed.get(b"x").unwrap().unwrap(), b"1");
+            // dropped: its write disappears
+        }
+        let mut ok = Txn::new(&outer);
+        ok.delete(b"a".to_vec());
+        let writes = ok.into_writes();
+        outer.merge(writes);
+        assert_eq!(outer.get(b"y").unwrap(), None);
+        assert_eq!(outer.get(b"a").unwrap(), None);
+        let keys: Vec<_> = collect(outer.scan_prefix(b""))
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["b", "c", "d", "x"]);
+    }
+}
