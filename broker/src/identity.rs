@@ -1,0 +1,78 @@
+//! Resource identifiers in the AWS shapes: ARNs and queue URLs.
+
+/// The region and account id a cluster presents in ARNs. Every node of a
+/// cluster must be started with the same values (the cluster status shows
+/// each node's, so a mismatch is visible).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// e.g. `us-east-1`.
+    pub region: String,
+    /// Twelve digits, e.g. `000000000000`.
+    pub account_id: String,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity {
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+        }
+    }
+}
+
+impl Identity {
+    /// `arn:aws:sqs:{region}:{account}:{name}`
+    pub fn queue_arn(&self, name: &str) -> String {
+        format!("arn:aws:sqs:{}:{}:{name}", self.region, self.account_id)
+    }
+
+    /// The queue's URL as served by the node at `advertise`, in the shape the
+    /// AWS emulators use: `http://{host:port}/{account}/{name}`.
+    pub fn queue_url(&self, advertise: &str, name: &str) -> String {
+        format!("http://{advertise}/{}/{name}", self.account_id)
+    }
+
+    /// Checks the settings: a region of lowercase letters, digits and dashes,
+    /// and a 12-digit account id.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.region.is_empty()
+            || !self
+                .region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(format!(
+                "--region: must be lowercase letters, digits and '-', got {:?}",
+                self.region
+            ));
+        }
+        if self.account_id.len() != 12 || !self.account_id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!(
+                "--account-id: must be 12 digits, got {:?}",
+                self.account_id
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_match_aws() {
+        let id = Identity::default();
+        assert_eq!(id.queue_arn("q"), "arn:aws:sqs:us-east-1:000000000000:q");
+        assert_eq!(
+            id.queue_url("127.0.0.1:7070", "q"),
+            "http://127.0.0.1:7070/000000000000/q"
+        );
+        assert!(id.validate().is_ok());
+        let bad = Identity {
+            account_id: "12".into(),
+            ..Identity::default()
+        };
+        assert!(bad.validate().unwrap_err().starts_with("--account-id"));
+    }
+}

@@ -1,0 +1,486 @@
+//! Queues: SQS-style work queues.
+//!
+//! This module is pure domain logic: functions take a command or query and a
+//! store ([`Txn`] / [`StateRead`]) and return a result. No clocks, no I/O; the
+//! time comes in the [`Ctx`] the state machine passes.
+//!
+//! Store layout (see [`crate::store::keys`]):
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `queue/{name}` | [`StoredQueue`] |
+//! | `seq/queue-id` | next queue id, `u64` |
+
+pub mod attributes;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApplyResult, DomainError};
+use crate::machine::Ctx;
+use crate::store::keys::{self, Key};
+use crate::store::{codec, StateRead, Txn};
+
+pub use attributes::{Attribute, QueueAttributes};
+
+/// Longest queue name, including any `.fifo` suffix.
+pub const NAME_MAX: usize = 80;
+/// Most tags on a queue.
+pub const TAGS_MAX: usize = 50;
+/// Longest page of `ListQueues`.
+pub const LIST_MAX_RESULTS: usize = 1000;
+
+const FIFO_SUFFIX: &str = ".fifo";
+
+/// Checks a queue name: 1-80 characters of `[A-Za-z0-9_-]`, optionally ending
+/// in `.fifo`. `field` names the request field in the error.
+pub fn validate_name(field: &str, name: &str) -> Result<(), DomainError> {
+    let base = name.strip_suffix(FIFO_SUFFIX).unwrap_or(name);
+    let rule =
+        "must be 1-80 characters of A-Z, a-z, 0-9, '_' and '-', FIFO queue names ending in .fifo";
+    if name.is_empty() || name.len() > NAME_MAX || base.is_empty() {
+        return Err(DomainError::invalid(
+            field,
+            format!("{rule} (got {} characters)", name.chars().count()),
+        ));
+    }
+    if let Some(bad) = base
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        return Err(DomainError::invalid(field, format!("{rule} (got {bad:?})")));
+    }
+    Ok(())
+}
+
+/// True for FIFO queue names.
+pub fn is_fifo_name(name: &str) -> bool {
+    name.ends_with(FIFO_SUFFIX)
+}
+
+fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), DomainError> {
+    if tags.len() > TAGS_MAX {
+        return Err(DomainError::invalid(
+            "tags",
+            format!("at most {TAGS_MAX} tags, got {}", tags.len()),
+        ));
+    }
+    for (k, v) in tags {
+        if k.is_empty() || k.chars().count() > 128 {
+            return Err(DomainError::invalid(
+                "tags",
+                format!("tag keys must be 1-128 characters, got {k:?}"),
+            ));
+        }
+        if k.starts_with("aws:") {
+            return Err(DomainError::invalid(
+                "tags",
+                format!("tag key {k:?} uses the reserved prefix \"aws:\""),
+            ));
+        }
+        if v.chars().count() > 256 {
+            return Err(DomainError::invalid(
+                format!("tags.{k}"),
+                "tag values must be at most 256 characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A queue as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queue {
+    /// Queue name.
+    pub name: String,
+    /// Internal id, unique over the cluster's life: a queue re-created under
+    /// the same name gets a new one, so nothing of the old queue leaks in.
+    pub id: u64,
+    /// State-machine time of creation, ms since the epoch.
+    pub created_ms: u64,
+    /// State-machine time of the last attribute change.
+    pub modified_ms: u64,
+    /// Settings.
+    pub attributes: QueueAttributes,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Versioned envelope of [`Queue`] in the store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StoredQueue {
+    /// Version 1.
+    V1(Queue),
+}
+
+fn queue_key(name: &str) -> Vec<u8> {
+    Key::new("queue").str(name).build()
+}
+
+fn next_id_key() -> Vec<u8> {
+    Key::new("seq").str("queue-id").build()
+}
+
+/// Reads a queue's record.
+pub fn load(state: &dyn StateRead, name: &str) -> ApplyResult<Option<Queue>> {
+    let key = queue_key(name);
+    match state.get(&key)? {
+        None => Ok(None),
+        Some(bytes) => {
+            let StoredQueue::V1(q) = codec::decode(&key, &bytes)?;
+            Ok(Some(q))
+        }
+    }
+}
+
+/// Reads a queue's record or fails with `QueueDoesNotExist`.
+pub fn require(state: &dyn StateRead, name: &str) -> ApplyResult<Queue> {
+    load(state, name)?.ok_or_else(|| does_not_exist(name).into())
+}
+
+/// The error for a missing queue.
+pub fn does_not_exist(name: &str) -> DomainError {
+    DomainError::not_found(
+        "QueueDoesNotExist",
+        format!("queue {name:?} does not exist"),
+    )
+}
+
+/// The `CreateQueue` command, validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateQueue {
+    /// Queue name.
+    pub name: String,
+    /// Attributes the request set (the rest take their defaults).
+    pub attributes: Vec<Attribute>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl CreateQueue {
+    /// Validates a request at the edge and builds the command.
+    pub fn new(
+        name: &str,
+        attributes: &BTreeMap<String, String>,
+        tags: BTreeMap<String, String>,
+    ) -> Result<Self, DomainError> {
+        validate_name("queue_name", name)?;
+        let fifo = is_fifo_name(name);
+        let parsed = attributes::parse(attributes, fifo)?;
+        attributes::check_combination(&QueueAttributes::defaults(fifo).with(&parsed))?;
+        validate_tags(&tags)?;
+        Ok(CreateQueue {
+            name: name.to_string(),
+            attributes: parsed,
+            tags,
+        })
+    }
+}
+
+/// Applies `CreateQueue`: creates the queue, or returns `created: false` when
+/// it exists with matching attributes, or fails with `QueueNameExists`.
+pub fn create(txn: &mut Txn<'_>, ctx: &Ctx, cmd: &CreateQueue) -> ApplyResult<bool> {
+    if let Some(existing) = load(txn, &cmd.name)? {
+        if existing.attributes.matches(&cmd.attributes) {
+            return Ok(false);
+        }
+        return Err(DomainError::already_exists(
+            "QueueNameExists",
+            format!(
+                "queue {:?} already exists with different attributes",
+                cmd.name
+            ),
+        )
+        .into());
+    }
+    let fifo = is_fifo_name(&cmd.name);
+    let attributes = QueueAttributes::defaults(fifo).with(&cmd.attributes);
+    let id_key = next_id_key();
+    let id = match txn.get(&id_key)? {
+        Some(b) => codec::decode::<u64>(&id_key, &b)?,
+        None => 1,
+    };
+    txn.put_record(id_key, &(id + 1));
+    let queue = Queue {
+        name: cmd.name.clone(),
+        id,
+        created_ms: ctx.now_ms,
+        modified_ms: ctx.now_ms,
+        attributes,
+        tags: cmd.tags.clone(),
+    };
+    txn.put_record(queue_key(&cmd.name), &StoredQueue::V1(queue));
+    Ok(true)
+}
+
+/// Applies `DeleteQueue`.
+pub fn delete(txn: &mut Txn<'_>, name: &str) -> ApplyResult<()> {
+    require(txn, name)?;
+    txn.delete(queue_key(name));
+    Ok(())
+}
+
+/// A `ListQueues` page request, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListQueues {
+    /// Only names with this prefix.
+    pub prefix: String,
+    /// Continue after this name.
+    pub after: Option<String>,
+    /// Page size, 1-1000.
+    pub limit: u32,
+}
+
+/// One page of queue names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePage {
+    /// Names in order.
+    pub names: Vec<String>,
+    /// Token for the next page, when there is one.
+    pub next_token: Option<String>,
+}
+
+impl ListQueues {
+    /// Validates a request at the edge.
+    pub fn new(prefix: &str, max_results: i32, next_token: &str) -> Result<Self, DomainError> {
+        if !prefix.is_empty() {
+            // A prefix follows the name rules except for length at the low end.
+            if prefix.len() > NAME_MAX
+                || prefix
+                    .chars()
+                    .any(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(c)))
+            {
+                return Err(DomainError::invalid(
+                    "queue_name_prefix",
+                    "must be at most 80 characters of A-Z, a-z, 0-9, '_', '-' and '.'",
+                ));
+            }
+        }
+        let limit = match max_results {
+            0 => LIST_MAX_RESULTS as u32,
+            n if (1..=LIST_MAX_RESULTS as i32).contains(&n) => n as u32,
+            n => {
+                return Err(DomainError::invalid(
+                    "max_results",
+                    format!("must be from 1 to {LIST_MAX_RESULTS} (or 0 for the default), got {n}"),
+                ))
+            }
+        };
+        let after = if next_token.is_empty() {
+            None
+        } else {
+            let name = decode_token(next_token).ok_or_else(|| {
+                DomainError::invalid("next_token", "is not a token returned by ListQueues")
+            })?;
+            Some(name)
+        };
+        Ok(ListQueues {
+            prefix: prefix.to_string(),
+            after,
+            limit,
+        })
+    }
+}
+
+fn encode_token(name: &str) -> String {
+    name.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_token(token: &str) -> Option<String> {
+    if !token.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .collect();
+    let name = String::from_utf8(bytes?).ok()?;
+    validate_name("next_token", &name).ok()?;
+    Some(name)
+}
+
+/// Lists queue names.
+pub fn list(state: &dyn StateRead, req: &ListQueues) -> ApplyResult<QueuePage> {
+    let prefix = Key::new("queue").raw(req.prefix.as_bytes()).build();
+    let space_len = Key::new("queue").build().len();
+    let mut names = Vec::new();
+    let start = match &req.after {
+        Some(after) => std::ops::Bound::Excluded(queue_key(after)),
+        None => std::ops::Bound::Included(prefix.clone()),
+    };
+    let mut more = false;
+    for kv in state.range(start, keys::prefix_end(&prefix), false) {
+        let (k, _) = kv?;
+        if names.len() == req.limit as usize {
+            more = true;
+            break;
+        }
+        let (name, _) =
+            keys::read_str(&k, space_len).ok_or_else(|| crate::store::StoreError::Corrupt {
+                key: keys::display(&k),
+                reason: "queue key without a name".into(),
+            })?;
+        names.push(name.to_string());
+    }
+    let next_token = if more {
+        names.last().map(|n| encode_token(n))
+    } else {
+        None
+    };
+    Ok(QueuePage { names, next_token })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemState;
+
+    fn ctx(now_ms: u64) -> Ctx {
+        Ctx { now_ms }
+    }
+
+    fn create_cmd(name: &str, attrs: &[(&str, &str)]) -> CreateQueue {
+        let attrs = attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        CreateQueue::new(name, &attrs, BTreeMap::new()).unwrap()
+    }
+
+    fn run_create(state: &mut MemState, cmd: &CreateQueue) -> ApplyResult<bool> {
+        state.run(|txn| create(txn, &ctx(1000), cmd))
+    }
+
+    #[test]
+    fn names_follow_the_sqs_rules() {
+        for ok in [
+            "a",
+            "orders",
+            "A-b_9",
+            "x.fifo",
+            &"n".repeat(80),
+            &format!("{}.fifo", "n".repeat(75)),
+        ] {
+            assert!(validate_name("queue_name", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".fifo",
+            "has space",
+            "dot.ted",
+            "ünï",
+            &"n".repeat(81),
+            &format!("{}.fifo", "n".repeat(76)),
+        ] {
+            let err = validate_name("queue_name", bad).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some("queue_name"), "{bad}");
+            assert!(
+                err.message.starts_with("queue_name: must be 1-80"),
+                "{}",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn create_is_idempotent_for_matching_attributes() {
+        let mut state = MemState::default();
+        let cmd = create_cmd("jobs", &[("VisibilityTimeout", "60")]);
+        assert!(run_create(&mut state, &cmd).unwrap());
+        assert!(!run_create(&mut state, &cmd).unwrap());
+        // Omitting attributes matches too, as in SQS.
+        assert!(!run_create(&mut state, &create_cmd("jobs", &[])).unwrap());
+        let err = run_create(
+            &mut state,
+            &create_cmd("jobs", &[("VisibilityTimeout", "5")]),
+        )
+        .unwrap_err();
+        match err {
+            crate::error::ApplyError::Rejected(e) => {
+                assert_eq!(e.code, "QueueNameExists");
+                assert_eq!(e.kind, crate::error::ErrorKind::AlreadyExists);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let q = require(&state, "jobs").unwrap();
+        assert_eq!(q.attributes.visibility_timeout, 60);
+        assert_eq!(q.created_ms, 1000);
+    }
+
+    #[test]
+    fn recreated_queue_gets_a_new_id() {
+        let mut state = MemState::default();
+        run_create(&mut state, &create_cmd("a", &[])).unwrap();
+        let first = require(&state, "a").unwrap().id;
+        state.run(|txn| delete(txn, "a")).unwrap();
+        assert!(load(&state, "a").unwrap().is_none());
+        run_create(&mut state, &create_cmd("a", &[])).unwrap();
+        assert_ne!(require(&state, "a").unwrap().id, first);
+    }
+
+    #[test]
+    fn delete_of_missing_queue_is_not_found() {
+        let state = MemState::default();
+        let mut txn = Txn::new(&state);
+        match delete(&mut txn, "nope") {
+            Err(crate::error::ApplyError::Rejected(e)) => assert_eq!(e.code, "QueueDoesNotExist"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn list_pages_through_prefixed_names_in_order() {
+        let mut state = MemState::default();
+        for n in ["b1", "a1", "a2", "a3", "a10", "c"] {
+            run_create(&mut state, &create_cmd(n, &[])).unwrap();
+        }
+        let req = ListQueues::new("a", 2, "").unwrap();
+        let p1 = list(&state, &req).unwrap();
+        assert_eq!(p1.names, ["a1", "a10"]);
+        let token = p1.next_token.unwrap();
+        let p2 = list(&state, &ListQueues::new("a", 2, &token).unwrap()).unwrap();
+        assert_eq!(p2.names, ["a2", "a3"]);
+        // Exactly a full last page: SQS-style, a token is given only when
+        // more names follow.
+        assert_eq!(p2.next_token, None);
+        let all = list(&state, &ListQueues::new("", 0, "").unwrap()).unwrap();
+        assert_eq!(all.names, ["a1", "a10", "a2", "a3", "b1", "c"]);
+    }
+
+    #[test]
+    fn list_rejects_bad_parameters() {
+        assert_eq!(
+            ListQueues::new("", 1001, "").unwrap_err().field.as_deref(),
+            Some("max_results")
+        );
+        assert_eq!(
+            ListQueues::new("", -1, "").unwrap_err().field.as_deref(),
+            Some("max_results")
+        );
+        assert_eq!(
+            ListQueues::new("", 10, "zz").unwrap_err().field.as_deref(),
+            Some("next_token")
+        );
+        assert_eq!(
+            ListQueues::new("a b", 10, "").unwrap_err().field.as_deref(),
+            Some("queue_name_prefix")
+        );
+    }
+
+    #[test]
+    fn tags_are_limited() {
+        let many: BTreeMap<String, String> = (0..51)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
+        assert_eq!(
+            CreateQueue::new("q", &BTreeMap::new(), many)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("tags")
+        );
+        let reserved = BTreeMap::from([("aws:x".to_string(), "v".to_string())]);
+        assert!(CreateQueue::new("q", &BTreeMap::new(), reserved).is_err());
+    }
+}
