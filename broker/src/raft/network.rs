@@ -1,0 +1,275 @@
+//! The client half of the node-to-node transport: openraft's
+//! `RaftNetworkFactory` over tonic, and the channel pool the request router
+//! shares with it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, Snapshot, Vote};
+use sluice_proto::internal::raft_client::RaftClient;
+use sluice_proto::internal::{RaftPayload, SnapshotChunk};
+use tokio::io::AsyncReadExt;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{Node, NodeId, TypeConfig};
+use crate::store::codec;
+
+/// Bytes of snapshot data per streamed chunk.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+/// Lazily connected gRPC channels to other nodes, by address. A channel
+/// reconnects by itself after the peer restarts.
+#[derive(Clone, Default)]
+pub struct Channels {
+    by_addr: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Channels {
+    /// The channel to `addr` (`host:port`).
+    pub fn get(&self, addr: &str) -> Result<Channel, String> {
+        let mut map = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("invalid node address {addr:?}: {e}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        map.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// True when a call failed before reaching the peer (nothing was sent), so
+/// the peer is down rather than slow.
+pub fn is_connect_error(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            ) {
+                return true;
+            }
+        }
+        let text = e.to_string();
+        if text.contains("tcp connect error") || text.contains("connection refused") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Creates a [`PeerClient`] per replication target.
+#[derive(Clone)]
+pub struct Network {
+    channels: Channels,
+}
+
+impl Network {
+    /// A network sharing `channels`.
+    pub fn new(channels: Channels) -> Self {
+        Network { channels }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
+        PeerClient {
+            target,
+            addr: node.addr.clone(),
+            client: self.channels.get(&node.addr).map(RaftClient::new),
+        }
+    }
+}
+
+/// The Raft transport to one peer.
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    client: Result<RaftClient<Channel>, String>,
+}
+
+fn transport_error<E: std::error::Error>(status: tonic::Status) -> RPCError<NodeId, Node, E> {
+    if is_connect_error(&status) {
+        RPCError::Unreachable(Unreachable::new(&status))
+    } else {
+        RPCError::Network(NetworkError::new(&status))
+    }
+}
+
+impl PeerClient {
+    fn client<E: std::error::Error>(
+        &self,
+    ) -> Result<RaftClient<Channel>, RPCError<NodeId, Node, E>> {
+        self.client
+            .clone()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&AnyError::error(e))))
+    }
+
+    async fn call<Req, Resp, E, F, Fut>(
+        &self,
+        what: &str,
+        req: &Req,
+        ttl: Duration,
+        rpc: F,
+    ) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+        F: FnOnce(RaftClient<Channel>, tonic::Request<RaftPayload>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
+    {
+        let client = self.client()?;
+        let mut request = tonic::Request::new(RaftPayload {
+            data: codec::encode(req),
+        });
+        request.set_timeout(ttl);
+        let reply = rpc(client, request).await.map_err(transport_error)?;
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            codec::decode_message(what, &reply.into_inner().data)
+                .map_err(|e| RPCError::Network(NetworkError::new(&AnyError::error(e))))?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                Node::new(self.addr.clone()),
+                e,
+            ))
+        })
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
+        self.call(
+            "append-entries reply",
+            &rpc,
+            option.hard_ttl(),
+            |mut c, r| async move { c.append_entries(r).await },
+        )
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
+        self.call(
+            "vote reply",
+            &rpc,
+            option.hard_ttl(),
+            |mut c, r| async move { c.vote(r).await },
+        )
+        .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let mut client = self.client::<Fatal<NodeId>>().map_err(|_| {
+            StreamingError::Unreachable(Unreachable::new(&AnyError::error("bad address")))
+        })?;
+        let path = snapshot.snapshot.path.clone();
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let header = codec::encode(&(vote, snapshot.meta.clone()));
+        tracing::info!(target = self.target, snapshot = %snapshot.meta, "sending snapshot");
+        let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
+        // Reads the file into the request stream; stops when the call ends.
+        let reader = tokio::spawn(async move {
+            if tx
+                .send(SnapshotChunk {
+                    header,
+                    data: Vec::new(),
+                })
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+            loop {
+                let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+                let n = file.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<(), std::io::Error>(());
+                }
+                buf.truncate(n);
+                if tx
+                    .send(SnapshotChunk {
+                        header: Vec::new(),
+                        data: buf,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let reply = tokio::select! {
+            closed = cancel => {
+                reader.abort();
+                return Err(StreamingError::Closed(closed));
+            }
+            reply = client.install_snapshot(stream) => reply,
+        };
+        match reader.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(StreamingError::Network(NetworkError::new(&e))),
+            Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
+        }
+        let reply = reply.map_err(|status| {
+            if is_connect_error(&status) {
+                StreamingError::Unreachable(Unreachable::new(&status))
+            } else {
+                StreamingError::Network(NetworkError::new(&status))
+            }
+        })?;
+        let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
+            codec::decode_message("snapshot reply", &reply.into_inner().data)
+                .map_err(|e| StreamingError::Network(NetworkError::new(&AnyError::error(e))))?;
+        result.map_err(|e| {
+            StreamingError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                Node::new(self.addr.clone()),
+                e,
+            ))
+        })
+    }
+}

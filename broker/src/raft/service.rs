@@ -1,0 +1,189 @@
+//! The server half of the node-to-node transport
+//! (`sluice.internal.v1.Raft`): decodes openraft messages and hands them to
+//! the local Raft instance.
+//!
+//! Two votes are refused here, before openraft sees them:
+//!
+//! * while the node is *rejoining*: it started with an empty data directory
+//!   although its cluster already exists, so it has forgotten whom it voted
+//!   for; until a leader has reached it (and with it the current term), a vote
+//!   could be a second vote in a term it already voted in;
+//! * for candidates that are not voters in the node's membership: a removed
+//!   node that keeps campaigning must not disturb the cluster.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use openraft::raft::{AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::Snapshot;
+use sluice_proto::internal::{RaftPayload, SnapshotChunk};
+use tokio::io::AsyncWriteExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::snapshot::{self, Meta, SnapshotDir, SnapshotFile};
+use super::{NodeId, Raft};
+use crate::store::codec;
+
+/// Whether this node may vote yet. See the module documentation.
+#[derive(Debug, Default)]
+pub struct VoteGuard {
+    rejoining: AtomicBool,
+}
+
+impl VoteGuard {
+    /// Refuse votes until a leader reaches this node.
+    pub fn set_rejoining(&self) {
+        self.rejoining.store(true, Ordering::SeqCst);
+    }
+
+    /// Allow votes again: the node turned out to be forming a new cluster.
+    pub fn clear(&self) {
+        self.rejoining.store(false, Ordering::SeqCst);
+    }
+
+    /// True while votes are refused.
+    pub fn is_rejoining(&self) -> bool {
+        self.rejoining.load(Ordering::SeqCst)
+    }
+
+    fn leader_reached(&self) {
+        if self.rejoining.swap(false, Ordering::SeqCst) {
+            tracing::info!("a leader reached this rejoining node; it may vote again");
+        }
+    }
+}
+
+/// Serves `sluice.internal.v1.Raft`.
+pub struct RaftService {
+    raft: Raft,
+    snapshots: Arc<SnapshotDir>,
+    guard: Arc<VoteGuard>,
+}
+
+impl RaftService {
+    /// Serves `raft`, receiving snapshots into `snapshots`.
+    pub fn new(raft: Raft, snapshots: Arc<SnapshotDir>, guard: Arc<VoteGuard>) -> Self {
+        RaftService {
+            raft,
+            snapshots,
+            guard,
+        }
+    }
+
+    fn refuse_vote(&self, req: &VoteRequest<NodeId>) -> Option<String> {
+        if self.guard.is_rejoining() {
+            return Some("this node is rejoining and has not heard from a leader yet".into());
+        }
+        let candidate = req.vote.leader_id().voted_for()?;
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let has_config = membership.voter_ids().next().is_some();
+        if has_config && !super::is_voter(membership, candidate) {
+            return Some(format!("node {candidate} is not a voter of this cluster"));
+        }
+        None
+    }
+}
+
+fn payload<T: serde::Serialize>(value: &T) -> Response<RaftPayload> {
+    Response::new(RaftPayload {
+        data: codec::encode(value),
+    })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, Status> {
+    codec::decode_message(what, bytes).map_err(Status::invalid_argument)
+}
+
+#[tonic::async_trait]
+impl sluice_proto::internal::raft_server::Raft for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode("append-entries request", &request.into_inner().data)?;
+        let result = self.raft.append_entries(rpc).await;
+        if matches!(
+            result,
+            Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))
+        ) {
+            self.guard.leader_reached();
+        }
+        Ok(payload(&result))
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: VoteRequest<NodeId> = decode("vote request", &request.into_inner().data)?;
+        if let Some(reason) = self.refuse_vote(&rpc) {
+            tracing::info!(candidate = %rpc.vote, %reason, "refusing vote");
+            let vote = self.raft.metrics().borrow().vote;
+            // The candidate reads `last_log_id` of a refusal only to delay its
+            // next election when ours is newer; leaving it out is safe.
+            let reply: Result<VoteResponse<NodeId>, openraft::error::RaftError<NodeId>> =
+                Ok(VoteResponse::new(vote, None, false));
+            return Ok(payload(&reply));
+        }
+        let result = self.raft.vote(rpc).await;
+        Ok(payload(&result))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let (vote, meta): (openraft::Vote<NodeId>, Meta) =
+            decode("snapshot header", &first.header)?;
+        tracing::info!(snapshot = %meta, leader = %vote, "receiving snapshot");
+        let path = self.snapshots.temp_path("recv");
+        let received = async {
+            let mut file = tokio::fs::File::create(&path).await?;
+            file.write_all(&first.data).await?;
+            while let Some(chunk) = stream.message().await.map_err(std::io::Error::other)? {
+                file.write_all(&chunk.data).await?;
+            }
+            file.sync_all().await?;
+            let check = path.clone();
+            tokio::task::spawn_blocking(move || snapshot::verify(&check))
+                .await
+                .map_err(std::io::Error::other)?
+        }
+        .await;
+        let file_meta = match received {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(Status::data_loss(format!(
+                    "received snapshot is unusable: {e}"
+                )));
+            }
+        };
+        if file_meta != meta {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(Status::data_loss(
+                "received snapshot does not match its header",
+            ));
+        }
+        let result = self
+            .raft
+            .install_full_snapshot(
+                vote,
+                Snapshot {
+                    meta,
+                    snapshot: Box::new(SnapshotFile { path: path.clone() }),
+                },
+            )
+            .await;
+        // Installed snapshots were moved into place; anything left was refused.
+        let _ = tokio::fs::remove_file(&path).await;
+        if result.is_ok() {
+            self.guard.leader_reached();
+        }
+        Ok(payload(&result))
+    }
+}

@@ -1,0 +1,369 @@
+//! Snapshot files.
+//!
+//! A snapshot is a file holding every key-value pair of the state machine at
+//! one log index, so that the log before it can be purged and a lagging or new
+//! node can catch up by installing it. Format, all integers little-endian:
+//!
+//! ```text
+//! magic "SLUICE-SNAPSHOT1" (16 bytes)
+//! u32 meta length, meta (postcard SnapshotMeta)
+//! records: u32 key length (never 0xFFFFFFFF), key, u32 value length, value
+//! u32 0xFFFFFFFF (end marker), u64 record count
+//! u32 CRC-32 of every byte before it
+//! ```
+//!
+//! Files are written under a temporary name, fsynced, renamed into place and
+//! the directory fsynced, so a snapshot that exists is complete and durable.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use openraft::SnapshotMeta;
+
+use super::{Node, NodeId};
+use crate::store::codec;
+
+const MAGIC: &[u8; 16] = b"SLUICE-SNAPSHOT1";
+const END: u32 = u32::MAX;
+/// Largest key or value a snapshot may hold; guards allocations when reading
+/// a damaged file before its checksum can be verified.
+const MAX_FIELD: u32 = 256 * 1024 * 1024;
+
+/// Metadata of a snapshot.
+pub type Meta = SnapshotMeta<NodeId, Node>;
+
+/// A snapshot's data: a file on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFile {
+    /// Where the file is.
+    pub path: PathBuf,
+}
+
+/// Writes a snapshot file.
+pub struct SnapshotWriter {
+    out: BufWriter<File>,
+    crc: crc32fast::Hasher,
+    count: u64,
+}
+
+impl SnapshotWriter {
+    /// Creates `path` and writes the header.
+    pub fn create(path: &Path, meta: &Meta) -> io::Result<Self> {
+        let file = File::create(path)?;
+        let mut w = SnapshotWriter {
+            out: BufWriter::with_capacity(1 << 20, file),
+            crc: crc32fast::Hasher::new(),
+            count: 0,
+        };
+        w.write(MAGIC)?;
+        let meta = codec::encode(meta);
+        w.write(&(meta.len() as u32).to_le_bytes())?;
+        w.write(&meta)?;
+        Ok(w)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.crc.update(bytes);
+        self.out.write_all(bytes)
+    }
+
+    /// Appends one key-value pair.
+    pub fn record(&mut self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        if key.len() as u64 >= u64::from(MAX_FIELD) || value.len() as u64 >= u64::from(MAX_FIELD) {
+            return Err(io::Error::other("snapshot record larger than 256 MiB"));
+        }
+        self.write(&(key.len() as u32).to_le_bytes())?;
+        self.write(key)?;
+        self.write(&(value.len() as u32).to_le_bytes())?;
+        self.write(value)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Writes the trailer and fsyncs the file.
+    pub fn finish(mut self) -> io::Result<u64> {
+        self.write(&END.to_le_bytes())?;
+        let count = self.count;
+        self.write(&count.to_le_bytes())?;
+        let crc = self.crc.clone().finalize();
+        self.out.write_all(&crc.to_le_bytes())?;
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(count)
+    }
+}
+
+/// Reads a snapshot file, verifying it as it goes.
+pub struct SnapshotReader {
+    input: BufReader<File>,
+    crc: crc32fast::Hasher,
+    count: u64,
+    done: bool,
+}
+
+fn corrupt(what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("corrupt snapshot: {what}"),
+    )
+}
+
+impl SnapshotReader {
+    /// Opens `path` and reads its header.
+    pub fn open(path: &Path) -> io::Result<(Self, Meta)> {
+        let mut r = SnapshotReader {
+            input: BufReader::with_capacity(1 << 20, File::open(path)?),
+            crc: crc32fast::Hasher::new(),
+            count: 0,
+            done: false,
+        };
+        let magic = r.read_exact(16)?;
+        if magic != MAGIC {
+            return Err(corrupt("not a Sluice snapshot (bad magic)"));
+        }
+        let len = r.read_u32()?;
+        if len > MAX_FIELD {
+            return Err(corrupt("metadata too large"));
+        }
+        let meta = r.read_exact(len as usize)?;
+        let meta: Meta = codec::decode_message("snapshot metadata", &meta).map_err(corrupt)?;
+        Ok((r, meta))
+    }
+
+    fn read_exact(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0; n];
+        self.input.read_exact(&mut buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                corrupt("truncated")
+            } else {
+                e
+            }
+        })?;
+        self.crc.update(&buf);
+        Ok(buf)
+    }
+
+    fn read_u32(&mut self) -> io::Result<u32> {
+        let b = self.read_exact(4)?;
+        Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    }
+
+    /// The next key-value pair, or `None` after the last one once the trailer
+    /// and checksum have been verified.
+    pub fn next_record(&mut self) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        if self.done {
+            return Ok(None);
+        }
+        let klen = self.read_u32()?;
+        if klen == END {
+            let count = u64::from_le_bytes(self.read_exact(8)?.try_into().expect("8 bytes"));
+            if count != self.count {
+                return Err(corrupt(format!(
+                    "trailer says {count} records, read {}",
+                    self.count
+                )));
+            }
+            let expected = self.crc.clone().finalize();
+            let mut crc = [0; 4];
+            self.input
+                .read_exact(&mut crc)
+                .map_err(|_| corrupt("missing checksum"))?;
+            if u32::from_le_bytes(crc) != expected {
+                return Err(corrupt("checksum mismatch"));
+            }
+            self.done = true;
+            return Ok(None);
+        }
+        if klen > MAX_FIELD {
+            return Err(corrupt("key too large"));
+        }
+        let key = self.read_exact(klen as usize)?;
+        let vlen = self.read_u32()?;
+        if vlen > MAX_FIELD {
+            return Err(corrupt("value too large"));
+        }
+        let value = self.read_exact(vlen as usize)?;
+        self.count += 1;
+        Ok(Some((key, value)))
+    }
+}
+
+/// Reads a whole snapshot file to check it, returning its metadata.
+pub fn verify(path: &Path) -> io::Result<Meta> {
+    let (mut r, meta) = SnapshotReader::open(path)?;
+    while r.next_record()?.is_some() {}
+    Ok(meta)
+}
+
+/// The directory holding a node's snapshots: the current one, and files
+/// being written or received.
+#[derive(Debug)]
+pub struct SnapshotDir {
+    dir: PathBuf,
+    seq: AtomicU64,
+}
+
+impl SnapshotDir {
+    /// Opens `dir`, creating it, and removes files left half-written by an
+    /// earlier run.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        for entry in fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                fs::remove_file(&path)?;
+            }
+        }
+        Ok(SnapshotDir {
+            dir: dir.to_path_buf(),
+            seq: AtomicU64::new(0),
+        })
+    }
+
+    /// A fresh path for a file being written; it is removed on restart unless
+    /// published.
+    pub fn temp_path(&self, tag: &str) -> PathBuf {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.dir
+            .join(format!("{tag}-{}-{n}.tmp", std::process::id()))
+    }
+
+    /// Moves a complete, fsynced snapshot file into place as the current
+    /// snapshot and removes older ones.
+    pub fn publish(&self, tmp: &Path, meta: &Meta) -> io::Result<PathBuf> {
+        let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+        let id: String = meta
+            .snapshot_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(64)
+            .collect();
+        let path = self.dir.join(format!("snap-{index:020}-{id}.snap"));
+        fs::rename(tmp, &path)?;
+        File::open(&self.dir)?.sync_all()?;
+        for entry in fs::read_dir(&self.dir)? {
+            let other = entry?.path();
+            if other != path && other.extension().is_some_and(|e| e == "snap") {
+                fs::remove_file(&other)?;
+            }
+        }
+        Ok(path)
+    }
+
+    /// The current snapshot, if there is one.
+    pub fn latest(&self) -> io::Result<Option<(Meta, PathBuf)>> {
+        let mut best: Option<(Meta, PathBuf)> = None;
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "snap") {
+                continue;
+            }
+            let (_, meta) = SnapshotReader::open(&path)?;
+            if best
+                .as_ref()
+                .is_none_or(|(m, _)| m.last_log_id < meta.last_log_id)
+            {
+                best = Some((meta, path));
+            }
+        }
+        Ok(best)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, LogId, StoredMembership};
+
+    fn meta(index: u64) -> Meta {
+        Meta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("1-1-{index}"),
+        }
+    }
+
+    #[test]
+    fn round_trips_records_and_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.tmp");
+        let mut w = SnapshotWriter::create(&path, &meta(7)).unwrap();
+        for i in 0..1000u32 {
+            w.record(&i.to_be_bytes(), format!("value-{i}").as_bytes())
+                .unwrap();
+        }
+        w.record(b"empty", b"").unwrap();
+        assert_eq!(w.finish().unwrap(), 1001);
+        let (mut r, m) = SnapshotReader::open(&path).unwrap();
+        assert_eq!(m, meta(7));
+        let mut n = 0;
+        while let Some((k, v)) = r.next_record().unwrap() {
+            if n < 1000 {
+                assert_eq!(k, (n as u32).to_be_bytes());
+                assert_eq!(v, format!("value-{n}").into_bytes());
+            } else {
+                assert_eq!((k.as_slice(), v.as_slice()), (&b"empty"[..], &b""[..]));
+            }
+            n += 1;
+        }
+        assert_eq!(n, 1001);
+    }
+
+    #[test]
+    fn detects_a_flipped_byte_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.tmp");
+        let mut w = SnapshotWriter::create(&path, &meta(3)).unwrap();
+        for i in 0..100u32 {
+            w.record(&i.to_be_bytes(), b"payload payload").unwrap();
+        }
+        w.finish().unwrap();
+        let good = fs::read(&path).unwrap();
+
+        let mut flipped = good.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 0x40;
+        fs::write(&path, &flipped).unwrap();
+        let err = verify(&path).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+
+        fs::write(&path, &good[..good.len() - 10]).unwrap();
+        let err = verify(&path).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+
+        fs::write(&path, &good).unwrap();
+        assert_eq!(verify(&path).unwrap(), meta(3));
+    }
+
+    #[test]
+    fn publish_keeps_only_the_newest_and_cleans_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = SnapshotDir::open(dir.path()).unwrap();
+        for index in [5, 9] {
+            let tmp = snaps.temp_path("build");
+            SnapshotWriter::create(&tmp, &meta(index))
+                .unwrap()
+                .finish()
+                .unwrap();
+            snaps.publish(&tmp, &meta(index)).unwrap();
+        }
+        let stray = snaps.temp_path("recv");
+        fs::write(&stray, b"half").unwrap();
+        let (m, path) = snaps.latest().unwrap().unwrap();
+        assert_eq!(m, meta(9));
+        assert!(path.exists());
+        let reopened = SnapshotDir::open(dir.path()).unwrap();
+        assert!(!stray.exists());
+        let files: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(files.len(), 1);
+        assert_eq!(reopened.latest().unwrap().unwrap().0, meta(9));
+    }
+}

@@ -1,0 +1,368 @@
+//! The replicated state machine as openraft sees it.
+//!
+//! Committed entries are applied through [`machine::apply`] into one
+//! transaction per `apply` call, committed as one atomic batch together with
+//! the last applied log id, the membership and the clock. The state lives in a
+//! tree `sm.{generation}`; installing a snapshot loads it into the next
+//! generation's tree and switches over with one durable write, so a crash
+//! mid-install leaves the old state intact.
+//!
+//! The state machine is not flushed on apply: the log is durable, and after a
+//! crash the engine recovers a prefix of the writes, so the state is at worst
+//! behind the log and openraft re-applies the missing entries.
+
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StoredMembership,
+};
+
+use super::snapshot::{Meta, SnapshotDir, SnapshotFile, SnapshotReader, SnapshotWriter};
+use super::{storage_error, storage_read_error, Node, NodeId, TypeConfig};
+use crate::command::{CommandOutput, Query, QueryResponse, Response};
+use crate::error::ApplyError;
+use crate::machine::{self, Ctx};
+use crate::store::{codec, Db, StateRead, StoreError, Tree, Txn, WriteBatch};
+
+const APPLIED: &[u8] = b"\x00sm/applied";
+const MEMBERSHIP: &[u8] = b"\x00sm/membership";
+const CLOCK: &[u8] = b"\x00sm/clock";
+const ACTIVE: &[u8] = b"active";
+/// Records per batch when loading a snapshot.
+const INSTALL_BATCH: usize = 10_000;
+
+/// Read access to the applied state, shared by the API and the state
+/// machine. Reads never see half of an applied batch.
+#[derive(Clone)]
+pub struct StateHandle {
+    active: Arc<RwLock<Tree>>,
+}
+
+impl StateHandle {
+    /// Runs `f` over the current state.
+    pub fn read<T>(&self, f: impl FnOnce(&dyn StateRead) -> T) -> T {
+        let tree = self.active.read().unwrap_or_else(|e| e.into_inner());
+        f(&*tree)
+    }
+
+    /// Answers a query from this node's applied state.
+    pub fn query(&self, q: &Query) -> Result<QueryResponse, StoreError> {
+        self.read(|state| match machine::query(state, q) {
+            Ok(out) => Ok(Ok(out)),
+            Err(ApplyError::Rejected(e)) => Ok(Err(e)),
+            Err(ApplyError::Store(e)) => Err(e),
+        })
+    }
+
+    fn tree(&self) -> Tree {
+        self.active
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn apply(&self, tree: &Tree, batch: WriteBatch) -> Result<(), StoreError> {
+        let _guard = self.active.write().unwrap_or_else(|e| e.into_inner());
+        tree.apply(batch)
+    }
+
+    fn replace(&self, tree: Tree) {
+        *self.active.write().unwrap_or_else(|e| e.into_inner()) = tree;
+    }
+}
+
+/// The state machine store handed to openraft.
+pub struct StateMachineStore {
+    db: Db,
+    sm_meta: Tree,
+    generation: u64,
+    state: StateHandle,
+    snapshots: Arc<SnapshotDir>,
+    node_id: NodeId,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, Node>,
+    clock: u64,
+    current_snapshot: Option<(Meta, PathBuf)>,
+    snapshot_seq: u64,
+}
+
+fn read_record<T: serde::de::DeserializeOwned>(
+    tree: &Tree,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    tree.get(key)?.map(|b| codec::decode(key, &b)).transpose()
+}
+
+impl StateMachineStore {
+    /// Opens the state machine in `db`, with snapshots in `snapshots`.
+    pub async fn open(
+        db: &Db,
+        snapshots: Arc<SnapshotDir>,
+        node_id: NodeId,
+    ) -> Result<Self, StoreError> {
+        let sm_meta = db.tree("sm-meta")?;
+        let generation: u64 = read_record(&sm_meta, ACTIVE)?.unwrap_or(0);
+        let active_name = format!("sm.{generation}");
+        for name in db.tree_names() {
+            if name.starts_with("sm.") && name != active_name {
+                // Left over from a snapshot install that did not finish.
+                db.drop_tree(&name)?;
+            }
+        }
+        let tree = db.tree(&active_name)?;
+        let current_snapshot = snapshots
+            .latest()
+            .map_err(|e| StoreError::io("reading snapshots in", std::path::Path::new("."), e))?;
+        let mut sm = StateMachineStore {
+            db: db.clone(),
+            sm_meta,
+            generation,
+            state: StateHandle {
+                active: Arc::new(RwLock::new(tree.clone())),
+            },
+            snapshots,
+            node_id,
+            last_applied: read_record(&tree, APPLIED)?.flatten(),
+            membership: read_record(&tree, MEMBERSHIP)?.unwrap_or_default(),
+            clock: read_record(&tree, CLOCK)?.unwrap_or(0),
+            current_snapshot,
+            snapshot_seq: 0,
+        };
+        // A snapshot newer than the state can only come from an install cut
+        // short between publishing the file and switching trees; finish it,
+        // since the log before the snapshot may already be purged.
+        if let Some((meta, path)) = sm.current_snapshot.clone() {
+            if meta.last_log_id > sm.last_applied {
+                tracing::warn!(snapshot = %meta, "state is behind the current snapshot; reinstalling it");
+                sm.load_snapshot(&meta, &path)?;
+            }
+        }
+        Ok(sm)
+    }
+
+    /// A handle for reading the applied state.
+    pub fn handle(&self) -> StateHandle {
+        self.state.clone()
+    }
+
+    /// Loads a verified snapshot file into a fresh tree and switches to it.
+    fn load_snapshot(&mut self, meta: &Meta, path: &std::path::Path) -> Result<(), StoreError> {
+        let next = self.generation + 1;
+        let name = format!("sm.{next}");
+        self.db.drop_tree(&name)?;
+        let tree = self.db.tree(&name)?;
+        let (mut reader, file_meta) =
+            SnapshotReader::open(path).map_err(|e| StoreError::io("opening snapshot", path, e))?;
+        if file_meta.last_log_id != meta.last_log_id {
+            return Err(StoreError::Corrupt {
+                key: path.display().to_string(),
+                reason: format!(
+                    "snapshot file is at {:?}, expected {:?}",
+                    file_meta.last_log_id, meta.last_log_id
+                ),
+            });
+        }
+        let mut batch = WriteBatch::default();
+        while let Some((k, v)) = reader
+            .next_record()
+            .map_err(|e| StoreError::io("reading snapshot", path, e))?
+        {
+            batch.put(k, v);
+            if batch.len() >= INSTALL_BATCH {
+                tree.apply(std::mem::take(&mut batch))?;
+            }
+        }
+        batch.put(APPLIED.to_vec(), codec::encode(&meta.last_log_id));
+        batch.put(MEMBERSHIP.to_vec(), codec::encode(&meta.last_membership));
+        tree.apply(batch)?;
+        self.db.flush()?;
+        self.sm_meta.insert(ACTIVE, codec::encode(&next))?;
+        self.db.flush()?;
+        self.state.replace(tree.clone());
+        self.db.drop_tree(&format!("sm.{}", self.generation))?;
+        self.generation = next;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.clock = read_record(&tree, CLOCK)?.unwrap_or(0);
+        Ok(())
+    }
+
+    async fn build_snapshot_now(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let started = Instant::now();
+        self.snapshot_seq += 1;
+        let meta = Meta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id: format!(
+                "{}-{}-n{}-{}",
+                self.last_applied.map(|l| l.leader_id.term).unwrap_or(0),
+                self.last_applied.map(|l| l.index).unwrap_or(0),
+                self.node_id,
+                self.snapshot_seq
+            ),
+        };
+        let tree = self.state.tree();
+        let snapshots = self.snapshots.clone();
+        let file_meta = meta.clone();
+        // Runs while openraft waits for the builder, so no entry is applied
+        // meanwhile and the tree is a consistent image at `last_applied`.
+        let (path, records) = tokio::task::spawn_blocking(move || {
+            let tmp = snapshots.temp_path("build");
+            let write = || -> std::io::Result<(PathBuf, u64)> {
+                let mut w = SnapshotWriter::create(&tmp, &file_meta)?;
+                for kv in tree.range(Bound::Unbounded, Bound::Unbounded, false) {
+                    let (k, v) = kv.map_err(std::io::Error::other)?;
+                    w.record(&k, &v)?;
+                }
+                let n = w.finish()?;
+                Ok((snapshots.publish(&tmp, &file_meta)?, n))
+            };
+            let r = write();
+            if r.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            r
+        })
+        .await
+        .map_err(|e| storage_error("building a snapshot", e))?
+        .map_err(|e| storage_error("building a snapshot", e))?;
+        metrics::histogram!("sluice_snapshot_build_seconds")
+            .record(started.elapsed().as_secs_f64());
+        tracing::info!(snapshot = %meta, records, path = %path.display(), "built snapshot");
+        self.current_snapshot = Some((meta.clone(), path.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(SnapshotFile { path }),
+        })
+    }
+}
+
+/// A snapshot built when openraft asked for a builder (see
+/// [`StateMachineStore::get_snapshot_builder`]).
+pub struct PreparedSnapshot {
+    result: Option<Result<Snapshot<TypeConfig>, StorageError<NodeId>>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for PreparedSnapshot {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        self.result
+            .take()
+            .unwrap_or_else(|| Err(storage_error("building a snapshot", "builder used twice")))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = PreparedSnapshot;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>), StorageError<NodeId>> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let started = Instant::now();
+        let tree = self.state.tree();
+        let mut batch = Txn::new(&tree);
+        let mut responses = Vec::new();
+        let mut last_applied = self.last_applied;
+        let mut membership = None;
+        let mut clock = self.clock;
+        for entry in entries {
+            last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => responses.push(Ok(CommandOutput::Nothing)),
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                    responses.push(Ok(CommandOutput::Nothing));
+                }
+                EntryPayload::Normal(request) => {
+                    clock = clock.max(request.time_ms);
+                    let ctx = Ctx { now_ms: clock };
+                    let mut txn = Txn::new(&batch);
+                    match machine::apply(&mut txn, &ctx, &request.command) {
+                        Ok(out) => {
+                            let writes = txn.into_writes();
+                            batch.merge(writes);
+                            responses.push(Ok(out));
+                        }
+                        Err(ApplyError::Rejected(e)) => responses.push(Err(e)),
+                        Err(ApplyError::Store(e)) => {
+                            return Err(storage_read_error("applying a command", e))
+                        }
+                    }
+                }
+            }
+        }
+        batch.put_record(APPLIED.to_vec(), &last_applied);
+        batch.put_record(CLOCK.to_vec(), &clock);
+        if let Some(m) = &membership {
+            batch.put_record(MEMBERSHIP.to_vec(), m);
+        }
+        let n = responses.len();
+        self.state
+            .apply(&tree, batch.into_batch())
+            .map_err(|e| storage_error("applying to the state machine", e))?;
+        self.last_applied = last_applied;
+        self.clock = clock;
+        if let Some(m) = membership {
+            self.membership = m;
+        }
+        metrics::histogram!("sluice_apply_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("sluice_applied_entries_total").increment(n as u64);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        PreparedSnapshot {
+            result: Some(self.build_snapshot_now().await),
+        }
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<SnapshotFile>, StorageError<NodeId>> {
+        Ok(Box::new(SnapshotFile {
+            path: self.snapshots.temp_path("recv"),
+        }))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Box<SnapshotFile>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let started = Instant::now();
+        tracing::info!(snapshot = %meta, "installing snapshot");
+        // Publish first: the file then survives a crash during the load, and
+        // `open` finishes the install from it.
+        let path = self
+            .snapshots
+            .publish(&snapshot.path, meta)
+            .map_err(|e| storage_error("keeping the received snapshot", e))?;
+        tokio::task::block_in_place(|| self.load_snapshot(meta, &path))
+            .map_err(|e| storage_error("installing a snapshot", e))?;
+        self.current_snapshot = Some((meta.clone(), path));
+        metrics::histogram!("sluice_snapshot_install_seconds")
+            .record(started.elapsed().as_secs_f64());
+        tracing::info!(snapshot = %meta, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        Ok(self.current_snapshot.as_ref().map(|(meta, path)| Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(SnapshotFile { path: path.clone() }),
+        }))
+    }
+}
