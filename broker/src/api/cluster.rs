@@ -1,0 +1,492 @@
+//! `sluice.v1.Cluster`: status and membership.
+//!
+//! Membership changes and leadership transfer run on the leader. A follower
+//! forwards them with the public API itself, marked with the
+//! `sluice-forwarded` metadata so the receiver runs them only if it leads.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::cluster_client::ClusterClient;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::{observe, Context};
+use crate::error::DomainError;
+use crate::raft::{is_voter, transfer, Node, NodeId, RaftMetrics};
+use crate::router::{hop_from_status, Hop, RouteError, Routed, Router, FORWARDED_HEADER};
+
+/// Most entries a learner may be behind and still be promoted.
+const PROMOTE_MAX_LAG: u64 = 1000;
+/// How long AddLearner waits for the learner to catch up before answering.
+const LEARNER_CATCH_UP_WAIT: Duration = Duration::from_secs(30);
+
+/// Serves the cluster API.
+pub struct ClusterApi {
+    ctx: Context,
+}
+
+/// A leader-only cluster operation.
+#[derive(Clone)]
+enum Op {
+    Status,
+    AddLearner(pb::AddLearnerRequest),
+    Promote(pb::PromoteLearnerRequest),
+    Remove(pb::RemoveMemberRequest),
+    Transfer(pb::TransferLeadershipRequest),
+}
+
+enum Reply {
+    Status(pb::GetClusterStatusResponse),
+    Membership(pb::MembershipResponse),
+    Transfer(pb::TransferLeadershipResponse),
+}
+
+struct Admin<'a> {
+    ctx: &'a Context,
+    op: Op,
+}
+
+fn state_name(s: ServerState) -> &'static str {
+    match s {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// The members as `m` shows them, with replication progress when `m` is a
+/// leader's.
+pub fn members(m: &RaftMetrics) -> Vec<pb::MemberStatus> {
+    let membership = m.membership_config.membership();
+    let last = m.last_log_index.unwrap_or(0);
+    membership
+        .nodes()
+        .map(|(id, node)| {
+            let matched = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id))
+                .map(|l| l.map(|l| l.index).unwrap_or(0));
+            pb::MemberStatus {
+                node_id: *id,
+                address: node.addr.clone(),
+                role: if is_voter(membership, *id) {
+                    "voter"
+                } else {
+                    "learner"
+                }
+                .into(),
+                matched_index: matched,
+                lag: matched.map(|mi| last.saturating_sub(mi)),
+            }
+        })
+        .collect()
+}
+
+/// This node's view of the cluster.
+pub fn local_status(ctx: &Context) -> pb::GetClusterStatusResponse {
+    let m = ctx.router.raft().metrics().borrow().clone();
+    pb::GetClusterStatusResponse {
+        node_id: ctx.router.id(),
+        state: state_name(m.state).into(),
+        leader_id: m.current_leader,
+        term: m.current_term,
+        last_log_index: m.last_log_index.unwrap_or(0),
+        applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+        snapshot_index: m.snapshot.map(|l| l.index),
+        purged_index: m.purged.map(|l| l.index),
+        members: members(&m),
+        region: ctx.identity.region.clone(),
+        account_id: ctx.identity.account_id.clone(),
+    }
+}
+
+fn membership_error(
+    me: NodeId,
+    e: RaftError<NodeId, ClientWriteError<NodeId, Node>>,
+) -> Hop<Reply> {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            Hop::Retry(RouteError::NotLeader {
+                node_id: me,
+                leader: f.leader_id,
+            })
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            Hop::Fail(RouteError::Remote(
+                DomainError::precondition("MembershipChangeRejected", e.to_string()).into(),
+            ))
+        }
+        RaftError::Fatal(_) => Hop::Fail(RouteError::ShuttingDown),
+    }
+}
+
+fn rejected(e: DomainError) -> Hop<Reply> {
+    Hop::Fail(RouteError::Remote(e.into()))
+}
+
+fn validate_node_id(id: u64) -> Result<NodeId, DomainError> {
+    if id == 0 {
+        return Err(DomainError::invalid(
+            "node_id",
+            "must be a positive integer",
+        ));
+    }
+    Ok(id)
+}
+
+/// Checks a `host:port` address.
+pub fn validate_address(field: &str, addr: &str) -> Result<(), DomainError> {
+    let rule = "must be host:port with a port from 1 to 65535";
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| DomainError::invalid(field, format!("{rule}, got {addr:?}")))?;
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c));
+    if !port_ok || !host_ok {
+        return Err(DomainError::invalid(field, format!("{rule}, got {addr:?}")));
+    }
+    Ok(())
+}
+
+impl Admin<'_> {
+    fn membership_reply(&self, log_index: u64) -> Reply {
+        let m = self.ctx.router.raft().metrics().borrow().clone();
+        Reply::Membership(pb::MembershipResponse {
+            members: members(&m),
+            log_index,
+        })
+    }
+
+    async fn add_learner(&self, req: &pb::AddLearnerRequest) -> Hop<Reply> {
+        let raft = self.ctx.router.raft();
+        let id = match validate_node_id(req.node_id) {
+            Ok(id) => id,
+            Err(e) => return rejected(e),
+        };
+        if let Err(e) = validate_address("address", &req.address) {
+            return rejected(e);
+        }
+        let m = raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        if let Some(node) = membership.get_node(&id) {
+            if node.addr == req.address {
+                return Hop::Done(
+                    self.membership_reply(
+                        m.membership_config.log_id().map(|l| l.index).unwrap_or(0),
+                    ),
+                );
+            }
+            return rejected(DomainError::already_exists(
+                "NodeExists",
+                format!("node_id: node {id} is already a member at {}", node.addr),
+            ));
+        }
+        if let Some((other, _)) = membership.nodes().find(|(_, n)| n.addr == req.address) {
+            return rejected(DomainError::already_exists(
+                "AddressInUse",
+                format!("address: {} is already node {other}'s", req.address),
+            ));
+        }
+        let reply = match raft
+            .add_learner(id, Node::new(req.address.clone()), false)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return membership_error(self.ctx.router.id(), e),
+        };
+        // Answer once the learner has caught up (or the wait ran out; the
+        // reply's lag shows which).
+        let _ = raft
+            .wait(Some(LEARNER_CATCH_UP_WAIT))
+            .metrics(
+                move |m| {
+                    let matched = m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).cloned().flatten())
+                        .map(|l| l.index)
+                        .unwrap_or(0);
+                    matched >= m.last_log_index.unwrap_or(0)
+                },
+                "learner caught up",
+            )
+            .await;
+        Hop::Done(self.membership_reply(reply.log_id.index))
+    }
+
+    async fn promote(&self, req: &pb::PromoteLearnerRequest) -> Hop<Reply> {
+        let raft = self.ctx.router.raft();
+        let id = match validate_node_id(req.node_id) {
+            Ok(id) => id,
+            Err(e) => return rejected(e),
+        };
+        let m = raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return rejected(DomainError::not_found(
+                "NodeNotFound",
+                format!(
+                    "node_id: node {id} is not a member of the cluster; add it as a learner first"
+                ),
+            ));
+        }
+        if is_voter(membership, id) {
+            return Hop::Done(
+                self.membership_reply(m.membership_config.log_id().map(|l| l.index).unwrap_or(0)),
+            );
+        }
+        let lag = members(&m)
+            .into_iter()
+            .find(|s| s.node_id == id)
+            .and_then(|s| s.lag)
+            .unwrap_or(u64::MAX);
+        if lag > PROMOTE_MAX_LAG {
+            return rejected(DomainError::precondition(
+                "LearnerLagging",
+                format!("node_id: node {id} is behind the leader by more than {PROMOTE_MAX_LAG} entries; promote it once it has caught up"),
+            ));
+        }
+        match raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+        {
+            Ok(r) => Hop::Done(self.membership_reply(r.log_id.index)),
+            Err(e) => membership_error(self.ctx.router.id(), e),
+        }
+    }
+
+    async fn remove(&self, req: &pb::RemoveMemberRequest) -> Hop<Reply> {
+        let raft = self.ctx.router.raft();
+        let id = match validate_node_id(req.node_id) {
+            Ok(id) => id,
+            Err(e) => return rejected(e),
+        };
+        let m = raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return rejected(DomainError::not_found(
+                "NodeNotFound",
+                format!("node_id: node {id} is not a member of the cluster"),
+            ));
+        }
+        let change = if is_voter(membership, id) {
+            if membership.voter_ids().count() == 1 {
+                return rejected(DomainError::precondition(
+                    "LastVoter",
+                    format!("node_id: node {id} is the cluster's only voter"),
+                ));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        match raft.change_membership(change, false).await {
+            Ok(r) => Hop::Done(self.membership_reply(r.log_id.index)),
+            Err(e) => membership_error(self.ctx.router.id(), e),
+        }
+    }
+}
+
+impl Routed for Admin<'_> {
+    type Output = Reply;
+
+    async fn here(&self, _router: &Router) -> Hop<Reply> {
+        match &self.op {
+            Op::Status => Hop::Done(Reply::Status(local_status(self.ctx))),
+            Op::AddLearner(req) => self.add_learner(req).await,
+            Op::Promote(req) => self.promote(req).await,
+            Op::Remove(req) => self.remove(req).await,
+            Op::Transfer(req) => {
+                match transfer::transfer(&self.ctx.router, &self.ctx.timing, req.to_node_id).await {
+                    Ok(o) => Hop::Done(Reply::Transfer(pb::TransferLeadershipResponse {
+                        previous_leader_id: o.previous,
+                        new_leader_id: o.new,
+                        term: o.term,
+                    })),
+                    Err(e) => rejected(e),
+                }
+            }
+        }
+    }
+
+    async fn forward(&self, channel: Channel) -> Hop<Reply> {
+        fn forwarded<T>(msg: T) -> Request<T> {
+            let mut r = Request::new(msg);
+            r.metadata_mut().insert(
+                FORWARDED_HEADER,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+            r
+        }
+        let mut client = ClusterClient::new(channel);
+        let result = match self.op.clone() {
+            Op::Status => client
+                .get_cluster_status(forwarded(pb::GetClusterStatusRequest { local: false }))
+                .await
+                .map(|r| Reply::Status(r.into_inner())),
+            Op::AddLearner(req) => client
+                .add_learner(forwarded(req))
+                .await
+                .map(|r| Reply::Membership(r.into_inner())),
+            Op::Promote(req) => client
+                .promote_learner(forwarded(req))
+                .await
+                .map(|r| Reply::Membership(r.into_inner())),
+            Op::Remove(req) => client
+                .remove_member(forwarded(req))
+                .await
+                .map(|r| Reply::Membership(r.into_inner())),
+            Op::Transfer(req) => client
+                .transfer_leadership(forwarded(req))
+                .await
+                .map(|r| Reply::Transfer(r.into_inner())),
+        };
+        match result {
+            Ok(reply) => Hop::Done(reply),
+            Err(status) => hop_from_status(status),
+        }
+    }
+}
+
+impl ClusterApi {
+    /// The service over a node's context.
+    pub fn new(ctx: Context) -> Self {
+        ClusterApi { ctx }
+    }
+
+    async fn run<T>(&self, request: Request<T>, op: impl FnOnce(T) -> Op) -> Result<Reply, Status> {
+        let forwarded = request.metadata().get(FORWARDED_HEADER).is_some();
+        let admin = Admin {
+            ctx: &self.ctx,
+            op: op(request.into_inner()),
+        };
+        let reply = if forwarded {
+            self.ctx.router.as_leader(&admin).await
+        } else {
+            self.ctx.router.route(&admin).await
+        };
+        Ok(reply?)
+    }
+}
+
+fn unexpected() -> Status {
+    Status::internal("unexpected reply kind")
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterApi {
+    async fn get_cluster_status(
+        &self,
+        request: Request<pb::GetClusterStatusRequest>,
+    ) -> Result<Response<pb::GetClusterStatusResponse>, Status> {
+        observe("GetClusterStatus", async {
+            if request.get_ref().local {
+                return Ok(Response::new(local_status(&self.ctx)));
+            }
+            match self.run(request, |_| Op::Status).await {
+                Ok(Reply::Status(s)) => Ok(Response::new(s)),
+                Ok(_) => Err(unexpected()),
+                // No leader to ask: show what this node knows.
+                Err(s) if s.code() == tonic::Code::Unavailable => {
+                    Ok(Response::new(local_status(&self.ctx)))
+                }
+                Err(s) => Err(s),
+            }
+        })
+        .await
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        observe("AddLearner", async {
+            match self.run(request, Op::AddLearner).await? {
+                Reply::Membership(m) => Ok(Response::new(m)),
+                _ => Err(unexpected()),
+            }
+        })
+        .await
+    }
+
+    async fn promote_learner(
+        &self,
+        request: Request<pb::PromoteLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        observe("PromoteLearner", async {
+            match self.run(request, Op::Promote).await? {
+                Reply::Membership(m) => Ok(Response::new(m)),
+                _ => Err(unexpected()),
+            }
+        })
+        .await
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        observe("RemoveMember", async {
+            match self.run(request, Op::Remove).await? {
+                Reply::Membership(m) => Ok(Response::new(m)),
+                _ => Err(unexpected()),
+            }
+        })
+        .await
+    }
+
+    async fn transfer_leadership(
+        &self,
+        request: Request<pb::TransferLeadershipRequest>,
+    ) -> Result<Response<pb::TransferLeadershipResponse>, Status> {
+        observe("TransferLeadership", async {
+            match self.run(request, Op::Transfer).await? {
+                Reply::Transfer(t) => Ok(Response::new(t)),
+                _ => Err(unexpected()),
+            }
+        })
+        .await
+    }
+
+    async fn trigger_snapshot(
+        &self,
+        _request: Request<pb::TriggerSnapshotRequest>,
+    ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
+        observe("TriggerSnapshot", async {
+            let raft = self.ctx.router.raft();
+            let applied = raft
+                .metrics()
+                .borrow()
+                .last_applied
+                .map(|l| l.index)
+                .unwrap_or(0);
+            raft.trigger()
+                .snapshot()
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let m = raft
+                .wait(Some(Duration::from_secs(120)))
+                .metrics(
+                    move |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                    "snapshot built",
+                )
+                .await
+                .map_err(|e| Status::deadline_exceeded(format!("snapshot not built: {e}")))?;
+            Ok(Response::new(pb::TriggerSnapshotResponse {
+                node_id: self.ctx.router.id(),
+                snapshot_index: m.snapshot.map(|s| s.index).unwrap_or(0),
+            }))
+        })
+        .await
+    }
+}

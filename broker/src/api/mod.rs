@@ -1,0 +1,156 @@
+//! The gRPC server of a node: the public API (`sluice.v1`), the internal
+//! node-to-node services, gRPC health checking and server reflection, and
+//! Prometheus metrics at `GET /metrics`, all on the node's one port.
+
+pub mod cluster;
+pub mod node;
+pub mod queues;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sluice_proto::internal::node_server::NodeServer;
+use sluice_proto::internal::raft_server::RaftServer;
+use sluice_proto::v1::cluster_server::ClusterServer;
+use sluice_proto::v1::queues_server::QueuesServer;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic::Status;
+
+use crate::identity::Identity;
+use crate::raft::service::RaftService;
+use crate::raft::Timing;
+use crate::router::Router;
+
+/// Largest message the internal services accept: Raft batches carry many
+/// client requests.
+const INTERNAL_MESSAGE_MAX: usize = 512 * 1024 * 1024;
+/// Largest public request: a batch of ten 1 MiB messages with attributes.
+const PUBLIC_MESSAGE_MAX: usize = 16 * 1024 * 1024;
+
+/// Metadata key choosing the consistency of a read.
+pub const CONSISTENCY_HEADER: &str = "sluice-consistency";
+
+/// What every service of a node shares.
+#[derive(Clone)]
+pub struct Context {
+    /// Routes calls to the leader.
+    pub router: Router,
+    /// Region and account for ARNs.
+    pub identity: Identity,
+    /// The address other nodes and clients reach this node at.
+    pub advertise: String,
+    /// Raft timing (leadership transfer waits out the leader lease).
+    pub timing: Timing,
+}
+
+/// How a read is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// On the leader, after it confirmed its leadership (the default).
+    Linearizable,
+    /// From the called node's applied state, which may lag.
+    Local,
+}
+
+/// Reads the consistency a call asked for.
+pub fn consistency<T>(request: &tonic::Request<T>) -> Result<Consistency, Status> {
+    match request.metadata().get(CONSISTENCY_HEADER) {
+        None => Ok(Consistency::Linearizable),
+        Some(v) => match v.to_str() {
+            Ok("linearizable") => Ok(Consistency::Linearizable),
+            Ok("local") => Ok(Consistency::Local),
+            _ => Err(status::invalid(
+                CONSISTENCY_HEADER,
+                "metadata must be \"linearizable\" or \"local\"",
+            )),
+        },
+    }
+}
+
+/// Runs one RPC, counting it and timing it by method and status code.
+pub async fn observe<T>(
+    rpc: &'static str,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let started = Instant::now();
+    let result = call.await;
+    let code = match &result {
+        Ok(_) => "Ok".to_string(),
+        Err(s) => format!("{:?}", s.code()),
+    };
+    metrics::counter!("sluice_grpc_requests_total", "rpc" => rpc, "code" => code.clone())
+        .increment(1);
+    metrics::histogram!("sluice_grpc_request_duration_seconds", "rpc" => rpc, "code" => code)
+        .record(started.elapsed().as_secs_f64());
+    result
+}
+
+/// Serves every service on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Context,
+    raft_service: RaftService,
+    metrics: Arc<crate::metrics::Exporter>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<QueuesServer<queues::QueuesApi>>()
+        .await;
+    health
+        .set_serving::<ClusterServer<cluster::ClusterApi>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the generated descriptor set is valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the generated descriptor set is valid");
+
+    let routes = Routes::new(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            QueuesServer::new(queues::QueuesApi::new(ctx.clone()))
+                .max_decoding_message_size(PUBLIC_MESSAGE_MAX),
+        )
+        .add_service(ClusterServer::new(cluster::ClusterApi::new(ctx.clone())))
+        .add_service(
+            RaftServer::new(raft_service)
+                .max_decoding_message_size(INTERNAL_MESSAGE_MAX)
+                .max_encoding_message_size(INTERNAL_MESSAGE_MAX),
+        )
+        .add_service(
+            NodeServer::new(node::NodeApi::new(ctx.clone()))
+                .max_decoding_message_size(INTERNAL_MESSAGE_MAX)
+                .max_encoding_message_size(INTERNAL_MESSAGE_MAX),
+        );
+    let router = routes.into_axum_router().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move { metrics.render() }
+        }),
+    );
+
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .tcp_nodelay(true)
+        .add_routes(Routes::from(router))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+}

@@ -1,0 +1,157 @@
+//! The one place errors become gRPC statuses.
+//!
+//! Each status carries a `google.rpc.ErrorInfo` (reason = the stable code,
+//! domain `sluice`, the field at fault in its metadata), a `BadRequest` for
+//! invalid input, a `RetryInfo` for UNAVAILABLE, and the code again in the
+//! `sluice-error-code` metadata entry.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::error::{DomainError, ErrorKind};
+use crate::router::{RouteError, ERROR_CODE_HEADER};
+
+/// Error domain in `ErrorInfo`.
+const DOMAIN: &str = "sluice";
+
+fn build(
+    code: Code,
+    reason: &str,
+    message: String,
+    field: Option<&str>,
+    retry_after: Option<Duration>,
+) -> Status {
+    let mut details = ErrorDetails::new();
+    let mut info = HashMap::new();
+    if let Some(f) = field {
+        info.insert("field".to_string(), f.to_string());
+        details.add_bad_request_violation(f, message.clone());
+    }
+    details.set_error_info(reason, DOMAIN, info);
+    if let Some(delay) = retry_after {
+        details.set_retry_info(Some(delay));
+    }
+    let mut metadata = MetadataMap::new();
+    if let Ok(v) = MetadataValue::try_from(reason) {
+        metadata.insert(ERROR_CODE_HEADER, v);
+    }
+    if let Some(delay) = retry_after {
+        metadata.insert(
+            "retry-after-ms",
+            MetadataValue::from(delay.as_millis() as u64),
+        );
+    }
+    Status::with_error_details_and_metadata(code, message, details, metadata)
+}
+
+/// An invalid request detected before any domain logic ran.
+pub fn invalid(field: &str, rule: impl Into<String>) -> Status {
+    DomainError::invalid(field, rule).into()
+}
+
+impl From<DomainError> for Status {
+    fn from(e: DomainError) -> Self {
+        let code = match e.kind {
+            ErrorKind::InvalidArgument => Code::InvalidArgument,
+            ErrorKind::NotFound => Code::NotFound,
+            ErrorKind::AlreadyExists => Code::AlreadyExists,
+            ErrorKind::LimitExceeded => Code::ResourceExhausted,
+            ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        };
+        let retry = (e.kind == ErrorKind::LimitExceeded).then(|| Duration::from_millis(100));
+        build(code, &e.code, e.message, e.field.as_deref(), retry)
+    }
+}
+
+impl From<RouteError> for Status {
+    fn from(e: RouteError) -> Self {
+        let message = e.to_string();
+        let retry = Some(Duration::from_millis(500));
+        match e {
+            RouteError::NoLeader { .. } => {
+                build(Code::Unavailable, "NoLeader", message, None, retry)
+            }
+            RouteError::NotMember { .. } => {
+                build(Code::Unavailable, "NotClusterMember", message, None, retry)
+            }
+            RouteError::NotLeader { leader, .. } => {
+                let mut s = build(
+                    Code::Unavailable,
+                    "NotLeader",
+                    message,
+                    None,
+                    Some(Duration::ZERO),
+                );
+                if let Some(l) = leader {
+                    s.metadata_mut()
+                        .insert("sluice-leader-id", MetadataValue::from(l));
+                }
+                s
+            }
+            RouteError::LeaderTimeout => {
+                build(Code::Unavailable, "LeaderTimeout", message, None, retry)
+            }
+            RouteError::ShuttingDown => {
+                build(Code::Unavailable, "ShuttingDown", message, None, retry)
+            }
+            RouteError::Remote(status) => status,
+            RouteError::Store(_) => build(Code::Internal, "StorageFailure", message, None, None),
+            RouteError::Internal(_) => build(Code::Internal, "InternalError", message, None, None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_input_names_field_and_code_in_details() {
+        let status: Status = DomainError::invalid("queue_name", "must be short").into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "queue_name: must be short");
+        assert_eq!(
+            status.metadata().get(ERROR_CODE_HEADER).unwrap(),
+            "InvalidParameterValue"
+        );
+        let details = status.get_error_details();
+        let info = details.error_info().unwrap();
+        assert_eq!(info.reason, "InvalidParameterValue");
+        assert_eq!(info.metadata.get("field").unwrap(), "queue_name");
+        let bad = details.bad_request().unwrap();
+        assert_eq!(bad.field_violations[0].field, "queue_name");
+    }
+
+    #[test]
+    fn kinds_map_to_the_spec_codes() {
+        for (kind, code) in [
+            (ErrorKind::NotFound, Code::NotFound),
+            (ErrorKind::AlreadyExists, Code::AlreadyExists),
+            (ErrorKind::LimitExceeded, Code::ResourceExhausted),
+            (ErrorKind::FailedPrecondition, Code::FailedPrecondition),
+        ] {
+            let e = DomainError {
+                kind,
+                code: "X".into(),
+                message: "m".into(),
+                field: None,
+            };
+            assert_eq!(Status::from(e).code(), code);
+        }
+    }
+
+    #[test]
+    fn no_leader_is_unavailable_with_a_retry_hint() {
+        let status: Status = RouteError::NoLeader { waited_ms: 5000 }.into();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.get_error_details().retry_info().is_some());
+        assert_eq!(
+            status.metadata().get(ERROR_CODE_HEADER).unwrap(),
+            "NoLeader"
+        );
+    }
+}

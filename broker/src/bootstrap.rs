@@ -1,0 +1,146 @@
+//! Forming a cluster, or finding the one a node belongs to, when its data
+//! directory is empty.
+//!
+//! A node with data resumes from it and skips all of this. Otherwise:
+//!
+//! * single-node: initialise a cluster of this node;
+//! * `--join`: wait to be added as a learner;
+//! * `--peers`: ask every peer what it knows. If a peer belongs to an
+//!   established cluster (it has a leader, or entries past the initial
+//!   membership), this node lost its data and rejoins: it may not vote until a
+//!   leader reaches it ([`VoteGuard`]). If every peer answers and none belongs
+//!   to a cluster, the peer with the lowest id initialises the cluster with
+//!   the whole list. Until the question is settled, the node refuses votes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_proto::internal::node_client::NodeClient;
+use sluice_proto::internal::{InfoRequest, InfoResponse};
+
+use crate::config::Bootstrap;
+use crate::raft::network::Channels;
+use crate::raft::service::VoteGuard;
+use crate::raft::{Node, NodeId, Raft};
+
+/// How often a forming node asks its peers again.
+const POLL: Duration = Duration::from_millis(300);
+
+/// Forms or finds the cluster. Returns once this node knows its role; with
+/// `--peers`, that may take until enough peers are up (the caller runs it in
+/// the background).
+pub async fn run(
+    raft: Raft,
+    me: NodeId,
+    advertise: String,
+    mode: Bootstrap,
+    channels: Channels,
+    guard: Arc<VoteGuard>,
+) {
+    match raft.is_initialized().await {
+        Ok(true) => {
+            tracing::info!("resuming from the data directory");
+            return;
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "raft stopped before bootstrap");
+            return;
+        }
+    }
+    match mode {
+        Bootstrap::Single => {
+            let members = BTreeMap::from([(me, Node::new(advertise))]);
+            initialize(&raft, members).await;
+        }
+        Bootstrap::Join => {
+            tracing::info!(
+                node_id = me,
+                "empty data directory: waiting to be added with `sluicectl cluster add-learner {me} {advertise}`"
+            );
+        }
+        Bootstrap::Static(peers) => {
+            guard.set_rejoining();
+            form(&raft, me, &peers, &channels, &guard).await;
+        }
+    }
+}
+
+async fn initialize(raft: &Raft, members: BTreeMap<NodeId, Node>) {
+    match raft.initialize(members.clone()).await {
+        Ok(()) => {
+            tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "initialised a new cluster")
+        }
+        Err(e) => tracing::info!(error = %e, "cluster already initialised"),
+    }
+}
+
+async fn ask(channels: &Channels, addr: &str) -> Option<InfoResponse> {
+    let channel = channels.get(addr).ok()?;
+    let mut request = tonic::Request::new(InfoRequest {});
+    request.set_timeout(Duration::from_secs(1));
+    NodeClient::new(channel)
+        .info(request)
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+async fn form(
+    raft: &Raft,
+    me: NodeId,
+    peers: &BTreeMap<NodeId, String>,
+    channels: &Channels,
+    guard: &VoteGuard,
+) {
+    let lowest = *peers.keys().next().expect("peer list is not empty");
+    let mut logged_waiting = false;
+    loop {
+        if raft.is_initialized().await.unwrap_or(true) {
+            // Reached by a leader (or initialised) meanwhile.
+            return;
+        }
+        let mut answers = Vec::new();
+        for (id, addr) in peers.iter().filter(|(id, _)| **id != me) {
+            answers.push((*id, ask(channels, addr).await));
+        }
+        if let Some((id, _)) = answers.iter().find(|(_, a)| {
+            a.as_ref()
+                .is_some_and(|a| a.leader_id.is_some() || a.last_log_index > 0)
+        }) {
+            tracing::warn!(
+                peer = id,
+                "the cluster exists but this node's data directory is empty: rejoining; \
+                 it will not vote until a leader has reached it"
+            );
+            return;
+        }
+        if answers.iter().all(|(_, a)| a.is_some()) {
+            // Every peer answered and none belongs to an established cluster:
+            // this is a new cluster.
+            guard.clear();
+            if me == lowest {
+                let members = peers
+                    .iter()
+                    .map(|(id, addr)| (*id, Node::new(addr.clone())))
+                    .collect();
+                initialize(raft, members).await;
+            }
+            return;
+        }
+        if !logged_waiting {
+            let missing: Vec<NodeId> = answers
+                .iter()
+                .filter(|(_, a)| a.is_none())
+                .map(|(id, _)| *id)
+                .collect();
+            tracing::info!(
+                ?missing,
+                "waiting for every peer to answer before forming the cluster"
+            );
+            logged_waiting = true;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

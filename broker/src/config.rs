@@ -1,0 +1,378 @@
+//! Node configuration: command-line flags, an optional TOML file with the
+//! same keys, and their validation. Flags override the file; both override
+//! the defaults, which make `sluice serve` a single-node cluster on
+//! `127.0.0.1:7070` with its data in `./sluice-data`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::identity::Identity;
+use crate::raft::{Compaction, NodeId, Timing};
+
+/// How a node finds its cluster when its data directory is empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// A cluster of this node alone.
+    Single,
+    /// A fixed initial member list. The lowest id initialises the cluster,
+    /// once it has reached every peer and none belongs to a cluster yet.
+    Static(BTreeMap<NodeId, String>),
+    /// Wait to be added to an existing cluster as a learner.
+    Join,
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id, positive and unique in the cluster.
+    pub node_id: NodeId,
+    /// Socket the gRPC server binds.
+    pub listen: SocketAddr,
+    /// `host:port` other nodes and clients reach this node at.
+    pub advertise: String,
+    /// How to form or join a cluster on first start.
+    pub bootstrap: Bootstrap,
+    /// Where the node keeps its data.
+    pub data_dir: PathBuf,
+    /// Region and account for ARNs.
+    pub identity: Identity,
+    /// Raft timing.
+    pub timing: Timing,
+    /// Snapshot and log purge settings.
+    pub compaction: Compaction,
+    /// How long a call waits for a leader during an election.
+    pub leader_wait: Duration,
+    /// Page cache of the storage engine, bytes.
+    pub cache_capacity: u64,
+}
+
+/// Settings as they come from flags or the file; unset means "not given".
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    /// `--node-id`
+    pub node_id: Option<u64>,
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--advertise`
+    pub advertise: Option<String>,
+    /// `--peers`, as `ID=HOST:PORT,...`
+    pub peers: Option<String>,
+    /// `--join`
+    pub join: Option<bool>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--region`
+    pub region: Option<String>,
+    /// `--account-id`
+    pub account_id: Option<String>,
+    /// `--heartbeat-ms`
+    pub heartbeat_ms: Option<u64>,
+    /// `--election-timeout-min-ms`
+    pub election_timeout_min_ms: Option<u64>,
+    /// `--election-timeout-max-ms`
+    pub election_timeout_max_ms: Option<u64>,
+    /// `--snapshot-every`
+    pub snapshot_every: Option<u64>,
+    /// `--keep-after-snapshot`
+    pub keep_after_snapshot: Option<u64>,
+    /// `--leader-wait-ms`
+    pub leader_wait_ms: Option<u64>,
+    /// `--cache-mb`
+    pub cache_mb: Option<u64>,
+}
+
+impl Settings {
+    /// Reads settings from a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("--config {}: {e}", path.display()))
+    }
+
+    /// These settings, with `other`'s where these are unset.
+    pub fn or(self, other: Settings) -> Settings {
+        Settings {
+            node_id: self.node_id.or(other.node_id),
+            listen: self.listen.or(other.listen),
+            advertise: self.advertise.or(other.advertise),
+            peers: self.peers.or(other.peers),
+            join: self.join.or(other.join),
+            data_dir: self.data_dir.or(other.data_dir),
+            region: self.region.or(other.region),
+            account_id: self.account_id.or(other.account_id),
+            heartbeat_ms: self.heartbeat_ms.or(other.heartbeat_ms),
+            election_timeout_min_ms: self
+                .election_timeout_min_ms
+                .or(other.election_timeout_min_ms),
+            election_timeout_max_ms: self
+                .election_timeout_max_ms
+                .or(other.election_timeout_max_ms),
+            snapshot_every: self.snapshot_every.or(other.snapshot_every),
+            keep_after_snapshot: self.keep_after_snapshot.or(other.keep_after_snapshot),
+            leader_wait_ms: self.leader_wait_ms.or(other.leader_wait_ms),
+            cache_mb: self.cache_mb.or(other.cache_mb),
+        }
+    }
+
+    /// Validates the settings and fills in defaults.
+    pub fn resolve(self) -> Result<NodeConfig, String> {
+        let node_id = self.node_id.unwrap_or(1);
+        if node_id == 0 {
+            return Err("--node-id: must be a positive integer".into());
+        }
+        let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:7070".into());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            format!("--listen: must be IP:PORT, e.g. 127.0.0.1:7070, got {listen_text:?}")
+        })?;
+        let join = self.join.unwrap_or(false);
+        let peers = self.peers.as_deref().map(parse_peers).transpose()?;
+        let bootstrap = match (peers, join) {
+            (Some(_), true) => {
+                return Err("--join and --peers: give one (--peers forms a new cluster, --join waits to be added to one)".into())
+            }
+            (Some(p), false) => {
+                if !p.contains_key(&node_id) {
+                    return Err(format!(
+                        "--peers: must include this node's own id {node_id} (set with --node-id)"
+                    ));
+                }
+                Bootstrap::Static(p)
+            }
+            (None, true) => Bootstrap::Join,
+            (None, false) => Bootstrap::Single,
+        };
+        let advertise = match (&self.advertise, &bootstrap) {
+            (Some(a), Bootstrap::Static(p)) if p[&node_id] != *a => {
+                return Err(format!(
+                    "--advertise: {a} differs from this node's entry in --peers ({})",
+                    p[&node_id]
+                ))
+            }
+            (Some(a), _) => a.clone(),
+            (None, Bootstrap::Static(p)) => p[&node_id].clone(),
+            (None, _) => listen_text.clone(),
+        };
+        check_host_port("--advertise", &advertise)?;
+        let identity = Identity {
+            region: self.region.unwrap_or_else(|| Identity::default().region),
+            account_id: self
+                .account_id
+                .unwrap_or_else(|| Identity::default().account_id),
+        };
+        identity.validate()?;
+        let defaults = Timing::default();
+        let heartbeat = self
+            .heartbeat_ms
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.heartbeat);
+        let election_min = self
+            .election_timeout_min_ms
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.election_min);
+        let election_max = self
+            .election_timeout_max_ms
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.election_max);
+        if heartbeat.is_zero() || election_min <= heartbeat || election_max <= election_min {
+            return Err(format!(
+                "--heartbeat-ms, --election-timeout-min-ms, --election-timeout-max-ms: must satisfy 0 < heartbeat < min < max, got {} < {} < {}",
+                heartbeat.as_millis(),
+                election_min.as_millis(),
+                election_max.as_millis()
+            ));
+        }
+        let compaction_defaults = Compaction::default();
+        let snapshot_every = self
+            .snapshot_every
+            .unwrap_or(compaction_defaults.snapshot_every);
+        if snapshot_every == 0 {
+            return Err("--snapshot-every: must be at least 1".into());
+        }
+        let leader_wait = Duration::from_millis(self.leader_wait_ms.unwrap_or(5000));
+        if leader_wait.is_zero() {
+            return Err("--leader-wait-ms: must be at least 1".into());
+        }
+        let cache_mb = self.cache_mb.unwrap_or(256);
+        if cache_mb == 0 {
+            return Err("--cache-mb: must be at least 1".into());
+        }
+        Ok(NodeConfig {
+            node_id,
+            listen,
+            advertise,
+            bootstrap,
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("./sluice-data")),
+            identity,
+            timing: Timing {
+                heartbeat,
+                election_min,
+                election_max,
+            },
+            compaction: Compaction {
+                snapshot_every,
+                keep_after_snapshot: self
+                    .keep_after_snapshot
+                    .unwrap_or(compaction_defaults.keep_after_snapshot),
+            },
+            leader_wait,
+            cache_capacity: cache_mb * 1024 * 1024,
+        })
+    }
+}
+
+fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
+    let ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{flag}: must be HOST:PORT, got {addr:?}"))
+    }
+}
+
+/// Parses `ID=HOST:PORT,ID=HOST:PORT,...`.
+pub fn parse_peers(list: &str) -> Result<BTreeMap<NodeId, String>, String> {
+    let mut peers = BTreeMap::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let rule = "each entry must be ID=HOST:PORT with ID a positive integer";
+        let (id, addr) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("--peers: {rule}, got {entry:?}"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| format!("--peers: {rule}, got {entry:?}"))?;
+        let addr = addr.trim();
+        check_host_port("--peers", addr).map_err(|_| format!("--peers: {rule}, got {entry:?}"))?;
+        if peers.values().any(|a| a == addr) {
+            return Err(format!("--peers: address {addr} is listed twice"));
+        }
+        if peers.insert(id, addr.to_string()).is_some() {
+            return Err(format!("--peers: node id {id} is listed twice"));
+        }
+    }
+    if peers.is_empty() {
+        return Err("--peers: must list at least one ID=HOST:PORT".into());
+    }
+    Ok(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_embedded_single_node() {
+        let c = Settings::default().resolve().unwrap();
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7070");
+        assert_eq!(c.advertise, "127.0.0.1:7070");
+        assert_eq!(c.bootstrap, Bootstrap::Single);
+        assert_eq!(c.data_dir, PathBuf::from("./sluice-data"));
+    }
+
+    #[test]
+    fn peers_parse_and_give_the_advertised_address() {
+        let s = Settings {
+            node_id: Some(2),
+            listen: Some("0.0.0.0:7072".into()),
+            peers: Some("1=a:7071, 2=b:7072,3=c:7073".into()),
+            ..Default::default()
+        };
+        let c = s.resolve().unwrap();
+        assert_eq!(c.advertise, "b:7072");
+        match c.bootstrap {
+            Bootstrap::Static(p) => assert_eq!(p.len(), 3),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_peer_lists_name_the_flag_and_rule() {
+        for (list, needle) in [
+            ("1=a:1,garbage", "each entry must be ID=HOST:PORT"),
+            ("0=a:1", "positive integer"),
+            ("x=a:1", "positive integer"),
+            ("1=a", "ID=HOST:PORT"),
+            ("1=a:0", "ID=HOST:PORT"),
+            ("1=a:1,1=b:2", "listed twice"),
+            ("1=a:1,2=a:1", "listed twice"),
+            ("", "at least one"),
+        ] {
+            let err = parse_peers(list).unwrap_err();
+            assert!(err.starts_with("--peers:"), "{err}");
+            assert!(err.contains(needle), "{list:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn own_id_must_be_in_the_peer_list() {
+        let s = Settings {
+            node_id: Some(4),
+            peers: Some("1=a:1,2=b:2,3=c:3".into()),
+            ..Default::default()
+        };
+        assert!(s.resolve().unwrap_err().contains("own id 4"));
+    }
+
+    #[test]
+    fn conflicting_and_invalid_flags_are_refused() {
+        let both = Settings {
+            peers: Some("1=a:1".into()),
+            join: Some(true),
+            ..Default::default()
+        };
+        assert!(both
+            .resolve()
+            .unwrap_err()
+            .starts_with("--join and --peers"));
+        let bad_listen = Settings {
+            listen: Some("localhost".into()),
+            ..Default::default()
+        };
+        assert!(bad_listen.resolve().unwrap_err().starts_with("--listen"));
+        let bad_timing = Settings {
+            heartbeat_ms: Some(500),
+            election_timeout_min_ms: Some(400),
+            ..Default::default()
+        };
+        assert!(bad_timing
+            .resolve()
+            .unwrap_err()
+            .contains("0 < heartbeat < min < max"));
+        let mismatch = Settings {
+            node_id: Some(1),
+            advertise: Some("x:1".into()),
+            peers: Some("1=a:1".into()),
+            ..Default::default()
+        };
+        assert!(mismatch.resolve().unwrap_err().starts_with("--advertise"));
+    }
+
+    #[test]
+    fn file_settings_fill_what_flags_leave_unset() {
+        let file: Settings =
+            toml::from_str("node-id = 3\nlisten = \"127.0.0.1:9000\"\nregion = \"eu-west-1\"\n")
+                .unwrap();
+        let flags = Settings {
+            listen: Some("127.0.0.1:9100".into()),
+            ..Default::default()
+        };
+        let c = flags.or(file).resolve().unwrap();
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(c.identity.region, "eu-west-1");
+        let unknown: Result<Settings, _> = toml::from_str("colour = 1\n");
+        assert!(unknown.is_err());
+    }
+}

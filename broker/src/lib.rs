@@ -1,0 +1,28 @@
+//! The Sluice broker node.
+//!
+//! A node replicates every change through Raft ([`raft`], openraft over the
+//! [`store`]) and serves the gRPC API ([`api`]). The layers, from the edge in:
+//!
+//! * [`api`] validates requests, maps errors to gRPC statuses in one place
+//!   (`api::status`) and hands commands and queries to the [`router`];
+//! * [`router`] runs them on the leader, forwarding from followers;
+//! * [`raft`] stamps, replicates and commits commands, then applies them
+//!   through [`machine`], the pure and deterministic dispatch into the domain
+//!   modules ([`queues`]);
+//! * [`store`] is the storage engine boundary.
+//!
+//! `docs/architecture.md` describes the write path and the invariants.
+
+pub mod api;
+pub mod bootstrap;
+pub mod command;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod machine;
+pub mod metrics;
+pub mod node;
+pub mod queues;
+pub mod raft;
+pub mod router;
+pub mod store;

@@ -1,0 +1,100 @@
+//! Prometheus metrics, served at `GET /metrics` on the node's gRPC port.
+//!
+//! | metric | kind | what |
+//! | --- | --- | --- |
+//! | `sluice_grpc_requests_total{rpc,code}` | counter | calls by method and status |
+//! | `sluice_grpc_request_duration_seconds{rpc,code}` | histogram | call latency |
+//! | `sluice_raft_term` | gauge | current term |
+//! | `sluice_raft_is_leader` | gauge | 1 on the leader |
+//! | `sluice_raft_last_log_index` | gauge | last log index |
+//! | `sluice_raft_applied_index` | gauge | last applied index |
+//! | `sluice_raft_snapshot_index` / `_purged_index` | gauge | compaction progress |
+//! | `sluice_raft_replication_lag{peer}` | gauge | entries a peer is behind (leader only) |
+//! | `sluice_apply_seconds` | histogram | state machine apply per batch |
+//! | `sluice_applied_entries_total` | counter | entries applied |
+//! | `sluice_log_fsyncs_total` | counter | log flushes (one fsync batch each) |
+//! | `sluice_log_fsync_seconds` | histogram | flush latency |
+//! | `sluice_log_entries_per_fsync` | histogram | group commit batch size |
+//! | `sluice_snapshot_build_seconds` / `_install_seconds` | histogram | snapshot work |
+
+use std::sync::{Arc, OnceLock};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::raft::Raft;
+
+/// Renders the process's metrics in the Prometheus text format.
+pub struct Exporter {
+    handle: PrometheusHandle,
+}
+
+impl Exporter {
+    /// The process-wide exporter, installing the recorder on first use.
+    pub fn global() -> Arc<Exporter> {
+        static EXPORTER: OnceLock<Arc<Exporter>> = OnceLock::new();
+        EXPORTER
+            .get_or_init(|| {
+                let seconds: Vec<f64> = (0..20).map(|i| 0.000_05 * 2f64.powi(i)).collect();
+                let counts: Vec<f64> = (0..14).map(|i| 2f64.powi(i)).collect();
+                let recorder = PrometheusBuilder::new()
+                    .set_buckets(&seconds)
+                    .and_then(|b| {
+                        b.set_buckets_for_metric(
+                            Matcher::Full("sluice_log_entries_per_fsync".into()),
+                            &counts,
+                        )
+                    })
+                    .expect("bucket lists are non-empty")
+                    .build_recorder();
+                let handle = recorder.handle();
+                // Fails only if another recorder was installed first, in which
+                // case metrics go there and this exporter renders nothing.
+                let _ = metrics::set_global_recorder(recorder);
+                Arc::new(Exporter { handle })
+            })
+            .clone()
+    }
+
+    /// The current metrics as Prometheus text.
+    pub fn render(&self) -> String {
+        self.handle.run_upkeep();
+        self.handle.render()
+    }
+}
+
+/// Keeps the Raft gauges up to date until the Raft instance stops.
+pub fn spawn_raft_gauges(raft: Raft) -> tokio::task::JoinHandle<()> {
+    let mut rx = raft.metrics();
+    tokio::spawn(async move {
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                metrics::gauge!("sluice_raft_term").set(m.current_term as f64);
+                metrics::gauge!("sluice_raft_is_leader").set(if m.current_leader == Some(m.id) {
+                    1.0
+                } else {
+                    0.0
+                });
+                metrics::gauge!("sluice_raft_last_log_index")
+                    .set(m.last_log_index.unwrap_or(0) as f64);
+                metrics::gauge!("sluice_raft_applied_index")
+                    .set(m.last_applied.map(|l| l.index).unwrap_or(0) as f64);
+                metrics::gauge!("sluice_raft_snapshot_index")
+                    .set(m.snapshot.map(|l| l.index).unwrap_or(0) as f64);
+                metrics::gauge!("sluice_raft_purged_index")
+                    .set(m.purged.map(|l| l.index).unwrap_or(0) as f64);
+                if let Some(replication) = &m.replication {
+                    let last = m.last_log_index.unwrap_or(0);
+                    for (peer, matched) in replication.iter() {
+                        let matched = matched.map(|l| l.index).unwrap_or(0);
+                        metrics::gauge!("sluice_raft_replication_lag", "peer" => peer.to_string())
+                            .set(last.saturating_sub(matched) as f64);
+                    }
+                }
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}

@@ -1,0 +1,230 @@
+//! A running broker node: storage, Raft, the gRPC server, bootstrap, and an
+//! orderly shutdown that hands leadership over first.
+//!
+//! Data directory layout:
+//!
+//! ```text
+//! {data-dir}/db/          the storage engine (Raft log, vote, state machine)
+//! {data-dir}/snapshots/   the current snapshot file
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, Context};
+use crate::bootstrap;
+use crate::config::NodeConfig;
+use crate::metrics::{self, Exporter};
+use crate::raft::group_commit::GroupCommit;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{Channels, Network};
+use crate::raft::service::{RaftService, VoteGuard};
+use crate::raft::snapshot::SnapshotDir;
+use crate::raft::state_machine::StateMachineStore;
+use crate::raft::{self, transfer, Raft};
+use crate::router::Router;
+use crate::store::{Db, DbOptions};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory or its contents could not be used.
+    #[error("--data-dir {path}: {reason}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The listen address could not be bound.
+    #[error("--listen {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Raft refused the configuration or failed to start.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A started node.
+pub struct RunningNode {
+    config: NodeConfig,
+    raft: Raft,
+    router: Router,
+    db: Db,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop_server: Option<oneshot::Sender<()>>,
+    bootstrap: JoinHandle<()>,
+    local_addr: std::net::SocketAddr,
+}
+
+impl RunningNode {
+    /// Opens the data directory, starts Raft and the server, and begins
+    /// forming or joining the cluster.
+    pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
+        let data_err = |reason: String| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| data_err(e.to_string()))?;
+        let db = Db::open(
+            &config.data_dir.join("db"),
+            &DbOptions {
+                cache_capacity: config.cache_capacity,
+            },
+        )
+        .map_err(|e| data_err(e.to_string()))?;
+        let snapshots = Arc::new(
+            SnapshotDir::open(&config.data_dir.join("snapshots"))
+                .map_err(|e| data_err(format!("snapshots: {e}")))?,
+        );
+        let flusher = {
+            let db = db.clone();
+            GroupCommit::start("sluice-log-flush", move || {
+                db.flush().map_err(|e| e.to_string())
+            })
+        };
+        let log_store = LogStore::open(&db, flusher).map_err(|e| data_err(e.to_string()))?;
+        let state_machine = StateMachineStore::open(&db, snapshots.clone(), config.node_id)
+            .await
+            .map_err(|e| data_err(e.to_string()))?;
+        let state = state_machine.handle();
+
+        let raft_config = raft::config("sluice", &config.timing, &config.compaction)
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let channels = Channels::default();
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            Network::new(channels.clone()),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let exporter = Exporter::global();
+        metrics::spawn_raft_gauges(raft.clone());
+
+        let router = Router::new(
+            config.node_id,
+            raft.clone(),
+            state,
+            channels.clone(),
+            config.leader_wait,
+        );
+        let ctx = Context {
+            router: router.clone(),
+            identity: config.identity.clone(),
+            advertise: config.advertise.clone(),
+            timing: config.timing.clone(),
+        };
+        let guard = Arc::new(VoteGuard::default());
+        let raft_service = RaftService::new(raft.clone(), snapshots, guard.clone());
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| StartError::Listen {
+                addr: config.listen.to_string(),
+                reason: e.to_string(),
+            })?;
+        let local_addr = listener.local_addr().map_err(|e| StartError::Listen {
+            addr: config.listen.to_string(),
+            reason: e.to_string(),
+        })?;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(api::serve(listener, ctx, raft_service, exporter, async {
+            let _ = stop_rx.await;
+        }));
+        tracing::info!(
+            node_id = config.node_id,
+            listen = %local_addr,
+            advertise = %config.advertise,
+            data_dir = %config.data_dir.display(),
+            "node started"
+        );
+
+        let bootstrap = tokio::spawn(bootstrap::run(
+            raft.clone(),
+            config.node_id,
+            config.advertise.clone(),
+            config.bootstrap.clone(),
+            channels,
+            guard,
+        ));
+
+        Ok(RunningNode {
+            config,
+            raft,
+            router,
+            db,
+            server,
+            stop_server: Some(stop_tx),
+            bootstrap,
+            local_addr,
+        })
+    }
+
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.local_addr
+    }
+
+    /// The node's Raft instance.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Stops the node. A leader first hands leadership to another voter, if
+    /// there is one, so the cluster does not wait out an election timeout.
+    pub async fn shutdown(mut self) {
+        let me = self.config.node_id;
+        let m = self.raft.metrics().borrow().clone();
+        let others = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|v| *v != me)
+            .count();
+        if m.current_leader == Some(me) && others > 0 {
+            let handover = transfer::transfer(&self.router, &self.config.timing, None);
+            match tokio::time::timeout(Duration::from_secs(15), handover).await {
+                Ok(Ok(o)) => tracing::info!(
+                    new_leader = o.new,
+                    term = o.term,
+                    "handed leadership over before shutting down"
+                ),
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not hand leadership over"),
+                Err(_) => tracing::warn!("leadership hand-over timed out"),
+            }
+        }
+        self.bootstrap.abort();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not stop cleanly");
+        }
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
+        if let Err(e) = self.db.flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        tracing::info!(node_id = me, "node stopped");
+    }
+
+    /// Waits until the server stops by itself (an error), returning it.
+    pub async fn serve_until_error(&mut self) -> String {
+        match (&mut self.server).await {
+            Ok(Ok(())) => "server stopped".into(),
+            Ok(Err(e)) => format!("server failed: {e}"),
+            Err(e) => format!("server task failed: {e}"),
+        }
+    }
+}

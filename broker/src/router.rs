@@ -1,0 +1,417 @@
+//! Request routing: any node accepts any call.
+//!
+//! Writes and linearizable reads run on the leader. On the leader, a write is
+//! stamped with the leader's clock and proposed to Raft; a read first confirms
+//! leadership with a quorum (so a deposed leader cannot serve stale data).
+//! A follower forwards the call to the leader over the cluster's own gRPC
+//! channel (`sluice.internal.v1.Node`). While no leader is known (an
+//! election), the call waits for one, at most `leader_wait`, then fails with
+//! [`RouteError::NoLeader`].
+//!
+//! Delivery is at least once: when a leader fails after appending a write but
+//! before answering, the retried write may be applied twice. Commands are
+//! written to make that harmless where the API promises it (CreateQueue is
+//! idempotent, FIFO queues deduplicate).
+
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use sluice_proto::internal::node_client::NodeClient;
+use sluice_proto::internal::Payload;
+use tonic::transport::Channel;
+
+use crate::command::{Command, Query, QueryResponse, Request, Response};
+use crate::raft::network::{is_connect_error, Channels};
+use crate::raft::state_machine::StateHandle;
+use crate::raft::{NodeId, Raft, RaftMetrics};
+use crate::store::{codec, StoreError};
+
+/// Metadata key carrying the stable error code of a failed call.
+pub const ERROR_CODE_HEADER: &str = "sluice-error-code";
+/// Metadata key a follower sets on calls it forwards to the leader, so that a
+/// node which is no longer leader answers `NotLeader` instead of forwarding
+/// again.
+pub const FORWARDED_HEADER: &str = "sluice-forwarded";
+
+/// Why a call could not be routed to a leader, or failed there.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// No leader was known within the wait.
+    #[error("no leader was elected within {waited_ms} ms; retry shortly")]
+    NoLeader {
+        /// How long the call waited.
+        waited_ms: u64,
+    },
+    /// This node does not belong to a cluster (yet).
+    #[error(
+        "node {node_id} is not a member of a cluster yet: add it with `sluicectl cluster add-learner`, or call a member"
+    )]
+    NotMember {
+        /// This node.
+        node_id: NodeId,
+    },
+    /// A call forwarded to this node found it no longer leads.
+    #[error("node {node_id} is not the leader")]
+    NotLeader {
+        /// This node.
+        node_id: NodeId,
+        /// The leader it knows of.
+        leader: Option<NodeId>,
+    },
+    /// The leader did not answer in time; the write may or may not apply.
+    #[error("the leader did not answer within the deadline; the request may or may not have been applied")]
+    LeaderTimeout,
+    /// The node is stopping.
+    #[error("node is shutting down")]
+    ShuttingDown,
+    /// The leader answered with an error, passed on as it is.
+    #[error("{}", .0.message())]
+    Remote(tonic::Status),
+    /// This node's storage failed.
+    #[error("storage failure: {0}")]
+    Store(#[from] StoreError),
+    /// Anything else: a bug or a protocol mismatch between nodes.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The outcome of one attempt to run a routed operation.
+pub enum Hop<T> {
+    /// Finished.
+    Done(T),
+    /// Try again once the leader may have changed.
+    Retry(RouteError),
+    /// Give up with this error.
+    Fail(RouteError),
+}
+
+/// An operation that must run on the leader.
+pub trait Routed {
+    /// What it returns.
+    type Output;
+
+    /// Runs it here; called only while this node believes it leads.
+    fn here(&self, router: &Router) -> impl Future<Output = Hop<Self::Output>> + Send;
+
+    /// Forwards it to the leader over `channel`.
+    fn forward(&self, channel: Channel) -> impl Future<Output = Hop<Self::Output>> + Send;
+}
+
+/// Classifies an error status from a forwarded call.
+pub fn hop_from_status<T>(status: tonic::Status) -> Hop<T> {
+    let code = status
+        .metadata()
+        .get(ERROR_CODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if is_connect_error(&status)
+        || matches!(
+            code,
+            "NotLeader" | "NoLeader" | "ShuttingDown" | "NotClusterMember"
+        )
+    {
+        Hop::Retry(RouteError::Remote(status))
+    } else if status.code() == tonic::Code::DeadlineExceeded {
+        Hop::Fail(RouteError::LeaderTimeout)
+    } else {
+        Hop::Fail(RouteError::Remote(status))
+    }
+}
+
+/// Routes calls to the leader. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    inner: std::sync::Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    raft: Raft,
+    state: StateHandle,
+    channels: Channels,
+    leader_wait: Duration,
+    paused: tokio::sync::watch::Sender<bool>,
+}
+
+/// The leader's wall clock in ms since the Unix epoch, stamped on commands.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Whether `id` is a voter or learner in the membership `metrics` show.
+pub fn is_member(metrics: &RaftMetrics, id: NodeId) -> bool {
+    metrics
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .is_some()
+}
+
+impl Router {
+    /// A router for node `id`.
+    pub fn new(
+        id: NodeId,
+        raft: Raft,
+        state: StateHandle,
+        channels: Channels,
+        leader_wait: Duration,
+    ) -> Self {
+        Router {
+            inner: std::sync::Arc::new(Inner {
+                id,
+                raft,
+                state,
+                channels,
+                leader_wait,
+                paused: tokio::sync::watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The local Raft instance.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// The local applied state.
+    pub fn state(&self) -> &StateHandle {
+        &self.inner.state
+    }
+
+    /// The channel pool.
+    pub fn channels(&self) -> &Channels {
+        &self.inner.channels
+    }
+
+    /// How long a call waits for a leader.
+    pub fn leader_wait(&self) -> Duration {
+        self.inner.leader_wait
+    }
+
+    /// Holds new writes on this node (while it hands leadership over) until
+    /// the returned guard is dropped.
+    pub fn pause_writes(&self) -> PauseGuard {
+        self.inner.paused.send_replace(true);
+        PauseGuard {
+            router: self.clone(),
+        }
+    }
+
+    /// Runs `op` on the leader, wherever it is.
+    pub async fn route<R: Routed>(&self, op: &R) -> Result<R::Output, RouteError> {
+        let started = Instant::now();
+        let deadline = started + self.inner.leader_wait;
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let (leader, leader_addr, member) = {
+                let m = metrics.borrow_and_update();
+                let leader = m.current_leader;
+                let addr = leader.and_then(|l| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&l)
+                        .map(|n| n.addr.clone())
+                });
+                (leader, addr, is_member(&m, self.inner.id))
+            };
+            if !member {
+                return Err(RouteError::NotMember {
+                    node_id: self.inner.id,
+                });
+            }
+            let hop = match (leader, leader_addr) {
+                (Some(l), _) if l == self.inner.id => op.here(self).await,
+                (Some(_), Some(addr)) => match self.inner.channels.get(&addr) {
+                    Ok(channel) => op.forward(channel).await,
+                    Err(e) => Hop::Fail(RouteError::Internal(e)),
+                },
+                _ => Hop::Retry(RouteError::NoLeader { waited_ms: 0 }),
+            };
+            match hop {
+                Hop::Done(v) => return Ok(v),
+                Hop::Fail(e) => return Err(e),
+                Hop::Retry(reason) => {
+                    tracing::debug!(%reason, "retrying routed call");
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(RouteError::NoLeader {
+                    waited_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+            // Wake on a leadership change, or after a short back-off when the
+            // known leader could not be reached.
+            let backoff = Duration::from_millis(50).min(deadline - now);
+            tokio::select! {
+                _ = metrics.changed() => {}
+                _ = tokio::time::sleep(backoff) => {}
+            }
+        }
+    }
+
+    /// Proposes a write, wherever the leader is.
+    pub async fn write(&self, command: Command) -> Result<Response, RouteError> {
+        self.route(&Write(command)).await
+    }
+
+    /// Answers a query linearizably, on the leader.
+    pub async fn read(&self, query: Query) -> Result<QueryResponse, RouteError> {
+        self.route(&Read(query)).await
+    }
+
+    /// Answers a query from this node's applied state, which may lag the
+    /// leader's.
+    pub fn read_local(&self, query: &Query) -> Result<QueryResponse, RouteError> {
+        Ok(self.inner.state.query(query)?)
+    }
+
+    /// Runs a write forwarded by a follower: here if this node leads, else
+    /// [`RouteError::NotLeader`].
+    pub async fn write_as_leader(&self, command: Command) -> Result<Response, RouteError> {
+        self.as_leader(&Write(command)).await
+    }
+
+    /// Runs a read forwarded by a follower.
+    pub async fn read_as_leader(&self, query: Query) -> Result<QueryResponse, RouteError> {
+        self.as_leader(&Read(query)).await
+    }
+
+    /// Runs `op` here if this node leads, else fails with
+    /// [`RouteError::NotLeader`]; for calls a follower forwarded.
+    pub async fn as_leader<R: Routed>(&self, op: &R) -> Result<R::Output, RouteError> {
+        let leader = self.inner.raft.metrics().borrow().current_leader;
+        if leader != Some(self.inner.id) {
+            return Err(RouteError::NotLeader {
+                node_id: self.inner.id,
+                leader,
+            });
+        }
+        match op.here(self).await {
+            Hop::Done(v) => Ok(v),
+            Hop::Retry(e) | Hop::Fail(e) => Err(e),
+        }
+    }
+
+    async fn wait_unpaused(&self) {
+        let mut rx = self.inner.paused.subscribe();
+        let limit = tokio::time::sleep(self.inner.leader_wait);
+        tokio::pin!(limit);
+        while *rx.borrow_and_update() {
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = &mut limit => return,
+            }
+        }
+    }
+}
+
+/// Resumes writes when dropped.
+pub struct PauseGuard {
+    router: Router,
+}
+
+impl Drop for PauseGuard {
+    fn drop(&mut self) {
+        self.router.inner.paused.send_replace(false);
+    }
+}
+
+/// How long a follower waits for the leader to answer a forwarded call. The
+/// leader itself gives up after `leader_wait`, which should be shorter.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn forward_request(data: Vec<u8>) -> tonic::Request<Payload> {
+    let mut request = tonic::Request::new(Payload { data });
+    request.set_timeout(FORWARD_TIMEOUT);
+    request
+}
+
+struct Write(Command);
+
+impl Routed for Write {
+    type Output = Response;
+
+    async fn here(&self, router: &Router) -> Hop<Response> {
+        router.wait_unpaused().await;
+        let request = Request {
+            time_ms: now_ms(),
+            command: self.0.clone(),
+        };
+        match router.inner.raft.client_write(request).await {
+            Ok(reply) => Hop::Done(reply.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Hop::Retry(RouteError::NotLeader {
+                    node_id: router.inner.id,
+                    leader: f.leader_id,
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Hop::Fail(RouteError::Internal(e.to_string()))
+            }
+            Err(RaftError::Fatal(_)) => Hop::Fail(RouteError::ShuttingDown),
+        }
+    }
+
+    async fn forward(&self, channel: Channel) -> Hop<Response> {
+        let request = forward_request(codec::encode(&self.0));
+        match NodeClient::new(channel).propose(request).await {
+            Ok(reply) => {
+                match codec::decode_message("forwarded write reply", &reply.into_inner().data) {
+                    Ok(r) => Hop::Done(r),
+                    Err(e) => Hop::Fail(RouteError::Internal(e)),
+                }
+            }
+            Err(status) => hop_from_status(status),
+        }
+    }
+}
+
+struct Read(Query);
+
+impl Routed for Read {
+    type Output = QueryResponse;
+
+    async fn here(&self, router: &Router) -> Hop<QueryResponse> {
+        match router.inner.raft.ensure_linearizable().await {
+            Ok(_) => match router.inner.state.query(&self.0) {
+                Ok(r) => Hop::Done(r),
+                Err(e) => Hop::Fail(RouteError::Store(e)),
+            },
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Hop::Retry(RouteError::NotLeader {
+                    node_id: router.inner.id,
+                    leader: f.leader_id,
+                })
+            }
+            // Leadership could not be confirmed with a quorum: this node may
+            // be a deposed leader behind a partition.
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Hop::Retry(RouteError::NoLeader { waited_ms: 0 })
+            }
+            Err(RaftError::Fatal(_)) => Hop::Fail(RouteError::ShuttingDown),
+        }
+    }
+
+    async fn forward(&self, channel: Channel) -> Hop<QueryResponse> {
+        let request = forward_request(codec::encode(&self.0));
+        match NodeClient::new(channel).read(request).await {
+            Ok(reply) => {
+                match codec::decode_message("forwarded read reply", &reply.into_inner().data) {
+                    Ok(r) => Hop::Done(r),
+                    Err(e) => Hop::Fail(RouteError::Internal(e)),
+                }
+            }
+            Err(status) => hop_from_status(status),
+        }
+    }
+}

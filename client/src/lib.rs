@@ -1,0 +1,446 @@
+//! Rust client for Sluice.
+//!
+//! A [`Client`] takes the addresses of some or all broker nodes. Any node
+//! answers any call (followers forward to the leader), so the client only has
+//! to find one that is up: a call that fails with `UNAVAILABLE` (the node is
+//! down, not a member yet, or no leader was elected in time) is retried on the
+//! next node with exponential back-off, until the client's deadline.
+//!
+//! Retried writes are delivered at least once: when a node fails after
+//! forwarding a write, the retry may apply it a second time. The calls whose
+//! retry is harmless say so (CreateQueue is idempotent).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), sluice_client::Error> {
+//! let client = sluice_client::Client::new(["127.0.0.1:7070"])?;
+//! let url = client.create_queue("jobs", Default::default()).await?;
+//! println!("{url}");
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::cluster_client::ClusterClient;
+use sluice_proto::v1::queues_client::QueuesClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+pub use sluice_proto;
+
+/// Metadata key carrying the stable error code of a failed call.
+pub const ERROR_CODE_HEADER: &str = "sluice-error-code";
+/// Metadata key choosing the consistency of a read.
+pub const CONSISTENCY_HEADER: &str = "sluice-consistency";
+
+/// A failed call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The client was given no usable address.
+    #[error("{0}")]
+    Config(String),
+    /// The cluster answered with an error.
+    #[error("{code}: {message}")]
+    Call {
+        /// gRPC status code.
+        status: Code,
+        /// Stable machine-readable code, e.g. `QueueDoesNotExist`.
+        code: String,
+        /// What went wrong, naming the field and rule for bad input.
+        message: String,
+    },
+}
+
+impl Error {
+    /// The gRPC status code, if the cluster answered.
+    pub fn status(&self) -> Option<Code> {
+        match self {
+            Error::Call { status, .. } => Some(*status),
+            Error::Config(_) => None,
+        }
+    }
+
+    /// The stable error code (e.g. `QueueDoesNotExist`), if there is one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Call { code, .. } => Some(code),
+            Error::Config(_) => None,
+        }
+    }
+}
+
+impl From<Status> for Error {
+    fn from(s: Status) -> Self {
+        let code = s
+            .metadata()
+            .get(ERROR_CODE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| s.get_error_details().error_info().map(|i| i.reason.clone()))
+            .unwrap_or_else(|| format!("{:?}", s.code()));
+        Error::Call {
+            status: s.code(),
+            code,
+            message: s.message().to_string(),
+        }
+    }
+}
+
+/// How reads are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// On the leader after it confirmed its leadership (the default).
+    #[default]
+    Linearizable,
+    /// From the called node's state, which may lag the leader.
+    Local,
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a call keeps retrying `UNAVAILABLE`.
+    pub deadline: Duration,
+    /// First back-off; doubles per retry up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Longest back-off.
+    pub max_backoff: Duration,
+    /// Timeout of one attempt.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            deadline: Duration::from_secs(30),
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+            attempt_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A client of a Sluice cluster. Cheap to share; calls may run concurrently.
+pub struct Client {
+    nodes: Vec<(String, Channel)>,
+    next: AtomicUsize,
+    options: Options,
+}
+
+/// A queue as `ListQueues` returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    /// Queue name.
+    pub name: String,
+    /// Queue URL.
+    pub url: String,
+}
+
+impl Client {
+    /// A client of the nodes at `addrs` (`host:port`), with default options.
+    pub fn new<I, S>(addrs: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self::with_options(addrs, Options::default())
+    }
+
+    /// A client with explicit options.
+    pub fn with_options<I, S>(addrs: I, options: Options) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut nodes = Vec::new();
+        for addr in addrs {
+            let addr = addr.as_ref().trim();
+            if addr.is_empty() {
+                continue;
+            }
+            let uri = if addr.contains("://") {
+                addr.to_string()
+            } else {
+                format!("http://{addr}")
+            };
+            let endpoint = Endpoint::from_shared(uri)
+                .map_err(|e| Error::Config(format!("node address {addr:?}: {e}")))?
+                .connect_timeout(Duration::from_secs(1))
+                .tcp_nodelay(true);
+            nodes.push((addr.to_string(), endpoint.connect_lazy()));
+        }
+        if nodes.is_empty() {
+            return Err(Error::Config(
+                "no node address given (e.g. 127.0.0.1:7070)".into(),
+            ));
+        }
+        Ok(Client {
+            nodes,
+            next: AtomicUsize::new(0),
+            options,
+        })
+    }
+
+    /// The node addresses this client uses.
+    pub fn addresses(&self) -> Vec<&str> {
+        self.nodes.iter().map(|(a, _)| a.as_str()).collect()
+    }
+
+    /// Runs `call` against the nodes in turn until it succeeds, fails with
+    /// something other than `UNAVAILABLE`, or the deadline passes. Use it
+    /// with the generated clients for calls this type has no method for.
+    pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, Error>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let started = Instant::now();
+        let mut backoff = self.options.initial_backoff;
+        loop {
+            let i = self.next.load(Ordering::Relaxed) % self.nodes.len();
+            let channel = self.nodes[i].1.clone();
+            let attempt = tokio::time::timeout(self.options.attempt_timeout, call(channel)).await;
+            let status = match attempt {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(s)) => s,
+                Err(_) => Status::unavailable("the node did not answer in time"),
+            };
+            if status.code() != Code::Unavailable {
+                return Err(status.into());
+            }
+            // Try another node next time.
+            let _ = self
+                .next
+                .compare_exchange(i, i + 1, Ordering::Relaxed, Ordering::Relaxed);
+            let hint = status
+                .metadata()
+                .get("retry-after-ms")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis)
+                .unwrap_or_default();
+            let wait = backoff.max(hint.min(self.options.max_backoff));
+            if started.elapsed() + wait > self.options.deadline {
+                return Err(status.into());
+            }
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(self.options.max_backoff);
+        }
+    }
+
+    fn read_request<T>(msg: T, consistency: Consistency) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if consistency == Consistency::Local {
+            r.metadata_mut().insert(
+                CONSISTENCY_HEADER,
+                tonic::metadata::MetadataValue::from_static("local"),
+            );
+        }
+        r
+    }
+
+    /// Creates a queue (idempotent for identical attributes) and returns its
+    /// URL.
+    pub async fn create_queue(
+        &self,
+        name: &str,
+        attributes: HashMap<String, String>,
+    ) -> Result<String, Error> {
+        self.create_queue_with_tags(name, attributes, HashMap::new())
+            .await
+            .map(|r| r.queue_url)
+    }
+
+    /// Creates a queue with tags.
+    pub async fn create_queue_with_tags(
+        &self,
+        name: &str,
+        attributes: HashMap<String, String>,
+        tags: HashMap<String, String>,
+    ) -> Result<pb::CreateQueueResponse, Error> {
+        let req = pb::CreateQueueRequest {
+            queue_name: name.to_string(),
+            attributes,
+            tags,
+        };
+        self.call(|ch| {
+            let req = req.clone();
+            async move {
+                QueuesClient::new(ch)
+                    .create_queue(req)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
+    }
+
+    /// The URL of a queue.
+    pub async fn get_queue_url(
+        &self,
+        name: &str,
+        consistency: Consistency,
+    ) -> Result<String, Error> {
+        let req = pb::GetQueueUrlRequest {
+            queue_name: name.to_string(),
+            queue_owner_aws_account_id: String::new(),
+        };
+        self.call(|ch| {
+            let req = Self::read_request(req.clone(), consistency);
+            async move {
+                QueuesClient::new(ch)
+                    .get_queue_url(req)
+                    .await
+                    .map(|r| r.into_inner().queue_url)
+            }
+        })
+        .await
+    }
+
+    /// One page of queues.
+    pub async fn list_queues_page(
+        &self,
+        prefix: &str,
+        max_results: i32,
+        next_token: &str,
+        consistency: Consistency,
+    ) -> Result<pb::ListQueuesResponse, Error> {
+        let req = pb::ListQueuesRequest {
+            queue_name_prefix: prefix.to_string(),
+            max_results,
+            next_token: next_token.to_string(),
+        };
+        self.call(|ch| {
+            let req = Self::read_request(req.clone(), consistency);
+            async move {
+                QueuesClient::new(ch)
+                    .list_queues(req)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
+    }
+
+    /// Every queue whose name starts with `prefix`, following pages.
+    pub async fn list_queues(
+        &self,
+        prefix: &str,
+        consistency: Consistency,
+    ) -> Result<Vec<QueueEntry>, Error> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .list_queues_page(prefix, 0, &token, consistency)
+                .await?;
+            out.extend(
+                page.queue_names
+                    .into_iter()
+                    .zip(page.queue_urls)
+                    .map(|(name, url)| QueueEntry { name, url }),
+            );
+            if page.next_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_token;
+        }
+    }
+
+    /// Deletes a queue.
+    pub async fn delete_queue(&self, name: &str) -> Result<(), Error> {
+        let req = pb::DeleteQueueRequest {
+            queue_name: name.to_string(),
+        };
+        self.call(|ch| {
+            let req = req.clone();
+            async move { QueuesClient::new(ch).delete_queue(req).await.map(|_| ()) }
+        })
+        .await
+    }
+
+    /// The cluster's status, as the leader sees it (or the called node, when
+    /// `local`).
+    pub async fn cluster_status(&self, local: bool) -> Result<pb::GetClusterStatusResponse, Error> {
+        self.call(|ch| async move {
+            ClusterClient::new(ch)
+                .get_cluster_status(pb::GetClusterStatusRequest { local })
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await
+    }
+
+    /// Adds a learner and waits (bounded) for it to catch up.
+    pub async fn add_learner(
+        &self,
+        node_id: u64,
+        address: &str,
+    ) -> Result<pb::MembershipResponse, Error> {
+        let req = pb::AddLearnerRequest {
+            node_id,
+            address: address.to_string(),
+        };
+        self.call(|ch| {
+            let req = req.clone();
+            async move {
+                ClusterClient::new(ch)
+                    .add_learner(req)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
+    }
+
+    /// Promotes a learner to voter.
+    pub async fn promote_learner(&self, node_id: u64) -> Result<pb::MembershipResponse, Error> {
+        self.call(|ch| async move {
+            ClusterClient::new(ch)
+                .promote_learner(pb::PromoteLearnerRequest { node_id })
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await
+    }
+
+    /// Removes a member.
+    pub async fn remove_member(&self, node_id: u64) -> Result<pb::MembershipResponse, Error> {
+        self.call(|ch| async move {
+            ClusterClient::new(ch)
+                .remove_member(pb::RemoveMemberRequest { node_id })
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await
+    }
+
+    /// Hands leadership to `to`, or to the most caught-up other voter.
+    pub async fn transfer_leadership(
+        &self,
+        to: Option<u64>,
+    ) -> Result<pb::TransferLeadershipResponse, Error> {
+        self.call(|ch| async move {
+            ClusterClient::new(ch)
+                .transfer_leadership(pb::TransferLeadershipRequest { to_node_id: to })
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await
+    }
+
+    /// Builds a snapshot on the first reachable node of this client.
+    pub async fn trigger_snapshot(&self) -> Result<pb::TriggerSnapshotResponse, Error> {
+        self.call(|ch| async move {
+            ClusterClient::new(ch)
+                .trigger_snapshot(pb::TriggerSnapshotRequest {})
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await
+    }
+}
