@@ -15,20 +15,26 @@ use serde::{Deserialize, Serialize};
 use crate::error::DomainError;
 use crate::queues;
 
-/// A command as it sits in the Raft log.
+/// One Raft log entry's payload: the commands the leader batched together,
+/// with the time it stamped on them.
+///
+/// Batching is how writes share an fsync: openraft 0.9 appends and flushes
+/// one entry at a time, so the leader's [`crate::raft::proposer`] puts every
+/// command that arrived while earlier batches were in flight into one entry.
+/// Each command still succeeds or fails on its own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
     /// Milliseconds since the Unix epoch on the leader when it proposed the
-    /// command. The state machine's clock is the largest stamp applied so
-    /// far, so time never runs backwards across leader changes.
+    /// batch. The state machine's clock is the largest stamp applied so far,
+    /// so time never runs backwards across leader changes.
     pub time_ms: u64,
-    /// What to do.
-    pub command: Command,
+    /// What to do, in order.
+    pub commands: Vec<Command>,
 }
 
 impl std::fmt::Display for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}", self.command.name(), self.time_ms)
+        write!(f, "{} commands@{}", self.commands.len(), self.time_ms)
     }
 }
 
@@ -53,6 +59,21 @@ impl Command {
         }
     }
 
+    /// Roughly how many bytes the command takes in the log; bounds batches.
+    pub fn size_hint(&self) -> usize {
+        match self {
+            Command::CreateQueue(c) => {
+                64 + c.name.len()
+                    + c.attributes.len() * 16
+                    + c.tags
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 4)
+                        .sum::<usize>()
+            }
+            Command::DeleteQueue { name } => 16 + name.len(),
+        }
+    }
+
     /// The one resource the command touches.
     pub fn resource(&self) -> Resource<'_> {
         match self {
@@ -72,8 +93,6 @@ pub enum Resource<'a> {
 /// The result of a successfully applied command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CommandOutput {
-    /// The entry carried no command (a blank or membership entry).
-    Nothing,
     /// `CreateQueue` succeeded; `created` is false when it already existed.
     QueueCreated {
         /// Whether this command created the queue.
@@ -83,8 +102,12 @@ pub enum CommandOutput {
     QueueDeleted,
 }
 
-/// The state machine's reply to one log entry, returned to the proposer.
+/// The result of one command.
 pub type Response = Result<CommandOutput, DomainError>;
+
+/// The state machine's reply to one log entry: a result per command of its
+/// [`Request`] (none for blank and membership entries).
+pub type EntryResponse = Vec<Response>;
 
 /// A read of replicated state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -112,6 +112,7 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| "info,openraft=warn,sled=warn,h2=warn,tower=warn".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -66,6 +66,9 @@ impl Exporter {
 pub fn spawn_raft_gauges(raft: Raft) -> tokio::task::JoinHandle<()> {
     let mut rx = raft.metrics();
     tokio::spawn(async move {
+        // Peers with a lag gauge; zeroed when this node stops leading, so a
+        // former leader does not keep reporting its last view.
+        let mut peers = std::collections::BTreeSet::<u64>::new();
         loop {
             {
                 let m = rx.borrow_and_update();
@@ -83,13 +86,28 @@ pub fn spawn_raft_gauges(raft: Raft) -> tokio::task::JoinHandle<()> {
                     .set(m.snapshot.map(|l| l.index).unwrap_or(0) as f64);
                 metrics::gauge!("sluice_raft_purged_index")
                     .set(m.purged.map(|l| l.index).unwrap_or(0) as f64);
-                if let Some(replication) = &m.replication {
-                    let last = m.last_log_index.unwrap_or(0);
-                    for (peer, matched) in replication.iter() {
-                        let matched = matched.map(|l| l.index).unwrap_or(0);
+                let last = m.last_log_index.unwrap_or(0);
+                let lags: Vec<(u64, u64)> = m
+                    .replication
+                    .iter()
+                    .flat_map(|r| r.iter())
+                    .map(|(peer, matched)| {
+                        (
+                            *peer,
+                            last.saturating_sub(matched.map(|l| l.index).unwrap_or(0)),
+                        )
+                    })
+                    .collect();
+                for peer in &peers {
+                    if !lags.iter().any(|(p, _)| p == peer) {
                         metrics::gauge!("sluice_raft_replication_lag", "peer" => peer.to_string())
-                            .set(last.saturating_sub(matched) as f64);
+                            .set(0.0);
                     }
+                }
+                for (peer, lag) in lags {
+                    metrics::gauge!("sluice_raft_replication_lag", "peer" => peer.to_string())
+                        .set(lag as f64);
+                    peers.insert(peer);
                 }
             }
             if rx.changed().await.is_err() {

@@ -17,22 +17,19 @@ use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+
+use crate::raft::proposer::{BatchError, Limits, Proposer, Submitted};
 use sluice_proto::internal::node_client::NodeClient;
 use sluice_proto::internal::Payload;
 use tonic::transport::Channel;
 
 use crate::command::{Command, Query, QueryResponse, Request, Response};
-use crate::raft::network::{is_connect_error, Channels};
+use crate::raft::network::Channels;
 use crate::raft::state_machine::StateHandle;
 use crate::raft::{NodeId, Raft, RaftMetrics};
 use crate::store::{codec, StoreError};
 
-/// Metadata key carrying the stable error code of a failed call.
-pub const ERROR_CODE_HEADER: &str = "sluice-error-code";
-/// Metadata key a follower sets on calls it forwards to the leader, so that a
-/// node which is no longer leader answers `NotLeader` instead of forwarding
-/// again.
-pub const FORWARDED_HEADER: &str = "sluice-forwarded";
+pub use sluice_proto::{ERROR_CODE_HEADER, FORWARDED_HEADER};
 
 /// Why a call could not be routed to a leader, or failed there.
 #[derive(Debug, thiserror::Error)]
@@ -105,14 +102,18 @@ pub fn hop_from_status<T>(status: tonic::Status) -> Hop<T> {
         .get(ERROR_CODE_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if is_connect_error(&status)
-        || matches!(
-            code,
-            "NotLeader" | "NoLeader" | "ShuttingDown" | "NotClusterMember"
-        )
-    {
+    if matches!(
+        code,
+        "NotLeader" | "NoLeader" | "ShuttingDown" | "NotClusterMember"
+    ) {
+        // The node we reached does not lead (any more): find the one that does.
         Hop::Retry(RouteError::Remote(status))
-    } else if status.code() == tonic::Code::DeadlineExceeded {
+    } else if sluice_proto::is_retryable(&status) && code.is_empty() {
+        // The leader was unreachable or the connection broke mid-call: it
+        // may be gone. (A forwarded write may then apply twice: at least
+        // once, as documented.)
+        Hop::Retry(RouteError::Remote(status))
+    } else if status.code() == tonic::Code::DeadlineExceeded && code.is_empty() {
         Hop::Fail(RouteError::LeaderTimeout)
     } else {
         Hop::Fail(RouteError::Remote(status))
@@ -128,6 +129,7 @@ pub struct Router {
 struct Inner {
     id: NodeId,
     raft: Raft,
+    proposer: Proposer,
     state: StateHandle,
     channels: Channels,
     leader_wait: Duration,
@@ -160,10 +162,17 @@ impl Router {
         channels: Channels,
         leader_wait: Duration,
     ) -> Self {
+        let proposer = {
+            let raft = raft.clone();
+            Proposer::start(Limits::default(), move |request| {
+                submit(raft.clone(), id, request)
+            })
+        };
         Router {
             inner: std::sync::Arc::new(Inner {
                 id,
                 raft,
+                proposer,
                 state,
                 channels,
                 leader_wait,
@@ -326,6 +335,26 @@ impl Drop for PauseGuard {
     }
 }
 
+/// Hands a batch to Raft (in call order) and returns a future of its results.
+async fn submit(raft: Raft, me: NodeId, request: Request) -> Submitted {
+    match raft.client_write_ff(request).await {
+        Err(_) => Box::pin(std::future::ready(Err(BatchError::ShuttingDown))),
+        Ok(rx) => Box::pin(async move {
+            match rx.await {
+                Ok(Ok(reply)) => Ok(reply.data),
+                Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(BatchError::NotLeader {
+                    node_id: me,
+                    leader: f.leader_id,
+                }),
+                Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
+                    Err(BatchError::Internal(e.to_string()))
+                }
+                Err(_) => Err(BatchError::ShuttingDown),
+            }
+        }),
+    }
+}
+
 /// How long a follower waits for the leader to answer a forwarded call. The
 /// leader itself gives up after `leader_wait`, which should be shorter.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -343,22 +372,10 @@ impl Routed for Write {
 
     async fn here(&self, router: &Router) -> Hop<Response> {
         router.wait_unpaused().await;
-        let request = Request {
-            time_ms: now_ms(),
-            command: self.0.clone(),
-        };
-        match router.inner.raft.client_write(request).await {
-            Ok(reply) => Hop::Done(reply.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Hop::Retry(RouteError::NotLeader {
-                    node_id: router.inner.id,
-                    leader: f.leader_id,
-                })
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Hop::Fail(RouteError::Internal(e.to_string()))
-            }
-            Err(RaftError::Fatal(_)) => Hop::Fail(RouteError::ShuttingDown),
+        match router.inner.proposer.propose(self.0.clone()).await {
+            Ok(response) => Hop::Done(response),
+            Err(e @ RouteError::NotLeader { .. }) => Hop::Retry(e),
+            Err(e) => Hop::Fail(e),
         }
     }
 

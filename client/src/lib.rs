@@ -3,8 +3,9 @@
 //! A [`Client`] takes the addresses of some or all broker nodes. Any node
 //! answers any call (followers forward to the leader), so the client only has
 //! to find one that is up: a call that fails with `UNAVAILABLE` (the node is
-//! down, not a member yet, or no leader was elected in time) is retried on the
-//! next node with exponential back-off, until the client's deadline.
+//! down, not a member yet, or no leader was elected in time), or whose
+//! connection broke mid-call, is retried on the next node with exponential
+//! back-off, until the client's deadline.
 //!
 //! Retried writes are delivered at least once: when a node fails after
 //! forwarding a write, the retry may apply it a second time. The calls whose
@@ -32,10 +33,7 @@ use tonic_types::StatusExt;
 
 pub use sluice_proto;
 
-/// Metadata key carrying the stable error code of a failed call.
-pub const ERROR_CODE_HEADER: &str = "sluice-error-code";
-/// Metadata key choosing the consistency of a read.
-pub const CONSISTENCY_HEADER: &str = "sluice-consistency";
+pub use sluice_proto::{CONSISTENCY_HEADER, ERROR_CODE_HEADER};
 
 /// A failed call.
 #[derive(Debug, thiserror::Error)]
@@ -209,7 +207,7 @@ impl Client {
                 Ok(Err(s)) => s,
                 Err(_) => Status::unavailable("the node did not answer in time"),
             };
-            if status.code() != Code::Unavailable {
+            if !sluice_proto::is_retryable(&status) {
                 return Err(status.into());
             }
             // Try another node next time.

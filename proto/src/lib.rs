@@ -23,3 +23,74 @@ pub mod internal {
 /// reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sluice_descriptor.bin"));
+
+/// Metadata key carrying the stable error code (e.g. `QueueDoesNotExist`) of
+/// every error a Sluice node returns.
+pub const ERROR_CODE_HEADER: &str = "sluice-error-code";
+
+/// Metadata key choosing the consistency of a read: `linearizable` (the
+/// default) or `local`.
+pub const CONSISTENCY_HEADER: &str = "sluice-consistency";
+
+/// Metadata key a node sets on a call it forwards to the leader.
+pub const FORWARDED_HEADER: &str = "sluice-forwarded";
+
+/// True when a call failed in transport rather than being answered: the node
+/// was unreachable, or the connection broke while the call was in flight
+/// (a killed process shows up as `UNKNOWN`, `INTERNAL`, `CANCELLED` or
+/// `ABORTED` from the HTTP/2 layer). Statuses a Sluice node returns always
+/// carry [`ERROR_CODE_HEADER`], so they are never mistaken for one; an
+/// `UNAVAILABLE` from a node means "try another node" and counts too.
+///
+/// A write that failed this way may or may not have been applied.
+pub fn is_retryable(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    match status.code() {
+        Code::Unavailable => true,
+        Code::Unknown | Code::Internal | Code::Cancelled | Code::Aborted => {
+            status.metadata().get(ERROR_CODE_HEADER).is_none()
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::metadata::MetadataValue;
+    use tonic::{Code, Status};
+
+    fn from_node(code: Code) -> Status {
+        let mut s = Status::new(code, "answered by a node");
+        s.metadata_mut().insert(
+            ERROR_CODE_HEADER,
+            MetadataValue::from_static("InternalError"),
+        );
+        s
+    }
+
+    #[test]
+    fn broken_calls_are_retryable_and_answers_are_not() {
+        for code in [
+            Code::Unknown,
+            Code::Internal,
+            Code::Cancelled,
+            Code::Aborted,
+        ] {
+            assert!(
+                is_retryable(&Status::new(code, "h2 protocol error")),
+                "{code:?}"
+            );
+            assert!(!is_retryable(&from_node(code)), "{code:?}");
+        }
+        assert!(is_retryable(&Status::unavailable("connection refused")));
+        assert!(is_retryable(&from_node(Code::Unavailable)));
+        for code in [
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::DeadlineExceeded,
+        ] {
+            assert!(!is_retryable(&Status::new(code, "x")), "{code:?}");
+        }
+    }
+}

@@ -380,7 +380,7 @@ impl ClusterApi {
 }
 
 fn unexpected() -> Status {
-    Status::internal("unexpected reply kind")
+    super::status::internal("unexpected reply kind")
 }
 
 #[tonic::async_trait]
@@ -473,7 +473,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
             raft.trigger()
                 .snapshot()
                 .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+                .map_err(|_| Status::from(RouteError::ShuttingDown))?;
             let m = raft
                 .wait(Some(Duration::from_secs(120)))
                 .metrics(
@@ -481,7 +481,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
                     "snapshot built",
                 )
                 .await
-                .map_err(|e| Status::deadline_exceeded(format!("snapshot not built: {e}")))?;
+                .map_err(|e| super::status::timeout(format!("snapshot not built: {e}")))?;
             Ok(Response::new(pb::TriggerSnapshotResponse {
                 node_id: self.ctx.router.id(),
                 snapshot_index: m.snapshot.map(|s| s.index).unwrap_or(0),

@@ -30,8 +30,7 @@ const INTERNAL_MESSAGE_MAX: usize = 512 * 1024 * 1024;
 /// Largest public request: a batch of ten 1 MiB messages with attributes.
 const PUBLIC_MESSAGE_MAX: usize = 16 * 1024 * 1024;
 
-/// Metadata key choosing the consistency of a read.
-pub const CONSISTENCY_HEADER: &str = "sluice-consistency";
+pub use sluice_proto::CONSISTENCY_HEADER;
 
 /// What every service of a node shares.
 #[derive(Clone)]
@@ -146,10 +145,12 @@ pub async fn serve(
 
     tonic::transport::Server::builder()
         .accept_http1(true)
-        .tcp_nodelay(true)
         .add_routes(Routes::from(router))
+        // With our own listener, the builder's tcp_nodelay does not reach the
+        // accepted sockets; set it here, or Nagle's algorithm meets delayed
+        // ACKs and replies stall for 40 ms.
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await

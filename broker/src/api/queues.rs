@@ -43,7 +43,7 @@ impl QueuesApi {
 }
 
 fn unexpected(what: &str) -> Status {
-    Status::internal(format!("unexpected reply to {what}"))
+    super::status::internal(format!("unexpected reply to {what}"))
 }
 
 #[tonic::async_trait]

@@ -48,6 +48,22 @@ fn build(
     Status::with_error_details_and_metadata(code, message, details, metadata)
 }
 
+/// A bug or a mismatch between nodes: the reply was not what the call needs.
+pub fn internal(message: impl Into<String>) -> Status {
+    build(Code::Internal, "InternalError", message.into(), None, None)
+}
+
+/// An operation that did not finish within its bound.
+pub fn timeout(message: impl Into<String>) -> Status {
+    build(
+        Code::DeadlineExceeded,
+        "Timeout",
+        message.into(),
+        None,
+        None,
+    )
+}
+
 /// An invalid request detected before any domain logic ran.
 pub fn invalid(field: &str, rule: impl Into<String>) -> Status {
     DomainError::invalid(field, rule).into()

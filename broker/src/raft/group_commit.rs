@@ -1,13 +1,17 @@
-//! Group commit: many appends, one fsync.
+//! Flushing the log, off the async runtime.
 //!
-//! openraft hands the log store one append per client write and lets it
-//! report durability later through a callback. The log store writes each
-//! append into the engine at once (cheap, in memory) and passes the callback
-//! here. A dedicated thread waits for the first pending callback, takes every
-//! other one queued behind it, flushes once, and completes them all. While a
-//! flush runs, new appends queue up for the next one, so under load the
-//! number of fsyncs per second stays near 1 / (fsync latency) however many
-//! writes arrive.
+//! The log store writes each append into the engine at once (cheap, in
+//! memory) and passes openraft's completion callback here. A dedicated thread
+//! waits for the first pending callback, takes every other one queued behind
+//! it, flushes once (the engine's fsync, which blocks), and completes them
+//! all.
+//!
+//! openraft 0.9 waits for each append's flush before it issues the next, so
+//! the batching that matters for throughput happens one level up, in
+//! [`super::proposer`], which packs many writes into one entry. This thread
+//! keeps the blocking fsync off the runtime's worker threads, and folds
+//! together the flushes that do arrive at once (a vote and an append; appends,
+//! should openraft pipeline them).
 
 use std::io;
 use std::sync::mpsc;

@@ -1,7 +1,10 @@
 //! The Raft layer: openraft plugged into the store and a tonic network.
 //!
-//! * [`log_store`]: the Raft log and vote in [`crate::store`] trees, made
-//!   durable by [`group_commit`] (one fsync per batch of appends);
+//! * [`proposer`]: batches the writes that arrive while earlier ones are in
+//!   flight into one log entry, so that many writes share one append and one
+//!   fsync;
+//! * [`log_store`]: the Raft log and vote in [`crate::store`] trees, flushed
+//!   by [`group_commit`] off the async runtime;
 //! * [`state_machine`]: applies committed entries through [`crate::machine`]
 //!   and builds and installs [`snapshot`] files;
 //! * [`network`] and [`service`]: the client and server halves of the
@@ -15,6 +18,7 @@
 pub mod group_commit;
 pub mod log_store;
 pub mod network;
+pub mod proposer;
 pub mod service;
 pub mod snapshot;
 pub mod state_machine;
@@ -24,7 +28,7 @@ use std::time::Duration;
 
 use openraft::{AnyError, StorageError, StorageIOError};
 
-use crate::command::{Request, Response};
+use crate::command::{EntryResponse, Request};
 
 /// A node's id in the cluster. Positive; unique over the cluster's life.
 pub type NodeId = u64;
@@ -36,7 +40,7 @@ openraft::declare_raft_types!(
     /// openraft's type configuration for Sluice.
     pub TypeConfig:
         D = Request,
-        R = Response,
+        R = EntryResponse,
         NodeId = NodeId,
         Node = Node,
         Entry = openraft::Entry<TypeConfig>,
@@ -104,7 +108,9 @@ pub fn config(
         election_timeout_max: timing.election_max.as_millis() as u64,
         // Snapshots are streamed as files; this bounds the whole transfer.
         install_snapshot_timeout: 60_000,
-        max_payload_entries: 1024,
+        // An entry is a batch of up to PROPOSAL_MAX_BYTES; this bounds one
+        // AppendEntries message.
+        max_payload_entries: 64,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(compaction.snapshot_every),
         max_in_snapshot_log_to_keep: compaction.keep_after_snapshot,
         replication_lag_threshold: compaction.snapshot_every + compaction.keep_after_snapshot,

@@ -23,7 +23,7 @@ use openraft::{
 
 use super::snapshot::{Meta, SnapshotDir, SnapshotFile, SnapshotReader, SnapshotWriter};
 use super::{storage_error, storage_read_error, Node, NodeId, TypeConfig};
-use crate::command::{CommandOutput, Query, QueryResponse, Response};
+use crate::command::{EntryResponse, Query, QueryResponse};
 use crate::error::ApplyError;
 use crate::machine::{self, Ctx};
 use crate::store::{codec, Db, StateRead, StoreError, Tree, Txn, WriteBatch};
@@ -264,7 +264,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((self.last_applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<EntryResponse>, StorageError<NodeId>>
     where
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -276,29 +276,37 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut last_applied = self.last_applied;
         let mut membership = None;
         let mut clock = self.clock;
+        let mut commands = 0u64;
         for entry in entries {
             last_applied = Some(entry.log_id);
             match entry.payload {
-                EntryPayload::Blank => responses.push(Ok(CommandOutput::Nothing)),
+                EntryPayload::Blank => responses.push(Vec::new()),
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m));
-                    responses.push(Ok(CommandOutput::Nothing));
+                    responses.push(Vec::new());
                 }
                 EntryPayload::Normal(request) => {
                     clock = clock.max(request.time_ms);
                     let ctx = Ctx { now_ms: clock };
-                    let mut txn = Txn::new(&batch);
-                    match machine::apply(&mut txn, &ctx, &request.command) {
-                        Ok(out) => {
-                            let writes = txn.into_writes();
-                            batch.merge(writes);
-                            responses.push(Ok(out));
-                        }
-                        Err(ApplyError::Rejected(e)) => responses.push(Err(e)),
-                        Err(ApplyError::Store(e)) => {
-                            return Err(storage_read_error("applying a command", e))
+                    let mut results = Vec::with_capacity(request.commands.len());
+                    for command in &request.commands {
+                        // Each command gets its own transaction: a rejected
+                        // one leaves no trace, the others still apply.
+                        let mut txn = Txn::new(&batch);
+                        match machine::apply(&mut txn, &ctx, command) {
+                            Ok(out) => {
+                                let writes = txn.into_writes();
+                                batch.merge(writes);
+                                results.push(Ok(out));
+                            }
+                            Err(ApplyError::Rejected(e)) => results.push(Err(e)),
+                            Err(ApplyError::Store(e)) => {
+                                return Err(storage_read_error("applying a command", e))
+                            }
                         }
                     }
+                    commands += results.len() as u64;
+                    responses.push(results);
                 }
             }
         }
@@ -318,6 +326,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         metrics::histogram!("sluice_apply_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("sluice_applied_entries_total").increment(n as u64);
+        metrics::counter!("sluice_applied_commands_total").increment(commands);
         Ok(responses)
     }
 

@@ -1,0 +1,265 @@
+//! Batching proposals on the leader (group commit).
+//!
+//! openraft 0.9 appends one entry per `client_write` and waits for that
+//! entry's fsync before it appends the next, so one entry per request would
+//! mean one fsync per request. The proposer queues the writes a leader
+//! receives and keeps at most [`Limits::in_flight`] batches in Raft at once;
+//! every write that arrives meanwhile joins the next batch, which becomes one
+//! log entry, one append and one fsync, on every node. At low load a write
+//! goes out at once, alone; under load, batches grow with the latency they
+//! absorb.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::NodeId;
+use crate::command::{Command, EntryResponse, Request, Response};
+use crate::router::{now_ms, RouteError};
+
+/// Why a batch was not applied. Every write of the batch gets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchError {
+    /// This node stopped leading; the writes should go to the new leader.
+    NotLeader {
+        /// This node.
+        node_id: NodeId,
+        /// The leader it knows of.
+        leader: Option<NodeId>,
+    },
+    /// Raft has stopped.
+    ShuttingDown,
+    /// Anything else.
+    Internal(String),
+}
+
+impl From<BatchError> for RouteError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::NotLeader { node_id, leader } => RouteError::NotLeader { node_id, leader },
+            BatchError::ShuttingDown => RouteError::ShuttingDown,
+            BatchError::Internal(m) => RouteError::Internal(m),
+        }
+    }
+}
+
+/// A batch handed to Raft; resolves when it has been applied.
+pub type Submitted = Pin<Box<dyn Future<Output = Result<EntryResponse, BatchError>> + Send>>;
+
+/// Bounds on batching.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Batches in Raft at once.
+    pub in_flight: usize,
+    /// Commands per batch.
+    pub max_commands: usize,
+    /// Approximate bytes per batch (see [`Command::size_hint`]).
+    pub max_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            in_flight: 2,
+            max_commands: 1024,
+            max_bytes: 1 << 20,
+        }
+    }
+}
+
+struct Pending {
+    command: Command,
+    reply: oneshot::Sender<Result<Response, RouteError>>,
+}
+
+/// Queues writes and proposes them in batches. Cheap to clone.
+#[derive(Clone)]
+pub struct Proposer {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl Proposer {
+    /// Starts the batching task. `submit` hands a batch to Raft, in the order
+    /// called, and returns a future of its results.
+    pub fn start<F, Fut>(limits: Limits, submit: F) -> Self
+    where
+        F: FnMut(Request) -> Fut + Send + 'static,
+        Fut: Future<Output = Submitted> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(rx, limits, submit));
+        Proposer { tx }
+    }
+
+    /// Proposes `command` and waits for its result.
+    pub async fn propose(&self, command: Command) -> Result<Response, RouteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Pending { command, reply })
+            .map_err(|_| RouteError::ShuttingDown)?;
+        rx.await.unwrap_or(Err(RouteError::ShuttingDown))
+    }
+}
+
+async fn run<F, Fut>(mut rx: mpsc::UnboundedReceiver<Pending>, limits: Limits, mut submit: F)
+where
+    F: FnMut(Request) -> Fut + Send + 'static,
+    Fut: Future<Output = Submitted> + Send,
+{
+    let slots = Arc::new(Semaphore::new(limits.in_flight.max(1)));
+    loop {
+        // Wait for a free slot first: writes that arrive meanwhile queue up
+        // and form the next batch.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut bytes = first.command.size_hint();
+        let mut batch = vec![first];
+        while batch.len() < limits.max_commands && bytes < limits.max_bytes {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += p.command.size_hint();
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("sluice_proposal_batch_commands").record(batch.len() as f64);
+        let (commands, replies): (Vec<Command>, Vec<_>) =
+            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        let done = submit(Request {
+            time_ms: now_ms(),
+            commands,
+        })
+        .await;
+        tokio::spawn(async move {
+            let result = done.await;
+            drop(slot);
+            match result {
+                Ok(responses) if responses.len() == replies.len() => {
+                    for (reply, response) in replies.into_iter().zip(responses) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+                Ok(responses) => {
+                    let e = BatchError::Internal(format!(
+                        "a batch of {} commands got {} results",
+                        replies.len(),
+                        responses.len()
+                    ));
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone().into()));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone().into()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::CommandOutput;
+    use std::sync::Mutex;
+
+    fn cmd(i: usize) -> Command {
+        Command::DeleteQueue {
+            name: format!("q{i}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_arriving_while_batches_are_in_flight_share_one_entry() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        // Raft that holds every batch until the test releases it.
+        let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+        let proposer = {
+            let sizes = sizes.clone();
+            Proposer::start(
+                Limits {
+                    in_flight: 1,
+                    ..Limits::default()
+                },
+                move |req: Request| {
+                    sizes.lock().unwrap().push(req.commands.len());
+                    let mut release = release_rx.clone();
+                    let n = req.commands.len();
+                    std::future::ready(Box::pin(async move {
+                        let _ = release.wait_for(|r| *r).await;
+                        Ok((0..n).map(|_| Ok(CommandOutput::QueueDeleted)).collect())
+                    }) as Submitted)
+                },
+            )
+        };
+        // The first write goes out alone and is held in Raft.
+        let first = tokio::spawn({
+            let p = proposer.clone();
+            async move { p.propose(cmd(0)).await }
+        });
+        while sizes.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // A hundred more arrive meanwhile; polling each once enqueues it.
+        let mut rest: Vec<_> = (1..101)
+            .map(|i| Box::pin(proposer.propose(cmd(i))))
+            .collect();
+        for f in &mut rest {
+            assert!(futures::poll!(f.as_mut()).is_pending());
+        }
+        release_tx.send(true).unwrap();
+        assert_eq!(
+            first.await.unwrap().unwrap(),
+            Ok(CommandOutput::QueueDeleted)
+        );
+        for r in futures::future::join_all(rest).await {
+            assert_eq!(r.unwrap(), Ok(CommandOutput::QueueDeleted));
+        }
+        assert_eq!(*sizes.lock().unwrap(), vec![1, 100]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_each_of_its_writes() {
+        let proposer = Proposer::start(Limits::default(), |_req: Request| {
+            std::future::ready(Box::pin(async { Err(BatchError::ShuttingDown) }) as Submitted)
+        });
+        let (a, b) = tokio::join!(proposer.propose(cmd(1)), proposer.propose(cmd(2)));
+        assert!(a.is_err() && b.is_err());
+    }
+
+    #[tokio::test]
+    async fn batches_respect_the_command_limit() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let proposer = {
+            let sizes = sizes.clone();
+            Proposer::start(
+                Limits {
+                    in_flight: 1,
+                    max_commands: 10,
+                    max_bytes: usize::MAX,
+                },
+                move |req: Request| {
+                    sizes.lock().unwrap().push(req.commands.len());
+                    let n = req.commands.len();
+                    std::future::ready(Box::pin(async move {
+                        Ok((0..n).map(|_| Ok(CommandOutput::QueueDeleted)).collect())
+                    }) as Submitted)
+                },
+            )
+        };
+        let all = futures::future::join_all((0..35).map(|i| proposer.propose(cmd(i)))).await;
+        assert!(all.iter().all(|r| r.is_ok()));
+        let sizes = sizes.lock().unwrap().clone();
+        assert!(sizes.iter().all(|s| *s <= 10), "{sizes:?}");
+        assert_eq!(sizes.iter().sum::<usize>(), 35);
+    }
+}

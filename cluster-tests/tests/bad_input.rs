@@ -1,0 +1,233 @@
+//! Bad input gets the right gRPC code, a message naming the field and the
+//! rule, and changes nothing.
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::Command;
+use std::time::Duration;
+
+use cluster_tests::{binary, serial, Cluster, NodeId};
+use sluice_client::{Client, Consistency, Error};
+use tonic::Code;
+
+const ELECTION: Duration = Duration::from_secs(20);
+
+fn expect_err(r: Result<impl std::fmt::Debug, Error>, status: Code, code: &str, needle: &str) {
+    match r {
+        Err(Error::Call {
+            status: s,
+            code: c,
+            message,
+        }) => {
+            assert_eq!(s, status, "{message}");
+            assert_eq!(c, code, "{message}");
+            assert!(
+                message.contains(needle),
+                "{message:?} should mention {needle:?}"
+            );
+        }
+        other => panic!("expected {status:?}/{code}, got {other:?}"),
+    }
+}
+
+async fn names(client: &Client) -> BTreeSet<String> {
+    client
+        .list_queues("", Consistency::Linearizable)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.name)
+        .collect()
+}
+
+async fn member_ids(client: &Client) -> BTreeSet<NodeId> {
+    client
+        .cluster_status(false)
+        .await
+        .unwrap()
+        .members
+        .iter()
+        .map(|m| m.node_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn invalid_requests_are_refused_and_change_nothing() {
+    let _serial = serial().await;
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.leader(ELECTION).await;
+    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let client = c.node(follower).client(Duration::from_secs(20));
+    client.create_queue("keep", HashMap::new()).await.unwrap();
+    let before = names(&client).await;
+    let members_before = member_ids(&client).await;
+
+    // An invalid queue name, sent to a follower.
+    expect_err(
+        client.create_queue("has space", HashMap::new()).await,
+        Code::InvalidArgument,
+        "InvalidParameterValue",
+        "queue_name: must be 1-80 characters",
+    );
+    expect_err(
+        client.create_queue(&"x".repeat(81), HashMap::new()).await,
+        Code::InvalidArgument,
+        "InvalidParameterValue",
+        "queue_name:",
+    );
+    expect_err(
+        client
+            .create_queue(
+                "ok-name",
+                HashMap::from([("VisibilityTimeout".into(), "43201".into())]),
+            )
+            .await,
+        Code::InvalidArgument,
+        "InvalidAttributeValue",
+        "attributes.VisibilityTimeout: must be an integer from 0 to 43200",
+    );
+    expect_err(
+        client.delete_queue("missing").await,
+        Code::NotFound,
+        "QueueDoesNotExist",
+        "missing",
+    );
+    expect_err(
+        client
+            .create_queue("keep", HashMap::from([("DelaySeconds".into(), "5".into())]))
+            .await,
+        Code::AlreadyExists,
+        "QueueNameExists",
+        "different attributes",
+    );
+
+    // Unknown node ids and malformed addresses in membership calls.
+    expect_err(
+        client.promote_learner(9).await,
+        Code::NotFound,
+        "NodeNotFound",
+        "node_id: node 9",
+    );
+    expect_err(
+        client.remove_member(9).await,
+        Code::NotFound,
+        "NodeNotFound",
+        "node_id: node 9",
+    );
+    expect_err(
+        client.add_learner(0, "127.0.0.1:1").await,
+        Code::InvalidArgument,
+        "InvalidParameterValue",
+        "node_id: must be a positive integer",
+    );
+    expect_err(
+        client.add_learner(5, "no-port").await,
+        Code::InvalidArgument,
+        "InvalidParameterValue",
+        "address: must be host:port",
+    );
+    expect_err(
+        client.transfer_leadership(Some(9)).await,
+        Code::NotFound,
+        "NodeNotFound",
+        "to_node_id: node 9",
+    );
+
+    assert_eq!(names(&client).await, before);
+    assert_eq!(member_ids(&client).await, members_before);
+}
+
+#[tokio::test]
+async fn a_node_that_is_not_in_a_cluster_yet_says_so() {
+    let _serial = serial().await;
+    let mut c = Cluster::start(1, &[]);
+    c.leader(ELECTION).await;
+    c.start_joining(2);
+    let lonely = c.node(2).client(Duration::from_millis(300));
+    expect_err(
+        lonely.create_queue("q", HashMap::new()).await,
+        Code::Unavailable,
+        "NotClusterMember",
+        "add-learner",
+    );
+    expect_err(
+        lonely.list_queues("", Consistency::Linearizable).await,
+        Code::Unavailable,
+        "NotClusterMember",
+        "not a member of a cluster",
+    );
+    // Nothing was created anywhere.
+    assert!(names(&c.node(1).client(Duration::from_secs(5)))
+        .await
+        .is_empty());
+}
+
+#[test]
+fn a_malformed_peer_list_stops_the_node_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (peers, needle) in [
+        (
+            "1=127.0.0.1:7071,garbage",
+            "--peers: each entry must be ID=HOST:PORT",
+        ),
+        (
+            "1=127.0.0.1:7071,1=127.0.0.1:7072",
+            "--peers: node id 1 is listed twice",
+        ),
+        (
+            "2=127.0.0.1:7072",
+            "--peers: must include this node's own id 1",
+        ),
+    ] {
+        let out = Command::new(binary("sluice"))
+            .args(["serve", "--peers", peers, "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{peers}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("sluice serve: "), "{stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+        assert!(
+            !data.exists(),
+            "a refused start must not create the data directory"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sluicectl_prints_errors_as_one_line_and_fails() {
+    let _serial = serial().await;
+    let mut c = Cluster::start(1, &[]);
+    c.leader(ELECTION).await;
+    let addr = c.nodes[&1].addr.clone();
+    let run = |args: &[&str]| {
+        Command::new(binary("sluicectl"))
+            .args(["--cluster", &addr, "--timeout", "5"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["queue", "create", "bad name"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("sluicectl: InvalidParameterValue: queue_name: must be"),
+        "{stderr}"
+    );
+    let out = run(&["cluster", "promote", "7"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .starts_with("sluicectl: NodeNotFound: node_id: node 7"));
+
+    let out = run(&["queue", "create", "fine", "-a", "VisibilityTimeout=60"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .ends_with("/000000000000/fine"));
+    let out = run(&["--json", "queue", "list"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"name\":\"fine\""));
+}

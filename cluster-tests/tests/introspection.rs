@@ -1,0 +1,128 @@
+//! gRPC health checking, server reflection and Prometheus metrics on a
+//! node's one port, as generic tools see them.
+
+use std::process::Command;
+use std::time::Duration;
+
+use cluster_tests::{metric_value, serial, Cluster};
+use sluice_proto::v1::cluster_client::ClusterClient;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+const ELECTION: Duration = Duration::from_secs(20);
+
+async fn channel(addr: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn reflection_lists_the_services_and_health_reports_serving() {
+    let _serial = serial().await;
+    let mut c = Cluster::start(1, &[]);
+    c.leader(ELECTION).await;
+    let ch = channel(&c.nodes[&1].addr).await;
+
+    let mut reflection = ServerReflectionClient::new(ch.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let services: Vec<String> = match reply.message_response.unwrap() {
+        MessageResponse::ListServicesResponse(l) => l.service.into_iter().map(|s| s.name).collect(),
+        other => panic!("unexpected reflection reply {other:?}"),
+    };
+    for expected in [
+        "sluice.v1.Queues",
+        "sluice.v1.Cluster",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(
+            services.iter().any(|s| s == expected),
+            "{expected} not in {services:?}"
+        );
+    }
+
+    let mut health = HealthClient::new(ch.clone());
+    for service in ["", "sluice.v1.Queues", "sluice.v1.Cluster"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    // Metrics on the same port, over plain HTTP/1.1.
+    ClusterClient::new(ch)
+        .get_cluster_status(sluice_proto::v1::GetClusterStatusRequest { local: true })
+        .await
+        .unwrap();
+    let text = c.nodes[&1].metrics();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(metric_value(&text, "sluice_raft_term") >= 1.0);
+    assert!(
+        metric_value(&text, "sluice_grpc_requests_total") >= 1.0,
+        "request counts by rpc and code:\n{text}"
+    );
+    assert!(text.contains("sluice_grpc_requests_total{rpc=\"GetClusterStatus\",code=\"Ok\"}"));
+    assert!(metric_value(&text, "sluice_log_fsyncs_total") >= 1.0);
+}
+
+/// A generic client in another language discovers the API by reflection
+/// alone and calls it.
+#[tokio::test]
+async fn a_generic_python_client_lists_and_calls_services_by_reflection() {
+    let _serial = serial().await;
+    let mut c = Cluster::start(1, &[]);
+    c.leader(ELECTION).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/introspect.py");
+    let out = Command::new("python3")
+        .args([script, &c.nodes[&1].addr, "by-reflection"])
+        .output()
+        .expect("python3 runs (install cluster-tests/python/requirements.txt)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "introspect.py failed (are cluster-tests/python/requirements.txt installed?):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "\"sluice.v1.Queues\"",
+        "\"sluice.v1.Cluster\"",
+        "\"grpc.health.v1.Health\"",
+        "\"CreateQueue\"",
+        "\"DeleteQueue\"",
+        "\"created_url\": \"http://",
+        "\"listed\": [\"by-reflection\"]",
+        "\"health\": \"SERVING\"",
+        "\"queues_health\": \"SERVING\"",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing from {stdout}");
+    }
+}
