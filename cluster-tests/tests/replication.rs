@@ -246,6 +246,20 @@ async fn a_fourth_node_joins_is_promoted_and_an_old_member_is_removed_under_writ
     let m = admin.remove_member(1).await.expect("remove node 1");
     let ids: BTreeSet<NodeId> = m.members.iter().map(|m| m.node_id).collect();
     assert_eq!(ids, BTreeSet::from([2, 3, 4]));
+    // The removed node no longer speaks for the cluster: it says it is not a
+    // member, or (if the final configuration has not reached it) passes the
+    // question to the leader.
+    let removed = c.node(1).client(Duration::from_millis(300));
+    match removed.cluster_status(false).await {
+        Err(e) => assert_eq!(e.code(), Some("NotClusterMember"), "{e}"),
+        Ok(s) => {
+            assert_ne!(
+                s.node_id, 1,
+                "removed node answered with its own view: {s:?}"
+            );
+            assert!(s.members.iter().all(|m| m.node_id != 1), "{s:?}");
+        }
+    }
     writes_continue(acked_count(), "writes after removing node 1").await;
 
     stop.store(true, Ordering::Relaxed);

@@ -17,7 +17,9 @@ use tonic::{Request, Response, Status};
 use super::{observe, Context};
 use crate::error::DomainError;
 use crate::raft::{is_voter, transfer, Node, NodeId, RaftMetrics};
-use crate::router::{hop_from_status, Hop, RouteError, Routed, Router, FORWARDED_HEADER};
+use crate::router::{
+    hop_from_status, Hop, RouteError, Routed, Router, ERROR_CODE_HEADER, FORWARDED_HEADER,
+};
 
 /// Most entries a learner may be behind and still be promoted.
 const PROMOTE_MAX_LAG: u64 = 1000;
@@ -379,6 +381,23 @@ impl ClusterApi {
     }
 }
 
+impl ClusterApi {
+    async fn membership<T>(
+        &self,
+        rpc: &'static str,
+        request: Request<T>,
+        op: impl FnOnce(T) -> Op,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        observe(rpc, async {
+            match self.run(request, op).await? {
+                Reply::Membership(m) => Ok(Response::new(m)),
+                _ => Err(unexpected()),
+            }
+        })
+        .await
+    }
+}
+
 fn unexpected() -> Status {
     super::status::internal("unexpected reply kind")
 }
@@ -396,8 +415,14 @@ impl pb::cluster_server::Cluster for ClusterApi {
             match self.run(request, |_| Op::Status).await {
                 Ok(Reply::Status(s)) => Ok(Response::new(s)),
                 Ok(_) => Err(unexpected()),
-                // No leader to ask: show what this node knows.
-                Err(s) if s.code() == tonic::Code::Unavailable => {
+                // A member with no leader to ask shows what it knows; a node
+                // outside the cluster says so, and clients move on.
+                Err(s)
+                    if s.code() == tonic::Code::Unavailable
+                        && s.metadata()
+                            .get(ERROR_CODE_HEADER)
+                            .is_some_and(|c| c != "NotClusterMember") =>
+                {
                     Ok(Response::new(local_status(&self.ctx)))
                 }
                 Err(s) => Err(s),
@@ -410,39 +435,22 @@ impl pb::cluster_server::Cluster for ClusterApi {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        observe("AddLearner", async {
-            match self.run(request, Op::AddLearner).await? {
-                Reply::Membership(m) => Ok(Response::new(m)),
-                _ => Err(unexpected()),
-            }
-        })
-        .await
+        self.membership("AddLearner", request, Op::AddLearner).await
     }
 
     async fn promote_learner(
         &self,
         request: Request<pb::PromoteLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        observe("PromoteLearner", async {
-            match self.run(request, Op::Promote).await? {
-                Reply::Membership(m) => Ok(Response::new(m)),
-                _ => Err(unexpected()),
-            }
-        })
-        .await
+        self.membership("PromoteLearner", request, Op::Promote)
+            .await
     }
 
     async fn remove_member(
         &self,
         request: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        observe("RemoveMember", async {
-            match self.run(request, Op::Remove).await? {
-                Reply::Membership(m) => Ok(Response::new(m)),
-                _ => Err(unexpected()),
-            }
-        })
-        .await
+        self.membership("RemoveMember", request, Op::Remove).await
     }
 
     async fn transfer_leadership(
