@@ -7,11 +7,14 @@
 //! | `sluice_raft_term` | gauge | current term |
 //! | `sluice_raft_is_leader` | gauge | 1 on the leader |
 //! | `sluice_raft_last_log_index` | gauge | last log index |
+//! | `sluice_raft_committed_index` | gauge | last committed index |
 //! | `sluice_raft_applied_index` | gauge | last applied index |
 //! | `sluice_raft_snapshot_index` / `_purged_index` | gauge | compaction progress |
 //! | `sluice_raft_replication_lag{peer}` | gauge | entries a peer is behind (leader only) |
 //! | `sluice_apply_seconds` | histogram | state machine apply per batch |
-//! | `sluice_applied_entries_total` | counter | entries applied |
+//! | `sluice_applied_entries_total` | counter | log entries applied |
+//! | `sluice_applied_commands_total` | counter | commands applied (entries carry batches) |
+//! | `sluice_proposal_batch_commands` | histogram | commands per proposed entry (leader) |
 //! | `sluice_log_fsyncs_total` | counter | log flushes (one fsync batch each) |
 //! | `sluice_log_fsync_seconds` | histogram | flush latency |
 //! | `sluice_log_entries_per_fsync` | histogram | group commit batch size |

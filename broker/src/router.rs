@@ -59,6 +59,13 @@ pub enum RouteError {
     /// The leader did not answer in time; the write may or may not apply.
     #[error("the leader did not answer within the deadline; the request may or may not have been applied")]
     LeaderTimeout,
+    /// The leader could not commit (or confirm its leadership) in time,
+    /// typically because it cannot reach a quorum.
+    #[error("no quorum confirmed the request within {waited_ms} ms; retry shortly (a write may still be applied)")]
+    NoQuorum {
+        /// How long the call waited.
+        waited_ms: u64,
+    },
     /// The node is stopping.
     #[error("node is shutting down")]
     ShuttingDown,
@@ -91,8 +98,19 @@ pub trait Routed {
     /// Runs it here; called only while this node believes it leads.
     fn here(&self, router: &Router) -> impl Future<Output = Hop<Self::Output>> + Send;
 
-    /// Forwards it to the leader over `channel`.
-    fn forward(&self, channel: Channel) -> impl Future<Output = Hop<Self::Output>> + Send;
+    /// How long one attempt may take when `remaining` is left of the call's
+    /// wait for a leader. Commands and queries take no longer than that;
+    /// slow administrative operations say how long they need.
+    fn attempt_limit(&self, remaining: Duration) -> Duration {
+        remaining
+    }
+
+    /// Forwards it to the leader over `channel`, giving the leader `timeout`.
+    fn forward(
+        &self,
+        channel: Channel,
+        timeout: Duration,
+    ) -> impl Future<Output = Hop<Self::Output>> + Send;
 }
 
 /// Classifies an error status from a forwarded call.
@@ -237,13 +255,26 @@ impl Router {
                     node_id: self.inner.id,
                 });
             }
-            let hop = match (leader, leader_addr) {
-                (Some(l), _) if l == self.inner.id => op.here(self).await,
-                (Some(_), Some(addr)) => match self.inner.channels.get(&addr) {
-                    Ok(channel) => op.forward(channel).await,
-                    Err(e) => Hop::Fail(RouteError::Internal(e)),
-                },
-                _ => Hop::Retry(RouteError::NoLeader { waited_ms: 0 }),
+            // Every attempt is bounded by what is left of the call's wait.
+            let remaining = op.attempt_limit(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(MIN_ATTEMPT),
+            );
+            let attempt = async {
+                match (leader, leader_addr) {
+                    (Some(l), _) if l == self.inner.id => op.here(self).await,
+                    (Some(_), Some(addr)) => match self.inner.channels.get(&addr) {
+                        Ok(channel) => op.forward(channel, remaining).await,
+                        Err(e) => Hop::Fail(RouteError::Internal(e)),
+                    },
+                    _ => Hop::Retry(RouteError::NoLeader { waited_ms: 0 }),
+                }
+            };
+            let Ok(hop) = tokio::time::timeout(remaining, attempt).await else {
+                return Err(RouteError::NoQuorum {
+                    waited_ms: started.elapsed().as_millis() as u64,
+                });
             };
             match hop {
                 Hop::Done(v) => return Ok(v),
@@ -305,9 +336,14 @@ impl Router {
                 leader,
             });
         }
-        match op.here(self).await {
-            Hop::Done(v) => Ok(v),
-            Hop::Retry(e) | Hop::Fail(e) => Err(e),
+        let started = Instant::now();
+        let limit = op.attempt_limit(self.inner.leader_wait);
+        match tokio::time::timeout(limit, op.here(self)).await {
+            Ok(Hop::Done(v)) => Ok(v),
+            Ok(Hop::Retry(e) | Hop::Fail(e)) => Err(e),
+            Err(_) => Err(RouteError::NoQuorum {
+                waited_ms: started.elapsed().as_millis() as u64,
+            }),
         }
     }
 
@@ -355,13 +391,12 @@ async fn submit(raft: Raft, me: NodeId, request: Request) -> Submitted {
     }
 }
 
-/// How long a follower waits for the leader to answer a forwarded call. The
-/// leader itself gives up after `leader_wait`, which should be shorter.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The least time one attempt gets, even when the call's wait is spent.
+const MIN_ATTEMPT: Duration = Duration::from_millis(100);
 
-fn forward_request(data: Vec<u8>) -> tonic::Request<Payload> {
+fn forward_request(data: Vec<u8>, timeout: Duration) -> tonic::Request<Payload> {
     let mut request = tonic::Request::new(Payload { data });
-    request.set_timeout(FORWARD_TIMEOUT);
+    request.set_timeout(timeout);
     request
 }
 
@@ -379,8 +414,8 @@ impl Routed for Write {
         }
     }
 
-    async fn forward(&self, channel: Channel) -> Hop<Response> {
-        let request = forward_request(codec::encode(&self.0));
+    async fn forward(&self, channel: Channel, timeout: Duration) -> Hop<Response> {
+        let request = forward_request(codec::encode(&self.0), timeout);
         match NodeClient::new(channel).propose(request).await {
             Ok(reply) => {
                 match codec::decode_message("forwarded write reply", &reply.into_inner().data) {
@@ -419,8 +454,8 @@ impl Routed for Read {
         }
     }
 
-    async fn forward(&self, channel: Channel) -> Hop<QueryResponse> {
-        let request = forward_request(codec::encode(&self.0));
+    async fn forward(&self, channel: Channel, timeout: Duration) -> Hop<QueryResponse> {
+        let request = forward_request(codec::encode(&self.0), timeout);
         match NodeClient::new(channel).read(request).await {
             Ok(reply) => {
                 match codec::decode_message("forwarded read reply", &reply.into_inner().data) {

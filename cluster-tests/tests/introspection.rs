@@ -92,6 +92,9 @@ async fn reflection_lists_the_services_and_health_reports_serving() {
     );
     assert!(text.contains("sluice_grpc_requests_total{rpc=\"GetClusterStatus\",code=\"Ok\"}"));
     assert!(metric_value(&text, "sluice_log_fsyncs_total") >= 1.0);
+    assert!(metric_value(&text, "sluice_raft_committed_index") >= 1.0);
+    assert!(metric_value(&text, "sluice_raft_applied_index") >= 1.0);
+    assert!(metric_value(&text, "sluice_apply_seconds_count") >= 1.0);
 }
 
 /// A generic client in another language discovers the API by reflection

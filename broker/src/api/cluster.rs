@@ -25,6 +25,8 @@ use crate::router::{
 const PROMOTE_MAX_LAG: u64 = 1000;
 /// How long AddLearner waits for the learner to catch up before answering.
 const LEARNER_CATCH_UP_WAIT: Duration = Duration::from_secs(30);
+/// Bound of one attempt at a membership change or transfer.
+const ADMIN_ATTEMPT: Duration = Duration::from_secs(60);
 
 /// Serves the cluster API.
 pub struct ClusterApi {
@@ -321,7 +323,13 @@ impl Routed for Admin<'_> {
         }
     }
 
-    async fn forward(&self, channel: Channel) -> Hop<Reply> {
+    fn attempt_limit(&self, remaining: Duration) -> Duration {
+        // A learner catching up, a lease running out: membership changes and
+        // transfers take their own, separately bounded time.
+        remaining.max(ADMIN_ATTEMPT)
+    }
+
+    async fn forward(&self, channel: Channel, _timeout: Duration) -> Hop<Reply> {
         fn forwarded<T>(msg: T) -> Request<T> {
             let mut r = Request::new(msg);
             r.metadata_mut().insert(

@@ -108,6 +108,9 @@ impl From<RouteError> for Status {
                 }
                 s
             }
+            RouteError::NoQuorum { .. } => {
+                build(Code::Unavailable, "NoQuorum", message, None, retry)
+            }
             RouteError::LeaderTimeout => {
                 build(Code::Unavailable, "LeaderTimeout", message, None, retry)
             }

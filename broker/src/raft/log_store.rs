@@ -169,6 +169,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     ) -> Result<(), StorageError<NodeId>> {
         // Not flushed on its own: it only lets a restarting node re-apply
         // committed entries sooner, and rides along with the next flush.
+        metrics::gauge!("sluice_raft_committed_index")
+            .set(committed.map(|c| c.index).unwrap_or(0) as f64);
         self.write_meta(COMMITTED, &committed)
     }
 
