@@ -4,8 +4,9 @@
 //! Data directory layout:
 //!
 //! ```text
-//! {data-dir}/db/          the storage engine (Raft log, vote, state machine)
-//! {data-dir}/snapshots/   the current snapshot file
+//! {data-dir}/log/         the Raft log segments and vote (durable: fdatasync)
+//! {data-dir}/snapshots/   the current snapshot file (durable: fsync)
+//! {data-dir}/db/          the state machine in sled: a cache of snapshot + log
 //! ```
 
 use std::sync::Arc;
@@ -20,14 +21,15 @@ use crate::bootstrap;
 use crate::config::NodeConfig;
 use crate::metrics::{self, Exporter};
 use crate::raft::group_commit::GroupCommit;
-use crate::raft::log_store::LogStore;
+use crate::raft::log_store::{self, LogStore};
 use crate::raft::network::{Channels, Network};
 use crate::raft::service::{RaftService, VoteGuard};
 use crate::raft::snapshot::SnapshotDir;
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{self, transfer, Raft};
 use crate::router::Router;
-use crate::store::{Db, DbOptions};
+use crate::store::log::{LogFiles, MetaFile};
+use crate::store::{Db, DbOptions, StoreError};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,33 @@ pub enum StartError {
     Raft(String),
 }
 
+/// Opens the state machine's database. It only caches what the snapshot and
+/// the log hold, so one the engine cannot open (sled 0.34 has reports of
+/// corruption after a killed process) is moved aside and rebuilt from them.
+fn open_state_db(path: &std::path::Path, cache_capacity: u64) -> Result<Db, StoreError> {
+    let options = DbOptions { cache_capacity };
+    match Db::open(path, &options) {
+        Ok(db) => Ok(db),
+        Err(e) if path.exists() => {
+            let aside = path.with_extension(format!(
+                "broken-{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0)
+            ));
+            tracing::error!(
+                error = %e,
+                moved_to = %aside.display(),
+                "the state machine database does not open; rebuilding it from the snapshot and the log"
+            );
+            std::fs::rename(path, &aside).map_err(|e| StoreError::io("moving aside", path, e))?;
+            Db::open(path, &options)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// A started node.
 pub struct RunningNode {
     config: NodeConfig,
@@ -74,24 +103,25 @@ impl RunningNode {
             reason,
         };
         std::fs::create_dir_all(&config.data_dir).map_err(|e| data_err(e.to_string()))?;
-        let db = Db::open(
-            &config.data_dir.join("db"),
-            &DbOptions {
-                cache_capacity: config.cache_capacity,
-            },
-        )
-        .map_err(|e| data_err(e.to_string()))?;
+        let log_dir = config.data_dir.join("log");
+        let log = Arc::new(
+            LogFiles::open(&log_dir, log_store::SEGMENT_BYTES)
+                .map_err(|e| data_err(format!("log: {e}")))?,
+        );
+        let flusher = {
+            let log = log.clone();
+            GroupCommit::start("sluice-log-flush", move || {
+                log.sync().map_err(|e| e.to_string())
+            })
+        };
+        let log_store = LogStore::open(log, MetaFile::new(&log_dir.join("meta")), flusher)
+            .map_err(|e| data_err(format!("log: {e}")))?;
+        let db = open_state_db(&config.data_dir.join("db"), config.cache_capacity)
+            .map_err(|e| data_err(e.to_string()))?;
         let snapshots = Arc::new(
             SnapshotDir::open(&config.data_dir.join("snapshots"))
                 .map_err(|e| data_err(format!("snapshots: {e}")))?,
         );
-        let flusher = {
-            let db = db.clone();
-            GroupCommit::start("sluice-log-flush", move || {
-                db.flush().map_err(|e| e.to_string())
-            })
-        };
-        let log_store = LogStore::open(&db, flusher).map_err(|e| data_err(e.to_string()))?;
         let state_machine = StateMachineStore::open(&db, snapshots.clone(), config.node_id)
             .await
             .map_err(|e| data_err(e.to_string()))?;

@@ -1,108 +1,133 @@
-//! The Raft log and vote, stored in two [`Tree`]s of the node's [`Db`].
+//! The Raft log and vote, in the node's own durable files (see
+//! [`crate::store::log`]):
 //!
-//! | tree | key | value |
-//! | --- | --- | --- |
-//! | `raft-log` | log index, big-endian `u64` | postcard `Entry` |
-//! | `raft-meta` | `vote`, `committed`, `purged` | postcard `Vote` / `LogId` |
+//! ```text
+//! {data-dir}/log/*.seg   the entries (postcard `Entry`), one record each
+//! {data-dir}/log/meta    vote, last purged log id, last committed log id
+//! ```
 //!
-//! Appends are written at once and made durable by [`GroupCommit`]; the vote
-//! is flushed before `save_vote` returns, as Raft requires.
+//! Appends are written at once and made durable by [`GroupCommit`]'s flush
+//! thread; a vote and a purge point are written to `meta` (fsynced, renamed,
+//! directory fsynced) before the call returns.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, Vote};
+use serde::{Deserialize, Serialize};
 
 use super::group_commit::GroupCommit;
 use super::{storage_error, storage_read_error, NodeId, TypeConfig};
-use crate::store::{codec, Db, StateRead, Tree, WriteBatch};
+use crate::store::codec;
+use crate::store::log::{LogFiles, MetaFile};
 
-const VOTE: &[u8] = b"vote";
-const COMMITTED: &[u8] = b"committed";
-const PURGED: &[u8] = b"purged";
+/// Segment size of the log files.
+pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Entries removed per batch when purging or truncating.
-const REMOVE_BATCH: usize = 4096;
+/// What `meta` holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+enum StoredMeta {
+    #[default]
+    Empty,
+    V1 {
+        vote: Option<Vote<NodeId>>,
+        purged: Option<LogId<NodeId>>,
+        committed: Option<LogId<NodeId>>,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+struct Meta {
+    vote: Option<Vote<NodeId>>,
+    purged: Option<LogId<NodeId>>,
+    committed: Option<LogId<NodeId>>,
+}
 
 /// The Raft log store. Cloning gives another handle to the same log.
 #[derive(Clone)]
 pub struct LogStore {
-    log: Tree,
-    meta: Tree,
+    log: Arc<LogFiles>,
+    meta_file: Arc<MetaFile>,
+    meta: Arc<Mutex<Meta>>,
     flusher: GroupCommit,
 }
 
 impl LogStore {
-    /// Opens the log in `db`, flushing through `flusher`.
-    pub fn open(db: &Db, flusher: GroupCommit) -> Result<Self, crate::store::StoreError> {
+    /// Opens the log files and metadata; `flusher` must sync `log`.
+    pub fn open(
+        log: Arc<LogFiles>,
+        meta_file: MetaFile,
+        flusher: GroupCommit,
+    ) -> Result<Self, crate::store::StoreError> {
+        let meta = match meta_file.read()? {
+            None => Meta::default(),
+            Some(bytes) => match codec::decode_message::<StoredMeta>("log metadata", &bytes)
+                .map_err(|reason| crate::store::StoreError::Corrupt {
+                    key: "log/meta".into(),
+                    reason,
+                })? {
+                StoredMeta::Empty => Meta::default(),
+                StoredMeta::V1 {
+                    vote,
+                    purged,
+                    committed,
+                } => Meta {
+                    vote,
+                    purged,
+                    committed,
+                },
+            },
+        };
         Ok(LogStore {
-            log: db.tree("raft-log")?,
-            meta: db.tree("raft-meta")?,
+            log,
+            meta_file: Arc::new(meta_file),
+            meta: Arc::new(Mutex::new(meta)),
             flusher,
         })
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageError<NodeId>> {
-        let bytes = self
-            .meta
-            .get(key)
-            .map_err(|e| storage_read_error("reading raft metadata", e))?;
-        bytes
-            .map(|b| codec::decode(key, &b))
-            .transpose()
-            .map_err(|e| storage_read_error("decoding raft metadata", e))
+    fn meta(&self) -> Meta {
+        self.meta.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn write_meta<T: serde::Serialize>(
+    /// Changes the metadata and writes it durably.
+    async fn update_meta(
         &self,
-        key: &[u8],
-        value: &T,
+        change: impl FnOnce(&mut Meta),
     ) -> Result<(), StorageError<NodeId>> {
-        self.meta
-            .insert(key, codec::encode(value))
-            .map_err(|e| storage_error("writing raft metadata", e))
-    }
-
-    /// Removes log entries with index in `range`, in bounded batches.
-    fn remove_range(&self, start: u64, end: Bound<u64>) -> Result<(), StorageError<NodeId>> {
-        let end = match end {
-            Bound::Included(e) => Bound::Included(e.to_be_bytes().to_vec()),
-            Bound::Excluded(e) => Bound::Excluded(e.to_be_bytes().to_vec()),
-            Bound::Unbounded => Bound::Unbounded,
+        let m = {
+            let mut m = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+            change(&mut m);
+            m.clone()
         };
-        loop {
-            let mut batch = WriteBatch::default();
-            for kv in self
-                .log
-                .range(
-                    Bound::Included(start.to_be_bytes().to_vec()),
-                    end.clone(),
-                    false,
-                )
-                .take(REMOVE_BATCH)
-            {
-                let (k, _) = kv.map_err(|e| storage_read_error("reading the log", e))?;
-                batch.delete(k);
-            }
-            if batch.is_empty() {
-                return Ok(());
-            }
-            self.log
-                .apply(batch)
-                .map_err(|e| storage_error("removing log entries", e))?;
-        }
+        let bytes = codec::encode(&StoredMeta::V1 {
+            vote: m.vote,
+            purged: m.purged,
+            committed: m.committed,
+        });
+        let file = self.meta_file.clone();
+        tokio::task::spawn_blocking(move || file.write(&bytes))
+            .await
+            .map_err(|e| storage_error("writing log metadata", e))?
+            .map_err(|e| storage_error("writing log metadata", e))
     }
 }
 
-fn index_bound(b: Bound<&u64>) -> Bound<Vec<u8>> {
+fn start_of(b: Bound<&u64>) -> u64 {
     match b {
-        Bound::Included(i) => Bound::Included(i.to_be_bytes().to_vec()),
-        Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes().to_vec()),
-        Bound::Unbounded => Bound::Unbounded,
+        Bound::Included(i) => *i,
+        Bound::Excluded(i) => i + 1,
+        Bound::Unbounded => 0,
+    }
+}
+
+fn end_of(b: Bound<&u64>) -> u64 {
+    match b {
+        Bound::Included(i) => i + 1,
+        Bound::Excluded(i) => *i,
+        Bound::Unbounded => u64::MAX,
     }
 }
 
@@ -111,16 +136,18 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
-        let start = index_bound(range.start_bound());
-        let end = index_bound(range.end_bound());
-        let mut entries = Vec::new();
-        for kv in self.log.range(start, end, false) {
-            let (k, v) = kv.map_err(|e| storage_read_error("reading the log", e))?;
-            let entry: Entry<TypeConfig> =
-                codec::decode(&k, &v).map_err(|e| storage_read_error("decoding a log entry", e))?;
-            entries.push(entry);
-        }
-        Ok(entries)
+        let from = start_of(range.start_bound());
+        let to = end_of(range.end_bound());
+        let raw = self
+            .log
+            .read(from, to)
+            .map_err(|e| storage_read_error("reading the log", e))?;
+        raw.into_iter()
+            .map(|(i, bytes)| {
+                codec::decode_message::<Entry<TypeConfig>>("log entry", &bytes)
+                    .map_err(|e| storage_read_error(&format!("decoding log entry {i}"), e))
+            })
+            .collect()
     }
 }
 
@@ -128,16 +155,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        let last_purged_log_id: Option<LogId<NodeId>> = self.read_meta(PURGED)?;
+        let last_purged_log_id = self.meta().purged;
         let last = self
             .log
             .last()
             .map_err(|e| storage_read_error("reading the log", e))?;
         let last_log_id = match last {
-            Some((k, v)) => {
-                let entry: Entry<TypeConfig> = codec::decode(&k, &v)
-                    .map_err(|e| storage_read_error("decoding a log entry", e))?;
-                Some(entry.log_id)
+            Some((i, bytes)) => {
+                let entry: Entry<TypeConfig> = codec::decode_message("log entry", &bytes)
+                    .map_err(|e| storage_read_error(&format!("decoding log entry {i}"), e))?;
+                Some(entry.log_id).max(last_purged_log_id)
             }
             None => last_purged_log_id,
         };
@@ -152,32 +179,31 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.write_meta(VOTE, vote)?;
-        self.flusher
-            .flush()
-            .await
-            .map_err(|e| storage_error("flushing the vote", e))
+        let vote = *vote;
+        self.update_meta(|m| m.vote = Some(vote)).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        self.read_meta(VOTE)
+        Ok(self.meta().vote)
     }
 
     async fn save_committed(
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        // Not flushed on its own: it only lets a restarting node re-apply
-        // committed entries sooner, and rides along with the next flush.
+        // Kept in memory and written with the next vote or purge: it only
+        // lets a restarting node re-apply committed entries sooner.
         metrics::gauge!("sluice_raft_committed_index")
             .set(committed.map(|c| c.index).unwrap_or(0) as f64);
-        self.write_meta(COMMITTED, &committed)
+        self.meta
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .committed = committed;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self
-            .read_meta::<Option<LogId<NodeId>>>(COMMITTED)?
-            .flatten())
+        Ok(self.meta().committed)
     }
 
     async fn append<I>(
@@ -189,16 +215,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = WriteBatch::default();
-        for entry in entries {
-            batch.put(
-                entry.log_id.index.to_be_bytes().to_vec(),
-                codec::encode(&entry),
-            );
-        }
-        let n = batch.len();
+        let encoded: Vec<(u64, Vec<u8>)> = entries
+            .into_iter()
+            .map(|e| (e.log_id.index, codec::encode(&e)))
+            .collect();
+        let n = encoded.len();
         self.log
-            .apply(batch)
+            .append(&encoded)
             .map_err(|e| storage_error("appending to the log", e))?;
         self.flusher
             .submit(n, Box::new(move |r| callback.log_io_completed(r)));
@@ -207,14 +230,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         tracing::debug!(%log_id, "truncating the log");
-        self.remove_range(log_id.index, Bound::Unbounded)
+        self.log
+            .truncate_from(log_id.index)
+            .map_err(|e| storage_error("truncating the log", e))?;
+        self.flusher
+            .flush()
+            .await
+            .map_err(|e| storage_error("syncing the truncated log", e))
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         tracing::debug!(%log_id, "purging the log");
         // Record the purge point first: if the node stops half-way, the
         // entries left below it are ignored.
-        self.write_meta(PURGED, &log_id)?;
-        self.remove_range(0, Bound::Included(log_id.index))
+        self.update_meta(|m| m.purged = Some(log_id)).await?;
+        self.log
+            .purge_through(log_id.index)
+            .map_err(|e| storage_error("purging the log", e))?;
+        self.flusher
+            .flush()
+            .await
+            .map_err(|e| storage_error("syncing the purged log", e))
     }
 }

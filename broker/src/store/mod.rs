@@ -1,20 +1,20 @@
 //! The storage engine boundary.
 //!
-//! Everything the broker keeps on disk goes through this module: the Raft log
-//! and vote ([`crate::raft::log_store`]), the replicated state machine
-//! ([`crate::raft::state_machine`]) and the domain records the state machine
-//! holds. Today the engine is sled 0.34; nothing outside this module names
-//! sled, so another ordered key-value engine can replace it by reimplementing
-//! [`Db`] and [`Tree`].
+//! Everything the broker keeps on disk goes through this module:
 //!
-//! What the rest of the broker relies on:
+//! * [`log`]: the Raft log and vote, in the node's own segment files, made
+//!   durable with `fdatasync`. Everything a node acknowledges is here.
+//! * [`Db`] / [`Tree`]: the replicated state machine and the domain records it
+//!   holds, in sled 0.34. Nothing outside this module names sled, so another
+//!   ordered key-value engine can replace it by reimplementing `Db` and `Tree`.
 //!
-//! * a [`Db`] is a set of named, ordered [`Tree`]s that share one write-ahead
-//!   log, and [`Db::flush`] makes every write issued before it durable;
-//! * a [`WriteBatch`] applied to one tree is atomic, also across a crash;
-//! * after a crash the engine recovers a prefix of the writes in issue order,
-//!   so state derived from the log is never durable without the log entries it
-//!   came from.
+//! The state machine is a cache of the durable snapshot and log: after a
+//! crash it may be behind (sled syncs with `sync_file_range`, which does not
+//! survive power loss) and is brought forward by re-applying the log or
+//! re-installing the snapshot. What the broker relies on from the engine is
+//! that a [`WriteBatch`] applied to one tree is atomic and that, after a crash,
+//! the engine holds a prefix of the writes in issue order, so the applied log
+//! id stored with the state never claims more than the state holds.
 //!
 //! Domain logic never sees a [`Tree`]: it reads through [`StateRead`] and
 //! writes into a [`Txn`], an in-memory overlay that the state machine commits
@@ -22,6 +22,7 @@
 
 pub mod codec;
 pub mod keys;
+pub mod log;
 mod mem;
 mod txn;
 
@@ -158,9 +159,9 @@ impl Db {
         let inner = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_capacity)
-            // Durability is explicit: the Raft log store flushes in batches
-            // (group commit). A background flush would only add fsyncs.
-            .flush_every_ms(None)
+            // The state needs no fsync of its own (the log is durable);
+            // flushing in the background bounds what a restart re-applies.
+            .flush_every_ms(Some(1000))
             .open()?;
         Ok(Db { inner })
     }
@@ -187,8 +188,9 @@ impl Db {
             .collect()
     }
 
-    /// Makes every write issued before this call durable and returns when it
-    /// is on disk. This is the one place the engine fsyncs.
+    /// Asks the engine to write everything issued so far to disk. sled 0.34
+    /// syncs with `sync_file_range`, which a power loss can undo: use it to
+    /// bound recovery work, never for durability (that is [`log`]'s job).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()?;
         Ok(())
