@@ -10,10 +10,18 @@
 //! Encoding: these types are postcard-encoded in the log and between nodes;
 //! new variants are only ever appended (see [`crate::store::codec`]).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
 use crate::queues;
+use crate::queues::delivery::{ReceiveOutcome, ReceiveRequest, SentMessage};
+use crate::queues::housekeeping::Tick;
+use crate::queues::layout::{MoveTask, Moving, QueueState};
+use crate::queues::message::NewMessage;
+use crate::queues::receipt::Receipt;
+use crate::queues::redrive::Step;
 
 /// One Raft log entry's payload: the commands the leader batched together,
 /// with the time it stamped on them.
@@ -43,10 +51,115 @@ impl std::fmt::Display for Request {
 pub enum Command {
     /// Create a queue, or confirm an identical one exists.
     CreateQueue(queues::CreateQueue),
-    /// Delete a queue.
+    /// Delete a queue (its messages are collected in the background).
     DeleteQueue {
         /// Queue name.
         name: String,
+    },
+    /// Change queue attributes.
+    SetQueueAttributes {
+        /// Queue name.
+        name: String,
+        /// Attributes to set.
+        attributes: Vec<queues::Attribute>,
+    },
+    /// Add or replace tags.
+    TagQueue {
+        /// Queue name.
+        name: String,
+        /// Tags.
+        tags: BTreeMap<String, String>,
+    },
+    /// Remove tags.
+    UntagQueue {
+        /// Queue name.
+        name: String,
+        /// Tag keys.
+        keys: Vec<String>,
+    },
+    /// Delete every message.
+    PurgeQueue {
+        /// Queue name.
+        name: String,
+    },
+    /// Send one or more messages (SendMessage, SendMessageBatch).
+    SendMessages {
+        /// Queue name.
+        queue: String,
+        /// The messages.
+        messages: Vec<NewMessage>,
+    },
+    /// Receive messages.
+    ReceiveMessages {
+        /// Queue name.
+        queue: String,
+        /// What to receive.
+        request: ReceiveRequest,
+    },
+    /// Delete messages by receipt handle.
+    DeleteMessages {
+        /// Queue name.
+        queue: String,
+        /// The handles, parsed.
+        receipts: Vec<Receipt>,
+    },
+    /// Change the visibility timeout of in-flight messages.
+    ChangeVisibility {
+        /// Queue name.
+        queue: String,
+        /// Handle and new timeout in seconds.
+        changes: Vec<(Receipt, u32)>,
+    },
+    /// The leader's periodic time-driven work on a queue.
+    QueueTick {
+        /// Queue name.
+        queue: String,
+    },
+    /// Delete a bounded part of a purged generation or deleted queue.
+    CollectGarbage {
+        /// Queue id.
+        qid: u64,
+        /// Generation.
+        gen: u64,
+    },
+    /// Enqueue messages moved from another queue's outbox.
+    AcceptMoved {
+        /// Destination queue name.
+        queue: String,
+        /// Source queue id.
+        from: u64,
+        /// (source sequence, message).
+        messages: Vec<(u64, Moving)>,
+    },
+    /// Clear outbox entries whose destination took them.
+    AcknowledgeMoved {
+        /// Source queue name.
+        queue: String,
+        /// Generation of the entries.
+        gen: u64,
+        /// Their sequence numbers.
+        seqs: Vec<u64>,
+    },
+    /// Start a dead-letter redrive task.
+    StartMoveTask {
+        /// The dead-letter queue.
+        queue: String,
+        /// Destination; `None`: each message's source.
+        destination: Option<String>,
+        /// Messages per second.
+        rate: Option<u32>,
+    },
+    /// Cancel a move task.
+    CancelMoveTask {
+        /// The dead-letter queue.
+        queue: String,
+        /// Task handle.
+        handle: String,
+    },
+    /// Move the next messages of a queue's running task.
+    MoveTaskStep {
+        /// The dead-letter queue.
+        queue: String,
     },
 }
 
@@ -56,6 +169,21 @@ impl Command {
         match self {
             Command::CreateQueue(_) => "CreateQueue",
             Command::DeleteQueue { .. } => "DeleteQueue",
+            Command::SetQueueAttributes { .. } => "SetQueueAttributes",
+            Command::TagQueue { .. } => "TagQueue",
+            Command::UntagQueue { .. } => "UntagQueue",
+            Command::PurgeQueue { .. } => "PurgeQueue",
+            Command::SendMessages { .. } => "SendMessages",
+            Command::ReceiveMessages { .. } => "ReceiveMessages",
+            Command::DeleteMessages { .. } => "DeleteMessages",
+            Command::ChangeVisibility { .. } => "ChangeVisibility",
+            Command::QueueTick { .. } => "QueueTick",
+            Command::CollectGarbage { .. } => "CollectGarbage",
+            Command::AcceptMoved { .. } => "AcceptMoved",
+            Command::AcknowledgeMoved { .. } => "AcknowledgeMoved",
+            Command::StartMoveTask { .. } => "StartMoveTask",
+            Command::CancelMoveTask { .. } => "CancelMoveTask",
+            Command::MoveTaskStep { .. } => "MoveTaskStep",
         }
     }
 
@@ -70,7 +198,18 @@ impl Command {
                         .map(|(k, v)| k.len() + v.len() + 4)
                         .sum::<usize>()
             }
-            Command::DeleteQueue { name } => 16 + name.len(),
+            Command::SendMessages { queue, messages } => {
+                32 + queue.len() + messages.iter().map(|m| m.size() + 128).sum::<usize>()
+            }
+            Command::AcceptMoved { messages, .. } => {
+                64 + messages
+                    .iter()
+                    .map(|(_, m)| m.body.body.len() + 256)
+                    .sum::<usize>()
+            }
+            Command::DeleteMessages { receipts, .. } => 32 + receipts.len() * 32,
+            Command::ChangeVisibility { changes, .. } => 32 + changes.len() * 40,
+            _ => 64,
         }
     }
 
@@ -78,7 +217,22 @@ impl Command {
     pub fn resource(&self) -> Resource<'_> {
         match self {
             Command::CreateQueue(c) => Resource::Queue(&c.name),
-            Command::DeleteQueue { name } => Resource::Queue(name),
+            Command::DeleteQueue { name }
+            | Command::SetQueueAttributes { name, .. }
+            | Command::TagQueue { name, .. }
+            | Command::UntagQueue { name, .. }
+            | Command::PurgeQueue { name } => Resource::Queue(name),
+            Command::SendMessages { queue, .. }
+            | Command::ReceiveMessages { queue, .. }
+            | Command::DeleteMessages { queue, .. }
+            | Command::ChangeVisibility { queue, .. }
+            | Command::QueueTick { queue }
+            | Command::AcceptMoved { queue, .. }
+            | Command::AcknowledgeMoved { queue, .. }
+            | Command::StartMoveTask { queue, .. }
+            | Command::CancelMoveTask { queue, .. }
+            | Command::MoveTaskStep { queue } => Resource::Queue(queue),
+            Command::CollectGarbage { qid, .. } => Resource::QueueData(*qid),
         }
     }
 }
@@ -88,6 +242,8 @@ impl Command {
 pub enum Resource<'a> {
     /// A queue, by name.
     Queue(&'a str),
+    /// The stored data of a queue (possibly deleted), by id.
+    QueueData(u64),
 }
 
 /// The result of a successfully applied command.
@@ -98,8 +254,35 @@ pub enum CommandOutput {
         /// Whether this command created the queue.
         created: bool,
     },
-    /// `DeleteQueue` succeeded.
-    QueueDeleted,
+    /// The command changed what it was asked to; nothing to return.
+    Done,
+    /// A result per message sent.
+    Sent(Vec<Result<SentMessage, DomainError>>),
+    /// Received messages.
+    Received(ReceiveOutcome),
+    /// A result per receipt handle (delete or visibility change).
+    PerEntry(Vec<Result<(), DomainError>>),
+    /// What a tick did.
+    Ticked(Tick),
+    /// A garbage collection step; `finished` when nothing is left.
+    Collected {
+        /// Whether the generation is gone.
+        finished: bool,
+    },
+    /// How many moved messages were new to the destination.
+    Accepted(u32),
+    /// A move task started.
+    MoveTaskStarted {
+        /// Its handle.
+        handle: String,
+    },
+    /// A move task was cancelled after moving this many messages.
+    MoveTaskCancelled {
+        /// Messages moved.
+        moved: u64,
+    },
+    /// A move task step.
+    MoveTaskStepped(Step),
 }
 
 /// The result of one command.
@@ -119,6 +302,30 @@ pub enum Query {
     },
     /// A page of queue names.
     ListQueues(queues::ListQueues),
+    /// A queue's record with its message counts.
+    QueueDetails {
+        /// Queue name.
+        name: String,
+    },
+    /// The name of the queue with an id.
+    QueueName {
+        /// Queue id.
+        qid: u64,
+    },
+    /// Queues that use a queue as their dead-letter queue.
+    DeadLetterSources {
+        /// The dead-letter queue.
+        name: String,
+        /// Continue after this name.
+        after: Option<String>,
+        /// Page size.
+        limit: u32,
+    },
+    /// A queue's move tasks, newest first.
+    MoveTasks {
+        /// Queue name.
+        name: String,
+    },
 }
 
 impl Query {
@@ -127,6 +334,10 @@ impl Query {
         match self {
             Query::GetQueue { .. } => "GetQueue",
             Query::ListQueues(_) => "ListQueues",
+            Query::QueueDetails { .. } => "QueueDetails",
+            Query::QueueName { .. } => "QueueName",
+            Query::DeadLetterSources { .. } => "DeadLetterSources",
+            Query::MoveTasks { .. } => "MoveTasks",
         }
     }
 }
@@ -138,6 +349,12 @@ pub enum QueryOutput {
     Queue(queues::Queue),
     /// A page of queue names.
     Queues(queues::QueuePage),
+    /// A queue's record and message state.
+    QueueDetails(queues::Queue, QueueState),
+    /// A queue name, if the id exists.
+    QueueName(Option<String>),
+    /// Move tasks.
+    MoveTasks(Vec<MoveTask>),
 }
 
 /// The reply to a query.

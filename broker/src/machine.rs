@@ -4,12 +4,15 @@
 //! [`apply`] and [`query`] are what every replica runs for each log entry and
 //! read. They read no clock (the time is in [`Ctx`]), draw no random numbers
 //! and do no I/O other than through the store they are given, so every node
-//! that applies the same log reaches the same state. The Raft plumbing around
-//! them lives in [`crate::raft::state_machine`].
+//! that applies the same log reaches the same state. What a command means for
+//! the world outside the state (a queue now has messages for waiting
+//! receivers) it reports as [`Effect`]s, which the caller acts on after the
+//! commit. The Raft plumbing around them lives in
+//! [`crate::raft::state_machine`].
 
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::ApplyResult;
-use crate::queues;
+use crate::queues::{self, delivery, housekeeping, layout, redrive};
 use crate::store::{StateRead, Txn};
 
 /// What a command may know besides its arguments and the store.
@@ -20,8 +23,54 @@ pub struct Ctx {
     pub now_ms: u64,
 }
 
-/// Applies one command. Writes go to `txn`; on error the caller discards them.
-pub fn apply(txn: &mut Txn<'_>, ctx: &Ctx, command: &Command) -> ApplyResult<CommandOutput> {
+/// Something a command changed that matters outside the state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// A queue has messages to receive (wakes long polls on every node).
+    QueueReady(String),
+}
+
+/// The effects of the commands applied in one batch.
+#[derive(Debug, Default)]
+pub struct Effects(Vec<Effect>);
+
+impl Effects {
+    /// Records an effect.
+    pub fn push(&mut self, e: Effect) {
+        if !self.0.contains(&e) {
+            self.0.push(e);
+        }
+    }
+
+    /// The effects, once.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Effect> {
+        self.0.drain(..)
+    }
+
+    /// True when nothing happened that matters outside.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Forgets the effects recorded since `len` (of a rejected command).
+    pub fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
+    }
+
+    /// Number of effects recorded.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Applies one command. Writes go to `txn`; on error the caller discards them
+/// (and the effects recorded meanwhile).
+pub fn apply(
+    txn: &mut Txn<'_>,
+    ctx: &Ctx,
+    command: &Command,
+    effects: &mut Effects,
+) -> ApplyResult<CommandOutput> {
     match command {
         Command::CreateQueue(c) => {
             let created = queues::create(txn, ctx, c)?;
@@ -29,8 +78,66 @@ pub fn apply(txn: &mut Txn<'_>, ctx: &Ctx, command: &Command) -> ApplyResult<Com
         }
         Command::DeleteQueue { name } => {
             queues::delete(txn, name)?;
-            Ok(CommandOutput::QueueDeleted)
+            Ok(CommandOutput::Done)
         }
+        Command::SetQueueAttributes { name, attributes } => {
+            queues::set_attributes(txn, ctx, name, attributes)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::TagQueue { name, tags } => {
+            queues::tag(txn, name, tags)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::UntagQueue { name, keys } => {
+            queues::untag(txn, name, keys)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::PurgeQueue { name } => {
+            delivery::purge(txn, ctx, name)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::SendMessages { queue, messages } => Ok(CommandOutput::Sent(delivery::send(
+            txn, ctx, queue, messages, effects,
+        )?)),
+        Command::ReceiveMessages { queue, request } => Ok(CommandOutput::Received(
+            delivery::receive(txn, ctx, queue, request, effects)?,
+        )),
+        Command::DeleteMessages { queue, receipts } => Ok(CommandOutput::PerEntry(
+            delivery::delete(txn, queue, receipts, effects)?,
+        )),
+        Command::ChangeVisibility { queue, changes } => Ok(CommandOutput::PerEntry(
+            delivery::change_visibility(txn, ctx, queue, changes, effects)?,
+        )),
+        Command::QueueTick { queue } => Ok(CommandOutput::Ticked(housekeeping::tick(
+            txn, ctx, queue, effects,
+        )?)),
+        Command::CollectGarbage { qid, gen } => Ok(CommandOutput::Collected {
+            finished: housekeeping::collect(txn, *qid, *gen)?,
+        }),
+        Command::AcceptMoved {
+            queue,
+            from,
+            messages,
+        } => Ok(CommandOutput::Accepted(redrive::accept(
+            txn, ctx, queue, *from, messages, effects,
+        )?)),
+        Command::AcknowledgeMoved { queue, gen, seqs } => {
+            redrive::acknowledge(txn, queue, *gen, seqs)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::StartMoveTask {
+            queue,
+            destination,
+            rate,
+        } => Ok(CommandOutput::MoveTaskStarted {
+            handle: redrive::start_task(txn, ctx, queue, destination.clone(), *rate)?,
+        }),
+        Command::CancelMoveTask { queue, handle } => Ok(CommandOutput::MoveTaskCancelled {
+            moved: redrive::cancel_task(txn, queue, handle)?,
+        }),
+        Command::MoveTaskStep { queue } => Ok(CommandOutput::MoveTaskStepped(redrive::step_task(
+            txn, ctx, queue,
+        )?)),
     }
 }
 
@@ -39,5 +146,24 @@ pub fn query(state: &dyn StateRead, query: &Query) -> ApplyResult<QueryOutput> {
     match query {
         Query::GetQueue { name } => Ok(QueryOutput::Queue(queues::require(state, name)?)),
         Query::ListQueues(req) => Ok(QueryOutput::Queues(queues::list(state, req)?)),
+        Query::QueueDetails { name } => {
+            let q = queues::require(state, name)?;
+            let s = layout::load_state(state, q.id)?;
+            Ok(QueryOutput::QueueDetails(q, s))
+        }
+        Query::QueueName { qid } => Ok(QueryOutput::QueueName(queues::name_of(state, *qid)?)),
+        Query::DeadLetterSources { name, after, limit } => {
+            queues::require(state, name)?;
+            Ok(QueryOutput::Queues(queues::dead_letter_sources(
+                state,
+                name,
+                after.as_deref(),
+                *limit as usize,
+            )?))
+        }
+        Query::MoveTasks { name } => {
+            let q = queues::require(state, name)?;
+            Ok(QueryOutput::MoveTasks(redrive::tasks(state, q.id)?))
+        }
     }
 }

@@ -30,6 +30,7 @@ use crate::raft::{self, transfer, Raft};
 use crate::router::Router;
 use crate::store::log::{LogFiles, MetaFile};
 use crate::store::{Db, DbOptions, StoreError};
+use crate::waiters::Waiters;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +92,7 @@ pub struct RunningNode {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     stop_server: Option<oneshot::Sender<()>>,
     bootstrap: JoinHandle<()>,
+    housekeeper: JoinHandle<()>,
     local_addr: std::net::SocketAddr,
 }
 
@@ -122,9 +124,11 @@ impl RunningNode {
             SnapshotDir::open(&config.data_dir.join("snapshots"))
                 .map_err(|e| data_err(format!("snapshots: {e}")))?,
         );
-        let state_machine = StateMachineStore::open(&db, snapshots.clone(), config.node_id)
-            .await
-            .map_err(|e| data_err(e.to_string()))?;
+        let waiters = Arc::new(Waiters::default());
+        let state_machine =
+            StateMachineStore::open(&db, snapshots.clone(), config.node_id, waiters.clone())
+                .await
+                .map_err(|e| data_err(e.to_string()))?;
         let state = state_machine.handle();
 
         let raft_config = raft::config("sluice", &config.timing, &config.compaction)
@@ -155,6 +159,7 @@ impl RunningNode {
             identity: config.identity.clone(),
             advertise: config.advertise.clone(),
             timing: config.timing.clone(),
+            waiters: waiters.clone(),
         };
         let guard = Arc::new(VoteGuard::default());
         let raft_service = RaftService::new(raft.clone(), snapshots, guard.clone());
@@ -181,6 +186,7 @@ impl RunningNode {
             "node started"
         );
 
+        let housekeeper = crate::housekeeper::spawn(router.clone(), waiters);
         let bootstrap = tokio::spawn(bootstrap::run(
             raft.clone(),
             config.node_id,
@@ -198,6 +204,7 @@ impl RunningNode {
             server,
             stop_server: Some(stop_tx),
             bootstrap,
+            housekeeper,
             local_addr,
         })
     }
@@ -236,6 +243,7 @@ impl RunningNode {
             }
         }
         self.bootstrap.abort();
+        self.housekeeper.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }

@@ -43,6 +43,8 @@ pub struct Context {
     pub advertise: String,
     /// Raft timing (leadership transfer waits out the leader lease).
     pub timing: Timing,
+    /// Where long polls wait for their queue.
+    pub waiters: Arc<crate::waiters::Waiters>,
 }
 
 /// How a read is served.

@@ -1,18 +1,205 @@
 //! `sluice.v1.Queues`.
+//!
+//! Requests are validated here, turned into commands and queries, and routed
+//! to the leader. ReceiveMessage long-polls on the node the client called: an
+//! empty receive waits for this node's wake-up of the queue (every node
+//! applies every send), for the next hidden message to come due, or for the
+//! end of the wait, then asks again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::{consistency, observe, Consistency, Context};
 use crate::command::{Command, CommandOutput, Query, QueryOutput, QueryResponse};
-use crate::queues::{self, CreateQueue, ListQueues};
-use crate::router::RouteError;
+use crate::error::DomainError;
+use crate::queues::attributes::{self, queue_name_from_arn, Attribute};
+use crate::queues::delivery::{ReceiveRequest, Received};
+use crate::queues::layout::MoveTask;
+use crate::queues::message::{self, AttributeValue, NewMessage, Outgoing, MAX_MESSAGE_BYTES};
+use crate::queues::receipt::Receipt;
+use crate::queues::{self, redrive, CreateQueue, ListQueues, Queue};
+use crate::router::{now_ms, RouteError};
 
 /// Serves the queue API.
 pub struct QueuesApi {
     ctx: Context,
+}
+
+fn unexpected(what: &str) -> Status {
+    super::status::internal(format!("unexpected reply to {what}"))
+}
+
+/// The queue a request names: a name, or a queue URL whose last segment is
+/// the name.
+fn queue_ref(field: &str, given: &str) -> Result<String, Status> {
+    let name = given.rsplit('/').next().unwrap_or(given);
+    queues::validate_name(field, name)?;
+    Ok(name.to_string())
+}
+
+fn arn_ref(field: &str, arn: &str) -> Result<String, Status> {
+    let name = queue_name_from_arn(arn).ok_or_else(|| {
+        DomainError::invalid(
+            field,
+            format!("{arn:?} is not an SQS queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME)"),
+        )
+    })?;
+    queues::validate_name(field, name)?;
+    Ok(name.to_string())
+}
+
+fn to_value(v: pb::MessageAttributeValue) -> AttributeValue {
+    let binary = v.data_type == "Binary" || v.data_type.starts_with("Binary.");
+    AttributeValue {
+        data_type: v.data_type,
+        string_value: (!binary).then_some(v.string_value),
+        binary_value: binary.then_some(v.binary_value),
+    }
+}
+
+fn from_value(v: &AttributeValue) -> pb::MessageAttributeValue {
+    pb::MessageAttributeValue {
+        data_type: v.data_type.clone(),
+        string_value: v.string_value.clone().unwrap_or_default(),
+        binary_value: v.binary_value.clone().unwrap_or_default(),
+    }
+}
+
+fn outgoing(
+    body: String,
+    delay_seconds: Option<i32>,
+    attributes: HashMap<String, pb::MessageAttributeValue>,
+    system_attributes: HashMap<String, pb::MessageAttributeValue>,
+    dedup_id: String,
+    group_id: String,
+) -> Outgoing {
+    Outgoing {
+        body,
+        delay_seconds,
+        attributes: attributes
+            .into_iter()
+            .map(|(k, v)| (k, to_value(v)))
+            .collect(),
+        system_attributes: system_attributes
+            .into_iter()
+            .map(|(k, v)| (k, to_value(v)))
+            .collect(),
+        dedup_id,
+        group_id,
+    }
+}
+
+fn batch_error(id: String, e: DomainError) -> pb::BatchResultErrorEntry {
+    pb::BatchResultErrorEntry {
+        id,
+        code: e.code,
+        message: e.message,
+        sender_fault: true,
+    }
+}
+
+/// The entries of a batch that passed validation, and the errors of those
+/// that did not.
+struct Split<T> {
+    ids: Vec<String>,
+    valid: Vec<T>,
+    failed: Vec<pb::BatchResultErrorEntry>,
+}
+
+/// Validates each entry of a batch on its own: a bad entry fails alone.
+fn split<E, T>(
+    entries: Vec<E>,
+    mut parse: impl FnMut(usize, E) -> (String, Result<T, DomainError>),
+) -> Split<T> {
+    let mut out = Split {
+        ids: Vec::new(),
+        valid: Vec::new(),
+        failed: Vec::new(),
+    };
+    for (i, e) in entries.into_iter().enumerate() {
+        match parse(i, e) {
+            (id, Ok(t)) => {
+                out.ids.push(id);
+                out.valid.push(t);
+            }
+            (id, Err(err)) => out.failed.push(batch_error(id, err)),
+        }
+    }
+    out
+}
+
+/// Pairs the per-entry results of a batch command with their entry ids.
+fn join<R, S>(
+    ids: Vec<String>,
+    results: Vec<Result<R, DomainError>>,
+    failed: &mut Vec<pb::BatchResultErrorEntry>,
+    mut ok: impl FnMut(String, R) -> S,
+) -> Vec<S> {
+    let mut successful = Vec::new();
+    for (id, r) in ids.into_iter().zip(results) {
+        match r {
+            Ok(v) => successful.push(ok(id, v)),
+            Err(e) => failed.push(batch_error(id, e)),
+        }
+    }
+    successful
+}
+
+fn seconds_in(field: &str, v: i32, max: u32) -> Result<u32, DomainError> {
+    if (0..=max as i32).contains(&v) {
+        Ok(v as u32)
+    } else {
+        Err(DomainError::invalid(
+            field,
+            format!("must be from 0 to {max}, got {v}"),
+        ))
+    }
+}
+
+/// System attribute names ReceiveMessage can return.
+const SYSTEM_ATTRIBUTES: &[&str] = &[
+    "ApproximateReceiveCount",
+    "ApproximateFirstReceiveTimestamp",
+    "SentTimestamp",
+    "SenderId",
+    "MessageGroupId",
+    "MessageDeduplicationId",
+    "SequenceNumber",
+    "AWSTraceHeader",
+    "DeadLetterQueueSourceArn",
+];
+
+fn check_names(field: &str, names: &[String], known: &[&str]) -> Result<(), DomainError> {
+    for n in names {
+        if n != "All" && !known.contains(&n.as_str()) {
+            return Err(DomainError::invalid_with_code(
+                "InvalidAttributeName",
+                field,
+                format!(
+                    "unknown attribute {n:?}; use \"All\" or one of {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn wants(names: &[String], name: &str) -> bool {
+    names.iter().any(|n| n == "All" || n == name)
+}
+
+fn wants_message_attribute(names: &[String], name: &str) -> bool {
+    names.iter().any(|n| {
+        n == "All"
+            || n == ".*"
+            || n == name
+            || n.strip_suffix(".*")
+                .is_some_and(|p| name.starts_with(&format!("{p}.")))
+    })
 }
 
 impl QueuesApi {
@@ -40,10 +227,133 @@ impl QueuesApi {
     async fn command(&self, command: Command) -> Result<CommandOutput, Status> {
         Ok(self.ctx.router.write(command).await??)
     }
-}
 
-fn unexpected(what: &str) -> Status {
-    super::status::internal(format!("unexpected reply to {what}"))
+    async fn done(&self, command: Command, what: &str) -> Result<(), Status> {
+        match self.command(command).await? {
+            CommandOutput::Done => Ok(()),
+            _ => Err(unexpected(what)),
+        }
+    }
+
+    async fn queue(&self, how: Consistency, name: &str) -> Result<Queue, Status> {
+        match self
+            .query(
+                how,
+                Query::GetQueue {
+                    name: name.to_string(),
+                },
+            )
+            .await?
+        {
+            QueryOutput::Queue(q) => Ok(q),
+            _ => Err(unexpected("GetQueue")),
+        }
+    }
+
+    /// Checks a redrive policy's dead-letter queue: it exists, is not the
+    /// queue itself, and is FIFO exactly when the queue is.
+    async fn check_redrive(&self, name: &str, attrs: &[Attribute]) -> Result<(), Status> {
+        for a in attrs {
+            if let Attribute::RedrivePolicy(Some(p)) = a {
+                let field = "attributes.RedrivePolicy.deadLetterTargetArn";
+                if p.dead_letter_queue == name {
+                    return Err(DomainError::invalid(field, "must name another queue").into());
+                }
+                let dlq = match self
+                    .queue(Consistency::Linearizable, &p.dead_letter_queue)
+                    .await
+                {
+                    Ok(q) => q,
+                    Err(s) if s.code() == tonic::Code::NotFound => {
+                        return Err(DomainError::invalid(
+                            field,
+                            format!("queue {:?} does not exist", p.dead_letter_queue),
+                        )
+                        .into())
+                    }
+                    Err(s) => return Err(s),
+                };
+                if dlq.attributes.fifo != queues::is_fifo_name(name) {
+                    return Err(DomainError::invalid(
+                        field,
+                        "a FIFO queue's dead-letter queue must be FIFO, a standard queue's standard",
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn message_out(
+        &self,
+        r: Received,
+        system_names: &[String],
+        attribute_names: &[String],
+    ) -> pb::Message {
+        let mut attributes = HashMap::new();
+        let mut put = |name: &str, value: Option<String>| {
+            if let Some(v) = value {
+                if wants(system_names, name) {
+                    attributes.insert(name.to_string(), v);
+                }
+            }
+        };
+        put(
+            "ApproximateReceiveCount",
+            Some(r.head.receive_count.to_string()),
+        );
+        put(
+            "ApproximateFirstReceiveTimestamp",
+            r.head.first_receive_ms.map(|t| t.to_string()),
+        );
+        put("SentTimestamp", Some(r.head.sent_ms.to_string()));
+        put("SenderId", Some(self.ctx.identity.account_id.clone()));
+        put("MessageGroupId", r.head.group_id.clone());
+        put("MessageDeduplicationId", r.body.dedup_id.clone());
+        put("SequenceNumber", r.sequence_number.clone());
+        put("AWSTraceHeader", r.body.trace_header.clone());
+        put(
+            "DeadLetterQueueSourceArn",
+            r.body.dead_letter_source.as_deref().map(|s| self.arn(s)),
+        );
+        let chosen: BTreeMap<String, AttributeValue> = r
+            .body
+            .attributes
+            .into_iter()
+            .filter(|(n, _)| wants_message_attribute(attribute_names, n))
+            .collect();
+        pb::Message {
+            message_id: r.body.message_id,
+            receipt_handle: r.receipt_handle,
+            md5_of_body: r.body.md5_of_body,
+            body: r.body.body,
+            attributes,
+            md5_of_message_attributes: message::md5_of_attributes(&chosen).unwrap_or_default(),
+            message_attributes: chosen
+                .iter()
+                .map(|(n, v)| (n.clone(), from_value(v)))
+                .collect(),
+        }
+    }
+
+    fn move_task_out(&self, queue: &str, t: MoveTask) -> pb::MessageMoveTask {
+        pb::MessageMoveTask {
+            task_handle: t.handle,
+            status: t.status.as_str().into(),
+            source_arn: self.arn(queue),
+            destination_arn: t
+                .destination
+                .as_deref()
+                .map(|d| self.arn(d))
+                .unwrap_or_default(),
+            max_number_of_messages_per_second: t.rate.map(|r| r as i32),
+            approximate_number_of_messages_moved: t.moved as i64,
+            approximate_number_of_messages_to_move: t.to_move as i64,
+            failure_reason: t.failure.unwrap_or_default(),
+            started_timestamp: t.started_ms as i64,
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -57,6 +367,7 @@ impl pb::queues_server::Queues for QueuesApi {
             let attributes: BTreeMap<String, String> = req.attributes.into_iter().collect();
             let tags: BTreeMap<String, String> = req.tags.into_iter().collect();
             let cmd = CreateQueue::new(&req.queue_name, &attributes, tags)?;
+            self.check_redrive(&cmd.name, &cmd.attributes).await?;
             match self.command(Command::CreateQueue(cmd)).await? {
                 CommandOutput::QueueCreated { created } => {
                     Ok(Response::new(pb::CreateQueueResponse {
@@ -90,21 +401,11 @@ impl pb::queues_server::Queues for QueuesApi {
                     ),
                 ));
             }
-            match self
-                .query(
-                    how,
-                    Query::GetQueue {
-                        name: req.queue_name.clone(),
-                    },
-                )
-                .await?
-            {
-                QueryOutput::Queue(q) => Ok(Response::new(pb::GetQueueUrlResponse {
-                    queue_url: self.url(&q.name),
-                    queue_arn: self.arn(&q.name),
-                })),
-                _ => Err(unexpected("GetQueueUrl")),
-            }
+            let q = self.queue(how, &req.queue_name).await?;
+            Ok(Response::new(pb::GetQueueUrlResponse {
+                queue_url: self.url(&q.name),
+                queue_arn: self.arn(&q.name),
+            }))
         })
         .await
     }
@@ -134,16 +435,702 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::DeleteQueueRequest>,
     ) -> Result<Response<pb::DeleteQueueResponse>, Status> {
         observe("DeleteQueue", async {
+            let name = queue_ref("queue_name", &request.into_inner().queue_name)?;
+            self.done(Command::DeleteQueue { name }, "DeleteQueue")
+                .await?;
+            Ok(Response::new(pb::DeleteQueueResponse {}))
+        })
+        .await
+    }
+
+    async fn get_queue_attributes(
+        &self,
+        request: Request<pb::GetQueueAttributesRequest>,
+    ) -> Result<Response<pb::GetQueueAttributesResponse>, Status> {
+        observe("GetQueueAttributes", async {
+            let how = consistency(&request)?;
             let req = request.into_inner();
-            queues::validate_name("queue_name", &req.queue_name)?;
+            let name = queue_ref("queue_name", &req.queue_name)?;
+            let (q, state) = match self.query(how, Query::QueueDetails { name }).await? {
+                QueryOutput::QueueDetails(q, s) => (q, s),
+                _ => return Err(unexpected("GetQueueAttributes")),
+            };
+            let mut all = q.attributes.to_map(|n| self.arn(n));
+            all.insert(
+                "ApproximateNumberOfMessages".into(),
+                state.available.to_string(),
+            );
+            all.insert(
+                "ApproximateNumberOfMessagesNotVisible".into(),
+                state.in_flight.to_string(),
+            );
+            all.insert(
+                "ApproximateNumberOfMessagesDelayed".into(),
+                state.delayed.to_string(),
+            );
+            all.insert("CreatedTimestamp".into(), (q.created_ms / 1000).to_string());
+            all.insert(
+                "LastModifiedTimestamp".into(),
+                (q.modified_ms / 1000).to_string(),
+            );
+            all.insert("QueueArn".into(), self.arn(&q.name));
+            let names = if req.attribute_names.is_empty() {
+                vec!["All".to_string()]
+            } else {
+                req.attribute_names
+            };
+            for n in &names {
+                let known = n == "All"
+                    || all.contains_key(n)
+                    || matches!(
+                        n.as_str(),
+                        "RedrivePolicy"
+                            | "FifoQueue"
+                            | "ContentBasedDeduplication"
+                            | "DeduplicationScope"
+                            | "FifoThroughputLimit"
+                    );
+                if !known {
+                    return Err(DomainError::invalid_with_code(
+                        "InvalidAttributeName",
+                        "attribute_names",
+                        format!("unknown queue attribute {n:?}"),
+                    )
+                    .into());
+                }
+            }
+            let attributes = all
+                .into_iter()
+                .filter(|(k, _)| names.iter().any(|n| n == "All" || n == k))
+                .collect();
+            Ok(Response::new(pb::GetQueueAttributesResponse { attributes }))
+        })
+        .await
+    }
+
+    async fn set_queue_attributes(
+        &self,
+        request: Request<pb::SetQueueAttributesRequest>,
+    ) -> Result<Response<pb::SetQueueAttributesResponse>, Status> {
+        observe("SetQueueAttributes", async {
+            let req = request.into_inner();
+            let name = queue_ref("queue_name", &req.queue_name)?;
+            let map: BTreeMap<String, String> = req.attributes.into_iter().collect();
+            let attributes = attributes::parse(&map, queues::is_fifo_name(&name))?;
+            self.check_redrive(&name, &attributes).await?;
+            self.done(
+                Command::SetQueueAttributes { name, attributes },
+                "SetQueueAttributes",
+            )
+            .await?;
+            Ok(Response::new(pb::SetQueueAttributesResponse {}))
+        })
+        .await
+    }
+
+    async fn tag_queue(
+        &self,
+        request: Request<pb::TagQueueRequest>,
+    ) -> Result<Response<pb::TagQueueResponse>, Status> {
+        observe("TagQueue", async {
+            let req = request.into_inner();
+            let name = queue_ref("queue_name", &req.queue_name)?;
+            let tags: BTreeMap<String, String> = req.tags.into_iter().collect();
+            if tags.is_empty() {
+                return Err(super::status::invalid("tags", "must have at least one tag"));
+            }
+            queues::validate_tags(&tags)?;
+            self.done(Command::TagQueue { name, tags }, "TagQueue")
+                .await?;
+            Ok(Response::new(pb::TagQueueResponse {}))
+        })
+        .await
+    }
+
+    async fn untag_queue(
+        &self,
+        request: Request<pb::UntagQueueRequest>,
+    ) -> Result<Response<pb::UntagQueueResponse>, Status> {
+        observe("UntagQueue", async {
+            let req = request.into_inner();
+            let name = queue_ref("queue_name", &req.queue_name)?;
+            if req.tag_keys.is_empty() {
+                return Err(super::status::invalid(
+                    "tag_keys",
+                    "must name at least one tag",
+                ));
+            }
+            self.done(
+                Command::UntagQueue {
+                    name,
+                    keys: req.tag_keys,
+                },
+                "UntagQueue",
+            )
+            .await?;
+            Ok(Response::new(pb::UntagQueueResponse {}))
+        })
+        .await
+    }
+
+    async fn list_queue_tags(
+        &self,
+        request: Request<pb::ListQueueTagsRequest>,
+    ) -> Result<Response<pb::ListQueueTagsResponse>, Status> {
+        observe("ListQueueTags", async {
+            let how = consistency(&request)?;
+            let name = queue_ref("queue_name", &request.into_inner().queue_name)?;
+            let q = self.queue(how, &name).await?;
+            Ok(Response::new(pb::ListQueueTagsResponse {
+                tags: q.tags.into_iter().collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn purge_queue(
+        &self,
+        request: Request<pb::PurgeQueueRequest>,
+    ) -> Result<Response<pb::PurgeQueueResponse>, Status> {
+        observe("PurgeQueue", async {
+            let name = queue_ref("queue_name", &request.into_inner().queue_name)?;
+            self.done(Command::PurgeQueue { name }, "PurgeQueue")
+                .await?;
+            Ok(Response::new(pb::PurgeQueueResponse {}))
+        })
+        .await
+    }
+
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        observe("SendMessage", async {
+            let req = request.into_inner();
+            let queue = queue_ref("queue_name", &req.queue_name)?;
+            let m = NewMessage::validate(
+                "",
+                queues::is_fifo_name(&queue),
+                outgoing(
+                    req.message_body,
+                    req.delay_seconds,
+                    req.message_attributes,
+                    req.message_system_attributes,
+                    req.message_deduplication_id,
+                    req.message_group_id,
+                ),
+            )?;
+            let out = self
+                .command(Command::SendMessages {
+                    queue,
+                    messages: vec![m],
+                })
+                .await?;
+            let CommandOutput::Sent(mut results) = out else {
+                return Err(unexpected("SendMessage"));
+            };
+            let sent = results.pop().ok_or_else(|| unexpected("SendMessage"))??;
+            Ok(Response::new(pb::SendMessageResponse {
+                message_id: sent.message_id,
+                md5_of_message_body: sent.md5_of_body,
+                md5_of_message_attributes: sent.md5_of_attributes.unwrap_or_default(),
+                md5_of_message_system_attributes: sent.md5_of_system_attributes.unwrap_or_default(),
+                sequence_number: sent.sequence_number.unwrap_or_default(),
+            }))
+        })
+        .await
+    }
+
+    async fn send_message_batch(
+        &self,
+        request: Request<pb::SendMessageBatchRequest>,
+    ) -> Result<Response<pb::SendMessageBatchResponse>, Status> {
+        observe("SendMessageBatch", async {
+            let req = request.into_inner();
+            let queue = queue_ref("queue_name", &req.queue_name)?;
+            message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
+            let fifo = queues::is_fifo_name(&queue);
+            let Split {
+                ids,
+                valid: messages,
+                mut failed,
+            } = split(req.entries, |i, e| {
+                let id = e.id.clone();
+                let m = NewMessage::validate(
+                    &format!("entries[{i}]"),
+                    fifo,
+                    outgoing(
+                        e.message_body,
+                        e.delay_seconds,
+                        e.message_attributes,
+                        e.message_system_attributes,
+                        e.message_deduplication_id,
+                        e.message_group_id,
+                    ),
+                );
+                (id, m)
+            });
+            let total: usize = messages.iter().map(NewMessage::size).sum();
+            if total > MAX_MESSAGE_BYTES {
+                return Err(DomainError::invalid_with_code(
+                    "BatchRequestTooLong",
+                    "entries",
+                    format!("the batch is {total} bytes; at most {MAX_MESSAGE_BYTES} in all"),
+                )
+                .into());
+            }
+            let mut successful = Vec::new();
+            if !messages.is_empty() {
+                let out = self
+                    .command(Command::SendMessages { queue, messages })
+                    .await?;
+                let CommandOutput::Sent(results) = out else {
+                    return Err(unexpected("SendMessageBatch"));
+                };
+                successful = join(ids, results, &mut failed, |id, s| {
+                    pb::SendMessageBatchResultEntry {
+                        id,
+                        message_id: s.message_id,
+                        md5_of_message_body: s.md5_of_body,
+                        md5_of_message_attributes: s.md5_of_attributes.unwrap_or_default(),
+                        md5_of_message_system_attributes: s
+                            .md5_of_system_attributes
+                            .unwrap_or_default(),
+                        sequence_number: s.sequence_number.unwrap_or_default(),
+                    }
+                });
+            }
+            Ok(Response::new(pb::SendMessageBatchResponse {
+                successful,
+                failed,
+            }))
+        })
+        .await
+    }
+
+    async fn receive_message(
+        &self,
+        request: Request<pb::ReceiveMessageRequest>,
+    ) -> Result<Response<pb::ReceiveMessageResponse>, Status> {
+        observe("ReceiveMessage", async {
+            let req = request.into_inner();
+            let queue = queue_ref("queue_name", &req.queue_name)?;
+            let max = match req.max_number_of_messages {
+                0 => 1,
+                n if (1..=10).contains(&n) => n as u32,
+                n => {
+                    return Err(super::status::invalid(
+                        "max_number_of_messages",
+                        format!("must be from 1 to 10, got {n}"),
+                    ))
+                }
+            };
+            let visibility_timeout = req
+                .visibility_timeout
+                .map(|v| seconds_in("visibility_timeout", v, attributes::VISIBILITY_TIMEOUT_MAX))
+                .transpose()?;
+            let wait = match req.wait_time_seconds {
+                Some(w) => seconds_in("wait_time_seconds", w, attributes::RECEIVE_WAIT_MAX)?,
+                // The queue's default; this node's view of it is good enough.
+                None => match self.queue(Consistency::Local, &queue).await {
+                    Ok(q) => q.attributes.receive_wait_time,
+                    Err(_) => 0,
+                },
+            };
+            let attempt_id = if req.receive_request_attempt_id.is_empty() {
+                None
+            } else {
+                message::validate_fifo_id(
+                    "receive_request_attempt_id",
+                    &req.receive_request_attempt_id,
+                )?;
+                Some(req.receive_request_attempt_id)
+            };
+            check_names(
+                "message_system_attribute_names",
+                &req.message_system_attribute_names,
+                SYSTEM_ATTRIBUTES,
+            )?;
+            let request = ReceiveRequest {
+                max,
+                visibility_timeout,
+                attempt_id,
+            };
+            let deadline = Instant::now() + Duration::from_secs(u64::from(wait));
+            let wake = self.ctx.waiters.of(&queue);
+            loop {
+                let notified = wake.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let out = self
+                    .command(Command::ReceiveMessages {
+                        queue: queue.clone(),
+                        request: request.clone(),
+                    })
+                    .await?;
+                let CommandOutput::Received(outcome) = out else {
+                    return Err(unexpected("ReceiveMessage"));
+                };
+                let now = Instant::now();
+                if !outcome.messages.is_empty() || now >= deadline {
+                    let messages = outcome
+                        .messages
+                        .into_iter()
+                        .map(|r| {
+                            self.message_out(
+                                r,
+                                &req.message_system_attribute_names,
+                                &req.message_attribute_names,
+                            )
+                        })
+                        .collect();
+                    return Ok(Response::new(pb::ReceiveMessageResponse { messages }));
+                }
+                // Nothing yet: wait for a send anywhere in the cluster (this
+                // node applies it and wakes us), for the next hidden message
+                // to come due, or for the end of the wait.
+                let mut until = deadline;
+                if let Some(due) = outcome.next_due_ms {
+                    let in_ms = due.saturating_sub(now_ms());
+                    until = until.min(now + Duration::from_millis(in_ms + 1));
+                }
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep_until(until.into()) => {}
+                }
+            }
+        })
+        .await
+    }
+
+    async fn delete_message(
+        &self,
+        request: Request<pb::DeleteMessageRequest>,
+    ) -> Result<Response<pb::DeleteMessageResponse>, Status> {
+        observe("DeleteMessage", async {
+            let req = request.into_inner();
+            let queue = queue_ref("queue_name", &req.queue_name)?;
+            let receipt = Receipt::decode("receipt_handle", &req.receipt_handle)?;
+            let out = self
+                .command(Command::DeleteMessages {
+                    queue,
+                    receipts: vec![receipt],
+                })
+                .await?;
+            let CommandOutput::PerEntry(mut r) = out else {
+                return Err(unexpected("DeleteMessage"));
+            };
+            r.pop().ok_or_else(|| unexpected("DeleteMessage"))??;
+            Ok(Response::new(pb::DeleteMessageResponse {}))
+        })
+        .await
+    }
+
+    async fn delete_message_batch(
+        &self,
+        request: Request<pb::DeleteMessageBatchRequest>,
+    ) -> Result<Response<pb::DeleteMessageBatchResponse>, Status> {
+        observe("DeleteMessageBatch", async {
+            let req = request.into_inner();
+            let queue = queue_ref("queue_name", &req.queue_name)?;
+            message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
+            let Split {
+                ids,
+                valid: receipts,
+                mut failed,
+            } = split(req.entries, |i, e| {
+                let r = Receipt::decode(&format!("entries[{i}].receipt_handle"), &e.receipt_handle);
+                (e.id, r)
+            });
+            let mut successful = Vec::new();
+            if !receipts.is_empty() {
+                let out = self
+                    .command(Command::DeleteMessages { queue, receipts })
+                    .await?;
+                let CommandOutput::PerEntry(results) = out else {
+                    return Err(unexpected("DeleteMessageBatch"));
+                };
+                successful = join(ids, results, &mut failed, |id, ()| {
+                    pb::DeleteMessageBatchResultEntry { id }
+                });
+            }
+            Ok(Response::new(pb::DeleteMessageBatchResponse {
+                successful,
+                failed,
+            }))
+        })
+        .await
+    }
+
+    async fn change_message_visibility(
+        &self,
+        request: Request<pb::ChangeMessageVisibilityRequest>,
+    ) -> Result<Response<pb::ChangeMessageVisibilityResponse>, Status> {
+        observe("ChangeMessageVisibility", async {
+            let req = request.into_inner();
+            let queue = queue_ref("queue_name", &req.queue_name)?;
+            let receipt = Receipt::decode("receipt_handle", &req.receipt_handle)?;
+            let seconds = seconds_in(
+                "visibility_timeout",
+                req.visibility_timeout,
+                attributes::VISIBILITY_TIMEOUT_MAX,
+            )?;
+            let out = self
+                .command(Command::ChangeVisibility {
+                    queue,
+                    changes: vec![(receipt, seconds)],
+                })
+                .await?;
+            let CommandOutput::PerEntry(mut r) = out else {
+                return Err(unexpected("ChangeMessageVisibility"));
+            };
+            r.pop()
+                .ok_or_else(|| unexpected("ChangeMessageVisibility"))??;
+            Ok(Response::new(pb::ChangeMessageVisibilityResponse {}))
+        })
+        .await
+    }
+
+    async fn change_message_visibility_batch(
+        &self,
+        request: Request<pb::ChangeMessageVisibilityBatchRequest>,
+    ) -> Result<Response<pb::ChangeMessageVisibilityBatchResponse>, Status> {
+        observe("ChangeMessageVisibilityBatch", async {
+            let req = request.into_inner();
+            let queue = queue_ref("queue_name", &req.queue_name)?;
+            message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
+            let Split {
+                ids,
+                valid: changes,
+                mut failed,
+            } = split(req.entries, |i, e| {
+                let parsed =
+                    Receipt::decode(&format!("entries[{i}].receipt_handle"), &e.receipt_handle)
+                        .and_then(|r| {
+                            seconds_in(
+                                &format!("entries[{i}].visibility_timeout"),
+                                e.visibility_timeout,
+                                attributes::VISIBILITY_TIMEOUT_MAX,
+                            )
+                            .map(|s| (r, s))
+                        });
+                (e.id, parsed)
+            });
+            let mut successful = Vec::new();
+            if !changes.is_empty() {
+                let out = self
+                    .command(Command::ChangeVisibility { queue, changes })
+                    .await?;
+                let CommandOutput::PerEntry(results) = out else {
+                    return Err(unexpected("ChangeMessageVisibilityBatch"));
+                };
+                successful = join(ids, results, &mut failed, |id, ()| {
+                    pb::ChangeMessageVisibilityBatchResultEntry { id }
+                });
+            }
+            Ok(Response::new(pb::ChangeMessageVisibilityBatchResponse {
+                successful,
+                failed,
+            }))
+        })
+        .await
+    }
+
+    async fn list_dead_letter_source_queues(
+        &self,
+        request: Request<pb::ListDeadLetterSourceQueuesRequest>,
+    ) -> Result<Response<pb::ListDeadLetterSourceQueuesResponse>, Status> {
+        observe("ListDeadLetterSourceQueues", async {
+            let how = consistency(&request)?;
+            let req = request.into_inner();
+            let name = queue_ref("queue_name", &req.queue_name)?;
+            let limit = match req.max_results {
+                0 => 1000,
+                n if (1..=1000).contains(&n) => n as u32,
+                n => {
+                    return Err(super::status::invalid(
+                        "max_results",
+                        format!("must be from 1 to 1000, got {n}"),
+                    ))
+                }
+            };
+            let after = if req.next_token.is_empty() {
+                None
+            } else {
+                Some(queues::decode_token(&req.next_token).ok_or_else(|| {
+                    super::status::invalid(
+                        "next_token",
+                        "is not a token returned by ListDeadLetterSourceQueues",
+                    )
+                })?)
+            };
             match self
-                .command(Command::DeleteQueue {
-                    name: req.queue_name,
+                .query(how, Query::DeadLetterSources { name, after, limit })
+                .await?
+            {
+                QueryOutput::Queues(page) => {
+                    Ok(Response::new(pb::ListDeadLetterSourceQueuesResponse {
+                        queue_urls: page.names.iter().map(|n| self.url(n)).collect(),
+                        queue_names: page.names,
+                        next_token: page.next_token.unwrap_or_default(),
+                    }))
+                }
+                _ => Err(unexpected("ListDeadLetterSourceQueues")),
+            }
+        })
+        .await
+    }
+
+    async fn start_message_move_task(
+        &self,
+        request: Request<pb::StartMessageMoveTaskRequest>,
+    ) -> Result<Response<pb::StartMessageMoveTaskResponse>, Status> {
+        observe("StartMessageMoveTask", async {
+            let req = request.into_inner();
+            let queue = arn_ref("source_arn", &req.source_arn)?;
+            let destination = req
+                .destination_arn
+                .as_deref()
+                .map(|a| arn_ref("destination_arn", a))
+                .transpose()?;
+            let rate = match req.max_number_of_messages_per_second {
+                None => None,
+                Some(r) if (1..=500).contains(&r) => Some(r as u32),
+                Some(r) => {
+                    return Err(super::status::invalid(
+                        "max_number_of_messages_per_second",
+                        format!("must be from 1 to 500, got {r}"),
+                    ))
+                }
+            };
+            // As in SQS: the source must be some queue's dead-letter queue,
+            // and a named destination must exist.
+            let sources = match self
+                .query(
+                    Consistency::Linearizable,
+                    Query::DeadLetterSources {
+                        name: queue.clone(),
+                        after: None,
+                        limit: 1,
+                    },
+                )
+                .await?
+            {
+                QueryOutput::Queues(p) => p.names,
+                _ => return Err(unexpected("StartMessageMoveTask")),
+            };
+            if sources.is_empty() {
+                return Err(DomainError::invalid(
+                    "source_arn",
+                    format!("queue {queue:?} is not the dead-letter queue of any queue"),
+                )
+                .into());
+            }
+            if let Some(d) = &destination {
+                self.queue(Consistency::Linearizable, d)
+                    .await
+                    .map_err(|s| {
+                        if s.code() == tonic::Code::NotFound {
+                            DomainError::invalid(
+                                "destination_arn",
+                                format!("queue {d:?} does not exist"),
+                            )
+                            .into()
+                        } else {
+                            s
+                        }
+                    })?;
+            }
+            match self
+                .command(Command::StartMoveTask {
+                    queue,
+                    destination,
+                    rate,
                 })
                 .await?
             {
-                CommandOutput::QueueDeleted => Ok(Response::new(pb::DeleteQueueResponse {})),
-                _ => Err(unexpected("DeleteQueue")),
+                CommandOutput::MoveTaskStarted { handle } => {
+                    Ok(Response::new(pb::StartMessageMoveTaskResponse {
+                        task_handle: handle,
+                    }))
+                }
+                _ => Err(unexpected("StartMessageMoveTask")),
+            }
+        })
+        .await
+    }
+
+    async fn list_message_move_tasks(
+        &self,
+        request: Request<pb::ListMessageMoveTasksRequest>,
+    ) -> Result<Response<pb::ListMessageMoveTasksResponse>, Status> {
+        observe("ListMessageMoveTasks", async {
+            let how = consistency(&request)?;
+            let req = request.into_inner();
+            let name = arn_ref("source_arn", &req.source_arn)?;
+            let max = match req.max_results {
+                0 => 1,
+                n if (1..=10).contains(&n) => n as usize,
+                n => {
+                    return Err(super::status::invalid(
+                        "max_results",
+                        format!("must be from 1 to 10, got {n}"),
+                    ))
+                }
+            };
+            match self
+                .query(how, Query::MoveTasks { name: name.clone() })
+                .await?
+            {
+                QueryOutput::MoveTasks(tasks) => {
+                    Ok(Response::new(pb::ListMessageMoveTasksResponse {
+                        results: tasks
+                            .into_iter()
+                            .take(max)
+                            .map(|t| self.move_task_out(&name, t))
+                            .collect(),
+                    }))
+                }
+                _ => Err(unexpected("ListMessageMoveTasks")),
+            }
+        })
+        .await
+    }
+
+    async fn cancel_message_move_task(
+        &self,
+        request: Request<pb::CancelMessageMoveTaskRequest>,
+    ) -> Result<Response<pb::CancelMessageMoveTaskResponse>, Status> {
+        observe("CancelMessageMoveTask", async {
+            let handle = request.into_inner().task_handle;
+            let not_found = || {
+                Status::from(DomainError::not_found(
+                    "ResourceNotFoundException",
+                    format!("task_handle: no message move task {handle:?}"),
+                ))
+            };
+            let qid = redrive::task_queue(&handle).ok_or_else(not_found)?;
+            let queue = match self
+                .query(Consistency::Linearizable, Query::QueueName { qid })
+                .await?
+            {
+                QueryOutput::QueueName(Some(n)) => n,
+                QueryOutput::QueueName(None) => return Err(not_found()),
+                _ => return Err(unexpected("CancelMessageMoveTask")),
+            };
+            match self
+                .command(Command::CancelMoveTask {
+                    queue,
+                    handle: handle.clone(),
+                })
+                .await?
+            {
+                CommandOutput::MoveTaskCancelled { moved } => {
+                    Ok(Response::new(pb::CancelMessageMoveTaskResponse {
+                        approximate_number_of_messages_moved: moved as i64,
+                    }))
+                }
+                _ => Err(unexpected("CancelMessageMoveTask")),
             }
         })
         .await

@@ -9,9 +9,21 @@
 //! | key | value |
 //! | --- | --- |
 //! | `queue/{name}` | [`StoredQueue`] |
+//! | `qname/{id}` | the queue's name |
 //! | `seq/queue-id` | next queue id, `u64` |
+//!
+//! Messages live under the queue's id; see [`layout`].
 
 pub mod attributes;
+pub mod delivery;
+pub mod fifo;
+pub mod housekeeping;
+pub mod layout;
+pub mod message;
+pub mod receipt;
+pub mod redrive;
+#[cfg(test)]
+mod scenarios;
 
 use std::collections::BTreeMap;
 
@@ -59,7 +71,8 @@ pub fn is_fifo_name(name: &str) -> bool {
     name.ends_with(FIFO_SUFFIX)
 }
 
-fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), DomainError> {
+/// Checks a set of tags against the limits.
+pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), DomainError> {
     if tags.len() > TAGS_MAX {
         return Err(DomainError::invalid(
             "tags",
@@ -120,6 +133,19 @@ fn queue_key(name: &str) -> Vec<u8> {
 
 fn next_id_key() -> Vec<u8> {
     Key::new("seq").str("queue-id").build()
+}
+
+fn name_key(qid: u64) -> Vec<u8> {
+    Key::new("qname").u64(qid).build()
+}
+
+/// The name of the queue with id `qid`, if it exists.
+pub fn name_of(state: &dyn StateRead, qid: u64) -> ApplyResult<Option<String>> {
+    let key = name_key(qid);
+    match state.get(&key)? {
+        None => Ok(None),
+        Some(b) => Ok(Some(codec::decode(&key, &b)?)),
+    }
 }
 
 /// Reads a queue's record.
@@ -210,15 +236,123 @@ pub fn create(txn: &mut Txn<'_>, ctx: &Ctx, cmd: &CreateQueue) -> ApplyResult<bo
         attributes,
         tags: cmd.tags.clone(),
     };
+    txn.put_record(name_key(id), &cmd.name);
     txn.put_record(queue_key(&cmd.name), &StoredQueue::V1(queue));
     Ok(true)
 }
 
-/// Applies `DeleteQueue`.
+/// Applies `DeleteQueue`: the record goes at once, the messages are
+/// collected in the background.
 pub fn delete(txn: &mut Txn<'_>, name: &str) -> ApplyResult<()> {
-    require(txn, name)?;
+    let q = require(txn, name)?;
+    let state = layout::load_state(txn, q.id)?;
+    txn.put_record(layout::gc_key(q.id, state.gen), &true);
+    txn.delete(name_key(q.id));
     txn.delete(queue_key(name));
     Ok(())
+}
+
+fn save(txn: &mut Txn<'_>, q: &Queue) {
+    txn.put_record(queue_key(&q.name), &StoredQueue::V1(q.clone()));
+}
+
+/// Applies `SetQueueAttributes`.
+pub fn set_attributes(
+    txn: &mut Txn<'_>,
+    ctx: &Ctx,
+    name: &str,
+    attrs: &[Attribute],
+) -> ApplyResult<()> {
+    let mut q = require(txn, name)?;
+    if attrs
+        .iter()
+        .any(|a| matches!(a, Attribute::FifoQueue(v) if *v != q.attributes.fifo))
+    {
+        return Err(DomainError::invalid_with_code(
+            "InvalidAttributeName",
+            "attributes.FifoQueue",
+            "cannot be changed after the queue is created",
+        )
+        .into());
+    }
+    let updated = q.attributes.clone().with(attrs);
+    attributes::check_combination(&updated)?;
+    q.attributes = updated;
+    q.modified_ms = ctx.now_ms;
+    save(txn, &q);
+    Ok(())
+}
+
+/// Applies `TagQueue`.
+pub fn tag(txn: &mut Txn<'_>, name: &str, tags: &BTreeMap<String, String>) -> ApplyResult<()> {
+    let mut q = require(txn, name)?;
+    let mut merged = q.tags.clone();
+    merged.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+    validate_tags(&merged)?;
+    q.tags = merged;
+    save(txn, &q);
+    Ok(())
+}
+
+/// Applies `UntagQueue`.
+pub fn untag(txn: &mut Txn<'_>, name: &str, keys: &[String]) -> ApplyResult<()> {
+    let mut q = require(txn, name)?;
+    for k in keys {
+        q.tags.remove(k);
+    }
+    save(txn, &q);
+    Ok(())
+}
+
+/// Names of the queues whose redrive policy names `name` as their
+/// dead-letter queue, after `after`, at most `limit`.
+pub fn dead_letter_sources(
+    state: &dyn StateRead,
+    name: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> ApplyResult<QueuePage> {
+    let prefix = Key::new("queue").build();
+    let start = match after {
+        Some(a) => std::ops::Bound::Excluded(queue_key(a)),
+        None => std::ops::Bound::Included(prefix.clone()),
+    };
+    let mut names = Vec::new();
+    let mut more = false;
+    for kv in state.range(start, keys::prefix_end(&prefix), false) {
+        let (k, v) = kv?;
+        let StoredQueue::V1(q) = codec::decode(&k, &v)?;
+        if q.attributes
+            .redrive_policy
+            .as_ref()
+            .is_some_and(|r| r.dead_letter_queue == name)
+        {
+            if names.len() == limit {
+                more = true;
+                break;
+            }
+            names.push(q.name);
+        }
+    }
+    let next_token = if more {
+        names.last().map(|n| encode_token(n))
+    } else {
+        None
+    };
+    Ok(QueuePage { names, next_token })
+}
+
+/// Every queue name (the leader's housekeeper walks them).
+pub fn all_names(state: &dyn StateRead) -> ApplyResult<Vec<String>> {
+    let prefix = Key::new("queue").build();
+    let mut names = Vec::new();
+    for kv in state.scan_prefix(&prefix) {
+        let (k, _) = kv?;
+        if let Some((n, _)) = keys::read_str(&k, prefix.len()) {
+            names.push(n.to_string());
+        }
+    }
+    Ok(names)
 }
 
 /// A `ListQueues` page request, validated.
@@ -287,7 +421,8 @@ fn encode_token(name: &str) -> String {
     name.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-fn decode_token(token: &str) -> Option<String> {
+/// Reads a page token; `None` when it is not one this cluster issued.
+pub fn decode_token(token: &str) -> Option<String> {
     if !token.len().is_multiple_of(2) {
         return None;
     }

@@ -196,7 +196,7 @@ mod tests {
                     let n = req.commands.len();
                     std::future::ready(Box::pin(async move {
                         let _ = release.wait_for(|r| *r).await;
-                        Ok((0..n).map(|_| Ok(CommandOutput::QueueDeleted)).collect())
+                        Ok((0..n).map(|_| Ok(CommandOutput::Done)).collect())
                     }) as Submitted)
                 },
             )
@@ -217,12 +217,9 @@ mod tests {
             assert!(futures::poll!(f.as_mut()).is_pending());
         }
         release_tx.send(true).unwrap();
-        assert_eq!(
-            first.await.unwrap().unwrap(),
-            Ok(CommandOutput::QueueDeleted)
-        );
+        assert_eq!(first.await.unwrap().unwrap(), Ok(CommandOutput::Done));
         for r in futures::future::join_all(rest).await {
-            assert_eq!(r.unwrap(), Ok(CommandOutput::QueueDeleted));
+            assert_eq!(r.unwrap(), Ok(CommandOutput::Done));
         }
         assert_eq!(*sizes.lock().unwrap(), vec![1, 100]);
     }
@@ -251,7 +248,7 @@ mod tests {
                     sizes.lock().unwrap().push(req.commands.len());
                     let n = req.commands.len();
                     std::future::ready(Box::pin(async move {
-                        Ok((0..n).map(|_| Ok(CommandOutput::QueueDeleted)).collect())
+                        Ok((0..n).map(|_| Ok(CommandOutput::Done)).collect())
                     }) as Submitted)
                 },
             )

@@ -25,8 +25,9 @@ use super::snapshot::{Meta, SnapshotDir, SnapshotFile, SnapshotReader, SnapshotW
 use super::{storage_error, storage_read_error, Node, NodeId, TypeConfig};
 use crate::command::{EntryResponse, Query, QueryResponse};
 use crate::error::ApplyError;
-use crate::machine::{self, Ctx};
+use crate::machine::{self, Ctx, Effect, Effects};
 use crate::store::{codec, Db, StateRead, StoreError, Tree, Txn, WriteBatch};
+use crate::waiters::Waiters;
 
 const APPLIED: &[u8] = b"\x00sm/applied";
 const MEMBERSHIP: &[u8] = b"\x00sm/membership";
@@ -88,6 +89,7 @@ pub struct StateMachineStore {
     clock: u64,
     current_snapshot: Option<(Meta, PathBuf)>,
     snapshot_seq: u64,
+    waiters: Arc<Waiters>,
 }
 
 fn read_record<T: serde::de::DeserializeOwned>(
@@ -103,6 +105,7 @@ impl StateMachineStore {
         db: &Db,
         snapshots: Arc<SnapshotDir>,
         node_id: NodeId,
+        waiters: Arc<Waiters>,
     ) -> Result<Self, StoreError> {
         let sm_meta = db.tree("sm-meta")?;
         let generation: u64 = read_record(&sm_meta, ACTIVE)?.unwrap_or(0);
@@ -131,6 +134,7 @@ impl StateMachineStore {
             clock: read_record(&tree, CLOCK)?.unwrap_or(0),
             current_snapshot,
             snapshot_seq: 0,
+            waiters,
         };
         // A snapshot newer than the state can only come from an install cut
         // short between publishing the file and switching trees; finish it,
@@ -277,6 +281,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut membership = None;
         let mut clock = self.clock;
         let mut commands = 0u64;
+        let mut effects = Effects::default();
         for entry in entries {
             last_applied = Some(entry.log_id);
             match entry.payload {
@@ -293,13 +298,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         // Each command gets its own transaction: a rejected
                         // one leaves no trace, the others still apply.
                         let mut txn = Txn::new(&batch);
-                        match machine::apply(&mut txn, &ctx, command) {
+                        let before = effects.len();
+                        match machine::apply(&mut txn, &ctx, command, &mut effects) {
                             Ok(out) => {
                                 let writes = txn.into_writes();
                                 batch.merge(writes);
                                 results.push(Ok(out));
                             }
-                            Err(ApplyError::Rejected(e)) => results.push(Err(e)),
+                            Err(ApplyError::Rejected(e)) => {
+                                effects.truncate(before);
+                                results.push(Err(e));
+                            }
                             Err(ApplyError::Store(e)) => {
                                 return Err(storage_read_error("applying a command", e))
                             }
@@ -323,6 +332,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clock = clock;
         if let Some(m) = membership {
             self.membership = m;
+        }
+        // Acted on only once the batch is committed to the state.
+        for effect in effects.drain() {
+            match effect {
+                Effect::QueueReady(queue) => self.waiters.wake(&queue),
+            }
         }
         metrics::histogram!("sluice_apply_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("sluice_applied_entries_total").increment(n as u64);
@@ -373,5 +388,171 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             snapshot: Box::new(SnapshotFile { path: path.clone() }),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use openraft::{CommittedLeaderId, Entry, LogId};
+
+    use super::*;
+    use crate::command::{Command, CommandOutput, Request};
+    use crate::queues::delivery::ReceiveRequest;
+    use crate::queues::message::{NewMessage, Outgoing};
+    use crate::queues::CreateQueue;
+
+    struct Node {
+        _dir: tempfile::TempDir,
+        sm: StateMachineStore,
+        index: u64,
+    }
+
+    async fn node() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db"), &Default::default()).unwrap();
+        let snapshots = Arc::new(SnapshotDir::open(&dir.path().join("snapshots")).unwrap());
+        let sm = StateMachineStore::open(&db, snapshots, 1, Arc::new(Waiters::default()))
+            .await
+            .unwrap();
+        Node {
+            _dir: dir,
+            sm,
+            index: 0,
+        }
+    }
+
+    impl Node {
+        async fn apply(&mut self, time_ms: u64, commands: Vec<Command>) -> EntryResponse {
+            self.index += 1;
+            let entry = Entry::<TypeConfig> {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
+                payload: EntryPayload::Normal(Request { time_ms, commands }),
+            };
+            self.sm.apply([entry]).await.unwrap().remove(0)
+        }
+    }
+
+    fn create(name: &str, attrs: &[(&str, &str)]) -> Command {
+        let attrs: BTreeMap<String, String> = attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Command::CreateQueue(CreateQueue::new(name, &attrs, BTreeMap::new()).unwrap())
+    }
+
+    fn send(queue: &str, body: &str) -> Command {
+        let m = NewMessage::validate(
+            "",
+            false,
+            Outgoing {
+                body: body.into(),
+                ..Outgoing::default()
+            },
+        )
+        .unwrap();
+        Command::SendMessages {
+            queue: queue.into(),
+            messages: vec![m],
+        }
+    }
+
+    fn receive(queue: &str, vt: u32) -> Command {
+        Command::ReceiveMessages {
+            queue: queue.into(),
+            request: ReceiveRequest {
+                max: 1,
+                visibility_timeout: Some(vt),
+                attempt_id: None,
+            },
+        }
+    }
+
+    fn received(r: &EntryResponse) -> usize {
+        match &r[0] {
+            Ok(CommandOutput::Received(o)) => o.messages.len(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_clock_never_runs_backwards() {
+        let mut n = node().await;
+        n.apply(1_000, vec![create("q", &[])]).await;
+        n.apply(5_000, vec![send("q", "m")]).await;
+        // A new leader with a slower clock stamps 3 000: the receive still
+        // happens at 5 000, so the message is hidden until 15 000.
+        assert_eq!(received(&n.apply(3_000, vec![receive("q", 10)]).await), 1);
+        assert_eq!(received(&n.apply(14_999, vec![receive("q", 10)]).await), 0);
+        assert_eq!(received(&n.apply(15_000, vec![receive("q", 10)]).await), 1);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_command_leaves_the_rest_of_its_batch_applied() {
+        let mut n = node().await;
+        let results = n
+            .apply(
+                1_000,
+                vec![
+                    create("q", &[]),
+                    create("q", &[("VisibilityTimeout", "1")]),
+                    send("q", "kept"),
+                    send("missing", "refused"),
+                ],
+            )
+            .await;
+        assert!(matches!(
+            results[0],
+            Ok(CommandOutput::QueueCreated { created: true })
+        ));
+        assert_eq!(results[1].as_ref().unwrap_err().code, "QueueNameExists");
+        assert!(results[2].is_ok());
+        assert_eq!(results[3].as_ref().unwrap_err().code, "QueueDoesNotExist");
+        assert_eq!(received(&n.apply(2_000, vec![receive("q", 30)]).await), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_carries_the_whole_state_to_another_node() {
+        let mut a = node().await;
+        a.apply(1_000, vec![create("q", &[])]).await;
+        for i in 0..50 {
+            a.apply(2_000 + i, vec![send("q", &format!("m{i}"))]).await;
+        }
+        let snapshot =
+            a.sm.get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .unwrap();
+        let mut b = node().await;
+        let file = b.sm.begin_receiving_snapshot().await.unwrap();
+        std::fs::copy(&snapshot.snapshot.path, &file.path).unwrap();
+        b.sm.install_snapshot(&snapshot.meta, file).await.unwrap();
+        let (applied, _) = b.sm.applied_state().await.unwrap();
+        assert_eq!(applied, snapshot.meta.last_log_id);
+        // The clock came along: 50 messages, all receivable at 2 049.
+        b.index = a.index;
+        let r = b
+            .apply(
+                0,
+                vec![Command::ReceiveMessages {
+                    queue: "q".into(),
+                    request: ReceiveRequest {
+                        max: 10,
+                        visibility_timeout: Some(30),
+                        attempt_id: None,
+                    },
+                }],
+            )
+            .await;
+        match &r[0] {
+            Ok(CommandOutput::Received(o)) => {
+                assert_eq!(o.messages.len(), 10);
+                assert_eq!(o.messages[0].body.body, "m0");
+                assert!(o.messages[0].head.first_receive_ms >= Some(2_049));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

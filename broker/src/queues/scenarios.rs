@@ -1,0 +1,918 @@
+//! The queue rules of the spec, exercised through the state machine's own
+//! entry point ([`machine::apply`]) over an in-memory store, with the clock
+//! moved by hand.
+
+use std::collections::BTreeMap;
+
+use crate::command::{Command, CommandOutput, Query, QueryOutput};
+use crate::error::{ApplyError, DomainError, ErrorKind};
+use crate::machine::{self, Ctx, Effect, Effects};
+use crate::queues::delivery::{ReceiveRequest, Received, SentMessage};
+use crate::queues::housekeeping;
+use crate::queues::layout::{MoveStatus, QueueState};
+use crate::queues::message::{AttributeValue, NewMessage, Outgoing};
+use crate::queues::receipt::Receipt;
+use crate::queues::CreateQueue;
+use crate::store::{MemState, StateRead};
+
+const T0: u64 = 1_700_000_000_000;
+
+struct World {
+    state: MemState,
+    now: u64,
+    effects: Vec<Effect>,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            state: MemState::default(),
+            now: T0,
+            effects: Vec::new(),
+        }
+    }
+
+    fn run(&mut self, cmd: Command) -> Result<CommandOutput, DomainError> {
+        let ctx = Ctx { now_ms: self.now };
+        let mut effects = Effects::default();
+        let r = self
+            .state
+            .run(|txn| machine::apply(txn, &ctx, &cmd, &mut effects));
+        self.effects.extend(effects.drain());
+        match r {
+            Ok(out) => Ok(out),
+            Err(ApplyError::Rejected(e)) => Err(e),
+            Err(ApplyError::Store(e)) => panic!("store: {e}"),
+        }
+    }
+
+    fn advance(&mut self, seconds: u64) {
+        self.now += seconds * 1000;
+    }
+
+    fn create(&mut self, name: &str, attrs: &[(&str, &str)]) {
+        let attrs: BTreeMap<String, String> = attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let cmd = CreateQueue::new(name, &attrs, BTreeMap::new()).unwrap();
+        self.run(Command::CreateQueue(cmd)).unwrap();
+    }
+
+    fn send_all(
+        &mut self,
+        queue: &str,
+        messages: Vec<NewMessage>,
+    ) -> Vec<Result<SentMessage, DomainError>> {
+        match self
+            .run(Command::SendMessages {
+                queue: queue.into(),
+                messages,
+            })
+            .unwrap()
+        {
+            CommandOutput::Sent(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn send(&mut self, queue: &str, m: NewMessage) -> SentMessage {
+        self.send_all(queue, vec![m]).pop().unwrap().unwrap()
+    }
+
+    fn receive_with(&mut self, queue: &str, req: ReceiveRequest) -> Vec<Received> {
+        match self
+            .run(Command::ReceiveMessages {
+                queue: queue.into(),
+                request: req,
+            })
+            .unwrap()
+        {
+            CommandOutput::Received(o) => o.messages,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn receive(&mut self, queue: &str, max: u32, vt: Option<u32>) -> Vec<Received> {
+        self.receive_with(
+            queue,
+            ReceiveRequest {
+                max,
+                visibility_timeout: vt,
+                attempt_id: None,
+            },
+        )
+    }
+
+    fn bodies(&mut self, queue: &str, max: u32, vt: Option<u32>) -> Vec<String> {
+        self.receive(queue, max, vt)
+            .into_iter()
+            .map(|r| r.body.body)
+            .collect()
+    }
+
+    fn delete(&mut self, queue: &str, handle: &str) -> Result<(), DomainError> {
+        let r = Receipt::decode("receipt_handle", handle)?;
+        match self.run(Command::DeleteMessages {
+            queue: queue.into(),
+            receipts: vec![r],
+        })? {
+            CommandOutput::PerEntry(mut v) => v.pop().unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn change(&mut self, queue: &str, handle: &str, seconds: u32) -> Result<(), DomainError> {
+        let r = Receipt::decode("receipt_handle", handle)?;
+        match self.run(Command::ChangeVisibility {
+            queue: queue.into(),
+            changes: vec![(r, seconds)],
+        })? {
+            CommandOutput::PerEntry(mut v) => v.pop().unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn counts(&self, queue: &str) -> QueueState {
+        match machine::query(&self.state, &Query::QueueDetails { name: queue.into() }).unwrap() {
+            QueryOutput::QueueDetails(_, s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn tick(&mut self, queue: &str) -> housekeeping::Tick {
+        match self
+            .run(Command::QueueTick {
+                queue: queue.into(),
+            })
+            .unwrap()
+        {
+            CommandOutput::Ticked(t) => t,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Collects every purged generation and deleted queue, step by step.
+    fn collect_all(&mut self) {
+        for g in housekeeping::garbage(&self.state, 10).unwrap() {
+            while let CommandOutput::Collected { finished: false } = self
+                .run(Command::CollectGarbage {
+                    qid: g.qid,
+                    gen: g.gen,
+                })
+                .unwrap()
+            {}
+        }
+    }
+
+    /// Runs the leader's housekeeping for `queue` as the housekeeper would:
+    /// moves its outbox to the destinations.
+    fn move_outbox(&mut self, queue: &str) -> u32 {
+        let needs = housekeeping::needs(&self.state, queue, self.now, 100).unwrap();
+        let mut accepted = 0;
+        let mut by_dest: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        for (gen, seq, entry) in needs.outbox {
+            by_dest
+                .entry(entry.destination.clone())
+                .or_default()
+                .push((gen, seq, entry.message));
+        }
+        for (dest, entries) in by_dest {
+            let gen = entries[0].0;
+            let seqs = entries.iter().map(|e| e.1).collect();
+            let messages = entries.into_iter().map(|(_, s, m)| (s, m)).collect();
+            if let CommandOutput::Accepted(n) = self
+                .run(Command::AcceptMoved {
+                    queue: dest,
+                    from: needs.qid,
+                    messages,
+                })
+                .unwrap()
+            {
+                accepted += n;
+            }
+            self.run(Command::AcknowledgeMoved {
+                queue: queue.into(),
+                gen,
+                seqs,
+            })
+            .unwrap();
+        }
+        accepted
+    }
+}
+
+fn msg(body: &str) -> NewMessage {
+    NewMessage::validate(
+        "",
+        false,
+        Outgoing {
+            body: body.into(),
+            ..Outgoing::default()
+        },
+    )
+    .unwrap()
+}
+
+fn delayed(body: &str, seconds: i32) -> NewMessage {
+    NewMessage::validate(
+        "",
+        false,
+        Outgoing {
+            body: body.into(),
+            delay_seconds: Some(seconds),
+            ..Outgoing::default()
+        },
+    )
+    .unwrap()
+}
+
+fn fifo(body: &str, group: &str, dedup: Option<&str>) -> NewMessage {
+    NewMessage::validate(
+        "",
+        true,
+        Outgoing {
+            body: body.into(),
+            group_id: group.into(),
+            dedup_id: dedup.unwrap_or_default().into(),
+            ..Outgoing::default()
+        },
+    )
+    .unwrap()
+}
+
+// ---- standard queues -------------------------------------------------------
+
+#[test]
+fn a_received_message_is_hidden_for_its_visibility_timeout_then_returns() {
+    let mut w = World::new();
+    w.create("q", &[("VisibilityTimeout", "30")]);
+    w.send("q", msg("a"));
+    let first = w.receive("q", 1, None);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].head.receive_count, 1);
+    assert_eq!(first[0].head.first_receive_ms, Some(T0));
+    assert!(w.receive("q", 1, None).is_empty(), "hidden while in flight");
+    w.advance(29);
+    assert!(w.receive("q", 1, None).is_empty());
+    w.advance(1);
+    let second = w.receive("q", 1, None);
+    assert_eq!(second.len(), 1, "visible again after 30 s");
+    assert_eq!(second[0].head.receive_count, 2);
+    assert_eq!(
+        second[0].head.first_receive_ms,
+        Some(T0),
+        "first receive stays"
+    );
+    assert_ne!(first[0].receipt_handle, second[0].receipt_handle);
+}
+
+#[test]
+fn zero_visibility_returns_the_message_to_the_next_receive_not_the_same_one() {
+    let mut w = World::new();
+    w.create("q", &[]);
+    w.send("q", msg("a"));
+    w.send("q", msg("b"));
+    let got = w.bodies("q", 10, Some(0));
+    assert_eq!(got, ["a", "b"], "each once in one receive");
+    let again = w.receive("q", 10, Some(0));
+    assert_eq!(again.len(), 2, "visible again at once");
+    assert!(again.iter().all(|r| r.head.receive_count == 2));
+}
+
+#[test]
+fn a_stale_receipt_handle_never_deletes_a_message_received_again_since() {
+    let mut w = World::new();
+    w.create("q", &[("VisibilityTimeout", "10")]);
+    w.send("q", msg("a"));
+    let old = w.receive("q", 1, None).remove(0).receipt_handle;
+    w.advance(10);
+    let new = w.receive("q", 1, None).remove(0).receipt_handle;
+    // Accepted as in SQS, but the message stays.
+    w.delete("q", &old).unwrap();
+    assert_eq!(w.counts("q").in_flight, 1);
+    w.advance(10);
+    assert_eq!(w.bodies("q", 1, None), ["a"]);
+    // The latest handle deletes; deleting twice is fine.
+    let latest = {
+        w.advance(10);
+        w.receive("q", 1, None).remove(0).receipt_handle
+    };
+    assert_ne!(latest, new);
+    w.delete("q", &latest).unwrap();
+    w.delete("q", &latest).unwrap();
+    w.advance(100);
+    assert!(w.receive("q", 1, None).is_empty());
+    let c = w.counts("q");
+    assert_eq!((c.available, c.in_flight, c.delayed), (0, 0, 0));
+}
+
+#[test]
+fn a_handle_for_another_queue_is_invalid() {
+    let mut w = World::new();
+    w.create("a", &[]);
+    w.create("b", &[]);
+    w.send("a", msg("x"));
+    let h = w.receive("a", 1, None).remove(0).receipt_handle;
+    let err = w.delete("b", &h).unwrap_err();
+    assert_eq!(err.code, "ReceiptHandleIsInvalid");
+}
+
+#[test]
+fn change_visibility_extends_shortens_and_needs_the_latest_in_flight_handle() {
+    let mut w = World::new();
+    w.create("q", &[("VisibilityTimeout", "30")]);
+    w.send("q", msg("a"));
+    let h = w.receive("q", 1, None).remove(0).receipt_handle;
+    w.change("q", &h, 120).unwrap();
+    w.advance(60);
+    assert!(w.receive("q", 1, None).is_empty(), "extended to 120 s");
+    w.change("q", &h, 0).unwrap();
+    assert!(w.effects.contains(&Effect::QueueReady("q".into())));
+    let again = w.receive("q", 1, None);
+    assert_eq!(again.len(), 1, "visible at once after a change to 0");
+    // The old handle is stale now.
+    let err = w.change("q", &h, 10).unwrap_err();
+    assert_eq!(err.code, "MessageNotInflight");
+    // A message that is not in flight cannot be changed.
+    let latest = again[0].receipt_handle.clone();
+    w.change("q", &latest, 0).unwrap();
+    w.receive("q", 1, Some(0)); // promote and take it again...
+    w.advance(1);
+    let err = w.change("q", &latest, 5).unwrap_err();
+    assert_eq!(err.code, "MessageNotInflight");
+}
+
+#[test]
+fn queue_and_message_delays_hold_messages_back() {
+    let mut w = World::new();
+    w.create("q", &[("DelaySeconds", "10")]);
+    w.send("q", msg("queue-delay"));
+    w.send("q", delayed("own-delay", 3));
+    w.send("q", delayed("no-delay", 0));
+    assert_eq!(w.bodies("q", 10, None), ["no-delay"]);
+    let c = w.counts("q");
+    assert_eq!(c.delayed, 2);
+    w.advance(3);
+    assert_eq!(w.bodies("q", 10, None), ["own-delay"]);
+    w.advance(7);
+    assert_eq!(w.bodies("q", 10, None), ["queue-delay"]);
+}
+
+#[test]
+fn delay_and_visibility_add_up() {
+    let mut w = World::new();
+    w.create("q", &[]);
+    w.send("q", delayed("a", 10));
+    w.advance(9);
+    assert!(w.receive("q", 1, Some(5)).is_empty());
+    w.advance(1);
+    assert_eq!(w.receive("q", 1, Some(5)).len(), 1, "delay over at 10 s");
+    w.advance(4);
+    assert!(w.receive("q", 1, Some(5)).is_empty(), "hidden until 15 s");
+    w.advance(1);
+    assert_eq!(w.receive("q", 1, Some(5)).len(), 1);
+}
+
+#[test]
+fn messages_past_retention_are_dropped() {
+    let mut w = World::new();
+    w.create("q", &[("MessageRetentionPeriod", "60")]);
+    w.send("q", msg("old"));
+    w.advance(30);
+    w.send("q", msg("young"));
+    w.advance(30);
+    // "old" is 60 s old: gone at receive time, "young" remains.
+    assert_eq!(w.bodies("q", 10, None), ["young"]);
+    w.advance(30);
+    let t = w.tick("q");
+    assert_eq!(
+        t.expired, 1,
+        "the tick drops the in-flight one past retention"
+    );
+    let c = w.counts("q");
+    assert_eq!((c.available, c.in_flight), (0, 0));
+}
+
+#[test]
+fn approximate_counts_follow_the_messages() {
+    let mut w = World::new();
+    w.create("q", &[]);
+    for i in 0..5 {
+        w.send("q", msg(&format!("m{i}")));
+    }
+    w.send("q", delayed("later", 60));
+    let c = w.counts("q");
+    assert_eq!((c.available, c.in_flight, c.delayed), (5, 0, 1));
+    let got = w.receive("q", 2, Some(30));
+    let c = w.counts("q");
+    assert_eq!((c.available, c.in_flight, c.delayed), (3, 2, 1));
+    w.delete("q", &got[0].receipt_handle).unwrap();
+    w.advance(60);
+    // Hidden messages count as visible once a tick (or receive) promotes them.
+    w.tick("q");
+    let c = w.counts("q");
+    assert_eq!((c.available, c.in_flight, c.delayed), (5, 0, 0));
+}
+
+#[test]
+fn an_oversize_message_fails_alone_in_its_batch() {
+    let mut w = World::new();
+    w.create("small", &[("MaximumMessageSize", "1024")]);
+    let results = w.send_all(
+        "small",
+        vec![msg("fits"), msg(&"x".repeat(1025)), msg("fits too")],
+    );
+    assert!(results[0].is_ok());
+    let err = results[1].as_ref().unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("message_body"));
+    assert!(
+        err.message.contains("MaximumMessageSize is 1024"),
+        "{}",
+        err.message
+    );
+    assert!(results[2].is_ok());
+    assert_eq!(w.counts("small").available, 2);
+}
+
+#[test]
+fn message_attributes_count_toward_the_size_and_are_returned() {
+    let mut w = World::new();
+    w.create("q", &[("MaximumMessageSize", "1024")]);
+    let mut attrs = BTreeMap::new();
+    attrs.insert(
+        "big".to_string(),
+        AttributeValue {
+            data_type: "String".into(),
+            string_value: Some("v".repeat(1020)),
+            binary_value: None,
+        },
+    );
+    let m = NewMessage::validate(
+        "",
+        false,
+        Outgoing {
+            body: "b".into(),
+            attributes: attrs,
+            ..Outgoing::default()
+        },
+    )
+    .unwrap();
+    assert!(w.send_all("q", vec![m]).remove(0).is_err());
+    let mut attrs = BTreeMap::new();
+    attrs.insert(
+        "n".to_string(),
+        AttributeValue {
+            data_type: "Number".into(),
+            string_value: Some("42".into()),
+            binary_value: None,
+        },
+    );
+    let m = NewMessage::validate(
+        "",
+        false,
+        Outgoing {
+            body: "b".into(),
+            attributes: attrs.clone(),
+            ..Outgoing::default()
+        },
+    )
+    .unwrap();
+    let sent = w.send("q", m);
+    assert!(sent.md5_of_attributes.is_some());
+    let got = w.receive("q", 1, None).remove(0);
+    assert_eq!(got.body.attributes, attrs);
+    assert_eq!(got.body.md5_of_attributes, sent.md5_of_attributes);
+}
+
+#[test]
+fn invalid_messages_are_refused_naming_the_field() {
+    let bad = |o: Outgoing, fifo: bool| NewMessage::validate("entries[2]", fifo, o).unwrap_err();
+    let e = bad(
+        Outgoing {
+            body: "".into(),
+            ..Outgoing::default()
+        },
+        false,
+    );
+    assert_eq!(e.field.as_deref(), Some("entries[2].message_body"));
+    let e = bad(
+        Outgoing {
+            body: "x".into(),
+            delay_seconds: Some(901),
+            ..Outgoing::default()
+        },
+        false,
+    );
+    assert!(e.message.contains("0 to 900"));
+    let e = bad(
+        Outgoing {
+            body: "x".into(),
+            delay_seconds: Some(5),
+            group_id: "g".into(),
+            ..Outgoing::default()
+        },
+        true,
+    );
+    assert_eq!(e.field.as_deref(), Some("entries[2].delay_seconds"));
+    let e = bad(
+        Outgoing {
+            body: "x".into(),
+            ..Outgoing::default()
+        },
+        true,
+    );
+    assert_eq!(e.code, "MissingParameter");
+    let e = bad(
+        Outgoing {
+            body: "x".into(),
+            dedup_id: "d".into(),
+            ..Outgoing::default()
+        },
+        false,
+    );
+    assert_eq!(
+        e.field.as_deref(),
+        Some("entries[2].message_deduplication_id")
+    );
+    let too_many: BTreeMap<String, AttributeValue> = (0..11)
+        .map(|i| {
+            (
+                format!("a{i}"),
+                AttributeValue {
+                    data_type: "String".into(),
+                    string_value: Some("v".into()),
+                    binary_value: None,
+                },
+            )
+        })
+        .collect();
+    let e = bad(
+        Outgoing {
+            body: "x".into(),
+            attributes: too_many,
+            ..Outgoing::default()
+        },
+        false,
+    );
+    assert!(e.message.contains("at most 10"));
+    let e = bad(
+        Outgoing {
+            body: "x".repeat(1_048_577),
+            ..Outgoing::default()
+        },
+        false,
+    );
+    assert!(e.message.contains("at most 1048576"));
+}
+
+#[test]
+fn sending_to_a_missing_queue_fails_whole() {
+    let mut w = World::new();
+    let err = w
+        .run(Command::SendMessages {
+            queue: "nope".into(),
+            messages: vec![msg("a")],
+        })
+        .unwrap_err();
+    assert_eq!(err.code, "QueueDoesNotExist");
+    assert_eq!(err.kind, ErrorKind::NotFound);
+}
+
+// ---- dead-letter queues ------------------------------------------------------
+
+fn redrive(dlq: &str, max: u32) -> String {
+    format!(
+        "{{\"deadLetterTargetArn\":\"arn:aws:sqs:us-east-1:000000000000:{dlq}\",\"maxReceiveCount\":{max}}}"
+    )
+}
+
+#[test]
+fn an_over_received_message_moves_to_the_dlq_keeping_its_identity() {
+    let mut w = World::new();
+    w.create("dlq", &[]);
+    w.create("src", &[("RedrivePolicy", &redrive("dlq", 2))]);
+    let sent = w.send("src", msg("poison"));
+    let sent_ms = w.now;
+    w.advance(5);
+    assert_eq!(w.receive("src", 1, Some(0)).len(), 1);
+    assert_eq!(w.receive("src", 1, Some(0)).len(), 1);
+    // Received twice (= maxReceiveCount): the next receive moves it.
+    assert!(w.receive("src", 1, Some(0)).is_empty());
+    let c = w.counts("src");
+    assert_eq!((c.available, c.in_flight, c.leaving), (0, 0, 1));
+    assert_eq!(w.move_outbox("src"), 1);
+    assert_eq!(w.counts("src").leaving, 0);
+    let got = w.receive("dlq", 1, None).remove(0);
+    assert_eq!(got.body.message_id, sent.message_id);
+    assert_eq!(
+        got.head.sent_ms, sent_ms,
+        "the original sent timestamp stays"
+    );
+    assert_eq!(got.body.dead_letter_source.as_deref(), Some("src"));
+    assert_eq!(got.head.receive_count, 3);
+}
+
+#[test]
+fn a_repeated_move_is_taken_once() {
+    let mut w = World::new();
+    w.create("dlq", &[]);
+    w.create("src", &[("RedrivePolicy", &redrive("dlq", 1))]);
+    w.send("src", msg("x"));
+    w.receive("src", 1, Some(0));
+    w.receive("src", 1, Some(0));
+    let needs = housekeeping::needs(&w.state, "src", w.now, 10).unwrap();
+    let messages: Vec<_> = needs
+        .outbox
+        .iter()
+        .map(|(_, s, e)| (*s, e.message.clone()))
+        .collect();
+    for _ in 0..2 {
+        // A leader change between accept and acknowledge repeats the accept.
+        w.run(Command::AcceptMoved {
+            queue: "dlq".into(),
+            from: needs.qid,
+            messages: messages.clone(),
+        })
+        .unwrap();
+    }
+    assert_eq!(w.counts("dlq").available, 1);
+}
+
+#[test]
+fn a_move_task_returns_dead_letters_to_their_source() {
+    let mut w = World::new();
+    w.create("dlq", &[]);
+    w.create("src", &[("RedrivePolicy", &redrive("dlq", 1))]);
+    for i in 0..3 {
+        w.send("src", msg(&format!("m{i}")));
+    }
+    w.receive("src", 10, Some(0));
+    w.receive("src", 10, Some(0));
+    w.move_outbox("src");
+    assert_eq!(w.counts("dlq").available, 3);
+    let handle = match w
+        .run(Command::StartMoveTask {
+            queue: "dlq".into(),
+            destination: None,
+            rate: None,
+        })
+        .unwrap()
+    {
+        CommandOutput::MoveTaskStarted { handle } => handle,
+        other => panic!("{other:?}"),
+    };
+    let err = w
+        .run(Command::StartMoveTask {
+            queue: "dlq".into(),
+            destination: None,
+            rate: None,
+        })
+        .unwrap_err();
+    assert_eq!(
+        err.code, "UnsupportedOperation",
+        "one running task at a time"
+    );
+    w.run(Command::MoveTaskStep {
+        queue: "dlq".into(),
+    })
+    .unwrap();
+    assert_eq!(w.move_outbox("dlq"), 3);
+    let back = w.receive("src", 10, None);
+    assert_eq!(back.len(), 3);
+    assert!(
+        back.iter().all(|r| r.head.receive_count == 1),
+        "counts restart"
+    );
+    w.run(Command::MoveTaskStep {
+        queue: "dlq".into(),
+    })
+    .unwrap();
+    let tasks = crate::queues::redrive::tasks(&w.state, 1).unwrap();
+    let task = tasks.iter().find(|t| t.handle == handle).unwrap();
+    assert_eq!(task.status, MoveStatus::Completed);
+    assert_eq!(task.moved, 3);
+}
+
+// ---- FIFO queues ---------------------------------------------------------------
+
+#[test]
+fn fifo_delivers_each_group_in_order_and_blocks_it_while_in_flight() {
+    let mut w = World::new();
+    w.create("f.fifo", &[("ContentBasedDeduplication", "true")]);
+    for (body, group) in [
+        ("a1", "A"),
+        ("b1", "B"),
+        ("a2", "A"),
+        ("c1", "C"),
+        ("b2", "B"),
+        ("a3", "A"),
+    ] {
+        w.send("f.fifo", fifo(body, group, None));
+    }
+    // One message per call: the oldest group first, then the others while A
+    // is blocked.
+    let first = w.receive("f.fifo", 1, Some(30));
+    assert_eq!(first[0].body.body, "a1");
+    assert_eq!(w.bodies("f.fifo", 1, Some(30)), ["b1"]);
+    assert_eq!(w.bodies("f.fifo", 1, Some(30)), ["c1"]);
+    assert!(
+        w.receive("f.fifo", 10, Some(30)).is_empty(),
+        "every group blocked"
+    );
+    // Deleting a1 unblocks A at a2.
+    w.delete("f.fifo", &first[0].receipt_handle).unwrap();
+    assert_eq!(w.bodies("f.fifo", 10, Some(30)), ["a2", "a3"]);
+}
+
+#[test]
+fn fifo_returns_an_expired_message_before_the_rest_of_its_group() {
+    let mut w = World::new();
+    w.create("f.fifo", &[("ContentBasedDeduplication", "true")]);
+    for body in ["1", "2", "3"] {
+        w.send("f.fifo", fifo(body, "g", None));
+    }
+    assert_eq!(w.bodies("f.fifo", 2, Some(10)), ["1", "2"]);
+    w.advance(10);
+    let again = w.receive("f.fifo", 10, Some(10));
+    let bodies: Vec<_> = again.iter().map(|r| r.body.body.as_str()).collect();
+    assert_eq!(bodies, ["1", "2", "3"]);
+    assert_eq!(again[0].head.receive_count, 2);
+    assert!(again
+        .windows(2)
+        .all(|w| w[0].sequence_number < w[1].sequence_number));
+}
+
+#[test]
+fn fifo_deduplicates_within_five_minutes_by_id_or_content() {
+    let mut w = World::new();
+    w.create("ids.fifo", &[]);
+    let a = w.send("ids.fifo", fifo("x", "g", Some("d1")));
+    let dup = w.send("ids.fifo", fifo("other body", "g", Some("d1")));
+    assert_eq!(
+        a.message_id, dup.message_id,
+        "a duplicate gets the first id"
+    );
+    assert_eq!(a.sequence_number, dup.sequence_number);
+    assert_eq!(w.counts("ids.fifo").available, 1);
+    w.advance(299);
+    w.send("ids.fifo", fifo("x", "g", Some("d1")));
+    assert_eq!(w.counts("ids.fifo").available, 1, "still inside the window");
+    w.advance(1);
+    let later = w.send("ids.fifo", fifo("x", "g", Some("d1")));
+    assert_ne!(later.message_id, a.message_id, "the window has passed");
+    assert_eq!(w.counts("ids.fifo").available, 2);
+
+    w.create("content.fifo", &[("ContentBasedDeduplication", "true")]);
+    w.send("content.fifo", fifo("same", "g", None));
+    w.send("content.fifo", fifo("same", "h", None));
+    w.send("content.fifo", fifo("different", "g", None));
+    assert_eq!(w.counts("content.fifo").available, 2);
+
+    w.create("nodedup.fifo", &[]);
+    let err = w
+        .send_all("nodedup.fifo", vec![fifo("x", "g", None)])
+        .remove(0)
+        .unwrap_err();
+    assert_eq!(err.code, "MissingParameter");
+    assert_eq!(err.field.as_deref(), Some("message_deduplication_id"));
+}
+
+#[test]
+fn fifo_dedup_scope_can_be_per_group() {
+    let mut w = World::new();
+    w.create(
+        "hi.fifo",
+        &[
+            ("DeduplicationScope", "messageGroup"),
+            ("FifoThroughputLimit", "perMessageGroupId"),
+        ],
+    );
+    w.send("hi.fifo", fifo("x", "g1", Some("same")));
+    w.send("hi.fifo", fifo("x", "g2", Some("same")));
+    w.send("hi.fifo", fifo("x", "g2", Some("same")));
+    assert_eq!(w.counts("hi.fifo").available, 2);
+}
+
+#[test]
+fn fifo_dedup_entries_are_forgotten_by_the_tick() {
+    let mut w = World::new();
+    w.create("f.fifo", &[]);
+    w.send("f.fifo", fifo("x", "g", Some("d")));
+    let before = w.state.len();
+    w.advance(301);
+    let t = w.tick("f.fifo");
+    assert_eq!(t.forgotten, 1);
+    assert_eq!(w.state.len(), before - 2, "entry and its expiry index gone");
+}
+
+#[test]
+fn a_repeated_fifo_receive_attempt_returns_the_same_messages() {
+    let mut w = World::new();
+    w.create("f.fifo", &[("ContentBasedDeduplication", "true")]);
+    w.send("f.fifo", fifo("1", "g", None));
+    w.send("f.fifo", fifo("2", "h", None));
+    let req = ReceiveRequest {
+        max: 1,
+        visibility_timeout: Some(30),
+        attempt_id: Some("try-1".into()),
+    };
+    let first = w.receive_with("f.fifo", req.clone());
+    let retry = w.receive_with("f.fifo", req.clone());
+    assert_eq!(first, retry, "same messages, same handles");
+    let fresh = w.receive_with(
+        "f.fifo",
+        ReceiveRequest {
+            attempt_id: Some("try-2".into()),
+            ..req
+        },
+    );
+    assert_ne!(fresh[0].body.body, first[0].body.body);
+}
+
+#[test]
+fn fifo_dlq_moves_keep_the_group() {
+    let mut w = World::new();
+    w.create("dlq.fifo", &[("ContentBasedDeduplication", "true")]);
+    w.create(
+        "src.fifo",
+        &[
+            ("ContentBasedDeduplication", "true"),
+            ("RedrivePolicy", &redrive("dlq.fifo", 1)),
+        ],
+    );
+    w.send("src.fifo", fifo("bad", "g", None));
+    w.send("src.fifo", fifo("next", "g", None));
+    assert_eq!(w.bodies("src.fifo", 1, Some(0)), ["bad"]);
+    // "bad" goes to the DLQ; the group goes on with "next".
+    assert_eq!(w.bodies("src.fifo", 1, Some(30)), ["next"]);
+    w.move_outbox("src.fifo");
+    let moved = w.receive("dlq.fifo", 1, None).remove(0);
+    assert_eq!(moved.body.body, "bad");
+    assert_eq!(moved.head.group_id.as_deref(), Some("g"));
+}
+
+// ---- purge, delete, collection ----------------------------------------------------
+
+#[test]
+fn purge_empties_the_queue_once_a_minute_and_old_handles_do_nothing() {
+    let mut w = World::new();
+    w.create("q", &[]);
+    for i in 0..5 {
+        w.send("q", msg(&format!("m{i}")));
+    }
+    let h = w.receive("q", 1, None).remove(0).receipt_handle;
+    let empty_size = {
+        let mut scratch = World::new();
+        scratch.create("q", &[]);
+        scratch.state.len()
+    };
+    w.run(Command::PurgeQueue { name: "q".into() }).unwrap();
+    let c = w.counts("q");
+    assert_eq!((c.available, c.in_flight, c.delayed), (0, 0, 0));
+    assert!(w.receive("q", 10, None).is_empty());
+    w.delete("q", &h).unwrap();
+    let err = w.run(Command::PurgeQueue { name: "q".into() }).unwrap_err();
+    assert_eq!(err.code, "PurgeQueueInProgress");
+    w.advance(60);
+    w.run(Command::PurgeQueue { name: "q".into() }).unwrap();
+    // New messages go to the new generation.
+    w.send("q", msg("fresh"));
+    assert_eq!(w.bodies("q", 10, None), ["fresh"]);
+    // The old generations are collected in bounded steps.
+    w.collect_all();
+    assert!(housekeeping::garbage(&w.state, 10).unwrap().is_empty());
+    // Left: the queue record and state, and the one fresh message's keys.
+    assert!(w.state.len() <= empty_size + 5, "{} keys", w.state.len());
+}
+
+#[test]
+fn a_deleted_queue_is_collected_and_its_name_starts_afresh() {
+    let mut w = World::new();
+    w.create("q", &[]);
+    for i in 0..3 {
+        w.send("q", msg(&format!("m{i}")));
+    }
+    w.run(Command::DeleteQueue { name: "q".into() }).unwrap();
+    let err = w
+        .run(Command::SendMessages {
+            queue: "q".into(),
+            messages: vec![msg("x")],
+        })
+        .unwrap_err();
+    assert_eq!(err.code, "QueueDoesNotExist");
+    assert!(housekeeping::garbage(&w.state, 10)
+        .unwrap()
+        .iter()
+        .all(|g| g.whole_queue));
+    w.collect_all();
+    let leftover: Vec<String> = w
+        .state
+        .scan_prefix(b"")
+        .map(|kv| crate::store::keys::display(&kv.unwrap().0))
+        .filter(|k| !k.starts_with("seq/"))
+        .collect();
+    assert!(leftover.is_empty(), "left behind: {leftover:?}");
+    w.create("q", &[]);
+    assert!(w.receive("q", 10, None).is_empty());
+}
