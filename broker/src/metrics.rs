@@ -19,6 +19,7 @@
 //! | `sluice_log_fsync_seconds` | histogram | flush latency |
 //! | `sluice_log_entries_per_fsync` | histogram | group commit batch size |
 //! | `sluice_snapshot_build_seconds` / `_install_seconds` | histogram | snapshot work |
+//! | `sluice_long_polls_waiting` | gauge | receives waiting for a message on this node |
 
 use std::sync::{Arc, OnceLock};
 

@@ -191,7 +191,21 @@ impl Client {
     /// Runs `call` against the nodes in turn until it succeeds, fails with
     /// something other than `UNAVAILABLE`, or the deadline passes. Use it
     /// with the generated clients for calls this type has no method for.
-    pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, Error>
+    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, Error>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call_within(self.options.attempt_timeout, call).await
+    }
+
+    /// Like [`Client::call`], with a longer timeout per attempt (for long
+    /// polls).
+    pub async fn call_within<T, F, Fut>(
+        &self,
+        attempt_timeout: Duration,
+        mut call: F,
+    ) -> Result<T, Error>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -201,7 +215,7 @@ impl Client {
         loop {
             let i = self.next.load(Ordering::Relaxed) % self.nodes.len();
             let channel = self.nodes[i].1.clone();
-            let attempt = tokio::time::timeout(self.options.attempt_timeout, call(channel)).await;
+            let attempt = tokio::time::timeout(attempt_timeout, call(channel)).await;
             let status = match attempt {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(s)) => s,
@@ -359,6 +373,249 @@ impl Client {
             async move { QueuesClient::new(ch).delete_queue(req).await.map(|_| ()) }
         })
         .await
+    }
+
+    async fn queues<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, Error>
+    where
+        Req: Clone,
+        F: Fn(QueuesClient<Channel>, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.call(|ch| {
+            let fut = f(QueuesClient::new(ch), req.clone());
+            async move { fut.await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// Sends a message. Retried on a broken connection, so a standard queue
+    /// may get it twice (a FIFO queue deduplicates).
+    pub async fn send_message(
+        &self,
+        req: pb::SendMessageRequest,
+    ) -> Result<pb::SendMessageResponse, Error> {
+        self.queues(req, |mut c, r| async move { c.send_message(r).await })
+            .await
+    }
+
+    /// Sends up to 10 messages; each entry succeeds or fails on its own.
+    pub async fn send_message_batch(
+        &self,
+        req: pb::SendMessageBatchRequest,
+    ) -> Result<pb::SendMessageBatchResponse, Error> {
+        self.queues(req, |mut c, r| async move { c.send_message_batch(r).await })
+            .await
+    }
+
+    /// Receives messages, waiting up to the request's (or the queue's) wait
+    /// time for one to arrive.
+    pub async fn receive_message(
+        &self,
+        req: pb::ReceiveMessageRequest,
+    ) -> Result<pb::ReceiveMessageResponse, Error> {
+        let wait = Duration::from_secs(req.wait_time_seconds.unwrap_or(20).max(0) as u64);
+        let timeout = self
+            .options
+            .attempt_timeout
+            .max(wait + Duration::from_secs(10));
+        self.call_within(timeout, |ch| {
+            let req = req.clone();
+            async move {
+                QueuesClient::new(ch)
+                    .receive_message(req)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
+    }
+
+    /// Deletes a message by receipt handle.
+    pub async fn delete_message(&self, queue: &str, receipt_handle: &str) -> Result<(), Error> {
+        let req = pb::DeleteMessageRequest {
+            queue_name: queue.to_string(),
+            receipt_handle: receipt_handle.to_string(),
+        };
+        self.queues(req, |mut c, r| async move { c.delete_message(r).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// Deletes up to 10 messages.
+    pub async fn delete_message_batch(
+        &self,
+        req: pb::DeleteMessageBatchRequest,
+    ) -> Result<pb::DeleteMessageBatchResponse, Error> {
+        self.queues(
+            req,
+            |mut c, r| async move { c.delete_message_batch(r).await },
+        )
+        .await
+    }
+
+    /// Changes the visibility timeout of a received message.
+    pub async fn change_message_visibility(
+        &self,
+        queue: &str,
+        receipt_handle: &str,
+        seconds: i32,
+    ) -> Result<(), Error> {
+        let req = pb::ChangeMessageVisibilityRequest {
+            queue_name: queue.to_string(),
+            receipt_handle: receipt_handle.to_string(),
+            visibility_timeout: seconds,
+        };
+        self.queues(req, |mut c, r| async move {
+            c.change_message_visibility(r).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Changes the visibility timeout of up to 10 received messages.
+    pub async fn change_message_visibility_batch(
+        &self,
+        req: pb::ChangeMessageVisibilityBatchRequest,
+    ) -> Result<pb::ChangeMessageVisibilityBatchResponse, Error> {
+        self.queues(req, |mut c, r| async move {
+            c.change_message_visibility_batch(r).await
+        })
+        .await
+    }
+
+    /// Deletes every message of a queue.
+    pub async fn purge_queue(&self, queue: &str) -> Result<(), Error> {
+        let req = pb::PurgeQueueRequest {
+            queue_name: queue.to_string(),
+        };
+        self.queues(req, |mut c, r| async move { c.purge_queue(r).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// A queue's attributes (`names` empty: all of them).
+    pub async fn get_queue_attributes(
+        &self,
+        queue: &str,
+        names: &[&str],
+    ) -> Result<HashMap<String, String>, Error> {
+        let req = pb::GetQueueAttributesRequest {
+            queue_name: queue.to_string(),
+            attribute_names: names.iter().map(|n| n.to_string()).collect(),
+        };
+        self.queues(
+            req,
+            |mut c, r| async move { c.get_queue_attributes(r).await },
+        )
+        .await
+        .map(|r| r.attributes)
+    }
+
+    /// Sets queue attributes.
+    pub async fn set_queue_attributes(
+        &self,
+        queue: &str,
+        attributes: HashMap<String, String>,
+    ) -> Result<(), Error> {
+        let req = pb::SetQueueAttributesRequest {
+            queue_name: queue.to_string(),
+            attributes,
+        };
+        self.queues(
+            req,
+            |mut c, r| async move { c.set_queue_attributes(r).await },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Adds or replaces tags.
+    pub async fn tag_queue(&self, queue: &str, tags: HashMap<String, String>) -> Result<(), Error> {
+        let req = pb::TagQueueRequest {
+            queue_name: queue.to_string(),
+            tags,
+        };
+        self.queues(req, |mut c, r| async move { c.tag_queue(r).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// Removes tags.
+    pub async fn untag_queue(&self, queue: &str, keys: Vec<String>) -> Result<(), Error> {
+        let req = pb::UntagQueueRequest {
+            queue_name: queue.to_string(),
+            tag_keys: keys,
+        };
+        self.queues(req, |mut c, r| async move { c.untag_queue(r).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// A queue's tags.
+    pub async fn list_queue_tags(&self, queue: &str) -> Result<HashMap<String, String>, Error> {
+        let req = pb::ListQueueTagsRequest {
+            queue_name: queue.to_string(),
+        };
+        self.queues(req, |mut c, r| async move { c.list_queue_tags(r).await })
+            .await
+            .map(|r| r.tags)
+    }
+
+    /// Queues that use `queue` as their dead-letter queue.
+    pub async fn list_dead_letter_source_queues(&self, queue: &str) -> Result<Vec<String>, Error> {
+        let req = pb::ListDeadLetterSourceQueuesRequest {
+            queue_name: queue.to_string(),
+            max_results: 0,
+            next_token: String::new(),
+        };
+        self.queues(req, |mut c, r| async move {
+            c.list_dead_letter_source_queues(r).await
+        })
+        .await
+        .map(|r| r.queue_names)
+    }
+
+    /// Starts moving a dead-letter queue's messages back (or to `to`).
+    pub async fn start_message_move_task(
+        &self,
+        req: pb::StartMessageMoveTaskRequest,
+    ) -> Result<String, Error> {
+        self.queues(
+            req,
+            |mut c, r| async move { c.start_message_move_task(r).await },
+        )
+        .await
+        .map(|r| r.task_handle)
+    }
+
+    /// A dead-letter queue's move tasks, newest first.
+    pub async fn list_message_move_tasks(
+        &self,
+        source_arn: &str,
+        max: i32,
+    ) -> Result<Vec<pb::MessageMoveTask>, Error> {
+        let req = pb::ListMessageMoveTasksRequest {
+            source_arn: source_arn.to_string(),
+            max_results: max,
+        };
+        self.queues(
+            req,
+            |mut c, r| async move { c.list_message_move_tasks(r).await },
+        )
+        .await
+        .map(|r| r.results)
+    }
+
+    /// Cancels a move task; returns how many messages it moved.
+    pub async fn cancel_message_move_task(&self, handle: &str) -> Result<i64, Error> {
+        let req = pb::CancelMessageMoveTaskRequest {
+            task_handle: handle.to_string(),
+        };
+        self.queues(req, |mut c, r| async move {
+            c.cancel_message_move_task(r).await
+        })
+        .await
+        .map(|r| r.approximate_number_of_messages_moved)
     }
 
     /// The cluster's status, as the leader sees it (or the called node, when

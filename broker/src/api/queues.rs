@@ -23,6 +23,23 @@ use crate::queues::receipt::Receipt;
 use crate::queues::{self, redrive, CreateQueue, ListQueues, Queue};
 use crate::router::{now_ms, RouteError};
 
+/// Counts a long poll as waiting (`sluice_long_polls_waiting`) while held,
+/// also when the call is cancelled.
+struct Waiting;
+
+impl Waiting {
+    fn start() -> Waiting {
+        metrics::gauge!("sluice_long_polls_waiting").increment(1.0);
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        metrics::gauge!("sluice_long_polls_waiting").decrement(1.0);
+    }
+}
+
 /// Serves the queue API.
 pub struct QueuesApi {
     ctx: Context,
@@ -794,6 +811,7 @@ impl pb::queues_server::Queues for QueuesApi {
                     let in_ms = due.saturating_sub(now_ms());
                     until = until.min(now + Duration::from_millis(in_ms + 1));
                 }
+                let _waiting = Waiting::start();
                 tokio::select! {
                     _ = &mut notified => {}
                     _ = tokio::time::sleep_until(until.into()) => {}

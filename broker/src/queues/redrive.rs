@@ -226,7 +226,11 @@ pub fn step_task(txn: &mut Txn<'_>, ctx: &Ctx, name: &str) -> ApplyResult<Step> 
             task.failure = Some(format!(
                 "message {id} has no source queue to return to; give a destination"
             ));
-        } else if moved == 0 || task.moved >= task.to_move {
+        } else if task.moved >= task.to_move
+            || q.state.available + q.state.in_flight + q.state.delayed == 0
+        {
+            // Done once it moved what was there, or nothing is left (messages
+            // in flight or delayed come back and are moved then).
             task.status = MoveStatus::Completed;
         }
     }

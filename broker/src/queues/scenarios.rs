@@ -694,6 +694,47 @@ fn a_move_task_returns_dead_letters_to_their_source() {
     assert_eq!(task.moved, 3);
 }
 
+#[test]
+fn a_move_task_waits_for_dead_letters_in_flight() {
+    let mut w = World::new();
+    w.create("dlq", &[]);
+    w.create("src", &[("RedrivePolicy", &redrive("dlq", 1))]);
+    w.send("src", msg("m"));
+    w.receive("src", 1, Some(0));
+    w.receive("src", 1, Some(0));
+    w.move_outbox("src");
+    // Someone is looking at the dead letter when the task starts.
+    assert_eq!(w.receive("dlq", 1, Some(30)).len(), 1);
+    w.run(Command::StartMoveTask {
+        queue: "dlq".into(),
+        destination: None,
+        rate: None,
+    })
+    .unwrap();
+    w.run(Command::MoveTaskStep {
+        queue: "dlq".into(),
+    })
+    .unwrap();
+    let task = crate::queues::redrive::tasks(&w.state, 1)
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        task.status,
+        MoveStatus::Running,
+        "still one message to move"
+    );
+    w.advance(30);
+    w.run(Command::MoveTaskStep {
+        queue: "dlq".into(),
+    })
+    .unwrap();
+    assert_eq!(w.move_outbox("dlq"), 1);
+    let task = crate::queues::redrive::tasks(&w.state, 1)
+        .unwrap()
+        .remove(0);
+    assert_eq!((task.status, task.moved), (MoveStatus::Completed, 1));
+}
+
 // ---- FIFO queues ---------------------------------------------------------------
 
 #[test]

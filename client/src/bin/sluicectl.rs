@@ -111,6 +111,94 @@ enum QueueCmd {
         /// Queue name.
         name: String,
     },
+    /// Show a queue's attributes and message counts, or change attributes.
+    Attributes {
+        /// Queue name.
+        name: String,
+        /// Set NAME=VALUE; repeatable. Without it, print the attributes.
+        #[arg(long = "set", value_parser = parse_pair)]
+        set: Vec<(String, String)>,
+    },
+    /// Send a message, or one per line of stdin with --stdin.
+    Send {
+        /// Queue name.
+        name: String,
+        /// The body (omit with --stdin).
+        body: Option<String>,
+        /// Read bodies from stdin, one per line.
+        #[arg(long)]
+        stdin: bool,
+        /// Delay in seconds (standard queues).
+        #[arg(long)]
+        delay: Option<i32>,
+        /// Message group id (FIFO).
+        #[arg(long)]
+        group: Option<String>,
+        /// Deduplication id (FIFO).
+        #[arg(long)]
+        dedup: Option<String>,
+        /// String attribute as NAME=VALUE; repeatable.
+        #[arg(long = "attribute", short = 'a', value_parser = parse_pair)]
+        attributes: Vec<(String, String)>,
+    },
+    /// Receive messages (and delete them with --delete).
+    Receive {
+        /// Queue name.
+        name: String,
+        /// 1-10.
+        #[arg(long, default_value_t = 1)]
+        max: i32,
+        /// Long-poll wait, seconds (0-20).
+        #[arg(long, default_value_t = 0)]
+        wait: i32,
+        /// Visibility timeout, seconds.
+        #[arg(long)]
+        visibility: Option<i32>,
+        /// Delete each message once printed.
+        #[arg(long)]
+        delete: bool,
+    },
+    /// Delete one message by receipt handle.
+    DeleteMessage {
+        /// Queue name.
+        name: String,
+        /// Receipt handle from a receive.
+        receipt_handle: String,
+    },
+    /// Delete every message in a queue.
+    Purge {
+        /// Queue name.
+        name: String,
+    },
+    /// Show or change tags.
+    Tags {
+        /// Queue name.
+        name: String,
+        /// Add KEY=VALUE; repeatable.
+        #[arg(long = "add", value_parser = parse_pair)]
+        add: Vec<(String, String)>,
+        /// Remove KEY; repeatable.
+        #[arg(long = "remove")]
+        remove: Vec<String>,
+    },
+    /// Move a dead-letter queue's messages back to their source queues (or
+    /// to --to), or show (--status) or cancel (--cancel HANDLE) such moves.
+    Redrive {
+        /// The dead-letter queue.
+        name: String,
+        /// Destination queue instead of each message's source.
+        #[arg(long)]
+        to: Option<String>,
+        /// Messages per second (1-500).
+        #[arg(long)]
+        rate: Option<i32>,
+        /// Show the queue's recent move tasks instead.
+        #[arg(long)]
+        status: bool,
+        /// Cancel the move task with this handle instead.
+        #[arg(long)]
+        cancel: Option<String>,
+    },
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -234,64 +322,249 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 }
             }
         },
-        Command::Queue(cmd) => match cmd {
-            QueueCmd::Create {
-                name,
-                attributes,
-                tags,
-            } => {
-                let r = client
-                    .create_queue_with_tags(
-                        &name,
-                        attributes.into_iter().collect::<HashMap<_, _>>(),
-                        tags.into_iter().collect::<HashMap<_, _>>(),
+        Command::Queue(cmd) => queue(&client, json, cmd).await?,
+    }
+    Ok(())
+}
+
+async fn queue(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error> {
+    match cmd {
+        QueueCmd::Create {
+            name,
+            attributes,
+            tags,
+        } => {
+            let r = client
+                .create_queue_with_tags(
+                    &name,
+                    attributes.into_iter().collect::<HashMap<_, _>>(),
+                    tags.into_iter().collect::<HashMap<_, _>>(),
+                )
+                .await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"queue_url": r.queue_url, "queue_arn": r.queue_arn, "created": r.created})
+                );
+            } else {
+                println!("{}", r.queue_url);
+            }
+        }
+        QueueCmd::List { prefix, local } => {
+            let consistency = if local {
+                Consistency::Local
+            } else {
+                Consistency::Linearizable
+            };
+            let queues = client.list_queues(&prefix, consistency).await?;
+            if json {
+                let v: Vec<_> = queues
+                    .iter()
+                    .map(|q| json!({"name": q.name, "url": q.url}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for q in queues {
+                    println!("{}", q.url);
+                }
+            }
+        }
+        QueueCmd::Url { name } => {
+            let url = client
+                .get_queue_url(&name, Consistency::Linearizable)
+                .await?;
+            if json {
+                println!("{}", json!({ "queue_url": url }));
+            } else {
+                println!("{url}");
+            }
+        }
+        QueueCmd::Delete { name } => {
+            client.delete_queue(&name).await?;
+            if json {
+                println!("{}", json!({ "deleted": name }));
+            }
+        }
+        QueueCmd::Attributes { name, set } => {
+            if !set.is_empty() {
+                client
+                    .set_queue_attributes(&name, set.into_iter().collect())
+                    .await?;
+            }
+            let attrs: std::collections::BTreeMap<_, _> = client
+                .get_queue_attributes(&name, &[])
+                .await?
+                .into_iter()
+                .collect();
+            if json {
+                println!("{}", json!(attrs));
+            } else {
+                for (k, v) in attrs {
+                    println!("{k:<40} {v}");
+                }
+            }
+        }
+        QueueCmd::Send {
+            name,
+            body,
+            stdin,
+            delay,
+            group,
+            dedup,
+            attributes,
+        } => {
+            let bodies: Vec<String> = if stdin {
+                std::io::stdin()
+                    .lines()
+                    .map_while(Result::ok)
+                    .filter(|l| !l.is_empty())
+                    .collect()
+            } else {
+                vec![body.ok_or_else(|| Error::Config("give the message body, or --stdin".into()))?]
+            };
+            let message_attributes: HashMap<String, pb::MessageAttributeValue> = attributes
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        pb::MessageAttributeValue {
+                            data_type: "String".into(),
+                            string_value: v,
+                            binary_value: Vec::new(),
+                        },
                     )
+                })
+                .collect();
+            for body in bodies {
+                let r = client
+                    .send_message(pb::SendMessageRequest {
+                        queue_name: name.clone(),
+                        message_body: body,
+                        delay_seconds: delay,
+                        message_attributes: message_attributes.clone(),
+                        message_system_attributes: HashMap::new(),
+                        message_deduplication_id: dedup.clone().unwrap_or_default(),
+                        message_group_id: group.clone().unwrap_or_default(),
+                    })
                     .await?;
                 if json {
                     println!(
                         "{}",
-                        json!({"queue_url": r.queue_url, "queue_arn": r.queue_arn, "created": r.created})
+                        json!({"message_id": r.message_id, "md5_of_message_body": r.md5_of_message_body, "sequence_number": r.sequence_number})
                     );
                 } else {
-                    println!("{}", r.queue_url);
+                    println!("{}", r.message_id);
                 }
             }
-            QueueCmd::List { prefix, local } => {
-                let consistency = if local {
-                    Consistency::Local
-                } else {
-                    Consistency::Linearizable
-                };
-                let queues = client.list_queues(&prefix, consistency).await?;
+        }
+        QueueCmd::Receive {
+            name,
+            max,
+            wait,
+            visibility,
+            delete,
+        } => {
+            let r = client
+                .receive_message(pb::ReceiveMessageRequest {
+                    queue_name: name.clone(),
+                    message_system_attribute_names: vec!["All".into()],
+                    message_attribute_names: vec!["All".into()],
+                    max_number_of_messages: max,
+                    visibility_timeout: visibility,
+                    wait_time_seconds: Some(wait),
+                    receive_request_attempt_id: String::new(),
+                })
+                .await?;
+            for m in &r.messages {
                 if json {
-                    let v: Vec<_> = queues
+                    let attrs: std::collections::BTreeMap<_, _> = m.attributes.iter().collect();
+                    let mattrs: std::collections::BTreeMap<_, _> = m
+                        .message_attributes
                         .iter()
-                        .map(|q| json!({"name": q.name, "url": q.url}))
+                        .map(|(k, v)| (k.clone(), v.string_value.clone()))
                         .collect();
-                    println!("{}", serde_json::Value::Array(v));
+                    println!(
+                        "{}",
+                        json!({"message_id": m.message_id, "receipt_handle": m.receipt_handle, "body": m.body, "attributes": attrs, "message_attributes": mattrs})
+                    );
                 } else {
-                    for q in queues {
-                        println!("{}", q.url);
+                    println!("{}", m.body);
+                }
+                if delete {
+                    client.delete_message(&name, &m.receipt_handle).await?;
+                }
+            }
+        }
+        QueueCmd::DeleteMessage {
+            name,
+            receipt_handle,
+        } => client.delete_message(&name, &receipt_handle).await?,
+        QueueCmd::Purge { name } => client.purge_queue(&name).await?,
+        QueueCmd::Tags { name, add, remove } => {
+            if !add.is_empty() {
+                client.tag_queue(&name, add.into_iter().collect()).await?;
+            }
+            if !remove.is_empty() {
+                client.untag_queue(&name, remove).await?;
+            }
+            let tags: std::collections::BTreeMap<_, _> =
+                client.list_queue_tags(&name).await?.into_iter().collect();
+            if json {
+                println!("{}", json!(tags));
+            } else {
+                for (k, v) in tags {
+                    println!("{k}={v}");
+                }
+            }
+        }
+        QueueCmd::Redrive {
+            name,
+            to,
+            rate,
+            status,
+            cancel,
+        } => {
+            // ARNs are built from the cluster's identity, which the queue
+            // URL does not carry: ask the cluster.
+            let status_info = client.cluster_status(false).await?;
+            let arn_of = |n: &str| {
+                format!(
+                    "arn:aws:sqs:{}:{}:{n}",
+                    status_info.region, status_info.account_id
+                )
+            };
+            if let Some(handle) = cancel {
+                let moved = client.cancel_message_move_task(&handle).await?;
+                println!("cancelled after moving {moved} messages");
+            } else if status {
+                for t in client.list_message_move_tasks(&arn_of(&name), 10).await? {
+                    if json {
+                        println!(
+                            "{}",
+                            json!({"task_handle": t.task_handle, "status": t.status, "moved": t.approximate_number_of_messages_moved, "to_move": t.approximate_number_of_messages_to_move, "failure_reason": t.failure_reason})
+                        );
+                    } else {
+                        println!(
+                            "{} {} moved {}/{} {}",
+                            t.task_handle,
+                            t.status,
+                            t.approximate_number_of_messages_moved,
+                            t.approximate_number_of_messages_to_move,
+                            t.failure_reason
+                        );
                     }
                 }
-            }
-            QueueCmd::Url { name } => {
-                let url = client
-                    .get_queue_url(&name, Consistency::Linearizable)
+            } else {
+                let handle = client
+                    .start_message_move_task(pb::StartMessageMoveTaskRequest {
+                        source_arn: arn_of(&name),
+                        destination_arn: to.as_deref().map(arn_of),
+                        max_number_of_messages_per_second: rate,
+                    })
                     .await?;
-                if json {
-                    println!("{}", json!({ "queue_url": url }));
-                } else {
-                    println!("{url}");
-                }
+                println!("{handle}");
             }
-            QueueCmd::Delete { name } => {
-                client.delete_queue(&name).await?;
-                if json {
-                    println!("{}", json!({ "deleted": name }));
-                }
-            }
-        },
+        }
     }
     Ok(())
 }
