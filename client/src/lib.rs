@@ -122,11 +122,22 @@ impl Default for Options {
     }
 }
 
-/// A client of a Sluice cluster. Cheap to share; calls may run concurrently.
+/// A client of a Sluice cluster. Calls may run concurrently; clones share
+/// the connections.
 pub struct Client {
     nodes: Vec<(String, Channel)>,
     next: AtomicUsize,
     options: Options,
+}
+
+impl Clone for Client {
+    fn clone(&self) -> Self {
+        Client {
+            nodes: self.nodes.clone(),
+            next: AtomicUsize::new(self.next.load(Ordering::Relaxed)),
+            options: self.options.clone(),
+        }
+    }
 }
 
 /// A queue as `ListQueues` returns it.

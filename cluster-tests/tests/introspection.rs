@@ -129,3 +129,55 @@ async fn a_generic_python_client_lists_and_calls_services_by_reflection() {
         assert!(stdout.contains(needle), "{needle} missing from {stdout}");
     }
 }
+
+/// A client in another language, generated from `proto/` with grpcio-tools,
+/// does a create / send / receive / delete round trip.
+#[tokio::test]
+async fn a_python_client_generated_from_the_protos_round_trips_a_message() {
+    let _serial = serial().await;
+    let mut c = Cluster::start(1, &[]);
+    c.leader(ELECTION).await;
+    let out_dir = tempfile::tempdir().unwrap();
+    let proto_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/queue_roundtrip.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(proto_dir)
+        .arg(out_dir.path())
+        .arg(&c.nodes[&1].addr)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "queue_roundtrip.py failed (are cluster-tests/python/requirements.txt installed?):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |name: &str| -> String {
+        let needle = format!("\"{name}\": ");
+        let start = stdout
+            .find(&needle)
+            .unwrap_or_else(|| panic!("{name} in {stdout}"))
+            + needle.len();
+        let rest = &stdout[start..];
+        let end = rest.find([',', '}']).unwrap();
+        rest[..end].trim().trim_matches('"').to_string()
+    };
+    assert_eq!(field("body"), "hello from python");
+    assert_eq!(field("sent_id"), field("received_id"));
+    assert_eq!(field("md5_sent"), field("md5_received"));
+    // MD5 of "hello from python", as SQS computes MD5OfMessageBody.
+    assert_eq!(field("md5_sent"), "c03e4d3500eaf92988447831c7a18a5f");
+    assert_eq!(field("kind"), "greeting");
+    assert_eq!(field("receive_count"), "1");
+    assert_eq!(field("left"), "0");
+    assert_eq!(field("in_flight"), "0");
+    assert!(
+        stdout.contains("\"code\": \"INVALID_ARGUMENT\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("message_body: must not be empty"),
+        "{stdout}"
+    );
+}
