@@ -388,9 +388,27 @@ pub struct Taken {
     pub stranded: Vec<String>,
 }
 
+/// Up to `n` keys under `prefix` after `after` (or from the start).
+fn keys_after(
+    state: &dyn StateRead,
+    prefix: &[u8],
+    after: Option<&Vec<u8>>,
+    n: usize,
+) -> ApplyResult<Vec<Vec<u8>>> {
+    let start = match after {
+        Some(k) => std::ops::Bound::Excluded(k.clone()),
+        None => std::ops::Bound::Included(prefix.to_vec()),
+    };
+    state
+        .range(start, crate::store::keys::prefix_end(prefix), false)
+        .take(n)
+        .map(|kv| kv.map(|(k, _)| k).map_err(Into::into))
+        .collect()
+}
+
 /// Takes up to `max` receivable messages, oldest first (FIFO: by group),
 /// clearing expired messages and dead-lettering over-received ones on the
-/// way.
+/// way. Candidates are read as needed, at most `max` + [`SCAN_SLACK`] in all.
 pub fn take(
     txn: &mut Txn<'_>,
     ctx: &Ctx,
@@ -400,47 +418,71 @@ pub fn take(
 ) -> ApplyResult<Taken> {
     let mut taken = Taken::default();
     let mut budget = max + SCAN_SLACK;
+    let got = |t: &Taken| t.delivered.len() + t.moved as usize;
     if q.fifo() {
-        for group in fifo::ready_groups(txn, &q.keys, max + SCAN_SLACK)? {
-            if taken.delivered.len() as u64 + taken.moved >= max as u64 || budget == 0 {
+        let prefix = q.keys.gready_prefix();
+        let mut after_group = None;
+        'groups: while got(&taken) < max && budget > 0 {
+            let keys = keys_after(txn, &prefix, after_group.as_ref(), max - got(&taken))?;
+            let Some(last) = keys.last().cloned() else {
                 break;
-            }
-            let seqs = fifo::group_messages(txn, &q.keys, &group, budget)?;
-            for seq in seqs {
-                budget = budget.saturating_sub(1);
-                if taken.delivered.len() as u64 + taken.moved >= max as u64 {
-                    break;
-                }
-                let Some(head) = load_head(txn, &q.keys, seq)? else {
+            };
+            after_group = Some(last);
+            for k in keys {
+                let Some((group, _)) = crate::store::keys::read_str(&k, prefix.len() + 8) else {
                     continue;
                 };
-                if head.visibility != Visibility::Available {
-                    break;
+                let group = group.to_string();
+                let group_prefix = q.keys.grp_prefix(&group);
+                let mut after_message = None;
+                'messages: while got(&taken) < max && budget > 0 {
+                    let want = (max - got(&taken)).min(budget);
+                    let msgs = keys_after(txn, &group_prefix, after_message.as_ref(), want)?;
+                    let Some(last) = msgs.last().cloned() else {
+                        break;
+                    };
+                    after_message = Some(last);
+                    for mk in msgs {
+                        budget -= 1;
+                        let seq = read_u64(&mk, group_prefix.len()).unwrap_or(0);
+                        let Some(head) = load_head(txn, &q.keys, seq)? else {
+                            continue;
+                        };
+                        if head.visibility != Visibility::Available {
+                            break 'messages;
+                        }
+                        handle_one(txn, ctx, q, seq, head, how, &mut taken)?;
+                        if !taken.stranded.is_empty() || got(&taken) >= max {
+                            break 'messages;
+                        }
+                    }
                 }
-                handle_one(txn, ctx, q, seq, head, how, &mut taken)?;
-                if !taken.stranded.is_empty() {
-                    break;
+                fifo::refresh(txn, &q.keys, &group)?;
+                if !taken.stranded.is_empty() || got(&taken) >= max || budget == 0 {
+                    break 'groups;
                 }
             }
-            fifo::refresh(txn, &q.keys, &group)?;
         }
     } else {
         let prefix = q.keys.ready_prefix();
-        let mut seqs = Vec::new();
-        for kv in txn.scan_prefix(&prefix).take(budget) {
-            let (k, _) = kv?;
-            seqs.push(read_u64(&k, prefix.len()).unwrap_or(0));
-        }
-        for seq in seqs {
-            if taken.delivered.len() as u64 + taken.moved >= max as u64 {
+        let mut after = None;
+        while got(&taken) < max && budget > 0 {
+            let want = (max - got(&taken)).min(budget);
+            let keys = keys_after(txn, &prefix, after.as_ref(), want)?;
+            let Some(last) = keys.last().cloned() else {
                 break;
-            }
-            let Some(head) = load_head(txn, &q.keys, seq)? else {
-                continue;
             };
-            handle_one(txn, ctx, q, seq, head, how, &mut taken)?;
-            if !taken.stranded.is_empty() {
-                break;
+            after = Some(last);
+            for k in keys {
+                budget -= 1;
+                let seq = read_u64(&k, prefix.len()).unwrap_or(0);
+                let Some(head) = load_head(txn, &q.keys, seq)? else {
+                    continue;
+                };
+                handle_one(txn, ctx, q, seq, head, how, &mut taken)?;
+                if !taken.stranded.is_empty() {
+                    return Ok(taken);
+                }
             }
         }
     }

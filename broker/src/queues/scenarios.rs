@@ -957,3 +957,103 @@ fn a_deleted_queue_is_collected_and_its_name_starts_afresh() {
     w.create("q", &[]);
     assert!(w.receive("q", 10, None).is_empty());
 }
+
+// ---- cost -------------------------------------------------------------------------
+
+/// Counts what is read through it.
+struct Counting<'a> {
+    inner: &'a dyn StateRead,
+    reads: std::cell::Cell<usize>,
+}
+
+impl StateRead for Counting<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+        self.reads.set(self.reads.get() + 1);
+        self.inner.get(key)
+    }
+
+    fn range(
+        &self,
+        start: std::ops::Bound<Vec<u8>>,
+        end: std::ops::Bound<Vec<u8>>,
+        reverse: bool,
+    ) -> crate::store::KvIter<'_> {
+        Box::new(self.inner.range(start, end, reverse).inspect(|_| {
+            self.reads.set(self.reads.get() + 1);
+        }))
+    }
+}
+
+/// Store reads of one receive (and of one send) on a queue `depth` deep.
+fn reads_at_depth(fifo_queue: bool, depth: usize) -> (usize, usize) {
+    let mut w = World::new();
+    let name = if fifo_queue { "d.fifo" } else { "d" };
+    w.create(
+        name,
+        &[(
+            "ContentBasedDeduplication",
+            if fifo_queue { "true" } else { "false" },
+        )][..usize::from(fifo_queue)],
+    );
+    for chunk in (0..depth).collect::<Vec<_>>().chunks(100) {
+        let batch = chunk
+            .iter()
+            .map(|i| {
+                if fifo_queue {
+                    // Same shape at every depth: two groups.
+                    fifo(&format!("m{i}"), &format!("g{}", i % 2), None)
+                } else {
+                    msg(&format!("m{i}"))
+                }
+            })
+            .collect();
+        w.send_all(name, batch);
+    }
+    // Some in flight too, with timers in the due index.
+    w.receive(name, 10, Some(3600));
+    let count = |w: &World, cmd: Command| {
+        let counting = Counting {
+            inner: &w.state,
+            reads: std::cell::Cell::new(0),
+        };
+        let mut txn = crate::store::Txn::new(&counting);
+        let mut effects = Effects::default();
+        machine::apply(&mut txn, &Ctx { now_ms: w.now }, &cmd, &mut effects).unwrap();
+        counting.reads.get()
+    };
+    let receive = count(
+        &w,
+        Command::ReceiveMessages {
+            queue: name.into(),
+            request: ReceiveRequest {
+                max: 10,
+                visibility_timeout: Some(30),
+                attempt_id: None,
+            },
+        },
+    );
+    let send = count(
+        &w,
+        Command::SendMessages {
+            queue: name.into(),
+            messages: vec![if fifo_queue {
+                fifo("new", "g0", None)
+            } else {
+                msg("new")
+            }],
+        },
+    );
+    (receive, send)
+}
+
+#[test]
+fn receive_and_send_cost_the_same_at_any_depth() {
+    for fifo_queue in [false, true] {
+        let shallow = reads_at_depth(fifo_queue, 10 + 10);
+        let deep = reads_at_depth(fifo_queue, 20_000);
+        assert_eq!(
+            shallow, deep,
+            "store reads (receive, send) at depth 20 vs 20 000, fifo={fifo_queue}"
+        );
+    }
+}
