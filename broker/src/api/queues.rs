@@ -687,15 +687,7 @@ impl pb::queues_server::Queues for QueuesApi {
                 );
                 (id, m)
             });
-            let total: usize = messages.iter().map(NewMessage::size).sum();
-            if total > MAX_MESSAGE_BYTES {
-                return Err(DomainError::invalid_with_code(
-                    "BatchRequestTooLong",
-                    "entries",
-                    format!("the batch is {total} bytes; at most {MAX_MESSAGE_BYTES} in all"),
-                )
-                .into());
-            }
+            message::validate_batch_size(&messages)?;
             let mut successful = Vec::new();
             if !messages.is_empty() {
                 let out = self

@@ -379,6 +379,19 @@ pub fn validate_batch_ids<'a>(
     Ok(())
 }
 
+/// Checks that a batch's messages fit in one request (1 MiB in all).
+pub fn validate_batch_size(messages: &[NewMessage]) -> Result<(), DomainError> {
+    let total: usize = messages.iter().map(NewMessage::size).sum();
+    if total > MAX_MESSAGE_BYTES {
+        return Err(DomainError::invalid_with_code(
+            "BatchRequestTooLong",
+            "entries",
+            format!("the batch is {total} bytes; at most {MAX_MESSAGE_BYTES} in all"),
+        ));
+    }
+    Ok(())
+}
+
 /// Hex MD5 of `bytes`.
 pub fn md5_hex(bytes: &[u8]) -> String {
     hex::encode(Md5::digest(bytes))
@@ -540,6 +553,25 @@ mod tests {
                 .code,
             "InvalidBatchEntryId"
         );
+    }
+
+    #[test]
+    fn a_batch_must_fit_in_one_mebibyte() {
+        let m = |n: usize| {
+            NewMessage::validate(
+                "",
+                false,
+                Outgoing {
+                    body: "x".repeat(n),
+                    ..Outgoing::default()
+                },
+            )
+            .unwrap()
+        };
+        assert!(validate_batch_size(&[m(500_000), m(500_000)]).is_ok());
+        let err = validate_batch_size(&[m(600_000), m(500_000)]).unwrap_err();
+        assert_eq!(err.code, "BatchRequestTooLong");
+        assert_eq!(err.field.as_deref(), Some("entries"));
     }
 
     #[test]
