@@ -18,7 +18,7 @@ use crate::error::DomainError;
 use crate::queues::attributes::{self, queue_name_from_arn, Attribute};
 use crate::queues::delivery::{ReceiveRequest, Received};
 use crate::queues::layout::MoveTask;
-use crate::queues::message::{self, AttributeValue, NewMessage, Outgoing, MAX_MESSAGE_BYTES};
+use crate::queues::message::{self, AttributeValue, NewMessage, Outgoing};
 use crate::queues::receipt::Receipt;
 use crate::queues::{self, redrive, CreateQueue, ListQueues, Queue};
 use crate::router::{now_ms, RouteError};
