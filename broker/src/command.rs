@@ -22,6 +22,9 @@ use crate::queues::layout::{MoveTask, Moving, QueueState};
 use crate::queues::message::NewMessage;
 use crate::queues::receipt::Receipt;
 use crate::queues::redrive::Step;
+use crate::streams::iterator::Position;
+use crate::streams::records::{NewRecord, Placed, Read};
+use crate::streams::{self, ConsumerMeta, Stream};
 
 /// One Raft log entry's payload: the commands the leader batched together,
 /// with the time it stamped on them.
@@ -161,6 +164,94 @@ pub enum Command {
         /// The dead-letter queue.
         queue: String,
     },
+    /// Create a stream, or confirm an identical one exists.
+    CreateStream(streams::CreateStream),
+    /// Delete a stream (its records are collected in the background).
+    DeleteStream {
+        /// Stream name.
+        name: String,
+    },
+    /// Put records (PutRecord, PutRecords).
+    PutRecords {
+        /// Stream name.
+        stream: String,
+        /// The records.
+        records: Vec<NewRecord>,
+    },
+    /// Increase or decrease the retention period.
+    SetStreamRetention {
+        /// Stream name.
+        name: String,
+        /// Hours.
+        hours: u32,
+        /// IncreaseStreamRetentionPeriod (else Decrease...).
+        increase: bool,
+    },
+    /// Split a shard.
+    SplitShard {
+        /// Stream name.
+        name: String,
+        /// Shard index.
+        shard: u32,
+        /// First hash key of the second child.
+        new_start: u128,
+    },
+    /// Merge two adjacent shards.
+    MergeShards {
+        /// Stream name.
+        name: String,
+        /// Shard index.
+        shard: u32,
+        /// The adjacent shard's index.
+        adjacent: u32,
+    },
+    /// Rescale to a number of uniform shards.
+    UpdateShardCount {
+        /// Stream name.
+        name: String,
+        /// Target open shards.
+        target: u32,
+    },
+    /// Add or replace stream tags.
+    TagStream {
+        /// Stream name.
+        name: String,
+        /// Tags.
+        tags: BTreeMap<String, String>,
+    },
+    /// Remove stream tags.
+    UntagStream {
+        /// Stream name.
+        name: String,
+        /// Keys.
+        keys: Vec<String>,
+    },
+    /// Register an enhanced fan-out consumer.
+    RegisterConsumer {
+        /// Stream name.
+        name: String,
+        /// Consumer name.
+        consumer: String,
+    },
+    /// Deregister a consumer.
+    DeregisterConsumer {
+        /// Stream name.
+        name: String,
+        /// Consumer name.
+        consumer: String,
+    },
+    /// Drop a shard's records past retention (the leader's schedule).
+    TrimShard {
+        /// Stream name.
+        name: String,
+        /// Shard index.
+        shard: u32,
+    },
+    /// Delete a bounded part of a deleted stream's records.
+    CollectStream {
+        /// Stream id.
+        sid: u64,
+    },
 }
 
 impl Command {
@@ -184,6 +275,19 @@ impl Command {
             Command::StartMoveTask { .. } => "StartMoveTask",
             Command::CancelMoveTask { .. } => "CancelMoveTask",
             Command::MoveTaskStep { .. } => "MoveTaskStep",
+            Command::CreateStream(_) => "CreateStream",
+            Command::DeleteStream { .. } => "DeleteStream",
+            Command::PutRecords { .. } => "PutRecords",
+            Command::SetStreamRetention { .. } => "SetStreamRetention",
+            Command::SplitShard { .. } => "SplitShard",
+            Command::MergeShards { .. } => "MergeShards",
+            Command::UpdateShardCount { .. } => "UpdateShardCount",
+            Command::TagStream { .. } => "TagStream",
+            Command::UntagStream { .. } => "UntagStream",
+            Command::RegisterConsumer { .. } => "RegisterConsumer",
+            Command::DeregisterConsumer { .. } => "DeregisterConsumer",
+            Command::TrimShard { .. } => "TrimShard",
+            Command::CollectStream { .. } => "CollectStream",
         }
     }
 
@@ -206,6 +310,9 @@ impl Command {
                     .iter()
                     .map(|(_, m)| m.body.body.len() + 256)
                     .sum::<usize>()
+            }
+            Command::PutRecords { records, .. } => {
+                32 + records.iter().map(|r| r.size() + 32).sum::<usize>()
             }
             Command::DeleteMessages { receipts, .. } => 32 + receipts.len() * 32,
             Command::ChangeVisibility { changes, .. } => 32 + changes.len() * 40,
@@ -233,6 +340,19 @@ impl Command {
             | Command::CancelMoveTask { queue, .. }
             | Command::MoveTaskStep { queue } => Resource::Queue(queue),
             Command::CollectGarbage { qid, .. } => Resource::QueueData(*qid),
+            Command::CreateStream(c) => Resource::Stream(&c.name),
+            Command::DeleteStream { name }
+            | Command::SetStreamRetention { name, .. }
+            | Command::SplitShard { name, .. }
+            | Command::MergeShards { name, .. }
+            | Command::UpdateShardCount { name, .. }
+            | Command::TagStream { name, .. }
+            | Command::UntagStream { name, .. }
+            | Command::RegisterConsumer { name, .. }
+            | Command::DeregisterConsumer { name, .. }
+            | Command::TrimShard { name, .. } => Resource::Stream(name),
+            Command::PutRecords { stream, .. } => Resource::Stream(stream),
+            Command::CollectStream { sid } => Resource::StreamData(*sid),
         }
     }
 }
@@ -244,6 +364,10 @@ pub enum Resource<'a> {
     Queue(&'a str),
     /// The stored data of a queue (possibly deleted), by id.
     QueueData(u64),
+    /// A stream (its shards are part of it), by name.
+    Stream(&'a str),
+    /// The stored data of a deleted stream, by id.
+    StreamData(u64),
 }
 
 /// The result of a successfully applied command.
@@ -283,6 +407,31 @@ pub enum CommandOutput {
     },
     /// A move task step.
     MoveTaskStepped(Step),
+    /// `CreateStream` succeeded; `created` is false when it already existed.
+    StreamCreated {
+        /// Whether this command created it.
+        created: bool,
+    },
+    /// A result per record put.
+    Put(Vec<Result<Placed, DomainError>>),
+    /// The children of a split.
+    Split([u32; 2]),
+    /// The child of a merge.
+    Merged(u32),
+    /// Open shards before a rescale.
+    Rescaled {
+        /// Open shards before.
+        previous: u32,
+    },
+    /// A registered consumer.
+    Consumer(ConsumerMeta),
+    /// A trim step: records dropped and whether more are due.
+    Trimmed {
+        /// Records dropped.
+        dropped: u64,
+        /// More to do now.
+        more: bool,
+    },
 }
 
 /// The result of one command.
@@ -326,6 +475,40 @@ pub enum Query {
         /// Queue name.
         name: String,
     },
+    /// A stream's record (settings, shard map, consumers).
+    DescribeStream {
+        /// Stream name.
+        name: String,
+    },
+    /// A page of stream names.
+    ListStreams {
+        /// Continue after this name.
+        after: Option<String>,
+        /// Page size.
+        limit: u32,
+    },
+    /// Records of a shard from a position.
+    ReadShard {
+        /// Stream id.
+        stream: u64,
+        /// Shard index.
+        shard: u32,
+        /// First record number wanted.
+        from: u64,
+        /// Most records.
+        limit: u32,
+        /// About this many bytes at most.
+        max_bytes: u64,
+    },
+    /// Where a starting position points in a shard.
+    ResolvePosition {
+        /// Stream name.
+        name: String,
+        /// Shard index.
+        shard: u32,
+        /// The position.
+        position: Position,
+    },
 }
 
 impl Query {
@@ -338,6 +521,10 @@ impl Query {
             Query::QueueName { .. } => "QueueName",
             Query::DeadLetterSources { .. } => "DeadLetterSources",
             Query::MoveTasks { .. } => "MoveTasks",
+            Query::DescribeStream { .. } => "DescribeStream",
+            Query::ListStreams { .. } => "ListStreams",
+            Query::ReadShard { .. } => "ReadShard",
+            Query::ResolvePosition { .. } => "ResolvePosition",
         }
     }
 }
@@ -355,6 +542,19 @@ pub enum QueryOutput {
     QueueName(Option<String>),
     /// Move tasks.
     MoveTasks(Vec<MoveTask>),
+    /// A stream.
+    Stream(Stream),
+    /// Stream names, and whether more follow.
+    Streams(Vec<String>, bool),
+    /// Records read from a shard.
+    Records(Read),
+    /// A resolved position: stream id and record number.
+    Position {
+        /// Stream id.
+        stream: u64,
+        /// Record number.
+        seq: u64,
+    },
 }
 
 /// The reply to a query.

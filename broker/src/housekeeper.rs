@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::command::{Command, CommandOutput};
 use crate::queues::{self, housekeeping};
 use crate::router::{now_ms, Router};
+use crate::streams;
 use crate::waiters::Waiters;
 
 /// How often the leader looks for due work.
@@ -94,6 +95,7 @@ async fn round(router: &Router) -> Result<(), String> {
             .await?;
         }
     }
+    streams_round(router).await?;
     let garbage = router
         .state()
         .read(|s| housekeeping::garbage(s, 100))
@@ -109,6 +111,60 @@ async fn round(router: &Router) -> Result<(), String> {
             )
             .await?
             {
+                CommandOutput::Collected { finished: false } => continue,
+                _ => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Trims shards past retention (dropping closed, emptied shards) and
+/// collects deleted streams.
+async fn streams_round(router: &Router) -> Result<(), String> {
+    let now = now_ms();
+    let due: Vec<(String, u32)> = router
+        .state()
+        .read(
+            |s| -> Result<Vec<(String, u32)>, crate::error::ApplyError> {
+                let mut due = Vec::new();
+                for name in streams::all_names(s)? {
+                    let Some(stream) = streams::load(s, &name)? else {
+                        continue;
+                    };
+                    for shard in &stream.shards {
+                        if streams::records::needs_trim(s, &stream, shard, now)? {
+                            due.push((name.clone(), shard.index));
+                        }
+                    }
+                }
+                Ok(due)
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    for (name, shard) in due {
+        for _ in 0..MAX_REPEAT {
+            match write(
+                router,
+                Command::TrimShard {
+                    name: name.clone(),
+                    shard,
+                },
+            )
+            .await?
+            {
+                CommandOutput::Trimmed { more: true, .. } => continue,
+                _ => break,
+            }
+        }
+    }
+    let garbage = router
+        .state()
+        .read(|s| streams::records::garbage(s, 100))
+        .map_err(|e| e.to_string())?;
+    for sid in garbage {
+        for _ in 0..MAX_REPEAT {
+            match write(router, Command::CollectStream { sid }).await? {
                 CommandOutput::Collected { finished: false } => continue,
                 _ => break,
             }

@@ -27,4 +27,7 @@ pub mod queues;
 pub mod raft;
 pub mod router;
 pub mod store;
+pub mod streams;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod waiters;

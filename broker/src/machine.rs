@@ -14,6 +14,7 @@ use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::ApplyResult;
 use crate::queues::{self, delivery, housekeeping, layout, redrive};
 use crate::store::{StateRead, Txn};
+use crate::streams::{self, iterator::Position, records, shards};
 
 /// What a command may know besides its arguments and the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +29,13 @@ pub struct Ctx {
 pub enum Effect {
     /// A queue has messages to receive (wakes long polls on every node).
     QueueReady(String),
+    /// A shard has new records (wakes its subscribers on every node).
+    ShardAppended {
+        /// Stream id.
+        stream: u64,
+        /// Shard index.
+        shard: u32,
+    },
 }
 
 /// The effects of the commands applied in one batch.
@@ -138,6 +146,63 @@ pub fn apply(
         Command::MoveTaskStep { queue } => Ok(CommandOutput::MoveTaskStepped(redrive::step_task(
             txn, ctx, queue,
         )?)),
+        Command::CreateStream(c) => Ok(CommandOutput::StreamCreated {
+            created: streams::create(txn, ctx, c)?,
+        }),
+        Command::DeleteStream { name } => {
+            streams::delete(txn, name)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::PutRecords { stream, records } => Ok(CommandOutput::Put(records::put(
+            txn, ctx, stream, records, effects,
+        )?)),
+        Command::SetStreamRetention {
+            name,
+            hours,
+            increase,
+        } => {
+            streams::set_retention(txn, name, *hours, *increase)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::SplitShard {
+            name,
+            shard,
+            new_start,
+        } => Ok(CommandOutput::Split(shards::split(
+            txn, ctx, name, *shard, *new_start,
+        )?)),
+        Command::MergeShards {
+            name,
+            shard,
+            adjacent,
+        } => Ok(CommandOutput::Merged(shards::merge(
+            txn, ctx, name, *shard, *adjacent,
+        )?)),
+        Command::UpdateShardCount { name, target } => Ok(CommandOutput::Rescaled {
+            previous: shards::update_count(txn, ctx, name, *target)?,
+        }),
+        Command::TagStream { name, tags } => {
+            streams::tag(txn, name, tags)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::UntagStream { name, keys } => {
+            streams::untag(txn, name, keys)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::RegisterConsumer { name, consumer } => Ok(CommandOutput::Consumer(
+            streams::register_consumer(txn, ctx, name, consumer)?,
+        )),
+        Command::DeregisterConsumer { name, consumer } => {
+            streams::deregister_consumer(txn, name, consumer)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::TrimShard { name, shard } => {
+            let (dropped, more) = records::trim(txn, ctx, name, *shard)?;
+            Ok(CommandOutput::Trimmed { dropped, more })
+        }
+        Command::CollectStream { sid } => Ok(CommandOutput::Collected {
+            finished: records::collect(txn, *sid)?,
+        }),
     }
 }
 
@@ -164,6 +229,51 @@ pub fn query(state: &dyn StateRead, query: &Query) -> ApplyResult<QueryOutput> {
         Query::MoveTasks { name } => {
             let q = queues::require(state, name)?;
             Ok(QueryOutput::MoveTasks(redrive::tasks(state, q.id)?))
+        }
+        Query::DescribeStream { name } => Ok(QueryOutput::Stream(streams::require(state, name)?)),
+        Query::ListStreams { after, limit } => {
+            let (names, more) = streams::list(state, after.as_deref(), *limit as usize)?;
+            Ok(QueryOutput::Streams(names, more))
+        }
+        Query::ReadShard {
+            stream,
+            shard,
+            from,
+            limit,
+            max_bytes,
+        } => Ok(QueryOutput::Records(records::read(
+            state,
+            *stream,
+            *shard,
+            *from,
+            *limit as usize,
+            *max_bytes as usize,
+        )?)),
+        Query::ResolvePosition {
+            name,
+            shard,
+            position,
+        } => {
+            let s = streams::require(state, name)?;
+            if s.shard(*shard).is_none() {
+                return Err(crate::error::DomainError::not_found(
+                    "ResourceNotFoundException",
+                    format!(
+                        "shard_id: stream {name:?} has no shard {}",
+                        streams::shard_id(*shard)
+                    ),
+                )
+                .into());
+            }
+            let st = records::load_state(state, s.id, *shard)?;
+            let seq = match position {
+                Position::TrimHorizon => st.first_seq,
+                Position::Latest => st.next_seq,
+                Position::At(n) => *n,
+                Position::After(n) => n + 1,
+                Position::AtTimestamp(ms) => records::seq_at_time(state, s.id, *shard, *ms)?,
+            };
+            Ok(QueryOutput::Position { stream: s.id, seq })
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Waking long polls.
 //!
-//! A receive that finds nothing waits on its queue's [`Waiters`] entry. Every
+//! A receive that finds nothing waits on its queue's [`Waiters`] entry, a
+//! shard subscription on its shard's. Every
 //! node applies every command, and the state machine reports when one made
 //! messages available on a queue ([`crate::machine::Effect::QueueReady`]);
 //! the node then wakes that queue's waiters, whichever node the client
@@ -35,6 +36,12 @@ impl Waiters {
         if let Some(n) = notify {
             n.notify_waiters();
         }
+    }
+
+    /// The name under which a shard's subscribers wait (queue names cannot
+    /// contain '/', so it never meets a queue's).
+    pub fn shard_key(stream: u64, shard: u32) -> String {
+        format!("shard/{stream}/{shard}")
     }
 
     /// Forgets wake-up points nobody holds any more.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
-use crate::error::{ApplyError, DomainError, ErrorKind};
+use crate::error::{DomainError, ErrorKind};
 use crate::machine::{self, Ctx, Effect, Effects};
 use crate::queues::delivery::{ReceiveRequest, Received, SentMessage};
 use crate::queues::housekeeping;
@@ -13,43 +13,11 @@ use crate::queues::layout::{MoveStatus, QueueState};
 use crate::queues::message::{AttributeValue, NewMessage, Outgoing};
 use crate::queues::receipt::Receipt;
 use crate::queues::CreateQueue;
-use crate::store::{MemState, StateRead};
+use crate::store::StateRead;
 
-const T0: u64 = 1_700_000_000_000;
-
-struct World {
-    state: MemState,
-    now: u64,
-    effects: Vec<Effect>,
-}
+use crate::testing::{World, T0};
 
 impl World {
-    fn new() -> World {
-        World {
-            state: MemState::default(),
-            now: T0,
-            effects: Vec::new(),
-        }
-    }
-
-    fn run(&mut self, cmd: Command) -> Result<CommandOutput, DomainError> {
-        let ctx = Ctx { now_ms: self.now };
-        let mut effects = Effects::default();
-        let r = self
-            .state
-            .run(|txn| machine::apply(txn, &ctx, &cmd, &mut effects));
-        self.effects.extend(effects.drain());
-        match r {
-            Ok(out) => Ok(out),
-            Err(ApplyError::Rejected(e)) => Err(e),
-            Err(ApplyError::Store(e)) => panic!("store: {e}"),
-        }
-    }
-
-    fn advance(&mut self, seconds: u64) {
-        self.now += seconds * 1000;
-    }
-
     fn create(&mut self, name: &str, attrs: &[(&str, &str)]) {
         let attrs: BTreeMap<String, String> = attrs
             .iter()

@@ -337,6 +337,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for effect in effects.drain() {
             match effect {
                 Effect::QueueReady(queue) => self.waiters.wake(&queue),
+                Effect::ShardAppended { stream, shard } => {
+                    self.waiters.wake(&Waiters::shard_key(stream, shard))
+                }
             }
         }
         metrics::histogram!("sluice_apply_seconds").record(started.elapsed().as_secs_f64());

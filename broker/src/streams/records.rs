@@ -1,0 +1,548 @@
+//! Records: putting, reading, trimming.
+//!
+//! Each shard numbers its records 1, 2, 3, ... (never reused); records are
+//! stored by number, so a read from a position is a range scan and a trim
+//! deletes from the front. Record numbers follow arrival, so a per-second
+//! index (`rts/`) finds the first record at or after a time.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use serde::{Deserialize, Serialize};
+
+use super::{hashing, require, shard_id, ShardMeta, Stream};
+use crate::error::{ApplyResult, DomainError};
+use crate::machine::{Ctx, Effect, Effects};
+use crate::store::keys::{prefix_end, read_u64, Key};
+use crate::store::{codec, StateRead, Txn};
+
+/// Records a trim or collection step removes at most.
+pub const STEP_LIMIT: usize = 2000;
+
+/// A shard's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardState {
+    /// Number of the next record.
+    pub next_seq: u64,
+    /// Number of the oldest record kept.
+    pub first_seq: u64,
+    /// Arrival of the newest record, ms.
+    pub last_arrival_ms: u64,
+    /// Second of the write-limit window.
+    pub window_second: u64,
+    /// Records written in that second.
+    pub window_records: u32,
+    /// Bytes written in that second.
+    pub window_bytes: u64,
+}
+
+impl ShardState {
+    fn fresh() -> Self {
+        ShardState {
+            next_seq: 1,
+            first_seq: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Number of the newest record, 0 if none was ever written.
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+}
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The data.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+    /// Partition key.
+    pub partition_key: String,
+    /// Arrival (the leader's stamp), ms.
+    pub arrival_ms: u64,
+}
+
+/// Versioned envelope of [`Record`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StoredRecord {
+    /// Version 1.
+    V1(Record),
+}
+
+/// A record to put, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRecord {
+    /// The data.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+    /// Partition key, 1-256 characters.
+    pub partition_key: String,
+    /// Hash key that picks the shard instead of the partition key's MD5.
+    pub explicit_hash_key: Option<u128>,
+}
+
+/// Most records in one PutRecords.
+pub const PUT_MAX_RECORDS: usize = 500;
+/// Most bytes in one PutRecords (data and partition keys).
+pub const PUT_MAX_BYTES: usize = 5 * 1024 * 1024;
+
+impl NewRecord {
+    /// Validates a record at the edge against the absolute limits (the
+    /// stream's own record size is checked when applied).
+    pub fn new(
+        prefix: &str,
+        data: Vec<u8>,
+        partition_key: String,
+        explicit_hash_key: &str,
+    ) -> Result<NewRecord, DomainError> {
+        let f = |n: &str| {
+            if prefix.is_empty() {
+                n.to_string()
+            } else {
+                format!("{prefix}.{n}")
+            }
+        };
+        let chars = partition_key.chars().count();
+        if !(1..=256).contains(&chars) {
+            return Err(DomainError::invalid(
+                f("partition_key"),
+                format!("must be 1-256 characters, got {chars}"),
+            ));
+        }
+        if data.len() > super::RECORD_BYTES_MAX as usize {
+            return Err(DomainError::invalid(
+                f("data"),
+                format!(
+                    "is {} bytes; at most {}",
+                    data.len(),
+                    super::RECORD_BYTES_MAX
+                ),
+            ));
+        }
+        let explicit_hash_key = if explicit_hash_key.is_empty() {
+            None
+        } else {
+            Some(hashing::parse(&f("explicit_hash_key"), explicit_hash_key)?)
+        };
+        Ok(NewRecord {
+            data,
+            partition_key,
+            explicit_hash_key,
+        })
+    }
+
+    /// Bytes the record counts toward limits.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+}
+
+/// Checks a PutRecords request: 1-500 records, 5 MiB in all.
+pub fn validate_batch(records: &[NewRecord]) -> Result<(), DomainError> {
+    if records.is_empty() || records.len() > PUT_MAX_RECORDS {
+        return Err(DomainError::invalid(
+            "records",
+            format!(
+                "must have 1 to {PUT_MAX_RECORDS} records, got {}",
+                records.len()
+            ),
+        ));
+    }
+    let total: usize = records.iter().map(NewRecord::size).sum();
+    if total > PUT_MAX_BYTES {
+        return Err(DomainError::invalid(
+            "records",
+            format!("the request is {total} bytes; at most {PUT_MAX_BYTES} in all"),
+        ));
+    }
+    Ok(())
+}
+
+/// Where a put record went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placed {
+    /// Shard index.
+    pub shard: u32,
+    /// Its number in the shard.
+    pub seq: u64,
+}
+
+/// `shard/{id}/{index}`
+pub fn state_key(sid: u64, shard: u32) -> Vec<u8> {
+    Key::new("shard").u64(sid).u64(u64::from(shard)).build()
+}
+
+/// `rec/{id}/{index}/{seq}`
+pub fn record_key(sid: u64, shard: u32, seq: u64) -> Vec<u8> {
+    Key::new("rec")
+        .u64(sid)
+        .u64(u64::from(shard))
+        .u64(seq)
+        .build()
+}
+
+fn record_prefix(sid: u64, shard: u32) -> Vec<u8> {
+    Key::new("rec").u64(sid).u64(u64::from(shard)).build()
+}
+
+fn second_key(sid: u64, shard: u32, second: u64) -> Vec<u8> {
+    Key::new("rts")
+        .u64(sid)
+        .u64(u64::from(shard))
+        .u64(second)
+        .build()
+}
+
+fn second_prefix(sid: u64, shard: u32) -> Vec<u8> {
+    Key::new("rts").u64(sid).u64(u64::from(shard)).build()
+}
+
+/// Reads a shard's counters.
+pub fn load_state(state: &dyn StateRead, sid: u64, shard: u32) -> ApplyResult<ShardState> {
+    let key = state_key(sid, shard);
+    Ok(match state.get(&key)? {
+        Some(b) => codec::decode(&key, &b)?,
+        None => ShardState::fresh(),
+    })
+}
+
+fn throughput_exceeded(stream: &Stream, shard: u32) -> DomainError {
+    DomainError::limit(
+        "ProvisionedThroughputExceededException",
+        format!(
+            "rate exceeded for shard {} in stream {:?} (limits: {} records/s, {} bytes/s)",
+            shard_id(shard),
+            stream.name,
+            stream.write_records_per_second,
+            stream.write_bytes_per_second
+        ),
+    )
+}
+
+/// Puts records; each succeeds or fails on its own.
+pub fn put(
+    txn: &mut Txn<'_>,
+    ctx: &Ctx,
+    name: &str,
+    records: &[NewRecord],
+    effects: &mut Effects,
+) -> ApplyResult<Vec<Result<Placed, DomainError>>> {
+    let stream = require(txn, name)?;
+    let now = ctx.now_ms;
+    let second = now / 1000;
+    let mut states: BTreeMap<u32, ShardState> = BTreeMap::new();
+    let mut results = Vec::with_capacity(records.len());
+    for r in records {
+        if r.data.len() > stream.max_record_bytes as usize {
+            results.push(Err(DomainError::invalid(
+                "data",
+                format!(
+                    "the record is {} bytes; the stream takes at most {}",
+                    r.data.len(),
+                    stream.max_record_bytes
+                ),
+            )));
+            continue;
+        }
+        let hash = r
+            .explicit_hash_key
+            .unwrap_or_else(|| hashing::hash_key(&r.partition_key));
+        let Some(shard) = stream.open_shard_for(hash).map(|s| s.index) else {
+            results.push(Err(DomainError::precondition(
+                "InternalFailure",
+                format!("no open shard holds hash key {hash}"),
+            )));
+            continue;
+        };
+        let st = match states.entry(shard) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(load_state(txn, stream.id, shard)?)
+            }
+        };
+        if st.window_second != second {
+            st.window_second = second;
+            st.window_records = 0;
+            st.window_bytes = 0;
+        }
+        let size = r.size() as u64;
+        let over_records = stream.write_records_per_second > 0
+            && st.window_records >= stream.write_records_per_second;
+        let over_bytes = stream.write_bytes_per_second > 0
+            && st.window_bytes + size > u64::from(stream.write_bytes_per_second);
+        if over_records || over_bytes {
+            results.push(Err(throughput_exceeded(&stream, shard)));
+            continue;
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        if st.last_arrival_ms / 1000 != second || seq == 1 {
+            txn.put_record(second_key(stream.id, shard, second), &seq);
+        }
+        st.last_arrival_ms = now;
+        st.window_records += 1;
+        st.window_bytes += size;
+        txn.put_record(
+            record_key(stream.id, shard, seq),
+            &StoredRecord::V1(Record {
+                data: r.data.clone(),
+                partition_key: r.partition_key.clone(),
+                arrival_ms: now,
+            }),
+        );
+        results.push(Ok(Placed { shard, seq }));
+    }
+    for (shard, st) in states {
+        txn.put_record(state_key(stream.id, shard), &st);
+        effects.push(Effect::ShardAppended {
+            stream: stream.id,
+            shard,
+        });
+    }
+    Ok(results)
+}
+
+/// What a read of a shard returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Read {
+    /// The stream's name.
+    pub stream: String,
+    /// (number, record) in order.
+    pub records: Vec<(u64, Record)>,
+    /// Number to read from next.
+    pub next: u64,
+    /// The shard's newest record's arrival, ms (0: none yet).
+    pub last_arrival_ms: u64,
+    /// The newest record's number.
+    pub last_seq: u64,
+    /// Set when the shard is closed and `next` is past its last record.
+    pub children: Option<Vec<ShardMeta>>,
+}
+
+/// Reads up to `limit` records (and about `max_bytes`) from number `from`
+/// of a shard; a position before the oldest record kept reads from it.
+pub fn read(
+    state: &dyn StateRead,
+    sid: u64,
+    shard: u32,
+    from: u64,
+    limit: usize,
+    max_bytes: usize,
+) -> ApplyResult<Read> {
+    let name = super::name_of(state, sid)?.ok_or_else(|| {
+        DomainError::not_found(
+            "ResourceNotFoundException",
+            "the stream of this position no longer exists",
+        )
+    })?;
+    let stream = require(state, &name)?;
+    let meta = stream.shard(shard).ok_or_else(|| {
+        DomainError::not_found(
+            "ResourceNotFoundException",
+            format!(
+                "shard {} of stream {name:?} no longer exists (trimmed after it closed)",
+                shard_id(shard)
+            ),
+        )
+    })?;
+    let st = load_state(state, sid, shard)?;
+    let start = from.max(st.first_seq);
+    let mut records = Vec::new();
+    let mut bytes = 0;
+    let mut next = start;
+    for kv in state
+        .range(
+            Bound::Included(record_key(sid, shard, start)),
+            prefix_end(&record_prefix(sid, shard)),
+            false,
+        )
+        .take(limit)
+    {
+        let (k, v) = kv?;
+        let seq = read_u64(&k, record_prefix(sid, shard).len()).unwrap_or(0);
+        let StoredRecord::V1(r) = codec::decode(&k, &v)?;
+        if !records.is_empty() && bytes + r.data.len() > max_bytes {
+            break;
+        }
+        bytes += r.data.len();
+        next = seq + 1;
+        records.push((seq, r));
+    }
+    let children = match meta.closed {
+        Some(c) if next > c.last_seq => {
+            Some(stream.children_of(shard).into_iter().cloned().collect())
+        }
+        _ => None,
+    };
+    Ok(Read {
+        stream: name,
+        records,
+        next,
+        last_arrival_ms: st.last_arrival_ms,
+        last_seq: st.last_seq(),
+        children,
+    })
+}
+
+/// The number of the first record that arrived at or after `at_ms` (or the
+/// next number, if none did yet).
+pub fn seq_at_time(state: &dyn StateRead, sid: u64, shard: u32, at_ms: u64) -> ApplyResult<u64> {
+    let st = load_state(state, sid, shard)?;
+    let prefix = second_prefix(sid, shard);
+    // The first second that could hold it, then the records of that second.
+    let mut candidate = None;
+    for kv in state
+        .range(
+            Bound::Included(second_key(sid, shard, at_ms / 1000)),
+            prefix_end(&prefix),
+            false,
+        )
+        .take(1)
+    {
+        let (k, v) = kv?;
+        candidate = Some(codec::decode::<u64>(&k, &v)?);
+    }
+    let Some(mut seq) = candidate else {
+        return Ok(st.next_seq);
+    };
+    seq = seq.max(st.first_seq);
+    for kv in state.range(
+        Bound::Included(record_key(sid, shard, seq)),
+        prefix_end(&record_prefix(sid, shard)),
+        false,
+    ) {
+        let (k, v) = kv?;
+        let StoredRecord::V1(r) = codec::decode(&k, &v)?;
+        if r.arrival_ms >= at_ms {
+            return Ok(read_u64(&k, record_prefix(sid, shard).len()).unwrap_or(seq));
+        }
+    }
+    Ok(st.next_seq)
+}
+
+/// Drops a shard's records past the retention window, at most
+/// [`STEP_LIMIT`]; a closed shard with nothing left is removed from the map
+/// once its retention has passed. Returns (records dropped, more to do).
+pub fn trim(txn: &mut Txn<'_>, ctx: &Ctx, name: &str, shard: u32) -> ApplyResult<(u64, bool)> {
+    let mut stream = require(txn, name)?;
+    let Some(meta) = stream.shard(shard).cloned() else {
+        return Ok((0, false));
+    };
+    let sid = stream.id;
+    let boundary = ctx.now_ms.saturating_sub(stream.retention_ms());
+    let mut st = load_state(txn, sid, shard)?;
+    // Every second before the boundary's second is wholly past it.
+    let cut_second = boundary / 1000;
+    let prefix = second_prefix(sid, shard);
+    let mut cut = st.next_seq;
+    for kv in txn
+        .range(
+            Bound::Included(second_key(sid, shard, cut_second)),
+            prefix_end(&prefix),
+            false,
+        )
+        .take(1)
+    {
+        let (k, v) = kv?;
+        cut = codec::decode::<u64>(&k, &v)?;
+    }
+    let mut dropped = 0u64;
+    let stop = cut.min(st.first_seq + STEP_LIMIT as u64);
+    let doomed: Vec<Vec<u8>> = txn
+        .range(
+            Bound::Included(record_key(sid, shard, st.first_seq)),
+            Bound::Excluded(record_key(sid, shard, stop)),
+            false,
+        )
+        .map(|kv| kv.map(|(k, _)| k))
+        .collect::<Result<_, _>>()?;
+    for k in doomed {
+        txn.delete(k);
+        dropped += 1;
+    }
+    let more = stop < cut;
+    if stop > st.first_seq {
+        st.first_seq = stop;
+    }
+    let old_seconds: Vec<Vec<u8>> = txn
+        .range(
+            Bound::Included(prefix.clone()),
+            Bound::Excluded(second_key(sid, shard, cut_second)),
+            false,
+        )
+        .take(STEP_LIMIT)
+        .map(|kv| kv.map(|(k, _)| k))
+        .collect::<Result<_, _>>()?;
+    for k in old_seconds {
+        txn.delete(k);
+    }
+    let empty = st.first_seq > st.last_seq();
+    let expired_closed = meta
+        .closed
+        .is_some_and(|c| c.at_ms + stream.retention_ms() <= ctx.now_ms);
+    if empty && expired_closed {
+        stream.shards.retain(|s| s.index != shard);
+        super::save(txn, &stream);
+        txn.delete(state_key(sid, shard));
+    } else {
+        txn.put_record(state_key(sid, shard), &st);
+    }
+    Ok((dropped, more))
+}
+
+/// Whether a shard has records past retention, or is a closed, empty,
+/// expired shard to drop (a leader-side, read-only look).
+pub fn needs_trim(
+    state: &dyn StateRead,
+    stream: &Stream,
+    shard: &ShardMeta,
+    now_ms: u64,
+) -> ApplyResult<bool> {
+    let boundary = now_ms.saturating_sub(stream.retention_ms());
+    let st = load_state(state, stream.id, shard.index)?;
+    let prefix = second_prefix(stream.id, shard.index);
+    let first_second = state
+        .first_with_prefix(&prefix)?
+        .and_then(|(k, _)| read_u64(&k, prefix.len()));
+    let old_records = first_second.is_some_and(|s| s < boundary / 1000);
+    let droppable = shard
+        .closed
+        .is_some_and(|c| c.at_ms + stream.retention_ms() <= now_ms)
+        && st.first_seq > st.last_seq();
+    Ok(old_records || droppable)
+}
+
+/// Deletes up to [`STEP_LIMIT`] keys of a deleted stream; returns true when
+/// nothing is left.
+pub fn collect(txn: &mut Txn<'_>, sid: u64) -> ApplyResult<bool> {
+    let mut budget = STEP_LIMIT;
+    for space in ["rec", "rts", "shard"] {
+        let prefix = Key::new(space).u64(sid).build();
+        let keys: Vec<Vec<u8>> = txn
+            .range(Bound::Included(prefix.clone()), prefix_end(&prefix), false)
+            .take(budget)
+            .map(|kv| kv.map(|(k, _)| k))
+            .collect::<Result<_, _>>()?;
+        budget -= keys.len();
+        for k in keys {
+            txn.delete(k);
+        }
+        if budget == 0 {
+            return Ok(false);
+        }
+    }
+    txn.delete(super::gc_key(sid));
+    Ok(true)
+}
+
+/// Deleted streams waiting to be collected.
+pub fn garbage(state: &dyn StateRead, limit: usize) -> ApplyResult<Vec<u64>> {
+    let prefix = super::gc_prefix();
+    let mut out = Vec::new();
+    for kv in state.scan_prefix(&prefix).take(limit) {
+        let (k, _) = kv?;
+        out.push(read_u64(&k, prefix.len()).unwrap_or(0));
+    }
+    Ok(out)
+}

@@ -1,0 +1,65 @@
+//! A state machine without Raft, for the domain tests: commands run through
+//! [`machine::apply`] over an in-memory store, with the clock moved by hand.
+
+use crate::command::{Command, CommandOutput, Query, QueryOutput};
+use crate::error::{ApplyError, DomainError};
+use crate::machine::{self, Ctx, Effect, Effects};
+use crate::store::MemState;
+
+/// Test start time, ms.
+pub const T0: u64 = 1_700_000_000_000;
+
+/// State, clock and the effects seen so far.
+pub struct World {
+    /// The state.
+    pub state: MemState,
+    /// The state machine's clock, ms.
+    pub now: u64,
+    /// Every effect of every command run.
+    pub effects: Vec<Effect>,
+}
+
+impl World {
+    /// An empty state at [`T0`].
+    pub fn new() -> World {
+        World {
+            state: MemState::default(),
+            now: T0,
+            effects: Vec::new(),
+        }
+    }
+
+    /// Applies one command at the current time.
+    pub fn run(&mut self, cmd: Command) -> Result<CommandOutput, DomainError> {
+        let ctx = Ctx { now_ms: self.now };
+        let mut effects = Effects::default();
+        let r = self
+            .state
+            .run(|txn| machine::apply(txn, &ctx, &cmd, &mut effects));
+        self.effects.extend(effects.drain());
+        match r {
+            Ok(out) => Ok(out),
+            Err(ApplyError::Rejected(e)) => Err(e),
+            Err(ApplyError::Store(e)) => panic!("store: {e}"),
+        }
+    }
+
+    /// Answers a query.
+    pub fn query(&self, q: Query) -> Result<QueryOutput, DomainError> {
+        match machine::query(&self.state, &q) {
+            Ok(out) => Ok(out),
+            Err(ApplyError::Rejected(e)) => Err(e),
+            Err(ApplyError::Store(e)) => panic!("store: {e}"),
+        }
+    }
+
+    /// Moves the clock.
+    pub fn advance(&mut self, seconds: u64) {
+        self.now += seconds * 1000;
+    }
+
+    /// Moves the clock by milliseconds.
+    pub fn advance_ms(&mut self, ms: u64) {
+        self.now += ms;
+    }
+}
