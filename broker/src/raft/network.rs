@@ -26,6 +26,35 @@ use crate::store::codec;
 
 /// Bytes of snapshot data per streamed chunk.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
+/// About how many bytes of entries one AppendEntries carries. openraft 0.9
+/// bounds a batch by its number of entries only, and an entry can hold
+/// megabytes (PutRecords); past this, the rest waits for the next call.
+const APPEND_BYTES_MAX: usize = 8 << 20;
+
+fn entry_size(e: &openraft::Entry<TypeConfig>) -> usize {
+    match &e.payload {
+        openraft::EntryPayload::Normal(r) => {
+            64 + r.commands.iter().map(|c| c.size_hint()).sum::<usize>()
+        }
+        _ => 256,
+    }
+}
+
+/// Cuts `entries` to about [`APPEND_BYTES_MAX`] (keeping at least one);
+/// returns the log id of the last one kept if it cut anything.
+fn cap_entries(entries: &mut Vec<openraft::Entry<TypeConfig>>) -> Option<openraft::LogId<NodeId>> {
+    let mut total = 0;
+    let keep = entries
+        .iter()
+        .position(|e| {
+            total += entry_size(e);
+            total > APPEND_BYTES_MAX
+        })
+        .map(|i| i.max(1))
+        .filter(|k| *k < entries.len())?;
+    entries.truncate(keep);
+    entries.last().map(|e| e.log_id)
+}
 
 /// Lazily connected gRPC channels to other nodes, by address. A channel
 /// reconnects by itself after the peer restarts.
@@ -167,16 +196,25 @@ impl PeerClient {
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.call(
-            "append-entries reply",
-            &rpc,
-            option.hard_ttl(),
-            |mut c, r| async move { c.append_entries(r).await },
-        )
-        .await
+        let cut = cap_entries(&mut rpc.entries);
+        let reply = self
+            .call(
+                "append-entries reply",
+                &rpc,
+                option.hard_ttl(),
+                |mut c, r| async move { c.append_entries(r).await },
+            )
+            .await?;
+        // The follower took what was sent; tell openraft how far that was.
+        Ok(match (reply, cut) {
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (reply, _) => reply,
+        })
     }
 
     async fn vote(
@@ -271,5 +309,49 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 e,
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Request};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    fn entry(index: u64, bytes: usize) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Request {
+                time_ms: 0,
+                commands: vec![Command::PutRecords {
+                    stream: "s".into(),
+                    records: vec![crate::streams::records::NewRecord {
+                        data: vec![0; bytes],
+                        partition_key: "k".into(),
+                        explicit_hash_key: None,
+                    }],
+                }],
+            }),
+        }
+    }
+
+    #[test]
+    fn large_batches_are_cut_to_the_byte_budget_keeping_at_least_one() {
+        let mut small: Vec<_> = (1..=10).map(|i| entry(i, 1000)).collect();
+        assert_eq!(cap_entries(&mut small), None);
+        assert_eq!(small.len(), 10);
+
+        let mut big: Vec<_> = (1..=10).map(|i| entry(i, 3 << 20)).collect();
+        let last = cap_entries(&mut big).unwrap();
+        assert_eq!(big.len(), 2, "two 3 MiB entries fit in 8 MiB");
+        assert_eq!(last.index, 2);
+
+        let mut huge = vec![entry(1, 20 << 20), entry(2, 1)];
+        assert_eq!(
+            cap_entries(&mut huge).unwrap().index,
+            1,
+            "one entry always goes"
+        );
+        assert_eq!(huge.len(), 1);
     }
 }
