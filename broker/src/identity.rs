@@ -26,6 +26,23 @@ impl Identity {
         format!("arn:aws:sqs:{}:{}:{name}", self.region, self.account_id)
     }
 
+    /// `arn:aws:kinesis:{region}:{account}:stream/{name}`
+    pub fn stream_arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:kinesis:{}:{}:stream/{name}",
+            self.region, self.account_id
+        )
+    }
+
+    /// `arn:aws:kinesis:{region}:{account}:stream/{stream}/consumer/{name}:{created seconds}`
+    pub fn consumer_arn(&self, stream: &str, consumer: &str, created_ms: u64) -> String {
+        format!(
+            "{}/consumer/{consumer}:{}",
+            self.stream_arn(stream),
+            created_ms / 1000
+        )
+    }
+
     /// The queue's URL as served by the node at `advertise`, in the shape the
     /// AWS emulators use: `http://{host:port}/{account}/{name}`.
     pub fn queue_url(&self, advertise: &str, name: &str) -> String {
@@ -69,6 +86,14 @@ mod tests {
             "http://127.0.0.1:7070/000000000000/q"
         );
         assert!(id.validate().is_ok());
+        assert_eq!(
+            id.stream_arn("clicks"),
+            "arn:aws:kinesis:us-east-1:000000000000:stream/clicks"
+        );
+        assert_eq!(
+            id.consumer_arn("clicks", "app", 1_700_000_000_123),
+            "arn:aws:kinesis:us-east-1:000000000000:stream/clicks/consumer/app:1700000000"
+        );
         let bad = Identity {
             account_id: "12".into(),
             ..Identity::default()

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::cluster_client::ClusterClient;
 use sluice_proto::v1::queues_client::QueuesClient;
+use sluice_proto::v1::streams_client::StreamsClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -34,6 +35,12 @@ use tonic_types::StatusExt;
 pub use sluice_proto;
 
 pub use sluice_proto::{CONSISTENCY_HEADER, ERROR_CODE_HEADER};
+
+/// Largest reply the client accepts (a GetRecords reply is up to 10 MiB).
+pub const MAX_REPLY_BYTES: usize = 64 << 20;
+
+mod follower;
+pub use follower::{Start, StreamFollower};
 
 /// A failed call.
 #[derive(Debug, thiserror::Error)]
@@ -627,6 +634,226 @@ impl Client {
         })
         .await
         .map(|r| r.approximate_number_of_messages_moved)
+    }
+
+    async fn streams<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, Error>
+    where
+        Req: Clone,
+        F: Fn(StreamsClient<Channel>, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.call(|ch| {
+            let client = StreamsClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES);
+            let fut = f(client, req.clone());
+            async move { fut.await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// Creates a stream (an identical existing one is returned).
+    pub async fn create_stream(
+        &self,
+        req: pb::CreateStreamRequest,
+    ) -> Result<pb::CreateStreamResponse, Error> {
+        self.streams(req, |mut c, r| async move { c.create_stream(r).await })
+            .await
+    }
+
+    /// Deletes a stream.
+    pub async fn delete_stream(&self, name: &str) -> Result<(), Error> {
+        let req = pb::DeleteStreamRequest {
+            stream_name: name.to_string(),
+        };
+        self.streams(req, |mut c, r| async move { c.delete_stream(r).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// Stream names.
+    pub async fn list_streams(&self) -> Result<Vec<String>, Error> {
+        let mut names = Vec::new();
+        loop {
+            let req = pb::ListStreamsRequest {
+                limit: 1000,
+                exclusive_start_stream_name: names.last().cloned().unwrap_or_default(),
+            };
+            let r = self
+                .streams(req, |mut c, r| async move { c.list_streams(r).await })
+                .await?;
+            names.extend(r.stream_names);
+            if !r.has_more_streams {
+                return Ok(names);
+            }
+        }
+    }
+
+    /// Every shard of a stream, open and closed.
+    pub async fn list_shards(&self, stream: &str) -> Result<Vec<pb::Shard>, Error> {
+        let mut shards: Vec<pb::Shard> = Vec::new();
+        loop {
+            let req = pb::ListShardsRequest {
+                stream_name: stream.to_string(),
+                max_results: 1000,
+                exclusive_start_shard_id: String::new(),
+                next_token: shards
+                    .last()
+                    .map(|s| s.shard_id.clone())
+                    .unwrap_or_default(),
+            };
+            let r = self
+                .streams(req, |mut c, r| async move { c.list_shards(r).await })
+                .await?;
+            shards.extend(r.shards);
+            if r.next_token.is_empty() {
+                return Ok(shards);
+            }
+        }
+    }
+
+    /// The stream's description (first page of shards).
+    pub async fn describe_stream(&self, stream: &str) -> Result<pb::StreamDescription, Error> {
+        let req = pb::DescribeStreamRequest {
+            stream_name: stream.to_string(),
+            limit: 10_000,
+            exclusive_start_shard_id: String::new(),
+        };
+        self.streams(req, |mut c, r| async move { c.describe_stream(r).await })
+            .await
+            .map(|r| r.stream_description.unwrap_or_default())
+    }
+
+    /// Puts one record.
+    pub async fn put_record(
+        &self,
+        req: pb::PutRecordRequest,
+    ) -> Result<pb::PutRecordResponse, Error> {
+        self.streams(req, |mut c, r| async move { c.put_record(r).await })
+            .await
+    }
+
+    /// Puts up to 500 records; each succeeds or fails on its own.
+    pub async fn put_records(
+        &self,
+        req: pb::PutRecordsRequest,
+    ) -> Result<pb::PutRecordsResponse, Error> {
+        self.streams(req, |mut c, r| async move { c.put_records(r).await })
+            .await
+    }
+
+    /// A shard iterator.
+    pub async fn get_shard_iterator(
+        &self,
+        req: pb::GetShardIteratorRequest,
+    ) -> Result<String, Error> {
+        self.streams(req, |mut c, r| async move { c.get_shard_iterator(r).await })
+            .await
+            .map(|r| r.shard_iterator)
+    }
+
+    /// Records from an iterator.
+    pub async fn get_records(
+        &self,
+        iterator: &str,
+        limit: i32,
+    ) -> Result<pb::GetRecordsResponse, Error> {
+        let req = pb::GetRecordsRequest {
+            shard_iterator: iterator.to_string(),
+            limit,
+            stream_name: String::new(),
+        };
+        self.streams(req, |mut c, r| async move { c.get_records(r).await })
+            .await
+    }
+
+    /// Splits a shard.
+    pub async fn split_shard(&self, req: pb::SplitShardRequest) -> Result<Vec<String>, Error> {
+        self.streams(req, |mut c, r| async move { c.split_shard(r).await })
+            .await
+            .map(|r| r.child_shard_ids)
+    }
+
+    /// Merges two adjacent shards.
+    pub async fn merge_shards(&self, req: pb::MergeShardsRequest) -> Result<String, Error> {
+        self.streams(req, |mut c, r| async move { c.merge_shards(r).await })
+            .await
+            .map(|r| r.child_shard_id)
+    }
+
+    /// Rescales to a number of uniform shards.
+    pub async fn update_shard_count(
+        &self,
+        stream: &str,
+        target: i32,
+    ) -> Result<pb::UpdateShardCountResponse, Error> {
+        let req = pb::UpdateShardCountRequest {
+            stream_name: stream.to_string(),
+            target_shard_count: target,
+            scaling_type: "UNIFORM_SCALING".into(),
+        };
+        self.streams(req, |mut c, r| async move { c.update_shard_count(r).await })
+            .await
+    }
+
+    /// Changes the retention period (increase or decrease, as the action).
+    pub async fn set_stream_retention(
+        &self,
+        stream: &str,
+        hours: i32,
+        increase: bool,
+    ) -> Result<(), Error> {
+        let req = pb::StreamRetentionRequest {
+            stream_name: stream.to_string(),
+            retention_period_hours: hours,
+        };
+        if increase {
+            self.streams(req, |mut c, r| async move {
+                c.increase_stream_retention_period(r).await
+            })
+            .await
+            .map(|_| ())
+        } else {
+            self.streams(req, |mut c, r| async move {
+                c.decrease_stream_retention_period(r).await
+            })
+            .await
+            .map(|_| ())
+        }
+    }
+
+    /// Registers an enhanced fan-out consumer.
+    pub async fn register_stream_consumer(
+        &self,
+        stream: &str,
+        name: &str,
+    ) -> Result<pb::Consumer, Error> {
+        let req = pb::RegisterStreamConsumerRequest {
+            stream_arn: stream.to_string(),
+            consumer_name: name.to_string(),
+        };
+        self.streams(req, |mut c, r| async move {
+            c.register_stream_consumer(r).await
+        })
+        .await
+        .map(|r| r.consumer.unwrap_or_default())
+    }
+
+    /// Subscribes to a shard: events as records commit, for up to 5
+    /// minutes. Not retried once established.
+    pub async fn subscribe_to_shard(
+        &self,
+        req: pb::SubscribeToShardRequest,
+    ) -> Result<tonic::Streaming<pb::SubscribeToShardEvent>, Error> {
+        self.call(|ch| {
+            let req = req.clone();
+            async move {
+                StreamsClient::new(ch)
+                    .max_decoding_message_size(MAX_REPLY_BYTES)
+                    .subscribe_to_shard(req)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
     }
 
     /// The cluster's status, as the leader sees it (or the called node, when

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod node;
 pub mod queues;
 pub mod status;
+pub mod streams;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,14 +16,16 @@ use sluice_proto::internal::node_server::NodeServer;
 use sluice_proto::internal::raft_server::RaftServer;
 use sluice_proto::v1::cluster_server::ClusterServer;
 use sluice_proto::v1::queues_server::QueuesServer;
+use sluice_proto::v1::streams_server::StreamsServer;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::Status;
 
+use crate::command::{Command, CommandOutput, Query, QueryOutput, QueryResponse};
 use crate::identity::Identity;
 use crate::raft::service::RaftService;
 use crate::raft::Timing;
-use crate::router::Router;
+use crate::router::{RouteError, Router};
 
 /// Largest message the internal services accept: Raft batches carry many
 /// client requests.
@@ -45,6 +48,30 @@ pub struct Context {
     pub timing: Timing,
     /// Where long polls wait for their queue.
     pub waiters: Arc<crate::waiters::Waiters>,
+}
+
+impl Context {
+    /// Runs `query` with the asked consistency.
+    pub async fn query(&self, how: Consistency, query: Query) -> Result<QueryOutput, Status> {
+        let reply: Result<QueryResponse, RouteError> = match how {
+            Consistency::Linearizable => self.router.read(query).await,
+            Consistency::Local => self.router.read_local(&query),
+        };
+        Ok(reply??)
+    }
+
+    /// Commits `command` through the leader and returns its output.
+    pub async fn command(&self, command: Command) -> Result<CommandOutput, Status> {
+        Ok(self.router.write(command).await??)
+    }
+
+    /// Commits a command whose only output is `Done`.
+    pub async fn done(&self, command: Command, what: &str) -> Result<(), Status> {
+        match self.command(command).await? {
+            CommandOutput::Done => Ok(()),
+            _ => Err(status::unexpected(what)),
+        }
+    }
 }
 
 /// How a read is served.
@@ -124,6 +151,10 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(
             QueuesServer::new(queues::QueuesApi::new(ctx.clone()))
+                .max_decoding_message_size(PUBLIC_MESSAGE_MAX),
+        )
+        .add_service(
+            StreamsServer::new(streams::StreamsApi::new(ctx.clone()))
                 .max_decoding_message_size(PUBLIC_MESSAGE_MAX),
         )
         .add_service(ClusterServer::new(cluster::ClusterApi::new(ctx.clone())))

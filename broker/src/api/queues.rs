@@ -13,7 +13,7 @@ use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::{consistency, observe, Consistency, Context};
-use crate::command::{Command, CommandOutput, Query, QueryOutput, QueryResponse};
+use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::DomainError;
 use crate::queues::attributes::{self, queue_name_from_arn, Attribute};
 use crate::queues::delivery::{ReceiveRequest, Received};
@@ -21,7 +21,7 @@ use crate::queues::layout::MoveTask;
 use crate::queues::message::{self, AttributeValue, NewMessage, Outgoing};
 use crate::queues::receipt::Receipt;
 use crate::queues::{self, redrive, CreateQueue, ListQueues, Queue};
-use crate::router::{now_ms, RouteError};
+use crate::router::now_ms;
 
 /// Counts a long poll as waiting (`sluice_long_polls_waiting`) while held,
 /// also when the call is cancelled.
@@ -43,10 +43,6 @@ impl Drop for Waiting {
 /// Serves the queue API.
 pub struct QueuesApi {
     ctx: Context,
-}
-
-fn unexpected(what: &str) -> Status {
-    super::status::internal(format!("unexpected reply to {what}"))
 }
 
 /// The queue a request names: a name, or a queue URL whose last segment is
@@ -233,27 +229,9 @@ impl QueuesApi {
         self.ctx.identity.queue_arn(name)
     }
 
-    async fn query(&self, how: Consistency, query: Query) -> Result<QueryOutput, Status> {
-        let reply: Result<QueryResponse, RouteError> = match how {
-            Consistency::Linearizable => self.ctx.router.read(query).await,
-            Consistency::Local => self.ctx.router.read_local(&query),
-        };
-        Ok(reply??)
-    }
-
-    async fn command(&self, command: Command) -> Result<CommandOutput, Status> {
-        Ok(self.ctx.router.write(command).await??)
-    }
-
-    async fn done(&self, command: Command, what: &str) -> Result<(), Status> {
-        match self.command(command).await? {
-            CommandOutput::Done => Ok(()),
-            _ => Err(unexpected(what)),
-        }
-    }
-
     async fn queue(&self, how: Consistency, name: &str) -> Result<Queue, Status> {
         match self
+            .ctx
             .query(
                 how,
                 Query::GetQueue {
@@ -263,7 +241,7 @@ impl QueuesApi {
             .await?
         {
             QueryOutput::Queue(q) => Ok(q),
-            _ => Err(unexpected("GetQueue")),
+            _ => Err(super::status::unexpected("GetQueue")),
         }
     }
 
@@ -385,7 +363,7 @@ impl pb::queues_server::Queues for QueuesApi {
             let tags: BTreeMap<String, String> = req.tags.into_iter().collect();
             let cmd = CreateQueue::new(&req.queue_name, &attributes, tags)?;
             self.check_redrive(&cmd.name, &cmd.attributes).await?;
-            match self.command(Command::CreateQueue(cmd)).await? {
+            match self.ctx.command(Command::CreateQueue(cmd)).await? {
                 CommandOutput::QueueCreated { created } => {
                     Ok(Response::new(pb::CreateQueueResponse {
                         queue_url: self.url(&req.queue_name),
@@ -393,7 +371,7 @@ impl pb::queues_server::Queues for QueuesApi {
                         created,
                     }))
                 }
-                _ => Err(unexpected("CreateQueue")),
+                _ => Err(super::status::unexpected("CreateQueue")),
             }
         })
         .await
@@ -435,13 +413,13 @@ impl pb::queues_server::Queues for QueuesApi {
             let how = consistency(&request)?;
             let req = request.into_inner();
             let list = ListQueues::new(&req.queue_name_prefix, req.max_results, &req.next_token)?;
-            match self.query(how, Query::ListQueues(list)).await? {
+            match self.ctx.query(how, Query::ListQueues(list)).await? {
                 QueryOutput::Queues(page) => Ok(Response::new(pb::ListQueuesResponse {
                     queue_urls: page.names.iter().map(|n| self.url(n)).collect(),
                     queue_names: page.names,
                     next_token: page.next_token.unwrap_or_default(),
                 })),
-                _ => Err(unexpected("ListQueues")),
+                _ => Err(super::status::unexpected("ListQueues")),
             }
         })
         .await
@@ -453,7 +431,8 @@ impl pb::queues_server::Queues for QueuesApi {
     ) -> Result<Response<pb::DeleteQueueResponse>, Status> {
         observe("DeleteQueue", async {
             let name = queue_ref("queue_name", &request.into_inner().queue_name)?;
-            self.done(Command::DeleteQueue { name }, "DeleteQueue")
+            self.ctx
+                .done(Command::DeleteQueue { name }, "DeleteQueue")
                 .await?;
             Ok(Response::new(pb::DeleteQueueResponse {}))
         })
@@ -468,9 +447,9 @@ impl pb::queues_server::Queues for QueuesApi {
             let how = consistency(&request)?;
             let req = request.into_inner();
             let name = queue_ref("queue_name", &req.queue_name)?;
-            let (q, state) = match self.query(how, Query::QueueDetails { name }).await? {
+            let (q, state) = match self.ctx.query(how, Query::QueueDetails { name }).await? {
                 QueryOutput::QueueDetails(q, s) => (q, s),
-                _ => return Err(unexpected("GetQueueAttributes")),
+                _ => return Err(super::status::unexpected("GetQueueAttributes")),
             };
             let mut all = q.attributes.to_map(|n| self.arn(n));
             all.insert(
@@ -535,11 +514,12 @@ impl pb::queues_server::Queues for QueuesApi {
             let map: BTreeMap<String, String> = req.attributes.into_iter().collect();
             let attributes = attributes::parse(&map, queues::is_fifo_name(&name))?;
             self.check_redrive(&name, &attributes).await?;
-            self.done(
-                Command::SetQueueAttributes { name, attributes },
-                "SetQueueAttributes",
-            )
-            .await?;
+            self.ctx
+                .done(
+                    Command::SetQueueAttributes { name, attributes },
+                    "SetQueueAttributes",
+                )
+                .await?;
             Ok(Response::new(pb::SetQueueAttributesResponse {}))
         })
         .await
@@ -557,7 +537,8 @@ impl pb::queues_server::Queues for QueuesApi {
                 return Err(super::status::invalid("tags", "must have at least one tag"));
             }
             queues::validate_tags(&tags)?;
-            self.done(Command::TagQueue { name, tags }, "TagQueue")
+            self.ctx
+                .done(Command::TagQueue { name, tags }, "TagQueue")
                 .await?;
             Ok(Response::new(pb::TagQueueResponse {}))
         })
@@ -577,14 +558,15 @@ impl pb::queues_server::Queues for QueuesApi {
                     "must name at least one tag",
                 ));
             }
-            self.done(
-                Command::UntagQueue {
-                    name,
-                    keys: req.tag_keys,
-                },
-                "UntagQueue",
-            )
-            .await?;
+            self.ctx
+                .done(
+                    Command::UntagQueue {
+                        name,
+                        keys: req.tag_keys,
+                    },
+                    "UntagQueue",
+                )
+                .await?;
             Ok(Response::new(pb::UntagQueueResponse {}))
         })
         .await
@@ -611,7 +593,8 @@ impl pb::queues_server::Queues for QueuesApi {
     ) -> Result<Response<pb::PurgeQueueResponse>, Status> {
         observe("PurgeQueue", async {
             let name = queue_ref("queue_name", &request.into_inner().queue_name)?;
-            self.done(Command::PurgeQueue { name }, "PurgeQueue")
+            self.ctx
+                .done(Command::PurgeQueue { name }, "PurgeQueue")
                 .await?;
             Ok(Response::new(pb::PurgeQueueResponse {}))
         })
@@ -638,15 +621,18 @@ impl pb::queues_server::Queues for QueuesApi {
                 ),
             )?;
             let out = self
+                .ctx
                 .command(Command::SendMessages {
                     queue,
                     messages: vec![m],
                 })
                 .await?;
             let CommandOutput::Sent(mut results) = out else {
-                return Err(unexpected("SendMessage"));
+                return Err(super::status::unexpected("SendMessage"));
             };
-            let sent = results.pop().ok_or_else(|| unexpected("SendMessage"))??;
+            let sent = results
+                .pop()
+                .ok_or_else(|| super::status::unexpected("SendMessage"))??;
             Ok(Response::new(pb::SendMessageResponse {
                 message_id: sent.message_id,
                 md5_of_message_body: sent.md5_of_body,
@@ -691,10 +677,11 @@ impl pb::queues_server::Queues for QueuesApi {
             let mut successful = Vec::new();
             if !messages.is_empty() {
                 let out = self
+                    .ctx
                     .command(Command::SendMessages { queue, messages })
                     .await?;
                 let CommandOutput::Sent(results) = out else {
-                    return Err(unexpected("SendMessageBatch"));
+                    return Err(super::status::unexpected("SendMessageBatch"));
                 };
                 successful = join(ids, results, &mut failed, |id, s| {
                     pb::SendMessageBatchResultEntry {
@@ -772,13 +759,14 @@ impl pb::queues_server::Queues for QueuesApi {
                 tokio::pin!(notified);
                 notified.as_mut().enable();
                 let out = self
+                    .ctx
                     .command(Command::ReceiveMessages {
                         queue: queue.clone(),
                         request: request.clone(),
                     })
                     .await?;
                 let CommandOutput::Received(outcome) = out else {
-                    return Err(unexpected("ReceiveMessage"));
+                    return Err(super::status::unexpected("ReceiveMessage"));
                 };
                 let now = Instant::now();
                 if !outcome.messages.is_empty() || now >= deadline {
@@ -822,15 +810,17 @@ impl pb::queues_server::Queues for QueuesApi {
             let queue = queue_ref("queue_name", &req.queue_name)?;
             let receipt = Receipt::decode("receipt_handle", &req.receipt_handle)?;
             let out = self
+                .ctx
                 .command(Command::DeleteMessages {
                     queue,
                     receipts: vec![receipt],
                 })
                 .await?;
             let CommandOutput::PerEntry(mut r) = out else {
-                return Err(unexpected("DeleteMessage"));
+                return Err(super::status::unexpected("DeleteMessage"));
             };
-            r.pop().ok_or_else(|| unexpected("DeleteMessage"))??;
+            r.pop()
+                .ok_or_else(|| super::status::unexpected("DeleteMessage"))??;
             Ok(Response::new(pb::DeleteMessageResponse {}))
         })
         .await
@@ -855,10 +845,11 @@ impl pb::queues_server::Queues for QueuesApi {
             let mut successful = Vec::new();
             if !receipts.is_empty() {
                 let out = self
+                    .ctx
                     .command(Command::DeleteMessages { queue, receipts })
                     .await?;
                 let CommandOutput::PerEntry(results) = out else {
-                    return Err(unexpected("DeleteMessageBatch"));
+                    return Err(super::status::unexpected("DeleteMessageBatch"));
                 };
                 successful = join(ids, results, &mut failed, |id, ()| {
                     pb::DeleteMessageBatchResultEntry { id }
@@ -886,16 +877,17 @@ impl pb::queues_server::Queues for QueuesApi {
                 attributes::VISIBILITY_TIMEOUT_MAX,
             )?;
             let out = self
+                .ctx
                 .command(Command::ChangeVisibility {
                     queue,
                     changes: vec![(receipt, seconds)],
                 })
                 .await?;
             let CommandOutput::PerEntry(mut r) = out else {
-                return Err(unexpected("ChangeMessageVisibility"));
+                return Err(super::status::unexpected("ChangeMessageVisibility"));
             };
             r.pop()
-                .ok_or_else(|| unexpected("ChangeMessageVisibility"))??;
+                .ok_or_else(|| super::status::unexpected("ChangeMessageVisibility"))??;
             Ok(Response::new(pb::ChangeMessageVisibilityResponse {}))
         })
         .await
@@ -929,10 +921,11 @@ impl pb::queues_server::Queues for QueuesApi {
             let mut successful = Vec::new();
             if !changes.is_empty() {
                 let out = self
+                    .ctx
                     .command(Command::ChangeVisibility { queue, changes })
                     .await?;
                 let CommandOutput::PerEntry(results) = out else {
-                    return Err(unexpected("ChangeMessageVisibilityBatch"));
+                    return Err(super::status::unexpected("ChangeMessageVisibilityBatch"));
                 };
                 successful = join(ids, results, &mut failed, |id, ()| {
                     pb::ChangeMessageVisibilityBatchResultEntry { id }
@@ -975,6 +968,7 @@ impl pb::queues_server::Queues for QueuesApi {
                 })?)
             };
             match self
+                .ctx
                 .query(how, Query::DeadLetterSources { name, after, limit })
                 .await?
             {
@@ -985,7 +979,7 @@ impl pb::queues_server::Queues for QueuesApi {
                         next_token: page.next_token.unwrap_or_default(),
                     }))
                 }
-                _ => Err(unexpected("ListDeadLetterSourceQueues")),
+                _ => Err(super::status::unexpected("ListDeadLetterSourceQueues")),
             }
         })
         .await
@@ -1016,6 +1010,7 @@ impl pb::queues_server::Queues for QueuesApi {
             // As in SQS: the source must be some queue's dead-letter queue,
             // and a named destination must exist.
             let sources = match self
+                .ctx
                 .query(
                     Consistency::Linearizable,
                     Query::DeadLetterSources {
@@ -1027,7 +1022,7 @@ impl pb::queues_server::Queues for QueuesApi {
                 .await?
             {
                 QueryOutput::Queues(p) => p.names,
-                _ => return Err(unexpected("StartMessageMoveTask")),
+                _ => return Err(super::status::unexpected("StartMessageMoveTask")),
             };
             if sources.is_empty() {
                 return Err(DomainError::invalid(
@@ -1052,6 +1047,7 @@ impl pb::queues_server::Queues for QueuesApi {
                     })?;
             }
             match self
+                .ctx
                 .command(Command::StartMoveTask {
                     queue,
                     destination,
@@ -1064,7 +1060,7 @@ impl pb::queues_server::Queues for QueuesApi {
                         task_handle: handle,
                     }))
                 }
-                _ => Err(unexpected("StartMessageMoveTask")),
+                _ => Err(super::status::unexpected("StartMessageMoveTask")),
             }
         })
         .await
@@ -1089,6 +1085,7 @@ impl pb::queues_server::Queues for QueuesApi {
                 }
             };
             match self
+                .ctx
                 .query(how, Query::MoveTasks { name: name.clone() })
                 .await?
             {
@@ -1101,7 +1098,7 @@ impl pb::queues_server::Queues for QueuesApi {
                             .collect(),
                     }))
                 }
-                _ => Err(unexpected("ListMessageMoveTasks")),
+                _ => Err(super::status::unexpected("ListMessageMoveTasks")),
             }
         })
         .await
@@ -1121,14 +1118,16 @@ impl pb::queues_server::Queues for QueuesApi {
             };
             let qid = redrive::task_queue(&handle).ok_or_else(not_found)?;
             let queue = match self
+                .ctx
                 .query(Consistency::Linearizable, Query::QueueName { qid })
                 .await?
             {
                 QueryOutput::QueueName(Some(n)) => n,
                 QueryOutput::QueueName(None) => return Err(not_found()),
-                _ => return Err(unexpected("CancelMessageMoveTask")),
+                _ => return Err(super::status::unexpected("CancelMessageMoveTask")),
             };
             match self
+                .ctx
                 .command(Command::CancelMoveTask {
                     queue,
                     handle: handle.clone(),
@@ -1140,7 +1139,7 @@ impl pb::queues_server::Queues for QueuesApi {
                         approximate_number_of_messages_moved: moved as i64,
                     }))
                 }
-                _ => Err(unexpected("CancelMessageMoveTask")),
+                _ => Err(super::status::unexpected("CancelMessageMoveTask")),
             }
         })
         .await

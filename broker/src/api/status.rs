@@ -124,6 +124,11 @@ impl From<RouteError> for Status {
     }
 }
 
+/// A reply of the wrong kind from the state machine: a bug, not bad input.
+pub fn unexpected(what: &str) -> Status {
+    internal(format!("unexpected reply to {what}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

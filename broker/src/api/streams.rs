@@ -1,0 +1,943 @@
+//! `sluice.v1.Streams`.
+//!
+//! Writes go to the leader. Reads of records (GetShardIterator, GetRecords,
+//! SubscribeToShard) are served from the called node's state: it holds only
+//! committed records, so nothing it returns can later disappear (the
+//! retention window aside), but a lagging node may return fewer records than
+//! the leader. Metadata reads (DescribeStream, ListShards, ...) are
+//! linearizable by default. The `sluice-consistency` metadata overrides
+//! either.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use sluice_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::{observe, Consistency, Context};
+use crate::command::{Command, CommandOutput, Query, QueryOutput};
+use crate::error::DomainError;
+use crate::router::now_ms;
+use crate::streams::iterator::{Position, ShardIterator};
+use crate::streams::records::{validate_batch, NewRecord, Read};
+use crate::streams::{self, hashing, shard_id, ShardMeta, Stream};
+use crate::waiters::Waiters;
+
+/// Largest GetRecords reply.
+const READ_MAX_BYTES: u64 = 10 << 20;
+/// Most records per GetRecords.
+const READ_MAX_RECORDS: i32 = 10_000;
+/// How long a SubscribeToShard lasts.
+const SUBSCRIPTION_MS: u64 = 5 * 60 * 1000;
+/// An event at least this often on a quiet subscription.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Records per subscription event.
+const EVENT_MAX_RECORDS: u32 = 1000;
+
+/// Serves the stream API.
+pub struct StreamsApi {
+    ctx: Context,
+}
+
+/// The stream a request names: a name, or a stream (or consumer) ARN.
+fn stream_ref(field: &str, given: &str) -> Result<String, Status> {
+    let name = match given.split_once(":stream/") {
+        Some((_, rest)) => rest.split('/').next().unwrap_or(rest),
+        None => given,
+    };
+    streams::validate_name(field, name)?;
+    Ok(name.to_string())
+}
+
+/// (stream, consumer) of a consumer ARN.
+fn consumer_ref(field: &str, arn: &str) -> Result<(String, String), Status> {
+    let bad = || {
+        Status::from(DomainError::invalid(
+            field,
+            format!("{arn:?} is not a consumer ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME/consumer/NAME:TIME)"),
+        ))
+    };
+    let (_, rest) = arn.split_once(":stream/").ok_or_else(bad)?;
+    let (stream, rest) = rest.split_once("/consumer/").ok_or_else(bad)?;
+    let consumer = rest.split(':').next().ok_or_else(bad)?;
+    streams::validate_name(field, stream)?;
+    streams::validate_name(field, consumer)?;
+    Ok((stream.to_string(), consumer.to_string()))
+}
+
+fn shard_out(s: &ShardMeta) -> pb::Shard {
+    let mut parents = s.parents.iter().map(|p| shard_id(*p));
+    pb::Shard {
+        shard_id: shard_id(s.index),
+        parent_shard_id: parents.next().unwrap_or_default(),
+        adjacent_parent_shard_id: parents.next().unwrap_or_default(),
+        hash_key_range: Some(pb::HashKeyRange {
+            starting_hash_key: s.start_hash.to_string(),
+            ending_hash_key: s.end_hash.to_string(),
+        }),
+        sequence_number_range: Some(pb::SequenceNumberRange {
+            starting_sequence_number: streams::sequence_number(1, s.index),
+            ending_sequence_number: s
+                .closed
+                .map(|c| streams::sequence_number(c.last_seq, s.index))
+                .unwrap_or_default(),
+        }),
+    }
+}
+
+fn child_out(s: &ShardMeta) -> pb::ChildShard {
+    pb::ChildShard {
+        shard_id: shard_id(s.index),
+        parent_shards: s.parents.iter().map(|p| shard_id(*p)).collect(),
+        hash_key_range: Some(pb::HashKeyRange {
+            starting_hash_key: s.start_hash.to_string(),
+            ending_hash_key: s.end_hash.to_string(),
+        }),
+    }
+}
+
+fn records_out(shard: u32, read: &Read) -> Vec<pb::Record> {
+    read.records
+        .iter()
+        .map(|(seq, r)| pb::Record {
+            sequence_number: streams::sequence_number(*seq, shard),
+            approximate_arrival_timestamp: r.arrival_ms as i64,
+            data: r.data.clone(),
+            partition_key: r.partition_key.clone(),
+        })
+        .collect()
+}
+
+/// How far the read is from the shard's newest record.
+fn millis_behind(read: &Read) -> i64 {
+    if read.next > read.last_seq {
+        return 0;
+    }
+    let at = read
+        .records
+        .last()
+        .map(|(_, r)| r.arrival_ms)
+        .unwrap_or(read.last_arrival_ms);
+    read.last_arrival_ms
+        .saturating_sub(at)
+        .max(now_ms().saturating_sub(at)) as i64
+}
+
+fn limit_in(field: &str, v: i32, default: usize, max: usize) -> Result<usize, Status> {
+    match v {
+        0 => Ok(default),
+        n if n > 0 && n as usize <= max => Ok(n as usize),
+        n => Err(super::status::invalid(
+            field,
+            format!("must be from 1 to {max} (or 0 for {default}), got {n}"),
+        )),
+    }
+}
+
+/// How a records read is served unless the call says otherwise.
+fn record_read_consistency<T>(request: &Request<T>) -> Result<Consistency, Status> {
+    if request.metadata().get(super::CONSISTENCY_HEADER).is_some() {
+        super::consistency(request)
+    } else {
+        Ok(Consistency::Local)
+    }
+}
+
+impl StreamsApi {
+    /// The service over a node's context.
+    pub fn new(ctx: Context) -> Self {
+        StreamsApi { ctx }
+    }
+
+    async fn stream(&self, how: Consistency, name: &str) -> Result<Stream, Status> {
+        match self
+            .ctx
+            .query(
+                how,
+                Query::DescribeStream {
+                    name: name.to_string(),
+                },
+            )
+            .await?
+        {
+            QueryOutput::Stream(s) => Ok(s),
+            _ => Err(super::status::unexpected("DescribeStream")),
+        }
+    }
+
+    async fn read(
+        &self,
+        how: Consistency,
+        stream: u64,
+        shard: u32,
+        from: u64,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<Read, Status> {
+        match self
+            .ctx
+            .query(
+                how,
+                Query::ReadShard {
+                    stream,
+                    shard,
+                    from,
+                    limit,
+                    max_bytes,
+                },
+            )
+            .await?
+        {
+            QueryOutput::Records(r) => Ok(r),
+            _ => Err(super::status::unexpected("GetRecords")),
+        }
+    }
+
+    async fn resolve(
+        &self,
+        how: Consistency,
+        name: &str,
+        shard: u32,
+        position: Position,
+    ) -> Result<(u64, u64), Status> {
+        match self
+            .ctx
+            .query(
+                how,
+                Query::ResolvePosition {
+                    name: name.to_string(),
+                    shard,
+                    position,
+                },
+            )
+            .await?
+        {
+            QueryOutput::Position { stream, seq } => Ok((stream, seq)),
+            _ => Err(super::status::unexpected("GetShardIterator")),
+        }
+    }
+
+    fn consumer_out(&self, stream: &str, c: &streams::ConsumerMeta) -> pb::Consumer {
+        pb::Consumer {
+            consumer_name: c.name.clone(),
+            consumer_arn: self
+                .ctx
+                .identity
+                .consumer_arn(stream, &c.name, c.created_ms),
+            consumer_status: "ACTIVE".into(),
+            consumer_creation_timestamp: c.created_ms as i64,
+        }
+    }
+
+    fn paged_shards(
+        s: &Stream,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<pb::Shard>, bool), Status> {
+        let start = if after.is_empty() {
+            None
+        } else {
+            Some(streams::parse_shard_id("exclusive_start_shard_id", after)?)
+        };
+        let mut shards: Vec<&ShardMeta> = s
+            .shards
+            .iter()
+            .filter(|m| start.is_none_or(|a| m.index > a))
+            .collect();
+        shards.sort_by_key(|m| m.index);
+        let more = shards.len() > limit;
+        Ok((
+            shards.into_iter().take(limit).map(shard_out).collect(),
+            more,
+        ))
+    }
+}
+
+type EventStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SubscribeToShardEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::streams_server::Streams for StreamsApi {
+    type SubscribeToShardStream = EventStream;
+
+    async fn create_stream(
+        &self,
+        request: Request<pb::CreateStreamRequest>,
+    ) -> Result<Response<pb::CreateStreamResponse>, Status> {
+        observe("CreateStream", async {
+            let r = request.into_inner();
+            let c = streams::CreateStream::new(
+                &r.stream_name,
+                r.shard_count,
+                r.retention_period_hours,
+                r.max_record_size_in_bytes,
+                r.shard_write_records_per_second,
+                r.shard_write_bytes_per_second,
+                r.tags.into_iter().collect(),
+            )?;
+            let name = c.name.clone();
+            match self.ctx.command(Command::CreateStream(c)).await? {
+                CommandOutput::StreamCreated { created } => {
+                    Ok(Response::new(pb::CreateStreamResponse {
+                        stream_arn: self.ctx.identity.stream_arn(&name),
+                        created,
+                    }))
+                }
+                _ => Err(super::status::unexpected("CreateStream")),
+            }
+        })
+        .await
+    }
+
+    async fn delete_stream(
+        &self,
+        request: Request<pb::DeleteStreamRequest>,
+    ) -> Result<Response<pb::DeleteStreamResponse>, Status> {
+        observe("DeleteStream", async {
+            let name = stream_ref("stream_name", &request.into_inner().stream_name)?;
+            self.ctx
+                .done(Command::DeleteStream { name }, "DeleteStream")
+                .await?;
+            Ok(Response::new(pb::DeleteStreamResponse {}))
+        })
+        .await
+    }
+
+    async fn list_streams(
+        &self,
+        request: Request<pb::ListStreamsRequest>,
+    ) -> Result<Response<pb::ListStreamsResponse>, Status> {
+        observe("ListStreams", async {
+            let how = super::consistency(&request)?;
+            let r = request.into_inner();
+            let limit = limit_in("limit", r.limit, 100, 10_000)? as u32;
+            let after = if r.exclusive_start_stream_name.is_empty() {
+                None
+            } else {
+                streams::validate_name(
+                    "exclusive_start_stream_name",
+                    &r.exclusive_start_stream_name,
+                )?;
+                Some(r.exclusive_start_stream_name)
+            };
+            match self
+                .ctx
+                .query(how, Query::ListStreams { after, limit })
+                .await?
+            {
+                QueryOutput::Streams(names, more) => Ok(Response::new(pb::ListStreamsResponse {
+                    stream_names: names,
+                    has_more_streams: more,
+                })),
+                _ => Err(super::status::unexpected("ListStreams")),
+            }
+        })
+        .await
+    }
+
+    async fn describe_stream(
+        &self,
+        request: Request<pb::DescribeStreamRequest>,
+    ) -> Result<Response<pb::DescribeStreamResponse>, Status> {
+        observe("DescribeStream", async {
+            let how = super::consistency(&request)?;
+            let r = request.into_inner();
+            let name = stream_ref("stream_name", &r.stream_name)?;
+            let limit = limit_in("limit", r.limit, 100, 10_000)?;
+            let s = self.stream(how, &name).await?;
+            let (shards, has_more_shards) =
+                Self::paged_shards(&s, &r.exclusive_start_shard_id, limit)?;
+            Ok(Response::new(pb::DescribeStreamResponse {
+                stream_description: Some(pb::StreamDescription {
+                    stream_arn: self.ctx.identity.stream_arn(&s.name),
+                    stream_name: s.name,
+                    stream_status: "ACTIVE".into(),
+                    shards,
+                    has_more_shards,
+                    retention_period_hours: s.retention_hours as i32,
+                    stream_creation_timestamp: s.created_ms as i64,
+                    max_record_size_in_bytes: s.max_record_bytes as i32,
+                    shard_write_records_per_second: s.write_records_per_second as i32,
+                    shard_write_bytes_per_second: s.write_bytes_per_second as i32,
+                }),
+            }))
+        })
+        .await
+    }
+
+    async fn describe_stream_summary(
+        &self,
+        request: Request<pb::DescribeStreamSummaryRequest>,
+    ) -> Result<Response<pb::DescribeStreamSummaryResponse>, Status> {
+        observe("DescribeStreamSummary", async {
+            let how = super::consistency(&request)?;
+            let name = stream_ref("stream_name", &request.into_inner().stream_name)?;
+            let s = self.stream(how, &name).await?;
+            Ok(Response::new(pb::DescribeStreamSummaryResponse {
+                stream_description_summary: Some(pb::StreamDescriptionSummary {
+                    stream_arn: self.ctx.identity.stream_arn(&s.name),
+                    stream_status: "ACTIVE".into(),
+                    retention_period_hours: s.retention_hours as i32,
+                    stream_creation_timestamp: s.created_ms as i64,
+                    open_shard_count: s.open_shards().count() as i32,
+                    consumer_count: s.consumers.len() as i32,
+                    stream_name: s.name,
+                }),
+            }))
+        })
+        .await
+    }
+
+    async fn list_shards(
+        &self,
+        request: Request<pb::ListShardsRequest>,
+    ) -> Result<Response<pb::ListShardsResponse>, Status> {
+        observe("ListShards", async {
+            let how = super::consistency(&request)?;
+            let r = request.into_inner();
+            let name = stream_ref("stream_name", &r.stream_name)?;
+            let limit = limit_in("max_results", r.max_results, 1000, 10_000)?;
+            let after = if r.next_token.is_empty() {
+                r.exclusive_start_shard_id
+            } else {
+                r.next_token
+            };
+            let s = self.stream(how, &name).await?;
+            let (shards, more) = Self::paged_shards(&s, &after, limit)?;
+            let next_token = if more {
+                shards
+                    .last()
+                    .map(|s| s.shard_id.clone())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Ok(Response::new(pb::ListShardsResponse { shards, next_token }))
+        })
+        .await
+    }
+
+    async fn put_record(
+        &self,
+        request: Request<pb::PutRecordRequest>,
+    ) -> Result<Response<pb::PutRecordResponse>, Status> {
+        observe("PutRecord", async {
+            let r = request.into_inner();
+            let stream = stream_ref("stream_name", &r.stream_name)?;
+            let rec = NewRecord::new("", r.data, r.partition_key, &r.explicit_hash_key)?;
+            let out = self
+                .ctx
+                .command(Command::PutRecords {
+                    stream,
+                    records: vec![rec],
+                })
+                .await?;
+            let CommandOutput::Put(mut results) = out else {
+                return Err(super::status::unexpected("PutRecord"));
+            };
+            let placed = results
+                .pop()
+                .ok_or_else(|| super::status::unexpected("PutRecord"))??;
+            Ok(Response::new(pb::PutRecordResponse {
+                shard_id: shard_id(placed.shard),
+                sequence_number: streams::sequence_number(placed.seq, placed.shard),
+            }))
+        })
+        .await
+    }
+
+    async fn put_records(
+        &self,
+        request: Request<pb::PutRecordsRequest>,
+    ) -> Result<Response<pb::PutRecordsResponse>, Status> {
+        observe("PutRecords", async {
+            let r = request.into_inner();
+            let stream = stream_ref("stream_name", &r.stream_name)?;
+            let records = r
+                .records
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    NewRecord::new(
+                        &format!("records[{i}]"),
+                        e.data,
+                        e.partition_key,
+                        &e.explicit_hash_key,
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            validate_batch(&records)?;
+            let out = self
+                .ctx
+                .command(Command::PutRecords { stream, records })
+                .await?;
+            let CommandOutput::Put(results) = out else {
+                return Err(super::status::unexpected("PutRecords"));
+            };
+            let mut failed = 0;
+            let records = results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(p) => pb::PutRecordsResultEntry {
+                        shard_id: shard_id(p.shard),
+                        sequence_number: streams::sequence_number(p.seq, p.shard),
+                        ..Default::default()
+                    },
+                    Err(e) => {
+                        failed += 1;
+                        pb::PutRecordsResultEntry {
+                            error_code: e.code,
+                            error_message: e.message,
+                            ..Default::default()
+                        }
+                    }
+                })
+                .collect();
+            Ok(Response::new(pb::PutRecordsResponse {
+                failed_record_count: failed,
+                records,
+            }))
+        })
+        .await
+    }
+
+    async fn get_shard_iterator(
+        &self,
+        request: Request<pb::GetShardIteratorRequest>,
+    ) -> Result<Response<pb::GetShardIteratorResponse>, Status> {
+        observe("GetShardIterator", async {
+            let how = record_read_consistency(&request)?;
+            let r = request.into_inner();
+            let name = stream_ref("stream_name", &r.stream_name)?;
+            let shard = streams::parse_shard_id("shard_id", &r.shard_id)?;
+            let position = Position::parse(
+                "shard_iterator_type",
+                &r.shard_iterator_type,
+                &r.starting_sequence_number,
+                r.timestamp,
+                shard,
+            )?;
+            let (stream, next) = self.resolve(how, &name, shard, position).await?;
+            let it = ShardIterator {
+                stream,
+                shard,
+                next,
+                issued_ms: now_ms(),
+            };
+            Ok(Response::new(pb::GetShardIteratorResponse {
+                shard_iterator: it.encode(),
+            }))
+        })
+        .await
+    }
+
+    async fn get_records(
+        &self,
+        request: Request<pb::GetRecordsRequest>,
+    ) -> Result<Response<pb::GetRecordsResponse>, Status> {
+        observe("GetRecords", async {
+            let how = record_read_consistency(&request)?;
+            let r = request.into_inner();
+            let it = ShardIterator::decode("shard_iterator", &r.shard_iterator, now_ms())?;
+            let limit = limit_in(
+                "limit",
+                r.limit,
+                READ_MAX_RECORDS as usize,
+                READ_MAX_RECORDS as usize,
+            )? as u32;
+            let read = self
+                .read(how, it.stream, it.shard, it.next, limit, READ_MAX_BYTES)
+                .await?;
+            if !r.stream_name.is_empty() {
+                let name = stream_ref("stream_name", &r.stream_name)?;
+                if name != read.stream {
+                    return Err(DomainError::invalid(
+                        "shard_iterator",
+                        format!("belongs to stream {:?}, not {name:?}", read.stream),
+                    )
+                    .into());
+                }
+            }
+            let next_shard_iterator = if read.children.is_some() {
+                String::new()
+            } else {
+                ShardIterator {
+                    next: read.next,
+                    issued_ms: now_ms(),
+                    ..it
+                }
+                .encode()
+            };
+            Ok(Response::new(pb::GetRecordsResponse {
+                records: records_out(it.shard, &read),
+                next_shard_iterator,
+                millis_behind_latest: millis_behind(&read),
+                child_shards: read.children.iter().flatten().map(child_out).collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn increase_stream_retention_period(
+        &self,
+        request: Request<pb::StreamRetentionRequest>,
+    ) -> Result<Response<pb::StreamRetentionResponse>, Status> {
+        observe(
+            "IncreaseStreamRetentionPeriod",
+            self.retention(request, true),
+        )
+        .await
+    }
+
+    async fn decrease_stream_retention_period(
+        &self,
+        request: Request<pb::StreamRetentionRequest>,
+    ) -> Result<Response<pb::StreamRetentionResponse>, Status> {
+        observe(
+            "DecreaseStreamRetentionPeriod",
+            self.retention(request, false),
+        )
+        .await
+    }
+
+    async fn split_shard(
+        &self,
+        request: Request<pb::SplitShardRequest>,
+    ) -> Result<Response<pb::SplitShardResponse>, Status> {
+        observe("SplitShard", async {
+            let r = request.into_inner();
+            let name = stream_ref("stream_name", &r.stream_name)?;
+            let shard = streams::parse_shard_id("shard_to_split", &r.shard_to_split)?;
+            let new_start = hashing::parse("new_starting_hash_key", &r.new_starting_hash_key)?;
+            match self
+                .ctx
+                .command(Command::SplitShard {
+                    name,
+                    shard,
+                    new_start,
+                })
+                .await?
+            {
+                CommandOutput::Split(c) => Ok(Response::new(pb::SplitShardResponse {
+                    child_shard_ids: c.iter().map(|i| shard_id(*i)).collect(),
+                })),
+                _ => Err(super::status::unexpected("SplitShard")),
+            }
+        })
+        .await
+    }
+
+    async fn merge_shards(
+        &self,
+        request: Request<pb::MergeShardsRequest>,
+    ) -> Result<Response<pb::MergeShardsResponse>, Status> {
+        observe("MergeShards", async {
+            let r = request.into_inner();
+            let name = stream_ref("stream_name", &r.stream_name)?;
+            let shard = streams::parse_shard_id("shard_to_merge", &r.shard_to_merge)?;
+            let adjacent =
+                streams::parse_shard_id("adjacent_shard_to_merge", &r.adjacent_shard_to_merge)?;
+            match self
+                .ctx
+                .command(Command::MergeShards {
+                    name,
+                    shard,
+                    adjacent,
+                })
+                .await?
+            {
+                CommandOutput::Merged(c) => Ok(Response::new(pb::MergeShardsResponse {
+                    child_shard_id: shard_id(c),
+                })),
+                _ => Err(super::status::unexpected("MergeShards")),
+            }
+        })
+        .await
+    }
+
+    async fn update_shard_count(
+        &self,
+        request: Request<pb::UpdateShardCountRequest>,
+    ) -> Result<Response<pb::UpdateShardCountResponse>, Status> {
+        observe("UpdateShardCount", async {
+            let r = request.into_inner();
+            let name = stream_ref("stream_name", &r.stream_name)?;
+            if !r.scaling_type.is_empty() && r.scaling_type != "UNIFORM_SCALING" {
+                return Err(super::status::invalid(
+                    "scaling_type",
+                    "must be UNIFORM_SCALING",
+                ));
+            }
+            let target = u32::try_from(r.target_shard_count)
+                .map_err(|_| super::status::invalid("target_shard_count", "must be positive"))?;
+            match self
+                .ctx
+                .command(Command::UpdateShardCount { name, target })
+                .await?
+            {
+                CommandOutput::Rescaled { previous } => {
+                    Ok(Response::new(pb::UpdateShardCountResponse {
+                        current_shard_count: previous as i32,
+                        target_shard_count: target as i32,
+                    }))
+                }
+                _ => Err(super::status::unexpected("UpdateShardCount")),
+            }
+        })
+        .await
+    }
+
+    async fn add_tags_to_stream(
+        &self,
+        request: Request<pb::AddTagsToStreamRequest>,
+    ) -> Result<Response<pb::AddTagsToStreamResponse>, Status> {
+        observe("AddTagsToStream", async {
+            let r = request.into_inner();
+            let name = stream_ref("stream_name", &r.stream_name)?;
+            let tags: BTreeMap<String, String> = r.tags.into_iter().collect();
+            streams::validate_tags(&tags)?;
+            self.ctx
+                .done(Command::TagStream { name, tags }, "AddTagsToStream")
+                .await?;
+            Ok(Response::new(pb::AddTagsToStreamResponse {}))
+        })
+        .await
+    }
+
+    async fn remove_tags_from_stream(
+        &self,
+        request: Request<pb::RemoveTagsFromStreamRequest>,
+    ) -> Result<Response<pb::RemoveTagsFromStreamResponse>, Status> {
+        observe("RemoveTagsFromStream", async {
+            let r = request.into_inner();
+            let name = stream_ref("stream_name", &r.stream_name)?;
+            self.ctx
+                .done(
+                    Command::UntagStream {
+                        name,
+                        keys: r.tag_keys,
+                    },
+                    "RemoveTagsFromStream",
+                )
+                .await?;
+            Ok(Response::new(pb::RemoveTagsFromStreamResponse {}))
+        })
+        .await
+    }
+
+    async fn list_tags_for_stream(
+        &self,
+        request: Request<pb::ListTagsForStreamRequest>,
+    ) -> Result<Response<pb::ListTagsForStreamResponse>, Status> {
+        observe("ListTagsForStream", async {
+            let how = super::consistency(&request)?;
+            let name = stream_ref("stream_name", &request.into_inner().stream_name)?;
+            let s = self.stream(how, &name).await?;
+            Ok(Response::new(pb::ListTagsForStreamResponse {
+                tags: s.tags.into_iter().collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn register_stream_consumer(
+        &self,
+        request: Request<pb::RegisterStreamConsumerRequest>,
+    ) -> Result<Response<pb::RegisterStreamConsumerResponse>, Status> {
+        observe("RegisterStreamConsumer", async {
+            let r = request.into_inner();
+            let name = stream_ref("stream_arn", &r.stream_arn)?;
+            streams::validate_name("consumer_name", &r.consumer_name)?;
+            match self
+                .ctx
+                .command(Command::RegisterConsumer {
+                    name: name.clone(),
+                    consumer: r.consumer_name,
+                })
+                .await?
+            {
+                CommandOutput::Consumer(c) => {
+                    Ok(Response::new(pb::RegisterStreamConsumerResponse {
+                        consumer: Some(self.consumer_out(&name, &c)),
+                    }))
+                }
+                _ => Err(super::status::unexpected("RegisterStreamConsumer")),
+            }
+        })
+        .await
+    }
+
+    async fn deregister_stream_consumer(
+        &self,
+        request: Request<pb::DeregisterStreamConsumerRequest>,
+    ) -> Result<Response<pb::DeregisterStreamConsumerResponse>, Status> {
+        observe("DeregisterStreamConsumer", async {
+            let r = request.into_inner();
+            let (name, consumer) = if !r.consumer_arn.is_empty() {
+                consumer_ref("consumer_arn", &r.consumer_arn)?
+            } else {
+                streams::validate_name("consumer_name", &r.consumer_name)?;
+                (stream_ref("stream_arn", &r.stream_arn)?, r.consumer_name)
+            };
+            self.ctx
+                .done(
+                    Command::DeregisterConsumer { name, consumer },
+                    "DeregisterStreamConsumer",
+                )
+                .await?;
+            Ok(Response::new(pb::DeregisterStreamConsumerResponse {}))
+        })
+        .await
+    }
+
+    async fn list_stream_consumers(
+        &self,
+        request: Request<pb::ListStreamConsumersRequest>,
+    ) -> Result<Response<pb::ListStreamConsumersResponse>, Status> {
+        observe("ListStreamConsumers", async {
+            let how = super::consistency(&request)?;
+            let name = stream_ref("stream_arn", &request.into_inner().stream_arn)?;
+            let s = self.stream(how, &name).await?;
+            Ok(Response::new(pb::ListStreamConsumersResponse {
+                consumers: s
+                    .consumers
+                    .iter()
+                    .map(|c| self.consumer_out(&s.name, c))
+                    .collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn subscribe_to_shard(
+        &self,
+        request: Request<pb::SubscribeToShardRequest>,
+    ) -> Result<Response<Self::SubscribeToShardStream>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let (name, consumer) = consumer_ref("consumer_arn", &r.consumer_arn)?;
+        let shard = streams::parse_shard_id("shard_id", &r.shard_id)?;
+        let p = r.starting_position.unwrap_or_default();
+        let position = Position::parse(
+            "starting_position.type",
+            &p.r#type,
+            &p.sequence_number,
+            p.timestamp,
+            shard,
+        )?;
+        let s = self.stream(Consistency::Local, &name).await?;
+        if !s.consumers.iter().any(|c| c.name == consumer) {
+            return Err(DomainError::not_found(
+                "ResourceNotFoundException",
+                format!("consumer_arn: stream {name:?} has no consumer {consumer:?}"),
+            )
+            .into());
+        }
+        let (stream, mut next) = self
+            .resolve(Consistency::Local, &name, shard, position)
+            .await?;
+        let ctx = self.ctx.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let wake = ctx.waiters.of(&Waiters::shard_key(stream, shard));
+            let until = tokio::time::Instant::now() + Duration::from_millis(SUBSCRIPTION_MS);
+            loop {
+                let notified = wake.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let read = match ctx.router.read_local(&Query::ReadShard {
+                    stream,
+                    shard,
+                    from: next,
+                    limit: EVENT_MAX_RECORDS,
+                    max_bytes: READ_MAX_BYTES,
+                }) {
+                    Ok(Ok(QueryOutput::Records(r))) => r,
+                    Ok(Ok(_)) => return,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                let finished = read.children.is_some();
+                let event = pb::SubscribeToShardEvent {
+                    records: records_out(shard, &read),
+                    continuation_sequence_number: streams::sequence_number(
+                        read.next.saturating_sub(1),
+                        shard,
+                    ),
+                    millis_behind_latest: millis_behind(&read),
+                    child_shards: read.children.iter().flatten().map(child_out).collect(),
+                };
+                let had_records = !read.records.is_empty();
+                next = read.next;
+                if (had_records || finished) && tx.send(Ok(event.clone())).await.is_err() {
+                    return;
+                }
+                if finished || tokio::time::Instant::now() >= until {
+                    return;
+                }
+                if had_records {
+                    continue;
+                }
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep(HEARTBEAT) => {
+                        // A quiet shard still hears from us, so a dead client
+                        // is noticed and the consumer sees how far behind it is.
+                        if tx.send(Ok(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(until) => return,
+                }
+            }
+        });
+        metrics::histogram!("sluice_grpc_request_duration_seconds", "rpc" => "SubscribeToShard", "code" => "Ok")
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("sluice_grpc_requests_total", "rpc" => "SubscribeToShard", "code" => "Ok").increment(1);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(stream) as EventStream))
+    }
+}
+
+impl StreamsApi {
+    async fn retention(
+        &self,
+        request: Request<pb::StreamRetentionRequest>,
+        increase: bool,
+    ) -> Result<Response<pb::StreamRetentionResponse>, Status> {
+        let r = request.into_inner();
+        let name = stream_ref("stream_name", &r.stream_name)?;
+        let hours = u32::try_from(r.retention_period_hours)
+            .ok()
+            .filter(|h| (streams::RETENTION_MIN_HOURS..=streams::RETENTION_MAX_HOURS).contains(h))
+            .ok_or_else(|| {
+                super::status::invalid(
+                    "retention_period_hours",
+                    format!(
+                        "must be from {} to {}, got {}",
+                        streams::RETENTION_MIN_HOURS,
+                        streams::RETENTION_MAX_HOURS,
+                        r.retention_period_hours
+                    ),
+                )
+            })?;
+        self.ctx
+            .done(
+                Command::SetStreamRetention {
+                    name,
+                    hours,
+                    increase,
+                },
+                "StreamRetention",
+            )
+            .await?;
+        Ok(Response::new(pb::StreamRetentionResponse {}))
+    }
+}
