@@ -1,86 +1,16 @@
-//! `sluicectl`: manage a Sluice cluster from the command line.
-//!
-//! Errors print as one line, `sluicectl: <code>: <message>`, and exit with
-//! status 1 (2 for usage errors).
+//! `sluicectl queue ...`.
 
-use std::collections::HashMap;
-use std::process::ExitCode;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use serde_json::json;
-use sluice_client::{Client, Consistency, Error, Options};
+use sluice_client::{Client, Consistency, Error};
 use sluice_proto::v1 as pb;
 
-/// Manage a Sluice cluster.
-#[derive(Parser)]
-#[command(name = "sluicectl", version)]
-struct Cli {
-    /// Broker nodes to talk to, comma-separated HOST:PORT.
-    #[arg(
-        long,
-        env = "SLUICE_CLUSTER",
-        default_value = "127.0.0.1:7070",
-        global = true
-    )]
-    cluster: String,
-    /// Give up retrying an unavailable cluster after this many seconds.
-    #[arg(long, default_value_t = 30, global = true)]
-    timeout: u64,
-    /// Print results as JSON.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Command,
-}
+use crate::parse_pair;
 
 #[derive(Subcommand)]
-enum Command {
-    /// Cluster status and membership.
-    #[command(subcommand)]
-    Cluster(ClusterCmd),
-    /// Queues.
-    #[command(subcommand)]
-    Queue(QueueCmd),
-}
-
-#[derive(Subcommand)]
-enum ClusterCmd {
-    /// Leader, term, members and their replication lag.
-    Status {
-        /// The called node's own view instead of the leader's.
-        #[arg(long)]
-        local: bool,
-    },
-    /// Add a node (started with `sluice serve --join`) as a learner.
-    AddLearner {
-        /// The new node's id.
-        node_id: u64,
-        /// HOST:PORT the other nodes reach it at.
-        address: String,
-    },
-    /// Make a learner a voter.
-    Promote {
-        /// The learner's id.
-        node_id: u64,
-    },
-    /// Remove a voter or learner.
-    Remove {
-        /// The member's id.
-        node_id: u64,
-    },
-    /// Hand leadership to another voter.
-    TransferLeader {
-        /// The voter to lead; by default the most caught-up one.
-        #[arg(long)]
-        to: Option<u64>,
-    },
-    /// Build a snapshot on the (first) node given by --cluster.
-    Snapshot,
-}
-
-#[derive(Subcommand)]
-enum QueueCmd {
+pub enum QueueCmd {
     /// Create a queue (a FIFO queue when the name ends in .fifo).
     Create {
         /// Queue name.
@@ -201,133 +131,8 @@ enum QueueCmd {
     },
 }
 
-fn parse_pair(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
-}
-
-fn members_json(members: &[pb::MemberStatus]) -> serde_json::Value {
-    members
-        .iter()
-        .map(|m| {
-            json!({
-                "node_id": m.node_id, "address": m.address, "role": m.role,
-                "matched_index": m.matched_index, "lag": m.lag,
-            })
-        })
-        .collect()
-}
-
-fn print_members(members: &[pb::MemberStatus]) {
-    println!(
-        "{:<8} {:<24} {:<8} {:>10} {:>8}",
-        "NODE", "ADDRESS", "ROLE", "MATCHED", "LAG"
-    );
-    for m in members {
-        let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-        println!(
-            "{:<8} {:<24} {:<8} {:>10} {:>8}",
-            m.node_id,
-            m.address,
-            m.role,
-            opt(m.matched_index),
-            opt(m.lag)
-        );
-    }
-}
-
-async fn run(cli: Cli) -> Result<(), Error> {
-    let client = Client::with_options(
-        cli.cluster.split(','),
-        Options {
-            deadline: Duration::from_secs(cli.timeout),
-            ..Options::default()
-        },
-    )?;
-    let json = cli.json;
-    match cli.command {
-        Command::Cluster(cmd) => match cmd {
-            ClusterCmd::Status { local } => {
-                let s = client.cluster_status(local).await?;
-                if json {
-                    println!(
-                        "{}",
-                        json!({
-                            "node_id": s.node_id, "state": s.state, "leader_id": s.leader_id,
-                            "term": s.term, "last_log_index": s.last_log_index,
-                            "applied_index": s.applied_index, "snapshot_index": s.snapshot_index,
-                            "purged_index": s.purged_index, "region": s.region,
-                            "account_id": s.account_id, "members": members_json(&s.members),
-                        })
-                    );
-                } else {
-                    let leader = s
-                        .leader_id
-                        .map(|l| l.to_string())
-                        .unwrap_or_else(|| "none".into());
-                    println!(
-                        "answered by node {} ({}); leader {leader}, term {}",
-                        s.node_id, s.state, s.term
-                    );
-                    println!(
-                        "log {} applied {} snapshot {} purged {}",
-                        s.last_log_index,
-                        s.applied_index,
-                        s.snapshot_index
-                            .map(|v| v.to_string())
-                            .unwrap_or_else(|| "-".into()),
-                        s.purged_index
-                            .map(|v| v.to_string())
-                            .unwrap_or_else(|| "-".into()),
-                    );
-                    print_members(&s.members);
-                }
-            }
-            ClusterCmd::AddLearner { node_id, address } => {
-                let m = client.add_learner(node_id, &address).await?;
-                show_membership(json, &m);
-            }
-            ClusterCmd::Promote { node_id } => {
-                let m = client.promote_learner(node_id).await?;
-                show_membership(json, &m);
-            }
-            ClusterCmd::Remove { node_id } => {
-                let m = client.remove_member(node_id).await?;
-                show_membership(json, &m);
-            }
-            ClusterCmd::TransferLeader { to } => {
-                let t = client.transfer_leadership(to).await?;
-                if json {
-                    println!(
-                        "{}",
-                        json!({"previous_leader_id": t.previous_leader_id, "new_leader_id": t.new_leader_id, "term": t.term})
-                    );
-                } else {
-                    println!(
-                        "leadership moved from node {} to node {} (term {})",
-                        t.previous_leader_id, t.new_leader_id, t.term
-                    );
-                }
-            }
-            ClusterCmd::Snapshot => {
-                let s = client.trigger_snapshot().await?;
-                if json {
-                    println!(
-                        "{}",
-                        json!({"node_id": s.node_id, "snapshot_index": s.snapshot_index})
-                    );
-                } else {
-                    println!("node {} snapshot at index {}", s.node_id, s.snapshot_index);
-                }
-            }
-        },
-        Command::Queue(cmd) => queue(&client, json, cmd).await?,
-    }
-    Ok(())
-}
-
-async fn queue(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error> {
+/// Runs a queue verb.
+pub async fn run(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error> {
     match cmd {
         QueueCmd::Create {
             name,
@@ -391,7 +196,7 @@ async fn queue(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error> 
                     .set_queue_attributes(&name, set.into_iter().collect())
                     .await?;
             }
-            let attrs: std::collections::BTreeMap<_, _> = client
+            let attrs: BTreeMap<_, _> = client
                 .get_queue_attributes(&name, &[])
                 .await?
                 .into_iter()
@@ -413,15 +218,7 @@ async fn queue(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error> 
             dedup,
             attributes,
         } => {
-            let bodies: Vec<String> = if stdin {
-                std::io::stdin()
-                    .lines()
-                    .map_while(Result::ok)
-                    .filter(|l| !l.is_empty())
-                    .collect()
-            } else {
-                vec![body.ok_or_else(|| Error::Config("give the message body, or --stdin".into()))?]
-            };
+            let bodies = crate::arg_or_stdin(body, stdin, "the message body")?;
             let message_attributes: HashMap<String, pb::MessageAttributeValue> = attributes
                 .into_iter()
                 .map(|(k, v)| {
@@ -477,8 +274,8 @@ async fn queue(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error> 
                 .await?;
             for m in &r.messages {
                 if json {
-                    let attrs: std::collections::BTreeMap<_, _> = m.attributes.iter().collect();
-                    let mattrs: std::collections::BTreeMap<_, _> = m
+                    let attrs: BTreeMap<_, _> = m.attributes.iter().collect();
+                    let mattrs: BTreeMap<_, _> = m
                         .message_attributes
                         .iter()
                         .map(|(k, v)| (k.clone(), v.string_value.clone()))
@@ -507,8 +304,7 @@ async fn queue(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error> 
             if !remove.is_empty() {
                 client.untag_queue(&name, remove).await?;
             }
-            let tags: std::collections::BTreeMap<_, _> =
-                client.list_queue_tags(&name).await?.into_iter().collect();
+            let tags: BTreeMap<_, _> = client.list_queue_tags(&name).await?.into_iter().collect();
             if json {
                 println!("{}", json!(tags));
             } else {
@@ -567,37 +363,4 @@ async fn queue(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error> 
         }
     }
     Ok(())
-}
-
-fn show_membership(json: bool, m: &pb::MembershipResponse) {
-    if json {
-        println!(
-            "{}",
-            json!({"log_index": m.log_index, "members": members_json(&m.members)})
-        );
-    } else {
-        print_members(&m.members);
-    }
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sluicectl: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let line = e.to_string().replace('\n', " ");
-            eprintln!("sluicectl: {line}");
-            ExitCode::FAILURE
-        }
-    }
 }

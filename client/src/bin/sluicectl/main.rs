@@ -1,0 +1,263 @@
+//! `sluicectl`: manage a Sluice cluster from the command line.
+//!
+//! Errors print as one line, `sluicectl: <code>: <message>`, and exit with
+//! status 1 (2 for usage errors).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+mod queue;
+mod stream;
+
+use queue::QueueCmd;
+use serde_json::json;
+use sluice_client::{Client, Error, Options};
+use sluice_proto::v1 as pb;
+use stream::StreamCmd;
+
+/// Manage a Sluice cluster.
+#[derive(Parser)]
+#[command(name = "sluicectl", version)]
+struct Cli {
+    /// Broker nodes to talk to, comma-separated HOST:PORT.
+    #[arg(
+        long,
+        env = "SLUICE_CLUSTER",
+        default_value = "127.0.0.1:7070",
+        global = true
+    )]
+    cluster: String,
+    /// Give up retrying an unavailable cluster after this many seconds.
+    #[arg(long, default_value_t = 30, global = true)]
+    timeout: u64,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Cluster status and membership.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Queues.
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// Streams.
+    #[command(subcommand)]
+    Stream(StreamCmd),
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Leader, term, members and their replication lag.
+    Status {
+        /// The called node's own view instead of the leader's.
+        #[arg(long)]
+        local: bool,
+    },
+    /// Add a node (started with `sluice serve --join`) as a learner.
+    AddLearner {
+        /// The new node's id.
+        node_id: u64,
+        /// HOST:PORT the other nodes reach it at.
+        address: String,
+    },
+    /// Make a learner a voter.
+    Promote {
+        /// The learner's id.
+        node_id: u64,
+    },
+    /// Remove a voter or learner.
+    Remove {
+        /// The member's id.
+        node_id: u64,
+    },
+    /// Hand leadership to another voter.
+    TransferLeader {
+        /// The voter to lead; by default the most caught-up one.
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Build a snapshot on the (first) node given by --cluster.
+    Snapshot,
+}
+
+/// The one value given as an argument, or with `--stdin` one per non-empty
+/// line of stdin.
+fn arg_or_stdin(arg: Option<String>, stdin: bool, what: &str) -> Result<Vec<String>, Error> {
+    if stdin {
+        Ok(std::io::stdin()
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| !l.is_empty())
+            .collect())
+    } else {
+        let v = arg.ok_or_else(|| Error::Config(format!("give {what}, or --stdin")))?;
+        Ok(vec![v])
+    }
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
+}
+
+fn members_json(members: &[pb::MemberStatus]) -> serde_json::Value {
+    members
+        .iter()
+        .map(|m| {
+            json!({
+                "node_id": m.node_id, "address": m.address, "role": m.role,
+                "matched_index": m.matched_index, "lag": m.lag,
+            })
+        })
+        .collect()
+}
+
+fn print_members(members: &[pb::MemberStatus]) {
+    println!(
+        "{:<8} {:<24} {:<8} {:>10} {:>8}",
+        "NODE", "ADDRESS", "ROLE", "MATCHED", "LAG"
+    );
+    for m in members {
+        let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<8} {:<24} {:<8} {:>10} {:>8}",
+            m.node_id,
+            m.address,
+            m.role,
+            opt(m.matched_index),
+            opt(m.lag)
+        );
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let client = Client::with_options(
+        cli.cluster.split(','),
+        Options {
+            deadline: Duration::from_secs(cli.timeout),
+            ..Options::default()
+        },
+    )?;
+    let json = cli.json;
+    match cli.command {
+        Command::Cluster(cmd) => match cmd {
+            ClusterCmd::Status { local } => {
+                let s = client.cluster_status(local).await?;
+                if json {
+                    println!(
+                        "{}",
+                        json!({
+                            "node_id": s.node_id, "state": s.state, "leader_id": s.leader_id,
+                            "term": s.term, "last_log_index": s.last_log_index,
+                            "applied_index": s.applied_index, "snapshot_index": s.snapshot_index,
+                            "purged_index": s.purged_index, "region": s.region,
+                            "account_id": s.account_id, "members": members_json(&s.members),
+                        })
+                    );
+                } else {
+                    let leader = s
+                        .leader_id
+                        .map(|l| l.to_string())
+                        .unwrap_or_else(|| "none".into());
+                    println!(
+                        "answered by node {} ({}); leader {leader}, term {}",
+                        s.node_id, s.state, s.term
+                    );
+                    println!(
+                        "log {} applied {} snapshot {} purged {}",
+                        s.last_log_index,
+                        s.applied_index,
+                        s.snapshot_index
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        s.purged_index
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                    );
+                    print_members(&s.members);
+                }
+            }
+            ClusterCmd::AddLearner { node_id, address } => {
+                let m = client.add_learner(node_id, &address).await?;
+                show_membership(json, &m);
+            }
+            ClusterCmd::Promote { node_id } => {
+                let m = client.promote_learner(node_id).await?;
+                show_membership(json, &m);
+            }
+            ClusterCmd::Remove { node_id } => {
+                let m = client.remove_member(node_id).await?;
+                show_membership(json, &m);
+            }
+            ClusterCmd::TransferLeader { to } => {
+                let t = client.transfer_leadership(to).await?;
+                if json {
+                    println!(
+                        "{}",
+                        json!({"previous_leader_id": t.previous_leader_id, "new_leader_id": t.new_leader_id, "term": t.term})
+                    );
+                } else {
+                    println!(
+                        "leadership moved from node {} to node {} (term {})",
+                        t.previous_leader_id, t.new_leader_id, t.term
+                    );
+                }
+            }
+            ClusterCmd::Snapshot => {
+                let s = client.trigger_snapshot().await?;
+                if json {
+                    println!(
+                        "{}",
+                        json!({"node_id": s.node_id, "snapshot_index": s.snapshot_index})
+                    );
+                } else {
+                    println!("node {} snapshot at index {}", s.node_id, s.snapshot_index);
+                }
+            }
+        },
+        Command::Queue(cmd) => queue::run(&client, json, cmd).await?,
+        Command::Stream(cmd) => stream::run(&client, json, cmd).await?,
+    }
+    Ok(())
+}
+
+fn show_membership(json: bool, m: &pb::MembershipResponse) {
+    if json {
+        println!(
+            "{}",
+            json!({"log_index": m.log_index, "members": members_json(&m.members)})
+        );
+    } else {
+        print_members(&m.members);
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sluicectl: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let line = e.to_string().replace('\n', " ");
+            eprintln!("sluicectl: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
