@@ -337,6 +337,23 @@ impl Cluster {
         Client::new(self.addrs()).expect("client")
     }
 
+    /// A client of every node that tries the `first`-th (0-based, wrapping)
+    /// first, and retries for up to a minute: one per simulated
+    /// application, to spread them over the nodes.
+    pub fn client_from(&self, first: usize) -> Client {
+        let mut addrs = self.addrs();
+        let n = addrs.len();
+        addrs.rotate_left(first % n);
+        Client::with_options(
+            addrs,
+            Options {
+                deadline: Duration::from_secs(60),
+                ..Options::default()
+            },
+        )
+        .expect("client")
+    }
+
     /// A client of every node except `except`.
     pub fn client_without(&self, except: NodeId) -> Client {
         Client::new(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use cluster_tests::{serial, Cluster};
 use sluice_client::sluice_proto::v1 as pb;
-use sluice_client::{Client, Options};
+use sluice_client::Client;
 
 const MESSAGES: usize = 10_000;
 const PRODUCERS: usize = 4;
@@ -28,21 +28,6 @@ struct Record {
     received: Vec<(String, Instant, Instant, usize)>,
     delete_invoked: HashMap<String, Instant>,
     delete_acked: HashMap<String, Instant>,
-}
-
-/// A client of every node, trying `first` first.
-fn client_from(c: &Cluster, first: usize) -> Client {
-    let mut addrs = c.addrs();
-    let n = addrs.len();
-    addrs.rotate_left(first % n);
-    Client::with_options(
-        addrs,
-        Options {
-            deadline: Duration::from_secs(60),
-            ..Options::default()
-        },
-    )
-    .unwrap()
 }
 
 fn group_of(body: &str) -> Option<(&str, usize)> {
@@ -178,7 +163,7 @@ async fn run(fifo: bool, kill_leader: bool) {
     let producers: Vec<_> = (0..PRODUCERS)
         .map(|p| {
             tokio::spawn(produce(
-                client_from(&c, p),
+                c.client_from(p),
                 queue.clone(),
                 fifo,
                 p,
@@ -189,7 +174,7 @@ async fn run(fifo: bool, kill_leader: bool) {
     let consumers: Vec<_> = (0..CONSUMERS)
         .map(|n| {
             tokio::spawn(consume(
-                client_from(&c, n + 1),
+                c.client_from(n + 1),
                 queue.clone(),
                 record.clone(),
                 done.clone(),

@@ -1,12 +1,14 @@
 //! `sluice.v1.Streams`.
 //!
-//! Writes go to the leader. Reads of records (GetShardIterator, GetRecords,
-//! SubscribeToShard) are served from the called node's state: it holds only
-//! committed records, so nothing it returns can later disappear (the
-//! retention window aside), but a lagging node may return fewer records than
-//! the leader. Metadata reads (DescribeStream, ListShards, ...) are
-//! linearizable by default. The `sluice-consistency` metadata overrides
-//! either.
+//! Writes go to the leader. GetRecords is served from the called node's
+//! applied state: it holds only committed records, so nothing it returns can
+//! later disappear (the retention window aside), but a lagging node may
+//! return fewer records than the leader (never a gap: the iterator it gives
+//! back starts after the last record it returned). A stream or shard the
+//! node has not heard of yet is asked of the leader. Everything else
+//! (GetShardIterator, the metadata reads, SubscribeToShard's consumer and
+//! starting position) is linearizable by default. The `sluice-consistency`
+//! metadata overrides either default.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -175,20 +177,23 @@ impl StreamsApi {
         limit: u32,
         max_bytes: u64,
     ) -> Result<Read, Status> {
-        match self
-            .ctx
-            .query(
-                how,
-                Query::ReadShard {
-                    stream,
-                    shard,
-                    from,
-                    limit,
-                    max_bytes,
-                },
-            )
-            .await?
-        {
+        let query = Query::ReadShard {
+            stream,
+            shard,
+            from,
+            limit,
+            max_bytes,
+        };
+        let reply = match self.ctx.query(how, query.clone()).await {
+            // This node may not have applied the stream's (or the shard's)
+            // creation yet, though the iterator came from a node that had:
+            // the leader knows.
+            Err(s) if how == Consistency::Local && s.code() == tonic::Code::NotFound => {
+                self.ctx.query(Consistency::Linearizable, query).await?
+            }
+            other => other?,
+        };
+        match reply {
             QueryOutput::Records(r) => Ok(r),
             _ => Err(super::status::unexpected("GetRecords")),
         }
@@ -507,7 +512,9 @@ impl pb::streams_server::Streams for StreamsApi {
         request: Request<pb::GetShardIteratorRequest>,
     ) -> Result<Response<pb::GetShardIteratorResponse>, Status> {
         observe("GetShardIterator", async {
-            let how = record_read_consistency(&request)?;
+            // Linearizable by default: LATEST is the newest record now, and
+            // a stream just created is found.
+            let how = super::consistency(&request)?;
             let r = request.into_inner();
             let name = stream_ref("stream_name", &r.stream_name)?;
             let shard = streams::parse_shard_id("shard_id", &r.shard_id)?;
@@ -826,7 +833,10 @@ impl pb::streams_server::Streams for StreamsApi {
             p.timestamp,
             shard,
         )?;
-        let s = self.stream(Consistency::Local, &name).await?;
+        // The consumer and the starting position at a linearizable point
+        // (a consumer registered or a record put just before is seen); the
+        // records then come from this node as it applies them.
+        let s = self.stream(Consistency::Linearizable, &name).await?;
         if !s.consumers.iter().any(|c| c.name == consumer) {
             return Err(DomainError::not_found(
                 "ResourceNotFoundException",
@@ -835,7 +845,7 @@ impl pb::streams_server::Streams for StreamsApi {
             .into());
         }
         let (stream, mut next) = self
-            .resolve(Consistency::Local, &name, shard, position)
+            .resolve(Consistency::Linearizable, &name, shard, position)
             .await?;
         let ctx = self.ctx.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
