@@ -10,16 +10,20 @@
 //! target/release/sluice-bench --spawn 3 --workload send --batch 10 --concurrency 64
 //! target/release/sluice-bench --spawn 3 --workload receive-delete --prefill 200000
 //! target/release/sluice-bench --spawn 3 --workload receive-depth --depth 1000000
+//! target/release/sluice-bench --spawn 3 --workload put-records --batch 500 --message-bytes 1024 --concurrency 8
+//! target/release/sluice-bench --spawn 3 --workload get-records --batch 10000 --prefill 200000 --concurrency 4
+//! target/release/sluice-bench --spawn 3 --workload put-to-read --shards 1
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod queues;
+mod streams;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use cluster_tests::{metric_value, scrape, Cluster};
 use hdrhistogram::Histogram;
-use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::{Client, Options};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -35,6 +39,36 @@ enum Workload {
     /// ReceiveMessage of one message with visibility 0 on a queue holding
     /// --depth messages: the cost of a receive at that depth.
     ReceiveDepth,
+    /// PutRecords of --batch records (1-500) of --message-bytes each, over
+    /// --shards shards with random partition keys.
+    PutRecords,
+    /// GetRecords of up to --batch records (1-10000), each worker reading
+    /// one shard of a stream filled with --prefill records, from its oldest
+    /// record and again from the start at its end.
+    GetRecords,
+    /// PutRecord of one record, timed until a SubscribeToShard subscriber
+    /// on another node (a follower, when --target is the leader) receives
+    /// it: the put-to-read latency.
+    PutToRead,
+}
+
+impl Workload {
+    fn is_stream(self) -> bool {
+        matches!(
+            self,
+            Workload::PutRecords | Workload::GetRecords | Workload::PutToRead
+        )
+    }
+
+    /// The allowed --batch.
+    fn batch_range(self) -> std::ops::RangeInclusive<usize> {
+        match self {
+            Workload::PutRecords => 1..=500,
+            Workload::GetRecords => 1..=10_000,
+            Workload::PutToRead | Workload::CreateQueue => 1..=1,
+            _ => 1..=10,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -73,15 +107,20 @@ struct Args {
     /// Seconds of unmeasured load first.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
-    /// Messages per request (1-10) for the queue workloads.
+    /// Messages per request (1-10) for the queue workloads; records per
+    /// PutRecords (1-500) or most records per GetRecords (1-10000).
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Message body size in bytes.
+    /// Message body (or record) size in bytes.
     #[arg(long, default_value_t = 1024)]
     message_bytes: usize,
-    /// Messages to put in the queue before receive-delete.
+    /// Messages to put in the queue before receive-delete, or records in
+    /// the stream before get-records.
     #[arg(long, default_value_t = 100_000)]
     prefill: u64,
+    /// Shards of the bench stream.
+    #[arg(long, default_value_t = 4)]
+    shards: i32,
     /// Messages in the queue for receive-depth.
     #[arg(long, default_value_t = 10)]
     depth: u64,
@@ -90,193 +129,109 @@ struct Args {
     json: bool,
 }
 
-struct Run {
-    histogram: Histogram<u64>,
-    errors: u64,
-    messages: u64,
+/// What one request did.
+pub struct Done {
+    /// Messages or records moved.
+    pub items: u64,
+    /// Bytes of message bodies or record data moved.
+    pub bytes: u64,
+    /// For put-to-read: (put start to delivery, put ack to delivery).
+    pub extra: Option<(Duration, Duration)>,
 }
 
-/// One request of the workload; returns how many messages it moved.
-async fn op(args: &Args, client: &Client, queue: &str, id: usize, i: u64) -> Result<u64, String> {
-    let e = |e: sluice_client::Error| e.to_string();
-    match args.workload {
-        Workload::CreateQueue => {
-            let name = format!("b{}-{id}-{i}", std::process::id());
-            client
-                .create_queue(&name, Default::default())
-                .await
-                .map_err(e)?;
-            Ok(1)
-        }
-        Workload::Send => {
-            let body = "x".repeat(args.message_bytes);
-            if args.batch == 1 {
-                client
-                    .send_message(pb::SendMessageRequest {
-                        queue_name: queue.into(),
-                        message_body: body,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(e)?;
-                Ok(1)
-            } else {
-                let entries = (0..args.batch)
-                    .map(|n| pb::SendMessageBatchRequestEntry {
-                        id: format!("e{n}"),
-                        message_body: body.clone(),
-                        ..Default::default()
-                    })
-                    .collect();
-                let r = client
-                    .send_message_batch(pb::SendMessageBatchRequest {
-                        queue_name: queue.into(),
-                        entries,
-                    })
-                    .await
-                    .map_err(e)?;
-                Ok(r.successful.len() as u64)
-            }
-        }
-        Workload::ReceiveDelete => {
-            let r = client
-                .receive_message(pb::ReceiveMessageRequest {
-                    queue_name: queue.into(),
-                    max_number_of_messages: args.batch as i32,
-                    visibility_timeout: Some(300),
-                    wait_time_seconds: Some(0),
-                    ..Default::default()
-                })
-                .await
-                .map_err(e)?;
-            if args.batch == 1 {
-                for m in &r.messages {
-                    client
-                        .delete_message(queue, &m.receipt_handle)
-                        .await
-                        .map_err(e)?;
-                }
-            } else if !r.messages.is_empty() {
-                let entries = r
-                    .messages
-                    .iter()
-                    .enumerate()
-                    .map(|(n, m)| pb::DeleteMessageBatchRequestEntry {
-                        id: format!("d{n}"),
-                        receipt_handle: m.receipt_handle.clone(),
-                    })
-                    .collect();
-                client
-                    .delete_message_batch(pb::DeleteMessageBatchRequest {
-                        queue_name: queue.into(),
-                        entries,
-                    })
-                    .await
-                    .map_err(e)?;
-            }
-            if r.messages.is_empty() {
-                return Err("the queue ran empty: raise --prefill".into());
-            }
-            Ok(r.messages.len() as u64)
-        }
-        Workload::ReceiveDepth => {
-            let r = client
-                .receive_message(pb::ReceiveMessageRequest {
-                    queue_name: queue.into(),
-                    max_number_of_messages: 1,
-                    visibility_timeout: Some(0),
-                    wait_time_seconds: Some(0),
-                    ..Default::default()
-                })
-                .await
-                .map_err(e)?;
-            Ok(r.messages.len() as u64)
+impl Done {
+    /// `items` of `bytes` bytes each.
+    pub fn items(items: u64, bytes: usize) -> Done {
+        Done {
+            items,
+            bytes: items * bytes as u64,
+            extra: None,
         }
     }
 }
 
-async fn worker(
-    args: Arc<Args>,
-    client: Arc<Client>,
-    queue: Arc<String>,
-    id: usize,
-    until: Instant,
-    measure_from: Instant,
-) -> Run {
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-    let mut errors = 0;
-    let mut messages = 0;
+fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram")
+}
+
+/// What the workers share.
+struct Bench {
+    args: Args,
+    client: Client,
+    queue: String,
+    stream: String,
+    deliveries: streams::Deliveries,
+}
+
+struct Run {
+    histogram: Histogram<u64>,
+    /// put-to-read: put start to delivery, and put ack to delivery.
+    to_read: Histogram<u64>,
+    ack_to_read: Histogram<u64>,
+    errors: u64,
+    items: u64,
+    bytes: u64,
+}
+
+impl Default for Run {
+    fn default() -> Run {
+        Run {
+            histogram: histogram(),
+            to_read: histogram(),
+            ack_to_read: histogram(),
+            errors: 0,
+            items: 0,
+            bytes: 0,
+        }
+    }
+}
+
+async fn worker(bench: Arc<Bench>, id: usize, until: Instant, measure_from: Instant) -> Run {
+    let mut run = Run::default();
+    let mut reader = streams::Reader::default();
+    let args = &bench.args;
     let mut i = 0u64;
     while Instant::now() < until {
         let started = Instant::now();
-        let result = op(&args, &client, &queue, id, i).await;
+        let result = if args.workload.is_stream() {
+            streams::op(
+                args,
+                &bench.client,
+                &bench.stream,
+                &bench.deliveries,
+                &mut reader,
+                id,
+                i,
+            )
+            .await
+        } else {
+            queues::op(args, &bench.client, &bench.queue, id, i).await
+        };
         i += 1;
         let micros = started.elapsed().as_micros() as u64;
         if started >= measure_from {
             match result {
-                Ok(n) => {
-                    histogram.saturating_record(micros.max(1));
-                    messages += n;
+                Ok(done) => {
+                    run.histogram.saturating_record(micros.max(1));
+                    run.items += done.items;
+                    run.bytes += done.bytes;
+                    if let Some((to_read, ack_to_read)) = done.extra {
+                        run.to_read
+                            .saturating_record((to_read.as_micros() as u64).max(1));
+                        run.ack_to_read
+                            .saturating_record((ack_to_read.as_micros() as u64).max(1));
+                    }
                 }
                 Err(e) => {
-                    if errors == 0 {
+                    if run.errors == 0 {
                         eprintln!("worker {id}: {e}");
                     }
-                    errors += 1;
+                    run.errors += 1;
                 }
             }
         }
     }
-    Run {
-        histogram,
-        errors,
-        messages,
-    }
-}
-
-/// Fills `queue` with `count` messages of `bytes` bytes, 10 per request.
-async fn fill(client: Arc<Client>, queue: &str, count: u64, bytes: usize) {
-    if count == 0 {
-        return;
-    }
-    let started = Instant::now();
-    let left = Arc::new(AtomicU64::new(count.div_ceil(10)));
-    let tasks: Vec<_> = (0..32)
-        .map(|_| {
-            let client = client.clone();
-            let left = left.clone();
-            let queue = queue.to_string();
-            tokio::spawn(async move {
-                let body = "x".repeat(bytes);
-                while left
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                    .is_ok()
-                {
-                    let entries = (0..10)
-                        .map(|n| pb::SendMessageBatchRequestEntry {
-                            id: format!("e{n}"),
-                            message_body: body.clone(),
-                            ..Default::default()
-                        })
-                        .collect();
-                    client
-                        .send_message_batch(pb::SendMessageBatchRequest {
-                            queue_name: queue.clone(),
-                            entries,
-                        })
-                        .await
-                        .expect("filling the queue");
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("fill task");
-    }
-    eprintln!(
-        "filled {queue} with {count} messages in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    run
 }
 
 struct NodeCounters {
@@ -294,10 +249,14 @@ fn counters(addr: &str) -> NodeCounters {
 
 #[tokio::main]
 async fn main() {
-    let args = Arc::new(Args::parse());
+    let args = Args::parse();
+    let batches = args.workload.batch_range();
     assert!(
-        (1..=10).contains(&args.batch),
-        "--batch: must be from 1 to 10"
+        batches.contains(&args.batch),
+        "--batch: must be from {} to {} for {:?}",
+        batches.start(),
+        batches.end(),
+        args.workload
     );
     if let Some(dir) = &args.bin_dir {
         std::env::set_var("SLUICE_BIN_DIR", dir);
@@ -334,18 +293,40 @@ async fn main() {
             .map(|m| m.address.clone())
             .expect("a follower (single-node clusters have none)"),
     };
-    let client = Arc::new(
-        Client::with_options(
-            [target_addr.as_str()],
-            Options {
-                deadline: Duration::from_secs(5),
-                ..Options::default()
-            },
-        )
-        .expect("client"),
-    );
-    let queue = Arc::new(format!("bench-{}", std::process::id()));
-    if args.workload != Workload::CreateQueue {
+    let client = Client::with_options(
+        [target_addr.as_str()],
+        Options {
+            deadline: Duration::from_secs(5),
+            ..Options::default()
+        },
+    )
+    .expect("client");
+    let queue = format!("bench-{}", std::process::id());
+    let stream = queue.clone();
+    let deliveries = streams::Deliveries::default();
+    if args.workload.is_stream() {
+        streams::create(&client, &stream, args.shards).await;
+        if args.workload == Workload::GetRecords {
+            streams::fill(
+                Arc::new(client.clone()),
+                &stream,
+                args.prefill,
+                args.message_bytes,
+            )
+            .await;
+        }
+        if args.workload == Workload::PutToRead {
+            // The subscriber sits on another node than the one put to.
+            let other = status
+                .members
+                .iter()
+                .map(|m| m.address.clone())
+                .find(|a| *a != target_addr)
+                .unwrap_or_else(|| target_addr.clone());
+            let sub = Client::new([other.as_str()]).expect("client");
+            streams::subscribe(sub, &stream, args.shards, deliveries.clone()).await;
+        }
+    } else if args.workload != Workload::CreateQueue {
         client
             .create_queue(&queue, Default::default())
             .await
@@ -355,42 +336,57 @@ async fn main() {
             Workload::ReceiveDepth => (args.depth, 100),
             _ => (0, 0),
         };
-        fill(client.clone(), &queue, count, bytes).await;
+        queues::fill(Arc::new(client.clone()), &queue, count, bytes).await;
     }
+    let bench = Arc::new(Bench {
+        args,
+        client,
+        queue,
+        stream,
+        deliveries,
+    });
+    let args = &bench.args;
 
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(args.warmup);
     let until = measure_from + Duration::from_secs(args.duration);
     let workers: Vec<_> = (0..args.concurrency)
-        .map(|id| {
-            tokio::spawn(worker(
-                args.clone(),
-                client.clone(),
-                queue.clone(),
-                id,
-                until,
-                measure_from,
-            ))
-        })
+        .map(|id| tokio::spawn(worker(bench.clone(), id, until, measure_from)))
         .collect();
     tokio::time::sleep_until(measure_from.into()).await;
     let node_addrs: Vec<String> = status.members.iter().map(|m| m.address.clone()).collect();
     let before: Vec<NodeCounters> = node_addrs.iter().map(|a| counters(a)).collect();
     let measured_start = Instant::now();
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-    let mut errors = 0;
-    let mut messages = 0;
+    let mut total = Run::default();
     for w in workers {
         let run = w.await.expect("worker");
-        histogram.add(&run.histogram).expect("merge histograms");
-        errors += run.errors;
-        messages += run.messages;
+        total
+            .histogram
+            .add(&run.histogram)
+            .expect("merge histograms");
+        total.to_read.add(&run.to_read).expect("merge histograms");
+        total
+            .ack_to_read
+            .add(&run.ack_to_read)
+            .expect("merge histograms");
+        total.errors += run.errors;
+        total.items += run.items;
+        total.bytes += run.bytes;
     }
+    let (histogram, errors, messages) = (&total.histogram, total.errors, total.items);
     let elapsed = measured_start.elapsed().as_secs_f64();
     let after: Vec<NodeCounters> = node_addrs.iter().map(|a| counters(a)).collect();
 
     let ops = histogram.len();
     let q = |p: f64| histogram.value_at_quantile(p) as f64 / 1000.0;
+    let quantiles = |h: &Histogram<u64>| {
+        serde_json::json!({
+            "p50": h.value_at_quantile(0.5) as f64 / 1000.0,
+            "p90": h.value_at_quantile(0.9) as f64 / 1000.0,
+            "p99": h.value_at_quantile(0.99) as f64 / 1000.0,
+            "max": h.max() as f64 / 1000.0,
+        })
+    };
     let per_node: Vec<serde_json::Value> = node_addrs
         .iter()
         .zip(before.iter().zip(&after))
@@ -417,6 +413,10 @@ async fn main() {
         "errors": errors,
         "ops_per_s": ops as f64 / elapsed,
         "messages_per_s": messages as f64 / elapsed,
+        "mb_per_s": total.bytes as f64 / elapsed / 1e6,
+        "shards": if args.workload.is_stream() { Some(args.shards) } else { None },
+        "put_to_read_ms": (args.workload == Workload::PutToRead).then(|| quantiles(&total.to_read)),
+        "ack_to_read_ms": (args.workload == Workload::PutToRead).then(|| quantiles(&total.ack_to_read)),
         "latency_ms": {"p50": q(0.50), "p90": q(0.90), "p99": q(0.99), "p999": q(0.999), "max": histogram.max() as f64 / 1000.0},
         "per_node": per_node,
     });
@@ -424,7 +424,7 @@ async fn main() {
         println!("{report}");
     } else {
         println!(
-            "{:?} on {} node(s), {} in flight, batch {}, to the {:?}: {} ops in {:.1} s = {:.0} ops/s, {:.0} messages/s, {} errors",
+            "{:?} on {} node(s), {} in flight, batch {}, to the {:?}: {} ops in {:.1} s = {:.0} ops/s, {:.0} messages or records/s, {:.1} MB/s, {} errors",
             args.workload,
             node_addrs.len(),
             args.concurrency,
@@ -434,6 +434,7 @@ async fn main() {
             elapsed,
             ops as f64 / elapsed,
             messages as f64 / elapsed,
+            total.bytes as f64 / elapsed / 1e6,
             errors
         );
         println!(
@@ -444,6 +445,21 @@ async fn main() {
             q(0.999),
             histogram.max() as f64 / 1000.0
         );
+        if args.workload == Workload::PutToRead {
+            for (what, key) in [
+                ("put start to delivery", "put_to_read_ms"),
+                ("put ack to delivery", "ack_to_read_ms"),
+            ] {
+                let h = &report[key];
+                println!(
+                    "{what} ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+                    h["p50"].as_f64().unwrap_or(0.0),
+                    h["p90"].as_f64().unwrap_or(0.0),
+                    h["p99"].as_f64().unwrap_or(0.0),
+                    h["max"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
         for n in report["per_node"].as_array().expect("array") {
             println!(
                 "  {}{}: {:.0} fsyncs/s, {:.1} commands per fsync",

@@ -1,0 +1,220 @@
+//! Stream workloads.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use sluice_client::sluice_proto::v1 as pb;
+use sluice_client::Client;
+use tokio::sync::oneshot;
+use tokio_stream::StreamExt;
+
+use crate::{Args, Done, Workload};
+
+/// Records on their way to the subscribers, by partition key: the put's
+/// waiter learns when its record arrived.
+pub type Deliveries = Arc<Mutex<HashMap<String, oneshot::Sender<Instant>>>>;
+
+/// What one worker carries from request to request.
+#[derive(Default)]
+pub struct Reader {
+    iterator: Option<String>,
+}
+
+/// Creates the bench stream: `shards` shards, write limits off (the bench
+/// measures the broker, not the throttle).
+pub async fn create(client: &Client, stream: &str, shards: i32) {
+    client
+        .create_stream(pb::CreateStreamRequest {
+            stream_name: stream.into(),
+            shard_count: shards,
+            shard_write_records_per_second: Some(0),
+            shard_write_bytes_per_second: Some(0),
+            max_record_size_in_bytes: Some(10 << 20),
+            ..Default::default()
+        })
+        .await
+        .expect("creating the bench stream");
+}
+
+fn entries(
+    count: usize,
+    bytes: usize,
+    key: impl Fn(usize) -> String,
+) -> Vec<pb::PutRecordsRequestEntry> {
+    (0..count)
+        .map(|n| pb::PutRecordsRequestEntry {
+            data: vec![b'x'; bytes],
+            partition_key: key(n),
+            explicit_hash_key: String::new(),
+        })
+        .collect()
+}
+
+/// One request of a stream workload.
+pub async fn op(
+    args: &Args,
+    client: &Client,
+    stream: &str,
+    deliveries: &Deliveries,
+    reader: &mut Reader,
+    id: usize,
+    i: u64,
+) -> Result<Done, String> {
+    let e = |e: sluice_client::Error| e.to_string();
+    match args.workload {
+        Workload::PutRecords => {
+            let r = client
+                .put_records(pb::PutRecordsRequest {
+                    stream_name: stream.into(),
+                    records: entries(args.batch, args.message_bytes, |n| format!("{id}-{i}-{n}")),
+                })
+                .await
+                .map_err(e)?;
+            if r.failed_record_count > 0 {
+                return Err(format!("{} records refused", r.failed_record_count));
+            }
+            Ok(Done::items(args.batch as u64, args.message_bytes))
+        }
+        Workload::GetRecords => {
+            let shard = format!("shardId-{:012}", id % args.shards as usize);
+            let it = match reader.iterator.take() {
+                Some(it) => it,
+                None => client
+                    .get_shard_iterator(pb::GetShardIteratorRequest {
+                        stream_name: stream.into(),
+                        shard_id: shard,
+                        shard_iterator_type: "TRIM_HORIZON".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(e)?,
+            };
+            let r = client
+                .get_records(&it, args.batch as i32)
+                .await
+                .map_err(e)?;
+            // At the end of the shard, start over from its beginning.
+            if !r.records.is_empty() {
+                reader.iterator = Some(r.next_shard_iterator);
+            }
+            let bytes: usize = r.records.iter().map(|r| r.data.len()).sum();
+            Ok(Done {
+                items: r.records.len() as u64,
+                bytes: bytes as u64,
+                extra: None,
+            })
+        }
+        Workload::PutToRead => {
+            let key = format!("{id}-{i}");
+            let (tx, rx) = oneshot::channel();
+            deliveries
+                .lock()
+                .expect("deliveries")
+                .insert(key.clone(), tx);
+            let started = Instant::now();
+            let put = client
+                .put_record(pb::PutRecordRequest {
+                    stream_name: stream.into(),
+                    data: vec![b'x'; args.message_bytes],
+                    partition_key: key.clone(),
+                    ..Default::default()
+                })
+                .await;
+            let acked = Instant::now();
+            if let Err(err) = put {
+                deliveries.lock().expect("deliveries").remove(&key);
+                return Err(e(err));
+            }
+            let delivered = tokio::time::timeout(std::time::Duration::from_secs(10), rx)
+                .await
+                .map_err(|_| format!("record {key} not delivered within 10 s"))?
+                .map_err(|_| "the subscriber stopped".to_string())?;
+            Ok(Done {
+                items: 1,
+                bytes: args.message_bytes as u64,
+                extra: Some((
+                    delivered.saturating_duration_since(started),
+                    delivered.saturating_duration_since(acked),
+                )),
+            })
+        }
+        other => Err(format!("{other:?} is not a stream workload")),
+    }
+}
+
+/// Subscribes to every shard through `client` (a consumer named `bench`)
+/// and reports each record's arrival to its waiter in `deliveries`.
+pub async fn subscribe(client: Client, stream: &str, shards: i32, deliveries: Deliveries) {
+    let consumer = client
+        .register_stream_consumer(stream, "bench")
+        .await
+        .expect("registering the bench consumer");
+    for shard in 0..shards {
+        let mut events = client
+            .subscribe_to_shard(pb::SubscribeToShardRequest {
+                consumer_arn: consumer.consumer_arn.clone(),
+                shard_id: format!("shardId-{shard:012}"),
+                starting_position: Some(pb::StartingPosition {
+                    r#type: "LATEST".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("subscribing");
+        let deliveries = deliveries.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(event)) = events.next().await {
+                let at = Instant::now();
+                let mut waiting = deliveries.lock().expect("deliveries");
+                for r in event.records {
+                    if let Some(tx) = waiting.remove(&r.partition_key) {
+                        let _ = tx.send(at);
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Puts `count` records of `bytes` bytes into `stream`, 500 per request.
+pub async fn fill(client: Arc<Client>, stream: &str, count: u64, bytes: usize) {
+    if count == 0 {
+        return;
+    }
+    let started = Instant::now();
+    // A PutRecords carries at most 500 records and 5 MiB.
+    let per_request = 500.min((5 << 20) / (bytes + 64)).max(1) as u64;
+    let left = Arc::new(AtomicU64::new(count));
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let client = client.clone();
+            let left = left.clone();
+            let stream = stream.to_string();
+            tokio::spawn(async move {
+                let mut i = 0;
+                while let Ok(had) = left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    n.checked_sub(n.min(per_request)).filter(|_| n > 0)
+                }) {
+                    let n = had.min(per_request) as usize;
+                    i += 1;
+                    client
+                        .put_records(pb::PutRecordsRequest {
+                            stream_name: stream.clone(),
+                            records: entries(n, bytes, |k| format!("fill-{t}-{i}-{k}")),
+                        })
+                        .await
+                        .expect("filling the stream");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("fill task");
+    }
+    eprintln!(
+        "filled {stream} with {count} records of {bytes} bytes in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
