@@ -22,14 +22,10 @@ use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::DomainError;
 use crate::router::now_ms;
 use crate::streams::iterator::{Position, ShardIterator};
-use crate::streams::records::{validate_batch, NewRecord, Read};
+use crate::streams::records::{validate_batch, NewRecord, Read, READ_MAX_BYTES, READ_MAX_RECORDS};
 use crate::streams::{self, hashing, shard_id, ShardMeta, Stream};
 use crate::waiters::Waiters;
 
-/// Largest GetRecords reply.
-const READ_MAX_BYTES: u64 = 10 << 20;
-/// Most records per GetRecords.
-const READ_MAX_RECORDS: i32 = 10_000;
 /// How long a SubscribeToShard lasts.
 const SUBSCRIPTION_MS: u64 = 5 * 60 * 1000;
 /// An event at least this often on a quiet subscription.

@@ -84,6 +84,11 @@ pub struct NewRecord {
 
 /// Most records in one PutRecords.
 pub const PUT_MAX_RECORDS: usize = 500;
+/// Most records one GetRecords returns.
+pub const READ_MAX_RECORDS: u32 = 10_000;
+/// Most bytes of data one GetRecords returns (a single larger record is
+/// still returned alone, so a reader is never stuck behind it).
+pub const READ_MAX_BYTES: u64 = 10 << 20;
 /// Most bytes in one PutRecords (data and partition keys).
 pub const PUT_MAX_BYTES: usize = 5 * 1024 * 1024;
 

@@ -92,7 +92,7 @@ impl World {
                 shard,
                 from,
                 limit,
-                max_bytes: 10 << 20,
+                max_bytes: records::READ_MAX_BYTES,
             })
             .unwrap()
         {
@@ -430,6 +430,32 @@ fn the_per_shard_write_limits_refuse_the_excess_until_the_next_second() {
         vec![rec("k", "12345"), rec("k", "678"), rec("k", "9")],
     );
     assert!(r[0].is_ok() && r[1].is_ok() && r[2].is_err(), "{r:?}");
+}
+
+#[test]
+fn a_read_returns_at_most_ten_mib_yet_always_one_record() {
+    let mut w = World::new();
+    w.create_stream_with("s", 1, None, Some(10 << 20), Some(0), Some(0));
+    let mib = |n: usize| NewRecord::new("", vec![n as u8; 1 << 20], "k".into(), "").unwrap();
+    // Twelve 1 MiB records, four per put, then one of 10 MiB (as PutRecord
+    // takes it).
+    for batch in 0..3 {
+        let placed = w.put("s", (0..4).map(|i| mib(batch * 4 + i)).collect());
+        assert!(placed.iter().all(Result::is_ok));
+    }
+    let huge = NewRecord::new("", vec![0; 10 << 20], "k".into(), "").unwrap();
+    assert!(w.put("s", vec![huge]).remove(0).is_ok());
+    let first = w.read("s", 0, Position::TrimHorizon, records::READ_MAX_RECORDS);
+    // The 10 MiB bound counts data: ten 1 MiB records fill it, an eleventh
+    // would not fit.
+    let sizes: usize = first.records.iter().map(|(_, r)| r.data.len()).sum();
+    assert!(sizes as u64 <= records::READ_MAX_BYTES);
+    assert_eq!(first.records.len(), 10);
+    let second = w.read_from(1, 0, first.next, records::READ_MAX_RECORDS);
+    assert_eq!(second.records.len(), 2, "the rest of the 1 MiB records");
+    let third = w.read_from(1, 0, second.next, records::READ_MAX_RECORDS);
+    assert_eq!(third.records.len(), 1, "a 10 MiB record comes alone");
+    assert_eq!(third.records[0].1.data.len(), 10 << 20);
 }
 
 #[test]
