@@ -666,6 +666,32 @@ async fn bad_iterators_and_positions_are_refused_naming_the_field() {
         .await
         .unwrap_err();
     invalid(e, "shard_iterator");
+    // Limits at the edge.
+    invalid(client.get_records(&it, 10_001).await.unwrap_err(), "limit");
+    let entry = pb::PutRecordsRequestEntry {
+        data: b"x".to_vec(),
+        partition_key: "k".into(),
+        explicit_hash_key: String::new(),
+    };
+    let e = client
+        .put_records(pb::PutRecordsRequest {
+            stream_name: "one".into(),
+            records: vec![entry.clone(); 501],
+        })
+        .await
+        .unwrap_err();
+    invalid(e, "records");
+    let e = client
+        .put_records(pb::PutRecordsRequest {
+            stream_name: "one".into(),
+            records: vec![pb::PutRecordsRequestEntry {
+                partition_key: "k".repeat(257),
+                ..entry
+            }],
+        })
+        .await
+        .unwrap_err();
+    invalid(e, "records[0].partition_key");
     // Another stream's iterator.
     let e = client
         .call(|ch| {
