@@ -48,6 +48,7 @@ async fn reflection_lists_the_services_and_health_reports_serving() {
     };
     for expected in [
         "sluice.v1.Queues",
+        "sluice.v1.Streams",
         "sluice.v1.Cluster",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
@@ -59,7 +60,12 @@ async fn reflection_lists_the_services_and_health_reports_serving() {
     }
 
     let mut health = HealthClient::new(ch.clone());
-    for service in ["", "sluice.v1.Queues", "sluice.v1.Cluster"] {
+    for service in [
+        "",
+        "sluice.v1.Queues",
+        "sluice.v1.Streams",
+        "sluice.v1.Cluster",
+    ] {
         let status = health
             .check(HealthCheckRequest {
                 service: service.into(),

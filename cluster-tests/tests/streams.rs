@@ -647,6 +647,7 @@ async fn bad_iterators_and_positions_are_refused_naming_the_field() {
     };
     let invalid = |e: sluice_client::Error, field: &str| {
         assert_eq!(e.status(), Some(tonic::Code::InvalidArgument), "{e}");
+        assert_eq!(e.code(), Some("InvalidArgumentException"), "{e}");
         assert!(e.to_string().contains(field), "{e} does not name {field}");
     };
     for bad in ["", "si1-00", "nonsense", "si1-zz"] {
@@ -868,7 +869,7 @@ async fn sluicectl_puts_reads_reshards_and_tails_a_stream() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.starts_with(
-            "sluicectl: InvalidParameterValue: retention_period_hours: must be from 24 to 8760"
+            "sluicectl: InvalidArgumentException: retention_period_hours: must be from 24 to 8760"
         ),
         "{stderr}"
     );

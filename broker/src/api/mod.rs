@@ -129,6 +129,9 @@ pub async fn serve(
         .set_serving::<QueuesServer<queues::QueuesApi>>()
         .await;
     health
+        .set_serving::<StreamsServer<streams::StreamsApi>>()
+        .await;
+    health
         .set_serving::<ClusterServer<cluster::ClusterApi>>()
         .await;
     health

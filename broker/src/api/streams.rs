@@ -38,6 +38,10 @@ pub struct StreamsApi {
     ctx: Context,
 }
 
+fn invalid(field: &str, rule: impl Into<String>) -> Status {
+    streams::invalid(field, rule).into()
+}
+
 /// The stream a request names: a name, or a stream (or consumer) ARN.
 fn stream_ref(field: &str, given: &str) -> Result<String, Status> {
     let name = match given.split_once(":stream/") {
@@ -51,7 +55,7 @@ fn stream_ref(field: &str, given: &str) -> Result<String, Status> {
 /// (stream, consumer) of a consumer ARN.
 fn consumer_ref(field: &str, arn: &str) -> Result<(String, String), Status> {
     let bad = || {
-        Status::from(DomainError::invalid(
+        Status::from(streams::invalid(
             field,
             format!("{arn:?} is not a consumer ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME/consumer/NAME:TIME)"),
         ))
@@ -126,7 +130,7 @@ fn limit_in(field: &str, v: i32, default: usize, max: usize) -> Result<usize, St
     match v {
         0 => Ok(default),
         n if n > 0 && n as usize <= max => Ok(n as usize),
-        n => Err(super::status::invalid(
+        n => Err(invalid(
             field,
             format!("must be from 1 to {max} (or 0 for {default}), got {n}"),
         )),
@@ -555,7 +559,7 @@ impl pb::streams_server::Streams for StreamsApi {
             if !r.stream_name.is_empty() {
                 let name = stream_ref("stream_name", &r.stream_name)?;
                 if name != read.stream {
-                    return Err(DomainError::invalid(
+                    return Err(streams::invalid(
                         "shard_iterator",
                         format!("belongs to stream {:?}, not {name:?}", read.stream),
                     )
@@ -667,13 +671,10 @@ impl pb::streams_server::Streams for StreamsApi {
             let r = request.into_inner();
             let name = stream_ref("stream_name", &r.stream_name)?;
             if !r.scaling_type.is_empty() && r.scaling_type != "UNIFORM_SCALING" {
-                return Err(super::status::invalid(
-                    "scaling_type",
-                    "must be UNIFORM_SCALING",
-                ));
+                return Err(invalid("scaling_type", "must be UNIFORM_SCALING"));
             }
             let target = u32::try_from(r.target_shard_count)
-                .map_err(|_| super::status::invalid("target_shard_count", "must be positive"))?;
+                .map_err(|_| invalid("target_shard_count", "must be positive"))?;
             match self
                 .ctx
                 .command(Command::UpdateShardCount { name, target })
@@ -924,7 +925,7 @@ impl StreamsApi {
             .ok()
             .filter(|h| (streams::RETENTION_MIN_HOURS..=streams::RETENTION_MAX_HOURS).contains(h))
             .ok_or_else(|| {
-                super::status::invalid(
+                invalid(
                     "retention_period_hours",
                     format!(
                         "must be from {} to {}, got {}",

@@ -48,7 +48,7 @@ pub fn uniform_ranges(n: u32) -> Vec<(u128, u128)> {
 /// Parses a decimal 128-bit hash key.
 pub fn parse(field: &str, s: &str) -> Result<u128, DomainError> {
     s.trim().parse::<u128>().map_err(|_| {
-        DomainError::invalid(
+        super::invalid(
             field,
             format!("must be a decimal integer from 0 to 2^128-1, got {s:?}"),
         )

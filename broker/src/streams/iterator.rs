@@ -41,7 +41,7 @@ impl ShardIterator {
 
     /// Parses an iterator, refusing malformed and expired ones.
     pub fn decode(field: &str, text: &str, now_ms: u64) -> Result<ShardIterator, DomainError> {
-        let invalid = || DomainError::invalid(field, "is not a shard iterator this cluster issued");
+        let invalid = || super::invalid(field, "is not a shard iterator this cluster issued");
         let b = text
             .strip_prefix(PREFIX)
             .and_then(|h| hex::decode(h).ok())
@@ -100,7 +100,7 @@ impl Position {
             let (seq, of) =
                 super::parse_sequence_number("starting_sequence_number", sequence_number)?;
             if of != shard {
-                return Err(DomainError::invalid(
+                return Err(super::invalid(
                     "starting_sequence_number",
                     format!(
                         "belongs to shard {}, not {}",
@@ -118,12 +118,12 @@ impl Position {
             "AFTER_SEQUENCE_NUMBER" => Position::After(seq()?),
             "AT_TIMESTAMP" => {
                 if timestamp_ms < 0 {
-                    return Err(DomainError::invalid("timestamp", "must not be negative"));
+                    return Err(super::invalid("timestamp", "must not be negative"));
                 }
                 Position::AtTimestamp(timestamp_ms as u64)
             }
             other => {
-                return Err(DomainError::invalid(
+                return Err(super::invalid(
                     field,
                     format!("must be TRIM_HORIZON, LATEST, AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER or AT_TIMESTAMP, got {other:?}"),
                 ))

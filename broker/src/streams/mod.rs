@@ -50,6 +50,12 @@ pub const CONSUMERS_MAX: usize = 20;
 /// Most tags per stream.
 pub const TAGS_MAX: usize = 50;
 
+/// Bad input to a stream call: `INVALID_ARGUMENT` with Kinesis's code,
+/// naming the field and the rule.
+pub fn invalid(field: impl Into<String>, rule: impl Into<String>) -> DomainError {
+    DomainError::invalid_with_code("InvalidArgumentException", field, rule)
+}
+
 /// Checks a stream or consumer name: 1-128 characters of `[A-Za-z0-9_.-]`.
 pub fn validate_name(field: &str, name: &str) -> Result<(), DomainError> {
     let ok = !name.is_empty()
@@ -60,7 +66,7 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), DomainError> {
     if ok {
         Ok(())
     } else {
-        Err(DomainError::invalid(
+        Err(invalid(
             field,
             format!("must be 1-128 characters of A-Z, a-z, 0-9, '_', '.' and '-', got {name:?}"),
         ))
@@ -187,7 +193,7 @@ pub fn parse_shard_id(field: &str, id: &str) -> Result<u32, DomainError> {
         .filter(|d| d.len() == 12)
         .and_then(|d| d.parse().ok())
         .ok_or_else(|| {
-            DomainError::invalid(
+            invalid(
                 field,
                 format!("{id:?} is not a shard id (shardId- and 12 digits)"),
             )
@@ -204,7 +210,7 @@ pub fn sequence_number(seq: u64, shard: u32) -> String {
 /// The (sequence, shard index) of a sequence number.
 pub fn parse_sequence_number(field: &str, s: &str) -> Result<(u64, u32), DomainError> {
     let bad = || {
-        DomainError::invalid(
+        invalid(
             field,
             format!("{s:?} is not a sequence number this cluster issued (26 digits)"),
         )
@@ -301,7 +307,7 @@ fn in_range(field: &str, v: i64, min: i64, max: i64) -> Result<u32, DomainError>
     if (min..=max).contains(&v) {
         Ok(v as u32)
     } else {
-        Err(DomainError::invalid(
+        Err(invalid(
             field,
             format!("must be from {min} to {max}, got {v}"),
         ))
@@ -311,20 +317,20 @@ fn in_range(field: &str, v: i64, min: i64, max: i64) -> Result<u32, DomainError>
 /// Checks tags against the limits.
 pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), DomainError> {
     if tags.len() > TAGS_MAX {
-        return Err(DomainError::invalid(
+        return Err(invalid(
             "tags",
             format!("at most {TAGS_MAX} tags, got {}", tags.len()),
         ));
     }
     for (k, v) in tags {
         if k.is_empty() || k.chars().count() > 128 || k.starts_with("aws:") {
-            return Err(DomainError::invalid(
+            return Err(invalid(
                 "tags",
                 format!("tag keys must be 1-128 characters and not start with \"aws:\", got {k:?}"),
             ));
         }
         if v.chars().count() > 256 {
-            return Err(DomainError::invalid(
+            return Err(invalid(
                 format!("tags.{k}"),
                 "tag values must be at most 256 characters",
             ));
@@ -482,7 +488,7 @@ pub fn set_retention(txn: &mut Txn<'_>, name: &str, hours: u32, increase: bool) 
         hours <= s.retention_hours
     };
     if !ok {
-        return Err(DomainError::invalid(
+        return Err(invalid(
             "retention_period_hours",
             format!(
                 "must be {} the current {} hours to {} it",

@@ -110,13 +110,13 @@ impl NewRecord {
         };
         let chars = partition_key.chars().count();
         if !(1..=256).contains(&chars) {
-            return Err(DomainError::invalid(
+            return Err(super::invalid(
                 f("partition_key"),
                 format!("must be 1-256 characters, got {chars}"),
             ));
         }
         if data.len() > super::RECORD_BYTES_MAX as usize {
-            return Err(DomainError::invalid(
+            return Err(super::invalid(
                 f("data"),
                 format!(
                     "is {} bytes; at most {}",
@@ -146,7 +146,7 @@ impl NewRecord {
 /// Checks a PutRecords request: 1-500 records, 5 MiB in all.
 pub fn validate_batch(records: &[NewRecord]) -> Result<(), DomainError> {
     if records.is_empty() || records.len() > PUT_MAX_RECORDS {
-        return Err(DomainError::invalid(
+        return Err(super::invalid(
             "records",
             format!(
                 "must have 1 to {PUT_MAX_RECORDS} records, got {}",
@@ -156,7 +156,7 @@ pub fn validate_batch(records: &[NewRecord]) -> Result<(), DomainError> {
     }
     let total: usize = records.iter().map(NewRecord::size).sum();
     if total > PUT_MAX_BYTES {
-        return Err(DomainError::invalid(
+        return Err(super::invalid(
             "records",
             format!("the request is {total} bytes; at most {PUT_MAX_BYTES} in all"),
         ));
@@ -240,7 +240,7 @@ pub fn put(
     let mut results = Vec::with_capacity(records.len());
     for r in records {
         if r.data.len() > stream.max_record_bytes as usize {
-            results.push(Err(DomainError::invalid(
+            results.push(Err(super::invalid(
                 "data",
                 format!(
                     "the record is {} bytes; the stream takes at most {}",

@@ -23,7 +23,7 @@ fn open_shard(s: &Stream, field: &str, index: u32) -> Result<ShardMeta, DomainEr
         )
     })?;
     if !meta.is_open() {
-        return Err(DomainError::invalid(
+        return Err(super::invalid(
             field,
             format!("shard {} is closed", shard_id(index)),
         ));
@@ -67,7 +67,7 @@ pub fn split(
     let mut s = require(txn, name)?;
     let parent = open_shard(&s, "shard_to_split", shard)?;
     if new_start <= parent.start_hash || new_start > parent.end_hash {
-        return Err(DomainError::invalid(
+        return Err(super::invalid(
             "new_starting_hash_key",
             format!(
                 "must be above {} and at most {} (inside the shard, not its first key)",
@@ -104,7 +104,7 @@ pub fn merge(
     let adjacent_ranges = a.end_hash.checked_add(1) == Some(b.start_hash)
         || b.end_hash.checked_add(1) == Some(a.start_hash);
     if !adjacent_ranges {
-        return Err(DomainError::invalid(
+        return Err(super::invalid(
             "adjacent_shard_to_merge",
             format!(
                 "shards {} and {} do not have adjacent hash key ranges",
@@ -136,7 +136,7 @@ pub fn update_count(txn: &mut Txn<'_>, ctx: &Ctx, name: &str, target: u32) -> Ap
     let min = current.div_ceil(2);
     let max = (current * 2).min(SHARDS_MAX);
     if target < min || target > max {
-        return Err(DomainError::invalid(
+        return Err(super::invalid(
             "target_shard_count",
             format!("must be from {min} to {max} (half to double the {current} open shards), got {target}"),
         )
