@@ -29,7 +29,8 @@ pub struct Ctx {
 pub enum Effect {
     /// A queue has messages to receive (wakes long polls on every node).
     QueueReady(String),
-    /// A shard has new records (wakes its subscribers on every node).
+    /// A shard has new records, or closed (wakes its subscribers on every
+    /// node).
     ShardAppended {
         /// Stream id.
         stream: u64,
@@ -169,17 +170,17 @@ pub fn apply(
             shard,
             new_start,
         } => Ok(CommandOutput::Split(shards::split(
-            txn, ctx, name, *shard, *new_start,
+            txn, ctx, name, *shard, *new_start, effects,
         )?)),
         Command::MergeShards {
             name,
             shard,
             adjacent,
         } => Ok(CommandOutput::Merged(shards::merge(
-            txn, ctx, name, *shard, *adjacent,
+            txn, ctx, name, *shard, *adjacent, effects,
         )?)),
         Command::UpdateShardCount { name, target } => Ok(CommandOutput::Rescaled {
-            previous: shards::update_count(txn, ctx, name, *target)?,
+            previous: shards::update_count(txn, ctx, name, *target, effects)?,
         }),
         Command::TagStream { name, tags } => {
             streams::tag(txn, name, tags)?;
@@ -266,10 +267,27 @@ pub fn query(state: &dyn StateRead, query: &Query) -> ApplyResult<QueryOutput> {
                 .into());
             }
             let st = records::load_state(state, s.id, *shard)?;
+            // A number the shard has not issued would silently skip the
+            // records written before it: refuse it, as Kinesis does.
+            let never_issued = |n: u64| {
+                streams::invalid(
+                    "starting_sequence_number",
+                    format!(
+                        "{} was never issued: shard {} has issued up to {}",
+                        streams::sequence_number(n, *shard),
+                        streams::shard_id(*shard),
+                        streams::sequence_number(st.last_seq(), *shard)
+                    ),
+                )
+            };
             let seq = match position {
                 Position::TrimHorizon => st.first_seq,
                 Position::Latest => st.next_seq,
+                Position::At(n) if *n == 0 || *n > st.last_seq() => {
+                    return Err(never_issued(*n).into())
+                }
                 Position::At(n) => *n,
+                Position::After(n) if *n > st.last_seq() => return Err(never_issued(*n).into()),
                 Position::After(n) => n + 1,
                 Position::AtTimestamp(ms) => records::seq_at_time(state, s.id, *shard, *ms)?,
             };

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -146,6 +146,134 @@ fn record_read_consistency<T>(request: &Request<T>) -> Result<Consistency, Statu
     }
 }
 
+/// Reads a shard. A local read that finds no such stream or shard asks the
+/// leader: this node may not have applied its creation yet, though the
+/// iterator (or subscription) came from a node that had.
+async fn read_shard(
+    ctx: &Context,
+    how: Consistency,
+    stream: u64,
+    shard: u32,
+    from: u64,
+    limit: u32,
+    max_bytes: u64,
+) -> Result<Read, Status> {
+    let query = Query::ReadShard {
+        stream,
+        shard,
+        from,
+        limit,
+        max_bytes,
+    };
+    let reply = match ctx.query(how, query.clone()).await {
+        Err(s) if how == Consistency::Local && s.code() == tonic::Code::NotFound => {
+            ctx.query(Consistency::Linearizable, query).await?
+        }
+        other => other?,
+    };
+    match reply {
+        QueryOutput::Records(r) => Ok(r),
+        _ => Err(super::status::unexpected("GetRecords")),
+    }
+}
+
+/// Whether `consumer` is still registered on `name`, by this node's state.
+async fn still_registered(ctx: &Context, name: &str, consumer: &str) -> bool {
+    match ctx
+        .query(
+            Consistency::Local,
+            Query::DescribeStream {
+                name: name.to_string(),
+            },
+        )
+        .await
+    {
+        Ok(QueryOutput::Stream(s)) => s.consumers.iter().any(|c| c.name == consumer),
+        _ => false,
+    }
+}
+
+/// One SubscribeToShard: pushes events to `tx` from record `next` on, as
+/// this node applies them, until the shard closes, the subscription's 5
+/// minutes are up, the consumer is deregistered, or the client goes away.
+async fn run_subscription(
+    ctx: Context,
+    name: String,
+    consumer: String,
+    stream: u64,
+    shard: u32,
+    mut next: u64,
+    tx: tokio::sync::mpsc::Sender<Result<pb::SubscribeToShardEvent, Status>>,
+) {
+    let wake = ctx.waiters.of(&Waiters::shard_key(stream, shard));
+    let until = tokio::time::Instant::now() + Duration::from_millis(SUBSCRIPTION_MS);
+    // A client that stops reading must not hold the task past the end.
+    let send = |item| tokio::time::timeout_at(until, tx.send(item));
+    loop {
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let read = match read_shard(
+            &ctx,
+            Consistency::Local,
+            stream,
+            shard,
+            next,
+            EVENT_MAX_RECORDS,
+            READ_MAX_BYTES,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = send(Err(e)).await;
+                return;
+            }
+        };
+        let finished = read.children.is_some();
+        let event = pb::SubscribeToShardEvent {
+            records: records_out(shard, &read),
+            continuation_sequence_number: streams::sequence_number(
+                read.next.saturating_sub(1),
+                shard,
+            ),
+            millis_behind_latest: millis_behind(&read),
+            child_shards: read.children.iter().flatten().map(child_out).collect(),
+        };
+        let had_records = !read.records.is_empty();
+        next = read.next;
+        if (had_records || finished) && !matches!(send(Ok(event.clone())).await, Ok(Ok(()))) {
+            return;
+        }
+        if finished || tokio::time::Instant::now() >= until {
+            return;
+        }
+        if had_records {
+            continue;
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep(HEARTBEAT) => {
+                // A quiet shard still hears from us, so a dead client is
+                // noticed and the consumer sees how far behind it is; and a
+                // deregistered consumer's subscriptions end.
+                if !still_registered(&ctx, &name, &consumer).await {
+                    let gone = DomainError::not_found(
+                        "ResourceNotFoundException",
+                        format!("consumer_arn: consumer {consumer:?} of stream {name:?} was deregistered"),
+                    );
+                    let _ = send(Err(gone.into())).await;
+                    return;
+                }
+                if !matches!(send(Ok(event)).await, Ok(Ok(()))) {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(until) => return,
+        }
+    }
+}
+
 impl StreamsApi {
     /// The service over a node's context.
     pub fn new(ctx: Context) -> Self {
@@ -165,37 +293,6 @@ impl StreamsApi {
         {
             QueryOutput::Stream(s) => Ok(s),
             _ => Err(super::status::unexpected("DescribeStream")),
-        }
-    }
-
-    async fn read(
-        &self,
-        how: Consistency,
-        stream: u64,
-        shard: u32,
-        from: u64,
-        limit: u32,
-        max_bytes: u64,
-    ) -> Result<Read, Status> {
-        let query = Query::ReadShard {
-            stream,
-            shard,
-            from,
-            limit,
-            max_bytes,
-        };
-        let reply = match self.ctx.query(how, query.clone()).await {
-            // This node may not have applied the stream's (or the shard's)
-            // creation yet, though the iterator came from a node that had:
-            // the leader knows.
-            Err(s) if how == Consistency::Local && s.code() == tonic::Code::NotFound => {
-                self.ctx.query(Consistency::Linearizable, query).await?
-            }
-            other => other?,
-        };
-        match reply {
-            QueryOutput::Records(r) => Ok(r),
-            _ => Err(super::status::unexpected("GetRecords")),
         }
     }
 
@@ -553,9 +650,16 @@ impl pb::streams_server::Streams for StreamsApi {
                 READ_MAX_RECORDS as usize,
                 READ_MAX_RECORDS as usize,
             )? as u32;
-            let read = self
-                .read(how, it.stream, it.shard, it.next, limit, READ_MAX_BYTES)
-                .await?;
+            let read = read_shard(
+                &self.ctx,
+                how,
+                it.stream,
+                it.shard,
+                it.next,
+                limit,
+                READ_MAX_BYTES,
+            )
+            .await?;
             if !r.stream_name.is_empty() {
                 let name = stream_ref("stream_name", &r.stream_name)?;
                 if name != read.stream {
@@ -818,98 +922,46 @@ impl pb::streams_server::Streams for StreamsApi {
         &self,
         request: Request<pb::SubscribeToShardRequest>,
     ) -> Result<Response<Self::SubscribeToShardStream>, Status> {
-        let started = Instant::now();
-        let r = request.into_inner();
-        let (name, consumer) = consumer_ref("consumer_arn", &r.consumer_arn)?;
-        let shard = streams::parse_shard_id("shard_id", &r.shard_id)?;
-        let p = r.starting_position.unwrap_or_default();
-        let position = Position::parse(
-            "starting_position.type",
-            &p.r#type,
-            &p.sequence_number,
-            p.timestamp,
-            shard,
-        )?;
-        // The consumer and the starting position at a linearizable point
-        // (a consumer registered or a record put just before is seen); the
-        // records then come from this node as it applies them.
-        let s = self.stream(Consistency::Linearizable, &name).await?;
-        if !s.consumers.iter().any(|c| c.name == consumer) {
-            return Err(DomainError::not_found(
-                "ResourceNotFoundException",
-                format!("consumer_arn: stream {name:?} has no consumer {consumer:?}"),
-            )
-            .into());
-        }
-        let (stream, mut next) = self
-            .resolve(Consistency::Linearizable, &name, shard, position)
-            .await?;
-        let ctx = self.ctx.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            let wake = ctx.waiters.of(&Waiters::shard_key(stream, shard));
-            let until = tokio::time::Instant::now() + Duration::from_millis(SUBSCRIPTION_MS);
-            loop {
-                let notified = wake.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                let read = match ctx.router.read_local(&Query::ReadShard {
-                    stream,
-                    shard,
-                    from: next,
-                    limit: EVENT_MAX_RECORDS,
-                    max_bytes: READ_MAX_BYTES,
-                }) {
-                    Ok(Ok(QueryOutput::Records(r))) => r,
-                    Ok(Ok(_)) => return,
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                };
-                let finished = read.children.is_some();
-                let event = pb::SubscribeToShardEvent {
-                    records: records_out(shard, &read),
-                    continuation_sequence_number: streams::sequence_number(
-                        read.next.saturating_sub(1),
-                        shard,
-                    ),
-                    millis_behind_latest: millis_behind(&read),
-                    child_shards: read.children.iter().flatten().map(child_out).collect(),
-                };
-                let had_records = !read.records.is_empty();
-                next = read.next;
-                if (had_records || finished) && tx.send(Ok(event.clone())).await.is_err() {
-                    return;
-                }
-                if finished || tokio::time::Instant::now() >= until {
-                    return;
-                }
-                if had_records {
-                    continue;
-                }
-                tokio::select! {
-                    _ = &mut notified => {}
-                    _ = tokio::time::sleep(HEARTBEAT) => {
-                        // A quiet shard still hears from us, so a dead client
-                        // is noticed and the consumer sees how far behind it is.
-                        if tx.send(Ok(event)).await.is_err() {
-                            return;
-                        }
-                    }
-                    _ = tokio::time::sleep_until(until) => return,
-                }
+        observe("SubscribeToShard", async {
+            let r = request.into_inner();
+            let (name, consumer) = consumer_ref("consumer_arn", &r.consumer_arn)?;
+            let shard = streams::parse_shard_id("shard_id", &r.shard_id)?;
+            let p = r.starting_position.unwrap_or_default();
+            let position = Position::parse(
+                "starting_position.type",
+                &p.r#type,
+                &p.sequence_number,
+                p.timestamp,
+                shard,
+            )?;
+            // The consumer and the starting position at a linearizable point
+            // (a consumer registered or a record put just before is seen);
+            // the records then come from this node as it applies them.
+            let s = self.stream(Consistency::Linearizable, &name).await?;
+            if !s.consumers.iter().any(|c| c.name == consumer) {
+                return Err(DomainError::not_found(
+                    "ResourceNotFoundException",
+                    format!("consumer_arn: stream {name:?} has no consumer {consumer:?}"),
+                )
+                .into());
             }
-        });
-        metrics::histogram!("sluice_grpc_request_duration_seconds", "rpc" => "SubscribeToShard", "code" => "Ok")
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!("sluice_grpc_requests_total", "rpc" => "SubscribeToShard", "code" => "Ok").increment(1);
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-        Ok(Response::new(Box::pin(stream) as EventStream))
+            let (stream, next) = self
+                .resolve(Consistency::Linearizable, &name, shard, position)
+                .await?;
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tokio::spawn(run_subscription(
+                self.ctx.clone(),
+                name,
+                consumer,
+                stream,
+                shard,
+                next,
+                tx,
+            ));
+            let events = tokio_stream::wrappers::ReceiverStream::new(rx);
+            Ok(Response::new(Box::pin(events) as EventStream))
+        })
+        .await
     }
 }
 

@@ -274,7 +274,11 @@ pub fn put(
         let size = r.size() as u64;
         let over_records = stream.write_records_per_second > 0
             && st.window_records >= stream.write_records_per_second;
+        // The first record of a second always fits, so a record larger than
+        // the byte limit (a 1 MiB record with its key) is not refused for
+        // ever; the limit holds from the second record on.
         let over_bytes = stream.write_bytes_per_second > 0
+            && st.window_records > 0
             && st.window_bytes + size > u64::from(stream.write_bytes_per_second);
         if over_records || over_bytes {
             results.push(Err(throughput_exceeded(&stream, shard)));
@@ -470,15 +474,20 @@ pub fn trim(txn: &mut Txn<'_>, ctx: &Ctx, name: &str, shard: u32) -> ApplyResult
     if stop > st.first_seq {
         st.first_seq = stop;
     }
-    let old_seconds: Vec<Vec<u8>> = txn
-        .range(
+    // The per-second index of the trimmed seconds goes only once their
+    // records are all gone: it is what tells the leader a trim is due.
+    let old_seconds: Vec<Vec<u8>> = if more {
+        Vec::new()
+    } else {
+        txn.range(
             Bound::Included(prefix.clone()),
             Bound::Excluded(second_key(sid, shard, cut_second)),
             false,
         )
         .take(STEP_LIMIT)
         .map(|kv| kv.map(|(k, _)| k))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()?
+    };
     for k in old_seconds {
         txn.delete(k);
     }

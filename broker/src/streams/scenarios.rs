@@ -212,6 +212,28 @@ fn every_iterator_type_starts_where_it_says() {
     assert_eq!(all(Position::AtTimestamp(t_b)), ["b", "c"]);
     assert_eq!(all(Position::AtTimestamp(t_b + 1)), ["c"]);
     assert_eq!(all(Position::AtTimestamp(w.now + 1)), Vec::<String>::new());
+    // Numbers the shard never issued are refused, not skipped to.
+    let c_seq = b.seq + 1;
+    for p in [
+        Position::At(c_seq + 1),
+        Position::At(0),
+        Position::After(c_seq + 1),
+        Position::After(u64::MAX),
+    ] {
+        let err = w
+            .query(Query::ResolvePosition {
+                name: "s".into(),
+                shard: 0,
+                position: p,
+            })
+            .unwrap_err();
+        assert_eq!(
+            err.field.as_deref(),
+            Some("starting_sequence_number"),
+            "{p:?}"
+        );
+    }
+    assert_eq!(all(Position::After(c_seq)), Vec::<String>::new());
     // LATEST sees what comes after it.
     let (stream, latest) = w.position("s", 0, Position::Latest);
     w.put_one("s", "k", "d");
@@ -383,6 +405,11 @@ fn trimming_a_large_shard_takes_bounded_steps() {
                 if !more {
                     break;
                 }
+                // What is left must still look due to the leader, or the
+                // rest would stay for ever once the leader's round ends.
+                let stream = w.stream("s");
+                let due = records::needs_trim(&w.state, &stream, &stream.shards[0], w.now).unwrap();
+                assert!(due, "records past retention left after step {steps}");
             }
             other => panic!("{other:?}"),
         }
@@ -430,6 +457,18 @@ fn the_per_shard_write_limits_refuse_the_excess_until_the_next_second() {
         vec![rec("k", "12345"), rec("k", "678"), rec("k", "9")],
     );
     assert!(r[0].is_ok() && r[1].is_ok() && r[2].is_err(), "{r:?}");
+
+    // A record alone in its second always fits, even one larger than the
+    // byte limit (a 1 MiB record and its key under the default 1 MiB/s);
+    // the next in that second does not.
+    w.create_stream_with("big", 1, None, None, None, None);
+    let mib = || NewRecord::new("", vec![0; 1 << 20], "k".into(), "").unwrap();
+    let r = w.put("big", vec![mib(), rec("k", "x")]);
+    assert!(r[0].is_ok(), "{r:?}");
+    assert_eq!(
+        r[1].as_ref().unwrap_err().code,
+        "ProvisionedThroughputExceededException"
+    );
 }
 
 #[test]

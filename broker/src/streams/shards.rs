@@ -8,7 +8,7 @@
 use super::records::load_state;
 use super::{hashing, require, save, shard_id, Closed, ShardMeta, Stream, SHARDS_MAX};
 use crate::error::{ApplyResult, DomainError};
-use crate::machine::Ctx;
+use crate::machine::{Ctx, Effect, Effects};
 use crate::store::Txn;
 
 fn open_shard(s: &Stream, field: &str, index: u32) -> Result<ShardMeta, DomainError> {
@@ -31,13 +31,42 @@ fn open_shard(s: &Stream, field: &str, index: u32) -> Result<ShardMeta, DomainEr
     Ok(meta.clone())
 }
 
-fn close(txn: &Txn<'_>, ctx: &Ctx, s: &mut Stream, index: u32) -> ApplyResult<()> {
+/// Closes a shard; its subscribers are woken to hear of the children.
+fn close(
+    txn: &Txn<'_>,
+    ctx: &Ctx,
+    s: &mut Stream,
+    index: u32,
+    effects: &mut Effects,
+) -> ApplyResult<()> {
     let last_seq = load_state(txn, s.id, index)?.last_seq();
     if let Some(m) = s.shards.iter_mut().find(|m| m.index == index) {
         m.closed = Some(Closed {
             last_seq,
             at_ms: ctx.now_ms,
         });
+    }
+    effects.push(Effect::ShardAppended {
+        stream: s.id,
+        shard: index,
+    });
+    Ok(())
+}
+
+/// Shard indexes end below this: a sequence number gives the index 6
+/// digits.
+pub const SHARD_INDEX_END: u32 = 1_000_000;
+
+/// Refuses a reshard that would open `n` shards past the last index.
+fn room_for(s: &Stream, n: u32) -> Result<(), DomainError> {
+    if s.next_shard_index.saturating_add(n) > SHARD_INDEX_END {
+        return Err(DomainError::limit(
+            "LimitExceededException",
+            format!(
+                "stream {:?} has used {} of its {SHARD_INDEX_END} shard ids; create a new stream",
+                s.name, s.next_shard_index
+            ),
+        ));
     }
     Ok(())
 }
@@ -63,6 +92,7 @@ pub fn split(
     name: &str,
     shard: u32,
     new_start: u128,
+    effects: &mut Effects,
 ) -> ApplyResult<[u32; 2]> {
     let mut s = require(txn, name)?;
     let parent = open_shard(&s, "shard_to_split", shard)?;
@@ -83,7 +113,8 @@ pub fn split(
         )
         .into());
     }
-    close(txn, ctx, &mut s, shard)?;
+    room_for(&s, 2)?;
+    close(txn, ctx, &mut s, shard, effects)?;
     let a = open_child(&mut s, parent.start_hash, new_start - 1, vec![shard]);
     let b = open_child(&mut s, new_start, parent.end_hash, vec![shard]);
     save(txn, &s);
@@ -97,6 +128,7 @@ pub fn merge(
     name: &str,
     shard: u32,
     adjacent: u32,
+    effects: &mut Effects,
 ) -> ApplyResult<u32> {
     let mut s = require(txn, name)?;
     let a = open_shard(&s, "shard_to_merge", shard)?;
@@ -114,8 +146,9 @@ pub fn merge(
         )
         .into());
     }
-    close(txn, ctx, &mut s, shard)?;
-    close(txn, ctx, &mut s, adjacent)?;
+    room_for(&s, 1)?;
+    close(txn, ctx, &mut s, shard, effects)?;
+    close(txn, ctx, &mut s, adjacent, effects)?;
     let child = open_child(
         &mut s,
         a.start_hash.min(b.start_hash),
@@ -129,7 +162,13 @@ pub fn merge(
 /// Closes every open shard and opens `target` shards splitting the space
 /// evenly, each a child of the closed shards its range overlaps. The target
 /// must be from half to double the open count (as in Kinesis).
-pub fn update_count(txn: &mut Txn<'_>, ctx: &Ctx, name: &str, target: u32) -> ApplyResult<u32> {
+pub fn update_count(
+    txn: &mut Txn<'_>,
+    ctx: &Ctx,
+    name: &str,
+    target: u32,
+    effects: &mut Effects,
+) -> ApplyResult<u32> {
     let mut s = require(txn, name)?;
     let open: Vec<ShardMeta> = s.open_shards().cloned().collect();
     let current = open.len() as u32;
@@ -150,8 +189,9 @@ pub fn update_count(txn: &mut Txn<'_>, ctx: &Ctx, name: &str, target: u32) -> Ap
     {
         return Ok(current);
     }
+    room_for(&s, target)?;
     for m in &open {
-        close(txn, ctx, &mut s, m.index)?;
+        close(txn, ctx, &mut s, m.index, effects)?;
     }
     for (start, end) in hashing::uniform_ranges(target) {
         let parents = open
@@ -200,7 +240,19 @@ mod tests {
         let mut st = stream(1);
         let ctx = Ctx { now_ms: 10 };
         let mid = 1u128 << 127;
-        let [a, b] = st.run(|t| split(t, &ctx, "s", 0, mid)).unwrap();
+        let mut effects = Effects::default();
+        let [a, b] = st
+            .run(|t| split(t, &ctx, "s", 0, mid, &mut effects))
+            .unwrap();
+        // The parent's subscribers are woken to hear of the children.
+        let woken: Vec<Effect> = effects.drain().collect();
+        assert_eq!(
+            woken,
+            [Effect::ShardAppended {
+                stream: load(&st).id,
+                shard: 0
+            }]
+        );
         let s = load(&st);
         assert!(!s.shard(0).unwrap().is_open());
         assert_eq!(s.shard(a).unwrap().end_hash, mid - 1);
@@ -209,19 +261,27 @@ mod tests {
         assert_eq!(s.children_of(0).len(), 2);
         covers_everything(&s);
         // Splitting at the first key, or a closed shard, is refused.
-        assert!(st.run(|t| split(t, &ctx, "s", a, 0)).is_err());
-        assert!(st.run(|t| split(t, &ctx, "s", 0, mid)).is_err());
+        assert!(st
+            .run(|t| split(t, &ctx, "s", a, 0, &mut Effects::default()))
+            .is_err());
+        assert!(st
+            .run(|t| split(t, &ctx, "s", 0, mid, &mut Effects::default()))
+            .is_err());
     }
 
     #[test]
     fn a_merge_needs_adjacent_open_shards() {
         let mut st = stream(3);
         let ctx = Ctx { now_ms: 10 };
-        let err = st.run(|t| merge(t, &ctx, "s", 0, 2)).unwrap_err();
+        let err = st
+            .run(|t| merge(t, &ctx, "s", 0, 2, &mut Effects::default()))
+            .unwrap_err();
         assert!(
             matches!(err, crate::error::ApplyError::Rejected(ref e) if e.field.as_deref() == Some("adjacent_shard_to_merge"))
         );
-        let child = st.run(|t| merge(t, &ctx, "s", 1, 0)).unwrap();
+        let child = st
+            .run(|t| merge(t, &ctx, "s", 1, 0, &mut Effects::default()))
+            .unwrap();
         let s = load(&st);
         let c = s.shard(child).unwrap();
         assert_eq!((c.start_hash, c.parents.clone()), (0, vec![1, 0]));
@@ -232,7 +292,8 @@ mod tests {
     fn rescaling_is_uniform_with_every_overlapping_parent() {
         let mut st = stream(4);
         let ctx = Ctx { now_ms: 10 };
-        st.run(|t| update_count(t, &ctx, "s", 3)).unwrap();
+        st.run(|t| update_count(t, &ctx, "s", 3, &mut Effects::default()))
+            .unwrap();
         let s = load(&st);
         let open: Vec<&ShardMeta> = s.open_shards().collect();
         assert_eq!(open.len(), 3);
@@ -240,12 +301,39 @@ mod tests {
         // The middle third overlaps old shards 1 and 2.
         assert_eq!(open[1].parents, vec![1, 2]);
         for bad in [1, 7] {
-            let err = st.run(|t| update_count(t, &ctx, "s", bad)).unwrap_err();
+            let err = st
+                .run(|t| update_count(t, &ctx, "s", bad, &mut Effects::default()))
+                .unwrap_err();
             assert!(
                 matches!(err, crate::error::ApplyError::Rejected(ref e) if e.field.as_deref() == Some("target_shard_count"))
             );
         }
-        st.run(|t| update_count(t, &ctx, "s", 6)).unwrap();
+        st.run(|t| update_count(t, &ctx, "s", 6, &mut Effects::default()))
+            .unwrap();
         covers_everything(&load(&st));
+    }
+
+    #[test]
+    fn shard_ids_stop_where_sequence_numbers_can_hold_them() {
+        let mut st = stream(2);
+        let ctx = Ctx { now_ms: 10 };
+        let mut s = load(&st);
+        s.next_shard_index = SHARD_INDEX_END - 1;
+        st.run(|t| {
+            save(t, &s);
+            Ok::<(), DomainError>(())
+        })
+        .unwrap();
+        let err = st
+            .run(|t| split(t, &ctx, "s", 0, 1 << 100, &mut Effects::default()))
+            .unwrap_err();
+        assert!(err.to_string().contains("shard ids"), "{err}");
+        let child = st
+            .run(|t| merge(t, &ctx, "s", 0, 1, &mut Effects::default()))
+            .unwrap();
+        assert_eq!(child, SHARD_INDEX_END - 1);
+        assert!(st
+            .run(|t| update_count(t, &ctx, "s", 2, &mut Effects::default()))
+            .is_err());
     }
 }
