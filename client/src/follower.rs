@@ -26,9 +26,15 @@ pub struct StreamFollower {
     reading: BTreeMap<String, String>,
     /// Shards read to their end.
     finished: BTreeSet<String>,
-    /// Shards known, with their parents.
-    parents: BTreeMap<String, Vec<String>>,
-    start: Start,
+    /// Shards known, with every parent known of each. ListShards names two
+    /// parents at most; a closed shard's GetRecords names all its
+    /// children's, and those are merged in before a child is opened.
+    parents: BTreeMap<String, BTreeSet<String>>,
+    /// Shards that were open when a [`Start::Latest`] follower started:
+    /// read from their end. Every other shard is read from its beginning.
+    from_latest: BTreeSet<String>,
+    /// A shard closed since the shard list was last read.
+    refresh: bool,
 }
 
 impl StreamFollower {
@@ -40,7 +46,8 @@ impl StreamFollower {
             reading: BTreeMap::new(),
             finished: BTreeSet::new(),
             parents: BTreeMap::new(),
-            start,
+            from_latest: BTreeSet::new(),
+            refresh: false,
         };
         let shards = f.client.list_shards(stream).await?;
         for s in &shards {
@@ -51,16 +58,17 @@ impl StreamFollower {
                     s.adjacent_parent_shard_id.clone(),
                 ],
             );
-        }
-        // With LATEST, closed shards have nothing new.
-        if start == Start::Latest {
-            for s in &shards {
+            if start == Start::Latest {
                 let closed = s
                     .sequence_number_range
                     .as_ref()
                     .is_some_and(|r| !r.ending_sequence_number.is_empty());
+                // A closed shard has nothing new; an open one is read from
+                // its end, whatever its lineage.
                 if closed {
                     f.finished.insert(s.shard_id.clone());
+                } else {
+                    f.from_latest.insert(s.shard_id.clone());
                 }
             }
         }
@@ -69,8 +77,10 @@ impl StreamFollower {
     }
 
     fn learn(&mut self, shard: String, parents: impl IntoIterator<Item = String>) {
-        let parents = parents.into_iter().filter(|p| !p.is_empty()).collect();
-        self.parents.entry(shard).or_insert(parents);
+        self.parents
+            .entry(shard)
+            .or_default()
+            .extend(parents.into_iter().filter(|p| !p.is_empty()));
     }
 
     /// Starts reading every shard whose known parents are all finished.
@@ -88,10 +98,10 @@ impl StreamFollower {
             .map(|(s, _)| s.clone())
             .collect();
         for shard in ready {
-            let kind = match self.start {
-                // A child of a shard we read starts at its beginning.
-                Start::Latest if self.parents[&shard].is_empty() => "LATEST",
-                _ => "TRIM_HORIZON",
+            let kind = if self.from_latest.contains(&shard) {
+                "LATEST"
+            } else {
+                "TRIM_HORIZON"
             };
             let it = self
                 .client
@@ -108,22 +118,34 @@ impl StreamFollower {
     }
 
     /// Reads once from every shard being read; returns (shard, record) in
-    /// order within each shard.
+    /// order within each shard. Records already taken from a shard are
+    /// returned even when a later step fails; that step is tried again by
+    /// the next poll (an error is returned only when nothing was read).
     pub async fn poll(&mut self, limit: i32) -> Result<Vec<(String, pb::Record)>, Error> {
         let mut out = Vec::new();
+        match self.poll_into(limit, &mut out).await {
+            Err(e) if out.is_empty() => Err(e),
+            _ => Ok(out),
+        }
+    }
+
+    async fn poll_into(
+        &mut self,
+        limit: i32,
+        out: &mut Vec<(String, pb::Record)>,
+    ) -> Result<(), Error> {
         let shards: Vec<(String, String)> = self
             .reading
             .iter()
             .map(|(s, i)| (s.clone(), i.clone()))
             .collect();
-        let mut closed_any = false;
         for (shard, it) in shards {
             let r = self.client.get_records(&it, limit).await?;
             out.extend(r.records.into_iter().map(|rec| (shard.clone(), rec)));
             if r.next_shard_iterator.is_empty() {
                 self.reading.remove(&shard);
                 self.finished.insert(shard);
-                closed_any = true;
+                self.refresh = true;
                 for c in r.child_shards {
                     self.learn(c.shard_id, c.parent_shards);
                 }
@@ -131,15 +153,15 @@ impl StreamFollower {
                 self.reading.insert(shard, r.next_shard_iterator);
             }
         }
-        if closed_any {
+        if self.refresh {
             // A child's other parent may be a shard made after we listed
             // (a merge of split children): learn it before opening the child.
             for s in self.client.list_shards(&self.stream).await? {
                 self.learn(s.shard_id, [s.parent_shard_id, s.adjacent_parent_shard_id]);
             }
+            self.refresh = false;
         }
-        self.open_ready().await?;
-        Ok(out)
+        self.open_ready().await
     }
 
     /// Shards read to their end so far.

@@ -620,6 +620,157 @@ async fn subscribe_to_shard_pushes_records_and_resumes_on_another_node() {
     }
     let want: Vec<String> = (RECORDS..RECORDS + 10).map(|i| format!("r{i}")).collect();
     assert_eq!(resumed, want);
+
+    // A split ends the subscription with an event naming the children.
+    let admin = c.client_without(follower);
+    let children = admin
+        .split_shard(pb::SplitShardRequest {
+            stream_name: "pushed".into(),
+            shard_to_split: "shardId-000000000000".into(),
+            new_starting_hash_key: (1u128 << 127).to_string(),
+        })
+        .await
+        .unwrap();
+    let last = loop {
+        let e = events
+            .next()
+            .await
+            .expect("ended without naming the children")
+            .unwrap();
+        if !e.child_shards.is_empty() {
+            break e;
+        }
+    };
+    let named: Vec<String> = last
+        .child_shards
+        .iter()
+        .map(|c| c.shard_id.clone())
+        .collect();
+    assert_eq!(named, children);
+    assert!(
+        events.next().await.is_none(),
+        "the subscription goes on after its shard closed"
+    );
+
+    // Deregistering the consumer ends its subscriptions (at the next
+    // heartbeat, within 5 s).
+    let mut events = admin
+        .subscribe_to_shard(pb::SubscribeToShardRequest {
+            consumer_arn: consumer.consumer_arn.clone(),
+            shard_id: children[0].clone(),
+            starting_position: Some(pb::StartingPosition {
+                r#type: "LATEST".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    admin
+        .call(|ch| {
+            let arn = consumer.consumer_arn.clone();
+            async move {
+                pb::streams_client::StreamsClient::new(ch)
+                    .deregister_stream_consumer(pb::DeregisterStreamConsumerRequest {
+                        consumer_arn: arn,
+                        ..Default::default()
+                    })
+                    .await
+            }
+        })
+        .await
+        .unwrap();
+    let end = loop {
+        match events.next().await.expect("ended without an error") {
+            Ok(_) => continue,
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(end.code(), tonic::Code::NotFound, "{end:?}");
+}
+
+#[tokio::test]
+async fn a_follower_keeps_key_order_across_a_rescale_and_latest_skips_history() {
+    let _serial = serial().await;
+    let mut c = Cluster::start(1, &[]);
+    c.leader(Duration::from_secs(20)).await;
+    let client = c.client();
+    client
+        .create_stream(pb::CreateStreamRequest {
+            stream_name: "rescaled".into(),
+            shard_count: 5,
+            shard_write_records_per_second: Some(0),
+            shard_write_bytes_per_second: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let put_round = |round: usize| {
+        let client = client.clone();
+        async move {
+            let records = (0..KEYS)
+                .map(|key| pb::PutRecordsRequestEntry {
+                    data: data(key, round).into_bytes(),
+                    partition_key: format!("key-{key}"),
+                    explicit_hash_key: String::new(),
+                })
+                .collect();
+            let r = client
+                .put_records(pb::PutRecordsRequest {
+                    stream_name: "rescaled".into(),
+                    records,
+                })
+                .await
+                .unwrap();
+            assert_eq!(r.failed_record_count, 0);
+        }
+    };
+    // Enough rounds that the parents of the middle child below finish far
+    // apart when read one record per poll (keys spread 2/2/4/6/2 over the
+    // five shards).
+    for round in 0..6 {
+        put_round(round).await;
+    }
+    // 5 -> 3 shards: the middle child has three parents.
+    client.update_shard_count("rescaled", 3).await.unwrap();
+    let shards = client.list_shards("rescaled").await.unwrap();
+    assert_eq!(shards.len(), 8);
+    put_round(6).await;
+    put_round(7).await;
+    let latest = StreamFollower::new(client.clone(), "rescaled", Start::Latest)
+        .await
+        .unwrap();
+    let mut from_start = StreamFollower::new(client.clone(), "rescaled", Start::TrimHorizon)
+        .await
+        .unwrap();
+    let mut read = Vec::new();
+    // One record per shard per poll, so parents with fewer records finish
+    // first: a child must still wait for its slowest parent. The 8 rounds
+    // are all there already; a poll always reads a record until then.
+    for _ in 0..8 * KEYS {
+        read.extend(from_start.poll(1).await.unwrap());
+        if read.len() == 8 * KEYS {
+            break;
+        }
+    }
+    assert_eq!(read.len(), 8 * KEYS);
+    let mut last: HashMap<usize, usize> = HashMap::new();
+    for (shard, rec) in &read {
+        let (key, n) = parse_data(&rec.data);
+        let prev = last.insert(key, n);
+        assert_eq!(
+            prev.map_or(0, |p| p + 1),
+            n,
+            "key {key}: {n} after {prev:?} (from {shard})"
+        );
+    }
+    // A follower from LATEST sees only what comes after it started, though
+    // every open shard has parents.
+    let mut latest = latest;
+    assert!(latest.poll(1000).await.unwrap().is_empty());
+    put_round(8).await;
+    let fresh = latest.poll(1000).await.unwrap();
+    assert_eq!(fresh.len(), KEYS);
+    assert!(fresh.iter().all(|(_, r)| parse_data(&r.data).1 == 8));
 }
 
 #[tokio::test]
