@@ -6,6 +6,8 @@
 //! executable (`target/debug/sluice`), or from `$SLUICE_BIN_DIR`; build them
 //! first with `cargo build --bins`.
 
+pub mod chaos;
+
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
