@@ -304,6 +304,23 @@ pub fn load(path: &Path) -> std::io::Result<Vec<Event>> {
         .collect()
 }
 
+/// Building histories in tests.
+#[cfg(test)]
+pub mod testing {
+    use super::{Call, Op, Outcome};
+
+    /// An operation of `process` from `invoke_ns` to `complete_ns`.
+    pub fn op(process: u64, invoke_ns: u64, complete_ns: u64, call: Call, outcome: Outcome) -> Op {
+        Op {
+            process,
+            call,
+            invoke_ns,
+            complete_ns,
+            outcome,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
