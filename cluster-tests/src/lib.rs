@@ -7,6 +7,7 @@
 //! first with `cargo build --bins`.
 
 pub mod chaos;
+pub mod lazyfs;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
