@@ -1,0 +1,392 @@
+//! The broker nodes of a chaos run, on the hosts of [`super::net`]: start,
+//! `kill -9`, power loss, pause, clock offsets, wipe and rejoin.
+//!
+//! Power loss needs each node's data directory on `sluice-lazyfs` (a FUSE
+//! filesystem that holds writes until they are fsynced): killing the node
+//! and then telling the filesystem to crash throws away every write the
+//! node had not made durable. Clock offsets use libfaketime, preloaded into
+//! the node with a per-node offset file (wall clock only: timers keep the
+//! real monotonic clock).
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use sluice_client::{Client, Options};
+
+use super::net::{Net, NodeId};
+use crate::binary;
+use crate::lazyfs::LazyFs;
+
+/// Where Debian's libfaketime lives.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// How a chaos cluster is set up.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Number of nodes.
+    pub nodes: u64,
+    /// Data directories on `sluice-lazyfs` (for power-loss faults).
+    pub lazyfs: bool,
+    /// Nodes run under libfaketime (for clock faults).
+    pub faketime: bool,
+    /// Extra `sluice serve` flags for every node.
+    pub extra_args: Vec<String>,
+}
+
+/// Whether this machine can run nodes over `sluice-lazyfs`.
+pub fn lazyfs_available() -> bool {
+    crate::lazyfs::unavailable().is_none()
+}
+
+/// Whether libfaketime is installed.
+pub fn faketime_available() -> bool {
+    Path::new(LIBFAKETIME).exists()
+}
+
+/// A node's data directory on `sluice-lazyfs`.
+struct LazyDisk {
+    backing: PathBuf,
+    control: PathBuf,
+    mounted: Option<LazyFs>,
+}
+
+/// One node: its process, and its filesystem when on lazyfs.
+struct ChaosNode {
+    id: NodeId,
+    addr: String,
+    /// What the node is given as its data directory (the lazyfs mount point
+    /// when on lazyfs).
+    data_dir: PathBuf,
+    /// lazyfs: where its disk is, and the mounted filesystem.
+    fs: Option<LazyDisk>,
+    /// libfaketime offset file.
+    clock_file: Option<PathBuf>,
+    log: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl ChaosNode {
+    fn spawn(&mut self, net: &Net, args: &[String]) -> Result<(), String> {
+        if self.child.is_some() {
+            return Err(format!("node {} is already running", self.id));
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| e.to_string())?;
+        let mut cmd = net.command(self.id, &binary("sluice"));
+        cmd.arg("serve")
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("SLUICE_TEST_LOG")
+                    .unwrap_or_else(|_| "info,openraft=warn,sled=warn,h2=warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
+        if let Some(clock) = &self.clock_file {
+            cmd.env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME_TIMESTAMP_FILE", clock)
+                .env("FAKETIME_CACHE_DURATION", "1")
+                .env("DONT_FAKE_MONOTONIC", "1");
+        }
+        self.child = Some(cmd.spawn().map_err(|e| format!("spawning sluice: {e}"))?);
+        self.paused = false;
+        Ok(())
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: plain signal to our own child.
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.paused = false;
+    }
+}
+
+/// The nodes of a chaos run.
+pub struct ChaosCluster {
+    net: Net,
+    setup: Setup,
+    dir: PathBuf,
+    nodes: BTreeMap<NodeId, ChaosNode>,
+    peers: String,
+}
+
+impl ChaosCluster {
+    /// Starts `setup.nodes` nodes on `net`, keeping data and logs under
+    /// `dir`; they form a cluster by `--peers`.
+    pub fn start(net: Net, setup: Setup, dir: &Path) -> Result<ChaosCluster, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let peers = (1..=setup.nodes)
+            .map(|id| format!("{id}={}", net.addr(id)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = BTreeMap::new();
+        for id in 1..=setup.nodes {
+            let data_dir = dir.join(format!("n{id}-data"));
+            let fs = setup.lazyfs.then(|| LazyDisk {
+                backing: dir.join(format!("n{id}-disk")),
+                control: dir.join(format!("n{id}-lazyfs.sock")),
+                mounted: None,
+            });
+            let clock_file = setup.faketime.then(|| dir.join(format!("n{id}-clock")));
+            if let Some(f) = &clock_file {
+                std::fs::write(f, "+0\n").map_err(|e| e.to_string())?;
+            }
+            nodes.insert(
+                id,
+                ChaosNode {
+                    id,
+                    addr: net.addr(id),
+                    data_dir,
+                    fs,
+                    clock_file,
+                    log: dir.join(format!("n{id}.log")),
+                    child: None,
+                    paused: false,
+                },
+            );
+        }
+        let mut c = ChaosCluster {
+            net,
+            setup,
+            dir: dir.to_path_buf(),
+            nodes,
+            peers,
+        };
+        for id in c.ids() {
+            let node = c.nodes.get_mut(&id).expect("node");
+            if let Some(fs) = node.fs.as_mut() {
+                std::fs::create_dir_all(&fs.backing).map_err(|e| e.to_string())?;
+                std::fs::create_dir_all(&node.data_dir).map_err(|e| e.to_string())?;
+                let mounted = LazyFs::start(&fs.backing, &node.data_dir, &fs.control)
+                    .map_err(|e| format!("mounting lazyfs for node {id}: {e}"))?;
+                fs.mounted = Some(mounted);
+            } else {
+                std::fs::create_dir_all(&node.data_dir).map_err(|e| e.to_string())?;
+            }
+            c.start_node(id)?;
+        }
+        Ok(c)
+    }
+
+    /// Node ids.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// The hosts.
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+
+    /// The setup.
+    pub fn setup(&self) -> &Setup {
+        &self.setup
+    }
+
+    /// Every node's address.
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.values().map(|n| n.addr.clone()).collect()
+    }
+
+    /// Node `id`'s address.
+    pub fn addr(&self, id: NodeId) -> String {
+        self.nodes[&id].addr.clone()
+    }
+
+    fn args(&self, id: NodeId, join: bool) -> Vec<String> {
+        let node = &self.nodes[&id];
+        let mut args = vec![
+            "--node-id".to_string(),
+            id.to_string(),
+            "--listen".into(),
+            node.addr.clone(),
+            "--data-dir".into(),
+            node.data_dir.display().to_string(),
+        ];
+        if join {
+            args.push("--join".into());
+        } else {
+            args.push("--peers".into());
+            args.push(self.peers.clone());
+        }
+        args.extend(crate::TIMING.iter().map(|s| s.to_string()));
+        args.extend(self.setup.extra_args.iter().cloned());
+        args
+    }
+
+    /// Starts a stopped node with the cluster's peer list (it resumes from
+    /// its data directory).
+    pub fn start_node(&mut self, id: NodeId) -> Result<(), String> {
+        let args = self.args(id, false);
+        let net = &self.net;
+        self.nodes.get_mut(&id).expect("node").spawn(net, &args)
+    }
+
+    /// Starts a wiped node that waits to be added as a learner.
+    pub fn start_joining(&mut self, id: NodeId) -> Result<(), String> {
+        let args = self.args(id, true);
+        let net = &self.net;
+        self.nodes.get_mut(&id).expect("node").spawn(net, &args)
+    }
+
+    /// Whether node `id` has a process (running or paused).
+    pub fn is_up(&mut self, id: NodeId) -> bool {
+        let node = self.nodes.get_mut(&id).expect("node");
+        match &mut node.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self, id: NodeId) {
+        self.nodes.get_mut(&id).expect("node").kill9();
+    }
+
+    /// Power loss: `kill -9`, then every write the node had not fsynced is
+    /// lost. Without lazyfs it is a plain kill.
+    pub fn lose_power(&mut self, id: NodeId) -> Result<(), String> {
+        let node = self.nodes.get_mut(&id).expect("node");
+        node.kill9();
+        match node.fs.as_ref().and_then(|f| f.mounted.as_ref()) {
+            Some(fs) => fs.crash().map_err(|e| format!("lazyfs crash: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    /// `SIGSTOP`.
+    pub fn pause(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("node");
+        node.signal(libc::SIGSTOP);
+        node.paused = true;
+    }
+
+    /// `SIGCONT`.
+    pub fn resume(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("node");
+        node.signal(libc::SIGCONT);
+        node.paused = false;
+    }
+
+    /// Sets node `id`'s wall clock `seconds` away from the real one (libfaketime
+    /// rereads its offset file within a second).
+    pub fn set_clock_offset(&mut self, id: NodeId, seconds: i64) -> Result<(), String> {
+        let node = &self.nodes[&id];
+        let Some(f) = &node.clock_file else {
+            return Err("clock faults need libfaketime".into());
+        };
+        // Write and rename, so the library never reads half a line.
+        let tmp = f.with_extension("tmp");
+        std::fs::write(&tmp, format!("{seconds:+}\n")).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, f).map_err(|e| e.to_string())
+    }
+
+    /// Empties a stopped node's data directory.
+    pub fn wipe(&mut self, id: NodeId) -> Result<(), String> {
+        let node = self.nodes.get_mut(&id).expect("node");
+        if node.child.is_some() {
+            return Err(format!("stop node {id} before wiping it"));
+        }
+        let entries = std::fs::read_dir(&node.data_dir).map_err(|e| e.to_string())?;
+        for e in entries {
+            let path = e.map_err(|e| e.to_string())?.path();
+            let r = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            r.map_err(|e| format!("wiping {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// A client of node `id` only, making one attempt per call.
+    pub fn client_of(&self, id: NodeId, timeout: Duration) -> Client {
+        Client::with_options([self.addr(id)], single_attempt(timeout)).expect("client")
+    }
+
+    /// A client of every node, making one attempt per call and moving to
+    /// the next node after a failure; starts at node `first`.
+    pub fn client_from(&self, first: NodeId, timeout: Duration) -> Client {
+        let mut addrs = self.addrs();
+        let n = addrs.len();
+        addrs.rotate_left((first as usize + n - 1) % n);
+        Client::with_options(addrs, single_attempt(timeout)).expect("client")
+    }
+
+    /// The leader, as the first node that answers says; None if none knows.
+    pub async fn leader(&self) -> Option<NodeId> {
+        for id in self.nodes.keys() {
+            let c = self.client_of(*id, Duration::from_millis(500));
+            if let Ok(s) = c.cluster_status(true).await {
+                if let Some(l) = s.leader_id {
+                    return Some(l);
+                }
+            }
+        }
+        None
+    }
+
+    /// Copies every node's log into `dest`.
+    pub fn collect_logs(&self, dest: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dest)?;
+        for node in self.nodes.values() {
+            let mut text = String::new();
+            if let Ok(mut f) = File::open(&node.log) {
+                f.read_to_string(&mut text)?;
+            }
+            std::fs::write(dest.join(format!("n{}.log", node.id)), text)?;
+        }
+        Ok(())
+    }
+
+    /// The directory of the run's data.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Options for one attempt per call: the history records each call's one
+/// outcome, and a retry of an ambiguous failure would be a second call.
+fn single_attempt(timeout: Duration) -> Options {
+    Options {
+        deadline: Duration::ZERO,
+        attempt_timeout: timeout,
+        ..Options::default()
+    }
+}
+
+impl Drop for ChaosCluster {
+    fn drop(&mut self) {
+        let _ = self.net.heal();
+        for node in self.nodes.values_mut() {
+            if node.paused {
+                node.signal(libc::SIGCONT);
+            }
+            node.kill9();
+            if let Some(fs) = node.fs.as_mut() {
+                // Dropping it unmounts.
+                fs.mounted = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The metadata workload: processes create, delete and look up a handful of
+//! queues by name, concurrently, so that the history of each name can be
+//! checked for linearizability on a present/absent register.
+
+use std::collections::HashMap;
+
+use sluice_client::Consistency;
+use tokio::time::Instant;
+
+use super::{Ctx, Process, FAILURE_PAUSE};
+use crate::chaos::history::{Call, Outcome, Reply};
+use crate::chaos::nemesis::Rng;
+
+/// Queue names the processes contend on.
+pub const NAMES: u64 = 4;
+/// Concurrent processes.
+const WORKERS: usize = 5;
+
+/// Runs the workers until `until`.
+pub async fn run(ctx: &Ctx, until: Instant) {
+    let mut tasks = Vec::new();
+    for w in 0..WORKERS {
+        let ctx = ctx.clone();
+        tasks.push(tokio::spawn(async move { work(&ctx, w, until).await }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+async fn work(ctx: &Ctx, w: usize, until: Instant) {
+    let client = ctx.client(w);
+    let mut p = Process::new(ctx);
+    let mut rng = Rng::new(ctx.seed ^ (0x3E7A + w as u64));
+    while Instant::now() < until {
+        let name = format!("meta-{}", rng.next_u64() % NAMES);
+        let outcome = match rng.next_u64() % 3 {
+            0 => {
+                p.perform(ctx, Call::Create { name: name.clone() }, || async {
+                    client
+                        .create_queue(&name, HashMap::new())
+                        .await
+                        .map(|_| Reply::Done)
+                })
+                .await
+            }
+            1 => {
+                p.perform(ctx, Call::Remove { name: name.clone() }, || async {
+                    client.delete_queue(&name).await.map(|()| Reply::Done)
+                })
+                .await
+            }
+            _ => {
+                p.perform(ctx, Call::Get { name: name.clone() }, || async {
+                    match client.get_queue_url(&name, Consistency::Linearizable).await {
+                        Ok(_) => Ok(Reply::Exists { present: true }),
+                        // Not found is an answer: the queue is absent.
+                        Err(e) if e.code() == Some("QueueDoesNotExist") => {
+                            Ok(Reply::Exists { present: false })
+                        }
+                        Err(e) => Err(e),
+                    }
+                })
+                .await
+            }
+        };
+        if !matches!(outcome, Outcome::Ok { .. } | Outcome::Fail { .. }) {
+            tokio::time::sleep(FAILURE_PAUSE).await;
+        }
+    }
+}

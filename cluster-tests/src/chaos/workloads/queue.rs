@@ -1,0 +1,346 @@
+//! The queue workload: producers send unique bodies to a standard queue
+//! (with a dead-letter queue) and to a FIFO queue (one producer per message
+//! group, retrying a send of unknown outcome with the same deduplication
+//! id); consumers receive and delete, sometimes leaving a message to come
+//! back. After the faults heal, every queue is drained.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use sluice_client::sluice_proto::v1 as pb;
+use sluice_client::{Client, Error};
+use tokio::time::Instant;
+
+use super::{Ctx, Process, FAILURE_PAUSE};
+use crate::chaos::history::{Call, Delivery, Outcome, Reply};
+use crate::chaos::nemesis::Rng;
+
+/// Receives before a message moves to the dead-letter queue.
+pub const MAX_RECEIVES: u32 = 5;
+/// Visibility timeout of both queues, seconds: short, so that a message a
+/// consumer leaves comes back within the run.
+pub const VISIBILITY_S: i32 = 3;
+/// Standard-queue producers.
+const STANDARD_PRODUCERS: usize = 2;
+/// FIFO message groups, one producer each.
+const GROUPS: usize = 4;
+/// Consumers.
+const CONSUMERS: usize = 3;
+/// One in this many received messages is left undeleted.
+const LEAVE_ONE_IN: u64 = 10;
+/// Sends per second of each standard producer, and of each FIFO group:
+/// enough to keep every node busy, few enough for the consumers to keep
+/// the queues short, so that the drain after the faults ends.
+const STANDARD_RATE: u64 = 50;
+const FIFO_RATE: u64 = 20;
+
+/// A ticker at `per_second`, which skips ticks it missed (a call that
+/// timed out) rather than bursting to catch up.
+fn ticker(per_second: u64) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(Duration::from_micros(1_000_000 / per_second));
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
+/// The queues of the workload.
+#[derive(Debug, Clone)]
+pub struct QueueWorkload {
+    pub standard: String,
+    pub dlq: String,
+    pub fifo: String,
+}
+
+impl QueueWorkload {
+    /// Creates the queues (through `admin`, which retries).
+    pub async fn setup(admin: &Client) -> Result<QueueWorkload, String> {
+        let w = QueueWorkload {
+            standard: "chaos".into(),
+            dlq: "chaos-dlq".into(),
+            fifo: "chaos.fifo".into(),
+        };
+        let status = admin
+            .cluster_status(false)
+            .await
+            .map_err(|e| e.to_string())?;
+        let dlq_arn = format!(
+            "arn:aws:sqs:{}:{}:{}",
+            status.region, status.account_id, w.dlq
+        );
+        let e = |e: Error| e.to_string();
+        admin
+            .create_queue(&w.dlq, HashMap::new())
+            .await
+            .map_err(e)?;
+        let visibility = VISIBILITY_S.to_string();
+        admin
+            .create_queue(
+                &w.standard,
+                HashMap::from([
+                    ("VisibilityTimeout".to_string(), visibility.clone()),
+                    (
+                        "RedrivePolicy".to_string(),
+                        format!(
+                            r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{MAX_RECEIVES}"}}"#
+                        ),
+                    ),
+                ]),
+            )
+            .await
+            .map_err(e)?;
+        admin
+            .create_queue(
+                &w.fifo,
+                HashMap::from([("VisibilityTimeout".to_string(), visibility)]),
+            )
+            .await
+            .map_err(e)?;
+        Ok(w)
+    }
+
+    /// The FIFO queues, for the checker.
+    pub fn fifo_queues(&self) -> BTreeSet<String> {
+        [self.fifo.clone()].into()
+    }
+
+    /// Every queue.
+    pub fn queues(&self) -> Vec<String> {
+        vec![self.standard.clone(), self.dlq.clone(), self.fifo.clone()]
+    }
+
+    /// Producers and consumers until `until`.
+    pub async fn run(&self, ctx: &Ctx, until: Instant) {
+        let mut tasks = Vec::new();
+        for w in 0..STANDARD_PRODUCERS {
+            let (ctx, queue) = (ctx.clone(), self.standard.clone());
+            tasks.push(tokio::spawn(async move {
+                produce_standard(&ctx, w, &queue, until).await
+            }));
+        }
+        for g in 0..GROUPS {
+            let (ctx, queue) = (ctx.clone(), self.fifo.clone());
+            tasks.push(tokio::spawn(async move {
+                produce_fifo(&ctx, g, &queue, until).await
+            }));
+        }
+        for c in 0..CONSUMERS {
+            let (ctx, queues) = (ctx.clone(), self.queues());
+            tasks.push(tokio::spawn(async move {
+                consume(&ctx, c, &queues, until, true).await;
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Receives and deletes from every queue until all are empty (none
+    /// visible, in flight or delayed, and receives find nothing) three
+    /// rounds running, or `limit` passes.
+    pub async fn drain(&self, ctx: &Ctx, admin: &Client, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        let mut empty_rounds = 0;
+        while empty_rounds < 3 {
+            if Instant::now() > deadline {
+                return Err(format!("queues not empty after {limit:?} of draining"));
+            }
+            let mut passes = Vec::new();
+            for c in 0..CONSUMERS {
+                let (ctx, queues) = (ctx.clone(), self.queues());
+                passes.push(tokio::spawn(async move {
+                    consume(&ctx, c, &queues, Instant::now(), false).await
+                }));
+            }
+            let mut got = 0;
+            for pass in passes {
+                got += pass.await.unwrap_or(0);
+            }
+            let mut left = 0u64;
+            for q in self.queues() {
+                let attrs = admin
+                    .get_queue_attributes(
+                        &q,
+                        &[
+                            "ApproximateNumberOfMessages",
+                            "ApproximateNumberOfMessagesNotVisible",
+                            "ApproximateNumberOfMessagesDelayed",
+                        ],
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                left += attrs
+                    .values()
+                    .map(|v| v.parse::<u64>().unwrap_or(0))
+                    .sum::<u64>();
+            }
+            if got == 0 && left == 0 {
+                empty_rounds += 1;
+            } else {
+                empty_rounds = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn produce_standard(ctx: &Ctx, w: usize, queue: &str, until: Instant) {
+    let client = ctx.client(w);
+    let mut p = Process::new(ctx);
+    let mut n = 0u64;
+    let mut tick = ticker(STANDARD_RATE);
+    while Instant::now() < until {
+        tick.tick().await;
+        let body = format!("s{w}-{n}");
+        n += 1;
+        let outcome = send(ctx, &mut p, client, queue, &body, None).await;
+        if !matches!(outcome, Outcome::Ok { .. }) {
+            tokio::time::sleep(FAILURE_PAUSE).await;
+        }
+    }
+}
+
+/// Sends `body` (in FIFO `group`, deduplicated by the body itself).
+async fn send(
+    ctx: &Ctx,
+    p: &mut Process,
+    client: &Client,
+    queue: &str,
+    body: &str,
+    group: Option<&str>,
+) -> Outcome {
+    let call = Call::Send {
+        queue: queue.into(),
+        body: body.into(),
+        group: group.map(str::to_string),
+    };
+    p.perform(ctx, call, || async {
+        client
+            .send_message(pb::SendMessageRequest {
+                queue_name: queue.into(),
+                message_body: body.into(),
+                message_group_id: group.unwrap_or_default().into(),
+                message_deduplication_id: if group.is_some() {
+                    body.into()
+                } else {
+                    String::new()
+                },
+                ..Default::default()
+            })
+            .await
+            .map(|r| Reply::Sent {
+                message_id: r.message_id,
+            })
+    })
+    .await
+}
+
+/// One producer per group: each body in turn, retried with the same
+/// deduplication id while its outcome is unknown.
+async fn produce_fifo(ctx: &Ctx, g: usize, queue: &str, until: Instant) {
+    let client = ctx.client(g);
+    let mut p = Process::new(ctx);
+    let group = format!("g{g}");
+    let mut n = 0u64;
+    let mut tick = ticker(FIFO_RATE);
+    while Instant::now() < until {
+        tick.tick().await;
+        let body = format!("g{g}-{n}");
+        n += 1;
+        loop {
+            let outcome = send(ctx, &mut p, client, queue, &body, Some(&group)).await;
+            match outcome {
+                Outcome::Ok { .. } | Outcome::Fail { .. } => break,
+                Outcome::Unknown { .. } => {
+                    if Instant::now() >= until {
+                        return;
+                    }
+                    tokio::time::sleep(FAILURE_PAUSE).await;
+                }
+            }
+        }
+    }
+}
+
+/// Receives from the queues in turn and deletes what it got (when
+/// `leave_some`, one in [`LEAVE_ONE_IN`] stays, to come back). Runs until
+/// `until`, or once through the queues when `until` has passed; returns
+/// the messages received.
+async fn consume(ctx: &Ctx, c: usize, queues: &[String], until: Instant, leave_some: bool) -> u64 {
+    let client = ctx.client(c + 1);
+    let mut p = Process::new(ctx);
+    let mut rng = Rng::new(ctx.seed ^ (0xC0 + c as u64));
+    let mut received = 0u64;
+    let mut first = true;
+    while first || Instant::now() < until {
+        first = false;
+        let before = received;
+        for queue in queues {
+            let call = Call::Receive {
+                queue: queue.clone(),
+                max: 10,
+            };
+            let outcome = p
+                .perform(ctx, call, || async {
+                    client
+                        .receive_message(pb::ReceiveMessageRequest {
+                            queue_name: queue.clone(),
+                            max_number_of_messages: 10,
+                            wait_time_seconds: Some(0),
+                            message_system_attribute_names: vec!["ApproximateReceiveCount".into()],
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|r| Reply::Received {
+                            messages: r
+                                .messages
+                                .into_iter()
+                                .map(|m| Delivery {
+                                    count: m
+                                        .attributes
+                                        .get("ApproximateReceiveCount")
+                                        .and_then(|v| v.parse().ok())
+                                        .unwrap_or(0),
+                                    body: m.body,
+                                    message_id: m.message_id,
+                                    receipt: m.receipt_handle,
+                                })
+                                .collect(),
+                        })
+                })
+                .await;
+            let messages = match outcome {
+                Outcome::Ok {
+                    reply: Reply::Received { messages },
+                } => messages,
+                _ => {
+                    tokio::time::sleep(FAILURE_PAUSE).await;
+                    continue;
+                }
+            };
+            received += messages.len() as u64;
+            for m in messages {
+                if leave_some && rng.next_u64().is_multiple_of(LEAVE_ONE_IN) {
+                    continue;
+                }
+                let call = Call::Delete {
+                    queue: queue.clone(),
+                    body: m.body.clone(),
+                    receipt: m.receipt.clone(),
+                    count: m.count,
+                };
+                p.perform(ctx, call, || async {
+                    client
+                        .delete_message(queue, &m.receipt)
+                        .await
+                        .map(|()| Reply::Done)
+                })
+                .await;
+            }
+        }
+        if received == before && Instant::now() < until {
+            // Every queue was empty: a consumer's pause before polling
+            // again.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    received
+}
