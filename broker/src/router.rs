@@ -56,6 +56,15 @@ pub enum RouteError {
         /// The leader it knows of.
         leader: Option<NodeId>,
     },
+    /// The leader changed while a forwarded write was in flight to the old
+    /// one, which may or may not have appended it.
+    #[error("the leader changed (node {from} to node {to}) while the request was in flight; it may or may not have been applied; retry")]
+    LeaderChanged {
+        /// The leader the request went to.
+        from: NodeId,
+        /// The leader now known.
+        to: NodeId,
+    },
     /// The leader did not answer in time; the write may or may not apply.
     #[error("the leader did not answer within the deadline; the request may or may not have been applied")]
     LeaderTimeout,
@@ -111,6 +120,31 @@ pub trait Routed {
         channel: Channel,
         timeout: Duration,
     ) -> impl Future<Output = Hop<Self::Output>> + Send;
+
+    /// What to do when a new leader `to` is known while the call is still
+    /// forwarded to `from` (paused, or cut off and not yet aware): `Some`
+    /// abandons the forward for that outcome, `None` waits for the forward
+    /// to finish. By default the call goes to the new leader.
+    fn leader_changed(&self, from: NodeId, to: NodeId) -> Option<Hop<Self::Output>> {
+        Some(Hop::Retry(RouteError::LeaderChanged { from, to }))
+    }
+}
+
+/// Resolves with the new leader once this node knows of a leader other
+/// than `leader`; never while it knows of none (an election in progress
+/// says nothing of the request's fate at `leader`).
+async fn deposed(mut metrics: tokio::sync::watch::Receiver<RaftMetrics>, leader: NodeId) -> NodeId {
+    loop {
+        if let Some(l) = metrics.borrow_and_update().current_leader {
+            if l != leader {
+                return l;
+            }
+        }
+        if metrics.changed().await.is_err() {
+            // The node is stopping: the forward's own outcome decides.
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// Classifies an error status from a forwarded call.
@@ -264,8 +298,22 @@ impl Router {
             let attempt = async {
                 match (leader, leader_addr) {
                     (Some(l), _) if l == self.inner.id => op.here(self).await,
-                    (Some(_), Some(addr)) => match self.inner.channels.get(&addr) {
-                        Ok(channel) => op.forward(channel, remaining).await,
+                    (Some(l), Some(addr)) => match self.inner.channels.get(&addr) {
+                        // A paused or cut-off leader holds a forward until
+                        // its deadline; a newly elected one frees it.
+                        Ok(channel) => {
+                            let forward = op.forward(channel, remaining);
+                            tokio::pin!(forward);
+                            tokio::select! {
+                                hop = &mut forward => hop,
+                                to = deposed(self.inner.raft.metrics(), l) => {
+                                    match op.leader_changed(l, to) {
+                                        Some(hop) => hop,
+                                        None => forward.await,
+                                    }
+                                }
+                            }
+                        }
                         Err(e) => Hop::Fail(RouteError::Internal(e)),
                     },
                     _ => Hop::Retry(RouteError::NoLeader { waited_ms: 0 }),
@@ -412,6 +460,13 @@ impl Routed for Write {
             Err(e @ RouteError::NotLeader { .. }) => Hop::Retry(e),
             Err(e) => Hop::Fail(e),
         }
+    }
+
+    /// The old leader may have appended the write and may still commit it
+    /// (a new leader keeps what a majority holds): the outcome is unknown,
+    /// and resending it here could apply it twice. The caller decides.
+    fn leader_changed(&self, from: NodeId, to: NodeId) -> Option<Hop<Response>> {
+        Some(Hop::Fail(RouteError::LeaderChanged { from, to }))
     }
 
     async fn forward(&self, channel: Channel, timeout: Duration) -> Hop<Response> {

@@ -50,3 +50,61 @@ async fn a_leader_hands_over_before_exiting_on_sigterm() {
     assert!(log.contains(&format!("new_leader={new}")), "{log}");
     survivors.create_queue("q2", HashMap::new()).await.unwrap();
 }
+
+/// Sends SIGCONT to a stopped process when dropped, so a failed assertion
+/// does not leave a node stopped.
+struct Stopped(i32);
+
+impl Stopped {
+    fn new(pid: u32) -> Stopped {
+        let pid = pid as i32;
+        // SAFETY: kill(2) on a child process this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// Calls a follower forwarded to a leader that then stopped answering
+/// (SIGSTOP) are freed by the next election instead of waiting out their
+/// deadline: a read goes on to the new leader, a write answers
+/// LeaderChanged (its outcome is unknown, so it is not resent).
+#[tokio::test]
+async fn calls_forwarded_to_a_stopped_leader_are_freed_by_the_next_election() {
+    let _serial = serial().await;
+    // A leader wait far longer than an election: without the release, both
+    // calls would run into it (or the client's 20 s attempt timeout).
+    let mut c = Cluster::start(3, &["--leader-wait-ms", "60000"]);
+    let old = c.leader(ELECTION).await;
+    let follower = *c.nodes.keys().find(|id| **id != old).unwrap();
+    c.client().create_queue("q", HashMap::new()).await.unwrap();
+    // One attempt, at the follower only.
+    let at_follower = c.node(follower).client(Duration::ZERO);
+    let stopped = Stopped::new(c.node(old).pid().expect("leader running"));
+    let (write, read) = tokio::join!(
+        at_follower.create_queue("q2", HashMap::new()),
+        at_follower.get_queue_url("q", sluice_client::Consistency::Linearizable),
+    );
+    drop(stopped);
+    let url = read.expect("the read goes on to the new leader");
+    assert!(url.ends_with("/q"), "{url}");
+    match write {
+        Err(sluice_client::Error::Call { code, message, .. }) => {
+            assert_eq!(code, "LeaderChanged", "{message}");
+            assert!(
+                message.contains("may or may not have been applied"),
+                "{message}"
+            );
+        }
+        other => panic!("the forwarded write should end with LeaderChanged: {other:?}"),
+    }
+    // Resumed, the old leader rejoins (or wins a later election); the
+    // cluster serves.
+    c.client().create_queue("q3", HashMap::new()).await.unwrap();
+}

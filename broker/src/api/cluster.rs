@@ -323,6 +323,15 @@ impl Routed for Admin<'_> {
         }
     }
 
+    fn leader_changed(&self, from: NodeId, to: NodeId) -> Option<Hop<Reply>> {
+        match self.op {
+            Op::Status => Some(Hop::Retry(RouteError::LeaderChanged { from, to })),
+            // A transfer changes the leader itself, and a membership change
+            // must not run twice: wait for the old leader's answer.
+            _ => None,
+        }
+    }
+
     fn attempt_limit(&self, remaining: Duration) -> Duration {
         // A learner catching up, a lease running out: membership changes and
         // transfers take their own, separately bounded time.

@@ -111,6 +111,13 @@ impl From<RouteError> for Status {
             RouteError::NoQuorum { .. } => {
                 build(Code::Unavailable, "NoQuorum", message, None, retry)
             }
+            RouteError::LeaderChanged { .. } => build(
+                Code::Unavailable,
+                "LeaderChanged",
+                message,
+                None,
+                Some(Duration::ZERO),
+            ),
             RouteError::LeaderTimeout => {
                 build(Code::Unavailable, "LeaderTimeout", message, None, retry)
             }
