@@ -8,10 +8,13 @@
 //! election), the call waits for one, at most `leader_wait`, then fails with
 //! [`RouteError::NoLeader`].
 //!
-//! Delivery is at least once: when a leader fails after appending a write but
-//! before answering, the retried write may be applied twice. Commands are
-//! written to make that harmless where the API promises it (CreateQueue is
-//! idempotent, FIFO queues deduplicate).
+//! A node resends a write only when it knows the write was not appended (the
+//! node it reached did not lead, or could not be connected to). When the
+//! outcome is unknown (the leader changed, the connection broke, the leader
+//! stopped or timed out mid-write) the call answers `UNAVAILABLE` with a code
+//! saying so, and the client decides: a client that retries gets at least
+//! once, the commands are written to make that harmless where the API
+//! promises it (CreateQueue is idempotent, FIFO queues deduplicate).
 
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -78,6 +81,17 @@ pub enum RouteError {
     /// The node is stopping.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// The node stopped after a write was handed to Raft: it may have been
+    /// appended and may still commit.
+    #[error("the node stopped while the request was in flight; it may or may not have been applied; retry")]
+    Abandoned,
+    /// The connection to the leader broke while a forwarded write was in
+    /// flight: the leader may have appended it.
+    #[error("the connection to the leader broke while the request was in flight ({reason}); it may or may not have been applied; retry")]
+    LeaderLost {
+        /// What the transport said.
+        reason: String,
+    },
     /// The leader answered with an error, passed on as it is.
     #[error("{}", .0.message())]
     Remote(tonic::Status),
@@ -162,8 +176,8 @@ pub fn hop_from_status<T>(status: tonic::Status) -> Hop<T> {
         Hop::Retry(RouteError::Remote(status))
     } else if sluice_proto::is_retryable(&status) && code.is_empty() {
         // The leader was unreachable or the connection broke mid-call: it
-        // may be gone. (A forwarded write may then apply twice: at least
-        // once, as documented.)
+        // may be gone. (Writes do not come here when the request may have
+        // reached it: see `in_flight_when_lost`.)
         Hop::Retry(RouteError::Remote(status))
     } else if status.code() == tonic::Code::DeadlineExceeded && code.is_empty() {
         Hop::Fail(RouteError::LeaderTimeout)
@@ -433,7 +447,7 @@ async fn submit(raft: Raft, me: NodeId, request: Request) -> Submitted {
                 Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
                     Err(BatchError::Internal(e.to_string()))
                 }
-                Err(_) => Err(BatchError::ShuttingDown),
+                Err(_) => Err(BatchError::Abandoned),
             }
         }),
     }
@@ -478,9 +492,27 @@ impl Routed for Write {
                     Err(e) => Hop::Fail(RouteError::Internal(e)),
                 }
             }
+            Err(status) if in_flight_when_lost(&status) => Hop::Fail(RouteError::LeaderLost {
+                reason: status.message().to_string(),
+            }),
             Err(status) => hop_from_status(status),
         }
     }
+}
+
+/// Whether a forwarded call failed in the transport after it may have
+/// reached the leader: any transport failure (no broker error code) other
+/// than failing to connect, which proves the request was never sent.
+/// Retrying such a write could apply it twice, so it is answered as of
+/// unknown outcome instead; an unrecognised transport message errs on that
+/// side.
+fn in_flight_when_lost(status: &tonic::Status) -> bool {
+    let from_broker = status.metadata().get(ERROR_CODE_HEADER).is_some();
+    let not_sent = status.code() == tonic::Code::Unavailable
+        && ["tcp connect error", "tcp open error", "dns error"]
+            .iter()
+            .any(|m| status.message().starts_with(m));
+    !from_broker && !not_sent && sluice_proto::is_retryable(status)
 }
 
 struct Read(Query);
@@ -520,5 +552,52 @@ impl Routed for Read {
             }
             Err(status) => hop_from_status(status),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_broker(code: tonic::Code, error_code: &'static str) -> tonic::Status {
+        let mut s = tonic::Status::new(code, "answered by a node");
+        s.metadata_mut().insert(
+            ERROR_CODE_HEADER,
+            tonic::metadata::MetadataValue::from_static(error_code),
+        );
+        s
+    }
+
+    #[test]
+    fn a_write_is_resent_only_when_it_cannot_have_reached_the_leader() {
+        use tonic::{Code, Status};
+        // Never sent: connecting failed.
+        assert!(!in_flight_when_lost(&Status::unavailable(
+            "tcp connect error"
+        )));
+        // Sent, then the connection broke or the call was cut off.
+        assert!(in_flight_when_lost(&Status::unavailable(
+            "error reading a body from connection"
+        )));
+        assert!(in_flight_when_lost(&Status::unknown("h2 protocol error")));
+        assert!(in_flight_when_lost(&Status::cancelled("Timeout expired")));
+        // The broker's own answers are classified by their code instead.
+        assert!(!in_flight_when_lost(&from_broker(
+            Code::Unavailable,
+            "NotLeader"
+        )));
+        assert!(!in_flight_when_lost(&from_broker(
+            Code::Unavailable,
+            "NoQuorum"
+        )));
+        assert!(!in_flight_when_lost(&Status::invalid_argument("bad")));
+        assert!(matches!(
+            hop_from_status::<()>(from_broker(Code::Unavailable, "NotLeader")),
+            Hop::Retry(_)
+        ));
+        assert!(matches!(
+            hop_from_status::<()>(from_broker(Code::Unavailable, "Abandoned")),
+            Hop::Fail(_)
+        ));
     }
 }

@@ -9,7 +9,12 @@
 //!
 //! Retried writes are delivered at least once: when a node fails after
 //! forwarding a write, the retry may apply it a second time. The calls whose
-//! retry is harmless say so (CreateQueue is idempotent).
+//! retry is harmless say so (CreateQueue is idempotent). The nodes never
+//! resend a write themselves once its outcome is unknown: they answer
+//! `UNAVAILABLE` with the code `LeaderChanged`, `LeaderLost`,
+//! `LeaderTimeout`, `NoQuorum` or `Abandoned`. A client whose `deadline`
+//! is zero makes a single attempt, and such an error then means the write
+//! may or may not have been applied.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), sluice_client::Error> {

@@ -134,11 +134,20 @@ struct Producers {
 impl Producers {
     /// Starts PRODUCERS producers of `total` records each, in batches.
     fn start(c: &Cluster, stream: &str, total: usize, batch: usize) -> Producers {
+        let clients = (0..PRODUCERS).map(|p| c.client_from(p)).collect();
+        Producers::start_with(clients, stream, total, batch)
+    }
+
+    /// Starts a producer per client (PRODUCERS of them).
+    fn start_with(clients: Vec<Client>, stream: &str, total: usize, batch: usize) -> Producers {
+        assert_eq!(clients.len(), PRODUCERS);
         let puts = Arc::new(Mutex::new(Puts::default()));
         let (progress, acked) = watch::channel(0usize);
         let (stop, stopped) = watch::channel(false);
-        let handles = (0..PRODUCERS)
-            .map(|p| {
+        let handles = clients
+            .into_iter()
+            .enumerate()
+            .map(|(p, client)| {
                 let load = Load {
                     stream: stream.to_string(),
                     total,
@@ -147,7 +156,7 @@ impl Producers {
                     progress: progress.clone(),
                     stop: stopped.clone(),
                 };
-                tokio::spawn(produce(c.client_from(p), p, load))
+                tokio::spawn(produce(client, p, load))
             })
             .collect();
         Producers {
@@ -370,6 +379,75 @@ async fn every_acknowledged_record_is_read_once_in_order_through_a_leader_kill()
         repeats,
         last_acked,
         killed_at.as_secs_f64()
+    );
+}
+
+/// A node never resends a forwarded put whose outcome it does not know (the
+/// leader died with the put in flight; it may have replicated it first):
+/// producers that make a single attempt per batch, through the followers,
+/// while the leader is killed, find each of their records at most once.
+#[tokio::test]
+async fn a_follower_does_not_resend_a_put_the_killed_leader_may_have_appended() {
+    const RECORDS: usize = 40_000;
+    let _serial = serial().await;
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.leader(Duration::from_secs(20)).await;
+    let stream = "once".to_string();
+    c.client()
+        .create_stream(pb::CreateStreamRequest {
+            stream_name: stream.clone(),
+            shard_count: 2,
+            shard_write_records_per_second: Some(0),
+            shard_write_bytes_per_second: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let shards: Vec<String> = c
+        .client()
+        .list_shards(&stream)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.shard_id)
+        .collect();
+    let followers: Vec<_> = c
+        .nodes
+        .keys()
+        .filter(|id| **id != leader)
+        .copied()
+        .collect();
+    // One attempt each (deadline zero): a duplicate can only be the node's.
+    let clients = (0..PRODUCERS)
+        .map(|p| c.nodes[&followers[p % followers.len()]].client(Duration::ZERO))
+        .collect();
+    let mut producers = Producers::start_with(clients, &stream, RECORDS / PRODUCERS, 100);
+    producers.wait_acked(RECORDS / 4).await;
+    c.node(leader).kill9();
+    let p = producers.finish(false).await;
+    let mut last_acked: BTreeMap<String, u64> = shards.iter().map(|s| (s.clone(), 0)).collect();
+    for (shard, seq) in p.acked.keys() {
+        let l = last_acked.get_mut(shard).unwrap();
+        *l = (*l).max(seq_of(seq).0);
+    }
+    let (_targets_tx, targets) = watch::channel(Some(last_acked));
+    let read = read_shards(c.client_without(leader), stream, shards, targets).await;
+    let mut seen: HashMap<&String, (&String, &String)> = HashMap::new();
+    for (shard, records) in &read {
+        for (seq, d) in records {
+            if let Some((s0, q0)) = seen.insert(d, (shard, seq)) {
+                panic!("{d:?} stands twice: {s0} {q0} and {shard} {seq}");
+            }
+        }
+    }
+    for ((shard, seq), d) in &p.acked {
+        assert_eq!(seen.get(d), Some(&(shard, seq)), "acknowledged {d:?}");
+    }
+    eprintln!(
+        "{} acknowledged, {} in batches of unknown outcome, {} read",
+        p.acked.len(),
+        p.unknown.len(),
+        seen.len()
     );
 }
 

@@ -118,6 +118,10 @@ impl From<RouteError> for Status {
                 None,
                 Some(Duration::ZERO),
             ),
+            RouteError::Abandoned => build(Code::Unavailable, "Abandoned", message, None, retry),
+            RouteError::LeaderLost { .. } => {
+                build(Code::Unavailable, "LeaderLost", message, None, retry)
+            }
             RouteError::LeaderTimeout => {
                 build(Code::Unavailable, "LeaderTimeout", message, None, retry)
             }

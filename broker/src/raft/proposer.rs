@@ -31,6 +31,9 @@ pub enum BatchError {
     },
     /// Raft has stopped.
     ShuttingDown,
+    /// Raft stopped after the batch was handed to it: it may have been
+    /// appended, and may still commit under the next leader.
+    Abandoned,
     /// Anything else.
     Internal(String),
 }
@@ -40,6 +43,7 @@ impl From<BatchError> for RouteError {
         match e {
             BatchError::NotLeader { node_id, leader } => RouteError::NotLeader { node_id, leader },
             BatchError::ShuttingDown => RouteError::ShuttingDown,
+            BatchError::Abandoned => RouteError::Abandoned,
             BatchError::Internal(m) => RouteError::Internal(m),
         }
     }
@@ -99,7 +103,8 @@ impl Proposer {
         self.tx
             .send(Pending { command, reply })
             .map_err(|_| RouteError::ShuttingDown)?;
-        rx.await.unwrap_or(Err(RouteError::ShuttingDown))
+        // The proposer dropped the write: it may have reached Raft.
+        rx.await.unwrap_or(Err(RouteError::Abandoned))
     }
 }
 
