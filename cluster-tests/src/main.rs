@@ -114,7 +114,7 @@ fn main() -> ExitCode {
                 }
             }
             println!(
-                "  faults: {:?}; availability {:.1}% during faults, {:.1}% outside",
+                "  faults: {:?}; availability (succeeded) {:.1}% during faults, {:.1}% outside",
                 s.faults,
                 s.availability_in_faults * 100.0,
                 s.availability_outside_faults * 100.0

@@ -186,7 +186,9 @@ fn admin(cluster: &ChaosCluster) -> Client {
 }
 
 /// Runs faults until `until`, then heals everything; returns the faults
-/// with their windows (nanoseconds on `clock`).
+/// with their windows (nanoseconds on `clock`). Kinds are dealt from a
+/// shuffled deck, so every kind comes once before any comes twice and a
+/// short run still sees the whole mix.
 pub async fn run(
     cluster: &mut ChaosCluster,
     schedule: &Schedule,
@@ -199,6 +201,7 @@ pub async fn run(
         tokio::time::sleep_until(until).await;
         return faults;
     }
+    let mut deck: Vec<Kind> = Vec::new();
     loop {
         let calm = Duration::from_secs(rng.range(schedule.calm_s.0, schedule.calm_s.1));
         if tokio::time::Instant::now() + calm >= until {
@@ -206,7 +209,11 @@ pub async fn run(
             break;
         }
         tokio::time::sleep(calm).await;
-        let kind = *rng.pick(&schedule.kinds);
+        if deck.is_empty() {
+            deck = schedule.kinds.clone();
+            rng.shuffle(&mut deck);
+        }
+        let kind = deck.pop().expect("refilled above");
         let hold = Duration::from_secs(rng.range(schedule.fault_s.0, schedule.fault_s.1));
         let start_ns = clock();
         let detail = match inject(cluster, kind, &mut rng).await {

@@ -12,24 +12,27 @@ use serde::Serialize;
 use super::checkers::Verdict;
 use super::history::{Call, Fault, Op, Outcome};
 
-/// Operations that got an answer (ok, or a definite refusal such as "no
-/// such queue"), out of all, in and out of fault windows; the rest timed
-/// out or found the cluster unavailable.
+/// Operations in and out of fault windows: how many there were, how many
+/// succeeded, and how many got an answer at all (ok, or a definite refusal
+/// such as "no such queue"); the rest timed out or found the cluster
+/// unavailable.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Availability {
     pub ops_in_faults: u64,
     pub ok_in_faults: u64,
+    pub answered_in_faults: u64,
     pub ops_outside: u64,
     pub ok_outside: u64,
+    pub answered_outside: u64,
 }
 
 impl Availability {
-    /// Share of operations invoked during a fault that were answered.
+    /// Share of operations invoked during a fault that succeeded.
     pub fn during(&self) -> f64 {
         ratio(self.ok_in_faults, self.ops_in_faults)
     }
 
-    /// Share of operations invoked outside faults that were answered.
+    /// Share of operations invoked outside faults that succeeded.
     pub fn outside(&self) -> f64 {
         ratio(self.ok_outside, self.ops_outside)
     }
@@ -65,13 +68,16 @@ pub fn availability(ops: &[Op], faults: &[Fault], until_ns: u64) -> Availability
         let in_fault = faults
             .iter()
             .any(|f| op.invoke_ns >= f.start_ns && op.invoke_ns <= f.end_ns);
-        let ok = !op.outcome.is_unknown();
+        let ok = matches!(op.outcome, Outcome::Ok { .. }) as u64;
+        let answered = !op.outcome.is_unknown() as u64;
         if in_fault {
             a.ops_in_faults += 1;
-            a.ok_in_faults += ok as u64;
+            a.ok_in_faults += ok;
+            a.answered_in_faults += answered;
         } else {
             a.ops_outside += 1;
-            a.ok_outside += ok as u64;
+            a.ok_outside += ok;
+            a.answered_outside += answered;
         }
     }
     a
@@ -125,6 +131,20 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The shading colour of a fault kind.
+fn fault_color(kind: &str) -> &'static str {
+    match kind {
+        "partition" => "#d62728",
+        "kill" => "#8c564b",
+        "pause" => "#e377c2",
+        "power" => "#ff7f0e",
+        "transfer" => "#17becf",
+        "member" => "#2ca02c",
+        "clock" => "#7f7f7f",
+        _ => "#d62728",
+    }
+}
+
 /// A plot area: maps data to pixels.
 struct Frame {
     width: f64,
@@ -166,19 +186,32 @@ impl Frame {
             cx = self.width / 2.0,
             t = escape(title)
         );
+        // Labels go on one of two rows above the plot, where they do not
+        // run into the previous one; a window too crowded to label still
+        // has its kind's colour and a tooltip.
+        let mut row_ends = [f64::MIN; 2];
         for f in faults {
             let x0 = self.x(f.start_ns as f64 / 1e9);
             let x1 = self.x(f.end_ns as f64 / 1e9).max(x0 + 1.0);
+            let color = fault_color(&f.kind);
             let _ = writeln!(
                 out,
-                r##"<rect x="{x0:.1}" y="{y}" width="{w:.1}" height="{h}" fill="#d62728" fill-opacity="0.12"><title>{d}</title></rect><text x="{x0:.1}" y="{ty}" font-size="9" fill="#d62728">{k}</text>"##,
+                r#"<rect x="{x0:.1}" y="{y}" width="{w:.1}" height="{h}" fill="{color}" fill-opacity="0.15"><title>{d}</title></rect>"#,
                 y = self.top,
                 w = x1 - x0,
                 h = self.height - self.top - self.bottom,
                 d = escape(&format!("{}: {}", f.kind, f.detail)),
-                ty = self.top - 2.0,
-                k = escape(&f.kind)
             );
+            let label_width = 5.5 * f.kind.len() as f64;
+            if let Some(row) = row_ends.iter().position(|end| x0 >= end + 3.0) {
+                row_ends[row] = x0 + label_width;
+                let _ = writeln!(
+                    out,
+                    r#"<text x="{x0:.1}" y="{ty}" font-size="9" fill="{color}">{k}</text>"#,
+                    ty = self.top - 2.0 - 10.0 * row as f64,
+                    k = escape(&f.kind)
+                );
+            }
         }
         let (x0, x1) = (self.left, self.width - self.right);
         let (y0, y1) = (self.height - self.bottom, self.top);
@@ -496,13 +529,15 @@ fn index_html(s: &Summary) -> String {
     h.push_str("</table>");
     let _ = write!(
         h,
-        "<p>Availability (operations answered, ok or refused, rather than timed out or unavailable): {:.1}% during faults ({} of {}), {:.1}% outside ({} of {}).</p>",
+        "<p>Availability (operations that succeeded): {:.1}% during faults ({} of {}), {:.1}% outside ({} of {}). Answered at all (ok, or a definite refusal, rather than a timeout or unavailable): {} during faults, {} outside.</p>",
         s.availability_in_faults * 100.0,
         s.availability.ok_in_faults,
         s.availability.ops_in_faults,
         s.availability_outside_faults * 100.0,
         s.availability.ok_outside,
-        s.availability.ops_outside
+        s.availability.ops_outside,
+        s.availability.answered_in_faults,
+        s.availability.answered_outside
     );
     h.push_str("<h2>Faults</h2><table><tr><th>kind</th><th>count</th></tr>");
     for (k, n) in &s.faults {
@@ -553,6 +588,15 @@ mod tests {
             op(get(), 1.0, 2.0, ok.clone()),
             op(get(), 5.0, 5000.0, unknown.clone()),
             op(get(), 6.0, 3.0, ok.clone()),
+            op(
+                get(),
+                6.5,
+                1.0,
+                Outcome::Fail {
+                    code: "QueueDoesNotExist".into(),
+                    message: "no such queue".into(),
+                },
+            ),
             op(get(), 9.0, 1.0, ok),
         ];
         let faults = vec![Fault {
@@ -562,12 +606,17 @@ mod tests {
             end_ns: 7_000_000_000,
         }];
         let a = availability(&ops, &faults, u64::MAX);
-        assert_eq!((a.ops_in_faults, a.ok_in_faults), (2, 1));
+        assert_eq!((a.ops_in_faults, a.ok_in_faults), (3, 1));
         assert_eq!((a.ops_outside, a.ok_outside), (2, 2));
-        assert_eq!(a.during(), 0.5);
+        assert_eq!((a.answered_in_faults, a.answered_outside), (2, 2));
+        assert!((a.during() - 1.0 / 3.0).abs() < 1e-9);
         let svg = latency_svg("t", &ops, &faults, 10.0);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<circle").count(), 3, "three ok points");
+        assert_eq!(
+            svg.matches("<circle").count(),
+            4,
+            "three ok points, one refusal"
+        );
         assert!(svg.contains("kill -9 n1"), "the fault window is labelled");
         let svg = throughput_svg("t", &ops, &faults, 10.0);
         assert!(svg.contains("<polyline"));
