@@ -383,6 +383,10 @@ impl Drop for ChaosCluster {
                 node.signal(libc::SIGCONT);
             }
             node.kill9();
+        }
+        // Unmount only once every node is gone, so that no node process (nor
+        // the mount namespace `ip netns exec` gave it) still holds a mount.
+        for node in self.nodes.values_mut() {
             if let Some(fs) = node.fs.as_mut() {
                 // Dropping it unmounts.
                 fs.mounted = None;

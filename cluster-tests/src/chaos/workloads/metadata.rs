@@ -1,13 +1,20 @@
 //! The metadata workload: processes create, delete and look up a handful of
 //! queues by name, concurrently, so that the history of each name can be
 //! checked for linearizability on a present/absent register.
+//!
+//! The names change every [`EPOCH`]: a name's history is then a few
+//! thousand operations, which the checker decides in moments, where one
+//! name for a 10-minute run (over 100 000 operations, hundreds of them of
+//! unknown outcome, each of which may take effect at any later time)
+//! defeats the search. An operation of unknown outcome from an old epoch
+//! can only affect its own name, which nobody looks at any more.
 
 use std::collections::HashMap;
 
 use sluice_client::Consistency;
 use tokio::time::Instant;
 
-use super::{Ctx, Process, FAILURE_PAUSE};
+use super::{ticker, Ctx, Process, FAILURE_PAUSE};
 use crate::chaos::history::{Call, Outcome, Reply};
 use crate::chaos::nemesis::Rng;
 
@@ -15,6 +22,10 @@ use crate::chaos::nemesis::Rng;
 pub const NAMES: u64 = 4;
 /// Concurrent processes.
 const WORKERS: usize = 5;
+/// Operations per second of each worker, at most.
+const RATE: u64 = 40;
+/// How long the workers contend on one set of names.
+pub const EPOCH: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Runs the workers until `until`.
 pub async fn run(ctx: &Ctx, until: Instant) {
@@ -32,8 +43,12 @@ async fn work(ctx: &Ctx, w: usize, until: Instant) {
     let client = ctx.client(w);
     let mut p = Process::new(ctx);
     let mut rng = Rng::new(ctx.seed ^ (0x3E7A + w as u64));
+    let mut tick = ticker(RATE);
     while Instant::now() < until {
-        let name = format!("meta-{}", rng.next_u64() % NAMES);
+        tick.tick().await;
+        // The recorder's clock is the run's: every worker agrees on it.
+        let epoch = ctx.recorder.now_ns() / EPOCH.as_nanos() as u64;
+        let name = format!("meta-{epoch}-{}", rng.next_u64() % NAMES);
         let outcome = match rng.next_u64() % 3 {
             0 => {
                 p.perform(ctx, Call::Create { name: name.clone() }, || async {

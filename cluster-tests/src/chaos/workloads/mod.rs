@@ -102,6 +102,14 @@ impl Process {
     }
 }
 
+/// A ticker at `per_second`, which skips ticks it missed (a call that
+/// timed out) rather than bursting to catch up.
+pub fn ticker(per_second: u64) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(Duration::from_micros(1_000_000 / per_second));
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
 /// Sorts an error into a definite failure (the broker refused the call
 /// without effect) or an unknown outcome (it may have happened).
 pub fn classify(e: &Error) -> Outcome {

@@ -11,7 +11,7 @@ use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::{Client, Error};
 use tokio::time::Instant;
 
-use super::{Ctx, Process, FAILURE_PAUSE};
+use super::{ticker, Ctx, Process, FAILURE_PAUSE};
 use crate::chaos::history::{Call, Delivery, Outcome, Reply};
 use crate::chaos::nemesis::Rng;
 
@@ -33,14 +33,6 @@ const LEAVE_ONE_IN: u64 = 10;
 /// the queues short, so that the drain after the faults ends.
 const STANDARD_RATE: u64 = 50;
 const FIFO_RATE: u64 = 20;
-
-/// A ticker at `per_second`, which skips ticks it missed (a call that
-/// timed out) rather than bursting to catch up.
-fn ticker(per_second: u64) -> tokio::time::Interval {
-    let mut t = tokio::time::interval(Duration::from_micros(1_000_000 / per_second));
-    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    t
-}
 
 /// The queues of the workload.
 #[derive(Debug, Clone)]
