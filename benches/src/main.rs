@@ -1,7 +1,11 @@
-//! `sluice-bench`: a closed-loop load generator.
+//! `sluice-bench`: a load generator, closed- or open-loop.
 //!
-//! `C` workers each keep one request in flight for the run's duration;
-//! latencies go into an HDR histogram. Before and after the run the tool reads
+//! Closed loop (the default): `C` workers each keep one request in flight
+//! for the run's duration. Open loop (`--rate R`): requests start on a fixed
+//! schedule of `R` a second whatever the latency, at most `C` in flight; a
+//! request's latency counts from its scheduled start, so time spent waiting
+//! for a free slot behind slow requests is counted (no coordinated
+//! omission). Latencies go into an HDR histogram. Before and after the run the tool reads
 //! every node's metrics, so the report also gives the fsyncs per second and
 //! the commands per fsync (the group commit batch).
 //!
@@ -13,6 +17,7 @@
 //! target/release/sluice-bench --spawn 3 --workload put-records --batch 500 --message-bytes 1024 --concurrency 8
 //! target/release/sluice-bench --spawn 3 --workload get-records --batch 10000 --prefill 200000 --concurrency 4
 //! target/release/sluice-bench --spawn 3 --workload put-to-read --shards 1
+//! target/release/sluice-bench --spawn 3 --workload send --rate 2000 --concurrency 256
 //! ```
 
 mod queues;
@@ -79,7 +84,7 @@ enum Target {
     Follower,
 }
 
-/// Closed-loop load generator for Sluice.
+/// Closed- or open-loop load generator for Sluice.
 #[derive(Parser, Debug)]
 #[command(name = "sluice-bench")]
 struct Args {
@@ -98,9 +103,14 @@ struct Args {
     /// Which node receives the requests.
     #[arg(long, value_enum, default_value = "leader")]
     target: Target,
-    /// Requests in flight.
+    /// Requests in flight (closed loop), or the most in flight (open loop).
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
+    /// Open loop: start this many requests a second on a fixed schedule
+    /// (0: closed loop). Not for get-records, whose workers each read a
+    /// shard in turn.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
     /// Seconds of measured load.
     #[arg(long, default_value_t = 10)]
     duration: u64,
@@ -173,6 +183,32 @@ struct Run {
     bytes: u64,
 }
 
+impl Run {
+    /// Counts one request of worker `id` that took `latency`.
+    fn record(&mut self, id: usize, latency: Duration, result: Result<Done, String>) {
+        match result {
+            Ok(done) => {
+                self.histogram
+                    .saturating_record((latency.as_micros() as u64).max(1));
+                self.items += done.items;
+                self.bytes += done.bytes;
+                if let Some((to_read, ack_to_read)) = done.extra {
+                    self.to_read
+                        .saturating_record((to_read.as_micros() as u64).max(1));
+                    self.ack_to_read
+                        .saturating_record((ack_to_read.as_micros() as u64).max(1));
+                }
+            }
+            Err(e) => {
+                if self.errors == 0 {
+                    eprintln!("worker {id}: {e}");
+                }
+                self.errors += 1;
+            }
+        }
+    }
+}
+
 impl Default for Run {
     fn default() -> Run {
         Run {
@@ -189,46 +225,81 @@ impl Default for Run {
 async fn worker(bench: Arc<Bench>, id: usize, until: Instant, measure_from: Instant) -> Run {
     let mut run = Run::default();
     let mut reader = streams::Reader::default();
-    let args = &bench.args;
     let mut i = 0u64;
     while Instant::now() < until {
         let started = Instant::now();
-        let result = if args.workload.is_stream() {
-            streams::op(
-                args,
-                &bench.client,
-                &bench.stream,
-                &bench.deliveries,
-                &mut reader,
-                id,
-                i,
-            )
-            .await
-        } else {
-            queues::op(args, &bench.client, &bench.queue, id, i).await
-        };
+        let result = op(&bench, &mut reader, id, i).await;
         i += 1;
-        let micros = started.elapsed().as_micros() as u64;
         if started >= measure_from {
-            match result {
-                Ok(done) => {
-                    run.histogram.saturating_record(micros.max(1));
-                    run.items += done.items;
-                    run.bytes += done.bytes;
-                    if let Some((to_read, ack_to_read)) = done.extra {
-                        run.to_read
-                            .saturating_record((to_read.as_micros() as u64).max(1));
-                        run.ack_to_read
-                            .saturating_record((ack_to_read.as_micros() as u64).max(1));
-                    }
-                }
-                Err(e) => {
-                    if run.errors == 0 {
-                        eprintln!("worker {id}: {e}");
-                    }
-                    run.errors += 1;
-                }
-            }
+            run.record(id, started.elapsed(), result);
+        }
+    }
+    run
+}
+
+/// One request of the run's workload; `reader` is the worker's place in
+/// its shard (get-records only).
+async fn op(
+    bench: &Bench,
+    reader: &mut streams::Reader,
+    id: usize,
+    i: u64,
+) -> Result<Done, String> {
+    let args = &bench.args;
+    if args.workload.is_stream() {
+        streams::op(
+            args,
+            &bench.client,
+            &bench.stream,
+            &bench.deliveries,
+            reader,
+            id,
+            i,
+        )
+        .await
+    } else {
+        queues::op(args, &bench.client, &bench.queue, id, i).await
+    }
+}
+
+/// Starts requests at `rate` a second from now until `until`, at most
+/// `window` in flight, and records those scheduled from `measure_from`,
+/// each from its scheduled start.
+async fn open_loop(
+    bench: Arc<Bench>,
+    rate: f64,
+    window: usize,
+    until: Instant,
+    measure_from: Instant,
+) -> Run {
+    let slots = Arc::new(tokio::sync::Semaphore::new(window));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut i = 0u64;
+    loop {
+        let scheduled = start + interval.mul_f64(i as f64);
+        if scheduled >= until {
+            break;
+        }
+        tokio::time::sleep_until(scheduled.into()).await;
+        // A full window holds the schedule back; the wait counts in the
+        // latency of the requests it delays.
+        let slot = slots.clone().acquire_owned().await.expect("semaphore open");
+        let (bench, done_tx) = (bench.clone(), done_tx.clone());
+        tokio::spawn(async move {
+            let mut reader = streams::Reader::default();
+            let result = op(&bench, &mut reader, (i as usize) % window, i).await;
+            drop(slot);
+            let _ = done_tx.send((scheduled, scheduled.elapsed(), result));
+        });
+        i += 1;
+    }
+    drop(done_tx);
+    let mut run = Run::default();
+    while let Some((scheduled, latency, result)) = done_rx.recv().await {
+        if scheduled >= measure_from {
+            run.record(0, latency, result);
         }
     }
     run
@@ -258,6 +329,15 @@ async fn main() {
         batches.end(),
         args.workload
     );
+    assert!(
+        args.rate >= 0.0 && args.rate.is_finite(),
+        "--rate: must be a number of requests per second, 0 for a closed loop"
+    );
+    assert!(
+        args.rate == 0.0 || args.workload != Workload::GetRecords,
+        "--rate: get-records runs closed-loop only (each worker reads its own shard in turn)"
+    );
+    assert!(args.concurrency >= 1, "--concurrency: must be at least 1");
     if let Some(dir) = &args.bin_dir {
         std::env::set_var("SLUICE_BIN_DIR", dir);
     }
@@ -350,9 +430,19 @@ async fn main() {
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(args.warmup);
     let until = measure_from + Duration::from_secs(args.duration);
-    let workers: Vec<_> = (0..args.concurrency)
-        .map(|id| tokio::spawn(worker(bench.clone(), id, until, measure_from)))
-        .collect();
+    let workers: Vec<_> = if args.rate > 0.0 {
+        vec![tokio::spawn(open_loop(
+            bench.clone(),
+            args.rate,
+            args.concurrency,
+            until,
+            measure_from,
+        ))]
+    } else {
+        (0..args.concurrency)
+            .map(|id| tokio::spawn(worker(bench.clone(), id, until, measure_from)))
+            .collect()
+    };
     tokio::time::sleep_until(measure_from.into()).await;
     let node_addrs: Vec<String> = status.members.iter().map(|m| m.address.clone()).collect();
     let before: Vec<NodeCounters> = node_addrs.iter().map(|a| counters(a)).collect();
@@ -405,6 +495,8 @@ async fn main() {
         "nodes": node_addrs.len(),
         "target": format!("{:?}", args.target),
         "concurrency": args.concurrency,
+        "mode": if args.rate > 0.0 { "open" } else { "closed" },
+        "target_rate": (args.rate > 0.0).then_some(args.rate),
         "batch": args.batch,
         "message_bytes": args.message_bytes,
         "depth": args.depth,
@@ -424,10 +516,14 @@ async fn main() {
         println!("{report}");
     } else {
         println!(
-            "{:?} on {} node(s), {} in flight, batch {}, to the {:?}: {} ops in {:.1} s = {:.0} ops/s, {:.0} messages or records/s, {:.1} MB/s, {} errors",
+            "{:?} on {} node(s), {}, batch {}, to the {:?}: {} ops in {:.1} s = {:.0} ops/s, {:.0} messages or records/s, {:.1} MB/s, {} errors",
             args.workload,
             node_addrs.len(),
-            args.concurrency,
+            if args.rate > 0.0 {
+                format!("open loop at {} requests/s, at most {} in flight", args.rate, args.concurrency)
+            } else {
+                format!("{} in flight", args.concurrency)
+            },
             args.batch,
             args.target,
             ops,
