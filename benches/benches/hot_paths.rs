@@ -1,0 +1,182 @@
+//! Micro-benchmarks of the hot paths, below the network and Raft: the
+//! state machine applying a send, a receive and a put batch into a real
+//! sled tree on disk (as a node applies a committed entry), sled writes on
+//! their own, and protobuf encoding and decoding of full batches.
+//!
+//! ```text
+//! cargo bench -p sluice-bench --bench hot_paths
+//! ```
+
+use std::collections::BTreeMap;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use prost::Message;
+use sluice_broker::command::Command;
+use sluice_broker::machine::{self, Ctx, Effects};
+use sluice_broker::queues::delivery::ReceiveRequest;
+use sluice_broker::queues::message::{NewMessage, Outgoing};
+use sluice_broker::queues::CreateQueue;
+use sluice_broker::store::{Db, DbOptions, Tree, Txn, WriteBatch};
+use sluice_broker::streams::records::NewRecord;
+use sluice_broker::streams::CreateStream;
+use sluice_client::sluice_proto::v1 as pb;
+
+const BODY: usize = 1024;
+const NOW_MS: u64 = 1_800_000_000_000;
+
+/// A fresh sled database in a temporary directory.
+fn tree() -> (tempfile::TempDir, Db, Tree) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = Db::open(dir.path(), &DbOptions::default()).expect("open sled");
+    let tree = db.tree("bench").expect("tree");
+    (dir, db, tree)
+}
+
+/// Applies `commands` as one committed entry: each in its own transaction
+/// over the entry's, then one batch to the tree, as the node does.
+fn apply(tree: &Tree, commands: &[Command]) {
+    let ctx = Ctx { now_ms: NOW_MS };
+    let mut effects = Effects::default();
+    let mut entry = Txn::new(tree);
+    for c in commands {
+        let mut txn = Txn::new(&entry);
+        machine::apply(&mut txn, &ctx, c, &mut effects).expect("applies");
+        let writes = txn.into_writes();
+        entry.merge(writes);
+    }
+    tree.apply(entry.into_batch()).expect("sled write");
+}
+
+fn send(queue: &str, n: usize) -> Command {
+    let messages = (0..n)
+        .map(|_| {
+            NewMessage::validate(
+                "",
+                false,
+                Outgoing {
+                    body: "x".repeat(BODY),
+                    ..Outgoing::default()
+                },
+            )
+            .expect("valid message")
+        })
+        .collect();
+    Command::SendMessages {
+        queue: queue.into(),
+        messages,
+    }
+}
+
+fn state_machine(c: &mut Criterion) {
+    let (_dir, _db, tree) = tree();
+    let create = CreateQueue::new("q", &BTreeMap::new(), BTreeMap::new()).expect("valid");
+    apply(&tree, &[Command::CreateQueue(create)]);
+    let stream =
+        CreateStream::new("s", 4, None, None, Some(0), Some(0), BTreeMap::new()).expect("valid");
+    apply(&tree, &[Command::CreateStream(stream)]);
+
+    let mut g = c.benchmark_group("apply");
+    g.throughput(Throughput::Elements(1));
+    let one = [send("q", 1)];
+    g.bench_function("send 1 message of 1 KiB", |b| b.iter(|| apply(&tree, &one)));
+    g.throughput(Throughput::Elements(10));
+    let ten = [send("q", 10)];
+    g.bench_function("send a batch of 10 messages of 1 KiB", |b| {
+        b.iter(|| apply(&tree, &ten))
+    });
+    // Visibility 0: the message received stays at the head, so every
+    // receive does the same work on a queue as deep as the sends made it.
+    let receive = [Command::ReceiveMessages {
+        queue: "q".into(),
+        request: ReceiveRequest {
+            max: 1,
+            visibility_timeout: Some(0),
+            attempt_id: None,
+        },
+    }];
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("receive 1 message", |b| b.iter(|| apply(&tree, &receive)));
+    let put = [Command::PutRecords {
+        stream: "s".into(),
+        records: (0..500)
+            .map(|i| NewRecord {
+                data: vec![b'x'; BODY],
+                partition_key: format!("key-{i}"),
+                explicit_hash_key: None,
+            })
+            .collect(),
+    }];
+    g.throughput(Throughput::Elements(500));
+    g.bench_function("put a batch of 500 records of 1 KiB", |b| {
+        b.iter(|| apply(&tree, &put))
+    });
+    g.finish();
+}
+
+fn sled_writes(c: &mut Criterion) {
+    let (_dir, _db, tree) = tree();
+    let mut g = c.benchmark_group("sled");
+    let mut key = 0u64;
+    for n in [1usize, 100] {
+        g.throughput(Throughput::Bytes((n * BODY) as u64));
+        g.bench_function(format!("write batch of {n} x 1 KiB"), |b| {
+            b.iter_batched(
+                || {
+                    let mut batch = WriteBatch::default();
+                    for _ in 0..n {
+                        key += 1;
+                        batch.put(key.to_be_bytes().to_vec(), vec![b'x'; BODY]);
+                    }
+                    batch
+                },
+                |batch| tree.apply(batch).expect("sled write"),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+fn protobuf(c: &mut Criterion) {
+    let send = pb::SendMessageBatchRequest {
+        queue_name: "q".into(),
+        entries: (0..10)
+            .map(|i| pb::SendMessageBatchRequestEntry {
+                id: format!("e{i}"),
+                message_body: "x".repeat(BODY),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    let put = pb::PutRecordsRequest {
+        stream_name: "s".into(),
+        records: (0..500)
+            .map(|i| pb::PutRecordsRequestEntry {
+                data: vec![b'x'; BODY],
+                partition_key: format!("key-{i}"),
+                explicit_hash_key: String::new(),
+            })
+            .collect(),
+    };
+    let mut g = c.benchmark_group("protobuf");
+    let send_bytes = send.encode_to_vec();
+    g.throughput(Throughput::Bytes(send_bytes.len() as u64));
+    g.bench_function("encode SendMessageBatch of 10 x 1 KiB", |b| {
+        b.iter(|| send.encode_to_vec())
+    });
+    g.bench_function("decode SendMessageBatch of 10 x 1 KiB", |b| {
+        b.iter(|| pb::SendMessageBatchRequest::decode(send_bytes.as_slice()).expect("decodes"))
+    });
+    let put_bytes = put.encode_to_vec();
+    g.throughput(Throughput::Bytes(put_bytes.len() as u64));
+    g.bench_function("encode PutRecords of 500 x 1 KiB", |b| {
+        b.iter(|| put.encode_to_vec())
+    });
+    g.bench_function("decode PutRecords of 500 x 1 KiB", |b| {
+        b.iter(|| pb::PutRecordsRequest::decode(put_bytes.as_slice()).expect("decodes"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, state_machine, sled_writes, protobuf);
+criterion_main!(benches);
