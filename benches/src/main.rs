@@ -21,6 +21,7 @@
 //! ```
 
 mod queues;
+mod reference;
 mod streams;
 
 use std::sync::Arc;
@@ -134,6 +135,11 @@ struct Args {
     /// Messages in the queue for receive-depth.
     #[arg(long, default_value_t = 10)]
     depth: u64,
+    /// Measure this machine instead of Sluice: fsyncs per second of a file
+    /// in this directory (put it on the data disk) and loopback TCP
+    /// bandwidth, --duration seconds each.
+    #[arg(long)]
+    reference: Option<std::path::PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -321,6 +327,33 @@ fn counters(addr: &str) -> NodeCounters {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let Some(dir) = &args.reference {
+        let duration = Duration::from_secs(args.duration);
+        let r = reference::measure(dir, duration)
+            .await
+            .unwrap_or_else(|e| panic!("--reference {}: {e}", dir.display()));
+        let report = serde_json::json!({
+            "reference": dir.display().to_string(),
+            "seconds_each": args.duration,
+            "fsyncs_per_s": r.fsyncs_per_s,
+            "fsync_ms": {"p50": r.fsync_ms.0, "p99": r.fsync_ms.1, "max": r.fsync_ms.2},
+            "loopback_mb_per_s": r.loopback_mb_per_s,
+        });
+        if args.json {
+            println!("{report}");
+        } else {
+            println!(
+                "{}: {:.0} fsyncs/s (1 KiB append + fdatasync; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms); loopback TCP {:.0} MB/s",
+                dir.display(),
+                r.fsyncs_per_s,
+                r.fsync_ms.0,
+                r.fsync_ms.1,
+                r.fsync_ms.2,
+                r.loopback_mb_per_s
+            );
+        }
+        return;
+    }
     let batches = args.workload.batch_range();
     assert!(
         batches.contains(&args.batch),
