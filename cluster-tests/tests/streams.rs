@@ -241,6 +241,28 @@ async fn read_shards(
     }
 }
 
+/// Creates `name` with `shards` shards and no write limits (the tests are
+/// about durability and order, not throttling); returns its shard ids.
+async fn unthrottled_stream(c: &Cluster, name: &str, shards: i32) -> Vec<String> {
+    c.client()
+        .create_stream(pb::CreateStreamRequest {
+            stream_name: name.to_string(),
+            shard_count: shards,
+            shard_write_records_per_second: Some(0),
+            shard_write_bytes_per_second: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    c.client()
+        .list_shards(name)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.shard_id)
+        .collect()
+}
+
 #[tokio::test]
 async fn every_acknowledged_record_is_read_once_in_order_through_a_leader_kill() {
     const RECORDS: usize = 100_000;
@@ -249,25 +271,7 @@ async fn every_acknowledged_record_is_read_once_in_order_through_a_leader_kill()
     let mut c = Cluster::start(3, &[]);
     let leader = c.leader(Duration::from_secs(20)).await;
     let stream = "events".to_string();
-    c.client()
-        .create_stream(pb::CreateStreamRequest {
-            stream_name: stream.clone(),
-            shard_count: SHARDS,
-            // Off: the test is about durability and order, not throttling.
-            shard_write_records_per_second: Some(0),
-            shard_write_bytes_per_second: Some(0),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let shards: Vec<String> = c
-        .client()
-        .list_shards(&stream)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.shard_id)
-        .collect();
+    let shards = unthrottled_stream(&c, &stream, SHARDS).await;
     assert_eq!(shards.len(), SHARDS as usize);
 
     let (targets_tx, targets) = watch::channel(None);
@@ -393,24 +397,7 @@ async fn a_follower_does_not_resend_a_put_the_killed_leader_may_have_appended() 
     let mut c = Cluster::start(3, &[]);
     let leader = c.leader(Duration::from_secs(20)).await;
     let stream = "once".to_string();
-    c.client()
-        .create_stream(pb::CreateStreamRequest {
-            stream_name: stream.clone(),
-            shard_count: 2,
-            shard_write_records_per_second: Some(0),
-            shard_write_bytes_per_second: Some(0),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let shards: Vec<String> = c
-        .client()
-        .list_shards(&stream)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.shard_id)
-        .collect();
+    let shards = unthrottled_stream(&c, &stream, 2).await;
     let followers: Vec<_> = c
         .nodes
         .keys()
@@ -459,16 +446,7 @@ async fn a_split_and_a_merge_under_load_keep_each_keys_order() {
     c.leader(Duration::from_secs(20)).await;
     let stream = "resharded".to_string();
     let admin = c.client();
-    admin
-        .create_stream(pb::CreateStreamRequest {
-            stream_name: stream.clone(),
-            shard_count: 2,
-            shard_write_records_per_second: Some(0),
-            shard_write_bytes_per_second: Some(0),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    unthrottled_stream(&c, &stream, 2).await;
     let mut producers = Producers::start(&c, &stream, PER_PRODUCER, 50);
     // The reader follows the whole stream while it is resharded.
     let (reader_stop_tx, mut reader_stop) = watch::channel(None::<usize>);
