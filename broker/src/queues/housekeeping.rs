@@ -6,15 +6,13 @@
 //! [`needs`] tells the leader, from its local state, which queues have work;
 //! the commands re-check everything against the state machine's clock.
 
-use std::ops::Bound;
-
 use serde::{Deserialize, Serialize};
 
 use super::delivery::{self, Open};
 use super::layout::{self, gc_key, gc_prefix, load_head, Keys};
 use crate::error::ApplyResult;
 use crate::machine::{Ctx, Effect, Effects};
-use crate::store::keys::{prefix_end, read_u64, Key};
+use crate::store::keys::{read_u64, Key};
 use crate::store::{StateRead, Txn};
 
 /// Items each kind of work handles per tick.
@@ -188,20 +186,8 @@ pub fn collect(txn: &mut Txn<'_>, qid: u64, gen: u64) -> ApplyResult<bool> {
         prefixes.push(Key::new("movedin").u64(qid).build());
         prefixes.push(layout::moved_in_exp_prefix(qid));
     }
-    let mut budget = COLLECT_LIMIT;
-    for prefix in &prefixes {
-        let keys: Vec<Vec<u8>> = txn
-            .range(Bound::Included(prefix.clone()), prefix_end(prefix), false)
-            .take(budget)
-            .map(|kv| kv.map(|(k, _)| k))
-            .collect::<Result<_, _>>()?;
-        budget -= keys.len();
-        for k in keys {
-            txn.delete(k);
-        }
-        if budget == 0 {
-            return Ok(false);
-        }
+    if !txn.delete_prefixes(&prefixes, COLLECT_LIMIT)? {
+        return Ok(false);
     }
     if whole_queue {
         txn.delete(layout::state_key(qid));

@@ -42,6 +42,37 @@ impl<'a> Txn<'a> {
         self.writes.insert(key, None);
     }
 
+    /// Deletes the keys under `prefixes`, in order, at most `limit` of them;
+    /// returns true when it deleted them all, false when it stopped at the
+    /// limit (some may be left: call again). Collecting a large resource
+    /// thus takes several bounded commands.
+    pub fn delete_prefixes(
+        &mut self,
+        prefixes: &[Vec<u8>],
+        limit: usize,
+    ) -> Result<bool, StoreError> {
+        let mut budget = limit;
+        for prefix in prefixes {
+            let keys: Vec<Vec<u8>> = self
+                .range(
+                    Bound::Included(prefix.clone()),
+                    super::keys::prefix_end(prefix),
+                    false,
+                )
+                .take(budget)
+                .map(|kv| kv.map(|(k, _)| k))
+                .collect::<Result<_, _>>()?;
+            budget -= keys.len();
+            for k in keys {
+                self.delete(k);
+            }
+            if budget == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Adds the writes of a finished child transaction to this one.
     pub fn merge(&mut self, writes: Writes) {
         self.writes.extend(writes.0);
@@ -175,6 +206,23 @@ mod tests {
             m.insert(k.as_bytes().to_vec(), format!("base-{k}").into_bytes());
         }
         m
+    }
+
+    #[test]
+    fn delete_prefixes_stops_at_its_limit_and_says_when_done() {
+        let mut m = MemState::default();
+        for k in ["p1", "p2", "p3", "q1", "r1"] {
+            m.insert(k.as_bytes().to_vec(), b"v".to_vec());
+        }
+        let prefixes = [b"p".to_vec(), b"q".to_vec()];
+        let mut txn = Txn::new(&m);
+        assert!(!txn.delete_prefixes(&prefixes, 2).unwrap());
+        assert_eq!(txn.len(), 2);
+        assert!(!txn.delete_prefixes(&prefixes, 2).unwrap());
+        assert_eq!(txn.len(), 4);
+        let left = collect(txn.range(Bound::Unbounded, Bound::Unbounded, false));
+        assert_eq!(left, vec![("r1".to_string(), "v".to_string())]);
+        assert!(txn.delete_prefixes(&prefixes, 5).unwrap());
     }
 
     #[test]

@@ -530,21 +530,9 @@ pub fn needs_trim(
 /// Deletes up to [`STEP_LIMIT`] keys of a deleted stream; returns true when
 /// nothing is left.
 pub fn collect(txn: &mut Txn<'_>, sid: u64) -> ApplyResult<bool> {
-    let mut budget = STEP_LIMIT;
-    for space in ["rec", "rts", "shard"] {
-        let prefix = Key::new(space).u64(sid).build();
-        let keys: Vec<Vec<u8>> = txn
-            .range(Bound::Included(prefix.clone()), prefix_end(&prefix), false)
-            .take(budget)
-            .map(|kv| kv.map(|(k, _)| k))
-            .collect::<Result<_, _>>()?;
-        budget -= keys.len();
-        for k in keys {
-            txn.delete(k);
-        }
-        if budget == 0 {
-            return Ok(false);
-        }
+    let prefixes = ["rec", "rts", "shard"].map(|space| Key::new(space).u64(sid).build());
+    if !txn.delete_prefixes(&prefixes, STEP_LIMIT)? {
+        return Ok(false);
     }
     txn.delete(super::gc_key(sid));
     Ok(true)
