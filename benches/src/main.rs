@@ -20,6 +20,7 @@
 //! target/release/sluice-bench --spawn 3 --workload send --rate 2000 --concurrency 256
 //! ```
 
+mod compare;
 mod queues;
 mod reference;
 mod streams;
@@ -56,9 +57,28 @@ enum Workload {
     /// on another node (a follower, when --target is the leader) receives
     /// it: the put-to-read latency.
     PutToRead,
+    /// Comparison: SendMessage (or the peer's publish with confirm) of one
+    /// message per request, --concurrency in flight. Runs on every --system.
+    QueueSend,
+    /// Comparison: queue-send producers plus consumers that receive and
+    /// delete (acknowledge) each message; end-to-end latency.
+    QueuePipeline,
+    /// Comparison: PutRecord (or the peer's publish to a stream) producers
+    /// plus consumers reading the stream; end-to-end latency.
+    StreamPipeline,
 }
 
 impl Workload {
+    /// The comparison shape, for the workloads that run on every system.
+    fn shape(self) -> Option<compare::Shape> {
+        match self {
+            Workload::QueueSend => Some(compare::Shape::QueueSend),
+            Workload::QueuePipeline => Some(compare::Shape::QueuePipeline),
+            Workload::StreamPipeline => Some(compare::Shape::StreamPipeline),
+            _ => None,
+        }
+    }
+
     fn is_stream(self) -> bool {
         matches!(
             self,
@@ -71,7 +91,11 @@ impl Workload {
         match self {
             Workload::PutRecords => 1..=500,
             Workload::GetRecords => 1..=10_000,
-            Workload::PutToRead | Workload::CreateQueue => 1..=1,
+            Workload::PutToRead
+            | Workload::CreateQueue
+            | Workload::QueueSend
+            | Workload::QueuePipeline
+            | Workload::StreamPipeline => 1..=1,
             _ => 1..=10,
         }
     }
@@ -83,6 +107,25 @@ enum Target {
     Leader,
     /// Send every request to a follower, which forwards it.
     Follower,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum System {
+    /// Sluice (--cluster, --spawn, or 127.0.0.1:7070).
+    Sluice,
+    /// NATS JetStream at --peer-url (R3 file streams).
+    Nats,
+    /// RabbitMQ at --peer-url (queue type from --rabbitmq-queue; streams
+    /// for stream-pipeline).
+    Rabbitmq,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum RabbitQueue {
+    /// Quorum queue: replicated to every node, fsynced before the confirm.
+    Quorum,
+    /// Classic queue: the default type, one replica.
+    Classic,
 }
 
 /// Closed- or open-loop load generator for Sluice.
@@ -140,6 +183,17 @@ struct Args {
     /// bandwidth, --duration seconds each.
     #[arg(long)]
     reference: Option<std::path::PathBuf>,
+    /// The broker to load: peers run only queue-send, queue-pipeline and
+    /// stream-pipeline.
+    #[arg(long, value_enum, default_value = "sluice")]
+    system: System,
+    /// The peer's address, e.g. nats://127.0.0.1:4221 or
+    /// amqp://127.0.0.1:5672/%2f.
+    #[arg(long)]
+    peer_url: Option<String>,
+    /// RabbitMQ queue type for the queue workloads.
+    #[arg(long, value_enum, default_value = "quorum")]
+    rabbitmq_queue: RabbitQueue,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -164,6 +218,16 @@ impl Done {
             extra: None,
         }
     }
+}
+
+/// p50, p90, p99 and max of a histogram of microseconds, in milliseconds.
+fn quantiles_ms(h: &Histogram<u64>) -> serde_json::Value {
+    serde_json::json!({
+        "p50": h.value_at_quantile(0.5) as f64 / 1000.0,
+        "p90": h.value_at_quantile(0.9) as f64 / 1000.0,
+        "p99": h.value_at_quantile(0.99) as f64 / 1000.0,
+        "max": h.max() as f64 / 1000.0,
+    })
 }
 
 fn histogram() -> Histogram<u64> {
@@ -371,6 +435,39 @@ async fn main() {
         "--rate: get-records runs closed-loop only (each worker reads its own shard in turn)"
     );
     assert!(args.concurrency >= 1, "--concurrency: must be at least 1");
+    assert!(
+        args.rate == 0.0 || args.workload.shape().is_none(),
+        "--rate: the comparison workloads run closed-loop only"
+    );
+    if args.system != System::Sluice {
+        let shape = args.workload.shape().unwrap_or_else(|| {
+            panic!(
+                "--workload: {:?} runs on Sluice only; peers run queue-send, queue-pipeline and stream-pipeline",
+                args.workload
+            )
+        });
+        let url = args
+            .peer_url
+            .clone()
+            .expect("--peer-url: required with --system nats or rabbitmq");
+        let name = format!("bench-{}", std::process::id());
+        let outcome = match args.system {
+            System::Nats => {
+                let broker = compare::nats::Nats::setup(&url, shape, name).await;
+                compare_run(&args, broker.map(Arc::new), shape).await
+            }
+            _ => {
+                let queue_type = match args.rabbitmq_queue {
+                    RabbitQueue::Quorum => compare::rabbitmq::QueueType::Quorum,
+                    RabbitQueue::Classic => compare::rabbitmq::QueueType::Classic,
+                };
+                let broker = compare::rabbitmq::Rabbit::setup(&url, shape, queue_type, name).await;
+                compare_run(&args, broker.map(Arc::new), shape).await
+            }
+        };
+        compare_report(&args, &outcome, 3);
+        return;
+    }
     if let Some(dir) = &args.bin_dir {
         std::env::set_var("SLUICE_BIN_DIR", dir);
     }
@@ -416,6 +513,22 @@ async fn main() {
     .expect("client");
     let queue = format!("bench-{}", std::process::id());
     let stream = queue.clone();
+    // Stream readers sit on another node than the one written to.
+    let other = status
+        .members
+        .iter()
+        .map(|m| m.address.clone())
+        .find(|a| *a != target_addr)
+        .unwrap_or_else(|| target_addr.clone());
+    if let Some(shape) = args.workload.shape() {
+        let reader = Client::new([other.as_str()]).expect("client");
+        let broker =
+            compare::sluice::Sluice::setup(client, reader, shape, queue, args.shards).await;
+        let outcome = compare_run(&args, broker.map(Arc::new), shape).await;
+        compare_report(&args, &outcome, status.members.len());
+        drop(spawned.take());
+        return;
+    }
     let deliveries = streams::Deliveries::default();
     if args.workload.is_stream() {
         streams::create(&client, &stream, args.shards).await;
@@ -429,13 +542,6 @@ async fn main() {
             .await;
         }
         if args.workload == Workload::PutToRead {
-            // The subscriber sits on another node than the one put to.
-            let other = status
-                .members
-                .iter()
-                .map(|m| m.address.clone())
-                .find(|a| *a != target_addr)
-                .unwrap_or_else(|| target_addr.clone());
             let sub = Client::new([other.as_str()]).expect("client");
             streams::subscribe(sub, &stream, args.shards, deliveries.clone()).await;
         }
@@ -502,14 +608,6 @@ async fn main() {
 
     let ops = histogram.len();
     let q = |p: f64| histogram.value_at_quantile(p) as f64 / 1000.0;
-    let quantiles = |h: &Histogram<u64>| {
-        serde_json::json!({
-            "p50": h.value_at_quantile(0.5) as f64 / 1000.0,
-            "p90": h.value_at_quantile(0.9) as f64 / 1000.0,
-            "p99": h.value_at_quantile(0.99) as f64 / 1000.0,
-            "max": h.max() as f64 / 1000.0,
-        })
-    };
     let per_node: Vec<serde_json::Value> = node_addrs
         .iter()
         .zip(before.iter().zip(&after))
@@ -540,8 +638,8 @@ async fn main() {
         "messages_per_s": messages as f64 / elapsed,
         "mb_per_s": total.bytes as f64 / elapsed / 1e6,
         "shards": if args.workload.is_stream() { Some(args.shards) } else { None },
-        "put_to_read_ms": (args.workload == Workload::PutToRead).then(|| quantiles(&total.to_read)),
-        "ack_to_read_ms": (args.workload == Workload::PutToRead).then(|| quantiles(&total.ack_to_read)),
+        "put_to_read_ms": (args.workload == Workload::PutToRead).then(|| quantiles_ms(&total.to_read)),
+        "ack_to_read_ms": (args.workload == Workload::PutToRead).then(|| quantiles_ms(&total.ack_to_read)),
         "latency_ms": {"p50": q(0.50), "p90": q(0.90), "p99": q(0.99), "p999": q(0.999), "max": histogram.max() as f64 / 1000.0},
         "per_node": per_node,
     });
@@ -604,4 +702,77 @@ async fn main() {
         }
     }
     drop(spawned.take());
+}
+
+/// Runs a comparison workload on a broker that was set up (or failed to be).
+async fn compare_run<B: compare::Broker>(
+    args: &Args,
+    broker: Result<Arc<B>, String>,
+    shape: compare::Shape,
+) -> compare::Outcome {
+    let broker = broker.unwrap_or_else(|e| panic!("{:?}: {e}", args.system));
+    compare::run(
+        broker,
+        shape,
+        args.concurrency,
+        args.message_bytes,
+        Duration::from_secs(args.warmup),
+        Duration::from_secs(args.duration),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{:?}: {e}", args.system))
+}
+
+/// Prints a comparison run: the headline is sends a second and their
+/// latency for queue-send, messages consumed a second and the end-to-end
+/// latency for the pipelines.
+fn compare_report(args: &Args, o: &compare::Outcome, nodes: usize) {
+    let ms = quantiles_ms;
+    let consumes = args.workload.shape().is_some_and(|s| s.consumes());
+    let (throughput, latency) = if consumes {
+        (o.received as f64 / o.seconds, ms(&o.end_to_end))
+    } else {
+        (o.sent as f64 / o.seconds, ms(&o.send_latency))
+    };
+    let report = serde_json::json!({
+        "system": format!("{:?}", args.system).to_lowercase(),
+        "rabbitmq_queue": (args.system == System::Rabbitmq).then(|| format!("{:?}", args.rabbitmq_queue).to_lowercase()),
+        "workload": format!("{:?}", args.workload),
+        "nodes": nodes,
+        "concurrency": args.concurrency,
+        "message_bytes": args.message_bytes,
+        "seconds": o.seconds,
+        "throughput_per_s": throughput,
+        "latency_ms": latency,
+        "sent_per_s": o.sent as f64 / o.seconds,
+        "send_latency_ms": ms(&o.send_latency),
+        "send_errors": o.send_errors,
+        "received_per_s": o.received as f64 / o.seconds,
+        "end_to_end_ms": ms(&o.end_to_end),
+        "malformed": o.malformed,
+    });
+    if args.json {
+        println!("{report}");
+        return;
+    }
+    println!(
+        "{:?} {:?}, {} in flight, {} B: {:.0} msg/s, latency ms p50 {:.2} p99 {:.2}",
+        args.system,
+        args.workload,
+        args.concurrency,
+        args.message_bytes,
+        throughput,
+        latency["p50"].as_f64().unwrap_or(0.0),
+        latency["p99"].as_f64().unwrap_or(0.0),
+    );
+    println!(
+        "  sent {:.0}/s (ack p50 {:.2} p99 {:.2} ms, {} errors); received {:.0}/s (end to end p50 {:.2} p99 {:.2} ms)",
+        o.sent as f64 / o.seconds,
+        report["send_latency_ms"]["p50"].as_f64().unwrap_or(0.0),
+        report["send_latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+        o.send_errors,
+        o.received as f64 / o.seconds,
+        report["end_to_end_ms"]["p50"].as_f64().unwrap_or(0.0),
+        report["end_to_end_ms"]["p99"].as_f64().unwrap_or(0.0),
+    );
 }

@@ -76,15 +76,7 @@ pub async fn op(
                         .map_err(e)?;
                 }
             } else if !r.messages.is_empty() {
-                let entries = r
-                    .messages
-                    .iter()
-                    .enumerate()
-                    .map(|(n, m)| pb::DeleteMessageBatchRequestEntry {
-                        id: format!("d{n}"),
-                        receipt_handle: m.receipt_handle.clone(),
-                    })
-                    .collect();
+                let entries = delete_entries(&r.messages);
                 client
                     .delete_message_batch(pb::DeleteMessageBatchRequest {
                         queue_name: queue.into(),
@@ -113,6 +105,18 @@ pub async fn op(
         }
         other => Err(format!("{other:?} is not a queue workload")),
     }
+}
+
+/// A DeleteMessageBatch entry for each of `messages`.
+pub fn delete_entries(messages: &[pb::Message]) -> Vec<pb::DeleteMessageBatchRequestEntry> {
+    messages
+        .iter()
+        .enumerate()
+        .map(|(n, m)| pb::DeleteMessageBatchRequestEntry {
+            id: format!("d{n}"),
+            receipt_handle: m.receipt_handle.clone(),
+        })
+        .collect()
 }
 
 /// Fills `queue` with `count` messages of `bytes` bytes, 10 per request.

@@ -147,10 +147,31 @@ pub async fn op(
 /// Subscribes to every shard through `client` (a consumer named `bench`)
 /// and reports each record's arrival to its waiter in `deliveries`.
 pub async fn subscribe(client: Client, stream: &str, shards: i32, deliveries: Deliveries) {
-    let consumer = client
-        .register_stream_consumer(stream, "bench")
-        .await
-        .expect("registering the bench consumer");
+    subscribe_each(&client, stream, shards, move |records, at| {
+        let mut waiting = deliveries.lock().expect("deliveries");
+        for r in records {
+            if let Some(tx) = waiting.remove(&r.partition_key) {
+                let _ = tx.send(at);
+            }
+        }
+    })
+    .await
+    .expect("subscribing");
+}
+
+/// Subscribes to every shard of `stream` from its latest record, as the
+/// enhanced fan-out consumer `bench`, and calls `each` with every event's
+/// records and the time they arrived. Subscriptions are open on return.
+pub async fn subscribe_each<F>(
+    client: &Client,
+    stream: &str,
+    shards: i32,
+    each: F,
+) -> Result<(), sluice_client::Error>
+where
+    F: Fn(&[pb::Record], Instant) + Clone + Send + 'static,
+{
+    let consumer = client.register_stream_consumer(stream, "bench").await?;
     for shard in 0..shards {
         let mut events = client
             .subscribe_to_shard(pb::SubscribeToShardRequest {
@@ -161,21 +182,15 @@ pub async fn subscribe(client: Client, stream: &str, shards: i32, deliveries: De
                     ..Default::default()
                 }),
             })
-            .await
-            .expect("subscribing");
-        let deliveries = deliveries.clone();
+            .await?;
+        let each = each.clone();
         tokio::spawn(async move {
             while let Some(Ok(event)) = events.next().await {
-                let at = Instant::now();
-                let mut waiting = deliveries.lock().expect("deliveries");
-                for r in event.records {
-                    if let Some(tx) = waiting.remove(&r.partition_key) {
-                        let _ = tx.send(at);
-                    }
-                }
+                each(&event.records, Instant::now());
             }
         });
     }
+    Ok(())
 }
 
 /// Puts `count` records of `bytes` bytes into `stream`, 500 per request.

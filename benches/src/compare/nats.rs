@@ -1,0 +1,114 @@
+//! NATS JetStream in the comparison, through `async-nats`: a file-stored
+//! stream replicated to 3, with work-queue retention and a durable pull
+//! consumer acknowledging each message (queue shapes), or limits retention
+//! and an ordered consumer reading it (stream shape). Publishes wait for
+//! the JetStream acknowledgement, which the server sends once the message
+//! is stored on a majority (and fsynced when the server runs with
+//! `sync_interval: always`).
+
+use std::sync::Arc;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+
+use super::{Broker, Shape, Sink};
+
+/// A JetStream stream on a NATS cluster.
+pub struct Nats {
+    js: jetstream::Context,
+    shape: Shape,
+    name: String,
+}
+
+impl Nats {
+    /// Connects to `url` and creates the run's stream, subject `name`.
+    pub async fn setup(url: &str, shape: Shape, name: String) -> Result<Nats, String> {
+        let client = async_nats::connect(url)
+            .await
+            .map_err(|e| format!("connecting to NATS at {url}: {e}"))?;
+        let js = jetstream::new(client);
+        js.create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![name.clone()],
+            retention: if shape.is_stream() {
+                stream::RetentionPolicy::Limits
+            } else {
+                stream::RetentionPolicy::WorkQueue
+            },
+            storage: stream::StorageType::File,
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("creating stream {name}: {e}"))?;
+        Ok(Nats { js, shape, name })
+    }
+}
+
+impl Broker for Nats {
+    async fn send(&self, body: Vec<u8>) -> Result<(), String> {
+        self.js
+            .publish(self.name.clone(), body.into())
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn consume(self: &Arc<Self>, window: usize, sink: Arc<Sink>) -> Result<(), String> {
+        let stream = self
+            .js
+            .get_stream(&self.name)
+            .await
+            .map_err(|e| format!("stream {}: {e}", self.name))?;
+        if self.shape.is_stream() {
+            let consumer = stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    deliver_policy: consumer::DeliverPolicy::New,
+                    max_batch: window as i64,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("ordered consumer: {e}"))?;
+            let mut messages = consumer
+                .messages()
+                .await
+                .map_err(|e| format!("ordered consumer: {e}"))?;
+            tokio::spawn(async move {
+                while let Some(Ok(m)) = messages.next().await {
+                    sink.received(&m.payload);
+                }
+            });
+        } else {
+            let consumer = stream
+                .create_consumer(consumer::pull::Config {
+                    durable_name: Some("bench".into()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    max_ack_pending: window as i64,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("pull consumer: {e}"))?;
+            let mut messages = consumer
+                .stream()
+                .max_messages_per_batch(window)
+                .messages()
+                .await
+                .map_err(|e| format!("pull consumer: {e}"))?;
+            tokio::spawn(async move {
+                while let Some(Ok(m)) = messages.next().await {
+                    sink.received(&m.payload);
+                    if m.ack().await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    async fn teardown(&self) {
+        let _ = self.js.delete_stream(&self.name).await;
+    }
+}

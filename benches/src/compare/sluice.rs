@@ -1,0 +1,146 @@
+//! Sluice in the comparison: a queue (SendMessage; ReceiveMessage of up
+//! to 10 with long polling, then DeleteMessageBatch) or a stream
+//! (PutRecord with random partition keys; SubscribeToShard on a follower).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use sluice_client::sluice_proto::v1 as pb;
+use sluice_client::Client;
+
+use super::{Broker, Shape, Sink};
+
+/// A queue or stream on a Sluice cluster.
+pub struct Sluice {
+    /// Producers' and queue consumers' client (to the leader).
+    client: Client,
+    /// Stream subscribers' client (another node: reads are served locally).
+    reader: Client,
+    shape: Shape,
+    name: String,
+    shards: i32,
+    next_key: AtomicU64,
+}
+
+impl Sluice {
+    /// Creates the run's queue, or its stream of `shards` shards.
+    pub async fn setup(
+        client: Client,
+        reader: Client,
+        shape: Shape,
+        name: String,
+        shards: i32,
+    ) -> Result<Sluice, String> {
+        if shape.is_stream() {
+            crate::streams::create(&client, &name, shards).await;
+        } else {
+            client
+                .create_queue(&name, Default::default())
+                .await
+                .map_err(|e| format!("creating queue {name}: {e}"))?;
+        }
+        Ok(Sluice {
+            client,
+            reader,
+            shape,
+            name,
+            shards,
+            next_key: AtomicU64::new(0),
+        })
+    }
+}
+
+impl Broker for Sluice {
+    async fn send(&self, body: Vec<u8>) -> Result<(), String> {
+        if self.shape.is_stream() {
+            let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+            self.client
+                .put_record(pb::PutRecordRequest {
+                    stream_name: self.name.clone(),
+                    data: body,
+                    partition_key: format!("k{key}"),
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        } else {
+            let body = String::from_utf8(body).map_err(|e| e.to_string())?;
+            self.client
+                .send_message(pb::SendMessageRequest {
+                    queue_name: self.name.clone(),
+                    message_body: body,
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    async fn consume(self: &Arc<Self>, window: usize, sink: Arc<Sink>) -> Result<(), String> {
+        if self.shape.is_stream() {
+            return self.subscribe(sink).await;
+        }
+        // A receive takes at most 10: enough receivers to cover the window.
+        for _ in 0..window.div_ceil(10) {
+            let me = self.clone();
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                loop {
+                    let r = me
+                        .client
+                        .receive_message(pb::ReceiveMessageRequest {
+                            queue_name: me.name.clone(),
+                            max_number_of_messages: 10,
+                            visibility_timeout: Some(60),
+                            wait_time_seconds: Some(1),
+                            ..Default::default()
+                        })
+                        .await;
+                    let Ok(r) = r else { return };
+                    if r.messages.is_empty() {
+                        continue;
+                    }
+                    for m in &r.messages {
+                        sink.received(m.body.as_bytes());
+                    }
+                    let entries = crate::queues::delete_entries(&r.messages);
+                    let deleted = me
+                        .client
+                        .delete_message_batch(pb::DeleteMessageBatchRequest {
+                            queue_name: me.name.clone(),
+                            entries,
+                        })
+                        .await;
+                    if deleted.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    async fn teardown(&self) {
+        let _ = if self.shape.is_stream() {
+            self.client.delete_stream(&self.name).await
+        } else {
+            self.client.delete_queue(&self.name).await
+        };
+    }
+}
+
+impl Sluice {
+    /// Subscribes to every shard from the latest record; subscriptions are
+    /// open before the first put.
+    async fn subscribe(&self, sink: Arc<Sink>) -> Result<(), String> {
+        crate::streams::subscribe_each(&self.reader, &self.name, self.shards, move |records, _| {
+            for r in records {
+                sink.received(&r.data);
+            }
+        })
+        .await
+        .map_err(|e| format!("subscribing to {}: {e}", self.name))
+    }
+}
