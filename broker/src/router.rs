@@ -268,6 +268,30 @@ impl Router {
     }
 
     /// How long a call waits for a leader.
+    /// Waits until this leader has applied every entry of its log.
+    ///
+    /// `ensure_linearizable` waits only for the commit index this node
+    /// knows. A leader restarted within its own term (openraft restores it
+    /// from its committed vote) knows just the index saved with that vote,
+    /// possibly far behind, while its state was rebuilt from a snapshot, so
+    /// reading there would miss committed writes. The leader's log holds
+    /// every committed entry, so once all of it is applied the read sees them.
+    async fn applied_whole_log(&self) -> Result<(), Hop<QueryResponse>> {
+        let last = self.inner.raft.metrics().borrow().last_log_index;
+        let Some(last) = last else { return Ok(()) };
+        self.inner
+            .raft
+            .wait(Some(self.inner.leader_wait))
+            .applied_index_at_least(Some(last), "linearizable read")
+            .await
+            .map(drop)
+            .map_err(|_| {
+                Hop::Retry(RouteError::NoLeader {
+                    waited_ms: self.inner.leader_wait.as_millis() as u64,
+                })
+            })
+    }
+
     pub fn leader_wait(&self) -> Duration {
         self.inner.leader_wait
     }
@@ -522,10 +546,15 @@ impl Routed for Read {
 
     async fn here(&self, router: &Router) -> Hop<QueryResponse> {
         match router.inner.raft.ensure_linearizable().await {
-            Ok(_) => match router.inner.state.query(&self.0) {
-                Ok(r) => Hop::Done(r),
-                Err(e) => Hop::Fail(RouteError::Store(e)),
-            },
+            Ok(_) => {
+                if let Err(hop) = router.applied_whole_log().await {
+                    return hop;
+                }
+                match router.inner.state.query(&self.0) {
+                    Ok(r) => Hop::Done(r),
+                    Err(e) => Hop::Fail(RouteError::Store(e)),
+                }
+            }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 Hop::Retry(RouteError::NotLeader {
                     node_id: router.inner.id,
