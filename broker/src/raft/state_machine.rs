@@ -1,16 +1,19 @@
 //! The replicated state machine as openraft sees it.
 //!
 //! Committed entries are applied through [`machine::apply`] into one
-//! transaction per `apply` call, committed as one atomic batch together with
+//! transaction per `apply` call, written to the state tree together with
 //! the last applied log id, the membership and the clock. The state lives in a
 //! tree `sm.{generation}`; installing a snapshot loads it into the next
 //! generation's tree and switches over with one durable write, so a crash
 //! mid-install leaves the old state intact.
 //!
-//! The state machine is not flushed on apply: the log is durable, and after a
-//! crash the engine recovers a prefix of the writes, so the state is at worst
-//! behind the log and openraft re-applies the missing entries.
-
+//! The state is not flushed on apply, and its writes are not atomic across
+//! a crash (see [`Tree::apply`]): the log is the durable copy. A node that
+//! stops cleanly flushes the state and marks it clean ([`mark_clean`]); one
+//! that opens a state not marked clean (killed, crashed, power lost) cannot
+//! trust it, since it may hold part of a batch, and rebuilds it from the
+//! latest snapshot (or from empty when none was taken yet). openraft then
+//! re-applies the log from there.
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -33,6 +36,8 @@ const APPLIED: &[u8] = b"\x00sm/applied";
 const MEMBERSHIP: &[u8] = b"\x00sm/membership";
 const CLOCK: &[u8] = b"\x00sm/clock";
 const ACTIVE: &[u8] = b"active";
+/// In `sm-meta`: present only while the node is stopped after a clean stop.
+const CLEAN: &[u8] = b"clean";
 /// Records per batch when loading a snapshot.
 const INSTALL_BATCH: usize = 10_000;
 
@@ -136,14 +141,25 @@ impl StateMachineStore {
             snapshot_seq: 0,
             waiters,
         };
-        // A snapshot newer than the state can only come from an install cut
-        // short between publishing the file and switching trees; finish it,
-        // since the log before the snapshot may already be purged.
-        if let Some((meta, path)) = sm.current_snapshot.clone() {
-            if meta.last_log_id > sm.last_applied {
-                tracing::warn!(snapshot = %meta, "state is behind the current snapshot; reinstalling it");
+        let clean = sm.sm_meta.get(CLEAN)?.is_some();
+        if clean {
+            // From here on a crash must not pass for a clean stop.
+            sm.sm_meta.remove(CLEAN)?;
+            db.flush()?;
+        }
+        match sm.current_snapshot.clone() {
+            // A snapshot newer than the state comes from an install cut short
+            // between publishing the file and switching trees, or from an
+            // unclean stop; since the log before it may be purged, load it.
+            Some((meta, path)) if !clean || meta.last_log_id > sm.last_applied => {
+                tracing::warn!(snapshot = %meta, clean, "rebuilding the state from the latest snapshot");
                 sm.load_snapshot(&meta, &path)?;
             }
+            None if !clean && (sm.last_applied.is_some() || tree.first()?.is_some()) => {
+                tracing::warn!("the state was not closed cleanly and there is no snapshot; rebuilding it from the log");
+                sm.load_empty()?;
+            }
+            _ => {}
         }
         Ok(sm)
     }
@@ -151,6 +167,31 @@ impl StateMachineStore {
     /// A handle for reading the applied state.
     pub fn handle(&self) -> StateHandle {
         self.state.clone()
+    }
+
+    /// Switches to a fresh, empty state (openraft re-applies the whole log).
+    fn load_empty(&mut self) -> Result<(), StoreError> {
+        let next = self.generation + 1;
+        let name = format!("sm.{next}");
+        self.db.drop_tree(&name)?;
+        let tree = self.db.tree(&name)?;
+        self.switch_to(next, tree)?;
+        self.last_applied = None;
+        self.membership = StoredMembership::default();
+        self.clock = 0;
+        Ok(())
+    }
+
+    /// Makes `tree` generation `next` the state, durably, and drops the
+    /// previous one.
+    fn switch_to(&mut self, next: u64, tree: Tree) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.sm_meta.insert(ACTIVE, codec::encode(&next))?;
+        self.db.flush()?;
+        self.state.replace(tree);
+        self.db.drop_tree(&format!("sm.{}", self.generation))?;
+        self.generation = next;
+        Ok(())
     }
 
     /// Loads a verified snapshot file into a fresh tree and switches to it.
@@ -183,12 +224,7 @@ impl StateMachineStore {
         batch.put(APPLIED.to_vec(), codec::encode(&meta.last_log_id));
         batch.put(MEMBERSHIP.to_vec(), codec::encode(&meta.last_membership));
         tree.apply(batch)?;
-        self.db.flush()?;
-        self.sm_meta.insert(ACTIVE, codec::encode(&next))?;
-        self.db.flush()?;
-        self.state.replace(tree.clone());
-        self.db.drop_tree(&format!("sm.{}", self.generation))?;
-        self.generation = next;
+        self.switch_to(next, tree.clone())?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.clock = read_record(&tree, CLOCK)?.unwrap_or(0);
@@ -243,6 +279,14 @@ impl StateMachineStore {
             snapshot: Box::new(SnapshotFile { path }),
         })
     }
+}
+
+/// Flushes the state and marks it clean, so that the next open trusts it.
+/// Call only once nothing applies to it any more (after openraft stopped).
+pub fn mark_clean(db: &Db) -> Result<(), StoreError> {
+    db.flush()?;
+    db.tree("sm-meta")?.insert(CLEAN, Vec::new())?;
+    db.flush()
 }
 
 /// A snapshot built when openraft asked for a builder (see
@@ -407,26 +451,47 @@ mod tests {
     use crate::queues::CreateQueue;
 
     struct Node {
-        _dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
+        db: Db,
         sm: StateMachineStore,
         index: u64,
     }
 
-    async fn node() -> Node {
-        let dir = tempfile::tempdir().unwrap();
+    async fn open_in(dir: tempfile::TempDir) -> Node {
         let db = Db::open(&dir.path().join("db"), &Default::default()).unwrap();
         let snapshots = Arc::new(SnapshotDir::open(&dir.path().join("snapshots")).unwrap());
         let sm = StateMachineStore::open(&db, snapshots, 1, Arc::new(Waiters::default()))
             .await
             .unwrap();
         Node {
-            _dir: dir,
+            dir,
+            db,
             sm,
             index: 0,
         }
     }
 
+    async fn node() -> Node {
+        open_in(tempfile::tempdir().unwrap()).await
+    }
+
     impl Node {
+        /// Stops the node, cleanly (`mark_clean`, as a graceful shutdown
+        /// does) or not (as a kill does), and opens it again.
+        async fn restart(self, clean: bool) -> Node {
+            let Node { dir, db, sm, .. } = self;
+            drop(sm);
+            if clean {
+                mark_clean(&db).unwrap();
+            }
+            drop(db);
+            open_in(dir).await
+        }
+
+        async fn applied_index(&mut self) -> Option<u64> {
+            self.sm.applied_state().await.unwrap().0.map(|l| l.index)
+        }
+
         async fn apply(&mut self, time_ms: u64, commands: Vec<Command>) -> EntryResponse {
             self.index += 1;
             let entry = Entry::<TypeConfig> {
@@ -557,5 +622,126 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn receive_all(queue: &str) -> Command {
+        Command::ReceiveMessages {
+            queue: queue.into(),
+            request: ReceiveRequest {
+                max: 10,
+                visibility_timeout: Some(30),
+                attempt_id: None,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cleanly_stopped_state_is_kept() {
+        let mut n = node().await;
+        n.apply(1_000, vec![create("q", &[])]).await;
+        n.apply(2_000, vec![send("q", "m")]).await;
+        let mut n = n.restart(true).await;
+        assert_eq!(n.applied_index().await, Some(2));
+        n.index = 2;
+        assert_eq!(received(&n.apply(3_000, vec![receive("q", 30)]).await), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unclean_stop_rebuilds_the_state_from_the_latest_snapshot() {
+        let mut n = node().await;
+        n.apply(1_000, vec![create("q", &[])]).await;
+        for i in 0..5 {
+            n.apply(2_000 + i, vec![send("q", &format!("m{i}"))]).await;
+        }
+        let snapshot =
+            n.sm.get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .unwrap();
+        assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(6));
+        for i in 5..9 {
+            n.apply(3_000 + i, vec![send("q", &format!("m{i}"))]).await;
+        }
+        // Killed: the state may hold part of a batch, so it is not trusted;
+        // it is the snapshot's, and openraft re-applies entries 7 to 10.
+        let mut n = n.restart(false).await;
+        assert_eq!(n.applied_index().await, Some(6));
+        n.index = 6;
+        match &n.apply(4_000, vec![receive_all("q")]).await[0] {
+            Ok(CommandOutput::Received(o)) => assert_eq!(o.messages.len(), 5),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unclean_stop_without_a_snapshot_starts_from_empty() {
+        let mut n = node().await;
+        n.apply(1_000, vec![create("q", &[])]).await;
+        n.apply(2_000, vec![send("q", "m")]).await;
+        let mut n = n.restart(false).await;
+        assert_eq!(n.applied_index().await, None);
+        let r = n.apply(3_000, vec![send("q", "m")]).await;
+        assert_eq!(r[0].as_ref().unwrap_err().code, "QueueDoesNotExist");
+    }
+
+    #[tokio::test]
+    async fn the_clean_mark_serves_one_start_only() {
+        let mut n = node().await;
+        n.apply(1_000, vec![create("q", &[])]).await;
+        let n = n.restart(true).await;
+        // Started from the clean state, then killed: not clean any more.
+        let mut n = n.restart(false).await;
+        assert_eq!(n.applied_index().await, None);
+    }
+
+    fn dump(n: &Node) -> Vec<(Vec<u8>, Vec<u8>)> {
+        n.sm.handle().read(|s| {
+            s.range(Bound::Unbounded, Bound::Unbounded, false)
+                .map(|kv| kv.unwrap())
+                .filter(|(k, _)| !k.starts_with(b"\x00sm/"))
+                .collect()
+        })
+    }
+
+    #[tokio::test]
+    async fn entries_applied_together_or_one_by_one_give_the_same_state() {
+        // A replay after an unclean stop applies thousands of entries per
+        // call where the live node applied them one or a few at a time.
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut entries = Vec::new();
+        for i in 0..600u64 {
+            let name = format!("q{}", next() % 4);
+            let command = match next() % 3 {
+                0 => create(&name, &[]),
+                1 => Command::DeleteQueue { name },
+                _ => send(&name, "m"),
+            };
+            entries.push((1_000 + i, vec![command]));
+        }
+        let mut one_by_one = node().await;
+        for (t, commands) in &entries {
+            one_by_one.apply(*t, commands.clone()).await;
+        }
+        let mut together = node().await;
+        let batch: Vec<_> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (t, commands))| Entry::<TypeConfig> {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
+                payload: EntryPayload::Normal(Request {
+                    time_ms: *t,
+                    commands: commands.clone(),
+                }),
+            })
+            .collect();
+        together.sm.apply(batch).await.unwrap();
+        assert_eq!(dump(&one_by_one), dump(&together));
     }
 }
