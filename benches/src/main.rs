@@ -465,7 +465,7 @@ async fn main() {
                 compare_run(&args, broker.map(Arc::new), shape).await
             }
         };
-        compare_report(&args, &outcome, 3);
+        compare_report(&args, &outcome, None);
         return;
     }
     if let Some(dir) = &args.bin_dir {
@@ -525,7 +525,7 @@ async fn main() {
         let broker =
             compare::sluice::Sluice::setup(client, reader, shape, queue, args.shards).await;
         let outcome = compare_run(&args, broker.map(Arc::new), shape).await;
-        compare_report(&args, &outcome, status.members.len());
+        compare_report(&args, &outcome, Some(status.members.len()));
         drop(spawned.take());
         return;
     }
@@ -725,14 +725,13 @@ async fn compare_run<B: compare::Broker>(
 
 /// Prints a comparison run: the headline is sends a second and their
 /// latency for queue-send, messages consumed a second and the end-to-end
-/// latency for the pipelines.
-fn compare_report(args: &Args, o: &compare::Outcome, nodes: usize) {
-    let ms = quantiles_ms;
+/// latency for the pipelines. `nodes` is known for Sluice only.
+fn compare_report(args: &Args, o: &compare::Outcome, nodes: Option<usize>) {
     let consumes = args.workload.shape().is_some_and(|s| s.consumes());
     let (throughput, latency) = if consumes {
-        (o.received as f64 / o.seconds, ms(&o.end_to_end))
+        (o.received as f64 / o.seconds, quantiles_ms(&o.end_to_end))
     } else {
-        (o.sent as f64 / o.seconds, ms(&o.send_latency))
+        (o.sent as f64 / o.seconds, quantiles_ms(&o.send_latency))
     };
     let report = serde_json::json!({
         "system": format!("{:?}", args.system).to_lowercase(),
@@ -745,10 +744,10 @@ fn compare_report(args: &Args, o: &compare::Outcome, nodes: usize) {
         "throughput_per_s": throughput,
         "latency_ms": latency,
         "sent_per_s": o.sent as f64 / o.seconds,
-        "send_latency_ms": ms(&o.send_latency),
+        "send_latency_ms": quantiles_ms(&o.send_latency),
         "send_errors": o.send_errors,
         "received_per_s": o.received as f64 / o.seconds,
-        "end_to_end_ms": ms(&o.end_to_end),
+        "end_to_end_ms": quantiles_ms(&o.end_to_end),
         "malformed": o.malformed,
     });
     if args.json {

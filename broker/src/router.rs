@@ -268,30 +268,6 @@ impl Router {
     }
 
     /// How long a call waits for a leader.
-    /// Waits until this leader has applied every entry of its log.
-    ///
-    /// `ensure_linearizable` waits only for the commit index this node
-    /// knows. A leader restarted within its own term (openraft restores it
-    /// from its committed vote) knows just the index saved with that vote,
-    /// possibly far behind, while its state was rebuilt from a snapshot, so
-    /// reading there would miss committed writes. The leader's log holds
-    /// every committed entry, so once all of it is applied the read sees them.
-    async fn applied_whole_log(&self) -> Result<(), Hop<QueryResponse>> {
-        let last = self.inner.raft.metrics().borrow().last_log_index;
-        let Some(last) = last else { return Ok(()) };
-        self.inner
-            .raft
-            .wait(Some(self.inner.leader_wait))
-            .applied_index_at_least(Some(last), "linearizable read")
-            .await
-            .map(drop)
-            .map_err(|_| {
-                Hop::Retry(RouteError::NoLeader {
-                    waited_ms: self.inner.leader_wait.as_millis() as u64,
-                })
-            })
-    }
-
     pub fn leader_wait(&self) -> Duration {
         self.inner.leader_wait
     }
@@ -545,10 +521,25 @@ impl Routed for Read {
     type Output = QueryResponse;
 
     async fn here(&self, router: &Router) -> Hop<QueryResponse> {
-        match router.inner.raft.ensure_linearizable().await {
-            Ok(_) => {
-                if let Err(hop) = router.applied_whole_log().await {
-                    return hop;
+        let raft = &router.inner.raft;
+        match raft.get_read_log_id().await {
+            Ok((read_log_id, _)) => {
+                // openraft's read index is the commit index this leader
+                // knows. A leader restarted within its own term (restored
+                // from its committed vote) knows only the index saved with
+                // that vote, possibly far behind, while its state was rebuilt
+                // from a snapshot. Its log holds every committed entry, so
+                // the read waits until all of it, as of now, is applied.
+                let last_log = raft.metrics().borrow().last_log_index;
+                let read_index = read_log_id.map(|l| l.index).max(last_log);
+                let applied = raft
+                    .wait(Some(router.inner.leader_wait))
+                    .applied_index_at_least(read_index, "linearizable read")
+                    .await;
+                if applied.is_err() {
+                    return Hop::Retry(RouteError::NoLeader {
+                        waited_ms: router.inner.leader_wait.as_millis() as u64,
+                    });
                 }
                 match router.inner.state.query(&self.0) {
                     Ok(r) => Hop::Done(r),

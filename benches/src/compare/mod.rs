@@ -140,7 +140,7 @@ impl Sink {
 pub struct Outcome {
     /// Measured seconds.
     pub seconds: f64,
-    /// Sends acknowledged in the window, and their latency (µs).
+    /// Sends started in the window and acknowledged.
     pub sent: u64,
     /// Send latency from start to acknowledgement.
     pub send_latency: Histogram<u64>,
@@ -213,6 +213,9 @@ pub async fn run<B: Broker>(
             })
         })
         .collect();
+    tokio::time::sleep_until((base + measure_from).into()).await;
+    // For tools that watch the run (scripts/profile): the warm-up is over.
+    eprintln!("sluice-bench: measuring for {} s", duration.as_secs());
     let mut outcome = Outcome {
         seconds: duration.as_secs_f64(),
         sent: 0,

@@ -494,11 +494,15 @@ mod tests {
 
         async fn apply(&mut self, time_ms: u64, commands: Vec<Command>) -> EntryResponse {
             self.index += 1;
-            let entry = Entry::<TypeConfig> {
-                log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
-                payload: EntryPayload::Normal(Request { time_ms, commands }),
-            };
+            let entry = entry(self.index, time_ms, commands);
             self.sm.apply([entry]).await.unwrap().remove(0)
+        }
+    }
+
+    fn entry(index: u64, time_ms: u64, commands: Vec<Command>) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Request { time_ms, commands }),
         }
     }
 
@@ -733,13 +737,7 @@ mod tests {
         let batch: Vec<_> = entries
             .iter()
             .enumerate()
-            .map(|(i, (t, commands))| Entry::<TypeConfig> {
-                log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
-                payload: EntryPayload::Normal(Request {
-                    time_ms: *t,
-                    commands: commands.clone(),
-                }),
-            })
+            .map(|(i, (t, commands))| entry(i as u64 + 1, *t, commands.clone()))
             .collect();
         together.sm.apply(batch).await.unwrap();
         assert_eq!(dump(&one_by_one), dump(&together));
