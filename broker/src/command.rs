@@ -25,6 +25,7 @@ use crate::queues::redrive::Step;
 use crate::streams::iterator::Position;
 use crate::streams::records::{NewRecord, Placed, Read};
 use crate::streams::{self, ConsumerMeta, Stream};
+use crate::topics::{self, outbox, publish, subscriptions};
 
 /// One Raft log entry's payload: the commands the leader batched together,
 /// with the time it stamped on them.
@@ -252,6 +253,89 @@ pub enum Command {
         /// Stream id.
         sid: u64,
     },
+    /// Create a topic, or confirm an identical one exists.
+    CreateTopic(topics::CreateTopic),
+    /// Delete a topic (its subscriptions and outbox are collected later).
+    DeleteTopic {
+        /// Topic name.
+        name: String,
+    },
+    /// Set (or, with an empty value, clear) one topic attribute.
+    SetTopicAttribute {
+        /// Topic name.
+        name: String,
+        /// Attribute name.
+        attribute: String,
+        /// Value.
+        value: String,
+    },
+    /// Add or replace topic tags.
+    TagTopic {
+        /// Topic name.
+        name: String,
+        /// Tags.
+        tags: BTreeMap<String, String>,
+    },
+    /// Remove topic tags.
+    UntagTopic {
+        /// Topic name.
+        name: String,
+        /// Keys.
+        keys: Vec<String>,
+    },
+    /// Subscribe an endpoint.
+    Subscribe(subscriptions::Subscribe),
+    /// Confirm a pending HTTP/S subscription.
+    ConfirmSubscription {
+        /// Topic name.
+        topic: String,
+        /// The token sent to the endpoint.
+        token: String,
+    },
+    /// Remove a subscription.
+    Unsubscribe {
+        /// Topic name.
+        topic: String,
+        /// Subscription id.
+        id: String,
+    },
+    /// Set (or clear) one subscription attribute.
+    SetSubscriptionAttribute {
+        /// Topic name.
+        topic: String,
+        /// Subscription id.
+        id: String,
+        /// Attribute name.
+        attribute: String,
+        /// Value.
+        value: String,
+    },
+    /// Publish messages (Publish, PublishBatch).
+    Publish {
+        /// Topic name.
+        topic: String,
+        /// The topic's ARN, for the envelopes.
+        topic_arn: String,
+        /// The messages.
+        messages: Vec<publish::Publication>,
+    },
+    /// Record the results of outbox deliveries.
+    SettleDeliveries {
+        /// Topic name.
+        topic: String,
+        /// Entry number and result.
+        results: Vec<(u64, outbox::Outcome)>,
+    },
+    /// The leader's periodic time-driven work on a topic.
+    TopicTick {
+        /// Topic name.
+        topic: String,
+    },
+    /// Delete a bounded part of a deleted topic's keys.
+    CollectTopic {
+        /// Topic id.
+        tid: u64,
+    },
 }
 
 impl Command {
@@ -288,6 +372,19 @@ impl Command {
             Command::DeregisterConsumer { .. } => "DeregisterConsumer",
             Command::TrimShard { .. } => "TrimShard",
             Command::CollectStream { .. } => "CollectStream",
+            Command::CreateTopic(_) => "CreateTopic",
+            Command::DeleteTopic { .. } => "DeleteTopic",
+            Command::SetTopicAttribute { .. } => "SetTopicAttribute",
+            Command::TagTopic { .. } => "TagTopic",
+            Command::UntagTopic { .. } => "UntagTopic",
+            Command::Subscribe(_) => "Subscribe",
+            Command::ConfirmSubscription { .. } => "ConfirmSubscription",
+            Command::Unsubscribe { .. } => "Unsubscribe",
+            Command::SetSubscriptionAttribute { .. } => "SetSubscriptionAttribute",
+            Command::Publish { .. } => "Publish",
+            Command::SettleDeliveries { .. } => "SettleDeliveries",
+            Command::TopicTick { .. } => "TopicTick",
+            Command::CollectTopic { .. } => "CollectTopic",
         }
     }
 
@@ -315,6 +412,12 @@ impl Command {
                 32 + records.iter().map(|r| r.size() + 32).sum::<usize>()
             }
             Command::DeleteMessages { receipts, .. } => 32 + receipts.len() * 32,
+            Command::Publish {
+                topic_arn,
+                messages,
+                ..
+            } => 64 + topic_arn.len() + messages.iter().map(|m| m.size()).sum::<usize>(),
+            Command::SettleDeliveries { results, .. } => 32 + results.len() * 64,
             Command::ChangeVisibility { changes, .. } => 32 + changes.len() * 40,
             _ => 64,
         }
@@ -353,6 +456,19 @@ impl Command {
             | Command::TrimShard { name, .. } => Resource::Stream(name),
             Command::PutRecords { stream, .. } => Resource::Stream(stream),
             Command::CollectStream { sid } => Resource::StreamData(*sid),
+            Command::CreateTopic(c) => Resource::Topic(&c.name),
+            Command::Subscribe(c) => Resource::Topic(&c.topic),
+            Command::DeleteTopic { name }
+            | Command::SetTopicAttribute { name, .. }
+            | Command::TagTopic { name, .. }
+            | Command::UntagTopic { name, .. } => Resource::Topic(name),
+            Command::ConfirmSubscription { topic, .. }
+            | Command::Unsubscribe { topic, .. }
+            | Command::SetSubscriptionAttribute { topic, .. }
+            | Command::Publish { topic, .. }
+            | Command::SettleDeliveries { topic, .. }
+            | Command::TopicTick { topic } => Resource::Topic(topic),
+            Command::CollectTopic { tid } => Resource::TopicData(*tid),
         }
     }
 }
@@ -368,6 +484,12 @@ pub enum Resource<'a> {
     Stream(&'a str),
     /// The stored data of a deleted stream, by id.
     StreamData(u64),
+    /// A topic with its subscriptions and outbox, by name. A publish also
+    /// writes to the subscribed queues: the one deliberate exception to
+    /// single-resource commands (spec, invariant 4).
+    Topic(&'a str),
+    /// The stored data of a deleted topic, by id.
+    TopicData(u64),
 }
 
 /// The result of a successfully applied command.
@@ -425,6 +547,27 @@ pub enum CommandOutput {
     },
     /// A registered consumer.
     Consumer(ConsumerMeta),
+    /// `CreateTopic` succeeded; `created` is false when it already existed.
+    TopicCreated {
+        /// Whether this command created it.
+        created: bool,
+    },
+    /// A subscription (new or existing).
+    Subscribed(subscriptions::Subscribed),
+    /// A confirmed subscription's id.
+    Confirmed {
+        /// Subscription id.
+        id: String,
+    },
+    /// A result per message published.
+    Published(Vec<Result<publish::Published, DomainError>>),
+    /// What a settle did.
+    Settled(outbox::Settled),
+    /// A topic tick; `more` when work is left.
+    TopicTicked {
+        /// More to do now.
+        more: bool,
+    },
     /// A trim step: records dropped and whether more are due.
     Trimmed {
         /// Records dropped.
@@ -500,6 +643,34 @@ pub enum Query {
         /// About this many bytes at most.
         max_bytes: u64,
     },
+    /// A topic with its subscription and outbox counts.
+    GetTopic {
+        /// Topic name.
+        name: String,
+    },
+    /// A page of topic names.
+    ListTopics {
+        /// Continue after this name.
+        after: Option<String>,
+        /// Page size.
+        limit: u32,
+    },
+    /// One subscription.
+    GetSubscription {
+        /// Topic name.
+        topic: String,
+        /// Subscription id.
+        id: String,
+    },
+    /// A page of subscriptions, of one topic or of all.
+    ListSubscriptions {
+        /// Only this topic's.
+        topic: Option<String>,
+        /// Continue after this (topic, subscription id).
+        after: Option<(String, String)>,
+        /// Page size.
+        limit: u32,
+    },
     /// Where a starting position points in a shard.
     ResolvePosition {
         /// Stream name.
@@ -525,6 +696,10 @@ impl Query {
             Query::ListStreams { .. } => "ListStreams",
             Query::ReadShard { .. } => "ReadShard",
             Query::ResolvePosition { .. } => "ResolvePosition",
+            Query::GetTopic { .. } => "GetTopic",
+            Query::ListTopics { .. } => "ListTopics",
+            Query::GetSubscription { .. } => "GetSubscription",
+            Query::ListSubscriptions { .. } => "ListSubscriptions",
         }
     }
 }
@@ -548,6 +723,17 @@ pub enum QueryOutput {
     Streams(Vec<String>, bool),
     /// Records read from a shard.
     Records(Read),
+    /// A topic and its counts.
+    Topic(topics::Topic, topics::TopicCounts),
+    /// Topic names, and whether more follow.
+    Topics(Vec<String>, bool),
+    /// A subscription with its topic.
+    Subscription(topics::Topic, subscriptions::Subscription),
+    /// Subscriptions with their topics, and where the next page starts.
+    Subscriptions(
+        Vec<(topics::Topic, subscriptions::Subscription)>,
+        Option<(String, String)>,
+    ),
     /// A resolved position: stream id and record number.
     Position {
         /// Stream id.

@@ -18,6 +18,7 @@ pub mod bootstrap;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod filter;
 pub mod housekeeper;
 pub mod identity;
 pub mod machine;
@@ -30,4 +31,5 @@ pub mod store;
 pub mod streams;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod topics;
 pub mod waiters;

@@ -15,6 +15,7 @@ use crate::error::ApplyResult;
 use crate::queues::{self, delivery, housekeeping, layout, redrive};
 use crate::store::{StateRead, Txn};
 use crate::streams::{self, iterator::Position, records, shards};
+use crate::topics::{self, outbox, publish, subscriptions};
 
 /// What a command may know besides its arguments and the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub enum Effect {
         /// Shard index.
         shard: u32,
     },
+    /// A topic outbox has entries due (wakes the leader's deliverer).
+    OutboxReady,
 }
 
 /// The effects of the commands applied in one batch.
@@ -204,6 +207,64 @@ pub fn apply(
         Command::CollectStream { sid } => Ok(CommandOutput::Collected {
             finished: records::collect(txn, *sid)?,
         }),
+        Command::CreateTopic(c) => Ok(CommandOutput::TopicCreated {
+            created: topics::create(txn, ctx, c)?,
+        }),
+        Command::DeleteTopic { name } => {
+            topics::delete(txn, name)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::SetTopicAttribute {
+            name,
+            attribute,
+            value,
+        } => {
+            topics::set_attribute(txn, name, attribute, value)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::TagTopic { name, tags } => {
+            topics::tag(txn, name, tags)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::UntagTopic { name, keys } => {
+            topics::untag(txn, name, keys)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::Subscribe(c) => Ok(CommandOutput::Subscribed(subscriptions::subscribe(
+            txn, ctx, c, effects,
+        )?)),
+        Command::ConfirmSubscription { topic, token } => Ok(CommandOutput::Confirmed {
+            id: subscriptions::confirm(txn, topic, token)?,
+        }),
+        Command::Unsubscribe { topic, id } => {
+            subscriptions::unsubscribe(txn, topic, id)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::SetSubscriptionAttribute {
+            topic,
+            id,
+            attribute,
+            value,
+        } => {
+            subscriptions::set_attribute(txn, topic, id, attribute, value)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::Publish {
+            topic,
+            topic_arn,
+            messages,
+        } => Ok(CommandOutput::Published(publish::publish(
+            txn, ctx, topic, topic_arn, messages, effects,
+        )?)),
+        Command::SettleDeliveries { topic, results } => Ok(CommandOutput::Settled(outbox::settle(
+            txn, ctx, topic, results, effects,
+        )?)),
+        Command::TopicTick { topic } => Ok(CommandOutput::TopicTicked {
+            more: publish::expire_dedup(txn, ctx, topic, 500)?,
+        }),
+        Command::CollectTopic { tid } => Ok(CommandOutput::Collected {
+            finished: topics::collect(txn, *tid)?,
+        }),
     }
 }
 
@@ -230,6 +291,32 @@ pub fn query(state: &dyn StateRead, query: &Query) -> ApplyResult<QueryOutput> {
         Query::MoveTasks { name } => {
             let q = queues::require(state, name)?;
             Ok(QueryOutput::MoveTasks(redrive::tasks(state, q.id)?))
+        }
+        Query::GetTopic { name } => {
+            let (t, c) = topics::details(state, name)?;
+            Ok(QueryOutput::Topic(t, c))
+        }
+        Query::ListTopics { after, limit } => {
+            let (names, more) = topics::list(state, after.as_deref(), *limit as usize)?;
+            Ok(QueryOutput::Topics(names, more))
+        }
+        Query::GetSubscription { topic, id } => {
+            let t = topics::require(state, topic)?;
+            let s = subscriptions::require_sub(state, t.id, id)?;
+            Ok(QueryOutput::Subscription(t, s))
+        }
+        Query::ListSubscriptions {
+            topic,
+            after,
+            limit,
+        } => {
+            let (subs, next) = topics::list_subscriptions(
+                state,
+                topic.as_deref(),
+                after.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+                (*limit).max(1) as usize,
+            )?;
+            Ok(QueryOutput::Subscriptions(subs, next))
         }
         Query::DescribeStream { name } => Ok(QueryOutput::Stream(streams::require(state, name)?)),
         Query::ListStreams { after, limit } => {

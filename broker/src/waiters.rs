@@ -38,6 +38,10 @@ impl Waiters {
         }
     }
 
+    /// The name under which the leader's topic deliverer waits for outbox
+    /// entries (not a valid queue name).
+    pub const OUTBOX: &'static str = "topics/outbox";
+
     /// The name under which a shard's subscribers wait (queue names cannot
     /// contain '/', so it never meets a queue's).
     pub fn shard_key(stream: u64, shard: u32) -> String {

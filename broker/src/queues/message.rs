@@ -432,10 +432,15 @@ pub fn md5_of_attributes(attrs: &BTreeMap<String, AttributeValue>) -> Option<Str
 /// The MessageId of message `seq` of queue `queue_id`: derived, not random,
 /// so every replica computes the same one. Shaped as a version-4 UUID.
 pub fn message_id(queue_id: u64, seq: u64) -> String {
+    derived_uuid(b"sluice/message-id", queue_id, seq)
+}
+
+/// A version-4-shaped UUID derived from a tag and two numbers.
+pub fn derived_uuid(tag: &[u8], a: u64, b: u64) -> String {
     let mut h = Sha256::new();
-    h.update(b"sluice/message-id");
-    h.update(queue_id.to_be_bytes());
-    h.update(seq.to_be_bytes());
+    h.update(tag);
+    h.update(a.to_be_bytes());
+    h.update(b.to_be_bytes());
     let d = h.finalize();
     let mut b = [0u8; 16];
     b.copy_from_slice(&d[..16]);

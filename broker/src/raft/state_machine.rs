@@ -384,6 +384,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 Effect::ShardAppended { stream, shard } => {
                     self.waiters.wake(&Waiters::shard_key(stream, shard))
                 }
+                Effect::OutboxReady => self.waiters.wake(Waiters::OUTBOX),
             }
         }
         metrics::histogram!("sluice_apply_seconds").record(started.elapsed().as_secs_f64());

@@ -78,6 +78,32 @@ pub fn display(key: &[u8]) -> String {
     key.escape_ascii().to_string()
 }
 
+/// Names stored as `{space}/{name}` keys, in order after `after`, at most
+/// `limit`; and whether more follow. Resources list themselves with it.
+pub fn names_after(
+    state: &dyn super::StateRead,
+    space: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<String>, bool), super::StoreError> {
+    let prefix = Key::new(space).build();
+    let start = match after {
+        Some(a) => Bound::Excluded(Key::new(space).str(a).build()),
+        None => Bound::Included(prefix.clone()),
+    };
+    let mut names = Vec::new();
+    for kv in state.range(start, prefix_end(&prefix), false) {
+        let (k, _) = kv?;
+        if names.len() == limit {
+            return Ok((names, true));
+        }
+        if let Some((n, _)) = read_str(&k, prefix.len()) {
+            names.push(n.to_string());
+        }
+    }
+    Ok((names, false))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -456,22 +456,7 @@ pub fn list(
     after: Option<&str>,
     limit: usize,
 ) -> ApplyResult<(Vec<String>, bool)> {
-    let prefix = Key::new("stream").build();
-    let start = match after {
-        Some(a) => std::ops::Bound::Excluded(stream_key(a)),
-        None => std::ops::Bound::Included(prefix.clone()),
-    };
-    let mut names = Vec::new();
-    for kv in state.range(start, keys::prefix_end(&prefix), false) {
-        let (k, _) = kv?;
-        if names.len() == limit {
-            return Ok((names, true));
-        }
-        if let Some((n, _)) = keys::read_str(&k, prefix.len()) {
-            names.push(n.to_string());
-        }
-    }
-    Ok((names, false))
+    Ok(keys::names_after(state, "stream", after, limit)?)
 }
 
 /// Every stream name (the leader's housekeeper walks them).

@@ -1,0 +1,175 @@
+//! The JSON documents SNS delivers: the notification envelope and the
+//! subscription confirmation request.
+//!
+//! Signatures are not produced: `SignatureVersion`, `Signature` and
+//! `SigningCertURL` are left out, since Sluice has no certificate to sign
+//! with (see docs/topics.md).
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use crate::queues::message::AttributeValue;
+
+/// The fields of a notification.
+pub struct Notification<'a> {
+    /// Message id.
+    pub message_id: &'a str,
+    /// Topic ARN.
+    pub topic_arn: &'a str,
+    /// Subject, if any.
+    pub subject: Option<&'a str>,
+    /// The message text for this subscription.
+    pub message: &'a str,
+    /// State-machine time of the publish, ms.
+    pub timestamp_ms: u64,
+    /// Message attributes.
+    pub attributes: &'a BTreeMap<String, AttributeValue>,
+    /// FIFO topics: the sequence number.
+    pub sequence_number: Option<&'a str>,
+}
+
+/// The JSON envelope of a notification.
+pub fn notification(n: &Notification<'_>) -> String {
+    let mut o = Map::new();
+    o.insert("Type".into(), json!("Notification"));
+    o.insert("MessageId".into(), json!(n.message_id));
+    if let Some(s) = n.sequence_number {
+        o.insert("SequenceNumber".into(), json!(s));
+    }
+    o.insert("TopicArn".into(), json!(n.topic_arn));
+    if let Some(s) = n.subject {
+        o.insert("Subject".into(), json!(s));
+    }
+    o.insert("Message".into(), json!(n.message));
+    o.insert("Timestamp".into(), json!(timestamp(n.timestamp_ms)));
+    if !n.attributes.is_empty() {
+        let attrs: Map<String, Value> = n
+            .attributes
+            .iter()
+            .map(|(k, v)| {
+                let value = match (&v.string_value, &v.binary_value) {
+                    (Some(s), _) => s.clone(),
+                    (None, Some(b)) => base64(b),
+                    (None, None) => String::new(),
+                };
+                (k.clone(), json!({"Type": v.data_type, "Value": value}))
+            })
+            .collect();
+        o.insert("MessageAttributes".into(), Value::Object(attrs));
+    }
+    Value::Object(o).to_string()
+}
+
+/// The confirmation request an HTTP/S endpoint receives when subscribed.
+pub fn confirmation(
+    message_id: &str,
+    topic_arn: &str,
+    token: &str,
+    subscribe_url: &str,
+    timestamp_ms: u64,
+) -> String {
+    let mut o = Map::new();
+    o.insert("Type".into(), json!("SubscriptionConfirmation"));
+    o.insert("MessageId".into(), json!(message_id));
+    o.insert("Token".into(), json!(token));
+    o.insert("TopicArn".into(), json!(topic_arn));
+    o.insert(
+        "Message".into(),
+        json!(format!(
+            "You have chosen to subscribe to the topic {topic_arn}.\nTo confirm the subscription, visit the SubscribeURL included in this message."
+        )),
+    );
+    o.insert("SubscribeURL".into(), json!(subscribe_url));
+    o.insert("Timestamp".into(), json!(timestamp(timestamp_ms)));
+    Value::Object(o).to_string()
+}
+
+/// `2026-11-23T12:34:56.789Z` for a time in ms since the epoch.
+pub fn timestamp(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+fn base64(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_iso_8601_utc() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(timestamp(1_795_437_296_789), "2026-11-23T12:34:56.789Z");
+    }
+
+    #[test]
+    fn binary_attributes_are_base64() {
+        assert_eq!(base64(b"Man"), "TWFu");
+        assert_eq!(base64(b"Ma"), "TWE=");
+        assert_eq!(base64(b"M"), "TQ==");
+    }
+
+    #[test]
+    fn the_envelope_has_the_sns_fields() {
+        let attrs = BTreeMap::from([(
+            "color".to_string(),
+            AttributeValue {
+                data_type: "String".into(),
+                string_value: Some("red".into()),
+                binary_value: None,
+            },
+        )]);
+        let text = notification(&Notification {
+            message_id: "m-1",
+            topic_arn: "arn:aws:sns:us-east-1:000000000000:t",
+            subject: Some("hi"),
+            message: "hello \"world\"",
+            timestamp_ms: 0,
+            attributes: &attrs,
+            sequence_number: None,
+        });
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["Type"], "Notification");
+        assert_eq!(v["MessageId"], "m-1");
+        assert_eq!(v["Subject"], "hi");
+        assert_eq!(v["Message"], "hello \"world\"");
+        assert_eq!(v["MessageAttributes"]["color"]["Value"], "red");
+        assert_eq!(v["MessageAttributes"]["color"]["Type"], "String");
+    }
+}

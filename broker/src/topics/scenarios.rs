@@ -1,0 +1,482 @@
+//! The topic rules of the spec, exercised through [`machine::apply`] over an
+//! in-memory store with the clock moved by hand.
+
+use std::collections::BTreeMap;
+
+use crate::command::{Command, CommandOutput, Query, QueryOutput};
+use crate::error::ErrorKind;
+use crate::machine::Effect;
+use crate::queues::delivery::{ReceiveRequest, Received};
+use crate::queues::message::AttributeValue;
+use crate::queues::CreateQueue;
+use crate::testing::World;
+use crate::topics::outbox::{Kind, Outcome};
+use crate::topics::publish::{Publication, PublishInput, Published};
+use crate::topics::subscriptions::{Protocol, Subscribe, Subscribed};
+use crate::topics::{outbox, CreateTopic};
+
+const ARN: &str = "arn:aws:sns:us-east-1:000000000000:";
+
+fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+    kv.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl World {
+    fn queue(&mut self, name: &str) {
+        let cmd = CreateQueue::new(name, &BTreeMap::new(), BTreeMap::new()).unwrap();
+        self.run(Command::CreateQueue(cmd)).unwrap();
+    }
+
+    fn topic(&mut self, name: &str, attrs: &[(&str, &str)]) {
+        let cmd = CreateTopic::new(name, map(attrs), BTreeMap::new()).unwrap();
+        self.run(Command::CreateTopic(cmd)).unwrap();
+    }
+
+    fn subscribe(
+        &mut self,
+        topic: &str,
+        protocol: Protocol,
+        endpoint: &str,
+        attrs: &[(&str, &str)],
+    ) -> Subscribed {
+        let n = self.effects.len();
+        match self
+            .run(Command::Subscribe(Subscribe {
+                topic: topic.into(),
+                protocol,
+                endpoint: crate::topics::subscriptions::normalize_endpoint(protocol, endpoint)
+                    .unwrap(),
+                attributes: map(attrs),
+                id: format!("sub-{endpoint}-{n}").replace(['/', ':'], "_"),
+                token: format!("token-{n}"),
+            }))
+            .unwrap()
+        {
+            CommandOutput::Subscribed(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn publish_with(
+        &mut self,
+        topic: &str,
+        input: PublishInput,
+    ) -> Result<Published, crate::error::DomainError> {
+        let p = Publication::validate("", topic.ends_with(".fifo"), input)?;
+        match self.run(Command::Publish {
+            topic: topic.into(),
+            topic_arn: format!("{ARN}{topic}"),
+            messages: vec![p],
+        })? {
+            CommandOutput::Published(mut r) => r.pop().unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn publish(&mut self, topic: &str, message: &str, attrs: &[(&str, &str)]) -> Published {
+        let attributes = attrs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    AttributeValue {
+                        data_type: if v.parse::<f64>().is_ok() {
+                            "Number".into()
+                        } else {
+                            "String".into()
+                        },
+                        string_value: Some(v.to_string()),
+                        binary_value: None,
+                    },
+                )
+            })
+            .collect();
+        self.publish_with(
+            topic,
+            PublishInput {
+                message: message.into(),
+                attributes,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn drain(&mut self, queue: &str) -> Vec<Received> {
+        let mut all = Vec::new();
+        loop {
+            let got = match self
+                .run(Command::ReceiveMessages {
+                    queue: queue.into(),
+                    request: ReceiveRequest {
+                        max: 10,
+                        visibility_timeout: Some(600),
+                        attempt_id: None,
+                    },
+                })
+                .unwrap()
+            {
+                CommandOutput::Received(o) => o.messages,
+                other => panic!("{other:?}"),
+            };
+            if got.is_empty() {
+                return all;
+            }
+            all.extend(got);
+        }
+    }
+
+    fn due(&self) -> Vec<outbox::Due> {
+        outbox::due(&self.state, self.now, 1000).unwrap()
+    }
+
+    fn settle(&mut self, topic: &str, results: Vec<(u64, Outcome)>) -> outbox::Settled {
+        match self
+            .run(Command::SettleDeliveries {
+                topic: topic.into(),
+                results,
+            })
+            .unwrap()
+        {
+            CommandOutput::Settled(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn message_of(r: &Received) -> String {
+    let v: serde_json::Value = serde_json::from_str(&r.body.body).unwrap();
+    assert_eq!(v["Type"], "Notification");
+    v["Message"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_publish_reaches_every_matching_queue_once() {
+    let mut w = World::new();
+    w.topic("orders", &[]);
+    for q in ["all", "red", "big", "raw"] {
+        w.queue(q);
+    }
+    w.subscribe("orders", Protocol::Sqs, "all", &[]);
+    w.subscribe(
+        "orders",
+        Protocol::Sqs,
+        "red",
+        &[("FilterPolicy", r#"{"color": ["red"]}"#)],
+    );
+    w.subscribe(
+        "orders",
+        Protocol::Sqs,
+        "arn:aws:sqs:us-east-1:000000000000:big",
+        &[("FilterPolicy", r#"{"size": [{"numeric": [">=", 10]}]}"#)],
+    );
+    w.subscribe(
+        "orders",
+        Protocol::Sqs,
+        "raw",
+        &[("RawMessageDelivery", "true")],
+    );
+    let a = w.publish("orders", "a", &[("color", "red"), ("size", "3")]);
+    w.publish("orders", "b", &[("color", "blue"), ("size", "30")]);
+    w.publish("orders", "c", &[]);
+    let all: Vec<String> = w.drain("all").iter().map(message_of).collect();
+    assert_eq!(all, ["a", "b", "c"]);
+    let red: Vec<String> = w.drain("red").iter().map(message_of).collect();
+    assert_eq!(red, ["a"]);
+    let big: Vec<String> = w.drain("big").iter().map(message_of).collect();
+    assert_eq!(big, ["b"]);
+    let raw = w.drain("raw");
+    assert_eq!(
+        raw.iter().map(|r| r.body.body.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+    // Raw delivery carries the attributes as queue message attributes.
+    assert_eq!(
+        raw[0].body.attributes["color"].string_value.as_deref(),
+        Some("red")
+    );
+    let v: serde_json::Value = serde_json::from_str(
+        &w.drain("all")
+            .first()
+            .map_or_else(String::new, |r| r.body.body.clone()),
+    )
+    .unwrap_or(serde_json::Value::Null);
+    assert!(v.is_null(), "drained queues stay empty");
+    assert!(w.effects.contains(&Effect::QueueReady("red".into())));
+    // The envelope names the topic and carries the id Publish returned.
+    let mut w2 = World::new();
+    w2.topic("t", &[]);
+    w2.queue("q");
+    w2.subscribe("t", Protocol::Sqs, "q", &[]);
+    let p = w2.publish("t", "hello", &[("k", "v")]);
+    let got = w2.drain("q");
+    let env: serde_json::Value = serde_json::from_str(&got[0].body.body).unwrap();
+    assert_eq!(env["MessageId"], p.message_id.as_str());
+    assert_eq!(env["TopicArn"], format!("{ARN}t"));
+    assert_eq!(env["MessageAttributes"]["k"]["Value"], "v");
+    // Ids are derived from the topic and the publish number.
+    assert_eq!(p.message_id, a.message_id);
+}
+
+#[test]
+fn a_missing_queue_sends_the_message_to_the_dead_letter_queue() {
+    let mut w = World::new();
+    w.topic("t", &[]);
+    w.queue("dlq");
+    w.subscribe(
+        "t",
+        Protocol::Sqs,
+        "gone",
+        &[(
+            "RedrivePolicy",
+            r#"{"deadLetterTargetArn": "arn:aws:sqs:us-east-1:000000000000:dlq"}"#,
+        )],
+    );
+    w.publish("t", "lost?", &[]);
+    let dl = w.drain("dlq");
+    assert_eq!(dl.len(), 1);
+    assert_eq!(message_of(&dl[0]), "lost?");
+    assert!(dl[0].body.attributes["ErrorMessage"]
+        .string_value
+        .as_deref()
+        .unwrap()
+        .contains("gone"));
+}
+
+#[test]
+fn fifo_topics_deduplicate_and_keep_group_order_in_fifo_queues() {
+    let mut w = World::new();
+    w.topic("t.fifo", &[("FifoTopic", "true")]);
+    w.queue("a.fifo");
+    w.queue("b.fifo");
+    w.subscribe("t.fifo", Protocol::Sqs, "a.fifo", &[]);
+    w.subscribe("t.fifo", Protocol::Sqs, "b.fifo", &[]);
+    let input = |m: &str, g: &str, d: &str| PublishInput {
+        message: m.into(),
+        group_id: g.into(),
+        dedup_id: d.into(),
+        ..Default::default()
+    };
+    // Without a dedup id and without content-based dedup: refused.
+    let e = w.publish_with("t.fifo", input("x", "g", "")).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("message_deduplication_id"));
+    let first = w.publish_with("t.fifo", input("1", "g1", "d1")).unwrap();
+    w.publish_with("t.fifo", input("2", "g2", "d2")).unwrap();
+    w.publish_with("t.fifo", input("3", "g1", "d3")).unwrap();
+    let again = w.publish_with("t.fifo", input("1", "g1", "d1")).unwrap();
+    assert_eq!(
+        again, first,
+        "a duplicate returns the first publish's result"
+    );
+    assert!(first.sequence_number.is_some());
+    for q in ["a.fifo", "b.fifo"] {
+        let got: Vec<String> = w.drain(q).iter().map(message_of).collect();
+        assert_eq!(got.len(), 3, "{q}: {got:?}");
+        let pos = |m: &str| got.iter().position(|x| x == m).unwrap();
+        assert!(pos("1") < pos("3"), "{q}: group g1 in order: {got:?}");
+    }
+    // After the window the id is forgotten.
+    w.advance(301);
+    w.run(Command::TopicTick {
+        topic: "t.fifo".into(),
+    })
+    .unwrap();
+    let later = w.publish_with("t.fifo", input("1", "g1", "d1")).unwrap();
+    assert_ne!(later, first);
+    // FIFO topics take only FIFO queues, and FIFO queues only FIFO topics.
+    w.topic("std", &[]);
+    for (topic, endpoint) in [("t.fifo", "plain"), ("std", "a.fifo")] {
+        let e = w
+            .run(Command::Subscribe(Subscribe {
+                topic: topic.into(),
+                protocol: Protocol::Sqs,
+                endpoint: endpoint.into(),
+                attributes: BTreeMap::new(),
+                id: "x".into(),
+                token: "y".into(),
+            }))
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument, "{topic} {endpoint}");
+    }
+}
+
+#[test]
+fn http_subscriptions_wait_for_confirmation() {
+    let mut w = World::new();
+    w.topic("t", &[]);
+    let s = w.subscribe("t", Protocol::Http, "http://127.0.0.1:9/hook", &[]);
+    assert!(s.pending);
+    let due = w.due();
+    assert_eq!(due.len(), 1);
+    let Kind::Confirmation { token } = &due[0].entry.kind else {
+        panic!("{:?}", due[0].entry.kind)
+    };
+    // Nothing is delivered before the confirmation.
+    w.publish("t", "early", &[]);
+    assert_eq!(w.due().len(), 1);
+    let e = w
+        .run(Command::ConfirmSubscription {
+            topic: "t".into(),
+            token: "wrong".into(),
+        })
+        .unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("token"));
+    w.run(Command::ConfirmSubscription {
+        topic: "t".into(),
+        token: token.clone(),
+    })
+    .unwrap();
+    let seq = due[0].seq;
+    w.settle("t", vec![(seq, Outcome::Delivered)]);
+    w.publish("t", "late", &[]);
+    let due = w.due();
+    assert_eq!(due.len(), 1);
+    let Kind::Notification { body, .. } = &due[0].entry.kind else {
+        panic!()
+    };
+    assert!(body.contains("late"));
+    assert!(w.effects.contains(&Effect::OutboxReady));
+}
+
+#[test]
+fn failed_deliveries_are_retried_per_policy_then_dead_lettered() {
+    let mut w = World::new();
+    w.topic("t", &[]);
+    w.queue("dlq");
+    let policy =
+        r#"{"healthyRetryPolicy": {"minDelayTarget": 2, "maxDelayTarget": 2, "numRetries": 2}}"#;
+    let s = w.subscribe(
+        "t",
+        Protocol::Http,
+        "http://127.0.0.1:9/x",
+        &[
+            ("DeliveryPolicy", policy),
+            (
+                "RedrivePolicy",
+                r#"{"deadLetterTargetArn": "arn:aws:sqs:us-east-1:000000000000:dlq"}"#,
+            ),
+        ],
+    );
+    let token = match &w.due()[0].entry.kind {
+        Kind::Confirmation { token } => token.clone(),
+        _ => panic!(),
+    };
+    let seq = w.due()[0].seq;
+    w.run(Command::ConfirmSubscription {
+        topic: "t".into(),
+        token,
+    })
+    .unwrap();
+    w.settle("t", vec![(seq, Outcome::Delivered)]);
+    w.publish("t", "doomed", &[]);
+    for attempt in 1..=3 {
+        let due = w.due();
+        assert_eq!(due.len(), 1, "attempt {attempt}");
+        assert_eq!(due[0].entry.attempts, attempt - 1);
+        let settled = w.settle("t", vec![(due[0].seq, Outcome::Failed("HTTP 500".into()))]);
+        if attempt < 3 {
+            assert_eq!(settled.retried, 1);
+            // Not due again before the delay.
+            assert!(w.due().is_empty());
+            w.advance(2);
+        } else {
+            assert_eq!(settled.dead_lettered, 1);
+        }
+    }
+    assert!(w.due().is_empty());
+    let dl = w.drain("dlq");
+    assert_eq!(dl.len(), 1);
+    assert_eq!(message_of(&dl[0]), "doomed");
+    assert_eq!(
+        dl[0].body.attributes["DeliveryAttempts"]
+            .string_value
+            .as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        dl[0].body.attributes["SubscriptionId"]
+            .string_value
+            .as_deref(),
+        Some(s.id.as_str())
+    );
+    // A repeated settle of the same entry changes nothing.
+    let again = w.settle("t", vec![(1, Outcome::Delivered)]);
+    assert_eq!(again, outbox::Settled::default());
+}
+
+#[test]
+fn subscribing_twice_returns_the_same_subscription_and_unsubscribe_stops_delivery() {
+    let mut w = World::new();
+    w.topic("t", &[]);
+    w.queue("q");
+    let a = w.subscribe("t", Protocol::Sqs, "q", &[]);
+    let b = w.subscribe(
+        "t",
+        Protocol::Sqs,
+        "arn:aws:sqs:us-east-1:000000000000:q",
+        &[],
+    );
+    assert_eq!(a.id, b.id);
+    let QueryOutput::Topic(_, counts) = w.query(Query::GetTopic { name: "t".into() }).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(counts.confirmed, 1);
+    w.run(Command::Unsubscribe {
+        topic: "t".into(),
+        id: a.id.clone(),
+    })
+    .unwrap();
+    w.publish("t", "after", &[]);
+    assert!(w.drain("q").is_empty());
+}
+
+#[test]
+fn bad_subscription_attributes_change_nothing() {
+    let mut w = World::new();
+    w.topic("t", &[]);
+    let e = w
+        .run(Command::Subscribe(Subscribe {
+            topic: "t".into(),
+            protocol: Protocol::Sqs,
+            endpoint: "q".into(),
+            attributes: map(&[("FilterPolicy", r#"{"a": [{"nope": 1}]}"#)]),
+            id: "x".into(),
+            token: String::new(),
+        }))
+        .unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("attributes.FilterPolicy"));
+    assert!(e.message.contains("nope"), "{}", e.message);
+    let QueryOutput::Subscriptions(subs, _) = w
+        .query(Query::ListSubscriptions {
+            topic: Some("t".into()),
+            after: None,
+            limit: 100,
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(subs.is_empty());
+}
+
+#[test]
+fn deleting_a_topic_collects_its_subscriptions_and_outbox() {
+    let mut w = World::new();
+    w.topic("t", &[]);
+    w.subscribe("t", Protocol::Http, "http://127.0.0.1:9/x", &[]);
+    let QueryOutput::Topic(t, _) = w.query(Query::GetTopic { name: "t".into() }).unwrap() else {
+        panic!()
+    };
+    w.run(Command::DeleteTopic { name: "t".into() }).unwrap();
+    assert!(w.due().is_empty());
+    assert_eq!(
+        w.run(Command::CollectTopic { tid: t.id }).unwrap(),
+        CommandOutput::Collected { finished: true }
+    );
+    use crate::store::StateRead;
+    assert!(w.state.first_with_prefix(b"tsub/").unwrap().is_none());
+    assert!(w.state.first_with_prefix(b"tout/").unwrap().is_none());
+}
