@@ -18,6 +18,7 @@ use crate::command::{Command, CommandOutput};
 use crate::queues::{self, housekeeping};
 use crate::router::{now_ms, Router};
 use crate::streams;
+use crate::topics;
 use crate::waiters::Waiters;
 
 /// How often the leader looks for due work.
@@ -96,6 +97,7 @@ async fn round(router: &Router) -> Result<(), String> {
         }
     }
     streams_round(router).await?;
+    topics_round(router).await?;
     let garbage = router
         .state()
         .read(|s| housekeeping::garbage(s, 100))
@@ -165,6 +167,52 @@ async fn streams_round(router: &Router) -> Result<(), String> {
     for sid in garbage {
         for _ in 0..MAX_REPEAT {
             match write(router, Command::CollectStream { sid }).await? {
+                CommandOutput::Collected { finished: false } => continue,
+                _ => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Forgets expired FIFO deduplication ids of topics and collects deleted
+/// topics.
+async fn topics_round(router: &Router) -> Result<(), String> {
+    let now = now_ms();
+    let due: Vec<String> = router
+        .state()
+        .read(|s| -> Result<Vec<String>, crate::error::ApplyError> {
+            let mut due = Vec::new();
+            for (tid, name) in topics::all(s)? {
+                if topics::publish::next_expiry(s, tid)?.is_some_and(|t| t <= now) {
+                    due.push(name);
+                }
+            }
+            Ok(due)
+        })
+        .map_err(|e| e.to_string())?;
+    for topic in due {
+        for _ in 0..MAX_REPEAT {
+            match write(
+                router,
+                Command::TopicTick {
+                    topic: topic.clone(),
+                },
+            )
+            .await?
+            {
+                CommandOutput::TopicTicked { more: true } => continue,
+                _ => break,
+            }
+        }
+    }
+    let garbage = router
+        .state()
+        .read(|s| topics::garbage(s, 100))
+        .map_err(|e| e.to_string())?;
+    for tid in garbage {
+        for _ in 0..MAX_REPEAT {
+            match write(router, Command::CollectTopic { tid }).await? {
                 CommandOutput::Collected { finished: false } => continue,
                 _ => break,
             }

@@ -26,6 +26,19 @@ impl Identity {
         format!("arn:aws:sqs:{}:{}:{name}", self.region, self.account_id)
     }
 
+    /// `arn:aws:sns:{region}:{account}:{name}`
+    pub fn topic_arn(&self, name: &str) -> String {
+        format!("arn:aws:sns:{}:{}:{name}", self.region, self.account_id)
+    }
+
+    /// `arn:aws:lambda:{region}:{account}:function:{name}`
+    pub fn function_arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:lambda:{}:{}:function:{name}",
+            self.region, self.account_id
+        )
+    }
+
     /// `arn:aws:kinesis:{region}:{account}:stream/{name}`
     pub fn stream_arn(&self, name: &str) -> String {
         format!(

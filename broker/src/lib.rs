@@ -17,6 +17,7 @@ pub mod api;
 pub mod bootstrap;
 pub mod command;
 pub mod config;
+pub mod deliverer;
 pub mod error;
 pub mod filter;
 pub mod housekeeper;

@@ -93,6 +93,7 @@ pub struct RunningNode {
     stop_server: Option<oneshot::Sender<()>>,
     bootstrap: JoinHandle<()>,
     housekeeper: JoinHandle<()>,
+    deliverer: JoinHandle<()>,
     local_addr: std::net::SocketAddr,
 }
 
@@ -186,6 +187,12 @@ impl RunningNode {
             "node started"
         );
 
+        let deliverer = crate::deliverer::spawn(
+            router.clone(),
+            config.identity.clone(),
+            config.advertise.clone(),
+            waiters.clone(),
+        );
         let housekeeper = crate::housekeeper::spawn(router.clone(), waiters);
         let bootstrap = tokio::spawn(bootstrap::run(
             raft.clone(),
@@ -205,6 +212,7 @@ impl RunningNode {
             stop_server: Some(stop_tx),
             bootstrap,
             housekeeper,
+            deliverer,
             local_addr,
         })
     }
@@ -244,6 +252,7 @@ impl RunningNode {
         }
         self.bootstrap.abort();
         self.housekeeper.abort();
+        self.deliverer.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }

@@ -33,6 +33,7 @@ use sluice_proto::v1 as pb;
 use sluice_proto::v1::cluster_client::ClusterClient;
 use sluice_proto::v1::queues_client::QueuesClient;
 use sluice_proto::v1::streams_client::StreamsClient;
+use sluice_proto::v1::topics_client::TopicsClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -639,6 +640,230 @@ impl Client {
         })
         .await
         .map(|r| r.approximate_number_of_messages_moved)
+    }
+
+    async fn topics<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, Error>
+    where
+        Req: Clone,
+        F: Fn(TopicsClient<Channel>, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.call(|ch| {
+            let client = TopicsClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES);
+            let fut = f(client, req.clone());
+            async move { fut.await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// Creates a topic (an identical existing one is returned); its ARN.
+    /// Idempotent, so a retry is harmless.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        attributes: HashMap<String, String>,
+    ) -> Result<String, Error> {
+        let req = pb::CreateTopicRequest {
+            name: name.to_string(),
+            attributes,
+            tags: HashMap::new(),
+        };
+        self.topics(req, |mut c, r| async move { c.create_topic(r).await })
+            .await
+            .map(|r| r.topic_arn)
+    }
+
+    /// Deletes a topic (a missing one too).
+    pub async fn delete_topic(&self, topic: &str) -> Result<(), Error> {
+        let req = pb::DeleteTopicRequest {
+            topic_arn: topic.to_string(),
+        };
+        self.topics(req, |mut c, r| async move { c.delete_topic(r).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// Every topic ARN.
+    pub async fn list_topics(&self) -> Result<Vec<String>, Error> {
+        let mut arns = Vec::new();
+        let mut token = String::new();
+        loop {
+            let req = pb::ListTopicsRequest { next_token: token };
+            let r = self
+                .topics(req, |mut c, r| async move { c.list_topics(r).await })
+                .await?;
+            arns.extend(r.topic_arns);
+            if r.next_token.is_empty() {
+                return Ok(arns);
+            }
+            token = r.next_token;
+        }
+    }
+
+    /// A topic's attributes and counts.
+    pub async fn get_topic_attributes(
+        &self,
+        topic: &str,
+    ) -> Result<HashMap<String, String>, Error> {
+        let req = pb::GetTopicAttributesRequest {
+            topic_arn: topic.to_string(),
+        };
+        self.topics(
+            req,
+            |mut c, r| async move { c.get_topic_attributes(r).await },
+        )
+        .await
+        .map(|r| r.attributes)
+    }
+
+    /// Sets one topic attribute.
+    pub async fn set_topic_attribute(
+        &self,
+        topic: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<(), Error> {
+        let req = pb::SetTopicAttributesRequest {
+            topic_arn: topic.to_string(),
+            attribute_name: name.to_string(),
+            attribute_value: value.to_string(),
+        };
+        self.topics(
+            req,
+            |mut c, r| async move { c.set_topic_attributes(r).await },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Subscribes an endpoint; the subscription ARN, or "pending
+    /// confirmation" for HTTP/S. Subscribing the same endpoint again returns
+    /// the same subscription, so a retry is harmless.
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        protocol: &str,
+        endpoint: &str,
+        attributes: HashMap<String, String>,
+    ) -> Result<String, Error> {
+        let req = pb::SubscribeRequest {
+            topic_arn: topic.to_string(),
+            protocol: protocol.to_string(),
+            endpoint: endpoint.to_string(),
+            attributes,
+            return_subscription_arn: true,
+        };
+        self.topics(req, |mut c, r| async move { c.subscribe(r).await })
+            .await
+            .map(|r| r.subscription_arn)
+    }
+
+    /// Confirms an HTTP/S subscription with the token it was sent.
+    pub async fn confirm_subscription(&self, topic: &str, token: &str) -> Result<String, Error> {
+        let req = pb::ConfirmSubscriptionRequest {
+            topic_arn: topic.to_string(),
+            token: token.to_string(),
+            authenticate_on_unsubscribe: false,
+        };
+        self.topics(
+            req,
+            |mut c, r| async move { c.confirm_subscription(r).await },
+        )
+        .await
+        .map(|r| r.subscription_arn)
+    }
+
+    /// Removes a subscription.
+    pub async fn unsubscribe(&self, subscription_arn: &str) -> Result<(), Error> {
+        let req = pb::UnsubscribeRequest {
+            subscription_arn: subscription_arn.to_string(),
+        };
+        self.topics(req, |mut c, r| async move { c.unsubscribe(r).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// Every subscription, of one topic or (`None`) of all.
+    pub async fn list_subscriptions(
+        &self,
+        topic: Option<&str>,
+    ) -> Result<Vec<pb::Subscription>, Error> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let r = match topic {
+                Some(t) => {
+                    let req = pb::ListSubscriptionsByTopicRequest {
+                        topic_arn: t.to_string(),
+                        next_token: token,
+                    };
+                    self.topics(req, |mut c, r| async move {
+                        c.list_subscriptions_by_topic(r).await
+                    })
+                    .await?
+                }
+                None => {
+                    let req = pb::ListSubscriptionsRequest { next_token: token };
+                    self.topics(req, |mut c, r| async move { c.list_subscriptions(r).await })
+                        .await?
+                }
+            };
+            out.extend(r.subscriptions);
+            if r.next_token.is_empty() {
+                return Ok(out);
+            }
+            token = r.next_token;
+        }
+    }
+
+    /// A subscription's attributes.
+    pub async fn get_subscription_attributes(
+        &self,
+        subscription_arn: &str,
+    ) -> Result<HashMap<String, String>, Error> {
+        let req = pb::GetSubscriptionAttributesRequest {
+            subscription_arn: subscription_arn.to_string(),
+        };
+        self.topics(req, |mut c, r| async move {
+            c.get_subscription_attributes(r).await
+        })
+        .await
+        .map(|r| r.attributes)
+    }
+
+    /// Sets one subscription attribute (e.g. FilterPolicy).
+    pub async fn set_subscription_attribute(
+        &self,
+        subscription_arn: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<(), Error> {
+        let req = pb::SetSubscriptionAttributesRequest {
+            subscription_arn: subscription_arn.to_string(),
+            attribute_name: name.to_string(),
+            attribute_value: value.to_string(),
+        };
+        self.topics(req, |mut c, r| async move {
+            c.set_subscription_attributes(r).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Publishes a message. A retry after a lost reply may publish it twice
+    /// on a standard topic (FIFO topics deduplicate).
+    pub async fn publish(&self, req: pb::PublishRequest) -> Result<pb::PublishResponse, Error> {
+        self.topics(req, |mut c, r| async move { c.publish(r).await })
+            .await
+    }
+
+    /// Publishes up to 10 messages; each succeeds or fails on its own.
+    pub async fn publish_batch(
+        &self,
+        req: pb::PublishBatchRequest,
+    ) -> Result<pb::PublishBatchResponse, Error> {
+        self.topics(req, |mut c, r| async move { c.publish_batch(r).await })
+            .await
     }
 
     async fn streams<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, Error>

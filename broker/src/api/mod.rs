@@ -7,6 +7,7 @@ pub mod node;
 pub mod queues;
 pub mod status;
 pub mod streams;
+pub mod topics;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use sluice_proto::internal::raft_server::RaftServer;
 use sluice_proto::v1::cluster_server::ClusterServer;
 use sluice_proto::v1::queues_server::QueuesServer;
 use sluice_proto::v1::streams_server::StreamsServer;
+use sluice_proto::v1::topics_server::TopicsServer;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::Status;
@@ -132,6 +134,9 @@ pub async fn serve(
         .set_serving::<StreamsServer<streams::StreamsApi>>()
         .await;
     health
+        .set_serving::<TopicsServer<topics::TopicsApi>>()
+        .await;
+    health
         .set_serving::<ClusterServer<cluster::ClusterApi>>()
         .await;
     health
@@ -160,6 +165,10 @@ pub async fn serve(
             StreamsServer::new(streams::StreamsApi::new(ctx.clone()))
                 .max_decoding_message_size(PUBLIC_MESSAGE_MAX),
         )
+        .add_service(
+            TopicsServer::new(topics::TopicsApi::new(ctx.clone()))
+                .max_decoding_message_size(PUBLIC_MESSAGE_MAX),
+        )
         .add_service(ClusterServer::new(cluster::ClusterApi::new(ctx.clone())))
         .add_service(
             RaftServer::new(raft_service)
@@ -171,13 +180,22 @@ pub async fn serve(
                 .max_decoding_message_size(INTERNAL_MESSAGE_MAX)
                 .max_encoding_message_size(INTERNAL_MESSAGE_MAX),
         );
-    let router = routes.into_axum_router().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let metrics = metrics.clone();
-            async move { metrics.render() }
-        }),
-    );
+    let confirm_ctx = ctx.clone();
+    let router = routes
+        .into_axum_router()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move { metrics.render() }
+            }),
+        )
+        .route(
+            "/topics/confirm",
+            axum::routing::get(move |axum::extract::RawQuery(q): axum::extract::RawQuery| {
+                topics::confirm_url(confirm_ctx.clone(), q)
+            }),
+        );
 
     tonic::transport::Server::builder()
         .accept_http1(true)

@@ -64,7 +64,7 @@ fn arn_ref(field: &str, arn: &str) -> Result<String, Status> {
     Ok(name.to_string())
 }
 
-fn to_value(v: pb::MessageAttributeValue) -> AttributeValue {
+pub(super) fn to_value(v: pb::MessageAttributeValue) -> AttributeValue {
     let binary = v.data_type == "Binary" || v.data_type.starts_with("Binary.");
     AttributeValue {
         data_type: v.data_type,
@@ -73,7 +73,7 @@ fn to_value(v: pb::MessageAttributeValue) -> AttributeValue {
     }
 }
 
-fn from_value(v: &AttributeValue) -> pb::MessageAttributeValue {
+pub(super) fn from_value(v: &AttributeValue) -> pb::MessageAttributeValue {
     pb::MessageAttributeValue {
         data_type: v.data_type.clone(),
         string_value: v.string_value.clone().unwrap_or_default(),
@@ -105,7 +105,7 @@ fn outgoing(
     }
 }
 
-fn batch_error(id: String, e: DomainError) -> pb::BatchResultErrorEntry {
+pub(super) fn batch_error(id: String, e: DomainError) -> pb::BatchResultErrorEntry {
     pb::BatchResultErrorEntry {
         id,
         code: e.code,
@@ -116,14 +116,14 @@ fn batch_error(id: String, e: DomainError) -> pb::BatchResultErrorEntry {
 
 /// The entries of a batch that passed validation, and the errors of those
 /// that did not.
-struct Split<T> {
-    ids: Vec<String>,
-    valid: Vec<T>,
-    failed: Vec<pb::BatchResultErrorEntry>,
+pub(super) struct Split<T> {
+    pub(super) ids: Vec<String>,
+    pub(super) valid: Vec<T>,
+    pub(super) failed: Vec<pb::BatchResultErrorEntry>,
 }
 
 /// Validates each entry of a batch on its own: a bad entry fails alone.
-fn split<E, T>(
+pub(super) fn split<E, T>(
     entries: Vec<E>,
     mut parse: impl FnMut(usize, E) -> (String, Result<T, DomainError>),
 ) -> Split<T> {
@@ -145,7 +145,7 @@ fn split<E, T>(
 }
 
 /// Pairs the per-entry results of a batch command with their entry ids.
-fn join<R, S>(
+pub(super) fn join<R, S>(
     ids: Vec<String>,
     results: Vec<Result<R, DomainError>>,
     failed: &mut Vec<pb::BatchResultErrorEntry>,

@@ -10,12 +10,14 @@ use clap::{Parser, Subcommand};
 
 mod queue;
 mod stream;
+mod topic;
 
 use queue::QueueCmd;
 use serde_json::json;
 use sluice_client::{Client, Error, Options};
 use sluice_proto::v1 as pb;
 use stream::StreamCmd;
+use topic::TopicCmd;
 
 /// Manage a Sluice cluster.
 #[derive(Parser)]
@@ -50,6 +52,9 @@ enum Command {
     /// Streams.
     #[command(subcommand)]
     Stream(StreamCmd),
+    /// Topics and subscriptions.
+    #[command(subcommand)]
+    Topic(TopicCmd),
 }
 
 #[derive(Subcommand)]
@@ -225,6 +230,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         },
         Command::Queue(cmd) => queue::run(&client, json, cmd).await?,
         Command::Stream(cmd) => stream::run(&client, json, cmd).await?,
+        Command::Topic(cmd) => topic::run(&client, json, cmd).await?,
     }
     Ok(())
 }

@@ -1,0 +1,774 @@
+//! `sluice.v1.Topics`.
+//!
+//! Requests are validated here and turned into commands and queries. The
+//! randomness a subscription needs (its id, its confirmation token) is drawn
+//! here too, so the state machine stays deterministic.
+
+use std::collections::BTreeMap;
+
+use sluice_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::queues::{join, split, to_value, Split};
+use super::{consistency, observe, Context};
+use crate::command::{Command, CommandOutput, Query, QueryOutput};
+use crate::error::DomainError;
+use crate::queues::message::validate_batch_ids;
+use crate::topics::policy::DeliveryPolicy;
+use crate::topics::publish::{Publication, PublishInput};
+use crate::topics::subscriptions::{self, normalize_endpoint, Protocol, Subscribe, Subscription};
+use crate::topics::{self, CreateTopic, Topic};
+
+/// Topics and subscriptions per list page.
+const PAGE: u32 = 100;
+
+/// Serves the topic API.
+pub struct TopicsApi {
+    ctx: Context,
+}
+
+impl TopicsApi {
+    /// A topic API over `ctx`.
+    pub fn new(ctx: Context) -> Self {
+        TopicsApi { ctx }
+    }
+
+    fn topic_arn(&self, name: &str) -> String {
+        self.ctx.identity.topic_arn(name)
+    }
+
+    fn subscription_arn(&self, topic: &str, s: &Subscription) -> String {
+        format!("{}:{}", self.topic_arn(topic), s.id)
+    }
+}
+
+/// The topic a request names: its ARN or its bare name.
+pub fn topic_ref(field: &str, given: &str) -> Result<String, Status> {
+    let name = topics::name_from_ref(given);
+    topics::validate_name(field, name)?;
+    Ok(name.to_string())
+}
+
+/// The (topic, subscription id) of a subscription ARN.
+pub fn subscription_ref(field: &str, arn: &str) -> Result<(String, String), Status> {
+    let bad = || {
+        DomainError::invalid_with_code(
+            "InvalidParameter",
+            field,
+            format!("{arn:?} is not a subscription ARN (arn:aws:sns:REGION:ACCOUNT:TOPIC:ID)"),
+        )
+    };
+    let rest = arn.strip_prefix("arn:").ok_or_else(bad)?;
+    let parts: Vec<&str> = rest.splitn(6, ':').collect();
+    let [_, "sns", _, _, topic, id] = parts.as_slice() else {
+        return Err(bad().into());
+    };
+    topics::validate_name(field, topic)?;
+    if id.is_empty() || id.len() > 100 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(bad().into());
+    }
+    Ok((topic.to_string(), id.to_string()))
+}
+
+fn token_of(parts: &[&str]) -> String {
+    hex::encode(parts.join("\0"))
+}
+
+fn parse_token(field: &str, token: &str, parts: usize) -> Result<Option<Vec<String>>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || DomainError::invalid(field, "is not a token returned by this call");
+    let bytes = hex::decode(token).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let out: Vec<String> = text.split('\0').map(str::to_string).collect();
+    if out.len() != parts {
+        return Err(bad().into());
+    }
+    Ok(Some(out))
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn publish_input(
+    message: String,
+    subject: String,
+    structure: String,
+    attributes: std::collections::HashMap<String, pb::MessageAttributeValue>,
+    group_id: String,
+    dedup_id: String,
+) -> PublishInput {
+    PublishInput {
+        message,
+        subject,
+        structure,
+        attributes: attributes
+            .into_iter()
+            .map(|(k, v)| (k, to_value(v)))
+            .collect(),
+        group_id,
+        dedup_id,
+    }
+}
+
+fn topic_attributes(
+    arn: &str,
+    account: &str,
+    t: &Topic,
+    c: &topics::TopicCounts,
+) -> BTreeMap<String, String> {
+    let mut a = t.attributes.clone();
+    a.insert("TopicArn".into(), arn.to_string());
+    a.insert("Owner".into(), account.to_string());
+    a.insert("SubscriptionsConfirmed".into(), c.confirmed.to_string());
+    a.insert("SubscriptionsPending".into(), c.pending.to_string());
+    a.insert("SubscriptionsDeleted".into(), "0".into());
+    a.insert("OutboxPending".into(), c.outbox.to_string());
+    a.insert("FifoTopic".into(), t.fifo.to_string());
+    if t.fifo {
+        a.entry("ContentBasedDeduplication".into())
+            .or_insert_with(|| "false".into());
+    }
+    let effective = DeliveryPolicy::effective(t.delivery_policy().as_ref(), None);
+    a.insert(
+        "EffectiveDeliveryPolicy".into(),
+        serde_json::json!({
+            "http": {
+                "defaultHealthyRetryPolicy": serde_json::from_str::<serde_json::Value>(&effective.to_json())
+                    .ok()
+                    .and_then(|v| v.get("healthyRetryPolicy").cloned()),
+                "disableSubscriptionOverrides": t.delivery_policy().is_some_and(|p| p.disable_overrides),
+            }
+        })
+        .to_string(),
+    );
+    a
+}
+
+#[tonic::async_trait]
+impl pb::topics_server::Topics for TopicsApi {
+    async fn create_topic(
+        &self,
+        request: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        observe("CreateTopic", async {
+            let req = request.into_inner();
+            let cmd = CreateTopic::new(
+                &req.name,
+                req.attributes.into_iter().collect(),
+                req.tags.into_iter().collect(),
+            )?;
+            let name = cmd.name.clone();
+            match self.ctx.command(Command::CreateTopic(cmd)).await? {
+                CommandOutput::TopicCreated { created } => {
+                    Ok(Response::new(pb::CreateTopicResponse {
+                        topic_arn: self.topic_arn(&name),
+                        created,
+                    }))
+                }
+                _ => Err(super::status::unexpected("CreateTopic")),
+            }
+        })
+        .await
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        observe("DeleteTopic", async {
+            let name = topic_ref("topic_arn", &request.into_inner().topic_arn)?;
+            self.ctx
+                .done(Command::DeleteTopic { name }, "DeleteTopic")
+                .await?;
+            Ok(Response::new(pb::DeleteTopicResponse {}))
+        })
+        .await
+    }
+
+    async fn list_topics(
+        &self,
+        request: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        observe("ListTopics", async {
+            let how = consistency(&request)?;
+            let req = request.into_inner();
+            let after = parse_token("next_token", &req.next_token, 1)?.map(|mut v| v.remove(0));
+            let QueryOutput::Topics(names, more) = self
+                .ctx
+                .query(how, Query::ListTopics { after, limit: PAGE })
+                .await?
+            else {
+                return Err(super::status::unexpected("ListTopics"));
+            };
+            let next_token = if more {
+                names.last().map(|n| token_of(&[n])).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Ok(Response::new(pb::ListTopicsResponse {
+                topic_arns: names.iter().map(|n| self.topic_arn(n)).collect(),
+                next_token,
+            }))
+        })
+        .await
+    }
+
+    async fn get_topic_attributes(
+        &self,
+        request: Request<pb::GetTopicAttributesRequest>,
+    ) -> Result<Response<pb::GetTopicAttributesResponse>, Status> {
+        observe("GetTopicAttributes", async {
+            let how = consistency(&request)?;
+            let name = topic_ref("topic_arn", &request.into_inner().topic_arn)?;
+            let QueryOutput::Topic(t, counts) = self
+                .ctx
+                .query(how, Query::GetTopic { name: name.clone() })
+                .await?
+            else {
+                return Err(super::status::unexpected("GetTopicAttributes"));
+            };
+            let attributes = topic_attributes(
+                &self.topic_arn(&name),
+                &self.ctx.identity.account_id,
+                &t,
+                &counts,
+            );
+            Ok(Response::new(pb::GetTopicAttributesResponse {
+                attributes: attributes.into_iter().collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn set_topic_attributes(
+        &self,
+        request: Request<pb::SetTopicAttributesRequest>,
+    ) -> Result<Response<pb::SetTopicAttributesResponse>, Status> {
+        observe("SetTopicAttributes", async {
+            let req = request.into_inner();
+            let name = topic_ref("topic_arn", &req.topic_arn)?;
+            // Checked here for a clear error; the command checks again
+            // against the topic's kind.
+            topics::validate_attribute(&req.attribute_name, &req.attribute_value, true, false)
+                .or_else(|e| match e.field.as_deref() {
+                    Some(f) if f.ends_with("ContentBasedDeduplication") => Ok(()),
+                    _ => Err(e),
+                })?;
+            self.ctx
+                .done(
+                    Command::SetTopicAttribute {
+                        name,
+                        attribute: req.attribute_name,
+                        value: req.attribute_value,
+                    },
+                    "SetTopicAttributes",
+                )
+                .await?;
+            Ok(Response::new(pb::SetTopicAttributesResponse {}))
+        })
+        .await
+    }
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<pb::SubscribeResponse>, Status> {
+        observe("Subscribe", async {
+            let req = request.into_inner();
+            let topic = topic_ref("topic_arn", &req.topic_arn)?;
+            let protocol = Protocol::parse(&req.protocol).ok_or_else(|| {
+                DomainError::invalid_with_code(
+                    "InvalidParameter",
+                    "protocol",
+                    format!(
+                        "must be sqs (or queue), lambda (or function), http or https, got {:?}",
+                        req.protocol
+                    ),
+                )
+            })?;
+            let endpoint = normalize_endpoint(protocol, &req.endpoint)?;
+            let attributes: BTreeMap<String, String> = req.attributes.into_iter().collect();
+            subscriptions::Settings::parse(protocol, &attributes)?;
+            let cmd = Subscribe {
+                topic: topic.clone(),
+                protocol,
+                endpoint,
+                attributes,
+                id: new_id(),
+                token: hex::encode(uuid::Uuid::new_v4().as_bytes())
+                    + &hex::encode(uuid::Uuid::new_v4().as_bytes()),
+            };
+            match self.ctx.command(Command::Subscribe(cmd)).await? {
+                CommandOutput::Subscribed(s) => Ok(Response::new(pb::SubscribeResponse {
+                    subscription_arn: if s.pending {
+                        "pending confirmation".into()
+                    } else {
+                        format!("{}:{}", self.topic_arn(&topic), s.id)
+                    },
+                })),
+                _ => Err(super::status::unexpected("Subscribe")),
+            }
+        })
+        .await
+    }
+
+    async fn confirm_subscription(
+        &self,
+        request: Request<pb::ConfirmSubscriptionRequest>,
+    ) -> Result<Response<pb::ConfirmSubscriptionResponse>, Status> {
+        observe("ConfirmSubscription", async {
+            let req = request.into_inner();
+            let topic = topic_ref("topic_arn", &req.topic_arn)?;
+            let arn = confirm(&self.ctx, &topic, &req.token).await?;
+            Ok(Response::new(pb::ConfirmSubscriptionResponse {
+                subscription_arn: arn,
+            }))
+        })
+        .await
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: Request<pb::UnsubscribeRequest>,
+    ) -> Result<Response<pb::UnsubscribeResponse>, Status> {
+        observe("Unsubscribe", async {
+            let (topic, id) =
+                subscription_ref("subscription_arn", &request.into_inner().subscription_arn)?;
+            self.ctx
+                .done(Command::Unsubscribe { topic, id }, "Unsubscribe")
+                .await?;
+            Ok(Response::new(pb::UnsubscribeResponse {}))
+        })
+        .await
+    }
+
+    async fn list_subscriptions(
+        &self,
+        request: Request<pb::ListSubscriptionsRequest>,
+    ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
+        observe("ListSubscriptions", async {
+            let how = consistency(&request)?;
+            let req = request.into_inner();
+            self.subscriptions(how, None, &req.next_token).await
+        })
+        .await
+    }
+
+    async fn list_subscriptions_by_topic(
+        &self,
+        request: Request<pb::ListSubscriptionsByTopicRequest>,
+    ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
+        observe("ListSubscriptionsByTopic", async {
+            let how = consistency(&request)?;
+            let req = request.into_inner();
+            let topic = topic_ref("topic_arn", &req.topic_arn)?;
+            self.subscriptions(how, Some(topic), &req.next_token).await
+        })
+        .await
+    }
+
+    async fn get_subscription_attributes(
+        &self,
+        request: Request<pb::GetSubscriptionAttributesRequest>,
+    ) -> Result<Response<pb::GetSubscriptionAttributesResponse>, Status> {
+        observe("GetSubscriptionAttributes", async {
+            let how = consistency(&request)?;
+            let (topic, id) =
+                subscription_ref("subscription_arn", &request.into_inner().subscription_arn)?;
+            let QueryOutput::Subscription(t, s) = self
+                .ctx
+                .query(
+                    how,
+                    Query::GetSubscription {
+                        topic: topic.clone(),
+                        id,
+                    },
+                )
+                .await?
+            else {
+                return Err(super::status::unexpected("GetSubscriptionAttributes"));
+            };
+            let mut a = subscriptions::describe(&t, &s);
+            a.insert("SubscriptionArn".into(), self.subscription_arn(&topic, &s));
+            a.insert("TopicArn".into(), self.topic_arn(&topic));
+            a.insert("Owner".into(), self.ctx.identity.account_id.clone());
+            a.insert("Endpoint".into(), self.endpoint_arn(&s));
+            Ok(Response::new(pb::GetSubscriptionAttributesResponse {
+                attributes: a.into_iter().collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn set_subscription_attributes(
+        &self,
+        request: Request<pb::SetSubscriptionAttributesRequest>,
+    ) -> Result<Response<pb::SetSubscriptionAttributesResponse>, Status> {
+        observe("SetSubscriptionAttributes", async {
+            let req = request.into_inner();
+            let (topic, id) = subscription_ref("subscription_arn", &req.subscription_arn)?;
+            self.ctx
+                .done(
+                    Command::SetSubscriptionAttribute {
+                        topic,
+                        id,
+                        attribute: req.attribute_name,
+                        value: req.attribute_value,
+                    },
+                    "SetSubscriptionAttributes",
+                )
+                .await?;
+            Ok(Response::new(pb::SetSubscriptionAttributesResponse {}))
+        })
+        .await
+    }
+
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        observe("Publish", async {
+            let req = request.into_inner();
+            let topic = topic_ref("topic_arn", &req.topic_arn)?;
+            let p = Publication::validate(
+                "",
+                topic.ends_with(".fifo"),
+                publish_input(
+                    req.message,
+                    req.subject,
+                    req.message_structure,
+                    req.message_attributes,
+                    req.message_group_id,
+                    req.message_deduplication_id,
+                ),
+            )?;
+            let out = self
+                .ctx
+                .command(Command::Publish {
+                    topic_arn: self.topic_arn(&topic),
+                    topic,
+                    messages: vec![p],
+                })
+                .await?;
+            let CommandOutput::Published(mut results) = out else {
+                return Err(super::status::unexpected("Publish"));
+            };
+            let published = results
+                .pop()
+                .ok_or_else(|| super::status::unexpected("Publish"))??;
+            Ok(Response::new(pb::PublishResponse {
+                message_id: published.message_id,
+                sequence_number: published.sequence_number.unwrap_or_default(),
+            }))
+        })
+        .await
+    }
+
+    async fn publish_batch(
+        &self,
+        request: Request<pb::PublishBatchRequest>,
+    ) -> Result<Response<pb::PublishBatchResponse>, Status> {
+        observe("PublishBatch", async {
+            let req = request.into_inner();
+            let topic = topic_ref("topic_arn", &req.topic_arn)?;
+            validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
+            let fifo = topic.ends_with(".fifo");
+            let Split {
+                ids,
+                valid: messages,
+                mut failed,
+            } = split(req.entries, |i, e| {
+                let id = e.id.clone();
+                let p = Publication::validate(
+                    &format!("entries[{i}]"),
+                    fifo,
+                    publish_input(
+                        e.message,
+                        e.subject,
+                        e.message_structure,
+                        e.message_attributes,
+                        e.message_group_id,
+                        e.message_deduplication_id,
+                    ),
+                );
+                (id, p)
+            });
+            let total: usize = messages.iter().map(Publication::size).sum();
+            if total > topics::MESSAGE_MAX + 64 * messages.len() {
+                return Err(DomainError::invalid_with_code(
+                    "BatchRequestTooLong",
+                    "entries",
+                    format!(
+                        "the messages add up to about {total} bytes; a batch takes at most {}",
+                        topics::MESSAGE_MAX
+                    ),
+                )
+                .into());
+            }
+            let mut successful = Vec::new();
+            if !messages.is_empty() {
+                let out = self
+                    .ctx
+                    .command(Command::Publish {
+                        topic_arn: self.topic_arn(&topic),
+                        topic,
+                        messages,
+                    })
+                    .await?;
+                let CommandOutput::Published(results) = out else {
+                    return Err(super::status::unexpected("PublishBatch"));
+                };
+                successful = join(ids, results, &mut failed, |id, p| {
+                    pb::PublishBatchResultEntry {
+                        id,
+                        message_id: p.message_id,
+                        sequence_number: p.sequence_number.unwrap_or_default(),
+                    }
+                });
+            }
+            Ok(Response::new(pb::PublishBatchResponse {
+                successful,
+                failed,
+            }))
+        })
+        .await
+    }
+
+    async fn tag_resource(
+        &self,
+        request: Request<pb::TagResourceRequest>,
+    ) -> Result<Response<pb::TagResourceResponse>, Status> {
+        observe("TagResource", async {
+            let req = request.into_inner();
+            let name = topic_ref("resource_arn", &req.resource_arn)?;
+            let tags: BTreeMap<String, String> = req.tags.into_iter().collect();
+            crate::queues::validate_tags(&tags)?;
+            self.ctx
+                .done(Command::TagTopic { name, tags }, "TagResource")
+                .await?;
+            Ok(Response::new(pb::TagResourceResponse {}))
+        })
+        .await
+    }
+
+    async fn untag_resource(
+        &self,
+        request: Request<pb::UntagResourceRequest>,
+    ) -> Result<Response<pb::UntagResourceResponse>, Status> {
+        observe("UntagResource", async {
+            let req = request.into_inner();
+            let name = topic_ref("resource_arn", &req.resource_arn)?;
+            self.ctx
+                .done(
+                    Command::UntagTopic {
+                        name,
+                        keys: req.tag_keys,
+                    },
+                    "UntagResource",
+                )
+                .await?;
+            Ok(Response::new(pb::UntagResourceResponse {}))
+        })
+        .await
+    }
+
+    async fn list_tags_for_resource(
+        &self,
+        request: Request<pb::ListTagsForResourceRequest>,
+    ) -> Result<Response<pb::ListTagsForResourceResponse>, Status> {
+        observe("ListTagsForResource", async {
+            let how = consistency(&request)?;
+            let name = topic_ref("resource_arn", &request.into_inner().resource_arn)?;
+            let QueryOutput::Topic(t, _) = self.ctx.query(how, Query::GetTopic { name }).await?
+            else {
+                return Err(super::status::unexpected("ListTagsForResource"));
+            };
+            Ok(Response::new(pb::ListTagsForResourceResponse {
+                tags: t.tags.into_iter().collect(),
+            }))
+        })
+        .await
+    }
+}
+
+impl TopicsApi {
+    fn endpoint_arn(&self, s: &Subscription) -> String {
+        match s.protocol {
+            Protocol::Sqs => self.ctx.identity.queue_arn(&s.endpoint),
+            Protocol::Lambda => self.ctx.identity.function_arn(&s.endpoint),
+            Protocol::Http | Protocol::Https => s.endpoint.clone(),
+        }
+    }
+
+    async fn subscriptions(
+        &self,
+        how: super::Consistency,
+        topic: Option<String>,
+        token: &str,
+    ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
+        let after = parse_token("next_token", token, 2)?.map(|v| (v[0].clone(), v[1].clone()));
+        let QueryOutput::Subscriptions(subs, next) = self
+            .ctx
+            .query(
+                how,
+                Query::ListSubscriptions {
+                    topic,
+                    after,
+                    limit: PAGE,
+                },
+            )
+            .await?
+        else {
+            return Err(super::status::unexpected("ListSubscriptions"));
+        };
+        Ok(Response::new(pb::ListSubscriptionsResponse {
+            subscriptions: subs
+                .iter()
+                .map(|(t, s)| pb::Subscription {
+                    subscription_arn: if s.confirmed() {
+                        self.subscription_arn(&t.name, s)
+                    } else {
+                        "PendingConfirmation".into()
+                    },
+                    owner: self.ctx.identity.account_id.clone(),
+                    protocol: s.protocol.as_str().into(),
+                    endpoint: self.endpoint_arn(s),
+                    topic_arn: self.topic_arn(&t.name),
+                })
+                .collect(),
+            next_token: next.map(|(t, id)| token_of(&[&t, &id])).unwrap_or_default(),
+        }))
+    }
+}
+
+/// Confirms a subscription by its token; returns its ARN. Shared by the RPC
+/// and the SubscribeURL of the confirmation request.
+pub async fn confirm(ctx: &Context, topic: &str, token: &str) -> Result<String, Status> {
+    if token.is_empty() || token.len() > 256 {
+        return Err(DomainError::invalid_with_code(
+            "InvalidParameter",
+            "token",
+            "must be the Token of a confirmation request",
+        )
+        .into());
+    }
+    match ctx
+        .command(Command::ConfirmSubscription {
+            topic: topic.to_string(),
+            token: token.to_string(),
+        })
+        .await?
+    {
+        CommandOutput::Confirmed { id } => Ok(format!("{}:{id}", ctx.identity.topic_arn(topic))),
+        _ => Err(super::status::unexpected("ConfirmSubscription")),
+    }
+}
+
+/// Serves `GET /topics/confirm?TopicArn=..&Token=..`, the SubscribeURL of a
+/// confirmation request.
+pub async fn confirm_url(ctx: Context, query: Option<String>) -> (axum::http::StatusCode, String) {
+    let params = parse_query(query.as_deref().unwrap_or(""));
+    let (Some(topic), Some(token)) = (params.get("TopicArn"), params.get("Token")) else {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            "TopicArn and Token are required\n".into(),
+        );
+    };
+    let result = match topic_ref("TopicArn", topic) {
+        Ok(t) => confirm(&ctx, &t, token).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(arn) => (
+            axum::http::StatusCode::OK,
+            format!("<ConfirmSubscriptionResponse><ConfirmSubscriptionResult><SubscriptionArn>{arn}</SubscriptionArn></ConfirmSubscriptionResult></ConfirmSubscriptionResponse>\n"),
+        ),
+        Err(s) => (
+            match s.code() {
+                tonic::Code::InvalidArgument | tonic::Code::NotFound => {
+                    axum::http::StatusCode::BAD_REQUEST
+                }
+                _ => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            },
+            format!("{}\n", s.message()),
+        ),
+    }
+}
+
+fn parse_query(q: &str) -> BTreeMap<String, String> {
+    q.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `%`-encodes a query parameter value.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_arns_name_topic_and_id() {
+        let (t, id) = subscription_ref(
+            "subscription_arn",
+            "arn:aws:sns:us-east-1:000000000000:orders:3f1c0c5e-1d2b-4f0a-9a51-1f2e3d4c5b6a",
+        )
+        .unwrap();
+        assert_eq!(t, "orders");
+        assert_eq!(id, "3f1c0c5e-1d2b-4f0a-9a51-1f2e3d4c5b6a");
+        assert!(subscription_ref("subscription_arn", "arn:aws:sqs:us-east-1:0:q:x").is_err());
+        assert!(subscription_ref("subscription_arn", "orders").is_err());
+    }
+
+    #[test]
+    fn query_strings_round_trip() {
+        let arn = "arn:aws:sns:us-east-1:000000000000:t";
+        let q = format!("TopicArn={}&Token=ab%2Bc", percent_encode(arn));
+        let p = parse_query(&q);
+        assert_eq!(p["TopicArn"], arn);
+        assert_eq!(p["Token"], "ab+c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%é1"), "%é1");
+    }
+}

@@ -1,0 +1,241 @@
+//! The leader's deliverer: posts due topic outbox entries to HTTP/S
+//! endpoints and settles their results through Raft.
+//!
+//! Every node runs this task; only the leader works. One loop reads the due
+//! entries from the applied state, starts a post for each that is not in
+//! flight, and commits the results as `SettleDeliveries` commands (batched
+//! per topic) before it reads the state again, so an entry whose result is
+//! committed is never posted twice by this node. When leadership moves, the
+//! new leader finds the unsettled entries in the replicated outbox and posts
+//! them: delivery is at least once.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::api::topics::percent_encode;
+use crate::command::Command;
+use crate::identity::Identity;
+use crate::router::{now_ms, Router};
+use crate::topics::envelope;
+use crate::topics::outbox::{self, Due, Kind, Outcome};
+use crate::waiters::Waiters;
+
+/// How often the leader looks for due entries without a wake-up.
+pub const INTERVAL: Duration = Duration::from_millis(250);
+/// How long one post may take (SNS waits 15 seconds).
+pub const POST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Posts in flight at once.
+const CONCURRENCY: usize = 64;
+/// Entries read per look.
+const BATCH: usize = 256;
+
+/// Starts the deliverer.
+pub fn spawn(
+    router: Router,
+    identity: Identity,
+    advertise: String,
+    waiters: Arc<Waiters>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = match reqwest::Client::builder()
+            .timeout(POST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("Amazon Simple Notification Service Agent (Sluice)")
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the HTTP client; topic deliveries to HTTP endpoints stop");
+                return;
+            }
+        };
+        let d = Deliverer {
+            router,
+            identity,
+            advertise,
+            client,
+        };
+        d.run(waiters).await;
+    })
+}
+
+struct Deliverer {
+    router: Router,
+    identity: Identity,
+    advertise: String,
+    client: reqwest::Client,
+}
+
+type Done = (String, u64, Outcome);
+
+impl Deliverer {
+    async fn run(self, waiters: Arc<Waiters>) {
+        let slots = Arc::new(Semaphore::new(CONCURRENCY));
+        let mut in_flight: HashSet<(String, u64)> = HashSet::new();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
+        let wake = waiters.of(Waiters::OUTBOX);
+        loop {
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let leads =
+                self.router.raft().metrics().borrow().current_leader == Some(self.router.id());
+            if leads {
+                self.start_due(&slots, &mut in_flight, &tx);
+            }
+            tokio::select! {
+                Some(first) = rx.recv() => {
+                    let mut done = vec![first];
+                    while let Ok(d) = rx.try_recv() {
+                        done.push(d);
+                    }
+                    self.settle(done, &mut in_flight).await;
+                }
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(INTERVAL) => {}
+            }
+        }
+    }
+
+    fn start_due(
+        &self,
+        slots: &Arc<Semaphore>,
+        in_flight: &mut HashSet<(String, u64)>,
+        tx: &mpsc::UnboundedSender<Done>,
+    ) {
+        let due = match self
+            .router
+            .state()
+            .read(|s| outbox::due(s, now_ms(), BATCH))
+        {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read the topic outboxes");
+                return;
+            }
+        };
+        for d in due {
+            let key = (d.topic.clone(), d.seq);
+            if in_flight.contains(&key) {
+                continue;
+            }
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                break;
+            };
+            in_flight.insert(key);
+            let tx = tx.clone();
+            let post = self.post(d);
+            tokio::spawn(async move {
+                let done = post.await;
+                drop(permit);
+                let _ = tx.send(done);
+            });
+        }
+    }
+
+    /// The post of one entry, as a future that owns what it needs.
+    fn post(&self, d: Due) -> impl std::future::Future<Output = Done> + Send + 'static {
+        let client = self.client.clone();
+        let topic_arn = self.identity.topic_arn(&d.topic);
+        let advertise = self.advertise.clone();
+        async move {
+            let Some(sub) = &d.subscription else {
+                return (
+                    d.topic,
+                    d.seq,
+                    Outcome::Failed("the subscription is gone".into()),
+                );
+            };
+            let sub_arn = format!("{topic_arn}:{}", sub.id);
+            let (kind, message_id, body, raw) = match &d.entry.kind {
+                Kind::Notification {
+                    message_id,
+                    body,
+                    raw,
+                } => ("Notification", message_id.clone(), body.clone(), *raw),
+                Kind::Confirmation { token } => {
+                    let url = format!(
+                        "http://{advertise}/topics/confirm?TopicArn={}&Token={}",
+                        percent_encode(&topic_arn),
+                        percent_encode(token)
+                    );
+                    let id = uuid::Uuid::new_v4().to_string();
+                    let body = envelope::confirmation(&id, &topic_arn, token, &url, now_ms());
+                    ("SubscriptionConfirmation", id, body, false)
+                }
+            };
+            let content_type = d
+                .policy
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "text/plain; charset=UTF-8".into());
+            let mut req = client
+                .post(&sub.endpoint)
+                .header("x-amz-sns-message-type", kind)
+                .header("x-amz-sns-message-id", &message_id)
+                .header("x-amz-sns-topic-arn", &topic_arn)
+                .header("content-type", content_type)
+                .body(body);
+            if kind == "Notification" {
+                req = req.header("x-amz-sns-subscription-arn", &sub_arn);
+            }
+            if raw {
+                req = req.header("x-amz-sns-rawdelivery", "true");
+            }
+            let outcome = match req.send().await {
+                Ok(r) if r.status().is_success() => Outcome::Delivered,
+                Ok(r) => Outcome::Failed(format!("HTTP {}", r.status().as_u16())),
+                Err(e) => Outcome::Failed(error_text(&e)),
+            };
+            metrics::counter!(
+                "sluice_topic_http_deliveries_total",
+                "result" => if outcome == Outcome::Delivered { "delivered" } else { "failed" }
+            )
+            .increment(1);
+            (d.topic, d.seq, outcome)
+        }
+    }
+
+    async fn settle(&self, done: Vec<Done>, in_flight: &mut HashSet<(String, u64)>) {
+        let mut by_topic: BTreeMap<String, Vec<(u64, Outcome)>> = BTreeMap::new();
+        for (topic, seq, outcome) in done {
+            by_topic.entry(topic).or_default().push((seq, outcome));
+        }
+        for (topic, results) in by_topic {
+            let keys: Vec<u64> = results.iter().map(|(s, _)| *s).collect();
+            match self
+                .router
+                .write(Command::SettleDeliveries {
+                    topic: topic.clone(),
+                    results,
+                })
+                .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(rejected)) => {
+                    tracing::debug!(topic, error = %rejected, "settle rejected (topic deleted?)")
+                }
+                // Not settled: the entries stay due, and the leader (this
+                // node or the next) posts them again.
+                Err(e) => tracing::debug!(topic, error = %e, "could not settle deliveries"),
+            }
+            for seq in keys {
+                in_flight.remove(&(topic.clone(), seq));
+            }
+        }
+    }
+}
+
+fn error_text(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
