@@ -112,6 +112,11 @@ fn stream_under_mixed_faults() {
 }
 
 #[test]
+fn topic_under_mixed_faults() {
+    suite_run(Workload::Topic, 14, 5);
+}
+
+#[test]
 fn metadata_under_mixed_faults() {
     suite_run(Workload::Metadata, 13, 3);
 }

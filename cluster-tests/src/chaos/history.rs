@@ -49,6 +49,8 @@ pub enum Call {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<String>,
     },
+    /// Publish of a unique body to a topic.
+    Publish { topic: String, body: String },
     /// Create a resource (CreateQueue: idempotent for identical settings).
     Create { name: String },
     /// Delete a resource.

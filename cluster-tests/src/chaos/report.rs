@@ -57,6 +57,7 @@ pub fn f_name(call: &Call) -> &'static str {
         Call::Create { .. } => "create",
         Call::Remove { .. } => "remove",
         Call::Get { .. } => "get",
+        Call::Publish { .. } => "publish",
     }
 }
 

@@ -16,7 +16,7 @@ use super::nemesis::{self, Kind, Schedule};
 use super::net::Net;
 use super::nodes::{self, ChaosCluster, Setup};
 use super::report::{self, Summary};
-use super::workloads::{self, metadata, queue::QueueWorkload, stream::StreamWorkload, Ctx};
+use super::workloads::{self, metadata, queue::QueueWorkload, stream::StreamWorkload, topic, Ctx};
 
 /// What the clients do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,11 +27,18 @@ pub enum Workload {
     Stream,
     /// Creating, deleting and looking up queues by name.
     Metadata,
+    /// A topic fanning out to three filtered queues.
+    Topic,
 }
 
 impl Workload {
     /// Every workload.
-    pub const ALL: [Workload; 3] = [Workload::Queue, Workload::Stream, Workload::Metadata];
+    pub const ALL: [Workload; 4] = [
+        Workload::Queue,
+        Workload::Stream,
+        Workload::Metadata,
+        Workload::Topic,
+    ];
 }
 
 impl fmt::Display for Workload {
@@ -40,6 +47,7 @@ impl fmt::Display for Workload {
             Workload::Queue => "queue",
             Workload::Stream => "stream",
             Workload::Metadata => "metadata",
+            Workload::Topic => "topic",
         })
     }
 }
@@ -51,7 +59,9 @@ impl FromStr for Workload {
         Workload::ALL
             .into_iter()
             .find(|w| w.to_string() == s)
-            .ok_or_else(|| format!("unknown workload {s:?}; choose queue, stream or metadata"))
+            .ok_or_else(|| {
+                format!("unknown workload {s:?}; choose queue, stream, metadata or topic")
+            })
     }
 }
 
@@ -215,6 +225,10 @@ async fn run_in(
         Workload::Stream => Some(StreamWorkload::setup(&admin).await?),
         _ => None,
     };
+    let topic_queues = match cfg.workload {
+        Workload::Topic => Some(topic::setup(&admin).await?),
+        _ => None,
+    };
     let until = Instant::now() + cfg.time_limit;
     let until_ns = recorder.now_ns() + cfg.time_limit.as_nanos() as u64;
     let clock = {
@@ -247,6 +261,12 @@ async fn run_in(
                 metadata::run(&ctx, until).await;
                 Ok(())
             }
+            Workload::Topic => {
+                if let Some(q) = &topic_queues {
+                    topic::run(&ctx, q, until).await;
+                }
+                Ok(())
+            }
         }
     };
     let ((faults, health), worked) = tokio::join!(faults_and_health, work);
@@ -261,6 +281,11 @@ async fn run_in(
             notes.push(format!("drain: {e}"));
         }
     }
+    if let (Some(q), Ok(())) = (&topic_queues, &health) {
+        if let Err(e) = workloads::queue::drain_queues(&ctx, &admin, q, DRAIN).await {
+            notes.push(format!("drain: {e}"));
+        }
+    }
     recorder.flush().map_err(|e| e.to_string())?;
     let ops = history::pair(&recorder.events());
     let verdicts: Vec<Verdict> = match cfg.workload {
@@ -270,6 +295,13 @@ async fn run_in(
         }
         Workload::Stream => vec![checkers::stream::check(&ops)],
         Workload::Metadata => vec![checkers::linear::check(&ops)],
+        Workload::Topic => {
+            let routes: Vec<checkers::topic::Route> = topic::routes()
+                .into_iter()
+                .map(|r| (r.queue.to_string(), r.matches))
+                .collect();
+            vec![checkers::topic::check(&ops, &routes, topic::number_of)]
+        }
     };
     let availability = report::availability(&ops, &faults, until_ns);
     let valid = verdicts.iter().all(|v| v.valid) && health.is_ok();

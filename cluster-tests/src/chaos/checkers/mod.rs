@@ -4,6 +4,7 @@
 pub mod linear;
 pub mod queue;
 pub mod stream;
+pub mod topic;
 
 use std::collections::BTreeMap;
 

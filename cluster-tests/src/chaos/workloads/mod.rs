@@ -5,6 +5,7 @@
 pub mod metadata;
 pub mod queue;
 pub mod stream;
+pub mod topic;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -129,49 +129,61 @@ impl QueueWorkload {
     /// visible, in flight or delayed, and receives find nothing) three
     /// rounds running, or `limit` passes.
     pub async fn drain(&self, ctx: &Ctx, admin: &Client, limit: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + limit;
-        let mut empty_rounds = 0;
-        while empty_rounds < 3 {
-            if Instant::now() > deadline {
-                return Err(format!("queues not empty after {limit:?} of draining"));
-            }
-            let mut passes = Vec::new();
-            for c in 0..CONSUMERS {
-                let (ctx, queues) = (ctx.clone(), self.queues());
-                passes.push(tokio::spawn(async move {
-                    consume(&ctx, c, &queues, Instant::now(), false).await
-                }));
-            }
-            let mut got = 0;
-            for pass in passes {
-                got += pass.await.unwrap_or(0);
-            }
-            let mut left = 0u64;
-            for q in self.queues() {
-                let attrs = admin
-                    .get_queue_attributes(
-                        &q,
-                        &[
-                            "ApproximateNumberOfMessages",
-                            "ApproximateNumberOfMessagesNotVisible",
-                            "ApproximateNumberOfMessagesDelayed",
-                        ],
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                left += attrs
-                    .values()
-                    .map(|v| v.parse::<u64>().unwrap_or(0))
-                    .sum::<u64>();
-            }
-            if got == 0 && left == 0 {
-                empty_rounds += 1;
-            } else {
-                empty_rounds = 0;
-            }
-        }
-        Ok(())
+        drain_queues(ctx, admin, &self.queues(), limit).await
     }
+}
+
+/// Receives and deletes from `queues` until all are empty (none visible,
+/// in flight or delayed, and receives find nothing) three rounds running,
+/// or `limit` passes.
+pub async fn drain_queues(
+    ctx: &Ctx,
+    admin: &Client,
+    queues: &[String],
+    limit: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    let mut empty_rounds = 0;
+    while empty_rounds < 3 {
+        if Instant::now() > deadline {
+            return Err(format!("queues not empty after {limit:?} of draining"));
+        }
+        let mut passes = Vec::new();
+        for c in 0..CONSUMERS {
+            let (ctx, queues) = (ctx.clone(), queues.to_vec());
+            passes.push(tokio::spawn(async move {
+                consume(&ctx, c, &queues, Instant::now(), false).await
+            }));
+        }
+        let mut got = 0;
+        for pass in passes {
+            got += pass.await.unwrap_or(0);
+        }
+        let mut left = 0u64;
+        for q in queues {
+            let attrs = admin
+                .get_queue_attributes(
+                    q,
+                    &[
+                        "ApproximateNumberOfMessages",
+                        "ApproximateNumberOfMessagesNotVisible",
+                        "ApproximateNumberOfMessagesDelayed",
+                    ],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            left += attrs
+                .values()
+                .map(|v| v.parse::<u64>().unwrap_or(0))
+                .sum::<u64>();
+        }
+        if got == 0 && left == 0 {
+            empty_rounds += 1;
+        } else {
+            empty_rounds = 0;
+        }
+    }
+    Ok(())
 }
 
 async fn produce_standard(ctx: &Ctx, w: usize, queue: &str, until: Instant) {
@@ -256,7 +268,13 @@ async fn produce_fifo(ctx: &Ctx, g: usize, queue: &str, until: Instant) {
 /// `leave_some`, one in [`LEAVE_ONE_IN`] stays, to come back). Runs until
 /// `until`, or once through the queues when `until` has passed; returns
 /// the messages received.
-async fn consume(ctx: &Ctx, c: usize, queues: &[String], until: Instant, leave_some: bool) -> u64 {
+pub(super) async fn consume(
+    ctx: &Ctx,
+    c: usize,
+    queues: &[String],
+    until: Instant,
+    leave_some: bool,
+) -> u64 {
     let client = ctx.client(c + 1);
     let mut p = Process::new(ctx);
     let mut rng = Rng::new(ctx.seed ^ (0xC0 + c as u64));
