@@ -66,6 +66,10 @@ enum Workload {
     /// Comparison: PutRecord (or the peer's publish to a stream) producers
     /// plus consumers reading the stream; end-to-end latency.
     StreamPipeline,
+    /// Comparison: Publish to a topic with --subscriptions queue
+    /// subscriptions (raw delivery), consumers receiving and deleting from
+    /// every queue; publishes a second and publish-to-receive latency.
+    TopicFanout,
 }
 
 impl Workload {
@@ -75,6 +79,7 @@ impl Workload {
             Workload::QueueSend => Some(compare::Shape::QueueSend),
             Workload::QueuePipeline => Some(compare::Shape::QueuePipeline),
             Workload::StreamPipeline => Some(compare::Shape::StreamPipeline),
+            Workload::TopicFanout => Some(compare::Shape::TopicFanout),
             _ => None,
         }
     }
@@ -95,7 +100,8 @@ impl Workload {
             | Workload::CreateQueue
             | Workload::QueueSend
             | Workload::QueuePipeline
-            | Workload::StreamPipeline => 1..=1,
+            | Workload::StreamPipeline
+            | Workload::TopicFanout => 1..=1,
             _ => 1..=10,
         }
     }
@@ -172,6 +178,9 @@ struct Args {
     /// the stream before get-records.
     #[arg(long, default_value_t = 100_000)]
     prefill: u64,
+    /// Queue subscriptions of the topic for topic-fanout.
+    #[arg(long, default_value_t = 1)]
+    subscriptions: usize,
     /// Shards of the bench stream.
     #[arg(long, default_value_t = 4)]
     shards: i32,
@@ -442,7 +451,7 @@ async fn main() {
     if args.system != System::Sluice {
         let shape = args.workload.shape().unwrap_or_else(|| {
             panic!(
-                "--workload: {:?} runs on Sluice only; peers run queue-send, queue-pipeline and stream-pipeline",
+                "--workload: {:?} runs on Sluice only; peers run queue-send, queue-pipeline, stream-pipeline and topic-fanout",
                 args.workload
             )
         });
@@ -453,7 +462,8 @@ async fn main() {
         let name = format!("bench-{}", std::process::id());
         let outcome = match args.system {
             System::Nats => {
-                let broker = compare::nats::Nats::setup(&url, shape, name).await;
+                let broker =
+                    compare::nats::Nats::setup(&url, shape, name, args.subscriptions).await;
                 compare_run(&args, broker.map(Arc::new), shape).await
             }
             _ => {
@@ -461,7 +471,14 @@ async fn main() {
                     RabbitQueue::Quorum => compare::rabbitmq::QueueType::Quorum,
                     RabbitQueue::Classic => compare::rabbitmq::QueueType::Classic,
                 };
-                let broker = compare::rabbitmq::Rabbit::setup(&url, shape, queue_type, name).await;
+                let broker = compare::rabbitmq::Rabbit::setup(
+                    &url,
+                    shape,
+                    queue_type,
+                    name,
+                    args.subscriptions,
+                )
+                .await;
                 compare_run(&args, broker.map(Arc::new), shape).await
             }
         };
@@ -522,8 +539,15 @@ async fn main() {
         .unwrap_or_else(|| target_addr.clone());
     if let Some(shape) = args.workload.shape() {
         let reader = Client::new([other.as_str()]).expect("client");
-        let broker =
-            compare::sluice::Sluice::setup(client, reader, shape, queue, args.shards).await;
+        let broker = compare::sluice::Sluice::setup(
+            client,
+            reader,
+            shape,
+            queue,
+            args.shards,
+            args.subscriptions,
+        )
+        .await;
         let outcome = compare_run(&args, broker.map(Arc::new), shape).await;
         compare_report(&args, &outcome, Some(status.members.len()));
         drop(spawned.take());
@@ -714,10 +738,17 @@ async fn compare_run<B: compare::Broker>(
     compare::run(
         broker,
         shape,
-        args.concurrency,
-        args.message_bytes,
-        Duration::from_secs(args.warmup),
-        Duration::from_secs(args.duration),
+        compare::RunSpec {
+            concurrency: args.concurrency,
+            message_bytes: args.message_bytes,
+            fanout: if shape == compare::Shape::TopicFanout {
+                args.subscriptions.max(1)
+            } else {
+                1
+            },
+            warmup: Duration::from_secs(args.warmup),
+            duration: Duration::from_secs(args.duration),
+        },
     )
     .await
     .unwrap_or_else(|e| panic!("{:?}: {e}", args.system))
@@ -727,8 +758,13 @@ async fn compare_run<B: compare::Broker>(
 /// latency for queue-send, messages consumed a second and the end-to-end
 /// latency for the pipelines. `nodes` is known for Sluice only.
 fn compare_report(args: &Args, o: &compare::Outcome, nodes: Option<usize>) {
-    let consumes = args.workload.shape().is_some_and(|s| s.consumes());
-    let (throughput, latency) = if consumes {
+    let shape = args.workload.shape();
+    let consumes = shape.is_some_and(|s| s.consumes());
+    let fanout = shape == Some(compare::Shape::TopicFanout);
+    let (throughput, latency) = if fanout {
+        // Publishes a second, and publish-to-receive latency.
+        (o.sent as f64 / o.seconds, quantiles_ms(&o.end_to_end))
+    } else if consumes {
         (o.received as f64 / o.seconds, quantiles_ms(&o.end_to_end))
     } else {
         (o.sent as f64 / o.seconds, quantiles_ms(&o.send_latency))
@@ -739,6 +775,7 @@ fn compare_report(args: &Args, o: &compare::Outcome, nodes: Option<usize>) {
         "workload": format!("{:?}", args.workload),
         "nodes": nodes,
         "concurrency": args.concurrency,
+        "subscriptions": fanout.then_some(args.subscriptions),
         "message_bytes": args.message_bytes,
         "seconds": o.seconds,
         "throughput_per_s": throughput,

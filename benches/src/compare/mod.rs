@@ -39,6 +39,11 @@ pub enum Shape {
     /// Producers to a replicated stream (log) and consumers that read it
     /// without removing anything.
     StreamPipeline,
+    /// Publishers to a topic (SNS-style; NATS: a stream with one durable
+    /// consumer per subscription; RabbitMQ: a fanout exchange) delivering
+    /// to `--subscriptions` replicated queues, each with consumers that
+    /// receive and delete (acknowledge).
+    TopicFanout,
 }
 
 impl Shape {
@@ -94,12 +99,29 @@ pub struct Sink {
     malformed: AtomicU64,
     /// Pipelines: one permit per message a producer may start.
     credit: Semaphore,
+    /// Deliveries per message sent (fan-out: the subscriptions).
+    fanout: u64,
+    /// Deliveries seen, for the credit of fan-out runs.
+    arrivals: AtomicU64,
 }
 
 impl Sink {
+    #[cfg(test)]
     fn new(base: Instant, measure_from: Duration, until: Duration, window: usize) -> Sink {
+        Sink::with_fanout(base, measure_from, until, window, 1)
+    }
+
+    fn with_fanout(
+        base: Instant,
+        measure_from: Duration,
+        until: Duration,
+        window: usize,
+        fanout: usize,
+    ) -> Sink {
         Sink {
             credit: Semaphore::new(window),
+            fanout: fanout.max(1) as u64,
+            arrivals: AtomicU64::new(0),
             base,
             measure_from,
             until,
@@ -113,7 +135,11 @@ impl Sink {
     /// inside the measured window, in the latency when it was also sent
     /// inside it.
     pub fn received(&self, body: &[u8]) {
-        self.credit.add_permits(1);
+        // One more send per message sent, whichever subscription's copy
+        // completes the count: a closed loop over publishes.
+        if (self.arrivals.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(self.fanout) {
+            self.credit.add_permits(1);
+        }
         let now = self.base.elapsed();
         if now < self.measure_from || now >= self.until {
             return;
@@ -154,21 +180,46 @@ pub struct Outcome {
     pub malformed: u64,
 }
 
+/// The settings of one comparison run.
+#[derive(Clone, Copy, Debug)]
+pub struct RunSpec {
+    /// Producers, each with one send in flight.
+    pub concurrency: usize,
+    /// Message size.
+    pub message_bytes: usize,
+    /// Deliveries per message (the subscriptions of a fan-out, else 1).
+    pub fanout: usize,
+    /// Unmeasured time first.
+    pub warmup: Duration,
+    /// Measured time.
+    pub duration: Duration,
+}
+
 /// Runs `shape` on `broker`: `concurrency` producers (each one send in
 /// flight) and, when the shape consumes, consumers with a window of
 /// `max(10, concurrency)`; `warmup` unmeasured, then `duration` measured.
 pub async fn run<B: Broker>(
     broker: Arc<B>,
     shape: Shape,
-    concurrency: usize,
-    message_bytes: usize,
-    warmup: Duration,
-    duration: Duration,
+    spec: RunSpec,
 ) -> Result<Outcome, String> {
+    let RunSpec {
+        concurrency,
+        message_bytes,
+        fanout,
+        warmup,
+        duration,
+    } = spec;
     let base = Instant::now();
     let measure_from = warmup;
     let until = warmup + duration;
-    let sink = Arc::new(Sink::new(base, measure_from, until, concurrency));
+    let sink = Arc::new(Sink::with_fanout(
+        base,
+        measure_from,
+        until,
+        concurrency,
+        fanout,
+    ));
     if shape.consumes() {
         broker.consume(concurrency.max(10), sink.clone()).await?;
     }
@@ -286,5 +337,17 @@ mod tests {
         // Every arrival, counted or not, gives a producer one more send.
         assert_eq!(sink.credit.available_permits(), 1 + 3);
         assert_eq!(closed.credit.available_permits(), 1 + 1);
+    }
+
+    #[test]
+    fn a_fan_out_gives_one_send_per_full_set_of_deliveries() {
+        let base = Instant::now();
+        let sink = Sink::with_fanout(base, Duration::ZERO, Duration::from_secs(60), 0, 3);
+        for _ in 0..5 {
+            sink.received(b"x");
+        }
+        assert_eq!(sink.credit.available_permits(), 1);
+        sink.received(b"x");
+        assert_eq!(sink.credit.available_permits(), 2);
     }
 }

@@ -4,7 +4,9 @@
 //! and an ordered consumer reading it (stream shape). Publishes wait for
 //! the JetStream acknowledgement, which the server sends once the message
 //! is stored on a majority (and fsynced when the server runs with
-//! `sync_interval: always`).
+//! `sync_interval: always`). The fan-out shape uses interest retention and
+//! one durable pull consumer per subscription: each receives every message,
+//! which is removed once all have acknowledged it.
 
 use std::sync::Arc;
 
@@ -18,11 +20,17 @@ pub struct Nats {
     js: jetstream::Context,
     shape: Shape,
     name: String,
+    subscriptions: usize,
 }
 
 impl Nats {
     /// Connects to `url` and creates the run's stream, subject `name`.
-    pub async fn setup(url: &str, shape: Shape, name: String) -> Result<Nats, String> {
+    pub async fn setup(
+        url: &str,
+        shape: Shape,
+        name: String,
+        subscriptions: usize,
+    ) -> Result<Nats, String> {
         let client = async_nats::connect(url)
             .await
             .map_err(|e| format!("connecting to NATS at {url}: {e}"))?;
@@ -30,10 +38,10 @@ impl Nats {
         js.create_stream(stream::Config {
             name: name.clone(),
             subjects: vec![name.clone()],
-            retention: if shape.is_stream() {
-                stream::RetentionPolicy::Limits
-            } else {
-                stream::RetentionPolicy::WorkQueue
+            retention: match shape {
+                Shape::StreamPipeline => stream::RetentionPolicy::Limits,
+                Shape::TopicFanout => stream::RetentionPolicy::Interest,
+                _ => stream::RetentionPolicy::WorkQueue,
             },
             storage: stream::StorageType::File,
             num_replicas: 3,
@@ -41,7 +49,12 @@ impl Nats {
         })
         .await
         .map_err(|e| format!("creating stream {name}: {e}"))?;
-        Ok(Nats { js, shape, name })
+        Ok(Nats {
+            js,
+            shape,
+            name,
+            subscriptions: subscriptions.max(1),
+        })
     }
 }
 
@@ -81,29 +94,37 @@ impl Broker for Nats {
                 }
             });
         } else {
-            let consumer = stream
-                .create_consumer(consumer::pull::Config {
-                    durable_name: Some("bench".into()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    max_ack_pending: window as i64,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| format!("pull consumer: {e}"))?;
-            let mut messages = consumer
-                .stream()
-                .max_messages_per_batch(window)
-                .messages()
-                .await
-                .map_err(|e| format!("pull consumer: {e}"))?;
-            tokio::spawn(async move {
-                while let Some(Ok(m)) = messages.next().await {
-                    sink.received(&m.payload);
-                    if m.ack().await.is_err() {
-                        return;
+            let consumers = if self.shape == Shape::TopicFanout {
+                self.subscriptions
+            } else {
+                1
+            };
+            for n in 0..consumers {
+                let consumer = stream
+                    .create_consumer(consumer::pull::Config {
+                        durable_name: Some(format!("bench-{n}")),
+                        ack_policy: consumer::AckPolicy::Explicit,
+                        max_ack_pending: window as i64,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| format!("pull consumer: {e}"))?;
+                let mut messages = consumer
+                    .stream()
+                    .max_messages_per_batch(window)
+                    .messages()
+                    .await
+                    .map_err(|e| format!("pull consumer: {e}"))?;
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    while let Some(Ok(m)) = messages.next().await {
+                        sink.received(&m.payload);
+                        if m.ack().await.is_err() {
+                            return;
+                        }
                     }
-                }
-            });
+                });
+            }
         }
         Ok(())
     }

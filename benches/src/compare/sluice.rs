@@ -1,6 +1,8 @@
 //! Sluice in the comparison: a queue (SendMessage; ReceiveMessage of up
-//! to 10 with long polling, then DeleteMessageBatch) or a stream
-//! (PutRecord with random partition keys; SubscribeToShard on a follower).
+//! to 10 with long polling, then DeleteMessageBatch), a stream (PutRecord
+//! with random partition keys; SubscribeToShard on a follower), or a topic
+//! (Publish) with queue subscriptions in raw delivery, each consumed like
+//! the queue.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,19 +22,48 @@ pub struct Sluice {
     name: String,
     shards: i32,
     next_key: AtomicU64,
+    /// The queues consumers read: the run's queue, or the topic's
+    /// subscribed queues.
+    queues: Vec<String>,
 }
 
 impl Sluice {
-    /// Creates the run's queue, or its stream of `shards` shards.
+    /// Creates the run's queue, its stream of `shards` shards, or its topic
+    /// with `subscriptions` subscribed queues.
     pub async fn setup(
         client: Client,
         reader: Client,
         shape: Shape,
         name: String,
         shards: i32,
+        subscriptions: usize,
     ) -> Result<Sluice, String> {
+        let mut queues = vec![name.clone()];
         if shape.is_stream() {
             crate::streams::create(&client, &name, shards).await;
+        } else if shape == Shape::TopicFanout {
+            client
+                .create_topic(&name, Default::default())
+                .await
+                .map_err(|e| format!("creating topic {name}: {e}"))?;
+            queues = (0..subscriptions.max(1))
+                .map(|i| format!("{name}-{i}"))
+                .collect();
+            for q in &queues {
+                client
+                    .create_queue(q, Default::default())
+                    .await
+                    .map_err(|e| format!("creating queue {q}: {e}"))?;
+                client
+                    .subscribe(
+                        &name,
+                        "sqs",
+                        q,
+                        [("RawMessageDelivery".to_string(), "true".to_string())].into(),
+                    )
+                    .await
+                    .map_err(|e| format!("subscribing {q}: {e}"))?;
+            }
         } else {
             client
                 .create_queue(&name, Default::default())
@@ -46,6 +77,7 @@ impl Sluice {
             name,
             shards,
             next_key: AtomicU64::new(0),
+            queues,
         })
     }
 }
@@ -59,6 +91,17 @@ impl Broker for Sluice {
                     stream_name: self.name.clone(),
                     data: body,
                     partition_key: format!("k{key}"),
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        } else if self.shape == Shape::TopicFanout {
+            let message = String::from_utf8(body).map_err(|e| e.to_string())?;
+            self.client
+                .publish(pb::PublishRequest {
+                    topic_arn: self.name.clone(),
+                    message,
                     ..Default::default()
                 })
                 .await
@@ -82,16 +125,27 @@ impl Broker for Sluice {
         if self.shape.is_stream() {
             return self.subscribe(sink).await;
         }
-        // A receive takes at most 10: enough receivers to cover the window.
-        for _ in 0..window.div_ceil(10) {
+        // A receive takes at most 10: enough receivers to cover the window
+        // (at most 4 per queue of a fan-out).
+        let per_queue = if self.queues.len() > 1 {
+            window.div_ceil(10).min(4)
+        } else {
+            window.div_ceil(10)
+        };
+        for (queue, _) in self
+            .queues
+            .iter()
+            .flat_map(|q| std::iter::repeat_n(q, per_queue).zip(0..per_queue))
+        {
             let me = self.clone();
             let sink = sink.clone();
+            let queue = queue.clone();
             tokio::spawn(async move {
                 loop {
                     let r = me
                         .client
                         .receive_message(pb::ReceiveMessageRequest {
-                            queue_name: me.name.clone(),
+                            queue_name: queue.clone(),
                             max_number_of_messages: 10,
                             visibility_timeout: Some(60),
                             wait_time_seconds: Some(1),
@@ -109,7 +163,7 @@ impl Broker for Sluice {
                     let deleted = me
                         .client
                         .delete_message_batch(pb::DeleteMessageBatchRequest {
-                            queue_name: me.name.clone(),
+                            queue_name: queue.clone(),
                             entries,
                         })
                         .await;
@@ -123,11 +177,16 @@ impl Broker for Sluice {
     }
 
     async fn teardown(&self) {
-        let _ = if self.shape.is_stream() {
-            self.client.delete_stream(&self.name).await
-        } else {
-            self.client.delete_queue(&self.name).await
-        };
+        if self.shape.is_stream() {
+            let _ = self.client.delete_stream(&self.name).await;
+            return;
+        }
+        if self.shape == Shape::TopicFanout {
+            let _ = self.client.delete_topic(&self.name).await;
+        }
+        for q in &self.queues {
+            let _ = self.client.delete_queue(q).await;
+        }
     }
 }
 
