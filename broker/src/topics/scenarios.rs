@@ -316,6 +316,13 @@ fn http_subscriptions_wait_for_confirmation() {
     // Nothing is delivered before the confirmation.
     w.publish("t", "early", &[]);
     assert_eq!(w.due().len(), 1);
+    // Subscribing again sends the request again, with the same token.
+    let again = w.subscribe("t", Protocol::Http, "http://127.0.0.1:9/hook", &[]);
+    assert_eq!(again.id, s.id);
+    let due2 = w.due();
+    assert_eq!(due2.len(), 2);
+    assert_eq!(due2[1].entry.kind, due[0].entry.kind);
+    w.settle("t", vec![(due2[1].seq, Outcome::Delivered)]);
     let e = w
         .run(Command::ConfirmSubscription {
             topic: "t".into(),

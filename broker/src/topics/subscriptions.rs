@@ -411,6 +411,19 @@ pub fn subscribe(
             )
             .into());
         }
+        // Subscribing a pending endpoint again sends the confirmation
+        // request again, as SNS does.
+        if let Some(token) = existing.pending_token.clone() {
+            outbox::push(
+                txn,
+                ctx,
+                &mut topic,
+                &existing,
+                Kind::Confirmation { token },
+                effects,
+            );
+            super::save(txn, &topic);
+        }
         return Ok(Subscribed {
             pending: !existing.confirmed(),
             id: existing.id,
