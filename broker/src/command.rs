@@ -323,6 +323,9 @@ pub enum Command {
     SettleDeliveries {
         /// Topic name.
         topic: String,
+        /// The topic's id when the entries were read: results for a topic
+        /// since deleted (and perhaps created again) are ignored.
+        topic_id: u64,
         /// Entry number and result.
         results: Vec<(u64, outbox::Outcome)>,
     },

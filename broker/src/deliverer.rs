@@ -8,8 +8,15 @@
 //! committed is never posted twice by this node. When leadership moves, the
 //! new leader finds the unsettled entries in the replicated outbox and posts
 //! them: delivery is at least once.
+//!
+//! Fairness: each look takes at most [`PER_TOPIC`] entries from a topic, and
+//! at most [`PER_SUBSCRIPTION`] posts to one subscription are in flight, so
+//! an endpoint that hangs for the whole timeout slows only its own
+//! deliveries. Function subscriptions fail here until workers run functions
+//! (issue 8): their entries follow the retry policy to the dead-letter
+//! queue rather than pile up.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +28,7 @@ use crate::identity::Identity;
 use crate::router::{now_ms, Router};
 use crate::topics::envelope;
 use crate::topics::outbox::{self, Due, Kind, Outcome};
+use crate::topics::subscriptions::Protocol;
 use crate::waiters::Waiters;
 
 /// How often the leader looks for due entries without a wake-up.
@@ -31,6 +39,10 @@ pub const POST_TIMEOUT: Duration = Duration::from_secs(15);
 const CONCURRENCY: usize = 64;
 /// Entries read per look.
 const BATCH: usize = 256;
+/// Entries taken from one topic per look.
+pub const PER_TOPIC: usize = 32;
+/// Posts to one subscription in flight at once.
+pub const PER_SUBSCRIPTION: usize = 16;
 
 /// Starts the deliverer.
 pub fn spawn(
@@ -69,12 +81,21 @@ struct Deliverer {
     client: reqwest::Client,
 }
 
-type Done = (String, u64, Outcome);
+/// A finished post: topic name and id, entry number, subscription, result.
+type Done = (String, u64, u64, String, Outcome);
+
+/// What is being posted: entries by (topic id, number), posts by
+/// subscription.
+#[derive(Default)]
+struct InFlight {
+    entries: HashSet<(u64, u64)>,
+    by_subscription: HashMap<String, usize>,
+}
 
 impl Deliverer {
     async fn run(self, waiters: Arc<Waiters>) {
         let slots = Arc::new(Semaphore::new(CONCURRENCY));
-        let mut in_flight: HashSet<(String, u64)> = HashSet::new();
+        let mut in_flight = InFlight::default();
         let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
         let wake = waiters.of(Waiters::OUTBOX);
         loop {
@@ -103,14 +124,15 @@ impl Deliverer {
     fn start_due(
         &self,
         slots: &Arc<Semaphore>,
-        in_flight: &mut HashSet<(String, u64)>,
+        in_flight: &mut InFlight,
         tx: &mpsc::UnboundedSender<Done>,
     ) {
-        let due = match self
-            .router
-            .state()
-            .read(|s| outbox::due(s, now_ms(), BATCH))
-        {
+        let busy = &in_flight.entries;
+        let due = match self.router.state().read(|s| {
+            outbox::due(s, now_ms(), PER_TOPIC, BATCH, &|tid, seq| {
+                busy.contains(&(tid, seq))
+            })
+        }) {
             Ok(d) => d,
             Err(e) => {
                 tracing::debug!(error = %e, "could not read the topic outboxes");
@@ -118,14 +140,16 @@ impl Deliverer {
             }
         };
         for d in due {
-            let key = (d.topic.clone(), d.seq);
-            if in_flight.contains(&key) {
+            let sub = d.entry.subscription.clone();
+            let posts = in_flight.by_subscription.entry(sub).or_default();
+            if *posts >= PER_SUBSCRIPTION {
                 continue;
             }
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 break;
             };
-            in_flight.insert(key);
+            *posts += 1;
+            in_flight.entries.insert((d.topic_id, d.seq));
             let tx = tx.clone();
             let post = self.post(d);
             tokio::spawn(async move {
@@ -142,13 +166,18 @@ impl Deliverer {
         let topic_arn = self.identity.topic_arn(&d.topic);
         let advertise = self.advertise.clone();
         async move {
+            let sub_id = d.entry.subscription.clone();
+            let (topic, topic_id, seq) = (d.topic.clone(), d.topic_id, d.seq);
+            let done = move |outcome| (topic, topic_id, seq, sub_id, outcome);
             let Some(sub) = &d.subscription else {
-                return (
-                    d.topic,
-                    d.seq,
-                    Outcome::Failed("the subscription is gone".into()),
-                );
+                return done(Outcome::Failed("the subscription is gone".into()));
             };
+            if sub.protocol == Protocol::Lambda {
+                return done(Outcome::Failed(
+                    "no worker runs functions yet: function invocation arrives with the workers"
+                        .into(),
+                ));
+            }
             let sub_arn = format!("{topic_arn}:{}", sub.id);
             let (kind, message_id, body, raw) = match &d.entry.kind {
                 Kind::Notification {
@@ -195,21 +224,27 @@ impl Deliverer {
                 "result" => if outcome == Outcome::Delivered { "delivered" } else { "failed" }
             )
             .increment(1);
-            (d.topic, d.seq, outcome)
+            done(outcome)
         }
     }
 
-    async fn settle(&self, done: Vec<Done>, in_flight: &mut HashSet<(String, u64)>) {
-        let mut by_topic: BTreeMap<String, Vec<(u64, Outcome)>> = BTreeMap::new();
-        for (topic, seq, outcome) in done {
-            by_topic.entry(topic).or_default().push((seq, outcome));
+    async fn settle(&self, done: Vec<Done>, in_flight: &mut InFlight) {
+        let mut by_topic: BTreeMap<(String, u64), Vec<(u64, Outcome)>> = BTreeMap::new();
+        let mut subs = Vec::new();
+        for (topic, tid, seq, sub, outcome) in done {
+            by_topic
+                .entry((topic, tid))
+                .or_default()
+                .push((seq, outcome));
+            subs.push(sub);
         }
-        for (topic, results) in by_topic {
+        for ((topic, tid), results) in by_topic {
             let keys: Vec<u64> = results.iter().map(|(s, _)| *s).collect();
             match self
                 .router
                 .write(Command::SettleDeliveries {
                     topic: topic.clone(),
+                    topic_id: tid,
                     results,
                 })
                 .await
@@ -223,7 +258,15 @@ impl Deliverer {
                 Err(e) => tracing::debug!(topic, error = %e, "could not settle deliveries"),
             }
             for seq in keys {
-                in_flight.remove(&(topic.clone(), seq));
+                in_flight.entries.remove(&(tid, seq));
+            }
+        }
+        for sub in subs {
+            if let Some(n) = in_flight.by_subscription.get_mut(&sub) {
+                *n -= 1;
+                if *n == 0 {
+                    in_flight.by_subscription.remove(&sub);
+                }
             }
         }
     }

@@ -256,8 +256,12 @@ pub fn apply(
         } => Ok(CommandOutput::Published(publish::publish(
             txn, ctx, topic, topic_arn, messages, effects,
         )?)),
-        Command::SettleDeliveries { topic, results } => Ok(CommandOutput::Settled(outbox::settle(
-            txn, ctx, topic, results, effects,
+        Command::SettleDeliveries {
+            topic,
+            topic_id,
+            results,
+        } => Ok(CommandOutput::Settled(outbox::settle(
+            txn, ctx, topic, *topic_id, results, effects,
         )?)),
         Command::TopicTick { topic } => Ok(CommandOutput::TopicTicked {
             more: publish::expire_dedup(txn, ctx, topic, 500)?,

@@ -736,9 +736,9 @@ impl Client {
         .map(|_| ())
     }
 
-    /// Subscribes an endpoint; the subscription ARN, or "pending
-    /// confirmation" for HTTP/S. Subscribing the same endpoint again returns
-    /// the same subscription, so a retry is harmless.
+    /// Subscribes an endpoint; the subscription ARN (also of an HTTP/S
+    /// subscription pending confirmation). Subscribing the same endpoint
+    /// again returns the same subscription, so a retry is harmless.
     pub async fn subscribe(
         &self,
         topic: &str,

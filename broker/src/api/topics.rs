@@ -279,6 +279,7 @@ impl pb::topics_server::Topics for TopicsApi {
     ) -> Result<Response<pb::SubscribeResponse>, Status> {
         observe("Subscribe", async {
             let req = request.into_inner();
+            let req_return_arn = req.return_subscription_arn;
             let topic = topic_ref("topic_arn", &req.topic_arn)?;
             let protocol = Protocol::parse(&req.protocol).ok_or_else(|| {
                 DomainError::invalid_with_code(
@@ -304,7 +305,7 @@ impl pb::topics_server::Topics for TopicsApi {
             };
             match self.ctx.command(Command::Subscribe(cmd)).await? {
                 CommandOutput::Subscribed(s) => Ok(Response::new(pb::SubscribeResponse {
-                    subscription_arn: if s.pending {
+                    subscription_arn: if s.pending && !req_return_arn {
                         "pending confirmation".into()
                     } else {
                         format!("{}:{}", self.topic_arn(&topic), s.id)

@@ -6,8 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{
-    FilterPolicy, PolicyError, Scope, COMBINATIONS_MAX, DECIMALS, KEYS_MAX, NUMBER_MAX,
-    POLICY_BYTES_MAX,
+    FilterPolicy, PolicyError, Scope, COMBINATIONS_MAX, KEYS_MAX, NUMBER_MAX, POLICY_BYTES_MAX,
 };
 
 /// One level of a policy: every field must match, and from each `$or` group
@@ -30,7 +29,7 @@ pub enum Rule {
 }
 
 /// One condition on a leaf value. Numbers are fixed point: the value times
-/// 10^[`DECIMALS`], so that comparisons are exact.
+/// 10^[`super::DECIMALS`], so that comparisons are exact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Condition {
     /// Equal to this string.
@@ -140,30 +139,23 @@ fn err(msg: impl Into<String>) -> PolicyError {
     PolicyError(msg.into())
 }
 
-/// Converts a number to fixed point, or says why it cannot be.
+/// 10^[`super::DECIMALS`].
+const SCALE: f64 = 100_000.0;
+
+/// Converts a policy number to fixed point, rounded to [`super::DECIMALS`] places
+/// (AWS accepts more digits and compares to five), or says why it cannot
+/// be.
 pub(crate) fn fixed(x: f64) -> Result<i64, String> {
-    if !x.is_finite() || x.abs() > NUMBER_MAX {
-        return Err(format!(
-            "numbers must be from -1000000000 to 1000000000, got {x}"
-        ));
-    }
-    let scaled = x * 10f64.powi(DECIMALS as i32);
-    let rounded = scaled.round();
-    if (scaled - rounded).abs() > 1e-6 * rounded.abs().max(1.0) {
-        return Err(format!(
-            "numbers may have at most {DECIMALS} digits after the decimal point, got {x}"
-        ));
-    }
-    Ok(rounded as i64)
+    fixed_lenient(x)
+        .ok_or_else(|| format!("numbers must be from -1000000000 to 1000000000, got {x}"))
 }
 
-/// Reads a message's number (no precision rule: it is rounded to the policy's
-/// precision), or `None` when it is not a number in range.
+/// Reads a number to fixed point, or `None` when it is out of range.
 pub(crate) fn fixed_lenient(x: f64) -> Option<i64> {
     if !x.is_finite() || x.abs() > NUMBER_MAX {
         return None;
     }
-    Some((x * 10f64.powi(DECIMALS as i32)).round() as i64)
+    Some((x * SCALE).round() as i64)
 }
 
 fn number(v: &Value, what: &str) -> Result<i64, PolicyError> {

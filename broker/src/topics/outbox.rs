@@ -11,12 +11,14 @@
 //! them up where the old one stopped: delivery is at least once, and an
 //! entry is only repeated when its result was not committed.
 //!
-//! Function entries wait without a due time until workers take them.
+//! Function entries are due like the others; until workers run functions
+//! (issue 8) the deliverer settles them as failed, so they follow the
+//! retry policy to the dead-letter queue instead of piling up.
 
 use serde::{Deserialize, Serialize};
 
 use super::policy::DeliveryPolicy;
-use super::subscriptions::{self, Protocol, Subscription};
+use super::subscriptions::{self, Subscription};
 use super::Topic;
 use crate::error::ApplyResult;
 use crate::machine::{Ctx, Effect, Effects};
@@ -54,7 +56,8 @@ pub struct Entry {
     pub attempts: u32,
     /// State-machine time it was created.
     pub created_ms: u64,
-    /// When it is due; `None` while it waits for a worker (functions).
+    /// When it is due (`None` only for an entry written straight to a
+    /// dead-letter queue, never stored).
     pub due_ms: Option<u64>,
     /// The last failure.
     pub last_error: Option<String>,
@@ -109,19 +112,16 @@ pub fn push(
     effects: &mut Effects,
 ) {
     topic.outbox_seq += 1;
-    let waits_for_worker = sub.protocol == Protocol::Lambda;
     let e = Entry {
         subscription: sub.id.clone(),
         kind,
         attempts: 0,
         created_ms: ctx.now_ms,
-        due_ms: (!waits_for_worker).then_some(ctx.now_ms),
+        due_ms: Some(ctx.now_ms),
         last_error: None,
     };
     save(txn, topic.id, topic.outbox_seq, &e);
-    if !waits_for_worker {
-        effects.push(Effect::OutboxReady);
-    }
+    effects.push(Effect::OutboxReady);
 }
 
 /// Reads an entry.
@@ -138,6 +138,8 @@ pub fn load(state: &dyn StateRead, tid: u64, seq: u64) -> ApplyResult<Option<Ent
 pub struct Due {
     /// Topic name.
     pub topic: String,
+    /// Topic id.
+    pub topic_id: u64,
     /// Entry number.
     pub seq: u64,
     /// The entry.
@@ -148,11 +150,23 @@ pub struct Due {
     pub policy: DeliveryPolicy,
 }
 
-/// Up to `limit` entries due at `now_ms`, over all topics, oldest due first
-/// within a topic.
-pub fn due(state: &dyn StateRead, now_ms: u64, limit: usize) -> ApplyResult<Vec<Due>> {
+/// Entries due at `now_ms`, oldest due first within a topic: at most
+/// `per_topic` from each topic (so that a topic with a backlog does not
+/// starve the others) and `limit` in all, leaving out those `skip` names
+/// by (topic id, entry number), such as entries already being posted.
+pub fn due(
+    state: &dyn StateRead,
+    now_ms: u64,
+    per_topic: usize,
+    limit: usize,
+    skip: &dyn Fn(u64, u64) -> bool,
+) -> ApplyResult<Vec<Due>> {
     let mut out = Vec::new();
     for (tid, name) in super::all(state)? {
+        if out.len() >= limit {
+            break;
+        }
+        let mut taken = 0;
         let Some(topic) = super::load(state, &name)? else {
             continue;
         };
@@ -167,13 +181,17 @@ pub fn due(state: &dyn StateRead, now_ms: u64, limit: usize) -> ApplyResult<Vec<
             std::ops::Bound::Excluded(end),
             false,
         ) {
-            if out.len() == limit {
-                return Ok(out);
+            if out.len() == limit || taken == per_topic {
+                break;
             }
             let (k, _) = kv?;
             let Some(seq) = read_u64(&k, prefix.len() + 8) else {
                 continue;
             };
+            if skip(tid, seq) {
+                continue;
+            }
+            taken += 1;
             let Some(entry) = load(state, tid, seq)? else {
                 continue;
             };
@@ -186,6 +204,7 @@ pub fn due(state: &dyn StateRead, now_ms: u64, limit: usize) -> ApplyResult<Vec<
             );
             out.push(Due {
                 topic: name.clone(),
+                topic_id: tid,
                 seq,
                 entry,
                 subscription,
@@ -211,15 +230,21 @@ pub fn pending(state: &dyn StateRead, tid: u64) -> ApplyResult<u64> {
     Ok(n)
 }
 
-/// Applies `SettleDeliveries`: records the results of delivery attempts.
+/// Applies `SettleDeliveries`: records the results of delivery attempts
+/// on the entries of topic `topic_id` (results for an older topic of the
+/// same name change nothing).
 pub fn settle(
     txn: &mut Txn<'_>,
     ctx: &Ctx,
     topic: &str,
+    topic_id: u64,
     results: &[(u64, Outcome)],
     effects: &mut Effects,
 ) -> ApplyResult<Settled> {
     let t = super::require(txn, topic)?;
+    if t.id != topic_id {
+        return Ok(Settled::default());
+    }
     let topic_policy = t.delivery_policy();
     let mut settled = Settled::default();
     for (seq, outcome) in results {

@@ -85,18 +85,26 @@ impl RetryPolicy {
         }
         k -= self.min_delay_retries;
         if k <= backoff_n {
-            let t = f64::from(k) / f64::from(backoff_n);
-            let (lo, hi) = (min as f64, max as f64);
+            // Integer arithmetic, or only IEEE-exact float operations: the
+            // delay becomes replicated state, so every node must compute
+            // the same one (no platform `powf`).
+            let (n, k) = (u128::from(backoff_n), u128::from(k));
+            let (lo, hi) = (u128::from(min), u128::from(max));
+            let span = hi - lo;
             let d = match self.backoff {
-                Backoff::Linear => lo + (hi - lo) * t,
-                Backoff::Arithmetic => lo + (hi - lo) * t * t,
-                Backoff::Geometric => lo * (hi / lo).powf(t),
+                Backoff::Linear => lo + span * k / n,
+                Backoff::Arithmetic => lo + span * k * k / (n * n),
+                Backoff::Geometric => {
+                    let t = k as f64 / n as f64;
+                    let d = lo as f64 * exp(t * ln(hi as f64 / lo as f64));
+                    d.round() as u128
+                }
                 Backoff::Exponential => {
-                    let n = f64::from(backoff_n);
-                    lo + (hi - lo) * ((2f64).powf(n * t) - 1.0) / ((2f64).powf(n) - 1.0)
+                    // (2^k - 1) / (2^n - 1) of the span; n <= 100 fits.
+                    lo + span * ((1u128 << k) - 1) / ((1u128 << n) - 1)
                 }
             };
-            return Some(d.round().clamp(lo, hi) as u64);
+            return Some(d.clamp(lo, hi) as u64);
         }
         Some(max)
     }
@@ -117,6 +125,41 @@ impl RetryPolicy {
             },
         })
     }
+}
+
+/// Natural logarithm from additions, multiplications and divisions only
+/// (correctly rounded in IEEE 754, so the same on every platform), for
+/// `x >= 1`.
+fn ln(x: f64) -> f64 {
+    const LN2: f64 = std::f64::consts::LN_2;
+    let (mut m, mut e) = (x, 0.0);
+    while m >= 2.0 {
+        m /= 2.0;
+        e += 1.0;
+    }
+    // ln m = 2 atanh(z), z = (m - 1) / (m + 1) <= 1/3.
+    let z = (m - 1.0) / (m + 1.0);
+    let (mut term, mut sum) = (z, 0.0);
+    for i in 0..40 {
+        sum += term / (2 * i + 1) as f64;
+        term *= z * z;
+    }
+    2.0 * sum + e * LN2
+}
+
+/// `e^y` for `0 <= y <= 20`, by the same rule as [`ln`].
+fn exp(y: f64) -> f64 {
+    // e^y = (e^(y/2^10))^(2^10): a short series, then squarings.
+    let r = y / 1024.0;
+    let (mut term, mut sum) = (1.0, 1.0);
+    for i in 1..20 {
+        term *= r / i as f64;
+        sum += term;
+    }
+    for _ in 0..10 {
+        sum *= sum;
+    }
+    sum
 }
 
 /// A parsed delivery policy (subscription shape, or a topic's `http` part).
@@ -388,6 +431,16 @@ mod tests {
         ] {
             let e = parse_subscription("DeliveryPolicy", text).unwrap_err();
             assert!(e.message.contains(field), "{text}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn the_logarithm_and_exponential_are_accurate() {
+        for x in [1.0, 1.5, 2.0, 20.0, 3600.0] {
+            assert!((ln(x) - x.ln()).abs() < 1e-12, "ln {x}");
+        }
+        for y in [0.0, 0.5, 3.0, 8.19] {
+            assert!((exp(y) / y.exp() - 1.0).abs() < 1e-9, "exp {y}");
         }
     }
 

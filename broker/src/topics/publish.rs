@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::envelope::{self, Notification};
 use super::outbox::{self, Kind};
 use super::subscriptions::{self, Protocol, Subscription};
-use super::{require, Topic, MESSAGE_MAX};
+use super::{require, Topic, FAN_OUT_BYTES_MAX, MESSAGE_MAX};
 use crate::error::{ApplyResult, DomainError};
 use crate::filter::{AttributeRef, Message};
 use crate::machine::{Ctx, Effects};
@@ -105,6 +105,13 @@ impl Publication {
                             format!("the value for {k:?} must be a string"),
                         )
                     })?;
+                    if s.is_empty() {
+                        return Err(DomainError::invalid(
+                            f("message"),
+                            format!("the text for {k:?} must not be empty"),
+                        ));
+                    }
+                    validate_body(&format!("{}.{k}", f("message")), s)?;
                     per_protocol.insert(k.clone(), s.to_string());
                 }
                 per_protocol.remove("default").ok_or_else(|| {
@@ -283,13 +290,24 @@ pub fn publish(
         .filter(Subscription::confirmed)
         .collect();
     let mut results = Vec::with_capacity(messages.len());
+    let mut budget = FAN_OUT_BYTES_MAX;
     for p in messages {
-        results.push(publish_one(txn, ctx, &mut t, topic_arn, &subs, p, effects)?);
+        results.push(publish_one(
+            txn,
+            ctx,
+            &mut t,
+            topic_arn,
+            &subs,
+            p,
+            &mut budget,
+            effects,
+        )?);
     }
     super::save(txn, &t);
     Ok(results)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn publish_one(
     txn: &mut Txn<'_>,
     ctx: &Ctx,
@@ -297,6 +315,7 @@ fn publish_one(
     topic_arn: &str,
     subs: &[Subscription],
     p: &Publication,
+    budget: &mut usize,
     effects: &mut Effects,
 ) -> ApplyResult<Result<Published, DomainError>> {
     let dedup_id = if t.fifo {
@@ -322,12 +341,6 @@ fn publish_one(
     } else {
         None
     };
-    t.published += 1;
-    let seq = t.published;
-    let published = Published {
-        message_id: message_id(t.id, seq),
-        sequence_number: t.fifo.then(|| format!("{seq:020}")),
-    };
     let attrs = p
         .attributes
         .iter()
@@ -342,12 +355,35 @@ fn publish_one(
         })
         .collect();
     let filter_view = Message::new(attrs, &p.message);
-    for sub in subs {
-        if let Some(f) = &sub.settings.filter {
-            if !f.matches(&filter_view) {
-                continue;
-            }
-        }
+    let matching: Vec<&Subscription> = subs
+        .iter()
+        .filter(|s| {
+            s.settings
+                .filter
+                .as_ref()
+                .is_none_or(|f| f.matches(&filter_view))
+        })
+        .collect();
+    // Each copy is at most the message, escaped in its envelope (JSON at
+    // most doubles the characters a body may hold), and the envelope.
+    let copies = (2 * p.size() + 1024) * matching.len();
+    if copies > *budget {
+        return Ok(Err(DomainError::limit(
+            "FanOutLimitExceeded",
+            format!(
+                "the publish would copy about {copies} bytes to {} subscriptions; one request copies at most {FAN_OUT_BYTES_MAX}",
+                matching.len()
+            ),
+        )));
+    }
+    *budget -= copies;
+    t.published += 1;
+    let seq = t.published;
+    let published = Published {
+        message_id: message_id(t.id, seq),
+        sequence_number: t.fifo.then(|| format!("{seq:020}")),
+    };
+    for sub in matching {
         let text = p.text_for(sub.protocol);
         let body = if sub.settings.raw {
             text.to_string()

@@ -129,13 +129,18 @@ impl World {
     }
 
     fn due(&self) -> Vec<outbox::Due> {
-        outbox::due(&self.state, self.now, 1000).unwrap()
+        outbox::due(&self.state, self.now, 1000, 1000, &|_, _| false).unwrap()
     }
 
     fn settle(&mut self, topic: &str, results: Vec<(u64, Outcome)>) -> outbox::Settled {
+        let QueryOutput::Topic(t, _) = self.query(Query::GetTopic { name: topic.into() }).unwrap()
+        else {
+            panic!()
+        };
         match self
             .run(Command::SettleDeliveries {
                 topic: topic.into(),
+                topic_id: t.id,
                 results,
             })
             .unwrap()
@@ -484,6 +489,99 @@ fn deleting_a_topic_collects_its_subscriptions_and_outbox() {
         CommandOutput::Collected { finished: true }
     );
     use crate::store::StateRead;
-    assert!(w.state.first_with_prefix(b"tsub/").unwrap().is_none());
-    assert!(w.state.first_with_prefix(b"tout/").unwrap().is_none());
+    for space in ["tsub/", "tout/", "tdue/", "tdedup/", "tdedupx/", "tgc/"] {
+        assert!(
+            w.state
+                .first_with_prefix(space.as_bytes())
+                .unwrap()
+                .is_none(),
+            "{space} left behind"
+        );
+    }
+}
+
+#[test]
+fn collecting_a_large_topic_takes_bounded_steps() {
+    let mut w = World::new();
+    w.topic("big.fifo", &[("FifoTopic", "true")]);
+    for n in 0..1500 {
+        w.publish_with(
+            "big.fifo",
+            PublishInput {
+                message: format!("m{n}"),
+                group_id: "g".into(),
+                dedup_id: format!("d{n}"),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    let QueryOutput::Topic(t, _) = w
+        .query(Query::GetTopic {
+            name: "big.fifo".into(),
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    w.run(Command::DeleteTopic {
+        name: "big.fifo".into(),
+    })
+    .unwrap();
+    // 3 000 dedup keys: more than one step's worth.
+    let mut steps = 0;
+    while w.run(Command::CollectTopic { tid: t.id }).unwrap()
+        != (CommandOutput::Collected { finished: true })
+    {
+        steps += 1;
+        assert!(steps < 10, "collection does not finish");
+    }
+    assert!(steps >= 2, "{steps} steps");
+    use crate::store::StateRead;
+    assert!(w.state.first_with_prefix(b"tdedup").unwrap().is_none());
+}
+
+#[test]
+fn a_result_for_a_deleted_topic_does_not_settle_its_successor() {
+    let mut w = World::new();
+    w.topic("t", &[]);
+    w.subscribe("t", Protocol::Http, "http://127.0.0.1:9/a", &[]);
+    let old = w.due()[0].clone();
+    w.run(Command::DeleteTopic { name: "t".into() }).unwrap();
+    w.topic("t", &[]);
+    w.subscribe("t", Protocol::Http, "http://127.0.0.1:9/b", &[]);
+    let new = w.due();
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].seq, old.seq, "entry numbers restart with the topic");
+    let stale = w
+        .run(Command::SettleDeliveries {
+            topic: "t".into(),
+            topic_id: old.topic_id,
+            results: vec![(old.seq, Outcome::Delivered)],
+        })
+        .unwrap();
+    assert_eq!(stale, CommandOutput::Settled(outbox::Settled::default()));
+    assert_eq!(w.due().len(), 1, "the new topic's entry is still due");
+}
+
+#[test]
+fn a_publish_too_large_for_its_fan_out_is_refused_alone() {
+    let mut w = World::new();
+    w.topic("t", &[]);
+    for n in 0..300 {
+        let q = format!("q{n}");
+        w.queue(&q);
+        w.subscribe("t", Protocol::Sqs, &q, &[]);
+    }
+    let big = PublishInput {
+        message: "x".repeat(200_000),
+        ..Default::default()
+    };
+    let e = w.publish_with("t", big).unwrap_err();
+    assert_eq!(e.code, "FanOutLimitExceeded");
+    assert_eq!(e.kind, ErrorKind::LimitExceeded);
+    assert!(w.drain("q0").is_empty(), "nothing was delivered");
+    // A small message still goes everywhere.
+    w.publish("t", "small", &[]);
+    assert_eq!(w.drain("q299").len(), 1);
 }

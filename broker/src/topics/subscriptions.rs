@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::outbox::{self, Kind};
 use super::policy::{self, DeliveryPolicy};
-use super::{require, Topic, FILTER_POLICIES_MAX};
+use super::{require, Topic, FILTER_POLICIES_MAX, SUBSCRIPTIONS_MAX};
 use crate::error::{ApplyResult, DomainError};
 use crate::filter::{FilterPolicy, Scope};
 use crate::machine::{Ctx, Effects};
@@ -399,7 +399,9 @@ pub fn subscribe(
     let mut topic = require(txn, &c.topic)?;
     check_fits(&topic, c.protocol, &c.endpoint)?;
     let settings = Settings::parse(c.protocol, &c.attributes)?;
-    if let Some(existing) = all(txn, topic.id)?
+    let current = all(txn, topic.id)?;
+    let count = current.len();
+    if let Some(existing) = current
         .into_iter()
         .find(|s| s.protocol == c.protocol && s.endpoint == c.endpoint)
     {
@@ -428,6 +430,16 @@ pub fn subscribe(
             pending: !existing.confirmed(),
             id: existing.id,
         });
+    }
+    if count >= SUBSCRIPTIONS_MAX {
+        return Err(DomainError::limit(
+            "SubscriptionLimitExceeded",
+            format!(
+                "topic {:?} already has {SUBSCRIPTIONS_MAX} subscriptions",
+                topic.name
+            ),
+        )
+        .into());
     }
     if settings.filter.is_some() {
         check_filter_limit(txn, &topic, None)?;
