@@ -1,0 +1,386 @@
+//! An execution environment: one function's code, its own directories, its
+//! process and the Runtime API that process talks to.
+//!
+//! The environment starts the code's `bootstrap` (the custom-runtime
+//! convention every official runtime client supports) with the Lambda
+//! environment variables, in a private directory, and hands it one
+//! invocation at a time. It stays warm between invocations. A run past the
+//! function's timeout kills the process group (the environment is then
+//! dead: the next invoke needs a new one, a cold start); a process that
+//! exits or reports an init error fails the invocation with the AWS error
+//! shape instead of leaving it hanging. What the process writes to stdout
+//! and stderr is kept as its log, marked per invocation.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::runtime_api::{Answer, Invocation, RuntimeApi};
+
+/// What an environment needs to know about its function.
+#[derive(Debug, Clone)]
+pub struct FunctionConfig {
+    /// Function name.
+    pub name: String,
+    /// `$LATEST` or a version number.
+    pub version: String,
+    /// The function's ARN (with the qualifier invoked).
+    pub arn: String,
+    /// `_HANDLER`.
+    pub handler: String,
+    /// Memory size, MB (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`).
+    pub memory_mb: u32,
+    /// Timeout, seconds.
+    pub timeout_s: u32,
+    /// Region for `AWS_REGION`.
+    pub region: String,
+    /// The function's own environment variables.
+    pub environment: BTreeMap<String, String>,
+}
+
+/// The result of an invocation the function answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invoked {
+    /// The function returned this payload.
+    Ok(Bytes),
+    /// A function error (`X-Amz-Function-Error: Unhandled`): the error
+    /// document `{"errorMessage", "errorType", ...}`.
+    FunctionError(Bytes),
+}
+
+/// Why an environment could not run an invocation.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// The code could not be started (no bootstrap, not executable, ...).
+    #[error("cannot start the function: {0}")]
+    Start(String),
+    /// The environment is dead (timed out or crashed before); start a new
+    /// one.
+    #[error("the execution environment is no longer running")]
+    Dead,
+}
+
+/// A running execution environment.
+pub struct Environment {
+    config: FunctionConfig,
+    dir: PathBuf,
+    api: RuntimeApi,
+    invocations: mpsc::Sender<Invocation>,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    /// The tasks copying stdout and stderr into the log; they end when the
+    /// process (and whatever it started) closes them.
+    readers: Vec<tokio::task::JoinHandle<()>>,
+    alive: bool,
+    started: Instant,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// An X-Ray-shaped trace id derived from the request id.
+fn trace_id(request_id: &str) -> String {
+    let hex: String = request_id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(24)
+        .collect();
+    format!("Root=1-{:08x}-{hex:0<24}", now_ms() / 1000)
+}
+
+/// The AWS error document.
+fn error_document(error_type: &str, message: String) -> Bytes {
+    Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
+}
+
+impl Environment {
+    /// Starts an environment for the code unpacked in `code` (which must
+    /// hold an executable `bootstrap`), under the directory `root` (the
+    /// environment's own `tmp` is created there).
+    pub async fn start(
+        code: &Path,
+        root: &Path,
+        config: FunctionConfig,
+    ) -> Result<Environment, InvokeError> {
+        let started = Instant::now();
+        let start_err = |what: &str, e: std::io::Error| InvokeError::Start(format!("{what}: {e}"));
+        let tmp = root.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| start_err("creating /tmp", e))?;
+        let bootstrap = code.join("bootstrap");
+        if !bootstrap.is_file() {
+            return Err(InvokeError::Start(format!(
+                "the code has no bootstrap file ({})",
+                bootstrap.display()
+            )));
+        }
+        let (api, invocations) = RuntimeApi::start()
+            .await
+            .map_err(|e| start_err("serving the Runtime API", e))?;
+        let mut cmd = Command::new(&bootstrap);
+        cmd.current_dir(code)
+            .env_clear()
+            .envs(&config.environment)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("LANG", "en_US.UTF-8")
+            .env("TZ", ":UTC")
+            .env("TMPDIR", &tmp)
+            .env("HOME", &tmp)
+            .env("AWS_LAMBDA_RUNTIME_API", api.address())
+            .env("_HANDLER", &config.handler)
+            .env("LAMBDA_TASK_ROOT", code)
+            .env("LAMBDA_RUNTIME_DIR", code)
+            .env("AWS_LAMBDA_FUNCTION_NAME", &config.name)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", &config.version)
+            .env(
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                config.memory_mb.to_string(),
+            )
+            .env("AWS_LAMBDA_FUNCTION_TIMEOUT", config.timeout_s.to_string())
+            .env("AWS_REGION", &config.region)
+            .env("AWS_DEFAULT_REGION", &config.region)
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{}", config.name),
+            )
+            .env(
+                "AWS_LAMBDA_LOG_STREAM_NAME",
+                uuid::Uuid::new_v4().to_string(),
+            )
+            .env("AWS_EXECUTION_ENV", "sluice")
+            .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so a timeout kills what it started too.
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| start_err(&format!("running {}", bootstrap.display()), e))?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let log = log.clone();
+            readers.push(tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            }));
+        }
+        Ok(Environment {
+            config,
+            dir: root.to_path_buf(),
+            api,
+            invocations,
+            child,
+            log,
+            readers,
+            alive: true,
+            started,
+        })
+    }
+
+    /// The process id of the environment's runtime.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// True while the environment can take invocations.
+    pub fn is_alive(&self) -> bool {
+        self.alive
+    }
+
+    /// When the environment was started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The environment's own directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every line the function wrote so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn log_line(&self, line: String) {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
+    }
+
+    /// Runs one invocation: hands `payload` to the runtime and waits for its
+    /// answer, the function's timeout, the process's exit or an init error,
+    /// whichever comes first.
+    pub async fn invoke(
+        &mut self,
+        request_id: &str,
+        payload: Bytes,
+    ) -> Result<Invoked, InvokeError> {
+        if !self.alive {
+            return Err(InvokeError::Dead);
+        }
+        let timeout = Duration::from_secs(u64::from(self.config.timeout_s));
+        let deadline = Instant::now() + timeout;
+        let (reply, answer) = oneshot::channel();
+        self.log_line(format!(
+            "START RequestId: {request_id} Version: {}",
+            self.config.version
+        ));
+        let invocation = Invocation {
+            request_id: request_id.to_string(),
+            payload,
+            deadline_ms: now_ms() + timeout.as_millis() as u64,
+            function_arn: self.config.arn.clone(),
+            trace_id: trace_id(request_id),
+            reply,
+        };
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            sent = self.invocations.send(invocation) => match sent {
+                Ok(()) => self.await_answer(answer, deadline, request_id).await,
+                Err(_) => self.fail_dead(request_id, "Runtime.ExitError", "the runtime stopped taking invocations".into()),
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => self.time_out(request_id).await,
+        };
+        self.log_line(format!(
+            "END RequestId: {request_id}\nREPORT RequestId: {request_id}\tDuration: {:.2} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        ));
+        Ok(outcome)
+    }
+
+    async fn await_answer(
+        &mut self,
+        answer: oneshot::Receiver<Answer>,
+        deadline: Instant,
+        request_id: &str,
+    ) -> Invoked {
+        tokio::select! {
+            a = answer => match a {
+                Ok(Answer::Response(body)) => Invoked::Ok(body),
+                Ok(Answer::Error { body, error_type }) => {
+                    if body.is_empty() {
+                        Invoked::FunctionError(error_document(
+                            error_type.as_deref().unwrap_or("Unhandled"),
+                            "the function failed without an error document".into(),
+                        ))
+                    } else {
+                        Invoked::FunctionError(body)
+                    }
+                }
+                Err(_) => self.fail_dead(request_id, "Runtime.ExitError", "the runtime dropped the invocation".into()),
+            },
+            status = self.child.wait() => {
+                let why = match status {
+                    Ok(s) => format!("Runtime exited with error: {s}"),
+                    Err(e) => format!("Runtime exited: {e}"),
+                };
+                self.drain_log().await;
+                self.fail_dead(request_id, "Runtime.ExitError", why)
+            }
+            e = self.api.init_failed() => {
+                let _ = self.child.start_kill();
+                self.alive = false;
+                if e.body.is_empty() {
+                    Invoked::FunctionError(error_document(
+                        e.error_type.as_deref().unwrap_or("Runtime.InitError"),
+                        "the function failed to initialise".into(),
+                    ))
+                } else {
+                    Invoked::FunctionError(e.body)
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => self.time_out(request_id).await,
+        }
+    }
+
+    fn fail_dead(&mut self, request_id: &str, error_type: &str, why: String) -> Invoked {
+        self.alive = false;
+        let _ = self.child.start_kill();
+        Invoked::FunctionError(error_document(
+            error_type,
+            format!("RequestId: {request_id} Error: {why}"),
+        ))
+    }
+
+    async fn time_out(&mut self, request_id: &str) -> Invoked {
+        self.alive = false;
+        self.kill_group();
+        let _ = self.child.wait().await;
+        self.drain_log().await;
+        let message = format!(
+            "RequestId: {request_id} Error: Task timed out after {:.2} seconds",
+            f64::from(self.config.timeout_s)
+        );
+        self.log_line(message.clone());
+        Invoked::FunctionError(error_document("Sandbox.Timedout", message))
+    }
+
+    /// Waits until everything the dead process wrote is in the log (bounded:
+    /// a process it started may hold the pipes open).
+    async fn drain_log(&mut self) {
+        let readers = std::mem::take(&mut self.readers);
+        let all = futures_join(readers);
+        let _ = tokio::time::timeout(Duration::from_secs(1), all).await;
+    }
+
+    fn kill_group(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: signalling a process group we created; no memory is
+            // touched.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+            }
+        }
+        let _ = self.child.start_kill();
+    }
+
+    /// Stops the environment (its process group is killed).
+    pub async fn stop(mut self) {
+        self.alive = false;
+        self.kill_group();
+        let _ = self.child.wait().await;
+    }
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+impl Drop for Environment {
+    fn drop(&mut self) {
+        if self.alive {
+            self.kill_group();
+        }
+    }
+}

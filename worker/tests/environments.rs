@@ -1,0 +1,234 @@
+//! Execution environments running an unmodified Python Lambda function
+//! through the official runtime interface client (`awslambdaric`, installed
+//! by `.ci/run` and `scripts/test`), and a shell runtime that crashes.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice_worker::{Environment, FunctionConfig, InvokeError, Invoked};
+
+const APP: &str = r#"
+import os, time
+
+def handler(event, context):
+    return {"echo": event, "function": context.function_name,
+            "version": context.function_version, "pid": os.getpid(),
+            "memory": context.memory_limit_in_mb}
+
+def fail(event, context):
+    raise ValueError("bad input: " + str(event["n"]))
+
+def slow(event, context):
+    time.sleep(30)
+    return "too late"
+
+def mark_tmp(event, context):
+    path = os.path.join(os.environ["TMPDIR"], "mark")
+    existed = os.path.exists(path)
+    with open(path, "w") as f:
+        f.write("x")
+    return {"existed": existed}
+"#;
+
+fn write_executable(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn python_code(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("app.py"), APP).unwrap();
+    // The bootstrap the spec gives for Python: the runtime client takes the
+    // handler as its argument and imports it from the working directory.
+    write_executable(
+        &dir.join("bootstrap"),
+        "#!/bin/sh\nexec python3 -m awslambdaric \"$_HANDLER\"\n",
+    );
+}
+
+fn config(handler: &str, timeout_s: u32) -> FunctionConfig {
+    FunctionConfig {
+        name: "echo".into(),
+        version: "$LATEST".into(),
+        arn: "arn:aws:lambda:us-east-1:000000000000:function:echo".into(),
+        handler: handler.into(),
+        memory_mb: 256,
+        timeout_s,
+        region: "us-east-1".into(),
+        environment: BTreeMap::from([("GREETING".to_string(), "hi".to_string())]),
+    }
+}
+
+async fn start(root: &Path, handler: &str, timeout_s: u32) -> Environment {
+    let code = root.join("code");
+    python_code(&code);
+    Environment::start(&code, &root.join("env"), config(handler, timeout_s))
+        .await
+        .unwrap()
+}
+
+fn json(b: &Bytes) -> serde_json::Value {
+    serde_json::from_slice(b).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(b)))
+}
+
+#[tokio::test]
+async fn a_python_function_answers_and_its_environment_stays_warm() {
+    let root = tempfile::tempdir().unwrap();
+    let mut env = start(root.path(), "app.handler", 10).await;
+    let first = env
+        .invoke("req-1", Bytes::from_static(br#"{"n": 1}"#))
+        .await
+        .unwrap();
+    let Invoked::Ok(body) = first else {
+        panic!("{first:?}\n{}", env.log().join("\n"))
+    };
+    let v = json(&body);
+    assert_eq!(v["echo"]["n"], 1);
+    assert_eq!(v["function"], "echo");
+    assert_eq!(v["version"], "$LATEST");
+    assert_eq!(v["memory"], "256");
+    let second = env
+        .invoke("req-2", Bytes::from_static(b"[]"))
+        .await
+        .unwrap();
+    let Invoked::Ok(body) = second else {
+        panic!("{second:?}")
+    };
+    // The second invocation reuses the process: a warm start.
+    assert_eq!(json(&body)["pid"], v["pid"]);
+    assert_eq!(json(&body)["echo"], serde_json::json!([]));
+    let log = env.log().join("\n");
+    assert!(log.contains("START RequestId: req-1"), "{log}");
+    assert!(log.contains("END RequestId: req-2"), "{log}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_raised_error_comes_back_as_a_function_error() {
+    let root = tempfile::tempdir().unwrap();
+    let mut env = start(root.path(), "app.fail", 10).await;
+    let out = env
+        .invoke("req-e", Bytes::from_static(br#"{"n": 7}"#))
+        .await
+        .unwrap();
+    let Invoked::FunctionError(doc) = out else {
+        panic!("{out:?}")
+    };
+    let v = json(&doc);
+    assert_eq!(v["errorType"], "ValueError", "{v}");
+    assert_eq!(v["errorMessage"], "bad input: 7", "{v}");
+    // A function error leaves the environment usable.
+    assert!(env.is_alive());
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_function_past_its_timeout_is_killed() {
+    let root = tempfile::tempdir().unwrap();
+    let mut env = start(root.path(), "app.slow", 1).await;
+    let pid = env.pid().unwrap();
+    let started = Instant::now();
+    let out = env
+        .invoke("req-t", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let Invoked::FunctionError(doc) = out else {
+        panic!("{out:?}")
+    };
+    let v = json(&doc);
+    assert_eq!(v["errorType"], "Sandbox.Timedout");
+    assert!(
+        v["errorMessage"]
+            .as_str()
+            .unwrap()
+            .ends_with("Task timed out after 1.00 seconds"),
+        "{v}"
+    );
+    eprintln!("timeout of 1 s answered after {took:?}");
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    // The process is gone, and the environment refuses more work.
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert!(matches!(
+        env.invoke("req-after", Bytes::from_static(b"{}")).await,
+        Err(InvokeError::Dead)
+    ));
+}
+
+#[tokio::test]
+async fn a_runtime_that_exits_fails_the_invocation_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let code = root.path().join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    write_executable(
+        &code.join("bootstrap"),
+        "#!/bin/sh\necho starting\nexit 3\n",
+    );
+    let mut env = Environment::start(&code, &root.path().join("env"), config("x", 30))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let out = env
+        .invoke("req-c", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    let Invoked::FunctionError(doc) = out else {
+        panic!("{out:?}")
+    };
+    let v = json(&doc);
+    assert_eq!(v["errorType"], "Runtime.ExitError", "{v}");
+    assert!(
+        v["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("exit status: 3"),
+        "{v}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(!env.is_alive());
+    assert!(env.log().iter().any(|l| l == "starting"));
+}
+
+#[tokio::test]
+async fn code_without_a_bootstrap_does_not_start() {
+    let root = tempfile::tempdir().unwrap();
+    let code = root.path().join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    match Environment::start(&code, &root.path().join("env"), config("x", 3)).await {
+        Err(InvokeError::Start(why)) => assert!(why.contains("bootstrap"), "{why}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("started without a bootstrap"),
+    }
+}
+
+#[tokio::test]
+async fn each_environment_has_its_own_tmp() {
+    let root = tempfile::tempdir().unwrap();
+    let code = root.path().join("code");
+    python_code(&code);
+    let mut a = Environment::start(&code, &root.path().join("a"), config("app.mark_tmp", 10))
+        .await
+        .unwrap();
+    let mut b = Environment::start(&code, &root.path().join("b"), config("app.mark_tmp", 10))
+        .await
+        .unwrap();
+    let existed = |out: Invoked| match out {
+        Invoked::Ok(body) => json(&body)["existed"].as_bool().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert!(!existed(
+        a.invoke("1", Bytes::from_static(b"{}")).await.unwrap()
+    ));
+    assert!(existed(
+        a.invoke("2", Bytes::from_static(b"{}")).await.unwrap()
+    ));
+    assert!(!existed(
+        b.invoke("3", Bytes::from_static(b"{}")).await.unwrap()
+    ));
+    a.stop().await;
+    b.stop().await;
+}
