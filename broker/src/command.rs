@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
+use crate::functions;
 use crate::queues;
 use crate::queues::delivery::{ReceiveOutcome, ReceiveRequest, SentMessage};
 use crate::queues::housekeeping::Tick;
@@ -339,6 +340,27 @@ pub enum Command {
         /// Topic id.
         tid: u64,
     },
+    /// Create a function.
+    CreateFunction(functions::CreateFunction),
+    /// Replace a function's code.
+    UpdateFunctionCode {
+        /// Function name.
+        name: String,
+        /// The new package.
+        code: functions::Code,
+    },
+    /// Change a function's settings.
+    UpdateFunctionConfiguration {
+        /// Function name.
+        name: String,
+        /// What changes.
+        change: functions::SettingsChange,
+    },
+    /// Delete a function.
+    DeleteFunction {
+        /// Function name.
+        name: String,
+    },
 }
 
 impl Command {
@@ -388,6 +410,10 @@ impl Command {
             Command::SettleDeliveries { .. } => "SettleDeliveries",
             Command::TopicTick { .. } => "TopicTick",
             Command::CollectTopic { .. } => "CollectTopic",
+            Command::CreateFunction(_) => "CreateFunction",
+            Command::UpdateFunctionCode { .. } => "UpdateFunctionCode",
+            Command::UpdateFunctionConfiguration { .. } => "UpdateFunctionConfiguration",
+            Command::DeleteFunction { .. } => "DeleteFunction",
         }
     }
 
@@ -421,6 +447,8 @@ impl Command {
                 ..
             } => 64 + topic_arn.len() + messages.iter().map(|m| m.size()).sum::<usize>(),
             Command::SettleDeliveries { results, .. } => 32 + results.len() * 64,
+            Command::CreateFunction(c) => 512 + c.code.zip.len(),
+            Command::UpdateFunctionCode { code, .. } => 256 + code.zip.len(),
             Command::ChangeVisibility { changes, .. } => 32 + changes.len() * 40,
             _ => 64,
         }
@@ -472,6 +500,10 @@ impl Command {
             | Command::SettleDeliveries { topic, .. }
             | Command::TopicTick { topic } => Resource::Topic(topic),
             Command::CollectTopic { tid } => Resource::TopicData(*tid),
+            Command::CreateFunction(c) => Resource::Function(&c.name),
+            Command::UpdateFunctionCode { name, .. }
+            | Command::UpdateFunctionConfiguration { name, .. }
+            | Command::DeleteFunction { name } => Resource::Function(name),
         }
     }
 }
@@ -493,6 +525,8 @@ pub enum Resource<'a> {
     Topic(&'a str),
     /// The stored data of a deleted topic, by id.
     TopicData(u64),
+    /// A function, by name (its code package is shared by content hash).
+    Function(&'a str),
 }
 
 /// The result of a successfully applied command.
@@ -566,6 +600,8 @@ pub enum CommandOutput {
     Published(Vec<Result<publish::Published, DomainError>>),
     /// What a settle did.
     Settled(outbox::Settled),
+    /// A function's record after the change.
+    Function(functions::Function),
     /// A topic tick; `more` when work is left.
     TopicTicked {
         /// More to do now.
@@ -674,6 +710,23 @@ pub enum Query {
         /// Page size.
         limit: u32,
     },
+    /// A function's record.
+    GetFunction {
+        /// Function name.
+        name: String,
+    },
+    /// A page of functions.
+    ListFunctions {
+        /// Continue after this name.
+        after: Option<String>,
+        /// Page size.
+        limit: u32,
+    },
+    /// A code package by hash.
+    FunctionCode {
+        /// Hex SHA-256.
+        sha256: String,
+    },
     /// Where a starting position points in a shard.
     ResolvePosition {
         /// Stream name.
@@ -703,6 +756,9 @@ impl Query {
             Query::ListTopics { .. } => "ListTopics",
             Query::GetSubscription { .. } => "GetSubscription",
             Query::ListSubscriptions { .. } => "ListSubscriptions",
+            Query::GetFunction { .. } => "GetFunction",
+            Query::ListFunctions { .. } => "ListFunctions",
+            Query::FunctionCode { .. } => "FunctionCode",
         }
     }
 }
@@ -737,6 +793,12 @@ pub enum QueryOutput {
         Vec<(topics::Topic, subscriptions::Subscription)>,
         Option<(String, String)>,
     ),
+    /// A function.
+    Function(functions::Function),
+    /// Functions, and whether more follow.
+    Functions(Vec<functions::Function>, bool),
+    /// A code package, if stored.
+    Code(Option<Vec<u8>>),
     /// A resolved position: stream id and record number.
     Position {
         /// Stream id.

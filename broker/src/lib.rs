@@ -20,6 +20,7 @@ pub mod config;
 pub mod deliverer;
 pub mod error;
 pub mod filter;
+pub mod functions;
 pub mod housekeeper;
 pub mod identity;
 pub mod machine;

@@ -12,6 +12,7 @@
 
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::ApplyResult;
+use crate::functions;
 use crate::queues::{self, delivery, housekeeping, layout, redrive};
 use crate::store::{StateRead, Txn};
 use crate::streams::{self, iterator::Position, records, shards};
@@ -269,6 +270,17 @@ pub fn apply(
         Command::CollectTopic { tid } => Ok(CommandOutput::Collected {
             finished: topics::collect(txn, *tid)?,
         }),
+        Command::CreateFunction(c) => Ok(CommandOutput::Function(functions::create(txn, ctx, c)?)),
+        Command::UpdateFunctionCode { name, code } => Ok(CommandOutput::Function(
+            functions::update_code(txn, ctx, name, code)?,
+        )),
+        Command::UpdateFunctionConfiguration { name, change } => Ok(CommandOutput::Function(
+            functions::update_settings(txn, ctx, name, change)?,
+        )),
+        Command::DeleteFunction { name } => {
+            functions::delete(txn, name)?;
+            Ok(CommandOutput::Done)
+        }
     }
 }
 
@@ -296,6 +308,12 @@ pub fn query(state: &dyn StateRead, query: &Query) -> ApplyResult<QueryOutput> {
             let q = queues::require(state, name)?;
             Ok(QueryOutput::MoveTasks(redrive::tasks(state, q.id)?))
         }
+        Query::GetFunction { name } => Ok(QueryOutput::Function(functions::require(state, name)?)),
+        Query::ListFunctions { after, limit } => {
+            let (fs, more) = functions::list(state, after.as_deref(), *limit as usize)?;
+            Ok(QueryOutput::Functions(fs, more))
+        }
+        Query::FunctionCode { sha256 } => Ok(QueryOutput::Code(functions::code(state, sha256)?)),
         Query::GetTopic { name } => {
             let (t, c) = topics::details(state, name)?;
             Ok(QueryOutput::Topic(t, c))

@@ -161,6 +161,7 @@ impl RunningNode {
             advertise: config.advertise.clone(),
             timing: config.timing.clone(),
             waiters: waiters.clone(),
+            worker: Arc::new(sluice_worker::Pool::new(&config.data_dir.join("worker"))),
         };
         let guard = Arc::new(VoteGuard::default());
         let raft_service = RaftService::new(raft.clone(), snapshots, guard.clone());

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::cluster_client::ClusterClient;
+use sluice_proto::v1::functions_client::FunctionsClient;
 use sluice_proto::v1::queues_client::QueuesClient;
 use sluice_proto::v1::streams_client::StreamsClient;
 use sluice_proto::v1::topics_client::TopicsClient;
@@ -46,7 +47,9 @@ pub use sluice_proto::{CONSISTENCY_HEADER, ERROR_CODE_HEADER};
 pub const MAX_REPLY_BYTES: usize = 64 << 20;
 
 mod follower;
+mod package;
 pub use follower::{Start, StreamFollower};
+pub use package::zip_directory;
 
 /// A failed call.
 #[derive(Debug, thiserror::Error)]
@@ -863,6 +866,95 @@ impl Client {
         req: pb::PublishBatchRequest,
     ) -> Result<pb::PublishBatchResponse, Error> {
         self.topics(req, |mut c, r| async move { c.publish_batch(r).await })
+            .await
+    }
+
+    async fn functions<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, Error>
+    where
+        Req: Clone,
+        F: Fn(FunctionsClient<Channel>, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.call(|ch| {
+            let client = FunctionsClient::new(ch)
+                .max_decoding_message_size(MAX_REPLY_BYTES)
+                .max_encoding_message_size(MAX_REPLY_BYTES);
+            let fut = f(client, req.clone());
+            async move { fut.await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// Creates a function from a zip package (see [`zip_directory`]).
+    pub async fn create_function(
+        &self,
+        req: pb::CreateFunctionRequest,
+    ) -> Result<pb::FunctionConfiguration, Error> {
+        self.functions(req, |mut c, r| async move { c.create_function(r).await })
+            .await
+    }
+
+    /// A function's configuration.
+    pub async fn get_function(&self, name: &str) -> Result<pb::FunctionConfiguration, Error> {
+        let req = pb::GetFunctionRequest {
+            function_name: name.to_string(),
+        };
+        self.functions(req, |mut c, r| async move { c.get_function(r).await })
+            .await
+            .map(|r| r.configuration.unwrap_or_default())
+    }
+
+    /// Every function.
+    pub async fn list_functions(&self) -> Result<Vec<pb::FunctionConfiguration>, Error> {
+        let mut out = Vec::new();
+        let mut marker = String::new();
+        loop {
+            let req = pb::ListFunctionsRequest {
+                marker,
+                max_items: 0,
+            };
+            let r = self
+                .functions(req, |mut c, r| async move { c.list_functions(r).await })
+                .await?;
+            out.extend(r.functions);
+            if r.next_marker.is_empty() {
+                return Ok(out);
+            }
+            marker = r.next_marker;
+        }
+    }
+
+    /// Deletes a function.
+    pub async fn delete_function(&self, name: &str) -> Result<(), Error> {
+        let req = pb::DeleteFunctionRequest {
+            function_name: name.to_string(),
+        };
+        self.functions(req, |mut c, r| async move { c.delete_function(r).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// Replaces a function's code.
+    pub async fn update_function_code(
+        &self,
+        name: &str,
+        zip_file: Vec<u8>,
+    ) -> Result<pb::FunctionConfiguration, Error> {
+        let req = pb::UpdateFunctionCodeRequest {
+            function_name: name.to_string(),
+            zip_file,
+        };
+        self.functions(
+            req,
+            |mut c, r| async move { c.update_function_code(r).await },
+        )
+        .await
+    }
+
+    /// Invokes a function. A function error is an `Ok` reply with
+    /// `function_error` set.
+    pub async fn invoke(&self, req: pb::InvokeRequest) -> Result<pb::InvokeResponse, Error> {
+        self.functions(req, |mut c, r| async move { c.invoke(r).await })
             .await
     }
 

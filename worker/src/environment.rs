@@ -115,6 +115,10 @@ impl Environment {
     ) -> Result<Environment, InvokeError> {
         let started = Instant::now();
         let start_err = |what: &str, e: std::io::Error| InvokeError::Start(format!("{what}: {e}"));
+        // The process runs in `code`: paths handed to it must not depend on
+        // the worker's own working directory.
+        let code = &std::path::absolute(code).map_err(|e| start_err("code directory", e))?;
+        let root = &std::path::absolute(root).map_err(|e| start_err("environment directory", e))?;
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(|e| start_err("creating /tmp", e))?;
         let bootstrap = code.join("bootstrap");

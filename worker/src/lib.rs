@@ -14,6 +14,8 @@
 //! registration and the routing of invocations come next.
 
 pub mod environment;
+pub mod pool;
 pub mod runtime_api;
 
 pub use environment::{Environment, FunctionConfig, InvokeError, Invoked};
+pub use pool::{FunctionSpec, Pool, PoolError, Ran};

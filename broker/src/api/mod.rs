@@ -3,6 +3,7 @@
 //! Prometheus metrics at `GET /metrics`, all on the node's one port.
 
 pub mod cluster;
+pub mod functions;
 pub mod node;
 pub mod queues;
 pub mod status;
@@ -16,6 +17,7 @@ use std::time::Instant;
 use sluice_proto::internal::node_server::NodeServer;
 use sluice_proto::internal::raft_server::RaftServer;
 use sluice_proto::v1::cluster_server::ClusterServer;
+use sluice_proto::v1::functions_server::FunctionsServer;
 use sluice_proto::v1::queues_server::QueuesServer;
 use sluice_proto::v1::streams_server::StreamsServer;
 use sluice_proto::v1::topics_server::TopicsServer;
@@ -50,6 +52,9 @@ pub struct Context {
     pub timing: Timing,
     /// Where long polls wait for their queue.
     pub waiters: Arc<crate::waiters::Waiters>,
+    /// The node's in-process worker: the execution environments that run
+    /// the invocations this node is called with.
+    pub worker: Arc<sluice_worker::Pool>,
 }
 
 impl Context {
@@ -137,6 +142,9 @@ pub async fn serve(
         .set_serving::<TopicsServer<topics::TopicsApi>>()
         .await;
     health
+        .set_serving::<FunctionsServer<functions::FunctionsApi>>()
+        .await;
+    health
         .set_serving::<ClusterServer<cluster::ClusterApi>>()
         .await;
     health
@@ -168,6 +176,11 @@ pub async fn serve(
         .add_service(
             TopicsServer::new(topics::TopicsApi::new(ctx.clone()))
                 .max_decoding_message_size(PUBLIC_MESSAGE_MAX),
+        )
+        .add_service(
+            FunctionsServer::new(functions::FunctionsApi::new(ctx.clone()))
+                .max_decoding_message_size(PUBLIC_MESSAGE_MAX)
+                .max_encoding_message_size(PUBLIC_MESSAGE_MAX),
         )
         .add_service(ClusterServer::new(cluster::ClusterApi::new(ctx.clone())))
         .add_service(

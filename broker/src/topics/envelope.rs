@@ -109,7 +109,8 @@ pub fn timestamp(ms: u64) -> String {
     )
 }
 
-fn base64(b: &[u8]) -> String {
+/// Standard base64, padded (binary attributes; Lambda hashes and logs).
+pub fn base64(b: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
     for c in b.chunks(3) {

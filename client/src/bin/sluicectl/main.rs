@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod function;
 mod queue;
 mod stream;
 mod topic;
 
+use function::FunctionCmd;
 use queue::QueueCmd;
 use serde_json::json;
 use sluice_client::{Client, Error, Options};
@@ -55,6 +57,9 @@ enum Command {
     /// Topics and subscriptions.
     #[command(subcommand)]
     Topic(TopicCmd),
+    /// Functions: create, invoke, list.
+    #[command(subcommand)]
+    Function(FunctionCmd),
 }
 
 #[derive(Subcommand)]
@@ -231,6 +236,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Queue(cmd) => queue::run(&client, json, cmd).await?,
         Command::Stream(cmd) => stream::run(&client, json, cmd).await?,
         Command::Topic(cmd) => topic::run(&client, json, cmd).await?,
+        Command::Function(cmd) => {
+            if function::run(&client, json, cmd).await? {
+                return Err(Error::Config("the function failed".into()));
+            }
+        }
     }
     Ok(())
 }

@@ -1,0 +1,441 @@
+//! Functions: the registry of Lambda-style functions.
+//!
+//! Pure domain logic like the other resources. A function's code (a zip
+//! package) is stored once per content hash and shared by the functions
+//! that use it; the record holds the settings and the hash. Running the
+//! code is the workers' business (`sluice-worker`).
+//!
+//! Store layout:
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `function/{name}` | [`StoredFunction`] |
+//! | `fcode/{sha256 hex}` | the zip package, raw bytes |
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApplyResult, DomainError};
+use crate::machine::Ctx;
+use crate::store::keys::{self, Key};
+use crate::store::{codec, StateRead, Txn};
+
+/// Longest function name.
+pub const NAME_MAX: usize = 64;
+/// Largest code package, bytes: it travels in a Raft entry.
+pub const CODE_MAX: usize = 10 << 20;
+/// Memory range, MB.
+pub const MEMORY_MB: std::ops::RangeInclusive<u32> = 128..=10_240;
+/// Timeout range, seconds.
+pub const TIMEOUT_S: std::ops::RangeInclusive<u32> = 1..=900;
+/// Most bytes of environment variables (names and values).
+pub const ENVIRONMENT_MAX: usize = 4096;
+
+/// Checks a function name: 1-64 of `[A-Za-z0-9_-]`.
+pub fn validate_name(field: &str, name: &str) -> Result<(), DomainError> {
+    if name.is_empty()
+        || name.len() > NAME_MAX
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(DomainError::invalid(
+            field,
+            format!("must be 1-{NAME_MAX} characters of A-Z, a-z, 0-9, '-' and '_', got {name:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The settings of a function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Informational runtime name.
+    pub runtime: String,
+    /// `_HANDLER`.
+    pub handler: String,
+    /// MB.
+    pub memory_mb: u32,
+    /// Seconds.
+    pub timeout_s: u32,
+    /// Environment variables.
+    pub environment: BTreeMap<String, String>,
+    /// Description.
+    pub description: String,
+}
+
+impl Settings {
+    /// Checks the settings against the limits.
+    pub fn validate(&self) -> Result<(), DomainError> {
+        if !MEMORY_MB.contains(&self.memory_mb) {
+            return Err(DomainError::invalid(
+                "memory_size",
+                format!("must be from 128 to 10240 MB, got {}", self.memory_mb),
+            ));
+        }
+        if !TIMEOUT_S.contains(&self.timeout_s) {
+            return Err(DomainError::invalid(
+                "timeout",
+                format!("must be from 1 to 900 seconds, got {}", self.timeout_s),
+            ));
+        }
+        if self.handler.len() > 128 || self.handler.chars().any(char::is_control) {
+            return Err(DomainError::invalid(
+                "handler",
+                "must be at most 128 characters without control characters",
+            ));
+        }
+        if self.runtime.len() > 64 || self.description.chars().count() > 256 {
+            return Err(DomainError::invalid(
+                "runtime",
+                "runtime at most 64 characters, description at most 256",
+            ));
+        }
+        let mut size = 0;
+        for (k, v) in &self.environment {
+            let ok_name = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok_name || k.starts_with("AWS_") || k.starts_with("LAMBDA_") {
+                return Err(DomainError::invalid(
+                    "environment",
+                    format!("{k:?} is not a variable name a function may set (letters, digits and '_', starting with a letter, not AWS_ or LAMBDA_)"),
+                ));
+            }
+            size += k.len() + v.len();
+        }
+        if size > ENVIRONMENT_MAX {
+            return Err(DomainError::invalid(
+                "environment",
+                format!("at most {ENVIRONMENT_MAX} bytes of variables, got {size}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A function's code package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Code {
+    /// Hex SHA-256 of `zip`.
+    pub sha256: String,
+    /// The zip package.
+    #[serde(with = "serde_bytes")]
+    pub zip: Vec<u8>,
+}
+
+/// A function as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Function {
+    /// Name.
+    pub name: String,
+    /// Settings of `$LATEST`.
+    pub settings: Settings,
+    /// Hex SHA-256 of the package.
+    pub code_sha256: String,
+    /// Package size, bytes.
+    pub code_size: u64,
+    /// Bumped by every update; environments are shared only within one.
+    pub revision: u64,
+    /// State-machine time of the last change.
+    pub modified_ms: u64,
+}
+
+/// Versioned envelope of [`Function`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StoredFunction {
+    /// Version 1.
+    V1(Function),
+}
+
+/// The `CreateFunction` command, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateFunction {
+    /// Name.
+    pub name: String,
+    /// Settings.
+    pub settings: Settings,
+    /// Code.
+    pub code: Code,
+}
+
+/// A change of settings (UpdateFunctionConfiguration): `None` keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsChange {
+    /// Handler.
+    pub handler: Option<String>,
+    /// Memory, MB.
+    pub memory_mb: Option<u32>,
+    /// Timeout, seconds.
+    pub timeout_s: Option<u32>,
+    /// New variables (all of them).
+    pub environment: Option<BTreeMap<String, String>>,
+    /// Description.
+    pub description: Option<String>,
+    /// Runtime.
+    pub runtime: Option<String>,
+}
+
+fn function_key(name: &str) -> Vec<u8> {
+    Key::new("function").str(name).build()
+}
+
+fn code_key(sha256: &str) -> Vec<u8> {
+    Key::new("fcode").str(sha256).build()
+}
+
+/// Reads a function.
+pub fn load(state: &dyn StateRead, name: &str) -> ApplyResult<Option<Function>> {
+    let key = function_key(name);
+    match state.get(&key)? {
+        None => Ok(None),
+        Some(b) => {
+            let StoredFunction::V1(f) = codec::decode(&key, &b)?;
+            Ok(Some(f))
+        }
+    }
+}
+
+/// Reads a function or fails with `ResourceNotFoundException`.
+pub fn require(state: &dyn StateRead, name: &str) -> ApplyResult<Function> {
+    load(state, name)?.ok_or_else(|| {
+        DomainError::not_found(
+            "ResourceNotFoundException",
+            format!("function {name:?} does not exist"),
+        )
+        .into()
+    })
+}
+
+fn save(txn: &mut Txn<'_>, f: &Function) {
+    txn.put_record(function_key(&f.name), &StoredFunction::V1(f.clone()));
+}
+
+/// The zip package with hash `sha256`, if stored.
+pub fn code(state: &dyn StateRead, sha256: &str) -> ApplyResult<Option<Vec<u8>>> {
+    Ok(state.get(&code_key(sha256))?)
+}
+
+fn store_code(txn: &mut Txn<'_>, code: &Code) -> ApplyResult<()> {
+    let key = code_key(&code.sha256);
+    if txn.get(&key)?.is_none() {
+        txn.put(key, code.zip.clone());
+    }
+    Ok(())
+}
+
+/// Deletes the package `sha256` when no function other than `except` uses
+/// it.
+fn release_code(txn: &mut Txn<'_>, sha256: &str, except: &str) -> ApplyResult<()> {
+    let prefix = Key::new("function").build();
+    for kv in txn.scan_prefix(&prefix) {
+        let (k, v) = kv?;
+        let StoredFunction::V1(f) = codec::decode(&k, &v)?;
+        if f.name != except && f.code_sha256 == sha256 {
+            return Ok(());
+        }
+    }
+    txn.delete(code_key(sha256));
+    Ok(())
+}
+
+/// Applies `CreateFunction`.
+pub fn create(txn: &mut Txn<'_>, ctx: &Ctx, c: &CreateFunction) -> ApplyResult<Function> {
+    if load(txn, &c.name)?.is_some() {
+        return Err(DomainError::already_exists(
+            "ResourceConflictException",
+            format!("function {:?} already exists", c.name),
+        )
+        .into());
+    }
+    store_code(txn, &c.code)?;
+    let f = Function {
+        name: c.name.clone(),
+        settings: c.settings.clone(),
+        code_sha256: c.code.sha256.clone(),
+        code_size: c.code.zip.len() as u64,
+        revision: 1,
+        modified_ms: ctx.now_ms,
+    };
+    save(txn, &f);
+    Ok(f)
+}
+
+/// Applies `UpdateFunctionCode`.
+pub fn update_code(txn: &mut Txn<'_>, ctx: &Ctx, name: &str, code: &Code) -> ApplyResult<Function> {
+    let mut f = require(txn, name)?;
+    let old = f.code_sha256.clone();
+    store_code(txn, code)?;
+    f.code_sha256 = code.sha256.clone();
+    f.code_size = code.zip.len() as u64;
+    f.revision += 1;
+    f.modified_ms = ctx.now_ms;
+    save(txn, &f);
+    if old != f.code_sha256 {
+        release_code(txn, &old, name)?;
+    }
+    Ok(f)
+}
+
+/// Applies `UpdateFunctionConfiguration`.
+pub fn update_settings(
+    txn: &mut Txn<'_>,
+    ctx: &Ctx,
+    name: &str,
+    change: &SettingsChange,
+) -> ApplyResult<Function> {
+    let mut f = require(txn, name)?;
+    let s = &mut f.settings;
+    if let Some(v) = &change.handler {
+        s.handler = v.clone();
+    }
+    if let Some(v) = change.memory_mb {
+        s.memory_mb = v;
+    }
+    if let Some(v) = change.timeout_s {
+        s.timeout_s = v;
+    }
+    if let Some(v) = &change.environment {
+        s.environment = v.clone();
+    }
+    if let Some(v) = &change.description {
+        s.description = v.clone();
+    }
+    if let Some(v) = &change.runtime {
+        s.runtime = v.clone();
+    }
+    f.settings.validate()?;
+    f.revision += 1;
+    f.modified_ms = ctx.now_ms;
+    save(txn, &f);
+    Ok(f)
+}
+
+/// Applies `DeleteFunction`.
+pub fn delete(txn: &mut Txn<'_>, name: &str) -> ApplyResult<()> {
+    let f = require(txn, name)?;
+    txn.delete(function_key(name));
+    release_code(txn, &f.code_sha256, name)?;
+    Ok(())
+}
+
+/// A page of functions after `after`, and whether more follow.
+pub fn list(
+    state: &dyn StateRead,
+    after: Option<&str>,
+    limit: usize,
+) -> ApplyResult<(Vec<Function>, bool)> {
+    let (names, more) = keys::names_after(state, "function", after, limit)?;
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        if let Some(f) = load(state, &n)? {
+            out.push(f);
+        }
+    }
+    Ok((out, more))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemState;
+
+    fn settings() -> Settings {
+        Settings {
+            runtime: "provided".into(),
+            handler: "app.handler".into(),
+            memory_mb: 128,
+            timeout_s: 3,
+            environment: BTreeMap::new(),
+            description: String::new(),
+        }
+    }
+
+    fn code(bytes: &[u8]) -> Code {
+        use sha2::Digest;
+        Code {
+            sha256: hex::encode(sha2::Sha256::digest(bytes)),
+            zip: bytes.to_vec(),
+        }
+    }
+
+    fn ctx() -> Ctx {
+        Ctx { now_ms: 1 }
+    }
+
+    #[test]
+    fn shared_code_is_stored_once_and_released_with_its_last_user() {
+        let mut s = MemState::default();
+        for name in ["a", "b"] {
+            s.run(|t| {
+                create(
+                    t,
+                    &ctx(),
+                    &CreateFunction {
+                        name: name.into(),
+                        settings: settings(),
+                        code: code(b"zip-1"),
+                    },
+                )
+            })
+            .unwrap();
+        }
+        let sha = code(b"zip-1").sha256;
+        assert_eq!(super::code(&s, &sha).unwrap().unwrap(), b"zip-1");
+        s.run(|t| update_code(t, &ctx(), "a", &code(b"zip-2")))
+            .unwrap();
+        assert!(super::code(&s, &sha).unwrap().is_some(), "b still uses it");
+        assert_eq!(require(&s, "a").unwrap().revision, 2);
+        s.run(|t| delete(t, "b")).unwrap();
+        assert!(super::code(&s, &sha).unwrap().is_none());
+        assert!(super::code(&s, &code(b"zip-2").sha256).unwrap().is_some());
+    }
+
+    #[test]
+    fn bad_settings_name_the_field() {
+        for (change, field) in [
+            (
+                SettingsChange {
+                    memory_mb: Some(64),
+                    ..Default::default()
+                },
+                "memory_size",
+            ),
+            (
+                SettingsChange {
+                    timeout_s: Some(901),
+                    ..Default::default()
+                },
+                "timeout",
+            ),
+            (
+                SettingsChange {
+                    environment: Some(BTreeMap::from([("AWS_X".into(), "1".into())])),
+                    ..Default::default()
+                },
+                "environment",
+            ),
+        ] {
+            let mut s = MemState::default();
+            s.run(|t| {
+                create(
+                    t,
+                    &ctx(),
+                    &CreateFunction {
+                        name: "f".into(),
+                        settings: settings(),
+                        code: code(b"z"),
+                    },
+                )
+            })
+            .unwrap();
+            match s.run(|t| update_settings(t, &ctx(), "f", &change)) {
+                Err(crate::error::ApplyError::Rejected(e)) => {
+                    assert_eq!(e.field.as_deref(), Some(field))
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(require(&s, "f").unwrap().revision, 1, "nothing changed");
+        }
+    }
+}

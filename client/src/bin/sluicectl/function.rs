@@ -1,0 +1,214 @@
+//! `sluicectl function ...`.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use serde_json::json;
+use sluice_client::{zip_directory, Client, Error};
+use sluice_proto::v1 as pb;
+
+use crate::parse_pair;
+
+#[derive(Subcommand)]
+pub enum FunctionCmd {
+    /// Create a function from a directory or a zip file holding an
+    /// executable `bootstrap`.
+    Create {
+        /// Function name.
+        name: String,
+        /// A directory (zipped for you) or a .zip file.
+        #[arg(long)]
+        code: PathBuf,
+        /// Passed to the runtime as _HANDLER, e.g. app.handler.
+        #[arg(long, default_value = "")]
+        handler: String,
+        /// Informational runtime name.
+        #[arg(long, default_value = "provided")]
+        runtime: String,
+        /// MB (128-10240).
+        #[arg(long, default_value_t = 128)]
+        memory: i32,
+        /// The function's timeout, seconds (1-900). (`--timeout` is the
+        /// client's own.)
+        #[arg(long, default_value_t = 3)]
+        function_timeout: i32,
+        /// Environment variable as NAME=VALUE; repeatable.
+        #[arg(long = "env", value_parser = parse_pair)]
+        env: Vec<(String, String)>,
+    },
+    /// Replace a function's code.
+    Update {
+        /// Function name.
+        name: String,
+        /// A directory or a .zip file.
+        #[arg(long)]
+        code: PathBuf,
+    },
+    /// Invoke a function and print its result (a function error exits 1).
+    Invoke {
+        /// Function name.
+        name: String,
+        /// The event (JSON); omit with --stdin.
+        payload: Option<String>,
+        /// Read the event from stdin.
+        #[arg(long)]
+        stdin: bool,
+        /// Also print the last 4 KB of the invocation's log to stderr.
+        #[arg(long)]
+        log: bool,
+    },
+    /// List functions.
+    List,
+    /// Show a function's configuration.
+    Get {
+        /// Function name.
+        name: String,
+    },
+    /// Delete a function.
+    Delete {
+        /// Function name.
+        name: String,
+    },
+}
+
+fn package(path: &PathBuf) -> Result<Vec<u8>, Error> {
+    if path.is_dir() {
+        zip_directory(path)
+    } else {
+        std::fs::read(path).map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))
+    }
+}
+
+fn show(json: bool, c: &pb::FunctionConfiguration) {
+    if json {
+        println!(
+            "{}",
+            json!({"function_name": c.function_name, "function_arn": c.function_arn,
+                   "handler": c.handler, "runtime": c.runtime, "memory_size": c.memory_size,
+                   "timeout": c.timeout, "code_sha256": c.code_sha256, "code_size": c.code_size,
+                   "last_modified": c.last_modified, "revision_id": c.revision_id})
+        );
+    } else {
+        println!(
+            "{}  {}  {} MB  {} s  {} bytes  {}",
+            c.function_arn, c.handler, c.memory_size, c.timeout, c.code_size, c.last_modified
+        );
+    }
+}
+
+fn decode_base64(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for v in s.bytes().filter_map(val) {
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// Runs a function verb; true when the invoked function failed.
+pub async fn run(client: &Client, json: bool, cmd: FunctionCmd) -> Result<bool, Error> {
+    match cmd {
+        FunctionCmd::Create {
+            name,
+            code,
+            handler,
+            runtime,
+            memory,
+            function_timeout,
+            env,
+        } => {
+            let c = client
+                .create_function(pb::CreateFunctionRequest {
+                    function_name: name,
+                    runtime,
+                    handler,
+                    memory_size: memory,
+                    timeout: function_timeout,
+                    environment: env.into_iter().collect::<HashMap<_, _>>(),
+                    zip_file: package(&code)?,
+                    description: String::new(),
+                })
+                .await?;
+            show(json, &c);
+        }
+        FunctionCmd::Update { name, code } => {
+            let c = client.update_function_code(&name, package(&code)?).await?;
+            show(json, &c);
+        }
+        FunctionCmd::Invoke {
+            name,
+            payload,
+            stdin,
+            log,
+        } => {
+            let payload = match (payload, stdin) {
+                (Some(p), false) => p.into_bytes(),
+                (None, true) => {
+                    let mut buf = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut buf)
+                        .map_err(|e| Error::Config(format!("reading stdin: {e}")))?;
+                    buf
+                }
+                (None, false) => b"{}".to_vec(),
+                (Some(_), true) => {
+                    return Err(Error::Config(
+                        "give the payload as an argument or with --stdin, not both".into(),
+                    ))
+                }
+            };
+            let r = client
+                .invoke(pb::InvokeRequest {
+                    function_name: name,
+                    invocation_type: "RequestResponse".into(),
+                    payload,
+                    qualifier: String::new(),
+                    log_type: if log { "Tail".into() } else { "None".into() },
+                })
+                .await?;
+            if log {
+                eprintln!("{}", String::from_utf8_lossy(&decode_base64(&r.log_result)));
+            }
+            let text = String::from_utf8_lossy(&r.payload);
+            if json {
+                println!(
+                    "{}",
+                    json!({"status_code": r.status_code, "function_error": r.function_error,
+                           "payload": text, "executed_version": r.executed_version})
+                );
+            } else {
+                println!("{text}");
+            }
+            return Ok(!r.function_error.is_empty());
+        }
+        FunctionCmd::List => {
+            for c in client.list_functions().await? {
+                show(json, &c);
+            }
+        }
+        FunctionCmd::Get { name } => show(json, &client.get_function(&name).await?),
+        FunctionCmd::Delete { name } => {
+            client.delete_function(&name).await?;
+            if json {
+                println!("{}", json!({ "deleted": name }));
+            }
+        }
+    }
+    Ok(false)
+}

@@ -1,0 +1,171 @@
+//! A worker's execution environments, by function: warm ones are reused,
+//! new ones started on demand (a cold start), and code is unpacked once per
+//! content hash.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::environment::{Environment, FunctionConfig, InvokeError, Invoked};
+
+/// What to run: the function's configuration and its code's hash.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    /// Environments are shared only between invocations with the same key
+    /// (function, version and revision).
+    pub key: String,
+    /// Hex SHA-256 of the zip package.
+    pub code_sha256: String,
+    /// How to run it.
+    pub config: FunctionConfig,
+}
+
+/// An invocation's result with what a caller reports about it.
+#[derive(Debug)]
+pub struct Ran {
+    /// The result.
+    pub invoked: Invoked,
+    /// The log lines written during the invocation.
+    pub log: Vec<String>,
+    /// Whether a new environment was started for it.
+    pub cold: bool,
+}
+
+/// Why the pool could not run an invocation.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The code could not be had or unpacked.
+    #[error("{0}")]
+    Code(String),
+    /// The environment could not start.
+    #[error(transparent)]
+    Start(#[from] InvokeError),
+}
+
+/// The environments of one worker, under one directory.
+pub struct Pool {
+    root: PathBuf,
+    idle: Mutex<HashMap<String, Vec<Environment>>>,
+    unpacking: tokio::sync::Mutex<()>,
+}
+
+impl Pool {
+    /// A pool keeping code and environments under `root`.
+    pub fn new(root: &Path) -> Pool {
+        Pool {
+            root: root.to_path_buf(),
+            idle: Mutex::new(HashMap::new()),
+            unpacking: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Runs one invocation of `spec`, in a warm environment when one is
+    /// idle; `fetch` gets the zip package when its hash has not been
+    /// unpacked here yet.
+    pub async fn invoke<F, Fut>(
+        &self,
+        spec: &FunctionSpec,
+        fetch: F,
+        request_id: &str,
+        payload: Bytes,
+    ) -> Result<Ran, PoolError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>, String>>,
+    {
+        let warm = self.take_idle(&spec.key);
+        let cold = warm.is_none();
+        let mut env = match warm {
+            Some(env) => env,
+            None => {
+                let code = self.code(&spec.code_sha256, fetch).await?;
+                let dir = self.root.join("env").join(uuid::Uuid::new_v4().to_string());
+                Environment::start(&code, &dir, spec.config.clone()).await?
+            }
+        };
+        let before = env.log().len();
+        let invoked = env.invoke(request_id, payload).await?;
+        let log = env.log().split_off(before);
+        if env.is_alive() {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(spec.key.clone())
+                .or_default()
+                .push(env);
+        } else {
+            let dir = env.dir().to_path_buf();
+            env.stop().await;
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Ok(Ran { invoked, log, cold })
+    }
+
+    fn take_idle(&self, key: &str) -> Option<Environment> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(key)?;
+        while let Some(env) = list.pop() {
+            if env.is_alive() {
+                return Some(env);
+            }
+        }
+        None
+    }
+
+    /// Environments idle for a key (for tests and metrics).
+    pub fn idle_count(&self, key: &str) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .map_or(0, Vec::len)
+    }
+
+    /// The directory holding the unpacked code of `sha256`, unpacking it
+    /// first when needed.
+    async fn code<F, Fut>(&self, sha256: &str, fetch: F) -> Result<PathBuf, PoolError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>, String>>,
+    {
+        if sha256.is_empty() || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(PoolError::Code(format!("bad code hash {sha256:?}")));
+        }
+        let dir = self.root.join("code").join(sha256);
+        let _one_at_a_time = self.unpacking.lock().await;
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let zip = fetch().await.map_err(PoolError::Code)?;
+        let got = hex::encode(Sha256::digest(&zip));
+        if got != sha256 {
+            return Err(PoolError::Code(format!(
+                "the package's SHA-256 is {got}, expected {sha256}"
+            )));
+        }
+        let tmp = self
+            .root
+            .join("code")
+            .join(format!(".{sha256}.{}", uuid::Uuid::new_v4()));
+        unzip(&zip, &tmp).map_err(PoolError::Code)?;
+        std::fs::rename(&tmp, &dir)
+            .map_err(|e| PoolError::Code(format!("placing the code: {e}")))?;
+        Ok(dir)
+    }
+}
+
+/// Unpacks a zip package into `dir`, keeping file modes (an executable
+/// `bootstrap` stays executable) and refusing paths that leave `dir`.
+pub fn unzip(zip: &[u8], dir: &Path) -> Result<(), String> {
+    let mut archive =
+        zip::ZipArchive::new(Cursor::new(zip)).map_err(|e| format!("not a zip package: {e}"))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    archive
+        .extract(dir)
+        .map_err(|e| format!("unpacking the package: {e}"))
+}
