@@ -361,6 +361,29 @@ pub enum Command {
         /// Function name.
         name: String,
     },
+    /// Publish `$LATEST` as a version.
+    PublishVersion {
+        /// Function name.
+        name: String,
+        /// Publish only if `$LATEST`'s code has this hash.
+        expected_sha256: Option<String>,
+    },
+    /// Create or update an alias.
+    PutAlias {
+        /// Function name.
+        name: String,
+        /// The alias.
+        spec: functions::AliasSpec,
+        /// CreateAlias (else UpdateAlias).
+        create: bool,
+    },
+    /// Delete an alias.
+    DeleteAlias {
+        /// Function name.
+        name: String,
+        /// Alias name.
+        alias: String,
+    },
 }
 
 impl Command {
@@ -414,6 +437,9 @@ impl Command {
             Command::UpdateFunctionCode { .. } => "UpdateFunctionCode",
             Command::UpdateFunctionConfiguration { .. } => "UpdateFunctionConfiguration",
             Command::DeleteFunction { .. } => "DeleteFunction",
+            Command::PublishVersion { .. } => "PublishVersion",
+            Command::PutAlias { .. } => "PutAlias",
+            Command::DeleteAlias { .. } => "DeleteAlias",
         }
     }
 
@@ -503,7 +529,10 @@ impl Command {
             Command::CreateFunction(c) => Resource::Function(&c.name),
             Command::UpdateFunctionCode { name, .. }
             | Command::UpdateFunctionConfiguration { name, .. }
-            | Command::DeleteFunction { name } => Resource::Function(name),
+            | Command::DeleteFunction { name }
+            | Command::PublishVersion { name, .. }
+            | Command::PutAlias { name, .. }
+            | Command::DeleteAlias { name, .. } => Resource::Function(name),
         }
     }
 }
@@ -602,6 +631,10 @@ pub enum CommandOutput {
     Settled(outbox::Settled),
     /// A function's record after the change.
     Function(functions::Function),
+    /// A published version.
+    Version(functions::Version),
+    /// An alias after the change.
+    Alias(functions::Alias),
     /// A topic tick; `more` when work is left.
     TopicTicked {
         /// More to do now.
@@ -722,6 +755,23 @@ pub enum Query {
         /// Page size.
         limit: u32,
     },
+    /// A function's published versions.
+    ListVersions {
+        /// Function name.
+        name: String,
+    },
+    /// A function's aliases.
+    ListAliases {
+        /// Function name.
+        name: String,
+    },
+    /// What an invocation with a qualifier runs.
+    InvokeTarget {
+        /// Function name.
+        name: String,
+        /// `$LATEST`, a version or an alias.
+        qualifier: String,
+    },
     /// A code package by hash.
     FunctionCode {
         /// Hex SHA-256.
@@ -759,6 +809,9 @@ impl Query {
             Query::GetFunction { .. } => "GetFunction",
             Query::ListFunctions { .. } => "ListFunctions",
             Query::FunctionCode { .. } => "FunctionCode",
+            Query::ListVersions { .. } => "ListVersions",
+            Query::ListAliases { .. } => "ListAliases",
+            Query::InvokeTarget { .. } => "InvokeTarget",
         }
     }
 }
@@ -799,6 +852,12 @@ pub enum QueryOutput {
     Functions(Vec<functions::Function>, bool),
     /// A code package, if stored.
     Code(Option<Vec<u8>>),
+    /// A function and its versions.
+    Versions(functions::Function, Vec<functions::Version>),
+    /// A function's aliases.
+    Aliases(Vec<functions::Alias>),
+    /// What an invocation runs.
+    Target(functions::Target),
     /// A resolved position: stream id and record number.
     Position {
         /// Stream id.

@@ -281,6 +281,22 @@ pub fn apply(
             functions::delete(txn, name)?;
             Ok(CommandOutput::Done)
         }
+        Command::PublishVersion {
+            name,
+            expected_sha256,
+        } => Ok(CommandOutput::Version(functions::publish_version(
+            txn,
+            ctx,
+            name,
+            expected_sha256.as_deref(),
+        )?)),
+        Command::PutAlias { name, spec, create } => Ok(CommandOutput::Alias(functions::put_alias(
+            txn, name, spec, *create,
+        )?)),
+        Command::DeleteAlias { name, alias } => {
+            functions::delete_alias(txn, name, alias)?;
+            Ok(CommandOutput::Done)
+        }
     }
 }
 
@@ -314,6 +330,17 @@ pub fn query(state: &dyn StateRead, query: &Query) -> ApplyResult<QueryOutput> {
             Ok(QueryOutput::Functions(fs, more))
         }
         Query::FunctionCode { sha256 } => Ok(QueryOutput::Code(functions::code(state, sha256)?)),
+        Query::ListVersions { name } => Ok(QueryOutput::Versions(
+            functions::require(state, name)?,
+            functions::versions(state, name)?,
+        )),
+        Query::ListAliases { name } => {
+            functions::require(state, name)?;
+            Ok(QueryOutput::Aliases(functions::aliases(state, name)?))
+        }
+        Query::InvokeTarget { name, qualifier } => Ok(QueryOutput::Target(functions::target(
+            state, name, qualifier,
+        )?)),
         Query::GetTopic { name } => {
             let (t, c) = topics::details(state, name)?;
             Ok(QueryOutput::Topic(t, c))

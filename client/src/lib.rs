@@ -951,6 +951,54 @@ impl Client {
         .await
     }
 
+    /// Publishes `$LATEST` as a version (or returns the last one when
+    /// nothing changed).
+    pub async fn publish_version(&self, name: &str) -> Result<pb::FunctionConfiguration, Error> {
+        let req = pb::PublishVersionRequest {
+            function_name: name.to_string(),
+            ..Default::default()
+        };
+        self.functions(req, |mut c, r| async move { c.publish_version(r).await })
+            .await
+    }
+
+    /// `$LATEST` and every published version.
+    pub async fn list_versions(&self, name: &str) -> Result<Vec<pb::FunctionConfiguration>, Error> {
+        let req = pb::ListVersionsByFunctionRequest {
+            function_name: name.to_string(),
+        };
+        self.functions(req, |mut c, r| async move {
+            c.list_versions_by_function(r).await
+        })
+        .await
+        .map(|r| r.versions)
+    }
+
+    /// Creates (`create`) or updates an alias.
+    pub async fn put_alias(
+        &self,
+        req: pb::AliasRequest,
+        create: bool,
+    ) -> Result<pb::AliasConfiguration, Error> {
+        if create {
+            self.functions(req, |mut c, r| async move { c.create_alias(r).await })
+                .await
+        } else {
+            self.functions(req, |mut c, r| async move { c.update_alias(r).await })
+                .await
+        }
+    }
+
+    /// A function's aliases.
+    pub async fn list_aliases(&self, name: &str) -> Result<Vec<pb::AliasConfiguration>, Error> {
+        let req = pb::ListAliasesRequest {
+            function_name: name.to_string(),
+        };
+        self.functions(req, |mut c, r| async move { c.list_aliases(r).await })
+            .await
+            .map(|r| r.aliases)
+    }
+
     /// Invokes a function. A function error is an `Ok` reply with
     /// `function_error` set.
     pub async fn invoke(&self, req: pb::InvokeRequest) -> Result<pb::InvokeResponse, Error> {

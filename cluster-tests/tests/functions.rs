@@ -124,3 +124,101 @@ async fn a_python_lambda_function_runs_through_any_node() {
     assert_eq!(bad.code(), Some("InvalidParameterValue"));
     assert!(bad.to_string().contains("zip_file"), "{bad}");
 }
+
+#[tokio::test]
+async fn versions_are_immutable_and_an_alias_splits_invocations_by_weight() {
+    let _serial = serial().await;
+    let c = Cluster::start(3, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |tag: &str| {
+        std::fs::write(
+            dir.path().join("app.py"),
+            format!("def handler(event, context):\n    return {{\"code\": \"{tag}\", \"version\": context.function_version}}\n"),
+        )
+        .unwrap();
+        let bootstrap = dir.path().join("bootstrap");
+        std::fs::write(
+            &bootstrap,
+            "#!/bin/sh\nexec python3 -m awslambdaric \"$_HANDLER\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755)).unwrap();
+        zip_directory(dir.path()).unwrap()
+    };
+    let client = c.client();
+    client
+        .create_function(pb::CreateFunctionRequest {
+            function_name: "split".into(),
+            handler: "app.handler".into(),
+            zip_file: write("one"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let v1 = client.publish_version("split").await.unwrap();
+    assert_eq!(v1.version, "1");
+    assert!(v1.function_arn.ends_with(":split:1"));
+    client
+        .update_function_code("split", write("two"))
+        .await
+        .unwrap();
+    let v2 = client.publish_version("split").await.unwrap();
+    assert_eq!(v2.version, "2");
+    let run = |qualifier: &str| {
+        let client = client.clone();
+        let q = qualifier.to_string();
+        async move {
+            let r = client
+                .invoke(pb::InvokeRequest {
+                    function_name: "split".into(),
+                    qualifier: q,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                r.function_error,
+                "",
+                "{}",
+                String::from_utf8_lossy(&r.payload)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+            (v["code"].as_str().unwrap().to_string(), r.executed_version)
+        }
+    };
+    // Updating $LATEST did not change version 1.
+    assert_eq!(run("1").await, ("one".to_string(), "1".to_string()));
+    assert_eq!(run("2").await, ("two".to_string(), "2".to_string()));
+    assert_eq!(run("").await, ("two".to_string(), "$LATEST".to_string()));
+    client
+        .put_alias(
+            pb::AliasRequest {
+                function_name: "split".into(),
+                name: "live".into(),
+                function_version: "1".into(),
+                description: String::new(),
+                additional_version_weights: HashMap::from([("2".to_string(), 0.1)]),
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    let mut on_two = 0;
+    for _ in 0..1000 {
+        let (code, version) = run("live").await;
+        assert_eq!(code == "two", version == "2");
+        on_two += usize::from(version == "2");
+    }
+    eprintln!("alias live (10% on version 2): {on_two} of 1000 invocations ran version 2");
+    // 1 000 draws at p = 0.1: mean 100, standard deviation 9.5.
+    assert!((60..=140).contains(&on_two), "{on_two}");
+    let missing = client
+        .invoke(pb::InvokeRequest {
+            function_name: "split".into(),
+            qualifier: "9".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Some("ResourceNotFoundException"));
+}

@@ -17,7 +17,9 @@ use tonic::{Request, Response, Status};
 use super::{consistency, observe, Consistency, Context};
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::DomainError;
-use crate::functions::{self, Code, CreateFunction, Function, Settings, SettingsChange};
+use crate::functions::{
+    self, Alias, AliasSpec, Code, CreateFunction, Function, Settings, SettingsChange, Version,
+};
 
 /// Functions per ListFunctions page.
 const PAGE_MAX: i32 = 50;
@@ -36,23 +38,100 @@ impl FunctionsApi {
     }
 
     fn configuration(&self, f: &Function) -> pb::FunctionConfiguration {
+        self.describe(
+            &f.name,
+            &f.settings,
+            (&f.code_sha256, f.code_size),
+            "$LATEST",
+            f.modified_ms,
+            f.revision,
+        )
+    }
+
+    fn version_configuration(&self, name: &str, v: &Version) -> pb::FunctionConfiguration {
+        let mut c = self.describe(
+            name,
+            &v.settings,
+            (&v.code_sha256, v.code_size),
+            &v.number.to_string(),
+            v.created_ms,
+            v.from_revision,
+        );
+        c.function_arn = format!("{}:{}", c.function_arn, v.number);
+        c
+    }
+
+    fn describe(
+        &self,
+        name: &str,
+        settings: &Settings,
+        (sha, size): (&str, u64),
+        version: &str,
+        modified_ms: u64,
+        revision: u64,
+    ) -> pb::FunctionConfiguration {
         use crate::topics::envelope::base64 as encode;
         pb::FunctionConfiguration {
-            function_name: f.name.clone(),
-            function_arn: self.ctx.identity.function_arn(&f.name),
-            runtime: f.settings.runtime.clone(),
-            handler: f.settings.handler.clone(),
-            memory_size: f.settings.memory_mb as i32,
-            timeout: f.settings.timeout_s as i32,
-            environment: f.settings.environment.clone().into_iter().collect(),
-            code_sha256: encode(&hex::decode(&f.code_sha256).unwrap_or_default()),
-            code_size: f.code_size as i64,
-            version: "$LATEST".into(),
-            last_modified: crate::topics::envelope::timestamp(f.modified_ms),
-            revision_id: format!("{}-{}", f.code_sha256.get(..12).unwrap_or(""), f.revision),
-            description: f.settings.description.clone(),
+            function_name: name.to_string(),
+            function_arn: self.ctx.identity.function_arn(name),
+            runtime: settings.runtime.clone(),
+            handler: settings.handler.clone(),
+            memory_size: settings.memory_mb as i32,
+            timeout: settings.timeout_s as i32,
+            environment: settings.environment.clone().into_iter().collect(),
+            code_sha256: encode(&hex::decode(sha).unwrap_or_default()),
+            code_size: size as i64,
+            version: version.to_string(),
+            last_modified: crate::topics::envelope::timestamp(modified_ms),
+            revision_id: format!("{}-{revision}", sha.get(..12).unwrap_or("")),
+            description: settings.description.clone(),
             state: "Active".into(),
         }
+    }
+
+    fn alias_configuration(&self, function: &str, a: &Alias) -> pb::AliasConfiguration {
+        pb::AliasConfiguration {
+            alias_arn: format!("{}:{}", self.ctx.identity.function_arn(function), a.name),
+            name: a.name.clone(),
+            function_version: a.version.to_string(),
+            description: a.description.clone(),
+            additional_version_weights: a
+                .additional
+                .iter()
+                .map(|(v, w)| {
+                    (
+                        v.to_string(),
+                        f64::from(*w) / f64::from(functions::WEIGHT_ONE),
+                    )
+                })
+                .collect(),
+            revision_id: a.revision.to_string(),
+        }
+    }
+
+    /// CreateAlias (`create`) or UpdateAlias.
+    async fn put_alias(
+        &self,
+        req: pb::AliasRequest,
+        create: bool,
+    ) -> Result<Response<pb::AliasConfiguration>, Status> {
+        let (name, spec) = Self::alias_spec(req)?;
+        let command = Command::PutAlias {
+            name: name.clone(),
+            spec,
+            create,
+        };
+        match self.ctx.command(command).await? {
+            CommandOutput::Alias(a) => Ok(Response::new(self.alias_configuration(&name, &a))),
+            _ => Err(super::status::unexpected("PutAlias")),
+        }
+    }
+
+    fn alias_spec(req: pb::AliasRequest) -> Result<(String, AliasSpec), DomainError> {
+        let name = name_ref("function_name", &req.function_name)?;
+        let weights: BTreeMap<String, f64> = req.additional_version_weights.into_iter().collect();
+        let spec = AliasSpec::new(&req.name, &req.function_version, &req.description, &weights)?;
+        Ok((name, spec))
     }
 
     async fn function_output(&self, command: Command, what: &str) -> Result<Function, Status> {
@@ -275,6 +354,148 @@ impl pb::functions_server::Functions for FunctionsApi {
         .await
     }
 
+    async fn publish_version(
+        &self,
+        request: Request<pb::PublishVersionRequest>,
+    ) -> Result<Response<pb::FunctionConfiguration>, Status> {
+        observe("PublishVersion", async {
+            let req = request.into_inner();
+            let name = name_ref("function_name", &req.function_name)?;
+            let expected_sha256 = if req.code_sha256.is_empty() {
+                None
+            } else {
+                Some(hex::encode(decode_base64(&req.code_sha256).ok_or_else(
+                    || {
+                        DomainError::invalid(
+                            "code_sha256",
+                            "must be base64, as FunctionConfiguration reports it",
+                        )
+                    },
+                )?))
+            };
+            match self
+                .ctx
+                .command(Command::PublishVersion {
+                    name: name.clone(),
+                    expected_sha256,
+                })
+                .await?
+            {
+                CommandOutput::Version(v) => {
+                    Ok(Response::new(self.version_configuration(&name, &v)))
+                }
+                _ => Err(super::status::unexpected("PublishVersion")),
+            }
+        })
+        .await
+    }
+
+    async fn list_versions_by_function(
+        &self,
+        request: Request<pb::ListVersionsByFunctionRequest>,
+    ) -> Result<Response<pb::ListVersionsByFunctionResponse>, Status> {
+        observe("ListVersionsByFunction", async {
+            let how = consistency(&request)?;
+            let name = name_ref("function_name", &request.into_inner().function_name)?;
+            let QueryOutput::Versions(f, vs) =
+                self.ctx.query(how, Query::ListVersions { name }).await?
+            else {
+                return Err(super::status::unexpected("ListVersionsByFunction"));
+            };
+            let mut versions = vec![self.configuration(&f)];
+            versions.extend(vs.iter().map(|v| self.version_configuration(&f.name, v)));
+            Ok(Response::new(pb::ListVersionsByFunctionResponse {
+                versions,
+            }))
+        })
+        .await
+    }
+
+    async fn create_alias(
+        &self,
+        request: Request<pb::AliasRequest>,
+    ) -> Result<Response<pb::AliasConfiguration>, Status> {
+        observe("CreateAlias", self.put_alias(request.into_inner(), true)).await
+    }
+
+    async fn update_alias(
+        &self,
+        request: Request<pb::AliasRequest>,
+    ) -> Result<Response<pb::AliasConfiguration>, Status> {
+        observe("UpdateAlias", self.put_alias(request.into_inner(), false)).await
+    }
+
+    async fn get_alias(
+        &self,
+        request: Request<pb::GetAliasRequest>,
+    ) -> Result<Response<pb::AliasConfiguration>, Status> {
+        observe("GetAlias", async {
+            let how = consistency(&request)?;
+            let req = request.into_inner();
+            let name = name_ref("function_name", &req.function_name)?;
+            let QueryOutput::Aliases(all) = self
+                .ctx
+                .query(how, Query::ListAliases { name: name.clone() })
+                .await?
+            else {
+                return Err(super::status::unexpected("GetAlias"));
+            };
+            let a = all.iter().find(|a| a.name == req.name).ok_or_else(|| {
+                DomainError::not_found(
+                    "ResourceNotFoundException",
+                    format!("function {name:?} has no alias {:?}", req.name),
+                )
+            })?;
+            Ok(Response::new(self.alias_configuration(&name, a)))
+        })
+        .await
+    }
+
+    async fn delete_alias(
+        &self,
+        request: Request<pb::GetAliasRequest>,
+    ) -> Result<Response<pb::DeleteAliasResponse>, Status> {
+        observe("DeleteAlias", async {
+            let req = request.into_inner();
+            let name = name_ref("function_name", &req.function_name)?;
+            self.ctx
+                .done(
+                    Command::DeleteAlias {
+                        name,
+                        alias: req.name,
+                    },
+                    "DeleteAlias",
+                )
+                .await?;
+            Ok(Response::new(pb::DeleteAliasResponse {}))
+        })
+        .await
+    }
+
+    async fn list_aliases(
+        &self,
+        request: Request<pb::ListAliasesRequest>,
+    ) -> Result<Response<pb::ListAliasesResponse>, Status> {
+        observe("ListAliases", async {
+            let how = consistency(&request)?;
+            let name = name_ref("function_name", &request.into_inner().function_name)?;
+            let QueryOutput::Aliases(all) = self
+                .ctx
+                .query(how, Query::ListAliases { name: name.clone() })
+                .await?
+            else {
+                return Err(super::status::unexpected("ListAliases"));
+            };
+            Ok(Response::new(pb::ListAliasesResponse {
+                aliases: all
+                    .iter()
+                    .map(|a| self.alias_configuration(&name, a))
+                    .collect(),
+            }))
+        })
+        .await
+    }
+
     async fn invoke(
         &self,
         request: Request<pb::InvokeRequest>,
@@ -282,12 +503,8 @@ impl pb::functions_server::Functions for FunctionsApi {
         observe("Invoke", async {
             let req = request.into_inner();
             let name = name_ref("function_name", &req.function_name)?;
-            if !(req.qualifier.is_empty() || req.qualifier == "$LATEST") {
-                return Err(DomainError::invalid(
-                    "qualifier",
-                    "only $LATEST can be invoked so far (versions and aliases are not built yet)",
-                )
-                .into());
+            if req.qualifier.len() > 128 {
+                return Err(DomainError::invalid("qualifier", "at most 128 characters").into());
             }
             let tail = match req.log_type.as_str() {
                 "" | "None" => false,
@@ -310,19 +527,50 @@ impl pb::functions_server::Functions for FunctionsApi {
                 )
                 .into());
             }
-            let QueryOutput::Function(f) = self
+            let QueryOutput::Target(target) = self
                 .ctx
-                .query(Consistency::Linearizable, Query::GetFunction { name })
+                .query(
+                    Consistency::Linearizable,
+                    Query::InvokeTarget {
+                        name,
+                        qualifier: req.qualifier.clone(),
+                    },
+                )
                 .await?
             else {
                 return Err(super::status::unexpected("Invoke"));
+            };
+            let f = &target.function;
+            // An alias with a second version sends it its share, drawn
+            // here (the state machine draws nothing).
+            let chosen = match (&target.version, &target.additional) {
+                (Some(v), Some((extra, weight))) => {
+                    let draw =
+                        (uuid::Uuid::new_v4().as_u128() % u128::from(functions::WEIGHT_ONE)) as u32;
+                    Some(if draw < *weight { extra } else { v })
+                }
+                (v, _) => v.as_ref(),
+            };
+            let (version, settings, code_sha256, revision) = match chosen {
+                Some(v) => (
+                    v.number.to_string(),
+                    &v.settings,
+                    v.code_sha256.clone(),
+                    v.from_revision,
+                ),
+                None => (
+                    "$LATEST".to_string(),
+                    &f.settings,
+                    f.code_sha256.clone(),
+                    f.revision,
+                ),
             };
             match req.invocation_type.as_str() {
                 "" | "RequestResponse" => {}
                 "DryRun" => {
                     return Ok(Response::new(pb::InvokeResponse {
                         status_code: 204,
-                        executed_version: "$LATEST".into(),
+                        executed_version: version,
                         ..Default::default()
                     }))
                 }
@@ -346,22 +594,31 @@ impl pb::functions_server::Functions for FunctionsApi {
             } else {
                 Bytes::from(req.payload)
             };
+            let arn = if req.qualifier.is_empty() {
+                self.ctx.identity.function_arn(&f.name)
+            } else {
+                format!(
+                    "{}:{}",
+                    self.ctx.identity.function_arn(&f.name),
+                    req.qualifier
+                )
+            };
             let spec = FunctionSpec {
-                key: format!("{}#$LATEST#{}", f.name, f.revision),
-                code_sha256: f.code_sha256.clone(),
+                key: format!("{}#{version}#{revision}", f.name),
+                code_sha256: code_sha256.clone(),
                 config: FunctionConfig {
                     name: f.name.clone(),
-                    version: "$LATEST".into(),
-                    arn: self.ctx.identity.function_arn(&f.name),
-                    handler: f.settings.handler.clone(),
-                    memory_mb: f.settings.memory_mb,
-                    timeout_s: f.settings.timeout_s,
+                    version: version.clone(),
+                    arn,
+                    handler: settings.handler.clone(),
+                    memory_mb: settings.memory_mb,
+                    timeout_s: settings.timeout_s,
                     region: self.ctx.identity.region.clone(),
-                    environment: f.settings.environment.clone(),
+                    environment: settings.environment.clone(),
                 },
             };
             let ctx = self.ctx.clone();
-            let sha = f.code_sha256.clone();
+            let sha = code_sha256;
             let fetch = move || async move {
                 match ctx
                     .query(
@@ -415,9 +672,32 @@ impl pb::functions_server::Functions for FunctionsApi {
                 function_error,
                 payload,
                 log_result,
-                executed_version: "$LATEST".into(),
+                executed_version: version,
             }))
         })
         .await
     }
+}
+
+/// Reads standard base64 (padding optional); `None` for other characters.
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
 }

@@ -10,6 +10,8 @@
 //! | key | value |
 //! | --- | --- |
 //! | `function/{name}` | [`StoredFunction`] |
+//! | `fversion/{name}/{number}` | [`Version`]: an immutable snapshot |
+//! | `falias/{name}/{alias}` | [`Alias`] |
 //! | `fcode/{sha256 hex}` | the zip package, raw bytes |
 
 use std::collections::BTreeMap;
@@ -31,6 +33,12 @@ pub const MEMORY_MB: std::ops::RangeInclusive<u32> = 128..=10_240;
 pub const TIMEOUT_S: std::ops::RangeInclusive<u32> = 1..=900;
 /// Most bytes of environment variables (names and values).
 pub const ENVIRONMENT_MAX: usize = 4096;
+/// Most published versions of one function.
+pub const VERSIONS_MAX: u64 = 1000;
+/// Most aliases of one function.
+pub const ALIASES_MAX: usize = 100;
+/// Routing weights are in basis points: 10 000 is all invocations.
+pub const WEIGHT_ONE: u32 = 10_000;
 
 /// Checks a function name: 1-64 of `[A-Za-z0-9_-]`.
 pub fn validate_name(field: &str, name: &str) -> Result<(), DomainError> {
@@ -139,6 +147,119 @@ pub struct Function {
     pub revision: u64,
     /// State-machine time of the last change.
     pub modified_ms: u64,
+    /// The highest published version, 0 before the first.
+    pub last_version: u64,
+}
+
+/// A published version: what `$LATEST` was when it was published. Never
+/// changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    /// Its number, from 1.
+    pub number: u64,
+    /// Settings.
+    pub settings: Settings,
+    /// Hex SHA-256 of the package.
+    pub code_sha256: String,
+    /// Package size.
+    pub code_size: u64,
+    /// The `$LATEST` revision it was published from.
+    pub from_revision: u64,
+    /// State-machine time of publication.
+    pub created_ms: u64,
+}
+
+/// An alias: a name for a version, optionally sharing invocations with a
+/// second version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alias {
+    /// Alias name.
+    pub name: String,
+    /// The version it names.
+    pub version: u64,
+    /// A second version and its share in basis points.
+    pub additional: Option<(u64, u32)>,
+    /// Description.
+    pub description: String,
+    /// Bumped by every update.
+    pub revision: u64,
+}
+
+/// An alias to create or update, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasSpec {
+    /// Alias name.
+    pub name: String,
+    /// The version it names.
+    pub version: u64,
+    /// A second version and its share in basis points.
+    pub additional: Option<(u64, u32)>,
+    /// Description.
+    pub description: String,
+}
+
+impl AliasSpec {
+    /// Validates an alias request at the edge.
+    pub fn new(
+        name: &str,
+        version: &str,
+        description: &str,
+        weights: &BTreeMap<String, f64>,
+    ) -> Result<AliasSpec, DomainError> {
+        if name.is_empty()
+            || name.len() > 128
+            || name.chars().all(|c| c.is_ascii_digit())
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(DomainError::invalid(
+                "name",
+                "an alias is 1-128 characters of A-Z, a-z, 0-9, '-' and '_', not only digits",
+            ));
+        }
+        let number = |field: &str, v: &str| -> Result<u64, DomainError> {
+            v.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                DomainError::invalid(
+                    field,
+                    format!("must be a published version number, got {v:?}"),
+                )
+            })
+        };
+        let version = number("function_version", version)?;
+        let additional = match weights.len() {
+            0 => None,
+            1 => {
+                let (v, w) = weights.iter().next().expect("one entry");
+                let n = number("additional_version_weights", v)?;
+                if !(0.0..=1.0).contains(w) || n == version {
+                    return Err(DomainError::invalid(
+                        "additional_version_weights",
+                        "a second version (not the alias's own) with a weight from 0.0 to 1.0",
+                    ));
+                }
+                Some((n, (w * f64::from(WEIGHT_ONE)).round() as u32))
+            }
+            _ => {
+                return Err(DomainError::invalid(
+                    "additional_version_weights",
+                    "at most one additional version",
+                ))
+            }
+        };
+        if description.chars().count() > 256 {
+            return Err(DomainError::invalid(
+                "description",
+                "at most 256 characters",
+            ));
+        }
+        Ok(AliasSpec {
+            name: name.to_string(),
+            version,
+            additional,
+            description: description.to_string(),
+        })
+    }
 }
 
 /// Versioned envelope of [`Function`].
@@ -178,6 +299,14 @@ pub struct SettingsChange {
 
 fn function_key(name: &str) -> Vec<u8> {
     Key::new("function").str(name).build()
+}
+
+fn version_key(name: &str, n: u64) -> Vec<u8> {
+    Key::new("fversion").str(name).u64(n).build()
+}
+
+fn alias_key(name: &str, alias: &str) -> Vec<u8> {
+    Key::new("falias").str(name).str(alias).build()
 }
 
 fn code_key(sha256: &str) -> Vec<u8> {
@@ -235,6 +364,16 @@ fn release_code(txn: &mut Txn<'_>, sha256: &str, except: &str) -> ApplyResult<()
             return Ok(());
         }
     }
+    let prefix = Key::new("fversion").build();
+    for kv in txn.scan_prefix(&prefix) {
+        let (k, v) = kv?;
+        let version: Version = codec::decode(&k, &v)?;
+        if version.code_sha256 == sha256
+            && !k.starts_with(&Key::new("fversion").str(except).build())
+        {
+            return Ok(());
+        }
+    }
     txn.delete(code_key(sha256));
     Ok(())
 }
@@ -256,6 +395,7 @@ pub fn create(txn: &mut Txn<'_>, ctx: &Ctx, c: &CreateFunction) -> ApplyResult<F
         code_size: c.code.zip.len() as u64,
         revision: 1,
         modified_ms: ctx.now_ms,
+        last_version: 0,
     };
     save(txn, &f);
     Ok(f)
@@ -271,7 +411,7 @@ pub fn update_code(txn: &mut Txn<'_>, ctx: &Ctx, name: &str, code: &Code) -> App
     f.revision += 1;
     f.modified_ms = ctx.now_ms;
     save(txn, &f);
-    if old != f.code_sha256 {
+    if old != f.code_sha256 && !version_uses(txn, name, &old)? {
         release_code(txn, &old, name)?;
     }
     Ok(f)
@@ -311,11 +451,235 @@ pub fn update_settings(
     Ok(f)
 }
 
-/// Applies `DeleteFunction`.
+/// Whether a published version of `name` uses package `sha256`.
+fn version_uses(state: &dyn StateRead, name: &str, sha256: &str) -> ApplyResult<bool> {
+    for v in versions(state, name)? {
+        if v.code_sha256 == sha256 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Applies `DeleteFunction`: the function, its versions and aliases, and
+/// the packages no one else uses.
 pub fn delete(txn: &mut Txn<'_>, name: &str) -> ApplyResult<()> {
     let f = require(txn, name)?;
+    let mut hashes = std::collections::BTreeSet::from([f.code_sha256.clone()]);
+    hashes.extend(versions(txn, name)?.into_iter().map(|v| v.code_sha256));
     txn.delete(function_key(name));
-    release_code(txn, &f.code_sha256, name)?;
+    let prefixes = [
+        Key::new("fversion").str(name).build(),
+        Key::new("falias").str(name).build(),
+    ];
+    // Bounded by the caps on versions and aliases per function.
+    txn.delete_prefixes(&prefixes, VERSIONS_MAX as usize + ALIASES_MAX)?;
+    for h in hashes {
+        release_code(txn, &h, name)?;
+    }
+    Ok(())
+}
+
+/// The published versions of a function, in order.
+pub fn versions(state: &dyn StateRead, name: &str) -> ApplyResult<Vec<Version>> {
+    let prefix = Key::new("fversion").str(name).build();
+    let mut out = Vec::new();
+    for kv in state.scan_prefix(&prefix) {
+        let (k, v) = kv?;
+        out.push(codec::decode(&k, &v)?);
+    }
+    Ok(out)
+}
+
+/// One published version.
+pub fn version(state: &dyn StateRead, name: &str, n: u64) -> ApplyResult<Version> {
+    let key = version_key(name, n);
+    match state.get(&key)? {
+        Some(b) => Ok(codec::decode(&key, &b)?),
+        None => Err(DomainError::not_found(
+            "ResourceNotFoundException",
+            format!("function {name:?} has no version {n}"),
+        )
+        .into()),
+    }
+}
+
+/// Applies `PublishVersion`: snapshots `$LATEST` as the next version, or
+/// returns the last version when `$LATEST` has not changed since.
+pub fn publish_version(
+    txn: &mut Txn<'_>,
+    ctx: &Ctx,
+    name: &str,
+    expected_sha256: Option<&str>,
+) -> ApplyResult<Version> {
+    let mut f = require(txn, name)?;
+    if let Some(want) = expected_sha256 {
+        if want != f.code_sha256 {
+            return Err(DomainError::precondition(
+                "PreconditionFailedException",
+                format!(
+                    "$LATEST's code is not the expected one (it is {})",
+                    f.code_sha256
+                ),
+            )
+            .into());
+        }
+    }
+    if f.last_version > 0 {
+        let last = version(txn, name, f.last_version)?;
+        if last.from_revision == f.revision {
+            return Ok(last);
+        }
+    }
+    if f.last_version >= VERSIONS_MAX {
+        return Err(DomainError::limit(
+            "CodeStorageExceededException",
+            format!("function {name:?} has {VERSIONS_MAX} versions, the most it may"),
+        )
+        .into());
+    }
+    f.last_version += 1;
+    let v = Version {
+        number: f.last_version,
+        settings: f.settings.clone(),
+        code_sha256: f.code_sha256.clone(),
+        code_size: f.code_size,
+        from_revision: f.revision,
+        created_ms: ctx.now_ms,
+    };
+    txn.put_record(version_key(name, v.number), &v);
+    save(txn, &f);
+    Ok(v)
+}
+
+/// Reads an alias.
+pub fn alias(state: &dyn StateRead, name: &str, alias: &str) -> ApplyResult<Option<Alias>> {
+    let key = alias_key(name, alias);
+    match state.get(&key)? {
+        None => Ok(None),
+        Some(b) => Ok(Some(codec::decode(&key, &b)?)),
+    }
+}
+
+/// Every alias of a function, by name.
+pub fn aliases(state: &dyn StateRead, name: &str) -> ApplyResult<Vec<Alias>> {
+    let prefix = Key::new("falias").str(name).build();
+    let mut out = Vec::new();
+    for kv in state.scan_prefix(&prefix) {
+        let (k, v) = kv?;
+        out.push(codec::decode(&k, &v)?);
+    }
+    Ok(out)
+}
+
+/// Applies `CreateAlias` (`create`) or `UpdateAlias`.
+pub fn put_alias(
+    txn: &mut Txn<'_>,
+    name: &str,
+    spec: &AliasSpec,
+    create: bool,
+) -> ApplyResult<Alias> {
+    require(txn, name)?;
+    version(txn, name, spec.version)?;
+    if let Some((v, _)) = spec.additional {
+        version(txn, name, v)?;
+    }
+    let existing = alias(txn, name, &spec.name)?;
+    let revision = match (&existing, create) {
+        (Some(_), true) => {
+            return Err(DomainError::already_exists(
+                "ResourceConflictException",
+                format!("function {name:?} already has an alias {:?}", spec.name),
+            )
+            .into())
+        }
+        (None, false) => {
+            return Err(DomainError::not_found(
+                "ResourceNotFoundException",
+                format!("function {name:?} has no alias {:?}", spec.name),
+            )
+            .into())
+        }
+        (Some(a), false) => a.revision + 1,
+        (None, true) => {
+            if aliases(txn, name)?.len() >= ALIASES_MAX {
+                return Err(DomainError::limit(
+                    "ResourceConflictException",
+                    format!("function {name:?} has {ALIASES_MAX} aliases, the most it may"),
+                )
+                .into());
+            }
+            1
+        }
+    };
+    let a = Alias {
+        name: spec.name.clone(),
+        version: spec.version,
+        additional: spec.additional,
+        description: spec.description.clone(),
+        revision,
+    };
+    txn.put_record(alias_key(name, &a.name), &a);
+    Ok(a)
+}
+
+/// What an invocation with a qualifier runs: `$LATEST` (no version), a
+/// version, or an alias's version and, with its share, a second one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// The function.
+    pub function: Function,
+    /// The version; `None` for `$LATEST`.
+    pub version: Option<Version>,
+    /// An alias's second version and its share in basis points.
+    pub additional: Option<(Version, u32)>,
+}
+
+/// Resolves `qualifier` (empty or `$LATEST`, a version number, an alias).
+pub fn target(state: &dyn StateRead, name: &str, qualifier: &str) -> ApplyResult<Target> {
+    let function = require(state, name)?;
+    if qualifier.is_empty() || qualifier == "$LATEST" {
+        return Ok(Target {
+            function,
+            version: None,
+            additional: None,
+        });
+    }
+    if let Ok(n) = qualifier.parse::<u64>() {
+        return Ok(Target {
+            version: Some(version(state, name, n)?),
+            function,
+            additional: None,
+        });
+    }
+    let a = alias(state, name, qualifier)?.ok_or_else(|| {
+        DomainError::not_found(
+            "ResourceNotFoundException",
+            format!("function {name:?} has no version or alias {qualifier:?}"),
+        )
+    })?;
+    let additional = match a.additional {
+        Some((v, w)) => Some((version(state, name, v)?, w)),
+        None => None,
+    };
+    Ok(Target {
+        version: Some(version(state, name, a.version)?),
+        function,
+        additional,
+    })
+}
+
+/// Applies `DeleteAlias`.
+pub fn delete_alias(txn: &mut Txn<'_>, name: &str, alias_name: &str) -> ApplyResult<()> {
+    require(txn, name)?;
+    if alias(txn, name, alias_name)?.is_none() {
+        return Err(DomainError::not_found(
+            "ResourceNotFoundException",
+            format!("function {name:?} has no alias {alias_name:?}"),
+        )
+        .into());
+    }
+    txn.delete(alias_key(name, alias_name));
     Ok(())
 }
 
@@ -389,6 +753,61 @@ mod tests {
         s.run(|t| delete(t, "b")).unwrap();
         assert!(super::code(&s, &sha).unwrap().is_none());
         assert!(super::code(&s, &code(b"zip-2").sha256).unwrap().is_some());
+    }
+
+    #[test]
+    fn versions_are_immutable_snapshots() {
+        let mut s = MemState::default();
+        s.run(|t| {
+            create(
+                t,
+                &ctx(),
+                &CreateFunction {
+                    name: "f".into(),
+                    settings: settings(),
+                    code: code(b"v1"),
+                },
+            )
+        })
+        .unwrap();
+        let v1 = s.run(|t| publish_version(t, &ctx(), "f", None)).unwrap();
+        assert_eq!(v1.number, 1);
+        // Nothing changed: publishing again returns version 1.
+        let again = s.run(|t| publish_version(t, &ctx(), "f", None)).unwrap();
+        assert_eq!(again, v1);
+        s.run(|t| update_code(t, &ctx(), "f", &code(b"v2")))
+            .unwrap();
+        s.run(|t| {
+            update_settings(
+                t,
+                &ctx(),
+                "f",
+                &SettingsChange {
+                    memory_mb: Some(512),
+                    ..Default::default()
+                },
+            )
+        })
+        .unwrap();
+        // $LATEST changed; version 1 did not, and its code is kept.
+        let kept = version(&s, "f", 1).unwrap();
+        assert_eq!(kept.code_sha256, code(b"v1").sha256);
+        assert_eq!(kept.settings.memory_mb, 128);
+        assert!(super::code(&s, &code(b"v1").sha256).unwrap().is_some());
+        let v2 = s.run(|t| publish_version(t, &ctx(), "f", None)).unwrap();
+        assert_eq!((v2.number, v2.settings.memory_mb), (2, 512));
+        let spec = AliasSpec::new("live", "1", "", &BTreeMap::from([("2".into(), 0.1)])).unwrap();
+        assert_eq!(spec.additional, Some((2, 1000)));
+        s.run(|t| put_alias(t, "f", &spec, true)).unwrap();
+        let bad = AliasSpec::new("old", "9", "", &BTreeMap::new()).unwrap();
+        assert!(s.run(|t| put_alias(t, "f", &bad, true)).is_err());
+        s.run(|t| delete(t, "f")).unwrap();
+        for space in ["fversion/", "falias/", "fcode/", "function/"] {
+            assert!(
+                s.first_with_prefix(space.as_bytes()).unwrap().is_none(),
+                "{space}"
+            );
+        }
     }
 
     #[test]

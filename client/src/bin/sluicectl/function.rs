@@ -58,6 +58,38 @@ pub enum FunctionCmd {
         /// Also print the last 4 KB of the invocation's log to stderr.
         #[arg(long)]
         log: bool,
+        /// $LATEST (default), a version or an alias.
+        #[arg(long, default_value = "")]
+        qualifier: String,
+    },
+    /// Publish $LATEST as the next version.
+    Publish {
+        /// Function name.
+        name: String,
+    },
+    /// List $LATEST and the published versions.
+    Versions {
+        /// Function name.
+        name: String,
+    },
+    /// Create or update an alias (a name for a version, optionally with a
+    /// share of invocations for a second version).
+    Alias {
+        /// Function name.
+        name: String,
+        /// Alias name.
+        alias: String,
+        /// The version it names.
+        #[arg(long)]
+        version: String,
+        /// A second version and its share, VERSION=WEIGHT (0.0-1.0).
+        #[arg(long, value_parser = parse_pair)]
+        weight: Option<(String, String)>,
+    },
+    /// List a function's aliases.
+    Aliases {
+        /// Function name.
+        name: String,
     },
     /// List functions.
     List,
@@ -94,6 +126,28 @@ fn show(json: bool, c: &pb::FunctionConfiguration) {
         println!(
             "{}  {}  {} MB  {} s  {} bytes  {}",
             c.function_arn, c.handler, c.memory_size, c.timeout, c.code_size, c.last_modified
+        );
+    }
+}
+
+fn print_alias(json: bool, a: &pb::AliasConfiguration) {
+    if json {
+        println!(
+            "{}",
+            json!({"alias_arn": a.alias_arn, "name": a.name, "function_version": a.function_version,
+                   "additional_version_weights": a.additional_version_weights})
+        );
+    } else {
+        let extra: Vec<String> = a
+            .additional_version_weights
+            .iter()
+            .map(|(v, w)| format!("{v}={w}"))
+            .collect();
+        println!(
+            "{}  -> {} {}",
+            a.alias_arn,
+            a.function_version,
+            extra.join(" ")
         );
     }
 }
@@ -156,6 +210,7 @@ pub async fn run(client: &Client, json: bool, cmd: FunctionCmd) -> Result<bool, 
             payload,
             stdin,
             log,
+            qualifier,
         } => {
             let payload = match (payload, stdin) {
                 (Some(p), false) => p.into_bytes(),
@@ -178,7 +233,7 @@ pub async fn run(client: &Client, json: bool, cmd: FunctionCmd) -> Result<bool, 
                     function_name: name,
                     invocation_type: "RequestResponse".into(),
                     payload,
-                    qualifier: String::new(),
+                    qualifier,
                     log_type: if log { "Tail".into() } else { "None".into() },
                 })
                 .await?;
@@ -196,6 +251,53 @@ pub async fn run(client: &Client, json: bool, cmd: FunctionCmd) -> Result<bool, 
                 println!("{text}");
             }
             return Ok(!r.function_error.is_empty());
+        }
+        FunctionCmd::Publish { name } => show(json, &client.publish_version(&name).await?),
+        FunctionCmd::Versions { name } => {
+            for c in client.list_versions(&name).await? {
+                if json {
+                    show(json, &c);
+                } else {
+                    println!("{:<8} {}  {}", c.version, c.code_sha256, c.last_modified);
+                }
+            }
+        }
+        FunctionCmd::Alias {
+            name,
+            alias,
+            version,
+            weight,
+        } => {
+            let mut weights = HashMap::new();
+            if let Some((v, w)) = weight {
+                let w: f64 = w
+                    .parse()
+                    .map_err(|_| Error::Config(format!("--weight: {w:?} is not a number")))?;
+                weights.insert(v, w);
+            }
+            let exists = client
+                .list_aliases(&name)
+                .await?
+                .iter()
+                .any(|a| a.name == alias);
+            let a = client
+                .put_alias(
+                    pb::AliasRequest {
+                        function_name: name,
+                        name: alias,
+                        function_version: version,
+                        description: String::new(),
+                        additional_version_weights: weights,
+                    },
+                    !exists,
+                )
+                .await?;
+            print_alias(json, &a);
+        }
+        FunctionCmd::Aliases { name } => {
+            for a in client.list_aliases(&name).await? {
+                print_alias(json, &a);
+            }
         }
         FunctionCmd::List => {
             for c in client.list_functions().await? {
