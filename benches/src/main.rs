@@ -21,6 +21,7 @@
 //! ```
 
 mod compare;
+mod functions;
 mod queues;
 mod reference;
 mod streams;
@@ -70,6 +71,10 @@ enum Workload {
     /// subscriptions (raw delivery), consumers receiving and deleting from
     /// every queue; publishes a second and publish-to-receive latency.
     TopicFanout,
+    /// Function start-up: --invocations warm invocations of a Python function
+    /// (awslambdaric), then as many cold ones (each after a configuration
+    /// change, so it needs a new environment); their latencies.
+    FunctionStarts,
 }
 
 impl Workload {
@@ -178,6 +183,9 @@ struct Args {
     /// the stream before get-records.
     #[arg(long, default_value_t = 100_000)]
     prefill: u64,
+    /// Warm and cold invocations each, for function-starts.
+    #[arg(long, default_value_t = 100)]
+    invocations: usize,
     /// Queue subscriptions of the topic for topic-fanout.
     #[arg(long, default_value_t = 1)]
     subscriptions: usize,
@@ -537,6 +545,31 @@ async fn main() {
         .map(|m| m.address.clone())
         .find(|a| *a != target_addr)
         .unwrap_or_else(|| target_addr.clone());
+    if args.workload == Workload::FunctionStarts {
+        let n = args.invocations;
+        let s = functions::starts(&client, &queue, n)
+            .await
+            .unwrap_or_else(|e| panic!("function starts: {e}"));
+        let report = serde_json::json!({
+            "workload": "FunctionStarts",
+            "invocations": n,
+            "cold_ms": quantiles_ms(&s.cold),
+            "warm_ms": quantiles_ms(&s.warm),
+        });
+        if args.json {
+            println!("{report}");
+        } else {
+            println!(
+                "function starts, {n} each: cold p50 {:.2} ms p99 {:.2} ms; warm p50 {:.2} ms p99 {:.2} ms",
+                s.cold.value_at_quantile(0.5) as f64 / 1000.0,
+                s.cold.value_at_quantile(0.99) as f64 / 1000.0,
+                s.warm.value_at_quantile(0.5) as f64 / 1000.0,
+                s.warm.value_at_quantile(0.99) as f64 / 1000.0,
+            );
+        }
+        drop(spawned.take());
+        return;
+    }
     if let Some(shape) = args.workload.shape() {
         let reader = Client::new([other.as_str()]).expect("client");
         let broker = compare::sluice::Sluice::setup(

@@ -1,0 +1,98 @@
+//! Function start-up: the latency of an invocation that starts a new
+//! execution environment (cold) and of one that reuses a warm one.
+//!
+//! A Python function on the official runtime client (`awslambdaric`) is
+//! created on the cluster. Warm: the same environment answers `n`
+//! invocations in turn. Cold: before each of `n` invocations the function's
+//! configuration changes (a new revision), so the invocation needs a new
+//! environment; only the invocation is timed.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use sluice_client::sluice_proto::v1 as pb;
+use sluice_client::{zip_directory, Client};
+
+const APP: &str = "def handler(event, context):\n    return {\"ok\": True}\n";
+
+/// Medians and tails of cold and warm invocations, in microseconds.
+pub struct Starts {
+    /// Cold invocations.
+    pub cold: Histogram<u64>,
+    /// Warm invocations.
+    pub warm: Histogram<u64>,
+}
+
+async fn invoke(client: &Client, name: &str) -> Result<u64, String> {
+    let started = Instant::now();
+    let r = client
+        .invoke(pb::InvokeRequest {
+            function_name: name.into(),
+            payload: b"{}".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    if !r.function_error.is_empty() {
+        return Err(String::from_utf8_lossy(&r.payload).into_owned());
+    }
+    Ok((started.elapsed().as_micros() as u64).max(1))
+}
+
+/// Runs `n` warm and `n` cold invocations of a fresh function `name`.
+pub async fn starts(client: &Client, name: &str, n: usize) -> Result<Starts, String> {
+    let dir = std::env::temp_dir().join(format!("sluice-bench-fn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("app.py"), APP).map_err(|e| e.to_string())?;
+    let bootstrap = dir.join("bootstrap");
+    std::fs::write(
+        &bootstrap,
+        "#!/bin/sh\nexec python3 -m awslambdaric \"$_HANDLER\"\n",
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    let zip = zip_directory(&dir).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    client
+        .create_function(pb::CreateFunctionRequest {
+            function_name: name.into(),
+            runtime: "python3".into(),
+            handler: "app.handler".into(),
+            zip_file: zip,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Starts {
+        cold: crate::histogram(),
+        warm: crate::histogram(),
+    };
+    // The first invocation is cold; the next n reuse its environment.
+    invoke(client, name).await?;
+    for _ in 0..n {
+        out.warm.saturating_record(invoke(client, name).await?);
+    }
+    for i in 0..n {
+        let req = pb::UpdateFunctionConfigurationRequest {
+            function_name: name.into(),
+            description: Some(format!("revision {i}")),
+            ..Default::default()
+        };
+        client
+            .call(|ch| {
+                let req = req.clone();
+                async move {
+                    pb::functions_client::FunctionsClient::new(ch)
+                        .update_function_configuration(req)
+                        .await
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        out.cold.saturating_record(invoke(client, name).await?);
+    }
+    let _ = client.delete_function(name).await;
+    Ok(out)
+}
