@@ -39,6 +39,8 @@ pub struct FunctionConfig {
     pub memory_mb: u32,
     /// Timeout, seconds.
     pub timeout_s: u32,
+    /// Size of the private /tmp, MB.
+    pub ephemeral_mb: u32,
     /// Region for `AWS_REGION`.
     pub region: String,
     /// The function's own environment variables.
@@ -99,6 +101,64 @@ fn trace_id(request_id: &str) -> String {
     format!("Root=1-{:08x}-{hex:0<24}", now_ms() / 1000)
 }
 
+/// What the child applies to itself before it runs the function.
+struct Limits {
+    memory_bytes: libc::rlim_t,
+    private_tmp: bool,
+    tmpfs: std::ffi::CString,
+    tmpfs_options: std::ffi::CString,
+    root: std::ffi::CString,
+    tmp: std::ffi::CString,
+}
+
+impl Limits {
+    fn new(config: &FunctionConfig, private_tmp: bool) -> Limits {
+        let c = |s: &str| std::ffi::CString::new(s).expect("no NUL in a constant");
+        Limits {
+            memory_bytes: libc::rlim_t::from(config.memory_mb) << 20,
+            private_tmp,
+            tmpfs: c("tmpfs"),
+            tmpfs_options: std::ffi::CString::new(format!(
+                "size={}m,mode=1777",
+                config.ephemeral_mb
+            ))
+            .expect("digits only"),
+            root: c("/"),
+            tmp: c("/tmp"),
+        }
+    }
+
+    /// Caps the data the process may allocate at the function's memory
+    /// size (an rlimit: cgroup v2 is not available everywhere), and mounts
+    /// its private /tmp. Failures leave the process as it is.
+    fn apply(&self) {
+        let lim = libc::rlimit {
+            rlim_cur: self.memory_bytes,
+            rlim_max: self.memory_bytes,
+        };
+        // SAFETY: plain system calls on valid pointers owned by `self`.
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_DATA, &lim);
+            if self.private_tmp && libc::unshare(libc::CLONE_NEWNS) == 0 {
+                libc::mount(
+                    std::ptr::null(),
+                    self.root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                );
+                libc::mount(
+                    self.tmpfs.as_ptr(),
+                    self.tmp.as_ptr(),
+                    self.tmpfs.as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    self.tmpfs_options.as_ptr().cast(),
+                );
+            }
+        }
+    }
+}
+
 /// The AWS error document.
 fn error_document(error_type: &str, message: String) -> Bytes {
     Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
@@ -131,6 +191,15 @@ impl Environment {
         let (api, invocations) = RuntimeApi::start()
             .await
             .map_err(|e| start_err("serving the Runtime API", e))?;
+        // As root the process gets its own mount namespace with a private,
+        // size-capped tmpfs on /tmp; otherwise its /tmp is TMPDIR, a
+        // directory of its own.
+        // (Not when the code itself lives under /tmp: the mount would hide
+        // it.)
+        // SAFETY: geteuid has no preconditions.
+        let private_tmp = unsafe { libc::geteuid() } == 0
+            && !code.starts_with("/tmp")
+            && !root.starts_with("/tmp");
         let mut cmd = Command::new(&bootstrap);
         cmd.current_dir(code)
             .env_clear()
@@ -138,7 +207,7 @@ impl Environment {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("LANG", "en_US.UTF-8")
             .env("TZ", ":UTC")
-            .env("TMPDIR", &tmp)
+            .env("TMPDIR", if private_tmp { Path::new("/tmp") } else { &tmp })
             .env("HOME", &tmp)
             .env("AWS_LAMBDA_RUNTIME_API", api.address())
             .env("_HANDLER", &config.handler)
@@ -169,6 +238,16 @@ impl Environment {
             // Its own process group, so a timeout kills what it started too.
             .process_group(0)
             .kill_on_drop(true);
+        let limits = Limits::new(&config, private_tmp);
+        // SAFETY: the closure runs in the child between fork and exec; it
+        // makes only system calls (setrlimit, unshare, mount) on data
+        // prepared before the fork, and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                limits.apply();
+                Ok(())
+            });
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| start_err(&format!("running {}", bootstrap.display()), e))?;

@@ -25,6 +25,12 @@ def slow(event, context):
     time.sleep(30)
     return "too late"
 
+def hog(event, context):
+    chunks = []
+    for _ in range(64):
+        chunks.append(bytearray(16 << 20))
+    return "allocated 1 GiB"
+
 def mark_tmp(event, context):
     path = os.path.join(os.environ["TMPDIR"], "mark")
     existed = os.path.exists(path)
@@ -32,6 +38,12 @@ def mark_tmp(event, context):
         f.write("x")
     return {"existed": existed}
 "#;
+
+/// A directory for a test's code and environments, outside /tmp (which a
+/// root-run environment replaces with its own).
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
 
 fn write_executable(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
@@ -57,6 +69,7 @@ fn config(handler: &str, timeout_s: u32) -> FunctionConfig {
         handler: handler.into(),
         memory_mb: 256,
         timeout_s,
+        ephemeral_mb: 64,
         region: "us-east-1".into(),
         environment: BTreeMap::from([("GREETING".to_string(), "hi".to_string())]),
     }
@@ -76,7 +89,7 @@ fn json(b: &Bytes) -> serde_json::Value {
 
 #[tokio::test]
 async fn a_python_function_answers_and_its_environment_stays_warm() {
-    let root = tempfile::tempdir().unwrap();
+    let root = scratch();
     let mut env = start(root.path(), "app.handler", 10).await;
     let first = env
         .invoke("req-1", Bytes::from_static(br#"{"n": 1}"#))
@@ -108,7 +121,7 @@ async fn a_python_function_answers_and_its_environment_stays_warm() {
 
 #[tokio::test]
 async fn a_raised_error_comes_back_as_a_function_error() {
-    let root = tempfile::tempdir().unwrap();
+    let root = scratch();
     let mut env = start(root.path(), "app.fail", 10).await;
     let out = env
         .invoke("req-e", Bytes::from_static(br#"{"n": 7}"#))
@@ -127,7 +140,7 @@ async fn a_raised_error_comes_back_as_a_function_error() {
 
 #[tokio::test]
 async fn a_function_past_its_timeout_is_killed() {
-    let root = tempfile::tempdir().unwrap();
+    let root = scratch();
     let mut env = start(root.path(), "app.slow", 1).await;
     let pid = env.pid().unwrap();
     let started = Instant::now();
@@ -161,7 +174,7 @@ async fn a_function_past_its_timeout_is_killed() {
 
 #[tokio::test]
 async fn a_runtime_that_exits_fails_the_invocation_at_once() {
-    let root = tempfile::tempdir().unwrap();
+    let root = scratch();
     let code = root.path().join("code");
     std::fs::create_dir_all(&code).unwrap();
     write_executable(
@@ -195,7 +208,7 @@ async fn a_runtime_that_exits_fails_the_invocation_at_once() {
 
 #[tokio::test]
 async fn code_without_a_bootstrap_does_not_start() {
-    let root = tempfile::tempdir().unwrap();
+    let root = scratch();
     let code = root.path().join("code");
     std::fs::create_dir_all(&code).unwrap();
     match Environment::start(&code, &root.path().join("env"), config("x", 3)).await {
@@ -207,7 +220,7 @@ async fn code_without_a_bootstrap_does_not_start() {
 
 #[tokio::test]
 async fn each_environment_has_its_own_tmp() {
-    let root = tempfile::tempdir().unwrap();
+    let root = scratch();
     let code = root.path().join("code");
     python_code(&code);
     let mut a = Environment::start(&code, &root.path().join("a"), config("app.mark_tmp", 10))
@@ -229,6 +242,35 @@ async fn each_environment_has_its_own_tmp() {
     assert!(!existed(
         b.invoke("3", Bytes::from_static(b"{}")).await.unwrap()
     ));
+    if is_root() {
+        // As root, /tmp itself is the environment's own tmpfs: nothing
+        // written there shows outside.
+        assert!(!Path::new("/tmp/mark").exists());
+    }
     a.stop().await;
     b.stop().await;
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn allocating_past_the_memory_size_fails_the_invocation() {
+    let root = scratch();
+    let mut env = start(root.path(), "app.hog", 30).await;
+    let out = env
+        .invoke("req-m", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    let Invoked::FunctionError(doc) = out else {
+        panic!("a 256 MB function allocated 1 GiB: {out:?}")
+    };
+    let v = json(&doc);
+    assert_eq!(v["errorType"], "MemoryError", "{v}");
 }

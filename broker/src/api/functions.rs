@@ -613,6 +613,7 @@ impl pb::functions_server::Functions for FunctionsApi {
                     handler: settings.handler.clone(),
                     memory_mb: settings.memory_mb,
                     timeout_s: settings.timeout_s,
+                    ephemeral_mb: 512,
                     region: self.ctx.identity.region.clone(),
                     environment: settings.environment.clone(),
                 },
