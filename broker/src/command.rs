@@ -384,6 +384,36 @@ pub enum Command {
         /// Alias name.
         alias: String,
     },
+    /// Set a function's asynchronous invocation settings.
+    PutEventInvokeConfig {
+        /// Function name.
+        name: String,
+        /// The settings.
+        config: functions::events::EventConfig,
+    },
+    /// Accept an asynchronous invocation.
+    EnqueueEvent {
+        /// Function name.
+        name: String,
+        /// `$LATEST`, a version or an alias.
+        qualifier: String,
+        /// The request id Invoke returns.
+        request_id: String,
+        /// The event.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// Record how a run of an event ended.
+    SettleEvent {
+        /// Function name.
+        name: String,
+        /// ARNs for the destination record.
+        arns: functions::events::Arns,
+        /// Event number.
+        seq: u64,
+        /// The outcome.
+        outcome: functions::events::RunOutcome,
+    },
 }
 
 impl Command {
@@ -440,6 +470,9 @@ impl Command {
             Command::PublishVersion { .. } => "PublishVersion",
             Command::PutAlias { .. } => "PutAlias",
             Command::DeleteAlias { .. } => "DeleteAlias",
+            Command::PutEventInvokeConfig { .. } => "PutEventInvokeConfig",
+            Command::EnqueueEvent { .. } => "EnqueueEvent",
+            Command::SettleEvent { .. } => "SettleEvent",
         }
     }
 
@@ -475,6 +508,14 @@ impl Command {
             Command::SettleDeliveries { results, .. } => 32 + results.len() * 64,
             Command::CreateFunction(c) => 512 + c.code.zip.len(),
             Command::UpdateFunctionCode { code, .. } => 256 + code.zip.len(),
+            Command::EnqueueEvent { payload, .. } => 256 + payload.len(),
+            Command::SettleEvent { outcome, .. } => {
+                512 + match outcome {
+                    functions::events::RunOutcome::Success { response, .. }
+                    | functions::events::RunOutcome::Failure { response, .. } => response.len(),
+                    functions::events::RunOutcome::Expired => 0,
+                }
+            }
             Command::ChangeVisibility { changes, .. } => 32 + changes.len() * 40,
             _ => 64,
         }
@@ -532,7 +573,10 @@ impl Command {
             | Command::DeleteFunction { name }
             | Command::PublishVersion { name, .. }
             | Command::PutAlias { name, .. }
-            | Command::DeleteAlias { name, .. } => Resource::Function(name),
+            | Command::DeleteAlias { name, .. }
+            | Command::PutEventInvokeConfig { name, .. }
+            | Command::EnqueueEvent { name, .. }
+            | Command::SettleEvent { name, .. } => Resource::Function(name),
         }
     }
 }
@@ -635,6 +679,8 @@ pub enum CommandOutput {
     Version(functions::Version),
     /// An alias after the change.
     Alias(functions::Alias),
+    /// What a settle of an event did.
+    EventSettled(functions::events::Settled),
     /// A topic tick; `more` when work is left.
     TopicTicked {
         /// More to do now.
@@ -772,6 +818,11 @@ pub enum Query {
         /// `$LATEST`, a version or an alias.
         qualifier: String,
     },
+    /// A function's asynchronous invocation settings.
+    EventInvokeConfig {
+        /// Function name.
+        name: String,
+    },
     /// A code package by hash.
     FunctionCode {
         /// Hex SHA-256.
@@ -812,6 +863,7 @@ impl Query {
             Query::ListVersions { .. } => "ListVersions",
             Query::ListAliases { .. } => "ListAliases",
             Query::InvokeTarget { .. } => "InvokeTarget",
+            Query::EventInvokeConfig { .. } => "EventInvokeConfig",
         }
     }
 }
@@ -858,6 +910,8 @@ pub enum QueryOutput {
     Aliases(Vec<functions::Alias>),
     /// What an invocation runs.
     Target(functions::Target),
+    /// Asynchronous invocation settings.
+    EventConfig(functions::events::EventConfig),
     /// A resolved position: stream id and record number.
     Position {
         /// Stream id.

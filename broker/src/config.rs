@@ -48,6 +48,9 @@ pub struct NodeConfig {
     pub leader_wait: Duration,
     /// Page cache of the storage engine, bytes.
     pub cache_capacity: u64,
+    /// Delay before the first retry of a failed asynchronous invocation
+    /// (the second waits twice as long); Lambda waits a minute.
+    pub event_retry_delay: Duration,
 }
 
 /// Settings as they come from flags or the file; unset means "not given".
@@ -84,6 +87,8 @@ pub struct Settings {
     pub leader_wait_ms: Option<u64>,
     /// `--cache-mb`
     pub cache_mb: Option<u64>,
+    /// `--event-retry-delay-ms`
+    pub event_retry_delay_ms: Option<u64>,
 }
 
 impl Settings {
@@ -115,6 +120,7 @@ impl Settings {
             snapshot_every: self.snapshot_every.or(other.snapshot_every),
             keep_after_snapshot: self.keep_after_snapshot.or(other.keep_after_snapshot),
             leader_wait_ms: self.leader_wait_ms.or(other.leader_wait_ms),
+            event_retry_delay_ms: self.event_retry_delay_ms.or(other.event_retry_delay_ms),
             cache_mb: self.cache_mb.or(other.cache_mb),
         }
     }
@@ -223,6 +229,7 @@ impl Settings {
             },
             leader_wait,
             cache_capacity: cache_mb * 1024 * 1024,
+            event_retry_delay: Duration::from_millis(self.event_retry_delay_ms.unwrap_or(60_000)),
         })
     }
 }

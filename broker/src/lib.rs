@@ -23,6 +23,7 @@ pub mod filter;
 pub mod functions;
 pub mod housekeeper;
 pub mod identity;
+pub mod invoker;
 pub mod machine;
 pub mod metrics;
 pub mod node;

@@ -41,6 +41,9 @@ pub enum Effect {
     },
     /// A topic outbox has entries due (wakes the leader's deliverer).
     OutboxReady,
+    /// A function has an asynchronous invocation due (wakes the leader's
+    /// runner).
+    EventReady,
 }
 
 /// The effects of the commands applied in one batch.
@@ -297,6 +300,27 @@ pub fn apply(
             functions::delete_alias(txn, name, alias)?;
             Ok(CommandOutput::Done)
         }
+        Command::PutEventInvokeConfig { name, config } => {
+            functions::events::put_config(txn, name, config)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::EnqueueEvent {
+            name,
+            qualifier,
+            request_id,
+            payload,
+        } => {
+            functions::events::enqueue(txn, ctx, name, qualifier, request_id, payload, effects)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::SettleEvent {
+            name,
+            arns,
+            seq,
+            outcome,
+        } => Ok(CommandOutput::EventSettled(functions::events::settle(
+            txn, ctx, name, arns, *seq, outcome, effects,
+        )?)),
     }
 }
 
@@ -337,6 +361,12 @@ pub fn query(state: &dyn StateRead, query: &Query) -> ApplyResult<QueryOutput> {
         Query::ListAliases { name } => {
             functions::require(state, name)?;
             Ok(QueryOutput::Aliases(functions::aliases(state, name)?))
+        }
+        Query::EventInvokeConfig { name } => {
+            functions::require(state, name)?;
+            Ok(QueryOutput::EventConfig(functions::events::config(
+                state, name,
+            )?))
         }
         Query::InvokeTarget { name, qualifier } => Ok(QueryOutput::Target(functions::target(
             state, name, qualifier,

@@ -80,6 +80,10 @@ struct ServeArgs {
     /// Storage engine page cache in MiB [default: 256].
     #[arg(long)]
     cache_mb: Option<u64>,
+    /// Delay before the first retry of a failed asynchronous invocation;
+    /// the second waits twice as long [default: 60000, as Lambda].
+    #[arg(long)]
+    event_retry_delay_ms: Option<u64>,
     /// Log output format; the level comes from RUST_LOG [default: info].
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -103,6 +107,7 @@ impl ServeArgs {
             keep_after_snapshot: self.keep_after_snapshot,
             leader_wait_ms: self.leader_wait_ms,
             cache_mb: self.cache_mb,
+            event_retry_delay_ms: self.event_retry_delay_ms,
         }
     }
 }

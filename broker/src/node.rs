@@ -94,6 +94,7 @@ pub struct RunningNode {
     bootstrap: JoinHandle<()>,
     housekeeper: JoinHandle<()>,
     deliverer: JoinHandle<()>,
+    invoker: JoinHandle<()>,
     local_addr: std::net::SocketAddr,
 }
 
@@ -177,9 +178,15 @@ impl RunningNode {
             reason: e.to_string(),
         })?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(api::serve(listener, ctx, raft_service, exporter, async {
-            let _ = stop_rx.await;
-        }));
+        let server = tokio::spawn(api::serve(
+            listener,
+            ctx.clone(),
+            raft_service,
+            exporter,
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
         tracing::info!(
             node_id = config.node_id,
             listen = %local_addr,
@@ -194,6 +201,7 @@ impl RunningNode {
             config.advertise.clone(),
             waiters.clone(),
         );
+        let invoker = crate::invoker::spawn(ctx.clone(), config.event_retry_delay);
         let housekeeper = crate::housekeeper::spawn(router.clone(), waiters);
         let bootstrap = tokio::spawn(bootstrap::run(
             raft.clone(),
@@ -214,6 +222,7 @@ impl RunningNode {
             bootstrap,
             housekeeper,
             deliverer,
+            invoker,
             local_addr,
         })
     }
@@ -254,6 +263,7 @@ impl RunningNode {
         self.bootstrap.abort();
         self.housekeeper.abort();
         self.deliverer.abort();
+        self.invoker.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }

@@ -42,6 +42,10 @@ impl Waiters {
     /// entries (not a valid queue name).
     pub const OUTBOX: &'static str = "topics/outbox";
 
+    /// The name under which the leader's runner of asynchronous
+    /// invocations waits for events.
+    pub const EVENTS: &'static str = "functions/events";
+
     /// The name under which a shard's subscribers wait (queue names cannot
     /// contain '/', so it never meets a queue's).
     pub fn shard_key(stream: u64, shard: u32) -> String {

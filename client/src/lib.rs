@@ -989,6 +989,18 @@ impl Client {
         }
     }
 
+    /// Sets a function's retries and destinations for asynchronous
+    /// invocations.
+    pub async fn put_event_invoke_config(
+        &self,
+        req: pb::FunctionEventInvokeConfig,
+    ) -> Result<pb::FunctionEventInvokeConfig, Error> {
+        self.functions(req, |mut c, r| async move {
+            c.put_function_event_invoke_config(r).await
+        })
+        .await
+    }
+
     /// A function's aliases.
     pub async fn list_aliases(&self, name: &str) -> Result<Vec<pb::AliasConfiguration>, Error> {
         let req = pb::ListAliasesRequest {

@@ -222,3 +222,185 @@ async fn versions_are_immutable_and_an_alias_splits_invocations_by_weight() {
         .unwrap_err();
     assert_eq!(missing.code(), Some("ResourceNotFoundException"));
 }
+
+const EVENTS_APP: &str = r#"
+import time
+
+def fail(event, context):
+    raise KeyError("always " + str(event["n"]))
+
+def ok(event, context):
+    return {"doubled": event["n"] * 2}
+
+def slow(event, context):
+    with open(event["marker"], "a") as f:
+        f.write("start\n")
+    time.sleep(3)
+    return {"slept": True}
+"#;
+
+async fn receive_one(client: &sluice_client::Client, queue: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing arrived in {queue}"
+        );
+        let r = client
+            .receive_message(pb::ReceiveMessageRequest {
+                queue_name: queue.into(),
+                wait_time_seconds: Some(2),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if let Some(m) = r.messages.first() {
+            return serde_json::from_str(&m.body).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn asynchronous_invocations_retry_then_reach_their_destinations_across_a_leader_kill() {
+    let _serial = serial().await;
+    let mut c = Cluster::start(3, &["--event-retry-delay-ms", "300"]);
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::write(dir.path().join("app.py"), EVENTS_APP).unwrap();
+    let bootstrap = dir.path().join("bootstrap");
+    std::fs::write(
+        &bootstrap,
+        "#!/bin/sh\nexec python3 -m awslambdaric \"$_HANDLER\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let zip = zip_directory(dir.path()).unwrap();
+    let client = c.client_from(0);
+    let arn = |service: &str, name: &str| match service {
+        "sqs" => format!("arn:aws:sqs:us-east-1:000000000000:{name}"),
+        _ => format!("arn:aws:sns:us-east-1:000000000000:{name}"),
+    };
+    for q in ["failures", "successes", "slow-done"] {
+        client.create_queue(q, HashMap::new()).await.unwrap();
+    }
+    // Successes go through a topic to a queue.
+    client
+        .create_topic("results", HashMap::new())
+        .await
+        .unwrap();
+    client
+        .subscribe(
+            "results",
+            "sqs",
+            "successes",
+            HashMap::from([("RawMessageDelivery".to_string(), "true".to_string())]),
+        )
+        .await
+        .unwrap();
+    for (name, handler, success, failure, timeout) in [
+        (
+            "always-fails",
+            "app.fail",
+            String::new(),
+            arn("sqs", "failures"),
+            10,
+        ),
+        (
+            "doubler",
+            "app.ok",
+            arn("sns", "results"),
+            String::new(),
+            10,
+        ),
+        (
+            "sleeper",
+            "app.slow",
+            arn("sqs", "slow-done"),
+            String::new(),
+            30,
+        ),
+    ] {
+        client
+            .create_function(pb::CreateFunctionRequest {
+                function_name: name.into(),
+                handler: handler.into(),
+                timeout,
+                zip_file: zip.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        client
+            .put_event_invoke_config(pb::FunctionEventInvokeConfig {
+                function_name: name.into(),
+                maximum_retry_attempts: Some(2),
+                maximum_event_age_in_seconds: None,
+                on_success_destination: success,
+                on_failure_destination: failure,
+            })
+            .await
+            .unwrap();
+    }
+    let event = |name: &str, payload: serde_json::Value| pb::InvokeRequest {
+        function_name: name.into(),
+        invocation_type: "Event".into(),
+        payload: payload.to_string().into_bytes(),
+        ..Default::default()
+    };
+    let accepted = client
+        .invoke(event("always-fails", serde_json::json!({"n": 7})))
+        .await
+        .unwrap();
+    assert_eq!(accepted.status_code, 202);
+    let record = receive_one(&client, "failures").await;
+    assert_eq!(record["version"], "1.0");
+    assert_eq!(
+        record["requestContext"]["requestId"],
+        accepted.request_id.as_str()
+    );
+    assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");
+    assert_eq!(record["requestContext"]["approximateInvokeCount"], 3);
+    assert_eq!(
+        record["requestContext"]["functionArn"],
+        "arn:aws:lambda:us-east-1:000000000000:function:always-fails:$LATEST"
+    );
+    assert_eq!(record["requestPayload"]["n"], 7);
+    assert_eq!(record["responseContext"]["functionError"], "Unhandled");
+    assert_eq!(record["responsePayload"]["errorType"], "KeyError");
+
+    client
+        .invoke(event("doubler", serde_json::json!({"n": 21})))
+        .await
+        .unwrap();
+    let record = receive_one(&client, "successes").await;
+    assert_eq!(record["requestContext"]["condition"], "Success");
+    assert_eq!(record["requestContext"]["approximateInvokeCount"], 1);
+    assert_eq!(record["responsePayload"]["doubled"], 42);
+
+    // The node running an event dies mid-run: another node runs it.
+    let marker = dir.path().join("runs.log");
+    let leader = c.leader(std::time::Duration::from_secs(20)).await;
+    let survivor = c.client_without(leader);
+    client
+        .invoke(event(
+            "sleeper",
+            serde_json::json!({"marker": marker.display().to_string()}),
+        ))
+        .await
+        .unwrap();
+    cluster_tests::wait_for(
+        std::time::Duration::from_secs(30),
+        "the first run",
+        || async {
+            std::fs::read_to_string(&marker)
+                .ok()
+                .filter(|t| t.lines().count() >= 1)
+                .map(drop)
+        },
+    )
+    .await;
+    c.node(leader).kill9();
+    let record = receive_one(&survivor, "slow-done").await;
+    assert_eq!(record["requestContext"]["condition"], "Success");
+    let runs = std::fs::read_to_string(&marker).unwrap().lines().count();
+    assert!(runs >= 2, "the event ran {runs} time(s)");
+}

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 use super::{consistency, observe, Consistency, Context};
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::DomainError;
+use crate::functions::events::{Destination, EventConfig};
 use crate::functions::{
     self, Alias, AliasSpec, Code, CreateFunction, Function, Settings, SettingsChange, Version,
 };
@@ -106,6 +107,23 @@ impl FunctionsApi {
                 })
                 .collect(),
             revision_id: a.revision.to_string(),
+        }
+    }
+
+    fn event_config(&self, name: &str, c: &EventConfig) -> pb::FunctionEventInvokeConfig {
+        let arn = |d: &Option<Destination>| match d {
+            None => String::new(),
+            Some(Destination::Queue(q)) => self.ctx.identity.queue_arn(q),
+            Some(Destination::Topic(t)) => self.ctx.identity.topic_arn(t),
+            Some(Destination::Function(f)) => self.ctx.identity.function_arn(f),
+            Some(Destination::Stream(s)) => self.ctx.identity.stream_arn(s),
+        };
+        pb::FunctionEventInvokeConfig {
+            function_name: name.to_string(),
+            maximum_retry_attempts: Some(c.max_retries as i32),
+            maximum_event_age_in_seconds: Some(c.max_age_s as i32),
+            on_success_destination: arn(&c.on_success),
+            on_failure_destination: arn(&c.on_failure),
         }
     }
 
@@ -496,6 +514,73 @@ impl pb::functions_server::Functions for FunctionsApi {
         .await
     }
 
+    async fn put_function_event_invoke_config(
+        &self,
+        request: Request<pb::FunctionEventInvokeConfig>,
+    ) -> Result<Response<pb::FunctionEventInvokeConfig>, Status> {
+        observe("PutFunctionEventInvokeConfig", async {
+            let req = request.into_inner();
+            let name = name_ref("function_name", &req.function_name)?;
+            let destination =
+                |field: &str, arn: &str| -> Result<Option<Destination>, DomainError> {
+                    if arn.is_empty() {
+                        Ok(None)
+                    } else {
+                        Destination::parse(field, arn).map(Some)
+                    }
+                };
+            let config = EventConfig {
+                max_retries: req
+                    .maximum_retry_attempts
+                    .unwrap_or(2)
+                    .max(-1)
+                    .clamp(-1, i32::MAX) as u32,
+                max_age_s: req
+                    .maximum_event_age_in_seconds
+                    .unwrap_or(21_600)
+                    .clamp(0, i32::MAX) as u32,
+                on_success: destination("on_success_destination", &req.on_success_destination)?,
+                on_failure: destination("on_failure_destination", &req.on_failure_destination)?,
+            };
+            if req.maximum_retry_attempts.is_some_and(|n| n < 0) {
+                return Err(
+                    DomainError::invalid("maximum_retry_attempts", "must be from 0 to 2").into(),
+                );
+            }
+            config.validate()?;
+            self.ctx
+                .done(
+                    Command::PutEventInvokeConfig {
+                        name: name.clone(),
+                        config: config.clone(),
+                    },
+                    "PutFunctionEventInvokeConfig",
+                )
+                .await?;
+            Ok(Response::new(self.event_config(&name, &config)))
+        })
+        .await
+    }
+
+    async fn get_function_event_invoke_config(
+        &self,
+        request: Request<pb::GetFunctionRequest>,
+    ) -> Result<Response<pb::FunctionEventInvokeConfig>, Status> {
+        observe("GetFunctionEventInvokeConfig", async {
+            let how = consistency(&request)?;
+            let name = name_ref("function_name", &request.into_inner().function_name)?;
+            let QueryOutput::EventConfig(c) = self
+                .ctx
+                .query(how, Query::EventInvokeConfig { name: name.clone() })
+                .await?
+            else {
+                return Err(super::status::unexpected("GetFunctionEventInvokeConfig"));
+            };
+            Ok(Response::new(self.event_config(&name, &c)))
+        })
+        .await
+    }
+
     async fn invoke(
         &self,
         request: Request<pb::InvokeRequest>,
@@ -517,69 +602,55 @@ impl pb::functions_server::Functions for FunctionsApi {
                     .into())
                 }
             };
-            if req.payload.len() > 6 << 20 {
+            let (limit, what) = if req.invocation_type == "Event" {
+                (256 << 10, "an asynchronous")
+            } else {
+                (6 << 20, "a synchronous")
+            };
+            if req.payload.len() > limit {
                 return Err(DomainError::invalid(
                     "payload",
                     format!(
-                        "at most 6 MiB for a synchronous invocation, got {}",
+                        "at most {limit} bytes for {what} invocation, got {}",
                         req.payload.len()
                     ),
                 )
                 .into());
             }
-            let QueryOutput::Target(target) = self
-                .ctx
-                .query(
-                    Consistency::Linearizable,
-                    Query::InvokeTarget {
-                        name,
-                        qualifier: req.qualifier.clone(),
-                    },
-                )
-                .await?
-            else {
-                return Err(super::status::unexpected("Invoke"));
-            };
-            let f = &target.function;
-            // An alias with a second version sends it its share, drawn
-            // here (the state machine draws nothing).
-            let chosen = match (&target.version, &target.additional) {
-                (Some(v), Some((extra, weight))) => {
-                    let draw =
-                        (uuid::Uuid::new_v4().as_u128() % u128::from(functions::WEIGHT_ONE)) as u32;
-                    Some(if draw < *weight { extra } else { v })
-                }
-                (v, _) => v.as_ref(),
-            };
-            let (version, settings, code_sha256, revision) = match chosen {
-                Some(v) => (
-                    v.number.to_string(),
-                    &v.settings,
-                    v.code_sha256.clone(),
-                    v.from_revision,
-                ),
-                None => (
-                    "$LATEST".to_string(),
-                    &f.settings,
-                    f.code_sha256.clone(),
-                    f.revision,
-                ),
+            let payload = if req.payload.is_empty() {
+                Bytes::from_static(b"{}")
+            } else {
+                Bytes::from(req.payload)
             };
             match req.invocation_type.as_str() {
                 "" | "RequestResponse" => {}
                 "DryRun" => {
+                    let target = resolve(&self.ctx, &name, &req.qualifier).await?;
                     return Ok(Response::new(pb::InvokeResponse {
                         status_code: 204,
-                        executed_version: version,
+                        executed_version: pick(&target).0,
                         ..Default::default()
-                    }))
+                    }));
                 }
                 "Event" => {
-                    return Err(DomainError::precondition(
-                        "InvalidParameterValueException",
-                        "invocation_type Event: asynchronous invocation is not built yet",
-                    )
-                    .into())
+                    // The event is committed before the call answers 202.
+                    let request_id = uuid::Uuid::new_v4().to_string();
+                    self.ctx
+                        .done(
+                            Command::EnqueueEvent {
+                                name,
+                                qualifier: req.qualifier,
+                                request_id: request_id.clone(),
+                                payload: payload.to_vec(),
+                            },
+                            "Invoke",
+                        )
+                        .await?;
+                    return Ok(Response::new(pb::InvokeResponse {
+                        status_code: 202,
+                        request_id,
+                        ..Default::default()
+                    }));
                 }
                 other => {
                     return Err(DomainError::invalid(
@@ -589,70 +660,9 @@ impl pb::functions_server::Functions for FunctionsApi {
                     .into())
                 }
             }
-            let payload = if req.payload.is_empty() {
-                Bytes::from_static(b"{}")
-            } else {
-                Bytes::from(req.payload)
-            };
-            let arn = if req.qualifier.is_empty() {
-                self.ctx.identity.function_arn(&f.name)
-            } else {
-                format!(
-                    "{}:{}",
-                    self.ctx.identity.function_arn(&f.name),
-                    req.qualifier
-                )
-            };
-            let spec = FunctionSpec {
-                key: format!("{}#{version}#{revision}", f.name),
-                code_sha256: code_sha256.clone(),
-                config: FunctionConfig {
-                    name: f.name.clone(),
-                    version: version.clone(),
-                    arn,
-                    handler: settings.handler.clone(),
-                    memory_mb: settings.memory_mb,
-                    timeout_s: settings.timeout_s,
-                    ephemeral_mb: 512,
-                    region: self.ctx.identity.region.clone(),
-                    environment: settings.environment.clone(),
-                },
-            };
-            let ctx = self.ctx.clone();
-            let sha = code_sha256;
-            let fetch = move || async move {
-                match ctx
-                    .query(
-                        Consistency::Linearizable,
-                        Query::FunctionCode { sha256: sha },
-                    )
-                    .await
-                {
-                    Ok(QueryOutput::Code(Some(zip))) => Ok(zip),
-                    Ok(_) => Err("the code package is gone (the function changed)".to_string()),
-                    Err(s) => Err(s.message().to_string()),
-                }
-            };
             let request_id = uuid::Uuid::new_v4().to_string();
-            let ran = self
-                .ctx
-                .worker
-                .invoke(&spec, fetch, &request_id, payload)
-                .await
-                .map_err(|e| match e {
-                    PoolError::Code(why) => {
-                        DomainError::precondition("InvalidZipFileException", why)
-                    }
-                    PoolError::Start(why) => {
-                        DomainError::precondition("InvalidRuntimeException", why.to_string())
-                    }
-                })?;
-            metrics::counter!("sluice_function_invocations_total", "function" => f.name.clone())
-                .increment(1);
-            if ran.cold {
-                metrics::counter!("sluice_function_cold_starts_total", "function" => f.name.clone())
-                    .increment(1);
-            }
+            let (ran, version) =
+                run_invocation(&self.ctx, &name, &req.qualifier, &request_id, payload).await?;
             let log_result = if tail {
                 let text = ran.log.join("\n");
                 let bytes = text.as_bytes();
@@ -662,11 +672,7 @@ impl pb::functions_server::Functions for FunctionsApi {
             };
             let (function_error, payload) = match ran.invoked {
                 Invoked::Ok(body) => (String::new(), body.to_vec()),
-                Invoked::FunctionError(doc) => {
-                    metrics::counter!("sluice_function_errors_total", "function" => f.name.clone())
-                        .increment(1);
-                    ("Unhandled".to_string(), doc.to_vec())
-                }
+                Invoked::FunctionError(doc) => ("Unhandled".to_string(), doc.to_vec()),
             };
             Ok(Response::new(pb::InvokeResponse {
                 status_code: 200,
@@ -674,6 +680,7 @@ impl pb::functions_server::Functions for FunctionsApi {
                 payload,
                 log_result,
                 executed_version: version,
+                request_id,
             }))
         })
         .await
@@ -701,4 +708,122 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+/// Resolves what an invocation runs, linearizably (so a just-updated
+/// function runs its new code).
+async fn resolve(ctx: &Context, name: &str, qualifier: &str) -> Result<functions::Target, Status> {
+    match ctx
+        .query(
+            Consistency::Linearizable,
+            Query::InvokeTarget {
+                name: name.to_string(),
+                qualifier: qualifier.to_string(),
+            },
+        )
+        .await?
+    {
+        QueryOutput::Target(t) => Ok(t),
+        _ => Err(super::status::unexpected("Invoke")),
+    }
+}
+
+/// The version an invocation of `target` runs: an alias with a second
+/// version sends it its share, drawn here (the state machine draws
+/// nothing). Returns the version's name, settings, code hash and revision.
+fn pick(target: &functions::Target) -> (String, &Settings, String, u64) {
+    let chosen = match (&target.version, &target.additional) {
+        (Some(v), Some((extra, weight))) => {
+            let draw = (uuid::Uuid::new_v4().as_u128() % u128::from(functions::WEIGHT_ONE)) as u32;
+            Some(if draw < *weight { extra } else { v })
+        }
+        (v, _) => v.as_ref(),
+    };
+    let f = &target.function;
+    match chosen {
+        Some(v) => (
+            v.number.to_string(),
+            &v.settings,
+            v.code_sha256.clone(),
+            v.from_revision,
+        ),
+        None => (
+            "$LATEST".to_string(),
+            &f.settings,
+            f.code_sha256.clone(),
+            f.revision,
+        ),
+    }
+}
+
+/// Runs one invocation of function `name` at `qualifier` on this node's
+/// in-process worker; the result and the version that ran. Shared by
+/// synchronous Invoke and the leader's runner of asynchronous events.
+pub async fn run_invocation(
+    ctx: &Context,
+    name: &str,
+    qualifier: &str,
+    request_id: &str,
+    payload: Bytes,
+) -> Result<(sluice_worker::Ran, String), Status> {
+    let target = resolve(ctx, name, qualifier).await?;
+    let f = &target.function;
+    let (version, settings, code_sha256, revision) = pick(&target);
+    let arn = if qualifier.is_empty() {
+        ctx.identity.function_arn(&f.name)
+    } else {
+        format!("{}:{qualifier}", ctx.identity.function_arn(&f.name))
+    };
+    let spec = FunctionSpec {
+        key: format!("{}#{version}#{revision}", f.name),
+        code_sha256: code_sha256.clone(),
+        config: FunctionConfig {
+            name: f.name.clone(),
+            version: version.clone(),
+            arn,
+            handler: settings.handler.clone(),
+            memory_mb: settings.memory_mb,
+            timeout_s: settings.timeout_s,
+            ephemeral_mb: 512,
+            region: ctx.identity.region.clone(),
+            environment: settings.environment.clone(),
+        },
+    };
+    let fetch_ctx = ctx.clone();
+    let fetch = move || async move {
+        match fetch_ctx
+            .query(
+                Consistency::Linearizable,
+                Query::FunctionCode {
+                    sha256: code_sha256,
+                },
+            )
+            .await
+        {
+            Ok(QueryOutput::Code(Some(zip))) => Ok(zip),
+            Ok(_) => Err("the code package is gone (the function changed)".to_string()),
+            Err(s) => Err(s.message().to_string()),
+        }
+    };
+    let ran = ctx
+        .worker
+        .invoke(&spec, fetch, request_id, payload)
+        .await
+        .map_err(|e| match e {
+            PoolError::Code(why) => DomainError::precondition("InvalidZipFileException", why),
+            PoolError::Start(why) => {
+                DomainError::precondition("InvalidRuntimeException", why.to_string())
+            }
+        })?;
+    metrics::counter!("sluice_function_invocations_total", "function" => f.name.clone())
+        .increment(1);
+    if ran.cold {
+        metrics::counter!("sluice_function_cold_starts_total", "function" => f.name.clone())
+            .increment(1);
+    }
+    if matches!(ran.invoked, Invoked::FunctionError(_)) {
+        metrics::counter!("sluice_function_errors_total", "function" => f.name.clone())
+            .increment(1);
+    }
+    Ok((ran, version))
 }

@@ -12,9 +12,14 @@
 //! | `function/{name}` | [`StoredFunction`] |
 //! | `fversion/{name}/{number}` | [`Version`]: an immutable snapshot |
 //! | `falias/{name}/{alias}` | [`Alias`] |
+//! | `fevcfg/{name}` | [`events::EventConfig`] |
+//! | `fevent/{name}/{seq}` | [`events::Event`]: an asynchronous invocation |
+//! | `fedue/{name}/{due ms}/{seq}` | due index of the events |
 //! | `fcode/{sha256 hex}` | the zip package, raw bytes |
 
 use std::collections::BTreeMap;
+
+pub mod events;
 
 use serde::{Deserialize, Serialize};
 
@@ -149,6 +154,8 @@ pub struct Function {
     pub modified_ms: u64,
     /// The highest published version, 0 before the first.
     pub last_version: u64,
+    /// Asynchronous invocations accepted so far.
+    pub event_seq: u64,
 }
 
 /// A published version: what `$LATEST` was when it was published. Never
@@ -396,6 +403,7 @@ pub fn create(txn: &mut Txn<'_>, ctx: &Ctx, c: &CreateFunction) -> ApplyResult<F
         revision: 1,
         modified_ms: ctx.now_ms,
         last_version: 0,
+        event_seq: 0,
     };
     save(txn, &f);
     Ok(f)
@@ -468,12 +476,11 @@ pub fn delete(txn: &mut Txn<'_>, name: &str) -> ApplyResult<()> {
     let mut hashes = std::collections::BTreeSet::from([f.code_sha256.clone()]);
     hashes.extend(versions(txn, name)?.into_iter().map(|v| v.code_sha256));
     txn.delete(function_key(name));
-    let prefixes = [
-        Key::new("fversion").str(name).build(),
-        Key::new("falias").str(name).build(),
-    ];
-    // Bounded by the caps on versions and aliases per function.
-    txn.delete_prefixes(&prefixes, VERSIONS_MAX as usize + ALIASES_MAX)?;
+    let prefixes = ["fversion", "falias", "fevcfg", "fevent", "fedue"]
+        .map(|space| Key::new(space).str(name).build());
+    // Bounded by the caps on versions and aliases, and a generous bound on
+    // events not yet run (documented).
+    txn.delete_prefixes(&prefixes, VERSIONS_MAX as usize + ALIASES_MAX + 100_000)?;
     for h in hashes {
         release_code(txn, &h, name)?;
     }

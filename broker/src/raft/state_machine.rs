@@ -385,6 +385,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     self.waiters.wake(&Waiters::shard_key(stream, shard))
                 }
                 Effect::OutboxReady => self.waiters.wake(Waiters::OUTBOX),
+                Effect::EventReady => self.waiters.wake(Waiters::EVENTS),
             }
         }
         metrics::histogram!("sluice_apply_seconds").record(started.elapsed().as_secs_f64());
