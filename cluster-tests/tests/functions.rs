@@ -21,20 +21,26 @@ def fail(event, context):
     raise KeyError("missing " + event.get("name", "?"))
 "#;
 
-#[tokio::test]
-async fn a_python_lambda_function_runs_through_any_node() {
-    let _serial = serial().await;
-    let c = Cluster::start(3, &[]);
-    let code = tempfile::tempdir().unwrap();
-    std::fs::write(code.path().join("app.py"), APP).unwrap();
-    let bootstrap = code.path().join("bootstrap");
+/// Writes `app` as `app.py` next to the Python bootstrap the spec gives,
+/// and zips the directory.
+fn python_package(dir: &std::path::Path, app: &str) -> Vec<u8> {
+    std::fs::write(dir.join("app.py"), app).unwrap();
+    let bootstrap = dir.join("bootstrap");
     std::fs::write(
         &bootstrap,
         "#!/bin/sh\nexec python3 -m awslambdaric \"$_HANDLER\"\n",
     )
     .unwrap();
     std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let zip = zip_directory(code.path()).unwrap();
+    zip_directory(dir).unwrap()
+}
+
+#[tokio::test]
+async fn a_python_lambda_function_runs_through_any_node() {
+    let _serial = serial().await;
+    let c = Cluster::start(3, &[]);
+    let code = tempfile::tempdir().unwrap();
+    let zip = python_package(code.path(), APP);
     let admin = c.client();
     let create = |name: &str, handler: &str| pb::CreateFunctionRequest {
         function_name: name.into(),
@@ -131,19 +137,10 @@ async fn versions_are_immutable_and_an_alias_splits_invocations_by_weight() {
     let c = Cluster::start(3, &[]);
     let dir = tempfile::tempdir().unwrap();
     let write = |tag: &str| {
-        std::fs::write(
-            dir.path().join("app.py"),
-            format!("def handler(event, context):\n    return {{\"code\": \"{tag}\", \"version\": context.function_version}}\n"),
+        python_package(
+            dir.path(),
+            &format!("def handler(event, context):\n    return {{\"code\": \"{tag}\", \"version\": context.function_version}}\n"),
         )
-        .unwrap();
-        let bootstrap = dir.path().join("bootstrap");
-        std::fs::write(
-            &bootstrap,
-            "#!/bin/sh\nexec python3 -m awslambdaric \"$_HANDLER\"\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755)).unwrap();
-        zip_directory(dir.path()).unwrap()
     };
     let client = c.client();
     client
@@ -265,15 +262,7 @@ async fn asynchronous_invocations_retry_then_reach_their_destinations_across_a_l
     let _serial = serial().await;
     let mut c = Cluster::start(3, &["--event-retry-delay-ms", "300"]);
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    std::fs::write(dir.path().join("app.py"), EVENTS_APP).unwrap();
-    let bootstrap = dir.path().join("bootstrap");
-    std::fs::write(
-        &bootstrap,
-        "#!/bin/sh\nexec python3 -m awslambdaric \"$_HANDLER\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let zip = zip_directory(dir.path()).unwrap();
+    let zip = python_package(dir.path(), EVENTS_APP);
     let client = c.client_from(0);
     let arn = |service: &str, name: &str| match service {
         "sqs" => format!("arn:aws:sqs:us-east-1:000000000000:{name}"),
