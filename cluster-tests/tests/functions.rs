@@ -393,3 +393,55 @@ async fn asynchronous_invocations_retry_then_reach_their_destinations_across_a_l
     let runs = std::fs::read_to_string(&marker).unwrap().lines().count();
     assert!(runs >= 2, "the event ran {runs} time(s)");
 }
+
+#[tokio::test]
+async fn a_rust_lambda_function_built_with_lambda_runtime_runs() {
+    let _serial = serial().await;
+    let c = Cluster::start(3, &[]);
+    // examples/functions/hello-rust, built by `cargo build --workspace
+    // --bins`: its binary is the package's bootstrap, as on Lambda.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        cluster_tests::binary("bootstrap"),
+        dir.path().join("bootstrap"),
+    )
+    .unwrap();
+    let client = c.client();
+    client
+        .create_function(pb::CreateFunctionRequest {
+            function_name: "hello-rust".into(),
+            runtime: "provided.al2023".into(),
+            handler: "bootstrap".into(),
+            zip_file: zip_directory(dir.path()).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let invoke = |payload: &str| pb::InvokeRequest {
+        function_name: "hello-rust".into(),
+        payload: payload.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let r = client
+        .invoke(invoke(r#"{"name": "sluice"}"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.function_error,
+        "",
+        "{}",
+        String::from_utf8_lossy(&r.payload)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+    assert_eq!(v["greeting"], "hello sluice");
+    assert_eq!(v["function"], "hello-rust");
+    assert_eq!(v["request_id"], r.request_id.as_str());
+    let r = client.invoke(invoke(r#"{"fail": true}"#)).await.unwrap();
+    assert_eq!(r.function_error, "Unhandled");
+    let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+    assert_eq!(v["errorMessage"], "asked to fail", "{v}");
+    assert!(
+        v["errorType"].as_str().is_some_and(|t| !t.is_empty()),
+        "{v}"
+    );
+}
