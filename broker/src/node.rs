@@ -83,6 +83,11 @@ fn open_state_db(path: &std::path::Path, cache_capacity: u64) -> Result<Db, Stor
     }
 }
 
+/// How long a function's execution environment stays warm without work.
+pub const ENVIRONMENT_IDLE_MAX: Duration = Duration::from_secs(300);
+/// How often idle environments are looked for.
+const REAP_EVERY: Duration = Duration::from_secs(30);
+
 /// A started node.
 pub struct RunningNode {
     config: NodeConfig,
@@ -95,6 +100,7 @@ pub struct RunningNode {
     housekeeper: JoinHandle<()>,
     deliverer: JoinHandle<()>,
     invoker: JoinHandle<()>,
+    reaper: JoinHandle<()>,
     local_addr: std::net::SocketAddr,
 }
 
@@ -202,6 +208,19 @@ impl RunningNode {
             waiters.clone(),
         );
         let invoker = crate::invoker::spawn(ctx.clone(), config.event_retry_delay);
+        let reaper = {
+            let worker = ctx.worker.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(REAP_EVERY);
+                loop {
+                    every.tick().await;
+                    let stopped = worker.reap(ENVIRONMENT_IDLE_MAX).await;
+                    if stopped > 0 {
+                        tracing::debug!(stopped, "stopped idle execution environments");
+                    }
+                }
+            })
+        };
         let housekeeper = crate::housekeeper::spawn(router.clone(), waiters);
         let bootstrap = tokio::spawn(bootstrap::run(
             raft.clone(),
@@ -223,6 +242,7 @@ impl RunningNode {
             housekeeper,
             deliverer,
             invoker,
+            reaper,
             local_addr,
         })
     }
@@ -264,6 +284,7 @@ impl RunningNode {
         self.housekeeper.abort();
         self.deliverer.abort();
         self.invoker.abort();
+        self.reaper.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -50,7 +51,8 @@ pub enum PoolError {
 /// The environments of one worker, under one directory.
 pub struct Pool {
     root: PathBuf,
-    idle: Mutex<HashMap<String, Vec<Environment>>>,
+    /// Idle environments by key, each with when it last finished work.
+    idle: Mutex<HashMap<String, Vec<(Environment, Instant)>>>,
     unpacking: tokio::sync::Mutex<()>,
 }
 
@@ -97,7 +99,7 @@ impl Pool {
                 .unwrap_or_else(|e| e.into_inner())
                 .entry(spec.key.clone())
                 .or_default()
-                .push(env);
+                .push((env, Instant::now()));
         } else {
             let dir = env.dir().to_path_buf();
             env.stop().await;
@@ -109,12 +111,37 @@ impl Pool {
     fn take_idle(&self, key: &str) -> Option<Environment> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(key)?;
-        while let Some(env) = list.pop() {
+        while let Some((env, _)) = list.pop() {
             if env.is_alive() {
                 return Some(env);
             }
         }
         None
+    }
+
+    /// Stops the environments idle for longer than `max_idle` (and those
+    /// no longer alive); returns how many it stopped.
+    pub async fn reap(&self, max_idle: Duration) -> usize {
+        let stale: Vec<Environment> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let mut stale = Vec::new();
+            for list in idle.values_mut() {
+                let (keep, old): (Vec<_>, Vec<_>) = std::mem::take(list)
+                    .into_iter()
+                    .partition(|(env, since)| env.is_alive() && since.elapsed() < max_idle);
+                *list = keep;
+                stale.extend(old.into_iter().map(|(env, _)| env));
+            }
+            idle.retain(|_, list| !list.is_empty());
+            stale
+        };
+        let n = stale.len();
+        for env in stale {
+            let dir = env.dir().to_path_buf();
+            env.stop().await;
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        n
     }
 
     /// Environments idle for a key (for tests and metrics).

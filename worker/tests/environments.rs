@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_worker::{Environment, FunctionConfig, InvokeError, Invoked};
+use sluice_worker::{Environment, FunctionConfig, FunctionSpec, InvokeError, Invoked, Pool};
 
 const APP: &str = r#"
 import os, time
@@ -273,4 +273,61 @@ async fn allocating_past_the_memory_size_fails_the_invocation() {
     };
     let v = json(&doc);
     assert_eq!(v["errorType"], "MemoryError", "{v}");
+}
+
+#[tokio::test]
+async fn the_pool_reuses_warm_environments_and_reaps_idle_ones() {
+    let root = scratch();
+    let code = root.path().join("src");
+    python_code(&code);
+    let zip = {
+        // The pool takes zip packages: build one from the directory.
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for name in ["app.py", "bootstrap"] {
+            let opts = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
+            w.start_file(name, opts).unwrap();
+            std::io::Write::write_all(&mut w, &std::fs::read(code.join(name)).unwrap()).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    };
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&zip))
+    };
+    let pool = Pool::new(&root.path().join("pool"));
+    let spec = FunctionSpec {
+        key: "echo#1".into(),
+        code_sha256: sha,
+        config: config("app.handler", 10),
+    };
+    let fetches = std::sync::atomic::AtomicUsize::new(0);
+    let fetch = || async {
+        fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(zip.clone())
+    };
+    let first = pool
+        .invoke(&spec, fetch, "1", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    assert!(first.cold);
+    let second = pool
+        .invoke(&spec, fetch, "2", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    assert!(!second.cold, "the second invocation reuses the environment");
+    assert_eq!(
+        fetches.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "code fetched once"
+    );
+    assert_eq!(pool.idle_count("echo#1"), 1);
+    // Not idle long enough: kept.
+    assert_eq!(pool.reap(Duration::from_secs(60)).await, 0);
+    assert_eq!(pool.reap(Duration::ZERO).await, 1);
+    assert_eq!(pool.idle_count("echo#1"), 0);
+    let third = pool
+        .invoke(&spec, fetch, "3", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    assert!(third.cold, "a reaped environment is gone");
 }
