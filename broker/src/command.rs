@@ -411,6 +411,9 @@ pub enum Command {
         arns: functions::events::Arns,
         /// Event number.
         seq: u64,
+        /// The event's request id (guards against a function re-created
+        /// under the same name).
+        request_id: String,
         /// The outcome.
         outcome: functions::events::RunOutcome,
     },

@@ -33,7 +33,8 @@ pub fn spawn(ctx: Context, retry_delay: Duration) -> tokio::task::JoinHandle<()>
     tokio::spawn(run(ctx, retry_delay))
 }
 
-type Done = (String, u64, RunOutcome);
+/// A finished run: function, event number, request id, outcome.
+type Done = (String, u64, String, RunOutcome);
 
 async fn run(ctx: Context, retry_delay: Duration) {
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
@@ -72,7 +73,7 @@ async fn run(ctx: Context, retry_delay: Duration) {
             }
         }
         tokio::select! {
-            Some((function, seq, outcome)) = rx.recv() => {
+            Some((function, seq, request_id, outcome)) = rx.recv() => {
                 let arns = Arns {
                     function: ctx.identity.function_arn(&function),
                     sns_prefix: format!(
@@ -86,6 +87,7 @@ async fn run(ctx: Context, retry_delay: Duration) {
                         name: function.clone(),
                         arns,
                         seq,
+                        request_id,
                         outcome,
                     })
                     .await;
@@ -104,7 +106,7 @@ async fn run(ctx: Context, retry_delay: Duration) {
 
 async fn run_one(ctx: &Context, d: DueEvent, retry_delay: Duration) -> Done {
     if d.expired {
-        return (d.function, d.seq, RunOutcome::Expired);
+        return (d.function, d.seq, d.event.request_id, RunOutcome::Expired);
     }
     let request_id = d.event.request_id.clone();
     let outcome = match run_invocation(
@@ -140,5 +142,5 @@ async fn run_one(ctx: &Context, d: DueEvent, retry_delay: Duration) -> Done {
             retry_delay_ms: retry_delay.as_millis() as u64,
         },
     };
-    (d.function, d.seq, outcome)
+    (d.function, d.seq, request_id, outcome)
 }

@@ -317,9 +317,10 @@ pub fn apply(
             name,
             arns,
             seq,
+            request_id,
             outcome,
         } => Ok(CommandOutput::EventSettled(functions::events::settle(
-            txn, ctx, name, arns, *seq, outcome, effects,
+            txn, ctx, name, arns, *seq, request_id, outcome, effects,
         )?)),
     }
 }

@@ -445,3 +445,32 @@ async fn a_rust_lambda_function_built_with_lambda_runtime_runs() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn a_function_created_again_runs_its_new_code_not_a_warm_old_environment() {
+    let _serial = serial().await;
+    let c = Cluster::start(1, &[]);
+    let client = c.client();
+    for tag in ["old", "new"] {
+        let dir = tempfile::tempdir().unwrap();
+        let app = format!("def handler(event, context):\n    return \"{tag}\"\n");
+        client
+            .create_function(pb::CreateFunctionRequest {
+                function_name: "again".into(),
+                handler: "app.handler".into(),
+                zip_file: python_package(dir.path(), &app),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let r = client
+            .invoke(pb::InvokeRequest {
+                function_name: "again".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&r.payload), format!("\"{tag}\""));
+        client.delete_function("again").await.unwrap();
+    }
+}

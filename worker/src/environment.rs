@@ -76,6 +76,12 @@ pub struct Environment {
     api: RuntimeApi,
     invocations: mpsc::Sender<Invocation>,
     child: Child,
+    /// The process group of the runtime (its pid), kept past the child's
+    /// reaping so that what it started can still be killed.
+    pgid: Option<i32>,
+    /// Whether an invocation has run (the first one's log keeps the
+    /// runtime's start-up output).
+    invoked: bool,
     log: Arc<Mutex<Vec<String>>>,
     /// The tasks copying stdout and stderr into the log; they end when the
     /// process (and whatever it started) closes them.
@@ -138,6 +144,8 @@ impl Limits {
         };
         // SAFETY: plain system calls on valid pointers owned by `self`.
         unsafe {
+            // The function dies with the worker, even a killed one.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             libc::setrlimit(libc::RLIMIT_DATA, &lim);
             if self.private_tmp && libc::unshare(libc::CLONE_NEWNS) == 0 {
                 libc::mount(
@@ -251,6 +259,7 @@ impl Environment {
         let mut child = cmd
             .spawn()
             .map_err(|e| start_err(&format!("running {}", bootstrap.display()), e))?;
+        let pgid = child.id().map(|p| p as i32);
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
         for stream in [
@@ -270,7 +279,7 @@ impl Environment {
             readers.push(tokio::spawn(async move {
                 let mut lines = BufReader::new(stream).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                    push_bounded(&log, line);
                 }
             }));
         }
@@ -280,6 +289,8 @@ impl Environment {
             api,
             invocations,
             child,
+            pgid,
+            invoked: false,
             log,
             readers,
             alive: true,
@@ -307,16 +318,25 @@ impl Environment {
         &self.dir
     }
 
-    /// Every line the function wrote so far.
+    /// The log of the current (or last) invocation: what the function
+    /// wrote, at most [`LOG_LINES`] lines of at most [`LOG_LINE_BYTES`]
+    /// each (the first invocation's includes the runtime's start-up).
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn log_line(&self, line: String) {
-        self.log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(line);
+        push_bounded(&self.log, line);
+    }
+
+    /// Checks whether the runtime process is still there (it may have
+    /// exited while the environment was idle).
+    pub fn check_alive(&mut self) -> bool {
+        if self.alive && !matches!(self.child.try_wait(), Ok(None)) {
+            self.alive = false;
+            self.kill_group();
+        }
+        self.alive
     }
 
     /// Runs one invocation: hands `payload` to the runtime and waits for its
@@ -333,6 +353,10 @@ impl Environment {
         let timeout = Duration::from_secs(u64::from(self.config.timeout_s));
         let deadline = Instant::now() + timeout;
         let (reply, answer) = oneshot::channel();
+        if self.invoked {
+            self.log.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+        self.invoked = true;
         self.log_line(format!(
             "START RequestId: {request_id} Version: {}",
             self.config.version
@@ -390,7 +414,7 @@ impl Environment {
                 self.fail_dead(request_id, "Runtime.ExitError", why)
             }
             e = self.api.init_failed() => {
-                let _ = self.child.start_kill();
+                self.kill_group();
                 self.alive = false;
                 if e.body.is_empty() {
                     Invoked::FunctionError(error_document(
@@ -407,7 +431,7 @@ impl Environment {
 
     fn fail_dead(&mut self, request_id: &str, error_type: &str, why: String) -> Invoked {
         self.alive = false;
-        let _ = self.child.start_kill();
+        self.kill_group();
         Invoked::FunctionError(error_document(
             error_type,
             format!("RequestId: {request_id} Error: {why}"),
@@ -436,11 +460,12 @@ impl Environment {
     }
 
     fn kill_group(&mut self) {
-        if let Some(pid) = self.child.id() {
-            // SAFETY: signalling a process group we created; no memory is
-            // touched.
+        if let Some(pgid) = self.pgid {
+            // SAFETY: signalling the process group we created; no memory
+            // is touched. Also after the runtime itself was reaped, so
+            // that what it started dies with it.
             unsafe {
-                libc::kill(-(pid as i32), libc::SIGKILL);
+                libc::kill(-pgid, libc::SIGKILL);
             }
         }
         let _ = self.child.start_kill();
@@ -462,8 +487,26 @@ async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
 
 impl Drop for Environment {
     fn drop(&mut self) {
-        if self.alive {
-            self.kill_group();
-        }
+        self.kill_group();
     }
+}
+
+/// Most lines kept of an invocation's log.
+pub const LOG_LINES: usize = 1000;
+/// Longest log line kept, bytes (longer ones are cut).
+pub const LOG_LINE_BYTES: usize = 8192;
+
+fn push_bounded(log: &Mutex<Vec<String>>, mut line: String) {
+    if line.len() > LOG_LINE_BYTES {
+        let mut end = LOG_LINE_BYTES;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+    }
+    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+    if log.len() >= LOG_LINES {
+        log.remove(0);
+    }
+    log.push(line);
 }

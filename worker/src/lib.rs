@@ -18,4 +18,4 @@ pub mod pool;
 pub mod runtime_api;
 
 pub use environment::{Environment, FunctionConfig, InvokeError, Invoked};
-pub use pool::{FunctionSpec, Pool, PoolError, Ran};
+pub use pool::{unpacked_size, FunctionSpec, Pool, PoolError, Ran, UNPACKED_MAX};

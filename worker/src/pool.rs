@@ -90,9 +90,8 @@ impl Pool {
                 Environment::start(&code, &dir, spec.config.clone()).await?
             }
         };
-        let before = env.log().len();
         let invoked = env.invoke(request_id, payload).await?;
-        let log = env.log().split_off(before);
+        let log = env.log();
         if env.is_alive() {
             self.idle
                 .lock()
@@ -111,8 +110,10 @@ impl Pool {
     fn take_idle(&self, key: &str) -> Option<Environment> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(key)?;
-        while let Some((env, _)) = list.pop() {
-            if env.is_alive() {
+        // An environment whose runtime exited while idle is dropped (and
+        // its process group killed); the caller starts a new one.
+        while let Some((mut env, _)) = list.pop() {
+            if env.check_alive() {
                 return Some(env);
             }
         }
@@ -179,16 +180,63 @@ impl Pool {
             .root
             .join("code")
             .join(format!(".{sha256}.{}", uuid::Uuid::new_v4()));
-        unzip(&zip, &tmp).map_err(PoolError::Code)?;
+        let target = tmp.clone();
+        tokio::task::spawn_blocking(move || unzip(&zip, &target))
+            .await
+            .map_err(|e| PoolError::Code(format!("unpacking: {e}")))?
+            .map_err(PoolError::Code)?;
+        // The code is the function's, not its to change: read-only.
+        make_read_only(&tmp);
         std::fs::rename(&tmp, &dir)
             .map_err(|e| PoolError::Code(format!("placing the code: {e}")))?;
         Ok(dir)
     }
 }
 
+/// Largest unpacked package, bytes (Lambda's 250 MB).
+pub const UNPACKED_MAX: u64 = 250 << 20;
+
+/// The unpacked size a zip package declares, or why it cannot be read.
+pub fn unpacked_size(zip: &[u8]) -> Result<u64, String> {
+    let mut archive =
+        zip::ZipArchive::new(Cursor::new(zip)).map_err(|e| format!("not a zip package: {e}"))?;
+    let mut total = 0u64;
+    for i in 0..archive.len() {
+        let f = archive
+            .by_index_raw(i)
+            .map_err(|e| format!("reading the package: {e}"))?;
+        total = total.saturating_add(f.size());
+    }
+    Ok(total)
+}
+
+fn make_read_only(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            make_read_only(&path);
+        } else if let Ok(meta) = std::fs::metadata(&path) {
+            // Files only: the directories stay removable.
+            let mode = meta.permissions().mode() & !0o222;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+        }
+    }
+}
+
 /// Unpacks a zip package into `dir`, keeping file modes (an executable
-/// `bootstrap` stays executable) and refusing paths that leave `dir`.
+/// `bootstrap` stays executable) and refusing paths that leave `dir` and
+/// packages that unpack to more than [`UNPACKED_MAX`].
 pub fn unzip(zip: &[u8], dir: &Path) -> Result<(), String> {
+    let size = unpacked_size(zip)?;
+    if size > UNPACKED_MAX {
+        return Err(format!(
+            "the package unpacks to {size} bytes; at most {UNPACKED_MAX}"
+        ));
+    }
     let mut archive =
         zip::ZipArchive::new(Cursor::new(zip)).map_err(|e| format!("not a zip package: {e}"))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;

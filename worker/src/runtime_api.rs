@@ -61,6 +61,9 @@ pub struct InitError {
     pub body: Bytes,
 }
 
+/// Largest response or error document a runtime may post, bytes.
+pub const RESPONSE_MAX: usize = (6 << 20) + (64 << 10);
+
 struct Shared {
     next: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
     pending: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
@@ -96,6 +99,8 @@ impl RuntimeApi {
             )
             .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
             .route("/2018-06-01/runtime/init/error", post(init_error))
+            // A synchronous response may be 6 MiB (axum's default is 2).
+            .layer(axum::extract::DefaultBodyLimit::max(RESPONSE_MAX))
             .with_state(shared.clone());
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {

@@ -113,9 +113,11 @@ async fn a_python_function_answers_and_its_environment_stays_warm() {
     // The second invocation reuses the process: a warm start.
     assert_eq!(json(&body)["pid"], v["pid"]);
     assert_eq!(json(&body)["echo"], serde_json::json!([]));
+    // The log is the last invocation's.
     let log = env.log().join("\n");
-    assert!(log.contains("START RequestId: req-1"), "{log}");
+    assert!(log.contains("START RequestId: req-2"), "{log}");
     assert!(log.contains("END RequestId: req-2"), "{log}");
+    assert!(!log.contains("req-1"), "{log}");
     env.stop().await;
 }
 
@@ -163,7 +165,9 @@ async fn a_function_past_its_timeout_is_killed() {
     );
     eprintln!("timeout of 1 s answered after {took:?}");
     assert!(took >= Duration::from_secs(1), "{took:?}");
-    assert!(took < Duration::from_millis(1500), "{took:?}");
+    // The measured overshoot is printed above; the bound leaves room for a
+    // busy machine.
+    assert!(took < Duration::from_secs(2), "{took:?}");
     // The process is gone, and the environment refuses more work.
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
     assert!(matches!(

@@ -178,6 +178,17 @@ fn package(field: &str, zip: Vec<u8>) -> Result<Code, DomainError> {
     }
     let archive = zip::ZipArchive::new(Cursor::new(&zip))
         .map_err(|e| DomainError::invalid(field, format!("is not a zip package: {e}")))?;
+    let unpacked =
+        sluice_worker::unpacked_size(&zip).map_err(|e| DomainError::invalid(field, e))?;
+    if unpacked > sluice_worker::UNPACKED_MAX {
+        return Err(DomainError::invalid(
+            field,
+            format!(
+                "the package unpacks to {unpacked} bytes; at most {}",
+                sluice_worker::UNPACKED_MAX
+            ),
+        ));
+    }
     if !archive
         .file_names()
         .any(|n| n.is_ok_and(|n| n == "bootstrap"))
@@ -212,6 +223,15 @@ impl pb::functions_server::Functions for FunctionsApi {
         observe("CreateFunction", async {
             let req = request.into_inner();
             functions::validate_name("function_name", &req.function_name)?;
+            for (field, v) in [("memory_size", req.memory_size), ("timeout", req.timeout)] {
+                if v < 0 {
+                    return Err(DomainError::invalid(
+                        field,
+                        format!("must not be negative, got {v}"),
+                    )
+                    .into());
+                }
+            }
             let settings = Settings {
                 runtime: req.runtime,
                 handler: req.handler,
@@ -351,6 +371,15 @@ impl pb::functions_server::Functions for FunctionsApi {
         observe("UpdateFunctionConfiguration", async {
             let req = request.into_inner();
             let name = name_ref("function_name", &req.function_name)?;
+            for (field, v) in [("memory_size", req.memory_size), ("timeout", req.timeout)] {
+                if let Some(v) = v.filter(|v| *v < 0) {
+                    return Err(DomainError::invalid(
+                        field,
+                        format!("must not be negative, got {v}"),
+                    )
+                    .into());
+                }
+            }
             let change = SettingsChange {
                 handler: req.handler,
                 memory_mb: req.memory_size.map(|m| m.max(0) as u32),
@@ -633,7 +662,10 @@ impl pb::functions_server::Functions for FunctionsApi {
                     }));
                 }
                 "Event" => {
-                    // The event is committed before the call answers 202.
+                    // A missing version or alias is refused now, as Lambda
+                    // does; the event is committed before the call
+                    // answers 202.
+                    resolve(&self.ctx, &name, &req.qualifier).await?;
                     let request_id = uuid::Uuid::new_v4().to_string();
                     self.ctx
                         .done(
@@ -769,13 +801,21 @@ pub async fn run_invocation(
     let target = resolve(ctx, name, qualifier).await?;
     let f = &target.function;
     let (version, settings, code_sha256, revision) = pick(&target);
+    // Environments are shared only by invocations of the same code and
+    // settings (a function deleted and created again starts its revisions
+    // over, so the revision alone would not tell).
+    let settings_digest = hex::encode(&Sha256::digest(format!("{settings:?}").as_bytes())[..8]);
+    let key = format!(
+        "{}#{version}#{revision}#{code_sha256}#{settings_digest}",
+        f.name
+    );
     let arn = if qualifier.is_empty() {
         ctx.identity.function_arn(&f.name)
     } else {
         format!("{}:{qualifier}", ctx.identity.function_arn(&f.name))
     };
     let spec = FunctionSpec {
-        key: format!("{}#{version}#{revision}", f.name),
+        key,
         code_sha256: code_sha256.clone(),
         config: FunctionConfig {
             name: f.name.clone(),

@@ -26,6 +26,9 @@ use crate::store::keys::{read_u64, Key};
 use crate::store::{codec, StateRead, Txn};
 use crate::topics::publish::{Publication, PublishInput};
 
+/// Most asynchronous invocations waiting per function.
+pub const EVENTS_MAX: u64 = 100_000;
+
 /// Where a destination record goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Destination {
@@ -207,7 +210,15 @@ pub fn enqueue(
     effects: &mut Effects,
 ) -> ApplyResult<()> {
     let mut f = require(txn, name)?;
+    if f.pending_events >= EVENTS_MAX {
+        return Err(DomainError::limit(
+            "TooManyRequestsException",
+            format!("function {name:?} has {EVENTS_MAX} asynchronous invocations waiting"),
+        )
+        .into());
+    }
     f.event_seq += 1;
+    f.pending_events += 1;
     let e = Event {
         request_id: request_id.to_string(),
         qualifier: qualifier.to_string(),
@@ -307,24 +318,31 @@ pub struct Arns {
     pub sns_prefix: String,
 }
 
-/// Applies `SettleEvent`.
+/// Applies `SettleEvent` for the event `seq` of `name` with request id
+/// `request_id` (an event of a function since deleted and created again
+/// has another id, and is left alone).
+#[allow(clippy::too_many_arguments)]
 pub fn settle(
     txn: &mut Txn<'_>,
     ctx: &Ctx,
     name: &str,
     arns: &Arns,
     seq: u64,
+    request_id: &str,
     outcome: &RunOutcome,
     effects: &mut Effects,
 ) -> ApplyResult<Settled> {
-    if super::load(txn, name)?.is_none() {
+    let Some(mut f) = super::load(txn, name)? else {
         return Ok(Settled::Unknown);
-    }
+    };
     let key = event_key(name, seq);
     let Some(b) = txn.get(&key)? else {
         return Ok(Settled::Unknown);
     };
     let mut e: Event = codec::decode(&key, &b)?;
+    if e.request_id != request_id {
+        return Ok(Settled::Unknown);
+    }
     let cfg = config(txn, name)?;
     txn.delete(key.clone());
     txn.delete(due_key(name, e.due_ms, seq));
@@ -366,6 +384,8 @@ pub fn settle(
         }
         RunOutcome::Expired => ("EventAgeExceeded", &cfg.on_failure, None, "$LATEST", None),
     };
+    f.pending_events = f.pending_events.saturating_sub(1);
+    save(txn, &f);
     if let Some(d) = destination {
         let record = record(
             ctx,
@@ -493,4 +513,73 @@ fn send(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::functions::{create, delete, CreateFunction, Settings};
+    use crate::store::MemState;
+
+    fn make(s: &mut MemState) {
+        s.run(|t| {
+            create(
+                t,
+                &Ctx { now_ms: 1 },
+                &CreateFunction {
+                    name: "f".into(),
+                    settings: Settings {
+                        runtime: String::new(),
+                        handler: "h".into(),
+                        memory_mb: 128,
+                        timeout_s: 3,
+                        environment: Default::default(),
+                        description: String::new(),
+                    },
+                    code: crate::functions::Code {
+                        sha256: "00".into(),
+                        zip: vec![0],
+                    },
+                },
+            )
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_late_result_for_a_deleted_function_leaves_its_successor_alone() {
+        let mut s = MemState::default();
+        let ctx = Ctx { now_ms: 5 };
+        let mut fx = Effects::default();
+        make(&mut s);
+        s.run(|t| enqueue(t, &ctx, "f", "", "old-request", b"{}", &mut fx))
+            .unwrap();
+        s.run(|t| delete(t, "f")).unwrap();
+        make(&mut s);
+        s.run(|t| enqueue(t, &ctx, "f", "", "new-request", b"{}", &mut fx))
+            .unwrap();
+        let arns = Arns {
+            function: "arn".into(),
+            sns_prefix: "p:".into(),
+        };
+        let success = RunOutcome::Success {
+            response: b"1".to_vec(),
+            executed_version: "$LATEST".into(),
+        };
+        let stale = s
+            .run(|t| settle(t, &ctx, "f", &arns, 1, "old-request", &success, &mut fx))
+            .unwrap();
+        assert_eq!(stale, Settled::Unknown);
+        let due_now = due(&s, 10, 10, &|_, _| false).unwrap();
+        assert_eq!(due_now.len(), 1);
+        assert_eq!(due_now[0].event.request_id, "new-request");
+        let done = s
+            .run(|t| settle(t, &ctx, "f", &arns, 1, "new-request", &success, &mut fx))
+            .unwrap();
+        assert_eq!(done, Settled::Done);
+        assert_eq!(
+            crate::functions::require(&s, "f").unwrap().pending_events,
+            0
+        );
+    }
 }

@@ -99,10 +99,16 @@ impl Settings {
                 "must be at most 128 characters without control characters",
             ));
         }
-        if self.runtime.len() > 64 || self.description.chars().count() > 256 {
+        if self.runtime.len() > 64 || self.runtime.chars().any(char::is_control) {
             return Err(DomainError::invalid(
                 "runtime",
-                "runtime at most 64 characters, description at most 256",
+                "must be at most 64 characters without control characters",
+            ));
+        }
+        if self.description.chars().count() > 256 {
+            return Err(DomainError::invalid(
+                "description",
+                "must be at most 256 characters",
             ));
         }
         let mut size = 0;
@@ -113,6 +119,12 @@ impl Settings {
                 return Err(DomainError::invalid(
                     "environment",
                     format!("{k:?} is not a variable name a function may set (letters, digits and '_', starting with a letter, not AWS_ or LAMBDA_)"),
+                ));
+            }
+            if v.contains('\0') {
+                return Err(DomainError::invalid(
+                    format!("environment.{k}"),
+                    "a value may not contain a NUL character",
                 ));
             }
             size += k.len() + v.len();
@@ -156,6 +168,8 @@ pub struct Function {
     pub last_version: u64,
     /// Asynchronous invocations accepted so far.
     pub event_seq: u64,
+    /// Asynchronous invocations not yet settled.
+    pub pending_events: u64,
 }
 
 /// A published version: what `$LATEST` was when it was published. Never
@@ -404,6 +418,7 @@ pub fn create(txn: &mut Txn<'_>, ctx: &Ctx, c: &CreateFunction) -> ApplyResult<F
         modified_ms: ctx.now_ms,
         last_version: 0,
         event_seq: 0,
+        pending_events: 0,
     };
     save(txn, &f);
     Ok(f)
@@ -478,9 +493,11 @@ pub fn delete(txn: &mut Txn<'_>, name: &str) -> ApplyResult<()> {
     txn.delete(function_key(name));
     let prefixes = ["fversion", "falias", "fevcfg", "fevent", "fedue"]
         .map(|space| Key::new(space).str(name).build());
-    // Bounded by the caps on versions and aliases, and a generous bound on
-    // events not yet run (documented).
-    txn.delete_prefixes(&prefixes, VERSIONS_MAX as usize + ALIASES_MAX + 100_000)?;
+    // Bounded by the caps on versions, aliases and waiting events.
+    txn.delete_prefixes(
+        &prefixes,
+        VERSIONS_MAX as usize + ALIASES_MAX + 2 * events::EVENTS_MAX as usize + 1,
+    )?;
     for h in hashes {
         release_code(txn, &h, name)?;
     }
