@@ -251,13 +251,13 @@ impl pb::topics_server::Topics for TopicsApi {
         observe("SetTopicAttributes", async {
             let req = request.into_inner();
             let name = topic_ref("topic_arn", &req.topic_arn)?;
-            // Checked here for a clear error; the command checks again
-            // against the topic's kind.
-            topics::validate_attribute(&req.attribute_name, &req.attribute_value, true, false)
-                .or_else(|e| match e.field.as_deref() {
-                    Some(f) if f.ends_with("ContentBasedDeduplication") => Ok(()),
-                    _ => Err(e),
-                })?;
+            // The name says whether the topic is FIFO.
+            topics::validate_attribute(
+                &req.attribute_name,
+                &req.attribute_value,
+                name.ends_with(".fifo"),
+                false,
+            )?;
             self.ctx
                 .done(
                     Command::SetTopicAttribute {

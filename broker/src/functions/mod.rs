@@ -506,13 +506,10 @@ pub fn delete(txn: &mut Txn<'_>, name: &str) -> ApplyResult<()> {
 
 /// The published versions of a function, in order.
 pub fn versions(state: &dyn StateRead, name: &str) -> ApplyResult<Vec<Version>> {
-    let prefix = Key::new("fversion").str(name).build();
-    let mut out = Vec::new();
-    for kv in state.scan_prefix(&prefix) {
-        let (k, v) = kv?;
-        out.push(codec::decode(&k, &v)?);
-    }
-    Ok(out)
+    Ok(crate::store::records_under(
+        state,
+        &Key::new("fversion").str(name).build(),
+    )?)
 }
 
 /// One published version.
@@ -587,13 +584,10 @@ pub fn alias(state: &dyn StateRead, name: &str, alias: &str) -> ApplyResult<Opti
 
 /// Every alias of a function, by name.
 pub fn aliases(state: &dyn StateRead, name: &str) -> ApplyResult<Vec<Alias>> {
-    let prefix = Key::new("falias").str(name).build();
-    let mut out = Vec::new();
-    for kv in state.scan_prefix(&prefix) {
-        let (k, v) = kv?;
-        out.push(codec::decode(&k, &v)?);
-    }
-    Ok(out)
+    Ok(crate::store::records_under(
+        state,
+        &Key::new("falias").str(name).build(),
+    )?)
 }
 
 /// Applies `CreateAlias` (`create`) or `UpdateAlias`.

@@ -286,12 +286,21 @@ pub fn set_attributes(
 /// Applies `TagQueue`.
 pub fn tag(txn: &mut Txn<'_>, name: &str, tags: &BTreeMap<String, String>) -> ApplyResult<()> {
     let mut q = require(txn, name)?;
-    let mut merged = q.tags.clone();
-    merged.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
-    validate_tags(&merged)?;
-    q.tags = merged;
+    q.tags = with_tags(&q.tags, tags)?;
     save(txn, &q);
     Ok(())
+}
+
+/// `existing` with `added` added or replaced, checked against the limits
+/// (the SQS and SNS tag rules are the same).
+pub fn with_tags(
+    existing: &BTreeMap<String, String>,
+    added: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, DomainError> {
+    let mut merged = existing.clone();
+    merged.extend(added.iter().map(|(k, v)| (k.clone(), v.clone())));
+    validate_tags(&merged)?;
+    Ok(merged)
 }
 
 /// Applies `UntagQueue`.

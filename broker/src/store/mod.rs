@@ -104,6 +104,20 @@ pub trait StateRead {
     }
 }
 
+/// Every record stored under `prefix`, decoded, in key order.
+pub fn records_under<T: serde::de::DeserializeOwned>(
+    state: &dyn StateRead,
+    prefix: &[u8],
+) -> Result<Vec<T>, StoreError> {
+    state
+        .scan_prefix(prefix)
+        .map(|kv| {
+            let (k, v) = kv?;
+            codec::decode(&k, &v)
+        })
+        .collect()
+}
+
 /// A set of writes to one tree, applied atomically.
 #[derive(Debug, Default)]
 pub struct WriteBatch {

@@ -407,10 +407,7 @@ pub fn set_attribute(txn: &mut Txn<'_>, name: &str, attr: &str, value: &str) -> 
 /// Applies `TagResource`.
 pub fn tag(txn: &mut Txn<'_>, name: &str, tags: &BTreeMap<String, String>) -> ApplyResult<()> {
     let mut t = require(txn, name)?;
-    let mut merged = t.tags.clone();
-    merged.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
-    crate::queues::validate_tags(&merged)?;
-    t.tags = merged;
+    t.tags = crate::queues::with_tags(&t.tags, tags)?;
     save(txn, &t);
     Ok(())
 }
@@ -480,49 +477,47 @@ pub fn list_subscriptions(
     after: Option<(&str, &str)>,
     limit: usize,
 ) -> ApplyResult<SubscriptionPage> {
-    let names: Vec<String> = match topic {
-        Some(t) => {
-            require(state, t)?;
-            vec![t.to_string()]
-        }
-        None => {
-            let mut all = Vec::new();
-            let mut from = after.map(|(t, _)| t.to_string());
-            // Topics from the one the page left off at (inclusive).
-            if let Some(f) = &from {
-                if load(state, f)?.is_some() {
-                    all.push(f.clone());
-                }
-            }
-            loop {
-                let (page, more) = list(state, from.as_deref(), 1000)?;
-                from = page.last().cloned();
-                all.extend(page);
-                if !more {
-                    break;
-                }
-            }
-            all
-        }
-    };
     let mut out = Vec::new();
-    for name in names {
-        let Some(t) = load(state, &name)? else {
-            continue;
+    // Fills `out` from one topic; the next page's start when it is full.
+    let take = |name: &str, out: &mut Vec<_>| -> ApplyResult<Option<(String, String)>> {
+        let Some(t) = load(state, name)? else {
+            return Ok(None);
         };
-        let start = match after {
-            Some((at, id)) if at == name => Some(id),
-            _ => None,
-        };
+        let start = after.filter(|(at, _)| *at == name).map(|(_, id)| id);
         let (subs, more) = subscriptions::page(state, t.id, start, limit - out.len())?;
         let last = subs.last().map(|s| s.id.clone());
         out.extend(subs.into_iter().map(|s| (t.clone(), s)));
-        if more || out.len() == limit {
-            let next = last.map(|id| (name.clone(), id));
-            return Ok((out, next));
+        Ok(if more || out.len() == limit {
+            last.map(|id| (name.to_string(), id))
+        } else {
+            None
+        })
+    };
+    if let Some(t) = topic {
+        require(state, t)?;
+        let next = take(t, &mut out)?;
+        return Ok((out, next));
+    }
+    // Every topic in name order from the one the page left off at
+    // (inclusive), a page of names at a time, until the page is full.
+    let mut from = after.map(|(t, _)| t.to_string());
+    if let Some(f) = &from {
+        if let Some(next) = take(f, &mut out)? {
+            return Ok((out, Some(next)));
         }
     }
-    Ok((out, None))
+    loop {
+        let (names, more) = list(state, from.as_deref(), 100)?;
+        for name in &names {
+            if let Some(next) = take(name, &mut out)? {
+                return Ok((out, Some(next)));
+            }
+        }
+        if !more {
+            return Ok((out, None));
+        }
+        from = names.last().cloned();
+    }
 }
 
 /// Subscriptions with their topics, and where the next page starts.

@@ -303,15 +303,19 @@ fn content_type(field: &str, v: &Value) -> Result<Option<String>, DomainError> {
     }
 }
 
+fn json_object(field: &str, text: &str) -> Result<serde_json::Map<String, Value>, DomainError> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(_) => Err(bad(field, "must be a JSON object")),
+        Err(e) => Err(bad(field, format!("must be a JSON object: {e}"))),
+    }
+}
+
 /// Parses a subscription's `DeliveryPolicy`.
 pub fn parse_subscription(field: &str, text: &str) -> Result<DeliveryPolicy, DomainError> {
-    let v: Value = serde_json::from_str(text)
-        .map_err(|e| bad(field, format!("must be a JSON object: {e}")))?;
-    let o = v
-        .as_object()
-        .ok_or_else(|| bad(field, "must be a JSON object"))?;
+    let o = json_object(field, text)?;
     let mut p = DeliveryPolicy::default();
-    for (k, x) in o {
+    for (k, x) in &o {
         match k.as_str() {
             "healthyRetryPolicy" => p.retry = Some(retry(&format!("{field}.{k}"), x)?),
             "requestPolicy" => p.content_type = content_type(&format!("{field}.{k}"), x)?,
@@ -325,11 +329,7 @@ pub fn parse_subscription(field: &str, text: &str) -> Result<DeliveryPolicy, Dom
 /// Parses a topic's `DeliveryPolicy` (its `http` section applies to HTTP and
 /// HTTPS subscriptions).
 pub fn parse_topic(field: &str, text: &str) -> Result<DeliveryPolicy, DomainError> {
-    let v: Value = serde_json::from_str(text)
-        .map_err(|e| bad(field, format!("must be a JSON object: {e}")))?;
-    let o = v
-        .as_object()
-        .ok_or_else(|| bad(field, "must be a JSON object"))?;
+    let o = json_object(field, text)?;
     let mut p = DeliveryPolicy::default();
     if let Some(http) = o.get("http") {
         let f = format!("{field}.http");

@@ -315,13 +315,7 @@ fn save(txn: &mut Txn<'_>, s: &Subscription) {
 
 /// Every subscription of a topic, in id order.
 pub fn all(state: &dyn StateRead, tid: u64) -> ApplyResult<Vec<Subscription>> {
-    let prefix = sub_prefix(tid);
-    let mut out = Vec::new();
-    for kv in state.scan_prefix(&prefix) {
-        let (k, v) = kv?;
-        out.push(codec::decode(&k, &v)?);
-    }
-    Ok(out)
+    Ok(crate::store::records_under(state, &sub_prefix(tid))?)
 }
 
 /// A page of a topic's subscriptions after id `after`, and whether more

@@ -112,6 +112,19 @@ fn arg_or_stdin(arg: Option<String>, stdin: bool, what: &str) -> Result<Vec<Stri
     }
 }
 
+/// Prints attributes sorted by name, as a table or a JSON object.
+fn print_attributes(json: bool, attrs: impl IntoIterator<Item = (String, String)>) {
+    let sorted: std::collections::BTreeMap<_, _> = attrs.into_iter().collect();
+    if json {
+        println!("{}", json!(sorted));
+    } else {
+        let width = sorted.keys().map(String::len).max().unwrap_or(0);
+        for (k, v) in sorted {
+            println!("{k:<width$}  {v}");
+        }
+    }
+}
+
 fn parse_pair(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -196,18 +196,7 @@ pub async fn run(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error
                     .set_queue_attributes(&name, set.into_iter().collect())
                     .await?;
             }
-            let attrs: BTreeMap<_, _> = client
-                .get_queue_attributes(&name, &[])
-                .await?
-                .into_iter()
-                .collect();
-            if json {
-                println!("{}", json!(attrs));
-            } else {
-                for (k, v) in attrs {
-                    println!("{k:<40} {v}");
-                }
-            }
+            crate::print_attributes(json, client.get_queue_attributes(&name, &[]).await?);
         }
         QueueCmd::Send {
             name,

@@ -1,6 +1,6 @@
 //! `sluicectl topic ...`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use clap::Subcommand;
 use serde_json::json;
@@ -103,17 +103,6 @@ pub enum TopicCmd {
     },
 }
 
-fn print_map(json: bool, m: HashMap<String, String>) {
-    let sorted: BTreeMap<_, _> = m.into_iter().collect();
-    if json {
-        println!("{}", json!(sorted));
-    } else {
-        for (k, v) in sorted {
-            println!("{k:<28} {v}");
-        }
-    }
-}
-
 /// Runs a topic verb.
 pub async fn run(client: &Client, json: bool, cmd: TopicCmd) -> Result<(), Error> {
     match cmd {
@@ -151,7 +140,7 @@ pub async fn run(client: &Client, json: bool, cmd: TopicCmd) -> Result<(), Error
             if let Some((k, v)) = set {
                 client.set_topic_attribute(&topic, &k, &v).await?;
             }
-            print_map(json, client.get_topic_attributes(&topic).await?);
+            crate::print_attributes(json, client.get_topic_attributes(&topic).await?);
         }
         TopicCmd::Subscribe {
             topic,
