@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "sluice/v1/topics.proto",
     "sluice/v1/streams.proto",
     "sluice/v1/functions.proto",
+    "sluice/v1/workers.proto",
     "sluice/v1/cluster.proto",
     "sluice/internal/v1/node.proto",
 ];

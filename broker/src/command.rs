@@ -27,6 +27,7 @@ use crate::streams::iterator::Position;
 use crate::streams::records::{NewRecord, Placed, Read};
 use crate::streams::{self, ConsumerMeta, Stream};
 use crate::topics::{self, outbox, publish, subscriptions};
+use crate::workers;
 
 /// One Raft log entry's payload: the commands the leader batched together,
 /// with the time it stamped on them.
@@ -417,6 +418,30 @@ pub enum Command {
         /// The outcome.
         outcome: functions::events::RunOutcome,
     },
+    /// A worker's heartbeat (the first registers it).
+    WorkerHeartbeat(workers::Heartbeat),
+    /// A worker stops.
+    WorkerLeave {
+        /// Worker id.
+        id: String,
+    },
+    /// Set (or with `None` remove) a function's reserved concurrency.
+    PutFunctionConcurrency {
+        /// Function name.
+        name: String,
+        /// Invocations at once, at most.
+        reserved: Option<u32>,
+    },
+    /// Set (or with `None` remove) a version's or alias's provisioned
+    /// concurrency.
+    PutProvisionedConcurrency {
+        /// Function name.
+        name: String,
+        /// Version number or alias.
+        qualifier: String,
+        /// Environments to keep ready.
+        requested: Option<u32>,
+    },
 }
 
 impl Command {
@@ -476,6 +501,10 @@ impl Command {
             Command::PutEventInvokeConfig { .. } => "PutEventInvokeConfig",
             Command::EnqueueEvent { .. } => "EnqueueEvent",
             Command::SettleEvent { .. } => "SettleEvent",
+            Command::WorkerHeartbeat(_) => "WorkerHeartbeat",
+            Command::WorkerLeave { .. } => "WorkerLeave",
+            Command::PutFunctionConcurrency { .. } => "PutFunctionConcurrency",
+            Command::PutProvisionedConcurrency { .. } => "PutProvisionedConcurrency",
         }
     }
 
@@ -579,7 +608,10 @@ impl Command {
             | Command::DeleteAlias { name, .. }
             | Command::PutEventInvokeConfig { name, .. }
             | Command::EnqueueEvent { name, .. }
-            | Command::SettleEvent { name, .. } => Resource::Function(name),
+            | Command::SettleEvent { name, .. }
+            | Command::PutFunctionConcurrency { name, .. }
+            | Command::PutProvisionedConcurrency { name, .. } => Resource::Function(name),
+            Command::WorkerHeartbeat(_) | Command::WorkerLeave { .. } => Resource::Workers,
         }
     }
 }
@@ -603,6 +635,8 @@ pub enum Resource<'a> {
     TopicData(u64),
     /// A function, by name (its code package is shared by content hash).
     Function(&'a str),
+    /// The registry of workers.
+    Workers,
 }
 
 /// The result of a successfully applied command.
@@ -831,6 +865,18 @@ pub enum Query {
         /// Hex SHA-256.
         sha256: String,
     },
+    /// The registered workers.
+    ListWorkers,
+    /// A function's reserved concurrency.
+    FunctionConcurrency {
+        /// Function name.
+        name: String,
+    },
+    /// Provisioned concurrency configurations: one function's, or all.
+    Provisioned {
+        /// Function name; every function's when `None`.
+        name: Option<String>,
+    },
     /// Where a starting position points in a shard.
     ResolvePosition {
         /// Stream name.
@@ -867,6 +913,9 @@ impl Query {
             Query::ListAliases { .. } => "ListAliases",
             Query::InvokeTarget { .. } => "InvokeTarget",
             Query::EventInvokeConfig { .. } => "EventInvokeConfig",
+            Query::ListWorkers => "ListWorkers",
+            Query::FunctionConcurrency { .. } => "FunctionConcurrency",
+            Query::Provisioned { .. } => "Provisioned",
         }
     }
 }
@@ -915,6 +964,12 @@ pub enum QueryOutput {
     Target(functions::Target),
     /// Asynchronous invocation settings.
     EventConfig(functions::events::EventConfig),
+    /// Registered workers.
+    Workers(Vec<workers::WorkerRecord>),
+    /// A reserved concurrency, if set.
+    Concurrency(Option<u32>),
+    /// Provisioned concurrency configurations.
+    Provisioned(Vec<functions::concurrency::ProvisionedConfig>),
     /// A resolved position: stream id and record number.
     Position {
         /// Stream id.

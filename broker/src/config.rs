@@ -51,6 +51,10 @@ pub struct NodeConfig {
     /// Delay before the first retry of a failed asynchronous invocation
     /// (the second waits twice as long); Lambda waits a minute.
     pub event_retry_delay: Duration,
+    /// Whether the node runs a worker in-process (registered like any
+    /// other); clusters with separate `sluice worker` processes turn it
+    /// off.
+    pub in_process_worker: bool,
 }
 
 /// Settings as they come from flags or the file; unset means "not given".
@@ -89,6 +93,8 @@ pub struct Settings {
     pub cache_mb: Option<u64>,
     /// `--event-retry-delay-ms`
     pub event_retry_delay_ms: Option<u64>,
+    /// `--in-process-worker`
+    pub in_process_worker: Option<bool>,
 }
 
 impl Settings {
@@ -121,6 +127,7 @@ impl Settings {
             keep_after_snapshot: self.keep_after_snapshot.or(other.keep_after_snapshot),
             leader_wait_ms: self.leader_wait_ms.or(other.leader_wait_ms),
             event_retry_delay_ms: self.event_retry_delay_ms.or(other.event_retry_delay_ms),
+            in_process_worker: self.in_process_worker.or(other.in_process_worker),
             cache_mb: self.cache_mb.or(other.cache_mb),
         }
     }
@@ -230,6 +237,7 @@ impl Settings {
             leader_wait,
             cache_capacity: cache_mb * 1024 * 1024,
             event_retry_delay: Duration::from_millis(self.event_retry_delay_ms.unwrap_or(60_000)),
+            in_process_worker: self.in_process_worker.unwrap_or(true),
         })
     }
 }

@@ -2,30 +2,33 @@
 //!
 //! Every node runs this task; only the leader works. It reads the due
 //! events from the applied state, runs each that is not already running on
-//! this node's in-process worker, and commits the outcome as a
-//! `SettleEvent` command (which retries, or writes the destination record).
-//! When the leader dies mid-run, its events stay stored and due, and the
-//! next leader runs them again: at least once.
+//! a worker (`dispatch`), and commits the outcome as a `SettleEvent`
+//! command (which retries, or writes the destination record). An event
+//! that could not run (no worker, its worker lost mid-run, or its
+//! function's reserved concurrency taken) is not settled: it stays due and
+//! runs again shortly, on another worker, without using up a retry. When
+//! the leader dies mid-run, its events stay stored and due, and the next
+//! leader runs them again: at least once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::api::functions::run_invocation;
+use crate::api::functions::{resolve, run_invocation, RunFailure};
 use crate::api::Context;
 use crate::command::Command;
 use crate::functions::events::{self, Arns, DueEvent, RunOutcome};
 use crate::router::now_ms;
 use crate::waiters::Waiters;
-use sluice_worker::Invoked;
 
 /// How often the leader looks for due events without a wake-up.
 pub const INTERVAL: Duration = Duration::from_millis(250);
 /// Events run at once.
 const CONCURRENCY: usize = 16;
+/// An event that could not run waits this long before the next try.
+const NOT_RUN_DELAY: Duration = Duration::from_millis(500);
 
 /// Starts the runner; failed events are retried after `retry_delay`
 /// (then twice that).
@@ -33,12 +36,15 @@ pub fn spawn(ctx: Context, retry_delay: Duration) -> tokio::task::JoinHandle<()>
     tokio::spawn(run(ctx, retry_delay))
 }
 
-/// A finished run: function, event number, request id, outcome.
-type Done = (String, u64, String, RunOutcome);
+/// A finished run: function, event number, request id, outcome (`None`:
+/// not run).
+type Done = (String, u64, String, Option<RunOutcome>);
 
 async fn run(ctx: Context, retry_delay: Duration) {
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
     let mut running: HashSet<(String, u64)> = HashSet::new();
+    // Events that could not run, and when they may be tried again.
+    let mut later: HashMap<(String, u64), Instant> = HashMap::new();
     let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
     let wake = ctx.waiters.of(Waiters::EVENTS);
     loop {
@@ -48,10 +54,12 @@ async fn run(ctx: Context, retry_delay: Duration) {
         let router = &ctx.router;
         let leads = router.raft().metrics().borrow().current_leader == Some(router.id());
         if leads {
-            let busy = &running;
+            later.retain(|_, until| *until > Instant::now());
+            let (busy, later) = (&running, &later);
             let due = router.state().read(|s| {
                 events::due(s, now_ms(), CONCURRENCY * 4, &|f, seq| {
-                    busy.contains(&(f.to_string(), seq))
+                    let k = (f.to_string(), seq);
+                    busy.contains(&k) || later.contains_key(&k)
                 })
             });
             match due {
@@ -74,6 +82,11 @@ async fn run(ctx: Context, retry_delay: Duration) {
         }
         tokio::select! {
             Some((function, seq, request_id, outcome)) = rx.recv() => {
+                let Some(outcome) = outcome else {
+                    running.remove(&(function.clone(), seq));
+                    later.insert((function, seq), Instant::now() + NOT_RUN_DELAY);
+                    continue;
+                };
                 let arns = Arns {
                     function: ctx.identity.function_arn(&function),
                     sns_prefix: format!(
@@ -106,41 +119,63 @@ async fn run(ctx: Context, retry_delay: Duration) {
 
 async fn run_one(ctx: &Context, d: DueEvent, retry_delay: Duration) -> Done {
     if d.expired {
-        return (d.function, d.seq, d.event.request_id, RunOutcome::Expired);
+        return (
+            d.function,
+            d.seq,
+            d.event.request_id,
+            Some(RunOutcome::Expired),
+        );
     }
     let request_id = d.event.request_id.clone();
-    let outcome = match run_invocation(
-        ctx,
-        &d.function,
-        &d.event.qualifier,
-        &request_id,
-        Bytes::from(d.event.payload.clone()),
-    )
-    .await
-    {
-        Ok((ran, version)) => match ran.invoked {
-            Invoked::Ok(body) => RunOutcome::Success {
-                response: body.to_vec(),
-                executed_version: version,
-            },
-            Invoked::FunctionError(doc) => RunOutcome::Failure {
-                response: doc.to_vec(),
-                executed_version: version,
-                retry_delay_ms: retry_delay.as_millis() as u64,
-            },
-        },
-        // The function could not run (bad code, or it is gone): a failure
-        // like any other, so the retry policy and destinations apply.
-        Err(status) => RunOutcome::Failure {
-            response: serde_json::json!({
-                "errorType": "Sluice.InvocationFailed",
-                "errorMessage": status.message(),
-            })
-            .to_string()
-            .into_bytes(),
-            executed_version: "$LATEST".into(),
-            retry_delay_ms: retry_delay.as_millis() as u64,
-        },
+    let retry_delay_ms = retry_delay.as_millis() as u64;
+    let failure = |message: &str, version: String| RunOutcome::Failure {
+        response: serde_json::json!({
+            "errorType": "Sluice.InvocationFailed",
+            "errorMessage": message,
+        })
+        .to_string()
+        .into_bytes(),
+        executed_version: version,
+        retry_delay_ms,
+    };
+    let outcome = match resolve(ctx, &d.function, &d.event.qualifier).await {
+        // The function or its qualifier is gone: a failure like any
+        // other, so the retry policy and destinations apply.
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            Some(failure(status.message(), "$LATEST".into()))
+        }
+        // Not answered (no leader now): run it later.
+        Err(_) => None,
+        Ok(target) => {
+            match run_invocation(
+                ctx,
+                &target,
+                &d.event.qualifier,
+                &request_id,
+                d.event.payload.clone(),
+            )
+            .await
+            {
+                Ok(ran) if ran.answer.function_error => Some(RunOutcome::Failure {
+                    response: ran.answer.payload,
+                    executed_version: ran.version,
+                    retry_delay_ms,
+                }),
+                Ok(ran) => Some(RunOutcome::Success {
+                    response: ran.answer.payload,
+                    executed_version: ran.version,
+                }),
+                // The code could not be run: a function failure.
+                Err(RunFailure::Rejected(status)) => {
+                    Some(failure(status.message(), "$LATEST".into()))
+                }
+                Err(RunFailure::Throttled(_)) => None,
+                Err(RunFailure::Dispatch(e)) => {
+                    tracing::debug!(function = %d.function, seq = d.seq, error = %e, "event not run; trying again");
+                    None
+                }
+            }
+        }
     };
     (d.function, d.seq, request_id, outcome)
 }

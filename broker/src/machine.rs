@@ -44,6 +44,8 @@ pub enum Effect {
     /// A function has an asynchronous invocation due (wakes the leader's
     /// runner).
     EventReady,
+    /// A worker's record changed (wakes invocations waiting for a worker).
+    WorkersChanged,
 }
 
 /// The effects of the commands applied in one batch.
@@ -322,6 +324,27 @@ pub fn apply(
         } => Ok(CommandOutput::EventSettled(functions::events::settle(
             txn, ctx, name, arns, *seq, request_id, outcome, effects,
         )?)),
+        Command::WorkerHeartbeat(report) => {
+            crate::workers::heartbeat(txn, ctx, report)?;
+            effects.push(Effect::WorkersChanged);
+            Ok(CommandOutput::Done)
+        }
+        Command::WorkerLeave { id } => {
+            crate::workers::leave(txn, id)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::PutFunctionConcurrency { name, reserved } => {
+            functions::concurrency::put_reserved(txn, name, *reserved)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::PutProvisionedConcurrency {
+            name,
+            qualifier,
+            requested,
+        } => {
+            functions::concurrency::put_provisioned(txn, name, qualifier, *requested)?;
+            Ok(CommandOutput::Done)
+        }
     }
 }
 
@@ -372,6 +395,20 @@ pub fn query(state: &dyn StateRead, query: &Query) -> ApplyResult<QueryOutput> {
         Query::InvokeTarget { name, qualifier } => Ok(QueryOutput::Target(functions::target(
             state, name, qualifier,
         )?)),
+        Query::ListWorkers => Ok(QueryOutput::Workers(crate::workers::list(state)?)),
+        Query::FunctionConcurrency { name } => {
+            functions::require(state, name)?;
+            Ok(QueryOutput::Concurrency(functions::concurrency::reserved(
+                state, name,
+            )?))
+        }
+        Query::Provisioned { name } => Ok(QueryOutput::Provisioned(match name {
+            Some(name) => {
+                functions::require(state, name)?;
+                functions::concurrency::provisioned_of(state, name)?
+            }
+            None => functions::concurrency::provisioned_all(state)?,
+        })),
         Query::GetTopic { name } => {
             let (t, c) = topics::details(state, name)?;
             Ok(QueryOutput::Topic(t, c))

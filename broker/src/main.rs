@@ -21,6 +21,36 @@ enum Command {
     /// Run a broker node. With no flags: a single-node cluster on
     /// 127.0.0.1:7070 with its data in ./sluice-data.
     Serve(ServeArgs),
+    /// Run a worker node: it registers with the cluster, heartbeats, and
+    /// runs the function invocations the cluster routes to it.
+    Worker(WorkerArgs),
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// Broker nodes to register with, HOST:PORT,... (any one answering is
+    /// enough).
+    #[arg(long, value_delimiter = ',', required = true)]
+    cluster: Vec<String>,
+    /// IP:PORT the worker's gRPC server binds [default: 127.0.0.1:7080].
+    #[arg(long, default_value = "127.0.0.1:7080")]
+    listen: String,
+    /// HOST:PORT broker nodes reach this worker at [default: --listen].
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Unique worker id [default: the host name and the listen port].
+    #[arg(long)]
+    id: Option<String>,
+    /// Where code and execution environments live [default: ./sluice-worker].
+    #[arg(long, default_value = "sluice-worker")]
+    data_dir: PathBuf,
+    /// Memory offered to functions, MB [default: three quarters of the
+    /// machine's].
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    /// Log output format; the level comes from RUST_LOG [default: info].
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -84,6 +114,10 @@ struct ServeArgs {
     /// the second waits twice as long [default: 60000, as Lambda].
     #[arg(long)]
     event_retry_delay_ms: Option<u64>,
+    /// Run a worker inside the node [default: true]; turn off when separate
+    /// `sluice worker` processes run the functions.
+    #[arg(long)]
+    in_process_worker: Option<bool>,
     /// Log output format; the level comes from RUST_LOG [default: info].
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -108,6 +142,7 @@ impl ServeArgs {
             leader_wait_ms: self.leader_wait_ms,
             cache_mb: self.cache_mb,
             event_retry_delay_ms: self.event_retry_delay_ms,
+            in_process_worker: self.in_process_worker,
         }
     }
 }
@@ -122,6 +157,20 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The multi-threaded runtime, or `None` after saying why it failed.
+fn runtime(command: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("sluice {command}: cannot start the runtime: {e}");
+            None
+        }
     }
 }
 
@@ -141,15 +190,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_tracing(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sluice serve: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime("serve") else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
         let mut node = match RunningNode::start(config).await {
@@ -183,8 +225,68 @@ fn serve(args: ServeArgs) -> ExitCode {
     })
 }
 
+fn worker(args: WorkerArgs) -> ExitCode {
+    init_tracing(args.log_format);
+    let Some(runtime) = runtime("worker") else {
+        return ExitCode::FAILURE;
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("sluice worker: --listen {}: {e}", args.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let advertise = args.advertise.clone().unwrap_or_else(|| {
+            listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| args.listen.clone())
+        });
+        let id = args.id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "worker".into());
+            format!("{host}-{port}")
+        });
+        let options = sluice_worker::WorkerOptions {
+            id,
+            advertise,
+            cluster: args.cluster.clone(),
+            dir: args.data_dir.clone(),
+            memory_mb: args
+                .memory_mb
+                .unwrap_or_else(sluice_worker::default_memory_mb),
+        };
+        let shutdown = async {
+            let mut sigterm =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            }
+        };
+        match sluice_worker::serve(options, listener, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sluice worker: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
+        Command::Worker(args) => worker(args),
     }
 }

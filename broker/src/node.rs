@@ -54,6 +54,9 @@ pub enum StartError {
     /// Raft refused the configuration or failed to start.
     #[error("raft: {0}")]
     Raft(String),
+    /// The in-process worker could not be set up.
+    #[error("in-process worker: {0}")]
+    Worker(String),
 }
 
 /// Opens the state machine's database. It only caches what the snapshot and
@@ -83,11 +86,6 @@ fn open_state_db(path: &std::path::Path, cache_capacity: u64) -> Result<Db, Stor
     }
 }
 
-/// How long a function's execution environment stays warm without work.
-pub const ENVIRONMENT_IDLE_MAX: Duration = Duration::from_secs(300);
-/// How often idle environments are looked for.
-const REAP_EVERY: Duration = Duration::from_secs(30);
-
 /// A started node.
 pub struct RunningNode {
     config: NodeConfig,
@@ -100,7 +98,8 @@ pub struct RunningNode {
     housekeeper: JoinHandle<()>,
     deliverer: JoinHandle<()>,
     invoker: JoinHandle<()>,
-    reaper: JoinHandle<()>,
+    worker_agent: Option<JoinHandle<()>>,
+    worker: Option<Arc<sluice_worker::Worker>>,
     local_addr: std::net::SocketAddr,
 }
 
@@ -168,8 +167,25 @@ impl RunningNode {
             advertise: config.advertise.clone(),
             timing: config.timing.clone(),
             waiters: waiters.clone(),
-            worker: Arc::new(sluice_worker::Pool::new(&config.data_dir.join("worker"))),
+            dispatcher: Arc::default(),
+            slots: Arc::default(),
+            worker: None,
         };
+        // The in-process worker registers through this node's own address,
+        // like any other worker.
+        let worker = if config.in_process_worker {
+            let options = sluice_worker::WorkerOptions {
+                id: format!("node-{}", config.node_id),
+                advertise: config.advertise.clone(),
+                cluster: vec![config.advertise.clone()],
+                dir: config.data_dir.join("worker"),
+                memory_mb: sluice_worker::default_memory_mb(),
+            };
+            Some(sluice_worker::Worker::new(options).map_err(StartError::Worker)?)
+        } else {
+            None
+        };
+        let ctx = Context { worker, ..ctx };
         let guard = Arc::new(VoteGuard::default());
         let raft_service = RaftService::new(raft.clone(), snapshots, guard.clone());
 
@@ -208,19 +224,7 @@ impl RunningNode {
             waiters.clone(),
         );
         let invoker = crate::invoker::spawn(ctx.clone(), config.event_retry_delay);
-        let reaper = {
-            let worker = ctx.worker.clone();
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(REAP_EVERY);
-                loop {
-                    every.tick().await;
-                    let stopped = worker.reap(ENVIRONMENT_IDLE_MAX).await;
-                    if stopped > 0 {
-                        tracing::debug!(stopped, "stopped idle execution environments");
-                    }
-                }
-            })
-        };
+        let worker_agent = ctx.worker.as_ref().map(|w| w.spawn());
         let housekeeper = crate::housekeeper::spawn(router.clone(), waiters);
         let bootstrap = tokio::spawn(bootstrap::run(
             raft.clone(),
@@ -242,7 +246,8 @@ impl RunningNode {
             housekeeper,
             deliverer,
             invoker,
-            reaper,
+            worker_agent,
+            worker: ctx.worker.clone(),
             local_addr,
         })
     }
@@ -280,11 +285,17 @@ impl RunningNode {
                 Err(_) => tracing::warn!("leadership hand-over timed out"),
             }
         }
+        if let Some(agent) = &self.worker_agent {
+            agent.abort();
+        }
+        if let Some(worker) = &self.worker {
+            // Invocations stop coming here before the node goes.
+            let _ = tokio::time::timeout(Duration::from_secs(2), worker.leave()).await;
+        }
         self.bootstrap.abort();
         self.housekeeper.abort();
         self.deliverer.abort();
         self.invoker.abort();
-        self.reaper.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }

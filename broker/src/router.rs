@@ -281,6 +281,14 @@ impl Router {
         }
     }
 
+    /// The current leader's id and address, when one is known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let l = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&l)?.addr.clone();
+        Some((l, addr))
+    }
+
     /// Runs `op` on the leader, wherever it is.
     pub async fn route<R: Routed>(&self, op: &R) -> Result<R::Output, RouteError> {
         let started = Instant::now();

@@ -46,6 +46,9 @@ impl Waiters {
     /// invocations waits for events.
     pub const EVENTS: &'static str = "functions/events";
 
+    /// The name under which invocations wait for a live worker.
+    pub const WORKERS: &'static str = "functions/workers";
+
     /// The name under which a shard's subscribers wait (queue names cannot
     /// contain '/', so it never meets a queue's).
     pub fn shard_key(stream: u64, shard: u32) -> String {

@@ -88,6 +88,9 @@ pub struct Environment {
     readers: Vec<tokio::task::JoinHandle<()>>,
     alive: bool,
     started: Instant,
+    /// Whether the init time has been accounted for (in the first
+    /// invocation's report, or ahead of demand by [`Environment::wait_ready`]).
+    init_reported: bool,
 }
 
 fn now_ms() -> u64 {
@@ -295,7 +298,58 @@ impl Environment {
             readers,
             alive: true,
             started,
+            init_reported: false,
         })
+    }
+
+    /// Waits, at most `limit`, until the runtime finished initialising (it
+    /// asked for its first invocation): how provisioned concurrency gets an
+    /// environment ready ahead of demand. Its init then does not show in
+    /// the first invocation's report.
+    pub async fn wait_ready(&mut self, limit: Duration) -> Result<Duration, InvokeError> {
+        if !self.alive {
+            return Err(InvokeError::Dead);
+        }
+        let outcome = tokio::select! {
+            at = self.api.became_ready() => Ok(at.saturating_duration_since(self.started)),
+            e = self.api.init_failed() => Err(InvokeError::Start(format!(
+                "the runtime failed to initialise: {}",
+                String::from_utf8_lossy(&e.body)
+            ))),
+            status = self.child.wait() => Err(InvokeError::Start(match status {
+                Ok(s) => format!("the runtime exited during init: {s}"),
+                Err(e) => format!("the runtime exited during init: {e}"),
+            })),
+            _ = tokio::time::sleep(limit) => Err(InvokeError::Start(format!(
+                "the runtime did not finish initialising within {:.1} s",
+                limit.as_secs_f64()
+            ))),
+        };
+        match outcome {
+            Ok(init) => {
+                self.init_reported = true;
+                Ok(init)
+            }
+            Err(e) => {
+                self.alive = false;
+                self.kill_group();
+                Err(e)
+            }
+        }
+    }
+
+    /// The memory size the environment was started with, MB.
+    pub fn memory_mb(&self) -> u32 {
+        self.config.memory_mb
+    }
+
+    /// The peak resident memory of the runtime process, MB (`VmHWM`).
+    fn max_memory_used_mb(&self) -> Option<u64> {
+        let pid = self.pgid?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb.div_ceil(1024))
     }
 
     /// The process id of the environment's runtime.
@@ -377,10 +431,27 @@ impl Environment {
             },
             _ = tokio::time::sleep_until(deadline.into()) => self.time_out(request_id).await,
         };
-        self.log_line(format!(
-            "END RequestId: {request_id}\nREPORT RequestId: {request_id}\tDuration: {:.2} ms",
-            started.elapsed().as_secs_f64() * 1000.0
-        ));
+        let duration = started.elapsed();
+        let mut report = format!(
+            "REPORT RequestId: {request_id}\tDuration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB",
+            duration.as_secs_f64() * 1000.0,
+            duration.as_millis().max(1),
+            self.config.memory_mb,
+        );
+        if let Some(used) = self.max_memory_used_mb() {
+            report.push_str(&format!("\tMax Memory Used: {used} MB"));
+        }
+        if !self.init_reported {
+            self.init_reported = true;
+            if let Some(at) = self.api.ready_at() {
+                report.push_str(&format!(
+                    "\tInit Duration: {:.2} ms",
+                    at.saturating_duration_since(self.started).as_secs_f64() * 1000.0
+                ));
+            }
+        }
+        self.log_line(format!("END RequestId: {request_id}"));
+        self.log_line(report);
         Ok(outcome)
     }
 

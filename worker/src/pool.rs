@@ -53,7 +53,63 @@ pub struct Pool {
     root: PathBuf,
     /// Idle environments by key, each with when it last finished work.
     idle: Mutex<HashMap<String, Vec<(Environment, Instant)>>>,
+    /// What the pool holds besides the idle environments.
+    books: Mutex<Books>,
     unpacking: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Books {
+    /// Environments starting or running an invocation, by key.
+    busy: HashMap<String, u32>,
+    /// Memory size of each key's environments, MB.
+    memory_mb: HashMap<String, u32>,
+    /// Environments kept ready whatever their idle time (provisioned
+    /// concurrency), by key.
+    keep: HashMap<String, u32>,
+}
+
+/// The environments a pool holds for one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The environment key.
+    pub key: String,
+    /// Idle and ready.
+    pub idle: u32,
+    /// Starting or running an invocation.
+    pub busy: u32,
+}
+
+/// Counts one environment of a key as busy while it lives.
+struct BusyGuard<'a> {
+    pool: &'a Pool,
+    key: String,
+}
+
+impl<'a> BusyGuard<'a> {
+    fn new(pool: &'a Pool, spec: &FunctionSpec) -> Self {
+        let mut books = pool.books();
+        *books.busy.entry(spec.key.clone()).or_default() += 1;
+        books
+            .memory_mb
+            .insert(spec.key.clone(), spec.config.memory_mb);
+        BusyGuard {
+            pool,
+            key: spec.key.clone(),
+        }
+    }
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        let mut books = self.pool.books();
+        if let Some(n) = books.busy.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                books.busy.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl Pool {
@@ -62,8 +118,87 @@ impl Pool {
         Pool {
             root: root.to_path_buf(),
             idle: Mutex::new(HashMap::new()),
+            books: Mutex::new(Books::default()),
             unpacking: tokio::sync::Mutex::new(()),
         }
+    }
+
+    fn books(&self) -> std::sync::MutexGuard<'_, Books> {
+        self.books.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn put_idle(&self, key: &str, env: Environment) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_string())
+            .or_default()
+            .push((env, Instant::now()));
+    }
+
+    /// Starts one environment of `spec` and waits, at most `limit`, until
+    /// its runtime finished initialising; it then waits idle for the first
+    /// invocation, which finds it warm (provisioned concurrency).
+    pub async fn prewarm<F, Fut>(
+        &self,
+        spec: &FunctionSpec,
+        fetch: F,
+        limit: Duration,
+    ) -> Result<(), PoolError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>, String>>,
+    {
+        let _busy = BusyGuard::new(self, spec);
+        let code = self.code(&spec.code_sha256, fetch).await?;
+        let dir = self.root.join("env").join(uuid::Uuid::new_v4().to_string());
+        let mut env = Environment::start(&code, &dir, spec.config.clone()).await?;
+        if let Err(e) = env.wait_ready(limit).await {
+            env.stop().await;
+            let _ = std::fs::remove_dir_all(dir);
+            return Err(e.into());
+        }
+        self.put_idle(&spec.key, env);
+        Ok(())
+    }
+
+    /// Sets how many environments of each key are kept whatever their idle
+    /// time (keys not named keep none).
+    pub fn set_keep(&self, keep: HashMap<String, u32>) {
+        self.books().keep = keep;
+    }
+
+    /// What the pool holds, by key.
+    pub fn held(&self) -> Vec<Held> {
+        let mut by_key: std::collections::BTreeMap<String, (u32, u32)> = Default::default();
+        for (key, list) in self.idle.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if !list.is_empty() {
+                by_key.entry(key.clone()).or_default().0 = list.len() as u32;
+            }
+        }
+        for (key, n) in &self.books().busy {
+            by_key.entry(key.clone()).or_default().1 = *n;
+        }
+        by_key
+            .into_iter()
+            .map(|(key, (idle, busy))| Held { key, idle, busy })
+            .collect()
+    }
+
+    /// Memory the pool's environments are sized for, MB.
+    pub fn memory_used_mb(&self) -> u64 {
+        let held = self.held();
+        let books = self.books();
+        held.iter()
+            .map(|h| {
+                u64::from(h.idle + h.busy) * u64::from(*books.memory_mb.get(&h.key).unwrap_or(&0))
+            })
+            .sum()
+    }
+
+    /// Invocations running (or environments starting) now.
+    pub fn running(&self) -> u32 {
+        self.books().busy.values().sum()
     }
 
     /// Runs one invocation of `spec`, in a warm environment when one is
@@ -80,6 +215,7 @@ impl Pool {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<u8>, String>>,
     {
+        let _busy = BusyGuard::new(self, spec);
         let warm = self.take_idle(&spec.key);
         let cold = warm.is_none();
         let mut env = match warm {
@@ -93,12 +229,7 @@ impl Pool {
         let invoked = env.invoke(request_id, payload).await?;
         let log = env.log();
         if env.is_alive() {
-            self.idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(spec.key.clone())
-                .or_default()
-                .push((env, Instant::now()));
+            self.put_idle(&spec.key, env);
         } else {
             let dir = env.dir().to_path_buf();
             env.stop().await;
@@ -121,17 +252,30 @@ impl Pool {
     }
 
     /// Stops the environments idle for longer than `max_idle` (and those
-    /// no longer alive); returns how many it stopped.
+    /// no longer alive), except the ones kept for provisioned concurrency;
+    /// returns how many it stopped.
     pub async fn reap(&self, max_idle: Duration) -> usize {
+        let keep = self.books().keep.clone();
         let stale: Vec<Environment> = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             let mut stale = Vec::new();
-            for list in idle.values_mut() {
-                let (keep, old): (Vec<_>, Vec<_>) = std::mem::take(list)
-                    .into_iter()
-                    .partition(|(env, since)| env.is_alive() && since.elapsed() < max_idle);
-                *list = keep;
-                stale.extend(old.into_iter().map(|(env, _)| env));
+            for (key, list) in idle.iter_mut() {
+                // The most recently used come last; kept ones are taken from
+                // the end.
+                let mut kept = *keep.get(key).unwrap_or(&0) as usize;
+                let mut retained = Vec::new();
+                for (env, since) in std::mem::take(list).into_iter().rev() {
+                    if !env.is_alive() {
+                        stale.push(env);
+                    } else if kept > 0 || since.elapsed() < max_idle {
+                        kept = kept.saturating_sub(1);
+                        retained.push((env, since));
+                    } else {
+                        stale.push(env);
+                    }
+                }
+                retained.reverse();
+                *list = retained;
             }
             idle.retain(|_, list| !list.is_empty());
             stale

@@ -69,6 +69,9 @@ struct Shared {
     pending: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
     init_error: Mutex<Option<InitError>>,
     init_failed: Notify,
+    /// When the runtime first asked for an invocation: its init is done.
+    ready_at: Mutex<Option<std::time::Instant>>,
+    ready: Notify,
 }
 
 /// The Runtime API of one environment.
@@ -90,6 +93,8 @@ impl RuntimeApi {
             pending: Mutex::new(HashMap::new()),
             init_error: Mutex::new(None),
             init_failed: Notify::new(),
+            ready_at: Mutex::new(None),
+            ready: Notify::new(),
         });
         let app = axum::Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
@@ -131,6 +136,29 @@ impl RuntimeApi {
             .clone()
     }
 
+    /// When the runtime first called `…/next` (its initialisation was
+    /// over), if it has.
+    pub fn ready_at(&self) -> Option<std::time::Instant> {
+        *self
+            .shared
+            .ready_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until the runtime first calls `…/next`.
+    pub async fn became_ready(&self) -> std::time::Instant {
+        loop {
+            let notified = self.shared.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(at) = self.ready_at() {
+                return at;
+            }
+            notified.await;
+        }
+    }
+
     /// Waits until the runtime reports an init error.
     pub async fn init_failed(&self) -> InitError {
         loop {
@@ -152,6 +180,13 @@ impl Drop for RuntimeApi {
 }
 
 async fn next(State(shared): State<Arc<Shared>>) -> Response {
+    {
+        let mut ready_at = shared.ready_at.lock().unwrap_or_else(|e| e.into_inner());
+        if ready_at.is_none() {
+            *ready_at = Some(std::time::Instant::now());
+            shared.ready.notify_waiters();
+        }
+    }
     let mut rx = shared.next.lock().await;
     let Some(inv) = rx.recv().await else {
         // The environment is going away: nothing more will come.

@@ -11,7 +11,6 @@ use std::io::Cursor;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use sluice_proto::v1 as pb;
-use sluice_worker::{FunctionConfig, FunctionSpec, Invoked, PoolError};
 use tonic::{Request, Response, Status};
 
 use super::{consistency, observe, Consistency, Context};
@@ -150,6 +149,87 @@ impl FunctionsApi {
         let weights: BTreeMap<String, f64> = req.additional_version_weights.into_iter().collect();
         let spec = AliasSpec::new(&req.name, &req.function_version, &req.description, &weights)?;
         Ok((name, spec))
+    }
+
+    /// A provisioned configuration with how many of its environments the
+    /// live workers hold (from this node's applied state, after a
+    /// linearizable check that the configuration exists).
+    async fn provisioned_status(
+        &self,
+        name: &str,
+        qualifier: &str,
+    ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
+        let QueryOutput::Provisioned(configs) = self
+            .ctx
+            .query(
+                Consistency::Linearizable,
+                Query::Provisioned {
+                    name: Some(name.to_string()),
+                },
+            )
+            .await?
+        else {
+            return Err(super::status::unexpected("Provisioned"));
+        };
+        let Some(c) = configs.into_iter().find(|c| c.qualifier == qualifier) else {
+            return Err(DomainError::not_found(
+                "ProvisionedConcurrencyConfigNotFoundException",
+                format!("function {name:?} has no provisioned concurrency on {qualifier:?}"),
+            )
+            .into());
+        };
+        let workers = super::workers::registered(&self.ctx)?;
+        let available = super::workers::provisioned(&self.ctx, Some(name))?
+            .into_iter()
+            .find(|(p, _)| p.qualifier == qualifier)
+            .map_or(0, |(_, spec)| {
+                super::workers::available(&workers, &spec.key, crate::router::now_ms())
+            })
+            .min(c.requested);
+        Ok(Response::new(pb::ProvisionedConcurrencyConfig {
+            function_name: c.function,
+            qualifier: c.qualifier,
+            requested: c.requested,
+            available,
+            status: if available >= c.requested {
+                "READY"
+            } else {
+                "IN_PROGRESS"
+            }
+            .to_string(),
+        }))
+    }
+
+    /// Hands a synchronous invocation to the leader (once: the leader runs
+    /// it whatever it sees).
+    async fn forward_invoke(
+        &self,
+        leader_addr: &str,
+        name: String,
+        qualifier: String,
+        log_type: String,
+        payload: Bytes,
+    ) -> Result<Response<pb::InvokeResponse>, Status> {
+        let channel = self
+            .ctx
+            .dispatcher
+            .channel(leader_addr)
+            .map_err(super::status::internal)?;
+        let mut client = pb::functions_client::FunctionsClient::new(channel)
+            .max_decoding_message_size(super::PUBLIC_MESSAGE_MAX)
+            .max_encoding_message_size(super::PUBLIC_MESSAGE_MAX);
+        let mut request = Request::new(pb::InvokeRequest {
+            function_name: name,
+            invocation_type: "RequestResponse".into(),
+            payload: payload.to_vec(),
+            qualifier,
+            log_type,
+        });
+        request.metadata_mut().insert(
+            sluice_proto::FORWARDED_HEADER,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        client.invoke(request).await
     }
 
     async fn function_output(&self, command: Command, what: &str) -> Result<Function, Status> {
@@ -615,6 +695,10 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::InvokeRequest>,
     ) -> Result<Response<pb::InvokeResponse>, Status> {
         observe("Invoke", async {
+            let forwarded = request
+                .metadata()
+                .get(sluice_proto::FORWARDED_HEADER)
+                .is_some();
             let req = request.into_inner();
             let name = name_ref("function_name", &req.function_name)?;
             if req.qualifier.len() > 128 {
@@ -657,7 +741,8 @@ impl pb::functions_server::Functions for FunctionsApi {
                     let target = resolve(&self.ctx, &name, &req.qualifier).await?;
                     return Ok(Response::new(pb::InvokeResponse {
                         status_code: 204,
-                        executed_version: pick(&target).0,
+                        executed_version: pick(&target)
+                            .map_or_else(|| "$LATEST".to_string(), |v| v.number.to_string()),
                         ..Default::default()
                     }));
                 }
@@ -692,27 +777,219 @@ impl pb::functions_server::Functions for FunctionsApi {
                     .into())
                 }
             }
+            let target = resolve(&self.ctx, &name, &req.qualifier).await?;
+            if target.reserved.is_some() && !forwarded {
+                // Reserved concurrency is counted by the leader: the
+                // invocation runs from there.
+                if let Some((leader, addr)) = self.ctx.router.leader() {
+                    if leader != self.ctx.router.id() {
+                        return self
+                            .forward_invoke(&addr, name, req.qualifier, req.log_type, payload)
+                            .await;
+                    }
+                }
+            }
             let request_id = uuid::Uuid::new_v4().to_string();
-            let (ran, version) =
-                run_invocation(&self.ctx, &name, &req.qualifier, &request_id, payload).await?;
+            let ran = run_invocation(
+                &self.ctx,
+                &target,
+                &req.qualifier,
+                &request_id,
+                payload.to_vec(),
+            )
+            .await?;
             let log_result = if tail {
-                let text = ran.log.join("\n");
+                let text = ran.answer.log.join("\n");
                 let bytes = text.as_bytes();
                 crate::topics::envelope::base64(&bytes[bytes.len().saturating_sub(LOG_TAIL)..])
             } else {
                 String::new()
             };
-            let (function_error, payload) = match ran.invoked {
-                Invoked::Ok(body) => (String::new(), body.to_vec()),
-                Invoked::FunctionError(doc) => ("Unhandled".to_string(), doc.to_vec()),
-            };
             Ok(Response::new(pb::InvokeResponse {
                 status_code: 200,
-                function_error,
-                payload,
+                function_error: if ran.answer.function_error {
+                    "Unhandled".to_string()
+                } else {
+                    String::new()
+                },
+                payload: ran.answer.payload,
                 log_result,
-                executed_version: version,
+                executed_version: ran.version,
                 request_id,
+            }))
+        })
+        .await
+    }
+
+    async fn get_function_logs(
+        &self,
+        request: Request<pb::GetFunctionLogsRequest>,
+    ) -> Result<Response<pb::LogsResponse>, Status> {
+        observe("GetFunctionLogs", async {
+            let req = request.into_inner();
+            let name = name_ref("function_name", &req.function_name)?;
+            let limit = match req.limit {
+                0 => 50,
+                n if n <= sluice_worker::host::LOGS_LIMIT_MAX => n,
+                n => {
+                    return Err(DomainError::invalid(
+                        "limit",
+                        format!(
+                            "must be from 1 to {}, got {n}",
+                            sluice_worker::host::LOGS_LIMIT_MAX
+                        ),
+                    )
+                    .into())
+                }
+            };
+            self.ctx
+                .query(
+                    Consistency::Local,
+                    Query::GetFunction { name: name.clone() },
+                )
+                .await?;
+            let logs = self
+                .ctx
+                .dispatcher
+                .logs(self.ctx.router.state(), &name, &req.request_id, limit)
+                .await
+                .map_err(super::status::internal)?;
+            Ok(Response::new(logs))
+        })
+        .await
+    }
+
+    async fn put_function_concurrency(
+        &self,
+        request: Request<pb::FunctionConcurrency>,
+    ) -> Result<Response<pb::FunctionConcurrency>, Status> {
+        observe("PutFunctionConcurrency", async {
+            let req = request.into_inner();
+            let name = name_ref("function_name", &req.function_name)?;
+            let Some(reserved) = req.reserved_concurrent_executions else {
+                return Err(DomainError::invalid(
+                    "reserved_concurrent_executions",
+                    "must be set (DeleteFunctionConcurrency removes the reservation)",
+                )
+                .into());
+            };
+            self.ctx
+                .done(
+                    Command::PutFunctionConcurrency {
+                        name: name.clone(),
+                        reserved: Some(reserved),
+                    },
+                    "PutFunctionConcurrency",
+                )
+                .await?;
+            Ok(Response::new(pb::FunctionConcurrency {
+                function_name: name,
+                reserved_concurrent_executions: Some(reserved),
+            }))
+        })
+        .await
+    }
+
+    async fn get_function_concurrency(
+        &self,
+        request: Request<pb::GetFunctionRequest>,
+    ) -> Result<Response<pb::FunctionConcurrency>, Status> {
+        let how = consistency(&request)?;
+        observe("GetFunctionConcurrency", async {
+            let name = name_ref("function_name", &request.into_inner().function_name)?;
+            let QueryOutput::Concurrency(reserved) = self
+                .ctx
+                .query(how, Query::FunctionConcurrency { name: name.clone() })
+                .await?
+            else {
+                return Err(super::status::unexpected("GetFunctionConcurrency"));
+            };
+            Ok(Response::new(pb::FunctionConcurrency {
+                function_name: name,
+                reserved_concurrent_executions: reserved,
+            }))
+        })
+        .await
+    }
+
+    async fn delete_function_concurrency(
+        &self,
+        request: Request<pb::GetFunctionRequest>,
+    ) -> Result<Response<pb::FunctionConcurrency>, Status> {
+        observe("DeleteFunctionConcurrency", async {
+            let name = name_ref("function_name", &request.into_inner().function_name)?;
+            self.ctx
+                .done(
+                    Command::PutFunctionConcurrency {
+                        name: name.clone(),
+                        reserved: None,
+                    },
+                    "DeleteFunctionConcurrency",
+                )
+                .await?;
+            Ok(Response::new(pb::FunctionConcurrency {
+                function_name: name,
+                reserved_concurrent_executions: None,
+            }))
+        })
+        .await
+    }
+
+    async fn put_provisioned_concurrency_config(
+        &self,
+        request: Request<pb::ProvisionedConcurrencyConfig>,
+    ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
+        observe("PutProvisionedConcurrencyConfig", async {
+            let req = request.into_inner();
+            let name = name_ref("function_name", &req.function_name)?;
+            self.ctx
+                .done(
+                    Command::PutProvisionedConcurrency {
+                        name: name.clone(),
+                        qualifier: req.qualifier.clone(),
+                        requested: Some(req.requested),
+                    },
+                    "PutProvisionedConcurrencyConfig",
+                )
+                .await?;
+            self.provisioned_status(&name, &req.qualifier).await
+        })
+        .await
+    }
+
+    async fn get_provisioned_concurrency_config(
+        &self,
+        request: Request<pb::ProvisionedConcurrencyConfig>,
+    ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
+        observe("GetProvisionedConcurrencyConfig", async {
+            let req = request.into_inner();
+            let name = name_ref("function_name", &req.function_name)?;
+            self.provisioned_status(&name, &req.qualifier).await
+        })
+        .await
+    }
+
+    async fn delete_provisioned_concurrency_config(
+        &self,
+        request: Request<pb::ProvisionedConcurrencyConfig>,
+    ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
+        observe("DeleteProvisionedConcurrencyConfig", async {
+            let req = request.into_inner();
+            let name = name_ref("function_name", &req.function_name)?;
+            self.ctx
+                .done(
+                    Command::PutProvisionedConcurrency {
+                        name: name.clone(),
+                        qualifier: req.qualifier.clone(),
+                        requested: None,
+                    },
+                    "DeleteProvisionedConcurrencyConfig",
+                )
+                .await?;
+            Ok(Response::new(pb::ProvisionedConcurrencyConfig {
+                function_name: name,
+                qualifier: req.qualifier,
+                ..Default::default()
             }))
         })
         .await
@@ -727,7 +1004,11 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
 
 /// Resolves what an invocation runs, linearizably (so a just-updated
 /// function runs its new code).
-async fn resolve(ctx: &Context, name: &str, qualifier: &str) -> Result<functions::Target, Status> {
+pub async fn resolve(
+    ctx: &Context,
+    name: &str,
+    qualifier: &str,
+) -> Result<functions::Target, Status> {
     match ctx
         .query(
             Consistency::Linearizable,
@@ -745,17 +1026,26 @@ async fn resolve(ctx: &Context, name: &str, qualifier: &str) -> Result<functions
 
 /// The version an invocation of `target` runs: an alias with a second
 /// version sends it its share, drawn here (the state machine draws
-/// nothing). Returns the version's name, settings, code hash and revision.
-fn pick(target: &functions::Target) -> (String, &Settings, String, u64) {
-    let chosen = match (&target.version, &target.additional) {
+/// nothing). `None` is `$LATEST`.
+fn pick(target: &functions::Target) -> Option<&Version> {
+    match (&target.version, &target.additional) {
         (Some(v), Some((extra, weight))) => {
             let draw = (uuid::Uuid::new_v4().as_u128() % u128::from(functions::WEIGHT_ONE)) as u32;
             Some(if draw < *weight { extra } else { v })
         }
         (v, _) => v.as_ref(),
-    };
-    let f = &target.function;
-    match chosen {
+    }
+}
+
+/// What a worker needs to run version `v` of `f` (`None`: `$LATEST`),
+/// invoked as `qualifier`; and the version's name.
+pub fn run_spec(
+    ctx: &Context,
+    f: &Function,
+    v: Option<&Version>,
+    qualifier: &str,
+) -> (pb::RunSpec, String) {
+    let (version, settings, code_sha256, revision) = match v {
         Some(v) => (
             v.number.to_string(),
             &v.settings,
@@ -768,22 +1058,7 @@ fn pick(target: &functions::Target) -> (String, &Settings, String, u64) {
             f.code_sha256.clone(),
             f.revision,
         ),
-    }
-}
-
-/// Runs one invocation of function `name` at `qualifier` on this node's
-/// in-process worker; the result and the version that ran. Shared by
-/// synchronous Invoke and the leader's runner of asynchronous events.
-pub async fn run_invocation(
-    ctx: &Context,
-    name: &str,
-    qualifier: &str,
-    request_id: &str,
-    payload: Bytes,
-) -> Result<(sluice_worker::Ran, String), Status> {
-    let target = resolve(ctx, name, qualifier).await?;
-    let f = &target.function;
-    let (version, settings, code_sha256, revision) = pick(&target);
+    };
     // Environments are shared only by invocations of the same code and
     // settings (a function deleted and created again starts its revisions
     // over, so the revision alone would not tell).
@@ -797,56 +1072,123 @@ pub async fn run_invocation(
     } else {
         format!("{}:{qualifier}", ctx.identity.function_arn(&f.name))
     };
-    let spec = FunctionSpec {
+    let spec = pb::RunSpec {
         key,
-        code_sha256: code_sha256.clone(),
-        config: FunctionConfig {
-            name: f.name.clone(),
-            version: version.clone(),
-            arn,
-            handler: settings.handler.clone(),
-            memory_mb: settings.memory_mb,
-            timeout_s: settings.timeout_s,
-            ephemeral_mb: 512,
-            region: ctx.identity.region.clone(),
-            environment: settings.environment.clone(),
-        },
+        code_sha256,
+        function_name: f.name.clone(),
+        version: version.clone(),
+        function_arn: arn,
+        handler: settings.handler.clone(),
+        memory_mb: settings.memory_mb,
+        timeout_s: settings.timeout_s,
+        ephemeral_mb: 512,
+        region: ctx.identity.region.clone(),
+        environment: settings.environment.clone().into_iter().collect(),
     };
-    let fetch_ctx = ctx.clone();
-    let fetch = move || async move {
-        match fetch_ctx
-            .query(
-                Consistency::Linearizable,
-                Query::FunctionCode {
-                    sha256: code_sha256,
-                },
-            )
-            .await
-        {
-            Ok(QueryOutput::Code(Some(zip))) => Ok(zip),
-            Ok(_) => Err("the code package is gone (the function changed)".to_string()),
-            Err(s) => Err(s.message().to_string()),
+    (spec, version)
+}
+
+/// Why an invocation has no result.
+#[derive(Debug)]
+pub enum RunFailure {
+    /// Refused: the request, or the function's code, is at fault.
+    Rejected(Status),
+    /// The function's reserved concurrency is taken.
+    Throttled(Status),
+    /// It could not be run on a worker, or its worker was lost.
+    Dispatch(crate::dispatch::DispatchError),
+}
+
+impl From<RunFailure> for Status {
+    fn from(f: RunFailure) -> Self {
+        match f {
+            RunFailure::Rejected(s) | RunFailure::Throttled(s) => s,
+            RunFailure::Dispatch(e) => e.into(),
         }
+    }
+}
+
+/// A finished invocation: the worker's answer and the version that ran.
+pub struct Ran {
+    /// What the worker answered.
+    pub answer: pb::RunResponse,
+    /// `$LATEST` or a version number.
+    pub version: String,
+}
+
+/// Counts an invocation in the concurrent executions gauge while it lives.
+struct Executing(String);
+
+impl Executing {
+    fn new(function: &str) -> Self {
+        metrics::gauge!("sluice_function_concurrent_executions", "function" => function.to_string())
+            .increment(1.0);
+        Executing(function.to_string())
+    }
+}
+
+impl Drop for Executing {
+    fn drop(&mut self) {
+        metrics::gauge!("sluice_function_concurrent_executions", "function" => self.0.clone())
+            .decrement(1.0);
+    }
+}
+
+/// Runs one invocation of `target` (resolved from `qualifier`) on a
+/// worker; shared by synchronous Invoke and the leader's runner of
+/// asynchronous events. Reserved concurrency is counted on this node.
+pub async fn run_invocation(
+    ctx: &Context,
+    target: &functions::Target,
+    qualifier: &str,
+    request_id: &str,
+    payload: Vec<u8>,
+) -> Result<Ran, RunFailure> {
+    let f = &target.function;
+    let name = f.name.clone();
+    let _slot = match target.reserved {
+        Some(limit) => Some(ctx.slots.try_take(&name, limit).ok_or_else(|| {
+            metrics::counter!("sluice_function_throttles_total", "function" => name.clone())
+                .increment(1);
+            RunFailure::Throttled(
+                DomainError::limit(
+                    "TooManyRequestsException",
+                    format!(
+                        "Rate Exceeded: function {name:?} has a reserved concurrency of {limit} and that many invocations running"
+                    ),
+                )
+                .into(),
+            )
+        })?),
+        None => None,
     };
+    let (spec, version) = run_spec(ctx, f, pick(target), qualifier);
+    let _executing = Executing::new(&name);
+    let started = std::time::Instant::now();
     let ran = ctx
-        .worker
-        .invoke(&spec, fetch, request_id, payload)
-        .await
-        .map_err(|e| match e {
-            PoolError::Code(why) => DomainError::precondition("InvalidZipFileException", why),
-            PoolError::Start(why) => {
-                DomainError::precondition("InvalidRuntimeException", why.to_string())
+        .dispatcher
+        .run(ctx.router.state(), &ctx.waiters, spec, request_id, payload)
+        .await;
+    metrics::counter!("sluice_function_invocations_total", "function" => name.clone()).increment(1);
+    metrics::histogram!("sluice_function_duration_seconds", "function" => name.clone())
+        .record(started.elapsed().as_secs_f64());
+    match ran {
+        Ok((answer, _worker)) => {
+            if answer.cold_start {
+                metrics::counter!("sluice_function_cold_starts_total", "function" => name.clone())
+                    .increment(1);
             }
-        })?;
-    metrics::counter!("sluice_function_invocations_total", "function" => f.name.clone())
-        .increment(1);
-    if ran.cold {
-        metrics::counter!("sluice_function_cold_starts_total", "function" => f.name.clone())
-            .increment(1);
+            if answer.function_error {
+                metrics::counter!("sluice_function_errors_total", "function" => name).increment(1);
+            }
+            Ok(Ran { answer, version })
+        }
+        Err(e) => {
+            metrics::counter!("sluice_function_errors_total", "function" => name).increment(1);
+            Err(match e {
+                crate::dispatch::DispatchError::Refused(_) => RunFailure::Rejected(e.into()),
+                e => RunFailure::Dispatch(e),
+            })
+        }
     }
-    if matches!(ran.invoked, Invoked::FunctionError(_)) {
-        metrics::counter!("sluice_function_errors_total", "function" => f.name.clone())
-            .increment(1);
-    }
-    Ok((ran, version))
 }

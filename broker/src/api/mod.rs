@@ -9,6 +9,7 @@ pub mod queues;
 pub mod status;
 pub mod streams;
 pub mod topics;
+pub mod workers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use sluice_proto::v1::functions_server::FunctionsServer;
 use sluice_proto::v1::queues_server::QueuesServer;
 use sluice_proto::v1::streams_server::StreamsServer;
 use sluice_proto::v1::topics_server::TopicsServer;
+use sluice_proto::v1::workers_server::WorkersServer;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::Status;
@@ -35,7 +37,7 @@ use crate::router::{RouteError, Router};
 /// client requests.
 const INTERNAL_MESSAGE_MAX: usize = 512 * 1024 * 1024;
 /// Largest public request: a batch of ten 1 MiB messages with attributes.
-const PUBLIC_MESSAGE_MAX: usize = 16 * 1024 * 1024;
+pub(crate) const PUBLIC_MESSAGE_MAX: usize = 16 * 1024 * 1024;
 
 pub use sluice_proto::CONSISTENCY_HEADER;
 
@@ -52,9 +54,14 @@ pub struct Context {
     pub timing: Timing,
     /// Where long polls wait for their queue.
     pub waiters: Arc<crate::waiters::Waiters>,
-    /// The node's in-process worker: the execution environments that run
-    /// the invocations this node is called with.
-    pub worker: Arc<sluice_worker::Pool>,
+    /// Routes invocations to workers.
+    pub dispatcher: Arc<crate::dispatch::Dispatcher>,
+    /// Invocations running by function, for reserved concurrency (counted
+    /// by the leader).
+    pub slots: Arc<crate::dispatch::Slots>,
+    /// The worker running inside this node, if it runs one; its
+    /// `WorkerHost` service is served on the node's port.
+    pub worker: Option<Arc<sluice_worker::Worker>>,
 }
 
 impl Context {
@@ -193,6 +200,14 @@ pub async fn serve(
                 .max_decoding_message_size(INTERNAL_MESSAGE_MAX)
                 .max_encoding_message_size(INTERNAL_MESSAGE_MAX),
         );
+    let routes = match &ctx.worker {
+        Some(w) => routes.add_service(w.service()),
+        None => routes,
+    };
+    let routes = routes.add_service(
+        WorkersServer::new(workers::WorkersApi::new(ctx.clone()))
+            .max_encoding_message_size(sluice_worker::cluster::MESSAGE_MAX),
+    );
     let confirm_ctx = ctx.clone();
     let router = routes
         .into_axum_router()

@@ -83,6 +83,42 @@ impl From<DomainError> for Status {
     }
 }
 
+impl From<crate::dispatch::DispatchError> for Status {
+    fn from(e: crate::dispatch::DispatchError) -> Self {
+        use crate::dispatch::DispatchError;
+        let message = e.to_string();
+        match e {
+            // Nothing ran: safe to try again.
+            DispatchError::NoWorker(_) => build(
+                Code::Unavailable,
+                "ServiceUnavailableException",
+                message,
+                None,
+                Some(Duration::from_millis(500)),
+            ),
+            // The function may have run: not to be retried blindly.
+            DispatchError::Lost { .. } => {
+                build(Code::Internal, "ServiceException", message, None, None)
+            }
+            DispatchError::Refused(status) => {
+                let code = status
+                    .metadata()
+                    .get(ERROR_CODE_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("ServiceException")
+                    .to_string();
+                build(
+                    Code::FailedPrecondition,
+                    &code,
+                    status.message().to_string(),
+                    None,
+                    None,
+                )
+            }
+        }
+    }
+}
+
 impl From<RouteError> for Status {
     fn from(e: RouteError) -> Self {
         let message = e.to_string();

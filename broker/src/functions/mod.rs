@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 
+pub mod concurrency;
 pub mod events;
 
 use serde::{Deserialize, Serialize};
@@ -491,12 +492,25 @@ pub fn delete(txn: &mut Txn<'_>, name: &str) -> ApplyResult<()> {
     let mut hashes = std::collections::BTreeSet::from([f.code_sha256.clone()]);
     hashes.extend(versions(txn, name)?.into_iter().map(|v| v.code_sha256));
     txn.delete(function_key(name));
-    let prefixes = ["fversion", "falias", "fevcfg", "fevent", "fedue"]
-        .map(|space| Key::new(space).str(name).build());
-    // Bounded by the caps on versions, aliases and waiting events.
+    let prefixes = [
+        "fversion",
+        "falias",
+        "fevcfg",
+        "fevent",
+        "fedue",
+        concurrency::SPACES[0],
+        concurrency::SPACES[1],
+    ]
+    .map(|space| Key::new(space).str(name).build());
+    // Bounded by the caps on versions, aliases, waiting events and
+    // provisioned configurations.
     txn.delete_prefixes(
         &prefixes,
-        VERSIONS_MAX as usize + ALIASES_MAX + 2 * events::EVENTS_MAX as usize + 1,
+        VERSIONS_MAX as usize
+            + ALIASES_MAX
+            + 2 * events::EVENTS_MAX as usize
+            + concurrency::CONFIGS_MAX
+            + 2,
     )?;
     for h in hashes {
         release_code(txn, &h, name)?;
@@ -651,16 +665,20 @@ pub struct Target {
     pub version: Option<Version>,
     /// An alias's second version and its share in basis points.
     pub additional: Option<(Version, u32)>,
+    /// The function's reserved concurrency, if set.
+    pub reserved: Option<u32>,
 }
 
 /// Resolves `qualifier` (empty or `$LATEST`, a version number, an alias).
 pub fn target(state: &dyn StateRead, name: &str, qualifier: &str) -> ApplyResult<Target> {
     let function = require(state, name)?;
+    let reserved = concurrency::reserved(state, name)?;
     if qualifier.is_empty() || qualifier == "$LATEST" {
         return Ok(Target {
             function,
             version: None,
             additional: None,
+            reserved,
         });
     }
     if let Ok(n) = qualifier.parse::<u64>() {
@@ -668,6 +686,7 @@ pub fn target(state: &dyn StateRead, name: &str, qualifier: &str) -> ApplyResult
             version: Some(version(state, name, n)?),
             function,
             additional: None,
+            reserved,
         });
     }
     let a = alias(state, name, qualifier)?.ok_or_else(|| {
@@ -684,6 +703,7 @@ pub fn target(state: &dyn StateRead, name: &str, qualifier: &str) -> ApplyResult
         version: Some(version(state, name, a.version)?),
         function,
         additional,
+        reserved,
     })
 }
 

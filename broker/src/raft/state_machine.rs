@@ -386,6 +386,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
                 Effect::OutboxReady => self.waiters.wake(Waiters::OUTBOX),
                 Effect::EventReady => self.waiters.wake(Waiters::EVENTS),
+                Effect::WorkersChanged => self.waiters.wake(Waiters::WORKERS),
             }
         }
         metrics::histogram!("sluice_apply_seconds").record(started.elapsed().as_secs_f64());

@@ -1,0 +1,243 @@
+//! `sluice.v1.Workers`: how workers join the cluster, heartbeat, and fetch
+//! code.
+
+use sluice_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::{observe, Consistency, Context};
+use crate::command::{Command, Query, QueryOutput};
+use crate::functions::concurrency::ProvisionedConfig;
+use crate::router::now_ms;
+use crate::workers::{self, Heartbeat, Warm, WorkerRecord};
+
+/// Serves the workers API.
+pub struct WorkersApi {
+    ctx: Context,
+}
+
+impl WorkersApi {
+    /// A workers API over `ctx`.
+    pub fn new(ctx: Context) -> Self {
+        WorkersApi { ctx }
+    }
+}
+
+/// The registered workers, from this node's applied state.
+pub fn registered(ctx: &Context) -> Result<Vec<WorkerRecord>, Status> {
+    match ctx.router.read_local(&Query::ListWorkers)?? {
+        QueryOutput::Workers(ws) => Ok(ws),
+        _ => Err(super::status::unexpected("ListWorkers")),
+    }
+}
+
+/// Every provisioned configuration whose qualifier resolves, with what its
+/// environments run (the alias's main version for an alias), from this
+/// node's applied state.
+pub fn provisioned(
+    ctx: &Context,
+    function: Option<&str>,
+) -> Result<Vec<(ProvisionedConfig, pb::RunSpec)>, Status> {
+    let QueryOutput::Provisioned(configs) = ctx.router.read_local(&Query::Provisioned {
+        name: function.map(str::to_string),
+    })??
+    else {
+        return Err(super::status::unexpected("Provisioned"));
+    };
+    let mut out = Vec::new();
+    for c in configs {
+        let target = ctx.router.read_local(&Query::InvokeTarget {
+            name: c.function.clone(),
+            qualifier: c.qualifier.clone(),
+        })?;
+        // A qualifier that no longer resolves (its alias was deleted) keeps
+        // nothing warm.
+        if let Ok(QueryOutput::Target(t)) = target {
+            let (spec, _) =
+                super::functions::run_spec(ctx, &t.function, t.version.as_ref(), &c.qualifier);
+            out.push((c, spec));
+        }
+    }
+    Ok(out)
+}
+
+/// Environments ready for `key` on the live workers.
+pub fn available(workers: &[WorkerRecord], key: &str, now: u64) -> u32 {
+    workers
+        .iter()
+        .filter(|w| workers::is_live(w, now))
+        .flat_map(|w| w.report.warm.iter())
+        .filter(|e| e.key == key)
+        .map(|e| e.idle + e.busy)
+        .sum()
+}
+
+/// Worker `id`'s share of `count` environments spread over the live
+/// workers (in id order, the first ones taking the remainder).
+fn share(live: &[String], id: &str, count: u32) -> u32 {
+    let n = live.len().max(1) as u32;
+    let i = live.iter().position(|w| w == id).unwrap_or(live.len()) as u32;
+    count / n + u32::from(i < count % n)
+}
+
+#[tonic::async_trait]
+impl pb::workers_server::Workers for WorkersApi {
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        observe("Heartbeat", async {
+            let r = request.into_inner();
+            let report = Heartbeat {
+                id: r.worker_id,
+                address: r.address,
+                memory_mb: r.memory_mb,
+                memory_used_mb: r.memory_used_mb,
+                running: r.running,
+                warm: r
+                    .warm
+                    .into_iter()
+                    .map(|w| Warm {
+                        key: w.key,
+                        idle: w.idle,
+                        busy: w.busy,
+                    })
+                    .collect(),
+            };
+            report.validate()?;
+            let all = registered(&self.ctx)?;
+            let now = now_ms();
+            let stored = all.iter().find(|w| w.report.id == report.id);
+            if workers::worth_committing(stored, &report, now) {
+                self.ctx
+                    .done(Command::WorkerHeartbeat(report.clone()), "WorkerHeartbeat")
+                    .await?;
+            }
+            let mut live: Vec<String> = all
+                .iter()
+                .filter(|w| workers::is_live(w, now))
+                .map(|w| w.report.id.clone())
+                .collect();
+            if !live.contains(&report.id) {
+                live.push(report.id.clone());
+            }
+            live.sort();
+            let provisioned = provisioned(&self.ctx, None)?
+                .into_iter()
+                .filter_map(|(c, spec)| {
+                    let count = share(&live, &report.id, c.requested);
+                    (count > 0).then_some(pb::Provisioned {
+                        spec: Some(spec),
+                        count,
+                    })
+                })
+                .collect();
+            Ok(Response::new(pb::HeartbeatResponse {
+                interval_ms: workers::HEARTBEAT_MS,
+                provisioned,
+            }))
+        })
+        .await
+    }
+
+    async fn leave(
+        &self,
+        request: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::LeaveResponse>, Status> {
+        observe("Leave", async {
+            let id = request.into_inner().worker_id;
+            sluice_worker::validate_id(&id).map_err(|e| super::status::invalid("worker_id", e))?;
+            self.ctx
+                .done(Command::WorkerLeave { id }, "WorkerLeave")
+                .await?;
+            Ok(Response::new(pb::LeaveResponse {}))
+        })
+        .await
+    }
+
+    async fn get_code(
+        &self,
+        request: Request<pb::GetCodeRequest>,
+    ) -> Result<Response<pb::GetCodeResponse>, Status> {
+        observe("GetCode", async {
+            let sha256 = request.into_inner().sha256;
+            if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(super::status::invalid(
+                    "sha256",
+                    "must be 64 hexadecimal digits",
+                ));
+            }
+            // A package never changes under its hash: this node's copy will
+            // do, unless it has not applied the function yet.
+            let query = Query::FunctionCode { sha256 };
+            let mut found = match self.ctx.query(Consistency::Local, query.clone()).await? {
+                QueryOutput::Code(c) => c,
+                _ => return Err(super::status::unexpected("GetCode")),
+            };
+            if found.is_none() {
+                if let QueryOutput::Code(c) =
+                    self.ctx.query(Consistency::Linearizable, query).await?
+                {
+                    found = c;
+                }
+            }
+            let zip = found.ok_or_else(|| {
+                Status::from(crate::error::DomainError::not_found(
+                    "ResourceNotFoundException",
+                    "no code package has that hash (the function changed or was deleted)",
+                ))
+            })?;
+            Ok(Response::new(pb::GetCodeResponse { zip }))
+        })
+        .await
+    }
+
+    async fn list_workers(
+        &self,
+        _request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        observe("ListWorkers", async {
+            let now = now_ms();
+            let workers = registered(&self.ctx)?
+                .into_iter()
+                .map(|w| pb::WorkerInfo {
+                    live: workers::is_live(&w, now),
+                    last_seen_ago_ms: now.saturating_sub(w.last_seen_ms),
+                    worker_id: w.report.id,
+                    address: w.report.address,
+                    memory_mb: w.report.memory_mb,
+                    memory_used_mb: w.report.memory_used_mb,
+                    running: w.report.running,
+                    warm: w
+                        .report
+                        .warm
+                        .into_iter()
+                        .map(|e| pb::WarmEnvironments {
+                            key: e.key,
+                            idle: e.idle,
+                            busy: e.busy,
+                        })
+                        .collect(),
+                })
+                .collect();
+            Ok(Response::new(pb::ListWorkersResponse { workers }))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn shares_add_up_and_differ_by_at_most_one() {
+        let live: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        for count in 0..20 {
+            let shares: Vec<u32> = live.iter().map(|w| share(&live, w, count)).collect();
+            assert_eq!(shares.iter().sum::<u32>(), count, "{shares:?}");
+            let (lo, hi) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
+            assert!(hi - lo <= 1, "{shares:?}");
+        }
+        assert_eq!(share(&live, "zz", 2), 0);
+    }
+}

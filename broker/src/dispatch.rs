@@ -1,0 +1,424 @@
+//! Routing invocations to workers.
+//!
+//! The node that takes an invocation picks a live worker from the
+//! replicated registry (`workers`): one reporting an idle environment for
+//! the invocation's key first (a warm start), else the one with the most
+//! memory free; it then calls the worker's `WorkerHost.Run`. The registry
+//! lags by up to a heartbeat, so the node also counts what it sent itself.
+//! A worker that cannot be connected to is skipped for a while and the next
+//! one tried; a worker lost while running the invocation makes the outcome
+//! unknown, which the caller handles (a synchronous invoke fails, an
+//! asynchronous event is run again).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sluice_proto::v1::worker_host_client::WorkerHostClient;
+use sluice_proto::v1::{LogsRequest, LogsResponse, RunRequest, RunResponse, RunSpec};
+
+use crate::raft::network::{is_connect_error, Channels};
+use crate::raft::state_machine::StateHandle;
+use crate::router::now_ms;
+use crate::waiters::Waiters;
+use crate::workers::{self, WorkerRecord};
+
+/// How long a finished invocation's environment counts as idle on its
+/// worker without a heartbeat saying so.
+const FINISHED_FOR: Duration = Duration::from_secs(3);
+/// A worker that refused connections is not tried again for this long.
+const SUSPECT_FOR: Duration = Duration::from_secs(5);
+/// Time allowed on top of the function's timeout (fetching and unpacking
+/// code, starting the runtime).
+const RUN_SLACK: Duration = Duration::from_secs(30);
+/// Largest message exchanged with a worker.
+const MESSAGE_MAX: usize = 16 << 20;
+/// How long an invocation waits for a worker to register when there is
+/// none (a cluster just started, or its workers restarting).
+pub const WORKER_WAIT: Duration = Duration::from_secs(10);
+
+/// Why an invocation did not run to an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// No live worker could be reached.
+    #[error("no live worker can run functions ({0})")]
+    NoWorker(String),
+    /// The worker was lost while it ran the invocation: whether the function
+    /// ran is unknown.
+    #[error("worker {worker} was lost while running the invocation: {why}")]
+    Lost {
+        /// The worker.
+        worker: String,
+        /// What the transport said.
+        why: String,
+    },
+    /// The worker answered with an error (the code could not be run).
+    #[error("{}", .0.message())]
+    Refused(tonic::Status),
+}
+
+/// What a node knows beyond the registry.
+#[derive(Default)]
+pub struct Dispatcher {
+    channels: Channels,
+    local: Mutex<Local>,
+}
+
+#[derive(Default)]
+struct Local {
+    /// Invocations this node has running, by worker.
+    running: HashMap<String, u32>,
+    /// Of those, by worker and environment key.
+    running_key: HashMap<(String, String), u32>,
+    /// Workers that refused a connection, and when.
+    suspect: HashMap<String, Instant>,
+    /// When invocations this node sent finished, by worker and key: their
+    /// environments are idle there before the worker's next heartbeat says
+    /// so.
+    finished: HashMap<(String, String), Vec<Instant>>,
+}
+
+/// Marks an invocation running on a worker for as long as it lives.
+struct Running<'a> {
+    dispatcher: &'a Dispatcher,
+    worker: String,
+    key: String,
+}
+
+impl<'a> Running<'a> {
+    fn new(dispatcher: &'a Dispatcher, worker: &str, key: &str) -> Self {
+        let mut local = dispatcher.local();
+        *local.running.entry(worker.to_string()).or_default() += 1;
+        *local
+            .running_key
+            .entry((worker.to_string(), key.to_string()))
+            .or_default() += 1;
+        Running {
+            dispatcher,
+            worker: worker.to_string(),
+            key: key.to_string(),
+        }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut local = self.dispatcher.local();
+        if let Some(n) = local.running.get_mut(&self.worker) {
+            *n = n.saturating_sub(1);
+        }
+        let k = (self.worker.clone(), self.key.clone());
+        if let Some(n) = local.running_key.get_mut(&k) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                local.running_key.remove(&k);
+            }
+        }
+    }
+}
+
+impl Dispatcher {
+    /// The (shared, lazily connected) channel to `addr`.
+    pub fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
+        self.channels.get(addr)
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The live workers in the order to try them for `key`.
+    fn candidates(&self, all: Vec<WorkerRecord>, key: &str, now: u64) -> Vec<WorkerRecord> {
+        let mut local = self.local();
+        local
+            .suspect
+            .retain(|_, since| since.elapsed() < SUSPECT_FOR);
+        local.finished.retain(|_, at| {
+            at.retain(|t| t.elapsed() < FINISHED_FOR);
+            !at.is_empty()
+        });
+        let mut scored: Vec<(u8, i64, u64, WorkerRecord)> = all
+            .into_iter()
+            .filter(|w| workers::is_live(w, now) && !local.suspect.contains_key(&w.report.id))
+            .map(|w| {
+                let id = &w.report.id;
+                let idle = w
+                    .report
+                    .warm
+                    .iter()
+                    .find(|e| e.key == key)
+                    .map_or(0, |e| e.idle);
+                let k = (id.clone(), key.to_string());
+                let mine_on_key = *local.running_key.get(&k).unwrap_or(&0);
+                let finished = local.finished.get(&k).map_or(0, Vec::len) as u32;
+                let warm = idle.max(finished) > mine_on_key;
+                let mine = i64::from(*local.running.get(id).unwrap_or(&0));
+                let free = w.report.memory_mb as i64 - w.report.memory_used_mb as i64;
+                // Ties are broken by a random draw so that nodes do not all
+                // pick the same worker.
+                let draw = uuid::Uuid::new_v4().as_u128() as u64;
+                (u8::from(!warm), -(free - mine * 128), draw, w)
+            })
+            .collect();
+        scored.sort_by_key(|s| (s.0, s.1, s.2));
+        scored.into_iter().map(|s| s.3).collect()
+    }
+
+    /// Runs one invocation on a worker: a warm one when there is one.
+    /// Returns the worker's answer and its id.
+    pub async fn run(
+        &self,
+        state: &StateHandle,
+        waiters: &Waiters,
+        spec: RunSpec,
+        request_id: &str,
+        payload: Vec<u8>,
+    ) -> Result<(RunResponse, String), DispatchError> {
+        let wake = waiters.of(Waiters::WORKERS);
+        let give_up = Instant::now() + WORKER_WAIT;
+        let candidates = loop {
+            let changed = wake.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let all = state
+                .read(|s| workers::list(s))
+                .map_err(|e| DispatchError::NoWorker(format!("reading the registry: {e}")))?;
+            let registered = all.len();
+            let candidates = self.candidates(all, &spec.key, now_ms());
+            if !candidates.is_empty() {
+                break candidates;
+            }
+            // Woken when a heartbeat is applied here.
+            if tokio::time::timeout_at(give_up.into(), changed)
+                .await
+                .is_err()
+            {
+                return Err(DispatchError::NoWorker(format!(
+                    "{registered} registered, none live"
+                )));
+            }
+        };
+        let limit = Duration::from_secs(u64::from(spec.timeout_s)) + RUN_SLACK;
+        let mut refused = Vec::new();
+        for w in candidates {
+            let id = w.report.id.clone();
+            let channel = match self.channels.get(&w.report.address) {
+                Ok(c) => c,
+                Err(e) => {
+                    refused.push(format!("{id}: {e}"));
+                    continue;
+                }
+            };
+            let mut client = WorkerHostClient::new(channel)
+                .max_decoding_message_size(MESSAGE_MAX)
+                .max_encoding_message_size(MESSAGE_MAX);
+            let mut request = tonic::Request::new(RunRequest {
+                spec: Some(spec.clone()),
+                request_id: request_id.to_string(),
+                payload: payload.clone(),
+            });
+            request.set_timeout(limit);
+            let running = Running::new(self, &id, &spec.key);
+            match client.run(request).await {
+                Ok(answer) => {
+                    drop(running);
+                    self.local()
+                        .finished
+                        .entry((id.clone(), spec.key.clone()))
+                        .or_default()
+                        .push(Instant::now());
+                    return Ok((answer.into_inner(), id));
+                }
+                Err(status) if is_connect_error(&status) => {
+                    self.local().suspect.insert(id.clone(), Instant::now());
+                    refused.push(format!("{id}: {}", status.message()));
+                }
+                Err(status)
+                    if status
+                        .metadata()
+                        .get(sluice_proto::ERROR_CODE_HEADER)
+                        .is_some()
+                        || status.code() == tonic::Code::InvalidArgument =>
+                {
+                    return Err(DispatchError::Refused(status));
+                }
+                Err(status) => {
+                    return Err(DispatchError::Lost {
+                        worker: id,
+                        why: format!("{:?}: {}", status.code(), status.message()),
+                    })
+                }
+            }
+        }
+        Err(DispatchError::NoWorker(format!(
+            "none could be reached: {}",
+            refused.join("; ")
+        )))
+    }
+
+    /// Asks every live worker for the logs of `function`; newest first, at
+    /// most `limit`. Workers that do not answer are left out.
+    pub async fn logs(
+        &self,
+        state: &StateHandle,
+        function: &str,
+        request_id: &str,
+        limit: u32,
+    ) -> Result<LogsResponse, String> {
+        let all = state
+            .read(|s| workers::list(s))
+            .map_err(|e| format!("reading the registry: {e}"))?;
+        let now = now_ms();
+        let calls = all
+            .into_iter()
+            .filter(|w| workers::is_live(w, now))
+            .filter_map(|w| self.channels.get(&w.report.address).ok())
+            .map(|channel| {
+                let req = LogsRequest {
+                    function_name: function.to_string(),
+                    request_id: request_id.to_string(),
+                    limit,
+                };
+                async move {
+                    let mut client =
+                        WorkerHostClient::new(channel).max_decoding_message_size(MESSAGE_MAX);
+                    let mut request = tonic::Request::new(req);
+                    request.set_timeout(Duration::from_secs(5));
+                    client.logs(request).await.map(|r| r.into_inner().logs)
+                }
+            });
+        let mut logs: Vec<_> = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter_map(Result::ok)
+            .flatten()
+            .collect();
+        logs.sort_by_key(|l| std::cmp::Reverse(l.started_ms));
+        logs.truncate(limit as usize);
+        Ok(LogsResponse { logs })
+    }
+}
+
+/// Invocations running by function, for reserved concurrency. The leader's
+/// count is the one that matters: synchronous invocations of a function
+/// with reserved concurrency are forwarded to the leader, and the leader
+/// runs the asynchronous ones. A new leader starts counting from zero, so
+/// during a leadership change the cap may be exceeded by the invocations
+/// still running under the old one.
+#[derive(Default)]
+pub struct Slots {
+    running: Mutex<HashMap<String, u32>>,
+}
+
+/// One invocation counted against its function's reserved concurrency.
+pub struct Slot<'a> {
+    slots: &'a Slots,
+    function: String,
+}
+
+impl Slots {
+    /// Takes a slot of `function` when fewer than `limit` are taken.
+    pub fn try_take(&self, function: &str, limit: u32) -> Option<Slot<'_>> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let n = running.entry(function.to_string()).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            slots: self,
+            function: function.to_string(),
+        })
+    }
+
+    /// Whether `function` has a slot free under `limit`.
+    pub fn has_room(&self, function: &str, limit: u32) -> bool {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        *running.get(function).unwrap_or(&0) < limit
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut running = self.slots.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = running.get_mut(&self.function) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                running.remove(&self.function);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workers::{Heartbeat, Warm};
+
+    fn worker(id: &str, free_mb: u64, warm: &[(&str, u32)]) -> WorkerRecord {
+        WorkerRecord {
+            report: Heartbeat {
+                id: id.into(),
+                address: format!("{id}:1"),
+                memory_mb: 10_000,
+                memory_used_mb: 10_000 - free_mb,
+                running: 0,
+                warm: warm
+                    .iter()
+                    .map(|(k, idle)| Warm {
+                        key: k.to_string(),
+                        idle: *idle,
+                        busy: 0,
+                    })
+                    .collect(),
+            },
+            last_seen_ms: 1_000,
+        }
+    }
+
+    fn order(d: &Dispatcher, all: Vec<WorkerRecord>, key: &str, now: u64) -> Vec<String> {
+        d.candidates(all, key, now)
+            .into_iter()
+            .map(|w| w.report.id)
+            .collect()
+    }
+
+    #[test]
+    fn warm_workers_first_then_the_most_memory_free() {
+        let d = Dispatcher::default();
+        let all = vec![
+            worker("roomy", 9_000, &[]),
+            worker("warm", 1_000, &[("k", 1)]),
+            worker("tight", 500, &[("other", 3)]),
+        ];
+        assert_eq!(
+            order(&d, all.clone(), "k", 2_000),
+            ["warm", "roomy", "tight"]
+        );
+        // The one idle environment is taken by an invocation this node sent:
+        // the worker no longer counts as warm for the next.
+        let _busy = Running::new(&d, "warm", "k");
+        assert_eq!(
+            order(&d, all.clone(), "k", 2_000),
+            ["roomy", "warm", "tight"]
+        );
+        // Silent workers and suspected ones are left out.
+        assert!(order(&d, all.clone(), "k", 1_000 + workers::LIVE_FOR_MS).is_empty());
+        d.local().suspect.insert("roomy".into(), Instant::now());
+        assert_eq!(order(&d, all, "k", 2_000), ["warm", "tight"]);
+    }
+
+    #[test]
+    fn slots_cap_running_invocations() {
+        let slots = Slots::default();
+        let a = slots.try_take("f", 2).unwrap();
+        let _b = slots.try_take("f", 2).unwrap();
+        assert!(slots.try_take("f", 2).is_none());
+        assert!(!slots.has_room("f", 2));
+        assert!(slots.try_take("g", 1).is_some());
+        drop(a);
+        assert!(slots.has_room("f", 2));
+        assert!(slots.try_take("f", 2).is_some());
+        assert!(slots.try_take("h", 0).is_none());
+    }
+}

@@ -1,0 +1,123 @@
+//! The worker's side of membership: heartbeats to the cluster, carrying
+//! what the worker holds, and the environments the cluster asks it to keep
+//! ready (provisioned concurrency).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_proto::v1::{HeartbeatRequest, Provisioned, WarmEnvironments};
+
+use crate::host::function_spec;
+use crate::Worker;
+
+/// Idle environments are stopped after this long (provisioned ones are
+/// kept).
+pub const ENVIRONMENT_IDLE_MAX: Duration = Duration::from_secs(300);
+/// How often idle environments are looked for.
+const REAP_EVERY: Duration = Duration::from_secs(15);
+/// Heartbeat period until the cluster says otherwise.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The request describing the worker now.
+pub fn heartbeat(worker: &Worker) -> HeartbeatRequest {
+    HeartbeatRequest {
+        worker_id: worker.options.id.clone(),
+        address: worker.options.advertise.clone(),
+        memory_mb: worker.options.memory_mb,
+        memory_used_mb: worker.pool.memory_used_mb(),
+        running: worker.pool.running(),
+        warm: worker
+            .pool
+            .held()
+            .into_iter()
+            .map(|h| WarmEnvironments {
+                key: h.key,
+                idle: h.idle,
+                busy: h.busy,
+            })
+            .collect(),
+    }
+}
+
+/// Heartbeats until the task is aborted, and stops idle environments.
+pub async fn run(worker: Arc<Worker>) {
+    let warming: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut interval = DEFAULT_INTERVAL;
+    let mut last_reap = Instant::now();
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        match worker.link.heartbeat(heartbeat(&worker)).await {
+            Ok(answer) => {
+                if failing_since.take().is_some() {
+                    tracing::info!(worker = %worker.options.id, "heartbeats reach the cluster again");
+                }
+                interval = Duration::from_millis(answer.interval_ms.clamp(100, 10_000));
+                provision(&worker, &warming, answer.provisioned);
+            }
+            Err(e) => {
+                // Said once per outage, not once per beat.
+                if failing_since.is_none() {
+                    failing_since = Some(Instant::now());
+                    tracing::warn!(worker = %worker.options.id, error = %e, "heartbeat not accepted");
+                }
+            }
+        }
+        if last_reap.elapsed() >= REAP_EVERY {
+            last_reap = Instant::now();
+            let stopped = worker.pool.reap(ENVIRONMENT_IDLE_MAX).await;
+            if stopped > 0 {
+                tracing::debug!(stopped, "stopped idle execution environments");
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Keeps the asked environments: starts the missing ones, one key at a time
+/// each, and tells the pool which to keep past their idle time.
+fn provision(worker: &Arc<Worker>, warming: &Arc<Mutex<HashSet<String>>>, asked: Vec<Provisioned>) {
+    let held: HashMap<String, u32> = worker
+        .pool
+        .held()
+        .into_iter()
+        .map(|h| (h.key, h.idle + h.busy))
+        .collect();
+    let mut keep = HashMap::new();
+    for p in asked {
+        let Some(spec) = p.spec else { continue };
+        let Ok(spec) = function_spec(spec) else {
+            continue;
+        };
+        keep.insert(spec.key.clone(), p.count);
+        let have = *held.get(&spec.key).unwrap_or(&0);
+        if have >= p.count {
+            continue;
+        }
+        if !warming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(spec.key.clone())
+        {
+            continue;
+        }
+        let (worker, warming, missing) = (worker.clone(), warming.clone(), p.count - have);
+        tokio::spawn(async move {
+            let limit = Duration::from_secs(u64::from(spec.config.timeout_s).max(10));
+            for _ in 0..missing {
+                let link = worker.link.clone();
+                let sha = spec.code_sha256.clone();
+                let fetch = move || async move { link.code(&sha).await };
+                if let Err(e) = worker.pool.prewarm(&spec, fetch, limit).await {
+                    tracing::warn!(function = %spec.config.name, error = %e, "could not start a provisioned environment");
+                    break;
+                }
+            }
+            warming
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&spec.key);
+        });
+    }
+    worker.pool.set_keep(keep);
+}
