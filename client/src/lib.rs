@@ -35,6 +35,7 @@ use sluice_proto::v1::functions_client::FunctionsClient;
 use sluice_proto::v1::queues_client::QueuesClient;
 use sluice_proto::v1::streams_client::StreamsClient;
 use sluice_proto::v1::topics_client::TopicsClient;
+use sluice_proto::v1::workers_client::WorkersClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -1016,6 +1017,124 @@ impl Client {
     pub async fn invoke(&self, req: pb::InvokeRequest) -> Result<pb::InvokeResponse, Error> {
         self.functions(req, |mut c, r| async move { c.invoke(r).await })
             .await
+    }
+
+    /// The logs of a function's recent invocations (of one invocation with
+    /// `request_id`), newest first, gathered from the live workers.
+    pub async fn function_logs(
+        &self,
+        name: &str,
+        request_id: &str,
+        limit: u32,
+    ) -> Result<Vec<pb::InvocationLog>, Error> {
+        let req = pb::GetFunctionLogsRequest {
+            function_name: name.to_string(),
+            request_id: request_id.to_string(),
+            limit,
+        };
+        self.functions(req, |mut c, r| async move { c.get_function_logs(r).await })
+            .await
+            .map(|r| r.logs)
+    }
+
+    /// Sets (`Some`) or removes (`None`) a function's reserved concurrency.
+    pub async fn put_function_concurrency(
+        &self,
+        name: &str,
+        reserved: Option<u32>,
+    ) -> Result<pb::FunctionConcurrency, Error> {
+        match reserved {
+            Some(n) => {
+                let req = pb::FunctionConcurrency {
+                    function_name: name.to_string(),
+                    reserved_concurrent_executions: Some(n),
+                };
+                self.functions(req, |mut c, r| async move {
+                    c.put_function_concurrency(r).await
+                })
+                .await
+            }
+            None => {
+                let req = pb::GetFunctionRequest {
+                    function_name: name.to_string(),
+                };
+                self.functions(req, |mut c, r| async move {
+                    c.delete_function_concurrency(r).await
+                })
+                .await
+            }
+        }
+    }
+
+    /// A function's reserved concurrency.
+    pub async fn function_concurrency(&self, name: &str) -> Result<Option<u32>, Error> {
+        let req = pb::GetFunctionRequest {
+            function_name: name.to_string(),
+        };
+        self.functions(req, |mut c, r| async move {
+            c.get_function_concurrency(r).await
+        })
+        .await
+        .map(|r| r.reserved_concurrent_executions)
+    }
+
+    /// Sets (`Some`) or removes (`None`) the provisioned concurrency of a
+    /// version or alias.
+    pub async fn put_provisioned_concurrency(
+        &self,
+        name: &str,
+        qualifier: &str,
+        requested: Option<u32>,
+    ) -> Result<pb::ProvisionedConcurrencyConfig, Error> {
+        let req = pb::ProvisionedConcurrencyConfig {
+            function_name: name.to_string(),
+            qualifier: qualifier.to_string(),
+            requested: requested.unwrap_or(0),
+            ..Default::default()
+        };
+        match requested {
+            Some(_) => {
+                self.functions(req, |mut c, r| async move {
+                    c.put_provisioned_concurrency_config(r).await
+                })
+                .await
+            }
+            None => {
+                self.functions(req, |mut c, r| async move {
+                    c.delete_provisioned_concurrency_config(r).await
+                })
+                .await
+            }
+        }
+    }
+
+    /// The provisioned concurrency of a version or alias, with how many
+    /// environments are ready.
+    pub async fn provisioned_concurrency(
+        &self,
+        name: &str,
+        qualifier: &str,
+    ) -> Result<pb::ProvisionedConcurrencyConfig, Error> {
+        let req = pb::ProvisionedConcurrencyConfig {
+            function_name: name.to_string(),
+            qualifier: qualifier.to_string(),
+            ..Default::default()
+        };
+        self.functions(req, |mut c, r| async move {
+            c.get_provisioned_concurrency_config(r).await
+        })
+        .await
+    }
+
+    /// The workers registered with the cluster.
+    pub async fn list_workers(&self) -> Result<Vec<pb::WorkerInfo>, Error> {
+        self.call(|ch| async move {
+            WorkersClient::new(ch)
+                .list_workers(pb::ListWorkersRequest {})
+                .await
+                .map(|r| r.into_inner().workers)
+        })
+        .await
     }
 
     async fn streams<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, Error>

@@ -150,10 +150,7 @@ impl Node {
 
     /// `kill -9`: the process dies at once, losing nothing that was fsynced.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Sends SIGTERM and waits for the process to exit.
@@ -403,6 +400,100 @@ impl Cluster {
     /// The cluster directory (logs and data).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// Writes `app` as `app.py` next to the Python bootstrap of the custom
+/// runtime convention (`python3 -m awslambdaric "$_HANDLER"`, the
+/// official runtime interface client) and zips the directory.
+pub fn python_function(dir: &Path, app: &str) -> Vec<u8> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(dir.join("app.py"), app).expect("writing app.py");
+    let bootstrap = dir.join("bootstrap");
+    std::fs::write(
+        &bootstrap,
+        "#!/bin/sh\nexec python3 -m awslambdaric \"$_HANDLER\"\n",
+    )
+    .expect("writing bootstrap");
+    std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755))
+        .expect("making bootstrap executable");
+    sluice_client::zip_directory(dir).expect("zipping the function")
+}
+
+/// Kills a child process, if any, and reaps it.
+fn kill_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// One `sluice worker` process registered with a cluster.
+pub struct WorkerProcess {
+    /// Worker id.
+    pub id: String,
+    /// `127.0.0.1:port` of its WorkerHost service.
+    pub addr: String,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl WorkerProcess {
+    /// Starts `sluice worker` with id `id`, registering with every node of
+    /// `cluster`; its files go in the cluster's directory.
+    pub fn start(cluster: &Cluster, id: &str) -> WorkerProcess {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log_path = cluster.dir().join(format!("{id}.log"));
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("worker log file");
+        let child = Command::new(binary("sluice"))
+            .arg("worker")
+            .args(["--cluster", &cluster.addrs().join(",")])
+            .args(["--listen", &addr, "--id", id])
+            .arg("--data-dir")
+            .arg(cluster.dir().join(id))
+            .env(
+                "RUST_LOG",
+                std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info,h2=warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning sluice worker");
+        WorkerProcess {
+            id: id.to_string(),
+            addr,
+            log: log_path,
+            child: Some(child),
+        }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// `kill -9` (its functions die with it).
+    pub fn kill9(&mut self) {
+        kill_child(&mut self.child);
+    }
+
+    /// Everything the worker has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- worker {} log ----\n{}", self.id, self.log_text());
+        }
+        self.kill9();
     }
 }
 

@@ -3,9 +3,8 @@
 //! invoked through every node, each running it on its in-process worker.
 
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
 
-use cluster_tests::{serial, Cluster};
+use cluster_tests::{python_function, serial, Cluster};
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::zip_directory;
 
@@ -21,26 +20,12 @@ def fail(event, context):
     raise KeyError("missing " + event.get("name", "?"))
 "#;
 
-/// Writes `app` as `app.py` next to the Python bootstrap the spec gives,
-/// and zips the directory.
-fn python_package(dir: &std::path::Path, app: &str) -> Vec<u8> {
-    std::fs::write(dir.join("app.py"), app).unwrap();
-    let bootstrap = dir.join("bootstrap");
-    std::fs::write(
-        &bootstrap,
-        "#!/bin/sh\nexec python3 -m awslambdaric \"$_HANDLER\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755)).unwrap();
-    zip_directory(dir).unwrap()
-}
-
 #[tokio::test]
 async fn a_python_lambda_function_runs_through_any_node() {
     let _serial = serial().await;
     let c = Cluster::start(3, &[]);
     let code = tempfile::tempdir().unwrap();
-    let zip = python_package(code.path(), APP);
+    let zip = python_function(code.path(), APP);
     let admin = c.client();
     let create = |name: &str, handler: &str| pb::CreateFunctionRequest {
         function_name: name.into(),
@@ -137,7 +122,7 @@ async fn versions_are_immutable_and_an_alias_splits_invocations_by_weight() {
     let c = Cluster::start(3, &[]);
     let dir = tempfile::tempdir().unwrap();
     let write = |tag: &str| {
-        python_package(
+        python_function(
             dir.path(),
             &format!("def handler(event, context):\n    return {{\"code\": \"{tag}\", \"version\": context.function_version}}\n"),
         )
@@ -262,7 +247,7 @@ async fn asynchronous_invocations_retry_then_reach_their_destinations_across_a_l
     let _serial = serial().await;
     let mut c = Cluster::start(3, &["--event-retry-delay-ms", "300"]);
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let zip = python_package(dir.path(), EVENTS_APP);
+    let zip = python_function(dir.path(), EVENTS_APP);
     let client = c.client_from(0);
     let arn = |service: &str, name: &str| match service {
         "sqs" => format!("arn:aws:sqs:us-east-1:000000000000:{name}"),
@@ -458,7 +443,7 @@ async fn a_function_created_again_runs_its_new_code_not_a_warm_old_environment()
             .create_function(pb::CreateFunctionRequest {
                 function_name: "again".into(),
                 handler: "app.handler".into(),
-                zip_file: python_package(dir.path(), &app),
+                zip_file: python_function(dir.path(), &app),
                 ..Default::default()
             })
             .await

@@ -103,6 +103,45 @@ pub enum FunctionCmd {
         /// Function name.
         name: String,
     },
+    /// Print the logs of recent invocations, newest first (kept by the
+    /// workers that ran them).
+    Logs {
+        /// Function name.
+        name: String,
+        /// Only this invocation's.
+        #[arg(long, default_value = "")]
+        request_id: String,
+        /// At most this many invocations (1-1000).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show, set or clear a function's reserved concurrency.
+    Concurrency {
+        /// Function name.
+        name: String,
+        /// Invocations at once, at most (0-1000; 0 throttles all).
+        #[arg(long, conflicts_with = "clear")]
+        reserved: Option<u32>,
+        /// Remove the reservation.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Show, set or clear the provisioned concurrency of a version or
+    /// alias.
+    Provisioned {
+        /// Function name.
+        name: String,
+        /// Version number or alias.
+        qualifier: String,
+        /// Environments to keep ready (1-100).
+        #[arg(long, conflicts_with = "clear")]
+        count: Option<u32>,
+        /// Remove the configuration.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// List the workers registered with the cluster.
+    Workers,
 }
 
 fn package(path: &PathBuf) -> Result<Vec<u8>, Error> {
@@ -293,6 +332,108 @@ pub async fn run(client: &Client, json: bool, cmd: FunctionCmd) -> Result<bool, 
             client.delete_function(&name).await?;
             if json {
                 println!("{}", json!({ "deleted": name }));
+            }
+        }
+        FunctionCmd::Logs {
+            name,
+            request_id,
+            limit,
+        } => {
+            for l in client.function_logs(&name, &request_id, limit).await? {
+                if json {
+                    println!(
+                        "{}",
+                        json!({"request_id": l.request_id, "version": l.version,
+                               "started_ms": l.started_ms, "duration_us": l.duration_us,
+                               "function_error": l.function_error, "cold_start": l.cold_start,
+                               "worker_id": l.worker_id, "lines": l.lines})
+                    );
+                } else {
+                    println!(
+                        "== {} version {} on {}{}{}",
+                        l.request_id,
+                        l.version,
+                        l.worker_id,
+                        if l.cold_start { ", cold start" } else { "" },
+                        if l.function_error { ", failed" } else { "" }
+                    );
+                    for line in &l.lines {
+                        println!("{line}");
+                    }
+                }
+            }
+        }
+        FunctionCmd::Concurrency {
+            name,
+            reserved,
+            clear,
+        } => {
+            let now = if clear || reserved.is_some() {
+                client
+                    .put_function_concurrency(&name, reserved)
+                    .await?
+                    .reserved_concurrent_executions
+            } else {
+                client.function_concurrency(&name).await?
+            };
+            match (json, now) {
+                (true, n) => println!("{}", json!({"function_name": name, "reserved": n})),
+                (false, Some(n)) => println!("{name}: {n} reserved"),
+                (false, None) => println!("{name}: none reserved"),
+            }
+        }
+        FunctionCmd::Provisioned {
+            name,
+            qualifier,
+            count,
+            clear,
+        } => {
+            let c = if clear || count.is_some() {
+                client
+                    .put_provisioned_concurrency(&name, &qualifier, count)
+                    .await?
+            } else {
+                client.provisioned_concurrency(&name, &qualifier).await?
+            };
+            if json {
+                println!(
+                    "{}",
+                    json!({"function_name": c.function_name, "qualifier": c.qualifier,
+                           "requested": c.requested, "available": c.available, "status": c.status})
+                );
+            } else if clear {
+                println!("{name}:{qualifier}: provisioned concurrency removed");
+            } else {
+                println!(
+                    "{name}:{qualifier}: {} of {} ready ({})",
+                    c.available, c.requested, c.status
+                );
+            }
+        }
+        FunctionCmd::Workers => {
+            for w in client.list_workers().await? {
+                let warm: u32 = w.warm.iter().map(|e| e.idle + e.busy).sum();
+                if json {
+                    println!(
+                        "{}",
+                        json!({"worker_id": w.worker_id, "address": w.address, "live": w.live,
+                               "memory_mb": w.memory_mb, "memory_used_mb": w.memory_used_mb,
+                               "running": w.running, "environments": warm,
+                               "last_seen_ago_ms": w.last_seen_ago_ms})
+                    );
+                } else {
+                    println!(
+                        "{}  {}  {}  {}/{} MB  {} running  {} environments  seen {} ms ago",
+                        w.worker_id,
+                        w.address,
+                        if w.live { "live" } else { "silent" },
+                        w.memory_used_mb,
+                        w.memory_mb,
+                        w.running,
+                        warm,
+                        w.last_seen_ago_ms
+                    );
+                }
             }
         }
     }

@@ -57,7 +57,7 @@ enum Command {
     /// Topics and subscriptions.
     #[command(subcommand)]
     Topic(TopicCmd),
-    /// Functions: create, invoke, list.
+    /// Functions: create, invoke, publish, alias, logs, concurrency, workers.
     #[command(subcommand)]
     Function(FunctionCmd),
 }

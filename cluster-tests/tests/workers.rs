@@ -1,0 +1,397 @@
+//! Functions on separate worker processes: three broker nodes without
+//! in-process workers and two `sluice worker` processes; and reserved and
+//! provisioned concurrency on a cluster of in-process workers.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use cluster_tests::{python_function, serial, wait_for, Cluster, WorkerProcess};
+use sluice_client::sluice_proto::v1 as pb;
+use sluice_client::Client;
+
+/// `work` appends its start and end (pid, parent pid, time) to a marker
+/// file named by the event, sleeping in between: the test learns from it
+/// which worker runs an invocation (the runtime's parent) and when.
+const APP: &str = r#"
+import json, os, time
+
+def work(event, context):
+    marker = os.path.join(event["dir"], event["tag"])
+    def note(what):
+        with open(marker, "a") as f:
+            f.write(json.dumps({"what": what, "pid": os.getpid(), "ppid": os.getppid(),
+                                "at": time.time()}) + "\n")
+    note("start")
+    print("working on", event["tag"])
+    time.sleep(event.get("sleep", 0))
+    note("end")
+    return {"tag": event["tag"], "ppid": os.getppid()}
+"#;
+
+fn package(dir: &Path) -> Vec<u8> {
+    python_function(dir, APP)
+}
+
+async fn create(client: &Client, name: &str, zip: Vec<u8>) {
+    client
+        .create_function(pb::CreateFunctionRequest {
+            function_name: name.into(),
+            runtime: "python3.11".into(),
+            handler: "app.work".into(),
+            memory_size: 256,
+            timeout: 30,
+            zip_file: zip,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+fn event(dir: &Path, tag: &str, sleep: f64) -> Vec<u8> {
+    serde_json::json!({"dir": dir, "tag": tag, "sleep": sleep})
+        .to_string()
+        .into_bytes()
+}
+
+fn invoke(name: &str, payload: Vec<u8>) -> pb::InvokeRequest {
+    pb::InvokeRequest {
+        function_name: name.into(),
+        payload,
+        log_type: "Tail".into(),
+        ..Default::default()
+    }
+}
+
+/// The notes a marker file holds so far.
+fn notes(dir: &Path, tag: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join(tag))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Waits until the invocation tagged `tag` has started `n` times; returns
+/// its notes.
+async fn started(dir: &Path, tag: &str, n: usize) -> Vec<serde_json::Value> {
+    wait_for(Duration::from_secs(60), &format!("{tag} to start"), || {
+        let found = notes(dir, tag);
+        let starts = found.iter().filter(|v| v["what"] == "start").count();
+        async move { (starts >= n).then_some(found) }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn separate_workers_run_invocations_and_a_killed_worker_loses_no_event() {
+    let _serial = serial().await;
+    let c = Cluster::start(
+        3,
+        &[
+            "--in-process-worker",
+            "false",
+            "--event-retry-delay-ms",
+            "300",
+        ],
+    );
+    let client = c.client_from(1);
+    let mut workers = [
+        WorkerProcess::start(&c, "w1"),
+        WorkerProcess::start(&c, "w2"),
+    ];
+    let listed = wait_for(Duration::from_secs(30), "two live workers", || {
+        let client = client.clone();
+        async move {
+            let ws = client.list_workers().await.ok()?;
+            (ws.iter().filter(|w| w.live).count() == 2).then_some(ws)
+        }
+    })
+    .await;
+    let mut ids: Vec<&str> = listed.iter().map(|w| w.worker_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["w1", "w2"]);
+
+    let code = tempfile::tempdir().unwrap();
+    let marks = tempfile::tempdir().unwrap();
+    create(&client, "work", package(code.path())).await;
+
+    // A synchronous invocation runs on one of the workers, and its log is
+    // kept there, retrievable by request id through any node.
+    let r = client
+        .invoke(invoke("work", event(marks.path(), "sync", 0.0)))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.function_error,
+        "",
+        "{}",
+        String::from_utf8_lossy(&r.payload)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+    let worker_pids: Vec<u64> = workers.iter().map(|w| w.pid().unwrap().into()).collect();
+    assert!(
+        worker_pids.contains(&out["ppid"].as_u64().unwrap()),
+        "{out} not run by a worker {worker_pids:?}"
+    );
+    let logs = c
+        .client_from(2)
+        .function_logs("work", &r.request_id, 10)
+        .await
+        .unwrap();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let log = &logs[0];
+    assert!(["w1", "w2"].contains(&log.worker_id.as_str()));
+    assert!(log.cold_start);
+    let text = log.lines.join("\n");
+    assert!(
+        text.contains(&format!("START RequestId: {}", r.request_id)),
+        "{text}"
+    );
+    assert!(text.contains("working on sync"), "{text}");
+    assert!(text.contains("Init Duration"), "{text}");
+    assert!(
+        text.contains(&format!("REPORT RequestId: {}", r.request_id)),
+        "{text}"
+    );
+
+    // An asynchronous event whose worker is killed mid-run is run again on
+    // the other worker, without using up a retry (none are allowed).
+    for q in ["ok", "failed"] {
+        client.create_queue(q, HashMap::new()).await.unwrap();
+    }
+    client
+        .put_event_invoke_config(pb::FunctionEventInvokeConfig {
+            function_name: "work".into(),
+            maximum_retry_attempts: Some(0),
+            maximum_event_age_in_seconds: None,
+            on_success_destination: "arn:aws:sqs:us-east-1:000000000000:ok".into(),
+            on_failure_destination: "arn:aws:sqs:us-east-1:000000000000:failed".into(),
+        })
+        .await
+        .unwrap();
+    let accepted = client
+        .invoke(pb::InvokeRequest {
+            invocation_type: "Event".into(),
+            ..invoke("work", event(marks.path(), "event", 3.0))
+        })
+        .await
+        .unwrap();
+    assert_eq!(accepted.status_code, 202);
+    let first = started(marks.path(), "event", 1).await;
+    let victim = first[0]["ppid"].as_u64().unwrap();
+    let (killed, survivor) = if worker_pids[0] == victim {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    assert_eq!(worker_pids[killed], victim);
+    workers[killed].kill9();
+
+    let record = receive_one(&client, "ok").await;
+    assert_eq!(record["requestContext"]["requestId"], accepted.request_id);
+    assert_eq!(record["requestContext"]["condition"], "Success");
+    assert_eq!(record["responsePayload"]["tag"], "event");
+    assert_eq!(
+        record["responsePayload"]["ppid"].as_u64(),
+        Some(worker_pids[survivor])
+    );
+    let runs = notes(marks.path(), "event");
+    let starts: Vec<u64> = runs
+        .iter()
+        .filter(|v| v["what"] == "start")
+        .map(|v| v["ppid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(starts, [victim, worker_pids[survivor]], "{runs:?}");
+    let failed = client
+        .receive_message(pb::ReceiveMessageRequest {
+            queue_name: "failed".into(),
+            wait_time_seconds: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(failed.messages.is_empty(), "{:?}", failed.messages);
+}
+
+async fn receive_one(client: &Client, queue: &str) -> serde_json::Value {
+    wait_for(
+        Duration::from_secs(60),
+        &format!("a message in {queue}"),
+        || {
+            let client = client.clone();
+            let queue = queue.to_string();
+            async move {
+                let r = client
+                    .receive_message(pb::ReceiveMessageRequest {
+                        queue_name: queue,
+                        wait_time_seconds: Some(2),
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?;
+                r.messages
+                    .first()
+                    .map(|m| serde_json::from_str(&m.body).unwrap())
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn reserved_concurrency_throttles_and_provisioned_concurrency_starts_warm() {
+    let _serial = serial().await;
+    let c = Cluster::start(3, &[]);
+    let client = c.client_from(0);
+    let code = tempfile::tempdir().unwrap();
+    let marks = tempfile::tempdir().unwrap();
+    create(&client, "capped", package(code.path())).await;
+    let set = client
+        .put_function_concurrency("capped", Some(1))
+        .await
+        .unwrap();
+    assert_eq!(set.reserved_concurrent_executions, Some(1));
+    assert_eq!(
+        client.function_concurrency("capped").await.unwrap(),
+        Some(1)
+    );
+    let bad = client
+        .put_function_concurrency("capped", Some(1001))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Some("InvalidParameterValue"));
+    assert!(
+        bad.to_string().contains("reserved_concurrent_executions"),
+        "{bad}"
+    );
+
+    // While one invocation runs, a second is throttled through every node.
+    let running = {
+        let client = client.clone();
+        let payload = event(marks.path(), "long", 3.0);
+        tokio::spawn(async move { client.invoke(invoke("capped", payload)).await })
+    };
+    started(marks.path(), "long", 1).await;
+    for first in 0..3 {
+        let e = c
+            .client_from(first)
+            .invoke(invoke("capped", event(marks.path(), "extra", 0.0)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some("TooManyRequestsException"), "{e}");
+        assert_eq!(e.status(), Some(tonic::Code::ResourceExhausted), "{e}");
+    }
+    assert!(notes(marks.path(), "extra").is_empty());
+    let done = running.await.unwrap().unwrap();
+    assert_eq!(done.function_error, "");
+
+    // An asynchronous event waits for the running invocation instead.
+    let running = {
+        let client = client.clone();
+        let payload = event(marks.path(), "long2", 2.0);
+        tokio::spawn(async move { client.invoke(invoke("capped", payload)).await })
+    };
+    started(marks.path(), "long2", 1).await;
+    client
+        .invoke(pb::InvokeRequest {
+            invocation_type: "Event".into(),
+            ..invoke("capped", event(marks.path(), "queued", 0.0))
+        })
+        .await
+        .unwrap();
+    let queued = started(marks.path(), "queued", 1).await;
+    running.await.unwrap().unwrap();
+    let long_end = notes(marks.path(), "long2")
+        .iter()
+        .find(|v| v["what"] == "end")
+        .map(|v| v["at"].as_f64().unwrap())
+        .unwrap();
+    let queued_start = queued[0]["at"].as_f64().unwrap();
+    assert!(
+        queued_start >= long_end,
+        "the event started at {queued_start}, before the running invocation ended at {long_end}"
+    );
+
+    // Zero reserved throttles everything; removing the reservation lifts it.
+    client
+        .put_function_concurrency("capped", Some(0))
+        .await
+        .unwrap();
+    let e = client
+        .invoke(invoke("capped", event(marks.path(), "zero", 0.0)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("TooManyRequestsException"));
+    client
+        .put_function_concurrency("capped", None)
+        .await
+        .unwrap();
+    assert_eq!(client.function_concurrency("capped").await.unwrap(), None);
+    client
+        .invoke(invoke("capped", event(marks.path(), "free", 0.0)))
+        .await
+        .unwrap();
+
+    // Provisioned concurrency: version 1 gets an environment ready ahead of
+    // demand, so its first invocation is warm; $LATEST's first is cold.
+    create(&client, "ready", package(code.path())).await;
+    let v1 = client.publish_version("ready").await.unwrap();
+    assert_eq!(v1.version, "1");
+    let bad = client
+        .put_provisioned_concurrency("ready", "$LATEST", Some(1))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Some("InvalidParameterValue"));
+    let asked = client
+        .put_provisioned_concurrency("ready", "1", Some(1))
+        .await
+        .unwrap();
+    assert_eq!(asked.requested, 1);
+    let ready = wait_for(Duration::from_secs(60), "provisioned READY", || {
+        let client = client.clone();
+        async move {
+            let p = client.provisioned_concurrency("ready", "1").await.ok()?;
+            (p.status == "READY").then_some(p)
+        }
+    })
+    .await;
+    assert_eq!(ready.available, 1);
+    for (qualifier, cold) in [("1", false), ("$LATEST", true)] {
+        let r = client
+            .invoke(pb::InvokeRequest {
+                qualifier: qualifier.into(),
+                ..invoke(
+                    "ready",
+                    event(marks.path(), &format!("first-{qualifier}"), 0.0),
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(r.function_error, "");
+        let logs = client
+            .function_logs("ready", &r.request_id, 1)
+            .await
+            .unwrap();
+        assert_eq!(logs.len(), 1);
+        assert_eq!(logs[0].cold_start, cold, "{qualifier}: {:?}", logs[0]);
+        assert_eq!(
+            logs[0].lines.join("\n").contains("Init Duration"),
+            cold,
+            "{qualifier}: {:?}",
+            logs[0].lines
+        );
+    }
+    client
+        .put_provisioned_concurrency("ready", "1", None)
+        .await
+        .unwrap();
+    let gone = client
+        .provisioned_concurrency("ready", "1")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        gone.code(),
+        Some("ProvisionedConcurrencyConfigNotFoundException")
+    );
+}
