@@ -12,9 +12,10 @@
 //! Fairness: each look takes at most [`PER_TOPIC`] entries from a topic, and
 //! at most [`PER_SUBSCRIPTION`] posts to one subscription are in flight, so
 //! an endpoint that hangs for the whole timeout slows only its own
-//! deliveries. Function subscriptions fail here until workers run functions
-//! (issue 8): their entries follow the retry policy to the dead-letter
-//! queue rather than pile up.
+//! deliveries. A function subscription's entry is delivered by committing
+//! an asynchronous invocation of the function (the `aws:sns` event), as SNS
+//! invokes Lambda; the function's own retry policy and destinations apply
+//! from there.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -165,6 +166,7 @@ impl Deliverer {
         let client = self.client.clone();
         let topic_arn = self.identity.topic_arn(&d.topic);
         let advertise = self.advertise.clone();
+        let router = self.router.clone();
         async move {
             let sub_id = d.entry.subscription.clone();
             let (topic, topic_id, seq) = (d.topic.clone(), d.topic_id, d.seq);
@@ -172,13 +174,37 @@ impl Deliverer {
             let Some(sub) = &d.subscription else {
                 return done(Outcome::Failed("the subscription is gone".into()));
             };
-            if sub.protocol == Protocol::Lambda {
-                return done(Outcome::Failed(
-                    "no worker runs functions yet: function invocation arrives with the workers"
-                        .into(),
-                ));
-            }
             let sub_arn = format!("{topic_arn}:{}", sub.id);
+            if sub.protocol == Protocol::Lambda {
+                let Kind::Notification {
+                    message_id, body, ..
+                } = &d.entry.kind
+                else {
+                    return done(Outcome::Failed(
+                        "function subscriptions are not confirmed".into(),
+                    ));
+                };
+                let payload = envelope::lambda_event(&sub_arn, message_id, &topic_arn, body);
+                let enqueued = router
+                    .write(Command::EnqueueEvent {
+                        name: sub.endpoint.clone(),
+                        qualifier: String::new(),
+                        request_id: uuid::Uuid::new_v4().to_string(),
+                        payload: payload.into_bytes(),
+                    })
+                    .await;
+                let outcome = match enqueued {
+                    Ok(Ok(_)) => Outcome::Delivered,
+                    Ok(Err(rejected)) => Outcome::Failed(rejected.message),
+                    Err(e) => Outcome::Failed(e.to_string()),
+                };
+                metrics::counter!(
+                    "sluice_topic_function_deliveries_total",
+                    "result" => if outcome == Outcome::Delivered { "delivered" } else { "failed" }
+                )
+                .increment(1);
+                return done(outcome);
+            }
             let (kind, message_id, body, raw) = match &d.entry.kind {
                 Kind::Notification {
                     message_id,

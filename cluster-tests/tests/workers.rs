@@ -17,11 +17,16 @@ const APP: &str = r#"
 import json, os, time
 
 def work(event, context):
+    source = "invoke"
+    if "Records" in event:
+        record = event["Records"][0]
+        source = record["EventSource"]
+        event = json.loads(record["Sns"]["Message"])
     marker = os.path.join(event["dir"], event["tag"])
     def note(what):
         with open(marker, "a") as f:
             f.write(json.dumps({"what": what, "pid": os.getpid(), "ppid": os.getppid(),
-                                "at": time.time()}) + "\n")
+                                "at": time.time(), "source": source}) + "\n")
     note("start")
     print("working on", event["tag"])
     time.sleep(event.get("sleep", 0))
@@ -154,6 +159,24 @@ async fn separate_workers_run_invocations_and_a_killed_worker_loses_no_event() {
         text.contains(&format!("REPORT RequestId: {}", r.request_id)),
         "{text}"
     );
+
+    // A topic delivers to a function subscription by invoking it
+    // asynchronously with the `aws:sns` event.
+    client.create_topic("news", HashMap::new()).await.unwrap();
+    client
+        .subscribe("news", "lambda", "work", HashMap::new())
+        .await
+        .unwrap();
+    client
+        .publish(pb::PublishRequest {
+            topic_arn: "news".into(),
+            message: String::from_utf8(event(marks.path(), "published", 0.0)).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let from_topic = started(marks.path(), "published", 1).await;
+    assert_eq!(from_topic[0]["source"], "aws:sns", "{from_topic:?}");
 
     // An asynchronous event whose worker is killed mid-run is run again on
     // the other worker, without using up a retry (none are allowed).

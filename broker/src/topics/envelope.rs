@@ -61,6 +61,29 @@ pub fn notification(n: &Notification<'_>) -> String {
     Value::Object(o).to_string()
 }
 
+/// The event a function subscribed to a topic is invoked with (the
+/// `aws:sns` shape): the notification `body` (the JSON envelope, or for a
+/// raw body a minimal one around it) as the record's `Sns`.
+pub fn lambda_event(
+    subscription_arn: &str,
+    message_id: &str,
+    topic_arn: &str,
+    body: &str,
+) -> String {
+    let sns = match serde_json::from_str::<Value>(body) {
+        Ok(Value::Object(o)) if o.get("Type") == Some(&json!("Notification")) => Value::Object(o),
+        _ => json!({"Type": "Notification", "MessageId": message_id, "TopicArn": topic_arn,
+                    "Message": body}),
+    };
+    json!({"Records": [{
+        "EventSource": "aws:sns",
+        "EventVersion": "1.0",
+        "EventSubscriptionArn": subscription_arn,
+        "Sns": sns,
+    }]})
+    .to_string()
+}
+
 /// The confirmation request an HTTP/S endpoint receives when subscribed.
 pub fn confirmation(
     message_id: &str,
@@ -118,6 +141,21 @@ pub fn base64(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn functions_get_the_envelope_as_an_sns_record() {
+        let body = r#"{"Type":"Notification","MessageId":"m1","TopicArn":"t","Message":"hi"}"#;
+        let e: Value = serde_json::from_str(&lambda_event("t:s", "m1", "t", body)).unwrap();
+        let r = &e["Records"][0];
+        assert_eq!(r["EventSource"], "aws:sns");
+        assert_eq!(r["EventSubscriptionArn"], "t:s");
+        assert_eq!(r["Sns"]["Message"], "hi");
+        assert_eq!(r["Sns"]["MessageId"], "m1");
+        // A body that is not an envelope is wrapped in one.
+        let e: Value = serde_json::from_str(&lambda_event("t:s", "m2", "t", "raw text")).unwrap();
+        assert_eq!(e["Records"][0]["Sns"]["Message"], "raw text");
+        assert_eq!(e["Records"][0]["Sns"]["MessageId"], "m2");
+    }
 
     #[test]
     fn timestamps_are_iso_8601_utc() {
