@@ -91,6 +91,8 @@ pub struct Environment {
     /// Whether the init time has been accounted for (in the first
     /// invocation's report, or ahead of demand by [`Environment::wait_ready`]).
     init_reported: bool,
+    /// The environment's cgroup, when memory is capped with cgroup v2.
+    cgroup: Option<PathBuf>,
 }
 
 fn now_ms() -> u64 {
@@ -113,6 +115,9 @@ fn trace_id(request_id: &str) -> String {
 /// What the child applies to itself before it runs the function.
 struct Limits {
     memory_bytes: libc::rlim_t,
+    /// The environment cgroup's `cgroup.procs`, when memory is capped by
+    /// cgroup v2 (else by rlimit).
+    cgroup_procs: Option<std::ffi::CString>,
     private_tmp: bool,
     tmpfs: std::ffi::CString,
     tmpfs_options: std::ffi::CString,
@@ -121,10 +126,12 @@ struct Limits {
 }
 
 impl Limits {
-    fn new(config: &FunctionConfig, private_tmp: bool) -> Limits {
+    fn new(config: &FunctionConfig, private_tmp: bool, cgroup_procs: Option<&Path>) -> Limits {
         let c = |s: &str| std::ffi::CString::new(s).expect("no NUL in a constant");
         Limits {
             memory_bytes: libc::rlim_t::from(config.memory_mb) << 20,
+            cgroup_procs: cgroup_procs
+                .and_then(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()),
             private_tmp,
             tmpfs: c("tmpfs"),
             tmpfs_options: std::ffi::CString::new(format!(
@@ -137,9 +144,10 @@ impl Limits {
         }
     }
 
-    /// Caps the data the process may allocate at the function's memory
-    /// size (an rlimit: cgroup v2 is not available everywhere), and mounts
-    /// its private /tmp. Failures leave the process as it is.
+    /// Caps the process's memory at the function's memory size (its
+    /// cgroup v2 when there is one, else an rlimit on what it may
+    /// allocate), and mounts its private /tmp. Failures leave the process
+    /// as it is.
     fn apply(&self) {
         let lim = libc::rlimit {
             rlim_cur: self.memory_bytes,
@@ -149,7 +157,18 @@ impl Limits {
         unsafe {
             // The function dies with the worker, even a killed one.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            libc::setrlimit(libc::RLIMIT_DATA, &lim);
+            let mut in_cgroup = false;
+            if let Some(procs) = &self.cgroup_procs {
+                // "0" moves the writing process: the child, before exec.
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd >= 0 {
+                    in_cgroup = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                    libc::close(fd);
+                }
+            }
+            if !in_cgroup {
+                libc::setrlimit(libc::RLIMIT_DATA, &lim);
+            }
             if self.private_tmp && libc::unshare(libc::CLONE_NEWNS) == 0 {
                 libc::mount(
                     std::ptr::null(),
@@ -249,7 +268,18 @@ impl Environment {
             // Its own process group, so a timeout kills what it started too.
             .process_group(0)
             .kill_on_drop(true);
-        let limits = Limits::new(&config, private_tmp);
+        let cgroup = crate::cgroup::create(
+            &root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            config.memory_mb,
+        );
+        let limits = Limits::new(
+            &config,
+            private_tmp,
+            cgroup.as_ref().map(|(_, procs)| procs.as_path()),
+        );
         // SAFETY: the closure runs in the child between fork and exec; it
         // makes only system calls (setrlimit, unshare, mount) on data
         // prepared before the fork, and allocates nothing.
@@ -299,6 +329,7 @@ impl Environment {
             alive: true,
             started,
             init_reported: false,
+            cgroup: cgroup.map(|(dir, _)| dir),
         })
     }
 
@@ -547,6 +578,9 @@ impl Environment {
         self.alive = false;
         self.kill_group();
         let _ = self.child.wait().await;
+        if let Some(dir) = self.cgroup.take() {
+            crate::cgroup::remove(&dir);
+        }
     }
 }
 
@@ -559,6 +593,10 @@ async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
 impl Drop for Environment {
     fn drop(&mut self) {
         self.kill_group();
+        if let Some(dir) = self.cgroup.take() {
+            // Empty once the killed processes are reaped; best effort.
+            crate::cgroup::remove(&dir);
+        }
     }
 }
 

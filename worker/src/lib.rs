@@ -15,6 +15,7 @@
 //! process ([`serve`]); `sluice serve` runs one inside the node.
 
 pub mod agent;
+pub mod cgroup;
 pub mod cluster;
 pub mod environment;
 pub mod host;
