@@ -5,7 +5,10 @@
 //! created on the cluster. Warm: the same environment answers `n`
 //! invocations in turn. Cold: before each of `n` invocations the function's
 //! configuration changes (a new revision), so the invocation needs a new
-//! environment; only the invocation is timed.
+//! environment; only the invocation is timed. Provisioned: before each of
+//! `n` first invocations of a newly published version, that version gets
+//! provisioned concurrency 1 and the bench waits until the cluster reports
+//! it READY; only the first invocation is timed.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
@@ -22,14 +25,21 @@ pub struct Starts {
     pub cold: Histogram<u64>,
     /// Warm invocations.
     pub warm: Histogram<u64>,
+    /// First invocations of versions with provisioned concurrency.
+    pub provisioned: Histogram<u64>,
 }
 
 async fn invoke(client: &Client, name: &str) -> Result<u64, String> {
+    invoke_version(client, name, "").await
+}
+
+async fn invoke_version(client: &Client, name: &str, qualifier: &str) -> Result<u64, String> {
     let started = Instant::now();
     let r = client
         .invoke(pb::InvokeRequest {
             function_name: name.into(),
             payload: b"{}".to_vec(),
+            qualifier: qualifier.into(),
             ..Default::default()
         })
         .await
@@ -68,6 +78,7 @@ pub async fn starts(client: &Client, name: &str, n: usize) -> Result<Starts, Str
     let mut out = Starts {
         cold: crate::histogram(),
         warm: crate::histogram(),
+        provisioned: crate::histogram(),
     };
     // The first invocation is cold; the next n reuse its environment.
     invoke(client, name).await?;
@@ -92,6 +103,53 @@ pub async fn starts(client: &Client, name: &str, n: usize) -> Result<Starts, Str
             .await
             .map_err(|e| e.to_string())?;
         out.cold.saturating_record(invoke(client, name).await?);
+    }
+    for i in 0..n {
+        let req = pb::UpdateFunctionConfigurationRequest {
+            function_name: name.into(),
+            description: Some(format!("provisioned {i}")),
+            ..Default::default()
+        };
+        client
+            .call(|ch| {
+                let req = req.clone();
+                async move {
+                    pb::functions_client::FunctionsClient::new(ch)
+                        .update_function_configuration(req)
+                        .await
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let version = client
+            .publish_version(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .version;
+        client
+            .put_provisioned_concurrency(name, &version, Some(1))
+            .await
+            .map_err(|e| e.to_string())?;
+        let asked = Instant::now();
+        loop {
+            let p = client
+                .provisioned_concurrency(name, &version)
+                .await
+                .map_err(|e| e.to_string())?;
+            if p.status == "READY" {
+                break;
+            }
+            if asked.elapsed().as_secs() > 60 {
+                return Err(format!("version {version} not READY after 60 s"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        out.provisioned
+            .saturating_record(invoke_version(client, name, &version).await?);
+        client
+            .put_provisioned_concurrency(name, &version, None)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     let _ = client.delete_function(name).await;
     Ok(out)

@@ -72,7 +72,8 @@ enum Workload {
     /// every queue; publishes a second and publish-to-receive latency.
     TopicFanout,
     /// Function start-up: --invocations warm invocations of a Python function
-    /// (awslambdaric), then as many cold ones (each after a configuration
+    /// (awslambdaric), then as many cold ones, then as many first invocations
+    /// of versions with provisioned concurrency (each cold one after a configuration
     /// change, so it needs a new environment); their latencies.
     FunctionStarts,
 }
@@ -555,16 +556,19 @@ async fn main() {
             "invocations": n,
             "cold_ms": quantiles_ms(&s.cold),
             "warm_ms": quantiles_ms(&s.warm),
+            "provisioned_first_ms": quantiles_ms(&s.provisioned),
         });
         if args.json {
             println!("{report}");
         } else {
             println!(
-                "function starts, {n} each: cold p50 {:.2} ms p99 {:.2} ms; warm p50 {:.2} ms p99 {:.2} ms",
+                "function starts, {n} each: cold p50 {:.2} ms p99 {:.2} ms; warm p50 {:.2} ms p99 {:.2} ms; first invoke with provisioned concurrency p50 {:.2} ms p99 {:.2} ms",
                 s.cold.value_at_quantile(0.5) as f64 / 1000.0,
                 s.cold.value_at_quantile(0.99) as f64 / 1000.0,
                 s.warm.value_at_quantile(0.5) as f64 / 1000.0,
                 s.warm.value_at_quantile(0.99) as f64 / 1000.0,
+                s.provisioned.value_at_quantile(0.5) as f64 / 1000.0,
+                s.provisioned.value_at_quantile(0.99) as f64 / 1000.0,
             );
         }
         drop(spawned.take());

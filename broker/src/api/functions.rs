@@ -2,8 +2,9 @@
 //!
 //! The registry calls become commands and queries. Invoke reads the
 //! function (linearizably, so a just-updated function runs its new code)
-//! and runs it on this node's in-process worker: a warm environment when
-//! one is idle, else a new one, whose code is fetched by hash once per node.
+//! and routes it to a worker (`dispatch`): one with a warm environment when
+//! there is one. A function with reserved concurrency is invoked from the
+//! leader, which counts its running invocations.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
