@@ -50,6 +50,28 @@ async fn invoke_version(client: &Client, name: &str, qualifier: &str) -> Result<
     Ok((started.elapsed().as_micros() as u64).max(1))
 }
 
+/// Changes the function's description: a new revision, whose invocations
+/// need new environments.
+async fn new_revision(client: &Client, name: &str, description: String) -> Result<(), String> {
+    let req = pb::UpdateFunctionConfigurationRequest {
+        function_name: name.into(),
+        description: Some(description),
+        ..Default::default()
+    };
+    client
+        .call(|ch| {
+            let req = req.clone();
+            async move {
+                pb::functions_client::FunctionsClient::new(ch)
+                    .update_function_configuration(req)
+                    .await
+            }
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Runs `n` warm and `n` cold invocations of a fresh function `name`.
 pub async fn starts(client: &Client, name: &str, n: usize) -> Result<Starts, String> {
     let dir = std::env::temp_dir().join(format!("sluice-bench-fn-{}", std::process::id()));
@@ -86,41 +108,11 @@ pub async fn starts(client: &Client, name: &str, n: usize) -> Result<Starts, Str
         out.warm.saturating_record(invoke(client, name).await?);
     }
     for i in 0..n {
-        let req = pb::UpdateFunctionConfigurationRequest {
-            function_name: name.into(),
-            description: Some(format!("revision {i}")),
-            ..Default::default()
-        };
-        client
-            .call(|ch| {
-                let req = req.clone();
-                async move {
-                    pb::functions_client::FunctionsClient::new(ch)
-                        .update_function_configuration(req)
-                        .await
-                }
-            })
-            .await
-            .map_err(|e| e.to_string())?;
+        new_revision(client, name, format!("revision {i}")).await?;
         out.cold.saturating_record(invoke(client, name).await?);
     }
     for i in 0..n {
-        let req = pb::UpdateFunctionConfigurationRequest {
-            function_name: name.into(),
-            description: Some(format!("provisioned {i}")),
-            ..Default::default()
-        };
-        client
-            .call(|ch| {
-                let req = req.clone();
-                async move {
-                    pb::functions_client::FunctionsClient::new(ch)
-                        .update_function_configuration(req)
-                        .await
-                }
-            })
-            .await
-            .map_err(|e| e.to_string())?;
+        new_revision(client, name, format!("provisioned {i}")).await?;
         let version = client
             .publish_version(name)
             .await
