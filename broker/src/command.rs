@@ -865,6 +865,15 @@ pub enum Query {
         /// Hex SHA-256.
         sha256: String,
     },
+    /// Where a starting position points in a shard.
+    ResolvePosition {
+        /// Stream name.
+        name: String,
+        /// Shard index.
+        shard: u32,
+        /// The position.
+        position: Position,
+    },
     /// The registered workers.
     ListWorkers,
     /// A function's reserved concurrency.
@@ -876,15 +885,6 @@ pub enum Query {
     Provisioned {
         /// Function name; every function's when `None`.
         name: Option<String>,
-    },
-    /// Where a starting position points in a shard.
-    ResolvePosition {
-        /// Stream name.
-        name: String,
-        /// Shard index.
-        shard: u32,
-        /// The position.
-        position: Position,
     },
 }
 
@@ -964,12 +964,6 @@ pub enum QueryOutput {
     Target(functions::Target),
     /// Asynchronous invocation settings.
     EventConfig(functions::events::EventConfig),
-    /// Registered workers.
-    Workers(Vec<workers::WorkerRecord>),
-    /// A reserved concurrency, if set.
-    Concurrency(Option<u32>),
-    /// Provisioned concurrency configurations.
-    Provisioned(Vec<functions::concurrency::ProvisionedConfig>),
     /// A resolved position: stream id and record number.
     Position {
         /// Stream id.
@@ -977,6 +971,12 @@ pub enum QueryOutput {
         /// Record number.
         seq: u64,
     },
+    /// Registered workers.
+    Workers(Vec<workers::WorkerRecord>),
+    /// A reserved concurrency, if set.
+    Concurrency(Option<u32>),
+    /// Provisioned concurrency configurations.
+    Provisioned(Vec<functions::concurrency::ProvisionedConfig>),
 }
 
 /// The reply to a query.

@@ -43,6 +43,10 @@ pub enum DispatchError {
     /// No live worker could be reached.
     #[error("no live worker can run functions ({0})")]
     NoWorker(String),
+    /// The worker could not run it for now (it could not fetch the code):
+    /// nothing ran.
+    #[error("{0}")]
+    NotRun(String),
     /// The worker was lost while it ran the invocation: whether the function
     /// ran is unknown.
     #[error("worker {worker} was lost while running the invocation: {why}")]
@@ -233,6 +237,19 @@ impl Dispatcher {
                     self.local().suspect.insert(id.clone(), Instant::now());
                     refused.push(format!("{id}: {}", status.message()));
                 }
+                // The worker could not get the code: nothing ran.
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable
+                        && status
+                            .metadata()
+                            .get(sluice_proto::ERROR_CODE_HEADER)
+                            .is_some() =>
+                {
+                    return Err(DispatchError::NotRun(format!(
+                        "worker {id} could not fetch the code: {}",
+                        status.message()
+                    )));
+                }
                 Err(status)
                     if status
                         .metadata()
@@ -243,10 +260,12 @@ impl Dispatcher {
                     return Err(DispatchError::Refused(status));
                 }
                 Err(status) => {
+                    // Not the first choice for the next try.
+                    self.local().suspect.insert(id.clone(), Instant::now());
                     return Err(DispatchError::Lost {
                         worker: id,
                         why: format!("{:?}: {}", status.code(), status.message()),
-                    })
+                    });
                 }
             }
         }
@@ -295,6 +314,11 @@ impl Dispatcher {
             .collect();
         logs.sort_by_key(|l| std::cmp::Reverse(l.started_ms));
         logs.truncate(limit as usize);
+        // The answer must fit a reply: the newest entries that do.
+        logs.truncate(sluice_worker::host::fitting(
+            logs.iter().map(|l| &l.lines),
+            12 << 20,
+        ));
         Ok(LogsResponse { logs })
     }
 }
@@ -369,6 +393,7 @@ mod tests {
                         key: k.to_string(),
                         idle: *idle,
                         busy: 0,
+                        starting: 0,
                     })
                     .collect(),
             },

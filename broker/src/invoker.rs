@@ -36,15 +36,32 @@ pub fn spawn(ctx: Context, retry_delay: Duration) -> tokio::task::JoinHandle<()>
     tokio::spawn(run(ctx, retry_delay))
 }
 
-/// A finished run: function, event number, request id, outcome (`None`:
-/// not run).
-type Done = (String, u64, String, Option<RunOutcome>);
+/// How a run ended.
+enum Ran {
+    /// With an outcome to settle.
+    Settle(RunOutcome),
+    /// Not run (no worker, no leader to read from, reserved concurrency
+    /// taken): try again shortly.
+    NotRun,
+    /// Its worker was lost mid-run: whether it ran is unknown.
+    Lost(String),
+}
+
+/// A finished run: function, event number, request id, how it ended.
+type Done = (String, u64, String, Ran);
+
+/// Runs of one event lost with their worker before the loss counts as a
+/// failed attempt (so a function that kills its worker does not take
+/// worker after worker down until its event is too old).
+const LOSSES_MAX: u32 = 3;
 
 async fn run(ctx: Context, retry_delay: Duration) {
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
     let mut running: HashSet<(String, u64)> = HashSet::new();
     // Events that could not run, and when they may be tried again.
     let mut later: HashMap<(String, u64), Instant> = HashMap::new();
+    // Runs lost with their worker, by event (on this leader).
+    let mut losses: HashMap<(String, u64), u32> = HashMap::new();
     let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
     let wake = ctx.waiters.of(Waiters::EVENTS);
     loop {
@@ -53,6 +70,11 @@ async fn run(ctx: Context, retry_delay: Duration) {
         notified.as_mut().enable();
         let router = &ctx.router;
         let leads = router.raft().metrics().borrow().current_leader == Some(router.id());
+        if !leads {
+            // A later term starts afresh.
+            later.clear();
+            losses.clear();
+        }
         if leads {
             later.retain(|_, until| *until > Instant::now());
             let (busy, later) = (&running, &later);
@@ -81,12 +103,41 @@ async fn run(ctx: Context, retry_delay: Duration) {
             }
         }
         tokio::select! {
-            Some((function, seq, request_id, outcome)) = rx.recv() => {
-                let Some(outcome) = outcome else {
-                    running.remove(&(function.clone(), seq));
-                    later.insert((function, seq), Instant::now() + NOT_RUN_DELAY);
-                    continue;
+            Some((function, seq, request_id, ran)) = rx.recv() => {
+                let k = (function.clone(), seq);
+                let outcome = match ran {
+                    Ran::Settle(outcome) => outcome,
+                    Ran::NotRun => {
+                        running.remove(&k);
+                        later.insert(k, Instant::now() + NOT_RUN_DELAY);
+                        continue;
+                    }
+                    Ran::Lost(why) => {
+                        let n = losses.entry(k.clone()).or_default();
+                        *n += 1;
+                        if *n < LOSSES_MAX {
+                            // Backs off: 0.5 s, then 1 s.
+                            let delay = NOT_RUN_DELAY * (1 << (*n - 1));
+                            running.remove(&k);
+                            later.insert(k, Instant::now() + delay);
+                            continue;
+                        }
+                        losses.remove(&k);
+                        RunOutcome::Failure {
+                            response: serde_json::json!({
+                                "errorType": "Sluice.WorkerLost",
+                                "errorMessage": format!(
+                                    "the worker running the event was lost {LOSSES_MAX} times: {why}"
+                                ),
+                            })
+                            .to_string()
+                            .into_bytes(),
+                            executed_version: "$LATEST".into(),
+                            retry_delay_ms: retry_delay.as_millis() as u64,
+                        }
+                    }
                 };
+                losses.remove(&k);
                 let arns = Arns {
                     function: ctx.identity.function_arn(&function),
                     sns_prefix: format!(
@@ -123,7 +174,7 @@ async fn run_one(ctx: &Context, d: DueEvent, retry_delay: Duration) -> Done {
             d.function,
             d.seq,
             d.event.request_id,
-            Some(RunOutcome::Expired),
+            Ran::Settle(RunOutcome::Expired),
         );
     }
     let request_id = d.event.request_id.clone();
@@ -142,10 +193,10 @@ async fn run_one(ctx: &Context, d: DueEvent, retry_delay: Duration) -> Done {
         // The function or its qualifier is gone: a failure like any
         // other, so the retry policy and destinations apply.
         Err(status) if status.code() == tonic::Code::NotFound => {
-            Some(failure(status.message(), "$LATEST".into()))
+            Ran::Settle(failure(status.message(), "$LATEST".into()))
         }
         // Not answered (no leader now): run it later.
-        Err(_) => None,
+        Err(_) => Ran::NotRun,
         Ok(target) => {
             match run_invocation(
                 ctx,
@@ -156,23 +207,27 @@ async fn run_one(ctx: &Context, d: DueEvent, retry_delay: Duration) -> Done {
             )
             .await
             {
-                Ok(ran) if ran.answer.function_error => Some(RunOutcome::Failure {
+                Ok(ran) if ran.answer.function_error => Ran::Settle(RunOutcome::Failure {
                     response: ran.answer.payload,
                     executed_version: ran.version,
                     retry_delay_ms,
                 }),
-                Ok(ran) => Some(RunOutcome::Success {
+                Ok(ran) => Ran::Settle(RunOutcome::Success {
                     response: ran.answer.payload,
                     executed_version: ran.version,
                 }),
                 // The code could not be run: a function failure.
                 Err(RunFailure::Rejected(status)) => {
-                    Some(failure(status.message(), "$LATEST".into()))
+                    Ran::Settle(failure(status.message(), "$LATEST".into()))
                 }
-                Err(RunFailure::Throttled(_)) => None,
+                Err(RunFailure::Throttled(_)) => Ran::NotRun,
+                Err(RunFailure::Dispatch(crate::dispatch::DispatchError::Lost { worker, why })) => {
+                    tracing::info!(function = %d.function, seq = d.seq, %worker, %why, "event's worker lost; running it again");
+                    Ran::Lost(format!("worker {worker}: {why}"))
+                }
                 Err(RunFailure::Dispatch(e)) => {
                     tracing::debug!(function = %d.function, seq = d.seq, error = %e, "event not run; trying again");
-                    None
+                    Ran::NotRun
                 }
             }
         }

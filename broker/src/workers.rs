@@ -5,12 +5,16 @@
 //! with the state machine's clock. Every node reads the registry to route
 //! invocations; whether a worker is live is judged at the edge, by the
 //! reading node's clock ([`is_live`]). Records not refreshed for
-//! [`FORGET_AFTER_MS`] are removed by the next heartbeat applied, so the
-//! registry stays bounded without a separate sweep.
+//! [`FORGET_AFTER_MS`] are removed by later heartbeats (a few per
+//! heartbeat, oldest first, through an index by last heartbeat), so the
+//! registry stays bounded without a separate sweep and each heartbeat's
+//! cost is bounded.
 //!
 //! | key | value |
 //! | --- | --- |
 //! | `worker/{id}` | [`StoredWorker`] |
+//! | `wseen/{last seen ms}/{id}` | `()`: workers by last heartbeat |
+//! | `wcount` | `u64`: workers registered |
 
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +26,11 @@ use crate::store::{StateRead, Txn};
 /// Most registered workers.
 pub const WORKERS_MAX: usize = 1_000;
 /// Most environment keys one heartbeat reports.
-pub const WARM_KEYS_MAX: usize = 1_000;
+pub const WARM_KEYS_MAX: usize = 256;
+/// Longest environment key, bytes.
+pub const WARM_KEY_BYTES: usize = 256;
+/// Silent workers forgotten per heartbeat, at most.
+const FORGET_PER_HEARTBEAT: usize = 8;
 /// A worker whose last heartbeat is older than this gets no invocations.
 pub const LIVE_FOR_MS: u64 = 10_000;
 /// A worker silent for this long is removed from the registry.
@@ -39,8 +47,10 @@ pub struct Warm {
     pub key: String,
     /// Idle and ready.
     pub idle: u32,
-    /// Starting or running an invocation.
+    /// Starting for or running an invocation.
     pub busy: u32,
+    /// Starting ahead of demand (not ready yet).
+    pub starting: u32,
 }
 
 /// What a worker reports about itself.
@@ -82,11 +92,14 @@ impl Heartbeat {
         if let Some(w) = self
             .warm
             .iter()
-            .find(|w| w.key.is_empty() || w.key.len() > 512)
+            .find(|w| w.key.is_empty() || w.key.len() > WARM_KEY_BYTES)
         {
             return Err(DomainError::invalid(
                 "warm.key",
-                format!("must be 1-512 characters, got {} characters", w.key.len()),
+                format!(
+                    "must be 1-{WARM_KEY_BYTES} bytes, got {} bytes",
+                    w.key.len()
+                ),
             ));
         }
         Ok(())
@@ -113,6 +126,22 @@ fn key(id: &str) -> Vec<u8> {
     Key::new("worker").str(id).build()
 }
 
+fn seen_key(last_seen_ms: u64, id: &str) -> Vec<u8> {
+    Key::new("wseen").u64(last_seen_ms).str(id).build()
+}
+
+fn count_key() -> Vec<u8> {
+    Key::new("wcount").build()
+}
+
+fn count(state: &dyn StateRead) -> ApplyResult<u64> {
+    let k = count_key();
+    Ok(match state.get(&k)? {
+        Some(b) => crate::store::codec::decode(&k, &b)?,
+        None => 0,
+    })
+}
+
 /// Every registered worker, by id.
 pub fn list(state: &dyn StateRead) -> ApplyResult<Vec<WorkerRecord>> {
     let stored: Vec<StoredWorker> =
@@ -132,23 +161,42 @@ pub fn load(state: &dyn StateRead, id: &str) -> ApplyResult<Option<WorkerRecord>
     }
 }
 
-/// Applies a heartbeat: records the worker, and forgets the workers silent
-/// for [`FORGET_AFTER_MS`].
+/// Applies a heartbeat: records the worker, and forgets a few of the
+/// workers silent for [`FORGET_AFTER_MS`] (oldest first).
 pub fn heartbeat(txn: &mut Txn<'_>, ctx: &Ctx, report: &Heartbeat) -> ApplyResult<()> {
     report.validate()?;
-    let all = list(txn)?;
-    for w in &all {
-        if w.report.id != report.id && w.last_seen_ms + FORGET_AFTER_MS < ctx.now_ms {
-            txn.delete(key(&w.report.id));
+    let mut n = count(txn)?;
+    let cutoff = ctx.now_ms.saturating_sub(FORGET_AFTER_MS);
+    let space = Key::new("wseen").build();
+    let mut silent = Vec::new();
+    for kv in txn.scan_prefix(&space) {
+        let (k, _) = kv?;
+        let at = crate::store::keys::read_u64(&k, space.len()).unwrap_or(u64::MAX);
+        if at >= cutoff || silent.len() >= FORGET_PER_HEARTBEAT {
+            break;
         }
+        silent.push(k);
     }
-    let known = all.iter().any(|w| w.report.id == report.id);
-    if !known && all.len() >= WORKERS_MAX {
-        return Err(DomainError::limit(
-            "LimitExceeded",
-            format!("the cluster has {WORKERS_MAX} workers registered, the most it takes"),
-        )
-        .into());
+    for k in silent {
+        let id = crate::store::keys::read_str(&k, space.len() + 8)
+            .map(|(id, _)| id.to_string())
+            .unwrap_or_default();
+        if id != report.id && load(txn, &id)?.is_some() {
+            txn.delete(key(&id));
+            n = n.saturating_sub(1);
+        }
+        txn.delete(k);
+    }
+    match load(txn, &report.id)? {
+        Some(old) => txn.delete(seen_key(old.last_seen_ms, &report.id)),
+        None if n >= WORKERS_MAX as u64 => {
+            return Err(DomainError::limit(
+                "LimitExceeded",
+                format!("the cluster has {WORKERS_MAX} workers registered, the most it takes"),
+            )
+            .into())
+        }
+        None => n += 1,
     }
     txn.put_record(
         key(&report.id),
@@ -157,13 +205,20 @@ pub fn heartbeat(txn: &mut Txn<'_>, ctx: &Ctx, report: &Heartbeat) -> ApplyResul
             last_seen_ms: ctx.now_ms,
         }),
     );
+    txn.put_record(seen_key(ctx.now_ms, &report.id), &());
+    txn.put_record(count_key(), &n);
     Ok(())
 }
 
 /// Applies a worker's leave (a worker not registered is fine: nothing to
 /// do).
 pub fn leave(txn: &mut Txn<'_>, id: &str) -> ApplyResult<()> {
-    txn.delete(key(id));
+    if let Some(w) = load(txn, id)? {
+        txn.delete(key(id));
+        txn.delete(seen_key(w.last_seen_ms, id));
+        let n = count(txn)?.saturating_sub(1);
+        txn.put_record(count_key(), &n);
+    }
     Ok(())
 }
 
@@ -238,6 +293,30 @@ mod tests {
     }
 
     #[test]
+    fn the_cap_counts_live_records_and_silent_ones_make_room() {
+        let mut w = World::new();
+        for i in 0..WORKERS_MAX {
+            w.run(Command::WorkerHeartbeat(report(&format!("w{i}"))))
+                .unwrap();
+        }
+        let e = w.run(Command::WorkerHeartbeat(report("late"))).unwrap_err();
+        assert_eq!(e.code, "LimitExceeded");
+        // A known worker still beats at the cap.
+        w.run(Command::WorkerHeartbeat(report("w7"))).unwrap();
+        // Once the others are silent long enough, a heartbeat forgets a few
+        // of them (a bounded number) and the newcomer fits.
+        w.advance_ms(FORGET_AFTER_MS + 1);
+        w.run(Command::WorkerHeartbeat(report("late"))).unwrap();
+        let ws = workers(&w);
+        assert_eq!(ws.len(), WORKERS_MAX + 1 - FORGET_PER_HEARTBEAT);
+        assert!(ws.iter().any(|r| r.report.id == "late"));
+        assert!(ws.iter().any(|r| r.report.id == "w7"));
+        w.run(Command::WorkerLeave { id: "late".into() }).unwrap();
+        w.run(Command::WorkerLeave { id: "late".into() }).unwrap();
+        assert_eq!(workers(&w).len(), WORKERS_MAX - FORGET_PER_HEARTBEAT);
+    }
+
+    #[test]
     fn bad_reports_are_refused_and_change_nothing() {
         let mut w = World::new();
         let e = w.run(Command::WorkerHeartbeat(report("a b"))).unwrap_err();
@@ -267,6 +346,7 @@ mod tests {
             key: "k".into(),
             idle: 1,
             busy: 0,
+            starting: 0,
         });
         assert!(worth_committing(Some(&stored), &warmer, 11_000));
     }

@@ -46,6 +46,9 @@ pub use sluice_proto::{CONSISTENCY_HEADER, ERROR_CODE_HEADER};
 
 /// Largest reply the client accepts (a GetRecords reply is up to 10 MiB).
 pub const MAX_REPLY_BYTES: usize = 64 << 20;
+/// Longest attempt of a synchronous Invoke: the longest function timeout
+/// (900 s) and time to start it.
+const INVOKE_ATTEMPT_MAX: Duration = Duration::from_secs(960);
 
 mod follower;
 mod package;
@@ -1015,8 +1018,16 @@ impl Client {
     /// Invokes a function. A function error is an `Ok` reply with
     /// `function_error` set.
     pub async fn invoke(&self, req: pb::InvokeRequest) -> Result<pb::InvokeResponse, Error> {
-        self.functions(req, |mut c, r| async move { c.invoke(r).await })
-            .await
+        // A synchronous invocation may run for the longest function
+        // timeout (15 minutes): an attempt is not cut short before.
+        self.call_within(INVOKE_ATTEMPT_MAX, |ch| {
+            let mut c = FunctionsClient::new(ch)
+                .max_decoding_message_size(MAX_REPLY_BYTES)
+                .max_encoding_message_size(MAX_REPLY_BYTES);
+            let r = req.clone();
+            async move { c.invoke(r).await.map(|r| r.into_inner()) }
+        })
+        .await
     }
 
     /// The logs of a function's recent invocations (of one invocation with

@@ -16,6 +16,8 @@ use crate::Worker;
 pub const ENVIRONMENT_IDLE_MAX: Duration = Duration::from_secs(300);
 /// How often idle environments are looked for.
 const REAP_EVERY: Duration = Duration::from_secs(15);
+/// Longest wait for a heartbeat's answer.
+const HEARTBEAT_WAIT: Duration = Duration::from_secs(5);
 /// Heartbeat period until the cluster says otherwise.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -35,6 +37,7 @@ pub fn heartbeat(worker: &Worker) -> HeartbeatRequest {
                 key: h.key,
                 idle: h.idle,
                 busy: h.busy,
+                starting: h.starting,
             })
             .collect(),
     }
@@ -47,7 +50,11 @@ pub async fn run(worker: Arc<Worker>) {
     let mut last_reap = Instant::now();
     let mut failing_since: Option<Instant> = None;
     loop {
-        match worker.link.heartbeat(heartbeat(&worker)).await {
+        let beat = tokio::time::timeout(HEARTBEAT_WAIT, worker.link.heartbeat(heartbeat(&worker)));
+        match beat
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer within 5 s")))
+        {
             Ok(answer) => {
                 if failing_since.take().is_some() {
                     tracing::info!(worker = %worker.options.id, "heartbeats reach the cluster again");
@@ -81,7 +88,7 @@ fn provision(worker: &Arc<Worker>, warming: &Arc<Mutex<HashSet<String>>>, asked:
         .pool
         .held()
         .into_iter()
-        .map(|h| (h.key, h.idle + h.busy))
+        .map(|h| (h.key, h.idle + h.busy + h.starting))
         .collect();
     let mut keep = HashMap::new();
     for p in asked {

@@ -1,7 +1,10 @@
 //! Memory caps with cgroup v2, where the worker may use it.
 //!
 //! A worker whose cgroup (v2, the unified hierarchy at `/sys/fs/cgroup`)
-//! offers the memory controller and is delegated to it moves itself into a
+//! offers the memory controller and is delegated to it (the root of its
+//! cgroup namespace, as in a container, or marked with the
+//! `trusted.delegate`/`user.delegate` attribute, as systemd's `Delegate=`
+//! does) moves itself into a
 //! leaf `worker` child, enables the memory controller for its children,
 //! and gives each execution environment a child cgroup whose `memory.max`
 //! is the function's memory size: the kernel then kills the function when
@@ -54,15 +57,46 @@ fn setup() -> Result<PathBuf, String> {
     if !offers_memory(&controllers) {
         return Err(format!("{} offers no memory controller", base.display()));
     }
+    if path != "/" && !delegated(&base) {
+        return Err(format!(
+            "{} is not delegated to the worker (not a namespace root, no delegate attribute)",
+            base.display()
+        ));
+    }
     // No process may sit in a cgroup whose controllers are enabled for its
     // children: the worker moves into a leaf of its own first.
     let leaf = base.join("worker");
     std::fs::create_dir_all(&leaf).map_err(|e| format!("{}: {e}", leaf.display()))?;
     std::fs::write(leaf.join("cgroup.procs"), std::process::id().to_string())
         .map_err(|e| format!("moving into {}: {e}", leaf.display()))?;
-    std::fs::write(base.join("cgroup.subtree_control"), "+memory")
-        .map_err(|e| format!("enabling memory in {}: {e}", base.display()))?;
+    if let Err(e) = std::fs::write(base.join("cgroup.subtree_control"), "+memory") {
+        // Back where it was, as if nothing happened.
+        let _ = std::fs::write(base.join("cgroup.procs"), std::process::id().to_string());
+        return Err(format!("enabling memory in {}: {e}", base.display()));
+    }
     Ok(base)
+}
+
+/// Whether a cgroup carries a delegation attribute.
+fn delegated(dir: &Path) -> bool {
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    ["trusted.delegate", "user.delegate"].iter().any(|name| {
+        let name = std::ffi::CString::new(*name).expect("no NUL");
+        let mut value = [0u8; 8];
+        // SAFETY: valid NUL-terminated strings and a buffer of the length
+        // given.
+        let n = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        n > 0 && value[0] == b'1'
+    })
 }
 
 /// A cgroup for one environment, capped at `memory_mb` with no swap; the
@@ -93,6 +127,21 @@ pub fn create(name: &str, memory_mb: u32) -> Option<(PathBuf, PathBuf)> {
 /// Removes an environment's cgroup (its processes must be gone).
 pub fn remove(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
+}
+
+/// Kills every process in an environment's cgroup (Linux 5.14 and later;
+/// elsewhere the process group kill stands alone).
+pub fn kill(dir: &Path) {
+    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+}
+
+/// Removes an environment's cgroup once its killed processes are gone,
+/// trying for at most `limit` (blocking: run it on a thread of its own).
+pub fn remove_when_empty(dir: &Path, limit: std::time::Duration) {
+    let until = std::time::Instant::now() + limit;
+    while std::fs::remove_dir(dir).is_err() && dir.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,12 @@ impl ClusterLink {
                 let endpoint = Endpoint::from_shared(format!("http://{a}"))
                     .map_err(|e| format!("bad cluster address {a:?}: {e}"))?
                     .connect_timeout(Duration::from_secs(2))
+                    // A node that accepted the connection and went silent
+                    // must not hold a fetch (and the unpack lock) forever.
+                    .timeout(Duration::from_secs(60))
+                    .http2_keep_alive_interval(Duration::from_secs(5))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .keep_alive_while_idle(true)
                     .tcp_nodelay(true);
                 Ok((a.clone(), endpoint.connect_lazy()))
             })

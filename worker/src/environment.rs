@@ -289,9 +289,15 @@ impl Environment {
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| start_err(&format!("running {}", bootstrap.display()), e))?;
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some((dir, _)) = &cgroup {
+                    crate::cgroup::remove(dir);
+                }
+                return Err(start_err(&format!("running {}", bootstrap.display()), e));
+            }
+        };
         let pgid = child.id().map(|p| p as i32);
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
@@ -570,6 +576,10 @@ impl Environment {
                 libc::kill(-pgid, libc::SIGKILL);
             }
         }
+        if let Some(dir) = &self.cgroup {
+            // Also what left the process group (setsid).
+            crate::cgroup::kill(dir);
+        }
         let _ = self.child.start_kill();
     }
 
@@ -593,10 +603,17 @@ async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
 impl Drop for Environment {
     fn drop(&mut self) {
         self.kill_group();
-        if let Some(dir) = self.cgroup.take() {
-            // Empty once the killed processes are reaped; best effort.
-            crate::cgroup::remove(&dir);
-        }
+        // The killed processes take a moment to go: their cgroup (empty
+        // only then) and the environment's directory (its /tmp may hold
+        // data) are removed from a thread of their own.
+        let cgroup = self.cgroup.take();
+        let dir = self.dir.clone();
+        std::thread::spawn(move || {
+            if let Some(cg) = cgroup {
+                crate::cgroup::remove_when_empty(&cg, std::time::Duration::from_secs(5));
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        });
     }
 }
 

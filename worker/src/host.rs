@@ -18,6 +18,9 @@ use crate::ClusterLink;
 
 /// Most log entries one `Logs` call returns.
 pub const LOGS_LIMIT_MAX: u32 = 1000;
+/// Most bytes of log lines one `Logs` answer carries (the newest entries
+/// that fit).
+pub const LOGS_BYTES_MAX: usize = 9 << 20;
 
 /// The service over one worker's pool.
 pub struct Host {
@@ -31,6 +34,20 @@ pub struct Host {
     pub link: Arc<ClusterLink>,
 }
 
+/// How many of `entries` (each its log lines), from the first, fit in
+/// `budget` bytes of lines.
+pub fn fitting<'a>(entries: impl Iterator<Item = &'a Vec<String>>, budget: usize) -> usize {
+    let mut left = budget;
+    entries
+        .take_while(|lines| {
+            let size: usize = lines.iter().map(String::len).sum();
+            let fits = size <= left;
+            left = left.saturating_sub(size);
+            fits
+        })
+        .count()
+}
+
 /// The pool's description of what a [`RunSpec`] asks to run.
 pub fn function_spec(spec: RunSpec) -> Result<FunctionSpec, Status> {
     if spec.key.is_empty() {
@@ -41,10 +58,25 @@ pub fn function_spec(spec: RunSpec) -> Result<FunctionSpec, Status> {
             "spec.function_name: must not be empty",
         ));
     }
-    if spec.timeout_s == 0 || spec.memory_mb == 0 {
-        return Err(Status::invalid_argument(
-            "spec.timeout_s and spec.memory_mb: must be positive",
-        ));
+    // The registry's bounds, checked again: the service is reachable on
+    // the network.
+    if !(128..=10_240).contains(&spec.memory_mb) {
+        return Err(Status::invalid_argument(format!(
+            "spec.memory_mb: must be from 128 to 10240, got {}",
+            spec.memory_mb
+        )));
+    }
+    if !(1..=900).contains(&spec.timeout_s) {
+        return Err(Status::invalid_argument(format!(
+            "spec.timeout_s: must be from 1 to 900, got {}",
+            spec.timeout_s
+        )));
+    }
+    if spec.ephemeral_mb > 10_240 {
+        return Err(Status::invalid_argument(format!(
+            "spec.ephemeral_mb: at most 10240, got {}",
+            spec.ephemeral_mb
+        )));
     }
     Ok(FunctionSpec {
         key: spec.key,
@@ -104,6 +136,7 @@ impl WorkerHost for Host {
                     "InvalidZipFileException",
                     why,
                 ),
+                PoolError::Fetch(why) => coded(tonic::Code::Unavailable, "CodeUnavailable", why),
                 PoolError::Start(why) => coded(
                     tonic::Code::FailedPrecondition,
                     "InvalidRuntimeException",
@@ -145,9 +178,11 @@ impl WorkerHost for Host {
                 )))
             }
         };
-        let logs = self
+        let mut found = self
             .logs
-            .find(&req.function_name, &req.request_id, limit as usize)
+            .find(&req.function_name, &req.request_id, limit as usize);
+        found.truncate(fitting(found.iter().map(|e| &e.lines), LOGS_BYTES_MAX));
+        let logs = found
             .into_iter()
             .map(|e| InvocationLog {
                 request_id: e.request_id,

@@ -40,9 +40,13 @@ pub struct Ran {
 /// Why the pool could not run an invocation.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    /// The code could not be had or unpacked.
+    /// The code could not be unpacked (or did not match its hash).
     #[error("{0}")]
     Code(String),
+    /// The code could not be fetched from the cluster (for now: nothing
+    /// ran, and another try may succeed).
+    #[error("{0}")]
+    Fetch(String),
     /// The environment could not start.
     #[error(transparent)]
     Start(#[from] InvokeError),
@@ -60,8 +64,10 @@ pub struct Pool {
 
 #[derive(Default)]
 struct Books {
-    /// Environments starting or running an invocation, by key.
+    /// Environments starting for or running an invocation, by key.
     busy: HashMap<String, u32>,
+    /// Environments starting ahead of demand, by key.
+    starting: HashMap<String, u32>,
     /// Memory size of each key's environments, MB.
     memory_mb: HashMap<String, u32>,
     /// Environments kept ready whatever their idle time (provisioned
@@ -76,26 +82,36 @@ pub struct Held {
     pub key: String,
     /// Idle and ready.
     pub idle: u32,
-    /// Starting or running an invocation.
+    /// Starting for or running an invocation.
     pub busy: u32,
+    /// Starting ahead of demand (not ready yet).
+    pub starting: u32,
 }
 
-/// Counts one environment of a key as busy while it lives.
+/// Counts one environment of a key as busy (or starting ahead of demand)
+/// while it lives, on every path.
 struct BusyGuard<'a> {
     pool: &'a Pool,
     key: String,
+    ahead: bool,
 }
 
 impl<'a> BusyGuard<'a> {
-    fn new(pool: &'a Pool, spec: &FunctionSpec) -> Self {
+    fn new(pool: &'a Pool, spec: &FunctionSpec, ahead: bool) -> Self {
         let mut books = pool.books();
-        *books.busy.entry(spec.key.clone()).or_default() += 1;
+        let counts = if ahead {
+            &mut books.starting
+        } else {
+            &mut books.busy
+        };
+        *counts.entry(spec.key.clone()).or_default() += 1;
         books
             .memory_mb
             .insert(spec.key.clone(), spec.config.memory_mb);
         BusyGuard {
             pool,
             key: spec.key.clone(),
+            ahead,
         }
     }
 }
@@ -103,10 +119,15 @@ impl<'a> BusyGuard<'a> {
 impl Drop for BusyGuard<'_> {
     fn drop(&mut self) {
         let mut books = self.pool.books();
-        if let Some(n) = books.busy.get_mut(&self.key) {
+        let counts = if self.ahead {
+            &mut books.starting
+        } else {
+            &mut books.busy
+        };
+        if let Some(n) = counts.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                books.busy.remove(&self.key);
+                counts.remove(&self.key);
             }
         }
     }
@@ -149,7 +170,7 @@ impl Pool {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<u8>, String>>,
     {
-        let _busy = BusyGuard::new(self, spec);
+        let _starting = BusyGuard::new(self, spec, true);
         let code = self.code(&spec.code_sha256, fetch).await?;
         let dir = self.root.join("env").join(uuid::Uuid::new_v4().to_string());
         let mut env = Environment::start(&code, &dir, spec.config.clone()).await?;
@@ -170,18 +191,27 @@ impl Pool {
 
     /// What the pool holds, by key.
     pub fn held(&self) -> Vec<Held> {
-        let mut by_key: std::collections::BTreeMap<String, (u32, u32)> = Default::default();
+        let mut by_key: std::collections::BTreeMap<String, (u32, u32, u32)> = Default::default();
         for (key, list) in self.idle.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             if !list.is_empty() {
                 by_key.entry(key.clone()).or_default().0 = list.len() as u32;
             }
         }
-        for (key, n) in &self.books().busy {
+        let books = self.books();
+        for (key, n) in &books.busy {
             by_key.entry(key.clone()).or_default().1 = *n;
+        }
+        for (key, n) in &books.starting {
+            by_key.entry(key.clone()).or_default().2 = *n;
         }
         by_key
             .into_iter()
-            .map(|(key, (idle, busy))| Held { key, idle, busy })
+            .map(|(key, (idle, busy, starting))| Held {
+                key,
+                idle,
+                busy,
+                starting,
+            })
             .collect()
     }
 
@@ -191,7 +221,8 @@ impl Pool {
         let books = self.books();
         held.iter()
             .map(|h| {
-                u64::from(h.idle + h.busy) * u64::from(*books.memory_mb.get(&h.key).unwrap_or(&0))
+                u64::from(h.idle + h.busy + h.starting)
+                    * u64::from(*books.memory_mb.get(&h.key).unwrap_or(&0))
             })
             .sum()
     }
@@ -215,7 +246,7 @@ impl Pool {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<u8>, String>>,
     {
-        let _busy = BusyGuard::new(self, spec);
+        let _busy = BusyGuard::new(self, spec, false);
         let warm = self.take_idle(&spec.key);
         let cold = warm.is_none();
         let mut env = match warm {
@@ -313,7 +344,7 @@ impl Pool {
         if dir.is_dir() {
             return Ok(dir);
         }
-        let zip = fetch().await.map_err(PoolError::Code)?;
+        let zip = fetch().await.map_err(PoolError::Fetch)?;
         let got = hex::encode(Sha256::digest(&zip));
         if got != sha256 {
             return Err(PoolError::Code(format!(

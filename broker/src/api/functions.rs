@@ -160,6 +160,11 @@ impl FunctionsApi {
         name: &str,
         qualifier: &str,
     ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
+        // Stored as the put normalised it: "01" is version 1.
+        let qualifier = &match qualifier.parse::<u64>() {
+            Ok(n) => n.to_string(),
+            Err(_) => qualifier.to_string(),
+        };
         let QueryOutput::Provisioned(configs) = self
             .ctx
             .query(
@@ -172,7 +177,7 @@ impl FunctionsApi {
         else {
             return Err(super::status::unexpected("Provisioned"));
         };
-        let Some(c) = configs.into_iter().find(|c| c.qualifier == qualifier) else {
+        let Some(c) = configs.into_iter().find(|c| c.qualifier == *qualifier) else {
             return Err(DomainError::not_found(
                 "ProvisionedConcurrencyConfigNotFoundException",
                 format!("function {name:?} has no provisioned concurrency on {qualifier:?}"),
@@ -182,7 +187,7 @@ impl FunctionsApi {
         let workers = super::workers::registered(&self.ctx)?;
         let available = super::workers::provisioned(&self.ctx, Some(name))?
             .into_iter()
-            .find(|(p, _)| p.qualifier == qualifier)
+            .find(|(p, _)| p.qualifier == *qualifier)
             .map_or(0, |(_, spec)| {
                 super::workers::available(&workers, &spec.key, crate::router::now_ms())
             })
@@ -230,7 +235,14 @@ impl FunctionsApi {
             sluice_proto::FORWARDED_HEADER,
             tonic::metadata::MetadataValue::from_static("1"),
         );
-        client.invoke(request).await
+        // The longest function timeout, and time to start it.
+        request.set_timeout(std::time::Duration::from_secs(
+            u64::from(*functions::TIMEOUT_S.end()) + 30,
+        ));
+        client
+            .invoke(request)
+            .await
+            .map_err(super::status::forwarded_invocation)
     }
 
     async fn function_output(&self, command: Command, what: &str) -> Result<Function, Status> {

@@ -83,13 +83,42 @@ impl From<DomainError> for Status {
     }
 }
 
+/// The answer to an invocation forwarded to the leader: the leader's own
+/// statuses pass through; a transport failure means nothing ran when the
+/// leader could not be reached, and an unknown outcome otherwise (the
+/// function may have run, so the client must not retry it blindly).
+pub fn forwarded_invocation(status: Status) -> Status {
+    if status.metadata().get(ERROR_CODE_HEADER).is_some() {
+        return status;
+    }
+    if crate::raft::network::is_connect_error(&status) {
+        return build(
+            Code::Unavailable,
+            "ServiceUnavailableException",
+            format!("the leader could not be reached: {}", status.message()),
+            None,
+            Some(Duration::from_millis(500)),
+        );
+    }
+    build(
+        Code::Internal,
+        "ServiceException",
+        format!(
+            "the leader was lost while it ran the invocation (it may have run): {}",
+            status.message()
+        ),
+        None,
+        None,
+    )
+}
+
 impl From<crate::dispatch::DispatchError> for Status {
     fn from(e: crate::dispatch::DispatchError) -> Self {
         use crate::dispatch::DispatchError;
         let message = e.to_string();
         match e {
             // Nothing ran: safe to try again.
-            DispatchError::NoWorker(_) => build(
+            DispatchError::NoWorker(_) | DispatchError::NotRun(_) => build(
                 Code::Unavailable,
                 "ServiceUnavailableException",
                 message,

@@ -60,7 +60,8 @@ pub fn provisioned(
     Ok(out)
 }
 
-/// Environments ready for `key` on the live workers.
+/// Environments ready for `key` on the live workers (idle, or running an
+/// invocation; not those still starting).
 pub fn available(workers: &[WorkerRecord], key: &str, now: u64) -> u32 {
     workers
         .iter()
@@ -100,6 +101,7 @@ impl pb::workers_server::Workers for WorkersApi {
                         key: w.key,
                         idle: w.idle,
                         busy: w.busy,
+                        starting: w.starting,
                     })
                     .collect(),
             };
@@ -215,6 +217,7 @@ impl pb::workers_server::Workers for WorkersApi {
                             key: e.key,
                             idle: e.idle,
                             busy: e.busy,
+                            starting: e.starting,
                         })
                         .collect(),
                 })
@@ -227,7 +230,31 @@ impl pb::workers_server::Workers for WorkersApi {
 
 #[cfg(test)]
 mod tests {
-    use super::share;
+    use super::{available, share};
+    use crate::workers::{Heartbeat, Warm, WorkerRecord, LIVE_FOR_MS};
+
+    #[test]
+    fn environments_still_starting_are_not_available() {
+        let worker = |id: &str, seen: u64| WorkerRecord {
+            report: Heartbeat {
+                id: id.into(),
+                address: "h:1".into(),
+                memory_mb: 1,
+                memory_used_mb: 0,
+                running: 0,
+                warm: vec![Warm {
+                    key: "k".into(),
+                    idle: 1,
+                    busy: 1,
+                    starting: 2,
+                }],
+            },
+            last_seen_ms: seen,
+        };
+        let ws = [worker("a", 1_000), worker("gone", 0)];
+        assert_eq!(available(&ws, "k", LIVE_FOR_MS), 2);
+        assert_eq!(available(&ws, "other", LIVE_FOR_MS), 0);
+    }
 
     #[test]
     fn shares_add_up_and_differ_by_at_most_one() {

@@ -42,6 +42,12 @@ fn provisioned_key(name: &str, qualifier: &str) -> Vec<u8> {
     Key::new("fprov").str(name).str(qualifier).build()
 }
 
+/// Removes the provisioned configuration of `qualifier` (an alias being
+/// deleted), if any.
+pub fn forget(txn: &mut Txn<'_>, name: &str, qualifier: &str) {
+    txn.delete(provisioned_key(name, qualifier));
+}
+
 /// The key spaces to delete with a function.
 pub const SPACES: [&str; 2] = ["fconc", "fprov"];
 
@@ -98,6 +104,14 @@ pub fn put_provisioned(
     requested: Option<u32>,
 ) -> ApplyResult<()> {
     super::require(txn, name)?;
+    if qualifier.len() > 128 {
+        return Err(DomainError::invalid("qualifier", "at most 128 characters").into());
+    }
+    // "01" and "1" name the same version: one configuration.
+    let qualifier = &match qualifier.parse::<u64>() {
+        Ok(n) => n.to_string(),
+        Err(_) => qualifier.to_string(),
+    };
     if qualifier.is_empty() || qualifier == "$LATEST" {
         return Err(DomainError::invalid(
             "qualifier",
@@ -127,7 +141,7 @@ pub fn put_provisioned(
     // The qualifier must name a version or an alias now.
     super::target(txn, name, qualifier)?;
     let existing = provisioned_of(txn, name)?;
-    if existing.len() >= CONFIGS_MAX && !existing.iter().any(|c| c.qualifier == qualifier) {
+    if existing.len() >= CONFIGS_MAX && !existing.iter().any(|c| &c.qualifier == qualifier) {
         return Err(DomainError::limit(
             "LimitExceeded",
             format!(

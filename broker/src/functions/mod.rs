@@ -718,6 +718,9 @@ pub fn delete_alias(txn: &mut Txn<'_>, name: &str, alias_name: &str) -> ApplyRes
         .into());
     }
     txn.delete(alias_key(name, alias_name));
+    // Its provisioned concurrency goes with it (a new alias of the name
+    // starts without).
+    concurrency::forget(txn, name, alias_name);
     Ok(())
 }
 
@@ -765,6 +768,19 @@ mod tests {
         Ctx { now_ms: 1 }
     }
 
+    /// Creates function "f" with package `zip`.
+    fn create_f(t: &mut Txn<'_>, zip: &[u8]) -> ApplyResult<Function> {
+        create(
+            t,
+            &ctx(),
+            &CreateFunction {
+                name: "f".into(),
+                settings: settings(),
+                code: code(zip),
+            },
+        )
+    }
+
     #[test]
     fn shared_code_is_stored_once_and_released_with_its_last_user() {
         let mut s = MemState::default();
@@ -794,20 +810,57 @@ mod tests {
     }
 
     #[test]
+    fn provisioned_configurations_are_normalised_and_go_with_their_alias() {
+        let mut s = MemState::default();
+        s.run(|t| create_f(t, b"zip")).unwrap();
+        s.run(|t| publish_version(t, &ctx(), "f", None)).unwrap();
+        let alias = AliasSpec {
+            name: "live".into(),
+            version: 1,
+            additional: None,
+            description: String::new(),
+        };
+        s.run(|t| put_alias(t, "f", &alias, true)).unwrap();
+        // "01" and "1" are one configuration.
+        s.run(|t| concurrency::put_provisioned(t, "f", "01", Some(2)))
+            .unwrap();
+        s.run(|t| concurrency::put_provisioned(t, "f", "1", Some(3)))
+            .unwrap();
+        s.run(|t| concurrency::put_provisioned(t, "f", "live", Some(1)))
+            .unwrap();
+        let configs = concurrency::provisioned_of(&s, "f").unwrap();
+        let got: Vec<(&str, u32)> = configs
+            .iter()
+            .map(|c| (c.qualifier.as_str(), c.requested))
+            .collect();
+        assert_eq!(got, [("1", 3), ("live", 1)]);
+        // Refused: $LATEST, a missing version, too many.
+        for (q, n) in [("$LATEST", 1), ("9", 1), ("1", 101), ("1", 0)] {
+            let e = s
+                .run(|t| concurrency::put_provisioned(t, "f", q, Some(n)))
+                .unwrap_err();
+            assert!(
+                matches!(e, crate::error::ApplyError::Rejected(_)),
+                "{q} {n}"
+            );
+        }
+        // Deleting the alias deletes its configuration.
+        s.run(|t| delete_alias(t, "f", "live")).unwrap();
+        let left: Vec<String> = concurrency::provisioned_of(&s, "f")
+            .unwrap()
+            .into_iter()
+            .map(|c| c.qualifier)
+            .collect();
+        assert_eq!(left, ["1"]);
+        // And the function with everything.
+        s.run(|t| delete(t, "f")).unwrap();
+        assert!(concurrency::provisioned_all(&s).unwrap().is_empty());
+    }
+
+    #[test]
     fn versions_are_immutable_snapshots() {
         let mut s = MemState::default();
-        s.run(|t| {
-            create(
-                t,
-                &ctx(),
-                &CreateFunction {
-                    name: "f".into(),
-                    settings: settings(),
-                    code: code(b"v1"),
-                },
-            )
-        })
-        .unwrap();
+        s.run(|t| create_f(t, b"v1")).unwrap();
         let v1 = s.run(|t| publish_version(t, &ctx(), "f", None)).unwrap();
         assert_eq!(v1.number, 1);
         // Nothing changed: publishing again returns version 1.
