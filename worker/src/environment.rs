@@ -129,7 +129,9 @@ impl Limits {
     fn new(config: &FunctionConfig, private_tmp: bool, cgroup_procs: Option<&Path>) -> Limits {
         let c = |s: &str| std::ffi::CString::new(s).expect("no NUL in a constant");
         Limits {
-            memory_bytes: libc::rlim_t::from(config.memory_mb) << 20,
+            // A backstop: the memory size itself is watched (resident
+            // memory) while invocations run.
+            memory_bytes: libc::rlim_t::from(config.memory_mb) << 21,
             cgroup_procs: cgroup_procs
                 .and_then(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()),
             private_tmp,
@@ -498,7 +500,26 @@ impl Environment {
         deadline: Instant,
         request_id: &str,
     ) -> Invoked {
+        // With a cgroup the kernel enforces the memory size; otherwise the
+        // runtime's resident memory is watched.
+        let watched = if self.cgroup.is_none() {
+            self.pgid
+        } else {
+            None
+        };
+        let cap_mb = u64::from(self.config.memory_mb);
         tokio::select! {
+            used = over_memory(watched, cap_mb) => {
+                self.alive = false;
+                self.kill_group();
+                let _ = self.child.wait().await;
+                self.drain_log().await;
+                let message = format!(
+                    "RequestId: {request_id} Error: Runtime exited with error: signal: killed (memory size {cap_mb} MB exceeded: {used} MB resident)"
+                );
+                self.log_line(message.clone());
+                Invoked::FunctionError(error_document("Runtime.OutOfMemory", message))
+            }
             a = answer => match a {
                 Ok(Answer::Response(body)) => Invoked::Ok(body),
                 Ok(Answer::Error { body, error_type }) => {
@@ -590,6 +611,29 @@ impl Environment {
         let _ = self.child.wait().await;
         if let Some(dir) = self.cgroup.take() {
             crate::cgroup::remove(&dir);
+        }
+    }
+}
+
+/// Resolves with the resident memory (MB) of process `pid` once it passes
+/// `cap_mb`, polling every 10 ms; never without a process to watch.
+async fn over_memory(pid: Option<i32>, cap_mb: u64) -> u64 {
+    let Some(pid) = pid else {
+        return std::future::pending().await;
+    };
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        tick.tick().await;
+        let resident = std::fs::read_to_string(format!("/proc/{pid}/statm"))
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok());
+        if let Some(pages) = resident {
+            let mb = (pages * page) >> 20;
+            if mb > cap_mb {
+                return mb;
+            }
         }
     }
 }

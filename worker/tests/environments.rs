@@ -31,6 +31,10 @@ def hog(event, context):
         chunks.append(bytearray(16 << 20))
     return "allocated 1 GiB"
 
+def grab(event, context):
+    block = bytearray(1 << 30)
+    return "allocated %d bytes at once" % len(block)
+
 def mark_tmp(event, context):
     path = os.path.join(os.environ["TMPDIR"], "mark")
     existed = os.path.exists(path)
@@ -265,7 +269,7 @@ fn is_root() -> bool {
 }
 
 #[tokio::test]
-async fn allocating_past_the_memory_size_fails_the_invocation() {
+async fn a_function_growing_past_its_memory_size_is_killed_and_reported() {
     let root = scratch();
     let mut env = start(root.path(), "app.hog", 30).await;
     let out = env
@@ -276,7 +280,43 @@ async fn allocating_past_the_memory_size_fails_the_invocation() {
         panic!("a 256 MB function allocated 1 GiB: {out:?}")
     };
     let v = json(&doc);
-    assert_eq!(v["errorType"], "MemoryError", "{v}");
+    if env_has_cgroup() {
+        // The kernel killed it: the runtime exited.
+        assert_eq!(v["errorType"], "Runtime.ExitError", "{v}");
+    } else {
+        assert_eq!(v["errorType"], "Runtime.OutOfMemory", "{v}");
+        let message = v["errorMessage"].as_str().unwrap();
+        eprintln!("{message}");
+        assert!(message.contains("memory size 256 MB exceeded"), "{message}");
+        assert!(env.log().join("\n").contains("signal: killed"));
+    }
+    // Killed: the environment is gone, the next invocation needs another.
+    assert!(!env.is_alive());
+}
+
+#[tokio::test]
+async fn one_allocation_far_past_the_memory_size_fails_inside_the_function() {
+    if env_has_cgroup() {
+        return; // the backstop below is the rlimit path's
+    }
+    let root = scratch();
+    let mut env = start(root.path(), "app.grab", 30).await;
+    let out = env
+        .invoke("req-g", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    let Invoked::FunctionError(doc) = out else {
+        panic!("a 256 MB function allocated 1 GiB at once: {out:?}")
+    };
+    // RLIMIT_DATA at twice the memory size refuses the allocation itself.
+    assert_eq!(json(&doc)["errorType"], "MemoryError");
+    assert!(env.is_alive());
+}
+
+/// Whether this host caps memory with cgroup v2 (else the watchdog and
+/// rlimit do).
+fn env_has_cgroup() -> bool {
+    sluice_worker::cgroup::base().is_some()
 }
 
 #[tokio::test]
