@@ -470,11 +470,15 @@ impl Environment {
             },
             _ = tokio::time::sleep_until(deadline.into()) => self.time_out(request_id).await,
         };
-        let duration = started.elapsed();
+        // As on Lambda, the duration leaves out the runtime's init (a cold
+        // start's first invocation waits for it); billing rounds up to the
+        // millisecond.
+        let ran_from = self.api.ready_at().map_or(started, |r| r.max(started));
+        let duration = ran_from.elapsed();
         let mut report = format!(
             "REPORT RequestId: {request_id}\tDuration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB",
             duration.as_secs_f64() * 1000.0,
-            duration.as_millis().max(1),
+            duration.as_micros().div_ceil(1000).max(1),
             self.config.memory_mb,
         );
         if let Some(used) = self.max_memory_used_mb() {
