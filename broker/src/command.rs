@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
 use crate::functions;
+use crate::mappings;
 use crate::queues;
 use crate::queues::delivery::{ReceiveOutcome, ReceiveRequest, SentMessage};
 use crate::queues::housekeeping::Tick;
@@ -442,6 +443,27 @@ pub enum Command {
         /// Environments to keep ready.
         requested: Option<u32>,
     },
+    /// Create an event source mapping.
+    CreateEventSourceMapping(mappings::NewMapping),
+    /// Replace a mapping's settings (validated at the edge against the
+    /// mapping as it was then).
+    UpdateEventSourceMapping {
+        /// Its function.
+        function: String,
+        /// Its id.
+        uuid: String,
+        /// Its `modified_ms` when read at the edge.
+        expected_ms: u64,
+        /// The new settings.
+        settings: mappings::Settings,
+    },
+    /// Delete an event source mapping.
+    DeleteEventSourceMapping {
+        /// Its function.
+        function: String,
+        /// Its id.
+        uuid: String,
+    },
 }
 
 impl Command {
@@ -505,6 +527,9 @@ impl Command {
             Command::WorkerLeave { .. } => "WorkerLeave",
             Command::PutFunctionConcurrency { .. } => "PutFunctionConcurrency",
             Command::PutProvisionedConcurrency { .. } => "PutProvisionedConcurrency",
+            Command::CreateEventSourceMapping(_) => "CreateEventSourceMapping",
+            Command::UpdateEventSourceMapping { .. } => "UpdateEventSourceMapping",
+            Command::DeleteEventSourceMapping { .. } => "DeleteEventSourceMapping",
         }
     }
 
@@ -611,6 +636,9 @@ impl Command {
             | Command::SettleEvent { name, .. }
             | Command::PutFunctionConcurrency { name, .. }
             | Command::PutProvisionedConcurrency { name, .. } => Resource::Function(name),
+            Command::CreateEventSourceMapping(m) => Resource::Function(&m.function),
+            Command::UpdateEventSourceMapping { function, .. }
+            | Command::DeleteEventSourceMapping { function, .. } => Resource::Function(function),
             Command::WorkerHeartbeat(_) | Command::WorkerLeave { .. } => Resource::Workers,
         }
     }
@@ -730,6 +758,8 @@ pub enum CommandOutput {
         /// More to do now.
         more: bool,
     },
+    /// An event source mapping as the command left it.
+    Mapping(mappings::Mapping),
 }
 
 /// The result of one command.
@@ -886,6 +916,16 @@ pub enum Query {
         /// Function name; every function's when `None`.
         name: Option<String>,
     },
+    /// One event source mapping.
+    GetMapping {
+        /// Its id.
+        uuid: String,
+    },
+    /// Event source mappings: one function's, or all.
+    ListMappings {
+        /// Function name; every function's when `None`.
+        function: Option<String>,
+    },
 }
 
 impl Query {
@@ -916,6 +956,8 @@ impl Query {
             Query::ListWorkers => "ListWorkers",
             Query::FunctionConcurrency { .. } => "FunctionConcurrency",
             Query::Provisioned { .. } => "Provisioned",
+            Query::GetMapping { .. } => "GetMapping",
+            Query::ListMappings { .. } => "ListMappings",
         }
     }
 }
@@ -977,6 +1019,10 @@ pub enum QueryOutput {
     Concurrency(Option<u32>),
     /// Provisioned concurrency configurations.
     Provisioned(Vec<functions::concurrency::ProvisionedConfig>),
+    /// One event source mapping.
+    Mapping(mappings::Mapping),
+    /// Event source mappings.
+    Mappings(Vec<mappings::Mapping>),
 }
 
 /// The reply to a query.

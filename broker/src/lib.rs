@@ -26,6 +26,7 @@ pub mod housekeeper;
 pub mod identity;
 pub mod invoker;
 pub mod machine;
+pub mod mappings;
 pub mod metrics;
 pub mod node;
 pub mod queues;

@@ -345,6 +345,24 @@ pub fn apply(
             functions::concurrency::put_provisioned(txn, name, qualifier, *requested)?;
             Ok(CommandOutput::Done)
         }
+        Command::CreateEventSourceMapping(new) => Ok(CommandOutput::Mapping(
+            crate::mappings::create(txn, ctx, new)?,
+        )),
+        Command::UpdateEventSourceMapping {
+            function: _,
+            uuid,
+            expected_ms,
+            settings,
+        } => Ok(CommandOutput::Mapping(crate::mappings::update(
+            txn,
+            ctx,
+            uuid,
+            *expected_ms,
+            settings,
+        )?)),
+        Command::DeleteEventSourceMapping { function: _, uuid } => {
+            Ok(CommandOutput::Mapping(crate::mappings::delete(txn, uuid)?))
+        }
     }
 }
 
@@ -408,6 +426,13 @@ pub fn query(state: &dyn StateRead, query: &Query) -> ApplyResult<QueryOutput> {
                 functions::concurrency::provisioned_of(state, name)?
             }
             None => functions::concurrency::provisioned_all(state)?,
+        })),
+        Query::GetMapping { uuid } => {
+            Ok(QueryOutput::Mapping(crate::mappings::require(state, uuid)?))
+        }
+        Query::ListMappings { function } => Ok(QueryOutput::Mappings(match function {
+            Some(f) => crate::mappings::of_function(state, f)?,
+            None => crate::mappings::all(state)?,
         })),
         Query::GetTopic { name } => {
             let (t, c) = topics::details(state, name)?;

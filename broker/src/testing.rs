@@ -6,6 +6,26 @@ use crate::error::{ApplyError, DomainError};
 use crate::machine::{self, Ctx, Effect, Effects};
 use crate::store::MemState;
 
+/// A function named `name` with small settings and a dummy package, to
+/// create in domain tests.
+pub fn new_function(name: &str) -> crate::functions::CreateFunction {
+    crate::functions::CreateFunction {
+        name: name.into(),
+        settings: crate::functions::Settings {
+            runtime: String::new(),
+            handler: "h".into(),
+            memory_mb: 128,
+            timeout_s: 3,
+            environment: Default::default(),
+            description: String::new(),
+        },
+        code: crate::functions::Code {
+            sha256: "00".repeat(32),
+            zip: vec![0],
+        },
+    }
+}
+
 /// Test start time, ms.
 pub const T0: u64 = 1_700_000_000_000;
 

@@ -1137,6 +1137,74 @@ impl Client {
         .await
     }
 
+    /// Creates an event source mapping.
+    pub async fn create_event_source_mapping(
+        &self,
+        req: pb::EventSourceMappingRequest,
+    ) -> Result<pb::EventSourceMapping, Error> {
+        self.functions(req, |mut c, r| async move {
+            c.create_event_source_mapping(r).await
+        })
+        .await
+    }
+
+    /// Changes an event source mapping's settings (`req.uuid` names it).
+    pub async fn update_event_source_mapping(
+        &self,
+        req: pb::EventSourceMappingRequest,
+    ) -> Result<pb::EventSourceMapping, Error> {
+        self.functions(req, |mut c, r| async move {
+            c.update_event_source_mapping(r).await
+        })
+        .await
+    }
+
+    /// An event source mapping.
+    pub async fn get_event_source_mapping(
+        &self,
+        uuid: &str,
+    ) -> Result<pb::EventSourceMapping, Error> {
+        let req = pb::GetEventSourceMappingRequest {
+            uuid: uuid.to_string(),
+        };
+        self.functions(req, |mut c, r| async move {
+            c.get_event_source_mapping(r).await
+        })
+        .await
+    }
+
+    /// Deletes an event source mapping.
+    pub async fn delete_event_source_mapping(
+        &self,
+        uuid: &str,
+    ) -> Result<pb::EventSourceMapping, Error> {
+        let req = pb::GetEventSourceMappingRequest {
+            uuid: uuid.to_string(),
+        };
+        self.functions(req, |mut c, r| async move {
+            c.delete_event_source_mapping(r).await
+        })
+        .await
+    }
+
+    /// Event source mappings, of one function and/or one source when given
+    /// (empty strings: all).
+    pub async fn list_event_source_mappings(
+        &self,
+        function: &str,
+        source_arn: &str,
+    ) -> Result<Vec<pb::EventSourceMapping>, Error> {
+        let req = pb::ListEventSourceMappingsRequest {
+            function_name: function.to_string(),
+            event_source_arn: source_arn.to_string(),
+        };
+        self.functions(req, |mut c, r| async move {
+            c.list_event_source_mappings(r).await
+        })
+        .await
+        .map(|r| r.event_source_mappings)
+    }
+
     /// The workers registered with the cluster.
     pub async fn list_workers(&self) -> Result<Vec<pb::WorkerInfo>, Error> {
         self.call(|ch| async move {

@@ -21,6 +21,7 @@ use crate::functions::events::{Destination, EventConfig};
 use crate::functions::{
     self, Alias, AliasSpec, Code, CreateFunction, Function, Settings, SettingsChange, Version,
 };
+use crate::mappings::{self, Source};
 
 /// Functions per ListFunctions page.
 const PAGE_MAX: i32 = 50;
@@ -150,6 +151,73 @@ impl FunctionsApi {
         let weights: BTreeMap<String, f64> = req.additional_version_weights.into_iter().collect();
         let spec = AliasSpec::new(&req.name, &req.function_version, &req.description, &weights)?;
         Ok((name, spec))
+    }
+
+    /// A mapping by id, linearizably.
+    async fn mapping(&self, uuid: &str) -> Result<mappings::Mapping, Status> {
+        if uuid.is_empty() || uuid.len() > 64 {
+            return Err(DomainError::invalid("uuid", "must be 1-64 characters").into());
+        }
+        match self
+            .ctx
+            .query(
+                Consistency::Linearizable,
+                Query::GetMapping {
+                    uuid: uuid.to_string(),
+                },
+            )
+            .await?
+        {
+            QueryOutput::Mapping(m) => Ok(m),
+            _ => Err(super::status::unexpected("GetEventSourceMapping")),
+        }
+    }
+
+    async fn mapping_output(&self, command: Command) -> Result<mappings::Mapping, Status> {
+        let what = command.name();
+        match self.ctx.command(command).await? {
+            CommandOutput::Mapping(m) => Ok(m),
+            _ => Err(super::status::unexpected(what)),
+        }
+    }
+
+    /// A mapping as the API shows it.
+    fn mapping_out(&self, m: &mappings::Mapping) -> pb::EventSourceMapping {
+        let s = &m.settings;
+        let (starting_position, starting_position_timestamp_ms) = match s.starting_position {
+            None => (String::new(), 0),
+            Some(mappings::StartingPosition::TrimHorizon) => ("TRIM_HORIZON".to_string(), 0),
+            Some(mappings::StartingPosition::Latest) => ("LATEST".to_string(), 0),
+            Some(mappings::StartingPosition::AtTimestamp(t)) => ("AT_TIMESTAMP".to_string(), t),
+        };
+        pb::EventSourceMapping {
+            uuid: m.uuid.clone(),
+            function_arn: self.ctx.identity.function_arn(&m.function),
+            event_source_arn: match &m.source {
+                Source::Queue(n) => self.ctx.identity.queue_arn(n),
+                Source::Stream(n) => self.ctx.identity.stream_arn(n),
+            },
+            state: m.state().to_string(),
+            batch_size: s.batch_size,
+            maximum_batching_window_in_seconds: s.batching_window_s,
+            maximum_concurrency: s.maximum_concurrency.unwrap_or(0),
+            function_response_types: if s.report_batch_item_failures {
+                vec!["ReportBatchItemFailures".to_string()]
+            } else {
+                Vec::new()
+            },
+            filters: s.filters.iter().map(|(text, _)| text.clone()).collect(),
+            starting_position,
+            starting_position_timestamp_ms,
+            parallelization_factor: s.parallelization_factor,
+            bisect_batch_on_function_error: s.bisect_on_error,
+            maximum_retry_attempts: s.maximum_retry_attempts,
+            maximum_record_age_in_seconds: s.maximum_record_age_s,
+            tumbling_window_in_seconds: s.tumbling_window_s,
+            on_failure_destination: s.on_failure.clone(),
+            last_modified_ms: m.modified_ms,
+            last_processing_result: m.last_result.clone(),
+        }
     }
 
     /// A provisioned configuration with how many of its environments the
@@ -1007,6 +1075,189 @@ impl pb::functions_server::Functions for FunctionsApi {
         })
         .await
     }
+
+    async fn create_event_source_mapping(
+        &self,
+        request: Request<pb::EventSourceMappingRequest>,
+    ) -> Result<Response<pb::EventSourceMapping>, Status> {
+        observe("CreateEventSourceMapping", async {
+            let req = request.into_inner();
+            let function = name_ref("function_name", &req.function_name)?;
+            let source = mappings::parse_source(&req.event_source_arn)?;
+            // The source must exist now (Lambda refuses a missing one).
+            let exists = match &source {
+                Source::Queue(name) => Query::GetQueue { name: name.clone() },
+                Source::Stream(name) => Query::DescribeStream { name: name.clone() },
+            };
+            self.ctx.query(Consistency::Linearizable, exists).await?;
+            let settings = mappings::settle(None, &source, is_fifo(&source), &change_of(&req)?)?;
+            let new = mappings::NewMapping {
+                uuid: uuid::Uuid::new_v4().to_string(),
+                function,
+                source,
+                settings,
+            };
+            let m = self
+                .mapping_output(Command::CreateEventSourceMapping(new))
+                .await?;
+            Ok(Response::new(self.mapping_out(&m)))
+        })
+        .await
+    }
+
+    async fn update_event_source_mapping(
+        &self,
+        request: Request<pb::EventSourceMappingRequest>,
+    ) -> Result<Response<pb::EventSourceMapping>, Status> {
+        observe("UpdateEventSourceMapping", async {
+            let req = request.into_inner();
+            let m = self.mapping(&req.uuid).await?;
+            if !req.function_name.is_empty()
+                && name_ref("function_name", &req.function_name)? != m.function
+            {
+                return Err(DomainError::invalid(
+                    "function_name",
+                    "a mapping's function cannot change (delete it and create another)",
+                )
+                .into());
+            }
+            if !req.event_source_arn.is_empty() {
+                return Err(DomainError::invalid(
+                    "event_source_arn",
+                    "a mapping's source cannot change",
+                )
+                .into());
+            }
+            if !req.starting_position.is_empty() {
+                return Err(DomainError::invalid(
+                    "starting_position",
+                    "is set when the mapping is created",
+                )
+                .into());
+            }
+            let settings = mappings::settle(
+                Some(&m.settings),
+                &m.source,
+                is_fifo(&m.source),
+                &change_of(&req)?,
+            )?;
+            let m = self
+                .mapping_output(Command::UpdateEventSourceMapping {
+                    function: m.function,
+                    uuid: m.uuid,
+                    expected_ms: m.modified_ms,
+                    settings,
+                })
+                .await?;
+            Ok(Response::new(self.mapping_out(&m)))
+        })
+        .await
+    }
+
+    async fn get_event_source_mapping(
+        &self,
+        request: Request<pb::GetEventSourceMappingRequest>,
+    ) -> Result<Response<pb::EventSourceMapping>, Status> {
+        observe("GetEventSourceMapping", async {
+            let m = self.mapping(&request.into_inner().uuid).await?;
+            Ok(Response::new(self.mapping_out(&m)))
+        })
+        .await
+    }
+
+    async fn delete_event_source_mapping(
+        &self,
+        request: Request<pb::GetEventSourceMappingRequest>,
+    ) -> Result<Response<pb::EventSourceMapping>, Status> {
+        observe("DeleteEventSourceMapping", async {
+            let m = self.mapping(&request.into_inner().uuid).await?;
+            let m = self
+                .mapping_output(Command::DeleteEventSourceMapping {
+                    function: m.function,
+                    uuid: m.uuid,
+                })
+                .await?;
+            let mut out = self.mapping_out(&m);
+            out.state = "Deleting".into();
+            Ok(Response::new(out))
+        })
+        .await
+    }
+
+    async fn list_event_source_mappings(
+        &self,
+        request: Request<pb::ListEventSourceMappingsRequest>,
+    ) -> Result<Response<pb::ListEventSourceMappingsResponse>, Status> {
+        let how = consistency(&request)?;
+        observe("ListEventSourceMappings", async {
+            let req = request.into_inner();
+            let function = if req.function_name.is_empty() {
+                None
+            } else {
+                Some(name_ref("function_name", &req.function_name)?)
+            };
+            let source = if req.event_source_arn.is_empty() {
+                None
+            } else {
+                Some(mappings::parse_source(&req.event_source_arn)?)
+            };
+            let QueryOutput::Mappings(all) = self
+                .ctx
+                .query(how, Query::ListMappings { function })
+                .await?
+            else {
+                return Err(super::status::unexpected("ListEventSourceMappings"));
+            };
+            let event_source_mappings = all
+                .iter()
+                .filter(|m| source.as_ref().is_none_or(|s| *s == m.source))
+                .map(|m| self.mapping_out(m))
+                .collect();
+            Ok(Response::new(pb::ListEventSourceMappingsResponse {
+                event_source_mappings,
+            }))
+        })
+        .await
+    }
+}
+
+/// Whether a source is a FIFO queue (its batches are at most 10).
+fn is_fifo(source: &Source) -> bool {
+    matches!(source, Source::Queue(n) if n.ends_with(".fifo"))
+}
+
+/// The settings a mapping request gives.
+fn change_of(req: &pb::EventSourceMappingRequest) -> Result<mappings::SettingsChange, DomainError> {
+    let report_batch_item_failures = if req.set_function_response_types {
+        for t in &req.function_response_types {
+            if t != "ReportBatchItemFailures" {
+                return Err(DomainError::invalid(
+                    "function_response_types",
+                    format!("may hold only ReportBatchItemFailures, got {t:?}"),
+                ));
+            }
+        }
+        Some(!req.function_response_types.is_empty())
+    } else {
+        None
+    };
+    Ok(mappings::SettingsChange {
+        enabled: req.enabled,
+        batch_size: req.batch_size,
+        batching_window_s: req.maximum_batching_window_in_seconds,
+        maximum_concurrency: req.maximum_concurrency,
+        report_batch_item_failures,
+        filters: req.set_filters.then(|| req.filters.clone()),
+        starting_position: (!req.starting_position.is_empty())
+            .then(|| req.starting_position.clone()),
+        starting_position_timestamp_ms: req.starting_position_timestamp_ms,
+        parallelization_factor: req.parallelization_factor,
+        bisect_on_error: req.bisect_batch_on_function_error,
+        maximum_retry_attempts: req.maximum_retry_attempts,
+        maximum_record_age_s: req.maximum_record_age_in_seconds,
+        tumbling_window_s: req.tumbling_window_in_seconds,
+        on_failure: req.on_failure_destination.clone(),
+    })
 }
 
 /// Reads standard base64; `None` when it is not.

@@ -518,32 +518,12 @@ fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::functions::{create, delete, CreateFunction, Settings};
+    use crate::functions::{create, delete};
     use crate::store::MemState;
 
     fn make(s: &mut MemState) {
-        s.run(|t| {
-            create(
-                t,
-                &Ctx { now_ms: 1 },
-                &CreateFunction {
-                    name: "f".into(),
-                    settings: Settings {
-                        runtime: String::new(),
-                        handler: "h".into(),
-                        memory_mb: 128,
-                        timeout_s: 3,
-                        environment: Default::default(),
-                        description: String::new(),
-                    },
-                    code: crate::functions::Code {
-                        sha256: "00".into(),
-                        zip: vec![0],
-                    },
-                },
-            )
-        })
-        .unwrap();
+        s.run(|t| create(t, &Ctx { now_ms: 1 }, &crate::testing::new_function("f")))
+            .unwrap();
     }
 
     #[test]

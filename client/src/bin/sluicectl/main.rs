@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 mod function;
+mod mapping;
 mod queue;
 mod stream;
 mod topic;
@@ -57,6 +58,9 @@ enum Command {
     /// Topics and subscriptions.
     #[command(subcommand)]
     Topic(TopicCmd),
+    /// Event source mappings: queues and streams feeding functions.
+    #[command(subcommand)]
+    Mapping(mapping::MappingCmd),
     /// Functions: create, invoke, publish, alias, logs, concurrency, workers.
     #[command(subcommand)]
     Function(FunctionCmd),
@@ -249,6 +253,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Queue(cmd) => queue::run(&client, json, cmd).await?,
         Command::Stream(cmd) => stream::run(&client, json, cmd).await?,
         Command::Topic(cmd) => topic::run(&client, json, cmd).await?,
+        Command::Mapping(cmd) => mapping::run(&client, json, cmd).await?,
         Command::Function(cmd) => {
             if function::run(&client, json, cmd).await? {
                 return Err(Error::Config("the function failed".into()));

@@ -1,0 +1,854 @@
+//! Event source mappings: a queue or a stream feeding a function.
+//!
+//! A mapping belongs to its function (its commands are scoped to the
+//! function) and names its source by name. This module keeps the registry:
+//! the settings, validated against Lambda's limits, and the mapping's state.
+//! Which worker polls which part of a source (leases) and the stream
+//! checkpoints come with the pollers.
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `esm/{function}/{uuid}` | [`StoredMapping`] |
+//! | `esmid/{uuid}` | the function's name |
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApplyResult, DomainError};
+use crate::filter::{FilterPolicy, Scope};
+use crate::machine::Ctx;
+use crate::store::keys::Key;
+use crate::store::{codec, StateRead, Txn};
+
+/// Mappings per function, at most.
+pub const PER_FUNCTION_MAX: usize = 100;
+/// Filter patterns per mapping, at most (Lambda's five).
+pub const FILTERS_MAX: usize = 5;
+/// Longest filter pattern, bytes (Lambda's 4 096).
+pub const FILTER_BYTES_MAX: usize = 4096;
+
+/// What feeds the function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Source {
+    /// A queue, by name.
+    Queue(String),
+    /// A stream, by name.
+    Stream(String),
+}
+
+impl Source {
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Source::Queue(n) | Source::Stream(n) => n,
+        }
+    }
+}
+
+/// Where a stream mapping starts reading a shard it has no checkpoint for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StartingPosition {
+    /// The oldest record kept.
+    TrimHorizon,
+    /// Records put after the mapping starts.
+    Latest,
+    /// The first record put at or after this time, ms since the epoch.
+    AtTimestamp(u64),
+}
+
+/// A mapping's settings (Lambda's names in the comments).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// `Enabled`.
+    pub enabled: bool,
+    /// `BatchSize`.
+    pub batch_size: u32,
+    /// `MaximumBatchingWindowInSeconds`.
+    pub batching_window_s: u32,
+    /// `ScalingConfig.MaximumConcurrency` (queues; `None`: no cap).
+    pub maximum_concurrency: Option<u32>,
+    /// `FunctionResponseTypes` holds `ReportBatchItemFailures`.
+    pub report_batch_item_failures: bool,
+    /// `FilterCriteria.Filters[].Pattern`, validated and compiled.
+    pub filters: Vec<(String, FilterPolicy)>,
+    /// `StartingPosition` (streams).
+    pub starting_position: Option<StartingPosition>,
+    /// `ParallelizationFactor` (streams).
+    pub parallelization_factor: u32,
+    /// `BisectBatchOnFunctionError` (streams).
+    pub bisect_on_error: bool,
+    /// `MaximumRetryAttempts` (streams; -1: until the record expires).
+    pub maximum_retry_attempts: i32,
+    /// `MaximumRecordAgeInSeconds` (streams; -1: no limit).
+    pub maximum_record_age_s: i32,
+    /// `TumblingWindowInSeconds` (streams).
+    pub tumbling_window_s: u32,
+    /// `DestinationConfig.OnFailure.Destination` (streams): a queue or
+    /// topic ARN, or empty.
+    pub on_failure: String,
+}
+
+/// A mapping as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mapping {
+    /// Its id (a UUID).
+    pub uuid: String,
+    /// The function, by name.
+    pub function: String,
+    /// The source.
+    pub source: Source,
+    /// Its settings.
+    pub settings: Settings,
+    /// State-machine time of the last change.
+    pub modified_ms: u64,
+    /// `LastProcessingResult`: what the pollers reported last.
+    pub last_result: String,
+}
+
+impl Mapping {
+    /// `Enabled` or `Disabled` (Lambda's `State`).
+    pub fn state(&self) -> &'static str {
+        if self.settings.enabled {
+            "Enabled"
+        } else {
+            "Disabled"
+        }
+    }
+}
+
+/// The stored form (variants are only appended).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StoredMapping {
+    /// The first form.
+    V1(Mapping),
+}
+
+/// The settings a request gives; unset fields take Lambda's defaults on
+/// create and keep their values on update.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsChange {
+    /// `Enabled`.
+    pub enabled: Option<bool>,
+    /// `BatchSize`.
+    pub batch_size: Option<u32>,
+    /// `MaximumBatchingWindowInSeconds`.
+    pub batching_window_s: Option<u32>,
+    /// `ScalingConfig.MaximumConcurrency`; `Some(0)` removes the cap.
+    pub maximum_concurrency: Option<u32>,
+    /// `FunctionResponseTypes`.
+    pub report_batch_item_failures: Option<bool>,
+    /// Filter patterns (JSON text); `Some(vec![])` removes them.
+    pub filters: Option<Vec<String>>,
+    /// `StartingPosition`: `TRIM_HORIZON`, `LATEST` or `AT_TIMESTAMP`.
+    pub starting_position: Option<String>,
+    /// `StartingPositionTimestamp`, ms since the epoch.
+    pub starting_position_timestamp_ms: Option<u64>,
+    /// `ParallelizationFactor`.
+    pub parallelization_factor: Option<u32>,
+    /// `BisectBatchOnFunctionError`.
+    pub bisect_on_error: Option<bool>,
+    /// `MaximumRetryAttempts`.
+    pub maximum_retry_attempts: Option<i32>,
+    /// `MaximumRecordAgeInSeconds`.
+    pub maximum_record_age_s: Option<i32>,
+    /// `TumblingWindowInSeconds`.
+    pub tumbling_window_s: Option<u32>,
+    /// `DestinationConfig.OnFailure.Destination`; `Some("")` removes it.
+    pub on_failure: Option<String>,
+}
+
+fn invalid(field: &str, rule: impl Into<String>) -> DomainError {
+    DomainError::invalid(field, rule)
+}
+
+fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    field: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<T, DomainError> {
+    if v < lo || v > hi {
+        return Err(invalid(
+            field,
+            format!("must be from {lo} to {hi}, got {v}"),
+        ));
+    }
+    Ok(v)
+}
+
+/// Applies `change` to `base` (the defaults for a new mapping of `source`,
+/// `fifo` for a FIFO queue) and checks the result against Lambda's rules.
+pub fn settle(
+    base: Option<&Settings>,
+    source: &Source,
+    fifo: bool,
+    change: &SettingsChange,
+) -> Result<Settings, DomainError> {
+    let stream = matches!(source, Source::Stream(_));
+    let queue_only = |field: &str, set: bool| -> Result<(), DomainError> {
+        if stream && set {
+            return Err(invalid(field, "applies to queue sources only"));
+        }
+        Ok(())
+    };
+    let stream_only = |field: &str, set: bool| -> Result<(), DomainError> {
+        if !stream && set {
+            return Err(invalid(field, "applies to stream sources only"));
+        }
+        Ok(())
+    };
+    queue_only("maximum_concurrency", change.maximum_concurrency.is_some())?;
+    stream_only("starting_position", change.starting_position.is_some())?;
+    stream_only(
+        "parallelization_factor",
+        change.parallelization_factor.is_some(),
+    )?;
+    stream_only("bisect_on_error", change.bisect_on_error.is_some())?;
+    stream_only(
+        "maximum_retry_attempts",
+        change.maximum_retry_attempts.is_some(),
+    )?;
+    stream_only(
+        "maximum_record_age_s",
+        change.maximum_record_age_s.is_some(),
+    )?;
+    stream_only("tumbling_window_s", change.tumbling_window_s.is_some())?;
+    stream_only("on_failure", change.on_failure.is_some())?;
+
+    let mut s = match base {
+        Some(b) => b.clone(),
+        None => Settings {
+            enabled: true,
+            batch_size: if stream { 100 } else { 10 },
+            batching_window_s: 0,
+            maximum_concurrency: None,
+            report_batch_item_failures: false,
+            filters: Vec::new(),
+            starting_position: None,
+            parallelization_factor: 1,
+            bisect_on_error: false,
+            maximum_retry_attempts: -1,
+            maximum_record_age_s: -1,
+            tumbling_window_s: 0,
+            on_failure: String::new(),
+        },
+    };
+    if let Some(v) = change.enabled {
+        s.enabled = v;
+    }
+    if let Some(v) = change.batch_size {
+        let hi = if fifo { 10 } else { 10_000 };
+        s.batch_size = in_range("batch_size", v, 1, hi)?;
+    }
+    if let Some(v) = change.batching_window_s {
+        s.batching_window_s = in_range("batching_window_s", v, 0, 300)?;
+    }
+    if s.batch_size > 10 && s.batching_window_s < 1 && !stream {
+        return Err(invalid(
+            "batching_window_s",
+            format!(
+                "must be at least 1 when batch_size is over 10 (batch_size {})",
+                s.batch_size
+            ),
+        ));
+    }
+    if let Some(v) = change.maximum_concurrency {
+        s.maximum_concurrency = match v {
+            0 => None,
+            v => Some(in_range("maximum_concurrency", v, 2, 1000)?),
+        };
+    }
+    if let Some(v) = change.report_batch_item_failures {
+        s.report_batch_item_failures = v;
+    }
+    if let Some(patterns) = &change.filters {
+        if patterns.len() > FILTERS_MAX {
+            return Err(invalid(
+                "filters",
+                format!("at most {FILTERS_MAX} patterns, got {}", patterns.len()),
+            ));
+        }
+        s.filters = patterns
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if p.len() > FILTER_BYTES_MAX {
+                    return Err(invalid(
+                        &format!("filters[{i}]"),
+                        format!("at most {FILTER_BYTES_MAX} bytes, got {}", p.len()),
+                    ));
+                }
+                // The pattern is matched against the event record, as
+                // Lambda does: the same engine as topic filter policies,
+                // on a JSON document.
+                FilterPolicy::parse(p, Scope::MessageBody)
+                    .map(|f| (p.clone(), f))
+                    .map_err(|e| invalid(&format!("filters[{i}]"), e.0))
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(v) = &change.starting_position {
+        s.starting_position = Some(match v.as_str() {
+            "TRIM_HORIZON" => StartingPosition::TrimHorizon,
+            "LATEST" => StartingPosition::Latest,
+            "AT_TIMESTAMP" => StartingPosition::AtTimestamp(
+                change.starting_position_timestamp_ms.ok_or_else(|| {
+                    invalid(
+                        "starting_position_timestamp",
+                        "is required with AT_TIMESTAMP",
+                    )
+                })?,
+            ),
+            other => {
+                return Err(invalid(
+                    "starting_position",
+                    format!("must be TRIM_HORIZON, LATEST or AT_TIMESTAMP, got {other:?}"),
+                ))
+            }
+        });
+    }
+    if stream && s.starting_position.is_none() {
+        return Err(invalid(
+            "starting_position",
+            "is required for a stream source",
+        ));
+    }
+    if let Some(v) = change.parallelization_factor {
+        s.parallelization_factor = in_range("parallelization_factor", v, 1, 10)?;
+    }
+    if let Some(v) = change.bisect_on_error {
+        s.bisect_on_error = v;
+    }
+    if let Some(v) = change.maximum_retry_attempts {
+        if v != -1 {
+            in_range("maximum_retry_attempts", v, 0, 10_000).map_err(|_| {
+                invalid(
+                    "maximum_retry_attempts",
+                    format!("must be -1 or from 0 to 10000, got {v}"),
+                )
+            })?;
+        }
+        s.maximum_retry_attempts = v;
+    }
+    if let Some(v) = change.maximum_record_age_s {
+        if v != -1 {
+            in_range("maximum_record_age_s", v, 60, 604_800).map_err(|_| {
+                invalid(
+                    "maximum_record_age_s",
+                    format!("must be -1 or from 60 to 604800, got {v}"),
+                )
+            })?;
+        }
+        s.maximum_record_age_s = v;
+    }
+    if let Some(v) = change.tumbling_window_s {
+        s.tumbling_window_s = in_range("tumbling_window_s", v, 0, 900)?;
+    }
+    if let Some(v) = &change.on_failure {
+        if !v.is_empty() {
+            match crate::functions::events::Destination::parse("on_failure", v)? {
+                crate::functions::events::Destination::Queue(_)
+                | crate::functions::events::Destination::Topic(_) => {}
+                _ => return Err(invalid("on_failure", "must be a queue or topic ARN")),
+            }
+        }
+        s.on_failure = v.clone();
+    }
+    Ok(s)
+}
+
+/// Reads an event source ARN: a queue's or a stream's.
+pub fn parse_source(arn: &str) -> Result<Source, DomainError> {
+    match crate::functions::events::Destination::parse("event_source_arn", arn)? {
+        crate::functions::events::Destination::Queue(n) => Ok(Source::Queue(n)),
+        crate::functions::events::Destination::Stream(n) => Ok(Source::Stream(n)),
+        _ => Err(invalid(
+            "event_source_arn",
+            "must be a queue (arn:aws:sqs:…) or stream (arn:aws:kinesis:…:stream/…) ARN",
+        )),
+    }
+}
+
+fn key(function: &str, uuid: &str) -> Vec<u8> {
+    Key::new("esm").str(function).str(uuid).build()
+}
+
+fn id_key(uuid: &str) -> Vec<u8> {
+    Key::new("esmid").str(uuid).build()
+}
+
+/// The key spaces deleted with a function (its mappings).
+pub const SPACE: &str = "esm";
+
+/// A mapping by id, if it exists.
+pub fn load(state: &dyn StateRead, uuid: &str) -> ApplyResult<Option<Mapping>> {
+    let ik = id_key(uuid);
+    let Some(f) = state.get(&ik)? else {
+        return Ok(None);
+    };
+    let function: String = codec::decode(&ik, &f)?;
+    let k = key(&function, uuid);
+    match state.get(&k)? {
+        None => Ok(None),
+        Some(b) => {
+            let StoredMapping::V1(m) = codec::decode(&k, &b)?;
+            Ok(Some(m))
+        }
+    }
+}
+
+/// A mapping by id, or `ResourceNotFoundException`.
+pub fn require(state: &dyn StateRead, uuid: &str) -> ApplyResult<Mapping> {
+    load(state, uuid)?.ok_or_else(|| {
+        DomainError::not_found(
+            "ResourceNotFoundException",
+            format!("event source mapping {uuid:?} does not exist"),
+        )
+        .into()
+    })
+}
+
+/// A function's mappings.
+pub fn of_function(state: &dyn StateRead, function: &str) -> ApplyResult<Vec<Mapping>> {
+    let stored: Vec<StoredMapping> =
+        crate::store::records_under(state, &Key::new("esm").str(function).build())?;
+    Ok(stored.into_iter().map(|StoredMapping::V1(m)| m).collect())
+}
+
+/// Every mapping (for the lease manager and listing by source).
+pub fn all(state: &dyn StateRead) -> ApplyResult<Vec<Mapping>> {
+    let stored: Vec<StoredMapping> = crate::store::records_under(state, &Key::new("esm").build())?;
+    Ok(stored.into_iter().map(|StoredMapping::V1(m)| m).collect())
+}
+
+fn save(txn: &mut Txn<'_>, m: &Mapping) {
+    txn.put_record(key(&m.function, &m.uuid), &StoredMapping::V1(m.clone()));
+    txn.put_record(id_key(&m.uuid), &m.function);
+}
+
+/// A new mapping, as validated at the edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewMapping {
+    /// Its id, drawn at the edge.
+    pub uuid: String,
+    /// The function, by name.
+    pub function: String,
+    /// The source.
+    pub source: Source,
+    /// Its settings, validated.
+    pub settings: Settings,
+}
+
+/// Applies `CreateEventSourceMapping`.
+pub fn create(txn: &mut Txn<'_>, ctx: &Ctx, new: &NewMapping) -> ApplyResult<Mapping> {
+    crate::functions::require(txn, &new.function)?;
+    if load(txn, &new.uuid)?.is_some() {
+        return Err(DomainError::already_exists(
+            "ResourceConflictException",
+            format!("event source mapping {:?} already exists", new.uuid),
+        )
+        .into());
+    }
+    let existing = of_function(txn, &new.function)?;
+    if existing.len() >= PER_FUNCTION_MAX {
+        return Err(DomainError::limit(
+            "LimitExceeded",
+            format!(
+                "function {:?} has {PER_FUNCTION_MAX} event source mappings, the most it takes",
+                new.function
+            ),
+        )
+        .into());
+    }
+    if existing.iter().any(|m| m.source == new.source) {
+        return Err(DomainError::already_exists(
+            "ResourceConflictException",
+            format!(
+                "function {:?} already has a mapping from {:?}",
+                new.function,
+                new.source.name()
+            ),
+        )
+        .into());
+    }
+    let m = Mapping {
+        uuid: new.uuid.clone(),
+        function: new.function.clone(),
+        source: new.source.clone(),
+        settings: new.settings.clone(),
+        modified_ms: ctx.now_ms,
+        last_result: "No records processed".into(),
+    };
+    save(txn, &m);
+    Ok(m)
+}
+
+/// Applies `UpdateEventSourceMapping` with settings validated at the edge
+/// against the mapping as it was read there (`expected`: refused when it
+/// changed since).
+pub fn update(
+    txn: &mut Txn<'_>,
+    ctx: &Ctx,
+    uuid: &str,
+    expected_ms: u64,
+    settings: &Settings,
+) -> ApplyResult<Mapping> {
+    let mut m = require(txn, uuid)?;
+    if m.modified_ms != expected_ms {
+        return Err(DomainError::precondition(
+            "ResourceInUseException",
+            format!("event source mapping {uuid:?} changed meanwhile; read it and try again"),
+        )
+        .into());
+    }
+    m.settings = settings.clone();
+    m.modified_ms = ctx.now_ms.max(expected_ms + 1);
+    save(txn, &m);
+    Ok(m)
+}
+
+/// Applies `DeleteEventSourceMapping`.
+pub fn delete(txn: &mut Txn<'_>, uuid: &str) -> ApplyResult<Mapping> {
+    let m = require(txn, uuid)?;
+    txn.delete(key(&m.function, uuid));
+    txn.delete(id_key(uuid));
+    Ok(m)
+}
+
+/// Deletes a function's mappings (with the function).
+pub fn delete_of_function(txn: &mut Txn<'_>, function: &str) -> ApplyResult<()> {
+    for m in of_function(txn, function)? {
+        txn.delete(key(&m.function, &m.uuid));
+        txn.delete(id_key(&m.uuid));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, CommandOutput, Query, QueryOutput};
+    use crate::testing::World;
+
+    fn queue() -> Source {
+        Source::Queue("jobs".into())
+    }
+
+    fn stream() -> Source {
+        Source::Stream("clicks".into())
+    }
+
+    fn field_of(e: DomainError) -> String {
+        e.field.unwrap_or_default()
+    }
+
+    #[test]
+    fn defaults_follow_lambda() {
+        let q = settle(None, &queue(), false, &SettingsChange::default()).unwrap();
+        assert_eq!(
+            (q.batch_size, q.batching_window_s, q.enabled),
+            (10, 0, true)
+        );
+        let change = SettingsChange {
+            starting_position: Some("TRIM_HORIZON".into()),
+            ..Default::default()
+        };
+        let s = settle(None, &stream(), false, &change).unwrap();
+        assert_eq!(s.batch_size, 100);
+        assert_eq!(s.parallelization_factor, 1);
+        assert_eq!(s.maximum_retry_attempts, -1);
+        assert_eq!(s.starting_position, Some(StartingPosition::TrimHorizon));
+    }
+
+    #[test]
+    fn every_rule_names_its_field() {
+        let bad: Vec<(Source, bool, SettingsChange, &str)> = vec![
+            (
+                queue(),
+                false,
+                SettingsChange {
+                    batch_size: Some(0),
+                    ..Default::default()
+                },
+                "batch_size",
+            ),
+            (
+                queue(),
+                true,
+                SettingsChange {
+                    batch_size: Some(11),
+                    ..Default::default()
+                },
+                "batch_size",
+            ),
+            (
+                queue(),
+                false,
+                SettingsChange {
+                    batch_size: Some(100),
+                    ..Default::default()
+                },
+                "batching_window_s",
+            ),
+            (
+                queue(),
+                false,
+                SettingsChange {
+                    batching_window_s: Some(301),
+                    ..Default::default()
+                },
+                "batching_window_s",
+            ),
+            (
+                queue(),
+                false,
+                SettingsChange {
+                    maximum_concurrency: Some(1),
+                    ..Default::default()
+                },
+                "maximum_concurrency",
+            ),
+            (
+                queue(),
+                false,
+                SettingsChange {
+                    starting_position: Some("LATEST".into()),
+                    ..Default::default()
+                },
+                "starting_position",
+            ),
+            (
+                queue(),
+                false,
+                SettingsChange {
+                    filters: Some(vec!["{".into()]),
+                    ..Default::default()
+                },
+                "filters[0]",
+            ),
+            (
+                queue(),
+                false,
+                SettingsChange {
+                    filters: Some(vec!["{}".into(); 6]),
+                    ..Default::default()
+                },
+                "filters",
+            ),
+            (
+                stream(),
+                false,
+                SettingsChange::default(),
+                "starting_position",
+            ),
+            (
+                stream(),
+                false,
+                SettingsChange {
+                    starting_position: Some("AT_TIMESTAMP".into()),
+                    ..Default::default()
+                },
+                "starting_position_timestamp",
+            ),
+            (
+                stream(),
+                false,
+                SettingsChange {
+                    starting_position: Some("NOW".into()),
+                    ..Default::default()
+                },
+                "starting_position",
+            ),
+        ];
+        for (source, fifo, change, field) in bad {
+            let e = settle(None, &source, fifo, &change).unwrap_err();
+            assert_eq!(field_of(e), field, "{change:?}");
+        }
+        let base = settle(
+            None,
+            &stream(),
+            false,
+            &SettingsChange {
+                starting_position: Some("LATEST".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let bad_stream: Vec<(SettingsChange, &str)> = vec![
+            (
+                SettingsChange {
+                    parallelization_factor: Some(11),
+                    ..Default::default()
+                },
+                "parallelization_factor",
+            ),
+            (
+                SettingsChange {
+                    maximum_retry_attempts: Some(-2),
+                    ..Default::default()
+                },
+                "maximum_retry_attempts",
+            ),
+            (
+                SettingsChange {
+                    maximum_retry_attempts: Some(10_001),
+                    ..Default::default()
+                },
+                "maximum_retry_attempts",
+            ),
+            (
+                SettingsChange {
+                    maximum_record_age_s: Some(59),
+                    ..Default::default()
+                },
+                "maximum_record_age_s",
+            ),
+            (
+                SettingsChange {
+                    tumbling_window_s: Some(901),
+                    ..Default::default()
+                },
+                "tumbling_window_s",
+            ),
+            (
+                SettingsChange {
+                    on_failure: Some("arn:aws:lambda:us-east-1:0:function:f".into()),
+                    ..Default::default()
+                },
+                "on_failure",
+            ),
+            (
+                SettingsChange {
+                    maximum_concurrency: Some(5),
+                    ..Default::default()
+                },
+                "maximum_concurrency",
+            ),
+        ];
+        for (change, field) in bad_stream {
+            let e = settle(Some(&base), &stream(), false, &change).unwrap_err();
+            assert_eq!(field_of(e), field, "{change:?}");
+        }
+        // Good ones, and an update keeping what it does not name.
+        let good = settle(
+            Some(&base),
+            &stream(),
+            false,
+            &SettingsChange {
+                maximum_retry_attempts: Some(2),
+                bisect_on_error: Some(true),
+                on_failure: Some("arn:aws:sqs:us-east-1:000000000000:dlq".into()),
+                filters: Some(vec![r#"{"data": {"kind": ["a"]}}"#.into()]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(good.maximum_retry_attempts, 2);
+        assert!(good.bisect_on_error);
+        assert_eq!(good.starting_position, Some(StartingPosition::Latest));
+        assert_eq!(good.filters.len(), 1);
+    }
+
+    fn new_mapping(uuid: &str, source: Source) -> NewMapping {
+        let settings = settle(
+            None,
+            &source,
+            false,
+            &SettingsChange {
+                starting_position: matches!(source, Source::Stream(_)).then(|| "LATEST".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        NewMapping {
+            uuid: uuid.into(),
+            function: "f".into(),
+            source,
+            settings,
+        }
+    }
+
+    fn mapping(out: CommandOutput) -> Mapping {
+        match out {
+            CommandOutput::Mapping(m) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn mappings_are_created_updated_listed_and_deleted_with_their_function() {
+        let mut w = World::new();
+        // No function yet.
+        let e = w
+            .run(Command::CreateEventSourceMapping(new_mapping(
+                "u1",
+                queue(),
+            )))
+            .unwrap_err();
+        assert_eq!(e.code, "ResourceNotFoundException");
+        w.run(Command::CreateFunction(crate::testing::new_function("f")))
+            .unwrap();
+        let m = mapping(
+            w.run(Command::CreateEventSourceMapping(new_mapping(
+                "u1",
+                queue(),
+            )))
+            .unwrap(),
+        );
+        assert_eq!(m.state(), "Enabled");
+        // One mapping per source and function.
+        let e = w
+            .run(Command::CreateEventSourceMapping(new_mapping(
+                "u2",
+                queue(),
+            )))
+            .unwrap_err();
+        assert_eq!(e.code, "ResourceConflictException");
+        w.run(Command::CreateEventSourceMapping(new_mapping(
+            "u3",
+            stream(),
+        )))
+        .unwrap();
+        let QueryOutput::Mappings(all) = w.query(Query::ListMappings { function: None }).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(all.len(), 2);
+        // Updates are fenced by the version read at the edge.
+        let mut disabled = m.settings.clone();
+        disabled.enabled = false;
+        w.advance(1);
+        let updated = mapping(
+            w.run(Command::UpdateEventSourceMapping {
+                function: "f".into(),
+                uuid: "u1".into(),
+                expected_ms: m.modified_ms,
+                settings: disabled.clone(),
+            })
+            .unwrap(),
+        );
+        assert_eq!(updated.state(), "Disabled");
+        let e = w
+            .run(Command::UpdateEventSourceMapping {
+                function: "f".into(),
+                uuid: "u1".into(),
+                expected_ms: m.modified_ms,
+                settings: disabled,
+            })
+            .unwrap_err();
+        assert_eq!(e.code, "ResourceInUseException");
+        w.run(Command::DeleteEventSourceMapping {
+            function: "f".into(),
+            uuid: "u1".into(),
+        })
+        .unwrap();
+        assert!(w.query(Query::GetMapping { uuid: "u1".into() }).is_err());
+        // Deleting the function deletes its mappings.
+        w.run(Command::DeleteFunction { name: "f".into() }).unwrap();
+        let QueryOutput::Mappings(all) = w.query(Query::ListMappings { function: None }).unwrap()
+        else {
+            panic!()
+        };
+        assert!(all.is_empty());
+        assert!(w.query(Query::GetMapping { uuid: "u3".into() }).is_err());
+    }
+}
