@@ -20,7 +20,7 @@ pub mod config;
 pub mod deliverer;
 pub mod dispatch;
 pub mod error;
-pub mod filter;
+pub use sluice_filter as filter;
 pub mod functions;
 pub mod housekeeper;
 pub mod identity;

@@ -1,4 +1,6 @@
-//! Filter policies: the SNS subscription filter language, written once.
+//! Filter policies: the SNS subscription filter language, written once
+//! (topic subscription filters in the broker, event source mapping filter
+//! criteria in the workers).
 //!
 //! A policy is a JSON object. Each key names a message attribute (scope
 //! `MessageAttributes`) or a property of the JSON body, nested objects
