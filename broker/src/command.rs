@@ -464,6 +464,15 @@ pub enum Command {
         /// Its id.
         uuid: String,
     },
+    /// Hand a mapping's slots to workers (the leader's lease manager).
+    AssignLeases {
+        /// Its function.
+        function: String,
+        /// The mapping.
+        uuid: String,
+        /// Slot `i`'s holder; slots past the list are dropped.
+        workers: Vec<String>,
+    },
 }
 
 impl Command {
@@ -530,6 +539,7 @@ impl Command {
             Command::CreateEventSourceMapping(_) => "CreateEventSourceMapping",
             Command::UpdateEventSourceMapping { .. } => "UpdateEventSourceMapping",
             Command::DeleteEventSourceMapping { .. } => "DeleteEventSourceMapping",
+            Command::AssignLeases { .. } => "AssignLeases",
         }
     }
 
@@ -638,7 +648,8 @@ impl Command {
             | Command::PutProvisionedConcurrency { name, .. } => Resource::Function(name),
             Command::CreateEventSourceMapping(m) => Resource::Function(&m.function),
             Command::UpdateEventSourceMapping { function, .. }
-            | Command::DeleteEventSourceMapping { function, .. } => Resource::Function(function),
+            | Command::DeleteEventSourceMapping { function, .. }
+            | Command::AssignLeases { function, .. } => Resource::Function(function),
             Command::WorkerHeartbeat(_) | Command::WorkerLeave { .. } => Resource::Workers,
         }
     }
@@ -926,6 +937,8 @@ pub enum Query {
         /// Function name; every function's when `None`.
         function: Option<String>,
     },
+    /// Every mapping lease.
+    ListLeases,
 }
 
 impl Query {
@@ -958,6 +971,7 @@ impl Query {
             Query::Provisioned { .. } => "Provisioned",
             Query::GetMapping { .. } => "GetMapping",
             Query::ListMappings { .. } => "ListMappings",
+            Query::ListLeases => "ListLeases",
         }
     }
 }
@@ -1023,6 +1037,8 @@ pub enum QueryOutput {
     Mapping(mappings::Mapping),
     /// Event source mappings.
     Mappings(Vec<mappings::Mapping>),
+    /// Mapping leases.
+    Leases(Vec<mappings::leases::Lease>),
 }
 
 /// The reply to a query.

@@ -363,6 +363,14 @@ pub fn apply(
         Command::DeleteEventSourceMapping { function: _, uuid } => {
             Ok(CommandOutput::Mapping(crate::mappings::delete(txn, uuid)?))
         }
+        Command::AssignLeases {
+            function,
+            uuid,
+            workers,
+        } => {
+            crate::mappings::leases::assign(txn, function, uuid, workers)?;
+            Ok(CommandOutput::Done)
+        }
     }
 }
 
@@ -434,6 +442,7 @@ pub fn query(state: &dyn StateRead, query: &Query) -> ApplyResult<QueryOutput> {
             Some(f) => crate::mappings::of_function(state, f)?,
             None => crate::mappings::all(state)?,
         })),
+        Query::ListLeases => Ok(QueryOutput::Leases(crate::mappings::leases::all(state)?)),
         Query::GetTopic { name } => {
             let (t, c) = topics::details(state, name)?;
             Ok(QueryOutput::Topic(t, c))

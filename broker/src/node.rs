@@ -99,6 +99,7 @@ pub struct RunningNode {
     deliverer: JoinHandle<()>,
     invoker: JoinHandle<()>,
     worker_agent: Option<JoinHandle<()>>,
+    lease_manager: JoinHandle<()>,
     worker: Option<Arc<sluice_worker::Worker>>,
     local_addr: std::net::SocketAddr,
 }
@@ -224,6 +225,7 @@ impl RunningNode {
             waiters.clone(),
         );
         let invoker = crate::invoker::spawn(ctx.clone(), config.event_retry_delay);
+        let lease_manager = crate::leases::spawn(router.clone(), ctx.waiters.clone());
         let worker_agent = ctx.worker.as_ref().map(|w| w.spawn());
         let housekeeper = crate::housekeeper::spawn(router.clone(), waiters);
         let bootstrap = tokio::spawn(bootstrap::run(
@@ -247,6 +249,7 @@ impl RunningNode {
             deliverer,
             invoker,
             worker_agent,
+            lease_manager,
             worker: ctx.worker.clone(),
             local_addr,
         })
@@ -296,6 +299,7 @@ impl RunningNode {
         self.housekeeper.abort();
         self.deliverer.abort();
         self.invoker.abort();
+        self.lease_manager.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }

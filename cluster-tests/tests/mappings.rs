@@ -1,9 +1,11 @@
 //! Event source mappings through the API on three nodes: the registry
-//! (create, validate, list, update, delete).
+//! (create, validate, list, update, delete), and a queue drained into a
+//! function by three worker processes.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use cluster_tests::{python_function, serial, Cluster};
+use cluster_tests::{python_function, serial, wait_for, Cluster, WorkerProcess};
 use sluice_client::sluice_proto::v1 as pb;
 
 const APP: &str = "def handler(event, context):\n    return len(event['Records'])\n";
@@ -185,4 +187,180 @@ async fn mappings_are_validated_listed_updated_and_deleted() {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// Records every message it is handed (one line per record: worker pid,
+/// message id, body) and reports the bodies starting with "fail" as failed
+/// items.
+const RECORDER: &str = r#"
+import json, os
+
+def handler(event, context):
+    failed = []
+    lines = []
+    for r in event["Records"]:
+        assert r["eventSource"] == "aws:sqs"
+        lines.append("%d %s %s\n" % (os.getppid(), r["messageId"], r["body"]))
+        if r["body"].startswith("fail"):
+            failed.append({"itemIdentifier": r["messageId"]})
+    with open(os.path.join(os.environ["MARKS"], "seen-%d" % os.getpid()), "a") as f:
+        f.write("".join(lines))
+    return {"batchItemFailures": failed}
+"#;
+
+#[tokio::test]
+async fn a_queue_mapping_drains_a_queue_through_three_workers() {
+    let _serial = serial().await;
+    let c = Cluster::start(3, &["--in-process-worker", "false"]);
+    let client = c.client_from(0);
+    let workers: Vec<WorkerProcess> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|id| WorkerProcess::start(&c, id))
+        .collect();
+    let code = tempfile::tempdir().unwrap();
+    let marks = tempfile::tempdir().unwrap();
+    client
+        .create_function(pb::CreateFunctionRequest {
+            function_name: "recorder".into(),
+            handler: "app.handler".into(),
+            timeout: 30,
+            environment: HashMap::from([("MARKS".to_string(), marks.path().display().to_string())]),
+            zip_file: python_function(code.path(), RECORDER),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    client
+        .create_queue("work-dlq", HashMap::new())
+        .await
+        .unwrap();
+    let policy = r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:000000000000:work-dlq","maxReceiveCount":"2"}"#;
+    client
+        .create_queue(
+            "work",
+            HashMap::from([
+                ("RedrivePolicy".to_string(), policy.to_string()),
+                ("VisibilityTimeout".to_string(), "2".to_string()),
+            ]),
+        )
+        .await
+        .unwrap();
+    client
+        .create_event_source_mapping(pb::EventSourceMappingRequest {
+            function_name: "recorder".into(),
+            event_source_arn: "arn:aws:sqs:us-east-1:000000000000:work".into(),
+            batch_size: Some(50),
+            maximum_batching_window_in_seconds: Some(1),
+            set_function_response_types: true,
+            function_response_types: vec!["ReportBatchItemFailures".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // N messages, one in 100 failing.
+    let n = std::env::var("MAPPING_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3_000usize);
+    let mut sent = HashMap::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10) {
+        let entries = chunk
+            .iter()
+            .map(|i| pb::SendMessageBatchRequestEntry {
+                id: format!("e{i}"),
+                message_body: if i % 100 == 7 {
+                    format!("fail-{i}")
+                } else {
+                    format!("ok-{i}")
+                },
+                ..Default::default()
+            })
+            .collect();
+        let r = client
+            .send_message_batch(pb::SendMessageBatchRequest {
+                queue_name: "work".into(),
+                entries,
+            })
+            .await
+            .unwrap();
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        for ok in r.successful {
+            let i: usize = ok.id[1..].parse().unwrap();
+            sent.insert(ok.message_id, i);
+        }
+    }
+    assert_eq!(sent.len(), n);
+    let failing = (0..n).filter(|i| i % 100 == 7).count();
+
+    // Drained: nothing left in the queue, the failing ones in the DLQ.
+    wait_for(Duration::from_secs(240), "the queue drained", || {
+        let client = client.clone();
+        async move {
+            let a = client.get_queue_attributes("work", &["All"]).await.ok()?;
+            let d = client
+                .get_queue_attributes("work-dlq", &["ApproximateNumberOfMessages"])
+                .await
+                .ok()?;
+            let left: usize = a["ApproximateNumberOfMessages"].parse::<usize>().ok()?
+                + a["ApproximateNumberOfMessagesNotVisible"]
+                    .parse::<usize>()
+                    .ok()?
+                + a["ApproximateNumberOfMessagesDelayed"]
+                    .parse::<usize>()
+                    .ok()?;
+            let dead: usize = d["ApproximateNumberOfMessages"].parse().ok()?;
+            (left == 0 && dead == failing).then_some(())
+        }
+    })
+    .await;
+
+    // Every message was seen at least once; the failing ones at least
+    // twice (then moved); the three workers shared the work.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut by_worker: HashMap<u32, usize> = HashMap::new();
+    for entry in std::fs::read_dir(marks.path()).unwrap() {
+        for line in std::fs::read_to_string(entry.unwrap().path())
+            .unwrap()
+            .lines()
+        {
+            let mut parts = line.splitn(3, ' ');
+            let (pid, id, body) = (
+                parts.next().unwrap().parse::<u32>().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+            );
+            let i = sent[id];
+            assert!(body.ends_with(&format!("-{i}")), "{line}");
+            *seen.entry(id.to_string()).or_default() += 1;
+            *by_worker.entry(pid).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), n, "messages never handed to the function");
+    for (id, i) in &sent {
+        if i % 100 == 7 {
+            assert!(seen[id] >= 2, "failing message {i} seen {} times", seen[id]);
+        }
+    }
+    let pids: Vec<u32> = workers.iter().map(|w| w.pid().unwrap()).collect();
+    for pid in by_worker.keys() {
+        assert!(
+            pids.contains(pid),
+            "a record handled outside the workers: {pid}"
+        );
+    }
+    assert_eq!(by_worker.len(), 3, "work per worker: {by_worker:?}");
+    let dlq = client
+        .receive_message(pb::ReceiveMessageRequest {
+            queue_name: "work-dlq".into(),
+            max_number_of_messages: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(dlq.messages.iter().all(|m| m.body.starts_with("fail-")));
+    eprintln!(
+        "{n} messages ({failing} failing) drained; records per worker: {by_worker:?}; duplicates: {}",
+        seen.values().map(|c| c - 1).sum::<usize>() - failing
+    );
 }

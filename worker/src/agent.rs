@@ -46,6 +46,7 @@ pub fn heartbeat(worker: &Worker) -> HeartbeatRequest {
 /// Heartbeats until the task is aborted, and stops idle environments.
 pub async fn run(worker: Arc<Worker>) {
     let warming: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut pollers = Pollers::default();
     let mut interval = DEFAULT_INTERVAL;
     let mut last_reap = Instant::now();
     let mut failing_since: Option<Instant> = None;
@@ -61,6 +62,7 @@ pub async fn run(worker: Arc<Worker>) {
                 }
                 interval = Duration::from_millis(answer.interval_ms.clamp(100, 10_000));
                 provision(&worker, &warming, answer.provisioned);
+                pollers.reconcile(&worker, answer.leases);
             }
             Err(e) => {
                 // Said once per outage, not once per beat.
@@ -78,6 +80,51 @@ pub async fn run(worker: Arc<Worker>) {
             }
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// The pollers of the mapping slots the worker holds, by mapping and slot:
+/// what they run with, and their task.
+#[derive(Default)]
+struct Pollers(HashMap<(String, u32), (sluice_proto::v1::PollLease, tokio::task::JoinHandle<()>)>);
+
+impl Drop for Pollers {
+    fn drop(&mut self) {
+        for (_, task) in self.0.values() {
+            task.abort();
+        }
+    }
+}
+
+impl Pollers {
+    /// Starts a poller per lease not running yet (or whose lease changed:
+    /// a new epoch or new settings), and stops those of leases no longer
+    /// held.
+    fn reconcile(&mut self, worker: &Arc<Worker>, leases: Vec<sluice_proto::v1::PollLease>) {
+        let held: HashSet<(String, u32)> = leases
+            .iter()
+            .map(|l| (l.mapping_uuid.clone(), l.slot))
+            .collect();
+        self.0.retain(|k, (_, task)| {
+            let keep = held.contains(k);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for lease in leases {
+            let k = (lease.mapping_uuid.clone(), lease.slot);
+            if let Some((running, _)) = self.0.get(&k) {
+                if *running == lease {
+                    continue;
+                }
+            }
+            if let Some((_, old)) = self.0.remove(&k) {
+                old.abort();
+            }
+            let task = tokio::spawn(crate::poller::run_queue(worker.link.clone(), lease.clone()));
+            self.0.insert(k, (lease, task));
+        }
     }
 }
 

@@ -5,6 +5,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::functions_client::FunctionsClient;
+use sluice_proto::v1::queues_client::QueuesClient;
 use sluice_proto::v1::workers_client::WorkersClient;
 use sluice_proto::v1::{GetCodeRequest, HeartbeatRequest, HeartbeatResponse, LeaveRequest};
 use tonic::transport::{Channel, Endpoint};
@@ -31,9 +34,8 @@ impl ClusterLink {
                 let endpoint = Endpoint::from_shared(format!("http://{a}"))
                     .map_err(|e| format!("bad cluster address {a:?}: {e}"))?
                     .connect_timeout(Duration::from_secs(2))
-                    // A node that accepted the connection and went silent
-                    // must not hold a fetch (and the unpack lock) forever.
-                    .timeout(Duration::from_secs(60))
+                    // A node that went silent is found out; each call is
+                    // bounded on its own (an invocation may take 15 min).
                     .http2_keep_alive_interval(Duration::from_secs(5))
                     .keep_alive_timeout(Duration::from_secs(5))
                     .keep_alive_while_idle(true)
@@ -47,27 +49,25 @@ impl ClusterLink {
         })
     }
 
-    fn client(&self, i: usize) -> WorkersClient<Channel> {
-        WorkersClient::new(self.nodes[i % self.nodes.len()].1.clone())
-            .max_decoding_message_size(MESSAGE_MAX)
-    }
-
     /// Runs `call` on the nodes in turn, from the last one that answered,
-    /// until one answers; the last error when none does.
-    async fn each<T, F, Fut>(&self, mut call: F) -> Result<T, tonic::Status>
+    /// until one answers; the last error when none does. An answer that is
+    /// an error of the call itself (not of the node: see
+    /// [`sluice_proto::is_retryable`]) is returned at once.
+    async fn on_nodes<T, F, Fut>(&self, mut call: F) -> Result<T, tonic::Status>
     where
-        F: FnMut(WorkersClient<Channel>) -> Fut,
+        F: FnMut(Channel) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let start = self.current.load(Ordering::Relaxed);
         let mut last = tonic::Status::unavailable("no cluster node answered");
         for k in 0..self.nodes.len() {
             let i = (start + k) % self.nodes.len();
-            match call(self.client(i)).await {
+            match call(self.nodes[i].1.clone()).await {
                 Ok(v) => {
                     self.current.store(i, Ordering::Relaxed);
                     return Ok(v);
                 }
+                Err(e) if !sluice_proto::is_retryable(&e) => return Err(e),
                 Err(e) => {
                     tracing::debug!(node = %self.nodes[i].0, error = %e, "cluster node did not answer");
                     last = e;
@@ -75,6 +75,103 @@ impl ClusterLink {
             }
         }
         Err(last)
+    }
+
+    /// Like [`ClusterLink::on_nodes`], with a `Workers` client.
+    async fn each<T, F, Fut>(&self, mut call: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(WorkersClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        self.on_nodes(|ch| call(WorkersClient::new(ch).max_decoding_message_size(MESSAGE_MAX)))
+            .await
+    }
+
+    /// Receives up to `max` messages from `queue`, waiting up to `wait_s`
+    /// seconds for the first, with every attribute.
+    pub async fn receive(
+        &self,
+        queue: &str,
+        max: u32,
+        wait_s: u32,
+    ) -> Result<Vec<pb::Message>, tonic::Status> {
+        self.on_nodes(|ch| {
+            let req = pb::ReceiveMessageRequest {
+                queue_name: queue.to_string(),
+                message_system_attribute_names: vec!["All".into()],
+                message_attribute_names: vec!["All".into()],
+                max_number_of_messages: max.clamp(1, 10) as i32,
+                wait_time_seconds: Some(wait_s.min(20) as i32),
+                ..Default::default()
+            };
+            let mut req = tonic::Request::new(req);
+            req.set_timeout(Duration::from_secs(u64::from(wait_s.min(20)) + 10));
+            async move {
+                QueuesClient::new(ch)
+                    .max_decoding_message_size(MESSAGE_MAX)
+                    .receive_message(req)
+                    .await
+                    .map(|r| r.into_inner().messages)
+            }
+        })
+        .await
+    }
+
+    /// Deletes messages by receipt handle (up to 10); the failed entries'
+    /// ids.
+    pub async fn delete(
+        &self,
+        queue: &str,
+        handles: Vec<(String, String)>,
+    ) -> Result<Vec<String>, tonic::Status> {
+        self.on_nodes(|ch| {
+            let req = pb::DeleteMessageBatchRequest {
+                queue_name: queue.to_string(),
+                entries: handles
+                    .iter()
+                    .map(|(id, receipt_handle)| pb::DeleteMessageBatchRequestEntry {
+                        id: id.clone(),
+                        receipt_handle: receipt_handle.clone(),
+                    })
+                    .collect(),
+            };
+            let mut req = tonic::Request::new(req);
+            req.set_timeout(Duration::from_secs(30));
+            async move {
+                QueuesClient::new(ch)
+                    .delete_message_batch(req)
+                    .await
+                    .map(|r| r.into_inner().failed.into_iter().map(|f| f.id).collect())
+            }
+        })
+        .await
+    }
+
+    /// Invokes `function` synchronously with `payload`.
+    pub async fn invoke(
+        &self,
+        function: &str,
+        payload: Vec<u8>,
+    ) -> Result<pb::InvokeResponse, tonic::Status> {
+        self.on_nodes(|ch| {
+            let mut req = tonic::Request::new(pb::InvokeRequest {
+                function_name: function.to_string(),
+                invocation_type: "RequestResponse".into(),
+                payload: payload.clone(),
+                ..Default::default()
+            });
+            // The longest function timeout and time to start it.
+            req.set_timeout(Duration::from_secs(960));
+            async move {
+                FunctionsClient::new(ch)
+                    .max_decoding_message_size(MESSAGE_MAX)
+                    .max_encoding_message_size(MESSAGE_MAX)
+                    .invoke(req)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
     }
 
     /// Sends a heartbeat.
@@ -100,15 +197,18 @@ impl ClusterLink {
         .await
     }
 
-    /// Fetches a code package.
+    /// Fetches a code package (within a minute: it holds the worker's
+    /// unpack lock).
     pub async fn code(&self, sha256: &str) -> Result<Vec<u8>, String> {
-        self.each(|mut c| {
+        let fetch = self.each(|mut c| {
             let req = GetCodeRequest {
                 sha256: sha256.to_string(),
             };
             async move { c.get_code(req).await.map(|r| r.into_inner().zip) }
-        })
-        .await
-        .map_err(|e| format!("fetching the code from the cluster: {}", e.message()))
+        });
+        tokio::time::timeout(Duration::from_secs(60), fetch)
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer within 60 s")))
+            .map_err(|e| format!("fetching the code from the cluster: {}", e.message()))
     }
 }

@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod environment;
 pub mod host;
 pub mod logs;
+pub mod poller;
 pub mod pool;
 pub mod runtime_api;
 

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use super::{observe, Consistency, Context};
 use crate::command::{Command, Query, QueryOutput};
 use crate::functions::concurrency::ProvisionedConfig;
+use crate::mappings::Source;
 use crate::router::now_ms;
 use crate::workers::{self, Heartbeat, Warm, WorkerRecord};
 
@@ -56,6 +57,41 @@ pub fn provisioned(
                 super::functions::run_spec(ctx, &t.function, t.version.as_ref(), &c.qualifier);
             out.push((c, spec));
         }
+    }
+    Ok(out)
+}
+
+/// The mapping slots `worker` holds, with their mappings' settings, from
+/// this node's applied state.
+fn poll_leases(ctx: &Context, worker: &str) -> Result<Vec<pb::PollLease>, Status> {
+    let QueryOutput::Leases(leases) = ctx.router.read_local(&Query::ListLeases)?? else {
+        return Err(super::status::unexpected("ListLeases"));
+    };
+    let mut out = Vec::new();
+    for l in leases.into_iter().filter(|l| l.worker == worker) {
+        let Ok(QueryOutput::Mapping(m)) = ctx.router.read_local(&Query::GetMapping {
+            uuid: l.uuid.clone(),
+        })?
+        else {
+            continue;
+        };
+        let Source::Queue(queue) = &m.source else {
+            continue;
+        };
+        let s = &m.settings;
+        out.push(pb::PollLease {
+            mapping_uuid: l.uuid,
+            slot: l.slot,
+            epoch: l.epoch,
+            function_name: m.function.clone(),
+            queue_name: queue.clone(),
+            event_source_arn: ctx.identity.queue_arn(queue),
+            region: ctx.identity.region.clone(),
+            batch_size: s.batch_size,
+            batching_window_s: s.batching_window_s,
+            report_batch_item_failures: s.report_batch_item_failures,
+            filters: s.filters.iter().map(|(text, _)| text.clone()).collect(),
+        });
     }
     Ok(out)
 }
@@ -136,6 +172,7 @@ impl pb::workers_server::Workers for WorkersApi {
             Ok(Response::new(pb::HeartbeatResponse {
                 interval_ms: workers::HEARTBEAT_MS,
                 provisioned,
+                leases: poll_leases(&self.ctx, &report.id)?,
             }))
         })
         .await

@@ -3,13 +3,14 @@
 //! A mapping belongs to its function (its commands are scoped to the
 //! function) and names its source by name. This module keeps the registry:
 //! the settings, validated against Lambda's limits, and the mapping's state.
-//! Which worker polls which part of a source (leases) and the stream
-//! checkpoints come with the pollers.
+//! Which worker polls which part of a source is in [`leases`].
 //!
 //! | key | value |
 //! | --- | --- |
 //! | `esm/{function}/{uuid}` | [`StoredMapping`] |
 //! | `esmid/{uuid}` | the function's name |
+
+pub mod leases;
 
 use serde::{Deserialize, Serialize};
 
@@ -511,6 +512,7 @@ pub fn delete(txn: &mut Txn<'_>, uuid: &str) -> ApplyResult<Mapping> {
     let m = require(txn, uuid)?;
     txn.delete(key(&m.function, uuid));
     txn.delete(id_key(uuid));
+    leases::drop_mapping(txn, &m.function, uuid)?;
     Ok(m)
 }
 
@@ -519,6 +521,7 @@ pub fn delete_of_function(txn: &mut Txn<'_>, function: &str) -> ApplyResult<()> 
     for m in of_function(txn, function)? {
         txn.delete(key(&m.function, &m.uuid));
         txn.delete(id_key(&m.uuid));
+        leases::drop_mapping(txn, &m.function, &m.uuid)?;
     }
     Ok(())
 }
