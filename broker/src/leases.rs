@@ -169,6 +169,60 @@ mod tests {
     }
 
     #[test]
+    fn assigning_keeps_epochs_of_holders_and_drops_extra_slots() {
+        use crate::command::{Command, Query, QueryOutput};
+        use crate::testing::{new_function, World};
+        let mut w = World::new();
+        w.run(Command::CreateFunction(new_function("f"))).unwrap();
+        let m = mapping(None, true);
+        w.run(Command::CreateEventSourceMapping(
+            crate::mappings::NewMapping {
+                uuid: m.uuid.clone(),
+                function: "f".into(),
+                source: m.source.clone(),
+                settings: m.settings.clone(),
+            },
+        ))
+        .unwrap();
+        let assign = |w: &mut World, who: &[&str]| {
+            w.run(Command::AssignLeases {
+                function: "f".into(),
+                uuid: m.uuid.clone(),
+                workers: names(who),
+            })
+        };
+        let leases = |w: &World| match w.query(Query::ListLeases).unwrap() {
+            QueryOutput::Leases(l) => l
+                .into_iter()
+                .map(|l| (l.slot, l.worker, l.epoch))
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assign(&mut w, &["a", "b", "c"]).unwrap();
+        assign(&mut w, &["a", "x"]).unwrap();
+        assert_eq!(
+            leases(&w),
+            [(0, "a".to_string(), 1), (1, "x".to_string(), 2)]
+        );
+        // Refused for a mapping of another function, or a deleted one.
+        let e = w
+            .run(Command::AssignLeases {
+                function: "g".into(),
+                uuid: m.uuid.clone(),
+                workers: names(&["a"]),
+            })
+            .unwrap_err();
+        assert_eq!(e.code, "ResourceNotFoundException");
+        w.run(Command::DeleteEventSourceMapping {
+            function: "f".into(),
+            uuid: m.uuid.clone(),
+        })
+        .unwrap();
+        assert!(leases(&w).is_empty());
+        assert!(assign(&mut w, &["a"]).is_err());
+    }
+
+    #[test]
     fn one_slot_per_live_worker_up_to_the_cap_and_holders_stay() {
         let live = names(&["a", "b", "c"]);
         let all = desired(&mapping(None, true), &live, &[]);

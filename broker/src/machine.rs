@@ -349,20 +349,21 @@ pub fn apply(
             crate::mappings::create(txn, ctx, new)?,
         )),
         Command::UpdateEventSourceMapping {
-            function: _,
+            function,
             uuid,
             expected_ms,
             settings,
         } => Ok(CommandOutput::Mapping(crate::mappings::update(
             txn,
             ctx,
+            function,
             uuid,
             *expected_ms,
             settings,
         )?)),
-        Command::DeleteEventSourceMapping { function: _, uuid } => {
-            Ok(CommandOutput::Mapping(crate::mappings::delete(txn, uuid)?))
-        }
+        Command::DeleteEventSourceMapping { function, uuid } => Ok(CommandOutput::Mapping(
+            crate::mappings::delete(txn, function, uuid)?,
+        )),
         Command::AssignLeases {
             function,
             uuid,

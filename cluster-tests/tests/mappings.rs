@@ -223,7 +223,9 @@ async fn a_queue_mapping_drains_a_queue_through_three_workers() {
         .create_function(pb::CreateFunctionRequest {
             function_name: "recorder".into(),
             handler: "app.handler".into(),
-            timeout: 30,
+            // At most the queue's visibility timeout (a mapping refuses
+            // more).
+            timeout: 3,
             environment: HashMap::from([("MARKS".to_string(), marks.path().display().to_string())]),
             zip_file: python_function(code.path(), RECORDER),
             ..Default::default()
@@ -240,7 +242,7 @@ async fn a_queue_mapping_drains_a_queue_through_three_workers() {
             "work",
             HashMap::from([
                 ("RedrivePolicy".to_string(), policy.to_string()),
-                ("VisibilityTimeout".to_string(), "2".to_string()),
+                ("VisibilityTimeout".to_string(), "3".to_string()),
             ]),
         )
         .await
@@ -253,12 +255,15 @@ async fn a_queue_mapping_drains_a_queue_through_three_workers() {
             maximum_batching_window_in_seconds: Some(1),
             set_function_response_types: true,
             function_response_types: vec!["ReportBatchItemFailures".into()],
+            // "skip-" messages are filtered out: deleted unseen.
+            set_filters: true,
+            filters: vec![r#"{"body": [{"prefix": "ok-"}, {"prefix": "fail-"}]}"#.into()],
             ..Default::default()
         })
         .await
         .unwrap();
 
-    // N messages, one in 100 failing.
+    // N messages, one in 100 failing, one in 100 filtered out.
     let n = std::env::var("MAPPING_MESSAGES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -269,10 +274,10 @@ async fn a_queue_mapping_drains_a_queue_through_three_workers() {
             .iter()
             .map(|i| pb::SendMessageBatchRequestEntry {
                 id: format!("e{i}"),
-                message_body: if i % 100 == 7 {
-                    format!("fail-{i}")
-                } else {
-                    format!("ok-{i}")
+                message_body: match i % 100 {
+                    7 => format!("fail-{i}"),
+                    13 => format!("skip-{i}"),
+                    _ => format!("ok-{i}"),
                 },
                 ..Default::default()
             })
@@ -336,10 +341,20 @@ async fn a_queue_mapping_drains_a_queue_through_three_workers() {
             *by_worker.entry(pid).or_default() += 1;
         }
     }
-    assert_eq!(seen.len(), n, "messages never handed to the function");
+    let skipped = (0..n).filter(|i| i % 100 == 13).count();
+    assert_eq!(
+        seen.len(),
+        n - skipped,
+        "messages never handed to the function"
+    );
     for (id, i) in &sent {
-        if i % 100 == 7 {
-            assert!(seen[id] >= 2, "failing message {i} seen {} times", seen[id]);
+        match i % 100 {
+            7 => assert!(seen[id] >= 2, "failing message {i} seen {} times", seen[id]),
+            13 => assert!(
+                !seen.contains_key(id),
+                "filtered-out message {i} was handed over"
+            ),
+            _ => assert!(seen.contains_key(id), "message {i} never handed over"),
         }
     }
     let pids: Vec<u32> = workers.iter().map(|w| w.pid().unwrap()).collect();
@@ -350,6 +365,14 @@ async fn a_queue_mapping_drains_a_queue_through_three_workers() {
         );
     }
     assert_eq!(by_worker.len(), 3, "work per worker: {by_worker:?}");
+    // Each worker held a slot of the mapping and polled.
+    for w in &workers {
+        assert!(
+            w.log_text().contains("queue poller started"),
+            "worker {} never polled",
+            w.id
+        );
+    }
     let dlq = client
         .receive_message(pb::ReceiveMessageRequest {
             queue_name: "work-dlq".into(),

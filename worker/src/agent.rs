@@ -83,47 +83,61 @@ pub async fn run(worker: Arc<Worker>) {
     }
 }
 
-/// The pollers of the mapping slots the worker holds, by mapping and slot:
-/// what they run with, and their task.
+/// The pollers of the mapping slots the worker holds, by mapping (a
+/// worker holds at most one slot of a queue mapping): the lease they run
+/// with, and how to stop them.
 #[derive(Default)]
-struct Pollers(HashMap<(String, u32), (sluice_proto::v1::PollLease, tokio::task::JoinHandle<()>)>);
+struct Pollers(
+    HashMap<
+        String,
+        (
+            sluice_proto::v1::PollLease,
+            tokio::sync::watch::Sender<bool>,
+        ),
+    >,
+);
 
 impl Drop for Pollers {
     fn drop(&mut self) {
-        for (_, task) in self.0.values() {
-            task.abort();
+        for (_, stop) in self.0.values() {
+            let _ = stop.send(true);
         }
     }
 }
 
 impl Pollers {
-    /// Starts a poller per lease not running yet (or whose lease changed:
-    /// a new epoch or new settings), and stops those of leases no longer
-    /// held.
+    /// Starts a poller per lease not running yet, and restarts one whose
+    /// lease changed (new settings); a poller told to stop finishes the
+    /// batch in hand first, so no invocation is cut short.
     fn reconcile(&mut self, worker: &Arc<Worker>, leases: Vec<sluice_proto::v1::PollLease>) {
-        let held: HashSet<(String, u32)> = leases
-            .iter()
-            .map(|l| (l.mapping_uuid.clone(), l.slot))
-            .collect();
-        self.0.retain(|k, (_, task)| {
-            let keep = held.contains(k);
+        let held: HashSet<&str> = leases.iter().map(|l| l.mapping_uuid.as_str()).collect();
+        self.0.retain(|uuid, (_, stop)| {
+            let keep = held.contains(uuid.as_str());
             if !keep {
-                task.abort();
+                let _ = stop.send(true);
             }
             keep
         });
         for lease in leases {
-            let k = (lease.mapping_uuid.clone(), lease.slot);
-            if let Some((running, _)) = self.0.get(&k) {
-                if *running == lease {
+            if let Some((running, stop)) = self.0.get(&lease.mapping_uuid) {
+                // A new slot or epoch alone changes nothing for a queue.
+                let same = sluice_proto::v1::PollLease {
+                    slot: running.slot,
+                    epoch: running.epoch,
+                    ..lease.clone()
+                };
+                if *running == same {
                     continue;
                 }
+                let _ = stop.send(true);
             }
-            if let Some((_, old)) = self.0.remove(&k) {
-                old.abort();
-            }
-            let task = tokio::spawn(crate::poller::run_queue(worker.link.clone(), lease.clone()));
-            self.0.insert(k, (lease, task));
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            tokio::spawn(crate::poller::run_queue(
+                worker.link.clone(),
+                lease.clone(),
+                stopped,
+            ));
+            self.0.insert(lease.mapping_uuid.clone(), (lease, stop));
         }
     }
 }

@@ -147,13 +147,17 @@ impl ClusterLink {
         .await
     }
 
-    /// Invokes `function` synchronously with `payload`.
+    /// Invokes `function` synchronously with `payload`, once: a node lost
+    /// mid-call may have run it, so it is not tried on another (the
+    /// caller's batch comes back instead).
     pub async fn invoke(
         &self,
         function: &str,
         payload: Vec<u8>,
     ) -> Result<pb::InvokeResponse, tonic::Status> {
-        self.on_nodes(|ch| {
+        let i = self.current.load(Ordering::Relaxed) % self.nodes.len();
+        let node = self.nodes[i].1.clone();
+        let once = |ch: Channel| {
             let mut req = tonic::Request::new(pb::InvokeRequest {
                 function_name: function.to_string(),
                 invocation_type: "RequestResponse".into(),
@@ -170,8 +174,13 @@ impl ClusterLink {
                     .await
                     .map(|r| r.into_inner())
             }
-        })
-        .await
+        };
+        let answer = once(node).await;
+        if answer.is_err() {
+            // The next call starts from another node.
+            self.current.store(i + 1, Ordering::Relaxed);
+        }
+        answer
     }
 
     /// Sends a heartbeat.
@@ -186,15 +195,17 @@ impl ClusterLink {
         .await
     }
 
-    /// Deregisters the worker.
+    /// Deregisters the worker (within 5 s: it runs at shutdown).
     pub async fn leave(&self, worker_id: &str) -> Result<(), tonic::Status> {
-        self.each(|mut c| {
+        let leave = self.each(|mut c| {
             let req = LeaveRequest {
                 worker_id: worker_id.to_string(),
             };
             async move { c.leave(req).await.map(|_| ()) }
-        })
-        .await
+        });
+        tokio::time::timeout(Duration::from_secs(5), leave)
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer within 5 s")))
     }
 
     /// Fetches a code package (within a minute: it holds the worker's

@@ -22,17 +22,34 @@ use crate::ClusterLink;
 
 /// Pause after the cluster could not be reached.
 const BACKOFF: Duration = Duration::from_secs(1);
+/// Largest event one invocation gets, bytes (a synchronous payload is at
+/// most 6 MiB): a batch that serialises larger is handed over in parts.
+const EVENT_BYTES_MAX: usize = (6 << 20) - (64 << 10);
 
-/// Runs the poller of one queue mapping slot until the task is aborted.
-pub async fn run_queue(link: Arc<ClusterLink>, lease: pb::PollLease) {
-    let filters: Vec<FilterPolicy> = lease
+/// Runs the poller of one queue mapping slot until `stop` is set (checked
+/// between batches, so a batch in hand is invoked and deleted first) or the
+/// task is aborted.
+pub async fn run_queue(
+    link: Arc<ClusterLink>,
+    lease: pb::PollLease,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let filters = match lease
         .filters
         .iter()
-        .filter_map(|f| FilterPolicy::parse(f, Scope::MessageBody).ok())
-        .collect();
+        .map(|f| FilterPolicy::parse(f, Scope::MessageBody))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(f) => f,
+        Err(e) => {
+            // Polling without a pattern would delete what it should pass.
+            tracing::error!(mapping = %lease.mapping_uuid, error = %e, "a filter pattern does not parse here: not polling");
+            return;
+        }
+    };
     tracing::info!(mapping = %lease.mapping_uuid, slot = lease.slot, queue = %lease.queue_name, function = %lease.function_name, "queue poller started");
-    loop {
-        let batch = match gather(&link, &lease).await {
+    while !*stop.borrow() {
+        let batch = match gather(&link, &lease, &stop).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::debug!(queue = %lease.queue_name, error = %e, "receive failed");
@@ -46,50 +63,86 @@ pub async fn run_queue(link: Arc<ClusterLink>, lease: pb::PollLease) {
         let records: Vec<Value> = batch.iter().map(|m| record(&lease, m)).collect();
         let (pass, rejected): (Vec<usize>, Vec<usize>) =
             (0..batch.len()).partition(|&i| passes(&filters, &records[i]));
+        // Rejected by the filters: deleted unseen, as Lambda does.
         let mut done: Vec<usize> = rejected;
-        if !pass.is_empty() {
-            let event =
-                json!({ "Records": pass.iter().map(|&i| records[i].clone()).collect::<Vec<_>>() });
-            match link
-                .invoke(&lease.function_name, event.to_string().into_bytes())
-                .await
-            {
-                Ok(r) if r.function_error.is_empty() => {
-                    let failed = if lease.report_batch_item_failures {
-                        reported_failures(&r.payload)
-                    } else {
-                        Some(HashSet::new())
-                    };
-                    match failed {
-                        Some(failed) => done.extend(
-                            pass.iter()
-                                .copied()
-                                .filter(|&i| !failed.contains(&batch[i].message_id)),
-                        ),
-                        // An answer that cannot be read fails the batch.
-                        None => {
-                            tracing::debug!(queue = %lease.queue_name, "unreadable batchItemFailures: the batch stays")
-                        }
-                    }
-                }
-                Ok(r) => {
-                    tracing::debug!(queue = %lease.queue_name, error = %String::from_utf8_lossy(&r.payload), "function failed: the batch stays");
-                }
-                Err(e) => {
-                    tracing::debug!(queue = %lease.queue_name, error = %e, "invoke failed: the batch stays");
-                    tokio::time::sleep(BACKOFF).await;
-                }
-            }
+        for part in parts(&pass, &records) {
+            done.extend(invoke_part(&link, &lease, &batch, &records, &part).await);
         }
         for chunk in done.chunks(10) {
             let handles = chunk
                 .iter()
                 .map(|&i| (i.to_string(), batch[i].receipt_handle.clone()))
                 .collect();
-            if let Err(e) = link.delete(&lease.queue_name, handles).await {
+            match link.delete(&lease.queue_name, handles).await {
+                Ok(failed) if failed.is_empty() => {}
                 // Left to reappear: at least once.
-                tracing::debug!(queue = %lease.queue_name, error = %e, "delete failed");
+                Ok(failed) => {
+                    tracing::warn!(queue = %lease.queue_name, entries = failed.len(), "deletes refused (receipt handles expired?)")
+                }
+                Err(e) => tracing::warn!(queue = %lease.queue_name, error = %e, "delete failed"),
             }
+        }
+    }
+    tracing::info!(mapping = %lease.mapping_uuid, slot = lease.slot, "queue poller stopped");
+}
+
+/// The records of `pass` in parts whose event stays under the payload
+/// limit.
+fn parts(pass: &[usize], records: &[Value]) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut size = 0;
+    for &i in pass {
+        let n = records[i].to_string().len() + 1;
+        if out.is_empty() || size + n > EVENT_BYTES_MAX {
+            out.push(Vec::new());
+            size = 16;
+        }
+        size += n;
+        out.last_mut().expect("pushed above").push(i);
+    }
+    out
+}
+
+/// Invokes the function with the records of `part`; the ones to delete.
+async fn invoke_part(
+    link: &ClusterLink,
+    lease: &pb::PollLease,
+    batch: &[pb::Message],
+    records: &[Value],
+    part: &[usize],
+) -> Vec<usize> {
+    let event = json!({ "Records": part.iter().map(|&i| records[i].clone()).collect::<Vec<_>>() });
+    match link
+        .invoke(&lease.function_name, event.to_string().into_bytes())
+        .await
+    {
+        Ok(r) if r.function_error.is_empty() => {
+            if !lease.report_batch_item_failures {
+                return part.to_vec();
+            }
+            let ids: HashSet<&str> = part.iter().map(|&i| batch[i].message_id.as_str()).collect();
+            match reported_failures(&r.payload, &ids) {
+                Some(failed) => part
+                    .iter()
+                    .copied()
+                    .filter(|&i| !failed.contains(&batch[i].message_id))
+                    .collect(),
+                // An answer that cannot be read, or that names a message
+                // not in the batch, fails the whole batch (as on Lambda).
+                None => {
+                    tracing::warn!(queue = %lease.queue_name, "unreadable batchItemFailures: the batch stays");
+                    Vec::new()
+                }
+            }
+        }
+        Ok(r) => {
+            tracing::debug!(queue = %lease.queue_name, error = %String::from_utf8_lossy(&r.payload), "function failed: the batch stays");
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::debug!(queue = %lease.queue_name, error = %e, "invoke failed: the batch stays");
+            tokio::time::sleep(BACKOFF).await;
+            Vec::new()
         }
     }
 }
@@ -99,12 +152,16 @@ pub async fn run_queue(link: Arc<ClusterLink>, lease: pb::PollLease) {
 async fn gather(
     link: &ClusterLink,
     lease: &pb::PollLease,
+    stop: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<Vec<pb::Message>, tonic::Status> {
     let size = lease.batch_size.max(1) as usize;
     let window = Duration::from_secs(u64::from(lease.batching_window_s));
     let mut batch: Vec<pb::Message> = Vec::new();
     let mut first_at: Option<Instant> = None;
     loop {
+        if *stop.borrow() && batch.is_empty() {
+            return Ok(batch);
+        }
         let wait = match first_at {
             None => 20,
             Some(t) => {
@@ -112,7 +169,9 @@ async fn gather(
                 if left.is_zero() {
                     return Ok(batch);
                 }
-                left.as_secs().min(20) as u32
+                // Rounded up: a zero wait would spin through the last
+                // second of the window.
+                left.as_millis().div_ceil(1000).clamp(1, 20) as u32
             }
         };
         let want = (size - batch.len()).min(10) as u32;
@@ -184,23 +243,32 @@ fn passes(filters: &[FilterPolicy], record: &Value) -> bool {
 }
 
 /// The message ids a function reported failed (`{"batchItemFailures":
-/// [{"itemIdentifier": id}]}`); `None` when the answer cannot be read,
-/// which fails the whole batch as on Lambda. An empty or null answer
-/// reports none.
-fn reported_failures(payload: &[u8]) -> Option<HashSet<String>> {
+/// [{"itemIdentifier": id}]}`); `None` fails the whole batch, as on Lambda:
+/// an answer that cannot be read, that is not an object, or that names an
+/// empty id or one not among `ids` (the messages it was handed). An empty
+/// or null answer reports none.
+fn reported_failures(payload: &[u8], ids: &HashSet<&str>) -> Option<HashSet<String>> {
     let v: Value = match serde_json::from_slice(payload) {
         Ok(v) => v,
         Err(_) if payload.is_empty() => return Some(HashSet::new()),
         Err(_) => return None,
     };
-    match &v["batchItemFailures"] {
-        Value::Null => Some(HashSet::new()),
-        Value::Array(items) => items
-            .iter()
-            .map(|i| i["itemIdentifier"].as_str().map(str::to_string))
-            .collect(),
-        _ => None,
-    }
+    let items = match &v {
+        Value::Null => return Some(HashSet::new()),
+        Value::Object(o) => match o.get("batchItemFailures") {
+            None | Some(Value::Null) => return Some(HashSet::new()),
+            Some(Value::Array(items)) => items,
+            Some(_) => return None,
+        },
+        _ => return None,
+    };
+    items
+        .iter()
+        .map(|i| match i["itemIdentifier"].as_str() {
+            Some(id) if !id.is_empty() && ids.contains(id) => Some(id.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -209,17 +277,41 @@ mod tests {
 
     #[test]
     fn reported_failures_follow_lambda() {
-        let ok = reported_failures(br#"{"batchItemFailures": [{"itemIdentifier": "a"}]}"#);
+        let ids = HashSet::from(["a", "b"]);
+        let rf = |p: &[u8]| reported_failures(p, &ids);
+        let ok = rf(br#"{"batchItemFailures": [{"itemIdentifier": "a"}]}"#);
         assert_eq!(ok, Some(HashSet::from(["a".to_string()])));
-        assert_eq!(reported_failures(b"null"), Some(HashSet::new()));
-        assert_eq!(reported_failures(b""), Some(HashSet::new()));
-        assert_eq!(reported_failures(b"{}"), Some(HashSet::new()));
-        assert_eq!(
-            reported_failures(br#"{"batchItemFailures": [{"x": 1}]}"#),
-            None
-        );
-        assert_eq!(reported_failures(br#"{"batchItemFailures": 3}"#), None);
-        assert_eq!(reported_failures(b"not json"), None);
+        assert_eq!(rf(b"null"), Some(HashSet::new()));
+        assert_eq!(rf(b""), Some(HashSet::new()));
+        assert_eq!(rf(b"{}"), Some(HashSet::new()));
+        assert_eq!(rf(br#"{"batchItemFailures": []}"#), Some(HashSet::new()));
+        // Each of these fails the whole batch.
+        for bad in [
+            &br#"{"batchItemFailures": [{"x": 1}]}"#[..],
+            br#"{"batchItemFailures": [{"itemIdentifier": ""}]}"#,
+            br#"{"batchItemFailures": [{"itemIdentifier": "zz"}]}"#,
+            br#"{"batchItemFailures": 3}"#,
+            b"not json",
+            br#""ok""#,
+            b"[]",
+        ] {
+            assert_eq!(rf(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn large_batches_are_handed_over_in_parts_under_the_payload_limit() {
+        let big = json!({"body": "x".repeat(1 << 20)});
+        let records = vec![big; 12];
+        let pass: Vec<usize> = (0..12).collect();
+        let split = parts(&pass, &records);
+        assert!(split.len() >= 2, "{}", split.len());
+        assert_eq!(split.iter().map(Vec::len).sum::<usize>(), 12);
+        for p in &split {
+            let size: usize = p.iter().map(|&i| records[i].to_string().len() + 1).sum();
+            assert!(size < EVENT_BYTES_MAX);
+        }
+        assert!(parts(&[], &records).is_empty());
     }
 
     #[test]

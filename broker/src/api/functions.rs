@@ -206,7 +206,7 @@ impl FunctionsApi {
             } else {
                 Vec::new()
             },
-            filters: s.filters.iter().map(|(text, _)| text.clone()).collect(),
+            filters: s.filters.clone(),
             starting_position,
             starting_position_timestamp_ms,
             parallelization_factor: s.parallelization_factor,
@@ -1089,7 +1089,33 @@ impl pb::functions_server::Functions for FunctionsApi {
                 Source::Queue(name) => Query::GetQueue { name: name.clone() },
                 Source::Stream(name) => Query::DescribeStream { name: name.clone() },
             };
-            self.ctx.query(Consistency::Linearizable, exists).await?;
+            let found = self.ctx.query(Consistency::Linearizable, exists).await?;
+            // A batch must not reappear in the queue while the function
+            // still runs it (Lambda's rule).
+            if let QueryOutput::Queue(q) = found {
+                let QueryOutput::Function(f) = self
+                    .ctx
+                    .query(
+                        Consistency::Linearizable,
+                        Query::GetFunction {
+                            name: function.clone(),
+                        },
+                    )
+                    .await?
+                else {
+                    return Err(super::status::unexpected("GetFunction"));
+                };
+                if f.settings.timeout_s > q.attributes.visibility_timeout {
+                    return Err(DomainError::invalid(
+                        "event_source_arn",
+                        format!(
+                            "the queue's VisibilityTimeout ({} s) must be at least the function's timeout ({} s)",
+                            q.attributes.visibility_timeout, f.settings.timeout_s
+                        ),
+                    )
+                    .into());
+                }
+            }
             let settings = mappings::settle(None, &source, is_fifo(&source), &change_of(&req)?)?;
             let new = mappings::NewMapping {
                 uuid: uuid::Uuid::new_v4().to_string(),

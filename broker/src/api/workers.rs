@@ -90,7 +90,7 @@ fn poll_leases(ctx: &Context, worker: &str) -> Result<Vec<pb::PollLease>, Status
             batch_size: s.batch_size,
             batching_window_s: s.batching_window_s,
             report_batch_item_failures: s.report_batch_item_failures,
-            filters: s.filters.iter().map(|(text, _)| text.clone()).collect(),
+            filters: s.filters.clone(),
         });
     }
     Ok(out)

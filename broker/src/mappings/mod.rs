@@ -69,8 +69,10 @@ pub struct Settings {
     pub maximum_concurrency: Option<u32>,
     /// `FunctionResponseTypes` holds `ReportBatchItemFailures`.
     pub report_batch_item_failures: bool,
-    /// `FilterCriteria.Filters[].Pattern`, validated and compiled.
-    pub filters: Vec<(String, FilterPolicy)>,
+    /// `FilterCriteria.Filters[].Pattern`, validated (stored as text: the
+    /// pollers compile them, and the engine's types stay out of the
+    /// stored record).
+    pub filters: Vec<String>,
     /// `StartingPosition` (streams).
     pub starting_position: Option<StartingPosition>,
     /// `ParallelizationFactor` (streams).
@@ -238,10 +240,33 @@ pub fn settle(
     }
     if let Some(v) = change.batch_size {
         let hi = if fifo { 10 } else { 10_000 };
-        s.batch_size = in_range("batch_size", v, 1, hi)?;
+        s.batch_size = in_range("batch_size", v, 1, hi).map_err(|e| {
+            if fifo {
+                invalid(
+                    "batch_size",
+                    format!("must be from 1 to 10 for a FIFO queue, got {v}"),
+                )
+            } else {
+                e
+            }
+        })?;
     }
     if let Some(v) = change.batching_window_s {
+        if fifo && v > 0 {
+            return Err(invalid(
+                "batching_window_s",
+                "a FIFO queue takes no batching window (as on Lambda)",
+            ));
+        }
         s.batching_window_s = in_range("batching_window_s", v, 0, 300)?;
+    }
+    if change.starting_position_timestamp_ms.is_some()
+        && change.starting_position.as_deref() != Some("AT_TIMESTAMP")
+    {
+        return Err(invalid(
+            "starting_position_timestamp",
+            "is given only with starting_position AT_TIMESTAMP",
+        ));
     }
     if s.batch_size > 10 && s.batching_window_s < 1 && !stream {
         return Err(invalid(
@@ -282,7 +307,7 @@ pub fn settle(
                 // Lambda does: the same engine as topic filter policies,
                 // on a JSON document.
                 FilterPolicy::parse(p, Scope::MessageBody)
-                    .map(|f| (p.clone(), f))
+                    .map(|_| p.clone())
                     .map_err(|e| invalid(&format!("filters[{i}]"), e.0))
             })
             .collect::<Result<_, _>>()?;
@@ -489,11 +514,15 @@ pub fn create(txn: &mut Txn<'_>, ctx: &Ctx, new: &NewMapping) -> ApplyResult<Map
 pub fn update(
     txn: &mut Txn<'_>,
     ctx: &Ctx,
+    function: &str,
     uuid: &str,
     expected_ms: u64,
     settings: &Settings,
 ) -> ApplyResult<Mapping> {
     let mut m = require(txn, uuid)?;
+    if m.function != function {
+        return Err(not_of(uuid, function));
+    }
     if m.modified_ms != expected_ms {
         return Err(DomainError::precondition(
             "ResourceInUseException",
@@ -507,9 +536,22 @@ pub fn update(
     Ok(m)
 }
 
+/// The refusal of a command naming a mapping with another function than
+/// its own (commands are scoped to the function they name).
+fn not_of(uuid: &str, function: &str) -> crate::error::ApplyError {
+    DomainError::not_found(
+        "ResourceNotFoundException",
+        format!("function {function:?} has no event source mapping {uuid:?}"),
+    )
+    .into()
+}
+
 /// Applies `DeleteEventSourceMapping`.
-pub fn delete(txn: &mut Txn<'_>, uuid: &str) -> ApplyResult<Mapping> {
+pub fn delete(txn: &mut Txn<'_>, function: &str, uuid: &str) -> ApplyResult<Mapping> {
     let m = require(txn, uuid)?;
+    if m.function != function {
+        return Err(not_of(uuid, function));
+    }
     txn.delete(key(&m.function, uuid));
     txn.delete(id_key(uuid));
     leases::drop_mapping(txn, &m.function, uuid)?;
@@ -660,6 +702,24 @@ mod tests {
                     ..Default::default()
                 },
                 "starting_position",
+            ),
+            (
+                queue(),
+                true,
+                SettingsChange {
+                    batching_window_s: Some(1),
+                    ..Default::default()
+                },
+                "batching_window_s",
+            ),
+            (
+                queue(),
+                false,
+                SettingsChange {
+                    starting_position_timestamp_ms: Some(1),
+                    ..Default::default()
+                },
+                "starting_position_timestamp",
             ),
         ];
         for (source, fifo, change, field) in bad {
@@ -839,6 +899,14 @@ mod tests {
             })
             .unwrap_err();
         assert_eq!(e.code, "ResourceInUseException");
+        // A command naming another function than the mapping's is refused.
+        let e = w
+            .run(Command::DeleteEventSourceMapping {
+                function: "g".into(),
+                uuid: "u1".into(),
+            })
+            .unwrap_err();
+        assert_eq!(e.code, "ResourceNotFoundException");
         w.run(Command::DeleteEventSourceMapping {
             function: "f".into(),
             uuid: "u1".into(),
