@@ -344,21 +344,15 @@ impl Slots {
     /// Takes a slot of `function` when fewer than `limit` are taken.
     pub fn try_take(&self, function: &str, limit: u32) -> Option<Slot<'_>> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let n = running.entry(function.to_string()).or_default();
-        if *n >= limit {
+        // No entry is left behind for a refusal (a function throttled to 0).
+        if *running.get(function).unwrap_or(&0) >= limit {
             return None;
         }
-        *n += 1;
+        *running.entry(function.to_string()).or_default() += 1;
         Some(Slot {
             slots: self,
             function: function.to_string(),
         })
-    }
-
-    /// Whether `function` has a slot free under `limit`.
-    pub fn has_room(&self, function: &str, limit: u32) -> bool {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        *running.get(function).unwrap_or(&0) < limit
     }
 }
 
@@ -439,10 +433,9 @@ mod tests {
         let a = slots.try_take("f", 2).unwrap();
         let _b = slots.try_take("f", 2).unwrap();
         assert!(slots.try_take("f", 2).is_none());
-        assert!(!slots.has_room("f", 2));
         assert!(slots.try_take("g", 1).is_some());
         drop(a);
-        assert!(slots.has_room("f", 2));
+        // A released slot is free again.
         assert!(slots.try_take("f", 2).is_some());
         assert!(slots.try_take("h", 0).is_none());
     }

@@ -377,11 +377,6 @@ impl Environment {
         }
     }
 
-    /// The memory size the environment was started with, MB.
-    pub fn memory_mb(&self) -> u32 {
-        self.config.memory_mb
-    }
-
     /// The peak resident memory of the runtime process, MB (`VmHWM`).
     fn max_memory_used_mb(&self) -> Option<u64> {
         let pid = self.pgid?;

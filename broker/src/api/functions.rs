@@ -220,6 +220,39 @@ impl FunctionsApi {
         }
     }
 
+    /// Sets (`Some`) or removes (`None`) a function's reserved concurrency.
+    async fn set_reserved(
+        &self,
+        name: String,
+        reserved: Option<u32>,
+    ) -> Result<Response<pb::FunctionConcurrency>, Status> {
+        let command = Command::PutFunctionConcurrency {
+            name: name.clone(),
+            reserved,
+        };
+        self.ctx.done(command, "PutFunctionConcurrency").await?;
+        Ok(Response::new(pb::FunctionConcurrency {
+            function_name: name,
+            reserved_concurrent_executions: reserved,
+        }))
+    }
+
+    /// Sets (`Some`) or removes (`None`) a qualifier's provisioned
+    /// concurrency.
+    async fn set_provisioned(
+        &self,
+        name: &str,
+        qualifier: &str,
+        requested: Option<u32>,
+    ) -> Result<(), Status> {
+        let command = Command::PutProvisionedConcurrency {
+            name: name.to_string(),
+            qualifier: qualifier.to_string(),
+            requested,
+        };
+        self.ctx.done(command, "PutProvisionedConcurrency").await
+    }
+
     /// A provisioned configuration with how many of its environments the
     /// live workers hold (from this node's applied state, after a
     /// linearizable check that the configuration exists).
@@ -228,11 +261,7 @@ impl FunctionsApi {
         name: &str,
         qualifier: &str,
     ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
-        // Stored as the put normalised it: "01" is version 1.
-        let qualifier = &match qualifier.parse::<u64>() {
-            Ok(n) => n.to_string(),
-            Err(_) => qualifier.to_string(),
-        };
+        let qualifier = &functions::concurrency::normalize_qualifier(qualifier);
         let QueryOutput::Provisioned(configs) = self
             .ctx
             .query(
@@ -954,19 +983,7 @@ impl pb::functions_server::Functions for FunctionsApi {
                 )
                 .into());
             };
-            self.ctx
-                .done(
-                    Command::PutFunctionConcurrency {
-                        name: name.clone(),
-                        reserved: Some(reserved),
-                    },
-                    "PutFunctionConcurrency",
-                )
-                .await?;
-            Ok(Response::new(pb::FunctionConcurrency {
-                function_name: name,
-                reserved_concurrent_executions: Some(reserved),
-            }))
+            self.set_reserved(name, Some(reserved)).await
         })
         .await
     }
@@ -999,19 +1016,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     ) -> Result<Response<pb::FunctionConcurrency>, Status> {
         observe("DeleteFunctionConcurrency", async {
             let name = name_ref("function_name", &request.into_inner().function_name)?;
-            self.ctx
-                .done(
-                    Command::PutFunctionConcurrency {
-                        name: name.clone(),
-                        reserved: None,
-                    },
-                    "DeleteFunctionConcurrency",
-                )
-                .await?;
-            Ok(Response::new(pb::FunctionConcurrency {
-                function_name: name,
-                reserved_concurrent_executions: None,
-            }))
+            self.set_reserved(name, None).await
         })
         .await
     }
@@ -1023,15 +1028,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         observe("PutProvisionedConcurrencyConfig", async {
             let req = request.into_inner();
             let name = name_ref("function_name", &req.function_name)?;
-            self.ctx
-                .done(
-                    Command::PutProvisionedConcurrency {
-                        name: name.clone(),
-                        qualifier: req.qualifier.clone(),
-                        requested: Some(req.requested),
-                    },
-                    "PutProvisionedConcurrencyConfig",
-                )
+            self.set_provisioned(&name, &req.qualifier, Some(req.requested))
                 .await?;
             self.provisioned_status(&name, &req.qualifier).await
         })
@@ -1057,19 +1054,10 @@ impl pb::functions_server::Functions for FunctionsApi {
         observe("DeleteProvisionedConcurrencyConfig", async {
             let req = request.into_inner();
             let name = name_ref("function_name", &req.function_name)?;
-            self.ctx
-                .done(
-                    Command::PutProvisionedConcurrency {
-                        name: name.clone(),
-                        qualifier: req.qualifier.clone(),
-                        requested: None,
-                    },
-                    "DeleteProvisionedConcurrencyConfig",
-                )
-                .await?;
+            self.set_provisioned(&name, &req.qualifier, None).await?;
             Ok(Response::new(pb::ProvisionedConcurrencyConfig {
                 function_name: name,
-                qualifier: req.qualifier,
+                qualifier: functions::concurrency::normalize_qualifier(&req.qualifier),
                 ..Default::default()
             }))
         })

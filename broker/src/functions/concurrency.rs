@@ -48,6 +48,15 @@ pub fn forget(txn: &mut Txn<'_>, name: &str, qualifier: &str) {
     txn.delete(provisioned_key(name, qualifier));
 }
 
+/// A qualifier as configurations are stored under it: "01" and "1" name
+/// the same version.
+pub fn normalize_qualifier(qualifier: &str) -> String {
+    match qualifier.parse::<u64>() {
+        Ok(n) => n.to_string(),
+        Err(_) => qualifier.to_string(),
+    }
+}
+
 /// The key spaces to delete with a function.
 pub const SPACES: [&str; 2] = ["fconc", "fprov"];
 
@@ -107,11 +116,7 @@ pub fn put_provisioned(
     if qualifier.len() > 128 {
         return Err(DomainError::invalid("qualifier", "at most 128 characters").into());
     }
-    // "01" and "1" name the same version: one configuration.
-    let qualifier = &match qualifier.parse::<u64>() {
-        Ok(n) => n.to_string(),
-        Err(_) => qualifier.to_string(),
-    };
+    let qualifier = &normalize_qualifier(qualifier);
     if qualifier.is_empty() || qualifier == "$LATEST" {
         return Err(DomainError::invalid(
             "qualifier",
