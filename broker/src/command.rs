@@ -470,8 +470,19 @@ pub enum Command {
         function: String,
         /// The mapping.
         uuid: String,
-        /// Slot `i`'s holder; slots past the list are dropped.
-        workers: Vec<String>,
+        /// Each slot's holder; slots not listed are dropped.
+        slots: Vec<(u32, String)>,
+    },
+    /// Move a stream mapping's checkpoint (a worker, under its lease).
+    CommitCheckpoint(mappings::checkpoints::Commit),
+    /// Record a mapping's `LastProcessingResult` (a worker's poller).
+    SetMappingResult {
+        /// Its function.
+        function: String,
+        /// The mapping.
+        uuid: String,
+        /// `OK`, or `PROBLEM: ...`.
+        result: String,
     },
 }
 
@@ -540,6 +551,8 @@ impl Command {
             Command::UpdateEventSourceMapping { .. } => "UpdateEventSourceMapping",
             Command::DeleteEventSourceMapping { .. } => "DeleteEventSourceMapping",
             Command::AssignLeases { .. } => "AssignLeases",
+            Command::CommitCheckpoint(_) => "CommitCheckpoint",
+            Command::SetMappingResult { .. } => "SetMappingResult",
         }
     }
 
@@ -649,7 +662,9 @@ impl Command {
             Command::CreateEventSourceMapping(m) => Resource::Function(&m.function),
             Command::UpdateEventSourceMapping { function, .. }
             | Command::DeleteEventSourceMapping { function, .. }
-            | Command::AssignLeases { function, .. } => Resource::Function(function),
+            | Command::AssignLeases { function, .. }
+            | Command::SetMappingResult { function, .. } => Resource::Function(function),
+            Command::CommitCheckpoint(c) => Resource::Function(&c.function),
             Command::WorkerHeartbeat(_) | Command::WorkerLeave { .. } => Resource::Workers,
         }
     }
@@ -939,6 +954,13 @@ pub enum Query {
     },
     /// Every mapping lease.
     ListLeases,
+    /// A stream mapping's checkpoints, and when it was created.
+    MappingCheckpoints {
+        /// Its function.
+        function: String,
+        /// The mapping.
+        uuid: String,
+    },
 }
 
 impl Query {
@@ -972,6 +994,7 @@ impl Query {
             Query::GetMapping { .. } => "GetMapping",
             Query::ListMappings { .. } => "ListMappings",
             Query::ListLeases => "ListLeases",
+            Query::MappingCheckpoints { .. } => "MappingCheckpoints",
         }
     }
 }
@@ -1039,6 +1062,9 @@ pub enum QueryOutput {
     Mappings(Vec<mappings::Mapping>),
     /// Mapping leases.
     Leases(Vec<mappings::leases::Lease>),
+    /// A stream mapping's checkpoints (by slot), and when it was created
+    /// (ms).
+    Checkpoints(Vec<mappings::checkpoints::Checkpoint>, u64),
 }
 
 /// The reply to a query.

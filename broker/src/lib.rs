@@ -25,6 +25,7 @@ pub mod functions;
 pub mod housekeeper;
 pub mod identity;
 pub mod invoker;
+pub mod lag;
 pub mod leases;
 pub mod machine;
 pub mod mappings;

@@ -367,9 +367,21 @@ pub fn apply(
         Command::AssignLeases {
             function,
             uuid,
-            workers,
+            slots,
         } => {
-            crate::mappings::leases::assign(txn, function, uuid, workers)?;
+            crate::mappings::leases::assign(txn, function, uuid, slots)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::CommitCheckpoint(c) => {
+            crate::mappings::checkpoints::commit(txn, c)?;
+            Ok(CommandOutput::Done)
+        }
+        Command::SetMappingResult {
+            function,
+            uuid,
+            result,
+        } => {
+            crate::mappings::set_result(txn, function, uuid, result)?;
             Ok(CommandOutput::Done)
         }
     }
@@ -444,6 +456,10 @@ pub fn query(state: &dyn StateRead, query: &Query) -> ApplyResult<QueryOutput> {
             None => crate::mappings::all(state)?,
         })),
         Query::ListLeases => Ok(QueryOutput::Leases(crate::mappings::leases::all(state)?)),
+        Query::MappingCheckpoints { function, uuid } => Ok(QueryOutput::Checkpoints(
+            crate::mappings::checkpoints::of_mapping(state, function, uuid)?,
+            crate::mappings::checkpoints::since(state, function, uuid)?,
+        )),
         Query::GetTopic { name } => {
             let (t, c) = topics::details(state, name)?;
             Ok(QueryOutput::Topic(t, c))

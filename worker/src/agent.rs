@@ -83,9 +83,8 @@ pub async fn run(worker: Arc<Worker>) {
     }
 }
 
-/// The pollers of the mapping slots the worker holds, by mapping (a
-/// worker holds at most one slot of a queue mapping): the lease they run
-/// with, and how to stop them.
+/// The pollers of the mapping slots the worker holds, by [`poller_key`]:
+/// the lease they run with, and how to stop them.
 #[derive(Default)]
 struct Pollers(
     HashMap<
@@ -107,39 +106,69 @@ impl Drop for Pollers {
 
 impl Pollers {
     /// Starts a poller per lease not running yet, and restarts one whose
-    /// lease changed (new settings); a poller told to stop finishes the
-    /// batch in hand first, so no invocation is cut short.
+    /// lease changed (new settings, or for a stream a new epoch); a poller
+    /// told to stop finishes the batch in hand first, so no invocation is
+    /// cut short (a stream poller's checkpoint is then refused if the slot
+    /// moved on).
     fn reconcile(&mut self, worker: &Arc<Worker>, leases: Vec<sluice_proto::v1::PollLease>) {
-        let held: HashSet<&str> = leases.iter().map(|l| l.mapping_uuid.as_str()).collect();
-        self.0.retain(|uuid, (_, stop)| {
-            let keep = held.contains(uuid.as_str());
+        let held: HashSet<String> = leases.iter().map(poller_key).collect();
+        self.0.retain(|key, (_, stop)| {
+            let keep = held.contains(key);
             if !keep {
                 let _ = stop.send(true);
             }
             keep
         });
         for lease in leases {
-            if let Some((running, stop)) = self.0.get(&lease.mapping_uuid) {
-                // A new slot or epoch alone changes nothing for a queue.
-                let same = sluice_proto::v1::PollLease {
-                    slot: running.slot,
-                    epoch: running.epoch,
-                    ..lease.clone()
-                };
-                if *running == same {
+            let key = poller_key(&lease);
+            if let Some((running, stop)) = self.0.get(&key) {
+                if same_work(running, &lease) {
                     continue;
                 }
                 let _ = stop.send(true);
             }
             let (stop, stopped) = tokio::sync::watch::channel(false);
-            tokio::spawn(crate::poller::run_queue(
-                worker.link.clone(),
-                lease.clone(),
-                stopped,
-            ));
-            self.0.insert(lease.mapping_uuid.clone(), (lease, stop));
+            if lease.stream_name.is_empty() {
+                tokio::spawn(crate::queue_poller::run(
+                    worker.link.clone(),
+                    lease.clone(),
+                    stopped,
+                ));
+            } else {
+                tokio::spawn(crate::stream_poller::run(
+                    worker.link.clone(),
+                    worker.options.id.clone(),
+                    lease.clone(),
+                    stopped,
+                ));
+            }
+            self.0.insert(key, (lease, stop));
         }
     }
+}
+
+/// Which poller runs a lease: one per queue mapping (a worker holds at
+/// most one of its slots), one per stream mapping slot.
+fn poller_key(lease: &sluice_proto::v1::PollLease) -> String {
+    if lease.stream_name.is_empty() {
+        lease.mapping_uuid.clone()
+    } else {
+        format!("{}/{}", lease.mapping_uuid, lease.slot)
+    }
+}
+
+/// Whether a running poller already does what `new` asks: a queue
+/// poller's slot and epoch do not matter; a stream poller's checkpoint is
+/// the one it moves itself.
+fn same_work(running: &sluice_proto::v1::PollLease, new: &sluice_proto::v1::PollLease) -> bool {
+    let mut new = new.clone();
+    if new.stream_name.is_empty() {
+        new.slot = running.slot;
+        new.epoch = running.epoch;
+    } else {
+        new.checkpoint = running.checkpoint.clone();
+    }
+    *running == new
 }
 
 /// Keeps the asked environments: starts the missing ones, one key at a time

@@ -8,6 +8,8 @@ use std::time::Duration;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::functions_client::FunctionsClient;
 use sluice_proto::v1::queues_client::QueuesClient;
+use sluice_proto::v1::streams_client::StreamsClient;
+use sluice_proto::v1::topics_client::TopicsClient;
 use sluice_proto::v1::workers_client::WorkersClient;
 use sluice_proto::v1::{GetCodeRequest, HeartbeatRequest, HeartbeatResponse, LeaveRequest};
 use tonic::transport::{Channel, Endpoint};
@@ -143,6 +145,121 @@ impl ClusterLink {
                     .await
                     .map(|r| r.into_inner().failed.into_iter().map(|f| f.id).collect())
             }
+        })
+        .await
+    }
+
+    /// An iterator over `shard` of `stream` (`kind`: a GetShardIterator
+    /// type, with its sequence number or timestamp).
+    pub async fn shard_iterator(
+        &self,
+        stream: &str,
+        shard: &str,
+        kind: &str,
+        sequence_number: &str,
+        timestamp_ms: i64,
+    ) -> Result<String, tonic::Status> {
+        self.on_nodes(|ch| {
+            let mut req = tonic::Request::new(pb::GetShardIteratorRequest {
+                stream_name: stream.to_string(),
+                shard_id: shard.to_string(),
+                shard_iterator_type: kind.to_string(),
+                starting_sequence_number: sequence_number.to_string(),
+                timestamp: timestamp_ms,
+            });
+            req.set_timeout(Duration::from_secs(10));
+            async move {
+                StreamsClient::new(ch)
+                    .get_shard_iterator(req)
+                    .await
+                    .map(|r| r.into_inner().shard_iterator)
+            }
+        })
+        .await
+    }
+
+    /// Up to `limit` records from `iterator` (served by the node's own
+    /// applied state).
+    pub async fn get_records(
+        &self,
+        iterator: &str,
+        limit: u32,
+    ) -> Result<pb::GetRecordsResponse, tonic::Status> {
+        self.on_nodes(|ch| {
+            let mut req = tonic::Request::new(pb::GetRecordsRequest {
+                shard_iterator: iterator.to_string(),
+                limit: limit as i32,
+                ..Default::default()
+            });
+            req.set_timeout(Duration::from_secs(10));
+            async move {
+                StreamsClient::new(ch)
+                    .max_decoding_message_size(MESSAGE_MAX)
+                    .get_records(req)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
+    }
+
+    /// Sends one message to `queue` (an on-failure record).
+    pub async fn send_message(&self, queue: &str, body: &str) -> Result<(), tonic::Status> {
+        self.on_nodes(|ch| {
+            let mut req = tonic::Request::new(pb::SendMessageRequest {
+                queue_name: queue.to_string(),
+                message_body: body.to_string(),
+                ..Default::default()
+            });
+            req.set_timeout(Duration::from_secs(10));
+            async move { QueuesClient::new(ch).send_message(req).await.map(|_| ()) }
+        })
+        .await
+    }
+
+    /// Publishes one message to the topic `topic_arn` (an on-failure
+    /// record).
+    pub async fn publish(&self, topic_arn: &str, message: &str) -> Result<(), tonic::Status> {
+        self.on_nodes(|ch| {
+            let mut req = tonic::Request::new(pb::PublishRequest {
+                topic_arn: topic_arn.to_string(),
+                message: message.to_string(),
+                ..Default::default()
+            });
+            req.set_timeout(Duration::from_secs(10));
+            async move { TopicsClient::new(ch).publish(req).await.map(|_| ()) }
+        })
+        .await
+    }
+
+    /// Moves a stream mapping's checkpoint under the slot's lease.
+    pub async fn commit_checkpoint(
+        &self,
+        req: pb::CommitCheckpointRequest,
+    ) -> Result<(), tonic::Status> {
+        self.each(|mut c| {
+            let mut r = tonic::Request::new(req.clone());
+            r.set_timeout(Duration::from_secs(10));
+            async move { c.commit_checkpoint(r).await.map(|_| ()) }
+        })
+        .await
+    }
+
+    /// Records a mapping's `LastProcessingResult`.
+    pub async fn report_result(
+        &self,
+        function: &str,
+        uuid: &str,
+        result: &str,
+    ) -> Result<(), tonic::Status> {
+        self.each(|mut c| {
+            let mut r = tonic::Request::new(pb::ReportMappingResultRequest {
+                function_name: function.to_string(),
+                mapping_uuid: uuid.to_string(),
+                result: result.to_string(),
+            });
+            r.set_timeout(Duration::from_secs(10));
+            async move { c.report_mapping_result(r).await.map(|_| ()) }
         })
         .await
     }

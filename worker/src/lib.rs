@@ -20,9 +20,11 @@ pub mod cluster;
 pub mod environment;
 pub mod host;
 pub mod logs;
-pub mod poller;
 pub mod pool;
+pub mod processing_result;
+pub mod queue_poller;
 pub mod runtime_api;
+pub mod stream_poller;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -7,7 +7,10 @@ use tonic::{Request, Response, Status};
 use super::{observe, Consistency, Context};
 use crate::command::{Command, Query, QueryOutput};
 use crate::functions::concurrency::ProvisionedConfig;
-use crate::mappings::Source;
+use crate::functions::events::Destination;
+use crate::mappings::checkpoints::Commit;
+use crate::mappings::leases::stream_part;
+use crate::mappings::{Source, StartingPosition};
 use crate::router::now_ms;
 use crate::workers::{self, Heartbeat, Warm, WorkerRecord};
 
@@ -75,23 +78,67 @@ fn poll_leases(ctx: &Context, worker: &str) -> Result<Vec<pb::PollLease>, Status
         else {
             continue;
         };
-        let Source::Queue(queue) = &m.source else {
-            continue;
-        };
         let s = &m.settings;
-        out.push(pb::PollLease {
-            mapping_uuid: l.uuid,
+        let mut lease = pb::PollLease {
+            mapping_uuid: l.uuid.clone(),
             slot: l.slot,
             epoch: l.epoch,
             function_name: m.function.clone(),
-            queue_name: queue.clone(),
-            event_source_arn: ctx.identity.queue_arn(queue),
             region: ctx.identity.region.clone(),
             batch_size: s.batch_size,
             batching_window_s: s.batching_window_s,
             report_batch_item_failures: s.report_batch_item_failures,
             filters: s.filters.clone(),
-        });
+            ..Default::default()
+        };
+        match &m.source {
+            Source::Queue(queue) => {
+                lease.queue_name = queue.clone();
+                lease.event_source_arn = ctx.identity.queue_arn(queue);
+            }
+            Source::Stream(stream) => {
+                // This node has applied the lease, hence every checkpoint
+                // committed under the slot's earlier epochs.
+                let Ok(QueryOutput::Checkpoints(cps, since)) =
+                    ctx.router.read_local(&Query::MappingCheckpoints {
+                        function: m.function.clone(),
+                        uuid: l.uuid.clone(),
+                    })?
+                else {
+                    continue;
+                };
+                let (shard, part) = stream_part(l.slot);
+                lease.stream_name = stream.clone();
+                lease.event_source_arn = ctx.identity.stream_arn(stream);
+                lease.shard_id = crate::streams::shard_id(shard);
+                lease.part = part;
+                lease.parallelization_factor = s.parallelization_factor.max(1);
+                if let Some(cp) = cps.iter().find(|c| c.slot == l.slot) {
+                    lease.checkpoint = crate::streams::sequence_number(cp.seq, shard);
+                }
+                let (position, at) = match s.starting_position {
+                    Some(StartingPosition::AtTimestamp(t)) => ("AT_TIMESTAMP", t),
+                    Some(StartingPosition::Latest) => ("AT_TIMESTAMP", since),
+                    _ => ("TRIM_HORIZON", 0),
+                };
+                lease.starting_position = position.into();
+                lease.starting_timestamp_ms = at as i64;
+                lease.bisect_on_error = s.bisect_on_error;
+                lease.maximum_retry_attempts = s.maximum_retry_attempts;
+                lease.maximum_record_age_s = s.maximum_record_age_s;
+                if !s.on_failure.is_empty() {
+                    match Destination::parse("on_failure", &s.on_failure) {
+                        Ok(Destination::Queue(q)) => lease.on_failure_queue = q,
+                        Ok(Destination::Topic(t)) => {
+                            lease.on_failure_topic = ctx.identity.topic_arn(&t)
+                        }
+                        _ => {}
+                    }
+                }
+                lease.function_arn = ctx.identity.function_arn(&m.function);
+            }
+        }
+        out.push(lease);
     }
     Ok(out)
 }
@@ -226,6 +273,60 @@ impl pb::workers_server::Workers for WorkersApi {
                 ))
             })?;
             Ok(Response::new(pb::GetCodeResponse { zip }))
+        })
+        .await
+    }
+
+    async fn commit_checkpoint(
+        &self,
+        request: Request<pb::CommitCheckpointRequest>,
+    ) -> Result<Response<pb::CommitCheckpointResponse>, Status> {
+        observe("CommitCheckpoint", async {
+            let r = request.into_inner();
+            sluice_worker::validate_id(&r.worker_id)
+                .map_err(|e| super::status::invalid("worker_id", e))?;
+            let (seq, shard) =
+                crate::streams::parse_sequence_number("sequence_number", &r.sequence_number)?;
+            if shard != stream_part(r.slot).0 {
+                return Err(super::status::invalid(
+                    "sequence_number",
+                    format!("belongs to shard {shard}, not to slot {}'s", r.slot),
+                ));
+            }
+            let commit = Commit {
+                function: r.function_name,
+                uuid: r.mapping_uuid,
+                slot: r.slot,
+                epoch: r.epoch,
+                worker: r.worker_id,
+                seq,
+                finished: r.finished,
+            };
+            self.ctx
+                .done(Command::CommitCheckpoint(commit), "CommitCheckpoint")
+                .await?;
+            Ok(Response::new(pb::CommitCheckpointResponse {}))
+        })
+        .await
+    }
+
+    async fn report_mapping_result(
+        &self,
+        request: Request<pb::ReportMappingResultRequest>,
+    ) -> Result<Response<pb::ReportMappingResultResponse>, Status> {
+        observe("ReportMappingResult", async {
+            let r = request.into_inner();
+            self.ctx
+                .done(
+                    Command::SetMappingResult {
+                        function: r.function_name,
+                        uuid: r.mapping_uuid,
+                        result: r.result,
+                    },
+                    "SetMappingResult",
+                )
+                .await?;
+            Ok(Response::new(pb::ReportMappingResultResponse {}))
         })
         .await
     }

@@ -1,15 +1,19 @@
 //! Leases: which worker polls which part of a mapping's source.
 //!
 //! A queue mapping has one slot per poller (one per live worker, up to its
-//! maximum concurrency). The leader's lease manager (`crate::leases`)
-//! decides who holds each slot and commits it with `AssignLeases`; a slot
-//! that changes hands gets a new epoch, so a worker that lost a slot can be
-//! told apart from the one holding it (the stream checkpoints will be
-//! fenced by it). Workers learn their leases from heartbeat answers.
+//! maximum concurrency). A stream mapping has one slot per shard it reads
+//! and part of that shard (its parallelization factor): see
+//! [`stream_slot`]. The leader's lease manager (`crate::leases`) decides
+//! who holds each slot and commits it with `AssignLeases`; a slot that
+//! changes hands gets a new epoch, drawn from a counter per mapping, so a
+//! worker that lost a slot can be told apart from the one holding it: the
+//! stream checkpoints are fenced by it ([`super::checkpoints`]). Workers
+//! learn their leases from heartbeat answers.
 //!
 //! | key | value |
 //! | --- | --- |
 //! | `esmlease/{function}/{uuid}/{slot}` | [`Lease`] |
+//! | `esmepoch/{function}/{uuid}` | the mapping's last epoch (`u64`) |
 
 use serde::{Deserialize, Serialize};
 
@@ -17,8 +21,24 @@ use crate::error::{ApplyResult, DomainError};
 use crate::store::keys::Key;
 use crate::store::{StateRead, Txn};
 
-/// Slots of one mapping, at most (queue maximum concurrency's cap).
+/// Slots of one mapping, at most (queue maximum concurrency's cap, and
+/// the most a stream mapping's shards and parallelization take at once).
 pub const SLOTS_MAX: u32 = 1000;
+
+/// A stream mapping's parallelization factor, at most (Lambda's 10): the
+/// stride of [`stream_slot`].
+pub const PARALLELIZATION_MAX: u32 = 10;
+
+/// The slot of part `part` (below the parallelization factor) of shard
+/// `shard`, in a stream mapping.
+pub fn stream_slot(shard: u32, part: u32) -> u32 {
+    shard * PARALLELIZATION_MAX + part
+}
+
+/// The shard and part of a stream mapping's slot.
+pub fn stream_part(slot: u32) -> (u32, u32) {
+    (slot / PARALLELIZATION_MAX, slot % PARALLELIZATION_MAX)
+}
 
 /// Who holds a slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +59,24 @@ fn prefix(function: &str, uuid: &str) -> Vec<u8> {
     Key::new("esmlease").str(function).str(uuid).build()
 }
 
+fn epoch_key(function: &str, uuid: &str) -> Vec<u8> {
+    Key::new("esmepoch").str(function).str(uuid).build()
+}
+
+/// The lease of one slot.
+pub fn load(
+    state: &dyn StateRead,
+    function: &str,
+    uuid: &str,
+    slot: u32,
+) -> ApplyResult<Option<Lease>> {
+    let k = key(function, uuid, slot);
+    Ok(match state.get(&k)? {
+        Some(v) => Some(crate::store::codec::decode(&k, &v)?),
+        None => None,
+    })
+}
+
 fn key(function: &str, uuid: &str, slot: u32) -> Vec<u8> {
     Key::new("esmlease")
         .str(function)
@@ -46,9 +84,6 @@ fn key(function: &str, uuid: &str, slot: u32) -> Vec<u8> {
         .u64(u64::from(slot))
         .build()
 }
-
-/// The key space deleted with a function.
-pub const SPACE: &str = "esmlease";
 
 /// A mapping's leases, by slot.
 pub fn of_mapping(state: &dyn StateRead, function: &str, uuid: &str) -> ApplyResult<Vec<Lease>> {
@@ -63,20 +98,25 @@ pub fn all(state: &dyn StateRead) -> ApplyResult<Vec<Lease>> {
     )?)
 }
 
-/// Applies `AssignLeases`: slot `i` goes to `workers[i]`; slots past the
-/// list are dropped. A slot keeps its epoch while its holder stays.
+/// Applies `AssignLeases`: each `(slot, worker)` pair gives the slot to
+/// the worker; slots not listed are dropped. A slot keeps its epoch while
+/// its holder stays; a new holder gets the mapping's next epoch.
 pub fn assign(
     txn: &mut Txn<'_>,
     function: &str,
     uuid: &str,
-    workers: &[String],
+    slots: &[(u32, String)],
 ) -> ApplyResult<Vec<Lease>> {
-    if workers.len() > SLOTS_MAX as usize {
+    if slots.len() > SLOTS_MAX as usize {
         return Err(DomainError::invalid(
-            "workers",
-            format!("at most {SLOTS_MAX} slots, got {}", workers.len()),
+            "slots",
+            format!("at most {SLOTS_MAX} slots, got {}", slots.len()),
         )
         .into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some((dup, _)) = slots.iter().find(|(s, _)| !seen.insert(*s)) {
+        return Err(DomainError::invalid("slots", format!("slot {dup} is given twice")).into());
     }
     // A mapping deleted meanwhile gets no leases.
     if super::load(txn, uuid)?.is_none_or(|m| m.function != function) {
@@ -87,35 +127,53 @@ pub fn assign(
         .into());
     }
     let old = of_mapping(txn, function, uuid)?;
-    for l in old.iter().filter(|l| l.slot as usize >= workers.len()) {
+    for l in old
+        .iter()
+        .filter(|l| !slots.iter().any(|(s, _)| *s == l.slot))
+    {
         txn.delete(key(function, uuid, l.slot));
     }
-    let mut out = Vec::with_capacity(workers.len());
-    for (slot, worker) in workers.iter().enumerate() {
-        let slot = slot as u32;
-        let lease = match old.iter().find(|l| l.slot == slot) {
+    let ek = epoch_key(function, uuid);
+    let mut epoch: u64 = match txn.get(&ek)? {
+        Some(v) => crate::store::codec::decode(&ek, &v)?,
+        None => 0,
+    };
+    let last = epoch;
+    let mut out = Vec::with_capacity(slots.len());
+    for (slot, worker) in slots {
+        let lease = match old.iter().find(|l| l.slot == *slot) {
             Some(l) if &l.worker == worker => l.clone(),
-            Some(l) => Lease {
-                worker: worker.clone(),
-                epoch: l.epoch + 1,
-                ..l.clone()
-            },
-            None => Lease {
-                uuid: uuid.to_string(),
-                function: function.to_string(),
-                slot,
-                worker: worker.clone(),
-                epoch: 1,
-            },
+            _ => {
+                epoch += 1;
+                Lease {
+                    uuid: uuid.to_string(),
+                    function: function.to_string(),
+                    slot: *slot,
+                    worker: worker.clone(),
+                    epoch,
+                }
+            }
         };
-        txn.put_record(key(function, uuid, slot), &lease);
+        txn.put_record(key(function, uuid, *slot), &lease);
         out.push(lease);
+    }
+    if epoch != last {
+        txn.put_record(ek, &epoch);
     }
     Ok(out)
 }
 
-/// Deletes a mapping's leases (with the mapping).
-pub fn drop_mapping(txn: &mut Txn<'_>, function: &str, uuid: &str) -> ApplyResult<()> {
+/// Takes every slot of a mapping back (its partitioning changed): the
+/// next holders get new epochs, so no poller of the old partitioning can
+/// move a checkpoint.
+pub fn revoke_all(txn: &mut Txn<'_>, function: &str, uuid: &str) -> ApplyResult<()> {
     txn.delete_prefixes(&[prefix(function, uuid)], SLOTS_MAX as usize + 1)?;
+    Ok(())
+}
+
+/// Deletes a mapping's leases and epoch counter (with the mapping).
+pub fn drop_mapping(txn: &mut Txn<'_>, function: &str, uuid: &str) -> ApplyResult<()> {
+    revoke_all(txn, function, uuid)?;
+    txn.delete(epoch_key(function, uuid));
     Ok(())
 }

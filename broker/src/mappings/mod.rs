@@ -3,13 +3,15 @@
 //! A mapping belongs to its function (its commands are scoped to the
 //! function) and names its source by name. This module keeps the registry:
 //! the settings, validated against Lambda's limits, and the mapping's state.
-//! Which worker polls which part of a source is in [`leases`].
+//! Which worker polls which part of a source is in [`leases`]; how far a
+//! stream mapping got, in [`checkpoints`].
 //!
 //! | key | value |
 //! | --- | --- |
 //! | `esm/{function}/{uuid}` | [`StoredMapping`] |
 //! | `esmid/{uuid}` | the function's name |
 
+pub mod checkpoints;
 pub mod leases;
 
 use serde::{Deserialize, Serialize};
@@ -502,10 +504,42 @@ pub fn create(txn: &mut Txn<'_>, ctx: &Ctx, new: &NewMapping) -> ApplyResult<Map
         source: new.source.clone(),
         settings: new.settings.clone(),
         modified_ms: ctx.now_ms,
-        last_result: "No records processed".into(),
+        last_result: NO_RECORDS.into(),
     };
     save(txn, &m);
+    if matches!(m.source, Source::Stream(_)) {
+        checkpoints::set_since(txn, &m.function, &m.uuid, ctx.now_ms);
+    }
     Ok(m)
+}
+
+/// `LastProcessingResult` before any batch was processed.
+pub const NO_RECORDS: &str = "No records processed";
+/// Longest `LastProcessingResult` kept, bytes.
+pub const RESULT_BYTES_MAX: usize = 256;
+
+/// Applies `SetMappingResult`: what a poller saw last (`OK`, or `PROBLEM:`
+/// and why). Leaves `modified_ms` alone: it is not a settings change.
+pub fn set_result(txn: &mut Txn<'_>, function: &str, uuid: &str, result: &str) -> ApplyResult<()> {
+    if result.is_empty() || result.len() > RESULT_BYTES_MAX {
+        return Err(invalid(
+            "result",
+            format!(
+                "must be 1 to {RESULT_BYTES_MAX} bytes, got {}",
+                result.len()
+            ),
+        )
+        .into());
+    }
+    let mut m = require(txn, uuid)?;
+    if m.function != function {
+        return Err(not_of(uuid, function));
+    }
+    if m.last_result != result {
+        m.last_result = result.to_string();
+        save(txn, &m);
+    }
+    Ok(())
 }
 
 /// Applies `UpdateEventSourceMapping` with settings validated at the edge
@@ -530,9 +564,16 @@ pub fn update(
         )
         .into());
     }
+    let (old_pf, new_pf) = (
+        m.settings.parallelization_factor,
+        settings.parallelization_factor,
+    );
     m.settings = settings.clone();
     m.modified_ms = ctx.now_ms.max(expected_ms + 1);
     save(txn, &m);
+    if matches!(m.source, Source::Stream(_)) && old_pf != new_pf {
+        checkpoints::repartition(txn, function, uuid, old_pf, new_pf)?;
+    }
     Ok(m)
 }
 
@@ -555,6 +596,7 @@ pub fn delete(txn: &mut Txn<'_>, function: &str, uuid: &str) -> ApplyResult<Mapp
     txn.delete(key(&m.function, uuid));
     txn.delete(id_key(uuid));
     leases::drop_mapping(txn, &m.function, uuid)?;
+    checkpoints::drop_mapping(txn, &m.function, uuid)?;
     Ok(m)
 }
 
@@ -564,6 +606,7 @@ pub fn delete_of_function(txn: &mut Txn<'_>, function: &str) -> ApplyResult<()> 
         txn.delete(key(&m.function, &m.uuid));
         txn.delete(id_key(&m.uuid));
         leases::drop_mapping(txn, &m.function, &m.uuid)?;
+        checkpoints::drop_mapping(txn, &m.function, &m.uuid)?;
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use sluice_filter::{FilterPolicy, Message as FilterMessage, Scope};
 use sluice_proto::v1 as pb;
 
+use crate::processing_result::{self, Reporter};
 use crate::ClusterLink;
 
 /// Pause after the cluster could not be reached.
@@ -29,25 +30,16 @@ const EVENT_BYTES_MAX: usize = (6 << 20) - (64 << 10);
 /// Runs the poller of one queue mapping slot until `stop` is set (checked
 /// between batches, so a batch in hand is invoked and deleted first) or the
 /// task is aborted.
-pub async fn run_queue(
+pub async fn run(
     link: Arc<ClusterLink>,
     lease: pb::PollLease,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let filters = match lease
-        .filters
-        .iter()
-        .map(|f| FilterPolicy::parse(f, Scope::MessageBody))
-        .collect::<Result<Vec<_>, _>>()
-    {
-        Ok(f) => f,
-        Err(e) => {
-            // Polling without a pattern would delete what it should pass.
-            tracing::error!(mapping = %lease.mapping_uuid, error = %e, "a filter pattern does not parse here: not polling");
-            return;
-        }
+    let Some(filters) = compile_filters(&lease) else {
+        return;
     };
     tracing::info!(mapping = %lease.mapping_uuid, slot = lease.slot, queue = %lease.queue_name, function = %lease.function_name, "queue poller started");
+    let mut reporter = Reporter::default();
     while !*stop.borrow() {
         let batch = match gather(&link, &lease, &stop).await {
             Ok(b) => b,
@@ -66,7 +58,11 @@ pub async fn run_queue(
         // Rejected by the filters: deleted unseen, as Lambda does.
         let mut done: Vec<usize> = rejected;
         for part in parts(&pass, &records) {
-            done.extend(invoke_part(&link, &lease, &batch, &records, &part).await);
+            let (ok, result) = invoke_part(&link, &lease, &batch, &records, &part).await;
+            done.extend(ok);
+            reporter
+                .report(&link, &lease.function_name, &lease.mapping_uuid, result)
+                .await;
         }
         for chunk in done.chunks(10) {
             let handles = chunk
@@ -86,6 +82,24 @@ pub async fn run_queue(
     tracing::info!(mapping = %lease.mapping_uuid, slot = lease.slot, "queue poller stopped");
 }
 
+/// The lease's filter patterns, compiled; `None` (said in the log) when
+/// one does not parse: polling without it would consume what it should
+/// pass, so the poller does not start.
+pub(crate) fn compile_filters(lease: &pb::PollLease) -> Option<Vec<FilterPolicy>> {
+    match lease
+        .filters
+        .iter()
+        .map(|f| FilterPolicy::parse(f, Scope::MessageBody))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::error!(mapping = %lease.mapping_uuid, error = %e, "a filter pattern does not parse here: not polling");
+            None
+        }
+    }
+}
+
 /// The records of `pass` in parts whose event stays under the payload
 /// limit.
 fn parts(pass: &[usize], records: &[Value]) -> Vec<Vec<usize>> {
@@ -103,14 +117,15 @@ fn parts(pass: &[usize], records: &[Value]) -> Vec<Vec<usize>> {
     out
 }
 
-/// Invokes the function with the records of `part`; the ones to delete.
+/// Invokes the function with the records of `part`; the ones to delete,
+/// and the processing result.
 async fn invoke_part(
     link: &ClusterLink,
     lease: &pb::PollLease,
     batch: &[pb::Message],
     records: &[Value],
     part: &[usize],
-) -> Vec<usize> {
+) -> (Vec<usize>, &'static str) {
     let event = json!({ "Records": part.iter().map(|&i| records[i].clone()).collect::<Vec<_>>() });
     match link
         .invoke(&lease.function_name, event.to_string().into_bytes())
@@ -118,31 +133,33 @@ async fn invoke_part(
     {
         Ok(r) if r.function_error.is_empty() => {
             if !lease.report_batch_item_failures {
-                return part.to_vec();
+                return (part.to_vec(), processing_result::OK);
             }
             let ids: HashSet<&str> = part.iter().map(|&i| batch[i].message_id.as_str()).collect();
             match reported_failures(&r.payload, &ids) {
-                Some(failed) => part
-                    .iter()
-                    .copied()
-                    .filter(|&i| !failed.contains(&batch[i].message_id))
-                    .collect(),
+                Some(failed) => (
+                    part.iter()
+                        .copied()
+                        .filter(|&i| !failed.contains(&batch[i].message_id))
+                        .collect(),
+                    processing_result::OK,
+                ),
                 // An answer that cannot be read, or that names a message
                 // not in the batch, fails the whole batch (as on Lambda).
                 None => {
                     tracing::warn!(queue = %lease.queue_name, "unreadable batchItemFailures: the batch stays");
-                    Vec::new()
+                    (Vec::new(), processing_result::FUNCTION_FAILED)
                 }
             }
         }
         Ok(r) => {
             tracing::debug!(queue = %lease.queue_name, error = %String::from_utf8_lossy(&r.payload), "function failed: the batch stays");
-            Vec::new()
+            (Vec::new(), processing_result::FUNCTION_FAILED)
         }
         Err(e) => {
             tracing::debug!(queue = %lease.queue_name, error = %e, "invoke failed: the batch stays");
             tokio::time::sleep(BACKOFF).await;
-            Vec::new()
+            (Vec::new(), processing_result::INVOKE_FAILED)
         }
     }
 }
@@ -247,7 +264,7 @@ fn passes(filters: &[FilterPolicy], record: &Value) -> bool {
 /// an answer that cannot be read, that is not an object, or that names an
 /// empty id or one not among `ids` (the messages it was handed). An empty
 /// or null answer reports none.
-fn reported_failures(payload: &[u8], ids: &HashSet<&str>) -> Option<HashSet<String>> {
+pub(crate) fn reported_failures(payload: &[u8], ids: &HashSet<&str>) -> Option<HashSet<String>> {
     let v: Value = match serde_json::from_slice(payload) {
         Ok(v) => v,
         Err(_) if payload.is_empty() => return Some(HashSet::new()),
