@@ -223,7 +223,15 @@ impl Dispatcher {
             });
             request.set_timeout(limit);
             let running = Running::new(self, &id, &spec.key);
-            match client.run(request).await {
+            // The deadline travels to the worker, but a worker that stopped
+            // answering (paused, cut off) must not hold the call forever.
+            let bounded = tokio::time::timeout(limit + Duration::from_secs(5), client.run(request));
+            let answered = bounded.await.unwrap_or_else(|_| {
+                Err(tonic::Status::deadline_exceeded(
+                    "the worker did not answer within the function's timeout",
+                ))
+            });
+            match answered {
                 Ok(answer) => {
                     drop(running);
                     self.local()

@@ -117,6 +117,11 @@ fn topic_under_mixed_faults() {
 }
 
 #[test]
+fn mapping_under_mixed_faults() {
+    suite_run(Workload::Mapping, 15, 5);
+}
+
+#[test]
 fn metadata_under_mixed_faults() {
     suite_run(Workload::Metadata, 13, 3);
 }

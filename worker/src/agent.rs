@@ -122,7 +122,11 @@ impl Pollers {
         for lease in leases {
             let key = poller_key(&lease);
             if let Some((running, stop)) = self.0.get(&key) {
-                if same_work(running, &lease) {
+                // A poller that ended by itself (its checkpoint refused by
+                // a node behind the times, its part finished) while the
+                // slot is still this worker's starts again: a held slot
+                // never goes unpolled.
+                if same_work(running, &lease) && !stop.is_closed() {
                     continue;
                 }
                 let _ = stop.send(true);

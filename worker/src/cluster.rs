@@ -16,6 +16,10 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Largest message exchanged with the cluster: a code package.
 pub const MESSAGE_MAX: usize = 16 << 20;
+/// Longest wait for one node's answer (a long poll takes 20 s).
+const ATTEMPT_MAX: Duration = Duration::from_secs(40);
+/// Longest wait for one node's answer to a short call.
+const SHORT_MAX: Duration = Duration::from_secs(15);
 
 /// Broker nodes to call, tried in turn.
 pub struct ClusterLink {
@@ -55,7 +59,22 @@ impl ClusterLink {
     /// until one answers; the last error when none does. An answer that is
     /// an error of the call itself (not of the node: see
     /// [`sluice_proto::is_retryable`]) is returned at once.
-    async fn on_nodes<T, F, Fut>(&self, mut call: F) -> Result<T, tonic::Status>
+    async fn on_nodes<T, F, Fut>(&self, call: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        self.on_nodes_within(ATTEMPT_MAX, call).await
+    }
+
+    /// Like [`ClusterLink::on_nodes`], each attempt given up after `limit`
+    /// (a request's deadline binds the node that receives it, not a
+    /// connection that stopped carrying answers).
+    async fn on_nodes_within<T, F, Fut>(
+        &self,
+        limit: Duration,
+        mut call: F,
+    ) -> Result<T, tonic::Status>
     where
         F: FnMut(Channel) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
@@ -64,7 +83,13 @@ impl ClusterLink {
         let mut last = tonic::Status::unavailable("no cluster node answered");
         for k in 0..self.nodes.len() {
             let i = (start + k) % self.nodes.len();
-            match call(self.nodes[i].1.clone()).await {
+            let attempt = tokio::time::timeout(limit, call(self.nodes[i].1.clone()));
+            let answer = attempt.await.unwrap_or_else(|_| {
+                Err(tonic::Status::deadline_exceeded(format!(
+                    "no answer within {limit:?}"
+                )))
+            });
+            match answer {
                 Ok(v) => {
                     self.current.store(i, Ordering::Relaxed);
                     return Ok(v);
@@ -159,7 +184,7 @@ impl ClusterLink {
         sequence_number: &str,
         timestamp_ms: i64,
     ) -> Result<String, tonic::Status> {
-        self.on_nodes(|ch| {
+        self.on_nodes_within(SHORT_MAX, |ch| {
             let mut req = tonic::Request::new(pb::GetShardIteratorRequest {
                 stream_name: stream.to_string(),
                 shard_id: shard.to_string(),
@@ -185,7 +210,7 @@ impl ClusterLink {
         iterator: &str,
         limit: u32,
     ) -> Result<pb::GetRecordsResponse, tonic::Status> {
-        self.on_nodes(|ch| {
+        self.on_nodes_within(SHORT_MAX, |ch| {
             let mut req = tonic::Request::new(pb::GetRecordsRequest {
                 shard_iterator: iterator.to_string(),
                 limit: limit as i32,
@@ -266,11 +291,13 @@ impl ClusterLink {
 
     /// Invokes `function` synchronously with `payload`, once: a node lost
     /// mid-call may have run it, so it is not tried on another (the
-    /// caller's batch comes back instead).
+    /// caller's batch comes back instead). Given up after `limit` (the
+    /// function's timeout and the time to start it).
     pub async fn invoke(
         &self,
         function: &str,
         payload: Vec<u8>,
+        limit: Duration,
     ) -> Result<pb::InvokeResponse, tonic::Status> {
         let i = self.current.load(Ordering::Relaxed) % self.nodes.len();
         let node = self.nodes[i].1.clone();
@@ -282,7 +309,7 @@ impl ClusterLink {
                 ..Default::default()
             });
             // The longest function timeout and time to start it.
-            req.set_timeout(Duration::from_secs(960));
+            req.set_timeout(limit);
             async move {
                 FunctionsClient::new(ch)
                     .max_decoding_message_size(MESSAGE_MAX)
@@ -292,7 +319,13 @@ impl ClusterLink {
                     .map(|r| r.into_inner())
             }
         };
-        let answer = once(node).await;
+        let answer = tokio::time::timeout(limit, once(node))
+            .await
+            .unwrap_or_else(|_| {
+                Err(tonic::Status::deadline_exceeded(format!(
+                    "no answer within {limit:?}"
+                )))
+            });
         if answer.is_err() {
             // The next call starts from another node.
             self.current.store(i + 1, Ordering::Relaxed);

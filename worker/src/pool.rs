@@ -136,6 +136,18 @@ impl Drop for BusyGuard<'_> {
 impl Pool {
     /// A pool keeping code and environments under `root`.
     pub fn new(root: &Path) -> Pool {
+        // What a previous process left: its environments are gone, and
+        // unpacked code is not synced, so after a crash or a power loss a
+        // package may be there truncated (an empty `bootstrap` exits at
+        // once). Packages are unpacked again from the cluster's copy.
+        for stale in ["code", "env"] {
+            let path = root.join(stale);
+            if path.exists() {
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!(dir = %path.display(), error = %e, "could not clear a previous run's files");
+                }
+            }
+        }
         Pool {
             root: root.to_path_buf(),
             idle: Mutex::new(HashMap::new()),

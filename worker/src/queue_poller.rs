@@ -128,7 +128,11 @@ async fn invoke_part(
 ) -> (Vec<usize>, &'static str) {
     let event = json!({ "Records": part.iter().map(|&i| records[i].clone()).collect::<Vec<_>>() });
     match link
-        .invoke(&lease.function_name, event.to_string().into_bytes())
+        .invoke(
+            &lease.function_name,
+            event.to_string().into_bytes(),
+            crate::stream_poller::invoke_limit(lease),
+        )
         .await
     {
         Ok(r) if r.function_error.is_empty() => {

@@ -263,6 +263,7 @@ impl Poller {
         let limit =
             (self.lease.batch_size * self.lease.parallelization_factor.max(1)).clamp(100, 10_000);
         let got = self.link.get_records(&iterator, limit).await?;
+        tracing::trace!(shard = %self.lease.shard_id, records = got.records.len(), ended = got.next_shard_iterator.is_empty(), "read");
         if got.next_shard_iterator.is_empty() {
             self.ended = true;
         } else {
@@ -315,9 +316,14 @@ impl Poller {
             }
             let event =
                 json!({ "Records": piece.iter().map(|r| record(&l, r)).collect::<Vec<_>>() });
+            tracing::trace!(shard = %l.shard_id, records = piece.len(), attempts, "invoking");
             let answer = self
                 .link
-                .invoke(&l.function_name, event.to_string().into_bytes())
+                .invoke(
+                    &l.function_name,
+                    event.to_string().into_bytes(),
+                    invoke_limit(&l),
+                )
                 .await;
             let invokes = invokes + 1;
             let failed_from = match answer {
@@ -472,6 +478,7 @@ impl Poller {
             finished,
         };
         loop {
+            tracing::trace!(shard = %l.shard_id, seq = %seq, finished, "committing");
             match self.link.commit_checkpoint(req.clone()).await {
                 Ok(()) => {
                     self.committed = seq;
@@ -496,6 +503,18 @@ impl Poller {
             }
         }
     }
+}
+
+/// How long a poller waits for an invocation's answer: the function's
+/// timeout, and time to find a worker and start the runtime (a lease from
+/// an older node, without the timeout, gets Lambda's longest).
+pub fn invoke_limit(lease: &pb::PollLease) -> Duration {
+    let timeout = if lease.function_timeout_s == 0 {
+        900
+    } else {
+        lease.function_timeout_s
+    };
+    Duration::from_secs(u64::from(timeout) + 60)
 }
 
 fn now_ms() -> i64 {

@@ -79,7 +79,14 @@ fn poll_leases(ctx: &Context, worker: &str) -> Result<Vec<pb::PollLease>, Status
             continue;
         };
         let s = &m.settings;
+        let function_timeout_s = match ctx.router.read_local(&Query::GetFunction {
+            name: m.function.clone(),
+        })? {
+            Ok(QueryOutput::Function(f)) => f.settings.timeout_s,
+            _ => continue,
+        };
         let mut lease = pb::PollLease {
+            function_timeout_s,
             mapping_uuid: l.uuid.clone(),
             slot: l.slot,
             epoch: l.epoch,

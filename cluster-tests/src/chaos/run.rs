@@ -16,6 +16,7 @@ use super::nemesis::{self, Kind, Schedule};
 use super::net::Net;
 use super::nodes::{self, ChaosCluster, Setup};
 use super::report::{self, Summary};
+use super::workloads::mapping::MappingWorkload;
 use super::workloads::{self, metadata, queue::QueueWorkload, stream::StreamWorkload, topic, Ctx};
 
 /// What the clients do.
@@ -29,15 +30,18 @@ pub enum Workload {
     Metadata,
     /// A topic fanning out to three filtered queues.
     Topic,
+    /// A stream and a queue feeding a function on the nodes' workers.
+    Mapping,
 }
 
 impl Workload {
     /// Every workload.
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 5] = [
         Workload::Queue,
         Workload::Stream,
         Workload::Metadata,
         Workload::Topic,
+        Workload::Mapping,
     ];
 }
 
@@ -48,6 +52,7 @@ impl fmt::Display for Workload {
             Workload::Stream => "stream",
             Workload::Metadata => "metadata",
             Workload::Topic => "topic",
+            Workload::Mapping => "mapping",
         })
     }
 }
@@ -60,7 +65,7 @@ impl FromStr for Workload {
             .into_iter()
             .find(|w| w.to_string() == s)
             .ok_or_else(|| {
-                format!("unknown workload {s:?}; choose queue, stream, metadata or topic")
+                format!("unknown workload {s:?}; choose queue, stream, metadata, topic or mapping")
             })
     }
 }
@@ -229,6 +234,10 @@ async fn run_in(
         Workload::Topic => Some(topic::setup(&admin).await?),
         _ => None,
     };
+    let mapping = match cfg.workload {
+        Workload::Mapping => Some(MappingWorkload::setup(&admin, &dir.join("seen.txt")).await?),
+        _ => None,
+    };
     let until = Instant::now() + cfg.time_limit;
     let until_ns = recorder.now_ns() + cfg.time_limit.as_nanos() as u64;
     let clock = {
@@ -267,6 +276,12 @@ async fn run_in(
                 }
                 Ok(())
             }
+            Workload::Mapping => {
+                if let Some(w) = &mapping {
+                    w.run(&ctx, until).await;
+                }
+                Ok(())
+            }
         }
     };
     let ((faults, health), worked) = tokio::join!(faults_and_health, work);
@@ -286,6 +301,11 @@ async fn run_in(
             notes.push(format!("drain: {e}"));
         }
     }
+    if let (Some(w), Ok(())) = (&mapping, &health) {
+        if let Err(e) = w.drain(&ctx, DRAIN).await {
+            notes.push(format!("drain: {e}"));
+        }
+    }
     recorder.flush().map_err(|e| e.to_string())?;
     let ops = history::pair(&recorder.events());
     let verdicts: Vec<Verdict> = match cfg.workload {
@@ -301,6 +321,13 @@ async fn run_in(
                 .map(|r| (r.queue.to_string(), r.matches))
                 .collect();
             vec![checkers::topic::check(&ops, &routes, topic::number_of)]
+        }
+        Workload::Mapping => {
+            let seen = mapping
+                .as_ref()
+                .map(|w| workloads::mapping::read_seen(&w.seen))
+                .unwrap_or_default();
+            vec![checkers::mapping::check(&ops, &seen)]
         }
     };
     let availability = report::availability(&ops, &faults, until_ns);

@@ -2,6 +2,7 @@
 //! counts of what it found.
 
 pub mod linear;
+pub mod mapping;
 pub mod queue;
 pub mod stream;
 pub mod topic;

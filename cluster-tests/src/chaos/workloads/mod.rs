@@ -2,6 +2,7 @@
 //! nemesis works, recording each in the history, then drain what is left
 //! once the faults are healed.
 
+pub mod mapping;
 pub mod metadata;
 pub mod queue;
 pub mod stream;

@@ -1,0 +1,285 @@
+//! The mapping workload: a stream and a queue feed one function through
+//! event source mappings, run by the nodes' in-process workers (a node
+//! killed, paused or cut off takes its worker and its pollers with it).
+//! Producers put records under keys they own, one at a time, and send
+//! queue messages; the function appends what it is handed to one file
+//! with a single `O_APPEND` write per invocation, so the file's order is
+//! the order invocations finished. After the faults heal, the workload
+//! waits for every acknowledged record and message to show up there.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sluice_client::sluice_proto::v1 as pb;
+use sluice_client::{Client, Error};
+use tokio::time::Instant;
+
+use super::{ticker, Ctx, Process, FAILURE_PAUSE};
+use crate::chaos::history::{self, Call, Outcome, Reply};
+
+/// The stream.
+pub const STREAM: &str = "chaos-m-stream";
+/// The queue.
+pub const QUEUE: &str = "chaos-m-queue";
+/// The function.
+pub const FUNCTION: &str = "chaos-m-recorder";
+/// Stream producers; each owns its keys.
+const PRODUCERS: usize = 2;
+/// Keys per producer.
+const KEYS: usize = 4;
+/// Puts per second of each producer.
+const RATE: u64 = 25;
+/// Queue sends per second.
+const SEND_RATE: u64 = 25;
+
+/// Appends each record it is handed to `$SEEN`, one line per record
+/// ("stream KEY DATA" or "queue BODY"), in one write per invocation.
+const RECORDER: &str = r#"
+import base64, os
+
+def handler(event, context):
+    lines = []
+    for r in event["Records"]:
+        if r["eventSource"] == "aws:kinesis":
+            data = base64.b64decode(r["kinesis"]["data"]).decode()
+            lines.append("stream %s %s\n" % (r["kinesis"]["partitionKey"], data))
+        else:
+            lines.append("queue %s\n" % r["body"])
+    fd = os.open(os.environ["SEEN"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, "".join(lines).encode())
+    finally:
+        os.close(fd)
+    return None
+"#;
+
+/// What the workload set up: where the function writes.
+pub struct MappingWorkload {
+    /// The function's record of what it was handed.
+    pub seen: PathBuf,
+    _code: tempfile::TempDir,
+}
+
+impl MappingWorkload {
+    /// Creates the function, the stream, the queue and the two mappings;
+    /// the function writes to `seen`.
+    pub async fn setup(admin: &Client, seen: &Path) -> Result<MappingWorkload, String> {
+        let e = |e: Error| e.to_string();
+        let code = tempfile::tempdir().map_err(|e| e.to_string())?;
+        admin
+            .create_function(pb::CreateFunctionRequest {
+                function_name: FUNCTION.into(),
+                handler: "app.handler".into(),
+                timeout: 10,
+                environment: HashMap::from([("SEEN".to_string(), seen.display().to_string())]),
+                zip_file: crate::python_function(code.path(), RECORDER),
+                ..Default::default()
+            })
+            .await
+            .map_err(e)?;
+        admin
+            .create_stream(pb::CreateStreamRequest {
+                stream_name: STREAM.into(),
+                shard_count: 2,
+                shard_write_records_per_second: Some(0),
+                shard_write_bytes_per_second: Some(0),
+                ..Default::default()
+            })
+            .await
+            .map_err(e)?;
+        admin.create_queue(QUEUE, HashMap::new()).await.map_err(e)?;
+        let arn = |kind: &str, name: &str| match kind {
+            "sqs" => format!("arn:aws:sqs:us-east-1:000000000000:{name}"),
+            _ => format!("arn:aws:kinesis:us-east-1:000000000000:stream/{name}"),
+        };
+        admin
+            .create_event_source_mapping(pb::EventSourceMappingRequest {
+                function_name: FUNCTION.into(),
+                event_source_arn: arn("kinesis", STREAM),
+                starting_position: "TRIM_HORIZON".into(),
+                batch_size: Some(50),
+                ..Default::default()
+            })
+            .await
+            .map_err(e)?;
+        admin
+            .create_event_source_mapping(pb::EventSourceMappingRequest {
+                function_name: FUNCTION.into(),
+                event_source_arn: arn("sqs", QUEUE),
+                batch_size: Some(10),
+                ..Default::default()
+            })
+            .await
+            .map_err(e)?;
+        Ok(MappingWorkload {
+            seen: seen.to_path_buf(),
+            _code: code,
+        })
+    }
+
+    /// Producers until `until`.
+    pub async fn run(&self, ctx: &Ctx, until: Instant) {
+        let mut tasks = Vec::new();
+        for w in 0..PRODUCERS {
+            let ctx = ctx.clone();
+            tasks.push(tokio::spawn(async move { put(&ctx, w, until).await }));
+        }
+        let c = ctx.clone();
+        tasks.push(tokio::spawn(async move { send(&c, until).await }));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Waits (up to `limit`) until everything acknowledged was handed to
+    /// the function.
+    pub async fn drain(&self, ctx: &Ctx, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let ops = history::pair(&ctx.recorder.events());
+            let seen: HashSet<Seen> = read_seen(&self.seen).into_iter().collect();
+            let missing = acknowledged(&ops)
+                .into_iter()
+                .filter(|a| !seen.contains(a))
+                .count();
+            if missing == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{missing} acknowledged records or messages not processed within {limit:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// What the function was handed, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Seen {
+    /// A stream record: key and data.
+    Record(String, String),
+    /// A queue message's body.
+    Message(String),
+}
+
+/// Reads the function's file (missing: nothing seen yet).
+pub fn read_seen(path: &Path) -> Vec<Seen> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ' ');
+            match (f.next()?, f.next()?, f.next()) {
+                ("stream", key, Some(data)) => Some(Seen::Record(key.into(), data.into())),
+                ("queue", body, None) => Some(Seen::Message(body.into())),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The records and messages whose put or send was acknowledged.
+pub fn acknowledged(ops: &[history::Op]) -> Vec<Seen> {
+    let mut out = Vec::new();
+    let mut done = HashSet::new();
+    for op in ops {
+        if !matches!(op.outcome, Outcome::Ok { .. }) {
+            continue;
+        }
+        let s = match &op.call {
+            Call::Put { key, data, .. } => Seen::Record(key.clone(), data.clone()),
+            Call::Send { body, .. } => Seen::Message(body.clone()),
+            _ => continue,
+        };
+        if done.insert(s.clone()) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// The data of producer `w`'s `n`th put under `key`.
+fn data_of(key: &str, n: u64) -> String {
+    format!("{key}-{n}")
+}
+
+/// The put number in a record's data.
+pub fn number_of(data: &str) -> Option<u64> {
+    data.rsplit_once('-')?.1.parse().ok()
+}
+
+async fn put(ctx: &Ctx, w: usize, until: Instant) {
+    let client = ctx.client(w);
+    let mut p = Process::new(ctx);
+    let mut counters = [0u64; KEYS];
+    let mut tick = ticker(RATE);
+    let mut i = 0usize;
+    while Instant::now() < until {
+        tick.tick().await;
+        let k = i % KEYS;
+        i += 1;
+        let key = format!("p{w}k{k}");
+        let data = data_of(&key, counters[k]);
+        counters[k] += 1;
+        let call = Call::Put {
+            stream: STREAM.into(),
+            key: key.clone(),
+            data: data.clone(),
+        };
+        let outcome = p
+            .perform(ctx, call, || async {
+                client
+                    .put_record(pb::PutRecordRequest {
+                        stream_name: STREAM.into(),
+                        data: data.clone().into_bytes(),
+                        partition_key: key.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|r| Reply::Placed {
+                        shard: r.shard_id,
+                        seq: r.sequence_number,
+                    })
+            })
+            .await;
+        if !matches!(outcome, Outcome::Ok { .. }) {
+            tokio::time::sleep(FAILURE_PAUSE).await;
+        }
+    }
+}
+
+async fn send(ctx: &Ctx, until: Instant) {
+    let client = ctx.client(PRODUCERS);
+    let mut p = Process::new(ctx);
+    let mut tick = ticker(SEND_RATE);
+    let mut n = 0u64;
+    while Instant::now() < until {
+        tick.tick().await;
+        let body = format!("m-{n}");
+        n += 1;
+        let call = Call::Send {
+            queue: QUEUE.into(),
+            body: body.clone(),
+            group: None,
+        };
+        let outcome = p
+            .perform(ctx, call, || async {
+                client
+                    .send_message(pb::SendMessageRequest {
+                        queue_name: QUEUE.into(),
+                        message_body: body.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|r| Reply::Sent {
+                        message_id: r.message_id,
+                    })
+            })
+            .await;
+        if !matches!(outcome, Outcome::Ok { .. }) {
+            tokio::time::sleep(FAILURE_PAUSE).await;
+        }
+    }
+}
