@@ -16,7 +16,7 @@ use sluice_client::{Client, Error};
 use tokio::time::Instant;
 
 use super::{ticker, Ctx, Process, FAILURE_PAUSE};
-use crate::chaos::history::{self, Call, Outcome, Reply};
+use crate::chaos::history::{self, Call, Outcome};
 
 /// The stream.
 pub const STREAM: &str = "chaos-m-stream";
@@ -223,30 +223,7 @@ async fn put(ctx: &Ctx, w: usize, until: Instant) {
         let key = format!("p{w}k{k}");
         let data = data_of(&key, counters[k]);
         counters[k] += 1;
-        let call = Call::Put {
-            stream: STREAM.into(),
-            key: key.clone(),
-            data: data.clone(),
-        };
-        let outcome = p
-            .perform(ctx, call, || async {
-                client
-                    .put_record(pb::PutRecordRequest {
-                        stream_name: STREAM.into(),
-                        data: data.clone().into_bytes(),
-                        partition_key: key.clone(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|r| Reply::Placed {
-                        shard: r.shard_id,
-                        seq: r.sequence_number,
-                    })
-            })
-            .await;
-        if !matches!(outcome, Outcome::Ok { .. }) {
-            tokio::time::sleep(FAILURE_PAUSE).await;
-        }
+        super::stream::put(ctx, &mut p, client, STREAM, &key, &data).await;
     }
 }
 
@@ -259,25 +236,7 @@ async fn send(ctx: &Ctx, until: Instant) {
         tick.tick().await;
         let body = format!("m-{n}");
         n += 1;
-        let call = Call::Send {
-            queue: QUEUE.into(),
-            body: body.clone(),
-            group: None,
-        };
-        let outcome = p
-            .perform(ctx, call, || async {
-                client
-                    .send_message(pb::SendMessageRequest {
-                        queue_name: QUEUE.into(),
-                        message_body: body.clone(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|r| Reply::Sent {
-                        message_id: r.message_id,
-                    })
-            })
-            .await;
+        let outcome = super::queue::send(ctx, &mut p, client, QUEUE, &body, None).await;
         if !matches!(outcome, Outcome::Ok { .. }) {
             tokio::time::sleep(FAILURE_PAUSE).await;
         }

@@ -203,7 +203,7 @@ async fn produce_standard(ctx: &Ctx, w: usize, queue: &str, until: Instant) {
 }
 
 /// Sends `body` (in FIFO `group`, deduplicated by the body itself).
-async fn send(
+pub(crate) async fn send(
     ctx: &Ctx,
     p: &mut Process,
     client: &Client,

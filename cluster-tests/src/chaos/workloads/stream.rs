@@ -121,31 +121,44 @@ async fn produce(ctx: &Ctx, w: usize, stream: &str, until: Instant) {
         let key = format!("key-{}", rng.next_u64() % KEYS);
         let data = format!("p{w}-{n}");
         n += 1;
-        let call = Call::Put {
-            stream: stream.into(),
-            key: key.clone(),
-            data: data.clone(),
-        };
-        let outcome = p
-            .perform(ctx, call, || async {
-                client
-                    .put_record(pb::PutRecordRequest {
-                        stream_name: stream.into(),
-                        data: data.clone().into_bytes(),
-                        partition_key: key.clone(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|r| Reply::Placed {
-                        shard: r.shard_id,
-                        seq: r.sequence_number,
-                    })
-            })
-            .await;
-        if !matches!(outcome, Outcome::Ok { .. }) {
-            tokio::time::sleep(FAILURE_PAUSE).await;
-        }
+        put(ctx, &mut p, client, stream, &key, &data).await;
     }
+}
+
+/// One PutRecord, recorded; pauses after a failure.
+pub(crate) async fn put(
+    ctx: &Ctx,
+    p: &mut Process,
+    client: &Client,
+    stream: &str,
+    key: &str,
+    data: &str,
+) -> Outcome {
+    let call = Call::Put {
+        stream: stream.into(),
+        key: key.into(),
+        data: data.into(),
+    };
+    let outcome = p
+        .perform(ctx, call, || async {
+            client
+                .put_record(pb::PutRecordRequest {
+                    stream_name: stream.into(),
+                    data: data.as_bytes().to_vec(),
+                    partition_key: key.into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|r| Reply::Placed {
+                    shard: r.shard_id,
+                    seq: r.sequence_number,
+                })
+        })
+        .await;
+    if !matches!(outcome, Outcome::Ok { .. }) {
+        tokio::time::sleep(FAILURE_PAUSE).await;
+    }
+    outcome
 }
 
 /// Where a reader is in one shard.
