@@ -22,6 +22,7 @@
 
 mod compare;
 mod functions;
+mod mappings;
 mod queues;
 mod reference;
 mod streams;
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use cluster_tests::{metric_value, scrape, Cluster};
+use cluster_tests::{metric_value, scrape, Cluster, WorkerProcess};
 use hdrhistogram::Histogram;
 use sluice_client::{Client, Options};
 
@@ -76,6 +77,12 @@ enum Workload {
     /// of versions with provisioned concurrency (each cold one after a configuration
     /// change, so it needs a new environment); their latencies.
     FunctionStarts,
+    /// Event source mappings: --concurrency producers each put a stream
+    /// record and send a queue message in turn; a Python function on the
+    /// workers notes when it sees each. Send-to-function latency and the
+    /// throughput reached. With --spawn, the nodes run no in-process worker
+    /// and --workers `sluice worker` processes run the function.
+    MappingLatency,
 }
 
 impl Workload {
@@ -187,6 +194,10 @@ struct Args {
     /// Warm and cold invocations each, for function-starts.
     #[arg(long, default_value_t = 100)]
     invocations: usize,
+    /// `sluice worker` processes beside --spawn's nodes, for
+    /// mapping-latency.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
     /// Queue subscriptions of the topic for topic-fanout.
     #[arg(long, default_value_t = 1)]
     subscriptions: usize,
@@ -497,7 +508,18 @@ async fn main() {
     if let Some(dir) = &args.bin_dir {
         std::env::set_var("SLUICE_BIN_DIR", dir);
     }
-    let mut spawned = args.spawn.map(|n| Cluster::start(n, &[]));
+    let node_args: &[&str] = if args.workload == Workload::MappingLatency {
+        &["--in-process-worker", "false"]
+    } else {
+        &[]
+    };
+    let mut spawned = args.spawn.map(|n| Cluster::start(n, node_args));
+    let worker_processes: Vec<WorkerProcess> = match (&spawned, args.workload) {
+        (Some(c), Workload::MappingLatency) => (0..args.workers)
+            .map(|i| WorkerProcess::start(c, &format!("bench-w{i}")))
+            .collect(),
+        _ => Vec::new(),
+    };
     let addrs: Vec<String> = match (&args.cluster, &spawned) {
         (Some(list), _) => list.split(',').map(str::to_string).collect(),
         (None, Some(c)) => c.addrs(),
@@ -546,6 +568,41 @@ async fn main() {
         .map(|m| m.address.clone())
         .find(|a| *a != target_addr)
         .unwrap_or_else(|| target_addr.clone());
+    if args.workload == Workload::MappingLatency {
+        let duration = Duration::from_secs(args.duration);
+        let m = mappings::run(&client, &queue, args.shards, args.concurrency, duration)
+            .await
+            .unwrap_or_else(|e| panic!("mapping latency: {e}"));
+        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        let report = serde_json::json!({
+            "workload": "MappingLatency",
+            "nodes": status.members.len(),
+            "workers": if worker_processes.is_empty() { "external".to_string() } else { worker_processes.len().to_string() },
+            "concurrency": args.concurrency,
+            "per_second": m.per_second,
+            "missing": m.missing,
+            "stream_ms": quantiles_ms(&m.stream),
+            "queue_ms": quantiles_ms(&m.queue),
+        });
+        if args.json {
+            println!("{report}");
+        } else {
+            println!(
+                "mapping latency, {} nodes, concurrency {}: {:.0} records+messages/s handed over ({} missing); stream put->function p50 {:.2} ms p99 {:.2} ms; queue send->function p50 {:.2} ms p99 {:.2} ms",
+                status.members.len(),
+                args.concurrency,
+                m.per_second,
+                m.missing,
+                ms(&m.stream, 0.5),
+                ms(&m.stream, 0.99),
+                ms(&m.queue, 0.5),
+                ms(&m.queue, 0.99),
+            );
+        }
+        drop(worker_processes);
+        drop(spawned.take());
+        return;
+    }
     if args.workload == Workload::FunctionStarts {
         let n = args.invocations;
         let s = functions::starts(&client, &queue, n)

@@ -1,0 +1,219 @@
+//! The mapping-latency workload: producers put stream records and send
+//! queue messages, each stamped with the time it was sent; event source
+//! mappings hand them to a Python function on the workers, which notes when
+//! it saw each one. End-to-end latency is seen minus sent (one machine, one
+//! clock); throughput is what was handed over per second.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use sluice_client::sluice_proto::v1 as pb;
+use sluice_client::Client;
+
+/// Notes, for each record it is handed, its kind, the sent stamp it
+/// carries and when the function saw it (ns), in one append per call.
+const APP: &str = r#"
+import base64, os, time
+
+def handler(event, context):
+    now = time.time_ns()
+    lines = []
+    for r in event["Records"]:
+        if r["eventSource"] == "aws:kinesis":
+            lines.append("stream %s %d\n" % (base64.b64decode(r["kinesis"]["data"]).decode(), now))
+        else:
+            lines.append("queue %s %d\n" % (r["body"], now))
+    fd = os.open(os.environ["SEEN"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, "".join(lines).encode())
+    finally:
+        os.close(fd)
+"#;
+
+/// What a run measured.
+pub struct Latency {
+    /// Send-to-function latency of stream records, µs.
+    pub stream: Histogram<u64>,
+    /// Send-to-function latency of queue messages, µs.
+    pub queue: Histogram<u64>,
+    /// Records and messages handed over per second of the run.
+    pub per_second: f64,
+    /// Sent and never seen within a minute of the end (0 expected).
+    pub missing: usize,
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Sets up `name` (function, queue, stream with `shards` shards, two
+/// mappings) and runs `concurrency` producers for `duration`, each putting
+/// a record then sending a message, after a warm-up.
+pub async fn run(
+    client: &Client,
+    name: &str,
+    shards: i32,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<Latency, String> {
+    let e = |e: sluice_client::Error| e.to_string();
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let seen = work.path().join("seen.txt");
+    let code = work.path().join("code");
+    std::fs::create_dir_all(&code).map_err(|e| e.to_string())?;
+    client
+        .create_function(pb::CreateFunctionRequest {
+            function_name: name.into(),
+            handler: "app.handler".into(),
+            environment: HashMap::from([("SEEN".to_string(), seen.display().to_string())]),
+            zip_file: cluster_tests::python_function(&code, APP),
+            ..Default::default()
+        })
+        .await
+        .map_err(e)?;
+    client.create_queue(name, HashMap::new()).await.map_err(e)?;
+    client
+        .create_stream(pb::CreateStreamRequest {
+            stream_name: name.into(),
+            shard_count: shards,
+            shard_write_records_per_second: Some(0),
+            shard_write_bytes_per_second: Some(0),
+            ..Default::default()
+        })
+        .await
+        .map_err(e)?;
+    for (arn, position) in [
+        (
+            format!("arn:aws:kinesis:us-east-1:000000000000:stream/{name}"),
+            "LATEST",
+        ),
+        (format!("arn:aws:sqs:us-east-1:000000000000:{name}"), ""),
+    ] {
+        client
+            .create_event_source_mapping(pb::EventSourceMappingRequest {
+                function_name: name.into(),
+                event_source_arn: arn,
+                starting_position: position.into(),
+                ..Default::default()
+            })
+            .await
+            .map_err(e)?;
+    }
+    // Warm-up: until a record and a message went through (the pollers
+    // started, environments are warm).
+    let started = Instant::now();
+    loop {
+        produce_one(client, name, "warm").await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let text = std::fs::read_to_string(&seen).unwrap_or_default();
+        if text.contains("stream warm") && text.contains("queue warm") {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err("nothing reached the function within 60 s".into());
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, name, stop) = (client.clone(), name.to_string(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sent = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                if produce_one(&client, &name, &now_ns().to_string())
+                    .await
+                    .is_ok()
+                {
+                    sent += 2;
+                }
+            }
+            sent
+        }));
+    }
+    let began = Instant::now();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut sent = 0;
+    for t in tasks {
+        sent += t.await.unwrap_or(0);
+    }
+    let ran = began.elapsed();
+    // Everything sent is handed over, or a minute passes.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut lines;
+    loop {
+        lines = read(&seen);
+        if lines.len() >= sent || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut out = Latency {
+        stream: crate::histogram(),
+        queue: crate::histogram(),
+        per_second: 0.0,
+        missing: sent.saturating_sub(lines.len()),
+    };
+    let mut counted = 0usize;
+    for (kind, sent_ns, seen_ns) in lines {
+        let us = seen_ns.saturating_sub(sent_ns) / 1000;
+        let h = if kind == "stream" {
+            &mut out.stream
+        } else {
+            &mut out.queue
+        };
+        h.saturating_record(us as u64);
+        counted += 1;
+    }
+    out.per_second = counted as f64 / ran.as_secs_f64();
+    Ok(out)
+}
+
+/// Puts one record and sends one message with `stamp` as their data.
+async fn produce_one(client: &Client, name: &str, stamp: &str) -> Result<(), String> {
+    client
+        .put_record(pb::PutRecordRequest {
+            stream_name: name.into(),
+            data: stamp.as_bytes().to_vec(),
+            partition_key: stamp.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .send_message(pb::SendMessageRequest {
+            queue_name: name.into(),
+            message_body: stamp.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The stamped lines of the function's file (warm-up lines left out),
+/// each seen once (repeats of at-least-once delivery count once).
+fn read(path: &std::path::Path) -> Vec<(String, u128, u128)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut first = HashMap::new();
+    for l in text.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        if f.len() != 3 {
+            continue;
+        }
+        let (Ok(sent), Ok(seen)) = (f[1].parse::<u128>(), f[2].parse::<u128>()) else {
+            continue;
+        };
+        first.entry((f[0].to_string(), sent)).or_insert(seen);
+    }
+    first
+        .into_iter()
+        .map(|((kind, sent), seen)| (kind, sent, seen))
+        .collect()
+}
