@@ -1,6 +1,8 @@
 //! `sluice.v1.Workers`: how workers join the cluster, heartbeat, and fetch
 //! code.
 
+use std::collections::HashMap;
+
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -8,9 +10,9 @@ use super::{observe, Consistency, Context};
 use crate::command::{Command, Query, QueryOutput};
 use crate::functions::concurrency::ProvisionedConfig;
 use crate::functions::events::Destination;
-use crate::mappings::checkpoints::Commit;
+use crate::mappings::checkpoints::{Checkpoint, Commit};
 use crate::mappings::leases::stream_part;
-use crate::mappings::{Source, StartingPosition};
+use crate::mappings::{Mapping, Source, StartingPosition};
 use crate::router::now_ms;
 use crate::workers::{self, Heartbeat, Warm, WorkerRecord};
 
@@ -64,27 +66,56 @@ pub fn provisioned(
     Ok(out)
 }
 
+/// What the leases of one mapping need read: the mapping, its function's
+/// timeout, and for a stream its checkpoints and creation time.
+type MappingView = (Mapping, u32, Vec<Checkpoint>, u64);
+
+/// Reads one mapping's view (`None` when it or its function is gone).
+fn mapping_view(ctx: &Context, uuid: &str) -> Result<Option<MappingView>, Status> {
+    let Ok(QueryOutput::Mapping(m)) = ctx.router.read_local(&Query::GetMapping {
+        uuid: uuid.to_string(),
+    })?
+    else {
+        return Ok(None);
+    };
+    let Ok(QueryOutput::Function(f)) = ctx.router.read_local(&Query::GetFunction {
+        name: m.function.clone(),
+    })?
+    else {
+        return Ok(None);
+    };
+    let (checkpoints, since) = match &m.source {
+        Source::Queue(_) => (Vec::new(), 0),
+        // This node has applied the leases, hence every checkpoint
+        // committed under the slots' earlier epochs.
+        Source::Stream(_) => match ctx.router.read_local(&Query::MappingCheckpoints {
+            function: m.function.clone(),
+            uuid: uuid.to_string(),
+        })? {
+            Ok(QueryOutput::Checkpoints(c, since)) => (c, since),
+            _ => return Ok(None),
+        },
+    };
+    Ok(Some((m, f.settings.timeout_s, checkpoints, since)))
+}
+
 /// The mapping slots `worker` holds, with their mappings' settings, from
-/// this node's applied state.
+/// this node's applied state (each mapping read once).
 fn poll_leases(ctx: &Context, worker: &str) -> Result<Vec<pb::PollLease>, Status> {
     let QueryOutput::Leases(leases) = ctx.router.read_local(&Query::ListLeases)?? else {
         return Err(super::status::unexpected("ListLeases"));
     };
+    let mut views: HashMap<String, Option<MappingView>> = HashMap::new();
     let mut out = Vec::new();
     for l in leases.into_iter().filter(|l| l.worker == worker) {
-        let Ok(QueryOutput::Mapping(m)) = ctx.router.read_local(&Query::GetMapping {
-            uuid: l.uuid.clone(),
-        })?
-        else {
+        if !views.contains_key(&l.uuid) {
+            views.insert(l.uuid.clone(), mapping_view(ctx, &l.uuid)?);
+        }
+        let Some((m, function_timeout_s, cps, since)) = &views[&l.uuid] else {
             continue;
         };
+        let (function_timeout_s, since) = (*function_timeout_s, *since);
         let s = &m.settings;
-        let function_timeout_s = match ctx.router.read_local(&Query::GetFunction {
-            name: m.function.clone(),
-        })? {
-            Ok(QueryOutput::Function(f)) => f.settings.timeout_s,
-            _ => continue,
-        };
         let mut lease = pb::PollLease {
             function_timeout_s,
             mapping_uuid: l.uuid.clone(),
@@ -104,16 +135,6 @@ fn poll_leases(ctx: &Context, worker: &str) -> Result<Vec<pb::PollLease>, Status
                 lease.event_source_arn = ctx.identity.queue_arn(queue);
             }
             Source::Stream(stream) => {
-                // This node has applied the lease, hence every checkpoint
-                // committed under the slot's earlier epochs.
-                let Ok(QueryOutput::Checkpoints(cps, since)) =
-                    ctx.router.read_local(&Query::MappingCheckpoints {
-                        function: m.function.clone(),
-                        uuid: l.uuid.clone(),
-                    })?
-                else {
-                    continue;
-                };
                 let (shard, part) = stream_part(l.slot);
                 lease.stream_name = stream.clone();
                 lease.event_source_arn = ctx.identity.stream_arn(stream);
