@@ -160,7 +160,12 @@ pub fn repartition(
     }
     for (shard, parts) in shards {
         // A part without a checkpoint has processed nothing: its shard
-        // starts over from the mapping's starting position.
+        // starts over from the mapping's starting position. Only the old
+        // parts count.
+        let parts: Vec<Checkpoint> = parts
+            .into_iter()
+            .filter(|c| stream_part(c.slot).1 < old)
+            .collect();
         if parts.len() < old as usize {
             continue;
         }
@@ -357,5 +362,12 @@ mod tests {
             commit(&mut w, "a", 0, e0, 8, false).unwrap_err(),
             "LeaseLostException"
         );
+        // An assignment computed for another factor is refused.
+        let stale = w.run(Command::AssignLeases {
+            function: "f".into(),
+            uuid: "m".into(),
+            slots: vec![(3, "a".into())],
+        });
+        assert_eq!(stale.unwrap_err().field.as_deref(), Some("slots"));
     }
 }

@@ -119,12 +119,24 @@ pub fn assign(
         return Err(DomainError::invalid("slots", format!("slot {dup} is given twice")).into());
     }
     // A mapping deleted meanwhile gets no leases.
-    if super::load(txn, uuid)?.is_none_or(|m| m.function != function) {
+    let Some(m) = super::load(txn, uuid)?.filter(|m| m.function == function) else {
         return Err(DomainError::not_found(
             "ResourceNotFoundException",
             format!("event source mapping {uuid:?} does not exist"),
         )
         .into());
+    };
+    // An assignment computed before the parallelization factor changed
+    // names parts that no longer exist: refused, so no stray part commits.
+    if matches!(m.source, super::Source::Stream(_)) {
+        let pf = m.settings.parallelization_factor.max(1);
+        if let Some((slot, _)) = slots.iter().find(|(s, _)| stream_part(*s).1 >= pf) {
+            return Err(DomainError::invalid(
+                "slots",
+                format!("slot {slot} names a part at or past the parallelization factor {pf}"),
+            )
+            .into());
+        }
     }
     let old = of_mapping(txn, function, uuid)?;
     for l in old
