@@ -23,6 +23,17 @@ pub fn report_stream(
     now_ms: u64,
 ) -> ApplyResult<()> {
     let pf = m.settings.parallelization_factor.max(1);
+    // Where a part without a checkpoint starts, as a time (None: the
+    // oldest record).
+    let start_ms = match m.settings.starting_position {
+        Some(StartingPosition::AtTimestamp(t)) => Some(t),
+        Some(StartingPosition::Latest) => Some(crate::mappings::checkpoints::since(
+            state,
+            &m.function,
+            &m.uuid,
+        )?),
+        _ => None,
+    };
     for shard in &stream.shards {
         let st = records::load_state(state, stream.id, shard.index)?;
         let mut oldest: Option<u64> = None;
@@ -31,24 +42,18 @@ pub fn report_stream(
             let next = match checkpoints.iter().find(|c| c.slot == slot) {
                 Some(c) if c.finished => continue,
                 Some(c) => c.seq + 1,
-                None => match m.settings.starting_position {
-                    Some(StartingPosition::AtTimestamp(t)) => {
-                        records::seq_at_time(state, stream.id, shard.index, t)?
-                    }
-                    Some(StartingPosition::Latest) => {
-                        let since =
-                            crate::mappings::checkpoints::since(state, &m.function, &m.uuid)?;
-                        records::seq_at_time(state, stream.id, shard.index, since)?
-                    }
-                    _ => st.first_seq,
+                None => match start_ms {
+                    Some(t) => records::seq_at_time(state, stream.id, shard.index, t)?,
+                    None => st.first_seq,
                 },
             };
+            let next = next.max(st.first_seq);
             if next > st.last_seq() {
                 continue;
             }
-            let read = records::read(state, stream.id, shard.index, next, 1, 1)?;
-            if let Some((_, r)) = read.records.first() {
-                oldest = Some(oldest.map_or(r.arrival_ms, |o| o.min(r.arrival_ms)));
+            // One key read: not the whole-stream read a GetRecords does.
+            if let Some(at) = records::arrival_of(state, stream.id, shard.index, next)? {
+                oldest = Some(oldest.map_or(at, |o| o.min(at)));
             }
         }
         let age = oldest.map_or(0, |t| now_ms.saturating_sub(t));

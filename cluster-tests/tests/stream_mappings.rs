@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cluster_tests::{python_function, serial, wait_for, Cluster, WorkerProcess};
+use cluster_tests::{metric_value, python_function, serial, wait_for, Cluster, WorkerProcess};
 use sluice_client::sluice_proto::v1 as pb;
 
 /// Records every record it is handed: one line per record with the time
@@ -316,6 +316,31 @@ async fn a_poison_record_is_bisected_out_to_the_on_failure_queue() {
             bisect_batch_on_function_error: Some(true),
             maximum_retry_attempts: Some(2),
             on_failure_destination: Some("arn:aws:sqs:us-east-1:000000000000:failed".into()),
+            // Disabled first: the leader reports the records waiting.
+            enabled: Some(false),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let age = |c: &Cluster| -> f64 {
+        c.nodes
+            .values()
+            .map(|n| metric_value(&n.metrics(), "sluice_mapping_iterator_age_ms"))
+            .fold(0.0, f64::max)
+    };
+    wait_for(
+        Duration::from_secs(20),
+        "an iterator age on the leader",
+        || {
+            let a = age(&c);
+            async move { (a > 0.0).then_some(()) }
+        },
+    )
+    .await;
+    client
+        .update_event_source_mapping(pb::EventSourceMappingRequest {
+            uuid: mapping.uuid.clone(),
+            enabled: Some(true),
             ..Default::default()
         })
         .await
@@ -396,4 +421,14 @@ async fn a_poison_record_is_bisected_out_to_the_on_failure_queue() {
     })
     .await;
     assert_eq!(m.state, "Enabled");
+    // Caught up: the age falls back to 0.
+    wait_for(
+        Duration::from_secs(20),
+        "the iterator age back to 0",
+        || {
+            let a = age(&c);
+            async move { (a == 0.0).then_some(()) }
+        },
+    )
+    .await;
 }

@@ -327,6 +327,13 @@ impl Poller {
                 .await;
             let invokes = invokes + 1;
             let failed_from = match answer {
+                // A refusal that will not change (payload too large, the
+                // function gone): an attempt like a function error, so the
+                // batch is bisected and given up rather than tried forever.
+                Err(e) if permanent(&e) => {
+                    tracing::warn!(function = %l.function_name, error = %e, "invoke refused");
+                    Some(0)
+                }
                 Err(e) => {
                     // Not the function's doing: not an attempt.
                     tracing::debug!(function = %l.function_name, error = %e, "invoke failed: the batch waits");
@@ -515,6 +522,18 @@ pub fn invoke_limit(lease: &pb::PollLease) -> Duration {
         lease.function_timeout_s
     };
     Duration::from_secs(u64::from(timeout) + 60)
+}
+
+/// Whether an invoke error is a refusal of the request itself.
+fn permanent(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::InvalidArgument
+            | tonic::Code::NotFound
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::PermissionDenied
+            | tonic::Code::OutOfRange
+    )
 }
 
 fn now_ms() -> i64 {

@@ -344,6 +344,15 @@ impl pb::workers_server::Workers for WorkersApi {
     ) -> Result<Response<pb::ReportMappingResultResponse>, Status> {
         observe("ReportMappingResult", async {
             let r = request.into_inner();
+            // Pollers of one mapping report the same result over and over:
+            // what this node already has needs no write.
+            if let Ok(QueryOutput::Mapping(m)) = self.ctx.router.read_local(&Query::GetMapping {
+                uuid: r.mapping_uuid.clone(),
+            })? {
+                if m.function == r.function_name && m.last_result == r.result {
+                    return Ok(Response::new(pb::ReportMappingResultResponse {}));
+                }
+            }
             self.ctx
                 .done(
                     Command::SetMappingResult {

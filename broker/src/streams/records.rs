@@ -394,6 +394,23 @@ pub fn read(
     })
 }
 
+/// When record `seq` of a shard arrived, ms, if it is kept.
+pub fn arrival_of(
+    state: &dyn StateRead,
+    sid: u64,
+    shard: u32,
+    seq: u64,
+) -> ApplyResult<Option<u64>> {
+    let key = record_key(sid, shard, seq);
+    Ok(match state.get(&key)? {
+        Some(v) => {
+            let StoredRecord::V1(r) = codec::decode(&key, &v)?;
+            Some(r.arrival_ms)
+        }
+        None => None,
+    })
+}
+
 /// The number of the first record that arrived at or after `at_ms` (or the
 /// next number, if none did yet).
 pub fn seq_at_time(state: &dyn StateRead, sid: u64, shard: u32, at_ms: u64) -> ApplyResult<u64> {
