@@ -11,6 +11,13 @@
 //!   leader reaches it ([`VoteGuard`]). If every peer answers and none belongs
 //!   to a cluster, the peer with the lowest id initialises the cluster with
 //!   the whole list. Until the question is settled, the node refuses votes.
+//! * `--peer-dns`: ordinal 0 asks every peer whose name resolves; if one
+//!   belongs to a cluster it rejoins as above, and once every resolving
+//!   peer has answered and none does, it initialises a cluster of itself.
+//!   Every other ordinal waits: the leader adds it as a learner when its
+//!   name resolves and promotes it once caught up ([`crate::membership`]).
+//!   Until a leader reaches it, an empty node refuses votes (it may be a
+//!   voter that lost its data).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +26,7 @@ use std::time::Duration;
 use sluice_proto::internal::node_client::NodeClient;
 use sluice_proto::internal::{InfoRequest, InfoResponse};
 
-use crate::config::Bootstrap;
+use crate::config::{Bootstrap, DnsPeers};
 use crate::raft::network::Channels;
 use crate::raft::service::VoteGuard;
 use crate::raft::{Node, NodeId, Raft};
@@ -64,6 +71,72 @@ pub async fn run(
             guard.set_rejoining();
             form(&raft, me, &peers, &channels, &guard).await;
         }
+        Bootstrap::Dns(dns) => {
+            guard.set_rejoining();
+            if dns.ordinal == 0 {
+                find_or_found(&raft, me, &advertise, &dns, &channels, &guard).await;
+            } else {
+                tracing::info!(
+                    node_id = me,
+                    "empty data directory: waiting for the leader to add this node (found by DNS)"
+                );
+            }
+        }
+    }
+}
+
+/// Ordinal 0 of a `--peer-dns` cluster: rejoins the cluster if a peer
+/// belongs to one, or founds it once every peer that exists has answered.
+async fn find_or_found(
+    raft: &Raft,
+    me: NodeId,
+    advertise: &str,
+    dns: &DnsPeers,
+    channels: &Channels,
+    guard: &VoteGuard,
+) {
+    let mut logged_waiting = false;
+    loop {
+        if raft.is_initialized().await.unwrap_or(true) {
+            return;
+        }
+        let mut silent = Vec::new();
+        for ordinal in 1..dns.max_nodes {
+            let addr = dns.template.addr(ordinal);
+            if !crate::discovery::resolves(&addr).await {
+                // No such pod: nothing to ask.
+                continue;
+            }
+            match ask(channels, &addr).await {
+                Some(a) if a.leader_id.is_some() || a.last_log_index > 0 => {
+                    tracing::warn!(
+                        peer = %addr,
+                        "a cluster exists but this node's data directory is empty: rejoining; \
+                         it will not vote until a leader has reached it"
+                    );
+                    return;
+                }
+                Some(_) => {}
+                None => silent.push(addr),
+            }
+        }
+        if silent.is_empty() {
+            guard.clear();
+            initialize(
+                raft,
+                BTreeMap::from([(me, Node::new(advertise.to_string()))]),
+            )
+            .await;
+            return;
+        }
+        if !logged_waiting {
+            tracing::info!(
+                ?silent,
+                "waiting for every peer whose name resolves to answer before founding the cluster"
+            );
+            logged_waiting = true;
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -76,7 +149,9 @@ async fn initialize(raft: &Raft, members: BTreeMap<NodeId, Node>) {
     }
 }
 
-async fn ask(channels: &Channels, addr: &str) -> Option<InfoResponse> {
+/// What the node at `addr` says of itself, or `None` if it does not answer
+/// within a second.
+pub(crate) async fn ask(channels: &Channels, addr: &str) -> Option<InfoResponse> {
     let channel = channels.get(addr).ok()?;
     let mut request = tonic::Request::new(InfoRequest {});
     request.set_timeout(Duration::from_secs(1));

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::discovery::PeerTemplate;
 use crate::identity::Identity;
 use crate::raft::{Compaction, NodeId, Timing};
 
@@ -23,6 +24,23 @@ pub enum Bootstrap {
     Static(BTreeMap<NodeId, String>),
     /// Wait to be added to an existing cluster as a learner.
     Join,
+    /// Peers found by DNS name (a StatefulSet behind a headless Service).
+    Dns(DnsPeers),
+}
+
+/// `--peer-dns`: where the peers are and how the leader keeps the voters in
+/// line with the names that resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsPeers {
+    /// The peers' `host:port` by ordinal.
+    pub template: PeerTemplate,
+    /// This node's ordinal (its id is the ordinal + 1).
+    pub ordinal: u64,
+    /// Ordinals looked up: `0..max_nodes`.
+    pub max_nodes: u64,
+    /// How long a voter's name must be gone, and the node silent, before the
+    /// leader removes it from the cluster.
+    pub remove_after: Duration,
 }
 
 /// Everything a node needs to start.
@@ -95,6 +113,14 @@ pub struct Settings {
     pub event_retry_delay_ms: Option<u64>,
     /// `--in-process-worker`
     pub in_process_worker: Option<bool>,
+    /// `--peer-dns`
+    pub peer_dns: Option<String>,
+    /// `--ordinal`
+    pub ordinal: Option<u64>,
+    /// `--max-nodes`
+    pub max_nodes: Option<u64>,
+    /// `--remove-after-s`
+    pub remove_after_s: Option<u64>,
 }
 
 impl Settings {
@@ -129,12 +155,26 @@ impl Settings {
             event_retry_delay_ms: self.event_retry_delay_ms.or(other.event_retry_delay_ms),
             in_process_worker: self.in_process_worker.or(other.in_process_worker),
             cache_mb: self.cache_mb.or(other.cache_mb),
+            peer_dns: self.peer_dns.or(other.peer_dns),
+            ordinal: self.ordinal.or(other.ordinal),
+            max_nodes: self.max_nodes.or(other.max_nodes),
+            remove_after_s: self.remove_after_s.or(other.remove_after_s),
         }
     }
 
     /// Validates the settings and fills in defaults.
     pub fn resolve(self) -> Result<NodeConfig, String> {
-        let node_id = self.node_id.unwrap_or(1);
+        let dns = self.dns_peers()?;
+        let node_id = match (&dns, self.node_id) {
+            (Some(d), Some(id)) if id != d.ordinal + 1 => {
+                return Err(format!(
+                    "--node-id: with --peer-dns the id is the ordinal + 1 ({}), got {id}",
+                    d.ordinal + 1
+                ))
+            }
+            (Some(d), _) => d.ordinal + 1,
+            (None, id) => id.unwrap_or(1),
+        };
         if node_id == 0 {
             return Err("--node-id: must be a positive integer".into());
         }
@@ -144,7 +184,11 @@ impl Settings {
         })?;
         let join = self.join.unwrap_or(false);
         let peers = self.peers.as_deref().map(parse_peers).transpose()?;
+        if dns.is_some() && (peers.is_some() || join) {
+            return Err("--peer-dns: give it alone, without --peers or --join (it finds the peers and joins by itself)".into());
+        }
         let bootstrap = match (peers, join) {
+            _ if dns.is_some() => Bootstrap::Dns(dns.clone().expect("checked")),
             (Some(_), true) => {
                 return Err("--join and --peers: give one (--peers forms a new cluster, --join waits to be added to one)".into())
             }
@@ -168,6 +212,7 @@ impl Settings {
             }
             (Some(a), _) => a.clone(),
             (None, Bootstrap::Static(p)) => p[&node_id].clone(),
+            (None, Bootstrap::Dns(d)) => d.template.addr(d.ordinal),
             (None, _) => listen_text.clone(),
         };
         check_host_port("--advertise", &advertise)?;
@@ -239,6 +284,47 @@ impl Settings {
             event_retry_delay: Duration::from_millis(self.event_retry_delay_ms.unwrap_or(60_000)),
             in_process_worker: self.in_process_worker.unwrap_or(true),
         })
+    }
+}
+
+impl Settings {
+    /// `--peer-dns` and the flags that go with it, checked.
+    fn dns_peers(&self) -> Result<Option<DnsPeers>, String> {
+        let Some(text) = &self.peer_dns else {
+            for (set, flag) in [
+                (self.ordinal.is_some(), "--ordinal"),
+                (self.max_nodes.is_some(), "--max-nodes"),
+                (self.remove_after_s.is_some(), "--remove-after-s"),
+            ] {
+                if set {
+                    return Err(format!("{flag}: only meaningful with --peer-dns"));
+                }
+            }
+            return Ok(None);
+        };
+        let template = PeerTemplate::parse(text)?;
+        let max_nodes = self.max_nodes.unwrap_or(7);
+        if !(1..=100).contains(&max_nodes) {
+            return Err(format!("--max-nodes: must be 1-100, got {max_nodes}"));
+        }
+        let Some(ordinal) = self.ordinal else {
+            return Err("--ordinal: required with --peer-dns when the host name does not end in -N (a StatefulSet pod's does)".into());
+        };
+        if ordinal >= max_nodes {
+            return Err(format!(
+                "--ordinal: must be below --max-nodes ({max_nodes}), got {ordinal}"
+            ));
+        }
+        let remove_after_s = self.remove_after_s.unwrap_or(60);
+        if remove_after_s == 0 {
+            return Err("--remove-after-s: must be at least 1".into());
+        }
+        Ok(Some(DnsPeers {
+            template,
+            ordinal,
+            max_nodes,
+            remove_after: Duration::from_secs(remove_after_s),
+        }))
     }
 }
 
@@ -372,6 +458,73 @@ mod tests {
             ..Default::default()
         };
         assert!(mismatch.resolve().unwrap_err().starts_with("--advertise"));
+    }
+
+    #[test]
+    fn dns_peers_give_the_id_and_address_from_the_ordinal() {
+        let s = Settings {
+            peer_dns: Some("sluice-{ordinal}.peers:7070".into()),
+            ordinal: Some(2),
+            listen: Some("0.0.0.0:7070".into()),
+            ..Default::default()
+        };
+        let c = s.clone().resolve().unwrap();
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.advertise, "sluice-2.peers:7070");
+        match &c.bootstrap {
+            Bootstrap::Dns(d) => {
+                assert_eq!((d.ordinal, d.max_nodes), (2, 7));
+                assert_eq!(d.remove_after, Duration::from_secs(60));
+            }
+            other => panic!("{other:?}"),
+        }
+        for (bad, needle) in [
+            (
+                Settings {
+                    node_id: Some(1),
+                    ..s.clone()
+                },
+                "--node-id: with --peer-dns the id is the ordinal + 1 (3)",
+            ),
+            (
+                Settings {
+                    ordinal: None,
+                    ..s.clone()
+                },
+                "--ordinal: required",
+            ),
+            (
+                Settings {
+                    ordinal: Some(7),
+                    ..s.clone()
+                },
+                "--ordinal: must be below --max-nodes (7)",
+            ),
+            (
+                Settings {
+                    join: Some(true),
+                    ..s.clone()
+                },
+                "--peer-dns: give it alone",
+            ),
+            (
+                Settings {
+                    remove_after_s: Some(0),
+                    ..s.clone()
+                },
+                "--remove-after-s",
+            ),
+            (
+                Settings {
+                    peer_dns: None,
+                    ..s.clone()
+                },
+                "--ordinal: only meaningful with --peer-dns",
+            ),
+        ] {
+            let err = bad.resolve().unwrap_err();
+            assert!(err.starts_with(needle), "{err}");
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ struct Cli {
 enum Command {
     /// Run a broker node. With no flags: a single-node cluster on
     /// 127.0.0.1:7070 with its data in ./sluice-data.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a worker node: it registers with the cluster, heartbeats, and
     /// runs the function invocations the cluster routes to it.
     Worker(WorkerArgs),
@@ -118,6 +118,23 @@ struct ServeArgs {
     /// `sluice worker` processes run the functions.
     #[arg(long)]
     in_process_worker: Option<bool>,
+    /// Find the peers by DNS: HOST:PORT with {ordinal} in the host, e.g.
+    /// sluice-{ordinal}.sluice-peers:7070 (a StatefulSet's pods behind a
+    /// headless Service). Ordinal 0 forms the cluster when none exists; the
+    /// leader adds the others as they appear and removes those gone.
+    #[arg(long)]
+    peer_dns: Option<String>,
+    /// This node's ordinal with --peer-dns; its id is the ordinal + 1
+    /// [default: the number ending the host name].
+    #[arg(long)]
+    ordinal: Option<u64>,
+    /// Ordinals looked up with --peer-dns: 0 to this - 1 [default: 7].
+    #[arg(long)]
+    max_nodes: Option<u64>,
+    /// With --peer-dns: seconds a voter's name must be gone, and the node
+    /// silent, before the leader removes it [default: 60].
+    #[arg(long)]
+    remove_after_s: Option<u64>,
     /// Log output format; the level comes from RUST_LOG [default: info].
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -143,6 +160,10 @@ impl ServeArgs {
             cache_mb: self.cache_mb,
             event_retry_delay_ms: self.event_retry_delay_ms,
             in_process_worker: self.in_process_worker,
+            peer_dns: self.peer_dns.clone(),
+            ordinal: self.ordinal,
+            max_nodes: self.max_nodes,
+            remove_after_s: self.remove_after_s,
         }
     }
 }
@@ -182,7 +203,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match args.settings().or(file).resolve() {
+    let mut settings = args.settings().or(file);
+    if settings.peer_dns.is_some() && settings.ordinal.is_none() {
+        settings.ordinal = sluice_broker::discovery::hostname()
+            .as_deref()
+            .and_then(sluice_broker::discovery::ordinal_of_hostname);
+    }
+    let config = match settings.resolve() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sluice serve: {e}");
@@ -286,7 +313,7 @@ fn worker(args: WorkerArgs) -> ExitCode {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Worker(args) => worker(args),
     }
 }

@@ -100,6 +100,7 @@ pub struct RunningNode {
     invoker: JoinHandle<()>,
     worker_agent: Option<JoinHandle<()>>,
     lease_manager: JoinHandle<()>,
+    membership: Option<JoinHandle<()>>,
     worker: Option<Arc<sluice_worker::Worker>>,
     local_addr: std::net::SocketAddr,
 }
@@ -228,6 +229,15 @@ impl RunningNode {
         let lease_manager = crate::leases::spawn(router.clone(), ctx.waiters.clone());
         let worker_agent = ctx.worker.as_ref().map(|w| w.spawn());
         let housekeeper = crate::housekeeper::spawn(router.clone(), waiters);
+        let membership = match &config.bootstrap {
+            crate::config::Bootstrap::Dns(dns) => Some(crate::membership::spawn(
+                raft.clone(),
+                config.node_id,
+                dns.clone(),
+                channels.clone(),
+            )),
+            _ => None,
+        };
         let bootstrap = tokio::spawn(bootstrap::run(
             raft.clone(),
             config.node_id,
@@ -250,6 +260,7 @@ impl RunningNode {
             invoker,
             worker_agent,
             lease_manager,
+            membership,
             worker: ctx.worker.clone(),
             local_addr,
         })
@@ -300,6 +311,9 @@ impl RunningNode {
         self.deliverer.abort();
         self.invoker.abort();
         self.lease_manager.abort();
+        if let Some(m) = &self.membership {
+            m.abort();
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }

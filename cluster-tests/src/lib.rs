@@ -7,6 +7,7 @@
 //! first with `cargo build --bins`.
 
 pub mod chaos;
+pub mod dns;
 pub mod lazyfs;
 
 use std::collections::{BTreeMap, HashSet};
@@ -96,6 +97,7 @@ pub struct Node {
     pub data_dir: PathBuf,
     log: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -107,8 +109,33 @@ impl Node {
             data_dir: dir.join(format!("node-{id}")),
             log: dir.join(format!("node-{id}.log")),
             args,
+            env: Vec::new(),
             child: None,
         }
+    }
+
+    /// A node (not started) with its data and log under `dir`, reached at
+    /// `addr`, run with `args` (a `--data-dir` is added) and `env`.
+    pub fn with(
+        id: NodeId,
+        addr: String,
+        dir: &Path,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Node {
+        let mut node = Node::new(id, addr, dir, args);
+        node.env = env;
+        args_with_data_dir(&mut node);
+        node
+    }
+
+    /// Changes the `--listen` address and `addr` (a rescheduled pod gets a
+    /// new address); takes effect at the next start.
+    pub fn move_to(&mut self, addr: String) {
+        if let Some(i) = self.args.iter().position(|a| a == "--listen") {
+            self.args[i + 1] = addr.clone();
+        }
+        self.addr = addr;
     }
 
     /// Starts the process (again) with its original flags.
@@ -127,6 +154,7 @@ impl Node {
                 std::env::var("SLUICE_TEST_LOG")
                     .unwrap_or_else(|_| "info,openraft=warn,sled=warn,h2=warn".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -216,16 +244,25 @@ impl Drop for Node {
 
 /// GET /metrics over plain HTTP/1.1.
 pub fn scrape(addr: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect for /metrics");
+    http_get(addr, "/metrics")
+        .map(|(_, body)| body)
+        .expect("GET /metrics")
+}
+
+/// GET `path` over plain HTTP/1.1: the status code and the whole response
+/// text, or `None` if the node does not answer.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
     write!(
         s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
-    .expect("send /metrics request");
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body
+    .ok()?;
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, text))
 }
 
 /// Sum of every series of metric `name` in Prometheus text.

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod functions;
 pub mod node;
+pub mod probes;
 pub mod queues;
 pub mod status;
 pub mod streams;
@@ -138,6 +139,7 @@ pub async fn serve(
     metrics: Arc<crate::metrics::Exporter>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    let (guard, timing) = (raft_service.guard(), ctx.timing.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<QueuesServer<queues::QueuesApi>>()
@@ -209,6 +211,7 @@ pub async fn serve(
             .max_encoding_message_size(sluice_worker::cluster::MESSAGE_MAX),
     );
     let confirm_ctx = ctx.clone();
+    let (live_router, ready_router) = (ctx.router.clone(), ctx.router.clone());
     let router = routes
         .into_axum_router()
         .route(
@@ -216,6 +219,16 @@ pub async fn serve(
             axum::routing::get(move || {
                 let metrics = metrics.clone();
                 async move { metrics.render() }
+            }),
+        )
+        .route(
+            "/live",
+            axum::routing::get(move || probes::live(live_router.clone())),
+        )
+        .route(
+            "/ready",
+            axum::routing::get(move || {
+                probes::ready(ready_router.clone(), guard.clone(), timing.election_max)
             }),
         )
         .route(

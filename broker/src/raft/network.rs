@@ -66,11 +66,15 @@ pub struct Channels {
 impl Channels {
     /// The channel to `addr` (`host:port`).
     pub fn get(&self, addr: &str) -> Result<Channel, String> {
+        // A name the override file lists is dialled at its address there,
+        // looked up again on every call so a peer that moved is followed;
+        // any other name is resolved by the system at each connection.
+        let dial = crate::discovery::dialable(addr);
         let mut map = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = map.get(addr) {
+        if let Some(c) = map.get(&dial) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = Endpoint::from_shared(format!("http://{dial}"))
             .map_err(|e| format!("invalid node address {addr:?}: {e}"))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
@@ -78,7 +82,7 @@ impl Channels {
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
-        map.insert(addr.to_string(), channel.clone());
+        map.insert(dial, channel.clone());
         Ok(channel)
     }
 }
@@ -131,7 +135,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerClient {
             target,
             addr: node.addr.clone(),
-            client: self.channels.get(&node.addr).map(RaftClient::new),
+            channels: self.channels.clone(),
         }
     }
 }
@@ -140,7 +144,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerClient {
     target: NodeId,
     addr: String,
-    client: Result<RaftClient<Channel>, String>,
+    /// Asked for the channel at every call, not once: a peer known by a
+    /// name that moved (a rescheduled pod) is then followed.
+    channels: Channels,
 }
 
 fn transport_error<E: std::error::Error>(status: tonic::Status) -> RPCError<NodeId, Node, E> {
@@ -155,8 +161,9 @@ impl PeerClient {
     fn client<E: std::error::Error>(
         &self,
     ) -> Result<RaftClient<Channel>, RPCError<NodeId, Node, E>> {
-        self.client
-            .clone()
+        self.channels
+            .get(&self.addr)
+            .map(RaftClient::new)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&AnyError::error(e))))
     }
 

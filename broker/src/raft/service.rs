@@ -24,10 +24,12 @@ use super::snapshot::{self, Meta, SnapshotDir, SnapshotFile};
 use super::{NodeId, Raft};
 use crate::store::codec;
 
-/// Whether this node may vote yet. See the module documentation.
+/// Whether this node may vote yet (see the module documentation), and when
+/// a leader last reached it.
 #[derive(Debug, Default)]
 pub struct VoteGuard {
     rejoining: AtomicBool,
+    last_contact: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl VoteGuard {
@@ -46,7 +48,18 @@ impl VoteGuard {
         self.rejoining.load(Ordering::SeqCst)
     }
 
+    /// How long ago a leader's entries or snapshot last reached this node
+    /// (`None`: never since it started).
+    pub fn since_leader_contact(&self) -> Option<std::time::Duration> {
+        self.last_contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|t| t.elapsed())
+    }
+
     fn leader_reached(&self) {
+        *self.last_contact.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(std::time::Instant::now());
         if self.rejoining.swap(false, Ordering::SeqCst) {
             tracing::info!("a leader reached this rejoining node; it may vote again");
         }
@@ -61,6 +74,11 @@ pub struct RaftService {
 }
 
 impl RaftService {
+    /// The vote guard, which also knows when a leader last reached the node.
+    pub fn guard(&self) -> Arc<VoteGuard> {
+        self.guard.clone()
+    }
+
     /// Serves `raft`, receiving snapshots into `snapshots`.
     pub fn new(raft: Raft, snapshots: Arc<SnapshotDir>, guard: Arc<VoteGuard>) -> Self {
         RaftService {

@@ -1,0 +1,211 @@
+//! Bootstrap by DNS (`sluice serve --peer-dns`), as a Kubernetes StatefulSet
+//! runs it: pods find each other by name, ordinal 0 founds the cluster, the
+//! leader adds pods that appear and removes pods scaled away, and a rolling
+//! restart one pod at a time loses no acknowledged write.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cluster_tests::dns::DnsCluster;
+use cluster_tests::serial;
+use sluice_client::sluice_proto::v1 as pb;
+use sluice_client::Client;
+
+const FORM: Duration = Duration::from_secs(60);
+
+/// Every acknowledged send, and the time of each acknowledgement.
+#[derive(Default)]
+struct Writes {
+    acked: BTreeSet<u64>,
+    ack_times: Vec<Instant>,
+    failed: u64,
+}
+
+/// Sends numbered messages to a queue one after another, from before
+/// the operations under test until [`Writer::finish`].
+struct Writer {
+    stop: Arc<AtomicBool>,
+    writes: Arc<Mutex<Writes>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    /// Creates `queue` and starts writing to it.
+    async fn start(c: &DnsCluster, queue: &'static str) -> Writer {
+        c.client()
+            .create_queue(queue, HashMap::new())
+            .await
+            .expect("create queue");
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(Mutex::new(Writes::default()));
+        let (client, flag, log) = (c.client(), stop.clone(), writes.clone());
+        let task = tokio::spawn(async move {
+            let mut n = 0u64;
+            while !flag.load(Ordering::SeqCst) {
+                let r = client
+                    .send_message(pb::SendMessageRequest {
+                        queue_name: queue.into(),
+                        message_body: n.to_string(),
+                        ..Default::default()
+                    })
+                    .await;
+                let mut w = log.lock().unwrap();
+                match r {
+                    Ok(_) => {
+                        w.acked.insert(n);
+                        w.ack_times.push(Instant::now());
+                    }
+                    Err(_) => w.failed += 1,
+                }
+                n += 1;
+            }
+        });
+        Writer { stop, writes, task }
+    }
+
+    /// Stops writing; what was written.
+    async fn finish(self) -> Writes {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("writer");
+        std::mem::take(&mut *self.writes.lock().unwrap())
+    }
+}
+
+/// Three pods started at once (parallel pod management): ordinal 0 founds
+/// the cluster and the leader adds the others, with no manual step.
+async fn three_pods(remove_after_s: u64) -> DnsCluster {
+    let mut c = DnsCluster::new(remove_after_s);
+    for k in 0..3 {
+        c.start(k);
+    }
+    c.wait_for_voters(&[1, 2, 3], FORM).await;
+    c
+}
+
+/// Receives (without deleting) until every acknowledged message was seen;
+/// panics naming what is missing if the queue runs dry first.
+async fn check_all_present(client: &Client, queue: &str, acked: &BTreeSet<u64>) {
+    let mut seen = BTreeSet::new();
+    let mut empty_rounds = 0;
+    while !acked.is_subset(&seen) {
+        let r = client
+            .receive_message(pb::ReceiveMessageRequest {
+                queue_name: queue.into(),
+                max_number_of_messages: 10,
+                visibility_timeout: Some(3600),
+                wait_time_seconds: Some(0),
+                ..Default::default()
+            })
+            .await
+            .expect("receive");
+        if r.messages.is_empty() {
+            empty_rounds += 1;
+            let missing: Vec<&u64> = acked.difference(&seen).take(20).collect();
+            assert!(
+                empty_rounds < 5,
+                "{} acknowledged messages lost, e.g. {missing:?}",
+                acked.difference(&seen).count()
+            );
+            continue;
+        }
+        for m in r.messages {
+            seen.insert(m.body.parse::<u64>().expect("numbered body"));
+        }
+    }
+}
+
+/// The longest time between two acknowledgements.
+fn longest_gap(times: &[Instant]) -> Duration {
+    times
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]))
+        .max()
+        .unwrap_or_default()
+}
+
+// Multi-threaded: the harness waits for processes synchronously, and the
+// writer must keep running meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_found_by_name_form_grow_to_five_and_shrink_to_three_under_writes() {
+    let _serial = serial().await;
+    let mut c = three_pods(3).await;
+    let writer = Writer::start(&c, "scaled").await;
+
+    // Scale up to five, one pod after the other (OrderedReady).
+    for k in 3..5 {
+        c.start(k);
+        let voters: Vec<u64> = (1..=k + 1).collect();
+        c.wait_for_voters(&voters, FORM).await;
+    }
+    let members = c.members().await.expect("members");
+    assert_eq!(
+        members[&5].1,
+        format!(
+            "{}:{}",
+            DnsCluster::name(4),
+            c.addr(4).rsplit_once(':').unwrap().1
+        ),
+        "members are known by name, not by address"
+    );
+
+    // Scale down to three: the highest ordinal goes first, each waited out.
+    for k in [4, 3] {
+        c.stop(k);
+        let voters: Vec<u64> = (1..=k).collect();
+        c.wait_for_voters(&voters, FORM).await;
+    }
+
+    let Writes { acked, failed, .. } = writer.finish().await;
+    assert!(
+        acked.len() > 100,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+    check_all_present(&c.client(), "scaled", &acked).await;
+    eprintln!(
+        "scale 3 → 5 → 3: {} writes acknowledged, {failed} failed, none lost",
+        acked.len()
+    );
+}
+
+// Multi-threaded: the harness waits for processes synchronously, and the
+// writer must keep running meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_writes_loses_nothing() {
+    let _serial = serial().await;
+    let mut c = three_pods(60).await;
+    let writer = Writer::start(&c, "rolled").await;
+    let started = Instant::now();
+
+    // As a StatefulSet rolls: highest ordinal first, each pod deleted and
+    // recreated with its volume, the next only once it is ready again.
+    // Pod 1 is also rescheduled: it comes back at another address.
+    for k in [2, 1, 0] {
+        c.stop(k);
+        if k == 1 {
+            c.reschedule(k);
+        }
+        c.start(k);
+        c.wait_for_voters(&[1, 2, 3], FORM).await;
+    }
+
+    let w = writer.finish().await;
+    let (acked, failed, gap) = (w.acked, w.failed, longest_gap(&w.ack_times));
+    check_all_present(&c.client(), "rolled", &acked).await;
+    eprintln!(
+        "rolling restart of 3 pods in {:.1} s: {} writes acknowledged, {failed} failed, none lost; \
+         longest time without an acknowledged write: {} ms",
+        started.elapsed().as_secs_f64(),
+        acked.len(),
+        gap.as_millis()
+    );
+    assert_eq!(failed, 0, "writes failed during the rolling restart");
+    // Writes stop only for an election (a leader hands over on SIGTERM): a
+    // few election timeouts (750-1500 ms) at most.
+    assert!(
+        gap < Duration::from_secs(5),
+        "writes were unavailable for {gap:?}"
+    );
+}
