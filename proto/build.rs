@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "sluice/v1/workers.proto",
     "sluice/v1/cluster.proto",
     "sluice/internal/v1/node.proto",
+    "externalscaler/externalscaler.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

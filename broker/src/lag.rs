@@ -22,6 +22,27 @@ pub fn report_stream(
     checkpoints: &[Checkpoint],
     now_ms: u64,
 ) -> ApplyResult<()> {
+    for (shard, age) in stream_ages(state, m, stream, checkpoints, now_ms)? {
+        metrics::gauge!("sluice_mapping_iterator_age_ms",
+            "function" => m.function.clone(),
+            "mapping" => m.uuid.clone(),
+            "shard" => shard_id(shard))
+        .set(age as f64);
+    }
+    Ok(())
+}
+
+/// The iterator age, ms, of each shard (by index) of a stream mapping: the
+/// age of the oldest record of the shard not yet processed (the most behind
+/// of the shard's parts), 0 when caught up.
+pub fn stream_ages(
+    state: &dyn StateRead,
+    m: &Mapping,
+    stream: &Stream,
+    checkpoints: &[Checkpoint],
+    now_ms: u64,
+) -> ApplyResult<Vec<(u32, u64)>> {
+    let mut ages = Vec::with_capacity(stream.shards.len());
     let pf = m.settings.parallelization_factor.max(1);
     // Where a part without a checkpoint starts, as a time (None: the
     // oldest record).
@@ -56,14 +77,9 @@ pub fn report_stream(
                 oldest = Some(oldest.map_or(at, |o| o.min(at)));
             }
         }
-        let age = oldest.map_or(0, |t| now_ms.saturating_sub(t));
-        metrics::gauge!("sluice_mapping_iterator_age_ms",
-            "function" => m.function.clone(),
-            "mapping" => m.uuid.clone(),
-            "shard" => shard_id(shard.index))
-        .set(age as f64);
+        ages.push((shard.index, oldest.map_or(0, |t| now_ms.saturating_sub(t))));
     }
-    Ok(())
+    Ok(ages)
 }
 
 /// Sets the depth of a queue mapping's queue.

@@ -19,6 +19,13 @@ pub mod internal {
     tonic::include_proto!("sluice.internal.v1");
 }
 
+/// KEDA's external scaler service (package `externalscaler`), which nodes
+/// serve so KEDA can scale workers on queue depth and stream iterator age.
+pub mod externalscaler {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("externalscaler");
+}
+
 /// Encoded `FileDescriptorSet` of every Sluice proto file, for gRPC server
 /// reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -7,6 +7,7 @@ pub mod functions;
 pub mod node;
 pub mod probes;
 pub mod queues;
+pub mod scaler;
 pub mod status;
 pub mod streams;
 pub mod topics;
@@ -206,6 +207,11 @@ pub async fn serve(
         Some(w) => routes.add_service(w.service()),
         None => routes,
     };
+    let routes = routes.add_service(
+        sluice_proto::externalscaler::external_scaler_server::ExternalScalerServer::new(
+            scaler::ScalerApi::new(ctx.clone()),
+        ),
+    );
     let routes = routes.add_service(
         WorkersServer::new(workers::WorkersApi::new(ctx.clone()))
             .max_encoding_message_size(sluice_worker::cluster::MESSAGE_MAX),
