@@ -24,6 +24,24 @@ enum Command {
     /// Run a worker node: it registers with the cluster, heartbeats, and
     /// runs the function invocations the cluster routes to it.
     Worker(WorkerArgs),
+    /// After losing a majority: make this stopped node the only voter of
+    /// its cluster (unsafe: writes only the lost nodes held are gone; run
+    /// it on the most up-to-date survivor). Start the node afterwards and
+    /// add the others back as new members.
+    Recover(RecoverArgs),
+}
+
+#[derive(Args)]
+struct RecoverArgs {
+    /// The stopped node's data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The node's id.
+    #[arg(long)]
+    node_id: u64,
+    /// HOST:PORT the node will be reached at (its --advertise).
+    #[arg(long)]
+    advertise: String,
 }
 
 #[derive(Args)]
@@ -311,9 +329,45 @@ fn worker(args: WorkerArgs) -> ExitCode {
     })
 }
 
+fn recover(args: RecoverArgs) -> ExitCode {
+    if args.node_id == 0 {
+        eprintln!("sluice recover: --node-id: must be a positive integer");
+        return ExitCode::from(2);
+    }
+    if args
+        .advertise
+        .rsplit_once(':')
+        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().map_or(true, |p| p == 0))
+    {
+        eprintln!(
+            "sluice recover: --advertise: must be HOST:PORT, got {:?}",
+            args.advertise
+        );
+        return ExitCode::from(2);
+    }
+    match sluice_broker::raft::recovery::force_single_voter(
+        &args.data_dir,
+        args.node_id,
+        &args.advertise,
+    ) {
+        Ok(r) => {
+            println!(
+                "node {} is now the only voter (membership entry {} after {}); start it, then add the other members back",
+                args.node_id, r.membership_entry, r.last_before
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sluice recover: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve(*args),
         Command::Worker(args) => worker(args),
+        Command::Recover(args) => recover(args),
     }
 }

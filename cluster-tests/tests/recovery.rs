@@ -70,3 +70,147 @@ async fn a_damaged_state_machine_database_is_rebuilt() {
     })
     .await;
 }
+
+/// Runs `sluice recover` on a data directory.
+fn recover(data_dir: &std::path::Path, id: u64, advertise: &str) -> std::process::Output {
+    std::process::Command::new(cluster_tests::binary("sluice"))
+        .arg("recover")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--node-id", &id.to_string(), "--advertise", advertise])
+        .output()
+        .expect("running sluice recover")
+}
+
+/// Receives (without deleting) until the queue has shown `n` distinct
+/// bodies, or panics.
+async fn bodies(client: &sluice_client::Client, queue: &str, n: usize) -> BTreeSet<String> {
+    use sluice_client::sluice_proto::v1 as pb;
+    let mut seen = BTreeSet::new();
+    let mut empty = 0;
+    while seen.len() < n {
+        let r = client
+            .receive_message(pb::ReceiveMessageRequest {
+                queue_name: queue.into(),
+                max_number_of_messages: 10,
+                visibility_timeout: Some(3600),
+                wait_time_seconds: Some(0),
+                ..Default::default()
+            })
+            .await
+            .expect("receive");
+        if r.messages.is_empty() {
+            empty += 1;
+            assert!(empty < 5, "only {} of {n} messages: {seen:?}", seen.len());
+        }
+        seen.extend(r.messages.into_iter().map(|m| m.body));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_survivor_of_a_lost_majority_is_made_the_only_voter_and_keeps_every_acknowledged_write() {
+    use sluice_client::sluice_proto::v1 as pb;
+    let _serial = serial().await;
+    let mut c = Cluster::start(3, &["--snapshot-every", "40"]);
+    let survivor = c.leader(ELECTION).await;
+    let client = c.client();
+    client.create_queue("kept", HashMap::new()).await.unwrap();
+    let mut sent = BTreeSet::new();
+    for i in 0..100 {
+        let body = format!("m{i}");
+        client
+            .send_message(pb::SendMessageRequest {
+                queue_name: "kept".into(),
+                message_body: body.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        sent.insert(body);
+    }
+    let addr = c.nodes[&survivor].addr.clone();
+    let data_dir = c.nodes[&survivor].data_dir.clone();
+
+    // Refused while the node runs.
+    let out = recover(&data_dir, survivor, &addr);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stop it first"), "{err}");
+
+    // The majority is lost with its disks; the survivor crashes too.
+    let others: Vec<u64> = c
+        .nodes
+        .keys()
+        .copied()
+        .filter(|id| *id != survivor)
+        .collect();
+    for id in &others {
+        c.node(*id).kill9();
+        c.node(*id).wipe();
+    }
+    c.node(survivor).kill9();
+    // Its crash image, copied, is a backup.
+    let backup = tempfile::tempdir().unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&data_dir)
+        .arg(backup.path().join(format!("node-{survivor}")))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+
+    let out = recover(&data_dir, survivor, &addr);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.node(survivor).start();
+    assert_eq!(c.leader(ELECTION).await, survivor);
+    let alone = c.node(survivor).client(Duration::from_secs(20));
+    let status = alone.cluster_status(false).await.unwrap();
+    let voters: Vec<u64> = status
+        .members
+        .iter()
+        .filter(|m| m.role == "voter")
+        .map(|m| m.node_id)
+        .collect();
+    assert_eq!(voters, vec![survivor]);
+    assert_eq!(bodies(&alone, "kept", sent.len()).await, sent);
+
+    // It grows again: a wiped member comes back as a learner, is promoted.
+    let back = others[0];
+    c.node(back).start();
+    let back_addr = c.nodes[&back].addr.clone();
+    alone.add_learner(back, &back_addr).await.unwrap();
+    alone.promote_learner(back).await.unwrap();
+    alone.create_queue("after", HashMap::new()).await.unwrap();
+
+    // The backup restores elsewhere: a new address, the same data.
+    let restored_addr = format!("127.0.0.1:{}", cluster_tests::free_port());
+    let mut restored = cluster_tests::Node::with(
+        survivor,
+        restored_addr.clone(),
+        backup.path(),
+        vec![
+            "--node-id".into(),
+            survivor.to_string(),
+            "--listen".into(),
+            restored_addr.clone(),
+        ],
+        Vec::new(),
+    );
+    let out = recover(&restored.data_dir, survivor, &restored_addr);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    restored.start();
+    let client = restored.client(Duration::from_secs(30));
+    assert_eq!(bodies(&client, "kept", sent.len()).await, sent);
+    let status = client.cluster_status(false).await.unwrap();
+    assert_eq!(status.members.len(), 1);
+    assert_eq!(status.members[0].address, restored_addr);
+}

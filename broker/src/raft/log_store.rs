@@ -38,11 +38,12 @@ enum StoredMeta {
     },
 }
 
+/// The vote, purge point and commit point of the log.
 #[derive(Debug, Clone, Default)]
-struct Meta {
-    vote: Option<Vote<NodeId>>,
-    purged: Option<LogId<NodeId>>,
-    committed: Option<LogId<NodeId>>,
+pub(crate) struct Meta {
+    pub(crate) vote: Option<Vote<NodeId>>,
+    pub(crate) purged: Option<LogId<NodeId>>,
+    pub(crate) committed: Option<LogId<NodeId>>,
 }
 
 /// The Raft log store. Cloning gives another handle to the same log.
@@ -113,6 +114,35 @@ impl LogStore {
             .map_err(|e| storage_error("writing log metadata", e))?
             .map_err(|e| storage_error("writing log metadata", e))
     }
+}
+
+/// The vote, purge point and commit point `meta` holds (offline tools).
+pub(crate) fn read_meta(file: &MetaFile) -> Result<Meta, String> {
+    match file.read().map_err(|e| e.to_string())? {
+        None => Ok(Meta::default()),
+        Some(bytes) => match codec::decode_message::<StoredMeta>("log metadata", &bytes)? {
+            StoredMeta::Empty => Ok(Meta::default()),
+            StoredMeta::V1 {
+                vote,
+                purged,
+                committed,
+            } => Ok(Meta {
+                vote,
+                purged,
+                committed,
+            }),
+        },
+    }
+}
+
+/// Writes `meta` durably (offline tools).
+pub(crate) fn write_meta(file: &MetaFile, meta: &Meta) -> Result<(), String> {
+    let bytes = codec::encode(&StoredMeta::V1 {
+        vote: meta.vote,
+        purged: meta.purged,
+        committed: meta.committed,
+    });
+    file.write(&bytes).map_err(|e| e.to_string())
 }
 
 fn start_of(b: Bound<&u64>) -> u64 {

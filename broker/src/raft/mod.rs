@@ -19,6 +19,7 @@ pub mod group_commit;
 pub mod log_store;
 pub mod network;
 pub mod proposer;
+pub mod recovery;
 pub mod service;
 pub mod snapshot;
 pub mod state_machine;
