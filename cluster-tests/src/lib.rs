@@ -277,6 +277,36 @@ pub fn metric_value(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Receives from `queue` (without deleting, each message hidden for an
+/// hour) until every body in `want` was seen or the queue has nothing more
+/// to give; returns the bodies seen.
+pub async fn receive_bodies(
+    client: &Client,
+    queue: &str,
+    want: &std::collections::BTreeSet<String>,
+) -> std::collections::BTreeSet<String> {
+    use sluice_client::sluice_proto::v1 as pb;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut empty_rounds = 0;
+    while !want.is_subset(&seen) && empty_rounds < 5 {
+        let r = client
+            .receive_message(pb::ReceiveMessageRequest {
+                queue_name: queue.into(),
+                max_number_of_messages: 10,
+                visibility_timeout: Some(3600),
+                wait_time_seconds: Some(0),
+                ..Default::default()
+            })
+            .await
+            .expect("receive");
+        if r.messages.is_empty() {
+            empty_rounds += 1;
+        }
+        seen.extend(r.messages.into_iter().map(|m| m.body));
+    }
+    seen
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, or panics after
 /// `timeout` naming `what`.
 pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T

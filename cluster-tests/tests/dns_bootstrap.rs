@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_tests::dns::DnsCluster;
-use cluster_tests::serial;
+use cluster_tests::{receive_bodies, serial};
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
 
@@ -84,36 +84,18 @@ async fn three_pods(remove_after_s: u64) -> DnsCluster {
     c
 }
 
-/// Receives (without deleting) until every acknowledged message was seen;
-/// panics naming what is missing if the queue runs dry first.
+/// Panics naming what is missing unless every acknowledged message can be
+/// received.
 async fn check_all_present(client: &Client, queue: &str, acked: &BTreeSet<u64>) {
-    let mut seen = BTreeSet::new();
-    let mut empty_rounds = 0;
-    while !acked.is_subset(&seen) {
-        let r = client
-            .receive_message(pb::ReceiveMessageRequest {
-                queue_name: queue.into(),
-                max_number_of_messages: 10,
-                visibility_timeout: Some(3600),
-                wait_time_seconds: Some(0),
-                ..Default::default()
-            })
-            .await
-            .expect("receive");
-        if r.messages.is_empty() {
-            empty_rounds += 1;
-            let missing: Vec<&u64> = acked.difference(&seen).take(20).collect();
-            assert!(
-                empty_rounds < 5,
-                "{} acknowledged messages lost, e.g. {missing:?}",
-                acked.difference(&seen).count()
-            );
-            continue;
-        }
-        for m in r.messages {
-            seen.insert(m.body.parse::<u64>().expect("numbered body"));
-        }
-    }
+    let want: BTreeSet<String> = acked.iter().map(u64::to_string).collect();
+    let seen = receive_bodies(client, queue, &want).await;
+    let missing: Vec<&String> = want.difference(&seen).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
 }
 
 /// The longest time between two acknowledgements.

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use cluster_tests::{serial, wait_for, Cluster};
+use cluster_tests::{receive_bodies, serial, wait_for, Cluster};
 use sluice_client::Consistency;
 
 const ELECTION: Duration = Duration::from_secs(20);
@@ -82,32 +82,6 @@ fn recover(data_dir: &std::path::Path, id: u64, advertise: &str) -> std::process
         .expect("running sluice recover")
 }
 
-/// Receives (without deleting) until the queue has shown `n` distinct
-/// bodies, or panics.
-async fn bodies(client: &sluice_client::Client, queue: &str, n: usize) -> BTreeSet<String> {
-    use sluice_client::sluice_proto::v1 as pb;
-    let mut seen = BTreeSet::new();
-    let mut empty = 0;
-    while seen.len() < n {
-        let r = client
-            .receive_message(pb::ReceiveMessageRequest {
-                queue_name: queue.into(),
-                max_number_of_messages: 10,
-                visibility_timeout: Some(3600),
-                wait_time_seconds: Some(0),
-                ..Default::default()
-            })
-            .await
-            .expect("receive");
-        if r.messages.is_empty() {
-            empty += 1;
-            assert!(empty < 5, "only {} of {n} messages: {seen:?}", seen.len());
-        }
-        seen.extend(r.messages.into_iter().map(|m| m.body));
-    }
-    seen
-}
-
 #[tokio::test]
 async fn a_survivor_of_a_lost_majority_is_made_the_only_voter_and_keeps_every_acknowledged_write() {
     use sluice_client::sluice_proto::v1 as pb;
@@ -177,7 +151,7 @@ async fn a_survivor_of_a_lost_majority_is_made_the_only_voter_and_keeps_every_ac
         .map(|m| m.node_id)
         .collect();
     assert_eq!(voters, vec![survivor]);
-    assert_eq!(bodies(&alone, "kept", sent.len()).await, sent);
+    assert_eq!(receive_bodies(&alone, "kept", &sent).await, sent);
 
     // It grows again: a wiped member comes back as a learner, is promoted.
     let back = others[0];
@@ -209,7 +183,7 @@ async fn a_survivor_of_a_lost_majority_is_made_the_only_voter_and_keeps_every_ac
     );
     restored.start();
     let client = restored.client(Duration::from_secs(30));
-    assert_eq!(bodies(&client, "kept", sent.len()).await, sent);
+    assert_eq!(receive_bodies(&client, "kept", &sent).await, sent);
     let status = client.cluster_status(false).await.unwrap();
     assert_eq!(status.members.len(), 1);
     assert_eq!(status.members[0].address, restored_addr);
