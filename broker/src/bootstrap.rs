@@ -12,8 +12,12 @@
 //!   to a cluster, the peer with the lowest id initialises the cluster with
 //!   the whole list. Until the question is settled, the node refuses votes.
 //! * `--peer-dns`: ordinal 0 asks every peer whose name resolves; if one
-//!   belongs to a cluster it rejoins as above, and once every resolving
-//!   peer has answered and none does, it initialises a cluster of itself.
+//!   belongs to a cluster it rejoins as above. It initialises a cluster of
+//!   itself only once every peer whose name resolves has answered, none
+//!   belongs to a cluster, and among them are all of ordinals
+//!   `1..--bootstrap-expect` (the StatefulSet's initial size): an empty
+//!   ordinal 0 that cannot see its peers (not created yet, or DNS down)
+//!   waits rather than found a second cluster.
 //!   Every other ordinal waits: the leader adds it as a learner when its
 //!   name resolves and promotes it once caught up ([`crate::membership`]).
 //!   Until a leader reaches it, an empty node refuses votes (it may be a
@@ -104,7 +108,11 @@ async fn find_or_found(
         for ordinal in 1..dns.max_nodes {
             let addr = dns.template.addr(ordinal);
             if !crate::discovery::resolves(&addr).await {
-                // No such pod: nothing to ask.
+                // No such pod (or no answer from DNS): nothing to ask, but
+                // the initial members must be seen.
+                if ordinal < dns.bootstrap_expect {
+                    silent.push(addr);
+                }
                 continue;
             }
             match ask(channels, &addr).await {
@@ -132,7 +140,7 @@ async fn find_or_found(
         if !logged_waiting {
             tracing::info!(
                 ?silent,
-                "waiting for every peer whose name resolves to answer before founding the cluster"
+                "waiting for the initial peers and every peer whose name resolves to answer before founding the cluster"
             );
             logged_waiting = true;
         }

@@ -38,6 +38,10 @@ pub struct DnsPeers {
     pub ordinal: u64,
     /// Ordinals looked up: `0..max_nodes`.
     pub max_nodes: u64,
+    /// Ordinal 0 founds a cluster only once ordinals `1..bootstrap_expect`
+    /// have all answered that they hold nothing: the StatefulSet's initial
+    /// size.
+    pub bootstrap_expect: u64,
     /// How long a voter's name must be gone, and the node silent, before the
     /// leader removes it from the cluster.
     pub remove_after: Duration,
@@ -121,6 +125,11 @@ pub struct Settings {
     pub max_nodes: Option<u64>,
     /// `--remove-after-s`
     pub remove_after_s: Option<u64>,
+    /// `--bootstrap-expect`
+    pub bootstrap_expect: Option<u64>,
+    /// The host name `ordinal` was taken from, if it was (for messages).
+    #[serde(skip)]
+    pub ordinal_from_hostname: Option<String>,
 }
 
 impl Settings {
@@ -159,6 +168,8 @@ impl Settings {
             ordinal: self.ordinal.or(other.ordinal),
             max_nodes: self.max_nodes.or(other.max_nodes),
             remove_after_s: self.remove_after_s.or(other.remove_after_s),
+            bootstrap_expect: self.bootstrap_expect.or(other.bootstrap_expect),
+            ordinal_from_hostname: self.ordinal_from_hostname.or(other.ordinal_from_hostname),
         }
     }
 
@@ -204,6 +215,12 @@ impl Settings {
             (None, false) => Bootstrap::Single,
         };
         let advertise = match (&self.advertise, &bootstrap) {
+            (Some(a), Bootstrap::Dns(d)) if d.template.addr(d.ordinal) != *a => {
+                return Err(format!(
+                    "--advertise: with --peer-dns a node is reached at its name ({}), got {a}",
+                    d.template.addr(d.ordinal)
+                ))
+            }
             (Some(a), Bootstrap::Static(p)) if p[&node_id] != *a => {
                 return Err(format!(
                     "--advertise: {a} differs from this node's entry in --peers ({})",
@@ -295,6 +312,7 @@ impl Settings {
                 (self.ordinal.is_some(), "--ordinal"),
                 (self.max_nodes.is_some(), "--max-nodes"),
                 (self.remove_after_s.is_some(), "--remove-after-s"),
+                (self.bootstrap_expect.is_some(), "--bootstrap-expect"),
             ] {
                 if set {
                     return Err(format!("{flag}: only meaningful with --peer-dns"));
@@ -311,11 +329,20 @@ impl Settings {
             return Err("--ordinal: required with --peer-dns when the host name does not end in -N (a StatefulSet pod's does)".into());
         };
         if ordinal >= max_nodes {
+            return Err(match &self.ordinal_from_hostname {
+                Some(h) => format!(
+                    "--ordinal: the ordinal {ordinal} (from host name {h}) must be below --max-nodes ({max_nodes})"
+                ),
+                None => format!("--ordinal: must be below --max-nodes ({max_nodes}), got {ordinal}"),
+            });
+        }
+        let bootstrap_expect = self.bootstrap_expect.unwrap_or(1);
+        if !(1..=max_nodes).contains(&bootstrap_expect) {
             return Err(format!(
-                "--ordinal: must be below --max-nodes ({max_nodes}), got {ordinal}"
+                "--bootstrap-expect: must be 1 to --max-nodes ({max_nodes}), got {bootstrap_expect}"
             ));
         }
-        let remove_after_s = self.remove_after_s.unwrap_or(60);
+        let remove_after_s = self.remove_after_s.unwrap_or(120);
         if remove_after_s == 0 {
             return Err("--remove-after-s: must be at least 1".into());
         }
@@ -323,6 +350,7 @@ impl Settings {
             template,
             ordinal,
             max_nodes,
+            bootstrap_expect,
             remove_after: Duration::from_secs(remove_after_s),
         }))
     }
@@ -474,7 +502,8 @@ mod tests {
         match &c.bootstrap {
             Bootstrap::Dns(d) => {
                 assert_eq!((d.ordinal, d.max_nodes), (2, 7));
-                assert_eq!(d.remove_after, Duration::from_secs(60));
+                assert_eq!(d.remove_after, Duration::from_secs(120));
+                assert_eq!(d.bootstrap_expect, 1);
             }
             other => panic!("{other:?}"),
         }
@@ -513,6 +542,28 @@ mod tests {
                     ..s.clone()
                 },
                 "--remove-after-s",
+            ),
+            (
+                Settings {
+                    bootstrap_expect: Some(8),
+                    ..s.clone()
+                },
+                "--bootstrap-expect: must be 1 to --max-nodes (7)",
+            ),
+            (
+                Settings {
+                    advertise: Some("10.0.0.5:7070".into()),
+                    ..s.clone()
+                },
+                "--advertise: with --peer-dns a node is reached at its name (sluice-2.peers:7070)",
+            ),
+            (
+                Settings {
+                    ordinal: Some(9),
+                    ordinal_from_hostname: Some("sluice-9".into()),
+                    ..s.clone()
+                },
+                "--ordinal: the ordinal 9 (from host name sluice-9) must be below --max-nodes (7)",
             ),
             (
                 Settings {

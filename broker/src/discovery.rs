@@ -73,8 +73,20 @@ pub fn hostname() -> Option<String> {
 /// Names and addresses of the override file, if one is set and readable.
 fn overrides() -> Option<HashMap<String, IpAddr>> {
     let path = std::env::var_os(HOSTS_FILE_ENV)?;
-    let text = std::fs::read_to_string(path).ok()?;
-    Some(parse_hosts(&text))
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Some(parse_hosts(&text)),
+        Err(e) => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    path = %std::path::Path::new(&path).display(),
+                    error = %e,
+                    "{HOSTS_FILE_ENV} names a file that cannot be read; using the system resolver"
+                )
+            });
+            None
+        }
+    }
 }
 
 /// Parses `/etc/hosts` lines: an address, then names; `#` starts a comment.

@@ -150,9 +150,14 @@ struct ServeArgs {
     #[arg(long)]
     max_nodes: Option<u64>,
     /// With --peer-dns: seconds a voter's name must be gone, and the node
-    /// silent, before the leader removes it [default: 60].
+    /// silent, before the leader removes it [default: 120].
     #[arg(long)]
     remove_after_s: Option<u64>,
+    /// With --peer-dns: ordinal 0 founds a cluster only once ordinals 1 to
+    /// this - 1 all answer that they hold nothing (set it to the
+    /// StatefulSet's initial size) [default: 1].
+    #[arg(long, env = "SLUICE_BOOTSTRAP_EXPECT")]
+    bootstrap_expect: Option<u64>,
     /// Log output format; the level comes from RUST_LOG [default: info].
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -182,6 +187,8 @@ impl ServeArgs {
             ordinal: self.ordinal,
             max_nodes: self.max_nodes,
             remove_after_s: self.remove_after_s,
+            bootstrap_expect: self.bootstrap_expect,
+            ordinal_from_hostname: None,
         }
     }
 }
@@ -223,9 +230,13 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     let mut settings = args.settings().or(file);
     if settings.peer_dns.is_some() && settings.ordinal.is_none() {
-        settings.ordinal = sluice_broker::discovery::hostname()
+        let host = sluice_broker::discovery::hostname();
+        settings.ordinal = host
             .as_deref()
             .and_then(sluice_broker::discovery::ordinal_of_hostname);
+        if settings.ordinal.is_some() {
+            settings.ordinal_from_hostname = host;
+        }
     }
     let config = match settings.resolve() {
         Ok(c) => c,

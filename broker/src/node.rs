@@ -103,6 +103,8 @@ pub struct RunningNode {
     membership: Option<JoinHandle<()>>,
     worker: Option<Arc<sluice_worker::Worker>>,
     local_addr: std::net::SocketAddr,
+    /// Held for the node's life: no other process writes its files.
+    _dir_lock: crate::store::lock::DirLock,
 }
 
 impl RunningNode {
@@ -114,6 +116,7 @@ impl RunningNode {
             reason,
         };
         std::fs::create_dir_all(&config.data_dir).map_err(|e| data_err(e.to_string()))?;
+        let dir_lock = crate::store::lock::DirLock::acquire(&config.data_dir).map_err(data_err)?;
         let log_dir = config.data_dir.join("log");
         let log = Arc::new(
             LogFiles::open(&log_dir, log_store::SEGMENT_BYTES)
@@ -263,6 +266,7 @@ impl RunningNode {
             membership,
             worker: ctx.worker.clone(),
             local_addr,
+            _dir_lock: dir_lock,
         })
     }
 

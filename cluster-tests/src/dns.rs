@@ -36,7 +36,8 @@ pub struct DnsCluster {
 
 impl DnsCluster {
     /// An empty cluster (no pods yet) whose leader removes a member gone for
-    /// `remove_after_s`.
+    /// `remove_after_s`; ordinal 0 founds it once ordinals 1 and 2 answer
+    /// (`--bootstrap-expect 3`).
     pub fn new(remove_after_s: u64) -> DnsCluster {
         let dir = tempfile::Builder::new()
             .prefix("sluice-dns-")
@@ -100,6 +101,8 @@ impl DnsCluster {
                 MAX_NODES.to_string(),
                 "--remove-after-s".into(),
                 self.remove_after_s.to_string(),
+                "--bootstrap-expect".into(),
+                "3".into(),
                 "--in-process-worker".into(),
                 "false".into(),
             ];
@@ -217,6 +220,16 @@ impl Drop for DnsCluster {
         if std::thread::panicking() {
             for (k, pod) in &self.pods {
                 let log = pod.log_text();
+                // A panic's message may be far above the last lines.
+                let lines: Vec<&str> = log.lines().collect();
+                for (i, l) in lines.iter().enumerate() {
+                    if l.contains("panicked at") {
+                        eprintln!("--- pod {k} panicked ---");
+                        for l in &lines[i..(i + 4).min(lines.len())] {
+                            eprintln!("{l}");
+                        }
+                    }
+                }
                 let tail: Vec<&str> = log.lines().rev().take(40).collect();
                 eprintln!("--- pod {k} (last 40 lines) ---");
                 for l in tail.into_iter().rev() {

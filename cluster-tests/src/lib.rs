@@ -252,8 +252,11 @@ pub fn scrape(addr: &str) -> String {
 /// GET `path` over plain HTTP/1.1: the status code and the whole response
 /// text, or `None` if the node does not answer.
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    let sock: std::net::SocketAddr = addr.parse().ok()?;
+    // Bounded throughout: a paused process must not hang a test's wait.
+    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s.set_write_timeout(Some(Duration::from_secs(5))).ok();
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"

@@ -61,14 +61,16 @@ async fn active(s: &mut ExternalScalerClient<Channel>, meta: &[(&str, &str)]) ->
 #[tokio::test]
 async fn queue_depth_drives_keda_from_zero_and_back() {
     let _serial = serial().await;
-    let c = Cluster::start(3, &[]);
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.leader(WAIT).await;
     let client = c.client();
     client.create_queue("jobs", HashMap::new()).await.unwrap();
-    // KEDA may reach any node through the client Service: use a follower's
-    // address as well as the first node's.
-    let addrs = c.addrs();
-    let mut s = scaler(&addrs[0]).await;
-    let other = scaler(&addrs[2]).await;
+    // A node answers from its own state: the leader's is current at once
+    // (it applied every acknowledged write); a follower's is checked by
+    // waiting for it, as KEDA may reach any node through the Service.
+    let follower = c.nodes.keys().copied().find(|id| *id != leader).unwrap();
+    let mut s = scaler(&c.nodes[&leader].addr).await;
+    let other = scaler(&c.nodes[&follower].addr).await;
     let q = [("queue", "jobs")];
 
     let spec = s
@@ -204,7 +206,8 @@ const NOOP: &str = "def handler(event, context):\n    return {}\n";
 async fn stream_iterator_age_activates_with_no_worker_and_settles_once_one_runs() {
     let _serial = serial().await;
     // No worker runs functions: a scaled-to-zero worker Deployment.
-    let c = Cluster::start(3, &["--in-process-worker", "false"]);
+    let mut c = Cluster::start(3, &["--in-process-worker", "false"]);
+    let leader = c.leader(WAIT).await;
     let client = c.client();
     let code = tempfile::tempdir().unwrap();
     client
@@ -233,7 +236,7 @@ async fn stream_iterator_age_activates_with_no_worker_and_settles_once_one_runs(
         })
         .await
         .unwrap();
-    let mut s = scaler(&c.addrs()[1]).await;
+    let mut s = scaler(&c.nodes[&leader].addr).await;
     let meta = [("stream", "events"), ("function", "consumer")];
     assert!(!active(&mut s, &meta).await, "nothing waits yet");
     let spec = s.get_metric_spec(object(&meta)).await.unwrap().into_inner();

@@ -20,8 +20,8 @@ use super::log_store::{self, SEGMENT_BYTES};
 use super::snapshot::SnapshotDir;
 use super::{Node, NodeId, TypeConfig};
 use crate::store::codec;
+use crate::store::lock::DirLock;
 use crate::store::log::{LogFiles, MetaFile};
-use crate::store::{Db, DbOptions};
 
 /// What a recovery did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,23 +46,8 @@ pub fn force_single_voter(
             data_dir.display()
         ));
     }
-    // A running node holds its database's lock: refuse rather than write
-    // under it. A database that does not open otherwise is rebuilt at start.
-    let _lock = match Db::open(
-        &data_dir.join("db"),
-        &DbOptions {
-            cache_capacity: 1 << 20,
-        },
-    ) {
-        Ok(db) => Some(db),
-        Err(e) if e.to_string().to_lowercase().contains("lock") => {
-            return Err(format!(
-                "--data-dir {}: the node is running (its database is locked): stop it first",
-                data_dir.display()
-            ))
-        }
-        Err(_) => None,
-    };
+    // A running node holds the directory's lock for its life.
+    let _lock = DirLock::acquire(data_dir).map_err(|e| format!("--data-dir {e}"))?;
     let log = LogFiles::open(&log_dir, SEGMENT_BYTES).map_err(|e| format!("log: {e}"))?;
     let meta = MetaFile::new(&log_dir.join("meta"));
     let mut stored = log_store::read_meta(&meta)?;
@@ -103,17 +88,23 @@ pub fn force_single_voter(
             BTreeMap::from([(me, Node::new(advertise.to_string()))]),
         )),
     };
-    if in_log.is_none_or(|l| l.index < last.index) {
+    let restart_log = in_log.is_none_or(|l| l.index < last.index);
+    // The vote for the new term goes first, as Raft needs it before any
+    // entry of that term; a crash past this point leaves a valid node that
+    // a second run recovers (in a term higher still).
+    stored.vote = Some(Vote::new(term, me));
+    if restart_log {
         // The snapshot (or purge point) is past the log's end: the log
         // restarts after it, as it does after a purge.
-        log.truncate_from(0).map_err(|e| format!("log: {e}"))?;
         stored.purged = Some(last);
+    }
+    log_store::write_meta(&meta, &stored)?;
+    if restart_log {
+        log.truncate_from(0).map_err(|e| format!("log: {e}"))?;
     }
     log.append(&[(entry.log_id.index, codec::encode(&entry))])
         .map_err(|e| format!("log: {e}"))?;
     log.sync().map_err(|e| format!("log: {e}"))?;
-    stored.vote = Some(Vote::new(term, me));
-    log_store::write_meta(&meta, &stored)?;
     Ok(Recovered {
         last_before: last,
         membership_entry: entry.log_id,

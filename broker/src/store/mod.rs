@@ -22,6 +22,7 @@
 
 pub mod codec;
 pub mod keys;
+pub mod lock;
 pub mod log;
 mod mem;
 mod txn;
