@@ -72,8 +72,13 @@ pub fn hostname() -> Option<String> {
 
 /// Names and addresses of the override file, if one is set and readable.
 fn overrides() -> Option<HashMap<String, IpAddr>> {
-    let path = std::env::var_os(HOSTS_FILE_ENV)?;
-    match std::fs::read_to_string(&path) {
+    // The variable is read once (this runs for every call to a peer); the
+    // file on every lookup.
+    static PATH: std::sync::OnceLock<Option<std::ffi::OsString>> = std::sync::OnceLock::new();
+    let path = PATH
+        .get_or_init(|| std::env::var_os(HOSTS_FILE_ENV))
+        .as_ref()?;
+    match std::fs::read_to_string(path) {
         Ok(text) => Some(parse_hosts(&text)),
         Err(e) => {
             static WARNED: std::sync::Once = std::sync::Once::new();
@@ -112,14 +117,14 @@ fn split(addr: &str) -> Option<(&str, &str)> {
 /// `addr` with its host replaced by the override file's address for it, if
 /// the file lists it; otherwise `addr` unchanged (the system resolver
 /// resolves it at each connection).
-pub fn dialable(addr: &str) -> String {
+pub fn dialable(addr: &str) -> std::borrow::Cow<'_, str> {
     let Some((host, port)) = split(addr) else {
-        return addr.to_string();
+        return addr.into();
     };
     match overrides().and_then(|o| o.get(&host.to_ascii_lowercase()).copied()) {
-        Some(IpAddr::V4(ip)) => format!("{ip}:{port}"),
-        Some(IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
-        None => addr.to_string(),
+        Some(IpAddr::V4(ip)) => format!("{ip}:{port}").into(),
+        Some(IpAddr::V6(ip)) => format!("[{ip}]:{port}").into(),
+        None => addr.into(),
     }
 }
 

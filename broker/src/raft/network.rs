@@ -71,7 +71,7 @@ impl Channels {
         // any other name is resolved by the system at each connection.
         let dial = crate::discovery::dialable(addr);
         let mut map = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = map.get(&dial) {
+        if let Some(c) = map.get(dial.as_ref()) {
             return Ok(c.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{dial}"))
@@ -82,7 +82,7 @@ impl Channels {
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
-        map.insert(dial, channel.clone());
+        map.insert(dial.into_owned(), channel.clone());
         Ok(channel)
     }
 }
