@@ -461,7 +461,21 @@ mod tests {
     }
 
     async fn open_in(dir: tempfile::TempDir) -> Node {
-        let db = Db::open(&dir.path().join("db"), &Default::default()).unwrap();
+        // sled releases its file lock when its background writer threads
+        // finish, a moment after the last handle is dropped: a reopen in the
+        // same process may find it still held (a restarted node cannot, its
+        // predecessor is gone).
+        let mut tries = 0;
+        let db = loop {
+            match Db::open(&dir.path().join("db"), &Default::default()) {
+                Ok(db) => break db,
+                Err(e) if e.to_string().contains("lock") && tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("opening the state database: {e}"),
+            }
+        };
         let snapshots = Arc::new(SnapshotDir::open(&dir.path().join("snapshots")).unwrap());
         let sm = StateMachineStore::open(&db, snapshots, 1, Arc::new(Waiters::default()))
             .await
