@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use sluice_client::{Client, Options};
 
-use crate::{http_get, wait_for, Node, NodeId, TIMING};
+use crate::{http_get, patient_client, wait_for, Node, NodeId, TIMING};
 
 /// The most pods a test cluster has (`--max-nodes`).
 pub const MAX_NODES: u64 = 7;
@@ -142,17 +142,11 @@ impl DnsCluster {
     /// A client of every address a pod has or may have, retrying for a
     /// minute.
     pub fn client(&self) -> Client {
-        let addrs: Vec<String> = (0..MAX_NODES * 3)
-            .map(|slot| format!("{}:{}", ip(slot), self.port))
-            .collect();
-        Client::with_options(
-            addrs,
-            Options {
-                deadline: Duration::from_secs(60),
-                ..Options::default()
-            },
+        patient_client(
+            (0..MAX_NODES * 3)
+                .map(|slot| format!("{}:{}", ip(slot), self.port))
+                .collect(),
         )
-        .expect("client")
     }
 
     /// `GET /ready` of pod `ordinal`: its status code, if it answers.

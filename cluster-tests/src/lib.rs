@@ -280,6 +280,19 @@ pub fn metric_value(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// A client of `addrs` (tried in order) that retries a call for up to a
+/// minute: through elections, restarts and membership changes.
+pub fn patient_client(addrs: Vec<String>) -> Client {
+    Client::with_options(
+        addrs,
+        Options {
+            deadline: Duration::from_secs(60),
+            ..Options::default()
+        },
+    )
+    .expect("client")
+}
+
 /// Receives from `queue` (without deleting, each message hidden for an
 /// hour) until every body in `want` was seen or the queue has nothing more
 /// to give; returns the bodies seen.
@@ -414,14 +427,7 @@ impl Cluster {
         let mut addrs = self.addrs();
         let n = addrs.len();
         addrs.rotate_left(first % n);
-        Client::with_options(
-            addrs,
-            Options {
-                deadline: Duration::from_secs(60),
-                ..Options::default()
-            },
-        )
-        .expect("client")
+        patient_client(addrs)
     }
 
     /// A client of every node except `except`.
