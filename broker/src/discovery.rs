@@ -41,11 +41,6 @@ impl PeerTemplate {
     pub fn addr(&self, ordinal: u64) -> String {
         self.0.replace(ORDINAL, &ordinal.to_string())
     }
-
-    /// The template as given.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 /// The ordinal at the end of a StatefulSet pod's host name (`sluice-2` →

@@ -193,11 +193,6 @@ impl DnsCluster {
         })
         .await
     }
-
-    /// The cluster directory (logs and data).
-    pub fn dir(&self) -> &std::path::Path {
-        self.dir.path()
-    }
 }
 
 /// The loopback address of address slot `k` (all of 127.0.0.0/8 reaches

@@ -201,7 +201,8 @@ impl ScalerApi {
             .map_err(store_status)
     }
 
-    fn is_active(&self, t: &Trigger) -> Result<bool, Status> {
+    /// Whether the metric is past the activation target.
+    fn active(&self, t: &Trigger) -> Result<bool, Status> {
         Ok(self.measure(t)? > t.activation)
     }
 }
@@ -216,7 +217,7 @@ impl ExternalScaler for ScalerApi {
     ) -> Result<Response<pb::IsActiveResponse>, Status> {
         let t = trigger_of(request.get_ref())?;
         Ok(Response::new(pb::IsActiveResponse {
-            result: ScalerApi::is_active(self, &t)?,
+            result: self.active(&t)?,
         }))
     }
 
@@ -228,7 +229,7 @@ impl ExternalScaler for ScalerApi {
         request: Request<pb::ScaledObjectRef>,
     ) -> Result<Response<ActiveStream>, Status> {
         let t = trigger_of(request.get_ref())?;
-        let first = ScalerApi::is_active(self, &t)?;
+        let first = self.active(&t)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let api = ScalerApi {
             ctx: self.ctx.clone(),
@@ -247,7 +248,7 @@ impl ExternalScaler for ScalerApi {
                     _ = tx.closed() => return,
                     _ = tokio::time::sleep(STREAM_POLL) => {}
                 }
-                let now = match ScalerApi::is_active(&api, &t) {
+                let now = match api.active(&t) {
                     Ok(a) => a,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
