@@ -1,0 +1,28 @@
+//! Security for Sluice: what the broker, the workers and the clients share.
+//!
+//! * [`key`]: the cluster key every node holds, and the keys derived from it;
+//! * [`mac`]: tokens the cluster hands out with a MAC (receipt handles, shard
+//!   iterators);
+//! * [`seal`]: access keys' secrets as the replicated state keeps them;
+//! * [`credentials`]: access key ids and secrets, and where clients find them;
+//! * [`sigv4`]: AWS Signature Version 4, to sign calls and to check them;
+//! * [`signer`]: a tower layer that signs every gRPC call a client makes;
+//! * [`policy`]: IAM-style identity policies and their evaluation;
+//! * [`tls`]: rustls on both sides, with certificates reloaded from files;
+//! * [`identity`]: what a client certificate says about who presents it.
+//!
+//! `docs/security.md` gives the threat model these serve.
+
+pub mod credentials;
+pub mod identity;
+pub mod key;
+pub mod mac;
+pub mod pki;
+pub mod policy;
+pub mod seal;
+pub mod signer;
+pub mod sigv4;
+pub mod tls;
+
+pub use credentials::Credentials;
+pub use key::{ClusterKey, Purpose};
