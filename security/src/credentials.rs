@@ -129,10 +129,38 @@ impl Credentials {
             self.access_key_id, self.secret_access_key
         )
     }
+
+    /// The same as environment variable assignments (`NAME=value` lines,
+    /// the variables [`Credentials::from_env`] reads): for an env file, or
+    /// `kubectl create secret generic --from-env-file`.
+    pub fn to_env_text(&self) -> String {
+        format!(
+            "{ENV_KEY_ID}={}\n{ENV_SECRET}={}\n",
+            self.access_key_id, self.secret_access_key
+        )
+    }
 }
 
 fn cut(s: &str) -> String {
     s.chars().take(24).collect()
+}
+
+/// Prefix of the access key ids nodes sign their calls with (their secret
+/// is derived from the cluster key, so only nodes can make them).
+pub const NODE_KEY_PREFIX: &str = "SLUICENODE";
+
+/// The access key id node `id` signs with.
+pub fn node_key_id(id: u64) -> String {
+    format!("{NODE_KEY_PREFIX}{id:06}")
+}
+
+/// The node id an access key id names, if it is a node's.
+pub fn node_of_key(access_key_id: &str) -> Option<u64> {
+    access_key_id
+        .strip_prefix(NODE_KEY_PREFIX)?
+        .parse()
+        .ok()
+        .filter(|id| *id > 0)
 }
 
 /// Checks an access key id's form: 16-128 characters of `[A-Za-z0-9_]`.

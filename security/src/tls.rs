@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+pub use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
@@ -749,5 +750,37 @@ impl tower::Service<http::Uri> for Connector {
                 stream,
             ))))
         })
+    }
+}
+
+/// How a client connects, as its flags say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// Use TLS.
+    pub enabled: bool,
+    /// Trust servers of this CA bundle (else the public web PKI).
+    pub ca: Option<PathBuf>,
+    /// Present this certificate when asked (mutual TLS identities).
+    pub cert: Option<CertFiles>,
+    /// The name the server's certificate must carry, when not the host
+    /// dialled.
+    pub server_name: Option<String>,
+}
+
+impl ClientTls {
+    /// The connector these options make; errors name the file at fault.
+    pub fn connector(&self) -> Result<Connector, TlsError> {
+        if !self.enabled && self.ca.is_none() && self.cert.is_none() {
+            return Ok(Connector::plain());
+        }
+        let trust = match &self.ca {
+            Some(path) => Trust::Ca(ReloadingCa::load(path)?),
+            None => Trust::WebPki,
+        };
+        let identity = self.cert.clone().map(ReloadingCert::load).transpose()?;
+        Ok(Connector::tls(
+            client_config(trust, identity),
+            self.server_name.clone(),
+        ))
     }
 }
