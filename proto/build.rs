@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "sluice/v1/functions.proto",
     "sluice/v1/workers.proto",
     "sluice/v1/cluster.proto",
+    "sluice/v1/iam.proto",
     "sluice/internal/v1/node.proto",
     "externalscaler/externalscaler.proto",
 ];
@@ -26,6 +27,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Served by gRPC server reflection so generic clients can list and call
     // the services without the .proto files.
     std::fs::write(out_dir.join("sluice_descriptor.bin"), fds.encode_to_vec())?;
+    // What the public port's reflection lists: not the node-to-node
+    // services, nor the one workers serve to nodes.
+    let mut public = fds.clone();
+    public
+        .file
+        .retain(|f| !f.package().starts_with("sluice.internal"));
+    for f in &mut public.file {
+        f.service.retain(|s| s.name() != "WorkerHost");
+    }
+    std::fs::write(
+        out_dir.join("sluice_public_descriptor.bin"),
+        public.encode_to_vec(),
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

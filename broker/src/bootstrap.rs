@@ -37,6 +37,9 @@ use crate::raft::{Node, NodeId, Raft};
 
 /// How often a forming node asks its peers again.
 const POLL: Duration = Duration::from_millis(300);
+/// How long a node about to be added as a learner may take to answer
+/// (it may be starting).
+const PROVE_WAIT: Duration = Duration::from_secs(15);
 
 /// Forms or finds the cluster. Returns once this node knows its role; with
 /// `--peers`, that may take until enough peers are up (the caller runs it in
@@ -159,9 +162,67 @@ async fn initialize(raft: &Raft, members: BTreeMap<NodeId, Node>) {
 
 /// What the node at `addr` says of itself, or `None` if it does not answer
 /// within a second.
+/// Checks that the node at `addr` is node `id` and holds the cluster key
+/// (before it is sent the log as a learner). Its certificate was checked
+/// already when the cluster runs mutual TLS; this catches a node of another
+/// cluster, or anything else listening there.
+///
+/// A node that cannot be reached (still starting) is asked again for up to
+/// [`PROVE_WAIT`]; one that answers wrongly is refused at once.
+pub(crate) async fn prove(
+    channels: &Channels,
+    security: &crate::auth::NodeSecurity,
+    addr: &str,
+    id: NodeId,
+) -> Result<(), String> {
+    use ring::rand::SecureRandom;
+    let mut challenge = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut challenge)
+        .map_err(|_| "no random numbers".to_string())?;
+    let channel = channels.get(addr)?;
+    let give_up = tokio::time::Instant::now() + PROVE_WAIT;
+    let answer = loop {
+        let mut request = tonic::Request::new(InfoRequest {
+            challenge: challenge.to_vec(),
+        });
+        request.set_timeout(Duration::from_secs(5));
+        match NodeClient::new(channel.clone()).info(request).await {
+            Ok(a) => break a.into_inner(),
+            Err(e)
+                if crate::raft::network::is_connect_error(&e)
+                    && tokio::time::Instant::now() < give_up =>
+            {
+                tokio::time::sleep(POLL).await;
+            }
+            Err(e) => {
+                return Err(format!(
+                    "the node at {addr} did not answer: {}",
+                    e.message()
+                ))
+            }
+        }
+    };
+    if answer.node_id != id {
+        return Err(format!(
+            "the node at {addr} is node {}, not node {id}",
+            answer.node_id
+        ));
+    }
+    if !security
+        .challenge_answers(&challenge, id)
+        .contains(&answer.challenge_answer)
+    {
+        return Err(format!(
+            "the node at {addr} did not prove it holds this cluster's key (--cluster-key-file)"
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) async fn ask(channels: &Channels, addr: &str) -> Option<InfoResponse> {
     let channel = channels.get(addr).ok()?;
-    let mut request = tonic::Request::new(InfoRequest {});
+    let mut request = tonic::Request::new(InfoRequest::default());
     request.set_timeout(Duration::from_secs(1));
     NodeClient::new(channel)
         .info(request)

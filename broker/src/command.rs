@@ -425,6 +425,8 @@ pub enum Command {
     WorkerLeave {
         /// Worker id.
         id: String,
+        /// Who asks (must be who registered it).
+        owner: String,
     },
     /// Set (or with `None` remove) a function's reserved concurrency.
     PutFunctionConcurrency {
@@ -484,6 +486,8 @@ pub enum Command {
         /// `OK`, or `PROBLEM: ...`.
         result: String,
     },
+    /// Change principals, access keys or policies.
+    Iam(crate::iam::IamCommand),
 }
 
 impl Command {
@@ -553,6 +557,7 @@ impl Command {
             Command::AssignLeases { .. } => "AssignLeases",
             Command::CommitCheckpoint(_) => "CommitCheckpoint",
             Command::SetMappingResult { .. } => "SetMappingResult",
+            Command::Iam(_) => "Iam",
         }
     }
 
@@ -666,6 +671,7 @@ impl Command {
             | Command::SetMappingResult { function, .. } => Resource::Function(function),
             Command::CommitCheckpoint(c) => Resource::Function(&c.function),
             Command::WorkerHeartbeat(_) | Command::WorkerLeave { .. } => Resource::Workers,
+            Command::Iam(_) => Resource::Iam,
         }
     }
 }
@@ -691,6 +697,8 @@ pub enum Resource<'a> {
     Function(&'a str),
     /// The registry of workers.
     Workers,
+    /// Principals, access keys and policies.
+    Iam,
 }
 
 /// The result of a successfully applied command.
@@ -786,6 +794,8 @@ pub enum CommandOutput {
     },
     /// An event source mapping as the command left it.
     Mapping(mappings::Mapping),
+    /// What an IAM command returns.
+    Iam(crate::iam::IamOutput),
 }
 
 /// The result of one command.
@@ -961,6 +971,8 @@ pub enum Query {
         /// The mapping.
         uuid: String,
     },
+    /// Principals, access keys and policies.
+    Iam(crate::iam::IamQuery),
 }
 
 impl Query {
@@ -995,6 +1007,7 @@ impl Query {
             Query::ListMappings { .. } => "ListMappings",
             Query::ListLeases => "ListLeases",
             Query::MappingCheckpoints { .. } => "MappingCheckpoints",
+            Query::Iam(_) => "Iam",
         }
     }
 }
@@ -1065,6 +1078,8 @@ pub enum QueryOutput {
     /// A stream mapping's checkpoints (by slot), and when it was created
     /// (ms).
     Checkpoints(Vec<mappings::checkpoints::Checkpoint>, u64),
+    /// What an IAM query returns.
+    Iam(crate::iam::IamQueryOutput),
 }
 
 /// The reply to a query.

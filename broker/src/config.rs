@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::discovery::PeerTemplate;
 use crate::identity::Identity;
 use crate::raft::{Compaction, NodeId, Timing};
+pub use sluice_security::tls::CertFiles;
 
 /// How a node finds its cluster when its data directory is empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,15 +48,69 @@ pub struct DnsPeers {
     pub remove_after: Duration,
 }
 
+/// How a node is protected, as its flags say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Loopback only, no authentication: the zero-setup laptop default.
+    Development,
+    /// Reachable beyond this machine without TLS or authentication, because
+    /// `--insecure` said so.
+    Insecure,
+    /// Callers authenticate (`--auth`).
+    Secured,
+}
+
+/// The cluster listener's mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTls {
+    /// This node's certificate and key, presented as server and as client.
+    pub cert: CertFiles,
+    /// The cluster's CA: peers must present a certificate it issued.
+    pub ca: PathBuf,
+}
+
+/// What protects a node and what it lets out.
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// How the node is protected.
+    pub mode: Mode,
+    /// TLS on the public listener.
+    pub tls: Option<CertFiles>,
+    /// Clients may present a certificate of this CA; its subject's common
+    /// name names their principal.
+    pub client_ca: Option<PathBuf>,
+    /// Mutual TLS on the cluster listener and between nodes.
+    pub cluster_tls: Option<ClusterTls>,
+    /// Whether callers of the public listener must authenticate.
+    pub auth: bool,
+    /// The first administrator's access key, when not in the environment.
+    pub admin_credentials_file: Option<PathBuf>,
+    /// The cluster key; `None`: `{data-dir}/cluster.key`, made on a single
+    /// node's first start.
+    pub cluster_key_file: Option<PathBuf>,
+    /// Where topic subscriptions may deliver over HTTP/S.
+    pub destinations: crate::outbound::Destinations,
+    /// The user functions of the in-process worker run as.
+    pub function_user: Option<String>,
+}
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// This node's id, positive and unique in the cluster.
     pub node_id: NodeId,
-    /// Socket the gRPC server binds.
+    /// Socket the public gRPC server binds.
     pub listen: SocketAddr,
-    /// `host:port` other nodes and clients reach this node at.
+    /// `host:port` clients reach this node at (queue URLs, subscription
+    /// confirmation links).
     pub advertise: String,
+    /// Socket the cluster listener binds: node-to-node services.
+    pub cluster_listen: SocketAddr,
+    /// `host:port` other nodes reach this node's cluster listener at: its
+    /// address in the membership.
+    pub cluster_advertise: String,
+    /// TLS, authentication, the cluster key, outbound destinations.
+    pub security: Security,
     /// How to form or join a cluster on first start.
     pub bootstrap: Bootstrap,
     /// Where the node keeps its data.
@@ -127,6 +182,36 @@ pub struct Settings {
     pub remove_after_s: Option<u64>,
     /// `--bootstrap-expect`
     pub bootstrap_expect: Option<u64>,
+    /// `--cluster-listen`
+    pub cluster_listen: Option<String>,
+    /// `--cluster-advertise`
+    pub cluster_advertise: Option<String>,
+    /// `--cluster-key-file`
+    pub cluster_key_file: Option<PathBuf>,
+    /// `--tls-cert`
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`
+    pub tls_key: Option<PathBuf>,
+    /// `--tls-client-ca`
+    pub tls_client_ca: Option<PathBuf>,
+    /// `--cluster-ca`
+    pub cluster_ca: Option<PathBuf>,
+    /// `--cluster-tls-cert`
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// `--cluster-tls-key`
+    pub cluster_tls_key: Option<PathBuf>,
+    /// `--auth`
+    pub auth: Option<bool>,
+    /// `--admin-credentials-file`
+    pub admin_credentials_file: Option<PathBuf>,
+    /// `--insecure`
+    pub insecure: Option<bool>,
+    /// `--http-allow`, as `CIDR,...`
+    pub http_allow: Option<String>,
+    /// `--http-deny`, as `CIDR,...`
+    pub http_deny: Option<String>,
+    /// `--function-user`
+    pub function_user: Option<String>,
     /// The host name `ordinal` was taken from, if it was (for messages).
     #[serde(skip)]
     pub ordinal_from_hostname: Option<String>,
@@ -169,6 +254,21 @@ impl Settings {
             max_nodes: self.max_nodes.or(other.max_nodes),
             remove_after_s: self.remove_after_s.or(other.remove_after_s),
             bootstrap_expect: self.bootstrap_expect.or(other.bootstrap_expect),
+            cluster_listen: self.cluster_listen.or(other.cluster_listen),
+            cluster_advertise: self.cluster_advertise.or(other.cluster_advertise),
+            cluster_key_file: self.cluster_key_file.or(other.cluster_key_file),
+            tls_cert: self.tls_cert.or(other.tls_cert),
+            tls_key: self.tls_key.or(other.tls_key),
+            tls_client_ca: self.tls_client_ca.or(other.tls_client_ca),
+            cluster_ca: self.cluster_ca.or(other.cluster_ca),
+            cluster_tls_cert: self.cluster_tls_cert.or(other.cluster_tls_cert),
+            cluster_tls_key: self.cluster_tls_key.or(other.cluster_tls_key),
+            auth: self.auth.or(other.auth),
+            admin_credentials_file: self.admin_credentials_file.or(other.admin_credentials_file),
+            insecure: self.insecure.or(other.insecure),
+            http_allow: self.http_allow.or(other.http_allow),
+            http_deny: self.http_deny.or(other.http_deny),
+            function_user: self.function_user.or(other.function_user),
             ordinal_from_hostname: self.ordinal_from_hostname.or(other.ordinal_from_hostname),
         }
     }
@@ -189,7 +289,10 @@ impl Settings {
         if node_id == 0 {
             return Err("--node-id: must be a positive integer".into());
         }
-        let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:7070".into());
+        let listen_text = self
+            .listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:7070".into());
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
             format!("--listen: must be IP:PORT, e.g. 127.0.0.1:7070, got {listen_text:?}")
         })?;
@@ -214,25 +317,57 @@ impl Settings {
             (None, true) => Bootstrap::Join,
             (None, false) => Bootstrap::Single,
         };
-        let advertise = match (&self.advertise, &bootstrap) {
+        let cluster_listen_text = match &self.cluster_listen {
+            Some(c) => c.clone(),
+            None => {
+                let port = listen.port().checked_add(1).filter(|_| listen.port() != 0).ok_or_else(|| {
+                    format!("--cluster-listen: required when --listen's port is {} (the default is the next port)", listen.port())
+                })?;
+                SocketAddr::new(listen.ip(), port).to_string()
+            }
+        };
+        let cluster_listen: SocketAddr = cluster_listen_text.parse().map_err(|_| {
+            format!("--cluster-listen: must be IP:PORT, e.g. 127.0.0.1:7071, got {cluster_listen_text:?}")
+        })?;
+        if cluster_listen == listen {
+            return Err(format!(
+                "--cluster-listen: must differ from --listen ({listen}): node-to-node services never share the public port"
+            ));
+        }
+        let cluster_advertise = match (&self.cluster_advertise, &bootstrap) {
             (Some(a), Bootstrap::Dns(d)) if d.template.addr(d.ordinal) != *a => {
                 return Err(format!(
-                    "--advertise: with --peer-dns a node is reached at its name ({}), got {a}",
+                    "--cluster-advertise: with --peer-dns a node is reached at its name ({}), got {a}",
                     d.template.addr(d.ordinal)
                 ))
             }
             (Some(a), Bootstrap::Static(p)) if p[&node_id] != *a => {
                 return Err(format!(
-                    "--advertise: {a} differs from this node's entry in --peers ({})",
+                    "--cluster-advertise: {a} differs from this node's entry in --peers ({})",
                     p[&node_id]
                 ))
             }
             (Some(a), _) => a.clone(),
             (None, Bootstrap::Static(p)) => p[&node_id].clone(),
             (None, Bootstrap::Dns(d)) => d.template.addr(d.ordinal),
-            (None, _) => listen_text.clone(),
+            (None, _) => cluster_listen_text.clone(),
+        };
+        check_host_port("--cluster-advertise", &cluster_advertise)?;
+        // Clients reach the node by the host other nodes do, on the public
+        // port, unless told otherwise.
+        let advertise = match &self.advertise {
+            Some(a) => a.clone(),
+            None if matches!(bootstrap, Bootstrap::Static(_) | Bootstrap::Dns(_)) => {
+                let host = cluster_advertise
+                    .rsplit_once(':')
+                    .map(|(h, _)| h)
+                    .unwrap_or(&cluster_advertise);
+                format!("{host}:{}", listen.port())
+            }
+            None => listen_text.clone(),
         };
         check_host_port("--advertise", &advertise)?;
+        let security = self.security(&listen, &cluster_listen, &bootstrap)?;
         let identity = Identity {
             region: self.region.unwrap_or_else(|| Identity::default().region),
             account_id: self
@@ -280,6 +415,9 @@ impl Settings {
             node_id,
             listen,
             advertise,
+            cluster_listen,
+            cluster_advertise,
+            security,
             bootstrap,
             data_dir: self
                 .data_dir
@@ -305,6 +443,92 @@ impl Settings {
 }
 
 impl Settings {
+    /// The security flags, checked against the listen addresses: a node
+    /// reachable beyond this machine needs TLS on both listeners and
+    /// authentication, or `--insecure`.
+    fn security(
+        &self,
+        listen: &SocketAddr,
+        cluster_listen: &SocketAddr,
+        bootstrap: &Bootstrap,
+    ) -> Result<Security, String> {
+        let pair = |cert: &Option<PathBuf>, key: &Option<PathBuf>, flags: &str| match (cert, key) {
+            (Some(c), Some(k)) => Ok(Some(CertFiles {
+                cert: c.clone(),
+                key: k.clone(),
+            })),
+            (None, None) => Ok(None),
+            _ => Err(format!("{flags}: give both or neither")),
+        };
+        let tls = pair(&self.tls_cert, &self.tls_key, "--tls-cert and --tls-key")?;
+        if self.tls_client_ca.is_some() && tls.is_none() {
+            return Err("--tls-client-ca: only meaningful with --tls-cert and --tls-key".into());
+        }
+        let cluster_cert = pair(
+            &self.cluster_tls_cert,
+            &self.cluster_tls_key,
+            "--cluster-tls-cert and --cluster-tls-key",
+        )?;
+        let cluster_tls = match (&self.cluster_ca, cluster_cert.or_else(|| tls.clone())) {
+            (Some(ca), Some(cert)) => Some(ClusterTls { cert, ca: ca.clone() }),
+            (Some(_), None) => return Err("--cluster-ca: needs this node's certificate: --cluster-tls-cert and --cluster-tls-key (or --tls-cert and --tls-key)".into()),
+            (None, _) if self.cluster_tls_cert.is_some() => {
+                return Err("--cluster-tls-cert: needs --cluster-ca, the CA the nodes' certificates come from".into())
+            }
+            (None, _) => None,
+        };
+        let auth = self.auth.unwrap_or(false);
+        if self.admin_credentials_file.is_some() && !auth {
+            return Err("--admin-credentials-file: only meaningful with --auth".into());
+        }
+        let insecure = self.insecure.unwrap_or(false);
+        let loopback = listen.ip().is_loopback() && cluster_listen.ip().is_loopback();
+        let protected = tls.is_some() && cluster_tls.is_some() && auth;
+        let mode = if auth {
+            Mode::Secured
+        } else if insecure {
+            Mode::Insecure
+        } else {
+            Mode::Development
+        };
+        if !loopback && !protected && !insecure {
+            let mut missing = Vec::new();
+            if tls.is_none() {
+                missing.push("TLS on the public port (--tls-cert, --tls-key)");
+            }
+            if cluster_tls.is_none() {
+                missing.push("mutual TLS between nodes (--cluster-ca)");
+            }
+            if !auth {
+                missing.push("authentication (--auth)");
+            }
+            return Err(format!(
+                "--listen {listen} / --cluster-listen {cluster_listen}: a node reachable beyond this machine needs {}; give them, or --insecure to run without (never on a network you do not trust)",
+                missing.join(", ")
+            ));
+        }
+        if self.cluster_key_file.is_none() && !matches!(bootstrap, Bootstrap::Single) {
+            return Err("--cluster-key-file: required for a cluster of several nodes: every node needs the same key (make one with `sluice keygen`; a single node keeps its own in {data-dir}/cluster.key)".into());
+        }
+        let dev = mode == Mode::Development;
+        let destinations = crate::outbound::Destinations::parse(
+            self.http_allow.as_deref(),
+            self.http_deny.as_deref(),
+            dev,
+        )?;
+        Ok(Security {
+            mode,
+            tls,
+            client_ca: self.tls_client_ca.clone(),
+            cluster_tls,
+            auth,
+            admin_credentials_file: self.admin_credentials_file.clone(),
+            cluster_key_file: self.cluster_key_file.clone(),
+            destinations,
+            function_user: self.function_user.clone(),
+        })
+    }
+
     /// `--peer-dns` and the flags that go with it, checked.
     fn dns_peers(&self) -> Result<Option<DnsPeers>, String> {
         let Some(text) = &self.peer_dns else {
@@ -408,18 +632,34 @@ mod tests {
         assert_eq!(c.advertise, "127.0.0.1:7070");
         assert_eq!(c.bootstrap, Bootstrap::Single);
         assert_eq!(c.data_dir, PathBuf::from("./sluice-data"));
+        assert_eq!(c.cluster_listen.to_string(), "127.0.0.1:7071");
+        assert_eq!(c.cluster_advertise, "127.0.0.1:7071");
+        assert_eq!(c.security.mode, Mode::Development);
+        assert!(c.security.cluster_key_file.is_none());
+    }
+
+    /// A cluster of several nodes on a network, run insecurely on purpose.
+    fn networked() -> Settings {
+        Settings {
+            insecure: Some(true),
+            cluster_key_file: Some("cluster.key".into()),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn peers_parse_and_give_the_advertised_address() {
         let s = Settings {
             node_id: Some(2),
-            listen: Some("0.0.0.0:7072".into()),
+            listen: Some("0.0.0.0:7070".into()),
             peers: Some("1=a:7071, 2=b:7072,3=c:7073".into()),
-            ..Default::default()
+            ..networked()
         };
         let c = s.resolve().unwrap();
-        assert_eq!(c.advertise, "b:7072");
+        assert_eq!(c.cluster_advertise, "b:7072");
+        assert_eq!(c.advertise, "b:7070", "the peer's host, the public port");
+        assert_eq!(c.cluster_listen.to_string(), "0.0.0.0:7071");
+        assert_eq!(c.security.mode, Mode::Insecure);
         match c.bootstrap {
             Bootstrap::Static(p) => assert_eq!(p.len(), 3),
             other => panic!("{other:?}"),
@@ -481,23 +721,125 @@ mod tests {
             .contains("0 < heartbeat < min < max"));
         let mismatch = Settings {
             node_id: Some(1),
-            advertise: Some("x:1".into()),
+            cluster_advertise: Some("x:1".into()),
             peers: Some("1=a:1".into()),
+            ..networked()
+        };
+        assert!(mismatch
+            .resolve()
+            .unwrap_err()
+            .starts_with("--cluster-advertise"));
+        let same_port = Settings {
+            cluster_listen: Some("127.0.0.1:7070".into()),
             ..Default::default()
         };
-        assert!(mismatch.resolve().unwrap_err().starts_with("--advertise"));
+        assert!(same_port
+            .resolve()
+            .unwrap_err()
+            .contains("never share the public port"));
+    }
+
+    #[test]
+    fn a_node_beyond_loopback_needs_tls_and_authentication_or_insecure() {
+        let open = Settings {
+            listen: Some("0.0.0.0:7070".into()),
+            ..Default::default()
+        };
+        let e = open.clone().resolve().unwrap_err();
+        assert!(e.contains("TLS on the public port"), "{e}");
+        assert!(e.contains("mutual TLS between nodes (--cluster-ca)"), "{e}");
+        assert!(e.contains("authentication (--auth)"), "{e}");
+        assert!(e.contains("--insecure"), "{e}");
+        // The cluster listener alone off loopback counts too.
+        let half = Settings {
+            cluster_listen: Some("10.0.0.1:7071".into()),
+            ..Default::default()
+        };
+        assert!(half.resolve().is_err());
+        let insecure = Settings {
+            insecure: Some(true),
+            ..open.clone()
+        };
+        assert_eq!(insecure.resolve().unwrap().security.mode, Mode::Insecure);
+        let secured = Settings {
+            tls_cert: Some("n.pem".into()),
+            tls_key: Some("n.key".into()),
+            cluster_ca: Some("ca.pem".into()),
+            auth: Some(true),
+            ..open
+        };
+        let c = secured.resolve().unwrap();
+        assert_eq!(c.security.mode, Mode::Secured);
+        let t = c.security.cluster_tls.expect("cluster TLS");
+        assert_eq!(
+            t.cert.cert,
+            PathBuf::from("n.pem"),
+            "the public certificate by default"
+        );
+    }
+
+    #[test]
+    fn incomplete_security_flags_name_what_is_missing() {
+        for (s, needle) in [
+            (
+                Settings {
+                    tls_cert: Some("c".into()),
+                    ..Default::default()
+                },
+                "--tls-cert and --tls-key: give both or neither",
+            ),
+            (
+                Settings {
+                    cluster_ca: Some("ca".into()),
+                    ..Default::default()
+                },
+                "--cluster-ca: needs this node's certificate",
+            ),
+            (
+                Settings {
+                    tls_client_ca: Some("ca".into()),
+                    ..Default::default()
+                },
+                "--tls-client-ca: only meaningful with --tls-cert",
+            ),
+            (
+                Settings {
+                    admin_credentials_file: Some("a".into()),
+                    ..Default::default()
+                },
+                "--admin-credentials-file: only meaningful with --auth",
+            ),
+            (
+                Settings {
+                    peers: Some("1=127.0.0.1:7071".into()),
+                    ..Default::default()
+                },
+                "--cluster-key-file: required for a cluster of several nodes",
+            ),
+            (
+                Settings {
+                    http_allow: Some("10.0.0.0/40".into()),
+                    ..Default::default()
+                },
+                "--http-allow",
+            ),
+        ] {
+            let e = s.resolve().unwrap_err();
+            assert!(e.starts_with(needle), "{e}");
+        }
     }
 
     #[test]
     fn dns_peers_give_the_id_and_address_from_the_ordinal() {
         let s = Settings {
-            peer_dns: Some("sluice-{ordinal}.peers:7070".into()),
+            peer_dns: Some("sluice-{ordinal}.peers:7071".into()),
             ordinal: Some(2),
             listen: Some("0.0.0.0:7070".into()),
-            ..Default::default()
+            ..networked()
         };
         let c = s.clone().resolve().unwrap();
         assert_eq!(c.node_id, 3);
+        assert_eq!(c.cluster_advertise, "sluice-2.peers:7071");
         assert_eq!(c.advertise, "sluice-2.peers:7070");
         match &c.bootstrap {
             Bootstrap::Dns(d) => {
@@ -552,10 +894,10 @@ mod tests {
             ),
             (
                 Settings {
-                    advertise: Some("10.0.0.5:7070".into()),
+                    cluster_advertise: Some("10.0.0.5:7071".into()),
                     ..s.clone()
                 },
-                "--advertise: with --peer-dns a node is reached at its name (sluice-2.peers:7070)",
+                "--cluster-advertise: with --peer-dns a node is reached at its name (sluice-2.peers:7071)",
             ),
             (
                 Settings {

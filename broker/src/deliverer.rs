@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::api::topics::percent_encode;
 use crate::command::Command;
 use crate::identity::Identity;
+use crate::outbound::Destinations;
 use crate::router::{now_ms, Router};
 use crate::topics::envelope;
 use crate::topics::outbox::{self, Due, Kind, Outcome};
@@ -49,12 +50,15 @@ pub const PER_SUBSCRIPTION: usize = 16;
 pub fn spawn(
     router: Router,
     identity: Identity,
-    advertise: String,
+    base_url: String,
+    destinations: Arc<Destinations>,
     waiters: Arc<Waiters>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let client = match reqwest::Client::builder()
             .timeout(POST_TIMEOUT)
+            // Names resolve only to allowed addresses (SSRF).
+            .dns_resolver(destinations.resolver())
             .redirect(reqwest::redirect::Policy::none())
             .user_agent("Amazon Simple Notification Service Agent (Sluice)")
             .build()
@@ -68,7 +72,8 @@ pub fn spawn(
         let d = Deliverer {
             router,
             identity,
-            advertise,
+            base_url,
+            destinations,
             client,
         };
         d.run(waiters).await;
@@ -78,7 +83,10 @@ pub fn spawn(
 struct Deliverer {
     router: Router,
     identity: Identity,
-    advertise: String,
+    /// `http(s)://host:port` of this node's public port.
+    base_url: String,
+    /// Where deliveries may go.
+    destinations: Arc<Destinations>,
     client: reqwest::Client,
 }
 
@@ -165,7 +173,8 @@ impl Deliverer {
     fn post(&self, d: Due) -> impl std::future::Future<Output = Done> + Send + 'static {
         let client = self.client.clone();
         let topic_arn = self.identity.topic_arn(&d.topic);
-        let advertise = self.advertise.clone();
+        let base_url = self.base_url.clone();
+        let destinations = self.destinations.clone();
         let router = self.router.clone();
         async move {
             let sub_id = d.entry.subscription.clone();
@@ -213,7 +222,7 @@ impl Deliverer {
                 } => ("Notification", message_id.clone(), body.clone(), *raw),
                 Kind::Confirmation { token } => {
                     let url = format!(
-                        "http://{advertise}/topics/confirm?TopicArn={}&Token={}",
+                        "{base_url}/topics/confirm?TopicArn={}&Token={}",
                         percent_encode(&topic_arn),
                         percent_encode(token)
                     );
@@ -222,6 +231,9 @@ impl Deliverer {
                     ("SubscriptionConfirmation", id, body, false)
                 }
             };
+            if let Some(why) = destinations.refusal_of_url(&sub.endpoint) {
+                return done(Outcome::Failed(why));
+            }
             let content_type = d
                 .policy
                 .content_type

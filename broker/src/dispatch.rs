@@ -11,12 +11,17 @@
 //! asynchronous event is run again).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice_proto::v1::worker_host_client::WorkerHostClient;
 use sluice_proto::v1::{LogsRequest, LogsResponse, RunRequest, RunResponse, RunSpec};
 
+use sluice_security::signer::{SignedChannel, Signer};
+use sluice_security::Credentials;
+
+use crate::auth::caller::NODE_OWNER;
+use crate::auth::NodeSecurity;
 use crate::raft::network::{is_connect_error, Channels};
 use crate::raft::state_machine::StateHandle;
 use crate::router::now_ms;
@@ -62,10 +67,23 @@ pub enum DispatchError {
 }
 
 /// What a node knows beyond the registry.
-#[derive(Default)]
 pub struct Dispatcher {
-    channels: Channels,
+    /// To other nodes (an invocation forwarded to the leader).
+    nodes: Channels,
+    /// To workers, by how they are dialled.
+    workers: Mutex<HashMap<WorkerDial, SignedChannel>>,
+    security: Arc<NodeSecurity>,
     local: Mutex<Local>,
+}
+
+/// Everything a channel to a worker depends on: its address, its pinned
+/// certificate, and the principal and id the call signatures are made for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct WorkerDial {
+    address: String,
+    fingerprint: String,
+    owner: String,
+    id: String,
 }
 
 #[derive(Default)]
@@ -122,9 +140,70 @@ impl Drop for Running<'_> {
 }
 
 impl Dispatcher {
-    /// The (shared, lazily connected) channel to `addr`.
-    pub fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
-        self.channels.get(addr)
+    /// A dispatcher of `security`'s node, reaching other nodes through
+    /// `nodes`.
+    pub fn new(security: Arc<NodeSecurity>, nodes: Channels) -> Dispatcher {
+        Dispatcher {
+            nodes,
+            workers: Mutex::default(),
+            security,
+            local: Mutex::default(),
+        }
+    }
+
+    /// The (shared, lazily connected) channel to the node at `addr`.
+    pub fn channel(&self, addr: &str) -> Result<SignedChannel, String> {
+        self.nodes.get(addr)
+    }
+
+    /// The channel to a worker: its own node's worker on the cluster
+    /// listener like any node; another worker over TLS to the certificate
+    /// it registered, each call signed with the secret derived for it. A
+    /// worker that registered no certificate is called in plain gRPC only
+    /// while the cluster runs without TLS.
+    fn worker_channel(&self, w: &WorkerRecord) -> Result<SignedChannel, String> {
+        let r = &w.report;
+        let dial = WorkerDial {
+            address: r.address.clone(),
+            fingerprint: r.tls_fingerprint.clone(),
+            owner: r.owner.clone(),
+            id: r.id.clone(),
+        };
+        let mut cache = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.get(&dial) {
+            return Ok(c.clone());
+        }
+        let node = r.owner.starts_with(NODE_OWNER);
+        if !node && r.tls_fingerprint.is_empty() && self.security.cluster_tls() {
+            return Err(format!(
+                "worker {} registered no TLS certificate; this cluster calls workers over TLS only",
+                r.id
+            ));
+        }
+        let connector = self.security.worker_connector(node, &r.tls_fingerprint);
+        let endpoint = tonic::transport::Endpoint::from_shared(format!(
+            "http://{}",
+            crate::discovery::dialable(&r.address)
+        ))
+        .map_err(|e| format!("worker {} address {:?}: {e}", r.id, r.address))?
+        .connect_timeout(Duration::from_millis(500))
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+        let credentials = if node {
+            self.security.node_credentials.clone()
+        } else {
+            Credentials {
+                access_key_id: self.security.node_credentials.access_key_id.clone(),
+                secret_access_key: self.security.worker_host_secret(&r.owner, &r.id),
+            }
+        };
+        let channel = Signer::new(connector.channel(endpoint), Some(credentials), "cluster");
+        if cache.len() > 4 * crate::workers::WORKERS_MAX {
+            cache.clear();
+        }
+        cache.insert(dial, channel.clone());
+        Ok(channel)
     }
 
     fn local(&self) -> std::sync::MutexGuard<'_, Local> {
@@ -206,7 +285,7 @@ impl Dispatcher {
         let mut refused = Vec::new();
         for w in candidates {
             let id = w.report.id.clone();
-            let channel = match self.channels.get(&w.report.address) {
+            let channel = match self.worker_channel(&w) {
                 Ok(c) => c,
                 Err(e) => {
                     refused.push(format!("{id}: {e}"));
@@ -299,7 +378,7 @@ impl Dispatcher {
         let calls = all
             .into_iter()
             .filter(|w| workers::is_live(w, now))
-            .filter_map(|w| self.channels.get(&w.report.address).ok())
+            .filter_map(|w| self.worker_channel(&w).ok())
             .map(|channel| {
                 let req = LogsRequest {
                     function_name: function.to_string(),
@@ -398,9 +477,17 @@ mod tests {
                         starting: 0,
                     })
                     .collect(),
+                owner: "principal/w".into(),
+                tls_fingerprint: String::new(),
             },
             last_seen_ms: 1_000,
         }
+    }
+
+    fn dispatcher() -> Dispatcher {
+        let security = Arc::new(NodeSecurity::for_tests(1));
+        let nodes = Channels::of(&security);
+        Dispatcher::new(security, nodes)
     }
 
     fn order(d: &Dispatcher, all: Vec<WorkerRecord>, key: &str, now: u64) -> Vec<String> {
@@ -412,7 +499,7 @@ mod tests {
 
     #[test]
     fn warm_workers_first_then_the_most_memory_free() {
-        let d = Dispatcher::default();
+        let d = dispatcher();
         let all = vec![
             worker("roomy", 9_000, &[]),
             worker("warm", 1_000, &[("k", 1)]),

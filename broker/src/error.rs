@@ -24,6 +24,10 @@ pub enum ErrorKind {
     LimitExceeded,
     /// `FAILED_PRECONDITION`: the resource is not in a state that allows this.
     FailedPrecondition,
+    /// `PERMISSION_DENIED`: the caller may not do this to this resource
+    /// (decided by the replicated state, e.g. a worker registered by
+    /// another principal).
+    PermissionDenied,
 }
 
 /// A deterministic rejection of a request.
@@ -89,6 +93,16 @@ impl DomainError {
     pub fn limit(code: &str, message: impl Into<String>) -> Self {
         DomainError {
             kind: ErrorKind::LimitExceeded,
+            code: code.into(),
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// The caller may not do this (decided by the state, not by policy).
+    pub fn denied(code: &str, message: impl Into<String>) -> Self {
+        DomainError {
+            kind: ErrorKind::PermissionDenied,
             code: code.into(),
             message: message.into(),
             field: None,

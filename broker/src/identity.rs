@@ -56,6 +56,33 @@ impl Identity {
         )
     }
 
+    /// The ARN of a principal (IAM's user form).
+    pub fn principal_arn(&self, name: &str) -> String {
+        format!("arn:aws:iam::{}:user/{name}", self.account_id)
+    }
+
+    /// The ARN of a custom or built-in policy.
+    pub fn policy_arn(&self, name: &str) -> String {
+        format!("arn:aws:iam::{}:policy/{name}", self.account_id)
+    }
+
+    /// The ARN of an event source mapping (Lambda's form).
+    pub fn mapping_arn(&self, uuid: &str) -> String {
+        format!(
+            "arn:aws:lambda:{}:{}:event-source-mapping:{uuid}",
+            self.region, self.account_id
+        )
+    }
+
+    /// The ARN of something of the cluster's own: `cluster`,
+    /// `worker/{id}`, `node/{id}`.
+    pub fn sluice_arn(&self, resource: &str) -> String {
+        format!(
+            "arn:aws:sluice:{}:{}:{resource}",
+            self.region, self.account_id
+        )
+    }
+
     /// The queue's URL as served by the node at `advertise`, in the shape the
     /// AWS emulators use: `http://{host:port}/{account}/{name}`.
     pub fn queue_url(&self, advertise: &str, name: &str) -> String {

@@ -14,6 +14,7 @@
 //! `docs/architecture.md` describes the write path and the invariants.
 
 pub mod api;
+pub mod auth;
 pub mod bootstrap;
 pub mod command;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod error;
 pub use sluice_filter as filter;
 pub mod functions;
 pub mod housekeeper;
+pub mod iam;
 pub mod identity;
 pub mod invoker;
 pub mod lag;
@@ -33,6 +35,7 @@ pub mod mappings;
 pub mod membership;
 pub mod metrics;
 pub mod node;
+pub mod outbound;
 pub mod queues;
 pub mod raft;
 pub mod router;

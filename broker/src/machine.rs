@@ -329,10 +329,11 @@ pub fn apply(
             effects.push(Effect::WorkersChanged);
             Ok(CommandOutput::Done)
         }
-        Command::WorkerLeave { id } => {
-            crate::workers::leave(txn, id)?;
+        Command::WorkerLeave { id, owner } => {
+            crate::workers::leave(txn, id, owner)?;
             Ok(CommandOutput::Done)
         }
+        Command::Iam(c) => Ok(CommandOutput::Iam(crate::iam::apply(txn, ctx, c)?)),
         Command::PutFunctionConcurrency { name, reserved } => {
             functions::concurrency::put_reserved(txn, name, *reserved)?;
             Ok(CommandOutput::Done)
@@ -456,6 +457,7 @@ pub fn query(state: &dyn StateRead, query: &Query) -> ApplyResult<QueryOutput> {
             None => crate::mappings::all(state)?,
         })),
         Query::ListLeases => Ok(QueryOutput::Leases(crate::mappings::leases::all(state)?)),
+        Query::Iam(q) => Ok(QueryOutput::Iam(crate::iam::query(state, q)?)),
         Query::MappingCheckpoints { function, uuid } => Ok(QueryOutput::Checkpoints(
             crate::mappings::checkpoints::of_mapping(state, function, uuid)?,
             crate::mappings::checkpoints::since(state, function, uuid)?,

@@ -23,12 +23,36 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Run a worker node: it registers with the cluster, heartbeats, and
     /// runs the function invocations the cluster routes to it.
-    Worker(WorkerArgs),
+    Worker(Box<WorkerArgs>),
     /// After losing a majority: make this stopped node the only voter of
     /// its cluster (unsafe: writes only the lost nodes held are gone; run
     /// it on the most up-to-date survivor). Start the node afterwards and
     /// add the others back as new members.
     Recover(RecoverArgs),
+    /// Print a new cluster key (for --cluster-key-file), or with
+    /// --credentials a new access key (for --admin-credentials-file).
+    Keygen(KeygenArgs),
+    /// Make a CA and certificates for a laptop or a test cluster: ca.pem,
+    /// and NAME.pem / NAME.key for each --cert NAME=HOSTS (nodes, clients).
+    Certs(CertsArgs),
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// An access key id and secret, as a credentials file, instead.
+    #[arg(long)]
+    credentials: bool,
+}
+
+#[derive(Args)]
+struct CertsArgs {
+    /// Where to write the files (made if missing; existing files are kept).
+    #[arg(long)]
+    out: PathBuf,
+    /// Certificates to make, NAME=HOST,HOST... (the NAME is the subject's
+    /// common name: a node's, or a client principal's); repeatable.
+    #[arg(long = "cert", value_name = "NAME=HOSTS")]
+    certs: Vec<String>,
 }
 
 #[derive(Args)]
@@ -39,9 +63,10 @@ struct RecoverArgs {
     /// The node's id.
     #[arg(long)]
     node_id: u64,
-    /// HOST:PORT the node will be reached at (its --advertise).
+    /// HOST:PORT the other nodes will reach the node's cluster listener at
+    /// (its --cluster-advertise).
     #[arg(long)]
-    advertise: String,
+    cluster_advertise: String,
 }
 
 #[derive(Args)]
@@ -66,9 +91,65 @@ struct WorkerArgs {
     /// machine's].
     #[arg(long)]
     memory_mb: Option<u64>,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
+    /// A file with the worker principal's access_key_id and
+    /// secret_access_key [default: SLUICE_ACCESS_KEY_ID and
+    /// SLUICE_SECRET_ACCESS_KEY, if set].
+    #[arg(long, env = "SLUICE_CREDENTIALS_FILE")]
+    credentials_file: Option<PathBuf>,
+    /// The certificate this worker's WorkerHost serves TLS with (PEM);
+    /// nodes accept this certificate only, by the fingerprint the worker
+    /// registers [default with TLS: a certificate made at start].
+    #[arg(long, requires = "host_tls_key")]
+    host_tls_cert: Option<PathBuf>,
+    /// The key of --host-tls-cert (PEM).
+    #[arg(long, requires = "host_tls_cert")]
+    host_tls_key: Option<PathBuf>,
+    /// The user functions run as when the worker runs as root
+    /// [default: nobody].
+    #[arg(long)]
+    function_user: Option<String>,
     /// Log output format; the level comes from RUST_LOG [default: info].
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+/// How a client of the cluster's public port connects.
+#[derive(Args, Clone)]
+struct ClientTlsArgs {
+    /// Connect with TLS (implied by --tls-ca and --tls-cert).
+    #[arg(long)]
+    tls: bool,
+    /// Trust the cluster's certificates from this CA (PEM) [default with
+    /// --tls: the public web PKI].
+    #[arg(long, env = "SLUICE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Present this client certificate (PEM), as a principal named by its
+    /// subject's common name.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The name the cluster's certificates carry, when not the host dialled.
+    #[arg(long)]
+    tls_server_name: Option<String>,
+}
+
+impl ClientTlsArgs {
+    fn options(&self) -> sluice_security::tls::ClientTls {
+        sluice_security::tls::ClientTls {
+            enabled: self.tls,
+            ca: self.tls_ca.clone(),
+            cert: self
+                .tls_cert
+                .clone()
+                .zip(self.tls_key.clone())
+                .map(|(cert, key)| sluice_security::tls::CertFiles { cert, key }),
+            server_name: self.tls_server_name.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -158,6 +239,64 @@ struct ServeArgs {
     /// StatefulSet's initial size) [default: 1].
     #[arg(long, env = "SLUICE_BOOTSTRAP_EXPECT")]
     bootstrap_expect: Option<u64>,
+    /// IP:PORT the cluster listener binds: the node-to-node services, never
+    /// served on the public port [default: --listen's address, next port].
+    #[arg(long)]
+    cluster_listen: Option<String>,
+    /// HOST:PORT the other nodes reach the cluster listener at [default:
+    /// this node's entry in --peers, else --cluster-listen].
+    #[arg(long)]
+    cluster_advertise: Option<String>,
+    /// The cluster key: the secret every node of the cluster shares (make
+    /// one with `sluice keygen`). Required with --peers, --join and
+    /// --peer-dns [default: {data-dir}/cluster.key, made on first start].
+    #[arg(long, env = "SLUICE_CLUSTER_KEY_FILE")]
+    cluster_key_file: Option<PathBuf>,
+    /// TLS on the public port: the certificate chain (PEM); read again when
+    /// the file changes.
+    #[arg(long, env = "SLUICE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// TLS on the public port: the private key (PEM).
+    #[arg(long, env = "SLUICE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Clients may present a certificate issued by this CA (PEM); its
+    /// subject's common name is the principal they act as.
+    #[arg(long, env = "SLUICE_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// Mutual TLS between nodes: the CA the nodes' certificates come from.
+    #[arg(long, env = "SLUICE_CLUSTER_CA")]
+    cluster_ca: Option<PathBuf>,
+    /// This node's certificate on the cluster listener [default: --tls-cert].
+    #[arg(long, env = "SLUICE_CLUSTER_TLS_CERT")]
+    cluster_tls_cert: Option<PathBuf>,
+    /// This node's key on the cluster listener [default: --tls-key].
+    #[arg(long, env = "SLUICE_CLUSTER_TLS_KEY")]
+    cluster_tls_key: Option<PathBuf>,
+    /// Callers must authenticate (signed requests with an access key, or a
+    /// client certificate); the first administrator's key comes from
+    /// --admin-credentials-file or SLUICE_ADMIN_ACCESS_KEY_ID and
+    /// SLUICE_ADMIN_SECRET_ACCESS_KEY.
+    #[arg(long)]
+    auth: bool,
+    /// A file with the first administrator's access_key_id and
+    /// secret_access_key (with --auth).
+    #[arg(long, env = "SLUICE_ADMIN_CREDENTIALS_FILE")]
+    admin_credentials_file: Option<PathBuf>,
+    /// Listen beyond loopback without TLS or authentication. Anyone who can
+    /// reach the node can do anything: never on a network you do not trust.
+    #[arg(long)]
+    insecure: bool,
+    /// Address blocks topic subscriptions may deliver to although they are
+    /// loopback, private or link-local (CIDR,...).
+    #[arg(long)]
+    http_allow: Option<String>,
+    /// Address blocks topic subscriptions may never deliver to (CIDR,...).
+    #[arg(long)]
+    http_deny: Option<String>,
+    /// The user the in-process worker's functions run as when the node runs
+    /// as root [default: nobody].
+    #[arg(long)]
+    function_user: Option<String>,
     /// Log output format; the level comes from RUST_LOG [default: info].
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -188,6 +327,21 @@ impl ServeArgs {
             max_nodes: self.max_nodes,
             remove_after_s: self.remove_after_s,
             bootstrap_expect: self.bootstrap_expect,
+            cluster_listen: self.cluster_listen.clone(),
+            cluster_advertise: self.cluster_advertise.clone(),
+            cluster_key_file: self.cluster_key_file.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
+            cluster_ca: self.cluster_ca.clone(),
+            cluster_tls_cert: self.cluster_tls_cert.clone(),
+            cluster_tls_key: self.cluster_tls_key.clone(),
+            auth: self.auth.then_some(true),
+            admin_credentials_file: self.admin_credentials_file.clone(),
+            insecure: self.insecure.then_some(true),
+            http_allow: self.http_allow.clone(),
+            http_deny: self.http_deny.clone(),
+            function_user: self.function_user.clone(),
             ordinal_from_hostname: None,
         }
     }
@@ -307,14 +461,12 @@ fn worker(args: WorkerArgs) -> ExitCode {
                 .unwrap_or_else(|_| "worker".into());
             format!("{host}-{port}")
         });
-        let options = sluice_worker::WorkerOptions {
-            id,
-            advertise,
-            cluster: args.cluster.clone(),
-            dir: args.data_dir.clone(),
-            memory_mb: args
-                .memory_mb
-                .unwrap_or_else(sluice_worker::default_memory_mb),
+        let options = match worker_options(&args, id, advertise) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("sluice worker: {e}");
+                return ExitCode::from(2);
+            }
         };
         let shutdown = async {
             let mut sigterm =
@@ -340,26 +492,86 @@ fn worker(args: WorkerArgs) -> ExitCode {
     })
 }
 
+/// A worker's options from its flags: how it reaches the cluster, what it
+/// signs with, and the certificate its WorkerHost serves (its own, made now,
+/// when it talks TLS and was given none).
+fn worker_options(
+    args: &WorkerArgs,
+    id: String,
+    advertise: String,
+) -> Result<sluice_worker::WorkerOptions, String> {
+    let tls = args.tls.options();
+    let connector = tls
+        .connector()
+        .map_err(|e| format!("--tls-ca/--tls-cert: {e}"))?;
+    let credentials = match &args.credentials_file {
+        Some(p) => Some(
+            sluice_security::Credentials::from_file(p)
+                .map_err(|e| format!("--credentials-file: {e}"))?,
+        ),
+        None => sluice_security::Credentials::from_env()?,
+    };
+    let host_tls = match (&args.host_tls_cert, &args.host_tls_key) {
+        (Some(cert), Some(key)) => Some(
+            sluice_security::tls::ReloadingCert::load(sluice_security::tls::CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+            .map_err(|e| format!("--host-tls-cert: {e}"))?,
+        ),
+        _ if connector.is_tls() => {
+            let host = advertise
+                .rsplit_once(':')
+                .map(|(h, _)| h)
+                .unwrap_or(&advertise);
+            let own = sluice_security::pki::self_signed(&id, &[host])
+                .map_err(|e| format!("making the worker's certificate: {e}"))?;
+            Some(sluice_security::tls::ReloadingCert::fixed(own))
+        }
+        _ => None,
+    };
+    let sandbox = sluice_worker::sandbox::Sandbox::resolve(args.function_user.as_deref())?;
+    if sandbox.user.is_none() {
+        sluice_worker::sandbox::close_to_functions()?;
+        tracing::warn!(
+            "the worker is not root: functions run as its own user and can read the files it can (not its memory or environment)"
+        );
+    }
+    Ok(sluice_worker::WorkerOptions {
+        id,
+        advertise,
+        cluster: args.cluster.clone(),
+        dir: args.data_dir.clone(),
+        memory_mb: args
+            .memory_mb
+            .unwrap_or_else(sluice_worker::default_memory_mb),
+        connector,
+        credentials,
+        host_tls,
+        sandbox,
+    })
+}
+
 fn recover(args: RecoverArgs) -> ExitCode {
     if args.node_id == 0 {
         eprintln!("sluice recover: --node-id: must be a positive integer");
         return ExitCode::from(2);
     }
     if args
-        .advertise
+        .cluster_advertise
         .rsplit_once(':')
         .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().map_or(true, |p| p == 0))
     {
         eprintln!(
-            "sluice recover: --advertise: must be HOST:PORT, got {:?}",
-            args.advertise
+            "sluice recover: --cluster-advertise: must be HOST:PORT, got {:?}",
+            args.cluster_advertise
         );
         return ExitCode::from(2);
     }
     match sluice_broker::raft::recovery::force_single_voter(
         &args.data_dir,
         args.node_id,
-        &args.advertise,
+        &args.cluster_advertise,
     ) {
         Ok(r) => {
             println!(
@@ -375,10 +587,65 @@ fn recover(args: RecoverArgs) -> ExitCode {
     }
 }
 
+fn keygen(args: KeygenArgs) -> ExitCode {
+    if args.credentials {
+        print!(
+            "{}",
+            sluice_security::Credentials::generate().to_file_text()
+        );
+    } else {
+        println!("{}", sluice_security::key::Key::generate().to_hex());
+    }
+    ExitCode::SUCCESS
+}
+
+fn certs(args: CertsArgs) -> ExitCode {
+    let run = || -> Result<(), String> {
+        std::fs::create_dir_all(&args.out)
+            .map_err(|e| format!("--out {}: {e}", args.out.display()))?;
+        let ca = sluice_security::pki::Authority::new("Sluice local CA")?;
+        let write = |name: &str, text: &str, private: bool| -> Result<(), String> {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let path = args.out.join(name);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(if private { 0o600 } else { 0o644 })
+                .open(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            f.write_all(text.as_bytes())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            println!("wrote {}", path.display());
+            Ok(())
+        };
+        write("ca.pem", &ca.cert_pem(), false)?;
+        for spec in &args.certs {
+            let (name, hosts) = spec
+                .split_once('=')
+                .ok_or_else(|| format!("--cert: must be NAME=HOST,HOST..., got {spec:?}"))?;
+            let hosts: Vec<&str> = hosts.split(',').filter(|h| !h.is_empty()).collect();
+            let issued = ca.issue(name, &hosts, sluice_security::pki::Validity::Days(825))?;
+            write(&format!("{name}.pem"), &issued.cert_pem, false)?;
+            write(&format!("{name}.key"), &issued.key_pem, true)?;
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice certs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve(*args),
-        Command::Worker(args) => worker(args),
+        Command::Worker(args) => worker(*args),
         Command::Recover(args) => recover(args),
+        Command::Keygen(args) => keygen(args),
+        Command::Certs(args) => certs(args),
     }
 }

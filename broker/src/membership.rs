@@ -38,6 +38,7 @@ pub fn spawn(
     me: NodeId,
     dns: DnsPeers,
     channels: Channels,
+    security: std::sync::Arc<crate::auth::NodeSecurity>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut gone_since: HashMap<NodeId, Instant> = HashMap::new();
@@ -48,7 +49,7 @@ pub fn spawn(
                 gone_since.clear();
                 continue;
             }
-            if let Err(e) = round(&raft, me, &dns, &channels, &mut gone_since).await {
+            if let Err(e) = round(&raft, me, &dns, &channels, &security, &mut gone_since).await {
                 tracing::warn!(error = %e, "membership round failed");
             }
         }
@@ -67,6 +68,7 @@ async fn round(
     me: NodeId,
     dns: &DnsPeers,
     channels: &Channels,
+    security: &crate::auth::NodeSecurity,
     gone_since: &mut HashMap<NodeId, Instant>,
 ) -> Result<(), String> {
     let m = raft.metrics().borrow().clone();
@@ -94,12 +96,8 @@ async fn round(
         if membership.get_node(&p.id).is_some() {
             continue;
         }
-        let Some(info) = crate::bootstrap::ask(channels, &p.addr).await else {
-            continue;
-        };
-        if info.node_id != p.id {
-            tracing::warn!(addr = %p.addr, expected = p.id, answered = info.node_id,
-                "a peer answers with another node id than its ordinal gives; not adding it");
+        if let Err(why) = crate::bootstrap::prove(channels, security, &p.addr, p.id).await {
+            tracing::warn!(addr = %p.addr, node_id = p.id, reason = %why, "not adding a peer found by DNS");
             continue;
         }
         raft.add_learner(p.id, Node::new(p.addr.clone()), false)

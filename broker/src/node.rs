@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, Context};
+use crate::auth::NodeSecurity;
 use crate::bootstrap;
 use crate::config::NodeConfig;
 use crate::metrics::{self, Exporter};
@@ -43,9 +43,11 @@ pub enum StartError {
         /// What went wrong.
         reason: String,
     },
-    /// The listen address could not be bound.
-    #[error("--listen {addr}: {reason}")]
+    /// A listen address could not be bound.
+    #[error("{flag} {addr}: {reason}")]
     Listen {
+        /// The flag that set it (`--listen`, `--cluster-listen`).
+        flag: &'static str,
         /// The address.
         addr: String,
         /// What went wrong.
@@ -57,6 +59,9 @@ pub enum StartError {
     /// The in-process worker could not be set up.
     #[error("in-process worker: {0}")]
     Worker(String),
+    /// A key, certificate or credentials file could not be used.
+    #[error("{0}")]
+    Security(String),
 }
 
 /// Opens the state machine's database. It only caches what the snapshot and
@@ -86,6 +91,92 @@ fn open_state_db(path: &std::path::Path, cache_capacity: u64) -> Result<Db, Stor
     }
 }
 
+/// Closes the data directory to other users: the log, the state, the
+/// snapshots and the cluster key are the node's alone (0700); others may
+/// pass through to the worker's code (0711), never list or read.
+fn close_to_others(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: &std::path::Path, mode: u32| {
+        if p.exists() {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("{}: {e}", p.display()))
+        } else {
+            Ok(())
+        }
+    };
+    set(dir, 0o711)?;
+    for private in ["log", "db", "snapshots"] {
+        let p = dir.join(private);
+        std::fs::create_dir_all(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        set(&p, 0o700)?;
+    }
+    set(&dir.join("cluster.key"), 0o600)
+}
+
+/// The URL clients reach the public port at (subscription confirmation
+/// links): `https` when it serves TLS.
+fn public_base_url(config: &NodeConfig, security: &NodeSecurity) -> String {
+    let scheme = if security.public_identity.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{}", config.advertise)
+}
+
+/// Says how the node is protected, as the first thing an operator reads.
+fn announce(
+    config: &NodeConfig,
+    security: &NodeSecurity,
+    public: std::net::SocketAddr,
+    cluster: std::net::SocketAddr,
+) {
+    use crate::config::Mode;
+    tracing::info!(
+        node_id = config.node_id,
+        listen = %public,
+        cluster_listen = %cluster,
+        advertise = %config.advertise,
+        cluster_advertise = %config.cluster_advertise,
+        data_dir = %config.data_dir.display(),
+        tls = security.public_identity.is_some(),
+        cluster_tls = security.cluster_tls(),
+        auth = security.auth,
+        cluster_key = %security.cluster_key.current().id(),
+        "node started"
+    );
+    match security.mode {
+        Mode::Development => tracing::info!(
+            "development mode: loopback only, no TLS, no authentication; anyone on this machine can do anything (see docs/security.md to secure a node)"
+        ),
+        Mode::Insecure => tracing::warn!(
+            "INSECURE: listening beyond loopback without TLS or authentication because --insecure was given; anyone who can reach {public} or {cluster} can do anything"
+        ),
+        Mode::Secured if security.public_identity.is_none() => tracing::warn!(
+            "authentication is on but the public port has no TLS: requests, message bodies and signatures travel in clear"
+        ),
+        Mode::Secured => {}
+    }
+    ::metrics::gauge!("sluice_insecure_mode").set(if security.mode == Mode::Insecure {
+        1.0
+    } else {
+        0.0
+    });
+    if let Some(problem) = function_isolation_warning(config) {
+        tracing::warn!("{problem}");
+    }
+}
+
+/// What functions of the in-process worker could reach that they should
+/// not, when the node cannot confine them.
+fn function_isolation_warning(config: &NodeConfig) -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    (config.in_process_worker && !root).then(|| {
+        "the in-process worker runs functions as this node's own user (the node is not root), so they can read its data directory; run functions on separate `sluice worker` processes (--in-process-worker false) where that matters".to_string()
+    })
+}
+
 /// A started node.
 pub struct RunningNode {
     config: NodeConfig,
@@ -93,7 +184,8 @@ pub struct RunningNode {
     router: Router,
     db: Db,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
-    stop_server: Option<oneshot::Sender<()>>,
+    cluster_server: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop_server: Option<tokio::sync::watch::Sender<bool>>,
     bootstrap: JoinHandle<()>,
     housekeeper: JoinHandle<()>,
     deliverer: JoinHandle<()>,
@@ -117,6 +209,9 @@ impl RunningNode {
         };
         std::fs::create_dir_all(&config.data_dir).map_err(|e| data_err(e.to_string()))?;
         let dir_lock = crate::store::lock::DirLock::acquire(&config.data_dir).map_err(data_err)?;
+        crate::store::format::check_or_record(&config.data_dir).map_err(data_err)?;
+        close_to_others(&config.data_dir).map_err(data_err)?;
+        let security = Arc::new(NodeSecurity::load(&config).map_err(StartError::Security)?);
         let log_dir = config.data_dir.join("log");
         let log = Arc::new(
             LogFiles::open(&log_dir, log_store::SEGMENT_BYTES)
@@ -145,7 +240,7 @@ impl RunningNode {
 
         let raft_config = raft::config("sluice", &config.timing, &config.compaction)
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        let channels = Channels::default();
+        let channels = Channels::of(&security);
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -172,19 +267,33 @@ impl RunningNode {
             advertise: config.advertise.clone(),
             timing: config.timing.clone(),
             waiters: waiters.clone(),
-            dispatcher: Arc::default(),
+            dispatcher: Arc::new(crate::dispatch::Dispatcher::new(
+                security.clone(),
+                channels.clone(),
+            )),
             slots: Arc::default(),
             worker: None,
+            security: security.clone(),
         };
-        // The in-process worker registers through this node's own address,
-        // like any other worker.
+        // The in-process worker talks to its own node's cluster listener as
+        // the node, which serves its WorkerHost there.
         let worker = if config.in_process_worker {
+            let sandbox =
+                sluice_worker::sandbox::Sandbox::resolve(config.security.function_user.as_deref())
+                    .map_err(StartError::Worker)?;
+            if sandbox.user.is_none() {
+                sluice_worker::sandbox::close_to_functions().map_err(StartError::Worker)?;
+            }
             let options = sluice_worker::WorkerOptions {
                 id: format!("node-{}", config.node_id),
-                advertise: config.advertise.clone(),
-                cluster: vec![config.advertise.clone()],
+                advertise: config.cluster_advertise.clone(),
+                cluster: vec![config.cluster_advertise.clone()],
                 dir: config.data_dir.join("worker"),
                 memory_mb: sluice_worker::default_memory_mb(),
+                connector: security.cluster_connector.clone(),
+                credentials: Some(security.node_credentials.clone()),
+                host_tls: None,
+                sandbox,
             };
             Some(sluice_worker::Worker::new(options).map_err(StartError::Worker)?)
         } else {
@@ -194,38 +303,77 @@ impl RunningNode {
         let guard = Arc::new(VoteGuard::default());
         let raft_service = RaftService::new(raft.clone(), snapshots, guard.clone());
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| StartError::Listen {
-                addr: config.listen.to_string(),
+        let bind = |flag: &'static str, addr: std::net::SocketAddr| async move {
+            let failed = |e: std::io::Error| StartError::Listen {
+                flag,
+                addr: addr.to_string(),
                 reason: e.to_string(),
-            })?;
-        let local_addr = listener.local_addr().map_err(|e| StartError::Listen {
-            addr: config.listen.to_string(),
-            reason: e.to_string(),
-        })?;
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(api::serve(
+            };
+            let listener = TcpListener::bind(addr).await.map_err(failed)?;
+            let local = listener.local_addr().map_err(failed)?;
+            Ok::<_, StartError>((listener, local))
+        };
+        let (listener, local_addr) = bind("--listen", config.listen).await?;
+        let (cluster_listener, cluster_addr) =
+            bind("--cluster-listen", config.cluster_listen).await?;
+        let authenticator = Arc::new(crate::auth::authenticator::Authenticator::new(
+            security.clone(),
+            router.clone(),
+        ));
+        let table = Arc::new(api::access::Table::build());
+        let handshake_timeout = Duration::from_secs(10);
+        let public_accept = sluice_security::tls::Accept {
+            tls: security.public_identity.clone().map(|cert| {
+                sluice_security::tls::server_config(
+                    cert,
+                    security.client_ca.clone().map(|ca| (ca, false)),
+                )
+            }),
+            handshake_timeout,
+        };
+        let cluster_accept = sluice_security::tls::Accept {
+            tls: security.cluster_identity.clone().map(|cert| {
+                sluice_security::tls::server_config(
+                    cert,
+                    security.cluster_ca.clone().map(|ca| (ca, true)),
+                )
+            }),
+            handshake_timeout,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let server = tokio::spawn(api::serve_public(
             listener,
             ctx.clone(),
-            raft_service,
-            exporter,
-            async {
-                let _ = stop_rx.await;
+            api::Serving {
+                authenticator: authenticator.clone(),
+                table: table.clone(),
+                accept: public_accept,
             },
+            guard.clone(),
+            exporter,
+            stopped(stop_rx.clone()),
         ));
-        tracing::info!(
-            node_id = config.node_id,
-            listen = %local_addr,
-            advertise = %config.advertise,
-            data_dir = %config.data_dir.display(),
-            "node started"
-        );
+        let cluster_server = tokio::spawn(api::serve_cluster(
+            cluster_listener,
+            ctx.clone(),
+            api::Serving {
+                authenticator,
+                table,
+                accept: cluster_accept,
+            },
+            raft_service,
+            stopped(stop_rx),
+        ));
+        announce(&config, &security, local_addr, cluster_addr);
 
         let deliverer = crate::deliverer::spawn(
             router.clone(),
             config.identity.clone(),
-            config.advertise.clone(),
+            public_base_url(&config, &security),
+            security.destinations.clone(),
             waiters.clone(),
         );
         let invoker = crate::invoker::spawn(ctx.clone(), config.event_retry_delay);
@@ -238,13 +386,14 @@ impl RunningNode {
                 config.node_id,
                 dns.clone(),
                 channels.clone(),
+                security.clone(),
             )),
             _ => None,
         };
         let bootstrap = tokio::spawn(bootstrap::run(
             raft.clone(),
             config.node_id,
-            config.advertise.clone(),
+            config.cluster_advertise.clone(),
             config.bootstrap.clone(),
             channels,
             guard,
@@ -256,6 +405,7 @@ impl RunningNode {
             router,
             db,
             server,
+            cluster_server,
             stop_server: Some(stop_tx),
             bootstrap,
             housekeeper,
@@ -322,21 +472,26 @@ impl RunningNode {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }
         if let Some(stop) = self.stop_server.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.cluster_server).await;
         if let Err(e) = crate::raft::state_machine::mark_clean(&self.db) {
             tracing::error!(error = %e, "final flush failed; the next start rebuilds the state");
         }
         tracing::info!(node_id = me, "node stopped");
     }
 
-    /// Waits until the server stops by itself (an error), returning it.
+    /// Waits until a server stops by itself (an error), returning it.
     pub async fn serve_until_error(&mut self) -> String {
-        match (&mut self.server).await {
-            Ok(Ok(())) => "server stopped".into(),
-            Ok(Err(e)) => format!("server failed: {e}"),
-            Err(e) => format!("server task failed: {e}"),
+        let (which, result) = tokio::select! {
+            r = &mut self.server => ("public", r),
+            r = &mut self.cluster_server => ("cluster", r),
+        };
+        match result {
+            Ok(Ok(())) => format!("the {which} server stopped"),
+            Ok(Err(e)) => format!("the {which} server failed: {e}"),
+            Err(e) => format!("the {which} server task failed: {e}"),
         }
     }
 }

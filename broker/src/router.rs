@@ -24,7 +24,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use crate::raft::proposer::{BatchError, Limits, Proposer, Submitted};
 use sluice_proto::internal::node_client::NodeClient;
 use sluice_proto::internal::Payload;
-use tonic::transport::Channel;
+use sluice_security::signer::SignedChannel;
 
 use crate::command::{Command, Query, QueryResponse, Request, Response};
 use crate::raft::network::Channels;
@@ -131,7 +131,7 @@ pub trait Routed {
     /// Forwards it to the leader over `channel`, giving the leader `timeout`.
     fn forward(
         &self,
-        channel: Channel,
+        channel: SignedChannel,
         timeout: Duration,
     ) -> impl Future<Output = Hop<Self::Output>> + Send;
 
@@ -491,7 +491,7 @@ impl Routed for Write {
         Some(Hop::Fail(RouteError::LeaderChanged { from, to }))
     }
 
-    async fn forward(&self, channel: Channel, timeout: Duration) -> Hop<Response> {
+    async fn forward(&self, channel: SignedChannel, timeout: Duration) -> Hop<Response> {
         let request = forward_request(codec::encode(&self.0), timeout);
         match NodeClient::new(channel).propose(request).await {
             Ok(reply) => {
@@ -569,7 +569,7 @@ impl Routed for Read {
         }
     }
 
-    async fn forward(&self, channel: Channel, timeout: Duration) -> Hop<QueryResponse> {
+    async fn forward(&self, channel: SignedChannel, timeout: Duration) -> Hop<QueryResponse> {
         let request = forward_request(codec::encode(&self.0), timeout);
         match NodeClient::new(channel).read(request).await {
             Ok(reply) => {

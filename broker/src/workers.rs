@@ -68,6 +68,14 @@ pub struct Heartbeat {
     pub running: u32,
     /// Its environments.
     pub warm: Vec<Warm>,
+    /// The principal that registered it (set by the node from the caller,
+    /// never taken from the request): only it may refresh or remove the
+    /// record.
+    pub owner: String,
+    /// SHA-256 (hex) of the certificate its `WorkerHost` serves TLS with;
+    /// nodes accept no other. Empty: it serves plain gRPC (only on clusters
+    /// without TLS).
+    pub tls_fingerprint: String,
 }
 
 impl Heartbeat {
@@ -78,6 +86,18 @@ impl Heartbeat {
             return Err(DomainError::invalid(
                 "address",
                 "must be host:port, at most 256 characters",
+            ));
+        }
+        if self.owner.is_empty() || self.owner.len() > 128 {
+            return Err(DomainError::invalid("owner", "must be 1-128 bytes"));
+        }
+        if !self.tls_fingerprint.is_empty()
+            && (self.tls_fingerprint.len() != 64
+                || !self.tls_fingerprint.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(DomainError::invalid(
+                "tls_certificate_sha256",
+                "must be empty or 64 hexadecimal digits",
             ));
         }
         if self.warm.len() > WARM_KEYS_MAX {
@@ -188,6 +208,7 @@ pub fn heartbeat(txn: &mut Txn<'_>, ctx: &Ctx, report: &Heartbeat) -> ApplyResul
         txn.delete(k);
     }
     match load(txn, &report.id)? {
+        Some(old) if old.report.owner != report.owner => return Err(not_owner(&report.id).into()),
         Some(old) => txn.delete(seen_key(old.last_seen_ms, &report.id)),
         None if n >= WORKERS_MAX as u64 => {
             return Err(DomainError::limit(
@@ -210,10 +231,20 @@ pub fn heartbeat(txn: &mut Txn<'_>, ctx: &Ctx, report: &Heartbeat) -> ApplyResul
     Ok(())
 }
 
-/// Applies a worker's leave (a worker not registered is fine: nothing to
-/// do).
-pub fn leave(txn: &mut Txn<'_>, id: &str) -> ApplyResult<()> {
+fn not_owner(id: &str) -> DomainError {
+    DomainError::denied(
+        "AccessDenied",
+        format!("worker_id: worker {id} was registered by another principal; a worker may only refresh or remove itself"),
+    )
+}
+
+/// Applies a worker's leave, asked by `owner` (a worker not registered is
+/// fine: nothing to do).
+pub fn leave(txn: &mut Txn<'_>, id: &str, owner: &str) -> ApplyResult<()> {
     if let Some(w) = load(txn, id)? {
+        if w.report.owner != owner {
+            return Err(not_owner(id).into());
+        }
         txn.delete(key(id));
         txn.delete(seen_key(w.last_seen_ms, id));
         let n = count(txn)?.saturating_sub(1);
@@ -258,6 +289,8 @@ mod tests {
             memory_used_mb: 0,
             running: 0,
             warm: vec![],
+            owner: "w".into(),
+            tls_fingerprint: String::new(),
         }
     }
 
@@ -288,7 +321,11 @@ mod tests {
         assert_eq!(ws.len(), 1);
         assert_eq!(ws[0].report.id, "b");
         assert_eq!(ws[0].last_seen_ms, T0 + FORGET_AFTER_MS + 1);
-        w.run(Command::WorkerLeave { id: "b".into() }).unwrap();
+        w.run(Command::WorkerLeave {
+            id: "b".into(),
+            owner: "w".into(),
+        })
+        .unwrap();
         assert!(workers(&w).is_empty());
     }
 
@@ -311,9 +348,47 @@ mod tests {
         assert_eq!(ws.len(), WORKERS_MAX + 1 - FORGET_PER_HEARTBEAT);
         assert!(ws.iter().any(|r| r.report.id == "late"));
         assert!(ws.iter().any(|r| r.report.id == "w7"));
-        w.run(Command::WorkerLeave { id: "late".into() }).unwrap();
-        w.run(Command::WorkerLeave { id: "late".into() }).unwrap();
+        w.run(Command::WorkerLeave {
+            id: "late".into(),
+            owner: "w".into(),
+        })
+        .unwrap();
+        w.run(Command::WorkerLeave {
+            id: "late".into(),
+            owner: "w".into(),
+        })
+        .unwrap();
         assert_eq!(workers(&w).len(), WORKERS_MAX - FORGET_PER_HEARTBEAT);
+    }
+
+    #[test]
+    fn only_the_principal_that_registered_a_worker_refreshes_or_removes_it() {
+        let mut w = World::new();
+        w.run(Command::WorkerHeartbeat(report("a"))).unwrap();
+        let mut rogue = report("a");
+        rogue.owner = "mallory".into();
+        rogue.address = "10.9.9.9:1".into();
+        let e = w.run(Command::WorkerHeartbeat(rogue)).unwrap_err();
+        assert_eq!(e.kind, crate::error::ErrorKind::PermissionDenied);
+        let e = w
+            .run(Command::WorkerLeave {
+                id: "a".into(),
+                owner: "mallory".into(),
+            })
+            .unwrap_err();
+        assert_eq!(e.code, "AccessDenied");
+        let ws = workers(&w);
+        assert_eq!(ws.len(), 1);
+        assert_eq!(
+            ws[0].report.address, "127.0.0.1:7000",
+            "the record is untouched"
+        );
+        w.run(Command::WorkerLeave {
+            id: "a".into(),
+            owner: "w".into(),
+        })
+        .unwrap();
+        assert!(workers(&w).is_empty());
     }
 
     #[test]

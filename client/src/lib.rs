@@ -32,11 +32,16 @@ use std::time::{Duration, Instant};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::cluster_client::ClusterClient;
 use sluice_proto::v1::functions_client::FunctionsClient;
+pub use sluice_proto::v1::iam_client::IamClient;
 use sluice_proto::v1::queues_client::QueuesClient;
 use sluice_proto::v1::streams_client::StreamsClient;
 use sluice_proto::v1::topics_client::TopicsClient;
 use sluice_proto::v1::workers_client::WorkersClient;
-use tonic::transport::{Channel, Endpoint};
+use sluice_security::signer::{SignedChannel, Signer};
+use tonic::transport::Endpoint;
+
+pub use sluice_security::tls::{CertFiles, ClientTls};
+pub use sluice_security::Credentials;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -129,6 +134,13 @@ pub struct Options {
     pub max_backoff: Duration,
     /// Timeout of one attempt.
     pub attempt_timeout: Duration,
+    /// TLS to the nodes (off by default: the development mode).
+    pub tls: ClientTls,
+    /// The access key every call is signed with (none: calls are not
+    /// signed, as the development mode takes them).
+    pub credentials: Option<Credentials>,
+    /// The region calls are signed for (nodes take any).
+    pub region: String,
 }
 
 impl Default for Options {
@@ -138,6 +150,9 @@ impl Default for Options {
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(1),
             attempt_timeout: Duration::from_secs(20),
+            tls: ClientTls::default(),
+            credentials: None,
+            region: "us-east-1".into(),
         }
     }
 }
@@ -145,7 +160,7 @@ impl Default for Options {
 /// A client of a Sluice cluster. Calls may run concurrently; clones share
 /// the connections.
 pub struct Client {
-    nodes: Vec<(String, Channel)>,
+    nodes: Vec<(String, SignedChannel)>,
     next: AtomicUsize,
     options: Options,
 }
@@ -185,6 +200,13 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
+        let connector = options
+            .tls
+            .connector()
+            .map_err(|e| Error::Config(format!("TLS: {e}")))?;
+        if let Some(c) = &options.credentials {
+            c.validate().map_err(Error::Config)?;
+        }
         let mut nodes = Vec::new();
         for addr in addrs {
             let addr = addr.as_ref().trim();
@@ -198,9 +220,13 @@ impl Client {
             };
             let endpoint = Endpoint::from_shared(uri)
                 .map_err(|e| Error::Config(format!("node address {addr:?}: {e}")))?
-                .connect_timeout(Duration::from_secs(1))
-                .tcp_nodelay(true);
-            nodes.push((addr.to_string(), endpoint.connect_lazy()));
+                .connect_timeout(Duration::from_secs(1));
+            let channel = Signer::new(
+                connector.channel(endpoint),
+                options.credentials.clone(),
+                &options.region,
+            );
+            nodes.push((addr.to_string(), channel));
         }
         if nodes.is_empty() {
             return Err(Error::Config(
@@ -224,7 +250,7 @@ impl Client {
     /// with the generated clients for calls this type has no method for.
     pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, Error>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(SignedChannel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         self.call_within(self.options.attempt_timeout, call).await
@@ -238,7 +264,7 @@ impl Client {
         mut call: F,
     ) -> Result<T, Error>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(SignedChannel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let started = Instant::now();
@@ -406,10 +432,26 @@ impl Client {
         .await
     }
 
+    /// Runs one call of the `Iam` service (principals, access keys,
+    /// policies), retried like any call: `client.iam(req, |mut c, r| async
+    /// move { c.create_principal(r).await })`.
+    pub async fn iam<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, Error>
+    where
+        Req: Clone,
+        F: Fn(IamClient<SignedChannel>, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.call(|ch| {
+            let fut = f(IamClient::new(ch), req.clone());
+            async move { fut.await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
     async fn queues<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, Error>
     where
         Req: Clone,
-        F: Fn(QueuesClient<Channel>, Req) -> Fut,
+        F: Fn(QueuesClient<SignedChannel>, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         self.call(|ch| {
@@ -652,7 +694,7 @@ impl Client {
     async fn topics<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, Error>
     where
         Req: Clone,
-        F: Fn(TopicsClient<Channel>, Req) -> Fut,
+        F: Fn(TopicsClient<SignedChannel>, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         self.call(|ch| {
@@ -876,7 +918,7 @@ impl Client {
     async fn functions<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, Error>
     where
         Req: Clone,
-        F: Fn(FunctionsClient<Channel>, Req) -> Fut,
+        F: Fn(FunctionsClient<SignedChannel>, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         self.call(|ch| {
@@ -1219,7 +1261,7 @@ impl Client {
     async fn streams<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, Error>
     where
         Req: Clone,
-        F: Fn(StreamsClient<Channel>, Req) -> Fut,
+        F: Fn(StreamsClient<SignedChannel>, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         self.call(|ch| {

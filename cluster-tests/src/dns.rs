@@ -47,7 +47,12 @@ impl DnsCluster {
         std::fs::write(&hosts, "").expect("hosts file");
         let port = (0..200)
             .map(|i| 20_000 + ((std::process::id() as u16).wrapping_mul(31) % 10_000) + i * 7)
-            .find(|p| (0..MAX_NODES * 3).all(|k| TcpListener::bind((ip(k).as_str(), *p)).is_ok()))
+            .find(|p| {
+                (0..MAX_NODES * 3).all(|k| {
+                    TcpListener::bind((ip(k).as_str(), *p)).is_ok()
+                        && TcpListener::bind((ip(k).as_str(), *p + 1)).is_ok()
+                })
+            })
             .expect("a port free on every test address");
         DnsCluster {
             dir,
@@ -65,10 +70,16 @@ impl DnsCluster {
         format!("sluice-{ordinal}.sluice-peers.test")
     }
 
-    /// The pod's current `ip:port`.
+    /// The pod's current public `ip:port`.
     pub fn addr(&self, ordinal: u64) -> String {
         let slot = ordinal + MAX_NODES * self.generation.get(&ordinal).copied().unwrap_or(0);
         format!("{}:{}", ip(slot), self.port)
+    }
+
+    /// The pod's current cluster `ip:port` (the public port's next).
+    pub fn cluster_addr(&self, ordinal: u64) -> String {
+        let slot = ordinal + MAX_NODES * self.generation.get(&ordinal).copied().unwrap_or(0);
+        format!("{}:{}", ip(slot), self.port + 1)
     }
 
     fn write_hosts(&self) {
@@ -89,10 +100,14 @@ impl DnsCluster {
     /// then publishes its name.
     pub fn start(&mut self, ordinal: u64) {
         let addr = self.addr(ordinal);
+        let cluster_addr = self.cluster_addr(ordinal);
         if !self.pods.contains_key(&ordinal) {
+            let key = crate::cluster_key(self.dir.path());
             let mut args: Vec<String> = vec![
+                "--cluster-key-file".into(),
+                key.display().to_string(),
                 "--peer-dns".into(),
-                format!("sluice-{{ordinal}}.sluice-peers.test:{}", self.port),
+                format!("sluice-{{ordinal}}.sluice-peers.test:{}", self.port + 1),
                 "--ordinal".into(),
                 ordinal.to_string(),
                 "--listen".into(),
@@ -111,11 +126,18 @@ impl DnsCluster {
                 "SLUICE_HOSTS_FILE".to_string(),
                 self.hosts.display().to_string(),
             )];
-            let node = Node::with(ordinal + 1, addr.clone(), self.dir.path(), args, env);
+            let node = Node::with(
+                ordinal + 1,
+                addr.clone(),
+                cluster_addr.clone(),
+                self.dir.path(),
+                args,
+                env,
+            );
             self.pods.insert(ordinal, node);
         }
         let pod = self.pods.get_mut(&ordinal).expect("pod");
-        pod.move_to(addr.clone());
+        pod.move_to(addr.clone(), cluster_addr);
         pod.start();
         self.listed.insert(ordinal, addr);
         self.write_hosts();

@@ -9,6 +9,10 @@
 pub mod chaos;
 pub mod dns;
 pub mod lazyfs;
+pub mod pki;
+pub mod recorder;
+
+pub use recorder::Recorder;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -87,55 +91,93 @@ pub fn free_port() -> u16 {
     panic!("no free port between 20000 and 32000");
 }
 
+/// Writes a new cluster key to `dir/cluster.key` (if there is none) and
+/// returns its path: every node of a test cluster shares it.
+pub fn cluster_key(dir: &Path) -> PathBuf {
+    let path = dir.join("cluster.key");
+    if !path.exists() {
+        let out = Command::new(binary("sluice"))
+            .arg("keygen")
+            .output()
+            .expect("sluice keygen");
+        assert!(out.status.success(), "sluice keygen failed");
+        std::fs::write(&path, &out.stdout).expect("writing the cluster key");
+    }
+    path
+}
+
 /// One `sluice serve` process and its data directory.
 pub struct Node {
     /// Node id.
     pub id: NodeId,
-    /// `127.0.0.1:port`.
+    /// `127.0.0.1:port` of its public port.
     pub addr: String,
+    /// `127.0.0.1:port` of its cluster listener: its address in the
+    /// membership.
+    pub cluster_addr: String,
     /// Data directory.
     pub data_dir: PathBuf,
     log: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
     child: Option<Child>,
+    /// What its clients need (TLS, the administrator's key) when the node
+    /// is secured.
+    client_base: Options,
 }
 
 impl Node {
-    fn new(id: NodeId, addr: String, dir: &Path, args: Vec<String>) -> Node {
+    fn new(
+        id: NodeId,
+        addr: String,
+        cluster_addr: String,
+        dir: &Path,
+        mut args: Vec<String>,
+    ) -> Node {
+        if !args.iter().any(|a| a == "--cluster-listen") {
+            args.push("--cluster-listen".into());
+            args.push(cluster_addr.clone());
+        }
         Node {
             id,
             addr,
+            cluster_addr,
             data_dir: dir.join(format!("node-{id}")),
             log: dir.join(format!("node-{id}.log")),
             args,
             env: Vec::new(),
             child: None,
+            client_base: Options::default(),
         }
     }
 
     /// A node (not started) with its data and log under `dir`, reached at
-    /// `addr`, run with `args` (a `--data-dir` is added) and `env`.
+    /// `addr` (public) and `cluster_addr`, run with `args` (a `--data-dir`,
+    /// and `--cluster-listen` unless given, are added) and `env`.
     pub fn with(
         id: NodeId,
         addr: String,
+        cluster_addr: String,
         dir: &Path,
         args: Vec<String>,
         env: Vec<(String, String)>,
     ) -> Node {
-        let mut node = Node::new(id, addr, dir, args);
+        let mut node = Node::new(id, addr, cluster_addr, dir, args);
         node.env = env;
         args_with_data_dir(&mut node);
         node
     }
 
-    /// Changes the `--listen` address and `addr` (a rescheduled pod gets a
-    /// new address); takes effect at the next start.
-    pub fn move_to(&mut self, addr: String) {
-        if let Some(i) = self.args.iter().position(|a| a == "--listen") {
-            self.args[i + 1] = addr.clone();
+    /// Changes the `--listen` and `--cluster-listen` addresses (a
+    /// rescheduled pod gets new ones); takes effect at the next start.
+    pub fn move_to(&mut self, addr: String, cluster_addr: String) {
+        for (flag, value) in [("--listen", &addr), ("--cluster-listen", &cluster_addr)] {
+            if let Some(i) = self.args.iter().position(|a| a == flag) {
+                self.args[i + 1] = value.clone();
+            }
         }
         self.addr = addr;
+        self.cluster_addr = cluster_addr;
     }
 
     /// Starts the process (again) with its original flags.
@@ -218,16 +260,22 @@ impl Node {
         s
     }
 
-    /// A client that talks to this node only.
+    /// A client that talks to this node only (as the administrator, over
+    /// TLS, when the node is secured).
     pub fn client(&self, deadline: Duration) -> Client {
         Client::with_options(
             [self.addr.as_str()],
             Options {
                 deadline,
-                ..Options::default()
+                ..self.client_base.clone()
             },
         )
         .expect("client")
+    }
+
+    /// What this node's clients are given (TLS, credentials).
+    pub fn client_options(&self) -> Options {
+        self.client_base.clone()
     }
 
     /// Fetches this node's Prometheus metrics.
@@ -349,27 +397,65 @@ pub struct Cluster {
     /// The nodes by id.
     pub nodes: BTreeMap<NodeId, Node>,
     extra: Vec<String>,
+    /// Its keys and certificates, when secured.
+    pub pki: Option<pki::Pki>,
 }
 
 impl Cluster {
     /// Starts `n` nodes (ids 1..=n) forming a cluster by `--peers`, each
     /// also given `extra` flags.
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("sluice-cluster-")
-            .tempdir()
-            .expect("temp dir");
-        let addrs: BTreeMap<NodeId, String> = (1..=n)
-            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+        Self::start_with(n, extra, false, None)
+    }
+
+    /// Like [`Cluster::start`], with the nodes' directories under `parent`
+    /// rather than the system's temporary directory (where a function's
+    /// private /tmp would hide them from it).
+    pub fn start_in(parent: &Path, n: u64, extra: &[&str]) -> Cluster {
+        Self::start_with(n, extra, false, Some(parent))
+    }
+
+    /// Like [`Cluster::start`], secured: TLS on both listeners, mutual TLS
+    /// between nodes, authentication; [`Cluster::client`] and the nodes'
+    /// clients act as the administrator.
+    pub fn start_secured(n: u64, extra: &[&str]) -> Cluster {
+        Self::start_with(n, extra, true, None)
+    }
+
+    fn start_with(n: u64, extra: &[&str], secured: bool, parent: Option<&Path>) -> Cluster {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("sluice-cluster-");
+        let dir = match parent {
+            Some(parent) => builder.tempdir_in(parent),
+            None => builder.tempdir(),
+        }
+        .expect("temp dir");
+        let pki = secured.then(|| pki::Pki::new(dir.path()));
+        let addrs: BTreeMap<NodeId, (String, String)> = (1..=n)
+            .map(|id| {
+                (
+                    id,
+                    (
+                        format!("127.0.0.1:{}", free_port()),
+                        format!("127.0.0.1:{}", free_port()),
+                    ),
+                )
+            })
             .collect();
         let peers = addrs
             .iter()
-            .map(|(id, a)| format!("{id}={a}"))
+            .map(|(id, (_, cluster))| format!("{id}={cluster}"))
             .collect::<Vec<_>>()
             .join(",");
-        let extra: Vec<String> = TIMING.iter().chain(extra).map(|s| s.to_string()).collect();
+        let key = cluster_key(dir.path());
+        let extra: Vec<String> = TIMING
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .chain(["--cluster-key-file".to_string(), key.display().to_string()])
+            .collect();
         let mut nodes = BTreeMap::new();
-        for (id, addr) in &addrs {
+        for (id, (addr, cluster)) in &addrs {
             let mut args = vec![
                 "--node-id".to_string(),
                 id.to_string(),
@@ -379,17 +465,49 @@ impl Cluster {
                 peers.clone(),
             ];
             args.extend(extra.iter().cloned());
-            let mut node = Node::new(*id, addr.clone(), dir.path(), args);
+            if let Some(p) = &pki {
+                args.extend(p.node_args(*id));
+            }
+            let mut node = Node::new(*id, addr.clone(), cluster.clone(), dir.path(), args);
+            if let Some(p) = &pki {
+                node.client_base = p.options(Options::default(), Some(p.admin.clone()));
+            }
             args_with_data_dir(&mut node);
             node.start();
             nodes.insert(*id, node);
         }
-        Cluster { dir, nodes, extra }
+        Cluster {
+            dir,
+            nodes,
+            extra,
+            pki,
+        }
     }
 
-    /// Starts a new node with `--join`; it waits to be added.
+    /// Options for a client of this cluster: TLS and `credentials` when
+    /// secured.
+    pub fn options(
+        &self,
+        base: Options,
+        credentials: Option<sluice_client::Credentials>,
+    ) -> Options {
+        match &self.pki {
+            Some(p) => p.options(base, credentials),
+            None => base,
+        }
+    }
+
+    /// The administrator's options (TLS and key when secured).
+    pub fn admin_options(&self, base: Options) -> Options {
+        let admin = self.pki.as_ref().map(|p| p.admin.clone());
+        self.options(base, admin)
+    }
+
+    /// Starts a new node with `--join`; it waits to be added. Returns its
+    /// cluster address (what `add-learner` takes).
     pub fn start_joining(&mut self, id: NodeId) -> String {
         let addr = format!("127.0.0.1:{}", free_port());
+        let cluster = format!("127.0.0.1:{}", free_port());
         let mut args = vec![
             "--node-id".to_string(),
             id.to_string(),
@@ -398,11 +516,15 @@ impl Cluster {
             "--join".into(),
         ];
         args.extend(self.extra.iter().cloned());
-        let mut node = Node::new(id, addr.clone(), self.dir.path(), args);
+        if let Some(p) = &self.pki {
+            args.extend(p.node_args(id));
+        }
+        let mut node = Node::new(id, addr, cluster.clone(), self.dir.path(), args);
+        node.client_base = self.admin_options(Options::default());
         args_with_data_dir(&mut node);
         node.start();
         self.nodes.insert(id, node);
-        addr
+        cluster
     }
 
     /// The node with `id`.
@@ -415,9 +537,9 @@ impl Cluster {
         self.nodes.values().map(|n| n.addr.clone()).collect()
     }
 
-    /// A client of every node.
+    /// A client of every node (the administrator, when secured).
     pub fn client(&self) -> Client {
-        Client::new(self.addrs()).expect("client")
+        Client::with_options(self.addrs(), self.admin_options(Options::default())).expect("client")
     }
 
     /// A client of every node that tries the `first`-th (0-based, wrapping)
@@ -427,16 +549,24 @@ impl Cluster {
         let mut addrs = self.addrs();
         let n = addrs.len();
         addrs.rotate_left(first % n);
-        patient_client(addrs)
+        Client::with_options(
+            addrs,
+            self.admin_options(Options {
+                deadline: Duration::from_secs(60),
+                ..Options::default()
+            }),
+        )
+        .expect("client")
     }
 
     /// A client of every node except `except`.
     pub fn client_without(&self, except: NodeId) -> Client {
-        Client::new(
+        Client::with_options(
             self.nodes
                 .values()
                 .filter(|n| n.id != except)
                 .map(|n| n.addr.clone()),
+            self.admin_options(Options::default()),
         )
         .expect("client")
     }
@@ -448,8 +578,10 @@ impl Cluster {
             .values_mut()
             .filter_map(|n| n.is_running().then(|| (n.id, n.addr.clone())))
             .collect();
+        let base = self.admin_options(Options::default());
         wait_for(timeout, "a leader", || {
             let running = running.clone();
+            let base = base.clone();
             async move {
                 for (id, addr) in running {
                     let client = Client::with_options(
@@ -457,7 +589,7 @@ impl Cluster {
                         Options {
                             deadline: Duration::from_millis(200),
                             attempt_timeout: Duration::from_millis(500),
-                            ..Options::default()
+                            ..base.clone()
                         },
                     )
                     .ok()?;
@@ -479,10 +611,48 @@ impl Cluster {
     }
 }
 
+/// The Python packages a function vendors: the official runtime interface
+/// client and what it needs.
+const RUNTIME_PACKAGES: &[&str] = &["awslambdaric", "simplejson", "snapshot-restore-py"];
+
+/// Copies the runtime interface client's packages, as this machine's
+/// `python3` has them installed, into `dir`: a function's code carries its
+/// dependencies, as a Lambda deployment package does, so it runs wherever
+/// the worker runs it (as an unprivileged user that cannot read a Python
+/// installed under root's home).
+pub fn vendor_runtime(dir: &Path) {
+    let script = r#"
+import importlib.metadata as m, os, shutil, sys
+dest = sys.argv[1]
+for name in sys.argv[2:]:
+    dist = m.distribution(name)
+    for f in dist.files or []:
+        p = str(f)
+        if p.startswith("..") or ".dist-info" in p or "__pycache__" in p:
+            continue
+        target = os.path.join(dest, p)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copy(dist.locate_file(f), target)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(dir)
+        .args(RUNTIME_PACKAGES)
+        .output()
+        .expect("running python3");
+    assert!(
+        out.status.success(),
+        "vendoring the Python runtime client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Writes `app` as `app.py` next to the Python bootstrap of the custom
 /// runtime convention (`python3 -m awslambdaric "$_HANDLER"`, the
-/// official runtime interface client) and zips the directory.
+/// official runtime interface client, vendored into the package) and zips
+/// the directory.
 pub fn python_function(dir: &Path, app: &str) -> Vec<u8> {
+    vendor_runtime(dir);
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(dir.join("app.py"), app).expect("writing app.py");
     let bootstrap = dir.join("bootstrap");
@@ -518,7 +688,27 @@ impl WorkerProcess {
     /// Starts `sluice worker` with id `id`, registering with every node of
     /// `cluster`; its files go in the cluster's directory.
     pub fn start(cluster: &Cluster, id: &str) -> WorkerProcess {
+        Self::start_with(cluster, id, None)
+    }
+
+    /// Like [`WorkerProcess::start`]; on a secured cluster it trusts the
+    /// cluster's CA and signs with `credentials` (a worker principal's
+    /// access key, written to a file for `--credentials-file`).
+    pub fn start_with(
+        cluster: &Cluster,
+        id: &str,
+        credentials: Option<&sluice_client::Credentials>,
+    ) -> WorkerProcess {
         let addr = format!("127.0.0.1:{}", free_port());
+        let mut secured: Vec<String> = Vec::new();
+        if let Some(p) = &cluster.pki {
+            secured.extend(["--tls-ca".into(), p.ca.display().to_string()]);
+        }
+        if let Some(c) = credentials {
+            let file = cluster.dir().join(format!("{id}.credentials"));
+            std::fs::write(&file, c.to_file_text()).expect("writing worker credentials");
+            secured.extend(["--credentials-file".into(), file.display().to_string()]);
+        }
         let log_path = cluster.dir().join(format!("{id}.log"));
         let log = OpenOptions::new()
             .create(true)
@@ -529,6 +719,7 @@ impl WorkerProcess {
             .arg("worker")
             .args(["--cluster", &cluster.addrs().join(",")])
             .args(["--listen", &addr, "--id", id])
+            .args(&secured)
             .arg("--data-dir")
             .arg(cluster.dir().join(id))
             .env(

@@ -44,6 +44,10 @@ struct Args {
     /// Run the nodes on loopback even where network namespaces are possible.
     #[arg(long)]
     loopback: bool,
+    /// Run the nodes without TLS and authentication (they run secured by
+    /// default: TLS, mutual TLS between nodes, signed calls).
+    #[arg(long)]
+    insecure: bool,
     /// Healthy seconds between faults, as MIN-MAX.
     #[arg(long, default_value = "2-5", value_parser = parse_range)]
     calm: (u64, u64),
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
     cfg.nodes = args.nodes;
     cfg.time_limit = Duration::from_secs(args.time_limit);
     cfg.loopback = args.loopback;
+    cfg.insecure = args.insecure;
     cfg.calm_s = args.calm;
     cfg.fault_s = args.fault;
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");

@@ -139,9 +139,9 @@ async fn pods_found_by_name_form_grow_to_five_and_shrink_to_three_under_writes()
         format!(
             "{}:{}",
             DnsCluster::name(4),
-            c.addr(4).rsplit_once(':').unwrap().1
+            c.cluster_addr(4).rsplit_once(':').unwrap().1
         ),
-        "members are known by name, not by address"
+        "members are known by name (and cluster port), not by address"
     );
 
     // Scale down to three: the highest ordinal goes first, each waited out.

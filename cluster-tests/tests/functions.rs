@@ -206,7 +206,7 @@ async fn versions_are_immutable_and_an_alias_splits_invocations_by_weight() {
 }
 
 const EVENTS_APP: &str = r#"
-import time
+import time, urllib.request
 
 def fail(event, context):
     raise KeyError("always " + str(event["n"]))
@@ -215,8 +215,8 @@ def ok(event, context):
     return {"doubled": event["n"] * 2}
 
 def slow(event, context):
-    with open(event["marker"], "a") as f:
-        f.write("start\n")
+    # Functions write nowhere but their /tmp: a run says so over HTTP.
+    urllib.request.urlopen(event["marker"], data=b"start").read()
     time.sleep(3)
     return {"slept": True}
 "#;
@@ -350,33 +350,34 @@ async fn asynchronous_invocations_retry_then_reach_their_destinations_across_a_l
     assert_eq!(record["requestContext"]["approximateInvokeCount"], 1);
     assert_eq!(record["responsePayload"]["doubled"], 42);
 
-    // The node running an event dies mid-run: another node runs it.
-    let marker = dir.path().join("runs.log");
+    // The node running an event dies mid-run: another node runs it. Each
+    // run reports to a local HTTP endpoint.
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = runs.clone();
+    let app = axum::Router::new().fallback(move || {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { "ok" }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let marker = format!("http://{}/run", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
     let leader = c.leader(std::time::Duration::from_secs(20)).await;
     let survivor = c.client_without(leader);
     client
-        .invoke(event(
-            "sleeper",
-            serde_json::json!({"marker": marker.display().to_string()}),
-        ))
+        .invoke(event("sleeper", serde_json::json!({ "marker": marker })))
         .await
         .unwrap();
     cluster_tests::wait_for(
         std::time::Duration::from_secs(30),
         "the first run",
-        || async {
-            std::fs::read_to_string(&marker)
-                .ok()
-                .filter(|t| t.lines().count() >= 1)
-                .map(drop)
-        },
+        || async { (runs.load(std::sync::atomic::Ordering::SeqCst) >= 1).then_some(()) },
     )
     .await;
     c.node(leader).kill9();
     let record = receive_one(&survivor, "slow-done").await;
     assert_eq!(record["requestContext"]["condition"], "Success");
-    let runs = std::fs::read_to_string(&marker).unwrap().lines().count();
-    assert!(runs >= 2, "the event ran {runs} time(s)");
+    let n = runs.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(n >= 2, "the event ran {n} time(s)");
 }
 
 #[tokio::test]

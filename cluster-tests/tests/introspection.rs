@@ -50,6 +50,7 @@ async fn reflection_lists_the_services_and_health_reports_serving() {
         "sluice.v1.Queues",
         "sluice.v1.Streams",
         "sluice.v1.Cluster",
+        "sluice.v1.Iam",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
     ] {
@@ -58,6 +59,13 @@ async fn reflection_lists_the_services_and_health_reports_serving() {
             "{expected} not in {services:?}"
         );
     }
+    // The node-to-node services are neither served nor listed here.
+    assert!(
+        !services
+            .iter()
+            .any(|s| s.starts_with("sluice.internal") || s == "sluice.v1.WorkerHost"),
+        "internal services listed: {services:?}"
+    );
 
     let mut health = HealthClient::new(ch.clone());
     for service in [

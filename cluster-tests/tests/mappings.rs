@@ -193,7 +193,7 @@ async fn mappings_are_validated_listed_updated_and_deleted() {
 /// message id, body) and reports the bodies starting with "fail" as failed
 /// items.
 const RECORDER: &str = r#"
-import json, os
+import json, os, urllib.request
 
 def handler(event, context):
     failed = []
@@ -203,8 +203,8 @@ def handler(event, context):
         lines.append("%d %s %s\n" % (os.getppid(), r["messageId"], r["body"]))
         if r["body"].startswith("fail"):
             failed.append({"itemIdentifier": r["messageId"]})
-    with open(os.path.join(os.environ["MARKS"], "seen-%d" % os.getpid()), "a") as f:
-        f.write("".join(lines))
+    urllib.request.urlopen(os.environ["MARKS"] + "/seen-%d" % os.getpid(),
+                           data="".join(lines).encode()).read()
     return {"batchItemFailures": failed}
 "#;
 
@@ -218,7 +218,7 @@ async fn a_queue_mapping_drains_a_queue_through_three_workers() {
         .map(|id| WorkerProcess::start(&c, id))
         .collect();
     let code = tempfile::tempdir().unwrap();
-    let marks = tempfile::tempdir().unwrap();
+    let marks = cluster_tests::Recorder::start("127.0.0.1").await;
     client
         .create_function(pb::CreateFunctionRequest {
             function_name: "recorder".into(),
@@ -226,7 +226,7 @@ async fn a_queue_mapping_drains_a_queue_through_three_workers() {
             // At most the queue's visibility timeout (a mapping refuses
             // more).
             timeout: 3,
-            environment: HashMap::from([("MARKS".to_string(), marks.path().display().to_string())]),
+            environment: HashMap::from([("MARKS".to_string(), marks.url.clone())]),
             zip_file: python_function(code.path(), RECORDER),
             ..Default::default()
         })
@@ -324,11 +324,8 @@ async fn a_queue_mapping_drains_a_queue_through_three_workers() {
     // twice (then moved); the three workers shared the work.
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut by_worker: HashMap<u32, usize> = HashMap::new();
-    for entry in std::fs::read_dir(marks.path()).unwrap() {
-        for line in std::fs::read_to_string(entry.unwrap().path())
-            .unwrap()
-            .lines()
-        {
+    {
+        for line in marks.all().lines() {
             let mut parts = line.splitn(3, ' ');
             let (pid, id, body) = (
                 parts.next().unwrap().parse::<u32>().unwrap(),

@@ -72,12 +72,17 @@ async fn a_damaged_state_machine_database_is_rebuilt() {
 }
 
 /// Runs `sluice recover` on a data directory.
-fn recover(data_dir: &std::path::Path, id: u64, advertise: &str) -> std::process::Output {
+fn recover(data_dir: &std::path::Path, id: u64, cluster_addr: &str) -> std::process::Output {
     std::process::Command::new(cluster_tests::binary("sluice"))
         .arg("recover")
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--node-id", &id.to_string(), "--advertise", advertise])
+        .args([
+            "--node-id",
+            &id.to_string(),
+            "--cluster-advertise",
+            cluster_addr,
+        ])
         .output()
         .expect("running sluice recover")
 }
@@ -103,7 +108,7 @@ async fn a_survivor_of_a_lost_majority_is_made_the_only_voter_and_keeps_every_ac
             .unwrap();
         sent.insert(body);
     }
-    let addr = c.nodes[&survivor].addr.clone();
+    let addr = c.nodes[&survivor].cluster_addr.clone();
     let data_dir = c.nodes[&survivor].data_dir.clone();
 
     // Refused while the node runs.
@@ -156,16 +161,18 @@ async fn a_survivor_of_a_lost_majority_is_made_the_only_voter_and_keeps_every_ac
     // It grows again: a wiped member comes back as a learner, is promoted.
     let back = others[0];
     c.node(back).start();
-    let back_addr = c.nodes[&back].addr.clone();
+    let back_addr = c.nodes[&back].cluster_addr.clone();
     alone.add_learner(back, &back_addr).await.unwrap();
     alone.promote_learner(back).await.unwrap();
     alone.create_queue("after", HashMap::new()).await.unwrap();
 
     // The backup restores elsewhere: a new address, the same data.
     let restored_addr = format!("127.0.0.1:{}", cluster_tests::free_port());
+    let restored_cluster = format!("127.0.0.1:{}", cluster_tests::free_port());
     let mut restored = cluster_tests::Node::with(
         survivor,
         restored_addr.clone(),
+        restored_cluster.clone(),
         backup.path(),
         vec![
             "--node-id".into(),
@@ -175,7 +182,7 @@ async fn a_survivor_of_a_lost_majority_is_made_the_only_voter_and_keeps_every_ac
         ],
         Vec::new(),
     );
-    let out = recover(&restored.data_dir, survivor, &restored_addr);
+    let out = recover(&restored.data_dir, survivor, &restored_cluster);
     assert!(
         out.status.success(),
         "{}",
@@ -186,5 +193,5 @@ async fn a_survivor_of_a_lost_majority_is_made_the_only_voter_and_keeps_every_ac
     assert_eq!(receive_bodies(&client, "kept", &sent).await, sent);
     let status = client.cluster_status(false).await.unwrap();
     assert_eq!(status.members.len(), 1);
-    assert_eq!(status.members[0].address, restored_addr);
+    assert_eq!(status.members[0].address, restored_cluster);
 }

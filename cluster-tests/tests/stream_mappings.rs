@@ -14,7 +14,7 @@ use sluice_client::sluice_proto::v1 as pb;
 /// shard, partition key and data. Fails the batch when a record's data is
 /// "poison".
 const RECORDER: &str = r#"
-import base64, os, time
+import base64, os, time, urllib.request
 
 def handler(event, context):
     started = time.time_ns()
@@ -29,8 +29,8 @@ def handler(event, context):
         poisoned = poisoned or data == "poison"
     if poisoned:
         raise ValueError("poison in the batch")
-    with open(os.path.join(os.environ["MARKS"], "seen-%d" % os.getpid()), "a") as f:
-        f.write("".join(lines))
+    urllib.request.urlopen(os.environ["MARKS"] + "/seen-%d" % os.getpid(),
+                           data="".join(lines).encode()).read()
     return None
 "#;
 
@@ -44,10 +44,10 @@ struct Seen {
     data: String,
 }
 
-fn read_seen(marks: &Path) -> Vec<Seen> {
+fn read_seen(marks: &cluster_tests::Recorder) -> Vec<Seen> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(marks).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+    {
+        let text = marks.all();
         for line in text.lines() {
             let f: Vec<&str> = line.splitn(5, ' ').collect();
             out.push(Seen {
@@ -65,12 +65,16 @@ fn read_seen(marks: &Path) -> Vec<Seen> {
     out
 }
 
-async fn create_recorder(client: &sluice_client::Client, code: &Path, marks: &Path) {
+async fn create_recorder(
+    client: &sluice_client::Client,
+    code: &Path,
+    marks: &cluster_tests::Recorder,
+) {
     client
         .create_function(pb::CreateFunctionRequest {
             function_name: "recorder".into(),
             handler: "app.handler".into(),
-            environment: HashMap::from([("MARKS".to_string(), marks.display().to_string())]),
+            environment: HashMap::from([("MARKS".to_string(), marks.url.clone())]),
             zip_file: python_function(code, RECORDER),
             ..Default::default()
         })
@@ -116,8 +120,8 @@ async fn a_stream_mapping_keeps_order_per_key_through_a_reshard_and_a_worker_kil
         .map(|id| WorkerProcess::start(&c, id))
         .collect();
     let code = tempfile::tempdir().unwrap();
-    let marks = tempfile::tempdir().unwrap();
-    create_recorder(&client, code.path(), marks.path()).await;
+    let marks = cluster_tests::Recorder::start("127.0.0.1").await;
+    create_recorder(&client, code.path(), &marks).await;
     client
         .create_stream(pb::CreateStreamRequest {
             stream_name: "events".into(),
@@ -186,14 +190,14 @@ async fn a_stream_mapping_keeps_order_per_key_through_a_reshard_and_a_worker_kil
 
     // Kill the worker once it has processed part of the stream.
     wait_for(Duration::from_secs(120), "a tenth processed", || {
-        let seen = read_seen(marks.path()).len();
+        let seen = read_seen(&marks).len();
         async move { (seen >= n / 10).then_some(()) }
     })
     .await;
     let held = polled_shards(&workers[0].log_text());
     assert!(!held.is_empty(), "w1 polled no shard");
     let survivor_log = workers[1].log_text().len();
-    let at_kill = read_seen(marks.path()).len();
+    let at_kill = read_seen(&marks).len();
     workers[0].kill9();
     let killed = Instant::now();
     let moved = wait_for(Duration::from_secs(60), "the shards moved", || {
@@ -209,7 +213,7 @@ async fn a_stream_mapping_keeps_order_per_key_through_a_reshard_and_a_worker_kil
         .map(|i| (format!("k{}", i % keys), format!("{}", i / keys)))
         .collect();
     wait_for(Duration::from_secs(300), "every record processed", || {
-        let seen: HashSet<(String, String)> = read_seen(marks.path())
+        let seen: HashSet<(String, String)> = read_seen(&marks)
             .into_iter()
             .map(|s| (s.key, s.data))
             .collect();
@@ -220,7 +224,7 @@ async fn a_stream_mapping_keeps_order_per_key_through_a_reshard_and_a_worker_kil
 
     // Order per key: after dropping repeats, each key's data counts up
     // without a gap.
-    let seen = read_seen(marks.path());
+    let seen = read_seen(&marks);
     let mut per_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     let mut first: HashSet<(&str, &str)> = HashSet::new();
     let mut shards_of_key: HashMap<&str, HashSet<&str>> = HashMap::new();
@@ -271,8 +275,8 @@ async fn a_poison_record_is_bisected_out_to_the_on_failure_queue() {
     let c = Cluster::start(3, &[]);
     let client = c.client_from(1);
     let code = tempfile::tempdir().unwrap();
-    let marks = tempfile::tempdir().unwrap();
-    create_recorder(&client, code.path(), marks.path()).await;
+    let marks = cluster_tests::Recorder::start("127.0.0.1").await;
+    create_recorder(&client, code.path(), &marks).await;
     client
         .create_stream(pb::CreateStreamRequest {
             stream_name: "events".into(),
@@ -393,7 +397,7 @@ async fn a_poison_record_is_bisected_out_to_the_on_failure_queue() {
         Duration::from_secs(30),
         "the record after the poison",
         || {
-            let seen = read_seen(marks.path());
+            let seen = read_seen(&marks);
             async move { seen.iter().any(|s| s.data == "after").then_some(seen) }
         },
     )

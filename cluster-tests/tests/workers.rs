@@ -6,15 +6,15 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use cluster_tests::{python_function, serial, wait_for, Cluster, WorkerProcess};
+use cluster_tests::{python_function, serial, wait_for, Cluster, Recorder, WorkerProcess};
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
 
-/// `work` appends its start and end (pid, parent pid, time) to a marker
-/// file named by the event, sleeping in between: the test learns from it
-/// which worker runs an invocation (the runtime's parent) and when.
+/// `work` reports its start and end (pid, parent pid, time) to the test's
+/// recorder under the event's tag, sleeping in between: the test learns
+/// from it which worker runs an invocation (the runtime's parent) and when.
 const APP: &str = r#"
-import json, os, time
+import json, os, time, urllib.request
 
 def work(event, context):
     source = "invoke"
@@ -22,11 +22,11 @@ def work(event, context):
         record = event["Records"][0]
         source = record["EventSource"]
         event = json.loads(record["Sns"]["Message"])
-    marker = os.path.join(event["dir"], event["tag"])
+    marker = event["dir"] + "/" + event["tag"]
     def note(what):
-        with open(marker, "a") as f:
-            f.write(json.dumps({"what": what, "pid": os.getpid(), "ppid": os.getppid(),
-                                "at": time.time(), "source": source}) + "\n")
+        note = json.dumps({"what": what, "pid": os.getpid(), "ppid": os.getppid(),
+                           "at": time.time(), "source": source})
+        urllib.request.urlopen(marker, data=note.encode()).read()
     note("start")
     print("working on", event["tag"])
     time.sleep(event.get("sleep", 0))
@@ -53,7 +53,8 @@ async fn create(client: &Client, name: &str, zip: Vec<u8>) {
         .unwrap();
 }
 
-fn event(dir: &Path, tag: &str, sleep: f64) -> Vec<u8> {
+fn event(dir: &Recorder, tag: &str, sleep: f64) -> Vec<u8> {
+    let dir = &dir.url;
     serde_json::json!({"dir": dir, "tag": tag, "sleep": sleep})
         .to_string()
         .into_bytes()
@@ -68,10 +69,9 @@ fn invoke(name: &str, payload: Vec<u8>) -> pb::InvokeRequest {
     }
 }
 
-/// The notes a marker file holds so far.
-fn notes(dir: &Path, tag: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join(tag))
-        .unwrap_or_default()
+/// The notes of the invocations tagged `tag` so far.
+fn notes(dir: &Recorder, tag: &str) -> Vec<serde_json::Value> {
+    dir.text(&format!("/{tag}"))
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
@@ -79,7 +79,7 @@ fn notes(dir: &Path, tag: &str) -> Vec<serde_json::Value> {
 
 /// Waits until the invocation tagged `tag` has started `n` times; returns
 /// its notes.
-async fn started(dir: &Path, tag: &str, n: usize) -> Vec<serde_json::Value> {
+async fn started(dir: &Recorder, tag: &str, n: usize) -> Vec<serde_json::Value> {
     wait_for(Duration::from_secs(60), &format!("{tag} to start"), || {
         let found = notes(dir, tag);
         let starts = found.iter().filter(|v| v["what"] == "start").count();
@@ -118,13 +118,13 @@ async fn separate_workers_run_invocations_and_a_killed_worker_loses_no_event() {
     assert_eq!(ids, ["w1", "w2"]);
 
     let code = tempfile::tempdir().unwrap();
-    let marks = tempfile::tempdir().unwrap();
+    let marks = Recorder::start("127.0.0.1").await;
     create(&client, "work", package(code.path())).await;
 
     // A synchronous invocation runs on one of the workers, and its log is
     // kept there, retrievable by request id through any node.
     let r = client
-        .invoke(invoke("work", event(marks.path(), "sync", 0.0)))
+        .invoke(invoke("work", event(&marks, "sync", 0.0)))
         .await
         .unwrap();
     assert_eq!(
@@ -170,12 +170,12 @@ async fn separate_workers_run_invocations_and_a_killed_worker_loses_no_event() {
     client
         .publish(pb::PublishRequest {
             topic_arn: "news".into(),
-            message: String::from_utf8(event(marks.path(), "published", 0.0)).unwrap(),
+            message: String::from_utf8(event(&marks, "published", 0.0)).unwrap(),
             ..Default::default()
         })
         .await
         .unwrap();
-    let from_topic = started(marks.path(), "published", 1).await;
+    let from_topic = started(&marks, "published", 1).await;
     assert_eq!(from_topic[0]["source"], "aws:sns", "{from_topic:?}");
 
     // An asynchronous event whose worker is killed mid-run is run again on
@@ -196,12 +196,12 @@ async fn separate_workers_run_invocations_and_a_killed_worker_loses_no_event() {
     let accepted = client
         .invoke(pb::InvokeRequest {
             invocation_type: "Event".into(),
-            ..invoke("work", event(marks.path(), "event", 3.0))
+            ..invoke("work", event(&marks, "event", 3.0))
         })
         .await
         .unwrap();
     assert_eq!(accepted.status_code, 202);
-    let first = started(marks.path(), "event", 1).await;
+    let first = started(&marks, "event", 1).await;
     let victim = first[0]["ppid"].as_u64().unwrap();
     let (killed, survivor) = if worker_pids[0] == victim {
         (0, 1)
@@ -219,7 +219,7 @@ async fn separate_workers_run_invocations_and_a_killed_worker_loses_no_event() {
         record["responsePayload"]["ppid"].as_u64(),
         Some(worker_pids[survivor])
     );
-    let runs = notes(marks.path(), "event");
+    let runs = notes(&marks, "event");
     let starts: Vec<u64> = runs
         .iter()
         .filter(|v| v["what"] == "start")
@@ -268,7 +268,7 @@ async fn reserved_concurrency_throttles_and_provisioned_concurrency_starts_warm(
     let c = Cluster::start(3, &[]);
     let client = c.client_from(0);
     let code = tempfile::tempdir().unwrap();
-    let marks = tempfile::tempdir().unwrap();
+    let marks = Recorder::start("127.0.0.1").await;
     create(&client, "capped", package(code.path())).await;
     let set = client
         .put_function_concurrency("capped", Some(1))
@@ -292,40 +292,40 @@ async fn reserved_concurrency_throttles_and_provisioned_concurrency_starts_warm(
     // While one invocation runs, a second is throttled through every node.
     let running = {
         let client = client.clone();
-        let payload = event(marks.path(), "long", 3.0);
+        let payload = event(&marks, "long", 3.0);
         tokio::spawn(async move { client.invoke(invoke("capped", payload)).await })
     };
-    started(marks.path(), "long", 1).await;
+    started(&marks, "long", 1).await;
     for first in 0..3 {
         let e = c
             .client_from(first)
-            .invoke(invoke("capped", event(marks.path(), "extra", 0.0)))
+            .invoke(invoke("capped", event(&marks, "extra", 0.0)))
             .await
             .unwrap_err();
         assert_eq!(e.code(), Some("TooManyRequestsException"), "{e}");
         assert_eq!(e.status(), Some(tonic::Code::ResourceExhausted), "{e}");
     }
-    assert!(notes(marks.path(), "extra").is_empty());
+    assert!(notes(&marks, "extra").is_empty());
     let done = running.await.unwrap().unwrap();
     assert_eq!(done.function_error, "");
 
     // An asynchronous event waits for the running invocation instead.
     let running = {
         let client = client.clone();
-        let payload = event(marks.path(), "long2", 2.0);
+        let payload = event(&marks, "long2", 2.0);
         tokio::spawn(async move { client.invoke(invoke("capped", payload)).await })
     };
-    started(marks.path(), "long2", 1).await;
+    started(&marks, "long2", 1).await;
     client
         .invoke(pb::InvokeRequest {
             invocation_type: "Event".into(),
-            ..invoke("capped", event(marks.path(), "queued", 0.0))
+            ..invoke("capped", event(&marks, "queued", 0.0))
         })
         .await
         .unwrap();
-    let queued = started(marks.path(), "queued", 1).await;
+    let queued = started(&marks, "queued", 1).await;
     running.await.unwrap().unwrap();
-    let long_end = notes(marks.path(), "long2")
+    let long_end = notes(&marks, "long2")
         .iter()
         .find(|v| v["what"] == "end")
         .map(|v| v["at"].as_f64().unwrap())
@@ -342,7 +342,7 @@ async fn reserved_concurrency_throttles_and_provisioned_concurrency_starts_warm(
         .await
         .unwrap();
     let e = client
-        .invoke(invoke("capped", event(marks.path(), "zero", 0.0)))
+        .invoke(invoke("capped", event(&marks, "zero", 0.0)))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some("TooManyRequestsException"));
@@ -352,7 +352,7 @@ async fn reserved_concurrency_throttles_and_provisioned_concurrency_starts_warm(
         .unwrap();
     assert_eq!(client.function_concurrency("capped").await.unwrap(), None);
     client
-        .invoke(invoke("capped", event(marks.path(), "free", 0.0)))
+        .invoke(invoke("capped", event(&marks, "free", 0.0)))
         .await
         .unwrap();
 
@@ -384,10 +384,7 @@ async fn reserved_concurrency_throttles_and_provisioned_concurrency_starts_warm(
         let r = client
             .invoke(pb::InvokeRequest {
                 qualifier: qualifier.into(),
-                ..invoke(
-                    "ready",
-                    event(marks.path(), &format!("first-{qualifier}"), 0.0),
-                )
+                ..invoke("ready", event(&marks, &format!("first-{qualifier}"), 0.0))
             })
             .await
             .unwrap();

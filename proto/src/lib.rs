@@ -5,7 +5,7 @@
 //!   kind (`Queues`, `Topics`, `Streams`, `Functions`) and `Cluster`.
 //! * [`internal`] holds the node-to-node services (package
 //!   `sluice.internal.v1`): the Raft transport and request routing. They are
-//!   served on the same port but are not a stable API.
+//!   served on the cluster listener only and are not a stable API.
 
 /// The public API, package `sluice.v1`.
 pub mod v1 {
@@ -30,6 +30,11 @@ pub mod externalscaler {
 /// reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sluice_descriptor.bin"));
+
+/// Encoded `FileDescriptorSet` of the public Sluice proto files (without
+/// the node-to-node services): what the public port's reflection serves.
+pub const PUBLIC_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sluice_public_descriptor.bin"));
 
 /// Metadata key carrying the stable error code (e.g. `QueueDoesNotExist`) of
 /// every error a Sluice node returns.

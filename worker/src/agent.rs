@@ -40,6 +40,7 @@ pub fn heartbeat(worker: &Worker) -> HeartbeatRequest {
                 starting: h.starting,
             })
             .collect(),
+        tls_certificate_sha256: worker.tls_fingerprint(),
     }
 }
 
@@ -61,6 +62,14 @@ pub async fn run(worker: Arc<Worker>) {
                     tracing::info!(worker = %worker.options.id, "heartbeats reach the cluster again");
                 }
                 interval = Duration::from_millis(answer.interval_ms.clamp(100, 10_000));
+                if !answer.host_secret.is_empty() {
+                    let mut secrets = vec![answer.host_secret];
+                    secrets.extend(answer.other_host_secrets);
+                    *worker
+                        .host_secrets
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner()) = secrets;
+                }
                 provision(&worker, &warming, answer.provisioned);
                 pollers.reconcile(&worker, answer.leases);
             }

@@ -12,7 +12,10 @@ use sluice_proto::v1::streams_client::StreamsClient;
 use sluice_proto::v1::topics_client::TopicsClient;
 use sluice_proto::v1::workers_client::WorkersClient;
 use sluice_proto::v1::{GetCodeRequest, HeartbeatRequest, HeartbeatResponse, LeaveRequest};
-use tonic::transport::{Channel, Endpoint};
+use sluice_security::signer::{SignedChannel, Signer};
+use sluice_security::tls::Connector;
+use sluice_security::Credentials;
+use tonic::transport::Endpoint;
 
 /// Largest message exchanged with the cluster: a code package.
 pub const MESSAGE_MAX: usize = 16 << 20;
@@ -23,14 +26,19 @@ const SHORT_MAX: Duration = Duration::from_secs(15);
 
 /// Broker nodes to call, tried in turn.
 pub struct ClusterLink {
-    nodes: Vec<(String, Channel)>,
+    nodes: Vec<(String, SignedChannel)>,
     current: AtomicUsize,
 }
 
 impl ClusterLink {
-    /// A link to the nodes at `addrs` (`host:port`); connections are made
-    /// on first use.
-    pub fn new(addrs: &[String]) -> Result<ClusterLink, String> {
+    /// A link to the nodes at `addrs` (`host:port`), dialled through
+    /// `connector`, each call signed with `credentials` (none: the cluster
+    /// takes anonymous calls); connections are made on first use.
+    pub fn new(
+        addrs: &[String],
+        connector: &Connector,
+        credentials: Option<Credentials>,
+    ) -> Result<ClusterLink, String> {
         if addrs.is_empty() {
             return Err("no cluster address given".into());
         }
@@ -44,9 +52,10 @@ impl ClusterLink {
                     // bounded on its own (an invocation may take 15 min).
                     .http2_keep_alive_interval(Duration::from_secs(5))
                     .keep_alive_timeout(Duration::from_secs(5))
-                    .keep_alive_while_idle(true)
-                    .tcp_nodelay(true);
-                Ok((a.clone(), endpoint.connect_lazy()))
+                    .keep_alive_while_idle(true);
+                let channel =
+                    Signer::new(connector.channel(endpoint), credentials.clone(), "cluster");
+                Ok((a.clone(), channel))
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(ClusterLink {
@@ -61,7 +70,7 @@ impl ClusterLink {
     /// [`sluice_proto::is_retryable`]) is returned at once.
     async fn on_nodes<T, F, Fut>(&self, call: F) -> Result<T, tonic::Status>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(SignedChannel) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         self.on_nodes_within(ATTEMPT_MAX, call).await
@@ -76,7 +85,7 @@ impl ClusterLink {
         mut call: F,
     ) -> Result<T, tonic::Status>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(SignedChannel) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let start = self.current.load(Ordering::Relaxed);
@@ -107,7 +116,7 @@ impl ClusterLink {
     /// Like [`ClusterLink::on_nodes`], with a `Workers` client.
     async fn each<T, F, Fut>(&self, mut call: F) -> Result<T, tonic::Status>
     where
-        F: FnMut(WorkersClient<Channel>) -> Fut,
+        F: FnMut(WorkersClient<SignedChannel>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         self.on_nodes(|ch| call(WorkersClient::new(ch).max_decoding_message_size(MESSAGE_MAX)))
@@ -301,7 +310,7 @@ impl ClusterLink {
     ) -> Result<pb::InvokeResponse, tonic::Status> {
         let i = self.current.load(Ordering::Relaxed) % self.nodes.len();
         let node = self.nodes[i].1.clone();
-        let once = |ch: Channel| {
+        let once = |ch: SignedChannel| {
             let mut req = tonic::Request::new(pb::InvokeRequest {
                 function_name: function.to_string(),
                 invocation_type: "RequestResponse".into(),

@@ -12,6 +12,7 @@
 //! and stderr is kept as its log, marked per invocation.
 
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::runtime_api::{Answer, Invocation, RuntimeApi};
+use crate::sandbox::Sandbox;
 
 /// What an environment needs to know about its function.
 #[derive(Debug, Clone)]
@@ -117,48 +119,165 @@ struct Limits {
     memory_bytes: libc::rlim_t,
     /// The environment cgroup's `cgroup.procs`, when memory is capped by
     /// cgroup v2 (else by rlimit).
-    cgroup_procs: Option<std::ffi::CString>,
+    cgroup_procs: Option<CString>,
+    /// Root only: a mount namespace with a private /tmp (and the rest).
     private_tmp: bool,
-    tmpfs: std::ffi::CString,
-    tmpfs_options: std::ffi::CString,
-    root: std::ffi::CString,
-    tmp: std::ffi::CString,
+    tmpfs: CString,
+    tmpfs_options: CString,
+    root: CString,
+    tmp: CString,
+    dev: CString,
+    /// The other world-writable places, covered read-only and empty.
+    sealed: Vec<CString>,
+    sealed_options: CString,
+    /// The code, when it lives under /tmp: kept visible there by a
+    /// read-only bind mount from a descriptor opened (in the new mount
+    /// namespace) before the private /tmp hides it, onto the same path
+    /// re-made in the new /tmp (the directories to make, outermost first).
+    code_bind: Option<(CString, Vec<CString>)>,
+    /// Who the function runs as (root only).
+    user: Option<(libc::uid_t, libc::gid_t)>,
+}
+
+/// `MOUNT_ATTR_RDONLY` of `mount_setattr(2)`.
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+/// `AT_RECURSIVE` of `mount_setattr(2)`.
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Sets and clears attributes of the mount at `path` and every mount below
+/// it; whether it could (the call is missing before Linux 5.12).
+///
+/// # Safety
+///
+/// A plain system call; `path` is NUL-terminated.
+unsafe fn set_mount_attributes(path: &CString, set: u64, clear: u64) -> bool {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    libc::syscall(
+        libc::SYS_mount_setattr,
+        libc::AT_FDCWD,
+        path.as_ptr(),
+        AT_RECURSIVE,
+        &attr as *const MountAttr,
+        std::mem::size_of::<MountAttr>(),
+    ) == 0
+}
+
+/// Writes `/proc/self/fd/{fd}` and a NUL into `out`, without allocating
+/// (it runs between fork and exec).
+fn proc_fd_path(fd: libc::c_int, out: &mut [u8; 32]) {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    out[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 10];
+    let (mut n, mut len) = (fd.max(0) as u32, 0);
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        out[PREFIX.len() + i] = digits[len - 1 - i];
+    }
+    out[PREFIX.len() + len] = 0;
+}
+
+/// What does not exist is not there to write to.
+const WORLD_WRITABLE: &[&str] = &["/var/tmp", "/dev/shm", "/run/lock"];
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_encoded_bytes()).unwrap_or_default()
 }
 
 impl Limits {
-    fn new(config: &FunctionConfig, private_tmp: bool, cgroup_procs: Option<&Path>) -> Limits {
-        let c = |s: &str| std::ffi::CString::new(s).expect("no NUL in a constant");
+    fn new(
+        config: &FunctionConfig,
+        private_tmp: bool,
+        cgroup_procs: Option<&Path>,
+        code: &Path,
+        sandbox: &Sandbox,
+    ) -> Limits {
+        let c = |s: &str| CString::new(s).expect("no NUL in a constant");
+        let code_bind = private_tmp
+            .then(|| code.strip_prefix("/tmp").ok())
+            .flatten()
+            .map(|below| {
+                let mut dirs = Vec::new();
+                let mut at = PathBuf::from("/tmp");
+                for part in below.components() {
+                    at.push(part);
+                    dirs.push(cstr(&at));
+                }
+                (cstr(code), dirs)
+            });
         Limits {
             // A backstop: the memory size itself is watched (resident
             // memory) while invocations run.
             memory_bytes: libc::rlim_t::from(config.memory_mb) << 21,
-            cgroup_procs: cgroup_procs
-                .and_then(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()),
+            cgroup_procs: cgroup_procs.map(cstr),
             private_tmp,
             tmpfs: c("tmpfs"),
-            tmpfs_options: std::ffi::CString::new(format!(
-                "size={}m,mode=1777",
-                config.ephemeral_mb
-            ))
-            .expect("digits only"),
+            tmpfs_options: CString::new(format!("size={}m,mode=1777", config.ephemeral_mb))
+                .expect("digits only"),
             root: c("/"),
             tmp: c("/tmp"),
+            dev: c("/dev"),
+            sealed: WORLD_WRITABLE
+                .iter()
+                .filter(|p| Path::new(p).is_dir())
+                .map(|p| c(p))
+                .collect(),
+            sealed_options: c("size=4k,mode=0755"),
+            code_bind,
+            user: sandbox.user.as_ref().map(|u| (u.uid, u.gid)),
         }
     }
 
     /// Caps the process's memory at the function's memory size (its
     /// cgroup v2 when there is one, else an rlimit on what it may
-    /// allocate), and mounts its private /tmp. Failures leave the process
-    /// as it is.
-    fn apply(&self) {
+    /// allocate); as root, gives it its own mount namespace with a private
+    /// /tmp and nothing else writable, then becomes the unprivileged user.
+    /// Any failure of the confinement fails the start: a function never
+    /// runs less confined than configured.
+    fn apply(&self) -> std::io::Result<()> {
         let lim = libc::rlimit {
             rlim_cur: self.memory_bytes,
             rlim_max: self.memory_bytes,
         };
+        let check = |rc: libc::c_int| {
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        };
         // SAFETY: plain system calls on valid pointers owned by `self`.
         unsafe {
-            // The function dies with the worker, even a killed one.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // The function dies with the worker, even a killed one. (prctl
+            // is variadic: its arguments go as unsigned longs, or the
+            // kernel reads stray high bits.)
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            );
             let mut in_cgroup = false;
             if let Some(procs) = &self.cgroup_procs {
                 // "0" moves the writing process: the child, before exec.
@@ -171,23 +290,89 @@ impl Limits {
             if !in_cgroup {
                 libc::setrlimit(libc::RLIMIT_DATA, &lim);
             }
-            if self.private_tmp && libc::unshare(libc::CLONE_NEWNS) == 0 {
-                libc::mount(
+            if self.private_tmp {
+                check(libc::unshare(libc::CLONE_NEWNS))?;
+                check(libc::mount(
                     std::ptr::null(),
                     self.root.as_ptr(),
                     std::ptr::null(),
                     libc::MS_REC | libc::MS_PRIVATE,
                     std::ptr::null(),
-                );
-                libc::mount(
+                ))?;
+                // Everything read-only but devices (and, below, the private
+                // /tmp): where the kernel can do it at once (5.12 and
+                // later); elsewhere ownership and the sealed places still
+                // keep the function out.
+                set_mount_attributes(&self.root, MOUNT_ATTR_RDONLY, 0);
+                set_mount_attributes(&self.dev, 0, MOUNT_ATTR_RDONLY);
+                // Opened in this namespace: a bind mount takes its source
+                // only from the caller's own.
+                let code_fd = match &self.code_bind {
+                    Some((code, _)) => {
+                        let fd = libc::open(
+                            code.as_ptr(),
+                            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                        );
+                        if fd < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Some(fd)
+                    }
+                    None => None,
+                };
+                check(libc::mount(
                     self.tmpfs.as_ptr(),
                     self.tmp.as_ptr(),
                     self.tmpfs.as_ptr(),
                     libc::MS_NOSUID | libc::MS_NODEV,
                     self.tmpfs_options.as_ptr().cast(),
-                );
+                ))?;
+                if let (Some((to, dirs)), Some(fd)) = (&self.code_bind, code_fd) {
+                    for d in dirs {
+                        libc::mkdir(d.as_ptr(), 0o755);
+                    }
+                    let mut from = [0u8; 32];
+                    proc_fd_path(fd, &mut from);
+                    check(libc::mount(
+                        from.as_ptr().cast(),
+                        to.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND | libc::MS_REC,
+                        std::ptr::null(),
+                    ))?;
+                    libc::close(fd);
+                    check(libc::mount(
+                        std::ptr::null(),
+                        to.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                        std::ptr::null(),
+                    ))?;
+                }
+                for place in &self.sealed {
+                    check(libc::mount(
+                        self.tmpfs.as_ptr(),
+                        place.as_ptr(),
+                        self.tmpfs.as_ptr(),
+                        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        self.sealed_options.as_ptr().cast(),
+                    ))?;
+                }
+            }
+            if let Some((uid, gid)) = self.user {
+                check(libc::setgroups(0, std::ptr::null()))?;
+                check(libc::setgid(gid))?;
+                check(libc::setuid(uid))?;
+                check(libc::prctl(
+                    libc::PR_SET_NO_NEW_PRIVS,
+                    1 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                ))?;
             }
         }
+        Ok(())
     }
 }
 
@@ -204,6 +389,7 @@ impl Environment {
         code: &Path,
         root: &Path,
         config: FunctionConfig,
+        sandbox: &Sandbox,
     ) -> Result<Environment, InvokeError> {
         let started = Instant::now();
         let start_err = |what: &str, e: std::io::Error| InvokeError::Start(format!("{what}: {e}"));
@@ -224,14 +410,18 @@ impl Environment {
             .await
             .map_err(|e| start_err("serving the Runtime API", e))?;
         // As root the process gets its own mount namespace with a private,
-        // size-capped tmpfs on /tmp; otherwise its /tmp is TMPDIR, a
-        // directory of its own.
-        // (Not when the code itself lives under /tmp: the mount would hide
-        // it.)
+        // size-capped tmpfs on /tmp (see `crate::sandbox`); otherwise its
+        // /tmp is TMPDIR, a directory of its own.
         // SAFETY: geteuid has no preconditions.
-        let private_tmp = unsafe { libc::geteuid() } == 0
-            && !code.starts_with("/tmp")
-            && !root.starts_with("/tmp");
+        let private_tmp = unsafe { libc::geteuid() } == 0;
+        if !private_tmp {
+            if let Some(u) = &sandbox.user {
+                return Err(InvokeError::Start(format!(
+                    "functions are to run as {}, which needs the worker to run as root",
+                    u.name
+                )));
+            }
+        }
         let mut cmd = Command::new(&bootstrap);
         cmd.current_dir(code)
             .env_clear()
@@ -240,7 +430,7 @@ impl Environment {
             .env("LANG", "en_US.UTF-8")
             .env("TZ", ":UTC")
             .env("TMPDIR", if private_tmp { Path::new("/tmp") } else { &tmp })
-            .env("HOME", &tmp)
+            .env("HOME", if private_tmp { Path::new("/tmp") } else { &tmp })
             .env("AWS_LAMBDA_RUNTIME_API", api.address())
             .env("_HANDLER", &config.handler)
             .env("LAMBDA_TASK_ROOT", code)
@@ -281,15 +471,14 @@ impl Environment {
             &config,
             private_tmp,
             cgroup.as_ref().map(|(_, procs)| procs.as_path()),
+            code,
+            sandbox,
         );
         // SAFETY: the closure runs in the child between fork and exec; it
-        // makes only system calls (setrlimit, unshare, mount) on data
-        // prepared before the fork, and allocates nothing.
+        // makes only system calls (setrlimit, unshare, mount, mkdir,
+        // setuid) on data prepared before the fork, and allocates nothing.
         unsafe {
-            cmd.pre_exec(move || {
-                limits.apply();
-                Ok(())
-            });
+            cmd.pre_exec(move || limits.apply());
         }
         let mut child = match cmd.spawn() {
             Ok(c) => c,

@@ -19,11 +19,13 @@ pub mod cgroup;
 pub mod cluster;
 pub mod environment;
 pub mod host;
+pub mod host_guard;
 pub mod logs;
 pub mod pool;
 pub mod processing_result;
 pub mod queue_poller;
 pub mod runtime_api;
+pub mod sandbox;
 pub mod stream_poller;
 
 use std::path::PathBuf;
@@ -33,6 +35,8 @@ pub use cluster::ClusterLink;
 pub use environment::{Environment, FunctionConfig, InvokeError, Invoked};
 pub use pool::{unpacked_size, FunctionSpec, Held, Pool, PoolError, Ran, UNPACKED_MAX};
 use sluice_proto::v1::worker_host_server::WorkerHostServer;
+use sluice_security::tls::{Connector, ReloadingCert};
+use sluice_security::Credentials;
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -47,6 +51,17 @@ pub struct WorkerOptions {
     pub dir: PathBuf,
     /// Memory offered to functions, MB.
     pub memory_mb: u64,
+    /// How the cluster is dialled (TLS, and whom to trust, or not).
+    pub connector: Connector,
+    /// What its calls to the cluster are signed with (a worker principal's
+    /// access key; the node's credential for the in-process worker).
+    pub credentials: Option<Credentials>,
+    /// The certificate its `WorkerHost` serves TLS with, registered with
+    /// the cluster so nodes accept no other; `None`: plain gRPC (clusters
+    /// without TLS, and the in-process worker, which the node serves).
+    pub host_tls: Option<Arc<ReloadingCert>>,
+    /// Who functions run as.
+    pub sandbox: sandbox::Sandbox,
 }
 
 /// A worker: its environments, its logs and its link to the cluster.
@@ -59,19 +74,36 @@ pub struct Worker {
     pub logs: Arc<logs::Logs>,
     /// The cluster it belongs to.
     pub link: Arc<ClusterLink>,
+    /// The secrets nodes sign their calls to this worker with (one per
+    /// cluster key), once a heartbeat has brought them.
+    pub host_secrets: Arc<std::sync::RwLock<Vec<String>>>,
 }
 
 impl Worker {
     /// A worker with `options`; nothing runs until [`Worker::spawn`].
     pub fn new(options: WorkerOptions) -> Result<Arc<Worker>, String> {
         validate_id(&options.id)?;
-        let link = Arc::new(ClusterLink::new(&options.cluster)?);
+        let link = Arc::new(ClusterLink::new(
+            &options.cluster,
+            &options.connector,
+            options.credentials.clone(),
+        )?);
         Ok(Arc::new(Worker {
-            pool: Arc::new(Pool::new(&options.dir)),
+            pool: Arc::new(Pool::new(&options.dir, options.sandbox.clone())),
             logs: Arc::default(),
             link,
+            host_secrets: Arc::default(),
             options,
         }))
+    }
+
+    /// SHA-256 of the certificate `WorkerHost` serves, if it serves TLS.
+    pub fn tls_fingerprint(&self) -> String {
+        self.options
+            .host_tls
+            .as_ref()
+            .map(|c| c.fingerprint())
+            .unwrap_or_default()
     }
 
     /// The `WorkerHost` service to serve.
@@ -144,18 +176,21 @@ pub async fn serve(
         memory_mb = worker.options.memory_mb,
         "worker started"
     );
-    let incoming = tokio_stream_listener(listener);
+    let accept = sluice_security::tls::Accept {
+        tls: worker
+            .options
+            .host_tls
+            .clone()
+            .map(|cert| sluice_security::tls::server_config(cert, None)),
+        handshake_timeout: std::time::Duration::from_secs(10),
+    };
+    let incoming = sluice_security::tls::incoming(listener, accept);
     let served = tonic::transport::Server::builder()
+        .layer(host_guard::HostGuardLayer::new(worker.host_secrets.clone()))
         .add_service(worker.service())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     agent.abort();
     worker.leave().await;
     served.map_err(|e| format!("serving WorkerHost: {e}"))
-}
-
-fn tokio_stream_listener(
-    listener: tokio::net::TcpListener,
-) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }

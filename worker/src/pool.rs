@@ -55,6 +55,8 @@ pub enum PoolError {
 /// The environments of one worker, under one directory.
 pub struct Pool {
     root: PathBuf,
+    /// Who functions run as.
+    sandbox: crate::sandbox::Sandbox,
     /// Idle environments by key, each with when it last finished work.
     idle: Mutex<HashMap<String, Vec<(Environment, Instant)>>>,
     /// What the pool holds besides the idle environments.
@@ -135,7 +137,7 @@ impl Drop for BusyGuard<'_> {
 
 impl Pool {
     /// A pool keeping code and environments under `root`.
-    pub fn new(root: &Path) -> Pool {
+    pub fn new(root: &Path, sandbox: crate::sandbox::Sandbox) -> Pool {
         // What a previous process left: its environments are gone, and
         // unpacked code is not synced, so after a crash or a power loss a
         // package may be there truncated (an empty `bootstrap` exits at
@@ -148,8 +150,19 @@ impl Pool {
                 }
             }
         }
+        // Others may pass through to the code (functions may run as another
+        // user), never list what is there.
+        for dir in ["code", "env"] {
+            let path = root.join(dir);
+            if std::fs::create_dir_all(&path).is_ok() {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o711));
+            }
+        }
+        let _ = std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o711));
         Pool {
             root: root.to_path_buf(),
+            sandbox,
             idle: Mutex::new(HashMap::new()),
             books: Mutex::new(Books::default()),
             unpacking: tokio::sync::Mutex::new(()),
@@ -185,7 +198,7 @@ impl Pool {
         let _starting = BusyGuard::new(self, spec, true);
         let code = self.code(&spec.code_sha256, fetch).await?;
         let dir = self.root.join("env").join(uuid::Uuid::new_v4().to_string());
-        let mut env = Environment::start(&code, &dir, spec.config.clone()).await?;
+        let mut env = Environment::start(&code, &dir, spec.config.clone(), &self.sandbox).await?;
         if let Err(e) = env.wait_ready(limit).await {
             env.stop().await;
             let _ = std::fs::remove_dir_all(dir);
@@ -266,7 +279,7 @@ impl Pool {
             None => {
                 let code = self.code(&spec.code_sha256, fetch).await?;
                 let dir = self.root.join("env").join(uuid::Uuid::new_v4().to_string());
-                Environment::start(&code, &dir, spec.config.clone()).await?
+                Environment::start(&code, &dir, spec.config.clone(), &self.sandbox).await?
             }
         };
         let invoked = env.invoke(request_id, payload).await?;
@@ -397,18 +410,26 @@ pub fn unpacked_size(zip: &[u8]) -> Result<u64, String> {
     Ok(total)
 }
 
+/// Makes unpacked code read-only, and readable (and where executable by its
+/// owner, executable) by everyone: functions may run as another user.
 fn make_read_only(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let path = e.path();
-        if path.is_dir() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
             make_read_only(&path);
-        } else if let Ok(meta) = std::fs::metadata(&path) {
+        } else if meta.is_file() {
             // Files only: the directories stay removable.
-            let mode = meta.permissions().mode() & !0o222;
+            let mode = meta.permissions().mode();
+            let exec = if mode & 0o100 != 0 { 0o111 } else { 0 };
+            let mode = (mode & !0o222 & 0o7555) | 0o444 | exec;
             let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
         }
     }

@@ -82,9 +82,14 @@ fn config(handler: &str, timeout_s: u32) -> FunctionConfig {
 async fn start(root: &Path, handler: &str, timeout_s: u32) -> Environment {
     let code = root.join("code");
     python_code(&code);
-    Environment::start(&code, &root.join("env"), config(handler, timeout_s))
-        .await
-        .unwrap()
+    Environment::start(
+        &code,
+        &root.join("env"),
+        config(handler, timeout_s),
+        &Default::default(),
+    )
+    .await
+    .unwrap()
 }
 
 fn json(b: &Bytes) -> serde_json::Value {
@@ -189,9 +194,14 @@ async fn a_runtime_that_exits_fails_the_invocation_at_once() {
         &code.join("bootstrap"),
         "#!/bin/sh\necho starting\nexit 3\n",
     );
-    let mut env = Environment::start(&code, &root.path().join("env"), config("x", 30))
-        .await
-        .unwrap();
+    let mut env = Environment::start(
+        &code,
+        &root.path().join("env"),
+        config("x", 30),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     let started = Instant::now();
     let out = env
         .invoke("req-c", Bytes::from_static(b"{}"))
@@ -219,7 +229,14 @@ async fn code_without_a_bootstrap_does_not_start() {
     let root = scratch();
     let code = root.path().join("code");
     std::fs::create_dir_all(&code).unwrap();
-    match Environment::start(&code, &root.path().join("env"), config("x", 3)).await {
+    match Environment::start(
+        &code,
+        &root.path().join("env"),
+        config("x", 3),
+        &Default::default(),
+    )
+    .await
+    {
         Err(InvokeError::Start(why)) => assert!(why.contains("bootstrap"), "{why}"),
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("started without a bootstrap"),
@@ -231,12 +248,22 @@ async fn each_environment_has_its_own_tmp() {
     let root = scratch();
     let code = root.path().join("code");
     python_code(&code);
-    let mut a = Environment::start(&code, &root.path().join("a"), config("app.mark_tmp", 10))
-        .await
-        .unwrap();
-    let mut b = Environment::start(&code, &root.path().join("b"), config("app.mark_tmp", 10))
-        .await
-        .unwrap();
+    let mut a = Environment::start(
+        &code,
+        &root.path().join("a"),
+        config("app.mark_tmp", 10),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut b = Environment::start(
+        &code,
+        &root.path().join("b"),
+        config("app.mark_tmp", 10),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     let existed = |out: Invoked| match out {
         Invoked::Ok(body) => json(&body)["existed"].as_bool().unwrap(),
         other => panic!("{other:?}"),
@@ -338,7 +365,7 @@ async fn the_pool_reuses_warm_environments_and_reaps_idle_ones() {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(&zip))
     };
-    let pool = Pool::new(&root.path().join("pool"));
+    let pool = Pool::new(&root.path().join("pool"), Default::default());
     let spec = FunctionSpec {
         key: "echo#1".into(),
         code_sha256: sha,

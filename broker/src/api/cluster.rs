@@ -11,10 +11,10 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::cluster_client::ClusterClient;
-use tonic::transport::Channel;
+use sluice_security::signer::SignedChannel;
 use tonic::{Request, Response, Status};
 
-use super::{observe, Context};
+use super::Context;
 use crate::error::DomainError;
 use crate::raft::{is_voter, transfer, Node, NodeId, RaftMetrics};
 use crate::router::{
@@ -201,6 +201,20 @@ impl Admin<'_> {
                 format!("address: {} is already node {other}'s", req.address),
             ));
         }
+        // Only a node that proves it holds the cluster key is sent the log.
+        if let Err(why) = crate::bootstrap::prove(
+            self.ctx.router.channels(),
+            &self.ctx.security,
+            &req.address,
+            id,
+        )
+        .await
+        {
+            return rejected(DomainError::denied(
+                "NodeNotAuthenticated",
+                format!("address: {why}; node {id} was not added"),
+            ));
+        }
         let reply = match raft
             .add_learner(id, Node::new(req.address.clone()), false)
             .await
@@ -338,7 +352,7 @@ impl Routed for Admin<'_> {
         remaining.max(ADMIN_ATTEMPT)
     }
 
-    async fn forward(&self, channel: Channel, _timeout: Duration) -> Hop<Reply> {
+    async fn forward(&self, channel: SignedChannel, _timeout: Duration) -> Hop<Reply> {
         fn forwarded<T>(msg: T) -> Request<T> {
             let mut r = Request::new(msg);
             r.metadata_mut().insert(
@@ -401,17 +415,13 @@ impl ClusterApi {
 impl ClusterApi {
     async fn membership<T>(
         &self,
-        rpc: &'static str,
         request: Request<T>,
         op: impl FnOnce(T) -> Op,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        observe(rpc, async {
-            match self.run(request, op).await? {
-                Reply::Membership(m) => Ok(Response::new(m)),
-                _ => Err(unexpected()),
-            }
-        })
-        .await
+        match self.run(request, op).await? {
+            Reply::Membership(m) => Ok(Response::new(m)),
+            _ => Err(unexpected()),
+        }
     }
 }
 
@@ -425,93 +435,83 @@ impl pb::cluster_server::Cluster for ClusterApi {
         &self,
         request: Request<pb::GetClusterStatusRequest>,
     ) -> Result<Response<pb::GetClusterStatusResponse>, Status> {
-        observe("GetClusterStatus", async {
-            if request.get_ref().local {
-                return Ok(Response::new(local_status(&self.ctx)));
+        if request.get_ref().local {
+            return Ok(Response::new(local_status(&self.ctx)));
+        }
+        match self.run(request, |_| Op::Status).await {
+            Ok(Reply::Status(s)) => Ok(Response::new(s)),
+            Ok(_) => Err(unexpected()),
+            // A member with no leader to ask shows what it knows; a node
+            // outside the cluster says so, and clients move on.
+            Err(s)
+                if s.code() == tonic::Code::Unavailable
+                    && s.metadata()
+                        .get(ERROR_CODE_HEADER)
+                        .is_some_and(|c| c != "NotClusterMember") =>
+            {
+                Ok(Response::new(local_status(&self.ctx)))
             }
-            match self.run(request, |_| Op::Status).await {
-                Ok(Reply::Status(s)) => Ok(Response::new(s)),
-                Ok(_) => Err(unexpected()),
-                // A member with no leader to ask shows what it knows; a node
-                // outside the cluster says so, and clients move on.
-                Err(s)
-                    if s.code() == tonic::Code::Unavailable
-                        && s.metadata()
-                            .get(ERROR_CODE_HEADER)
-                            .is_some_and(|c| c != "NotClusterMember") =>
-                {
-                    Ok(Response::new(local_status(&self.ctx)))
-                }
-                Err(s) => Err(s),
-            }
-        })
-        .await
+            Err(s) => Err(s),
+        }
     }
 
     async fn add_learner(
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        self.membership("AddLearner", request, Op::AddLearner).await
+        self.membership(request, Op::AddLearner).await
     }
 
     async fn promote_learner(
         &self,
         request: Request<pb::PromoteLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        self.membership("PromoteLearner", request, Op::Promote)
-            .await
+        self.membership(request, Op::Promote).await
     }
 
     async fn remove_member(
         &self,
         request: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        self.membership("RemoveMember", request, Op::Remove).await
+        self.membership(request, Op::Remove).await
     }
 
     async fn transfer_leadership(
         &self,
         request: Request<pb::TransferLeadershipRequest>,
     ) -> Result<Response<pb::TransferLeadershipResponse>, Status> {
-        observe("TransferLeadership", async {
-            match self.run(request, Op::Transfer).await? {
-                Reply::Transfer(t) => Ok(Response::new(t)),
-                _ => Err(unexpected()),
-            }
-        })
-        .await
+        match self.run(request, Op::Transfer).await? {
+            Reply::Transfer(t) => Ok(Response::new(t)),
+            _ => Err(unexpected()),
+        }
     }
 
     async fn trigger_snapshot(
         &self,
         _request: Request<pb::TriggerSnapshotRequest>,
     ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
-        observe("TriggerSnapshot", async {
-            let raft = self.ctx.router.raft();
-            let applied = raft
-                .metrics()
-                .borrow()
-                .last_applied
-                .map(|l| l.index)
-                .unwrap_or(0);
-            raft.trigger()
-                .snapshot()
-                .await
-                .map_err(|_| Status::from(RouteError::ShuttingDown))?;
-            let m = raft
-                .wait(Some(Duration::from_secs(120)))
-                .metrics(
-                    move |m| m.snapshot.is_some_and(|s| s.index >= applied),
-                    "snapshot built",
-                )
-                .await
-                .map_err(|e| super::status::timeout(format!("snapshot not built: {e}")))?;
-            Ok(Response::new(pb::TriggerSnapshotResponse {
-                node_id: self.ctx.router.id(),
-                snapshot_index: m.snapshot.map(|s| s.index).unwrap_or(0),
-            }))
-        })
-        .await
+        let raft = self.ctx.router.raft();
+        let applied = raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0);
+        raft.trigger()
+            .snapshot()
+            .await
+            .map_err(|_| Status::from(RouteError::ShuttingDown))?;
+        let m = raft
+            .wait(Some(Duration::from_secs(120)))
+            .metrics(
+                move |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                "snapshot built",
+            )
+            .await
+            .map_err(|e| super::status::timeout(format!("snapshot not built: {e}")))?;
+        Ok(Response::new(pb::TriggerSnapshotResponse {
+            node_id: self.ctx.router.id(),
+            snapshot_index: m.snapshot.map(|s| s.index).unwrap_or(0),
+        }))
     }
 }

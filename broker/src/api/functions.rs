@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::{consistency, observe, Consistency, Context};
+use super::{consistency, Consistency, Context};
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::DomainError;
 use crate::functions::events::{Destination, EventConfig};
@@ -394,7 +394,7 @@ fn package(field: &str, zip: Vec<u8>) -> Result<Code, DomainError> {
     })
 }
 
-fn name_ref(field: &str, given: &str) -> Result<String, DomainError> {
+pub(crate) fn name_ref(field: &str, given: &str) -> Result<String, DomainError> {
     // A function ARN names the function too.
     let name = given
         .strip_prefix("arn:")
@@ -410,582 +410,527 @@ impl pb::functions_server::Functions for FunctionsApi {
         &self,
         request: Request<pb::CreateFunctionRequest>,
     ) -> Result<Response<pb::FunctionConfiguration>, Status> {
-        observe("CreateFunction", async {
-            let req = request.into_inner();
-            functions::validate_name("function_name", &req.function_name)?;
-            for (field, v) in [("memory_size", req.memory_size), ("timeout", req.timeout)] {
-                if v < 0 {
-                    return Err(DomainError::invalid(
-                        field,
-                        format!("must not be negative, got {v}"),
-                    )
-                    .into());
-                }
+        let req = request.into_inner();
+        functions::validate_name("function_name", &req.function_name)?;
+        for (field, v) in [("memory_size", req.memory_size), ("timeout", req.timeout)] {
+            if v < 0 {
+                return Err(
+                    DomainError::invalid(field, format!("must not be negative, got {v}")).into(),
+                );
             }
-            let settings = Settings {
-                runtime: req.runtime,
-                handler: req.handler,
-                memory_mb: if req.memory_size == 0 {
-                    128
-                } else {
-                    req.memory_size.max(0) as u32
-                },
-                timeout_s: if req.timeout == 0 {
-                    3
-                } else {
-                    req.timeout.max(0) as u32
-                },
-                environment: req.environment.into_iter().collect(),
-                description: req.description,
-            };
-            settings.validate()?;
-            let code = package("zip_file", req.zip_file)?;
-            let f = self
-                .function_output(
-                    Command::CreateFunction(CreateFunction {
-                        name: req.function_name,
-                        settings,
-                        code,
-                    }),
-                    "CreateFunction",
-                )
-                .await?;
-            Ok(Response::new(self.configuration(&f)))
-        })
-        .await
+        }
+        let settings = Settings {
+            runtime: req.runtime,
+            handler: req.handler,
+            memory_mb: if req.memory_size == 0 {
+                128
+            } else {
+                req.memory_size.max(0) as u32
+            },
+            timeout_s: if req.timeout == 0 {
+                3
+            } else {
+                req.timeout.max(0) as u32
+            },
+            environment: req.environment.into_iter().collect(),
+            description: req.description,
+        };
+        settings.validate()?;
+        let code = package("zip_file", req.zip_file)?;
+        let f = self
+            .function_output(
+                Command::CreateFunction(CreateFunction {
+                    name: req.function_name,
+                    settings,
+                    code,
+                }),
+                "CreateFunction",
+            )
+            .await?;
+        Ok(Response::new(self.configuration(&f)))
     }
 
     async fn get_function(
         &self,
         request: Request<pb::GetFunctionRequest>,
     ) -> Result<Response<pb::GetFunctionResponse>, Status> {
-        observe("GetFunction", async {
-            let how = consistency(&request)?;
-            let name = name_ref("function_name", &request.into_inner().function_name)?;
-            let QueryOutput::Function(f) = self.ctx.query(how, Query::GetFunction { name }).await?
-            else {
-                return Err(super::status::unexpected("GetFunction"));
-            };
-            Ok(Response::new(pb::GetFunctionResponse {
-                configuration: Some(self.configuration(&f)),
-            }))
-        })
-        .await
+        let how = consistency(&request)?;
+        let name = name_ref("function_name", &request.into_inner().function_name)?;
+        let QueryOutput::Function(f) = self.ctx.query(how, Query::GetFunction { name }).await?
+        else {
+            return Err(super::status::unexpected("GetFunction"));
+        };
+        Ok(Response::new(pb::GetFunctionResponse {
+            configuration: Some(self.configuration(&f)),
+        }))
     }
 
     async fn list_functions(
         &self,
         request: Request<pb::ListFunctionsRequest>,
     ) -> Result<Response<pb::ListFunctionsResponse>, Status> {
-        observe("ListFunctions", async {
-            let how = consistency(&request)?;
-            let req = request.into_inner();
-            let limit = match req.max_items {
-                0 => PAGE_MAX,
-                n if (1..=PAGE_MAX).contains(&n) => n,
-                n => {
-                    return Err(DomainError::invalid(
-                        "max_items",
-                        format!("must be from 1 to {PAGE_MAX} (0: {PAGE_MAX}), got {n}"),
-                    )
-                    .into())
-                }
-            };
-            let after = if req.marker.is_empty() {
-                None
-            } else {
-                Some(name_ref("marker", &req.marker)?)
-            };
-            let QueryOutput::Functions(fs, more) = self
-                .ctx
-                .query(
-                    how,
-                    Query::ListFunctions {
-                        after,
-                        limit: limit as u32,
-                    },
+        let how = consistency(&request)?;
+        let req = request.into_inner();
+        let limit = match req.max_items {
+            0 => PAGE_MAX,
+            n if (1..=PAGE_MAX).contains(&n) => n,
+            n => {
+                return Err(DomainError::invalid(
+                    "max_items",
+                    format!("must be from 1 to {PAGE_MAX} (0: {PAGE_MAX}), got {n}"),
                 )
-                .await?
-            else {
-                return Err(super::status::unexpected("ListFunctions"));
-            };
-            Ok(Response::new(pb::ListFunctionsResponse {
-                next_marker: if more {
-                    fs.last().map(|f| f.name.clone()).unwrap_or_default()
-                } else {
-                    String::new()
+                .into())
+            }
+        };
+        let after = if req.marker.is_empty() {
+            None
+        } else {
+            Some(name_ref("marker", &req.marker)?)
+        };
+        let QueryOutput::Functions(fs, more) = self
+            .ctx
+            .query(
+                how,
+                Query::ListFunctions {
+                    after,
+                    limit: limit as u32,
                 },
-                functions: fs.iter().map(|f| self.configuration(f)).collect(),
-            }))
-        })
-        .await
+            )
+            .await?
+        else {
+            return Err(super::status::unexpected("ListFunctions"));
+        };
+        Ok(Response::new(pb::ListFunctionsResponse {
+            next_marker: if more {
+                fs.last().map(|f| f.name.clone()).unwrap_or_default()
+            } else {
+                String::new()
+            },
+            functions: fs.iter().map(|f| self.configuration(f)).collect(),
+        }))
     }
 
     async fn delete_function(
         &self,
         request: Request<pb::DeleteFunctionRequest>,
     ) -> Result<Response<pb::DeleteFunctionResponse>, Status> {
-        observe("DeleteFunction", async {
-            let name = name_ref("function_name", &request.into_inner().function_name)?;
-            self.ctx
-                .done(Command::DeleteFunction { name }, "DeleteFunction")
-                .await?;
-            Ok(Response::new(pb::DeleteFunctionResponse {}))
-        })
-        .await
+        let name = name_ref("function_name", &request.into_inner().function_name)?;
+        self.ctx
+            .done(Command::DeleteFunction { name }, "DeleteFunction")
+            .await?;
+        Ok(Response::new(pb::DeleteFunctionResponse {}))
     }
 
     async fn update_function_code(
         &self,
         request: Request<pb::UpdateFunctionCodeRequest>,
     ) -> Result<Response<pb::FunctionConfiguration>, Status> {
-        observe("UpdateFunctionCode", async {
-            let req = request.into_inner();
-            let name = name_ref("function_name", &req.function_name)?;
-            let code = package("zip_file", req.zip_file)?;
-            let f = self
-                .function_output(
-                    Command::UpdateFunctionCode { name, code },
-                    "UpdateFunctionCode",
-                )
-                .await?;
-            Ok(Response::new(self.configuration(&f)))
-        })
-        .await
+        let req = request.into_inner();
+        let name = name_ref("function_name", &req.function_name)?;
+        let code = package("zip_file", req.zip_file)?;
+        let f = self
+            .function_output(
+                Command::UpdateFunctionCode { name, code },
+                "UpdateFunctionCode",
+            )
+            .await?;
+        Ok(Response::new(self.configuration(&f)))
     }
 
     async fn update_function_configuration(
         &self,
         request: Request<pb::UpdateFunctionConfigurationRequest>,
     ) -> Result<Response<pb::FunctionConfiguration>, Status> {
-        observe("UpdateFunctionConfiguration", async {
-            let req = request.into_inner();
-            let name = name_ref("function_name", &req.function_name)?;
-            for (field, v) in [("memory_size", req.memory_size), ("timeout", req.timeout)] {
-                if let Some(v) = v.filter(|v| *v < 0) {
-                    return Err(DomainError::invalid(
-                        field,
-                        format!("must not be negative, got {v}"),
-                    )
-                    .into());
-                }
+        let req = request.into_inner();
+        let name = name_ref("function_name", &req.function_name)?;
+        for (field, v) in [("memory_size", req.memory_size), ("timeout", req.timeout)] {
+            if let Some(v) = v.filter(|v| *v < 0) {
+                return Err(
+                    DomainError::invalid(field, format!("must not be negative, got {v}")).into(),
+                );
             }
-            let change = SettingsChange {
-                handler: req.handler,
-                memory_mb: req.memory_size.map(|m| m.max(0) as u32),
-                timeout_s: req.timeout.map(|t| t.max(0) as u32),
-                environment: req
-                    .replace_environment
-                    .then(|| req.environment.into_iter().collect::<BTreeMap<_, _>>()),
-                description: req.description,
-                runtime: req.runtime,
-            };
-            let f = self
-                .function_output(
-                    Command::UpdateFunctionConfiguration { name, change },
-                    "UpdateFunctionConfiguration",
-                )
-                .await?;
-            Ok(Response::new(self.configuration(&f)))
-        })
-        .await
+        }
+        let change = SettingsChange {
+            handler: req.handler,
+            memory_mb: req.memory_size.map(|m| m.max(0) as u32),
+            timeout_s: req.timeout.map(|t| t.max(0) as u32),
+            environment: req
+                .replace_environment
+                .then(|| req.environment.into_iter().collect::<BTreeMap<_, _>>()),
+            description: req.description,
+            runtime: req.runtime,
+        };
+        let f = self
+            .function_output(
+                Command::UpdateFunctionConfiguration { name, change },
+                "UpdateFunctionConfiguration",
+            )
+            .await?;
+        Ok(Response::new(self.configuration(&f)))
     }
 
     async fn publish_version(
         &self,
         request: Request<pb::PublishVersionRequest>,
     ) -> Result<Response<pb::FunctionConfiguration>, Status> {
-        observe("PublishVersion", async {
-            let req = request.into_inner();
-            let name = name_ref("function_name", &req.function_name)?;
-            let expected_sha256 = if req.code_sha256.is_empty() {
-                None
-            } else {
-                Some(hex::encode(decode_base64(&req.code_sha256).ok_or_else(
-                    || {
-                        DomainError::invalid(
-                            "code_sha256",
-                            "must be base64, as FunctionConfiguration reports it",
-                        )
-                    },
-                )?))
-            };
-            match self
-                .ctx
-                .command(Command::PublishVersion {
-                    name: name.clone(),
-                    expected_sha256,
-                })
-                .await?
-            {
-                CommandOutput::Version(v) => {
-                    Ok(Response::new(self.version_configuration(&name, &v)))
-                }
-                _ => Err(super::status::unexpected("PublishVersion")),
-            }
-        })
-        .await
+        let req = request.into_inner();
+        let name = name_ref("function_name", &req.function_name)?;
+        let expected_sha256 = if req.code_sha256.is_empty() {
+            None
+        } else {
+            Some(hex::encode(decode_base64(&req.code_sha256).ok_or_else(
+                || {
+                    DomainError::invalid(
+                        "code_sha256",
+                        "must be base64, as FunctionConfiguration reports it",
+                    )
+                },
+            )?))
+        };
+        match self
+            .ctx
+            .command(Command::PublishVersion {
+                name: name.clone(),
+                expected_sha256,
+            })
+            .await?
+        {
+            CommandOutput::Version(v) => Ok(Response::new(self.version_configuration(&name, &v))),
+            _ => Err(super::status::unexpected("PublishVersion")),
+        }
     }
 
     async fn list_versions_by_function(
         &self,
         request: Request<pb::ListVersionsByFunctionRequest>,
     ) -> Result<Response<pb::ListVersionsByFunctionResponse>, Status> {
-        observe("ListVersionsByFunction", async {
-            let how = consistency(&request)?;
-            let name = name_ref("function_name", &request.into_inner().function_name)?;
-            let QueryOutput::Versions(f, vs) =
-                self.ctx.query(how, Query::ListVersions { name }).await?
-            else {
-                return Err(super::status::unexpected("ListVersionsByFunction"));
-            };
-            let mut versions = vec![self.configuration(&f)];
-            versions.extend(vs.iter().map(|v| self.version_configuration(&f.name, v)));
-            Ok(Response::new(pb::ListVersionsByFunctionResponse {
-                versions,
-            }))
-        })
-        .await
+        let how = consistency(&request)?;
+        let name = name_ref("function_name", &request.into_inner().function_name)?;
+        let QueryOutput::Versions(f, vs) =
+            self.ctx.query(how, Query::ListVersions { name }).await?
+        else {
+            return Err(super::status::unexpected("ListVersionsByFunction"));
+        };
+        let mut versions = vec![self.configuration(&f)];
+        versions.extend(vs.iter().map(|v| self.version_configuration(&f.name, v)));
+        Ok(Response::new(pb::ListVersionsByFunctionResponse {
+            versions,
+        }))
     }
 
     async fn create_alias(
         &self,
         request: Request<pb::AliasRequest>,
     ) -> Result<Response<pb::AliasConfiguration>, Status> {
-        observe("CreateAlias", self.put_alias(request.into_inner(), true)).await
+        self.put_alias(request.into_inner(), true).await
     }
 
     async fn update_alias(
         &self,
         request: Request<pb::AliasRequest>,
     ) -> Result<Response<pb::AliasConfiguration>, Status> {
-        observe("UpdateAlias", self.put_alias(request.into_inner(), false)).await
+        self.put_alias(request.into_inner(), false).await
     }
 
     async fn get_alias(
         &self,
         request: Request<pb::GetAliasRequest>,
     ) -> Result<Response<pb::AliasConfiguration>, Status> {
-        observe("GetAlias", async {
-            let how = consistency(&request)?;
-            let req = request.into_inner();
-            let name = name_ref("function_name", &req.function_name)?;
-            let QueryOutput::Aliases(all) = self
-                .ctx
-                .query(how, Query::ListAliases { name: name.clone() })
-                .await?
-            else {
-                return Err(super::status::unexpected("GetAlias"));
-            };
-            let a = all.iter().find(|a| a.name == req.name).ok_or_else(|| {
-                DomainError::not_found(
-                    "ResourceNotFoundException",
-                    format!("function {name:?} has no alias {:?}", req.name),
-                )
-            })?;
-            Ok(Response::new(self.alias_configuration(&name, a)))
-        })
-        .await
+        let how = consistency(&request)?;
+        let req = request.into_inner();
+        let name = name_ref("function_name", &req.function_name)?;
+        let QueryOutput::Aliases(all) = self
+            .ctx
+            .query(how, Query::ListAliases { name: name.clone() })
+            .await?
+        else {
+            return Err(super::status::unexpected("GetAlias"));
+        };
+        let a = all.iter().find(|a| a.name == req.name).ok_or_else(|| {
+            DomainError::not_found(
+                "ResourceNotFoundException",
+                format!("function {name:?} has no alias {:?}", req.name),
+            )
+        })?;
+        Ok(Response::new(self.alias_configuration(&name, a)))
     }
 
     async fn delete_alias(
         &self,
         request: Request<pb::GetAliasRequest>,
     ) -> Result<Response<pb::DeleteAliasResponse>, Status> {
-        observe("DeleteAlias", async {
-            let req = request.into_inner();
-            let name = name_ref("function_name", &req.function_name)?;
-            self.ctx
-                .done(
-                    Command::DeleteAlias {
-                        name,
-                        alias: req.name,
-                    },
-                    "DeleteAlias",
-                )
-                .await?;
-            Ok(Response::new(pb::DeleteAliasResponse {}))
-        })
-        .await
+        let req = request.into_inner();
+        let name = name_ref("function_name", &req.function_name)?;
+        self.ctx
+            .done(
+                Command::DeleteAlias {
+                    name,
+                    alias: req.name,
+                },
+                "DeleteAlias",
+            )
+            .await?;
+        Ok(Response::new(pb::DeleteAliasResponse {}))
     }
 
     async fn list_aliases(
         &self,
         request: Request<pb::ListAliasesRequest>,
     ) -> Result<Response<pb::ListAliasesResponse>, Status> {
-        observe("ListAliases", async {
-            let how = consistency(&request)?;
-            let name = name_ref("function_name", &request.into_inner().function_name)?;
-            let QueryOutput::Aliases(all) = self
-                .ctx
-                .query(how, Query::ListAliases { name: name.clone() })
-                .await?
-            else {
-                return Err(super::status::unexpected("ListAliases"));
-            };
-            Ok(Response::new(pb::ListAliasesResponse {
-                aliases: all
-                    .iter()
-                    .map(|a| self.alias_configuration(&name, a))
-                    .collect(),
-            }))
-        })
-        .await
+        let how = consistency(&request)?;
+        let name = name_ref("function_name", &request.into_inner().function_name)?;
+        let QueryOutput::Aliases(all) = self
+            .ctx
+            .query(how, Query::ListAliases { name: name.clone() })
+            .await?
+        else {
+            return Err(super::status::unexpected("ListAliases"));
+        };
+        Ok(Response::new(pb::ListAliasesResponse {
+            aliases: all
+                .iter()
+                .map(|a| self.alias_configuration(&name, a))
+                .collect(),
+        }))
     }
 
     async fn put_function_event_invoke_config(
         &self,
         request: Request<pb::FunctionEventInvokeConfig>,
     ) -> Result<Response<pb::FunctionEventInvokeConfig>, Status> {
-        observe("PutFunctionEventInvokeConfig", async {
-            let req = request.into_inner();
-            let name = name_ref("function_name", &req.function_name)?;
-            let destination =
-                |field: &str, arn: &str| -> Result<Option<Destination>, DomainError> {
-                    if arn.is_empty() {
-                        Ok(None)
-                    } else {
-                        Destination::parse(field, arn).map(Some)
-                    }
-                };
-            let config = EventConfig {
-                max_retries: req
-                    .maximum_retry_attempts
-                    .unwrap_or(2)
-                    .max(-1)
-                    .clamp(-1, i32::MAX) as u32,
-                max_age_s: req
-                    .maximum_event_age_in_seconds
-                    .unwrap_or(21_600)
-                    .clamp(0, i32::MAX) as u32,
-                on_success: destination("on_success_destination", &req.on_success_destination)?,
-                on_failure: destination("on_failure_destination", &req.on_failure_destination)?,
-            };
-            if req.maximum_retry_attempts.is_some_and(|n| n < 0) {
-                return Err(
-                    DomainError::invalid("maximum_retry_attempts", "must be from 0 to 2").into(),
-                );
+        let req = request.into_inner();
+        let name = name_ref("function_name", &req.function_name)?;
+        let destination = |field: &str, arn: &str| -> Result<Option<Destination>, DomainError> {
+            if arn.is_empty() {
+                Ok(None)
+            } else {
+                Destination::parse(field, arn).map(Some)
             }
-            config.validate()?;
-            self.ctx
-                .done(
-                    Command::PutEventInvokeConfig {
-                        name: name.clone(),
-                        config: config.clone(),
-                    },
-                    "PutFunctionEventInvokeConfig",
-                )
-                .await?;
-            Ok(Response::new(self.event_config(&name, &config)))
-        })
-        .await
+        };
+        let config = EventConfig {
+            max_retries: req
+                .maximum_retry_attempts
+                .unwrap_or(2)
+                .max(-1)
+                .clamp(-1, i32::MAX) as u32,
+            max_age_s: req
+                .maximum_event_age_in_seconds
+                .unwrap_or(21_600)
+                .clamp(0, i32::MAX) as u32,
+            on_success: destination("on_success_destination", &req.on_success_destination)?,
+            on_failure: destination("on_failure_destination", &req.on_failure_destination)?,
+        };
+        if req.maximum_retry_attempts.is_some_and(|n| n < 0) {
+            return Err(
+                DomainError::invalid("maximum_retry_attempts", "must be from 0 to 2").into(),
+            );
+        }
+        config.validate()?;
+        self.ctx
+            .done(
+                Command::PutEventInvokeConfig {
+                    name: name.clone(),
+                    config: config.clone(),
+                },
+                "PutFunctionEventInvokeConfig",
+            )
+            .await?;
+        Ok(Response::new(self.event_config(&name, &config)))
     }
 
     async fn get_function_event_invoke_config(
         &self,
         request: Request<pb::GetFunctionRequest>,
     ) -> Result<Response<pb::FunctionEventInvokeConfig>, Status> {
-        observe("GetFunctionEventInvokeConfig", async {
-            let how = consistency(&request)?;
-            let name = name_ref("function_name", &request.into_inner().function_name)?;
-            let QueryOutput::EventConfig(c) = self
-                .ctx
-                .query(how, Query::EventInvokeConfig { name: name.clone() })
-                .await?
-            else {
-                return Err(super::status::unexpected("GetFunctionEventInvokeConfig"));
-            };
-            Ok(Response::new(self.event_config(&name, &c)))
-        })
-        .await
+        let how = consistency(&request)?;
+        let name = name_ref("function_name", &request.into_inner().function_name)?;
+        let QueryOutput::EventConfig(c) = self
+            .ctx
+            .query(how, Query::EventInvokeConfig { name: name.clone() })
+            .await?
+        else {
+            return Err(super::status::unexpected("GetFunctionEventInvokeConfig"));
+        };
+        Ok(Response::new(self.event_config(&name, &c)))
     }
 
     async fn invoke(
         &self,
         request: Request<pb::InvokeRequest>,
     ) -> Result<Response<pb::InvokeResponse>, Status> {
-        observe("Invoke", async {
-            let forwarded = request
-                .metadata()
-                .get(sluice_proto::FORWARDED_HEADER)
-                .is_some();
-            let req = request.into_inner();
-            let name = name_ref("function_name", &req.function_name)?;
-            if req.qualifier.len() > 128 {
-                return Err(DomainError::invalid("qualifier", "at most 128 characters").into());
-            }
-            let tail = match req.log_type.as_str() {
-                "" | "None" => false,
-                "Tail" => true,
-                other => {
-                    return Err(DomainError::invalid(
-                        "log_type",
-                        format!("must be None or Tail, got {other:?}"),
-                    )
-                    .into())
-                }
-            };
-            let (limit, what) = if req.invocation_type == "Event" {
-                (256 << 10, "an asynchronous")
-            } else {
-                (6 << 20, "a synchronous")
-            };
-            if req.payload.len() > limit {
+        let forwarded = request
+            .metadata()
+            .get(sluice_proto::FORWARDED_HEADER)
+            .is_some();
+        let req = request.into_inner();
+        let name = name_ref("function_name", &req.function_name)?;
+        if req.qualifier.len() > 128 {
+            return Err(DomainError::invalid("qualifier", "at most 128 characters").into());
+        }
+        let tail = match req.log_type.as_str() {
+            "" | "None" => false,
+            "Tail" => true,
+            other => {
                 return Err(DomainError::invalid(
-                    "payload",
-                    format!(
-                        "at most {limit} bytes for {what} invocation, got {}",
-                        req.payload.len()
-                    ),
+                    "log_type",
+                    format!("must be None or Tail, got {other:?}"),
                 )
-                .into());
+                .into())
             }
-            let payload = if req.payload.is_empty() {
-                Bytes::from_static(b"{}")
-            } else {
-                Bytes::from(req.payload)
-            };
-            match req.invocation_type.as_str() {
-                "" | "RequestResponse" => {}
-                "DryRun" => {
-                    let target = resolve(&self.ctx, &name, &req.qualifier).await?;
-                    return Ok(Response::new(pb::InvokeResponse {
-                        status_code: 204,
-                        executed_version: pick(&target)
-                            .map_or_else(|| "$LATEST".to_string(), |v| v.number.to_string()),
-                        ..Default::default()
-                    }));
-                }
-                "Event" => {
-                    // A missing version or alias is refused now, as Lambda
-                    // does; the event is committed before the call
-                    // answers 202.
-                    resolve(&self.ctx, &name, &req.qualifier).await?;
-                    let request_id = uuid::Uuid::new_v4().to_string();
-                    self.ctx
-                        .done(
-                            Command::EnqueueEvent {
-                                name,
-                                qualifier: req.qualifier,
-                                request_id: request_id.clone(),
-                                payload: payload.to_vec(),
-                            },
-                            "Invoke",
-                        )
-                        .await?;
-                    return Ok(Response::new(pb::InvokeResponse {
-                        status_code: 202,
-                        request_id,
-                        ..Default::default()
-                    }));
-                }
-                other => {
-                    return Err(DomainError::invalid(
-                        "invocation_type",
-                        format!("must be RequestResponse, Event or DryRun, got {other:?}"),
-                    )
-                    .into())
-                }
-            }
-            let target = resolve(&self.ctx, &name, &req.qualifier).await?;
-            if target.reserved.is_some() && !forwarded {
-                // Reserved concurrency is counted by the leader: the
-                // invocation runs from there.
-                if let Some((leader, addr)) = self.ctx.router.leader() {
-                    if leader != self.ctx.router.id() {
-                        return self
-                            .forward_invoke(&addr, name, req.qualifier, req.log_type, payload)
-                            .await;
-                    }
-                }
-            }
-            let request_id = uuid::Uuid::new_v4().to_string();
-            let ran = run_invocation(
-                &self.ctx,
-                &target,
-                &req.qualifier,
-                &request_id,
-                payload.to_vec(),
+        };
+        let (limit, what) = if req.invocation_type == "Event" {
+            (256 << 10, "an asynchronous")
+        } else {
+            (6 << 20, "a synchronous")
+        };
+        if req.payload.len() > limit {
+            return Err(DomainError::invalid(
+                "payload",
+                format!(
+                    "at most {limit} bytes for {what} invocation, got {}",
+                    req.payload.len()
+                ),
             )
-            .await?;
-            let log_result = if tail {
-                let text = ran.answer.log.join("\n");
-                let bytes = text.as_bytes();
-                crate::topics::envelope::base64(&bytes[bytes.len().saturating_sub(LOG_TAIL)..])
+            .into());
+        }
+        let payload = if req.payload.is_empty() {
+            Bytes::from_static(b"{}")
+        } else {
+            Bytes::from(req.payload)
+        };
+        match req.invocation_type.as_str() {
+            "" | "RequestResponse" => {}
+            "DryRun" => {
+                let target = resolve(&self.ctx, &name, &req.qualifier).await?;
+                return Ok(Response::new(pb::InvokeResponse {
+                    status_code: 204,
+                    executed_version: pick(&target)
+                        .map_or_else(|| "$LATEST".to_string(), |v| v.number.to_string()),
+                    ..Default::default()
+                }));
+            }
+            "Event" => {
+                // A missing version or alias is refused now, as Lambda
+                // does; the event is committed before the call
+                // answers 202.
+                resolve(&self.ctx, &name, &req.qualifier).await?;
+                let request_id = uuid::Uuid::new_v4().to_string();
+                self.ctx
+                    .done(
+                        Command::EnqueueEvent {
+                            name,
+                            qualifier: req.qualifier,
+                            request_id: request_id.clone(),
+                            payload: payload.to_vec(),
+                        },
+                        "Invoke",
+                    )
+                    .await?;
+                return Ok(Response::new(pb::InvokeResponse {
+                    status_code: 202,
+                    request_id,
+                    ..Default::default()
+                }));
+            }
+            other => {
+                return Err(DomainError::invalid(
+                    "invocation_type",
+                    format!("must be RequestResponse, Event or DryRun, got {other:?}"),
+                )
+                .into())
+            }
+        }
+        let target = resolve(&self.ctx, &name, &req.qualifier).await?;
+        if target.reserved.is_some() && !forwarded {
+            // Reserved concurrency is counted by the leader: the
+            // invocation runs from there.
+            if let Some((leader, addr)) = self.ctx.router.leader() {
+                if leader != self.ctx.router.id() {
+                    return self
+                        .forward_invoke(&addr, name, req.qualifier, req.log_type, payload)
+                        .await;
+                }
+            }
+        }
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let ran = run_invocation(
+            &self.ctx,
+            &target,
+            &req.qualifier,
+            &request_id,
+            payload.to_vec(),
+        )
+        .await?;
+        let log_result = if tail {
+            let text = ran.answer.log.join("\n");
+            let bytes = text.as_bytes();
+            crate::topics::envelope::base64(&bytes[bytes.len().saturating_sub(LOG_TAIL)..])
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::InvokeResponse {
+            status_code: 200,
+            function_error: if ran.answer.function_error {
+                "Unhandled".to_string()
             } else {
                 String::new()
-            };
-            Ok(Response::new(pb::InvokeResponse {
-                status_code: 200,
-                function_error: if ran.answer.function_error {
-                    "Unhandled".to_string()
-                } else {
-                    String::new()
-                },
-                payload: ran.answer.payload,
-                log_result,
-                executed_version: ran.version,
-                request_id,
-            }))
-        })
-        .await
+            },
+            payload: ran.answer.payload,
+            log_result,
+            executed_version: ran.version,
+            request_id,
+        }))
     }
 
     async fn get_function_logs(
         &self,
         request: Request<pb::GetFunctionLogsRequest>,
     ) -> Result<Response<pb::LogsResponse>, Status> {
-        observe("GetFunctionLogs", async {
-            let req = request.into_inner();
-            let name = name_ref("function_name", &req.function_name)?;
-            let limit = match req.limit {
-                0 => 50,
-                n if n <= sluice_worker::host::LOGS_LIMIT_MAX => n,
-                n => {
-                    return Err(DomainError::invalid(
-                        "limit",
-                        format!(
-                            "must be from 1 to {}, got {n}",
-                            sluice_worker::host::LOGS_LIMIT_MAX
-                        ),
-                    )
-                    .into())
-                }
-            };
-            self.ctx
-                .query(
-                    Consistency::Local,
-                    Query::GetFunction { name: name.clone() },
+        let req = request.into_inner();
+        let name = name_ref("function_name", &req.function_name)?;
+        let limit = match req.limit {
+            0 => 50,
+            n if n <= sluice_worker::host::LOGS_LIMIT_MAX => n,
+            n => {
+                return Err(DomainError::invalid(
+                    "limit",
+                    format!(
+                        "must be from 1 to {}, got {n}",
+                        sluice_worker::host::LOGS_LIMIT_MAX
+                    ),
                 )
-                .await?;
-            let logs = self
-                .ctx
-                .dispatcher
-                .logs(self.ctx.router.state(), &name, &req.request_id, limit)
-                .await
-                .map_err(super::status::internal)?;
-            Ok(Response::new(logs))
-        })
-        .await
+                .into())
+            }
+        };
+        self.ctx
+            .query(
+                Consistency::Local,
+                Query::GetFunction { name: name.clone() },
+            )
+            .await?;
+        let logs = self
+            .ctx
+            .dispatcher
+            .logs(self.ctx.router.state(), &name, &req.request_id, limit)
+            .await
+            .map_err(super::status::internal)?;
+        Ok(Response::new(logs))
     }
 
     async fn put_function_concurrency(
         &self,
         request: Request<pb::FunctionConcurrency>,
     ) -> Result<Response<pb::FunctionConcurrency>, Status> {
-        observe("PutFunctionConcurrency", async {
-            let req = request.into_inner();
-            let name = name_ref("function_name", &req.function_name)?;
-            let Some(reserved) = req.reserved_concurrent_executions else {
-                return Err(DomainError::invalid(
-                    "reserved_concurrent_executions",
-                    "must be set (DeleteFunctionConcurrency removes the reservation)",
-                )
-                .into());
-            };
-            self.set_reserved(name, Some(reserved)).await
-        })
-        .await
+        let req = request.into_inner();
+        let name = name_ref("function_name", &req.function_name)?;
+        let Some(reserved) = req.reserved_concurrent_executions else {
+            return Err(DomainError::invalid(
+                "reserved_concurrent_executions",
+                "must be set (DeleteFunctionConcurrency removes the reservation)",
+            )
+            .into());
+        };
+        self.set_reserved(name, Some(reserved)).await
     }
 
     async fn get_function_concurrency(
@@ -993,209 +938,182 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::GetFunctionRequest>,
     ) -> Result<Response<pb::FunctionConcurrency>, Status> {
         let how = consistency(&request)?;
-        observe("GetFunctionConcurrency", async {
-            let name = name_ref("function_name", &request.into_inner().function_name)?;
-            let QueryOutput::Concurrency(reserved) = self
-                .ctx
-                .query(how, Query::FunctionConcurrency { name: name.clone() })
-                .await?
-            else {
-                return Err(super::status::unexpected("GetFunctionConcurrency"));
-            };
-            Ok(Response::new(pb::FunctionConcurrency {
-                function_name: name,
-                reserved_concurrent_executions: reserved,
-            }))
-        })
-        .await
+        let name = name_ref("function_name", &request.into_inner().function_name)?;
+        let QueryOutput::Concurrency(reserved) = self
+            .ctx
+            .query(how, Query::FunctionConcurrency { name: name.clone() })
+            .await?
+        else {
+            return Err(super::status::unexpected("GetFunctionConcurrency"));
+        };
+        Ok(Response::new(pb::FunctionConcurrency {
+            function_name: name,
+            reserved_concurrent_executions: reserved,
+        }))
     }
 
     async fn delete_function_concurrency(
         &self,
         request: Request<pb::GetFunctionRequest>,
     ) -> Result<Response<pb::FunctionConcurrency>, Status> {
-        observe("DeleteFunctionConcurrency", async {
-            let name = name_ref("function_name", &request.into_inner().function_name)?;
-            self.set_reserved(name, None).await
-        })
-        .await
+        let name = name_ref("function_name", &request.into_inner().function_name)?;
+        self.set_reserved(name, None).await
     }
 
     async fn put_provisioned_concurrency_config(
         &self,
         request: Request<pb::ProvisionedConcurrencyConfig>,
     ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
-        observe("PutProvisionedConcurrencyConfig", async {
-            let req = request.into_inner();
-            let name = name_ref("function_name", &req.function_name)?;
-            self.set_provisioned(&name, &req.qualifier, Some(req.requested))
-                .await?;
-            self.provisioned_status(&name, &req.qualifier).await
-        })
-        .await
+        let req = request.into_inner();
+        let name = name_ref("function_name", &req.function_name)?;
+        self.set_provisioned(&name, &req.qualifier, Some(req.requested))
+            .await?;
+        self.provisioned_status(&name, &req.qualifier).await
     }
 
     async fn get_provisioned_concurrency_config(
         &self,
         request: Request<pb::ProvisionedConcurrencyConfig>,
     ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
-        observe("GetProvisionedConcurrencyConfig", async {
-            let req = request.into_inner();
-            let name = name_ref("function_name", &req.function_name)?;
-            self.provisioned_status(&name, &req.qualifier).await
-        })
-        .await
+        let req = request.into_inner();
+        let name = name_ref("function_name", &req.function_name)?;
+        self.provisioned_status(&name, &req.qualifier).await
     }
 
     async fn delete_provisioned_concurrency_config(
         &self,
         request: Request<pb::ProvisionedConcurrencyConfig>,
     ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
-        observe("DeleteProvisionedConcurrencyConfig", async {
-            let req = request.into_inner();
-            let name = name_ref("function_name", &req.function_name)?;
-            self.set_provisioned(&name, &req.qualifier, None).await?;
-            Ok(Response::new(pb::ProvisionedConcurrencyConfig {
-                function_name: name,
-                qualifier: functions::concurrency::normalize_qualifier(&req.qualifier),
-                ..Default::default()
-            }))
-        })
-        .await
+        let req = request.into_inner();
+        let name = name_ref("function_name", &req.function_name)?;
+        self.set_provisioned(&name, &req.qualifier, None).await?;
+        Ok(Response::new(pb::ProvisionedConcurrencyConfig {
+            function_name: name,
+            qualifier: functions::concurrency::normalize_qualifier(&req.qualifier),
+            ..Default::default()
+        }))
     }
 
     async fn create_event_source_mapping(
         &self,
         request: Request<pb::EventSourceMappingRequest>,
     ) -> Result<Response<pb::EventSourceMapping>, Status> {
-        observe("CreateEventSourceMapping", async {
-            let req = request.into_inner();
-            let function = name_ref("function_name", &req.function_name)?;
-            let source = mappings::parse_source(&req.event_source_arn)?;
-            // The source must exist now (Lambda refuses a missing one).
-            let exists = match &source {
-                Source::Queue(name) => Query::GetQueue { name: name.clone() },
-                Source::Stream(name) => Query::DescribeStream { name: name.clone() },
+        let req = request.into_inner();
+        let function = name_ref("function_name", &req.function_name)?;
+        let source = mappings::parse_source(&req.event_source_arn)?;
+        // The source must exist now (Lambda refuses a missing one).
+        let exists = match &source {
+            Source::Queue(name) => Query::GetQueue { name: name.clone() },
+            Source::Stream(name) => Query::DescribeStream { name: name.clone() },
+        };
+        let found = self.ctx.query(Consistency::Linearizable, exists).await?;
+        // A batch must not reappear in the queue while the function
+        // still runs it (Lambda's rule).
+        if let QueryOutput::Queue(q) = found {
+            let QueryOutput::Function(f) = self
+                .ctx
+                .query(
+                    Consistency::Linearizable,
+                    Query::GetFunction {
+                        name: function.clone(),
+                    },
+                )
+                .await?
+            else {
+                return Err(super::status::unexpected("GetFunction"));
             };
-            let found = self.ctx.query(Consistency::Linearizable, exists).await?;
-            // A batch must not reappear in the queue while the function
-            // still runs it (Lambda's rule).
-            if let QueryOutput::Queue(q) = found {
-                let QueryOutput::Function(f) = self
-                    .ctx
-                    .query(
-                        Consistency::Linearizable,
-                        Query::GetFunction {
-                            name: function.clone(),
-                        },
-                    )
-                    .await?
-                else {
-                    return Err(super::status::unexpected("GetFunction"));
-                };
-                if f.settings.timeout_s > q.attributes.visibility_timeout {
-                    return Err(DomainError::invalid(
-                        "event_source_arn",
-                        format!(
-                            "the queue's VisibilityTimeout ({} s) must be at least the function's timeout ({} s)",
-                            q.attributes.visibility_timeout, f.settings.timeout_s
-                        ),
-                    )
-                    .into());
-                }
+            if f.settings.timeout_s > q.attributes.visibility_timeout {
+                return Err(DomainError::invalid(
+                    "event_source_arn",
+                    format!(
+                        "the queue's VisibilityTimeout ({} s) must be at least the function's timeout ({} s)",
+                        q.attributes.visibility_timeout, f.settings.timeout_s
+                    ),
+                )
+                .into());
             }
-            let settings = mappings::settle(None, &source, is_fifo(&source), &change_of(&req)?)?;
-            let new = mappings::NewMapping {
-                uuid: uuid::Uuid::new_v4().to_string(),
-                function,
-                source,
-                settings,
-            };
-            let m = self
-                .mapping_output(Command::CreateEventSourceMapping(new))
-                .await?;
-            Ok(Response::new(self.mapping_out(&m)))
-        })
-        .await
+        }
+        let settings = mappings::settle(None, &source, is_fifo(&source), &change_of(&req)?)?;
+        let new = mappings::NewMapping {
+            uuid: uuid::Uuid::new_v4().to_string(),
+            function,
+            source,
+            settings,
+        };
+        let m = self
+            .mapping_output(Command::CreateEventSourceMapping(new))
+            .await?;
+        Ok(Response::new(self.mapping_out(&m)))
     }
 
     async fn update_event_source_mapping(
         &self,
         request: Request<pb::EventSourceMappingRequest>,
     ) -> Result<Response<pb::EventSourceMapping>, Status> {
-        observe("UpdateEventSourceMapping", async {
-            let req = request.into_inner();
-            let m = self.mapping(&req.uuid).await?;
-            if !req.function_name.is_empty()
-                && name_ref("function_name", &req.function_name)? != m.function
-            {
-                return Err(DomainError::invalid(
-                    "function_name",
-                    "a mapping's function cannot change (delete it and create another)",
-                )
-                .into());
-            }
-            if !req.event_source_arn.is_empty() {
-                return Err(DomainError::invalid(
-                    "event_source_arn",
-                    "a mapping's source cannot change",
-                )
-                .into());
-            }
-            if !req.starting_position.is_empty() {
-                return Err(DomainError::invalid(
-                    "starting_position",
-                    "is set when the mapping is created",
-                )
-                .into());
-            }
-            let settings = mappings::settle(
-                Some(&m.settings),
-                &m.source,
-                is_fifo(&m.source),
-                &change_of(&req)?,
-            )?;
-            let m = self
-                .mapping_output(Command::UpdateEventSourceMapping {
-                    function: m.function,
-                    uuid: m.uuid,
-                    expected_ms: m.modified_ms,
-                    settings,
-                })
-                .await?;
-            Ok(Response::new(self.mapping_out(&m)))
-        })
-        .await
+        let req = request.into_inner();
+        let m = self.mapping(&req.uuid).await?;
+        if !req.function_name.is_empty()
+            && name_ref("function_name", &req.function_name)? != m.function
+        {
+            return Err(DomainError::invalid(
+                "function_name",
+                "a mapping's function cannot change (delete it and create another)",
+            )
+            .into());
+        }
+        if !req.event_source_arn.is_empty() {
+            return Err(DomainError::invalid(
+                "event_source_arn",
+                "a mapping's source cannot change",
+            )
+            .into());
+        }
+        if !req.starting_position.is_empty() {
+            return Err(DomainError::invalid(
+                "starting_position",
+                "is set when the mapping is created",
+            )
+            .into());
+        }
+        let settings = mappings::settle(
+            Some(&m.settings),
+            &m.source,
+            is_fifo(&m.source),
+            &change_of(&req)?,
+        )?;
+        let m = self
+            .mapping_output(Command::UpdateEventSourceMapping {
+                function: m.function,
+                uuid: m.uuid,
+                expected_ms: m.modified_ms,
+                settings,
+            })
+            .await?;
+        Ok(Response::new(self.mapping_out(&m)))
     }
 
     async fn get_event_source_mapping(
         &self,
         request: Request<pb::GetEventSourceMappingRequest>,
     ) -> Result<Response<pb::EventSourceMapping>, Status> {
-        observe("GetEventSourceMapping", async {
-            let m = self.mapping(&request.into_inner().uuid).await?;
-            Ok(Response::new(self.mapping_out(&m)))
-        })
-        .await
+        let m = self.mapping(&request.into_inner().uuid).await?;
+        Ok(Response::new(self.mapping_out(&m)))
     }
 
     async fn delete_event_source_mapping(
         &self,
         request: Request<pb::GetEventSourceMappingRequest>,
     ) -> Result<Response<pb::EventSourceMapping>, Status> {
-        observe("DeleteEventSourceMapping", async {
-            let m = self.mapping(&request.into_inner().uuid).await?;
-            let m = self
-                .mapping_output(Command::DeleteEventSourceMapping {
-                    function: m.function,
-                    uuid: m.uuid,
-                })
-                .await?;
-            let mut out = self.mapping_out(&m);
-            out.state = "Deleting".into();
-            Ok(Response::new(out))
-        })
-        .await
+        let m = self.mapping(&request.into_inner().uuid).await?;
+        let m = self
+            .mapping_output(Command::DeleteEventSourceMapping {
+                function: m.function,
+                uuid: m.uuid,
+            })
+            .await?;
+        let mut out = self.mapping_out(&m);
+        out.state = "Deleting".into();
+        Ok(Response::new(out))
     }
 
     async fn list_event_source_mappings(
@@ -1203,35 +1121,32 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::ListEventSourceMappingsRequest>,
     ) -> Result<Response<pb::ListEventSourceMappingsResponse>, Status> {
         let how = consistency(&request)?;
-        observe("ListEventSourceMappings", async {
-            let req = request.into_inner();
-            let function = if req.function_name.is_empty() {
-                None
-            } else {
-                Some(name_ref("function_name", &req.function_name)?)
-            };
-            let source = if req.event_source_arn.is_empty() {
-                None
-            } else {
-                Some(mappings::parse_source(&req.event_source_arn)?)
-            };
-            let QueryOutput::Mappings(all) = self
-                .ctx
-                .query(how, Query::ListMappings { function })
-                .await?
-            else {
-                return Err(super::status::unexpected("ListEventSourceMappings"));
-            };
-            let event_source_mappings = all
-                .iter()
-                .filter(|m| source.as_ref().is_none_or(|s| *s == m.source))
-                .map(|m| self.mapping_out(m))
-                .collect();
-            Ok(Response::new(pb::ListEventSourceMappingsResponse {
-                event_source_mappings,
-            }))
-        })
-        .await
+        let req = request.into_inner();
+        let function = if req.function_name.is_empty() {
+            None
+        } else {
+            Some(name_ref("function_name", &req.function_name)?)
+        };
+        let source = if req.event_source_arn.is_empty() {
+            None
+        } else {
+            Some(mappings::parse_source(&req.event_source_arn)?)
+        };
+        let QueryOutput::Mappings(all) = self
+            .ctx
+            .query(how, Query::ListMappings { function })
+            .await?
+        else {
+            return Err(super::status::unexpected("ListEventSourceMappings"));
+        };
+        let event_source_mappings = all
+            .iter()
+            .filter(|m| source.as_ref().is_none_or(|s| *s == m.source))
+            .map(|m| self.mapping_out(m))
+            .collect();
+        Ok(Response::new(pb::ListEventSourceMappingsResponse {
+            event_source_mappings,
+        }))
     }
 }
 

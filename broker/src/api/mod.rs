@@ -1,9 +1,15 @@
-//! The gRPC server of a node: the public API (`sluice.v1`), the internal
-//! node-to-node services, gRPC health checking and server reflection, and
-//! Prometheus metrics at `GET /metrics`, all on the node's one port.
+//! The gRPC servers of a node. The public port serves the public API
+//! (`sluice.v1`), gRPC health checking and reflection, and Prometheus
+//! metrics at `GET /metrics`; the cluster listener serves the node-to-node
+//! services (`sluice.internal.v1`) and takes only the cluster's nodes. Both
+//! pass every call through one guard layer ([`guard`]) that authenticates,
+//! authorises ([`access`]) and meters it.
 
+pub mod access;
 pub mod cluster;
 pub mod functions;
+pub mod guard;
+pub mod iam;
 pub mod node;
 pub mod probes;
 pub mod queues;
@@ -15,12 +21,12 @@ pub mod workers;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
 use sluice_proto::internal::node_server::NodeServer;
 use sluice_proto::internal::raft_server::RaftServer;
 use sluice_proto::v1::cluster_server::ClusterServer;
 use sluice_proto::v1::functions_server::FunctionsServer;
+use sluice_proto::v1::iam_server::IamServer;
 use sluice_proto::v1::queues_server::QueuesServer;
 use sluice_proto::v1::streams_server::StreamsServer;
 use sluice_proto::v1::topics_server::TopicsServer;
@@ -62,8 +68,11 @@ pub struct Context {
     /// by the leader).
     pub slots: Arc<crate::dispatch::Slots>,
     /// The worker running inside this node, if it runs one; its
-    /// `WorkerHost` service is served on the node's port.
+    /// `WorkerHost` service is served on the cluster listener.
     pub worker: Option<Arc<sluice_worker::Worker>>,
+    /// The cluster key and what is derived from it, certificates, and how
+    /// to dial other nodes and workers.
+    pub security: Arc<crate::auth::NodeSecurity>,
 }
 
 impl Context {
@@ -90,6 +99,15 @@ impl Context {
     }
 }
 
+/// The caller of a request, as the guard layer established it.
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<crate::auth::caller::Caller, Status> {
+    request
+        .extensions()
+        .get::<crate::auth::caller::Caller>()
+        .cloned()
+        .ok_or_else(|| status::internal("the call did not pass the guard layer"))
+}
+
 /// How a read is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consistency {
@@ -114,33 +132,56 @@ pub fn consistency<T>(request: &tonic::Request<T>) -> Result<Consistency, Status
     }
 }
 
-/// Runs one RPC, counting it and timing it by method and status code.
-pub async fn observe<T>(
-    rpc: &'static str,
-    call: impl Future<Output = Result<T, Status>>,
-) -> Result<T, Status> {
-    let started = Instant::now();
-    let result = call.await;
-    let code = match &result {
-        Ok(_) => "Ok".to_string(),
-        Err(s) => format!("{:?}", s.code()),
-    };
-    metrics::counter!("sluice_grpc_requests_total", "rpc" => rpc, "code" => code.clone())
-        .increment(1);
-    metrics::histogram!("sluice_grpc_request_duration_seconds", "rpc" => rpc, "code" => code)
-        .record(started.elapsed().as_secs_f64());
-    result
+/// What both listeners need besides the node's context.
+pub struct Serving {
+    /// Turns credentials into callers.
+    pub authenticator: Arc<crate::auth::authenticator::Authenticator>,
+    /// Every public operation's action and resource.
+    pub table: Arc<access::Table>,
+    /// How connections are taken (TLS or not, handshake bound).
+    pub accept: sluice_security::tls::Accept,
 }
 
-/// Serves every service on `listener` until `shutdown` completes.
-pub async fn serve(
+/// The public services, each with its size limits.
+fn public_routes(ctx: &Context) -> Routes {
+    Routes::new(
+        QueuesServer::new(queues::QueuesApi::new(ctx.clone()))
+            .max_decoding_message_size(PUBLIC_MESSAGE_MAX),
+    )
+    .add_service(
+        StreamsServer::new(streams::StreamsApi::new(ctx.clone()))
+            .max_decoding_message_size(PUBLIC_MESSAGE_MAX),
+    )
+    .add_service(
+        TopicsServer::new(topics::TopicsApi::new(ctx.clone()))
+            .max_decoding_message_size(PUBLIC_MESSAGE_MAX),
+    )
+    .add_service(
+        FunctionsServer::new(functions::FunctionsApi::new(ctx.clone()))
+            .max_decoding_message_size(PUBLIC_MESSAGE_MAX)
+            .max_encoding_message_size(PUBLIC_MESSAGE_MAX),
+    )
+    .add_service(ClusterServer::new(cluster::ClusterApi::new(ctx.clone())))
+    .add_service(
+        WorkersServer::new(workers::WorkersApi::new(ctx.clone()))
+            .max_encoding_message_size(sluice_worker::cluster::MESSAGE_MAX),
+    )
+}
+
+/// Serves the public port on `listener` until `shutdown` completes: the
+/// public API, principals and policies, gRPC health checking and
+/// reflection (of the public services only), KEDA's external scaler,
+/// Prometheus metrics at `GET /metrics`, the probes and subscription
+/// confirmation links. Every call passes the guard layer.
+pub async fn serve_public(
     listener: TcpListener,
     ctx: Context,
-    raft_service: RaftService,
+    serving: Serving,
+    guard: Arc<crate::raft::service::VoteGuard>,
     metrics: Arc<crate::metrics::Exporter>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let (guard, timing) = (raft_service.guard(), ctx.timing.clone());
+    let timing = ctx.timing.clone();
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<QueuesServer<queues::QueuesApi>>()
@@ -162,60 +203,26 @@ pub async fn serve(
         .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(sluice_proto::PUBLIC_FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the generated descriptor set is valid");
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(sluice_proto::PUBLIC_FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("the generated descriptor set is valid");
 
-    let routes = Routes::new(health_service)
+    let routes = public_routes(&ctx)
+        .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
+        .add_service(IamServer::new(iam::IamApi::new(ctx.clone())))
         .add_service(
-            QueuesServer::new(queues::QueuesApi::new(ctx.clone()))
-                .max_decoding_message_size(PUBLIC_MESSAGE_MAX),
-        )
-        .add_service(
-            StreamsServer::new(streams::StreamsApi::new(ctx.clone()))
-                .max_decoding_message_size(PUBLIC_MESSAGE_MAX),
-        )
-        .add_service(
-            TopicsServer::new(topics::TopicsApi::new(ctx.clone()))
-                .max_decoding_message_size(PUBLIC_MESSAGE_MAX),
-        )
-        .add_service(
-            FunctionsServer::new(functions::FunctionsApi::new(ctx.clone()))
-                .max_decoding_message_size(PUBLIC_MESSAGE_MAX)
-                .max_encoding_message_size(PUBLIC_MESSAGE_MAX),
-        )
-        .add_service(ClusterServer::new(cluster::ClusterApi::new(ctx.clone())))
-        .add_service(
-            RaftServer::new(raft_service)
-                .max_decoding_message_size(INTERNAL_MESSAGE_MAX)
-                .max_encoding_message_size(INTERNAL_MESSAGE_MAX),
-        )
-        .add_service(
-            NodeServer::new(node::NodeApi::new(ctx.clone()))
-                .max_decoding_message_size(INTERNAL_MESSAGE_MAX)
-                .max_encoding_message_size(INTERNAL_MESSAGE_MAX),
+            sluice_proto::externalscaler::external_scaler_server::ExternalScalerServer::new(
+                scaler::ScalerApi::new(ctx.clone()),
+            ),
         );
-    let routes = match &ctx.worker {
-        Some(w) => routes.add_service(w.service()),
-        None => routes,
-    };
-    let routes = routes.add_service(
-        sluice_proto::externalscaler::external_scaler_server::ExternalScalerServer::new(
-            scaler::ScalerApi::new(ctx.clone()),
-        ),
-    );
-    let routes = routes.add_service(
-        WorkersServer::new(workers::WorkersApi::new(ctx.clone()))
-            .max_encoding_message_size(sluice_worker::cluster::MESSAGE_MAX),
-    );
     let confirm_ctx = ctx.clone();
     let (live_router, ready_router) = (ctx.router.clone(), ctx.router.clone());
     let router = routes
@@ -243,15 +250,64 @@ pub async fn serve(
                 topics::confirm_url(confirm_ctx.clone(), q)
             }),
         );
-
+    let layer = guard::GuardLayer::new(
+        crate::auth::authenticator::Listener::Public,
+        serving.authenticator,
+        serving.table,
+        ctx.identity.clone(),
+        ctx.router.clone(),
+        PUBLIC_MESSAGE_MAX,
+    );
     tonic::transport::Server::builder()
         .accept_http1(true)
+        .layer(layer)
         .add_routes(Routes::from(router))
-        // With our own listener, the builder's tcp_nodelay does not reach the
-        // accepted sockets; set it here, or Nagle's algorithm meets delayed
-        // ACKs and replies stall for 40 ms.
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            sluice_security::tls::incoming(listener, serving.accept),
+            shutdown,
+        )
+        .await
+}
+
+/// Serves the cluster listener on `listener` until `shutdown` completes:
+/// the node-to-node services (Raft, request routing), the public services
+/// for calls forwarded between nodes and for this node's own worker, and
+/// that worker's `WorkerHost`. Only nodes are taken.
+pub async fn serve_cluster(
+    listener: TcpListener,
+    ctx: Context,
+    serving: Serving,
+    raft_service: RaftService,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let routes = public_routes(&ctx)
+        .add_service(
+            RaftServer::new(raft_service)
+                .max_decoding_message_size(INTERNAL_MESSAGE_MAX)
+                .max_encoding_message_size(INTERNAL_MESSAGE_MAX),
+        )
+        .add_service(
+            NodeServer::new(node::NodeApi::new(ctx.clone()))
+                .max_decoding_message_size(INTERNAL_MESSAGE_MAX)
+                .max_encoding_message_size(INTERNAL_MESSAGE_MAX),
+        );
+    let routes = match &ctx.worker {
+        Some(w) => routes.add_service(w.service()),
+        None => routes,
+    };
+    let layer = guard::GuardLayer::new(
+        crate::auth::authenticator::Listener::Cluster,
+        serving.authenticator,
+        serving.table,
+        ctx.identity.clone(),
+        ctx.router.clone(),
+        INTERNAL_MESSAGE_MAX,
+    );
+    tonic::transport::Server::builder()
+        .layer(layer)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(
+            sluice_security::tls::incoming(listener, serving.accept),
             shutdown,
         )
         .await

@@ -14,12 +14,17 @@ use crate::store::codec;
 /// Serves the internal node service.
 pub struct NodeApi {
     ctx: Context,
+    /// When an election was last started on request.
+    last_election: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl NodeApi {
     /// The service over a node's context.
     pub fn new(ctx: Context) -> Self {
-        NodeApi { ctx }
+        NodeApi {
+            ctx,
+            last_election: std::sync::Mutex::new(None),
+        }
     }
 }
 
@@ -50,8 +55,21 @@ impl pb::node_server::Node for NodeApi {
 
     async fn info(
         &self,
-        _request: Request<pb::InfoRequest>,
+        request: Request<pb::InfoRequest>,
     ) -> Result<Response<pb::InfoResponse>, Status> {
+        let challenge = request.into_inner().challenge;
+        if challenge.len() > 64 {
+            return Err(Status::invalid_argument("challenge: at most 64 bytes"));
+        }
+        let me = self.ctx.router.id();
+        let challenge_answer = if challenge.is_empty() {
+            String::new()
+        } else {
+            self.ctx
+                .security
+                .challenge_answers(&challenge, me)
+                .swap_remove(0)
+        };
         let raft = self.ctx.router.raft();
         let m = raft.metrics().borrow().clone();
         let initialized = m
@@ -61,7 +79,8 @@ impl pb::node_server::Node for NodeApi {
             .next()
             .is_some();
         Ok(Response::new(pb::InfoResponse {
-            node_id: self.ctx.router.id(),
+            challenge_answer,
+            node_id: me,
             initialized,
             leader_id: m.current_leader,
             term: m.current_term,
@@ -76,6 +95,19 @@ impl pb::node_server::Node for NodeApi {
         let min_index = request.into_inner().min_log_index;
         let raft = self.ctx.router.raft();
         let id = self.ctx.router.id();
+        // A transfer asks once; anything more often only churns terms.
+        let min_gap = self.ctx.timing.election_max;
+        {
+            let mut last = self.last_election.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < min_gap) {
+                return Err(Status::resource_exhausted(format!(
+                    "an election was started on request less than {} ms ago; at most one per {} ms",
+                    min_gap.as_millis(),
+                    min_gap.as_millis()
+                )));
+            }
+            *last = Some(std::time::Instant::now());
+        }
         {
             let m = raft.metrics().borrow().clone();
             if !is_voter(m.membership_config.membership(), id) {

@@ -93,7 +93,7 @@ async fn readiness(
         .channels()
         .get(&addr)
         .map_err(|e| format!("leader {leader}: {e}"))?;
-    let mut request = tonic::Request::new(InfoRequest {});
+    let mut request = tonic::Request::new(InfoRequest::default());
     request.set_timeout(Duration::from_secs(1));
     let info = NodeClient::new(channel)
         .info(request)

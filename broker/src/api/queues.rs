@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::{consistency, observe, Consistency, Context};
+use super::{consistency, Consistency, Context};
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::DomainError;
 use crate::queues::attributes::{self, queue_name_from_arn, Attribute};
@@ -45,9 +45,21 @@ pub struct QueuesApi {
     ctx: Context,
 }
 
+impl QueuesApi {
+    /// The receipt a handle names, if this cluster sealed it.
+    fn open_receipt(&self, field: &str, handle: &str) -> Result<Receipt, DomainError> {
+        self.ctx
+            .security
+            .receipts
+            .open(handle)
+            .and_then(|f| Receipt::from_fields(&f))
+            .ok_or_else(|| crate::queues::receipt::invalid_handle(field))
+    }
+}
+
 /// The queue a request names: a name, or a queue URL whose last segment is
 /// the name.
-fn queue_ref(field: &str, given: &str) -> Result<String, Status> {
+pub(crate) fn queue_ref(field: &str, given: &str) -> Result<String, Status> {
     let name = given.rsplit('/').next().unwrap_or(given);
     queues::validate_name(field, name)?;
     Ok(name.to_string())
@@ -320,7 +332,7 @@ impl QueuesApi {
             .collect();
         pb::Message {
             message_id: r.body.message_id,
-            receipt_handle: r.receipt_handle,
+            receipt_handle: self.ctx.security.receipts.seal(&r.receipt.fields()),
             md5_of_body: r.body.md5_of_body,
             body: r.body.body,
             attributes,
@@ -357,791 +369,724 @@ impl pb::queues_server::Queues for QueuesApi {
         &self,
         request: Request<pb::CreateQueueRequest>,
     ) -> Result<Response<pb::CreateQueueResponse>, Status> {
-        observe("CreateQueue", async {
-            let req = request.into_inner();
-            let attributes: BTreeMap<String, String> = req.attributes.into_iter().collect();
-            let tags: BTreeMap<String, String> = req.tags.into_iter().collect();
-            let cmd = CreateQueue::new(&req.queue_name, &attributes, tags)?;
-            self.check_redrive(&cmd.name, &cmd.attributes).await?;
-            match self.ctx.command(Command::CreateQueue(cmd)).await? {
-                CommandOutput::QueueCreated { created } => {
-                    Ok(Response::new(pb::CreateQueueResponse {
-                        queue_url: self.url(&req.queue_name),
-                        queue_arn: self.arn(&req.queue_name),
-                        created,
-                    }))
-                }
-                _ => Err(super::status::unexpected("CreateQueue")),
-            }
-        })
-        .await
+        let req = request.into_inner();
+        let attributes: BTreeMap<String, String> = req.attributes.into_iter().collect();
+        let tags: BTreeMap<String, String> = req.tags.into_iter().collect();
+        let cmd = CreateQueue::new(&req.queue_name, &attributes, tags)?;
+        self.check_redrive(&cmd.name, &cmd.attributes).await?;
+        match self.ctx.command(Command::CreateQueue(cmd)).await? {
+            CommandOutput::QueueCreated { created } => Ok(Response::new(pb::CreateQueueResponse {
+                queue_url: self.url(&req.queue_name),
+                queue_arn: self.arn(&req.queue_name),
+                created,
+            })),
+            _ => Err(super::status::unexpected("CreateQueue")),
+        }
     }
 
     async fn get_queue_url(
         &self,
         request: Request<pb::GetQueueUrlRequest>,
     ) -> Result<Response<pb::GetQueueUrlResponse>, Status> {
-        observe("GetQueueUrl", async {
-            let how = consistency(&request)?;
-            let req = request.into_inner();
-            queues::validate_name("queue_name", &req.queue_name)?;
-            if !req.queue_owner_aws_account_id.is_empty()
-                && req.queue_owner_aws_account_id != self.ctx.identity.account_id
-            {
-                return Err(super::status::invalid(
-                    "queue_owner_aws_account_id",
-                    format!(
-                        "must be empty or this cluster's account id {}",
-                        self.ctx.identity.account_id
-                    ),
-                ));
-            }
-            let q = self.queue(how, &req.queue_name).await?;
-            Ok(Response::new(pb::GetQueueUrlResponse {
-                queue_url: self.url(&q.name),
-                queue_arn: self.arn(&q.name),
-            }))
-        })
-        .await
+        let how = consistency(&request)?;
+        let req = request.into_inner();
+        queues::validate_name("queue_name", &req.queue_name)?;
+        if !req.queue_owner_aws_account_id.is_empty()
+            && req.queue_owner_aws_account_id != self.ctx.identity.account_id
+        {
+            return Err(super::status::invalid(
+                "queue_owner_aws_account_id",
+                format!(
+                    "must be empty or this cluster's account id {}",
+                    self.ctx.identity.account_id
+                ),
+            ));
+        }
+        let q = self.queue(how, &req.queue_name).await?;
+        Ok(Response::new(pb::GetQueueUrlResponse {
+            queue_url: self.url(&q.name),
+            queue_arn: self.arn(&q.name),
+        }))
     }
 
     async fn list_queues(
         &self,
         request: Request<pb::ListQueuesRequest>,
     ) -> Result<Response<pb::ListQueuesResponse>, Status> {
-        observe("ListQueues", async {
-            let how = consistency(&request)?;
-            let req = request.into_inner();
-            let list = ListQueues::new(&req.queue_name_prefix, req.max_results, &req.next_token)?;
-            match self.ctx.query(how, Query::ListQueues(list)).await? {
-                QueryOutput::Queues(page) => Ok(Response::new(pb::ListQueuesResponse {
-                    queue_urls: page.names.iter().map(|n| self.url(n)).collect(),
-                    queue_names: page.names,
-                    next_token: page.next_token.unwrap_or_default(),
-                })),
-                _ => Err(super::status::unexpected("ListQueues")),
-            }
-        })
-        .await
+        let how = consistency(&request)?;
+        let req = request.into_inner();
+        let list = ListQueues::new(&req.queue_name_prefix, req.max_results, &req.next_token)?;
+        match self.ctx.query(how, Query::ListQueues(list)).await? {
+            QueryOutput::Queues(page) => Ok(Response::new(pb::ListQueuesResponse {
+                queue_urls: page.names.iter().map(|n| self.url(n)).collect(),
+                queue_names: page.names,
+                next_token: page.next_token.unwrap_or_default(),
+            })),
+            _ => Err(super::status::unexpected("ListQueues")),
+        }
     }
 
     async fn delete_queue(
         &self,
         request: Request<pb::DeleteQueueRequest>,
     ) -> Result<Response<pb::DeleteQueueResponse>, Status> {
-        observe("DeleteQueue", async {
-            let name = queue_ref("queue_name", &request.into_inner().queue_name)?;
-            self.ctx
-                .done(Command::DeleteQueue { name }, "DeleteQueue")
-                .await?;
-            Ok(Response::new(pb::DeleteQueueResponse {}))
-        })
-        .await
+        let name = queue_ref("queue_name", &request.into_inner().queue_name)?;
+        self.ctx
+            .done(Command::DeleteQueue { name }, "DeleteQueue")
+            .await?;
+        Ok(Response::new(pb::DeleteQueueResponse {}))
     }
 
     async fn get_queue_attributes(
         &self,
         request: Request<pb::GetQueueAttributesRequest>,
     ) -> Result<Response<pb::GetQueueAttributesResponse>, Status> {
-        observe("GetQueueAttributes", async {
-            let how = consistency(&request)?;
-            let req = request.into_inner();
-            let name = queue_ref("queue_name", &req.queue_name)?;
-            let (q, state) = match self.ctx.query(how, Query::QueueDetails { name }).await? {
-                QueryOutput::QueueDetails(q, s) => (q, s),
-                _ => return Err(super::status::unexpected("GetQueueAttributes")),
-            };
-            let mut all = q.attributes.to_map(|n| self.arn(n));
-            all.insert(
-                "ApproximateNumberOfMessages".into(),
-                state.available.to_string(),
-            );
-            all.insert(
-                "ApproximateNumberOfMessagesNotVisible".into(),
-                state.in_flight.to_string(),
-            );
-            all.insert(
-                "ApproximateNumberOfMessagesDelayed".into(),
-                state.delayed.to_string(),
-            );
-            all.insert("CreatedTimestamp".into(), (q.created_ms / 1000).to_string());
-            all.insert(
-                "LastModifiedTimestamp".into(),
-                (q.modified_ms / 1000).to_string(),
-            );
-            all.insert("QueueArn".into(), self.arn(&q.name));
-            let names = if req.attribute_names.is_empty() {
-                vec!["All".to_string()]
-            } else {
-                req.attribute_names
-            };
-            for n in &names {
-                let known = n == "All"
-                    || all.contains_key(n)
-                    || matches!(
-                        n.as_str(),
-                        "RedrivePolicy"
-                            | "FifoQueue"
-                            | "ContentBasedDeduplication"
-                            | "DeduplicationScope"
-                            | "FifoThroughputLimit"
-                    );
-                if !known {
-                    return Err(DomainError::invalid_with_code(
-                        "InvalidAttributeName",
-                        "attribute_names",
-                        format!("unknown queue attribute {n:?}"),
-                    )
-                    .into());
-                }
+        let how = consistency(&request)?;
+        let req = request.into_inner();
+        let name = queue_ref("queue_name", &req.queue_name)?;
+        let (q, state) = match self.ctx.query(how, Query::QueueDetails { name }).await? {
+            QueryOutput::QueueDetails(q, s) => (q, s),
+            _ => return Err(super::status::unexpected("GetQueueAttributes")),
+        };
+        let mut all = q.attributes.to_map(|n| self.arn(n));
+        all.insert(
+            "ApproximateNumberOfMessages".into(),
+            state.available.to_string(),
+        );
+        all.insert(
+            "ApproximateNumberOfMessagesNotVisible".into(),
+            state.in_flight.to_string(),
+        );
+        all.insert(
+            "ApproximateNumberOfMessagesDelayed".into(),
+            state.delayed.to_string(),
+        );
+        all.insert("CreatedTimestamp".into(), (q.created_ms / 1000).to_string());
+        all.insert(
+            "LastModifiedTimestamp".into(),
+            (q.modified_ms / 1000).to_string(),
+        );
+        all.insert("QueueArn".into(), self.arn(&q.name));
+        let names = if req.attribute_names.is_empty() {
+            vec!["All".to_string()]
+        } else {
+            req.attribute_names
+        };
+        for n in &names {
+            let known = n == "All"
+                || all.contains_key(n)
+                || matches!(
+                    n.as_str(),
+                    "RedrivePolicy"
+                        | "FifoQueue"
+                        | "ContentBasedDeduplication"
+                        | "DeduplicationScope"
+                        | "FifoThroughputLimit"
+                );
+            if !known {
+                return Err(DomainError::invalid_with_code(
+                    "InvalidAttributeName",
+                    "attribute_names",
+                    format!("unknown queue attribute {n:?}"),
+                )
+                .into());
             }
-            let attributes = all
-                .into_iter()
-                .filter(|(k, _)| names.iter().any(|n| n == "All" || n == k))
-                .collect();
-            Ok(Response::new(pb::GetQueueAttributesResponse { attributes }))
-        })
-        .await
+        }
+        let attributes = all
+            .into_iter()
+            .filter(|(k, _)| names.iter().any(|n| n == "All" || n == k))
+            .collect();
+        Ok(Response::new(pb::GetQueueAttributesResponse { attributes }))
     }
 
     async fn set_queue_attributes(
         &self,
         request: Request<pb::SetQueueAttributesRequest>,
     ) -> Result<Response<pb::SetQueueAttributesResponse>, Status> {
-        observe("SetQueueAttributes", async {
-            let req = request.into_inner();
-            let name = queue_ref("queue_name", &req.queue_name)?;
-            let map: BTreeMap<String, String> = req.attributes.into_iter().collect();
-            let attributes = attributes::parse(&map, queues::is_fifo_name(&name))?;
-            self.check_redrive(&name, &attributes).await?;
-            self.ctx
-                .done(
-                    Command::SetQueueAttributes { name, attributes },
-                    "SetQueueAttributes",
-                )
-                .await?;
-            Ok(Response::new(pb::SetQueueAttributesResponse {}))
-        })
-        .await
+        let req = request.into_inner();
+        let name = queue_ref("queue_name", &req.queue_name)?;
+        let map: BTreeMap<String, String> = req.attributes.into_iter().collect();
+        let attributes = attributes::parse(&map, queues::is_fifo_name(&name))?;
+        self.check_redrive(&name, &attributes).await?;
+        self.ctx
+            .done(
+                Command::SetQueueAttributes { name, attributes },
+                "SetQueueAttributes",
+            )
+            .await?;
+        Ok(Response::new(pb::SetQueueAttributesResponse {}))
     }
 
     async fn tag_queue(
         &self,
         request: Request<pb::TagQueueRequest>,
     ) -> Result<Response<pb::TagQueueResponse>, Status> {
-        observe("TagQueue", async {
-            let req = request.into_inner();
-            let name = queue_ref("queue_name", &req.queue_name)?;
-            let tags: BTreeMap<String, String> = req.tags.into_iter().collect();
-            if tags.is_empty() {
-                return Err(super::status::invalid("tags", "must have at least one tag"));
-            }
-            queues::validate_tags(&tags)?;
-            self.ctx
-                .done(Command::TagQueue { name, tags }, "TagQueue")
-                .await?;
-            Ok(Response::new(pb::TagQueueResponse {}))
-        })
-        .await
+        let req = request.into_inner();
+        let name = queue_ref("queue_name", &req.queue_name)?;
+        let tags: BTreeMap<String, String> = req.tags.into_iter().collect();
+        if tags.is_empty() {
+            return Err(super::status::invalid("tags", "must have at least one tag"));
+        }
+        queues::validate_tags(&tags)?;
+        self.ctx
+            .done(Command::TagQueue { name, tags }, "TagQueue")
+            .await?;
+        Ok(Response::new(pb::TagQueueResponse {}))
     }
 
     async fn untag_queue(
         &self,
         request: Request<pb::UntagQueueRequest>,
     ) -> Result<Response<pb::UntagQueueResponse>, Status> {
-        observe("UntagQueue", async {
-            let req = request.into_inner();
-            let name = queue_ref("queue_name", &req.queue_name)?;
-            if req.tag_keys.is_empty() {
-                return Err(super::status::invalid(
-                    "tag_keys",
-                    "must name at least one tag",
-                ));
-            }
-            self.ctx
-                .done(
-                    Command::UntagQueue {
-                        name,
-                        keys: req.tag_keys,
-                    },
-                    "UntagQueue",
-                )
-                .await?;
-            Ok(Response::new(pb::UntagQueueResponse {}))
-        })
-        .await
+        let req = request.into_inner();
+        let name = queue_ref("queue_name", &req.queue_name)?;
+        if req.tag_keys.is_empty() {
+            return Err(super::status::invalid(
+                "tag_keys",
+                "must name at least one tag",
+            ));
+        }
+        self.ctx
+            .done(
+                Command::UntagQueue {
+                    name,
+                    keys: req.tag_keys,
+                },
+                "UntagQueue",
+            )
+            .await?;
+        Ok(Response::new(pb::UntagQueueResponse {}))
     }
 
     async fn list_queue_tags(
         &self,
         request: Request<pb::ListQueueTagsRequest>,
     ) -> Result<Response<pb::ListQueueTagsResponse>, Status> {
-        observe("ListQueueTags", async {
-            let how = consistency(&request)?;
-            let name = queue_ref("queue_name", &request.into_inner().queue_name)?;
-            let q = self.queue(how, &name).await?;
-            Ok(Response::new(pb::ListQueueTagsResponse {
-                tags: q.tags.into_iter().collect(),
-            }))
-        })
-        .await
+        let how = consistency(&request)?;
+        let name = queue_ref("queue_name", &request.into_inner().queue_name)?;
+        let q = self.queue(how, &name).await?;
+        Ok(Response::new(pb::ListQueueTagsResponse {
+            tags: q.tags.into_iter().collect(),
+        }))
     }
 
     async fn purge_queue(
         &self,
         request: Request<pb::PurgeQueueRequest>,
     ) -> Result<Response<pb::PurgeQueueResponse>, Status> {
-        observe("PurgeQueue", async {
-            let name = queue_ref("queue_name", &request.into_inner().queue_name)?;
-            self.ctx
-                .done(Command::PurgeQueue { name }, "PurgeQueue")
-                .await?;
-            Ok(Response::new(pb::PurgeQueueResponse {}))
-        })
-        .await
+        let name = queue_ref("queue_name", &request.into_inner().queue_name)?;
+        self.ctx
+            .done(Command::PurgeQueue { name }, "PurgeQueue")
+            .await?;
+        Ok(Response::new(pb::PurgeQueueResponse {}))
     }
 
     async fn send_message(
         &self,
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
-        observe("SendMessage", async {
-            let req = request.into_inner();
-            let queue = queue_ref("queue_name", &req.queue_name)?;
-            let m = NewMessage::validate(
-                "",
-                queues::is_fifo_name(&queue),
-                outgoing(
-                    req.message_body,
-                    req.delay_seconds,
-                    req.message_attributes,
-                    req.message_system_attributes,
-                    req.message_deduplication_id,
-                    req.message_group_id,
-                ),
-            )?;
-            let out = self
-                .ctx
-                .command(Command::SendMessages {
-                    queue,
-                    messages: vec![m],
-                })
-                .await?;
-            let CommandOutput::Sent(mut results) = out else {
-                return Err(super::status::unexpected("SendMessage"));
-            };
-            let sent = results
-                .pop()
-                .ok_or_else(|| super::status::unexpected("SendMessage"))??;
-            Ok(Response::new(pb::SendMessageResponse {
-                message_id: sent.message_id,
-                md5_of_message_body: sent.md5_of_body,
-                md5_of_message_attributes: sent.md5_of_attributes.unwrap_or_default(),
-                md5_of_message_system_attributes: sent.md5_of_system_attributes.unwrap_or_default(),
-                sequence_number: sent.sequence_number.unwrap_or_default(),
-            }))
-        })
-        .await
+        let req = request.into_inner();
+        let queue = queue_ref("queue_name", &req.queue_name)?;
+        let m = NewMessage::validate(
+            "",
+            queues::is_fifo_name(&queue),
+            outgoing(
+                req.message_body,
+                req.delay_seconds,
+                req.message_attributes,
+                req.message_system_attributes,
+                req.message_deduplication_id,
+                req.message_group_id,
+            ),
+        )?;
+        let out = self
+            .ctx
+            .command(Command::SendMessages {
+                queue,
+                messages: vec![m],
+            })
+            .await?;
+        let CommandOutput::Sent(mut results) = out else {
+            return Err(super::status::unexpected("SendMessage"));
+        };
+        let sent = results
+            .pop()
+            .ok_or_else(|| super::status::unexpected("SendMessage"))??;
+        Ok(Response::new(pb::SendMessageResponse {
+            message_id: sent.message_id,
+            md5_of_message_body: sent.md5_of_body,
+            md5_of_message_attributes: sent.md5_of_attributes.unwrap_or_default(),
+            md5_of_message_system_attributes: sent.md5_of_system_attributes.unwrap_or_default(),
+            sequence_number: sent.sequence_number.unwrap_or_default(),
+        }))
     }
 
     async fn send_message_batch(
         &self,
         request: Request<pb::SendMessageBatchRequest>,
     ) -> Result<Response<pb::SendMessageBatchResponse>, Status> {
-        observe("SendMessageBatch", async {
-            let req = request.into_inner();
-            let queue = queue_ref("queue_name", &req.queue_name)?;
-            message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
-            let fifo = queues::is_fifo_name(&queue);
-            let Split {
-                ids,
-                valid: messages,
-                mut failed,
-            } = split(req.entries, |i, e| {
-                let id = e.id.clone();
-                let m = NewMessage::validate(
-                    &format!("entries[{i}]"),
-                    fifo,
-                    outgoing(
-                        e.message_body,
-                        e.delay_seconds,
-                        e.message_attributes,
-                        e.message_system_attributes,
-                        e.message_deduplication_id,
-                        e.message_group_id,
-                    ),
-                );
-                (id, m)
+        let req = request.into_inner();
+        let queue = queue_ref("queue_name", &req.queue_name)?;
+        message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
+        let fifo = queues::is_fifo_name(&queue);
+        let Split {
+            ids,
+            valid: messages,
+            mut failed,
+        } = split(req.entries, |i, e| {
+            let id = e.id.clone();
+            let m = NewMessage::validate(
+                &format!("entries[{i}]"),
+                fifo,
+                outgoing(
+                    e.message_body,
+                    e.delay_seconds,
+                    e.message_attributes,
+                    e.message_system_attributes,
+                    e.message_deduplication_id,
+                    e.message_group_id,
+                ),
+            );
+            (id, m)
+        });
+        message::validate_batch_size(&messages)?;
+        let mut successful = Vec::new();
+        if !messages.is_empty() {
+            let out = self
+                .ctx
+                .command(Command::SendMessages { queue, messages })
+                .await?;
+            let CommandOutput::Sent(results) = out else {
+                return Err(super::status::unexpected("SendMessageBatch"));
+            };
+            successful = join(ids, results, &mut failed, |id, s| {
+                pb::SendMessageBatchResultEntry {
+                    id,
+                    message_id: s.message_id,
+                    md5_of_message_body: s.md5_of_body,
+                    md5_of_message_attributes: s.md5_of_attributes.unwrap_or_default(),
+                    md5_of_message_system_attributes: s
+                        .md5_of_system_attributes
+                        .unwrap_or_default(),
+                    sequence_number: s.sequence_number.unwrap_or_default(),
+                }
             });
-            message::validate_batch_size(&messages)?;
-            let mut successful = Vec::new();
-            if !messages.is_empty() {
-                let out = self
-                    .ctx
-                    .command(Command::SendMessages { queue, messages })
-                    .await?;
-                let CommandOutput::Sent(results) = out else {
-                    return Err(super::status::unexpected("SendMessageBatch"));
-                };
-                successful = join(ids, results, &mut failed, |id, s| {
-                    pb::SendMessageBatchResultEntry {
-                        id,
-                        message_id: s.message_id,
-                        md5_of_message_body: s.md5_of_body,
-                        md5_of_message_attributes: s.md5_of_attributes.unwrap_or_default(),
-                        md5_of_message_system_attributes: s
-                            .md5_of_system_attributes
-                            .unwrap_or_default(),
-                        sequence_number: s.sequence_number.unwrap_or_default(),
-                    }
-                });
-            }
-            Ok(Response::new(pb::SendMessageBatchResponse {
-                successful,
-                failed,
-            }))
-        })
-        .await
+        }
+        Ok(Response::new(pb::SendMessageBatchResponse {
+            successful,
+            failed,
+        }))
     }
 
     async fn receive_message(
         &self,
         request: Request<pb::ReceiveMessageRequest>,
     ) -> Result<Response<pb::ReceiveMessageResponse>, Status> {
-        observe("ReceiveMessage", async {
-            let req = request.into_inner();
-            let queue = queue_ref("queue_name", &req.queue_name)?;
-            let max = match req.max_number_of_messages {
-                0 => 1,
-                n if (1..=10).contains(&n) => n as u32,
-                n => {
-                    return Err(super::status::invalid(
-                        "max_number_of_messages",
-                        format!("must be from 1 to 10, got {n}"),
-                    ))
-                }
-            };
-            let visibility_timeout = req
-                .visibility_timeout
-                .map(|v| seconds_in("visibility_timeout", v, attributes::VISIBILITY_TIMEOUT_MAX))
-                .transpose()?;
-            let wait = match req.wait_time_seconds {
-                Some(w) => seconds_in("wait_time_seconds", w, attributes::RECEIVE_WAIT_MAX)?,
-                // The queue's default; this node's view of it is good enough.
-                None => match self.queue(Consistency::Local, &queue).await {
-                    Ok(q) => q.attributes.receive_wait_time,
-                    Err(_) => 0,
-                },
-            };
-            let attempt_id = if req.receive_request_attempt_id.is_empty() {
-                None
-            } else {
-                message::validate_fifo_id(
-                    "receive_request_attempt_id",
-                    &req.receive_request_attempt_id,
-                )?;
-                Some(req.receive_request_attempt_id)
-            };
-            check_names(
-                "message_system_attribute_names",
-                &req.message_system_attribute_names,
-                SYSTEM_ATTRIBUTES,
-            )?;
-            let request = ReceiveRequest {
-                max,
-                visibility_timeout,
-                attempt_id,
-            };
-            let deadline = Instant::now() + Duration::from_secs(u64::from(wait));
-            let wake = self.ctx.waiters.of(&queue);
-            loop {
-                let notified = wake.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                let out = self
-                    .ctx
-                    .command(Command::ReceiveMessages {
-                        queue: queue.clone(),
-                        request: request.clone(),
-                    })
-                    .await?;
-                let CommandOutput::Received(outcome) = out else {
-                    return Err(super::status::unexpected("ReceiveMessage"));
-                };
-                let now = Instant::now();
-                if !outcome.messages.is_empty() || now >= deadline {
-                    let messages = outcome
-                        .messages
-                        .into_iter()
-                        .map(|r| {
-                            self.message_out(
-                                r,
-                                &req.message_system_attribute_names,
-                                &req.message_attribute_names,
-                            )
-                        })
-                        .collect();
-                    return Ok(Response::new(pb::ReceiveMessageResponse { messages }));
-                }
-                // Nothing yet: wait for a send anywhere in the cluster (this
-                // node applies it and wakes us), for the next hidden message
-                // to come due, or for the end of the wait.
-                let mut until = deadline;
-                if let Some(due) = outcome.next_due_ms {
-                    let in_ms = due.saturating_sub(now_ms());
-                    until = until.min(now + Duration::from_millis(in_ms + 1));
-                }
-                let _waiting = Waiting::start();
-                tokio::select! {
-                    _ = &mut notified => {}
-                    _ = tokio::time::sleep_until(until.into()) => {}
-                }
+        let req = request.into_inner();
+        let queue = queue_ref("queue_name", &req.queue_name)?;
+        let max = match req.max_number_of_messages {
+            0 => 1,
+            n if (1..=10).contains(&n) => n as u32,
+            n => {
+                return Err(super::status::invalid(
+                    "max_number_of_messages",
+                    format!("must be from 1 to 10, got {n}"),
+                ))
             }
-        })
-        .await
+        };
+        let visibility_timeout = req
+            .visibility_timeout
+            .map(|v| seconds_in("visibility_timeout", v, attributes::VISIBILITY_TIMEOUT_MAX))
+            .transpose()?;
+        let wait = match req.wait_time_seconds {
+            Some(w) => seconds_in("wait_time_seconds", w, attributes::RECEIVE_WAIT_MAX)?,
+            // The queue's default; this node's view of it is good enough.
+            None => match self.queue(Consistency::Local, &queue).await {
+                Ok(q) => q.attributes.receive_wait_time,
+                Err(_) => 0,
+            },
+        };
+        let attempt_id = if req.receive_request_attempt_id.is_empty() {
+            None
+        } else {
+            message::validate_fifo_id(
+                "receive_request_attempt_id",
+                &req.receive_request_attempt_id,
+            )?;
+            Some(req.receive_request_attempt_id)
+        };
+        check_names(
+            "message_system_attribute_names",
+            &req.message_system_attribute_names,
+            SYSTEM_ATTRIBUTES,
+        )?;
+        let request = ReceiveRequest {
+            max,
+            visibility_timeout,
+            attempt_id,
+        };
+        let deadline = Instant::now() + Duration::from_secs(u64::from(wait));
+        let wake = self.ctx.waiters.of(&queue);
+        loop {
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let out = self
+                .ctx
+                .command(Command::ReceiveMessages {
+                    queue: queue.clone(),
+                    request: request.clone(),
+                })
+                .await?;
+            let CommandOutput::Received(outcome) = out else {
+                return Err(super::status::unexpected("ReceiveMessage"));
+            };
+            let now = Instant::now();
+            if !outcome.messages.is_empty() || now >= deadline {
+                let messages = outcome
+                    .messages
+                    .into_iter()
+                    .map(|r| {
+                        self.message_out(
+                            r,
+                            &req.message_system_attribute_names,
+                            &req.message_attribute_names,
+                        )
+                    })
+                    .collect();
+                return Ok(Response::new(pb::ReceiveMessageResponse { messages }));
+            }
+            // Nothing yet: wait for a send anywhere in the cluster (this
+            // node applies it and wakes us), for the next hidden message
+            // to come due, or for the end of the wait.
+            let mut until = deadline;
+            if let Some(due) = outcome.next_due_ms {
+                let in_ms = due.saturating_sub(now_ms());
+                until = until.min(now + Duration::from_millis(in_ms + 1));
+            }
+            let _waiting = Waiting::start();
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(until.into()) => {}
+            }
+        }
     }
 
     async fn delete_message(
         &self,
         request: Request<pb::DeleteMessageRequest>,
     ) -> Result<Response<pb::DeleteMessageResponse>, Status> {
-        observe("DeleteMessage", async {
-            let req = request.into_inner();
-            let queue = queue_ref("queue_name", &req.queue_name)?;
-            let receipt = Receipt::decode("receipt_handle", &req.receipt_handle)?;
-            let out = self
-                .ctx
-                .command(Command::DeleteMessages {
-                    queue,
-                    receipts: vec![receipt],
-                })
-                .await?;
-            let CommandOutput::PerEntry(mut r) = out else {
-                return Err(super::status::unexpected("DeleteMessage"));
-            };
-            r.pop()
-                .ok_or_else(|| super::status::unexpected("DeleteMessage"))??;
-            Ok(Response::new(pb::DeleteMessageResponse {}))
-        })
-        .await
+        let req = request.into_inner();
+        let queue = queue_ref("queue_name", &req.queue_name)?;
+        let receipt = self.open_receipt("receipt_handle", &req.receipt_handle)?;
+        let out = self
+            .ctx
+            .command(Command::DeleteMessages {
+                queue,
+                receipts: vec![receipt],
+            })
+            .await?;
+        let CommandOutput::PerEntry(mut r) = out else {
+            return Err(super::status::unexpected("DeleteMessage"));
+        };
+        r.pop()
+            .ok_or_else(|| super::status::unexpected("DeleteMessage"))??;
+        Ok(Response::new(pb::DeleteMessageResponse {}))
     }
 
     async fn delete_message_batch(
         &self,
         request: Request<pb::DeleteMessageBatchRequest>,
     ) -> Result<Response<pb::DeleteMessageBatchResponse>, Status> {
-        observe("DeleteMessageBatch", async {
-            let req = request.into_inner();
-            let queue = queue_ref("queue_name", &req.queue_name)?;
-            message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
-            let Split {
-                ids,
-                valid: receipts,
-                mut failed,
-            } = split(req.entries, |i, e| {
-                let r = Receipt::decode(&format!("entries[{i}].receipt_handle"), &e.receipt_handle);
-                (e.id, r)
+        let req = request.into_inner();
+        let queue = queue_ref("queue_name", &req.queue_name)?;
+        message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
+        let Split {
+            ids,
+            valid: receipts,
+            mut failed,
+        } = split(req.entries, |i, e| {
+            let r = self.open_receipt(&format!("entries[{i}].receipt_handle"), &e.receipt_handle);
+            (e.id, r)
+        });
+        let mut successful = Vec::new();
+        if !receipts.is_empty() {
+            let out = self
+                .ctx
+                .command(Command::DeleteMessages { queue, receipts })
+                .await?;
+            let CommandOutput::PerEntry(results) = out else {
+                return Err(super::status::unexpected("DeleteMessageBatch"));
+            };
+            successful = join(ids, results, &mut failed, |id, ()| {
+                pb::DeleteMessageBatchResultEntry { id }
             });
-            let mut successful = Vec::new();
-            if !receipts.is_empty() {
-                let out = self
-                    .ctx
-                    .command(Command::DeleteMessages { queue, receipts })
-                    .await?;
-                let CommandOutput::PerEntry(results) = out else {
-                    return Err(super::status::unexpected("DeleteMessageBatch"));
-                };
-                successful = join(ids, results, &mut failed, |id, ()| {
-                    pb::DeleteMessageBatchResultEntry { id }
-                });
-            }
-            Ok(Response::new(pb::DeleteMessageBatchResponse {
-                successful,
-                failed,
-            }))
-        })
-        .await
+        }
+        Ok(Response::new(pb::DeleteMessageBatchResponse {
+            successful,
+            failed,
+        }))
     }
 
     async fn change_message_visibility(
         &self,
         request: Request<pb::ChangeMessageVisibilityRequest>,
     ) -> Result<Response<pb::ChangeMessageVisibilityResponse>, Status> {
-        observe("ChangeMessageVisibility", async {
-            let req = request.into_inner();
-            let queue = queue_ref("queue_name", &req.queue_name)?;
-            let receipt = Receipt::decode("receipt_handle", &req.receipt_handle)?;
-            let seconds = seconds_in(
-                "visibility_timeout",
-                req.visibility_timeout,
-                attributes::VISIBILITY_TIMEOUT_MAX,
-            )?;
-            let out = self
-                .ctx
-                .command(Command::ChangeVisibility {
-                    queue,
-                    changes: vec![(receipt, seconds)],
-                })
-                .await?;
-            let CommandOutput::PerEntry(mut r) = out else {
-                return Err(super::status::unexpected("ChangeMessageVisibility"));
-            };
-            r.pop()
-                .ok_or_else(|| super::status::unexpected("ChangeMessageVisibility"))??;
-            Ok(Response::new(pb::ChangeMessageVisibilityResponse {}))
-        })
-        .await
+        let req = request.into_inner();
+        let queue = queue_ref("queue_name", &req.queue_name)?;
+        let receipt = self.open_receipt("receipt_handle", &req.receipt_handle)?;
+        let seconds = seconds_in(
+            "visibility_timeout",
+            req.visibility_timeout,
+            attributes::VISIBILITY_TIMEOUT_MAX,
+        )?;
+        let out = self
+            .ctx
+            .command(Command::ChangeVisibility {
+                queue,
+                changes: vec![(receipt, seconds)],
+            })
+            .await?;
+        let CommandOutput::PerEntry(mut r) = out else {
+            return Err(super::status::unexpected("ChangeMessageVisibility"));
+        };
+        r.pop()
+            .ok_or_else(|| super::status::unexpected("ChangeMessageVisibility"))??;
+        Ok(Response::new(pb::ChangeMessageVisibilityResponse {}))
     }
 
     async fn change_message_visibility_batch(
         &self,
         request: Request<pb::ChangeMessageVisibilityBatchRequest>,
     ) -> Result<Response<pb::ChangeMessageVisibilityBatchResponse>, Status> {
-        observe("ChangeMessageVisibilityBatch", async {
-            let req = request.into_inner();
-            let queue = queue_ref("queue_name", &req.queue_name)?;
-            message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
-            let Split {
-                ids,
-                valid: changes,
-                mut failed,
-            } = split(req.entries, |i, e| {
-                let parsed =
-                    Receipt::decode(&format!("entries[{i}].receipt_handle"), &e.receipt_handle)
-                        .and_then(|r| {
-                            seconds_in(
-                                &format!("entries[{i}].visibility_timeout"),
-                                e.visibility_timeout,
-                                attributes::VISIBILITY_TIMEOUT_MAX,
-                            )
-                            .map(|s| (r, s))
-                        });
-                (e.id, parsed)
-            });
-            let mut successful = Vec::new();
-            if !changes.is_empty() {
-                let out = self
-                    .ctx
-                    .command(Command::ChangeVisibility { queue, changes })
-                    .await?;
-                let CommandOutput::PerEntry(results) = out else {
-                    return Err(super::status::unexpected("ChangeMessageVisibilityBatch"));
-                };
-                successful = join(ids, results, &mut failed, |id, ()| {
-                    pb::ChangeMessageVisibilityBatchResultEntry { id }
+        let req = request.into_inner();
+        let queue = queue_ref("queue_name", &req.queue_name)?;
+        message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
+        let Split {
+            ids,
+            valid: changes,
+            mut failed,
+        } = split(req.entries, |i, e| {
+            let parsed = self
+                .open_receipt(&format!("entries[{i}].receipt_handle"), &e.receipt_handle)
+                .and_then(|r| {
+                    seconds_in(
+                        &format!("entries[{i}].visibility_timeout"),
+                        e.visibility_timeout,
+                        attributes::VISIBILITY_TIMEOUT_MAX,
+                    )
+                    .map(|s| (r, s))
                 });
-            }
-            Ok(Response::new(pb::ChangeMessageVisibilityBatchResponse {
-                successful,
-                failed,
-            }))
-        })
-        .await
+            (e.id, parsed)
+        });
+        let mut successful = Vec::new();
+        if !changes.is_empty() {
+            let out = self
+                .ctx
+                .command(Command::ChangeVisibility { queue, changes })
+                .await?;
+            let CommandOutput::PerEntry(results) = out else {
+                return Err(super::status::unexpected("ChangeMessageVisibilityBatch"));
+            };
+            successful = join(ids, results, &mut failed, |id, ()| {
+                pb::ChangeMessageVisibilityBatchResultEntry { id }
+            });
+        }
+        Ok(Response::new(pb::ChangeMessageVisibilityBatchResponse {
+            successful,
+            failed,
+        }))
     }
 
     async fn list_dead_letter_source_queues(
         &self,
         request: Request<pb::ListDeadLetterSourceQueuesRequest>,
     ) -> Result<Response<pb::ListDeadLetterSourceQueuesResponse>, Status> {
-        observe("ListDeadLetterSourceQueues", async {
-            let how = consistency(&request)?;
-            let req = request.into_inner();
-            let name = queue_ref("queue_name", &req.queue_name)?;
-            let limit = match req.max_results {
-                0 => 1000,
-                n if (1..=1000).contains(&n) => n as u32,
-                n => {
-                    return Err(super::status::invalid(
-                        "max_results",
-                        format!("must be from 1 to 1000, got {n}"),
-                    ))
-                }
-            };
-            let after = if req.next_token.is_empty() {
-                None
-            } else {
-                Some(queues::decode_token(&req.next_token).ok_or_else(|| {
-                    super::status::invalid(
-                        "next_token",
-                        "is not a token returned by ListDeadLetterSourceQueues",
-                    )
-                })?)
-            };
-            match self
-                .ctx
-                .query(how, Query::DeadLetterSources { name, after, limit })
-                .await?
-            {
-                QueryOutput::Queues(page) => {
-                    Ok(Response::new(pb::ListDeadLetterSourceQueuesResponse {
-                        queue_urls: page.names.iter().map(|n| self.url(n)).collect(),
-                        queue_names: page.names,
-                        next_token: page.next_token.unwrap_or_default(),
-                    }))
-                }
-                _ => Err(super::status::unexpected("ListDeadLetterSourceQueues")),
+        let how = consistency(&request)?;
+        let req = request.into_inner();
+        let name = queue_ref("queue_name", &req.queue_name)?;
+        let limit = match req.max_results {
+            0 => 1000,
+            n if (1..=1000).contains(&n) => n as u32,
+            n => {
+                return Err(super::status::invalid(
+                    "max_results",
+                    format!("must be from 1 to 1000, got {n}"),
+                ))
             }
-        })
-        .await
+        };
+        let after = if req.next_token.is_empty() {
+            None
+        } else {
+            Some(queues::decode_token(&req.next_token).ok_or_else(|| {
+                super::status::invalid(
+                    "next_token",
+                    "is not a token returned by ListDeadLetterSourceQueues",
+                )
+            })?)
+        };
+        match self
+            .ctx
+            .query(how, Query::DeadLetterSources { name, after, limit })
+            .await?
+        {
+            QueryOutput::Queues(page) => {
+                Ok(Response::new(pb::ListDeadLetterSourceQueuesResponse {
+                    queue_urls: page.names.iter().map(|n| self.url(n)).collect(),
+                    queue_names: page.names,
+                    next_token: page.next_token.unwrap_or_default(),
+                }))
+            }
+            _ => Err(super::status::unexpected("ListDeadLetterSourceQueues")),
+        }
     }
 
     async fn start_message_move_task(
         &self,
         request: Request<pb::StartMessageMoveTaskRequest>,
     ) -> Result<Response<pb::StartMessageMoveTaskResponse>, Status> {
-        observe("StartMessageMoveTask", async {
-            let req = request.into_inner();
-            let queue = arn_ref("source_arn", &req.source_arn)?;
-            let destination = req
-                .destination_arn
-                .as_deref()
-                .map(|a| arn_ref("destination_arn", a))
-                .transpose()?;
-            let rate = match req.max_number_of_messages_per_second {
-                None => None,
-                Some(r) if (1..=500).contains(&r) => Some(r as u32),
-                Some(r) => {
-                    return Err(super::status::invalid(
-                        "max_number_of_messages_per_second",
-                        format!("must be from 1 to 500, got {r}"),
-                    ))
-                }
-            };
-            // As in SQS: the source must be some queue's dead-letter queue,
-            // and a named destination must exist.
-            let sources = match self
-                .ctx
-                .query(
-                    Consistency::Linearizable,
-                    Query::DeadLetterSources {
-                        name: queue.clone(),
-                        after: None,
-                        limit: 1,
-                    },
-                )
-                .await?
-            {
-                QueryOutput::Queues(p) => p.names,
-                _ => return Err(super::status::unexpected("StartMessageMoveTask")),
-            };
-            if sources.is_empty() {
-                return Err(DomainError::invalid(
-                    "source_arn",
-                    format!("queue {queue:?} is not the dead-letter queue of any queue"),
-                )
-                .into());
+        let req = request.into_inner();
+        let queue = arn_ref("source_arn", &req.source_arn)?;
+        let destination = req
+            .destination_arn
+            .as_deref()
+            .map(|a| arn_ref("destination_arn", a))
+            .transpose()?;
+        let rate = match req.max_number_of_messages_per_second {
+            None => None,
+            Some(r) if (1..=500).contains(&r) => Some(r as u32),
+            Some(r) => {
+                return Err(super::status::invalid(
+                    "max_number_of_messages_per_second",
+                    format!("must be from 1 to 500, got {r}"),
+                ))
             }
-            if let Some(d) = &destination {
-                self.queue(Consistency::Linearizable, d)
-                    .await
-                    .map_err(|s| {
-                        if s.code() == tonic::Code::NotFound {
-                            DomainError::invalid(
-                                "destination_arn",
-                                format!("queue {d:?} does not exist"),
-                            )
-                            .into()
-                        } else {
-                            s
-                        }
-                    })?;
+        };
+        // As in SQS: the source must be some queue's dead-letter queue,
+        // and a named destination must exist.
+        let sources = match self
+            .ctx
+            .query(
+                Consistency::Linearizable,
+                Query::DeadLetterSources {
+                    name: queue.clone(),
+                    after: None,
+                    limit: 1,
+                },
+            )
+            .await?
+        {
+            QueryOutput::Queues(p) => p.names,
+            _ => return Err(super::status::unexpected("StartMessageMoveTask")),
+        };
+        if sources.is_empty() {
+            return Err(DomainError::invalid(
+                "source_arn",
+                format!("queue {queue:?} is not the dead-letter queue of any queue"),
+            )
+            .into());
+        }
+        if let Some(d) = &destination {
+            self.queue(Consistency::Linearizable, d)
+                .await
+                .map_err(|s| {
+                    if s.code() == tonic::Code::NotFound {
+                        DomainError::invalid(
+                            "destination_arn",
+                            format!("queue {d:?} does not exist"),
+                        )
+                        .into()
+                    } else {
+                        s
+                    }
+                })?;
+        }
+        match self
+            .ctx
+            .command(Command::StartMoveTask {
+                queue,
+                destination,
+                rate,
+            })
+            .await?
+        {
+            CommandOutput::MoveTaskStarted { handle } => {
+                Ok(Response::new(pb::StartMessageMoveTaskResponse {
+                    task_handle: handle,
+                }))
             }
-            match self
-                .ctx
-                .command(Command::StartMoveTask {
-                    queue,
-                    destination,
-                    rate,
-                })
-                .await?
-            {
-                CommandOutput::MoveTaskStarted { handle } => {
-                    Ok(Response::new(pb::StartMessageMoveTaskResponse {
-                        task_handle: handle,
-                    }))
-                }
-                _ => Err(super::status::unexpected("StartMessageMoveTask")),
-            }
-        })
-        .await
+            _ => Err(super::status::unexpected("StartMessageMoveTask")),
+        }
     }
 
     async fn list_message_move_tasks(
         &self,
         request: Request<pb::ListMessageMoveTasksRequest>,
     ) -> Result<Response<pb::ListMessageMoveTasksResponse>, Status> {
-        observe("ListMessageMoveTasks", async {
-            let how = consistency(&request)?;
-            let req = request.into_inner();
-            let name = arn_ref("source_arn", &req.source_arn)?;
-            let max = match req.max_results {
-                0 => 1,
-                n if (1..=10).contains(&n) => n as usize,
-                n => {
-                    return Err(super::status::invalid(
-                        "max_results",
-                        format!("must be from 1 to 10, got {n}"),
-                    ))
-                }
-            };
-            match self
-                .ctx
-                .query(how, Query::MoveTasks { name: name.clone() })
-                .await?
-            {
-                QueryOutput::MoveTasks(tasks) => {
-                    Ok(Response::new(pb::ListMessageMoveTasksResponse {
-                        results: tasks
-                            .into_iter()
-                            .take(max)
-                            .map(|t| self.move_task_out(&name, t))
-                            .collect(),
-                    }))
-                }
-                _ => Err(super::status::unexpected("ListMessageMoveTasks")),
+        let how = consistency(&request)?;
+        let req = request.into_inner();
+        let name = arn_ref("source_arn", &req.source_arn)?;
+        let max = match req.max_results {
+            0 => 1,
+            n if (1..=10).contains(&n) => n as usize,
+            n => {
+                return Err(super::status::invalid(
+                    "max_results",
+                    format!("must be from 1 to 10, got {n}"),
+                ))
             }
-        })
-        .await
+        };
+        match self
+            .ctx
+            .query(how, Query::MoveTasks { name: name.clone() })
+            .await?
+        {
+            QueryOutput::MoveTasks(tasks) => Ok(Response::new(pb::ListMessageMoveTasksResponse {
+                results: tasks
+                    .into_iter()
+                    .take(max)
+                    .map(|t| self.move_task_out(&name, t))
+                    .collect(),
+            })),
+            _ => Err(super::status::unexpected("ListMessageMoveTasks")),
+        }
     }
 
     async fn cancel_message_move_task(
         &self,
         request: Request<pb::CancelMessageMoveTaskRequest>,
     ) -> Result<Response<pb::CancelMessageMoveTaskResponse>, Status> {
-        observe("CancelMessageMoveTask", async {
-            let handle = request.into_inner().task_handle;
-            let not_found = || {
-                Status::from(DomainError::not_found(
-                    "ResourceNotFoundException",
-                    format!("task_handle: no message move task {handle:?}"),
-                ))
-            };
-            let qid = redrive::task_queue(&handle).ok_or_else(not_found)?;
-            let queue = match self
-                .ctx
-                .query(Consistency::Linearizable, Query::QueueName { qid })
-                .await?
-            {
-                QueryOutput::QueueName(Some(n)) => n,
-                QueryOutput::QueueName(None) => return Err(not_found()),
-                _ => return Err(super::status::unexpected("CancelMessageMoveTask")),
-            };
-            match self
-                .ctx
-                .command(Command::CancelMoveTask {
-                    queue,
-                    handle: handle.clone(),
-                })
-                .await?
-            {
-                CommandOutput::MoveTaskCancelled { moved } => {
-                    Ok(Response::new(pb::CancelMessageMoveTaskResponse {
-                        approximate_number_of_messages_moved: moved as i64,
-                    }))
-                }
-                _ => Err(super::status::unexpected("CancelMessageMoveTask")),
+        let handle = request.into_inner().task_handle;
+        let not_found = || {
+            Status::from(DomainError::not_found(
+                "ResourceNotFoundException",
+                format!("task_handle: no message move task {handle:?}"),
+            ))
+        };
+        let qid = redrive::task_queue(&handle).ok_or_else(not_found)?;
+        let queue = match self
+            .ctx
+            .query(Consistency::Linearizable, Query::QueueName { qid })
+            .await?
+        {
+            QueryOutput::QueueName(Some(n)) => n,
+            QueryOutput::QueueName(None) => return Err(not_found()),
+            _ => return Err(super::status::unexpected("CancelMessageMoveTask")),
+        };
+        match self
+            .ctx
+            .command(Command::CancelMoveTask {
+                queue,
+                handle: handle.clone(),
+            })
+            .await?
+        {
+            CommandOutput::MoveTaskCancelled { moved } => {
+                Ok(Response::new(pb::CancelMessageMoveTaskResponse {
+                    approximate_number_of_messages_moved: moved as i64,
+                }))
             }
-        })
-        .await
+            _ => Err(super::status::unexpected("CancelMessageMoveTask")),
+        }
     }
 }

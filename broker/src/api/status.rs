@@ -64,6 +64,28 @@ pub fn timeout(message: impl Into<String>) -> Status {
     )
 }
 
+/// A caller that could not be authenticated (`code` is the AWS error code,
+/// e.g. `SignatureDoesNotMatch`).
+pub fn unauthenticated(code: &str, message: impl Into<String>) -> Status {
+    build(Code::Unauthenticated, code, message.into(), None, None)
+}
+
+/// A caller that may not do what it asked.
+pub fn permission_denied(code: &str, message: impl Into<String>) -> Status {
+    build(Code::PermissionDenied, code, message.into(), None, None)
+}
+
+/// A request message larger than its RPC takes.
+pub fn too_large(len: usize, max: usize) -> Status {
+    build(
+        Code::ResourceExhausted,
+        "RequestTooLarge",
+        format!("the request message is {len} bytes; this operation takes at most {max}"),
+        None,
+        None,
+    )
+}
+
 /// An invalid request detected before any domain logic ran.
 pub fn invalid(field: &str, rule: impl Into<String>) -> Status {
     DomainError::invalid(field, rule).into()
@@ -77,6 +99,7 @@ impl From<DomainError> for Status {
             ErrorKind::AlreadyExists => Code::AlreadyExists,
             ErrorKind::LimitExceeded => Code::ResourceExhausted,
             ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+            ErrorKind::PermissionDenied => Code::PermissionDenied,
         };
         let retry = (e.kind == ErrorKind::LimitExceeded).then(|| Duration::from_millis(100));
         build(code, &e.code, e.message, e.field.as_deref(), retry)

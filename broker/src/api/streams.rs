@@ -17,14 +17,15 @@ use std::time::Duration;
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::{observe, Consistency, Context};
+use super::{Consistency, Context};
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::DomainError;
 use crate::router::now_ms;
-use crate::streams::iterator::{Position, ShardIterator};
+use crate::streams::iterator::{self, Position, ShardIterator};
 use crate::streams::records::{validate_batch, NewRecord, Read, READ_MAX_BYTES, READ_MAX_RECORDS};
 use crate::streams::{self, hashing, shard_id, ShardMeta, Stream};
 use crate::waiters::Waiters;
+use sluice_security::mac::TokenKeys;
 
 /// How long a SubscribeToShard lasts.
 const SUBSCRIPTION_MS: u64 = 5 * 60 * 1000;
@@ -42,8 +43,19 @@ fn invalid(field: &str, rule: impl Into<String>) -> Status {
     streams::invalid(field, rule).into()
 }
 
+/// A shard iterator's text: its fields sealed with the cluster's MAC.
+pub(crate) fn seal_iterator(keys: &TokenKeys, it: &ShardIterator) -> String {
+    keys.seal(&it.fields())
+}
+
+/// The iterator `text` is, if this cluster issued it (expired or not).
+pub(crate) fn open_iterator(keys: &TokenKeys, text: &str) -> Option<ShardIterator> {
+    keys.open(text)
+        .and_then(|fields| ShardIterator::from_fields(&fields))
+}
+
 /// The stream a request names: a name, or a stream (or consumer) ARN.
-fn stream_ref(field: &str, given: &str) -> Result<String, Status> {
+pub(crate) fn stream_ref(field: &str, given: &str) -> Result<String, Status> {
     let name = match given.split_once(":stream/") {
         Some((_, rest)) => rest.split('/').next().unwrap_or(rest),
         None => given,
@@ -367,601 +379,535 @@ impl pb::streams_server::Streams for StreamsApi {
         &self,
         request: Request<pb::CreateStreamRequest>,
     ) -> Result<Response<pb::CreateStreamResponse>, Status> {
-        observe("CreateStream", async {
-            let r = request.into_inner();
-            let c = streams::CreateStream::new(
-                &r.stream_name,
-                r.shard_count,
-                r.retention_period_hours,
-                r.max_record_size_in_bytes,
-                r.shard_write_records_per_second,
-                r.shard_write_bytes_per_second,
-                r.tags.into_iter().collect(),
-            )?;
-            let name = c.name.clone();
-            match self.ctx.command(Command::CreateStream(c)).await? {
-                CommandOutput::StreamCreated { created } => {
-                    Ok(Response::new(pb::CreateStreamResponse {
-                        stream_arn: self.ctx.identity.stream_arn(&name),
-                        created,
-                    }))
-                }
-                _ => Err(super::status::unexpected("CreateStream")),
+        let r = request.into_inner();
+        let c = streams::CreateStream::new(
+            &r.stream_name,
+            r.shard_count,
+            r.retention_period_hours,
+            r.max_record_size_in_bytes,
+            r.shard_write_records_per_second,
+            r.shard_write_bytes_per_second,
+            r.tags.into_iter().collect(),
+        )?;
+        let name = c.name.clone();
+        match self.ctx.command(Command::CreateStream(c)).await? {
+            CommandOutput::StreamCreated { created } => {
+                Ok(Response::new(pb::CreateStreamResponse {
+                    stream_arn: self.ctx.identity.stream_arn(&name),
+                    created,
+                }))
             }
-        })
-        .await
+            _ => Err(super::status::unexpected("CreateStream")),
+        }
     }
 
     async fn delete_stream(
         &self,
         request: Request<pb::DeleteStreamRequest>,
     ) -> Result<Response<pb::DeleteStreamResponse>, Status> {
-        observe("DeleteStream", async {
-            let name = stream_ref("stream_name", &request.into_inner().stream_name)?;
-            self.ctx
-                .done(Command::DeleteStream { name }, "DeleteStream")
-                .await?;
-            Ok(Response::new(pb::DeleteStreamResponse {}))
-        })
-        .await
+        let name = stream_ref("stream_name", &request.into_inner().stream_name)?;
+        self.ctx
+            .done(Command::DeleteStream { name }, "DeleteStream")
+            .await?;
+        Ok(Response::new(pb::DeleteStreamResponse {}))
     }
 
     async fn list_streams(
         &self,
         request: Request<pb::ListStreamsRequest>,
     ) -> Result<Response<pb::ListStreamsResponse>, Status> {
-        observe("ListStreams", async {
-            let how = super::consistency(&request)?;
-            let r = request.into_inner();
-            let limit = limit_in("limit", r.limit, 100, 10_000)? as u32;
-            let after = if r.exclusive_start_stream_name.is_empty() {
-                None
-            } else {
-                streams::validate_name(
-                    "exclusive_start_stream_name",
-                    &r.exclusive_start_stream_name,
-                )?;
-                Some(r.exclusive_start_stream_name)
-            };
-            match self
-                .ctx
-                .query(how, Query::ListStreams { after, limit })
-                .await?
-            {
-                QueryOutput::Streams(names, more) => Ok(Response::new(pb::ListStreamsResponse {
-                    stream_names: names,
-                    has_more_streams: more,
-                })),
-                _ => Err(super::status::unexpected("ListStreams")),
-            }
-        })
-        .await
+        let how = super::consistency(&request)?;
+        let r = request.into_inner();
+        let limit = limit_in("limit", r.limit, 100, 10_000)? as u32;
+        let after = if r.exclusive_start_stream_name.is_empty() {
+            None
+        } else {
+            streams::validate_name(
+                "exclusive_start_stream_name",
+                &r.exclusive_start_stream_name,
+            )?;
+            Some(r.exclusive_start_stream_name)
+        };
+        match self
+            .ctx
+            .query(how, Query::ListStreams { after, limit })
+            .await?
+        {
+            QueryOutput::Streams(names, more) => Ok(Response::new(pb::ListStreamsResponse {
+                stream_names: names,
+                has_more_streams: more,
+            })),
+            _ => Err(super::status::unexpected("ListStreams")),
+        }
     }
 
     async fn describe_stream(
         &self,
         request: Request<pb::DescribeStreamRequest>,
     ) -> Result<Response<pb::DescribeStreamResponse>, Status> {
-        observe("DescribeStream", async {
-            let how = super::consistency(&request)?;
-            let r = request.into_inner();
-            let name = stream_ref("stream_name", &r.stream_name)?;
-            let limit = limit_in("limit", r.limit, 100, 10_000)?;
-            let s = self.stream(how, &name).await?;
-            let (shards, has_more_shards) =
-                Self::paged_shards(&s, &r.exclusive_start_shard_id, limit)?;
-            Ok(Response::new(pb::DescribeStreamResponse {
-                stream_description: Some(pb::StreamDescription {
-                    stream_arn: self.ctx.identity.stream_arn(&s.name),
-                    stream_name: s.name,
-                    stream_status: "ACTIVE".into(),
-                    shards,
-                    has_more_shards,
-                    retention_period_hours: s.retention_hours as i32,
-                    stream_creation_timestamp: s.created_ms as i64,
-                    max_record_size_in_bytes: s.max_record_bytes as i32,
-                    shard_write_records_per_second: s.write_records_per_second as i32,
-                    shard_write_bytes_per_second: s.write_bytes_per_second as i32,
-                }),
-            }))
-        })
-        .await
+        let how = super::consistency(&request)?;
+        let r = request.into_inner();
+        let name = stream_ref("stream_name", &r.stream_name)?;
+        let limit = limit_in("limit", r.limit, 100, 10_000)?;
+        let s = self.stream(how, &name).await?;
+        let (shards, has_more_shards) = Self::paged_shards(&s, &r.exclusive_start_shard_id, limit)?;
+        Ok(Response::new(pb::DescribeStreamResponse {
+            stream_description: Some(pb::StreamDescription {
+                stream_arn: self.ctx.identity.stream_arn(&s.name),
+                stream_name: s.name,
+                stream_status: "ACTIVE".into(),
+                shards,
+                has_more_shards,
+                retention_period_hours: s.retention_hours as i32,
+                stream_creation_timestamp: s.created_ms as i64,
+                max_record_size_in_bytes: s.max_record_bytes as i32,
+                shard_write_records_per_second: s.write_records_per_second as i32,
+                shard_write_bytes_per_second: s.write_bytes_per_second as i32,
+            }),
+        }))
     }
 
     async fn describe_stream_summary(
         &self,
         request: Request<pb::DescribeStreamSummaryRequest>,
     ) -> Result<Response<pb::DescribeStreamSummaryResponse>, Status> {
-        observe("DescribeStreamSummary", async {
-            let how = super::consistency(&request)?;
-            let name = stream_ref("stream_name", &request.into_inner().stream_name)?;
-            let s = self.stream(how, &name).await?;
-            Ok(Response::new(pb::DescribeStreamSummaryResponse {
-                stream_description_summary: Some(pb::StreamDescriptionSummary {
-                    stream_arn: self.ctx.identity.stream_arn(&s.name),
-                    stream_status: "ACTIVE".into(),
-                    retention_period_hours: s.retention_hours as i32,
-                    stream_creation_timestamp: s.created_ms as i64,
-                    open_shard_count: s.open_shards().count() as i32,
-                    consumer_count: s.consumers.len() as i32,
-                    stream_name: s.name,
-                }),
-            }))
-        })
-        .await
+        let how = super::consistency(&request)?;
+        let name = stream_ref("stream_name", &request.into_inner().stream_name)?;
+        let s = self.stream(how, &name).await?;
+        Ok(Response::new(pb::DescribeStreamSummaryResponse {
+            stream_description_summary: Some(pb::StreamDescriptionSummary {
+                stream_arn: self.ctx.identity.stream_arn(&s.name),
+                stream_status: "ACTIVE".into(),
+                retention_period_hours: s.retention_hours as i32,
+                stream_creation_timestamp: s.created_ms as i64,
+                open_shard_count: s.open_shards().count() as i32,
+                consumer_count: s.consumers.len() as i32,
+                stream_name: s.name,
+            }),
+        }))
     }
 
     async fn list_shards(
         &self,
         request: Request<pb::ListShardsRequest>,
     ) -> Result<Response<pb::ListShardsResponse>, Status> {
-        observe("ListShards", async {
-            let how = super::consistency(&request)?;
-            let r = request.into_inner();
-            let name = stream_ref("stream_name", &r.stream_name)?;
-            let limit = limit_in("max_results", r.max_results, 1000, 10_000)?;
-            let after = if r.next_token.is_empty() {
-                r.exclusive_start_shard_id
-            } else {
-                r.next_token
-            };
-            let s = self.stream(how, &name).await?;
-            let (shards, more) = Self::paged_shards(&s, &after, limit)?;
-            let next_token = if more {
-                shards
-                    .last()
-                    .map(|s| s.shard_id.clone())
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            };
-            Ok(Response::new(pb::ListShardsResponse { shards, next_token }))
-        })
-        .await
+        let how = super::consistency(&request)?;
+        let r = request.into_inner();
+        let name = stream_ref("stream_name", &r.stream_name)?;
+        let limit = limit_in("max_results", r.max_results, 1000, 10_000)?;
+        let after = if r.next_token.is_empty() {
+            r.exclusive_start_shard_id
+        } else {
+            r.next_token
+        };
+        let s = self.stream(how, &name).await?;
+        let (shards, more) = Self::paged_shards(&s, &after, limit)?;
+        let next_token = if more {
+            shards
+                .last()
+                .map(|s| s.shard_id.clone())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListShardsResponse { shards, next_token }))
     }
 
     async fn put_record(
         &self,
         request: Request<pb::PutRecordRequest>,
     ) -> Result<Response<pb::PutRecordResponse>, Status> {
-        observe("PutRecord", async {
-            let r = request.into_inner();
-            let stream = stream_ref("stream_name", &r.stream_name)?;
-            let rec = NewRecord::new("", r.data, r.partition_key, &r.explicit_hash_key)?;
-            let out = self
-                .ctx
-                .command(Command::PutRecords {
-                    stream,
-                    records: vec![rec],
-                })
-                .await?;
-            let CommandOutput::Put(mut results) = out else {
-                return Err(super::status::unexpected("PutRecord"));
-            };
-            let placed = results
-                .pop()
-                .ok_or_else(|| super::status::unexpected("PutRecord"))??;
-            Ok(Response::new(pb::PutRecordResponse {
-                shard_id: shard_id(placed.shard),
-                sequence_number: streams::sequence_number(placed.seq, placed.shard),
-            }))
-        })
-        .await
+        let r = request.into_inner();
+        let stream = stream_ref("stream_name", &r.stream_name)?;
+        let rec = NewRecord::new("", r.data, r.partition_key, &r.explicit_hash_key)?;
+        let out = self
+            .ctx
+            .command(Command::PutRecords {
+                stream,
+                records: vec![rec],
+            })
+            .await?;
+        let CommandOutput::Put(mut results) = out else {
+            return Err(super::status::unexpected("PutRecord"));
+        };
+        let placed = results
+            .pop()
+            .ok_or_else(|| super::status::unexpected("PutRecord"))??;
+        Ok(Response::new(pb::PutRecordResponse {
+            shard_id: shard_id(placed.shard),
+            sequence_number: streams::sequence_number(placed.seq, placed.shard),
+        }))
     }
 
     async fn put_records(
         &self,
         request: Request<pb::PutRecordsRequest>,
     ) -> Result<Response<pb::PutRecordsResponse>, Status> {
-        observe("PutRecords", async {
-            let r = request.into_inner();
-            let stream = stream_ref("stream_name", &r.stream_name)?;
-            let records = r
-                .records
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    NewRecord::new(
-                        &format!("records[{i}]"),
-                        e.data,
-                        e.partition_key,
-                        &e.explicit_hash_key,
-                    )
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            validate_batch(&records)?;
-            let out = self
-                .ctx
-                .command(Command::PutRecords { stream, records })
-                .await?;
-            let CommandOutput::Put(results) = out else {
-                return Err(super::status::unexpected("PutRecords"));
-            };
-            let mut failed = 0;
-            let records = results
-                .into_iter()
-                .map(|r| match r {
-                    Ok(p) => pb::PutRecordsResultEntry {
-                        shard_id: shard_id(p.shard),
-                        sequence_number: streams::sequence_number(p.seq, p.shard),
+        let r = request.into_inner();
+        let stream = stream_ref("stream_name", &r.stream_name)?;
+        let records = r
+            .records
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                NewRecord::new(
+                    &format!("records[{i}]"),
+                    e.data,
+                    e.partition_key,
+                    &e.explicit_hash_key,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        validate_batch(&records)?;
+        let out = self
+            .ctx
+            .command(Command::PutRecords { stream, records })
+            .await?;
+        let CommandOutput::Put(results) = out else {
+            return Err(super::status::unexpected("PutRecords"));
+        };
+        let mut failed = 0;
+        let records = results
+            .into_iter()
+            .map(|r| match r {
+                Ok(p) => pb::PutRecordsResultEntry {
+                    shard_id: shard_id(p.shard),
+                    sequence_number: streams::sequence_number(p.seq, p.shard),
+                    ..Default::default()
+                },
+                Err(e) => {
+                    failed += 1;
+                    pb::PutRecordsResultEntry {
+                        error_code: e.code,
+                        error_message: e.message,
                         ..Default::default()
-                    },
-                    Err(e) => {
-                        failed += 1;
-                        pb::PutRecordsResultEntry {
-                            error_code: e.code,
-                            error_message: e.message,
-                            ..Default::default()
-                        }
                     }
-                })
-                .collect();
-            Ok(Response::new(pb::PutRecordsResponse {
-                failed_record_count: failed,
-                records,
-            }))
-        })
-        .await
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::PutRecordsResponse {
+            failed_record_count: failed,
+            records,
+        }))
     }
 
     async fn get_shard_iterator(
         &self,
         request: Request<pb::GetShardIteratorRequest>,
     ) -> Result<Response<pb::GetShardIteratorResponse>, Status> {
-        observe("GetShardIterator", async {
-            // Linearizable by default: LATEST is the newest record now, and
-            // a stream just created is found.
-            let how = super::consistency(&request)?;
-            let r = request.into_inner();
-            let name = stream_ref("stream_name", &r.stream_name)?;
-            let shard = streams::parse_shard_id("shard_id", &r.shard_id)?;
-            let position = Position::parse(
-                "shard_iterator_type",
-                &r.shard_iterator_type,
-                &r.starting_sequence_number,
-                r.timestamp,
-                shard,
-            )?;
-            let (stream, next) = self.resolve(how, &name, shard, position).await?;
-            let it = ShardIterator {
-                stream,
-                shard,
-                next,
-                issued_ms: now_ms(),
-            };
-            Ok(Response::new(pb::GetShardIteratorResponse {
-                shard_iterator: it.encode(),
-            }))
-        })
-        .await
+        // Linearizable by default: LATEST is the newest record now, and
+        // a stream just created is found.
+        let how = super::consistency(&request)?;
+        let r = request.into_inner();
+        let name = stream_ref("stream_name", &r.stream_name)?;
+        let shard = streams::parse_shard_id("shard_id", &r.shard_id)?;
+        let position = Position::parse(
+            "shard_iterator_type",
+            &r.shard_iterator_type,
+            &r.starting_sequence_number,
+            r.timestamp,
+            shard,
+        )?;
+        let (stream, next) = self.resolve(how, &name, shard, position).await?;
+        let it = ShardIterator {
+            stream,
+            shard,
+            next,
+            issued_ms: now_ms(),
+            stream_name: name,
+        };
+        Ok(Response::new(pb::GetShardIteratorResponse {
+            shard_iterator: seal_iterator(&self.ctx.security.iterators, &it),
+        }))
     }
 
     async fn get_records(
         &self,
         request: Request<pb::GetRecordsRequest>,
     ) -> Result<Response<pb::GetRecordsResponse>, Status> {
-        observe("GetRecords", async {
-            let how = record_read_consistency(&request)?;
-            let r = request.into_inner();
-            let it = ShardIterator::decode("shard_iterator", &r.shard_iterator, now_ms())?;
-            let limit = limit_in(
-                "limit",
-                r.limit,
-                READ_MAX_RECORDS as usize,
-                READ_MAX_RECORDS as usize,
-            )? as u32;
-            let read = read_shard(
-                &self.ctx,
-                how,
-                it.stream,
-                it.shard,
-                it.next,
-                limit,
-                READ_MAX_BYTES,
-            )
-            .await?;
-            if !r.stream_name.is_empty() {
-                let name = stream_ref("stream_name", &r.stream_name)?;
-                if name != read.stream {
-                    return Err(streams::invalid(
-                        "shard_iterator",
-                        format!("belongs to stream {:?}, not {name:?}", read.stream),
-                    )
-                    .into());
-                }
+        let how = record_read_consistency(&request)?;
+        let r = request.into_inner();
+        let it = open_iterator(&self.ctx.security.iterators, &r.shard_iterator)
+            .ok_or_else(|| iterator::not_an_iterator("shard_iterator"))?;
+        it.check_fresh("shard_iterator", now_ms())?;
+        let limit = limit_in(
+            "limit",
+            r.limit,
+            READ_MAX_RECORDS as usize,
+            READ_MAX_RECORDS as usize,
+        )? as u32;
+        let read = read_shard(
+            &self.ctx,
+            how,
+            it.stream,
+            it.shard,
+            it.next,
+            limit,
+            READ_MAX_BYTES,
+        )
+        .await?;
+        if !r.stream_name.is_empty() {
+            let name = stream_ref("stream_name", &r.stream_name)?;
+            if name != read.stream {
+                return Err(streams::invalid(
+                    "shard_iterator",
+                    format!("belongs to stream {:?}, not {name:?}", read.stream),
+                )
+                .into());
             }
-            let next_shard_iterator = if read.children.is_some() {
-                String::new()
-            } else {
-                ShardIterator {
+        }
+        let next_shard_iterator = if read.children.is_some() {
+            String::new()
+        } else {
+            seal_iterator(
+                &self.ctx.security.iterators,
+                &ShardIterator {
                     next: read.next,
                     issued_ms: now_ms(),
-                    ..it
-                }
-                .encode()
-            };
-            Ok(Response::new(pb::GetRecordsResponse {
-                records: records_out(it.shard, &read),
-                next_shard_iterator,
-                millis_behind_latest: millis_behind(&read),
-                child_shards: read.children.iter().flatten().map(child_out).collect(),
-            }))
-        })
-        .await
+                    ..it.clone()
+                },
+            )
+        };
+        Ok(Response::new(pb::GetRecordsResponse {
+            records: records_out(it.shard, &read),
+            next_shard_iterator,
+            millis_behind_latest: millis_behind(&read),
+            child_shards: read.children.iter().flatten().map(child_out).collect(),
+        }))
     }
 
     async fn increase_stream_retention_period(
         &self,
         request: Request<pb::StreamRetentionRequest>,
     ) -> Result<Response<pb::StreamRetentionResponse>, Status> {
-        observe(
-            "IncreaseStreamRetentionPeriod",
-            self.retention(request, true),
-        )
-        .await
+        self.retention(request, true).await
     }
 
     async fn decrease_stream_retention_period(
         &self,
         request: Request<pb::StreamRetentionRequest>,
     ) -> Result<Response<pb::StreamRetentionResponse>, Status> {
-        observe(
-            "DecreaseStreamRetentionPeriod",
-            self.retention(request, false),
-        )
-        .await
+        self.retention(request, false).await
     }
 
     async fn split_shard(
         &self,
         request: Request<pb::SplitShardRequest>,
     ) -> Result<Response<pb::SplitShardResponse>, Status> {
-        observe("SplitShard", async {
-            let r = request.into_inner();
-            let name = stream_ref("stream_name", &r.stream_name)?;
-            let shard = streams::parse_shard_id("shard_to_split", &r.shard_to_split)?;
-            let new_start = hashing::parse("new_starting_hash_key", &r.new_starting_hash_key)?;
-            match self
-                .ctx
-                .command(Command::SplitShard {
-                    name,
-                    shard,
-                    new_start,
-                })
-                .await?
-            {
-                CommandOutput::Split(c) => Ok(Response::new(pb::SplitShardResponse {
-                    child_shard_ids: c.iter().map(|i| shard_id(*i)).collect(),
-                })),
-                _ => Err(super::status::unexpected("SplitShard")),
-            }
-        })
-        .await
+        let r = request.into_inner();
+        let name = stream_ref("stream_name", &r.stream_name)?;
+        let shard = streams::parse_shard_id("shard_to_split", &r.shard_to_split)?;
+        let new_start = hashing::parse("new_starting_hash_key", &r.new_starting_hash_key)?;
+        match self
+            .ctx
+            .command(Command::SplitShard {
+                name,
+                shard,
+                new_start,
+            })
+            .await?
+        {
+            CommandOutput::Split(c) => Ok(Response::new(pb::SplitShardResponse {
+                child_shard_ids: c.iter().map(|i| shard_id(*i)).collect(),
+            })),
+            _ => Err(super::status::unexpected("SplitShard")),
+        }
     }
 
     async fn merge_shards(
         &self,
         request: Request<pb::MergeShardsRequest>,
     ) -> Result<Response<pb::MergeShardsResponse>, Status> {
-        observe("MergeShards", async {
-            let r = request.into_inner();
-            let name = stream_ref("stream_name", &r.stream_name)?;
-            let shard = streams::parse_shard_id("shard_to_merge", &r.shard_to_merge)?;
-            let adjacent =
-                streams::parse_shard_id("adjacent_shard_to_merge", &r.adjacent_shard_to_merge)?;
-            match self
-                .ctx
-                .command(Command::MergeShards {
-                    name,
-                    shard,
-                    adjacent,
-                })
-                .await?
-            {
-                CommandOutput::Merged(c) => Ok(Response::new(pb::MergeShardsResponse {
-                    child_shard_id: shard_id(c),
-                })),
-                _ => Err(super::status::unexpected("MergeShards")),
-            }
-        })
-        .await
+        let r = request.into_inner();
+        let name = stream_ref("stream_name", &r.stream_name)?;
+        let shard = streams::parse_shard_id("shard_to_merge", &r.shard_to_merge)?;
+        let adjacent =
+            streams::parse_shard_id("adjacent_shard_to_merge", &r.adjacent_shard_to_merge)?;
+        match self
+            .ctx
+            .command(Command::MergeShards {
+                name,
+                shard,
+                adjacent,
+            })
+            .await?
+        {
+            CommandOutput::Merged(c) => Ok(Response::new(pb::MergeShardsResponse {
+                child_shard_id: shard_id(c),
+            })),
+            _ => Err(super::status::unexpected("MergeShards")),
+        }
     }
 
     async fn update_shard_count(
         &self,
         request: Request<pb::UpdateShardCountRequest>,
     ) -> Result<Response<pb::UpdateShardCountResponse>, Status> {
-        observe("UpdateShardCount", async {
-            let r = request.into_inner();
-            let name = stream_ref("stream_name", &r.stream_name)?;
-            if !r.scaling_type.is_empty() && r.scaling_type != "UNIFORM_SCALING" {
-                return Err(invalid("scaling_type", "must be UNIFORM_SCALING"));
+        let r = request.into_inner();
+        let name = stream_ref("stream_name", &r.stream_name)?;
+        if !r.scaling_type.is_empty() && r.scaling_type != "UNIFORM_SCALING" {
+            return Err(invalid("scaling_type", "must be UNIFORM_SCALING"));
+        }
+        let target = u32::try_from(r.target_shard_count)
+            .map_err(|_| invalid("target_shard_count", "must be positive"))?;
+        match self
+            .ctx
+            .command(Command::UpdateShardCount { name, target })
+            .await?
+        {
+            CommandOutput::Rescaled { previous } => {
+                Ok(Response::new(pb::UpdateShardCountResponse {
+                    current_shard_count: previous as i32,
+                    target_shard_count: target as i32,
+                }))
             }
-            let target = u32::try_from(r.target_shard_count)
-                .map_err(|_| invalid("target_shard_count", "must be positive"))?;
-            match self
-                .ctx
-                .command(Command::UpdateShardCount { name, target })
-                .await?
-            {
-                CommandOutput::Rescaled { previous } => {
-                    Ok(Response::new(pb::UpdateShardCountResponse {
-                        current_shard_count: previous as i32,
-                        target_shard_count: target as i32,
-                    }))
-                }
-                _ => Err(super::status::unexpected("UpdateShardCount")),
-            }
-        })
-        .await
+            _ => Err(super::status::unexpected("UpdateShardCount")),
+        }
     }
 
     async fn add_tags_to_stream(
         &self,
         request: Request<pb::AddTagsToStreamRequest>,
     ) -> Result<Response<pb::AddTagsToStreamResponse>, Status> {
-        observe("AddTagsToStream", async {
-            let r = request.into_inner();
-            let name = stream_ref("stream_name", &r.stream_name)?;
-            let tags: BTreeMap<String, String> = r.tags.into_iter().collect();
-            streams::validate_tags(&tags)?;
-            self.ctx
-                .done(Command::TagStream { name, tags }, "AddTagsToStream")
-                .await?;
-            Ok(Response::new(pb::AddTagsToStreamResponse {}))
-        })
-        .await
+        let r = request.into_inner();
+        let name = stream_ref("stream_name", &r.stream_name)?;
+        let tags: BTreeMap<String, String> = r.tags.into_iter().collect();
+        streams::validate_tags(&tags)?;
+        self.ctx
+            .done(Command::TagStream { name, tags }, "AddTagsToStream")
+            .await?;
+        Ok(Response::new(pb::AddTagsToStreamResponse {}))
     }
 
     async fn remove_tags_from_stream(
         &self,
         request: Request<pb::RemoveTagsFromStreamRequest>,
     ) -> Result<Response<pb::RemoveTagsFromStreamResponse>, Status> {
-        observe("RemoveTagsFromStream", async {
-            let r = request.into_inner();
-            let name = stream_ref("stream_name", &r.stream_name)?;
-            self.ctx
-                .done(
-                    Command::UntagStream {
-                        name,
-                        keys: r.tag_keys,
-                    },
-                    "RemoveTagsFromStream",
-                )
-                .await?;
-            Ok(Response::new(pb::RemoveTagsFromStreamResponse {}))
-        })
-        .await
+        let r = request.into_inner();
+        let name = stream_ref("stream_name", &r.stream_name)?;
+        self.ctx
+            .done(
+                Command::UntagStream {
+                    name,
+                    keys: r.tag_keys,
+                },
+                "RemoveTagsFromStream",
+            )
+            .await?;
+        Ok(Response::new(pb::RemoveTagsFromStreamResponse {}))
     }
 
     async fn list_tags_for_stream(
         &self,
         request: Request<pb::ListTagsForStreamRequest>,
     ) -> Result<Response<pb::ListTagsForStreamResponse>, Status> {
-        observe("ListTagsForStream", async {
-            let how = super::consistency(&request)?;
-            let name = stream_ref("stream_name", &request.into_inner().stream_name)?;
-            let s = self.stream(how, &name).await?;
-            Ok(Response::new(pb::ListTagsForStreamResponse {
-                tags: s.tags.into_iter().collect(),
-            }))
-        })
-        .await
+        let how = super::consistency(&request)?;
+        let name = stream_ref("stream_name", &request.into_inner().stream_name)?;
+        let s = self.stream(how, &name).await?;
+        Ok(Response::new(pb::ListTagsForStreamResponse {
+            tags: s.tags.into_iter().collect(),
+        }))
     }
 
     async fn register_stream_consumer(
         &self,
         request: Request<pb::RegisterStreamConsumerRequest>,
     ) -> Result<Response<pb::RegisterStreamConsumerResponse>, Status> {
-        observe("RegisterStreamConsumer", async {
-            let r = request.into_inner();
-            let name = stream_ref("stream_arn", &r.stream_arn)?;
-            streams::validate_name("consumer_name", &r.consumer_name)?;
-            match self
-                .ctx
-                .command(Command::RegisterConsumer {
-                    name: name.clone(),
-                    consumer: r.consumer_name,
-                })
-                .await?
-            {
-                CommandOutput::Consumer(c) => {
-                    Ok(Response::new(pb::RegisterStreamConsumerResponse {
-                        consumer: Some(self.consumer_out(&name, &c)),
-                    }))
-                }
-                _ => Err(super::status::unexpected("RegisterStreamConsumer")),
-            }
-        })
-        .await
+        let r = request.into_inner();
+        let name = stream_ref("stream_arn", &r.stream_arn)?;
+        streams::validate_name("consumer_name", &r.consumer_name)?;
+        match self
+            .ctx
+            .command(Command::RegisterConsumer {
+                name: name.clone(),
+                consumer: r.consumer_name,
+            })
+            .await?
+        {
+            CommandOutput::Consumer(c) => Ok(Response::new(pb::RegisterStreamConsumerResponse {
+                consumer: Some(self.consumer_out(&name, &c)),
+            })),
+            _ => Err(super::status::unexpected("RegisterStreamConsumer")),
+        }
     }
 
     async fn deregister_stream_consumer(
         &self,
         request: Request<pb::DeregisterStreamConsumerRequest>,
     ) -> Result<Response<pb::DeregisterStreamConsumerResponse>, Status> {
-        observe("DeregisterStreamConsumer", async {
-            let r = request.into_inner();
-            let (name, consumer) = if !r.consumer_arn.is_empty() {
-                consumer_ref("consumer_arn", &r.consumer_arn)?
-            } else {
-                streams::validate_name("consumer_name", &r.consumer_name)?;
-                (stream_ref("stream_arn", &r.stream_arn)?, r.consumer_name)
-            };
-            self.ctx
-                .done(
-                    Command::DeregisterConsumer { name, consumer },
-                    "DeregisterStreamConsumer",
-                )
-                .await?;
-            Ok(Response::new(pb::DeregisterStreamConsumerResponse {}))
-        })
-        .await
+        let r = request.into_inner();
+        let (name, consumer) = if !r.consumer_arn.is_empty() {
+            consumer_ref("consumer_arn", &r.consumer_arn)?
+        } else {
+            streams::validate_name("consumer_name", &r.consumer_name)?;
+            (stream_ref("stream_arn", &r.stream_arn)?, r.consumer_name)
+        };
+        self.ctx
+            .done(
+                Command::DeregisterConsumer { name, consumer },
+                "DeregisterStreamConsumer",
+            )
+            .await?;
+        Ok(Response::new(pb::DeregisterStreamConsumerResponse {}))
     }
 
     async fn list_stream_consumers(
         &self,
         request: Request<pb::ListStreamConsumersRequest>,
     ) -> Result<Response<pb::ListStreamConsumersResponse>, Status> {
-        observe("ListStreamConsumers", async {
-            let how = super::consistency(&request)?;
-            let name = stream_ref("stream_arn", &request.into_inner().stream_arn)?;
-            let s = self.stream(how, &name).await?;
-            Ok(Response::new(pb::ListStreamConsumersResponse {
-                consumers: s
-                    .consumers
-                    .iter()
-                    .map(|c| self.consumer_out(&s.name, c))
-                    .collect(),
-            }))
-        })
-        .await
+        let how = super::consistency(&request)?;
+        let name = stream_ref("stream_arn", &request.into_inner().stream_arn)?;
+        let s = self.stream(how, &name).await?;
+        Ok(Response::new(pb::ListStreamConsumersResponse {
+            consumers: s
+                .consumers
+                .iter()
+                .map(|c| self.consumer_out(&s.name, c))
+                .collect(),
+        }))
     }
 
     async fn subscribe_to_shard(
         &self,
         request: Request<pb::SubscribeToShardRequest>,
     ) -> Result<Response<Self::SubscribeToShardStream>, Status> {
-        observe("SubscribeToShard", async {
-            let r = request.into_inner();
-            let (name, consumer) = consumer_ref("consumer_arn", &r.consumer_arn)?;
-            let shard = streams::parse_shard_id("shard_id", &r.shard_id)?;
-            let p = r.starting_position.unwrap_or_default();
-            let position = Position::parse(
-                "starting_position.type",
-                &p.r#type,
-                &p.sequence_number,
-                p.timestamp,
-                shard,
-            )?;
-            // The consumer and the starting position at a linearizable point
-            // (a consumer registered or a record put just before is seen);
-            // the records then come from this node as it applies them.
-            let s = self.stream(Consistency::Linearizable, &name).await?;
-            if !s.consumers.iter().any(|c| c.name == consumer) {
-                return Err(DomainError::not_found(
-                    "ResourceNotFoundException",
-                    format!("consumer_arn: stream {name:?} has no consumer {consumer:?}"),
-                )
-                .into());
-            }
-            let (stream, next) = self
-                .resolve(Consistency::Linearizable, &name, shard, position)
-                .await?;
-            let (tx, rx) = tokio::sync::mpsc::channel(4);
-            tokio::spawn(run_subscription(
-                self.ctx.clone(),
-                name,
-                consumer,
-                stream,
-                shard,
-                next,
-                tx,
-            ));
-            let events = tokio_stream::wrappers::ReceiverStream::new(rx);
-            Ok(Response::new(Box::pin(events) as EventStream))
-        })
-        .await
+        let r = request.into_inner();
+        let (name, consumer) = consumer_ref("consumer_arn", &r.consumer_arn)?;
+        let shard = streams::parse_shard_id("shard_id", &r.shard_id)?;
+        let p = r.starting_position.unwrap_or_default();
+        let position = Position::parse(
+            "starting_position.type",
+            &p.r#type,
+            &p.sequence_number,
+            p.timestamp,
+            shard,
+        )?;
+        // The consumer and the starting position at a linearizable point
+        // (a consumer registered or a record put just before is seen);
+        // the records then come from this node as it applies them.
+        let s = self.stream(Consistency::Linearizable, &name).await?;
+        if !s.consumers.iter().any(|c| c.name == consumer) {
+            return Err(DomainError::not_found(
+                "ResourceNotFoundException",
+                format!("consumer_arn: stream {name:?} has no consumer {consumer:?}"),
+            )
+            .into());
+        }
+        let (stream, next) = self
+            .resolve(Consistency::Linearizable, &name, shard, position)
+            .await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(run_subscription(
+            self.ctx.clone(),
+            name,
+            consumer,
+            stream,
+            shard,
+            next,
+            tx,
+        ));
+        let events = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(events) as EventStream))
     }
 }
 

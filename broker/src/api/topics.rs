@@ -10,7 +10,7 @@ use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::queues::{join, split, to_value, Split};
-use super::{consistency, observe, Context};
+use super::{consistency, Context};
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::DomainError;
 use crate::queues::message::validate_batch_ids;
@@ -154,445 +154,400 @@ impl pb::topics_server::Topics for TopicsApi {
         &self,
         request: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
-        observe("CreateTopic", async {
-            let req = request.into_inner();
-            let cmd = CreateTopic::new(
-                &req.name,
-                req.attributes.into_iter().collect(),
-                req.tags.into_iter().collect(),
-            )?;
-            let name = cmd.name.clone();
-            match self.ctx.command(Command::CreateTopic(cmd)).await? {
-                CommandOutput::TopicCreated { created } => {
-                    Ok(Response::new(pb::CreateTopicResponse {
-                        topic_arn: self.topic_arn(&name),
-                        created,
-                    }))
-                }
-                _ => Err(super::status::unexpected("CreateTopic")),
-            }
-        })
-        .await
+        let req = request.into_inner();
+        let cmd = CreateTopic::new(
+            &req.name,
+            req.attributes.into_iter().collect(),
+            req.tags.into_iter().collect(),
+        )?;
+        let name = cmd.name.clone();
+        match self.ctx.command(Command::CreateTopic(cmd)).await? {
+            CommandOutput::TopicCreated { created } => Ok(Response::new(pb::CreateTopicResponse {
+                topic_arn: self.topic_arn(&name),
+                created,
+            })),
+            _ => Err(super::status::unexpected("CreateTopic")),
+        }
     }
 
     async fn delete_topic(
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
-        observe("DeleteTopic", async {
-            let name = topic_ref("topic_arn", &request.into_inner().topic_arn)?;
-            self.ctx
-                .done(Command::DeleteTopic { name }, "DeleteTopic")
-                .await?;
-            Ok(Response::new(pb::DeleteTopicResponse {}))
-        })
-        .await
+        let name = topic_ref("topic_arn", &request.into_inner().topic_arn)?;
+        self.ctx
+            .done(Command::DeleteTopic { name }, "DeleteTopic")
+            .await?;
+        Ok(Response::new(pb::DeleteTopicResponse {}))
     }
 
     async fn list_topics(
         &self,
         request: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
-        observe("ListTopics", async {
-            let how = consistency(&request)?;
-            let req = request.into_inner();
-            let after = parse_token("next_token", &req.next_token, 1)?.map(|mut v| v.remove(0));
-            let QueryOutput::Topics(names, more) = self
-                .ctx
-                .query(how, Query::ListTopics { after, limit: PAGE })
-                .await?
-            else {
-                return Err(super::status::unexpected("ListTopics"));
-            };
-            let next_token = if more {
-                names.last().map(|n| token_of(&[n])).unwrap_or_default()
-            } else {
-                String::new()
-            };
-            Ok(Response::new(pb::ListTopicsResponse {
-                topic_arns: names.iter().map(|n| self.topic_arn(n)).collect(),
-                next_token,
-            }))
-        })
-        .await
+        let how = consistency(&request)?;
+        let req = request.into_inner();
+        let after = parse_token("next_token", &req.next_token, 1)?.map(|mut v| v.remove(0));
+        let QueryOutput::Topics(names, more) = self
+            .ctx
+            .query(how, Query::ListTopics { after, limit: PAGE })
+            .await?
+        else {
+            return Err(super::status::unexpected("ListTopics"));
+        };
+        let next_token = if more {
+            names.last().map(|n| token_of(&[n])).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListTopicsResponse {
+            topic_arns: names.iter().map(|n| self.topic_arn(n)).collect(),
+            next_token,
+        }))
     }
 
     async fn get_topic_attributes(
         &self,
         request: Request<pb::GetTopicAttributesRequest>,
     ) -> Result<Response<pb::GetTopicAttributesResponse>, Status> {
-        observe("GetTopicAttributes", async {
-            let how = consistency(&request)?;
-            let name = topic_ref("topic_arn", &request.into_inner().topic_arn)?;
-            let QueryOutput::Topic(t, counts) = self
-                .ctx
-                .query(how, Query::GetTopic { name: name.clone() })
-                .await?
-            else {
-                return Err(super::status::unexpected("GetTopicAttributes"));
-            };
-            let attributes = topic_attributes(
-                &self.topic_arn(&name),
-                &self.ctx.identity.account_id,
-                &t,
-                &counts,
-            );
-            Ok(Response::new(pb::GetTopicAttributesResponse {
-                attributes: attributes.into_iter().collect(),
-            }))
-        })
-        .await
+        let how = consistency(&request)?;
+        let name = topic_ref("topic_arn", &request.into_inner().topic_arn)?;
+        let QueryOutput::Topic(t, counts) = self
+            .ctx
+            .query(how, Query::GetTopic { name: name.clone() })
+            .await?
+        else {
+            return Err(super::status::unexpected("GetTopicAttributes"));
+        };
+        let attributes = topic_attributes(
+            &self.topic_arn(&name),
+            &self.ctx.identity.account_id,
+            &t,
+            &counts,
+        );
+        Ok(Response::new(pb::GetTopicAttributesResponse {
+            attributes: attributes.into_iter().collect(),
+        }))
     }
 
     async fn set_topic_attributes(
         &self,
         request: Request<pb::SetTopicAttributesRequest>,
     ) -> Result<Response<pb::SetTopicAttributesResponse>, Status> {
-        observe("SetTopicAttributes", async {
-            let req = request.into_inner();
-            let name = topic_ref("topic_arn", &req.topic_arn)?;
-            // The name says whether the topic is FIFO.
-            topics::validate_attribute(
-                &req.attribute_name,
-                &req.attribute_value,
-                name.ends_with(".fifo"),
-                false,
-            )?;
-            self.ctx
-                .done(
-                    Command::SetTopicAttribute {
-                        name,
-                        attribute: req.attribute_name,
-                        value: req.attribute_value,
-                    },
-                    "SetTopicAttributes",
-                )
-                .await?;
-            Ok(Response::new(pb::SetTopicAttributesResponse {}))
-        })
-        .await
+        let req = request.into_inner();
+        let name = topic_ref("topic_arn", &req.topic_arn)?;
+        // The name says whether the topic is FIFO.
+        topics::validate_attribute(
+            &req.attribute_name,
+            &req.attribute_value,
+            name.ends_with(".fifo"),
+            false,
+        )?;
+        self.ctx
+            .done(
+                Command::SetTopicAttribute {
+                    name,
+                    attribute: req.attribute_name,
+                    value: req.attribute_value,
+                },
+                "SetTopicAttributes",
+            )
+            .await?;
+        Ok(Response::new(pb::SetTopicAttributesResponse {}))
     }
 
     async fn subscribe(
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<pb::SubscribeResponse>, Status> {
-        observe("Subscribe", async {
-            let req = request.into_inner();
-            let req_return_arn = req.return_subscription_arn;
-            let topic = topic_ref("topic_arn", &req.topic_arn)?;
-            let protocol = Protocol::parse(&req.protocol).ok_or_else(|| {
-                DomainError::invalid_with_code(
-                    "InvalidParameter",
-                    "protocol",
-                    format!(
-                        "must be sqs (or queue), lambda (or function), http or https, got {:?}",
-                        req.protocol
-                    ),
-                )
-            })?;
-            let endpoint = normalize_endpoint(protocol, &req.endpoint)?;
-            let attributes: BTreeMap<String, String> = req.attributes.into_iter().collect();
-            subscriptions::Settings::parse(protocol, &attributes)?;
-            let cmd = Subscribe {
-                topic: topic.clone(),
-                protocol,
-                endpoint,
-                attributes,
-                id: new_id(),
-                token: hex::encode(uuid::Uuid::new_v4().as_bytes())
-                    + &hex::encode(uuid::Uuid::new_v4().as_bytes()),
-            };
-            match self.ctx.command(Command::Subscribe(cmd)).await? {
-                CommandOutput::Subscribed(s) => Ok(Response::new(pb::SubscribeResponse {
-                    subscription_arn: if s.pending && !req_return_arn {
-                        "pending confirmation".into()
-                    } else {
-                        format!("{}:{}", self.topic_arn(&topic), s.id)
-                    },
-                })),
-                _ => Err(super::status::unexpected("Subscribe")),
+        let req = request.into_inner();
+        let req_return_arn = req.return_subscription_arn;
+        let topic = topic_ref("topic_arn", &req.topic_arn)?;
+        let protocol = Protocol::parse(&req.protocol).ok_or_else(|| {
+            DomainError::invalid_with_code(
+                "InvalidParameter",
+                "protocol",
+                format!(
+                    "must be sqs (or queue), lambda (or function), http or https, got {:?}",
+                    req.protocol
+                ),
+            )
+        })?;
+        let endpoint = normalize_endpoint(protocol, &req.endpoint)?;
+        if matches!(protocol, Protocol::Http | Protocol::Https) {
+            // An address refused now; a name is judged as it resolves, at
+            // each delivery.
+            if let Some(why) = self.ctx.security.destinations.refusal_of_url(&endpoint) {
+                return Err(
+                    DomainError::invalid_with_code("InvalidParameter", "endpoint", why).into(),
+                );
             }
-        })
-        .await
+        }
+        let attributes: BTreeMap<String, String> = req.attributes.into_iter().collect();
+        subscriptions::Settings::parse(protocol, &attributes)?;
+        let cmd = Subscribe {
+            topic: topic.clone(),
+            protocol,
+            endpoint,
+            attributes,
+            id: new_id(),
+            token: hex::encode(uuid::Uuid::new_v4().as_bytes())
+                + &hex::encode(uuid::Uuid::new_v4().as_bytes()),
+        };
+        match self.ctx.command(Command::Subscribe(cmd)).await? {
+            CommandOutput::Subscribed(s) => Ok(Response::new(pb::SubscribeResponse {
+                subscription_arn: if s.pending && !req_return_arn {
+                    "pending confirmation".into()
+                } else {
+                    format!("{}:{}", self.topic_arn(&topic), s.id)
+                },
+            })),
+            _ => Err(super::status::unexpected("Subscribe")),
+        }
     }
 
     async fn confirm_subscription(
         &self,
         request: Request<pb::ConfirmSubscriptionRequest>,
     ) -> Result<Response<pb::ConfirmSubscriptionResponse>, Status> {
-        observe("ConfirmSubscription", async {
-            let req = request.into_inner();
-            let topic = topic_ref("topic_arn", &req.topic_arn)?;
-            let arn = confirm(&self.ctx, &topic, &req.token).await?;
-            Ok(Response::new(pb::ConfirmSubscriptionResponse {
-                subscription_arn: arn,
-            }))
-        })
-        .await
+        let req = request.into_inner();
+        let topic = topic_ref("topic_arn", &req.topic_arn)?;
+        let arn = confirm(&self.ctx, &topic, &req.token).await?;
+        Ok(Response::new(pb::ConfirmSubscriptionResponse {
+            subscription_arn: arn,
+        }))
     }
 
     async fn unsubscribe(
         &self,
         request: Request<pb::UnsubscribeRequest>,
     ) -> Result<Response<pb::UnsubscribeResponse>, Status> {
-        observe("Unsubscribe", async {
-            let (topic, id) =
-                subscription_ref("subscription_arn", &request.into_inner().subscription_arn)?;
-            self.ctx
-                .done(Command::Unsubscribe { topic, id }, "Unsubscribe")
-                .await?;
-            Ok(Response::new(pb::UnsubscribeResponse {}))
-        })
-        .await
+        let (topic, id) =
+            subscription_ref("subscription_arn", &request.into_inner().subscription_arn)?;
+        self.ctx
+            .done(Command::Unsubscribe { topic, id }, "Unsubscribe")
+            .await?;
+        Ok(Response::new(pb::UnsubscribeResponse {}))
     }
 
     async fn list_subscriptions(
         &self,
         request: Request<pb::ListSubscriptionsRequest>,
     ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
-        observe("ListSubscriptions", async {
-            let how = consistency(&request)?;
-            let req = request.into_inner();
-            self.subscriptions(how, None, &req.next_token).await
-        })
-        .await
+        let how = consistency(&request)?;
+        let req = request.into_inner();
+        self.subscriptions(how, None, &req.next_token).await
     }
 
     async fn list_subscriptions_by_topic(
         &self,
         request: Request<pb::ListSubscriptionsByTopicRequest>,
     ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
-        observe("ListSubscriptionsByTopic", async {
-            let how = consistency(&request)?;
-            let req = request.into_inner();
-            let topic = topic_ref("topic_arn", &req.topic_arn)?;
-            self.subscriptions(how, Some(topic), &req.next_token).await
-        })
-        .await
+        let how = consistency(&request)?;
+        let req = request.into_inner();
+        let topic = topic_ref("topic_arn", &req.topic_arn)?;
+        self.subscriptions(how, Some(topic), &req.next_token).await
     }
 
     async fn get_subscription_attributes(
         &self,
         request: Request<pb::GetSubscriptionAttributesRequest>,
     ) -> Result<Response<pb::GetSubscriptionAttributesResponse>, Status> {
-        observe("GetSubscriptionAttributes", async {
-            let how = consistency(&request)?;
-            let (topic, id) =
-                subscription_ref("subscription_arn", &request.into_inner().subscription_arn)?;
-            let QueryOutput::Subscription(t, s) = self
-                .ctx
-                .query(
-                    how,
-                    Query::GetSubscription {
-                        topic: topic.clone(),
-                        id,
-                    },
-                )
-                .await?
-            else {
-                return Err(super::status::unexpected("GetSubscriptionAttributes"));
-            };
-            let mut a = subscriptions::describe(&t, &s);
-            a.insert("SubscriptionArn".into(), self.subscription_arn(&topic, &s));
-            a.insert("TopicArn".into(), self.topic_arn(&topic));
-            a.insert("Owner".into(), self.ctx.identity.account_id.clone());
-            a.insert("Endpoint".into(), self.endpoint_arn(&s));
-            Ok(Response::new(pb::GetSubscriptionAttributesResponse {
-                attributes: a.into_iter().collect(),
-            }))
-        })
-        .await
+        let how = consistency(&request)?;
+        let (topic, id) =
+            subscription_ref("subscription_arn", &request.into_inner().subscription_arn)?;
+        let QueryOutput::Subscription(t, s) = self
+            .ctx
+            .query(
+                how,
+                Query::GetSubscription {
+                    topic: topic.clone(),
+                    id,
+                },
+            )
+            .await?
+        else {
+            return Err(super::status::unexpected("GetSubscriptionAttributes"));
+        };
+        let mut a = subscriptions::describe(&t, &s);
+        a.insert("SubscriptionArn".into(), self.subscription_arn(&topic, &s));
+        a.insert("TopicArn".into(), self.topic_arn(&topic));
+        a.insert("Owner".into(), self.ctx.identity.account_id.clone());
+        a.insert("Endpoint".into(), self.endpoint_arn(&s));
+        Ok(Response::new(pb::GetSubscriptionAttributesResponse {
+            attributes: a.into_iter().collect(),
+        }))
     }
 
     async fn set_subscription_attributes(
         &self,
         request: Request<pb::SetSubscriptionAttributesRequest>,
     ) -> Result<Response<pb::SetSubscriptionAttributesResponse>, Status> {
-        observe("SetSubscriptionAttributes", async {
-            let req = request.into_inner();
-            let (topic, id) = subscription_ref("subscription_arn", &req.subscription_arn)?;
-            self.ctx
-                .done(
-                    Command::SetSubscriptionAttribute {
-                        topic,
-                        id,
-                        attribute: req.attribute_name,
-                        value: req.attribute_value,
-                    },
-                    "SetSubscriptionAttributes",
-                )
-                .await?;
-            Ok(Response::new(pb::SetSubscriptionAttributesResponse {}))
-        })
-        .await
+        let req = request.into_inner();
+        let (topic, id) = subscription_ref("subscription_arn", &req.subscription_arn)?;
+        self.ctx
+            .done(
+                Command::SetSubscriptionAttribute {
+                    topic,
+                    id,
+                    attribute: req.attribute_name,
+                    value: req.attribute_value,
+                },
+                "SetSubscriptionAttributes",
+            )
+            .await?;
+        Ok(Response::new(pb::SetSubscriptionAttributesResponse {}))
     }
 
     async fn publish(
         &self,
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
-        observe("Publish", async {
-            let req = request.into_inner();
-            let topic = topic_ref("topic_arn", &req.topic_arn)?;
-            let p = Publication::validate(
-                "",
-                topic.ends_with(".fifo"),
-                publish_input(
-                    req.message,
-                    req.subject,
-                    req.message_structure,
-                    req.message_attributes,
-                    req.message_group_id,
-                    req.message_deduplication_id,
-                ),
-            )?;
-            let out = self
-                .ctx
-                .command(Command::Publish {
-                    topic_arn: self.topic_arn(&topic),
-                    topic,
-                    messages: vec![p],
-                })
-                .await?;
-            let CommandOutput::Published(mut results) = out else {
-                return Err(super::status::unexpected("Publish"));
-            };
-            let published = results
-                .pop()
-                .ok_or_else(|| super::status::unexpected("Publish"))??;
-            Ok(Response::new(pb::PublishResponse {
-                message_id: published.message_id,
-                sequence_number: published.sequence_number.unwrap_or_default(),
-            }))
-        })
-        .await
+        let req = request.into_inner();
+        let topic = topic_ref("topic_arn", &req.topic_arn)?;
+        let p = Publication::validate(
+            "",
+            topic.ends_with(".fifo"),
+            publish_input(
+                req.message,
+                req.subject,
+                req.message_structure,
+                req.message_attributes,
+                req.message_group_id,
+                req.message_deduplication_id,
+            ),
+        )?;
+        let out = self
+            .ctx
+            .command(Command::Publish {
+                topic_arn: self.topic_arn(&topic),
+                topic,
+                messages: vec![p],
+            })
+            .await?;
+        let CommandOutput::Published(mut results) = out else {
+            return Err(super::status::unexpected("Publish"));
+        };
+        let published = results
+            .pop()
+            .ok_or_else(|| super::status::unexpected("Publish"))??;
+        Ok(Response::new(pb::PublishResponse {
+            message_id: published.message_id,
+            sequence_number: published.sequence_number.unwrap_or_default(),
+        }))
     }
 
     async fn publish_batch(
         &self,
         request: Request<pb::PublishBatchRequest>,
     ) -> Result<Response<pb::PublishBatchResponse>, Status> {
-        observe("PublishBatch", async {
-            let req = request.into_inner();
-            let topic = topic_ref("topic_arn", &req.topic_arn)?;
-            validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
-            let fifo = topic.ends_with(".fifo");
-            let Split {
-                ids,
-                valid: messages,
-                mut failed,
-            } = split(req.entries, |i, e| {
-                let id = e.id.clone();
-                let p = Publication::validate(
-                    &format!("entries[{i}]"),
-                    fifo,
-                    publish_input(
-                        e.message,
-                        e.subject,
-                        e.message_structure,
-                        e.message_attributes,
-                        e.message_group_id,
-                        e.message_deduplication_id,
-                    ),
-                );
-                (id, p)
+        let req = request.into_inner();
+        let topic = topic_ref("topic_arn", &req.topic_arn)?;
+        validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
+        let fifo = topic.ends_with(".fifo");
+        let Split {
+            ids,
+            valid: messages,
+            mut failed,
+        } = split(req.entries, |i, e| {
+            let id = e.id.clone();
+            let p = Publication::validate(
+                &format!("entries[{i}]"),
+                fifo,
+                publish_input(
+                    e.message,
+                    e.subject,
+                    e.message_structure,
+                    e.message_attributes,
+                    e.message_group_id,
+                    e.message_deduplication_id,
+                ),
+            );
+            (id, p)
+        });
+        let total: usize = messages.iter().map(Publication::size).sum();
+        if total > topics::MESSAGE_MAX + 64 * messages.len() {
+            return Err(DomainError::invalid_with_code(
+                "BatchRequestTooLong",
+                "entries",
+                format!(
+                    "the messages add up to about {total} bytes; a batch takes at most {}",
+                    topics::MESSAGE_MAX
+                ),
+            )
+            .into());
+        }
+        let mut successful = Vec::new();
+        if !messages.is_empty() {
+            let out = self
+                .ctx
+                .command(Command::Publish {
+                    topic_arn: self.topic_arn(&topic),
+                    topic,
+                    messages,
+                })
+                .await?;
+            let CommandOutput::Published(results) = out else {
+                return Err(super::status::unexpected("PublishBatch"));
+            };
+            successful = join(ids, results, &mut failed, |id, p| {
+                pb::PublishBatchResultEntry {
+                    id,
+                    message_id: p.message_id,
+                    sequence_number: p.sequence_number.unwrap_or_default(),
+                }
             });
-            let total: usize = messages.iter().map(Publication::size).sum();
-            if total > topics::MESSAGE_MAX + 64 * messages.len() {
-                return Err(DomainError::invalid_with_code(
-                    "BatchRequestTooLong",
-                    "entries",
-                    format!(
-                        "the messages add up to about {total} bytes; a batch takes at most {}",
-                        topics::MESSAGE_MAX
-                    ),
-                )
-                .into());
-            }
-            let mut successful = Vec::new();
-            if !messages.is_empty() {
-                let out = self
-                    .ctx
-                    .command(Command::Publish {
-                        topic_arn: self.topic_arn(&topic),
-                        topic,
-                        messages,
-                    })
-                    .await?;
-                let CommandOutput::Published(results) = out else {
-                    return Err(super::status::unexpected("PublishBatch"));
-                };
-                successful = join(ids, results, &mut failed, |id, p| {
-                    pb::PublishBatchResultEntry {
-                        id,
-                        message_id: p.message_id,
-                        sequence_number: p.sequence_number.unwrap_or_default(),
-                    }
-                });
-            }
-            Ok(Response::new(pb::PublishBatchResponse {
-                successful,
-                failed,
-            }))
-        })
-        .await
+        }
+        Ok(Response::new(pb::PublishBatchResponse {
+            successful,
+            failed,
+        }))
     }
 
     async fn tag_resource(
         &self,
         request: Request<pb::TagResourceRequest>,
     ) -> Result<Response<pb::TagResourceResponse>, Status> {
-        observe("TagResource", async {
-            let req = request.into_inner();
-            let name = topic_ref("resource_arn", &req.resource_arn)?;
-            let tags: BTreeMap<String, String> = req.tags.into_iter().collect();
-            crate::queues::validate_tags(&tags)?;
-            self.ctx
-                .done(Command::TagTopic { name, tags }, "TagResource")
-                .await?;
-            Ok(Response::new(pb::TagResourceResponse {}))
-        })
-        .await
+        let req = request.into_inner();
+        let name = topic_ref("resource_arn", &req.resource_arn)?;
+        let tags: BTreeMap<String, String> = req.tags.into_iter().collect();
+        crate::queues::validate_tags(&tags)?;
+        self.ctx
+            .done(Command::TagTopic { name, tags }, "TagResource")
+            .await?;
+        Ok(Response::new(pb::TagResourceResponse {}))
     }
 
     async fn untag_resource(
         &self,
         request: Request<pb::UntagResourceRequest>,
     ) -> Result<Response<pb::UntagResourceResponse>, Status> {
-        observe("UntagResource", async {
-            let req = request.into_inner();
-            let name = topic_ref("resource_arn", &req.resource_arn)?;
-            self.ctx
-                .done(
-                    Command::UntagTopic {
-                        name,
-                        keys: req.tag_keys,
-                    },
-                    "UntagResource",
-                )
-                .await?;
-            Ok(Response::new(pb::UntagResourceResponse {}))
-        })
-        .await
+        let req = request.into_inner();
+        let name = topic_ref("resource_arn", &req.resource_arn)?;
+        self.ctx
+            .done(
+                Command::UntagTopic {
+                    name,
+                    keys: req.tag_keys,
+                },
+                "UntagResource",
+            )
+            .await?;
+        Ok(Response::new(pb::UntagResourceResponse {}))
     }
 
     async fn list_tags_for_resource(
         &self,
         request: Request<pb::ListTagsForResourceRequest>,
     ) -> Result<Response<pb::ListTagsForResourceResponse>, Status> {
-        observe("ListTagsForResource", async {
-            let how = consistency(&request)?;
-            let name = topic_ref("resource_arn", &request.into_inner().resource_arn)?;
-            let QueryOutput::Topic(t, _) = self.ctx.query(how, Query::GetTopic { name }).await?
-            else {
-                return Err(super::status::unexpected("ListTagsForResource"));
-            };
-            Ok(Response::new(pb::ListTagsForResourceResponse {
-                tags: t.tags.into_iter().collect(),
-            }))
-        })
-        .await
+        let how = consistency(&request)?;
+        let name = topic_ref("resource_arn", &request.into_inner().resource_arn)?;
+        let QueryOutput::Topic(t, _) = self.ctx.query(how, Query::GetTopic { name }).await? else {
+            return Err(super::status::unexpected("ListTagsForResource"));
+        };
+        Ok(Response::new(pb::ListTagsForResourceResponse {
+            tags: t.tags.into_iter().collect(),
+        }))
     }
 }
 

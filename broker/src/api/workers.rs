@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::{observe, Consistency, Context};
+use super::{Consistency, Context};
 use crate::command::{Command, Query, QueryOutput};
 use crate::functions::concurrency::ProvisionedConfig;
 use crate::functions::events::Destination;
@@ -197,209 +197,209 @@ impl pb::workers_server::Workers for WorkersApi {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        observe("Heartbeat", async {
-            let r = request.into_inner();
-            let report = Heartbeat {
-                id: r.worker_id,
-                address: r.address,
-                memory_mb: r.memory_mb,
-                memory_used_mb: r.memory_used_mb,
-                running: r.running,
-                warm: r
-                    .warm
-                    .into_iter()
-                    .map(|w| Warm {
-                        key: w.key,
-                        idle: w.idle,
-                        busy: w.busy,
-                        starting: w.starting,
-                    })
-                    .collect(),
-            };
-            report.validate()?;
-            let all = registered(&self.ctx)?;
-            let now = now_ms();
-            let stored = all.iter().find(|w| w.report.id == report.id);
-            if workers::worth_committing(stored, &report, now) {
-                self.ctx
-                    .done(Command::WorkerHeartbeat(report.clone()), "WorkerHeartbeat")
-                    .await?;
-            }
-            let mut live: Vec<String> = all
-                .iter()
-                .filter(|w| workers::is_live(w, now))
-                .map(|w| w.report.id.clone())
-                .collect();
-            if !live.contains(&report.id) {
-                live.push(report.id.clone());
-            }
-            live.sort();
-            let provisioned = provisioned(&self.ctx, None)?
+        let owner = super::caller(&request)?.owner();
+        let r = request.into_inner();
+        if self.ctx.security.cluster_tls()
+            && r.tls_certificate_sha256.is_empty()
+            && !owner.starts_with(crate::auth::caller::NODE_OWNER)
+        {
+            return Err(crate::error::DomainError::precondition(
+                "WorkerTlsRequired",
+                "tls_certificate_sha256: this cluster calls workers over TLS only; the worker must serve WorkerHost with a certificate",
+            )
+            .into());
+        }
+        let mut other_host_secrets = self.ctx.security.worker_host_secrets(&owner, &r.worker_id);
+        let host_secret = other_host_secrets.remove(0);
+        let report = Heartbeat {
+            owner,
+            tls_fingerprint: r.tls_certificate_sha256,
+            id: r.worker_id,
+            address: r.address,
+            memory_mb: r.memory_mb,
+            memory_used_mb: r.memory_used_mb,
+            running: r.running,
+            warm: r
+                .warm
                 .into_iter()
-                .filter_map(|(c, spec)| {
-                    let count = share(&live, &report.id, c.requested);
-                    (count > 0).then_some(pb::Provisioned {
-                        spec: Some(spec),
-                        count,
-                    })
+                .map(|w| Warm {
+                    key: w.key,
+                    idle: w.idle,
+                    busy: w.busy,
+                    starting: w.starting,
                 })
-                .collect();
-            Ok(Response::new(pb::HeartbeatResponse {
-                interval_ms: workers::HEARTBEAT_MS,
-                provisioned,
-                leases: poll_leases(&self.ctx, &report.id)?,
-            }))
-        })
-        .await
+                .collect(),
+        };
+        report.validate()?;
+        let all = registered(&self.ctx)?;
+        let now = now_ms();
+        let stored = all.iter().find(|w| w.report.id == report.id);
+        if workers::worth_committing(stored, &report, now) {
+            self.ctx
+                .done(Command::WorkerHeartbeat(report.clone()), "WorkerHeartbeat")
+                .await?;
+        }
+        let mut live: Vec<String> = all
+            .iter()
+            .filter(|w| workers::is_live(w, now))
+            .map(|w| w.report.id.clone())
+            .collect();
+        if !live.contains(&report.id) {
+            live.push(report.id.clone());
+        }
+        live.sort();
+        let provisioned = provisioned(&self.ctx, None)?
+            .into_iter()
+            .filter_map(|(c, spec)| {
+                let count = share(&live, &report.id, c.requested);
+                (count > 0).then_some(pb::Provisioned {
+                    spec: Some(spec),
+                    count,
+                })
+            })
+            .collect();
+        Ok(Response::new(pb::HeartbeatResponse {
+            interval_ms: workers::HEARTBEAT_MS,
+            provisioned,
+            leases: poll_leases(&self.ctx, &report.id)?,
+            host_secret,
+            other_host_secrets,
+        }))
     }
 
     async fn leave(
         &self,
         request: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::LeaveResponse>, Status> {
-        observe("Leave", async {
-            let id = request.into_inner().worker_id;
-            sluice_worker::validate_id(&id).map_err(|e| super::status::invalid("worker_id", e))?;
-            self.ctx
-                .done(Command::WorkerLeave { id }, "WorkerLeave")
-                .await?;
-            Ok(Response::new(pb::LeaveResponse {}))
-        })
-        .await
+        let owner = super::caller(&request)?.owner();
+        let id = request.into_inner().worker_id;
+        sluice_worker::validate_id(&id).map_err(|e| super::status::invalid("worker_id", e))?;
+        self.ctx
+            .done(Command::WorkerLeave { id, owner }, "WorkerLeave")
+            .await?;
+        Ok(Response::new(pb::LeaveResponse {}))
     }
 
     async fn get_code(
         &self,
         request: Request<pb::GetCodeRequest>,
     ) -> Result<Response<pb::GetCodeResponse>, Status> {
-        observe("GetCode", async {
-            let sha256 = request.into_inner().sha256;
-            if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(super::status::invalid(
-                    "sha256",
-                    "must be 64 hexadecimal digits",
-                ));
+        let sha256 = request.into_inner().sha256;
+        if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(super::status::invalid(
+                "sha256",
+                "must be 64 hexadecimal digits",
+            ));
+        }
+        // A package never changes under its hash: this node's copy will
+        // do, unless it has not applied the function yet.
+        let query = Query::FunctionCode { sha256 };
+        let mut found = match self.ctx.query(Consistency::Local, query.clone()).await? {
+            QueryOutput::Code(c) => c,
+            _ => return Err(super::status::unexpected("GetCode")),
+        };
+        if found.is_none() {
+            if let QueryOutput::Code(c) = self.ctx.query(Consistency::Linearizable, query).await? {
+                found = c;
             }
-            // A package never changes under its hash: this node's copy will
-            // do, unless it has not applied the function yet.
-            let query = Query::FunctionCode { sha256 };
-            let mut found = match self.ctx.query(Consistency::Local, query.clone()).await? {
-                QueryOutput::Code(c) => c,
-                _ => return Err(super::status::unexpected("GetCode")),
-            };
-            if found.is_none() {
-                if let QueryOutput::Code(c) =
-                    self.ctx.query(Consistency::Linearizable, query).await?
-                {
-                    found = c;
-                }
-            }
-            let zip = found.ok_or_else(|| {
-                Status::from(crate::error::DomainError::not_found(
-                    "ResourceNotFoundException",
-                    "no code package has that hash (the function changed or was deleted)",
-                ))
-            })?;
-            Ok(Response::new(pb::GetCodeResponse { zip }))
-        })
-        .await
+        }
+        let zip = found.ok_or_else(|| {
+            Status::from(crate::error::DomainError::not_found(
+                "ResourceNotFoundException",
+                "no code package has that hash (the function changed or was deleted)",
+            ))
+        })?;
+        Ok(Response::new(pb::GetCodeResponse { zip }))
     }
 
     async fn commit_checkpoint(
         &self,
         request: Request<pb::CommitCheckpointRequest>,
     ) -> Result<Response<pb::CommitCheckpointResponse>, Status> {
-        observe("CommitCheckpoint", async {
-            let r = request.into_inner();
-            sluice_worker::validate_id(&r.worker_id)
-                .map_err(|e| super::status::invalid("worker_id", e))?;
-            let (seq, shard) =
-                crate::streams::parse_sequence_number("sequence_number", &r.sequence_number)?;
-            if shard != stream_part(r.slot).0 {
-                return Err(super::status::invalid(
-                    "sequence_number",
-                    format!("belongs to shard {shard}, not to slot {}'s", r.slot),
-                ));
-            }
-            let commit = Commit {
-                function: r.function_name,
-                uuid: r.mapping_uuid,
-                slot: r.slot,
-                epoch: r.epoch,
-                worker: r.worker_id,
-                seq,
-                finished: r.finished,
-            };
-            self.ctx
-                .done(Command::CommitCheckpoint(commit), "CommitCheckpoint")
-                .await?;
-            Ok(Response::new(pb::CommitCheckpointResponse {}))
-        })
-        .await
+        let r = request.into_inner();
+        sluice_worker::validate_id(&r.worker_id)
+            .map_err(|e| super::status::invalid("worker_id", e))?;
+        let (seq, shard) =
+            crate::streams::parse_sequence_number("sequence_number", &r.sequence_number)?;
+        if shard != stream_part(r.slot).0 {
+            return Err(super::status::invalid(
+                "sequence_number",
+                format!("belongs to shard {shard}, not to slot {}'s", r.slot),
+            ));
+        }
+        let commit = Commit {
+            function: r.function_name,
+            uuid: r.mapping_uuid,
+            slot: r.slot,
+            epoch: r.epoch,
+            worker: r.worker_id,
+            seq,
+            finished: r.finished,
+        };
+        self.ctx
+            .done(Command::CommitCheckpoint(commit), "CommitCheckpoint")
+            .await?;
+        Ok(Response::new(pb::CommitCheckpointResponse {}))
     }
 
     async fn report_mapping_result(
         &self,
         request: Request<pb::ReportMappingResultRequest>,
     ) -> Result<Response<pb::ReportMappingResultResponse>, Status> {
-        observe("ReportMappingResult", async {
-            let r = request.into_inner();
-            // Pollers of one mapping report the same result over and over:
-            // what this node already has needs no write.
-            if let Ok(QueryOutput::Mapping(m)) = self.ctx.router.read_local(&Query::GetMapping {
-                uuid: r.mapping_uuid.clone(),
-            })? {
-                if m.function == r.function_name && m.last_result == r.result {
-                    return Ok(Response::new(pb::ReportMappingResultResponse {}));
-                }
+        let r = request.into_inner();
+        // Pollers of one mapping report the same result over and over:
+        // what this node already has needs no write.
+        if let Ok(QueryOutput::Mapping(m)) = self.ctx.router.read_local(&Query::GetMapping {
+            uuid: r.mapping_uuid.clone(),
+        })? {
+            if m.function == r.function_name && m.last_result == r.result {
+                return Ok(Response::new(pb::ReportMappingResultResponse {}));
             }
-            self.ctx
-                .done(
-                    Command::SetMappingResult {
-                        function: r.function_name,
-                        uuid: r.mapping_uuid,
-                        result: r.result,
-                    },
-                    "SetMappingResult",
-                )
-                .await?;
-            Ok(Response::new(pb::ReportMappingResultResponse {}))
-        })
-        .await
+        }
+        self.ctx
+            .done(
+                Command::SetMappingResult {
+                    function: r.function_name,
+                    uuid: r.mapping_uuid,
+                    result: r.result,
+                },
+                "SetMappingResult",
+            )
+            .await?;
+        Ok(Response::new(pb::ReportMappingResultResponse {}))
     }
 
     async fn list_workers(
         &self,
         _request: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
-        observe("ListWorkers", async {
-            let now = now_ms();
-            let workers = registered(&self.ctx)?
-                .into_iter()
-                .map(|w| pb::WorkerInfo {
-                    live: workers::is_live(&w, now),
-                    last_seen_ago_ms: now.saturating_sub(w.last_seen_ms),
-                    worker_id: w.report.id,
-                    address: w.report.address,
-                    memory_mb: w.report.memory_mb,
-                    memory_used_mb: w.report.memory_used_mb,
-                    running: w.report.running,
-                    warm: w
-                        .report
-                        .warm
-                        .into_iter()
-                        .map(|e| pb::WarmEnvironments {
-                            key: e.key,
-                            idle: e.idle,
-                            busy: e.busy,
-                            starting: e.starting,
-                        })
-                        .collect(),
-                })
-                .collect();
-            Ok(Response::new(pb::ListWorkersResponse { workers }))
-        })
-        .await
+        let now = now_ms();
+        let workers = registered(&self.ctx)?
+            .into_iter()
+            .map(|w| pb::WorkerInfo {
+                live: workers::is_live(&w, now),
+                last_seen_ago_ms: now.saturating_sub(w.last_seen_ms),
+                worker_id: w.report.id,
+                address: w.report.address,
+                tls_certificate_sha256: w.report.tls_fingerprint,
+                owner: w.report.owner,
+                memory_mb: w.report.memory_mb,
+                memory_used_mb: w.report.memory_used_mb,
+                running: w.report.running,
+                warm: w
+                    .report
+                    .warm
+                    .into_iter()
+                    .map(|e| pb::WarmEnvironments {
+                        key: e.key,
+                        idle: e.idle,
+                        busy: e.busy,
+                        starting: e.starting,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListWorkersResponse { workers }))
     }
 }
 
@@ -423,6 +423,8 @@ mod tests {
                     busy: 1,
                     starting: 2,
                 }],
+                owner: "w".into(),
+                tls_fingerprint: String::new(),
             },
             last_seen_ms: seen,
         };

@@ -95,8 +95,8 @@ pub struct SentMessage {
 pub struct Received {
     /// Sequence number in the queue.
     pub seq: u64,
-    /// The handle of this delivery.
-    pub receipt_handle: String,
+    /// What this delivery's receipt handle names (the API seals it).
+    pub receipt: Receipt,
     /// Content.
     pub body: Body,
     /// State after this receive.
@@ -536,13 +536,12 @@ fn handle_one(
             });
             taken.delivered.push(Received {
                 seq,
-                receipt_handle: Receipt {
+                receipt: Receipt {
                     qid: q.queue.id,
                     gen: q.keys.gen,
                     seq,
                     receive_count: head.receive_count,
-                }
-                .encode(),
+                },
                 body,
                 sequence_number: q.fifo().then(|| message::sequence_number(seq)),
                 head,
@@ -702,13 +701,12 @@ fn replay_attempt(
         };
         out.push(Received {
             seq: *seq,
-            receipt_handle: Receipt {
+            receipt: Receipt {
                 qid: q.queue.id,
                 gen: q.keys.gen,
                 seq: *seq,
                 receive_count: *count,
-            }
-            .encode(),
+            },
             body,
             sequence_number: Some(message::sequence_number(*seq)),
             head,

@@ -79,8 +79,8 @@ impl World {
             .collect()
     }
 
-    fn delete(&mut self, queue: &str, handle: &str) -> Result<(), DomainError> {
-        let r = Receipt::decode("receipt_handle", handle)?;
+    fn delete(&mut self, queue: &str, handle: &Receipt) -> Result<(), DomainError> {
+        let r = *handle;
         match self.run(Command::DeleteMessages {
             queue: queue.into(),
             receipts: vec![r],
@@ -90,8 +90,8 @@ impl World {
         }
     }
 
-    fn change(&mut self, queue: &str, handle: &str, seconds: u32) -> Result<(), DomainError> {
-        let r = Receipt::decode("receipt_handle", handle)?;
+    fn change(&mut self, queue: &str, handle: &Receipt, seconds: u32) -> Result<(), DomainError> {
+        let r = *handle;
         match self.run(Command::ChangeVisibility {
             queue: queue.into(),
             changes: vec![(r, seconds)],
@@ -232,7 +232,7 @@ fn a_received_message_is_hidden_for_its_visibility_timeout_then_returns() {
         Some(T0),
         "first receive stays"
     );
-    assert_ne!(first[0].receipt_handle, second[0].receipt_handle);
+    assert_ne!(first[0].receipt, second[0].receipt);
 }
 
 #[test]
@@ -253,9 +253,9 @@ fn a_stale_receipt_handle_never_deletes_a_message_received_again_since() {
     let mut w = World::new();
     w.create("q", &[("VisibilityTimeout", "10")]);
     w.send("q", msg("a"));
-    let old = w.receive("q", 1, None).remove(0).receipt_handle;
+    let old = w.receive("q", 1, None).remove(0).receipt;
     w.advance(10);
-    let new = w.receive("q", 1, None).remove(0).receipt_handle;
+    let new = w.receive("q", 1, None).remove(0).receipt;
     // Accepted as in SQS, but the message stays.
     w.delete("q", &old).unwrap();
     assert_eq!(w.counts("q").in_flight, 1);
@@ -264,7 +264,7 @@ fn a_stale_receipt_handle_never_deletes_a_message_received_again_since() {
     // The latest handle deletes; deleting twice is fine.
     let latest = {
         w.advance(10);
-        w.receive("q", 1, None).remove(0).receipt_handle
+        w.receive("q", 1, None).remove(0).receipt
     };
     assert_ne!(latest, new);
     w.delete("q", &latest).unwrap();
@@ -281,7 +281,7 @@ fn a_handle_for_another_queue_is_invalid() {
     w.create("a", &[]);
     w.create("b", &[]);
     w.send("a", msg("x"));
-    let h = w.receive("a", 1, None).remove(0).receipt_handle;
+    let h = w.receive("a", 1, None).remove(0).receipt;
     let err = w.delete("b", &h).unwrap_err();
     assert_eq!(err.code, "ReceiptHandleIsInvalid");
 }
@@ -291,7 +291,7 @@ fn change_visibility_extends_shortens_and_needs_the_latest_in_flight_handle() {
     let mut w = World::new();
     w.create("q", &[("VisibilityTimeout", "30")]);
     w.send("q", msg("a"));
-    let h = w.receive("q", 1, None).remove(0).receipt_handle;
+    let h = w.receive("q", 1, None).remove(0).receipt;
     w.change("q", &h, 120).unwrap();
     w.advance(60);
     assert!(w.receive("q", 1, None).is_empty(), "extended to 120 s");
@@ -303,7 +303,7 @@ fn change_visibility_extends_shortens_and_needs_the_latest_in_flight_handle() {
     let err = w.change("q", &h, 10).unwrap_err();
     assert_eq!(err.code, "MessageNotInflight");
     // A message that is not in flight cannot be changed.
-    let latest = again[0].receipt_handle.clone();
+    let latest = again[0].receipt;
     w.change("q", &latest, 0).unwrap();
     w.receive("q", 1, Some(0)); // promote and take it again...
     w.advance(1);
@@ -375,7 +375,7 @@ fn approximate_counts_follow_the_messages() {
     let got = w.receive("q", 2, Some(30));
     let c = w.counts("q");
     assert_eq!((c.available, c.in_flight, c.delayed), (3, 2, 1));
-    w.delete("q", &got[0].receipt_handle).unwrap();
+    w.delete("q", &got[0].receipt).unwrap();
     w.advance(60);
     // Hidden messages count as visible once a tick (or receive) promotes them.
     w.tick("q");
@@ -730,7 +730,7 @@ fn fifo_delivers_each_group_in_order_and_blocks_it_while_in_flight() {
         "every group blocked"
     );
     // Deleting a1 unblocks A at a2.
-    w.delete("f.fifo", &first[0].receipt_handle).unwrap();
+    w.delete("f.fifo", &first[0].receipt).unwrap();
     assert_eq!(w.bodies("f.fifo", 10, Some(30)), ["a2", "a3"]);
 }
 
@@ -870,7 +870,7 @@ fn purge_empties_the_queue_once_a_minute_and_old_handles_do_nothing() {
     for i in 0..5 {
         w.send("q", msg(&format!("m{i}")));
     }
-    let h = w.receive("q", 1, None).remove(0).receipt_handle;
+    let h = w.receive("q", 1, None).remove(0).receipt;
     let empty_size = {
         let mut scratch = World::new();
         scratch.create("q", &[]);

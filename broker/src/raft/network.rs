@@ -18,8 +18,11 @@ use openraft::raft::{
 use openraft::{AnyError, Snapshot, Vote};
 use sluice_proto::internal::raft_client::RaftClient;
 use sluice_proto::internal::{RaftPayload, SnapshotChunk};
+use sluice_security::signer::{SignedChannel, Signer};
+use sluice_security::tls::Connector;
+use sluice_security::Credentials;
 use tokio::io::AsyncReadExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use super::{Node, NodeId, TypeConfig};
 use crate::store::codec;
@@ -56,16 +59,37 @@ fn cap_entries(entries: &mut Vec<openraft::Entry<TypeConfig>>) -> Option<openraf
     entries.last().map(|e| e.log_id)
 }
 
-/// Lazily connected gRPC channels to other nodes, by address. A channel
-/// reconnects by itself after the peer restarts.
-#[derive(Clone, Default)]
+/// Lazily connected gRPC channels to other nodes' cluster listeners, by
+/// address, each call signed with this node's credential (and over mutual
+/// TLS when the cluster has it). A channel reconnects by itself after the
+/// peer restarts.
+#[derive(Clone)]
 pub struct Channels {
-    by_addr: Arc<Mutex<HashMap<String, Channel>>>,
+    by_addr: Arc<Mutex<HashMap<String, SignedChannel>>>,
+    connector: Connector,
+    credentials: Credentials,
 }
 
 impl Channels {
+    /// Channels dialled through `connector`, signed with `credentials`.
+    pub fn new(connector: Connector, credentials: Credentials) -> Self {
+        Channels {
+            by_addr: Arc::default(),
+            connector,
+            credentials,
+        }
+    }
+
+    /// Channels of `security`'s node to the other nodes.
+    pub fn of(security: &crate::auth::NodeSecurity) -> Self {
+        Self::new(
+            security.cluster_connector.clone(),
+            security.node_credentials.clone(),
+        )
+    }
+
     /// The channel to `addr` (`host:port`).
-    pub fn get(&self, addr: &str) -> Result<Channel, String> {
+    pub fn get(&self, addr: &str) -> Result<SignedChannel, String> {
         // A name the override file lists is dialled at its address there,
         // looked up again on every call so a peer that moved is followed;
         // any other name is resolved by the system at each connection.
@@ -77,11 +101,14 @@ impl Channels {
         let endpoint = Endpoint::from_shared(format!("http://{dial}"))
             .map_err(|e| format!("invalid node address {addr:?}: {e}"))?
             .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
+        let channel = Signer::new(
+            self.connector.channel(endpoint),
+            Some(self.credentials.clone()),
+            "cluster",
+        );
         map.insert(dial.into_owned(), channel.clone());
         Ok(channel)
     }
@@ -160,7 +187,7 @@ fn transport_error<E: std::error::Error>(status: tonic::Status) -> RPCError<Node
 impl PeerClient {
     fn client<E: std::error::Error>(
         &self,
-    ) -> Result<RaftClient<Channel>, RPCError<NodeId, Node, E>> {
+    ) -> Result<RaftClient<SignedChannel>, RPCError<NodeId, Node, E>> {
         self.channels
             .get(&self.addr)
             .map(RaftClient::new)
@@ -178,7 +205,7 @@ impl PeerClient {
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
         E: std::error::Error + serde::de::DeserializeOwned,
-        F: FnOnce(RaftClient<Channel>, tonic::Request<RaftPayload>) -> Fut,
+        F: FnOnce(RaftClient<SignedChannel>, tonic::Request<RaftPayload>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
     {
         let client = self.client()?;

@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::snapshot::{self, Meta, SnapshotDir, SnapshotFile};
 use super::{NodeId, Raft};
+use crate::auth::caller::Caller;
 use crate::store::codec;
 
 /// Whether this node may vote yet (see the module documentation), and when
@@ -88,6 +89,35 @@ impl RaftService {
         }
     }
 
+    /// Refuses Raft traffic from a node this one does not know as a member
+    /// or learner, unless it leads a term newer than any this node has
+    /// seen (a leader of a configuration this node has not caught up with)
+    /// or this node belongs to no cluster yet (it is joining). The caller
+    /// already proved it holds the cluster key (the guard layer).
+    fn check_sender<T>(
+        &self,
+        request: &Request<T>,
+        vote: Option<&openraft::Vote<NodeId>>,
+    ) -> Result<(), Status> {
+        let Some(Caller::Node(from)) = request.extensions().get::<Caller>() else {
+            return Err(Status::permission_denied(
+                "Raft traffic is taken from the cluster's nodes only",
+            ));
+        };
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let known = membership.nodes().next().is_none() || membership.get_node(from).is_some();
+        let newer = vote.is_some_and(|v| v.leader_id().term > metrics.vote.leader_id().term);
+        if known || newer {
+            return Ok(());
+        }
+        tracing::warn!(target: "sluice::audit", from, "refused Raft traffic from a node that is not a member or learner");
+        Err(Status::permission_denied(format!(
+            "node {from} is not a member or learner of this cluster"
+        )))
+    }
+
     fn refuse_vote(&self, req: &VoteRequest<NodeId>) -> Option<String> {
         if self.guard.is_rejoining() {
             return Some("this node is rejoining and has not heard from a leader yet".into());
@@ -120,7 +150,9 @@ impl sluice_proto::internal::raft_server::Raft for RaftService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode("append-entries request", &request.into_inner().data)?;
+        let rpc: openraft::raft::AppendEntriesRequest<super::TypeConfig> =
+            decode("append-entries request", &request.get_ref().data)?;
+        self.check_sender(&request, Some(&rpc.vote))?;
         let result = self.raft.append_entries(rpc).await;
         if matches!(
             result,
@@ -132,7 +164,8 @@ impl sluice_proto::internal::raft_server::Raft for RaftService {
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let rpc: VoteRequest<NodeId> = decode("vote request", &request.into_inner().data)?;
+        let rpc: VoteRequest<NodeId> = decode("vote request", &request.get_ref().data)?;
+        self.check_sender(&request, None)?;
         if let Some(reason) = self.refuse_vote(&rpc) {
             tracing::info!(candidate = %rpc.vote, %reason, "refusing vote");
             let vote = self.raft.metrics().borrow().vote;
@@ -150,6 +183,7 @@ impl sluice_proto::internal::raft_server::Raft for RaftService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftPayload>, Status> {
+        let caller = request.extensions().get::<Caller>().cloned();
         let mut stream = request.into_inner();
         let first = stream
             .message()
@@ -157,6 +191,11 @@ impl sluice_proto::internal::raft_server::Raft for RaftService {
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let (vote, meta): (openraft::Vote<NodeId>, Meta) =
             decode("snapshot header", &first.header)?;
+        let mut probe = Request::new(());
+        if let Some(c) = caller {
+            probe.extensions_mut().insert(c);
+        }
+        self.check_sender(&probe, Some(&vote))?;
         tracing::info!(snapshot = %meta, leader = %vote, "receiving snapshot");
         let path = self.snapshots.temp_path("recv");
         let received = async {

@@ -21,6 +21,7 @@
 //! as one batch. Unit tests run the same logic over [`MemState`].
 
 pub mod codec;
+pub mod format;
 pub mod keys;
 pub mod lock;
 pub mod log;

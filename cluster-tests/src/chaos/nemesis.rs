@@ -176,11 +176,11 @@ pub fn feasible(kinds: &[Kind], cluster: &ChaosCluster) -> (Vec<Kind>, Vec<Strin
 fn admin(cluster: &ChaosCluster) -> Client {
     Client::with_options(
         cluster.addrs(),
-        Options {
+        cluster.client_options(Options {
             deadline: Duration::from_secs(20),
             attempt_timeout: Duration::from_secs(10),
             ..Options::default()
-        },
+        }),
     )
     .expect("client")
 }
@@ -471,7 +471,7 @@ async fn add_back(cluster: &mut ChaosCluster, admin: &Client, n: NodeId) -> Resu
     cluster.wipe(n)?;
     cluster.start_joining(n)?;
     admin
-        .add_learner(n, &cluster.addr(n))
+        .add_learner(n, &cluster.cluster_addr(n))
         .await
         .map_err(|e| e.to_string())?;
     admin.promote_learner(n).await.map_err(|e| e.to_string())?;

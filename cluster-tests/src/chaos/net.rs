@@ -27,8 +27,13 @@ pub type Grudge = BTreeMap<NodeId, BTreeSet<NodeId>>;
 pub enum Net {
     /// A network namespace per node on a bridge.
     Namespaces(Namespaces),
-    /// Processes on loopback, each with its own port.
-    Loopback { addrs: BTreeMap<NodeId, String> },
+    /// Processes on loopback, each with its own ports (public, cluster).
+    Loopback {
+        /// `host:port` of each node's public port.
+        addrs: BTreeMap<NodeId, String>,
+        /// `host:port` of each node's cluster listener.
+        cluster: BTreeMap<NodeId, String>,
+    },
 }
 
 /// The namespaces, veth pairs and bridge of a run.
@@ -79,29 +84,47 @@ impl Net {
             Ok(ns) => Net::Namespaces(ns),
             Err(why) => {
                 eprintln!("chaos: no network namespaces ({why}); nodes run on loopback and partitions are skipped");
-                Net::Loopback {
-                    addrs: (1..=nodes)
-                        .map(|id| (id, format!("127.0.0.1:{}", loopback_ports())))
-                        .collect(),
-                }
+                Net::loopback(nodes, loopback_ports)
             }
         }
     }
 
     /// Loopback hosts, whatever the machine can do.
     pub fn loopback(nodes: u64, loopback_ports: impl Fn() -> u16) -> Net {
-        Net::Loopback {
-            addrs: (1..=nodes)
-                .map(|id| (id, format!("127.0.0.1:{}", loopback_ports())))
-                .collect(),
+        let ports = || format!("127.0.0.1:{}", loopback_ports());
+        let addrs = (1..=nodes).map(|id| (id, ports())).collect();
+        let cluster = (1..=nodes).map(|id| (id, ports())).collect();
+        Net::Loopback { addrs, cluster }
+    }
+
+    /// `host:port` of a node's cluster listener, as other nodes reach it.
+    pub fn cluster_addr(&self, id: NodeId) -> String {
+        match self {
+            Net::Namespaces(ns) => format!("{}.{id}:{}", ns.subnet, NODE_PORT + 1),
+            Net::Loopback { cluster, .. } => cluster[&id].clone(),
         }
+    }
+
+    /// The address the nodes reach the test process at (the bridge's own
+    /// address, or loopback).
+    pub fn test_host(&self) -> String {
+        match self {
+            Net::Namespaces(ns) => format!("{}.254", ns.subnet),
+            Net::Loopback { .. } => "127.0.0.1".into(),
+        }
+    }
+
+    /// The IP address of a node's host (what its certificates name).
+    pub fn host(&self, id: NodeId) -> String {
+        let a = self.addr(id);
+        a.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or(a)
     }
 
     /// `host:port` of a node, as other nodes and the clients reach it.
     pub fn addr(&self, id: NodeId) -> String {
         match self {
             Net::Namespaces(ns) => format!("{}.{id}:{NODE_PORT}", ns.subnet),
-            Net::Loopback { addrs } => addrs[&id].clone(),
+            Net::Loopback { addrs, .. } => addrs[&id].clone(),
         }
     }
 
@@ -276,6 +299,8 @@ mod tests {
         });
         assert_eq!(net.addr(1), "127.0.0.1:30000");
         assert_eq!(net.addr(3), "127.0.0.1:30002");
+        assert_eq!(net.cluster_addr(1), "127.0.0.1:30003");
+        assert_eq!(net.host(2), "127.0.0.1");
         assert!(!net.can_partition());
         assert!(net.partition(&Grudge::new()).is_err());
         assert!(net.heal().is_ok());

@@ -35,6 +35,56 @@ pub struct Setup {
     pub faketime: bool,
     /// Extra `sluice serve` flags for every node.
     pub extra_args: Vec<String>,
+    /// Nodes run secured: TLS on the public port, mutual TLS between nodes,
+    /// and authentication (every client signs as the administrator).
+    pub secure: bool,
+}
+
+/// The keys and certificates of a secured run, in its directory.
+struct Secrets {
+    /// The CA every node's certificate comes from (cluster and public).
+    ca: PathBuf,
+    /// The cluster key.
+    key: PathBuf,
+    /// The administrator's access key.
+    admin: sluice_client::Credentials,
+    admin_file: PathBuf,
+}
+
+impl Secrets {
+    /// Makes a CA, a certificate per node naming its host, a cluster key
+    /// and an administrator's access key under `dir`.
+    fn make(dir: &Path, net: &Net, ids: &[NodeId]) -> Result<Secrets, String> {
+        let write = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+            Ok::<_, String>(p)
+        };
+        let ca = sluice_security::pki::Authority::new("chaos ca")?;
+        let ca_path = write("ca.pem", &ca.cert_pem())?;
+        for id in ids {
+            let host = net.host(*id);
+            let issued = ca.issue(
+                &format!("node-{id}"),
+                &[host.as_str(), "127.0.0.1"],
+                sluice_security::pki::Validity::Days(2),
+            )?;
+            write(&format!("n{id}.pem"), &issued.cert_pem)?;
+            write(&format!("n{id}.key"), &issued.key_pem)?;
+        }
+        let key = write(
+            "cluster.key",
+            &format!("{}\n", sluice_security::key::Key::generate().to_hex()),
+        )?;
+        let admin = sluice_client::Credentials::generate();
+        let admin_file = write("admin.credentials", &admin.to_file_text())?;
+        Ok(Secrets {
+            ca: ca_path,
+            key,
+            admin,
+            admin_file,
+        })
+    }
 }
 
 /// Whether this machine can run nodes over `sluice-lazyfs`.
@@ -127,6 +177,7 @@ pub struct ChaosCluster {
     dir: PathBuf,
     nodes: BTreeMap<NodeId, ChaosNode>,
     peers: String,
+    secrets: Secrets,
 }
 
 impl ChaosCluster {
@@ -135,9 +186,11 @@ impl ChaosCluster {
     pub fn start(net: Net, setup: Setup, dir: &Path) -> Result<ChaosCluster, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let peers = (1..=setup.nodes)
-            .map(|id| format!("{id}={}", net.addr(id)))
+            .map(|id| format!("{id}={}", net.cluster_addr(id)))
             .collect::<Vec<_>>()
             .join(",");
+        let ids: Vec<NodeId> = (1..=setup.nodes).collect();
+        let secrets = Secrets::make(dir, &net, &ids)?;
         let mut nodes = BTreeMap::new();
         for id in 1..=setup.nodes {
             let data_dir = dir.join(format!("n{id}-data"));
@@ -170,6 +223,7 @@ impl ChaosCluster {
             dir: dir.to_path_buf(),
             nodes,
             peers,
+            secrets,
         };
         for id in c.ids() {
             let node = c.nodes.get_mut(&id).expect("node");
@@ -212,16 +266,61 @@ impl ChaosCluster {
         self.nodes[&id].addr.clone()
     }
 
+    /// Node `id`'s cluster listener's address (its address in the
+    /// membership).
+    pub fn cluster_addr(&self, id: NodeId) -> String {
+        self.net.cluster_addr(id)
+    }
+
+    /// `base` with what a client of this run needs: TLS trusting its CA and
+    /// the administrator's access key, when the run is secured.
+    pub fn client_options(&self, base: Options) -> Options {
+        if !self.setup.secure {
+            return base;
+        }
+        Options {
+            tls: sluice_client::ClientTls {
+                enabled: true,
+                ca: Some(self.secrets.ca.clone()),
+                ..Default::default()
+            },
+            credentials: Some(self.secrets.admin.clone()),
+            ..base
+        }
+    }
+
     fn args(&self, id: NodeId, join: bool) -> Vec<String> {
         let node = &self.nodes[&id];
+        let path = |p: &Path| p.display().to_string();
         let mut args = vec![
             "--node-id".to_string(),
             id.to_string(),
             "--listen".into(),
             node.addr.clone(),
+            "--cluster-listen".into(),
+            self.net.cluster_addr(id),
             "--data-dir".into(),
-            node.data_dir.display().to_string(),
+            path(&node.data_dir),
+            "--cluster-key-file".into(),
+            path(&self.secrets.key),
         ];
+        if self.setup.secure {
+            let cert = self.dir.join(format!("n{id}.pem"));
+            let key = self.dir.join(format!("n{id}.key"));
+            args.extend([
+                "--tls-cert".into(),
+                path(&cert),
+                "--tls-key".into(),
+                path(&key),
+                "--cluster-ca".into(),
+                path(&self.secrets.ca),
+                "--auth".into(),
+                "--admin-credentials-file".into(),
+                path(&self.secrets.admin_file),
+            ]);
+        } else if matches!(self.net, Net::Namespaces(_)) {
+            args.push("--insecure".into());
+        }
         if join {
             args.push("--join".into());
         } else {
@@ -321,7 +420,11 @@ impl ChaosCluster {
 
     /// A client of node `id` only, making one attempt per call.
     pub fn client_of(&self, id: NodeId, timeout: Duration) -> Client {
-        Client::with_options([self.addr(id)], single_attempt(timeout)).expect("client")
+        Client::with_options(
+            [self.addr(id)],
+            self.client_options(single_attempt(timeout)),
+        )
+        .expect("client")
     }
 
     /// A client of every node, making one attempt per call and moving to
@@ -330,7 +433,7 @@ impl ChaosCluster {
         let mut addrs = self.addrs();
         let n = addrs.len();
         addrs.rotate_left((first as usize + n - 1) % n);
-        Client::with_options(addrs, single_attempt(timeout)).expect("client")
+        Client::with_options(addrs, self.client_options(single_attempt(timeout))).expect("client")
     }
 
     /// The leader, as the first node that answers says; None if none knows.

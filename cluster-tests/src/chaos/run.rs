@@ -83,6 +83,9 @@ pub struct Config {
     pub out: PathBuf,
     /// Run the nodes on loopback even where namespaces are possible.
     pub loopback: bool,
+    /// Run the nodes without TLS and authentication (secured by default:
+    /// TLS, mutual TLS between nodes, signed calls).
+    pub insecure: bool,
     /// Healthy time between faults, seconds.
     pub calm_s: (u64, u64),
     /// Length of a fault, seconds.
@@ -100,6 +103,7 @@ impl Config {
             seed,
             out: out.to_path_buf(),
             loopback: false,
+            insecure: false,
             calm_s: (2, 5),
             fault_s: (3, 8),
         }
@@ -156,11 +160,11 @@ async fn wait_healthy(cluster: &ChaosCluster, limit: Duration) -> Result<(), Str
 fn admin(cluster: &ChaosCluster) -> Client {
     Client::with_options(
         cluster.addrs(),
-        Options {
+        cluster.client_options(Options {
             deadline: Duration::from_secs(60),
             attempt_timeout: Duration::from_secs(10),
             ..Options::default()
-        },
+        }),
     )
     .expect("client")
 }
@@ -189,6 +193,7 @@ pub async fn run(cfg: &Config) -> Result<Outcome, String> {
         lazyfs: cfg.nemesis.contains(&Kind::Power) && nodes::lazyfs_available(),
         faketime: cfg.nemesis.contains(&Kind::Clock) && nodes::faketime_available(),
         extra_args: Vec::new(),
+        secure: !cfg.insecure,
     };
     let mut cluster = ChaosCluster::start(net, setup, data.path())?;
     let (kinds, skipped) = nemesis::feasible(&cfg.nemesis, &cluster);
@@ -235,7 +240,9 @@ async fn run_in(
         _ => None,
     };
     let mapping = match cfg.workload {
-        Workload::Mapping => Some(MappingWorkload::setup(&admin, &dir.join("seen.txt")).await?),
+        Workload::Mapping => {
+            Some(MappingWorkload::setup(&admin, &cluster.net().test_host()).await?)
+        }
         _ => None,
     };
     let until = Instant::now() + cfg.time_limit;
@@ -323,6 +330,10 @@ async fn run_in(
             vec![checkers::topic::check(&ops, &routes, topic::number_of)]
         }
         Workload::Mapping => {
+            if let Some(w) = &mapping {
+                // What the function reported, for the results folder.
+                let _ = std::fs::write(dir.join("seen.txt"), w.seen.text("/seen"));
+            }
             let seen = mapping
                 .as_ref()
                 .map(|w| workloads::mapping::read_seen(&w.seen))

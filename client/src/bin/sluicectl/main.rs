@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 mod function;
+mod iam;
 mod mapping;
 mod queue;
 mod stream;
@@ -40,6 +41,27 @@ struct Cli {
     /// Print results as JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Connect with TLS (implied by --tls-ca and --tls-cert).
+    #[arg(long, env = "SLUICE_TLS", global = true)]
+    tls: bool,
+    /// Trust the cluster's certificates from this CA (PEM) [default with
+    /// --tls: the public web PKI].
+    #[arg(long, env = "SLUICE_TLS_CA", global = true)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Present this client certificate (PEM): the cluster takes the caller
+    /// for the principal its subject's common name names.
+    #[arg(long, env = "SLUICE_TLS_CERT", global = true, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, env = "SLUICE_TLS_KEY", global = true, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// The name the cluster's certificates carry, when not the host dialled.
+    #[arg(long, global = true)]
+    tls_server_name: Option<String>,
+    /// A file with access_key_id and secret_access_key to sign calls with
+    /// [default: SLUICE_ACCESS_KEY_ID and SLUICE_SECRET_ACCESS_KEY, if set].
+    #[arg(long, env = "SLUICE_CREDENTIALS_FILE", global = true)]
+    credentials_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,6 +86,9 @@ enum Command {
     /// Functions: create, invoke, publish, alias, logs, concurrency, workers.
     #[command(subcommand)]
     Function(FunctionCmd),
+    /// Principals, access keys and policies.
+    #[command(subcommand)]
+    Iam(iam::IamCmd),
 }
 
 #[derive(Subcommand)]
@@ -166,10 +191,25 @@ fn print_members(members: &[pb::MemberStatus]) {
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
+    let credentials = match &cli.credentials_file {
+        Some(p) => Some(sluice_client::Credentials::from_file(p).map_err(Error::Config)?),
+        None => sluice_client::Credentials::from_env().map_err(Error::Config)?,
+    };
     let client = Client::with_options(
         cli.cluster.split(','),
         Options {
             deadline: Duration::from_secs(cli.timeout),
+            tls: sluice_client::ClientTls {
+                enabled: cli.tls,
+                ca: cli.tls_ca.clone(),
+                cert: cli
+                    .tls_cert
+                    .clone()
+                    .zip(cli.tls_key.clone())
+                    .map(|(cert, key)| sluice_client::CertFiles { cert, key }),
+                server_name: cli.tls_server_name.clone(),
+            },
+            credentials,
             ..Options::default()
         },
     )?;
@@ -254,6 +294,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Stream(cmd) => stream::run(&client, json, cmd).await?,
         Command::Topic(cmd) => topic::run(&client, json, cmd).await?,
         Command::Mapping(cmd) => mapping::run(&client, json, cmd).await?,
+        Command::Iam(cmd) => iam::run(&client, json, cmd).await?,
         Command::Function(cmd) => {
             if function::run(&client, json, cmd).await? {
                 return Err(Error::Config("the function failed".into()));

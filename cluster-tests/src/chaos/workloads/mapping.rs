@@ -8,7 +8,7 @@
 //! waits for every acknowledged record and message to show up there.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+
 use std::time::Duration;
 
 use sluice_client::sluice_proto::v1 as pb;
@@ -36,7 +36,7 @@ const SEND_RATE: u64 = 25;
 /// Appends each record it is handed to `$SEEN`, one line per record
 /// ("stream KEY DATA" or "queue BODY"), in one write per invocation.
 const RECORDER: &str = r#"
-import base64, os
+import base64, os, urllib.request
 
 def handler(event, context):
     lines = []
@@ -46,33 +46,33 @@ def handler(event, context):
             lines.append("stream %s %s\n" % (r["kinesis"]["partitionKey"], data))
         else:
             lines.append("queue %s\n" % r["body"])
-    fd = os.open(os.environ["SEEN"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, "".join(lines).encode())
-    finally:
-        os.close(fd)
+    # One POST per batch keeps the batch's order; a failed POST fails the
+    # batch, which then comes again.
+    urllib.request.urlopen(os.environ["SEEN"], data="".join(lines).encode(), timeout=5).read()
     return None
 "#;
 
-/// What the workload set up: where the function writes.
+/// What the workload set up: where the function reports.
 pub struct MappingWorkload {
     /// The function's record of what it was handed.
-    pub seen: PathBuf,
+    pub seen: crate::Recorder,
     _code: tempfile::TempDir,
 }
 
 impl MappingWorkload {
     /// Creates the function, the stream, the queue and the two mappings;
-    /// the function writes to `seen`.
-    pub async fn setup(admin: &Client, seen: &Path) -> Result<MappingWorkload, String> {
+    /// the function reports to a recorder on `test_host` (where the nodes
+    /// reach the test process).
+    pub async fn setup(admin: &Client, test_host: &str) -> Result<MappingWorkload, String> {
         let e = |e: Error| e.to_string();
         let code = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let seen = crate::Recorder::start(test_host).await;
         admin
             .create_function(pb::CreateFunctionRequest {
                 function_name: FUNCTION.into(),
                 handler: "app.handler".into(),
                 timeout: 10,
-                environment: HashMap::from([("SEEN".to_string(), seen.display().to_string())]),
+                environment: HashMap::from([("SEEN".to_string(), format!("{}/seen", seen.url))]),
                 zip_file: crate::python_function(code.path(), RECORDER),
                 ..Default::default()
             })
@@ -112,10 +112,7 @@ impl MappingWorkload {
             })
             .await
             .map_err(e)?;
-        Ok(MappingWorkload {
-            seen: seen.to_path_buf(),
-            _code: code,
-        })
+        Ok(MappingWorkload { seen, _code: code })
     }
 
     /// Producers until `until`.
@@ -165,10 +162,11 @@ pub enum Seen {
     Message(String),
 }
 
-/// Reads the function's file (missing: nothing seen yet).
-pub fn read_seen(path: &Path) -> Vec<Seen> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
+/// Reads what the function reported, in the order it reported it.
+pub fn read_seen(recorder: &crate::Recorder) -> Vec<Seen> {
+    recorder
+        .text("/seen")
+        .lines()
         .filter_map(|l| {
             let mut f = l.splitn(3, ' ');
             match (f.next()?, f.next()?, f.next()) {

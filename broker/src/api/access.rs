@@ -1,0 +1,889 @@
+//! Every operation the public listener serves, in one table: the IAM action
+//! it is, the resource it acts on, and who may call it at all. The guard
+//! layer (`api::guard`) authorises each call from this table before any
+//! handler runs; a path not in it is refused.
+//!
+//! Actions follow AWS's names where AWS has the operation (`sqs:SendMessage`
+//! covers `SendMessageBatch`, as on AWS); Sluice's own operations are
+//! `sluice:*` (cluster and workers) and `iam:*` (principals and policies).
+//! The resource is an ARN built from one request field (the first non-empty
+//! of those listed), with the same parsing the handler uses, so the
+//! resource authorised is the one acted on; a field that does not parse
+//! stays as given (only a policy allowing `*` matches it, and the handler
+//! then refuses it). Operations on several resources (a subscription's
+//! endpoint, a move task's destination) are authorised on their main one.
+//!
+//! The table is checked against the proto descriptors when it is built: a
+//! public RPC without an entry, or an entry naming a field its request does
+//! not have, fails every test that starts an API.
+
+use std::collections::HashMap;
+
+use prost::Message;
+
+use crate::identity::Identity;
+
+/// Who may call an operation at all, before policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    /// Anyone, unauthenticated: health checks, reflection, probes, metrics,
+    /// subscription confirmation links (their token authorises them).
+    Public,
+    /// Any authenticated caller, with no policy to pass (who am I).
+    Authenticated,
+    /// Callers whose policies allow the action on the resource.
+    Callers,
+    /// Worker principals (and nodes), whose policies allow it.
+    Workers,
+}
+
+/// How the resource of an operation is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Res {
+    /// `*`: lists, and operations on no one resource.
+    Any,
+    /// The cluster itself.
+    Cluster,
+    /// A queue by name or URL.
+    Queue(&'static [&'static str]),
+    /// A queue by ARN.
+    QueueArn(&'static [&'static str]),
+    /// A message move task's source queue, by the task's handle.
+    MoveTask(&'static [&'static str]),
+    /// A topic by ARN or name.
+    Topic(&'static [&'static str]),
+    /// A subscription's topic, by the subscription's ARN.
+    Subscription(&'static [&'static str]),
+    /// A stream by name, stream ARN or consumer ARN.
+    Stream(&'static [&'static str]),
+    /// A stream, by a shard iterator it issued.
+    Iterator(&'static [&'static str]),
+    /// A function by name or ARN.
+    Function(&'static [&'static str]),
+    /// An event source mapping by UUID.
+    Mapping(&'static [&'static str]),
+    /// A worker by id.
+    Worker(&'static [&'static str]),
+    /// A principal by name.
+    Principal(&'static [&'static str]),
+    /// A policy by name.
+    Policy(&'static [&'static str]),
+}
+
+impl Res {
+    /// The request fields it is read from.
+    pub fn fields(&self) -> &'static [&'static str] {
+        match self {
+            Res::Any | Res::Cluster => &[],
+            Res::Queue(f)
+            | Res::QueueArn(f)
+            | Res::MoveTask(f)
+            | Res::Topic(f)
+            | Res::Subscription(f)
+            | Res::Stream(f)
+            | Res::Iterator(f)
+            | Res::Function(f)
+            | Res::Mapping(f)
+            | Res::Worker(f)
+            | Res::Principal(f)
+            | Res::Policy(f) => f,
+        }
+    }
+}
+
+/// One operation.
+#[derive(Debug, Clone, Copy)]
+pub struct Rpc {
+    /// gRPC service, e.g. `sluice.v1.Queues` (or `http` for plain routes).
+    pub service: &'static str,
+    /// Method, e.g. `SendMessage` (or the route's path).
+    pub method: &'static str,
+    /// IAM action.
+    pub action: &'static str,
+    /// Its resource.
+    pub resource: Res,
+    /// Who may call it.
+    pub who: Who,
+    /// An administrative action: every call is written to the audit log.
+    pub admin: bool,
+}
+
+const fn op(
+    service: &'static str,
+    method: &'static str,
+    action: &'static str,
+    resource: Res,
+) -> Rpc {
+    Rpc {
+        service,
+        method,
+        action,
+        resource,
+        who: Who::Callers,
+        admin: false,
+    }
+}
+
+const fn admin(
+    service: &'static str,
+    method: &'static str,
+    action: &'static str,
+    resource: Res,
+) -> Rpc {
+    Rpc {
+        admin: true,
+        ..op(service, method, action, resource)
+    }
+}
+
+const fn worker(method: &'static str, action: &'static str, resource: Res) -> Rpc {
+    Rpc {
+        who: Who::Workers,
+        ..op(WORKERS, method, action, resource)
+    }
+}
+
+const fn public(service: &'static str, method: &'static str) -> Rpc {
+    Rpc {
+        who: Who::Public,
+        ..op(service, method, "", Res::Any)
+    }
+}
+
+const QUEUES: &str = "sluice.v1.Queues";
+const TOPICS: &str = "sluice.v1.Topics";
+const STREAMS: &str = "sluice.v1.Streams";
+const FUNCTIONS: &str = "sluice.v1.Functions";
+const CLUSTER: &str = "sluice.v1.Cluster";
+const WORKERS: &str = "sluice.v1.Workers";
+const IAM: &str = "sluice.v1.Iam";
+const SCALER: &str = "externalscaler.ExternalScaler";
+/// Plain HTTP routes on the public port.
+pub const HTTP: &str = "http";
+
+const QUEUE: Res = Res::Queue(&["queue_name"]);
+const TOPIC: Res = Res::Topic(&["topic_arn"]);
+const SUBSCRIPTION: Res = Res::Subscription(&["subscription_arn"]);
+const STREAM: Res = Res::Stream(&["stream_name"]);
+const FUNCTION: Res = Res::Function(&["function_name"]);
+const MAPPING: Res = Res::Mapping(&["uuid"]);
+const PRINCIPAL: Res = Res::Principal(&["name"]);
+const POLICY: Res = Res::Policy(&["name"]);
+
+/// Every operation of the public listener.
+pub const RPCS: &[Rpc] = &[
+    op(QUEUES, "CreateQueue", "sqs:CreateQueue", QUEUE),
+    op(QUEUES, "GetQueueUrl", "sqs:GetQueueUrl", QUEUE),
+    op(QUEUES, "ListQueues", "sqs:ListQueues", Res::Any),
+    op(QUEUES, "DeleteQueue", "sqs:DeleteQueue", QUEUE),
+    op(
+        QUEUES,
+        "GetQueueAttributes",
+        "sqs:GetQueueAttributes",
+        QUEUE,
+    ),
+    op(
+        QUEUES,
+        "SetQueueAttributes",
+        "sqs:SetQueueAttributes",
+        QUEUE,
+    ),
+    op(QUEUES, "TagQueue", "sqs:TagQueue", QUEUE),
+    op(QUEUES, "UntagQueue", "sqs:UntagQueue", QUEUE),
+    op(QUEUES, "ListQueueTags", "sqs:ListQueueTags", QUEUE),
+    op(QUEUES, "PurgeQueue", "sqs:PurgeQueue", QUEUE),
+    op(QUEUES, "SendMessage", "sqs:SendMessage", QUEUE),
+    op(QUEUES, "SendMessageBatch", "sqs:SendMessage", QUEUE),
+    op(QUEUES, "ReceiveMessage", "sqs:ReceiveMessage", QUEUE),
+    op(QUEUES, "DeleteMessage", "sqs:DeleteMessage", QUEUE),
+    op(QUEUES, "DeleteMessageBatch", "sqs:DeleteMessage", QUEUE),
+    op(
+        QUEUES,
+        "ChangeMessageVisibility",
+        "sqs:ChangeMessageVisibility",
+        QUEUE,
+    ),
+    op(
+        QUEUES,
+        "ChangeMessageVisibilityBatch",
+        "sqs:ChangeMessageVisibility",
+        QUEUE,
+    ),
+    op(
+        QUEUES,
+        "ListDeadLetterSourceQueues",
+        "sqs:ListDeadLetterSourceQueues",
+        QUEUE,
+    ),
+    op(
+        QUEUES,
+        "StartMessageMoveTask",
+        "sqs:StartMessageMoveTask",
+        Res::QueueArn(&["source_arn"]),
+    ),
+    op(
+        QUEUES,
+        "ListMessageMoveTasks",
+        "sqs:ListMessageMoveTasks",
+        Res::QueueArn(&["source_arn"]),
+    ),
+    op(
+        QUEUES,
+        "CancelMessageMoveTask",
+        "sqs:CancelMessageMoveTask",
+        Res::MoveTask(&["task_handle"]),
+    ),
+    op(
+        TOPICS,
+        "CreateTopic",
+        "sns:CreateTopic",
+        Res::Topic(&["name"]),
+    ),
+    op(TOPICS, "DeleteTopic", "sns:DeleteTopic", TOPIC),
+    op(TOPICS, "ListTopics", "sns:ListTopics", Res::Any),
+    op(
+        TOPICS,
+        "GetTopicAttributes",
+        "sns:GetTopicAttributes",
+        TOPIC,
+    ),
+    op(
+        TOPICS,
+        "SetTopicAttributes",
+        "sns:SetTopicAttributes",
+        TOPIC,
+    ),
+    op(TOPICS, "Subscribe", "sns:Subscribe", TOPIC),
+    op(
+        TOPICS,
+        "ConfirmSubscription",
+        "sns:ConfirmSubscription",
+        TOPIC,
+    ),
+    op(TOPICS, "Unsubscribe", "sns:Unsubscribe", SUBSCRIPTION),
+    op(
+        TOPICS,
+        "ListSubscriptions",
+        "sns:ListSubscriptions",
+        Res::Any,
+    ),
+    op(
+        TOPICS,
+        "ListSubscriptionsByTopic",
+        "sns:ListSubscriptionsByTopic",
+        TOPIC,
+    ),
+    op(
+        TOPICS,
+        "GetSubscriptionAttributes",
+        "sns:GetSubscriptionAttributes",
+        SUBSCRIPTION,
+    ),
+    op(
+        TOPICS,
+        "SetSubscriptionAttributes",
+        "sns:SetSubscriptionAttributes",
+        SUBSCRIPTION,
+    ),
+    op(TOPICS, "Publish", "sns:Publish", TOPIC),
+    op(TOPICS, "PublishBatch", "sns:Publish", TOPIC),
+    op(
+        TOPICS,
+        "TagResource",
+        "sns:TagResource",
+        Res::Topic(&["resource_arn"]),
+    ),
+    op(
+        TOPICS,
+        "UntagResource",
+        "sns:UntagResource",
+        Res::Topic(&["resource_arn"]),
+    ),
+    op(
+        TOPICS,
+        "ListTagsForResource",
+        "sns:ListTagsForResource",
+        Res::Topic(&["resource_arn"]),
+    ),
+    op(STREAMS, "CreateStream", "kinesis:CreateStream", STREAM),
+    op(STREAMS, "DeleteStream", "kinesis:DeleteStream", STREAM),
+    op(STREAMS, "ListStreams", "kinesis:ListStreams", Res::Any),
+    op(STREAMS, "DescribeStream", "kinesis:DescribeStream", STREAM),
+    op(
+        STREAMS,
+        "DescribeStreamSummary",
+        "kinesis:DescribeStreamSummary",
+        STREAM,
+    ),
+    op(STREAMS, "ListShards", "kinesis:ListShards", STREAM),
+    op(STREAMS, "PutRecord", "kinesis:PutRecord", STREAM),
+    op(STREAMS, "PutRecords", "kinesis:PutRecords", STREAM),
+    op(
+        STREAMS,
+        "GetShardIterator",
+        "kinesis:GetShardIterator",
+        STREAM,
+    ),
+    op(
+        STREAMS,
+        "GetRecords",
+        "kinesis:GetRecords",
+        Res::Iterator(&["shard_iterator"]),
+    ),
+    op(
+        STREAMS,
+        "IncreaseStreamRetentionPeriod",
+        "kinesis:IncreaseStreamRetentionPeriod",
+        STREAM,
+    ),
+    op(
+        STREAMS,
+        "DecreaseStreamRetentionPeriod",
+        "kinesis:DecreaseStreamRetentionPeriod",
+        STREAM,
+    ),
+    op(STREAMS, "SplitShard", "kinesis:SplitShard", STREAM),
+    op(STREAMS, "MergeShards", "kinesis:MergeShards", STREAM),
+    op(
+        STREAMS,
+        "UpdateShardCount",
+        "kinesis:UpdateShardCount",
+        STREAM,
+    ),
+    op(
+        STREAMS,
+        "AddTagsToStream",
+        "kinesis:AddTagsToStream",
+        STREAM,
+    ),
+    op(
+        STREAMS,
+        "RemoveTagsFromStream",
+        "kinesis:RemoveTagsFromStream",
+        STREAM,
+    ),
+    op(
+        STREAMS,
+        "ListTagsForStream",
+        "kinesis:ListTagsForStream",
+        STREAM,
+    ),
+    op(
+        STREAMS,
+        "RegisterStreamConsumer",
+        "kinesis:RegisterStreamConsumer",
+        Res::Stream(&["stream_arn"]),
+    ),
+    op(
+        STREAMS,
+        "DeregisterStreamConsumer",
+        "kinesis:DeregisterStreamConsumer",
+        Res::Stream(&["stream_arn", "consumer_arn"]),
+    ),
+    op(
+        STREAMS,
+        "ListStreamConsumers",
+        "kinesis:ListStreamConsumers",
+        Res::Stream(&["stream_arn"]),
+    ),
+    op(
+        STREAMS,
+        "SubscribeToShard",
+        "kinesis:SubscribeToShard",
+        Res::Stream(&["consumer_arn"]),
+    ),
+    op(
+        FUNCTIONS,
+        "CreateFunction",
+        "lambda:CreateFunction",
+        FUNCTION,
+    ),
+    op(FUNCTIONS, "GetFunction", "lambda:GetFunction", FUNCTION),
+    op(FUNCTIONS, "ListFunctions", "lambda:ListFunctions", Res::Any),
+    op(
+        FUNCTIONS,
+        "DeleteFunction",
+        "lambda:DeleteFunction",
+        FUNCTION,
+    ),
+    op(
+        FUNCTIONS,
+        "UpdateFunctionCode",
+        "lambda:UpdateFunctionCode",
+        FUNCTION,
+    ),
+    op(
+        FUNCTIONS,
+        "UpdateFunctionConfiguration",
+        "lambda:UpdateFunctionConfiguration",
+        FUNCTION,
+    ),
+    op(FUNCTIONS, "Invoke", "lambda:InvokeFunction", FUNCTION),
+    op(
+        FUNCTIONS,
+        "PutFunctionEventInvokeConfig",
+        "lambda:PutFunctionEventInvokeConfig",
+        FUNCTION,
+    ),
+    op(
+        FUNCTIONS,
+        "GetFunctionEventInvokeConfig",
+        "lambda:GetFunctionEventInvokeConfig",
+        FUNCTION,
+    ),
+    op(
+        FUNCTIONS,
+        "PublishVersion",
+        "lambda:PublishVersion",
+        FUNCTION,
+    ),
+    op(
+        FUNCTIONS,
+        "ListVersionsByFunction",
+        "lambda:ListVersionsByFunction",
+        FUNCTION,
+    ),
+    op(FUNCTIONS, "CreateAlias", "lambda:CreateAlias", FUNCTION),
+    op(FUNCTIONS, "UpdateAlias", "lambda:UpdateAlias", FUNCTION),
+    op(FUNCTIONS, "GetAlias", "lambda:GetAlias", FUNCTION),
+    op(FUNCTIONS, "DeleteAlias", "lambda:DeleteAlias", FUNCTION),
+    op(FUNCTIONS, "ListAliases", "lambda:ListAliases", FUNCTION),
+    op(
+        FUNCTIONS,
+        "GetFunctionLogs",
+        "lambda:GetFunctionLogs",
+        FUNCTION,
+    ),
+    op(
+        FUNCTIONS,
+        "PutFunctionConcurrency",
+        "lambda:PutFunctionConcurrency",
+        FUNCTION,
+    ),
+    op(
+        FUNCTIONS,
+        "GetFunctionConcurrency",
+        "lambda:GetFunctionConcurrency",
+        FUNCTION,
+    ),
+    op(
+        FUNCTIONS,
+        "DeleteFunctionConcurrency",
+        "lambda:DeleteFunctionConcurrency",
+        FUNCTION,
+    ),
+    op(
+        FUNCTIONS,
+        "PutProvisionedConcurrencyConfig",
+        "lambda:PutProvisionedConcurrencyConfig",
+        FUNCTION,
+    ),
+    op(
+        FUNCTIONS,
+        "GetProvisionedConcurrencyConfig",
+        "lambda:GetProvisionedConcurrencyConfig",
+        FUNCTION,
+    ),
+    op(
+        FUNCTIONS,
+        "DeleteProvisionedConcurrencyConfig",
+        "lambda:DeleteProvisionedConcurrencyConfig",
+        FUNCTION,
+    ),
+    op(
+        FUNCTIONS,
+        "CreateEventSourceMapping",
+        "lambda:CreateEventSourceMapping",
+        FUNCTION,
+    ),
+    op(
+        FUNCTIONS,
+        "UpdateEventSourceMapping",
+        "lambda:UpdateEventSourceMapping",
+        MAPPING,
+    ),
+    op(
+        FUNCTIONS,
+        "GetEventSourceMapping",
+        "lambda:GetEventSourceMapping",
+        MAPPING,
+    ),
+    op(
+        FUNCTIONS,
+        "DeleteEventSourceMapping",
+        "lambda:DeleteEventSourceMapping",
+        MAPPING,
+    ),
+    op(
+        FUNCTIONS,
+        "ListEventSourceMappings",
+        "lambda:ListEventSourceMappings",
+        Res::Any,
+    ),
+    op(
+        CLUSTER,
+        "GetClusterStatus",
+        "sluice:GetClusterStatus",
+        Res::Cluster,
+    ),
+    admin(CLUSTER, "AddLearner", "sluice:AddLearner", Res::Cluster),
+    admin(
+        CLUSTER,
+        "PromoteLearner",
+        "sluice:PromoteLearner",
+        Res::Cluster,
+    ),
+    admin(CLUSTER, "RemoveMember", "sluice:RemoveMember", Res::Cluster),
+    admin(
+        CLUSTER,
+        "TransferLeadership",
+        "sluice:TransferLeadership",
+        Res::Cluster,
+    ),
+    admin(
+        CLUSTER,
+        "TriggerSnapshot",
+        "sluice:TriggerSnapshot",
+        Res::Cluster,
+    ),
+    worker("Heartbeat", "sluice:Heartbeat", Res::Worker(&["worker_id"])),
+    worker("Leave", "sluice:LeaveWorker", Res::Worker(&["worker_id"])),
+    worker("GetCode", "sluice:GetCode", Res::Any),
+    worker("CommitCheckpoint", "sluice:CommitCheckpoint", FUNCTION),
+    worker(
+        "ReportMappingResult",
+        "sluice:ReportMappingResult",
+        FUNCTION,
+    ),
+    op(WORKERS, "ListWorkers", "sluice:ListWorkers", Res::Any),
+    admin(IAM, "CreatePrincipal", "iam:CreatePrincipal", PRINCIPAL),
+    op(IAM, "GetPrincipal", "iam:GetPrincipal", PRINCIPAL),
+    op(IAM, "ListPrincipals", "iam:ListPrincipals", Res::Any),
+    admin(IAM, "DeletePrincipal", "iam:DeletePrincipal", PRINCIPAL),
+    admin(IAM, "CreateAccessKey", "iam:CreateAccessKey", PRINCIPAL),
+    admin(IAM, "DeleteAccessKey", "iam:DeleteAccessKey", PRINCIPAL),
+    admin(IAM, "PutPolicy", "iam:PutPolicy", POLICY),
+    op(IAM, "GetPolicy", "iam:GetPolicy", POLICY),
+    op(IAM, "ListPolicies", "iam:ListPolicies", Res::Any),
+    admin(IAM, "DeletePolicy", "iam:DeletePolicy", POLICY),
+    admin(IAM, "AttachPolicy", "iam:AttachPolicy", PRINCIPAL),
+    admin(IAM, "DetachPolicy", "iam:DetachPolicy", PRINCIPAL),
+    Rpc {
+        who: Who::Authenticated,
+        ..op(IAM, "GetCallerIdentity", "sts:GetCallerIdentity", Res::Any)
+    },
+    op(SCALER, "IsActive", "sluice:GetScalerMetrics", Res::Any),
+    op(
+        SCALER,
+        "StreamIsActive",
+        "sluice:GetScalerMetrics",
+        Res::Any,
+    ),
+    op(SCALER, "GetMetricSpec", "sluice:GetScalerMetrics", Res::Any),
+    op(SCALER, "GetMetrics", "sluice:GetScalerMetrics", Res::Any),
+    public("grpc.health.v1.Health", "Check"),
+    public("grpc.health.v1.Health", "Watch"),
+    public(
+        "grpc.reflection.v1.ServerReflection",
+        "ServerReflectionInfo",
+    ),
+    public(
+        "grpc.reflection.v1alpha.ServerReflection",
+        "ServerReflectionInfo",
+    ),
+    public(HTTP, "/metrics"),
+    public(HTTP, "/live"),
+    public(HTTP, "/ready"),
+    public(HTTP, "/topics/confirm"),
+];
+
+/// An operation as the guard looks it up: its row, and the numbers of the
+/// request fields its resource is read from.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The row.
+    pub rpc: Rpc,
+    /// Field numbers, in the order of [`Res::fields`].
+    pub field_numbers: Vec<u32>,
+}
+
+/// The table by request path.
+#[derive(Debug)]
+pub struct Table {
+    by_path: HashMap<String, Entry>,
+}
+
+/// Services whose methods must all be in the table.
+const CHECKED_SERVICES: &[&str] = &[QUEUES, TOPICS, STREAMS, FUNCTIONS, CLUSTER, WORKERS, IAM];
+
+impl Table {
+    /// Builds the table, checking it against the proto descriptors. Panics
+    /// if they disagree: a build in which an RPC has no access rule must not
+    /// serve.
+    pub fn build() -> Table {
+        let fds = prost_types::FileDescriptorSet::decode(sluice_proto::FILE_DESCRIPTOR_SET)
+            .expect("the generated descriptor set decodes");
+        let mut methods: HashMap<String, String> = HashMap::new();
+        let mut messages: HashMap<String, &prost_types::DescriptorProto> = HashMap::new();
+        for file in &fds.file {
+            let pkg = file.package();
+            for m in &file.message_type {
+                messages.insert(format!(".{pkg}.{}", m.name()), m);
+            }
+            for s in &file.service {
+                for m in &s.method {
+                    methods.insert(
+                        format!("{pkg}.{}/{}", s.name(), m.name()),
+                        m.input_type().to_string(),
+                    );
+                }
+            }
+        }
+        let mut by_path = HashMap::new();
+        for rpc in RPCS {
+            let path = if rpc.service == HTTP {
+                rpc.method.to_string()
+            } else {
+                format!("/{}/{}", rpc.service, rpc.method)
+            };
+            let mut field_numbers = Vec::new();
+            if !rpc.resource.fields().is_empty() {
+                let key = format!("{}/{}", rpc.service, rpc.method);
+                let input = methods
+                    .get(&key)
+                    .unwrap_or_else(|| panic!("access table: {key} is not an RPC"));
+                let msg = messages
+                    .get(input)
+                    .unwrap_or_else(|| panic!("access table: no message {input}"));
+                for f in rpc.resource.fields() {
+                    let field = msg
+                        .field
+                        .iter()
+                        .find(|x| x.name() == *f)
+                        .unwrap_or_else(|| panic!("access table: {key}: {input} has no field {f}"));
+                    assert_eq!(
+                        field.r#type(),
+                        prost_types::field_descriptor_proto::Type::String,
+                        "access table: {key}: {f} must be a string"
+                    );
+                    field_numbers.push(field.number() as u32);
+                }
+            }
+            let previous = by_path.insert(
+                path.clone(),
+                Entry {
+                    rpc: *rpc,
+                    field_numbers,
+                },
+            );
+            assert!(previous.is_none(), "access table: {path} is listed twice");
+        }
+        for key in methods.keys() {
+            let (service, _) = key.split_once('/').expect("service/method");
+            if CHECKED_SERVICES.contains(&service) {
+                assert!(
+                    by_path.contains_key(&format!("/{key}")),
+                    "access table: {key} has no access rule"
+                );
+            }
+        }
+        Table { by_path }
+    }
+
+    /// The operation at `path`.
+    pub fn get(&self, path: &str) -> Option<&Entry> {
+        self.by_path.get(path)
+    }
+}
+
+/// The last value of string field `number` in an encoded protobuf message
+/// (protobuf's rule: the last occurrence wins, as the handler's decoder
+/// will see it), skipping everything else without copying it. `None` if
+/// the field is absent or the message does not parse.
+pub fn string_field(mut msg: &[u8], number: u32) -> Option<&str> {
+    fn varint(b: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let (&byte, rest) = b.split_first()?;
+            *b = rest;
+            v |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut found = None;
+    while !msg.is_empty() {
+        let key = varint(&mut msg)?;
+        let (field, wire) = ((key >> 3) as u32, key & 7);
+        match wire {
+            0 => {
+                varint(&mut msg)?;
+            }
+            1 => msg = msg.get(8..)?,
+            2 => {
+                let len = usize::try_from(varint(&mut msg)?).ok()?;
+                let value = msg.get(..len)?;
+                msg = &msg[len..];
+                if field == number {
+                    found = Some(std::str::from_utf8(value).ok()?);
+                }
+            }
+            5 => msg = msg.get(4..)?,
+            _ => return None,
+        }
+    }
+    found
+}
+
+/// The ARN `res` names for a request whose string fields are `values` (in
+/// the order of [`Res::fields`]), with `lookup` answering what only the
+/// state knows (a move task's queue by the queue id in its handle, a shard
+/// iterator's stream).
+pub fn resource(
+    res: &Res,
+    values: &[Option<&str>],
+    id: &Identity,
+    lookup: &dyn Fn(&Res, &str) -> Option<String>,
+) -> String {
+    let given = values.iter().flatten().find(|v| !v.is_empty()).copied();
+    let Some(v) = given else {
+        return match res {
+            Res::Cluster => id.sluice_arn("cluster"),
+            _ => "*".into(),
+        };
+    };
+    let named = match res {
+        Res::Any => return "*".into(),
+        Res::Cluster => return id.sluice_arn("cluster"),
+        Res::Queue(_) => super::queues::queue_ref("", v)
+            .ok()
+            .map(|n| id.queue_arn(&n)),
+        Res::QueueArn(_) => crate::queues::attributes::queue_name_from_arn(v)
+            .filter(|n| crate::queues::validate_name("", n).is_ok())
+            .map(|n| id.queue_arn(n)),
+        Res::MoveTask(_) | Res::Iterator(_) => lookup(res, v),
+        Res::Topic(_) => super::topics::topic_ref("", v)
+            .ok()
+            .map(|n| id.topic_arn(&n)),
+        Res::Subscription(_) => super::topics::subscription_ref("", v)
+            .ok()
+            .map(|(t, _)| id.topic_arn(&t)),
+        Res::Stream(_) => super::streams::stream_ref("", v)
+            .ok()
+            .map(|n| id.stream_arn(&n)),
+        Res::Function(_) => super::functions::name_ref("", v)
+            .ok()
+            .map(|n| id.function_arn(&n)),
+        Res::Mapping(_) => (v.len() <= 64
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .then(|| id.mapping_arn(v)),
+        Res::Worker(_) => sluice_worker::validate_id(v)
+            .ok()
+            .map(|_| id.sluice_arn(&format!("worker/{v}"))),
+        Res::Principal(_) => crate::iam::validate_name("", v)
+            .ok()
+            .map(|_| id.principal_arn(v)),
+        Res::Policy(_) => crate::iam::validate_name("", v)
+            .ok()
+            .map(|_| id.policy_arn(v)),
+    };
+    // What does not parse stays as given (cut short): only `*` matches it.
+    named.unwrap_or_else(|| v.chars().take(256).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_public_rpc_has_one_rule_and_its_fields_exist() {
+        let t = Table::build();
+        let e = t.get("/sluice.v1.Queues/SendMessageBatch").unwrap();
+        assert_eq!(e.rpc.action, "sqs:SendMessage");
+        assert_eq!(e.field_numbers, vec![1]);
+        assert!(t.get("/sluice.internal.v1.Raft/AppendEntries").is_none());
+        assert!(t.get("/sluice.v1.WorkerHost/Run").is_none());
+    }
+
+    #[test]
+    fn the_scanner_finds_the_last_value_of_a_field_and_skips_the_rest() {
+        use sluice_proto::v1 as pb;
+        let m = pb::SendMessageRequest {
+            queue_name: "orders".into(),
+            message_body: "x".repeat(300),
+            delay_seconds: Some(5),
+            ..Default::default()
+        };
+        let bytes = m.encode_to_vec();
+        assert_eq!(string_field(&bytes, 1), Some("orders"));
+        assert_eq!(string_field(&bytes, 2).map(str::len), Some(300));
+        assert_eq!(string_field(&bytes, 9), None);
+        // The same field twice: the decoder keeps the last, and so must we.
+        let mut twice = bytes.clone();
+        twice.extend(
+            pb::SendMessageRequest {
+                queue_name: "secrets".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        assert_eq!(
+            pb::SendMessageRequest::decode(twice.as_slice())
+                .unwrap()
+                .queue_name,
+            "secrets"
+        );
+        assert_eq!(string_field(&twice, 1), Some("secrets"));
+        assert_eq!(string_field(&[0x0a, 0x05, b'a'], 1), None, "truncated");
+    }
+
+    #[test]
+    fn resources_are_the_arns_the_handlers_act_on() {
+        let id = Identity::default();
+        let none = |_: &Res, _: &str| None;
+        let r = |res: Res, v: &str| resource(&res, &[Some(v)], &id, &none);
+        assert_eq!(
+            r(QUEUE, "orders"),
+            "arn:aws:sqs:us-east-1:000000000000:orders"
+        );
+        assert_eq!(
+            r(QUEUE, "http://h:7070/000000000000/orders"),
+            "arn:aws:sqs:us-east-1:000000000000:orders"
+        );
+        assert_eq!(
+            r(TOPIC, "arn:aws:sns:eu-west-1:111:alerts"),
+            "arn:aws:sns:us-east-1:000000000000:alerts"
+        );
+        assert_eq!(
+            r(
+                SUBSCRIPTION,
+                "arn:aws:sns:us-east-1:000000000000:alerts:abc-1"
+            ),
+            "arn:aws:sns:us-east-1:000000000000:alerts"
+        );
+        assert_eq!(
+            r(
+                Res::Stream(&["consumer_arn"]),
+                "arn:aws:kinesis:us-east-1:000000000000:stream/clicks/consumer/c:1"
+            ),
+            "arn:aws:kinesis:us-east-1:000000000000:stream/clicks"
+        );
+        assert_eq!(
+            r(FUNCTION, "arn:aws:lambda:us-east-1:000000000000:function:f"),
+            "arn:aws:lambda:us-east-1:000000000000:function:f"
+        );
+        assert_eq!(r(QUEUE, "bad name!"), "bad name!");
+        assert_eq!(resource(&QUEUE, &[None], &id, &none), "*");
+        assert_eq!(
+            resource(
+                &Res::Stream(&["stream_arn", "consumer_arn"]),
+                &[Some(""), Some("arn:aws:kinesis:r:a:stream/s/consumer/c:1")],
+                &id,
+                &none
+            ),
+            "arn:aws:kinesis:us-east-1:000000000000:stream/s"
+        );
+    }
+}

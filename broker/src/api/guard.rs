@@ -1,0 +1,564 @@
+//! The one layer every call of a listener passes through: it
+//! authenticates the caller, authorises the operation on its resource
+//! ([`super::access`]), meters it, and writes refusals and administrative
+//! actions to the audit log.
+//!
+//! * On the cluster listener only nodes are taken (signed with the cluster
+//!   key's node credential, over mutual TLS when configured); they may do
+//!   anything.
+//! * On the public listener, an operation not in the access table is
+//!   refused (when authentication is on), health checks, reflection and the
+//!   plain HTTP routes pass, and everything else is authorised: the caller's
+//!   kind first (the workers API takes only workers), then its policies for
+//!   the operation's action on its resource. The resource comes from a field
+//!   of the request, read from the first message without decoding the rest
+//!   (the body is buffered up to the RPC's size limit and handed on intact).
+//!
+//! A refusal answers `UNAUTHENTICATED` or `PERMISSION_DENIED` with the AWS
+//! error code, before any handler runs: nothing changes. The caller is put
+//! in the request's extensions for the handlers that need it (a worker may
+//! only leave itself).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use sluice_security::policy::Decision;
+use tonic::body::Body;
+use tonic::Status;
+
+use super::access::{self, Entry, Res, Table, Who};
+use crate::auth::authenticator::{AuthError, Authenticator, Listener};
+use crate::auth::caller::Caller;
+use crate::command::{Query, QueryOutput};
+use crate::identity::Identity;
+use crate::router::{Router, FORWARDED_HEADER};
+
+/// Adds the guard to a server's routes.
+#[derive(Clone)]
+pub struct GuardLayer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    listener: Listener,
+    authenticator: Arc<Authenticator>,
+    table: Arc<Table>,
+    identity: Identity,
+    router: Router,
+    /// Largest request message, bytes.
+    message_max: usize,
+}
+
+impl GuardLayer {
+    /// A guard for `listener`.
+    pub fn new(
+        listener: Listener,
+        authenticator: Arc<Authenticator>,
+        table: Arc<Table>,
+        identity: Identity,
+        router: Router,
+        message_max: usize,
+    ) -> GuardLayer {
+        GuardLayer {
+            shared: Arc::new(Shared {
+                listener,
+                authenticator,
+                table,
+                identity,
+                router,
+                message_max,
+            }),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The guarded service.
+#[derive(Clone)]
+pub struct Guard<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S> tower::Service<http::Request<Body>> for Guard<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<http::Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // The clone is ready only once polled; call the one that was.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.handle(inner, request).await })
+    }
+}
+
+/// Why a call was refused.
+enum Refusal {
+    Unauthenticated(AuthError),
+    Denied(String),
+    Invalid(Status),
+}
+
+impl Shared {
+    async fn handle<S>(
+        self: Arc<Self>,
+        mut inner: S,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, S::Error>
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
+    {
+        let started = Instant::now();
+        let path = request.uri().path().to_string();
+        if self.listener == Listener::Cluster {
+            let (mut parts, body) = request.into_parts();
+            return match self
+                .authenticator
+                .authenticate(Listener::Cluster, &parts)
+                .await
+            {
+                Ok(caller) => {
+                    parts.extensions.insert(caller);
+                    inner.call(http::Request::from_parts(parts, body)).await
+                }
+                Err(e) => Ok(self.refuse(&path, None, "", "", Refusal::Unauthenticated(e))),
+            };
+        }
+        let Some(entry) = self.table.get(&path).cloned() else {
+            if !self.authenticator.security().auth {
+                return inner.call(request).await;
+            }
+            return Ok(self.refuse(
+                &path,
+                None,
+                "",
+                "",
+                Refusal::Denied(format!(
+                    "{} is not an operation of this listener",
+                    cut(&path, 128)
+                )),
+            ));
+        };
+        if entry.rpc.who == Who::Public {
+            return inner.call(request).await;
+        }
+        let (mut parts, body) = request.into_parts();
+        // Only nodes, on the cluster listener, mark calls as forwarded.
+        parts.headers.remove(FORWARDED_HEADER);
+        let mut meter = Meter::new(entry.rpc.method, started);
+        let caller = match self
+            .authenticator
+            .authenticate(Listener::Public, &parts)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                meter.finish("Unauthenticated");
+                return Ok(self.refuse(
+                    &path,
+                    None,
+                    entry.rpc.action,
+                    "",
+                    Refusal::Unauthenticated(e),
+                ));
+            }
+        };
+        let denied = |resource: &str, why: String, meter: &mut Meter| {
+            meter.finish("PermissionDenied");
+            Ok(self.refuse(
+                &path,
+                Some(&caller),
+                entry.rpc.action,
+                resource,
+                Refusal::Denied(why),
+            ))
+        };
+        let not_worker = entry.rpc.who == Who::Workers && !caller.is_worker();
+        let reads_body = !entry.field_numbers.is_empty()
+            && entry.rpc.who != Who::Authenticated
+            && (caller.policy_bound() || entry.rpc.admin || not_worker);
+        let (body, resource) = if reads_body {
+            match first_message(body, self.message_max).await {
+                Ok((body, message)) => {
+                    let resource = self.resource(&entry, message.as_deref());
+                    (body, resource)
+                }
+                Err(status) => {
+                    meter.finish(&format!("{:?}", status.code()));
+                    return Ok(self.refuse(
+                        &path,
+                        Some(&caller),
+                        entry.rpc.action,
+                        "",
+                        Refusal::Invalid(status),
+                    ));
+                }
+            }
+        } else {
+            let resource = self.resource(&entry, None);
+            (body, resource)
+        };
+        if not_worker {
+            let why = format!(
+                "User: {} is not authorized to perform: {} on resource: {resource} because {} takes worker principals only",
+                caller.arn(&self.identity),
+                entry.rpc.action,
+                entry.rpc.method
+            );
+            return denied(&resource, why, &mut meter);
+        }
+        if entry.rpc.who != Who::Authenticated {
+            match caller.decide(entry.rpc.action, &resource) {
+                Decision::Allow => {}
+                d => {
+                    let why = format!(
+                        "User: {} is not authorized to perform: {} on resource: {resource} {}",
+                        caller.arn(&self.identity),
+                        entry.rpc.action,
+                        if d == Decision::ExplicitDeny {
+                            "with an explicit deny in an identity-based policy".to_string()
+                        } else {
+                            format!(
+                                "because no identity-based policy allows the {} action",
+                                entry.rpc.action
+                            )
+                        }
+                    );
+                    return denied(&resource, why, &mut meter);
+                }
+            }
+        }
+        if entry.rpc.admin {
+            meter.audit = Some(Audit {
+                caller: caller.name(),
+                kind: caller.kind(),
+                action: entry.rpc.action,
+                resource,
+            });
+        }
+        parts.extensions.insert(caller);
+        let response = inner.call(http::Request::from_parts(parts, body)).await?;
+        Ok(meter.watch(response))
+    }
+
+    fn resource(&self, entry: &Entry, message: Option<&[u8]>) -> String {
+        let values: Vec<Option<&str>> = entry
+            .field_numbers
+            .iter()
+            .map(|n| message.and_then(|m| access::string_field(m, *n)))
+            .collect();
+        let lookup = |res: &Res, value: &str| -> Option<String> {
+            match res {
+                Res::MoveTask(_) => {
+                    let qid = crate::queues::redrive::task_queue(value)?;
+                    match self.router.read_local(&Query::QueueName { qid }).ok()? {
+                        Ok(QueryOutput::QueueName(Some(n))) => Some(self.identity.queue_arn(&n)),
+                        _ => None,
+                    }
+                }
+                Res::Iterator(_) => {
+                    let it = super::streams::open_iterator(
+                        &self.authenticator.security().iterators,
+                        value,
+                    )?;
+                    Some(self.identity.stream_arn(&it.stream_name))
+                }
+                _ => None,
+            }
+        };
+        access::resource(&entry.rpc.resource, &values, &self.identity, &lookup)
+    }
+
+    fn refuse(
+        &self,
+        path: &str,
+        caller: Option<&Caller>,
+        action: &str,
+        resource: &str,
+        why: Refusal,
+    ) -> http::Response<Body> {
+        let (status, reason) = match why {
+            Refusal::Unauthenticated(e) => (
+                super::status::unauthenticated(e.code, e.message.clone()),
+                e.code.to_string(),
+            ),
+            Refusal::Denied(message) => (
+                super::status::permission_denied("AccessDenied", message),
+                "AccessDenied".to_string(),
+            ),
+            Refusal::Invalid(status) => {
+                let code = format!("{:?}", status.code());
+                (status, code)
+            }
+        };
+        tracing::warn!(
+            target: "sluice::audit",
+            listener = self.listener.as_str(),
+            operation = %cut(path, 128),
+            principal = %caller.map(|c| c.name()).unwrap_or_default(),
+            action,
+            resource = %cut(resource, 256),
+            reason = %reason,
+            message = %status.message(),
+            "refused"
+        );
+        metrics::counter!(
+            "sluice_refused_calls_total",
+            "listener" => self.listener.as_str(),
+            "action" => if action.is_empty() { "unknown".to_string() } else { action.to_string() },
+            "reason" => reason
+        )
+        .increment(1);
+        status.into_http()
+    }
+}
+
+fn cut(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Reads the first gRPC message of a request body (whole, up to `max`
+/// bytes), and gives back a body that yields everything read and then the
+/// rest.
+async fn first_message(mut body: Body, max: usize) -> Result<(Body, Option<Bytes>), Status> {
+    let mut buf = BytesMut::new();
+    let mut trailers = None;
+    let mut ended = false;
+    let mut wanted = None;
+    loop {
+        if wanted.is_none() && buf.len() >= 5 {
+            if buf[0] != 0 {
+                return Err(Status::unimplemented(
+                    "compressed requests are not accepted",
+                ));
+            }
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if len > max {
+                return Err(super::status::too_large(len, max));
+            }
+            wanted = Some(5 + len);
+        }
+        if wanted.is_some_and(|w| buf.len() >= w) {
+            break;
+        }
+        match body.frame().await {
+            None => {
+                ended = true;
+                break;
+            }
+            Some(Err(e)) => return Err(e),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => buf.extend_from_slice(&data),
+                Err(frame) => {
+                    trailers = frame.into_trailers().ok();
+                    ended = true;
+                    break;
+                }
+            },
+        }
+    }
+    let head = buf.freeze();
+    let message = wanted
+        .filter(|w| head.len() >= *w)
+        .map(|w| head.slice(5..w));
+    let replay = Replay {
+        head: (!head.is_empty()).then_some(head),
+        trailers,
+        rest: (!ended).then_some(body),
+    };
+    Ok((Body::new(replay), message))
+}
+
+/// A body replaying what was read of another, then the rest of it.
+struct Replay {
+    head: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+    rest: Option<Body>,
+}
+
+impl http_body::Body for Replay {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if let Some(h) = self.head.take() {
+            return Poll::Ready(Some(Ok(Frame::data(h))));
+        }
+        if let Some(t) = self.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+        }
+        match &mut self.rest {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.is_none()
+            && self.trailers.is_none()
+            && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+}
+
+/// An administrative action to write to the audit log once it finishes.
+struct Audit {
+    caller: String,
+    kind: &'static str,
+    action: &'static str,
+    resource: String,
+}
+
+/// Counts and times one call by RPC and status code, when its answer is
+/// complete (its trailers sent), or as `Cancelled` if it never is.
+struct Meter {
+    rpc: &'static str,
+    started: Instant,
+    audit: Option<Audit>,
+    done: bool,
+}
+
+impl Meter {
+    fn new(rpc: &'static str, started: Instant) -> Meter {
+        Meter {
+            rpc,
+            started,
+            audit: None,
+            done: false,
+        }
+    }
+
+    fn finish(&mut self, code: &str) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let code = code.to_string();
+        metrics::counter!("sluice_grpc_requests_total", "rpc" => self.rpc, "code" => code.clone())
+            .increment(1);
+        metrics::histogram!("sluice_grpc_request_duration_seconds", "rpc" => self.rpc, "code" => code.clone())
+            .record(self.started.elapsed().as_secs_f64());
+        if let Some(a) = self.audit.take() {
+            tracing::info!(
+                target: "sluice::audit",
+                principal = %a.caller,
+                kind = a.kind,
+                action = a.action,
+                resource = %a.resource,
+                code = %code,
+                "administrative action"
+            );
+            metrics::counter!("sluice_admin_actions_total", "action" => a.action, "code" => code)
+                .increment(1);
+        }
+    }
+
+    /// Finishes when `response` does.
+    fn watch(mut self, response: http::Response<Body>) -> http::Response<Body> {
+        if let Some(code) = grpc_status(response.headers()) {
+            self.finish(&code);
+            return response;
+        }
+        let (parts, body) = response.into_parts();
+        http::Response::from_parts(
+            parts,
+            Body::new(Metered {
+                inner: body,
+                meter: Some(self),
+            }),
+        )
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        self.finish("Cancelled");
+    }
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<String> {
+    let n: i32 = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+    Some(format!("{:?}", tonic::Code::from_i32(n)))
+}
+
+struct Metered {
+    inner: Body,
+    meter: Option<Meter>,
+}
+
+impl http_body::Body for Metered {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
+                    if let Some(mut m) = self.meter.take() {
+                        m.finish(&code);
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(mut m) = self.meter.take() {
+                    m.finish(&format!("{:?}", e.code()));
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(mut m) = self.meter.take() {
+                    m.finish("Ok");
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

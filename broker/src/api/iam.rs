@@ -1,0 +1,319 @@
+//! `sluice.v1.Iam`: principals, access keys and policies.
+//!
+//! An access key's secret is made here, at the edge, sealed under the
+//! cluster key before its command is proposed, and returned once in the
+//! answer: the log, the snapshots and the state only ever hold the sealed
+//! form, and no later call returns it.
+
+use sluice_proto::v1 as pb;
+use sluice_security::Credentials;
+use tonic::{Request, Response, Status};
+
+use super::{Consistency, Context};
+use crate::command::{Command, CommandOutput, Query, QueryOutput};
+use crate::error::DomainError;
+use crate::iam::{self, builtin, IamCommand, IamOutput, IamQuery, IamQueryOutput, Kind};
+
+/// Serves principals and policies.
+pub struct IamApi {
+    ctx: Context,
+}
+
+impl IamApi {
+    /// The service over a node's context.
+    pub fn new(ctx: Context) -> Self {
+        IamApi { ctx }
+    }
+
+    async fn run(&self, command: IamCommand) -> Result<IamOutput, Status> {
+        match self.ctx.command(Command::Iam(command)).await? {
+            CommandOutput::Iam(o) => Ok(o),
+            _ => Err(super::status::unexpected("Iam")),
+        }
+    }
+
+    async fn principal_command(
+        &self,
+        command: IamCommand,
+    ) -> Result<Response<pb::Principal>, Status> {
+        match self.run(command).await? {
+            IamOutput::Principal(p) => Ok(Response::new(self.principal_out(p))),
+            _ => Err(super::status::unexpected("Iam")),
+        }
+    }
+
+    async fn ask(&self, query: IamQuery) -> Result<IamQueryOutput, Status> {
+        match self
+            .ctx
+            .query(Consistency::Linearizable, Query::Iam(query))
+            .await?
+        {
+            QueryOutput::Iam(o) => Ok(o),
+            _ => Err(super::status::unexpected("Iam")),
+        }
+    }
+
+    fn principal_out(&self, p: iam::Principal) -> pb::Principal {
+        pb::Principal {
+            arn: self.ctx.identity.principal_arn(&p.name),
+            name: p.name,
+            kind: p.kind.as_str().into(),
+            policies: p.policies,
+            access_keys: p
+                .keys
+                .into_iter()
+                .map(|k| pb::AccessKeyInfo {
+                    access_key_id: k.id,
+                    created_ms: k.created_ms,
+                })
+                .collect(),
+            created_ms: p.created_ms,
+        }
+    }
+
+    fn policy_out(
+        &self,
+        name: &str,
+        document: &str,
+        builtin: bool,
+        updated_ms: u64,
+    ) -> pb::PolicyInfo {
+        pb::PolicyInfo {
+            name: name.into(),
+            arn: self.ctx.identity.policy_arn(name),
+            document: document.into(),
+            builtin,
+            updated_ms,
+        }
+    }
+}
+
+fn name(field: &str, value: &str) -> Result<String, DomainError> {
+    iam::validate_name(field, value)?;
+    Ok(value.to_string())
+}
+
+#[tonic::async_trait]
+impl pb::iam_server::Iam for IamApi {
+    async fn create_principal(
+        &self,
+        request: Request<pb::CreatePrincipalRequest>,
+    ) -> Result<Response<pb::Principal>, Status> {
+        let r = request.into_inner();
+        let kind = Kind::parse("kind", &r.kind)?;
+        let policies = if r.policies.is_empty() && kind == Kind::Worker {
+            vec![builtin::WORKER_ACCESS.to_string()]
+        } else {
+            r.policies
+        };
+        for (i, p) in policies.iter().enumerate() {
+            iam::validate_name(&format!("policies[{i}]"), p)?;
+        }
+        self.principal_command(IamCommand::CreatePrincipal {
+            name: name("name", &r.name)?,
+            kind,
+            policies,
+        })
+        .await
+    }
+
+    async fn get_principal(
+        &self,
+        request: Request<pb::GetPrincipalRequest>,
+    ) -> Result<Response<pb::Principal>, Status> {
+        let n = name("name", &request.into_inner().name)?;
+        match self.ask(IamQuery::Principal { name: n }).await? {
+            IamQueryOutput::Principal(p) => Ok(Response::new(self.principal_out(p))),
+            _ => Err(super::status::unexpected("GetPrincipal")),
+        }
+    }
+
+    async fn list_principals(
+        &self,
+        request: Request<pb::ListPrincipalsRequest>,
+    ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
+        let r = request.into_inner();
+        let limit = match r.max_items {
+            0 => 100,
+            n if (1..=iam::LIST_MAX as i32).contains(&n) => n as usize,
+            n => {
+                return Err(DomainError::invalid(
+                    "max_items",
+                    format!("must be 1-{}, got {n}", iam::LIST_MAX),
+                )
+                .into())
+            }
+        };
+        let after = (!r.next_token.is_empty())
+            .then(|| name("next_token", &r.next_token))
+            .transpose()?;
+        match self.ask(IamQuery::Principals { after, limit }).await? {
+            IamQueryOutput::Principals(ps, more) => {
+                let next_token = if more {
+                    ps.last().map(|p| p.name.clone()).unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                Ok(Response::new(pb::ListPrincipalsResponse {
+                    principals: ps.into_iter().map(|p| self.principal_out(p)).collect(),
+                    next_token,
+                }))
+            }
+            _ => Err(super::status::unexpected("ListPrincipals")),
+        }
+    }
+
+    async fn delete_principal(
+        &self,
+        request: Request<pb::DeletePrincipalRequest>,
+    ) -> Result<Response<pb::DeletePrincipalResponse>, Status> {
+        let n = name("name", &request.into_inner().name)?;
+        self.run(IamCommand::DeletePrincipal { name: n }).await?;
+        Ok(Response::new(pb::DeletePrincipalResponse {}))
+    }
+
+    async fn create_access_key(
+        &self,
+        request: Request<pb::CreateAccessKeyRequest>,
+    ) -> Result<Response<pb::CreateAccessKeyResponse>, Status> {
+        let who = name("name", &request.into_inner().name)?;
+        let fresh = Credentials::generate();
+        let sealed = sluice_security::seal::seal(
+            &self.ctx.security.cluster_key,
+            &fresh.access_key_id,
+            &fresh.secret_access_key,
+        );
+        self.run(IamCommand::CreateAccessKey {
+            principal: who.clone(),
+            access_key_id: fresh.access_key_id.clone(),
+            sealed_secret: sealed,
+        })
+        .await?;
+        Ok(Response::new(pb::CreateAccessKeyResponse {
+            name: who,
+            access_key_id: fresh.access_key_id,
+            secret_access_key: fresh.secret_access_key,
+        }))
+    }
+
+    async fn delete_access_key(
+        &self,
+        request: Request<pb::DeleteAccessKeyRequest>,
+    ) -> Result<Response<pb::Principal>, Status> {
+        let r = request.into_inner();
+        sluice_security::credentials::validate_key_id(&r.access_key_id)
+            .map_err(|e| DomainError::invalid("access_key_id", e))?;
+        self.principal_command(IamCommand::DeleteAccessKey {
+            principal: name("name", &r.name)?,
+            access_key_id: r.access_key_id,
+        })
+        .await
+    }
+
+    async fn put_policy(
+        &self,
+        request: Request<pb::PutPolicyRequest>,
+    ) -> Result<Response<pb::PolicyInfo>, Status> {
+        let r = request.into_inner();
+        iam::validate_policy(&r.name, &r.document)?;
+        match self
+            .run(IamCommand::PutPolicy {
+                name: r.name,
+                document: r.document,
+            })
+            .await?
+        {
+            IamOutput::Policy(p) => Ok(Response::new(self.policy_out(
+                &p.name,
+                &p.document,
+                false,
+                p.updated_ms,
+            ))),
+            _ => Err(super::status::unexpected("PutPolicy")),
+        }
+    }
+
+    async fn get_policy(
+        &self,
+        request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::PolicyInfo>, Status> {
+        let n = name("name", &request.into_inner().name)?;
+        if let Some(doc) = builtin::document(&n) {
+            return Ok(Response::new(self.policy_out(&n, doc, true, 0)));
+        }
+        match self.ask(IamQuery::Policy { name: n }).await? {
+            IamQueryOutput::Policy(p) => Ok(Response::new(self.policy_out(
+                &p.name,
+                &p.document,
+                false,
+                p.updated_ms,
+            ))),
+            _ => Err(super::status::unexpected("GetPolicy")),
+        }
+    }
+
+    async fn list_policies(
+        &self,
+        _request: Request<pb::ListPoliciesRequest>,
+    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        let mut policies: Vec<pb::PolicyInfo> = builtin::NAMES
+            .iter()
+            .map(|n| self.policy_out(n, builtin::document(n).unwrap_or_default(), true, 0))
+            .collect();
+        match self.ask(IamQuery::Policies).await? {
+            IamQueryOutput::Policies(ps) => policies.extend(
+                ps.into_iter()
+                    .map(|p| self.policy_out(&p.name, &p.document, false, p.updated_ms)),
+            ),
+            _ => return Err(super::status::unexpected("ListPolicies")),
+        }
+        Ok(Response::new(pb::ListPoliciesResponse { policies }))
+    }
+
+    async fn delete_policy(
+        &self,
+        request: Request<pb::DeletePolicyRequest>,
+    ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
+        let n = name("name", &request.into_inner().name)?;
+        self.run(IamCommand::DeletePolicy { name: n }).await?;
+        Ok(Response::new(pb::DeletePolicyResponse {}))
+    }
+
+    async fn attach_policy(
+        &self,
+        request: Request<pb::AttachPolicyRequest>,
+    ) -> Result<Response<pb::Principal>, Status> {
+        let r = request.into_inner();
+        self.principal_command(IamCommand::AttachPolicy {
+            principal: name("name", &r.name)?,
+            policy: name("policy", &r.policy)?,
+        })
+        .await
+    }
+
+    async fn detach_policy(
+        &self,
+        request: Request<pb::DetachPolicyRequest>,
+    ) -> Result<Response<pb::Principal>, Status> {
+        let r = request.into_inner();
+        self.principal_command(IamCommand::DetachPolicy {
+            principal: name("name", &r.name)?,
+            policy: name("policy", &r.policy)?,
+        })
+        .await
+    }
+
+    async fn get_caller_identity(
+        &self,
+        request: Request<pb::GetCallerIdentityRequest>,
+    ) -> Result<Response<pb::GetCallerIdentityResponse>, Status> {
+        let caller = super::caller(&request)?;
+        Ok(Response::new(pb::GetCallerIdentityResponse {
+            name: caller.name(),
+            kind: caller.kind().into(),
+            arn: caller.arn(&self.ctx.identity),
+            account: self.ctx.identity.account_id.clone(),
+            access_key_id: caller.access_key_id().unwrap_or_default().into(),
+        }))
+    }
+}

@@ -1,0 +1,96 @@
+//! The data directory's format version, in `{data-dir}/FORMAT`.
+//!
+//! Formats change before 1.0 without migration, but a node never misreads
+//! one it does not know: it refuses to start on a directory written in
+//! another format, or on one with data and no `FORMAT` file (written before
+//! formats were recorded), and says what it found and what to do.
+
+use std::path::Path;
+
+/// The format this build writes and reads.
+pub const CURRENT: u32 = 2;
+const FILE: &str = "FORMAT";
+const MAGIC: &str = "sluice-data-format";
+
+/// Whether `dir` holds anything a node wrote (a log, a state, snapshots).
+fn holds_data(dir: &Path) -> bool {
+    ["log", "db", "snapshots"].iter().any(|sub| {
+        std::fs::read_dir(dir.join(sub))
+            .map(|mut entries| entries.next().is_some())
+            .unwrap_or(false)
+    })
+}
+
+/// Checks the format of the data directory `dir`, recording the current
+/// one in an empty directory.
+pub fn check_or_record(dir: &Path) -> Result<(), String> {
+    let path = dir.join(FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let found = text
+                .trim()
+                .strip_prefix(MAGIC)
+                .and_then(|v| v.trim().parse::<u32>().ok());
+            match found {
+                Some(CURRENT) => Ok(()),
+                Some(v) => Err(format!(
+                    "{} holds data in format {v}; this Sluice reads format {CURRENT} only: run the version that wrote it, or start this one with an empty data directory (formats change without migration before 1.0)",
+                    dir.display()
+                )),
+                None => Err(format!(
+                    "{}: not a Sluice data format file (found {:?}); is this a Sluice data directory?",
+                    path.display(),
+                    text.chars().take(40).collect::<String>()
+                )),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if holds_data(dir) {
+                return Err(format!(
+                    "{} holds data written by an earlier Sluice (format 1, before formats were recorded); this Sluice reads format {CURRENT} only: run the version that wrote it, or start this one with an empty data directory (formats change without migration before 1.0)",
+                    dir.display()
+                ));
+            }
+            let tmp = dir.join(format!("{FILE}.tmp"));
+            std::fs::write(&tmp, format!("{MAGIC} {CURRENT}\n"))
+                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| format!("{}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_directory_is_stamped_and_others_are_refused_with_what_was_found() {
+        let dir = tempfile::tempdir().unwrap();
+        check_or_record(dir.path()).unwrap();
+        check_or_record(dir.path()).unwrap();
+        assert!(std::fs::read_to_string(dir.path().join(FILE))
+            .unwrap()
+            .contains(&CURRENT.to_string()));
+
+        let old = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(old.path().join("log")).unwrap();
+        std::fs::write(old.path().join("log/segment-1"), b"x").unwrap();
+        let e = check_or_record(old.path()).unwrap_err();
+        assert!(e.contains("format 1"), "{e}");
+        assert!(e.contains("empty data directory"), "{e}");
+
+        let newer = tempfile::tempdir().unwrap();
+        std::fs::write(newer.path().join(FILE), "sluice-data-format 9\n").unwrap();
+        assert!(check_or_record(newer.path())
+            .unwrap_err()
+            .contains("format 9"));
+
+        let foreign = tempfile::tempdir().unwrap();
+        std::fs::write(foreign.path().join(FILE), "PostgreSQL 15\n").unwrap();
+        assert!(check_or_record(foreign.path())
+            .unwrap_err()
+            .contains("not a Sluice data format file"));
+    }
+}
