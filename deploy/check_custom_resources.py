@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Checks the custom resources the manifests render (KEDA's ScaledObject,
-the Prometheus Operator's ServiceMonitor), which the Kubernetes schemas do
-not cover, against the parts of their CRDs' schemas that Sluice uses: the
+"""Checks the custom resources the manifests render (KEDA's ScaledObject
+and TriggerAuthentication, the Prometheus Operator's ServiceMonitor,
+cert-manager's Issuer and Certificate), which the Kubernetes schemas do not
+cover, against the parts of their CRDs' schemas that Sluice uses: the
 required fields, their types, and no field those CRDs do not define.
 
 Usage: check_custom_resources.py RENDERED.yaml...
@@ -33,6 +34,30 @@ LABEL_SELECTOR = {
         },
     },
 }
+
+
+SECRET_KEY = {
+    "type": "object",
+    "required": ["name", "key"],
+    "additionalProperties": False,
+    "properties": {"name": {"type": "string"}, "key": {"type": "string"}},
+}
+SECRET_OR_CONFIGMAP = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"secret": SECRET_KEY, "configMap": SECRET_KEY},
+}
+ISSUER_REF = {
+    "type": "object",
+    "required": ["name"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string"},
+        "kind": {"enum": ["Issuer", "ClusterIssuer"]},
+        "group": {"type": "string"},
+    },
+}
+DURATION = {"type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$"}
 
 
 def resource(spec):
@@ -92,7 +117,95 @@ SCHEMAS = {
                             "name": {"type": "string"},
                             # KEDA's CRD: metadata values are strings.
                             "metadata": STRING_MAP,
+                            "authenticationRef": {
+                                "type": "object",
+                                "required": ["name"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "kind": {"enum": ["TriggerAuthentication", "ClusterTriggerAuthentication"]},
+                                },
+                            },
                         },
+                    },
+                },
+            },
+        }
+    ),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): resource(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "secretTargetRef": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["parameter", "name", "key"],
+                        "additionalProperties": False,
+                        "properties": {
+                            # The parameters KEDA's external scalers take.
+                            "parameter": {"enum": ["caCert", "tlsClientCert", "tlsClientKey"]},
+                            "name": {"type": "string"},
+                            "key": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        }
+    ),
+    ("cert-manager.io/v1", "Issuer"): resource(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "maxProperties": 1,
+            "properties": {
+                "selfSigned": {"type": "object"},
+                "ca": {
+                    "type": "object",
+                    "required": ["secretName"],
+                    "additionalProperties": False,
+                    "properties": {"secretName": {"type": "string"}},
+                },
+            },
+        }
+    ),
+    ("cert-manager.io/v1", "Certificate"): resource(
+        {
+            "type": "object",
+            "required": ["secretName", "issuerRef"],
+            "additionalProperties": False,
+            "properties": {
+                "secretName": {"type": "string"},
+                "issuerRef": ISSUER_REF,
+                "isCA": {"type": "boolean"},
+                "commonName": {"type": "string", "maxLength": 64},
+                "dnsNames": {"type": "array", "items": {"type": "string"}},
+                "ipAddresses": {"type": "array", "items": {"type": "string"}},
+                "duration": DURATION,
+                "renewBefore": DURATION,
+                "usages": {
+                    "type": "array",
+                    "items": {
+                        "enum": [
+                            "signing", "digital signature", "content commitment",
+                            "key encipherment", "key agreement", "data encipherment",
+                            "cert sign", "crl sign", "encipher only", "decipher only",
+                            "any", "server auth", "client auth", "code signing",
+                            "email protection", "s/mime", "ipsec end system",
+                            "ipsec tunnel", "ipsec user", "timestamping", "ocsp signing",
+                            "microsoft sgc", "netscape sgc",
+                        ]
+                    },
+                },
+                "privateKey": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+                        "size": {"type": "integer"},
+                        "rotationPolicy": {"enum": ["Never", "Always"]},
                     },
                 },
             },
@@ -116,6 +229,16 @@ SCHEMAS = {
                             "path": {"type": "string"},
                             "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
                             "scheme": {"enum": ["http", "https"]},
+                            "tlsConfig": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    "serverName": {"type": "string"},
+                                    "ca": SECRET_OR_CONFIGMAP,
+                                    "cert": SECRET_OR_CONFIGMAP,
+                                    "keySecret": SECRET_KEY,
+                                },
+                            },
                         },
                     },
                 },
