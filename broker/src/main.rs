@@ -253,11 +253,12 @@ struct ServeArgs {
     #[arg(long, env = "SLUICE_CLUSTER_KEY_FILE")]
     cluster_key_file: Option<PathBuf>,
     /// TLS on the public port: the certificate chain (PEM); read again when
-    /// the file changes.
-    #[arg(long, env = "SLUICE_TLS_CERT")]
+    /// the file changes. (No environment variable: sluicectl's
+    /// SLUICE_TLS_CERT is a client certificate.)
+    #[arg(long)]
     tls_cert: Option<PathBuf>,
     /// TLS on the public port: the private key (PEM).
-    #[arg(long, env = "SLUICE_TLS_KEY")]
+    #[arg(long)]
     tls_key: Option<PathBuf>,
     /// Clients may present a certificate issued by this CA (PEM); its
     /// subject's common name is the principal they act as.

@@ -21,6 +21,7 @@ use sluice_client::sluice_proto::v1::workers_client::WorkersClient;
 use sluice_client::{ClientTls, Credentials, Options};
 use sluice_security::pki::Validity;
 use sluice_security::signer::{SignedChannel, Signer};
+use sluice_security::{ClusterKey, Purpose};
 use tonic::{Code, Status};
 
 const ELECTION: Duration = Duration::from_secs(20);
@@ -216,6 +217,37 @@ async fn node_to_node_services_take_only_the_clusters_nodes() {
     // Nothing changed.
     assert!(queue_exists(&c, "precious").await);
     assert_eq!(term_of(&c).await, term, "no election was started");
+
+    // 4. Even a real node (its certificate and the cluster key's node
+    // credential) gets one election on request per election timeout.
+    let key = ClusterKey::load(&pki.cluster_key).unwrap();
+    let node2 = Credentials {
+        access_key_id: sluice_security::credentials::node_key_id(2),
+        secret_access_key: hex::encode(key.derive(Purpose::NodeCredential)),
+    };
+    let as_node = pki.issue("node2-again", "node-2", &["127.0.0.1"], Validity::Days(1));
+    let ch = raw(
+        &c.nodes[&1].cluster_addr,
+        ClientTls {
+            cert: Some(as_node),
+            ..pki.client_tls()
+        },
+        Some(node2),
+    );
+    // The first is taken (whatever the election then does).
+    if let Err(e) = NodeClient::new(ch.clone())
+        .start_election(StartElectionRequest { min_log_index: 0 })
+        .await
+    {
+        assert_ne!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert_ne!(e.code(), Code::Unauthenticated, "{e:?}");
+    }
+    let e = NodeClient::new(ch)
+        .start_election(StartElectionRequest { min_log_index: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("at most one per"), "{e:?}");
 }
 
 /// A plain TCP server that counts the connections made to it and the bytes
