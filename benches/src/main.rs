@@ -27,10 +27,13 @@ mod queues;
 mod reference;
 mod streams;
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use cluster_tests::pki::https_get;
 use cluster_tests::{metric_value, scrape, Cluster, WorkerProcess};
 use hdrhistogram::Histogram;
 use sluice_client::{Client, Options};
@@ -157,6 +160,11 @@ struct Args {
     /// Start a cluster of this many nodes (binaries from --bin-dir) for the run.
     #[arg(long)]
     spawn: Option<u64>,
+    /// With --spawn: run the nodes secured (TLS on both listeners, mutual
+    /// TLS between nodes, every call signed), the bench acting as the
+    /// administrator.
+    #[arg(long, requires = "spawn")]
+    secure: bool,
     /// Where `sluice` is, for --spawn [default: next to this binary].
     #[arg(long)]
     bin_dir: Option<std::path::PathBuf>,
@@ -409,12 +417,32 @@ struct NodeCounters {
     commands: f64,
 }
 
-fn counters(addr: &str) -> NodeCounters {
-    let text = scrape(addr);
+async fn counters(addr: &str, ca: Option<&Path>) -> NodeCounters {
+    let text = match ca {
+        Some(ca) => https_get(ca, addr, "/metrics")
+            .await
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}")),
+        None => scrape(addr),
+    };
     NodeCounters {
         fsyncs: metric_value(&text, "sluice_log_fsyncs_total"),
         commands: metric_value(&text, "sluice_applied_commands_total"),
     }
+}
+
+/// Which node answers at each of `addrs` (their client addresses), asked of
+/// each node itself.
+async fn public_addrs(addrs: &[String], base: &Options) -> BTreeMap<u64, String> {
+    let mut public = BTreeMap::new();
+    for a in addrs {
+        let one = Client::with_options([a.as_str()], base.clone()).expect("client");
+        let status = one
+            .cluster_status(true)
+            .await
+            .unwrap_or_else(|e| panic!("{a}: cluster status: {e}"));
+        public.insert(status.node_id, a.clone());
+    }
+    public
 }
 
 #[tokio::main]
@@ -513,7 +541,25 @@ async fn main() {
     } else {
         &[]
     };
-    let mut spawned = args.spawn.map(|n| Cluster::start(n, node_args));
+    assert!(
+        !(args.secure && args.workload == Workload::MappingLatency),
+        "--secure: mapping-latency's workers run unauthenticated; run it without --secure"
+    );
+    let mut spawned = args.spawn.map(|n| {
+        if args.secure {
+            Cluster::start_secured(n, node_args)
+        } else {
+            Cluster::start(n, node_args)
+        }
+    });
+    let base = match &spawned {
+        Some(c) => c.admin_options(Options::default()),
+        None => Options::default(),
+    };
+    // The CA to scrape secured nodes' metrics with.
+    let ca = spawned
+        .as_ref()
+        .and_then(|c| c.pki.as_ref().map(|p| p.ca.clone()));
     let worker_processes: Vec<WorkerProcess> = match (&spawned, args.workload) {
         (Some(c), Workload::MappingLatency) => (0..args.workers)
             .map(|i| WorkerProcess::start(c, &format!("bench-w{i}")))
@@ -525,7 +571,7 @@ async fn main() {
         (None, Some(c)) => c.addrs(),
         (None, None) => vec!["127.0.0.1:7070".into()],
     };
-    let all = Client::new(&addrs).expect("client");
+    let all = Client::with_options(&addrs, base.clone()).expect("client");
     // Wait for the cluster to elect a leader and serve.
     let wait_until = Instant::now() + Duration::from_secs(30);
     let (status, leader) = loop {
@@ -536,37 +582,36 @@ async fn main() {
         assert!(Instant::now() < wait_until, "no leader within 30 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let leader_addr = status
-        .members
-        .iter()
-        .find(|m| m.node_id == leader)
-        .map(|m| m.address.clone())
-        .expect("leader address");
+    // Members are known by their cluster addresses; clients call the public
+    // ones, so ask each address which node answers there.
+    let public = public_addrs(&addrs, &base).await;
+    let leader_addr = public
+        .get(&leader)
+        .cloned()
+        .unwrap_or_else(|| panic!("--cluster: node {leader} leads; list its client address too"));
     let target_addr = match args.target {
         Target::Leader => leader_addr.clone(),
-        Target::Follower => status
-            .members
+        Target::Follower => public
             .iter()
-            .find(|m| m.node_id != leader)
-            .map(|m| m.address.clone())
+            .find(|(id, _)| **id != leader)
+            .map(|(_, a)| a.clone())
             .expect("a follower (single-node clusters have none)"),
     };
     let client = Client::with_options(
         [target_addr.as_str()],
         Options {
             deadline: Duration::from_secs(5),
-            ..Options::default()
+            ..base.clone()
         },
     )
     .expect("client");
     let queue = format!("bench-{}", std::process::id());
     let stream = queue.clone();
     // Stream readers sit on another node than the one written to.
-    let other = status
-        .members
-        .iter()
-        .map(|m| m.address.clone())
-        .find(|a| *a != target_addr)
+    let other = public
+        .values()
+        .find(|a| **a != target_addr)
+        .cloned()
         .unwrap_or_else(|| target_addr.clone());
     if args.workload == Workload::MappingLatency {
         let duration = Duration::from_secs(args.duration);
@@ -632,7 +677,7 @@ async fn main() {
         return;
     }
     if let Some(shape) = args.workload.shape() {
-        let reader = Client::new([other.as_str()]).expect("client");
+        let reader = Client::with_options([other.as_str()], base.clone()).expect("client");
         let broker = compare::sluice::Sluice::setup(
             client,
             reader,
@@ -660,7 +705,7 @@ async fn main() {
             .await;
         }
         if args.workload == Workload::PutToRead {
-            let sub = Client::new([other.as_str()]).expect("client");
+            let sub = Client::with_options([other.as_str()], base.clone()).expect("client");
             streams::subscribe(sub, &stream, args.shards, deliveries.clone()).await;
         }
     } else if args.workload != Workload::CreateQueue {
@@ -701,8 +746,11 @@ async fn main() {
             .collect()
     };
     tokio::time::sleep_until(measure_from.into()).await;
-    let node_addrs: Vec<String> = status.members.iter().map(|m| m.address.clone()).collect();
-    let before: Vec<NodeCounters> = node_addrs.iter().map(|a| counters(a)).collect();
+    let node_addrs: Vec<String> = public.values().cloned().collect();
+    let mut before: Vec<NodeCounters> = Vec::new();
+    for a in &node_addrs {
+        before.push(counters(a, ca.as_deref()).await);
+    }
     let measured_start = Instant::now();
     let mut total = Run::default();
     for w in workers {
@@ -722,7 +770,10 @@ async fn main() {
     }
     let (histogram, errors, messages) = (&total.histogram, total.errors, total.items);
     let elapsed = measured_start.elapsed().as_secs_f64();
-    let after: Vec<NodeCounters> = node_addrs.iter().map(|a| counters(a)).collect();
+    let mut after: Vec<NodeCounters> = Vec::new();
+    for a in &node_addrs {
+        after.push(counters(a, ca.as_deref()).await);
+    }
 
     let ops = histogram.len();
     let q = |p: f64| histogram.value_at_quantile(p) as f64 / 1000.0;
