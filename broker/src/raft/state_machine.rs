@@ -3,9 +3,12 @@
 //! Committed entries are applied through [`machine::apply`] into one
 //! transaction per `apply` call, written to the state tree together with
 //! the last applied log id, the membership and the clock. The state lives in a
-//! tree `sm.{generation}`; installing a snapshot loads it into the next
-//! generation's tree and switches over with one durable write, so a crash
-//! mid-install leaves the old state intact.
+//! tree `sm.{generation}`; installing a snapshot loads it into the other
+//! generation's tree (generations alternate between two trees) and switches
+//! over with one durable write, so a crash mid-install leaves the old state
+//! intact. The tree left behind is emptied key by key, never dropped: sled
+//! 0.34's `drop_tree` can loop forever, allocating, on a tree with a node
+//! merge in progress (a node killed mid-write hung that way at start).
 //!
 //! The state is not flushed on apply, and its writes are not atomic across
 //! a crash (see [`Tree::apply`]): the log is the durable copy. A node that
@@ -76,8 +79,12 @@ impl StateHandle {
         tree.apply(batch)
     }
 
-    fn replace(&self, tree: Tree) {
-        *self.active.write().unwrap_or_else(|e| e.into_inner()) = tree;
+    /// Makes `tree` the state; returns the one it was.
+    fn replace(&self, tree: Tree) -> Tree {
+        std::mem::replace(
+            &mut *self.active.write().unwrap_or_else(|e| e.into_inner()),
+            tree,
+        )
     }
 }
 
@@ -117,8 +124,9 @@ impl StateMachineStore {
         let active_name = format!("sm.{generation}");
         for name in db.tree_names() {
             if name.starts_with("sm.") && name != active_name {
-                // Left over from a snapshot install that did not finish.
-                db.drop_tree(&name)?;
+                // Left over from a snapshot install that did not finish,
+                // or from the switch before it.
+                db.tree(&name)?.clear()?;
             }
         }
         let tree = db.tree(&active_name)?;
@@ -171,10 +179,7 @@ impl StateMachineStore {
 
     /// Switches to a fresh, empty state (openraft re-applies the whole log).
     fn load_empty(&mut self) -> Result<(), StoreError> {
-        let next = self.generation + 1;
-        let name = format!("sm.{next}");
-        self.db.drop_tree(&name)?;
-        let tree = self.db.tree(&name)?;
+        let (next, tree) = self.next_tree()?;
         self.switch_to(next, tree)?;
         self.last_applied = None;
         self.membership = StoredMembership::default();
@@ -182,24 +187,30 @@ impl StateMachineStore {
         Ok(())
     }
 
-    /// Makes `tree` generation `next` the state, durably, and drops the
+    /// The generation after this one and its tree, emptied: the two trees
+    /// alternate.
+    fn next_tree(&self) -> Result<(u64, Tree), StoreError> {
+        let next = self.generation ^ 1;
+        let tree = self.db.tree(&format!("sm.{next}"))?;
+        tree.clear()?;
+        Ok((next, tree))
+    }
+
+    /// Makes `tree` generation `next` the state, durably, and empties the
     /// previous one.
     fn switch_to(&mut self, next: u64, tree: Tree) -> Result<(), StoreError> {
         self.db.flush()?;
         self.sm_meta.insert(ACTIVE, codec::encode(&next))?;
         self.db.flush()?;
-        self.state.replace(tree);
-        self.db.drop_tree(&format!("sm.{}", self.generation))?;
+        let previous = self.state.replace(tree);
+        previous.clear()?;
         self.generation = next;
         Ok(())
     }
 
     /// Loads a verified snapshot file into a fresh tree and switches to it.
     fn load_snapshot(&mut self, meta: &Meta, path: &std::path::Path) -> Result<(), StoreError> {
-        let next = self.generation + 1;
-        let name = format!("sm.{next}");
-        self.db.drop_tree(&name)?;
-        let tree = self.db.tree(&name)?;
+        let (next, tree) = self.next_tree()?;
         let (mut reader, file_meta) =
             SnapshotReader::open(path).map_err(|e| StoreError::io("opening snapshot", path, e))?;
         if file_meta.last_log_id != meta.last_log_id {
@@ -704,6 +715,43 @@ mod tests {
         assert_eq!(n.applied_index().await, None);
         let r = n.apply(3_000, vec![send("q", "m")]).await;
         assert_eq!(r[0].as_ref().unwrap_err().code, "QueueDoesNotExist");
+    }
+
+    /// The `sm.*` trees, each with its number of keys.
+    fn state_trees(db: &Db) -> BTreeMap<String, usize> {
+        db.tree_names()
+            .into_iter()
+            .filter(|n| n.starts_with("sm."))
+            .map(|n| {
+                let keys = db
+                    .tree(&n)
+                    .unwrap()
+                    .range(Bound::Unbounded, Bound::Unbounded, false)
+                    .count();
+                (n, keys)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn state_trees_alternate_and_the_one_left_behind_is_emptied_not_dropped() {
+        let mut n = node().await;
+        for round in 0..4u64 {
+            n.index = n.applied_index().await.unwrap_or(0);
+            n.apply(1_000 + round, vec![create(&format!("q{round}"), &[])])
+                .await;
+            for i in 0..300 {
+                n.apply(2_000 + i, vec![send(&format!("q{round}"), "m")])
+                    .await;
+            }
+            // Killed: the state is rebuilt in the other tree.
+            n = n.restart(false).await;
+            let trees = state_trees(&n.db);
+            assert_eq!(trees.len(), 2, "round {round}: {trees:?}");
+            // Both empty: the new state (openraft re-applies the log into
+            // it) and the old one, emptied key by key.
+            assert!(trees.values().all(|k| *k == 0), "round {round}: {trees:?}");
+        }
     }
 
     #[tokio::test]

@@ -189,12 +189,6 @@ impl Db {
         })
     }
 
-    /// Deletes the tree called `name` and everything in it.
-    pub fn drop_tree(&self, name: &str) -> Result<(), StoreError> {
-        self.inner.drop_tree(name)?;
-        Ok(())
-    }
-
     /// Names of the trees in the database.
     pub fn tree_names(&self) -> Vec<String> {
         self.inner
