@@ -820,8 +820,10 @@ def handler(event, context):
     out = {"uid": os.getuid(), "gid": os.getgid(), "env": sorted(os.environ)}
     def attempt(name, f):
         try:
-            f()
+            got = f()
             out[name] = "allowed"
+            if isinstance(got, list):
+                out[name + "_entries"] = got
         except Exception as e:
             out[name] = type(e).__name__
     data = event["data_dir"]
@@ -845,6 +847,9 @@ def handler(event, context):
 #[tokio::test]
 async fn a_function_runs_unprivileged_and_reaches_nothing_but_its_tmp() {
     let _serial = serial().await;
+    // Under the target directory, so that outside /tmp the function meets
+    // the real, closed data directory (in a checkout under /tmp, its
+    // private /tmp hides it instead).
     let mut c = Cluster::start_in(Path::new(env!("CARGO_TARGET_TMPDIR")), 1, &[]);
     c.leader(ELECTION).await;
     let client = c.client();
@@ -886,8 +891,19 @@ async fn a_function_runs_unprivileged_and_reaches_nothing_but_its_tmp() {
     // The tests run as root: the function does not.
     assert_ne!(out["uid"], 0, "{out}");
     assert_ne!(out["gid"], 0, "{out}");
+    // The data directory cannot be listed (0711); where it lies under
+    // /tmp, the function sees, in its private /tmp, only the path re-made
+    // to its code: never the node's files either way.
+    if out["list_data_dir"] == "allowed" {
+        let entries = out["list_data_dir_entries"].as_array().unwrap();
+        for private in ["log", "db", "snapshots", "cluster.key", "FORMAT"] {
+            assert!(
+                !entries.iter().any(|e| e == private),
+                "the node's {private} is visible: {out}"
+            );
+        }
+    }
     for denied in [
-        "list_data_dir",
         "list_log",
         "list_state",
         "read_node_environment",
