@@ -65,11 +65,12 @@ pub enum StartError {
 }
 
 /// Opens the state machine's database. It only caches what the snapshot and
-/// the log hold, so one the engine cannot open (sled 0.34 has reports of
-/// corruption after a killed process) is moved aside and rebuilt from them.
+/// the log hold, so one the engine cannot open is moved aside and rebuilt
+/// from them: an error, or a panic (sled 0.34 panics on some damage, for
+/// instance `tried to serialize Uninitialized` for garbage in its file).
 fn open_state_db(path: &std::path::Path, cache_capacity: u64) -> Result<Db, StoreError> {
     let options = DbOptions { cache_capacity };
-    match Db::open(path, &options) {
+    match open_and_probe(path, &options) {
         Ok(db) => Ok(db),
         Err(e) if path.exists() => {
             let aside = path.with_extension(format!(
@@ -80,14 +81,42 @@ fn open_state_db(path: &std::path::Path, cache_capacity: u64) -> Result<Db, Stor
                     .unwrap_or(0)
             ));
             tracing::error!(
+                path = %path.display(),
                 error = %e,
                 moved_to = %aside.display(),
                 "the state machine database does not open; rebuilding it from the snapshot and the log"
             );
+            ::metrics::counter!("sluice_state_rebuilds_total", "reason" => "damaged").increment(1);
             std::fs::rename(path, &aside).map_err(|e| StoreError::io("moving aside", path, e))?;
             Db::open(path, &options)
         }
-        Err(e) => Err(e),
+        Err(e) => Err(StoreError::Corrupt {
+            key: path.display().to_string(),
+            reason: e,
+        }),
+    }
+}
+
+/// Opens the database and reads the first record of every tree, turning an
+/// engine panic into an error.
+fn open_and_probe(path: &std::path::Path, options: &DbOptions) -> Result<Db, String> {
+    let attempt = std::panic::catch_unwind(|| -> Result<Db, StoreError> {
+        let db = Db::open(path, options)?;
+        for name in db.tree_names() {
+            db.tree(&name)?.first()?;
+        }
+        Ok(db)
+    });
+    match attempt {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            Err(format!("the storage engine panicked: {what}"))
+        }
     }
 }
 
@@ -493,5 +522,46 @@ impl RunningNode {
             Ok(Err(e)) => format!("the {which} server failed: {e}"),
             Err(e) => format!("the {which} server task failed: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes some state and closes the database.
+    fn filled_db(path: &std::path::Path) {
+        let db = Db::open(path, &DbOptions::default()).unwrap();
+        let tree = db.tree("sm.0").unwrap();
+        for i in 0..20_000u32 {
+            tree.insert(&i.to_be_bytes(), vec![7u8; 100]).unwrap();
+        }
+        db.flush().unwrap();
+    }
+
+    #[test]
+    fn a_state_database_the_engine_cannot_open_is_moved_aside_even_when_it_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        filled_db(&path);
+        // Garbage in the middle of the engine's file: sled 0.34 panics on open.
+        let file = path.join("db");
+        let mut bytes = std::fs::read(&file).unwrap();
+        let mid = bytes.len() / 2;
+        for b in &mut bytes[mid..mid + 4096] {
+            *b = 0xab;
+        }
+        std::fs::write(&file, bytes).unwrap();
+        let db = open_state_db(&path, 1 << 20).expect("the damaged database is replaced");
+        assert!(
+            db.tree("sm.0").unwrap().first().unwrap().is_none(),
+            "a fresh database, holding no state"
+        );
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("db.broken-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "the damaged database is kept aside");
     }
 }

@@ -71,6 +71,24 @@ async fn a_damaged_state_machine_database_is_rebuilt() {
     .await;
 }
 
+#[tokio::test]
+async fn garbage_in_the_middle_of_the_state_machine_database_is_rebuilt() {
+    let _serial = serial().await;
+    // sled 0.34 panics on open on this one (`tried to serialize
+    // Uninitialized`): the node must not crash-loop.
+    rebuilds_after(|db| {
+        let file = db.join("db");
+        let mut bytes = std::fs::read(&file).unwrap();
+        let mid = bytes.len() / 2;
+        let end = (mid + 4096).min(bytes.len());
+        for b in &mut bytes[mid..end] {
+            *b = 0xab;
+        }
+        std::fs::write(&file, bytes).unwrap();
+    })
+    .await;
+}
+
 /// Runs `sluice recover` on a data directory.
 fn recover(data_dir: &std::path::Path, id: u64, cluster_addr: &str) -> std::process::Output {
     std::process::Command::new(cluster_tests::binary("sluice"))

@@ -14,9 +14,22 @@
 //!
 //! A segment is closed at [`LogFiles::open`]'s size limit and a new one
 //! started; creating or deleting a segment fsyncs the directory before the
-//! change counts. On open, a torn or damaged record at the end of the last
-//! segment (a write cut short by a crash) is cut off; damage anywhere else
-//! refuses to open.
+//! change counts.
+//!
+//! On open, damage is told apart by what follows it:
+//!
+//! * a *torn write*: a bad record with nothing valid after it, at the end of
+//!   the last segment. A crash cut the last append short before its fsync,
+//!   so nothing in it was acknowledged: it is cut off.
+//! * *damage*: a bad record followed by valid ones (later in the segment, or
+//!   in later segments). Entries in the log's middle were fsynced and may
+//!   have been acknowledged, so they are never cut silently: [`OnDamage`]
+//!   says whether to refuse to open (a node alone has no other copy) or to
+//!   cut the log at the damage, keeping the damaged files aside, so that a
+//!   node of a cluster can be repaired from its leader.
+//!
+//! Pages of one unsynced append written out of order by a power loss look
+//! like damage too; they are treated as damage, the safe side.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -101,59 +114,207 @@ struct Scan {
     valid: u64,
     /// Something (a torn or damaged record) follows them.
     trailing: bool,
+    /// The last index of valid records found past a damaged one.
+    beyond: Option<u64>,
 }
 
-/// Reads every valid record of a segment file.
+/// The record at `offset` of `bytes`, if one with index `expected` (or,
+/// when `expected` is `None`, any index from `at_least` on) is whole and its
+/// checksum matches: (index, record end).
+fn record_at(
+    bytes: &[u8],
+    offset: usize,
+    expected: Option<u64>,
+    at_least: u64,
+) -> Option<(u64, usize)> {
+    let header = bytes.get(offset..offset + HEADER)?;
+    let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+    let sum = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+    let index = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+    let end = offset + HEADER + len as usize;
+    if len > MAX_PAYLOAD || end > bytes.len() {
+        return None;
+    }
+    let plausible = match expected {
+        Some(e) => index == e,
+        // Past damage, the entries lost make the next index unknown.
+        None => index >= at_least && index - at_least < 1 << 40,
+    };
+    (plausible && crc(index, &bytes[offset + HEADER..end]) == sum).then_some((index, end))
+}
+
+/// Reads every valid record of a segment file, and past the first bad one
+/// looks for valid records further on (which make it damage, not a torn
+/// write).
 fn scan(path: &Path, first: u64) -> Result<Scan, StoreError> {
     let bytes = fs::read(path).map_err(|e| io_err("reading log segment", path, e))?;
     let mut records = Vec::new();
     let mut offset = 0usize;
-    while offset + HEADER <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
-        let sum = u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().expect("4 bytes"));
-        let index = u64::from_le_bytes(bytes[offset + 8..offset + 16].try_into().expect("8 bytes"));
-        let end = offset + HEADER + len as usize;
-        if len > MAX_PAYLOAD || end > bytes.len() {
-            break;
-        }
-        let expected_index = first + records.len() as u64;
-        if index != expected_index || crc(index, &bytes[offset + HEADER..end]) != sum {
-            break;
-        }
-        records.push((offset as u64, len));
+    while let Some((_, end)) = record_at(&bytes, offset, Some(first + records.len() as u64), 0) {
+        records.push((offset as u64, (end - offset - HEADER) as u32));
         offset = end;
+    }
+    let next = first + records.len() as u64;
+    let mut beyond = None;
+    let mut at = offset + 1;
+    while at + HEADER <= bytes.len() {
+        let Some((index, end)) = record_at(&bytes, at, None, next) else {
+            at += 1;
+            continue;
+        };
+        // Found one: follow the records after it.
+        beyond = Some(index);
+        let mut end = end;
+        while let Some((index, next_end)) = record_at(&bytes, end, Some(beyond.unwrap_or(0) + 1), 0)
+        {
+            beyond = Some(index);
+            end = next_end;
+        }
+        at = end.max(at + 1);
     }
     Ok(Scan {
         records,
         valid: offset as u64,
         trailing: offset < bytes.len(),
+        beyond,
     })
 }
 
-impl LogFiles {
-    /// Opens the log in `dir` (creating it), repairing a torn tail.
-    /// Segments are closed once they reach `segment_bytes`.
-    pub fn open(dir: &Path, segment_bytes: u64) -> Result<Self, StoreError> {
-        fs::create_dir_all(dir).map_err(|e| io_err("creating log directory", dir, e))?;
-        let mut firsts = Vec::new();
-        for entry in fs::read_dir(dir).map_err(|e| io_err("listing log directory", dir, e))? {
-            let path = entry
-                .map_err(|e| io_err("listing log directory", dir, e))?
-                .path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if let Some(first) = name
-                .strip_suffix(".seg")
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                firsts.push(first);
-            }
+/// The first indexes of the segment files in `dir`, in order.
+fn segment_firsts(dir: &Path) -> Result<Vec<u64>, StoreError> {
+    let mut firsts = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| io_err("listing log directory", dir, e))? {
+        let path = entry
+            .map_err(|e| io_err("listing log directory", dir, e))?
+            .path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(first) = name
+            .strip_suffix(".seg")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            firsts.push(first);
         }
-        firsts.sort_unstable();
+    }
+    firsts.sort_unstable();
+    Ok(firsts)
+}
+
+/// Cuts the log at `damage`: a copy of the damaged segment and the segments
+/// after it go to `damaged-{time}/` (for the operator to examine), and the
+/// damaged segment is truncated before its bad record.
+fn set_aside(dir: &Path, damage: &Damage) -> Result<PathBuf, StoreError> {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let aside = dir.join(format!("damaged-{millis}"));
+    fs::create_dir_all(&aside).map_err(|e| io_err("creating", &aside, e))?;
+    let name = damage.path.file_name().unwrap_or_default();
+    fs::copy(&damage.path, aside.join(name)).map_err(|e| io_err("copying", &damage.path, e))?;
+    let damaged_first = name
+        .to_str()
+        .and_then(|n| n.strip_suffix(".seg"))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    for first in segment_firsts(dir)? {
+        if first > damaged_first {
+            let from = segment_path(dir, first);
+            let to = aside.join(from.file_name().unwrap_or_default());
+            fs::rename(&from, &to).map_err(|e| io_err("moving aside", &from, e))?;
+        }
+    }
+    sync_dir(&aside)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&damage.path)
+        .map_err(|e| io_err("opening log segment", &damage.path, e))?;
+    file.set_len(damage.offset)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| io_err("cutting log segment", &damage.path, e))?;
+    sync_dir(dir)?;
+    tracing::error!(
+        segment = %damage.path.display(),
+        offset = damage.offset,
+        first_lost = damage.first_lost,
+        last_seen = damage.last_seen,
+        kept_in = %aside.display(),
+        "cut the Raft log at damage; this node must be repaired from the leader before it votes again"
+    );
+    Ok(aside)
+}
+
+/// Damage in the middle of the log: a bad record followed by valid ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The segment file holding the bad record.
+    pub path: PathBuf,
+    /// Byte offset of the bad record in that file.
+    pub offset: u64,
+    /// Index of the first entry that cannot be read.
+    pub first_lost: u64,
+    /// The last index found past the damage: the log held at least this far.
+    pub last_seen: u64,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the Raft log is damaged in {} at byte offset {}: entry {} does not read back, yet entries up to {} follow it (damage, not a torn final write)",
+            self.path.display(),
+            self.offset,
+            self.first_lost,
+            self.last_seen
+        )
+    }
+}
+
+/// What [`LogFiles::open`] does with [`Damage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDamage {
+    /// Refuse to open, with [`StoreError::LogDamaged`].
+    Refuse,
+    /// Cut the log at the damage, moving the damaged segment's copy and the
+    /// segments after it into `damaged-{time}/` in the log directory.
+    CutAndSetAside,
+}
+
+impl LogFiles {
+    /// Opens the log in `dir` (creating it), cutting a torn final write
+    /// off. Segments are closed once they reach `segment_bytes`.
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<Self, StoreError> {
+        Self::open_with(dir, segment_bytes, OnDamage::Refuse).map(|(log, _)| log)
+    }
+
+    /// Opens the log, doing with damage what `on_damage` says; returns the
+    /// damage that was cut, if any.
+    pub fn open_with(
+        dir: &Path,
+        segment_bytes: u64,
+        on_damage: OnDamage,
+    ) -> Result<(Self, Option<Damage>), StoreError> {
+        match Self::open_inner(dir, segment_bytes) {
+            Err(StoreError::LogDamaged(damage)) if on_damage == OnDamage::CutAndSetAside => {
+                set_aside(dir, &damage)?;
+                let log = Self::open_inner(dir, segment_bytes)?;
+                Ok((log, Some(damage)))
+            }
+            other => other.map(|log| (log, None)),
+        }
+    }
+
+    fn open_inner(dir: &Path, segment_bytes: u64) -> Result<Self, StoreError> {
+        fs::create_dir_all(dir).map_err(|e| io_err("creating log directory", dir, e))?;
+        let firsts = segment_firsts(dir)?;
         let mut segments = BTreeMap::new();
         let mut dir_dirty = false;
         let count = firsts.len();
         let mut expected_first: Option<u64> = None;
-        for (i, first) in firsts.into_iter().enumerate() {
+        let scans = firsts
+            .iter()
+            .map(|&first| scan(&segment_path(dir, first), first))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, (&first, scanned)) in firsts.iter().zip(scans.iter()).enumerate() {
             let path = segment_path(dir, first);
             let is_last = i + 1 == count;
             if let Some(expected) = expected_first {
@@ -168,26 +329,41 @@ impl LogFiles {
                 records,
                 valid,
                 trailing,
-            } = scan(&path, first)?;
+                beyond,
+            } = scanned;
+            let (records, valid) = (records.clone(), *valid);
+            if *trailing {
+                // Valid entries past the bad record, in this segment or the
+                // ones after it, make it damage rather than a torn write.
+                let later = scans[i + 1..]
+                    .iter()
+                    .zip(firsts.iter().skip(i + 1))
+                    .filter_map(|(s, f)| {
+                        let in_segment =
+                            (!s.records.is_empty()).then(|| *f + s.records.len() as u64 - 1);
+                        in_segment.max(s.beyond)
+                    })
+                    .max();
+                if let Some(last_seen) = (*beyond).max(later) {
+                    return Err(StoreError::LogDamaged(Damage {
+                        path,
+                        offset: valid,
+                        first_lost: first + records.len() as u64,
+                        last_seen,
+                    }));
+                }
+            }
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(&path)
                 .map_err(|e| io_err("opening log segment", &path, e))?;
-            if trailing {
-                if !is_last {
-                    return Err(corrupt(
-                        &path,
-                        format!(
-                            "damaged record after entry {} in a sealed segment",
-                            first + records.len() as u64
-                        ),
-                    ));
-                }
+            if *trailing {
                 tracing::warn!(
                     segment = %path.display(),
+                    offset = valid,
                     valid_entries = records.len(),
-                    "cutting a torn write off the end of the log"
+                    "cutting a torn final write off the end of the log (nothing valid follows it)"
                 );
                 file.set_len(valid)
                     .and_then(|_| file.sync_all())
@@ -591,6 +767,14 @@ mod tests {
         assert_eq!(log.read(1, 12).unwrap(), entries(1..12));
     }
 
+    fn damaged(result: Result<LogFiles, StoreError>) -> Damage {
+        match result {
+            Err(StoreError::LogDamaged(d)) => d,
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("opened a damaged log"),
+        }
+    }
+
     #[test]
     fn damage_in_a_sealed_segment_refuses_to_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -603,13 +787,99 @@ mod tests {
         let mut bytes = fs::read(&seg).unwrap();
         bytes[HEADER + 2] ^= 0xff;
         fs::write(&seg, bytes).unwrap();
-        match LogFiles::open(dir.path(), 100) {
-            Err(StoreError::Corrupt { reason, .. }) => {
-                assert!(reason.contains("sealed"), "{reason}")
-            }
-            Err(other) => panic!("{other}"),
-            Ok(_) => panic!("opened a damaged log"),
+        let d = damaged(LogFiles::open(dir.path(), 100));
+        assert_eq!(
+            (d.path, d.offset, d.first_lost, d.last_seen),
+            (seg, 0, 1, 29)
+        );
+    }
+
+    #[test]
+    fn damage_followed_by_valid_records_is_not_taken_for_a_torn_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
+        log.append(&entries(1..101)).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let seg = segment_path(dir.path(), 1);
+        let mut bytes = fs::read(&seg).unwrap();
+        let record = HEADER + b"entry-10".len();
+        // 16 bytes flipped inside entry 40 (entries 1..10 are shorter).
+        let at = 9 * (HEADER + 7) + 30 * record + 3;
+        for b in &mut bytes[at..at + 16] {
+            *b ^= 0xff;
         }
+        fs::write(&seg, &bytes).unwrap();
+        let d = damaged(LogFiles::open(dir.path(), 1 << 20));
+        assert_eq!(d.first_lost, 40);
+        assert_eq!(d.offset, (9 * (HEADER + 7) + 30 * record) as u64);
+        assert_eq!(d.last_seen, 100, "{d}");
+        let text = d.to_string();
+        assert!(
+            text.contains(&seg.display().to_string()) && text.contains("offset"),
+            "{text}"
+        );
+        // Nothing was changed by the refusal.
+        assert_eq!(fs::read(&seg).unwrap(), bytes);
+
+        // Cut at the damage, keeping the damaged files aside.
+        let (log, cut) =
+            LogFiles::open_with(dir.path(), 1 << 20, OnDamage::CutAndSetAside).unwrap();
+        assert_eq!(cut, Some(d));
+        assert_eq!(log.last_index(), Some(39));
+        assert_eq!(log.read(1, 200).unwrap(), entries(1..40));
+        let aside: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(
+            fs::read(aside[0].join(seg.file_name().unwrap())).unwrap(),
+            bytes
+        );
+        // The cut log reopens cleanly and takes the lost entries again.
+        drop(log);
+        let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
+        log.append(&entries(40..101)).unwrap();
+        assert_eq!(log.read(1, 200).unwrap(), entries(1..101));
+    }
+
+    #[test]
+    fn damage_before_later_segments_is_cut_with_them_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFiles::open(dir.path(), 100).unwrap();
+        append_each(&log, 1..60);
+        log.sync().unwrap();
+        let segments = log.segment_count();
+        assert!(segments > 3);
+        drop(log);
+        let firsts = segment_firsts(dir.path()).unwrap();
+        let second = segment_path(dir.path(), firsts[1]);
+        let mut bytes = fs::read(&second).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&second, &bytes).unwrap();
+        let (log, cut) = LogFiles::open_with(dir.path(), 100, OnDamage::CutAndSetAside).unwrap();
+        let cut = cut.expect("damage");
+        assert_eq!(cut.last_seen, 59);
+        assert_eq!(log.last_index(), Some(cut.first_lost - 1));
+        assert_eq!(log.segment_count(), 2);
+    }
+
+    #[test]
+    fn garbage_after_the_last_record_is_a_torn_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
+        log.append(&entries(1..11)).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let seg = segment_path(dir.path(), 1);
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes.extend((0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+        fs::write(&seg, &bytes).unwrap();
+        let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(log.last_index(), Some(10));
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub enum StoreError {
         /// What was wrong with it.
         reason: String,
     },
+    /// The Raft log is damaged before entries that are still readable: not a
+    /// write torn by a crash, which may be cut, but lost acknowledged data.
+    #[error("{0}")]
+    LogDamaged(log::Damage),
     /// A file outside the engine (a snapshot) could not be read or written.
     #[error("{context} {path}: {source}")]
     Io {
