@@ -29,6 +29,11 @@ enum Command {
     /// it on the most up-to-date survivor). Start the node afterwards and
     /// add the others back as new members.
     Recover(RecoverArgs),
+    /// Cut the damaged Raft log of a stopped node at the damage, accepting
+    /// the loss of the entries after it (a node alone in its cluster refuses
+    /// to start on such a log; one of a cluster repairs itself from the
+    /// leader and needs no such step). The damaged files are kept aside.
+    CutLog(CutLogArgs),
     /// Print a new cluster key (for --cluster-key-file), or with
     /// --credentials a new access key (for --admin-credentials-file).
     Keygen(KeygenArgs),
@@ -53,6 +58,13 @@ struct CertsArgs {
     /// common name: a node's, or a client principal's); repeatable.
     #[arg(long = "cert", value_name = "NAME=HOSTS")]
     certs: Vec<String>,
+}
+
+#[derive(Args)]
+struct CutLogArgs {
+    /// The stopped node's data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -588,6 +600,30 @@ fn recover(args: RecoverArgs) -> ExitCode {
     }
 }
 
+fn cut_log(args: CutLogArgs) -> ExitCode {
+    match sluice_broker::raft::repair::cut_log(&args.data_dir) {
+        Ok(Some(damage)) => {
+            println!(
+                "cut the log at byte {} of {}: entries from {} on are gone (up to {} were found past the damage); the damaged files are kept in {}",
+                damage.offset,
+                damage.path.display(),
+                damage.first_lost,
+                damage.last_seen,
+                args.data_dir.join("log").display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            println!("the log is not damaged: nothing was cut");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sluice cut-log: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn keygen(args: KeygenArgs) -> ExitCode {
     if args.credentials {
         print!(
@@ -646,6 +682,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args),
         Command::Worker(args) => worker(*args),
         Command::Recover(args) => recover(args),
+        Command::CutLog(args) => cut_log(args),
         Command::Keygen(args) => keygen(args),
         Command::Certs(args) => certs(args),
     }

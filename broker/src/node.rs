@@ -21,14 +21,14 @@ use crate::bootstrap;
 use crate::config::NodeConfig;
 use crate::metrics::{self, Exporter};
 use crate::raft::group_commit::GroupCommit;
-use crate::raft::log_store::{self, LogStore};
+use crate::raft::log_store::LogStore;
 use crate::raft::network::{Channels, Network};
 use crate::raft::service::{RaftService, VoteGuard};
 use crate::raft::snapshot::SnapshotDir;
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{self, transfer, Raft};
 use crate::router::Router;
-use crate::store::log::{LogFiles, MetaFile};
+use crate::store::log::MetaFile;
 use crate::store::{Db, DbOptions, StoreError};
 use crate::waiters::Waiters;
 
@@ -242,17 +242,15 @@ impl RunningNode {
         close_to_others(&config.data_dir).map_err(data_err)?;
         let security = Arc::new(NodeSecurity::load(&config).map_err(StartError::Security)?);
         let log_dir = config.data_dir.join("log");
-        let log = Arc::new(
-            LogFiles::open(&log_dir, log_store::SEGMENT_BYTES)
-                .map_err(|e| data_err(format!("log: {e}")))?,
-        );
+        let crate::raft::repair::OpenedLog { log, repair } =
+            crate::raft::repair::open_log(&config.data_dir, config.node_id).map_err(data_err)?;
         let flusher = {
             let log = log.clone();
             GroupCommit::start("sluice-log-flush", move || {
                 log.sync().map_err(|e| e.to_string())
             })
         };
-        let log_store = LogStore::open(log, MetaFile::new(&log_dir.join("meta")), flusher)
+        let log_store = LogStore::open(log.clone(), MetaFile::new(&log_dir.join("meta")), flusher)
             .map_err(|e| data_err(format!("log: {e}")))?;
         let db = open_state_db(&config.data_dir.join("db"), config.cache_capacity)
             .map_err(|e| data_err(e.to_string()))?;
@@ -303,6 +301,7 @@ impl RunningNode {
             slots: Arc::default(),
             worker: None,
             security: security.clone(),
+            repair: repair.clone(),
         };
         // The in-process worker talks to its own node's cluster listener as
         // the node, which serves its WorkerHost there.
@@ -329,7 +328,8 @@ impl RunningNode {
             None
         };
         let ctx = Context { worker, ..ctx };
-        let guard = Arc::new(VoteGuard::default());
+        let guard = Arc::new(VoteGuard::new(repair.clone()));
+        crate::raft::repair::spawn_watch(raft.clone(), repair, log);
         let raft_service = RaftService::new(raft.clone(), snapshots, guard.clone());
 
         let bind = |flag: &'static str, addr: std::net::SocketAddr| async move {

@@ -245,6 +245,23 @@ impl Node {
         }
     }
 
+    /// Waits up to `timeout` for the process to exit by itself (a node that
+    /// refuses to start), returning how it exited.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c = self.child.as_mut()?;
+            if let Some(status) = c.try_wait().expect("waiting for sluice") {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Deletes the data directory (the node must be stopped).
     pub fn wipe(&mut self) {
         assert!(!self.is_running(), "stop node {} before wiping it", self.id);

@@ -108,6 +108,7 @@ pub fn local_status(ctx: &Context) -> pb::GetClusterStatusResponse {
         members: members(&m),
         region: ctx.identity.region.clone(),
         account_id: ctx.identity.account_id.clone(),
+        repair_target: ctx.repair.pending(),
     }
 }
 

@@ -73,6 +73,8 @@ pub struct Context {
     /// The cluster key and what is derived from it, certificates, and how
     /// to dial other nodes and workers.
     pub security: Arc<crate::auth::NodeSecurity>,
+    /// Whether the node's damaged log is being repaired (it may not lead).
+    pub repair: Arc<crate::raft::repair::Repair>,
 }
 
 impl Context {

@@ -95,6 +95,11 @@ impl pb::node_server::Node for NodeApi {
         let min_index = request.into_inner().min_log_index;
         let raft = self.ctx.router.raft();
         let id = self.ctx.router.id();
+        if let Some(target) = self.ctx.repair.pending() {
+            return Err(Status::failed_precondition(format!(
+                "node {id} is repairing a damaged log (until entry {target}) and cannot lead"
+            )));
+        }
         // A transfer asks once; anything more often only churns terms.
         let min_gap = self.ctx.timing.election_max;
         {

@@ -55,6 +55,11 @@ async fn readiness(
     contact_max: Duration,
 ) -> Result<(), String> {
     let me = router.id();
+    if let Some(target) = contact.repair_pending() {
+        return Err(format!(
+            "repairing a damaged log from the leader (until entry {target})"
+        ));
+    }
     let m = router.raft().metrics().borrow().clone();
     m.running_state
         .as_ref()

@@ -9,6 +9,7 @@
 //!   and builds and installs [`snapshot`] files;
 //! * [`network`] and [`service`]: the client and server halves of the
 //!   node-to-node transport (`sluice.internal.v1.Raft`);
+//! * [`repair`]: opening the log, and repairing a node whose log is damaged;
 //! * [`transfer`]: leadership transfer, which openraft 0.9 does not provide.
 
 // openraft's traits fix the error types (StorageError, RPCError, ConfigError),
@@ -20,6 +21,7 @@ pub mod log_store;
 pub mod network;
 pub mod proposer;
 pub mod recovery;
+pub mod repair;
 pub mod service;
 pub mod snapshot;
 pub mod state_machine;

@@ -9,7 +9,9 @@
 //!   for; until a leader has reached it (and with it the current term), a vote
 //!   could be a second vote in a term it already voted in;
 //! * for candidates that are not voters in the node's membership: a removed
-//!   node that keeps campaigning must not disturb the cluster.
+//!   node that keeps campaigning must not disturb the cluster;
+//! * while the node's damaged log is repaired ([`super::repair`]): it lost
+//!   entries it acknowledged, so its log no longer says whom it may elect.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,13 +29,27 @@ use crate::store::codec;
 
 /// Whether this node may vote yet (see the module documentation), and when
 /// a leader last reached it.
-#[derive(Debug, Default)]
 pub struct VoteGuard {
     rejoining: AtomicBool,
     last_contact: std::sync::Mutex<Option<std::time::Instant>>,
+    repair: Arc<super::repair::Repair>,
 }
 
 impl VoteGuard {
+    /// A guard that also refuses votes while `repair` is pending.
+    pub fn new(repair: Arc<super::repair::Repair>) -> Self {
+        VoteGuard {
+            rejoining: AtomicBool::new(false),
+            last_contact: std::sync::Mutex::new(None),
+            repair,
+        }
+    }
+
+    /// The index the node's damaged log must reach again before it votes.
+    pub fn repair_pending(&self) -> Option<u64> {
+        self.repair.pending()
+    }
+
     /// Refuse votes until a leader reaches this node.
     pub fn set_rejoining(&self) {
         self.rejoining.store(true, Ordering::SeqCst);
@@ -121,6 +137,11 @@ impl RaftService {
     fn refuse_vote(&self, req: &VoteRequest<NodeId>) -> Option<String> {
         if self.guard.is_rejoining() {
             return Some("this node is rejoining and has not heard from a leader yet".into());
+        }
+        if let Some(target) = self.guard.repair_pending() {
+            return Some(format!(
+                "this node's damaged log is being repaired (until entry {target})"
+            ));
         }
         let candidate = req.vote.leader_id().voted_for()?;
         let metrics = self.raft.metrics();

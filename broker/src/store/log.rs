@@ -143,14 +143,30 @@ fn record_at(
     (plausible && crc(index, &bytes[offset + HEADER..end]) == sum).then_some((index, end))
 }
 
+fn index_after(index: Option<u64>) -> u64 {
+    index.map_or(0, |i| i + 1)
+}
+
+/// Calls `visit` with every record of the log in `dir` whose checksum
+/// holds, including those past damage, without changing anything: what a
+/// damaged log still tells (its membership, say).
+pub fn visit_valid(dir: &Path, mut visit: impl FnMut(u64, &[u8])) -> Result<(), StoreError> {
+    for first in segment_firsts(dir)? {
+        scan(&segment_path(dir, first), first, &mut visit)?;
+    }
+    Ok(())
+}
+
 /// Reads every valid record of a segment file, and past the first bad one
 /// looks for valid records further on (which make it damage, not a torn
 /// write).
-fn scan(path: &Path, first: u64) -> Result<Scan, StoreError> {
+fn scan(path: &Path, first: u64, visit: &mut dyn FnMut(u64, &[u8])) -> Result<Scan, StoreError> {
     let bytes = fs::read(path).map_err(|e| io_err("reading log segment", path, e))?;
     let mut records = Vec::new();
     let mut offset = 0usize;
-    while let Some((_, end)) = record_at(&bytes, offset, Some(first + records.len() as u64), 0) {
+    while let Some((index, end)) = record_at(&bytes, offset, Some(first + records.len() as u64), 0)
+    {
+        visit(index, &bytes[offset + HEADER..end]);
         records.push((offset as u64, (end - offset - HEADER) as u32));
         offset = end;
     }
@@ -163,10 +179,11 @@ fn scan(path: &Path, first: u64) -> Result<Scan, StoreError> {
             continue;
         };
         // Found one: follow the records after it.
+        visit(index, &bytes[at + HEADER..end]);
         beyond = Some(index);
         let mut end = end;
-        while let Some((index, next_end)) = record_at(&bytes, end, Some(beyond.unwrap_or(0) + 1), 0)
-        {
+        while let Some((index, next_end)) = record_at(&bytes, end, Some(index_after(beyond)), 0) {
+            visit(index, &bytes[end + HEADER..next_end]);
             beyond = Some(index);
             end = next_end;
         }
@@ -312,7 +329,7 @@ impl LogFiles {
         let mut expected_first: Option<u64> = None;
         let scans = firsts
             .iter()
-            .map(|&first| scan(&segment_path(dir, first), first))
+            .map(|&first| scan(&segment_path(dir, first), first, &mut |_, _| {}))
             .collect::<Result<Vec<_>, _>>()?;
         for (i, (&first, scanned)) in firsts.iter().zip(scans.iter()).enumerate() {
             let path = segment_path(dir, first);
@@ -680,6 +697,15 @@ impl MetaFile {
             return Err(corrupt(&self.path, "metadata checksum mismatch"));
         }
         Ok(Some(payload.to_vec()))
+    }
+
+    /// Removes the file durably, if it exists.
+    pub fn remove(&self) -> Result<(), StoreError> {
+        match fs::remove_file(&self.path) {
+            Ok(()) => sync_dir(self.path.parent().unwrap_or(Path::new("."))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("removing", &self.path, e)),
+        }
     }
 
     /// Replaces the contents durably.

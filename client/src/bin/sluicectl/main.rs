@@ -227,6 +227,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                             "applied_index": s.applied_index, "snapshot_index": s.snapshot_index,
                             "purged_index": s.purged_index, "region": s.region,
                             "account_id": s.account_id, "members": members_json(&s.members),
+                            "repair_target": s.repair_target,
                         })
                     );
                 } else {
@@ -249,6 +250,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
                             .map(|v| v.to_string())
                             .unwrap_or_else(|| "-".into()),
                     );
+                    if let Some(target) = s.repair_target {
+                        println!(
+                            "repairing a damaged log from the leader: no votes or leadership until the log reaches {target}"
+                        );
+                    }
                     print_members(&s.members);
                 }
             }

@@ -1,0 +1,258 @@
+//! Opening the Raft log, and repairing a node of a cluster whose log is
+//! damaged (see [`crate::store::log`] for how damage is told from a torn
+//! final write).
+//!
+//! A node's log may hold entries it acknowledged; if damage makes it lose
+//! them, the cluster holds fewer copies than Raft counts on, and a vote from
+//! this node could elect a candidate that lacks committed entries. So:
+//!
+//! * a node alone in its cluster has no other copy: it refuses to start,
+//!   naming the file and offset. `sluice cut-log` accepts the loss.
+//! * a node of a cluster cuts its log at the damage (the damaged files are
+//!   kept aside) and records a *repair target*: the last index it found in
+//!   the damaged log, in `log/repair`, so that a restart meanwhile keeps the
+//!   repair going. Until its log reaches the target again (the leader
+//!   re-sends the damaged range, or installs a snapshot past it), the node
+//!   refuses votes, does not campaign and refuses leadership, reports it in
+//!   its status and readiness, and sets `sluice_log_repair_pending`. It
+//!   still answers the leader's appends, which is how it is repaired: an
+//!   append succeeds only where the log matches, so the leader learns from
+//!   the first conflict where the log ends and re-sends from there.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use openraft::{Entry, EntryPayload, Membership};
+
+use super::log_store::{self, SEGMENT_BYTES};
+use super::snapshot::SnapshotDir;
+use super::{Node, NodeId, Raft, TypeConfig};
+use crate::store::codec;
+use crate::store::lock::DirLock;
+use crate::store::log::{self, Damage, LogFiles, MetaFile, OnDamage};
+use crate::store::StoreError;
+
+/// The repair target of a node whose log was cut at damage.
+pub struct Repair {
+    file: MetaFile,
+    target: Mutex<Option<u64>>,
+}
+
+impl Repair {
+    /// The repair state recorded in `log_dir`.
+    fn load(log_dir: &Path) -> Result<Repair, String> {
+        let file = MetaFile::new(&log_dir.join("repair"));
+        let target = match file.read().map_err(|e| e.to_string())? {
+            None => None,
+            Some(bytes) => Some(codec::decode_message::<u64>("repair target", &bytes)?),
+        };
+        Ok(Repair {
+            file,
+            target: Mutex::new(target),
+        })
+    }
+
+    /// A node with nothing to repair (tests and tools).
+    pub fn none(log_dir: &Path) -> Repair {
+        Repair {
+            file: MetaFile::new(&log_dir.join("repair")),
+            target: Mutex::new(None),
+        }
+    }
+
+    /// The index the log must reach again before the node votes, if it is
+    /// being repaired.
+    pub fn pending(&self) -> Option<u64> {
+        *self.target.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records, durably, that the log must reach `target` again.
+    fn begin(&self, target: u64) -> Result<(), String> {
+        let target = self.pending().unwrap_or(0).max(target);
+        self.file
+            .write(&codec::encode(&target))
+            .map_err(|e| e.to_string())?;
+        *self.target.lock().unwrap_or_else(|e| e.into_inner()) = Some(target);
+        Ok(())
+    }
+
+    /// Ends the repair: the record goes, and the node may vote again.
+    fn finish(&self) -> Result<(), String> {
+        self.file.remove().map_err(|e| e.to_string())?;
+        *self.target.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(())
+    }
+
+    /// Publishes the repair state as metrics.
+    fn publish(&self) {
+        let pending = self.pending();
+        metrics::gauge!("sluice_log_repair_pending").set(if pending.is_some() { 1.0 } else { 0.0 });
+        metrics::gauge!("sluice_log_repair_target_index").set(pending.unwrap_or(0) as f64);
+    }
+}
+
+/// The log a node starts with.
+pub struct OpenedLog {
+    /// The log files.
+    pub log: Arc<LogFiles>,
+    /// Whether the node is being repaired.
+    pub repair: Arc<Repair>,
+}
+
+/// The last membership the valid records of a damaged log, or the latest
+/// snapshot, name.
+fn last_membership(
+    log_dir: &Path,
+    snapshots: &SnapshotDir,
+) -> Result<Option<Membership<NodeId, Node>>, String> {
+    let mut found: Option<(u64, Membership<NodeId, Node>)> = None;
+    log::visit_valid(log_dir, |index, bytes| {
+        if let Ok(entry) = codec::decode_message::<Entry<TypeConfig>>("log entry", bytes) {
+            if let EntryPayload::Membership(m) = entry.payload {
+                if found.as_ref().is_none_or(|(i, _)| *i < index) {
+                    found = Some((index, m));
+                }
+            }
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    if let Some((_, m)) = found {
+        return Ok(Some(m));
+    }
+    Ok(snapshots
+        .latest()
+        .map_err(|e| format!("snapshots: {e}"))?
+        .map(|(meta, _)| meta.last_membership.membership().clone()))
+}
+
+/// After the log was cut, the commit point recorded beside it may lie past
+/// its end; openraft would re-apply entries the log no longer has. The
+/// leader tells the commit point again.
+fn clamp_committed(log_dir: &Path, log: &LogFiles) -> Result<(), String> {
+    let meta_file = MetaFile::new(&log_dir.join("meta"));
+    let mut meta = log_store::read_meta(&meta_file)?;
+    let last = log
+        .last_index()
+        .or(meta.purged.map(|p| p.index))
+        .unwrap_or(0);
+    if meta.committed.is_some_and(|c| c.index > last) {
+        meta.committed = None;
+        log_store::write_meta(&meta_file, &meta)?;
+    }
+    Ok(())
+}
+
+fn refusal(damage: &Damage, data_dir: &Path) -> String {
+    format!(
+        "{damage}. This node is alone in its cluster, so no other node holds a copy to repair the log from, and it will not start. Restore the data directory from a backup; or, accepting the loss of entries {}..={}, run `sluice cut-log --data-dir {}`, which cuts the log at the damage and keeps the damaged files aside",
+        damage.first_lost,
+        damage.last_seen,
+        data_dir.display()
+    )
+}
+
+/// Opens the log of the node `me` in `data_dir`: see the module
+/// documentation for what happens to damage.
+pub fn open_log(data_dir: &Path, me: NodeId) -> Result<OpenedLog, String> {
+    let log_dir = data_dir.join("log");
+    std::fs::create_dir_all(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
+    let repair = Repair::load(&log_dir)?;
+    let log = match LogFiles::open(&log_dir, SEGMENT_BYTES) {
+        Ok(log) => log,
+        Err(StoreError::LogDamaged(damage)) => {
+            metrics::counter!("sluice_log_damage_found_total").increment(1);
+            let snapshots = SnapshotDir::open(&data_dir.join("snapshots"))
+                .map_err(|e| format!("snapshots: {e}"))?;
+            let alone = last_membership(&log_dir, &snapshots)?
+                .is_none_or(|m| m.nodes().all(|(id, _)| *id == me));
+            if alone {
+                return Err(refusal(&damage, data_dir));
+            }
+            // Recorded before the cut: a crash in between must not leave a
+            // short log that votes.
+            repair.begin(damage.last_seen)?;
+            let (log, _) = LogFiles::open_with(&log_dir, SEGMENT_BYTES, OnDamage::CutAndSetAside)
+                .map_err(|e| format!("log: {e}"))?;
+            clamp_committed(&log_dir, &log)?;
+            log
+        }
+        Err(e) => return Err(format!("log: {e}")),
+    };
+    if let Some(target) = repair.pending() {
+        tracing::warn!(
+            repair_target = target,
+            last_index = log.last_index(),
+            "this node's log is being repaired from the leader: it will not vote or lead until its log reaches entry {target} again"
+        );
+    }
+    Ok(OpenedLog {
+        log: Arc::new(log),
+        repair: Arc::new(repair),
+    })
+}
+
+/// Cuts the damaged log of a stopped node alone in its cluster, accepting
+/// the loss of the entries after the damage (`sluice cut-log`). Returns the
+/// damage cut, or `None` when the log was not damaged.
+pub fn cut_log(data_dir: &Path) -> Result<Option<Damage>, String> {
+    let log_dir = data_dir.join("log");
+    if !log_dir.is_dir() {
+        return Err(format!(
+            "--data-dir {}: holds no Raft log (log/)",
+            data_dir.display()
+        ));
+    }
+    // A running node holds the directory's lock for its life.
+    let _lock = DirLock::acquire(data_dir).map_err(|e| format!("--data-dir {e}"))?;
+    let (log, damage) = LogFiles::open_with(&log_dir, SEGMENT_BYTES, OnDamage::CutAndSetAside)
+        .map_err(|e| format!("log: {e}"))?;
+    clamp_committed(&log_dir, &log)?;
+    Ok(damage)
+}
+
+/// Holds the node out of elections while it is repaired, and ends the
+/// repair once its log reaches the target again and is synced.
+pub fn spawn_watch(raft: Raft, repair: Arc<Repair>, log: Arc<LogFiles>) {
+    repair.publish();
+    let Some(target) = repair.pending() else {
+        return;
+    };
+    raft.runtime_config().elect(false);
+    tokio::spawn(async move {
+        let mut metrics = raft.metrics();
+        loop {
+            let reached = metrics.borrow().last_log_index.is_some_and(|i| i >= target);
+            if reached {
+                // What openraft counts as appended is durable only once
+                // synced; the flush thread may not have run yet.
+                let synced = {
+                    let log = log.clone();
+                    tokio::task::spawn_blocking(move || log.sync()).await
+                };
+                match synced
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                {
+                    Ok(()) => match repair.finish() {
+                        Ok(()) => {
+                            raft.runtime_config().elect(true);
+                            repair.publish();
+                            tracing::info!(
+                                repair_target = target,
+                                "the log is repaired: this node holds every entry it held before the damage, and votes again"
+                            );
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not record the end of the log repair")
+                        }
+                    },
+                    Err(e) => tracing::error!(error = %e, "could not sync the repaired log"),
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}

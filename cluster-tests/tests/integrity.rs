@@ -1,0 +1,233 @@
+//! Damaged disks: a node never serves from a log damaged in its middle and
+//! never cuts acknowledged entries silently; a cut-short final write is
+//! still repaired by itself.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cluster_tests::{metric_value, receive_bodies, serial, wait_for, Cluster, NodeId};
+use sluice_client::sluice_proto::v1 as pb;
+use sluice_client::Client;
+
+const ELECTION: Duration = Duration::from_secs(20);
+
+/// Sends `n` acknowledged messages to `queue`, returning their bodies.
+async fn send(client: &Client, queue: &str, n: usize) -> BTreeSet<String> {
+    let mut bodies = BTreeSet::new();
+    for i in 0..n {
+        let body = format!("m-{i:05}-{}", "x".repeat(64));
+        client
+            .send_message(pb::SendMessageRequest {
+                queue_name: queue.into(),
+                message_body: body.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("send");
+        bodies.insert(body);
+    }
+    bodies
+}
+
+/// The node's only log segment.
+fn segment(data_dir: &Path) -> PathBuf {
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(data_dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    assert_eq!(segs.len(), 1, "one segment: {segs:?}");
+    segs.pop().unwrap()
+}
+
+/// Flips 16 bytes in the middle of the node's log segment; returns the file.
+fn flip_middle(data_dir: &Path) -> PathBuf {
+    let seg = segment(data_dir);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 16] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&seg, bytes).unwrap();
+    seg
+}
+
+#[tokio::test]
+async fn mid_log_damage_on_a_lone_node_refuses_to_start_naming_the_file_and_offset() {
+    let _serial = serial().await;
+    let mut c = Cluster::start(1, &[]);
+    c.leader(ELECTION).await;
+    let client = c.node(1).client(Duration::from_secs(20));
+    client.create_queue("q", HashMap::new()).await.unwrap();
+    let sent = send(&client, "q", 400).await;
+    c.node(1).kill9();
+    let data_dir = c.nodes[&1].data_dir.clone();
+    let seg = flip_middle(&data_dir);
+    let damaged = std::fs::read(&seg).unwrap();
+
+    c.node(1).start();
+    let status = c
+        .node(1)
+        .wait_exit(Duration::from_secs(30))
+        .expect("the node stops by itself");
+    assert!(!status.success(), "{status:?}");
+    let log = c.nodes[&1].log_text();
+    assert!(
+        log.contains(&seg.display().to_string()) && log.contains("byte offset"),
+        "the refusal names the file and offset:\n{log}"
+    );
+    assert!(log.contains("sluice cut-log"), "{log}");
+    assert_eq!(
+        std::fs::read(&seg).unwrap(),
+        damaged,
+        "the refusal changes nothing"
+    );
+
+    // The operator accepts the loss: the log is cut at the damage, the node
+    // serves what came before it, and the damaged files are kept aside.
+    let out = std::process::Command::new(cluster_tests::binary("sluice"))
+        .args(["cut-log", "--data-dir"])
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let kept = std::fs::read_dir(data_dir.join("log"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .count();
+    assert_eq!(kept, 1, "the damaged files are kept aside");
+    c.node(1).start();
+    c.leader(ELECTION).await;
+    let client = c.node(1).client(Duration::from_secs(20));
+    let seen = receive_bodies(&client, "q", &sent).await;
+    assert!(
+        !seen.is_empty() && seen.len() < sent.len(),
+        "{}",
+        seen.len()
+    );
+    assert!(seen.is_subset(&sent));
+}
+
+#[tokio::test]
+async fn a_torn_final_write_is_cut_and_everything_acknowledged_is_served() {
+    let _serial = serial().await;
+    let mut c = Cluster::start(1, &[]);
+    c.leader(ELECTION).await;
+    let client = c.node(1).client(Duration::from_secs(20));
+    client.create_queue("q", HashMap::new()).await.unwrap();
+    let sent = send(&client, "q", 200).await;
+    c.node(1).kill9();
+    // An append cut short by the crash: a record header and part of its
+    // payload, never synced nor acknowledged.
+    let seg = segment(&c.nodes[&1].data_dir);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&4000u32.to_le_bytes());
+    bytes.extend_from_slice(&[0x5a; 300]);
+    std::fs::write(&seg, bytes).unwrap();
+
+    c.node(1).start();
+    c.leader(ELECTION).await;
+    let client = c.node(1).client(Duration::from_secs(20));
+    assert_eq!(receive_bodies(&client, "q", &sent).await, sent);
+    assert!(c.nodes[&1]
+        .log_text()
+        .contains("cutting a torn final write"));
+}
+
+fn repair_target(status: &pb::GetClusterStatusResponse) -> Option<u64> {
+    status.repair_target
+}
+
+#[tokio::test]
+async fn a_follower_with_a_damaged_log_neither_votes_nor_leads_until_repaired() {
+    let _serial = serial().await;
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.leader(ELECTION).await;
+    let client = c.client();
+    client.create_queue("q", HashMap::new()).await.unwrap();
+    let sent = send(&client, "q", 600).await;
+    let others: Vec<NodeId> = c.nodes.keys().copied().filter(|id| *id != leader).collect();
+    let (damaged, peer) = (others[0], others[1]);
+
+    // Everything stops; the damaged node and the other follower come back
+    // first, without the old leader.
+    for id in [1, 2, 3] {
+        c.node(id).kill9();
+    }
+    flip_middle(&c.nodes[&damaged].data_dir.clone());
+    c.node(damaged).start();
+    c.node(peer).start();
+
+    let local = c.node(damaged).client(Duration::from_secs(2));
+    let target = wait_for(ELECTION, "the damaged node to report its repair", || {
+        let local = &local;
+        async move {
+            local
+                .cluster_status(true)
+                .await
+                .ok()
+                .and_then(|s| repair_target(&s))
+        }
+    })
+    .await;
+    assert!(
+        target >= 600,
+        "the repair target is the end of the damaged log: {target}"
+    );
+    let metrics = c.nodes[&damaged].metrics();
+    assert_eq!(metric_value(&metrics, "sluice_log_repair_pending"), 1.0);
+    // The other follower campaigns; the damaged node refuses its votes, so
+    // two nodes of three elect no one.
+    wait_for(ELECTION, "the damaged node to refuse a vote", || {
+        let log = c.nodes[&damaged].log_text();
+        async move { log.contains("damaged log is being repaired").then_some(()) }
+    })
+    .await;
+    let peer_status = c
+        .node(peer)
+        .client(Duration::from_secs(2))
+        .cluster_status(true)
+        .await
+        .unwrap();
+    assert_ne!(peer_status.state, "leader", "{peer_status:?}");
+    assert!(local
+        .cluster_status(true)
+        .await
+        .unwrap()
+        .leader_id
+        .is_none_or(|l| l != damaged));
+    let log = c.nodes[&damaged].log_text();
+    assert!(log.contains("cut the Raft log at damage"), "{log}");
+
+    // The old leader returns: a leader is elected without the damaged
+    // node's vote and re-sends the lost entries.
+    c.node(leader).start();
+    wait_for(
+        Duration::from_secs(60),
+        "the damaged log to be repaired",
+        || {
+            let local = &local;
+            async move {
+                local
+                    .cluster_status(true)
+                    .await
+                    .ok()
+                    .filter(|s| s.repair_target.is_none())
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        metric_value(&c.nodes[&damaged].metrics(), "sluice_log_repair_pending"),
+        0.0
+    );
+    // Now the repaired node is one of the two copies a majority needs:
+    // without the old leader, it and the other follower serve every
+    // acknowledged message.
+    c.node(leader).kill9();
+    c.leader(ELECTION).await;
+    let client = c.client_without(leader);
+    assert_eq!(receive_bodies(&client, "q", &sent).await, sent);
+}
