@@ -244,6 +244,10 @@ impl RunningNode {
         let log_dir = config.data_dir.join("log");
         let crate::raft::repair::OpenedLog { log, repair } =
             crate::raft::repair::open_log(&config.data_dir, config.node_id).map_err(data_err)?;
+        let db = open_state_db(&config.data_dir.join("db"), config.cache_capacity)
+            .map_err(|e| data_err(e.to_string()))?;
+        crate::raft::repair::check_snapshots(&config.data_dir, config.node_id, &repair, &log, &db)
+            .map_err(data_err)?;
         let flusher = {
             let log = log.clone();
             GroupCommit::start("sluice-log-flush", move || {
@@ -252,8 +256,6 @@ impl RunningNode {
         };
         let log_store = LogStore::open(log.clone(), MetaFile::new(&log_dir.join("meta")), flusher)
             .map_err(|e| data_err(format!("log: {e}")))?;
-        let db = open_state_db(&config.data_dir.join("db"), config.cache_capacity)
-            .map_err(|e| data_err(e.to_string()))?;
         let snapshots = Arc::new(
             SnapshotDir::open(&config.data_dir.join("snapshots"))
                 .map_err(|e| data_err(format!("snapshots: {e}")))?,
@@ -419,14 +421,20 @@ impl RunningNode {
             )),
             _ => None,
         };
-        let bootstrap = tokio::spawn(bootstrap::run(
-            raft.clone(),
-            config.node_id,
-            config.cluster_advertise.clone(),
-            config.bootstrap.clone(),
-            channels,
-            guard,
-        ));
+        // A node under repair belongs to a cluster already, whatever its
+        // log says now (it may be empty): it waits for the leader.
+        let bootstrap = if ctx.repair.pending().is_some() {
+            tokio::spawn(async {})
+        } else {
+            tokio::spawn(bootstrap::run(
+                raft.clone(),
+                config.node_id,
+                config.cluster_advertise.clone(),
+                config.bootstrap.clone(),
+                channels,
+                guard,
+            ))
+        };
 
         Ok(RunningNode {
             config,

@@ -231,3 +231,104 @@ async fn a_follower_with_a_damaged_log_neither_votes_nor_leads_until_repaired() 
     let client = c.client_without(leader);
     assert_eq!(receive_bodies(&client, "q", &sent).await, sent);
 }
+
+/// Flips bytes in the middle of the node's snapshot file.
+fn damage_snapshot(data_dir: &Path) -> PathBuf {
+    let snap = std::fs::read_dir(data_dir.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "snap"))
+        .expect("a snapshot");
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 16] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&snap, bytes).unwrap();
+    snap
+}
+
+async fn queue_names(client: &Client) -> Option<BTreeSet<String>> {
+    client
+        .list_queues("", sluice_client::Consistency::Local)
+        .await
+        .ok()
+        .map(|qs| qs.into_iter().map(|q| q.name).collect())
+}
+
+#[tokio::test]
+async fn a_damaged_snapshot_with_a_purged_log_is_repaired_from_the_leader() {
+    let _serial = serial().await;
+    let mut c = Cluster::start(3, &["--snapshot-every", "20", "--keep-after-snapshot", "0"]);
+    let leader = c.leader(ELECTION).await;
+    let client = c.client();
+    let mut names = BTreeSet::new();
+    for i in 0..60 {
+        let name = format!("q{i:02}");
+        client.create_queue(&name, HashMap::new()).await.unwrap();
+        names.insert(name);
+    }
+    let sent = send(&client, "q00", 100).await;
+    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let local = c.node(follower).client(Duration::from_secs(2));
+    let status = local.cluster_status(true).await.unwrap();
+    assert!(
+        status.purged_index.is_some(),
+        "the log was purged: {status:?}"
+    );
+    c.node(follower).kill9();
+    let snap = damage_snapshot(&c.nodes[&follower].data_dir.clone());
+    c.node(follower).start();
+    wait_for(
+        Duration::from_secs(60),
+        "the follower to be repaired",
+        || {
+            let local = &local;
+            let names = &names;
+            async move {
+                let status = local.cluster_status(true).await.ok()?;
+                let listed = queue_names(local).await?;
+                (status.repair_target.is_none() && listed == *names).then_some(())
+            }
+        },
+    )
+    .await;
+    let log = c.nodes[&follower].log_text();
+    assert!(log.contains("a snapshot file is damaged"), "{log}");
+    assert!(
+        snap.with_extension("snap.damaged").exists(),
+        "the damaged snapshot is kept aside"
+    );
+    // The repaired follower is one of the two copies without the leader.
+    c.node(leader).kill9();
+    c.leader(ELECTION).await;
+    let client = c.client_without(leader);
+    assert_eq!(receive_bodies(&client, "q00", &sent).await, sent);
+}
+
+#[tokio::test]
+async fn a_lone_node_whose_needed_snapshot_is_damaged_refuses_to_start() {
+    let _serial = serial().await;
+    let mut c = Cluster::start(1, &["--snapshot-every", "20", "--keep-after-snapshot", "0"]);
+    c.leader(ELECTION).await;
+    let client = c.node(1).client(Duration::from_secs(20));
+    for i in 0..40 {
+        client
+            .create_queue(&format!("q{i}"), HashMap::new())
+            .await
+            .unwrap();
+    }
+    c.node(1).kill9();
+    let snap = damage_snapshot(&c.nodes[&1].data_dir.clone());
+    c.node(1).start();
+    let status = c
+        .node(1)
+        .wait_exit(Duration::from_secs(30))
+        .expect("the node stops by itself");
+    assert!(!status.success());
+    let log = c.nodes[&1].log_text();
+    assert!(
+        log.contains(&snap.display().to_string()) && log.contains("restore the data directory"),
+        "{log}"
+    );
+}

@@ -191,6 +191,85 @@ pub fn open_log(data_dir: &Path, me: NodeId) -> Result<OpenedLog, String> {
     })
 }
 
+/// Makes sure the state can be rebuilt although a snapshot is damaged or
+/// missing. Damaged snapshot files are set aside first. Nothing more is
+/// needed when a good snapshot remains, when the log still holds every
+/// entry (nothing was purged), or when the state was closed cleanly at or
+/// past the purge point (a new snapshot is built from it). Otherwise the
+/// entries up to the purge point exist nowhere on this node: one alone in
+/// its cluster refuses to start; one of a cluster empties its log and
+/// state, keeping its vote, and is repaired from the leader (a snapshot
+/// install) up to the last entry it held.
+pub fn check_snapshots(
+    data_dir: &Path,
+    me: NodeId,
+    repair: &Repair,
+    log: &LogFiles,
+    db: &crate::store::Db,
+) -> Result<(), String> {
+    let snapshots =
+        SnapshotDir::open(&data_dir.join("snapshots")).map_err(|e| format!("snapshots: {e}"))?;
+    let damaged = snapshots
+        .set_aside_damaged()
+        .map_err(|e| format!("snapshots: {e}"))?;
+    if snapshots
+        .latest()
+        .map_err(|e| format!("snapshots: {e}"))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let log_dir = data_dir.join("log");
+    let meta_file = MetaFile::new(&log_dir.join("meta"));
+    let mut meta = log_store::read_meta(&meta_file)?;
+    let Some(purged) = meta.purged else {
+        return Ok(());
+    };
+    let trusted = super::state_machine::trusted_applied(db).map_err(|e| e.to_string())?;
+    if trusted.is_some_and(|applied| applied >= purged) {
+        return Ok(());
+    }
+    let what = match damaged.first() {
+        Some((path, why)) => format!("the snapshot {} is damaged ({why})", path.display()),
+        None => "the snapshot is missing".to_string(),
+    };
+    // What the node still knows of its cluster: the log, the damaged
+    // snapshot's header (written before its body), the state's record.
+    let membership = match last_membership(&log_dir, &snapshots)? {
+        Some(m) => Some(m),
+        None => damaged
+            .iter()
+            .find_map(|(path, _)| {
+                super::snapshot::SnapshotReader::open(&path.with_extension("snap.damaged"))
+                    .ok()
+                    .map(|(_, meta)| meta.last_membership.membership().clone())
+            })
+            .or(super::state_machine::stored_membership(db)
+                .ok()
+                .flatten()
+                .map(|m| m.membership().clone())),
+    };
+    let alone = membership.is_none_or(|m| m.nodes().all(|(id, _)| *id == me));
+    if alone {
+        return Err(format!(
+            "{what}, and the log before entry {} was purged, so the state cannot be rebuilt; this node is alone in its cluster, so no other node holds a copy: restore the data directory from a backup",
+            purged.index + 1
+        ));
+    }
+    let target = log.last_index().unwrap_or(0).max(purged.index);
+    tracing::error!(
+        repair_target = target,
+        "{what} and the log before it was purged: emptying the log and the state, keeping the vote; the leader will send a snapshot"
+    );
+    repair.begin(target)?;
+    log.truncate_from(0).map_err(|e| format!("log: {e}"))?;
+    log.sync().map_err(|e| format!("log: {e}"))?;
+    meta.purged = None;
+    meta.committed = None;
+    log_store::write_meta(&meta_file, &meta)?;
+    super::state_machine::mark_unclean(db).map_err(|e| e.to_string())
+}
+
 /// Cuts the damaged log of a stopped node alone in its cluster, accepting
 /// the loss of the entries after the damage (`sluice cut-log`). Returns the
 /// damage cut, or `None` when the log was not damaged.

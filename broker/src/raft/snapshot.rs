@@ -258,6 +258,30 @@ impl SnapshotDir {
         Ok(path)
     }
 
+    /// Checks every snapshot file whole (its checksum), moving a damaged
+    /// one aside as `*.snap.damaged`; returns what was damaged and why.
+    pub fn set_aside_damaged(&self) -> io::Result<Vec<(PathBuf, String)>> {
+        let mut damaged = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "snap") {
+                continue;
+            }
+            if let Err(e) = verify(&path) {
+                if e.kind() != io::ErrorKind::InvalidData {
+                    return Err(e);
+                }
+                let aside = path.with_extension("snap.damaged");
+                fs::rename(&path, &aside)?;
+                File::open(&self.dir)?.sync_all()?;
+                tracing::error!(snapshot = %path.display(), error = %e, moved_to = %aside.display(), "a snapshot file is damaged");
+                metrics::counter!("sluice_snapshot_damage_found_total").increment(1);
+                damaged.push((path, e.to_string()));
+            }
+        }
+        Ok(damaged)
+    }
+
     /// The current snapshot, if there is one.
     pub fn latest(&self) -> io::Result<Option<(Meta, PathBuf)>> {
         let mut best: Option<(Meta, PathBuf)> = None;

@@ -300,6 +300,33 @@ pub fn mark_clean(db: &Db) -> Result<(), StoreError> {
     db.flush()
 }
 
+/// Makes the next open distrust the state and rebuild it (from the latest
+/// snapshot, or from empty).
+pub fn mark_unclean(db: &Db) -> Result<(), StoreError> {
+    db.tree("sm-meta")?.remove(CLEAN)?;
+    db.flush()
+}
+
+/// The applied log id of a state that was closed cleanly (and so holds
+/// everything up to it); `None` for one that must be rebuilt.
+pub fn trusted_applied(db: &Db) -> Result<Option<LogId<NodeId>>, StoreError> {
+    let sm_meta = db.tree("sm-meta")?;
+    if sm_meta.get(CLEAN)?.is_none() {
+        return Ok(None);
+    }
+    let generation: u64 = read_record(&sm_meta, ACTIVE)?.unwrap_or(0);
+    let tree = db.tree(&format!("sm.{generation}"))?;
+    Ok(read_record::<Option<LogId<NodeId>>>(&tree, APPLIED)?.flatten())
+}
+
+/// The membership the state records, trusted or not: what a node that
+/// lost its snapshot still knows of its cluster.
+pub fn stored_membership(db: &Db) -> Result<Option<StoredMembership<NodeId, Node>>, StoreError> {
+    let sm_meta = db.tree("sm-meta")?;
+    let generation: u64 = read_record(&sm_meta, ACTIVE)?.unwrap_or(0);
+    read_record(&db.tree(&format!("sm.{generation}"))?, MEMBERSHIP)
+}
+
 /// A snapshot built when openraft asked for a builder (see
 /// [`StateMachineStore::get_snapshot_builder`]).
 pub struct PreparedSnapshot {
@@ -442,12 +469,29 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(())
     }
 
+    /// The current snapshot, checked whole first: openraft asks for it to
+    /// send it to a follower, and a damaged file must never be sent. One
+    /// found damaged is set aside and replaced by a snapshot of the state
+    /// now.
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        Ok(self.current_snapshot.as_ref().map(|(meta, path)| Snapshot {
-            meta: meta.clone(),
-            snapshot: Box::new(SnapshotFile { path: path.clone() }),
+        let Some((meta, path)) = self.current_snapshot.clone() else {
+            return Ok(None);
+        };
+        let snapshots = self.snapshots.clone();
+        let damaged = tokio::task::spawn_blocking(move || snapshots.set_aside_damaged())
+            .await
+            .map_err(|e| storage_read_error("checking the snapshot", e))?
+            .map_err(|e| storage_read_error("checking the snapshot", e))?;
+        if damaged.iter().any(|(p, _)| *p == path) {
+            tracing::warn!(snapshot = %meta, "replacing the damaged snapshot with one of the current state");
+            self.current_snapshot = None;
+            return self.build_snapshot_now().await.map(Some);
+        }
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(SnapshotFile { path }),
         }))
     }
 }
@@ -574,6 +618,35 @@ mod tests {
             Ok(CommandOutput::Received(o)) => o.messages.len(),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_damaged_snapshot_is_never_handed_out_for_sending_but_replaced() {
+        let mut n = node().await;
+        n.apply(1_000, vec![create("q", &[])]).await;
+        n.apply(2_000, vec![send("q", "m")]).await;
+        let built = n.sm.build_snapshot_now().await.unwrap();
+        let path = built.snapshot.path.clone();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        std::fs::write(&path, bytes).unwrap();
+
+        let current =
+            n.sm.get_current_snapshot()
+                .await
+                .unwrap()
+                .expect("a snapshot");
+        assert_ne!(current.snapshot.path, path, "a new file");
+        assert_eq!(current.meta.last_log_id, built.meta.last_log_id);
+        assert_eq!(
+            super::super::snapshot::verify(&current.snapshot.path).unwrap(),
+            current.meta
+        );
+        assert!(path.with_extension("snap.damaged").exists());
+        // A sound snapshot is handed out as it is.
+        let again = n.sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(again.snapshot.path, current.snapshot.path);
     }
 
     #[tokio::test]
