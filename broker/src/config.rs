@@ -125,6 +125,8 @@ pub struct NodeConfig {
     pub leader_wait: Duration,
     /// Page cache of the storage engine, bytes.
     pub cache_capacity: u64,
+    /// Bytes of requests the node holds at once, at most.
+    pub request_memory: usize,
     /// Delay before the first retry of a failed asynchronous invocation
     /// (the second waits twice as long); Lambda waits a minute.
     pub event_retry_delay: Duration,
@@ -168,6 +170,8 @@ pub struct Settings {
     pub leader_wait_ms: Option<u64>,
     /// `--cache-mb`
     pub cache_mb: Option<u64>,
+    /// `--request-memory-mb`
+    pub request_memory_mb: Option<u64>,
     /// `--event-retry-delay-ms`
     pub event_retry_delay_ms: Option<u64>,
     /// `--in-process-worker`
@@ -249,6 +253,7 @@ impl Settings {
             event_retry_delay_ms: self.event_retry_delay_ms.or(other.event_retry_delay_ms),
             in_process_worker: self.in_process_worker.or(other.in_process_worker),
             cache_mb: self.cache_mb.or(other.cache_mb),
+            request_memory_mb: self.request_memory_mb.or(other.request_memory_mb),
             peer_dns: self.peer_dns.or(other.peer_dns),
             ordinal: self.ordinal.or(other.ordinal),
             max_nodes: self.max_nodes.or(other.max_nodes),
@@ -407,6 +412,14 @@ impl Settings {
         if leader_wait.is_zero() {
             return Err("--leader-wait-ms: must be at least 1".into());
         }
+        let request_memory = match self.request_memory_mb {
+            None => crate::api::bounds::REQUEST_MEMORY_DEFAULT,
+            Some(mb) if (32..=65_536).contains(&mb) => (mb as usize) << 20,
+            Some(_) => return Err(
+                "--request-memory-mb: must be 32 to 65536 (MiB), as the largest request is 16 MiB"
+                    .into(),
+            ),
+        };
         let cache_mb = self.cache_mb.unwrap_or(256);
         if cache_mb == 0 {
             return Err("--cache-mb: must be at least 1".into());
@@ -436,6 +449,7 @@ impl Settings {
             },
             leader_wait,
             cache_capacity: cache_mb * 1024 * 1024,
+            request_memory,
             event_retry_delay: Duration::from_millis(self.event_retry_delay_ms.unwrap_or(60_000)),
             in_process_worker: self.in_process_worker.unwrap_or(true),
         })

@@ -221,6 +221,10 @@ struct ServeArgs {
     /// Storage engine page cache in MiB [default: 256].
     #[arg(long)]
     cache_mb: Option<u64>,
+    /// Bytes of requests the node holds at once, in MiB; calls past it are
+    /// refused with RESOURCE_EXHAUSTED (RequestMemoryExhausted) [default: 256].
+    #[arg(long)]
+    request_memory_mb: Option<u64>,
     /// Delay before the first retry of a failed asynchronous invocation;
     /// the second waits twice as long [default: 60000, as Lambda].
     #[arg(long)]
@@ -333,6 +337,7 @@ impl ServeArgs {
             keep_after_snapshot: self.keep_after_snapshot,
             leader_wait_ms: self.leader_wait_ms,
             cache_mb: self.cache_mb,
+            request_memory_mb: self.request_memory_mb,
             event_retry_delay_ms: self.event_retry_delay_ms,
             in_process_worker: self.in_process_worker,
             peer_dns: self.peer_dns.clone(),

@@ -81,6 +81,14 @@ pub enum RouteError {
     /// The node is stopping.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// The leader holds as many writes waiting for Raft as it may.
+    #[error(
+        "the leader has {queued} writes waiting to be proposed, as many as it holds; retry shortly"
+    )]
+    Overloaded {
+        /// How many writes wait.
+        queued: usize,
+    },
     /// The node stopped after a write was handed to Raft: it may have been
     /// appended and may still commit.
     #[error("the node stopped while the request was in flight; it may or may not have been applied; retry")]

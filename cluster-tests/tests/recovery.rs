@@ -74,15 +74,17 @@ async fn a_damaged_state_machine_database_is_rebuilt() {
 #[tokio::test]
 async fn garbage_in_the_middle_of_the_state_machine_database_is_rebuilt() {
     let _serial = serial().await;
-    // sled 0.34 panics on open on this one (`tried to serialize
+    // sled 0.34 fails or panics on open on this (`tried to serialize
     // Uninitialized`): the node must not crash-loop.
     rebuilds_after(|db| {
         let file = db.join("db");
         let mut bytes = std::fs::read(&file).unwrap();
-        let mid = bytes.len() / 2;
-        let end = (mid + 4096).min(bytes.len());
-        for b in &mut bytes[mid..end] {
-            *b = 0xab;
+        for part in 1..8 {
+            let at = bytes.len() * part / 8;
+            let end = (at + 4096).min(bytes.len());
+            for b in &mut bytes[at..end] {
+                *b = 0xab;
+            }
         }
         std::fs::write(&file, bytes).unwrap();
     })

@@ -53,6 +53,8 @@ struct Shared {
     router: Router,
     /// Largest request message, bytes.
     message_max: usize,
+    /// Per-RPC size and shape limits, and the in-flight budget.
+    bounds: Arc<super::bounds::Bounds>,
 }
 
 impl GuardLayer {
@@ -64,6 +66,7 @@ impl GuardLayer {
         identity: Identity,
         router: Router,
         message_max: usize,
+        bounds: Arc<super::bounds::Bounds>,
     ) -> GuardLayer {
         GuardLayer {
             shared: Arc::new(Shared {
@@ -73,6 +76,7 @@ impl GuardLayer {
                 identity,
                 router,
                 message_max,
+                bounds,
             }),
         }
     }
@@ -206,30 +210,35 @@ impl Shared {
             ))
         };
         let not_worker = entry.rpc.who == Who::Workers && !caller.is_worker();
+        // Every request is read whole here, within its RPC's limits and
+        // the node's in-flight budget, and its shape checked before a
+        // handler decodes it (see `bounds`).
+        let limit = self.bounds.limit(&path).unwrap_or(self.message_max);
+        let read = first_message(body, limit, |len| self.bounds.reserve(len))
+            .await
+            .and_then(|(body, message, permit)| {
+                if let Some(m) = &message {
+                    self.bounds.check(&path, m)?;
+                }
+                Ok((body, message, permit))
+            });
+        let (body, message, permit) = match read {
+            Ok(read) => read,
+            Err(status) => {
+                meter.finish(&format!("{:?}", status.code()));
+                return Ok(self.refuse(
+                    &path,
+                    Some(&caller),
+                    entry.rpc.action,
+                    "",
+                    Refusal::Invalid(status),
+                ));
+            }
+        };
         let reads_body = !entry.field_numbers.is_empty()
             && entry.rpc.who != Who::Authenticated
             && (caller.policy_bound() || entry.rpc.admin || not_worker);
-        let (body, resource) = if reads_body {
-            match first_message(body, self.message_max).await {
-                Ok((body, message)) => {
-                    let resource = self.resource(&entry, message.as_deref());
-                    (body, resource)
-                }
-                Err(status) => {
-                    meter.finish(&format!("{:?}", status.code()));
-                    return Ok(self.refuse(
-                        &path,
-                        Some(&caller),
-                        entry.rpc.action,
-                        "",
-                        Refusal::Invalid(status),
-                    ));
-                }
-            }
-        } else {
-            let resource = self.resource(&entry, None);
-            (body, resource)
-        };
+        let resource = self.resource(&entry, message.as_deref().filter(|_| reads_body));
         if not_worker {
             let why = format!(
                 "User: {} is not authorized to perform: {} on resource: {resource} because {} takes worker principals only",
@@ -270,6 +279,8 @@ impl Shared {
         }
         parts.extensions.insert(caller);
         let response = inner.call(http::Request::from_parts(parts, body)).await?;
+        // The handler has decoded and dropped the request by now.
+        drop(permit);
         Ok(meter.watch(response))
     }
 
@@ -355,11 +366,17 @@ fn cut(s: &str, max: usize) -> &str {
 /// Reads the first gRPC message of a request body (whole, up to `max`
 /// bytes), and gives back a body that yields everything read and then the
 /// rest.
-async fn first_message(mut body: Body, max: usize) -> Result<(Body, Option<Bytes>), Status> {
+async fn first_message<P>(
+    mut body: Body,
+    max: usize,
+    reserve: impl FnOnce(usize) -> Result<P, Status>,
+) -> Result<(Body, Option<Bytes>, Option<P>), Status> {
     let mut buf = BytesMut::new();
     let mut trailers = None;
     let mut ended = false;
     let mut wanted = None;
+    let mut reserve = Some(reserve);
+    let mut permit = None;
     loop {
         if wanted.is_none() && buf.len() >= 5 {
             if buf[0] != 0 {
@@ -371,7 +388,12 @@ async fn first_message(mut body: Body, max: usize) -> Result<(Body, Option<Bytes
             if len > max {
                 return Err(super::status::too_large(len, max));
             }
+            // Room for it in the node's budget before it is read.
+            if let Some(reserve) = reserve.take() {
+                permit = Some(reserve(len)?);
+            }
             wanted = Some(5 + len);
+            buf.reserve(5 + len - buf.len().min(5 + len));
         }
         if wanted.is_some_and(|w| buf.len() >= w) {
             break;
@@ -401,7 +423,7 @@ async fn first_message(mut body: Body, max: usize) -> Result<(Body, Option<Bytes
         trailers,
         rest: (!ended).then_some(body),
     };
-    Ok((Body::new(replay), message))
+    Ok((Body::new(replay), message, permit))
 }
 
 /// A body replaying what was read of another, then the rest of it.

@@ -6,6 +6,7 @@
 //! authorises ([`access`]) and meters it.
 
 pub mod access;
+pub mod bounds;
 pub mod cluster;
 pub mod functions;
 pub mod guard;
@@ -142,6 +143,8 @@ pub struct Serving {
     pub table: Arc<access::Table>,
     /// How connections are taken (TLS or not, handshake bound).
     pub accept: sluice_security::tls::Accept,
+    /// Request size and shape limits, and the in-flight budget.
+    pub bounds: Arc<bounds::Bounds>,
 }
 
 /// The public services, each with its size limits.
@@ -259,6 +262,7 @@ pub async fn serve_public(
         ctx.identity.clone(),
         ctx.router.clone(),
         PUBLIC_MESSAGE_MAX,
+        serving.bounds,
     );
     tonic::transport::Server::builder()
         .accept_http1(true)
@@ -304,6 +308,7 @@ pub async fn serve_cluster(
         ctx.identity.clone(),
         ctx.router.clone(),
         INTERNAL_MESSAGE_MAX,
+        serving.bounds,
     );
     tonic::transport::Server::builder()
         .layer(layer)

@@ -86,6 +86,29 @@ pub fn too_large(len: usize, max: usize) -> Status {
     )
 }
 
+/// A request message that does not decode, or would hold more than a
+/// request may (see [`super::bounds`]).
+pub fn invalid_request(field: &str, rule: impl Into<String>) -> Status {
+    build(
+        Code::InvalidArgument,
+        "MalformedRequest",
+        format!("{field}: {}", rule.into()),
+        Some(field),
+        None,
+    )
+}
+
+/// The node's budget of request bytes in flight is spent.
+pub fn request_memory_exhausted(len: usize, max: usize) -> Status {
+    build(
+        Code::ResourceExhausted,
+        "RequestMemoryExhausted",
+        format!("this node is holding as many request bytes as it may ({max}); a request of {len} bytes does not fit now: retry shortly"),
+        None,
+        Some(Duration::from_millis(100)),
+    )
+}
+
 /// An invalid request detected before any domain logic ran.
 pub fn invalid(field: &str, rule: impl Into<String>) -> Status {
     DomainError::invalid(field, rule).into()
@@ -216,6 +239,13 @@ impl From<RouteError> for Status {
             RouteError::ShuttingDown => {
                 build(Code::Unavailable, "ShuttingDown", message, None, retry)
             }
+            RouteError::Overloaded { .. } => build(
+                Code::ResourceExhausted,
+                "LeaderOverloaded",
+                message,
+                None,
+                Some(Duration::from_millis(100)),
+            ),
             RouteError::Remote(status) => status,
             RouteError::Store(_) => build(Code::Internal, "StorageFailure", message, None, None),
             RouteError::Internal(_) => build(Code::Internal, "InternalError", message, None, None),

@@ -61,6 +61,9 @@ pub struct Limits {
     pub max_commands: usize,
     /// Approximate bytes per batch (see [`Command::size_hint`]).
     pub max_bytes: usize,
+    /// Writes waiting for a batch; more are refused with
+    /// [`RouteError::Overloaded`] rather than held in memory.
+    pub max_queued: usize,
 }
 
 impl Default for Limits {
@@ -69,6 +72,7 @@ impl Default for Limits {
             in_flight: 2,
             max_commands: 1024,
             max_bytes: 1 << 20,
+            max_queued: 16_384,
         }
     }
 }
@@ -81,7 +85,7 @@ struct Pending {
 /// Queues writes and proposes them in batches. Cheap to clone.
 #[derive(Clone)]
 pub struct Proposer {
-    tx: mpsc::UnboundedSender<Pending>,
+    tx: mpsc::Sender<Pending>,
 }
 
 impl Proposer {
@@ -92,7 +96,7 @@ impl Proposer {
         F: FnMut(Request) -> Fut + Send + 'static,
         Fut: Future<Output = Submitted> + Send + 'static,
     {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(limits.max_queued.max(1));
         tokio::spawn(run(rx, limits, submit));
         Proposer { tx }
     }
@@ -101,14 +105,22 @@ impl Proposer {
     pub async fn propose(&self, command: Command) -> Result<Response, RouteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Pending { command, reply })
-            .map_err(|_| RouteError::ShuttingDown)?;
+            .try_send(Pending { command, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    metrics::counter!("sluice_proposals_refused_total").increment(1);
+                    RouteError::Overloaded {
+                        queued: self.tx.max_capacity(),
+                    }
+                }
+                mpsc::error::TrySendError::Closed(_) => RouteError::ShuttingDown,
+            })?;
         // The proposer dropped the write: it may have reached Raft.
         rx.await.unwrap_or(Err(RouteError::Abandoned))
     }
 }
 
-async fn run<F, Fut>(mut rx: mpsc::UnboundedReceiver<Pending>, limits: Limits, mut submit: F)
+async fn run<F, Fut>(mut rx: mpsc::Receiver<Pending>, limits: Limits, mut submit: F)
 where
     F: FnMut(Request) -> Fut + Send + 'static,
     Fut: Future<Output = Submitted> + Send,
@@ -248,6 +260,7 @@ mod tests {
                     in_flight: 1,
                     max_commands: 10,
                     max_bytes: usize::MAX,
+                    ..Limits::default()
                 },
                 move |req: Request| {
                     sizes.lock().unwrap().push(req.commands.len());
@@ -263,5 +276,38 @@ mod tests {
         let sizes = sizes.lock().unwrap().clone();
         assert!(sizes.iter().all(|s| *s <= 10), "{sizes:?}");
         assert_eq!(sizes.iter().sum::<usize>(), 35);
+    }
+
+    #[tokio::test]
+    async fn writes_past_the_queue_bound_are_refused_not_held() {
+        let submitted = Arc::new(Mutex::new(0));
+        let proposer = {
+            let submitted = submitted.clone();
+            Proposer::start(
+                Limits {
+                    in_flight: 1,
+                    max_queued: 3,
+                    ..Limits::default()
+                },
+                // Raft that never finishes a batch.
+                move |_req: Request| {
+                    *submitted.lock().unwrap() += 1;
+                    std::future::ready(Box::pin(std::future::pending()) as Submitted)
+                },
+            )
+        };
+        let mut first = Box::pin(proposer.propose(cmd(0)));
+        assert!(futures::poll!(first.as_mut()).is_pending());
+        while *submitted.lock().unwrap() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let mut waiting: Vec<_> = (1..4).map(|i| Box::pin(proposer.propose(cmd(i)))).collect();
+        for f in &mut waiting {
+            assert!(futures::poll!(f.as_mut()).is_pending());
+        }
+        match proposer.propose(cmd(4)).await {
+            Err(RouteError::Overloaded { queued: 3 }) => {}
+            other => panic!("{other:?}"),
+        }
     }
 }
