@@ -127,6 +127,10 @@ pub struct NodeConfig {
     pub cache_capacity: u64,
     /// Bytes of requests the node holds at once, at most.
     pub request_memory: usize,
+    /// Connections the node keeps open at most (both listeners).
+    pub max_connections: usize,
+    /// How long a connection may sit idle before it is closed.
+    pub idle_timeout: Duration,
     /// Delay before the first retry of a failed asynchronous invocation
     /// (the second waits twice as long); Lambda waits a minute.
     pub event_retry_delay: Duration,
@@ -172,6 +176,10 @@ pub struct Settings {
     pub cache_mb: Option<u64>,
     /// `--request-memory-mb`
     pub request_memory_mb: Option<u64>,
+    /// `--max-connections`
+    pub max_connections: Option<u64>,
+    /// `--idle-timeout-secs`
+    pub idle_timeout_secs: Option<u64>,
     /// `--event-retry-delay-ms`
     pub event_retry_delay_ms: Option<u64>,
     /// `--in-process-worker`
@@ -254,6 +262,8 @@ impl Settings {
             in_process_worker: self.in_process_worker.or(other.in_process_worker),
             cache_mb: self.cache_mb.or(other.cache_mb),
             request_memory_mb: self.request_memory_mb.or(other.request_memory_mb),
+            max_connections: self.max_connections.or(other.max_connections),
+            idle_timeout_secs: self.idle_timeout_secs.or(other.idle_timeout_secs),
             peer_dns: self.peer_dns.or(other.peer_dns),
             ordinal: self.ordinal.or(other.ordinal),
             max_nodes: self.max_nodes.or(other.max_nodes),
@@ -420,6 +430,16 @@ impl Settings {
                     .into(),
             ),
         };
+        let max_connections = match self.max_connections {
+            None => default_max_connections(),
+            Some(n) if n >= 16 => n as usize,
+            Some(_) => return Err("--max-connections: must be at least 16".into()),
+        };
+        let idle_timeout_secs = match self.idle_timeout_secs {
+            None => 300,
+            Some(s) if (1..=86_400).contains(&s) => s,
+            Some(_) => return Err("--idle-timeout-secs: must be 1 to 86400".into()),
+        };
         let cache_mb = self.cache_mb.unwrap_or(256);
         if cache_mb == 0 {
             return Err("--cache-mb: must be at least 1".into());
@@ -450,6 +470,8 @@ impl Settings {
             leader_wait,
             cache_capacity: cache_mb * 1024 * 1024,
             request_memory,
+            max_connections,
+            idle_timeout: Duration::from_secs(idle_timeout_secs),
             event_retry_delay: Duration::from_millis(self.event_retry_delay_ms.unwrap_or(60_000)),
             in_process_worker: self.in_process_worker.unwrap_or(true),
         })
@@ -632,6 +654,27 @@ pub fn parse_peers(list: &str) -> Result<BTreeMap<NodeId, String>, String> {
         return Err("--peers: must list at least one ID=HOST:PORT".into());
     }
     Ok(peers)
+}
+
+/// Descriptors kept for the node's own files (log segments, the state
+/// store, snapshots, function processes) when the connection limit is
+/// derived from the process's descriptor limit.
+const DESCRIPTORS_RESERVED: u64 = 256;
+
+/// 10 000 connections, or fewer when the descriptor limit (`ulimit -n`)
+/// leaves less room beside the node's own files.
+fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        u64::MAX
+    };
+    soft.saturating_sub(DESCRIPTORS_RESERVED).clamp(16, 10_000) as usize
 }
 
 #[cfg(test)]

@@ -11,6 +11,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::StoreError;
 
+/// At most `max` bytes of `s`, cut at a character boundary and marked
+/// with how long it was: errors quote what they were given, never all of
+/// it (a client's gRPC library refuses a trailer of hundreds of KB).
+pub fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &s[..end], s.len())
+}
+
 /// What kind of rejection, which decides the gRPC status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorKind {

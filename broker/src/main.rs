@@ -225,6 +225,15 @@ struct ServeArgs {
     /// refused with RESOURCE_EXHAUSTED (RequestMemoryExhausted) [default: 256].
     #[arg(long)]
     request_memory_mb: Option<u64>,
+    /// Connections kept open at most, over both listeners; more are closed
+    /// as soon as accepted [default: 10000, or the descriptor limit
+    /// (`ulimit -n`) less 256 when that is lower].
+    #[arg(long)]
+    max_connections: Option<u64>,
+    /// A connection with no call in progress and no traffic for this long
+    /// is closed [default: 300].
+    #[arg(long)]
+    idle_timeout_secs: Option<u64>,
     /// Delay before the first retry of a failed asynchronous invocation;
     /// the second waits twice as long [default: 60000, as Lambda].
     #[arg(long)]
@@ -338,6 +347,8 @@ impl ServeArgs {
             leader_wait_ms: self.leader_wait_ms,
             cache_mb: self.cache_mb,
             request_memory_mb: self.request_memory_mb,
+            max_connections: self.max_connections,
+            idle_timeout_secs: self.idle_timeout_secs,
             event_retry_delay_ms: self.event_retry_delay_ms,
             in_process_worker: self.in_process_worker,
             peer_dns: self.peer_dns.clone(),

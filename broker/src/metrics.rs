@@ -120,3 +120,26 @@ pub fn spawn_raft_gauges(raft: Raft) -> tokio::task::JoinHandle<()> {
         }
     })
 }
+
+/// Publishes the connection counts once a second: open connections, and
+/// connections refused at the limit, closed for idleness, or whose TLS
+/// handshake failed.
+pub fn spawn_connection_gauges(
+    limits: sluice_security::connection::ConnectionLimits,
+) -> tokio::task::JoinHandle<()> {
+    use sluice_security::connection::{IDLE_CLOSED, REFUSED};
+    use std::sync::atomic::Ordering::Relaxed;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            metrics::gauge!("sluice_connections_open").set(limits.open() as f64);
+            metrics::gauge!("sluice_connections_max").set(limits.max as f64);
+            metrics::counter!("sluice_connections_refused_total").absolute(REFUSED.load(Relaxed));
+            metrics::counter!("sluice_connections_idle_closed_total")
+                .absolute(IDLE_CLOSED.load(Relaxed));
+            metrics::counter!("sluice_tls_handshakes_failed_total")
+                .absolute(sluice_security::tls::HANDSHAKES_FAILED.load(Relaxed));
+        }
+    })
+}

@@ -361,6 +361,12 @@ impl RunningNode {
             config.request_memory,
         ));
         let handshake_timeout = Duration::from_secs(10);
+        // One count for both listeners: they draw on the same descriptors.
+        let limits = sluice_security::connection::ConnectionLimits::new(
+            config.max_connections,
+            config.idle_timeout,
+        );
+        crate::metrics::spawn_connection_gauges(limits.clone());
         let public_accept = sluice_security::tls::Accept {
             tls: security.public_identity.clone().map(|cert| {
                 sluice_security::tls::server_config(
@@ -369,6 +375,7 @@ impl RunningNode {
                 )
             }),
             handshake_timeout,
+            limits: limits.clone(),
         };
         let cluster_accept = sluice_security::tls::Accept {
             tls: security.cluster_identity.clone().map(|cert| {
@@ -378,6 +385,7 @@ impl RunningNode {
                 )
             }),
             handshake_timeout,
+            limits,
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

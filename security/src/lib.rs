@@ -9,10 +9,12 @@
 //! * [`signer`]: a tower layer that signs every gRPC call a client makes;
 //! * [`policy`]: IAM-style identity policies and their evaluation;
 //! * [`tls`]: rustls on both sides, with certificates reloaded from files;
+//! * [`connection`]: how many connections a node keeps, and for how long idle;
 //! * [`identity`]: what a client certificate says about who presents it.
 //!
 //! `docs/security.md` gives the threat model these serve.
 
+pub mod connection;
 pub mod credentials;
 pub mod identity;
 pub mod key;

@@ -508,23 +508,33 @@ pub struct PeerInfo {
     /// The certificate chain the peer presented (verified against the
     /// client CA), leaf first.
     pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// Requests in progress on the connection (a busy connection is not
+    /// idle).
+    pub activity: Arc<crate::connection::Activity>,
 }
 
-/// An accepted connection: plain TCP or TLS over it.
-pub enum ServerConn {
+/// An accepted connection's stream: plain TCP or TLS over it.
+pub enum ServerIo {
     /// No TLS.
-    Plain(TcpStream, PeerInfo),
+    Plain(TcpStream),
     /// TLS, handshake done.
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>, PeerInfo),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// An accepted connection: its stream, what is known of its peer, its place
+/// in the node's connection limit, and its idle timer.
+pub struct ServerConn {
+    io: ServerIo,
+    peer: PeerInfo,
+    idle: crate::connection::IdleTimer,
+    _slot: crate::connection::Slot,
 }
 
 impl tonic::transport::server::Connected for ServerConn {
     type ConnectInfo = PeerInfo;
 
     fn connect_info(&self) -> PeerInfo {
-        match self {
-            ServerConn::Plain(_, p) | ServerConn::Tls(_, p) => p.clone(),
-        }
+        self.peer.clone()
     }
 }
 
@@ -567,7 +577,72 @@ macro_rules! delegate_io {
     };
 }
 
-delegate_io!(ServerConn, Plain, Tls);
+delegate_io!(ServerIo, Plain, Tls);
+
+impl AsyncRead for ServerConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.idle.touch();
+                }
+                Poll::Ready(Ok(()))
+            }
+            // The server always has a read pending: this is where an idle
+            // connection is noticed, and ended.
+            Poll::Pending if this.idle.poll_expired(cx, &this.peer.activity) => {
+                tracing::debug!(remote = ?this.peer.remote_addr, "closing an idle connection");
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the connection was idle for too long",
+                )))
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for ServerConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.idle.touch();
+        }
+        polled
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.idle.touch();
+        }
+        polled
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
 
 /// How a listener takes connections.
 #[derive(Clone)]
@@ -576,6 +651,8 @@ pub struct Accept {
     pub tls: Option<Arc<ServerConfig>>,
     /// Longest a TLS handshake may take.
     pub handshake_timeout: Duration,
+    /// How many connections, idle for how long.
+    pub limits: crate::connection::ConnectionLimits,
 }
 
 /// Accepts connections on `listener` (handshakes run concurrently, each
@@ -590,6 +667,7 @@ pub fn incoming(
     tokio::spawn(async move {
         let acceptor = accept.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let mut backoff = Duration::from_millis(5);
+        let mut refused_logged: Option<Instant> = None;
         loop {
             let accepted = tokio::select! {
                 _ = tx.closed() => return,
@@ -608,15 +686,33 @@ pub fn incoming(
                     continue;
                 }
             };
+            let Some(slot) = accept.limits.try_take() else {
+                // Closed at once: the node keeps descriptors for its own
+                // files, and the client learns now rather than by timeout.
+                drop(tcp);
+                if refused_logged.is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!(%remote, max = accept.limits.max, "refusing a connection: the node holds as many as it may");
+                    refused_logged = Some(Instant::now());
+                }
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let peer = PeerInfo {
                 remote_addr: Some(remote),
                 tls: acceptor.is_some(),
                 certs: None,
+                activity: Arc::default(),
             };
+            let idle = crate::connection::IdleTimer::new(accept.limits.idle);
             match &acceptor {
                 None => {
-                    if tx.send(Ok(ServerConn::Plain(tcp, peer))).await.is_err() {
+                    let conn = ServerConn {
+                        io: ServerIo::Plain(tcp),
+                        peer,
+                        idle,
+                        _slot: slot,
+                    };
+                    if tx.send(Ok(conn)).await.is_err() {
                         return;
                     }
                 }
@@ -629,8 +725,13 @@ pub fn incoming(
                                 let certs = stream.get_ref().1.peer_certificates().map(|c| {
                                     Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())
                                 });
-                                let peer = PeerInfo { certs, ..peer };
-                                let _ = tx.send(Ok(ServerConn::Tls(Box::new(stream), peer))).await;
+                                let conn = ServerConn {
+                                    io: ServerIo::Tls(Box::new(stream)),
+                                    peer: PeerInfo { certs, ..peer },
+                                    idle,
+                                    _slot: slot,
+                                };
+                                let _ = tx.send(Ok(conn)).await;
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(%remote, error = %e, "TLS handshake failed");

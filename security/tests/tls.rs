@@ -44,6 +44,7 @@ async fn server(cert: &CertFiles, client_ca: Option<(&Path, bool)>) -> Server {
         Accept {
             tls: Some(config),
             handshake_timeout: Duration::from_secs(5),
+            limits: Default::default(),
         },
     );
     Server { addr, conns }
@@ -275,6 +276,7 @@ async fn a_pinned_peer_is_taken_by_its_fingerprint_only() {
             Accept {
                 tls: Some(config),
                 handshake_timeout: Duration::from_secs(5),
+                limits: Default::default(),
             },
         ),
     };

@@ -183,6 +183,7 @@ pub async fn serve(
             .clone()
             .map(|cert| sluice_security::tls::server_config(cert, None)),
         handshake_timeout: std::time::Duration::from_secs(10),
+        limits: Default::default(),
     };
     let incoming = sluice_security::tls::incoming(listener, accept);
     let served = tonic::transport::Server::builder()

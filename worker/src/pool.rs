@@ -396,16 +396,26 @@ impl Pool {
 /// Largest unpacked package, bytes (Lambda's 250 MB).
 pub const UNPACKED_MAX: u64 = 250 << 20;
 
-/// The unpacked size a zip package declares, or why it cannot be read.
+/// What a zip package really unpacks to (counted up to just past
+/// [`UNPACKED_MAX`]), or why it cannot be read.
 pub fn unpacked_size(zip: &[u8]) -> Result<u64, String> {
     let mut archive =
         zip::ZipArchive::new(Cursor::new(zip)).map_err(|e| format!("not a zip package: {e}"))?;
+    // The sizes an archive declares are claims: count what its entries
+    // really inflate to, stopping just past the limit (a zip bomb declares
+    // a few bytes and inflates to gigabytes).
     let mut total = 0u64;
     for i in 0..archive.len() {
-        let f = archive
-            .by_index_raw(i)
+        let entry = archive
+            .by_index(i)
             .map_err(|e| format!("reading the package: {e}"))?;
-        total = total.saturating_add(f.size());
+        let room = UNPACKED_MAX.saturating_sub(total) + 1;
+        let n = std::io::copy(&mut std::io::Read::take(entry, room), &mut std::io::sink())
+            .map_err(|e| format!("reading the package: {e}"))?;
+        total = total.saturating_add(n);
+        if total > UNPACKED_MAX {
+            break;
+        }
     }
     Ok(total)
 }
@@ -437,7 +447,7 @@ fn make_read_only(dir: &Path) {
 
 /// Unpacks a zip package into `dir`, keeping file modes (an executable
 /// `bootstrap` stays executable) and refusing paths that leave `dir` and
-/// packages that unpack to more than [`UNPACKED_MAX`].
+/// packages that really unpack to more than [`UNPACKED_MAX`].
 pub fn unzip(zip: &[u8], dir: &Path) -> Result<(), String> {
     let size = unpacked_size(zip)?;
     if size > UNPACKED_MAX {
@@ -451,4 +461,57 @@ pub fn unzip(zip: &[u8], dir: &Path) -> Result<(), String> {
     archive
         .extract(dir)
         .map_err(|e| format!("unpacking the package: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A package whose one entry inflates to 300 MB of zeros, declaring
+    /// that (`lie` false) or 10 bytes.
+    fn zip_bomb(lie: bool) -> Vec<u8> {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        w.start_file(
+            "bootstrap",
+            zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated),
+        )
+        .unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..300 {
+            w.write_all(&zeros).unwrap();
+        }
+        let mut bytes = w.finish().unwrap().into_inner();
+        if !lie {
+            return bytes;
+        }
+        // Rewrite the declared sizes: local header (offset 22) and central
+        // directory entry (offset 24).
+        for (signature, at) in [
+            ([0x50, 0x4b, 0x03, 0x04], 22),
+            ([0x50, 0x4b, 0x01, 0x02], 24),
+        ] {
+            let pos = bytes.windows(4).position(|w| w == signature).unwrap();
+            bytes[pos + at..pos + at + 4].copy_from_slice(&10u32.to_le_bytes());
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_package_is_measured_by_what_it_inflates_to_not_what_it_declares() {
+        for lie in [false, true] {
+            let bomb = zip_bomb(lie);
+            assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+            // Inflating stops just past the limit, or where an entry outgrows
+            // its declared size.
+            match unpacked_size(&bomb) {
+                Ok(size) => assert!(size > UNPACKED_MAX, "{size}"),
+                Err(e) => assert!(lie && e.contains("larger than its declared"), "{e}"),
+            }
+            let dir = tempfile::tempdir().unwrap();
+            assert!(unzip(&bomb, &dir.path().join("code")).is_err());
+            assert!(!dir.path().join("code/bootstrap").exists());
+        }
+    }
 }

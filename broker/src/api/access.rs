@@ -757,7 +757,7 @@ pub fn resource(
     let named = match res {
         Res::Any => return "*".into(),
         Res::Cluster => return id.sluice_arn("cluster"),
-        Res::Queue(_) => super::queues::queue_ref("", v)
+        Res::Queue(_) => super::queues::queue_ref(id, "", v)
             .ok()
             .map(|n| id.queue_arn(&n)),
         Res::QueueArn(_) => crate::queues::attributes::queue_name_from_arn(v)

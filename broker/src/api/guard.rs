@@ -146,6 +146,11 @@ impl Shared {
     {
         let started = Instant::now();
         let path = request.uri().path().to_string();
+        // A connection serving a call is not idle (see `connection`).
+        let active = request
+            .extensions()
+            .get::<sluice_security::tls::PeerInfo>()
+            .map(|p| p.activity.enter());
         if self.listener == Listener::Cluster {
             let (mut parts, body) = request.into_parts();
             return match self
@@ -182,6 +187,7 @@ impl Shared {
         // Only nodes, on the cluster listener, mark calls as forwarded.
         parts.headers.remove(FORWARDED_HEADER);
         let mut meter = Meter::new(entry.rpc.method, started);
+        meter.active = active;
         let caller = match self
             .authenticator
             .authenticate(Listener::Public, &parts)
@@ -475,6 +481,8 @@ struct Meter {
     started: Instant,
     audit: Option<Audit>,
     done: bool,
+    /// Keeps the connection from counting as idle until the response ends.
+    active: Option<sluice_security::connection::Active>,
 }
 
 impl Meter {
@@ -482,6 +490,7 @@ impl Meter {
         Meter {
             rpc,
             started,
+            active: None,
             audit: None,
             done: false,
         }

@@ -58,10 +58,34 @@ impl QueuesApi {
 }
 
 /// The queue a request names: a name, or a queue URL whose last segment is
-/// the name.
-pub(crate) fn queue_ref(field: &str, given: &str) -> Result<String, Status> {
-    let name = given.rsplit('/').next().unwrap_or(given);
+/// the name and whose segment before it is this cluster's account id (a URL
+/// of another account or region names a queue this cluster does not have).
+pub(crate) fn queue_ref(
+    identity: &crate::identity::Identity,
+    field: &str,
+    given: &str,
+) -> Result<String, Status> {
+    let Some((rest, name)) = given.rsplit_once('/') else {
+        queues::validate_name(field, given)?;
+        return Ok(given.to_string());
+    };
     queues::validate_name(field, name)?;
+    let account = rest.rsplit('/').next().unwrap_or("");
+    let host = rest
+        .split_once("://")
+        .map_or(rest, |(_, r)| r)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    // AWS's own endpoints name their region: sqs.REGION.amazonaws.com,
+    // REGION.queue.amazonaws.com.
+    let region = host
+        .strip_prefix("sqs.")
+        .and_then(|h| h.split('.').next())
+        .or_else(|| host.strip_suffix(".queue.amazonaws.com"));
+    if account != identity.account_id || region.is_some_and(|r| r != identity.region) {
+        return Err(queues::does_not_exist(&crate::error::cut(given, 256)).into());
+    }
     Ok(name.to_string())
 }
 
@@ -430,7 +454,11 @@ impl pb::queues_server::Queues for QueuesApi {
         &self,
         request: Request<pb::DeleteQueueRequest>,
     ) -> Result<Response<pb::DeleteQueueResponse>, Status> {
-        let name = queue_ref("queue_name", &request.into_inner().queue_name)?;
+        let name = queue_ref(
+            &self.ctx.identity,
+            "queue_name",
+            &request.into_inner().queue_name,
+        )?;
         self.ctx
             .done(Command::DeleteQueue { name }, "DeleteQueue")
             .await?;
@@ -443,7 +471,7 @@ impl pb::queues_server::Queues for QueuesApi {
     ) -> Result<Response<pb::GetQueueAttributesResponse>, Status> {
         let how = consistency(&request)?;
         let req = request.into_inner();
-        let name = queue_ref("queue_name", &req.queue_name)?;
+        let name = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
         let (q, state) = match self.ctx.query(how, Query::QueueDetails { name }).await? {
             QueryOutput::QueueDetails(q, s) => (q, s),
             _ => return Err(super::status::unexpected("GetQueueAttributes")),
@@ -504,7 +532,7 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::SetQueueAttributesRequest>,
     ) -> Result<Response<pb::SetQueueAttributesResponse>, Status> {
         let req = request.into_inner();
-        let name = queue_ref("queue_name", &req.queue_name)?;
+        let name = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
         let map: BTreeMap<String, String> = req.attributes.into_iter().collect();
         let attributes = attributes::parse(&map, queues::is_fifo_name(&name))?;
         self.check_redrive(&name, &attributes).await?;
@@ -522,7 +550,7 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::TagQueueRequest>,
     ) -> Result<Response<pb::TagQueueResponse>, Status> {
         let req = request.into_inner();
-        let name = queue_ref("queue_name", &req.queue_name)?;
+        let name = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
         let tags: BTreeMap<String, String> = req.tags.into_iter().collect();
         if tags.is_empty() {
             return Err(super::status::invalid("tags", "must have at least one tag"));
@@ -539,7 +567,7 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::UntagQueueRequest>,
     ) -> Result<Response<pb::UntagQueueResponse>, Status> {
         let req = request.into_inner();
-        let name = queue_ref("queue_name", &req.queue_name)?;
+        let name = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
         if req.tag_keys.is_empty() {
             return Err(super::status::invalid(
                 "tag_keys",
@@ -563,7 +591,11 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::ListQueueTagsRequest>,
     ) -> Result<Response<pb::ListQueueTagsResponse>, Status> {
         let how = consistency(&request)?;
-        let name = queue_ref("queue_name", &request.into_inner().queue_name)?;
+        let name = queue_ref(
+            &self.ctx.identity,
+            "queue_name",
+            &request.into_inner().queue_name,
+        )?;
         let q = self.queue(how, &name).await?;
         Ok(Response::new(pb::ListQueueTagsResponse {
             tags: q.tags.into_iter().collect(),
@@ -574,7 +606,11 @@ impl pb::queues_server::Queues for QueuesApi {
         &self,
         request: Request<pb::PurgeQueueRequest>,
     ) -> Result<Response<pb::PurgeQueueResponse>, Status> {
-        let name = queue_ref("queue_name", &request.into_inner().queue_name)?;
+        let name = queue_ref(
+            &self.ctx.identity,
+            "queue_name",
+            &request.into_inner().queue_name,
+        )?;
         self.ctx
             .done(Command::PurgeQueue { name }, "PurgeQueue")
             .await?;
@@ -586,7 +622,7 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
         let req = request.into_inner();
-        let queue = queue_ref("queue_name", &req.queue_name)?;
+        let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
         let m = NewMessage::validate(
             "",
             queues::is_fifo_name(&queue),
@@ -626,7 +662,7 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::SendMessageBatchRequest>,
     ) -> Result<Response<pb::SendMessageBatchResponse>, Status> {
         let req = request.into_inner();
-        let queue = queue_ref("queue_name", &req.queue_name)?;
+        let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
         message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
         let fifo = queues::is_fifo_name(&queue);
         let Split {
@@ -683,7 +719,7 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::ReceiveMessageRequest>,
     ) -> Result<Response<pb::ReceiveMessageResponse>, Status> {
         let req = request.into_inner();
-        let queue = queue_ref("queue_name", &req.queue_name)?;
+        let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
         let max = match req.max_number_of_messages {
             0 => 1,
             n if (1..=10).contains(&n) => n as u32,
@@ -777,7 +813,7 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::DeleteMessageRequest>,
     ) -> Result<Response<pb::DeleteMessageResponse>, Status> {
         let req = request.into_inner();
-        let queue = queue_ref("queue_name", &req.queue_name)?;
+        let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
         let receipt = self.open_receipt("receipt_handle", &req.receipt_handle)?;
         let out = self
             .ctx
@@ -799,7 +835,7 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::DeleteMessageBatchRequest>,
     ) -> Result<Response<pb::DeleteMessageBatchResponse>, Status> {
         let req = request.into_inner();
-        let queue = queue_ref("queue_name", &req.queue_name)?;
+        let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
         message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
         let Split {
             ids,
@@ -833,7 +869,7 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::ChangeMessageVisibilityRequest>,
     ) -> Result<Response<pb::ChangeMessageVisibilityResponse>, Status> {
         let req = request.into_inner();
-        let queue = queue_ref("queue_name", &req.queue_name)?;
+        let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
         let receipt = self.open_receipt("receipt_handle", &req.receipt_handle)?;
         let seconds = seconds_in(
             "visibility_timeout",
@@ -860,7 +896,7 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::ChangeMessageVisibilityBatchRequest>,
     ) -> Result<Response<pb::ChangeMessageVisibilityBatchResponse>, Status> {
         let req = request.into_inner();
-        let queue = queue_ref("queue_name", &req.queue_name)?;
+        let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
         message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
         let Split {
             ids,
@@ -904,7 +940,7 @@ impl pb::queues_server::Queues for QueuesApi {
     ) -> Result<Response<pb::ListDeadLetterSourceQueuesResponse>, Status> {
         let how = consistency(&request)?;
         let req = request.into_inner();
-        let name = queue_ref("queue_name", &req.queue_name)?;
+        let name = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
         let limit = match req.max_results {
             0 => 1000,
             n if (1..=1000).contains(&n) => n as u32,
@@ -1088,5 +1124,42 @@ impl pb::queues_server::Queues for QueuesApi {
             }
             _ => Err(super::status::unexpected("CancelMessageMoveTask")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    #[test]
+    fn a_queue_url_names_a_queue_only_for_this_clusters_account_and_region() {
+        let id = Identity::default();
+        let name = |given: &str| queue_ref(&id, "queue_url", given);
+        assert_eq!(name("orders").unwrap(), "orders");
+        assert_eq!(
+            name("http://127.0.0.1:7070/000000000000/orders").unwrap(),
+            "orders"
+        );
+        assert_eq!(
+            name("https://sqs.us-east-1.amazonaws.com/000000000000/orders").unwrap(),
+            "orders"
+        );
+        for other in [
+            "http://127.0.0.1:7070/123456789012/orders",
+            "https://sqs.eu-west-1.amazonaws.com/000000000000/orders",
+            "https://eu-west-1.queue.amazonaws.com/000000000000/orders",
+        ] {
+            let e = name(other).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::NotFound, "{other}");
+            assert_eq!(
+                e.metadata().get(crate::router::ERROR_CODE_HEADER).unwrap(),
+                "QueueDoesNotExist"
+            );
+        }
+        assert_eq!(
+            name("http://h/000000000000/bad name").unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
     }
 }

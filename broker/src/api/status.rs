@@ -17,6 +17,9 @@ use crate::router::{RouteError, ERROR_CODE_HEADER};
 
 /// Error domain in `ErrorInfo`.
 const DOMAIN: &str = "sluice";
+/// Longest error message sent, bytes: messages quote input, and the
+/// message travels in a trailer (twice, with its details).
+pub const MESSAGE_MAX: usize = 1024;
 
 fn build(
     code: Code,
@@ -25,6 +28,9 @@ fn build(
     field: Option<&str>,
     retry_after: Option<Duration>,
 ) -> Status {
+    let message = crate::error::cut(&message, MESSAGE_MAX);
+    let field = field.map(|f| crate::error::cut(f, 256));
+    let field = field.as_deref();
     let mut details = ErrorDetails::new();
     let mut info = HashMap::new();
     if let Some(f) = field {
@@ -261,6 +267,20 @@ pub fn unexpected(what: &str) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_quote_at_most_a_short_prefix_of_what_they_were_given() {
+        let huge = "x".repeat(786 * 1024);
+        let status: Status = DomainError::invalid("message_body", format!("got {huge:?}")).into();
+        assert!(
+            status.message().len() <= MESSAGE_MAX + 32,
+            "{}",
+            status.message().len()
+        );
+        assert!(status.message().ends_with(" bytes)"), "marked as cut");
+        // The details carry the message again, cut as well.
+        assert!(status.details().len() < 2 * MESSAGE_MAX + 512);
+    }
 
     #[test]
     fn invalid_input_names_field_and_code_in_details() {

@@ -265,7 +265,22 @@ fn is_number(s: &str) -> bool {
         let e = e.strip_prefix(['-', '+']).unwrap_or(e);
         !e.is_empty() && e.len() <= 3 && e.chars().all(|c| c.is_ascii_digit())
     });
-    mantissa_ok && exponent_ok
+    if !(mantissa_ok && exponent_ok) {
+        return false;
+    }
+    // SQS takes magnitudes from 10^-128 to 10^126 (and zero). The order of
+    // magnitude is that of the first significant digit, shifted by the
+    // exponent.
+    let exponent: i64 = exponent.map_or(0, |e| e.parse().unwrap_or(0));
+    let int = int.trim_start_matches('0');
+    let (order, significant) = if !int.is_empty() {
+        (int.len() as i64 - 1 + exponent, format!("{int}{frac}"))
+    } else {
+        let zeros = frac.len() - frac.trim_start_matches('0').len();
+        (-(zeros as i64) - 1 + exponent, frac[zeros..].to_string())
+    };
+    let significant = significant.trim_end_matches('0');
+    significant.is_empty() || (-128..126).contains(&order) || (order == 126 && significant == "1")
 }
 
 /// Checks a message attribute value.
@@ -305,7 +320,10 @@ pub fn validate_attribute_value(field: &str, v: &AttributeValue) -> Result<(), D
     if base == "Number" && !is_number(s) {
         return Err(DomainError::invalid(
             format!("{field}.string_value"),
-            format!("must be a number of at most 38 significant digits, got {s:?}"),
+            format!(
+                "must be a number of at most 38 significant digits from 10^-128 to 10^126 in magnitude, or 0; got {:?}",
+                crate::error::cut(s, 64)
+            ),
         ));
     }
     validate_body(&format!("{field}.string_value"), s)
@@ -510,6 +528,29 @@ mod tests {
         assert!(validate_attribute_value("a", &attr("Number.int", "42")).is_ok());
         assert!(validate_attribute_value("a", &attr("Number", "12abc")).is_err());
         assert!(validate_attribute_value("a", &attr("Number", &"9".repeat(39))).is_err());
+        // SQS's range: 10^-128 to 10^126, and zero.
+        for ok in [
+            "1e126", "9.99e125", "-1e126", "1e-128", "0", "0e400", "0.000", "12e-3",
+        ] {
+            assert!(
+                validate_attribute_value("a", &attr("Number", ok)).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "1e400",
+            "1.1e126",
+            "2e126",
+            "10e126",
+            "1e-129",
+            "0.01e-127",
+            "-1e127",
+        ] {
+            assert!(
+                validate_attribute_value("a", &attr("Number", bad)).is_err(),
+                "{bad}"
+            );
+        }
         assert!(validate_attribute_value("a", &attr("String", "")).is_err());
         assert!(validate_attribute_value("a", &attr("Text", "x")).is_err());
         assert!(validate_attribute_value("a", &attr("String.", "x")).is_err());
