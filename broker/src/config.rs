@@ -131,6 +131,11 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// How long a connection may sit idle before it is closed.
     pub idle_timeout: Duration,
+    /// Free bytes the data directory's filesystem must keep; below it
+    /// writes are refused.
+    pub disk_reserve: u64,
+    /// How long a stop (SIGTERM) may take before the process exits anyway.
+    pub shutdown_grace: Duration,
     /// Delay before the first retry of a failed asynchronous invocation
     /// (the second waits twice as long); Lambda waits a minute.
     pub event_retry_delay: Duration,
@@ -180,6 +185,10 @@ pub struct Settings {
     pub max_connections: Option<u64>,
     /// `--idle-timeout-secs`
     pub idle_timeout_secs: Option<u64>,
+    /// `--disk-reserve-mb`
+    pub disk_reserve_mb: Option<u64>,
+    /// `--shutdown-grace-secs`
+    pub shutdown_grace_secs: Option<u64>,
     /// `--event-retry-delay-ms`
     pub event_retry_delay_ms: Option<u64>,
     /// `--in-process-worker`
@@ -264,6 +273,8 @@ impl Settings {
             request_memory_mb: self.request_memory_mb.or(other.request_memory_mb),
             max_connections: self.max_connections.or(other.max_connections),
             idle_timeout_secs: self.idle_timeout_secs.or(other.idle_timeout_secs),
+            disk_reserve_mb: self.disk_reserve_mb.or(other.disk_reserve_mb),
+            shutdown_grace_secs: self.shutdown_grace_secs.or(other.shutdown_grace_secs),
             peer_dns: self.peer_dns.or(other.peer_dns),
             ordinal: self.ordinal.or(other.ordinal),
             max_nodes: self.max_nodes.or(other.max_nodes),
@@ -440,6 +451,11 @@ impl Settings {
             Some(s) if (1..=86_400).contains(&s) => s,
             Some(_) => return Err("--idle-timeout-secs: must be 1 to 86400".into()),
         };
+        let shutdown_grace = match self.shutdown_grace_secs {
+            None => Duration::from_secs(45),
+            Some(s) if (1..=3600).contains(&s) => Duration::from_secs(s),
+            Some(_) => return Err("--shutdown-grace-secs: must be 1 to 3600".into()),
+        };
         let cache_mb = self.cache_mb.unwrap_or(256);
         if cache_mb == 0 {
             return Err("--cache-mb: must be at least 1".into());
@@ -472,6 +488,10 @@ impl Settings {
             request_memory,
             max_connections,
             idle_timeout: Duration::from_secs(idle_timeout_secs),
+            disk_reserve: self
+                .disk_reserve_mb
+                .map_or(crate::disk::RESERVE_DEFAULT, |mb| mb << 20),
+            shutdown_grace,
             event_retry_delay: Duration::from_millis(self.event_retry_delay_ms.unwrap_or(60_000)),
             in_process_worker: self.in_process_worker.unwrap_or(true),
         })

@@ -20,6 +20,7 @@ pub mod command;
 pub mod config;
 pub mod deliverer;
 pub mod discovery;
+pub mod disk;
 pub mod dispatch;
 pub mod error;
 pub use sluice_filter as filter;

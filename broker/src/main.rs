@@ -234,6 +234,16 @@ struct ServeArgs {
     /// is closed [default: 300].
     #[arg(long)]
     idle_timeout_secs: Option<u64>,
+    /// Free space, in MiB, the data directory's filesystem must keep: below
+    /// it the node refuses writes (RESOURCE_EXHAUSTED DiskFull) and takes
+    /// them again once space is freed; reads go on [default: 256].
+    #[arg(long)]
+    disk_reserve_mb: Option<u64>,
+    /// How long a stop (SIGTERM) may take, handing leadership over and
+    /// flushing, before the process exits anyway; keep it below the
+    /// orchestrator's grace period [default: 45].
+    #[arg(long)]
+    shutdown_grace_secs: Option<u64>,
     /// Delay before the first retry of a failed asynchronous invocation;
     /// the second waits twice as long [default: 60000, as Lambda].
     #[arg(long)]
@@ -349,6 +359,8 @@ impl ServeArgs {
             request_memory_mb: self.request_memory_mb,
             max_connections: self.max_connections,
             idle_timeout_secs: self.idle_timeout_secs,
+            disk_reserve_mb: self.disk_reserve_mb,
+            shutdown_grace_secs: self.shutdown_grace_secs,
             event_retry_delay_ms: self.event_retry_delay_ms,
             in_process_worker: self.in_process_worker,
             peer_dns: self.peer_dns.clone(),
@@ -453,7 +465,16 @@ fn serve(args: ServeArgs) -> ExitCode {
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); None }
             e = node.serve_until_error() => Some(e),
         };
-        node.shutdown().await;
+        // A stop that hangs (a storage engine stuck on a full disk, say)
+        // must not outlive the orchestrator's patience.
+        let grace = node.shutdown_grace();
+        if tokio::time::timeout(grace, node.shutdown()).await.is_err() {
+            eprintln!(
+                "sluice serve: the shutdown did not finish within {} s (--shutdown-grace-secs); exiting now, the next start recovers from the log",
+                grace.as_secs()
+            );
+            std::process::exit(1);
+        }
         match failure {
             None => ExitCode::SUCCESS,
             Some(e) => {

@@ -221,6 +221,7 @@ pub struct RunningNode {
     stop_server: Option<tokio::sync::watch::Sender<bool>>,
     bootstrap: JoinHandle<()>,
     housekeeper: JoinHandle<()>,
+    disk_watch: JoinHandle<()>,
     deliverer: JoinHandle<()>,
     invoker: JoinHandle<()>,
     worker_agent: Option<JoinHandle<()>>,
@@ -258,8 +259,15 @@ impl RunningNode {
                 log.sync().map_err(|e| e.to_string())
             })
         };
-        let log_store = LogStore::open(log.clone(), MetaFile::new(&log_dir.join("meta")), flusher)
-            .map_err(|e| data_err(format!("log: {e}")))?;
+        let disk = crate::disk::DiskGuard::new(&config.data_dir, config.disk_reserve);
+        let disk_watch = disk.spawn();
+        let log_store = LogStore::open(
+            log.clone(),
+            MetaFile::new(&log_dir.join("meta")),
+            flusher,
+            disk.clone(),
+        )
+        .map_err(|e| data_err(format!("log: {e}")))?;
         let snapshots = Arc::new(
             SnapshotDir::open(&config.data_dir.join("snapshots"))
                 .map_err(|e| data_err(format!("snapshots: {e}")))?,
@@ -293,6 +301,7 @@ impl RunningNode {
             state,
             channels.clone(),
             config.leader_wait,
+            disk,
         );
         let ctx = Context {
             router: router.clone(),
@@ -464,6 +473,7 @@ impl RunningNode {
             stop_server: Some(stop_tx),
             bootstrap,
             housekeeper,
+            disk_watch,
             deliverer,
             invoker,
             worker_agent,
@@ -473,6 +483,11 @@ impl RunningNode {
             local_addr,
             _dir_lock: dir_lock,
         })
+    }
+
+    /// How long a stop may take.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.config.shutdown_grace
     }
 
     /// The address the server is bound to.
@@ -517,6 +532,7 @@ impl RunningNode {
         }
         self.bootstrap.abort();
         self.housekeeper.abort();
+        self.disk_watch.abort();
         self.deliverer.abort();
         self.invoker.abort();
         self.lease_manager.abort();
@@ -537,11 +553,30 @@ impl RunningNode {
         tracing::info!(node_id = me, "node stopped");
     }
 
-    /// Waits until a server stops by itself (an error), returning it.
+    /// Waits until a server stops by itself (an error), or Raft stops (a
+    /// storage failure such as a failed fsync), returning why. A node
+    /// whose Raft stopped answers nothing useful: it exits, to be restarted
+    /// from its files (after a failed fsync the page cache cannot be
+    /// trusted; a restart reads what is really on disk).
     pub async fn serve_until_error(&mut self) -> String {
+        let mut metrics = self.raft.metrics();
+        let raft_stopped = async move {
+            loop {
+                if let Err(e) = &metrics.borrow_and_update().running_state {
+                    return e.to_string();
+                }
+                if metrics.changed().await.is_err() {
+                    return "raft stopped".to_string();
+                }
+            }
+        };
         let (which, result) = tokio::select! {
             r = &mut self.server => ("public", r),
             r = &mut self.cluster_server => ("cluster", r),
+            e = raft_stopped => {
+                tracing::error!(error = %e, "raft stopped: exiting so the node restarts from its files");
+                return format!("raft stopped: {e}");
+            }
         };
         match result {
             Ok(Ok(())) => format!("the {which} server stopped"),

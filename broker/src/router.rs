@@ -81,6 +81,16 @@ pub enum RouteError {
     /// The node is stopping.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// The leader's disk has less free space than its reserve.
+    #[error("disk full: the leader's data directory {dir} has {free} bytes free, below its reserve of {reserve}; writes are refused until space is freed (reads go on)")]
+    DiskFull {
+        /// The data directory.
+        dir: String,
+        /// Free bytes last seen.
+        free: u64,
+        /// The reserve, bytes.
+        reserve: u64,
+    },
     /// The leader holds as many writes waiting for Raft as it may.
     #[error(
         "the leader has {queued} writes waiting to be proposed, as many as it holds; retry shortly"
@@ -208,6 +218,7 @@ struct Inner {
     channels: Channels,
     leader_wait: Duration,
     paused: tokio::sync::watch::Sender<bool>,
+    disk: std::sync::Arc<crate::disk::DiskGuard>,
 }
 
 /// The leader's wall clock in ms since the Unix epoch, stamped on commands.
@@ -235,6 +246,7 @@ impl Router {
         state: StateHandle,
         channels: Channels,
         leader_wait: Duration,
+        disk: std::sync::Arc<crate::disk::DiskGuard>,
     ) -> Self {
         let proposer = {
             let raft = raft.clone();
@@ -251,6 +263,7 @@ impl Router {
                 channels,
                 leader_wait,
                 paused: tokio::sync::watch::channel(false).0,
+                disk,
             }),
         }
     }
@@ -485,6 +498,14 @@ impl Routed for Write {
 
     async fn here(&self, router: &Router) -> Hop<Response> {
         router.wait_unpaused().await;
+        let disk = &router.inner.disk;
+        if let Some(free) = disk.full() {
+            return Hop::Fail(RouteError::DiskFull {
+                dir: disk.dir().display().to_string(),
+                free,
+                reserve: disk.reserve(),
+            });
+        }
         match router.inner.proposer.propose(self.0.clone()).await {
             Ok(response) => Hop::Done(response),
             Err(e @ RouteError::NotLeader { .. }) => Hop::Retry(e),

@@ -245,6 +245,13 @@ impl From<RouteError> for Status {
             RouteError::ShuttingDown => {
                 build(Code::Unavailable, "ShuttingDown", message, None, retry)
             }
+            RouteError::DiskFull { .. } => build(
+                Code::ResourceExhausted,
+                "DiskFull",
+                message,
+                None,
+                Some(Duration::from_secs(1)),
+            ),
             RouteError::Overloaded { .. } => build(
                 Code::ResourceExhausted,
                 "LeaderOverloaded",

@@ -53,14 +53,25 @@ pub struct LogStore {
     meta_file: Arc<MetaFile>,
     meta: Arc<Mutex<Meta>>,
     flusher: GroupCommit,
+    disk: Arc<crate::disk::DiskGuard>,
+}
+
+/// How long a write that found the disk full waits before it tries again.
+const DISK_FULL_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// True when `e` is a write that failed for want of space.
+fn is_disk_full(e: &crate::store::StoreError) -> bool {
+    matches!(e, crate::store::StoreError::Io { source, .. } if crate::disk::is_enospc(source))
 }
 
 impl LogStore {
-    /// Opens the log files and metadata; `flusher` must sync `log`.
+    /// Opens the log files and metadata; `flusher` must sync `log`; a
+    /// write that finds the disk full tells `disk` and waits for space.
     pub fn open(
         log: Arc<LogFiles>,
         meta_file: MetaFile,
         flusher: GroupCommit,
+        disk: Arc<crate::disk::DiskGuard>,
     ) -> Result<Self, crate::store::StoreError> {
         let meta = match meta_file.read()? {
             None => Meta::default(),
@@ -86,6 +97,7 @@ impl LogStore {
             meta_file: Arc::new(meta_file),
             meta: Arc::new(Mutex::new(meta)),
             flusher,
+            disk,
         })
     }
 
@@ -108,11 +120,23 @@ impl LogStore {
             purged: m.purged,
             committed: m.committed,
         });
-        let file = self.meta_file.clone();
-        tokio::task::spawn_blocking(move || file.write(&bytes))
-            .await
-            .map_err(|e| storage_error("writing log metadata", e))?
-            .map_err(|e| storage_error("writing log metadata", e))
+        loop {
+            let (file, bytes) = (self.meta_file.clone(), bytes.clone());
+            let written = tokio::task::spawn_blocking(move || file.write(&bytes))
+                .await
+                .map_err(|e| storage_error("writing log metadata", e))?;
+            match written {
+                Ok(()) => return Ok(()),
+                // A vote must be durable before it is cast: wait for room
+                // rather than stop Raft.
+                Err(e) if is_disk_full(&e) => {
+                    self.disk.hit_enospc();
+                    tracing::warn!(error = %e, "the disk is full: the log metadata waits for space");
+                    tokio::time::sleep(DISK_FULL_RETRY).await;
+                }
+                Err(e) => return Err(storage_error("writing log metadata", e)),
+            }
+        }
     }
 }
 
@@ -250,9 +274,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map(|e| (e.log_id.index, codec::encode(&e)))
             .collect();
         let n = encoded.len();
-        self.log
-            .append(&encoded)
-            .map_err(|e| storage_error("appending to the log", e))?;
+        // An append that finds the disk full waits for space (a failed
+        // write leaves the log's end where it was, so it is simply written
+        // again) rather than stop Raft, which would leave a node that
+        // answers nothing until restarted.
+        let mut waited = false;
+        loop {
+            match self.log.append(&encoded) {
+                Ok(()) => break,
+                Err(e) if is_disk_full(&e) => {
+                    self.disk.hit_enospc();
+                    if !waited {
+                        tracing::error!(error = %e, "the disk is full: the log append waits for space");
+                        waited = true;
+                    }
+                    tokio::time::sleep(DISK_FULL_RETRY).await;
+                }
+                Err(e) => return Err(storage_error("appending to the log", e)),
+            }
+        }
         self.flusher
             .submit(n, Box::new(move |r| callback.log_io_completed(r)));
         Ok(())

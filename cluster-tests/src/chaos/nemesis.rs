@@ -34,11 +34,17 @@ pub enum Kind {
     /// A node's wall clock moved by up to two minutes either way (needs
     /// libfaketime).
     Clock,
+    /// A stopped node's files damaged (bit flips in its log, snapshot or
+    /// state store, or its log cut short), then the node started again.
+    Corrupt,
+    /// A node's own small filesystem filled (to nothing, or to below its
+    /// reserve), then freed (needs root, for the tmpfs mounts).
+    DiskFull,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Partition,
         Kind::Kill,
         Kind::Pause,
@@ -46,6 +52,8 @@ impl Kind {
         Kind::Transfer,
         Kind::Member,
         Kind::Clock,
+        Kind::Corrupt,
+        Kind::DiskFull,
     ];
 
     /// Its command-line name.
@@ -58,6 +66,8 @@ impl Kind {
             Kind::Transfer => "transfer",
             Kind::Member => "member",
             Kind::Clock => "clock",
+            Kind::Corrupt => "corrupt",
+            Kind::DiskFull => "disk-full",
         }
     }
 }
@@ -159,6 +169,9 @@ pub fn feasible(kinds: &[Kind], cluster: &ChaosCluster) -> (Vec<Kind>, Vec<Strin
             }
             Kind::Power if !cluster.setup().lazyfs => Some("power: needs lazyfs"),
             Kind::Clock if !cluster.setup().faketime => Some("clock: needs libfaketime"),
+            Kind::DiskFull if !cluster.setup().small_disks => {
+                Some("disk-full: needs root to mount small filesystems")
+            }
             Kind::Member | Kind::Transfer if cluster.ids().len() < 3 => {
                 Some("member/transfer: need 3 nodes")
             }
@@ -388,6 +401,32 @@ async fn inject(cluster: &mut ChaosCluster, kind: Kind, rng: &mut Rng) -> Result
             add_back(cluster, &admin, n).await?;
             Ok(format!("n{n} removed, wiped, added back and promoted"))
         }
+        Kind::Corrupt => {
+            // A minority: one node, stopped while its files are damaged.
+            let (n, leader) = victim(cluster, rng).await;
+            let damage = *rng.pick(&super::nodes::DAMAGES);
+            cluster.kill(n);
+            let done = cluster.damage(n, damage, rng.next_u64());
+            cluster.start_node(n)?;
+            match done {
+                Ok(what) => Ok(format!("{} stopped, {damage:?}: {what}", who(n, leader))),
+                Err(why) => Ok(format!(
+                    "{} stopped, {damage:?} not done: {why}",
+                    who(n, leader)
+                )),
+            }
+        }
+        Kind::DiskFull => {
+            let (n, leader) = victim(cluster, rng).await;
+            let leave = *rng.pick(&[0u64, 16 << 20]);
+            let written = cluster.fill_disk(n, leave)?;
+            Ok(format!(
+                "{}'s disk filled with {} MiB, {} MiB left",
+                who(n, leader),
+                written >> 20,
+                leave >> 20
+            ))
+        }
         Kind::Clock => {
             let n = *rng.pick(&ids);
             let offset = rng.range(10, 120) as i64
@@ -416,6 +455,12 @@ async fn heal(cluster: &mut ChaosCluster, kind: Kind) -> Result<(), String> {
             heal_nodes(cluster).await?;
             repair_membership(cluster).await
         }
+        Kind::DiskFull => {
+            for n in cluster.ids() {
+                cluster.free_disk(n)?;
+            }
+            heal_nodes(cluster).await
+        }
         _ => heal_nodes(cluster).await,
     }
 }
@@ -434,6 +479,9 @@ pub async fn heal_nodes(cluster: &mut ChaosCluster) -> Result<(), String> {
 /// Heals everything at the end of a run.
 pub async fn heal_all(cluster: &mut ChaosCluster) -> Result<(), String> {
     cluster.net().heal()?;
+    for n in cluster.ids() {
+        cluster.free_disk(n)?;
+    }
     if cluster.setup().faketime {
         for n in cluster.ids() {
             cluster.set_clock_offset(n, 0)?;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sluice_client::{Client, Options};
@@ -38,7 +38,15 @@ pub struct Setup {
     /// Nodes run secured: TLS on the public port, mutual TLS between nodes,
     /// and authentication (every client signs as the administrator).
     pub secure: bool,
+    /// Each node's files on a small tmpfs of its own (for disk-full
+    /// faults).
+    pub small_disks: bool,
 }
+
+/// Size of a node's own filesystem with `small_disks`, MiB.
+pub const SMALL_DISK_MB: u64 = 512;
+/// The free space a node keeps on it (`--disk-reserve-mb`), MiB.
+pub const SMALL_DISK_RESERVE_MB: u64 = 64;
 
 /// The keys and certificates of a secured run, in its directory.
 struct Secrets {
@@ -92,6 +100,65 @@ pub fn lazyfs_available() -> bool {
     crate::lazyfs::unavailable().is_none()
 }
 
+/// Whether this process may mount filesystems (root) and `mount` exists.
+pub fn small_disks_available() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    root && Command::new("mount")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// How a stopped node's files are damaged.
+#[derive(Debug, Clone, Copy)]
+pub enum Damage {
+    /// 16 bytes flipped in the middle of a log segment.
+    LogFlip,
+    /// The last log segment cut short at a random point.
+    LogTruncate,
+    /// 16 bytes flipped in the snapshot file.
+    SnapshotFlip,
+    /// Garbage written over the state store's file in places.
+    StateGarbage,
+}
+
+/// Every kind of damage.
+pub const DAMAGES: [Damage; 4] = [
+    Damage::LogFlip,
+    Damage::LogTruncate,
+    Damage::SnapshotFlip,
+    Damage::StateGarbage,
+];
+
+/// Files of `dir` whose name ends with `ext`, in order.
+fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == ext))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Writes `bytes` at `offset` of `path` and fsyncs it (through lazyfs, the
+/// damage is then on the disk, not in its cache).
+fn write_at(path: &Path, offset: u64, bytes: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all_at(bytes, offset)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Whether libfaketime is installed.
 pub fn faketime_available() -> bool {
     Path::new(LIBFAKETIME).exists()
@@ -115,6 +182,9 @@ struct ChaosNode {
     fs: Option<LazyDisk>,
     /// libfaketime offset file.
     clock_file: Option<PathBuf>,
+    /// The node's own small filesystem (a tmpfs mount point), holding its
+    /// data (or lazyfs's backing directory) and the ballast that fills it.
+    disk: Option<PathBuf>,
     log: PathBuf,
     child: Option<Child>,
     paused: bool,
@@ -193,9 +263,28 @@ impl ChaosCluster {
         let secrets = Secrets::make(dir, &net, &ids)?;
         let mut nodes = BTreeMap::new();
         for id in 1..=setup.nodes {
-            let data_dir = dir.join(format!("n{id}-data"));
+            let disk = setup.small_disks.then(|| dir.join(format!("n{id}-fs")));
+            if let Some(d) = &disk {
+                std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+                let mounted = Command::new("mount")
+                    .args([
+                        "-t",
+                        "tmpfs",
+                        "-o",
+                        &format!("size={SMALL_DISK_MB}m"),
+                        "tmpfs",
+                    ])
+                    .arg(d)
+                    .status()
+                    .map_err(|e| format!("mount: {e}"))?;
+                if !mounted.success() {
+                    return Err(format!("mounting a tmpfs at {} failed", d.display()));
+                }
+            }
+            let under = disk.clone().unwrap_or_else(|| dir.to_path_buf());
+            let data_dir = under.join(format!("n{id}-data"));
             let fs = setup.lazyfs.then(|| LazyDisk {
-                backing: dir.join(format!("n{id}-disk")),
+                backing: under.join(format!("n{id}-disk")),
                 control: dir.join(format!("n{id}-lazyfs.sock")),
                 mounted: None,
             });
@@ -211,6 +300,7 @@ impl ChaosCluster {
                     data_dir,
                     fs,
                     clock_file,
+                    disk,
                     log: dir.join(format!("n{id}.log")),
                     child: None,
                     paused: false,
@@ -328,6 +418,12 @@ impl ChaosCluster {
             args.push(self.peers.clone());
         }
         args.extend(crate::TIMING.iter().map(|s| s.to_string()));
+        if self.setup.small_disks {
+            args.extend([
+                "--disk-reserve-mb".to_string(),
+                SMALL_DISK_RESERVE_MB.to_string(),
+            ]);
+        }
         args.extend(self.setup.extra_args.iter().cloned());
         args
     }
@@ -397,6 +493,116 @@ impl ChaosCluster {
         let tmp = f.with_extension("tmp");
         std::fs::write(&tmp, format!("{seconds:+}\n")).map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, f).map_err(|e| e.to_string())
+    }
+
+    /// Fills node `id`'s own filesystem until `leave` bytes are free.
+    pub fn fill_disk(&self, id: NodeId, leave: u64) -> Result<u64, String> {
+        use std::io::Write;
+        let Some(disk) = &self.nodes[&id].disk else {
+            return Err("disk-full faults need small disks".into());
+        };
+        let free = free_bytes(disk)?;
+        let take = free.saturating_sub(leave);
+        let ballast = disk.join("ballast");
+        let mut f = std::io::BufWriter::new(
+            File::create(&ballast).map_err(|e| format!("{}: {e}", ballast.display()))?,
+        );
+        let chunk = vec![0x5a_u8; 1 << 20];
+        let mut written = 0u64;
+        while written < take {
+            let n = chunk.len().min((take - written) as usize);
+            if f.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+            written += n as u64;
+        }
+        let _ = f.flush();
+        Ok(written)
+    }
+
+    /// Removes the ballast from node `id`'s filesystem.
+    pub fn free_disk(&self, id: NodeId) -> Result<(), String> {
+        if let Some(disk) = &self.nodes[&id].disk {
+            match std::fs::remove_file(disk.join("ballast")) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Damages a stopped node's files; says what was done, or why nothing
+    /// could be (no such file yet).
+    pub fn damage(&mut self, id: NodeId, damage: Damage, pick: u64) -> Result<String, String> {
+        let node = &self.nodes[&id];
+        if node.child.is_some() {
+            return Err(format!("stop node {id} before damaging it"));
+        }
+        let data = &node.data_dir;
+        let segments = files_with(&data.join("log"), "seg");
+        let garbage = |n: usize| -> Vec<u8> {
+            (0..n as u64)
+                .map(|i| (pick.wrapping_add(i).wrapping_mul(0x9E37_79B9) >> 11) as u8)
+                .collect()
+        };
+        match damage {
+            Damage::LogFlip => {
+                let Some(seg) = segments.get(pick as usize % segments.len().max(1)) else {
+                    return Err("no log segment".into());
+                };
+                let len = std::fs::metadata(seg).map_err(|e| e.to_string())?.len();
+                if len < 64 {
+                    return Err("log segment too short".into());
+                }
+                let at = len / 4 + pick % (len / 2);
+                let mut bytes = vec![0u8; 16];
+                {
+                    use std::os::unix::fs::FileExt;
+                    File::open(seg)
+                        .and_then(|f| f.read_exact_at(&mut bytes, at))
+                        .map_err(|e| e.to_string())?;
+                }
+                for b in &mut bytes {
+                    *b ^= 0xff;
+                }
+                write_at(seg, at, &bytes)?;
+                Ok(format!("16 bytes flipped at {at} of {}", seg.display()))
+            }
+            Damage::LogTruncate => {
+                let Some(seg) = segments.last() else {
+                    return Err("no log segment".into());
+                };
+                let len = std::fs::metadata(seg).map_err(|e| e.to_string())?.len();
+                let to = len - (pick % (len / 8 + 1));
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(seg)
+                    .map_err(|e| e.to_string())?;
+                f.set_len(to)
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| e.to_string())?;
+                Ok(format!("{} cut from {len} to {to} bytes", seg.display()))
+            }
+            Damage::SnapshotFlip => {
+                let snaps = files_with(&data.join("snapshots"), "snap");
+                let Some(snap) = snaps.last() else {
+                    return Err("no snapshot".into());
+                };
+                let len = std::fs::metadata(snap).map_err(|e| e.to_string())?.len();
+                let at = pick % len.max(1);
+                write_at(snap, at, &garbage(16))?;
+                Ok(format!("16 bytes of garbage at {at} of {}", snap.display()))
+            }
+            Damage::StateGarbage => {
+                let db = data.join("db").join("db");
+                let len = std::fs::metadata(&db).map_err(|e| e.to_string())?.len();
+                for part in 1..4 {
+                    write_at(&db, len * part / 4, &garbage(4096.min(len as usize / 8)))?;
+                }
+                Ok(format!("garbage in three places of {}", db.display()))
+            }
+        }
     }
 
     /// Empties a stopped node's data directory.
@@ -494,6 +700,21 @@ impl Drop for ChaosCluster {
                 // Dropping it unmounts.
                 fs.mounted = None;
             }
+            if let Some(d) = &node.disk {
+                let _ = Command::new("umount").arg("-l").arg(d).status();
+            }
         }
     }
+}
+
+/// Free bytes on the filesystem of `dir`.
+fn free_bytes(dir: &Path) -> Result<u64, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: statvfs writes into the struct it is given.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    Ok(s.f_bavail * s.f_frsize)
 }

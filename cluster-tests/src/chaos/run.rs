@@ -194,6 +194,7 @@ pub async fn run(cfg: &Config) -> Result<Outcome, String> {
         faketime: cfg.nemesis.contains(&Kind::Clock) && nodes::faketime_available(),
         extra_args: Vec::new(),
         secure: !cfg.insecure,
+        small_disks: cfg.nemesis.contains(&Kind::DiskFull) && nodes::small_disks_available(),
     };
     let mut cluster = ChaosCluster::start(net, setup, data.path())?;
     let (kinds, skipped) = nemesis::feasible(&cfg.nemesis, &cluster);
