@@ -17,7 +17,11 @@
 //!   its status and readiness, and sets `sluice_log_repair_pending`. It
 //!   still answers the leader's appends, which is how it is repaired: an
 //!   append succeeds only where the log matches, so the leader learns from
-//!   the first conflict where the log ends and re-sends from there.
+//!   the first conflict where the log ends and re-sends from there. For the
+//!   same reason it acknowledges no new entry before the damaged range is
+//!   back: an entry past the damage is accepted only after every entry
+//!   before it, so until it is repaired the node adds no copy to any new
+//!   write's quorum.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
