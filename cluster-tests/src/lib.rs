@@ -7,6 +7,7 @@
 //! first with `cargo build --bins`.
 
 pub mod chaos;
+pub mod disk;
 pub mod dns;
 pub mod lazyfs;
 pub mod pki;

@@ -35,31 +35,9 @@ impl SmallDisk {
         self.dir.path()
     }
 
-    fn free(&self) -> u64 {
-        let c = std::ffi::CString::new(self.path().to_str().unwrap()).unwrap();
-        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut s) }, 0);
-        s.f_bavail * s.f_frsize
-    }
-
     /// Fills the disk until `leave` bytes are free; returns the ballast.
     fn fill_to(&self, leave: u64) -> PathBuf {
-        let ballast = self.path().join("ballast");
-        let take = self.free().saturating_sub(leave);
-        let f = std::fs::File::create(&ballast).unwrap();
-        let chunk = vec![0x5a_u8; 1 << 20];
-        let mut written = 0;
-        use std::io::Write;
-        let mut f = std::io::BufWriter::new(f);
-        while written < take {
-            let n = chunk.len().min((take - written) as usize);
-            if f.write_all(&chunk[..n]).is_err() {
-                break;
-            }
-            written += n as u64;
-        }
-        let _ = f.flush();
-        ballast
+        cluster_tests::disk::fill(self.path(), leave).unwrap().0
     }
 }
 

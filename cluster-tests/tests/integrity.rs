@@ -41,27 +41,38 @@ fn segment(data_dir: &Path) -> PathBuf {
     segs.pop().unwrap()
 }
 
-/// Flips 16 bytes in the middle of the node's log segment; returns the file.
-fn flip_middle(data_dir: &Path) -> PathBuf {
-    let seg = segment(data_dir);
-    let mut bytes = std::fs::read(&seg).unwrap();
+/// Flips 16 bytes in the middle of `file`.
+fn flip_16_in_middle(file: &Path) {
+    let mut bytes = std::fs::read(file).unwrap();
     let mid = bytes.len() / 2;
     for b in &mut bytes[mid..mid + 16] {
         *b ^= 0xff;
     }
-    std::fs::write(&seg, bytes).unwrap();
+    std::fs::write(file, bytes).unwrap();
+}
+
+/// Flips 16 bytes in the middle of the node's log segment; returns the file.
+fn flip_middle(data_dir: &Path) -> PathBuf {
+    let seg = segment(data_dir);
+    flip_16_in_middle(&seg);
     seg
+}
+
+/// A single node holding `n` acknowledged messages in queue `q`, killed.
+async fn killed_after_sending(n: usize) -> (Cluster, BTreeSet<String>) {
+    let mut c = Cluster::start(1, &[]);
+    c.leader(ELECTION).await;
+    let client = c.node(1).client(Duration::from_secs(20));
+    client.create_queue("q", HashMap::new()).await.unwrap();
+    let sent = send(&client, "q", n).await;
+    c.node(1).kill9();
+    (c, sent)
 }
 
 #[tokio::test]
 async fn mid_log_damage_on_a_lone_node_refuses_to_start_naming_the_file_and_offset() {
     let _serial = serial().await;
-    let mut c = Cluster::start(1, &[]);
-    c.leader(ELECTION).await;
-    let client = c.node(1).client(Duration::from_secs(20));
-    client.create_queue("q", HashMap::new()).await.unwrap();
-    let sent = send(&client, "q", 400).await;
-    c.node(1).kill9();
+    let (mut c, sent) = killed_after_sending(400).await;
     let data_dir = c.nodes[&1].data_dir.clone();
     let seg = flip_middle(&data_dir);
     let damaged = std::fs::read(&seg).unwrap();
@@ -112,12 +123,7 @@ async fn mid_log_damage_on_a_lone_node_refuses_to_start_naming_the_file_and_offs
 #[tokio::test]
 async fn a_torn_final_write_is_cut_and_everything_acknowledged_is_served() {
     let _serial = serial().await;
-    let mut c = Cluster::start(1, &[]);
-    c.leader(ELECTION).await;
-    let client = c.node(1).client(Duration::from_secs(20));
-    client.create_queue("q", HashMap::new()).await.unwrap();
-    let sent = send(&client, "q", 200).await;
-    c.node(1).kill9();
+    let (mut c, sent) = killed_after_sending(200).await;
     // An append cut short by the crash: a record header and part of its
     // payload, never synced nor acknowledged.
     let seg = segment(&c.nodes[&1].data_dir);
@@ -239,12 +245,7 @@ fn damage_snapshot(data_dir: &Path) -> PathBuf {
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "snap"))
         .expect("a snapshot");
-    let mut bytes = std::fs::read(&snap).unwrap();
-    let mid = bytes.len() / 2;
-    for b in &mut bytes[mid..mid + 16] {
-        *b ^= 0xff;
-    }
-    std::fs::write(&snap, bytes).unwrap();
+    flip_16_in_middle(&snap);
     snap
 }
 

@@ -743,6 +743,17 @@ mod tests {
         }
     }
 
+    /// A closed log of entries `range` in one segment: its path and bytes.
+    fn one_segment(dir: &Path, range: std::ops::Range<u64>) -> (PathBuf, Vec<u8>) {
+        let log = LogFiles::open(dir, 1 << 20).unwrap();
+        log.append(&entries(range)).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let seg = segment_path(dir, 1);
+        let bytes = fs::read(&seg).unwrap();
+        (seg, bytes)
+    }
+
     fn indexes(v: &[(u64, Vec<u8>)]) -> Vec<u64> {
         v.iter().map(|(i, _)| *i).collect()
     }
@@ -779,12 +790,7 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_off_on_open() {
         let dir = tempfile::tempdir().unwrap();
-        let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
-        log.append(&entries(1..11)).unwrap();
-        log.sync().unwrap();
-        drop(log);
-        let seg = segment_path(dir.path(), 1);
-        let full = fs::read(&seg).unwrap();
+        let (seg, full) = one_segment(dir.path(), 1..11);
         // A crash in the middle of writing entry 10.
         fs::write(&seg, &full[..full.len() - 3]).unwrap();
         let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
@@ -823,12 +829,7 @@ mod tests {
     #[test]
     fn damage_followed_by_valid_records_is_not_taken_for_a_torn_write() {
         let dir = tempfile::tempdir().unwrap();
-        let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
-        log.append(&entries(1..101)).unwrap();
-        log.sync().unwrap();
-        drop(log);
-        let seg = segment_path(dir.path(), 1);
-        let mut bytes = fs::read(&seg).unwrap();
+        let (seg, mut bytes) = one_segment(dir.path(), 1..101);
         let record = HEADER + b"entry-10".len();
         // 16 bytes flipped inside entry 40 (entries 1..10 are shorter).
         let at = 9 * (HEADER + 7) + 30 * record + 3;
@@ -896,12 +897,7 @@ mod tests {
     #[test]
     fn garbage_after_the_last_record_is_a_torn_write() {
         let dir = tempfile::tempdir().unwrap();
-        let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
-        log.append(&entries(1..11)).unwrap();
-        log.sync().unwrap();
-        drop(log);
-        let seg = segment_path(dir.path(), 1);
-        let mut bytes = fs::read(&seg).unwrap();
+        let (seg, mut bytes) = one_segment(dir.path(), 1..11);
         bytes.extend((0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
         fs::write(&seg, &bytes).unwrap();
         let log = LogFiles::open(dir.path(), 1 << 20).unwrap();

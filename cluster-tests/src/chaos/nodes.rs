@@ -497,33 +497,16 @@ impl ChaosCluster {
 
     /// Fills node `id`'s own filesystem until `leave` bytes are free.
     pub fn fill_disk(&self, id: NodeId, leave: u64) -> Result<u64, String> {
-        use std::io::Write;
         let Some(disk) = &self.nodes[&id].disk else {
             return Err("disk-full faults need small disks".into());
         };
-        let free = free_bytes(disk)?;
-        let take = free.saturating_sub(leave);
-        let ballast = disk.join("ballast");
-        let mut f = std::io::BufWriter::new(
-            File::create(&ballast).map_err(|e| format!("{}: {e}", ballast.display()))?,
-        );
-        let chunk = vec![0x5a_u8; 1 << 20];
-        let mut written = 0u64;
-        while written < take {
-            let n = chunk.len().min((take - written) as usize);
-            if f.write_all(&chunk[..n]).is_err() {
-                break;
-            }
-            written += n as u64;
-        }
-        let _ = f.flush();
-        Ok(written)
+        crate::disk::fill(disk, leave).map(|(_, written)| written)
     }
 
     /// Removes the ballast from node `id`'s filesystem.
     pub fn free_disk(&self, id: NodeId) -> Result<(), String> {
         if let Some(disk) = &self.nodes[&id].disk {
-            match std::fs::remove_file(disk.join("ballast")) {
+            match std::fs::remove_file(disk.join(crate::disk::BALLAST)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e.to_string()),
@@ -705,16 +688,4 @@ impl Drop for ChaosCluster {
             }
         }
     }
-}
-
-/// Free bytes on the filesystem of `dir`.
-fn free_bytes(dir: &Path) -> Result<u64, String> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: statvfs writes into the struct it is given.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
-    Ok(s.f_bavail * s.f_frsize)
 }
