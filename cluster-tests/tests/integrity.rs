@@ -146,24 +146,23 @@ fn repair_target(status: &pb::GetClusterStatusResponse) -> Option<u64> {
 }
 
 #[tokio::test]
-async fn a_follower_with_a_damaged_log_neither_votes_nor_leads_until_repaired() {
+async fn a_damaged_follower_helps_elect_no_candidate_lacking_what_it_held_until_repaired() {
     let _serial = serial().await;
     let mut c = Cluster::start(3, &[]);
     let leader = c.leader(ELECTION).await;
     let client = c.client();
     client.create_queue("q", HashMap::new()).await.unwrap();
-    let sent = send(&client, "q", 600).await;
     let others: Vec<NodeId> = c.nodes.keys().copied().filter(|id| *id != leader).collect();
-    let (damaged, peer) = (others[0], others[1]);
-
-    // Everything stops; the damaged node and the other follower come back
-    // first, without the old leader.
-    for id in [1, 2, 3] {
-        c.node(id).kill9();
-    }
+    let (damaged, lagging) = (others[0], others[1]);
+    // The leader and the follower-to-be-damaged acknowledge every message;
+    // the other follower is down and has none of them.
+    c.node(lagging).kill9();
+    let sent = send(&c.client_without(lagging), "q", 600).await;
+    c.node(leader).kill9();
+    c.node(damaged).kill9();
     flip_middle(&c.nodes[&damaged].data_dir.clone());
     c.node(damaged).start();
-    c.node(peer).start();
+    c.node(lagging).start();
 
     let local = c.node(damaged).client(Duration::from_secs(2));
     let target = wait_for(ELECTION, "the damaged node to report its repair", || {
@@ -183,20 +182,25 @@ async fn a_follower_with_a_damaged_log_neither_votes_nor_leads_until_repaired() 
     );
     let metrics = c.nodes[&damaged].metrics();
     assert_eq!(metric_value(&metrics, "sluice_log_repair_pending"), 1.0);
-    // The other follower campaigns; the damaged node refuses its votes, so
-    // two nodes of three elect no one.
+    // The lagging follower campaigns. Before the damage the damaged node
+    // would have refused it (its log was longer); with its log cut it
+    // would grant it, and the two would elect a leader without the
+    // acknowledged messages. It refuses, so they elect no one.
     wait_for(ELECTION, "the damaged node to refuse a vote", || {
         let log = c.nodes[&damaged].log_text();
-        async move { log.contains("damaged log is being repaired").then_some(()) }
+        async move {
+            log.contains("the candidate's log ends before it")
+                .then_some(())
+        }
     })
     .await;
-    let peer_status = c
-        .node(peer)
+    let lagging_status = c
+        .node(lagging)
         .client(Duration::from_secs(2))
         .cluster_status(true)
         .await
         .unwrap();
-    assert_ne!(peer_status.state, "leader", "{peer_status:?}");
+    assert_ne!(lagging_status.state, "leader", "{lagging_status:?}");
     assert!(local
         .cluster_status(true)
         .await
@@ -206,10 +210,10 @@ async fn a_follower_with_a_damaged_log_neither_votes_nor_leads_until_repaired() 
     let log = c.nodes[&damaged].log_text();
     assert!(log.contains("cut the Raft log at damage"), "{log}");
 
-    // The old leader returns: a leader is elected without the damaged
-    // node's vote and re-sends the lost entries.
+    // The old leader returns: it holds what the damaged node held, gets its
+    // vote, and re-sends the lost entries.
     c.node(leader).start();
-    wait_for(
+    let repaired = wait_for(
         Duration::from_secs(60),
         "the damaged log to be repaired",
         || {
@@ -220,18 +224,17 @@ async fn a_follower_with_a_damaged_log_neither_votes_nor_leads_until_repaired() 
                     .await
                     .ok()
                     .filter(|s| s.repair_target.is_none())
-                    .map(|_| ())
             }
         },
     )
     .await;
+    assert!(repaired.last_log_index >= target, "{repaired:?}");
     assert_eq!(
         metric_value(&c.nodes[&damaged].metrics(), "sluice_log_repair_pending"),
         0.0
     );
-    // Now the repaired node is one of the two copies a majority needs:
-    // without the old leader, it and the other follower serve every
-    // acknowledged message.
+    // Without the old leader, the repaired node and the other follower
+    // serve every acknowledged message.
     c.node(leader).kill9();
     c.leader(ELECTION).await;
     let client = c.client_without(leader);

@@ -159,6 +159,18 @@ pub(crate) fn read_meta(file: &MetaFile) -> Result<Meta, String> {
     }
 }
 
+/// The log id of the last entry in `log` (offline tools).
+pub(crate) fn last_log_id(log: &LogFiles) -> Result<Option<LogId<NodeId>>, String> {
+    match log.last().map_err(|e| format!("log: {e}"))? {
+        Some((i, bytes)) => Ok(Some(
+            codec::decode_message::<Entry<TypeConfig>>("log entry", &bytes)
+                .map_err(|e| format!("log entry {i}: {e}"))?
+                .log_id,
+        )),
+        None => Ok(None),
+    }
+}
+
 /// Writes `meta` durably (offline tools).
 pub(crate) fn write_meta(file: &MetaFile, meta: &Meta) -> Result<(), String> {
     let bytes = codec::encode(&StoredMeta::V1 {

@@ -51,14 +51,7 @@ pub fn force_single_voter(
     let log = LogFiles::open(&log_dir, SEGMENT_BYTES).map_err(|e| format!("log: {e}"))?;
     let meta = MetaFile::new(&log_dir.join("meta"));
     let mut stored = log_store::read_meta(&meta)?;
-    let in_log = match log.last().map_err(|e| format!("log: {e}"))? {
-        Some((i, bytes)) => Some(
-            codec::decode_message::<Entry<TypeConfig>>("log entry", &bytes)
-                .map_err(|e| format!("log entry {i}: {e}"))?
-                .log_id,
-        ),
-        None => None,
-    };
+    let in_log = log_store::last_log_id(&log)?;
     let snapshots =
         SnapshotDir::open(&data_dir.join("snapshots")).map_err(|e| format!("snapshots: {e}"))?;
     let in_snapshot = snapshots

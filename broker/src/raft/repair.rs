@@ -9,11 +9,14 @@
 //! * a node alone in its cluster has no other copy: it refuses to start,
 //!   naming the file and offset. `sluice cut-log` accepts the loss.
 //! * a node of a cluster cuts its log at the damage (the damaged files are
-//!   kept aside) and records a *repair target*: the last index it found in
+//!   kept aside) and records a *repair target*: the last log id it found in
 //!   the damaged log, in `log/repair`, so that a restart meanwhile keeps the
 //!   repair going. Until its log reaches the target again (the leader
 //!   re-sends the damaged range, or installs a snapshot past it), the node
-//!   refuses votes, does not campaign and refuses leadership, reports it in
+//!   votes only for a candidate whose log reaches the target (the vote it
+//!   would have given before the damage: refusing every vote could leave a
+//!   cluster with a member down unable to elect the leader that would
+//!   repair it), does not campaign and refuses leadership, reports it in
 //!   its status and readiness, and sets `sluice_log_repair_pending`. It
 //!   still answers the leader's appends, which is how it is repaired: an
 //!   append succeeds only where the log matches, so the leader learns from
@@ -26,7 +29,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use openraft::{Entry, EntryPayload, Membership};
+use openraft::{Entry, EntryPayload, LogId, Membership};
 
 use super::log_store::{self, SEGMENT_BYTES};
 use super::snapshot::SnapshotDir;
@@ -36,10 +39,11 @@ use crate::store::lock::DirLock;
 use crate::store::log::{self, Damage, LogFiles, MetaFile, OnDamage};
 use crate::store::StoreError;
 
-/// The repair target of a node whose log was cut at damage.
+/// The repair target of a node whose log was cut at damage: the last log
+/// id it held before.
 pub struct Repair {
     file: MetaFile,
-    target: Mutex<Option<u64>>,
+    target: Mutex<Option<LogId<NodeId>>>,
 }
 
 impl Repair {
@@ -48,7 +52,10 @@ impl Repair {
         let file = MetaFile::new(&log_dir.join("repair"));
         let target = match file.read().map_err(|e| e.to_string())? {
             None => None,
-            Some(bytes) => Some(codec::decode_message::<u64>("repair target", &bytes)?),
+            Some(bytes) => Some(codec::decode_message::<LogId<NodeId>>(
+                "repair target",
+                &bytes,
+            )?),
         };
         Ok(Repair {
             file,
@@ -67,12 +74,20 @@ impl Repair {
     /// The index the log must reach again before the node votes, if it is
     /// being repaired.
     pub fn pending(&self) -> Option<u64> {
+        self.target().map(|t| t.index)
+    }
+
+    /// The last log id the node held before the damage, while it is being
+    /// repaired: it votes only for candidates whose log reaches it (what it
+    /// would have done before the damage), so that it never helps elect a
+    /// candidate lacking entries it may have acknowledged.
+    pub fn target(&self) -> Option<LogId<NodeId>> {
         *self.target.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records, durably, that the log must reach `target` again.
-    fn begin(&self, target: u64) -> Result<(), String> {
-        let target = self.pending().unwrap_or(0).max(target);
+    fn begin(&self, target: LogId<NodeId>) -> Result<(), String> {
+        let target = self.target().max(Some(target)).unwrap_or(target);
         self.file
             .write(&codec::encode(&target))
             .map_err(|e| e.to_string())?;
@@ -103,15 +118,22 @@ pub struct OpenedLog {
     pub repair: Arc<Repair>,
 }
 
-/// The last membership the valid records of a damaged log, or the latest
-/// snapshot, name.
-fn last_membership(
-    log_dir: &Path,
-    snapshots: &SnapshotDir,
-) -> Result<Option<Membership<NodeId, Node>>, String> {
+/// What a damaged log still says.
+struct Left {
+    /// The last membership its valid records (or, failing that, the latest
+    /// snapshot) name.
+    membership: Option<Membership<NodeId, Node>>,
+    /// The last log id among its valid records.
+    last: Option<LogId<NodeId>>,
+}
+
+/// Reads what the valid records of a damaged log still say.
+fn what_is_left(log_dir: &Path, snapshots: &SnapshotDir) -> Result<Left, String> {
     let mut found: Option<(u64, Membership<NodeId, Node>)> = None;
+    let mut last: Option<LogId<NodeId>> = None;
     log::visit_valid(log_dir, |index, bytes| {
         if let Ok(entry) = codec::decode_message::<Entry<TypeConfig>>("log entry", bytes) {
+            last = last.max(Some(entry.log_id));
             if let EntryPayload::Membership(m) = entry.payload {
                 if found.as_ref().is_none_or(|(i, _)| *i < index) {
                     found = Some((index, m));
@@ -120,13 +142,14 @@ fn last_membership(
         }
     })
     .map_err(|e| e.to_string())?;
-    if let Some((_, m)) = found {
-        return Ok(Some(m));
-    }
-    Ok(snapshots
-        .latest()
-        .map_err(|e| format!("snapshots: {e}"))?
-        .map(|(meta, _)| meta.last_membership.membership().clone()))
+    let membership = match found {
+        Some((_, m)) => Some(m),
+        None => snapshots
+            .latest()
+            .map_err(|e| format!("snapshots: {e}"))?
+            .map(|(meta, _)| meta.last_membership.membership().clone()),
+    };
+    Ok(Left { membership, last })
 }
 
 /// After the log was cut, the commit point recorded beside it may lie past
@@ -167,14 +190,15 @@ pub fn open_log(data_dir: &Path, me: NodeId) -> Result<OpenedLog, String> {
             metrics::counter!("sluice_log_damage_found_total").increment(1);
             let snapshots = SnapshotDir::open(&data_dir.join("snapshots"))
                 .map_err(|e| format!("snapshots: {e}"))?;
-            let alone = last_membership(&log_dir, &snapshots)?
-                .is_none_or(|m| m.nodes().all(|(id, _)| *id == me));
+            let Left { membership, last } = what_is_left(&log_dir, &snapshots)?;
+            let alone = membership.is_none_or(|m| m.nodes().all(|(id, _)| *id == me));
             if alone {
                 return Err(refusal(&damage, data_dir));
             }
+            let last = last.ok_or_else(|| format!("{damage}, and no entry of it decodes"))?;
             // Recorded before the cut: a crash in between must not leave a
             // short log that votes.
-            repair.begin(damage.last_seen)?;
+            repair.begin(last)?;
             let (log, _) = LogFiles::open_with(&log_dir, SEGMENT_BYTES, OnDamage::CutAndSetAside)
                 .map_err(|e| format!("log: {e}"))?;
             clamp_committed(&log_dir, &log)?;
@@ -239,7 +263,7 @@ pub fn check_snapshots(
     };
     // What the node still knows of its cluster: the log, the damaged
     // snapshot's header (written before its body), the state's record.
-    let membership = match last_membership(&log_dir, &snapshots)? {
+    let membership = match what_is_left(&log_dir, &snapshots)?.membership {
         Some(m) => Some(m),
         None => damaged
             .iter()
@@ -260,9 +284,10 @@ pub fn check_snapshots(
             purged.index + 1
         ));
     }
-    let target = log.last_index().unwrap_or(0).max(purged.index);
+    let in_log = log_store::last_log_id(log)?;
+    let target = in_log.max(Some(purged)).unwrap_or(purged);
     tracing::error!(
-        repair_target = target,
+        repair_target = target.index,
         "{what} and the log before it was purged: emptying the log and the state, keeping the vote; the leader will send a snapshot"
     );
     repair.begin(target)?;

@@ -10,8 +10,10 @@
 //!   could be a second vote in a term it already voted in;
 //! * for candidates that are not voters in the node's membership: a removed
 //!   node that keeps campaigning must not disturb the cluster;
-//! * while the node's damaged log is repaired ([`super::repair`]): it lost
-//!   entries it acknowledged, so its log no longer says whom it may elect.
+//! * while the node's damaged log is repaired ([`super::repair`]), for a
+//!   candidate whose log ends before the log this node held before the
+//!   damage: it lost entries it may have acknowledged, so its cut log no
+//!   longer says whom it may elect.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,7 +38,7 @@ pub struct VoteGuard {
 }
 
 impl VoteGuard {
-    /// A guard that also refuses votes while `repair` is pending.
+    /// A guard that also holds back votes while `repair` is pending.
     pub fn new(repair: Arc<super::repair::Repair>) -> Self {
         VoteGuard {
             rejoining: AtomicBool::new(false),
@@ -45,9 +47,14 @@ impl VoteGuard {
         }
     }
 
-    /// The index the node's damaged log must reach again before it votes.
+    /// The index the node's damaged log must reach again.
     pub fn repair_pending(&self) -> Option<u64> {
         self.repair.pending()
+    }
+
+    /// The last log id the node held before its log was damaged.
+    pub fn repair_target(&self) -> Option<openraft::LogId<NodeId>> {
+        self.repair.target()
     }
 
     /// Refuse votes until a leader reaches this node.
@@ -138,10 +145,13 @@ impl RaftService {
         if self.guard.is_rejoining() {
             return Some("this node is rejoining and has not heard from a leader yet".into());
         }
-        if let Some(target) = self.guard.repair_pending() {
-            return Some(format!(
-                "this node's damaged log is being repaired (until entry {target})"
-            ));
+        if let Some(target) = self.guard.repair_target() {
+            if req.last_log_id < Some(target) {
+                return Some(format!(
+                    "this node's damaged log is being repaired (until entry {}) and the candidate's log ends before it",
+                    target.index
+                ));
+            }
         }
         let candidate = req.vote.leader_id().voted_for()?;
         let metrics = self.raft.metrics();

@@ -444,12 +444,19 @@ impl ChaosCluster {
     }
 
     /// Whether node `id` has a process (running or paused).
+    /// A node that exited by itself (it refused to start, or stopped after
+    /// a storage failure) is reaped, so that it can be started again.
     pub fn is_up(&mut self, id: NodeId) -> bool {
         let node = self.nodes.get_mut(&id).expect("node");
-        match &mut node.child {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
+        let exited = match &mut node.child {
+            Some(c) => !matches!(c.try_wait(), Ok(None)),
+            None => return false,
+        };
+        if exited {
+            node.child = None;
+            node.paused = false;
         }
+        !exited
     }
 
     /// `kill -9`.
