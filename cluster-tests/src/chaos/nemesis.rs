@@ -11,7 +11,7 @@ use sluice_client::{Client, Options};
 
 use super::history::Fault;
 use super::net::{Grudge, NodeId};
-use super::nodes::ChaosCluster;
+use super::nodes::{ChaosCluster, Damage, DAMAGES};
 
 /// A kind of fault, as named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -215,6 +215,7 @@ pub async fn run(
         return faults;
     }
     let mut deck: Vec<Kind> = Vec::new();
+    let mut damages: Vec<Damage> = Vec::new();
     loop {
         let calm = Duration::from_secs(rng.range(schedule.calm_s.0, schedule.calm_s.1));
         if tokio::time::Instant::now() + calm >= until {
@@ -229,7 +230,7 @@ pub async fn run(
         let kind = deck.pop().expect("refilled above");
         let hold = Duration::from_secs(rng.range(schedule.fault_s.0, schedule.fault_s.1));
         let start_ns = clock();
-        let detail = match inject(cluster, kind, &mut rng).await {
+        let detail = match inject(cluster, kind, &mut rng, &mut damages).await {
             Ok(d) => d,
             Err(e) => format!("not injected: {e}"),
         };
@@ -291,7 +292,22 @@ fn who(id: NodeId, leader: bool) -> String {
     }
 }
 
-async fn inject(cluster: &mut ChaosCluster, kind: Kind, rng: &mut Rng) -> Result<String, String> {
+/// Deals the next kind of damage from `deck`, refilled shuffled: every
+/// kind of damage comes once before any comes twice.
+fn deal(deck: &mut Vec<Damage>, rng: &mut Rng) -> Damage {
+    if deck.is_empty() {
+        *deck = DAMAGES.to_vec();
+        rng.shuffle(deck);
+    }
+    deck.pop().expect("refilled above")
+}
+
+async fn inject(
+    cluster: &mut ChaosCluster,
+    kind: Kind,
+    rng: &mut Rng,
+    damages: &mut Vec<Damage>,
+) -> Result<String, String> {
     let ids = cluster.ids();
     match kind {
         Kind::Partition => {
@@ -404,7 +420,7 @@ async fn inject(cluster: &mut ChaosCluster, kind: Kind, rng: &mut Rng) -> Result
         Kind::Corrupt => {
             // A minority: one node, stopped while its files are damaged.
             let (n, leader) = victim(cluster, rng).await;
-            let damage = *rng.pick(&super::nodes::DAMAGES);
+            let damage = deal(damages, rng);
             cluster.kill(n);
             let done = cluster.damage(n, damage, rng.next_u64());
             cluster.start_node(n)?;
@@ -550,6 +566,21 @@ mod tests {
         let mut c = Rng::new(43);
         let zs: Vec<u64> = (0..20).map(|_| c.range(1, 6)).collect();
         assert_ne!(xs, zs);
+    }
+
+    #[test]
+    fn every_kind_of_damage_comes_once_before_any_comes_twice() {
+        let mut rng = Rng::new(1119);
+        let mut deck = Vec::new();
+        for _ in 0..3 {
+            let mut round: Vec<String> = (0..DAMAGES.len())
+                .map(|_| format!("{:?}", deal(&mut deck, &mut rng)))
+                .collect();
+            round.sort();
+            let mut all: Vec<String> = DAMAGES.iter().map(|d| format!("{d:?}")).collect();
+            all.sort();
+            assert_eq!(round, all);
+        }
     }
 
     #[test]
