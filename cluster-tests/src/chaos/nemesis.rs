@@ -34,8 +34,8 @@ pub enum Kind {
     /// A node's wall clock moved by up to two minutes either way (needs
     /// libfaketime).
     Clock,
-    /// A stopped node's files damaged (bit flips in its log, snapshot or
-    /// state store, or its log cut short), then the node started again.
+    /// A stopped node's files damaged (bit flips in its log or snapshot,
+    /// garbage in its state store), then the node started again.
     Corrupt,
     /// A node's own small filesystem filled (to nothing, or to below its
     /// reserve), then freed (needs root, for the tmpfs mounts).
