@@ -176,7 +176,7 @@ impl Shared {
                 "",
                 Refusal::Denied(format!(
                     "{} is not an operation of this listener",
-                    cut(&path, 128)
+                    crate::error::cut(&path, 128)
                 )),
             ));
         };
@@ -343,10 +343,10 @@ impl Shared {
         tracing::warn!(
             target: "sluice::audit",
             listener = self.listener.as_str(),
-            operation = %cut(path, 128),
+            operation = %crate::error::cut(path, 128),
             principal = %caller.map(|c| c.name()).unwrap_or_default(),
             action,
-            resource = %cut(resource, 256),
+            resource = %crate::error::cut(resource, 256),
             reason = %reason,
             message = %status.message(),
             "refused"
@@ -362,12 +362,6 @@ impl Shared {
     }
 }
 
-fn cut(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
 
 /// Reads the first gRPC message of a request body (whole, up to `max`
 /// bytes), and gives back a body that yields everything read and then the
