@@ -362,7 +362,6 @@ impl Shared {
     }
 }
 
-
 /// Reads the first gRPC message of a request body (whole, up to `max`
 /// bytes), and gives back a body that yields everything read and then the
 /// rest.
