@@ -253,6 +253,9 @@ impl RunningNode {
             .map_err(|e| data_err(e.to_string()))?;
         crate::raft::repair::check_snapshots(&config.data_dir, config.node_id, &repair, &log, &db)
             .map_err(data_err)?;
+        let was_leader =
+            crate::raft::log_store::step_down(&MetaFile::new(&log_dir.join("meta")), config.node_id)
+                .map_err(|e| data_err(format!("log: {e}")))?;
         let flusher = {
             let log = log.clone();
             GroupCommit::start("sluice-log-flush", move || {
@@ -291,6 +294,14 @@ impl RunningNode {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        if was_leader && repair.pending().is_none() {
+            // It led before the restart: campaign for a new term now rather
+            // than after an election timeout (a node alone wins at once).
+            if let Err(e) = raft.trigger().elect().await {
+                tracing::debug!(error = %e, "could not start an election after restarting as the former leader");
+            }
+        }
 
         let exporter = Exporter::global();
         metrics::spawn_raft_gauges(raft.clone());

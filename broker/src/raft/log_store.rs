@@ -159,6 +159,33 @@ pub(crate) fn read_meta(file: &MetaFile) -> Result<Meta, String> {
     }
 }
 
+/// Turns a leader's own committed vote, left from before a restart, into an
+/// uncommitted one (keeping its term and whom it names), and says whether it
+/// did.
+///
+/// openraft 0.9 resumes leadership at once when it starts with a committed
+/// vote for itself, in the same term. A leader that restarts may have lost
+/// its log's tail: the part not yet synced at a power loss (its followers
+/// may hold those entries, replicated before the leader's own fsync), or a
+/// damaged range cut off. Leading again in the same term, it would write
+/// new entries under the log ids its followers hold for other entries, and
+/// since Raft takes equal log ids for equal entries, the logs and states
+/// would silently diverge. An uncommitted vote keeps the node from voting
+/// for another in that term, as before, but makes it start as a follower;
+/// it then wins or loses a new term's election like any other candidate.
+pub(crate) fn step_down(file: &MetaFile, me: NodeId) -> Result<bool, String> {
+    let mut meta = read_meta(file)?;
+    let Some(vote) = meta.vote.as_mut() else {
+        return Ok(false);
+    };
+    if !vote.committed || vote.leader_id().voted_for() != Some(me) {
+        return Ok(false);
+    }
+    vote.committed = false;
+    write_meta(file, &meta)?;
+    Ok(true)
+}
+
 /// The log id of the last entry in `log` (offline tools).
 pub(crate) fn last_log_id(log: &LogFiles) -> Result<Option<LogId<NodeId>>, String> {
     match log.last().map_err(|e| format!("log: {e}"))? {
