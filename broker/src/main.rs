@@ -640,12 +640,15 @@ fn recover(args: RecoverArgs) -> ExitCode {
 fn cut_log(args: CutLogArgs) -> ExitCode {
     match sluice_broker::raft::repair::cut_log(&args.data_dir) {
         Ok(Some(damage)) => {
+            let held = match damage.last_seen {
+                Some(last) => format!("the log held entries up to {last}"),
+                None => "how far the log went is unknown".to_string(),
+            };
             println!(
-                "cut the log at byte {} of {}: entries from {} on are gone (up to {} were found past the damage); the damaged files are kept in {}",
+                "cut the log at byte {} of {}: entries from {} on are gone ({held}); the damaged files are kept in {}",
                 damage.offset,
                 damage.path.display(),
                 damage.first_lost,
-                damage.last_seen,
                 args.data_dir.join("log").display()
             );
             ExitCode::SUCCESS

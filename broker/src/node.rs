@@ -253,9 +253,11 @@ impl RunningNode {
             .map_err(|e| data_err(e.to_string()))?;
         crate::raft::repair::check_snapshots(&config.data_dir, config.node_id, &repair, &log, &db)
             .map_err(data_err)?;
-        let was_leader =
-            crate::raft::log_store::step_down(&MetaFile::new(&log_dir.join("meta")), config.node_id)
-                .map_err(|e| data_err(format!("log: {e}")))?;
+        let was_leader = crate::raft::log_store::step_down(
+            &MetaFile::new(&log_dir.join("meta")),
+            config.node_id,
+        )
+        .map_err(|e| data_err(format!("log: {e}")))?;
         let flusher = {
             let log = log.clone();
             GroupCommit::start("sluice-log-flush", move || {
@@ -295,7 +297,7 @@ impl RunningNode {
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
-        if was_leader && repair.pending().is_none() {
+        if was_leader && !repair.is_active() {
             // It led before the restart: campaign for a new term now rather
             // than after an election timeout (a node alone wins at once).
             if let Err(e) = raft.trigger().elect().await {
@@ -461,7 +463,7 @@ impl RunningNode {
         };
         // A node under repair belongs to a cluster already, whatever its
         // log says now (it may be empty): it waits for the leader.
-        let bootstrap = if ctx.repair.pending().is_some() {
+        let bootstrap = if ctx.repair.is_active() {
             tokio::spawn(async {})
         } else {
             tokio::spawn(bootstrap::run(

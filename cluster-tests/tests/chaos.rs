@@ -38,13 +38,7 @@ fn suite_run(workload: Workload, seed: u64, nodes: u64) {
         &results_dir(),
     );
     cfg.nodes = nodes;
-    // Every kind but `corrupt`: with it, queue seed 11 lost 20 acknowledged
-    // FIFO messages after a log flip on the leader (issue 19, open). Run it
-    // by hand with `--nemesis all`.
-    cfg.nemesis = Kind::ALL
-        .into_iter()
-        .filter(|k| *k != Kind::Corrupt)
-        .collect();
+    cfg.nemesis = Kind::ALL.to_vec();
     cfg.time_limit = Duration::from_secs(env_u64("SLUICE_CHAOS_SECONDS").unwrap_or(30));
     // Short calms and faults, so 30 s hold about six faults.
     cfg.calm_s = (1, 3);

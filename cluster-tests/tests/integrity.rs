@@ -41,10 +41,13 @@ fn segment(data_dir: &Path) -> PathBuf {
     segs.pop().unwrap()
 }
 
-/// Flips 16 bytes in the middle of `file`.
+/// Flips 16 bytes in the middle of what `file` holds (up to its last
+/// non-zero byte: log segments are allocated ahead, zero-filled).
 fn flip_16_in_middle(file: &Path) {
     let mut bytes = std::fs::read(file).unwrap();
-    let mid = bytes.len() / 2;
+    let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    assert!(end > 64, "{} holds too little to damage", file.display());
+    let mid = end / 2;
     for b in &mut bytes[mid..mid + 16] {
         *b ^= 0xff;
     }
@@ -128,8 +131,9 @@ async fn a_torn_final_write_is_cut_and_everything_acknowledged_is_served() {
     // payload, never synced nor acknowledged.
     let seg = segment(&c.nodes[&1].data_dir);
     let mut bytes = std::fs::read(&seg).unwrap();
-    bytes.extend_from_slice(&4000u32.to_le_bytes());
-    bytes.extend_from_slice(&[0x5a; 300]);
+    let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    bytes[end..end + 4].copy_from_slice(&4000u32.to_le_bytes());
+    bytes[end + 4..end + 304].fill(0x5a);
     std::fs::write(&seg, bytes).unwrap();
 
     c.node(1).start();
@@ -138,7 +142,7 @@ async fn a_torn_final_write_is_cut_and_everything_acknowledged_is_served() {
     assert_eq!(receive_bodies(&client, "q", &sent).await, sent);
     assert!(c.nodes[&1]
         .log_text()
-        .contains("cutting a torn final write"));
+        .contains("zeroing a torn final write"));
 }
 
 fn repair_target(status: &pb::GetClusterStatusResponse) -> Option<u64> {
@@ -239,6 +243,177 @@ async fn a_damaged_follower_helps_elect_no_candidate_lacking_what_it_held_until_
     c.leader(ELECTION).await;
     let client = c.client_without(leader);
     assert_eq!(receive_bodies(&client, "q", &sent).await, sent);
+}
+
+/// Cuts the node's log segment short in the second half of what it holds,
+/// as a filesystem that lost the file's end would.
+fn cut_short(data_dir: &Path) {
+    let seg = segment(data_dir);
+    let bytes = std::fs::read(&seg).unwrap();
+    let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len((end * 3 / 4) as u64).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[tokio::test]
+async fn a_follower_whose_log_was_cut_short_votes_for_no_one_until_a_leader_repairs_it() {
+    let _serial = serial().await;
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.leader(ELECTION).await;
+    let client = c.client();
+    client.create_queue("q", HashMap::new()).await.unwrap();
+    let others: Vec<NodeId> = c.nodes.keys().copied().filter(|id| *id != leader).collect();
+    let (damaged, lagging) = (others[0], others[1]);
+    c.node(lagging).kill9();
+    let sent = send(&c.client_without(lagging), "q", 600).await;
+    c.node(leader).kill9();
+    c.node(damaged).kill9();
+    // A cut at a record boundary or inside one: what is left reads as a
+    // whole log that ends early, and only the file's size tells.
+    cut_short(&c.nodes[&damaged].data_dir.clone());
+    c.node(damaged).start();
+    c.node(lagging).start();
+
+    let local = c.node(damaged).client(Duration::from_secs(2));
+    let target = wait_for(ELECTION, "the damaged node to report its repair", || {
+        let local = &local;
+        async move {
+            local
+                .cluster_status(true)
+                .await
+                .ok()
+                .and_then(|s| repair_target(&s))
+        }
+    })
+    .await;
+    assert_eq!(target, 0, "how far the log went is not known yet");
+    wait_for(ELECTION, "the damaged node to refuse a vote", || {
+        let log = c.nodes[&damaged].log_text();
+        async move { log.contains("votes for no one").then_some(()) }
+    })
+    .await;
+    let lagging_status = c
+        .node(lagging)
+        .client(Duration::from_secs(2))
+        .cluster_status(true)
+        .await
+        .unwrap();
+    assert_ne!(lagging_status.state, "leader", "{lagging_status:?}");
+    let log = c.nodes[&damaged].log_text();
+    assert!(log.contains("shorter than it was created"), "{log}");
+
+    // The old leader returns and is elected with the lagging node's vote;
+    // its commit point tells the damaged node how far to reach.
+    c.node(leader).start();
+    let repaired = wait_for(
+        Duration::from_secs(60),
+        "the cut log to be repaired",
+        || {
+            let local = &local;
+            async move {
+                local
+                    .cluster_status(true)
+                    .await
+                    .ok()
+                    .filter(|s| s.repair_target.is_none())
+            }
+        },
+    )
+    .await;
+    assert!(repaired.last_log_index >= 600, "{repaired:?}");
+    let log = c.nodes[&damaged].log_text();
+    assert!(
+        log.contains("the leader's commit point is the repair target"),
+        "{log}"
+    );
+    c.node(leader).kill9();
+    c.leader(ELECTION).await;
+    let client = c.client_without(leader);
+    assert_eq!(receive_bodies(&client, "q", &sent).await, sent);
+}
+
+/// Receives and deletes `n` of the messages in `queue`; returns their bodies.
+async fn delete_some(client: &Client, queue: &str, n: usize) -> BTreeSet<String> {
+    let mut deleted = BTreeSet::new();
+    while deleted.len() < n {
+        let r = client
+            .receive_message(pb::ReceiveMessageRequest {
+                queue_name: queue.into(),
+                max_number_of_messages: 10.min((n - deleted.len()) as i32),
+                visibility_timeout: Some(3600),
+                wait_time_seconds: Some(0),
+                ..Default::default()
+            })
+            .await
+            .expect("receive");
+        assert!(!r.messages.is_empty(), "the queue ran dry");
+        for m in r.messages {
+            client
+                .delete_message(queue, &m.receipt_handle)
+                .await
+                .expect("delete");
+            deleted.insert(m.body);
+        }
+    }
+    deleted
+}
+
+#[tokio::test]
+async fn a_leader_restarted_at_once_with_a_damaged_log_does_not_resume_its_term() {
+    let _serial = serial().await;
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.leader(ELECTION).await;
+    let client = c.client();
+    client.create_queue("q", HashMap::new()).await.unwrap();
+    let sent = send(&client, "q", 600).await;
+    let deleted = delete_some(&client, "q", 300).await;
+    let old_term = c
+        .node(leader)
+        .client(Duration::from_secs(2))
+        .cluster_status(true)
+        .await
+        .unwrap()
+        .term;
+    // Back before its followers notice it was gone. openraft would resume
+    // the old term's leadership at once, and with a log cut at the damage
+    // it would write new entries under log ids the followers hold for
+    // others: deleted messages would come back, new ones vanish.
+    c.node(leader).kill9();
+    flip_middle(&c.nodes[&leader].data_dir.clone());
+    c.node(leader).start();
+    let new_leader = c.leader(ELECTION).await;
+    let status = c
+        .node(new_leader)
+        .client(Duration::from_secs(2))
+        .cluster_status(true)
+        .await
+        .unwrap();
+    assert!(
+        status.term > old_term,
+        "the old term ({old_term}) is over: {status:?}"
+    );
+    let log = c.nodes[&leader].log_text();
+    assert!(log.contains("cut the Raft log at damage"), "{log}");
+    let client = c.client();
+    let mut more = BTreeSet::new();
+    for i in 0..50 {
+        let body = format!("after-{i:03}");
+        client
+            .send_message(pb::SendMessageRequest {
+                queue_name: "q".into(),
+                message_body: body.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("send after the restart");
+        more.insert(body);
+    }
+    let want: BTreeSet<String> = sent.difference(&deleted).cloned().chain(more).collect();
+    let got = receive_bodies(&client, "q", &want).await;
+    let back: Vec<&String> = got.intersection(&deleted).collect();
+    assert!(back.is_empty(), "deleted messages came back: {back:?}");
+    assert_eq!(got, want);
 }
 
 /// Flips bytes in the middle of the node's snapshot file.

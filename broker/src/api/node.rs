@@ -95,9 +95,9 @@ impl pb::node_server::Node for NodeApi {
         let min_index = request.into_inner().min_log_index;
         let raft = self.ctx.router.raft();
         let id = self.ctx.router.id();
-        if let Some(target) = self.ctx.repair.pending() {
+        if let Some(until) = self.ctx.repair.until() {
             return Err(Status::failed_precondition(format!(
-                "node {id} is repairing a damaged log (until entry {target}) and cannot lead"
+                "node {id} is repairing a damaged log ({until}) and cannot lead"
             )));
         }
         // A transfer asks once; anything more often only churns terms.

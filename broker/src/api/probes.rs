@@ -55,10 +55,8 @@ async fn readiness(
     contact_max: Duration,
 ) -> Result<(), String> {
     let me = router.id();
-    if let Some(target) = contact.repair_pending() {
-        return Err(format!(
-            "repairing a damaged log from the leader (until entry {target})"
-        ));
+    if let Some(until) = contact.repair().until() {
+        return Err(format!("repairing a damaged log from the leader ({until})"));
     }
     let m = router.raft().metrics().borrow().clone();
     m.running_state

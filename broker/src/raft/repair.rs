@@ -11,7 +11,9 @@
 //! * a node of a cluster cuts its log at the damage (the damaged files are
 //!   kept aside) and records a *repair target*: the last log id it found in
 //!   the damaged log, in `log/repair`, so that a restart meanwhile keeps the
-//!   repair going. Until its log reaches the target again (the leader
+//!   repair going. When how far the log went is unknown (its last segment
+//!   was cut short), it votes for no one until a leader has told it: see
+//!   [`Target::FromLeader`]. Until its log reaches the target again (the leader
 //!   re-sends the damaged range, or installs a snapshot past it), the node
 //!   votes only for a candidate whose log reaches the target (the vote it
 //!   would have given before the damage: refusing every vote could leave a
@@ -29,7 +31,8 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use openraft::{Entry, EntryPayload, LogId, Membership};
+use openraft::{Entry, EntryPayload, LogId, Membership, Vote};
+use serde::{Deserialize, Serialize};
 
 use super::log_store::{self, SEGMENT_BYTES};
 use super::snapshot::SnapshotDir;
@@ -39,11 +42,28 @@ use crate::store::lock::DirLock;
 use crate::store::log::{self, Damage, LogFiles, MetaFile, OnDamage};
 use crate::store::StoreError;
 
-/// The repair target of a node whose log was cut at damage: the last log
-/// id it held before.
+/// How far a node's cut log must reach again before it votes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    /// The last log id the node held before the damage.
+    Reach(LogId<NodeId>),
+    /// How far the log went is unknown (its last segment was cut short, or
+    /// its header damaged): the node held no entry of a term after `term`
+    /// (its vote's), so any leader of `term` or later holds every committed
+    /// entry it may have acknowledged. Once such a leader has committed an
+    /// entry of its own term, its commit point covers them all, and becomes
+    /// the target (never below `at_least`, what the cut log still holds).
+    FromLeader {
+        term: u64,
+        at_least: Option<LogId<NodeId>>,
+    },
+}
+
+/// The repair state of a node whose log was cut at damage.
 pub struct Repair {
     file: MetaFile,
-    target: Mutex<Option<LogId<NodeId>>>,
+    target: Mutex<Option<Target>>,
+    changed: tokio::sync::Notify,
 }
 
 impl Repair {
@@ -52,14 +72,12 @@ impl Repair {
         let file = MetaFile::new(&log_dir.join("repair"));
         let target = match file.read().map_err(|e| e.to_string())? {
             None => None,
-            Some(bytes) => Some(codec::decode_message::<LogId<NodeId>>(
-                "repair target",
-                &bytes,
-            )?),
+            Some(bytes) => Some(codec::decode_message::<Target>("repair target", &bytes)?),
         };
         Ok(Repair {
             file,
             target: Mutex::new(target),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -68,30 +86,124 @@ impl Repair {
         Repair {
             file: MetaFile::new(&log_dir.join("repair")),
             target: Mutex::new(None),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
-    /// The index the log must reach again before the node votes, if it is
-    /// being repaired.
-    pub fn pending(&self) -> Option<u64> {
-        self.target().map(|t| t.index)
+    /// Whether the node is being repaired.
+    pub fn is_active(&self) -> bool {
+        self.target().is_some()
     }
 
-    /// The last log id the node held before the damage, while it is being
-    /// repaired: it votes only for candidates whose log reaches it (what it
-    /// would have done before the damage), so that it never helps elect a
-    /// candidate lacking entries it may have acknowledged.
-    pub fn target(&self) -> Option<LogId<NodeId>> {
+    /// While the node is being repaired: the index its log must reach
+    /// again, or 0 while no leader has told it yet.
+    pub fn pending(&self) -> Option<u64> {
+        self.target().map(|t| match t {
+            Target::Reach(id) => id.index,
+            Target::FromLeader { .. } => 0,
+        })
+    }
+
+    /// What the repair waits for, in words ("until entry 812").
+    pub fn until(&self) -> Option<String> {
+        self.target().map(|t| match t {
+            Target::Reach(id) => format!("until entry {}", id.index),
+            Target::FromLeader { .. } => {
+                "until a leader has told it how far its log must reach".to_string()
+            }
+        })
+    }
+
+    /// The repair target, while the node is being repaired.
+    pub fn target(&self) -> Option<Target> {
         *self.target.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records, durably, that the log must reach `target` again.
+    /// Why a vote for a candidate whose log ends at `last` is refused, if
+    /// it is: the node votes only as it would have before the damage, for
+    /// candidates whose log reaches what it held, so that it never helps
+    /// elect one lacking entries it may have acknowledged. While it does
+    /// not know what it held, it votes for none.
+    pub fn refuses(&self, last: Option<LogId<NodeId>>) -> Option<String> {
+        match self.target()? {
+            Target::Reach(target) if last < Some(target) => Some(format!(
+                "this node's damaged log is being repaired (until entry {}) and the candidate's log ends before it",
+                target.index
+            )),
+            Target::Reach(_) => None,
+            Target::FromLeader { .. } => Some(
+                "this node's log lost an unknown part of its end and is being repaired; it votes for no one until a leader has repaired it".to_string(),
+            ),
+        }
+    }
+
+    /// Whether a leader's append, sent with `vote` and `leader_commit`,
+    /// tells the target of a repair that waits for one.
+    pub fn wants(&self, vote: &Vote<NodeId>, leader_commit: Option<LogId<NodeId>>) -> bool {
+        self.learned(vote, leader_commit).is_some()
+    }
+
+    fn learned(
+        &self,
+        vote: &Vote<NodeId>,
+        leader_commit: Option<LogId<NodeId>>,
+    ) -> Option<LogId<NodeId>> {
+        let Some(Target::FromLeader { term, at_least }) = self.target() else {
+            return None;
+        };
+        let leader_term = vote.leader_id().term;
+        let commit = leader_commit?;
+        (vote.committed && leader_term >= term && commit.leader_id.term == leader_term)
+            .then(|| at_least.max(Some(commit)).unwrap_or(commit))
+    }
+
+    /// Takes the target from a leader's append (see [`Target::FromLeader`]);
+    /// says whether it did. Blocks on a file write.
+    pub fn learn(
+        &self,
+        vote: &Vote<NodeId>,
+        leader_commit: Option<LogId<NodeId>>,
+    ) -> Result<bool, String> {
+        let Some(target) = self.learned(vote, leader_commit) else {
+            return Ok(false);
+        };
+        self.set(Target::Reach(target))?;
+        tracing::warn!(
+            repair_target = target.index,
+            leader = %vote,
+            "the leader's commit point is the repair target: this node votes again once its log reaches entry {}",
+            target.index
+        );
+        Ok(true)
+    }
+
+    /// Records, durably, that the log must reach `target` again (the later
+    /// of it and any target already recorded).
     fn begin(&self, target: LogId<NodeId>) -> Result<(), String> {
-        let target = self.target().max(Some(target)).unwrap_or(target);
+        let target = match self.target() {
+            Some(Target::Reach(old)) => old.max(target),
+            _ => target,
+        };
+        self.set(Target::Reach(target))
+    }
+
+    /// Records, durably, that how far the log went is unknown.
+    fn begin_unknown(&self, term: u64, at_least: Option<LogId<NodeId>>) -> Result<(), String> {
+        let at_least = match self.target() {
+            Some(Target::Reach(old)) => at_least.max(Some(old)),
+            Some(Target::FromLeader { at_least: old, .. }) => at_least.max(old),
+            None => at_least,
+        };
+        self.set(Target::FromLeader { term, at_least })
+    }
+
+    fn set(&self, target: Target) -> Result<(), String> {
         self.file
             .write(&codec::encode(&target))
             .map_err(|e| e.to_string())?;
         *self.target.lock().unwrap_or_else(|e| e.into_inner()) = Some(target);
+        self.publish();
+        self.changed.notify_one();
         Ok(())
     }
 
@@ -170,10 +282,12 @@ fn clamp_committed(log_dir: &Path, log: &LogFiles) -> Result<(), String> {
 }
 
 fn refusal(damage: &Damage, data_dir: &Path) -> String {
+    let lost = match damage.last_seen {
+        Some(last) => format!("entries {}..={last}", damage.first_lost),
+        None => format!("every entry from {} on", damage.first_lost),
+    };
     format!(
-        "{damage}. This node is alone in its cluster, so no other node holds a copy to repair the log from, and it will not start. Restore the data directory from a backup; or, accepting the loss of entries {}..={}, run `sluice cut-log --data-dir {}`, which cuts the log at the damage and keeps the damaged files aside",
-        damage.first_lost,
-        damage.last_seen,
+        "{damage}. This node is alone in its cluster, so no other node holds a copy to repair the log from, and it will not start. Restore the data directory from a backup; or, accepting the loss of {lost}, run `sluice cut-log --data-dir {}`, which cuts the log at the damage and keeps the damaged files aside",
         data_dir.display()
     )
 }
@@ -195,10 +309,22 @@ pub fn open_log(data_dir: &Path, me: NodeId) -> Result<OpenedLog, String> {
             if alone {
                 return Err(refusal(&damage, data_dir));
             }
-            let last = last.ok_or_else(|| format!("{damage}, and no entry of it decodes"))?;
+            tracing::error!("{damage}; cutting it there and repairing it from the leader");
             // Recorded before the cut: a crash in between must not leave a
             // short log that votes.
-            repair.begin(last)?;
+            match damage.last_seen {
+                Some(_) => {
+                    let last =
+                        last.ok_or_else(|| format!("{damage}, and no entry of it decodes"))?;
+                    repair.begin(last)?;
+                }
+                None => {
+                    let vote = log_store::read_meta(&MetaFile::new(&log_dir.join("meta")))?.vote;
+                    let term = vote.map_or(0, |v| v.leader_id().term);
+                    let kept = last.filter(|l| l.index < damage.first_lost);
+                    repair.begin_unknown(term, kept)?;
+                }
+            }
             let (log, _) = LogFiles::open_with(&log_dir, SEGMENT_BYTES, OnDamage::CutAndSetAside)
                 .map_err(|e| format!("log: {e}"))?;
             clamp_committed(&log_dir, &log)?;
@@ -206,11 +332,11 @@ pub fn open_log(data_dir: &Path, me: NodeId) -> Result<OpenedLog, String> {
         }
         Err(e) => return Err(format!("log: {e}")),
     };
-    if let Some(target) = repair.pending() {
+    if let Some(until) = repair.until() {
         tracing::warn!(
-            repair_target = target,
+            repair_target = repair.pending(),
             last_index = log.last_index(),
-            "this node's log is being repaired from the leader: it will not vote or lead until its log reaches entry {target} again"
+            "this node's log is being repaired from the leader: it will not vote or lead {until}"
         );
     }
     Ok(OpenedLog {
@@ -322,14 +448,21 @@ pub fn cut_log(data_dir: &Path) -> Result<Option<Damage>, String> {
 /// repair once its log reaches the target again and is synced.
 pub fn spawn_watch(raft: Raft, repair: Arc<Repair>, log: Arc<LogFiles>) {
     repair.publish();
-    let Some(target) = repair.pending() else {
+    if !repair.is_active() {
         return;
-    };
+    }
     raft.runtime_config().elect(false);
     tokio::spawn(async move {
         let mut metrics = raft.metrics();
         loop {
-            let reached = metrics.borrow().last_log_index.is_some_and(|i| i >= target);
+            let target = match repair.target() {
+                Some(Target::Reach(target)) => Some(target.index),
+                // Waits for a leader's append to tell it.
+                Some(Target::FromLeader { .. }) => None,
+                None => return,
+            };
+            let reached = target
+                .is_some_and(|target| metrics.borrow().last_log_index.is_some_and(|i| i >= target));
             if reached {
                 // What openraft counts as appended is durable only once
                 // synced; the flush thread may not have run yet.
@@ -358,8 +491,13 @@ pub fn spawn_watch(raft: Raft, repair: Arc<Repair>, log: Arc<LogFiles>) {
                     Err(e) => tracing::error!(error = %e, "could not sync the repaired log"),
                 }
             }
-            if metrics.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = repair.changed.notified() => {}
             }
         }
     });

@@ -12,8 +12,11 @@
 //!   node that keeps campaigning must not disturb the cluster;
 //! * while the node's damaged log is repaired ([`super::repair`]), for a
 //!   candidate whose log ends before the log this node held before the
-//!   damage: it lost entries it may have acknowledged, so its cut log no
-//!   longer says whom it may elect.
+//!   damage (for every candidate while that is unknown): it lost entries it
+//!   may have acknowledged, so its cut log no longer says whom it may elect.
+//!
+//! A leader's appends also tell a repair that waits for it how far the log
+//! must reach ([`super::repair::Target::FromLeader`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -47,14 +50,9 @@ impl VoteGuard {
         }
     }
 
-    /// The index the node's damaged log must reach again.
-    pub fn repair_pending(&self) -> Option<u64> {
-        self.repair.pending()
-    }
-
-    /// The last log id the node held before its log was damaged.
-    pub fn repair_target(&self) -> Option<openraft::LogId<NodeId>> {
-        self.repair.target()
+    /// The repair of the node's damaged log.
+    pub fn repair(&self) -> &super::repair::Repair {
+        &self.repair
     }
 
     /// Refuse votes until a leader reaches this node.
@@ -145,13 +143,8 @@ impl RaftService {
         if self.guard.is_rejoining() {
             return Some("this node is rejoining and has not heard from a leader yet".into());
         }
-        if let Some(target) = self.guard.repair_target() {
-            if req.last_log_id < Some(target) {
-                return Some(format!(
-                    "this node's damaged log is being repaired (until entry {}) and the candidate's log ends before it",
-                    target.index
-                ));
-            }
+        if let Some(reason) = self.guard.repair.refuses(req.last_log_id) {
+            return Some(reason);
         }
         let candidate = req.vote.leader_id().voted_for()?;
         let metrics = self.raft.metrics();
@@ -184,6 +177,15 @@ impl sluice_proto::internal::raft_server::Raft for RaftService {
         let rpc: openraft::raft::AppendEntriesRequest<super::TypeConfig> =
             decode("append-entries request", &request.get_ref().data)?;
         self.check_sender(&request, Some(&rpc.vote))?;
+        if self.guard.repair.wants(&rpc.vote, rpc.leader_commit) {
+            let (repair, vote, commit) = (self.guard.repair.clone(), rpc.vote, rpc.leader_commit);
+            let learned = tokio::task::spawn_blocking(move || repair.learn(&vote, commit))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+            if let Err(e) = learned {
+                tracing::error!(error = %e, "could not record the repair target");
+            }
+        }
         let result = self.raft.append_entries(rpc).await;
         if matches!(
             result,

@@ -8,7 +8,8 @@
 use std::path::Path;
 
 /// The format this build writes and reads.
-pub const CURRENT: u32 = 2;
+/// 3: log segments open with a header and are created at their full size.
+pub const CURRENT: u32 = 3;
 const FILE: &str = "FORMAT";
 const MAGIC: &str = "sluice-data-format";
 

@@ -8,25 +8,32 @@
 //! acknowledges is in these files.
 //!
 //! ```text
-//! {dir}/{first index:020}.seg   records, appended in index order
+//! {dir}/{first index:020}.seg   a header, then records in index order, then zeros
+//! header: "SLUICLOG" | u32 format | u32 CRC-32 of the rest | u64 first index | u64 file size
 //! record: u32 payload length | u32 CRC-32 of (index, payload) | u64 index | payload
 //! ```
 //!
-//! A segment is closed at [`LogFiles::open`]'s size limit and a new one
-//! started; creating or deleting a segment fsyncs the directory before the
-//! change counts.
+//! A segment is created at its full size (at least [`LogFiles::open`]'s
+//! segment size; sparse, so it costs no space until written), written under
+//! a temporary name, fsynced and renamed into place: a segment file is whole
+//! from the moment it exists, and its size never changes afterwards. A file
+//! shorter than its header says was cut by something other than the node,
+//! and may have lost acknowledged entries at its end, which no scan of what
+//! is left could tell. Records that no longer fit start a new segment;
+//! creating or deleting one fsyncs the directory before the change counts.
 //!
 //! On open, damage is told apart by what follows it:
 //!
-//! * a *torn write*: a bad record with nothing valid after it, at the end of
-//!   the last segment. A crash cut the last append short before its fsync,
-//!   so nothing in it was acknowledged: it is cut off.
+//! * a *torn write*: a bad record with only zeros or garbage after it, at the
+//!   end of the last segment. A crash cut the last append short before its
+//!   fsync, so nothing in it was acknowledged: it is zeroed.
 //! * *damage*: a bad record followed by valid ones (later in the segment, or
-//!   in later segments). Entries in the log's middle were fsynced and may
-//!   have been acknowledged, so they are never cut silently: [`OnDamage`]
-//!   says whether to refuse to open (a node alone has no other copy) or to
-//!   cut the log at the damage, keeping the damaged files aside, so that a
-//!   node of a cluster can be repaired from its leader.
+//!   in later segments), a missing run of entries between segments, a
+//!   damaged segment header, or a file cut short. Entries there were
+//!   fsynced and may have been acknowledged, so they are never cut silently:
+//!   [`OnDamage`] says whether to refuse to open (a node alone has no other
+//!   copy) or to cut the log at the damage, keeping the damaged files aside,
+//!   so that a node of a cluster can be repaired from its leader.
 //!
 //! Pages of one unsynced append written out of order by a power loss look
 //! like damage too; they are treated as damage, the safe side.
@@ -40,7 +47,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::StoreError;
 
+/// Bytes of a record's header.
 const HEADER: usize = 16;
+/// Bytes of the header that opens every segment file.
+const SEGMENT_HEADER: u64 = 32;
+/// What a segment file starts with.
+const MAGIC: [u8; 8] = *b"SLUICLOG";
+/// The segment format this build writes and reads.
+const SEGMENT_FORMAT: u32 = 2;
 /// Largest payload a record may hold; guards allocations when reading a
 /// damaged length.
 const MAX_PAYLOAD: u32 = 1 << 30;
@@ -49,8 +63,10 @@ struct Segment {
     first: u64,
     path: PathBuf,
     file: Arc<File>,
-    /// Bytes of valid records.
+    /// End of the valid records (the segment header's size when empty).
     len: u64,
+    /// The file's size, fixed when it was created.
+    size: u64,
     /// (offset, payload length) of entry `first + i`.
     records: Vec<(u64, u32)>,
 }
@@ -98,6 +114,111 @@ fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:020}.seg"))
 }
 
+/// Where a segment is written before it is renamed into place.
+fn new_segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.new"))
+}
+
+fn header_crc(header: &[u8; SEGMENT_HEADER as usize]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&header[0..12]);
+    h.update(&header[16..]);
+    h.finalize()
+}
+
+fn segment_header(first: u64, size: u64) -> [u8; SEGMENT_HEADER as usize] {
+    let mut h = [0u8; SEGMENT_HEADER as usize];
+    h[0..8].copy_from_slice(&MAGIC);
+    h[8..12].copy_from_slice(&SEGMENT_FORMAT.to_le_bytes());
+    h[16..24].copy_from_slice(&first.to_le_bytes());
+    h[24..32].copy_from_slice(&size.to_le_bytes());
+    let sum = header_crc(&h);
+    h[12..16].copy_from_slice(&sum.to_le_bytes());
+    h
+}
+
+/// The file size a segment's header records; `None` when the header is
+/// damaged. A segment of another format is an error: it is not damage, and
+/// it must not be misread.
+fn read_segment_header(path: &Path, bytes: &[u8], first: u64) -> Result<Option<u64>, StoreError> {
+    let Some(h) = bytes.get(..SEGMENT_HEADER as usize) else {
+        return Ok(None);
+    };
+    let h: &[u8; SEGMENT_HEADER as usize] = h.try_into().expect("header length");
+    if h[0..8] != MAGIC {
+        if record_at(bytes, 0, Some(first), 0).is_some() {
+            return Err(corrupt(
+                path,
+                "log segment written by an earlier Sluice (segment format 1, without a header); this Sluice reads format 2 only: run the version that wrote it, or start this one with an empty data directory",
+            ));
+        }
+        return Ok(None);
+    }
+    if u32::from_le_bytes(h[12..16].try_into().expect("4 bytes")) != header_crc(h) {
+        return Ok(None);
+    }
+    let format = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
+    if format != SEGMENT_FORMAT {
+        return Err(corrupt(
+            path,
+            format!(
+                "log segment in format {format}; this Sluice reads format {SEGMENT_FORMAT} only"
+            ),
+        ));
+    }
+    let named = u64::from_le_bytes(h[16..24].try_into().expect("8 bytes"));
+    if named != first {
+        return Ok(None);
+    }
+    Ok(Some(u64::from_le_bytes(
+        h[24..32].try_into().expect("8 bytes"),
+    )))
+}
+
+/// Creates the segment for entries from `first` on, `size` bytes long,
+/// whole before its name appears. The directory must be synced before an
+/// entry in it counts.
+fn create_segment(dir: &Path, first: u64, size: u64) -> Result<(PathBuf, File), StoreError> {
+    let tmp = new_segment_path(dir, first);
+    let path = segment_path(dir, first);
+    let create = || -> io::Result<File> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        file.write_all_at(&segment_header(first, size), 0)?;
+        file.set_len(size)?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        Ok(file)
+    };
+    match create() {
+        Ok(file) => Ok((path, file)),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(io_err("creating log segment", &path, e))
+        }
+    }
+}
+
+/// Writes zeros over `from..to` of `file`.
+fn zero(file: &File, from: u64, to: u64) -> io::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    if from >= to {
+        return Ok(());
+    }
+    let zeros = vec![0u8; (to - from).min(CHUNK) as usize];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(CHUNK) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
 /// Fsyncs a directory, so that files created, renamed or deleted in it stay
 /// that way after a crash.
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -108,14 +229,34 @@ pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// What a segment file holds.
 struct Scan {
+    /// The size its header records; `None` when the header is damaged.
+    size: Option<u64>,
+    /// The file's length as found.
+    file_len: u64,
     /// (offset, payload length) of each valid record.
     records: Vec<(u64, u32)>,
-    /// Bytes of valid records.
+    /// End of the valid records.
     valid: u64,
-    /// Something (a torn or damaged record) follows them.
-    trailing: bool,
+    /// End of the last non-zero byte after them (`valid` when none).
+    garbage_end: u64,
     /// The last index of valid records found past a damaged one.
     beyond: Option<u64>,
+}
+
+impl Scan {
+    fn trailing(&self) -> bool {
+        self.garbage_end > self.valid
+    }
+
+    fn truncated(&self) -> bool {
+        self.size.is_some_and(|size| self.file_len < size)
+    }
+
+    /// The last index this segment still shows, past damage included.
+    fn last_seen(&self, first: u64) -> Option<u64> {
+        let in_order = (!self.records.is_empty()).then(|| first + self.records.len() as u64 - 1);
+        in_order.max(self.beyond)
+    }
 }
 
 /// The record at `offset` of `bytes`, if one with index `expected` (or,
@@ -162,20 +303,31 @@ pub fn visit_valid(dir: &Path, mut visit: impl FnMut(u64, &[u8])) -> Result<(), 
 /// write).
 fn scan(path: &Path, first: u64, visit: &mut dyn FnMut(u64, &[u8])) -> Result<Scan, StoreError> {
     let bytes = fs::read(path).map_err(|e| io_err("reading log segment", path, e))?;
+    let size = read_segment_header(path, &bytes, first)?;
     let mut records = Vec::new();
-    let mut offset = 0usize;
+    let mut offset = (SEGMENT_HEADER as usize).min(bytes.len());
     while let Some((index, end)) = record_at(&bytes, offset, Some(first + records.len() as u64), 0)
     {
         visit(index, &bytes[offset + HEADER..end]);
         records.push((offset as u64, (end - offset - HEADER) as u32));
         offset = end;
     }
+    let valid = offset;
+    let garbage_end = bytes
+        .iter()
+        .rposition(|b| *b != 0)
+        .map_or(valid, |i| (i + 1).max(valid));
     let next = first + records.len() as u64;
     let mut beyond = None;
-    let mut at = offset + 1;
-    while at + HEADER <= bytes.len() {
+    let mut at = valid + 1;
+    while at + HEADER <= garbage_end {
         let Some((index, end)) = record_at(&bytes, at, None, next) else {
-            at += 1;
+            // A record's header holds a non-zero byte within its first
+            // 16: skip runs of zeros (the unwritten end of a segment).
+            at = match bytes[at..garbage_end].iter().position(|b| *b != 0) {
+                Some(p) => (at + p).saturating_sub(HEADER - 1).max(at + 1),
+                None => garbage_end,
+            };
             continue;
         };
         // Found one: follow the records after it.
@@ -190,9 +342,11 @@ fn scan(path: &Path, first: u64, visit: &mut dyn FnMut(u64, &[u8])) -> Result<Sc
         at = end.max(at + 1);
     }
     Ok(Scan {
+        size,
+        file_len: bytes.len() as u64,
         records,
-        valid: offset as u64,
-        trailing: offset < bytes.len(),
+        valid: valid as u64,
+        garbage_end: garbage_end as u64,
         beyond,
     })
 }
@@ -216,9 +370,25 @@ fn segment_firsts(dir: &Path) -> Result<Vec<u64>, StoreError> {
     Ok(firsts)
 }
 
-/// Cuts the log at `damage`: a copy of the damaged segment and the segments
-/// after it go to `damaged-{time}/` (for the operator to examine), and the
-/// damaged segment is truncated before its bad record.
+/// Removes segments left half-created by a crash.
+fn remove_unfinished(dir: &Path) -> Result<bool, StoreError> {
+    let mut removed = false;
+    for entry in fs::read_dir(dir).map_err(|e| io_err("listing log directory", dir, e))? {
+        let path = entry
+            .map_err(|e| io_err("listing log directory", dir, e))?
+            .path();
+        if path.extension().is_some_and(|e| e == "new") {
+            fs::remove_file(&path).map_err(|e| io_err("removing", &path, e))?;
+            removed = true;
+        }
+    }
+    Ok(removed)
+}
+
+/// Cuts the log at `damage`: the damaged segment and the segments after it
+/// go to `damaged-{time}/` (for the operator to examine); the damaged
+/// segment stays, with everything from its bad record on zeroed, unless
+/// its header is what was damaged.
 fn set_aside(dir: &Path, damage: &Damage) -> Result<PathBuf, StoreError> {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -227,7 +397,6 @@ fn set_aside(dir: &Path, damage: &Damage) -> Result<PathBuf, StoreError> {
     let aside = dir.join(format!("damaged-{millis}"));
     fs::create_dir_all(&aside).map_err(|e| io_err("creating", &aside, e))?;
     let name = damage.path.file_name().unwrap_or_default();
-    fs::copy(&damage.path, aside.join(name)).map_err(|e| io_err("copying", &damage.path, e))?;
     let damaged_first = name
         .to_str()
         .and_then(|n| n.strip_suffix(".seg"))
@@ -240,49 +409,104 @@ fn set_aside(dir: &Path, damage: &Damage) -> Result<PathBuf, StoreError> {
             fs::rename(&from, &to).map_err(|e| io_err("moving aside", &from, e))?;
         }
     }
+    if damage.kind == DamageKind::Header {
+        fs::rename(&damage.path, aside.join(name))
+            .map_err(|e| io_err("moving aside", &damage.path, e))?;
+    } else {
+        fs::copy(&damage.path, aside.join(name)).map_err(|e| io_err("copying", &damage.path, e))?;
+        let bytes = fs::read(&damage.path).map_err(|e| io_err("reading", &damage.path, e))?;
+        let size =
+            read_segment_header(&damage.path, &bytes, damaged_first)?.unwrap_or(bytes.len() as u64);
+        let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1) as u64;
+        let cut = || -> io::Result<()> {
+            let file = OpenOptions::new().write(true).open(&damage.path)?;
+            zero(&file, damage.offset, end)?;
+            if (bytes.len() as u64) < size {
+                file.set_len(size)?;
+            }
+            file.sync_all()
+        };
+        cut().map_err(|e| io_err("cutting log segment", &damage.path, e))?;
+    }
     sync_dir(&aside)?;
-    let file = OpenOptions::new()
-        .write(true)
-        .open(&damage.path)
-        .map_err(|e| io_err("opening log segment", &damage.path, e))?;
-    file.set_len(damage.offset)
-        .and_then(|_| file.sync_all())
-        .map_err(|e| io_err("cutting log segment", &damage.path, e))?;
     sync_dir(dir)?;
     tracing::error!(
         segment = %damage.path.display(),
         offset = damage.offset,
         first_lost = damage.first_lost,
-        last_seen = damage.last_seen,
+        last_seen = ?damage.last_seen,
         kept_in = %aside.display(),
         "cut the Raft log at damage; this node must be repaired from the leader before it votes again"
     );
     Ok(aside)
 }
 
-/// Damage in the middle of the log: a bad record followed by valid ones.
+/// What is wrong where a log is damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DamageKind {
+    /// A record does not read back, yet valid ones follow it.
+    Record,
+    /// The entries between one segment's last record and the next
+    /// segment's first are missing.
+    Gap,
+    /// The segment's header does not read back.
+    Header,
+    /// The file is shorter than it was created: its end was cut off.
+    Truncated,
+}
+
+/// Damage in the log: something other than a torn final write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Damage {
-    /// The segment file holding the bad record.
+    /// What is wrong.
+    pub kind: DamageKind,
+    /// The segment file holding the damage.
     pub path: PathBuf,
-    /// Byte offset of the bad record in that file.
+    /// Byte offset of the first bad byte in that file (the end of the
+    /// records that read back).
     pub offset: u64,
     /// Index of the first entry that cannot be read.
     pub first_lost: u64,
-    /// The last index found past the damage: the log held at least this far.
-    pub last_seen: u64,
+    /// The last index the log held, as far as can be told: `None` when the
+    /// log's last segment is cut short or its header damaged, so that how
+    /// far it went is unknown.
+    pub last_seen: Option<u64>,
 }
 
 impl std::fmt::Display for Damage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "the Raft log is damaged in {} at byte offset {}: entry {} does not read back, yet entries up to {} follow it (damage, not a torn final write)",
+            "the Raft log is damaged in {} at byte offset {}: ",
             self.path.display(),
-            self.offset,
-            self.first_lost,
-            self.last_seen
-        )
+            self.offset
+        )?;
+        match self.kind {
+            DamageKind::Record => write!(
+                f,
+                "entry {} does not read back, yet valid entries follow it (damage, not a torn final write)",
+                self.first_lost
+            )?,
+            DamageKind::Gap => write!(
+                f,
+                "the segment ends before entry {}, which the next segment does not start with",
+                self.first_lost
+            )?,
+            DamageKind::Header => write!(
+                f,
+                "the segment's header does not read back, so entries from {} on cannot be trusted",
+                self.first_lost
+            )?,
+            DamageKind::Truncated => write!(
+                f,
+                "the file is shorter than it was created, so entries from {} on were cut off",
+                self.first_lost
+            )?,
+        }
+        match self.last_seen {
+            Some(last) => write!(f, "; the log held entries up to {last}"),
+            None => write!(f, "; how far the log went is unknown"),
+        }
     }
 }
 
@@ -296,9 +520,61 @@ pub enum OnDamage {
     CutAndSetAside,
 }
 
+/// The first damage in the scanned segments, if any.
+fn find_damage(dir: &Path, firsts: &[u64], scans: &[Scan]) -> Option<Damage> {
+    let count = firsts.len();
+    // How far the log went is known only if its last segment is whole.
+    let end_known = scans
+        .last()
+        .is_none_or(|s| s.size.is_some() && !s.truncated());
+    for (i, (&first, scanned)) in firsts.iter().zip(scans).enumerate() {
+        let is_last = i + 1 == count;
+        let next = first + scanned.records.len() as u64;
+        let seen_after = || {
+            scans[i..]
+                .iter()
+                .zip(&firsts[i..])
+                .filter_map(|(s, f)| s.last_seen(*f))
+                .max()
+        };
+        let damage = |kind, offset| Damage {
+            kind,
+            path: segment_path(dir, first),
+            offset,
+            first_lost: if kind == DamageKind::Header {
+                first
+            } else {
+                next
+            },
+            last_seen: if end_known { seen_after() } else { None },
+        };
+        if scanned.size.is_none() {
+            return Some(damage(DamageKind::Header, 0));
+        }
+        if scanned.trailing() && scanned.beyond.is_some() {
+            return Some(damage(DamageKind::Record, scanned.valid));
+        }
+        if scanned.truncated() {
+            return Some(damage(DamageKind::Truncated, scanned.valid));
+        }
+        if !is_last && firsts[i + 1] != next {
+            // Garbage after this segment's records with a gap before the
+            // next one is where the missing entries were.
+            let kind = if scanned.trailing() {
+                DamageKind::Record
+            } else {
+                DamageKind::Gap
+            };
+            return Some(damage(kind, scanned.valid));
+        }
+    }
+    None
+}
+
 impl LogFiles {
-    /// Opens the log in `dir` (creating it), cutting a torn final write
-    /// off. Segments are closed once they reach `segment_bytes`.
+    /// Opens the log in `dir` (creating it), zeroing a torn final write.
+    /// Segments are created `segment_bytes` long (larger when one append
+    /// needs more).
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<Self, StoreError> {
         Self::open_with(dir, segment_bytes, OnDamage::Refuse).map(|(log, _)| log)
     }
@@ -322,89 +598,58 @@ impl LogFiles {
 
     fn open_inner(dir: &Path, segment_bytes: u64) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(|e| io_err("creating log directory", dir, e))?;
+        let mut dir_dirty = remove_unfinished(dir)?;
         let firsts = segment_firsts(dir)?;
-        let mut segments = BTreeMap::new();
-        let mut dir_dirty = false;
-        let count = firsts.len();
-        let mut expected_first: Option<u64> = None;
         let scans = firsts
             .iter()
             .map(|&first| scan(&segment_path(dir, first), first, &mut |_, _| {}))
             .collect::<Result<Vec<_>, _>>()?;
-        for (i, (&first, scanned)) in firsts.iter().zip(scans.iter()).enumerate() {
+        if let Some(damage) = find_damage(dir, &firsts, &scans) {
+            return Err(StoreError::LogDamaged(damage));
+        }
+        let count = firsts.len();
+        let mut segments = BTreeMap::new();
+        for (i, (first, scanned)) in firsts.into_iter().zip(scans).enumerate() {
             let path = segment_path(dir, first);
             let is_last = i + 1 == count;
-            if let Some(expected) = expected_first {
-                if first != expected {
-                    return Err(corrupt(
-                        &path,
-                        format!("log segment starts at {first}, expected {expected}"),
-                    ));
-                }
-            }
-            let Scan {
-                records,
-                valid,
-                trailing,
-                beyond,
-            } = scanned;
-            let (records, valid) = (records.clone(), *valid);
-            if *trailing {
-                // Valid entries past the bad record, in this segment or the
-                // ones after it, make it damage rather than a torn write.
-                let later = scans[i + 1..]
-                    .iter()
-                    .zip(firsts.iter().skip(i + 1))
-                    .filter_map(|(s, f)| {
-                        let in_segment =
-                            (!s.records.is_empty()).then(|| *f + s.records.len() as u64 - 1);
-                        in_segment.max(s.beyond)
-                    })
-                    .max();
-                if let Some(last_seen) = (*beyond).max(later) {
-                    return Err(StoreError::LogDamaged(Damage {
-                        path,
-                        offset: valid,
-                        first_lost: first + records.len() as u64,
-                        last_seen,
-                    }));
-                }
-            }
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(&path)
                 .map_err(|e| io_err("opening log segment", &path, e))?;
-            if *trailing {
+            if scanned.trailing() {
+                // With nothing valid after it: in the last segment a torn
+                // final write, in a sealed one garbage past its records
+                // (the next segment follows on, so nothing is missing).
                 tracing::warn!(
                     segment = %path.display(),
-                    offset = valid,
-                    valid_entries = records.len(),
-                    "cutting a torn final write off the end of the log (nothing valid follows it)"
+                    offset = scanned.valid,
+                    valid_entries = scanned.records.len(),
+                    "zeroing a torn final write at the end of the log segment (nothing valid follows it)"
                 );
-                file.set_len(valid)
-                    .and_then(|_| file.sync_all())
+                zero(&file, scanned.valid, scanned.garbage_end)
+                    .and_then(|_| file.sync_data())
                     .map_err(|e| io_err("repairing log segment", &path, e))?;
             }
-            if records.is_empty() && !is_last {
-                return Err(corrupt(&path, "empty log segment before the last one"));
-            }
-            if records.is_empty() && count > 1 {
+            if scanned.records.is_empty() && count > 1 && is_last {
                 // A segment created just before a crash, holding nothing yet.
                 fs::remove_file(&path)
                     .map_err(|e| io_err("removing empty log segment", &path, e))?;
                 dir_dirty = true;
                 continue;
             }
-            expected_first = Some(first + records.len() as u64);
+            if scanned.records.is_empty() && !is_last {
+                return Err(corrupt(&path, "empty log segment before the last one"));
+            }
             segments.insert(
                 first,
                 Segment {
                     first,
                     path,
                     file: Arc::new(file),
-                    len: valid,
-                    records,
+                    len: scanned.valid,
+                    size: scanned.size.expect("checked for damage"),
+                    records: scanned.records,
                 },
             );
         }
@@ -467,36 +712,33 @@ impl LogFiles {
                 return Err(corrupt(&self.dir, "appended entries are not consecutive"));
             }
         }
+        let bytes: u64 = entries.iter().map(|(_, p)| (HEADER + p.len()) as u64).sum();
         let need_new = match inner.segments.values().next_back() {
             None => true,
-            Some(s) => {
-                s.len >= self.segment_bytes || (s.records.is_empty() && s.first != *first_new)
-            }
+            Some(s) => s.len + bytes > s.size || (s.records.is_empty() && s.first != *first_new),
         };
         if need_new {
-            let path = segment_path(&self.dir, *first_new);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)
-                .map_err(|e| io_err("creating log segment", &path, e))?;
             // A stale empty segment the new one replaces.
             if let Some((&first, s)) = inner.segments.iter().next_back() {
                 if s.records.is_empty() {
                     let old = s.path.clone();
                     inner.segments.remove(&first);
-                    fs::remove_file(&old).map_err(|e| io_err("removing log segment", &old, e))?;
+                    if first != *first_new {
+                        fs::remove_file(&old)
+                            .map_err(|e| io_err("removing log segment", &old, e))?;
+                    }
                 }
             }
+            let size = self.segment_bytes.max(SEGMENT_HEADER + bytes);
+            let (path, file) = create_segment(&self.dir, *first_new, size)?;
             inner.segments.insert(
                 *first_new,
                 Segment {
                     first: *first_new,
                     path,
                     file: Arc::new(file),
-                    len: 0,
+                    len: SEGMENT_HEADER,
+                    size,
                     records: Vec::new(),
                 },
             );
@@ -626,12 +868,14 @@ impl LogFiles {
         };
         let keep = (index - s.first) as usize;
         if keep < s.records.len() {
+            // Zeroed, not cut: the file keeps its size, and no record of the
+            // old tail may read back after a crash (later appends would not
+            // overwrite all of it).
             let new_len = s.records[keep].0;
+            zero(&s.file, new_len, s.len)
+                .map_err(|e| io_err("truncating log segment", &s.path, e))?;
             s.records.truncate(keep);
             s.len = new_len;
-            s.file
-                .set_len(new_len)
-                .map_err(|e| io_err("truncating log segment", &s.path, e))?;
             let file = s.file.clone();
             inner.dirty.push(file);
         }
@@ -787,16 +1031,114 @@ mod tests {
         assert_eq!(log.last_index(), Some(8));
     }
 
+    /// End of the non-zero bytes of a segment file.
+    fn data_end(bytes: &[u8]) -> usize {
+        bytes.iter().rposition(|b| *b != 0).unwrap() + 1
+    }
+
     #[test]
-    fn a_torn_tail_is_cut_off_on_open() {
+    fn segments_are_created_whole_at_their_size() {
         let dir = tempfile::tempdir().unwrap();
-        let (seg, full) = one_segment(dir.path(), 1..11);
-        // A crash in the middle of writing entry 10.
-        fs::write(&seg, &full[..full.len() - 3]).unwrap();
+        let (seg, bytes) = one_segment(dir.path(), 1..11);
+        assert_eq!(bytes.len(), 1 << 20);
+        assert_eq!(&bytes[..8], b"SLUICLOG");
+        // A batch larger than the segment size gets a segment of its own.
+        let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
+        log.append(&[(11, vec![7u8; 2 << 20])]).unwrap();
+        log.sync().unwrap();
+        assert_eq!(log.segment_count(), 2);
+        let big = segment_path(dir.path(), 11);
+        assert_eq!(
+            fs::metadata(&big).unwrap().len(),
+            SEGMENT_HEADER + HEADER as u64 + (2 << 20)
+        );
+        drop(log);
+        assert_eq!(fs::read(&seg).unwrap(), bytes);
+        let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(log.last_index(), Some(11));
+    }
+
+    #[test]
+    fn a_torn_tail_is_zeroed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (seg, mut full) = one_segment(dir.path(), 1..11);
+        // A crash in the middle of writing entry 10: its last bytes never
+        // reached the disk.
+        let end = data_end(&full);
+        full[end - 3..end].fill(0);
+        fs::write(&seg, &full).unwrap();
         let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(log.last_index(), Some(9));
+        assert_eq!(fs::metadata(&seg).unwrap().len(), 1 << 20);
         log.append(&entries(10..12)).unwrap();
         assert_eq!(log.read(1, 12).unwrap(), entries(1..12));
+    }
+
+    #[test]
+    fn a_segment_cut_short_is_damage_whose_end_is_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let (seg, full) = one_segment(dir.path(), 1..101);
+        // Cut at a record boundary: what is left reads as a whole log.
+        let record = (SEGMENT_HEADER as usize) + 9 * (HEADER + 7) + 40 * (HEADER + 8);
+        fs::write(&seg, &full[..record]).unwrap();
+        let d = damaged(LogFiles::open(dir.path(), 1 << 20));
+        assert_eq!(
+            (d.kind, d.first_lost, d.last_seen),
+            (DamageKind::Truncated, 50, None)
+        );
+        assert!(d.to_string().contains("unknown"), "{d}");
+        let (log, cut) =
+            LogFiles::open_with(dir.path(), 1 << 20, OnDamage::CutAndSetAside).unwrap();
+        assert_eq!(cut, Some(d));
+        assert_eq!(log.last_index(), Some(49));
+        assert_eq!(fs::metadata(&seg).unwrap().len(), 1 << 20);
+        drop(log);
+        let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
+        log.append(&entries(50..60)).unwrap();
+        assert_eq!(log.read(1, 100).unwrap(), entries(1..60));
+    }
+
+    #[test]
+    fn a_damaged_segment_header_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (seg, mut full) = one_segment(dir.path(), 1..11);
+        full[26] ^= 0x40;
+        fs::write(&seg, &full).unwrap();
+        let d = damaged(LogFiles::open(dir.path(), 1 << 20));
+        assert_eq!((d.kind, d.offset, d.first_lost), (DamageKind::Header, 0, 1));
+        // The last segment's size is unknown, and with it the log's end.
+        assert_eq!(d.last_seen, None);
+        let (log, _) = LogFiles::open_with(dir.path(), 1 << 20, OnDamage::CutAndSetAside).unwrap();
+        assert_eq!(log.last_index(), None);
+        assert!(!seg.exists(), "the segment went aside whole");
+    }
+
+    #[test]
+    fn a_segment_of_the_earlier_format_is_refused_not_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        // Format 1: records from offset 0, no header.
+        let mut bytes = Vec::new();
+        for (index, payload) in entries(1..4) {
+            bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&crc(index, &payload).to_le_bytes());
+            bytes.extend_from_slice(&index.to_le_bytes());
+            bytes.extend_from_slice(&payload);
+        }
+        fs::write(segment_path(dir.path(), 1), bytes).unwrap();
+        let Err(e) = LogFiles::open(dir.path(), 1 << 20) else {
+            panic!("opened a segment of format 1");
+        };
+        assert!(e.to_string().contains("earlier Sluice"), "{e}");
+    }
+
+    #[test]
+    fn a_half_created_segment_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        one_segment(dir.path(), 1..11);
+        fs::write(new_segment_path(dir.path(), 11), b"SLUIC").unwrap();
+        let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(log.last_index(), Some(10));
+        assert!(!new_segment_path(dir.path(), 11).exists());
     }
 
     fn damaged(result: Result<LogFiles, StoreError>) -> Damage {
@@ -817,12 +1159,12 @@ mod tests {
         drop(log);
         let seg = segment_path(dir.path(), 1);
         let mut bytes = fs::read(&seg).unwrap();
-        bytes[HEADER + 2] ^= 0xff;
+        bytes[SEGMENT_HEADER as usize + HEADER + 2] ^= 0xff;
         fs::write(&seg, bytes).unwrap();
         let d = damaged(LogFiles::open(dir.path(), 100));
         assert_eq!(
-            (d.path, d.offset, d.first_lost, d.last_seen),
-            (seg, 0, 1, 29)
+            (d.kind, d.path, d.offset, d.first_lost, d.last_seen),
+            (DamageKind::Record, seg, SEGMENT_HEADER, 1, Some(29))
         );
     }
 
@@ -832,15 +1174,19 @@ mod tests {
         let (seg, mut bytes) = one_segment(dir.path(), 1..101);
         let record = HEADER + b"entry-10".len();
         // 16 bytes flipped inside entry 40 (entries 1..10 are shorter).
-        let at = 9 * (HEADER + 7) + 30 * record + 3;
+        let first_record = SEGMENT_HEADER as usize;
+        let at = first_record + 9 * (HEADER + 7) + 30 * record + 3;
         for b in &mut bytes[at..at + 16] {
             *b ^= 0xff;
         }
         fs::write(&seg, &bytes).unwrap();
         let d = damaged(LogFiles::open(dir.path(), 1 << 20));
         assert_eq!(d.first_lost, 40);
-        assert_eq!(d.offset, (9 * (HEADER + 7) + 30 * record) as u64);
-        assert_eq!(d.last_seen, 100, "{d}");
+        assert_eq!(
+            d.offset,
+            (first_record + 9 * (HEADER + 7) + 30 * record) as u64
+        );
+        assert_eq!(d.last_seen, Some(100), "{d}");
         let text = d.to_string();
         assert!(
             text.contains(&seg.display().to_string()) && text.contains("offset"),
@@ -884,12 +1230,13 @@ mod tests {
         let firsts = segment_firsts(dir.path()).unwrap();
         let second = segment_path(dir.path(), firsts[1]);
         let mut bytes = fs::read(&second).unwrap();
-        let last = bytes.len() - 1;
+        // The last byte of its last record.
+        let last = data_end(&bytes) - 1;
         bytes[last] ^= 1;
         fs::write(&second, &bytes).unwrap();
         let (log, cut) = LogFiles::open_with(dir.path(), 100, OnDamage::CutAndSetAside).unwrap();
         let cut = cut.expect("damage");
-        assert_eq!(cut.last_seen, 59);
+        assert_eq!(cut.last_seen, Some(59));
         assert_eq!(log.last_index(), Some(cut.first_lost - 1));
         assert_eq!(log.segment_count(), 2);
     }
@@ -898,10 +1245,31 @@ mod tests {
     fn garbage_after_the_last_record_is_a_torn_write() {
         let dir = tempfile::tempdir().unwrap();
         let (seg, mut bytes) = one_segment(dir.path(), 1..11);
-        bytes.extend((0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+        let end = data_end(&bytes);
+        for (i, b) in bytes[end..end + 5000].iter_mut().enumerate() {
+            *b = ((i as u32).wrapping_mul(2_654_435_761) >> 13) as u8;
+        }
         fs::write(&seg, &bytes).unwrap();
         let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(log.last_index(), Some(10));
+        assert_eq!(data_end(&fs::read(&seg).unwrap()), end, "zeroed");
+    }
+
+    #[test]
+    fn garbage_in_the_unused_end_of_a_sealed_segment_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFiles::open(dir.path(), 100).unwrap();
+        append_each(&log, 1..20);
+        log.sync().unwrap();
+        drop(log);
+        let first = segment_path(dir.path(), 1);
+        let mut bytes = fs::read(&first).unwrap();
+        let last = bytes.len() - 1;
+        assert_eq!(bytes[last], 0, "the segment has room left at its end");
+        bytes[last] = 0x5a;
+        fs::write(&first, &bytes).unwrap();
+        let log = LogFiles::open(dir.path(), 100).unwrap();
+        assert_eq!(log.read(1, 100).unwrap(), entries(1..20));
     }
 
     #[test]
@@ -915,6 +1283,7 @@ mod tests {
         log.append(&entries(17..19)).unwrap();
         log.sync().unwrap();
         drop(log);
+        // The old tail (entries 19.. of the first write) does not come back.
         let log = LogFiles::open(dir.path(), 120).unwrap();
         assert_eq!(log.read(1, 100).unwrap(), entries(1..19));
         // Truncating everything leaves an empty log that accepts any index.
@@ -922,6 +1291,20 @@ mod tests {
         assert_eq!(log.last_index(), None);
         log.append(&entries(1..3)).unwrap();
         assert_eq!(log.last_index(), Some(2));
+    }
+
+    #[test]
+    fn a_truncated_tail_does_not_come_back_after_a_shorter_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
+        log.append(&entries(1..40)).unwrap();
+        log.sync().unwrap();
+        log.truncate_from(20).unwrap();
+        log.append(&entries(20..23)).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(log.last_index(), Some(22));
     }
 
     #[test]

@@ -114,8 +114,11 @@ pub fn small_disks_available() -> bool {
 /// How a stopped node's files are damaged.
 #[derive(Debug, Clone, Copy)]
 pub enum Damage {
-    /// 16 bytes flipped in the middle of a log segment.
+    /// 16 bytes flipped in the middle of what a log segment holds.
     LogFlip,
+    /// A log segment cut short somewhere in what it holds (fsynced records
+    /// lost off its end).
+    LogTruncate,
     /// 16 bytes flipped in the snapshot file.
     SnapshotFlip,
     /// Garbage written over the state store's file in places.
@@ -123,15 +126,22 @@ pub enum Damage {
 }
 
 /// Every kind of damage.
-///
-/// Not among them: cutting fsynced records off the log's end. A cut at a
-/// record boundary looks like a log that simply ended there, and one
-/// inside a record like a torn final write, so the node cannot tell it
-/// lost acknowledged entries; on a leader, two suite runs lost committed
-/// writes that way (the node then helped elect a candidate without them).
-/// Detecting it needs a durable record of how far the log was synced,
-/// which is not built yet.
-pub const DAMAGES: [Damage; 3] = [Damage::LogFlip, Damage::SnapshotFlip, Damage::StateGarbage];
+pub const DAMAGES: [Damage; 4] = [
+    Damage::LogFlip,
+    Damage::LogTruncate,
+    Damage::SnapshotFlip,
+    Damage::StateGarbage,
+];
+
+/// Where the data of a file allocated ahead (a log segment) ends: after its
+/// last non-zero byte.
+fn data_end(path: &Path) -> Result<u64, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    Ok(bytes
+        .iter()
+        .rposition(|b| *b != 0)
+        .map_or(0, |i| i as u64 + 1))
+}
 
 /// Files of `dir` whose name ends with `ext`, in order.
 fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
@@ -542,7 +552,7 @@ impl ChaosCluster {
                 let Some(seg) = segments.get(pick as usize % segments.len().max(1)) else {
                     return Err("no log segment".into());
                 };
-                let len = std::fs::metadata(seg).map_err(|e| e.to_string())?.len();
+                let len = data_end(seg)?;
                 if len < 64 {
                     return Err("log segment too short".into());
                 }
@@ -559,6 +569,29 @@ impl ChaosCluster {
                 }
                 write_at(seg, at, &bytes)?;
                 Ok(format!("16 bytes flipped at {at} of {}", seg.display()))
+            }
+            Damage::LogTruncate => {
+                // The last segment: where the log's end is.
+                let Some(seg) = segments.last() else {
+                    return Err("no log segment".into());
+                };
+                let len = data_end(seg)?;
+                if len < 64 {
+                    return Err("log segment too short".into());
+                }
+                let at = len / 2 + pick % (len / 2);
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(seg)
+                    .map_err(|e| e.to_string())?;
+                f.set_len(at)
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| e.to_string())?;
+                Ok(format!(
+                    "{} cut to {at} bytes ({} held)",
+                    seg.display(),
+                    len
+                ))
             }
             Damage::SnapshotFlip => {
                 let snaps = files_with(&data.join("snapshots"), "snap");
