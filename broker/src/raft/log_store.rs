@@ -362,3 +362,44 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| storage_error("syncing the purged log", e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn meta_with(vote: Vote<NodeId>) -> (tempfile::TempDir, MetaFile) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = MetaFile::new(&dir.path().join("meta"));
+        let meta = Meta {
+            vote: Some(vote),
+            purged: None,
+            committed: Some(LogId::new(CommittedLeaderId::new(4, 1), 10)),
+        };
+        write_meta(&file, &meta).unwrap();
+        (dir, file)
+    }
+
+    #[test]
+    fn a_restarted_leader_steps_down_keeping_its_term() {
+        let (_dir, file) = meta_with(Vote::new_committed(4, 1));
+        assert!(step_down(&file, 1).unwrap());
+        let meta = read_meta(&file).unwrap();
+        let vote = meta.vote.unwrap();
+        assert!(!vote.committed);
+        assert_eq!(
+            (vote.leader_id().term, vote.leader_id().voted_for()),
+            (4, Some(1))
+        );
+        assert_eq!(meta.committed.map(|c| c.index), Some(10));
+        // Once is enough.
+        assert!(!step_down(&file, 1).unwrap());
+    }
+
+    #[test]
+    fn a_follower_keeps_its_vote() {
+        let (_dir, file) = meta_with(Vote::new_committed(4, 2));
+        assert!(!step_down(&file, 1).unwrap());
+        assert!(read_meta(&file).unwrap().vote.unwrap().committed);
+    }
+}
