@@ -180,11 +180,15 @@ impl Repair {
     /// Records, durably, that the log must reach `target` again (the later
     /// of it and any target already recorded).
     fn begin(&self, target: LogId<NodeId>) -> Result<(), String> {
-        let target = match self.target() {
-            Some(Target::Reach(old)) => old.max(target),
-            _ => target,
-        };
-        self.set(Target::Reach(target))
+        match self.target() {
+            Some(Target::Reach(old)) => self.set(Target::Reach(old.max(target))),
+            // Still unknown: what was lost reaches at least this far.
+            Some(Target::FromLeader { term, at_least }) => self.set(Target::FromLeader {
+                term,
+                at_least: at_least.max(Some(target)),
+            }),
+            None => self.set(Target::Reach(target)),
+        }
     }
 
     /// Records, durably, that how far the log went is unknown.
@@ -501,4 +505,75 @@ pub fn spawn_watch(raft: Raft, repair: Arc<Repair>, log: Arc<LogFiles>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn id(term: u64, index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    #[test]
+    fn a_known_target_refuses_only_candidates_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let repair = Repair::load(dir.path()).unwrap();
+        repair.begin(id(3, 100)).unwrap();
+        assert!(repair.refuses(Some(id(3, 99))).is_some());
+        assert!(repair.refuses(Some(id(2, 500))).is_some());
+        assert!(repair.refuses(Some(id(3, 100))).is_none());
+        assert!(repair.refuses(Some(id(4, 50))).is_none());
+        // A leader's append changes nothing.
+        assert!(!repair
+            .learn(&Vote::new_committed(5, 2), Some(id(5, 10)))
+            .unwrap());
+        assert_eq!(repair.pending(), Some(100));
+    }
+
+    #[test]
+    fn an_unknown_target_is_taken_from_a_leader_that_committed_in_its_own_term() {
+        let dir = tempfile::tempdir().unwrap();
+        let repair = Repair::load(dir.path()).unwrap();
+        repair.begin_unknown(4, Some(id(3, 40))).unwrap();
+        assert_eq!(repair.pending(), Some(0));
+        assert!(
+            repair.refuses(Some(id(9, 1000))).is_some(),
+            "no vote at all"
+        );
+        // A leader of an older term, an uncommitted vote, or a commit point
+        // of an earlier term (not yet known to cover everything) tell nothing.
+        assert!(!repair
+            .learn(&Vote::new_committed(3, 2), Some(id(3, 90)))
+            .unwrap());
+        assert!(!repair.learn(&Vote::new(5, 2), Some(id(5, 90))).unwrap());
+        assert!(!repair
+            .learn(&Vote::new_committed(5, 2), Some(id(4, 90)))
+            .unwrap());
+        assert!(!repair.learn(&Vote::new_committed(5, 2), None).unwrap());
+        assert_eq!(repair.pending(), Some(0));
+        assert!(repair
+            .learn(&Vote::new_committed(5, 2), Some(id(5, 120)))
+            .unwrap());
+        assert_eq!(repair.target(), Some(Target::Reach(id(5, 120))));
+        // Recorded: a restart keeps it.
+        let again = Repair::load(dir.path()).unwrap();
+        assert_eq!(again.target(), Some(Target::Reach(id(5, 120))));
+    }
+
+    #[test]
+    fn a_known_target_does_not_end_an_unknown_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let repair = Repair::load(dir.path()).unwrap();
+        repair.begin_unknown(4, None).unwrap();
+        repair.begin(id(4, 70)).unwrap();
+        assert_eq!(
+            repair.target(),
+            Some(Target::FromLeader {
+                term: 4,
+                at_least: Some(id(4, 70))
+            })
+        );
+    }
 }
