@@ -124,6 +124,27 @@ async fn mid_log_damage_on_a_lone_node_refuses_to_start_naming_the_file_and_offs
 }
 
 #[tokio::test]
+async fn a_lone_node_whose_log_was_cut_short_refuses_to_start() {
+    let _serial = serial().await;
+    let (mut c, _sent) = killed_after_sending(400).await;
+    let data_dir = c.nodes[&1].data_dir.clone();
+    cut_short(&data_dir);
+    c.node(1).start();
+    let status = c
+        .node(1)
+        .wait_exit(Duration::from_secs(30))
+        .expect("the node stops by itself");
+    assert!(!status.success(), "{status:?}");
+    let log = c.nodes[&1].log_text();
+    assert!(
+        log.contains(&segment(&data_dir).display().to_string())
+            && log.contains("shorter than it was created")
+            && log.contains("how far the log went is unknown"),
+        "the refusal names the file and what is wrong:\n{log}"
+    );
+}
+
+#[tokio::test]
 async fn a_torn_final_write_is_cut_and_everything_acknowledged_is_served() {
     let _serial = serial().await;
     let (mut c, sent) = killed_after_sending(200).await;

@@ -52,7 +52,8 @@ pub enum Target {
     /// (its vote's), so any leader of `term` or later holds every committed
     /// entry it may have acknowledged. Once such a leader has committed an
     /// entry of its own term, its commit point covers them all, and becomes
-    /// the target (never below `at_least`, what the cut log still holds).
+    /// the target (never below `at_least`, the last entry the damaged log
+    /// still showed).
     FromLeader {
         term: u64,
         at_least: Option<LogId<NodeId>>,
@@ -325,8 +326,8 @@ pub fn open_log(data_dir: &Path, me: NodeId) -> Result<OpenedLog, String> {
                 None => {
                     let vote = log_store::read_meta(&MetaFile::new(&log_dir.join("meta")))?.vote;
                     let term = vote.map_or(0, |v| v.leader_id().term);
-                    let kept = last.filter(|l| l.index < damage.first_lost);
-                    repair.begin_unknown(term, kept)?;
+                    // Entries seen past the damage were held too.
+                    repair.begin_unknown(term, last)?;
                 }
             }
             let (log, _) = LogFiles::open_with(&log_dir, SEGMENT_BYTES, OnDamage::CutAndSetAside)
