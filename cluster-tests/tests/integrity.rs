@@ -72,6 +72,18 @@ async fn killed_after_sending(n: usize) -> (Cluster, BTreeSet<String>) {
     (c, sent)
 }
 
+/// Starts the lone node, which must stop by itself with a failure; returns
+/// its log.
+fn refused_start(c: &mut Cluster) -> String {
+    c.node(1).start();
+    let status = c
+        .node(1)
+        .wait_exit(Duration::from_secs(30))
+        .expect("the node stops by itself");
+    assert!(!status.success(), "{status:?}");
+    c.nodes[&1].log_text()
+}
+
 #[tokio::test]
 async fn mid_log_damage_on_a_lone_node_refuses_to_start_naming_the_file_and_offset() {
     let _serial = serial().await;
@@ -80,13 +92,7 @@ async fn mid_log_damage_on_a_lone_node_refuses_to_start_naming_the_file_and_offs
     let seg = flip_middle(&data_dir);
     let damaged = std::fs::read(&seg).unwrap();
 
-    c.node(1).start();
-    let status = c
-        .node(1)
-        .wait_exit(Duration::from_secs(30))
-        .expect("the node stops by itself");
-    assert!(!status.success(), "{status:?}");
-    let log = c.nodes[&1].log_text();
+    let log = refused_start(&mut c);
     assert!(
         log.contains(&seg.display().to_string()) && log.contains("byte offset"),
         "the refusal names the file and offset:\n{log}"
@@ -129,13 +135,7 @@ async fn a_lone_node_whose_log_was_cut_short_refuses_to_start() {
     let (mut c, _sent) = killed_after_sending(400).await;
     let data_dir = c.nodes[&1].data_dir.clone();
     cut_short(&data_dir);
-    c.node(1).start();
-    let status = c
-        .node(1)
-        .wait_exit(Duration::from_secs(30))
-        .expect("the node stops by itself");
-    assert!(!status.success(), "{status:?}");
-    let log = c.nodes[&1].log_text();
+    let log = refused_start(&mut c);
     assert!(
         log.contains(&segment(&data_dir).display().to_string())
             && log.contains("shorter than it was created")
