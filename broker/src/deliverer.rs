@@ -23,11 +23,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::api::topics::percent_encode;
+use crate::clock::now_ms;
 use crate::command::Command;
 use crate::identity::Identity;
 use crate::outbound::Destinations;
-use crate::router::{now_ms, Router};
+use crate::router::Router;
 use crate::topics::envelope;
 use crate::topics::outbox::{self, Due, Kind, Outcome};
 use crate::topics::subscriptions::Protocol;
@@ -221,11 +221,7 @@ impl Deliverer {
                     raw,
                 } => ("Notification", message_id.clone(), body.clone(), *raw),
                 Kind::Confirmation { token } => {
-                    let url = format!(
-                        "{base_url}/topics/confirm?TopicArn={}&Token={}",
-                        percent_encode(&topic_arn),
-                        percent_encode(token)
-                    );
+                    let url = envelope::confirmation_url(&base_url, &topic_arn, token);
                     let id = uuid::Uuid::new_v4().to_string();
                     let body = envelope::confirmation(&id, &topic_arn, token, &url, now_ms());
                     ("SubscriptionConfirmation", id, body, false)

@@ -22,9 +22,9 @@ use sluice_security::Credentials;
 
 use crate::auth::caller::NODE_OWNER;
 use crate::auth::NodeSecurity;
+use crate::clock::now_ms;
 use crate::raft::network::{is_connect_error, Channels};
 use crate::raft::state_machine::StateHandle;
-use crate::router::now_ms;
 use crate::waiters::Waiters;
 use crate::workers::{self, WorkerRecord};
 

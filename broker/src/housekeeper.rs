@@ -14,9 +14,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::now_ms;
 use crate::command::{Command, CommandOutput};
 use crate::queues::{self, housekeeping};
-use crate::router::{now_ms, Router};
+use crate::router::Router;
 use crate::streams;
 use crate::topics;
 use crate::waiters::Waiters;

@@ -18,9 +18,9 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::api::functions::{resolve, run_invocation, RunFailure};
 use crate::api::Context;
+use crate::clock::now_ms;
 use crate::command::Command;
 use crate::functions::events::{self, Arns, DueEvent, RunOutcome};
-use crate::router::now_ms;
 use crate::waiters::Waiters;
 
 /// How often the leader looks for due events without a wake-up.

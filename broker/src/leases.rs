@@ -18,11 +18,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use crate::clock::now_ms;
 use crate::command::Command;
 use crate::mappings::checkpoints::Checkpoint;
 use crate::mappings::leases::{stream_slot, Lease, SLOTS_MAX};
 use crate::mappings::{Mapping, Source};
-use crate::router::{now_ms, Router};
+use crate::router::Router;
 use crate::streams::Stream;
 use crate::waiters::Waiters;
 use crate::workers;

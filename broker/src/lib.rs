@@ -16,6 +16,7 @@
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
+pub mod clock;
 pub mod command;
 pub mod config;
 pub mod deliverer;

@@ -17,7 +17,7 @@
 //! promises it (CreateQueue is idempotent, FIFO queues deduplicate).
 
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 
@@ -204,6 +204,18 @@ pub fn hop_from_status<T>(status: tonic::Status) -> Hop<T> {
     }
 }
 
+impl From<BatchError> for RouteError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Overloaded { queued } => RouteError::Overloaded { queued },
+            BatchError::NotLeader { node_id, leader } => RouteError::NotLeader { node_id, leader },
+            BatchError::ShuttingDown => RouteError::ShuttingDown,
+            BatchError::Abandoned => RouteError::Abandoned,
+            BatchError::Internal(m) => RouteError::Internal(m),
+        }
+    }
+}
+
 /// Routes calls to the leader. Cheap to clone.
 #[derive(Clone)]
 pub struct Router {
@@ -219,14 +231,6 @@ struct Inner {
     leader_wait: Duration,
     paused: tokio::sync::watch::Sender<bool>,
     disk: std::sync::Arc<crate::disk::DiskGuard>,
-}
-
-/// The leader's wall clock in ms since the Unix epoch, stamped on commands.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Whether `id` is a voter or learner in the membership `metrics` show.
@@ -508,8 +512,8 @@ impl Routed for Write {
         }
         match router.inner.proposer.propose(self.0.clone()).await {
             Ok(response) => Hop::Done(response),
-            Err(e @ RouteError::NotLeader { .. }) => Hop::Retry(e),
-            Err(e) => Hop::Fail(e),
+            Err(e @ BatchError::NotLeader { .. }) => Hop::Retry(e.into()),
+            Err(e) => Hop::Fail(e.into()),
         }
     }
 

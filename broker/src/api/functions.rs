@@ -286,7 +286,7 @@ impl FunctionsApi {
             .into_iter()
             .find(|(p, _)| p.qualifier == *qualifier)
             .map_or(0, |(_, spec)| {
-                super::workers::available(&workers, &spec.key, crate::router::now_ms())
+                super::workers::available(&workers, &spec.key, crate::clock::now_ms())
             })
             .min(c.requested);
         Ok(Response::new(pb::ProvisionedConcurrencyConfig {

@@ -13,6 +13,7 @@ use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::{consistency, Consistency, Context};
+use crate::clock::now_ms;
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::DomainError;
 use crate::queues::attributes::{self, queue_name_from_arn, Attribute};
@@ -21,7 +22,6 @@ use crate::queues::layout::MoveTask;
 use crate::queues::message::{self, AttributeValue, NewMessage, Outgoing};
 use crate::queues::receipt::Receipt;
 use crate::queues::{self, redrive, CreateQueue, ListQueues, Queue};
-use crate::router::now_ms;
 
 /// Counts a long poll as waiting (`sluice_long_polls_waiting`) while held,
 /// also when the call is cancelled.

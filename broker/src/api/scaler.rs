@@ -27,9 +27,9 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{status, Context};
+use crate::clock::now_ms;
 use crate::error::{ApplyError, DomainError};
 use crate::mappings::Source;
-use crate::router::now_ms;
 
 /// How often StreamIsActive looks again.
 const STREAM_POLL: Duration = Duration::from_secs(1);

@@ -18,9 +18,9 @@ use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::{Consistency, Context};
+use crate::clock::now_ms;
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::DomainError;
-use crate::router::now_ms;
 use crate::streams::iterator::{self, Position, ShardIterator};
 use crate::streams::records::{validate_batch, NewRecord, Read, READ_MAX_BYTES, READ_MAX_RECORDS};
 use crate::streams::{self, hashing, shard_id, ShardMeta, Stream};

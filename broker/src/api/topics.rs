@@ -687,19 +687,6 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `%`-encodes a query parameter value.
-pub fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -720,7 +707,10 @@ mod tests {
     #[test]
     fn query_strings_round_trip() {
         let arn = "arn:aws:sns:us-east-1:000000000000:t";
-        let q = format!("TopicArn={}&Token=ab%2Bc", percent_encode(arn));
+        let q = format!(
+            "TopicArn={}&Token=ab%2Bc",
+            crate::topics::envelope::percent_encode(arn)
+        );
         let p = parse_query(&q);
         assert_eq!(p["TopicArn"], arn);
         assert_eq!(p["Token"], "ab+c");

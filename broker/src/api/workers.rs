@@ -7,13 +7,13 @@ use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::{Consistency, Context};
+use crate::clock::now_ms;
 use crate::command::{Command, Query, QueryOutput};
 use crate::functions::concurrency::ProvisionedConfig;
 use crate::functions::events::Destination;
 use crate::mappings::checkpoints::{Checkpoint, Commit};
 use crate::mappings::leases::stream_part;
 use crate::mappings::{Mapping, Source, StartingPosition};
-use crate::router::now_ms;
 use crate::workers::{self, Heartbeat, Warm, WorkerRecord};
 
 /// Serves the workers API.

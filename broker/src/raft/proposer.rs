@@ -16,12 +16,18 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::NodeId;
+use crate::clock::now_ms;
 use crate::command::{Command, EntryResponse, Request, Response};
-use crate::router::{now_ms, RouteError};
 
-/// Why a batch was not applied. Every write of the batch gets it.
+/// Why a write was not applied. Every write of a failed batch gets the
+/// batch's error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchError {
+    /// Too many writes wait for a batch already: refused, not queued.
+    Overloaded {
+        /// How many may wait.
+        queued: usize,
+    },
     /// This node stopped leading; the writes should go to the new leader.
     NotLeader {
         /// This node.
@@ -38,17 +44,6 @@ pub enum BatchError {
     Internal(String),
 }
 
-impl From<BatchError> for RouteError {
-    fn from(e: BatchError) -> Self {
-        match e {
-            BatchError::NotLeader { node_id, leader } => RouteError::NotLeader { node_id, leader },
-            BatchError::ShuttingDown => RouteError::ShuttingDown,
-            BatchError::Abandoned => RouteError::Abandoned,
-            BatchError::Internal(m) => RouteError::Internal(m),
-        }
-    }
-}
-
 /// A batch handed to Raft; resolves when it has been applied.
 pub type Submitted = Pin<Box<dyn Future<Output = Result<EntryResponse, BatchError>> + Send>>;
 
@@ -62,7 +57,7 @@ pub struct Limits {
     /// Approximate bytes per batch (see [`Command::size_hint`]).
     pub max_bytes: usize,
     /// Writes waiting for a batch; more are refused with
-    /// [`RouteError::Overloaded`] rather than held in memory.
+    /// [`BatchError::Overloaded`] rather than held in memory.
     pub max_queued: usize,
 }
 
@@ -79,7 +74,7 @@ impl Default for Limits {
 
 struct Pending {
     command: Command,
-    reply: oneshot::Sender<Result<Response, RouteError>>,
+    reply: oneshot::Sender<Result<Response, BatchError>>,
 }
 
 /// Queues writes and proposes them in batches. Cheap to clone.
@@ -102,21 +97,21 @@ impl Proposer {
     }
 
     /// Proposes `command` and waits for its result.
-    pub async fn propose(&self, command: Command) -> Result<Response, RouteError> {
+    pub async fn propose(&self, command: Command) -> Result<Response, BatchError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .try_send(Pending { command, reply })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
                     metrics::counter!("sluice_proposals_refused_total").increment(1);
-                    RouteError::Overloaded {
+                    BatchError::Overloaded {
                         queued: self.tx.max_capacity(),
                     }
                 }
-                mpsc::error::TrySendError::Closed(_) => RouteError::ShuttingDown,
+                mpsc::error::TrySendError::Closed(_) => BatchError::ShuttingDown,
             })?;
         // The proposer dropped the write: it may have reached Raft.
-        rx.await.unwrap_or(Err(RouteError::Abandoned))
+        rx.await.unwrap_or(Err(BatchError::Abandoned))
     }
 }
 
@@ -170,12 +165,12 @@ where
                         responses.len()
                     ));
                     for reply in replies {
-                        let _ = reply.send(Err(e.clone().into()));
+                        let _ = reply.send(Err(e.clone()));
                     }
                 }
                 Err(e) => {
                     for reply in replies {
-                        let _ = reply.send(Err(e.clone().into()));
+                        let _ = reply.send(Err(e.clone()));
                     }
                 }
             }
@@ -306,7 +301,7 @@ mod tests {
             assert!(futures::poll!(f.as_mut()).is_pending());
         }
         match proposer.propose(cmd(4)).await {
-            Err(RouteError::Overloaded { queued: 3 }) => {}
+            Err(BatchError::Overloaded { queued: 3 }) => {}
             other => panic!("{other:?}"),
         }
     }

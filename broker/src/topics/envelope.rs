@@ -119,6 +119,29 @@ pub fn base64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
+/// `%`-encodes a query parameter value.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The URL a subscriber visits to confirm its subscription, on the node
+/// reachable at `base_url`.
+pub fn confirmation_url(base_url: &str, topic_arn: &str, token: &str) -> String {
+    format!(
+        "{base_url}/topics/confirm?TopicArn={}&Token={}",
+        percent_encode(topic_arn),
+        percent_encode(token)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
