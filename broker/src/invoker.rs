@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::api::functions::{resolve, run_invocation, RunFailure};
-use crate::api::Context;
 use crate::clock::now_ms;
 use crate::command::Command;
+use crate::context::Context;
+use crate::error::ErrorKind;
 use crate::functions::events::{self, Arns, DueEvent, RunOutcome};
+use crate::invocation::{resolve, run_invocation, ResolveError, RunFailure};
 use crate::waiters::Waiters;
 
 /// How often the leader looks for due events without a wake-up.
@@ -192,8 +193,8 @@ async fn run_one(ctx: &Context, d: DueEvent, retry_delay: Duration) -> Done {
     let outcome = match resolve(ctx, &d.function, &d.event.qualifier).await {
         // The function or its qualifier is gone: a failure like any
         // other, so the retry policy and destinations apply.
-        Err(status) if status.code() == tonic::Code::NotFound => {
-            Ran::Settle(failure(status.message(), "$LATEST".into()))
+        Err(ResolveError::Domain(e)) if e.kind == ErrorKind::NotFound => {
+            Ran::Settle(failure(&e.message, "$LATEST".into()))
         }
         // Not answered (no leader now): run it later.
         Err(_) => Ran::NotRun,
@@ -217,8 +218,8 @@ async fn run_one(ctx: &Context, d: DueEvent, retry_delay: Duration) -> Done {
                     executed_version: ran.version,
                 }),
                 // The code could not be run: a function failure.
-                Err(RunFailure::Rejected(status)) => {
-                    Ran::Settle(failure(status.message(), "$LATEST".into()))
+                Err(RunFailure::Rejected(e)) => {
+                    Ran::Settle(failure(&e.to_string(), "$LATEST".into()))
                 }
                 Err(RunFailure::Throttled(_)) => Ran::NotRun,
                 Err(RunFailure::Dispatch(crate::dispatch::DispatchError::Lost { worker, why })) => {

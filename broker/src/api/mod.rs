@@ -37,10 +37,10 @@ use tonic::service::Routes;
 use tonic::Status;
 
 use crate::command::{Command, CommandOutput, Query, QueryOutput, QueryResponse};
-use crate::identity::Identity;
 use crate::raft::service::RaftService;
-use crate::raft::Timing;
-use crate::router::{RouteError, Router};
+use crate::router::RouteError;
+
+pub use crate::context::Context;
 
 /// Largest message the internal services accept: Raft batches carry many
 /// client requests.
@@ -49,34 +49,6 @@ const INTERNAL_MESSAGE_MAX: usize = 512 * 1024 * 1024;
 pub(crate) const PUBLIC_MESSAGE_MAX: usize = 16 * 1024 * 1024;
 
 pub use sluice_proto::CONSISTENCY_HEADER;
-
-/// What every service of a node shares.
-#[derive(Clone)]
-pub struct Context {
-    /// Routes calls to the leader.
-    pub router: Router,
-    /// Region and account for ARNs.
-    pub identity: Identity,
-    /// The address other nodes and clients reach this node at.
-    pub advertise: String,
-    /// Raft timing (leadership transfer waits out the leader lease).
-    pub timing: Timing,
-    /// Where long polls wait for their queue.
-    pub waiters: Arc<crate::waiters::Waiters>,
-    /// Routes invocations to workers.
-    pub dispatcher: Arc<crate::dispatch::Dispatcher>,
-    /// Invocations running by function, for reserved concurrency (counted
-    /// by the leader).
-    pub slots: Arc<crate::dispatch::Slots>,
-    /// The worker running inside this node, if it runs one; its
-    /// `WorkerHost` service is served on the cluster listener.
-    pub worker: Option<Arc<sluice_worker::Worker>>,
-    /// The cluster key and what is derived from it, certificates, and how
-    /// to dial other nodes and workers.
-    pub security: Arc<crate::auth::NodeSecurity>,
-    /// Whether the node's damaged log is being repaired (it may not lead).
-    pub repair: Arc<crate::raft::repair::Repair>,
-}
 
 impl Context {
     /// Runs `query` with the asked consistency.

@@ -200,6 +200,27 @@ impl From<crate::dispatch::DispatchError> for Status {
     }
 }
 
+impl From<crate::invocation::ResolveError> for Status {
+    fn from(e: crate::invocation::ResolveError) -> Self {
+        use crate::invocation::ResolveError;
+        match e {
+            ResolveError::Route(e) => e.into(),
+            ResolveError::Domain(e) => e.into(),
+            ResolveError::Unexpected => unexpected("Invoke"),
+        }
+    }
+}
+
+impl From<crate::invocation::RunFailure> for Status {
+    fn from(f: crate::invocation::RunFailure) -> Self {
+        use crate::invocation::RunFailure;
+        match f {
+            RunFailure::Throttled(e) => e.into(),
+            RunFailure::Rejected(e) | RunFailure::Dispatch(e) => e.into(),
+        }
+    }
+}
+
 impl From<RouteError> for Status {
     fn from(e: RouteError) -> Self {
         let message = e.to_string();

@@ -59,7 +59,7 @@ pub fn provisioned(
         // nothing warm.
         if let Ok(QueryOutput::Target(t)) = target {
             let (spec, _) =
-                super::functions::run_spec(ctx, &t.function, t.version.as_ref(), &c.qualifier);
+                crate::invocation::run_spec(ctx, &t.function, t.version.as_ref(), &c.qualifier);
             out.push((c, spec));
         }
     }
