@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use prost::Message;
+use sluice_broker::apply::{Ctx, Effects};
 use sluice_broker::command::Command;
-use sluice_broker::machine::{self, Ctx, Effects};
+use sluice_broker::machine;
 use sluice_broker::queues::delivery::ReceiveRequest;
 use sluice_broker::queues::message::{NewMessage, Outgoing};
 use sluice_broker::queues::CreateQueue;

@@ -15,6 +15,10 @@ use crate::identity::Identity;
 use crate::raft::{Compaction, NodeId, Timing};
 pub use sluice_security::tls::CertFiles;
 
+/// The default budget of request bytes in flight on a node
+/// (`--request-memory-mb`; see `api::bounds`).
+pub const REQUEST_MEMORY_DEFAULT: usize = 256 << 20;
+
 /// How a node finds its cluster when its data directory is empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bootstrap {
@@ -434,7 +438,7 @@ impl Settings {
             return Err("--leader-wait-ms: must be at least 1".into());
         }
         let request_memory = match self.request_memory_mb {
-            None => crate::api::bounds::REQUEST_MEMORY_DEFAULT,
+            None => REQUEST_MEMORY_DEFAULT,
             Some(mb) if (32..=65_536).contains(&mb) => (mb as usize) << 20,
             Some(_) => return Err(
                 "--request-memory-mb: must be 32 to 65536 (MiB), as the largest request is 16 MiB"

@@ -14,6 +14,7 @@
 //! `docs/architecture.md` describes the write path and the invariants.
 
 pub mod api;
+pub mod apply;
 pub mod auth;
 pub mod bootstrap;
 pub mod clock;

@@ -10,6 +10,7 @@
 //! commit. The Raft plumbing around them lives in
 //! [`crate::raft::state_machine`].
 
+use crate::apply::{Ctx, Effect, Effects};
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::ApplyResult;
 use crate::functions;
@@ -17,69 +18,6 @@ use crate::queues::{self, delivery, housekeeping, layout, redrive};
 use crate::store::{StateRead, Txn};
 use crate::streams::{self, iterator::Position, records, shards};
 use crate::topics::{self, outbox, publish, subscriptions};
-
-/// What a command may know besides its arguments and the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ctx {
-    /// The state machine's clock: the largest leader time stamp applied so
-    /// far, ms since the Unix epoch.
-    pub now_ms: u64,
-}
-
-/// Something a command changed that matters outside the state machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
-    /// A queue has messages to receive (wakes long polls on every node).
-    QueueReady(String),
-    /// A shard has new records, or closed (wakes its subscribers on every
-    /// node).
-    ShardAppended {
-        /// Stream id.
-        stream: u64,
-        /// Shard index.
-        shard: u32,
-    },
-    /// A topic outbox has entries due (wakes the leader's deliverer).
-    OutboxReady,
-    /// A function has an asynchronous invocation due (wakes the leader's
-    /// runner).
-    EventReady,
-    /// A worker's record changed (wakes invocations waiting for a worker).
-    WorkersChanged,
-}
-
-/// The effects of the commands applied in one batch.
-#[derive(Debug, Default)]
-pub struct Effects(Vec<Effect>);
-
-impl Effects {
-    /// Records an effect.
-    pub fn push(&mut self, e: Effect) {
-        if !self.0.contains(&e) {
-            self.0.push(e);
-        }
-    }
-
-    /// The effects, once.
-    pub fn drain(&mut self) -> std::vec::Drain<'_, Effect> {
-        self.0.drain(..)
-    }
-
-    /// True when nothing happened that matters outside.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Forgets the effects recorded since `len` (of a rejected command).
-    pub fn truncate(&mut self, len: usize) {
-        self.0.truncate(len);
-    }
-
-    /// Number of effects recorded.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-}
 
 /// Applies one command. Writes go to `txn`; on error the caller discards them
 /// (and the effects recorded meanwhile).

@@ -1,9 +1,10 @@
 //! A state machine without Raft, for the domain tests: commands run through
 //! [`machine::apply`] over an in-memory store, with the clock moved by hand.
 
+use crate::apply::{Ctx, Effect, Effects};
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::{ApplyError, DomainError};
-use crate::machine::{self, Ctx, Effect, Effects};
+use crate::machine;
 use crate::store::MemState;
 
 /// A function named `name` with small settings and a dummy package, to

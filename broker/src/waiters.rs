@@ -3,7 +3,7 @@
 //! A receive that finds nothing waits on its queue's [`Waiters`] entry, a
 //! shard subscription on its shard's. Every
 //! node applies every command, and the state machine reports when one made
-//! messages available on a queue ([`crate::machine::Effect::QueueReady`]);
+//! messages available on a queue ([`crate::apply::Effect::QueueReady`]);
 //! the node then wakes that queue's waiters, whichever node the client
 //! called. Waking is a hint: the woken receive asks the leader again.
 

@@ -18,8 +18,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::apply::Ctx;
 use crate::error::{ApplyResult, DomainError};
-use crate::machine::Ctx;
 use crate::store::keys::Key;
 use crate::store::{StateRead, Txn};
 

@@ -35,8 +35,6 @@ pub const DEPTH_MAX: usize = 16;
 const SLACK: usize = 64 * 1024;
 /// What a call without a payload may send.
 pub const DEFAULT_BYTES: usize = (1 << 20) + SLACK;
-/// The default budget of request bytes in flight on a node.
-pub const REQUEST_MEMORY_DEFAULT: usize = 256 << 20;
 
 /// The largest message the RPC `method` of `service` takes.
 pub fn byte_limit(service: &str, method: &str) -> usize {

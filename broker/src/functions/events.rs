@@ -19,8 +19,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{require, save};
+use crate::apply::{Ctx, Effects};
 use crate::error::{ApplyResult, DomainError};
-use crate::machine::{Ctx, Effects};
 use crate::queues::message::{NewMessage, Outgoing};
 use crate::store::keys::{read_u64, Key};
 use crate::store::{codec, StateRead, Txn};
@@ -230,7 +230,7 @@ pub fn enqueue(
     txn.put_record(event_key(name, f.event_seq), &e);
     txn.put_record(due_key(name, e.due_ms, f.event_seq), &());
     save(txn, &f);
-    effects.push(crate::machine::Effect::EventReady);
+    effects.push(crate::apply::Effect::EventReady);
     Ok(())
 }
 

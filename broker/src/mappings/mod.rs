@@ -16,9 +16,9 @@ pub mod leases;
 
 use serde::{Deserialize, Serialize};
 
+use crate::apply::Ctx;
 use crate::error::{ApplyResult, DomainError};
 use crate::filter::{FilterPolicy, Scope};
-use crate::machine::Ctx;
 use crate::store::keys::Key;
 use crate::store::{codec, StateRead, Txn};
 

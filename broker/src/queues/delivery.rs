@@ -18,8 +18,8 @@ use super::layout::{
 use super::message::{self, NewMessage};
 use super::receipt::Receipt;
 use super::{require, Queue};
+use crate::apply::{Ctx, Effect, Effects};
 use crate::error::{ApplyResult, DomainError};
-use crate::machine::{Ctx, Effect, Effects};
 use crate::store::keys::read_u64;
 use crate::store::{StateRead, Txn};
 

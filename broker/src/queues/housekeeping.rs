@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::delivery::{self, Open};
 use super::layout::{self, gc_key, gc_prefix, load_head, Keys};
+use crate::apply::{Ctx, Effect, Effects};
 use crate::error::ApplyResult;
-use crate::machine::{Ctx, Effect, Effects};
 use crate::store::keys::{read_u64, Key};
 use crate::store::{StateRead, Txn};
 

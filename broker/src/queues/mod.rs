@@ -29,8 +29,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::apply::Ctx;
 use crate::error::{ApplyResult, DomainError};
-use crate::machine::Ctx;
 use crate::store::keys::{self, Key};
 use crate::store::{codec, StateRead, Txn};
 

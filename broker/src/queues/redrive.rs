@@ -15,8 +15,8 @@ use super::layout::{
     get, moved_in_exp_key, moved_in_key, tasks_key, Head, MoveStatus, MoveTask, Moving, Visibility,
 };
 use super::{delivery, fifo};
+use crate::apply::{Ctx, Effect, Effects};
 use crate::error::{ApplyResult, DomainError};
-use crate::machine::{Ctx, Effect, Effects};
 use crate::store::{StateRead, Txn};
 
 /// How long a destination remembers a message it accepted, ms.

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::apply::{Ctx, Effect, Effects};
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::{DomainError, ErrorKind};
-use crate::machine::{self, Ctx, Effect, Effects};
+use crate::machine;
 use crate::queues::delivery::{ReceiveRequest, Received, SentMessage};
 use crate::queues::housekeeping;
 use crate::queues::layout::{MoveStatus, QueueState};

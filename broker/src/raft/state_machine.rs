@@ -29,9 +29,10 @@ use openraft::{
 
 use super::snapshot::{Meta, SnapshotDir, SnapshotFile, SnapshotReader, SnapshotWriter};
 use super::{storage_error, storage_read_error, Node, NodeId, TypeConfig};
+use crate::apply::{Ctx, Effect, Effects};
 use crate::command::{EntryResponse, Query, QueryResponse};
 use crate::error::ApplyError;
-use crate::machine::{self, Ctx, Effect, Effects};
+use crate::machine;
 use crate::store::{codec, Db, StateRead, StoreError, Tree, Txn, WriteBatch};
 use crate::waiters::Waiters;
 

@@ -11,8 +11,8 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 
 use super::{hashing, require, shard_id, ShardMeta, Stream};
+use crate::apply::{Ctx, Effect, Effects};
 use crate::error::{ApplyResult, DomainError};
-use crate::machine::{Ctx, Effect, Effects};
 use crate::store::keys::{prefix_end, read_u64, Key};
 use crate::store::{codec, StateRead, Txn};
 

@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::apply::Effect;
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::DomainError;
-use crate::machine::Effect;
 use crate::store::StateRead;
 use crate::streams::hashing;
 use crate::streams::iterator::Position;

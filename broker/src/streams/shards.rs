@@ -7,8 +7,8 @@
 
 use super::records::load_state;
 use super::{hashing, require, save, shard_id, Closed, ShardMeta, Stream, SHARDS_MAX};
+use crate::apply::{Ctx, Effect, Effects};
 use crate::error::{ApplyResult, DomainError};
-use crate::machine::{Ctx, Effect, Effects};
 use crate::store::Txn;
 
 fn open_shard(s: &Stream, field: &str, index: u32) -> Result<ShardMeta, DomainError> {

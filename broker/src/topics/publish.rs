@@ -16,9 +16,9 @@ use super::envelope::{self, Notification};
 use super::outbox::{self, Kind};
 use super::subscriptions::{self, Protocol, Subscription};
 use super::{require, Topic, FAN_OUT_BYTES_MAX, MESSAGE_MAX};
+use crate::apply::{Ctx, Effects};
 use crate::error::{ApplyResult, DomainError};
 use crate::filter::{AttributeRef, Message};
-use crate::machine::{Ctx, Effects};
 use crate::queues::message::{
     validate_attribute_name, validate_attribute_value, validate_body, validate_fifo_id,
     AttributeValue, NewMessage, Outgoing, MAX_ATTRIBUTES,

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::apply::Effect;
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::ErrorKind;
-use crate::machine::Effect;
 use crate::queues::delivery::{ReceiveRequest, Received};
 use crate::queues::message::AttributeValue;
 use crate::queues::CreateQueue;
