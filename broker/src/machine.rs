@@ -222,6 +222,8 @@ pub fn apply(
         )),
         Command::DeleteFunction { name } => {
             functions::delete(txn, name)?;
+            // Its event source mappings go with it (at most 100).
+            crate::mappings::delete_of_function(txn, name)?;
             Ok(CommandOutput::Done)
         }
         Command::PublishVersion {

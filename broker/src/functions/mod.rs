@@ -515,8 +515,6 @@ pub fn delete(txn: &mut Txn<'_>, name: &str) -> ApplyResult<()> {
     for h in hashes {
         release_code(txn, &h, name)?;
     }
-    // Its event source mappings go with it (at most 100).
-    crate::mappings::delete_of_function(txn, name)?;
     Ok(())
 }
 
