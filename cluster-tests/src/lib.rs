@@ -804,3 +804,9 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// Where the data of a file allocated ahead and zero-filled (a log
+/// segment) ends: after its last non-zero byte.
+pub fn data_end(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
+}

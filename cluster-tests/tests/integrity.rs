@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cluster_tests::{metric_value, receive_bodies, serial, wait_for, Cluster, NodeId};
+use cluster_tests::{data_end, metric_value, receive_bodies, serial, wait_for, Cluster, NodeId};
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
 
@@ -45,7 +45,7 @@ fn segment(data_dir: &Path) -> PathBuf {
 /// non-zero byte: log segments are allocated ahead, zero-filled).
 fn flip_16_in_middle(file: &Path) {
     let mut bytes = std::fs::read(file).unwrap();
-    let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    let end = data_end(&bytes);
     assert!(end > 64, "{} holds too little to damage", file.display());
     let mid = end / 2;
     for b in &mut bytes[mid..mid + 16] {
@@ -152,7 +152,7 @@ async fn a_torn_final_write_is_cut_and_everything_acknowledged_is_served() {
     // payload, never synced nor acknowledged.
     let seg = segment(&c.nodes[&1].data_dir);
     let mut bytes = std::fs::read(&seg).unwrap();
-    let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    let end = data_end(&bytes);
     bytes[end..end + 4].copy_from_slice(&4000u32.to_le_bytes());
     bytes[end + 4..end + 304].fill(0x5a);
     std::fs::write(&seg, bytes).unwrap();
@@ -289,7 +289,7 @@ async fn a_damaged_follower_helps_elect_no_candidate_lacking_what_it_held_until_
 fn cut_short(data_dir: &Path) {
     let seg = segment(data_dir);
     let bytes = std::fs::read(&seg).unwrap();
-    let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    let end = data_end(&bytes);
     let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
     f.set_len((end * 3 / 4) as u64).unwrap();
     f.sync_all().unwrap();

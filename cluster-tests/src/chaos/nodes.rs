@@ -133,14 +133,10 @@ pub const DAMAGES: [Damage; 4] = [
     Damage::StateGarbage,
 ];
 
-/// Where the data of a file allocated ahead (a log segment) ends: after its
-/// last non-zero byte.
+/// Where the data of a file allocated ahead (a log segment) ends.
 fn data_end(path: &Path) -> Result<u64, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    Ok(bytes
-        .iter()
-        .rposition(|b| *b != 0)
-        .map_or(0, |i| i as u64 + 1))
+    Ok(crate::data_end(&bytes) as u64)
 }
 
 /// Files of `dir` whose name ends with `ext`, in order.
