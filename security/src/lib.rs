@@ -14,16 +14,22 @@
 //!
 //! `docs/security.md` gives the threat model these serve.
 
+#[cfg(feature = "transport")]
 pub mod connection;
 pub mod credentials;
+#[cfg(feature = "transport")]
 pub mod identity;
 pub mod key;
 pub mod mac;
+#[cfg(feature = "transport")]
 pub mod pki;
 pub mod policy;
 pub mod seal;
+#[cfg(feature = "transport")]
 pub mod signer;
+#[cfg(feature = "transport")]
 pub mod sigv4;
+#[cfg(feature = "transport")]
 pub mod tls;
 
 pub use credentials::Credentials;
