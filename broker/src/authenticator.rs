@@ -22,8 +22,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use sluice_security::sigv4::{self, Canonical, SigError, Signed};
 use sluice_security::tls::PeerInfo;
 
-use super::caller::{Caller, Proof, Resolved};
-use super::{node_of_key, NodeSecurity};
+use crate::auth::caller::{Caller, Proof, Resolved};
+use crate::auth::{node_of_key, NodeSecurity};
 use crate::command::{Query, QueryOutput};
 use crate::iam::{builtin, IamQuery, IamQueryOutput};
 use crate::router::Router;

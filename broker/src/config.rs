@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::auth::settings::{ClusterTls, Mode, Security};
 use crate::discovery::PeerTemplate;
 use crate::identity::Identity;
 use crate::raft::{Compaction, NodeId, Timing};
@@ -50,52 +51,6 @@ pub struct DnsPeers {
     /// How long a voter's name must be gone, and the node silent, before the
     /// leader removes it from the cluster.
     pub remove_after: Duration,
-}
-
-/// How a node is protected, as its flags say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Loopback only, no authentication: the zero-setup laptop default.
-    Development,
-    /// Reachable beyond this machine without TLS or authentication, because
-    /// `--insecure` said so.
-    Insecure,
-    /// Callers authenticate (`--auth`).
-    Secured,
-}
-
-/// The cluster listener's mutual TLS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterTls {
-    /// This node's certificate and key, presented as server and as client.
-    pub cert: CertFiles,
-    /// The cluster's CA: peers must present a certificate it issued.
-    pub ca: PathBuf,
-}
-
-/// What protects a node and what it lets out.
-#[derive(Debug, Clone)]
-pub struct Security {
-    /// How the node is protected.
-    pub mode: Mode,
-    /// TLS on the public listener.
-    pub tls: Option<CertFiles>,
-    /// Clients may present a certificate of this CA; its subject's common
-    /// name names their principal.
-    pub client_ca: Option<PathBuf>,
-    /// Mutual TLS on the cluster listener and between nodes.
-    pub cluster_tls: Option<ClusterTls>,
-    /// Whether callers of the public listener must authenticate.
-    pub auth: bool,
-    /// The first administrator's access key, when not in the environment.
-    pub admin_credentials_file: Option<PathBuf>,
-    /// The cluster key; `None`: `{data-dir}/cluster.key`, made on a single
-    /// node's first start.
-    pub cluster_key_file: Option<PathBuf>,
-    /// Where topic subscriptions may deliver over HTTP/S.
-    pub destinations: crate::outbound::Destinations,
-    /// The user functions of the in-process worker run as.
-    pub function_user: Option<String>,
 }
 
 /// Everything a node needs to start.

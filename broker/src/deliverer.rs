@@ -30,7 +30,7 @@ use crate::outbound::Destinations;
 use crate::router::Router;
 use crate::topics::envelope;
 use crate::topics::outbox::{self, Due, Kind, Outcome};
-use crate::topics::subscriptions::Protocol;
+use crate::topics::subscription::Protocol;
 use crate::waiters::Waiters;
 
 /// How often the leader looks for due entries without a wake-up.

@@ -13,41 +13,38 @@
 //!
 //! `docs/architecture.md` describes the write path and the invariants.
 
+// The state machine and its domains live in the core crate; the broker
+// names them through these re-exports, so its own modules read as if they
+// were local (`crate::queues::...`) while Cargo keeps the core free of I/O.
+pub use sluice_core::{
+    apply, command, error, filter, functions, iam, machine, mappings, queues, streams, testing,
+    topics, workers,
+};
+
 pub mod api;
-pub mod apply;
 pub mod auth;
+pub mod authenticator;
 pub mod bootstrap;
 pub mod clock;
-pub mod command;
 pub mod config;
 pub mod context;
 pub mod deliverer;
 pub mod discovery;
 pub mod disk;
 pub mod dispatch;
-pub mod error;
-pub use sluice_filter as filter;
-pub mod functions;
 pub mod housekeeper;
-pub mod iam;
 pub mod identity;
 pub mod invocation;
 pub mod invoker;
 pub mod lag;
 pub mod leases;
-pub mod machine;
-pub mod mappings;
 pub mod membership;
 pub mod metrics;
 pub mod node;
+pub mod node_id;
 pub mod outbound;
-pub mod queues;
 pub mod raft;
 pub mod router;
 pub mod store;
-pub mod streams;
-#[cfg(test)]
-pub(crate) mod testing;
-pub mod topics;
+pub mod transfer;
 pub mod waiters;
-pub mod workers;

@@ -26,10 +26,11 @@ use crate::raft::network::{Channels, Network};
 use crate::raft::service::{RaftService, VoteGuard};
 use crate::raft::snapshot::SnapshotDir;
 use crate::raft::state_machine::StateMachineStore;
-use crate::raft::{self, transfer, Raft};
+use crate::raft::{self, Raft};
 use crate::router::Router;
 use crate::store::log::MetaFile;
 use crate::store::{Db, DbOptions, StoreError};
+use crate::transfer;
 use crate::waiters::Waiters;
 
 /// Why a node could not start.
@@ -245,7 +246,10 @@ impl RunningNode {
         let dir_lock = crate::store::lock::DirLock::acquire(&config.data_dir).map_err(data_err)?;
         crate::store::format::check_or_record(&config.data_dir).map_err(data_err)?;
         close_to_others(&config.data_dir).map_err(data_err)?;
-        let security = Arc::new(NodeSecurity::load(&config).map_err(StartError::Security)?);
+        let security = Arc::new(
+            NodeSecurity::load(&config.security, &config.data_dir, config.node_id)
+                .map_err(StartError::Security)?,
+        );
         let log_dir = config.data_dir.join("log");
         let crate::raft::repair::OpenedLog { log, repair } =
             crate::raft::repair::open_log(&config.data_dir, config.node_id).map_err(data_err)?;
@@ -373,7 +377,7 @@ impl RunningNode {
         let (listener, local_addr) = bind("--listen", config.listen).await?;
         let (cluster_listener, cluster_addr) =
             bind("--cluster-listen", config.cluster_listen).await?;
-        let authenticator = Arc::new(crate::auth::authenticator::Authenticator::new(
+        let authenticator = Arc::new(crate::authenticator::Authenticator::new(
             security.clone(),
             router.clone(),
         ));

@@ -19,8 +19,8 @@ use std::time::Duration;
 use sluice_proto::internal::node_client::NodeClient;
 use sluice_proto::internal::StartElectionRequest;
 
-use super::{NodeId, Raft, RaftMetrics, Timing};
 use crate::error::DomainError;
+use crate::raft::{NodeId, Raft, RaftMetrics, Timing};
 use crate::router::Router;
 
 /// How long the target may take to catch up.
@@ -62,7 +62,7 @@ pub fn choose_target(
 ) -> Result<NodeId, DomainError> {
     let membership = m.membership_config.membership();
     match to {
-        Some(t) if super::is_voter(membership, t) => Ok(t),
+        Some(t) if crate::raft::is_voter(membership, t) => Ok(t),
         Some(t) if membership.get_node(&t).is_some() => Err(DomainError::invalid(
             "to_node_id",
             format!("node {t} is a learner; promote it before making it leader"),

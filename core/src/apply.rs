@@ -31,6 +31,18 @@ pub enum Effect {
     EventReady,
     /// A worker's record changed (wakes invocations waiting for a worker).
     WorkersChanged,
+    /// Something happened that the node counts in its metrics. Every
+    /// occurrence is kept (not merged like the wake-ups above).
+    Count(Counter),
+}
+
+/// Events the state machine counts; the broker turns each into a metric.
+/// The core names no metrics crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// A topic could not deliver to a subscribed queue (it was deleted, or
+    /// refused the message); metric `sluice_topic_queue_delivery_failures_total`.
+    TopicQueueDeliveryFailure,
 }
 
 /// The effects of the commands applied in one batch.
@@ -40,7 +52,7 @@ pub struct Effects(Vec<Effect>);
 impl Effects {
     /// Records an effect.
     pub fn push(&mut self, e: Effect) {
-        if !self.0.contains(&e) {
+        if matches!(e, Effect::Count(_)) || !self.0.contains(&e) {
             self.0.push(e);
         }
     }

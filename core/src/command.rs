@@ -27,7 +27,7 @@ use crate::queues::redrive::Step;
 use crate::streams::iterator::Position;
 use crate::streams::records::{NewRecord, Placed, Read};
 use crate::streams::{self, ConsumerMeta, Stream};
-use crate::topics::{self, outbox, publish, subscriptions};
+use crate::topics::{self, outbox, publish, subscription, subscriptions};
 use crate::workers;
 
 /// One Raft log entry's payload: the commands the leader batched together,
@@ -1036,10 +1036,10 @@ pub enum QueryOutput {
     /// Topic names, and whether more follow.
     Topics(Vec<String>, bool),
     /// A subscription with its topic.
-    Subscription(topics::Topic, subscriptions::Subscription),
+    Subscription(topics::Topic, subscription::Subscription),
     /// Subscriptions with their topics, and where the next page starts.
     Subscriptions(
-        Vec<(topics::Topic, subscriptions::Subscription)>,
+        Vec<(topics::Topic, subscription::Subscription)>,
         Option<(String, String)>,
     ),
     /// A function.

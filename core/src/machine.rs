@@ -17,7 +17,7 @@ use crate::functions;
 use crate::queues::{self, delivery, housekeeping, layout, redrive};
 use crate::store::{StateRead, Txn};
 use crate::streams::{self, iterator::Position, records, shards};
-use crate::topics::{self, outbox, publish, subscriptions};
+use crate::topics::{self, outbox, publish, subscription, subscriptions};
 
 /// Applies one command. Writes go to `txn`; on error the caller discards them
 /// (and the effects recorded meanwhile).
@@ -412,7 +412,7 @@ pub fn query(state: &dyn StateRead, query: &Query) -> ApplyResult<QueryOutput> {
         }
         Query::GetSubscription { topic, id } => {
             let t = topics::require(state, topic)?;
-            let s = subscriptions::require_sub(state, t.id, id)?;
+            let s = subscription::require_sub(state, t.id, id)?;
             Ok(QueryOutput::Subscription(t, s))
         }
         Query::ListSubscriptions {

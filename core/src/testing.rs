@@ -40,6 +40,12 @@ pub struct World {
     pub effects: Vec<Effect>,
 }
 
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
 impl World {
     /// An empty state at [`T0`].
     pub fn new() -> World {

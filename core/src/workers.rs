@@ -81,7 +81,7 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// Checks the report's fields.
     pub fn validate(&self) -> Result<(), DomainError> {
-        sluice_worker::validate_id(&self.id).map_err(|e| DomainError::invalid("worker_id", e))?;
+        validate_id(&self.id).map_err(|e| DomainError::invalid("worker_id", e))?;
         if self.address.is_empty() || self.address.len() > 256 || !self.address.contains(':') {
             return Err(DomainError::invalid(
                 "address",
@@ -273,6 +273,21 @@ pub fn worth_committing(stored: Option<&WorkerRecord>, report: &Heartbeat, now_m
         || old.report.memory_mb != report.memory_mb
         || shape(&old.report) != shape(report)
         || now_ms.saturating_sub(old.last_seen_ms) >= REFRESH_MS
+}
+
+/// Checks a worker id: 1-128 characters of `[A-Za-z0-9._-]`.
+pub fn validate_id(id: &str) -> Result<(), String> {
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(format!(
+            "worker id {id:?}: must be 1-128 characters of letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod environment;
 pub mod host;
 pub mod host_guard;
 pub mod logs;
+pub mod poll_lease;
 pub mod pool;
 pub mod processing_result;
 pub mod queue_poller;
@@ -131,20 +132,7 @@ impl Worker {
     }
 }
 
-/// Checks a worker id: 1-128 characters of `[A-Za-z0-9._-]`.
-pub fn validate_id(id: &str) -> Result<(), String> {
-    if id.is_empty()
-        || id.len() > 128
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
-        return Err(format!(
-            "worker id {id:?}: must be 1-128 characters of letters, digits, '.', '_' and '-'"
-        ));
-    }
-    Ok(())
-}
+pub use sluice_core::workers::validate_id;
 
 /// Three quarters of the machine's memory, MB: what a worker offers by
 /// default.

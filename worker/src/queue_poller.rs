@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice_filter::{FilterPolicy, Message as FilterMessage, Scope};
+use sluice_filter::{FilterPolicy, Message as FilterMessage};
 use sluice_proto::v1 as pb;
 
+use crate::poll_lease::{compile_filters, invoke_limit, reported_failures};
 use crate::processing_result::{self, Reporter};
 use crate::ClusterLink;
 
@@ -82,24 +83,6 @@ pub async fn run(
     tracing::info!(mapping = %lease.mapping_uuid, slot = lease.slot, "queue poller stopped");
 }
 
-/// The lease's filter patterns, compiled; `None` (said in the log) when
-/// one does not parse: polling without it would consume what it should
-/// pass, so the poller does not start.
-pub(crate) fn compile_filters(lease: &pb::PollLease) -> Option<Vec<FilterPolicy>> {
-    match lease
-        .filters
-        .iter()
-        .map(|f| FilterPolicy::parse(f, Scope::MessageBody))
-        .collect::<Result<Vec<_>, _>>()
-    {
-        Ok(f) => Some(f),
-        Err(e) => {
-            tracing::error!(mapping = %lease.mapping_uuid, error = %e, "a filter pattern does not parse here: not polling");
-            None
-        }
-    }
-}
-
 /// The records of `pass` in parts whose event stays under the payload
 /// limit.
 fn parts(pass: &[usize], records: &[Value]) -> Vec<Vec<usize>> {
@@ -131,7 +114,7 @@ async fn invoke_part(
         .invoke(
             &lease.function_name,
             event.to_string().into_bytes(),
-            crate::stream_poller::invoke_limit(lease),
+            invoke_limit(lease),
         )
         .await
     {
@@ -263,62 +246,9 @@ fn passes(filters: &[FilterPolicy], record: &Value) -> bool {
     filters.iter().any(|f| f.matches(&message))
 }
 
-/// The message ids a function reported failed (`{"batchItemFailures":
-/// [{"itemIdentifier": id}]}`); `None` fails the whole batch, as on Lambda:
-/// an answer that cannot be read, that is not an object, or that names an
-/// empty id or one not among `ids` (the messages it was handed). An empty
-/// or null answer reports none.
-pub(crate) fn reported_failures(payload: &[u8], ids: &HashSet<&str>) -> Option<HashSet<String>> {
-    let v: Value = match serde_json::from_slice(payload) {
-        Ok(v) => v,
-        Err(_) if payload.is_empty() => return Some(HashSet::new()),
-        Err(_) => return None,
-    };
-    let items = match &v {
-        Value::Null => return Some(HashSet::new()),
-        Value::Object(o) => match o.get("batchItemFailures") {
-            None | Some(Value::Null) => return Some(HashSet::new()),
-            Some(Value::Array(items)) => items,
-            Some(_) => return None,
-        },
-        _ => return None,
-    };
-    items
-        .iter()
-        .map(|i| match i["itemIdentifier"].as_str() {
-            Some(id) if !id.is_empty() && ids.contains(id) => Some(id.to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reported_failures_follow_lambda() {
-        let ids = HashSet::from(["a", "b"]);
-        let rf = |p: &[u8]| reported_failures(p, &ids);
-        let ok = rf(br#"{"batchItemFailures": [{"itemIdentifier": "a"}]}"#);
-        assert_eq!(ok, Some(HashSet::from(["a".to_string()])));
-        assert_eq!(rf(b"null"), Some(HashSet::new()));
-        assert_eq!(rf(b""), Some(HashSet::new()));
-        assert_eq!(rf(b"{}"), Some(HashSet::new()));
-        assert_eq!(rf(br#"{"batchItemFailures": []}"#), Some(HashSet::new()));
-        // Each of these fails the whole batch.
-        for bad in [
-            &br#"{"batchItemFailures": [{"x": 1}]}"#[..],
-            br#"{"batchItemFailures": [{"itemIdentifier": ""}]}"#,
-            br#"{"batchItemFailures": [{"itemIdentifier": "zz"}]}"#,
-            br#"{"batchItemFailures": 3}"#,
-            b"not json",
-            br#""ok""#,
-            b"[]",
-        ] {
-            assert_eq!(rf(bad), None, "{}", String::from_utf8_lossy(bad));
-        }
-    }
 
     #[test]
     fn large_batches_are_handed_over_in_parts_under_the_payload_limit() {
@@ -344,7 +274,7 @@ mod tests {
             ..Default::default()
         };
         let r = record(&lease, &m);
-        let f = |p: &str| vec![FilterPolicy::parse(p, Scope::MessageBody).unwrap()];
+        let f = |p: &str| vec![FilterPolicy::parse(p, sluice_filter::Scope::MessageBody).unwrap()];
         assert!(passes(&[], &r));
         assert!(passes(&f(r#"{"body": {"kind": ["order"]}}"#), &r));
         assert!(!passes(&f(r#"{"body": {"kind": ["refund"]}}"#), &r));

@@ -30,6 +30,7 @@ use sluice_filter::{FilterPolicy, Message as FilterMessage};
 use sluice_proto::v1 as pb;
 use tokio::sync::watch;
 
+use crate::poll_lease::{compile_filters, invoke_limit, reported_failures};
 use crate::processing_result::{self, Reporter};
 use crate::ClusterLink;
 
@@ -103,7 +104,7 @@ pub async fn run(
     lease: pb::PollLease,
     stop: watch::Receiver<bool>,
 ) {
-    let Some(filters) = crate::queue_poller::compile_filters(&lease) else {
+    let Some(filters) = compile_filters(&lease) else {
         return;
     };
     tracing::info!(mapping = %lease.mapping_uuid, stream = %lease.stream_name, shard = %lease.shard_id, part = lease.part, epoch = lease.epoch, checkpoint = %lease.checkpoint, "stream poller started");
@@ -352,7 +353,7 @@ impl Poller {
                 Ok(r) if !r.function_error.is_empty() => Some(0),
                 Ok(r) if l.report_batch_item_failures => {
                     let ids: HashSet<&str> = piece.iter().map(|r| r.seq.as_str()).collect();
-                    match crate::queue_poller::reported_failures(&r.payload, &ids) {
+                    match reported_failures(&r.payload, &ids) {
                         // Processing goes on from the lowest failed record.
                         Some(failed) => piece.iter().position(|r| failed.contains(&r.seq)),
                         None => Some(0),
@@ -428,13 +429,13 @@ impl Poller {
                 "functionError": if invokes > 0 { "Unhandled" } else { "" },
             },
             "version": "1.0",
-            "timestamp": sluice_proto::timestamp(now_ms() as u64),
+            "timestamp": sluice_core::time::timestamp(now_ms() as u64),
             "KinesisBatchInfo": {
                 "shardId": l.shard_id,
                 "startSequenceNumber": first.seq,
                 "endSequenceNumber": last.seq,
-                "approximateArrivalOfFirstRecord": sluice_proto::timestamp(first.arrival_ms.max(0) as u64),
-                "approximateArrivalOfLastRecord": sluice_proto::timestamp(last.arrival_ms.max(0) as u64),
+                "approximateArrivalOfFirstRecord": sluice_core::time::timestamp(first.arrival_ms.max(0) as u64),
+                "approximateArrivalOfLastRecord": sluice_core::time::timestamp(last.arrival_ms.max(0) as u64),
                 "batchSize": records.len(),
                 "streamArn": l.event_source_arn,
             },
@@ -510,18 +511,6 @@ impl Poller {
             }
         }
     }
-}
-
-/// How long a poller waits for an invocation's answer: the function's
-/// timeout, and time to find a worker and start the runtime (a lease from
-/// an older node, without the timeout, gets Lambda's longest).
-pub fn invoke_limit(lease: &pb::PollLease) -> Duration {
-    let timeout = if lease.function_timeout_s == 0 {
-        900
-    } else {
-        lease.function_timeout_s
-    };
-    Duration::from_secs(u64::from(timeout) + 60)
 }
 
 /// Whether an invoke error is a refusal of the request itself.

@@ -4,6 +4,7 @@
 //! forwards them with the public API itself, marked with the
 //! `sluice-forwarded` metadata so the receiver runs them only if it leads.
 
+use super::status::IntoStatus;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -16,10 +17,11 @@ use tonic::{Request, Response, Status};
 
 use super::Context;
 use crate::error::DomainError;
-use crate::raft::{is_voter, transfer, Node, NodeId, RaftMetrics};
+use crate::raft::{is_voter, Node, NodeId, RaftMetrics};
 use crate::router::{
     hop_from_status, Hop, RouteError, Routed, Router, ERROR_CODE_HEADER, FORWARDED_HEADER,
 };
+use crate::transfer;
 
 /// Most entries a learner may be behind and still be promoted.
 const PROMOTE_MAX_LAG: u64 = 1000;
@@ -125,7 +127,7 @@ fn membership_error(
         }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             Hop::Fail(RouteError::Remote(
-                DomainError::precondition("MembershipChangeRejected", e.to_string()).into(),
+                DomainError::precondition("MembershipChangeRejected", e.to_string()).into_status(),
             ))
         }
         RaftError::Fatal(_) => Hop::Fail(RouteError::ShuttingDown),
@@ -133,7 +135,7 @@ fn membership_error(
 }
 
 fn rejected(e: DomainError) -> Hop<Reply> {
-    Hop::Fail(RouteError::Remote(e.into()))
+    Hop::Fail(RouteError::Remote(e.into_status()))
 }
 
 fn validate_node_id(id: u64) -> Result<NodeId, DomainError> {

@@ -6,6 +6,7 @@
 //! there is one. A function with reserved concurrency is invoked from the
 //! leader, which counts its running invocations.
 
+use super::status::IntoStatus;
 use std::collections::BTreeMap;
 use std::io::Cursor;
 
@@ -85,7 +86,7 @@ impl FunctionsApi {
             code_sha256: encode(&hex::decode(sha).unwrap_or_default()),
             code_size: size as i64,
             version: version.to_string(),
-            last_modified: crate::topics::envelope::timestamp(modified_ms),
+            last_modified: sluice_core::time::timestamp(modified_ms),
             revision_id: format!("{}-{revision}", sha.get(..12).unwrap_or("")),
             description: settings.description.clone(),
             state: "Active".into(),
@@ -135,7 +136,7 @@ impl FunctionsApi {
         req: pb::AliasRequest,
         create: bool,
     ) -> Result<Response<pb::AliasConfiguration>, Status> {
-        let (name, spec) = Self::alias_spec(req)?;
+        let (name, spec) = Self::alias_spec(req).map_err(super::status::from_domain)?;
         let command = Command::PutAlias {
             name: name.clone(),
             spec,
@@ -157,7 +158,7 @@ impl FunctionsApi {
     /// A mapping by id, linearizably.
     async fn mapping(&self, uuid: &str) -> Result<mappings::Mapping, Status> {
         if uuid.is_empty() || uuid.len() > 64 {
-            return Err(DomainError::invalid("uuid", "must be 1-64 characters").into());
+            return Err(DomainError::invalid("uuid", "must be 1-64 characters").into_status());
         }
         match self
             .ctx
@@ -280,7 +281,7 @@ impl FunctionsApi {
                 "ProvisionedConcurrencyConfigNotFoundException",
                 format!("function {name:?} has no provisioned concurrency on {qualifier:?}"),
             )
-            .into());
+            .into_status());
         };
         let workers = super::workers::registered(&self.ctx)?;
         let available = super::workers::provisioned(&self.ctx, Some(name))?
@@ -412,11 +413,13 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::CreateFunctionRequest>,
     ) -> Result<Response<pb::FunctionConfiguration>, Status> {
         let req = request.into_inner();
-        functions::validate_name("function_name", &req.function_name)?;
+        functions::validate_name("function_name", &req.function_name)
+            .map_err(super::status::from_domain)?;
         for (field, v) in [("memory_size", req.memory_size), ("timeout", req.timeout)] {
             if v < 0 {
                 return Err(
-                    DomainError::invalid(field, format!("must not be negative, got {v}")).into(),
+                    DomainError::invalid(field, format!("must not be negative, got {v}"))
+                        .into_status(),
                 );
             }
         }
@@ -436,8 +439,8 @@ impl pb::functions_server::Functions for FunctionsApi {
             environment: req.environment.into_iter().collect(),
             description: req.description,
         };
-        settings.validate()?;
-        let code = package("zip_file", req.zip_file)?;
+        settings.validate().map_err(super::status::from_domain)?;
+        let code = package("zip_file", req.zip_file).map_err(super::status::from_domain)?;
         let f = self
             .function_output(
                 Command::CreateFunction(CreateFunction {
@@ -456,7 +459,8 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::GetFunctionRequest>,
     ) -> Result<Response<pb::GetFunctionResponse>, Status> {
         let how = consistency(&request)?;
-        let name = name_ref("function_name", &request.into_inner().function_name)?;
+        let name = name_ref("function_name", &request.into_inner().function_name)
+            .map_err(super::status::from_domain)?;
         let QueryOutput::Function(f) = self.ctx.query(how, Query::GetFunction { name }).await?
         else {
             return Err(super::status::unexpected("GetFunction"));
@@ -480,13 +484,13 @@ impl pb::functions_server::Functions for FunctionsApi {
                     "max_items",
                     format!("must be from 1 to {PAGE_MAX} (0: {PAGE_MAX}), got {n}"),
                 )
-                .into())
+                .into_status())
             }
         };
         let after = if req.marker.is_empty() {
             None
         } else {
-            Some(name_ref("marker", &req.marker)?)
+            Some(name_ref("marker", &req.marker).map_err(super::status::from_domain)?)
         };
         let QueryOutput::Functions(fs, more) = self
             .ctx
@@ -515,7 +519,8 @@ impl pb::functions_server::Functions for FunctionsApi {
         &self,
         request: Request<pb::DeleteFunctionRequest>,
     ) -> Result<Response<pb::DeleteFunctionResponse>, Status> {
-        let name = name_ref("function_name", &request.into_inner().function_name)?;
+        let name = name_ref("function_name", &request.into_inner().function_name)
+            .map_err(super::status::from_domain)?;
         self.ctx
             .done(Command::DeleteFunction { name }, "DeleteFunction")
             .await?;
@@ -527,8 +532,9 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::UpdateFunctionCodeRequest>,
     ) -> Result<Response<pb::FunctionConfiguration>, Status> {
         let req = request.into_inner();
-        let name = name_ref("function_name", &req.function_name)?;
-        let code = package("zip_file", req.zip_file)?;
+        let name =
+            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
+        let code = package("zip_file", req.zip_file).map_err(super::status::from_domain)?;
         let f = self
             .function_output(
                 Command::UpdateFunctionCode { name, code },
@@ -543,11 +549,13 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::UpdateFunctionConfigurationRequest>,
     ) -> Result<Response<pb::FunctionConfiguration>, Status> {
         let req = request.into_inner();
-        let name = name_ref("function_name", &req.function_name)?;
+        let name =
+            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
         for (field, v) in [("memory_size", req.memory_size), ("timeout", req.timeout)] {
             if let Some(v) = v.filter(|v| *v < 0) {
                 return Err(
-                    DomainError::invalid(field, format!("must not be negative, got {v}")).into(),
+                    DomainError::invalid(field, format!("must not be negative, got {v}"))
+                        .into_status(),
                 );
             }
         }
@@ -575,18 +583,21 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::PublishVersionRequest>,
     ) -> Result<Response<pb::FunctionConfiguration>, Status> {
         let req = request.into_inner();
-        let name = name_ref("function_name", &req.function_name)?;
+        let name =
+            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
         let expected_sha256 = if req.code_sha256.is_empty() {
             None
         } else {
-            Some(hex::encode(decode_base64(&req.code_sha256).ok_or_else(
-                || {
-                    DomainError::invalid(
-                        "code_sha256",
-                        "must be base64, as FunctionConfiguration reports it",
-                    )
-                },
-            )?))
+            Some(hex::encode(
+                decode_base64(&req.code_sha256)
+                    .ok_or_else(|| {
+                        DomainError::invalid(
+                            "code_sha256",
+                            "must be base64, as FunctionConfiguration reports it",
+                        )
+                    })
+                    .map_err(super::status::from_domain)?,
+            ))
         };
         match self
             .ctx
@@ -606,7 +617,8 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::ListVersionsByFunctionRequest>,
     ) -> Result<Response<pb::ListVersionsByFunctionResponse>, Status> {
         let how = consistency(&request)?;
-        let name = name_ref("function_name", &request.into_inner().function_name)?;
+        let name = name_ref("function_name", &request.into_inner().function_name)
+            .map_err(super::status::from_domain)?;
         let QueryOutput::Versions(f, vs) =
             self.ctx.query(how, Query::ListVersions { name }).await?
         else {
@@ -639,7 +651,8 @@ impl pb::functions_server::Functions for FunctionsApi {
     ) -> Result<Response<pb::AliasConfiguration>, Status> {
         let how = consistency(&request)?;
         let req = request.into_inner();
-        let name = name_ref("function_name", &req.function_name)?;
+        let name =
+            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
         let QueryOutput::Aliases(all) = self
             .ctx
             .query(how, Query::ListAliases { name: name.clone() })
@@ -647,12 +660,16 @@ impl pb::functions_server::Functions for FunctionsApi {
         else {
             return Err(super::status::unexpected("GetAlias"));
         };
-        let a = all.iter().find(|a| a.name == req.name).ok_or_else(|| {
-            DomainError::not_found(
-                "ResourceNotFoundException",
-                format!("function {name:?} has no alias {:?}", req.name),
-            )
-        })?;
+        let a = all
+            .iter()
+            .find(|a| a.name == req.name)
+            .ok_or_else(|| {
+                DomainError::not_found(
+                    "ResourceNotFoundException",
+                    format!("function {name:?} has no alias {:?}", req.name),
+                )
+            })
+            .map_err(super::status::from_domain)?;
         Ok(Response::new(self.alias_configuration(&name, a)))
     }
 
@@ -661,7 +678,8 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::GetAliasRequest>,
     ) -> Result<Response<pb::DeleteAliasResponse>, Status> {
         let req = request.into_inner();
-        let name = name_ref("function_name", &req.function_name)?;
+        let name =
+            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
         self.ctx
             .done(
                 Command::DeleteAlias {
@@ -679,7 +697,8 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::ListAliasesRequest>,
     ) -> Result<Response<pb::ListAliasesResponse>, Status> {
         let how = consistency(&request)?;
-        let name = name_ref("function_name", &request.into_inner().function_name)?;
+        let name = name_ref("function_name", &request.into_inner().function_name)
+            .map_err(super::status::from_domain)?;
         let QueryOutput::Aliases(all) = self
             .ctx
             .query(how, Query::ListAliases { name: name.clone() })
@@ -700,7 +719,8 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::FunctionEventInvokeConfig>,
     ) -> Result<Response<pb::FunctionEventInvokeConfig>, Status> {
         let req = request.into_inner();
-        let name = name_ref("function_name", &req.function_name)?;
+        let name =
+            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
         let destination = |field: &str, arn: &str| -> Result<Option<Destination>, DomainError> {
             if arn.is_empty() {
                 Ok(None)
@@ -718,15 +738,17 @@ impl pb::functions_server::Functions for FunctionsApi {
                 .maximum_event_age_in_seconds
                 .unwrap_or(21_600)
                 .clamp(0, i32::MAX) as u32,
-            on_success: destination("on_success_destination", &req.on_success_destination)?,
-            on_failure: destination("on_failure_destination", &req.on_failure_destination)?,
+            on_success: destination("on_success_destination", &req.on_success_destination)
+                .map_err(super::status::from_domain)?,
+            on_failure: destination("on_failure_destination", &req.on_failure_destination)
+                .map_err(super::status::from_domain)?,
         };
         if req.maximum_retry_attempts.is_some_and(|n| n < 0) {
             return Err(
-                DomainError::invalid("maximum_retry_attempts", "must be from 0 to 2").into(),
+                DomainError::invalid("maximum_retry_attempts", "must be from 0 to 2").into_status(),
             );
         }
-        config.validate()?;
+        config.validate().map_err(super::status::from_domain)?;
         self.ctx
             .done(
                 Command::PutEventInvokeConfig {
@@ -744,7 +766,8 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::GetFunctionRequest>,
     ) -> Result<Response<pb::FunctionEventInvokeConfig>, Status> {
         let how = consistency(&request)?;
-        let name = name_ref("function_name", &request.into_inner().function_name)?;
+        let name = name_ref("function_name", &request.into_inner().function_name)
+            .map_err(super::status::from_domain)?;
         let QueryOutput::EventConfig(c) = self
             .ctx
             .query(how, Query::EventInvokeConfig { name: name.clone() })
@@ -764,9 +787,10 @@ impl pb::functions_server::Functions for FunctionsApi {
             .get(sluice_proto::FORWARDED_HEADER)
             .is_some();
         let req = request.into_inner();
-        let name = name_ref("function_name", &req.function_name)?;
+        let name =
+            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
         if req.qualifier.len() > 128 {
-            return Err(DomainError::invalid("qualifier", "at most 128 characters").into());
+            return Err(DomainError::invalid("qualifier", "at most 128 characters").into_status());
         }
         let tail = match req.log_type.as_str() {
             "" | "None" => false,
@@ -776,7 +800,7 @@ impl pb::functions_server::Functions for FunctionsApi {
                     "log_type",
                     format!("must be None or Tail, got {other:?}"),
                 )
-                .into())
+                .into_status())
             }
         };
         let (limit, what) = if req.invocation_type == "Event" {
@@ -792,7 +816,7 @@ impl pb::functions_server::Functions for FunctionsApi {
                     req.payload.len()
                 ),
             )
-            .into());
+            .into_status());
         }
         let payload = if req.payload.is_empty() {
             Bytes::from_static(b"{}")
@@ -838,7 +862,7 @@ impl pb::functions_server::Functions for FunctionsApi {
                     "invocation_type",
                     format!("must be RequestResponse, Event or DryRun, got {other:?}"),
                 )
-                .into())
+                .into_status())
             }
         }
         let target = resolve(&self.ctx, &name, &req.qualifier).await?;
@@ -888,7 +912,8 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::GetFunctionLogsRequest>,
     ) -> Result<Response<pb::LogsResponse>, Status> {
         let req = request.into_inner();
-        let name = name_ref("function_name", &req.function_name)?;
+        let name =
+            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
         let limit = match req.limit {
             0 => 50,
             n if n <= sluice_worker::host::LOGS_LIMIT_MAX => n,
@@ -900,7 +925,7 @@ impl pb::functions_server::Functions for FunctionsApi {
                         sluice_worker::host::LOGS_LIMIT_MAX
                     ),
                 )
-                .into())
+                .into_status())
             }
         };
         self.ctx
@@ -923,13 +948,14 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::FunctionConcurrency>,
     ) -> Result<Response<pb::FunctionConcurrency>, Status> {
         let req = request.into_inner();
-        let name = name_ref("function_name", &req.function_name)?;
+        let name =
+            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
         let Some(reserved) = req.reserved_concurrent_executions else {
             return Err(DomainError::invalid(
                 "reserved_concurrent_executions",
                 "must be set (DeleteFunctionConcurrency removes the reservation)",
             )
-            .into());
+            .into_status());
         };
         self.set_reserved(name, Some(reserved)).await
     }
@@ -939,7 +965,8 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::GetFunctionRequest>,
     ) -> Result<Response<pb::FunctionConcurrency>, Status> {
         let how = consistency(&request)?;
-        let name = name_ref("function_name", &request.into_inner().function_name)?;
+        let name = name_ref("function_name", &request.into_inner().function_name)
+            .map_err(super::status::from_domain)?;
         let QueryOutput::Concurrency(reserved) = self
             .ctx
             .query(how, Query::FunctionConcurrency { name: name.clone() })
@@ -957,7 +984,8 @@ impl pb::functions_server::Functions for FunctionsApi {
         &self,
         request: Request<pb::GetFunctionRequest>,
     ) -> Result<Response<pb::FunctionConcurrency>, Status> {
-        let name = name_ref("function_name", &request.into_inner().function_name)?;
+        let name = name_ref("function_name", &request.into_inner().function_name)
+            .map_err(super::status::from_domain)?;
         self.set_reserved(name, None).await
     }
 
@@ -966,7 +994,8 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::ProvisionedConcurrencyConfig>,
     ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
         let req = request.into_inner();
-        let name = name_ref("function_name", &req.function_name)?;
+        let name =
+            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
         self.set_provisioned(&name, &req.qualifier, Some(req.requested))
             .await?;
         self.provisioned_status(&name, &req.qualifier).await
@@ -977,7 +1006,8 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::ProvisionedConcurrencyConfig>,
     ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
         let req = request.into_inner();
-        let name = name_ref("function_name", &req.function_name)?;
+        let name =
+            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
         self.provisioned_status(&name, &req.qualifier).await
     }
 
@@ -986,7 +1016,8 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::ProvisionedConcurrencyConfig>,
     ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
         let req = request.into_inner();
-        let name = name_ref("function_name", &req.function_name)?;
+        let name =
+            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
         self.set_provisioned(&name, &req.qualifier, None).await?;
         Ok(Response::new(pb::ProvisionedConcurrencyConfig {
             function_name: name,
@@ -1000,8 +1031,10 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::EventSourceMappingRequest>,
     ) -> Result<Response<pb::EventSourceMapping>, Status> {
         let req = request.into_inner();
-        let function = name_ref("function_name", &req.function_name)?;
-        let source = mappings::parse_source(&req.event_source_arn)?;
+        let function =
+            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
+        let source =
+            mappings::parse_source(&req.event_source_arn).map_err(super::status::from_domain)?;
         // The source must exist now (Lambda refuses a missing one).
         let exists = match &source {
             Source::Queue(name) => Query::GetQueue { name: name.clone() },
@@ -1031,10 +1064,16 @@ impl pb::functions_server::Functions for FunctionsApi {
                         q.attributes.visibility_timeout, f.settings.timeout_s
                     ),
                 )
-                .into());
+                .into_status());
             }
         }
-        let settings = mappings::settle(None, &source, is_fifo(&source), &change_of(&req)?)?;
+        let settings = mappings::settle(
+            None,
+            &source,
+            is_fifo(&source),
+            &change_of(&req).map_err(super::status::from_domain)?,
+        )
+        .map_err(super::status::from_domain)?;
         let new = mappings::NewMapping {
             uuid: uuid::Uuid::new_v4().to_string(),
             function,
@@ -1054,34 +1093,36 @@ impl pb::functions_server::Functions for FunctionsApi {
         let req = request.into_inner();
         let m = self.mapping(&req.uuid).await?;
         if !req.function_name.is_empty()
-            && name_ref("function_name", &req.function_name)? != m.function
+            && name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?
+                != m.function
         {
             return Err(DomainError::invalid(
                 "function_name",
                 "a mapping's function cannot change (delete it and create another)",
             )
-            .into());
+            .into_status());
         }
         if !req.event_source_arn.is_empty() {
             return Err(DomainError::invalid(
                 "event_source_arn",
                 "a mapping's source cannot change",
             )
-            .into());
+            .into_status());
         }
         if !req.starting_position.is_empty() {
             return Err(DomainError::invalid(
                 "starting_position",
                 "is set when the mapping is created",
             )
-            .into());
+            .into_status());
         }
         let settings = mappings::settle(
             Some(&m.settings),
             &m.source,
             is_fifo(&m.source),
-            &change_of(&req)?,
-        )?;
+            &change_of(&req).map_err(super::status::from_domain)?,
+        )
+        .map_err(super::status::from_domain)?;
         let m = self
             .mapping_output(Command::UpdateEventSourceMapping {
                 function: m.function,
@@ -1126,12 +1167,18 @@ impl pb::functions_server::Functions for FunctionsApi {
         let function = if req.function_name.is_empty() {
             None
         } else {
-            Some(name_ref("function_name", &req.function_name)?)
+            Some(
+                name_ref("function_name", &req.function_name)
+                    .map_err(super::status::from_domain)?,
+            )
         };
         let source = if req.event_source_arn.is_empty() {
             None
         } else {
-            Some(mappings::parse_source(&req.event_source_arn)?)
+            Some(
+                mappings::parse_source(&req.event_source_arn)
+                    .map_err(super::status::from_domain)?,
+            )
         };
         let QueryOutput::Mappings(all) = self
             .ctx

@@ -33,8 +33,8 @@ use tonic::body::Body;
 use tonic::Status;
 
 use super::access::{self, Entry, Res, Table, Who};
-use crate::auth::authenticator::{AuthError, Authenticator, Listener};
 use crate::auth::caller::Caller;
+use crate::authenticator::{AuthError, Authenticator, Listener};
 use crate::command::{Query, QueryOutput};
 use crate::identity::Identity;
 use crate::router::{Router, FORWARDED_HEADER};

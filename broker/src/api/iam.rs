@@ -5,6 +5,7 @@
 //! answer: the log, the snapshots and the state only ever hold the sealed
 //! form, and no later call returns it.
 
+use super::status::IntoStatus;
 use sluice_proto::v1 as pb;
 use sluice_security::Credentials;
 use tonic::{Request, Response, Status};
@@ -100,17 +101,17 @@ impl pb::iam_server::Iam for IamApi {
         request: Request<pb::CreatePrincipalRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
         let r = request.into_inner();
-        let kind = Kind::parse("kind", &r.kind)?;
+        let kind = Kind::parse("kind", &r.kind).map_err(super::status::from_domain)?;
         let policies = if r.policies.is_empty() && kind == Kind::Worker {
             vec![builtin::WORKER_ACCESS.to_string()]
         } else {
             r.policies
         };
         for (i, p) in policies.iter().enumerate() {
-            iam::validate_name(&format!("policies[{i}]"), p)?;
+            iam::validate_name(&format!("policies[{i}]"), p).map_err(super::status::from_domain)?;
         }
         self.principal_command(IamCommand::CreatePrincipal {
-            name: name("name", &r.name)?,
+            name: name("name", &r.name).map_err(super::status::from_domain)?,
             kind,
             policies,
         })
@@ -121,7 +122,7 @@ impl pb::iam_server::Iam for IamApi {
         &self,
         request: Request<pb::GetPrincipalRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
-        let n = name("name", &request.into_inner().name)?;
+        let n = name("name", &request.into_inner().name).map_err(super::status::from_domain)?;
         match self.ask(IamQuery::Principal { name: n }).await? {
             IamQueryOutput::Principal(p) => Ok(Response::new(self.principal_out(p))),
             _ => Err(super::status::unexpected("GetPrincipal")),
@@ -141,12 +142,13 @@ impl pb::iam_server::Iam for IamApi {
                     "max_items",
                     format!("must be 1-{}, got {n}", iam::LIST_MAX),
                 )
-                .into())
+                .into_status())
             }
         };
         let after = (!r.next_token.is_empty())
             .then(|| name("next_token", &r.next_token))
-            .transpose()?;
+            .transpose()
+            .map_err(super::status::from_domain)?;
         match self.ask(IamQuery::Principals { after, limit }).await? {
             IamQueryOutput::Principals(ps, more) => {
                 let next_token = if more {
@@ -167,7 +169,7 @@ impl pb::iam_server::Iam for IamApi {
         &self,
         request: Request<pb::DeletePrincipalRequest>,
     ) -> Result<Response<pb::DeletePrincipalResponse>, Status> {
-        let n = name("name", &request.into_inner().name)?;
+        let n = name("name", &request.into_inner().name).map_err(super::status::from_domain)?;
         self.run(IamCommand::DeletePrincipal { name: n }).await?;
         Ok(Response::new(pb::DeletePrincipalResponse {}))
     }
@@ -176,7 +178,7 @@ impl pb::iam_server::Iam for IamApi {
         &self,
         request: Request<pb::CreateAccessKeyRequest>,
     ) -> Result<Response<pb::CreateAccessKeyResponse>, Status> {
-        let who = name("name", &request.into_inner().name)?;
+        let who = name("name", &request.into_inner().name).map_err(super::status::from_domain)?;
         let fresh = Credentials::generate();
         let sealed = sluice_security::seal::seal(
             &self.ctx.security.cluster_key,
@@ -202,9 +204,10 @@ impl pb::iam_server::Iam for IamApi {
     ) -> Result<Response<pb::Principal>, Status> {
         let r = request.into_inner();
         sluice_security::credentials::validate_key_id(&r.access_key_id)
-            .map_err(|e| DomainError::invalid("access_key_id", e))?;
+            .map_err(|e| DomainError::invalid("access_key_id", e))
+            .map_err(super::status::from_domain)?;
         self.principal_command(IamCommand::DeleteAccessKey {
-            principal: name("name", &r.name)?,
+            principal: name("name", &r.name).map_err(super::status::from_domain)?,
             access_key_id: r.access_key_id,
         })
         .await
@@ -215,7 +218,7 @@ impl pb::iam_server::Iam for IamApi {
         request: Request<pb::PutPolicyRequest>,
     ) -> Result<Response<pb::PolicyInfo>, Status> {
         let r = request.into_inner();
-        iam::validate_policy(&r.name, &r.document)?;
+        iam::validate_policy(&r.name, &r.document).map_err(super::status::from_domain)?;
         match self
             .run(IamCommand::PutPolicy {
                 name: r.name,
@@ -237,7 +240,7 @@ impl pb::iam_server::Iam for IamApi {
         &self,
         request: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::PolicyInfo>, Status> {
-        let n = name("name", &request.into_inner().name)?;
+        let n = name("name", &request.into_inner().name).map_err(super::status::from_domain)?;
         if let Some(doc) = builtin::document(&n) {
             return Ok(Response::new(self.policy_out(&n, doc, true, 0)));
         }
@@ -274,7 +277,7 @@ impl pb::iam_server::Iam for IamApi {
         &self,
         request: Request<pb::DeletePolicyRequest>,
     ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
-        let n = name("name", &request.into_inner().name)?;
+        let n = name("name", &request.into_inner().name).map_err(super::status::from_domain)?;
         self.run(IamCommand::DeletePolicy { name: n }).await?;
         Ok(Response::new(pb::DeletePolicyResponse {}))
     }
@@ -285,8 +288,8 @@ impl pb::iam_server::Iam for IamApi {
     ) -> Result<Response<pb::Principal>, Status> {
         let r = request.into_inner();
         self.principal_command(IamCommand::AttachPolicy {
-            principal: name("name", &r.name)?,
-            policy: name("policy", &r.policy)?,
+            principal: name("name", &r.name).map_err(super::status::from_domain)?,
+            policy: name("policy", &r.policy).map_err(super::status::from_domain)?,
         })
         .await
     }
@@ -297,8 +300,8 @@ impl pb::iam_server::Iam for IamApi {
     ) -> Result<Response<pb::Principal>, Status> {
         let r = request.into_inner();
         self.principal_command(IamCommand::DetachPolicy {
-            principal: name("name", &r.name)?,
-            policy: name("policy", &r.policy)?,
+            principal: name("name", &r.name).map_err(super::status::from_domain)?,
+            policy: name("policy", &r.policy).map_err(super::status::from_domain)?,
         })
         .await
     }

@@ -57,12 +57,15 @@ impl Context {
             Consistency::Linearizable => self.router.read(query).await,
             Consistency::Local => self.router.read_local(&query),
         };
-        Ok(reply??)
+        reply?.map_err(status::from_domain)
     }
 
     /// Commits `command` through the leader and returns its output.
     pub async fn command(&self, command: Command) -> Result<CommandOutput, Status> {
-        Ok(self.router.write(command).await??)
+        self.router
+            .write(command)
+            .await?
+            .map_err(status::from_domain)
     }
 
     /// Commits a command whose only output is `Done`.
@@ -110,7 +113,7 @@ pub fn consistency<T>(request: &tonic::Request<T>) -> Result<Consistency, Status
 /// What both listeners need besides the node's context.
 pub struct Serving {
     /// Turns credentials into callers.
-    pub authenticator: Arc<crate::auth::authenticator::Authenticator>,
+    pub authenticator: Arc<crate::authenticator::Authenticator>,
     /// Every public operation's action and resource.
     pub table: Arc<access::Table>,
     /// How connections are taken (TLS or not, handshake bound).
@@ -228,7 +231,7 @@ pub async fn serve_public(
             }),
         );
     let layer = guard::GuardLayer::new(
-        crate::auth::authenticator::Listener::Public,
+        crate::authenticator::Listener::Public,
         serving.authenticator,
         serving.table,
         ctx.identity.clone(),
@@ -274,7 +277,7 @@ pub async fn serve_cluster(
         None => routes,
     };
     let layer = guard::GuardLayer::new(
-        crate::auth::authenticator::Listener::Cluster,
+        crate::authenticator::Listener::Cluster,
         serving.authenticator,
         serving.table,
         ctx.identity.clone(),

@@ -6,6 +6,7 @@
 //! applies every send), for the next hidden message to come due, or for the
 //! end of the wait, then asks again.
 
+use super::status::IntoStatus;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -66,10 +67,10 @@ pub(crate) fn queue_ref(
     given: &str,
 ) -> Result<String, Status> {
     let Some((rest, name)) = given.rsplit_once('/') else {
-        queues::validate_name(field, given)?;
+        queues::validate_name(field, given).map_err(super::status::from_domain)?;
         return Ok(given.to_string());
     };
-    queues::validate_name(field, name)?;
+    queues::validate_name(field, name).map_err(super::status::from_domain)?;
     let account = rest.rsplit('/').next().unwrap_or("");
     let host = rest
         .split_once("://")
@@ -84,19 +85,21 @@ pub(crate) fn queue_ref(
         .and_then(|h| h.split('.').next())
         .or_else(|| host.strip_suffix(".queue.amazonaws.com"));
     if account != identity.account_id || region.is_some_and(|r| r != identity.region) {
-        return Err(queues::does_not_exist(&crate::error::cut(given, 256)).into());
+        return Err(queues::does_not_exist(&crate::error::cut(given, 256)).into_status());
     }
     Ok(name.to_string())
 }
 
 fn arn_ref(field: &str, arn: &str) -> Result<String, Status> {
-    let name = queue_name_from_arn(arn).ok_or_else(|| {
-        DomainError::invalid(
-            field,
-            format!("{arn:?} is not an SQS queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME)"),
-        )
-    })?;
-    queues::validate_name(field, name)?;
+    let name = queue_name_from_arn(arn)
+        .ok_or_else(|| {
+            DomainError::invalid(
+                field,
+                format!("{arn:?} is not an SQS queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME)"),
+            )
+        })
+        .map_err(super::status::from_domain)?;
+    queues::validate_name(field, name).map_err(super::status::from_domain)?;
     Ok(name.to_string())
 }
 
@@ -288,7 +291,9 @@ impl QueuesApi {
             if let Attribute::RedrivePolicy(Some(p)) = a {
                 let field = "attributes.RedrivePolicy.deadLetterTargetArn";
                 if p.dead_letter_queue == name {
-                    return Err(DomainError::invalid(field, "must name another queue").into());
+                    return Err(
+                        DomainError::invalid(field, "must name another queue").into_status()
+                    );
                 }
                 let dlq = match self
                     .queue(Consistency::Linearizable, &p.dead_letter_queue)
@@ -300,7 +305,7 @@ impl QueuesApi {
                             field,
                             format!("queue {:?} does not exist", p.dead_letter_queue),
                         )
-                        .into())
+                        .into_status())
                     }
                     Err(s) => return Err(s),
                 };
@@ -309,7 +314,7 @@ impl QueuesApi {
                         field,
                         "a FIFO queue's dead-letter queue must be FIFO, a standard queue's standard",
                     )
-                    .into());
+                    .into_status());
                 }
             }
         }
@@ -396,7 +401,8 @@ impl pb::queues_server::Queues for QueuesApi {
         let req = request.into_inner();
         let attributes: BTreeMap<String, String> = req.attributes.into_iter().collect();
         let tags: BTreeMap<String, String> = req.tags.into_iter().collect();
-        let cmd = CreateQueue::new(&req.queue_name, &attributes, tags)?;
+        let cmd = CreateQueue::new(&req.queue_name, &attributes, tags)
+            .map_err(super::status::from_domain)?;
         self.check_redrive(&cmd.name, &cmd.attributes).await?;
         match self.ctx.command(Command::CreateQueue(cmd)).await? {
             CommandOutput::QueueCreated { created } => Ok(Response::new(pb::CreateQueueResponse {
@@ -414,7 +420,7 @@ impl pb::queues_server::Queues for QueuesApi {
     ) -> Result<Response<pb::GetQueueUrlResponse>, Status> {
         let how = consistency(&request)?;
         let req = request.into_inner();
-        queues::validate_name("queue_name", &req.queue_name)?;
+        queues::validate_name("queue_name", &req.queue_name).map_err(super::status::from_domain)?;
         if !req.queue_owner_aws_account_id.is_empty()
             && req.queue_owner_aws_account_id != self.ctx.identity.account_id
         {
@@ -439,7 +445,8 @@ impl pb::queues_server::Queues for QueuesApi {
     ) -> Result<Response<pb::ListQueuesResponse>, Status> {
         let how = consistency(&request)?;
         let req = request.into_inner();
-        let list = ListQueues::new(&req.queue_name_prefix, req.max_results, &req.next_token)?;
+        let list = ListQueues::new(&req.queue_name_prefix, req.max_results, &req.next_token)
+            .map_err(super::status::from_domain)?;
         match self.ctx.query(how, Query::ListQueues(list)).await? {
             QueryOutput::Queues(page) => Ok(Response::new(pb::ListQueuesResponse {
                 queue_urls: page.names.iter().map(|n| self.url(n)).collect(),
@@ -517,7 +524,7 @@ impl pb::queues_server::Queues for QueuesApi {
                     "attribute_names",
                     format!("unknown queue attribute {n:?}"),
                 )
-                .into());
+                .into_status());
             }
         }
         let attributes = all
@@ -534,7 +541,8 @@ impl pb::queues_server::Queues for QueuesApi {
         let req = request.into_inner();
         let name = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
         let map: BTreeMap<String, String> = req.attributes.into_iter().collect();
-        let attributes = attributes::parse(&map, queues::is_fifo_name(&name))?;
+        let attributes = attributes::parse(&map, queues::is_fifo_name(&name))
+            .map_err(super::status::from_domain)?;
         self.check_redrive(&name, &attributes).await?;
         self.ctx
             .done(
@@ -555,7 +563,7 @@ impl pb::queues_server::Queues for QueuesApi {
         if tags.is_empty() {
             return Err(super::status::invalid("tags", "must have at least one tag"));
         }
-        queues::validate_tags(&tags)?;
+        queues::validate_tags(&tags).map_err(super::status::from_domain)?;
         self.ctx
             .done(Command::TagQueue { name, tags }, "TagQueue")
             .await?;
@@ -634,7 +642,8 @@ impl pb::queues_server::Queues for QueuesApi {
                 req.message_deduplication_id,
                 req.message_group_id,
             ),
-        )?;
+        )
+        .map_err(super::status::from_domain)?;
         let out = self
             .ctx
             .command(Command::SendMessages {
@@ -647,7 +656,8 @@ impl pb::queues_server::Queues for QueuesApi {
         };
         let sent = results
             .pop()
-            .ok_or_else(|| super::status::unexpected("SendMessage"))??;
+            .ok_or_else(|| super::status::unexpected("SendMessage"))?
+            .map_err(super::status::from_domain)?;
         Ok(Response::new(pb::SendMessageResponse {
             message_id: sent.message_id,
             md5_of_message_body: sent.md5_of_body,
@@ -663,7 +673,8 @@ impl pb::queues_server::Queues for QueuesApi {
     ) -> Result<Response<pb::SendMessageBatchResponse>, Status> {
         let req = request.into_inner();
         let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
-        message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
+        message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))
+            .map_err(super::status::from_domain)?;
         let fifo = queues::is_fifo_name(&queue);
         let Split {
             ids,
@@ -685,7 +696,7 @@ impl pb::queues_server::Queues for QueuesApi {
             );
             (id, m)
         });
-        message::validate_batch_size(&messages)?;
+        message::validate_batch_size(&messages).map_err(super::status::from_domain)?;
         let mut successful = Vec::new();
         if !messages.is_empty() {
             let out = self
@@ -733,9 +744,11 @@ impl pb::queues_server::Queues for QueuesApi {
         let visibility_timeout = req
             .visibility_timeout
             .map(|v| seconds_in("visibility_timeout", v, attributes::VISIBILITY_TIMEOUT_MAX))
-            .transpose()?;
+            .transpose()
+            .map_err(super::status::from_domain)?;
         let wait = match req.wait_time_seconds {
-            Some(w) => seconds_in("wait_time_seconds", w, attributes::RECEIVE_WAIT_MAX)?,
+            Some(w) => seconds_in("wait_time_seconds", w, attributes::RECEIVE_WAIT_MAX)
+                .map_err(super::status::from_domain)?,
             // The queue's default; this node's view of it is good enough.
             None => match self.queue(Consistency::Local, &queue).await {
                 Ok(q) => q.attributes.receive_wait_time,
@@ -748,14 +761,16 @@ impl pb::queues_server::Queues for QueuesApi {
             message::validate_fifo_id(
                 "receive_request_attempt_id",
                 &req.receive_request_attempt_id,
-            )?;
+            )
+            .map_err(super::status::from_domain)?;
             Some(req.receive_request_attempt_id)
         };
         check_names(
             "message_system_attribute_names",
             &req.message_system_attribute_names,
             SYSTEM_ATTRIBUTES,
-        )?;
+        )
+        .map_err(super::status::from_domain)?;
         let request = ReceiveRequest {
             max,
             visibility_timeout,
@@ -814,7 +829,9 @@ impl pb::queues_server::Queues for QueuesApi {
     ) -> Result<Response<pb::DeleteMessageResponse>, Status> {
         let req = request.into_inner();
         let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
-        let receipt = self.open_receipt("receipt_handle", &req.receipt_handle)?;
+        let receipt = self
+            .open_receipt("receipt_handle", &req.receipt_handle)
+            .map_err(super::status::from_domain)?;
         let out = self
             .ctx
             .command(Command::DeleteMessages {
@@ -826,7 +843,8 @@ impl pb::queues_server::Queues for QueuesApi {
             return Err(super::status::unexpected("DeleteMessage"));
         };
         r.pop()
-            .ok_or_else(|| super::status::unexpected("DeleteMessage"))??;
+            .ok_or_else(|| super::status::unexpected("DeleteMessage"))?
+            .map_err(super::status::from_domain)?;
         Ok(Response::new(pb::DeleteMessageResponse {}))
     }
 
@@ -836,7 +854,8 @@ impl pb::queues_server::Queues for QueuesApi {
     ) -> Result<Response<pb::DeleteMessageBatchResponse>, Status> {
         let req = request.into_inner();
         let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
-        message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
+        message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))
+            .map_err(super::status::from_domain)?;
         let Split {
             ids,
             valid: receipts,
@@ -870,12 +889,15 @@ impl pb::queues_server::Queues for QueuesApi {
     ) -> Result<Response<pb::ChangeMessageVisibilityResponse>, Status> {
         let req = request.into_inner();
         let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
-        let receipt = self.open_receipt("receipt_handle", &req.receipt_handle)?;
+        let receipt = self
+            .open_receipt("receipt_handle", &req.receipt_handle)
+            .map_err(super::status::from_domain)?;
         let seconds = seconds_in(
             "visibility_timeout",
             req.visibility_timeout,
             attributes::VISIBILITY_TIMEOUT_MAX,
-        )?;
+        )
+        .map_err(super::status::from_domain)?;
         let out = self
             .ctx
             .command(Command::ChangeVisibility {
@@ -887,7 +909,8 @@ impl pb::queues_server::Queues for QueuesApi {
             return Err(super::status::unexpected("ChangeMessageVisibility"));
         };
         r.pop()
-            .ok_or_else(|| super::status::unexpected("ChangeMessageVisibility"))??;
+            .ok_or_else(|| super::status::unexpected("ChangeMessageVisibility"))?
+            .map_err(super::status::from_domain)?;
         Ok(Response::new(pb::ChangeMessageVisibilityResponse {}))
     }
 
@@ -897,7 +920,8 @@ impl pb::queues_server::Queues for QueuesApi {
     ) -> Result<Response<pb::ChangeMessageVisibilityBatchResponse>, Status> {
         let req = request.into_inner();
         let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
-        message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
+        message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))
+            .map_err(super::status::from_domain)?;
         let Split {
             ids,
             valid: changes,
@@ -1020,7 +1044,7 @@ impl pb::queues_server::Queues for QueuesApi {
                 "source_arn",
                 format!("queue {queue:?} is not the dead-letter queue of any queue"),
             )
-            .into());
+            .into_status());
         }
         if let Some(d) = &destination {
             self.queue(Consistency::Linearizable, d)
@@ -1031,7 +1055,7 @@ impl pb::queues_server::Queues for QueuesApi {
                             "destination_arn",
                             format!("queue {d:?} does not exist"),
                         )
-                        .into()
+                        .into_status()
                     } else {
                         s
                     }
@@ -1094,7 +1118,7 @@ impl pb::queues_server::Queues for QueuesApi {
     ) -> Result<Response<pb::CancelMessageMoveTaskResponse>, Status> {
         let handle = request.into_inner().task_handle;
         let not_found = || {
-            Status::from(DomainError::not_found(
+            super::status::from_domain(DomainError::not_found(
                 "ResourceNotFoundException",
                 format!("task_handle: no message move task {handle:?}"),
             ))

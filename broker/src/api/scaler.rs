@@ -17,6 +17,7 @@
 //! the answering node's own state (a scaler needs a fresh estimate, not a
 //! linearizable one), so any node can serve KEDA.
 
+use super::status::IntoStatus;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::time::Duration;
@@ -142,12 +143,12 @@ impl Trigger {
 }
 
 fn trigger_of(r: &pb::ScaledObjectRef) -> Result<Trigger, Status> {
-    Trigger::parse(&r.scaler_metadata).map_err(Status::from)
+    Trigger::parse(&r.scaler_metadata).map_err(super::status::from_domain)
 }
 
 fn store_status(e: ApplyError) -> Status {
     match e {
-        ApplyError::Rejected(d) => d.into(),
+        ApplyError::Rejected(d) => d.into_status(),
         ApplyError::Store(s) => status::internal(format!("reading the state: {s}")),
     }
 }

@@ -117,11 +117,14 @@ pub fn request_memory_exhausted(len: usize, max: usize) -> Status {
 
 /// An invalid request detected before any domain logic ran.
 pub fn invalid(field: &str, rule: impl Into<String>) -> Status {
-    DomainError::invalid(field, rule).into()
+    from_domain(DomainError::invalid(field, rule))
 }
 
-impl From<DomainError> for Status {
-    fn from(e: DomainError) -> Self {
+/// The status of a deterministic rejection: the one mapping from the
+/// domain's errors to gRPC. (A function, not a `From` impl: both types are
+/// foreign to the broker.)
+pub fn from_domain(e: DomainError) -> Status {
+    {
         let code = match e.kind {
             ErrorKind::InvalidArgument => Code::InvalidArgument,
             ErrorKind::NotFound => Code::NotFound,
@@ -132,6 +135,19 @@ impl From<DomainError> for Status {
         };
         let retry = (e.kind == ErrorKind::LimitExceeded).then(|| Duration::from_millis(100));
         build(code, &e.code, e.message, e.field.as_deref(), retry)
+    }
+}
+
+/// `.into_status()` on a domain error, where `.into()` would do were the
+/// types the broker's own.
+pub trait IntoStatus {
+    /// The status of this rejection (see [`from_domain`]).
+    fn into_status(self) -> Status;
+}
+
+impl IntoStatus for DomainError {
+    fn into_status(self) -> Status {
+        from_domain(self)
     }
 }
 
@@ -205,7 +221,7 @@ impl From<crate::invocation::ResolveError> for Status {
         use crate::invocation::ResolveError;
         match e {
             ResolveError::Route(e) => e.into(),
-            ResolveError::Domain(e) => e.into(),
+            ResolveError::Domain(e) => e.into_status(),
             ResolveError::Unexpected => unexpected("Invoke"),
         }
     }
@@ -215,7 +231,7 @@ impl From<crate::invocation::RunFailure> for Status {
     fn from(f: crate::invocation::RunFailure) -> Self {
         use crate::invocation::RunFailure;
         match f {
-            RunFailure::Throttled(e) => e.into(),
+            RunFailure::Throttled(e) => e.into_status(),
             RunFailure::Rejected(e) | RunFailure::Dispatch(e) => e.into(),
         }
     }
@@ -299,7 +315,8 @@ mod tests {
     #[test]
     fn messages_quote_at_most_a_short_prefix_of_what_they_were_given() {
         let huge = "x".repeat(786 * 1024);
-        let status: Status = DomainError::invalid("message_body", format!("got {huge:?}")).into();
+        let status: Status =
+            DomainError::invalid("message_body", format!("got {huge:?}")).into_status();
         assert!(
             status.message().len() <= MESSAGE_MAX + 32,
             "{}",
@@ -312,7 +329,7 @@ mod tests {
 
     #[test]
     fn invalid_input_names_field_and_code_in_details() {
-        let status: Status = DomainError::invalid("queue_name", "must be short").into();
+        let status: Status = DomainError::invalid("queue_name", "must be short").into_status();
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(status.message(), "queue_name: must be short");
         assert_eq!(
@@ -341,7 +358,7 @@ mod tests {
                 message: "m".into(),
                 field: None,
             };
-            assert_eq!(Status::from(e).code(), code);
+            assert_eq!(from_domain(e).code(), code);
         }
     }
 

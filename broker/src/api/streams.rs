@@ -10,6 +10,7 @@
 //! starting position) is linearizable by default. The `sluice-consistency`
 //! metadata overrides either default.
 
+use super::status::IntoStatus;
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::time::Duration;
@@ -40,7 +41,7 @@ pub struct StreamsApi {
 }
 
 fn invalid(field: &str, rule: impl Into<String>) -> Status {
-    streams::invalid(field, rule).into()
+    streams::invalid(field, rule).into_status()
 }
 
 /// A shard iterator's text: its fields sealed with the cluster's MAC.
@@ -60,14 +61,14 @@ pub(crate) fn stream_ref(field: &str, given: &str) -> Result<String, Status> {
         Some((_, rest)) => rest.split('/').next().unwrap_or(rest),
         None => given,
     };
-    streams::validate_name(field, name)?;
+    streams::validate_name(field, name).map_err(super::status::from_domain)?;
     Ok(name.to_string())
 }
 
 /// (stream, consumer) of a consumer ARN.
 fn consumer_ref(field: &str, arn: &str) -> Result<(String, String), Status> {
     let bad = || {
-        Status::from(streams::invalid(
+        super::status::from_domain(streams::invalid(
             field,
             format!("{arn:?} is not a consumer ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME/consumer/NAME:TIME)"),
         ))
@@ -75,8 +76,8 @@ fn consumer_ref(field: &str, arn: &str) -> Result<(String, String), Status> {
     let (_, rest) = arn.split_once(":stream/").ok_or_else(bad)?;
     let (stream, rest) = rest.split_once("/consumer/").ok_or_else(bad)?;
     let consumer = rest.split(':').next().ok_or_else(bad)?;
-    streams::validate_name(field, stream)?;
-    streams::validate_name(field, consumer)?;
+    streams::validate_name(field, stream).map_err(super::status::from_domain)?;
+    streams::validate_name(field, consumer).map_err(super::status::from_domain)?;
     Ok((stream.to_string(), consumer.to_string()))
 }
 
@@ -274,7 +275,7 @@ async fn run_subscription(
                         "ResourceNotFoundException",
                         format!("consumer_arn: consumer {consumer:?} of stream {name:?} was deregistered"),
                     );
-                    let _ = send(Err(gone.into())).await;
+                    let _ = send(Err(gone.into_status())).await;
                     return;
                 }
                 if !matches!(send(Ok(event)).await, Ok(Ok(()))) {
@@ -352,7 +353,10 @@ impl StreamsApi {
         let start = if after.is_empty() {
             None
         } else {
-            Some(streams::parse_shard_id("exclusive_start_shard_id", after)?)
+            Some(
+                streams::parse_shard_id("exclusive_start_shard_id", after)
+                    .map_err(super::status::from_domain)?,
+            )
         };
         let mut shards: Vec<&ShardMeta> = s
             .shards
@@ -388,7 +392,8 @@ impl pb::streams_server::Streams for StreamsApi {
             r.shard_write_records_per_second,
             r.shard_write_bytes_per_second,
             r.tags.into_iter().collect(),
-        )?;
+        )
+        .map_err(super::status::from_domain)?;
         let name = c.name.clone();
         match self.ctx.command(Command::CreateStream(c)).await? {
             CommandOutput::StreamCreated { created } => {
@@ -425,7 +430,8 @@ impl pb::streams_server::Streams for StreamsApi {
             streams::validate_name(
                 "exclusive_start_stream_name",
                 &r.exclusive_start_stream_name,
-            )?;
+            )
+            .map_err(super::status::from_domain)?;
             Some(r.exclusive_start_stream_name)
         };
         match self
@@ -519,7 +525,8 @@ impl pb::streams_server::Streams for StreamsApi {
     ) -> Result<Response<pb::PutRecordResponse>, Status> {
         let r = request.into_inner();
         let stream = stream_ref("stream_name", &r.stream_name)?;
-        let rec = NewRecord::new("", r.data, r.partition_key, &r.explicit_hash_key)?;
+        let rec = NewRecord::new("", r.data, r.partition_key, &r.explicit_hash_key)
+            .map_err(super::status::from_domain)?;
         let out = self
             .ctx
             .command(Command::PutRecords {
@@ -532,7 +539,8 @@ impl pb::streams_server::Streams for StreamsApi {
         };
         let placed = results
             .pop()
-            .ok_or_else(|| super::status::unexpected("PutRecord"))??;
+            .ok_or_else(|| super::status::unexpected("PutRecord"))?
+            .map_err(super::status::from_domain)?;
         Ok(Response::new(pb::PutRecordResponse {
             shard_id: shard_id(placed.shard),
             sequence_number: streams::sequence_number(placed.seq, placed.shard),
@@ -557,8 +565,9 @@ impl pb::streams_server::Streams for StreamsApi {
                     &e.explicit_hash_key,
                 )
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        validate_batch(&records)?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(super::status::from_domain)?;
+        validate_batch(&records).map_err(super::status::from_domain)?;
         let out = self
             .ctx
             .command(Command::PutRecords { stream, records })
@@ -600,14 +609,16 @@ impl pb::streams_server::Streams for StreamsApi {
         let how = super::consistency(&request)?;
         let r = request.into_inner();
         let name = stream_ref("stream_name", &r.stream_name)?;
-        let shard = streams::parse_shard_id("shard_id", &r.shard_id)?;
+        let shard =
+            streams::parse_shard_id("shard_id", &r.shard_id).map_err(super::status::from_domain)?;
         let position = Position::parse(
             "shard_iterator_type",
             &r.shard_iterator_type,
             &r.starting_sequence_number,
             r.timestamp,
             shard,
-        )?;
+        )
+        .map_err(super::status::from_domain)?;
         let (stream, next) = self.resolve(how, &name, shard, position).await?;
         let it = ShardIterator {
             stream,
@@ -628,8 +639,10 @@ impl pb::streams_server::Streams for StreamsApi {
         let how = record_read_consistency(&request)?;
         let r = request.into_inner();
         let it = open_iterator(&self.ctx.security.iterators, &r.shard_iterator)
-            .ok_or_else(|| iterator::not_an_iterator("shard_iterator"))?;
-        it.check_fresh("shard_iterator", now_ms())?;
+            .ok_or_else(|| iterator::not_an_iterator("shard_iterator"))
+            .map_err(super::status::from_domain)?;
+        it.check_fresh("shard_iterator", now_ms())
+            .map_err(super::status::from_domain)?;
         let limit = limit_in(
             "limit",
             r.limit,
@@ -653,7 +666,7 @@ impl pb::streams_server::Streams for StreamsApi {
                     "shard_iterator",
                     format!("belongs to stream {:?}, not {name:?}", read.stream),
                 )
-                .into());
+                .into_status());
             }
         }
         let next_shard_iterator = if read.children.is_some() {
@@ -696,8 +709,10 @@ impl pb::streams_server::Streams for StreamsApi {
     ) -> Result<Response<pb::SplitShardResponse>, Status> {
         let r = request.into_inner();
         let name = stream_ref("stream_name", &r.stream_name)?;
-        let shard = streams::parse_shard_id("shard_to_split", &r.shard_to_split)?;
-        let new_start = hashing::parse("new_starting_hash_key", &r.new_starting_hash_key)?;
+        let shard = streams::parse_shard_id("shard_to_split", &r.shard_to_split)
+            .map_err(super::status::from_domain)?;
+        let new_start = hashing::parse("new_starting_hash_key", &r.new_starting_hash_key)
+            .map_err(super::status::from_domain)?;
         match self
             .ctx
             .command(Command::SplitShard {
@@ -720,9 +735,11 @@ impl pb::streams_server::Streams for StreamsApi {
     ) -> Result<Response<pb::MergeShardsResponse>, Status> {
         let r = request.into_inner();
         let name = stream_ref("stream_name", &r.stream_name)?;
-        let shard = streams::parse_shard_id("shard_to_merge", &r.shard_to_merge)?;
+        let shard = streams::parse_shard_id("shard_to_merge", &r.shard_to_merge)
+            .map_err(super::status::from_domain)?;
         let adjacent =
-            streams::parse_shard_id("adjacent_shard_to_merge", &r.adjacent_shard_to_merge)?;
+            streams::parse_shard_id("adjacent_shard_to_merge", &r.adjacent_shard_to_merge)
+                .map_err(super::status::from_domain)?;
         match self
             .ctx
             .command(Command::MergeShards {
@@ -772,7 +789,7 @@ impl pb::streams_server::Streams for StreamsApi {
         let r = request.into_inner();
         let name = stream_ref("stream_name", &r.stream_name)?;
         let tags: BTreeMap<String, String> = r.tags.into_iter().collect();
-        streams::validate_tags(&tags)?;
+        streams::validate_tags(&tags).map_err(super::status::from_domain)?;
         self.ctx
             .done(Command::TagStream { name, tags }, "AddTagsToStream")
             .await?;
@@ -815,7 +832,8 @@ impl pb::streams_server::Streams for StreamsApi {
     ) -> Result<Response<pb::RegisterStreamConsumerResponse>, Status> {
         let r = request.into_inner();
         let name = stream_ref("stream_arn", &r.stream_arn)?;
-        streams::validate_name("consumer_name", &r.consumer_name)?;
+        streams::validate_name("consumer_name", &r.consumer_name)
+            .map_err(super::status::from_domain)?;
         match self
             .ctx
             .command(Command::RegisterConsumer {
@@ -839,7 +857,8 @@ impl pb::streams_server::Streams for StreamsApi {
         let (name, consumer) = if !r.consumer_arn.is_empty() {
             consumer_ref("consumer_arn", &r.consumer_arn)?
         } else {
-            streams::validate_name("consumer_name", &r.consumer_name)?;
+            streams::validate_name("consumer_name", &r.consumer_name)
+                .map_err(super::status::from_domain)?;
             (stream_ref("stream_arn", &r.stream_arn)?, r.consumer_name)
         };
         self.ctx
@@ -873,7 +892,8 @@ impl pb::streams_server::Streams for StreamsApi {
     ) -> Result<Response<Self::SubscribeToShardStream>, Status> {
         let r = request.into_inner();
         let (name, consumer) = consumer_ref("consumer_arn", &r.consumer_arn)?;
-        let shard = streams::parse_shard_id("shard_id", &r.shard_id)?;
+        let shard =
+            streams::parse_shard_id("shard_id", &r.shard_id).map_err(super::status::from_domain)?;
         let p = r.starting_position.unwrap_or_default();
         let position = Position::parse(
             "starting_position.type",
@@ -881,7 +901,8 @@ impl pb::streams_server::Streams for StreamsApi {
             &p.sequence_number,
             p.timestamp,
             shard,
-        )?;
+        )
+        .map_err(super::status::from_domain)?;
         // The consumer and the starting position at a linearizable point
         // (a consumer registered or a record put just before is seen);
         // the records then come from this node as it applies them.
@@ -891,7 +912,7 @@ impl pb::streams_server::Streams for StreamsApi {
                 "ResourceNotFoundException",
                 format!("consumer_arn: stream {name:?} has no consumer {consumer:?}"),
             )
-            .into());
+            .into_status());
         }
         let (stream, next) = self
             .resolve(Consistency::Linearizable, &name, shard, position)

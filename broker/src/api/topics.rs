@@ -4,6 +4,7 @@
 //! randomness a subscription needs (its id, its confirmation token) is drawn
 //! here too, so the state machine stays deterministic.
 
+use super::status::IntoStatus;
 use std::collections::BTreeMap;
 
 use sluice_proto::v1 as pb;
@@ -16,7 +17,8 @@ use crate::error::DomainError;
 use crate::queues::message::validate_batch_ids;
 use crate::topics::policy::DeliveryPolicy;
 use crate::topics::publish::{Publication, PublishInput};
-use crate::topics::subscriptions::{self, normalize_endpoint, Protocol, Subscribe, Subscription};
+use crate::topics::subscription::{self, normalize_endpoint, Protocol, Subscription};
+use crate::topics::subscriptions::{self, Subscribe};
 use crate::topics::{self, CreateTopic, Topic};
 
 /// Topics and subscriptions per list page.
@@ -45,7 +47,7 @@ impl TopicsApi {
 /// The topic a request names: its ARN or its bare name.
 pub fn topic_ref(field: &str, given: &str) -> Result<String, Status> {
     let name = topics::name_from_ref(given);
-    topics::validate_name(field, name)?;
+    topics::validate_name(field, name).map_err(super::status::from_domain)?;
     Ok(name.to_string())
 }
 
@@ -58,15 +60,18 @@ pub fn subscription_ref(field: &str, arn: &str) -> Result<(String, String), Stat
             format!("{arn:?} is not a subscription ARN (arn:aws:sns:REGION:ACCOUNT:TOPIC:ID)"),
         )
     };
-    let rest = arn.strip_prefix("arn:").ok_or_else(bad)?;
+    let rest = arn
+        .strip_prefix("arn:")
+        .ok_or_else(bad)
+        .map_err(super::status::from_domain)?;
     let parts: Vec<&str> = rest.splitn(6, ':').collect();
     let [_, "sns", _, _, topic, id] = parts.as_slice() else {
-        return Err(bad().into());
+        return Err(bad().into_status());
     };
-    topics::validate_name(field, topic)?;
+    topics::validate_name(field, topic).map_err(super::status::from_domain)?;
     if id.is_empty() || id.len() > 100 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
     {
-        return Err(bad().into());
+        return Err(bad().into_status());
     }
     Ok((topic.to_string(), id.to_string()))
 }
@@ -80,11 +85,15 @@ fn parse_token(field: &str, token: &str, parts: usize) -> Result<Option<Vec<Stri
         return Ok(None);
     }
     let bad = || DomainError::invalid(field, "is not a token returned by this call");
-    let bytes = hex::decode(token).map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let bytes = hex::decode(token)
+        .map_err(|_| bad())
+        .map_err(super::status::from_domain)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| bad())
+        .map_err(super::status::from_domain)?;
     let out: Vec<String> = text.split('\0').map(str::to_string).collect();
     if out.len() != parts {
-        return Err(bad().into());
+        return Err(bad().into_status());
     }
     Ok(Some(out))
 }
@@ -159,7 +168,8 @@ impl pb::topics_server::Topics for TopicsApi {
             &req.name,
             req.attributes.into_iter().collect(),
             req.tags.into_iter().collect(),
-        )?;
+        )
+        .map_err(super::status::from_domain)?;
         let name = cmd.name.clone();
         match self.ctx.command(Command::CreateTopic(cmd)).await? {
             CommandOutput::TopicCreated { created } => Ok(Response::new(pb::CreateTopicResponse {
@@ -242,7 +252,8 @@ impl pb::topics_server::Topics for TopicsApi {
             &req.attribute_value,
             name.ends_with(".fifo"),
             false,
-        )?;
+        )
+        .map_err(super::status::from_domain)?;
         self.ctx
             .done(
                 Command::SetTopicAttribute {
@@ -263,28 +274,32 @@ impl pb::topics_server::Topics for TopicsApi {
         let req = request.into_inner();
         let req_return_arn = req.return_subscription_arn;
         let topic = topic_ref("topic_arn", &req.topic_arn)?;
-        let protocol = Protocol::parse(&req.protocol).ok_or_else(|| {
-            DomainError::invalid_with_code(
-                "InvalidParameter",
-                "protocol",
-                format!(
-                    "must be sqs (or queue), lambda (or function), http or https, got {:?}",
-                    req.protocol
-                ),
-            )
-        })?;
-        let endpoint = normalize_endpoint(protocol, &req.endpoint)?;
+        let protocol = Protocol::parse(&req.protocol)
+            .ok_or_else(|| {
+                DomainError::invalid_with_code(
+                    "InvalidParameter",
+                    "protocol",
+                    format!(
+                        "must be sqs (or queue), lambda (or function), http or https, got {:?}",
+                        req.protocol
+                    ),
+                )
+            })
+            .map_err(super::status::from_domain)?;
+        let endpoint =
+            normalize_endpoint(protocol, &req.endpoint).map_err(super::status::from_domain)?;
         if matches!(protocol, Protocol::Http | Protocol::Https) {
             // An address refused now; a name is judged as it resolves, at
             // each delivery.
             if let Some(why) = self.ctx.security.destinations.refusal_of_url(&endpoint) {
                 return Err(
-                    DomainError::invalid_with_code("InvalidParameter", "endpoint", why).into(),
+                    DomainError::invalid_with_code("InvalidParameter", "endpoint", why)
+                        .into_status(),
                 );
             }
         }
         let attributes: BTreeMap<String, String> = req.attributes.into_iter().collect();
-        subscriptions::Settings::parse(protocol, &attributes)?;
+        subscription::Settings::parse(protocol, &attributes).map_err(super::status::from_domain)?;
         let cmd = Subscribe {
             topic: topic.clone(),
             protocol,
@@ -416,7 +431,8 @@ impl pb::topics_server::Topics for TopicsApi {
                 req.message_group_id,
                 req.message_deduplication_id,
             ),
-        )?;
+        )
+        .map_err(super::status::from_domain)?;
         let out = self
             .ctx
             .command(Command::Publish {
@@ -430,7 +446,8 @@ impl pb::topics_server::Topics for TopicsApi {
         };
         let published = results
             .pop()
-            .ok_or_else(|| super::status::unexpected("Publish"))??;
+            .ok_or_else(|| super::status::unexpected("Publish"))?
+            .map_err(super::status::from_domain)?;
         Ok(Response::new(pb::PublishResponse {
             message_id: published.message_id,
             sequence_number: published.sequence_number.unwrap_or_default(),
@@ -443,7 +460,8 @@ impl pb::topics_server::Topics for TopicsApi {
     ) -> Result<Response<pb::PublishBatchResponse>, Status> {
         let req = request.into_inner();
         let topic = topic_ref("topic_arn", &req.topic_arn)?;
-        validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))?;
+        validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))
+            .map_err(super::status::from_domain)?;
         let fifo = topic.ends_with(".fifo");
         let Split {
             ids,
@@ -475,7 +493,7 @@ impl pb::topics_server::Topics for TopicsApi {
                     topics::MESSAGE_MAX
                 ),
             )
-            .into());
+            .into_status());
         }
         let mut successful = Vec::new();
         if !messages.is_empty() {
@@ -511,7 +529,7 @@ impl pb::topics_server::Topics for TopicsApi {
         let req = request.into_inner();
         let name = topic_ref("resource_arn", &req.resource_arn)?;
         let tags: BTreeMap<String, String> = req.tags.into_iter().collect();
-        crate::queues::validate_tags(&tags)?;
+        crate::queues::validate_tags(&tags).map_err(super::status::from_domain)?;
         self.ctx
             .done(Command::TagTopic { name, tags }, "TagResource")
             .await?;
@@ -610,7 +628,7 @@ pub async fn confirm(ctx: &Context, topic: &str, token: &str) -> Result<String, 
             "token",
             "must be the Token of a confirmation request",
         )
-        .into());
+        .into_status());
     }
     match ctx
         .command(Command::ConfirmSubscription {

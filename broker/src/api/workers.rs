@@ -1,6 +1,7 @@
 //! `sluice.v1.Workers`: how workers join the cluster, heartbeat, and fetch
 //! code.
 
+use super::status::IntoStatus;
 use std::collections::HashMap;
 
 use sluice_proto::v1 as pb;
@@ -30,7 +31,11 @@ impl WorkersApi {
 
 /// The registered workers, from this node's applied state.
 pub fn registered(ctx: &Context) -> Result<Vec<WorkerRecord>, Status> {
-    match ctx.router.read_local(&Query::ListWorkers)?? {
+    match ctx
+        .router
+        .read_local(&Query::ListWorkers)?
+        .map_err(super::status::from_domain)?
+    {
         QueryOutput::Workers(ws) => Ok(ws),
         _ => Err(super::status::unexpected("ListWorkers")),
     }
@@ -43,9 +48,12 @@ pub fn provisioned(
     ctx: &Context,
     function: Option<&str>,
 ) -> Result<Vec<(ProvisionedConfig, pb::RunSpec)>, Status> {
-    let QueryOutput::Provisioned(configs) = ctx.router.read_local(&Query::Provisioned {
-        name: function.map(str::to_string),
-    })??
+    let QueryOutput::Provisioned(configs) = ctx
+        .router
+        .read_local(&Query::Provisioned {
+            name: function.map(str::to_string),
+        })?
+        .map_err(super::status::from_domain)?
     else {
         return Err(super::status::unexpected("Provisioned"));
     };
@@ -102,7 +110,11 @@ fn mapping_view(ctx: &Context, uuid: &str) -> Result<Option<MappingView>, Status
 /// The mapping slots `worker` holds, with their mappings' settings, from
 /// this node's applied state (each mapping read once).
 fn poll_leases(ctx: &Context, worker: &str) -> Result<Vec<pb::PollLease>, Status> {
-    let QueryOutput::Leases(leases) = ctx.router.read_local(&Query::ListLeases)?? else {
+    let QueryOutput::Leases(leases) = ctx
+        .router
+        .read_local(&Query::ListLeases)?
+        .map_err(super::status::from_domain)?
+    else {
         return Err(super::status::unexpected("ListLeases"));
     };
     let mut views: HashMap<String, Option<MappingView>> = HashMap::new();
@@ -207,7 +219,7 @@ impl pb::workers_server::Workers for WorkersApi {
                 "WorkerTlsRequired",
                 "tls_certificate_sha256: this cluster calls workers over TLS only; the worker must serve WorkerHost with a certificate",
             )
-            .into());
+            .into_status());
         }
         let mut other_host_secrets = self.ctx.security.worker_host_secrets(&owner, &r.worker_id);
         let host_secret = other_host_secrets.remove(0);
@@ -230,7 +242,7 @@ impl pb::workers_server::Workers for WorkersApi {
                 })
                 .collect(),
         };
-        report.validate()?;
+        report.validate().map_err(super::status::from_domain)?;
         let all = registered(&self.ctx)?;
         let now = now_ms();
         let stored = all.iter().find(|w| w.report.id == report.id);
@@ -304,7 +316,7 @@ impl pb::workers_server::Workers for WorkersApi {
             }
         }
         let zip = found.ok_or_else(|| {
-            Status::from(crate::error::DomainError::not_found(
+            super::status::from_domain(crate::error::DomainError::not_found(
                 "ResourceNotFoundException",
                 "no code package has that hash (the function changed or was deleted)",
             ))
@@ -320,7 +332,8 @@ impl pb::workers_server::Workers for WorkersApi {
         sluice_worker::validate_id(&r.worker_id)
             .map_err(|e| super::status::invalid("worker_id", e))?;
         let (seq, shard) =
-            crate::streams::parse_sequence_number("sequence_number", &r.sequence_number)?;
+            crate::streams::parse_sequence_number("sequence_number", &r.sequence_number)
+                .map_err(super::status::from_domain)?;
         if shard != stream_part(r.slot).0 {
             return Err(super::status::invalid(
                 "sequence_number",

@@ -7,7 +7,7 @@ use sluice_security::policy::{self, Decision, Policy};
 
 use crate::iam::{Kind, Principal};
 use crate::identity::Identity;
-use crate::raft::NodeId;
+use crate::node_id::NodeId;
 
 /// Owners of worker records that are nodes start with this.
 pub const NODE_OWNER: &str = "node/";

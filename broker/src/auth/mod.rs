@@ -6,14 +6,15 @@
 //! iterators, the tokens it calls workers with), its certificates, and the
 //! connectors it dials other nodes and workers through.
 //!
-//! [`authenticator::Authenticator`] turns a request's signature or client
+//! [`crate::authenticator::Authenticator`] turns a request's signature or client
 //! certificate into a [`caller::Caller`]; the API's guard layer
 //! (`api::guard`) asks it on every call, then authorises the caller against
 //! the action and resource of the RPC (`api::access`).
 
-pub mod authenticator;
 pub mod caller;
+pub mod settings;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use ring::hmac;
@@ -22,9 +23,9 @@ use sluice_security::mac::TokenKeys;
 use sluice_security::tls::{self, Connector, ReloadingCa, ReloadingCert, Trust};
 use sluice_security::Credentials;
 
-use crate::config::{Mode, NodeConfig};
+use crate::node_id::NodeId;
 use crate::outbound::Destinations;
-use crate::raft::NodeId;
+pub use settings::{Mode, Security};
 
 pub use sluice_security::credentials::{node_key_id, node_of_key, NODE_KEY_PREFIX};
 
@@ -89,15 +90,15 @@ fn hmac_hex(key: &[u8; 32], parts: &[&[u8]]) -> String {
 
 impl NodeSecurity {
     /// Loads the cluster key (making a single node's own on first start),
-    /// certificates and the administrator's credentials that `config` names.
-    pub fn load(config: &NodeConfig) -> Result<NodeSecurity, String> {
-        let s = &config.security;
+    /// certificates and the administrator's credentials that `s` names, for
+    /// node `node_id` with its data in `data_dir`.
+    pub fn load(s: &Security, data_dir: &Path, node_id: NodeId) -> Result<NodeSecurity, String> {
         let cluster_key = match &s.cluster_key_file {
             Some(path) => ClusterKey::load(path).map_err(|e| format!("--cluster-key-file {e}"))?,
             None => {
-                std::fs::create_dir_all(&config.data_dir)
-                    .map_err(|e| format!("--data-dir {}: {e}", config.data_dir.display()))?;
-                let path = config.data_dir.join("cluster.key");
+                std::fs::create_dir_all(data_dir)
+                    .map_err(|e| format!("--data-dir {}: {e}", data_dir.display()))?;
+                let path = data_dir.join("cluster.key");
                 let (key, created) =
                     ClusterKey::load_or_create(&path).map_err(|e| format!("cluster key {e}"))?;
                 if created {
@@ -106,7 +107,7 @@ impl NodeSecurity {
                 key
             }
         };
-        let cert = |files: &crate::config::CertFiles, flag: &str| {
+        let cert = |files: &sluice_security::tls::CertFiles, flag: &str| {
             ReloadingCert::load(files.clone()).map_err(|e| format!("{flag}: {e}"))
         };
         let public_identity = s
@@ -155,13 +156,13 @@ impl NodeSecurity {
             }
         }
         let node_credentials = Credentials {
-            access_key_id: node_key_id(config.node_id),
+            access_key_id: node_key_id(node_id),
             secret_access_key: hex::encode(cluster_key.derive(Purpose::NodeCredential)),
         };
         Ok(NodeSecurity {
             mode: s.mode,
             auth: s.auth,
-            node_id: config.node_id,
+            node_id,
             receipts: TokenKeys::new(RECEIPT_PREFIX, &cluster_key.derive_all(Purpose::ReceiptMac)),
             iterators: TokenKeys::new(
                 ITERATOR_PREFIX,

@@ -10,7 +10,6 @@
 //! * [`network`] and [`service`]: the client and server halves of the
 //!   node-to-node transport (`sluice.internal.v1.Raft`);
 //! * [`repair`]: opening the log, and repairing a node whose log is damaged;
-//! * [`transfer`]: leadership transfer, which openraft 0.9 does not provide.
 
 // openraft's traits fix the error types (StorageError, RPCError, ConfigError),
 // and they are large; boxing them here would only add conversions.
@@ -25,7 +24,6 @@ pub mod repair;
 pub mod service;
 pub mod snapshot;
 pub mod state_machine;
-pub mod transfer;
 
 use std::time::Duration;
 
@@ -33,8 +31,7 @@ use openraft::{AnyError, StorageError, StorageIOError};
 
 use crate::command::{EntryResponse, Request};
 
-/// A node's id in the cluster. Positive; unique over the cluster's life.
-pub type NodeId = u64;
+pub use crate::node_id::NodeId;
 
 /// A node's address as the other nodes reach it.
 pub type Node = openraft::BasicNode;

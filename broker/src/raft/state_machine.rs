@@ -29,7 +29,7 @@ use openraft::{
 
 use super::snapshot::{Meta, SnapshotDir, SnapshotFile, SnapshotReader, SnapshotWriter};
 use super::{storage_error, storage_read_error, Node, NodeId, TypeConfig};
-use crate::apply::{Ctx, Effect, Effects};
+use crate::apply::{Counter, Ctx, Effect, Effects};
 use crate::command::{EntryResponse, Query, QueryResponse};
 use crate::error::ApplyError;
 use crate::machine;
@@ -426,6 +426,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 Effect::OutboxReady => self.waiters.wake(Waiters::OUTBOX),
                 Effect::EventReady => self.waiters.wake(Waiters::EVENTS),
                 Effect::WorkersChanged => self.waiters.wake(Waiters::WORKERS),
+                Effect::Count(Counter::TopicQueueDeliveryFailure) => {
+                    metrics::counter!("sluice_topic_queue_delivery_failures_total").increment(1)
+                }
             }
         }
         metrics::histogram!("sluice_apply_seconds").record(started.elapsed().as_secs_f64());

@@ -20,136 +20,20 @@
 //! writes into a [`Txn`], an in-memory overlay that the state machine commits
 //! as one batch. Unit tests run the same logic over [`MemState`].
 
-pub mod codec;
 pub mod format;
-pub mod keys;
 pub mod lock;
 pub mod log;
-mod mem;
-mod txn;
 
 use std::ops::Bound;
 use std::path::Path;
 
-pub use mem::MemState;
-pub use txn::Txn;
+pub use sluice_core::store::{
+    codec, keys, records_under, Kv, KvIter, MemState, StateRead, StoreError, Txn, WriteBatch,
+};
 
-/// An owned key-value pair.
-pub type Kv = (Vec<u8>, Vec<u8>);
-
-/// A fallible iterator over key-value pairs in key order.
-pub type KvIter<'a> = Box<dyn Iterator<Item = Result<Kv, StoreError>> + 'a>;
-
-/// Errors of the storage layer.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The engine failed (I/O error, or it detected corruption itself).
-    #[error("storage engine: {0}")]
-    Engine(String),
-    /// A record could not be decoded.
-    #[error("corrupt record under key {key}: {reason}")]
-    Corrupt {
-        /// The key, printed with non-printable bytes escaped.
-        key: String,
-        /// What was wrong with it.
-        reason: String,
-    },
-    /// The Raft log is damaged before entries that are still readable: not a
-    /// write torn by a crash, which may be cut, but lost acknowledged data.
-    #[error("{0}")]
-    LogDamaged(log::Damage),
-    /// A file outside the engine (a snapshot) could not be read or written.
-    #[error("{context} {path}: {source}")]
-    Io {
-        /// What was being done.
-        context: &'static str,
-        /// The file.
-        path: String,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-}
-
-impl StoreError {
-    pub(crate) fn io(context: &'static str, path: &Path, source: std::io::Error) -> Self {
-        StoreError::Io {
-            context,
-            path: path.display().to_string(),
-            source,
-        }
-    }
-}
-
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
-        StoreError::Engine(e.to_string())
-    }
-}
-
-/// Read access to replicated state, as the domain logic sees it.
-pub trait StateRead {
-    /// The value stored under `key`.
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// Pairs with keys within the bounds, in ascending key order (descending
-    /// when `reverse`).
-    fn range(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, reverse: bool) -> KvIter<'_>;
-
-    /// Pairs whose key starts with `prefix`, in ascending key order.
-    fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_> {
-        self.range(
-            Bound::Included(prefix.to_vec()),
-            keys::prefix_end(prefix),
-            false,
-        )
-    }
-
-    /// The pair with the smallest key starting with `prefix`.
-    fn first_with_prefix(&self, prefix: &[u8]) -> Result<Option<Kv>, StoreError> {
-        self.scan_prefix(prefix).next().transpose()
-    }
-}
-
-/// Every record stored under `prefix`, decoded, in key order.
-pub fn records_under<T: serde::de::DeserializeOwned>(
-    state: &dyn StateRead,
-    prefix: &[u8],
-) -> Result<Vec<T>, StoreError> {
-    state
-        .scan_prefix(prefix)
-        .map(|kv| {
-            let (k, v) = kv?;
-            codec::decode(&k, &v)
-        })
-        .collect()
-}
-
-/// A set of writes to one tree, applied atomically.
-#[derive(Debug, Default)]
-pub struct WriteBatch {
-    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-}
-
-impl WriteBatch {
-    /// Sets `key` to `value`.
-    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.ops.push((key, Some(value)));
-    }
-
-    /// Removes `key`.
-    pub fn delete(&mut self, key: Vec<u8>) {
-        self.ops.push((key, None));
-    }
-
-    /// Number of writes in the batch.
-    pub fn len(&self) -> usize {
-        self.ops.len()
-    }
-
-    /// True when the batch holds no writes.
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
+/// A sled error, as the storage layer reports it.
+fn engine(e: sled::Error) -> StoreError {
+    StoreError::Engine(e.to_string())
 }
 
 /// Options for opening a [`Db`].
@@ -182,14 +66,15 @@ impl Db {
             // The state needs no fsync of its own (the log is durable);
             // flushing in the background bounds what a restart re-applies.
             .flush_every_ms(Some(1000))
-            .open()?;
+            .open()
+            .map_err(engine)?;
         Ok(Db { inner })
     }
 
     /// Opens (creating if needed) the tree called `name`.
     pub fn tree(&self, name: &str) -> Result<Tree, StoreError> {
         Ok(Tree {
-            inner: self.inner.open_tree(name)?,
+            inner: self.inner.open_tree(name).map_err(engine)?,
         })
     }
 
@@ -206,13 +91,13 @@ impl Db {
     /// syncs with `sync_file_range`, which a power loss can undo: use it to
     /// bound recovery work, never for durability (that is [`log`]'s job).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush()?;
+        self.inner.flush().map_err(engine)?;
         Ok(())
     }
 
     /// Bytes the database occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.size_on_disk()?)
+        self.inner.size_on_disk().map_err(engine)
     }
 }
 
@@ -226,13 +111,13 @@ pub struct Tree {
 impl Tree {
     /// Sets `key` to `value`.
     pub fn insert(&self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
-        self.inner.insert(key, value)?;
+        self.inner.insert(key, value).map_err(engine)?;
         Ok(())
     }
 
     /// Removes `key`.
     pub fn remove(&self, key: &[u8]) -> Result<(), StoreError> {
-        self.inner.remove(key)?;
+        self.inner.remove(key).map_err(engine)?;
         Ok(())
     }
 
@@ -243,13 +128,13 @@ impl Tree {
     /// Callers that need all-or-nothing recovery keep their own marker; the
     /// state machine rebuilds from its snapshot after an unclean stop.
     pub fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        for (key, value) in batch.ops {
+        for (key, value) in batch.into_ops() {
             match value {
                 Some(v) => {
-                    self.inner.insert(key, v)?;
+                    self.inner.insert(key, v).map_err(engine)?;
                 }
                 None => {
-                    self.inner.remove(key)?;
+                    self.inner.remove(key).map_err(engine)?;
                 }
             }
         }
@@ -258,18 +143,26 @@ impl Tree {
 
     /// Removes every key.
     pub fn clear(&self) -> Result<(), StoreError> {
-        self.inner.clear()?;
+        self.inner.clear().map_err(engine)?;
         Ok(())
     }
 
     /// The pair with the largest key.
     pub fn last(&self) -> Result<Option<Kv>, StoreError> {
-        Ok(self.inner.last()?.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        Ok(self
+            .inner
+            .last()
+            .map_err(engine)?
+            .map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
 
     /// The pair with the smallest key.
     pub fn first(&self) -> Result<Option<Kv>, StoreError> {
-        Ok(self.inner.first()?.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        Ok(self
+            .inner
+            .first()
+            .map_err(engine)?
+            .map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
 
     /// Number of keys. Walks the whole tree: for tests and diagnostics only.
@@ -280,14 +173,13 @@ impl Tree {
 
 impl StateRead for Tree {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.inner.get(key)?.map(|v| v.to_vec()))
+        Ok(self.inner.get(key).map_err(engine)?.map(|v| v.to_vec()))
     }
 
     fn range(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, reverse: bool) -> KvIter<'_> {
         let iter = self.inner.range::<Vec<u8>, _>((start, end));
         let map = |r: Result<(sled::IVec, sled::IVec), sled::Error>| {
-            r.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .map_err(StoreError::from)
+            r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine)
         };
         if reverse {
             Box::new(iter.rev().map(map))

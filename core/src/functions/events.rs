@@ -422,7 +422,7 @@ fn record(
     };
     let mut v = serde_json::json!({
         "version": "1.0",
-        "timestamp": crate::topics::envelope::timestamp(ctx.now_ms),
+        "timestamp": crate::time::timestamp(ctx.now_ms),
         "requestContext": {
             "requestId": e.request_id,
             "functionArn": format!("{function_arn}:{}", if e.qualifier.is_empty() { "$LATEST" } else { &e.qualifier }),

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use crate::queues::message::AttributeValue;
+use crate::time::timestamp;
 
 /// The fields of a notification.
 pub struct Notification<'a> {
@@ -108,11 +109,6 @@ pub fn confirmation(
     Value::Object(o).to_string()
 }
 
-/// `2026-11-23T12:34:56.789Z` for a time in ms since the epoch.
-pub fn timestamp(ms: u64) -> String {
-    sluice_proto::timestamp(ms)
-}
-
 /// Standard base64, padded (binary attributes; Lambda hashes and logs).
 pub fn base64(b: &[u8]) -> String {
     use base64::Engine;
@@ -159,13 +155,6 @@ mod tests {
         let e: Value = serde_json::from_str(&lambda_event("t:s", "m2", "t", "raw text")).unwrap();
         assert_eq!(e["Records"][0]["Sns"]["Message"], "raw text");
         assert_eq!(e["Records"][0]["Sns"]["MessageId"], "m2");
-    }
-
-    #[test]
-    fn timestamps_are_iso_8601_utc() {
-        assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(timestamp(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(timestamp(1_795_437_296_789), "2026-11-23T12:34:56.789Z");
     }
 
     #[test]

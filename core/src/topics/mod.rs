@@ -15,7 +15,7 @@
 //! | `topic/{name}` | [`StoredTopic`] |
 //! | `tname/{id}` | the topic's name |
 //! | `seq/topic-id` | next topic id |
-//! | `tsub/{id}/{subscription id}` | [`subscriptions::Subscription`] |
+//! | `tsub/{id}/{subscription id}` | [`subscription::Subscription`] |
 //! | `tout/{id}/{seq}` | [`outbox::Entry`] |
 //! | `tdue/{id}/{due ms}/{seq}` | due index of HTTP outbox entries |
 //! | `tdedup/{id}/{dedup id}` | [`publish::Dedup`] (FIFO topics) |
@@ -28,6 +28,7 @@ pub mod policy;
 pub mod publish;
 #[cfg(test)]
 mod scenarios;
+pub mod subscription;
 pub mod subscriptions;
 
 use std::collections::BTreeMap;
@@ -458,7 +459,7 @@ pub struct TopicCounts {
 pub fn details(state: &dyn StateRead, name: &str) -> ApplyResult<(Topic, TopicCounts)> {
     let t = require(state, name)?;
     let mut c = TopicCounts::default();
-    for s in subscriptions::all(state, t.id)? {
+    for s in subscription::all(state, t.id)? {
         if s.confirmed() {
             c.confirmed += 1;
         } else {
@@ -484,7 +485,7 @@ pub fn list_subscriptions(
             return Ok(None);
         };
         let start = after.filter(|(at, _)| *at == name).map(|(_, id)| id);
-        let (subs, more) = subscriptions::page(state, t.id, start, limit - out.len())?;
+        let (subs, more) = subscription::page(state, t.id, start, limit - out.len())?;
         let last = subs.last().map(|s| s.id.clone());
         out.extend(subs.into_iter().map(|s| (t.clone(), s)));
         Ok(if more || out.len() == limit {
@@ -522,6 +523,6 @@ pub fn list_subscriptions(
 
 /// Subscriptions with their topics, and where the next page starts.
 pub type SubscriptionPage = (
-    Vec<(Topic, subscriptions::Subscription)>,
+    Vec<(Topic, subscription::Subscription)>,
     Option<(String, String)>,
 );

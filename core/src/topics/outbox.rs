@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::policy::DeliveryPolicy;
-use super::subscriptions::{self, Subscription};
+use super::subscription::{self, Subscription};
 use super::Topic;
 use crate::apply::{Ctx, Effect, Effects};
 use crate::error::ApplyResult;
@@ -195,7 +195,7 @@ pub fn due(
             let Some(entry) = load(state, tid, seq)? else {
                 continue;
             };
-            let subscription = subscriptions::load(state, tid, &entry.subscription)?;
+            let subscription = subscription::load(state, tid, &entry.subscription)?;
             let policy = DeliveryPolicy::effective(
                 topic_policy.as_ref(),
                 subscription
@@ -262,7 +262,7 @@ pub fn settle(
             }
             Outcome::Failed(why) => why,
         };
-        let Some(sub) = subscriptions::load(txn, t.id, &e.subscription)? else {
+        let Some(sub) = subscription::load(txn, t.id, &e.subscription)? else {
             settled.dropped += 1;
             continue;
         };

@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 
 use super::envelope::{self, Notification};
 use super::outbox::{self, Kind};
-use super::subscriptions::{self, Protocol, Subscription};
+use super::subscription::{self, Protocol, Subscription};
 use super::{require, Topic, FAN_OUT_BYTES_MAX, MESSAGE_MAX};
-use crate::apply::{Ctx, Effects};
+use crate::apply::{Counter, Ctx, Effect, Effects};
 use crate::error::{ApplyResult, DomainError};
 use crate::filter::{AttributeRef, Message};
 use crate::queues::message::{
@@ -285,7 +285,7 @@ pub fn publish(
     effects: &mut Effects,
 ) -> ApplyResult<Vec<Result<Published, DomainError>>> {
     let mut t = require(txn, topic)?;
-    let subs: Vec<Subscription> = subscriptions::all(txn, t.id)?
+    let subs: Vec<Subscription> = subscription::all(txn, t.id)?
         .into_iter()
         .filter(Subscription::confirmed)
         .collect();
@@ -483,7 +483,7 @@ fn deliver_to_queue(
         }
         Err(e) => e.message,
     };
-    metrics::counter!("sluice_topic_queue_delivery_failures_total").increment(1);
+    effects.push(Effect::Count(Counter::TopicQueueDeliveryFailure));
     if let Some(dlq) = &sub.settings.dead_letter_queue {
         let entry = outbox::Entry {
             subscription: sub.id.clone(),

@@ -12,7 +12,8 @@ use crate::queues::CreateQueue;
 use crate::testing::World;
 use crate::topics::outbox::{Kind, Outcome};
 use crate::topics::publish::{Publication, PublishInput, Published};
-use crate::topics::subscriptions::{Protocol, Subscribe, Subscribed};
+use crate::topics::subscription::Protocol;
+use crate::topics::subscriptions::{Subscribe, Subscribed};
 use crate::topics::{outbox, CreateTopic};
 
 const ARN: &str = "arn:aws:sns:us-east-1:000000000000:";
@@ -46,7 +47,7 @@ impl World {
             .run(Command::Subscribe(Subscribe {
                 topic: topic.into(),
                 protocol,
-                endpoint: crate::topics::subscriptions::normalize_endpoint(protocol, endpoint)
+                endpoint: crate::topics::subscription::normalize_endpoint(protocol, endpoint)
                     .unwrap(),
                 attributes: map(attrs),
                 id: format!("sub-{endpoint}-{n}").replace(['/', ':'], "_"),
