@@ -547,6 +547,11 @@ pub fn needs_trim(
 /// Deletes up to [`STEP_LIMIT`] keys of a deleted stream; returns true when
 /// nothing is left.
 pub fn collect(txn: &mut Txn<'_>, sid: u64) -> ApplyResult<bool> {
+    // Only a deleted stream's data, which its marker names: a collect of any
+    // other id (a live stream's) finds nothing to do.
+    if txn.get(&super::gc_key(sid))?.is_none() {
+        return Ok(true);
+    }
     let prefixes = ["rec", "rts", "shard"].map(|space| Key::new(space).u64(sid).build());
     if !txn.delete_prefixes(&prefixes, STEP_LIMIT)? {
         return Ok(false);

@@ -372,6 +372,10 @@ pub fn delete(txn: &mut Txn<'_>, name: &str) -> ApplyResult<()> {
 /// Applies `CollectTopic`: deletes a bounded part of a deleted topic's keys;
 /// true when nothing is left.
 pub fn collect(txn: &mut Txn<'_>, id: u64) -> ApplyResult<bool> {
+    // Only a deleted topic's data, which its marker names (see streams).
+    if txn.get(&gc_key(id))?.is_none() {
+        return Ok(true);
+    }
     let prefixes =
         ["tsub", "tout", "tdue", "tdedup", "tdedupx"].map(|s| Key::new(s).u64(id).build());
     if !txn.delete_prefixes(&prefixes, COLLECT_STEP)? {
