@@ -28,9 +28,12 @@ pub mod error;
 pub use sluice_filter as filter;
 pub mod functions;
 pub mod iam;
+pub mod invariant;
 pub mod machine;
 pub mod mappings;
 pub mod queues;
+#[cfg(test)]
+mod simulation;
 pub mod store;
 pub mod streams;
 pub mod testing;

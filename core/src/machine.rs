@@ -12,12 +12,51 @@
 
 use crate::apply::{Ctx, Effect, Effects};
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
-use crate::error::ApplyResult;
+use crate::error::{ApplyError, ApplyResult, DomainError};
 use crate::functions;
+use crate::invariant::CheckError;
 use crate::queues::{self, delivery, housekeeping, layout, redrive};
-use crate::store::{StateRead, Txn};
+use crate::store::{StateRead, StoreError, Txn};
 use crate::streams::{self, iterator::Position, records, shards};
 use crate::topics::{self, outbox, publish, subscription, subscriptions};
+
+/// Applies the commands of one log entry on top of `batch`, the overlay of
+/// the entries applied before it in the same batch. Each command gets its
+/// own transaction: a rejected one leaves no trace (writes or effects), the
+/// others still apply. A store failure stops the batch: it is local, not a
+/// result every replica would share.
+pub fn apply_entry(
+    batch: &mut Txn<'_>,
+    ctx: &Ctx,
+    commands: &[Command],
+    effects: &mut Effects,
+) -> Result<Vec<Result<CommandOutput, DomainError>>, StoreError> {
+    let mut results = Vec::with_capacity(commands.len());
+    for command in commands {
+        let mut txn = Txn::new(&*batch);
+        let before = effects.len();
+        match apply(&mut txn, ctx, command, effects) {
+            Ok(out) => {
+                let writes = txn.into_writes();
+                batch.merge(writes);
+                results.push(Ok(out));
+            }
+            Err(ApplyError::Rejected(e)) => {
+                effects.truncate(before);
+                results.push(Err(e));
+            }
+            Err(ApplyError::Store(e)) => return Err(e),
+        }
+    }
+    Ok(results)
+}
+
+/// Checks every domain's invariants over `state` (see [`crate::invariant`]).
+pub fn check(state: &dyn StateRead) -> Result<(), CheckError> {
+    queues::invariants::check(state)?;
+    streams::invariants::check(state)?;
+    Ok(())
+}
 
 /// Applies one command. Writes go to `txn`; on error the caller discards them
 /// (and the effects recorded meanwhile).

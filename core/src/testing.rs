@@ -38,6 +38,10 @@ pub struct World {
     pub now: u64,
     /// Every effect of every command run.
     pub effects: Vec<Effect>,
+    /// Whether every command is followed by the invariant checks (on by
+    /// default; a test that builds a deep queue turns it off while it fills
+    /// it, since each check reads the whole state).
+    pub check_invariants: bool,
 }
 
 impl Default for World {
@@ -53,6 +57,7 @@ impl World {
             state: MemState::default(),
             now: T0,
             effects: Vec::new(),
+            check_invariants: true,
         }
     }
 
@@ -64,6 +69,13 @@ impl World {
             .state
             .run(|txn| machine::apply(txn, &ctx, &cmd, &mut effects));
         self.effects.extend(effects.drain());
+        // Every scenario checks the state machine's invariants after every
+        // command, so a test of behaviour is also a test of consistency.
+        if self.check_invariants {
+            if let Err(e) = machine::check(&self.state) {
+                panic!("after {}: {e}", cmd.name());
+            }
+        }
         match r {
             Ok(out) => Ok(out),
             Err(ApplyError::Rejected(e)) => Err(e),

@@ -203,7 +203,7 @@ pub fn heartbeat(txn: &mut Txn<'_>, ctx: &Ctx, report: &Heartbeat) -> ApplyResul
             .unwrap_or_default();
         if id != report.id && load(txn, &id)?.is_some() {
             txn.delete(key(&id));
-            n = n.saturating_sub(1);
+            crate::invariant::decrement(&mut n, "workers");
         }
         txn.delete(k);
     }
@@ -247,7 +247,8 @@ pub fn leave(txn: &mut Txn<'_>, id: &str, owner: &str) -> ApplyResult<()> {
         }
         txn.delete(key(id));
         txn.delete(seen_key(w.last_seen_ms, id));
-        let n = count(txn)?.saturating_sub(1);
+        let mut n = count(txn)?;
+        crate::invariant::decrement(&mut n, "workers");
         txn.put_record(count_key(), &n);
     }
     Ok(())

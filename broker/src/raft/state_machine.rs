@@ -376,27 +376,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Normal(request) => {
                     clock = clock.max(request.time_ms);
                     let ctx = Ctx { now_ms: clock };
-                    let mut results = Vec::with_capacity(request.commands.len());
-                    for command in &request.commands {
-                        // Each command gets its own transaction: a rejected
-                        // one leaves no trace, the others still apply.
-                        let mut txn = Txn::new(&batch);
-                        let before = effects.len();
-                        match machine::apply(&mut txn, &ctx, command, &mut effects) {
-                            Ok(out) => {
-                                let writes = txn.into_writes();
-                                batch.merge(writes);
-                                results.push(Ok(out));
-                            }
-                            Err(ApplyError::Rejected(e)) => {
-                                effects.truncate(before);
-                                results.push(Err(e));
-                            }
-                            Err(ApplyError::Store(e)) => {
-                                return Err(storage_read_error("applying a command", e))
-                            }
-                        }
-                    }
+                    // Each command gets its own transaction: a rejected one
+                    // leaves no trace, the others still apply.
+                    let results =
+                        machine::apply_entry(&mut batch, &ctx, &request.commands, &mut effects)
+                            .map_err(|e| storage_read_error("applying a command", e))?;
                     commands += results.len() as u64;
                     responses.push(results);
                 }

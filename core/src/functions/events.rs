@@ -384,7 +384,7 @@ pub fn settle(
         }
         RunOutcome::Expired => ("EventAgeExceeded", &cfg.on_failure, None, "$LATEST", None),
     };
-    f.pending_events = f.pending_events.saturating_sub(1);
+    crate::invariant::decrement(&mut f.pending_events, "pending_events");
     save(txn, &f);
     if let Some(d) = destination {
         let record = record(

@@ -332,8 +332,9 @@ fn count_one_more(txn: &mut Txn<'_>, name: &str, max: u64, what: &str) -> ApplyR
 }
 
 fn count_one_less(txn: &mut Txn<'_>, name: &str) -> ApplyResult<()> {
-    let n = counter(txn, name)?;
-    set_counter(txn, name, n.saturating_sub(1));
+    let mut n = counter(txn, name)?;
+    crate::invariant::decrement(&mut n, name);
+    set_counter(txn, name, n);
     Ok(())
 }
 

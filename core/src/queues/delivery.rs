@@ -20,6 +20,7 @@ use super::receipt::Receipt;
 use super::{require, Queue};
 use crate::apply::{Ctx, Effect, Effects};
 use crate::error::{ApplyResult, DomainError};
+use crate::invariant::decrement;
 use crate::store::keys::read_u64;
 use crate::store::{StateRead, Txn};
 
@@ -173,17 +174,17 @@ pub fn remove(txn: &mut Txn<'_>, q: &mut Open, seq: u64, head: &Head) -> ApplyRe
     txn.delete(k.sent(head.sent_ms, seq));
     match head.visibility {
         Visibility::Available => {
-            q.state.available = q.state.available.saturating_sub(1);
+            decrement(&mut q.state.available, "available");
             if !q.fifo() {
                 txn.delete(k.ready(seq));
             }
         }
         Visibility::Delayed(at) => {
-            q.state.delayed = q.state.delayed.saturating_sub(1);
+            decrement(&mut q.state.delayed, "delayed");
             txn.delete(k.due(at, seq));
         }
         Visibility::InFlight(at) => {
-            q.state.in_flight = q.state.in_flight.saturating_sub(1);
+            decrement(&mut q.state.in_flight, "in_flight");
             txn.delete(k.due(at, seq));
         }
     }
@@ -335,10 +336,10 @@ pub fn promote_due(txn: &mut Txn<'_>, ctx: &Ctx, q: &mut Open, limit: usize) -> 
         };
         match head.visibility {
             Visibility::Delayed(t) if t == *at => {
-                q.state.delayed = q.state.delayed.saturating_sub(1);
+                decrement(&mut q.state.delayed, "delayed");
             }
             Visibility::InFlight(t) if t == *at => {
-                q.state.in_flight = q.state.in_flight.saturating_sub(1);
+                decrement(&mut q.state.in_flight, "in_flight");
                 if q.fifo() {
                     let group = head.group_id.clone().unwrap_or_default();
                     fifo::add_in_flight(txn, &q.keys, &group, -1)?;
@@ -521,7 +522,7 @@ fn handle_one(
                 fifo::add_in_flight(txn, &q.keys, &group, 1)?;
             }
             txn.put(q.keys.due(until, seq), Vec::new());
-            q.state.available = q.state.available.saturating_sub(1);
+            decrement(&mut q.state.available, "available");
             q.state.in_flight += 1;
             save_head(txn, &q.keys, seq, &head);
             let body = load_body(txn, &q.keys, seq)?.unwrap_or_else(|| Body {

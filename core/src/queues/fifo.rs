@@ -55,7 +55,12 @@ pub fn group_messages(
 /// Changes a group's in-flight count by `delta`.
 pub fn add_in_flight(txn: &mut Txn<'_>, keys: &Keys, group: &str, delta: i64) -> ApplyResult<()> {
     let mut gs = load_group(txn, keys, group)?;
-    gs.in_flight = (i64::from(gs.in_flight) + delta).max(0) as u32;
+    let n = i64::from(gs.in_flight) + delta;
+    debug_assert!(
+        n >= 0,
+        "group {group:?}: in-flight count would go below zero"
+    );
+    gs.in_flight = n.max(0) as u32;
     save_group(txn, keys, group, &gs, false);
     Ok(())
 }

@@ -18,6 +18,7 @@ pub mod attributes;
 pub mod delivery;
 pub mod fifo;
 pub mod housekeeping;
+pub mod invariants;
 pub mod layout;
 pub mod message;
 pub mod receipt;

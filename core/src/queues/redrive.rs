@@ -89,7 +89,7 @@ pub fn acknowledge(txn: &mut Txn<'_>, name: &str, gen: u64, seqs: &[u64]) -> App
             let key = q.keys.out(*seq);
             if txn.get(&key)?.is_some() {
                 txn.delete(key);
-                q.state.leaving = q.state.leaving.saturating_sub(1);
+                crate::invariant::decrement(&mut q.state.leaving, "leaving");
             }
         }
     }

@@ -46,6 +46,11 @@ impl MemState {
         }
     }
 
+    /// Every pair, in key order (to compare two states byte for byte).
+    pub fn pairs(&self) -> &BTreeMap<Vec<u8>, Vec<u8>> {
+        &self.map
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.map.len()

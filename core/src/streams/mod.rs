@@ -14,6 +14,7 @@
 //! | `seq/stream-id` | next stream id |
 
 pub mod hashing;
+pub mod invariants;
 pub mod iterator;
 pub mod records;
 #[cfg(test)]

@@ -1,0 +1,72 @@
+//! The state machine's checks of its own consistency.
+//!
+//! Each domain states what must hold between its records, counters and
+//! indexes ([`crate::queues::invariants`], [`crate::streams::invariants`],
+//! ...); [`crate::machine::check`] runs them all. The broker runs them after
+//! every applied batch in debug builds, the scenario tests after every
+//! command, and the seeded simulation after every step. A violation is a bug
+//! in the apply code, never bad input: the state machine must not produce it
+//! from any sequence of commands.
+
+/// A broken invariant: which domain, and what does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{domain}: {what}")]
+pub struct Violation {
+    /// The domain whose rule does not hold.
+    pub domain: &'static str,
+    /// What does not hold, with the resource and the values found.
+    pub what: String,
+}
+
+/// What a check returns: a violation, or a store failure while reading.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// An invariant does not hold.
+    #[error("invariant broken: {0}")]
+    Violation(#[from] Violation),
+    /// The state could not be read.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl From<crate::error::ApplyError> for CheckError {
+    fn from(e: crate::error::ApplyError) -> Self {
+        match e {
+            crate::error::ApplyError::Store(s) => CheckError::Store(s),
+            crate::error::ApplyError::Rejected(d) => CheckError::Violation(Violation {
+                domain: "state",
+                what: format!("a record did not read back: {d}"),
+            }),
+        }
+    }
+}
+
+/// Fails with a [`Violation`] of `domain` unless `cond` holds.
+pub fn ensure(
+    cond: bool,
+    domain: &'static str,
+    what: impl FnOnce() -> String,
+) -> Result<(), Violation> {
+    if cond {
+        Ok(())
+    } else {
+        Err(Violation {
+            domain,
+            what: what(),
+        })
+    }
+}
+
+/// Takes one from a counter. A counter that would go below zero is an
+/// accounting bug: debug builds stop on it; release builds keep the counter
+/// at zero, as it cannot be repaired here, and the checks report the drift.
+pub fn decrement(counter: &mut u64, what: &str) {
+    debug_assert!(*counter > 0, "counter {what} would go below zero");
+    *counter = counter.saturating_sub(1);
+}
+
+/// Takes one from a 32-bit counter; see [`decrement`].
+pub fn decrement_u32(counter: &mut u32, what: &str) {
+    debug_assert!(*counter > 0, "counter {what} would go below zero");
+    *counter = counter.saturating_sub(1);
+}
