@@ -2,9 +2,10 @@
 //!
 //! Each domain states what must hold between its records, counters and
 //! indexes ([`crate::queues::invariants`], [`crate::streams::invariants`],
-//! ...); [`crate::machine::check`] runs them all. The broker runs them after
-//! every applied batch in debug builds, the scenario tests after every
-//! command, and the seeded simulation after every step. A violation is a bug
+//! ...); [`crate::machine::check`] runs them all: the scenario tests after
+//! every command, the seeded simulation after every step. (The broker does
+//! not run them: a check reads the whole state, which a node cannot afford
+//! per applied batch.) A violation is a bug
 //! in the apply code, never bad input: the state machine must not produce it
 //! from any sequence of commands.
 
@@ -61,12 +62,6 @@ pub fn ensure(
 /// accounting bug: debug builds stop on it; release builds keep the counter
 /// at zero, as it cannot be repaired here, and the checks report the drift.
 pub fn decrement(counter: &mut u64, what: &str) {
-    debug_assert!(*counter > 0, "counter {what} would go below zero");
-    *counter = counter.saturating_sub(1);
-}
-
-/// Takes one from a 32-bit counter; see [`decrement`].
-pub fn decrement_u32(counter: &mut u32, what: &str) {
     debug_assert!(*counter > 0, "counter {what} would go below zero");
     *counter = counter.saturating_sub(1);
 }

@@ -23,6 +23,24 @@ use crate::store::{codec, StateRead};
 
 const DOMAIN: &str = "queues";
 
+/// A violation unless two sets of sequence numbers are equal, naming a
+/// few of each side's extras.
+fn same(
+    name: &str,
+    a: &BTreeSet<u64>,
+    a_is: &str,
+    b: &BTreeSet<u64>,
+    b_is: &str,
+) -> Result<(), Violation> {
+    ensure(a == b, DOMAIN, || {
+        format!(
+            "queue {name:?}: {a_is} {:?}; {b_is} {:?}",
+            a.difference(b).take(5).collect::<Vec<_>>(),
+            b.difference(a).take(5).collect::<Vec<_>>()
+        )
+    })
+}
+
 fn seqs_under(state: &dyn StateRead, prefix: &[u8]) -> Result<BTreeSet<u64>, CheckError> {
     let mut out = BTreeSet::new();
     for kv in state.scan_prefix(prefix) {
@@ -83,14 +101,13 @@ fn check_queue(state: &dyn StateRead, name: &str, qid: u64, fifo: bool) -> Resul
     let body_prefix = k.body(0);
     let bodies = seqs_under(state, &body_prefix[..body_prefix.len() - 8])?;
     let heads_seqs: BTreeSet<u64> = heads.keys().copied().collect();
-    if bodies != heads_seqs {
-        return Err(v(format!(
-            "messages with a head but no body {:?}, with a body but no head {:?}",
-            heads_seqs.difference(&bodies).take(5).collect::<Vec<_>>(),
-            bodies.difference(&heads_seqs).take(5).collect::<Vec<_>>()
-        ))
-        .into());
-    }
+    same(
+        name,
+        &heads_seqs,
+        "messages with a head but no body",
+        &bodies,
+        "with a body but no head",
+    )?;
     if let Some(&last) = heads_seqs.last() {
         ensure(last < qs.next_seq, DOMAIN, || {
             format!(
@@ -124,14 +141,13 @@ fn check_queue(state: &dyn StateRead, name: &str, qid: u64, fifo: bool) -> Resul
             .filter(|(_, h)| h.visibility == Visibility::Available)
             .map(|(s, _)| *s)
             .collect();
-        if ready != want {
-            return Err(v(format!(
-                "ready/ lists {:?} not available, misses available {:?}",
-                ready.difference(&want).take(5).collect::<Vec<_>>(),
-                want.difference(&ready).take(5).collect::<Vec<_>>()
-            ))
-            .into());
-        }
+        same(
+            name,
+            &ready,
+            "ready/ lists messages not available",
+            &want,
+            "and misses available ones",
+        )?;
         return Ok(());
     }
 
