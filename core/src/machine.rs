@@ -55,6 +55,11 @@ pub fn apply_entry(
 pub fn check(state: &dyn StateRead) -> Result<(), CheckError> {
     queues::invariants::check(state)?;
     streams::invariants::check(state)?;
+    topics::invariants::check(state)?;
+    functions::invariants::check(state)?;
+    crate::mappings::invariants::check(state)?;
+    crate::workers::check(state)?;
+    crate::iam::check(state)?;
     Ok(())
 }
 

@@ -291,6 +291,17 @@ pub fn validate_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks the workers' invariant: the stored count (which caps
+/// registrations) equals the worker records.
+pub fn check(state: &dyn StateRead) -> Result<(), crate::invariant::CheckError> {
+    let records = state.scan_prefix(&Key::new("worker").build()).count() as u64;
+    let counted = count(state)?;
+    crate::invariant::ensure(records == counted, "workers", || {
+        format!("{counted} workers counted, {records} registered")
+    })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

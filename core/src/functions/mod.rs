@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 
 pub mod concurrency;
 pub mod events;
+pub mod invariants;
 
 use serde::{Deserialize, Serialize};
 

@@ -632,6 +632,22 @@ pub fn query(state: &dyn StateRead, query: &IamQuery) -> ApplyResult<IamQueryOut
     })
 }
 
+/// Checks the IAM invariants: the counts that cap principals and policies
+/// equal their records.
+pub fn check(state: &dyn StateRead) -> Result<(), crate::invariant::CheckError> {
+    for (counter_name, space, what) in [
+        ("iam/np", "iam/p", "principals"),
+        ("iam/npol", "iam/pol", "policies"),
+    ] {
+        let records = state.scan_prefix(&Key::new(space).build()).count() as u64;
+        let counted = counter(state, counter_name)?;
+        crate::invariant::ensure(records == counted, "iam", || {
+            format!("{counted} {what} counted, {records} stored")
+        })?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

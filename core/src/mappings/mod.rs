@@ -12,6 +12,7 @@
 //! | `esmid/{uuid}` | the function's name |
 
 pub mod checkpoints;
+pub mod invariants;
 pub mod leases;
 
 use serde::{Deserialize, Serialize};

@@ -23,6 +23,7 @@
 //! | `tgc/{id}` | a deleted topic whose keys are still being collected |
 
 pub mod envelope;
+pub mod invariants;
 pub mod outbox;
 pub mod policy;
 pub mod publish;
