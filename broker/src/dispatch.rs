@@ -36,8 +36,7 @@ const SUSPECT_FOR: Duration = Duration::from_secs(5);
 /// Time allowed on top of the function's timeout (fetching and unpacking
 /// code, starting the runtime).
 const RUN_SLACK: Duration = Duration::from_secs(30);
-/// Largest message exchanged with a worker.
-const MESSAGE_MAX: usize = 16 << 20;
+use sluice_core::limits::requests::WORKER_MESSAGE_MAX as MESSAGE_MAX;
 /// How long an invocation waits for a worker to register when there is
 /// none (a cluster just started, or its workers restarting).
 pub const WORKER_WAIT: Duration = Duration::from_secs(10);

@@ -29,6 +29,7 @@ pub use sluice_filter as filter;
 pub mod functions;
 pub mod iam;
 pub mod invariant;
+pub mod limits;
 pub mod machine;
 pub mod mappings;
 pub mod queues;

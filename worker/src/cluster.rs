@@ -18,7 +18,7 @@ use sluice_security::Credentials;
 use tonic::transport::Endpoint;
 
 /// Largest message exchanged with the cluster: a code package.
-pub const MESSAGE_MAX: usize = 16 << 20;
+pub use sluice_core::limits::requests::WORKER_MESSAGE_MAX as MESSAGE_MAX;
 /// Longest wait for one node's answer (a long poll takes 20 s).
 const ATTEMPT_MAX: Duration = Duration::from_secs(40);
 /// Longest wait for one node's answer to a short call.

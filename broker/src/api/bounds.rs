@@ -31,33 +31,28 @@ use super::status;
 pub const ELEMENTS_MAX: usize = 10_000;
 /// Deepest nesting of messages in a request.
 pub const DEPTH_MAX: usize = 16;
-/// Room for a request's fields besides its payload.
-const SLACK: usize = 64 * 1024;
-/// What a call without a payload may send.
-pub const DEFAULT_BYTES: usize = (1 << 20) + SLACK;
+pub use sluice_core::limits::requests::DEFAULT_BYTES;
+use sluice_core::limits::requests::{PUBLIC_MESSAGE_MAX, SLACK};
 
 /// The largest message the RPC `method` of `service` takes.
 pub fn byte_limit(service: &str, method: &str) -> usize {
-    use crate::queues::attributes::MESSAGE_SIZE_MAX;
-    use crate::streams::records::PUT_MAX_BYTES;
-    use crate::streams::RECORD_BYTES_MAX;
-    use crate::topics::publish::BATCH_MAX;
-    use crate::topics::MESSAGE_MAX;
-    let message = MESSAGE_SIZE_MAX as usize;
+    use sluice_core::limits::{functions, queues, streams, topics};
     match (service, method) {
-        ("sluice.v1.Queues", "SendMessage") => message + SLACK,
-        ("sluice.v1.Queues", "SendMessageBatch") => 10 * message + SLACK,
-        ("sluice.v1.Topics", "Publish") => MESSAGE_MAX + SLACK,
-        ("sluice.v1.Topics", "PublishBatch") => BATCH_MAX * MESSAGE_MAX + SLACK,
-        ("sluice.v1.Streams", "PutRecord") => RECORD_BYTES_MAX as usize + SLACK,
-        // 500 partition keys and hash keys come on top of the data.
-        ("sluice.v1.Streams", "PutRecords") => PUT_MAX_BYTES + 512 * 1024,
-        ("sluice.v1.Functions", "Invoke") => (6 << 20) + SLACK,
-        ("sluice.v1.Functions", "CreateFunction" | "UpdateFunctionCode") => {
-            super::PUBLIC_MESSAGE_MAX
+        ("sluice.v1.Queues", "SendMessage") => queues::MESSAGE_BYTES_MAX + SLACK,
+        ("sluice.v1.Queues", "SendMessageBatch") => {
+            queues::BATCH_MAX * queues::MESSAGE_BYTES_MAX + SLACK
         }
+        ("sluice.v1.Topics", "Publish") => topics::MESSAGE_BYTES_MAX + SLACK,
+        ("sluice.v1.Topics", "PublishBatch") => {
+            topics::BATCH_MAX * topics::MESSAGE_BYTES_MAX + SLACK
+        }
+        ("sluice.v1.Streams", "PutRecord") => streams::RECORD_BYTES_MAX as usize + SLACK,
+        // Partition keys and hash keys come on top of the data.
+        ("sluice.v1.Streams", "PutRecords") => streams::PUT_BYTES_MAX + streams::PUT_KEYS_BYTES,
+        ("sluice.v1.Functions", "Invoke") => functions::INVOKE_PAYLOAD_MAX + SLACK,
+        ("sluice.v1.Functions", "CreateFunction" | "UpdateFunctionCode") => PUBLIC_MESSAGE_MAX,
         // Invocation results and logs come back through the workers API.
-        ("sluice.v1.Workers", _) => super::PUBLIC_MESSAGE_MAX,
+        ("sluice.v1.Workers", _) => PUBLIC_MESSAGE_MAX,
         _ => DEFAULT_BYTES,
     }
 }

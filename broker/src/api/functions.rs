@@ -358,13 +358,13 @@ fn package(field: &str, zip: Vec<u8>) -> Result<Code, DomainError> {
     if zip.is_empty() {
         return Err(DomainError::invalid(field, "the zip package is required"));
     }
-    if zip.len() > functions::CODE_MAX {
+    if zip.len() > functions::CODE_BYTES_MAX {
         return Err(DomainError::invalid(
             field,
             format!(
                 "the package is {} bytes; at most {}",
                 zip.len(),
-                functions::CODE_MAX
+                functions::CODE_BYTES_MAX
             ),
         ));
     }
@@ -804,9 +804,15 @@ impl pb::functions_server::Functions for FunctionsApi {
             }
         };
         let (limit, what) = if req.invocation_type == "Event" {
-            (256 << 10, "an asynchronous")
+            (
+                sluice_core::limits::functions::EVENT_PAYLOAD_MAX,
+                "an asynchronous",
+            )
         } else {
-            (6 << 20, "a synchronous")
+            (
+                sluice_core::limits::functions::INVOKE_PAYLOAD_MAX,
+                "a synchronous",
+            )
         };
         if req.payload.len() > limit {
             return Err(DomainError::invalid(

@@ -42,11 +42,7 @@ use crate::router::RouteError;
 
 pub use crate::context::Context;
 
-/// Largest message the internal services accept: Raft batches carry many
-/// client requests.
-const INTERNAL_MESSAGE_MAX: usize = 512 * 1024 * 1024;
-/// Largest public request: a batch of ten 1 MiB messages with attributes.
-pub(crate) const PUBLIC_MESSAGE_MAX: usize = 16 * 1024 * 1024;
+use sluice_core::limits::requests::{INTERNAL_MESSAGE_MAX, PUBLIC_MESSAGE_MAX};
 
 pub use sluice_proto::CONSISTENCY_HEADER;
 

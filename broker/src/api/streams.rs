@@ -23,7 +23,7 @@ use crate::clock::now_ms;
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::DomainError;
 use crate::streams::iterator::{self, Position, ShardIterator};
-use crate::streams::records::{validate_batch, NewRecord, Read, READ_MAX_BYTES, READ_MAX_RECORDS};
+use crate::streams::records::{validate_batch, NewRecord, Read, READ_BYTES_MAX, READ_MAX_RECORDS};
 use crate::streams::{self, hashing, shard_id, ShardMeta, Stream};
 use crate::waiters::Waiters;
 use sluice_security::mac::TokenKeys;
@@ -233,7 +233,7 @@ async fn run_subscription(
             shard,
             next,
             EVENT_MAX_RECORDS,
-            READ_MAX_BYTES,
+            READ_BYTES_MAX,
         )
         .await
         {
@@ -656,7 +656,7 @@ impl pb::streams_server::Streams for StreamsApi {
             it.shard,
             it.next,
             limit,
-            READ_MAX_BYTES,
+            READ_BYTES_MAX,
         )
         .await?;
         if !r.stream_name.is_empty() {

@@ -484,13 +484,13 @@ impl pb::topics_server::Topics for TopicsApi {
             (id, p)
         });
         let total: usize = messages.iter().map(Publication::size).sum();
-        if total > topics::MESSAGE_MAX + 64 * messages.len() {
+        if total > topics::MESSAGE_BYTES_MAX + 64 * messages.len() {
             return Err(DomainError::invalid_with_code(
                 "BatchRequestTooLong",
                 "entries",
                 format!(
                     "the messages add up to about {total} bytes; a batch takes at most {}",
-                    topics::MESSAGE_MAX
+                    topics::MESSAGE_BYTES_MAX
                 ),
             )
             .into_status());

@@ -27,12 +27,10 @@ use tonic::transport::Endpoint;
 use super::{Node, NodeId, TypeConfig};
 use crate::store::codec;
 
-/// Bytes of snapshot data per streamed chunk.
-const SNAPSHOT_CHUNK: usize = 1 << 20;
-/// About how many bytes of entries one AppendEntries carries. openraft 0.9
-/// bounds a batch by its number of entries only, and an entry can hold
-/// megabytes (PutRecords); past this, the rest waits for the next call.
-const APPEND_BYTES_MAX: usize = 8 << 20;
+// openraft 0.9 bounds an AppendEntries batch by its number of entries only,
+// and an entry can hold megabytes (PutRecords): past APPEND_BYTES_MAX the
+// rest waits for the next call.
+use sluice_core::limits::replication::{APPEND_BYTES_MAX, SNAPSHOT_CHUNK};
 
 fn entry_size(e: &openraft::Entry<TypeConfig>) -> usize {
     match &e.payload {

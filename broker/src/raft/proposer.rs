@@ -66,7 +66,7 @@ impl Default for Limits {
         Limits {
             in_flight: 2,
             max_commands: 1024,
-            max_bytes: 1 << 20,
+            max_bytes: sluice_core::limits::replication::PROPOSAL_BYTES,
             max_queued: 16_384,
         }
     }

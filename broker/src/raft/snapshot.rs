@@ -29,7 +29,7 @@ const MAGIC: &[u8; 16] = b"SLUICE-SNAPSHOT1";
 const END: u32 = u32::MAX;
 /// Largest key or value a snapshot may hold; guards allocations when reading
 /// a damaged file before its checksum can be verified.
-const MAX_FIELD: u32 = 256 * 1024 * 1024;
+const MAX_FIELD: u32 = sluice_core::limits::replication::SNAPSHOT_FIELD_MAX;
 
 /// Metadata of a snapshot.
 pub type Meta = SnapshotMeta<NodeId, Node>;

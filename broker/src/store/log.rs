@@ -57,7 +57,7 @@ const MAGIC: [u8; 8] = *b"SLUICLOG";
 const SEGMENT_FORMAT: u32 = 2;
 /// Largest payload a record may hold; guards allocations when reading a
 /// damaged length.
-const MAX_PAYLOAD: u32 = 1 << 30;
+const MAX_PAYLOAD: u32 = sluice_core::limits::replication::LOG_RECORD_MAX;
 
 struct Segment {
     first: u64,

@@ -30,10 +30,7 @@ use crate::error::{ApplyResult, DomainError};
 use crate::store::keys::{self, Key};
 use crate::store::{codec, StateRead, Txn};
 
-/// Longest function name.
-pub const NAME_MAX: usize = 64;
-/// Largest code package, bytes: it travels in a Raft entry.
-pub const CODE_MAX: usize = 10 << 20;
+pub use crate::limits::functions::{CODE_BYTES_MAX, NAME_MAX};
 /// Memory range, MB.
 pub const MEMORY_MB: std::ops::RangeInclusive<u32> = 128..=10_240;
 /// Timeout range, seconds.

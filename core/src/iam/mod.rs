@@ -31,8 +31,7 @@ use crate::error::{ApplyResult, DomainError};
 use crate::store::keys::Key;
 use crate::store::{StateRead, Txn};
 
-/// Longest principal or policy name.
-pub const NAME_MAX: usize = 64;
+pub use crate::limits::iam::NAME_MAX;
 /// Most principals.
 pub const PRINCIPALS_MAX: u64 = 5_000;
 /// Most custom policies.

@@ -18,7 +18,7 @@ pub const RETENTION_MAX: u32 = 1_209_600;
 /// Settable maximum message size range, bytes.
 pub const MESSAGE_SIZE_MIN: u32 = 1_024;
 /// Settable maximum message size range, bytes.
-pub const MESSAGE_SIZE_MAX: u32 = 1_048_576;
+pub const MESSAGE_SIZE_MAX: u32 = crate::limits::queues::MESSAGE_BYTES_MAX as u32;
 /// Long-poll wait range, seconds.
 pub const RECEIVE_WAIT_MAX: u32 = 20;
 /// Redrive `maxReceiveCount` range.

@@ -11,12 +11,9 @@ use crate::error::DomainError;
 
 /// Most message attributes on one message.
 pub const MAX_ATTRIBUTES: usize = 10;
-/// Largest message (body and attributes) any queue accepts, bytes.
-pub const MAX_MESSAGE_BYTES: usize = 1_048_576;
 /// Longest FIFO group or deduplication id.
 pub const MAX_FIFO_ID: usize = 128;
-/// Entries in a batch request.
-pub const MAX_BATCH: usize = 10;
+pub use crate::limits::queues::{BATCH_MAX, MESSAGE_BYTES_MAX};
 
 /// A message attribute value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,11 +180,11 @@ impl NewMessage {
             dedup_id,
             group_id,
         };
-        if nm.size() > MAX_MESSAGE_BYTES {
+        if nm.size() > MESSAGE_BYTES_MAX {
             return Err(DomainError::invalid(
                 f("message_body"),
                 format!(
-                    "the message is {} bytes with its attributes; at most {MAX_MESSAGE_BYTES}",
+                    "the message is {} bytes with its attributes; at most {MESSAGE_BYTES_MAX}",
                     nm.size()
                 ),
             ));
@@ -376,11 +373,11 @@ pub fn validate_batch_ids<'a>(
             "must have at least one entry",
         ));
     }
-    if ids.len() > MAX_BATCH {
+    if ids.len() > BATCH_MAX {
         return Err(DomainError::invalid_with_code(
             "TooManyEntriesInBatchRequest",
             field,
-            format!("must have at most {MAX_BATCH} entries, got {}", ids.len()),
+            format!("must have at most {BATCH_MAX} entries, got {}", ids.len()),
         ));
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -400,11 +397,11 @@ pub fn validate_batch_ids<'a>(
 /// Checks that a batch's messages fit in one request (1 MiB in all).
 pub fn validate_batch_size(messages: &[NewMessage]) -> Result<(), DomainError> {
     let total: usize = messages.iter().map(NewMessage::size).sum();
-    if total > MAX_MESSAGE_BYTES {
+    if total > MESSAGE_BYTES_MAX {
         return Err(DomainError::invalid_with_code(
             "BatchRequestTooLong",
             "entries",
-            format!("the batch is {total} bytes; at most {MAX_MESSAGE_BYTES} in all"),
+            format!("the batch is {total} bytes; at most {MESSAGE_BYTES_MAX} in all"),
         ));
     }
     Ok(())

@@ -37,10 +37,7 @@ use crate::store::{codec, StateRead, Txn};
 
 pub use attributes::{Attribute, QueueAttributes};
 
-/// Longest queue name, including any `.fifo` suffix.
-pub const NAME_MAX: usize = 80;
-/// Most tags on a queue.
-pub const TAGS_MAX: usize = 50;
+pub use crate::limits::queues::{NAME_MAX, TAGS_MAX};
 /// Longest page of `ListQueues`.
 pub const LIST_MAX_RESULTS: usize = 1000;
 

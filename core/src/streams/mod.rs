@@ -30,8 +30,7 @@ use crate::error::{ApplyResult, DomainError};
 use crate::store::keys::{self, Key};
 use crate::store::{codec, StateRead, Txn};
 
-/// Longest stream (and consumer) name.
-pub const NAME_MAX: usize = 128;
+pub use crate::limits::streams::{NAME_MAX, RECORD_BYTES_MAX, TAGS_MAX};
 /// Most shards a stream may have open.
 pub const SHARDS_MAX: u32 = 500;
 /// Retention range, hours.
@@ -40,16 +39,12 @@ pub const RETENTION_MIN_HOURS: u32 = 24;
 pub const RETENTION_MAX_HOURS: u32 = 8760;
 /// Default largest record.
 pub const RECORD_BYTES_DEFAULT: u32 = 1_048_576;
-/// Largest settable record.
-pub const RECORD_BYTES_MAX: u32 = 10_485_760;
 /// Default per-shard write limit, records per second.
 pub const WRITE_RECORDS_DEFAULT: u32 = 1000;
 /// Default per-shard write limit, bytes per second.
 pub const WRITE_BYTES_DEFAULT: u32 = 1_048_576;
 /// Most registered consumers per stream.
 pub const CONSUMERS_MAX: usize = 20;
-/// Most tags per stream.
-pub const TAGS_MAX: usize = 50;
 
 /// Bad input to a stream call: `INVALID_ARGUMENT` with Kinesis's code,
 /// naming the field and the rule.

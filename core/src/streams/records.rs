@@ -82,15 +82,9 @@ pub struct NewRecord {
     pub explicit_hash_key: Option<u128>,
 }
 
-/// Most records in one PutRecords.
-pub const PUT_MAX_RECORDS: usize = 500;
+pub use crate::limits::streams::{PUT_BYTES_MAX, PUT_RECORDS_MAX, READ_BYTES_MAX};
 /// Most records one GetRecords returns.
 pub const READ_MAX_RECORDS: u32 = 10_000;
-/// Most bytes of data one GetRecords returns (a single larger record is
-/// still returned alone, so a reader is never stuck behind it).
-pub const READ_MAX_BYTES: u64 = 10 << 20;
-/// Most bytes in one PutRecords (data and partition keys).
-pub const PUT_MAX_BYTES: usize = 5 * 1024 * 1024;
 
 impl NewRecord {
     /// Validates a record at the edge against the absolute limits (the
@@ -145,20 +139,20 @@ impl NewRecord {
 
 /// Checks a PutRecords request: 1-500 records, 5 MiB in all.
 pub fn validate_batch(records: &[NewRecord]) -> Result<(), DomainError> {
-    if records.is_empty() || records.len() > PUT_MAX_RECORDS {
+    if records.is_empty() || records.len() > PUT_RECORDS_MAX {
         return Err(super::invalid(
             "records",
             format!(
-                "must have 1 to {PUT_MAX_RECORDS} records, got {}",
+                "must have 1 to {PUT_RECORDS_MAX} records, got {}",
                 records.len()
             ),
         ));
     }
     let total: usize = records.iter().map(NewRecord::size).sum();
-    if total > PUT_MAX_BYTES {
+    if total > PUT_BYTES_MAX {
         return Err(super::invalid(
             "records",
-            format!("the request is {total} bytes; at most {PUT_MAX_BYTES} in all"),
+            format!("the request is {total} bytes; at most {PUT_BYTES_MAX} in all"),
         ));
     }
     Ok(())

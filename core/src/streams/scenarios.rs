@@ -92,7 +92,7 @@ impl World {
                 shard,
                 from,
                 limit,
-                max_bytes: records::READ_MAX_BYTES,
+                max_bytes: records::READ_BYTES_MAX,
             })
             .unwrap()
         {
@@ -488,7 +488,7 @@ fn a_read_returns_at_most_ten_mib_yet_always_one_record() {
     // The 10 MiB bound counts data: ten 1 MiB records fill it, an eleventh
     // would not fit.
     let sizes: usize = first.records.iter().map(|(_, r)| r.data.len()).sum();
-    assert!(sizes as u64 <= records::READ_MAX_BYTES);
+    assert!(sizes as u64 <= records::READ_BYTES_MAX);
     assert_eq!(first.records.len(), 10);
     let second = w.read_from(1, 0, first.next, records::READ_MAX_RECORDS);
     assert_eq!(second.records.len(), 2, "the rest of the 1 MiB records");

@@ -41,18 +41,12 @@ use crate::error::{ApplyResult, DomainError};
 use crate::store::keys::{self, read_u64, Key};
 use crate::store::{codec, StateRead, Txn};
 
-/// Longest topic name, including any `.fifo` suffix.
-pub const NAME_MAX: usize = 256;
-/// Largest message (body and attributes), bytes.
-pub const MESSAGE_MAX: usize = 262_144;
+pub use crate::limits::topics::{FAN_OUT_BYTES_MAX, MESSAGE_BYTES_MAX, NAME_MAX};
 /// Most subscriptions with a filter policy on one topic.
 pub const FILTER_POLICIES_MAX: usize = 200;
 /// Most subscriptions on one topic (SNS allows millions; every publish
 /// evaluates each, inside one command).
 pub const SUBSCRIPTIONS_MAX: usize = 10_000;
-/// Most bytes one publish command may copy to its subscriptions: a
-/// deterministic bound on the memory a command takes to apply.
-pub const FAN_OUT_BYTES_MAX: usize = 64 << 20;
 /// Keys removed per collection step of a deleted topic.
 const COLLECT_STEP: usize = 1000;
 

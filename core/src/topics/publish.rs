@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::envelope::{self, Notification};
 use super::outbox::{self, Kind};
 use super::subscription::{self, Protocol, Subscription};
-use super::{require, Topic, FAN_OUT_BYTES_MAX, MESSAGE_MAX};
+use super::{require, Topic, FAN_OUT_BYTES_MAX, MESSAGE_BYTES_MAX};
 use crate::apply::{Counter, Ctx, Effect, Effects};
 use crate::error::{ApplyResult, DomainError};
 use crate::filter::{AttributeRef, Message};
@@ -28,8 +28,7 @@ use crate::store::{codec, StateRead, Txn};
 
 /// How long a FIFO topic remembers a deduplication id.
 pub const DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
-/// Most entries in a PublishBatch.
-pub const BATCH_MAX: usize = 10;
+pub use crate::limits::topics::BATCH_MAX;
 /// Longest subject.
 pub const SUBJECT_MAX: usize = 100;
 
@@ -176,10 +175,12 @@ impl Publication {
         let size = message.len()
             + per_protocol.values().map(String::len).sum::<usize>()
             + p.attributes.iter().map(|(k, v)| v.size(k)).sum::<usize>();
-        if size > MESSAGE_MAX {
+        if size > MESSAGE_BYTES_MAX {
             return Err(DomainError::invalid(
                 f("message"),
-                format!("the message is {size} bytes with its attributes; at most {MESSAGE_MAX}"),
+                format!(
+                    "the message is {size} bytes with its attributes; at most {MESSAGE_BYTES_MAX}"
+                ),
             ));
         }
         let (group_id, dedup_id) = if fifo {
