@@ -231,3 +231,154 @@ async fn sluicectl_prints_errors_as_one_line_and_fails() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"name\":\"fine\""));
 }
+
+/// Tags on queues, topics and streams go through one replicated command:
+/// added, replaced, listed and removed on a follower's request, and a tag the
+/// rules refuse is refused with the service's code, naming the field and the
+/// rule, and changes nothing.
+#[tokio::test]
+async fn tags_on_queues_topics_and_streams_follow_one_rule_set() {
+    use sluice_client::sluice_proto::v1 as pb;
+    use sluice_client::sluice_proto::v1::streams_client::StreamsClient;
+    use sluice_client::sluice_proto::v1::topics_client::TopicsClient;
+
+    let _serial = serial().await;
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.leader(ELECTION).await;
+    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let client = c.node(follower).client(Duration::from_secs(20));
+    let tags = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+
+    // A queue.
+    client.create_queue("tagged", HashMap::new()).await.unwrap();
+    client
+        .tag_queue("tagged", tags(&[("team", "a"), ("env", "dev")]))
+        .await
+        .unwrap();
+    client
+        .tag_queue("tagged", tags(&[("env", "prod")]))
+        .await
+        .unwrap();
+    expect_err(
+        client
+            .tag_queue("tagged", tags(&[("aws:owner", "x")]))
+            .await,
+        Code::InvalidArgument,
+        "InvalidParameterValue",
+        "reserved prefix",
+    );
+    client
+        .untag_queue("tagged", vec!["team".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        client.list_queue_tags("tagged").await.unwrap(),
+        tags(&[("env", "prod")])
+    );
+
+    // A topic and a stream, through the generated clients.
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", c.node(follower).addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut topics = TopicsClient::new(channel.clone());
+    let arn = topics
+        .create_topic(pb::CreateTopicRequest {
+            name: "tagged".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .topic_arn;
+    topics
+        .tag_resource(pb::TagResourceRequest {
+            resource_arn: arn.clone(),
+            tags: tags(&[("team", "b")]),
+        })
+        .await
+        .unwrap();
+    let too_long = "v".repeat(257);
+    let e = topics
+        .tag_resource(pb::TagResourceRequest {
+            resource_arn: arn.clone(),
+            tags: tags(&[("k", &too_long)]),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("tags.k") && e.message().contains("at most 256"),
+        "{}",
+        e.message()
+    );
+    let listed = topics
+        .list_tags_for_resource(pb::ListTagsForResourceRequest {
+            resource_arn: arn.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        format!("{listed:?}").matches("team").count(),
+        1,
+        "{listed:?}"
+    );
+    assert!(!format!("{listed:?}").contains(&too_long));
+
+    let mut streams = StreamsClient::new(channel);
+    streams
+        .create_stream(pb::CreateStreamRequest {
+            stream_name: "tagged".into(),
+            shard_count: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    streams
+        .add_tags_to_stream(pb::AddTagsToStreamRequest {
+            stream_name: "tagged".into(),
+            tags: tags(&[("team", "c"), ("gone", "soon")]),
+        })
+        .await
+        .unwrap();
+    let e = streams
+        .add_tags_to_stream(pb::AddTagsToStreamRequest {
+            stream_name: "tagged".into(),
+            tags: tags(&[("aws:x", "y")]),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("reserved prefix"), "{}", e.message());
+    streams
+        .remove_tags_from_stream(pb::RemoveTagsFromStreamRequest {
+            stream_name: "tagged".into(),
+            tag_keys: vec!["gone".into()],
+        })
+        .await
+        .unwrap();
+    let listed = streams
+        .list_tags_for_stream(pb::ListTagsForStreamRequest {
+            stream_name: "tagged".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = format!("{listed:?}");
+    assert!(
+        listed.contains("team") && listed.contains("\"c\""),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("gone") && !listed.contains("aws:x"),
+        "{listed}"
+    );
+}

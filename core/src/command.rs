@@ -10,8 +10,6 @@
 //! Encoding: these types are postcard-encoded in the log and between nodes;
 //! new variants are only ever appended (see [`crate::store::codec`]).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
@@ -69,20 +67,6 @@ pub enum Command {
         name: String,
         /// Attributes to set.
         attributes: Vec<queues::Attribute>,
-    },
-    /// Add or replace tags.
-    TagQueue {
-        /// Queue name.
-        name: String,
-        /// Tags.
-        tags: BTreeMap<String, String>,
-    },
-    /// Remove tags.
-    UntagQueue {
-        /// Queue name.
-        name: String,
-        /// Tag keys.
-        keys: Vec<String>,
     },
     /// Delete every message.
     PurgeQueue {
@@ -216,20 +200,6 @@ pub enum Command {
         /// Target open shards.
         target: u32,
     },
-    /// Add or replace stream tags.
-    TagStream {
-        /// Stream name.
-        name: String,
-        /// Tags.
-        tags: BTreeMap<String, String>,
-    },
-    /// Remove stream tags.
-    UntagStream {
-        /// Stream name.
-        name: String,
-        /// Keys.
-        keys: Vec<String>,
-    },
     /// Register an enhanced fan-out consumer.
     RegisterConsumer {
         /// Stream name.
@@ -271,20 +241,6 @@ pub enum Command {
         attribute: String,
         /// Value.
         value: String,
-    },
-    /// Add or replace topic tags.
-    TagTopic {
-        /// Topic name.
-        name: String,
-        /// Tags.
-        tags: BTreeMap<String, String>,
-    },
-    /// Remove topic tags.
-    UntagTopic {
-        /// Topic name.
-        name: String,
-        /// Keys.
-        keys: Vec<String>,
     },
     /// Subscribe an endpoint.
     Subscribe(subscriptions::Subscribe),
@@ -488,6 +444,8 @@ pub enum Command {
     },
     /// Change principals, access keys or policies.
     Iam(crate::iam::IamCommand),
+    /// Add or remove tags on a queue, topic or stream.
+    Tag(crate::tags::Tag),
 }
 
 impl Command {
@@ -497,8 +455,6 @@ impl Command {
             Command::CreateQueue(_) => "CreateQueue",
             Command::DeleteQueue { .. } => "DeleteQueue",
             Command::SetQueueAttributes { .. } => "SetQueueAttributes",
-            Command::TagQueue { .. } => "TagQueue",
-            Command::UntagQueue { .. } => "UntagQueue",
             Command::PurgeQueue { .. } => "PurgeQueue",
             Command::SendMessages { .. } => "SendMessages",
             Command::ReceiveMessages { .. } => "ReceiveMessages",
@@ -518,8 +474,6 @@ impl Command {
             Command::SplitShard { .. } => "SplitShard",
             Command::MergeShards { .. } => "MergeShards",
             Command::UpdateShardCount { .. } => "UpdateShardCount",
-            Command::TagStream { .. } => "TagStream",
-            Command::UntagStream { .. } => "UntagStream",
             Command::RegisterConsumer { .. } => "RegisterConsumer",
             Command::DeregisterConsumer { .. } => "DeregisterConsumer",
             Command::TrimShard { .. } => "TrimShard",
@@ -527,8 +481,6 @@ impl Command {
             Command::CreateTopic(_) => "CreateTopic",
             Command::DeleteTopic { .. } => "DeleteTopic",
             Command::SetTopicAttribute { .. } => "SetTopicAttribute",
-            Command::TagTopic { .. } => "TagTopic",
-            Command::UntagTopic { .. } => "UntagTopic",
             Command::Subscribe(_) => "Subscribe",
             Command::ConfirmSubscription { .. } => "ConfirmSubscription",
             Command::Unsubscribe { .. } => "Unsubscribe",
@@ -558,6 +510,7 @@ impl Command {
             Command::CommitCheckpoint(_) => "CommitCheckpoint",
             Command::SetMappingResult { .. } => "SetMappingResult",
             Command::Iam(_) => "Iam",
+            Command::Tag(_) => "Tag",
         }
     }
 
@@ -612,8 +565,6 @@ impl Command {
             Command::CreateQueue(c) => Resource::Queue(&c.name),
             Command::DeleteQueue { name }
             | Command::SetQueueAttributes { name, .. }
-            | Command::TagQueue { name, .. }
-            | Command::UntagQueue { name, .. }
             | Command::PurgeQueue { name } => Resource::Queue(name),
             Command::SendMessages { queue, .. }
             | Command::ReceiveMessages { queue, .. }
@@ -632,8 +583,6 @@ impl Command {
             | Command::SplitShard { name, .. }
             | Command::MergeShards { name, .. }
             | Command::UpdateShardCount { name, .. }
-            | Command::TagStream { name, .. }
-            | Command::UntagStream { name, .. }
             | Command::RegisterConsumer { name, .. }
             | Command::DeregisterConsumer { name, .. }
             | Command::TrimShard { name, .. } => Resource::Stream(name),
@@ -641,10 +590,9 @@ impl Command {
             Command::CollectStream { sid } => Resource::StreamData(*sid),
             Command::CreateTopic(c) => Resource::Topic(&c.name),
             Command::Subscribe(c) => Resource::Topic(&c.topic),
-            Command::DeleteTopic { name }
-            | Command::SetTopicAttribute { name, .. }
-            | Command::TagTopic { name, .. }
-            | Command::UntagTopic { name, .. } => Resource::Topic(name),
+            Command::DeleteTopic { name } | Command::SetTopicAttribute { name, .. } => {
+                Resource::Topic(name)
+            }
             Command::ConfirmSubscription { topic, .. }
             | Command::Unsubscribe { topic, .. }
             | Command::SetSubscriptionAttribute { topic, .. }
@@ -672,6 +620,11 @@ impl Command {
             Command::CommitCheckpoint(c) => Resource::Function(&c.function),
             Command::WorkerHeartbeat(_) | Command::WorkerLeave { .. } => Resource::Workers,
             Command::Iam(_) => Resource::Iam,
+            Command::Tag(t) => match &t.resource {
+                crate::tags::Tagged::Queue(name) => Resource::Queue(name),
+                crate::tags::Tagged::Topic(name) => Resource::Topic(name),
+                crate::tags::Tagged::Stream(name) => Resource::Stream(name),
+            },
         }
     }
 }

@@ -37,6 +37,7 @@ pub mod queues;
 mod simulation;
 pub mod store;
 pub mod streams;
+pub mod tags;
 pub mod testing;
 pub mod time;
 pub mod topics;

@@ -16,13 +16,21 @@
 pub mod queues {
     /// Longest queue name, including any `.fifo` suffix.
     pub const NAME_MAX: usize = 80;
-    /// Most tags on a queue.
-    pub const TAGS_MAX: usize = 50;
     /// Largest message (body and attributes) any queue accepts, bytes; also
     /// the top of the settable `MaximumMessageSize` range.
     pub const MESSAGE_BYTES_MAX: usize = 1_048_576;
     /// Entries in a batch request (SendMessageBatch, DeleteMessageBatch, ...).
     pub const BATCH_MAX: usize = 10;
+}
+
+/// Tags, alike on queues, topics and streams.
+pub mod tags {
+    /// Most tags on one resource.
+    pub const TAGS_MAX: usize = 50;
+    /// Longest tag key, characters.
+    pub const KEY_MAX: usize = 128;
+    /// Longest tag value, characters.
+    pub const VALUE_MAX: usize = 256;
 }
 
 /// Topics (SNS's limits).
@@ -42,8 +50,6 @@ pub mod topics {
 pub mod streams {
     /// Longest stream (and consumer) name.
     pub const NAME_MAX: usize = 128;
-    /// Most tags per stream.
-    pub const TAGS_MAX: usize = 50;
     /// Largest settable record, bytes.
     pub const RECORD_BYTES_MAX: u32 = 10_485_760;
     /// Most records in one PutRecords.

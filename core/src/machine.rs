@@ -84,14 +84,6 @@ pub fn apply(
             queues::set_attributes(txn, ctx, name, attributes)?;
             Ok(CommandOutput::Done)
         }
-        Command::TagQueue { name, tags } => {
-            queues::tag(txn, name, tags)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::UntagQueue { name, keys } => {
-            queues::untag(txn, name, keys)?;
-            Ok(CommandOutput::Done)
-        }
         Command::PurgeQueue { name } => {
             delivery::purge(txn, ctx, name)?;
             Ok(CommandOutput::Done)
@@ -173,14 +165,6 @@ pub fn apply(
         Command::UpdateShardCount { name, target } => Ok(CommandOutput::Rescaled {
             previous: shards::update_count(txn, ctx, name, *target, effects)?,
         }),
-        Command::TagStream { name, tags } => {
-            streams::tag(txn, name, tags)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::UntagStream { name, keys } => {
-            streams::untag(txn, name, keys)?;
-            Ok(CommandOutput::Done)
-        }
         Command::RegisterConsumer { name, consumer } => Ok(CommandOutput::Consumer(
             streams::register_consumer(txn, ctx, name, consumer)?,
         )),
@@ -208,14 +192,6 @@ pub fn apply(
             value,
         } => {
             topics::set_attribute(txn, name, attribute, value)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::TagTopic { name, tags } => {
-            topics::tag(txn, name, tags)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::UntagTopic { name, keys } => {
-            topics::untag(txn, name, keys)?;
             Ok(CommandOutput::Done)
         }
         Command::Subscribe(c) => Ok(CommandOutput::Subscribed(subscriptions::subscribe(
@@ -318,6 +294,15 @@ pub fn apply(
             Ok(CommandOutput::Done)
         }
         Command::Iam(c) => Ok(CommandOutput::Iam(crate::iam::apply(txn, ctx, c)?)),
+        Command::Tag(c) => {
+            use crate::tags::Tagged;
+            match &c.resource {
+                Tagged::Queue(name) => queues::retag(txn, name, &c.change)?,
+                Tagged::Topic(name) => topics::retag(txn, name, &c.change)?,
+                Tagged::Stream(name) => streams::retag(txn, name, &c.change)?,
+            }
+            Ok(CommandOutput::Done)
+        }
         Command::PutFunctionConcurrency { name, reserved } => {
             functions::concurrency::put_reserved(txn, name, *reserved)?;
             Ok(CommandOutput::Done)

@@ -71,6 +71,24 @@ impl Context {
             _ => Err(status::unexpected(what)),
         }
     }
+
+    /// Adds or removes tags on a queue, topic or stream (the RPC `what`).
+    /// Added tags are checked here first, with the service's error code, so
+    /// a bad request is refused without a proposal; the command checks the
+    /// resulting set again.
+    pub async fn tag(
+        &self,
+        resource: crate::tags::Tagged,
+        change: crate::tags::Change,
+        invalid: crate::tags::Invalid,
+        what: &str,
+    ) -> Result<(), Status> {
+        if let crate::tags::Change::Add(tags) = &change {
+            crate::tags::validate(tags, invalid).map_err(status::from_domain)?;
+        }
+        self.done(Command::Tag(crate::tags::Tag { resource, change }), what)
+            .await
+    }
 }
 
 /// The caller of a request, as the guard layer established it.

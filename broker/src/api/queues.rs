@@ -23,6 +23,7 @@ use crate::queues::layout::MoveTask;
 use crate::queues::message::{self, AttributeValue, NewMessage, Outgoing};
 use crate::queues::receipt::Receipt;
 use crate::queues::{self, redrive, CreateQueue, ListQueues, Queue};
+use crate::tags::{Change, Tagged};
 
 /// Counts a long poll as waiting (`sluice_long_polls_waiting`) while held,
 /// also when the call is cancelled.
@@ -563,9 +564,13 @@ impl pb::queues_server::Queues for QueuesApi {
         if tags.is_empty() {
             return Err(super::status::invalid("tags", "must have at least one tag"));
         }
-        queues::validate_tags(&tags).map_err(super::status::from_domain)?;
         self.ctx
-            .done(Command::TagQueue { name, tags }, "TagQueue")
+            .tag(
+                Tagged::Queue(name),
+                Change::Add(tags),
+                crate::tags::invalid_parameter,
+                "TagQueue",
+            )
             .await?;
         Ok(Response::new(pb::TagQueueResponse {}))
     }
@@ -583,11 +588,10 @@ impl pb::queues_server::Queues for QueuesApi {
             ));
         }
         self.ctx
-            .done(
-                Command::UntagQueue {
-                    name,
-                    keys: req.tag_keys,
-                },
+            .tag(
+                Tagged::Queue(name),
+                Change::Remove(req.tag_keys),
+                crate::tags::invalid_parameter,
                 "UntagQueue",
             )
             .await?;

@@ -25,6 +25,7 @@ use crate::error::DomainError;
 use crate::streams::iterator::{self, Position, ShardIterator};
 use crate::streams::records::{validate_batch, NewRecord, Read, READ_BYTES_MAX, READ_MAX_RECORDS};
 use crate::streams::{self, hashing, shard_id, ShardMeta, Stream};
+use crate::tags::{Change, Tagged};
 use crate::waiters::Waiters;
 use sluice_security::mac::TokenKeys;
 
@@ -789,9 +790,13 @@ impl pb::streams_server::Streams for StreamsApi {
         let r = request.into_inner();
         let name = stream_ref("stream_name", &r.stream_name)?;
         let tags: BTreeMap<String, String> = r.tags.into_iter().collect();
-        streams::validate_tags(&tags).map_err(super::status::from_domain)?;
         self.ctx
-            .done(Command::TagStream { name, tags }, "AddTagsToStream")
+            .tag(
+                Tagged::Stream(name),
+                Change::Add(tags),
+                streams::invalid_tag,
+                "AddTagsToStream",
+            )
             .await?;
         Ok(Response::new(pb::AddTagsToStreamResponse {}))
     }
@@ -803,11 +808,10 @@ impl pb::streams_server::Streams for StreamsApi {
         let r = request.into_inner();
         let name = stream_ref("stream_name", &r.stream_name)?;
         self.ctx
-            .done(
-                Command::UntagStream {
-                    name,
-                    keys: r.tag_keys,
-                },
+            .tag(
+                Tagged::Stream(name),
+                Change::Remove(r.tag_keys),
+                streams::invalid_tag,
                 "RemoveTagsFromStream",
             )
             .await?;

@@ -15,6 +15,7 @@ use super::{consistency, Context};
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::DomainError;
 use crate::queues::message::validate_batch_ids;
+use crate::tags::{Change, Tagged};
 use crate::topics::policy::DeliveryPolicy;
 use crate::topics::publish::{Publication, PublishInput};
 use crate::topics::subscription::{self, normalize_endpoint, Protocol, Subscription};
@@ -529,9 +530,13 @@ impl pb::topics_server::Topics for TopicsApi {
         let req = request.into_inner();
         let name = topic_ref("resource_arn", &req.resource_arn)?;
         let tags: BTreeMap<String, String> = req.tags.into_iter().collect();
-        crate::queues::validate_tags(&tags).map_err(super::status::from_domain)?;
         self.ctx
-            .done(Command::TagTopic { name, tags }, "TagResource")
+            .tag(
+                Tagged::Topic(name),
+                Change::Add(tags),
+                crate::tags::invalid_parameter,
+                "TagResource",
+            )
             .await?;
         Ok(Response::new(pb::TagResourceResponse {}))
     }
@@ -543,11 +548,10 @@ impl pb::topics_server::Topics for TopicsApi {
         let req = request.into_inner();
         let name = topic_ref("resource_arn", &req.resource_arn)?;
         self.ctx
-            .done(
-                Command::UntagTopic {
-                    name,
-                    keys: req.tag_keys,
-                },
+            .tag(
+                Tagged::Topic(name),
+                Change::Remove(req.tag_keys),
+                crate::tags::invalid_parameter,
                 "UntagResource",
             )
             .await?;

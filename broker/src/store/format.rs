@@ -9,7 +9,9 @@ use std::path::Path;
 
 /// The format this build writes and reads.
 /// 3: log segments open with a header and are created at their full size.
-pub const CURRENT: u32 = 3;
+/// 4: one `Tag` command replaces the six tag commands (the command
+/// encoding changed).
+pub const CURRENT: u32 = 4;
 const FILE: &str = "FORMAT";
 const MAGIC: &str = "sluice-data-format";
 
@@ -81,6 +83,19 @@ mod tests {
         let e = check_or_record(old.path()).unwrap_err();
         assert!(e.contains("format 1"), "{e}");
         assert!(e.contains("empty data directory"), "{e}");
+
+        // The format before this one (written by the previous release) is
+        // refused with what was found and what to do.
+        let previous = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(previous.path().join("log")).unwrap();
+        std::fs::write(
+            previous.path().join(FILE),
+            format!("sluice-data-format {}\n", CURRENT - 1),
+        )
+        .unwrap();
+        let e = check_or_record(previous.path()).unwrap_err();
+        assert!(e.contains(&format!("format {}", CURRENT - 1)), "{e}");
+        assert!(e.contains("run the version that wrote it"), "{e}");
 
         let newer = tempfile::tempdir().unwrap();
         std::fs::write(newer.path().join(FILE), "sluice-data-format 9\n").unwrap();

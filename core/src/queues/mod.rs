@@ -37,7 +37,7 @@ use crate::store::{codec, StateRead, Txn};
 
 pub use attributes::{Attribute, QueueAttributes};
 
-pub use crate::limits::queues::{NAME_MAX, TAGS_MAX};
+pub use crate::limits::queues::NAME_MAX;
 /// Longest page of `ListQueues`.
 pub const LIST_MAX_RESULTS: usize = 1000;
 
@@ -67,37 +67,6 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), DomainError> {
 /// True for FIFO queue names.
 pub fn is_fifo_name(name: &str) -> bool {
     name.ends_with(FIFO_SUFFIX)
-}
-
-/// Checks a set of tags against the limits.
-pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), DomainError> {
-    if tags.len() > TAGS_MAX {
-        return Err(DomainError::invalid(
-            "tags",
-            format!("at most {TAGS_MAX} tags, got {}", tags.len()),
-        ));
-    }
-    for (k, v) in tags {
-        if k.is_empty() || k.chars().count() > 128 {
-            return Err(DomainError::invalid(
-                "tags",
-                format!("tag keys must be 1-128 characters, got {k:?}"),
-            ));
-        }
-        if k.starts_with("aws:") {
-            return Err(DomainError::invalid(
-                "tags",
-                format!("tag key {k:?} uses the reserved prefix \"aws:\""),
-            ));
-        }
-        if v.chars().count() > 256 {
-            return Err(DomainError::invalid(
-                format!("tags.{k}"),
-                "tag values must be at most 256 characters",
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// A queue as stored.
@@ -193,7 +162,7 @@ impl CreateQueue {
         let fifo = is_fifo_name(name);
         let parsed = attributes::parse(attributes, fifo)?;
         attributes::check_combination(&QueueAttributes::defaults(fifo).with(&parsed))?;
-        validate_tags(&tags)?;
+        crate::tags::validate(&tags, crate::tags::invalid_parameter)?;
         Ok(CreateQueue {
             name: name.to_string(),
             attributes: parsed,
@@ -281,32 +250,10 @@ pub fn set_attributes(
     Ok(())
 }
 
-/// Applies `TagQueue`.
-pub fn tag(txn: &mut Txn<'_>, name: &str, tags: &BTreeMap<String, String>) -> ApplyResult<()> {
+/// Applies a tag change to a queue (see [`crate::tags`]).
+pub fn retag(txn: &mut Txn<'_>, name: &str, change: &crate::tags::Change) -> ApplyResult<()> {
     let mut q = require(txn, name)?;
-    q.tags = with_tags(&q.tags, tags)?;
-    save(txn, &q);
-    Ok(())
-}
-
-/// `existing` with `added` added or replaced, checked against the limits
-/// (the SQS and SNS tag rules are the same).
-pub fn with_tags(
-    existing: &BTreeMap<String, String>,
-    added: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, String>, DomainError> {
-    let mut merged = existing.clone();
-    merged.extend(added.iter().map(|(k, v)| (k.clone(), v.clone())));
-    validate_tags(&merged)?;
-    Ok(merged)
-}
-
-/// Applies `UntagQueue`.
-pub fn untag(txn: &mut Txn<'_>, name: &str, keys: &[String]) -> ApplyResult<()> {
-    let mut q = require(txn, name)?;
-    for k in keys {
-        q.tags.remove(k);
-    }
+    q.tags = change.applied_to(&q.tags, crate::tags::invalid_parameter)?;
     save(txn, &q);
     Ok(())
 }

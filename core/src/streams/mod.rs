@@ -30,7 +30,7 @@ use crate::error::{ApplyResult, DomainError};
 use crate::store::keys::{self, Key};
 use crate::store::{codec, StateRead, Txn};
 
-pub use crate::limits::streams::{NAME_MAX, RECORD_BYTES_MAX, TAGS_MAX};
+pub use crate::limits::streams::{NAME_MAX, RECORD_BYTES_MAX};
 /// Most shards a stream may have open.
 pub const SHARDS_MAX: u32 = 500;
 /// Retention range, hours.
@@ -310,29 +310,9 @@ fn in_range(field: &str, v: i64, min: i64, max: i64) -> Result<u32, DomainError>
     }
 }
 
-/// Checks tags against the limits.
-pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), DomainError> {
-    if tags.len() > TAGS_MAX {
-        return Err(invalid(
-            "tags",
-            format!("at most {TAGS_MAX} tags, got {}", tags.len()),
-        ));
-    }
-    for (k, v) in tags {
-        if k.is_empty() || k.chars().count() > 128 || k.starts_with("aws:") {
-            return Err(invalid(
-                "tags",
-                format!("tag keys must be 1-128 characters and not start with \"aws:\", got {k:?}"),
-            ));
-        }
-        if v.chars().count() > 256 {
-            return Err(invalid(
-                format!("tags.{k}"),
-                "tag values must be at most 256 characters",
-            ));
-        }
-    }
-    Ok(())
+/// The Kinesis error for a broken tag rule.
+pub fn invalid_tag(field: String, rule: String) -> DomainError {
+    invalid(field, rule)
 }
 
 impl CreateStream {
@@ -348,7 +328,7 @@ impl CreateStream {
         tags: BTreeMap<String, String>,
     ) -> Result<Self, DomainError> {
         validate_name("stream_name", name)?;
-        validate_tags(&tags)?;
+        crate::tags::validate(&tags, invalid_tag)?;
         Ok(CreateStream {
             name: name.to_string(),
             shard_count: in_range("shard_count", shard_count.into(), 1, SHARDS_MAX.into())?,
@@ -485,23 +465,11 @@ pub fn set_retention(txn: &mut Txn<'_>, name: &str, hours: u32, increase: bool) 
     Ok(())
 }
 
-/// Adds or replaces tags.
-pub fn tag(txn: &mut Txn<'_>, name: &str, tags: &BTreeMap<String, String>) -> ApplyResult<()> {
+/// Applies a tag change to a stream (`AddTagsToStream`,
+/// `RemoveTagsFromStream`).
+pub fn retag(txn: &mut Txn<'_>, name: &str, change: &crate::tags::Change) -> ApplyResult<()> {
     let mut s = require(txn, name)?;
-    let mut merged = s.tags.clone();
-    merged.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
-    validate_tags(&merged)?;
-    s.tags = merged;
-    save(txn, &s);
-    Ok(())
-}
-
-/// Removes tags.
-pub fn untag(txn: &mut Txn<'_>, name: &str, keys: &[String]) -> ApplyResult<()> {
-    let mut s = require(txn, name)?;
-    for k in keys {
-        s.tags.remove(k);
-    }
+    s.tags = change.applied_to(&s.tags, invalid_tag)?;
     save(txn, &s);
     Ok(())
 }

@@ -297,7 +297,7 @@ impl CreateTopic {
         for (k, v) in &attributes {
             validate_attribute(k, v, fifo, true)?;
         }
-        crate::queues::validate_tags(&tags)?;
+        crate::tags::validate(&tags, crate::tags::invalid_parameter)?;
         let attributes = attributes
             .into_iter()
             .filter(|(k, _)| k != "FifoTopic")
@@ -404,20 +404,10 @@ pub fn set_attribute(txn: &mut Txn<'_>, name: &str, attr: &str, value: &str) -> 
     Ok(())
 }
 
-/// Applies `TagResource`.
-pub fn tag(txn: &mut Txn<'_>, name: &str, tags: &BTreeMap<String, String>) -> ApplyResult<()> {
+/// Applies a tag change to a topic (`TagResource`, `UntagResource`).
+pub fn retag(txn: &mut Txn<'_>, name: &str, change: &crate::tags::Change) -> ApplyResult<()> {
     let mut t = require(txn, name)?;
-    t.tags = crate::queues::with_tags(&t.tags, tags)?;
-    save(txn, &t);
-    Ok(())
-}
-
-/// Applies `UntagResource`.
-pub fn untag(txn: &mut Txn<'_>, name: &str, keys: &[String]) -> ApplyResult<()> {
-    let mut t = require(txn, name)?;
-    for k in keys {
-        t.tags.remove(k);
-    }
+    t.tags = change.applied_to(&t.tags, crate::tags::invalid_parameter)?;
     save(txn, &t);
     Ok(())
 }
