@@ -22,6 +22,8 @@ use std::collections::BTreeMap;
 pub mod concurrency;
 pub mod events;
 pub mod invariants;
+#[cfg(test)]
+mod scenarios;
 
 use serde::{Deserialize, Serialize};
 
