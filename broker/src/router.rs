@@ -26,7 +26,7 @@ use sluice_proto::internal::node_client::NodeClient;
 use sluice_proto::internal::Payload;
 use sluice_security::signer::SignedChannel;
 
-use crate::command::{Command, Query, QueryResponse, Request, Response};
+use crate::command::{Command, CommandResult, Proposal, Query, QueryResponse};
 use crate::raft::network::Channels;
 use crate::raft::state_machine::StateHandle;
 use crate::raft::{NodeId, Raft, RaftMetrics};
@@ -395,7 +395,7 @@ impl Router {
     }
 
     /// Proposes a write, wherever the leader is.
-    pub async fn write(&self, command: Command) -> Result<Response, RouteError> {
+    pub async fn write(&self, command: Command) -> Result<CommandResult, RouteError> {
         self.route(&Write(command)).await
     }
 
@@ -412,7 +412,7 @@ impl Router {
 
     /// Runs a write forwarded by a follower: here if this node leads, else
     /// [`RouteError::NotLeader`].
-    pub async fn write_as_leader(&self, command: Command) -> Result<Response, RouteError> {
+    pub async fn write_as_leader(&self, command: Command) -> Result<CommandResult, RouteError> {
         self.as_leader(&Write(command)).await
     }
 
@@ -467,7 +467,7 @@ impl Drop for PauseGuard {
 }
 
 /// Hands a batch to Raft (in call order) and returns a future of its results.
-async fn submit(raft: Raft, me: NodeId, request: Request) -> Submitted {
+async fn submit(raft: Raft, me: NodeId, request: Proposal) -> Submitted {
     match raft.client_write_ff(request).await {
         Err(_) => Box::pin(std::future::ready(Err(BatchError::ShuttingDown))),
         Ok(rx) => Box::pin(async move {
@@ -498,9 +498,9 @@ fn forward_request(data: Vec<u8>, timeout: Duration) -> tonic::Request<Payload> 
 struct Write(Command);
 
 impl Routed for Write {
-    type Output = Response;
+    type Output = CommandResult;
 
-    async fn here(&self, router: &Router) -> Hop<Response> {
+    async fn here(&self, router: &Router) -> Hop<CommandResult> {
         router.wait_unpaused().await;
         let disk = &router.inner.disk;
         if let Some(free) = disk.full() {
@@ -520,11 +520,11 @@ impl Routed for Write {
     /// The old leader may have appended the write and may still commit it
     /// (a new leader keeps what a majority holds): the outcome is unknown,
     /// and resending it here could apply it twice. The caller decides.
-    fn leader_changed(&self, from: NodeId, to: NodeId) -> Option<Hop<Response>> {
+    fn leader_changed(&self, from: NodeId, to: NodeId) -> Option<Hop<CommandResult>> {
         Some(Hop::Fail(RouteError::LeaderChanged { from, to }))
     }
 
-    async fn forward(&self, channel: SignedChannel, timeout: Duration) -> Hop<Response> {
+    async fn forward(&self, channel: SignedChannel, timeout: Duration) -> Hop<CommandResult> {
         let request = forward_request(codec::encode(&self.0), timeout);
         match NodeClient::new(channel).propose(request).await {
             Ok(reply) => {

@@ -1,7 +1,7 @@
 //! The replicated command model.
 //!
 //! Every change of state is a [`Command`] in the Raft log, wrapped in a
-//! [`Request`] that carries the time the leader stamped on it. Reads that must
+//! [`Proposal`] that carries the time the leader stamped on it. Reads that must
 //! be linearizable are [`Query`]s, run on the leader after it has confirmed
 //! its leadership. Both are scoped to one resource (see
 //! [`Command::resource`]) so that the keyspace can later be split across
@@ -36,7 +36,7 @@ use crate::workers;
 /// command that arrived while earlier batches were in flight into one entry.
 /// Each command still succeeds or fails on its own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Request {
+pub struct Proposal {
     /// Milliseconds since the Unix epoch on the leader when it proposed the
     /// batch. The state machine's clock is the largest stamp applied so far,
     /// so time never runs backwards across leader changes.
@@ -45,7 +45,7 @@ pub struct Request {
     pub commands: Vec<Command>,
 }
 
-impl std::fmt::Display for Request {
+impl std::fmt::Display for Proposal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} commands@{}", self.commands.len(), self.time_ms)
     }
@@ -752,11 +752,11 @@ pub enum CommandOutput {
 }
 
 /// The result of one command.
-pub type Response = Result<CommandOutput, DomainError>;
+pub type CommandResult = Result<CommandOutput, DomainError>;
 
 /// The state machine's reply to one log entry: a result per command of its
-/// [`Request`] (none for blank and membership entries).
-pub type EntryResponse = Vec<Response>;
+/// [`Proposal`] (none for blank and membership entries).
+pub type EntryResponse = Vec<CommandResult>;
 
 /// A read of replicated state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

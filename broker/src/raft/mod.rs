@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use openraft::{AnyError, StorageError, StorageIOError};
 
-use crate::command::{EntryResponse, Request};
+use crate::command::{EntryResponse, Proposal};
 
 pub use crate::node_id::NodeId;
 
@@ -39,7 +39,7 @@ pub type Node = openraft::BasicNode;
 openraft::declare_raft_types!(
     /// openraft's type configuration for Sluice.
     pub TypeConfig:
-        D = Request,
+        D = Proposal,
         R = EntryResponse,
         NodeId = NodeId,
         Node = Node,

@@ -347,13 +347,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Command, Request};
+    use crate::command::{Command, Proposal};
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
     fn entry(index: u64, bytes: usize) -> Entry<TypeConfig> {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Request {
+            payload: EntryPayload::Normal(Proposal {
                 time_ms: 0,
                 commands: vec![Command::PutRecords {
                     stream: "s".into(),

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::NodeId;
 use crate::clock::now_ms;
-use crate::command::{Command, EntryResponse, Request, Response};
+use crate::command::{Command, CommandResult, EntryResponse, Proposal};
 
 /// Why a write was not applied. Every write of a failed batch gets the
 /// batch's error.
@@ -74,7 +74,7 @@ impl Default for Limits {
 
 struct Pending {
     command: Command,
-    reply: oneshot::Sender<Result<Response, BatchError>>,
+    reply: oneshot::Sender<Result<CommandResult, BatchError>>,
 }
 
 /// Queues writes and proposes them in batches. Cheap to clone.
@@ -88,7 +88,7 @@ impl Proposer {
     /// called, and returns a future of its results.
     pub fn start<F, Fut>(limits: Limits, submit: F) -> Self
     where
-        F: FnMut(Request) -> Fut + Send + 'static,
+        F: FnMut(Proposal) -> Fut + Send + 'static,
         Fut: Future<Output = Submitted> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(limits.max_queued.max(1));
@@ -97,7 +97,7 @@ impl Proposer {
     }
 
     /// Proposes `command` and waits for its result.
-    pub async fn propose(&self, command: Command) -> Result<Response, BatchError> {
+    pub async fn propose(&self, command: Command) -> Result<CommandResult, BatchError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .try_send(Pending { command, reply })
@@ -117,7 +117,7 @@ impl Proposer {
 
 async fn run<F, Fut>(mut rx: mpsc::Receiver<Pending>, limits: Limits, mut submit: F)
 where
-    F: FnMut(Request) -> Fut + Send + 'static,
+    F: FnMut(Proposal) -> Fut + Send + 'static,
     Fut: Future<Output = Submitted> + Send,
 {
     let slots = Arc::new(Semaphore::new(limits.in_flight.max(1)));
@@ -144,7 +144,7 @@ where
         metrics::histogram!("sluice_proposal_batch_commands").record(batch.len() as f64);
         let (commands, replies): (Vec<Command>, Vec<_>) =
             batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-        let done = submit(Request {
+        let done = submit(Proposal {
             time_ms: now_ms(),
             commands,
         })
@@ -202,7 +202,7 @@ mod tests {
                     in_flight: 1,
                     ..Limits::default()
                 },
-                move |req: Request| {
+                move |req: Proposal| {
                     sizes.lock().unwrap().push(req.commands.len());
                     let mut release = release_rx.clone();
                     let n = req.commands.len();
@@ -238,7 +238,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_batch_fails_each_of_its_writes() {
-        let proposer = Proposer::start(Limits::default(), |_req: Request| {
+        let proposer = Proposer::start(Limits::default(), |_req: Proposal| {
             std::future::ready(Box::pin(async { Err(BatchError::ShuttingDown) }) as Submitted)
         });
         let (a, b) = tokio::join!(proposer.propose(cmd(1)), proposer.propose(cmd(2)));
@@ -257,7 +257,7 @@ mod tests {
                     max_bytes: usize::MAX,
                     ..Limits::default()
                 },
-                move |req: Request| {
+                move |req: Proposal| {
                     sizes.lock().unwrap().push(req.commands.len());
                     let n = req.commands.len();
                     std::future::ready(Box::pin(async move {
@@ -285,7 +285,7 @@ mod tests {
                     ..Limits::default()
                 },
                 // Raft that never finishes a batch.
-                move |_req: Request| {
+                move |_req: Proposal| {
                     *submitted.lock().unwrap() += 1;
                     std::future::ready(Box::pin(std::future::pending()) as Submitted)
                 },

@@ -491,7 +491,7 @@ mod tests {
     use openraft::{CommittedLeaderId, Entry, LogId};
 
     use super::*;
-    use crate::command::{Command, CommandOutput, Request};
+    use crate::command::{Command, CommandOutput, Proposal};
     use crate::queues::delivery::ReceiveRequest;
     use crate::queues::message::{NewMessage, Outgoing};
     use crate::queues::CreateQueue;
@@ -562,7 +562,7 @@ mod tests {
     fn entry(index: u64, time_ms: u64, commands: Vec<Command>) -> Entry<TypeConfig> {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Request { time_ms, commands }),
+            payload: EntryPayload::Normal(Proposal { time_ms, commands }),
         }
     }
 
