@@ -138,7 +138,6 @@ const _: () = assert!(functions::CODE_BYTES_MAX + SLACK <= WORKER_MESSAGE_MAX);
 const _: () = assert!(functions::INVOKE_PAYLOAD_MAX + SLACK <= WORKER_MESSAGE_MAX);
 // A record a stream accepts can be read back.
 const _: () = assert!(streams::RECORD_BYTES_MAX as u64 <= streams::READ_BYTES_MAX);
-const _: () = assert!(streams::RECORD_BYTES_MAX as usize <= streams::PUT_BYTES_MAX * 2);
 // A publish of the largest message reaches at least a few subscriptions.
 const _: () = assert!(topics::FAN_OUT_BYTES_MAX >= 16 * topics::MESSAGE_BYTES_MAX);
 // A call forwarded to the leader fits the internal listener.
