@@ -62,10 +62,10 @@ fn send(queue: &str, n: usize) -> Command {
             .expect("valid message")
         })
         .collect();
-    Command::SendMessages {
+    Command::SendMessages(sluice_broker::queues::SendMessages {
         queue: queue.into(),
         messages,
-    }
+    })
 }
 
 fn state_machine(c: &mut Criterion) {
@@ -87,17 +87,19 @@ fn state_machine(c: &mut Criterion) {
     });
     // Visibility 0: the message received stays at the head, so every
     // receive does the same work on a queue as deep as the sends made it.
-    let receive = [Command::ReceiveMessages {
-        queue: "q".into(),
-        request: ReceiveRequest {
-            max: 1,
-            visibility_timeout: Some(0),
-            attempt_id: None,
+    let receive = [Command::ReceiveMessages(
+        sluice_broker::queues::ReceiveMessages {
+            queue: "q".into(),
+            request: ReceiveRequest {
+                max: 1,
+                visibility_timeout: Some(0),
+                attempt_id: None,
+            },
         },
-    }];
+    )];
     g.throughput(Throughput::Elements(1));
     g.bench_function("receive 1 message", |b| b.iter(|| apply(&tree, &receive)));
-    let put = [Command::PutRecords {
+    let put = [Command::PutRecords(sluice_broker::streams::PutRecords {
         stream: "s".into(),
         records: (0..500)
             .map(|i| NewRecord {
@@ -106,7 +108,7 @@ fn state_machine(c: &mut Criterion) {
                 explicit_hash_key: None,
             })
             .collect(),
-    }];
+    })];
     g.throughput(Throughput::Elements(500));
     g.bench_function("put a batch of 500 records of 1 KiB", |b| {
         b.iter(|| apply(&tree, &put))

@@ -195,12 +195,12 @@ impl Deliverer {
                 };
                 let payload = envelope::lambda_event(&sub_arn, message_id, &topic_arn, body);
                 let enqueued = router
-                    .write(Command::EnqueueEvent {
+                    .write(Command::EnqueueEvent(crate::functions::EnqueueEvent {
                         name: sub.endpoint.clone(),
                         qualifier: String::new(),
                         request_id: uuid::Uuid::new_v4().to_string(),
                         payload: payload.into_bytes(),
-                    })
+                    }))
                     .await;
                 let outcome = match enqueued {
                     Ok(Ok(_)) => Outcome::Delivered,
@@ -276,11 +276,11 @@ impl Deliverer {
             let keys: Vec<u64> = results.iter().map(|(s, _)| *s).collect();
             match self
                 .router
-                .write(Command::SettleDeliveries {
+                .write(Command::SettleDeliveries(crate::topics::SettleDeliveries {
                     topic: topic.clone(),
                     topic_id: tid,
                     results,
-                })
+                }))
                 .await
             {
                 Ok(Ok(_)) => {}

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::now_ms;
-use crate::command::{Command, CommandOutput};
+use crate::command::{Command, CommandOutput, Registered};
 use crate::queues::{self, housekeeping};
 use crate::router::Router;
 use crate::streams;
@@ -47,9 +47,12 @@ pub fn spawn(router: Router, waiters: Arc<Waiters>) -> tokio::task::JoinHandle<(
     })
 }
 
-async fn write(router: &Router, command: Command) -> Result<CommandOutput, String> {
-    match router.write(command).await {
-        Ok(Ok(out)) => Ok(out),
+async fn write<O>(router: &Router, op: O) -> Result<O::Output, String>
+where
+    O: Registered<Carrier = Command, Reply = CommandOutput>,
+{
+    match router.write(op.carry()).await {
+        Ok(Ok(out)) => O::output(out).ok_or_else(|| format!("unexpected reply to {}", O::NAME)),
         Ok(Err(rejected)) => Err(rejected.to_string()),
         Err(e) => Err(e.to_string()),
     }
@@ -71,16 +74,16 @@ async fn round(router: &Router) -> Result<(), String> {
         };
         if needs.tick {
             for _ in 0..MAX_REPEAT {
-                match write(
+                if !write(
                     router,
-                    Command::QueueTick {
+                    crate::queues::QueueTick {
                         queue: name.clone(),
                     },
                 )
                 .await?
+                .more
                 {
-                    CommandOutput::Ticked(t) if t.more => continue,
-                    _ => break,
+                    break;
                 }
             }
         }
@@ -90,7 +93,7 @@ async fn round(router: &Router) -> Result<(), String> {
         if needs.move_task {
             write(
                 router,
-                Command::MoveTaskStep {
+                crate::queues::MoveTaskStep {
                     queue: name.clone(),
                 },
             )
@@ -105,17 +108,16 @@ async fn round(router: &Router) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     for g in garbage {
         for _ in 0..MAX_REPEAT {
-            match write(
+            if write(
                 router,
-                Command::CollectGarbage {
+                crate::queues::CollectGarbage {
                     qid: g.qid,
                     gen: g.gen,
                 },
             )
             .await?
             {
-                CommandOutput::Collected { finished: false } => continue,
-                _ => break,
+                break;
             }
         }
     }
@@ -147,17 +149,17 @@ async fn streams_round(router: &Router) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     for (name, shard) in due {
         for _ in 0..MAX_REPEAT {
-            match write(
+            if !write(
                 router,
-                Command::TrimShard {
+                crate::streams::TrimShard {
                     name: name.clone(),
                     shard,
                 },
             )
             .await?
+            .more
             {
-                CommandOutput::Trimmed { more: true, .. } => continue,
-                _ => break,
+                break;
             }
         }
     }
@@ -167,9 +169,8 @@ async fn streams_round(router: &Router) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     for sid in garbage {
         for _ in 0..MAX_REPEAT {
-            match write(router, Command::CollectStream { sid }).await? {
-                CommandOutput::Collected { finished: false } => continue,
-                _ => break,
+            if write(router, crate::streams::CollectStream { sid }).await? {
+                break;
             }
         }
     }
@@ -194,16 +195,15 @@ async fn topics_round(router: &Router) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     for topic in due {
         for _ in 0..MAX_REPEAT {
-            match write(
+            if !write(
                 router,
-                Command::TopicTick {
+                crate::topics::TopicTick {
                     topic: topic.clone(),
                 },
             )
             .await?
             {
-                CommandOutput::TopicTicked { more: true } => continue,
-                _ => break,
+                break;
             }
         }
     }
@@ -213,9 +213,8 @@ async fn topics_round(router: &Router) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     for tid in garbage {
         for _ in 0..MAX_REPEAT {
-            match write(router, Command::CollectTopic { tid }).await? {
-                CommandOutput::Collected { finished: false } => continue,
-                _ => break,
+            if write(router, crate::topics::CollectTopic { tid }).await? {
+                break;
             }
         }
     }
@@ -242,7 +241,7 @@ async fn move_outbox(
         let messages = entries.into_iter().map(|(_, s, m)| (s, m)).collect();
         match write(
             router,
-            Command::AcceptMoved {
+            crate::queues::AcceptMoved {
                 queue: destination.clone(),
                 from: qid,
                 messages,
@@ -253,7 +252,7 @@ async fn move_outbox(
             Ok(_) => {
                 write(
                     router,
-                    Command::AcknowledgeMoved {
+                    crate::queues::AcknowledgeMoved {
                         queue: source.to_string(),
                         gen,
                         seqs,

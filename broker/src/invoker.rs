@@ -148,13 +148,13 @@ async fn run(ctx: Context, retry_delay: Duration) {
                 };
                 let settled = ctx
                     .router
-                    .write(Command::SettleEvent {
+                    .write(Command::SettleEvent(crate::functions::SettleEvent {
                         name: function.clone(),
                         arns,
                         seq,
                         request_id,
                         outcome,
-                    })
+                    }))
                     .await;
                 if let Err(e) = settled {
                     // Not settled: the event stays due, and the leader (this

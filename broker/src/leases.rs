@@ -118,11 +118,11 @@ async fn balance(router: &Router) -> Result<(), String> {
         let have: Vec<(u32, String)> = current.iter().map(|l| (l.slot, l.worker.clone())).collect();
         if want != have {
             let wrote = router
-                .write(Command::AssignLeases {
+                .write(Command::AssignLeases(crate::mappings::AssignLeases {
                     function: m.function.clone(),
                     uuid: m.uuid.clone(),
                     slots: want,
-                })
+                }))
                 .await;
             match wrote {
                 Ok(Ok(_)) => {}
@@ -279,22 +279,20 @@ mod tests {
 
     #[test]
     fn assigning_keeps_epochs_of_holders_and_drops_extra_slots() {
-        use crate::command::{Command, Query, QueryOutput};
+        use crate::command::{Query, QueryOutput};
         use crate::testing::{new_function, World};
         let mut w = World::new();
-        w.run(Command::CreateFunction(new_function("f"))).unwrap();
+        w.run(new_function("f")).unwrap();
         let m = mapping(None, true);
-        w.run(Command::CreateEventSourceMapping(
-            crate::mappings::NewMapping {
-                uuid: m.uuid.clone(),
-                function: "f".into(),
-                source: m.source.clone(),
-                settings: m.settings.clone(),
-            },
-        ))
+        w.run(crate::mappings::NewMapping {
+            uuid: m.uuid.clone(),
+            function: "f".into(),
+            source: m.source.clone(),
+            settings: m.settings.clone(),
+        })
         .unwrap();
         let assign = |w: &mut World, who: &[&str]| {
-            w.run(Command::AssignLeases {
+            w.run(crate::mappings::AssignLeases {
                 function: "f".into(),
                 uuid: m.uuid.clone(),
                 slots: names(who)
@@ -319,14 +317,14 @@ mod tests {
         );
         // Refused for a mapping of another function, or a deleted one.
         let e = w
-            .run(Command::AssignLeases {
+            .run(crate::mappings::AssignLeases {
                 function: "g".into(),
                 uuid: m.uuid.clone(),
                 slots: vec![(0, "a".into())],
             })
             .unwrap_err();
         assert_eq!(e.code, "ResourceNotFoundException");
-        w.run(Command::DeleteEventSourceMapping {
+        w.run(crate::mappings::DeleteEventSourceMapping {
             function: "f".into(),
             uuid: m.uuid.clone(),
         })
@@ -342,9 +340,9 @@ mod tests {
         use crate::testing::World;
         let mut w = World::new();
         let c = CreateStream::new("s", 2, None, None, None, None, Default::default()).unwrap();
-        w.run(crate::command::Command::CreateStream(c)).unwrap();
+        w.run(c).unwrap();
         // Split shard 0: shards 2 and 3 are its children.
-        w.run(crate::command::Command::SplitShard {
+        w.run(crate::streams::SplitShard {
             name: "s".into(),
             shard: 0,
             new_start: 1 << 64,

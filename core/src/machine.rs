@@ -10,15 +10,17 @@
 //! commit. The Raft plumbing around them lives in
 //! [`crate::raft::state_machine`].
 
-use crate::apply::{Ctx, Effect, Effects};
+use crate::apply::{Ctx, Effects};
 use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::{ApplyError, ApplyResult, DomainError};
-use crate::functions;
+use crate::functions::{self, DeleteFunction};
 use crate::invariant::CheckError;
-use crate::queues::{self, delivery, housekeeping, layout, redrive};
+use crate::operation::Operation;
+use crate::queues::{self, layout, redrive};
 use crate::store::{StateRead, StoreError, Txn};
-use crate::streams::{self, iterator::Position, records, shards};
-use crate::topics::{self, outbox, publish, subscription, subscriptions};
+use crate::streams::{self, iterator::Position, records};
+use crate::tags::{Tag, Tagged};
+use crate::topics::{self, subscription};
 
 /// Applies the commands of one log entry on top of `batch`, the overlay of
 /// the entries applied before it in the same batch. Each command gets its
@@ -71,288 +73,30 @@ pub fn apply(
     command: &Command,
     effects: &mut Effects,
 ) -> ApplyResult<CommandOutput> {
-    match command {
-        Command::CreateQueue(c) => {
-            let created = queues::create(txn, ctx, c)?;
-            Ok(CommandOutput::QueueCreated { created })
-        }
-        Command::DeleteQueue { name } => {
-            queues::delete(txn, name)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::SetQueueAttributes { name, attributes } => {
-            queues::set_attributes(txn, ctx, name, attributes)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::PurgeQueue { name } => {
-            delivery::purge(txn, ctx, name)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::SendMessages { queue, messages } => Ok(CommandOutput::Sent(delivery::send(
-            txn, ctx, queue, messages, effects,
-        )?)),
-        Command::ReceiveMessages { queue, request } => Ok(CommandOutput::Received(
-            delivery::receive(txn, ctx, queue, request, effects)?,
-        )),
-        Command::DeleteMessages { queue, receipts } => Ok(CommandOutput::PerEntry(
-            delivery::delete(txn, queue, receipts, effects)?,
-        )),
-        Command::ChangeVisibility { queue, changes } => Ok(CommandOutput::PerEntry(
-            delivery::change_visibility(txn, ctx, queue, changes, effects)?,
-        )),
-        Command::QueueTick { queue } => Ok(CommandOutput::Ticked(housekeeping::tick(
-            txn, ctx, queue, effects,
-        )?)),
-        Command::CollectGarbage { qid, gen } => Ok(CommandOutput::Collected {
-            finished: housekeeping::collect(txn, *qid, *gen)?,
-        }),
-        Command::AcceptMoved {
-            queue,
-            from,
-            messages,
-        } => Ok(CommandOutput::Accepted(redrive::accept(
-            txn, ctx, queue, *from, messages, effects,
-        )?)),
-        Command::AcknowledgeMoved { queue, gen, seqs } => {
-            redrive::acknowledge(txn, queue, *gen, seqs)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::StartMoveTask {
-            queue,
-            destination,
-            rate,
-        } => Ok(CommandOutput::MoveTaskStarted {
-            handle: redrive::start_task(txn, ctx, queue, destination.clone(), *rate)?,
-        }),
-        Command::CancelMoveTask { queue, handle } => Ok(CommandOutput::MoveTaskCancelled {
-            moved: redrive::cancel_task(txn, queue, handle)?,
-        }),
-        Command::MoveTaskStep { queue } => Ok(CommandOutput::MoveTaskStepped(redrive::step_task(
-            txn, ctx, queue,
-        )?)),
-        Command::CreateStream(c) => Ok(CommandOutput::StreamCreated {
-            created: streams::create(txn, ctx, c)?,
-        }),
-        Command::DeleteStream { name } => {
-            streams::delete(txn, name)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::PutRecords { stream, records } => Ok(CommandOutput::Put(records::put(
-            txn, ctx, stream, records, effects,
-        )?)),
-        Command::SetStreamRetention {
-            name,
-            hours,
-            increase,
-        } => {
-            streams::set_retention(txn, name, *hours, *increase)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::SplitShard {
-            name,
-            shard,
-            new_start,
-        } => Ok(CommandOutput::Split(shards::split(
-            txn, ctx, name, *shard, *new_start, effects,
-        )?)),
-        Command::MergeShards {
-            name,
-            shard,
-            adjacent,
-        } => Ok(CommandOutput::Merged(shards::merge(
-            txn, ctx, name, *shard, *adjacent, effects,
-        )?)),
-        Command::UpdateShardCount { name, target } => Ok(CommandOutput::Rescaled {
-            previous: shards::update_count(txn, ctx, name, *target, effects)?,
-        }),
-        Command::RegisterConsumer { name, consumer } => Ok(CommandOutput::Consumer(
-            streams::register_consumer(txn, ctx, name, consumer)?,
-        )),
-        Command::DeregisterConsumer { name, consumer } => {
-            streams::deregister_consumer(txn, name, consumer)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::TrimShard { name, shard } => {
-            let (dropped, more) = records::trim(txn, ctx, name, *shard)?;
-            Ok(CommandOutput::Trimmed { dropped, more })
-        }
-        Command::CollectStream { sid } => Ok(CommandOutput::Collected {
-            finished: records::collect(txn, *sid)?,
-        }),
-        Command::CreateTopic(c) => Ok(CommandOutput::TopicCreated {
-            created: topics::create(txn, ctx, c)?,
-        }),
-        Command::DeleteTopic { name } => {
-            topics::delete(txn, name)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::SetTopicAttribute {
-            name,
-            attribute,
-            value,
-        } => {
-            topics::set_attribute(txn, name, attribute, value)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::Subscribe(c) => Ok(CommandOutput::Subscribed(subscriptions::subscribe(
-            txn, ctx, c, effects,
-        )?)),
-        Command::ConfirmSubscription { topic, token } => Ok(CommandOutput::Confirmed {
-            id: subscriptions::confirm(txn, topic, token)?,
-        }),
-        Command::Unsubscribe { topic, id } => {
-            subscriptions::unsubscribe(txn, topic, id)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::SetSubscriptionAttribute {
-            topic,
-            id,
-            attribute,
-            value,
-        } => {
-            subscriptions::set_attribute(txn, topic, id, attribute, value)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::Publish {
-            topic,
-            topic_arn,
-            messages,
-        } => Ok(CommandOutput::Published(publish::publish(
-            txn, ctx, topic, topic_arn, messages, effects,
-        )?)),
-        Command::SettleDeliveries {
-            topic,
-            topic_id,
-            results,
-        } => Ok(CommandOutput::Settled(outbox::settle(
-            txn, ctx, topic, *topic_id, results, effects,
-        )?)),
-        Command::TopicTick { topic } => Ok(CommandOutput::TopicTicked {
-            more: publish::expire_dedup(txn, ctx, topic, 500)?,
-        }),
-        Command::CollectTopic { tid } => Ok(CommandOutput::Collected {
-            finished: topics::collect(txn, *tid)?,
-        }),
-        Command::CreateFunction(c) => Ok(CommandOutput::Function(functions::create(txn, ctx, c)?)),
-        Command::UpdateFunctionCode { name, code } => Ok(CommandOutput::Function(
-            functions::update_code(txn, ctx, name, code)?,
-        )),
-        Command::UpdateFunctionConfiguration { name, change } => Ok(CommandOutput::Function(
-            functions::update_settings(txn, ctx, name, change)?,
-        )),
-        Command::DeleteFunction { name } => {
-            functions::delete(txn, name)?;
-            // Its event source mappings go with it (at most 100).
-            crate::mappings::delete_of_function(txn, name)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::PublishVersion {
-            name,
-            expected_sha256,
-        } => Ok(CommandOutput::Version(functions::publish_version(
-            txn,
-            ctx,
-            name,
-            expected_sha256.as_deref(),
-        )?)),
-        Command::PutAlias { name, spec, create } => Ok(CommandOutput::Alias(functions::put_alias(
-            txn, name, spec, *create,
-        )?)),
-        Command::DeleteAlias { name, alias } => {
-            functions::delete_alias(txn, name, alias)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::PutEventInvokeConfig { name, config } => {
-            functions::events::put_config(txn, name, config)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::EnqueueEvent {
-            name,
-            qualifier,
-            request_id,
-            payload,
-        } => {
-            functions::events::enqueue(txn, ctx, name, qualifier, request_id, payload, effects)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::SettleEvent {
-            name,
-            arns,
-            seq,
-            request_id,
-            outcome,
-        } => Ok(CommandOutput::EventSettled(functions::events::settle(
-            txn, ctx, name, arns, *seq, request_id, outcome, effects,
-        )?)),
-        Command::WorkerHeartbeat(report) => {
-            crate::workers::heartbeat(txn, ctx, report)?;
-            effects.push(Effect::WorkersChanged);
-            Ok(CommandOutput::Done)
-        }
-        Command::WorkerLeave { id, owner } => {
-            crate::workers::leave(txn, id, owner)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::Iam(c) => Ok(CommandOutput::Iam(crate::iam::apply(txn, ctx, c)?)),
-        Command::Tag(c) => {
-            use crate::tags::Tagged;
-            match &c.resource {
-                Tagged::Queue(name) => queues::retag(txn, name, &c.change)?,
-                Tagged::Topic(name) => topics::retag(txn, name, &c.change)?,
-                Tagged::Stream(name) => streams::retag(txn, name, &c.change)?,
-            }
-            Ok(CommandOutput::Done)
-        }
-        Command::PutFunctionConcurrency { name, reserved } => {
-            functions::concurrency::put_reserved(txn, name, *reserved)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::PutProvisionedConcurrency {
-            name,
-            qualifier,
-            requested,
-        } => {
-            functions::concurrency::put_provisioned(txn, name, qualifier, *requested)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::CreateEventSourceMapping(new) => Ok(CommandOutput::Mapping(
-            crate::mappings::create(txn, ctx, new)?,
-        )),
-        Command::UpdateEventSourceMapping {
-            function,
-            uuid,
-            expected_ms,
-            settings,
-        } => Ok(CommandOutput::Mapping(crate::mappings::update(
-            txn,
-            ctx,
-            function,
-            uuid,
-            *expected_ms,
-            settings,
-        )?)),
-        Command::DeleteEventSourceMapping { function, uuid } => Ok(CommandOutput::Mapping(
-            crate::mappings::delete(txn, function, uuid)?,
-        )),
-        Command::AssignLeases {
-            function,
-            uuid,
-            slots,
-        } => {
-            crate::mappings::leases::assign(txn, function, uuid, slots)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::CommitCheckpoint(c) => {
-            crate::mappings::checkpoints::commit(txn, c)?;
-            Ok(CommandOutput::Done)
-        }
-        Command::SetMappingResult {
-            function,
-            uuid,
-            result,
-        } => {
-            crate::mappings::set_result(txn, function, uuid, result)?;
-            Ok(CommandOutput::Done)
+    command.apply(txn, ctx, effects)
+}
+
+// The commands that span domains are applied here, above the domains, so
+// that no domain module imports another's writes.
+
+impl Operation for DeleteFunction {
+    type Output = ();
+
+    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+        functions::delete(txn, &self.name)?;
+        // Its event source mappings go with it (at most 100).
+        crate::mappings::delete_of_function(txn, &self.name)
+    }
+}
+
+impl Operation for Tag {
+    type Output = ();
+
+    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+        match &self.resource {
+            Tagged::Queue(name) => queues::retag(txn, name, &self.change),
+            Tagged::Topic(name) => topics::retag(txn, name, &self.change),
+            Tagged::Stream(name) => streams::retag(txn, name, &self.change),
         }
     }
 }

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
+use crate::operation::Resource;
 
 /// Tags of a resource, by key.
 pub type Tags = BTreeMap<String, String>;
@@ -95,6 +96,17 @@ pub enum Tagged {
     Topic(String),
     /// A stream, by name.
     Stream(String),
+}
+
+impl Tagged {
+    /// The resource a tag command on it is scoped to.
+    pub fn scope(&self) -> Resource<'_> {
+        match self {
+            Tagged::Queue(name) => Resource::Queue(name),
+            Tagged::Topic(name) => Resource::Topic(name),
+            Tagged::Stream(name) => Resource::Stream(name),
+        }
+    }
 }
 
 /// The command: add or remove tags on a queue, topic or stream.

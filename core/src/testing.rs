@@ -2,7 +2,7 @@
 //! [`machine::apply`] over an in-memory store, with the clock moved by hand.
 
 use crate::apply::{Ctx, Effect, Effects};
-use crate::command::{Command, CommandOutput, Query, QueryOutput};
+use crate::command::{Command, CommandOutput, Query, QueryOutput, Registered};
 use crate::error::{ApplyError, DomainError};
 use crate::machine;
 use crate::store::MemState;
@@ -61,8 +61,17 @@ impl World {
         }
     }
 
-    /// Applies one command at the current time.
-    pub fn run(&mut self, cmd: Command) -> Result<CommandOutput, DomainError> {
+    /// Applies one command at the current time and returns its own output.
+    pub fn run<O>(&mut self, op: O) -> Result<O::Output, DomainError>
+    where
+        O: Registered<Carrier = Command, Reply = CommandOutput>,
+    {
+        let out = self.apply(op.carry())?;
+        Ok(O::output(out).expect("a command's output is its own"))
+    }
+
+    /// Applies one command, as the log carries it, at the current time.
+    pub fn apply(&mut self, cmd: Command) -> Result<CommandOutput, DomainError> {
         let ctx = Ctx { now_ms: self.now };
         let mut effects = Effects::default();
         let r = self

@@ -18,8 +18,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::apply::Ctx;
+use crate::apply::{Ctx, Effect, Effects};
 use crate::error::{ApplyResult, DomainError};
+use crate::operation::Operation;
 use crate::store::keys::Key;
 use crate::store::{StateRead, Txn};
 
@@ -302,10 +303,38 @@ pub fn check(state: &dyn StateRead) -> Result<(), crate::invariant::CheckError> 
     Ok(())
 }
 
+impl Operation for Heartbeat {
+    type Output = ();
+
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, effects: &mut Effects) -> ApplyResult<()> {
+        heartbeat(txn, ctx, self)?;
+        effects.push(Effect::WorkersChanged);
+        Ok(())
+    }
+}
+
+/// A worker stops.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerLeave {
+    /// Worker id.
+    pub id: String,
+    /// Who asks (must be who registered it).
+    pub owner: String,
+}
+
+impl Operation for WorkerLeave {
+    type Output = ();
+
+    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+        let WorkerLeave { id, owner } = self;
+        leave(txn, id, owner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Command, Query, QueryOutput};
+    use crate::command::{Query, QueryOutput};
     use crate::testing::{World, T0};
 
     fn report(id: &str) -> Heartbeat {
@@ -331,24 +360,24 @@ mod tests {
     #[test]
     fn heartbeats_register_refresh_and_forget() {
         let mut w = World::new();
-        w.run(Command::WorkerHeartbeat(report("a"))).unwrap();
+        w.run(report("a")).unwrap();
         w.advance(1);
-        w.run(Command::WorkerHeartbeat(report("b"))).unwrap();
+        w.run(report("b")).unwrap();
         let ws = workers(&w);
         assert_eq!(ws.len(), 2);
         assert!(is_live(&ws[0], T0 + 5_000));
         assert!(!is_live(&ws[0], T0 + LIVE_FOR_MS));
         // b keeps beating; a is forgotten once silent long enough.
         w.advance_ms(FORGET_AFTER_MS - 1_000);
-        w.run(Command::WorkerHeartbeat(report("b"))).unwrap();
+        w.run(report("b")).unwrap();
         assert_eq!(workers(&w).len(), 2);
         w.advance_ms(1);
-        w.run(Command::WorkerHeartbeat(report("b"))).unwrap();
+        w.run(report("b")).unwrap();
         let ws = workers(&w);
         assert_eq!(ws.len(), 1);
         assert_eq!(ws[0].report.id, "b");
         assert_eq!(ws[0].last_seen_ms, T0 + FORGET_AFTER_MS + 1);
-        w.run(Command::WorkerLeave {
+        w.run(crate::workers::WorkerLeave {
             id: "b".into(),
             owner: "w".into(),
         })
@@ -360,27 +389,26 @@ mod tests {
     fn the_cap_counts_live_records_and_silent_ones_make_room() {
         let mut w = World::new();
         for i in 0..WORKERS_MAX {
-            w.run(Command::WorkerHeartbeat(report(&format!("w{i}"))))
-                .unwrap();
+            w.run(report(&format!("w{i}"))).unwrap();
         }
-        let e = w.run(Command::WorkerHeartbeat(report("late"))).unwrap_err();
+        let e = w.run(report("late")).unwrap_err();
         assert_eq!(e.code, "LimitExceeded");
         // A known worker still beats at the cap.
-        w.run(Command::WorkerHeartbeat(report("w7"))).unwrap();
+        w.run(report("w7")).unwrap();
         // Once the others are silent long enough, a heartbeat forgets a few
         // of them (a bounded number) and the newcomer fits.
         w.advance_ms(FORGET_AFTER_MS + 1);
-        w.run(Command::WorkerHeartbeat(report("late"))).unwrap();
+        w.run(report("late")).unwrap();
         let ws = workers(&w);
         assert_eq!(ws.len(), WORKERS_MAX + 1 - FORGET_PER_HEARTBEAT);
         assert!(ws.iter().any(|r| r.report.id == "late"));
         assert!(ws.iter().any(|r| r.report.id == "w7"));
-        w.run(Command::WorkerLeave {
+        w.run(crate::workers::WorkerLeave {
             id: "late".into(),
             owner: "w".into(),
         })
         .unwrap();
-        w.run(Command::WorkerLeave {
+        w.run(crate::workers::WorkerLeave {
             id: "late".into(),
             owner: "w".into(),
         })
@@ -391,14 +419,14 @@ mod tests {
     #[test]
     fn only_the_principal_that_registered_a_worker_refreshes_or_removes_it() {
         let mut w = World::new();
-        w.run(Command::WorkerHeartbeat(report("a"))).unwrap();
+        w.run(report("a")).unwrap();
         let mut rogue = report("a");
         rogue.owner = "mallory".into();
         rogue.address = "10.9.9.9:1".into();
-        let e = w.run(Command::WorkerHeartbeat(rogue)).unwrap_err();
+        let e = w.run(rogue).unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::PermissionDenied);
         let e = w
-            .run(Command::WorkerLeave {
+            .run(crate::workers::WorkerLeave {
                 id: "a".into(),
                 owner: "mallory".into(),
             })
@@ -410,7 +438,7 @@ mod tests {
             ws[0].report.address, "127.0.0.1:7000",
             "the record is untouched"
         );
-        w.run(Command::WorkerLeave {
+        w.run(crate::workers::WorkerLeave {
             id: "a".into(),
             owner: "w".into(),
         })
@@ -421,11 +449,11 @@ mod tests {
     #[test]
     fn bad_reports_are_refused_and_change_nothing() {
         let mut w = World::new();
-        let e = w.run(Command::WorkerHeartbeat(report("a b"))).unwrap_err();
+        let e = w.run(report("a b")).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("worker_id"));
         let mut bad = report("a");
         bad.address = "nowhere".into();
-        let e = w.run(Command::WorkerHeartbeat(bad)).unwrap_err();
+        let e = w.run(bad).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("address"));
         assert!(workers(&w).is_empty());
     }

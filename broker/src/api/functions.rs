@@ -16,7 +16,7 @@ use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::{consistency, Consistency, Context};
-use crate::command::{Command, CommandOutput, Query, QueryOutput};
+use crate::command::{Query, QueryOutput};
 use crate::error::DomainError;
 use crate::functions::events::{Destination, EventConfig};
 use crate::functions::{
@@ -137,15 +137,13 @@ impl FunctionsApi {
         create: bool,
     ) -> Result<Response<pb::AliasConfiguration>, Status> {
         let (name, spec) = Self::alias_spec(req).map_err(super::status::from_domain)?;
-        let command = Command::PutAlias {
+        let command = crate::functions::PutAlias {
             name: name.clone(),
             spec,
             create,
         };
-        match self.ctx.command(command).await? {
-            CommandOutput::Alias(a) => Ok(Response::new(self.alias_configuration(&name, &a))),
-            _ => Err(super::status::unexpected("PutAlias")),
-        }
+        let a = self.ctx.run(command).await?;
+        Ok(Response::new(self.alias_configuration(&name, &a)))
     }
 
     fn alias_spec(req: pb::AliasRequest) -> Result<(String, AliasSpec), DomainError> {
@@ -172,14 +170,6 @@ impl FunctionsApi {
         {
             QueryOutput::Mapping(m) => Ok(m),
             _ => Err(super::status::unexpected("GetEventSourceMapping")),
-        }
-    }
-
-    async fn mapping_output(&self, command: Command) -> Result<mappings::Mapping, Status> {
-        let what = command.name();
-        match self.ctx.command(command).await? {
-            CommandOutput::Mapping(m) => Ok(m),
-            _ => Err(super::status::unexpected(what)),
         }
     }
 
@@ -228,11 +218,11 @@ impl FunctionsApi {
         name: String,
         reserved: Option<u32>,
     ) -> Result<Response<pb::FunctionConcurrency>, Status> {
-        let command = Command::PutFunctionConcurrency {
+        let command = crate::functions::PutFunctionConcurrency {
             name: name.clone(),
             reserved,
         };
-        self.ctx.done(command, "PutFunctionConcurrency").await?;
+        self.ctx.run(command).await?;
         Ok(Response::new(pb::FunctionConcurrency {
             function_name: name,
             reserved_concurrent_executions: reserved,
@@ -247,12 +237,12 @@ impl FunctionsApi {
         qualifier: &str,
         requested: Option<u32>,
     ) -> Result<(), Status> {
-        let command = Command::PutProvisionedConcurrency {
+        let command = crate::functions::PutProvisionedConcurrency {
             name: name.to_string(),
             qualifier: qualifier.to_string(),
             requested,
         };
-        self.ctx.done(command, "PutProvisionedConcurrency").await
+        self.ctx.run(command).await
     }
 
     /// A provisioned configuration with how many of its environments the
@@ -342,13 +332,6 @@ impl FunctionsApi {
             .invoke(request)
             .await
             .map_err(super::status::forwarded_invocation)
-    }
-
-    async fn function_output(&self, command: Command, what: &str) -> Result<Function, Status> {
-        match self.ctx.command(command).await? {
-            CommandOutput::Function(f) => Ok(f),
-            _ => Err(super::status::unexpected(what)),
-        }
     }
 }
 
@@ -442,14 +425,12 @@ impl pb::functions_server::Functions for FunctionsApi {
         settings.validate().map_err(super::status::from_domain)?;
         let code = package("zip_file", req.zip_file).map_err(super::status::from_domain)?;
         let f = self
-            .function_output(
-                Command::CreateFunction(CreateFunction {
-                    name: req.function_name,
-                    settings,
-                    code,
-                }),
-                "CreateFunction",
-            )
+            .ctx
+            .run(CreateFunction {
+                name: req.function_name,
+                settings,
+                code,
+            })
             .await?;
         Ok(Response::new(self.configuration(&f)))
     }
@@ -522,7 +503,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         let name = name_ref("function_name", &request.into_inner().function_name)
             .map_err(super::status::from_domain)?;
         self.ctx
-            .done(Command::DeleteFunction { name }, "DeleteFunction")
+            .run(crate::functions::DeleteFunction { name })
             .await?;
         Ok(Response::new(pb::DeleteFunctionResponse {}))
     }
@@ -536,10 +517,8 @@ impl pb::functions_server::Functions for FunctionsApi {
             name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
         let code = package("zip_file", req.zip_file).map_err(super::status::from_domain)?;
         let f = self
-            .function_output(
-                Command::UpdateFunctionCode { name, code },
-                "UpdateFunctionCode",
-            )
+            .ctx
+            .run(crate::functions::UpdateFunctionCode { name, code })
             .await?;
         Ok(Response::new(self.configuration(&f)))
     }
@@ -570,10 +549,8 @@ impl pb::functions_server::Functions for FunctionsApi {
             runtime: req.runtime,
         };
         let f = self
-            .function_output(
-                Command::UpdateFunctionConfiguration { name, change },
-                "UpdateFunctionConfiguration",
-            )
+            .ctx
+            .run(crate::functions::UpdateFunctionConfiguration { name, change })
             .await?;
         Ok(Response::new(self.configuration(&f)))
     }
@@ -599,17 +576,14 @@ impl pb::functions_server::Functions for FunctionsApi {
                     .map_err(super::status::from_domain)?,
             ))
         };
-        match self
+        let v = self
             .ctx
-            .command(Command::PublishVersion {
+            .run(crate::functions::PublishVersion {
                 name: name.clone(),
                 expected_sha256,
             })
-            .await?
-        {
-            CommandOutput::Version(v) => Ok(Response::new(self.version_configuration(&name, &v))),
-            _ => Err(super::status::unexpected("PublishVersion")),
-        }
+            .await?;
+        Ok(Response::new(self.version_configuration(&name, &v)))
     }
 
     async fn list_versions_by_function(
@@ -681,13 +655,10 @@ impl pb::functions_server::Functions for FunctionsApi {
         let name =
             name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
         self.ctx
-            .done(
-                Command::DeleteAlias {
-                    name,
-                    alias: req.name,
-                },
-                "DeleteAlias",
-            )
+            .run(crate::functions::DeleteAlias {
+                name,
+                alias: req.name,
+            })
             .await?;
         Ok(Response::new(pb::DeleteAliasResponse {}))
     }
@@ -750,13 +721,10 @@ impl pb::functions_server::Functions for FunctionsApi {
         }
         config.validate().map_err(super::status::from_domain)?;
         self.ctx
-            .done(
-                Command::PutEventInvokeConfig {
-                    name: name.clone(),
-                    config: config.clone(),
-                },
-                "PutFunctionEventInvokeConfig",
-            )
+            .run(crate::functions::PutEventInvokeConfig {
+                name: name.clone(),
+                config: config.clone(),
+            })
             .await?;
         Ok(Response::new(self.event_config(&name, &config)))
     }
@@ -847,15 +815,12 @@ impl pb::functions_server::Functions for FunctionsApi {
                 resolve(&self.ctx, &name, &req.qualifier).await?;
                 let request_id = uuid::Uuid::new_v4().to_string();
                 self.ctx
-                    .done(
-                        Command::EnqueueEvent {
-                            name,
-                            qualifier: req.qualifier,
-                            request_id: request_id.clone(),
-                            payload: payload.to_vec(),
-                        },
-                        "Invoke",
-                    )
+                    .run(crate::functions::EnqueueEvent {
+                        name,
+                        qualifier: req.qualifier,
+                        request_id: request_id.clone(),
+                        payload: payload.to_vec(),
+                    })
                     .await?;
                 return Ok(Response::new(pb::InvokeResponse {
                     status_code: 202,
@@ -1086,9 +1051,7 @@ impl pb::functions_server::Functions for FunctionsApi {
             source,
             settings,
         };
-        let m = self
-            .mapping_output(Command::CreateEventSourceMapping(new))
-            .await?;
+        let m = self.ctx.run(new).await?;
         Ok(Response::new(self.mapping_out(&m)))
     }
 
@@ -1130,7 +1093,8 @@ impl pb::functions_server::Functions for FunctionsApi {
         )
         .map_err(super::status::from_domain)?;
         let m = self
-            .mapping_output(Command::UpdateEventSourceMapping {
+            .ctx
+            .run(crate::mappings::UpdateEventSourceMapping {
                 function: m.function,
                 uuid: m.uuid,
                 expected_ms: m.modified_ms,
@@ -1154,7 +1118,8 @@ impl pb::functions_server::Functions for FunctionsApi {
     ) -> Result<Response<pb::EventSourceMapping>, Status> {
         let m = self.mapping(&request.into_inner().uuid).await?;
         let m = self
-            .mapping_output(Command::DeleteEventSourceMapping {
+            .ctx
+            .run(crate::mappings::DeleteEventSourceMapping {
                 function: m.function,
                 uuid: m.uuid,
             })

@@ -11,9 +11,9 @@ use sluice_security::Credentials;
 use tonic::{Request, Response, Status};
 
 use super::{Consistency, Context};
-use crate::command::{Command, CommandOutput, Query, QueryOutput};
+use crate::command::{Command, CommandOutput, Query, QueryOutput, Registered};
 use crate::error::DomainError;
-use crate::iam::{self, builtin, IamCommand, IamOutput, IamQuery, IamQueryOutput, Kind};
+use crate::iam::{self, builtin, IamQuery, IamQueryOutput, Kind};
 
 /// Serves principals and policies.
 pub struct IamApi {
@@ -26,21 +26,13 @@ impl IamApi {
         IamApi { ctx }
     }
 
-    async fn run(&self, command: IamCommand) -> Result<IamOutput, Status> {
-        match self.ctx.command(Command::Iam(command)).await? {
-            CommandOutput::Iam(o) => Ok(o),
-            _ => Err(super::status::unexpected("Iam")),
-        }
-    }
-
-    async fn principal_command(
-        &self,
-        command: IamCommand,
-    ) -> Result<Response<pb::Principal>, Status> {
-        match self.run(command).await? {
-            IamOutput::Principal(p) => Ok(Response::new(self.principal_out(p))),
-            _ => Err(super::status::unexpected("Iam")),
-        }
+    /// Commits an IAM command that returns the principal it changed.
+    async fn principal_command<O>(&self, op: O) -> Result<Response<pb::Principal>, Status>
+    where
+        O: Registered<Carrier = Command, Reply = CommandOutput, Output = iam::Principal>,
+    {
+        let p = self.ctx.run(op).await?;
+        Ok(Response::new(self.principal_out(p)))
     }
 
     async fn ask(&self, query: IamQuery) -> Result<IamQueryOutput, Status> {
@@ -110,7 +102,7 @@ impl pb::iam_server::Iam for IamApi {
         for (i, p) in policies.iter().enumerate() {
             iam::validate_name(&format!("policies[{i}]"), p).map_err(super::status::from_domain)?;
         }
-        self.principal_command(IamCommand::CreatePrincipal {
+        self.principal_command(iam::CreatePrincipal {
             name: name("name", &r.name).map_err(super::status::from_domain)?,
             kind,
             policies,
@@ -170,7 +162,7 @@ impl pb::iam_server::Iam for IamApi {
         request: Request<pb::DeletePrincipalRequest>,
     ) -> Result<Response<pb::DeletePrincipalResponse>, Status> {
         let n = name("name", &request.into_inner().name).map_err(super::status::from_domain)?;
-        self.run(IamCommand::DeletePrincipal { name: n }).await?;
+        self.ctx.run(iam::DeletePrincipal { name: n }).await?;
         Ok(Response::new(pb::DeletePrincipalResponse {}))
     }
 
@@ -185,12 +177,13 @@ impl pb::iam_server::Iam for IamApi {
             &fresh.access_key_id,
             &fresh.secret_access_key,
         );
-        self.run(IamCommand::CreateAccessKey {
-            principal: who.clone(),
-            access_key_id: fresh.access_key_id.clone(),
-            sealed_secret: sealed,
-        })
-        .await?;
+        self.ctx
+            .run(iam::CreateAccessKey {
+                principal: who.clone(),
+                access_key_id: fresh.access_key_id.clone(),
+                sealed_secret: sealed,
+            })
+            .await?;
         Ok(Response::new(pb::CreateAccessKeyResponse {
             name: who,
             access_key_id: fresh.access_key_id,
@@ -206,7 +199,7 @@ impl pb::iam_server::Iam for IamApi {
         sluice_security::credentials::validate_key_id(&r.access_key_id)
             .map_err(|e| DomainError::invalid("access_key_id", e))
             .map_err(super::status::from_domain)?;
-        self.principal_command(IamCommand::DeleteAccessKey {
+        self.principal_command(iam::DeleteAccessKey {
             principal: name("name", &r.name).map_err(super::status::from_domain)?,
             access_key_id: r.access_key_id,
         })
@@ -219,21 +212,19 @@ impl pb::iam_server::Iam for IamApi {
     ) -> Result<Response<pb::PolicyInfo>, Status> {
         let r = request.into_inner();
         iam::validate_policy(&r.name, &r.document).map_err(super::status::from_domain)?;
-        match self
-            .run(IamCommand::PutPolicy {
+        let p = self
+            .ctx
+            .run(iam::PutPolicy {
                 name: r.name,
                 document: r.document,
             })
-            .await?
-        {
-            IamOutput::Policy(p) => Ok(Response::new(self.policy_out(
-                &p.name,
-                &p.document,
-                false,
-                p.updated_ms,
-            ))),
-            _ => Err(super::status::unexpected("PutPolicy")),
-        }
+            .await?;
+        Ok(Response::new(self.policy_out(
+            &p.name,
+            &p.document,
+            false,
+            p.updated_ms,
+        )))
     }
 
     async fn get_policy(
@@ -278,7 +269,7 @@ impl pb::iam_server::Iam for IamApi {
         request: Request<pb::DeletePolicyRequest>,
     ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
         let n = name("name", &request.into_inner().name).map_err(super::status::from_domain)?;
-        self.run(IamCommand::DeletePolicy { name: n }).await?;
+        self.ctx.run(iam::DeletePolicy { name: n }).await?;
         Ok(Response::new(pb::DeletePolicyResponse {}))
     }
 
@@ -287,7 +278,7 @@ impl pb::iam_server::Iam for IamApi {
         request: Request<pb::AttachPolicyRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
         let r = request.into_inner();
-        self.principal_command(IamCommand::AttachPolicy {
+        self.principal_command(iam::AttachPolicy {
             principal: name("name", &r.name).map_err(super::status::from_domain)?,
             policy: name("policy", &r.policy).map_err(super::status::from_domain)?,
         })
@@ -299,7 +290,7 @@ impl pb::iam_server::Iam for IamApi {
         request: Request<pb::DetachPolicyRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
         let r = request.into_inner();
-        self.principal_command(IamCommand::DetachPolicy {
+        self.principal_command(iam::DetachPolicy {
             principal: name("name", &r.name).map_err(super::status::from_domain)?,
             policy: name("policy", &r.policy).map_err(super::status::from_domain)?,
         })

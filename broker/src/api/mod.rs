@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::Status;
 
-use crate::command::{Command, CommandOutput, Query, QueryOutput, QueryResponse};
+use crate::command::{Command, CommandOutput, Query, QueryOutput, QueryResponse, Registered};
 use crate::raft::service::RaftService;
 use crate::router::RouteError;
 
@@ -56,20 +56,17 @@ impl Context {
         reply?.map_err(status::from_domain)
     }
 
-    /// Commits `command` through the leader and returns its output.
-    pub async fn command(&self, command: Command) -> Result<CommandOutput, Status> {
-        self.router
-            .write(command)
+    /// Commits `op` through the leader and returns its own output.
+    pub async fn run<O>(&self, op: O) -> Result<O::Output, Status>
+    where
+        O: Registered<Carrier = Command, Reply = CommandOutput>,
+    {
+        let out = self
+            .router
+            .write(op.carry())
             .await?
-            .map_err(status::from_domain)
-    }
-
-    /// Commits a command whose only output is `Done`.
-    pub async fn done(&self, command: Command, what: &str) -> Result<(), Status> {
-        match self.command(command).await? {
-            CommandOutput::Done => Ok(()),
-            _ => Err(status::unexpected(what)),
-        }
+            .map_err(status::from_domain)?;
+        O::output(out).ok_or_else(|| status::unexpected(O::NAME))
     }
 
     /// Adds or removes tags on a queue, topic or stream (the RPC `what`).
@@ -86,8 +83,8 @@ impl Context {
         if let crate::tags::Change::Add(tags) = &change {
             crate::tags::validate(tags, invalid).map_err(status::from_domain)?;
         }
-        self.done(Command::Tag(crate::tags::Tag { resource, change }), what)
-            .await
+        let _ = what;
+        self.run(crate::tags::Tag { resource, change }).await
     }
 }
 

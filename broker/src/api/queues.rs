@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use super::{consistency, Consistency, Context};
 use crate::clock::now_ms;
-use crate::command::{Command, CommandOutput, Query, QueryOutput};
+use crate::command::{Query, QueryOutput};
 use crate::error::DomainError;
 use crate::queues::attributes::{self, queue_name_from_arn, Attribute};
 use crate::queues::delivery::{ReceiveRequest, Received};
@@ -405,14 +405,12 @@ impl pb::queues_server::Queues for QueuesApi {
         let cmd = CreateQueue::new(&req.queue_name, &attributes, tags)
             .map_err(super::status::from_domain)?;
         self.check_redrive(&cmd.name, &cmd.attributes).await?;
-        match self.ctx.command(Command::CreateQueue(cmd)).await? {
-            CommandOutput::QueueCreated { created } => Ok(Response::new(pb::CreateQueueResponse {
-                queue_url: self.url(&req.queue_name),
-                queue_arn: self.arn(&req.queue_name),
-                created,
-            })),
-            _ => Err(super::status::unexpected("CreateQueue")),
-        }
+        let created = self.ctx.run(cmd).await?;
+        Ok(Response::new(pb::CreateQueueResponse {
+            queue_url: self.url(&req.queue_name),
+            queue_arn: self.arn(&req.queue_name),
+            created,
+        }))
     }
 
     async fn get_queue_url(
@@ -467,9 +465,7 @@ impl pb::queues_server::Queues for QueuesApi {
             "queue_name",
             &request.into_inner().queue_name,
         )?;
-        self.ctx
-            .done(Command::DeleteQueue { name }, "DeleteQueue")
-            .await?;
+        self.ctx.run(crate::queues::DeleteQueue { name }).await?;
         Ok(Response::new(pb::DeleteQueueResponse {}))
     }
 
@@ -546,10 +542,7 @@ impl pb::queues_server::Queues for QueuesApi {
             .map_err(super::status::from_domain)?;
         self.check_redrive(&name, &attributes).await?;
         self.ctx
-            .done(
-                Command::SetQueueAttributes { name, attributes },
-                "SetQueueAttributes",
-            )
+            .run(crate::queues::SetQueueAttributes { name, attributes })
             .await?;
         Ok(Response::new(pb::SetQueueAttributesResponse {}))
     }
@@ -623,9 +616,7 @@ impl pb::queues_server::Queues for QueuesApi {
             "queue_name",
             &request.into_inner().queue_name,
         )?;
-        self.ctx
-            .done(Command::PurgeQueue { name }, "PurgeQueue")
-            .await?;
+        self.ctx.run(crate::queues::PurgeQueue { name }).await?;
         Ok(Response::new(pb::PurgeQueueResponse {}))
     }
 
@@ -650,14 +641,12 @@ impl pb::queues_server::Queues for QueuesApi {
         .map_err(super::status::from_domain)?;
         let out = self
             .ctx
-            .command(Command::SendMessages {
+            .run(crate::queues::SendMessages {
                 queue,
                 messages: vec![m],
             })
             .await?;
-        let CommandOutput::Sent(mut results) = out else {
-            return Err(super::status::unexpected("SendMessage"));
-        };
+        let mut results = out;
         let sent = results
             .pop()
             .ok_or_else(|| super::status::unexpected("SendMessage"))?
@@ -705,11 +694,9 @@ impl pb::queues_server::Queues for QueuesApi {
         if !messages.is_empty() {
             let out = self
                 .ctx
-                .command(Command::SendMessages { queue, messages })
+                .run(crate::queues::SendMessages { queue, messages })
                 .await?;
-            let CommandOutput::Sent(results) = out else {
-                return Err(super::status::unexpected("SendMessageBatch"));
-            };
+            let results = out;
             successful = join(ids, results, &mut failed, |id, s| {
                 pb::SendMessageBatchResultEntry {
                     id,
@@ -788,14 +775,12 @@ impl pb::queues_server::Queues for QueuesApi {
             notified.as_mut().enable();
             let out = self
                 .ctx
-                .command(Command::ReceiveMessages {
+                .run(crate::queues::ReceiveMessages {
                     queue: queue.clone(),
                     request: request.clone(),
                 })
                 .await?;
-            let CommandOutput::Received(outcome) = out else {
-                return Err(super::status::unexpected("ReceiveMessage"));
-            };
+            let outcome = out;
             let now = Instant::now();
             if !outcome.messages.is_empty() || now >= deadline {
                 let messages = outcome
@@ -838,14 +823,12 @@ impl pb::queues_server::Queues for QueuesApi {
             .map_err(super::status::from_domain)?;
         let out = self
             .ctx
-            .command(Command::DeleteMessages {
+            .run(crate::queues::DeleteMessages {
                 queue,
                 receipts: vec![receipt],
             })
             .await?;
-        let CommandOutput::PerEntry(mut r) = out else {
-            return Err(super::status::unexpected("DeleteMessage"));
-        };
+        let mut r = out;
         r.pop()
             .ok_or_else(|| super::status::unexpected("DeleteMessage"))?
             .map_err(super::status::from_domain)?;
@@ -872,11 +855,9 @@ impl pb::queues_server::Queues for QueuesApi {
         if !receipts.is_empty() {
             let out = self
                 .ctx
-                .command(Command::DeleteMessages { queue, receipts })
+                .run(crate::queues::DeleteMessages { queue, receipts })
                 .await?;
-            let CommandOutput::PerEntry(results) = out else {
-                return Err(super::status::unexpected("DeleteMessageBatch"));
-            };
+            let results = out;
             successful = join(ids, results, &mut failed, |id, ()| {
                 pb::DeleteMessageBatchResultEntry { id }
             });
@@ -904,14 +885,12 @@ impl pb::queues_server::Queues for QueuesApi {
         .map_err(super::status::from_domain)?;
         let out = self
             .ctx
-            .command(Command::ChangeVisibility {
+            .run(crate::queues::ChangeVisibility {
                 queue,
                 changes: vec![(receipt, seconds)],
             })
             .await?;
-        let CommandOutput::PerEntry(mut r) = out else {
-            return Err(super::status::unexpected("ChangeMessageVisibility"));
-        };
+        let mut r = out;
         r.pop()
             .ok_or_else(|| super::status::unexpected("ChangeMessageVisibility"))?
             .map_err(super::status::from_domain)?;
@@ -947,11 +926,9 @@ impl pb::queues_server::Queues for QueuesApi {
         if !changes.is_empty() {
             let out = self
                 .ctx
-                .command(Command::ChangeVisibility { queue, changes })
+                .run(crate::queues::ChangeVisibility { queue, changes })
                 .await?;
-            let CommandOutput::PerEntry(results) = out else {
-                return Err(super::status::unexpected("ChangeMessageVisibilityBatch"));
-            };
+            let results = out;
             successful = join(ids, results, &mut failed, |id, ()| {
                 pb::ChangeMessageVisibilityBatchResultEntry { id }
             });
@@ -1065,22 +1042,17 @@ impl pb::queues_server::Queues for QueuesApi {
                     }
                 })?;
         }
-        match self
+        let handle = self
             .ctx
-            .command(Command::StartMoveTask {
+            .run(crate::queues::StartMoveTask {
                 queue,
                 destination,
                 rate,
             })
-            .await?
-        {
-            CommandOutput::MoveTaskStarted { handle } => {
-                Ok(Response::new(pb::StartMessageMoveTaskResponse {
-                    task_handle: handle,
-                }))
-            }
-            _ => Err(super::status::unexpected("StartMessageMoveTask")),
-        }
+            .await?;
+        Ok(Response::new(pb::StartMessageMoveTaskResponse {
+            task_handle: handle,
+        }))
     }
 
     async fn list_message_move_tasks(
@@ -1137,21 +1109,16 @@ impl pb::queues_server::Queues for QueuesApi {
             QueryOutput::QueueName(None) => return Err(not_found()),
             _ => return Err(super::status::unexpected("CancelMessageMoveTask")),
         };
-        match self
+        let moved = self
             .ctx
-            .command(Command::CancelMoveTask {
+            .run(crate::queues::CancelMoveTask {
                 queue,
                 handle: handle.clone(),
             })
-            .await?
-        {
-            CommandOutput::MoveTaskCancelled { moved } => {
-                Ok(Response::new(pb::CancelMessageMoveTaskResponse {
-                    approximate_number_of_messages_moved: moved as i64,
-                }))
-            }
-            _ => Err(super::status::unexpected("CancelMessageMoveTask")),
-        }
+            .await?;
+        Ok(Response::new(pb::CancelMessageMoveTaskResponse {
+            approximate_number_of_messages_moved: moved as i64,
+        }))
     }
 }
 

@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Consistency, Context};
 use crate::clock::now_ms;
-use crate::command::{Command, CommandOutput, Query, QueryOutput};
+use crate::command::{Query, QueryOutput};
 use crate::error::DomainError;
 use crate::streams::iterator::{self, Position, ShardIterator};
 use crate::streams::records::{validate_batch, NewRecord, Read, READ_BYTES_MAX, READ_MAX_RECORDS};
@@ -396,15 +396,11 @@ impl pb::streams_server::Streams for StreamsApi {
         )
         .map_err(super::status::from_domain)?;
         let name = c.name.clone();
-        match self.ctx.command(Command::CreateStream(c)).await? {
-            CommandOutput::StreamCreated { created } => {
-                Ok(Response::new(pb::CreateStreamResponse {
-                    stream_arn: self.ctx.identity.stream_arn(&name),
-                    created,
-                }))
-            }
-            _ => Err(super::status::unexpected("CreateStream")),
-        }
+        let created = self.ctx.run(c).await?;
+        Ok(Response::new(pb::CreateStreamResponse {
+            stream_arn: self.ctx.identity.stream_arn(&name),
+            created,
+        }))
     }
 
     async fn delete_stream(
@@ -412,9 +408,7 @@ impl pb::streams_server::Streams for StreamsApi {
         request: Request<pb::DeleteStreamRequest>,
     ) -> Result<Response<pb::DeleteStreamResponse>, Status> {
         let name = stream_ref("stream_name", &request.into_inner().stream_name)?;
-        self.ctx
-            .done(Command::DeleteStream { name }, "DeleteStream")
-            .await?;
+        self.ctx.run(crate::streams::DeleteStream { name }).await?;
         Ok(Response::new(pb::DeleteStreamResponse {}))
     }
 
@@ -530,14 +524,12 @@ impl pb::streams_server::Streams for StreamsApi {
             .map_err(super::status::from_domain)?;
         let out = self
             .ctx
-            .command(Command::PutRecords {
+            .run(crate::streams::PutRecords {
                 stream,
                 records: vec![rec],
             })
             .await?;
-        let CommandOutput::Put(mut results) = out else {
-            return Err(super::status::unexpected("PutRecord"));
-        };
+        let mut results = out;
         let placed = results
             .pop()
             .ok_or_else(|| super::status::unexpected("PutRecord"))?
@@ -571,11 +563,9 @@ impl pb::streams_server::Streams for StreamsApi {
         validate_batch(&records).map_err(super::status::from_domain)?;
         let out = self
             .ctx
-            .command(Command::PutRecords { stream, records })
+            .run(crate::streams::PutRecords { stream, records })
             .await?;
-        let CommandOutput::Put(results) = out else {
-            return Err(super::status::unexpected("PutRecords"));
-        };
+        let results = out;
         let mut failed = 0;
         let records = results
             .into_iter()
@@ -714,20 +704,17 @@ impl pb::streams_server::Streams for StreamsApi {
             .map_err(super::status::from_domain)?;
         let new_start = hashing::parse("new_starting_hash_key", &r.new_starting_hash_key)
             .map_err(super::status::from_domain)?;
-        match self
+        let c = self
             .ctx
-            .command(Command::SplitShard {
+            .run(crate::streams::SplitShard {
                 name,
                 shard,
                 new_start,
             })
-            .await?
-        {
-            CommandOutput::Split(c) => Ok(Response::new(pb::SplitShardResponse {
-                child_shard_ids: c.iter().map(|i| shard_id(*i)).collect(),
-            })),
-            _ => Err(super::status::unexpected("SplitShard")),
-        }
+            .await?;
+        Ok(Response::new(pb::SplitShardResponse {
+            child_shard_ids: c.iter().map(|i| shard_id(*i)).collect(),
+        }))
     }
 
     async fn merge_shards(
@@ -741,20 +728,17 @@ impl pb::streams_server::Streams for StreamsApi {
         let adjacent =
             streams::parse_shard_id("adjacent_shard_to_merge", &r.adjacent_shard_to_merge)
                 .map_err(super::status::from_domain)?;
-        match self
+        let c = self
             .ctx
-            .command(Command::MergeShards {
+            .run(crate::streams::MergeShards {
                 name,
                 shard,
                 adjacent,
             })
-            .await?
-        {
-            CommandOutput::Merged(c) => Ok(Response::new(pb::MergeShardsResponse {
-                child_shard_id: shard_id(c),
-            })),
-            _ => Err(super::status::unexpected("MergeShards")),
-        }
+            .await?;
+        Ok(Response::new(pb::MergeShardsResponse {
+            child_shard_id: shard_id(c),
+        }))
     }
 
     async fn update_shard_count(
@@ -768,19 +752,14 @@ impl pb::streams_server::Streams for StreamsApi {
         }
         let target = u32::try_from(r.target_shard_count)
             .map_err(|_| invalid("target_shard_count", "must be positive"))?;
-        match self
+        let previous = self
             .ctx
-            .command(Command::UpdateShardCount { name, target })
-            .await?
-        {
-            CommandOutput::Rescaled { previous } => {
-                Ok(Response::new(pb::UpdateShardCountResponse {
-                    current_shard_count: previous as i32,
-                    target_shard_count: target as i32,
-                }))
-            }
-            _ => Err(super::status::unexpected("UpdateShardCount")),
-        }
+            .run(crate::streams::UpdateShardCount { name, target })
+            .await?;
+        Ok(Response::new(pb::UpdateShardCountResponse {
+            current_shard_count: previous as i32,
+            target_shard_count: target as i32,
+        }))
     }
 
     async fn add_tags_to_stream(
@@ -838,19 +817,16 @@ impl pb::streams_server::Streams for StreamsApi {
         let name = stream_ref("stream_arn", &r.stream_arn)?;
         streams::validate_name("consumer_name", &r.consumer_name)
             .map_err(super::status::from_domain)?;
-        match self
+        let c = self
             .ctx
-            .command(Command::RegisterConsumer {
+            .run(crate::streams::RegisterConsumer {
                 name: name.clone(),
                 consumer: r.consumer_name,
             })
-            .await?
-        {
-            CommandOutput::Consumer(c) => Ok(Response::new(pb::RegisterStreamConsumerResponse {
-                consumer: Some(self.consumer_out(&name, &c)),
-            })),
-            _ => Err(super::status::unexpected("RegisterStreamConsumer")),
-        }
+            .await?;
+        Ok(Response::new(pb::RegisterStreamConsumerResponse {
+            consumer: Some(self.consumer_out(&name, &c)),
+        }))
     }
 
     async fn deregister_stream_consumer(
@@ -866,10 +842,7 @@ impl pb::streams_server::Streams for StreamsApi {
             (stream_ref("stream_arn", &r.stream_arn)?, r.consumer_name)
         };
         self.ctx
-            .done(
-                Command::DeregisterConsumer { name, consumer },
-                "DeregisterStreamConsumer",
-            )
+            .run(crate::streams::DeregisterConsumer { name, consumer })
             .await?;
         Ok(Response::new(pb::DeregisterStreamConsumerResponse {}))
     }
@@ -959,14 +932,11 @@ impl StreamsApi {
                 )
             })?;
         self.ctx
-            .done(
-                Command::SetStreamRetention {
-                    name,
-                    hours,
-                    increase,
-                },
-                "StreamRetention",
-            )
+            .run(crate::streams::SetStreamRetention {
+                name,
+                hours,
+                increase,
+            })
             .await?;
         Ok(Response::new(pb::StreamRetentionResponse {}))
     }

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::queues::{join, split, to_value, Split};
 use super::{consistency, Context};
-use crate::command::{Command, CommandOutput, Query, QueryOutput};
+use crate::command::{Query, QueryOutput};
 use crate::error::DomainError;
 use crate::queues::message::validate_batch_ids;
 use crate::tags::{Change, Tagged};
@@ -172,13 +172,11 @@ impl pb::topics_server::Topics for TopicsApi {
         )
         .map_err(super::status::from_domain)?;
         let name = cmd.name.clone();
-        match self.ctx.command(Command::CreateTopic(cmd)).await? {
-            CommandOutput::TopicCreated { created } => Ok(Response::new(pb::CreateTopicResponse {
-                topic_arn: self.topic_arn(&name),
-                created,
-            })),
-            _ => Err(super::status::unexpected("CreateTopic")),
-        }
+        let created = self.ctx.run(cmd).await?;
+        Ok(Response::new(pb::CreateTopicResponse {
+            topic_arn: self.topic_arn(&name),
+            created,
+        }))
     }
 
     async fn delete_topic(
@@ -186,9 +184,7 @@ impl pb::topics_server::Topics for TopicsApi {
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
         let name = topic_ref("topic_arn", &request.into_inner().topic_arn)?;
-        self.ctx
-            .done(Command::DeleteTopic { name }, "DeleteTopic")
-            .await?;
+        self.ctx.run(crate::topics::DeleteTopic { name }).await?;
         Ok(Response::new(pb::DeleteTopicResponse {}))
     }
 
@@ -256,14 +252,11 @@ impl pb::topics_server::Topics for TopicsApi {
         )
         .map_err(super::status::from_domain)?;
         self.ctx
-            .done(
-                Command::SetTopicAttribute {
-                    name,
-                    attribute: req.attribute_name,
-                    value: req.attribute_value,
-                },
-                "SetTopicAttributes",
-            )
+            .run(crate::topics::SetTopicAttribute {
+                name,
+                attribute: req.attribute_name,
+                value: req.attribute_value,
+            })
             .await?;
         Ok(Response::new(pb::SetTopicAttributesResponse {}))
     }
@@ -310,16 +303,14 @@ impl pb::topics_server::Topics for TopicsApi {
             token: hex::encode(uuid::Uuid::new_v4().as_bytes())
                 + &hex::encode(uuid::Uuid::new_v4().as_bytes()),
         };
-        match self.ctx.command(Command::Subscribe(cmd)).await? {
-            CommandOutput::Subscribed(s) => Ok(Response::new(pb::SubscribeResponse {
-                subscription_arn: if s.pending && !req_return_arn {
-                    "pending confirmation".into()
-                } else {
-                    format!("{}:{}", self.topic_arn(&topic), s.id)
-                },
-            })),
-            _ => Err(super::status::unexpected("Subscribe")),
-        }
+        let s = self.ctx.run(cmd).await?;
+        Ok(Response::new(pb::SubscribeResponse {
+            subscription_arn: if s.pending && !req_return_arn {
+                "pending confirmation".into()
+            } else {
+                format!("{}:{}", self.topic_arn(&topic), s.id)
+            },
+        }))
     }
 
     async fn confirm_subscription(
@@ -341,7 +332,7 @@ impl pb::topics_server::Topics for TopicsApi {
         let (topic, id) =
             subscription_ref("subscription_arn", &request.into_inner().subscription_arn)?;
         self.ctx
-            .done(Command::Unsubscribe { topic, id }, "Unsubscribe")
+            .run(crate::topics::Unsubscribe { topic, id })
             .await?;
         Ok(Response::new(pb::UnsubscribeResponse {}))
     }
@@ -402,15 +393,12 @@ impl pb::topics_server::Topics for TopicsApi {
         let req = request.into_inner();
         let (topic, id) = subscription_ref("subscription_arn", &req.subscription_arn)?;
         self.ctx
-            .done(
-                Command::SetSubscriptionAttribute {
-                    topic,
-                    id,
-                    attribute: req.attribute_name,
-                    value: req.attribute_value,
-                },
-                "SetSubscriptionAttributes",
-            )
+            .run(crate::topics::SetSubscriptionAttribute {
+                topic,
+                id,
+                attribute: req.attribute_name,
+                value: req.attribute_value,
+            })
             .await?;
         Ok(Response::new(pb::SetSubscriptionAttributesResponse {}))
     }
@@ -436,15 +424,13 @@ impl pb::topics_server::Topics for TopicsApi {
         .map_err(super::status::from_domain)?;
         let out = self
             .ctx
-            .command(Command::Publish {
+            .run(crate::topics::Publish {
                 topic_arn: self.topic_arn(&topic),
                 topic,
                 messages: vec![p],
             })
             .await?;
-        let CommandOutput::Published(mut results) = out else {
-            return Err(super::status::unexpected("Publish"));
-        };
+        let mut results = out;
         let published = results
             .pop()
             .ok_or_else(|| super::status::unexpected("Publish"))?
@@ -500,15 +486,13 @@ impl pb::topics_server::Topics for TopicsApi {
         if !messages.is_empty() {
             let out = self
                 .ctx
-                .command(Command::Publish {
+                .run(crate::topics::Publish {
                     topic_arn: self.topic_arn(&topic),
                     topic,
                     messages,
                 })
                 .await?;
-            let CommandOutput::Published(results) = out else {
-                return Err(super::status::unexpected("PublishBatch"));
-            };
+            let results = out;
             successful = join(ids, results, &mut failed, |id, p| {
                 pb::PublishBatchResultEntry {
                     id,
@@ -634,16 +618,13 @@ pub async fn confirm(ctx: &Context, topic: &str, token: &str) -> Result<String, 
         )
         .into_status());
     }
-    match ctx
-        .command(Command::ConfirmSubscription {
+    let id = ctx
+        .run(crate::topics::ConfirmSubscription {
             topic: topic.to_string(),
             token: token.to_string(),
         })
-        .await?
-    {
-        CommandOutput::Confirmed { id } => Ok(format!("{}:{id}", ctx.identity.topic_arn(topic))),
-        _ => Err(super::status::unexpected("ConfirmSubscription")),
-    }
+        .await?;
+    Ok(format!("{}:{id}", ctx.identity.topic_arn(topic)))
 }
 
 /// Serves `GET /topics/confirm?TopicArn=..&Token=..`, the SubscribeURL of a

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Consistency, Context};
 use crate::clock::now_ms;
-use crate::command::{Command, Query, QueryOutput};
+use crate::command::{Query, QueryOutput};
 use crate::functions::concurrency::ProvisionedConfig;
 use crate::functions::events::Destination;
 use crate::mappings::checkpoints::{Checkpoint, Commit};
@@ -247,9 +247,7 @@ impl pb::workers_server::Workers for WorkersApi {
         let now = now_ms();
         let stored = all.iter().find(|w| w.report.id == report.id);
         if workers::worth_committing(stored, &report, now) {
-            self.ctx
-                .done(Command::WorkerHeartbeat(report.clone()), "WorkerHeartbeat")
-                .await?;
+            self.ctx.run(report.clone()).await?;
         }
         let mut live: Vec<String> = all
             .iter()
@@ -287,7 +285,7 @@ impl pb::workers_server::Workers for WorkersApi {
         let id = request.into_inner().worker_id;
         sluice_worker::validate_id(&id).map_err(|e| super::status::invalid("worker_id", e))?;
         self.ctx
-            .done(Command::WorkerLeave { id, owner }, "WorkerLeave")
+            .run(crate::workers::WorkerLeave { id, owner })
             .await?;
         Ok(Response::new(pb::LeaveResponse {}))
     }
@@ -349,9 +347,7 @@ impl pb::workers_server::Workers for WorkersApi {
             seq,
             finished: r.finished,
         };
-        self.ctx
-            .done(Command::CommitCheckpoint(commit), "CommitCheckpoint")
-            .await?;
+        self.ctx.run(commit).await?;
         Ok(Response::new(pb::CommitCheckpointResponse {}))
     }
 
@@ -370,14 +366,11 @@ impl pb::workers_server::Workers for WorkersApi {
             }
         }
         self.ctx
-            .done(
-                Command::SetMappingResult {
-                    function: r.function_name,
-                    uuid: r.mapping_uuid,
-                    result: r.result,
-                },
-                "SetMappingResult",
-            )
+            .run(crate::mappings::SetMappingResult {
+                function: r.function_name,
+                uuid: r.mapping_uuid,
+                result: r.result,
+            })
             .await?;
         Ok(Response::new(pb::ReportMappingResultResponse {}))
     }

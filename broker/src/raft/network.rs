@@ -355,14 +355,14 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(Proposal {
                 time_ms: 0,
-                commands: vec![Command::PutRecords {
+                commands: vec![Command::PutRecords(crate::streams::PutRecords {
                     stream: "s".into(),
                     records: vec![crate::streams::records::NewRecord {
                         data: vec![0; bytes],
                         partition_key: "k".into(),
                         explicit_hash_key: None,
                     }],
-                }],
+                })],
             }),
         }
     }

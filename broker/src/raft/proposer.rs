@@ -185,9 +185,9 @@ mod tests {
     use std::sync::Mutex;
 
     fn cmd(i: usize) -> Command {
-        Command::DeleteQueue {
+        Command::DeleteQueue(crate::queues::DeleteQueue {
             name: format!("q{i}"),
-        }
+        })
     }
 
     #[tokio::test]
@@ -208,7 +208,7 @@ mod tests {
                     let n = req.commands.len();
                     std::future::ready(Box::pin(async move {
                         let _ = release.wait_for(|r| *r).await;
-                        Ok((0..n).map(|_| Ok(CommandOutput::Done)).collect())
+                        Ok((0..n).map(|_| Ok(CommandOutput::DeleteQueue(()))).collect())
                     }) as Submitted)
                 },
             )
@@ -229,9 +229,12 @@ mod tests {
             assert!(futures::poll!(f.as_mut()).is_pending());
         }
         release_tx.send(true).unwrap();
-        assert_eq!(first.await.unwrap().unwrap(), Ok(CommandOutput::Done));
+        assert_eq!(
+            first.await.unwrap().unwrap(),
+            Ok(CommandOutput::DeleteQueue(()))
+        );
         for r in futures::future::join_all(rest).await {
-            assert_eq!(r.unwrap(), Ok(CommandOutput::Done));
+            assert_eq!(r.unwrap(), Ok(CommandOutput::DeleteQueue(())));
         }
         assert_eq!(*sizes.lock().unwrap(), vec![1, 100]);
     }
@@ -261,7 +264,7 @@ mod tests {
                     sizes.lock().unwrap().push(req.commands.len());
                     let n = req.commands.len();
                     std::future::ready(Box::pin(async move {
-                        Ok((0..n).map(|_| Ok(CommandOutput::Done)).collect())
+                        Ok((0..n).map(|_| Ok(CommandOutput::DeleteQueue(()))).collect())
                     }) as Submitted)
                 },
             )

@@ -584,26 +584,26 @@ mod tests {
             },
         )
         .unwrap();
-        Command::SendMessages {
+        Command::SendMessages(crate::queues::SendMessages {
             queue: queue.into(),
             messages: vec![m],
-        }
+        })
     }
 
     fn receive(queue: &str, vt: u32) -> Command {
-        Command::ReceiveMessages {
+        Command::ReceiveMessages(crate::queues::ReceiveMessages {
             queue: queue.into(),
             request: ReceiveRequest {
                 max: 1,
                 visibility_timeout: Some(vt),
                 attempt_id: None,
             },
-        }
+        })
     }
 
     fn received(r: &EntryResponse) -> usize {
         match &r[0] {
-            Ok(CommandOutput::Received(o)) => o.messages.len(),
+            Ok(CommandOutput::ReceiveMessages(o)) => o.messages.len(),
             other => panic!("{other:?}"),
         }
     }
@@ -663,10 +663,7 @@ mod tests {
                 ],
             )
             .await;
-        assert!(matches!(
-            results[0],
-            Ok(CommandOutput::QueueCreated { created: true })
-        ));
+        assert!(matches!(results[0], Ok(CommandOutput::CreateQueue(true))));
         assert_eq!(results[1].as_ref().unwrap_err().code, "QueueNameExists");
         assert!(results[2].is_ok());
         assert_eq!(results[3].as_ref().unwrap_err().code, "QueueDoesNotExist");
@@ -697,18 +694,18 @@ mod tests {
         let r = b
             .apply(
                 0,
-                vec![Command::ReceiveMessages {
+                vec![Command::ReceiveMessages(crate::queues::ReceiveMessages {
                     queue: "q".into(),
                     request: ReceiveRequest {
                         max: 10,
                         visibility_timeout: Some(30),
                         attempt_id: None,
                     },
-                }],
+                })],
             )
             .await;
         match &r[0] {
-            Ok(CommandOutput::Received(o)) => {
+            Ok(CommandOutput::ReceiveMessages(o)) => {
                 assert_eq!(o.messages.len(), 10);
                 assert_eq!(o.messages[0].body.body, "m0");
                 assert!(o.messages[0].head.first_receive_ms >= Some(2_049));
@@ -718,14 +715,14 @@ mod tests {
     }
 
     fn receive_all(queue: &str) -> Command {
-        Command::ReceiveMessages {
+        Command::ReceiveMessages(crate::queues::ReceiveMessages {
             queue: queue.into(),
             request: ReceiveRequest {
                 max: 10,
                 visibility_timeout: Some(30),
                 attempt_id: None,
             },
-        }
+        })
     }
 
     #[tokio::test]
@@ -762,7 +759,7 @@ mod tests {
         assert_eq!(n.applied_index().await, Some(6));
         n.index = 6;
         match &n.apply(4_000, vec![receive_all("q")]).await[0] {
-            Ok(CommandOutput::Received(o)) => assert_eq!(o.messages.len(), 5),
+            Ok(CommandOutput::ReceiveMessages(o)) => assert_eq!(o.messages.len(), 5),
             other => panic!("{other:?}"),
         }
     }
@@ -850,7 +847,7 @@ mod tests {
             let name = format!("q{}", next() % 4);
             let command = match next() % 3 {
                 0 => create(&name, &[]),
-                1 => Command::DeleteQueue { name },
+                1 => Command::DeleteQueue(crate::queues::DeleteQueue { name }),
                 _ => send(&name, "m"),
             };
             entries.push((1_000 + i, vec![command]));

@@ -11,7 +11,9 @@ use std::path::Path;
 /// 3: log segments open with a header and are created at their full size.
 /// 4: one `Tag` command replaces the six tag commands (the command
 /// encoding changed).
-pub const CURRENT: u32 = 4;
+/// 5: each IAM change is a command of its own (`CreatePrincipal` ...
+/// `DetachPolicy` replace the one `Iam` command), so `Tag` moved.
+pub const CURRENT: u32 = 5;
 const FILE: &str = "FORMAT";
 const MAGIC: &str = "sluice-data-format";
 

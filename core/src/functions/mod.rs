@@ -19,11 +19,14 @@
 
 use std::collections::BTreeMap;
 
+pub mod commands;
 pub mod concurrency;
 pub mod events;
 pub mod invariants;
 #[cfg(test)]
 mod scenarios;
+
+pub use commands::*;
 
 use serde::{Deserialize, Serialize};
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::command::{Command, CommandOutput, Query, QueryOutput};
+use crate::command::{Query, QueryOutput};
 use crate::functions::events::{Arns, Destination, EventConfig, RunOutcome, Settled};
 use crate::functions::{AliasSpec, SettingsChange, Target};
 use crate::queues::delivery::ReceiveRequest;
@@ -22,16 +22,12 @@ impl World {
     }
 
     fn publish_version(&mut self, name: &str) -> u64 {
-        match self
-            .run(Command::PublishVersion {
-                name: name.into(),
-                expected_sha256: None,
-            })
-            .unwrap()
-        {
-            CommandOutput::Version(v) => v.number,
-            other => panic!("{other:?}"),
-        }
+        self.run(crate::functions::PublishVersion {
+            name: name.into(),
+            expected_sha256: None,
+        })
+        .unwrap()
+        .number
     }
 
     fn settle_event(
@@ -41,22 +37,17 @@ impl World {
         request_id: &str,
         outcome: RunOutcome,
     ) -> Settled {
-        match self
-            .run(Command::SettleEvent {
-                name: name.into(),
-                arns: Arns {
-                    function: format!("arn:aws:lambda:us-east-1:000000000000:function:{name}"),
-                    sns_prefix: "arn:aws:sns:us-east-1:000000000000:".into(),
-                },
-                seq,
-                request_id: request_id.into(),
-                outcome,
-            })
-            .unwrap()
-        {
-            CommandOutput::EventSettled(s) => s,
-            other => panic!("{other:?}"),
-        }
+        self.run(crate::functions::SettleEvent {
+            name: name.into(),
+            arns: Arns {
+                function: format!("arn:aws:lambda:us-east-1:000000000000:function:{name}"),
+                sns_prefix: "arn:aws:sns:us-east-1:000000000000:".into(),
+            },
+            seq,
+            request_id: request_id.into(),
+            outcome,
+        })
+        .unwrap()
     }
 }
 
@@ -71,9 +62,9 @@ fn failure() -> RunOutcome {
 #[test]
 fn versions_keep_their_settings_and_aliases_route_to_them() {
     let mut w = World::new();
-    w.run(Command::CreateFunction(new_function("f"))).unwrap();
+    w.run(new_function("f")).unwrap();
     assert_eq!(w.publish_version("f"), 1);
-    w.run(Command::UpdateFunctionConfiguration {
+    w.run(crate::functions::UpdateFunctionConfiguration {
         name: "f".into(),
         change: SettingsChange {
             memory_mb: Some(512),
@@ -91,7 +82,7 @@ fn versions_keep_their_settings_and_aliases_route_to_them() {
     assert_eq!((v1.number, v1.settings.memory_mb), (1, 128));
 
     // An alias on version 1 sends a tenth to version 2.
-    w.run(Command::PutAlias {
+    w.run(crate::functions::PutAlias {
         name: "f".into(),
         spec: AliasSpec {
             name: "live".into(),
@@ -112,7 +103,7 @@ fn versions_keep_their_settings_and_aliases_route_to_them() {
         w.target("f", "nope").unwrap_err().code,
         "ResourceNotFoundException"
     );
-    w.run(Command::DeleteAlias {
+    w.run(crate::functions::DeleteAlias {
         name: "f".into(),
         alias: "live".into(),
     })
@@ -128,10 +119,10 @@ fn versions_keep_their_settings_and_aliases_route_to_them() {
 #[test]
 fn a_failing_event_is_retried_then_its_record_reaches_the_failure_queue() {
     let mut w = World::new();
-    w.run(Command::CreateFunction(new_function("f"))).unwrap();
+    w.run(new_function("f")).unwrap();
     let cmd = CreateQueue::new("failures", &BTreeMap::new(), BTreeMap::new()).unwrap();
-    w.run(Command::CreateQueue(cmd)).unwrap();
-    w.run(Command::PutEventInvokeConfig {
+    w.run(cmd).unwrap();
+    w.run(crate::functions::PutEventInvokeConfig {
         name: "f".into(),
         config: EventConfig {
             max_retries: 1,
@@ -141,7 +132,7 @@ fn a_failing_event_is_retried_then_its_record_reaches_the_failure_queue() {
         },
     })
     .unwrap();
-    w.run(Command::EnqueueEvent {
+    w.run(crate::functions::EnqueueEvent {
         name: "f".into(),
         qualifier: "$LATEST".into(),
         request_id: "r1".into(),
@@ -171,8 +162,8 @@ fn a_failing_event_is_retried_then_its_record_reaches_the_failure_queue() {
             .pending_events,
         0
     );
-    let CommandOutput::Received(r) = w
-        .run(Command::ReceiveMessages {
+    let r = w
+        .run(crate::queues::ReceiveMessages {
             queue: "failures".into(),
             request: ReceiveRequest {
                 max: 10,
@@ -180,10 +171,7 @@ fn a_failing_event_is_retried_then_its_record_reaches_the_failure_queue() {
                 attempt_id: None,
             },
         })
-        .unwrap()
-    else {
-        panic!("not a receive")
-    };
+        .unwrap();
     assert_eq!(r.messages.len(), 1);
     let record: serde_json::Value = serde_json::from_str(&r.messages[0].body.body).unwrap();
     assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");
@@ -197,25 +185,26 @@ fn a_failing_event_is_retried_then_its_record_reaches_the_failure_queue() {
 #[test]
 fn reserved_concurrency_is_set_and_removed_and_deleting_the_function_forgets_it() {
     let mut w = World::new();
-    w.run(Command::CreateFunction(new_function("f"))).unwrap();
-    w.run(Command::PutFunctionConcurrency {
+    w.run(new_function("f")).unwrap();
+    w.run(crate::functions::PutFunctionConcurrency {
         name: "f".into(),
         reserved: Some(5),
     })
     .unwrap();
     assert_eq!(w.target("f", "").unwrap().reserved, Some(5));
-    w.run(Command::PutFunctionConcurrency {
+    w.run(crate::functions::PutFunctionConcurrency {
         name: "f".into(),
         reserved: None,
     })
     .unwrap();
     assert_eq!(w.target("f", "").unwrap().reserved, None);
-    w.run(Command::PutFunctionConcurrency {
+    w.run(crate::functions::PutFunctionConcurrency {
         name: "f".into(),
         reserved: Some(3),
     })
     .unwrap();
-    w.run(Command::DeleteFunction { name: "f".into() }).unwrap();
-    w.run(Command::CreateFunction(new_function("f"))).unwrap();
+    w.run(crate::functions::DeleteFunction { name: "f".into() })
+        .unwrap();
+    w.run(new_function("f")).unwrap();
     assert_eq!(w.target("f", "").unwrap().reserved, None);
 }

@@ -23,10 +23,12 @@
 //! | `iam/np`, `iam/npol` | `u64`: principals and custom policies held |
 
 pub mod builtin;
+pub mod commands;
+
+pub use commands::*;
 
 use serde::{Deserialize, Serialize};
 
-use crate::apply::Ctx;
 use crate::error::{ApplyResult, DomainError};
 use crate::store::keys::Key;
 use crate::store::{StateRead, Txn};
@@ -129,78 +131,6 @@ pub enum Stored {
     Key(AccessKey),
     /// A custom policy.
     Policy(CustomPolicy),
-}
-
-/// A change to principals, keys or policies.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum IamCommand {
-    /// Make a principal, with policies attached.
-    CreatePrincipal {
-        /// Its name.
-        name: String,
-        /// User or worker.
-        kind: Kind,
-        /// Policies to attach.
-        policies: Vec<String>,
-    },
-    /// Delete a principal and its access keys.
-    DeletePrincipal {
-        /// Its name.
-        name: String,
-    },
-    /// Record an access key made at the edge (its secret already sealed).
-    CreateAccessKey {
-        /// Whose.
-        principal: String,
-        /// The new key's id.
-        access_key_id: String,
-        /// Its secret, sealed.
-        sealed_secret: String,
-    },
-    /// Delete an access key.
-    DeleteAccessKey {
-        /// Whose.
-        principal: String,
-        /// Which.
-        access_key_id: String,
-    },
-    /// Create or replace a custom policy.
-    PutPolicy {
-        /// Its name.
-        name: String,
-        /// The JSON document.
-        document: String,
-    },
-    /// Delete a custom policy that nothing has attached.
-    DeletePolicy {
-        /// Its name.
-        name: String,
-    },
-    /// Attach a policy to a principal.
-    AttachPolicy {
-        /// To whom.
-        principal: String,
-        /// Which policy.
-        policy: String,
-    },
-    /// Detach a policy from a principal.
-    DetachPolicy {
-        /// From whom.
-        principal: String,
-        /// Which policy.
-        policy: String,
-    },
-}
-
-/// What an IAM command returns.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum IamOutput {
-    /// The principal as it now is.
-    Principal(Principal),
-    /// The policy as it now is.
-    Policy(CustomPolicy),
-    /// Nothing to return.
-    Done,
 }
 
 /// A read of principals, keys or policies.
@@ -389,193 +319,12 @@ fn save_principal(txn: &mut Txn<'_>, p: &Principal) {
     txn.put_record(principal_key(&p.name), &Stored::Principal(p.clone()));
 }
 
-/// Applies an IAM command.
-pub fn apply(txn: &mut Txn<'_>, ctx: &Ctx, command: &IamCommand) -> ApplyResult<IamOutput> {
-    let out = match command {
-        IamCommand::CreatePrincipal {
-            name,
-            kind,
-            policies,
-        } => {
-            validate_name("name", name)?;
-            if principal(txn, name)?.is_some() {
-                return Err(DomainError::already_exists(
-                    "EntityAlreadyExists",
-                    format!("name: a principal named {name:?} exists"),
-                )
-                .into());
-            }
-            count_one_more(txn, "iam/np", PRINCIPALS_MAX, "principals")?;
-            let mut attached: Vec<String> = Vec::new();
-            for p in policies {
-                if !policy_exists(txn, p)? {
-                    return Err(no_policy(p).into());
-                }
-                if !attached.contains(p) {
-                    attached.push(p.clone());
-                }
-            }
-            if attached.len() > ATTACHED_MAX {
-                return Err(too_many_attached().into());
-            }
-            let p = Principal {
-                name: name.clone(),
-                kind: *kind,
-                policies: attached,
-                keys: Vec::new(),
-                created_ms: ctx.now_ms,
-            };
-            save_principal(txn, &p);
-            IamOutput::Principal(p)
-        }
-        IamCommand::DeletePrincipal { name } => {
-            let p = require_principal(txn, name)?;
-            for k in &p.keys {
-                txn.delete(access_key_key(&k.id));
-            }
-            txn.delete(principal_key(name));
-            count_one_less(txn, "iam/np")?;
-            IamOutput::Done
-        }
-        IamCommand::CreateAccessKey {
-            principal: name,
-            access_key_id,
-            sealed_secret,
-        } => {
-            sluice_security::credentials::validate_key_id(access_key_id)
-                .map_err(|e| DomainError::invalid("access_key_id", e))?;
-            let mut p = require_principal(txn, name)?;
-            if p.keys.len() >= KEYS_PER_PRINCIPAL {
-                return Err(DomainError::limit(
-                    "LimitExceeded",
-                    format!("principal: {name} has {KEYS_PER_PRINCIPAL} access keys, the most one may have; delete one first"),
-                )
-                .into());
-            }
-            if load(txn, &access_key_key(access_key_id))?.is_some() {
-                return Err(DomainError::already_exists(
-                    "EntityAlreadyExists",
-                    "access_key_id: that access key id is taken",
-                )
-                .into());
-            }
-            txn.put_record(
-                access_key_key(access_key_id),
-                &Stored::Key(AccessKey {
-                    principal: name.clone(),
-                    sealed_secret: sealed_secret.clone(),
-                    created_ms: ctx.now_ms,
-                }),
-            );
-            p.keys.push(KeyMeta {
-                id: access_key_id.clone(),
-                created_ms: ctx.now_ms,
-            });
-            save_principal(txn, &p);
-            IamOutput::Principal(p)
-        }
-        IamCommand::DeleteAccessKey {
-            principal: name,
-            access_key_id,
-        } => {
-            let mut p = require_principal(txn, name)?;
-            let before = p.keys.len();
-            p.keys.retain(|k| k.id != *access_key_id);
-            if p.keys.len() == before {
-                return Err(DomainError::not_found(
-                    "NoSuchEntity",
-                    format!("access_key_id: {name} has no access key {access_key_id:?}"),
-                )
-                .into());
-            }
-            txn.delete(access_key_key(access_key_id));
-            save_principal(txn, &p);
-            IamOutput::Principal(p)
-        }
-        IamCommand::PutPolicy { name, document } => {
-            validate_policy(name, document)?;
-            if policy(txn, name)?.is_none() {
-                count_one_more(txn, "iam/npol", POLICIES_MAX, "policies")?;
-            }
-            let p = CustomPolicy {
-                name: name.clone(),
-                document: document.clone(),
-                updated_ms: ctx.now_ms,
-            };
-            txn.put_record(policy_key(name), &Stored::Policy(p.clone()));
-            IamOutput::Policy(p)
-        }
-        IamCommand::DeletePolicy { name } => {
-            if builtin::document(name).is_some() {
-                return Err(DomainError::invalid(
-                    "name",
-                    format!("{name} is a built-in policy and cannot be deleted"),
-                )
-                .into());
-            }
-            if policy(txn, name)?.is_none() {
-                return Err(no_policy(name).into());
-            }
-            let holders: Vec<Principal> =
-                crate::store::records_under::<Stored>(txn, &Key::new("iam/p").build())?
-                    .into_iter()
-                    .filter_map(|s| match s {
-                        Stored::Principal(p) if p.policies.contains(name) => Some(p),
-                        _ => None,
-                    })
-                    .collect();
-            if let Some(h) = holders.first() {
-                return Err(DomainError::precondition(
-                    "DeleteConflict",
-                    format!(
-                        "name: policy {name} is attached to {} principal(s), {} among them; detach it first",
-                        holders.len(),
-                        h.name
-                    ),
-                )
-                .into());
-            }
-            txn.delete(policy_key(name));
-            count_one_less(txn, "iam/npol")?;
-            IamOutput::Done
-        }
-        IamCommand::AttachPolicy {
-            principal: name,
-            policy: pol,
-        } => {
-            let mut p = require_principal(txn, name)?;
-            if !policy_exists(txn, pol)? {
-                return Err(no_policy(pol).into());
-            }
-            if !p.policies.contains(pol) {
-                if p.policies.len() >= ATTACHED_MAX {
-                    return Err(too_many_attached().into());
-                }
-                p.policies.push(pol.clone());
-                save_principal(txn, &p);
-            }
-            IamOutput::Principal(p)
-        }
-        IamCommand::DetachPolicy {
-            principal: name,
-            policy: pol,
-        } => {
-            let mut p = require_principal(txn, name)?;
-            if !p.policies.contains(pol) {
-                return Err(DomainError::not_found(
-                    "NoSuchEntity",
-                    format!("policy: {pol} is not attached to {name}"),
-                )
-                .into());
-            }
-            p.policies.retain(|x| x != pol);
-            save_principal(txn, &p);
-            IamOutput::Principal(p)
-        }
-    };
+/// Moves the IAM generation: every node's authenticator reloads what it
+/// cached when it sees a new one.
+fn bump_generation(txn: &mut Txn<'_>) -> ApplyResult<()> {
     let generation = counter(txn, "iam/gen")?;
     set_counter(txn, "iam/gen", generation + 1);
-    Ok(out)
+    Ok(())
 }
 
 fn too_many_attached() -> DomainError {
@@ -650,15 +399,8 @@ pub fn check(state: &dyn StateRead) -> Result<(), crate::invariant::CheckError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Command, CommandOutput, Query, QueryOutput};
+    use crate::command::{Query, QueryOutput};
     use crate::testing::World;
-
-    fn run(w: &mut World, c: IamCommand) -> Result<IamOutput, DomainError> {
-        match w.run(Command::Iam(c))? {
-            CommandOutput::Iam(o) => Ok(o),
-            other => panic!("{other:?}"),
-        }
-    }
 
     fn ask(w: &World, q: IamQuery) -> Result<IamQueryOutput, DomainError> {
         match w.query(Query::Iam(q))? {
@@ -674,26 +416,20 @@ mod tests {
         }
     }
 
-    fn create(w: &mut World, name: &str, policies: &[&str]) -> Result<IamOutput, DomainError> {
-        run(
-            w,
-            IamCommand::CreatePrincipal {
-                name: name.into(),
-                kind: Kind::User,
-                policies: policies.iter().map(|s| s.to_string()).collect(),
-            },
-        )
+    fn create(w: &mut World, name: &str, policies: &[&str]) -> Result<Principal, DomainError> {
+        w.run(CreatePrincipal {
+            name: name.into(),
+            kind: Kind::User,
+            policies: policies.iter().map(|s| s.to_string()).collect(),
+        })
     }
 
-    fn add_key(w: &mut World, who: &str, id: &str) -> Result<IamOutput, DomainError> {
-        run(
-            w,
-            IamCommand::CreateAccessKey {
-                principal: who.into(),
-                access_key_id: id.into(),
-                sealed_secret: "s1.x.y".into(),
-            },
-        )
+    fn add_key(w: &mut World, who: &str, id: &str) -> Result<Principal, DomainError> {
+        w.run(CreateAccessKey {
+            principal: who.into(),
+            access_key_id: id.into(),
+            sealed_secret: "s1.x.y".into(),
+        })
     }
 
     #[test]
@@ -720,51 +456,35 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        run(
-            &mut w,
-            IamCommand::PutPolicy {
+        w.run(PutPolicy {
                 name: "orders".into(),
                 document: r#"{"Statement": {"Effect": "Allow", "Action": "sqs:*", "Resource": "arn:aws:sqs:*:*:orders"}}"#.into(),
             },
         )
         .unwrap();
-        run(
-            &mut w,
-            IamCommand::AttachPolicy {
-                principal: "alice".into(),
-                policy: "orders".into(),
-            },
-        )
+        w.run(AttachPolicy {
+            principal: "alice".into(),
+            policy: "orders".into(),
+        })
         .unwrap();
-        let e = run(
-            &mut w,
-            IamCommand::DeletePolicy {
+        let e = w
+            .run(DeletePolicy {
                 name: "orders".into(),
-            },
-        )
-        .unwrap_err();
+            })
+            .unwrap_err();
         assert_eq!(e.code, "DeleteConflict");
-        run(
-            &mut w,
-            IamCommand::DetachPolicy {
-                principal: "alice".into(),
-                policy: "orders".into(),
-            },
-        )
+        w.run(DetachPolicy {
+            principal: "alice".into(),
+            policy: "orders".into(),
+        })
         .unwrap();
-        run(
-            &mut w,
-            IamCommand::DeletePolicy {
-                name: "orders".into(),
-            },
-        )
+        w.run(DeletePolicy {
+            name: "orders".into(),
+        })
         .unwrap();
-        run(
-            &mut w,
-            IamCommand::DeletePrincipal {
-                name: "alice".into(),
-            },
-        )
+        w.run(DeletePrincipal {
+            name: "alice".into(),
+        })
         .unwrap();
         match ask(
             &w,
@@ -793,9 +513,7 @@ mod tests {
             create(&mut w, "a", &[]).unwrap_err().code,
             "EntityAlreadyExists"
         );
-        let e = run(
-            &mut w,
-            IamCommand::PutPolicy {
+        let e = w.run(PutPolicy {
                 name: "p".into(),
                 document: r#"{"Statement": {"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {}}}"#.into(),
             },
@@ -803,15 +521,13 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.code, "MalformedPolicyDocument");
         assert!(e.message.contains("Statement.Condition"), "{}", e.message);
-        let e = run(
-            &mut w,
-            IamCommand::PutPolicy {
+        let e = w
+            .run(PutPolicy {
                 name: "AdministratorAccess".into(),
                 document: r#"{"Statement": {"Effect": "Deny", "Action": "*", "Resource": "*"}}"#
                     .into(),
-            },
-        )
-        .unwrap_err();
+            })
+            .unwrap_err();
         assert!(e.message.contains("built-in"), "{}", e.message);
         let e = add_key(&mut w, "a", "short").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("access_key_id"));

@@ -198,33 +198,33 @@ pub fn drop_mapping(txn: &mut Txn<'_>, function: &str, uuid: &str) -> ApplyResul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Command, Query, QueryOutput};
+    use crate::command::{Query, QueryOutput};
     use crate::mappings::{settle, NewMapping, SettingsChange, Source};
     use crate::streams::CreateStream;
     use crate::testing::{new_function, World};
 
     fn world() -> World {
         let mut w = World::new();
-        w.run(Command::CreateFunction(new_function("f"))).unwrap();
+        w.run(new_function("f")).unwrap();
         let s = CreateStream::new("s", 2, None, None, None, None, Default::default()).unwrap();
-        w.run(Command::CreateStream(s)).unwrap();
+        w.run(s).unwrap();
         let source = Source::Stream("s".into());
         let change = SettingsChange {
             starting_position: Some("TRIM_HORIZON".into()),
             ..Default::default()
         };
-        w.run(Command::CreateEventSourceMapping(NewMapping {
+        w.run(NewMapping {
             uuid: "m".into(),
             function: "f".into(),
             settings: settle(None, &source, false, &change).unwrap(),
             source,
-        }))
+        })
         .unwrap();
         w
     }
 
     fn assign(w: &mut World, slots: &[(u32, &str)]) {
-        w.run(Command::AssignLeases {
+        w.run(crate::mappings::AssignLeases {
             function: "f".into(),
             uuid: "m".into(),
             slots: slots.iter().map(|(s, n)| (*s, n.to_string())).collect(),
@@ -247,7 +247,7 @@ mod tests {
         seq: u64,
         finished: bool,
     ) -> Result<(), String> {
-        w.run(Command::CommitCheckpoint(Commit {
+        w.run(Commit {
             function: "f".into(),
             uuid: "m".into(),
             slot,
@@ -255,7 +255,7 @@ mod tests {
             worker: worker.into(),
             seq,
             finished,
-        }))
+        })
         .map(|_| ())
         .map_err(|e| e.code)
     }
@@ -329,7 +329,7 @@ mod tests {
         };
         let two = settle(Some(&m.settings), &m.source, false, &change(2)).unwrap();
         let update = |w: &mut World, settings, expected_ms| {
-            w.run(Command::UpdateEventSourceMapping {
+            w.run(crate::mappings::UpdateEventSourceMapping {
                 function: "f".into(),
                 uuid: "m".into(),
                 expected_ms,
@@ -363,7 +363,7 @@ mod tests {
             "LeaseLostException"
         );
         // An assignment computed for another factor is refused.
-        let stale = w.run(Command::AssignLeases {
+        let stale = w.run(crate::mappings::AssignLeases {
             function: "f".into(),
             uuid: "m".into(),
             slots: vec![(3, "a".into())],

@@ -12,8 +12,11 @@
 //! | `esmid/{uuid}` | the function's name |
 
 pub mod checkpoints;
+pub mod commands;
 pub mod invariants;
 pub mod leases;
+
+pub use commands::*;
 
 use serde::{Deserialize, Serialize};
 
@@ -615,7 +618,7 @@ pub fn delete_of_function(txn: &mut Txn<'_>, function: &str) -> ApplyResult<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Command, CommandOutput, Query, QueryOutput};
+    use crate::command::{Query, QueryOutput};
     use crate::testing::World;
 
     fn queue() -> Source {
@@ -874,47 +877,23 @@ mod tests {
         }
     }
 
-    fn mapping(out: CommandOutput) -> Mapping {
-        match out {
-            CommandOutput::Mapping(m) => m,
-            other => panic!("{other:?}"),
-        }
+    fn mapping(out: Mapping) -> Mapping {
+        out
     }
 
     #[test]
     fn mappings_are_created_updated_listed_and_deleted_with_their_function() {
         let mut w = World::new();
         // No function yet.
-        let e = w
-            .run(Command::CreateEventSourceMapping(new_mapping(
-                "u1",
-                queue(),
-            )))
-            .unwrap_err();
+        let e = w.run(new_mapping("u1", queue())).unwrap_err();
         assert_eq!(e.code, "ResourceNotFoundException");
-        w.run(Command::CreateFunction(crate::testing::new_function("f")))
-            .unwrap();
-        let m = mapping(
-            w.run(Command::CreateEventSourceMapping(new_mapping(
-                "u1",
-                queue(),
-            )))
-            .unwrap(),
-        );
+        w.run(crate::testing::new_function("f")).unwrap();
+        let m = mapping(w.run(new_mapping("u1", queue())).unwrap());
         assert_eq!(m.state(), "Enabled");
         // One mapping per source and function.
-        let e = w
-            .run(Command::CreateEventSourceMapping(new_mapping(
-                "u2",
-                queue(),
-            )))
-            .unwrap_err();
+        let e = w.run(new_mapping("u2", queue())).unwrap_err();
         assert_eq!(e.code, "ResourceConflictException");
-        w.run(Command::CreateEventSourceMapping(new_mapping(
-            "u3",
-            stream(),
-        )))
-        .unwrap();
+        w.run(new_mapping("u3", stream())).unwrap();
         let QueryOutput::Mappings(all) = w.query(Query::ListMappings { function: None }).unwrap()
         else {
             panic!()
@@ -925,7 +904,7 @@ mod tests {
         disabled.enabled = false;
         w.advance(1);
         let updated = mapping(
-            w.run(Command::UpdateEventSourceMapping {
+            w.run(crate::mappings::UpdateEventSourceMapping {
                 function: "f".into(),
                 uuid: "u1".into(),
                 expected_ms: m.modified_ms,
@@ -935,7 +914,7 @@ mod tests {
         );
         assert_eq!(updated.state(), "Disabled");
         let e = w
-            .run(Command::UpdateEventSourceMapping {
+            .run(crate::mappings::UpdateEventSourceMapping {
                 function: "f".into(),
                 uuid: "u1".into(),
                 expected_ms: m.modified_ms,
@@ -945,20 +924,21 @@ mod tests {
         assert_eq!(e.code, "ResourceInUseException");
         // A command naming another function than the mapping's is refused.
         let e = w
-            .run(Command::DeleteEventSourceMapping {
+            .run(crate::mappings::DeleteEventSourceMapping {
                 function: "g".into(),
                 uuid: "u1".into(),
             })
             .unwrap_err();
         assert_eq!(e.code, "ResourceNotFoundException");
-        w.run(Command::DeleteEventSourceMapping {
+        w.run(crate::mappings::DeleteEventSourceMapping {
             function: "f".into(),
             uuid: "u1".into(),
         })
         .unwrap();
         assert!(w.query(Query::GetMapping { uuid: "u1".into() }).is_err());
         // Deleting the function deletes its mappings.
-        w.run(Command::DeleteFunction { name: "f".into() }).unwrap();
+        w.run(crate::functions::DeleteFunction { name: "f".into() })
+            .unwrap();
         let QueryOutput::Mappings(all) = w.query(Query::ListMappings { function: None }).unwrap()
         else {
             panic!()

@@ -15,6 +15,7 @@
 //! Messages live under the queue's id; see [`layout`].
 
 pub mod attributes;
+pub mod commands;
 pub mod delivery;
 pub mod fifo;
 pub mod housekeeping;
@@ -25,6 +26,8 @@ pub mod receipt;
 pub mod redrive;
 #[cfg(test)]
 mod scenarios;
+
+pub use commands::*;
 
 use std::collections::BTreeMap;
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::apply::{Ctx, Effect, Effects};
-use crate::command::{Command, CommandOutput, Query, QueryOutput};
+use crate::command::{Command, Query, QueryOutput};
 use crate::error::{DomainError, ErrorKind};
 use crate::machine;
 use crate::queues::delivery::{ReceiveRequest, Received, SentMessage};
@@ -25,7 +25,7 @@ impl World {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let cmd = CreateQueue::new(name, &attrs, BTreeMap::new()).unwrap();
-        self.run(Command::CreateQueue(cmd)).unwrap();
+        self.run(cmd).unwrap();
     }
 
     fn send_all(
@@ -33,16 +33,11 @@ impl World {
         queue: &str,
         messages: Vec<NewMessage>,
     ) -> Vec<Result<SentMessage, DomainError>> {
-        match self
-            .run(Command::SendMessages {
-                queue: queue.into(),
-                messages,
-            })
-            .unwrap()
-        {
-            CommandOutput::Sent(r) => r,
-            other => panic!("{other:?}"),
-        }
+        self.run(crate::queues::SendMessages {
+            queue: queue.into(),
+            messages,
+        })
+        .unwrap()
     }
 
     fn send(&mut self, queue: &str, m: NewMessage) -> SentMessage {
@@ -50,16 +45,12 @@ impl World {
     }
 
     fn receive_with(&mut self, queue: &str, req: ReceiveRequest) -> Vec<Received> {
-        match self
-            .run(Command::ReceiveMessages {
-                queue: queue.into(),
-                request: req,
-            })
-            .unwrap()
-        {
-            CommandOutput::Received(o) => o.messages,
-            other => panic!("{other:?}"),
-        }
+        self.run(crate::queues::ReceiveMessages {
+            queue: queue.into(),
+            request: req,
+        })
+        .unwrap()
+        .messages
     }
 
     fn receive(&mut self, queue: &str, max: u32, vt: Option<u32>) -> Vec<Received> {
@@ -82,24 +73,22 @@ impl World {
 
     fn delete(&mut self, queue: &str, handle: &Receipt) -> Result<(), DomainError> {
         let r = *handle;
-        match self.run(Command::DeleteMessages {
+        (self.run(crate::queues::DeleteMessages {
             queue: queue.into(),
             receipts: vec![r],
-        })? {
-            CommandOutput::PerEntry(mut v) => v.pop().unwrap(),
-            other => panic!("{other:?}"),
-        }
+        })?)
+        .pop()
+        .unwrap()
     }
 
     fn change(&mut self, queue: &str, handle: &Receipt, seconds: u32) -> Result<(), DomainError> {
         let r = *handle;
-        match self.run(Command::ChangeVisibility {
+        (self.run(crate::queues::ChangeVisibility {
             queue: queue.into(),
             changes: vec![(r, seconds)],
-        })? {
-            CommandOutput::PerEntry(mut v) => v.pop().unwrap(),
-            other => panic!("{other:?}"),
-        }
+        })?)
+        .pop()
+        .unwrap()
     }
 
     fn counts(&self, queue: &str) -> QueueState {
@@ -110,22 +99,17 @@ impl World {
     }
 
     fn tick(&mut self, queue: &str) -> housekeeping::Tick {
-        match self
-            .run(Command::QueueTick {
-                queue: queue.into(),
-            })
-            .unwrap()
-        {
-            CommandOutput::Ticked(t) => t,
-            other => panic!("{other:?}"),
-        }
+        self.run(crate::queues::QueueTick {
+            queue: queue.into(),
+        })
+        .unwrap()
     }
 
     /// Collects every purged generation and deleted queue, step by step.
     fn collect_all(&mut self) {
         for g in housekeeping::garbage(&self.state, 10).unwrap() {
-            while let CommandOutput::Collected { finished: false } = self
-                .run(Command::CollectGarbage {
+            while !self
+                .run(crate::queues::CollectGarbage {
                     qid: g.qid,
                     gen: g.gen,
                 })
@@ -150,17 +134,14 @@ impl World {
             let gen = entries[0].0;
             let seqs = entries.iter().map(|e| e.1).collect();
             let messages = entries.into_iter().map(|(_, s, m)| (s, m)).collect();
-            if let CommandOutput::Accepted(n) = self
-                .run(Command::AcceptMoved {
+            accepted += self
+                .run(crate::queues::AcceptMoved {
                     queue: dest,
                     from: needs.qid,
                     messages,
                 })
-                .unwrap()
-            {
-                accepted += n;
-            }
-            self.run(Command::AcknowledgeMoved {
+                .unwrap();
+            self.run(crate::queues::AcknowledgeMoved {
                 queue: queue.into(),
                 gen,
                 seqs,
@@ -539,7 +520,7 @@ fn invalid_messages_are_refused_naming_the_field() {
 fn sending_to_a_missing_queue_fails_whole() {
     let mut w = World::new();
     let err = w
-        .run(Command::SendMessages {
+        .run(crate::queues::SendMessages {
             queue: "nope".into(),
             messages: vec![msg("a")],
         })
@@ -598,7 +579,7 @@ fn a_repeated_move_is_taken_once() {
         .collect();
     for _ in 0..2 {
         // A leader change between accept and acknowledge repeats the accept.
-        w.run(Command::AcceptMoved {
+        w.run(crate::queues::AcceptMoved {
             queue: "dlq".into(),
             from: needs.qid,
             messages: messages.clone(),
@@ -620,19 +601,15 @@ fn a_move_task_returns_dead_letters_to_their_source() {
     w.receive("src", 10, Some(0));
     w.move_outbox("src");
     assert_eq!(w.counts("dlq").available, 3);
-    let handle = match w
-        .run(Command::StartMoveTask {
+    let handle = w
+        .run(crate::queues::StartMoveTask {
             queue: "dlq".into(),
             destination: None,
             rate: None,
         })
-        .unwrap()
-    {
-        CommandOutput::MoveTaskStarted { handle } => handle,
-        other => panic!("{other:?}"),
-    };
+        .unwrap();
     let err = w
-        .run(Command::StartMoveTask {
+        .run(crate::queues::StartMoveTask {
             queue: "dlq".into(),
             destination: None,
             rate: None,
@@ -642,7 +619,7 @@ fn a_move_task_returns_dead_letters_to_their_source() {
         err.code, "UnsupportedOperation",
         "one running task at a time"
     );
-    w.run(Command::MoveTaskStep {
+    w.run(crate::queues::MoveTaskStep {
         queue: "dlq".into(),
     })
     .unwrap();
@@ -653,7 +630,7 @@ fn a_move_task_returns_dead_letters_to_their_source() {
         back.iter().all(|r| r.head.receive_count == 1),
         "counts restart"
     );
-    w.run(Command::MoveTaskStep {
+    w.run(crate::queues::MoveTaskStep {
         queue: "dlq".into(),
     })
     .unwrap();
@@ -674,13 +651,13 @@ fn a_move_task_waits_for_dead_letters_in_flight() {
     w.move_outbox("src");
     // Someone is looking at the dead letter when the task starts.
     assert_eq!(w.receive("dlq", 1, Some(30)).len(), 1);
-    w.run(Command::StartMoveTask {
+    w.run(crate::queues::StartMoveTask {
         queue: "dlq".into(),
         destination: None,
         rate: None,
     })
     .unwrap();
-    w.run(Command::MoveTaskStep {
+    w.run(crate::queues::MoveTaskStep {
         queue: "dlq".into(),
     })
     .unwrap();
@@ -693,7 +670,7 @@ fn a_move_task_waits_for_dead_letters_in_flight() {
         "still one message to move"
     );
     w.advance(30);
-    w.run(Command::MoveTaskStep {
+    w.run(crate::queues::MoveTaskStep {
         queue: "dlq".into(),
     })
     .unwrap();
@@ -877,15 +854,19 @@ fn purge_empties_the_queue_once_a_minute_and_old_handles_do_nothing() {
         scratch.create("q", &[]);
         scratch.state.len()
     };
-    w.run(Command::PurgeQueue { name: "q".into() }).unwrap();
+    w.run(crate::queues::PurgeQueue { name: "q".into() })
+        .unwrap();
     let c = w.counts("q");
     assert_eq!((c.available, c.in_flight, c.delayed), (0, 0, 0));
     assert!(w.receive("q", 10, None).is_empty());
     w.delete("q", &h).unwrap();
-    let err = w.run(Command::PurgeQueue { name: "q".into() }).unwrap_err();
+    let err = w
+        .run(crate::queues::PurgeQueue { name: "q".into() })
+        .unwrap_err();
     assert_eq!(err.code, "PurgeQueueInProgress");
     w.advance(60);
-    w.run(Command::PurgeQueue { name: "q".into() }).unwrap();
+    w.run(crate::queues::PurgeQueue { name: "q".into() })
+        .unwrap();
     // New messages go to the new generation.
     w.send("q", msg("fresh"));
     assert_eq!(w.bodies("q", 10, None), ["fresh"]);
@@ -903,9 +884,10 @@ fn a_deleted_queue_is_collected_and_its_name_starts_afresh() {
     for i in 0..3 {
         w.send("q", msg(&format!("m{i}")));
     }
-    w.run(Command::DeleteQueue { name: "q".into() }).unwrap();
+    w.run(crate::queues::DeleteQueue { name: "q".into() })
+        .unwrap();
     let err = w
-        .run(Command::SendMessages {
+        .run(crate::queues::SendMessages {
             queue: "q".into(),
             messages: vec![msg("x")],
         })
@@ -994,25 +976,25 @@ fn reads_at_depth(fifo_queue: bool, depth: usize) -> (usize, usize) {
     };
     let receive = count(
         &w,
-        Command::ReceiveMessages {
+        Command::ReceiveMessages(crate::queues::ReceiveMessages {
             queue: name.into(),
             request: ReceiveRequest {
                 max: 10,
                 visibility_timeout: Some(30),
                 attempt_id: None,
             },
-        },
+        }),
     );
     let send = count(
         &w,
-        Command::SendMessages {
+        Command::SendMessages(crate::queues::SendMessages {
             queue: name.into(),
             messages: vec![if fifo_queue {
                 fifo("new", "g0", None)
             } else {
                 msg("new")
             }],
-        },
+        }),
     );
     (receive, send)
 }

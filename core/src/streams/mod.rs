@@ -13,6 +13,7 @@
 //! | `sgc/{id}` | a deleted stream to collect |
 //! | `seq/stream-id` | next stream id |
 
+pub mod commands;
 pub mod hashing;
 pub mod invariants;
 pub mod iterator;
@@ -20,6 +21,8 @@ pub mod records;
 #[cfg(test)]
 mod scenarios;
 pub mod shards;
+
+pub use commands::*;
 
 use std::collections::BTreeMap;
 

@@ -3,12 +3,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::apply::Effect;
-use crate::command::{Command, CommandOutput, Query, QueryOutput};
+use crate::command::{Query, QueryOutput};
 use crate::error::DomainError;
 use crate::store::StateRead;
 use crate::streams::hashing;
 use crate::streams::iterator::Position;
 use crate::streams::records::{self, NewRecord, Placed, Read};
+use crate::streams::Trimmed;
 use crate::streams::{shard_id, CreateStream, Stream};
 use crate::testing::World;
 
@@ -36,20 +37,15 @@ impl World {
             BTreeMap::new(),
         )
         .unwrap();
-        self.run(Command::CreateStream(c)).unwrap();
+        self.run(c).unwrap();
     }
 
     fn put(&mut self, stream: &str, records: Vec<NewRecord>) -> Vec<Result<Placed, DomainError>> {
-        match self
-            .run(Command::PutRecords {
-                stream: stream.into(),
-                records,
-            })
-            .unwrap()
-        {
-            CommandOutput::Put(r) => r,
-            other => panic!("{other:?}"),
-        }
+        self.run(crate::streams::PutRecords {
+            stream: stream.into(),
+            records,
+        })
+        .unwrap()
     }
 
     fn put_one(&mut self, stream: &str, key: &str, data: &str) -> Placed {
@@ -263,17 +259,13 @@ fn a_split_closes_the_parent_and_readers_find_the_children() {
         w.put_one("s", &format!("k{i}"), "before");
     }
     let mid = 1u128 << 127;
-    let [a, b] = match w
-        .run(Command::SplitShard {
+    let [a, b] = w
+        .run(crate::streams::SplitShard {
             name: "s".into(),
             shard: 0,
             new_start: mid,
         })
-        .unwrap()
-    {
-        CommandOutput::Split(c) => c,
-        other => panic!("{other:?}"),
-    };
+        .unwrap();
     // New records go to the children.
     let placed = w.put("s", vec![rec_at(0, "low"), rec_at(mid, "high")]);
     assert_eq!(placed[0].as_ref().unwrap().shard, a);
@@ -303,21 +295,21 @@ fn no_partition_key_is_lost_or_reordered_across_reshards() {
         }
     };
     put_round(&mut w);
-    w.run(Command::SplitShard {
+    w.run(crate::streams::SplitShard {
         name: "s".into(),
         shard: 0,
         new_start: 1u128 << 126,
     })
     .unwrap();
     put_round(&mut w);
-    w.run(Command::MergeShards {
+    w.run(crate::streams::MergeShards {
         name: "s".into(),
         shard: 2,
         adjacent: 3,
     })
     .unwrap();
     put_round(&mut w);
-    w.run(Command::UpdateShardCount {
+    w.run(crate::streams::UpdateShardCount {
         name: "s".into(),
         target: 3,
     })
@@ -334,16 +326,13 @@ fn trimming_drops_records_past_retention_and_readers_start_at_the_oldest_left() 
     w.advance(12 * 3600);
     w.put_one("s", "k", "young");
     w.advance(12 * 3600 + 1);
-    match w
-        .run(Command::TrimShard {
+    let Trimmed { dropped, more } = w
+        .run(crate::streams::TrimShard {
             name: "s".into(),
             shard: 0,
         })
-        .unwrap()
-    {
-        CommandOutput::Trimmed { dropped, more } => assert_eq!((dropped, more), (1, false)),
-        other => panic!("{other:?}"),
-    }
+        .unwrap();
+    assert_eq!((dropped, more), (1, false));
     assert_eq!(
         bodies(&w.read("s", 0, Position::TrimHorizon, 10)),
         ["young"]
@@ -360,14 +349,14 @@ fn a_closed_shard_disappears_once_empty_after_retention() {
     let mut w = World::new();
     w.create_stream("s", 1);
     w.put_one("s", "k", "x");
-    w.run(Command::SplitShard {
+    w.run(crate::streams::SplitShard {
         name: "s".into(),
         shard: 0,
         new_start: 1,
     })
     .unwrap();
     w.advance(24 * 3600 + 2);
-    w.run(Command::TrimShard {
+    w.run(crate::streams::TrimShard {
         name: "s".into(),
         shard: 0,
     })
@@ -393,26 +382,21 @@ fn trimming_a_large_shard_takes_bounded_steps() {
     let mut steps = 0;
     loop {
         steps += 1;
-        match w
-            .run(Command::TrimShard {
+        let Trimmed { dropped, more } = w
+            .run(crate::streams::TrimShard {
                 name: "s".into(),
                 shard: 0,
             })
-            .unwrap()
-        {
-            CommandOutput::Trimmed { dropped, more } => {
-                assert!(dropped <= records::STEP_LIMIT as u64);
-                if !more {
-                    break;
-                }
-                // What is left must still look due to the leader, or the
-                // rest would stay for ever once the leader's round ends.
-                let stream = w.stream("s");
-                let due = records::needs_trim(&w.state, &stream, &stream.shards[0], w.now).unwrap();
-                assert!(due, "records past retention left after step {steps}");
-            }
-            other => panic!("{other:?}"),
+            .unwrap();
+        assert!(dropped <= records::STEP_LIMIT as u64);
+        if !more {
+            break;
         }
+        // What is left must still look due to the leader, or the rest
+        // would stay for ever once the leader's round ends.
+        let stream = w.stream("s");
+        let due = records::needs_trim(&w.state, &stream, &stream.shards[0], w.now).unwrap();
+        assert!(due, "records past retention left after step {steps}");
     }
     assert_eq!(
         steps,
@@ -529,7 +513,7 @@ fn retention_changes_go_the_way_their_action_says() {
     let mut w = World::new();
     w.create_stream("s", 1);
     let set = |w: &mut World, hours, increase| {
-        w.run(Command::SetStreamRetention {
+        w.run(crate::streams::SetStreamRetention {
             name: "s".into(),
             hours,
             increase,
@@ -550,7 +534,8 @@ fn a_deleted_stream_is_collected_and_its_iterators_fail() {
         w.put_one("s", &format!("k{i}"), "x");
     }
     let (sid, _) = w.position("s", 0, Position::TrimHorizon);
-    w.run(Command::DeleteStream { name: "s".into() }).unwrap();
+    w.run(crate::streams::DeleteStream { name: "s".into() })
+        .unwrap();
     let err = w
         .query(Query::ReadShard {
             stream: sid,
@@ -562,9 +547,7 @@ fn a_deleted_stream_is_collected_and_its_iterators_fail() {
         .unwrap_err();
     assert_eq!(err.code, "ResourceNotFoundException");
     for sid in records::garbage(&w.state, 10).unwrap() {
-        while let CommandOutput::Collected { finished: false } =
-            w.run(Command::CollectStream { sid }).unwrap()
-        {}
+        while !w.run(crate::streams::CollectStream { sid }).unwrap() {}
     }
     let leftover = w
         .state
@@ -583,7 +566,7 @@ fn consumers_register_once_and_deregister() {
     let mut w = World::new();
     w.create_stream("s", 1);
     let reg = |w: &mut World, c: &str| {
-        w.run(Command::RegisterConsumer {
+        w.run(crate::streams::RegisterConsumer {
             name: "s".into(),
             consumer: c.into(),
         })
@@ -598,13 +581,13 @@ fn consumers_register_once_and_deregister() {
         reg(&mut w, "one-too-many").unwrap_err().code,
         "LimitExceededException"
     );
-    w.run(Command::DeregisterConsumer {
+    w.run(crate::streams::DeregisterConsumer {
         name: "s".into(),
         consumer: "a".into(),
     })
     .unwrap();
     assert!(w
-        .run(Command::DeregisterConsumer {
+        .run(crate::streams::DeregisterConsumer {
             name: "s".into(),
             consumer: "a".into(),
         })

@@ -22,6 +22,7 @@
 //! | `tdedupx/{id}/{expiry ms}/{dedup id}` | expiry index of the above |
 //! | `tgc/{id}` | a deleted topic whose keys are still being collected |
 
+pub mod commands;
 pub mod envelope;
 pub mod invariants;
 pub mod outbox;
@@ -31,6 +32,8 @@ pub mod publish;
 mod scenarios;
 pub mod subscription;
 pub mod subscriptions;
+
+pub use commands::*;
 
 use std::collections::BTreeMap;
 

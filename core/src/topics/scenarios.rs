@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::apply::Effect;
-use crate::command::{Command, CommandOutput, Query, QueryOutput};
+use crate::command::{Query, QueryOutput};
 use crate::error::ErrorKind;
 use crate::queues::delivery::{ReceiveRequest, Received};
 use crate::queues::message::AttributeValue;
@@ -27,12 +27,12 @@ fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
 impl World {
     fn queue(&mut self, name: &str) {
         let cmd = CreateQueue::new(name, &BTreeMap::new(), BTreeMap::new()).unwrap();
-        self.run(Command::CreateQueue(cmd)).unwrap();
+        self.run(cmd).unwrap();
     }
 
     fn topic(&mut self, name: &str, attrs: &[(&str, &str)]) {
         let cmd = CreateTopic::new(name, map(attrs), BTreeMap::new()).unwrap();
-        self.run(Command::CreateTopic(cmd)).unwrap();
+        self.run(cmd).unwrap();
     }
 
     fn subscribe(
@@ -43,21 +43,15 @@ impl World {
         attrs: &[(&str, &str)],
     ) -> Subscribed {
         let n = self.effects.len();
-        match self
-            .run(Command::Subscribe(Subscribe {
-                topic: topic.into(),
-                protocol,
-                endpoint: crate::topics::subscription::normalize_endpoint(protocol, endpoint)
-                    .unwrap(),
-                attributes: map(attrs),
-                id: format!("sub-{endpoint}-{n}").replace(['/', ':'], "_"),
-                token: format!("token-{n}"),
-            }))
-            .unwrap()
-        {
-            CommandOutput::Subscribed(s) => s,
-            other => panic!("{other:?}"),
-        }
+        self.run(Subscribe {
+            topic: topic.into(),
+            protocol,
+            endpoint: crate::topics::subscription::normalize_endpoint(protocol, endpoint).unwrap(),
+            attributes: map(attrs),
+            id: format!("sub-{endpoint}-{n}").replace(['/', ':'], "_"),
+            token: format!("token-{n}"),
+        })
+        .unwrap()
     }
 
     fn publish_with(
@@ -66,14 +60,13 @@ impl World {
         input: PublishInput,
     ) -> Result<Published, crate::error::DomainError> {
         let p = Publication::validate("", topic.ends_with(".fifo"), input)?;
-        match self.run(Command::Publish {
+        (self.run(crate::topics::Publish {
             topic: topic.into(),
             topic_arn: format!("{ARN}{topic}"),
             messages: vec![p],
-        })? {
-            CommandOutput::Published(mut r) => r.pop().unwrap(),
-            other => panic!("{other:?}"),
-        }
+        })?)
+        .pop()
+        .unwrap()
     }
 
     fn publish(&mut self, topic: &str, message: &str, attrs: &[(&str, &str)]) -> Published {
@@ -108,8 +101,8 @@ impl World {
     fn drain(&mut self, queue: &str) -> Vec<Received> {
         let mut all = Vec::new();
         loop {
-            let got = match self
-                .run(Command::ReceiveMessages {
+            let got = self
+                .run(crate::queues::ReceiveMessages {
                     queue: queue.into(),
                     request: ReceiveRequest {
                         max: 10,
@@ -118,10 +111,7 @@ impl World {
                     },
                 })
                 .unwrap()
-            {
-                CommandOutput::Received(o) => o.messages,
-                other => panic!("{other:?}"),
-            };
+                .messages;
             if got.is_empty() {
                 return all;
             }
@@ -138,17 +128,12 @@ impl World {
         else {
             panic!()
         };
-        match self
-            .run(Command::SettleDeliveries {
-                topic: topic.into(),
-                topic_id: t.id,
-                results,
-            })
-            .unwrap()
-        {
-            CommandOutput::Settled(s) => s,
-            other => panic!("{other:?}"),
-        }
+        self.run(crate::topics::SettleDeliveries {
+            topic: topic.into(),
+            topic_id: t.id,
+            results,
+        })
+        .unwrap()
     }
 }
 
@@ -279,7 +264,7 @@ fn fifo_topics_deduplicate_and_keep_group_order_in_fifo_queues() {
     }
     // After the window the id is forgotten.
     w.advance(301);
-    w.run(Command::TopicTick {
+    w.run(crate::topics::TopicTick {
         topic: "t.fifo".into(),
     })
     .unwrap();
@@ -289,14 +274,14 @@ fn fifo_topics_deduplicate_and_keep_group_order_in_fifo_queues() {
     w.topic("std", &[]);
     for (topic, endpoint) in [("t.fifo", "plain"), ("std", "a.fifo")] {
         let e = w
-            .run(Command::Subscribe(Subscribe {
+            .run(Subscribe {
                 topic: topic.into(),
                 protocol: Protocol::Sqs,
                 endpoint: endpoint.into(),
                 attributes: BTreeMap::new(),
                 id: "x".into(),
                 token: "y".into(),
-            }))
+            })
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidArgument, "{topic} {endpoint}");
     }
@@ -324,13 +309,13 @@ fn http_subscriptions_wait_for_confirmation() {
     assert_eq!(due2[1].entry.kind, due[0].entry.kind);
     w.settle("t", vec![(due2[1].seq, Outcome::Delivered)]);
     let e = w
-        .run(Command::ConfirmSubscription {
+        .run(crate::topics::ConfirmSubscription {
             topic: "t".into(),
             token: "wrong".into(),
         })
         .unwrap_err();
     assert_eq!(e.field.as_deref(), Some("token"));
-    w.run(Command::ConfirmSubscription {
+    w.run(crate::topics::ConfirmSubscription {
         topic: "t".into(),
         token: token.clone(),
     })
@@ -371,7 +356,7 @@ fn failed_deliveries_are_retried_per_policy_then_dead_lettered() {
         _ => panic!(),
     };
     let seq = w.due()[0].seq;
-    w.run(Command::ConfirmSubscription {
+    w.run(crate::topics::ConfirmSubscription {
         topic: "t".into(),
         token,
     })
@@ -431,7 +416,7 @@ fn subscribing_twice_returns_the_same_subscription_and_unsubscribe_stops_deliver
         panic!()
     };
     assert_eq!(counts.confirmed, 1);
-    w.run(Command::Unsubscribe {
+    w.run(crate::topics::Unsubscribe {
         topic: "t".into(),
         id: a.id.clone(),
     })
@@ -445,14 +430,14 @@ fn bad_subscription_attributes_change_nothing() {
     let mut w = World::new();
     w.topic("t", &[]);
     let e = w
-        .run(Command::Subscribe(Subscribe {
+        .run(Subscribe {
             topic: "t".into(),
             protocol: Protocol::Sqs,
             endpoint: "q".into(),
             attributes: map(&[("FilterPolicy", r#"{"a": [{"nope": 1}]}"#)]),
             id: "x".into(),
             token: String::new(),
-        }))
+        })
         .unwrap_err();
     assert_eq!(e.field.as_deref(), Some("attributes.FilterPolicy"));
     assert!(e.message.contains("nope"), "{}", e.message);
@@ -477,12 +462,10 @@ fn deleting_a_topic_collects_its_subscriptions_and_outbox() {
     let QueryOutput::Topic(t, _) = w.query(Query::GetTopic { name: "t".into() }).unwrap() else {
         panic!()
     };
-    w.run(Command::DeleteTopic { name: "t".into() }).unwrap();
+    w.run(crate::topics::DeleteTopic { name: "t".into() })
+        .unwrap();
     assert!(w.due().is_empty());
-    assert_eq!(
-        w.run(Command::CollectTopic { tid: t.id }).unwrap(),
-        CommandOutput::Collected { finished: true }
-    );
+    assert!(w.run(crate::topics::CollectTopic { tid: t.id }).unwrap());
     use crate::store::StateRead;
     for space in ["tsub/", "tout/", "tdue/", "tdedup/", "tdedupx/", "tgc/"] {
         assert!(
@@ -519,15 +502,13 @@ fn collecting_a_large_topic_takes_bounded_steps() {
     else {
         panic!()
     };
-    w.run(Command::DeleteTopic {
+    w.run(crate::topics::DeleteTopic {
         name: "big.fifo".into(),
     })
     .unwrap();
     // 3 000 dedup keys: more than one step's worth.
     let mut steps = 0;
-    while w.run(Command::CollectTopic { tid: t.id }).unwrap()
-        != (CommandOutput::Collected { finished: true })
-    {
+    while !w.run(crate::topics::CollectTopic { tid: t.id }).unwrap() {
         steps += 1;
         assert!(steps < 10, "collection does not finish");
     }
@@ -542,20 +523,21 @@ fn a_result_for_a_deleted_topic_does_not_settle_its_successor() {
     w.topic("t", &[]);
     w.subscribe("t", Protocol::Http, "http://127.0.0.1:9/a", &[]);
     let old = w.due()[0].clone();
-    w.run(Command::DeleteTopic { name: "t".into() }).unwrap();
+    w.run(crate::topics::DeleteTopic { name: "t".into() })
+        .unwrap();
     w.topic("t", &[]);
     w.subscribe("t", Protocol::Http, "http://127.0.0.1:9/b", &[]);
     let new = w.due();
     assert_eq!(new.len(), 1);
     assert_eq!(new[0].seq, old.seq, "entry numbers restart with the topic");
     let stale = w
-        .run(Command::SettleDeliveries {
+        .run(crate::topics::SettleDeliveries {
             topic: "t".into(),
             topic_id: old.topic_id,
             results: vec![(old.seq, Outcome::Delivered)],
         })
         .unwrap();
-    assert_eq!(stale, CommandOutput::Settled(outbox::Settled::default()));
+    assert_eq!(stale, outbox::Settled::default());
     assert_eq!(w.due().len(), 1, "the new topic's entry is still due");
 }
 

@@ -1,0 +1,122 @@
+//! The event source mapping commands: what each changes, the function it is
+//! scoped to, and how it applies (through the modules of [`crate::mappings`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::apply::{Ctx, Effects};
+use crate::error::ApplyResult;
+use crate::mappings::{self, checkpoints::Commit, Mapping, NewMapping};
+use crate::operation::Operation;
+use crate::store::Txn;
+
+impl Operation for NewMapping {
+    type Output = Mapping;
+
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<Mapping> {
+        crate::mappings::create(txn, ctx, self)
+    }
+}
+
+/// Replace a mapping's settings (validated at the edge against the
+/// mapping as it was then).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateEventSourceMapping {
+    /// Its function.
+    pub function: String,
+    /// Its id.
+    pub uuid: String,
+    /// Its `modified_ms` when read at the edge.
+    pub expected_ms: u64,
+    /// The new settings.
+    pub settings: mappings::Settings,
+}
+
+impl Operation for UpdateEventSourceMapping {
+    type Output = Mapping;
+
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<Mapping> {
+        let UpdateEventSourceMapping {
+            function,
+            uuid,
+            expected_ms,
+            settings,
+        } = self;
+        crate::mappings::update(txn, ctx, function, uuid, *expected_ms, settings)
+    }
+}
+
+/// Delete an event source mapping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeleteEventSourceMapping {
+    /// Its function.
+    pub function: String,
+    /// Its id.
+    pub uuid: String,
+}
+
+impl Operation for DeleteEventSourceMapping {
+    type Output = Mapping;
+
+    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<Mapping> {
+        let DeleteEventSourceMapping { function, uuid } = self;
+        crate::mappings::delete(txn, function, uuid)
+    }
+}
+
+/// Hand a mapping's slots to workers (the leader's lease manager).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssignLeases {
+    /// Its function.
+    pub function: String,
+    /// The mapping.
+    pub uuid: String,
+    /// Each slot's holder; slots not listed are dropped.
+    pub slots: Vec<(u32, String)>,
+}
+
+impl Operation for AssignLeases {
+    type Output = ();
+
+    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+        let AssignLeases {
+            function,
+            uuid,
+            slots,
+        } = self;
+        crate::mappings::leases::assign(txn, function, uuid, slots)?;
+        Ok(())
+    }
+}
+
+impl Operation for Commit {
+    type Output = ();
+
+    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+        crate::mappings::checkpoints::commit(txn, self)?;
+        Ok(())
+    }
+}
+
+/// Record a mapping's `LastProcessingResult` (a worker's poller).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetMappingResult {
+    /// Its function.
+    pub function: String,
+    /// The mapping.
+    pub uuid: String,
+    /// `OK`, or `PROBLEM: ...`.
+    pub result: String,
+}
+
+impl Operation for SetMappingResult {
+    type Output = ();
+
+    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+        let SetMappingResult {
+            function,
+            uuid,
+            result,
+        } = self;
+        crate::mappings::set_result(txn, function, uuid, result)
+    }
+}
