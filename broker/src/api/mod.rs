@@ -69,7 +69,7 @@ impl Context {
         O::output(out).ok_or_else(|| status::unexpected(O::NAME))
     }
 
-    /// Adds or removes tags on a queue, topic or stream (the RPC `what`).
+    /// Adds or removes tags on a queue, topic or stream.
     /// Added tags are checked here first, with the service's error code, so
     /// a bad request is refused without a proposal; the command checks the
     /// resulting set again.
@@ -78,12 +78,10 @@ impl Context {
         resource: crate::tags::Tagged,
         change: crate::tags::Change,
         invalid: crate::tags::Invalid,
-        what: &str,
     ) -> Result<(), Status> {
         if let crate::tags::Change::Add(tags) = &change {
             crate::tags::validate(tags, invalid).map_err(status::from_domain)?;
         }
-        let _ = what;
         self.run(crate::tags::Tag { resource, change }).await
     }
 }

@@ -562,7 +562,6 @@ impl pb::queues_server::Queues for QueuesApi {
                 Tagged::Queue(name),
                 Change::Add(tags),
                 crate::tags::invalid_parameter,
-                "TagQueue",
             )
             .await?;
         Ok(Response::new(pb::TagQueueResponse {}))
@@ -585,7 +584,6 @@ impl pb::queues_server::Queues for QueuesApi {
                 Tagged::Queue(name),
                 Change::Remove(req.tag_keys),
                 crate::tags::invalid_parameter,
-                "UntagQueue",
             )
             .await?;
         Ok(Response::new(pb::UntagQueueResponse {}))

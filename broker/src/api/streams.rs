@@ -774,7 +774,6 @@ impl pb::streams_server::Streams for StreamsApi {
                 Tagged::Stream(name),
                 Change::Add(tags),
                 streams::invalid_tag,
-                "AddTagsToStream",
             )
             .await?;
         Ok(Response::new(pb::AddTagsToStreamResponse {}))
@@ -791,7 +790,6 @@ impl pb::streams_server::Streams for StreamsApi {
                 Tagged::Stream(name),
                 Change::Remove(r.tag_keys),
                 streams::invalid_tag,
-                "RemoveTagsFromStream",
             )
             .await?;
         Ok(Response::new(pb::RemoveTagsFromStreamResponse {}))

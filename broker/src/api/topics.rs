@@ -519,7 +519,6 @@ impl pb::topics_server::Topics for TopicsApi {
                 Tagged::Topic(name),
                 Change::Add(tags),
                 crate::tags::invalid_parameter,
-                "TagResource",
             )
             .await?;
         Ok(Response::new(pb::TagResourceResponse {}))
@@ -536,7 +535,6 @@ impl pb::topics_server::Topics for TopicsApi {
                 Tagged::Topic(name),
                 Change::Remove(req.tag_keys),
                 crate::tags::invalid_parameter,
-                "UntagResource",
             )
             .await?;
         Ok(Response::new(pb::UntagResourceResponse {}))
