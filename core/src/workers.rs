@@ -306,7 +306,12 @@ pub fn check(state: &dyn StateRead) -> Result<(), crate::invariant::CheckError> 
 impl Operation for Heartbeat {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         heartbeat(txn, ctx, self)?;
         effects.push(Effect::WorkersChanged);
         Ok(())
@@ -325,7 +330,12 @@ pub struct WorkerLeave {
 impl Operation for WorkerLeave {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let WorkerLeave { id, owner } = self;
         leave(txn, id, owner)
     }

@@ -1,5 +1,5 @@
-//! The function commands: what each changes, the function it is scoped to,
-//! and how it applies (through the modules of [`crate::functions`]).
+//! The function commands: what each changes, what it returns and how it
+//! applies (through the modules of [`crate::functions`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +16,12 @@ impl Operation for CreateFunction {
         512 + self.code.zip.len()
     }
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<Function> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         functions::create(txn, ctx, self)
     }
 }
@@ -37,7 +42,12 @@ impl Operation for UpdateFunctionCode {
         256 + self.code.zip.len()
     }
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<Function> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let UpdateFunctionCode { name, code } = self;
         functions::update_code(txn, ctx, name, code)
     }
@@ -55,7 +65,12 @@ pub struct UpdateFunctionConfiguration {
 impl Operation for UpdateFunctionConfiguration {
     type Output = Function;
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<Function> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let UpdateFunctionConfiguration { name, change } = self;
         functions::update_settings(txn, ctx, name, change)
     }
@@ -80,7 +95,12 @@ pub struct PublishVersion {
 impl Operation for PublishVersion {
     type Output = Version;
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<Version> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let PublishVersion {
             name,
             expected_sha256,
@@ -103,7 +123,12 @@ pub struct PutAlias {
 impl Operation for PutAlias {
     type Output = Alias;
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<Alias> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let PutAlias { name, spec, create } = self;
         functions::put_alias(txn, name, spec, *create)
     }
@@ -121,7 +146,12 @@ pub struct DeleteAlias {
 impl Operation for DeleteAlias {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let DeleteAlias { name, alias } = self;
         functions::delete_alias(txn, name, alias)
     }
@@ -139,7 +169,12 @@ pub struct PutEventInvokeConfig {
 impl Operation for PutEventInvokeConfig {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let PutEventInvokeConfig { name, config } = self;
         functions::events::put_config(txn, name, config)
     }
@@ -166,7 +201,12 @@ impl Operation for EnqueueEvent {
         256 + self.payload.len()
     }
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let EnqueueEvent {
             name,
             qualifier,
@@ -209,7 +249,7 @@ impl Operation for SettleEvent {
         txn: &mut Txn<'_>,
         ctx: &Ctx,
         effects: &mut Effects,
-    ) -> ApplyResult<events::Settled> {
+    ) -> ApplyResult<Self::Output> {
         let SettleEvent {
             name,
             arns,
@@ -233,7 +273,12 @@ pub struct PutFunctionConcurrency {
 impl Operation for PutFunctionConcurrency {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let PutFunctionConcurrency { name, reserved } = self;
         functions::concurrency::put_reserved(txn, name, *reserved)
     }
@@ -254,7 +299,12 @@ pub struct PutProvisionedConcurrency {
 impl Operation for PutProvisionedConcurrency {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let PutProvisionedConcurrency {
             name,
             qualifier,

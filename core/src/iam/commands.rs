@@ -34,7 +34,7 @@ impl Operation for CreatePrincipal {
         txn: &mut Txn<'_>,
         ctx: &Ctx,
         _effects: &mut Effects,
-    ) -> ApplyResult<Principal> {
+    ) -> ApplyResult<Self::Output> {
         bump_generation(txn)?;
         let CreatePrincipal {
             name,
@@ -85,7 +85,12 @@ pub struct DeletePrincipal {
 impl Operation for DeletePrincipal {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         bump_generation(txn)?;
         let DeletePrincipal { name } = self;
 
@@ -117,7 +122,7 @@ impl Operation for CreateAccessKey {
         txn: &mut Txn<'_>,
         ctx: &Ctx,
         _effects: &mut Effects,
-    ) -> ApplyResult<Principal> {
+    ) -> ApplyResult<Self::Output> {
         bump_generation(txn)?;
         let CreateAccessKey {
             principal: name,
@@ -176,7 +181,7 @@ impl Operation for DeleteAccessKey {
         txn: &mut Txn<'_>,
         _ctx: &Ctx,
         _effects: &mut Effects,
-    ) -> ApplyResult<Principal> {
+    ) -> ApplyResult<Self::Output> {
         bump_generation(txn)?;
         let DeleteAccessKey {
             principal: name,
@@ -216,7 +221,7 @@ impl Operation for PutPolicy {
         txn: &mut Txn<'_>,
         ctx: &Ctx,
         _effects: &mut Effects,
-    ) -> ApplyResult<CustomPolicy> {
+    ) -> ApplyResult<Self::Output> {
         bump_generation(txn)?;
         let PutPolicy { name, document } = self;
 
@@ -244,7 +249,12 @@ pub struct DeletePolicy {
 impl Operation for DeletePolicy {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         bump_generation(txn)?;
         let DeletePolicy { name } = self;
 
@@ -299,7 +309,7 @@ impl Operation for AttachPolicy {
         txn: &mut Txn<'_>,
         _ctx: &Ctx,
         _effects: &mut Effects,
-    ) -> ApplyResult<Principal> {
+    ) -> ApplyResult<Self::Output> {
         bump_generation(txn)?;
         let AttachPolicy {
             principal: name,
@@ -338,7 +348,7 @@ impl Operation for DetachPolicy {
         txn: &mut Txn<'_>,
         _ctx: &Ctx,
         _effects: &mut Effects,
-    ) -> ApplyResult<Principal> {
+    ) -> ApplyResult<Self::Output> {
         bump_generation(txn)?;
         let DetachPolicy {
             principal: name,

@@ -1,5 +1,5 @@
-//! The event source mapping commands: what each changes, the function it is
-//! scoped to, and how it applies (through the modules of [`crate::mappings`]).
+//! The event source mapping commands: what each changes, what it returns and
+//! how it applies (through the modules of [`crate::mappings`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +12,12 @@ use crate::store::Txn;
 impl Operation for NewMapping {
     type Output = Mapping;
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<Mapping> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         crate::mappings::create(txn, ctx, self)
     }
 }
@@ -34,7 +39,12 @@ pub struct UpdateEventSourceMapping {
 impl Operation for UpdateEventSourceMapping {
     type Output = Mapping;
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<Mapping> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let UpdateEventSourceMapping {
             function,
             uuid,
@@ -57,7 +67,12 @@ pub struct DeleteEventSourceMapping {
 impl Operation for DeleteEventSourceMapping {
     type Output = Mapping;
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<Mapping> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let DeleteEventSourceMapping { function, uuid } = self;
         crate::mappings::delete(txn, function, uuid)
     }
@@ -77,7 +92,12 @@ pub struct AssignLeases {
 impl Operation for AssignLeases {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let AssignLeases {
             function,
             uuid,
@@ -91,7 +111,12 @@ impl Operation for AssignLeases {
 impl Operation for Commit {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         crate::mappings::checkpoints::commit(txn, self)?;
         Ok(())
     }
@@ -111,7 +136,12 @@ pub struct SetMappingResult {
 impl Operation for SetMappingResult {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let SetMappingResult {
             function,
             uuid,

@@ -1,4 +1,4 @@
-//! The queue commands: what each changes, the queue it is scoped to, and how
+//! The queue commands: what each changes, what it returns and how
 //! it applies (through the modules of [`crate::queues`]).
 
 use serde::{Deserialize, Serialize};
@@ -28,7 +28,12 @@ impl Operation for CreateQueue {
                 .sum::<usize>()
     }
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<bool> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         queues::create(txn, ctx, self)
     }
 }
@@ -43,7 +48,12 @@ pub struct DeleteQueue {
 impl Operation for DeleteQueue {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         queues::delete(txn, &self.name)
     }
 }
@@ -60,7 +70,12 @@ pub struct SetQueueAttributes {
 impl Operation for SetQueueAttributes {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let SetQueueAttributes { name, attributes } = self;
         queues::set_attributes(txn, ctx, name, attributes)
     }
@@ -76,7 +91,12 @@ pub struct PurgeQueue {
 impl Operation for PurgeQueue {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let PurgeQueue { name } = self;
         delivery::purge(txn, ctx, name)
     }
@@ -103,7 +123,7 @@ impl Operation for SendMessages {
         txn: &mut Txn<'_>,
         ctx: &Ctx,
         effects: &mut Effects,
-    ) -> ApplyResult<Vec<Result<SentMessage, DomainError>>> {
+    ) -> ApplyResult<Self::Output> {
         let SendMessages { queue, messages } = self;
         delivery::send(txn, ctx, queue, messages, effects)
     }
@@ -126,7 +146,7 @@ impl Operation for ReceiveMessages {
         txn: &mut Txn<'_>,
         ctx: &Ctx,
         effects: &mut Effects,
-    ) -> ApplyResult<ReceiveOutcome> {
+    ) -> ApplyResult<Self::Output> {
         let ReceiveMessages { queue, request } = self;
         delivery::receive(txn, ctx, queue, request, effects)
     }
@@ -153,7 +173,7 @@ impl Operation for DeleteMessages {
         txn: &mut Txn<'_>,
         _ctx: &Ctx,
         effects: &mut Effects,
-    ) -> ApplyResult<Vec<Result<(), DomainError>>> {
+    ) -> ApplyResult<Self::Output> {
         let DeleteMessages { queue, receipts } = self;
         delivery::delete(txn, queue, receipts, effects)
     }
@@ -180,7 +200,7 @@ impl Operation for ChangeVisibility {
         txn: &mut Txn<'_>,
         ctx: &Ctx,
         effects: &mut Effects,
-    ) -> ApplyResult<Vec<Result<(), DomainError>>> {
+    ) -> ApplyResult<Self::Output> {
         let ChangeVisibility { queue, changes } = self;
         delivery::change_visibility(txn, ctx, queue, changes, effects)
     }
@@ -196,7 +216,12 @@ pub struct QueueTick {
 impl Operation for QueueTick {
     type Output = Tick;
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, effects: &mut Effects) -> ApplyResult<Tick> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let QueueTick { queue } = self;
         housekeeping::tick(txn, ctx, queue, effects)
     }
@@ -214,7 +239,12 @@ pub struct CollectGarbage {
 impl Operation for CollectGarbage {
     type Output = bool;
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<bool> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let CollectGarbage { qid, gen } = self;
         housekeeping::collect(txn, *qid, *gen)
     }
@@ -242,7 +272,12 @@ impl Operation for AcceptMoved {
             .sum::<usize>()
     }
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, effects: &mut Effects) -> ApplyResult<u32> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let AcceptMoved {
             queue,
             from,
@@ -266,7 +301,12 @@ pub struct AcknowledgeMoved {
 impl Operation for AcknowledgeMoved {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let AcknowledgeMoved { queue, gen, seqs } = self;
         redrive::acknowledge(txn, queue, *gen, seqs)
     }
@@ -286,7 +326,12 @@ pub struct StartMoveTask {
 impl Operation for StartMoveTask {
     type Output = String;
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<String> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let StartMoveTask {
             queue,
             destination,
@@ -308,7 +353,12 @@ pub struct CancelMoveTask {
 impl Operation for CancelMoveTask {
     type Output = u64;
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<u64> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let CancelMoveTask { queue, handle } = self;
         redrive::cancel_task(txn, queue, handle)
     }
@@ -324,7 +374,12 @@ pub struct MoveTaskStep {
 impl Operation for MoveTaskStep {
     type Output = Step;
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<Step> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let MoveTaskStep { queue } = self;
         redrive::step_task(txn, ctx, queue)
     }

@@ -1,5 +1,5 @@
-//! The stream commands: what each changes, the stream it is scoped to, and
-//! how it applies (through the modules of [`crate::streams`]).
+//! The stream commands: what each changes, what it returns and how it
+//! applies (through the modules of [`crate::streams`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +13,12 @@ use crate::streams::{self, shards, ConsumerMeta, CreateStream};
 impl Operation for CreateStream {
     type Output = bool;
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<bool> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         streams::create(txn, ctx, self)
     }
 }
@@ -28,7 +33,12 @@ pub struct DeleteStream {
 impl Operation for DeleteStream {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let DeleteStream { name } = self;
         streams::delete(txn, name)
     }
@@ -55,7 +65,7 @@ impl Operation for PutRecords {
         txn: &mut Txn<'_>,
         ctx: &Ctx,
         effects: &mut Effects,
-    ) -> ApplyResult<Vec<Result<Placed, DomainError>>> {
+    ) -> ApplyResult<Self::Output> {
         let PutRecords { stream, records } = self;
         records::put(txn, ctx, stream, records, effects)
     }
@@ -75,7 +85,12 @@ pub struct SetStreamRetention {
 impl Operation for SetStreamRetention {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let SetStreamRetention {
             name,
             hours,
@@ -99,7 +114,12 @@ pub struct SplitShard {
 impl Operation for SplitShard {
     type Output = [u32; 2];
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, effects: &mut Effects) -> ApplyResult<[u32; 2]> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let SplitShard {
             name,
             shard,
@@ -123,7 +143,12 @@ pub struct MergeShards {
 impl Operation for MergeShards {
     type Output = u32;
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, effects: &mut Effects) -> ApplyResult<u32> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let MergeShards {
             name,
             shard,
@@ -145,7 +170,12 @@ pub struct UpdateShardCount {
 impl Operation for UpdateShardCount {
     type Output = u32;
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, effects: &mut Effects) -> ApplyResult<u32> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let UpdateShardCount { name, target } = self;
         shards::update_count(txn, ctx, name, *target, effects)
     }
@@ -168,7 +198,7 @@ impl Operation for RegisterConsumer {
         txn: &mut Txn<'_>,
         ctx: &Ctx,
         _effects: &mut Effects,
-    ) -> ApplyResult<ConsumerMeta> {
+    ) -> ApplyResult<Self::Output> {
         let RegisterConsumer { name, consumer } = self;
         streams::register_consumer(txn, ctx, name, consumer)
     }
@@ -186,7 +216,12 @@ pub struct DeregisterConsumer {
 impl Operation for DeregisterConsumer {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let DeregisterConsumer { name, consumer } = self;
         streams::deregister_consumer(txn, name, consumer)
     }
@@ -213,7 +248,12 @@ pub struct Trimmed {
 impl Operation for TrimShard {
     type Output = Trimmed;
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<Trimmed> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let TrimShard { name, shard } = self;
         let (dropped, more) = records::trim(txn, ctx, name, *shard)?;
         Ok(Trimmed { dropped, more })
@@ -230,7 +270,12 @@ pub struct CollectStream {
 impl Operation for CollectStream {
     type Output = bool;
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<bool> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let CollectStream { sid } = self;
         records::collect(txn, *sid)
     }

@@ -1,4 +1,4 @@
-//! The topic commands: what each changes, the topic it is scoped to, and how
+//! The topic commands: what each changes, what it returns and how
 //! it applies (through the modules of [`crate::topics`]).
 
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,12 @@ use crate::topics::{self, CreateTopic};
 impl Operation for CreateTopic {
     type Output = bool;
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<bool> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         topics::create(txn, ctx, self)
     }
 }
@@ -30,7 +35,12 @@ pub struct DeleteTopic {
 impl Operation for DeleteTopic {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let DeleteTopic { name } = self;
         topics::delete(txn, name)
     }
@@ -50,7 +60,12 @@ pub struct SetTopicAttribute {
 impl Operation for SetTopicAttribute {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let SetTopicAttribute {
             name,
             attribute,
@@ -68,7 +83,7 @@ impl Operation for Subscribe {
         txn: &mut Txn<'_>,
         ctx: &Ctx,
         effects: &mut Effects,
-    ) -> ApplyResult<Subscribed> {
+    ) -> ApplyResult<Self::Output> {
         subscriptions::subscribe(txn, ctx, self, effects)
     }
 }
@@ -85,7 +100,12 @@ pub struct ConfirmSubscription {
 impl Operation for ConfirmSubscription {
     type Output = String;
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<String> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let ConfirmSubscription { topic, token } = self;
         subscriptions::confirm(txn, topic, token)
     }
@@ -103,7 +123,12 @@ pub struct Unsubscribe {
 impl Operation for Unsubscribe {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let Unsubscribe { topic, id } = self;
         subscriptions::unsubscribe(txn, topic, id)
     }
@@ -125,7 +150,12 @@ pub struct SetSubscriptionAttribute {
 impl Operation for SetSubscriptionAttribute {
     type Output = ();
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<()> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let SetSubscriptionAttribute {
             topic,
             id,
@@ -159,7 +189,7 @@ impl Operation for Publish {
         txn: &mut Txn<'_>,
         ctx: &Ctx,
         effects: &mut Effects,
-    ) -> ApplyResult<Vec<Result<Published, DomainError>>> {
+    ) -> ApplyResult<Self::Output> {
         let Publish {
             topic,
             topic_arn,
@@ -188,7 +218,12 @@ impl Operation for SettleDeliveries {
         32 + self.results.len() * 64
     }
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, effects: &mut Effects) -> ApplyResult<Settled> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let SettleDeliveries {
             topic,
             topic_id,
@@ -208,7 +243,12 @@ pub struct TopicTick {
 impl Operation for TopicTick {
     type Output = bool;
 
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<bool> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let TopicTick { topic } = self;
         publish::expire_dedup(txn, ctx, topic, 500)
     }
@@ -224,7 +264,12 @@ pub struct CollectTopic {
 impl Operation for CollectTopic {
     type Output = bool;
 
-    fn apply(&self, txn: &mut Txn<'_>, _ctx: &Ctx, _effects: &mut Effects) -> ApplyResult<bool> {
+    fn apply(
+        &self,
+        txn: &mut Txn<'_>,
+        _ctx: &Ctx,
+        _effects: &mut Effects,
+    ) -> ApplyResult<Self::Output> {
         let CollectTopic { tid } = self;
         topics::collect(txn, *tid)
     }
