@@ -24,8 +24,8 @@ use sluice_security::tls::PeerInfo;
 
 use crate::auth::caller::{Caller, Proof, Resolved};
 use crate::auth::{node_of_key, NodeSecurity};
-use crate::command::{Query, QueryOutput};
-use crate::iam::{builtin, IamQuery, IamQueryOutput};
+use crate::command::{Query, QueryOutput, Registered};
+use crate::iam::{self, builtin};
 use crate::router::Router;
 
 /// Leader reads for keys this node does not know, at most, per second.
@@ -229,9 +229,9 @@ impl Authenticator {
         if let Some(r) = self.cached(generation, |c| c.by_name.get(&name).cloned()) {
             return Ok(Caller::Principal(r, Proof::Certificate));
         }
-        let principal = match self.local(Query::Iam(IamQuery::Principal { name: name.clone() }))? {
-            Some(IamQueryOutput::Principal(p)) => p,
-            _ => {
+        let principal = match self.local(iam::GetPrincipal { name: name.clone() })? {
+            Some(p) => p,
+            None => {
                 return Err(AuthError {
                     code: "InvalidClientTokenId",
                     message: format!(
@@ -255,21 +255,27 @@ impl Authenticator {
         }
     }
 
-    /// Runs an IAM query on this node's applied state; `None` when it is
+    /// Runs an IAM read on this node's applied state; `None` when it is
     /// rejected (not found).
-    fn local(&self, query: Query) -> Result<Option<IamQueryOutput>, AuthError> {
-        match self.router.read_local(&query).map_err(Self::internal)? {
-            Ok(QueryOutput::Iam(o)) => Ok(Some(o)),
-            Ok(_) => Err(Self::internal("unexpected reply")),
+    fn local<O>(&self, read: O) -> Result<Option<O::Output>, AuthError>
+    where
+        O: Registered<Carrier = Query, Reply = QueryOutput>,
+    {
+        match self
+            .router
+            .read_local(&read.carry())
+            .map_err(Self::internal)?
+        {
+            Ok(out) => O::output(out)
+                .map(Some)
+                .ok_or_else(|| Self::internal("unexpected reply")),
             Err(_) => Ok(None),
         }
     }
 
     fn generation(&self) -> Result<u64, AuthError> {
-        match self.local(Query::Iam(IamQuery::Generation))? {
-            Some(IamQueryOutput::Generation(g)) => Ok(g),
-            _ => Err(Self::internal("no generation")),
-        }
+        self.local(iam::Generation)?
+            .ok_or_else(|| Self::internal("no generation"))
     }
 
     fn cached<T>(&self, generation: u64, f: impl FnOnce(&Cache) -> Option<T>) -> Option<T> {
@@ -304,17 +310,12 @@ impl Authenticator {
         if let Some(k) = self.cached(generation, |c| c.keys.get(id).cloned()) {
             return Ok(k);
         }
-        let query = Query::Iam(IamQuery::AccessKey { id: id.to_string() });
-        let mut found = match self.local(query.clone())? {
-            Some(IamQueryOutput::AccessKey(found)) => found,
-            _ => None,
-        };
+        let read = iam::GetAccessKey { id: id.to_string() };
+        let mut found = self.local(read.clone())?.flatten();
         if found.is_none() && self.may_ask_leader() {
             // Made a moment ago, and not yet applied here?
-            if let Ok(Ok(QueryOutput::Iam(IamQueryOutput::AccessKey(f)))) =
-                self.router.read(query).await
-            {
-                found = f;
+            if let Ok(Ok(out)) = self.router.read(read.carry()).await {
+                found = iam::GetAccessKey::output(out).flatten();
             }
         }
         let (key, principal) = found.ok_or_else(|| unknown_key(id))?;
@@ -341,10 +342,10 @@ impl Authenticator {
         for name in &principal.policies {
             let document = match builtin::document(name) {
                 Some(d) => d.to_string(),
-                None => match self.local(Query::Iam(IamQuery::Policy { name: name.clone() }))? {
-                    Some(IamQueryOutput::Policy(p)) => p.document,
+                None => match self.local(iam::GetPolicy { name: name.clone() })? {
+                    Some(p) => p.document,
                     // Detached and deleted meanwhile: grants nothing.
-                    _ => continue,
+                    None => continue,
                 },
             };
             match sluice_security::policy::Policy::parse(&document) {

@@ -7,7 +7,7 @@
 use sha2::{Digest, Sha256};
 use sluice_proto::v1 as pb;
 
-use crate::command::{Query, QueryOutput};
+use crate::command::Query;
 use crate::context::Context;
 use crate::dispatch::DispatchError;
 use crate::error::DomainError;
@@ -23,16 +23,15 @@ pub async fn resolve(
 ) -> Result<functions::Target, ResolveError> {
     let reply = ctx
         .router
-        .read(Query::InvokeTarget {
+        .read(Query::InvokeTarget(crate::functions::InvokeTarget {
             name: name.to_string(),
             qualifier: qualifier.to_string(),
-        })
+        }))
         .await
         .map_err(ResolveError::Route)?;
-    match reply.map_err(ResolveError::Domain)? {
-        QueryOutput::Target(t) => Ok(t),
-        _ => Err(ResolveError::Unexpected),
-    }
+    let out = reply.map_err(ResolveError::Domain)?;
+    <crate::functions::InvokeTarget as crate::command::Registered>::output(out)
+        .ok_or(ResolveError::Unexpected)
 }
 
 /// Why an invocation's function could not be resolved.

@@ -279,7 +279,6 @@ mod tests {
 
     #[test]
     fn assigning_keeps_epochs_of_holders_and_drops_extra_slots() {
-        use crate::command::{Query, QueryOutput};
         use crate::testing::{new_function, World};
         let mut w = World::new();
         w.run(new_function("f")).unwrap();
@@ -302,12 +301,12 @@ mod tests {
                     .collect(),
             })
         };
-        let leases = |w: &World| match w.query(Query::ListLeases).unwrap() {
-            QueryOutput::Leases(l) => l
+        let leases = |w: &World| {
+            w.ask(crate::mappings::ListLeases)
+                .unwrap()
                 .into_iter()
                 .map(|l| (l.slot, l.worker, l.epoch))
-                .collect::<Vec<_>>(),
-            other => panic!("{other:?}"),
+                .collect::<Vec<_>>()
         };
         assign(&mut w, &["a", "b", "c"]).unwrap();
         assign(&mut w, &["a", "x"]).unwrap();
@@ -348,13 +347,9 @@ mod tests {
             new_start: 1 << 64,
         })
         .unwrap();
-        let stream: Stream = match w
-            .query(crate::command::Query::DescribeStream { name: "s".into() })
-            .unwrap()
-        {
-            crate::command::QueryOutput::Stream(s) => s,
-            other => panic!("{other:?}"),
-        };
+        let stream: Stream = w
+            .ask(crate::streams::DescribeStream { name: "s".into() })
+            .unwrap();
         let mut m = mapping(None, true);
         m.source = Source::Stream("s".into());
         m.settings.parallelization_factor = 2;

@@ -19,13 +19,10 @@ use crate::iam;
 use crate::mappings;
 pub use crate::operation::{Lookup, Operation, Registered, Resource};
 use crate::queues;
-use crate::queues::layout::{MoveTask, QueueState};
-use crate::store::Txn;
-use crate::streams::iterator::Position;
-use crate::streams::records::Read;
-use crate::streams::{self, Stream};
+use crate::store::{StateRead, Txn};
+use crate::streams::{self};
 use crate::tags;
-use crate::topics::{self, subscription, subscriptions};
+use crate::topics::{self, subscriptions};
 use crate::workers;
 
 /// One Raft log entry's payload: the commands the leader batched together,
@@ -289,281 +286,141 @@ pub type CommandResult = Result<CommandOutput, DomainError>;
 /// [`Proposal`] (none for blank and membership entries).
 pub type EntryResponse = Vec<CommandResult>;
 
-/// A read of replicated state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Query {
-    /// One queue's record.
-    GetQueue {
-        /// Queue name.
-        name: String,
-    },
-    /// A page of queue names.
-    ListQueues(queues::ListQueues),
-    /// A queue's record with its message counts.
-    QueueDetails {
-        /// Queue name.
-        name: String,
-    },
-    /// The name of the queue with an id.
-    QueueName {
-        /// Queue id.
-        qid: u64,
-    },
-    /// Queues that use a queue as their dead-letter queue.
-    DeadLetterSources {
-        /// The dead-letter queue.
-        name: String,
-        /// Continue after this name.
-        after: Option<String>,
-        /// Page size.
-        limit: u32,
-    },
-    /// A queue's move tasks, newest first.
-    MoveTasks {
-        /// Queue name.
-        name: String,
-    },
-    /// A stream's record (settings, shard map, consumers).
-    DescribeStream {
-        /// Stream name.
-        name: String,
-    },
-    /// A page of stream names.
-    ListStreams {
-        /// Continue after this name.
-        after: Option<String>,
-        /// Page size.
-        limit: u32,
-    },
-    /// Records of a shard from a position.
-    ReadShard {
-        /// Stream id.
-        stream: u64,
-        /// Shard index.
-        shard: u32,
-        /// First record number wanted.
-        from: u64,
-        /// Most records.
-        limit: u32,
-        /// About this many bytes at most.
-        max_bytes: u64,
-    },
-    /// A topic with its subscription and outbox counts.
-    GetTopic {
-        /// Topic name.
-        name: String,
-    },
-    /// A page of topic names.
-    ListTopics {
-        /// Continue after this name.
-        after: Option<String>,
-        /// Page size.
-        limit: u32,
-    },
-    /// One subscription.
-    GetSubscription {
-        /// Topic name.
-        topic: String,
-        /// Subscription id.
-        id: String,
-    },
-    /// A page of subscriptions, of one topic or of all.
-    ListSubscriptions {
-        /// Only this topic's.
-        topic: Option<String>,
-        /// Continue after this (topic, subscription id).
-        after: Option<(String, String)>,
-        /// Page size.
-        limit: u32,
-    },
-    /// A function's record.
-    GetFunction {
-        /// Function name.
-        name: String,
-    },
-    /// A page of functions.
-    ListFunctions {
-        /// Continue after this name.
-        after: Option<String>,
-        /// Page size.
-        limit: u32,
-    },
-    /// A function's published versions.
-    ListVersions {
-        /// Function name.
-        name: String,
-    },
-    /// A function's aliases.
-    ListAliases {
-        /// Function name.
-        name: String,
-    },
-    /// What an invocation with a qualifier runs.
-    InvokeTarget {
-        /// Function name.
-        name: String,
-        /// `$LATEST`, a version or an alias.
-        qualifier: String,
-    },
-    /// A function's asynchronous invocation settings.
-    EventInvokeConfig {
-        /// Function name.
-        name: String,
-    },
-    /// A code package by hash.
-    FunctionCode {
-        /// Hex SHA-256.
-        sha256: String,
-    },
-    /// Where a starting position points in a shard.
-    ResolvePosition {
-        /// Stream name.
-        name: String,
-        /// Shard index.
-        shard: u32,
-        /// The position.
-        position: Position,
-    },
-    /// The registered workers.
-    ListWorkers,
-    /// A function's reserved concurrency.
-    FunctionConcurrency {
-        /// Function name.
-        name: String,
-    },
-    /// Provisioned concurrency configurations: one function's, or all.
-    Provisioned {
-        /// Function name; every function's when `None`.
-        name: Option<String>,
-    },
-    /// One event source mapping.
-    GetMapping {
-        /// Its id.
-        uuid: String,
-    },
-    /// Event source mappings: one function's, or all.
-    ListMappings {
-        /// Function name; every function's when `None`.
-        function: Option<String>,
-    },
-    /// Every mapping lease.
-    ListLeases,
-    /// A stream mapping's checkpoints, and when it was created.
-    MappingCheckpoints {
-        /// Its function.
-        function: String,
-        /// The mapping.
-        uuid: String,
-    },
-    /// Principals, access keys and policies.
-    Iam(crate::iam::IamQuery),
-}
-
-impl Query {
-    /// Short name for logs and metrics.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Query::GetQueue { .. } => "GetQueue",
-            Query::ListQueues(_) => "ListQueues",
-            Query::QueueDetails { .. } => "QueueDetails",
-            Query::QueueName { .. } => "QueueName",
-            Query::DeadLetterSources { .. } => "DeadLetterSources",
-            Query::MoveTasks { .. } => "MoveTasks",
-            Query::DescribeStream { .. } => "DescribeStream",
-            Query::ListStreams { .. } => "ListStreams",
-            Query::ReadShard { .. } => "ReadShard",
-            Query::ResolvePosition { .. } => "ResolvePosition",
-            Query::GetTopic { .. } => "GetTopic",
-            Query::ListTopics { .. } => "ListTopics",
-            Query::GetSubscription { .. } => "GetSubscription",
-            Query::ListSubscriptions { .. } => "ListSubscriptions",
-            Query::GetFunction { .. } => "GetFunction",
-            Query::ListFunctions { .. } => "ListFunctions",
-            Query::FunctionCode { .. } => "FunctionCode",
-            Query::ListVersions { .. } => "ListVersions",
-            Query::ListAliases { .. } => "ListAliases",
-            Query::InvokeTarget { .. } => "InvokeTarget",
-            Query::EventInvokeConfig { .. } => "EventInvokeConfig",
-            Query::ListWorkers => "ListWorkers",
-            Query::FunctionConcurrency { .. } => "FunctionConcurrency",
-            Query::Provisioned { .. } => "Provisioned",
-            Query::GetMapping { .. } => "GetMapping",
-            Query::ListMappings { .. } => "ListMappings",
-            Query::ListLeases => "ListLeases",
-            Query::MappingCheckpoints { .. } => "MappingCheckpoints",
-            Query::Iam(_) => "Iam",
+/// Declares the reads, one line each, `Name(domain::Type);`: it generates
+/// [`Query`] (what the wire carries to the leader), [`QueryOutput`] (a
+/// variant per read holding that read's own output type), their names, the
+/// dispatch to each [`Lookup`], and each read's [`Registered`] impl.
+macro_rules! queries {
+    ($( $(#[$doc:meta])* $name:ident($ty:ty); )*) => {
+        /// A read of replicated state.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub enum Query {
+            $( $(#[$doc])* $name($ty), )*
         }
-    }
+
+        /// The result of a read: the read's own output type, under its name.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub enum QueryOutput {
+            $(
+                #[doc = concat!("What [`Query::", stringify!($name), "`] returns.")]
+                $name(<$ty as Lookup>::Output),
+            )*
+        }
+
+        impl Query {
+            /// Short name for logs and metrics.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $( Query::$name(_) => stringify!($name), )*
+                }
+            }
+
+            /// Answers the read through its [`Lookup`].
+            pub(crate) fn read(&self, state: &dyn StateRead) -> ApplyResult<QueryOutput> {
+                match self {
+                    $( Query::$name(op) => op.read(state).map(QueryOutput::$name), )*
+                }
+            }
+        }
+
+        $(
+            impl From<$ty> for Query {
+                fn from(op: $ty) -> Query {
+                    Query::$name(op)
+                }
+            }
+
+            impl Registered for $ty {
+                type Carrier = Query;
+                type Reply = QueryOutput;
+                type Output = <$ty as Lookup>::Output;
+                const NAME: &'static str = stringify!($name);
+
+                fn carry(self) -> Query {
+                    Query::$name(self)
+                }
+
+                fn output(reply: QueryOutput) -> Option<Self::Output> {
+                    match reply {
+                        QueryOutput::$name(out) => Some(out),
+                        #[allow(unreachable_patterns)]
+                        _ => None,
+                    }
+                }
+            }
+        )*
+    };
 }
 
-/// The result of a query.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum QueryOutput {
-    /// A queue's record.
-    Queue(queues::Queue),
+queries! {
+    /// One queue's record.
+    GetQueue(queues::GetQueue);
     /// A page of queue names.
-    Queues(queues::QueuePage),
-    /// A queue's record and message state.
-    QueueDetails(queues::Queue, QueueState),
-    /// A queue name, if the id exists.
-    QueueName(Option<String>),
-    /// Move tasks.
-    MoveTasks(Vec<MoveTask>),
-    /// A stream.
-    Stream(Stream),
-    /// Stream names, and whether more follow.
-    Streams(Vec<String>, bool),
-    /// Records read from a shard.
-    Records(Read),
-    /// A topic and its counts.
-    Topic(topics::Topic, topics::TopicCounts),
-    /// Topic names, and whether more follow.
-    Topics(Vec<String>, bool),
-    /// A subscription with its topic.
-    Subscription(topics::Topic, subscription::Subscription),
-    /// Subscriptions with their topics, and where the next page starts.
-    Subscriptions(
-        Vec<(topics::Topic, subscription::Subscription)>,
-        Option<(String, String)>,
-    ),
-    /// A function.
-    Function(functions::Function),
-    /// Functions, and whether more follow.
-    Functions(Vec<functions::Function>, bool),
-    /// A code package, if stored.
-    Code(Option<Vec<u8>>),
-    /// A function and its versions.
-    Versions(functions::Function, Vec<functions::Version>),
+    ListQueues(queues::ListQueues);
+    /// A queue's record with its message counts.
+    QueueDetails(queues::QueueDetails);
+    /// The name of the queue with an id.
+    QueueName(queues::QueueName);
+    /// Queues that use a queue as their dead-letter queue.
+    DeadLetterSources(queues::DeadLetterSources);
+    /// A queue's move tasks, newest first.
+    MoveTasks(queues::MoveTasks);
+    /// A stream's record (settings, shard map, consumers).
+    DescribeStream(streams::DescribeStream);
+    /// A page of stream names.
+    ListStreams(streams::ListStreams);
+    /// Records of a shard from a position.
+    ReadShard(streams::ReadShard);
+    /// A topic with its subscription and outbox counts.
+    GetTopic(topics::GetTopic);
+    /// A page of topic names.
+    ListTopics(topics::ListTopics);
+    /// One subscription.
+    GetSubscription(topics::GetSubscription);
+    /// A page of subscriptions, of one topic or of all.
+    ListSubscriptions(topics::ListSubscriptions);
+    /// A function's record.
+    GetFunction(functions::GetFunction);
+    /// A page of functions.
+    ListFunctions(functions::ListFunctions);
+    /// A function's published versions.
+    ListVersions(functions::ListVersions);
     /// A function's aliases.
-    Aliases(Vec<functions::Alias>),
-    /// What an invocation runs.
-    Target(functions::Target),
-    /// Asynchronous invocation settings.
-    EventConfig(functions::events::EventConfig),
-    /// A resolved position: stream id and record number.
-    Position {
-        /// Stream id.
-        stream: u64,
-        /// Record number.
-        seq: u64,
-    },
-    /// Registered workers.
-    Workers(Vec<workers::WorkerRecord>),
-    /// A reserved concurrency, if set.
-    Concurrency(Option<u32>),
-    /// Provisioned concurrency configurations.
-    Provisioned(Vec<functions::concurrency::ProvisionedConfig>),
+    ListAliases(functions::ListAliases);
+    /// What an invocation with a qualifier runs.
+    InvokeTarget(functions::InvokeTarget);
+    /// A function's asynchronous invocation settings.
+    EventInvokeConfig(functions::EventInvokeConfig);
+    /// A code package by hash.
+    FunctionCode(functions::FunctionCode);
+    /// Where a starting position points in a shard.
+    ResolvePosition(streams::ResolvePosition);
+    /// The registered workers.
+    ListWorkers(workers::ListWorkers);
+    /// A function's reserved concurrency.
+    FunctionConcurrency(functions::FunctionConcurrency);
+    /// Provisioned concurrency configurations: one function's, or all.
+    Provisioned(functions::Provisioned);
     /// One event source mapping.
-    Mapping(mappings::Mapping),
-    /// Event source mappings.
-    Mappings(Vec<mappings::Mapping>),
-    /// Mapping leases.
-    Leases(Vec<mappings::leases::Lease>),
-    /// A stream mapping's checkpoints (by slot), and when it was created
-    /// (ms).
-    Checkpoints(Vec<mappings::checkpoints::Checkpoint>, u64),
-    /// What an IAM query returns.
-    Iam(crate::iam::IamQueryOutput),
+    GetMapping(mappings::GetMapping);
+    /// Event source mappings: one function's, or all.
+    ListMappings(mappings::ListMappings);
+    /// Every mapping lease.
+    ListLeases(mappings::ListLeases);
+    /// A stream mapping's checkpoints, and when it was created.
+    MappingCheckpoints(mappings::MappingCheckpoints);
+    /// One principal.
+    GetPrincipal(iam::GetPrincipal);
+    /// A page of principals.
+    ListPrincipals(iam::ListPrincipals);
+    /// An access key and its principal.
+    GetAccessKey(iam::GetAccessKey);
+    /// One custom policy.
+    GetPolicy(iam::GetPolicy);
+    /// Every custom policy.
+    ListPolicies(iam::ListPolicies);
+    /// The IAM generation.
+    IamGeneration(iam::Generation);
 }
 
 /// The reply to a query.

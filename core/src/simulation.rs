@@ -670,9 +670,7 @@ fn learn(
             mem.mappings.insert(m.uuid.clone(), m.clone());
         }
         (Command::AssignLeases(crate::mappings::AssignLeases { uuid, .. }), _) => {
-            if let Ok(crate::command::QueryOutput::Leases(all)) =
-                machine::query(state, &crate::command::Query::ListLeases)
-            {
+            if let Ok(all) = crate::operation::Lookup::read(&crate::mappings::ListLeases, state) {
                 if let Some(l) = all.iter().find(|l| &l.uuid == uuid && l.slot == 0) {
                     mem.leases.insert(uuid.clone(), (l.epoch, l.worker.clone()));
                 }

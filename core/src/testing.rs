@@ -92,7 +92,16 @@ impl World {
         }
     }
 
-    /// Answers a query.
+    /// Answers a read with its own output type.
+    pub fn ask<O>(&self, op: O) -> Result<O::Output, DomainError>
+    where
+        O: Registered<Carrier = Query, Reply = QueryOutput>,
+    {
+        let out = self.query(op.carry())?;
+        Ok(O::output(out).expect("a read's output is its own"))
+    }
+
+    /// Answers a query, as the wire carries it.
     pub fn query(&self, q: Query) -> Result<QueryOutput, DomainError> {
         match machine::query(&self.state, &q) {
             Ok(out) => Ok(out),

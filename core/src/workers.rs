@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::{Ctx, Effect, Effects};
 use crate::error::{ApplyResult, DomainError};
-use crate::operation::Operation;
+use crate::operation::{Lookup, Operation};
 use crate::store::keys::Key;
 use crate::store::{StateRead, Txn};
 
@@ -341,10 +341,22 @@ impl Operation for WorkerLeave {
     }
 }
 
+/// The registered workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListWorkers;
+
+impl Lookup for ListWorkers {
+    type Output = Vec<WorkerRecord>;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Vec<WorkerRecord>> {
+        crate::workers::list(state)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Query, QueryOutput};
+
     use crate::testing::{World, T0};
 
     fn report(id: &str) -> Heartbeat {
@@ -361,10 +373,7 @@ mod tests {
     }
 
     fn workers(w: &World) -> Vec<WorkerRecord> {
-        match w.query(Query::ListWorkers).unwrap() {
-            QueryOutput::Workers(ws) => ws,
-            other => panic!("{other:?}"),
-        }
+        w.ask(crate::workers::ListWorkers).unwrap()
     }
 
     #[test]

@@ -16,7 +16,6 @@ use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::{consistency, Consistency, Context};
-use crate::command::{Query, QueryOutput};
 use crate::error::DomainError;
 use crate::functions::events::{Destination, EventConfig};
 use crate::functions::{
@@ -158,19 +157,14 @@ impl FunctionsApi {
         if uuid.is_empty() || uuid.len() > 64 {
             return Err(DomainError::invalid("uuid", "must be 1-64 characters").into_status());
         }
-        match self
-            .ctx
-            .query(
+        self.ctx
+            .ask(
                 Consistency::Linearizable,
-                Query::GetMapping {
+                crate::mappings::GetMapping {
                     uuid: uuid.to_string(),
                 },
             )
-            .await?
-        {
-            QueryOutput::Mapping(m) => Ok(m),
-            _ => Err(super::status::unexpected("GetEventSourceMapping")),
-        }
+            .await
     }
 
     /// A mapping as the API shows it.
@@ -254,18 +248,15 @@ impl FunctionsApi {
         qualifier: &str,
     ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
         let qualifier = &functions::concurrency::normalize_qualifier(qualifier);
-        let QueryOutput::Provisioned(configs) = self
+        let configs = self
             .ctx
-            .query(
+            .ask(
                 Consistency::Linearizable,
-                Query::Provisioned {
+                crate::functions::Provisioned {
                     name: Some(name.to_string()),
                 },
             )
-            .await?
-        else {
-            return Err(super::status::unexpected("Provisioned"));
-        };
+            .await?;
         let Some(c) = configs.into_iter().find(|c| c.qualifier == *qualifier) else {
             return Err(DomainError::not_found(
                 "ProvisionedConcurrencyConfigNotFoundException",
@@ -442,10 +433,10 @@ impl pb::functions_server::Functions for FunctionsApi {
         let how = consistency(&request)?;
         let name = name_ref("function_name", &request.into_inner().function_name)
             .map_err(super::status::from_domain)?;
-        let QueryOutput::Function(f) = self.ctx.query(how, Query::GetFunction { name }).await?
-        else {
-            return Err(super::status::unexpected("GetFunction"));
-        };
+        let f = self
+            .ctx
+            .ask(how, crate::functions::GetFunction { name })
+            .await?;
         Ok(Response::new(pb::GetFunctionResponse {
             configuration: Some(self.configuration(&f)),
         }))
@@ -473,19 +464,16 @@ impl pb::functions_server::Functions for FunctionsApi {
         } else {
             Some(name_ref("marker", &req.marker).map_err(super::status::from_domain)?)
         };
-        let QueryOutput::Functions(fs, more) = self
+        let (fs, more) = self
             .ctx
-            .query(
+            .ask(
                 how,
-                Query::ListFunctions {
+                crate::functions::ListFunctions {
                     after,
                     limit: limit as u32,
                 },
             )
-            .await?
-        else {
-            return Err(super::status::unexpected("ListFunctions"));
-        };
+            .await?;
         Ok(Response::new(pb::ListFunctionsResponse {
             next_marker: if more {
                 fs.last().map(|f| f.name.clone()).unwrap_or_default()
@@ -593,11 +581,10 @@ impl pb::functions_server::Functions for FunctionsApi {
         let how = consistency(&request)?;
         let name = name_ref("function_name", &request.into_inner().function_name)
             .map_err(super::status::from_domain)?;
-        let QueryOutput::Versions(f, vs) =
-            self.ctx.query(how, Query::ListVersions { name }).await?
-        else {
-            return Err(super::status::unexpected("ListVersionsByFunction"));
-        };
+        let (f, vs) = self
+            .ctx
+            .ask(how, crate::functions::ListVersions { name })
+            .await?;
         let mut versions = vec![self.configuration(&f)];
         versions.extend(vs.iter().map(|v| self.version_configuration(&f.name, v)));
         Ok(Response::new(pb::ListVersionsByFunctionResponse {
@@ -627,13 +614,10 @@ impl pb::functions_server::Functions for FunctionsApi {
         let req = request.into_inner();
         let name =
             name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
-        let QueryOutput::Aliases(all) = self
+        let all = self
             .ctx
-            .query(how, Query::ListAliases { name: name.clone() })
-            .await?
-        else {
-            return Err(super::status::unexpected("GetAlias"));
-        };
+            .ask(how, crate::functions::ListAliases { name: name.clone() })
+            .await?;
         let a = all
             .iter()
             .find(|a| a.name == req.name)
@@ -670,13 +654,10 @@ impl pb::functions_server::Functions for FunctionsApi {
         let how = consistency(&request)?;
         let name = name_ref("function_name", &request.into_inner().function_name)
             .map_err(super::status::from_domain)?;
-        let QueryOutput::Aliases(all) = self
+        let all = self
             .ctx
-            .query(how, Query::ListAliases { name: name.clone() })
-            .await?
-        else {
-            return Err(super::status::unexpected("ListAliases"));
-        };
+            .ask(how, crate::functions::ListAliases { name: name.clone() })
+            .await?;
         Ok(Response::new(pb::ListAliasesResponse {
             aliases: all
                 .iter()
@@ -736,13 +717,13 @@ impl pb::functions_server::Functions for FunctionsApi {
         let how = consistency(&request)?;
         let name = name_ref("function_name", &request.into_inner().function_name)
             .map_err(super::status::from_domain)?;
-        let QueryOutput::EventConfig(c) = self
+        let c = self
             .ctx
-            .query(how, Query::EventInvokeConfig { name: name.clone() })
-            .await?
-        else {
-            return Err(super::status::unexpected("GetFunctionEventInvokeConfig"));
-        };
+            .ask(
+                how,
+                crate::functions::EventInvokeConfig { name: name.clone() },
+            )
+            .await?;
         Ok(Response::new(self.event_config(&name, &c)))
     }
 
@@ -900,9 +881,9 @@ impl pb::functions_server::Functions for FunctionsApi {
             }
         };
         self.ctx
-            .query(
+            .ask(
                 Consistency::Local,
-                Query::GetFunction { name: name.clone() },
+                crate::functions::GetFunction { name: name.clone() },
             )
             .await?;
         let logs = self
@@ -938,13 +919,13 @@ impl pb::functions_server::Functions for FunctionsApi {
         let how = consistency(&request)?;
         let name = name_ref("function_name", &request.into_inner().function_name)
             .map_err(super::status::from_domain)?;
-        let QueryOutput::Concurrency(reserved) = self
+        let reserved = self
             .ctx
-            .query(how, Query::FunctionConcurrency { name: name.clone() })
-            .await?
-        else {
-            return Err(super::status::unexpected("GetFunctionConcurrency"));
-        };
+            .ask(
+                how,
+                crate::functions::FunctionConcurrency { name: name.clone() },
+            )
+            .await?;
         Ok(Response::new(pb::FunctionConcurrency {
             function_name: name,
             reserved_concurrent_executions: reserved,
@@ -1007,35 +988,44 @@ impl pb::functions_server::Functions for FunctionsApi {
         let source =
             mappings::parse_source(&req.event_source_arn).map_err(super::status::from_domain)?;
         // The source must exist now (Lambda refuses a missing one).
-        let exists = match &source {
-            Source::Queue(name) => Query::GetQueue { name: name.clone() },
-            Source::Stream(name) => Query::DescribeStream { name: name.clone() },
-        };
-        let found = self.ctx.query(Consistency::Linearizable, exists).await?;
-        // A batch must not reappear in the queue while the function
-        // still runs it (Lambda's rule).
-        if let QueryOutput::Queue(q) = found {
-            let QueryOutput::Function(f) = self
-                .ctx
-                .query(
-                    Consistency::Linearizable,
-                    Query::GetFunction {
-                        name: function.clone(),
-                    },
-                )
-                .await?
-            else {
-                return Err(super::status::unexpected("GetFunction"));
-            };
-            if f.settings.timeout_s > q.attributes.visibility_timeout {
-                return Err(DomainError::invalid(
-                    "event_source_arn",
-                    format!(
-                        "the queue's VisibilityTimeout ({} s) must be at least the function's timeout ({} s)",
-                        q.attributes.visibility_timeout, f.settings.timeout_s
-                    ),
-                )
-                .into_status());
+        match &source {
+            Source::Queue(name) => {
+                let q = self
+                    .ctx
+                    .ask(
+                        Consistency::Linearizable,
+                        crate::queues::GetQueue { name: name.clone() },
+                    )
+                    .await?;
+                // A batch must not reappear in the queue while the function
+                // still runs it (Lambda's rule).
+                let f = self
+                    .ctx
+                    .ask(
+                        Consistency::Linearizable,
+                        crate::functions::GetFunction {
+                            name: function.clone(),
+                        },
+                    )
+                    .await?;
+                if f.settings.timeout_s > q.attributes.visibility_timeout {
+                    return Err(DomainError::invalid(
+                        "event_source_arn",
+                        format!(
+                            "the queue's VisibilityTimeout ({} s) must be at least the function's timeout ({} s)",
+                            q.attributes.visibility_timeout, f.settings.timeout_s
+                        ),
+                    )
+                    .into_status());
+                }
+            }
+            Source::Stream(name) => {
+                self.ctx
+                    .ask(
+                        Consistency::Linearizable,
+                        crate::streams::DescribeStream { name: name.clone() },
+                    )
+                    .await?;
             }
         }
         let settings = mappings::settle(
@@ -1151,13 +1141,10 @@ impl pb::functions_server::Functions for FunctionsApi {
                     .map_err(super::status::from_domain)?,
             )
         };
-        let QueryOutput::Mappings(all) = self
+        let all = self
             .ctx
-            .query(how, Query::ListMappings { function })
-            .await?
-        else {
-            return Err(super::status::unexpected("ListEventSourceMappings"));
-        };
+            .ask(how, crate::mappings::ListMappings { function })
+            .await?;
         let event_source_mappings = all
             .iter()
             .filter(|m| source.as_ref().is_none_or(|s| *s == m.source))

@@ -35,7 +35,7 @@ use tonic::Status;
 use super::access::{self, Entry, Res, Table, Who};
 use crate::auth::caller::Caller;
 use crate::authenticator::{AuthError, Authenticator, Listener};
-use crate::command::{Query, QueryOutput};
+use crate::command::Registered;
 use crate::identity::Identity;
 use crate::router::{Router, FORWARDED_HEADER};
 
@@ -300,10 +300,10 @@ impl Shared {
             match res {
                 Res::MoveTask(_) => {
                     let qid = crate::queues::redrive::task_queue(value)?;
-                    match self.router.read_local(&Query::QueueName { qid }).ok()? {
-                        Ok(QueryOutput::QueueName(Some(n))) => Some(self.identity.queue_arn(&n)),
-                        _ => None,
-                    }
+                    let read = crate::queues::QueueName { qid };
+                    let out = self.router.read_local(&read.carry()).ok()?.ok()?;
+                    let name = crate::queues::QueueName::output(out)??;
+                    Some(self.identity.queue_arn(&name))
                 }
                 Res::Iterator(_) => {
                     let it = super::streams::open_iterator(

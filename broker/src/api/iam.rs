@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use super::{Consistency, Context};
 use crate::command::{Command, CommandOutput, Query, QueryOutput, Registered};
 use crate::error::DomainError;
-use crate::iam::{self, builtin, IamQuery, IamQueryOutput, Kind};
+use crate::iam::{self, builtin, Kind};
 
 /// Serves principals and policies.
 pub struct IamApi {
@@ -35,15 +35,12 @@ impl IamApi {
         Ok(Response::new(self.principal_out(p)))
     }
 
-    async fn ask(&self, query: IamQuery) -> Result<IamQueryOutput, Status> {
-        match self
-            .ctx
-            .query(Consistency::Linearizable, Query::Iam(query))
-            .await?
-        {
-            QueryOutput::Iam(o) => Ok(o),
-            _ => Err(super::status::unexpected("Iam")),
-        }
+    /// IAM reads are linearizable: a key made a moment ago is listed.
+    async fn ask<O>(&self, read: O) -> Result<O::Output, Status>
+    where
+        O: Registered<Carrier = Query, Reply = QueryOutput>,
+    {
+        self.ctx.ask(Consistency::Linearizable, read).await
     }
 
     fn principal_out(&self, p: iam::Principal) -> pb::Principal {
@@ -115,10 +112,8 @@ impl pb::iam_server::Iam for IamApi {
         request: Request<pb::GetPrincipalRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
         let n = name("name", &request.into_inner().name).map_err(super::status::from_domain)?;
-        match self.ask(IamQuery::Principal { name: n }).await? {
-            IamQueryOutput::Principal(p) => Ok(Response::new(self.principal_out(p))),
-            _ => Err(super::status::unexpected("GetPrincipal")),
-        }
+        let p = self.ask(iam::GetPrincipal { name: n }).await?;
+        Ok(Response::new(self.principal_out(p)))
     }
 
     async fn list_principals(
@@ -141,20 +136,16 @@ impl pb::iam_server::Iam for IamApi {
             .then(|| name("next_token", &r.next_token))
             .transpose()
             .map_err(super::status::from_domain)?;
-        match self.ask(IamQuery::Principals { after, limit }).await? {
-            IamQueryOutput::Principals(ps, more) => {
-                let next_token = if more {
-                    ps.last().map(|p| p.name.clone()).unwrap_or_default()
-                } else {
-                    String::new()
-                };
-                Ok(Response::new(pb::ListPrincipalsResponse {
-                    principals: ps.into_iter().map(|p| self.principal_out(p)).collect(),
-                    next_token,
-                }))
-            }
-            _ => Err(super::status::unexpected("ListPrincipals")),
-        }
+        let (ps, more) = self.ask(iam::ListPrincipals { after, limit }).await?;
+        let next_token = if more {
+            ps.last().map(|p| p.name.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListPrincipalsResponse {
+            principals: ps.into_iter().map(|p| self.principal_out(p)).collect(),
+            next_token,
+        }))
     }
 
     async fn delete_principal(
@@ -235,15 +226,13 @@ impl pb::iam_server::Iam for IamApi {
         if let Some(doc) = builtin::document(&n) {
             return Ok(Response::new(self.policy_out(&n, doc, true, 0)));
         }
-        match self.ask(IamQuery::Policy { name: n }).await? {
-            IamQueryOutput::Policy(p) => Ok(Response::new(self.policy_out(
-                &p.name,
-                &p.document,
-                false,
-                p.updated_ms,
-            ))),
-            _ => Err(super::status::unexpected("GetPolicy")),
-        }
+        let p = self.ask(iam::GetPolicy { name: n }).await?;
+        Ok(Response::new(self.policy_out(
+            &p.name,
+            &p.document,
+            false,
+            p.updated_ms,
+        )))
     }
 
     async fn list_policies(
@@ -254,13 +243,12 @@ impl pb::iam_server::Iam for IamApi {
             .iter()
             .map(|n| self.policy_out(n, builtin::document(n).unwrap_or_default(), true, 0))
             .collect();
-        match self.ask(IamQuery::Policies).await? {
-            IamQueryOutput::Policies(ps) => policies.extend(
-                ps.into_iter()
-                    .map(|p| self.policy_out(&p.name, &p.document, false, p.updated_ms)),
-            ),
-            _ => return Err(super::status::unexpected("ListPolicies")),
-        }
+        let custom = self.ask(iam::ListPolicies).await?;
+        policies.extend(
+            custom
+                .into_iter()
+                .map(|p| self.policy_out(&p.name, &p.document, false, p.updated_ms)),
+        );
         Ok(Response::new(pb::ListPoliciesResponse { policies }))
     }
 

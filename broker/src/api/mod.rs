@@ -37,6 +37,7 @@ use tonic::service::Routes;
 use tonic::Status;
 
 use crate::command::{Command, CommandOutput, Query, QueryOutput, QueryResponse, Registered};
+use crate::error::DomainError;
 use crate::raft::service::RaftService;
 use crate::router::RouteError;
 
@@ -54,6 +55,31 @@ impl Context {
             Consistency::Local => self.router.read_local(&query),
         };
         reply?.map_err(status::from_domain)
+    }
+
+    /// Answers the read `op` with the asked consistency, in its own output
+    /// type.
+    pub async fn ask<O>(&self, how: Consistency, op: O) -> Result<O::Output, Status>
+    where
+        O: Registered<Carrier = Query, Reply = QueryOutput>,
+    {
+        let out = self.query(how, op.carry()).await?;
+        O::output(out).ok_or_else(|| status::unexpected(O::NAME))
+    }
+
+    /// Answers the read `op` from this node's applied state, in its own
+    /// output type: the outer error is a routing failure, the inner one the
+    /// state machine's answer (a caller may treat "not found" as absence).
+    pub fn ask_local<O>(&self, op: O) -> Result<Result<O::Output, DomainError>, Status>
+    where
+        O: Registered<Carrier = Query, Reply = QueryOutput>,
+    {
+        match self.router.read_local(&op.carry())? {
+            Ok(out) => O::output(out)
+                .map(Ok)
+                .ok_or_else(|| status::unexpected(O::NAME)),
+            Err(e) => Ok(Err(e)),
+        }
     }
 
     /// Commits `op` through the leader and returns its own output.

@@ -15,7 +15,6 @@ use tonic::{Request, Response, Status};
 
 use super::{consistency, Consistency, Context};
 use crate::clock::now_ms;
-use crate::command::{Query, QueryOutput};
 use crate::error::DomainError;
 use crate::queues::attributes::{self, queue_name_from_arn, Attribute};
 use crate::queues::delivery::{ReceiveRequest, Received};
@@ -270,19 +269,14 @@ impl QueuesApi {
     }
 
     async fn queue(&self, how: Consistency, name: &str) -> Result<Queue, Status> {
-        match self
-            .ctx
-            .query(
+        self.ctx
+            .ask(
                 how,
-                Query::GetQueue {
+                crate::queues::GetQueue {
                     name: name.to_string(),
                 },
             )
-            .await?
-        {
-            QueryOutput::Queue(q) => Ok(q),
-            _ => Err(super::status::unexpected("GetQueue")),
-        }
+            .await
     }
 
     /// Checks a redrive policy's dead-letter queue: it exists, is not the
@@ -446,14 +440,12 @@ impl pb::queues_server::Queues for QueuesApi {
         let req = request.into_inner();
         let list = ListQueues::new(&req.queue_name_prefix, req.max_results, &req.next_token)
             .map_err(super::status::from_domain)?;
-        match self.ctx.query(how, Query::ListQueues(list)).await? {
-            QueryOutput::Queues(page) => Ok(Response::new(pb::ListQueuesResponse {
-                queue_urls: page.names.iter().map(|n| self.url(n)).collect(),
-                queue_names: page.names,
-                next_token: page.next_token.unwrap_or_default(),
-            })),
-            _ => Err(super::status::unexpected("ListQueues")),
-        }
+        let page = self.ctx.ask(how, list).await?;
+        Ok(Response::new(pb::ListQueuesResponse {
+            queue_urls: page.names.iter().map(|n| self.url(n)).collect(),
+            queue_names: page.names,
+            next_token: page.next_token.unwrap_or_default(),
+        }))
     }
 
     async fn delete_queue(
@@ -476,10 +468,10 @@ impl pb::queues_server::Queues for QueuesApi {
         let how = consistency(&request)?;
         let req = request.into_inner();
         let name = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
-        let (q, state) = match self.ctx.query(how, Query::QueueDetails { name }).await? {
-            QueryOutput::QueueDetails(q, s) => (q, s),
-            _ => return Err(super::status::unexpected("GetQueueAttributes")),
-        };
+        let (q, state) = self
+            .ctx
+            .ask(how, crate::queues::QueueDetails { name })
+            .await?;
         let mut all = q.attributes.to_map(|n| self.arn(n));
         all.insert(
             "ApproximateNumberOfMessages".into(),
@@ -637,18 +629,15 @@ impl pb::queues_server::Queues for QueuesApi {
             ),
         )
         .map_err(super::status::from_domain)?;
-        let out = self
-            .ctx
-            .run(crate::queues::SendMessages {
-                queue,
-                messages: vec![m],
-            })
-            .await?;
-        let mut results = out;
-        let sent = results
-            .pop()
-            .ok_or_else(|| super::status::unexpected("SendMessage"))?
-            .map_err(super::status::from_domain)?;
+        let sent = super::status::only(
+            self.ctx
+                .run(crate::queues::SendMessages {
+                    queue,
+                    messages: vec![m],
+                })
+                .await?,
+            "SendMessage",
+        )?;
         Ok(Response::new(pb::SendMessageResponse {
             message_id: sent.message_id,
             md5_of_message_body: sent.md5_of_body,
@@ -690,11 +679,10 @@ impl pb::queues_server::Queues for QueuesApi {
         message::validate_batch_size(&messages).map_err(super::status::from_domain)?;
         let mut successful = Vec::new();
         if !messages.is_empty() {
-            let out = self
+            let results = self
                 .ctx
                 .run(crate::queues::SendMessages { queue, messages })
                 .await?;
-            let results = out;
             successful = join(ids, results, &mut failed, |id, s| {
                 pb::SendMessageBatchResultEntry {
                     id,
@@ -771,14 +759,13 @@ impl pb::queues_server::Queues for QueuesApi {
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let out = self
+            let outcome = self
                 .ctx
                 .run(crate::queues::ReceiveMessages {
                     queue: queue.clone(),
                     request: request.clone(),
                 })
                 .await?;
-            let outcome = out;
             let now = Instant::now();
             if !outcome.messages.is_empty() || now >= deadline {
                 let messages = outcome
@@ -826,10 +813,7 @@ impl pb::queues_server::Queues for QueuesApi {
                 receipts: vec![receipt],
             })
             .await?;
-        let mut r = out;
-        r.pop()
-            .ok_or_else(|| super::status::unexpected("DeleteMessage"))?
-            .map_err(super::status::from_domain)?;
+        super::status::only(out, "DeleteMessage")?;
         Ok(Response::new(pb::DeleteMessageResponse {}))
     }
 
@@ -851,11 +835,10 @@ impl pb::queues_server::Queues for QueuesApi {
         });
         let mut successful = Vec::new();
         if !receipts.is_empty() {
-            let out = self
+            let results = self
                 .ctx
                 .run(crate::queues::DeleteMessages { queue, receipts })
                 .await?;
-            let results = out;
             successful = join(ids, results, &mut failed, |id, ()| {
                 pb::DeleteMessageBatchResultEntry { id }
             });
@@ -888,10 +871,7 @@ impl pb::queues_server::Queues for QueuesApi {
                 changes: vec![(receipt, seconds)],
             })
             .await?;
-        let mut r = out;
-        r.pop()
-            .ok_or_else(|| super::status::unexpected("ChangeMessageVisibility"))?
-            .map_err(super::status::from_domain)?;
+        super::status::only(out, "ChangeMessageVisibility")?;
         Ok(Response::new(pb::ChangeMessageVisibilityResponse {}))
     }
 
@@ -922,11 +902,10 @@ impl pb::queues_server::Queues for QueuesApi {
         });
         let mut successful = Vec::new();
         if !changes.is_empty() {
-            let out = self
+            let results = self
                 .ctx
                 .run(crate::queues::ChangeVisibility { queue, changes })
                 .await?;
-            let results = out;
             successful = join(ids, results, &mut failed, |id, ()| {
                 pb::ChangeMessageVisibilityBatchResultEntry { id }
             });
@@ -964,20 +943,15 @@ impl pb::queues_server::Queues for QueuesApi {
                 )
             })?)
         };
-        match self
+        let page = self
             .ctx
-            .query(how, Query::DeadLetterSources { name, after, limit })
-            .await?
-        {
-            QueryOutput::Queues(page) => {
-                Ok(Response::new(pb::ListDeadLetterSourceQueuesResponse {
-                    queue_urls: page.names.iter().map(|n| self.url(n)).collect(),
-                    queue_names: page.names,
-                    next_token: page.next_token.unwrap_or_default(),
-                }))
-            }
-            _ => Err(super::status::unexpected("ListDeadLetterSourceQueues")),
-        }
+            .ask(how, crate::queues::DeadLetterSources { name, after, limit })
+            .await?;
+        Ok(Response::new(pb::ListDeadLetterSourceQueuesResponse {
+            queue_urls: page.names.iter().map(|n| self.url(n)).collect(),
+            queue_names: page.names,
+            next_token: page.next_token.unwrap_or_default(),
+        }))
     }
 
     async fn start_message_move_task(
@@ -1003,21 +977,18 @@ impl pb::queues_server::Queues for QueuesApi {
         };
         // As in SQS: the source must be some queue's dead-letter queue,
         // and a named destination must exist.
-        let sources = match self
+        let sources = self
             .ctx
-            .query(
+            .ask(
                 Consistency::Linearizable,
-                Query::DeadLetterSources {
+                crate::queues::DeadLetterSources {
                     name: queue.clone(),
                     after: None,
                     limit: 1,
                 },
             )
             .await?
-        {
-            QueryOutput::Queues(p) => p.names,
-            _ => return Err(super::status::unexpected("StartMessageMoveTask")),
-        };
+            .names;
         if sources.is_empty() {
             return Err(DomainError::invalid(
                 "source_arn",
@@ -1070,20 +1041,17 @@ impl pb::queues_server::Queues for QueuesApi {
                 ))
             }
         };
-        match self
+        let tasks = self
             .ctx
-            .query(how, Query::MoveTasks { name: name.clone() })
-            .await?
-        {
-            QueryOutput::MoveTasks(tasks) => Ok(Response::new(pb::ListMessageMoveTasksResponse {
-                results: tasks
-                    .into_iter()
-                    .take(max)
-                    .map(|t| self.move_task_out(&name, t))
-                    .collect(),
-            })),
-            _ => Err(super::status::unexpected("ListMessageMoveTasks")),
-        }
+            .ask(how, crate::queues::MoveTasks { name: name.clone() })
+            .await?;
+        Ok(Response::new(pb::ListMessageMoveTasksResponse {
+            results: tasks
+                .into_iter()
+                .take(max)
+                .map(|t| self.move_task_out(&name, t))
+                .collect(),
+        }))
     }
 
     async fn cancel_message_move_task(
@@ -1098,15 +1066,11 @@ impl pb::queues_server::Queues for QueuesApi {
             ))
         };
         let qid = redrive::task_queue(&handle).ok_or_else(not_found)?;
-        let queue = match self
+        let queue = self
             .ctx
-            .query(Consistency::Linearizable, Query::QueueName { qid })
+            .ask(Consistency::Linearizable, crate::queues::QueueName { qid })
             .await?
-        {
-            QueryOutput::QueueName(Some(n)) => n,
-            QueryOutput::QueueName(None) => return Err(not_found()),
-            _ => return Err(super::status::unexpected("CancelMessageMoveTask")),
-        };
+            .ok_or_else(not_found)?;
         let moved = self
             .ctx
             .run(crate::queues::CancelMoveTask {

@@ -308,6 +308,15 @@ pub fn unexpected(what: &str) -> Status {
     internal(format!("unexpected reply to {what}"))
 }
 
+/// The one result of a batch command (send, delete, change visibility,
+/// put, publish) proposed with one entry: the unary call's own result.
+pub fn only<T>(mut results: Vec<Result<T, DomainError>>, what: &str) -> Result<T, Status> {
+    results
+        .pop()
+        .ok_or_else(|| unexpected(what))?
+        .map_err(from_domain)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,6 @@ use tonic::{Request, Response, Status};
 
 use super::{Consistency, Context};
 use crate::clock::now_ms;
-use crate::command::{Query, QueryOutput};
 use crate::error::DomainError;
 use crate::streams::iterator::{self, Position, ShardIterator};
 use crate::streams::records::{validate_batch, NewRecord, Read, READ_BYTES_MAX, READ_MAX_RECORDS};
@@ -172,37 +171,33 @@ async fn read_shard(
     limit: u32,
     max_bytes: u64,
 ) -> Result<Read, Status> {
-    let query = Query::ReadShard {
+    let query = crate::streams::ReadShard {
         stream,
         shard,
         from,
         limit,
         max_bytes,
     };
-    let reply = match ctx.query(how, query.clone()).await {
+    match ctx.ask(how, query.clone()).await {
         Err(s) if how == Consistency::Local && s.code() == tonic::Code::NotFound => {
-            ctx.query(Consistency::Linearizable, query).await?
+            ctx.ask(Consistency::Linearizable, query).await
         }
-        other => other?,
-    };
-    match reply {
-        QueryOutput::Records(r) => Ok(r),
-        _ => Err(super::status::unexpected("GetRecords")),
+        other => other,
     }
 }
 
 /// Whether `consumer` is still registered on `name`, by this node's state.
 async fn still_registered(ctx: &Context, name: &str, consumer: &str) -> bool {
     match ctx
-        .query(
+        .ask(
             Consistency::Local,
-            Query::DescribeStream {
+            crate::streams::DescribeStream {
                 name: name.to_string(),
             },
         )
         .await
     {
-        Ok(QueryOutput::Stream(s)) => s.consumers.iter().any(|c| c.name == consumer),
+        Ok(s) => s.consumers.iter().any(|c| c.name == consumer),
         _ => false,
     }
 }
@@ -295,19 +290,14 @@ impl StreamsApi {
     }
 
     async fn stream(&self, how: Consistency, name: &str) -> Result<Stream, Status> {
-        match self
-            .ctx
-            .query(
+        self.ctx
+            .ask(
                 how,
-                Query::DescribeStream {
+                crate::streams::DescribeStream {
                     name: name.to_string(),
                 },
             )
-            .await?
-        {
-            QueryOutput::Stream(s) => Ok(s),
-            _ => Err(super::status::unexpected("DescribeStream")),
-        }
+            .await
     }
 
     async fn resolve(
@@ -317,21 +307,18 @@ impl StreamsApi {
         shard: u32,
         position: Position,
     ) -> Result<(u64, u64), Status> {
-        match self
+        let at = self
             .ctx
-            .query(
+            .ask(
                 how,
-                Query::ResolvePosition {
+                crate::streams::ResolvePosition {
                     name: name.to_string(),
                     shard,
                     position,
                 },
             )
-            .await?
-        {
-            QueryOutput::Position { stream, seq } => Ok((stream, seq)),
-            _ => Err(super::status::unexpected("GetShardIterator")),
-        }
+            .await?;
+        Ok((at.stream, at.seq))
     }
 
     fn consumer_out(&self, stream: &str, c: &streams::ConsumerMeta) -> pb::Consumer {
@@ -429,17 +416,14 @@ impl pb::streams_server::Streams for StreamsApi {
             .map_err(super::status::from_domain)?;
             Some(r.exclusive_start_stream_name)
         };
-        match self
+        let (names, more) = self
             .ctx
-            .query(how, Query::ListStreams { after, limit })
-            .await?
-        {
-            QueryOutput::Streams(names, more) => Ok(Response::new(pb::ListStreamsResponse {
-                stream_names: names,
-                has_more_streams: more,
-            })),
-            _ => Err(super::status::unexpected("ListStreams")),
-        }
+            .ask(how, crate::streams::ListStreams { after, limit })
+            .await?;
+        Ok(Response::new(pb::ListStreamsResponse {
+            stream_names: names,
+            has_more_streams: more,
+        }))
     }
 
     async fn describe_stream(
@@ -522,18 +506,15 @@ impl pb::streams_server::Streams for StreamsApi {
         let stream = stream_ref("stream_name", &r.stream_name)?;
         let rec = NewRecord::new("", r.data, r.partition_key, &r.explicit_hash_key)
             .map_err(super::status::from_domain)?;
-        let out = self
-            .ctx
-            .run(crate::streams::PutRecords {
-                stream,
-                records: vec![rec],
-            })
-            .await?;
-        let mut results = out;
-        let placed = results
-            .pop()
-            .ok_or_else(|| super::status::unexpected("PutRecord"))?
-            .map_err(super::status::from_domain)?;
+        let placed = super::status::only(
+            self.ctx
+                .run(crate::streams::PutRecords {
+                    stream,
+                    records: vec![rec],
+                })
+                .await?,
+            "PutRecord",
+        )?;
         Ok(Response::new(pb::PutRecordResponse {
             shard_id: shard_id(placed.shard),
             sequence_number: streams::sequence_number(placed.seq, placed.shard),
@@ -561,11 +542,10 @@ impl pb::streams_server::Streams for StreamsApi {
             .collect::<Result<Vec<_>, _>>()
             .map_err(super::status::from_domain)?;
         validate_batch(&records).map_err(super::status::from_domain)?;
-        let out = self
+        let results = self
             .ctx
             .run(crate::streams::PutRecords { stream, records })
             .await?;
-        let results = out;
         let mut failed = 0;
         let records = results
             .into_iter()

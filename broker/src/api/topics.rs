@@ -12,7 +12,6 @@ use tonic::{Request, Response, Status};
 
 use super::queues::{join, split, to_value, Split};
 use super::{consistency, Context};
-use crate::command::{Query, QueryOutput};
 use crate::error::DomainError;
 use crate::queues::message::validate_batch_ids;
 use crate::tags::{Change, Tagged};
@@ -195,13 +194,10 @@ impl pb::topics_server::Topics for TopicsApi {
         let how = consistency(&request)?;
         let req = request.into_inner();
         let after = parse_token("next_token", &req.next_token, 1)?.map(|mut v| v.remove(0));
-        let QueryOutput::Topics(names, more) = self
+        let (names, more) = self
             .ctx
-            .query(how, Query::ListTopics { after, limit: PAGE })
-            .await?
-        else {
-            return Err(super::status::unexpected("ListTopics"));
-        };
+            .ask(how, crate::topics::ListTopics { after, limit: PAGE })
+            .await?;
         let next_token = if more {
             names.last().map(|n| token_of(&[n])).unwrap_or_default()
         } else {
@@ -219,13 +215,10 @@ impl pb::topics_server::Topics for TopicsApi {
     ) -> Result<Response<pb::GetTopicAttributesResponse>, Status> {
         let how = consistency(&request)?;
         let name = topic_ref("topic_arn", &request.into_inner().topic_arn)?;
-        let QueryOutput::Topic(t, counts) = self
+        let (t, counts) = self
             .ctx
-            .query(how, Query::GetTopic { name: name.clone() })
-            .await?
-        else {
-            return Err(super::status::unexpected("GetTopicAttributes"));
-        };
+            .ask(how, crate::topics::GetTopic { name: name.clone() })
+            .await?;
         let attributes = topic_attributes(
             &self.topic_arn(&name),
             &self.ctx.identity.account_id,
@@ -363,19 +356,16 @@ impl pb::topics_server::Topics for TopicsApi {
         let how = consistency(&request)?;
         let (topic, id) =
             subscription_ref("subscription_arn", &request.into_inner().subscription_arn)?;
-        let QueryOutput::Subscription(t, s) = self
+        let (t, s) = self
             .ctx
-            .query(
+            .ask(
                 how,
-                Query::GetSubscription {
+                crate::topics::GetSubscription {
                     topic: topic.clone(),
                     id,
                 },
             )
-            .await?
-        else {
-            return Err(super::status::unexpected("GetSubscriptionAttributes"));
-        };
+            .await?;
         let mut a = subscriptions::describe(&t, &s);
         a.insert("SubscriptionArn".into(), self.subscription_arn(&topic, &s));
         a.insert("TopicArn".into(), self.topic_arn(&topic));
@@ -422,19 +412,16 @@ impl pb::topics_server::Topics for TopicsApi {
             ),
         )
         .map_err(super::status::from_domain)?;
-        let out = self
-            .ctx
-            .run(crate::topics::Publish {
-                topic_arn: self.topic_arn(&topic),
-                topic,
-                messages: vec![p],
-            })
-            .await?;
-        let mut results = out;
-        let published = results
-            .pop()
-            .ok_or_else(|| super::status::unexpected("Publish"))?
-            .map_err(super::status::from_domain)?;
+        let published = super::status::only(
+            self.ctx
+                .run(crate::topics::Publish {
+                    topic_arn: self.topic_arn(&topic),
+                    topic,
+                    messages: vec![p],
+                })
+                .await?,
+            "Publish",
+        )?;
         Ok(Response::new(pb::PublishResponse {
             message_id: published.message_id,
             sequence_number: published.sequence_number.unwrap_or_default(),
@@ -484,7 +471,7 @@ impl pb::topics_server::Topics for TopicsApi {
         }
         let mut successful = Vec::new();
         if !messages.is_empty() {
-            let out = self
+            let results = self
                 .ctx
                 .run(crate::topics::Publish {
                     topic_arn: self.topic_arn(&topic),
@@ -492,7 +479,6 @@ impl pb::topics_server::Topics for TopicsApi {
                     messages,
                 })
                 .await?;
-            let results = out;
             successful = join(ids, results, &mut failed, |id, p| {
                 pb::PublishBatchResultEntry {
                     id,
@@ -546,9 +532,7 @@ impl pb::topics_server::Topics for TopicsApi {
     ) -> Result<Response<pb::ListTagsForResourceResponse>, Status> {
         let how = consistency(&request)?;
         let name = topic_ref("resource_arn", &request.into_inner().resource_arn)?;
-        let QueryOutput::Topic(t, _) = self.ctx.query(how, Query::GetTopic { name }).await? else {
-            return Err(super::status::unexpected("ListTagsForResource"));
-        };
+        let (t, _) = self.ctx.ask(how, crate::topics::GetTopic { name }).await?;
         Ok(Response::new(pb::ListTagsForResourceResponse {
             tags: t.tags.into_iter().collect(),
         }))
@@ -571,20 +555,17 @@ impl TopicsApi {
         token: &str,
     ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
         let after = parse_token("next_token", token, 2)?.map(|v| (v[0].clone(), v[1].clone()));
-        let QueryOutput::Subscriptions(subs, next) = self
+        let (subs, next) = self
             .ctx
-            .query(
+            .ask(
                 how,
-                Query::ListSubscriptions {
+                crate::topics::ListSubscriptions {
                     topic,
                     after,
                     limit: PAGE,
                 },
             )
-            .await?
-        else {
-            return Err(super::status::unexpected("ListSubscriptions"));
-        };
+            .await?;
         Ok(Response::new(pb::ListSubscriptionsResponse {
             subscriptions: subs
                 .iter()

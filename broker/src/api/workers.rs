@@ -9,7 +9,6 @@ use tonic::{Request, Response, Status};
 
 use super::{Consistency, Context};
 use crate::clock::now_ms;
-use crate::command::{Query, QueryOutput};
 use crate::functions::concurrency::ProvisionedConfig;
 use crate::functions::events::Destination;
 use crate::mappings::checkpoints::{Checkpoint, Commit};
@@ -31,14 +30,8 @@ impl WorkersApi {
 
 /// The registered workers, from this node's applied state.
 pub fn registered(ctx: &Context) -> Result<Vec<WorkerRecord>, Status> {
-    match ctx
-        .router
-        .read_local(&Query::ListWorkers)?
-        .map_err(super::status::from_domain)?
-    {
-        QueryOutput::Workers(ws) => Ok(ws),
-        _ => Err(super::status::unexpected("ListWorkers")),
-    }
+    ctx.ask_local(crate::workers::ListWorkers)?
+        .map_err(super::status::from_domain)
 }
 
 /// Every provisioned configuration whose qualifier resolves, with what its
@@ -48,24 +41,20 @@ pub fn provisioned(
     ctx: &Context,
     function: Option<&str>,
 ) -> Result<Vec<(ProvisionedConfig, pb::RunSpec)>, Status> {
-    let QueryOutput::Provisioned(configs) = ctx
-        .router
-        .read_local(&Query::Provisioned {
+    let configs = ctx
+        .ask_local(crate::functions::Provisioned {
             name: function.map(str::to_string),
         })?
-        .map_err(super::status::from_domain)?
-    else {
-        return Err(super::status::unexpected("Provisioned"));
-    };
+        .map_err(super::status::from_domain)?;
     let mut out = Vec::new();
     for c in configs {
-        let target = ctx.router.read_local(&Query::InvokeTarget {
+        let target = ctx.ask_local(crate::functions::InvokeTarget {
             name: c.function.clone(),
             qualifier: c.qualifier.clone(),
         })?;
         // A qualifier that no longer resolves (its alias was deleted) keeps
         // nothing warm.
-        if let Ok(QueryOutput::Target(t)) = target {
+        if let Ok(t) = target {
             let (spec, _) =
                 crate::invocation::run_spec(ctx, &t.function, t.version.as_ref(), &c.qualifier);
             out.push((c, spec));
@@ -80,13 +69,13 @@ type MappingView = (Mapping, u32, Vec<Checkpoint>, u64);
 
 /// Reads one mapping's view (`None` when it or its function is gone).
 fn mapping_view(ctx: &Context, uuid: &str) -> Result<Option<MappingView>, Status> {
-    let Ok(QueryOutput::Mapping(m)) = ctx.router.read_local(&Query::GetMapping {
+    let Ok(m) = ctx.ask_local(crate::mappings::GetMapping {
         uuid: uuid.to_string(),
     })?
     else {
         return Ok(None);
     };
-    let Ok(QueryOutput::Function(f)) = ctx.router.read_local(&Query::GetFunction {
+    let Ok(f) = ctx.ask_local(crate::functions::GetFunction {
         name: m.function.clone(),
     })?
     else {
@@ -96,12 +85,12 @@ fn mapping_view(ctx: &Context, uuid: &str) -> Result<Option<MappingView>, Status
         Source::Queue(_) => (Vec::new(), 0),
         // This node has applied the leases, hence every checkpoint
         // committed under the slots' earlier epochs.
-        Source::Stream(_) => match ctx.router.read_local(&Query::MappingCheckpoints {
+        Source::Stream(_) => match ctx.ask_local(crate::mappings::MappingCheckpoints {
             function: m.function.clone(),
             uuid: uuid.to_string(),
         })? {
-            Ok(QueryOutput::Checkpoints(c, since)) => (c, since),
-            _ => return Ok(None),
+            Ok(found) => found,
+            Err(_) => return Ok(None),
         },
     };
     Ok(Some((m, f.settings.timeout_s, checkpoints, since)))
@@ -110,13 +99,9 @@ fn mapping_view(ctx: &Context, uuid: &str) -> Result<Option<MappingView>, Status
 /// The mapping slots `worker` holds, with their mappings' settings, from
 /// this node's applied state (each mapping read once).
 fn poll_leases(ctx: &Context, worker: &str) -> Result<Vec<pb::PollLease>, Status> {
-    let QueryOutput::Leases(leases) = ctx
-        .router
-        .read_local(&Query::ListLeases)?
-        .map_err(super::status::from_domain)?
-    else {
-        return Err(super::status::unexpected("ListLeases"));
-    };
+    let leases = ctx
+        .ask_local(crate::mappings::ListLeases)?
+        .map_err(super::status::from_domain)?;
     let mut views: HashMap<String, Option<MappingView>> = HashMap::new();
     let mut out = Vec::new();
     for l in leases.into_iter().filter(|l| l.worker == worker) {
@@ -303,15 +288,10 @@ impl pb::workers_server::Workers for WorkersApi {
         }
         // A package never changes under its hash: this node's copy will
         // do, unless it has not applied the function yet.
-        let query = Query::FunctionCode { sha256 };
-        let mut found = match self.ctx.query(Consistency::Local, query.clone()).await? {
-            QueryOutput::Code(c) => c,
-            _ => return Err(super::status::unexpected("GetCode")),
-        };
+        let query = crate::functions::FunctionCode { sha256 };
+        let mut found = self.ctx.ask(Consistency::Local, query.clone()).await?;
         if found.is_none() {
-            if let QueryOutput::Code(c) = self.ctx.query(Consistency::Linearizable, query).await? {
-                found = c;
-            }
+            found = self.ctx.ask(Consistency::Linearizable, query).await?;
         }
         let zip = found.ok_or_else(|| {
             super::status::from_domain(crate::error::DomainError::not_found(
@@ -358,7 +338,7 @@ impl pb::workers_server::Workers for WorkersApi {
         let r = request.into_inner();
         // Pollers of one mapping report the same result over and over:
         // what this node already has needs no write.
-        if let Ok(QueryOutput::Mapping(m)) = self.ctx.router.read_local(&Query::GetMapping {
+        if let Ok(m) = self.ctx.ask_local(crate::mappings::GetMapping {
             uuid: r.mapping_uuid.clone(),
         })? {
             if m.function == r.function_name && m.last_result == r.result {

@@ -19,14 +19,14 @@
 
 use std::collections::BTreeMap;
 
-pub mod commands;
 pub mod concurrency;
 pub mod events;
 pub mod invariants;
+pub mod operations;
 #[cfg(test)]
 mod scenarios;
 
-pub use commands::*;
+pub use operations::*;
 
 use serde::{Deserialize, Serialize};
 

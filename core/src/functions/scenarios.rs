@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::command::{Query, QueryOutput};
 use crate::functions::events::{Arns, Destination, EventConfig, RunOutcome, Settled};
 use crate::functions::{AliasSpec, SettingsChange, Target};
 use crate::queues::delivery::ReceiveRequest;
@@ -12,12 +11,12 @@ use crate::testing::{new_function, World};
 
 impl World {
     fn target(&self, name: &str, qualifier: &str) -> Result<Target, crate::error::DomainError> {
-        match self.query(Query::InvokeTarget {
-            name: name.into(),
-            qualifier: qualifier.into(),
-        })? {
-            QueryOutput::Target(t) => Ok(t),
-            other => panic!("{other:?}"),
+        {
+            let t = self.ask(crate::functions::InvokeTarget {
+                name: name.into(),
+                qualifier: qualifier.into(),
+            })?;
+            Ok(t)
         }
     }
 

@@ -23,9 +23,9 @@
 //! | `iam/np`, `iam/npol` | `u64`: principals and custom policies held |
 
 pub mod builtin;
-pub mod commands;
+pub mod operations;
 
-pub use commands::*;
+pub use operations::*;
 
 use serde::{Deserialize, Serialize};
 
@@ -131,54 +131,6 @@ pub enum Stored {
     Key(AccessKey),
     /// A custom policy.
     Policy(CustomPolicy),
-}
-
-/// A read of principals, keys or policies.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum IamQuery {
-    /// One principal.
-    Principal {
-        /// Its name.
-        name: String,
-    },
-    /// Principals in name order after `after`.
-    Principals {
-        /// Start after this name.
-        after: Option<String>,
-        /// At most this many.
-        limit: usize,
-    },
-    /// An access key and its principal (`None` when unknown).
-    AccessKey {
-        /// The access key id.
-        id: String,
-    },
-    /// One custom policy.
-    Policy {
-        /// Its name.
-        name: String,
-    },
-    /// Every custom policy.
-    Policies,
-    /// The generation counter.
-    Generation,
-}
-
-/// What an IAM query returns.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum IamQueryOutput {
-    /// One principal.
-    Principal(Principal),
-    /// A page of principals, and whether more follow.
-    Principals(Vec<Principal>, bool),
-    /// A key and its principal.
-    AccessKey(Option<(AccessKey, Principal)>),
-    /// One policy.
-    Policy(CustomPolicy),
-    /// Every custom policy.
-    Policies(Vec<CustomPolicy>),
-    /// The generation.
-    Generation(u64),
 }
 
 fn cut(s: &str) -> String {
@@ -334,52 +286,6 @@ fn too_many_attached() -> DomainError {
     )
 }
 
-/// Answers an IAM query.
-pub fn query(state: &dyn StateRead, query: &IamQuery) -> ApplyResult<IamQueryOutput> {
-    Ok(match query {
-        IamQuery::Principal { name } => IamQueryOutput::Principal(require_principal(state, name)?),
-        IamQuery::Principals { after, limit } => {
-            let all: Vec<Stored> = crate::store::records_under(state, &Key::new("iam/p").build())?;
-            let mut ps: Vec<Principal> = all
-                .into_iter()
-                .filter_map(|s| match s {
-                    Stored::Principal(p) => Some(p),
-                    _ => None,
-                })
-                .filter(|p| after.as_ref().is_none_or(|a| p.name > *a))
-                .collect();
-            ps.sort_by(|a, b| a.name.cmp(&b.name));
-            let limit = (*limit).clamp(1, LIST_MAX);
-            let more = ps.len() > limit;
-            ps.truncate(limit);
-            IamQueryOutput::Principals(ps, more)
-        }
-        IamQuery::AccessKey { id } => {
-            let found = match load(state, &access_key_key(id))? {
-                Some(Stored::Key(k)) => principal(state, &k.principal)?.map(|p| (k, p)),
-                _ => None,
-            };
-            IamQueryOutput::AccessKey(found)
-        }
-        IamQuery::Policy { name } => {
-            IamQueryOutput::Policy(policy(state, name)?.ok_or_else(|| no_policy(name))?)
-        }
-        IamQuery::Policies => {
-            let all: Vec<Stored> =
-                crate::store::records_under(state, &Key::new("iam/pol").build())?;
-            IamQueryOutput::Policies(
-                all.into_iter()
-                    .filter_map(|s| match s {
-                        Stored::Policy(p) => Some(p),
-                        _ => None,
-                    })
-                    .collect(),
-            )
-        }
-        IamQuery::Generation => IamQueryOutput::Generation(counter(state, "iam/gen")?),
-    })
-}
-
 /// Checks the IAM invariants: the counts that cap principals and policies
 /// equal their records.
 pub fn check(state: &dyn StateRead) -> Result<(), crate::invariant::CheckError> {
@@ -399,21 +305,11 @@ pub fn check(state: &dyn StateRead) -> Result<(), crate::invariant::CheckError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Query, QueryOutput};
+
     use crate::testing::World;
 
-    fn ask(w: &World, q: IamQuery) -> Result<IamQueryOutput, DomainError> {
-        match w.query(Query::Iam(q))? {
-            QueryOutput::Iam(o) => Ok(o),
-            other => panic!("{other:?}"),
-        }
-    }
-
     fn generation(w: &World) -> u64 {
-        match ask(w, IamQuery::Generation).unwrap() {
-            IamQueryOutput::Generation(g) => g,
-            other => panic!("{other:?}"),
-        }
+        w.ask(Generation).unwrap()
     }
 
     fn create(w: &mut World, name: &str, policies: &[&str]) -> Result<Principal, DomainError> {
@@ -442,20 +338,14 @@ mod tests {
         add_key(&mut w, "alice", "SLAKAAAAAAAAAAAAAAA2").unwrap();
         let e = add_key(&mut w, "alice", "SLAKAAAAAAAAAAAAAAA3").unwrap_err();
         assert_eq!(e.code, "LimitExceeded");
-        match ask(
-            &w,
-            IamQuery::AccessKey {
+        let (k, p) = w
+            .ask(GetAccessKey {
                 id: "SLAKAAAAAAAAAAAAAAA2".into(),
-            },
-        )
-        .unwrap()
-        {
-            IamQueryOutput::AccessKey(Some((k, p))) => {
-                assert_eq!(k.principal, "alice");
-                assert_eq!(p.keys.len(), 2);
-            }
-            other => panic!("{other:?}"),
-        }
+            })
+            .unwrap()
+            .expect("the key exists");
+        assert_eq!(k.principal, "alice");
+        assert_eq!(p.keys.len(), 2);
         w.run(PutPolicy {
                 name: "orders".into(),
                 document: r#"{"Statement": {"Effect": "Allow", "Action": "sqs:*", "Resource": "arn:aws:sqs:*:*:orders"}}"#.into(),
@@ -486,17 +376,12 @@ mod tests {
             name: "alice".into(),
         })
         .unwrap();
-        match ask(
-            &w,
-            IamQuery::AccessKey {
+        let gone = w
+            .ask(GetAccessKey {
                 id: "SLAKAAAAAAAAAAAAAAA1".into(),
-            },
-        )
-        .unwrap()
-        {
-            IamQueryOutput::AccessKey(None) => {}
-            other => panic!("the key went with its principal: {other:?}"),
-        }
+            })
+            .unwrap();
+        assert!(gone.is_none(), "the key went with its principal: {gone:?}");
         // Refused commands do not bump the generation.
         let g = generation(&w);
         assert!(create(&mut w, "bob", &["NoSuchPolicy"]).is_err());

@@ -198,7 +198,7 @@ pub fn drop_mapping(txn: &mut Txn<'_>, function: &str, uuid: &str) -> ApplyResul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Query, QueryOutput};
+
     use crate::mappings::{settle, NewMapping, SettingsChange, Source};
     use crate::streams::CreateStream;
     use crate::testing::{new_function, World};
@@ -233,9 +233,9 @@ mod tests {
     }
 
     fn epoch(w: &World, slot: u32) -> u64 {
-        match w.query(Query::ListLeases).unwrap() {
-            QueryOutput::Leases(l) => l.iter().find(|l| l.slot == slot).unwrap().epoch,
-            other => panic!("{other:?}"),
+        {
+            let l = w.ask(crate::mappings::ListLeases).unwrap();
+            l.iter().find(|l| l.slot == slot).unwrap().epoch
         }
     }
 
@@ -261,17 +261,14 @@ mod tests {
     }
 
     fn checkpoints(w: &World) -> Vec<(u32, u64, bool)> {
-        match w
-            .query(Query::MappingCheckpoints {
-                function: "f".into(),
-                uuid: "m".into(),
-            })
-            .unwrap()
         {
-            QueryOutput::Checkpoints(c, _) => {
-                c.iter().map(|c| (c.slot, c.seq, c.finished)).collect()
-            }
-            other => panic!("{other:?}"),
+            let (c, _) = w
+                .ask(crate::mappings::MappingCheckpoints {
+                    function: "f".into(),
+                    uuid: "m".into(),
+                })
+                .unwrap();
+            c.iter().map(|c| (c.slot, c.seq, c.finished)).collect()
         }
     }
 
@@ -319,10 +316,9 @@ mod tests {
     #[test]
     fn a_new_parallelization_restarts_parts_from_the_least_advanced_and_revokes_leases() {
         let mut w = world();
-        let m = match w.query(Query::GetMapping { uuid: "m".into() }).unwrap() {
-            QueryOutput::Mapping(m) => m,
-            other => panic!("{other:?}"),
-        };
+        let m = w
+            .ask(crate::mappings::GetMapping { uuid: "m".into() })
+            .unwrap();
         let change = |pf| SettingsChange {
             parallelization_factor: Some(pf),
             ..Default::default()
@@ -342,10 +338,9 @@ mod tests {
         let (e0, e1) = (epoch(&w, 0), epoch(&w, 1));
         commit(&mut w, "a", 0, e0, 7, false).unwrap();
         commit(&mut w, "b", 1, e1, 3, false).unwrap();
-        let m = match w.query(Query::GetMapping { uuid: "m".into() }).unwrap() {
-            QueryOutput::Mapping(m) => m,
-            other => panic!("{other:?}"),
-        };
+        let m = w
+            .ask(crate::mappings::GetMapping { uuid: "m".into() })
+            .unwrap();
         let three = settle(Some(&two), &m.source, false, &change(3)).unwrap();
         update(&mut w, three, m.modified_ms);
         // Shard 0's parts all start after 3; shard 1 had no complete set
@@ -354,9 +349,9 @@ mod tests {
             checkpoints(&w),
             [(0, 3, false), (1, 3, false), (2, 3, false)]
         );
-        match w.query(Query::ListLeases).unwrap() {
-            QueryOutput::Leases(l) => assert!(l.is_empty(), "{l:?}"),
-            other => panic!("{other:?}"),
+        {
+            let l = w.ask(crate::mappings::ListLeases).unwrap();
+            assert!(l.is_empty(), "{l:?}")
         }
         assert_eq!(
             commit(&mut w, "a", 0, e0, 8, false).unwrap_err(),

@@ -12,11 +12,11 @@
 //! | `esmid/{uuid}` | the function's name |
 
 pub mod checkpoints;
-pub mod commands;
 pub mod invariants;
 pub mod leases;
+pub mod operations;
 
-pub use commands::*;
+pub use operations::*;
 
 use serde::{Deserialize, Serialize};
 
@@ -618,7 +618,7 @@ pub fn delete_of_function(txn: &mut Txn<'_>, function: &str) -> ApplyResult<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Query, QueryOutput};
+
     use crate::testing::World;
 
     fn queue() -> Source {
@@ -894,10 +894,9 @@ mod tests {
         let e = w.run(new_mapping("u2", queue())).unwrap_err();
         assert_eq!(e.code, "ResourceConflictException");
         w.run(new_mapping("u3", stream())).unwrap();
-        let QueryOutput::Mappings(all) = w.query(Query::ListMappings { function: None }).unwrap()
-        else {
-            panic!()
-        };
+        let all = w
+            .ask(crate::mappings::ListMappings { function: None })
+            .unwrap();
         assert_eq!(all.len(), 2);
         // Updates are fenced by the version read at the edge.
         let mut disabled = m.settings.clone();
@@ -935,15 +934,18 @@ mod tests {
             uuid: "u1".into(),
         })
         .unwrap();
-        assert!(w.query(Query::GetMapping { uuid: "u1".into() }).is_err());
+        assert!(w
+            .ask(crate::mappings::GetMapping { uuid: "u1".into() })
+            .is_err());
         // Deleting the function deletes its mappings.
         w.run(crate::functions::DeleteFunction { name: "f".into() })
             .unwrap();
-        let QueryOutput::Mappings(all) = w.query(Query::ListMappings { function: None }).unwrap()
-        else {
-            panic!()
-        };
+        let all = w
+            .ask(crate::mappings::ListMappings { function: None })
+            .unwrap();
         assert!(all.is_empty());
-        assert!(w.query(Query::GetMapping { uuid: "u3".into() }).is_err());
+        assert!(w
+            .ask(crate::mappings::GetMapping { uuid: "u3".into() })
+            .is_err());
     }
 }

@@ -15,19 +15,19 @@
 //! Messages live under the queue's id; see [`layout`].
 
 pub mod attributes;
-pub mod commands;
 pub mod delivery;
 pub mod fifo;
 pub mod housekeeping;
 pub mod invariants;
 pub mod layout;
 pub mod message;
+pub mod operations;
 pub mod receipt;
 pub mod redrive;
 #[cfg(test)]
 mod scenarios;
 
-pub use commands::*;
+pub use operations::*;
 
 use std::collections::BTreeMap;
 

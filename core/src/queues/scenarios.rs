@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::apply::{Ctx, Effect, Effects};
-use crate::command::{Command, Query, QueryOutput};
+use crate::command::Command;
 use crate::error::{DomainError, ErrorKind};
 use crate::machine;
 use crate::queues::delivery::{ReceiveRequest, Received, SentMessage};
@@ -92,10 +92,9 @@ impl World {
     }
 
     fn counts(&self, queue: &str) -> QueueState {
-        match machine::query(&self.state, &Query::QueueDetails { name: queue.into() }).unwrap() {
-            QueryOutput::QueueDetails(_, s) => s,
-            other => panic!("{other:?}"),
-        }
+        self.ask(crate::queues::QueueDetails { name: queue.into() })
+            .unwrap()
+            .1
     }
 
     fn tick(&mut self, queue: &str) -> housekeeping::Tick {

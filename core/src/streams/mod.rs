@@ -13,16 +13,16 @@
 //! | `sgc/{id}` | a deleted stream to collect |
 //! | `seq/stream-id` | next stream id |
 
-pub mod commands;
 pub mod hashing;
 pub mod invariants;
 pub mod iterator;
+pub mod operations;
 pub mod records;
 #[cfg(test)]
 mod scenarios;
 pub mod shards;
 
-pub use commands::*;
+pub use operations::*;
 
 use std::collections::BTreeMap;
 

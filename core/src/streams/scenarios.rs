@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::apply::Effect;
-use crate::command::{Query, QueryOutput};
 use crate::error::DomainError;
 use crate::store::StateRead;
 use crate::streams::hashing;
@@ -53,27 +52,19 @@ impl World {
     }
 
     fn stream(&self, name: &str) -> Stream {
-        match self
-            .query(Query::DescribeStream { name: name.into() })
+        self.ask(crate::streams::DescribeStream { name: name.into() })
             .unwrap()
-        {
-            QueryOutput::Stream(s) => s,
-            other => panic!("{other:?}"),
-        }
     }
 
     fn position(&self, name: &str, shard: u32, p: Position) -> (u64, u64) {
-        match self
-            .query(Query::ResolvePosition {
+        let at = self
+            .ask(crate::streams::ResolvePosition {
                 name: name.into(),
                 shard,
                 position: p,
             })
-            .unwrap()
-        {
-            QueryOutput::Position { stream, seq } => (stream, seq),
-            other => panic!("{other:?}"),
-        }
+            .unwrap();
+        (at.stream, at.seq)
     }
 
     fn read(&self, name: &str, shard: u32, p: Position, limit: u32) -> Read {
@@ -82,19 +73,14 @@ impl World {
     }
 
     fn read_from(&self, stream: u64, shard: u32, from: u64, limit: u32) -> Read {
-        match self
-            .query(Query::ReadShard {
-                stream,
-                shard,
-                from,
-                limit,
-                max_bytes: records::READ_BYTES_MAX,
-            })
-            .unwrap()
-        {
-            QueryOutput::Records(r) => r,
-            other => panic!("{other:?}"),
-        }
+        self.ask(crate::streams::ReadShard {
+            stream,
+            shard,
+            from,
+            limit,
+            max_bytes: records::READ_BYTES_MAX,
+        })
+        .unwrap()
     }
 
     /// Reads every shard in lineage order (parents before children) from
@@ -217,7 +203,7 @@ fn every_iterator_type_starts_where_it_says() {
         Position::After(u64::MAX),
     ] {
         let err = w
-            .query(Query::ResolvePosition {
+            .ask(crate::streams::ResolvePosition {
                 name: "s".into(),
                 shard: 0,
                 position: p,
@@ -537,7 +523,7 @@ fn a_deleted_stream_is_collected_and_its_iterators_fail() {
     w.run(crate::streams::DeleteStream { name: "s".into() })
         .unwrap();
     let err = w
-        .query(Query::ReadShard {
+        .ask(crate::streams::ReadShard {
             stream: sid,
             shard: 0,
             from: 1,

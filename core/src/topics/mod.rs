@@ -22,9 +22,9 @@
 //! | `tdedupx/{id}/{expiry ms}/{dedup id}` | expiry index of the above |
 //! | `tgc/{id}` | a deleted topic whose keys are still being collected |
 
-pub mod commands;
 pub mod envelope;
 pub mod invariants;
+pub mod operations;
 pub mod outbox;
 pub mod policy;
 pub mod publish;
@@ -33,7 +33,7 @@ mod scenarios;
 pub mod subscription;
 pub mod subscriptions;
 
-pub use commands::*;
+pub use operations::*;
 
 use std::collections::BTreeMap;
 

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use crate::apply::Effect;
-use crate::command::{Query, QueryOutput};
 use crate::error::ErrorKind;
 use crate::queues::delivery::{ReceiveRequest, Received};
 use crate::queues::message::AttributeValue;
@@ -124,10 +123,9 @@ impl World {
     }
 
     fn settle(&mut self, topic: &str, results: Vec<(u64, Outcome)>) -> outbox::Settled {
-        let QueryOutput::Topic(t, _) = self.query(Query::GetTopic { name: topic.into() }).unwrap()
-        else {
-            panic!()
-        };
+        let (t, _) = self
+            .ask(crate::topics::GetTopic { name: topic.into() })
+            .unwrap();
         self.run(crate::topics::SettleDeliveries {
             topic: topic.into(),
             topic_id: t.id,
@@ -411,10 +409,7 @@ fn subscribing_twice_returns_the_same_subscription_and_unsubscribe_stops_deliver
         &[],
     );
     assert_eq!(a.id, b.id);
-    let QueryOutput::Topic(_, counts) = w.query(Query::GetTopic { name: "t".into() }).unwrap()
-    else {
-        panic!()
-    };
+    let (_, counts) = w.ask(crate::topics::GetTopic { name: "t".into() }).unwrap();
     assert_eq!(counts.confirmed, 1);
     w.run(crate::topics::Unsubscribe {
         topic: "t".into(),
@@ -441,16 +436,13 @@ fn bad_subscription_attributes_change_nothing() {
         .unwrap_err();
     assert_eq!(e.field.as_deref(), Some("attributes.FilterPolicy"));
     assert!(e.message.contains("nope"), "{}", e.message);
-    let QueryOutput::Subscriptions(subs, _) = w
-        .query(Query::ListSubscriptions {
+    let (subs, _) = w
+        .ask(crate::topics::ListSubscriptions {
             topic: Some("t".into()),
             after: None,
             limit: 100,
         })
-        .unwrap()
-    else {
-        panic!()
-    };
+        .unwrap();
     assert!(subs.is_empty());
 }
 
@@ -459,9 +451,7 @@ fn deleting_a_topic_collects_its_subscriptions_and_outbox() {
     let mut w = World::new();
     w.topic("t", &[]);
     w.subscribe("t", Protocol::Http, "http://127.0.0.1:9/x", &[]);
-    let QueryOutput::Topic(t, _) = w.query(Query::GetTopic { name: "t".into() }).unwrap() else {
-        panic!()
-    };
+    let (t, _) = w.ask(crate::topics::GetTopic { name: "t".into() }).unwrap();
     w.run(crate::topics::DeleteTopic { name: "t".into() })
         .unwrap();
     assert!(w.due().is_empty());
@@ -494,14 +484,11 @@ fn collecting_a_large_topic_takes_bounded_steps() {
         )
         .unwrap();
     }
-    let QueryOutput::Topic(t, _) = w
-        .query(Query::GetTopic {
+    let (t, _) = w
+        .ask(crate::topics::GetTopic {
             name: "big.fifo".into(),
         })
-        .unwrap()
-    else {
-        panic!()
-    };
+        .unwrap();
     w.run(crate::topics::DeleteTopic {
         name: "big.fifo".into(),
     })
@@ -580,16 +567,13 @@ fn subscription_pages_cover_every_topic_once() {
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let QueryOutput::Subscriptions(page, next) = w
-            .query(Query::ListSubscriptions {
+        let (page, next) = w
+            .ask(crate::topics::ListSubscriptions {
                 topic: None,
                 after: after.clone(),
                 limit: 2,
             })
-            .unwrap()
-        else {
-            panic!()
-        };
+            .unwrap();
         assert!(page.len() <= 2);
         seen.extend(page.into_iter().map(|(t, s)| (t.name, s.id)));
         match next {

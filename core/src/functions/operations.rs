@@ -1,13 +1,16 @@
-//! The function commands: what each changes, what it returns and how it
-//! applies (through the modules of [`crate::functions`]).
+//! The function operations: the commands that change functions, their
+//! versions, aliases, concurrency and events (what each returns and how it
+//! applies, through the modules of [`crate::functions`]) and the reads of
+//! them.
 
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{Ctx, Effects};
 use crate::error::ApplyResult;
 use crate::functions::{self, events, Alias, CreateFunction, Function, Version};
-use crate::operation::Operation;
-use crate::store::Txn;
+use crate::functions::{concurrency, Target};
+use crate::operation::{Lookup, Operation};
+use crate::store::{StateRead, Txn};
 
 impl Operation for CreateFunction {
     type Output = Function;
@@ -311,5 +314,166 @@ impl Operation for PutProvisionedConcurrency {
             requested,
         } = self;
         functions::concurrency::put_provisioned(txn, name, qualifier, *requested)
+    }
+}
+
+/// A function's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetFunction {
+    /// Function name.
+    pub name: String,
+}
+
+impl Lookup for GetFunction {
+    type Output = Function;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let GetFunction { name } = self;
+        functions::require(state, name)
+    }
+}
+
+/// A page of functions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListFunctions {
+    /// Continue after this name.
+    pub after: Option<String>,
+    /// Page size.
+    pub limit: u32,
+}
+
+impl Lookup for ListFunctions {
+    type Output = (Vec<Function>, bool);
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let ListFunctions { after, limit } = self;
+        let (fs, more) = functions::list(state, after.as_deref(), *limit as usize)?;
+        Ok((fs, more))
+    }
+}
+
+/// A function's published versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListVersions {
+    /// Function name.
+    pub name: String,
+}
+
+impl Lookup for ListVersions {
+    type Output = (Function, Vec<Version>);
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let ListVersions { name } = self;
+        Ok((
+            functions::require(state, name)?,
+            functions::versions(state, name)?,
+        ))
+    }
+}
+
+/// A function's aliases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListAliases {
+    /// Function name.
+    pub name: String,
+}
+
+impl Lookup for ListAliases {
+    type Output = Vec<Alias>;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let ListAliases { name } = self;
+        functions::require(state, name)?;
+        functions::aliases(state, name)
+    }
+}
+
+/// What an invocation with a qualifier runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvokeTarget {
+    /// Function name.
+    pub name: String,
+    /// `$LATEST`, a version or an alias.
+    pub qualifier: String,
+}
+
+impl Lookup for InvokeTarget {
+    type Output = Target;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let InvokeTarget { name, qualifier } = self;
+        functions::target(state, name, qualifier)
+    }
+}
+
+/// A function's asynchronous invocation settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventInvokeConfig {
+    /// Function name.
+    pub name: String,
+}
+
+impl Lookup for EventInvokeConfig {
+    type Output = events::EventConfig;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let EventInvokeConfig { name } = self;
+        functions::require(state, name)?;
+        functions::events::config(state, name)
+    }
+}
+
+/// A code package by hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionCode {
+    /// Hex SHA-256.
+    pub sha256: String,
+}
+
+impl Lookup for FunctionCode {
+    type Output = Option<Vec<u8>>;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let FunctionCode { sha256 } = self;
+        functions::code(state, sha256)
+    }
+}
+
+/// A function's reserved concurrency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionConcurrency {
+    /// Function name.
+    pub name: String,
+}
+
+impl Lookup for FunctionConcurrency {
+    type Output = Option<u32>;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let FunctionConcurrency { name } = self;
+        functions::require(state, name)?;
+        functions::concurrency::reserved(state, name)
+    }
+}
+
+/// Provisioned concurrency configurations: one function's, or all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provisioned {
+    /// Function name; every function's when `None`.
+    pub name: Option<String>,
+}
+
+impl Lookup for Provisioned {
+    type Output = Vec<concurrency::ProvisionedConfig>;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let Provisioned { name } = self;
+        Ok(match name {
+            Some(name) => {
+                functions::require(state, name)?;
+                functions::concurrency::provisioned_of(state, name)?
+            }
+            None => functions::concurrency::provisioned_all(state)?,
+        })
     }
 }

@@ -1,13 +1,17 @@
-//! The stream commands: what each changes, what it returns and how it
-//! applies (through the modules of [`crate::streams`]).
+//! The stream operations: the commands that change streams and their
+//! shards (what each returns and how it applies, through the modules of
+//! [`crate::streams`]) and the reads of them.
 
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{Ctx, Effects};
 use crate::error::{ApplyResult, DomainError};
-use crate::operation::Operation;
-use crate::store::Txn;
+use crate::operation::{Lookup, Operation};
+use crate::store::{StateRead, Txn};
+use crate::streams::iterator::Position;
+use crate::streams::records::Read;
 use crate::streams::records::{self, NewRecord, Placed};
+use crate::streams::Stream;
 use crate::streams::{self, shards, ConsumerMeta, CreateStream};
 
 impl Operation for CreateStream {
@@ -278,5 +282,144 @@ impl Operation for CollectStream {
     ) -> ApplyResult<Self::Output> {
         let CollectStream { sid } = self;
         records::collect(txn, *sid)
+    }
+}
+
+/// A stream's record (settings, shard map, consumers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DescribeStream {
+    /// Stream name.
+    pub name: String,
+}
+
+impl Lookup for DescribeStream {
+    type Output = Stream;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let DescribeStream { name } = self;
+        streams::require(state, name)
+    }
+}
+
+/// A page of stream names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListStreams {
+    /// Continue after this name.
+    pub after: Option<String>,
+    /// Page size.
+    pub limit: u32,
+}
+
+impl Lookup for ListStreams {
+    type Output = (Vec<String>, bool);
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let ListStreams { after, limit } = self;
+        let (names, more) = streams::list(state, after.as_deref(), *limit as usize)?;
+        Ok((names, more))
+    }
+}
+
+/// Records of a shard from a position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadShard {
+    /// Stream id.
+    pub stream: u64,
+    /// Shard index.
+    pub shard: u32,
+    /// First record number wanted.
+    pub from: u64,
+    /// Most records.
+    pub limit: u32,
+    /// About this many bytes at most.
+    pub max_bytes: u64,
+}
+
+impl Lookup for ReadShard {
+    type Output = Read;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let ReadShard {
+            stream,
+            shard,
+            from,
+            limit,
+            max_bytes,
+        } = self;
+        records::read(
+            state,
+            *stream,
+            *shard,
+            *from,
+            *limit as usize,
+            *max_bytes as usize,
+        )
+    }
+}
+
+/// Where a starting position points in a shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvePosition {
+    /// Stream name.
+    pub name: String,
+    /// Shard index.
+    pub shard: u32,
+    /// The position.
+    pub position: Position,
+}
+
+/// Where a [`ResolvePosition`] points: the stream's id and a record number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolved {
+    /// Stream id.
+    pub stream: u64,
+    /// Record number.
+    pub seq: u64,
+}
+
+impl Lookup for ResolvePosition {
+    type Output = Resolved;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let ResolvePosition {
+            name,
+            shard,
+            position,
+        } = self;
+        let s = streams::require(state, name)?;
+        if s.shard(*shard).is_none() {
+            return Err(crate::error::DomainError::not_found(
+                "ResourceNotFoundException",
+                format!(
+                    "shard_id: stream {name:?} has no shard {}",
+                    streams::shard_id(*shard)
+                ),
+            )
+            .into());
+        }
+        let st = records::load_state(state, s.id, *shard)?;
+        // A number the shard has not issued would silently skip the
+        // records written before it: refuse it, as Kinesis does.
+        let never_issued = |n: u64| {
+            streams::invalid(
+                "starting_sequence_number",
+                format!(
+                    "{} was never issued: shard {} has issued up to {}",
+                    streams::sequence_number(n, *shard),
+                    streams::shard_id(*shard),
+                    streams::sequence_number(st.last_seq(), *shard)
+                ),
+            )
+        };
+        let seq = match position {
+            Position::TrimHorizon => st.first_seq,
+            Position::Latest => st.next_seq,
+            Position::At(n) if *n == 0 || *n > st.last_seq() => return Err(never_issued(*n).into()),
+            Position::At(n) => *n,
+            Position::After(n) if *n > st.last_seq() => return Err(never_issued(*n).into()),
+            Position::After(n) => n + 1,
+            Position::AtTimestamp(ms) => records::seq_at_time(state, s.id, *shard, *ms)?,
+        };
+        Ok(Resolved { stream: s.id, seq })
     }
 }

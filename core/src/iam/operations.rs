@@ -1,19 +1,21 @@
-//! The IAM commands: what each changes and how it applies. Every one moves
-//! the IAM generation, which tells the nodes' authenticators to reload.
+//! The IAM operations: the commands that change principals, access keys and
+//! policies (every one moves the IAM generation, which tells the nodes'
+//! authenticators to reload) and the reads of them.
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    access_key_key, builtin, bump_generation, count_one_less, count_one_more, load, no_policy,
-    policy, policy_exists, policy_key, principal, principal_key, require_principal, save_principal,
-    too_many_attached, validate_name, validate_policy, AccessKey, CustomPolicy, KeyMeta, Kind,
-    Principal, Stored, ATTACHED_MAX, KEYS_PER_PRINCIPAL, POLICIES_MAX, PRINCIPALS_MAX,
+    access_key_key, builtin, bump_generation, count_one_less, count_one_more, counter, load,
+    no_policy, policy, policy_exists, policy_key, principal, principal_key, require_principal,
+    save_principal, too_many_attached, validate_name, validate_policy, AccessKey, CustomPolicy,
+    KeyMeta, Kind, Principal, Stored, ATTACHED_MAX, KEYS_PER_PRINCIPAL, LIST_MAX, POLICIES_MAX,
+    PRINCIPALS_MAX,
 };
 use crate::apply::{Ctx, Effects};
 use crate::error::{ApplyResult, DomainError};
-use crate::operation::Operation;
+use crate::operation::{Lookup, Operation};
 use crate::store::keys::Key;
-use crate::store::Txn;
+use crate::store::{StateRead, Txn};
 
 /// Make a principal, with policies attached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -366,5 +368,114 @@ impl Operation for DetachPolicy {
         p.policies.retain(|x| x != pol);
         save_principal(txn, &p);
         Ok(p)
+    }
+}
+
+/// One principal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetPrincipal {
+    /// Its name.
+    pub name: String,
+}
+
+impl Lookup for GetPrincipal {
+    type Output = Principal;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        require_principal(state, &self.name)
+    }
+}
+
+/// Principals in name order after `after`, and whether more follow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListPrincipals {
+    /// Start after this name.
+    pub after: Option<String>,
+    /// At most this many (1 to [`LIST_MAX`]).
+    pub limit: usize,
+}
+
+impl Lookup for ListPrincipals {
+    type Output = (Vec<Principal>, bool);
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let all: Vec<Stored> = crate::store::records_under(state, &Key::new("iam/p").build())?;
+        let mut ps: Vec<Principal> = all
+            .into_iter()
+            .filter_map(|s| match s {
+                Stored::Principal(p) => Some(p),
+                _ => None,
+            })
+            .filter(|p| self.after.as_ref().is_none_or(|a| p.name > *a))
+            .collect();
+        ps.sort_by(|a, b| a.name.cmp(&b.name));
+        let limit = self.limit.clamp(1, LIST_MAX);
+        let more = ps.len() > limit;
+        ps.truncate(limit);
+        Ok((ps, more))
+    }
+}
+
+/// An access key and its principal (`None` when unknown).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetAccessKey {
+    /// The access key id.
+    pub id: String,
+}
+
+impl Lookup for GetAccessKey {
+    type Output = Option<(AccessKey, Principal)>;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        Ok(match load(state, &access_key_key(&self.id))? {
+            Some(Stored::Key(k)) => principal(state, &k.principal)?.map(|p| (k, p)),
+            _ => None,
+        })
+    }
+}
+
+/// One custom policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetPolicy {
+    /// Its name.
+    pub name: String,
+}
+
+impl Lookup for GetPolicy {
+    type Output = CustomPolicy;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        Ok(policy(state, &self.name)?.ok_or_else(|| no_policy(&self.name))?)
+    }
+}
+
+/// Every custom policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListPolicies;
+
+impl Lookup for ListPolicies {
+    type Output = Vec<CustomPolicy>;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let all: Vec<Stored> = crate::store::records_under(state, &Key::new("iam/pol").build())?;
+        Ok(all
+            .into_iter()
+            .filter_map(|s| match s {
+                Stored::Policy(p) => Some(p),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// The IAM generation: it moves with every IAM command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generation;
+
+impl Lookup for Generation {
+    type Output = u64;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        counter(state, "iam/gen")
     }
 }

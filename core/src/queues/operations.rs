@@ -1,19 +1,21 @@
-//! The queue commands: what each changes, what it returns and how
-//! it applies (through the modules of [`crate::queues`]).
+//! The queue operations: the commands that change queues and their
+//! messages (what each returns and how it applies, through the modules of
+//! [`crate::queues`]) and the reads of them.
 
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{Ctx, Effects};
 use crate::error::{ApplyResult, DomainError};
-use crate::operation::Operation;
+use crate::operation::{Lookup, Operation};
 use crate::queues::delivery::{ReceiveOutcome, ReceiveRequest, SentMessage};
 use crate::queues::housekeeping::Tick;
-use crate::queues::layout::Moving;
+use crate::queues::layout::{self, MoveTask, Moving, QueueState};
 use crate::queues::message::NewMessage;
 use crate::queues::receipt::Receipt;
 use crate::queues::redrive::Step;
 use crate::queues::{self, delivery, housekeeping, redrive, CreateQueue};
-use crate::store::Txn;
+use crate::queues::{ListQueues, Queue, QueuePage};
+use crate::store::{StateRead, Txn};
 
 impl Operation for CreateQueue {
     type Output = bool;
@@ -382,5 +384,102 @@ impl Operation for MoveTaskStep {
     ) -> ApplyResult<Self::Output> {
         let MoveTaskStep { queue } = self;
         redrive::step_task(txn, ctx, queue)
+    }
+}
+
+/// One queue's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetQueue {
+    /// Queue name.
+    pub name: String,
+}
+
+impl Lookup for GetQueue {
+    type Output = Queue;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let GetQueue { name } = self;
+        queues::require(state, name)
+    }
+}
+
+impl Lookup for ListQueues {
+    type Output = QueuePage;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let req = self;
+        queues::list(state, req)
+    }
+}
+
+/// A queue's record with its message counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDetails {
+    /// Queue name.
+    pub name: String,
+}
+
+impl Lookup for QueueDetails {
+    type Output = (Queue, QueueState);
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let QueueDetails { name } = self;
+        let q = queues::require(state, name)?;
+        let s = layout::load_state(state, q.id)?;
+        Ok((q, s))
+    }
+}
+
+/// The name of the queue with an id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueName {
+    /// Queue id.
+    pub qid: u64,
+}
+
+impl Lookup for QueueName {
+    type Output = Option<String>;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let QueueName { qid } = self;
+        queues::name_of(state, *qid)
+    }
+}
+
+/// Queues that use a queue as their dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterSources {
+    /// The dead-letter queue.
+    pub name: String,
+    /// Continue after this name.
+    pub after: Option<String>,
+    /// Page size.
+    pub limit: u32,
+}
+
+impl Lookup for DeadLetterSources {
+    type Output = QueuePage;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let DeadLetterSources { name, after, limit } = self;
+        queues::require(state, name)?;
+        queues::dead_letter_sources(state, name, after.as_deref(), *limit as usize)
+    }
+}
+
+/// A queue's move tasks, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveTasks {
+    /// Queue name.
+    pub name: String,
+}
+
+impl Lookup for MoveTasks {
+    type Output = Vec<MoveTask>;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let MoveTasks { name } = self;
+        let q = queues::require(state, name)?;
+        redrive::tasks(state, q.id)
     }
 }

@@ -1,16 +1,19 @@
-//! The topic commands: what each changes, what it returns and how
-//! it applies (through the modules of [`crate::topics`]).
+//! The topic operations: the commands that change topics, their
+//! subscriptions and outboxes (what each returns and how it applies, through
+//! the modules of [`crate::topics`]) and the reads of them.
 
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{Ctx, Effects};
 use crate::error::{ApplyResult, DomainError};
-use crate::operation::Operation;
-use crate::store::Txn;
+use crate::operation::{Lookup, Operation};
+use crate::store::{StateRead, Txn};
 use crate::topics::outbox::{self, Settled};
 use crate::topics::publish::{self, Published};
+use crate::topics::subscription::{self, Subscription};
 use crate::topics::subscriptions::{self, Subscribe, Subscribed};
 use crate::topics::{self, CreateTopic};
+use crate::topics::{Topic, TopicCounts};
 
 impl Operation for CreateTopic {
     type Output = bool;
@@ -272,5 +275,94 @@ impl Operation for CollectTopic {
     ) -> ApplyResult<Self::Output> {
         let CollectTopic { tid } = self;
         topics::collect(txn, *tid)
+    }
+}
+
+/// A topic with its subscription and outbox counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetTopic {
+    /// Topic name.
+    pub name: String,
+}
+
+impl Lookup for GetTopic {
+    type Output = (Topic, TopicCounts);
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let GetTopic { name } = self;
+        let (t, c) = topics::details(state, name)?;
+        Ok((t, c))
+    }
+}
+
+/// A page of topic names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListTopics {
+    /// Continue after this name.
+    pub after: Option<String>,
+    /// Page size.
+    pub limit: u32,
+}
+
+impl Lookup for ListTopics {
+    type Output = (Vec<String>, bool);
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let ListTopics { after, limit } = self;
+        let (names, more) = topics::list(state, after.as_deref(), *limit as usize)?;
+        Ok((names, more))
+    }
+}
+
+/// One subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetSubscription {
+    /// Topic name.
+    pub topic: String,
+    /// Subscription id.
+    pub id: String,
+}
+
+impl Lookup for GetSubscription {
+    type Output = (Topic, Subscription);
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let GetSubscription { topic, id } = self;
+        let t = topics::require(state, topic)?;
+        let s = subscription::require_sub(state, t.id, id)?;
+        Ok((t, s))
+    }
+}
+
+/// A page of subscriptions, of one topic or of all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListSubscriptions {
+    /// Only this topic's.
+    pub topic: Option<String>,
+    /// Continue after this (topic, subscription id).
+    pub after: Option<(String, String)>,
+    /// Page size.
+    pub limit: u32,
+}
+
+impl Lookup for ListSubscriptions {
+    type Output = (Vec<(Topic, Subscription)>, Option<(String, String)>);
+
+    fn read(
+        &self,
+        state: &dyn StateRead,
+    ) -> ApplyResult<(Vec<(Topic, Subscription)>, Option<(String, String)>)> {
+        let ListSubscriptions {
+            topic,
+            after,
+            limit,
+        } = self;
+        let (subs, next) = topics::list_subscriptions(
+            state,
+            topic.as_deref(),
+            after.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+            (*limit).max(1) as usize,
+        )?;
+        Ok((subs, next))
     }
 }

@@ -1,13 +1,15 @@
-//! The event source mapping commands: what each changes, what it returns and
-//! how it applies (through the modules of [`crate::mappings`]).
+//! The event source mapping operations: the commands that change mappings,
+//! their leases and checkpoints (what each returns and how it applies,
+//! through the modules of [`crate::mappings`]) and the reads of them.
 
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{Ctx, Effects};
 use crate::error::ApplyResult;
 use crate::mappings::{self, checkpoints::Commit, Mapping, NewMapping};
-use crate::operation::Operation;
-use crate::store::Txn;
+use crate::mappings::{checkpoints, leases};
+use crate::operation::{Lookup, Operation};
+use crate::store::{StateRead, Txn};
 
 impl Operation for NewMapping {
     type Output = Mapping;
@@ -148,5 +150,73 @@ impl Operation for SetMappingResult {
             result,
         } = self;
         crate::mappings::set_result(txn, function, uuid, result)
+    }
+}
+
+/// One event source mapping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetMapping {
+    /// Its id.
+    pub uuid: String,
+}
+
+impl Lookup for GetMapping {
+    type Output = Mapping;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let GetMapping { uuid } = self;
+        crate::mappings::require(state, uuid)
+    }
+}
+
+/// Event source mappings: one function's, or all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListMappings {
+    /// Function name; every function's when `None`.
+    pub function: Option<String>,
+}
+
+impl Lookup for ListMappings {
+    type Output = Vec<Mapping>;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let ListMappings { function } = self;
+        Ok(match function {
+            Some(f) => crate::mappings::of_function(state, f)?,
+            None => crate::mappings::all(state)?,
+        })
+    }
+}
+
+/// Every mapping lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListLeases;
+
+impl Lookup for ListLeases {
+    type Output = Vec<leases::Lease>;
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        crate::mappings::leases::all(state)
+    }
+}
+
+/// A stream mapping's checkpoints, and when it was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MappingCheckpoints {
+    /// Its function.
+    pub function: String,
+    /// The mapping.
+    pub uuid: String,
+}
+
+impl Lookup for MappingCheckpoints {
+    type Output = (Vec<checkpoints::Checkpoint>, u64);
+
+    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+        let MappingCheckpoints { function, uuid } = self;
+        Ok((
+            crate::mappings::checkpoints::of_mapping(state, function, uuid)?,
+            crate::mappings::checkpoints::since(state, function, uuid)?,
+        ))
     }
 }
