@@ -82,12 +82,7 @@ pub fn apply(
 impl Operation for DeleteFunction {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         functions::delete(txn, &self.name)?;
         // Its event source mappings go with it (at most 100).
         crate::mappings::delete_of_function(txn, &self.name)
@@ -97,12 +92,7 @@ impl Operation for DeleteFunction {
 impl Operation for Tag {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         match &self.resource {
             Tagged::Queue(name) => queues::retag(txn, name, &self.change),
             Tagged::Topic(name) => topics::retag(txn, name, &self.change),

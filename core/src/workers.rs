@@ -330,12 +330,7 @@ pub struct WorkerLeave {
 impl Operation for WorkerLeave {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let WorkerLeave { id, owner } = self;
         leave(txn, id, owner)
     }

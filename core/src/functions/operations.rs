@@ -19,12 +19,7 @@ impl Operation for CreateFunction {
         512 + self.code.zip.len()
     }
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         functions::create(txn, ctx, self)
     }
 }
@@ -45,12 +40,7 @@ impl Operation for UpdateFunctionCode {
         256 + self.code.zip.len()
     }
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let UpdateFunctionCode { name, code } = self;
         functions::update_code(txn, ctx, name, code)
     }
@@ -68,12 +58,7 @@ pub struct UpdateFunctionConfiguration {
 impl Operation for UpdateFunctionConfiguration {
     type Output = Function;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let UpdateFunctionConfiguration { name, change } = self;
         functions::update_settings(txn, ctx, name, change)
     }
@@ -98,12 +83,7 @@ pub struct PublishVersion {
 impl Operation for PublishVersion {
     type Output = Version;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let PublishVersion {
             name,
             expected_sha256,
@@ -126,12 +106,7 @@ pub struct PutAlias {
 impl Operation for PutAlias {
     type Output = Alias;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let PutAlias { name, spec, create } = self;
         functions::put_alias(txn, name, spec, *create)
     }
@@ -149,12 +124,7 @@ pub struct DeleteAlias {
 impl Operation for DeleteAlias {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let DeleteAlias { name, alias } = self;
         functions::delete_alias(txn, name, alias)
     }
@@ -172,12 +142,7 @@ pub struct PutEventInvokeConfig {
 impl Operation for PutEventInvokeConfig {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let PutEventInvokeConfig { name, config } = self;
         functions::events::put_config(txn, name, config)
     }
@@ -276,12 +241,7 @@ pub struct PutFunctionConcurrency {
 impl Operation for PutFunctionConcurrency {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let PutFunctionConcurrency { name, reserved } = self;
         functions::concurrency::put_reserved(txn, name, *reserved)
     }
@@ -302,12 +262,7 @@ pub struct PutProvisionedConcurrency {
 impl Operation for PutProvisionedConcurrency {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let PutProvisionedConcurrency {
             name,
             qualifier,

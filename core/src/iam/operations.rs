@@ -31,12 +31,7 @@ pub struct CreatePrincipal {
 impl Operation for CreatePrincipal {
     type Output = Principal;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         bump_generation(txn)?;
         let CreatePrincipal {
             name,
@@ -87,12 +82,7 @@ pub struct DeletePrincipal {
 impl Operation for DeletePrincipal {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         bump_generation(txn)?;
         let DeletePrincipal { name } = self;
 
@@ -119,12 +109,7 @@ pub struct CreateAccessKey {
 impl Operation for CreateAccessKey {
     type Output = Principal;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         bump_generation(txn)?;
         let CreateAccessKey {
             principal: name,
@@ -178,12 +163,7 @@ pub struct DeleteAccessKey {
 impl Operation for DeleteAccessKey {
     type Output = Principal;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         bump_generation(txn)?;
         let DeleteAccessKey {
             principal: name,
@@ -218,12 +198,7 @@ pub struct PutPolicy {
 impl Operation for PutPolicy {
     type Output = CustomPolicy;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         bump_generation(txn)?;
         let PutPolicy { name, document } = self;
 
@@ -251,12 +226,7 @@ pub struct DeletePolicy {
 impl Operation for DeletePolicy {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         bump_generation(txn)?;
         let DeletePolicy { name } = self;
 
@@ -306,12 +276,7 @@ pub struct AttachPolicy {
 impl Operation for AttachPolicy {
     type Output = Principal;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         bump_generation(txn)?;
         let AttachPolicy {
             principal: name,
@@ -345,12 +310,7 @@ pub struct DetachPolicy {
 impl Operation for DetachPolicy {
     type Output = Principal;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         bump_generation(txn)?;
         let DetachPolicy {
             principal: name,

@@ -14,12 +14,7 @@ use crate::store::{StateRead, Txn};
 impl Operation for NewMapping {
     type Output = Mapping;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         crate::mappings::create(txn, ctx, self)
     }
 }
@@ -41,12 +36,7 @@ pub struct UpdateEventSourceMapping {
 impl Operation for UpdateEventSourceMapping {
     type Output = Mapping;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let UpdateEventSourceMapping {
             function,
             uuid,
@@ -69,12 +59,7 @@ pub struct DeleteEventSourceMapping {
 impl Operation for DeleteEventSourceMapping {
     type Output = Mapping;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let DeleteEventSourceMapping { function, uuid } = self;
         crate::mappings::delete(txn, function, uuid)
     }
@@ -94,12 +79,7 @@ pub struct AssignLeases {
 impl Operation for AssignLeases {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let AssignLeases {
             function,
             uuid,
@@ -113,12 +93,7 @@ impl Operation for AssignLeases {
 impl Operation for Commit {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         crate::mappings::checkpoints::commit(txn, self)?;
         Ok(())
     }
@@ -138,12 +113,7 @@ pub struct SetMappingResult {
 impl Operation for SetMappingResult {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let SetMappingResult {
             function,
             uuid,

@@ -30,12 +30,7 @@ impl Operation for CreateQueue {
                 .sum::<usize>()
     }
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         queues::create(txn, ctx, self)
     }
 }
@@ -50,12 +45,7 @@ pub struct DeleteQueue {
 impl Operation for DeleteQueue {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         queues::delete(txn, &self.name)
     }
 }
@@ -72,12 +62,7 @@ pub struct SetQueueAttributes {
 impl Operation for SetQueueAttributes {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let SetQueueAttributes { name, attributes } = self;
         queues::set_attributes(txn, ctx, name, attributes)
     }
@@ -93,12 +78,7 @@ pub struct PurgeQueue {
 impl Operation for PurgeQueue {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let PurgeQueue { name } = self;
         delivery::purge(txn, ctx, name)
     }
@@ -173,7 +153,7 @@ impl Operation for DeleteMessages {
     fn apply(
         &self,
         txn: &mut Txn<'_>,
-        _ctx: &Ctx,
+        _: &Ctx,
         effects: &mut Effects,
     ) -> ApplyResult<Self::Output> {
         let DeleteMessages { queue, receipts } = self;
@@ -241,12 +221,7 @@ pub struct CollectGarbage {
 impl Operation for CollectGarbage {
     type Output = bool;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let CollectGarbage { qid, gen } = self;
         housekeeping::collect(txn, *qid, *gen)
     }
@@ -303,12 +278,7 @@ pub struct AcknowledgeMoved {
 impl Operation for AcknowledgeMoved {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let AcknowledgeMoved { queue, gen, seqs } = self;
         redrive::acknowledge(txn, queue, *gen, seqs)
     }
@@ -328,12 +298,7 @@ pub struct StartMoveTask {
 impl Operation for StartMoveTask {
     type Output = String;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let StartMoveTask {
             queue,
             destination,
@@ -355,12 +320,7 @@ pub struct CancelMoveTask {
 impl Operation for CancelMoveTask {
     type Output = u64;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let CancelMoveTask { queue, handle } = self;
         redrive::cancel_task(txn, queue, handle)
     }
@@ -376,12 +336,7 @@ pub struct MoveTaskStep {
 impl Operation for MoveTaskStep {
     type Output = Step;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let MoveTaskStep { queue } = self;
         redrive::step_task(txn, ctx, queue)
     }

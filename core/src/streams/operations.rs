@@ -17,12 +17,7 @@ use crate::streams::{self, shards, ConsumerMeta, CreateStream};
 impl Operation for CreateStream {
     type Output = bool;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         streams::create(txn, ctx, self)
     }
 }
@@ -37,12 +32,7 @@ pub struct DeleteStream {
 impl Operation for DeleteStream {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let DeleteStream { name } = self;
         streams::delete(txn, name)
     }
@@ -89,12 +79,7 @@ pub struct SetStreamRetention {
 impl Operation for SetStreamRetention {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let SetStreamRetention {
             name,
             hours,
@@ -197,12 +182,7 @@ pub struct RegisterConsumer {
 impl Operation for RegisterConsumer {
     type Output = ConsumerMeta;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let RegisterConsumer { name, consumer } = self;
         streams::register_consumer(txn, ctx, name, consumer)
     }
@@ -220,12 +200,7 @@ pub struct DeregisterConsumer {
 impl Operation for DeregisterConsumer {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let DeregisterConsumer { name, consumer } = self;
         streams::deregister_consumer(txn, name, consumer)
     }
@@ -252,12 +227,7 @@ pub struct Trimmed {
 impl Operation for TrimShard {
     type Output = Trimmed;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let TrimShard { name, shard } = self;
         let (dropped, more) = records::trim(txn, ctx, name, *shard)?;
         Ok(Trimmed { dropped, more })
@@ -274,12 +244,7 @@ pub struct CollectStream {
 impl Operation for CollectStream {
     type Output = bool;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let CollectStream { sid } = self;
         records::collect(txn, *sid)
     }

@@ -18,12 +18,7 @@ use crate::topics::{Topic, TopicCounts};
 impl Operation for CreateTopic {
     type Output = bool;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         topics::create(txn, ctx, self)
     }
 }
@@ -38,12 +33,7 @@ pub struct DeleteTopic {
 impl Operation for DeleteTopic {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let DeleteTopic { name } = self;
         topics::delete(txn, name)
     }
@@ -63,12 +53,7 @@ pub struct SetTopicAttribute {
 impl Operation for SetTopicAttribute {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let SetTopicAttribute {
             name,
             attribute,
@@ -103,12 +88,7 @@ pub struct ConfirmSubscription {
 impl Operation for ConfirmSubscription {
     type Output = String;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let ConfirmSubscription { topic, token } = self;
         subscriptions::confirm(txn, topic, token)
     }
@@ -126,12 +106,7 @@ pub struct Unsubscribe {
 impl Operation for Unsubscribe {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let Unsubscribe { topic, id } = self;
         subscriptions::unsubscribe(txn, topic, id)
     }
@@ -153,12 +128,7 @@ pub struct SetSubscriptionAttribute {
 impl Operation for SetSubscriptionAttribute {
     type Output = ();
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let SetSubscriptionAttribute {
             topic,
             id,
@@ -246,12 +216,7 @@ pub struct TopicTick {
 impl Operation for TopicTick {
     type Output = bool;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let TopicTick { topic } = self;
         publish::expire_dedup(txn, ctx, topic, 500)
     }
@@ -267,12 +232,7 @@ pub struct CollectTopic {
 impl Operation for CollectTopic {
     type Output = bool;
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        _ctx: &Ctx,
-        _effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
+    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         let CollectTopic { tid } = self;
         topics::collect(txn, *tid)
     }
