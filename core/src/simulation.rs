@@ -38,6 +38,7 @@ use crate::topics::publish::{Publication, PublishInput};
 use crate::topics::subscription::{normalize_endpoint, Protocol};
 use crate::topics::subscriptions::Subscribe;
 use crate::topics::CreateTopic;
+use crate::{functions, iam, mappings, queues, streams, topics, workers};
 
 /// SplitMix64: small, seedable, and the same on every platform.
 struct Rng(u64);
@@ -75,7 +76,7 @@ struct Memory {
     queue_ids: BTreeMap<String, (u64, u64)>,
     subscriptions: BTreeMap<String, Vec<String>>,
     events: BTreeMap<String, Vec<(u64, String)>>,
-    mappings: BTreeMap<String, crate::mappings::Mapping>,
+    mappings: BTreeMap<String, mappings::Mapping>,
     leases: BTreeMap<String, (u64, String)>,
     step: u64,
 }
@@ -134,15 +135,17 @@ fn commands(rng: &mut Rng, mem: &mut Memory, state: &MemState, now_ms: u64) -> V
 /// The leader's move of a queue's outbox: accept, then acknowledge.
 fn move_outbox(rng: &mut Rng, state: &MemState, now_ms: u64) -> Vec<Command> {
     let source = *rng.pick(&QUEUES);
-    let Ok(needs) = crate::queues::housekeeping::needs(state, source, now_ms, 5) else {
-        return vec![Command::QueueTick(crate::queues::QueueTick {
+    let Ok(needs) = queues::housekeeping::needs(state, source, now_ms, 5) else {
+        return vec![queues::QueueTick {
             queue: source.into(),
-        })];
+        }
+        .into()];
     };
     let Some((gen, _, first)) = needs.outbox.first() else {
-        return vec![Command::MoveTaskStep(crate::queues::MoveTaskStep {
+        return vec![queues::MoveTaskStep {
             queue: source.into(),
-        })];
+        }
+        .into()];
     };
     let (gen, destination) = (*gen, first.destination.clone());
     let entries: Vec<_> = needs
@@ -151,94 +154,103 @@ fn move_outbox(rng: &mut Rng, state: &MemState, now_ms: u64) -> Vec<Command> {
         .filter(|(g, _, e)| *g == gen && e.destination == destination)
         .collect();
     vec![
-        Command::AcceptMoved(crate::queues::AcceptMoved {
+        queues::AcceptMoved {
             queue: destination,
             from: needs.qid,
             messages: entries
                 .iter()
                 .map(|(_, seq, e)| (*seq, e.message.clone()))
                 .collect(),
-        }),
-        Command::AcknowledgeMoved(crate::queues::AcknowledgeMoved {
+        }
+        .into(),
+        queues::AcknowledgeMoved {
             queue: source.into(),
             gen,
             seqs: entries.iter().map(|(_, seq, _)| *seq).collect(),
-        }),
+        }
+        .into(),
     ]
 }
 
 /// The leader's deliverer settling due topic outbox entries (HTTP/S
 /// subscriptions' confirmation requests and notifications).
 fn settle_deliveries(rng: &mut Rng, state: &MemState, now_ms: u64) -> Vec<Command> {
-    let due = crate::topics::outbox::due(state, now_ms, 5, 5, &|_, _| false).unwrap_or_default();
+    let due = topics::outbox::due(state, now_ms, 5, 5, &|_, _| false).unwrap_or_default();
     let Some(first) = due.first() else {
-        return vec![Command::TopicTick(crate::topics::TopicTick {
+        return vec![topics::TopicTick {
             topic: rng.pick(&TOPICS).to_string(),
-        })];
+        }
+        .into()];
     };
     let results = due
         .iter()
         .filter(|d| d.topic_id == first.topic_id)
         .map(|d| {
             let outcome = if rng.chance(50) {
-                crate::topics::outbox::Outcome::Delivered
+                topics::outbox::Outcome::Delivered
             } else {
-                crate::topics::outbox::Outcome::Failed("connection refused".into())
+                topics::outbox::Outcome::Failed("connection refused".into())
             };
             (d.seq, outcome)
         })
         .collect();
-    vec![Command::SettleDeliveries(crate::topics::SettleDeliveries {
+    vec![topics::SettleDeliveries {
         topic: first.topic.clone(),
         topic_id: first.topic_id,
         results,
-    })]
+    }
+    .into()]
 }
 
 /// Function configuration: code, settings, aliases, event invoke config.
 fn function_command(rng: &mut Rng, mem: &mut Memory) -> Command {
     let f = *rng.pick(&FUNCTIONS);
     match rng.below(5) {
-        0 => Command::UpdateFunctionCode(crate::functions::UpdateFunctionCode {
+        0 => functions::UpdateFunctionCode {
             name: f.into(),
             code: crate::testing::new_function(f).code,
-        }),
-        1 => Command::UpdateFunctionConfiguration(crate::functions::UpdateFunctionConfiguration {
+        }
+        .into(),
+        1 => functions::UpdateFunctionConfiguration {
             name: f.into(),
-            change: crate::functions::SettingsChange {
+            change: functions::SettingsChange {
                 memory_mb: Some(128 << rng.below(3)),
                 ..Default::default()
             },
-        }),
-        2 => Command::PutAlias(crate::functions::PutAlias {
+        }
+        .into(),
+        2 => functions::PutAlias {
             name: f.into(),
-            spec: crate::functions::AliasSpec {
+            spec: functions::AliasSpec {
                 name: "live".into(),
                 version: 1 + rng.below(2),
                 additional: None,
                 description: String::new(),
             },
             create: rng.chance(50),
-        }),
-        3 => Command::PutEventInvokeConfig(crate::functions::PutEventInvokeConfig {
+        }
+        .into(),
+        3 => functions::PutEventInvokeConfig {
             name: f.into(),
-            config: crate::functions::events::EventConfig {
+            config: functions::events::EventConfig {
                 max_retries: rng.below(3) as u32,
                 max_age_s: 60 + rng.below(3600) as u32,
                 on_success: None,
                 on_failure: None,
             },
-        }),
+        }
+        .into(),
         _ => {
             let id = format!("w{}", rng.below(2));
             mem.step += 1;
             if rng.chance(20) {
-                Command::WorkerLeave(crate::workers::WorkerLeave {
+                workers::WorkerLeave {
                     id,
                     owner: "admin".into(),
-                })
+                }
+                .into()
             } else {
-                Command::WorkerHeartbeat(crate::workers::Heartbeat {
+                Command::WorkerHeartbeat(workers::Heartbeat {
                     id,
                     address: "127.0.0.1:9".into(),
                     memory_mb: 1024,
@@ -255,7 +267,7 @@ fn function_command(rng: &mut Rng, mem: &mut Memory) -> Command {
 
 /// Event source mappings: create, update, delete, leases, checkpoints.
 fn mapping_command(rng: &mut Rng, mem: &mut Memory) -> Command {
-    use crate::mappings::{settle, NewMapping, SettingsChange, Source};
+    use mappings::{settle, NewMapping, SettingsChange, Source};
     let f = *rng.pick(&FUNCTIONS);
     let uuid = format!("u{}", rng.below(3));
     mem.step += 1;
@@ -278,30 +290,31 @@ fn mapping_command(rng: &mut Rng, mem: &mut Memory) -> Command {
             })
         }
         2 => match mem.mappings.get(&uuid).cloned() {
-            Some(m) => {
-                Command::UpdateEventSourceMapping(crate::mappings::UpdateEventSourceMapping {
-                    function: m.function.clone(),
-                    uuid,
-                    expected_ms: m.modified_ms,
-                    settings: crate::mappings::Settings {
-                        enabled: rng.chance(70),
-                        ..m.settings
-                    },
-                })
+            Some(m) => mappings::UpdateEventSourceMapping {
+                function: m.function.clone(),
+                uuid,
+                expected_ms: m.modified_ms,
+                settings: mappings::Settings {
+                    enabled: rng.chance(70),
+                    ..m.settings
+                },
             }
-            None => Command::DeleteEventSourceMapping(crate::mappings::DeleteEventSourceMapping {
+            .into(),
+            None => mappings::DeleteEventSourceMapping {
                 function: f.into(),
                 uuid,
-            }),
+            }
+            .into(),
         },
-        3 => Command::AssignLeases(crate::mappings::AssignLeases {
+        3 => mappings::AssignLeases {
             function: f.into(),
             uuid,
             slots: vec![(0, format!("w{}", rng.below(2)))],
-        }),
+        }
+        .into(),
         4 | 5 => {
             let lease = mem.leases.get(&uuid).cloned().unwrap_or_default();
-            Command::CommitCheckpoint(crate::mappings::checkpoints::Commit {
+            Command::CommitCheckpoint(mappings::checkpoints::Commit {
                 function: f.into(),
                 uuid,
                 slot: 0,
@@ -311,29 +324,28 @@ fn mapping_command(rng: &mut Rng, mem: &mut Memory) -> Command {
                 finished: rng.chance(10),
             })
         }
-        _ if rng.chance(30) => {
-            Command::DeleteEventSourceMapping(crate::mappings::DeleteEventSourceMapping {
-                function: f.into(),
-                uuid,
-            })
+        _ if rng.chance(30) => mappings::DeleteEventSourceMapping {
+            function: f.into(),
+            uuid,
         }
-        _ => Command::SetMappingResult(crate::mappings::SetMappingResult {
+        .into(),
+        _ => mappings::SetMappingResult {
             function: f.into(),
             uuid,
             result: "OK".into(),
-        }),
+        }
+        .into(),
     }
 }
 
 /// Principals, access keys and policies.
 fn iam_command(rng: &mut Rng) -> Command {
-    use crate::iam;
     let principal = format!("p{}", rng.below(2));
     let key = format!("AKIASIMULATION{:04}", rng.below(4));
     match rng.below(8) {
         0 => iam::CreatePrincipal {
             name: principal,
-            kind: crate::iam::Kind::User,
+            kind: iam::Kind::User,
             policies: Vec::new(),
         }
         .into(),
@@ -384,7 +396,7 @@ fn tag(rng: &mut Rng, resource: Tagged) -> Command {
     } else {
         Change::Remove(vec![key])
     };
-    Command::Tag(crate::tags::Tag { resource, change })
+    crate::tags::Tag { resource, change }.into()
 }
 
 /// One random command of the queue, stream, topic and function kinds.
@@ -397,15 +409,16 @@ fn command(rng: &mut Rng, mem: &mut Memory) -> Command {
     let f = *rng.pick(&FUNCTIONS);
     match rng.below(36) {
         0 => create_queue(q, rng),
-        1 if rng.chance(15) => Command::DeleteQueue(crate::queues::DeleteQueue { name: q.into() }),
-        2 if rng.chance(10) => Command::PurgeQueue(crate::queues::PurgeQueue { name: q.into() }),
-        2..=6 => Command::SendMessages(crate::queues::SendMessages {
+        1 if rng.chance(15) => queues::DeleteQueue { name: q.into() }.into(),
+        2 if rng.chance(10) => queues::PurgeQueue { name: q.into() }.into(),
+        2..=6 => queues::SendMessages {
             queue: q.into(),
             messages: (0..1 + rng.below(4))
                 .map(|i| message(rng, q.ends_with(".fifo"), n * 10 + i))
                 .collect(),
-        }),
-        7..=9 => Command::ReceiveMessages(crate::queues::ReceiveMessages {
+        }
+        .into(),
+        7..=9 => queues::ReceiveMessages {
             queue: q.into(),
             request: ReceiveRequest {
                 max: 1 + rng.below(4) as u32,
@@ -413,53 +426,58 @@ fn command(rng: &mut Rng, mem: &mut Memory) -> Command {
                 attempt_id: (q.ends_with(".fifo") && rng.chance(20))
                     .then(|| format!("a{}", rng.below(3))),
             },
-        }),
+        }
+        .into(),
         10 | 11 => {
             let receipts = mem.receipts.entry(q.to_string()).or_default();
             let take = (rng.below(3) as usize).min(receipts.len());
-            Command::DeleteMessages(crate::queues::DeleteMessages {
+            queues::DeleteMessages {
                 queue: q.into(),
                 receipts: receipts.drain(..take).collect(),
-            })
+            }
+            .into()
         }
         12 => {
             let receipts = mem.receipts.get(q).cloned().unwrap_or_default();
-            Command::ChangeVisibility(crate::queues::ChangeVisibility {
+            queues::ChangeVisibility {
                 queue: q.into(),
                 changes: receipts
                     .into_iter()
                     .take(2)
                     .map(|r| (r, rng.below(3) as u32))
                     .collect(),
-            })
-        }
-        13 => Command::QueueTick(crate::queues::QueueTick { queue: q.into() }),
-        14 => match mem.queue_ids.get(q) {
-            Some(&(qid, gen)) if rng.chance(50) => {
-                Command::CollectGarbage(crate::queues::CollectGarbage { qid, gen })
             }
-            _ => Command::MoveTaskStep(crate::queues::MoveTaskStep {
+            .into()
+        }
+        13 => queues::QueueTick { queue: q.into() }.into(),
+        14 => match mem.queue_ids.get(q) {
+            Some(&(qid, gen)) if rng.chance(50) => queues::CollectGarbage { qid, gen }.into(),
+            _ => queues::MoveTaskStep {
                 queue: "dlq".into(),
-            }),
+            }
+            .into(),
         },
-        15 => Command::StartMoveTask(crate::queues::StartMoveTask {
+        15 => queues::StartMoveTask {
             queue: "dlq".into(),
             destination: rng.chance(50).then(|| "q0".to_string()),
             rate: rng.chance(30).then_some(1 + rng.below(5) as u32),
-        }),
-        16 if rng.chance(30) => Command::SetQueueAttributes(crate::queues::SetQueueAttributes {
+        }
+        .into(),
+        16 if rng.chance(30) => queues::SetQueueAttributes {
             name: q.into(),
-            attributes: crate::queues::attributes::parse(
+            attributes: queues::attributes::parse(
                 &BTreeMap::from([("DelaySeconds".to_string(), rng.below(3).to_string())]),
                 q.ends_with(".fifo"),
             )
             .expect("valid attributes"),
-        }),
+        }
+        .into(),
         16 => tag(rng, Tagged::Queue(q.into())),
-        17 if rng.chance(20) => Command::CancelMoveTask(crate::queues::CancelMoveTask {
+        17 if rng.chance(20) => queues::CancelMoveTask {
             queue: "dlq".into(),
             handle: format!("h{}", rng.below(3)),
-        }),
+        }
+        .into(),
         17 => tag(rng, Tagged::Queue(q.into())),
         18 => Command::CreateStream(
             CreateStream::new(
@@ -473,10 +491,8 @@ fn command(rng: &mut Rng, mem: &mut Memory) -> Command {
             )
             .expect("valid stream"),
         ),
-        19 if rng.chance(10) => {
-            Command::DeleteStream(crate::streams::DeleteStream { name: s.into() })
-        }
-        19..=21 => Command::PutRecords(crate::streams::PutRecords {
+        19 if rng.chance(10) => streams::DeleteStream { name: s.into() }.into(),
+        19..=21 => streams::PutRecords {
             stream: s.into(),
             records: (0..1 + rng.below(5))
                 .map(|i| {
@@ -489,43 +505,51 @@ fn command(rng: &mut Rng, mem: &mut Memory) -> Command {
                     .expect("valid record")
                 })
                 .collect(),
-        }),
+        }
+        .into(),
         22 => match rng.below(4) {
-            0 => Command::SplitShard(crate::streams::SplitShard {
+            0 => streams::SplitShard {
                 name: s.into(),
                 shard: rng.below(6) as u32,
                 new_start: u128::from(rng.next()) << 64,
-            }),
-            1 => Command::MergeShards(crate::streams::MergeShards {
+            }
+            .into(),
+            1 => streams::MergeShards {
                 name: s.into(),
                 shard: rng.below(6) as u32,
                 adjacent: rng.below(6) as u32,
-            }),
-            2 => Command::UpdateShardCount(crate::streams::UpdateShardCount {
+            }
+            .into(),
+            2 => streams::UpdateShardCount {
                 name: s.into(),
                 target: 1 + rng.below(4) as u32,
-            }),
-            _ => Command::TrimShard(crate::streams::TrimShard {
+            }
+            .into(),
+            _ => streams::TrimShard {
                 name: s.into(),
                 shard: rng.below(6) as u32,
-            }),
+            }
+            .into(),
         },
-        23 => Command::SetStreamRetention(crate::streams::SetStreamRetention {
+        23 => streams::SetStreamRetention {
             name: s.into(),
             hours: 24 + rng.below(48) as u32,
             increase: rng.chance(50),
-        }),
+        }
+        .into(),
         24 => match rng.below(4) {
-            0 => Command::RegisterConsumer(crate::streams::RegisterConsumer {
+            0 => streams::RegisterConsumer {
                 name: s.into(),
                 consumer: format!("c{}", rng.below(2)),
-            }),
-            1 => Command::DeregisterConsumer(crate::streams::DeregisterConsumer {
+            }
+            .into(),
+            1 => streams::DeregisterConsumer {
                 name: s.into(),
                 consumer: format!("c{}", rng.below(2)),
-            }),
+            }
+            .into(),
             2 => tag(rng, Tagged::Stream(s.into())),
-            _ => Command::CollectStream(crate::streams::CollectStream { sid: rng.below(4) }),
+            _ => streams::CollectStream { sid: rng.below(4) }.into(),
         },
         25 => Command::CreateTopic(
             CreateTopic::new(t, BTreeMap::new(), BTreeMap::new()).expect("valid topic"),
@@ -549,27 +573,26 @@ fn command(rng: &mut Rng, mem: &mut Memory) -> Command {
             })
         }
         27 => match mem.subscriptions.get(t).and_then(|s| s.first().cloned()) {
-            Some(id) if rng.chance(30) => Command::Unsubscribe(crate::topics::Unsubscribe {
+            Some(id) if rng.chance(30) => topics::Unsubscribe {
                 topic: t.into(),
                 id,
-            }),
-            Some(id) if rng.chance(30) => {
-                Command::SetSubscriptionAttribute(crate::topics::SetSubscriptionAttribute {
-                    topic: t.into(),
-                    id,
-                    attribute: "RawMessageDelivery".into(),
-                    value: rng.chance(50).to_string(),
-                })
             }
-            _ if rng.chance(20) => {
-                Command::ConfirmSubscription(crate::topics::ConfirmSubscription {
-                    topic: t.into(),
-                    token: format!("tok{}", rng.below(n)),
-                })
+            .into(),
+            Some(id) if rng.chance(30) => topics::SetSubscriptionAttribute {
+                topic: t.into(),
+                id,
+                attribute: "RawMessageDelivery".into(),
+                value: rng.chance(50).to_string(),
             }
-            _ => Command::TopicTick(crate::topics::TopicTick { topic: t.into() }),
+            .into(),
+            _ if rng.chance(20) => topics::ConfirmSubscription {
+                topic: t.into(),
+                token: format!("tok{}", rng.below(n)),
+            }
+            .into(),
+            _ => topics::TopicTick { topic: t.into() }.into(),
         },
-        28 | 29 => Command::Publish(crate::topics::Publish {
+        28 | 29 => topics::Publish {
             topic: t.into(),
             topic_arn: format!("arn:aws:sns:us-east-1:000000000000:{t}"),
             messages: vec![Publication::validate(
@@ -581,65 +604,67 @@ fn command(rng: &mut Rng, mem: &mut Memory) -> Command {
                 },
             )
             .expect("valid publication")],
-        }),
+        }
+        .into(),
         30 => match rng.below(3) {
-            0 if rng.chance(30) => {
-                Command::DeleteTopic(crate::topics::DeleteTopic { name: t.into() })
-            }
-            1 => Command::CollectTopic(crate::topics::CollectTopic { tid: rng.below(4) }),
+            0 if rng.chance(30) => topics::DeleteTopic { name: t.into() }.into(),
+            1 => topics::CollectTopic { tid: rng.below(4) }.into(),
 
-            2 if rng.chance(40) => Command::SetTopicAttribute(crate::topics::SetTopicAttribute {
+            2 if rng.chance(40) => topics::SetTopicAttribute {
                 name: t.into(),
                 attribute: "DisplayName".into(),
                 value: format!("d{}", rng.below(3)),
-            }),
+            }
+            .into(),
             _ => tag(rng, Tagged::Topic(t.into())),
         },
         31 => Command::CreateFunction(crate::testing::new_function(f)),
-        32 if rng.chance(10) => {
-            Command::DeleteFunction(crate::functions::DeleteFunction { name: f.into() })
-        }
-        32 if rng.chance(20) => Command::DeleteAlias(crate::functions::DeleteAlias {
+        32 if rng.chance(10) => functions::DeleteFunction { name: f.into() }.into(),
+        32 if rng.chance(20) => functions::DeleteAlias {
             name: f.into(),
             alias: "live".into(),
-        }),
-        32 if rng.chance(20) => {
-            Command::PutProvisionedConcurrency(crate::functions::PutProvisionedConcurrency {
-                name: f.into(),
-                qualifier: "1".into(),
-                requested: rng.chance(50).then(|| rng.below(3) as u32),
-            })
         }
-        32 => Command::PublishVersion(crate::functions::PublishVersion {
+        .into(),
+        32 if rng.chance(20) => functions::PutProvisionedConcurrency {
+            name: f.into(),
+            qualifier: "1".into(),
+            requested: rng.chance(50).then(|| rng.below(3) as u32),
+        }
+        .into(),
+        32 => functions::PublishVersion {
             name: f.into(),
             expected_sha256: None,
-        }),
-        33 => Command::EnqueueEvent(crate::functions::EnqueueEvent {
+        }
+        .into(),
+        33 => functions::EnqueueEvent {
             name: f.into(),
             qualifier: "$LATEST".into(),
             request_id: format!("req{n}"),
             payload: b"{}".to_vec(),
-        }),
+        }
+        .into(),
         34 => match mem.events.get(f).and_then(|e| e.first().cloned()) {
             Some((seq, request_id)) => {
                 mem.events.get_mut(f).map(|e| e.remove(0));
-                Command::SettleEvent(crate::functions::SettleEvent {
+                functions::SettleEvent {
                     name: f.into(),
-                    arns: crate::functions::events::Arns {
+                    arns: functions::events::Arns {
                         function: format!("arn:aws:lambda:us-east-1:000000000000:function:{f}"),
                         sns_prefix: "arn:aws:sns:us-east-1:000000000000:".into(),
                     },
                     seq,
                     request_id,
-                    outcome: crate::functions::events::RunOutcome::Expired,
-                })
+                    outcome: functions::events::RunOutcome::Expired,
+                }
+                .into()
             }
-            None => Command::PutFunctionConcurrency(crate::functions::PutFunctionConcurrency {
+            None => functions::PutFunctionConcurrency {
                 name: f.into(),
                 reserved: rng.chance(50).then(|| rng.below(10) as u32),
-            }),
+            }
+            .into(),
         },
-        _ => Command::QueueTick(crate::queues::QueueTick { queue: q.into() }),
+        _ => queues::QueueTick { queue: q.into() }.into(),
     }
 }
 
@@ -655,7 +680,7 @@ fn learn(
     };
     match (cmd, out) {
         (
-            Command::ReceiveMessages(crate::queues::ReceiveMessages { queue, .. }),
+            Command::ReceiveMessages(queues::ReceiveMessages { queue, .. }),
             CommandOutput::ReceiveMessages(r),
         ) => {
             let list = mem.receipts.entry(queue.clone()).or_default();
@@ -669,8 +694,8 @@ fn learn(
         | (_, CommandOutput::DeleteEventSourceMapping(m)) => {
             mem.mappings.insert(m.uuid.clone(), m.clone());
         }
-        (Command::AssignLeases(crate::mappings::AssignLeases { uuid, .. }), _) => {
-            if let Ok(all) = crate::operation::Lookup::read(&crate::mappings::ListLeases, state) {
+        (Command::AssignLeases(mappings::AssignLeases { uuid, .. }), _) => {
+            if let Ok(all) = crate::operation::Lookup::read(&mappings::ListLeases, state) {
                 if let Some(l) = all.iter().find(|l| &l.uuid == uuid && l.slot == 0) {
                     mem.leases.insert(uuid.clone(), (l.epoch, l.worker.clone()));
                 }
@@ -683,12 +708,12 @@ fn learn(
                 .push(s.id.clone());
         }
         (
-            Command::EnqueueEvent(crate::functions::EnqueueEvent {
+            Command::EnqueueEvent(functions::EnqueueEvent {
                 name, request_id, ..
             }),
             _,
         ) => {
-            if let Ok(Some(f)) = crate::functions::load(state, name) {
+            if let Ok(Some(f)) = functions::load(state, name) {
                 mem.events
                     .entry(name.clone())
                     .or_default()
@@ -697,11 +722,11 @@ fn learn(
         }
         _ => {}
     }
-    if let Command::SendMessages(crate::queues::SendMessages { queue, .. })
-    | Command::PurgeQueue(crate::queues::PurgeQueue { name: queue }) = cmd
+    if let Command::SendMessages(queues::SendMessages { queue, .. })
+    | Command::PurgeQueue(queues::PurgeQueue { name: queue }) = cmd
     {
-        if let Ok(Some(q)) = crate::queues::load(state, queue) {
-            let st = crate::queues::layout::load_state(state, q.id).unwrap_or_default();
+        if let Ok(Some(q)) = queues::load(state, queue) {
+            let st = queues::layout::load_state(state, q.id).unwrap_or_default();
             mem.queue_ids
                 .insert(queue.clone(), (q.id, st.gen.saturating_sub(1)));
         }
@@ -878,21 +903,21 @@ mod tests {
     #[test]
     fn a_counter_update_left_out_is_caught_and_names_its_seed() {
         fn forget_one_available(cmd: &Command, state: &mut MemState) {
-            let Command::SendMessages(crate::queues::SendMessages { queue, .. }) = cmd else {
+            let Command::SendMessages(queues::SendMessages { queue, .. }) = cmd else {
                 return;
             };
-            let Ok(Some(q)) = crate::queues::load(&*state, queue) else {
+            let Ok(Some(q)) = queues::load(&*state, queue) else {
                 return;
             };
-            let key = crate::queues::layout::state_key(q.id);
-            let mut st = crate::queues::layout::load_state(&*state, q.id).unwrap();
+            let key = queues::layout::state_key(q.id);
+            let mut st = queues::layout::load_state(&*state, q.id).unwrap();
             if st.available == 0 {
                 return;
             }
             st.available -= 1;
             state.insert(
                 key,
-                codec::encode(&crate::queues::layout::StoredQueueState::V1(st)),
+                codec::encode(&queues::layout::StoredQueueState::V1(st)),
             );
         }
         let err = run(7, 2_000, Some(forget_one_available)).unwrap_err();
