@@ -3,9 +3,10 @@
 //! Each domain states what must hold between its records, counters and
 //! indexes ([`crate::queues::invariants`], [`crate::streams::invariants`],
 //! ...); [`crate::machine::check`] runs them all: the scenario tests after
-//! every command, the seeded simulation after every step. (The broker does
-//! not run them: a check reads the whole state, which a node cannot afford
-//! per applied batch.) A violation is a bug
+//! every command, the seeded simulation after every step. In debug builds
+//! [`crate::machine::apply_entry`] also checks what each log entry touched
+//! ([`crate::machine::check_touched`]), so every node of a debug cluster
+//! checks itself as it applies. A violation is a bug
 //! in the apply code, never bad input: the state machine must not produce it
 //! from any sequence of commands.
 

@@ -15,7 +15,7 @@ use crate::command::{Command, CommandOutput, Query, QueryOutput};
 use crate::error::{ApplyError, ApplyResult, DomainError};
 use crate::functions::{self, DeleteFunction};
 use crate::invariant::CheckError;
-use crate::operation::Operation;
+use crate::operation::{Operation, Resource};
 use crate::queues::{self};
 use crate::store::{StateRead, StoreError, Txn};
 use crate::streams::{self};
@@ -27,6 +27,10 @@ use crate::topics::{self};
 /// own transaction: a rejected one leaves no trace (writes or effects), the
 /// others still apply. A store failure stops the batch: it is local, not a
 /// result every replica would share.
+///
+/// In debug builds it then checks the invariants of what the entry touched
+/// ([`check_touched`]) and panics on a violation: every node, cluster test
+/// and scenario test built with debug assertions checks itself as it goes.
 pub fn apply_entry(
     batch: &mut Txn<'_>,
     ctx: &Ctx,
@@ -50,7 +54,45 @@ pub fn apply_entry(
             Err(ApplyError::Store(e)) => return Err(e),
         }
     }
+    #[cfg(debug_assertions)]
+    if let Err(e) = check_touched(&*batch, commands.iter().map(Command::resource)) {
+        panic!("after an entry of {} commands: {e}", commands.len());
+    }
     Ok(results)
+}
+
+/// The most messages (of a queue) or records (of a stream) the check after
+/// each entry reads; a bigger resource is left to the whole-state
+/// [`check`] the tests run, so that a deep backlog does not make a debug
+/// build's apply quadratic.
+pub const TOUCHED_CHECK_MAX: u64 = 2_000;
+
+/// Checks the invariants of the resources `touched` names (see [`check`]):
+/// a queue, stream or topic on its own (up to [`TOUCHED_CHECK_MAX`]), the
+/// function, mapping, worker and IAM domains whole (they are small). The
+/// collection of a deleted resource's data has nothing left to check.
+pub fn check_touched<'a>(
+    state: &dyn StateRead,
+    touched: impl IntoIterator<Item = Resource<'a>>,
+) -> Result<(), CheckError> {
+    let touched: std::collections::BTreeSet<Resource<'a>> = touched.into_iter().collect();
+    for r in touched {
+        match r {
+            Resource::Queue(name) => queues::invariants::check_one(state, name, TOUCHED_CHECK_MAX)?,
+            Resource::Stream(name) => {
+                streams::invariants::check_one(state, name, TOUCHED_CHECK_MAX)?
+            }
+            Resource::Topic(name) => topics::invariants::check_one(state, name)?,
+            Resource::Function(_) => {
+                functions::invariants::check(state)?;
+                crate::mappings::invariants::check(state)?;
+            }
+            Resource::Workers => crate::workers::check(state)?,
+            Resource::Iam => crate::iam::check(state)?,
+            Resource::QueueData(_) | Resource::StreamData(_) | Resource::TopicData(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Checks every domain's invariants over `state` (see [`crate::invariant`]).
@@ -104,4 +146,76 @@ impl Operation for Tag {
 /// Answers one query from `state`.
 pub fn query(state: &dyn StateRead, query: &Query) -> ApplyResult<QueryOutput> {
     query.read(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Command;
+    use crate::queues::layout::{load_state, state_key, StoredQueueState};
+    use crate::store::{codec, MemState};
+
+    fn entry(state: &mut MemState, commands: &[Command]) {
+        let mut effects = Effects::default();
+        let mut txn = Txn::new(&*state);
+        apply_entry(&mut txn, &Ctx { now_ms: 1_000 }, commands, &mut effects).unwrap();
+        let batch = txn.into_batch();
+        state.apply(batch);
+    }
+
+    fn one_message(queue: &str) -> Command {
+        let m = crate::queues::message::NewMessage::validate(
+            "message",
+            false,
+            crate::queues::message::Outgoing {
+                body: "m".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        queues::SendMessages {
+            queue: queue.into(),
+            messages: vec![m],
+        }
+        .into()
+    }
+
+    /// A counter broken between two entries is found by the next entry
+    /// that touches its queue: in debug builds the apply checks itself.
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "counters (available, delayed, in flight, leaving)")]
+    fn an_entry_touching_a_broken_queue_fails_loudly() {
+        let mut state = MemState::default();
+        let create = queues::CreateQueue::new("q", &Default::default(), Default::default())
+            .unwrap()
+            .into();
+        entry(&mut state, &[create, one_message("q")]);
+        let q = queues::load(&state, "q").unwrap().unwrap();
+        let mut st = load_state(&state, q.id).unwrap();
+        st.available += 1;
+        state.insert(state_key(q.id), codec::encode(&StoredQueueState::V1(st)));
+        entry(&mut state, &[one_message("q")]);
+    }
+
+    /// What the entry did not touch is not read: a broken queue does not
+    /// stop another queue's commands.
+    #[test]
+    fn the_check_reads_only_what_the_entry_touched() {
+        let mut state = MemState::default();
+        let a = queues::CreateQueue::new("a", &Default::default(), Default::default())
+            .unwrap()
+            .into();
+        let b = queues::CreateQueue::new("b", &Default::default(), Default::default())
+            .unwrap()
+            .into();
+        entry(&mut state, &[a, b, one_message("a")]);
+        let q = queues::load(&state, "a").unwrap().unwrap();
+        let mut st = load_state(&state, q.id).unwrap();
+        st.available += 1;
+        state.insert(state_key(q.id), codec::encode(&StoredQueueState::V1(st)));
+        entry(&mut state, &[one_message("b")]);
+        assert!(check_touched(&state, [Resource::Queue("b")]).is_ok());
+        assert!(check_touched(&state, [Resource::Queue("a")]).is_err());
+    }
 }

@@ -66,7 +66,7 @@ pub trait Registered: Sized {
 }
 
 /// The resource a command is scoped to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Resource<'a> {
     /// A queue, by name.
     Queue(&'a str),
