@@ -29,8 +29,9 @@ use crate::workers;
 /// with the time it stamped on them.
 ///
 /// Batching is how writes share an fsync: openraft 0.9 appends and flushes
-/// one entry at a time, so the leader's [`crate::raft::proposer`] puts every
-/// command that arrived while earlier batches were in flight into one entry.
+/// one entry at a time, so the leader's proposer (the broker's
+/// `raft::proposer`) puts every command that arrived while earlier batches
+/// were in flight into one entry.
 /// Each command still succeeds or fails on its own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {

@@ -6,9 +6,9 @@
 //! and do no I/O other than through the store they are given, so every node
 //! that applies the same log reaches the same state. What a command means for
 //! the world outside the state (a queue now has messages for waiting
-//! receivers) it reports as [`Effect`]s, which the caller acts on after the
-//! commit. The Raft plumbing around them lives in
-//! [`crate::raft::state_machine`].
+//! receivers) it reports as [`Effect`](crate::apply::Effect)s, which the
+//! caller acts on after the commit. The Raft plumbing around them lives in
+//! the broker's `raft::state_machine`.
 
 use crate::apply::{Ctx, Effects};
 use crate::command::{Command, CommandOutput, Query, QueryOutput};

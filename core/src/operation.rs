@@ -2,7 +2,8 @@
 //!
 //! Each domain declares its commands as structs and implements
 //! [`Operation`] for them: what the command returns and how it applies. Its
-//! reads implement [`Lookup`]. One line per operation in [`crate::command`]
+//! reads implement [`Lookup`]. Most declare both in `operations!`, which
+//! writes the impls around the one expression each applies or reads. One line per operation in [`crate::command`]
 //! registers it, with the [`Resource`] it is scoped to; that generates the
 //! [`crate::command::Command`] and [`crate::command::Query`] enums (the log's
 //! and the wire's encoding), their names, resource scoping, dispatch and the
@@ -89,3 +90,115 @@ pub enum Resource<'a> {
     /// Principals, access keys and policies.
     Iam,
 }
+
+/// Declares a domain's operations, each as its struct and the one
+/// expression it applies or reads, so that the trait impls around them
+/// (signatures, the destructuring of the fields) are written once, here.
+///
+/// ```text
+/// operations! {
+///     /// Delete a queue.
+///     pub struct DeleteQueue {
+///         /// Queue name.
+///         pub name: String,
+///     }
+///     applies -> () = |txn, _ctx, _effects| queues::delete(txn, name);
+///
+///     /// Grow or shrink a buffer; large ones weigh more in a batch.
+///     pub struct Resize { pub name: String, pub bytes: Vec<u8> }
+///     size 64 + bytes.len();
+///     applies -> u32 = |txn, ctx, effects| resize(txn, ctx, name, bytes, effects);
+///
+///     /// One queue's record.
+///     pub struct GetQueue { pub name: String }
+///     reads -> Queue = |state| queues::require(state, name);
+/// }
+/// ```
+///
+/// Each struct derives `Debug`, `Clone`, `PartialEq`, `Serialize` and
+/// `Deserialize`, what the log and the wire need. An `applies` line
+/// implements [`Operation`] (with [`Operation::size_hint`] from the `size`
+/// line, when there is one), a `reads` line [`Lookup`]. Inside the
+/// expressions the struct's fields are bound by reference, under their own
+/// names. An operation whose struct lives elsewhere, or whose apply needs
+/// the whole `self`, implements the trait by hand.
+macro_rules! operations {
+    () => {};
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($fields:tt)* }
+        $(size $size:expr;)?
+        applies -> $out:ty = |$txn:pat_param, $ctx:pat_param, $effects:pat_param| $body:expr;
+        $($rest:tt)*
+    ) => {
+        $crate::operation::operations!(@struct $(#[$meta])* $name { $($fields)* });
+        impl $crate::operation::Operation for $name {
+            type Output = $out;
+
+            $crate::operation::operations!(@size $name { $($fields)* } $($size)?);
+
+            fn apply(
+                &self,
+                $txn: &mut $crate::store::Txn<'_>,
+                $ctx: &$crate::apply::Ctx,
+                $effects: &mut $crate::apply::Effects,
+            ) -> $crate::error::ApplyResult<$out> {
+                $crate::operation::operations!(@bind self, $name { $($fields)* } in $body)
+            }
+        }
+
+        $crate::operation::operations!($($rest)*);
+    };
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($fields:tt)* }
+        reads -> $out:ty = |$state:pat_param| $body:expr;
+        $($rest:tt)*
+    ) => {
+        $crate::operation::operations!(@struct $(#[$meta])* $name { $($fields)* });
+        impl $crate::operation::Lookup for $name {
+            type Output = $out;
+
+            fn read(
+                &self,
+                $state: &dyn $crate::store::StateRead,
+            ) -> $crate::error::ApplyResult<$out> {
+                $crate::operation::operations!(@bind self, $name { $($fields)* } in $body)
+            }
+        }
+
+        $crate::operation::operations!($($rest)*);
+    };
+    (
+        @struct $(#[$meta:meta])* $name:ident {
+            $($(#[$field_meta:meta])* pub $field:ident: $field_ty:ty),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize)]
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $field_ty),*
+        }
+    };
+    (
+        @bind $this:ident, $name:ident {
+            $($(#[$field_meta:meta])* pub $field:ident: $field_ty:ty),* $(,)?
+        } in $body:expr
+    ) => {{
+        let $name { $($field),* } = $this;
+        $body
+    }};
+    (@size $name:ident { $($fields:tt)* }) => {};
+    (
+        @size $name:ident {
+            $($(#[$field_meta:meta])* pub $field:ident: $field_ty:ty),* $(,)?
+        } $size:expr
+    ) => {
+        #[allow(unused_variables)]
+        fn size_hint(&self) -> usize {
+            let $name { $($field),* } = self;
+            $size
+        }
+    };
+}
+pub(crate) use operations;

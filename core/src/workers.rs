@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::{Ctx, Effect, Effects};
 use crate::error::{ApplyResult, DomainError};
-use crate::operation::{Lookup, Operation};
+use crate::operation::{operations, Lookup, Operation};
 use crate::store::keys::Key;
 use crate::store::{StateRead, Txn};
 
@@ -318,22 +318,15 @@ impl Operation for Heartbeat {
     }
 }
 
-/// A worker stops.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkerLeave {
-    /// Worker id.
-    pub id: String,
-    /// Who asks (must be who registered it).
-    pub owner: String,
-}
-
-impl Operation for WorkerLeave {
-    type Output = ();
-
-    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
-        let WorkerLeave { id, owner } = self;
-        leave(txn, id, owner)
+operations! {
+    /// A worker stops.
+    pub struct WorkerLeave {
+        /// Worker id.
+        pub id: String,
+        /// Who asks (must be who registered it).
+        pub owner: String,
     }
+    applies -> () = |txn, _, _| leave(txn, id, owner);
 }
 
 /// The registered workers.

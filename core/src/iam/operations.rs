@@ -11,34 +11,23 @@ use super::{
     KeyMeta, Kind, Principal, Stored, ATTACHED_MAX, KEYS_PER_PRINCIPAL, LIST_MAX, POLICIES_MAX,
     PRINCIPALS_MAX,
 };
-use crate::apply::{Ctx, Effects};
 use crate::error::{ApplyResult, DomainError};
-use crate::operation::{Lookup, Operation};
+use crate::operation::{operations, Lookup};
 use crate::store::keys::Key;
-use crate::store::{StateRead, Txn};
+use crate::store::StateRead;
 
-/// Make a principal, with policies attached.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CreatePrincipal {
-    /// Its name.
-    pub name: String,
-    /// User or worker.
-    pub kind: Kind,
-    /// Policies to attach.
-    pub policies: Vec<String>,
-}
-
-impl Operation for CreatePrincipal {
-    type Output = Principal;
-
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
+operations! {
+    /// Make a principal, with policies attached.
+    pub struct CreatePrincipal {
+        /// Its name.
+        pub name: String,
+        /// User or worker.
+        pub kind: Kind,
+        /// Policies to attach.
+        pub policies: Vec<String>,
+    }
+    applies -> Principal = |txn, ctx, _| {
         bump_generation(txn)?;
-        let CreatePrincipal {
-            name,
-            kind,
-            policies,
-        } = self;
-
         validate_name("name", name)?;
         if principal(txn, name)?.is_some() {
             return Err(DomainError::already_exists(
@@ -69,63 +58,46 @@ impl Operation for CreatePrincipal {
         };
         save_principal(txn, &p);
         Ok(p)
+    };
+
+    /// Delete a principal and its access keys.
+    pub struct DeletePrincipal {
+        /// Its name.
+        pub name: String,
     }
-}
-
-/// Delete a principal and its access keys.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeletePrincipal {
-    /// Its name.
-    pub name: String,
-}
-
-impl Operation for DeletePrincipal {
-    type Output = ();
-
-    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
+    applies -> () = |txn, _, _| {
         bump_generation(txn)?;
-        let DeletePrincipal { name } = self;
-
         let p = require_principal(txn, name)?;
         for k in &p.keys {
             txn.delete(access_key_key(&k.id));
         }
         txn.delete(principal_key(name));
         count_one_less(txn, "iam/np")
+    };
+
+    /// Record an access key made at the edge (its secret already sealed).
+    pub struct CreateAccessKey {
+        /// Whose.
+        pub principal: String,
+        /// The new key's id.
+        pub access_key_id: String,
+        /// Its secret, sealed.
+        pub sealed_secret: String,
     }
-}
-
-/// Record an access key made at the edge (its secret already sealed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CreateAccessKey {
-    /// Whose.
-    pub principal: String,
-    /// The new key's id.
-    pub access_key_id: String,
-    /// Its secret, sealed.
-    pub sealed_secret: String,
-}
-
-impl Operation for CreateAccessKey {
-    type Output = Principal;
-
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
+    applies -> Principal = |txn, ctx, _| {
         bump_generation(txn)?;
-        let CreateAccessKey {
-            principal: name,
-            access_key_id,
-            sealed_secret,
-        } = self;
-
         sluice_security::credentials::validate_key_id(access_key_id)
             .map_err(|e| DomainError::invalid("access_key_id", e))?;
-        let mut p = require_principal(txn, name)?;
+        let mut p = require_principal(txn, principal)?;
         if p.keys.len() >= KEYS_PER_PRINCIPAL {
             return Err(DomainError::limit(
-                    "LimitExceeded",
-                    format!("principal: {name} has {KEYS_PER_PRINCIPAL} access keys, the most one may have; delete one first"),
-                )
-                .into());
+                "LimitExceeded",
+                format!(
+                    "principal: {principal} has {KEYS_PER_PRINCIPAL} access keys, \
+                     the most one may have; delete one first"
+                ),
+            )
+            .into());
         }
         if load(txn, &access_key_key(access_key_id))?.is_some() {
             return Err(DomainError::already_exists(
@@ -137,7 +109,7 @@ impl Operation for CreateAccessKey {
         txn.put_record(
             access_key_key(access_key_id),
             &Stored::Key(AccessKey {
-                principal: name.clone(),
+                principal: principal.clone(),
                 sealed_secret: sealed_secret.clone(),
                 created_ms: ctx.now_ms,
             }),
@@ -148,60 +120,41 @@ impl Operation for CreateAccessKey {
         });
         save_principal(txn, &p);
         Ok(p)
+    };
+
+    /// Delete an access key.
+    pub struct DeleteAccessKey {
+        /// Whose.
+        pub principal: String,
+        /// Which.
+        pub access_key_id: String,
     }
-}
-
-/// Delete an access key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeleteAccessKey {
-    /// Whose.
-    pub principal: String,
-    /// Which.
-    pub access_key_id: String,
-}
-
-impl Operation for DeleteAccessKey {
-    type Output = Principal;
-
-    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
+    applies -> Principal = |txn, _, _| {
         bump_generation(txn)?;
-        let DeleteAccessKey {
-            principal: name,
-            access_key_id,
-        } = self;
-
-        let mut p = require_principal(txn, name)?;
+        let mut p = require_principal(txn, principal)?;
         let before = p.keys.len();
         p.keys.retain(|k| k.id != *access_key_id);
         if p.keys.len() == before {
             return Err(DomainError::not_found(
                 "NoSuchEntity",
-                format!("access_key_id: {name} has no access key {access_key_id:?}"),
+                format!("access_key_id: {principal} has no access key {access_key_id:?}"),
             )
             .into());
         }
         txn.delete(access_key_key(access_key_id));
         save_principal(txn, &p);
         Ok(p)
+    };
+
+    /// Create or replace a custom policy.
+    pub struct PutPolicy {
+        /// Its name.
+        pub name: String,
+        /// The JSON document.
+        pub document: String,
     }
-}
-
-/// Create or replace a custom policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PutPolicy {
-    /// Its name.
-    pub name: String,
-    /// The JSON document.
-    pub document: String,
-}
-
-impl Operation for PutPolicy {
-    type Output = CustomPolicy;
-
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
+    applies -> CustomPolicy = |txn, ctx, _| {
         bump_generation(txn)?;
-        let PutPolicy { name, document } = self;
-
         validate_policy(name, document)?;
         if policy(txn, name)?.is_none() {
             count_one_more(txn, "iam/npol", POLICIES_MAX, "policies")?;
@@ -213,23 +166,15 @@ impl Operation for PutPolicy {
         };
         txn.put_record(policy_key(name), &Stored::Policy(p.clone()));
         Ok(p)
+    };
+
+    /// Delete a custom policy that nothing has attached.
+    pub struct DeletePolicy {
+        /// Its name.
+        pub name: String,
     }
-}
-
-/// Delete a custom policy that nothing has attached.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeletePolicy {
-    /// Its name.
-    pub name: String,
-}
-
-impl Operation for DeletePolicy {
-    type Output = ();
-
-    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
+    applies -> () = |txn, _, _| {
         bump_generation(txn)?;
-        let DeletePolicy { name } = self;
-
         if builtin::document(name).is_some() {
             return Err(DomainError::invalid(
                 "name",
@@ -250,115 +195,80 @@ impl Operation for DeletePolicy {
                 .collect();
         if let Some(h) = holders.first() {
             return Err(DomainError::precondition(
-                    "DeleteConflict",
-                    format!(
-                        "name: policy {name} is attached to {} principal(s), {} among them; detach it first",
-                        holders.len(),
-                        h.name
-                    ),
-                )
-                .into());
-        }
-        txn.delete(policy_key(name));
-        count_one_less(txn, "iam/npol")
-    }
-}
-
-/// Attach a policy to a principal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttachPolicy {
-    /// To whom.
-    pub principal: String,
-    /// Which policy.
-    pub policy: String,
-}
-
-impl Operation for AttachPolicy {
-    type Output = Principal;
-
-    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
-        bump_generation(txn)?;
-        let AttachPolicy {
-            principal: name,
-            policy: pol,
-        } = self;
-
-        let mut p = require_principal(txn, name)?;
-        if !policy_exists(txn, pol)? {
-            return Err(no_policy(pol).into());
-        }
-        if !p.policies.contains(pol) {
-            if p.policies.len() >= ATTACHED_MAX {
-                return Err(too_many_attached().into());
-            }
-            p.policies.push(pol.clone());
-            save_principal(txn, &p);
-        }
-        Ok(p)
-    }
-}
-
-/// Detach a policy from a principal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DetachPolicy {
-    /// From whom.
-    pub principal: String,
-    /// Which policy.
-    pub policy: String,
-}
-
-impl Operation for DetachPolicy {
-    type Output = Principal;
-
-    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
-        bump_generation(txn)?;
-        let DetachPolicy {
-            principal: name,
-            policy: pol,
-        } = self;
-
-        let mut p = require_principal(txn, name)?;
-        if !p.policies.contains(pol) {
-            return Err(DomainError::not_found(
-                "NoSuchEntity",
-                format!("policy: {pol} is not attached to {name}"),
+                "DeleteConflict",
+                format!(
+                    "name: policy {name} is attached to {} principal(s), {} among them; \
+                     detach it first",
+                    holders.len(),
+                    h.name
+                ),
             )
             .into());
         }
-        p.policies.retain(|x| x != pol);
+        txn.delete(policy_key(name));
+        count_one_less(txn, "iam/npol")
+    };
+
+    /// Attach a policy to a principal.
+    pub struct AttachPolicy {
+        /// To whom.
+        pub principal: String,
+        /// Which policy.
+        pub policy: String,
+    }
+    applies -> Principal = |txn, _, _| {
+        bump_generation(txn)?;
+        let mut p = require_principal(txn, principal)?;
+        if !policy_exists(txn, policy)? {
+            return Err(no_policy(policy).into());
+        }
+        if !p.policies.contains(policy) {
+            if p.policies.len() >= ATTACHED_MAX {
+                return Err(too_many_attached().into());
+            }
+            p.policies.push(policy.clone());
+            save_principal(txn, &p);
+        }
+        Ok(p)
+    };
+
+    /// Detach a policy from a principal.
+    pub struct DetachPolicy {
+        /// From whom.
+        pub principal: String,
+        /// Which policy.
+        pub policy: String,
+    }
+    applies -> Principal = |txn, _, _| {
+        bump_generation(txn)?;
+        let mut p = require_principal(txn, principal)?;
+        if !p.policies.contains(policy) {
+            return Err(DomainError::not_found(
+                "NoSuchEntity",
+                format!("policy: {policy} is not attached to {principal}"),
+            )
+            .into());
+        }
+        p.policies.retain(|x| x != policy);
         save_principal(txn, &p);
         Ok(p)
+    };
+
+    /// One principal.
+    pub struct GetPrincipal {
+        /// Its name.
+        pub name: String,
     }
-}
+    reads -> Principal = |state| require_principal(state, name);
 
-/// One principal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GetPrincipal {
-    /// Its name.
-    pub name: String,
-}
-
-impl Lookup for GetPrincipal {
-    type Output = Principal;
-
-    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
-        require_principal(state, &self.name)
+    /// Principals in name order after `after`, and whether more follow.
+    pub struct ListPrincipals {
+        /// Start after this name.
+        pub after: Option<String>,
+        /// At most this many (1 to [`LIST_MAX`]).
+        pub limit: usize,
     }
-}
-
-/// Principals in name order after `after`, and whether more follow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListPrincipals {
-    /// Start after this name.
-    pub after: Option<String>,
-    /// At most this many (1 to [`LIST_MAX`]).
-    pub limit: usize,
-}
-
-impl Lookup for ListPrincipals {
-    type Output = (Vec<Principal>, bool);
-
-    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+    reads -> (Vec<Principal>, bool) = |state| {
         let all: Vec<Stored> = crate::store::records_under(state, &Key::new("iam/p").build())?;
         let mut ps: Vec<Principal> = all
             .into_iter()
@@ -366,47 +276,33 @@ impl Lookup for ListPrincipals {
                 Stored::Principal(p) => Some(p),
                 _ => None,
             })
-            .filter(|p| self.after.as_ref().is_none_or(|a| p.name > *a))
+            .filter(|p| after.as_ref().is_none_or(|a| p.name > *a))
             .collect();
         ps.sort_by(|a, b| a.name.cmp(&b.name));
-        let limit = self.limit.clamp(1, LIST_MAX);
+        let limit = (*limit).clamp(1, LIST_MAX);
         let more = ps.len() > limit;
         ps.truncate(limit);
         Ok((ps, more))
+    };
+
+    /// An access key and its principal (`None` when unknown).
+    pub struct GetAccessKey {
+        /// The access key id.
+        pub id: String,
     }
-}
-
-/// An access key and its principal (`None` when unknown).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GetAccessKey {
-    /// The access key id.
-    pub id: String,
-}
-
-impl Lookup for GetAccessKey {
-    type Output = Option<(AccessKey, Principal)>;
-
-    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
-        Ok(match load(state, &access_key_key(&self.id))? {
+    reads -> Option<(AccessKey, Principal)> = |state| {
+        Ok(match load(state, &access_key_key(id))? {
             Some(Stored::Key(k)) => principal(state, &k.principal)?.map(|p| (k, p)),
             _ => None,
         })
+    };
+
+    /// One custom policy.
+    pub struct GetPolicy {
+        /// Its name.
+        pub name: String,
     }
-}
-
-/// One custom policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GetPolicy {
-    /// Its name.
-    pub name: String,
-}
-
-impl Lookup for GetPolicy {
-    type Output = CustomPolicy;
-
-    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
-        Ok(policy(state, &self.name)?.ok_or_else(|| no_policy(&self.name))?)
-    }
+    reads -> CustomPolicy = |state| Ok(policy(state, name)?.ok_or_else(|| no_policy(name))?);
 }
 
 /// Every custom policy.

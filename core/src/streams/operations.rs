@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::{Ctx, Effects};
 use crate::error::{ApplyResult, DomainError};
-use crate::operation::{Lookup, Operation};
+use crate::operation::{operations, Lookup, Operation};
 use crate::store::{StateRead, Txn};
 use crate::streams::iterator::Position;
 use crate::streams::records::Read;
@@ -22,188 +22,87 @@ impl Operation for CreateStream {
     }
 }
 
-/// Delete a stream (its records are collected in the background).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeleteStream {
-    /// Stream name.
-    pub name: String,
-}
-
-impl Operation for DeleteStream {
-    type Output = ();
-
-    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
-        let DeleteStream { name } = self;
-        streams::delete(txn, name)
+operations! {
+    /// Delete a stream (its records are collected in the background).
+    pub struct DeleteStream {
+        /// Stream name.
+        pub name: String,
     }
-}
+    applies -> () = |txn, _, _| streams::delete(txn, name);
 
-/// Put records (PutRecord, PutRecords).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PutRecords {
-    /// Stream name.
-    pub stream: String,
-    /// The records.
-    pub records: Vec<NewRecord>,
-}
-
-impl Operation for PutRecords {
-    type Output = Vec<Result<Placed, DomainError>>;
-
-    fn size_hint(&self) -> usize {
-        32 + self.records.iter().map(|r| r.size() + 32).sum::<usize>()
+    /// Put records (PutRecord, PutRecords).
+    pub struct PutRecords {
+        /// Stream name.
+        pub stream: String,
+        /// The records.
+        pub records: Vec<NewRecord>,
     }
-
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
-        let PutRecords { stream, records } = self;
+    size 32 + records.iter().map(|r| r.size() + 32).sum::<usize>();
+    applies -> Vec<Result<Placed, DomainError>> = |txn, ctx, effects| {
         records::put(txn, ctx, stream, records, effects)
+    };
+
+    /// Increase or decrease the retention period.
+    pub struct SetStreamRetention {
+        /// Stream name.
+        pub name: String,
+        /// Hours.
+        pub hours: u32,
+        /// IncreaseStreamRetentionPeriod (else Decrease...).
+        pub increase: bool,
     }
-}
+    applies -> () = |txn, _, _| streams::set_retention(txn, name, *hours, *increase);
 
-/// Increase or decrease the retention period.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SetStreamRetention {
-    /// Stream name.
-    pub name: String,
-    /// Hours.
-    pub hours: u32,
-    /// IncreaseStreamRetentionPeriod (else Decrease...).
-    pub increase: bool,
-}
-
-impl Operation for SetStreamRetention {
-    type Output = ();
-
-    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
-        let SetStreamRetention {
-            name,
-            hours,
-            increase,
-        } = self;
-        streams::set_retention(txn, name, *hours, *increase)
+    /// Split a shard.
+    pub struct SplitShard {
+        /// Stream name.
+        pub name: String,
+        /// Shard index.
+        pub shard: u32,
+        /// First hash key of the second child.
+        pub new_start: u128,
     }
-}
-
-/// Split a shard.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SplitShard {
-    /// Stream name.
-    pub name: String,
-    /// Shard index.
-    pub shard: u32,
-    /// First hash key of the second child.
-    pub new_start: u128,
-}
-
-impl Operation for SplitShard {
-    type Output = [u32; 2];
-
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
-        let SplitShard {
-            name,
-            shard,
-            new_start,
-        } = self;
+    applies -> [u32; 2] = |txn, ctx, effects| {
         shards::split(txn, ctx, name, *shard, *new_start, effects)
+    };
+
+    /// Merge two adjacent shards.
+    pub struct MergeShards {
+        /// Stream name.
+        pub name: String,
+        /// Shard index.
+        pub shard: u32,
+        /// The adjacent shard's index.
+        pub adjacent: u32,
     }
-}
+    applies -> u32 = |txn, ctx, effects| shards::merge(txn, ctx, name, *shard, *adjacent, effects);
 
-/// Merge two adjacent shards.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MergeShards {
-    /// Stream name.
-    pub name: String,
-    /// Shard index.
-    pub shard: u32,
-    /// The adjacent shard's index.
-    pub adjacent: u32,
-}
-
-impl Operation for MergeShards {
-    type Output = u32;
-
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
-        let MergeShards {
-            name,
-            shard,
-            adjacent,
-        } = self;
-        shards::merge(txn, ctx, name, *shard, *adjacent, effects)
+    /// Rescale to a number of uniform shards.
+    pub struct UpdateShardCount {
+        /// Stream name.
+        pub name: String,
+        /// Target open shards.
+        pub target: u32,
     }
-}
+    applies -> u32 = |txn, ctx, effects| shards::update_count(txn, ctx, name, *target, effects);
 
-/// Rescale to a number of uniform shards.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UpdateShardCount {
-    /// Stream name.
-    pub name: String,
-    /// Target open shards.
-    pub target: u32,
-}
-
-impl Operation for UpdateShardCount {
-    type Output = u32;
-
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
-        let UpdateShardCount { name, target } = self;
-        shards::update_count(txn, ctx, name, *target, effects)
+    /// Register an enhanced fan-out consumer.
+    pub struct RegisterConsumer {
+        /// Stream name.
+        pub name: String,
+        /// Consumer name.
+        pub consumer: String,
     }
-}
+    applies -> ConsumerMeta = |txn, ctx, _| streams::register_consumer(txn, ctx, name, consumer);
 
-/// Register an enhanced fan-out consumer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RegisterConsumer {
-    /// Stream name.
-    pub name: String,
-    /// Consumer name.
-    pub consumer: String,
-}
-
-impl Operation for RegisterConsumer {
-    type Output = ConsumerMeta;
-
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
-        let RegisterConsumer { name, consumer } = self;
-        streams::register_consumer(txn, ctx, name, consumer)
+    /// Deregister a consumer.
+    pub struct DeregisterConsumer {
+        /// Stream name.
+        pub name: String,
+        /// Consumer name.
+        pub consumer: String,
     }
-}
-
-/// Deregister a consumer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeregisterConsumer {
-    /// Stream name.
-    pub name: String,
-    /// Consumer name.
-    pub consumer: String,
-}
-
-impl Operation for DeregisterConsumer {
-    type Output = ();
-
-    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
-        let DeregisterConsumer { name, consumer } = self;
-        streams::deregister_consumer(txn, name, consumer)
-    }
+    applies -> () = |txn, _, _| streams::deregister_consumer(txn, name, consumer);
 }
 
 /// Drop a shard's records past retention (the leader's schedule).
@@ -234,83 +133,47 @@ impl Operation for TrimShard {
     }
 }
 
-/// Delete a bounded part of a deleted stream's records.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CollectStream {
-    /// Stream id.
-    pub sid: u64,
-}
-
-impl Operation for CollectStream {
-    type Output = bool;
-
-    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
-        let CollectStream { sid } = self;
-        records::collect(txn, *sid)
+operations! {
+    /// Delete a bounded part of a deleted stream's records.
+    pub struct CollectStream {
+        /// Stream id.
+        pub sid: u64,
     }
-}
+    applies -> bool = |txn, _, _| records::collect(txn, *sid);
 
-/// A stream's record (settings, shard map, consumers).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DescribeStream {
-    /// Stream name.
-    pub name: String,
-}
-
-impl Lookup for DescribeStream {
-    type Output = Stream;
-
-    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
-        let DescribeStream { name } = self;
-        streams::require(state, name)
+    /// A stream's record (settings, shard map, consumers).
+    pub struct DescribeStream {
+        /// Stream name.
+        pub name: String,
     }
-}
+    reads -> Stream = |state| streams::require(state, name);
 
-/// A page of stream names.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListStreams {
-    /// Continue after this name.
-    pub after: Option<String>,
-    /// Page size.
-    pub limit: u32,
-}
-
-impl Lookup for ListStreams {
-    type Output = (Vec<String>, bool);
-
-    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
-        let ListStreams { after, limit } = self;
+    /// A page of stream names.
+    pub struct ListStreams {
+        /// Continue after this name.
+        pub after: Option<String>,
+        /// Page size.
+        pub limit: u32,
+    }
+    reads -> (Vec<String>, bool) = |state| {
         let (names, more) = streams::list(state, after.as_deref(), *limit as usize)?;
         Ok((names, more))
+    };
+
+    /// Records of a shard from a position.
+    pub struct ReadShard {
+        /// Stream id.
+        pub stream: u64,
+        /// Shard index.
+        pub shard: u32,
+        /// First record number wanted.
+        pub from: u64,
+        /// Most records.
+        pub limit: u32,
+        /// About this many bytes at most.
+        pub max_bytes: u64,
     }
-}
-
-/// Records of a shard from a position.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReadShard {
-    /// Stream id.
-    pub stream: u64,
-    /// Shard index.
-    pub shard: u32,
-    /// First record number wanted.
-    pub from: u64,
-    /// Most records.
-    pub limit: u32,
-    /// About this many bytes at most.
-    pub max_bytes: u64,
-}
-
-impl Lookup for ReadShard {
-    type Output = Read;
-
-    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
-        let ReadShard {
-            stream,
-            shard,
-            from,
-            limit,
-            max_bytes,
-        } = self;
+    reads -> Read = |state| {
         records::read(
             state,
             *stream,
@@ -319,7 +182,7 @@ impl Lookup for ReadShard {
             *limit as usize,
             *max_bytes as usize,
         )
-    }
+    };
 }
 
 /// Where a starting position points in a shard.

@@ -3,7 +3,7 @@
 //! Deliveries that leave the cluster (HTTP/S posts, and function invocations
 //! once workers exist) cannot happen inside a command. A publish therefore
 //! writes one outbox entry per matching subscription; the leader's
-//! deliverer ([`crate::deliverer`]) posts the entries that are due and
+//! deliverer (the broker's `deliverer`) posts the entries that are due and
 //! reports each result back with a `SettleDeliveries` command, which deletes
 //! a delivered entry, reschedules a failed one per the delivery policy, or,
 //! once retries are used up, moves it to the subscription's dead-letter
