@@ -471,6 +471,21 @@ impl Client {
             .await
     }
 
+    /// Sends one message with a body and nothing else (no attributes, delay
+    /// or FIFO fields).
+    pub async fn send_body(
+        &self,
+        queue: &str,
+        body: &str,
+    ) -> Result<pb::SendMessageResponse, Error> {
+        self.send_message(pb::SendMessageRequest {
+            queue_name: queue.to_string(),
+            message_body: body.to_string(),
+            ..Default::default()
+        })
+        .await
+    }
+
     /// Sends up to 10 messages; each entry succeeds or fails on its own.
     pub async fn send_message_batch(
         &self,
@@ -478,6 +493,26 @@ impl Client {
     ) -> Result<pb::SendMessageBatchResponse, Error> {
         self.queues(req, |mut c, r| async move { c.send_message_batch(r).await })
             .await
+    }
+
+    /// Receives up to `max` messages from `queue`, hiding them for
+    /// `visibility_timeout` seconds and waiting up to `wait_time_seconds` for
+    /// one to arrive (`None`: the queue's own settings).
+    pub async fn receive_from(
+        &self,
+        queue: &str,
+        max: i32,
+        visibility_timeout: Option<i32>,
+        wait_time_seconds: Option<i32>,
+    ) -> Result<pb::ReceiveMessageResponse, Error> {
+        self.receive_message(pb::ReceiveMessageRequest {
+            queue_name: queue.to_string(),
+            max_number_of_messages: max,
+            visibility_timeout,
+            wait_time_seconds,
+            ..Default::default()
+        })
+        .await
     }
 
     /// Receives messages, waiting up to the request's (or the queue's) wait
@@ -1279,6 +1314,32 @@ impl Client {
     ) -> Result<pb::CreateStreamResponse, Error> {
         self.streams(req, |mut c, r| async move { c.create_stream(r).await })
             .await
+    }
+
+    /// Creates a stream of `shards` shards with the default retention and
+    /// throughput limits.
+    pub async fn create_stream_with_shards(&self, name: &str, shards: i32) -> Result<(), Error> {
+        self.create_stream(pb::CreateStreamRequest {
+            stream_name: name.to_string(),
+            shard_count: shards,
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Creates a stream of `shards` shards with no write limit per shard
+    /// (the per-shard records and bytes per second set to 0).
+    pub async fn create_unthrottled_stream(&self, name: &str, shards: i32) -> Result<(), Error> {
+        self.create_stream(pb::CreateStreamRequest {
+            stream_name: name.to_string(),
+            shard_count: shards,
+            shard_write_records_per_second: Some(0),
+            shard_write_bytes_per_second: Some(0),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Deletes a stream.

@@ -367,18 +367,11 @@ pub async fn receive_bodies(
     queue: &str,
     want: &std::collections::BTreeSet<String>,
 ) -> std::collections::BTreeSet<String> {
-    use sluice_client::sluice_proto::v1 as pb;
     let mut seen = std::collections::BTreeSet::new();
     let mut empty_rounds = 0;
     while !want.is_subset(&seen) && empty_rounds < 5 {
         let r = client
-            .receive_message(pb::ReceiveMessageRequest {
-                queue_name: queue.into(),
-                max_number_of_messages: 10,
-                visibility_timeout: Some(3600),
-                wait_time_seconds: Some(0),
-                ..Default::default()
-            })
+            .receive_from(queue, 10, Some(3600), Some(0))
             .await
             .expect("receive");
         if r.messages.is_empty() {

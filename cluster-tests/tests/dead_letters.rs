@@ -38,11 +38,7 @@ async fn over_received_messages_reach_the_dlq_and_a_move_task_returns_them() {
         .unwrap();
     for i in 0..20 {
         client
-            .send_message(pb::SendMessageRequest {
-                queue_name: "orders".into(),
-                message_body: format!("order-{i}"),
-                ..Default::default()
-            })
+            .send_body("orders", &format!("order-{i}"))
             .await
             .unwrap();
     }
@@ -52,13 +48,7 @@ async fn over_received_messages_reach_the_dlq_and_a_move_task_returns_them() {
             let mut n = 0;
             loop {
                 let r = client
-                    .receive_message(pb::ReceiveMessageRequest {
-                        queue_name: "orders".into(),
-                        max_number_of_messages: 10,
-                        visibility_timeout: Some(vt),
-                        wait_time_seconds: Some(0),
-                        ..Default::default()
-                    })
+                    .receive_from("orders", 10, Some(vt), Some(0))
                     .await
                     .unwrap();
                 if r.messages.is_empty() {
@@ -74,13 +64,7 @@ async fn over_received_messages_reach_the_dlq_and_a_move_task_returns_them() {
         let mut seen = 0;
         while seen < 20 {
             let r = client
-                .receive_message(pb::ReceiveMessageRequest {
-                    queue_name: "orders".into(),
-                    max_number_of_messages: 10,
-                    visibility_timeout: Some(1),
-                    wait_time_seconds: Some(5),
-                    ..Default::default()
-                })
+                .receive_from("orders", 10, Some(1), Some(5))
                 .await
                 .unwrap();
             seen += r.messages.len();

@@ -9,7 +9,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cluster_tests::{metric_value, serial, wait_for, Cluster};
-use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::{Client, Consistency};
 
 const ELECTION: Duration = Duration::from_secs(20);
@@ -51,14 +50,7 @@ impl Drop for SmallDisk {
 }
 
 async fn send(client: &Client, body: &str) -> Result<(), sluice_client::Error> {
-    client
-        .send_message(pb::SendMessageRequest {
-            queue_name: "q".into(),
-            message_body: body.into(),
-            ..Default::default()
-        })
-        .await
-        .map(|_| ())
+    client.send_body("q", body).await.map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread")]

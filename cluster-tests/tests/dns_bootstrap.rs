@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use cluster_tests::dns::DnsCluster;
 use cluster_tests::{receive_bodies, serial, wait_for};
-use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
 
 const FORM: Duration = Duration::from_secs(60);
@@ -44,13 +43,7 @@ impl Writer {
         let task = tokio::spawn(async move {
             let mut n = 0u64;
             while !flag.load(Ordering::SeqCst) {
-                let r = client
-                    .send_message(pb::SendMessageRequest {
-                        queue_name: queue.into(),
-                        message_body: n.to_string(),
-                        ..Default::default()
-                    })
-                    .await;
+                let r = client.send_body(queue, &n.to_string()).await;
                 let mut w = log.lock().unwrap();
                 match r {
                     Ok(_) => {

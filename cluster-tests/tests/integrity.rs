@@ -321,13 +321,12 @@ async fn delete_some(client: &Client, queue: &str, n: usize) -> BTreeSet<String>
     let mut deleted = BTreeSet::new();
     while deleted.len() < n {
         let r = client
-            .receive_message(pb::ReceiveMessageRequest {
-                queue_name: queue.into(),
-                max_number_of_messages: 10.min((n - deleted.len()) as i32),
-                visibility_timeout: Some(3600),
-                wait_time_seconds: Some(0),
-                ..Default::default()
-            })
+            .receive_from(
+                queue,
+                10.min((n - deleted.len()) as i32),
+                Some(3600),
+                Some(0),
+            )
             .await
             .expect("receive");
         assert!(!r.messages.is_empty(), "the queue ran dry");

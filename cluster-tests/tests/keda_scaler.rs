@@ -64,13 +64,7 @@ async fn metric(s: &mut ExternalScalerClient<Channel>, meta: &[(&str, &str)]) ->
 /// handles.
 async fn receive_handles(client: &sluice_client::Client, queue: &str, wait_s: i32) -> Vec<String> {
     client
-        .receive_message(pb::ReceiveMessageRequest {
-            queue_name: queue.into(),
-            max_number_of_messages: 10,
-            visibility_timeout: Some(600),
-            wait_time_seconds: Some(wait_s),
-            ..Default::default()
-        })
+        .receive_from(queue, 10, Some(600), Some(wait_s))
         .await
         .expect("receive")
         .messages
@@ -125,14 +119,7 @@ async fn queue_depth_drives_keda_from_zero_and_back() {
     assert!(!first.result, "an empty queue is not active");
 
     for i in 0..25 {
-        client
-            .send_message(pb::SendMessageRequest {
-                queue_name: "jobs".into(),
-                message_body: format!("job {i}"),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        client.send_body("jobs", &format!("job {i}")).await.unwrap();
     }
     let pushed = tokio::time::timeout(WAIT, pushes.next())
         .await
@@ -224,14 +211,7 @@ async fn stream_iterator_age_activates_with_no_worker_and_settles_once_one_runs(
         })
         .await
         .unwrap();
-    client
-        .create_stream(pb::CreateStreamRequest {
-            stream_name: "events".into(),
-            shard_count: 2,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    client.create_stream_with_shards("events", 2).await.unwrap();
     client
         .create_event_source_mapping(pb::EventSourceMappingRequest {
             function_name: "consumer".into(),

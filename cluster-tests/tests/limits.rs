@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::BufMut;
 use cluster_tests::{serial, Cluster};
-use sluice_client::sluice_proto::v1 as pb;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Code, Status};
@@ -143,14 +142,7 @@ async fn a_node_held_to_one_gib_survives_ten_concurrent_maximal_hostile_requests
     eprintln!("memory cgroup: {cgroup:?}");
     let client = c.node(1).client(Duration::from_secs(20));
     client.create_queue("q", HashMap::new()).await.unwrap();
-    client
-        .create_stream(pb::CreateStreamRequest {
-            stream_name: "s".into(),
-            shard_count: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    client.create_stream_with_shards("s", 1).await.unwrap();
     let topic = client.create_topic("t", HashMap::new()).await.unwrap();
 
     let rpcs: [(&'static str, Vec<u8>); 5] = [
@@ -203,14 +195,7 @@ async fn a_node_held_to_one_gib_survives_ten_concurrent_maximal_hostile_requests
     eprintln!("peak RSS of the node: {} MiB", peak >> 20);
     assert!(peak < 1 << 30, "peak RSS {peak}");
     // And it still serves.
-    client
-        .send_message(pb::SendMessageRequest {
-            queue_name: "q".into(),
-            message_body: "after".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    client.send_body("q", "after").await.unwrap();
     c.node(1).kill9();
     if let Some(dir) = cgroup {
         let _ = std::fs::remove_dir(dir);

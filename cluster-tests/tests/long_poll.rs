@@ -46,14 +46,7 @@ async fn a_long_poll_on_a_follower_wakes_on_a_send_through_another_node() {
             }
         })
         .await;
-        sender
-            .send_message(pb::SendMessageRequest {
-                queue_name: "lp".into(),
-                message_body: format!("m{i}"),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        sender.send_body("lp", &format!("m{i}")).await.unwrap();
         let acked = Instant::now();
         let (returned, reply) = receive.await.unwrap();
         assert_eq!(reply.messages.len(), 1);

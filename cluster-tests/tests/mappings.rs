@@ -33,14 +33,7 @@ async fn mappings_are_validated_listed_updated_and_deleted() {
         )
         .await
         .unwrap();
-    client
-        .create_stream(pb::CreateStreamRequest {
-            stream_name: "clicks".into(),
-            shard_count: 2,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    client.create_stream_with_shards("clicks", 2).await.unwrap();
     let sqs = |q: &str| format!("arn:aws:sqs:us-east-1:000000000000:{q}");
     let kinesis = "arn:aws:kinesis:us-east-1:000000000000:stream/clicks";
 
@@ -371,11 +364,7 @@ async fn a_queue_mapping_drains_a_queue_through_three_workers() {
         );
     }
     let dlq = client
-        .receive_message(pb::ReceiveMessageRequest {
-            queue_name: "work-dlq".into(),
-            max_number_of_messages: 10,
-            ..Default::default()
-        })
+        .receive_from("work-dlq", 10, None, None)
         .await
         .unwrap();
     assert!(dlq.messages.iter().all(|m| m.body.starts_with("fail-")));

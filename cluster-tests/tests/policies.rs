@@ -339,14 +339,7 @@ async fn a_table_of_principals_actions_and_resources_is_decided_as_iam_decides()
     for t in ["alerts", "audit"] {
         admin.create_topic(t, HashMap::new()).await.unwrap();
     }
-    admin
-        .create_stream(pb::CreateStreamRequest {
-            stream_name: "clicks".into(),
-            shard_count: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    admin.create_stream_with_shards("clicks", 1).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     admin
         .create_function(pb::CreateFunctionRequest {

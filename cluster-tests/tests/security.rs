@@ -609,23 +609,9 @@ async fn receipt_handles_and_shard_iterators_cannot_be_made_up() {
     let client = admin_client(&c);
     client.create_queue("q", HashMap::new()).await.unwrap();
     for body in ["mine", "theirs"] {
-        client
-            .send_message(pb::SendMessageRequest {
-                queue_name: "q".into(),
-                message_body: body.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        client.send_body("q", body).await.unwrap();
     }
-    let receive = |n: i32| {
-        client.receive_message(pb::ReceiveMessageRequest {
-            queue_name: "q".into(),
-            max_number_of_messages: n,
-            visibility_timeout: Some(600),
-            ..Default::default()
-        })
-    };
+    let receive = |n: i32| client.receive_from("q", n, Some(600), None);
     let mine = receive(1).await.unwrap().messages.remove(0);
     // The next message's handle, computed from this one as the old CRC
     // scheme allowed: the sequence number moved on by one, the MAC kept.
@@ -650,14 +636,7 @@ async fn receipt_handles_and_shard_iterators_cannot_be_made_up() {
         .await
         .unwrap();
 
-    client
-        .create_stream(pb::CreateStreamRequest {
-            stream_name: "s".into(),
-            shard_count: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    client.create_stream_with_shards("s", 1).await.unwrap();
     let it = client
         .get_shard_iterator(pb::GetShardIteratorRequest {
             stream_name: "s".into(),

@@ -277,14 +277,7 @@ async fn a_poison_record_is_bisected_out_to_the_on_failure_queue() {
     let code = tempfile::tempdir().unwrap();
     let marks = cluster_tests::Recorder::start("127.0.0.1").await;
     create_recorder(&client, code.path(), &marks).await;
-    client
-        .create_stream(pb::CreateStreamRequest {
-            stream_name: "events".into(),
-            shard_count: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    client.create_stream_with_shards("events", 1).await.unwrap();
     client.create_queue("failed", HashMap::new()).await.unwrap();
     let records: Vec<String> = (0..10)
         .map(|i| {
@@ -353,12 +346,7 @@ async fn a_poison_record_is_bisected_out_to_the_on_failure_queue() {
         let client = client.clone();
         async move {
             let got = client
-                .receive_message(pb::ReceiveMessageRequest {
-                    queue_name: "failed".into(),
-                    max_number_of_messages: 10,
-                    wait_time_seconds: Some(1),
-                    ..Default::default()
-                })
+                .receive_from("failed", 10, None, Some(1))
                 .await
                 .ok()?;
             assert!(got.messages.len() <= 1, "{:?}", got.messages);

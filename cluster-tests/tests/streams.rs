@@ -245,13 +245,7 @@ async fn read_shards(
 /// about durability and order, not throttling); returns its shard ids.
 async fn unthrottled_stream(c: &Cluster, name: &str, shards: i32) -> Vec<String> {
     c.client()
-        .create_stream(pb::CreateStreamRequest {
-            stream_name: name.to_string(),
-            shard_count: shards,
-            shard_write_records_per_second: Some(0),
-            shard_write_bytes_per_second: Some(0),
-            ..Default::default()
-        })
+        .create_unthrottled_stream(name, shards)
         .await
         .unwrap();
     c.client()
@@ -570,16 +564,7 @@ async fn subscribe_to_shard_pushes_records_and_resumes_on_another_node() {
     let leader = c.leader(Duration::from_secs(20)).await;
     let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
     let admin = c.client();
-    admin
-        .create_stream(pb::CreateStreamRequest {
-            stream_name: "pushed".into(),
-            shard_count: 1,
-            shard_write_records_per_second: Some(0),
-            shard_write_bytes_per_second: Some(0),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    admin.create_unthrottled_stream("pushed", 1).await.unwrap();
     let consumer = admin
         .register_stream_consumer("pushed", "app")
         .await
@@ -751,13 +736,7 @@ async fn a_follower_keeps_key_order_across_a_rescale_and_latest_skips_history() 
     c.leader(Duration::from_secs(20)).await;
     let client = c.client();
     client
-        .create_stream(pb::CreateStreamRequest {
-            stream_name: "rescaled".into(),
-            shard_count: 5,
-            shard_write_records_per_second: Some(0),
-            shard_write_bytes_per_second: Some(0),
-            ..Default::default()
-        })
+        .create_unthrottled_stream("rescaled", 5)
         .await
         .unwrap();
     let put_round = |round: usize| {
@@ -836,14 +815,7 @@ async fn bad_iterators_and_positions_are_refused_naming_the_field() {
     c.leader(Duration::from_secs(20)).await;
     let client = c.client();
     for name in ["one", "two"] {
-        client
-            .create_stream(pb::CreateStreamRequest {
-                stream_name: name.into(),
-                shard_count: 1,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        client.create_stream_with_shards(name, 1).await.unwrap();
     }
     let iterator = |stream: &str, kind: &str, seq: &str| pb::GetShardIteratorRequest {
         stream_name: stream.into(),
@@ -939,14 +911,7 @@ async fn bad_iterators_and_positions_are_refused_naming_the_field() {
     assert_eq!(e.status(), Some(tonic::Code::NotFound), "{e}");
     // A deleted stream's iterators fail, even once the name is reused.
     client.delete_stream("one").await.unwrap();
-    client
-        .create_stream(pb::CreateStreamRequest {
-            stream_name: "one".into(),
-            shard_count: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    client.create_stream_with_shards("one", 1).await.unwrap();
     let e = client.get_records(&it, 10).await.unwrap_err();
     assert_eq!(e.status(), Some(tonic::Code::NotFound), "{e}");
     // Nothing above changed the streams.

@@ -134,13 +134,7 @@ async fn drain(client: &Client, queue: &str) -> BTreeMap<String, usize> {
     let mut empty = 0;
     while empty < 2 {
         let r = client
-            .receive_message(pb::ReceiveMessageRequest {
-                queue_name: queue.into(),
-                max_number_of_messages: 10,
-                visibility_timeout: Some(600),
-                wait_time_seconds: Some(1),
-                ..Default::default()
-            })
+            .receive_from(queue, 10, Some(600), Some(1))
             .await
             .unwrap();
         if r.messages.is_empty() {
@@ -335,15 +329,7 @@ async fn a_fifo_topic_keeps_group_order_in_two_fifo_queues() {
     for q in ["fifo-a.fifo", "fifo-b.fifo"] {
         let mut order: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         loop {
-            let r = reader
-                .receive_message(pb::ReceiveMessageRequest {
-                    queue_name: q.into(),
-                    max_number_of_messages: 10,
-                    wait_time_seconds: Some(1),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
+            let r = reader.receive_from(q, 10, None, Some(1)).await.unwrap();
             if r.messages.is_empty() {
                 break;
             }

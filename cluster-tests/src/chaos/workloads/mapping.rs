@@ -79,13 +79,7 @@ impl MappingWorkload {
             .await
             .map_err(e)?;
         admin
-            .create_stream(pb::CreateStreamRequest {
-                stream_name: STREAM.into(),
-                shard_count: 2,
-                shard_write_records_per_second: Some(0),
-                shard_write_bytes_per_second: Some(0),
-                ..Default::default()
-            })
+            .create_unthrottled_stream(STREAM, 2)
             .await
             .map_err(e)?;
         admin.create_queue(QUEUE, HashMap::new()).await.map_err(e)?;
