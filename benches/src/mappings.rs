@@ -79,13 +79,7 @@ pub async fn run(
         .map_err(e)?;
     client.create_queue(name, HashMap::new()).await.map_err(e)?;
     client
-        .create_stream(pb::CreateStreamRequest {
-            stream_name: name.into(),
-            shard_count: shards,
-            shard_write_records_per_second: Some(0),
-            shard_write_bytes_per_second: Some(0),
-            ..Default::default()
-        })
+        .create_unthrottled_stream(name, shards)
         .await
         .map_err(e)?;
     for (arn, position) in [

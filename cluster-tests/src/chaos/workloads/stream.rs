@@ -44,13 +44,7 @@ impl StreamWorkload {
     pub async fn setup(admin: &Client) -> Result<StreamWorkload, String> {
         let stream = "chaos".to_string();
         admin
-            .create_stream(pb::CreateStreamRequest {
-                stream_name: stream.clone(),
-                shard_count: SHARDS,
-                shard_write_records_per_second: Some(0),
-                shard_write_bytes_per_second: Some(0),
-                ..Default::default()
-            })
+            .create_unthrottled_stream(&stream, SHARDS)
             .await
             .map_err(|e| e.to_string())?;
         let shards = admin
