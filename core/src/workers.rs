@@ -156,11 +156,7 @@ fn count_key() -> Vec<u8> {
 }
 
 fn count(state: &dyn StateRead) -> ApplyResult<u64> {
-    let k = count_key();
-    Ok(match state.get(&k)? {
-        Some(b) => crate::store::codec::decode(&k, &b)?,
-        None => 0,
-    })
+    Ok(crate::store::record_at(state, &count_key())?.unwrap_or(0))
 }
 
 /// Every registered worker, by id.
@@ -172,14 +168,7 @@ pub fn list(state: &dyn StateRead) -> ApplyResult<Vec<WorkerRecord>> {
 
 /// One worker's record.
 pub fn load(state: &dyn StateRead, id: &str) -> ApplyResult<Option<WorkerRecord>> {
-    let k = key(id);
-    match state.get(&k)? {
-        None => Ok(None),
-        Some(b) => {
-            let StoredWorker::V1(w) = crate::store::codec::decode(&k, &b)?;
-            Ok(Some(w))
-        }
-    }
+    Ok(crate::store::record_at(state, &key(id))?.map(|StoredWorker::V1(w)| w))
 }
 
 /// Applies a heartbeat: records the worker, and forgets a few of the

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ApplyResult, DomainError};
 use crate::store::keys::Key;
-use crate::store::{codec, StateRead, Txn};
+use crate::store::{StateRead, Txn};
 
 /// Largest reserved concurrency.
 pub const RESERVED_MAX: u32 = 1_000;
@@ -62,11 +62,7 @@ pub const SPACES: [&str; 2] = ["fconc", "fprov"];
 
 /// A function's reserved concurrency, if set.
 pub fn reserved(state: &dyn StateRead, name: &str) -> ApplyResult<Option<u32>> {
-    let key = reserved_key(name);
-    match state.get(&key)? {
-        None => Ok(None),
-        Some(b) => Ok(Some(codec::decode(&key, &b)?)),
-    }
+    Ok(crate::store::record_at(state, &reserved_key(name))?)
 }
 
 /// Applies `PutFunctionConcurrency` (`None` removes the reservation).

@@ -184,11 +184,7 @@ fn due_key(name: &str, due: u64, seq: u64) -> Vec<u8> {
 
 /// A function's event settings (the defaults when never set).
 pub fn config(state: &dyn StateRead, name: &str) -> ApplyResult<EventConfig> {
-    let key = config_key(name);
-    Ok(match state.get(&key)? {
-        Some(b) => codec::decode(&key, &b)?,
-        None => EventConfig::default(),
-    })
+    Ok(crate::store::record_at(state, &config_key(name))?.unwrap_or_default())
 }
 
 /// Applies `PutFunctionEventInvokeConfig`.

@@ -340,14 +340,7 @@ fn code_key(sha256: &str) -> Vec<u8> {
 
 /// Reads a function.
 pub fn load(state: &dyn StateRead, name: &str) -> ApplyResult<Option<Function>> {
-    let key = function_key(name);
-    match state.get(&key)? {
-        None => Ok(None),
-        Some(b) => {
-            let StoredFunction::V1(f) = codec::decode(&key, &b)?;
-            Ok(Some(f))
-        }
-    }
+    Ok(crate::store::record_at(state, &function_key(name))?.map(|StoredFunction::V1(f)| f))
 }
 
 /// Reads a function or fails with `ResourceNotFoundException`.
@@ -592,11 +585,7 @@ pub fn publish_version(
 
 /// Reads an alias.
 pub fn alias(state: &dyn StateRead, name: &str, alias: &str) -> ApplyResult<Option<Alias>> {
-    let key = alias_key(name, alias);
-    match state.get(&key)? {
-        None => Ok(None),
-        Some(b) => Ok(Some(codec::decode(&key, &b)?)),
-    }
+    Ok(crate::store::record_at(state, &alias_key(name, alias))?)
 }
 
 /// Every alias of a function, by name.

@@ -186,11 +186,7 @@ fn policy_key(name: &str) -> Vec<u8> {
 }
 
 fn counter(state: &dyn StateRead, name: &str) -> ApplyResult<u64> {
-    let k = Key::new(name).build();
-    Ok(match state.get(&k)? {
-        Some(b) => crate::store::codec::decode(&k, &b)?,
-        None => 0,
-    })
+    Ok(crate::store::record_at(state, &Key::new(name).build())?.unwrap_or(0))
 }
 
 fn set_counter(txn: &mut Txn<'_>, name: &str, n: u64) {
@@ -220,10 +216,7 @@ fn count_one_less(txn: &mut Txn<'_>, name: &str) -> ApplyResult<()> {
 }
 
 fn load(state: &dyn StateRead, key: &[u8]) -> ApplyResult<Option<Stored>> {
-    match state.get(key)? {
-        None => Ok(None),
-        Some(b) => Ok(Some(crate::store::codec::decode(key, &b)?)),
-    }
+    Ok(crate::store::record_at(state, key)?)
 }
 
 fn no_principal(name: &str) -> DomainError {

@@ -91,11 +91,7 @@ pub fn set_since(txn: &mut Txn<'_>, function: &str, uuid: &str, now_ms: u64) {
 
 /// When a stream mapping was created, ms (0 when unknown).
 pub fn since(state: &dyn StateRead, function: &str, uuid: &str) -> ApplyResult<u64> {
-    let k = since_key(function, uuid);
-    Ok(match state.get(&k)? {
-        Some(v) => codec::decode(&k, &v)?,
-        None => 0,
-    })
+    Ok(crate::store::record_at(state, &since_key(function, uuid))?.unwrap_or(0))
 }
 
 /// Applies `CommitCheckpoint`: refused unless the worker holds the slot

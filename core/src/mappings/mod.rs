@@ -418,14 +418,7 @@ pub fn load(state: &dyn StateRead, uuid: &str) -> ApplyResult<Option<Mapping>> {
         return Ok(None);
     };
     let function: String = codec::decode(&ik, &f)?;
-    let k = key(&function, uuid);
-    match state.get(&k)? {
-        None => Ok(None),
-        Some(b) => {
-            let StoredMapping::V1(m) = codec::decode(&k, &b)?;
-            Ok(Some(m))
-        }
-    }
+    Ok(crate::store::record_at(state, &key(&function, uuid))?.map(|StoredMapping::V1(m)| m))
 }
 
 /// A mapping by id, or `ResourceNotFoundException`.

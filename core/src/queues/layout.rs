@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::message::AttributeValue;
 use crate::error::ApplyResult;
 use crate::store::keys::Key;
-use crate::store::{codec, StateRead, Txn};
+use crate::store::{StateRead, Txn};
 
 /// The changing state of a queue's messages.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,10 +374,7 @@ pub fn get<T: serde::de::DeserializeOwned>(
     state: &dyn StateRead,
     key: &[u8],
 ) -> ApplyResult<Option<T>> {
-    match state.get(key)? {
-        None => Ok(None),
-        Some(b) => Ok(Some(codec::decode(key, &b)?)),
-    }
+    Ok(crate::store::record_at(state, key)?)
 }
 
 /// Reads the queue state.

@@ -111,23 +111,12 @@ fn name_key(qid: u64) -> Vec<u8> {
 
 /// The name of the queue with id `qid`, if it exists.
 pub fn name_of(state: &dyn StateRead, qid: u64) -> ApplyResult<Option<String>> {
-    let key = name_key(qid);
-    match state.get(&key)? {
-        None => Ok(None),
-        Some(b) => Ok(Some(codec::decode(&key, &b)?)),
-    }
+    Ok(crate::store::record_at(state, &name_key(qid))?)
 }
 
 /// Reads a queue's record.
 pub fn load(state: &dyn StateRead, name: &str) -> ApplyResult<Option<Queue>> {
-    let key = queue_key(name);
-    match state.get(&key)? {
-        None => Ok(None),
-        Some(bytes) => {
-            let StoredQueue::V1(q) = codec::decode(&key, &bytes)?;
-            Ok(Some(q))
-        }
-    }
+    Ok(crate::store::record_at(state, &queue_key(name))?.map(|StoredQueue::V1(q)| q))
 }
 
 /// Reads a queue's record or fails with `QueueDoesNotExist`.

@@ -90,6 +90,14 @@ pub trait StateRead {
     }
 }
 
+/// The record stored at `key`, decoded, if there is one.
+pub fn record_at<T: serde::de::DeserializeOwned>(
+    state: &dyn StateRead,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    state.get(key)?.map(|v| codec::decode(key, &v)).transpose()
+}
+
 /// Every record stored under `prefix`, decoded, in key order.
 pub fn records_under<T: serde::de::DeserializeOwned>(
     state: &dyn StateRead,

@@ -254,14 +254,7 @@ pub fn not_found(name: &str) -> DomainError {
 
 /// Reads a stream.
 pub fn load(state: &dyn StateRead, name: &str) -> ApplyResult<Option<Stream>> {
-    let key = stream_key(name);
-    match state.get(&key)? {
-        None => Ok(None),
-        Some(b) => {
-            let StoredStream::V1(s) = codec::decode(&key, &b)?;
-            Ok(Some(s))
-        }
-    }
+    Ok(crate::store::record_at(state, &stream_key(name))?.map(|StoredStream::V1(s)| s))
 }
 
 /// Reads a stream or fails with `ResourceNotFoundException`.
@@ -271,11 +264,7 @@ pub fn require(state: &dyn StateRead, name: &str) -> ApplyResult<Stream> {
 
 /// The name of the stream with id `id`.
 pub fn name_of(state: &dyn StateRead, id: u64) -> ApplyResult<Option<String>> {
-    let key = name_key(id);
-    match state.get(&key)? {
-        None => Ok(None),
-        Some(b) => Ok(Some(codec::decode(&key, &b)?)),
-    }
+    Ok(crate::store::record_at(state, &name_key(id))?)
 }
 
 /// Writes a stream.

@@ -199,11 +199,7 @@ fn second_prefix(sid: u64, shard: u32) -> Vec<u8> {
 
 /// Reads a shard's counters.
 pub fn load_state(state: &dyn StateRead, sid: u64, shard: u32) -> ApplyResult<ShardState> {
-    let key = state_key(sid, shard);
-    Ok(match state.get(&key)? {
-        Some(b) => codec::decode(&key, &b)?,
-        None => ShardState::fresh(),
-    })
+    Ok(crate::store::record_at(state, &state_key(sid, shard))?.unwrap_or_else(ShardState::fresh))
 }
 
 fn throughput_exceeded(stream: &Stream, shard: u32) -> DomainError {

@@ -148,14 +148,7 @@ fn gc_key(id: u64) -> Vec<u8> {
 
 /// Reads a topic.
 pub fn load(state: &dyn StateRead, name: &str) -> ApplyResult<Option<Topic>> {
-    let key = topic_key(name);
-    match state.get(&key)? {
-        None => Ok(None),
-        Some(b) => {
-            let StoredTopic::V1(t) = codec::decode(&key, &b)?;
-            Ok(Some(t))
-        }
-    }
+    Ok(crate::store::record_at(state, &topic_key(name))?.map(|StoredTopic::V1(t)| t))
 }
 
 /// Reads a topic or fails with `NotFound`.
@@ -165,11 +158,7 @@ pub fn require(state: &dyn StateRead, name: &str) -> ApplyResult<Topic> {
 
 /// The name of topic `id`, if it exists.
 pub fn name_of(state: &dyn StateRead, id: u64) -> ApplyResult<Option<String>> {
-    let key = name_key(id);
-    match state.get(&key)? {
-        None => Ok(None),
-        Some(b) => Ok(Some(codec::decode(&key, &b)?)),
-    }
+    Ok(crate::store::record_at(state, &name_key(id))?)
 }
 
 /// The error for a missing topic.

@@ -24,7 +24,7 @@ use crate::apply::{Ctx, Effect, Effects};
 use crate::error::ApplyResult;
 use crate::queues::message::{AttributeValue, NewMessage, Outgoing};
 use crate::store::keys::{prefix_end, read_u64, Key};
-use crate::store::{codec, StateRead, Txn};
+use crate::store::{StateRead, Txn};
 
 /// What an entry delivers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,11 +126,7 @@ pub fn push(
 
 /// Reads an entry.
 pub fn load(state: &dyn StateRead, tid: u64, seq: u64) -> ApplyResult<Option<Entry>> {
-    let key = entry_key(tid, seq);
-    match state.get(&key)? {
-        None => Ok(None),
-        Some(b) => Ok(Some(codec::decode(&key, &b)?)),
-    }
+    Ok(crate::store::record_at(state, &entry_key(tid, seq))?)
 }
 
 /// An entry that is due, with what the deliverer needs to post it.

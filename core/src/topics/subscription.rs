@@ -266,11 +266,7 @@ fn sub_prefix(tid: u64) -> Vec<u8> {
 
 /// Reads a subscription.
 pub fn load(state: &dyn StateRead, tid: u64, id: &str) -> ApplyResult<Option<Subscription>> {
-    let key = sub_key(tid, id);
-    match state.get(&key)? {
-        None => Ok(None),
-        Some(b) => Ok(Some(codec::decode(&key, &b)?)),
-    }
+    Ok(crate::store::record_at(state, &sub_key(tid, id))?)
 }
 
 fn not_found(id: &str) -> DomainError {
