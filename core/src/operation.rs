@@ -120,8 +120,16 @@ pub enum Resource<'a> {
 /// implements [`Operation`] (with [`Operation::size_hint`] from the `size`
 /// line, when there is one), a `reads` line [`Lookup`]. Inside the
 /// expressions the struct's fields are bound by reference, under their own
-/// names. An operation whose struct lives elsewhere, or whose apply needs
-/// the whole `self`, implements the trait by hand.
+/// names. An operation whose struct is declared elsewhere (a unit struct,
+/// or one the API also builds) is registered with `impl Name` instead of
+/// the struct, and its expressions name the whole value:
+///
+/// ```text
+/// operations! {
+///     impl CreateQueue applies -> bool = |op, txn, ctx, _| queues::create(txn, ctx, op);
+///     impl ListQueues reads -> QueuePage = |op, state| queues::list(state, op);
+/// }
+/// ```
 macro_rules! operations {
     () => {};
     (
@@ -164,6 +172,54 @@ macro_rules! operations {
                 $state: &dyn $crate::store::StateRead,
             ) -> $crate::error::ApplyResult<$out> {
                 $crate::operation::operations!(@bind self, $name { $($fields)* } in $body)
+            }
+        }
+
+        $crate::operation::operations!($($rest)*);
+    };
+    (
+        impl $name:ident
+        $(size $size:expr;)?
+        applies -> $out:ty =
+        |$op:pat_param, $txn:pat_param, $ctx:pat_param, $effects:pat_param| $body:expr;
+        $($rest:tt)*
+    ) => {
+        impl $crate::operation::Operation for $name {
+            type Output = $out;
+
+            $(
+                fn size_hint(&self) -> usize {
+                    let $op = self;
+                    $size
+                }
+            )?
+
+            fn apply(
+                &self,
+                $txn: &mut $crate::store::Txn<'_>,
+                $ctx: &$crate::apply::Ctx,
+                $effects: &mut $crate::apply::Effects,
+            ) -> $crate::error::ApplyResult<$out> {
+                let $op = self;
+                $body
+            }
+        }
+
+        $crate::operation::operations!($($rest)*);
+    };
+    (
+        impl $name:ident reads -> $out:ty = |$op:pat_param, $state:pat_param| $body:expr;
+        $($rest:tt)*
+    ) => {
+        impl $crate::operation::Lookup for $name {
+            type Output = $out;
+
+            fn read(
+                &self,
+                $state: &dyn $crate::store::StateRead,
+            ) -> $crate::error::ApplyResult<$out> {
+                let $op = self;
+                $body
             }
         }
 

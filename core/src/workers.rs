@@ -18,9 +18,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{Ctx, Effect, Effects};
+use crate::apply::{Ctx, Effect};
 use crate::error::{ApplyResult, DomainError};
-use crate::operation::{operations, Lookup, Operation};
+use crate::operation::operations;
 use crate::store::keys::Key;
 use crate::store::{StateRead, Txn};
 
@@ -292,22 +292,13 @@ pub fn check(state: &dyn StateRead) -> Result<(), crate::invariant::CheckError> 
     Ok(())
 }
 
-impl Operation for Heartbeat {
-    type Output = ();
-
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
-        heartbeat(txn, ctx, self)?;
+operations! {
+    impl Heartbeat applies -> () = |op, txn, ctx, effects| {
+        heartbeat(txn, ctx, op)?;
         effects.push(Effect::WorkersChanged);
         Ok(())
-    }
-}
+    };
 
-operations! {
     /// A worker stops.
     pub struct WorkerLeave {
         /// Worker id.
@@ -322,12 +313,8 @@ operations! {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListWorkers;
 
-impl Lookup for ListWorkers {
-    type Output = Vec<WorkerRecord>;
-
-    fn read(&self, state: &dyn StateRead) -> ApplyResult<Vec<WorkerRecord>> {
-        crate::workers::list(state)
-    }
+operations! {
+    impl ListWorkers reads -> Vec<WorkerRecord> = |_, state| crate::workers::list(state);
 }
 
 #[cfg(test)]

@@ -5,26 +5,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{Ctx, Effects};
-use crate::error::ApplyResult;
 use crate::functions::{self, events, Alias, CreateFunction, Function, Version};
 use crate::functions::{concurrency, Target};
-use crate::operation::{operations, Operation};
-use crate::store::Txn;
-
-impl Operation for CreateFunction {
-    type Output = Function;
-
-    fn size_hint(&self) -> usize {
-        512 + self.code.zip.len()
-    }
-
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
-        functions::create(txn, ctx, self)
-    }
-}
+use crate::operation::operations;
 
 operations! {
+    impl CreateFunction
+    size 512 + op.code.zip.len();
+    applies -> Function = |op, txn, ctx, _| functions::create(txn, ctx, op);
+
     /// Replace a function's code.
     pub struct UpdateFunctionCode {
         /// Function name.

@@ -11,10 +11,9 @@ use super::{
     KeyMeta, Kind, Principal, Stored, ATTACHED_MAX, KEYS_PER_PRINCIPAL, LIST_MAX, POLICIES_MAX,
     PRINCIPALS_MAX,
 };
-use crate::error::{ApplyResult, DomainError};
-use crate::operation::{operations, Lookup};
+use crate::error::DomainError;
+use crate::operation::operations;
 use crate::store::keys::Key;
-use crate::store::StateRead;
 
 operations! {
     /// Make a principal, with policies attached.
@@ -309,10 +308,8 @@ operations! {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListPolicies;
 
-impl Lookup for ListPolicies {
-    type Output = Vec<CustomPolicy>;
-
-    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+operations! {
+    impl ListPolicies reads -> Vec<CustomPolicy> = |_op, state| {
         let all: Vec<Stored> = crate::store::records_under(state, &Key::new("iam/pol").build())?;
         Ok(all
             .into_iter()
@@ -321,17 +318,13 @@ impl Lookup for ListPolicies {
                 _ => None,
             })
             .collect())
-    }
+    };
 }
 
 /// The IAM generation: it moves with every IAM command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Generation;
 
-impl Lookup for Generation {
-    type Output = u64;
-
-    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
-        counter(state, "iam/gen")
-    }
+operations! {
+    impl Generation reads -> u64 = |_, state| counter(state, "iam/gen");
 }

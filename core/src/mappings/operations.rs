@@ -4,22 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{Ctx, Effects};
-use crate::error::ApplyResult;
 use crate::mappings::{self, checkpoints::Commit, Mapping, NewMapping};
 use crate::mappings::{checkpoints, leases};
-use crate::operation::{operations, Lookup, Operation};
-use crate::store::{StateRead, Txn};
-
-impl Operation for NewMapping {
-    type Output = Mapping;
-
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
-        crate::mappings::create(txn, ctx, self)
-    }
-}
+use crate::operation::operations;
 
 operations! {
+    impl NewMapping applies -> Mapping = |op, txn, ctx, _| crate::mappings::create(txn, ctx, op);
+
     /// Replace a mapping's settings (validated at the edge against the
     /// mapping as it was then).
     pub struct UpdateEventSourceMapping {
@@ -58,18 +49,12 @@ operations! {
         crate::mappings::leases::assign(txn, function, uuid, slots)?;
         Ok(())
     };
-}
 
-impl Operation for Commit {
-    type Output = ();
-
-    fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
-        crate::mappings::checkpoints::commit(txn, self)?;
+    impl Commit applies -> () = |op, txn, _, _| {
+        crate::mappings::checkpoints::commit(txn, op)?;
         Ok(())
-    }
-}
+    };
 
-operations! {
     /// Record a mapping's `LastProcessingResult` (a worker's poller).
     pub struct SetMappingResult {
         /// Its function.
@@ -105,15 +90,9 @@ operations! {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListLeases;
 
-impl Lookup for ListLeases {
-    type Output = Vec<leases::Lease>;
-
-    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
-        crate::mappings::leases::all(state)
-    }
-}
-
 operations! {
+    impl ListLeases reads -> Vec<leases::Lease> = |_, state| crate::mappings::leases::all(state);
+
     /// A stream mapping's checkpoints, and when it was created.
     pub struct MappingCheckpoints {
         /// Its function.

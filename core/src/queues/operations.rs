@@ -2,9 +2,8 @@
 //! messages (what each returns and how it applies, through the modules of
 //! [`crate::queues`]) and the reads of them.
 
-use crate::apply::{Ctx, Effects};
-use crate::error::{ApplyResult, DomainError};
-use crate::operation::{operations, Lookup, Operation};
+use crate::error::DomainError;
+use crate::operation::operations;
 use crate::queues::delivery::{ReceiveOutcome, ReceiveRequest, SentMessage};
 use crate::queues::housekeeping::Tick;
 use crate::queues::layout::{self, MoveTask, Moving, QueueState};
@@ -13,27 +12,15 @@ use crate::queues::receipt::Receipt;
 use crate::queues::redrive::Step;
 use crate::queues::{self, delivery, housekeeping, redrive, CreateQueue};
 use crate::queues::{ListQueues, Queue, QueuePage};
-use crate::store::{StateRead, Txn};
-
-impl Operation for CreateQueue {
-    type Output = bool;
-
-    fn size_hint(&self) -> usize {
-        64 + self.name.len()
-            + self.attributes.len() * 16
-            + self
-                .tags
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 4)
-                .sum::<usize>()
-    }
-
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
-        queues::create(txn, ctx, self)
-    }
-}
 
 operations! {
+    impl CreateQueue
+    size 64
+        + op.name.len()
+        + op.attributes.len() * 16
+        + op.tags.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>();
+    applies -> bool = |op, txn, ctx, _| queues::create(txn, ctx, op);
+
     /// Delete a queue (its messages are collected in the background).
     pub struct DeleteQueue {
         /// Queue name.
@@ -178,18 +165,9 @@ operations! {
         pub name: String,
     }
     reads -> Queue = |state| queues::require(state, name);
-}
 
-impl Lookup for ListQueues {
-    type Output = QueuePage;
+    impl ListQueues reads -> QueuePage = |op, state| queues::list(state, op);
 
-    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
-        let req = self;
-        queues::list(state, req)
-    }
-}
-
-operations! {
     /// A queue's record with its message counts.
     pub struct QueueDetails {
         /// Queue name.

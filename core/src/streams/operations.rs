@@ -4,25 +4,17 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{Ctx, Effects};
-use crate::error::{ApplyResult, DomainError};
-use crate::operation::{operations, Lookup, Operation};
-use crate::store::{StateRead, Txn};
+use crate::error::DomainError;
+use crate::operation::operations;
 use crate::streams::iterator::Position;
 use crate::streams::records::Read;
 use crate::streams::records::{self, NewRecord, Placed};
 use crate::streams::Stream;
 use crate::streams::{self, shards, ConsumerMeta, CreateStream};
 
-impl Operation for CreateStream {
-    type Output = bool;
-
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
-        streams::create(txn, ctx, self)
-    }
-}
-
 operations! {
+    impl CreateStream applies -> bool = |op, txn, ctx, _| streams::create(txn, ctx, op);
+
     /// Delete a stream (its records are collected in the background).
     pub struct DeleteStream {
         /// Stream name.
@@ -123,17 +115,13 @@ pub struct Trimmed {
     pub more: bool,
 }
 
-impl Operation for TrimShard {
-    type Output = Trimmed;
-
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
-        let TrimShard { name, shard } = self;
+operations! {
+    impl TrimShard applies -> Trimmed = |op, txn, ctx, _| {
+        let TrimShard { name, shard } = op;
         let (dropped, more) = records::trim(txn, ctx, name, *shard)?;
         Ok(Trimmed { dropped, more })
-    }
-}
+    };
 
-operations! {
     /// Delete a bounded part of a deleted stream's records.
     pub struct CollectStream {
         /// Stream id.
@@ -205,15 +193,13 @@ pub struct Resolved {
     pub seq: u64,
 }
 
-impl Lookup for ResolvePosition {
-    type Output = Resolved;
-
-    fn read(&self, state: &dyn StateRead) -> ApplyResult<Self::Output> {
+operations! {
+    impl ResolvePosition reads -> Resolved = |op, state| {
         let ResolvePosition {
             name,
             shard,
             position,
-        } = self;
+        } = op;
         let s = streams::require(state, name)?;
         if s.shard(*shard).is_none() {
             return Err(crate::error::DomainError::not_found(
@@ -249,5 +235,5 @@ impl Lookup for ResolvePosition {
             Position::AtTimestamp(ms) => records::seq_at_time(state, s.id, *shard, *ms)?,
         };
         Ok(Resolved { stream: s.id, seq })
-    }
+    };
 }

@@ -2,10 +2,8 @@
 //! subscriptions and outboxes (what each returns and how it applies, through
 //! the modules of [`crate::topics`]) and the reads of them.
 
-use crate::apply::{Ctx, Effects};
-use crate::error::{ApplyResult, DomainError};
-use crate::operation::{operations, Operation};
-use crate::store::Txn;
+use crate::error::DomainError;
+use crate::operation::operations;
 use crate::topics::outbox::{self, Settled};
 use crate::topics::publish::{self, Published};
 use crate::topics::subscription::{self, Subscription};
@@ -13,15 +11,9 @@ use crate::topics::subscriptions::{self, Subscribe, Subscribed};
 use crate::topics::{self, CreateTopic};
 use crate::topics::{Topic, TopicCounts};
 
-impl Operation for CreateTopic {
-    type Output = bool;
-
-    fn apply(&self, txn: &mut Txn<'_>, ctx: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
-        topics::create(txn, ctx, self)
-    }
-}
-
 operations! {
+    impl CreateTopic applies -> bool = |op, txn, ctx, _| topics::create(txn, ctx, op);
+
     /// Delete a topic (its subscriptions and outbox are collected later).
     pub struct DeleteTopic {
         /// Topic name.
@@ -39,22 +31,11 @@ operations! {
         pub value: String,
     }
     applies -> () = |txn, _, _| topics::set_attribute(txn, name, attribute, value);
-}
 
-impl Operation for Subscribe {
-    type Output = Subscribed;
+    impl Subscribe applies -> Subscribed = |op, txn, ctx, effects| {
+        subscriptions::subscribe(txn, ctx, op, effects)
+    };
 
-    fn apply(
-        &self,
-        txn: &mut Txn<'_>,
-        ctx: &Ctx,
-        effects: &mut Effects,
-    ) -> ApplyResult<Self::Output> {
-        subscriptions::subscribe(txn, ctx, self, effects)
-    }
-}
-
-operations! {
     /// Confirm a pending HTTP/S subscription.
     pub struct ConfirmSubscription {
         /// Topic name.
