@@ -12,10 +12,17 @@ pub mod dns;
 pub mod lazyfs;
 pub mod pki;
 pub mod recorder;
+pub mod requests;
 
 pub use recorder::Recorder;
+pub use requests::{
+    create_app_function, create_principal, create_queue_with_dlq, create_queues, entry, invoke_ok,
+    member_ids, put_all, put_data, queue_names, receive_waiting, set_mapping_enabled,
+    split_shard_at, string_map, trim_horizon, wait_listed_locally,
+};
 
 use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -24,6 +31,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use sluice_client::sluice_proto::v1::GetClusterStatusResponse;
 use sluice_client::{Client, Options};
 
 /// A node's id.
@@ -40,11 +48,50 @@ pub const TIMING: &[&str] = &[
     "1500",
 ];
 
+/// How long the tests wait for a leader to be elected.
+pub const ELECTION: Duration = Duration::from_secs(20);
+
+/// What [`serial`] returns: the other tests wait while it lives.
+pub type SerialGuard = tokio::sync::MutexGuard<'static, ()>;
+
 /// Holds the other cluster tests of this test binary off while one runs: on
 /// a 2-core machine, two clusters electing at once starve each other.
-pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+pub async fn serial() -> SerialGuard {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
+}
+
+/// Takes the [`serial`] lock, then starts `n` nodes with `extra` flags (see
+/// [`Cluster::start`]). Keep the guard for the whole test (bind it to
+/// `_serial`, not to `_`).
+pub async fn serial_cluster(n: u64, extra: &[&str]) -> (SerialGuard, Cluster) {
+    let serial = serial().await;
+    (serial, Cluster::start(n, extra))
+}
+
+/// How most tests begin: [`serial_cluster`], then a wait of up to
+/// [`ELECTION`] for a leader.
+pub async fn elected_cluster(n: u64, extra: &[&str]) -> (SerialGuard, Cluster, NodeId) {
+    let (serial, mut c) = serial_cluster(n, extra).await;
+    let leader = c.leader(ELECTION).await;
+    (serial, c, leader)
+}
+
+/// Like [`elected_cluster`], secured (see [`Cluster::start_secured`]).
+pub async fn elected_secured_cluster(n: u64, extra: &[&str]) -> (SerialGuard, Cluster, NodeId) {
+    let serial = serial().await;
+    let mut c = Cluster::start_secured(n, extra);
+    let leader = c.leader(ELECTION).await;
+    (serial, c, leader)
+}
+
+/// Environment variable `name` parsed, or `default` when it is unset or
+/// does not parse: how a test's size or seed is overridden.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Path of a workspace binary (`sluice`, `sluicectl`).
@@ -300,6 +347,15 @@ impl Node {
     pub fn metrics(&self) -> String {
         scrape(&self.addr)
     }
+
+    /// This node's own view of the cluster (a local status call with
+    /// `deadline`); fails the test if it does not answer.
+    pub async fn local_status(&self, deadline: Duration) -> GetClusterStatusResponse {
+        self.client(deadline)
+            .cluster_status(true)
+            .await
+            .expect("the node's own status")
+    }
 }
 
 impl Drop for Node {
@@ -400,6 +456,21 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Polls `client`'s own status (a local status call) every 50 ms until
+/// `pick` takes it, and returns what `pick` made of it; panics after
+/// `timeout` naming `what`.
+pub async fn wait_for_status<T>(
+    client: &Client,
+    timeout: Duration,
+    what: &str,
+    pick: impl Fn(GetClusterStatusResponse) -> Option<T>,
+) -> T {
+    wait_for(timeout, what, || async {
+        client.cluster_status(true).await.ok().and_then(&pick)
+    })
+    .await
 }
 
 /// A cluster of `sluice` processes in a temporary directory.
@@ -543,6 +614,12 @@ impl Cluster {
         self.nodes.get_mut(&id).expect("no such node")
     }
 
+    /// The ids of every node but `id` (the followers, when `id` leads), in
+    /// order.
+    pub fn others(&self, id: NodeId) -> Vec<NodeId> {
+        self.nodes.keys().copied().filter(|n| *n != id).collect()
+    }
+
     /// Addresses of every node, running or not.
     pub fn addrs(&self) -> Vec<String> {
         self.nodes.values().map(|n| n.addr.clone()).collect()
@@ -566,6 +643,22 @@ impl Cluster {
                 deadline: Duration::from_secs(60),
                 ..Options::default()
             }),
+        )
+        .expect("client")
+    }
+
+    /// A client of every node that signs with `credentials` (anonymous when
+    /// `None`) and makes a single attempt per call.
+    pub fn single_attempt_client(&self, credentials: Option<sluice_client::Credentials>) -> Client {
+        Client::with_options(
+            self.addrs(),
+            self.options(
+                Options {
+                    deadline: Duration::ZERO,
+                    ..Options::default()
+                },
+                credentials,
+            ),
         )
         .expect("client")
     }
@@ -645,17 +738,24 @@ for name in sys.argv[2:]:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copy(dist.locate_file(f), target)
 "#;
+    let mut args: Vec<&OsStr> = vec!["-c".as_ref(), script.as_ref(), dir.as_os_str()];
+    args.extend(RUNTIME_PACKAGES.iter().map(OsStr::new));
+    run_python(&args, "vendoring the Python runtime client");
+}
+
+/// Runs `python3` with `args`; fails the test, naming `what` and showing
+/// its standard error, unless it succeeds. Returns its standard output.
+pub fn run_python(args: &[&OsStr], what: &str) -> String {
     let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(dir)
-        .args(RUNTIME_PACKAGES)
+        .args(args)
         .output()
         .expect("running python3");
     assert!(
         out.status.success(),
-        "vendoring the Python runtime client failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Writes `app` as `app.py` next to the Python bootstrap of the custom

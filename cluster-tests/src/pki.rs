@@ -66,18 +66,37 @@ impl Pki {
             &["127.0.0.1", "localhost"],
             Validity::Days(2),
         );
+        self.args_serving(&files, None)
+    }
+
+    /// The flags that secure a node serving the certificate `public` on its
+    /// public port (and `cluster`, when given, on its cluster listener):
+    /// mutual TLS between nodes trusting this CA, authentication with the
+    /// administrator's key.
+    pub fn args_serving(&self, public: &CertFiles, cluster: Option<&CertFiles>) -> Vec<String> {
         let p = |p: &Path| p.display().to_string();
-        vec![
+        let mut args = vec![
             "--tls-cert".into(),
-            p(&files.cert),
+            p(&public.cert),
             "--tls-key".into(),
-            p(&files.key),
+            p(&public.key),
+        ];
+        if let Some(cluster) = cluster {
+            args.extend([
+                "--cluster-tls-cert".into(),
+                p(&cluster.cert),
+                "--cluster-tls-key".into(),
+                p(&cluster.key),
+            ]);
+        }
+        args.extend([
             "--cluster-ca".into(),
             p(&self.ca),
             "--auth".into(),
             "--admin-credentials-file".into(),
             p(&self.admin_file),
-        ]
+        ]);
+        args
     }
 
     /// TLS trusting this CA.

@@ -5,11 +5,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
 use std::time::Duration;
 
-use cluster_tests::{binary, serial, Cluster, NodeId};
+use cluster_tests::{binary, elected_cluster, member_ids, queue_names, string_map, NodeId};
 use sluice_client::{Client, Consistency, Error};
 use tonic::Code;
-
-const ELECTION: Duration = Duration::from_secs(20);
 
 fn expect_err(r: Result<impl std::fmt::Debug, Error>, status: Code, code: &str, needle: &str) {
     match r {
@@ -30,36 +28,24 @@ fn expect_err(r: Result<impl std::fmt::Debug, Error>, status: Code, code: &str, 
 }
 
 async fn names(client: &Client) -> BTreeSet<String> {
-    client
-        .list_queues("", Consistency::Linearizable)
+    queue_names(client, "", Consistency::Linearizable)
         .await
         .unwrap()
-        .into_iter()
-        .map(|q| q.name)
-        .collect()
 }
 
-async fn member_ids(client: &Client) -> BTreeSet<NodeId> {
-    client
-        .cluster_status(false)
-        .await
-        .unwrap()
-        .members
-        .iter()
-        .map(|m| m.node_id)
-        .collect()
+/// The ids of the members, as a set.
+async fn members(client: &Client) -> BTreeSet<NodeId> {
+    member_ids(client).await
 }
 
 #[tokio::test]
 async fn invalid_requests_are_refused_and_change_nothing() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
-    let leader = c.leader(ELECTION).await;
-    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let (_serial, mut c, leader) = elected_cluster(3, &[]).await;
+    let follower = c.others(leader)[0];
     let client = c.node(follower).client(Duration::from_secs(20));
     client.create_queue("keep", HashMap::new()).await.unwrap();
     let before = names(&client).await;
-    let members_before = member_ids(&client).await;
+    let members_before = members(&client).await;
 
     // An invalid queue name, sent to a follower.
     expect_err(
@@ -76,10 +62,7 @@ async fn invalid_requests_are_refused_and_change_nothing() {
     );
     expect_err(
         client
-            .create_queue(
-                "ok-name",
-                HashMap::from([("VisibilityTimeout".into(), "43201".into())]),
-            )
+            .create_queue("ok-name", string_map(&[("VisibilityTimeout", "43201")]))
             .await,
         Code::InvalidArgument,
         "InvalidAttributeValue",
@@ -93,7 +76,7 @@ async fn invalid_requests_are_refused_and_change_nothing() {
     );
     expect_err(
         client
-            .create_queue("keep", HashMap::from([("DelaySeconds".into(), "5".into())]))
+            .create_queue("keep", string_map(&[("DelaySeconds", "5")]))
             .await,
         Code::AlreadyExists,
         "QueueNameExists",
@@ -133,14 +116,12 @@ async fn invalid_requests_are_refused_and_change_nothing() {
     );
 
     assert_eq!(names(&client).await, before);
-    assert_eq!(member_ids(&client).await, members_before);
+    assert_eq!(members(&client).await, members_before);
 }
 
 #[tokio::test]
 async fn a_node_that_is_not_in_a_cluster_yet_says_so() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(1, &[]);
-    c.leader(ELECTION).await;
+    let (_serial, mut c, _) = elected_cluster(1, &[]).await;
     c.start_joining(2);
     let lonely = c.node(2).client(Duration::from_millis(300));
     expect_err(
@@ -198,9 +179,7 @@ fn a_malformed_peer_list_stops_the_node_with_one_clear_line() {
 
 #[tokio::test]
 async fn sluicectl_prints_errors_as_one_line_and_fails() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(1, &[]);
-    c.leader(ELECTION).await;
+    let (_serial, c, _) = elected_cluster(1, &[]).await;
     let addr = c.nodes[&1].addr.clone();
     let run = |args: &[&str]| {
         Command::new(binary("sluicectl"))
@@ -242,17 +221,10 @@ async fn tags_on_queues_topics_and_streams_follow_one_rule_set() {
     use sluice_client::sluice_proto::v1::streams_client::StreamsClient;
     use sluice_client::sluice_proto::v1::topics_client::TopicsClient;
 
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
-    let leader = c.leader(ELECTION).await;
-    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let (_serial, mut c, leader) = elected_cluster(3, &[]).await;
+    let follower = c.others(leader)[0];
     let client = c.node(follower).client(Duration::from_secs(20));
-    let tags = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    };
+    let tags = string_map;
 
     // A queue.
     client.create_queue("tagged", HashMap::new()).await.unwrap();

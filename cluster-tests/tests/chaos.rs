@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use cluster_tests::chaos::nemesis::Kind;
 use cluster_tests::chaos::run::{self, Config, Workload};
+use cluster_tests::env_or;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -26,20 +27,12 @@ fn results_dir() -> PathBuf {
     target.join("chaos-results")
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 fn suite_run(workload: Workload, seed: u64, nodes: u64) {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut cfg = Config::new(
-        workload,
-        env_u64("SLUICE_CHAOS_SEED").unwrap_or(seed),
-        &results_dir(),
-    );
+    let mut cfg = Config::new(workload, env_or("SLUICE_CHAOS_SEED", seed), &results_dir());
     cfg.nodes = nodes;
     cfg.nemesis = Kind::ALL.to_vec();
-    cfg.time_limit = Duration::from_secs(env_u64("SLUICE_CHAOS_SECONDS").unwrap_or(30));
+    cfg.time_limit = Duration::from_secs(env_or("SLUICE_CHAOS_SECONDS", 30));
     // Short calms and faults, so 30 s hold about six faults.
     cfg.calm_s = (1, 3);
     cfg.fault_s = (2, 4);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cluster_tests::{binary, free_port, serial, wait_for};
+use cluster_tests::{binary, free_port, serial, wait_for_status};
 
 #[tokio::test]
 async fn a_node_starts_from_a_config_file_and_flags_override_it() {
@@ -36,19 +36,11 @@ async fn a_node_starts_from_a_config_file_and_flags_override_it() {
         },
     )
     .unwrap();
-    let status = wait_for(
+    let status = wait_for_status(
+        &client,
         Duration::from_secs(20),
         "the configured node to lead",
-        || {
-            let client = &client;
-            async move {
-                client
-                    .cluster_status(true)
-                    .await
-                    .ok()
-                    .filter(|s| s.state == "leader")
-            }
-        },
+        |s| (s.state == "leader").then_some(s),
     )
     .await;
     assert_eq!(status.node_id, 7);

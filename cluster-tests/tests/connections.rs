@@ -8,10 +8,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use cluster_tests::{metric_value, serial, wait_for, Cluster};
-use sluice_client::sluice_proto::v1 as pb;
-
-const ELECTION: Duration = Duration::from_secs(20);
+use cluster_tests::{
+    elected_cluster, metric_value, receive_waiting, serial, wait_for, Cluster, ELECTION,
+};
 
 /// Waits (bounded) for the server to close `conn`; returns how long it took.
 fn closed_by_server(conn: &mut TcpStream, within: Duration) -> Option<Duration> {
@@ -33,9 +32,7 @@ fn closed_by_server(conn: &mut TcpStream, within: Duration) -> Option<Duration> 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_and_half_open_connections_are_closed_after_the_idle_timeout_but_busy_ones_are_not() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(1, &["--idle-timeout-secs", "2"]);
-    c.leader(ELECTION).await;
+    let (_serial, mut c, _) = elected_cluster(1, &["--idle-timeout-secs", "2"]).await;
     let addr = c.nodes[&1].addr.clone();
     // Silent from the start, and silent after the HTTP/2 preface.
     let opened = Instant::now();
@@ -64,12 +61,7 @@ async fn idle_and_half_open_connections_are_closed_after_the_idle_timeout_but_bu
     let client = c.node(1).client(Duration::from_secs(20));
     client.create_queue("q", HashMap::new()).await.unwrap();
     let started = Instant::now();
-    let r = client
-        .receive_message(pb::ReceiveMessageRequest {
-            queue_name: "q".into(),
-            wait_time_seconds: Some(4),
-            ..Default::default()
-        })
+    let r = receive_waiting(&client, "q", Some(4))
         .await
         .expect("the long poll is not cut");
     assert!(r.messages.is_empty());

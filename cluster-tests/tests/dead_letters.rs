@@ -2,10 +2,9 @@
 //! housekeeper: over-received messages reach the dead-letter queue, and a
 //! move task brings them back.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use cluster_tests::{serial, wait_for, Cluster};
+use cluster_tests::{create_queue_with_dlq, elected_cluster, wait_for};
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
 
@@ -20,22 +19,9 @@ async fn count(client: &Client, queue: &str, attribute: &str) -> u64 {
 
 #[tokio::test]
 async fn over_received_messages_reach_the_dlq_and_a_move_task_returns_them() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
-    c.leader(Duration::from_secs(20)).await;
+    let (_serial, c, _) = elected_cluster(3, &[]).await;
     let client = c.client();
-    client
-        .create_queue("orders-dlq", HashMap::new())
-        .await
-        .unwrap();
-    let policy = r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:000000000000:orders-dlq","maxReceiveCount":"2"}"#;
-    client
-        .create_queue(
-            "orders",
-            HashMap::from([("RedrivePolicy".to_string(), policy.to_string())]),
-        )
-        .await
-        .unwrap();
+    create_queue_with_dlq(&client, "orders", "orders-dlq", 2, &[]).await;
     for i in 0..20 {
         client
             .send_body("orders", &format!("order-{i}"))

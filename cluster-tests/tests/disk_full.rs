@@ -8,10 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cluster_tests::{metric_value, serial, wait_for, Cluster};
+use cluster_tests::{metric_value, queue_names, serial, wait_for, Cluster, ELECTION};
 use sluice_client::{Client, Consistency};
-
-const ELECTION: Duration = Duration::from_secs(20);
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct SmallDisk {
@@ -96,13 +94,9 @@ async fn a_full_disk_refuses_writes_keeps_reads_recovers_by_itself_and_still_sto
         "names the directory: {refused}"
     );
     // Reads go on, on the leader's linearizable path.
-    let names: Vec<String> = client
-        .list_queues("", Consistency::Linearizable)
+    let names: Vec<String> = queue_names(&client, "", Consistency::Linearizable)
         .await
-        .unwrap()
-        .into_iter()
-        .map(|q| q.name)
-        .collect();
+        .unwrap();
     assert_eq!(names, ["q"]);
     let m = c.nodes[&1].metrics();
     assert_eq!(

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use cluster_tests::{python_function, serial, Cluster};
+use cluster_tests::{
+    create_app_function, invoke_ok, python_function, receive_waiting, serial_cluster,
+};
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::zip_directory;
 
@@ -22,8 +24,7 @@ def fail(event, context):
 
 #[tokio::test]
 async fn a_python_lambda_function_runs_through_any_node() {
-    let _serial = serial().await;
-    let c = Cluster::start(3, &[]);
+    let (_serial, c) = serial_cluster(3, &[]).await;
     let code = tempfile::tempdir().unwrap();
     let zip = python_function(code.path(), APP);
     let admin = c.client();
@@ -62,21 +63,12 @@ async fn a_python_lambda_function_runs_through_any_node() {
         let client = c.client_from(first);
         let mut pids = Vec::new();
         for round in 0..2 {
-            let r = client
-                .invoke(invoke(
-                    "hello",
-                    &format!(r#"{{"name": "n{first}-{round}"}}"#),
-                ))
-                .await
-                .unwrap();
+            let (r, v) = invoke_ok(
+                &client,
+                invoke("hello", &format!(r#"{{"name": "n{first}-{round}"}}"#)),
+            )
+            .await;
             assert_eq!(r.status_code, 200);
-            assert_eq!(
-                r.function_error,
-                "",
-                "{}",
-                String::from_utf8_lossy(&r.payload)
-            );
-            let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
             assert_eq!(v["hello"], format!("n{first}-{round}"));
             assert_eq!(v["function"], "hello");
             assert_eq!(v["greeting"], "hi");
@@ -118,8 +110,7 @@ async fn a_python_lambda_function_runs_through_any_node() {
 
 #[tokio::test]
 async fn versions_are_immutable_and_an_alias_splits_invocations_by_weight() {
-    let _serial = serial().await;
-    let c = Cluster::start(3, &[]);
+    let (_serial, c) = serial_cluster(3, &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let write = |tag: &str| {
         python_function(
@@ -128,15 +119,7 @@ async fn versions_are_immutable_and_an_alias_splits_invocations_by_weight() {
         )
     };
     let client = c.client();
-    client
-        .create_function(pb::CreateFunctionRequest {
-            function_name: "split".into(),
-            handler: "app.handler".into(),
-            zip_file: write("one"),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    create_app_function(&client, "split", write("one")).await;
     let v1 = client.publish_version("split").await.unwrap();
     assert_eq!(v1.version, "1");
     assert!(v1.function_arn.ends_with(":split:1"));
@@ -150,21 +133,15 @@ async fn versions_are_immutable_and_an_alias_splits_invocations_by_weight() {
         let client = client.clone();
         let q = qualifier.to_string();
         async move {
-            let r = client
-                .invoke(pb::InvokeRequest {
+            let (r, v) = invoke_ok(
+                &client,
+                pb::InvokeRequest {
                     function_name: "split".into(),
                     qualifier: q,
                     ..Default::default()
-                })
-                .await
-                .unwrap();
-            assert_eq!(
-                r.function_error,
-                "",
-                "{}",
-                String::from_utf8_lossy(&r.payload)
-            );
-            let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+                },
+            )
+            .await;
             (v["code"].as_str().unwrap().to_string(), r.executed_version)
         }
     };
@@ -228,14 +205,7 @@ async fn receive_one(client: &sluice_client::Client, queue: &str) -> serde_json:
             std::time::Instant::now() < deadline,
             "nothing arrived in {queue}"
         );
-        let r = client
-            .receive_message(pb::ReceiveMessageRequest {
-                queue_name: queue.into(),
-                wait_time_seconds: Some(2),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let r = receive_waiting(client, queue, Some(2)).await.unwrap();
         if let Some(m) = r.messages.first() {
             return serde_json::from_str(&m.body).unwrap();
         }
@@ -244,8 +214,7 @@ async fn receive_one(client: &sluice_client::Client, queue: &str) -> serde_json:
 
 #[tokio::test]
 async fn asynchronous_invocations_retry_then_reach_their_destinations_across_a_leader_kill() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &["--event-retry-delay-ms", "300"]);
+    let (_serial, mut c) = serial_cluster(3, &["--event-retry-delay-ms", "300"]).await;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let zip = python_function(dir.path(), EVENTS_APP);
     let client = c.client_from(0);
@@ -382,8 +351,7 @@ async fn asynchronous_invocations_retry_then_reach_their_destinations_across_a_l
 
 #[tokio::test]
 async fn a_rust_lambda_function_built_with_lambda_runtime_runs() {
-    let _serial = serial().await;
-    let c = Cluster::start(3, &[]);
+    let (_serial, c) = serial_cluster(3, &[]).await;
     // examples/functions/hello-rust, built by `cargo build --workspace
     // --bins`: its binary is the package's bootstrap, as on Lambda.
     let dir = tempfile::tempdir().unwrap();
@@ -408,17 +376,7 @@ async fn a_rust_lambda_function_built_with_lambda_runtime_runs() {
         payload: payload.as_bytes().to_vec(),
         ..Default::default()
     };
-    let r = client
-        .invoke(invoke(r#"{"name": "sluice"}"#))
-        .await
-        .unwrap();
-    assert_eq!(
-        r.function_error,
-        "",
-        "{}",
-        String::from_utf8_lossy(&r.payload)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+    let (r, v) = invoke_ok(&client, invoke(r#"{"name": "sluice"}"#)).await;
     assert_eq!(v["greeting"], "hello sluice");
     assert_eq!(v["function"], "hello-rust");
     assert_eq!(v["request_id"], r.request_id.as_str());
@@ -434,21 +392,12 @@ async fn a_rust_lambda_function_built_with_lambda_runtime_runs() {
 
 #[tokio::test]
 async fn a_function_created_again_runs_its_new_code_not_a_warm_old_environment() {
-    let _serial = serial().await;
-    let c = Cluster::start(1, &[]);
+    let (_serial, c) = serial_cluster(1, &[]).await;
     let client = c.client();
     for tag in ["old", "new"] {
         let dir = tempfile::tempdir().unwrap();
         let app = format!("def handler(event, context):\n    return \"{tag}\"\n");
-        client
-            .create_function(pb::CreateFunctionRequest {
-                function_name: "again".into(),
-                handler: "app.handler".into(),
-                zip_file: python_function(dir.path(), &app),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        create_app_function(&client, "again", python_function(dir.path(), &app)).await;
         let r = client
             .invoke(pb::InvokeRequest {
                 function_name: "again".into(),

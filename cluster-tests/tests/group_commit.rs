@@ -5,13 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster_tests::{metric_value, serial, Cluster};
+use cluster_tests::{elected_cluster, metric_value, Cluster};
 
 #[tokio::test]
 async fn concurrent_writes_share_fsyncs_on_every_node() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
-    let leader = c.leader(Duration::from_secs(20)).await;
+    let (_serial, mut c, leader) = elected_cluster(3, &[]).await;
     let client = Arc::new(c.node(leader).client(Duration::from_secs(20)));
     let fsyncs = |c: &Cluster| -> Vec<f64> {
         c.nodes

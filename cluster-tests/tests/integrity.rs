@@ -6,28 +6,30 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cluster_tests::{data_end, metric_value, receive_bodies, serial, wait_for, Cluster, NodeId};
-use sluice_client::sluice_proto::v1 as pb;
-use sluice_client::Client;
+use cluster_tests::{
+    create_queues, data_end, elected_cluster, metric_value, queue_names, receive_bodies, serial,
+    wait_for, wait_for_status, Cluster, NodeId, ELECTION,
+};
+use sluice_client::{Client, Consistency};
 
-const ELECTION: Duration = Duration::from_secs(20);
+/// Sends `bodies` to `queue`, each acknowledged; returns them.
+async fn send_bodies(
+    client: &Client,
+    queue: &str,
+    bodies: impl IntoIterator<Item = String>,
+) -> BTreeSet<String> {
+    let mut sent = BTreeSet::new();
+    for body in bodies {
+        client.send_body(queue, &body).await.expect("send");
+        sent.insert(body);
+    }
+    sent
+}
 
 /// Sends `n` acknowledged messages to `queue`, returning their bodies.
 async fn send(client: &Client, queue: &str, n: usize) -> BTreeSet<String> {
-    let mut bodies = BTreeSet::new();
-    for i in 0..n {
-        let body = format!("m-{i:05}-{}", "x".repeat(64));
-        client
-            .send_message(pb::SendMessageRequest {
-                queue_name: queue.into(),
-                message_body: body.clone(),
-                ..Default::default()
-            })
-            .await
-            .expect("send");
-        bodies.insert(body);
-    }
-    bodies
+    let bodies = (0..n).map(|i| format!("m-{i:05}-{}", "x".repeat(64)));
+    send_bodies(client, queue, bodies).await
 }
 
 /// The node's only log segment.
@@ -166,10 +168,6 @@ async fn a_torn_final_write_is_cut_and_everything_acknowledged_is_served() {
         .contains("zeroing a torn final write"));
 }
 
-fn repair_target(status: &pb::GetClusterStatusResponse) -> Option<u64> {
-    status.repair_target
-}
-
 /// Three nodes, of which the leader and one follower acknowledged 600
 /// messages while the other follower was down. Then the leader and that
 /// follower are killed, the follower's log is damaged by `damage`, and both
@@ -190,7 +188,7 @@ async fn follower_repaired_by_the_leader(
     let leader = c.leader(ELECTION).await;
     let client = c.client();
     client.create_queue("q", HashMap::new()).await.unwrap();
-    let others: Vec<NodeId> = c.nodes.keys().copied().filter(|id| *id != leader).collect();
+    let others = c.others(leader);
     let (damaged, lagging) = (others[0], others[1]);
     c.node(lagging).kill9();
     let sent = send(&c.client_without(lagging), "q", 600).await;
@@ -201,16 +199,12 @@ async fn follower_repaired_by_the_leader(
     c.node(lagging).start();
 
     let local = c.node(damaged).client(Duration::from_secs(2));
-    let target = wait_for(ELECTION, "the damaged node to report its repair", || {
-        let local = &local;
-        async move {
-            local
-                .cluster_status(true)
-                .await
-                .ok()
-                .and_then(|s| repair_target(&s))
-        }
-    })
+    let target = wait_for_status(
+        &local,
+        ELECTION,
+        "the damaged node to report its repair",
+        |s| s.repair_target,
+    )
     .await;
     check_target(target);
     let metrics = c.nodes[&damaged].metrics();
@@ -220,12 +214,7 @@ async fn follower_repaired_by_the_leader(
         async move { log.contains(refusal).then_some(()) }
     })
     .await;
-    let lagging_status = c
-        .node(lagging)
-        .client(Duration::from_secs(2))
-        .cluster_status(true)
-        .await
-        .unwrap();
+    let lagging_status = c.nodes[&lagging].local_status(Duration::from_secs(2)).await;
     assert_ne!(lagging_status.state, "leader", "{lagging_status:?}");
     assert!(local
         .cluster_status(true)
@@ -237,19 +226,11 @@ async fn follower_repaired_by_the_leader(
     assert!(log.contains("cut the Raft log at damage"), "{log}");
 
     c.node(leader).start();
-    let repaired = wait_for(
+    let repaired = wait_for_status(
+        &local,
         Duration::from_secs(60),
         "the damaged log to be repaired",
-        || {
-            let local = &local;
-            async move {
-                local
-                    .cluster_status(true)
-                    .await
-                    .ok()
-                    .filter(|s| s.repair_target.is_none())
-            }
-        },
+        |s| s.repair_target.is_none().then_some(s),
     )
     .await;
     assert!(repaired.last_log_index >= target.max(600), "{repaired:?}");
@@ -257,11 +238,17 @@ async fn follower_repaired_by_the_leader(
         metric_value(&c.nodes[&damaged].metrics(), "sluice_log_repair_pending"),
         0.0
     );
+    serves_all_without(&mut c, leader, "q", &sent).await;
+    c
+}
+
+/// Kills `leader` and checks that the nodes left, once one of them leads,
+/// serve every message of `sent` in `queue`.
+async fn serves_all_without(c: &mut Cluster, leader: NodeId, queue: &str, sent: &BTreeSet<String>) {
     c.node(leader).kill9();
     c.leader(ELECTION).await;
     let client = c.client_without(leader);
-    assert_eq!(receive_bodies(&client, "q", &sent).await, sent);
-    c
+    assert_eq!(receive_bodies(&client, queue, sent).await, *sent);
 }
 
 #[tokio::test]
@@ -343,19 +330,14 @@ async fn delete_some(client: &Client, queue: &str, n: usize) -> BTreeSet<String>
 
 #[tokio::test]
 async fn a_leader_restarted_at_once_with_a_damaged_log_does_not_resume_its_term() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
-    let leader = c.leader(ELECTION).await;
+    let (_serial, mut c, leader) = elected_cluster(3, &[]).await;
     let client = c.client();
     client.create_queue("q", HashMap::new()).await.unwrap();
     let sent = send(&client, "q", 600).await;
     let deleted = delete_some(&client, "q", 300).await;
-    let old_term = c
-        .node(leader)
-        .client(Duration::from_secs(2))
-        .cluster_status(true)
+    let old_term = c.nodes[&leader]
+        .local_status(Duration::from_secs(2))
         .await
-        .unwrap()
         .term;
     // Back before its followers notice it was gone. openraft would resume
     // the old term's leadership at once, and with a log cut at the damage
@@ -365,12 +347,9 @@ async fn a_leader_restarted_at_once_with_a_damaged_log_does_not_resume_its_term(
     flip_middle(&c.nodes[&leader].data_dir.clone());
     c.node(leader).start();
     let new_leader = c.leader(ELECTION).await;
-    let status = c
-        .node(new_leader)
-        .client(Duration::from_secs(2))
-        .cluster_status(true)
-        .await
-        .unwrap();
+    let status = c.nodes[&new_leader]
+        .local_status(Duration::from_secs(2))
+        .await;
     assert!(
         status.term > old_term,
         "the old term ({old_term}) is over: {status:?}"
@@ -378,19 +357,7 @@ async fn a_leader_restarted_at_once_with_a_damaged_log_does_not_resume_its_term(
     let log = c.nodes[&leader].log_text();
     assert!(log.contains("cut the Raft log at damage"), "{log}");
     let client = c.client();
-    let mut more = BTreeSet::new();
-    for i in 0..50 {
-        let body = format!("after-{i:03}");
-        client
-            .send_message(pb::SendMessageRequest {
-                queue_name: "q".into(),
-                message_body: body.clone(),
-                ..Default::default()
-            })
-            .await
-            .expect("send after the restart");
-        more.insert(body);
-    }
+    let more = send_bodies(&client, "q", (0..50).map(|i| format!("after-{i:03}"))).await;
     let want: BTreeSet<String> = sent.difference(&deleted).cloned().chain(more).collect();
     let got = receive_bodies(&client, "q", &want).await;
     let back: Vec<&String> = got.intersection(&deleted).collect();
@@ -409,28 +376,14 @@ fn damage_snapshot(data_dir: &Path) -> PathBuf {
     snap
 }
 
-async fn queue_names(client: &Client) -> Option<BTreeSet<String>> {
-    client
-        .list_queues("", sluice_client::Consistency::Local)
-        .await
-        .ok()
-        .map(|qs| qs.into_iter().map(|q| q.name).collect())
-}
-
 #[tokio::test]
 async fn a_damaged_snapshot_with_a_purged_log_is_repaired_from_the_leader() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &["--snapshot-every", "20", "--keep-after-snapshot", "0"]);
-    let leader = c.leader(ELECTION).await;
+    let (_serial, mut c, leader) =
+        elected_cluster(3, &["--snapshot-every", "20", "--keep-after-snapshot", "0"]).await;
     let client = c.client();
-    let mut names = BTreeSet::new();
-    for i in 0..60 {
-        let name = format!("q{i:02}");
-        client.create_queue(&name, HashMap::new()).await.unwrap();
-        names.insert(name);
-    }
+    let names = create_queues(&client, (0..60).map(|i| format!("q{i:02}"))).await;
     let sent = send(&client, "q00", 100).await;
-    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let follower = c.others(leader)[0];
     let local = c.node(follower).client(Duration::from_secs(2));
     let status = local.cluster_status(true).await.unwrap();
     assert!(
@@ -448,7 +401,8 @@ async fn a_damaged_snapshot_with_a_purged_log_is_repaired_from_the_leader() {
             let names = &names;
             async move {
                 let status = local.cluster_status(true).await.ok()?;
-                let listed = queue_names(local).await?;
+                let listed: BTreeSet<String> =
+                    queue_names(local, "", Consistency::Local).await.ok()?;
                 (status.repair_target.is_none() && listed == *names).then_some(())
             }
         },
@@ -461,33 +415,18 @@ async fn a_damaged_snapshot_with_a_purged_log_is_repaired_from_the_leader() {
         "the damaged snapshot is kept aside"
     );
     // The repaired follower is one of the two copies without the leader.
-    c.node(leader).kill9();
-    c.leader(ELECTION).await;
-    let client = c.client_without(leader);
-    assert_eq!(receive_bodies(&client, "q00", &sent).await, sent);
+    serves_all_without(&mut c, leader, "q00", &sent).await;
 }
 
 #[tokio::test]
 async fn a_lone_node_whose_needed_snapshot_is_damaged_refuses_to_start() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(1, &["--snapshot-every", "20", "--keep-after-snapshot", "0"]);
-    c.leader(ELECTION).await;
+    let (_serial, mut c, _) =
+        elected_cluster(1, &["--snapshot-every", "20", "--keep-after-snapshot", "0"]).await;
     let client = c.node(1).client(Duration::from_secs(20));
-    for i in 0..40 {
-        client
-            .create_queue(&format!("q{i}"), HashMap::new())
-            .await
-            .unwrap();
-    }
+    create_queues(&client, (0..40).map(|i| format!("q{i}"))).await;
     c.node(1).kill9();
     let snap = damage_snapshot(&c.nodes[&1].data_dir.clone());
-    c.node(1).start();
-    let status = c
-        .node(1)
-        .wait_exit(Duration::from_secs(30))
-        .expect("the node stops by itself");
-    assert!(!status.success());
-    let log = c.nodes[&1].log_text();
+    let log = refused_start(&mut c);
     assert!(
         log.contains(&snap.display().to_string()) && log.contains("restore the data directory"),
         "{log}"

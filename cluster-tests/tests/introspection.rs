@@ -1,10 +1,9 @@
 //! gRPC health checking, server reflection and Prometheus metrics on a
 //! node's one port, as generic tools see them.
 
-use std::process::Command;
-use std::time::Duration;
+use std::ffi::OsStr;
 
-use cluster_tests::{metric_value, serial, Cluster};
+use cluster_tests::{elected_cluster, metric_value, run_python};
 use sluice_proto::v1::cluster_client::ClusterClient;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -13,8 +12,6 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
-
-const ELECTION: Duration = Duration::from_secs(20);
 
 async fn channel(addr: &str) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -26,9 +23,7 @@ async fn channel(addr: &str) -> tonic::transport::Channel {
 
 #[tokio::test]
 async fn reflection_lists_the_services_and_health_reports_serving() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(1, &[]);
-    c.leader(ELECTION).await;
+    let (_serial, c, _) = elected_cluster(1, &[]).await;
     let ch = channel(&c.nodes[&1].addr).await;
 
     let mut reflection = ServerReflectionClient::new(ch.clone());
@@ -111,23 +106,26 @@ async fn reflection_lists_the_services_and_health_reports_serving() {
     assert!(metric_value(&text, "sluice_apply_seconds_count") >= 1.0);
 }
 
+/// Runs `cluster-tests/python/{script}` with `args`; fails the test unless
+/// it succeeds, and returns what it printed.
+fn python(script: &str, args: &[&OsStr]) -> String {
+    let path = format!("{}/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut all: Vec<&OsStr> = vec![path.as_ref()];
+    all.extend(args);
+    run_python(
+        &all,
+        &format!("{script} (are cluster-tests/python/requirements.txt installed?)"),
+    )
+}
+
 /// A generic client in another language discovers the API by reflection
 /// alone and calls it.
 #[tokio::test]
 async fn a_generic_python_client_lists_and_calls_services_by_reflection() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(1, &[]);
-    c.leader(ELECTION).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/introspect.py");
-    let out = Command::new("python3")
-        .args([script, &c.nodes[&1].addr, "by-reflection"])
-        .output()
-        .expect("python3 runs (install cluster-tests/python/requirements.txt)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "introspect.py failed (are cluster-tests/python/requirements.txt installed?):\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (_serial, c, _) = elected_cluster(1, &[]).await;
+    let stdout = python(
+        "introspect.py",
+        &[c.nodes[&1].addr.as_ref(), "by-reflection".as_ref()],
     );
     for needle in [
         "\"sluice.v1.Queues\"",
@@ -148,24 +146,16 @@ async fn a_generic_python_client_lists_and_calls_services_by_reflection() {
 /// does a create / send / receive / delete round trip.
 #[tokio::test]
 async fn a_python_client_generated_from_the_protos_round_trips_a_message() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(1, &[]);
-    c.leader(ELECTION).await;
+    let (_serial, c, _) = elected_cluster(1, &[]).await;
     let out_dir = tempfile::tempdir().unwrap();
     let proto_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/queue_roundtrip.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(proto_dir)
-        .arg(out_dir.path())
-        .arg(&c.nodes[&1].addr)
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "queue_roundtrip.py failed (are cluster-tests/python/requirements.txt installed?):\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = python(
+        "queue_roundtrip.py",
+        &[
+            proto_dir.as_ref(),
+            out_dir.path().as_os_str(),
+            c.nodes[&1].addr.as_ref(),
+        ],
     );
     let field = |name: &str| -> String {
         let needle = format!("\"{name}\": ");

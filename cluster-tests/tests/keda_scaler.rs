@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cluster_tests::{python_function, serial, wait_for, Cluster, WorkerProcess};
+use cluster_tests::{
+    create_app_function, put_data, python_function, serial_cluster, wait_for, WorkerProcess,
+};
 use sluice_client::sluice_proto::externalscaler as keda;
 use sluice_client::sluice_proto::externalscaler::external_scaler_client::ExternalScalerClient;
 use sluice_client::sluice_proto::v1 as pb;
@@ -83,15 +85,14 @@ async fn active(s: &mut ExternalScalerClient<Channel>, meta: &[(&str, &str)]) ->
 
 #[tokio::test]
 async fn queue_depth_drives_keda_from_zero_and_back() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
+    let (_serial, mut c) = serial_cluster(3, &[]).await;
     let leader = c.leader(WAIT).await;
     let client = c.client();
     client.create_queue("jobs", HashMap::new()).await.unwrap();
     // A node answers from its own state: the leader's is current at once
     // (it applied every acknowledged write); a follower's is checked by
     // waiting for it, as KEDA may reach any node through the Service.
-    let follower = c.nodes.keys().copied().find(|id| *id != leader).unwrap();
+    let follower = c.others(leader)[0];
     let mut s = scaler(&c.nodes[&leader].addr).await;
     let other = scaler(&c.nodes[&follower].addr).await;
     let q = [("queue", "jobs")];
@@ -196,21 +197,12 @@ const NOOP: &str = "def handler(event, context):\n    return {}\n";
 
 #[tokio::test]
 async fn stream_iterator_age_activates_with_no_worker_and_settles_once_one_runs() {
-    let _serial = serial().await;
     // No worker runs functions: a scaled-to-zero worker Deployment.
-    let mut c = Cluster::start(3, &["--in-process-worker", "false"]);
+    let (_serial, mut c) = serial_cluster(3, &["--in-process-worker", "false"]).await;
     let leader = c.leader(WAIT).await;
     let client = c.client();
     let code = tempfile::tempdir().unwrap();
-    client
-        .create_function(pb::CreateFunctionRequest {
-            function_name: "consumer".into(),
-            handler: "app.handler".into(),
-            zip_file: python_function(code.path(), NOOP),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    create_app_function(&client, "consumer", python_function(code.path(), NOOP)).await;
     client.create_stream_with_shards("events", 2).await.unwrap();
     client
         .create_event_source_mapping(pb::EventSourceMappingRequest {
@@ -231,15 +223,7 @@ async fn stream_iterator_age_activates_with_no_worker_and_settles_once_one_runs(
     );
     assert_eq!(spec.metric_specs[0].target_size, 60_000);
 
-    client
-        .put_record(pb::PutRecordRequest {
-            stream_name: "events".into(),
-            data: b"hello".to_vec(),
-            partition_key: "k".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    put_data(&client, "events", "k", "hello").await.unwrap();
     // With no worker, the record waits and its age grows.
     let first = wait_for(WAIT, "a positive iterator age", || {
         let mut s = s.clone();

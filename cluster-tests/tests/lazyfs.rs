@@ -75,12 +75,20 @@ fn rw(path: &Path) -> File {
         .unwrap()
 }
 
+/// Mounts over a backing directory whose file `f` holds "old content",
+/// and opens `f` through the mount for reading and writing; `None` where
+/// mounts cannot be made.
+fn mount_with_old_content() -> Option<(Mounted, File)> {
+    let m = mount_with(|b| fs::write(b.join("f"), b"old content").unwrap())?;
+    let f = rw(&m.path("f"));
+    Some((m, f))
+}
+
 #[test]
 fn unsynced_write_is_lost_on_crash() {
-    let Some(m) = mount_with(|b| fs::write(b.join("f"), b"old content").unwrap()) else {
+    let Some((m, f)) = mount_with_old_content() else {
         return;
     };
-    let f = rw(&m.path("f"));
     f.write_all_at(b"NEW", 0).unwrap();
     f.write_all_at(b"+tail", 11).unwrap();
     assert_eq!(fs::read(m.path("f")).unwrap(), b"NEW content+tail");
@@ -102,10 +110,9 @@ fn unsynced_write_is_lost_on_crash() {
 
 #[test]
 fn synced_write_survives_crash() {
-    let Some(m) = mount_with(|b| fs::write(b.join("f"), b"old content").unwrap()) else {
+    let Some((m, f)) = mount_with_old_content() else {
         return;
     };
-    let f = rw(&m.path("f"));
     f.write_all_at(b"NEW", 0).unwrap();
     f.sync_all().unwrap();
     assert_eq!(fs::read(m.backing("f")).unwrap(), b"NEW content");

@@ -3,16 +3,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cluster_tests::{serial, Cluster};
-
-const ELECTION: Duration = Duration::from_secs(20);
+use cluster_tests::{elected_cluster, ELECTION};
 
 #[tokio::test]
 async fn transfer_leadership_moves_it_to_the_named_voter() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
-    let old = c.leader(ELECTION).await;
-    let target = *c.nodes.keys().find(|id| **id != old).unwrap();
+    let (_serial, mut c, old) = elected_cluster(3, &[]).await;
+    let target = c.others(old)[0];
     let client = c.client();
     client.create_queue("q", HashMap::new()).await.unwrap();
     let before = client.cluster_status(false).await.unwrap().term;
@@ -30,9 +26,7 @@ async fn transfer_leadership_moves_it_to_the_named_voter() {
 
 #[tokio::test]
 async fn a_leader_hands_over_before_exiting_on_sigterm() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
-    let old = c.leader(ELECTION).await;
+    let (_serial, mut c, old) = elected_cluster(3, &[]).await;
     let survivors = c.client_without(old);
     survivors.create_queue("q", HashMap::new()).await.unwrap();
     let status = c.node(old).terminate(Duration::from_secs(30));
@@ -77,12 +71,10 @@ impl Drop for Stopped {
 /// LeaderChanged (its outcome is unknown, so it is not resent).
 #[tokio::test]
 async fn calls_forwarded_to_a_stopped_leader_are_freed_by_the_next_election() {
-    let _serial = serial().await;
     // A leader wait far longer than an election: without the release, both
     // calls would run into it (or the client's 20 s attempt timeout).
-    let mut c = Cluster::start(3, &["--leader-wait-ms", "60000"]);
-    let old = c.leader(ELECTION).await;
-    let follower = *c.nodes.keys().find(|id| **id != old).unwrap();
+    let (_serial, mut c, old) = elected_cluster(3, &["--leader-wait-ms", "60000"]).await;
+    let follower = c.others(old)[0];
     c.client().create_queue("q", HashMap::new()).await.unwrap();
     // One attempt, at the follower only.
     let at_follower = c.node(follower).client(Duration::ZERO);

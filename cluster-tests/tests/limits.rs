@@ -7,12 +7,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::BufMut;
-use cluster_tests::{serial, Cluster};
+use cluster_tests::elected_cluster;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Code, Status};
-
-const ELECTION: Duration = Duration::from_secs(20);
 
 /// Sends and receives message bytes as they are: requests no client
 /// library would build.
@@ -133,9 +131,7 @@ fn peak_rss(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_held_to_one_gib_survives_ten_concurrent_maximal_hostile_requests_of_every_batch_rpc(
 ) {
-    let _serial = serial().await;
-    let mut c = Cluster::start(1, &[]);
-    c.leader(ELECTION).await;
+    let (_serial, mut c, _) = elected_cluster(1, &[]).await;
     let addr = c.nodes[&1].addr.clone();
     let pid = c.node(1).pid().unwrap();
     let cgroup = memory_cgroup(pid, 1 << 30);

@@ -5,17 +5,15 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use cluster_tests::{metric_value, serial, wait_for, Cluster};
+use cluster_tests::{elected_cluster, metric_value, receive_waiting, string_map, wait_for};
 use sluice_client::sluice_proto::v1 as pb;
 
 const TRIALS: usize = 20;
 
 #[tokio::test]
 async fn a_long_poll_on_a_follower_wakes_on_a_send_through_another_node() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
-    let leader = c.leader(Duration::from_secs(20)).await;
-    let others: Vec<u64> = c.nodes.keys().copied().filter(|id| *id != leader).collect();
+    let (_serial, mut c, leader) = elected_cluster(3, &[]).await;
+    let others = c.others(leader);
     let (waiter_node, sender_node) = (others[0], others[1]);
     let waiter = c.node(waiter_node).client(Duration::from_secs(30));
     let sender = c.node(sender_node).client(Duration::from_secs(30));
@@ -26,14 +24,7 @@ async fn a_long_poll_on_a_follower_wakes_on_a_send_through_another_node() {
         let receive = {
             let waiter = waiter.clone();
             tokio::spawn(async move {
-                let r = waiter
-                    .receive_message(pb::ReceiveMessageRequest {
-                        queue_name: "lp".into(),
-                        wait_time_seconds: Some(20),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap();
+                let r = receive_waiting(&waiter, "lp", Some(20)).await.unwrap();
                 (Instant::now(), r)
             })
         };
@@ -68,26 +59,12 @@ async fn a_long_poll_on_a_follower_wakes_on_a_send_through_another_node() {
 
 #[tokio::test]
 async fn an_empty_long_poll_returns_after_its_wait() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(1, &[]);
-    c.leader(Duration::from_secs(20)).await;
+    let (_serial, mut c, _) = elected_cluster(1, &[]).await;
     let client = c.node(1).client(Duration::from_secs(30));
-    client
-        .create_queue(
-            "empty",
-            HashMap::from([("ReceiveMessageWaitTimeSeconds".into(), "1".into())]),
-        )
-        .await
-        .unwrap();
+    let long_polling = string_map(&[("ReceiveMessageWaitTimeSeconds", "1")]);
+    client.create_queue("empty", long_polling).await.unwrap();
     let started = Instant::now();
-    let r = client
-        .receive_message(pb::ReceiveMessageRequest {
-            queue_name: "empty".into(),
-            wait_time_seconds: Some(2),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let r = receive_waiting(&client, "empty", Some(2)).await.unwrap();
     let took = started.elapsed();
     assert!(r.messages.is_empty());
     assert!(
@@ -96,13 +73,7 @@ async fn an_empty_long_poll_returns_after_its_wait() {
     );
     // Without a wait time, the queue's ReceiveMessageWaitTimeSeconds applies.
     let started = Instant::now();
-    client
-        .receive_message(pb::ReceiveMessageRequest {
-            queue_name: "empty".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    receive_waiting(&client, "empty", None).await.unwrap();
     let took = started.elapsed();
     assert!(
         took >= Duration::from_secs(1) && took < Duration::from_secs(2),
@@ -120,14 +91,7 @@ async fn an_empty_long_poll_returns_after_its_wait() {
         .await
         .unwrap();
     let started = Instant::now();
-    let r = client
-        .receive_message(pb::ReceiveMessageRequest {
-            queue_name: "empty".into(),
-            wait_time_seconds: Some(10),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let r = receive_waiting(&client, "empty", Some(10)).await.unwrap();
     let took = started.elapsed();
     assert_eq!(r.messages.len(), 1);
     assert!(

@@ -5,37 +5,32 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cluster_tests::{python_function, serial, wait_for, Cluster, WorkerProcess};
+use cluster_tests::{
+    create_app_function, create_queue_with_dlq, env_or, python_function, serial_cluster,
+    set_mapping_enabled, string_map, wait_for, WorkerProcess,
+};
 use sluice_client::sluice_proto::v1 as pb;
 
 const APP: &str = "def handler(event, context):\n    return len(event['Records'])\n";
 
 #[tokio::test]
 async fn mappings_are_validated_listed_updated_and_deleted() {
-    let _serial = serial().await;
-    let c = Cluster::start(3, &[]);
+    let (_serial, c) = serial_cluster(3, &[]).await;
     let client = c.client_from(1);
     let code = tempfile::tempdir().unwrap();
-    client
-        .create_function(pb::CreateFunctionRequest {
-            function_name: "count".into(),
-            handler: "app.handler".into(),
-            zip_file: python_function(code.path(), APP),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    create_app_function(&client, "count", python_function(code.path(), APP)).await;
     client.create_queue("jobs", HashMap::new()).await.unwrap();
-    client
-        .create_queue(
-            "jobs.fifo",
-            HashMap::from([("FifoQueue".into(), "true".into())]),
-        )
-        .await
-        .unwrap();
+    let fifo = string_map(&[("FifoQueue", "true")]);
+    client.create_queue("jobs.fifo", fifo).await.unwrap();
     client.create_stream_with_shards("clicks", 2).await.unwrap();
     let sqs = |q: &str| format!("arn:aws:sqs:us-east-1:000000000000:{q}");
     let kinesis = "arn:aws:kinesis:us-east-1:000000000000:stream/clicks";
+    // A mapping of "count" to `source`, all else left to the defaults.
+    let count_from = |source: String| pb::EventSourceMappingRequest {
+        function_name: "count".into(),
+        event_source_arn: source,
+        ..Default::default()
+    };
 
     let queue = client
         .create_event_source_mapping(pb::EventSourceMappingRequest {
@@ -86,11 +81,7 @@ async fn mappings_are_validated_listed_updated_and_deleted() {
             "batch_size",
         ),
         (
-            pb::EventSourceMappingRequest {
-                function_name: "count".into(),
-                event_source_arn: "arn:aws:sns:us-east-1:000000000000:t".into(),
-                ..Default::default()
-            },
+            count_from("arn:aws:sns:us-east-1:000000000000:t".into()),
             "event_source_arn",
         ),
         (
@@ -110,20 +101,12 @@ async fn mappings_are_validated_listed_updated_and_deleted() {
         assert!(e.to_string().contains(field), "{field}: {e}");
     }
     let missing = client
-        .create_event_source_mapping(pb::EventSourceMappingRequest {
-            function_name: "count".into(),
-            event_source_arn: sqs("nope"),
-            ..Default::default()
-        })
+        .create_event_source_mapping(count_from(sqs("nope")))
         .await
         .unwrap_err();
     assert_eq!(missing.status(), Some(tonic::Code::NotFound), "{missing}");
     let twice = client
-        .create_event_source_mapping(pb::EventSourceMappingRequest {
-            function_name: "count".into(),
-            event_source_arn: sqs("jobs"),
-            ..Default::default()
-        })
+        .create_event_source_mapping(count_from(sqs("jobs")))
         .await
         .unwrap_err();
     assert_eq!(twice.code(), Some("ResourceConflictException"));
@@ -143,12 +126,7 @@ async fn mappings_are_validated_listed_updated_and_deleted() {
     assert_eq!(by_source[0].uuid, stream.uuid);
 
     // Updates change what they name and keep the rest.
-    let off = client
-        .update_event_source_mapping(pb::EventSourceMappingRequest {
-            uuid: queue.uuid.clone(),
-            enabled: Some(false),
-            ..Default::default()
-        })
+    let off = set_mapping_enabled(&client, &queue.uuid, false)
         .await
         .unwrap();
     assert_eq!(off.state, "Disabled");
@@ -203,8 +181,7 @@ def handler(event, context):
 
 #[tokio::test]
 async fn a_queue_mapping_drains_a_queue_through_three_workers() {
-    let _serial = serial().await;
-    let c = Cluster::start(3, &["--in-process-worker", "false"]);
+    let (_serial, c) = serial_cluster(3, &["--in-process-worker", "false"]).await;
     let client = c.client_from(0);
     let workers: Vec<WorkerProcess> = ["w1", "w2", "w3"]
         .iter()
@@ -225,21 +202,14 @@ async fn a_queue_mapping_drains_a_queue_through_three_workers() {
         })
         .await
         .unwrap();
-    client
-        .create_queue("work-dlq", HashMap::new())
-        .await
-        .unwrap();
-    let policy = r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:000000000000:work-dlq","maxReceiveCount":"2"}"#;
-    client
-        .create_queue(
-            "work",
-            HashMap::from([
-                ("RedrivePolicy".to_string(), policy.to_string()),
-                ("VisibilityTimeout".to_string(), "3".to_string()),
-            ]),
-        )
-        .await
-        .unwrap();
+    create_queue_with_dlq(
+        &client,
+        "work",
+        "work-dlq",
+        2,
+        &[("VisibilityTimeout", "3")],
+    )
+    .await;
     client
         .create_event_source_mapping(pb::EventSourceMappingRequest {
             function_name: "recorder".into(),
@@ -257,10 +227,7 @@ async fn a_queue_mapping_drains_a_queue_through_three_workers() {
         .unwrap();
 
     // N messages, one in 100 failing, one in 100 filtered out.
-    let n = std::env::var("MAPPING_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3_000usize);
+    let n = env_or("MAPPING_MESSAGES", 3_000usize);
     let mut sent = HashMap::new();
     for chunk in (0..n).collect::<Vec<_>>().chunks(10) {
         let entries = chunk

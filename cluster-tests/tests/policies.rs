@@ -5,14 +5,15 @@
 //! call gets past the guard (whatever the handler then says).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use cluster_tests::{serial, Cluster};
+use cluster_tests::{
+    create_app_function, create_principal, elected_secured_cluster, entry, put_data,
+    python_function, receive_waiting, trim_horizon,
+};
 use sluice_client::sluice_proto::v1 as pb;
-use sluice_client::{Client, Credentials, Error, Options};
+use sluice_client::{Client, Error};
 use tonic::Code;
 
-const ELECTION: Duration = Duration::from_secs(20);
 const ACCOUNT: &str = "000000000000";
 
 /// Custom policies, by name.
@@ -164,14 +165,7 @@ impl Op {
                 })
                 .await
                 .map(drop),
-            Op::Receive(n) => c
-                .receive_message(pb::ReceiveMessageRequest {
-                    queue_name: n.to_string(),
-                    wait_time_seconds: Some(0),
-                    ..Default::default()
-                })
-                .await
-                .map(drop),
+            Op::Receive(n) => receive_waiting(c, n, Some(0)).await.map(drop),
             Op::CreateQueue(n) => c.create_queue(n, HashMap::new()).await.map(drop),
             Op::DeleteQueue(n) => c.delete_queue(n).await,
             Op::ListQueues => c
@@ -193,35 +187,15 @@ impl Op {
                 })
                 .await
                 .map(drop),
-            Op::PutRecord(n) => c
-                .put_record(pb::PutRecordRequest {
-                    stream_name: n.to_string(),
-                    data: b"x".to_vec(),
-                    partition_key: "k".into(),
-                    ..Default::default()
-                })
-                .await
-                .map(drop),
+            Op::PutRecord(n) => put_data(c, n, "k", "x").await.map(drop),
             Op::PutRecords(n) => c
                 .put_records(pb::PutRecordsRequest {
                     stream_name: n.to_string(),
-                    records: vec![pb::PutRecordsRequestEntry {
-                        data: b"x".to_vec(),
-                        partition_key: "k".into(),
-                        ..Default::default()
-                    }],
+                    records: vec![entry("k", "x")],
                 })
                 .await
                 .map(drop),
-            Op::GetShardIterator(n) => c
-                .get_shard_iterator(pb::GetShardIteratorRequest {
-                    stream_name: n.to_string(),
-                    shard_id: "shardId-000000000000".into(),
-                    shard_iterator_type: "TRIM_HORIZON".into(),
-                    ..Default::default()
-                })
-                .await
-                .map(drop),
+            Op::GetShardIterator(n) => trim_horizon(c, n, "shardId-000000000000").await.map(drop),
             Op::GetRecords => c.get_records(iterator, 10).await.map(drop),
             Op::DeleteStream(n) => c.delete_stream(n).await,
             Op::DescribeStream(n) => c.describe_stream(n).await.map(drop),
@@ -329,9 +303,7 @@ fn cases() -> Vec<(&'static str, Op, bool)> {
 
 #[tokio::test]
 async fn a_table_of_principals_actions_and_resources_is_decided_as_iam_decides() {
-    let _serial = serial().await;
-    let mut c = Cluster::start_secured(1, &[]);
-    c.leader(ELECTION).await;
+    let (_serial, c, _) = elected_secured_cluster(1, &[]).await;
     let admin = c.client();
     for q in ["orders-eu", "orders-us", "billing"] {
         admin.create_queue(q, HashMap::new()).await.unwrap();
@@ -341,25 +313,9 @@ async fn a_table_of_principals_actions_and_resources_is_decided_as_iam_decides()
     }
     admin.create_stream_with_shards("clicks", 1).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    admin
-        .create_function(pb::CreateFunctionRequest {
-            function_name: "f".into(),
-            handler: "app.handler".into(),
-            zip_file: cluster_tests::python_function(
-                dir.path(),
-                "def handler(e, c):\n    return e\n",
-            ),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let iterator = admin
-        .get_shard_iterator(pb::GetShardIteratorRequest {
-            stream_name: "clicks".into(),
-            shard_id: "shardId-000000000000".into(),
-            shard_iterator_type: "TRIM_HORIZON".into(),
-            ..Default::default()
-        })
+    let zip = python_function(dir.path(), "def handler(e, c):\n    return e\n");
+    create_app_function(&admin, "f", zip).await;
+    let iterator = trim_horizon(&admin, "clicks", "shardId-000000000000")
         .await
         .unwrap();
     for (name, document) in POLICIES {
@@ -376,42 +332,8 @@ async fn a_table_of_principals_actions_and_resources_is_decided_as_iam_decides()
     }
     let mut clients: HashMap<&str, Client> = HashMap::new();
     for (name, kind, policies) in PRINCIPALS {
-        admin
-            .iam(
-                pb::CreatePrincipalRequest {
-                    name: name.to_string(),
-                    kind: kind.to_string(),
-                    policies: policies.iter().map(|p| p.to_string()).collect(),
-                },
-                |mut c, r| async move { c.create_principal(r).await },
-            )
-            .await
-            .unwrap();
-        let k = admin
-            .iam(
-                pb::CreateAccessKeyRequest {
-                    name: name.to_string(),
-                },
-                |mut c, r| async move { c.create_access_key(r).await },
-            )
-            .await
-            .unwrap();
-        let creds = Credentials {
-            access_key_id: k.access_key_id,
-            secret_access_key: k.secret_access_key,
-        };
-        let client = Client::with_options(
-            c.addrs(),
-            c.options(
-                Options {
-                    deadline: Duration::ZERO,
-                    ..Options::default()
-                },
-                Some(creds),
-            ),
-        )
-        .unwrap();
-        clients.insert(name, client);
+        let creds = create_principal(&admin, name, kind, policies).await;
+        clients.insert(name, c.single_attempt_client(Some(creds)));
     }
 
     let cases = cases();

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_tests::{serial, Cluster};
+use cluster_tests::elected_cluster;
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
 
@@ -149,9 +149,7 @@ async fn consume(client: Client, queue: String, record: Arc<Mutex<Record>>, done
 }
 
 async fn run(fifo: bool, kill_leader: bool) {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
-    let leader = c.leader(Duration::from_secs(20)).await;
+    let (_serial, mut c, leader) = elected_cluster(3, &[]).await;
     let queue = if fifo { "work.fifo" } else { "work" }.to_string();
     c.client()
         .create_queue(&queue, HashMap::new())

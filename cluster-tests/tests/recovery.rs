@@ -4,21 +4,15 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use cluster_tests::{receive_bodies, serial, wait_for, Cluster};
-use sluice_client::Consistency;
-
-const ELECTION: Duration = Duration::from_secs(20);
+use cluster_tests::{
+    create_queues, elected_cluster, receive_bodies, serial, wait_listed_locally, Cluster, ELECTION,
+};
 
 async fn rebuilds_after(damage: impl FnOnce(&std::path::Path)) {
     let mut c = Cluster::start(1, &["--snapshot-every", "20"]);
     c.leader(ELECTION).await;
     let client = c.node(1).client(Duration::from_secs(20));
-    let mut expected = BTreeSet::new();
-    for i in 0..50 {
-        let name = format!("q{i}");
-        client.create_queue(&name, HashMap::new()).await.unwrap();
-        expected.insert(name);
-    }
+    let expected = create_queues(&client, (0..50).map(|i| format!("q{i}"))).await;
     let status = client.cluster_status(true).await.unwrap();
     assert!(
         status.snapshot_index.is_some(),
@@ -28,23 +22,12 @@ async fn rebuilds_after(damage: impl FnOnce(&std::path::Path)) {
     damage(&c.nodes[&1].data_dir.join("db"));
     c.node(1).start();
     let client = c.node(1).client(Duration::from_secs(2));
-    wait_for(
+    wait_listed_locally(
+        &client,
+        "",
+        &expected,
         Duration::from_secs(20),
         "the rebuilt state to list every queue",
-        || {
-            let client = &client;
-            let expected = &expected;
-            async move {
-                let names: BTreeSet<String> = client
-                    .list_queues("", Consistency::Local)
-                    .await
-                    .ok()?
-                    .into_iter()
-                    .map(|q| q.name)
-                    .collect();
-                (names == *expected).then_some(())
-            }
-        },
     )
     .await;
     // And it keeps serving writes.
@@ -57,16 +40,24 @@ async fn a_lost_state_machine_database_is_rebuilt() {
     rebuilds_after(|db| std::fs::remove_dir_all(db).unwrap()).await;
 }
 
+/// Changes the bytes of the state machine database's file `db` (in the
+/// database's directory) with `damage`.
+fn damage_db_file(db: &std::path::Path, damage: impl FnOnce(&mut Vec<u8>)) {
+    let file = db.join("db");
+    let mut bytes = std::fs::read(&file).unwrap();
+    damage(&mut bytes);
+    std::fs::write(&file, bytes).unwrap();
+}
+
 #[tokio::test]
 async fn a_damaged_state_machine_database_is_rebuilt() {
     let _serial = serial().await;
     rebuilds_after(|db| {
-        let file = db.join("db");
-        let mut bytes = std::fs::read(&file).unwrap();
-        for i in (0..bytes.len()).step_by(97) {
-            bytes[i] ^= 0x5a;
-        }
-        std::fs::write(&file, bytes).unwrap();
+        damage_db_file(db, |bytes| {
+            for i in (0..bytes.len()).step_by(97) {
+                bytes[i] ^= 0x5a;
+            }
+        })
     })
     .await;
 }
@@ -77,16 +68,15 @@ async fn garbage_in_the_middle_of_the_state_machine_database_is_rebuilt() {
     // sled 0.34 fails or panics on open on this (`tried to serialize
     // Uninitialized`): the node must not crash-loop.
     rebuilds_after(|db| {
-        let file = db.join("db");
-        let mut bytes = std::fs::read(&file).unwrap();
-        for part in 1..8 {
-            let at = bytes.len() * part / 8;
-            let end = (at + 4096).min(bytes.len());
-            for b in &mut bytes[at..end] {
-                *b = 0xab;
+        damage_db_file(db, |bytes| {
+            for part in 1..8 {
+                let at = bytes.len() * part / 8;
+                let end = (at + 4096).min(bytes.len());
+                for b in &mut bytes[at..end] {
+                    *b = 0xab;
+                }
             }
-        }
-        std::fs::write(&file, bytes).unwrap();
+        })
     })
     .await;
 }
@@ -109,23 +99,13 @@ fn recover(data_dir: &std::path::Path, id: u64, cluster_addr: &str) -> std::proc
 
 #[tokio::test]
 async fn a_survivor_of_a_lost_majority_is_made_the_only_voter_and_keeps_every_acknowledged_write() {
-    use sluice_client::sluice_proto::v1 as pb;
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &["--snapshot-every", "40"]);
-    let survivor = c.leader(ELECTION).await;
+    let (_serial, mut c, survivor) = elected_cluster(3, &["--snapshot-every", "40"]).await;
     let client = c.client();
     client.create_queue("kept", HashMap::new()).await.unwrap();
     let mut sent = BTreeSet::new();
     for i in 0..100 {
         let body = format!("m{i}");
-        client
-            .send_message(pb::SendMessageRequest {
-                queue_name: "kept".into(),
-                message_body: body.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        client.send_body("kept", &body).await.unwrap();
         sent.insert(body);
     }
     let addr = c.nodes[&survivor].cluster_addr.clone();
@@ -138,12 +118,7 @@ async fn a_survivor_of_a_lost_majority_is_made_the_only_voter_and_keeps_every_ac
     assert!(err.contains("stop it first"), "{err}");
 
     // The majority is lost with its disks; the survivor crashes too.
-    let others: Vec<u64> = c
-        .nodes
-        .keys()
-        .copied()
-        .filter(|id| *id != survivor)
-        .collect();
+    let others = c.others(survivor);
     for id in &others {
         c.node(*id).kill9();
         c.node(*id).wipe();

@@ -7,52 +7,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_tests::{metric_value, serial, wait_for, Cluster, NodeId};
+use cluster_tests::{
+    create_queues, elected_cluster, metric_value, queue_names, wait_for, wait_for_status,
+    wait_listed_locally, Cluster, NodeId, ELECTION,
+};
 use sluice_client::{Client, Consistency};
 
-const ELECTION: Duration = Duration::from_secs(20);
 const CATCH_UP: Duration = Duration::from_secs(30);
-
-async fn local_names(client: &Client, prefix: &str) -> Option<BTreeSet<String>> {
-    client
-        .list_queues(prefix, Consistency::Local)
-        .await
-        .ok()
-        .map(|qs| qs.into_iter().map(|q| q.name).collect())
-}
 
 /// Waits until node `id`'s own state lists exactly `expected` under `prefix`.
 async fn wait_listed(c: &mut Cluster, id: NodeId, prefix: &str, expected: &BTreeSet<String>) {
     let client = c.node(id).client(Duration::from_secs(2));
-    wait_for(
-        CATCH_UP,
-        &format!("node {id} to list {} queues", expected.len()),
-        || {
-            let client = &client;
-            async move {
-                local_names(client, prefix)
-                    .await
-                    .filter(|names| names == expected)
-                    .map(|_| ())
-            }
-        },
-    )
-    .await;
-}
-
-fn follower_of(c: &Cluster, leader: NodeId) -> NodeId {
-    *c.nodes
-        .keys()
-        .find(|id| **id != leader)
-        .expect("a follower")
+    let what = format!("node {id} to list {} queues", expected.len());
+    wait_listed_locally(&client, prefix, expected, CATCH_UP, &what).await;
 }
 
 #[tokio::test]
 async fn a_queue_created_on_a_follower_is_listed_on_every_node() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
-    let leader = c.leader(ELECTION).await;
-    let follower = follower_of(&c, leader);
+    let (_serial, mut c, leader) = elected_cluster(3, &[]).await;
+    let follower = c.others(leader)[0];
     let url = c
         .node(follower)
         .client(Duration::from_secs(20))
@@ -68,9 +41,7 @@ async fn a_queue_created_on_a_follower_is_listed_on_every_node() {
 
 #[tokio::test]
 async fn after_kill_9_of_the_leader_a_new_one_serves_and_the_old_one_catches_up() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
-    let old = c.leader(ELECTION).await;
+    let (_serial, mut c, old) = elected_cluster(3, &[]).await;
     c.client()
         .create_queue("before", HashMap::new())
         .await
@@ -93,70 +64,41 @@ async fn after_kill_9_of_the_leader_a_new_one_serves_and_the_old_one_catches_up(
     assert_ne!(new, old);
 
     let mut expected = BTreeSet::from(["before".to_string(), "after-0".to_string()]);
-    for i in 1..20 {
-        let name = format!("after-{i}");
-        survivors.create_queue(&name, HashMap::new()).await.unwrap();
-        expected.insert(name);
-    }
+    expected.extend(create_queues(&survivors, (1..20).map(|i| format!("after-{i}"))).await);
     // The killed node restarts from its data directory and catches up.
     c.node(old).start();
     wait_listed(&mut c, old, "", &expected).await;
-    let status = c
-        .node(old)
-        .client(Duration::from_secs(5))
-        .cluster_status(true)
-        .await
-        .unwrap();
+    let status = c.nodes[&old].local_status(Duration::from_secs(5)).await;
     assert_eq!(status.leader_id, Some(new));
     assert_eq!(status.state, "follower");
 }
 
 #[tokio::test]
 async fn a_wiped_node_rejoins_through_a_snapshot_install() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &["--snapshot-every", "50", "--keep-after-snapshot", "5"]);
-    let leader = c.leader(ELECTION).await;
-    let victim = follower_of(&c, leader);
+    let (_serial, mut c, leader) =
+        elected_cluster(3, &["--snapshot-every", "50", "--keep-after-snapshot", "5"]).await;
+    let victim = c.others(leader)[0];
     let client = c.client_without(victim);
-    let mut expected = BTreeSet::new();
-    for i in 0..30 {
-        let name = format!("a-{i}");
-        client.create_queue(&name, HashMap::new()).await.unwrap();
-        expected.insert(name);
-    }
+    let mut expected = create_queues(&client, (0..30).map(|i| format!("a-{i}"))).await;
     wait_listed(&mut c, victim, "", &expected).await;
-    let victim_index = c
-        .node(victim)
-        .client(Duration::from_secs(5))
-        .cluster_status(true)
+    let victim_index = c.nodes[&victim]
+        .local_status(Duration::from_secs(5))
         .await
-        .unwrap()
         .last_log_index;
 
     c.node(victim).kill9();
     c.node(victim).wipe();
-    for i in 0..120 {
-        let name = format!("b-{i}");
-        client.create_queue(&name, HashMap::new()).await.unwrap();
-        expected.insert(name);
-    }
+    expected.extend(create_queues(&client, (0..120).map(|i| format!("b-{i}"))).await);
     // Every remaining node has purged its log past where the victim was, so
     // entries alone cannot bring it back.
-    for id in c
-        .nodes
-        .keys()
-        .copied()
-        .filter(|id| *id != victim)
-        .collect::<Vec<_>>()
-    {
+    for id in c.others(victim) {
         let node_client = c.node(id).client(Duration::from_secs(5));
-        let purged = wait_for(CATCH_UP, &format!("node {id} to purge its log"), || {
-            let node_client = &node_client;
-            async move {
-                let s = node_client.cluster_status(true).await.ok()?;
-                s.purged_index.filter(|p| *p > victim_index)
-            }
-        })
+        let purged = wait_for_status(
+            &node_client,
+            CATCH_UP,
+            &format!("node {id} to purge its log"),
+            |s| s.purged_index.filter(|p| *p > victim_index),
+        )
         .await;
         eprintln!("node {id} purged its log up to {purged} (victim was at {victim_index})");
     }
@@ -187,9 +129,7 @@ async fn a_wiped_node_rejoins_through_a_snapshot_install() {
 
 #[tokio::test]
 async fn a_fourth_node_joins_is_promoted_and_an_old_member_is_removed_under_writes() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
-    c.leader(ELECTION).await;
+    let (_serial, mut c, _) = elected_cluster(3, &[]).await;
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let writer = {
@@ -272,13 +212,9 @@ async fn a_fourth_node_joins_is_promoted_and_an_old_member_is_removed_under_writ
     );
 
     let remaining = Client::new([2, 3, 4].map(|id| c.nodes[&id].addr.clone())).unwrap();
-    let listed: BTreeSet<String> = remaining
-        .list_queues("w-", Consistency::Linearizable)
+    let listed: BTreeSet<String> = queue_names(&remaining, "w-", Consistency::Linearizable)
         .await
-        .unwrap()
-        .into_iter()
-        .map(|q| q.name)
-        .collect();
+        .unwrap();
     let lost: Vec<_> = acked.difference(&listed).collect();
     assert!(lost.is_empty(), "acknowledged creates missing: {lost:?}");
     // The new voter holds everything too.

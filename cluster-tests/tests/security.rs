@@ -11,20 +11,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_tests::pki::Pki;
-use cluster_tests::{serial, wait_for, Cluster, WorkerProcess};
+use cluster_tests::{
+    create_app_function, create_principal, elected_secured_cluster, member_ids, serial,
+    trim_horizon, wait_for, Cluster, WorkerProcess, ELECTION,
+};
 use sluice_client::sluice_proto::internal::node_client::NodeClient;
 use sluice_client::sluice_proto::internal::raft_client::RaftClient;
 use sluice_client::sluice_proto::internal::{Payload, RaftPayload, StartElectionRequest};
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::sluice_proto::v1::worker_host_client::WorkerHostClient;
 use sluice_client::sluice_proto::v1::workers_client::WorkersClient;
-use sluice_client::{ClientTls, Credentials, Options};
+use sluice_client::{ClientTls, Credentials};
 use sluice_security::pki::Validity;
 use sluice_security::signer::{SignedChannel, Signer};
 use sluice_security::{ClusterKey, Purpose};
 use tonic::{Code, Status};
-
-const ELECTION: Duration = Duration::from_secs(20);
 
 /// A channel to `addr` made by hand, as an attacker would: these TLS
 /// options, these credentials (or none).
@@ -72,51 +73,6 @@ fn admin_client(c: &Cluster) -> sluice_client::Client {
     c.client()
 }
 
-/// Makes principal `name` of `kind` with `policies` and an access key.
-async fn principal(
-    admin: &sluice_client::Client,
-    name: &str,
-    kind: &str,
-    policies: &[&str],
-) -> Credentials {
-    admin
-        .iam(
-            pb::CreatePrincipalRequest {
-                name: name.into(),
-                kind: kind.into(),
-                policies: policies.iter().map(|s| s.to_string()).collect(),
-            },
-            |mut c, r| async move { c.create_principal(r).await },
-        )
-        .await
-        .expect("create principal");
-    let k = admin
-        .iam(
-            pb::CreateAccessKeyRequest { name: name.into() },
-            |mut c, r| async move { c.create_access_key(r).await },
-        )
-        .await
-        .expect("create access key");
-    Credentials {
-        access_key_id: k.access_key_id,
-        secret_access_key: k.secret_access_key,
-    }
-}
-
-fn client_as(c: &Cluster, credentials: Option<Credentials>) -> sluice_client::Client {
-    sluice_client::Client::with_options(
-        c.addrs(),
-        c.options(
-            Options {
-                deadline: Duration::ZERO,
-                ..Options::default()
-            },
-            credentials,
-        ),
-    )
-    .unwrap()
-}
-
 async fn term_of(c: &Cluster) -> u64 {
     admin_client(c).cluster_status(false).await.unwrap().term
 }
@@ -130,9 +86,7 @@ async fn queue_exists(c: &Cluster, name: &str) -> bool {
 
 #[tokio::test]
 async fn node_to_node_services_take_only_the_clusters_nodes() {
-    let _serial = serial().await;
-    let mut c = Cluster::start_secured(3, &[]);
-    c.leader(ELECTION).await;
+    let (_serial, c, _) = elected_secured_cluster(3, &[]).await;
     let pki: &Pki = c.pki.as_ref().unwrap();
     let admin = admin_client(&c);
     admin
@@ -280,25 +234,16 @@ async fn rogue_server() -> (String, Arc<AtomicU64>) {
 
 #[tokio::test]
 async fn cluster_operations_need_an_administrator_and_a_rogue_learner_gets_nothing() {
-    let _serial = serial().await;
-    let mut c = Cluster::start_secured(3, &[]);
-    c.leader(ELECTION).await;
+    let (_serial, c, _) = elected_secured_cluster(3, &[]).await;
     let admin = admin_client(&c);
     admin
         .create_queue("precious", HashMap::new())
         .await
         .unwrap();
-    let reader = principal(&admin, "auditor", "user", &["ReadOnlyAccess"]).await;
+    let reader = create_principal(&admin, "auditor", "user", &["ReadOnlyAccess"]).await;
     let term = term_of(&c).await;
     let members = || async {
-        let mut ids: Vec<u64> = admin_client(&c)
-            .cluster_status(false)
-            .await
-            .unwrap()
-            .members
-            .iter()
-            .map(|m| m.node_id)
-            .collect();
+        let mut ids: Vec<u64> = member_ids(&admin_client(&c)).await;
         ids.sort();
         ids
     };
@@ -306,7 +251,7 @@ async fn cluster_operations_need_an_administrator_and_a_rogue_learner_gets_nothi
     let (rogue, rogue_bytes) = rogue_server().await;
 
     // Anonymous: not even asked what it may do.
-    let anonymous = client_as(&c, None);
+    let anonymous = c.single_attempt_client(None);
     let e = anonymous.add_learner(4, &rogue).await.unwrap_err();
     assert_eq!(e.status(), Some(Code::Unauthenticated), "{e}");
     assert_eq!(e.code(), Some("MissingAuthenticationToken"));
@@ -320,7 +265,7 @@ async fn cluster_operations_need_an_administrator_and_a_rogue_learner_gets_nothi
 
     // A principal without the permission: refused, naming action and
     // resource.
-    let ro = client_as(&c, Some(reader));
+    let ro = c.single_attempt_client(Some(reader));
     let e = ro.add_learner(4, &rogue).await.unwrap_err();
     assert_eq!(e.status(), Some(Code::PermissionDenied), "{e}");
     assert!(
@@ -419,14 +364,12 @@ fn heartbeat(id: &str, address: &str) -> pb::HeartbeatRequest {
 
 #[tokio::test]
 async fn the_workers_api_takes_only_workers_and_a_worker_only_itself() {
-    let _serial = serial().await;
-    let mut c = Cluster::start_secured(3, &["--in-process-worker", "false"]);
-    c.leader(ELECTION).await;
+    let (_serial, c, _) = elected_secured_cluster(3, &["--in-process-worker", "false"]).await;
     let admin = admin_client(&c);
     let pki = c.pki.as_ref().unwrap();
-    let user = principal(&admin, "alice", "user", &["AdministratorAccess"]).await;
-    let w1 = principal(&admin, "w1", "worker", &[]).await;
-    let w2 = principal(&admin, "w2", "worker", &[]).await;
+    let user = create_principal(&admin, "alice", "user", &["AdministratorAccess"]).await;
+    let w1 = create_principal(&admin, "w1", "worker", &[]).await;
+    let w2 = create_principal(&admin, "w2", "worker", &[]).await;
     let addr = c.nodes[&1].addr.clone();
     let workers =
         |creds: Option<Credentials>| WorkersClient::new(raw(&addr, pki.client_tls(), creds));
@@ -528,15 +471,7 @@ async fn the_workers_api_takes_only_workers_and_a_worker_only_itself() {
         dir.path(),
         "def handler(event, context):\n    return {'ok': event['n'] * 2}\n",
     );
-    admin
-        .create_function(pb::CreateFunctionRequest {
-            function_name: "double".into(),
-            handler: "app.handler".into(),
-            zip_file: zip,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    create_app_function(&admin, "double", zip).await;
     let worker = WorkerProcess::start_with(&c, "w1-b", Some(&w1));
     let answer = wait_for(
         Duration::from_secs(60),
@@ -603,9 +538,7 @@ async fn the_workers_api_takes_only_workers_and_a_worker_only_itself() {
 
 #[tokio::test]
 async fn receipt_handles_and_shard_iterators_cannot_be_made_up() {
-    let _serial = serial().await;
-    let mut c = Cluster::start_secured(1, &[]);
-    c.leader(ELECTION).await;
+    let (_serial, c, _) = elected_secured_cluster(1, &[]).await;
     let client = admin_client(&c);
     client.create_queue("q", HashMap::new()).await.unwrap();
     for body in ["mine", "theirs"] {
@@ -637,13 +570,7 @@ async fn receipt_handles_and_shard_iterators_cannot_be_made_up() {
         .unwrap();
 
     client.create_stream_with_shards("s", 1).await.unwrap();
-    let it = client
-        .get_shard_iterator(pb::GetShardIteratorRequest {
-            stream_name: "s".into(),
-            shard_id: "shardId-000000000000".into(),
-            shard_iterator_type: "TRIM_HORIZON".into(),
-            ..Default::default()
-        })
+    let it = trim_horizon(&client, "s", "shardId-000000000000")
         .await
         .unwrap();
     // Made never to expire: its issue time pushed a century ahead.
@@ -672,9 +599,7 @@ async fn https_get(c: &Cluster, id: u64, path: &str) -> String {
 
 #[tokio::test]
 async fn http_subscriptions_cannot_reach_the_brokers_own_network() {
-    let _serial = serial().await;
-    let mut c = Cluster::start_secured(1, &[]);
-    c.leader(ELECTION).await;
+    let (_serial, c, _) = elected_secured_cluster(1, &[]).await;
     let client = admin_client(&c);
     let topic = client.create_topic("t", HashMap::new()).await.unwrap();
     // An internal endpoint that would answer.
@@ -740,19 +665,18 @@ async fn http_subscriptions_cannot_reach_the_brokers_own_network() {
 
 #[tokio::test]
 async fn a_secured_node_needs_the_cluster_key_and_says_how_it_is_protected() {
-    let _serial = serial().await;
-    let mut c = Cluster::start_secured(1, &[]);
-    c.leader(ELECTION).await;
+    let (_serial, mut c, _) = elected_secured_cluster(1, &[]).await;
     // Logs never hold a secret.
     let key = std::fs::read_to_string(&c.pki.as_ref().unwrap().cluster_key).unwrap();
     let admin = admin_client(&c);
-    let made = principal(&admin, "bob", "user", &["ReadOnlyAccess"]).await;
-    client_as(&c, Some(made.clone()))
+    let made = create_principal(&admin, "bob", "user", &["ReadOnlyAccess"]).await;
+    c.single_attempt_client(Some(made.clone()))
         .cluster_status(false)
         .await
         .expect("bob reads");
     // A refused call is in the audit log.
-    let e = client_as(&c, Some(made.clone()))
+    let e = c
+        .single_attempt_client(Some(made.clone()))
         .create_queue("nope", HashMap::new())
         .await
         .unwrap_err();

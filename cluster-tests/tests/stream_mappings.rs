@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cluster_tests::{metric_value, python_function, serial, wait_for, Cluster, WorkerProcess};
+use cluster_tests::{
+    entry, env_or, metric_value, put_all, put_data, python_function, serial_cluster,
+    set_mapping_enabled, split_shard_at, wait_for, Cluster, WorkerProcess,
+};
 use sluice_client::sluice_proto::v1 as pb;
 
 /// Records every record it is handed: one line per record with the time
@@ -112,8 +115,7 @@ const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:000000000000:stream/events";
 
 #[tokio::test]
 async fn a_stream_mapping_keeps_order_per_key_through_a_reshard_and_a_worker_kill() {
-    let _serial = serial().await;
-    let c = Cluster::start(3, &["--in-process-worker", "false"]);
+    let (_serial, c) = serial_cluster(3, &["--in-process-worker", "false"]).await;
     let client = c.client_from(0);
     let mut workers: Vec<WorkerProcess> = ["w1", "w2"]
         .iter()
@@ -122,18 +124,9 @@ async fn a_stream_mapping_keeps_order_per_key_through_a_reshard_and_a_worker_kil
     let code = tempfile::tempdir().unwrap();
     let marks = cluster_tests::Recorder::start("127.0.0.1").await;
     create_recorder(&client, code.path(), &marks).await;
-    client
-        .create_stream(pb::CreateStreamRequest {
-            stream_name: "events".into(),
-            shard_count: 4,
-            // No write limit: a throttled record retried later would land
-            // after its key's next one.
-            shard_write_records_per_second: Some(0),
-            shard_write_bytes_per_second: Some(0),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    // No write limit: a throttled record retried later would land after
+    // its key's next one.
+    client.create_unthrottled_stream("events", 4).await.unwrap();
     let batch = 100;
     let mapping = client
         .create_event_source_mapping(pb::EventSourceMappingRequest {
@@ -147,10 +140,7 @@ async fn a_stream_mapping_keeps_order_per_key_through_a_reshard_and_a_worker_kil
         .unwrap();
 
     // N records over 200 keys; each key's data counts up from 0.
-    let n = std::env::var("STREAM_MAPPING_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000usize);
+    let n = env_or("STREAM_MAPPING_RECORDS", 10_000usize);
     let keys = 200;
     let put = |from: usize, to: usize| {
         let client = client.clone();
@@ -158,32 +148,16 @@ async fn a_stream_mapping_keeps_order_per_key_through_a_reshard_and_a_worker_kil
             for chunk in (from..to).collect::<Vec<_>>().chunks(500) {
                 let records = chunk
                     .iter()
-                    .map(|i| pb::PutRecordsRequestEntry {
-                        data: format!("{}", i / keys).into_bytes(),
-                        partition_key: format!("k{}", i % keys),
-                        ..Default::default()
-                    })
+                    .map(|i| entry(format!("k{}", i % keys), format!("{}", i / keys)))
                     .collect();
-                let r = client
-                    .put_records(pb::PutRecordsRequest {
-                        stream_name: "events".into(),
-                        records,
-                    })
-                    .await
-                    .unwrap();
-                assert_eq!(r.failed_record_count, 0);
+                put_all(&client, "events", records).await;
             }
         }
     };
     put(0, n / 2).await;
     // A reshard halfway: shard 0 splits; its keys' later records go to
     // the children, read only after the parent.
-    client
-        .split_shard(pb::SplitShardRequest {
-            stream_name: "events".into(),
-            shard_to_split: "shardId-000000000000".into(),
-            new_starting_hash_key: (1u128 << 125).to_string(),
-        })
+    split_shard_at(&client, "events", "shardId-000000000000", 1 << 125)
         .await
         .unwrap();
     put(n / 2, n).await;
@@ -271,8 +245,7 @@ async fn a_stream_mapping_keeps_order_per_key_through_a_reshard_and_a_worker_kil
 
 #[tokio::test]
 async fn a_poison_record_is_bisected_out_to_the_on_failure_queue() {
-    let _serial = serial().await;
-    let c = Cluster::start(3, &[]);
+    let (_serial, c) = serial_cluster(3, &[]).await;
     let client = c.client_from(1);
     let code = tempfile::tempdir().unwrap();
     let marks = cluster_tests::Recorder::start("127.0.0.1").await;
@@ -291,14 +264,7 @@ async fn a_poison_record_is_bisected_out_to_the_on_failure_queue() {
     let put = client
         .put_records(pb::PutRecordsRequest {
             stream_name: "events".into(),
-            records: records
-                .iter()
-                .map(|d| pb::PutRecordsRequestEntry {
-                    data: d.clone().into_bytes(),
-                    partition_key: "one".into(),
-                    ..Default::default()
-                })
-                .collect(),
+            records: records.iter().map(|d| entry("one", d.as_str())).collect(),
         })
         .await
         .unwrap();
@@ -334,12 +300,7 @@ async fn a_poison_record_is_bisected_out_to_the_on_failure_queue() {
         },
     )
     .await;
-    client
-        .update_event_source_mapping(pb::EventSourceMappingRequest {
-            uuid: mapping.uuid.clone(),
-            enabled: Some(true),
-            ..Default::default()
-        })
+    set_mapping_enabled(&client, &mapping.uuid, true)
         .await
         .unwrap();
     let record = wait_for(Duration::from_secs(60), "the on-failure record", || {
@@ -372,15 +333,7 @@ async fn a_poison_record_is_bisected_out_to_the_on_failure_queue() {
 
     // Every other record was processed, in order, and the checkpoint
     // moved past the poison: a record put now is processed too.
-    client
-        .put_record(pb::PutRecordRequest {
-            stream_name: "events".into(),
-            data: b"after".to_vec(),
-            partition_key: "one".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    put_data(&client, "events", "one", "after").await.unwrap();
     let seen = wait_for(
         Duration::from_secs(30),
         "the record after the poison",

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_tests::{serial, Cluster};
+use cluster_tests::{
+    elected_cluster, entry, put_all, put_data, split_shard_at, trim_horizon, Cluster,
+};
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::{Client, Start, StreamFollower};
 use tokio::sync::watch;
@@ -43,6 +45,28 @@ struct Puts {
     unknown: HashSet<String>,
     /// Entries refused one by one.
     refused: Vec<String>,
+}
+
+impl Puts {
+    /// Fails the test if any entry was refused, showing the first few.
+    fn assert_none_refused(&self) {
+        assert!(
+            self.refused.is_empty(),
+            "entries refused: {:?}",
+            &self.refused[..self.refused.len().min(5)]
+        );
+    }
+}
+
+/// The number of the last record acknowledged on each of `shards` (0 for
+/// none).
+fn last_acked(shards: &[String], p: &Puts) -> BTreeMap<String, u64> {
+    let mut last: BTreeMap<String, u64> = shards.iter().map(|s| (s.clone(), 0)).collect();
+    for (shard, seq) in p.acked.keys() {
+        let l = last.get_mut(shard).unwrap();
+        *l = (*l).max(seq_of(seq).0);
+    }
+    last
 }
 
 /// What the producers share.
@@ -84,11 +108,7 @@ async fn produce(client: Client, me: usize, load: Load) {
         }
         let entries = chunk
             .iter()
-            .map(|(key, d)| pb::PutRecordsRequestEntry {
-                data: d.clone().into_bytes(),
-                partition_key: format!("key-{key}"),
-                explicit_hash_key: String::new(),
-            })
+            .map(|(key, d)| entry(format!("key-{key}"), d.as_str()))
             .collect();
         let result = client
             .put_records(pb::PutRecordsRequest {
@@ -198,15 +218,7 @@ async fn read_shards(
 ) -> Read {
     let mut iterators = BTreeMap::new();
     for s in &shards {
-        let it = client
-            .get_shard_iterator(pb::GetShardIteratorRequest {
-                stream_name: stream.clone(),
-                shard_id: s.clone(),
-                shard_iterator_type: "TRIM_HORIZON".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let it = trim_horizon(&client, &stream, s).await.unwrap();
         iterators.insert(s.clone(), it);
     }
     let mut read: Read = shards.iter().map(|s| (s.clone(), Vec::new())).collect();
@@ -261,9 +273,7 @@ async fn unthrottled_stream(c: &Cluster, name: &str, shards: i32) -> Vec<String>
 async fn every_acknowledged_record_is_read_once_in_order_through_a_leader_kill() {
     const RECORDS: usize = 100_000;
     const SHARDS: i32 = 4;
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
-    let leader = c.leader(Duration::from_secs(20)).await;
+    let (_serial, mut c, leader) = elected_cluster(3, &[]).await;
     let stream = "events".to_string();
     let shards = unthrottled_stream(&c, &stream, SHARDS).await;
     assert_eq!(shards.len(), SHARDS as usize);
@@ -292,16 +302,8 @@ async fn every_acknowledged_record_is_read_once_in_order_through_a_leader_kill()
     eprintln!("restarted node {leader} after {n} acks");
     let p = producers.finish(false).await;
     let put_secs = started.elapsed().as_secs_f64();
-    assert!(
-        p.refused.is_empty(),
-        "entries refused: {:?}",
-        &p.refused[..p.refused.len().min(5)]
-    );
-    let mut last_acked: BTreeMap<String, u64> = shards.iter().map(|s| (s.clone(), 0)).collect();
-    for (shard, seq) in p.acked.keys() {
-        let l = last_acked.get_mut(shard).unwrap();
-        *l = (*l).max(seq_of(seq).0);
-    }
+    p.assert_none_refused();
+    let last_acked = last_acked(&shards, &p);
     targets_tx.send_replace(Some(last_acked.clone()));
     let mut reads = Vec::new();
     for r in readers {
@@ -387,17 +389,10 @@ async fn every_acknowledged_record_is_read_once_in_order_through_a_leader_kill()
 #[tokio::test]
 async fn a_follower_does_not_resend_a_put_the_killed_leader_may_have_appended() {
     const RECORDS: usize = 40_000;
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
-    let leader = c.leader(Duration::from_secs(20)).await;
+    let (_serial, mut c, leader) = elected_cluster(3, &[]).await;
     let stream = "once".to_string();
     let shards = unthrottled_stream(&c, &stream, 2).await;
-    let followers: Vec<_> = c
-        .nodes
-        .keys()
-        .filter(|id| **id != leader)
-        .copied()
-        .collect();
+    let followers = c.others(leader);
     // One attempt each (deadline zero): a duplicate can only be the node's.
     let clients = (0..PRODUCERS)
         .map(|p| c.nodes[&followers[p % followers.len()]].client(Duration::ZERO))
@@ -406,11 +401,7 @@ async fn a_follower_does_not_resend_a_put_the_killed_leader_may_have_appended() 
     producers.wait_acked(RECORDS / 4).await;
     c.node(leader).kill9();
     let p = producers.finish(false).await;
-    let mut last_acked: BTreeMap<String, u64> = shards.iter().map(|s| (s.clone(), 0)).collect();
-    for (shard, seq) in p.acked.keys() {
-        let l = last_acked.get_mut(shard).unwrap();
-        *l = (*l).max(seq_of(seq).0);
-    }
+    let last_acked = last_acked(&shards, &p);
     let (_targets_tx, targets) = watch::channel(Some(last_acked));
     let read = read_shards(c.client_without(leader), stream, shards, targets).await;
     let mut seen: HashMap<&String, (&String, &String)> = HashMap::new();
@@ -435,9 +426,7 @@ async fn a_follower_does_not_resend_a_put_the_killed_leader_may_have_appended() 
 #[tokio::test]
 async fn a_split_and_a_merge_under_load_keep_each_keys_order() {
     const PER_PRODUCER: usize = 50_000;
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
-    c.leader(Duration::from_secs(20)).await;
+    let (_serial, c, _) = elected_cluster(3, &[]).await;
     let stream = "resharded".to_string();
     let admin = c.client();
     unthrottled_stream(&c, &stream, 2).await;
@@ -474,12 +463,7 @@ async fn a_split_and_a_merge_under_load_keep_each_keys_order() {
     // Split shard 0 at the middle of its range: children 2 (lower half)
     // and 3 (upper half). Then merge 3 with shard 1, its neighbour: child 4.
     producers.wait_acked(10_000).await;
-    let children = admin
-        .split_shard(pb::SplitShardRequest {
-            stream_name: stream.clone(),
-            shard_to_split: "shardId-000000000000".into(),
-            new_starting_hash_key: (1u128 << 126).to_string(),
-        })
+    let children = split_shard_at(&admin, &stream, "shardId-000000000000", 1 << 126)
         .await
         .unwrap();
     assert_eq!(children, ["shardId-000000000002", "shardId-000000000003"]);
@@ -497,11 +481,7 @@ async fn a_split_and_a_merge_under_load_keep_each_keys_order() {
     let merged_at = producers.wait_acked(0).await;
     producers.wait_acked(merged_at + 10_000).await;
     let p = producers.finish(true).await;
-    assert!(
-        p.refused.is_empty(),
-        "entries refused: {:?}",
-        &p.refused[..p.refused.len().min(5)]
-    );
+    p.assert_none_refused();
     assert!(p.unknown.is_empty(), "no faults, yet batches failed");
     // Records put after the split went to the children, after the merge to
     // the merged shard.
@@ -559,10 +539,8 @@ async fn a_split_and_a_merge_under_load_keep_each_keys_order() {
 #[tokio::test]
 async fn subscribe_to_shard_pushes_records_and_resumes_on_another_node() {
     const RECORDS: usize = 1000;
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
-    let leader = c.leader(Duration::from_secs(20)).await;
-    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let (_serial, mut c, leader) = elected_cluster(3, &[]).await;
+    let follower = c.others(leader)[0];
     let admin = c.client();
     admin.create_unthrottled_stream("pushed", 1).await.unwrap();
     let consumer = admin
@@ -603,13 +581,7 @@ async fn subscribe_to_shard_pushes_records_and_resumes_on_another_node() {
     let put = |i: usize| {
         let producer = producer.clone();
         async move {
-            producer
-                .put_record(pb::PutRecordRequest {
-                    stream_name: "pushed".into(),
-                    data: format!("r{i}").into_bytes(),
-                    partition_key: "k".into(),
-                    ..Default::default()
-                })
+            put_data(&producer, "pushed", "k", format!("r{i}"))
                 .await
                 .unwrap()
         }
@@ -664,12 +636,7 @@ async fn subscribe_to_shard_pushes_records_and_resumes_on_another_node() {
 
     // A split ends the subscription with an event naming the children.
     let admin = c.client_without(follower);
-    let children = admin
-        .split_shard(pb::SplitShardRequest {
-            stream_name: "pushed".into(),
-            shard_to_split: "shardId-000000000000".into(),
-            new_starting_hash_key: (1u128 << 127).to_string(),
-        })
+    let children = split_shard_at(&admin, "pushed", "shardId-000000000000", 1 << 127)
         .await
         .unwrap();
     let last = loop {
@@ -731,9 +698,7 @@ async fn subscribe_to_shard_pushes_records_and_resumes_on_another_node() {
 
 #[tokio::test]
 async fn a_follower_keeps_key_order_across_a_rescale_and_latest_skips_history() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(1, &[]);
-    c.leader(Duration::from_secs(20)).await;
+    let (_serial, c, _) = elected_cluster(1, &[]).await;
     let client = c.client();
     client
         .create_unthrottled_stream("rescaled", 5)
@@ -743,20 +708,9 @@ async fn a_follower_keeps_key_order_across_a_rescale_and_latest_skips_history() 
         let client = client.clone();
         async move {
             let records = (0..KEYS)
-                .map(|key| pb::PutRecordsRequestEntry {
-                    data: data(key, round).into_bytes(),
-                    partition_key: format!("key-{key}"),
-                    explicit_hash_key: String::new(),
-                })
+                .map(|key| entry(format!("key-{key}"), data(key, round)))
                 .collect();
-            let r = client
-                .put_records(pb::PutRecordsRequest {
-                    stream_name: "rescaled".into(),
-                    records,
-                })
-                .await
-                .unwrap();
-            assert_eq!(r.failed_record_count, 0);
+            put_all(&client, "rescaled", records).await;
         }
     };
     // Enough rounds that the parents of the middle child below finish far
@@ -808,11 +762,17 @@ async fn a_follower_keeps_key_order_across_a_rescale_and_latest_skips_history() 
     assert!(fresh.iter().all(|(_, r)| parse_data(&r.data).1 == 8));
 }
 
+/// Fails the test unless `r` is a refusal of invalid input naming `field`.
+fn invalid<T: std::fmt::Debug>(r: Result<T, sluice_client::Error>, field: &str) {
+    let e = r.unwrap_err();
+    assert_eq!(e.status(), Some(tonic::Code::InvalidArgument), "{e}");
+    assert_eq!(e.code(), Some("InvalidArgumentException"), "{e}");
+    assert!(e.to_string().contains(field), "{e} does not name {field}");
+}
+
 #[tokio::test]
 async fn bad_iterators_and_positions_are_refused_naming_the_field() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
-    c.leader(Duration::from_secs(20)).await;
+    let (_serial, c, _) = elected_cluster(3, &[]).await;
     let client = c.client();
     for name in ["one", "two"] {
         client.create_stream_with_shards(name, 1).await.unwrap();
@@ -824,14 +784,8 @@ async fn bad_iterators_and_positions_are_refused_naming_the_field() {
         starting_sequence_number: seq.into(),
         timestamp: 0,
     };
-    let invalid = |e: sluice_client::Error, field: &str| {
-        assert_eq!(e.status(), Some(tonic::Code::InvalidArgument), "{e}");
-        assert_eq!(e.code(), Some("InvalidArgumentException"), "{e}");
-        assert!(e.to_string().contains(field), "{e} does not name {field}");
-    };
     for bad in ["", "si1-00", "nonsense", "si1-zz"] {
-        let e = client.get_records(bad, 10).await.unwrap_err();
-        invalid(e, "shard_iterator");
+        invalid(client.get_records(bad, 10).await, "shard_iterator");
     }
     // A well-formed iterator changed by one character fails its checksum.
     let it = client
@@ -841,39 +795,25 @@ async fn bad_iterators_and_positions_are_refused_naming_the_field() {
     let mut mangled = it.clone().into_bytes();
     let last = mangled.len() - 1;
     mangled[last] = if mangled[last] == b'0' { b'1' } else { b'0' };
-    let e = client
-        .get_records(std::str::from_utf8(&mangled).unwrap(), 10)
-        .await
-        .unwrap_err();
-    invalid(e, "shard_iterator");
+    let mangled = std::str::from_utf8(&mangled).unwrap();
+    invalid(client.get_records(mangled, 10).await, "shard_iterator");
     // Limits at the edge.
-    invalid(client.get_records(&it, 10_001).await.unwrap_err(), "limit");
-    let entry = pb::PutRecordsRequestEntry {
-        data: b"x".to_vec(),
-        partition_key: "k".into(),
-        explicit_hash_key: String::new(),
+    invalid(client.get_records(&it, 10_001).await, "limit");
+    let put = |records| {
+        client.put_records(pb::PutRecordsRequest {
+            stream_name: "one".into(),
+            records,
+        })
     };
-    let e = client
-        .put_records(pb::PutRecordsRequest {
-            stream_name: "one".into(),
-            records: vec![entry.clone(); 501],
-        })
-        .await
-        .unwrap_err();
-    invalid(e, "records");
-    let e = client
-        .put_records(pb::PutRecordsRequest {
-            stream_name: "one".into(),
-            records: vec![pb::PutRecordsRequestEntry {
-                partition_key: "k".repeat(257),
-                ..entry
-            }],
-        })
-        .await
-        .unwrap_err();
-    invalid(e, "records[0].partition_key");
+    let x = entry("k", "x");
+    invalid(put(vec![x.clone(); 501]).await, "records");
+    let long_key = pb::PutRecordsRequestEntry {
+        partition_key: "k".repeat(257),
+        ..x
+    };
+    invalid(put(vec![long_key]).await, "records[0].partition_key");
     // Another stream's iterator.
-    let e = client
+    let other_stream = client
         .call(|ch| {
             let it = it.clone();
             async move {
@@ -887,20 +827,15 @@ async fn bad_iterators_and_positions_are_refused_naming_the_field() {
                     .map(|r| r.into_inner())
             }
         })
-        .await
-        .unwrap_err();
-    invalid(e, "shard_iterator");
+        .await;
+    invalid(other_stream, "shard_iterator");
     // Positions.
-    let e = client
-        .get_shard_iterator(iterator("one", "SOMEWHERE", ""))
-        .await
-        .unwrap_err();
-    invalid(e, "shard_iterator_type");
-    let e = client
-        .get_shard_iterator(iterator("one", "AT_SEQUENCE_NUMBER", "12"))
-        .await
-        .unwrap_err();
-    invalid(e, "starting_sequence_number");
+    let at = |kind, seq| client.get_shard_iterator(iterator("one", kind, seq));
+    invalid(at("SOMEWHERE", "").await, "shard_iterator_type");
+    invalid(
+        at("AT_SEQUENCE_NUMBER", "12").await,
+        "starting_sequence_number",
+    );
     let e = client
         .get_shard_iterator(pb::GetShardIteratorRequest {
             shard_id: "shardId-000000000007".into(),
@@ -925,9 +860,7 @@ async fn sluicectl_puts_reads_reshards_and_tails_a_stream() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
 
-    let _serial = serial().await;
-    let mut c = Cluster::start(1, &[]);
-    c.leader(Duration::from_secs(20)).await;
+    let (_serial, c, _) = elected_cluster(1, &[]).await;
     let addr = c.nodes[&1].addr.clone();
     let ctl = |args: &[&str]| {
         let mut cmd = Command::new(cluster_tests::binary("sluicectl"));

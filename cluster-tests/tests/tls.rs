@@ -9,12 +9,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use cluster_tests::pki::Pki;
-use cluster_tests::{binary, free_port, serial, wait_for, Node};
+use cluster_tests::{binary, free_port, serial, wait_for, wait_for_status, Node, ELECTION};
 use sluice_client::{Client, ClientTls, Credentials, Options};
 use sluice_security::pki::Validity;
 use tonic::Code;
-
-const ELECTION: Duration = Duration::from_secs(20);
 
 /// A single secured node in `dir` with its public certificate at
 /// `dir/public.pem` and `dir/public.key` (from `pki`, or as given), and
@@ -24,24 +22,8 @@ fn secured_node(dir: &Path, pki: &Pki, validity: Validity, extra: &[&str]) -> No
     let cluster = pki.issue("cluster", "node-1", &["127.0.0.1"], Validity::Days(1));
     let addr = format!("127.0.0.1:{}", free_port());
     let cluster_addr = format!("127.0.0.1:{}", free_port());
-    let p = |p: &Path| p.display().to_string();
-    let mut args = vec![
-        "--listen".to_string(),
-        addr.clone(),
-        "--tls-cert".into(),
-        p(&files.cert),
-        "--tls-key".into(),
-        p(&files.key),
-        "--cluster-tls-cert".into(),
-        p(&cluster.cert),
-        "--cluster-tls-key".into(),
-        p(&cluster.key),
-        "--cluster-ca".into(),
-        p(&pki.ca),
-        "--auth".into(),
-        "--admin-credentials-file".into(),
-        p(&pki.admin_file),
-    ];
+    let mut args = vec!["--listen".to_string(), addr.clone()];
+    args.extend(pki.args_serving(&files, Some(&cluster)));
     args.extend(extra.iter().map(|s| s.to_string()));
     let mut node = Node::with(1, addr, cluster_addr, dir, args, Vec::new());
     node.start();
@@ -64,15 +46,26 @@ fn client(node: &Node, tls: ClientTls, credentials: Option<Credentials>) -> Clie
 /// The administrator's client of `node`, once the node leads.
 async fn leading_admin(node: &Node, pki: &Pki) -> Client {
     let admin = client(node, trusting(&pki.ca), Some(pki.admin.clone()));
-    wait_for(ELECTION, "the node to lead", || async {
-        admin
-            .cluster_status(true)
-            .await
-            .ok()
-            .filter(|s| s.state == "leader")
+    wait_for_status(&admin, ELECTION, "the node to lead", |s| {
+        (s.state == "leader").then_some(())
     })
     .await;
     admin
+}
+
+/// A client of `node` that makes a single attempt of at most 3 s per call.
+fn single_attempt(node: &Node, tls: ClientTls, credentials: Option<Credentials>) -> Client {
+    Client::with_options(
+        [node.addr.as_str()],
+        Options {
+            deadline: Duration::ZERO,
+            attempt_timeout: Duration::from_secs(3),
+            tls,
+            credentials,
+            ..Options::default()
+        },
+    )
+    .unwrap()
 }
 
 fn trusting(ca: &Path) -> ClientTls {
@@ -160,16 +153,7 @@ async fn sluicectl_and_the_client_speak_tls_and_refuse_a_wrong_ca_or_an_expired_
         "{err}"
     );
     // Plain gRPC to a TLS port: no answer.
-    let plain = Client::with_options(
-        [node.addr.as_str()],
-        Options {
-            deadline: Duration::ZERO,
-            attempt_timeout: Duration::from_secs(3),
-            credentials: Some(pki.admin.clone()),
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let plain = single_attempt(&node, ClientTls::default(), Some(pki.admin.clone()));
     assert!(plain.cluster_status(true).await.is_err());
     drop(node);
 
@@ -211,19 +195,7 @@ async fn replaced_certificate_files_are_served_to_new_connections_without_a_rest
     let issued = next.issue("next", "node-1", &["127.0.0.1"], Validity::Days(1));
     std::fs::rename(&issued.cert, dir.path().join("public.pem")).unwrap();
     std::fs::rename(&issued.key, dir.path().join("public.key")).unwrap();
-    let fresh = || {
-        Client::with_options(
-            [node.addr.as_str()],
-            Options {
-                deadline: Duration::ZERO,
-                attempt_timeout: Duration::from_secs(3),
-                tls: trusting(&next.ca),
-                credentials: Some(pki.admin.clone()),
-                ..Options::default()
-            },
-        )
-        .unwrap()
-    };
+    let fresh = || single_attempt(&node, trusting(&next.ca), Some(pki.admin.clone()));
     wait_for(
         Duration::from_secs(20),
         "the new certificate to be served",
@@ -231,17 +203,7 @@ async fn replaced_certificate_files_are_served_to_new_connections_without_a_rest
     )
     .await;
     // A new client trusting only the old CA is refused now.
-    let old = Client::with_options(
-        [node.addr.as_str()],
-        Options {
-            deadline: Duration::ZERO,
-            attempt_timeout: Duration::from_secs(3),
-            tls: trusting(&pki.ca),
-            credentials: Some(pki.admin.clone()),
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let old = single_attempt(&node, trusting(&pki.ca), Some(pki.admin.clone()));
     assert!(old.cluster_status(true).await.is_err());
     assert!(node.is_running());
     assert_eq!(node.pid(), pid, "the node was not restarted");

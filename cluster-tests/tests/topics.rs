@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_tests::{serial, wait_for, Cluster};
+use cluster_tests::{elected_cluster, serial_cluster, wait_for};
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::{Client, Options};
 
@@ -154,9 +154,7 @@ async fn drain(client: &Client, queue: &str) -> BTreeMap<String, usize> {
 
 #[tokio::test]
 async fn fan_out_to_five_filtered_queues_survives_a_leader_kill() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
-    let leader = c.leader(Duration::from_secs(20)).await;
+    let (_serial, mut c, leader) = elected_cluster(3, &[]).await;
     let admin = c.client();
     let topic = admin.create_topic("fan", HashMap::new()).await.unwrap();
     for (queue, filter, _) in subscriptions() {
@@ -279,8 +277,7 @@ async fn fan_out_to_five_filtered_queues_survives_a_leader_kill() {
 
 #[tokio::test]
 async fn a_fifo_topic_keeps_group_order_in_two_fifo_queues() {
-    let _serial = serial().await;
-    let c = Cluster::start(3, &[]);
+    let (_serial, c) = serial_cluster(3, &[]).await;
     let admin = c.client();
     let topic = admin
         .create_topic(
@@ -419,8 +416,7 @@ async fn serve(endpoint: Arc<Endpoint>) -> String {
 
 #[tokio::test]
 async fn http_endpoints_get_every_message_through_failures_and_a_leader_change() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &[]);
+    let (_serial, mut c) = serial_cluster(3, &[]).await;
     let admin = c.client_from(0);
     let topic = admin.create_topic("hooks", HashMap::new()).await.unwrap();
     admin

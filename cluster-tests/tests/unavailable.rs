@@ -4,22 +4,18 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use cluster_tests::{serial, Cluster};
+use cluster_tests::elected_cluster;
 use sluice_client::{Client, Consistency, Options};
 use tonic::Code;
 
-const ELECTION: Duration = Duration::from_secs(20);
-
 #[tokio::test]
 async fn without_a_quorum_calls_fail_unavailable_after_the_leader_wait() {
-    let _serial = serial().await;
-    let mut c = Cluster::start(3, &["--leader-wait-ms", "1500"]);
-    let leader = c.leader(ELECTION).await;
+    let (_serial, mut c, leader) = elected_cluster(3, &["--leader-wait-ms", "1500"]).await;
     c.client()
         .create_queue("before", HashMap::new())
         .await
         .unwrap();
-    let followers: Vec<_> = c.nodes.keys().copied().filter(|id| *id != leader).collect();
+    let followers = c.others(leader);
     for f in &followers {
         c.node(*f).kill9();
     }

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use cluster_tests::{python_function, serial, wait_for, Cluster, Recorder, WorkerProcess};
+use cluster_tests::{
+    invoke_ok, python_function, receive_waiting, serial_cluster, wait_for, Recorder, WorkerProcess,
+};
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
 
@@ -90,8 +92,7 @@ async fn started(dir: &Recorder, tag: &str, n: usize) -> Vec<serde_json::Value> 
 
 #[tokio::test]
 async fn separate_workers_run_invocations_and_a_killed_worker_loses_no_event() {
-    let _serial = serial().await;
-    let c = Cluster::start(
+    let (_serial, c) = serial_cluster(
         3,
         &[
             "--in-process-worker",
@@ -99,7 +100,8 @@ async fn separate_workers_run_invocations_and_a_killed_worker_loses_no_event() {
             "--event-retry-delay-ms",
             "300",
         ],
-    );
+    )
+    .await;
     let client = c.client_from(1);
     let mut workers = [
         WorkerProcess::start(&c, "w1"),
@@ -123,17 +125,7 @@ async fn separate_workers_run_invocations_and_a_killed_worker_loses_no_event() {
 
     // A synchronous invocation runs on one of the workers, and its log is
     // kept there, retrievable by request id through any node.
-    let r = client
-        .invoke(invoke("work", event(&marks, "sync", 0.0)))
-        .await
-        .unwrap();
-    assert_eq!(
-        r.function_error,
-        "",
-        "{}",
-        String::from_utf8_lossy(&r.payload)
-    );
-    let out: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+    let (r, out) = invoke_ok(&client, invoke("work", event(&marks, "sync", 0.0))).await;
     let worker_pids: Vec<u64> = workers.iter().map(|w| w.pid().unwrap().into()).collect();
     assert!(
         worker_pids.contains(&out["ppid"].as_u64().unwrap()),
@@ -226,14 +218,7 @@ async fn separate_workers_run_invocations_and_a_killed_worker_loses_no_event() {
         .map(|v| v["ppid"].as_u64().unwrap())
         .collect();
     assert_eq!(starts, [victim, worker_pids[survivor]], "{runs:?}");
-    let failed = client
-        .receive_message(pb::ReceiveMessageRequest {
-            queue_name: "failed".into(),
-            wait_time_seconds: Some(1),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let failed = receive_waiting(&client, "failed", Some(1)).await.unwrap();
     assert!(failed.messages.is_empty(), "{:?}", failed.messages);
 }
 
@@ -245,14 +230,7 @@ async fn receive_one(client: &Client, queue: &str) -> serde_json::Value {
             let client = client.clone();
             let queue = queue.to_string();
             async move {
-                let r = client
-                    .receive_message(pb::ReceiveMessageRequest {
-                        queue_name: queue,
-                        wait_time_seconds: Some(2),
-                        ..Default::default()
-                    })
-                    .await
-                    .ok()?;
+                let r = receive_waiting(&client, &queue, Some(2)).await.ok()?;
                 r.messages
                     .first()
                     .map(|m| serde_json::from_str(&m.body).unwrap())
@@ -264,8 +242,7 @@ async fn receive_one(client: &Client, queue: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn reserved_concurrency_throttles_and_provisioned_concurrency_starts_warm() {
-    let _serial = serial().await;
-    let c = Cluster::start(3, &[]);
+    let (_serial, c) = serial_cluster(3, &[]).await;
     let client = c.client_from(0);
     let code = tempfile::tempdir().unwrap();
     let marks = Recorder::start("127.0.0.1").await;

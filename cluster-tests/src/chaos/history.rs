@@ -309,7 +309,19 @@ pub fn load(path: &Path) -> std::io::Result<Vec<Event>> {
 /// Building histories in tests.
 #[cfg(test)]
 pub mod testing {
-    use super::{Call, Op, Outcome};
+    use super::{Call, Op, Outcome, Reply};
+
+    /// A success with nothing to report.
+    pub fn done() -> Outcome {
+        Outcome::Ok { reply: Reply::Done }
+    }
+
+    /// An outcome lost to a timeout.
+    pub fn unknown() -> Outcome {
+        Outcome::Unknown {
+            message: "timed out".into(),
+        }
+    }
 
     /// An operation of `process` from `invoke_ns` to `complete_ns`.
     pub fn op(process: u64, invoke_ns: u64, complete_ns: u64, call: Call, outcome: Outcome) -> Op {

@@ -13,3 +13,19 @@ pub mod nodes;
 pub mod report;
 pub mod run;
 pub mod workloads;
+
+/// The one of `all` whose displayed name is `s`, or an error saying that
+/// `s` is no known `what` and naming the choices.
+pub(crate) fn parse_named<T: Copy + std::fmt::Display>(
+    all: &[T],
+    s: &str,
+    what: &str,
+) -> Result<T, String> {
+    all.iter()
+        .copied()
+        .find(|v| v.to_string() == s)
+        .ok_or_else(|| {
+            let names: Vec<String> = all.iter().map(T::to_string).collect();
+            format!("unknown {what} {s:?}; choose from {}", names.join(", "))
+        })
+}

@@ -82,13 +82,7 @@ impl FromStr for Kind {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Kind, String> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-                format!("unknown nemesis {s:?}; choose from {}", names.join(", "))
-            })
+        super::parse_named(&Kind::ALL, s, "nemesis")
     }
 }
 

@@ -61,12 +61,7 @@ impl FromStr for Workload {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Workload, String> {
-        Workload::ALL
-            .into_iter()
-            .find(|w| w.to_string() == s)
-            .ok_or_else(|| {
-                format!("unknown workload {s:?}; choose queue, stream, metadata, topic or mapping")
-            })
+        super::parse_named(&Workload::ALL, s, "workload")
     }
 }
 

@@ -532,7 +532,8 @@ fn explain(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaos::history::testing::op;
+    use crate::chaos::checkers::testing::{self, passed};
+    use crate::chaos::history::testing::{done, op, unknown};
 
     fn create(name: &str) -> Call {
         Call::Create { name: name.into() }
@@ -544,10 +545,6 @@ mod tests {
 
     fn get(name: &str) -> Call {
         Call::Get { name: name.into() }
-    }
-
-    fn done() -> Outcome {
-        Outcome::Ok { reply: Reply::Done }
     }
 
     fn exists(present: bool) -> Outcome {
@@ -563,20 +560,9 @@ mod tests {
         }
     }
 
-    fn unknown() -> Outcome {
-        Outcome::Unknown {
-            message: "timed out".into(),
-        }
-    }
-
     /// Only `kind` was found, `n` times.
     fn only(v: &Verdict, kind: &str, n: u64) {
-        assert!(!v.valid, "{v:?}");
-        for k in KINDS {
-            let want = if k == kind { n } else { 0 };
-            assert_eq!(v.counts[k], want, "{k} in {v:?}");
-        }
-        assert_eq!(v.anomalies.len() as u64, n, "{v:?}");
+        testing::only(v, &KINDS, kind, n);
     }
 
     /// A valid history with concurrent and unknown operations, over two
@@ -612,14 +598,7 @@ mod tests {
 
     #[test]
     fn a_valid_history_with_concurrent_and_unknown_operations_passes() {
-        let v = check(&valid_history());
-        assert!(v.valid, "{v:?}");
-        assert_eq!(v.checker, "linear");
-        assert_eq!(v.counts["ok"], 12);
-        assert_eq!(v.counts["fail"], 3);
-        assert_eq!(v.counts["unknown"], 3);
-        assert_eq!(v.counts["nonlinearizable"], 0);
-        assert_eq!(v.counts["undecided"], 0);
+        passed(&check(&valid_history()), "linear", &KINDS, 12, 3, 3);
     }
 
     #[test]

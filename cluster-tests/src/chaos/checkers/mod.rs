@@ -88,3 +88,32 @@ impl Tally {
         self.verdict
     }
 }
+
+/// Judging verdicts in the checkers' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Verdict;
+
+    /// Only `kind` of the checker's `kinds` was found, `n` times.
+    pub fn only(v: &Verdict, kinds: &[&str], kind: &str, n: u64) {
+        assert!(!v.valid, "{v:?}");
+        for k in kinds {
+            let want = if *k == kind { n } else { 0 };
+            assert_eq!(v.counts[*k], want, "{k} in {v:?}");
+        }
+        assert_eq!(v.anomalies.len() as u64, n, "{v:?}");
+    }
+
+    /// Checker `checker` passed the history, counting `ok`, `fail` and
+    /// `unknown` operations and no anomaly of its `kinds`.
+    pub fn passed(v: &Verdict, checker: &str, kinds: &[&str], ok: u64, fail: u64, unknown: u64) {
+        assert!(v.valid, "{v:?}");
+        assert_eq!(v.checker, checker);
+        assert_eq!(v.counts["ok"], ok);
+        assert_eq!(v.counts["fail"], fail);
+        assert_eq!(v.counts["unknown"], unknown);
+        for k in kinds {
+            assert_eq!(v.counts[*k], 0, "{k}");
+        }
+    }
+}

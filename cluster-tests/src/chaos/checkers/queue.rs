@@ -363,7 +363,8 @@ fn parse_body(body: &str) -> Option<(&str, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaos::history::testing::op;
+    use crate::chaos::checkers::testing::{self, passed};
+    use crate::chaos::history::testing::{done, op, unknown};
 
     fn send(queue: &str, body: &str) -> Call {
         Call::Send {
@@ -397,16 +398,6 @@ mod tests {
         }
     }
 
-    fn done() -> Outcome {
-        Outcome::Ok { reply: Reply::Done }
-    }
-
-    fn unknown() -> Outcome {
-        Outcome::Unknown {
-            message: "timed out".into(),
-        }
-    }
-
     /// A reply of (body, message id, count) deliveries.
     fn got(messages: &[(&str, &str, u32)]) -> Outcome {
         Outcome::Ok {
@@ -424,6 +415,18 @@ mod tests {
         }
     }
 
+    /// Process `process`, from `invoke` to `complete` ns, receives from
+    /// `queue` the deliveries `messages` (body, message id, count).
+    fn received(
+        process: u64,
+        invoke: u64,
+        complete: u64,
+        queue: &str,
+        messages: &[(&str, &str, u32)],
+    ) -> Op {
+        op(process, invoke, complete, receive(queue), got(messages))
+    }
+
     fn fifo() -> BTreeSet<String> {
         ["f.fifo".to_string(), "dlq.fifo".to_string()].into()
     }
@@ -434,12 +437,15 @@ mod tests {
 
     /// Only `kind` was found, `n` times.
     fn only(v: &Verdict, kind: &str, n: u64) {
-        assert!(!v.valid, "{v:?}");
-        for k in KINDS {
-            let want = if k == kind { n } else { 0 };
-            assert_eq!(count(v, k), want, "{k} in {v:?}");
-        }
-        assert_eq!(v.anomalies.len() as u64, n, "{v:?}");
+        testing::only(v, &KINDS, kind, n);
+    }
+
+    /// The valid history with `extra` after it holds one anomaly, of
+    /// `kind`.
+    fn caught_once(extra: Op, kind: &str) {
+        let mut h = valid_history();
+        h.push(extra);
+        only(&check(&h, &fifo()), kind, 1);
     }
 
     /// A valid history over a standard queue, a FIFO queue and its
@@ -451,17 +457,11 @@ mod tests {
             op(2, 5, 15, send("q", "b"), sent("mb")),
             // A send of unknown outcome that never took effect.
             op(3, 6, 50, send("q", "c"), unknown()),
-            op(
-                4,
-                20,
-                30,
-                receive("q"),
-                got(&[("a", "ma", 1), ("b", "mb", 1)]),
-            ),
+            received(4, 20, 30, "q", &[("a", "ma", 1), ("b", "mb", 1)]),
             op(4, 31, 40, delete("q", "a", 1), done()),
             // b's visibility expires: received again, then deleted with the
             // stale handle (a no-op) and the current one.
-            op(5, 60, 70, receive("q"), got(&[("b", "mb", 2)])),
+            received(5, 60, 70, "q", &[("b", "mb", 2)]),
             op(4, 71, 80, delete("q", "b", 1), done()),
             op(5, 72, 82, delete("q", "b", 2), done()),
             // FIFO: g1-1 sent twice (unknown, then ok), deduplicated.
@@ -469,47 +469,38 @@ mod tests {
             op(7, 101, 110, send("f.fifo", "g1-1"), sent("f1")),
             op(7, 111, 120, send("f.fifo", "g1-2"), sent("f2")),
             op(7, 121, 130, send("f.fifo", "g1-3"), sent("f3")),
-            op(8, 125, 140, receive("f.fifo"), got(&[("g1-1", "f1", 1)])),
+            received(8, 125, 140, "f.fifo", &[("g1-1", "f1", 1)]),
             // g1-1 not deleted: it comes back before g1-2.
-            op(8, 200, 210, receive("f.fifo"), got(&[("g1-1", "f1", 2)])),
+            received(8, 200, 210, "f.fifo", &[("g1-1", "f1", 2)]),
             op(8, 211, 220, delete("f.fifo", "g1-1", 2), done()),
-            op(
+            received(
                 8,
                 221,
                 230,
-                receive("f.fifo"),
-                got(&[("g1-2", "f2", 1), ("g1-3", "f3", 1)]),
+                "f.fifo",
+                &[("g1-2", "f2", 1), ("g1-3", "f3", 1)],
             ),
             // g1-3 is not deleted; it exceeds its receives and moves to the
             // dead-letter queue, keeping its id and count.
             op(8, 231, 240, delete("f.fifo", "g1-2", 1), done()),
-            op(8, 300, 310, receive("dlq.fifo"), got(&[("g1-3", "f3", 2)])),
+            received(8, 300, 310, "dlq.fifo", &[("g1-3", "f3", 2)]),
             op(8, 311, 320, delete("dlq.fifo", "g1-3", 2), done()),
             // A receive of unknown outcome, then the final drain.
             op(9, 330, 400, receive("q"), unknown()),
-            op(10, 500, 510, receive("q"), got(&[])),
+            received(10, 500, 510, "q", &[]),
         ]
     }
 
     #[test]
     fn a_valid_history_passes() {
         let v = check(&valid_history(), &fifo());
-        assert!(v.valid, "{v:?}");
-        assert_eq!(v.checker, "queue");
-        assert_eq!(count(&v, "ok"), 18);
-        assert_eq!(count(&v, "unknown"), 3);
-        assert_eq!(count(&v, "fail"), 0);
-        for k in KINDS {
-            assert_eq!(count(&v, k), 0, "{k}");
-        }
+        passed(&v, "queue", &KINDS, 18, 0, 3);
         assert!(v.anomalies.is_empty());
     }
 
     #[test]
     fn a_lost_write_is_caught() {
-        let mut h = valid_history();
-        h.push(op(11, 410, 420, send("q", "d"), sent("md")));
-        only(&check(&h, &fifo()), "lost", 1);
+        caught_once(op(11, 410, 420, send("q", "d"), sent("md")), "lost");
     }
 
     #[test]
@@ -533,29 +524,28 @@ mod tests {
 
     #[test]
     fn a_phantom_is_caught() {
-        let mut h = valid_history();
-        h.push(op(11, 600, 610, receive("q"), got(&[("zz", "mz", 1)])));
-        only(&check(&h, &fifo()), "phantom", 1);
+        caught_once(received(11, 600, 610, "q", &[("zz", "mz", 1)]), "phantom");
     }
 
     #[test]
     fn a_message_received_again_after_an_acknowledged_delete_is_caught() {
-        let mut h = valid_history();
         // a was deleted with count 1 at 40 ns; count 2 after that.
-        h.push(op(11, 600, 610, receive("q"), got(&[("a", "ma", 2)])));
-        only(&check(&h, &fifo()), "received-after-delete", 1);
+        caught_once(
+            received(11, 600, 610, "q", &[("a", "ma", 2)]),
+            "received-after-delete",
+        );
     }
 
     #[test]
     fn a_later_count_after_a_delete_is_caught_unless_a_receive_could_have_made_it_stale() {
         let base = vec![
             op(1, 0, 10, send("q", "a"), sent("ma")),
-            op(2, 20, 30, receive("q"), got(&[("a", "ma", 1)])),
+            received(2, 20, 30, "q", &[("a", "ma", 1)]),
             op(2, 31, 40, delete("q", "a", 1), done()),
             // Count 3 after the delete; the count-2 delivery was seen only
             // by a receive begun after the delete.
-            op(3, 50, 60, receive("q"), got(&[("a", "ma", 2)])),
-            op(3, 70, 80, receive("q"), got(&[("a", "ma", 3)])),
+            received(3, 50, 60, "q", &[("a", "ma", 2)]),
+            received(3, 70, 80, "q", &[("a", "ma", 3)]),
         ];
         // Both later deliveries are flagged as one anomaly of the delete.
         only(&check(&base, &fifo()), "received-after-delete", 1);
@@ -576,7 +566,7 @@ mod tests {
         let h = vec![
             base[0].clone(),
             base[1].clone(),
-            op(4, 25, 45, receive("q"), got(&[("a", "ma", 2)])),
+            received(4, 25, 45, "q", &[("a", "ma", 2)]),
             base[2].clone(),
             base[4].clone(),
         ];
@@ -586,24 +576,19 @@ mod tests {
 
     #[test]
     fn a_fifo_duplicate_is_caught() {
-        let mut h = valid_history();
         // The retried g1-1 was enqueued a second time.
-        h.push(op(
-            11,
-            600,
-            610,
-            receive("f.fifo"),
-            got(&[("g1-1", "f9", 1)]),
-        ));
-        only(&check(&h, &fifo()), "duplicate-message", 1);
+        caught_once(
+            received(11, 600, 610, "f.fifo", &[("g1-1", "f9", 1)]),
+            "duplicate-message",
+        );
     }
 
     #[test]
     fn duplicates_are_only_judged_on_fifo_queues() {
         let h = vec![
             op(1, 0, 10, send("q", "a"), sent("ma")),
-            op(2, 20, 30, receive("q"), got(&[("a", "ma", 1)])),
-            op(3, 20, 30, receive("q"), got(&[("a", "mb", 1)])),
+            received(2, 20, 30, "q", &[("a", "ma", 1)]),
+            received(3, 20, 30, "q", &[("a", "mb", 1)]),
         ];
         assert!(check(&h, &fifo()).valid);
     }
@@ -613,9 +598,9 @@ mod tests {
         let h = vec![
             op(1, 0, 10, send("f.fifo", "g1-1"), sent("f1")),
             op(1, 11, 20, send("f.fifo", "g1-2"), sent("f2")),
-            op(2, 30, 40, receive("f.fifo"), got(&[("g1-2", "f2", 1)])),
+            received(2, 30, 40, "f.fifo", &[("g1-2", "f2", 1)]),
             op(2, 41, 50, delete("f.fifo", "g1-2", 1), done()),
-            op(2, 60, 70, receive("f.fifo"), got(&[("g1-1", "f1", 1)])),
+            received(2, 60, 70, "f.fifo", &[("g1-1", "f1", 1)]),
             op(2, 71, 80, delete("f.fifo", "g1-1", 1), done()),
         ];
         only(&check(&h, &fifo()), "fifo-order", 1);
@@ -641,12 +626,12 @@ mod tests {
             op(1, 0, 10, send("f.fifo", "g1-1"), sent("f1")),
             op(1, 11, 20, send("f.fifo", "g1-2"), sent("f2")),
             op(1, 21, 25, send("f.fifo", "g2-1"), sent("f3")),
-            op(
+            received(
                 2,
                 30,
                 40,
-                receive("f.fifo"),
-                got(&[("g1-2", "f2", 1), ("g2-1", "f3", 1), ("g1-1", "f1", 1)]),
+                "f.fifo",
+                &[("g1-2", "f2", 1), ("g2-1", "f3", 1), ("g1-1", "f1", 1)],
             ),
         ];
         // Within the reply (2 before 1); across receives nothing, since
@@ -660,14 +645,14 @@ mod tests {
             op(1, 0, 10, send("f.fifo", "g1-1"), sent("f1")),
             op(1, 11, 20, send("f.fifo", "g1-2"), sent("f2")),
             // Overlapping receives: either order is possible.
-            op(2, 30, 60, receive("f.fifo"), got(&[("g1-1", "f1", 1)])),
-            op(3, 35, 50, receive("f.fifo"), got(&[("g1-2", "f2", 1)])),
+            received(2, 30, 60, "f.fifo", &[("g1-1", "f1", 1)]),
+            received(3, 35, 50, "f.fifo", &[("g1-2", "f2", 1)]),
             // g1-3's first delivery went to a receive of unknown outcome.
             op(1, 21, 25, send("f.fifo", "g1-3"), sent("f3")),
             op(1, 26, 28, send("f.fifo", "g1-4"), sent("f4")),
             op(4, 61, 70, receive("f.fifo"), unknown()),
-            op(5, 80, 90, receive("f.fifo"), got(&[("g1-4", "f4", 1)])),
-            op(5, 100, 110, receive("f.fifo"), got(&[("g1-3", "f3", 2)])),
+            received(5, 80, 90, "f.fifo", &[("g1-4", "f4", 1)]),
+            received(5, 100, 110, "f.fifo", &[("g1-3", "f3", 2)]),
         ];
         let v = check(&h, &fifo());
         assert!(v.valid, "{v:?}");

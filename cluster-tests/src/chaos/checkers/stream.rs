@@ -275,7 +275,8 @@ pub fn check(ops: &[Op]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaos::history::testing::op;
+    use crate::chaos::checkers::testing::{self, passed};
+    use crate::chaos::history::testing::{op, unknown};
     use crate::chaos::history::StreamRecord;
 
     const SHARDS: [&str; 2] = ["shardId-000000000000", "shardId-000000000001"];
@@ -298,12 +299,6 @@ mod tests {
                 shard: SHARDS[shard].into(),
                 seq: seq(shard, n),
             },
-        }
-    }
-
-    fn unknown() -> Outcome {
-        Outcome::Unknown {
-            message: "timed out".into(),
         }
     }
 
@@ -331,6 +326,27 @@ mod tests {
         }
     }
 
+    /// Process `process`, from `invoke` to `complete` ns, reads `shard` for
+    /// `reader` after record `after` and gets the records `got` (number,
+    /// data).
+    fn reads(
+        process: u64,
+        invoke: u64,
+        complete: u64,
+        reader: u32,
+        shard: usize,
+        after: Option<u64>,
+        got: &[(u64, &str)],
+    ) -> Op {
+        op(
+            process,
+            invoke,
+            complete,
+            read(reader, shard, after),
+            records(shard, got),
+        )
+    }
+
     /// Puts a1..a3 to shard 0 and b1, b2 to shard 1 (b2 of unknown outcome
     /// but applied; c never applied), each read by readers 1 and 2.
     fn valid_history() -> Vec<Op> {
@@ -341,17 +357,11 @@ mod tests {
             op(2, 11, 50, put("b2"), unknown()),
             op(3, 12, 60, put("c"), unknown()),
             op(1, 21, 30, put("a3"), placed(0, 3)),
-            op(10, 5, 15, read(1, 0, None), records(0, &[(1, "a1")])),
-            op(10, 16, 25, read(1, 0, Some(1)), records(0, &[(2, "a2")])),
-            op(10, 26, 40, read(1, 0, Some(2)), records(0, &[(3, "a3")])),
-            op(10, 41, 45, read(1, 0, Some(3)), records(0, &[])),
-            op(
-                10,
-                46,
-                60,
-                read(1, 1, None),
-                records(1, &[(1, "b1"), (2, "b2")]),
-            ),
+            reads(10, 5, 15, 1, 0, None, &[(1, "a1")]),
+            reads(10, 16, 25, 1, 0, Some(1), &[(2, "a2")]),
+            reads(10, 26, 40, 1, 0, Some(2), &[(3, "a3")]),
+            reads(10, 41, 45, 1, 0, Some(3), &[]),
+            reads(10, 46, 60, 1, 1, None, &[(1, "b1"), (2, "b2")]),
             // Reader 2 reads everything at the end; one read fails first.
             op(
                 11,
@@ -363,27 +373,19 @@ mod tests {
                     message: "slow down".into(),
                 },
             ),
-            op(
-                11,
-                100,
-                110,
-                read(2, 0, None),
-                records(0, &[(1, "a1"), (2, "a2"), (3, "a3")]),
-            ),
-            op(11, 111, 120, read(2, 1, None), records(1, &[(1, "b1")])),
-            op(11, 121, 130, read(2, 1, Some(1)), records(1, &[(2, "b2")])),
-            op(11, 131, 140, read(2, 1, Some(2)), records(1, &[])),
+            reads(11, 100, 110, 2, 0, None, &[(1, "a1"), (2, "a2"), (3, "a3")]),
+            reads(11, 111, 120, 2, 1, None, &[(1, "b1")]),
+            reads(11, 121, 130, 2, 1, Some(1), &[(2, "b2")]),
+            reads(11, 131, 140, 2, 1, Some(2), &[]),
         ]
     }
 
-    /// Only `kind` was found, `n` times.
-    fn only(v: &Verdict, kind: &str, n: u64) {
-        assert!(!v.valid, "{v:?}");
-        for k in KINDS {
-            let want = if k == kind { n } else { 0 };
-            assert_eq!(v.counts[k], want, "{k} in {v:?}");
-        }
-        assert_eq!(v.anomalies.len() as u64, n, "{v:?}");
+    /// The valid history with `extra` after it holds one anomaly, of
+    /// `kind`.
+    fn caught_once(extra: impl IntoIterator<Item = Op>, kind: &str) {
+        let mut h = valid_history();
+        h.extend(extra);
+        testing::only(&check(&h), &KINDS, kind, 1);
     }
 
     #[test]
@@ -395,118 +397,85 @@ mod tests {
 
     #[test]
     fn a_valid_history_passes() {
-        let v = check(&valid_history());
-        assert!(v.valid, "{v:?}");
-        assert_eq!(v.checker, "stream");
-        assert_eq!(v.counts["ok"], 13);
-        assert_eq!(v.counts["unknown"], 2);
-        assert_eq!(v.counts["fail"], 1);
-        for k in KINDS {
-            assert_eq!(v.counts[k], 0, "{k}");
-        }
+        passed(&check(&valid_history()), "stream", &KINDS, 13, 1, 2);
     }
 
     #[test]
     fn a_lost_record_is_caught() {
-        let mut h = valid_history();
         // d was acknowledged as record 4 of shard 0, but readers found c
         // (a put of unknown outcome) there.
-        h.push(op(1, 31, 35, put("d"), placed(0, 4)));
-        h.push(op(
-            11,
-            141,
-            150,
-            read(2, 0, Some(3)),
-            records(0, &[(4, "c")]),
-        ));
-        only(&check(&h), "lost", 1);
+        caught_once(
+            [
+                op(1, 31, 35, put("d"), placed(0, 4)),
+                reads(11, 141, 150, 2, 0, Some(3), &[(4, "c")]),
+            ],
+            "lost",
+        );
     }
 
     #[test]
     fn a_record_beyond_every_reader_is_unread() {
-        let mut h = valid_history();
-        h.push(op(1, 31, 35, put("d"), placed(0, 4)));
-        only(&check(&h), "unread", 1);
+        caught_once([op(1, 31, 35, put("d"), placed(0, 4))], "unread");
     }
 
     #[test]
     fn a_duplicate_is_caught() {
-        let mut h = valid_history();
         // a1 appears again as record 4 of shard 0.
-        h.push(op(
-            11,
-            141,
-            150,
-            read(2, 0, Some(3)),
-            records(0, &[(4, "a1")]),
-        ));
-        only(&check(&h), "duplicate", 1);
+        caught_once(
+            [reads(11, 141, 150, 2, 0, Some(3), &[(4, "a1")])],
+            "duplicate",
+        );
     }
 
     #[test]
     fn a_reorder_within_a_reader_is_caught() {
-        let mut h = valid_history();
         // Reader 1 asked for what follows record 3 and got record 3 again.
-        h.push(op(
-            10,
-            61,
-            70,
-            read(1, 0, Some(3)),
-            records(0, &[(3, "a3")]),
-        ));
-        only(&check(&h), "reader-reorder", 1);
+        caught_once(
+            [reads(10, 61, 70, 1, 0, Some(3), &[(3, "a3")])],
+            "reader-reorder",
+        );
     }
 
     #[test]
     fn a_gap_is_caught() {
-        let mut h = valid_history();
         // Reader 3 skips record 2.
-        h.push(op(
-            12,
-            200,
-            210,
-            read(3, 0, None),
-            records(0, &[(1, "a1"), (3, "a3")]),
-        ));
-        only(&check(&h), "gap", 1);
+        caught_once(
+            [reads(12, 200, 210, 3, 0, None, &[(1, "a1"), (3, "a3")])],
+            "gap",
+        );
     }
 
     #[test]
     fn two_readers_diverging_are_caught() {
-        let mut h = valid_history();
         // Reader 3 sees c where the others saw a2 (c's put was unknown).
-        h.push(op(
-            12,
-            200,
-            210,
-            read(3, 0, None),
-            records(0, &[(1, "a1"), (2, "c"), (3, "a3")]),
-        ));
-        only(&check(&h), "divergence", 1);
+        caught_once(
+            [reads(
+                12,
+                200,
+                210,
+                3,
+                0,
+                None,
+                &[(1, "a1"), (2, "c"), (3, "a3")],
+            )],
+            "divergence",
+        );
     }
 
     #[test]
     fn a_phantom_and_a_misplaced_record_are_caught() {
-        let mut h = valid_history();
-        h.push(op(
-            12,
-            200,
-            210,
-            read(2, 0, Some(3)),
-            records(0, &[(4, "zz")]),
-        ));
-        only(&check(&h), "phantom", 1);
+        caught_once(
+            [reads(12, 200, 210, 2, 0, Some(3), &[(4, "zz")])],
+            "phantom",
+        );
 
-        let mut h = valid_history();
         // e was acknowledged as record 5 but read as record 4.
-        h.push(op(1, 31, 35, put("e"), placed(0, 5)));
-        h.push(op(
-            11,
-            141,
-            150,
-            read(2, 0, Some(3)),
-            records(0, &[(4, "e")]),
-        ));
-        only(&check(&h), "misplaced", 1);
+        caught_once(
+            [
+                op(1, 31, 35, put("e"), placed(0, 5)),
+                reads(11, 141, 150, 2, 0, Some(3), &[(4, "e")]),
+            ],
+            "misplaced",
+        );
     }
 }

@@ -15,7 +15,7 @@ use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::{Client, Error};
 use tokio::time::Instant;
 
-use super::{ticker, Ctx, Process, FAILURE_PAUSE};
+use super::{join_all, pause_unless_ok, Ctx, Pace, Process};
 use crate::chaos::history::{self, Call, Outcome};
 
 /// The stream.
@@ -118,9 +118,7 @@ impl MappingWorkload {
         }
         let c = ctx.clone();
         tasks.push(tokio::spawn(async move { send(&c, until).await }));
-        for t in tasks {
-            let _ = t.await;
-        }
+        join_all(tasks).await;
     }
 
     /// Waits (up to `limit`) until everything acknowledged was handed to
@@ -206,12 +204,9 @@ async fn put(ctx: &Ctx, w: usize, until: Instant) {
     let client = ctx.client(w);
     let mut p = Process::new(ctx);
     let mut counters = [0u64; KEYS];
-    let mut tick = ticker(RATE);
-    let mut i = 0usize;
-    while Instant::now() < until {
-        tick.tick().await;
-        let k = i % KEYS;
-        i += 1;
+    let mut pace = Pace::new(RATE, until);
+    while let Some(i) = pace.next().await {
+        let k = i as usize % KEYS;
         let key = format!("p{w}k{k}");
         let data = data_of(&key, counters[k]);
         counters[k] += 1;
@@ -222,15 +217,10 @@ async fn put(ctx: &Ctx, w: usize, until: Instant) {
 async fn send(ctx: &Ctx, until: Instant) {
     let client = ctx.client(PRODUCERS);
     let mut p = Process::new(ctx);
-    let mut tick = ticker(SEND_RATE);
-    let mut n = 0u64;
-    while Instant::now() < until {
-        tick.tick().await;
+    let mut pace = Pace::new(SEND_RATE, until);
+    while let Some(n) = pace.next().await {
         let body = format!("m-{n}");
-        n += 1;
         let outcome = super::queue::send(ctx, &mut p, client, QUEUE, &body, None).await;
-        if !matches!(outcome, Outcome::Ok { .. }) {
-            tokio::time::sleep(FAILURE_PAUSE).await;
-        }
+        pause_unless_ok(&outcome).await;
     }
 }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use sluice_client::Consistency;
 use tokio::time::Instant;
 
-use super::{ticker, Ctx, Process, FAILURE_PAUSE};
+use super::{join_all, ticker, Ctx, Process, FAILURE_PAUSE};
 use crate::chaos::history::{Call, Outcome, Reply};
 use crate::chaos::nemesis::Rng;
 
@@ -34,9 +34,7 @@ pub async fn run(ctx: &Ctx, until: Instant) {
         let ctx = ctx.clone();
         tasks.push(tokio::spawn(async move { work(&ctx, w, until).await }));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    join_all(tasks).await;
 }
 
 async fn work(ctx: &Ctx, w: usize, until: Instant) {

@@ -112,6 +112,51 @@ pub fn ticker(per_second: u64) -> tokio::time::Interval {
     t
 }
 
+/// A worker's pace: ticks at a steady rate (see [`ticker`]) until a
+/// deadline, numbered from 0.
+pub struct Pace {
+    ticker: tokio::time::Interval,
+    next: u64,
+    until: tokio::time::Instant,
+}
+
+impl Pace {
+    /// `per_second` ticks until `until`.
+    pub fn new(per_second: u64, until: tokio::time::Instant) -> Pace {
+        Pace {
+            ticker: ticker(per_second),
+            next: 0,
+            until,
+        }
+    }
+
+    /// Waits for the next tick and returns its number, or `None` once
+    /// `until` has passed.
+    pub async fn next(&mut self) -> Option<u64> {
+        if tokio::time::Instant::now() >= self.until {
+            return None;
+        }
+        self.ticker.tick().await;
+        let n = self.next;
+        self.next += 1;
+        Some(n)
+    }
+}
+
+/// Pauses for [`FAILURE_PAUSE`] after a call that did not succeed.
+pub async fn pause_unless_ok(outcome: &Outcome) {
+    if !matches!(outcome, Outcome::Ok { .. }) {
+        tokio::time::sleep(FAILURE_PAUSE).await;
+    }
+}
+
+/// Waits for every one of `tasks` to end, however it ends.
+pub async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
 /// Sorts an error into a definite failure (the broker refused the call
 /// without effect) or an unknown outcome (it may have happened).
 pub fn classify(e: &Error) -> Outcome {

@@ -11,7 +11,7 @@ use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::{Client, Error};
 use tokio::time::Instant;
 
-use super::{ticker, Ctx, Process, FAILURE_PAUSE};
+use super::{join_all, pause_unless_ok, Ctx, Pace, Process, FAILURE_PAUSE};
 use crate::chaos::history::{Call, Delivery, Outcome, Reply};
 use crate::chaos::nemesis::Rng;
 
@@ -114,15 +114,9 @@ impl QueueWorkload {
                 produce_fifo(&ctx, g, &queue, until).await
             }));
         }
-        for c in 0..CONSUMERS {
-            let (ctx, queues) = (ctx.clone(), self.queues());
-            tasks.push(tokio::spawn(async move {
-                consume(&ctx, c, &queues, until, true).await;
-            }));
-        }
-        for t in tasks {
-            let _ = t.await;
-        }
+        let consumers = start_consumers(ctx, CONSUMERS, &self.queues(), until, true);
+        join_all(tasks).await;
+        join_all(consumers).await;
     }
 
     /// Receives and deletes from every queue until all are empty (none
@@ -148,13 +142,7 @@ pub async fn drain_queues(
         if Instant::now() > deadline {
             return Err(format!("queues not empty after {limit:?} of draining"));
         }
-        let mut passes = Vec::new();
-        for c in 0..CONSUMERS {
-            let (ctx, queues) = (ctx.clone(), queues.to_vec());
-            passes.push(tokio::spawn(async move {
-                consume(&ctx, c, &queues, Instant::now(), false).await
-            }));
-        }
+        let passes = start_consumers(ctx, CONSUMERS, queues, Instant::now(), false);
         let mut got = 0;
         for pass in passes {
             got += pass.await.unwrap_or(0);
@@ -189,16 +177,11 @@ pub async fn drain_queues(
 async fn produce_standard(ctx: &Ctx, w: usize, queue: &str, until: Instant) {
     let client = ctx.client(w);
     let mut p = Process::new(ctx);
-    let mut n = 0u64;
-    let mut tick = ticker(STANDARD_RATE);
-    while Instant::now() < until {
-        tick.tick().await;
+    let mut pace = Pace::new(STANDARD_RATE, until);
+    while let Some(n) = pace.next().await {
         let body = format!("s{w}-{n}");
-        n += 1;
         let outcome = send(ctx, &mut p, client, queue, &body, None).await;
-        if !matches!(outcome, Outcome::Ok { .. }) {
-            tokio::time::sleep(FAILURE_PAUSE).await;
-        }
+        pause_unless_ok(&outcome).await;
     }
 }
 
@@ -243,12 +226,9 @@ async fn produce_fifo(ctx: &Ctx, g: usize, queue: &str, until: Instant) {
     let client = ctx.client(g);
     let mut p = Process::new(ctx);
     let group = format!("g{g}");
-    let mut n = 0u64;
-    let mut tick = ticker(FIFO_RATE);
-    while Instant::now() < until {
-        tick.tick().await;
+    let mut pace = Pace::new(FIFO_RATE, until);
+    while let Some(n) = pace.next().await {
         let body = format!("g{g}-{n}");
-        n += 1;
         loop {
             let outcome = send(ctx, &mut p, client, queue, &body, Some(&group)).await;
             match outcome {
@@ -262,6 +242,23 @@ async fn produce_fifo(ctx: &Ctx, g: usize, queue: &str, until: Instant) {
             }
         }
     }
+}
+
+/// Starts `consumers` consumers, each going through `queues` as
+/// [`consume`] does; each task returns the messages its consumer received.
+pub(super) fn start_consumers(
+    ctx: &Ctx,
+    consumers: usize,
+    queues: &[String],
+    until: Instant,
+    leave_some: bool,
+) -> Vec<tokio::task::JoinHandle<u64>> {
+    (0..consumers)
+        .map(|c| {
+            let (ctx, queues) = (ctx.clone(), queues.to_vec());
+            tokio::spawn(async move { consume(&ctx, c, &queues, until, leave_some).await })
+        })
+        .collect()
 }
 
 /// Receives from the queues in turn and deletes what it got (when

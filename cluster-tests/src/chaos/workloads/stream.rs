@@ -11,7 +11,7 @@ use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::{Client, Error};
 use tokio::time::Instant;
 
-use super::{Ctx, Process, FAILURE_PAUSE};
+use super::{pause_unless_ok, Ctx, Process, FAILURE_PAUSE};
 use crate::chaos::history::{Call, Outcome, Recorder, Reply, StreamRecord};
 use crate::chaos::nemesis::Rng;
 
@@ -149,9 +149,7 @@ pub(crate) async fn put(
                 })
         })
         .await;
-    if !matches!(outcome, Outcome::Ok { .. }) {
-        tokio::time::sleep(FAILURE_PAUSE).await;
-    }
+    pause_unless_ok(&outcome).await;
     outcome
 }
 

@@ -10,9 +10,9 @@ use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::{Client, Error};
 use tokio::time::Instant;
 
-use super::queue::consume;
-use super::{ticker, Ctx, Process, FAILURE_PAUSE};
-use crate::chaos::history::{Call, Outcome, Reply};
+use super::queue::start_consumers;
+use super::{join_all, pause_unless_ok, Ctx, Pace, Process};
+use crate::chaos::history::{Call, Reply};
 
 /// Publishers.
 const PUBLISHERS: usize = 2;
@@ -103,35 +103,26 @@ pub async fn run(ctx: &Ctx, queues: &[String], until: Instant) {
         let ctx = ctx.clone();
         tasks.push(tokio::spawn(async move { publish(&ctx, w, until).await }));
     }
-    for c in 0..CONSUMERS {
-        let (ctx, queues) = (ctx.clone(), queues.to_vec());
-        tasks.push(tokio::spawn(async move {
-            consume(&ctx, c, &queues, until, false).await;
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
+    let consumers = start_consumers(ctx, CONSUMERS, queues, until, false);
+    join_all(tasks).await;
+    join_all(consumers).await;
 }
 
 async fn publish(ctx: &Ctx, w: usize, until: Instant) {
     let client = ctx.client(w);
     let mut p = Process::new(ctx);
-    let mut n = 0u64;
-    let mut tick = ticker(RATE);
+    let mut pace = Pace::new(RATE, until);
     let attr = |t: &str, v: String| pb::MessageAttributeValue {
         data_type: t.into(),
         string_value: v,
         binary_value: Vec::new(),
     };
-    while Instant::now() < until {
-        tick.tick().await;
+    while let Some(n) = pace.next().await {
         let body = format!("t{w}-{n}");
         let attributes = HashMap::from([
             ("parity".to_string(), attr("String", parity(n).into())),
             ("bucket".to_string(), attr("Number", bucket(n).to_string())),
         ]);
-        n += 1;
         let call = Call::Publish {
             topic: TOPIC.into(),
             body: body.clone(),
@@ -151,8 +142,6 @@ async fn publish(ctx: &Ctx, w: usize, until: Instant) {
                     })
             })
             .await;
-        if !matches!(outcome, Outcome::Ok { .. }) {
-            tokio::time::sleep(FAILURE_PAUSE).await;
-        }
+        pause_unless_ok(&outcome).await;
     }
 }
