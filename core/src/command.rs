@@ -49,6 +49,74 @@ impl std::fmt::Display for Proposal {
     }
 }
 
+/// What `commands!` and `queries!` both generate from their list of
+/// operations: the enum the operations are carried in (`$carrier`), the enum
+/// their results come back in (`$reply`, a variant per operation holding the
+/// output its `$trait` impl declares), the carrier's names, and each
+/// operation's `From` and [`Registered`] impls. The variants keep the order
+/// of the list, which is their encoding.
+macro_rules! carriers {
+    (
+        $(#[$carrier_doc:meta])* $carrier:ident,
+        $(#[$reply_doc:meta])* $reply:ident,
+        $trait:ident,
+        $( $(#[$doc:meta])* $name:ident($ty:ty), )*
+    ) => {
+        $(#[$carrier_doc])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub enum $carrier {
+            $( $(#[$doc])* $name($ty), )*
+        }
+
+        $(#[$reply_doc])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub enum $reply {
+            $(
+                #[doc = concat!(
+                    "What [`", stringify!($carrier), "::", stringify!($name), "`] returns."
+                )]
+                $name(<$ty as $trait>::Output),
+            )*
+        }
+
+        impl $carrier {
+            /// Short name for logs and metrics.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $( $carrier::$name(_) => stringify!($name), )*
+                }
+            }
+        }
+
+        $(
+            impl From<$ty> for $carrier {
+                fn from(op: $ty) -> $carrier {
+                    $carrier::$name(op)
+                }
+            }
+
+            impl Registered for $ty {
+                type Carrier = $carrier;
+                type Reply = $reply;
+                type Output = <$ty as $trait>::Output;
+                const NAME: &'static str = stringify!($name);
+
+                fn carry(self) -> $carrier {
+                    $carrier::$name(self)
+                }
+
+                fn output(reply: $reply) -> Option<Self::Output> {
+                    match reply {
+                        $reply::$name(out) => Some(out),
+                        #[allow(unreachable_patterns)]
+                        _ => None,
+                    }
+                }
+            }
+        )*
+    };
+}
+
 /// Declares the commands, in log order: one line each,
 /// `Name(domain::Type) => |op| resource;`, the type the domain declares and
 /// the one resource an instance `op` touches. It generates [`Command`]
@@ -62,30 +130,17 @@ impl std::fmt::Display for Proposal {
 /// the data format (see [`crate::store::codec`]).
 macro_rules! commands {
     ($( $(#[$doc:meta])* $name:ident($ty:ty) => |$op:tt| $resource:expr; )*) => {
-        /// A change of replicated state.
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-        pub enum Command {
+        carriers! {
+            /// A change of replicated state.
+            Command,
+            /// The result of a successfully applied command: the command's own
+            /// output type, under the command's name.
+            CommandOutput,
+            Operation,
             $( $(#[$doc])* $name($ty), )*
         }
 
-        /// The result of a successfully applied command: the command's own
-        /// output type, under the command's name.
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-        pub enum CommandOutput {
-            $(
-                #[doc = concat!("What [`Command::", stringify!($name), "`] returns.")]
-                $name(<$ty as Operation>::Output),
-            )*
-        }
-
         impl Command {
-            /// Short name for logs and metrics.
-            pub fn name(&self) -> &'static str {
-                match self {
-                    $( Command::$name(_) => stringify!($name), )*
-                }
-            }
-
             /// Roughly how many bytes the command takes in the log; bounds
             /// batches.
             pub fn size_hint(&self) -> usize {
@@ -113,33 +168,6 @@ macro_rules! commands {
                 }
             }
         }
-
-        $(
-            impl From<$ty> for Command {
-                fn from(op: $ty) -> Command {
-                    Command::$name(op)
-                }
-            }
-
-            impl Registered for $ty {
-                type Carrier = Command;
-                type Reply = CommandOutput;
-                type Output = <$ty as Operation>::Output;
-                const NAME: &'static str = stringify!($name);
-
-                fn carry(self) -> Command {
-                    Command::$name(self)
-                }
-
-                fn output(reply: CommandOutput) -> Option<Self::Output> {
-                    match reply {
-                        CommandOutput::$name(out) => Some(out),
-                        #[allow(unreachable_patterns)]
-                        _ => None,
-                    }
-                }
-            }
-        )*
     };
 }
 
@@ -293,29 +321,16 @@ pub type EntryResponse = Vec<CommandResult>;
 /// dispatch to each [`Lookup`], and each read's [`Registered`] impl.
 macro_rules! queries {
     ($( $(#[$doc:meta])* $name:ident($ty:ty); )*) => {
-        /// A read of replicated state.
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-        pub enum Query {
+        carriers! {
+            /// A read of replicated state.
+            Query,
+            /// The result of a read: the read's own output type, under its name.
+            QueryOutput,
+            Lookup,
             $( $(#[$doc])* $name($ty), )*
         }
 
-        /// The result of a read: the read's own output type, under its name.
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-        pub enum QueryOutput {
-            $(
-                #[doc = concat!("What [`Query::", stringify!($name), "`] returns.")]
-                $name(<$ty as Lookup>::Output),
-            )*
-        }
-
         impl Query {
-            /// Short name for logs and metrics.
-            pub fn name(&self) -> &'static str {
-                match self {
-                    $( Query::$name(_) => stringify!($name), )*
-                }
-            }
-
             /// Answers the read through its [`Lookup`].
             pub(crate) fn read(&self, state: &dyn StateRead) -> ApplyResult<QueryOutput> {
                 match self {
@@ -323,33 +338,6 @@ macro_rules! queries {
                 }
             }
         }
-
-        $(
-            impl From<$ty> for Query {
-                fn from(op: $ty) -> Query {
-                    Query::$name(op)
-                }
-            }
-
-            impl Registered for $ty {
-                type Carrier = Query;
-                type Reply = QueryOutput;
-                type Output = <$ty as Lookup>::Output;
-                const NAME: &'static str = stringify!($name);
-
-                fn carry(self) -> Query {
-                    Query::$name(self)
-                }
-
-                fn output(reply: QueryOutput) -> Option<Self::Output> {
-                    match reply {
-                        QueryOutput::$name(out) => Some(out),
-                        #[allow(unreachable_patterns)]
-                        _ => None,
-                    }
-                }
-            }
-        )*
     };
 }
 

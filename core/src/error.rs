@@ -25,6 +25,16 @@ pub fn cut(s: &str, max: usize) -> String {
     format!("{}… ({} bytes)", &s[..end], s.len())
 }
 
+/// Field `name` of the batch entry `prefix` (`entries[2].message_body`), or
+/// `name` alone when `prefix` is empty (a request that is not a batch).
+pub fn field_in(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
 /// What kind of rejection, which decides the gRPC status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorKind {
@@ -83,54 +93,39 @@ impl DomainError {
         }
     }
 
-    /// A missing resource.
-    pub fn not_found(code: &str, message: impl Into<String>) -> Self {
+    /// A rejection of `kind` about no one field.
+    fn rejection(kind: ErrorKind, code: &str, message: impl Into<String>) -> Self {
         DomainError {
-            kind: ErrorKind::NotFound,
+            kind,
             code: code.into(),
             message: message.into(),
             field: None,
         }
+    }
+
+    /// A missing resource.
+    pub fn not_found(code: &str, message: impl Into<String>) -> Self {
+        Self::rejection(ErrorKind::NotFound, code, message)
     }
 
     /// A resource that exists with other settings.
     pub fn already_exists(code: &str, message: impl Into<String>) -> Self {
-        DomainError {
-            kind: ErrorKind::AlreadyExists,
-            code: code.into(),
-            message: message.into(),
-            field: None,
-        }
+        Self::rejection(ErrorKind::AlreadyExists, code, message)
     }
 
     /// A limit was hit.
     pub fn limit(code: &str, message: impl Into<String>) -> Self {
-        DomainError {
-            kind: ErrorKind::LimitExceeded,
-            code: code.into(),
-            message: message.into(),
-            field: None,
-        }
+        Self::rejection(ErrorKind::LimitExceeded, code, message)
     }
 
     /// The caller may not do this (decided by the state, not by policy).
     pub fn denied(code: &str, message: impl Into<String>) -> Self {
-        DomainError {
-            kind: ErrorKind::PermissionDenied,
-            code: code.into(),
-            message: message.into(),
-            field: None,
-        }
+        Self::rejection(ErrorKind::PermissionDenied, code, message)
     }
 
     /// The resource's state does not allow the request.
     pub fn precondition(code: &str, message: impl Into<String>) -> Self {
-        DomainError {
-            kind: ErrorKind::FailedPrecondition,
-            code: code.into(),
-            message: message.into(),
-            field: None,
-        }
+        Self::rejection(ErrorKind::FailedPrecondition, code, message)
     }
 }
 

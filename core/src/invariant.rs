@@ -10,6 +10,9 @@
 //! in the apply code, never bad input: the state machine must not produce it
 //! from any sequence of commands.
 
+use crate::store::keys::read_u64;
+use crate::store::{StateRead, StoreError};
+
 /// A broken invariant: which domain, and what does not hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{domain}: {what}")]
@@ -28,7 +31,7 @@ pub enum CheckError {
     Violation(#[from] Violation),
     /// The state could not be read.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
 }
 
 impl From<crate::error::ApplyError> for CheckError {
@@ -57,6 +60,18 @@ pub fn ensure(
             what: what(),
         })
     }
+}
+
+/// The number that follows `prefix` in each key under it, in key order
+/// (`u64::MAX` for a key too short to hold one, so that a check reports
+/// it): how the checks walk sequence-numbered records.
+pub fn numbers_under<'a>(
+    state: &'a dyn StateRead,
+    prefix: &'a [u8],
+) -> impl Iterator<Item = Result<u64, StoreError>> + 'a {
+    state
+        .scan_prefix(prefix)
+        .map(move |kv| Ok(read_u64(&kv?.0, prefix.len()).unwrap_or(u64::MAX)))
 }
 
 /// Takes one from a counter. A counter that would go below zero is an

@@ -32,6 +32,7 @@ pub mod invariant;
 pub mod limits;
 pub mod machine;
 pub mod mappings;
+pub mod names;
 pub mod operation;
 pub mod queues;
 #[cfg(test)]

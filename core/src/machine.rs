@@ -19,7 +19,7 @@ use crate::operation::{Operation, Resource};
 use crate::queues::{self};
 use crate::store::{StateRead, StoreError, Txn};
 use crate::streams::{self};
-use crate::tags::{Tag, Tagged};
+use crate::tags::{retag, Tag, Tagged};
 use crate::topics::{self};
 
 /// Applies the commands of one log entry on top of `batch`, the overlay of
@@ -136,9 +136,9 @@ impl Operation for Tag {
 
     fn apply(&self, txn: &mut Txn<'_>, _: &Ctx, _: &mut Effects) -> ApplyResult<Self::Output> {
         match &self.resource {
-            Tagged::Queue(name) => queues::retag(txn, name, &self.change),
-            Tagged::Topic(name) => topics::retag(txn, name, &self.change),
-            Tagged::Stream(name) => streams::retag(txn, name, &self.change),
+            Tagged::Queue(name) => retag(txn, name, &self.change, queues::require, queues::save),
+            Tagged::Topic(name) => retag(txn, name, &self.change, topics::require, topics::save),
+            Tagged::Stream(name) => retag(txn, name, &self.change, streams::require, streams::save),
         }
     }
 }

@@ -132,50 +132,37 @@ pub enum Resource<'a> {
 /// ```
 macro_rules! operations {
     () => {};
+    // A struct with its expressions: the struct, then the same operation
+    // in the `impl` form, its expressions wrapped to bind the fields of
+    // `op` (the whole value) under their own names.
     (
         $(#[$meta:meta])*
-        pub struct $name:ident { $($fields:tt)* }
+        pub struct $name:ident $fields:tt
         $(size $size:expr;)?
         applies -> $out:ty = |$txn:pat_param, $ctx:pat_param, $effects:pat_param| $body:expr;
         $($rest:tt)*
     ) => {
-        $crate::operation::operations!(@struct $(#[$meta])* $name { $($fields)* });
-        impl $crate::operation::Operation for $name {
-            type Output = $out;
-
-            $crate::operation::operations!(@size $name { $($fields)* } $($size)?);
-
-            fn apply(
-                &self,
-                $txn: &mut $crate::store::Txn<'_>,
-                $ctx: &$crate::apply::Ctx,
-                $effects: &mut $crate::apply::Effects,
-            ) -> $crate::error::ApplyResult<$out> {
-                $crate::operation::operations!(@bind self, $name { $($fields)* } in $body)
-            }
+        $crate::operation::operations!(@struct $(#[$meta])* $name $fields);
+        $crate::operation::operations! {
+            impl $name
+            $(size $crate::operation::operations!(@bind op, $name $fields in $size);)?
+            applies -> $out = |op, $txn, $ctx, $effects|
+                $crate::operation::operations!(@bind op, $name $fields in $body);
+            $($rest)*
         }
-
-        $crate::operation::operations!($($rest)*);
     };
     (
         $(#[$meta:meta])*
-        pub struct $name:ident { $($fields:tt)* }
+        pub struct $name:ident $fields:tt
         reads -> $out:ty = |$state:pat_param| $body:expr;
         $($rest:tt)*
     ) => {
-        $crate::operation::operations!(@struct $(#[$meta])* $name { $($fields)* });
-        impl $crate::operation::Lookup for $name {
-            type Output = $out;
-
-            fn read(
-                &self,
-                $state: &dyn $crate::store::StateRead,
-            ) -> $crate::error::ApplyResult<$out> {
-                $crate::operation::operations!(@bind self, $name { $($fields)* } in $body)
-            }
+        $crate::operation::operations!(@struct $(#[$meta])* $name $fields);
+        $crate::operation::operations! {
+            impl $name reads -> $out = |op, $state|
+                $crate::operation::operations!(@bind op, $name $fields in $body);
+            $($rest)*
         }
-
-        $crate::operation::operations!($($rest)*);
     };
     (
         impl $name:ident
@@ -188,6 +175,8 @@ macro_rules! operations {
             type Output = $out;
 
             $(
+                // A size from a struct's fields need not name them all.
+                #[allow(unused_variables)]
                 fn size_hint(&self) -> usize {
                     let $op = self;
                     $size
@@ -244,17 +233,5 @@ macro_rules! operations {
         let $name { $($field),* } = $this;
         $body
     }};
-    (@size $name:ident { $($fields:tt)* }) => {};
-    (
-        @size $name:ident {
-            $($(#[$field_meta:meta])* pub $field:ident: $field_ty:ty),* $(,)?
-        } $size:expr
-    ) => {
-        #[allow(unused_variables)]
-        fn size_hint(&self) -> usize {
-            let $name { $($field),* } = self;
-            $size
-        }
-    };
 }
 pub(crate) use operations;

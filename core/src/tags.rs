@@ -5,15 +5,17 @@
 //! characters. The services differ only in the error code a broken rule
 //! gets (`InvalidParameterValue`, `InvalidArgumentException`), which the
 //! caller passes in. [`Tag`] is the one replicated command that adds or
-//! removes tags on any of them; the dispatcher hands it to the resource's
-//! domain (`retag`), so this module stays a leaf the domains share.
+//! removes tags on any of them; the dispatcher applies it with [`retag`]
+//! through the resource's domain (its `require` and `save`), so this module
+//! stays a leaf the domains share.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::DomainError;
+use crate::error::{ApplyResult, DomainError};
 use crate::operation::Resource;
+use crate::store::{StateRead, Txn};
 
 /// Tags of a resource, by key.
 pub type Tags = BTreeMap<String, String>;
@@ -85,6 +87,34 @@ impl Change {
         }
         Ok(tags)
     }
+}
+
+/// A record that carries tags (a queue, topic or stream), as [`retag`]
+/// changes it.
+pub trait HasTags {
+    /// The error its service gives a broken tag rule (SQS's and SNS's
+    /// unless the record says otherwise).
+    const INVALID: Invalid = invalid_parameter;
+
+    /// Its tags.
+    fn tags_mut(&mut self) -> &mut Tags;
+}
+
+/// Applies `change` to the tags of the record named `name`, which its
+/// domain's `require` reads (failing as that domain does when it is
+/// missing) and `save` writes back.
+pub fn retag<R: HasTags>(
+    txn: &mut Txn<'_>,
+    name: &str,
+    change: &Change,
+    require: fn(&dyn StateRead, &str) -> ApplyResult<R>,
+    save: fn(&mut Txn<'_>, &R),
+) -> ApplyResult<()> {
+    let mut record = require(txn, name)?;
+    let tags = record.tags_mut();
+    *tags = change.applied_to(tags, R::INVALID)?;
+    save(txn, &record);
+    Ok(())
 }
 
 /// The resource a [`Tag`] command changes.

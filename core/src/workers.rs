@@ -268,12 +268,7 @@ pub fn worth_committing(stored: Option<&WorkerRecord>, report: &Heartbeat, now_m
 
 /// Checks a worker id: 1-128 characters of `[A-Za-z0-9._-]`.
 pub fn validate_id(id: &str) -> Result<(), String> {
-    if id.is_empty()
-        || id.len() > 128
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
+    if !crate::names::is_valid(id, 128, "._-") {
         return Err(format!(
             "worker id {id:?}: must be 1-128 characters of letters, digits, '.', '_' and '-'"
         ));
@@ -336,6 +331,14 @@ mod tests {
         }
     }
 
+    /// Worker `id` leaves, asked by principal `owner`.
+    fn leave(w: &mut World, id: &str, owner: &str) -> Result<(), DomainError> {
+        w.run(crate::workers::WorkerLeave {
+            id: id.into(),
+            owner: owner.into(),
+        })
+    }
+
     fn workers(w: &World) -> Vec<WorkerRecord> {
         w.ask(crate::workers::ListWorkers).unwrap()
     }
@@ -360,11 +363,7 @@ mod tests {
         assert_eq!(ws.len(), 1);
         assert_eq!(ws[0].report.id, "b");
         assert_eq!(ws[0].last_seen_ms, T0 + FORGET_AFTER_MS + 1);
-        w.run(crate::workers::WorkerLeave {
-            id: "b".into(),
-            owner: "w".into(),
-        })
-        .unwrap();
+        leave(&mut w, "b", "w").unwrap();
         assert!(workers(&w).is_empty());
     }
 
@@ -386,16 +385,8 @@ mod tests {
         assert_eq!(ws.len(), WORKERS_MAX + 1 - FORGET_PER_HEARTBEAT);
         assert!(ws.iter().any(|r| r.report.id == "late"));
         assert!(ws.iter().any(|r| r.report.id == "w7"));
-        w.run(crate::workers::WorkerLeave {
-            id: "late".into(),
-            owner: "w".into(),
-        })
-        .unwrap();
-        w.run(crate::workers::WorkerLeave {
-            id: "late".into(),
-            owner: "w".into(),
-        })
-        .unwrap();
+        leave(&mut w, "late", "w").unwrap();
+        leave(&mut w, "late", "w").unwrap();
         assert_eq!(workers(&w).len(), WORKERS_MAX - FORGET_PER_HEARTBEAT);
     }
 
@@ -408,12 +399,7 @@ mod tests {
         rogue.address = "10.9.9.9:1".into();
         let e = w.run(rogue).unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::PermissionDenied);
-        let e = w
-            .run(crate::workers::WorkerLeave {
-                id: "a".into(),
-                owner: "mallory".into(),
-            })
-            .unwrap_err();
+        let e = leave(&mut w, "a", "mallory").unwrap_err();
         assert_eq!(e.code, "AccessDenied");
         let ws = workers(&w);
         assert_eq!(ws.len(), 1);
@@ -421,11 +407,7 @@ mod tests {
             ws[0].report.address, "127.0.0.1:7000",
             "the record is untouched"
         );
-        w.run(crate::workers::WorkerLeave {
-            id: "a".into(),
-            owner: "w".into(),
-        })
-        .unwrap();
+        leave(&mut w, "a", "w").unwrap();
         assert!(workers(&w).is_empty());
     }
 

@@ -2,8 +2,8 @@
 //! events (which caps them) equals the events stored for it, and each
 //! waiting event has a number the function has given out.
 
-use crate::invariant::{ensure, CheckError};
-use crate::store::keys::{read_u64, Key};
+use crate::invariant::{ensure, numbers_under, CheckError};
+use crate::store::keys::Key;
 use crate::store::StateRead;
 
 const DOMAIN: &str = "functions";
@@ -16,9 +16,8 @@ pub fn check(state: &dyn StateRead) -> Result<(), CheckError> {
         for f in &page {
             let prefix = Key::new("fevent").str(&f.name).build();
             let mut stored = 0u64;
-            for kv in state.scan_prefix(&prefix) {
-                let (k, _) = kv?;
-                let seq = read_u64(&k, prefix.len()).unwrap_or(u64::MAX);
+            for seq in numbers_under(state, &prefix) {
+                let seq = seq?;
                 ensure(seq <= f.event_seq, DOMAIN, || {
                     format!(
                         "function {:?}: event {seq} is past the last number given, {}",

@@ -51,12 +51,7 @@ pub const WEIGHT_ONE: u32 = 10_000;
 
 /// Checks a function name: 1-64 of `[A-Za-z0-9_-]`.
 pub fn validate_name(field: &str, name: &str) -> Result<(), DomainError> {
-    if name.is_empty()
-        || name.len() > NAME_MAX
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+    if !crate::names::is_valid(name, NAME_MAX, "-_") {
         return Err(DomainError::invalid(
             field,
             format!("must be 1-{NAME_MAX} characters of A-Z, a-z, 0-9, '-' and '_', got {name:?}"),
@@ -231,13 +226,7 @@ impl AliasSpec {
         description: &str,
         weights: &BTreeMap<String, f64>,
     ) -> Result<AliasSpec, DomainError> {
-        if name.is_empty()
-            || name.len() > 128
-            || name.chars().all(|c| c.is_ascii_digit())
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        if !crate::names::is_valid(name, 128, "-_") || name.chars().all(|c| c.is_ascii_digit()) {
             return Err(DomainError::invalid(
                 "name",
                 "an alias is 1-128 characters of A-Z, a-z, 0-9, '-' and '_', not only digits",

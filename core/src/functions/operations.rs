@@ -160,8 +160,7 @@ operations! {
         pub limit: u32,
     }
     reads -> (Vec<Function>, bool) = |state| {
-        let (fs, more) = functions::list(state, after.as_deref(), *limit as usize)?;
-        Ok((fs, more))
+        functions::list(state, after.as_deref(), *limit as usize)
     };
 
     /// A function's published versions.

@@ -133,6 +133,22 @@ pub enum Stored {
     Policy(CustomPolicy),
 }
 
+impl Stored {
+    fn into_principal(self) -> Option<Principal> {
+        match self {
+            Stored::Principal(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn into_policy(self) -> Option<CustomPolicy> {
+        match self {
+            Stored::Policy(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
 fn cut(s: &str) -> String {
     s.chars().take(70).collect()
 }
@@ -140,12 +156,7 @@ fn cut(s: &str) -> String {
 /// Checks a principal or policy name: 1-64 of `[A-Za-z0-9+=,.@_-]`, as IAM
 /// user names.
 pub fn validate_name(field: &str, name: &str) -> Result<(), DomainError> {
-    let ok = !name.is_empty()
-        && name.len() <= NAME_MAX
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
-    if ok {
+    if crate::names::is_valid(name, NAME_MAX, "+=,.@_-") {
         Ok(())
     } else {
         Err(DomainError::invalid(
@@ -173,8 +184,13 @@ pub fn validate_policy(name: &str, document: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// Where principals are stored, by name.
+const PRINCIPALS: &str = "iam/p";
+/// Where custom policies are stored, by name.
+const POLICIES: &str = "iam/pol";
+
 fn principal_key(name: &str) -> Vec<u8> {
-    Key::new("iam/p").str(name).build()
+    Key::new(PRINCIPALS).str(name).build()
 }
 
 fn access_key_key(id: &str) -> Vec<u8> {
@@ -182,7 +198,7 @@ fn access_key_key(id: &str) -> Vec<u8> {
 }
 
 fn policy_key(name: &str) -> Vec<u8> {
-    Key::new("iam/pol").str(name).build()
+    Key::new(POLICIES).str(name).build()
 }
 
 fn counter(state: &dyn StateRead, name: &str) -> ApplyResult<u64> {
@@ -226,12 +242,20 @@ fn no_principal(name: &str) -> DomainError {
     )
 }
 
+/// Every record stored under `space` (principals or policies, which
+/// `pick` takes out of [`Stored`]), in name order.
+fn all_under<T>(
+    state: &dyn StateRead,
+    space: &str,
+    pick: fn(Stored) -> Option<T>,
+) -> ApplyResult<Vec<T>> {
+    let all: Vec<Stored> = crate::store::records_under(state, &Key::new(space).build())?;
+    Ok(all.into_iter().filter_map(pick).collect())
+}
+
 /// A principal, if it exists.
 pub fn principal(state: &dyn StateRead, name: &str) -> ApplyResult<Option<Principal>> {
-    Ok(match load(state, &principal_key(name))? {
-        Some(Stored::Principal(p)) => Some(p),
-        _ => None,
-    })
+    Ok(load(state, &principal_key(name))?.and_then(Stored::into_principal))
 }
 
 fn require_principal(state: &dyn StateRead, name: &str) -> ApplyResult<Principal> {
@@ -240,10 +264,7 @@ fn require_principal(state: &dyn StateRead, name: &str) -> ApplyResult<Principal
 
 /// A custom policy, if it exists.
 pub fn policy(state: &dyn StateRead, name: &str) -> ApplyResult<Option<CustomPolicy>> {
-    Ok(match load(state, &policy_key(name))? {
-        Some(Stored::Policy(p)) => Some(p),
-        _ => None,
-    })
+    Ok(load(state, &policy_key(name))?.and_then(Stored::into_policy))
 }
 
 fn policy_exists(state: &dyn StateRead, name: &str) -> ApplyResult<bool> {
@@ -283,8 +304,8 @@ fn too_many_attached() -> DomainError {
 /// equal their records.
 pub fn check(state: &dyn StateRead) -> Result<(), crate::invariant::CheckError> {
     for (counter_name, space, what) in [
-        ("iam/np", "iam/p", "principals"),
-        ("iam/npol", "iam/pol", "policies"),
+        ("iam/np", PRINCIPALS, "principals"),
+        ("iam/npol", POLICIES, "policies"),
     ] {
         let records = state.scan_prefix(&Key::new(space).build()).count() as u64;
         let counted = counter(state, counter_name)?;

@@ -5,15 +5,14 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    access_key_key, builtin, bump_generation, count_one_less, count_one_more, counter, load,
-    no_policy, policy, policy_exists, policy_key, principal, principal_key, require_principal,
-    save_principal, too_many_attached, validate_name, validate_policy, AccessKey, CustomPolicy,
-    KeyMeta, Kind, Principal, Stored, ATTACHED_MAX, KEYS_PER_PRINCIPAL, LIST_MAX, POLICIES_MAX,
-    PRINCIPALS_MAX,
+    access_key_key, all_under, builtin, bump_generation, count_one_less, count_one_more, counter,
+    load, no_policy, policy, policy_exists, policy_key, principal, principal_key,
+    require_principal, save_principal, too_many_attached, validate_name, validate_policy,
+    AccessKey, CustomPolicy, KeyMeta, Kind, Principal, Stored, ATTACHED_MAX, KEYS_PER_PRINCIPAL,
+    LIST_MAX, POLICIES, POLICIES_MAX, PRINCIPALS, PRINCIPALS_MAX,
 };
 use crate::error::DomainError;
 use crate::operation::operations;
-use crate::store::keys::Key;
 
 operations! {
     /// Make a principal, with policies attached.
@@ -184,14 +183,10 @@ operations! {
         if policy(txn, name)?.is_none() {
             return Err(no_policy(name).into());
         }
-        let holders: Vec<Principal> =
-            crate::store::records_under::<Stored>(txn, &Key::new("iam/p").build())?
-                .into_iter()
-                .filter_map(|s| match s {
-                    Stored::Principal(p) if p.policies.contains(name) => Some(p),
-                    _ => None,
-                })
-                .collect();
+        let holders: Vec<Principal> = all_under(txn, PRINCIPALS, Stored::into_principal)?
+            .into_iter()
+            .filter(|p| p.policies.contains(name))
+            .collect();
         if let Some(h) = holders.first() {
             return Err(DomainError::precondition(
                 "DeleteConflict",
@@ -268,13 +263,8 @@ operations! {
         pub limit: usize,
     }
     reads -> (Vec<Principal>, bool) = |state| {
-        let all: Vec<Stored> = crate::store::records_under(state, &Key::new("iam/p").build())?;
-        let mut ps: Vec<Principal> = all
+        let mut ps: Vec<Principal> = all_under(state, PRINCIPALS, Stored::into_principal)?
             .into_iter()
-            .filter_map(|s| match s {
-                Stored::Principal(p) => Some(p),
-                _ => None,
-            })
             .filter(|p| after.as_ref().is_none_or(|a| p.name > *a))
             .collect();
         ps.sort_by(|a, b| a.name.cmp(&b.name));
@@ -310,14 +300,7 @@ pub struct ListPolicies;
 
 operations! {
     impl ListPolicies reads -> Vec<CustomPolicy> = |_op, state| {
-        let all: Vec<Stored> = crate::store::records_under(state, &Key::new("iam/pol").build())?;
-        Ok(all
-            .into_iter()
-            .filter_map(|s| match s {
-                Stored::Policy(p) => Some(p),
-                _ => None,
-            })
-            .collect())
+        all_under(state, POLICIES, Stored::into_policy)
     };
 }
 

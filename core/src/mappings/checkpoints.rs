@@ -17,9 +17,14 @@
 use serde::{Deserialize, Serialize};
 
 use super::leases::{self, stream_part, stream_slot, SLOTS_MAX};
+use super::{mapping_key, slot_key};
 use crate::error::{ApplyResult, DomainError};
-use crate::store::keys::Key;
-use crate::store::{codec, StateRead, Txn};
+use crate::store::{StateRead, Txn};
+
+/// Where checkpoints are kept, by mapping and slot.
+const CHECKPOINTS: &str = "esmckpt";
+/// Where each stream mapping's creation time is kept.
+const SINCE: &str = "esmsince";
 
 /// How far one part of one shard has been processed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,20 +64,8 @@ pub struct Commit {
     pub finished: bool,
 }
 
-fn prefix(function: &str, uuid: &str) -> Vec<u8> {
-    Key::new("esmckpt").str(function).str(uuid).build()
-}
-
 fn key(function: &str, uuid: &str, slot: u32) -> Vec<u8> {
-    Key::new("esmckpt")
-        .str(function)
-        .str(uuid)
-        .u64(u64::from(slot))
-        .build()
-}
-
-fn since_key(function: &str, uuid: &str) -> Vec<u8> {
-    Key::new("esmsince").str(function).str(uuid).build()
+    slot_key(CHECKPOINTS, function, uuid, slot)
 }
 
 /// A mapping's checkpoints, by slot.
@@ -81,17 +74,20 @@ pub fn of_mapping(
     function: &str,
     uuid: &str,
 ) -> ApplyResult<Vec<Checkpoint>> {
-    Ok(crate::store::records_under(state, &prefix(function, uuid))?)
+    Ok(crate::store::records_under(
+        state,
+        &mapping_key(CHECKPOINTS, function, uuid),
+    )?)
 }
 
 /// Records when a stream mapping was created (where `LATEST` starts).
 pub fn set_since(txn: &mut Txn<'_>, function: &str, uuid: &str, now_ms: u64) {
-    txn.put_record(since_key(function, uuid), &now_ms);
+    txn.put_record(mapping_key(SINCE, function, uuid), &now_ms);
 }
 
 /// When a stream mapping was created, ms (0 when unknown).
 pub fn since(state: &dyn StateRead, function: &str, uuid: &str) -> ApplyResult<u64> {
-    Ok(crate::store::record_at(state, &since_key(function, uuid))?.unwrap_or(0))
+    Ok(crate::store::record_at(state, &mapping_key(SINCE, function, uuid))?.unwrap_or(0))
 }
 
 /// Applies `CommitCheckpoint`: refused unless the worker holds the slot
@@ -112,8 +108,7 @@ pub fn commit(txn: &mut Txn<'_>, c: &Commit) -> ApplyResult<Checkpoint> {
         }
     }
     let k = key(&c.function, &c.uuid, c.slot);
-    if let Some(v) = txn.get(&k)? {
-        let old: Checkpoint = codec::decode(&k, &v)?;
+    if let Some(old) = crate::store::record_at::<Checkpoint>(txn, &k)? {
         if c.seq < old.seq || (old.finished && !c.finished) {
             return Err(DomainError::invalid(
                 "sequence_number",
@@ -186,8 +181,11 @@ pub fn repartition(
 pub fn drop_mapping(txn: &mut Txn<'_>, function: &str, uuid: &str) -> ApplyResult<()> {
     // Shards are bounded by the slot cap only while open; closed ones may
     // add more: delete generously, in one go.
-    txn.delete_prefixes(&[prefix(function, uuid)], 20 * SLOTS_MAX as usize)?;
-    txn.delete(since_key(function, uuid));
+    txn.delete_prefixes(
+        &[mapping_key(CHECKPOINTS, function, uuid)],
+        20 * SLOTS_MAX as usize,
+    )?;
+    txn.delete(mapping_key(SINCE, function, uuid));
     Ok(())
 }
 

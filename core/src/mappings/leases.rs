@@ -17,9 +17,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{mapping_key, slot_key};
 use crate::error::{ApplyResult, DomainError};
 use crate::store::keys::Key;
 use crate::store::{StateRead, Txn};
+
+/// Where leases are kept, by mapping and slot.
+const LEASES: &str = "esmlease";
+/// Where each mapping's last epoch is kept.
+const EPOCHS: &str = "esmepoch";
 
 /// Slots of one mapping, at most (queue maximum concurrency's cap, and
 /// the most a stream mapping's shards and parallelization take at once).
@@ -55,14 +61,6 @@ pub struct Lease {
     pub epoch: u64,
 }
 
-fn prefix(function: &str, uuid: &str) -> Vec<u8> {
-    Key::new("esmlease").str(function).str(uuid).build()
-}
-
-fn epoch_key(function: &str, uuid: &str) -> Vec<u8> {
-    Key::new("esmepoch").str(function).str(uuid).build()
-}
-
 /// The lease of one slot.
 pub fn load(
     state: &dyn StateRead,
@@ -70,31 +68,25 @@ pub fn load(
     uuid: &str,
     slot: u32,
 ) -> ApplyResult<Option<Lease>> {
-    let k = key(function, uuid, slot);
-    Ok(match state.get(&k)? {
-        Some(v) => Some(crate::store::codec::decode(&k, &v)?),
-        None => None,
-    })
-}
-
-fn key(function: &str, uuid: &str, slot: u32) -> Vec<u8> {
-    Key::new("esmlease")
-        .str(function)
-        .str(uuid)
-        .u64(u64::from(slot))
-        .build()
+    Ok(crate::store::record_at(
+        state,
+        &slot_key(LEASES, function, uuid, slot),
+    )?)
 }
 
 /// A mapping's leases, by slot.
 pub fn of_mapping(state: &dyn StateRead, function: &str, uuid: &str) -> ApplyResult<Vec<Lease>> {
-    Ok(crate::store::records_under(state, &prefix(function, uuid))?)
+    Ok(crate::store::records_under(
+        state,
+        &mapping_key(LEASES, function, uuid),
+    )?)
 }
 
 /// Every lease.
 pub fn all(state: &dyn StateRead) -> ApplyResult<Vec<Lease>> {
     Ok(crate::store::records_under(
         state,
-        &Key::new("esmlease").build(),
+        &Key::new(LEASES).build(),
     )?)
 }
 
@@ -143,13 +135,10 @@ pub fn assign(
         .iter()
         .filter(|l| !slots.iter().any(|(s, _)| *s == l.slot))
     {
-        txn.delete(key(function, uuid, l.slot));
+        txn.delete(slot_key(LEASES, function, uuid, l.slot));
     }
-    let ek = epoch_key(function, uuid);
-    let mut epoch: u64 = match txn.get(&ek)? {
-        Some(v) => crate::store::codec::decode(&ek, &v)?,
-        None => 0,
-    };
+    let ek = mapping_key(EPOCHS, function, uuid);
+    let mut epoch: u64 = crate::store::record_at(txn, &ek)?.unwrap_or(0);
     let last = epoch;
     let mut out = Vec::with_capacity(slots.len());
     for (slot, worker) in slots {
@@ -166,7 +155,7 @@ pub fn assign(
                 }
             }
         };
-        txn.put_record(key(function, uuid, *slot), &lease);
+        txn.put_record(slot_key(LEASES, function, uuid, *slot), &lease);
         out.push(lease);
     }
     if epoch != last {
@@ -179,13 +168,16 @@ pub fn assign(
 /// next holders get new epochs, so no poller of the old partitioning can
 /// move a checkpoint.
 pub fn revoke_all(txn: &mut Txn<'_>, function: &str, uuid: &str) -> ApplyResult<()> {
-    txn.delete_prefixes(&[prefix(function, uuid)], SLOTS_MAX as usize + 1)?;
+    txn.delete_prefixes(
+        &[mapping_key(LEASES, function, uuid)],
+        SLOTS_MAX as usize + 1,
+    )?;
     Ok(())
 }
 
 /// Deletes a mapping's leases and epoch counter (with the mapping).
 pub fn drop_mapping(txn: &mut Txn<'_>, function: &str, uuid: &str) -> ApplyResult<()> {
     revoke_all(txn, function, uuid)?;
-    txn.delete(epoch_key(function, uuid));
+    txn.delete(mapping_key(EPOCHS, function, uuid));
     Ok(())
 }

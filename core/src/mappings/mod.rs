@@ -400,8 +400,24 @@ pub fn parse_source(arn: &str) -> Result<Source, DomainError> {
     }
 }
 
+/// `{space}/{function}/{uuid}`: a mapping's record in `space` (the mapping
+/// itself, a counter of it), or the prefix of its per-slot records there.
+fn mapping_key(space: &str, function: &str, uuid: &str) -> Vec<u8> {
+    Key::new(space).str(function).str(uuid).build()
+}
+
+/// `{space}/{function}/{uuid}/{slot}`: a mapping's record of one slot (a
+/// lease, a checkpoint).
+fn slot_key(space: &str, function: &str, uuid: &str, slot: u32) -> Vec<u8> {
+    Key::new(space)
+        .str(function)
+        .str(uuid)
+        .u64(u64::from(slot))
+        .build()
+}
+
 fn key(function: &str, uuid: &str) -> Vec<u8> {
-    Key::new("esm").str(function).str(uuid).build()
+    mapping_key(SPACE, function, uuid)
 }
 
 fn id_key(uuid: &str) -> Vec<u8> {
@@ -590,22 +606,24 @@ pub fn delete(txn: &mut Txn<'_>, function: &str, uuid: &str) -> ApplyResult<Mapp
     if m.function != function {
         return Err(not_of(uuid, function));
     }
-    txn.delete(key(&m.function, uuid));
-    txn.delete(id_key(uuid));
-    leases::drop_mapping(txn, &m.function, uuid)?;
-    checkpoints::drop_mapping(txn, &m.function, uuid)?;
+    forget(txn, &m)?;
     Ok(m)
 }
 
 /// Deletes a function's mappings (with the function).
 pub fn delete_of_function(txn: &mut Txn<'_>, function: &str) -> ApplyResult<()> {
     for m in of_function(txn, function)? {
-        txn.delete(key(&m.function, &m.uuid));
-        txn.delete(id_key(&m.uuid));
-        leases::drop_mapping(txn, &m.function, &m.uuid)?;
-        checkpoints::drop_mapping(txn, &m.function, &m.uuid)?;
+        forget(txn, &m)?;
     }
     Ok(())
+}
+
+/// Deletes a mapping's record, its id and its leases and checkpoints.
+fn forget(txn: &mut Txn<'_>, m: &Mapping) -> ApplyResult<()> {
+    txn.delete(key(&m.function, &m.uuid));
+    txn.delete(id_key(&m.uuid));
+    leases::drop_mapping(txn, &m.function, &m.uuid)?;
+    checkpoints::drop_mapping(txn, &m.function, &m.uuid)
 }
 
 #[cfg(test)]
@@ -874,6 +892,14 @@ mod tests {
         out
     }
 
+    /// Deletes mapping `uuid`, naming `function` as its function.
+    fn delete_mapping(w: &mut World, function: &str, uuid: &str) -> Result<Mapping, DomainError> {
+        w.run(crate::mappings::DeleteEventSourceMapping {
+            function: function.into(),
+            uuid: uuid.into(),
+        })
+    }
+
     #[test]
     fn mappings_are_created_updated_listed_and_deleted_with_their_function() {
         let mut w = World::new();
@@ -915,18 +941,9 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code, "ResourceInUseException");
         // A command naming another function than the mapping's is refused.
-        let e = w
-            .run(crate::mappings::DeleteEventSourceMapping {
-                function: "g".into(),
-                uuid: "u1".into(),
-            })
-            .unwrap_err();
+        let e = delete_mapping(&mut w, "g", "u1").unwrap_err();
         assert_eq!(e.code, "ResourceNotFoundException");
-        w.run(crate::mappings::DeleteEventSourceMapping {
-            function: "f".into(),
-            uuid: "u1".into(),
-        })
-        .unwrap();
+        delete_mapping(&mut w, "f", "u1").unwrap();
         assert!(w
             .ask(crate::mappings::GetMapping { uuid: "u1".into() })
             .is_err());

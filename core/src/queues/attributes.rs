@@ -33,6 +33,16 @@ pub enum DedupScope {
     MessageGroup,
 }
 
+impl DedupScope {
+    /// How SQS spells it.
+    fn spelling(self) -> &'static str {
+        match self {
+            DedupScope::Queue => "queue",
+            DedupScope::MessageGroup => "messageGroup",
+        }
+    }
+}
+
 /// Where the FIFO throughput limit applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ThroughputLimit {
@@ -40,6 +50,16 @@ pub enum ThroughputLimit {
     PerQueue,
     /// Per message group (high-throughput mode).
     PerMessageGroupId,
+}
+
+impl ThroughputLimit {
+    /// How SQS spells it.
+    fn spelling(self) -> &'static str {
+        match self {
+            ThroughputLimit::PerQueue => "perQueue",
+            ThroughputLimit::PerMessageGroupId => "perMessageGroupId",
+        }
+    }
 }
 
 /// Where messages go after too many receives.
@@ -145,19 +165,11 @@ impl QueueAttributes {
             );
             m.insert(
                 "DeduplicationScope".into(),
-                match self.deduplication_scope {
-                    DedupScope::Queue => "queue",
-                    DedupScope::MessageGroup => "messageGroup",
-                }
-                .into(),
+                self.deduplication_scope.spelling().into(),
             );
             m.insert(
                 "FifoThroughputLimit".into(),
-                match self.fifo_throughput_limit {
-                    ThroughputLimit::PerQueue => "perQueue",
-                    ThroughputLimit::PerMessageGroupId => "perMessageGroupId",
-                }
-                .into(),
+                self.fifo_throughput_limit.spelling().into(),
             );
         }
         if let Some(r) = &self.redrive_policy {
@@ -203,31 +215,51 @@ fn field(name: &str) -> String {
     format!("attributes.{name}")
 }
 
+/// The SQS error for a value attribute `name` cannot take.
+fn invalid_value(name: &str, rule: impl Into<String>) -> DomainError {
+    DomainError::invalid_with_code("InvalidAttributeValue", field(name), rule)
+}
+
 fn parse_int(name: &str, value: &str, min: u32, max: u32) -> Result<u32, DomainError> {
     let rule = || format!("must be an integer from {min} to {max}, got {value:?}");
-    let v: u32 = value.trim().parse().map_err(|_| {
-        DomainError::invalid_with_code("InvalidAttributeValue", field(name), rule())
-    })?;
+    let v: u32 = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid_value(name, rule()))?;
     if v < min || v > max {
-        return Err(DomainError::invalid_with_code(
-            "InvalidAttributeValue",
-            field(name),
-            rule(),
-        ));
+        return Err(invalid_value(name, rule()));
     }
     Ok(v)
 }
 
-fn parse_bool(name: &str, value: &str) -> Result<bool, DomainError> {
-    match value {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(DomainError::invalid_with_code(
-            "InvalidAttributeValue",
-            field(name),
-            format!("must be \"true\" or \"false\", got {value:?}"),
-        )),
+/// Which of the two `choices` `value` of attribute `name` spells (as
+/// `spelling` spells them).
+fn parse_either<T: Copy>(
+    name: &str,
+    value: &str,
+    choices: [T; 2],
+    spelling: fn(T) -> &'static str,
+) -> Result<T, DomainError> {
+    let [a, b] = choices.map(spelling);
+    if value == a {
+        Ok(choices[0])
+    } else if value == b {
+        Ok(choices[1])
+    } else {
+        Err(invalid_value(
+            name,
+            format!("must be \"{a}\" or \"{b}\", got {value:?}"),
+        ))
     }
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool, DomainError> {
+    parse_either(
+        name,
+        value,
+        [true, false],
+        |b| if b { "true" } else { "false" },
+    )
 }
 
 /// Parses an SQS queue ARN and returns the queue name.
@@ -244,8 +276,7 @@ fn parse_redrive_policy(value: &str) -> Result<Option<RedrivePolicy>, DomainErro
     if value.trim().is_empty() {
         return Ok(None);
     }
-    let bad =
-        |rule: String| DomainError::invalid_with_code("InvalidAttributeValue", field(name), rule);
+    let bad = |rule: String| invalid_value(name, rule);
     let json: serde_json::Value =
         serde_json::from_str(value).map_err(|e| bad(format!("must be a JSON object: {e}")))?;
     let obj = json
@@ -300,35 +331,24 @@ pub fn parse(attrs: &BTreeMap<String, String>, fifo: bool) -> Result<Vec<Attribu
                 ))
             }
         };
+        let int = |min, max| parse_int(name, value, min, max);
         let a = match name.as_str() {
-            "VisibilityTimeout" => {
-                Attribute::VisibilityTimeout(parse_int(name, value, 0, VISIBILITY_TIMEOUT_MAX)?)
+            "VisibilityTimeout" => Attribute::VisibilityTimeout(int(0, VISIBILITY_TIMEOUT_MAX)?),
+            "DelaySeconds" => Attribute::DelaySeconds(int(0, DELAY_MAX)?),
+            "MessageRetentionPeriod" => {
+                Attribute::MessageRetentionPeriod(int(RETENTION_MIN, RETENTION_MAX)?)
             }
-            "DelaySeconds" => Attribute::DelaySeconds(parse_int(name, value, 0, DELAY_MAX)?),
-            "MessageRetentionPeriod" => Attribute::MessageRetentionPeriod(parse_int(
-                name,
-                value,
-                RETENTION_MIN,
-                RETENTION_MAX,
-            )?),
-            "MaximumMessageSize" => Attribute::MaximumMessageSize(parse_int(
-                name,
-                value,
-                MESSAGE_SIZE_MIN,
-                MESSAGE_SIZE_MAX,
-            )?),
-            "ReceiveMessageWaitTimeSeconds" => Attribute::ReceiveMessageWaitTimeSeconds(parse_int(
-                name,
-                value,
-                0,
-                RECEIVE_WAIT_MAX,
-            )?),
+            "MaximumMessageSize" => {
+                Attribute::MaximumMessageSize(int(MESSAGE_SIZE_MIN, MESSAGE_SIZE_MAX)?)
+            }
+            "ReceiveMessageWaitTimeSeconds" => {
+                Attribute::ReceiveMessageWaitTimeSeconds(int(0, RECEIVE_WAIT_MAX)?)
+            }
             "FifoQueue" => {
                 let v = parse_bool(name, value)?;
                 if v != fifo {
-                    return Err(DomainError::invalid_with_code(
-                        "InvalidAttributeValue",
-                        field(name),
+                    return Err(invalid_value(
+                        name,
                         "must be \"true\" exactly when the queue name ends in .fifo",
                     ));
                 }
@@ -340,31 +360,24 @@ pub fn parse(attrs: &BTreeMap<String, String>, fifo: bool) -> Result<Vec<Attribu
             }
             "DeduplicationScope" => {
                 fifo_only()?;
-                Attribute::DeduplicationScope(match value.as_str() {
-                    "queue" => DedupScope::Queue,
-                    "messageGroup" => DedupScope::MessageGroup,
-                    _ => {
-                        return Err(DomainError::invalid_with_code(
-                            "InvalidAttributeValue",
-                            field(name),
-                            format!("must be \"queue\" or \"messageGroup\", got {value:?}"),
-                        ))
-                    }
-                })
+                Attribute::DeduplicationScope(parse_either(
+                    name,
+                    value,
+                    [DedupScope::Queue, DedupScope::MessageGroup],
+                    DedupScope::spelling,
+                )?)
             }
             "FifoThroughputLimit" => {
                 fifo_only()?;
-                Attribute::FifoThroughputLimit(match value.as_str() {
-                    "perQueue" => ThroughputLimit::PerQueue,
-                    "perMessageGroupId" => ThroughputLimit::PerMessageGroupId,
-                    _ => {
-                        return Err(DomainError::invalid_with_code(
-                            "InvalidAttributeValue",
-                            field(name),
-                            format!("must be \"perQueue\" or \"perMessageGroupId\", got {value:?}"),
-                        ))
-                    }
-                })
+                Attribute::FifoThroughputLimit(parse_either(
+                    name,
+                    value,
+                    [
+                        ThroughputLimit::PerQueue,
+                        ThroughputLimit::PerMessageGroupId,
+                    ],
+                    ThroughputLimit::spelling,
+                )?)
             }
             "RedrivePolicy" => Attribute::RedrivePolicy(parse_redrive_policy(value)?),
             _ => {

@@ -389,22 +389,24 @@ pub struct Taken {
     pub stranded: Vec<String>,
 }
 
-/// Up to `n` keys under `prefix` after `after` (or from the start).
-fn keys_after(
+/// The next page of up to `n` keys under `prefix`: those after `cursor`
+/// (or from the start), which then moves to the page's last key. An empty
+/// page means none are left.
+fn next_keys(
     state: &dyn StateRead,
     prefix: &[u8],
-    after: Option<&Vec<u8>>,
+    cursor: &mut Option<Vec<u8>>,
     n: usize,
 ) -> ApplyResult<Vec<Vec<u8>>> {
-    let start = match after {
-        Some(k) => std::ops::Bound::Excluded(k.clone()),
-        None => std::ops::Bound::Included(prefix.to_vec()),
-    };
-    state
-        .range(start, crate::store::keys::prefix_end(prefix), false)
+    let keys: Vec<Vec<u8>> = state
+        .scan_prefix_after(prefix, cursor.clone())
         .take(n)
-        .map(|kv| kv.map(|(k, _)| k).map_err(Into::into))
-        .collect()
+        .map(|kv| kv.map(|(k, _)| k))
+        .collect::<Result<_, _>>()?;
+    if let Some(last) = keys.last() {
+        *cursor = Some(last.clone());
+    }
+    Ok(keys)
 }
 
 /// Takes up to `max` receivable messages, oldest first (FIFO: by group),
@@ -424,11 +426,10 @@ pub fn take(
         let prefix = q.keys.gready_prefix();
         let mut after_group = None;
         'groups: while got(&taken) < max && budget > 0 {
-            let keys = keys_after(txn, &prefix, after_group.as_ref(), max - got(&taken))?;
-            let Some(last) = keys.last().cloned() else {
+            let keys = next_keys(txn, &prefix, &mut after_group, max - got(&taken))?;
+            if keys.is_empty() {
                 break;
-            };
-            after_group = Some(last);
+            }
             for k in keys {
                 let Some((group, _)) = crate::store::keys::read_str(&k, prefix.len() + 8) else {
                     continue;
@@ -438,11 +439,10 @@ pub fn take(
                 let mut after_message = None;
                 'messages: while got(&taken) < max && budget > 0 {
                     let want = (max - got(&taken)).min(budget);
-                    let msgs = keys_after(txn, &group_prefix, after_message.as_ref(), want)?;
-                    let Some(last) = msgs.last().cloned() else {
+                    let msgs = next_keys(txn, &group_prefix, &mut after_message, want)?;
+                    if msgs.is_empty() {
                         break;
-                    };
-                    after_message = Some(last);
+                    }
                     for mk in msgs {
                         budget -= 1;
                         let seq = read_u64(&mk, group_prefix.len()).unwrap_or(0);
@@ -469,11 +469,10 @@ pub fn take(
         let mut after = None;
         while got(&taken) < max && budget > 0 {
             let want = (max - got(&taken)).min(budget);
-            let keys = keys_after(txn, &prefix, after.as_ref(), want)?;
-            let Some(last) = keys.last().cloned() else {
+            let keys = next_keys(txn, &prefix, &mut after, want)?;
+            if keys.is_empty() {
                 break;
-            };
-            after = Some(last);
+            }
             for k in keys {
                 budget -= 1;
                 let seq = read_u64(&k, prefix.len()).unwrap_or(0);

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::layout::{load_state, GroupState, Keys, StoredHead, Visibility};
-use crate::invariant::{ensure, CheckError, Violation};
+use crate::invariant::{ensure, numbers_under, CheckError, Violation};
 use crate::store::keys::{read_str, read_u64};
 use crate::store::{codec, StateRead};
 
@@ -42,12 +42,7 @@ fn same(
 }
 
 fn seqs_under(state: &dyn StateRead, prefix: &[u8]) -> Result<BTreeSet<u64>, CheckError> {
-    let mut out = BTreeSet::new();
-    for kv in state.scan_prefix(prefix) {
-        let (k, _) = kv?;
-        out.insert(read_u64(&k, prefix.len()).unwrap_or(u64::MAX));
-    }
-    Ok(out)
+    Ok(numbers_under(state, prefix).collect::<Result<_, _>>()?)
 }
 
 /// Checks every queue.

@@ -87,13 +87,7 @@ impl NewMessage {
     /// Validates a message to send to a FIFO (or standard) queue and
     /// computes its digests. `prefix` names the entry in a batch.
     pub fn validate(prefix: &str, fifo: bool, m: Outgoing) -> Result<NewMessage, DomainError> {
-        let f = |name: &str| {
-            if prefix.is_empty() {
-                name.to_string()
-            } else {
-                format!("{prefix}.{name}")
-            }
-        };
+        let f = |name: &str| crate::error::field_in(prefix, name);
         validate_body(&f("message_body"), &m.body)?;
         let delay_seconds = match m.delay_seconds {
             None => None,
@@ -114,19 +108,7 @@ impl NewMessage {
                 ))
             }
         };
-        if m.attributes.len() > MAX_ATTRIBUTES {
-            return Err(DomainError::invalid(
-                f("message_attributes"),
-                format!(
-                    "at most {MAX_ATTRIBUTES} attributes, got {}",
-                    m.attributes.len()
-                ),
-            ));
-        }
-        for (name, v) in &m.attributes {
-            validate_attribute_name(&f("message_attributes"), name)?;
-            validate_attribute_value(&f(&format!("message_attributes.{name}")), v)?;
-        }
+        validate_attributes(&f("message_attributes"), &m.attributes, |_, _| Ok(()))?;
         let mut trace_header = None;
         for (name, v) in &m.system_attributes {
             if name != "AWSTraceHeader" {
@@ -225,15 +207,38 @@ pub fn validate_body(field: &str, body: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// Checks a message's attributes: at most [`MAX_ATTRIBUTES`], each a
+/// valid name with a valid value, which then passes `also` (a service's
+/// own rule), given the value's field. `field` names the attributes in
+/// errors (`entries[2].message_attributes`).
+pub fn validate_attributes(
+    field: &str,
+    attributes: &BTreeMap<String, AttributeValue>,
+    mut also: impl FnMut(String, &AttributeValue) -> Result<(), DomainError>,
+) -> Result<(), DomainError> {
+    if attributes.len() > MAX_ATTRIBUTES {
+        return Err(DomainError::invalid(
+            field,
+            format!(
+                "at most {MAX_ATTRIBUTES} attributes, got {}",
+                attributes.len()
+            ),
+        ));
+    }
+    for (name, v) in attributes {
+        let value_field = format!("{field}.{name}");
+        validate_attribute_name(field, name)?;
+        validate_attribute_value(&value_field, v)?;
+        also(value_field, v)?;
+    }
+    Ok(())
+}
+
 /// Checks a message attribute name.
 pub fn validate_attribute_name(field: &str, name: &str) -> Result<(), DomainError> {
     let rule = "names are 1-256 characters of A-Z, a-z, 0-9, '_', '-' and '.', do not start or end with '.', have no '..', and do not start with \"AWS.\" or \"Amazon.\"";
     let lower = name.to_ascii_lowercase();
-    let ok = !name.is_empty()
-        && name.len() <= 256
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    let ok = crate::names::is_valid(name, 256, "_-.")
         && !name.starts_with('.')
         && !name.ends_with('.')
         && !name.contains("..")
@@ -345,12 +350,7 @@ pub fn validate_fifo_id(field: &str, id: &str) -> Result<(), DomainError> {
 
 /// Checks a batch entry id.
 pub fn validate_batch_id(field: &str, id: &str) -> Result<(), DomainError> {
-    let ok = !id.is_empty()
-        && id.len() <= 80
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
+    if crate::names::is_valid(id, 80, "_-") {
         Ok(())
     } else {
         Err(DomainError::invalid_with_code(

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::Ctx;
 use crate::error::{ApplyResult, DomainError};
+use crate::names::FIFO_SUFFIX;
 use crate::store::keys::{self, Key};
 use crate::store::{codec, StateRead, Txn};
 
@@ -44,27 +45,15 @@ pub use crate::limits::queues::NAME_MAX;
 /// Longest page of `ListQueues`.
 pub const LIST_MAX_RESULTS: usize = 1000;
 
-const FIFO_SUFFIX: &str = ".fifo";
-
 /// Checks a queue name: 1-80 characters of `[A-Za-z0-9_-]`, optionally ending
 /// in `.fifo`. `field` names the request field in the error.
 pub fn validate_name(field: &str, name: &str) -> Result<(), DomainError> {
-    let base = name.strip_suffix(FIFO_SUFFIX).unwrap_or(name);
-    let rule =
-        "must be 1-80 characters of A-Z, a-z, 0-9, '_' and '-', FIFO queue names ending in .fifo";
-    if name.is_empty() || name.len() > NAME_MAX || base.is_empty() {
-        return Err(DomainError::invalid(
-            field,
-            format!("{rule} (got {} characters)", name.chars().count()),
-        ));
-    }
-    if let Some(bad) = base
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-    {
-        return Err(DomainError::invalid(field, format!("{rule} (got {bad:?})")));
-    }
-    Ok(())
+    crate::names::validate_fifo_name(
+        field,
+        name,
+        NAME_MAX,
+        "must be 1-80 characters of A-Z, a-z, 0-9, '_' and '-', FIFO queue names ending in .fifo",
+    )
 }
 
 /// True for FIFO queue names.
@@ -88,6 +77,12 @@ pub struct Queue {
     pub attributes: QueueAttributes,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+}
+
+impl crate::tags::HasTags for Queue {
+    fn tags_mut(&mut self) -> &mut crate::tags::Tags {
+        &mut self.tags
+    }
 }
 
 /// Versioned envelope of [`Queue`] in the store.
@@ -181,12 +176,7 @@ pub fn create(txn: &mut Txn<'_>, ctx: &Ctx, cmd: &CreateQueue) -> ApplyResult<bo
     }
     let fifo = is_fifo_name(&cmd.name);
     let attributes = QueueAttributes::defaults(fifo).with(&cmd.attributes);
-    let id_key = next_id_key();
-    let id = match txn.get(&id_key)? {
-        Some(b) => codec::decode::<u64>(&id_key, &b)?,
-        None => 1,
-    };
-    txn.put_record(id_key, &(id + 1));
+    let id = txn.next_id(next_id_key())?;
     let queue = Queue {
         name: cmd.name.clone(),
         id,
@@ -211,7 +201,8 @@ pub fn delete(txn: &mut Txn<'_>, name: &str) -> ApplyResult<()> {
     Ok(())
 }
 
-fn save(txn: &mut Txn<'_>, q: &Queue) {
+/// Writes a queue's record.
+pub fn save(txn: &mut Txn<'_>, q: &Queue) {
     txn.put_record(queue_key(&q.name), &StoredQueue::V1(q.clone()));
 }
 
@@ -242,14 +233,6 @@ pub fn set_attributes(
     Ok(())
 }
 
-/// Applies a tag change to a queue (see [`crate::tags`]).
-pub fn retag(txn: &mut Txn<'_>, name: &str, change: &crate::tags::Change) -> ApplyResult<()> {
-    let mut q = require(txn, name)?;
-    q.tags = change.applied_to(&q.tags, crate::tags::invalid_parameter)?;
-    save(txn, &q);
-    Ok(())
-}
-
 /// Names of the queues whose redrive policy names `name` as their
 /// dead-letter queue, after `after`, at most `limit`.
 pub fn dead_letter_sources(
@@ -259,13 +242,9 @@ pub fn dead_letter_sources(
     limit: usize,
 ) -> ApplyResult<QueuePage> {
     let prefix = Key::new("queue").build();
-    let start = match after {
-        Some(a) => std::ops::Bound::Excluded(queue_key(a)),
-        None => std::ops::Bound::Included(prefix.clone()),
-    };
     let mut names = Vec::new();
     let mut more = false;
-    for kv in state.range(start, keys::prefix_end(&prefix), false) {
+    for kv in state.scan_prefix_after(&prefix, after.map(queue_key)) {
         let (k, v) = kv?;
         let StoredQueue::V1(q) = codec::decode(&k, &v)?;
         if q.attributes
@@ -280,25 +259,12 @@ pub fn dead_letter_sources(
             names.push(q.name);
         }
     }
-    let next_token = if more {
-        names.last().map(|n| encode_token(n))
-    } else {
-        None
-    };
-    Ok(QueuePage { names, next_token })
+    Ok(QueuePage::new(names, more))
 }
 
 /// Every queue name (the leader's housekeeper walks them).
 pub fn all_names(state: &dyn StateRead) -> ApplyResult<Vec<String>> {
-    let prefix = Key::new("queue").build();
-    let mut names = Vec::new();
-    for kv in state.scan_prefix(&prefix) {
-        let (k, _) = kv?;
-        if let Some((n, _)) = keys::read_str(&k, prefix.len()) {
-            names.push(n.to_string());
-        }
-    }
-    Ok(names)
+    Ok(keys::names_after(state, "queue", None, usize::MAX)?.0)
 }
 
 /// A `ListQueues` page request, validated.
@@ -321,16 +287,24 @@ pub struct QueuePage {
     pub next_token: Option<String>,
 }
 
+impl QueuePage {
+    /// A page of `names`, with a token for the next page when `more` follow.
+    fn new(names: Vec<String>, more: bool) -> Self {
+        let next_token = if more {
+            names.last().map(|n| encode_token(n))
+        } else {
+            None
+        };
+        QueuePage { names, next_token }
+    }
+}
+
 impl ListQueues {
     /// Validates a request at the edge.
     pub fn new(prefix: &str, max_results: i32, next_token: &str) -> Result<Self, DomainError> {
         if !prefix.is_empty() {
             // A prefix follows the name rules except for length at the low end.
-            if prefix.len() > NAME_MAX
-                || prefix
-                    .chars()
-                    .any(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(c)))
-            {
+            if !crate::names::is_valid(prefix, NAME_MAX, "_-.") {
                 return Err(DomainError::invalid(
                     "queue_name_prefix",
                     "must be at most 80 characters of A-Z, a-z, 0-9, '_', '-' and '.'",
@@ -385,31 +359,16 @@ pub fn decode_token(token: &str) -> Option<String> {
 pub fn list(state: &dyn StateRead, req: &ListQueues) -> ApplyResult<QueuePage> {
     let prefix = Key::new("queue").raw(req.prefix.as_bytes()).build();
     let space_len = Key::new("queue").build().len();
-    let mut names = Vec::new();
-    let start = match &req.after {
-        Some(after) => std::ops::Bound::Excluded(queue_key(after)),
-        None => std::ops::Bound::Included(prefix.clone()),
-    };
-    let mut more = false;
-    for kv in state.range(start, keys::prefix_end(&prefix), false) {
-        let (k, _) = kv?;
-        if names.len() == req.limit as usize {
-            more = true;
-            break;
-        }
+    let pairs = state.scan_prefix_after(&prefix, req.after.as_deref().map(queue_key));
+    let (names, more) = crate::store::page(pairs, req.limit as usize, |(k, _)| {
         let (name, _) =
             keys::read_str(&k, space_len).ok_or_else(|| crate::store::StoreError::Corrupt {
                 key: keys::display(&k),
                 reason: "queue key without a name".into(),
             })?;
-        names.push(name.to_string());
-    }
-    let next_token = if more {
-        names.last().map(|n| encode_token(n))
-    } else {
-        None
-    };
-    Ok(QueuePage { names, next_token })
+        Ok::<_, crate::store::StoreError>(Some(name.to_string()))
+    })?;
+    Ok(QueuePage::new(names, more))
 }
 
 #[cfg(test)]

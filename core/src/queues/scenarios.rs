@@ -10,7 +10,7 @@ use crate::error::{DomainError, ErrorKind};
 use crate::machine;
 use crate::queues::delivery::{ReceiveRequest, Received, SentMessage};
 use crate::queues::housekeeping;
-use crate::queues::layout::{MoveStatus, QueueState};
+use crate::queues::layout::{MoveStatus, MoveTask, QueueState};
 use crate::queues::message::{AttributeValue, NewMessage, Outgoing};
 use crate::queues::receipt::Receipt;
 use crate::queues::CreateQueue;
@@ -28,16 +28,24 @@ impl World {
         self.run(cmd).unwrap();
     }
 
+    /// Sends a batch; an error when the command fails whole.
+    fn try_send_all(
+        &mut self,
+        queue: &str,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<Result<SentMessage, DomainError>>, DomainError> {
+        self.run(crate::queues::SendMessages {
+            queue: queue.into(),
+            messages,
+        })
+    }
+
     fn send_all(
         &mut self,
         queue: &str,
         messages: Vec<NewMessage>,
     ) -> Vec<Result<SentMessage, DomainError>> {
-        self.run(crate::queues::SendMessages {
-            queue: queue.into(),
-            messages,
-        })
-        .unwrap()
+        self.try_send_all(queue, messages).unwrap()
     }
 
     fn send(&mut self, queue: &str, m: NewMessage) -> SentMessage {
@@ -117,6 +125,29 @@ impl World {
         }
     }
 
+    /// Starts a move task on dead-letter queue `dlq`, back to the sources.
+    fn start_move_task(&mut self, dlq: &str) -> Result<String, DomainError> {
+        self.run(crate::queues::StartMoveTask {
+            queue: dlq.into(),
+            destination: None,
+            rate: None,
+        })
+    }
+
+    /// Runs one step of `queue`'s move task.
+    fn move_task_step(&mut self, queue: &str) {
+        self.run(crate::queues::MoveTaskStep {
+            queue: queue.into(),
+        })
+        .unwrap();
+    }
+
+    /// The move tasks of `queue`, newest first.
+    fn move_tasks(&self, queue: &str) -> Vec<MoveTask> {
+        let qid = crate::queues::require(&self.state, queue).unwrap().id;
+        crate::queues::redrive::tasks(&self.state, qid).unwrap()
+    }
+
     /// Runs the leader's housekeeping for `queue` as the housekeeper would:
     /// moves its outbox to the destinations.
     fn move_outbox(&mut self, queue: &str) -> u32 {
@@ -151,21 +182,30 @@ impl World {
     }
 }
 
+/// A world with one queue, `name`, created with `attrs`.
+fn with_queue(name: &str, attrs: &[(&str, &str)]) -> World {
+    let mut w = World::new();
+    w.create(name, attrs);
+    w
+}
+
+/// A valid message to send on its own (not in a batch).
+fn valid(fifo: bool, m: Outgoing) -> NewMessage {
+    NewMessage::validate("", fifo, m).unwrap()
+}
+
 fn msg(body: &str) -> NewMessage {
-    NewMessage::validate(
-        "",
+    valid(
         false,
         Outgoing {
             body: body.into(),
             ..Outgoing::default()
         },
     )
-    .unwrap()
 }
 
 fn delayed(body: &str, seconds: i32) -> NewMessage {
-    NewMessage::validate(
-        "",
+    valid(
         false,
         Outgoing {
             body: body.into(),
@@ -173,12 +213,10 @@ fn delayed(body: &str, seconds: i32) -> NewMessage {
             ..Outgoing::default()
         },
     )
-    .unwrap()
 }
 
 fn fifo(body: &str, group: &str, dedup: Option<&str>) -> NewMessage {
-    NewMessage::validate(
-        "",
+    valid(
         true,
         Outgoing {
             body: body.into(),
@@ -187,15 +225,31 @@ fn fifo(body: &str, group: &str, dedup: Option<&str>) -> NewMessage {
             ..Outgoing::default()
         },
     )
-    .unwrap()
+}
+
+/// A message with body "b" and these message attributes.
+fn with_attributes(attributes: BTreeMap<String, AttributeValue>) -> Outgoing {
+    Outgoing {
+        body: "b".into(),
+        attributes,
+        ..Outgoing::default()
+    }
+}
+
+/// A string-typed message attribute value.
+fn string_value(data_type: &str, value: String) -> AttributeValue {
+    AttributeValue {
+        data_type: data_type.into(),
+        string_value: Some(value),
+        binary_value: None,
+    }
 }
 
 // ---- standard queues -------------------------------------------------------
 
 #[test]
 fn a_received_message_is_hidden_for_its_visibility_timeout_then_returns() {
-    let mut w = World::new();
-    w.create("q", &[("VisibilityTimeout", "30")]);
+    let mut w = with_queue("q", &[("VisibilityTimeout", "30")]);
     w.send("q", msg("a"));
     let first = w.receive("q", 1, None);
     assert_eq!(first.len(), 1);
@@ -218,8 +272,7 @@ fn a_received_message_is_hidden_for_its_visibility_timeout_then_returns() {
 
 #[test]
 fn zero_visibility_returns_the_message_to_the_next_receive_not_the_same_one() {
-    let mut w = World::new();
-    w.create("q", &[]);
+    let mut w = with_queue("q", &[]);
     w.send("q", msg("a"));
     w.send("q", msg("b"));
     let got = w.bodies("q", 10, Some(0));
@@ -231,8 +284,7 @@ fn zero_visibility_returns_the_message_to_the_next_receive_not_the_same_one() {
 
 #[test]
 fn a_stale_receipt_handle_never_deletes_a_message_received_again_since() {
-    let mut w = World::new();
-    w.create("q", &[("VisibilityTimeout", "10")]);
+    let mut w = with_queue("q", &[("VisibilityTimeout", "10")]);
     w.send("q", msg("a"));
     let old = w.receive("q", 1, None).remove(0).receipt;
     w.advance(10);
@@ -258,8 +310,7 @@ fn a_stale_receipt_handle_never_deletes_a_message_received_again_since() {
 
 #[test]
 fn a_handle_for_another_queue_is_invalid() {
-    let mut w = World::new();
-    w.create("a", &[]);
+    let mut w = with_queue("a", &[]);
     w.create("b", &[]);
     w.send("a", msg("x"));
     let h = w.receive("a", 1, None).remove(0).receipt;
@@ -269,8 +320,7 @@ fn a_handle_for_another_queue_is_invalid() {
 
 #[test]
 fn change_visibility_extends_shortens_and_needs_the_latest_in_flight_handle() {
-    let mut w = World::new();
-    w.create("q", &[("VisibilityTimeout", "30")]);
+    let mut w = with_queue("q", &[("VisibilityTimeout", "30")]);
     w.send("q", msg("a"));
     let h = w.receive("q", 1, None).remove(0).receipt;
     w.change("q", &h, 120).unwrap();
@@ -294,8 +344,7 @@ fn change_visibility_extends_shortens_and_needs_the_latest_in_flight_handle() {
 
 #[test]
 fn queue_and_message_delays_hold_messages_back() {
-    let mut w = World::new();
-    w.create("q", &[("DelaySeconds", "10")]);
+    let mut w = with_queue("q", &[("DelaySeconds", "10")]);
     w.send("q", msg("queue-delay"));
     w.send("q", delayed("own-delay", 3));
     w.send("q", delayed("no-delay", 0));
@@ -310,8 +359,7 @@ fn queue_and_message_delays_hold_messages_back() {
 
 #[test]
 fn delay_and_visibility_add_up() {
-    let mut w = World::new();
-    w.create("q", &[]);
+    let mut w = with_queue("q", &[]);
     w.send("q", delayed("a", 10));
     w.advance(9);
     assert!(w.receive("q", 1, Some(5)).is_empty());
@@ -325,8 +373,7 @@ fn delay_and_visibility_add_up() {
 
 #[test]
 fn messages_past_retention_are_dropped() {
-    let mut w = World::new();
-    w.create("q", &[("MessageRetentionPeriod", "60")]);
+    let mut w = with_queue("q", &[("MessageRetentionPeriod", "60")]);
     w.send("q", msg("old"));
     w.advance(30);
     w.send("q", msg("young"));
@@ -345,8 +392,7 @@ fn messages_past_retention_are_dropped() {
 
 #[test]
 fn approximate_counts_follow_the_messages() {
-    let mut w = World::new();
-    w.create("q", &[]);
+    let mut w = with_queue("q", &[]);
     for i in 0..5 {
         w.send("q", msg(&format!("m{i}")));
     }
@@ -366,8 +412,7 @@ fn approximate_counts_follow_the_messages() {
 
 #[test]
 fn an_oversize_message_fails_alone_in_its_batch() {
-    let mut w = World::new();
-    w.create("small", &[("MaximumMessageSize", "1024")]);
+    let mut w = with_queue("small", &[("MaximumMessageSize", "1024")]);
     let results = w.send_all(
         "small",
         vec![msg("fits"), msg(&"x".repeat(1025)), msg("fits too")],
@@ -386,48 +431,12 @@ fn an_oversize_message_fails_alone_in_its_batch() {
 
 #[test]
 fn message_attributes_count_toward_the_size_and_are_returned() {
-    let mut w = World::new();
-    w.create("q", &[("MaximumMessageSize", "1024")]);
-    let mut attrs = BTreeMap::new();
-    attrs.insert(
-        "big".to_string(),
-        AttributeValue {
-            data_type: "String".into(),
-            string_value: Some("v".repeat(1020)),
-            binary_value: None,
-        },
-    );
-    let m = NewMessage::validate(
-        "",
-        false,
-        Outgoing {
-            body: "b".into(),
-            attributes: attrs,
-            ..Outgoing::default()
-        },
-    )
-    .unwrap();
+    let mut w = with_queue("q", &[("MaximumMessageSize", "1024")]);
+    let big = BTreeMap::from([("big".to_string(), string_value("String", "v".repeat(1020)))]);
+    let m = valid(false, with_attributes(big));
     assert!(w.send_all("q", vec![m]).remove(0).is_err());
-    let mut attrs = BTreeMap::new();
-    attrs.insert(
-        "n".to_string(),
-        AttributeValue {
-            data_type: "Number".into(),
-            string_value: Some("42".into()),
-            binary_value: None,
-        },
-    );
-    let m = NewMessage::validate(
-        "",
-        false,
-        Outgoing {
-            body: "b".into(),
-            attributes: attrs.clone(),
-            ..Outgoing::default()
-        },
-    )
-    .unwrap();
-    let sent = w.send("q", m);
+    let attrs = BTreeMap::from([("n".to_string(), string_value("Number", "42".into()))]);
+    let sent = w.send("q", valid(false, with_attributes(attrs.clone())));
     assert!(sent.md5_of_attributes.is_some());
     let got = w.receive("q", 1, None).remove(0);
     assert_eq!(got.body.attributes, attrs);
@@ -436,94 +445,44 @@ fn message_attributes_count_toward_the_size_and_are_returned() {
 
 #[test]
 fn invalid_messages_are_refused_naming_the_field() {
-    let bad = |o: Outgoing, fifo: bool| NewMessage::validate("entries[2]", fifo, o).unwrap_err();
-    let e = bad(
-        Outgoing {
-            body: "".into(),
+    /// The refusal of batch entry 2, a message with body "x" but for `edit`.
+    fn bad(fifo: bool, edit: impl FnOnce(&mut Outgoing)) -> DomainError {
+        let mut o = Outgoing {
+            body: "x".into(),
             ..Outgoing::default()
-        },
-        false,
-    );
+        };
+        edit(&mut o);
+        NewMessage::validate("entries[2]", fifo, o).unwrap_err()
+    }
+    let e = bad(false, |o| o.body.clear());
     assert_eq!(e.field.as_deref(), Some("entries[2].message_body"));
-    let e = bad(
-        Outgoing {
-            body: "x".into(),
-            delay_seconds: Some(901),
-            ..Outgoing::default()
-        },
-        false,
-    );
+    let e = bad(false, |o| o.delay_seconds = Some(901));
     assert!(e.message.contains("0 to 900"));
-    let e = bad(
-        Outgoing {
-            body: "x".into(),
-            delay_seconds: Some(5),
-            group_id: "g".into(),
-            ..Outgoing::default()
-        },
-        true,
-    );
+    let e = bad(true, |o| {
+        o.delay_seconds = Some(5);
+        o.group_id = "g".into();
+    });
     assert_eq!(e.field.as_deref(), Some("entries[2].delay_seconds"));
-    let e = bad(
-        Outgoing {
-            body: "x".into(),
-            ..Outgoing::default()
-        },
-        true,
-    );
+    let e = bad(true, |_| {});
     assert_eq!(e.code, "MissingParameter");
-    let e = bad(
-        Outgoing {
-            body: "x".into(),
-            dedup_id: "d".into(),
-            ..Outgoing::default()
-        },
-        false,
-    );
+    let e = bad(false, |o| o.dedup_id = "d".into());
     assert_eq!(
         e.field.as_deref(),
         Some("entries[2].message_deduplication_id")
     );
     let too_many: BTreeMap<String, AttributeValue> = (0..11)
-        .map(|i| {
-            (
-                format!("a{i}"),
-                AttributeValue {
-                    data_type: "String".into(),
-                    string_value: Some("v".into()),
-                    binary_value: None,
-                },
-            )
-        })
+        .map(|i| (format!("a{i}"), string_value("String", "v".into())))
         .collect();
-    let e = bad(
-        Outgoing {
-            body: "x".into(),
-            attributes: too_many,
-            ..Outgoing::default()
-        },
-        false,
-    );
+    let e = bad(false, |o| o.attributes = too_many);
     assert!(e.message.contains("at most 10"));
-    let e = bad(
-        Outgoing {
-            body: "x".repeat(1_048_577),
-            ..Outgoing::default()
-        },
-        false,
-    );
+    let e = bad(false, |o| o.body = "x".repeat(1_048_577));
     assert!(e.message.contains("at most 1048576"));
 }
 
 #[test]
 fn sending_to_a_missing_queue_fails_whole() {
     let mut w = World::new();
-    let err = w
-        .run(crate::queues::SendMessages {
-            queue: "nope".into(),
-            messages: vec![msg("a")],
-        })
-        .unwrap_err();
+    let err = w.try_send_all("nope", vec![msg("a")]).unwrap_err();
     assert_eq!(err.code, "QueueDoesNotExist");
     assert_eq!(err.kind, ErrorKind::NotFound);
 }
@@ -536,11 +495,28 @@ fn redrive(dlq: &str, max: u32) -> String {
     )
 }
 
+/// A world with queue "src", whose messages go to queue "dlq" once
+/// received `max_receives` times.
+fn with_dlq(max_receives: u32) -> World {
+    let mut w = with_queue("dlq", &[]);
+    w.create("src", &[("RedrivePolicy", &redrive("dlq", max_receives))]);
+    w
+}
+
+/// Sends `bodies` to "src" (of `with_dlq(1)`) and receives them twice, so
+/// that they move to "dlq".
+fn dead_letter(w: &mut World, bodies: &[&str]) {
+    for body in bodies {
+        w.send("src", msg(body));
+    }
+    w.receive("src", 10, Some(0));
+    w.receive("src", 10, Some(0));
+    w.move_outbox("src");
+}
+
 #[test]
 fn an_over_received_message_moves_to_the_dlq_keeping_its_identity() {
-    let mut w = World::new();
-    w.create("dlq", &[]);
-    w.create("src", &[("RedrivePolicy", &redrive("dlq", 2))]);
+    let mut w = with_dlq(2);
     let sent = w.send("src", msg("poison"));
     let sent_ms = w.now;
     w.advance(5);
@@ -564,9 +540,7 @@ fn an_over_received_message_moves_to_the_dlq_keeping_its_identity() {
 
 #[test]
 fn a_repeated_move_is_taken_once() {
-    let mut w = World::new();
-    w.create("dlq", &[]);
-    w.create("src", &[("RedrivePolicy", &redrive("dlq", 1))]);
+    let mut w = with_dlq(1);
     w.send("src", msg("x"));
     w.receive("src", 1, Some(0));
     w.receive("src", 1, Some(0));
@@ -590,38 +564,16 @@ fn a_repeated_move_is_taken_once() {
 
 #[test]
 fn a_move_task_returns_dead_letters_to_their_source() {
-    let mut w = World::new();
-    w.create("dlq", &[]);
-    w.create("src", &[("RedrivePolicy", &redrive("dlq", 1))]);
-    for i in 0..3 {
-        w.send("src", msg(&format!("m{i}")));
-    }
-    w.receive("src", 10, Some(0));
-    w.receive("src", 10, Some(0));
-    w.move_outbox("src");
+    let mut w = with_dlq(1);
+    dead_letter(&mut w, &["m0", "m1", "m2"]);
     assert_eq!(w.counts("dlq").available, 3);
-    let handle = w
-        .run(crate::queues::StartMoveTask {
-            queue: "dlq".into(),
-            destination: None,
-            rate: None,
-        })
-        .unwrap();
-    let err = w
-        .run(crate::queues::StartMoveTask {
-            queue: "dlq".into(),
-            destination: None,
-            rate: None,
-        })
-        .unwrap_err();
+    let handle = w.start_move_task("dlq").unwrap();
+    let err = w.start_move_task("dlq").unwrap_err();
     assert_eq!(
         err.code, "UnsupportedOperation",
         "one running task at a time"
     );
-    w.run(crate::queues::MoveTaskStep {
-        queue: "dlq".into(),
-    })
-    .unwrap();
+    w.move_task_step("dlq");
     assert_eq!(w.move_outbox("dlq"), 3);
     let back = w.receive("src", 10, None);
     assert_eq!(back.len(), 3);
@@ -629,11 +581,8 @@ fn a_move_task_returns_dead_letters_to_their_source() {
         back.iter().all(|r| r.head.receive_count == 1),
         "counts restart"
     );
-    w.run(crate::queues::MoveTaskStep {
-        queue: "dlq".into(),
-    })
-    .unwrap();
-    let tasks = crate::queues::redrive::tasks(&w.state, 1).unwrap();
+    w.move_task_step("dlq");
+    let tasks = w.move_tasks("dlq");
     let task = tasks.iter().find(|t| t.handle == handle).unwrap();
     assert_eq!(task.status, MoveStatus::Completed);
     assert_eq!(task.moved, 3);
@@ -641,42 +590,22 @@ fn a_move_task_returns_dead_letters_to_their_source() {
 
 #[test]
 fn a_move_task_waits_for_dead_letters_in_flight() {
-    let mut w = World::new();
-    w.create("dlq", &[]);
-    w.create("src", &[("RedrivePolicy", &redrive("dlq", 1))]);
-    w.send("src", msg("m"));
-    w.receive("src", 1, Some(0));
-    w.receive("src", 1, Some(0));
-    w.move_outbox("src");
+    let mut w = with_dlq(1);
+    dead_letter(&mut w, &["m"]);
     // Someone is looking at the dead letter when the task starts.
     assert_eq!(w.receive("dlq", 1, Some(30)).len(), 1);
-    w.run(crate::queues::StartMoveTask {
-        queue: "dlq".into(),
-        destination: None,
-        rate: None,
-    })
-    .unwrap();
-    w.run(crate::queues::MoveTaskStep {
-        queue: "dlq".into(),
-    })
-    .unwrap();
-    let task = crate::queues::redrive::tasks(&w.state, 1)
-        .unwrap()
-        .remove(0);
+    w.start_move_task("dlq").unwrap();
+    w.move_task_step("dlq");
+    let task = w.move_tasks("dlq").remove(0);
     assert_eq!(
         task.status,
         MoveStatus::Running,
         "still one message to move"
     );
     w.advance(30);
-    w.run(crate::queues::MoveTaskStep {
-        queue: "dlq".into(),
-    })
-    .unwrap();
+    w.move_task_step("dlq");
     assert_eq!(w.move_outbox("dlq"), 1);
-    let task = crate::queues::redrive::tasks(&w.state, 1)
-        .unwrap()
-        .remove(0);
+    let task = w.move_tasks("dlq").remove(0);
     assert_eq!((task.status, task.moved), (MoveStatus::Completed, 1));
 }
 
@@ -684,8 +613,7 @@ fn a_move_task_waits_for_dead_letters_in_flight() {
 
 #[test]
 fn fifo_delivers_each_group_in_order_and_blocks_it_while_in_flight() {
-    let mut w = World::new();
-    w.create("f.fifo", &[("ContentBasedDeduplication", "true")]);
+    let mut w = with_queue("f.fifo", &[("ContentBasedDeduplication", "true")]);
     for (body, group) in [
         ("a1", "A"),
         ("b1", "B"),
@@ -713,8 +641,7 @@ fn fifo_delivers_each_group_in_order_and_blocks_it_while_in_flight() {
 
 #[test]
 fn fifo_returns_an_expired_message_before_the_rest_of_its_group() {
-    let mut w = World::new();
-    w.create("f.fifo", &[("ContentBasedDeduplication", "true")]);
+    let mut w = with_queue("f.fifo", &[("ContentBasedDeduplication", "true")]);
     for body in ["1", "2", "3"] {
         w.send("f.fifo", fifo(body, "g", None));
     }
@@ -731,8 +658,7 @@ fn fifo_returns_an_expired_message_before_the_rest_of_its_group() {
 
 #[test]
 fn fifo_deduplicates_within_five_minutes_by_id_or_content() {
-    let mut w = World::new();
-    w.create("ids.fifo", &[]);
+    let mut w = with_queue("ids.fifo", &[]);
     let a = w.send("ids.fifo", fifo("x", "g", Some("d1")));
     let dup = w.send("ids.fifo", fifo("other body", "g", Some("d1")));
     assert_eq!(
@@ -766,8 +692,7 @@ fn fifo_deduplicates_within_five_minutes_by_id_or_content() {
 
 #[test]
 fn fifo_dedup_scope_can_be_per_group() {
-    let mut w = World::new();
-    w.create(
+    let mut w = with_queue(
         "hi.fifo",
         &[
             ("DeduplicationScope", "messageGroup"),
@@ -782,8 +707,7 @@ fn fifo_dedup_scope_can_be_per_group() {
 
 #[test]
 fn fifo_dedup_entries_are_forgotten_by_the_tick() {
-    let mut w = World::new();
-    w.create("f.fifo", &[]);
+    let mut w = with_queue("f.fifo", &[]);
     w.send("f.fifo", fifo("x", "g", Some("d")));
     let before = w.state.len();
     w.advance(301);
@@ -794,8 +718,7 @@ fn fifo_dedup_entries_are_forgotten_by_the_tick() {
 
 #[test]
 fn a_repeated_fifo_receive_attempt_returns_the_same_messages() {
-    let mut w = World::new();
-    w.create("f.fifo", &[("ContentBasedDeduplication", "true")]);
+    let mut w = with_queue("f.fifo", &[("ContentBasedDeduplication", "true")]);
     w.send("f.fifo", fifo("1", "g", None));
     w.send("f.fifo", fifo("2", "h", None));
     let req = ReceiveRequest {
@@ -818,8 +741,7 @@ fn a_repeated_fifo_receive_attempt_returns_the_same_messages() {
 
 #[test]
 fn fifo_dlq_moves_keep_the_group() {
-    let mut w = World::new();
-    w.create("dlq.fifo", &[("ContentBasedDeduplication", "true")]);
+    let mut w = with_queue("dlq.fifo", &[("ContentBasedDeduplication", "true")]);
     w.create(
         "src.fifo",
         &[
@@ -842,17 +764,12 @@ fn fifo_dlq_moves_keep_the_group() {
 
 #[test]
 fn purge_empties_the_queue_once_a_minute_and_old_handles_do_nothing() {
-    let mut w = World::new();
-    w.create("q", &[]);
+    let mut w = with_queue("q", &[]);
     for i in 0..5 {
         w.send("q", msg(&format!("m{i}")));
     }
     let h = w.receive("q", 1, None).remove(0).receipt;
-    let empty_size = {
-        let mut scratch = World::new();
-        scratch.create("q", &[]);
-        scratch.state.len()
-    };
+    let empty_size = with_queue("q", &[]).state.len();
     w.run(crate::queues::PurgeQueue { name: "q".into() })
         .unwrap();
     let c = w.counts("q");
@@ -878,19 +795,13 @@ fn purge_empties_the_queue_once_a_minute_and_old_handles_do_nothing() {
 
 #[test]
 fn a_deleted_queue_is_collected_and_its_name_starts_afresh() {
-    let mut w = World::new();
-    w.create("q", &[]);
+    let mut w = with_queue("q", &[]);
     for i in 0..3 {
         w.send("q", msg(&format!("m{i}")));
     }
     w.run(crate::queues::DeleteQueue { name: "q".into() })
         .unwrap();
-    let err = w
-        .run(crate::queues::SendMessages {
-            queue: "q".into(),
-            messages: vec![msg("x")],
-        })
-        .unwrap_err();
+    let err = w.try_send_all("q", vec![msg("x")]).unwrap_err();
     assert_eq!(err.code, "QueueDoesNotExist");
     assert!(housekeeping::garbage(&w.state, 10)
         .unwrap()

@@ -87,21 +87,10 @@ pub fn names_after(
     limit: usize,
 ) -> Result<(Vec<String>, bool), super::StoreError> {
     let prefix = Key::new(space).build();
-    let start = match after {
-        Some(a) => Bound::Excluded(Key::new(space).str(a).build()),
-        None => Bound::Included(prefix.clone()),
-    };
-    let mut names = Vec::new();
-    for kv in state.range(start, prefix_end(&prefix), false) {
-        let (k, _) = kv?;
-        if names.len() == limit {
-            return Ok((names, true));
-        }
-        if let Some((n, _)) = read_str(&k, prefix.len()) {
-            names.push(n.to_string());
-        }
-    }
-    Ok((names, false))
+    let after = after.map(|a| Key::new(space).str(a).build());
+    super::page(state.scan_prefix_after(&prefix, after), limit, |(k, _)| {
+        Ok(read_str(&k, prefix.len()).map(|(n, _)| n.to_string()))
+    })
 }
 
 #[cfg(test)]

@@ -84,6 +84,17 @@ pub trait StateRead {
         )
     }
 
+    /// Pairs whose key starts with `prefix` and comes after the key `after`
+    /// (all of them when `None`), in ascending key order: the rest of a
+    /// listing that a page left off at `after`.
+    fn scan_prefix_after(&self, prefix: &[u8], after: Option<Vec<u8>>) -> KvIter<'_> {
+        let start = match after {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        self.range(start, keys::prefix_end(prefix), false)
+    }
+
     /// The pair with the smallest key starting with `prefix`.
     fn first_with_prefix(&self, prefix: &[u8]) -> Result<Option<Kv>, StoreError> {
         self.scan_prefix(prefix).next().transpose()
@@ -110,6 +121,27 @@ pub fn records_under<T: serde::de::DeserializeOwned>(
             codec::decode(&k, &v)
         })
         .collect()
+}
+
+/// A page of a listing: what `read` makes of the first `limit` of `pairs`
+/// (it may pass over a pair with `None`), and whether more pairs follow. A
+/// pair is read only once it is known to fit in the page.
+pub fn page<T, E: From<StoreError>>(
+    pairs: KvIter<'_>,
+    limit: usize,
+    mut read: impl FnMut(Kv) -> Result<Option<T>, E>,
+) -> Result<(Vec<T>, bool), E> {
+    let mut out = Vec::new();
+    for kv in pairs {
+        let kv = kv?;
+        if out.len() == limit {
+            return Ok((out, true));
+        }
+        if let Some(item) = read(kv)? {
+            out.push(item);
+        }
+    }
+    Ok((out, false))
 }
 
 /// A set of writes to one tree, applied atomically.

@@ -37,6 +37,14 @@ impl<'a> Txn<'a> {
         self.put(key, codec::encode(value));
     }
 
+    /// Draws the next id from the counter stored at `key`: the ids of a kind
+    /// of resource start at 1 and are never reused.
+    pub fn next_id(&mut self, key: Vec<u8>) -> Result<u64, StoreError> {
+        let id = super::record_at(&*self, &key)?.unwrap_or(1);
+        self.put_record(key, &(id + 1));
+        Ok(id)
+    }
+
     /// Removes `key`.
     pub fn delete(&mut self, key: Vec<u8>) {
         self.writes.insert(key, None);

@@ -8,10 +8,9 @@
 //!   `first_seq` up to its `next_seq`, none missing and none left over;
 //! * a closed shard's last sequence number is the last it ever gave.
 
-use super::records::{load_state, record_key, state_key};
+use super::records::{load_state, record_prefix, state_key};
 use super::Stream;
-use crate::invariant::{ensure, CheckError};
-use crate::store::keys::read_u64;
+use crate::invariant::{ensure, numbers_under, CheckError};
 use crate::store::StateRead;
 
 const DOMAIN: &str = "streams";
@@ -85,12 +84,10 @@ fn check_stream(state: &dyn StateRead, s: &Stream) -> Result<(), CheckError> {
                 m.index, st.first_seq, st.next_seq
             )
         })?;
-        let prefix = record_key(s.id, m.index, 0);
-        let prefix = &prefix[..prefix.len() - 8];
+        let prefix = &record_prefix(s.id, m.index);
         let mut expect = st.first_seq;
-        for kv in state.scan_prefix(prefix) {
-            let (k, _) = kv?;
-            let seq = read_u64(&k, prefix.len()).unwrap_or(u64::MAX);
+        for seq in numbers_under(state, prefix) {
+            let seq = seq?;
             ensure(seq == expect, DOMAIN, || {
                 format!(
                     "stream {name:?}: shard {} holds record {seq} where {expect} should be (keeps {}..{})",

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::apply::Ctx;
 use crate::error::{ApplyResult, DomainError};
 use crate::store::keys::{self, Key};
-use crate::store::{codec, StateRead, Txn};
+use crate::store::{StateRead, Txn};
 
 pub use crate::limits::streams::{NAME_MAX, RECORD_BYTES_MAX};
 /// Most shards a stream may have open.
@@ -57,12 +57,7 @@ pub fn invalid(field: impl Into<String>, rule: impl Into<String>) -> DomainError
 
 /// Checks a stream or consumer name: 1-128 characters of `[A-Za-z0-9_.-]`.
 pub fn validate_name(field: &str, name: &str) -> Result<(), DomainError> {
-    let ok = !name.is_empty()
-        && name.len() <= NAME_MAX
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if ok {
+    if crate::names::is_valid(name, NAME_MAX, "_.-") {
         Ok(())
     } else {
         Err(invalid(
@@ -171,6 +166,14 @@ impl Stream {
     /// Retention, ms.
     pub fn retention_ms(&self) -> u64 {
         u64::from(self.retention_hours) * 3_600_000
+    }
+}
+
+impl crate::tags::HasTags for Stream {
+    const INVALID: crate::tags::Invalid = invalid_tag;
+
+    fn tags_mut(&mut self) -> &mut crate::tags::Tags {
+        &mut self.tags
     }
 }
 
@@ -373,12 +376,7 @@ pub fn create(txn: &mut Txn<'_>, ctx: &Ctx, c: &CreateStream) -> ApplyResult<boo
         )
         .into());
     }
-    let id_key = next_id_key();
-    let id = match txn.get(&id_key)? {
-        Some(b) => codec::decode::<u64>(&id_key, &b)?,
-        None => 1,
-    };
-    txn.put_record(id_key, &(id + 1));
+    let id = txn.next_id(next_id_key())?;
     let shards = hashing::uniform_ranges(c.shard_count)
         .into_iter()
         .enumerate()
@@ -453,15 +451,6 @@ pub fn set_retention(txn: &mut Txn<'_>, name: &str, hours: u32, increase: bool) 
         .into());
     }
     s.retention_hours = hours;
-    save(txn, &s);
-    Ok(())
-}
-
-/// Applies a tag change to a stream (`AddTagsToStream`,
-/// `RemoveTagsFromStream`).
-pub fn retag(txn: &mut Txn<'_>, name: &str, change: &crate::tags::Change) -> ApplyResult<()> {
-    let mut s = require(txn, name)?;
-    s.tags = change.applied_to(&s.tags, invalid_tag)?;
     save(txn, &s);
     Ok(())
 }

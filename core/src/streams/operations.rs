@@ -144,8 +144,7 @@ operations! {
         pub limit: u32,
     }
     reads -> (Vec<String>, bool) = |state| {
-        let (names, more) = streams::list(state, after.as_deref(), *limit as usize)?;
-        Ok((names, more))
+        streams::list(state, after.as_deref(), *limit as usize)
     };
 
     /// Records of a shard from a position.

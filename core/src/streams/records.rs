@@ -95,13 +95,7 @@ impl NewRecord {
         partition_key: String,
         explicit_hash_key: &str,
     ) -> Result<NewRecord, DomainError> {
-        let f = |n: &str| {
-            if prefix.is_empty() {
-                n.to_string()
-            } else {
-                format!("{prefix}.{n}")
-            }
-        };
+        let f = |name: &str| crate::error::field_in(prefix, name);
         let chars = partition_key.chars().count();
         if !(1..=256).contains(&chars) {
             return Err(super::invalid(
@@ -167,34 +161,32 @@ pub struct Placed {
     pub seq: u64,
 }
 
+/// `{space}/{id}/{index}`: the start of one kind of a shard's keys.
+fn shard_key(space: &str, sid: u64, shard: u32) -> Key {
+    Key::new(space).u64(sid).u64(u64::from(shard))
+}
+
 /// `shard/{id}/{index}`
 pub fn state_key(sid: u64, shard: u32) -> Vec<u8> {
-    Key::new("shard").u64(sid).u64(u64::from(shard)).build()
+    shard_key("shard", sid, shard).build()
 }
 
 /// `rec/{id}/{index}/{seq}`
 pub fn record_key(sid: u64, shard: u32, seq: u64) -> Vec<u8> {
-    Key::new("rec")
-        .u64(sid)
-        .u64(u64::from(shard))
-        .u64(seq)
-        .build()
+    shard_key("rec", sid, shard).u64(seq).build()
 }
 
-fn record_prefix(sid: u64, shard: u32) -> Vec<u8> {
-    Key::new("rec").u64(sid).u64(u64::from(shard)).build()
+/// Prefix of a shard's `rec/` keys.
+pub fn record_prefix(sid: u64, shard: u32) -> Vec<u8> {
+    shard_key("rec", sid, shard).build()
 }
 
 fn second_key(sid: u64, shard: u32, second: u64) -> Vec<u8> {
-    Key::new("rts")
-        .u64(sid)
-        .u64(u64::from(shard))
-        .u64(second)
-        .build()
+    shard_key("rts", sid, shard).u64(second).build()
 }
 
 fn second_prefix(sid: u64, shard: u32) -> Vec<u8> {
-    Key::new("rts").u64(sid).u64(u64::from(shard)).build()
+    shard_key("rts", sid, shard).build()
 }
 
 /// Reads a shard's counters.

@@ -114,6 +114,13 @@ impl World {
     }
 }
 
+/// A world with one stream, "s", of `shards` shards (made by `create_stream`).
+fn with_stream(shards: i32) -> World {
+    let mut w = World::new();
+    w.create_stream("s", shards);
+    w
+}
+
 fn rec(key: &str, data: &str) -> NewRecord {
     NewRecord::new("", data.as_bytes().to_vec(), key.into(), "").unwrap()
 }
@@ -131,8 +138,7 @@ fn bodies(r: &Read) -> Vec<String> {
 
 #[test]
 fn records_go_to_the_shard_of_their_key_with_increasing_numbers() {
-    let mut w = World::new();
-    w.create_stream("s", 4);
+    let mut w = with_stream(4);
     let ranges = hashing::uniform_ranges(4);
     let mut last: BTreeMap<u32, u64> = BTreeMap::new();
     for i in 0..200 {
@@ -155,8 +161,7 @@ fn records_go_to_the_shard_of_their_key_with_increasing_numbers() {
 
 #[test]
 fn an_explicit_hash_key_picks_the_shard() {
-    let mut w = World::new();
-    w.create_stream("s", 4);
+    let mut w = with_stream(4);
     let ranges = hashing::uniform_ranges(4);
     for (i, (start, end)) in ranges.iter().enumerate() {
         assert_eq!(
@@ -178,8 +183,7 @@ fn an_explicit_hash_key_picks_the_shard() {
 
 #[test]
 fn every_iterator_type_starts_where_it_says() {
-    let mut w = World::new();
-    w.create_stream("s", 1);
+    let mut w = with_stream(1);
     let a = w.put_one("s", "k", "a");
     w.advance(2);
     let t_b = w.now;
@@ -224,8 +228,7 @@ fn every_iterator_type_starts_where_it_says() {
 
 #[test]
 fn a_read_stops_at_its_limit_and_says_where_to_go_on() {
-    let mut w = World::new();
-    w.create_stream("s", 1);
+    let mut w = with_stream(1);
     for i in 0..10 {
         w.put_one("s", "k", &format!("{i}"));
     }
@@ -239,8 +242,7 @@ fn a_read_stops_at_its_limit_and_says_where_to_go_on() {
 
 #[test]
 fn a_split_closes_the_parent_and_readers_find_the_children() {
-    let mut w = World::new();
-    w.create_stream("s", 1);
+    let mut w = with_stream(1);
     for i in 0..5 {
         w.put_one("s", &format!("k{i}"), "before");
     }
@@ -267,8 +269,7 @@ fn a_split_closes_the_parent_and_readers_find_the_children() {
 
 #[test]
 fn no_partition_key_is_lost_or_reordered_across_reshards() {
-    let mut w = World::new();
-    w.create_stream("s", 2);
+    let mut w = with_stream(2);
     let keys: Vec<String> = (0..16).map(|i| format!("key-{i}")).collect();
     let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut n = 0;
@@ -306,8 +307,7 @@ fn no_partition_key_is_lost_or_reordered_across_reshards() {
 
 #[test]
 fn trimming_drops_records_past_retention_and_readers_start_at_the_oldest_left() {
-    let mut w = World::new();
-    w.create_stream("s", 1);
+    let mut w = with_stream(1);
     let old = w.put_one("s", "k", "old");
     w.advance(12 * 3600);
     w.put_one("s", "k", "young");
@@ -332,8 +332,7 @@ fn trimming_drops_records_past_retention_and_readers_start_at_the_oldest_left() 
 
 #[test]
 fn a_closed_shard_disappears_once_empty_after_retention() {
-    let mut w = World::new();
-    w.create_stream("s", 1);
+    let mut w = with_stream(1);
     w.put_one("s", "k", "x");
     w.run(crate::streams::SplitShard {
         name: "s".into(),
@@ -356,8 +355,7 @@ fn a_closed_shard_disappears_once_empty_after_retention() {
 
 #[test]
 fn trimming_a_large_shard_takes_bounded_steps() {
-    let mut w = World::new();
-    w.create_stream("s", 1);
+    let mut w = with_stream(1);
     for chunk in 0..5 {
         let batch = (0..500)
             .map(|i| rec("k", &format!("{chunk}-{i}")))
@@ -496,8 +494,7 @@ fn every_put_limit_is_checked_at_the_edge() {
 
 #[test]
 fn retention_changes_go_the_way_their_action_says() {
-    let mut w = World::new();
-    w.create_stream("s", 1);
+    let mut w = with_stream(1);
     let set = |w: &mut World, hours, increase| {
         w.run(crate::streams::SetStreamRetention {
             name: "s".into(),
@@ -514,8 +511,7 @@ fn retention_changes_go_the_way_their_action_says() {
 
 #[test]
 fn a_deleted_stream_is_collected_and_its_iterators_fail() {
-    let mut w = World::new();
-    w.create_stream("s", 2);
+    let mut w = with_stream(2);
     for i in 0..50 {
         w.put_one("s", &format!("k{i}"), "x");
     }
@@ -549,8 +545,7 @@ fn a_deleted_stream_is_collected_and_its_iterators_fail() {
 
 #[test]
 fn consumers_register_once_and_deregister() {
-    let mut w = World::new();
-    w.create_stream("s", 1);
+    let mut w = with_stream(1);
     let reg = |w: &mut World, c: &str| {
         w.run(crate::streams::RegisterConsumer {
             name: "s".into(),

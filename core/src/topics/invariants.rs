@@ -1,8 +1,8 @@
 //! What must hold for every topic: each outbox entry has a number the topic
 //! has given out, and each subscription names the topic it is stored under.
 
-use crate::invariant::{ensure, CheckError};
-use crate::store::keys::{read_u64, Key};
+use crate::invariant::{ensure, numbers_under, CheckError};
+use crate::store::keys::Key;
 use crate::store::StateRead;
 
 const DOMAIN: &str = "topics";
@@ -26,9 +26,8 @@ pub fn check_one(state: &dyn StateRead, name: &str) -> Result<(), CheckError> {
 fn check_topic(state: &dyn StateRead, tid: u64, name: &str) -> Result<(), CheckError> {
     let t = super::require(state, name)?;
     let prefix = Key::new("tout").u64(tid).build();
-    for kv in state.scan_prefix(&prefix) {
-        let (k, _) = kv?;
-        let seq = read_u64(&k, prefix.len()).unwrap_or(u64::MAX);
+    for seq in numbers_under(state, &prefix) {
+        let seq = seq?;
         ensure((1..=t.outbox_seq).contains(&seq), DOMAIN, || {
             format!(
                 "topic {name:?}: outbox entry {seq} is past the last number given, {}",

@@ -56,22 +56,12 @@ const COLLECT_STEP: usize = 1000;
 /// Checks a topic name: 1-256 characters of `[A-Za-z0-9_-]`, FIFO topics
 /// ending in `.fifo`.
 pub fn validate_name(field: &str, name: &str) -> Result<(), DomainError> {
-    let base = name.strip_suffix(".fifo").unwrap_or(name);
-    let rule =
-        "must be 1-256 characters of A-Z, a-z, 0-9, '_' and '-', FIFO topic names ending in .fifo";
-    if name.is_empty() || name.len() > NAME_MAX || base.is_empty() {
-        return Err(DomainError::invalid(
-            field,
-            format!("{rule} (got {} characters)", name.chars().count()),
-        ));
-    }
-    if let Some(bad) = base
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-    {
-        return Err(DomainError::invalid(field, format!("{rule} (got {bad:?})")));
-    }
-    Ok(())
+    crate::names::validate_fifo_name(
+        field,
+        name,
+        NAME_MAX,
+        "must be 1-256 characters of A-Z, a-z, 0-9, '_' and '-', FIFO topic names ending in .fifo",
+    )
 }
 
 /// The topic name in an SNS topic ARN (`arn:aws:sns:REGION:ACCOUNT:NAME`), or
@@ -124,6 +114,12 @@ impl Topic {
         self.attributes
             .get("DeliveryPolicy")
             .and_then(|t| policy::parse_topic("DeliveryPolicy", t).ok())
+    }
+}
+
+impl crate::tags::HasTags for Topic {
+    fn tags_mut(&mut self) -> &mut crate::tags::Tags {
+        &mut self.tags
     }
 }
 
@@ -322,12 +318,7 @@ pub fn create(txn: &mut Txn<'_>, ctx: &Ctx, c: &CreateTopic) -> ApplyResult<bool
         )
         .into());
     }
-    let id_key = Key::new("seq").str("topic-id").build();
-    let id = match txn.get(&id_key)? {
-        Some(b) => codec::decode::<u64>(&id_key, &b)?,
-        None => 1,
-    };
-    txn.put_record(id_key, &(id + 1));
+    let id = txn.next_id(Key::new("seq").str("topic-id").build())?;
     let t = Topic {
         name: c.name.clone(),
         id,
@@ -392,14 +383,6 @@ pub fn set_attribute(txn: &mut Txn<'_>, name: &str, attr: &str, value: &str) -> 
     } else {
         t.attributes.insert(attr.to_string(), value.to_string());
     }
-    save(txn, &t);
-    Ok(())
-}
-
-/// Applies a tag change to a topic (`TagResource`, `UntagResource`).
-pub fn retag(txn: &mut Txn<'_>, name: &str, change: &crate::tags::Change) -> ApplyResult<()> {
-    let mut t = require(txn, name)?;
-    t.tags = change.applied_to(&t.tags, crate::tags::invalid_parameter)?;
     save(txn, &t);
     Ok(())
 }

@@ -20,8 +20,7 @@ use crate::apply::{Counter, Ctx, Effect, Effects};
 use crate::error::{ApplyResult, DomainError};
 use crate::filter::{AttributeRef, Message};
 use crate::queues::message::{
-    validate_attribute_name, validate_attribute_value, validate_body, validate_fifo_id,
-    AttributeValue, NewMessage, Outgoing, MAX_ATTRIBUTES,
+    validate_attributes, validate_body, validate_fifo_id, AttributeValue, NewMessage, Outgoing,
 };
 use crate::store::keys::{read_u64, Key};
 use crate::store::{codec, StateRead, Txn};
@@ -70,13 +69,7 @@ impl Publication {
     /// Validates a publish request for a topic (FIFO when `fifo`); `prefix`
     /// names the batch entry in errors.
     pub fn validate(prefix: &str, fifo: bool, p: PublishInput) -> Result<Self, DomainError> {
-        let f = |name: &str| {
-            if prefix.is_empty() {
-                name.to_string()
-            } else {
-                format!("{prefix}.{name}")
-            }
-        };
+        let f = |name: &str| crate::error::field_in(prefix, name);
         if p.message.is_empty() {
             return Err(DomainError::invalid(f("message"), "must not be empty"));
         }
@@ -142,19 +135,7 @@ impl Publication {
         } else {
             Some(p.subject)
         };
-        if p.attributes.len() > MAX_ATTRIBUTES {
-            return Err(DomainError::invalid(
-                f("message_attributes"),
-                format!(
-                    "at most {MAX_ATTRIBUTES} attributes, got {}",
-                    p.attributes.len()
-                ),
-            ));
-        }
-        for (name, v) in &p.attributes {
-            let field = f(&format!("message_attributes.{name}"));
-            validate_attribute_name(&f("message_attributes"), name)?;
-            validate_attribute_value(&field, v)?;
+        validate_attributes(&f("message_attributes"), &p.attributes, |field, v| {
             if v.data_type == "String.Array" {
                 let ok = v
                     .string_value
@@ -171,7 +152,8 @@ impl Publication {
                     ));
                 }
             }
-        }
+            Ok(())
+        })?;
         let size = message.len()
             + per_protocol.values().map(String::len).sum::<usize>()
             + p.attributes.iter().map(|(k, v)| v.size(k)).sum::<usize>();

@@ -10,7 +10,7 @@ use super::policy::{self, DeliveryPolicy};
 use crate::error::{ApplyResult, DomainError};
 use crate::filter::{FilterPolicy, Scope};
 use crate::queues::attributes::queue_name_from_arn;
-use crate::store::keys::{self, Key};
+use crate::store::keys::Key;
 use crate::store::{codec, StateRead, Txn};
 
 /// Where a subscription delivers.
@@ -211,12 +211,7 @@ pub fn normalize_endpoint(protocol: Protocol, endpoint: &str) -> Result<String, 
                 }
                 None => endpoint,
             };
-            if name.is_empty()
-                || name.len() > 64
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
+            if !crate::names::is_valid(name, 64, "-_") {
                 return Err(DomainError::invalid(
                     field,
                     "a function name is 1-64 characters of A-Z, a-z, 0-9, '-' and '_'",
@@ -295,18 +290,8 @@ pub fn page(
     after: Option<&str>,
     limit: usize,
 ) -> ApplyResult<(Vec<Subscription>, bool)> {
-    let prefix = sub_prefix(tid);
-    let start = match after {
-        Some(a) => std::ops::Bound::Excluded(sub_key(tid, a)),
-        None => std::ops::Bound::Included(prefix.clone()),
-    };
-    let mut out = Vec::new();
-    for kv in state.range(start, keys::prefix_end(&prefix), false) {
-        let (k, v) = kv?;
-        if out.len() == limit {
-            return Ok((out, true));
-        }
-        out.push(codec::decode(&k, &v)?);
-    }
-    Ok((out, false))
+    let pairs = state.scan_prefix_after(&sub_prefix(tid), after.map(|a| sub_key(tid, a)));
+    Ok(crate::store::page(pairs, limit, |(k, v)| {
+        codec::decode(&k, &v).map(Some)
+    })?)
 }

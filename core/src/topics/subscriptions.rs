@@ -68,16 +68,24 @@ fn check_filter_limit(
         .filter(|s| s.settings.filter.is_some() && Some(s.id.as_str()) != except)
         .count();
     if with_filters >= FILTER_POLICIES_MAX {
-        return Err(DomainError::limit(
+        return Err(at_limit(
+            topic,
             "FilterPolicyLimitExceeded",
-            format!(
-                "topic {:?} already has {FILTER_POLICIES_MAX} subscriptions with a filter policy",
-                topic.name
-            ),
-        )
-        .into());
+            FILTER_POLICIES_MAX,
+            "subscriptions with a filter policy",
+        ));
     }
     Ok(())
+}
+
+/// The refusal of one more subscription on `topic`, which already has the
+/// most (`max`) of `what` it may have.
+fn at_limit(topic: &Topic, code: &str, max: usize, what: &str) -> crate::error::ApplyError {
+    DomainError::limit(
+        code,
+        format!("topic {:?} already has {max} {what}", topic.name),
+    )
+    .into()
 }
 
 /// Applies `Subscribe`.
@@ -123,14 +131,12 @@ pub fn subscribe(
         });
     }
     if count >= SUBSCRIPTIONS_MAX {
-        return Err(DomainError::limit(
+        return Err(at_limit(
+            &topic,
             "SubscriptionLimitExceeded",
-            format!(
-                "topic {:?} already has {SUBSCRIPTIONS_MAX} subscriptions",
-                topic.name
-            ),
-        )
-        .into());
+            SUBSCRIPTIONS_MAX,
+            "subscriptions",
+        ));
     }
     if settings.filter.is_some() {
         check_filter_limit(txn, &topic, None)?;
