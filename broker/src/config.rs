@@ -683,6 +683,25 @@ mod tests {
         }
     }
 
+    /// Why `s` is refused.
+    fn refusal(s: Settings) -> String {
+        s.resolve().unwrap_err()
+    }
+
+    /// A change to a node's settings.
+    type Edit = fn(&mut Settings);
+
+    /// Checks that `base`, changed by each edit, is refused with an error
+    /// that starts with the edit's text.
+    fn assert_refusals(base: &Settings, cases: &[(Edit, &str)]) {
+        for (edit, needle) in cases {
+            let mut s = base.clone();
+            edit(&mut s);
+            let err = refusal(s);
+            assert!(err.starts_with(needle), "{err}");
+        }
+    }
+
     #[test]
     fn peers_parse_and_give_the_advertised_address() {
         let s = Settings {
@@ -727,7 +746,7 @@ mod tests {
             peers: Some("1=a:1,2=b:2,3=c:3".into()),
             ..Default::default()
         };
-        assert!(s.resolve().unwrap_err().contains("own id 4"));
+        assert!(refusal(s).contains("own id 4"));
     }
 
     #[test]
@@ -737,42 +756,30 @@ mod tests {
             join: Some(true),
             ..Default::default()
         };
-        assert!(both
-            .resolve()
-            .unwrap_err()
-            .starts_with("--join and --peers"));
+        assert!(refusal(both).starts_with("--join and --peers"));
         let bad_listen = Settings {
             listen: Some("localhost".into()),
             ..Default::default()
         };
-        assert!(bad_listen.resolve().unwrap_err().starts_with("--listen"));
+        assert!(refusal(bad_listen).starts_with("--listen"));
         let bad_timing = Settings {
             heartbeat_ms: Some(500),
             election_timeout_min_ms: Some(400),
             ..Default::default()
         };
-        assert!(bad_timing
-            .resolve()
-            .unwrap_err()
-            .contains("0 < heartbeat < min < max"));
+        assert!(refusal(bad_timing).contains("0 < heartbeat < min < max"));
         let mismatch = Settings {
             node_id: Some(1),
             cluster_advertise: Some("x:1".into()),
             peers: Some("1=a:1".into()),
             ..networked()
         };
-        assert!(mismatch
-            .resolve()
-            .unwrap_err()
-            .starts_with("--cluster-advertise"));
+        assert!(refusal(mismatch).starts_with("--cluster-advertise"));
         let same_port = Settings {
             cluster_listen: Some("127.0.0.1:7070".into()),
             ..Default::default()
         };
-        assert!(same_port
-            .resolve()
-            .unwrap_err()
-            .contains("never share the public port"));
+        assert!(refusal(same_port).contains("never share the public port"));
     }
 
     #[test]
@@ -816,53 +823,35 @@ mod tests {
 
     #[test]
     fn incomplete_security_flags_name_what_is_missing() {
-        for (s, needle) in [
-            (
-                Settings {
-                    tls_cert: Some("c".into()),
-                    ..Default::default()
-                },
-                "--tls-cert and --tls-key: give both or neither",
-            ),
-            (
-                Settings {
-                    cluster_ca: Some("ca".into()),
-                    ..Default::default()
-                },
-                "--cluster-ca: needs this node's certificate",
-            ),
-            (
-                Settings {
-                    tls_client_ca: Some("ca".into()),
-                    ..Default::default()
-                },
-                "--tls-client-ca: only meaningful with --tls-cert",
-            ),
-            (
-                Settings {
-                    admin_credentials_file: Some("a".into()),
-                    ..Default::default()
-                },
-                "--admin-credentials-file: only meaningful with --auth",
-            ),
-            (
-                Settings {
-                    peers: Some("1=127.0.0.1:7071".into()),
-                    ..Default::default()
-                },
-                "--cluster-key-file: required for a cluster of several nodes",
-            ),
-            (
-                Settings {
-                    http_allow: Some("10.0.0.0/40".into()),
-                    ..Default::default()
-                },
-                "--http-allow",
-            ),
-        ] {
-            let e = s.resolve().unwrap_err();
-            assert!(e.starts_with(needle), "{e}");
-        }
+        assert_refusals(
+            &Settings::default(),
+            &[
+                (
+                    |s| s.tls_cert = Some("c".into()),
+                    "--tls-cert and --tls-key: give both or neither",
+                ),
+                (
+                    |s| s.cluster_ca = Some("ca".into()),
+                    "--cluster-ca: needs this node's certificate",
+                ),
+                (
+                    |s| s.tls_client_ca = Some("ca".into()),
+                    "--tls-client-ca: only meaningful with --tls-cert",
+                ),
+                (
+                    |s| s.admin_credentials_file = Some("a".into()),
+                    "--admin-credentials-file: only meaningful with --auth",
+                ),
+                (
+                    |s| s.peers = Some("1=127.0.0.1:7071".into()),
+                    "--cluster-key-file: required for a cluster of several nodes",
+                ),
+                (
+                    |s| s.http_allow = Some("10.0.0.0/40".into()),
+                    "--http-allow",
+                ),
+            ],
+        );
     }
 
     #[test]
@@ -885,75 +874,41 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        for (bad, needle) in [
-            (
-                Settings {
-                    node_id: Some(1),
-                    ..s.clone()
-                },
-                "--node-id: with --peer-dns the id is the ordinal + 1 (3)",
-            ),
-            (
-                Settings {
-                    ordinal: None,
-                    ..s.clone()
-                },
-                "--ordinal: required",
-            ),
-            (
-                Settings {
-                    ordinal: Some(7),
-                    ..s.clone()
-                },
-                "--ordinal: must be below --max-nodes (7)",
-            ),
-            (
-                Settings {
-                    join: Some(true),
-                    ..s.clone()
-                },
-                "--peer-dns: give it alone",
-            ),
-            (
-                Settings {
-                    remove_after_s: Some(0),
-                    ..s.clone()
-                },
-                "--remove-after-s",
-            ),
-            (
-                Settings {
-                    bootstrap_expect: Some(8),
-                    ..s.clone()
-                },
-                "--bootstrap-expect: must be 1 to --max-nodes (7)",
-            ),
-            (
-                Settings {
-                    cluster_advertise: Some("10.0.0.5:7071".into()),
-                    ..s.clone()
-                },
-                "--cluster-advertise: with --peer-dns a node is reached at its name (sluice-2.peers:7071)",
-            ),
-            (
-                Settings {
-                    ordinal: Some(9),
-                    ordinal_from_hostname: Some("sluice-9".into()),
-                    ..s.clone()
-                },
-                "--ordinal: the ordinal 9 (from host name sluice-9) must be below --max-nodes (7)",
-            ),
-            (
-                Settings {
-                    peer_dns: None,
-                    ..s.clone()
-                },
-                "--ordinal: only meaningful with --peer-dns",
-            ),
-        ] {
-            let err = bad.resolve().unwrap_err();
-            assert!(err.starts_with(needle), "{err}");
-        }
+        assert_refusals(
+            &s,
+            &[
+                (
+                    |s| s.node_id = Some(1),
+                    "--node-id: with --peer-dns the id is the ordinal + 1 (3)",
+                ),
+                (|s| s.ordinal = None, "--ordinal: required"),
+                (
+                    |s| s.ordinal = Some(7),
+                    "--ordinal: must be below --max-nodes (7)",
+                ),
+                (|s| s.join = Some(true), "--peer-dns: give it alone"),
+                (|s| s.remove_after_s = Some(0), "--remove-after-s"),
+                (
+                    |s| s.bootstrap_expect = Some(8),
+                    "--bootstrap-expect: must be 1 to --max-nodes (7)",
+                ),
+                (
+                    |s| s.cluster_advertise = Some("10.0.0.5:7071".into()),
+                    "--cluster-advertise: with --peer-dns a node is reached at its name (sluice-2.peers:7071)",
+                ),
+                (
+                    |s| {
+                        s.ordinal = Some(9);
+                        s.ordinal_from_hostname = Some("sluice-9".into());
+                    },
+                    "--ordinal: the ordinal 9 (from host name sluice-9) must be below --max-nodes (7)",
+                ),
+                (
+                    |s| s.peer_dns = None,
+                    "--ordinal: only meaningful with --peer-dns",
+                ),
+            ],
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::clock::now_ms;
 use crate::command::{Command, CommandOutput, Registered};
 use crate::queues::{self, housekeeping};
 use crate::router::Router;
+use crate::store::StateRead;
 use crate::streams;
 use crate::topics;
 use crate::waiters::Waiters;
@@ -58,11 +59,39 @@ where
     }
 }
 
+/// Proposes the command `op` makes, and again while `more` finds more
+/// work reported in its output, at most [`MAX_REPEAT`] times.
+async fn repeat<O>(
+    router: &Router,
+    op: impl Fn() -> O,
+    more: impl Fn(&O::Output) -> bool,
+) -> Result<(), String>
+where
+    O: Registered<Carrier = Command, Reply = CommandOutput>,
+{
+    for _ in 0..MAX_REPEAT {
+        if !more(&write(router, op()).await?) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Reads this node's state; a failure becomes its message.
+fn read<T, E: ToString>(
+    router: &Router,
+    f: impl FnOnce(&dyn StateRead) -> Result<T, E>,
+) -> Result<T, String> {
+    router.state().read(f).map_err(|e| e.to_string())
+}
+
+/// A collection's output: whether it finished, so more is left when not.
+fn unfinished(done: &bool) -> bool {
+    !*done
+}
+
 async fn round(router: &Router) -> Result<(), String> {
-    let names = router
-        .state()
-        .read(queues::all_names)
-        .map_err(|e| e.to_string())?;
+    let names = read(router, queues::all_names)?;
     for name in names {
         let now = now_ms();
         let needs = match router
@@ -73,19 +102,10 @@ async fn round(router: &Router) -> Result<(), String> {
             Err(_) => continue, // deleted meanwhile
         };
         if needs.tick {
-            for _ in 0..MAX_REPEAT {
-                if !write(
-                    router,
-                    crate::queues::QueueTick {
-                        queue: name.clone(),
-                    },
-                )
-                .await?
-                .more
-                {
-                    break;
-                }
-            }
+            let tick = || crate::queues::QueueTick {
+                queue: name.clone(),
+            };
+            repeat(router, tick, |o| o.more).await?;
         }
         if !needs.outbox.is_empty() {
             move_outbox(router, &name, needs.qid, needs.outbox).await?;
@@ -102,24 +122,12 @@ async fn round(router: &Router) -> Result<(), String> {
     }
     streams_round(router).await?;
     topics_round(router).await?;
-    let garbage = router
-        .state()
-        .read(|s| housekeeping::garbage(s, 100))
-        .map_err(|e| e.to_string())?;
-    for g in garbage {
-        for _ in 0..MAX_REPEAT {
-            if write(
-                router,
-                crate::queues::CollectGarbage {
-                    qid: g.qid,
-                    gen: g.gen,
-                },
-            )
-            .await?
-            {
-                break;
-            }
-        }
+    for g in read(router, |s| housekeeping::garbage(s, 100))? {
+        let collect = || crate::queues::CollectGarbage {
+            qid: g.qid,
+            gen: g.gen,
+        };
+        repeat(router, collect, unfinished).await?;
     }
     Ok(())
 }
@@ -128,51 +136,29 @@ async fn round(router: &Router) -> Result<(), String> {
 /// collects deleted streams.
 async fn streams_round(router: &Router) -> Result<(), String> {
     let now = now_ms();
-    let due: Vec<(String, u32)> = router
-        .state()
-        .read(
-            |s| -> Result<Vec<(String, u32)>, crate::error::ApplyError> {
-                let mut due = Vec::new();
-                for name in streams::all_names(s)? {
-                    let Some(stream) = streams::load(s, &name)? else {
-                        continue;
-                    };
-                    for shard in &stream.shards {
-                        if streams::records::needs_trim(s, &stream, shard, now)? {
-                            due.push((name.clone(), shard.index));
-                        }
-                    }
+    let due = read(router, |s| -> Result<_, crate::error::ApplyError> {
+        let mut due = Vec::new();
+        for name in streams::all_names(s)? {
+            let Some(stream) = streams::load(s, &name)? else {
+                continue;
+            };
+            for shard in &stream.shards {
+                if streams::records::needs_trim(s, &stream, shard, now)? {
+                    due.push((name.clone(), shard.index));
                 }
-                Ok(due)
-            },
-        )
-        .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(due)
+    })?;
     for (name, shard) in due {
-        for _ in 0..MAX_REPEAT {
-            if !write(
-                router,
-                crate::streams::TrimShard {
-                    name: name.clone(),
-                    shard,
-                },
-            )
-            .await?
-            .more
-            {
-                break;
-            }
-        }
+        let trim = || crate::streams::TrimShard {
+            name: name.clone(),
+            shard,
+        };
+        repeat(router, trim, |o| o.more).await?;
     }
-    let garbage = router
-        .state()
-        .read(|s| streams::records::garbage(s, 100))
-        .map_err(|e| e.to_string())?;
-    for sid in garbage {
-        for _ in 0..MAX_REPEAT {
-            if write(router, crate::streams::CollectStream { sid }).await? {
-                break;
-            }
-        }
+    for sid in read(router, |s| streams::records::garbage(s, 100))? {
+        repeat(router, || crate::streams::CollectStream { sid }, unfinished).await?;
     }
     Ok(())
 }
@@ -181,42 +167,23 @@ async fn streams_round(router: &Router) -> Result<(), String> {
 /// topics.
 async fn topics_round(router: &Router) -> Result<(), String> {
     let now = now_ms();
-    let due: Vec<String> = router
-        .state()
-        .read(|s| -> Result<Vec<String>, crate::error::ApplyError> {
-            let mut due = Vec::new();
-            for (tid, name) in topics::all(s)? {
-                if topics::publish::next_expiry(s, tid)?.is_some_and(|t| t <= now) {
-                    due.push(name);
-                }
+    let due = read(router, |s| -> Result<_, crate::error::ApplyError> {
+        let mut due = Vec::new();
+        for (tid, name) in topics::all(s)? {
+            if topics::publish::next_expiry(s, tid)?.is_some_and(|t| t <= now) {
+                due.push(name);
             }
-            Ok(due)
-        })
-        .map_err(|e| e.to_string())?;
+        }
+        Ok(due)
+    })?;
     for topic in due {
-        for _ in 0..MAX_REPEAT {
-            if !write(
-                router,
-                crate::topics::TopicTick {
-                    topic: topic.clone(),
-                },
-            )
-            .await?
-            {
-                break;
-            }
-        }
+        let tick = || crate::topics::TopicTick {
+            topic: topic.clone(),
+        };
+        repeat(router, tick, |more| *more).await?;
     }
-    let garbage = router
-        .state()
-        .read(|s| topics::garbage(s, 100))
-        .map_err(|e| e.to_string())?;
-    for tid in garbage {
-        for _ in 0..MAX_REPEAT {
-            if write(router, crate::topics::CollectTopic { tid }).await? {
-                break;
-            }
-        }
+    for tid in read(router, |s| topics::garbage(s, 100))? {
+        repeat(router, || crate::topics::CollectTopic { tid }, unfinished).await?;
     }
     Ok(())
 }

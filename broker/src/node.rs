@@ -393,26 +393,23 @@ impl RunningNode {
             config.idle_timeout,
         );
         crate::metrics::spawn_connection_gauges(limits.clone());
-        let public_accept = sluice_security::tls::Accept {
-            tls: security.public_identity.clone().map(|cert| {
-                sluice_security::tls::server_config(
-                    cert,
-                    security.client_ca.clone().map(|ca| (ca, false)),
-                )
-            }),
-            handshake_timeout,
-            limits: limits.clone(),
-        };
-        let cluster_accept = sluice_security::tls::Accept {
-            tls: security.cluster_identity.clone().map(|cert| {
-                sluice_security::tls::server_config(
-                    cert,
-                    security.cluster_ca.clone().map(|ca| (ca, true)),
-                )
-            }),
+        // How a listener takes connections: over TLS when it has a
+        // certificate, checking client certificates against `clients`.
+        let accept = |identity: Option<_>, clients, limits| sluice_security::tls::Accept {
+            tls: identity.map(|cert| sluice_security::tls::server_config(cert, clients)),
             handshake_timeout,
             limits,
         };
+        let public_accept = accept(
+            security.public_identity.clone(),
+            security.client_ca.clone().map(|ca| (ca, false)),
+            limits.clone(),
+        );
+        let cluster_accept = accept(
+            security.cluster_identity.clone(),
+            security.cluster_ca.clone().map(|ca| (ca, true)),
+            limits,
+        );
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;

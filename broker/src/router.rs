@@ -495,6 +495,14 @@ fn forward_request(data: Vec<u8>, timeout: Duration) -> tonic::Request<Payload> 
     request
 }
 
+/// The hop of a forwarded call's reply: `what` decoded from its payload.
+fn decoded<T: serde::de::DeserializeOwned>(what: &str, reply: tonic::Response<Payload>) -> Hop<T> {
+    match codec::decode_message(what, &reply.into_inner().data) {
+        Ok(r) => Hop::Done(r),
+        Err(e) => Hop::Fail(RouteError::Internal(e)),
+    }
+}
+
 struct Write(Command);
 
 impl Routed for Write {
@@ -527,12 +535,7 @@ impl Routed for Write {
     async fn forward(&self, channel: SignedChannel, timeout: Duration) -> Hop<CommandResult> {
         let request = forward_request(codec::encode(&self.0), timeout);
         match NodeClient::new(channel).propose(request).await {
-            Ok(reply) => {
-                match codec::decode_message("forwarded write reply", &reply.into_inner().data) {
-                    Ok(r) => Hop::Done(r),
-                    Err(e) => Hop::Fail(RouteError::Internal(e)),
-                }
-            }
+            Ok(reply) => decoded("forwarded write reply", reply),
             Err(status) if in_flight_when_lost(&status) => Hop::Fail(RouteError::LeaderLost {
                 reason: status.message().to_string(),
             }),
@@ -605,12 +608,7 @@ impl Routed for Read {
     async fn forward(&self, channel: SignedChannel, timeout: Duration) -> Hop<QueryResponse> {
         let request = forward_request(codec::encode(&self.0), timeout);
         match NodeClient::new(channel).read(request).await {
-            Ok(reply) => {
-                match codec::decode_message("forwarded read reply", &reply.into_inner().data) {
-                    Ok(r) => Hop::Done(r),
-                    Err(e) => Hop::Fail(RouteError::Internal(e)),
-                }
-            }
+            Ok(reply) => decoded("forwarded read reply", reply),
             Err(status) => hop_from_status(status),
         }
     }

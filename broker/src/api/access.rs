@@ -37,6 +37,10 @@ pub enum Who {
     Workers,
 }
 
+/// The request fields a resource is read from, the first non-empty one
+/// naming it.
+pub type Fields = &'static [&'static str];
+
 /// How the resource of an operation is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Res {
@@ -45,34 +49,34 @@ pub enum Res {
     /// The cluster itself.
     Cluster,
     /// A queue by name or URL.
-    Queue(&'static [&'static str]),
+    Queue(Fields),
     /// A queue by ARN.
-    QueueArn(&'static [&'static str]),
+    QueueArn(Fields),
     /// A message move task's source queue, by the task's handle.
-    MoveTask(&'static [&'static str]),
+    MoveTask(Fields),
     /// A topic by ARN or name.
-    Topic(&'static [&'static str]),
+    Topic(Fields),
     /// A subscription's topic, by the subscription's ARN.
-    Subscription(&'static [&'static str]),
+    Subscription(Fields),
     /// A stream by name, stream ARN or consumer ARN.
-    Stream(&'static [&'static str]),
+    Stream(Fields),
     /// A stream, by a shard iterator it issued.
-    Iterator(&'static [&'static str]),
+    Iterator(Fields),
     /// A function by name or ARN.
-    Function(&'static [&'static str]),
+    Function(Fields),
     /// An event source mapping by UUID.
-    Mapping(&'static [&'static str]),
+    Mapping(Fields),
     /// A worker by id.
-    Worker(&'static [&'static str]),
+    Worker(Fields),
     /// A principal by name.
-    Principal(&'static [&'static str]),
+    Principal(Fields),
     /// A policy by name.
-    Policy(&'static [&'static str]),
+    Policy(Fields),
 }
 
 impl Res {
     /// The request fields it is read from.
-    pub fn fields(&self) -> &'static [&'static str] {
+    pub fn fields(&self) -> Fields {
         match self {
             Res::Any | Res::Cluster => &[],
             Res::Queue(f)
@@ -124,22 +128,29 @@ const fn op(
     }
 }
 
-const fn admin(
-    service: &'static str,
-    method: &'static str,
-    action: &'static str,
-    resource: Res,
-) -> Rpc {
+/// For callers whose policies allow it: a row as [`op`] makes it.
+const fn callers(rpc: Rpc) -> Rpc {
+    rpc
+}
+
+/// An administrative operation: every call is audited.
+const fn admin(rpc: Rpc) -> Rpc {
+    Rpc { admin: true, ..rpc }
+}
+
+/// For worker principals (and nodes), whose policies allow it.
+const fn workers(rpc: Rpc) -> Rpc {
     Rpc {
-        admin: true,
-        ..op(service, method, action, resource)
+        who: Who::Workers,
+        ..rpc
     }
 }
 
-const fn worker(method: &'static str, action: &'static str, resource: Res) -> Rpc {
+/// For any authenticated caller, with no policy to pass.
+const fn authenticated(rpc: Rpc) -> Rpc {
     Rpc {
-        who: Who::Workers,
-        ..op(WORKERS, method, action, resource)
+        who: Who::Authenticated,
+        ..rpc
     }
 }
 
@@ -148,6 +159,31 @@ const fn public(service: &'static str, method: &'static str) -> Rpc {
         who: Who::Public,
         ..op(service, method, "", Res::Any)
     }
+}
+
+/// The rows of one service that share who may call them (`callers`,
+/// `admin`, ...) and an IAM prefix. `"Method" => resource` is the row of
+/// `Method`, its action `prefix:Method`; `"Method" as "Action" =>
+/// resource` names another action under the prefix (a batch is
+/// authorised as its single call: `SendMessageBatch` is
+/// `sqs:SendMessage`).
+macro_rules! rows {
+    ($who:ident, $service:ident, $prefix:literal, {
+        $($method:literal $(as $action:literal)? => $resource:expr,)*
+    }) => {
+        [$($who(op($service, $method, action!($prefix, $method $(, $action)?), $resource))),*]
+    };
+}
+
+/// A row's IAM action: `prefix:Method`, or `prefix:Action` when the row
+/// names one.
+macro_rules! action {
+    ($prefix:literal, $method:literal) => {
+        concat!($prefix, ":", $method)
+    };
+    ($prefix:literal, $method:literal, $action:literal) => {
+        concat!($prefix, ":", $action)
+    };
 }
 
 const QUEUES: &str = "sluice.v1.Queues";
@@ -169,432 +205,167 @@ const FUNCTION: Res = Res::Function(&["function_name"]);
 const MAPPING: Res = Res::Mapping(&["uuid"]);
 const PRINCIPAL: Res = Res::Principal(&["name"]);
 const POLICY: Res = Res::Policy(&["name"]);
+const TAGGED_TOPIC: Res = Res::Topic(&["resource_arn"]);
 
-/// Every operation of the public listener.
-pub const RPCS: &[Rpc] = &[
-    op(QUEUES, "CreateQueue", "sqs:CreateQueue", QUEUE),
-    op(QUEUES, "GetQueueUrl", "sqs:GetQueueUrl", QUEUE),
-    op(QUEUES, "ListQueues", "sqs:ListQueues", Res::Any),
-    op(QUEUES, "DeleteQueue", "sqs:DeleteQueue", QUEUE),
-    op(
-        QUEUES,
-        "GetQueueAttributes",
-        "sqs:GetQueueAttributes",
-        QUEUE,
-    ),
-    op(
-        QUEUES,
-        "SetQueueAttributes",
-        "sqs:SetQueueAttributes",
-        QUEUE,
-    ),
-    op(QUEUES, "TagQueue", "sqs:TagQueue", QUEUE),
-    op(QUEUES, "UntagQueue", "sqs:UntagQueue", QUEUE),
-    op(QUEUES, "ListQueueTags", "sqs:ListQueueTags", QUEUE),
-    op(QUEUES, "PurgeQueue", "sqs:PurgeQueue", QUEUE),
-    op(QUEUES, "SendMessage", "sqs:SendMessage", QUEUE),
-    op(QUEUES, "SendMessageBatch", "sqs:SendMessage", QUEUE),
-    op(QUEUES, "ReceiveMessage", "sqs:ReceiveMessage", QUEUE),
-    op(QUEUES, "DeleteMessage", "sqs:DeleteMessage", QUEUE),
-    op(QUEUES, "DeleteMessageBatch", "sqs:DeleteMessage", QUEUE),
-    op(
-        QUEUES,
-        "ChangeMessageVisibility",
-        "sqs:ChangeMessageVisibility",
-        QUEUE,
-    ),
-    op(
-        QUEUES,
-        "ChangeMessageVisibilityBatch",
-        "sqs:ChangeMessageVisibility",
-        QUEUE,
-    ),
-    op(
-        QUEUES,
-        "ListDeadLetterSourceQueues",
-        "sqs:ListDeadLetterSourceQueues",
-        QUEUE,
-    ),
-    op(
-        QUEUES,
-        "StartMessageMoveTask",
-        "sqs:StartMessageMoveTask",
-        Res::QueueArn(&["source_arn"]),
-    ),
-    op(
-        QUEUES,
-        "ListMessageMoveTasks",
-        "sqs:ListMessageMoveTasks",
-        Res::QueueArn(&["source_arn"]),
-    ),
-    op(
-        QUEUES,
-        "CancelMessageMoveTask",
-        "sqs:CancelMessageMoveTask",
-        Res::MoveTask(&["task_handle"]),
-    ),
-    op(
-        TOPICS,
-        "CreateTopic",
-        "sns:CreateTopic",
-        Res::Topic(&["name"]),
-    ),
-    op(TOPICS, "DeleteTopic", "sns:DeleteTopic", TOPIC),
-    op(TOPICS, "ListTopics", "sns:ListTopics", Res::Any),
-    op(
-        TOPICS,
-        "GetTopicAttributes",
-        "sns:GetTopicAttributes",
-        TOPIC,
-    ),
-    op(
-        TOPICS,
-        "SetTopicAttributes",
-        "sns:SetTopicAttributes",
-        TOPIC,
-    ),
-    op(TOPICS, "Subscribe", "sns:Subscribe", TOPIC),
-    op(
-        TOPICS,
-        "ConfirmSubscription",
-        "sns:ConfirmSubscription",
-        TOPIC,
-    ),
-    op(TOPICS, "Unsubscribe", "sns:Unsubscribe", SUBSCRIPTION),
-    op(
-        TOPICS,
-        "ListSubscriptions",
-        "sns:ListSubscriptions",
-        Res::Any,
-    ),
-    op(
-        TOPICS,
-        "ListSubscriptionsByTopic",
-        "sns:ListSubscriptionsByTopic",
-        TOPIC,
-    ),
-    op(
-        TOPICS,
-        "GetSubscriptionAttributes",
-        "sns:GetSubscriptionAttributes",
-        SUBSCRIPTION,
-    ),
-    op(
-        TOPICS,
-        "SetSubscriptionAttributes",
-        "sns:SetSubscriptionAttributes",
-        SUBSCRIPTION,
-    ),
-    op(TOPICS, "Publish", "sns:Publish", TOPIC),
-    op(TOPICS, "PublishBatch", "sns:Publish", TOPIC),
-    op(
-        TOPICS,
-        "TagResource",
-        "sns:TagResource",
-        Res::Topic(&["resource_arn"]),
-    ),
-    op(
-        TOPICS,
-        "UntagResource",
-        "sns:UntagResource",
-        Res::Topic(&["resource_arn"]),
-    ),
-    op(
-        TOPICS,
-        "ListTagsForResource",
-        "sns:ListTagsForResource",
-        Res::Topic(&["resource_arn"]),
-    ),
-    op(STREAMS, "CreateStream", "kinesis:CreateStream", STREAM),
-    op(STREAMS, "DeleteStream", "kinesis:DeleteStream", STREAM),
-    op(STREAMS, "ListStreams", "kinesis:ListStreams", Res::Any),
-    op(STREAMS, "DescribeStream", "kinesis:DescribeStream", STREAM),
-    op(
-        STREAMS,
-        "DescribeStreamSummary",
-        "kinesis:DescribeStreamSummary",
-        STREAM,
-    ),
-    op(STREAMS, "ListShards", "kinesis:ListShards", STREAM),
-    op(STREAMS, "PutRecord", "kinesis:PutRecord", STREAM),
-    op(STREAMS, "PutRecords", "kinesis:PutRecords", STREAM),
-    op(
-        STREAMS,
-        "GetShardIterator",
-        "kinesis:GetShardIterator",
-        STREAM,
-    ),
-    op(
-        STREAMS,
-        "GetRecords",
-        "kinesis:GetRecords",
-        Res::Iterator(&["shard_iterator"]),
-    ),
-    op(
-        STREAMS,
-        "IncreaseStreamRetentionPeriod",
-        "kinesis:IncreaseStreamRetentionPeriod",
-        STREAM,
-    ),
-    op(
-        STREAMS,
-        "DecreaseStreamRetentionPeriod",
-        "kinesis:DecreaseStreamRetentionPeriod",
-        STREAM,
-    ),
-    op(STREAMS, "SplitShard", "kinesis:SplitShard", STREAM),
-    op(STREAMS, "MergeShards", "kinesis:MergeShards", STREAM),
-    op(
-        STREAMS,
-        "UpdateShardCount",
-        "kinesis:UpdateShardCount",
-        STREAM,
-    ),
-    op(
-        STREAMS,
-        "AddTagsToStream",
-        "kinesis:AddTagsToStream",
-        STREAM,
-    ),
-    op(
-        STREAMS,
-        "RemoveTagsFromStream",
-        "kinesis:RemoveTagsFromStream",
-        STREAM,
-    ),
-    op(
-        STREAMS,
-        "ListTagsForStream",
-        "kinesis:ListTagsForStream",
-        STREAM,
-    ),
-    op(
-        STREAMS,
-        "RegisterStreamConsumer",
-        "kinesis:RegisterStreamConsumer",
-        Res::Stream(&["stream_arn"]),
-    ),
-    op(
-        STREAMS,
-        "DeregisterStreamConsumer",
-        "kinesis:DeregisterStreamConsumer",
-        Res::Stream(&["stream_arn", "consumer_arn"]),
-    ),
-    op(
-        STREAMS,
-        "ListStreamConsumers",
-        "kinesis:ListStreamConsumers",
-        Res::Stream(&["stream_arn"]),
-    ),
-    op(
-        STREAMS,
-        "SubscribeToShard",
-        "kinesis:SubscribeToShard",
-        Res::Stream(&["consumer_arn"]),
-    ),
-    op(
-        FUNCTIONS,
-        "CreateFunction",
-        "lambda:CreateFunction",
-        FUNCTION,
-    ),
-    op(FUNCTIONS, "GetFunction", "lambda:GetFunction", FUNCTION),
-    op(FUNCTIONS, "ListFunctions", "lambda:ListFunctions", Res::Any),
-    op(
-        FUNCTIONS,
-        "DeleteFunction",
-        "lambda:DeleteFunction",
-        FUNCTION,
-    ),
-    op(
-        FUNCTIONS,
-        "UpdateFunctionCode",
-        "lambda:UpdateFunctionCode",
-        FUNCTION,
-    ),
-    op(
-        FUNCTIONS,
-        "UpdateFunctionConfiguration",
-        "lambda:UpdateFunctionConfiguration",
-        FUNCTION,
-    ),
-    op(FUNCTIONS, "Invoke", "lambda:InvokeFunction", FUNCTION),
-    op(
-        FUNCTIONS,
-        "PutFunctionEventInvokeConfig",
-        "lambda:PutFunctionEventInvokeConfig",
-        FUNCTION,
-    ),
-    op(
-        FUNCTIONS,
-        "GetFunctionEventInvokeConfig",
-        "lambda:GetFunctionEventInvokeConfig",
-        FUNCTION,
-    ),
-    op(
-        FUNCTIONS,
-        "PublishVersion",
-        "lambda:PublishVersion",
-        FUNCTION,
-    ),
-    op(
-        FUNCTIONS,
-        "ListVersionsByFunction",
-        "lambda:ListVersionsByFunction",
-        FUNCTION,
-    ),
-    op(FUNCTIONS, "CreateAlias", "lambda:CreateAlias", FUNCTION),
-    op(FUNCTIONS, "UpdateAlias", "lambda:UpdateAlias", FUNCTION),
-    op(FUNCTIONS, "GetAlias", "lambda:GetAlias", FUNCTION),
-    op(FUNCTIONS, "DeleteAlias", "lambda:DeleteAlias", FUNCTION),
-    op(FUNCTIONS, "ListAliases", "lambda:ListAliases", FUNCTION),
-    op(
-        FUNCTIONS,
-        "GetFunctionLogs",
-        "lambda:GetFunctionLogs",
-        FUNCTION,
-    ),
-    op(
-        FUNCTIONS,
-        "PutFunctionConcurrency",
-        "lambda:PutFunctionConcurrency",
-        FUNCTION,
-    ),
-    op(
-        FUNCTIONS,
-        "GetFunctionConcurrency",
-        "lambda:GetFunctionConcurrency",
-        FUNCTION,
-    ),
-    op(
-        FUNCTIONS,
-        "DeleteFunctionConcurrency",
-        "lambda:DeleteFunctionConcurrency",
-        FUNCTION,
-    ),
-    op(
-        FUNCTIONS,
-        "PutProvisionedConcurrencyConfig",
-        "lambda:PutProvisionedConcurrencyConfig",
-        FUNCTION,
-    ),
-    op(
-        FUNCTIONS,
-        "GetProvisionedConcurrencyConfig",
-        "lambda:GetProvisionedConcurrencyConfig",
-        FUNCTION,
-    ),
-    op(
-        FUNCTIONS,
-        "DeleteProvisionedConcurrencyConfig",
-        "lambda:DeleteProvisionedConcurrencyConfig",
-        FUNCTION,
-    ),
-    op(
-        FUNCTIONS,
-        "CreateEventSourceMapping",
-        "lambda:CreateEventSourceMapping",
-        FUNCTION,
-    ),
-    op(
-        FUNCTIONS,
-        "UpdateEventSourceMapping",
-        "lambda:UpdateEventSourceMapping",
-        MAPPING,
-    ),
-    op(
-        FUNCTIONS,
-        "GetEventSourceMapping",
-        "lambda:GetEventSourceMapping",
-        MAPPING,
-    ),
-    op(
-        FUNCTIONS,
-        "DeleteEventSourceMapping",
-        "lambda:DeleteEventSourceMapping",
-        MAPPING,
-    ),
-    op(
-        FUNCTIONS,
-        "ListEventSourceMappings",
-        "lambda:ListEventSourceMappings",
-        Res::Any,
-    ),
-    op(
-        CLUSTER,
-        "GetClusterStatus",
-        "sluice:GetClusterStatus",
-        Res::Cluster,
-    ),
-    admin(CLUSTER, "AddLearner", "sluice:AddLearner", Res::Cluster),
-    admin(
-        CLUSTER,
-        "PromoteLearner",
-        "sluice:PromoteLearner",
-        Res::Cluster,
-    ),
-    admin(CLUSTER, "RemoveMember", "sluice:RemoveMember", Res::Cluster),
-    admin(
-        CLUSTER,
-        "TransferLeadership",
-        "sluice:TransferLeadership",
-        Res::Cluster,
-    ),
-    admin(
-        CLUSTER,
-        "TriggerSnapshot",
-        "sluice:TriggerSnapshot",
-        Res::Cluster,
-    ),
-    worker("Heartbeat", "sluice:Heartbeat", Res::Worker(&["worker_id"])),
-    worker("Leave", "sluice:LeaveWorker", Res::Worker(&["worker_id"])),
-    worker("GetCode", "sluice:GetCode", Res::Any),
-    worker("CommitCheckpoint", "sluice:CommitCheckpoint", FUNCTION),
-    worker(
-        "ReportMappingResult",
-        "sluice:ReportMappingResult",
-        FUNCTION,
-    ),
-    op(WORKERS, "ListWorkers", "sluice:ListWorkers", Res::Any),
-    admin(IAM, "CreatePrincipal", "iam:CreatePrincipal", PRINCIPAL),
-    op(IAM, "GetPrincipal", "iam:GetPrincipal", PRINCIPAL),
-    op(IAM, "ListPrincipals", "iam:ListPrincipals", Res::Any),
-    admin(IAM, "DeletePrincipal", "iam:DeletePrincipal", PRINCIPAL),
-    admin(IAM, "CreateAccessKey", "iam:CreateAccessKey", PRINCIPAL),
-    admin(IAM, "DeleteAccessKey", "iam:DeleteAccessKey", PRINCIPAL),
-    admin(IAM, "PutPolicy", "iam:PutPolicy", POLICY),
-    op(IAM, "GetPolicy", "iam:GetPolicy", POLICY),
-    op(IAM, "ListPolicies", "iam:ListPolicies", Res::Any),
-    admin(IAM, "DeletePolicy", "iam:DeletePolicy", POLICY),
-    admin(IAM, "AttachPolicy", "iam:AttachPolicy", PRINCIPAL),
-    admin(IAM, "DetachPolicy", "iam:DetachPolicy", PRINCIPAL),
-    Rpc {
-        who: Who::Authenticated,
-        ..op(IAM, "GetCallerIdentity", "sts:GetCallerIdentity", Res::Any)
-    },
-    op(SCALER, "IsActive", "sluice:GetScalerMetrics", Res::Any),
-    op(
-        SCALER,
-        "StreamIsActive",
-        "sluice:GetScalerMetrics",
-        Res::Any,
-    ),
-    op(SCALER, "GetMetricSpec", "sluice:GetScalerMetrics", Res::Any),
-    op(SCALER, "GetMetrics", "sluice:GetScalerMetrics", Res::Any),
-    public("grpc.health.v1.Health", "Check"),
-    public("grpc.health.v1.Health", "Watch"),
-    public(
-        "grpc.reflection.v1.ServerReflection",
-        "ServerReflectionInfo",
-    ),
-    public(
-        "grpc.reflection.v1alpha.ServerReflection",
-        "ServerReflectionInfo",
-    ),
-    public(HTTP, "/metrics"),
-    public(HTTP, "/live"),
-    public(HTTP, "/ready"),
-    public(HTTP, "/topics/confirm"),
+/// Every operation of the public listener, service by service.
+pub const RPCS: &[&[Rpc]] = &[
+    &rows!(callers, QUEUES, "sqs", {
+        "CreateQueue" => QUEUE,
+        "GetQueueUrl" => QUEUE,
+        "ListQueues" => Res::Any,
+        "DeleteQueue" => QUEUE,
+        "GetQueueAttributes" => QUEUE,
+        "SetQueueAttributes" => QUEUE,
+        "TagQueue" => QUEUE,
+        "UntagQueue" => QUEUE,
+        "ListQueueTags" => QUEUE,
+        "PurgeQueue" => QUEUE,
+        "SendMessage" => QUEUE,
+        "SendMessageBatch" as "SendMessage" => QUEUE,
+        "ReceiveMessage" => QUEUE,
+        "DeleteMessage" => QUEUE,
+        "DeleteMessageBatch" as "DeleteMessage" => QUEUE,
+        "ChangeMessageVisibility" => QUEUE,
+        "ChangeMessageVisibilityBatch" as "ChangeMessageVisibility" => QUEUE,
+        "ListDeadLetterSourceQueues" => QUEUE,
+        "StartMessageMoveTask" => Res::QueueArn(&["source_arn"]),
+        "ListMessageMoveTasks" => Res::QueueArn(&["source_arn"]),
+        "CancelMessageMoveTask" => Res::MoveTask(&["task_handle"]),
+    }),
+    &rows!(callers, TOPICS, "sns", {
+        "CreateTopic" => Res::Topic(&["name"]),
+        "DeleteTopic" => TOPIC,
+        "ListTopics" => Res::Any,
+        "GetTopicAttributes" => TOPIC,
+        "SetTopicAttributes" => TOPIC,
+        "Subscribe" => TOPIC,
+        "ConfirmSubscription" => TOPIC,
+        "Unsubscribe" => SUBSCRIPTION,
+        "ListSubscriptions" => Res::Any,
+        "ListSubscriptionsByTopic" => TOPIC,
+        "GetSubscriptionAttributes" => SUBSCRIPTION,
+        "SetSubscriptionAttributes" => SUBSCRIPTION,
+        "Publish" => TOPIC,
+        "PublishBatch" as "Publish" => TOPIC,
+        "TagResource" => TAGGED_TOPIC,
+        "UntagResource" => TAGGED_TOPIC,
+        "ListTagsForResource" => TAGGED_TOPIC,
+    }),
+    &rows!(callers, STREAMS, "kinesis", {
+        "CreateStream" => STREAM,
+        "DeleteStream" => STREAM,
+        "ListStreams" => Res::Any,
+        "DescribeStream" => STREAM,
+        "DescribeStreamSummary" => STREAM,
+        "ListShards" => STREAM,
+        "PutRecord" => STREAM,
+        "PutRecords" => STREAM,
+        "GetShardIterator" => STREAM,
+        "GetRecords" => Res::Iterator(&["shard_iterator"]),
+        "IncreaseStreamRetentionPeriod" => STREAM,
+        "DecreaseStreamRetentionPeriod" => STREAM,
+        "SplitShard" => STREAM,
+        "MergeShards" => STREAM,
+        "UpdateShardCount" => STREAM,
+        "AddTagsToStream" => STREAM,
+        "RemoveTagsFromStream" => STREAM,
+        "ListTagsForStream" => STREAM,
+        "RegisterStreamConsumer" => Res::Stream(&["stream_arn"]),
+        "DeregisterStreamConsumer" => Res::Stream(&["stream_arn", "consumer_arn"]),
+        "ListStreamConsumers" => Res::Stream(&["stream_arn"]),
+        "SubscribeToShard" => Res::Stream(&["consumer_arn"]),
+    }),
+    &rows!(callers, FUNCTIONS, "lambda", {
+        "CreateFunction" => FUNCTION,
+        "GetFunction" => FUNCTION,
+        "ListFunctions" => Res::Any,
+        "DeleteFunction" => FUNCTION,
+        "UpdateFunctionCode" => FUNCTION,
+        "UpdateFunctionConfiguration" => FUNCTION,
+        "Invoke" as "InvokeFunction" => FUNCTION,
+        "PutFunctionEventInvokeConfig" => FUNCTION,
+        "GetFunctionEventInvokeConfig" => FUNCTION,
+        "PublishVersion" => FUNCTION,
+        "ListVersionsByFunction" => FUNCTION,
+        "CreateAlias" => FUNCTION,
+        "UpdateAlias" => FUNCTION,
+        "GetAlias" => FUNCTION,
+        "DeleteAlias" => FUNCTION,
+        "ListAliases" => FUNCTION,
+        "GetFunctionLogs" => FUNCTION,
+        "PutFunctionConcurrency" => FUNCTION,
+        "GetFunctionConcurrency" => FUNCTION,
+        "DeleteFunctionConcurrency" => FUNCTION,
+        "PutProvisionedConcurrencyConfig" => FUNCTION,
+        "GetProvisionedConcurrencyConfig" => FUNCTION,
+        "DeleteProvisionedConcurrencyConfig" => FUNCTION,
+        "CreateEventSourceMapping" => FUNCTION,
+        "UpdateEventSourceMapping" => MAPPING,
+        "GetEventSourceMapping" => MAPPING,
+        "DeleteEventSourceMapping" => MAPPING,
+        "ListEventSourceMappings" => Res::Any,
+    }),
+    &rows!(callers, CLUSTER, "sluice", {
+        "GetClusterStatus" => Res::Cluster,
+    }),
+    &rows!(admin, CLUSTER, "sluice", {
+        "AddLearner" => Res::Cluster,
+        "PromoteLearner" => Res::Cluster,
+        "RemoveMember" => Res::Cluster,
+        "TransferLeadership" => Res::Cluster,
+        "TriggerSnapshot" => Res::Cluster,
+    }),
+    &rows!(workers, WORKERS, "sluice", {
+        "Heartbeat" => Res::Worker(&["worker_id"]),
+        "Leave" as "LeaveWorker" => Res::Worker(&["worker_id"]),
+        "GetCode" => Res::Any,
+        "CommitCheckpoint" => FUNCTION,
+        "ReportMappingResult" => FUNCTION,
+    }),
+    &rows!(callers, WORKERS, "sluice", {
+        "ListWorkers" => Res::Any,
+    }),
+    &rows!(admin, IAM, "iam", {
+        "CreatePrincipal" => PRINCIPAL,
+        "DeletePrincipal" => PRINCIPAL,
+        "CreateAccessKey" => PRINCIPAL,
+        "DeleteAccessKey" => PRINCIPAL,
+        "PutPolicy" => POLICY,
+        "DeletePolicy" => POLICY,
+        "AttachPolicy" => PRINCIPAL,
+        "DetachPolicy" => PRINCIPAL,
+    }),
+    &rows!(callers, IAM, "iam", {
+        "GetPrincipal" => PRINCIPAL,
+        "ListPrincipals" => Res::Any,
+        "GetPolicy" => POLICY,
+        "ListPolicies" => Res::Any,
+    }),
+    &rows!(authenticated, IAM, "sts", {
+        "GetCallerIdentity" => Res::Any,
+    }),
+    &rows!(callers, SCALER, "sluice", {
+        "IsActive" as "GetScalerMetrics" => Res::Any,
+        "StreamIsActive" as "GetScalerMetrics" => Res::Any,
+        "GetMetricSpec" as "GetScalerMetrics" => Res::Any,
+        "GetMetrics" as "GetScalerMetrics" => Res::Any,
+    }),
+    &[
+        public("grpc.health.v1.Health", "Check"),
+        public("grpc.health.v1.Health", "Watch"),
+        public(
+            "grpc.reflection.v1.ServerReflection",
+            "ServerReflectionInfo",
+        ),
+        public(
+            "grpc.reflection.v1alpha.ServerReflection",
+            "ServerReflectionInfo",
+        ),
+        public(HTTP, "/metrics"),
+        public(HTTP, "/live"),
+        public(HTTP, "/ready"),
+        public(HTTP, "/topics/confirm"),
+    ],
 ];
 
 /// An operation as the guard looks it up: its row, and the numbers of the
@@ -640,7 +411,7 @@ impl Table {
             }
         }
         let mut by_path = HashMap::new();
-        for rpc in RPCS {
+        for rpc in RPCS.iter().copied().flatten() {
             let path = if rpc.service == HTTP {
                 rpc.method.to_string()
             } else {

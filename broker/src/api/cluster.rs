@@ -138,6 +138,15 @@ fn rejected(e: DomainError) -> Hop<Reply> {
     Hop::Fail(RouteError::Remote(e.into_status()))
 }
 
+/// What a membership operation comes to: a reply, or the hop that ends it
+/// otherwise (a refusal, a retry elsewhere).
+type Outcome = Result<Reply, Hop<Reply>>;
+
+/// The hop an outcome makes.
+fn hop(outcome: Outcome) -> Hop<Reply> {
+    outcome.map_or_else(|hop| hop, Hop::Done)
+}
+
 fn validate_node_id(id: u64) -> Result<NodeId, DomainError> {
     if id == 0 {
         return Err(DomainError::invalid(
@@ -166,43 +175,70 @@ pub fn validate_address(field: &str, addr: &str) -> Result<(), DomainError> {
 }
 
 impl Admin<'_> {
+    /// This node's Raft metrics now.
+    fn metrics(&self) -> RaftMetrics {
+        self.ctx.router.raft().metrics().borrow().clone()
+    }
+
     fn membership_reply(&self, log_index: u64) -> Reply {
-        let m = self.ctx.router.raft().metrics().borrow().clone();
         Reply::Membership(pb::MembershipResponse {
-            members: members(&m),
+            members: members(&self.metrics()),
             log_index,
         })
     }
 
-    async fn add_learner(&self, req: &pb::AddLearnerRequest) -> Hop<Reply> {
-        let raft = self.ctx.router.raft();
-        let id = match validate_node_id(req.node_id) {
-            Ok(id) => id,
-            Err(e) => return rejected(e),
-        };
-        if let Err(e) = validate_address("address", &req.address) {
-            return rejected(e);
+    /// The reply when the membership already is as asked: the members as
+    /// of the last membership change in `m`.
+    fn unchanged(&self, m: &RaftMetrics) -> Reply {
+        self.membership_reply(m.membership_config.log_id().map(|l| l.index).unwrap_or(0))
+    }
+
+    /// The metrics now and the node `node_id` names, which must be a
+    /// member (`hint` tells the caller what to do otherwise).
+    fn member(&self, node_id: u64, hint: &str) -> Result<(RaftMetrics, NodeId), DomainError> {
+        let id = validate_node_id(node_id)?;
+        let m = self.metrics();
+        if m.membership_config.membership().get_node(&id).is_none() {
+            return Err(DomainError::not_found(
+                "NodeNotFound",
+                format!("node_id: node {id} is not a member of the cluster{hint}"),
+            ));
         }
-        let m = raft.metrics().borrow().clone();
+        Ok((m, id))
+    }
+
+    /// Commits a membership change and replies with the members after it.
+    async fn change(&self, change: ChangeMembers<NodeId, Node>) -> Outcome {
+        let r = self
+            .ctx
+            .router
+            .raft()
+            .change_membership(change, false)
+            .await
+            .map_err(|e| membership_error(self.ctx.router.id(), e))?;
+        Ok(self.membership_reply(r.log_id.index))
+    }
+
+    async fn add_learner(&self, req: &pb::AddLearnerRequest) -> Outcome {
+        let raft = self.ctx.router.raft();
+        let id = validate_node_id(req.node_id).map_err(rejected)?;
+        validate_address("address", &req.address).map_err(rejected)?;
+        let m = self.metrics();
         let membership = m.membership_config.membership();
         if let Some(node) = membership.get_node(&id) {
             if node.addr == req.address {
-                return Hop::Done(
-                    self.membership_reply(
-                        m.membership_config.log_id().map(|l| l.index).unwrap_or(0),
-                    ),
-                );
+                return Ok(self.unchanged(&m));
             }
-            return rejected(DomainError::already_exists(
+            return Err(rejected(DomainError::already_exists(
                 "NodeExists",
                 format!("node_id: node {id} is already a member at {}", node.addr),
-            ));
+            )));
         }
         if let Some((other, _)) = membership.nodes().find(|(_, n)| n.addr == req.address) {
-            return rejected(DomainError::already_exists(
+            return Err(rejected(DomainError::already_exists(
                 "AddressInUse",
                 format!("address: {} is already node {other}'s", req.address),
-            ));
+            )));
         }
         // Only a node that proves it holds the cluster key is sent the log.
         if let Err(why) = crate::bootstrap::prove(
@@ -213,18 +249,15 @@ impl Admin<'_> {
         )
         .await
         {
-            return rejected(DomainError::denied(
+            return Err(rejected(DomainError::denied(
                 "NodeNotAuthenticated",
                 format!("address: {why}; node {id} was not added"),
-            ));
+            )));
         }
-        let reply = match raft
+        let reply = raft
             .add_learner(id, Node::new(req.address.clone()), false)
             .await
-        {
-            Ok(r) => r,
-            Err(e) => return membership_error(self.ctx.router.id(), e),
-        };
+            .map_err(|e| membership_error(self.ctx.router.id(), e))?;
         // Answer once the learner has caught up (or the wait ran out; the
         // reply's lag shows which).
         let _ = raft
@@ -242,29 +275,15 @@ impl Admin<'_> {
                 "learner caught up",
             )
             .await;
-        Hop::Done(self.membership_reply(reply.log_id.index))
+        Ok(self.membership_reply(reply.log_id.index))
     }
 
-    async fn promote(&self, req: &pb::PromoteLearnerRequest) -> Hop<Reply> {
-        let raft = self.ctx.router.raft();
-        let id = match validate_node_id(req.node_id) {
-            Ok(id) => id,
-            Err(e) => return rejected(e),
-        };
-        let m = raft.metrics().borrow().clone();
-        let membership = m.membership_config.membership();
-        if membership.get_node(&id).is_none() {
-            return rejected(DomainError::not_found(
-                "NodeNotFound",
-                format!(
-                    "node_id: node {id} is not a member of the cluster; add it as a learner first"
-                ),
-            ));
-        }
-        if is_voter(membership, id) {
-            return Hop::Done(
-                self.membership_reply(m.membership_config.log_id().map(|l| l.index).unwrap_or(0)),
-            );
+    async fn promote(&self, req: &pb::PromoteLearnerRequest) -> Outcome {
+        let (m, id) = self
+            .member(req.node_id, "; add it as a learner first")
+            .map_err(rejected)?;
+        if is_voter(m.membership_config.membership(), id) {
+            return Ok(self.unchanged(&m));
         }
         let lag = members(&m)
             .into_iter()
@@ -272,49 +291,30 @@ impl Admin<'_> {
             .and_then(|s| s.lag)
             .unwrap_or(u64::MAX);
         if lag > PROMOTE_MAX_LAG {
-            return rejected(DomainError::precondition(
+            return Err(rejected(DomainError::precondition(
                 "LearnerLagging",
                 format!("node_id: node {id} is behind the leader by more than {PROMOTE_MAX_LAG} entries; promote it once it has caught up"),
-            ));
+            )));
         }
-        match raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
             .await
-        {
-            Ok(r) => Hop::Done(self.membership_reply(r.log_id.index)),
-            Err(e) => membership_error(self.ctx.router.id(), e),
-        }
     }
 
-    async fn remove(&self, req: &pb::RemoveMemberRequest) -> Hop<Reply> {
-        let raft = self.ctx.router.raft();
-        let id = match validate_node_id(req.node_id) {
-            Ok(id) => id,
-            Err(e) => return rejected(e),
-        };
-        let m = raft.metrics().borrow().clone();
+    async fn remove(&self, req: &pb::RemoveMemberRequest) -> Outcome {
+        let (m, id) = self.member(req.node_id, "").map_err(rejected)?;
         let membership = m.membership_config.membership();
-        if membership.get_node(&id).is_none() {
-            return rejected(DomainError::not_found(
-                "NodeNotFound",
-                format!("node_id: node {id} is not a member of the cluster"),
-            ));
-        }
         let change = if is_voter(membership, id) {
             if membership.voter_ids().count() == 1 {
-                return rejected(DomainError::precondition(
+                return Err(rejected(DomainError::precondition(
                     "LastVoter",
                     format!("node_id: node {id} is the cluster's only voter"),
-                ));
+                )));
             }
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        match raft.change_membership(change, false).await {
-            Ok(r) => Hop::Done(self.membership_reply(r.log_id.index)),
-            Err(e) => membership_error(self.ctx.router.id(), e),
-        }
+        self.change(change).await
     }
 }
 
@@ -324,9 +324,9 @@ impl Routed for Admin<'_> {
     async fn here(&self, _router: &Router) -> Hop<Reply> {
         match &self.op {
             Op::Status => Hop::Done(Reply::Status(local_status(self.ctx))),
-            Op::AddLearner(req) => self.add_learner(req).await,
-            Op::Promote(req) => self.promote(req).await,
-            Op::Remove(req) => self.remove(req).await,
+            Op::AddLearner(req) => hop(self.add_learner(req).await),
+            Op::Promote(req) => hop(self.promote(req).await),
+            Op::Remove(req) => hop(self.remove(req).await),
             Op::Transfer(req) => {
                 match transfer::transfer(&self.ctx.router, &self.ctx.timing, req.to_node_id).await {
                     Ok(o) => Hop::Done(Reply::Transfer(pb::TransferLeadershipResponse {
@@ -365,23 +365,17 @@ impl Routed for Admin<'_> {
             r
         }
         let mut client = ClusterClient::new(channel);
+        let membership = |r: Result<Response<pb::MembershipResponse>, Status>| {
+            r.map(|r| Reply::Membership(r.into_inner()))
+        };
         let result = match self.op.clone() {
             Op::Status => client
                 .get_cluster_status(forwarded(pb::GetClusterStatusRequest { local: false }))
                 .await
                 .map(|r| Reply::Status(r.into_inner())),
-            Op::AddLearner(req) => client
-                .add_learner(forwarded(req))
-                .await
-                .map(|r| Reply::Membership(r.into_inner())),
-            Op::Promote(req) => client
-                .promote_learner(forwarded(req))
-                .await
-                .map(|r| Reply::Membership(r.into_inner())),
-            Op::Remove(req) => client
-                .remove_member(forwarded(req))
-                .await
-                .map(|r| Reply::Membership(r.into_inner())),
+            Op::AddLearner(req) => membership(client.add_learner(forwarded(req)).await),
+            Op::Promote(req) => membership(client.promote_learner(forwarded(req)).await),
+            Op::Remove(req) => membership(client.remove_member(forwarded(req)).await),
             Op::Transfer(req) => client
                 .transfer_leadership(forwarded(req))
                 .await

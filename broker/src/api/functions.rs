@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use super::fields::{next_token, optional};
 use super::{consistency, Consistency, Context};
 use crate::error::DomainError;
 use crate::functions::events::{Destination, EventConfig};
@@ -370,6 +371,23 @@ fn package(field: &str, zip: Vec<u8>) -> Result<Code, DomainError> {
     })
 }
 
+/// The function a request's `function_name` names (see [`name_ref`]).
+fn function_name(given: &str) -> Result<String, Status> {
+    name_ref("function_name", given).map_err(super::status::from_domain)
+}
+
+/// Refuses a negative memory size or timeout (absent ones pass).
+fn check_sizes(memory_size: Option<i32>, timeout: Option<i32>) -> Result<(), Status> {
+    for (field, v) in [("memory_size", memory_size), ("timeout", timeout)] {
+        if let Some(v) = v.filter(|v| *v < 0) {
+            return Err(
+                DomainError::invalid(field, format!("must not be negative, got {v}")).into_status(),
+            );
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn name_ref(field: &str, given: &str) -> Result<String, DomainError> {
     // A function ARN names the function too.
     let name = given
@@ -389,14 +407,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         let req = request.into_inner();
         functions::validate_name("function_name", &req.function_name)
             .map_err(super::status::from_domain)?;
-        for (field, v) in [("memory_size", req.memory_size), ("timeout", req.timeout)] {
-            if v < 0 {
-                return Err(
-                    DomainError::invalid(field, format!("must not be negative, got {v}"))
-                        .into_status(),
-                );
-            }
-        }
+        check_sizes(Some(req.memory_size), Some(req.timeout))?;
         let settings = Settings {
             runtime: req.runtime,
             handler: req.handler,
@@ -431,8 +442,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::GetFunctionRequest>,
     ) -> Result<Response<pb::GetFunctionResponse>, Status> {
         let how = consistency(&request)?;
-        let name = name_ref("function_name", &request.into_inner().function_name)
-            .map_err(super::status::from_domain)?;
+        let name = function_name(&request.into_inner().function_name)?;
         let f = self
             .ctx
             .ask(how, crate::functions::GetFunction { name })
@@ -459,11 +469,8 @@ impl pb::functions_server::Functions for FunctionsApi {
                 .into_status())
             }
         };
-        let after = if req.marker.is_empty() {
-            None
-        } else {
-            Some(name_ref("marker", &req.marker).map_err(super::status::from_domain)?)
-        };
+        let after = optional(&req.marker, |marker| name_ref("marker", marker))
+            .map_err(super::status::from_domain)?;
         let (fs, more) = self
             .ctx
             .ask(
@@ -475,11 +482,7 @@ impl pb::functions_server::Functions for FunctionsApi {
             )
             .await?;
         Ok(Response::new(pb::ListFunctionsResponse {
-            next_marker: if more {
-                fs.last().map(|f| f.name.clone()).unwrap_or_default()
-            } else {
-                String::new()
-            },
+            next_marker: next_token(more, &fs, |f| f.name.clone()),
             functions: fs.iter().map(|f| self.configuration(f)).collect(),
         }))
     }
@@ -488,8 +491,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         &self,
         request: Request<pb::DeleteFunctionRequest>,
     ) -> Result<Response<pb::DeleteFunctionResponse>, Status> {
-        let name = name_ref("function_name", &request.into_inner().function_name)
-            .map_err(super::status::from_domain)?;
+        let name = function_name(&request.into_inner().function_name)?;
         self.ctx
             .run(crate::functions::DeleteFunction { name })
             .await?;
@@ -501,8 +503,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::UpdateFunctionCodeRequest>,
     ) -> Result<Response<pb::FunctionConfiguration>, Status> {
         let req = request.into_inner();
-        let name =
-            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
+        let name = function_name(&req.function_name)?;
         let code = package("zip_file", req.zip_file).map_err(super::status::from_domain)?;
         let f = self
             .ctx
@@ -516,16 +517,8 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::UpdateFunctionConfigurationRequest>,
     ) -> Result<Response<pb::FunctionConfiguration>, Status> {
         let req = request.into_inner();
-        let name =
-            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
-        for (field, v) in [("memory_size", req.memory_size), ("timeout", req.timeout)] {
-            if let Some(v) = v.filter(|v| *v < 0) {
-                return Err(
-                    DomainError::invalid(field, format!("must not be negative, got {v}"))
-                        .into_status(),
-                );
-            }
-        }
+        let name = function_name(&req.function_name)?;
+        check_sizes(req.memory_size, req.timeout)?;
         let change = SettingsChange {
             handler: req.handler,
             memory_mb: req.memory_size.map(|m| m.max(0) as u32),
@@ -548,22 +541,16 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::PublishVersionRequest>,
     ) -> Result<Response<pb::FunctionConfiguration>, Status> {
         let req = request.into_inner();
-        let name =
-            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
-        let expected_sha256 = if req.code_sha256.is_empty() {
-            None
-        } else {
-            Some(hex::encode(
-                decode_base64(&req.code_sha256)
-                    .ok_or_else(|| {
-                        DomainError::invalid(
-                            "code_sha256",
-                            "must be base64, as FunctionConfiguration reports it",
-                        )
-                    })
-                    .map_err(super::status::from_domain)?,
-            ))
-        };
+        let name = function_name(&req.function_name)?;
+        let expected_sha256 = optional(&req.code_sha256, |sha| {
+            decode_base64(sha).map(hex::encode).ok_or_else(|| {
+                DomainError::invalid(
+                    "code_sha256",
+                    "must be base64, as FunctionConfiguration reports it",
+                )
+            })
+        })
+        .map_err(super::status::from_domain)?;
         let v = self
             .ctx
             .run(crate::functions::PublishVersion {
@@ -579,8 +566,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::ListVersionsByFunctionRequest>,
     ) -> Result<Response<pb::ListVersionsByFunctionResponse>, Status> {
         let how = consistency(&request)?;
-        let name = name_ref("function_name", &request.into_inner().function_name)
-            .map_err(super::status::from_domain)?;
+        let name = function_name(&request.into_inner().function_name)?;
         let (f, vs) = self
             .ctx
             .ask(how, crate::functions::ListVersions { name })
@@ -612,8 +598,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     ) -> Result<Response<pb::AliasConfiguration>, Status> {
         let how = consistency(&request)?;
         let req = request.into_inner();
-        let name =
-            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
+        let name = function_name(&req.function_name)?;
         let all = self
             .ctx
             .ask(how, crate::functions::ListAliases { name: name.clone() })
@@ -636,8 +621,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::GetAliasRequest>,
     ) -> Result<Response<pb::DeleteAliasResponse>, Status> {
         let req = request.into_inner();
-        let name =
-            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
+        let name = function_name(&req.function_name)?;
         self.ctx
             .run(crate::functions::DeleteAlias {
                 name,
@@ -652,8 +636,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::ListAliasesRequest>,
     ) -> Result<Response<pb::ListAliasesResponse>, Status> {
         let how = consistency(&request)?;
-        let name = name_ref("function_name", &request.into_inner().function_name)
-            .map_err(super::status::from_domain)?;
+        let name = function_name(&request.into_inner().function_name)?;
         let all = self
             .ctx
             .ask(how, crate::functions::ListAliases { name: name.clone() })
@@ -671,15 +654,8 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::FunctionEventInvokeConfig>,
     ) -> Result<Response<pb::FunctionEventInvokeConfig>, Status> {
         let req = request.into_inner();
-        let name =
-            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
-        let destination = |field: &str, arn: &str| -> Result<Option<Destination>, DomainError> {
-            if arn.is_empty() {
-                Ok(None)
-            } else {
-                Destination::parse(field, arn).map(Some)
-            }
-        };
+        let name = function_name(&req.function_name)?;
+        let destination = |field: &str, arn: &str| optional(arn, |a| Destination::parse(field, a));
         let config = EventConfig {
             max_retries: req
                 .maximum_retry_attempts
@@ -715,8 +691,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::GetFunctionRequest>,
     ) -> Result<Response<pb::FunctionEventInvokeConfig>, Status> {
         let how = consistency(&request)?;
-        let name = name_ref("function_name", &request.into_inner().function_name)
-            .map_err(super::status::from_domain)?;
+        let name = function_name(&request.into_inner().function_name)?;
         let c = self
             .ctx
             .ask(
@@ -736,8 +711,7 @@ impl pb::functions_server::Functions for FunctionsApi {
             .get(sluice_proto::FORWARDED_HEADER)
             .is_some();
         let req = request.into_inner();
-        let name =
-            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
+        let name = function_name(&req.function_name)?;
         if req.qualifier.len() > 128 {
             return Err(DomainError::invalid("qualifier", "at most 128 characters").into_status());
         }
@@ -864,8 +838,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::GetFunctionLogsRequest>,
     ) -> Result<Response<pb::LogsResponse>, Status> {
         let req = request.into_inner();
-        let name =
-            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
+        let name = function_name(&req.function_name)?;
         let limit = match req.limit {
             0 => 50,
             n if n <= sluice_worker::host::LOGS_LIMIT_MAX => n,
@@ -900,8 +873,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::FunctionConcurrency>,
     ) -> Result<Response<pb::FunctionConcurrency>, Status> {
         let req = request.into_inner();
-        let name =
-            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
+        let name = function_name(&req.function_name)?;
         let Some(reserved) = req.reserved_concurrent_executions else {
             return Err(DomainError::invalid(
                 "reserved_concurrent_executions",
@@ -917,8 +889,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::GetFunctionRequest>,
     ) -> Result<Response<pb::FunctionConcurrency>, Status> {
         let how = consistency(&request)?;
-        let name = name_ref("function_name", &request.into_inner().function_name)
-            .map_err(super::status::from_domain)?;
+        let name = function_name(&request.into_inner().function_name)?;
         let reserved = self
             .ctx
             .ask(
@@ -936,8 +907,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         &self,
         request: Request<pb::GetFunctionRequest>,
     ) -> Result<Response<pb::FunctionConcurrency>, Status> {
-        let name = name_ref("function_name", &request.into_inner().function_name)
-            .map_err(super::status::from_domain)?;
+        let name = function_name(&request.into_inner().function_name)?;
         self.set_reserved(name, None).await
     }
 
@@ -946,8 +916,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::ProvisionedConcurrencyConfig>,
     ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
         let req = request.into_inner();
-        let name =
-            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
+        let name = function_name(&req.function_name)?;
         self.set_provisioned(&name, &req.qualifier, Some(req.requested))
             .await?;
         self.provisioned_status(&name, &req.qualifier).await
@@ -958,8 +927,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::ProvisionedConcurrencyConfig>,
     ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
         let req = request.into_inner();
-        let name =
-            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
+        let name = function_name(&req.function_name)?;
         self.provisioned_status(&name, &req.qualifier).await
     }
 
@@ -968,8 +936,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::ProvisionedConcurrencyConfig>,
     ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
         let req = request.into_inner();
-        let name =
-            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
+        let name = function_name(&req.function_name)?;
         self.set_provisioned(&name, &req.qualifier, None).await?;
         Ok(Response::new(pb::ProvisionedConcurrencyConfig {
             function_name: name,
@@ -983,8 +950,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         request: Request<pb::EventSourceMappingRequest>,
     ) -> Result<Response<pb::EventSourceMapping>, Status> {
         let req = request.into_inner();
-        let function =
-            name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?;
+        let function = function_name(&req.function_name)?;
         let source =
             mappings::parse_source(&req.event_source_arn).map_err(super::status::from_domain)?;
         // The source must exist now (Lambda refuses a missing one).
@@ -1051,10 +1017,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     ) -> Result<Response<pb::EventSourceMapping>, Status> {
         let req = request.into_inner();
         let m = self.mapping(&req.uuid).await?;
-        if !req.function_name.is_empty()
-            && name_ref("function_name", &req.function_name).map_err(super::status::from_domain)?
-                != m.function
-        {
+        if !req.function_name.is_empty() && function_name(&req.function_name)? != m.function {
             return Err(DomainError::invalid(
                 "function_name",
                 "a mapping's function cannot change (delete it and create another)",
@@ -1125,22 +1088,9 @@ impl pb::functions_server::Functions for FunctionsApi {
     ) -> Result<Response<pb::ListEventSourceMappingsResponse>, Status> {
         let how = consistency(&request)?;
         let req = request.into_inner();
-        let function = if req.function_name.is_empty() {
-            None
-        } else {
-            Some(
-                name_ref("function_name", &req.function_name)
-                    .map_err(super::status::from_domain)?,
-            )
-        };
-        let source = if req.event_source_arn.is_empty() {
-            None
-        } else {
-            Some(
-                mappings::parse_source(&req.event_source_arn)
-                    .map_err(super::status::from_domain)?,
-            )
-        };
+        let function = optional(&req.function_name, function_name)?;
+        let source = optional(&req.event_source_arn, mappings::parse_source)
+            .map_err(super::status::from_domain)?;
         let all = self
             .ctx
             .ask(how, crate::mappings::ListMappings { function })

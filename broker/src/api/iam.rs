@@ -10,6 +10,7 @@ use sluice_proto::v1 as pb;
 use sluice_security::Credentials;
 use tonic::{Request, Response, Status};
 
+use super::fields::{next_token, optional};
 use super::{Consistency, Context};
 use crate::command::{Command, CommandOutput, Query, QueryOutput, Registered};
 use crate::error::DomainError;
@@ -78,8 +79,9 @@ impl IamApi {
     }
 }
 
-fn name(field: &str, value: &str) -> Result<String, DomainError> {
-    iam::validate_name(field, value)?;
+/// A principal's or policy's name, checked.
+fn name(field: &str, value: &str) -> Result<String, Status> {
+    iam::validate_name(field, value).map_err(super::status::from_domain)?;
     Ok(value.to_string())
 }
 
@@ -100,7 +102,7 @@ impl pb::iam_server::Iam for IamApi {
             iam::validate_name(&format!("policies[{i}]"), p).map_err(super::status::from_domain)?;
         }
         self.principal_command(iam::CreatePrincipal {
-            name: name("name", &r.name).map_err(super::status::from_domain)?,
+            name: name("name", &r.name)?,
             kind,
             policies,
         })
@@ -111,7 +113,7 @@ impl pb::iam_server::Iam for IamApi {
         &self,
         request: Request<pb::GetPrincipalRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
-        let n = name("name", &request.into_inner().name).map_err(super::status::from_domain)?;
+        let n = name("name", &request.into_inner().name)?;
         let p = self.ask(iam::GetPrincipal { name: n }).await?;
         Ok(Response::new(self.principal_out(p)))
     }
@@ -132,16 +134,9 @@ impl pb::iam_server::Iam for IamApi {
                 .into_status())
             }
         };
-        let after = (!r.next_token.is_empty())
-            .then(|| name("next_token", &r.next_token))
-            .transpose()
-            .map_err(super::status::from_domain)?;
+        let after = optional(&r.next_token, |token| name("next_token", token))?;
         let (ps, more) = self.ask(iam::ListPrincipals { after, limit }).await?;
-        let next_token = if more {
-            ps.last().map(|p| p.name.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_token = next_token(more, &ps, |p| p.name.clone());
         Ok(Response::new(pb::ListPrincipalsResponse {
             principals: ps.into_iter().map(|p| self.principal_out(p)).collect(),
             next_token,
@@ -152,7 +147,7 @@ impl pb::iam_server::Iam for IamApi {
         &self,
         request: Request<pb::DeletePrincipalRequest>,
     ) -> Result<Response<pb::DeletePrincipalResponse>, Status> {
-        let n = name("name", &request.into_inner().name).map_err(super::status::from_domain)?;
+        let n = name("name", &request.into_inner().name)?;
         self.ctx.run(iam::DeletePrincipal { name: n }).await?;
         Ok(Response::new(pb::DeletePrincipalResponse {}))
     }
@@ -161,7 +156,7 @@ impl pb::iam_server::Iam for IamApi {
         &self,
         request: Request<pb::CreateAccessKeyRequest>,
     ) -> Result<Response<pb::CreateAccessKeyResponse>, Status> {
-        let who = name("name", &request.into_inner().name).map_err(super::status::from_domain)?;
+        let who = name("name", &request.into_inner().name)?;
         let fresh = Credentials::generate();
         let sealed = sluice_security::seal::seal(
             &self.ctx.security.cluster_key,
@@ -191,7 +186,7 @@ impl pb::iam_server::Iam for IamApi {
             .map_err(|e| DomainError::invalid("access_key_id", e))
             .map_err(super::status::from_domain)?;
         self.principal_command(iam::DeleteAccessKey {
-            principal: name("name", &r.name).map_err(super::status::from_domain)?,
+            principal: name("name", &r.name)?,
             access_key_id: r.access_key_id,
         })
         .await
@@ -222,7 +217,7 @@ impl pb::iam_server::Iam for IamApi {
         &self,
         request: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::PolicyInfo>, Status> {
-        let n = name("name", &request.into_inner().name).map_err(super::status::from_domain)?;
+        let n = name("name", &request.into_inner().name)?;
         if let Some(doc) = builtin::document(&n) {
             return Ok(Response::new(self.policy_out(&n, doc, true, 0)));
         }
@@ -256,7 +251,7 @@ impl pb::iam_server::Iam for IamApi {
         &self,
         request: Request<pb::DeletePolicyRequest>,
     ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
-        let n = name("name", &request.into_inner().name).map_err(super::status::from_domain)?;
+        let n = name("name", &request.into_inner().name)?;
         self.ctx.run(iam::DeletePolicy { name: n }).await?;
         Ok(Response::new(pb::DeletePolicyResponse {}))
     }
@@ -267,8 +262,8 @@ impl pb::iam_server::Iam for IamApi {
     ) -> Result<Response<pb::Principal>, Status> {
         let r = request.into_inner();
         self.principal_command(iam::AttachPolicy {
-            principal: name("name", &r.name).map_err(super::status::from_domain)?,
-            policy: name("policy", &r.policy).map_err(super::status::from_domain)?,
+            principal: name("name", &r.name)?,
+            policy: name("policy", &r.policy)?,
         })
         .await
     }
@@ -279,8 +274,8 @@ impl pb::iam_server::Iam for IamApi {
     ) -> Result<Response<pb::Principal>, Status> {
         let r = request.into_inner();
         self.principal_command(iam::DetachPolicy {
-            principal: name("name", &r.name).map_err(super::status::from_domain)?,
-            policy: name("policy", &r.policy).map_err(super::status::from_domain)?,
+            principal: name("name", &r.name)?,
+            policy: name("policy", &r.policy)?,
         })
         .await
     }

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod bounds;
 pub mod cluster;
+mod fields;
 pub mod functions;
 pub mod guard;
 pub mod iam;

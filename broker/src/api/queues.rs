@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use super::fields::optional;
 use super::{consistency, Consistency, Context};
 use crate::clock::now_ms;
+use crate::command::{Command, CommandOutput, Registered};
 use crate::error::DomainError;
 use crate::queues::attributes::{self, queue_name_from_arn, Attribute};
 use crate::queues::delivery::{ReceiveRequest, Received};
@@ -144,7 +146,7 @@ fn outgoing(
     }
 }
 
-pub(super) fn batch_error(id: String, e: DomainError) -> pb::BatchResultErrorEntry {
+fn batch_error(id: String, e: DomainError) -> pb::BatchResultErrorEntry {
     pb::BatchResultErrorEntry {
         id,
         code: e.code,
@@ -156,48 +158,86 @@ pub(super) fn batch_error(id: String, e: DomainError) -> pb::BatchResultErrorEnt
 /// The entries of a batch that passed validation, and the errors of those
 /// that did not.
 pub(super) struct Split<T> {
-    pub(super) ids: Vec<String>,
+    ids: Vec<String>,
+    /// The entries that passed, in order.
     pub(super) valid: Vec<T>,
-    pub(super) failed: Vec<pb::BatchResultErrorEntry>,
+    failed: Vec<pb::BatchResultErrorEntry>,
 }
 
-/// Validates each entry of a batch on its own: a bad entry fails alone.
+/// Checks a batch's entry ids (present, distinct, not too many), then
+/// validates each entry on its own: a bad entry fails alone.
 pub(super) fn split<E, T>(
     entries: Vec<E>,
-    mut parse: impl FnMut(usize, E) -> (String, Result<T, DomainError>),
-) -> Split<T> {
+    id_of: impl Fn(&E) -> &str,
+    mut parse: impl FnMut(usize, E) -> Result<T, DomainError>,
+) -> Result<Split<T>, Status> {
+    message::validate_batch_ids("entries", entries.iter().map(&id_of))
+        .map_err(super::status::from_domain)?;
     let mut out = Split {
         ids: Vec::new(),
         valid: Vec::new(),
         failed: Vec::new(),
     };
     for (i, e) in entries.into_iter().enumerate() {
+        let id = id_of(&e).to_string();
         match parse(i, e) {
-            (id, Ok(t)) => {
+            Ok(t) => {
                 out.ids.push(id);
                 out.valid.push(t);
             }
-            (id, Err(err)) => out.failed.push(batch_error(id, err)),
+            Err(err) => out.failed.push(batch_error(id, err)),
         }
     }
-    out
+    Ok(out)
 }
 
-/// Pairs the per-entry results of a batch command with their entry ids.
-pub(super) fn join<R, S>(
-    ids: Vec<String>,
-    results: Vec<Result<R, DomainError>>,
-    failed: &mut Vec<pb::BatchResultErrorEntry>,
-    mut ok: impl FnMut(String, R) -> S,
-) -> Vec<S> {
-    let mut successful = Vec::new();
-    for (id, r) in ids.into_iter().zip(results) {
-        match r {
-            Ok(v) => successful.push(ok(id, v)),
-            Err(e) => failed.push(batch_error(id, e)),
+impl<T> Split<T> {
+    /// Commits the valid entries as one batch command (none when every
+    /// entry failed) and answers each entry: `ok` makes the entry of a
+    /// success; a failure, in validation or in the command, is an error
+    /// entry.
+    pub(super) async fn commit<C, R, S>(
+        self,
+        ctx: &Context,
+        command: impl FnOnce(Vec<T>) -> C,
+        mut ok: impl FnMut(String, R) -> S,
+    ) -> Result<(Vec<S>, Vec<pb::BatchResultErrorEntry>), Status>
+    where
+        C: Registered<
+            Carrier = Command,
+            Reply = CommandOutput,
+            Output = Vec<Result<R, DomainError>>,
+        >,
+    {
+        let Split {
+            ids,
+            valid,
+            mut failed,
+        } = self;
+        let mut successful = Vec::new();
+        if !valid.is_empty() {
+            let results = ctx.run(command(valid)).await?;
+            for (id, r) in ids.into_iter().zip(results) {
+                match r {
+                    Ok(v) => successful.push(ok(id, v)),
+                    Err(e) => failed.push(batch_error(id, e)),
+                }
+            }
         }
+        Ok((successful, failed))
     }
-    successful
+}
+
+/// A count from 1 to `max` a request may leave 0 for `default`.
+fn count_in(field: &str, v: i32, default: u32, max: u32) -> Result<u32, Status> {
+    match v {
+        0 => Ok(default),
+        n if (1..=max as i32).contains(&n) => Ok(n as u32),
+        n => Err(super::status::invalid(
+            field,
+            format!("must be from 1 to {max}, got {n}"),
+        )),
+    }
 }
 
 fn seconds_in(field: &str, v: i32, max: u32) -> Result<u32, DomainError> {
@@ -258,6 +298,11 @@ impl QueuesApi {
     /// The service over a node's context.
     pub fn new(ctx: Context) -> Self {
         QueuesApi { ctx }
+    }
+
+    /// The queue a request's `queue_name` names (see [`queue_ref`]).
+    fn queue_name(&self, given: &str) -> Result<String, Status> {
+        queue_ref(&self.ctx.identity, "queue_name", given)
     }
 
     fn url(&self, name: &str) -> String {
@@ -452,11 +497,7 @@ impl pb::queues_server::Queues for QueuesApi {
         &self,
         request: Request<pb::DeleteQueueRequest>,
     ) -> Result<Response<pb::DeleteQueueResponse>, Status> {
-        let name = queue_ref(
-            &self.ctx.identity,
-            "queue_name",
-            &request.into_inner().queue_name,
-        )?;
+        let name = self.queue_name(&request.into_inner().queue_name)?;
         self.ctx.run(crate::queues::DeleteQueue { name }).await?;
         Ok(Response::new(pb::DeleteQueueResponse {}))
     }
@@ -467,7 +508,7 @@ impl pb::queues_server::Queues for QueuesApi {
     ) -> Result<Response<pb::GetQueueAttributesResponse>, Status> {
         let how = consistency(&request)?;
         let req = request.into_inner();
-        let name = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
+        let name = self.queue_name(&req.queue_name)?;
         let (q, state) = self
             .ctx
             .ask(how, crate::queues::QueueDetails { name })
@@ -528,7 +569,7 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::SetQueueAttributesRequest>,
     ) -> Result<Response<pb::SetQueueAttributesResponse>, Status> {
         let req = request.into_inner();
-        let name = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
+        let name = self.queue_name(&req.queue_name)?;
         let map: BTreeMap<String, String> = req.attributes.into_iter().collect();
         let attributes = attributes::parse(&map, queues::is_fifo_name(&name))
             .map_err(super::status::from_domain)?;
@@ -544,7 +585,7 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::TagQueueRequest>,
     ) -> Result<Response<pb::TagQueueResponse>, Status> {
         let req = request.into_inner();
-        let name = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
+        let name = self.queue_name(&req.queue_name)?;
         let tags: BTreeMap<String, String> = req.tags.into_iter().collect();
         if tags.is_empty() {
             return Err(super::status::invalid("tags", "must have at least one tag"));
@@ -564,7 +605,7 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::UntagQueueRequest>,
     ) -> Result<Response<pb::UntagQueueResponse>, Status> {
         let req = request.into_inner();
-        let name = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
+        let name = self.queue_name(&req.queue_name)?;
         if req.tag_keys.is_empty() {
             return Err(super::status::invalid(
                 "tag_keys",
@@ -586,11 +627,7 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::ListQueueTagsRequest>,
     ) -> Result<Response<pb::ListQueueTagsResponse>, Status> {
         let how = consistency(&request)?;
-        let name = queue_ref(
-            &self.ctx.identity,
-            "queue_name",
-            &request.into_inner().queue_name,
-        )?;
+        let name = self.queue_name(&request.into_inner().queue_name)?;
         let q = self.queue(how, &name).await?;
         Ok(Response::new(pb::ListQueueTagsResponse {
             tags: q.tags.into_iter().collect(),
@@ -601,11 +638,7 @@ impl pb::queues_server::Queues for QueuesApi {
         &self,
         request: Request<pb::PurgeQueueRequest>,
     ) -> Result<Response<pb::PurgeQueueResponse>, Status> {
-        let name = queue_ref(
-            &self.ctx.identity,
-            "queue_name",
-            &request.into_inner().queue_name,
-        )?;
+        let name = self.queue_name(&request.into_inner().queue_name)?;
         self.ctx.run(crate::queues::PurgeQueue { name }).await?;
         Ok(Response::new(pb::PurgeQueueResponse {}))
     }
@@ -615,7 +648,7 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
         let req = request.into_inner();
-        let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
+        let queue = self.queue_name(&req.queue_name)?;
         let m = NewMessage::validate(
             "",
             queues::is_fifo_name(&queue),
@@ -652,50 +685,38 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::SendMessageBatchRequest>,
     ) -> Result<Response<pb::SendMessageBatchResponse>, Status> {
         let req = request.into_inner();
-        let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
-        message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))
-            .map_err(super::status::from_domain)?;
+        let queue = self.queue_name(&req.queue_name)?;
         let fifo = queues::is_fifo_name(&queue);
-        let Split {
-            ids,
-            valid: messages,
-            mut failed,
-        } = split(req.entries, |i, e| {
-            let id = e.id.clone();
-            let m = NewMessage::validate(
-                &format!("entries[{i}]"),
-                fifo,
-                outgoing(
-                    e.message_body,
-                    e.delay_seconds,
-                    e.message_attributes,
-                    e.message_system_attributes,
-                    e.message_deduplication_id,
-                    e.message_group_id,
-                ),
-            );
-            (id, m)
-        });
-        message::validate_batch_size(&messages).map_err(super::status::from_domain)?;
-        let mut successful = Vec::new();
-        if !messages.is_empty() {
-            let results = self
-                .ctx
-                .run(crate::queues::SendMessages { queue, messages })
-                .await?;
-            successful = join(ids, results, &mut failed, |id, s| {
-                pb::SendMessageBatchResultEntry {
-                    id,
-                    message_id: s.message_id,
-                    md5_of_message_body: s.md5_of_body,
-                    md5_of_message_attributes: s.md5_of_attributes.unwrap_or_default(),
-                    md5_of_message_system_attributes: s
-                        .md5_of_system_attributes
-                        .unwrap_or_default(),
-                    sequence_number: s.sequence_number.unwrap_or_default(),
-                }
-            });
-        }
+        let batch = split(
+            req.entries,
+            |e| &e.id,
+            |i, e| {
+                NewMessage::validate(
+                    &format!("entries[{i}]"),
+                    fifo,
+                    outgoing(
+                        e.message_body,
+                        e.delay_seconds,
+                        e.message_attributes,
+                        e.message_system_attributes,
+                        e.message_deduplication_id,
+                        e.message_group_id,
+                    ),
+                )
+            },
+        )?;
+        message::validate_batch_size(&batch.valid).map_err(super::status::from_domain)?;
+        let send = |messages| crate::queues::SendMessages { queue, messages };
+        let (successful, failed) = batch
+            .commit(&self.ctx, send, |id, s| pb::SendMessageBatchResultEntry {
+                id,
+                message_id: s.message_id,
+                md5_of_message_body: s.md5_of_body,
+                md5_of_message_attributes: s.md5_of_attributes.unwrap_or_default(),
+                md5_of_message_system_attributes: s.md5_of_system_attributes.unwrap_or_default(),
+                sequence_number: s.sequence_number.unwrap_or_default(),
+            })
+            .await?;
         Ok(Response::new(pb::SendMessageBatchResponse {
             successful,
             failed,
@@ -707,17 +728,8 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::ReceiveMessageRequest>,
     ) -> Result<Response<pb::ReceiveMessageResponse>, Status> {
         let req = request.into_inner();
-        let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
-        let max = match req.max_number_of_messages {
-            0 => 1,
-            n if (1..=10).contains(&n) => n as u32,
-            n => {
-                return Err(super::status::invalid(
-                    "max_number_of_messages",
-                    format!("must be from 1 to 10, got {n}"),
-                ))
-            }
-        };
+        let queue = self.queue_name(&req.queue_name)?;
+        let max = count_in("max_number_of_messages", req.max_number_of_messages, 1, 10)?;
         let visibility_timeout = req
             .visibility_timeout
             .map(|v| seconds_in("visibility_timeout", v, attributes::VISIBILITY_TIMEOUT_MAX))
@@ -732,16 +744,11 @@ impl pb::queues_server::Queues for QueuesApi {
                 Err(_) => 0,
             },
         };
-        let attempt_id = if req.receive_request_attempt_id.is_empty() {
-            None
-        } else {
-            message::validate_fifo_id(
-                "receive_request_attempt_id",
-                &req.receive_request_attempt_id,
-            )
-            .map_err(super::status::from_domain)?;
-            Some(req.receive_request_attempt_id)
-        };
+        let attempt_id = optional(&req.receive_request_attempt_id, |id| {
+            message::validate_fifo_id("receive_request_attempt_id", id)?;
+            Ok(id.to_string())
+        })
+        .map_err(super::status::from_domain)?;
         check_names(
             "message_system_attribute_names",
             &req.message_system_attribute_names,
@@ -802,7 +809,7 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::DeleteMessageRequest>,
     ) -> Result<Response<pb::DeleteMessageResponse>, Status> {
         let req = request.into_inner();
-        let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
+        let queue = self.queue_name(&req.queue_name)?;
         let receipt = self
             .open_receipt("receipt_handle", &req.receipt_handle)
             .map_err(super::status::from_domain)?;
@@ -822,27 +829,18 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::DeleteMessageBatchRequest>,
     ) -> Result<Response<pb::DeleteMessageBatchResponse>, Status> {
         let req = request.into_inner();
-        let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
-        message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))
-            .map_err(super::status::from_domain)?;
-        let Split {
-            ids,
-            valid: receipts,
-            mut failed,
-        } = split(req.entries, |i, e| {
-            let r = self.open_receipt(&format!("entries[{i}].receipt_handle"), &e.receipt_handle);
-            (e.id, r)
-        });
-        let mut successful = Vec::new();
-        if !receipts.is_empty() {
-            let results = self
-                .ctx
-                .run(crate::queues::DeleteMessages { queue, receipts })
-                .await?;
-            successful = join(ids, results, &mut failed, |id, ()| {
+        let queue = self.queue_name(&req.queue_name)?;
+        let batch = split(
+            req.entries,
+            |e| &e.id,
+            |i, e| self.open_receipt(&format!("entries[{i}].receipt_handle"), &e.receipt_handle),
+        )?;
+        let delete = |receipts| crate::queues::DeleteMessages { queue, receipts };
+        let (successful, failed) = batch
+            .commit(&self.ctx, delete, |id, ()| {
                 pb::DeleteMessageBatchResultEntry { id }
-            });
-        }
+            })
+            .await?;
         Ok(Response::new(pb::DeleteMessageBatchResponse {
             successful,
             failed,
@@ -854,7 +852,7 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::ChangeMessageVisibilityRequest>,
     ) -> Result<Response<pb::ChangeMessageVisibilityResponse>, Status> {
         let req = request.into_inner();
-        let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
+        let queue = self.queue_name(&req.queue_name)?;
         let receipt = self
             .open_receipt("receipt_handle", &req.receipt_handle)
             .map_err(super::status::from_domain)?;
@@ -880,36 +878,27 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<pb::ChangeMessageVisibilityBatchRequest>,
     ) -> Result<Response<pb::ChangeMessageVisibilityBatchResponse>, Status> {
         let req = request.into_inner();
-        let queue = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
-        message::validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))
-            .map_err(super::status::from_domain)?;
-        let Split {
-            ids,
-            valid: changes,
-            mut failed,
-        } = split(req.entries, |i, e| {
-            let parsed = self
-                .open_receipt(&format!("entries[{i}].receipt_handle"), &e.receipt_handle)
-                .and_then(|r| {
-                    seconds_in(
-                        &format!("entries[{i}].visibility_timeout"),
-                        e.visibility_timeout,
-                        attributes::VISIBILITY_TIMEOUT_MAX,
-                    )
-                    .map(|s| (r, s))
-                });
-            (e.id, parsed)
-        });
-        let mut successful = Vec::new();
-        if !changes.is_empty() {
-            let results = self
-                .ctx
-                .run(crate::queues::ChangeVisibility { queue, changes })
-                .await?;
-            successful = join(ids, results, &mut failed, |id, ()| {
+        let queue = self.queue_name(&req.queue_name)?;
+        let batch = split(
+            req.entries,
+            |e| &e.id,
+            |i, e| {
+                let r =
+                    self.open_receipt(&format!("entries[{i}].receipt_handle"), &e.receipt_handle)?;
+                let s = seconds_in(
+                    &format!("entries[{i}].visibility_timeout"),
+                    e.visibility_timeout,
+                    attributes::VISIBILITY_TIMEOUT_MAX,
+                )?;
+                Ok((r, s))
+            },
+        )?;
+        let change = |changes| crate::queues::ChangeVisibility { queue, changes };
+        let (successful, failed) = batch
+            .commit(&self.ctx, change, |id, ()| {
                 pb::ChangeMessageVisibilityBatchResultEntry { id }
-            });
-        }
+            })
+            .await?;
         Ok(Response::new(pb::ChangeMessageVisibilityBatchResponse {
             successful,
             failed,
@@ -922,27 +911,16 @@ impl pb::queues_server::Queues for QueuesApi {
     ) -> Result<Response<pb::ListDeadLetterSourceQueuesResponse>, Status> {
         let how = consistency(&request)?;
         let req = request.into_inner();
-        let name = queue_ref(&self.ctx.identity, "queue_name", &req.queue_name)?;
-        let limit = match req.max_results {
-            0 => 1000,
-            n if (1..=1000).contains(&n) => n as u32,
-            n => {
-                return Err(super::status::invalid(
-                    "max_results",
-                    format!("must be from 1 to 1000, got {n}"),
-                ))
-            }
-        };
-        let after = if req.next_token.is_empty() {
-            None
-        } else {
-            Some(queues::decode_token(&req.next_token).ok_or_else(|| {
+        let name = self.queue_name(&req.queue_name)?;
+        let limit = count_in("max_results", req.max_results, 1000, 1000)?;
+        let after = optional(&req.next_token, |token| {
+            queues::decode_token(token).ok_or_else(|| {
                 super::status::invalid(
                     "next_token",
                     "is not a token returned by ListDeadLetterSourceQueues",
                 )
-            })?)
-        };
+            })
+        })?;
         let page = self
             .ctx
             .ask(how, crate::queues::DeadLetterSources { name, after, limit })
@@ -1031,16 +1009,7 @@ impl pb::queues_server::Queues for QueuesApi {
         let how = consistency(&request)?;
         let req = request.into_inner();
         let name = arn_ref("source_arn", &req.source_arn)?;
-        let max = match req.max_results {
-            0 => 1,
-            n if (1..=10).contains(&n) => n as usize,
-            n => {
-                return Err(super::status::invalid(
-                    "max_results",
-                    format!("must be from 1 to 10, got {n}"),
-                ))
-            }
-        };
+        let max = count_in("max_results", req.max_results, 1, 10)? as usize;
         let tasks = self
             .ctx
             .ask(how, crate::queues::MoveTasks { name: name.clone() })

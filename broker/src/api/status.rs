@@ -239,67 +239,45 @@ impl From<crate::invocation::RunFailure> for Status {
 
 impl From<RouteError> for Status {
     fn from(e: RouteError) -> Self {
-        let message = e.to_string();
-        let retry = Some(Duration::from_millis(500));
-        match e {
-            RouteError::NoLeader { .. } => {
-                build(Code::Unavailable, "NoLeader", message, None, retry)
-            }
-            RouteError::NotMember { .. } => {
-                build(Code::Unavailable, "NotClusterMember", message, None, retry)
-            }
-            RouteError::NotLeader { leader, .. } => {
-                let mut s = build(
-                    Code::Unavailable,
-                    "NotLeader",
-                    message,
-                    None,
-                    Some(Duration::ZERO),
-                );
-                if let Some(l) = leader {
-                    s.metadata_mut()
-                        .insert("sluice-leader-id", MetadataValue::from(l));
-                }
-                s
-            }
-            RouteError::NoQuorum { .. } => {
-                build(Code::Unavailable, "NoQuorum", message, None, retry)
-            }
-            RouteError::LeaderChanged { .. } => build(
-                Code::Unavailable,
-                "LeaderChanged",
-                message,
-                None,
-                Some(Duration::ZERO),
-            ),
-            RouteError::Abandoned => build(Code::Unavailable, "Abandoned", message, None, retry),
-            RouteError::LeaderLost { .. } => {
-                build(Code::Unavailable, "LeaderLost", message, None, retry)
-            }
-            RouteError::LeaderTimeout => {
-                build(Code::Unavailable, "LeaderTimeout", message, None, retry)
-            }
-            RouteError::ShuttingDown => {
-                build(Code::Unavailable, "ShuttingDown", message, None, retry)
-            }
-            RouteError::DiskFull { .. } => build(
+        let e = match e {
+            RouteError::Remote(status) => return status,
+            e => e,
+        };
+        let (soon, at_once) = (Some(Duration::from_millis(500)), Some(Duration::ZERO));
+        let (code, reason, retry) = match &e {
+            RouteError::NoLeader { .. } => (Code::Unavailable, "NoLeader", soon),
+            RouteError::NotMember { .. } => (Code::Unavailable, "NotClusterMember", soon),
+            RouteError::NotLeader { .. } => (Code::Unavailable, "NotLeader", at_once),
+            RouteError::NoQuorum { .. } => (Code::Unavailable, "NoQuorum", soon),
+            RouteError::LeaderChanged { .. } => (Code::Unavailable, "LeaderChanged", at_once),
+            RouteError::Abandoned => (Code::Unavailable, "Abandoned", soon),
+            RouteError::LeaderLost { .. } => (Code::Unavailable, "LeaderLost", soon),
+            RouteError::LeaderTimeout => (Code::Unavailable, "LeaderTimeout", soon),
+            RouteError::ShuttingDown => (Code::Unavailable, "ShuttingDown", soon),
+            RouteError::DiskFull { .. } => (
                 Code::ResourceExhausted,
                 "DiskFull",
-                message,
-                None,
                 Some(Duration::from_secs(1)),
             ),
-            RouteError::Overloaded { .. } => build(
+            RouteError::Overloaded { .. } => (
                 Code::ResourceExhausted,
                 "LeaderOverloaded",
-                message,
-                None,
                 Some(Duration::from_millis(100)),
             ),
-            RouteError::Remote(status) => status,
-            RouteError::Store(_) => build(Code::Internal, "StorageFailure", message, None, None),
-            RouteError::Internal(_) => build(Code::Internal, "InternalError", message, None, None),
+            RouteError::Store(_) => (Code::Internal, "StorageFailure", None),
+            RouteError::Internal(_) => (Code::Internal, "InternalError", None),
+            RouteError::Remote(_) => unreachable!("answered above"),
+        };
+        let mut status = build(code, reason, e.to_string(), None, retry);
+        if let RouteError::NotLeader {
+            leader: Some(l), ..
+        } = e
+        {
+            status
+                .metadata_mut()
+                .insert("sluice-leader-id", MetadataValue::from(l));
         }
+        status
     }
 }
 

@@ -11,13 +11,13 @@
 //! metadata overrides either default.
 
 use super::status::IntoStatus;
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::time::Duration;
 
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use super::fields::{next_token, optional};
 use super::{Consistency, Context};
 use crate::clock::now_ms;
 use crate::error::DomainError;
@@ -321,6 +321,13 @@ impl StreamsApi {
         Ok((at.stream, at.seq))
     }
 
+    /// Applies a tag change to the stream `stream_name` names.
+    async fn retag(&self, stream_name: &str, change: Change) -> Result<(), Status> {
+        let name = stream_ref("stream_name", stream_name)?;
+        let invalid = streams::invalid_tag;
+        self.ctx.tag(Tagged::Stream(name), change, invalid).await
+    }
+
     fn consumer_out(&self, stream: &str, c: &streams::ConsumerMeta) -> pb::Consumer {
         pb::Consumer {
             consumer_name: c.name.clone(),
@@ -338,14 +345,10 @@ impl StreamsApi {
         after: &str,
         limit: usize,
     ) -> Result<(Vec<pb::Shard>, bool), Status> {
-        let start = if after.is_empty() {
-            None
-        } else {
-            Some(
-                streams::parse_shard_id("exclusive_start_shard_id", after)
-                    .map_err(super::status::from_domain)?,
-            )
-        };
+        let start = optional(after, |id| {
+            streams::parse_shard_id("exclusive_start_shard_id", id)
+        })
+        .map_err(super::status::from_domain)?;
         let mut shards: Vec<&ShardMeta> = s
             .shards
             .iter()
@@ -406,16 +409,11 @@ impl pb::streams_server::Streams for StreamsApi {
         let how = super::consistency(&request)?;
         let r = request.into_inner();
         let limit = limit_in("limit", r.limit, 100, 10_000)? as u32;
-        let after = if r.exclusive_start_stream_name.is_empty() {
-            None
-        } else {
-            streams::validate_name(
-                "exclusive_start_stream_name",
-                &r.exclusive_start_stream_name,
-            )
-            .map_err(super::status::from_domain)?;
-            Some(r.exclusive_start_stream_name)
-        };
+        let after = optional(&r.exclusive_start_stream_name, |name| {
+            streams::validate_name("exclusive_start_stream_name", name)?;
+            Ok(name.to_string())
+        })
+        .map_err(super::status::from_domain)?;
         let (names, more) = self
             .ctx
             .ask(how, crate::streams::ListStreams { after, limit })
@@ -487,14 +485,7 @@ impl pb::streams_server::Streams for StreamsApi {
         };
         let s = self.stream(how, &name).await?;
         let (shards, more) = Self::paged_shards(&s, &after, limit)?;
-        let next_token = if more {
-            shards
-                .last()
-                .map(|s| s.shard_id.clone())
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_token = next_token(more, &shards, |s| s.shard_id.clone());
         Ok(Response::new(pb::ListShardsResponse { shards, next_token }))
     }
 
@@ -747,15 +738,8 @@ impl pb::streams_server::Streams for StreamsApi {
         request: Request<pb::AddTagsToStreamRequest>,
     ) -> Result<Response<pb::AddTagsToStreamResponse>, Status> {
         let r = request.into_inner();
-        let name = stream_ref("stream_name", &r.stream_name)?;
-        let tags: BTreeMap<String, String> = r.tags.into_iter().collect();
-        self.ctx
-            .tag(
-                Tagged::Stream(name),
-                Change::Add(tags),
-                streams::invalid_tag,
-            )
-            .await?;
+        let tags = r.tags.into_iter().collect();
+        self.retag(&r.stream_name, Change::Add(tags)).await?;
         Ok(Response::new(pb::AddTagsToStreamResponse {}))
     }
 
@@ -764,13 +748,7 @@ impl pb::streams_server::Streams for StreamsApi {
         request: Request<pb::RemoveTagsFromStreamRequest>,
     ) -> Result<Response<pb::RemoveTagsFromStreamResponse>, Status> {
         let r = request.into_inner();
-        let name = stream_ref("stream_name", &r.stream_name)?;
-        self.ctx
-            .tag(
-                Tagged::Stream(name),
-                Change::Remove(r.tag_keys),
-                streams::invalid_tag,
-            )
+        self.retag(&r.stream_name, Change::Remove(r.tag_keys))
             .await?;
         Ok(Response::new(pb::RemoveTagsFromStreamResponse {}))
     }

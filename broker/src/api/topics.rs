@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::queues::{join, split, to_value, Split};
+use super::fields::next_token;
+use super::queues::{split, to_value};
 use super::{consistency, Context};
 use crate::error::DomainError;
-use crate::queues::message::validate_batch_ids;
 use crate::tags::{Change, Tagged};
 use crate::topics::policy::DeliveryPolicy;
 use crate::topics::publish::{Publication, PublishInput};
@@ -198,11 +198,7 @@ impl pb::topics_server::Topics for TopicsApi {
             .ctx
             .ask(how, crate::topics::ListTopics { after, limit: PAGE })
             .await?;
-        let next_token = if more {
-            names.last().map(|n| token_of(&[n])).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_token = next_token(more, &names, |n| token_of(&[n]));
         Ok(Response::new(pb::ListTopicsResponse {
             topic_arns: names.iter().map(|n| self.topic_arn(n)).collect(),
             next_token,
@@ -434,31 +430,27 @@ impl pb::topics_server::Topics for TopicsApi {
     ) -> Result<Response<pb::PublishBatchResponse>, Status> {
         let req = request.into_inner();
         let topic = topic_ref("topic_arn", &req.topic_arn)?;
-        validate_batch_ids("entries", req.entries.iter().map(|e| e.id.as_str()))
-            .map_err(super::status::from_domain)?;
         let fifo = topic.ends_with(".fifo");
-        let Split {
-            ids,
-            valid: messages,
-            mut failed,
-        } = split(req.entries, |i, e| {
-            let id = e.id.clone();
-            let p = Publication::validate(
-                &format!("entries[{i}]"),
-                fifo,
-                publish_input(
-                    e.message,
-                    e.subject,
-                    e.message_structure,
-                    e.message_attributes,
-                    e.message_group_id,
-                    e.message_deduplication_id,
-                ),
-            );
-            (id, p)
-        });
-        let total: usize = messages.iter().map(Publication::size).sum();
-        if total > topics::MESSAGE_BYTES_MAX + 64 * messages.len() {
+        let batch = split(
+            req.entries,
+            |e| &e.id,
+            |i, e| {
+                Publication::validate(
+                    &format!("entries[{i}]"),
+                    fifo,
+                    publish_input(
+                        e.message,
+                        e.subject,
+                        e.message_structure,
+                        e.message_attributes,
+                        e.message_group_id,
+                        e.message_deduplication_id,
+                    ),
+                )
+            },
+        )?;
+        let total: usize = batch.valid.iter().map(Publication::size).sum();
+        if total > topics::MESSAGE_BYTES_MAX + 64 * batch.valid.len() {
             return Err(DomainError::invalid_with_code(
                 "BatchRequestTooLong",
                 "entries",
@@ -469,24 +461,18 @@ impl pb::topics_server::Topics for TopicsApi {
             )
             .into_status());
         }
-        let mut successful = Vec::new();
-        if !messages.is_empty() {
-            let results = self
-                .ctx
-                .run(crate::topics::Publish {
-                    topic_arn: self.topic_arn(&topic),
-                    topic,
-                    messages,
-                })
-                .await?;
-            successful = join(ids, results, &mut failed, |id, p| {
-                pb::PublishBatchResultEntry {
-                    id,
-                    message_id: p.message_id,
-                    sequence_number: p.sequence_number.unwrap_or_default(),
-                }
-            });
-        }
+        let publish = |messages| crate::topics::Publish {
+            topic_arn: self.topic_arn(&topic),
+            topic,
+            messages,
+        };
+        let (successful, failed) = batch
+            .commit(&self.ctx, publish, |id, p| pb::PublishBatchResultEntry {
+                id,
+                message_id: p.message_id,
+                sequence_number: p.sequence_number.unwrap_or_default(),
+            })
+            .await?;
         Ok(Response::new(pb::PublishBatchResponse {
             successful,
             failed,
@@ -498,15 +484,8 @@ impl pb::topics_server::Topics for TopicsApi {
         request: Request<pb::TagResourceRequest>,
     ) -> Result<Response<pb::TagResourceResponse>, Status> {
         let req = request.into_inner();
-        let name = topic_ref("resource_arn", &req.resource_arn)?;
-        let tags: BTreeMap<String, String> = req.tags.into_iter().collect();
-        self.ctx
-            .tag(
-                Tagged::Topic(name),
-                Change::Add(tags),
-                crate::tags::invalid_parameter,
-            )
-            .await?;
+        let tags = req.tags.into_iter().collect();
+        self.retag(&req.resource_arn, Change::Add(tags)).await?;
         Ok(Response::new(pb::TagResourceResponse {}))
     }
 
@@ -515,13 +494,7 @@ impl pb::topics_server::Topics for TopicsApi {
         request: Request<pb::UntagResourceRequest>,
     ) -> Result<Response<pb::UntagResourceResponse>, Status> {
         let req = request.into_inner();
-        let name = topic_ref("resource_arn", &req.resource_arn)?;
-        self.ctx
-            .tag(
-                Tagged::Topic(name),
-                Change::Remove(req.tag_keys),
-                crate::tags::invalid_parameter,
-            )
+        self.retag(&req.resource_arn, Change::Remove(req.tag_keys))
             .await?;
         Ok(Response::new(pb::UntagResourceResponse {}))
     }
@@ -540,6 +513,13 @@ impl pb::topics_server::Topics for TopicsApi {
 }
 
 impl TopicsApi {
+    /// Applies a tag change to the topic `resource_arn` names.
+    async fn retag(&self, resource_arn: &str, change: Change) -> Result<(), Status> {
+        let name = topic_ref("resource_arn", resource_arn)?;
+        let invalid = crate::tags::invalid_parameter;
+        self.ctx.tag(Tagged::Topic(name), change, invalid).await
+    }
+
     fn endpoint_arn(&self, s: &Subscription) -> String {
         match s.protocol {
             Protocol::Sqs => self.ctx.identity.queue_arn(&s.endpoint),

@@ -105,6 +105,15 @@ impl LogStore {
         self.meta.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Waits until the log files' changes so far are on disk; `what`
+    /// names the sync in an error.
+    async fn sync(&self, what: &str) -> Result<(), StorageError<NodeId>> {
+        self.flusher
+            .flush()
+            .await
+            .map_err(|e| storage_error(what, e))
+    }
+
     /// Changes the metadata and writes it durably.
     async fn update_meta(
         &self,
@@ -342,10 +351,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log
             .truncate_from(log_id.index)
             .map_err(|e| storage_error("truncating the log", e))?;
-        self.flusher
-            .flush()
-            .await
-            .map_err(|e| storage_error("syncing the truncated log", e))
+        self.sync("syncing the truncated log").await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
@@ -356,10 +362,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log
             .purge_through(log_id.index)
             .map_err(|e| storage_error("purging the log", e))?;
-        self.flusher
-            .flush()
-            .await
-            .map_err(|e| storage_error("syncing the purged log", e))
+        self.sync("syncing the purged log").await
     }
 }
 

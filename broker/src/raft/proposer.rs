@@ -190,29 +190,36 @@ mod tests {
         })
     }
 
+    /// A proposer with one batch in flight at a time (and `limits`
+    /// otherwise) over a Raft that records each batch's size (the sizes
+    /// are returned) and applies the batch once `released` turns true.
+    fn recording(
+        limits: Limits,
+        released: tokio::sync::watch::Receiver<bool>,
+    ) -> (Proposer, Arc<Mutex<Vec<usize>>>) {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let recorded = sizes.clone();
+        let limits = Limits {
+            in_flight: 1,
+            ..limits
+        };
+        let proposer = Proposer::start(limits, move |req: Proposal| {
+            recorded.lock().unwrap().push(req.commands.len());
+            let mut release = released.clone();
+            let n = req.commands.len();
+            std::future::ready(Box::pin(async move {
+                let _ = release.wait_for(|r| *r).await;
+                Ok((0..n).map(|_| Ok(CommandOutput::DeleteQueue(()))).collect())
+            }) as Submitted)
+        });
+        (proposer, sizes)
+    }
+
     #[tokio::test]
     async fn writes_arriving_while_batches_are_in_flight_share_one_entry() {
-        let sizes = Arc::new(Mutex::new(Vec::new()));
         // Raft that holds every batch until the test releases it.
         let (release_tx, release_rx) = tokio::sync::watch::channel(false);
-        let proposer = {
-            let sizes = sizes.clone();
-            Proposer::start(
-                Limits {
-                    in_flight: 1,
-                    ..Limits::default()
-                },
-                move |req: Proposal| {
-                    sizes.lock().unwrap().push(req.commands.len());
-                    let mut release = release_rx.clone();
-                    let n = req.commands.len();
-                    std::future::ready(Box::pin(async move {
-                        let _ = release.wait_for(|r| *r).await;
-                        Ok((0..n).map(|_| Ok(CommandOutput::DeleteQueue(()))).collect())
-                    }) as Submitted)
-                },
-            )
-        };
+        let (proposer, sizes) = recording(Limits::default(), release_rx);
         // The first write goes out alone and is held in Raft.
         let first = tokio::spawn({
             let p = proposer.clone();
@@ -250,25 +257,14 @@ mod tests {
 
     #[tokio::test]
     async fn batches_respect_the_command_limit() {
-        let sizes = Arc::new(Mutex::new(Vec::new()));
-        let proposer = {
-            let sizes = sizes.clone();
-            Proposer::start(
-                Limits {
-                    in_flight: 1,
-                    max_commands: 10,
-                    max_bytes: usize::MAX,
-                    ..Limits::default()
-                },
-                move |req: Proposal| {
-                    sizes.lock().unwrap().push(req.commands.len());
-                    let n = req.commands.len();
-                    std::future::ready(Box::pin(async move {
-                        Ok((0..n).map(|_| Ok(CommandOutput::DeleteQueue(()))).collect())
-                    }) as Submitted)
-                },
-            )
+        // Applied at once.
+        let (_release, released) = tokio::sync::watch::channel(true);
+        let limits = Limits {
+            max_commands: 10,
+            max_bytes: usize::MAX,
+            ..Limits::default()
         };
+        let (proposer, sizes) = recording(limits, released);
         let all = futures::future::join_all((0..35).map(|i| proposer.propose(cmd(i)))).await;
         assert!(all.iter().all(|r| r.is_ok()));
         let sizes = sizes.lock().unwrap().clone();

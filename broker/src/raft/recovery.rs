@@ -12,7 +12,7 @@
 //! gone: run it on the member with the highest last log index.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership, Vote};
 
@@ -32,6 +32,25 @@ pub struct Recovered {
     pub membership_entry: LogId<NodeId>,
 }
 
+/// The log directory of the stopped node in `data_dir`, and the lock on
+/// `data_dir` that keeps a node from starting while it is held. Without
+/// a log the error says so, followed by `missing`.
+pub(super) fn lock_stopped_log(
+    data_dir: &Path,
+    missing: &str,
+) -> Result<(PathBuf, DirLock), String> {
+    let log_dir = data_dir.join("log");
+    if !log_dir.is_dir() {
+        return Err(format!(
+            "--data-dir {}: holds no Raft log (log/){missing}",
+            data_dir.display()
+        ));
+    }
+    // A running node holds the directory's lock for its life.
+    let lock = DirLock::acquire(data_dir).map_err(|e| format!("--data-dir {e}"))?;
+    Ok((log_dir, lock))
+}
+
 /// Makes the stopped node in `data_dir` the only voter, reachable at
 /// `advertise`, with id `me`.
 pub fn force_single_voter(
@@ -39,15 +58,7 @@ pub fn force_single_voter(
     me: NodeId,
     advertise: &str,
 ) -> Result<Recovered, String> {
-    let log_dir = data_dir.join("log");
-    if !log_dir.is_dir() {
-        return Err(format!(
-            "--data-dir {}: holds no Raft log (log/): nothing to recover",
-            data_dir.display()
-        ));
-    }
-    // A running node holds the directory's lock for its life.
-    let _lock = DirLock::acquire(data_dir).map_err(|e| format!("--data-dir {e}"))?;
+    let (log_dir, _lock) = lock_stopped_log(data_dir, ": nothing to recover")?;
     let log = LogFiles::open(&log_dir, SEGMENT_BYTES).map_err(|e| format!("log: {e}"))?;
     let meta = MetaFile::new(&log_dir.join("meta"));
     let mut stored = log_store::read_meta(&meta)?;

@@ -35,10 +35,10 @@ use openraft::{Entry, EntryPayload, LogId, Membership, Vote};
 use serde::{Deserialize, Serialize};
 
 use super::log_store::{self, SEGMENT_BYTES};
+use super::recovery::lock_stopped_log;
 use super::snapshot::SnapshotDir;
 use super::{Node, NodeId, Raft, TypeConfig};
 use crate::store::codec;
-use crate::store::lock::DirLock;
 use crate::store::log::{self, Damage, LogFiles, MetaFile, OnDamage};
 use crate::store::StoreError;
 
@@ -434,15 +434,7 @@ pub fn check_snapshots(
 /// the loss of the entries after the damage (`sluice cut-log`). Returns the
 /// damage cut, or `None` when the log was not damaged.
 pub fn cut_log(data_dir: &Path) -> Result<Option<Damage>, String> {
-    let log_dir = data_dir.join("log");
-    if !log_dir.is_dir() {
-        return Err(format!(
-            "--data-dir {}: holds no Raft log (log/)",
-            data_dir.display()
-        ));
-    }
-    // A running node holds the directory's lock for its life.
-    let _lock = DirLock::acquire(data_dir).map_err(|e| format!("--data-dir {e}"))?;
+    let (log_dir, _lock) = lock_stopped_log(data_dir, "")?;
     let (log, damage) = LogFiles::open_with(&log_dir, SEGMENT_BYTES, OnDamage::CutAndSetAside)
         .map_err(|e| format!("log: {e}"))?;
     clamp_committed(&log_dir, &log)?;

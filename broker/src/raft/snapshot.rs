@@ -315,15 +315,26 @@ mod tests {
         }
     }
 
+    /// A snapshot writer at `path` for `meta(index)` that holds the
+    /// records `i` (big-endian) => `value(i)` for `i` in `0..count`.
+    fn writer_with(
+        path: &Path,
+        index: u64,
+        count: u32,
+        value: impl Fn(u32) -> Vec<u8>,
+    ) -> SnapshotWriter {
+        let mut w = SnapshotWriter::create(path, &meta(index)).unwrap();
+        for i in 0..count {
+            w.record(&i.to_be_bytes(), &value(i)).unwrap();
+        }
+        w
+    }
+
     #[test]
     fn round_trips_records_and_metadata() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.tmp");
-        let mut w = SnapshotWriter::create(&path, &meta(7)).unwrap();
-        for i in 0..1000u32 {
-            w.record(&i.to_be_bytes(), format!("value-{i}").as_bytes())
-                .unwrap();
-        }
+        let mut w = writer_with(&path, 7, 1000, |i| format!("value-{i}").into_bytes());
         w.record(b"empty", b"").unwrap();
         assert_eq!(w.finish().unwrap(), 1001);
         let (mut r, m) = SnapshotReader::open(&path).unwrap();
@@ -345,11 +356,9 @@ mod tests {
     fn detects_a_flipped_byte_and_truncation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.tmp");
-        let mut w = SnapshotWriter::create(&path, &meta(3)).unwrap();
-        for i in 0..100u32 {
-            w.record(&i.to_be_bytes(), b"payload payload").unwrap();
-        }
-        w.finish().unwrap();
+        writer_with(&path, 3, 100, |_| b"payload payload".to_vec())
+            .finish()
+            .unwrap();
         let good = fs::read(&path).unwrap();
 
         let mut flipped = good.clone();

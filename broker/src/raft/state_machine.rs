@@ -557,6 +557,35 @@ mod tests {
             let entry = entry(self.index, time_ms, commands);
             self.sm.apply([entry]).await.unwrap().remove(0)
         }
+
+        /// Creates queue `q` at 1 000 and sends it `count` messages, one
+        /// an entry: `m0` at 2 000, `m1` at 2 001, ...
+        async fn fill_queue(&mut self, count: u64) {
+            self.apply(1_000, vec![create("q", &[])]).await;
+            for i in 0..count {
+                self.apply(2_000 + i, vec![send("q", &format!("m{i}"))])
+                    .await;
+            }
+        }
+
+        /// Builds a snapshot of the applied state.
+        async fn snapshot(&mut self) -> Snapshot<TypeConfig> {
+            self.sm
+                .get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .unwrap()
+        }
+    }
+
+    /// A node whose queue `q` was sent `count` messages (see
+    /// [`Node::fill_queue`]), and a snapshot of it then.
+    async fn snapshotted(count: u64) -> (Node, Snapshot<TypeConfig>) {
+        let mut n = node().await;
+        n.fill_queue(count).await;
+        let snapshot = n.snapshot().await;
+        (n, snapshot)
     }
 
     fn entry(index: u64, time_ms: u64, commands: Vec<Command>) -> Entry<TypeConfig> {
@@ -590,11 +619,21 @@ mod tests {
         })
     }
 
+    /// A receive of one message, hidden for `vt` seconds.
     fn receive(queue: &str, vt: u32) -> Command {
+        receive_up_to(queue, 1, vt)
+    }
+
+    /// A receive of as many messages as a call takes, hidden for 30 s.
+    fn receive_all(queue: &str) -> Command {
+        receive_up_to(queue, 10, 30)
+    }
+
+    fn receive_up_to(queue: &str, max: u32, vt: u32) -> Command {
         Command::ReceiveMessages(crate::queues::ReceiveMessages {
             queue: queue.into(),
             request: ReceiveRequest {
-                max: 1,
+                max,
                 visibility_timeout: Some(vt),
                 attempt_id: None,
             },
@@ -611,8 +650,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_damaged_snapshot_is_never_handed_out_for_sending_but_replaced() {
         let mut n = node().await;
-        n.apply(1_000, vec![create("q", &[])]).await;
-        n.apply(2_000, vec![send("q", "m")]).await;
+        n.fill_queue(1).await;
         let built = n.sm.build_snapshot_now().await.unwrap();
         let path = built.snapshot.path.clone();
         let mut bytes = std::fs::read(&path).unwrap();
@@ -672,17 +710,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_snapshot_carries_the_whole_state_to_another_node() {
-        let mut a = node().await;
-        a.apply(1_000, vec![create("q", &[])]).await;
-        for i in 0..50 {
-            a.apply(2_000 + i, vec![send("q", &format!("m{i}"))]).await;
-        }
-        let snapshot =
-            a.sm.get_snapshot_builder()
-                .await
-                .build_snapshot()
-                .await
-                .unwrap();
+        let (a, snapshot) = snapshotted(50).await;
         let mut b = node().await;
         let file = b.sm.begin_receiving_snapshot().await.unwrap();
         std::fs::copy(&snapshot.snapshot.path, &file.path).unwrap();
@@ -691,19 +719,7 @@ mod tests {
         assert_eq!(applied, snapshot.meta.last_log_id);
         // The clock came along: 50 messages, all receivable at 2 049.
         b.index = a.index;
-        let r = b
-            .apply(
-                0,
-                vec![Command::ReceiveMessages(crate::queues::ReceiveMessages {
-                    queue: "q".into(),
-                    request: ReceiveRequest {
-                        max: 10,
-                        visibility_timeout: Some(30),
-                        attempt_id: None,
-                    },
-                })],
-            )
-            .await;
+        let r = b.apply(0, vec![receive_all("q")]).await;
         match &r[0] {
             Ok(CommandOutput::ReceiveMessages(o)) => {
                 assert_eq!(o.messages.len(), 10);
@@ -714,22 +730,10 @@ mod tests {
         }
     }
 
-    fn receive_all(queue: &str) -> Command {
-        Command::ReceiveMessages(crate::queues::ReceiveMessages {
-            queue: queue.into(),
-            request: ReceiveRequest {
-                max: 10,
-                visibility_timeout: Some(30),
-                attempt_id: None,
-            },
-        })
-    }
-
     #[tokio::test]
     async fn a_cleanly_stopped_state_is_kept() {
         let mut n = node().await;
-        n.apply(1_000, vec![create("q", &[])]).await;
-        n.apply(2_000, vec![send("q", "m")]).await;
+        n.fill_queue(1).await;
         let mut n = n.restart(true).await;
         assert_eq!(n.applied_index().await, Some(2));
         n.index = 2;
@@ -738,17 +742,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unclean_stop_rebuilds_the_state_from_the_latest_snapshot() {
-        let mut n = node().await;
-        n.apply(1_000, vec![create("q", &[])]).await;
-        for i in 0..5 {
-            n.apply(2_000 + i, vec![send("q", &format!("m{i}"))]).await;
-        }
-        let snapshot =
-            n.sm.get_snapshot_builder()
-                .await
-                .build_snapshot()
-                .await
-                .unwrap();
+        let (mut n, snapshot) = snapshotted(5).await;
         assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(6));
         for i in 5..9 {
             n.apply(3_000 + i, vec![send("q", &format!("m{i}"))]).await;
@@ -758,17 +752,13 @@ mod tests {
         let mut n = n.restart(false).await;
         assert_eq!(n.applied_index().await, Some(6));
         n.index = 6;
-        match &n.apply(4_000, vec![receive_all("q")]).await[0] {
-            Ok(CommandOutput::ReceiveMessages(o)) => assert_eq!(o.messages.len(), 5),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(received(&n.apply(4_000, vec![receive_all("q")]).await), 5);
     }
 
     #[tokio::test]
     async fn an_unclean_stop_without_a_snapshot_starts_from_empty() {
         let mut n = node().await;
-        n.apply(1_000, vec![create("q", &[])]).await;
-        n.apply(2_000, vec![send("q", "m")]).await;
+        n.fill_queue(1).await;
         let mut n = n.restart(false).await;
         assert_eq!(n.applied_index().await, None);
         let r = n.apply(3_000, vec![send("q", "m")]).await;

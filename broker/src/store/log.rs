@@ -913,6 +913,13 @@ mod tests {
             .collect()
     }
 
+    /// A new log with segments of `size` bytes, in a directory of its own.
+    fn new_log(size: u64) -> (tempfile::TempDir, LogFiles) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFiles::open(dir.path(), size).unwrap();
+        (dir, log)
+    }
+
     /// Appends one entry per call, as openraft does, so segments rotate.
     fn append_each(log: &LogFiles, range: std::ops::Range<u64>) {
         for e in entries(range) {
@@ -931,14 +938,22 @@ mod tests {
         (seg, bytes)
     }
 
+    /// Closes a log of entries `range` in 100-byte segments, appended one
+    /// by one so they rotate; returns how many segments it has.
+    fn small_segments(dir: &Path, range: std::ops::Range<u64>) -> usize {
+        let log = LogFiles::open(dir, 100).unwrap();
+        append_each(&log, range);
+        log.sync().unwrap();
+        log.segment_count()
+    }
+
     fn indexes(v: &[(u64, Vec<u8>)]) -> Vec<u64> {
         v.iter().map(|(i, _)| *i).collect()
     }
 
     #[test]
     fn appends_read_back_across_segments_and_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = LogFiles::open(dir.path(), 200).unwrap();
+        let (dir, log) = new_log(200);
         log.append(&entries(1..5)).unwrap();
         append_each(&log, 5..50);
         log.sync().unwrap();
@@ -956,8 +971,7 @@ mod tests {
 
     #[test]
     fn appends_must_follow_the_last_entry() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
+        let (_dir, log) = new_log(1 << 20);
         log.append(&entries(7..9)).unwrap();
         assert!(log.append(&entries(10..11)).is_err());
         assert!(log.append(&[(9, vec![]), (11, vec![])]).is_err());
@@ -1026,9 +1040,7 @@ mod tests {
         assert_eq!(log.last_index(), Some(49));
         assert_eq!(fs::metadata(&seg).unwrap().len(), 1 << 20);
         drop(log);
-        let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
-        log.append(&entries(50..60)).unwrap();
-        assert_eq!(log.read(1, 100).unwrap(), entries(1..60));
+        assert_takes_again(dir.path(), 50..60);
     }
 
     #[test]
@@ -1074,6 +1086,14 @@ mod tests {
         assert!(!new_segment_path(dir.path(), 11).exists());
     }
 
+    /// Checks that the log in `dir`, cut before `lost`, reopens cleanly
+    /// and takes those entries again.
+    fn assert_takes_again(dir: &Path, lost: std::ops::Range<u64>) {
+        let log = LogFiles::open(dir, 1 << 20).unwrap();
+        log.append(&entries(lost.clone())).unwrap();
+        assert_eq!(log.read(1, 200).unwrap(), entries(1..lost.end));
+    }
+
     fn damaged(result: Result<LogFiles, StoreError>) -> Damage {
         match result {
             Err(StoreError::LogDamaged(d)) => d,
@@ -1085,11 +1105,7 @@ mod tests {
     #[test]
     fn damage_in_a_sealed_segment_refuses_to_open() {
         let dir = tempfile::tempdir().unwrap();
-        let log = LogFiles::open(dir.path(), 100).unwrap();
-        append_each(&log, 1..30);
-        log.sync().unwrap();
-        assert!(log.segment_count() > 1);
-        drop(log);
+        assert!(small_segments(dir.path(), 1..30) > 1);
         let seg = segment_path(dir.path(), 1);
         let mut bytes = fs::read(&seg).unwrap();
         bytes[SEGMENT_HEADER as usize + HEADER + 2] ^= 0xff;
@@ -1146,20 +1162,13 @@ mod tests {
         );
         // The cut log reopens cleanly and takes the lost entries again.
         drop(log);
-        let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
-        log.append(&entries(40..101)).unwrap();
-        assert_eq!(log.read(1, 200).unwrap(), entries(1..101));
+        assert_takes_again(dir.path(), 40..101);
     }
 
     #[test]
     fn damage_before_later_segments_is_cut_with_them_set_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let log = LogFiles::open(dir.path(), 100).unwrap();
-        append_each(&log, 1..60);
-        log.sync().unwrap();
-        let segments = log.segment_count();
-        assert!(segments > 3);
-        drop(log);
+        assert!(small_segments(dir.path(), 1..60) > 3);
         let firsts = segment_firsts(dir.path()).unwrap();
         let second = segment_path(dir.path(), firsts[1]);
         let mut bytes = fs::read(&second).unwrap();
@@ -1191,10 +1200,7 @@ mod tests {
     #[test]
     fn garbage_in_the_unused_end_of_a_sealed_segment_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let log = LogFiles::open(dir.path(), 100).unwrap();
-        append_each(&log, 1..20);
-        log.sync().unwrap();
-        drop(log);
+        small_segments(dir.path(), 1..20);
         let first = segment_path(dir.path(), 1);
         let mut bytes = fs::read(&first).unwrap();
         let last = bytes.len() - 1;
@@ -1207,8 +1213,7 @@ mod tests {
 
     #[test]
     fn truncate_removes_the_tail_durably() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = LogFiles::open(dir.path(), 120).unwrap();
+        let (dir, log) = new_log(120);
         append_each(&log, 1..40);
         log.truncate_from(17).unwrap();
         log.sync().unwrap();
@@ -1228,8 +1233,7 @@ mod tests {
 
     #[test]
     fn a_truncated_tail_does_not_come_back_after_a_shorter_rewrite() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = LogFiles::open(dir.path(), 1 << 20).unwrap();
+        let (dir, log) = new_log(1 << 20);
         log.append(&entries(1..40)).unwrap();
         log.sync().unwrap();
         log.truncate_from(20).unwrap();
@@ -1242,8 +1246,7 @@ mod tests {
 
     #[test]
     fn purge_drops_whole_segments_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = LogFiles::open(dir.path(), 100).unwrap();
+        let (dir, log) = new_log(100);
         append_each(&log, 1..40);
         let before = log.segment_count();
         log.purge_through(20).unwrap();
