@@ -158,18 +158,57 @@ impl Authenticator {
         }
     }
 
+    /// Who sent an AWS-protocol request (an SDK's or the aws CLI's), whose
+    /// head is `parts` and whose whole body is `body`, signed for
+    /// `service` (`sqs`, `sns`, ...). With authentication off anyone is
+    /// taken and the signature is not looked at, as the AWS emulators do.
+    pub async fn authenticate_aws(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        service: &str,
+    ) -> Result<Caller, AuthError> {
+        if !self.security.auth {
+            return Ok(Caller::Anonymous);
+        }
+        let mut hash = sigv4::sha256_hex(body);
+        // A client may say what it hashed, or that it left the body out of
+        // the signature; a hash that is not the body's is refused.
+        match parts
+            .headers
+            .get("x-amz-content-sha256")
+            .map(|v| v.as_bytes())
+        {
+            Some(claimed) if claimed == sigv4::UNSIGNED_PAYLOAD.as_bytes() => {
+                hash = sigv4::UNSIGNED_PAYLOAD.to_string();
+            }
+            Some(claimed) if claimed != hash.as_bytes() => return Err(SigError::Mismatch.into()),
+            _ => {}
+        }
+        let signed = Self::read_signed(parts, &hash, service)?;
+        self.resolve_signed(signed).await
+    }
+
     fn read(parts: &http::request::Parts) -> Result<Signed, AuthError> {
+        Self::read_signed(parts, sigv4::UNSIGNED_PAYLOAD, sigv4::GRPC_SERVICE)
+    }
+
+    fn read_signed(
+        parts: &http::request::Parts,
+        payload_hash: &str,
+        service: &str,
+    ) -> Result<Signed, AuthError> {
         let canonical = Canonical {
             method: parts.method.as_str(),
             path: parts.uri.path(),
             query: parts.uri.query().unwrap_or(""),
-            payload_hash: sigv4::UNSIGNED_PAYLOAD,
+            payload_hash,
         };
         Ok(Signed::read(
             &canonical,
             &parts.headers,
             now_ms(),
-            Some(sigv4::GRPC_SERVICE),
+            Some(service),
         )?)
     }
 
@@ -194,7 +233,11 @@ impl Authenticator {
     }
 
     async fn signed(&self, parts: &http::request::Parts) -> Result<Caller, AuthError> {
-        let signed = Self::read(parts)?;
+        self.resolve_signed(Self::read(parts)?).await
+    }
+
+    /// The caller whose key signed `signed`, once its signature is checked.
+    async fn resolve_signed(&self, signed: Signed) -> Result<Caller, AuthError> {
         let id = signed.authorization.access_key_id.clone();
         if let Some(admin) = &self.security.admin {
             if admin.access_key_id == id {

@@ -24,6 +24,7 @@ pub use sluice_core::{
 pub mod api;
 pub mod auth;
 pub mod authenticator;
+pub mod aws;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;

@@ -166,6 +166,12 @@ impl Shared {
             };
         }
         let Some(entry) = self.table.get(&path).cloned() else {
+            // The AWS protocols authenticate their own requests (a SigV4
+            // signature over the request as the SDK sent it) and pass each
+            // operation back through this guard as the gRPC call it is.
+            if crate::aws::is_aws_request(&request) {
+                return inner.call(request).await;
+            }
             if !self.authenticator.security().auth {
                 return inner.call(request).await;
             }
@@ -188,11 +194,15 @@ impl Shared {
         parts.headers.remove(FORWARDED_HEADER);
         let mut meter = Meter::new(entry.rpc.method, started);
         meter.active = active;
-        let caller = match self
-            .authenticator
-            .authenticate(Listener::Public, &parts)
-            .await
-        {
+        let authenticated = match parts.extensions.remove::<crate::aws::Authenticated>() {
+            Some(crate::aws::Authenticated(caller)) => Ok(caller),
+            None => {
+                self.authenticator
+                    .authenticate(Listener::Public, &parts)
+                    .await
+            }
+        };
+        let caller = match authenticated {
             Ok(c) => c,
             Err(e) => {
                 meter.finish("Unauthenticated");

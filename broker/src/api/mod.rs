@@ -239,6 +239,7 @@ pub async fn serve_public(
                 scaler::ScalerApi::new(ctx.clone()),
             ),
         );
+    let front = Arc::new(aws_front(&ctx, &serving));
     let confirm_ctx = ctx.clone();
     let (live_router, ready_router) = (ctx.router.clone(), ctx.router.clone());
     let router = routes
@@ -258,6 +259,12 @@ pub async fn serve_public(
             "/ready",
             axum::routing::get(move || {
                 probes::ready(ready_router.clone(), guard.clone(), timing.election_max)
+            }),
+        )
+        .route(
+            "/",
+            axum::routing::post(move |request: axum::extract::Request| {
+                front.clone().serve(request)
             }),
         )
         .route(
@@ -284,6 +291,45 @@ pub async fn serve_public(
             shutdown,
         )
         .await
+}
+
+/// The AWS protocols' front: its operations run in-process through a guard
+/// and handlers of their own, the same as the listener's.
+fn aws_front(ctx: &Context, serving: &Serving) -> crate::aws::front::Front {
+    let layer = guard::GuardLayer::new(
+        crate::authenticator::Listener::Public,
+        serving.authenticator.clone(),
+        serving.table.clone(),
+        ctx.identity.clone(),
+        ctx.router.clone(),
+        PUBLIC_MESSAGE_MAX,
+        serving.bounds.clone(),
+    );
+    let routes = public_routes(ctx).add_service(IamServer::new(iam::IamApi::new(ctx.clone())));
+    let guarded = tower::Layer::layer(&layer, routes);
+    let dispatch = crate::aws::call::Dispatch::new(move |request| {
+        let service = guarded.clone();
+        async move {
+            match tower::ServiceExt::oneshot(service, request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    });
+    let bounds = serving.bounds.clone();
+    crate::aws::front::Front {
+        authenticator: serving.authenticator.clone(),
+        dispatch,
+        identity: ctx.identity.clone(),
+        scheme: if serving.accept.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        // Base64 makes binary values a third larger in JSON than in gRPC.
+        body_max: PUBLIC_MESSAGE_MAX * 2,
+        reserve: Arc::new(move |len| bounds.reserve(len)),
+    }
 }
 
 /// Serves the cluster listener on `listener` until `shutdown` completes:

@@ -1,0 +1,149 @@
+//! The HTTP side of the AWS protocols: reads a request, authenticates it,
+//! hands it to the protocol of its target and writes the answer.
+
+use std::sync::Arc;
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use tokio::sync::OwnedSemaphorePermit;
+use tonic::Status;
+
+use super::call::Dispatch;
+use super::error::AwsError;
+use super::sqs;
+use crate::authenticator::Authenticator;
+use crate::identity::Identity;
+
+/// The header naming a JSON protocol's operation: `AmazonSQS.SendMessage`.
+pub const TARGET_HEADER: &str = "x-amz-target";
+
+/// Takes `len` bytes of the node's in-flight request memory (the budget
+/// the gRPC requests share), or refuses.
+pub type Reserve = dyn Fn(usize) -> Result<OwnedSemaphorePermit, Status> + Send + Sync;
+
+/// What the AWS protocols need of the node.
+pub struct Front {
+    /// Checks SigV4 signatures against the cluster's access keys.
+    pub authenticator: Arc<Authenticator>,
+    /// The public services behind their guard.
+    pub dispatch: Dispatch,
+    /// The account id in queue URLs.
+    pub identity: Identity,
+    /// `https` when the public port takes TLS, else `http`: the scheme of
+    /// the URLs in answers.
+    pub scheme: &'static str,
+    /// Largest request body, bytes.
+    pub body_max: usize,
+    /// The in-flight request memory budget.
+    pub reserve: Arc<Reserve>,
+}
+
+impl Front {
+    /// Answers one AWS-protocol request.
+    pub async fn serve(self: Arc<Self>, request: axum::extract::Request) -> Response {
+        let target = request
+            .headers()
+            .get(TARGET_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        match target.split_once('.') {
+            Some(("AmazonSQS", action)) => {
+                let action = action.to_string();
+                match self.sqs(request, &action).await {
+                    Ok(answer) => json_answer(sqs::CONTENT_TYPE, answer),
+                    Err(e) => e.json_response(sqs::CONTENT_TYPE, sqs::NAMESPACE, true),
+                }
+            }
+            _ => AwsError::unknown_operation(&target).json_response(
+                "application/x-amz-json-1.0",
+                "com.amazonaws.sluice",
+                false,
+            ),
+        }
+    }
+
+    async fn sqs(
+        &self,
+        request: axum::extract::Request,
+        action: &str,
+    ) -> Result<serde_json::Value, AwsError> {
+        let (parts, body) = request.into_parts();
+        let (body, _permit) = self.read(&parts, body).await?;
+        let caller = self
+            .authenticator
+            .authenticate_aws(&parts, &body, sqs::SIGNING_NAME)
+            .await
+            .map_err(|e| AwsError {
+                http_status: 403,
+                code: e.code.to_string(),
+                message: e.message,
+            })?;
+        let json: serde_json::Value = if body.is_empty() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            serde_json::from_slice(&body)
+                .map_err(|e| AwsError::serialization(format!("the body is not JSON: {e}")))?
+        };
+        let urls = sqs::Urls {
+            base: format!("{}://{}", self.scheme, host(&parts)),
+            account_id: self.identity.account_id.clone(),
+        };
+        sqs::handle(&self.dispatch, &urls, caller, action, &json).await
+    }
+
+    /// The whole body, within the size limit and the memory budget (held
+    /// until the answer is written).
+    async fn read(
+        &self,
+        parts: &http::request::Parts,
+        body: axum::body::Body,
+    ) -> Result<(Bytes, OwnedSemaphorePermit), AwsError> {
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let too_large = || AwsError {
+            http_status: 413,
+            code: "RequestEntityTooLarge".into(),
+            message: format!("the request body is larger than {} bytes", self.body_max),
+        };
+        if declared.is_some_and(|n| n > self.body_max) {
+            return Err(too_large());
+        }
+        let permit = (self.reserve)(declared.unwrap_or(self.body_max))
+            .map_err(|s| AwsError::from_status(&s))?;
+        let bytes = Limited::new(body, self.body_max)
+            .collect()
+            .await
+            .map_err(|_| too_large())?
+            .to_bytes();
+        Ok((bytes, permit))
+    }
+}
+
+/// The host the request was sent to, for the URLs in the answer.
+fn host(parts: &http::request::Parts) -> String {
+    parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .filter(|h| !h.is_empty() && h.len() <= 255 && h.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn json_answer(content_type: &'static str, answer: serde_json::Value) -> Response {
+    let mut response = answer.to_string().into_response();
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        response.headers_mut().insert("x-amzn-requestid", v);
+    }
+    response
+}

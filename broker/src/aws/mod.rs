@@ -1,0 +1,36 @@
+//! The AWS wire protocols, served on the public port beside gRPC, so that
+//! unmodified AWS SDKs and the aws CLI work against Sluice with only their
+//! endpoint changed.
+//!
+//! A request is recognised as AWS's by its `X-Amz-Target` header (the AWS
+//! JSON protocols). The [`front`] reads it whole (within
+//! [`front::BODY_MAX`]), checks its SigV4 signature against Sluice's access
+//! keys (any signature when authentication is off, as the emulators do),
+//! turns it into the gRPC request of the same operation and runs that
+//! through the same guard and handler as a gRPC client's call ([`call`]):
+//! one authorisation table, one set of handlers, one behaviour. The answer
+//! goes back in the protocol's shape, errors as AWS sends them ([`error`]).
+//!
+//! Served so far: SQS over AWS JSON 1.0 ([`sqs`]).
+
+pub mod call;
+pub mod error;
+pub mod front;
+pub mod json;
+pub mod sqs;
+
+use crate::auth::caller::Caller;
+
+/// The caller of an operation the AWS front passes on: already
+/// authenticated from the SDK's signature. Set only in-process, as a
+/// request extension (never from a header), so no client can claim it.
+#[derive(Clone)]
+pub struct Authenticated(pub Caller);
+
+/// Whether `request` speaks an AWS protocol rather than gRPC or one of the
+/// plain HTTP routes.
+pub fn is_aws_request<B>(request: &http::Request<B>) -> bool {
+    request.method() == http::Method::POST
+        && request.uri().path() == "/"
+        && request.headers().contains_key(front::TARGET_HEADER)
+}

@@ -1,0 +1,548 @@
+//! SQS over AWS JSON 1.0 (`X-Amz-Target: AmazonSQS.<Action>`): what boto3,
+//! the aws CLI, aws-sdk-rust and the current JavaScript, Java and Go SDKs
+//! send. Each action becomes the `sluice.v1.Queues` call of the same name.
+//!
+//! Queue URLs are built from the request's `Host`
+//! (`http://HOST/ACCOUNT/NAME`), so an SDK pointed at any node gets URLs of
+//! that node; a URL given back is resolved by its last path segment (the
+//! gRPC API checks its account).
+
+use base64::Engine;
+use serde_json::{json, Map, Value};
+use sluice_proto::v1 as pb;
+
+use super::call::Dispatch;
+use super::error::AwsError;
+use super::json::{put_str, Input};
+use crate::auth::caller::Caller;
+
+/// The JSON content type of the answers.
+pub const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
+/// The namespace of error types.
+pub const NAMESPACE: &str = "com.amazonaws.sqs";
+/// The service name in SigV4 credential scopes.
+pub const SIGNING_NAME: &str = "sqs";
+
+/// Where the answer's queue URLs point: `http(s)://HOST` and the account.
+pub struct Urls {
+    /// `http://host:port` (`https` with TLS), from the request.
+    pub base: String,
+    /// The cluster's account id.
+    pub account_id: String,
+}
+
+impl Urls {
+    fn of(&self, name: &str) -> String {
+        format!("{}/{}/{name}", self.base, self.account_id)
+    }
+
+    /// The URL of the queue a gRPC answer's URL names.
+    fn rebase(&self, grpc_url: &str) -> String {
+        self.of(grpc_url.rsplit('/').next().unwrap_or(grpc_url))
+    }
+}
+
+/// Runs `action` with the request `body` as `caller`; the answer's JSON.
+pub async fn handle(
+    dispatch: &Dispatch,
+    urls: &Urls,
+    caller: Caller,
+    action: &str,
+    body: &Value,
+) -> Result<Value, AwsError> {
+    let input = Input::of(body)?;
+    let call = Call {
+        dispatch,
+        caller,
+        urls,
+    };
+    match action {
+        "CreateQueue" => call.create_queue(&input).await,
+        "GetQueueUrl" => call.get_queue_url(&input).await,
+        "ListQueues" => call.list_queues(&input).await,
+        "DeleteQueue" => {
+            let req = pb::DeleteQueueRequest {
+                queue_name: queue(&input)?,
+            };
+            call.done::<_, pb::DeleteQueueResponse>("DeleteQueue", req).await
+        }
+        "GetQueueAttributes" => {
+            let req = pb::GetQueueAttributesRequest {
+                queue_name: queue(&input)?,
+                attribute_names: input.strings("AttributeNames")?,
+            };
+            let r: pb::GetQueueAttributesResponse = call.run("GetQueueAttributes", req).await?;
+            Ok(json!({ "Attributes": r.attributes }))
+        }
+        "SetQueueAttributes" => {
+            let attributes = input.string_map("Attributes")?;
+            if input.object("Attributes")?.is_none() {
+                return Err(AwsError::missing("Attributes"));
+            }
+            let req = pb::SetQueueAttributesRequest {
+                queue_name: queue(&input)?,
+                attributes,
+            };
+            call.done::<_, pb::SetQueueAttributesResponse>("SetQueueAttributes", req).await
+        }
+        "TagQueue" => {
+            let req = pb::TagQueueRequest {
+                queue_name: queue(&input)?,
+                tags: input.string_map("Tags")?,
+            };
+            call.done::<_, pb::TagQueueResponse>("TagQueue", req).await
+        }
+        "UntagQueue" => {
+            let req = pb::UntagQueueRequest {
+                queue_name: queue(&input)?,
+                tag_keys: input.strings("TagKeys")?,
+            };
+            call.done::<_, pb::UntagQueueResponse>("UntagQueue", req).await
+        }
+        "ListQueueTags" => {
+            let req = pb::ListQueueTagsRequest {
+                queue_name: queue(&input)?,
+            };
+            let r: pb::ListQueueTagsResponse = call.run("ListQueueTags", req).await?;
+            Ok(json!({ "Tags": r.tags }))
+        }
+        "PurgeQueue" => {
+            let req = pb::PurgeQueueRequest {
+                queue_name: queue(&input)?,
+            };
+            call.done::<_, pb::PurgeQueueResponse>("PurgeQueue", req).await
+        }
+        "SendMessage" => call.send_message(&input).await,
+        "SendMessageBatch" => call.send_message_batch(&input).await,
+        "ReceiveMessage" => call.receive_message(&input).await,
+        "DeleteMessage" => {
+            let req = pb::DeleteMessageRequest {
+                queue_name: queue(&input)?,
+                receipt_handle: input.required("ReceiptHandle")?,
+            };
+            call.done::<_, pb::DeleteMessageResponse>("DeleteMessage", req).await
+        }
+        "DeleteMessageBatch" => call.delete_message_batch(&input).await,
+        "ChangeMessageVisibility" => {
+            let req = pb::ChangeMessageVisibilityRequest {
+                queue_name: queue(&input)?,
+                receipt_handle: input.required("ReceiptHandle")?,
+                visibility_timeout: input
+                    .int("VisibilityTimeout")?
+                    .ok_or_else(|| AwsError::missing("VisibilityTimeout"))?,
+            };
+            call.done::<_, pb::ChangeMessageVisibilityResponse>("ChangeMessageVisibility", req).await
+        }
+        "ChangeMessageVisibilityBatch" => call.change_visibility_batch(&input).await,
+        "ListDeadLetterSourceQueues" => call.list_dead_letter_sources(&input).await,
+        "StartMessageMoveTask" => {
+            let req = pb::StartMessageMoveTaskRequest {
+                source_arn: input.required("SourceArn")?,
+                destination_arn: input.string("DestinationArn")?,
+                max_number_of_messages_per_second: input.int("MaxNumberOfMessagesPerSecond")?,
+            };
+            let r: pb::StartMessageMoveTaskResponse =
+                call.run("StartMessageMoveTask", req).await?;
+            Ok(json!({ "TaskHandle": r.task_handle }))
+        }
+        "CancelMessageMoveTask" => {
+            let req = pb::CancelMessageMoveTaskRequest {
+                task_handle: input.required("TaskHandle")?,
+            };
+            let r: pb::CancelMessageMoveTaskResponse =
+                call.run("CancelMessageMoveTask", req).await?;
+            Ok(json!({ "ApproximateNumberOfMessagesMoved": r.approximate_number_of_messages_moved }))
+        }
+        "ListMessageMoveTasks" => call.list_move_tasks(&input).await,
+        "AddPermission" | "RemovePermission" => Err(AwsError {
+            http_status: 400,
+            code: "UnsupportedOperation".into(),
+            message: format!(
+                "{action}: Sluice authorises with its own principals and policies, not queue policies"
+            ),
+        }),
+        other => Err(AwsError::unknown_operation(&format!("AmazonSQS.{other}"))),
+    }
+}
+
+struct Call<'a> {
+    dispatch: &'a Dispatch,
+    caller: Caller,
+    urls: &'a Urls,
+}
+
+impl Call<'_> {
+    async fn run<Req, Resp>(&self, method: &str, request: Req) -> Result<Resp, AwsError>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        self.dispatch
+            .call(
+                &format!("/sluice.v1.Queues/{method}"),
+                self.caller.clone(),
+                request,
+            )
+            .await
+            .map_err(|s| AwsError::from_status(&s))
+    }
+
+    /// Runs an action whose answer has no members.
+    async fn done<Req, Resp>(&self, method: &str, request: Req) -> Result<Value, AwsError>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        self.run::<Req, Resp>(method, request).await?;
+        Ok(json!({}))
+    }
+
+    async fn create_queue(&self, input: &Input<'_>) -> Result<Value, AwsError> {
+        let req = pb::CreateQueueRequest {
+            queue_name: input.required("QueueName")?,
+            attributes: input.string_map("Attributes")?,
+            tags: input.string_map("tags")?,
+        };
+        let r: pb::CreateQueueResponse = self.run("CreateQueue", req).await?;
+        Ok(json!({ "QueueUrl": self.urls.rebase(&r.queue_url) }))
+    }
+
+    async fn get_queue_url(&self, input: &Input<'_>) -> Result<Value, AwsError> {
+        let req = pb::GetQueueUrlRequest {
+            queue_name: input.required("QueueName")?,
+            queue_owner_aws_account_id: input.string("QueueOwnerAWSAccountId")?.unwrap_or_default(),
+        };
+        let r: pb::GetQueueUrlResponse = self.run("GetQueueUrl", req).await?;
+        Ok(json!({ "QueueUrl": self.urls.rebase(&r.queue_url) }))
+    }
+
+    async fn list_queues(&self, input: &Input<'_>) -> Result<Value, AwsError> {
+        let req = pb::ListQueuesRequest {
+            queue_name_prefix: input.string("QueueNamePrefix")?.unwrap_or_default(),
+            max_results: input.int("MaxResults")?.unwrap_or(0),
+            next_token: input.string("NextToken")?.unwrap_or_default(),
+        };
+        let r: pb::ListQueuesResponse = self.run("ListQueues", req).await?;
+        let mut out = Map::new();
+        if !r.queue_names.is_empty() {
+            let urls: Vec<String> = r.queue_names.iter().map(|n| self.urls.of(n)).collect();
+            out.insert("QueueUrls".into(), json!(urls));
+        }
+        put_str(&mut out, "NextToken", r.next_token);
+        Ok(Value::Object(out))
+    }
+
+    async fn list_dead_letter_sources(&self, input: &Input<'_>) -> Result<Value, AwsError> {
+        let req = pb::ListDeadLetterSourceQueuesRequest {
+            queue_name: queue(input)?,
+            max_results: input.int("MaxResults")?.unwrap_or(0),
+            next_token: input.string("NextToken")?.unwrap_or_default(),
+        };
+        let r: pb::ListDeadLetterSourceQueuesResponse =
+            self.run("ListDeadLetterSourceQueues", req).await?;
+        let urls: Vec<String> = r.queue_names.iter().map(|n| self.urls.of(n)).collect();
+        let mut out = Map::new();
+        out.insert("queueUrls".into(), json!(urls));
+        put_str(&mut out, "NextToken", r.next_token);
+        Ok(Value::Object(out))
+    }
+
+    async fn send_message(&self, input: &Input<'_>) -> Result<Value, AwsError> {
+        let req = pb::SendMessageRequest {
+            queue_name: queue(input)?,
+            message_body: input.required("MessageBody")?,
+            delay_seconds: input.int("DelaySeconds")?,
+            message_attributes: attributes_in(input, "MessageAttributes")?,
+            message_system_attributes: attributes_in(input, "MessageSystemAttributes")?,
+            message_deduplication_id: input.string("MessageDeduplicationId")?.unwrap_or_default(),
+            message_group_id: input.string("MessageGroupId")?.unwrap_or_default(),
+        };
+        let r: pb::SendMessageResponse = self.run("SendMessage", req).await?;
+        let mut out = Map::new();
+        put_str(&mut out, "MessageId", r.message_id);
+        put_str(&mut out, "MD5OfMessageBody", r.md5_of_message_body);
+        put_str(
+            &mut out,
+            "MD5OfMessageAttributes",
+            r.md5_of_message_attributes,
+        );
+        put_str(
+            &mut out,
+            "MD5OfMessageSystemAttributes",
+            r.md5_of_message_system_attributes,
+        );
+        put_str(&mut out, "SequenceNumber", r.sequence_number);
+        Ok(Value::Object(out))
+    }
+
+    async fn send_message_batch(&self, input: &Input<'_>) -> Result<Value, AwsError> {
+        let entries = input
+            .objects("Entries")?
+            .iter()
+            .map(|e| {
+                Ok(pb::SendMessageBatchRequestEntry {
+                    id: e.required("Id")?,
+                    message_body: e.required("MessageBody")?,
+                    delay_seconds: e.int("DelaySeconds")?,
+                    message_attributes: attributes_in(e, "MessageAttributes")?,
+                    message_system_attributes: attributes_in(e, "MessageSystemAttributes")?,
+                    message_deduplication_id: e
+                        .string("MessageDeduplicationId")?
+                        .unwrap_or_default(),
+                    message_group_id: e.string("MessageGroupId")?.unwrap_or_default(),
+                })
+            })
+            .collect::<Result<Vec<_>, AwsError>>()?;
+        let req = pb::SendMessageBatchRequest {
+            queue_name: queue(input)?,
+            entries,
+        };
+        let r: pb::SendMessageBatchResponse = self.run("SendMessageBatch", req).await?;
+        let successful: Vec<Value> = r
+            .successful
+            .into_iter()
+            .map(|s| {
+                let mut out = Map::new();
+                put_str(&mut out, "Id", s.id);
+                put_str(&mut out, "MessageId", s.message_id);
+                put_str(&mut out, "MD5OfMessageBody", s.md5_of_message_body);
+                put_str(
+                    &mut out,
+                    "MD5OfMessageAttributes",
+                    s.md5_of_message_attributes,
+                );
+                put_str(
+                    &mut out,
+                    "MD5OfMessageSystemAttributes",
+                    s.md5_of_message_system_attributes,
+                );
+                put_str(&mut out, "SequenceNumber", s.sequence_number);
+                Value::Object(out)
+            })
+            .collect();
+        Ok(json!({ "Successful": successful, "Failed": failed(r.failed) }))
+    }
+
+    async fn receive_message(&self, input: &Input<'_>) -> Result<Value, AwsError> {
+        // `AttributeNames` is the older name of `MessageSystemAttributeNames`.
+        let mut system = input.strings("MessageSystemAttributeNames")?;
+        for name in input.strings("AttributeNames")? {
+            if !system.contains(&name) {
+                system.push(name);
+            }
+        }
+        let req = pb::ReceiveMessageRequest {
+            queue_name: queue(input)?,
+            message_system_attribute_names: system,
+            message_attribute_names: input.strings("MessageAttributeNames")?,
+            max_number_of_messages: input.int("MaxNumberOfMessages")?.unwrap_or(0),
+            visibility_timeout: input.int("VisibilityTimeout")?,
+            wait_time_seconds: input.int("WaitTimeSeconds")?,
+            receive_request_attempt_id: input
+                .string("ReceiveRequestAttemptId")?
+                .unwrap_or_default(),
+        };
+        let r: pb::ReceiveMessageResponse = self.run("ReceiveMessage", req).await?;
+        if r.messages.is_empty() {
+            return Ok(json!({}));
+        }
+        let messages: Vec<Value> = r
+            .messages
+            .into_iter()
+            .map(|m| {
+                let mut out = Map::new();
+                put_str(&mut out, "MessageId", m.message_id);
+                put_str(&mut out, "ReceiptHandle", m.receipt_handle);
+                put_str(&mut out, "MD5OfBody", m.md5_of_body);
+                out.insert("Body".into(), Value::String(m.body));
+                if !m.attributes.is_empty() {
+                    out.insert("Attributes".into(), json!(m.attributes));
+                }
+                put_str(
+                    &mut out,
+                    "MD5OfMessageAttributes",
+                    m.md5_of_message_attributes,
+                );
+                if !m.message_attributes.is_empty() {
+                    out.insert(
+                        "MessageAttributes".into(),
+                        attributes_out(m.message_attributes),
+                    );
+                }
+                Value::Object(out)
+            })
+            .collect();
+        Ok(json!({ "Messages": messages }))
+    }
+
+    async fn delete_message_batch(&self, input: &Input<'_>) -> Result<Value, AwsError> {
+        let entries = input
+            .objects("Entries")?
+            .iter()
+            .map(|e| {
+                Ok(pb::DeleteMessageBatchRequestEntry {
+                    id: e.required("Id")?,
+                    receipt_handle: e.required("ReceiptHandle")?,
+                })
+            })
+            .collect::<Result<Vec<_>, AwsError>>()?;
+        let req = pb::DeleteMessageBatchRequest {
+            queue_name: queue(input)?,
+            entries,
+        };
+        let r: pb::DeleteMessageBatchResponse = self.run("DeleteMessageBatch", req).await?;
+        let ids: Vec<Value> = r
+            .successful
+            .into_iter()
+            .map(|s| json!({ "Id": s.id }))
+            .collect();
+        Ok(json!({ "Successful": ids, "Failed": failed(r.failed) }))
+    }
+
+    async fn change_visibility_batch(&self, input: &Input<'_>) -> Result<Value, AwsError> {
+        let entries = input
+            .objects("Entries")?
+            .iter()
+            .map(|e| {
+                Ok(pb::ChangeMessageVisibilityBatchRequestEntry {
+                    id: e.required("Id")?,
+                    receipt_handle: e.required("ReceiptHandle")?,
+                    visibility_timeout: e.int("VisibilityTimeout")?.unwrap_or(0),
+                })
+            })
+            .collect::<Result<Vec<_>, AwsError>>()?;
+        let req = pb::ChangeMessageVisibilityBatchRequest {
+            queue_name: queue(input)?,
+            entries,
+        };
+        let r: pb::ChangeMessageVisibilityBatchResponse =
+            self.run("ChangeMessageVisibilityBatch", req).await?;
+        let ids: Vec<Value> = r
+            .successful
+            .into_iter()
+            .map(|s| json!({ "Id": s.id }))
+            .collect();
+        Ok(json!({ "Successful": ids, "Failed": failed(r.failed) }))
+    }
+
+    async fn list_move_tasks(&self, input: &Input<'_>) -> Result<Value, AwsError> {
+        let req = pb::ListMessageMoveTasksRequest {
+            source_arn: input.required("SourceArn")?,
+            max_results: input.int("MaxResults")?.unwrap_or(0),
+        };
+        let r: pb::ListMessageMoveTasksResponse = self.run("ListMessageMoveTasks", req).await?;
+        let results: Vec<Value> = r
+            .results
+            .into_iter()
+            .map(|t| {
+                let mut out = Map::new();
+                put_str(&mut out, "TaskHandle", t.task_handle);
+                put_str(&mut out, "Status", t.status);
+                put_str(&mut out, "SourceArn", t.source_arn);
+                put_str(&mut out, "DestinationArn", t.destination_arn);
+                if let Some(rate) = t.max_number_of_messages_per_second {
+                    out.insert("MaxNumberOfMessagesPerSecond".into(), json!(rate));
+                }
+                out.insert(
+                    "ApproximateNumberOfMessagesMoved".into(),
+                    json!(t.approximate_number_of_messages_moved),
+                );
+                out.insert(
+                    "ApproximateNumberOfMessagesToMove".into(),
+                    json!(t.approximate_number_of_messages_to_move),
+                );
+                put_str(&mut out, "FailureReason", t.failure_reason);
+                out.insert("StartedTimestamp".into(), json!(t.started_timestamp));
+                Value::Object(out)
+            })
+            .collect();
+        Ok(json!({ "Results": results }))
+    }
+}
+
+/// The queue a request names (`QueueUrl`, a URL or a name).
+fn queue(input: &Input<'_>) -> Result<String, AwsError> {
+    input.required("QueueUrl")
+}
+
+/// A batch's failed entries in the JSON shape.
+fn failed(entries: Vec<pb::BatchResultErrorEntry>) -> Vec<Value> {
+    entries
+        .into_iter()
+        .map(|f| {
+            json!({
+                "Id": f.id,
+                "SenderFault": f.sender_fault,
+                "Code": f.code,
+                "Message": f.message,
+            })
+        })
+        .collect()
+}
+
+/// Message attributes as a request gives them: `{"Name": {"DataType":
+/// "String", "StringValue": "v"}}`, binary values in base64.
+fn attributes_in(
+    input: &Input<'_>,
+    member: &str,
+) -> Result<std::collections::HashMap<String, pb::MessageAttributeValue>, AwsError> {
+    let mut out = std::collections::HashMap::new();
+    let Some(map) = input.object(member)? else {
+        return Ok(out);
+    };
+    for (name, value) in map {
+        let field = format!("{member}.{name}");
+        let value = value
+            .as_object()
+            .ok_or_else(|| AwsError::serialization(format!("{field}: must be an object")))?;
+        let attribute = Input(value);
+        for list in ["StringListValues", "BinaryListValues"] {
+            if !attribute.strings(list)?.is_empty() {
+                return Err(AwsError::invalid(
+                    &format!("{field}.{list}"),
+                    "is reserved by SQS for future use and must be empty",
+                ));
+            }
+        }
+        let binary = match attribute.string("BinaryValue")? {
+            None => Vec::new(),
+            Some(b64) => base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|_| {
+                    AwsError::invalid(&format!("{field}.BinaryValue"), "must be base64")
+                })?,
+        };
+        out.insert(
+            name.clone(),
+            pb::MessageAttributeValue {
+                data_type: attribute
+                    .string("DataType")?
+                    .ok_or_else(|| AwsError::missing(&format!("{field}.DataType")))?,
+                string_value: attribute.string("StringValue")?.unwrap_or_default(),
+                binary_value: binary,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Message attributes in the answer's shape.
+fn attributes_out(
+    attributes: std::collections::HashMap<String, pb::MessageAttributeValue>,
+) -> Value {
+    let mut out = Map::new();
+    for (name, a) in attributes {
+        let mut v = Map::new();
+        v.insert("DataType".into(), Value::String(a.data_type.clone()));
+        if a.data_type.starts_with("Binary") {
+            v.insert(
+                "BinaryValue".into(),
+                Value::String(base64::engine::general_purpose::STANDARD.encode(&a.binary_value)),
+            );
+        } else {
+            v.insert("StringValue".into(), Value::String(a.string_value));
+        }
+        out.insert(name, Value::Object(v));
+    }
+    Value::Object(out)
+}

@@ -1,0 +1,220 @@
+"""Drives every SQS action through boto3 and the aws CLI, unmodified, over
+the AWS JSON protocol against a Sluice cluster: each call goes to another
+node. Exits non-zero on the first check that fails.
+
+Usage: aws_sqs.py ENDPOINTS CA KEY SECRET READER_KEY READER_SECRET
+  ENDPOINTS  comma-separated https://host:port of the nodes
+  CA         the CA bundle the nodes' certificates chain to
+  KEY/SECRET an access key allowed everything
+  READER_*   an access key with read-only access
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import boto3
+import botocore.config
+from botocore.exceptions import ClientError
+
+endpoints, ca, key, secret, reader_key, reader_secret = sys.argv[1:7]
+endpoints = endpoints.split(",")
+config = botocore.config.Config(retries={"max_attempts": 8, "mode": "standard"})
+
+
+def client(i, key_id=key, secret_key=secret):
+    return boto3.client(
+        "sqs",
+        endpoint_url=endpoints[i % len(endpoints)],
+        region_name="us-east-1",
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret_key,
+        verify=ca,
+        config=config,
+    )
+
+
+nodes = [client(i) for i in range(len(endpoints))]
+
+
+def node(i):
+    return nodes[i % len(nodes)]
+
+
+def check(what, ok, detail=""):
+    if not ok:
+        print(f"FAILED: {what} {detail}", file=sys.stderr)
+        sys.exit(1)
+    print(f"ok: {what}")
+
+
+def error_of(call):
+    try:
+        call()
+    except ClientError as e:
+        return e
+    return None
+
+
+def receive_all(sqs, url, want, **kw):
+    got = []
+    deadline = time.time() + 30
+    while len(got) < want and time.time() < deadline:
+        r = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, **kw)
+        got.extend(r.get("Messages", []))
+    return got
+
+
+# Standard queue: create, look up, send (attributes, batch), receive,
+# change visibility, delete.
+url = node(0).create_queue(QueueName="aws-std", Attributes={"VisibilityTimeout": "60"})["QueueUrl"]
+check("CreateQueue answers the URL of the node asked", url == endpoints[0] + "/000000000000/aws-std", url)
+url1 = node(1).get_queue_url(QueueName="aws-std")["QueueUrl"]
+check("GetQueueUrl on another node", url1 == endpoints[1] + "/000000000000/aws-std", url1)
+sent = node(1).send_message(
+    QueueUrl=url1,
+    MessageBody="first",
+    MessageAttributes={
+        "color": {"DataType": "String", "StringValue": "blue"},
+        "raw": {"DataType": "Binary", "BinaryValue": b"\x00\xff"},
+        "n": {"DataType": "Number", "StringValue": "42"},
+    },
+)
+check("SendMessage returns an id and the body's MD5", sent["MD5OfMessageBody"] == "8b04d5e3775d298e78455efc5ca404d5", sent)
+batch = node(2).send_message_batch(
+    QueueUrl=url, Entries=[{"Id": f"e{i}", "MessageBody": f"b{i}"} for i in range(10)]
+)
+check("SendMessageBatch sends all ten", len(batch["Successful"]) == 10 and not batch["Failed"], batch)
+msgs = receive_all(node(0), url, 11, MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"])
+bodies = sorted(m["Body"] for m in msgs)
+check("ReceiveMessage gets all eleven", bodies == sorted(["first"] + [f"b{i}" for i in range(10)]), bodies)
+first = next(m for m in msgs if m["Body"] == "first")
+check(
+    "message attributes round-trip (boto3 checked their MD5)",
+    first["MessageAttributes"]["raw"]["BinaryValue"] == b"\x00\xff"
+    and first["MessageAttributes"]["color"]["StringValue"] == "blue"
+    and first["Attributes"]["ApproximateReceiveCount"] == "1",
+    first,
+)
+node(1).change_message_visibility(QueueUrl=url, ReceiptHandle=first["ReceiptHandle"], VisibilityTimeout=0)
+again = receive_all(node(2), url, 1)
+check("ChangeMessageVisibility to 0 makes it visible again", [m["Body"] for m in again] == ["first"], again)
+node(0).delete_message(QueueUrl=url, ReceiptHandle=again[0]["ReceiptHandle"])
+others = [m for m in msgs if m["Body"] != "first"]
+vis = node(1).change_message_visibility_batch(
+    QueueUrl=url,
+    Entries=[{"Id": f"v{i}", "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 120} for i, m in enumerate(others[:3])]
+    + [{"Id": "bad", "ReceiptHandle": "not-a-handle", "VisibilityTimeout": 5}],
+)
+check(
+    "ChangeMessageVisibilityBatch answers per entry",
+    len(vis["Successful"]) == 3 and [f["Id"] for f in vis["Failed"]] == ["bad"] and vis["Failed"][0]["SenderFault"],
+    vis,
+)
+deleted = node(2).delete_message_batch(
+    QueueUrl=url, Entries=[{"Id": f"d{i}", "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(others)]
+)
+check("DeleteMessageBatch deletes the ten", len(deleted["Successful"]) == 10 and not deleted["Failed"], deleted)
+attrs = node(0).get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+check("nothing is left", attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0", attrs)
+
+# Attributes and tags.
+node(1).set_queue_attributes(QueueUrl=url, Attributes={"DelaySeconds": "2", "ReceiveMessageWaitTimeSeconds": "1"})
+attrs = node(2).get_queue_attributes(QueueUrl=url, AttributeNames=["DelaySeconds", "QueueArn"])["Attributes"]
+check("SetQueueAttributes then GetQueueAttributes", attrs == {"DelaySeconds": "2", "QueueArn": "arn:aws:sqs:us-east-1:000000000000:aws-std"}, attrs)
+node(0).tag_queue(QueueUrl=url, Tags={"team": "a", "env": "test"})
+node(1).untag_queue(QueueUrl=url, TagKeys=["env"])
+tags = node(2).list_queue_tags(QueueUrl=url)["Tags"]
+check("TagQueue, UntagQueue, ListQueueTags", tags == {"team": "a"}, tags)
+
+# FIFO: order per group, deduplication.
+fifo = node(0).create_queue(
+    QueueName="aws-orders.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+)["QueueUrl"]
+for i in range(6):
+    r = node(i).send_message(QueueUrl=fifo, MessageBody=f"o{i}", MessageGroupId="g" + str(i % 2))
+    check(f"FIFO send {i} has a sequence number", r.get("SequenceNumber", "").isdigit(), r)
+dup = node(1).send_message(QueueUrl=fifo, MessageBody="o0", MessageGroupId="g0")
+fifo_msgs = receive_all(node(2), fifo, 6, VisibilityTimeout=60, MessageSystemAttributeNames=["All"])
+order = {g: [m["Body"] for m in fifo_msgs if m["Attributes"]["MessageGroupId"] == g] for g in ("g0", "g1")}
+check("FIFO keeps each group's order and drops the duplicate", order == {"g0": ["o0", "o2", "o4"], "g1": ["o1", "o3", "o5"]}, order)
+check("a deduplicated send answers the first message's id", dup["MessageId"] in [m["MessageId"] for m in fifo_msgs], dup)
+
+# Redrive to a dead-letter queue and back.
+dlq = node(0).create_queue(QueueName="aws-dlq")["QueueUrl"]
+dlq_arn = node(0).get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+src = node(1).create_queue(
+    QueueName="aws-src",
+    Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})},
+)["QueueUrl"]
+node(2).send_message(QueueUrl=src, MessageBody="poison")
+r1 = receive_all(node(0), src, 1, VisibilityTimeout=0)
+check("the poison message is received once", len(r1) == 1, r1)
+again = node(1).receive_message(QueueUrl=src, WaitTimeSeconds=1).get("Messages", [])
+check("past maxReceiveCount it is not received from its queue again", again == [], again)
+moved = receive_all(node(1), dlq, 1, VisibilityTimeout=0)
+check("it went to the dead-letter queue", [m["Body"] for m in moved] == ["poison"], moved)
+sources = node(2).list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"]
+check("ListDeadLetterSourceQueues", sources == [endpoints[2] + "/000000000000/aws-src"], sources)
+task = node(0).start_message_move_task(SourceArn=dlq_arn)["TaskHandle"]
+tasks = node(1).list_message_move_tasks(SourceArn=dlq_arn)["Results"]
+check("StartMessageMoveTask and ListMessageMoveTasks", tasks and tasks[0]["SourceArn"] == dlq_arn, tasks)
+back = receive_all(node(2), src, 1)
+check("the move task returns the message to its source", [m["Body"] for m in back] == ["poison"], back)
+cancel = error_of(lambda: node(0).cancel_message_move_task(TaskHandle=task))
+check("CancelMessageMoveTask of a finished task is refused", cancel is not None and cancel.response["Error"]["Code"] in ("ResourceNotFoundException", "InvalidParameterValue", "AWS.SimpleQueueService.UnsupportedOperation"), cancel and cancel.response)
+
+# Listing, purging, deleting.
+listed = node(1).list_queues(QueueNamePrefix="aws-")["QueueUrls"]
+check("ListQueues by prefix", sorted(u.rsplit("/", 1)[1] for u in listed) == ["aws-dlq", "aws-orders.fifo", "aws-src", "aws-std"], listed)
+page = node(2).list_queues(QueueNamePrefix="aws-", MaxResults=2)
+check("ListQueues pages", len(page["QueueUrls"]) == 2 and page.get("NextToken"), page)
+node(0).send_message(QueueUrl=src, MessageBody="x")
+node(1).purge_queue(QueueUrl=src)
+check("PurgeQueue empties it", node(2).receive_message(QueueUrl=src, WaitTimeSeconds=2).get("Messages", []) == [])
+node(0).delete_queue(QueueUrl=url)
+
+# Errors arrive as the SDK's typed exceptions.
+try:
+    node(1).get_queue_url(QueueName="aws-std")
+    check("a deleted queue is gone", False)
+except node(1).exceptions.QueueDoesNotExist as e:
+    check("QueueDoesNotExist is raised typed", e.response["Error"]["Code"] == "AWS.SimpleQueueService.NonExistentQueue", e.response)
+try:
+    node(2).create_queue(QueueName="aws-bad", Attributes={"NoSuchAttribute": "1"})
+    check("an unknown attribute is refused", False)
+except node(2).exceptions.InvalidAttributeName:
+    check("InvalidAttributeName is raised typed", True)
+try:
+    node(0).send_message_batch(QueueUrl=src, Entries=[{"Id": "same", "MessageBody": "a"}, {"Id": "same", "MessageBody": "b"}])
+    check("repeated batch ids are refused", False)
+except node(0).exceptions.BatchEntryIdsNotDistinct:
+    check("BatchEntryIdsNotDistinct is raised typed", True)
+e = error_of(lambda: node(1).receive_message(QueueUrl=src, MaxNumberOfMessages=11))
+check("MaxNumberOfMessages over 10 is refused", e is not None and e.response["Error"]["Code"] == "InvalidParameterValue", e and e.response)
+e = error_of(lambda: node(2).delete_message(QueueUrl=src, ReceiptHandle="garbage"))
+check("a bad receipt handle is ReceiptHandleIsInvalid", e is not None and e.response["Error"]["Code"] == "ReceiptHandleIsInvalid", e and e.response)
+
+# Authentication and authorisation.
+wrong = client(0, key, secret + "x")
+e = error_of(lambda: wrong.list_queues())
+check("a wrong secret gets SignatureDoesNotMatch", e is not None and e.response["Error"]["Code"] == "SignatureDoesNotMatch", e and e.response)
+reader = client(1, reader_key, reader_secret)
+check("a read-only key may list", len(reader.list_queues(QueueNamePrefix="aws-")["QueueUrls"]) == 3)
+e = error_of(lambda: reader.send_message(QueueUrl=src, MessageBody="no"))
+check("a read-only key may not send: AccessDenied", e is not None and e.response["Error"]["Code"] == "AccessDenied", e and e.response)
+check("the refused send changed nothing", node(2).receive_message(QueueUrl=src, WaitTimeSeconds=2).get("Messages", []) == [])
+
+# The aws CLI, unmodified.
+env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, AWS_DEFAULT_REGION="us-east-1")
+env.pop("AWS_PROFILE", None)
+cli = ["aws", "--endpoint-url", endpoints[0], "--ca-bundle", ca, "--output", "json", "sqs"]
+out = subprocess.run(cli + ["send-message", "--queue-url", src, "--message-body", "from the cli"], env=env, capture_output=True, text=True)
+check("aws sqs send-message", out.returncode == 0 and json.loads(out.stdout)["MD5OfMessageBody"], out.stderr)
+out = subprocess.run(cli + ["receive-message", "--queue-url", src, "--wait-time-seconds", "2"], env=env, capture_output=True, text=True)
+check("aws sqs receive-message", out.returncode == 0 and json.loads(out.stdout)["Messages"][0]["Body"] == "from the cli", out.stdout + out.stderr)
+out = subprocess.run(cli + ["get-queue-url", "--queue-name", "aws-std"], env=env, capture_output=True, text=True)
+check("aws sqs reports QueueDoesNotExist", out.returncode != 0 and "NonExistentQueue" in out.stderr, out.stderr)
+print("all SQS checks passed")
