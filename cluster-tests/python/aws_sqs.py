@@ -1,6 +1,6 @@
 """Drives every SQS action through boto3 and the aws CLI, unmodified, over
-the AWS JSON protocol against a Sluice cluster: each call goes to another
-node. Exits non-zero on the first check that fails.
+the AWS JSON protocol against a Sluice cluster (each call goes to another
+node), and STS GetCallerIdentity over the query protocol. Exits non-zero on the first check that fails.
 
 Usage: aws_sqs.py ENDPOINTS CA KEY SECRET READER_KEY READER_SECRET
   ENDPOINTS  comma-separated https://host:port of the nodes
@@ -207,6 +207,15 @@ e = error_of(lambda: reader.send_message(QueueUrl=src, MessageBody="no"))
 check("a read-only key may not send: AccessDenied", e is not None and e.response["Error"]["Code"] == "AccessDenied", e and e.response)
 check("the refused send changed nothing", node(2).receive_message(QueueUrl=src, WaitTimeSeconds=2).get("Messages", []) == [])
 
+# STS, which tools ask first.
+sts = boto3.client("sts", endpoint_url=endpoints[2], region_name="us-east-1",
+                   aws_access_key_id=key, aws_secret_access_key=secret, verify=ca)
+me = sts.get_caller_identity()
+check("GetCallerIdentity names the key's principal", me["Arn"] == "arn:aws:iam::000000000000:user/sdk-user" and me["Account"] == "000000000000" and me["UserId"] == key, me)
+e = error_of(lambda: boto3.client("sts", endpoint_url=endpoints[0], region_name="us-east-1",
+                                  aws_access_key_id=key, aws_secret_access_key="wrong", verify=ca).get_caller_identity())
+check("GetCallerIdentity with a wrong secret is refused", e is not None and e.response["Error"]["Code"] == "SignatureDoesNotMatch", e and e.response)
+
 # The aws CLI, unmodified.
 env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, AWS_DEFAULT_REGION="us-east-1")
 env.pop("AWS_PROFILE", None)
@@ -217,4 +226,6 @@ out = subprocess.run(cli + ["receive-message", "--queue-url", src, "--wait-time-
 check("aws sqs receive-message", out.returncode == 0 and json.loads(out.stdout)["Messages"][0]["Body"] == "from the cli", out.stdout + out.stderr)
 out = subprocess.run(cli + ["get-queue-url", "--queue-name", "aws-std"], env=env, capture_output=True, text=True)
 check("aws sqs reports QueueDoesNotExist", out.returncode != 0 and "NonExistentQueue" in out.stderr, out.stderr)
+out = subprocess.run(["aws", "--endpoint-url", endpoints[1], "--ca-bundle", ca, "--output", "json", "sts", "get-caller-identity"], env=env, capture_output=True, text=True)
+check("aws sts get-caller-identity", out.returncode == 0 and json.loads(out.stdout)["Arn"].endswith(":user/sdk-user"), out.stdout + out.stderr)
 print("all SQS checks passed")

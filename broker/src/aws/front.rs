@@ -11,7 +11,7 @@ use tonic::Status;
 
 use super::call::Dispatch;
 use super::error::AwsError;
-use super::sqs;
+use super::{query, sqs, sts};
 use crate::authenticator::Authenticator;
 use crate::identity::Identity;
 
@@ -48,7 +48,7 @@ impl Front {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        match target.split_once('.') {
+        match target.split_once('.').filter(|_| !target.is_empty()) {
             Some(("AmazonSQS", action)) => {
                 let action = action.to_string();
                 match self.sqs(request, &action).await {
@@ -56,12 +56,57 @@ impl Front {
                     Err(e) => e.json_response(sqs::CONTENT_TYPE, sqs::NAMESPACE, true),
                 }
             }
+            None if is_form(request.headers()) => self.query(request).await,
             _ => AwsError::unknown_operation(&target).json_response(
                 "application/x-amz-json-1.0",
                 "com.amazonaws.sluice",
                 false,
             ),
         }
+    }
+
+    /// A query-protocol request (a form post): STS's `GetCallerIdentity`.
+    async fn query(&self, request: axum::extract::Request) -> Response {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let answer = async {
+            let (parts, body) = request.into_parts();
+            let (body, _permit) = self.read(&parts, body).await?;
+            let form = query::form(&body).ok_or_else(|| {
+                AwsError::serialization("the form body is not percent-encoded UTF-8")
+            })?;
+            let action = form
+                .iter()
+                .find(|(k, _)| k == "Action")
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| AwsError::missing("Action"))?;
+            if action != "GetCallerIdentity" {
+                return Err(query::invalid_action(&action));
+            }
+            let caller = self.caller(&parts, &body, sts::SIGNING_NAME).await?;
+            sts::handle(&self.identity, &caller, &action, &request_id)
+        }
+        .await;
+        match answer {
+            Ok(xml) => query::xml(xml),
+            Err(e) => query::error(&e, &request_id),
+        }
+    }
+
+    /// Who signed the request, for `service`.
+    async fn caller(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        service: &str,
+    ) -> Result<crate::auth::caller::Caller, AwsError> {
+        self.authenticator
+            .authenticate_aws(parts, body, service)
+            .await
+            .map_err(|e| AwsError {
+                http_status: 403,
+                code: e.code.to_string(),
+                message: e.message,
+            })
     }
 
     async fn sqs(
@@ -71,15 +116,7 @@ impl Front {
     ) -> Result<serde_json::Value, AwsError> {
         let (parts, body) = request.into_parts();
         let (body, _permit) = self.read(&parts, body).await?;
-        let caller = self
-            .authenticator
-            .authenticate_aws(&parts, &body, sqs::SIGNING_NAME)
-            .await
-            .map_err(|e| AwsError {
-                http_status: 403,
-                code: e.code.to_string(),
-                message: e.message,
-            })?;
+        let caller = self.caller(&parts, &body, sqs::SIGNING_NAME).await?;
         let json: serde_json::Value = if body.is_empty() {
             serde_json::Value::Object(Default::default())
         } else {
@@ -146,4 +183,12 @@ fn json_answer(content_type: &'static str, answer: serde_json::Value) -> Respons
         response.headers_mut().insert("x-amzn-requestid", v);
     }
     response
+}
+
+/// Whether the body is a form: the query protocol.
+pub fn is_form(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(query::FORM))
 }
