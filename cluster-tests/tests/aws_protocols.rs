@@ -4,7 +4,7 @@
 
 use std::ffi::OsStr;
 
-use cluster_tests::{create_principal, elected_secured_cluster, run_python};
+use cluster_tests::{create_principal, elected_cluster, elected_secured_cluster, run_python};
 
 #[tokio::test]
 async fn boto3_and_the_aws_cli_drive_every_sqs_action_on_three_secured_nodes() {
@@ -34,4 +34,33 @@ async fn boto3_and_the_aws_cli_drive_every_sqs_action_on_three_secured_nodes() {
         "aws_sqs.py (are cluster-tests/python/requirements.txt installed?)",
     );
     assert!(out.contains("all SQS checks passed"), "{out}");
+}
+
+#[tokio::test]
+async fn an_sdk_long_poll_outlasts_the_idle_timeout_of_its_connection() {
+    let (_serial, c, _) = elected_cluster(1, &["--idle-timeout-secs", "1"]).await;
+    let endpoint = format!("http://{}", c.addrs()[0]);
+    // One attempt only: a connection closed under the poll is an error,
+    // not a silent retry.
+    let code = r#"
+import sys, time, boto3, botocore.config
+sqs = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="x", aws_secret_access_key="y",
+                   config=botocore.config.Config(retries={"total_max_attempts": 1}))
+url = sqs.create_queue(QueueName="idle")["QueueUrl"]
+started = time.time()
+r = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=3)
+print("waited %.1f" % (time.time() - started), len(r.get("Messages", [])))
+"#;
+    let out = run_python(
+        &[OsStr::new("-c"), OsStr::new(code), OsStr::new(&endpoint)],
+        "the long-poll script (is boto3 installed?)",
+    );
+    let waited: f64 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output: {out}"));
+    assert!(waited >= 2.5, "the poll ended early: {out}");
+    assert!(out.trim_end().ends_with(" 0"), "{out}");
 }

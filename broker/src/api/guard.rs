@@ -170,7 +170,10 @@ impl Shared {
             // signature over the request as the SDK sent it) and pass each
             // operation back through this guard as the gRPC call it is.
             if crate::aws::is_aws_request(&request) {
-                return inner.call(request).await;
+                // In progress until answered: a long poll is not idle.
+                let response = inner.call(request).await;
+                drop(active);
+                return response;
             }
             if !self.authenticator.security().auth {
                 return inner.call(request).await;
