@@ -142,17 +142,21 @@ impl Front {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
+        // Read no more than was reserved: the declared length, or the limit.
+        let limit = declared.unwrap_or(self.body_max);
         let too_large = || AwsError {
             http_status: 413,
             code: "RequestEntityTooLarge".into(),
-            message: format!("the request body is larger than {} bytes", self.body_max),
+            message: format!(
+                "body: must be at most {} bytes and no longer than its Content-Length",
+                self.body_max
+            ),
         };
-        if declared.is_some_and(|n| n > self.body_max) {
+        if limit > self.body_max {
             return Err(too_large());
         }
-        let permit = (self.reserve)(declared.unwrap_or(self.body_max))
-            .map_err(|s| AwsError::from_status(&s))?;
-        let bytes = Limited::new(body, self.body_max)
+        let permit = (self.reserve)(limit).map_err(|s| AwsError::from_status(&s))?;
+        let bytes = Limited::new(body, limit)
             .collect()
             .await
             .map_err(|_| too_large())?
