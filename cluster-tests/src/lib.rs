@@ -746,10 +746,18 @@ for name in sys.argv[2:]:
 /// Runs `python3` with `args`; fails the test, naming `what` and showing
 /// its standard error, unless it succeeds. Returns its standard output.
 pub fn run_python(args: &[&OsStr], what: &str) -> String {
-    let out = Command::new("python3")
-        .args(args)
-        .output()
-        .expect("running python3");
+    run_python_with(args, None, what)
+}
+
+/// [`run_python`] with `path` first on `PYTHONPATH` (a second version of
+/// a package, installed with `pip install --target`).
+pub fn run_python_with(args: &[&OsStr], path: Option<&Path>, what: &str) -> String {
+    let mut command = Command::new("python3");
+    command.args(args);
+    if let Some(path) = path {
+        command.env("PYTHONPATH", path);
+    }
+    let out = command.output().expect("running python3");
     assert!(
         out.status.success(),
         "{what} failed: {}",

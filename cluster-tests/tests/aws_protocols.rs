@@ -4,11 +4,15 @@
 
 use std::ffi::OsStr;
 
-use cluster_tests::{create_principal, elected_cluster, elected_secured_cluster, run_python};
+use cluster_tests::{
+    create_principal, elected_cluster, elected_secured_cluster, run_python, run_python_with,
+};
 
-#[tokio::test]
-async fn boto3_and_the_aws_cli_drive_every_sqs_action_on_three_secured_nodes() {
-    let (_serial, c, _) = elected_secured_cluster(3, &[]).await;
+/// Runs `script` (in `cluster-tests/python`) against three secured nodes
+/// with a key allowed everything and a read-only one; its output. With
+/// `sdk`, that directory comes first on `PYTHONPATH`.
+async fn drive(script: &str, sdk: Option<&std::path::Path>, flags: &[&str]) -> String {
+    let (_serial, c, _) = elected_secured_cluster(3, flags).await;
     let admin = c.client();
     let user = create_principal(&admin, "sdk-user", "user", &["AdministratorAccess"]).await;
     let reader = create_principal(&admin, "sdk-reader", "user", &["ReadOnlyAccess"]).await;
@@ -19,9 +23,9 @@ async fn boto3_and_the_aws_cli_drive_every_sqs_action_on_three_secured_nodes() {
         .collect::<Vec<_>>()
         .join(",");
     let ca = c.pki.as_ref().expect("a secured cluster").ca.clone();
-    let script = format!("{}/python/aws_sqs.py", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let args: Vec<&OsStr> = vec![
-        OsStr::new(&script),
+        OsStr::new(&path),
         OsStr::new(&endpoints),
         ca.as_os_str(),
         OsStr::new(&user.access_key_id),
@@ -29,11 +33,50 @@ async fn boto3_and_the_aws_cli_drive_every_sqs_action_on_three_secured_nodes() {
         OsStr::new(&reader.access_key_id),
         OsStr::new(&reader.secret_access_key),
     ];
-    let out = run_python(
+    run_python_with(
         &args,
-        "aws_sqs.py (are cluster-tests/python/requirements.txt installed?)",
+        sdk,
+        &format!(
+            "{script} (are cluster-tests/python/requirements*.txt installed? see scripts/test)"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn boto3_and_the_aws_cli_drive_every_sqs_action_on_three_secured_nodes() {
+    let out = drive("aws_sqs.py", None, &[]).await;
+    assert!(
+        out.contains("all SQS checks passed over the json protocol"),
+        "{out}"
     );
-    assert!(out.contains("all SQS checks passed"), "{out}");
+}
+
+#[tokio::test]
+async fn an_older_boto3_drives_every_sqs_action_over_the_query_protocol() {
+    // scripts/test installs boto3 1.28.0, the last before SQS moved to
+    // JSON, here (requirements-query.txt).
+    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/query-sdk");
+    assert!(
+        sdk.join("boto3").is_dir(),
+        "{} is missing: run scripts/test, or pip install --target it -r cluster-tests/python/requirements-query.txt",
+        sdk.display()
+    );
+    let out = drive("aws_sqs.py", Some(&sdk), &[]).await;
+    assert!(
+        out.contains("SQS over the query protocol (botocore 1.31.0)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("all SQS checks passed over the query protocol"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn boto3_and_the_aws_cli_drive_every_sns_action_on_three_secured_nodes() {
+    // The HTTP subscription's endpoint listens on loopback.
+    let out = drive("aws_sns.py", None, &["--http-allow", "127.0.0.0/8"]).await;
+    assert!(out.contains("all SNS checks passed"), "{out}");
 }
 
 #[tokio::test]
@@ -63,4 +106,52 @@ print("waited %.1f" % (time.time() - started), len(r.get("Messages", [])))
         .unwrap_or_else(|| panic!("unexpected output: {out}"));
     assert!(waited >= 2.5, "the poll ended early: {out}");
     assert!(out.trim_end().ends_with(" 0"), "{out}");
+}
+
+#[tokio::test]
+async fn forms_posted_to_a_queue_url_are_sqs_and_unknown_grpc_methods_stay_unimplemented() {
+    let (_serial, c, _) = elected_cluster(1, &[]).await;
+    let base = format!("http://{}", c.addrs()[0]);
+    let http = reqwest::Client::new();
+    let form = |body: &'static str| {
+        http.post(format!("{base}/000000000000/by-path"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+    };
+    let created = form("Action=CreateQueue&QueueName=by-path")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let sent = form("Action=SendMessage&MessageBody=hi")
+        .send()
+        .await
+        .unwrap();
+    let text = sent.text().await.unwrap();
+    assert!(text.contains("<SendMessageResult><MD5OfMessageBody>49f68a5c8493ec2c0bf489821c21fc3b</MD5OfMessageBody>"), "{text}");
+    let missing = http
+        .post(format!("{base}/000000000000/no-such-queue"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("Action=SendMessage&MessageBody=hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 400);
+    let text = missing.text().await.unwrap();
+    assert!(
+        text.contains("<Code>AWS.SimpleQueueService.NonExistentQueue</Code>"),
+        "{text}"
+    );
+    // A gRPC call of a method no service has is still gRPC's Unimplemented.
+    let grpc = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+        .post(format!("{base}/sluice.v1.Queues/NoSuchMethod"))
+        .header("content-type", "application/grpc")
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(grpc.headers()["grpc-status"], "12", "{:?}", grpc.headers());
 }

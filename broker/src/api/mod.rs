@@ -261,12 +261,21 @@ pub async fn serve_public(
                 probes::ready(ready_router.clone(), guard.clone(), timing.election_max)
             }),
         )
-        .route(
-            "/",
-            axum::routing::post(move |request: axum::extract::Request| {
-                front.clone().serve(request)
-            }),
-        )
+        // AWS requests post to `/`, or (older SQS SDKs) to a queue's URL;
+        // anything else no route takes is an unknown gRPC method.
+        .fallback(move |request: axum::extract::Request| {
+            let front = front.clone();
+            async move {
+                if crate::aws::is_aws_request(&request) {
+                    front.serve(request).await
+                } else {
+                    axum::response::IntoResponse::into_response(
+                        tonic::Status::unimplemented("no such method or route")
+                            .into_http::<axum::body::Body>(),
+                    )
+                }
+            }
+        })
         .route(
             "/topics/confirm",
             axum::routing::get(move |axum::extract::RawQuery(q): axum::extract::RawQuery| {

@@ -12,6 +12,9 @@ use prost::Message;
 use tonic::body::Body;
 use tonic::Status;
 
+use serde_json::Value;
+
+use super::error::AwsError;
 use super::Authenticated;
 use crate::auth::caller::Caller;
 
@@ -83,6 +86,44 @@ impl Dispatch {
             _ => {}
         }
         decode(data)
+    }
+}
+
+/// The calls of one AWS request: one service's methods, as its caller.
+pub struct Calls<'a> {
+    /// The guarded public services.
+    pub dispatch: &'a Dispatch,
+    /// Who signed the request.
+    pub caller: Caller,
+    /// The gRPC service, e.g. `sluice.v1.Queues`.
+    pub service: &'static str,
+}
+
+impl Calls<'_> {
+    /// Runs `method` of the service with `request`; refusals in AWS's terms.
+    pub async fn run<Req, Resp>(&self, method: &str, request: Req) -> Result<Resp, AwsError>
+    where
+        Req: Message,
+        Resp: Message + Default,
+    {
+        self.dispatch
+            .call(
+                &format!("/{}/{method}", self.service),
+                self.caller.clone(),
+                request,
+            )
+            .await
+            .map_err(|s| AwsError::from_status(&s))
+    }
+
+    /// Runs a method whose AWS answer has no members.
+    pub async fn done<Req, Resp>(&self, method: &str, request: Req) -> Result<Value, AwsError>
+    where
+        Req: Message,
+        Resp: Message + Default,
+    {
+        self.run::<Req, Resp>(method, request).await?;
+        Ok(Value::Object(Default::default()))
     }
 }
 

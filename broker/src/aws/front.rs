@@ -11,7 +11,8 @@ use tonic::Status;
 
 use super::call::Dispatch;
 use super::error::AwsError;
-use super::{query, sqs, sts};
+use super::json::Input;
+use super::{query, sns, sqs, sts};
 use crate::authenticator::Authenticator;
 use crate::identity::Identity;
 
@@ -65,11 +66,15 @@ impl Front {
         }
     }
 
-    /// A query-protocol request (a form post): STS's `GetCallerIdentity`.
+    /// A query-protocol request (a form post): SQS (older SDKs; the Java
+    /// v1 SDK posts to the queue's URL), SNS, or STS's
+    /// `GetCallerIdentity`. The service is the signature's, else the one
+    /// serving the `Action`.
     async fn query(&self, request: axum::extract::Request) -> Response {
         let request_id = uuid::Uuid::new_v4().to_string();
+        let (parts, body) = request.into_parts();
+        let mut service = signed_service(&parts.headers);
         let answer = async {
-            let (parts, body) = request.into_parts();
             let (body, _permit) = self.read(&parts, body).await?;
             let form = query::form(&body).ok_or_else(|| {
                 AwsError::serialization("the form body is not percent-encoded UTF-8")
@@ -79,16 +84,53 @@ impl Front {
                 .find(|(k, _)| k == "Action")
                 .map(|(_, v)| v.clone())
                 .ok_or_else(|| AwsError::missing("Action"))?;
-            if action != "GetCallerIdentity" {
-                return Err(query::invalid_action(&action));
+            let name = service.clone().unwrap_or_else(|| {
+                if sns::ACTIONS.contains(&action.as_str()) {
+                    sns::SIGNING_NAME.into()
+                } else if action == "GetCallerIdentity" {
+                    sts::SIGNING_NAME.into()
+                } else {
+                    sqs::SIGNING_NAME.into()
+                }
+            });
+            service = Some(name.clone());
+            let caller = self.caller(&parts, &body, &name).await?;
+            match name.as_str() {
+                sts::SIGNING_NAME => sts::handle(&self.identity, &caller, &action, &request_id),
+                sns::SIGNING_NAME => {
+                    let input = sns::QUERY.input(&action, &form)?;
+                    let answer =
+                        sns::handle(&self.dispatch, caller, &action, Input::of_form(&input)?)
+                            .await?;
+                    Ok(sns::QUERY.answer(&action, &answer, &request_id))
+                }
+                sqs::SIGNING_NAME => {
+                    let mut input = sqs::QUERY.input(&action, &form)?;
+                    // The Java v1 SDK posts to the queue's URL and leaves
+                    // `QueueUrl` out of the form.
+                    let path = parts.uri.path().trim_matches('/');
+                    if let (Some(members), false) = (input.as_object_mut(), path.is_empty()) {
+                        members
+                            .entry("QueueUrl")
+                            .or_insert_with(|| path.rsplit('/').next().unwrap_or(path).into());
+                    }
+                    let urls = self.urls(&parts);
+                    let input = Input::of_form(&input)?;
+                    let answer = sqs::handle(&self.dispatch, &urls, caller, &action, input).await?;
+                    Ok(sqs::QUERY.answer(&action, &answer, &request_id))
+                }
+                other => Err(AwsError::unknown_operation(&format!("{other}:{action}"))),
             }
-            let caller = self.caller(&parts, &body, sts::SIGNING_NAME).await?;
-            sts::handle(&self.identity, &caller, &action, &request_id)
         }
         .await;
         match answer {
             Ok(xml) => query::xml(xml),
-            Err(e) => query::error(&e, &request_id),
+            Err(mut e) => {
+                if service.as_deref() == Some(sqs::SIGNING_NAME) {
+                    e.code = crate::aws::error::sqs_query_code(&e.code).to_string();
+                }
+                query::error(&e, &request_id)
+            }
         }
     }
 
@@ -123,11 +165,16 @@ impl Front {
             serde_json::from_slice(&body)
                 .map_err(|e| AwsError::serialization(format!("the body is not JSON: {e}")))?
         };
-        let urls = sqs::Urls {
-            base: format!("{}://{}", self.scheme, host(&parts)),
+        let input = Input::of(&json)?;
+        sqs::handle(&self.dispatch, &self.urls(&parts), caller, action, input).await
+    }
+
+    /// Where queue URLs in answers to `parts` point.
+    fn urls(&self, parts: &http::request::Parts) -> sqs::Urls {
+        sqs::Urls {
+            base: format!("{}://{}", self.scheme, host(parts)),
             account_id: self.identity.account_id.clone(),
-        };
-        sqs::handle(&self.dispatch, &urls, caller, action, &json).await
+        }
     }
 
     /// The whole body, within the size limit and the memory budget (held
@@ -163,6 +210,17 @@ impl Front {
             .to_bytes();
         Ok((bytes, permit))
     }
+}
+
+/// The service a SigV4 `Authorization` header's credential scope names
+/// (`Credential=KEY/DATE/REGION/SERVICE/aws4_request`), if any; the
+/// signature itself is checked later, for that service.
+fn signed_service(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let credential = value.split("Credential=").nth(1)?;
+    let scope = credential.split([',', ' ']).next()?;
+    let service = scope.split('/').nth(3)?;
+    (!service.is_empty() && service.len() <= 32).then(|| service.to_string())
 }
 
 /// The host the request was sent to, for the URLs in the answer.

@@ -3,7 +3,8 @@
 //! endpoint changed.
 //!
 //! A request is recognised as AWS's by its `X-Amz-Target` header (the AWS
-//! JSON protocols) or a form body posted to `/` (the query protocol). The [`front`] reads it whole (within
+//! JSON protocols) or a form body (the query protocol; posted to `/`, or
+//! to a queue's URL by older SQS SDKs). The [`front`] reads it whole (within
 //! [`front::BODY_MAX`]), checks its SigV4 signature against Sluice's access
 //! keys (any signature when authentication is off, as the emulators do),
 //! turns it into the gRPC request of the same operation and runs that
@@ -11,14 +12,16 @@
 //! one authorisation table, one set of handlers, one behaviour. The answer
 //! goes back in the protocol's shape, errors as AWS sends them ([`error`]).
 //!
-//! Served so far: SQS over AWS JSON 1.0 ([`sqs`]) and STS's
-//! `GetCallerIdentity` over the query protocol ([`sts`]).
+//! Served so far: SQS over AWS JSON 1.0 and the query protocol ([`sqs`]),
+//! SNS over the query protocol ([`sns`]) and STS's `GetCallerIdentity`
+//! ([`sts`]); [`query`] converts the query protocol's forms and XML.
 
 pub mod call;
 pub mod error;
 pub mod front;
 pub mod json;
 pub mod query;
+pub mod sns;
 pub mod sqs;
 pub mod sts;
 
@@ -34,7 +37,6 @@ pub struct Authenticated(pub Caller);
 /// plain HTTP routes.
 pub fn is_aws_request<B>(request: &http::Request<B>) -> bool {
     request.method() == http::Method::POST
-        && request.uri().path() == "/"
         && (request.headers().contains_key(front::TARGET_HEADER)
             || front::is_form(request.headers()))
 }

@@ -7,13 +7,13 @@
 //! that node; a URL given back is resolved by its last path segment (the
 //! gRPC API checks its account).
 
-use base64::Engine;
 use serde_json::{json, Map, Value};
 use sluice_proto::v1 as pb;
 
-use super::call::Dispatch;
+use super::call::{Calls, Dispatch};
 use super::error::AwsError;
-use super::json::{put_str, Input};
+use super::json::{batch_failures, message_attributes, message_attributes_out, put_str, Input};
+use super::query::{list, map, only, Layout};
 use crate::auth::caller::Caller;
 
 /// The JSON content type of the answers.
@@ -22,6 +22,62 @@ pub const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 pub const NAMESPACE: &str = "com.amazonaws.sqs";
 /// The service name in SigV4 credential scopes.
 pub const SIGNING_NAME: &str = "sqs";
+
+/// The SQS query protocol's names for the lists and maps of the JSON
+/// shape (older SDKs post forms: `Attribute.1.Name`, `AttributeName.1`).
+pub const QUERY: Layout = Layout {
+    xmlns: "http://queue.amazonaws.com/doc/2012-11-05/",
+    flattened: true,
+    members: &[
+        map("Attributes", "Attribute", "Name", "Value"),
+        list("AttributeNames", "AttributeName"),
+        map("MessageAttributes", "MessageAttribute", "Name", "Value"),
+        list("MessageAttributeNames", "MessageAttributeName"),
+        map(
+            "MessageSystemAttributes",
+            "MessageSystemAttribute",
+            "Name",
+            "Value",
+        ),
+        list("MessageSystemAttributeNames", "MessageSystemAttributeName"),
+        list("StringListValues", "StringListValue"),
+        list("BinaryListValues", "BinaryListValue"),
+        only(map("tags", "Tag", "Key", "Value"), &["CreateQueue"]),
+        map("Tags", "Tag", "Key", "Value"),
+        list("TagKeys", "TagKey"),
+        list("QueueUrls", "QueueUrl"),
+        list("queueUrls", "QueueUrl"),
+        list("Messages", "Message"),
+        list("Failed", "BatchResultErrorEntry"),
+        list("Results", "ListMessageMoveTasksResultEntry"),
+        list("AWSAccountIds", "AWSAccountId"),
+        list("Actions", "ActionName"),
+        only(
+            list("Entries", "SendMessageBatchRequestEntry"),
+            &["SendMessageBatch"],
+        ),
+        only(
+            list("Entries", "DeleteMessageBatchRequestEntry"),
+            &["DeleteMessageBatch"],
+        ),
+        only(
+            list("Entries", "ChangeMessageVisibilityBatchRequestEntry"),
+            &["ChangeMessageVisibilityBatch"],
+        ),
+        only(
+            list("Successful", "SendMessageBatchResultEntry"),
+            &["SendMessageBatch"],
+        ),
+        only(
+            list("Successful", "DeleteMessageBatchResultEntry"),
+            &["DeleteMessageBatch"],
+        ),
+        only(
+            list("Successful", "ChangeMessageVisibilityBatchResultEntry"),
+            &["ChangeMessageVisibilityBatch"],
+        ),
+    ],
+};
 
 /// Where the answer's queue URLs point: `http(s)://HOST` and the account.
 pub struct Urls {
@@ -42,18 +98,21 @@ impl Urls {
     }
 }
 
-/// Runs `action` with the request `body` as `caller`; the answer's JSON.
+/// Runs `action` with the request's members as `caller`; the answer's
+/// members, in the JSON shape.
 pub async fn handle(
     dispatch: &Dispatch,
     urls: &Urls,
     caller: Caller,
     action: &str,
-    body: &Value,
+    input: Input<'_>,
 ) -> Result<Value, AwsError> {
-    let input = Input::of(body)?;
     let call = Call {
-        dispatch,
-        caller,
+        calls: Calls {
+            dispatch,
+            caller,
+            service: "sluice.v1.Queues",
+        },
         urls,
     };
     match action {
@@ -166,37 +225,19 @@ pub async fn handle(
 }
 
 struct Call<'a> {
-    dispatch: &'a Dispatch,
-    caller: Caller,
+    calls: Calls<'a>,
     urls: &'a Urls,
 }
 
+impl<'a> std::ops::Deref for Call<'a> {
+    type Target = Calls<'a>;
+
+    fn deref(&self) -> &Calls<'a> {
+        &self.calls
+    }
+}
+
 impl Call<'_> {
-    async fn run<Req, Resp>(&self, method: &str, request: Req) -> Result<Resp, AwsError>
-    where
-        Req: prost::Message,
-        Resp: prost::Message + Default,
-    {
-        self.dispatch
-            .call(
-                &format!("/sluice.v1.Queues/{method}"),
-                self.caller.clone(),
-                request,
-            )
-            .await
-            .map_err(|s| AwsError::from_status(&s))
-    }
-
-    /// Runs an action whose answer has no members.
-    async fn done<Req, Resp>(&self, method: &str, request: Req) -> Result<Value, AwsError>
-    where
-        Req: prost::Message,
-        Resp: prost::Message + Default,
-    {
-        self.run::<Req, Resp>(method, request).await?;
-        Ok(json!({}))
-    }
-
     async fn create_queue(&self, input: &Input<'_>) -> Result<Value, AwsError> {
         let req = pb::CreateQueueRequest {
             queue_name: input.required("QueueName")?,
@@ -252,8 +293,8 @@ impl Call<'_> {
             queue_name: queue(input)?,
             message_body: input.required("MessageBody")?,
             delay_seconds: input.int("DelaySeconds")?,
-            message_attributes: attributes_in(input, "MessageAttributes")?,
-            message_system_attributes: attributes_in(input, "MessageSystemAttributes")?,
+            message_attributes: message_attributes(input, "MessageAttributes")?,
+            message_system_attributes: message_attributes(input, "MessageSystemAttributes")?,
             message_deduplication_id: input.string("MessageDeduplicationId")?.unwrap_or_default(),
             message_group_id: input.string("MessageGroupId")?.unwrap_or_default(),
         };
@@ -276,23 +317,17 @@ impl Call<'_> {
     }
 
     async fn send_message_batch(&self, input: &Input<'_>) -> Result<Value, AwsError> {
-        let entries = input
-            .objects("Entries")?
-            .iter()
-            .map(|e| {
-                Ok(pb::SendMessageBatchRequestEntry {
-                    id: e.required("Id")?,
-                    message_body: e.required("MessageBody")?,
-                    delay_seconds: e.int("DelaySeconds")?,
-                    message_attributes: attributes_in(e, "MessageAttributes")?,
-                    message_system_attributes: attributes_in(e, "MessageSystemAttributes")?,
-                    message_deduplication_id: e
-                        .string("MessageDeduplicationId")?
-                        .unwrap_or_default(),
-                    message_group_id: e.string("MessageGroupId")?.unwrap_or_default(),
-                })
+        let entries = input.each("Entries", |e| {
+            Ok(pb::SendMessageBatchRequestEntry {
+                id: e.required("Id")?,
+                message_body: e.required("MessageBody")?,
+                delay_seconds: e.int("DelaySeconds")?,
+                message_attributes: message_attributes(e, "MessageAttributes")?,
+                message_system_attributes: message_attributes(e, "MessageSystemAttributes")?,
+                message_deduplication_id: e.string("MessageDeduplicationId")?.unwrap_or_default(),
+                message_group_id: e.string("MessageGroupId")?.unwrap_or_default(),
             })
-            .collect::<Result<Vec<_>, AwsError>>()?;
+        })?;
         let req = pb::SendMessageBatchRequest {
             queue_name: queue(input)?,
             entries,
@@ -320,7 +355,7 @@ impl Call<'_> {
                 Value::Object(out)
             })
             .collect();
-        Ok(json!({ "Successful": successful, "Failed": failed(r.failed) }))
+        Ok(json!({ "Successful": successful, "Failed": batch_failures(r.failed) }))
     }
 
     async fn receive_message(&self, input: &Input<'_>) -> Result<Value, AwsError> {
@@ -366,7 +401,7 @@ impl Call<'_> {
                 if !m.message_attributes.is_empty() {
                     out.insert(
                         "MessageAttributes".into(),
-                        attributes_out(m.message_attributes),
+                        message_attributes_out(m.message_attributes),
                     );
                 }
                 Value::Object(out)
@@ -376,16 +411,12 @@ impl Call<'_> {
     }
 
     async fn delete_message_batch(&self, input: &Input<'_>) -> Result<Value, AwsError> {
-        let entries = input
-            .objects("Entries")?
-            .iter()
-            .map(|e| {
-                Ok(pb::DeleteMessageBatchRequestEntry {
-                    id: e.required("Id")?,
-                    receipt_handle: e.required("ReceiptHandle")?,
-                })
+        let entries = input.each("Entries", |e| {
+            Ok(pb::DeleteMessageBatchRequestEntry {
+                id: e.required("Id")?,
+                receipt_handle: e.required("ReceiptHandle")?,
             })
-            .collect::<Result<Vec<_>, AwsError>>()?;
+        })?;
         let req = pb::DeleteMessageBatchRequest {
             queue_name: queue(input)?,
             entries,
@@ -396,21 +427,17 @@ impl Call<'_> {
             .into_iter()
             .map(|s| json!({ "Id": s.id }))
             .collect();
-        Ok(json!({ "Successful": ids, "Failed": failed(r.failed) }))
+        Ok(json!({ "Successful": ids, "Failed": batch_failures(r.failed) }))
     }
 
     async fn change_visibility_batch(&self, input: &Input<'_>) -> Result<Value, AwsError> {
-        let entries = input
-            .objects("Entries")?
-            .iter()
-            .map(|e| {
-                Ok(pb::ChangeMessageVisibilityBatchRequestEntry {
-                    id: e.required("Id")?,
-                    receipt_handle: e.required("ReceiptHandle")?,
-                    visibility_timeout: e.int("VisibilityTimeout")?.unwrap_or(0),
-                })
+        let entries = input.each("Entries", |e| {
+            Ok(pb::ChangeMessageVisibilityBatchRequestEntry {
+                id: e.required("Id")?,
+                receipt_handle: e.required("ReceiptHandle")?,
+                visibility_timeout: e.int("VisibilityTimeout")?.unwrap_or(0),
             })
-            .collect::<Result<Vec<_>, AwsError>>()?;
+        })?;
         let req = pb::ChangeMessageVisibilityBatchRequest {
             queue_name: queue(input)?,
             entries,
@@ -422,7 +449,7 @@ impl Call<'_> {
             .into_iter()
             .map(|s| json!({ "Id": s.id }))
             .collect();
-        Ok(json!({ "Successful": ids, "Failed": failed(r.failed) }))
+        Ok(json!({ "Successful": ids, "Failed": batch_failures(r.failed) }))
     }
 
     async fn list_move_tasks(&self, input: &Input<'_>) -> Result<Value, AwsError> {
@@ -463,86 +490,4 @@ impl Call<'_> {
 /// The queue a request names (`QueueUrl`, a URL or a name).
 fn queue(input: &Input<'_>) -> Result<String, AwsError> {
     input.required("QueueUrl")
-}
-
-/// A batch's failed entries in the JSON shape.
-fn failed(entries: Vec<pb::BatchResultErrorEntry>) -> Vec<Value> {
-    entries
-        .into_iter()
-        .map(|f| {
-            json!({
-                "Id": f.id,
-                "SenderFault": f.sender_fault,
-                "Code": f.code,
-                "Message": f.message,
-            })
-        })
-        .collect()
-}
-
-/// Message attributes as a request gives them: `{"Name": {"DataType":
-/// "String", "StringValue": "v"}}`, binary values in base64.
-fn attributes_in(
-    input: &Input<'_>,
-    member: &str,
-) -> Result<std::collections::HashMap<String, pb::MessageAttributeValue>, AwsError> {
-    let mut out = std::collections::HashMap::new();
-    let Some(map) = input.object(member)? else {
-        return Ok(out);
-    };
-    for (name, value) in map {
-        let field = format!("{member}.{name}");
-        let value = value
-            .as_object()
-            .ok_or_else(|| AwsError::serialization(format!("{field}: must be an object")))?;
-        let attribute = Input(value);
-        for list in ["StringListValues", "BinaryListValues"] {
-            if !attribute.strings(list)?.is_empty() {
-                return Err(AwsError::invalid(
-                    &format!("{field}.{list}"),
-                    "is reserved by SQS for future use and must be empty",
-                ));
-            }
-        }
-        let binary = match attribute.string("BinaryValue")? {
-            None => Vec::new(),
-            Some(b64) => base64::engine::general_purpose::STANDARD
-                .decode(b64.as_bytes())
-                .map_err(|_| {
-                    AwsError::invalid(&format!("{field}.BinaryValue"), "must be base64")
-                })?,
-        };
-        out.insert(
-            name.clone(),
-            pb::MessageAttributeValue {
-                data_type: attribute
-                    .string("DataType")?
-                    .ok_or_else(|| AwsError::missing(&format!("{field}.DataType")))?,
-                string_value: attribute.string("StringValue")?.unwrap_or_default(),
-                binary_value: binary,
-            },
-        );
-    }
-    Ok(out)
-}
-
-/// Message attributes in the answer's shape.
-fn attributes_out(
-    attributes: std::collections::HashMap<String, pb::MessageAttributeValue>,
-) -> Value {
-    let mut out = Map::new();
-    for (name, a) in attributes {
-        let mut v = Map::new();
-        v.insert("DataType".into(), Value::String(a.data_type.clone()));
-        if a.data_type.starts_with("Binary") {
-            v.insert(
-                "BinaryValue".into(),
-                Value::String(base64::engine::general_purpose::STANDARD.encode(&a.binary_value)),
-            );
-        } else {
-            v.insert("StringValue".into(), Value::String(a.string_value));
-        }
-        out.insert(name, Value::Object(v));
-    }
-    Value::Object(out)
 }
