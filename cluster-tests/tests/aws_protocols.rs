@@ -155,3 +155,9 @@ async fn forms_posted_to_a_queue_url_are_sqs_and_unknown_grpc_methods_stay_unimp
         .unwrap();
     assert_eq!(grpc.headers()["grpc-status"], "12", "{:?}", grpc.headers());
 }
+
+#[tokio::test]
+async fn boto3_and_the_aws_cli_drive_every_kinesis_action_on_three_secured_nodes() {
+    let out = drive("aws_kinesis.py", None, &[]).await;
+    assert!(out.contains("all Kinesis checks passed"), "{out}");
+}

@@ -9,10 +9,10 @@ use http_body_util::{BodyExt, Limited};
 use tokio::sync::OwnedSemaphorePermit;
 use tonic::Status;
 
-use super::call::Dispatch;
+use super::call::{Calls, Dispatch};
 use super::error::AwsError;
 use super::json::Input;
-use super::{query, sns, sqs, sts};
+use super::{kinesis, query, sns, sqs, sts};
 use crate::authenticator::Authenticator;
 use crate::identity::Identity;
 
@@ -51,10 +51,34 @@ impl Front {
             .to_string();
         match target.split_once('.').filter(|_| !target.is_empty()) {
             Some(("AmazonSQS", action)) => {
-                let action = action.to_string();
-                match self.sqs(request, &action).await {
+                let answer = async {
+                    let r = self.json(request, sqs::SIGNING_NAME).await?;
+                    let urls = self.urls(&r.parts);
+                    let input = Input::of(&r.members)?;
+                    sqs::handle(self.calls(r.caller, sqs::SERVICE), &urls, action, input).await
+                }
+                .await;
+                match answer {
                     Ok(answer) => json_answer(sqs::CONTENT_TYPE, answer),
                     Err(e) => e.json_response(sqs::CONTENT_TYPE, sqs::NAMESPACE, true),
+                }
+            }
+            Some((kinesis::TARGET_PREFIX, action)) => {
+                let answer = async {
+                    let r = self.json(request, kinesis::SIGNING_NAME).await?;
+                    let input = Input::of(&r.members)?;
+                    kinesis::handle(self.calls(r.caller, kinesis::SERVICE), action, input).await
+                }
+                .await;
+                match answer {
+                    Ok(answer) => json_answer(kinesis::CONTENT_TYPE, answer),
+                    Err(mut e) => {
+                        // Kinesis models its refusal as an exception.
+                        if e.code == "AccessDenied" {
+                            e.code = "AccessDeniedException".into();
+                        }
+                        e.json_response(kinesis::CONTENT_TYPE, kinesis::NAMESPACE, false)
+                    }
                 }
             }
             None if is_form(request.headers()) => self.query(request).await,
@@ -99,9 +123,12 @@ impl Front {
                 sts::SIGNING_NAME => sts::handle(&self.identity, &caller, &action, &request_id),
                 sns::SIGNING_NAME => {
                     let input = sns::QUERY.input(&action, &form)?;
-                    let answer =
-                        sns::handle(&self.dispatch, caller, &action, Input::of_form(&input)?)
-                            .await?;
+                    let answer = sns::handle(
+                        self.calls(caller, sns::SERVICE),
+                        &action,
+                        Input::of_form(&input)?,
+                    )
+                    .await?;
                     Ok(sns::QUERY.answer(&action, &answer, &request_id))
                 }
                 sqs::SIGNING_NAME => {
@@ -116,7 +143,9 @@ impl Front {
                     }
                     let urls = self.urls(&parts);
                     let input = Input::of_form(&input)?;
-                    let answer = sqs::handle(&self.dispatch, &urls, caller, &action, input).await?;
+                    let answer =
+                        sqs::handle(self.calls(caller, sqs::SERVICE), &urls, &action, input)
+                            .await?;
                     Ok(sqs::QUERY.answer(&action, &answer, &request_id))
                 }
                 other => Err(AwsError::unknown_operation(&format!("{other}:{action}"))),
@@ -151,22 +180,37 @@ impl Front {
             })
     }
 
-    async fn sqs(
+    /// A JSON-protocol request read whole and its signature checked for
+    /// `service`.
+    async fn json(
         &self,
         request: axum::extract::Request,
-        action: &str,
-    ) -> Result<serde_json::Value, AwsError> {
+        service: &str,
+    ) -> Result<JsonRequest, AwsError> {
         let (parts, body) = request.into_parts();
-        let (body, _permit) = self.read(&parts, body).await?;
-        let caller = self.caller(&parts, &body, sqs::SIGNING_NAME).await?;
-        let json: serde_json::Value = if body.is_empty() {
+        let (body, permit) = self.read(&parts, body).await?;
+        let caller = self.caller(&parts, &body, service).await?;
+        let members = if body.is_empty() {
             serde_json::Value::Object(Default::default())
         } else {
             serde_json::from_slice(&body)
                 .map_err(|e| AwsError::serialization(format!("the body is not JSON: {e}")))?
         };
-        let input = Input::of(&json)?;
-        sqs::handle(&self.dispatch, &self.urls(&parts), caller, action, input).await
+        Ok(JsonRequest {
+            parts,
+            caller,
+            members,
+            _permit: permit,
+        })
+    }
+
+    /// Calls of `service` as `caller`.
+    fn calls(&self, caller: crate::auth::caller::Caller, service: &'static str) -> Calls<'_> {
+        Calls {
+            dispatch: &self.dispatch,
+            caller,
+            service,
+        }
     }
 
     /// Where queue URLs in answers to `parts` point.
@@ -210,6 +254,15 @@ impl Front {
             .to_bytes();
         Ok((bytes, permit))
     }
+}
+
+/// A JSON-protocol request, read and authenticated.
+struct JsonRequest {
+    parts: http::request::Parts,
+    caller: crate::auth::caller::Caller,
+    members: serde_json::Value,
+    /// Its share of the in-flight request memory, held until answered.
+    _permit: OwnedSemaphorePermit,
 }
 
 /// The service a SigV4 `Authorization` header's credential scope names

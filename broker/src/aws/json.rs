@@ -85,6 +85,24 @@ impl<'a> Input<'a> {
             .ok_or_else(|| AwsError::serialization(format!("{name}: must be an integer")))
     }
 
+    /// A timestamp member (seconds since the epoch, with a fraction, as
+    /// the JSON protocols write them), in milliseconds.
+    pub fn epoch_ms(&self, name: &str) -> Result<Option<i64>, AwsError> {
+        let seconds = match self.get(name) {
+            None => return Ok(None),
+            Some(Value::String(s)) if self.form => s.trim().parse::<f64>().ok(),
+            Some(v) => v.as_f64(),
+        };
+        match seconds {
+            Some(s) if s.is_finite() && (0.0..=1e11).contains(&s) => {
+                Ok(Some((s * 1000.0).round() as i64))
+            }
+            _ => Err(AwsError::serialization(format!(
+                "{name}: must be seconds since the epoch"
+            ))),
+        }
+    }
+
     /// A boolean member, if given.
     pub fn bool(&self, name: &str) -> Result<Option<bool>, AwsError> {
         match self.get(name) {

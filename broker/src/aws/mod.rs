@@ -13,13 +13,15 @@
 //! goes back in the protocol's shape, errors as AWS sends them ([`error`]).
 //!
 //! Served so far: SQS over AWS JSON 1.0 and the query protocol ([`sqs`]),
-//! SNS over the query protocol ([`sns`]) and STS's `GetCallerIdentity`
+//! SNS over the query protocol ([`sns`]), Kinesis over AWS JSON 1.1
+//! ([`kinesis`]) and STS's `GetCallerIdentity`
 //! ([`sts`]); [`query`] converts the query protocol's forms and XML.
 
 pub mod call;
 pub mod error;
 pub mod front;
 pub mod json;
+pub mod kinesis;
 pub mod query;
 pub mod sns;
 pub mod sqs;

@@ -9,12 +9,13 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 use sluice_proto::v1 as pb;
 
-use super::call::{Calls, Dispatch};
+use super::call::Calls;
 use super::error::AwsError;
 use super::json::{batch_failures, message_attributes, put_str, Input};
 use super::query::{self, map, Layout};
-use crate::auth::caller::Caller;
 
+/// The gRPC service the actions run on.
+pub const SERVICE: &str = "sluice.v1.Topics";
 /// The service name in SigV4 credential scopes.
 pub const SIGNING_NAME: &str = "sns";
 
@@ -53,17 +54,7 @@ pub const ACTIONS: &[&str] = &[
 
 /// Runs `action` with the request's members (converted from its form) as
 /// `caller`; the answer's members.
-pub async fn handle(
-    dispatch: &Dispatch,
-    caller: Caller,
-    action: &str,
-    input: Input<'_>,
-) -> Result<Value, AwsError> {
-    let call = Calls {
-        dispatch,
-        caller,
-        service: "sluice.v1.Topics",
-    };
+pub async fn handle(call: Calls<'_>, action: &str, input: Input<'_>) -> Result<Value, AwsError> {
     match action {
         "CreateTopic" => {
             let req = pb::CreateTopicRequest {

@@ -10,16 +10,17 @@
 use serde_json::{json, Map, Value};
 use sluice_proto::v1 as pb;
 
-use super::call::{Calls, Dispatch};
+use super::call::Calls;
 use super::error::AwsError;
 use super::json::{batch_failures, message_attributes, message_attributes_out, put_str, Input};
 use super::query::{list, map, only, Layout};
-use crate::auth::caller::Caller;
 
 /// The JSON content type of the answers.
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 /// The namespace of error types.
 pub const NAMESPACE: &str = "com.amazonaws.sqs";
+/// The gRPC service the actions run on.
+pub const SERVICE: &str = "sluice.v1.Queues";
 /// The service name in SigV4 credential scopes.
 pub const SIGNING_NAME: &str = "sqs";
 
@@ -101,20 +102,12 @@ impl Urls {
 /// Runs `action` with the request's members as `caller`; the answer's
 /// members, in the JSON shape.
 pub async fn handle(
-    dispatch: &Dispatch,
+    calls: Calls<'_>,
     urls: &Urls,
-    caller: Caller,
     action: &str,
     input: Input<'_>,
 ) -> Result<Value, AwsError> {
-    let call = Call {
-        calls: Calls {
-            dispatch,
-            caller,
-            service: "sluice.v1.Queues",
-        },
-        urls,
-    };
+    let call = Call { calls, urls };
     match action {
         "CreateQueue" => call.create_queue(&input).await,
         "GetQueueUrl" => call.get_queue_url(&input).await,
