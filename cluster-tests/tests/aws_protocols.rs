@@ -5,13 +5,24 @@
 use std::ffi::OsStr;
 
 use cluster_tests::{
-    create_principal, elected_cluster, elected_secured_cluster, run_python, run_python_with,
+    create_principal, elected_cluster, elected_secured_cluster, python_function, run_python,
+    run_python_with,
 };
 
 /// Runs `script` (in `cluster-tests/python`) against three secured nodes
 /// with a key allowed everything and a read-only one; its output. With
 /// `sdk`, that directory comes first on `PYTHONPATH`.
 async fn drive(script: &str, sdk: Option<&std::path::Path>, flags: &[&str]) -> String {
+    drive_with(script, sdk, flags, &[]).await
+}
+
+/// [`drive`] with `extra` arguments after the keys.
+async fn drive_with(
+    script: &str,
+    sdk: Option<&std::path::Path>,
+    flags: &[&str],
+    extra: &[&OsStr],
+) -> String {
     let (_serial, c, _) = elected_secured_cluster(3, flags).await;
     let admin = c.client();
     let user = create_principal(&admin, "sdk-user", "user", &["AdministratorAccess"]).await;
@@ -33,6 +44,7 @@ async fn drive(script: &str, sdk: Option<&std::path::Path>, flags: &[&str]) -> S
         OsStr::new(&reader.access_key_id),
         OsStr::new(&reader.secret_access_key),
     ];
+    let args: Vec<&OsStr> = args.into_iter().chain(extra.iter().copied()).collect();
     run_python_with(
         &args,
         sdk,
@@ -160,4 +172,15 @@ async fn forms_posted_to_a_queue_url_are_sqs_and_unknown_grpc_methods_stay_unimp
 async fn boto3_and_the_aws_cli_drive_every_kinesis_action_on_three_secured_nodes() {
     let out = drive("aws_kinesis.py", None, &[]).await;
     assert!(out.contains("all Kinesis checks passed"), "{out}");
+}
+
+#[tokio::test]
+async fn boto3_and_the_aws_cli_drive_every_lambda_action_on_three_secured_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = include_str!("../python/lambda_app.py");
+    let package = dir.path().join("package.zip");
+    std::fs::write(&package, python_function(&dir.path().join("code"), app)).unwrap();
+    // The function reports to a recorder on loopback.
+    let out = drive_with("aws_lambda.py", None, &[], &[package.as_os_str()]).await;
+    assert!(out.contains("all Lambda checks passed"), "{out}");
 }

@@ -108,6 +108,36 @@ impl AwsError {
             "__type": format!("{namespace}#{}", self.code),
             "message": self.message,
         });
+        let fault = if self.sender_fault() {
+            "Sender"
+        } else {
+            "Receiver"
+        };
+        let query_code = format!("{};{fault}", sqs_query_code(&self.code));
+        let header = query_codes.then_some(("x-amzn-query-error", query_code.as_str()));
+        self.respond(body, content_type, header)
+    }
+
+    /// The answer in REST-JSON (Lambda's): the type in `x-amzn-ErrorType`
+    /// and the body `{"Type": "User", "message": ...}`.
+    pub fn rest_json_response(&self) -> Response {
+        let body = serde_json::json!({
+            "Type": if self.sender_fault() { "User" } else { "Service" },
+            "message": self.message,
+        });
+        self.respond(
+            body,
+            "application/json",
+            Some(("x-amzn-errortype", self.code.as_str())),
+        )
+    }
+
+    fn respond(
+        &self,
+        body: serde_json::Value,
+        content_type: &'static str,
+        header: Option<(&'static str, &str)>,
+    ) -> Response {
         let status =
             http::StatusCode::from_u16(self.http_status).unwrap_or(http::StatusCode::BAD_REQUEST);
         let mut response = (status, body.to_string()).into_response();
@@ -116,15 +146,9 @@ impl AwsError {
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static(content_type),
         );
-        if query_codes {
-            let fault = if self.sender_fault() {
-                "Sender"
-            } else {
-                "Receiver"
-            };
-            let value = format!("{};{fault}", sqs_query_code(&self.code));
-            if let Ok(v) = http::HeaderValue::from_str(&value) {
-                headers.insert("x-amzn-query-error", v);
+        if let Some((name, value)) = header {
+            if let Ok(v) = http::HeaderValue::from_str(value) {
+                headers.insert(name, v);
             }
         }
         response

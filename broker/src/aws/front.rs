@@ -12,7 +12,7 @@ use tonic::Status;
 use super::call::{Calls, Dispatch};
 use super::error::AwsError;
 use super::json::Input;
-use super::{kinesis, query, sns, sqs, sts};
+use super::{kinesis, lambda, query, sns, sqs, sts};
 use crate::authenticator::Authenticator;
 use crate::identity::Identity;
 
@@ -43,6 +43,9 @@ pub struct Front {
 impl Front {
     /// Answers one AWS-protocol request.
     pub async fn serve(self: Arc<Self>, request: axum::extract::Request) -> Response {
+        if lambda::is_lambda_path(request.uri().path()) {
+            return self.lambda(request).await;
+        }
         let target = request
             .headers()
             .get(TARGET_HEADER)
@@ -163,6 +166,59 @@ impl Front {
         }
     }
 
+    /// A Lambda REST request: the route names the action.
+    async fn lambda(&self, request: axum::extract::Request) -> Response {
+        let answer = async {
+            let (parts, body) = request.into_parts();
+            let (body, _permit) = self.read(&parts, body).await?;
+            let caller = self.caller(&parts, &body, lambda::SIGNING_NAME).await?;
+            let segments = parts
+                .uri
+                .path()
+                .trim_start_matches('/')
+                .split('/')
+                .skip(1)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    query::percent_decode(s, false)
+                        .ok_or_else(|| AwsError::invalid("path", "must be percent-encoded UTF-8"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let query = match parts.uri.query() {
+                None => Vec::new(),
+                Some(q) => query::form(q.as_bytes())
+                    .ok_or_else(|| AwsError::invalid("query", "must be percent-encoded UTF-8"))?,
+            };
+            let request = lambda::Request {
+                method: &parts.method,
+                segments,
+                query,
+                headers: &parts.headers,
+                body: &body,
+            };
+            lambda::handle(self.calls(caller, lambda::SERVICE), &self.identity, request).await
+        }
+        .await;
+        match answer {
+            Ok(a) => {
+                let status = http::StatusCode::from_u16(a.status).unwrap_or(http::StatusCode::OK);
+                let mut response = (status, a.body).into_response();
+                let headers = response.headers_mut();
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                for (name, value) in a.headers {
+                    if let Ok(v) = http::HeaderValue::from_str(&value) {
+                        headers.insert(name, v);
+                    }
+                }
+                response
+            }
+            Err(e) => lambda::lambda_error(e).rest_json_response(),
+        }
+    }
+
     /// Who signed the request, for `service`.
     async fn caller(
         &self,
@@ -233,8 +289,13 @@ impl Front {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        // Read no more than was reserved: the declared length, or the limit.
-        let limit = declared.unwrap_or(self.body_max);
+        // Read no more than was reserved: the declared length, nothing for
+        // a request that has no body, else the limit.
+        let limit = match declared {
+            Some(n) => n,
+            None if http_body::Body::is_end_stream(&body) => 0,
+            None => self.body_max,
+        };
         let too_large = || AwsError {
             http_status: 413,
             code: "RequestEntityTooLarge".into(),

@@ -51,6 +51,11 @@ impl<'a> Input<'a> {
         self.members.get(name).filter(|v| !v.is_null())
     }
 
+    /// Whether the member is given (and not null).
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
     /// A string member, if given.
     pub fn string(&self, name: &str) -> Result<Option<String>, AwsError> {
         match self.get(name) {

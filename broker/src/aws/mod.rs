@@ -3,8 +3,9 @@
 //! endpoint changed.
 //!
 //! A request is recognised as AWS's by its `X-Amz-Target` header (the AWS
-//! JSON protocols) or a form body (the query protocol; posted to `/`, or
-//! to a queue's URL by older SQS SDKs). The [`front`] reads it whole (within
+//! JSON protocols), a form body (the query protocol; posted to `/`, or
+//! to a queue's URL by older SQS SDKs), or a path under an API date
+//! (Lambda's REST protocol: `/2015-03-31/functions/...`). The [`front`] reads it whole (within
 //! [`front::BODY_MAX`]), checks its SigV4 signature against Sluice's access
 //! keys (any signature when authentication is off, as the emulators do),
 //! turns it into the gRPC request of the same operation and runs that
@@ -14,7 +15,7 @@
 //!
 //! Served so far: SQS over AWS JSON 1.0 and the query protocol ([`sqs`]),
 //! SNS over the query protocol ([`sns`]), Kinesis over AWS JSON 1.1
-//! ([`kinesis`]) and STS's `GetCallerIdentity`
+//! ([`kinesis`]), Lambda over REST-JSON ([`lambda`]) and STS's `GetCallerIdentity`
 //! ([`sts`]); [`query`] converts the query protocol's forms and XML.
 
 pub mod call;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod front;
 pub mod json;
 pub mod kinesis;
+pub mod lambda;
 pub mod query;
 pub mod sns;
 pub mod sqs;
@@ -38,7 +40,8 @@ pub struct Authenticated(pub Caller);
 /// Whether `request` speaks an AWS protocol rather than gRPC or one of the
 /// plain HTTP routes.
 pub fn is_aws_request<B>(request: &http::Request<B>) -> bool {
-    request.method() == http::Method::POST
-        && (request.headers().contains_key(front::TARGET_HEADER)
-            || front::is_form(request.headers()))
+    lambda::is_lambda_path(request.uri().path())
+        || request.method() == http::Method::POST
+            && (request.headers().contains_key(front::TARGET_HEADER)
+                || front::is_form(request.headers()))
 }

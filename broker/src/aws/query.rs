@@ -18,18 +18,20 @@ pub fn form(body: &[u8]) -> Option<Vec<(String, String)>> {
         .filter(|p| !p.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Some((decode(k)?, decode(v)?))
+            Some((percent_decode(k, true)?, percent_decode(v, true)?))
         })
         .collect()
 }
 
-fn decode(s: &str) -> Option<String> {
+/// `s` percent-decoded (`+` a space when `plus_is_space`, as in forms);
+/// `None` for a bad escape or text that is not UTF-8.
+pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' => {
                 let hex = s.get(i + 1..i + 3)?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
