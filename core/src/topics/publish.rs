@@ -433,7 +433,10 @@ fn deliver_to_queue(
     published: &Published,
     effects: &mut Effects,
 ) -> ApplyResult<()> {
-    let fifo = sub.endpoint.ends_with(".fifo");
+    // A FIFO topic's standard queues get the message without its group and
+    // deduplication ids, which a standard queue does not take: best-effort
+    // order, at least once, as SNS delivers them.
+    let fifo = crate::queues::is_fifo_name(&sub.endpoint);
     let out = Outgoing {
         body: body.clone(),
         delay_seconds: None,

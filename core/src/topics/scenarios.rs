@@ -268,13 +268,17 @@ fn fifo_topics_deduplicate_and_keep_group_order_in_fifo_queues() {
     .unwrap();
     let later = w.publish_with("t.fifo", input("1", "g1", "d1")).unwrap();
     assert_ne!(later, first);
-    // FIFO topics take only FIFO queues, and FIFO queues only FIFO topics.
+    // FIFO queues take only FIFO topics; FIFO topics deliver only to queues.
     w.topic("std", &[]);
-    for (topic, endpoint) in [("t.fifo", "plain"), ("std", "a.fifo")] {
+    for (topic, protocol, endpoint) in [
+        ("std", Protocol::Sqs, "a.fifo"),
+        ("t.fifo", Protocol::Lambda, "f"),
+        ("t.fifo", Protocol::Https, "https://example.com/"),
+    ] {
         let e = w
             .run(Subscribe {
                 topic: topic.into(),
-                protocol: Protocol::Sqs,
+                protocol,
                 endpoint: endpoint.into(),
                 attributes: BTreeMap::new(),
                 id: "x".into(),
@@ -282,7 +286,53 @@ fn fifo_topics_deduplicate_and_keep_group_order_in_fifo_queues() {
             })
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidArgument, "{topic} {endpoint}");
+        assert_eq!(e.code, "InvalidParameter", "{topic} {endpoint}");
     }
+}
+
+#[test]
+fn a_fifo_topic_delivers_to_standard_queues_without_group_or_dedup_ids() {
+    let mut w = World::new();
+    w.topic("t.fifo", &[("FifoTopic", "true")]);
+    w.queue("plain");
+    w.queue("ordered.fifo");
+    // SNS FIFO topics deliver to standard queues too (best-effort order,
+    // at least once), raw or in the envelope.
+    w.subscribe("t.fifo", Protocol::Sqs, "plain", &[]);
+    w.subscribe(
+        "t.fifo",
+        Protocol::Sqs,
+        "arn:aws:sqs:us-east-1:000000000000:ordered.fifo",
+        &[("RawMessageDelivery", "true")],
+    );
+    let input = |m: &str, d: &str| PublishInput {
+        message: m.into(),
+        group_id: "g".into(),
+        dedup_id: d.into(),
+        ..Default::default()
+    };
+    let first = w.publish_with("t.fifo", input("1", "d1")).unwrap();
+    w.publish_with("t.fifo", input("2", "d2")).unwrap();
+    // The topic deduplicates before fan-out: no second copy anywhere.
+    w.publish_with("t.fifo", input("1", "d1")).unwrap();
+    let plain = w.drain("plain");
+    let got: Vec<String> = plain.iter().map(message_of).collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.contains(&"1".to_string()) && got.contains(&"2".to_string()));
+    // A standard queue's copy carries no FIFO ids of its own.
+    assert!(plain
+        .iter()
+        .all(|r| r.head.group_id.is_none() && r.body.dedup_id.is_none()));
+    let env: serde_json::Value = serde_json::from_str(&plain[0].body.body).unwrap();
+    assert_eq!(env["TopicArn"], format!("{ARN}t.fifo"));
+    assert!(env["SequenceNumber"].is_string());
+    // The FIFO queue still gets the group and deduplication ids, in order.
+    let ordered = w.drain("ordered.fifo");
+    let bodies: Vec<&str> = ordered.iter().map(|r| r.body.body.as_str()).collect();
+    assert_eq!(bodies, ["1", "2"]);
+    assert_eq!(ordered[0].head.group_id.as_deref(), Some("g"));
+    assert_eq!(ordered[0].body.dedup_id.as_deref(), Some("d1"));
+    assert!(first.sequence_number.is_some());
 }
 
 #[test]
