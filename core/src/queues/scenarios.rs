@@ -609,6 +609,61 @@ fn a_move_task_waits_for_dead_letters_in_flight() {
     assert_eq!((task.status, task.moved), (MoveStatus::Completed, 1));
 }
 
+#[test]
+fn a_redriven_message_is_a_new_message_whose_retention_restarts() {
+    // The source keeps messages 120 s; the dead-letter queue 14 days.
+    let mut w = with_queue("dlq", &[]);
+    w.create(
+        "src",
+        &[
+            ("RedrivePolicy", &redrive("dlq", 1)),
+            ("MessageRetentionPeriod", "120"),
+        ],
+    );
+    let sent = w.send("src", msg("m"));
+    let sent_ms = w.now;
+    w.receive("src", 10, Some(0));
+    w.receive("src", 10, Some(0));
+    assert_eq!(w.move_outbox("src"), 1);
+    // A dead letter keeps its identity and its sent time.
+    let dead = w.receive("dlq", 1, Some(0)).remove(0);
+    assert_eq!(dead.body.message_id, sent.message_id);
+    assert_eq!(dead.head.sent_ms, sent_ms);
+    // 100 s after the first send, a move task takes it back.
+    w.advance(100);
+    let moved_ms = w.now;
+    w.start_move_task("dlq").unwrap();
+    w.move_task_step("dlq");
+    assert_eq!(w.move_outbox("dlq"), 1);
+    // 200 s after the first send the original would be past the source's
+    // retention; the redriven message was sent 100 s ago and stays.
+    w.advance(100);
+    assert_eq!(w.tick("src").expired, 0);
+    let back = w.receive("src", 1, Some(0)).remove(0);
+    assert_ne!(
+        back.body.message_id, sent.message_id,
+        "a redriven message gets a new MessageId"
+    );
+    assert_eq!(back.head.sent_ms, moved_ms, "and a new sent time");
+    assert_eq!(back.head.receive_count, 1);
+    assert_eq!(back.body.body, "m");
+    // Redriven again, it gets another id, derived the same way on every
+    // replica.
+    w.receive("src", 1, Some(0));
+    assert_eq!(w.move_outbox("src"), 1);
+    w.advance(1);
+    w.start_move_task("dlq").unwrap();
+    w.move_task_step("dlq");
+    assert_eq!(w.move_outbox("dlq"), 1);
+    let again = w.receive("src", 1, Some(0)).remove(0);
+    assert_ne!(again.body.message_id, back.body.message_id);
+    assert_ne!(again.body.message_id, sent.message_id);
+    // Past its own retention it goes like any message.
+    w.advance(120);
+    w.tick("src");
+    assert_eq!(w.counts("src").in_flight + w.counts("src").available, 0);
+}
+
 // ---- FIFO queues ---------------------------------------------------------------
 
 #[test]
