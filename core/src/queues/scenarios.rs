@@ -182,6 +182,9 @@ impl World {
     }
 }
 
+/// The attribute that makes a queue (named `*.fifo`) a FIFO one.
+const FIFO: (&str, &str) = ("FifoQueue", "true");
+
 /// A world with one queue, `name`, created with `attrs`.
 fn with_queue(name: &str, attrs: &[(&str, &str)]) -> World {
     let mut w = World::new();
@@ -668,7 +671,7 @@ fn a_redriven_message_is_a_new_message_whose_retention_restarts() {
 
 #[test]
 fn fifo_delivers_each_group_in_order_and_blocks_it_while_in_flight() {
-    let mut w = with_queue("f.fifo", &[("ContentBasedDeduplication", "true")]);
+    let mut w = with_queue("f.fifo", &[FIFO, ("ContentBasedDeduplication", "true")]);
     for (body, group) in [
         ("a1", "A"),
         ("b1", "B"),
@@ -696,7 +699,7 @@ fn fifo_delivers_each_group_in_order_and_blocks_it_while_in_flight() {
 
 #[test]
 fn fifo_returns_an_expired_message_before_the_rest_of_its_group() {
-    let mut w = with_queue("f.fifo", &[("ContentBasedDeduplication", "true")]);
+    let mut w = with_queue("f.fifo", &[FIFO, ("ContentBasedDeduplication", "true")]);
     for body in ["1", "2", "3"] {
         w.send("f.fifo", fifo(body, "g", None));
     }
@@ -713,7 +716,7 @@ fn fifo_returns_an_expired_message_before_the_rest_of_its_group() {
 
 #[test]
 fn fifo_deduplicates_within_five_minutes_by_id_or_content() {
-    let mut w = with_queue("ids.fifo", &[]);
+    let mut w = with_queue("ids.fifo", &[FIFO]);
     let a = w.send("ids.fifo", fifo("x", "g", Some("d1")));
     let dup = w.send("ids.fifo", fifo("other body", "g", Some("d1")));
     assert_eq!(
@@ -730,13 +733,16 @@ fn fifo_deduplicates_within_five_minutes_by_id_or_content() {
     assert_ne!(later.message_id, a.message_id, "the window has passed");
     assert_eq!(w.counts("ids.fifo").available, 2);
 
-    w.create("content.fifo", &[("ContentBasedDeduplication", "true")]);
+    w.create(
+        "content.fifo",
+        &[FIFO, ("ContentBasedDeduplication", "true")],
+    );
     w.send("content.fifo", fifo("same", "g", None));
     w.send("content.fifo", fifo("same", "h", None));
     w.send("content.fifo", fifo("different", "g", None));
     assert_eq!(w.counts("content.fifo").available, 2);
 
-    w.create("nodedup.fifo", &[]);
+    w.create("nodedup.fifo", &[FIFO]);
     let err = w
         .send_all("nodedup.fifo", vec![fifo("x", "g", None)])
         .remove(0)
@@ -750,6 +756,7 @@ fn fifo_dedup_scope_can_be_per_group() {
     let mut w = with_queue(
         "hi.fifo",
         &[
+            FIFO,
             ("DeduplicationScope", "messageGroup"),
             ("FifoThroughputLimit", "perMessageGroupId"),
         ],
@@ -762,7 +769,7 @@ fn fifo_dedup_scope_can_be_per_group() {
 
 #[test]
 fn fifo_dedup_entries_are_forgotten_by_the_tick() {
-    let mut w = with_queue("f.fifo", &[]);
+    let mut w = with_queue("f.fifo", &[FIFO]);
     w.send("f.fifo", fifo("x", "g", Some("d")));
     let before = w.state.len();
     w.advance(301);
@@ -773,7 +780,7 @@ fn fifo_dedup_entries_are_forgotten_by_the_tick() {
 
 #[test]
 fn a_repeated_fifo_receive_attempt_returns_the_same_messages() {
-    let mut w = with_queue("f.fifo", &[("ContentBasedDeduplication", "true")]);
+    let mut w = with_queue("f.fifo", &[FIFO, ("ContentBasedDeduplication", "true")]);
     w.send("f.fifo", fifo("1", "g", None));
     w.send("f.fifo", fifo("2", "h", None));
     let req = ReceiveRequest {
@@ -796,10 +803,11 @@ fn a_repeated_fifo_receive_attempt_returns_the_same_messages() {
 
 #[test]
 fn fifo_dlq_moves_keep_the_group() {
-    let mut w = with_queue("dlq.fifo", &[("ContentBasedDeduplication", "true")]);
+    let mut w = with_queue("dlq.fifo", &[FIFO, ("ContentBasedDeduplication", "true")]);
     w.create(
         "src.fifo",
         &[
+            FIFO,
             ("ContentBasedDeduplication", "true"),
             ("RedrivePolicy", &redrive("dlq.fifo", 1)),
         ],
@@ -906,10 +914,7 @@ fn reads_at_depth(fifo_queue: bool, depth: usize) -> (usize, usize) {
     let name = if fifo_queue { "d.fifo" } else { "d" };
     w.create(
         name,
-        &[(
-            "ContentBasedDeduplication",
-            if fifo_queue { "true" } else { "false" },
-        )][..usize::from(fifo_queue)],
+        &[FIFO, ("ContentBasedDeduplication", "true")][..2 * usize::from(fifo_queue)],
     );
     w.check_invariants = false;
     for chunk in (0..depth).collect::<Vec<_>>().chunks(100) {

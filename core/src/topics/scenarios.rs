@@ -29,6 +29,11 @@ impl World {
         self.run(cmd).unwrap();
     }
 
+    fn fifo_queue(&mut self, name: &str) {
+        let cmd = CreateQueue::new(name, &map(&[("FifoQueue", "true")]), BTreeMap::new()).unwrap();
+        self.run(cmd).unwrap();
+    }
+
     fn topic(&mut self, name: &str, attrs: &[(&str, &str)]) {
         let cmd = CreateTopic::new(name, map(attrs), BTreeMap::new()).unwrap();
         self.run(cmd).unwrap();
@@ -232,8 +237,8 @@ fn a_missing_queue_sends_the_message_to_the_dead_letter_queue() {
 fn fifo_topics_deduplicate_and_keep_group_order_in_fifo_queues() {
     let mut w = World::new();
     w.topic("t.fifo", &[("FifoTopic", "true")]);
-    w.queue("a.fifo");
-    w.queue("b.fifo");
+    w.fifo_queue("a.fifo");
+    w.fifo_queue("b.fifo");
     w.subscribe("t.fifo", Protocol::Sqs, "a.fifo", &[]);
     w.subscribe("t.fifo", Protocol::Sqs, "b.fifo", &[]);
     let input = |m: &str, g: &str, d: &str| PublishInput {
@@ -295,7 +300,7 @@ fn a_fifo_topic_delivers_to_standard_queues_without_group_or_dedup_ids() {
     let mut w = World::new();
     w.topic("t.fifo", &[("FifoTopic", "true")]);
     w.queue("plain");
-    w.queue("ordered.fifo");
+    w.fifo_queue("ordered.fifo");
     // SNS FIFO topics deliver to standard queues too (best-effort order,
     // at least once), raw or in the envelope.
     w.subscribe("t.fifo", Protocol::Sqs, "plain", &[]);
