@@ -49,6 +49,7 @@ pub const LIST_MAX_RESULTS: usize = 1000;
 /// in `.fifo`. `field` names the request field in the error.
 pub fn validate_name(field: &str, name: &str) -> Result<(), DomainError> {
     crate::names::validate_fifo_name(
+        "InvalidParameterValue",
         field,
         name,
         NAME_MAX,

@@ -638,3 +638,114 @@ fn subscription_pages_cover_every_topic_once() {
     }
     assert_eq!(seen, expected);
 }
+
+#[test]
+fn topic_refusals_carry_the_sns_code_invalid_parameter() {
+    // SNS answers a bad parameter with InvalidParameter; SQS's code is
+    // InvalidParameterValue.
+    let sns = |e: crate::error::DomainError, field: &str| {
+        assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e:?}");
+        assert_eq!(e.code, "InvalidParameter", "{e:?}");
+        assert_eq!(e.field.as_deref(), Some(field), "{e:?}");
+    };
+    // Topic names, however they arrive.
+    for bad in ["has space", "", ".fifo", "dot.ted", &"t".repeat(257)] {
+        let e = crate::topics::validate_name("topic_arn", bad).unwrap_err();
+        assert!(
+            e.message.starts_with("topic_arn: must be 1-256 characters"),
+            "{}",
+            e.message
+        );
+        sns(e, "topic_arn");
+        sns(
+            CreateTopic::new(bad, BTreeMap::new(), BTreeMap::new()).unwrap_err(),
+            "name",
+        );
+    }
+    // Publish parameters.
+    let publish = |fifo: bool, edit: &dyn Fn(&mut PublishInput)| {
+        let mut p = PublishInput {
+            message: "m".into(),
+            ..Default::default()
+        };
+        if fifo {
+            p.group_id = "g".into();
+        }
+        edit(&mut p);
+        Publication::validate("entries[1]", fifo, p).unwrap_err()
+    };
+    for (fifo, field, edit) in [
+        (
+            false,
+            "entries[1].message",
+            &(|p: &mut PublishInput| p.message.clear()) as &dyn Fn(&mut PublishInput),
+        ),
+        (false, "entries[1].message", &|p| p.message = "\u{0}".into()),
+        (false, "entries[1].message", &|p| {
+            p.message = "x".repeat(262_145)
+        }),
+        (false, "entries[1].message", &|p| {
+            p.structure = "json".into()
+        }),
+        (false, "entries[1].message_structure", &|p| {
+            p.structure = "xml".into()
+        }),
+        (false, "entries[1].subject", &|p| p.subject = "a\nb".into()),
+        (false, "entries[1].message_group_id", &|p| {
+            p.group_id = "g".into()
+        }),
+        (true, "entries[1].message_group_id", &|p| {
+            p.group_id = "x".repeat(129)
+        }),
+        (true, "entries[1].message_deduplication_id", &|p| {
+            p.dedup_id = "é".into()
+        }),
+    ] {
+        sns(publish(fifo, edit), field);
+    }
+    // Subscription endpoints and dead-letter queues.
+    use crate::topics::subscription::{normalize_endpoint, Settings};
+    for (protocol, endpoint) in [
+        (Protocol::Sqs, "bad name"),
+        (Protocol::Lambda, "arn:aws:s3:::bucket"),
+        (Protocol::Https, "ftp://example.com/"),
+    ] {
+        sns(
+            normalize_endpoint(protocol, endpoint).unwrap_err(),
+            "endpoint",
+        );
+    }
+    let dlq = r#"{"deadLetterTargetArn": "arn:aws:sqs:us-east-1:000000000000:bad name"}"#;
+    sns(
+        Settings::parse(Protocol::Sqs, &map(&[("RedrivePolicy", dlq)])).unwrap_err(),
+        "attributes.RedrivePolicy.deadLetterTargetArn",
+    );
+    // Tags, at creation and on a topic that exists.
+    let reserved = map(&[("aws:owner", "x")]);
+    sns(
+        CreateTopic::new("t", BTreeMap::new(), reserved.clone()).unwrap_err(),
+        "tags",
+    );
+    let mut w = World::new();
+    w.topic("t", &[]);
+    let e = w
+        .run(crate::tags::Tag {
+            resource: crate::tags::Tagged::Topic("t".into()),
+            change: crate::tags::Change::Add(reserved),
+        })
+        .unwrap_err();
+    sns(e, "tags");
+    // Queues keep SQS's code, and a function's destination Lambda's.
+    assert_eq!(
+        crate::queues::validate_name("queue_name", "bad name")
+            .unwrap_err()
+            .code,
+        "InvalidParameterValue"
+    );
+    let e = crate::functions::events::Destination::parse(
+        "destination",
+        "arn:aws:sns:us-east-1:000000000000:bad name",
+    )
+    .unwrap_err();
+    assert_eq!(e.code, "InvalidParameterValue");
+}
