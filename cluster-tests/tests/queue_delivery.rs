@@ -151,10 +151,12 @@ async fn consume(client: Client, queue: String, record: Arc<Mutex<Record>>, done
 async fn run(fifo: bool, kill_leader: bool) {
     let (_serial, mut c, leader) = elected_cluster(3, &[]).await;
     let queue = if fifo { "work.fifo" } else { "work" }.to_string();
-    c.client()
-        .create_queue(&queue, HashMap::new())
-        .await
-        .unwrap();
+    let attributes = if fifo {
+        HashMap::from([("FifoQueue".to_string(), "true".to_string())])
+    } else {
+        HashMap::new()
+    };
+    c.client().create_queue(&queue, attributes).await.unwrap();
     let record = Arc::new(Mutex::new(Record::default()));
     let done = Arc::new(AtomicBool::new(false));
     let started = Instant::now();

@@ -287,7 +287,8 @@ async fn a_fifo_topic_keeps_group_order_in_two_fifo_queues() {
         .await
         .unwrap();
     for q in ["fifo-a.fifo", "fifo-b.fifo"] {
-        admin.create_queue(q, HashMap::new()).await.unwrap();
+        let fifo = HashMap::from([("FifoQueue".to_string(), "true".to_string())]);
+        admin.create_queue(q, fifo).await.unwrap();
         admin
             .subscribe(&topic, "sqs", q, HashMap::new())
             .await

@@ -18,9 +18,10 @@ pub fn is_valid(name: &str, max: usize, punctuation: &str) -> bool {
 }
 
 /// Checks a queue or topic name: at most `max` characters of `[A-Za-z0-9_-]`,
-/// a FIFO one ending in [`FIFO_SUFFIX`]. The error for `field` states `rule`
-/// and what broke it.
+/// a FIFO one ending in [`FIFO_SUFFIX`]. The error for `field`, with the
+/// service's error `code`, states `rule` and what broke it.
 pub fn validate_fifo_name(
+    code: &str,
     field: &str,
     name: &str,
     max: usize,
@@ -28,7 +29,8 @@ pub fn validate_fifo_name(
 ) -> Result<(), DomainError> {
     let base = name.strip_suffix(FIFO_SUFFIX).unwrap_or(name);
     if name.is_empty() || name.len() > max || base.is_empty() {
-        return Err(DomainError::invalid(
+        return Err(DomainError::invalid_with_code(
+            code,
             field,
             format!("{rule} (got {} characters)", name.chars().count()),
         ));
@@ -37,7 +39,11 @@ pub fn validate_fifo_name(
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
     {
-        return Err(DomainError::invalid(field, format!("{rule} (got {bad:?})")));
+        return Err(DomainError::invalid_with_code(
+            code,
+            field,
+            format!("{rule} (got {bad:?})"),
+        ));
     }
     Ok(())
 }

@@ -114,6 +114,9 @@ fn create_queue(name: &str, rng: &mut Rng) -> Command {
     if rng.chance(30) {
         attrs.insert("VisibilityTimeout".to_string(), rng.below(4).to_string());
     }
+    if crate::queues::is_fifo_name(name) {
+        attrs.insert("FifoQueue".to_string(), "true".to_string());
+    }
     Command::CreateQueue(CreateQueue::new(name, &attrs, BTreeMap::new()).expect("valid queue"))
 }
 

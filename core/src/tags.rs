@@ -3,8 +3,8 @@
 //! SQS, SNS and Kinesis share their tag rules: at most 50 tags, keys of
 //! 1-128 characters not starting with `aws:`, values of at most 256
 //! characters. The services differ only in the error code a broken rule
-//! gets (`InvalidParameterValue`, `InvalidArgumentException`), which the
-//! caller passes in. [`Tag`] is the one replicated command that adds or
+//! gets (SQS's `InvalidParameterValue`, SNS's `InvalidParameter`, Kinesis's
+//! `InvalidArgumentException`), which the caller passes in. [`Tag`] is the one replicated command that adds or
 //! removes tags on any of them; the dispatcher applies it with [`retag`]
 //! through the resource's domain (its `require` and `save`), so this module
 //! stays a leaf the domains share.
@@ -25,7 +25,7 @@ pub use crate::limits::tags::{KEY_MAX, TAGS_MAX, VALUE_MAX};
 /// The error code a service gives a broken tag rule.
 pub type Invalid = fn(String, String) -> DomainError;
 
-/// The SQS and SNS error: `InvalidParameterValue`.
+/// The SQS error: `InvalidParameterValue`.
 pub fn invalid_parameter(field: String, rule: String) -> DomainError {
     DomainError::invalid(field, rule)
 }
@@ -92,8 +92,8 @@ impl Change {
 /// A record that carries tags (a queue, topic or stream), as [`retag`]
 /// changes it.
 pub trait HasTags {
-    /// The error its service gives a broken tag rule (SQS's and SNS's
-    /// unless the record says otherwise).
+    /// The error its service gives a broken tag rule (SQS's unless the
+    /// record says otherwise).
     const INVALID: Invalid = invalid_parameter;
 
     /// Its tags.

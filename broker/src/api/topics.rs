@@ -84,7 +84,7 @@ fn parse_token(field: &str, token: &str, parts: usize) -> Result<Option<Vec<Stri
     if token.is_empty() {
         return Ok(None);
     }
-    let bad = || DomainError::invalid(field, "is not a token returned by this call");
+    let bad = || topics::invalid(field, "is not a token returned by this call");
     let bytes = hex::decode(token)
         .map_err(|_| bad())
         .map_err(super::status::from_domain)?;
@@ -516,7 +516,7 @@ impl TopicsApi {
     /// Applies a tag change to the topic `resource_arn` names.
     async fn retag(&self, resource_arn: &str, change: Change) -> Result<(), Status> {
         let name = topic_ref("resource_arn", resource_arn)?;
-        let invalid = crate::tags::invalid_parameter;
+        let invalid = topics::invalid_tag;
         self.ctx.tag(Tagged::Topic(name), change, invalid).await
     }
 
@@ -664,6 +664,27 @@ mod tests {
         assert_eq!(id, "3f1c0c5e-1d2b-4f0a-9a51-1f2e3d4c5b6a");
         assert!(subscription_ref("subscription_arn", "arn:aws:sqs:us-east-1:0:q:x").is_err());
         assert!(subscription_ref("subscription_arn", "orders").is_err());
+    }
+
+    #[test]
+    fn bad_topic_references_answer_the_sns_code() {
+        for status in [
+            topic_ref("topic_arn", "arn:aws:sns:us-east-1:000000000000:bad name").unwrap_err(),
+            topic_ref("topic_arn", &"t".repeat(257)).unwrap_err(),
+            subscription_ref("subscription_arn", "arn:aws:sns:us-east-1:0:bad name:x").unwrap_err(),
+            parse_token("next_token", "not hex", 1).unwrap_err(),
+        ] {
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert_eq!(
+                status
+                    .metadata()
+                    .get(crate::router::ERROR_CODE_HEADER)
+                    .unwrap(),
+                "InvalidParameter",
+                "{}",
+                status.message()
+            );
+        }
     }
 
     #[test]

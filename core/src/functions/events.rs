@@ -62,7 +62,12 @@ impl Destination {
                 Destination::Queue(resource.to_string())
             }
             "sns" => {
-                crate::topics::validate_name(field, resource)?;
+                // A function's setting: refused with the code of the
+                // function API's other refusals, not SNS's InvalidParameter.
+                crate::topics::validate_name(field, resource).map_err(|e| DomainError {
+                    code: "InvalidParameterValue".into(),
+                    ..e
+                })?;
                 Destination::Topic(resource.to_string())
             }
             "lambda" => {

@@ -507,7 +507,7 @@ fn handle_one(
             if let Some(policy) = &q.attrs().redrive_policy {
                 if head.receive_count >= policy.max_receive_count {
                     let dlq = policy.dead_letter_queue.clone();
-                    return to_outbox(txn, q, seq, head, dlq, true);
+                    return to_outbox(txn, ctx, q, seq, head, dlq, true);
                 }
             }
             head.receive_count += 1;
@@ -556,16 +556,19 @@ fn handle_one(
                 return Ok(());
             };
             taken.moved += 1;
-            head.receive_count = 0;
-            head.first_receive_ms = None;
-            to_outbox(txn, q, seq, head, dest, false)
+            to_outbox(txn, ctx, q, seq, head, dest, false)
         }
     }
 }
 
 /// Moves a message out of the queue into its outbox, bound for `destination`.
+/// A dead letter (`dead_letter`) keeps its MessageId, sent time and receive
+/// count, and notes the queue it leaves. A message a move task takes is a
+/// new message, as SQS redrives them: a new MessageId, the move's time as
+/// its sent time (so its retention starts again), no receives yet.
 pub fn to_outbox(
     txn: &mut Txn<'_>,
+    ctx: &Ctx,
     q: &mut Open,
     seq: u64,
     head: Head,
@@ -575,22 +578,26 @@ pub fn to_outbox(
     let Some(mut body) = load_body(txn, &q.keys, seq)? else {
         return remove(txn, q, seq, &head);
     };
-    if dead_letter {
-        body.dead_letter_source = Some(q.queue.name.clone());
-    }
     remove(txn, q, seq, &head)?;
     if q.fifo() {
         fifo::refresh(txn, &q.keys, head.group_id.as_deref().unwrap_or_default())?;
     }
+    let (sent_ms, receive_count, first_receive_ms) = if dead_letter {
+        body.dead_letter_source = Some(q.queue.name.clone());
+        (head.sent_ms, head.receive_count, head.first_receive_ms)
+    } else {
+        body.message_id = message::redriven_message_id(q.queue.id, seq);
+        (ctx.now_ms, 0, None)
+    };
     txn.put_record(
         q.keys.out(seq),
         &Outbox {
             destination,
             message: super::layout::Moving {
                 body,
-                sent_ms: head.sent_ms,
-                receive_count: head.receive_count,
-                first_receive_ms: head.first_receive_ms,
+                sent_ms,
+                receive_count,
+                first_receive_ms,
                 group_id: head.group_id,
             },
         },

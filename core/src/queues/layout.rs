@@ -79,7 +79,7 @@ pub struct Head {
     pub receive_count: u32,
     /// First receive, ms.
     pub first_receive_ms: Option<u64>,
-    /// When it was first sent (kept across moves to and from a DLQ), ms.
+    /// When it was sent (kept by a move to a DLQ, renewed by a redrive), ms.
     pub sent_ms: u64,
     /// FIFO (or standard with a group id): its group.
     pub group_id: Option<String>,
@@ -95,7 +95,7 @@ pub enum StoredHead {
 /// A message's content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Body {
-    /// MessageId (kept across moves).
+    /// MessageId (kept by a move to a DLQ, new after a redrive).
     pub message_id: String,
     /// The body.
     pub body: String,
@@ -163,7 +163,8 @@ pub struct Outbox {
 pub struct Moving {
     /// Content.
     pub body: Body,
-    /// Original send time, ms.
+    /// Send time, ms: the original one for a dead letter, the move's for a
+    /// redriven message.
     pub sent_ms: u64,
     /// Receive count it arrives with.
     pub receive_count: u32,

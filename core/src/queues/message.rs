@@ -450,6 +450,14 @@ pub fn message_id(queue_id: u64, seq: u64) -> String {
     derived_uuid(b"sluice/message-id", queue_id, seq)
 }
 
+/// The new MessageId a move task gives message `seq` of queue `queue_id`
+/// (a dead-letter queue) as it redrives it: derived like [`message_id`],
+/// under its own tag, so it differs from every id sent or redriven before
+/// (queue ids and sequence numbers are never reused).
+pub fn redriven_message_id(queue_id: u64, seq: u64) -> String {
+    derived_uuid(b"sluice/redriven-message-id", queue_id, seq)
+}
+
 /// A version-4-shaped UUID derived from a tag and two numbers.
 pub fn derived_uuid(tag: &[u8], a: u64, b: u64) -> String {
     let mut h = Sha256::new();

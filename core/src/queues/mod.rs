@@ -49,6 +49,7 @@ pub const LIST_MAX_RESULTS: usize = 1000;
 /// in `.fifo`. `field` names the request field in the error.
 pub fn validate_name(field: &str, name: &str) -> Result<(), DomainError> {
     crate::names::validate_fifo_name(
+        "InvalidParameterValue",
         field,
         name,
         NAME_MAX,
@@ -147,6 +148,15 @@ impl CreateQueue {
     ) -> Result<Self, DomainError> {
         validate_name("queue_name", name)?;
         let fifo = is_fifo_name(name);
+        // SQS does not infer FIFO from the name: a name ending in .fifo
+        // without FifoQueue=true is a standard queue's, and a standard
+        // queue's name cannot hold the '.'.
+        if fifo && attributes.get("FifoQueue").map(String::as_str) != Some("true") {
+            return Err(DomainError::invalid(
+                "queue_name",
+                "a name ending in .fifo is a FIFO queue's and needs the attribute FifoQueue=true; a standard queue's name is 1-80 characters of A-Z, a-z, 0-9, '_' and '-'",
+            ));
+        }
         let parsed = attributes::parse(attributes, fifo)?;
         attributes::check_combination(&QueueAttributes::defaults(fifo).with(&parsed))?;
         crate::tags::validate(&tags, crate::tags::invalid_parameter)?;
@@ -421,6 +431,45 @@ mod tests {
                 err.message
             );
         }
+    }
+
+    #[test]
+    fn a_fifo_name_needs_the_fifo_attribute() {
+        // SQS refuses a name ending in .fifo without FifoQueue=true (such a
+        // name is not a standard queue's); it does not infer FIFO from it.
+        for attrs in [&[][..], &[("VisibilityTimeout", "60")][..]] {
+            let attrs: BTreeMap<String, String> = attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let err = CreateQueue::new("jobs.fifo", &attrs, BTreeMap::new()).unwrap_err();
+            assert_eq!(err.kind, crate::error::ErrorKind::InvalidArgument);
+            assert_eq!(err.code, "InvalidParameterValue");
+            assert_eq!(err.field.as_deref(), Some("queue_name"));
+            assert!(
+                err.message.starts_with("queue_name: ") && err.message.contains("FifoQueue=true"),
+                "{}",
+                err.message
+            );
+        }
+        // FifoQueue=false on a .fifo name, and FifoQueue=true without it,
+        // are refused as before.
+        for (name, value) in [("jobs.fifo", "false"), ("jobs", "true")] {
+            let attrs = BTreeMap::from([("FifoQueue".to_string(), value.to_string())]);
+            assert!(
+                CreateQueue::new(name, &attrs, BTreeMap::new()).is_err(),
+                "{name}"
+            );
+        }
+        let mut state = MemState::default();
+        run_create(
+            &mut state,
+            &create_cmd("jobs.fifo", &[("FifoQueue", "true")]),
+        )
+        .unwrap();
+        assert!(require(&state, "jobs.fifo").unwrap().attributes.fifo);
+        run_create(&mut state, &create_cmd("jobs", &[])).unwrap();
+        assert!(!require(&state, "jobs").unwrap().attributes.fifo);
     }
 
     #[test]

@@ -182,6 +182,9 @@ impl World {
     }
 }
 
+/// The attribute that makes a queue (named `*.fifo`) a FIFO one.
+const FIFO: (&str, &str) = ("FifoQueue", "true");
+
 /// A world with one queue, `name`, created with `attrs`.
 fn with_queue(name: &str, attrs: &[(&str, &str)]) -> World {
     let mut w = World::new();
@@ -609,11 +612,66 @@ fn a_move_task_waits_for_dead_letters_in_flight() {
     assert_eq!((task.status, task.moved), (MoveStatus::Completed, 1));
 }
 
+#[test]
+fn a_redriven_message_is_a_new_message_whose_retention_restarts() {
+    // The source keeps messages 120 s; the dead-letter queue 14 days.
+    let mut w = with_queue("dlq", &[]);
+    w.create(
+        "src",
+        &[
+            ("RedrivePolicy", &redrive("dlq", 1)),
+            ("MessageRetentionPeriod", "120"),
+        ],
+    );
+    let sent = w.send("src", msg("m"));
+    let sent_ms = w.now;
+    w.receive("src", 10, Some(0));
+    w.receive("src", 10, Some(0));
+    assert_eq!(w.move_outbox("src"), 1);
+    // A dead letter keeps its identity and its sent time.
+    let dead = w.receive("dlq", 1, Some(0)).remove(0);
+    assert_eq!(dead.body.message_id, sent.message_id);
+    assert_eq!(dead.head.sent_ms, sent_ms);
+    // 100 s after the first send, a move task takes it back.
+    w.advance(100);
+    let moved_ms = w.now;
+    w.start_move_task("dlq").unwrap();
+    w.move_task_step("dlq");
+    assert_eq!(w.move_outbox("dlq"), 1);
+    // 200 s after the first send the original would be past the source's
+    // retention; the redriven message was sent 100 s ago and stays.
+    w.advance(100);
+    assert_eq!(w.tick("src").expired, 0);
+    let back = w.receive("src", 1, Some(0)).remove(0);
+    assert_ne!(
+        back.body.message_id, sent.message_id,
+        "a redriven message gets a new MessageId"
+    );
+    assert_eq!(back.head.sent_ms, moved_ms, "and a new sent time");
+    assert_eq!(back.head.receive_count, 1);
+    assert_eq!(back.body.body, "m");
+    // Redriven again, it gets another id, derived the same way on every
+    // replica.
+    w.receive("src", 1, Some(0));
+    assert_eq!(w.move_outbox("src"), 1);
+    w.advance(1);
+    w.start_move_task("dlq").unwrap();
+    w.move_task_step("dlq");
+    assert_eq!(w.move_outbox("dlq"), 1);
+    let again = w.receive("src", 1, Some(0)).remove(0);
+    assert_ne!(again.body.message_id, back.body.message_id);
+    assert_ne!(again.body.message_id, sent.message_id);
+    // Past its own retention it goes like any message.
+    w.advance(120);
+    w.tick("src");
+    assert_eq!(w.counts("src").in_flight + w.counts("src").available, 0);
+}
+
 // ---- FIFO queues ---------------------------------------------------------------
 
 #[test]
 fn fifo_delivers_each_group_in_order_and_blocks_it_while_in_flight() {
-    let mut w = with_queue("f.fifo", &[("ContentBasedDeduplication", "true")]);
+    let mut w = with_queue("f.fifo", &[FIFO, ("ContentBasedDeduplication", "true")]);
     for (body, group) in [
         ("a1", "A"),
         ("b1", "B"),
@@ -641,7 +699,7 @@ fn fifo_delivers_each_group_in_order_and_blocks_it_while_in_flight() {
 
 #[test]
 fn fifo_returns_an_expired_message_before_the_rest_of_its_group() {
-    let mut w = with_queue("f.fifo", &[("ContentBasedDeduplication", "true")]);
+    let mut w = with_queue("f.fifo", &[FIFO, ("ContentBasedDeduplication", "true")]);
     for body in ["1", "2", "3"] {
         w.send("f.fifo", fifo(body, "g", None));
     }
@@ -658,7 +716,7 @@ fn fifo_returns_an_expired_message_before_the_rest_of_its_group() {
 
 #[test]
 fn fifo_deduplicates_within_five_minutes_by_id_or_content() {
-    let mut w = with_queue("ids.fifo", &[]);
+    let mut w = with_queue("ids.fifo", &[FIFO]);
     let a = w.send("ids.fifo", fifo("x", "g", Some("d1")));
     let dup = w.send("ids.fifo", fifo("other body", "g", Some("d1")));
     assert_eq!(
@@ -675,13 +733,16 @@ fn fifo_deduplicates_within_five_minutes_by_id_or_content() {
     assert_ne!(later.message_id, a.message_id, "the window has passed");
     assert_eq!(w.counts("ids.fifo").available, 2);
 
-    w.create("content.fifo", &[("ContentBasedDeduplication", "true")]);
+    w.create(
+        "content.fifo",
+        &[FIFO, ("ContentBasedDeduplication", "true")],
+    );
     w.send("content.fifo", fifo("same", "g", None));
     w.send("content.fifo", fifo("same", "h", None));
     w.send("content.fifo", fifo("different", "g", None));
     assert_eq!(w.counts("content.fifo").available, 2);
 
-    w.create("nodedup.fifo", &[]);
+    w.create("nodedup.fifo", &[FIFO]);
     let err = w
         .send_all("nodedup.fifo", vec![fifo("x", "g", None)])
         .remove(0)
@@ -695,6 +756,7 @@ fn fifo_dedup_scope_can_be_per_group() {
     let mut w = with_queue(
         "hi.fifo",
         &[
+            FIFO,
             ("DeduplicationScope", "messageGroup"),
             ("FifoThroughputLimit", "perMessageGroupId"),
         ],
@@ -707,7 +769,7 @@ fn fifo_dedup_scope_can_be_per_group() {
 
 #[test]
 fn fifo_dedup_entries_are_forgotten_by_the_tick() {
-    let mut w = with_queue("f.fifo", &[]);
+    let mut w = with_queue("f.fifo", &[FIFO]);
     w.send("f.fifo", fifo("x", "g", Some("d")));
     let before = w.state.len();
     w.advance(301);
@@ -718,7 +780,7 @@ fn fifo_dedup_entries_are_forgotten_by_the_tick() {
 
 #[test]
 fn a_repeated_fifo_receive_attempt_returns_the_same_messages() {
-    let mut w = with_queue("f.fifo", &[("ContentBasedDeduplication", "true")]);
+    let mut w = with_queue("f.fifo", &[FIFO, ("ContentBasedDeduplication", "true")]);
     w.send("f.fifo", fifo("1", "g", None));
     w.send("f.fifo", fifo("2", "h", None));
     let req = ReceiveRequest {
@@ -741,10 +803,11 @@ fn a_repeated_fifo_receive_attempt_returns_the_same_messages() {
 
 #[test]
 fn fifo_dlq_moves_keep_the_group() {
-    let mut w = with_queue("dlq.fifo", &[("ContentBasedDeduplication", "true")]);
+    let mut w = with_queue("dlq.fifo", &[FIFO, ("ContentBasedDeduplication", "true")]);
     w.create(
         "src.fifo",
         &[
+            FIFO,
             ("ContentBasedDeduplication", "true"),
             ("RedrivePolicy", &redrive("dlq.fifo", 1)),
         ],
@@ -851,10 +914,7 @@ fn reads_at_depth(fifo_queue: bool, depth: usize) -> (usize, usize) {
     let name = if fifo_queue { "d.fifo" } else { "d" };
     w.create(
         name,
-        &[(
-            "ContentBasedDeduplication",
-            if fifo_queue { "true" } else { "false" },
-        )][..usize::from(fifo_queue)],
+        &[FIFO, ("ContentBasedDeduplication", "true")][..2 * usize::from(fifo_queue)],
     );
     w.check_invariants = false;
     for chunk in (0..depth).collect::<Vec<_>>().chunks(100) {

@@ -103,14 +103,13 @@ impl NewRecord {
                 format!("must be 1-256 characters, got {chars}"),
             ));
         }
-        if data.len() > super::RECORD_BYTES_MAX as usize {
-            return Err(super::invalid(
+        let size = data.len() + partition_key.len();
+        if size > super::RECORD_BYTES_MAX as usize {
+            return Err(too_large(
                 f("data"),
-                format!(
-                    "is {} bytes; at most {}",
-                    data.len(),
-                    super::RECORD_BYTES_MAX
-                ),
+                size,
+                super::RECORD_BYTES_MAX,
+                "at most",
             ));
         }
         let explicit_hash_key = if explicit_hash_key.is_empty() {
@@ -125,10 +124,22 @@ impl NewRecord {
         })
     }
 
-    /// Bytes the record counts toward limits.
+    /// Bytes the record counts toward limits: its data and its partition
+    /// key (UTF-8), as Kinesis counts them.
     pub fn size(&self) -> usize {
         self.data.len() + self.partition_key.len()
     }
+}
+
+/// The refusal of a record of `size` bytes (data and partition key) over
+/// `max`.
+fn too_large(field: String, size: usize, max: u32, limit: &str) -> DomainError {
+    super::invalid(
+        field,
+        format!(
+            "the record's data and partition key are {size} bytes together; {limit} {max} (the partition key counts toward the record size)"
+        ),
+    )
 }
 
 /// Checks a PutRecords request: 1-500 records, 5 MiB in all.
@@ -146,7 +157,9 @@ pub fn validate_batch(records: &[NewRecord]) -> Result<(), DomainError> {
     if total > PUT_BYTES_MAX {
         return Err(super::invalid(
             "records",
-            format!("the request is {total} bytes; at most {PUT_BYTES_MAX} in all"),
+            format!(
+                "the records' data and partition keys are {total} bytes in all; at most {PUT_BYTES_MAX}"
+            ),
         ));
     }
     Ok(())
@@ -221,14 +234,12 @@ pub fn put(
     let mut states: BTreeMap<u32, ShardState> = BTreeMap::new();
     let mut results = Vec::with_capacity(records.len());
     for r in records {
-        if r.data.len() > stream.max_record_bytes as usize {
-            results.push(Err(super::invalid(
-                "data",
-                format!(
-                    "the record is {} bytes; the stream takes at most {}",
-                    r.data.len(),
-                    stream.max_record_bytes
-                ),
+        if r.size() > stream.max_record_bytes as usize {
+            results.push(Err(too_large(
+                "data".into(),
+                r.size(),
+                stream.max_record_bytes,
+                "the stream takes at most",
             )));
             continue;
         }
@@ -257,8 +268,8 @@ pub fn put(
         let over_records = stream.write_records_per_second > 0
             && st.window_records >= stream.write_records_per_second;
         // The first record of a second always fits, so a record larger than
-        // the byte limit (a 1 MiB record with its key) is not refused for
-        // ever; the limit holds from the second record on.
+        // the byte limit (on a stream that takes records over 1 MiB) is not
+        // refused for ever; the limit holds from the second record on.
         let over_bytes = stream.write_bytes_per_second > 0
             && st.window_records > 0
             && st.window_bytes + size > u64::from(stream.write_bytes_per_second);

@@ -427,11 +427,11 @@ fn the_per_shard_write_limits_refuse_the_excess_until_the_next_second() {
     assert!(r[0].is_ok() && r[1].is_ok() && r[2].is_err(), "{r:?}");
 
     // A record alone in its second always fits, even one larger than the
-    // byte limit (a 1 MiB record and its key under the default 1 MiB/s);
-    // the next in that second does not.
-    w.create_stream_with("big", 1, None, None, None, None);
-    let mib = || NewRecord::new("", vec![0; 1 << 20], "k".into(), "").unwrap();
-    let r = w.put("big", vec![mib(), rec("k", "x")]);
+    // byte limit (a 2 MiB record under the default 1 MiB/s, on a stream
+    // that takes records that large); the next in that second does not.
+    w.create_stream_with("big", 1, None, Some(10 << 20), None, None);
+    let two_mib = || NewRecord::new("", vec![0; 2 << 20], "k".into(), "").unwrap();
+    let r = w.put("big", vec![two_mib(), rec("k", "x")]);
     assert!(r[0].is_ok(), "{r:?}");
     assert_eq!(
         r[1].as_ref().unwrap_err().code,
@@ -450,7 +450,8 @@ fn a_read_returns_at_most_ten_mib_yet_always_one_record() {
         let placed = w.put("s", (0..4).map(|i| mib(batch * 4 + i)).collect());
         assert!(placed.iter().all(Result::is_ok));
     }
-    let huge = NewRecord::new("", vec![0; 10 << 20], "k".into(), "").unwrap();
+    // The largest record: 10 MiB of data and partition key together.
+    let huge = NewRecord::new("", vec![0; (10 << 20) - 1], "k".into(), "").unwrap();
     assert!(w.put("s", vec![huge]).remove(0).is_ok());
     let first = w.read("s", 0, Position::TrimHorizon, records::READ_MAX_RECORDS);
     // The 10 MiB bound counts data: ten 1 MiB records fill it, an eleventh
@@ -462,7 +463,7 @@ fn a_read_returns_at_most_ten_mib_yet_always_one_record() {
     assert_eq!(second.records.len(), 2, "the rest of the 1 MiB records");
     let third = w.read_from(1, 0, second.next, records::READ_MAX_RECORDS);
     assert_eq!(third.records.len(), 1, "a 10 MiB record comes alone");
-    assert_eq!(third.records[0].1.data.len(), 10 << 20);
+    assert_eq!(third.records[0].1.data.len(), (10 << 20) - 1);
 }
 
 #[test]
@@ -475,6 +476,36 @@ fn records_larger_than_the_stream_allows_fail_alone() {
     let err = r[1].as_ref().unwrap_err();
     assert_eq!(err.field.as_deref(), Some("data"));
     assert!(err.message.contains("at most 1024"));
+}
+
+#[test]
+fn a_record_size_counts_its_partition_key_with_its_data() {
+    // Kinesis: the data blob plus the partition key must not exceed the
+    // maximum record size.
+    let mut w = World::new();
+    w.create_stream_with("s", 1, None, None, Some(0), Some(0));
+    let key = "k".repeat(256);
+    let record = |data: usize| NewRecord::new("", vec![7; data], key.clone(), "").unwrap();
+    let r = w.put("s", vec![record((1 << 20) - 256), record((1 << 20) - 255)]);
+    assert!(r[0].is_ok(), "1 MiB with its key fits: {r:?}");
+    let err = r[1].as_ref().unwrap_err();
+    assert_eq!(err.code, "InvalidArgumentException");
+    assert_eq!(err.field.as_deref(), Some("data"));
+    assert!(
+        err.message.contains("data and partition key") && err.message.contains("1048576"),
+        "{}",
+        err.message
+    );
+    // The absolute limit at the edge counts the key too, named per entry.
+    let max = crate::streams::RECORD_BYTES_MAX as usize;
+    assert!(NewRecord::new("records[3]", vec![0; max - 256], key.clone(), "").is_ok());
+    let err = NewRecord::new("records[3]", vec![0; max - 255], key.clone(), "").unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("records[3].data"));
+    assert!(err.message.contains("partition key"), "{}", err.message);
+    // A multi-byte key counts its UTF-8 bytes.
+    let wide = "ü".repeat(256);
+    assert!(NewRecord::new("", vec![0; max - 512], wide.clone(), "").is_ok());
+    assert!(NewRecord::new("", vec![0; max - 511], wide, "").is_err());
 }
 
 #[test]

@@ -53,10 +53,36 @@ pub const SUBSCRIPTIONS_MAX: usize = 10_000;
 /// Keys removed per collection step of a deleted topic.
 const COLLECT_STEP: usize = 1000;
 
+/// Bad input to a topic call: `INVALID_ARGUMENT` with SNS's code,
+/// `InvalidParameter` (SQS's is `InvalidParameterValue`), naming the field
+/// and the rule.
+pub fn invalid(field: impl Into<String>, rule: impl Into<String>) -> DomainError {
+    DomainError::invalid_with_code("InvalidParameter", field, rule)
+}
+
+/// The SNS error for a broken tag rule: `InvalidParameter`.
+pub fn invalid_tag(field: String, rule: String) -> DomainError {
+    invalid(field, rule)
+}
+
+/// A refusal from a rule topics share with queues (a message body, a FIFO
+/// id, a queue name), with SNS's code instead of SQS's.
+pub fn with_sns_code(e: DomainError) -> DomainError {
+    if e.code == "InvalidParameterValue" {
+        DomainError {
+            code: "InvalidParameter".into(),
+            ..e
+        }
+    } else {
+        e
+    }
+}
+
 /// Checks a topic name: 1-256 characters of `[A-Za-z0-9_-]`, FIFO topics
-/// ending in `.fifo`.
+/// ending in `.fifo`; SNS's `InvalidParameter` when it breaks the rule.
 pub fn validate_name(field: &str, name: &str) -> Result<(), DomainError> {
     crate::names::validate_fifo_name(
+        "InvalidParameter",
         field,
         name,
         NAME_MAX,
@@ -118,6 +144,8 @@ impl Topic {
 }
 
 impl crate::tags::HasTags for Topic {
+    const INVALID: crate::tags::Invalid = invalid_tag;
+
     fn tags_mut(&mut self) -> &mut crate::tags::Tags {
         &mut self.tags
     }
@@ -285,7 +313,7 @@ impl CreateTopic {
         for (k, v) in &attributes {
             validate_attribute(k, v, fifo, true)?;
         }
-        crate::tags::validate(&tags, crate::tags::invalid_parameter)?;
+        crate::tags::validate(&tags, invalid_tag)?;
         let attributes = attributes
             .into_iter()
             .filter(|(k, _)| k != "FifoTopic")

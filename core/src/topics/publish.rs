@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::envelope::{self, Notification};
 use super::outbox::{self, Kind};
 use super::subscription::{self, Protocol, Subscription};
-use super::{require, Topic, FAN_OUT_BYTES_MAX, MESSAGE_BYTES_MAX};
+use super::{invalid, require, with_sns_code, Topic, FAN_OUT_BYTES_MAX, MESSAGE_BYTES_MAX};
 use crate::apply::{Counter, Ctx, Effect, Effects};
 use crate::error::{ApplyResult, DomainError};
 use crate::filter::{AttributeRef, Message};
@@ -71,50 +71,50 @@ impl Publication {
     pub fn validate(prefix: &str, fifo: bool, p: PublishInput) -> Result<Self, DomainError> {
         let f = |name: &str| crate::error::field_in(prefix, name);
         if p.message.is_empty() {
-            return Err(DomainError::invalid(f("message"), "must not be empty"));
+            return Err(invalid(f("message"), "must not be empty"));
         }
-        validate_body(&f("message"), &p.message)?;
+        validate_body(&f("message"), &p.message).map_err(with_sns_code)?;
         let mut per_protocol = BTreeMap::new();
         let message = match p.structure.as_str() {
             "" => p.message,
             "json" => {
                 let v: serde_json::Value = serde_json::from_str(&p.message).map_err(|e| {
-                    DomainError::invalid(
+                    invalid(
                         f("message"),
                         format!("with message_structure \"json\" must be a JSON object: {e}"),
                     )
                 })?;
                 let o = v.as_object().ok_or_else(|| {
-                    DomainError::invalid(
+                    invalid(
                         f("message"),
                         "with message_structure \"json\" must be a JSON object",
                     )
                 })?;
                 for (k, v) in o {
                     let s = v.as_str().ok_or_else(|| {
-                        DomainError::invalid(
+                        invalid(
                             f("message"),
                             format!("the value for {k:?} must be a string"),
                         )
                     })?;
                     if s.is_empty() {
-                        return Err(DomainError::invalid(
+                        return Err(invalid(
                             f("message"),
                             format!("the text for {k:?} must not be empty"),
                         ));
                     }
-                    validate_body(&format!("{}.{k}", f("message")), s)?;
+                    validate_body(&format!("{}.{k}", f("message")), s).map_err(with_sns_code)?;
                     per_protocol.insert(k.clone(), s.to_string());
                 }
                 per_protocol.remove("default").ok_or_else(|| {
-                    DomainError::invalid(
+                    invalid(
                         f("message"),
                         "with message_structure \"json\" needs a \"default\" key",
                     )
                 })?
             }
             other => {
-                return Err(DomainError::invalid(
+                return Err(invalid(
                     f("message_structure"),
                     format!("must be empty or \"json\", got {other:?}"),
                 ))
@@ -128,7 +128,7 @@ impl Publication {
                 .starts_with(|c: char| c.is_ascii_alphanumeric() || c.is_ascii_punctuation())
             || p.subject.chars().any(|c| c.is_control())
         {
-            return Err(DomainError::invalid(
+            return Err(invalid(
                 f("subject"),
                 format!("must be 1-{SUBJECT_MAX} characters without line breaks or control characters, starting with a letter, digit or punctuation"),
             ));
@@ -158,7 +158,7 @@ impl Publication {
             + per_protocol.values().map(String::len).sum::<usize>()
             + p.attributes.iter().map(|(k, v)| v.size(k)).sum::<usize>();
         if size > MESSAGE_BYTES_MAX {
-            return Err(DomainError::invalid(
+            return Err(invalid(
                 f("message"),
                 format!(
                     "the message is {size} bytes with its attributes; at most {MESSAGE_BYTES_MAX}"
@@ -173,11 +173,12 @@ impl Publication {
                     "is required on FIFO topics",
                 ));
             }
-            validate_fifo_id(&f("message_group_id"), &p.group_id)?;
+            validate_fifo_id(&f("message_group_id"), &p.group_id).map_err(with_sns_code)?;
             let dedup = if p.dedup_id.is_empty() {
                 None
             } else {
-                validate_fifo_id(&f("message_deduplication_id"), &p.dedup_id)?;
+                validate_fifo_id(&f("message_deduplication_id"), &p.dedup_id)
+                    .map_err(with_sns_code)?;
                 Some(p.dedup_id)
             };
             (Some(p.group_id), dedup)
@@ -433,7 +434,10 @@ fn deliver_to_queue(
     published: &Published,
     effects: &mut Effects,
 ) -> ApplyResult<()> {
-    let fifo = sub.endpoint.ends_with(".fifo");
+    // A FIFO topic's standard queues get the message without its group and
+    // deduplication ids, which a standard queue does not take: best-effort
+    // order, at least once, as SNS delivers them.
+    let fifo = crate::queues::is_fifo_name(&sub.endpoint);
     let out = Outgoing {
         body: body.clone(),
         delay_seconds: None,

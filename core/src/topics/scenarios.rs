@@ -29,6 +29,11 @@ impl World {
         self.run(cmd).unwrap();
     }
 
+    fn fifo_queue(&mut self, name: &str) {
+        let cmd = CreateQueue::new(name, &map(&[("FifoQueue", "true")]), BTreeMap::new()).unwrap();
+        self.run(cmd).unwrap();
+    }
+
     fn topic(&mut self, name: &str, attrs: &[(&str, &str)]) {
         let cmd = CreateTopic::new(name, map(attrs), BTreeMap::new()).unwrap();
         self.run(cmd).unwrap();
@@ -232,8 +237,8 @@ fn a_missing_queue_sends_the_message_to_the_dead_letter_queue() {
 fn fifo_topics_deduplicate_and_keep_group_order_in_fifo_queues() {
     let mut w = World::new();
     w.topic("t.fifo", &[("FifoTopic", "true")]);
-    w.queue("a.fifo");
-    w.queue("b.fifo");
+    w.fifo_queue("a.fifo");
+    w.fifo_queue("b.fifo");
     w.subscribe("t.fifo", Protocol::Sqs, "a.fifo", &[]);
     w.subscribe("t.fifo", Protocol::Sqs, "b.fifo", &[]);
     let input = |m: &str, g: &str, d: &str| PublishInput {
@@ -268,13 +273,17 @@ fn fifo_topics_deduplicate_and_keep_group_order_in_fifo_queues() {
     .unwrap();
     let later = w.publish_with("t.fifo", input("1", "g1", "d1")).unwrap();
     assert_ne!(later, first);
-    // FIFO topics take only FIFO queues, and FIFO queues only FIFO topics.
+    // FIFO queues take only FIFO topics; FIFO topics deliver only to queues.
     w.topic("std", &[]);
-    for (topic, endpoint) in [("t.fifo", "plain"), ("std", "a.fifo")] {
+    for (topic, protocol, endpoint) in [
+        ("std", Protocol::Sqs, "a.fifo"),
+        ("t.fifo", Protocol::Lambda, "f"),
+        ("t.fifo", Protocol::Https, "https://example.com/"),
+    ] {
         let e = w
             .run(Subscribe {
                 topic: topic.into(),
-                protocol: Protocol::Sqs,
+                protocol,
                 endpoint: endpoint.into(),
                 attributes: BTreeMap::new(),
                 id: "x".into(),
@@ -282,7 +291,53 @@ fn fifo_topics_deduplicate_and_keep_group_order_in_fifo_queues() {
             })
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidArgument, "{topic} {endpoint}");
+        assert_eq!(e.code, "InvalidParameter", "{topic} {endpoint}");
     }
+}
+
+#[test]
+fn a_fifo_topic_delivers_to_standard_queues_without_group_or_dedup_ids() {
+    let mut w = World::new();
+    w.topic("t.fifo", &[("FifoTopic", "true")]);
+    w.queue("plain");
+    w.fifo_queue("ordered.fifo");
+    // SNS FIFO topics deliver to standard queues too (best-effort order,
+    // at least once), raw or in the envelope.
+    w.subscribe("t.fifo", Protocol::Sqs, "plain", &[]);
+    w.subscribe(
+        "t.fifo",
+        Protocol::Sqs,
+        "arn:aws:sqs:us-east-1:000000000000:ordered.fifo",
+        &[("RawMessageDelivery", "true")],
+    );
+    let input = |m: &str, d: &str| PublishInput {
+        message: m.into(),
+        group_id: "g".into(),
+        dedup_id: d.into(),
+        ..Default::default()
+    };
+    let first = w.publish_with("t.fifo", input("1", "d1")).unwrap();
+    w.publish_with("t.fifo", input("2", "d2")).unwrap();
+    // The topic deduplicates before fan-out: no second copy anywhere.
+    w.publish_with("t.fifo", input("1", "d1")).unwrap();
+    let plain = w.drain("plain");
+    let got: Vec<String> = plain.iter().map(message_of).collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.contains(&"1".to_string()) && got.contains(&"2".to_string()));
+    // A standard queue's copy carries no FIFO ids of its own.
+    assert!(plain
+        .iter()
+        .all(|r| r.head.group_id.is_none() && r.body.dedup_id.is_none()));
+    let env: serde_json::Value = serde_json::from_str(&plain[0].body.body).unwrap();
+    assert_eq!(env["TopicArn"], format!("{ARN}t.fifo"));
+    assert!(env["SequenceNumber"].is_string());
+    // The FIFO queue still gets the group and deduplication ids, in order.
+    let ordered = w.drain("ordered.fifo");
+    let bodies: Vec<&str> = ordered.iter().map(|r| r.body.body.as_str()).collect();
+    assert_eq!(bodies, ["1", "2"]);
+    assert_eq!(ordered[0].head.group_id.as_deref(), Some("g"));
+    assert_eq!(ordered[0].body.dedup_id.as_deref(), Some("d1"));
+    assert!(first.sequence_number.is_some());
 }
 
 #[test]
@@ -582,4 +637,115 @@ fn subscription_pages_cover_every_topic_once() {
         }
     }
     assert_eq!(seen, expected);
+}
+
+#[test]
+fn topic_refusals_carry_the_sns_code_invalid_parameter() {
+    // SNS answers a bad parameter with InvalidParameter; SQS's code is
+    // InvalidParameterValue.
+    let sns = |e: crate::error::DomainError, field: &str| {
+        assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e:?}");
+        assert_eq!(e.code, "InvalidParameter", "{e:?}");
+        assert_eq!(e.field.as_deref(), Some(field), "{e:?}");
+    };
+    // Topic names, however they arrive.
+    for bad in ["has space", "", ".fifo", "dot.ted", &"t".repeat(257)] {
+        let e = crate::topics::validate_name("topic_arn", bad).unwrap_err();
+        assert!(
+            e.message.starts_with("topic_arn: must be 1-256 characters"),
+            "{}",
+            e.message
+        );
+        sns(e, "topic_arn");
+        sns(
+            CreateTopic::new(bad, BTreeMap::new(), BTreeMap::new()).unwrap_err(),
+            "name",
+        );
+    }
+    // Publish parameters.
+    let publish = |fifo: bool, edit: &dyn Fn(&mut PublishInput)| {
+        let mut p = PublishInput {
+            message: "m".into(),
+            ..Default::default()
+        };
+        if fifo {
+            p.group_id = "g".into();
+        }
+        edit(&mut p);
+        Publication::validate("entries[1]", fifo, p).unwrap_err()
+    };
+    for (fifo, field, edit) in [
+        (
+            false,
+            "entries[1].message",
+            &(|p: &mut PublishInput| p.message.clear()) as &dyn Fn(&mut PublishInput),
+        ),
+        (false, "entries[1].message", &|p| p.message = "\u{0}".into()),
+        (false, "entries[1].message", &|p| {
+            p.message = "x".repeat(262_145)
+        }),
+        (false, "entries[1].message", &|p| {
+            p.structure = "json".into()
+        }),
+        (false, "entries[1].message_structure", &|p| {
+            p.structure = "xml".into()
+        }),
+        (false, "entries[1].subject", &|p| p.subject = "a\nb".into()),
+        (false, "entries[1].message_group_id", &|p| {
+            p.group_id = "g".into()
+        }),
+        (true, "entries[1].message_group_id", &|p| {
+            p.group_id = "x".repeat(129)
+        }),
+        (true, "entries[1].message_deduplication_id", &|p| {
+            p.dedup_id = "é".into()
+        }),
+    ] {
+        sns(publish(fifo, edit), field);
+    }
+    // Subscription endpoints and dead-letter queues.
+    use crate::topics::subscription::{normalize_endpoint, Settings};
+    for (protocol, endpoint) in [
+        (Protocol::Sqs, "bad name"),
+        (Protocol::Lambda, "arn:aws:s3:::bucket"),
+        (Protocol::Https, "ftp://example.com/"),
+    ] {
+        sns(
+            normalize_endpoint(protocol, endpoint).unwrap_err(),
+            "endpoint",
+        );
+    }
+    let dlq = r#"{"deadLetterTargetArn": "arn:aws:sqs:us-east-1:000000000000:bad name"}"#;
+    sns(
+        Settings::parse(Protocol::Sqs, &map(&[("RedrivePolicy", dlq)])).unwrap_err(),
+        "attributes.RedrivePolicy.deadLetterTargetArn",
+    );
+    // Tags, at creation and on a topic that exists.
+    let reserved = map(&[("aws:owner", "x")]);
+    sns(
+        CreateTopic::new("t", BTreeMap::new(), reserved.clone()).unwrap_err(),
+        "tags",
+    );
+    let mut w = World::new();
+    w.topic("t", &[]);
+    let e = w
+        .run(crate::tags::Tag {
+            resource: crate::tags::Tagged::Topic("t".into()),
+            change: crate::tags::Change::Add(reserved),
+        })
+        .unwrap_err();
+    sns(e, "tags");
+    // Queues keep SQS's code, and a function's destination Lambda's.
+    assert_eq!(
+        crate::queues::validate_name("queue_name", "bad name")
+            .unwrap_err()
+            .code,
+        "InvalidParameterValue"
+    );
+    let e = crate::functions::events::Destination::parse(
+        "destination",
+        "arn:aws:sns:us-east-1:000000000000:bad name",
+    )
+    .unwrap_err();
+    assert_eq!(e.code, "InvalidParameterValue");
 }

@@ -180,7 +180,8 @@ fn parse_redrive(v: &str) -> Result<String, DomainError> {
             format!("{arn:?} is not an SQS queue ARN"),
         )
     })?;
-    crate::queues::validate_name(&format!("{field}.deadLetterTargetArn"), name)?;
+    crate::queues::validate_name(&format!("{field}.deadLetterTargetArn"), name)
+        .map_err(super::with_sns_code)?;
     Ok(name.to_string())
 }
 
@@ -191,7 +192,7 @@ pub fn normalize_endpoint(protocol: Protocol, endpoint: &str) -> Result<String, 
     match protocol {
         Protocol::Sqs => {
             let name = queue_name_from_arn(endpoint).unwrap_or(endpoint);
-            crate::queues::validate_name(field, name)?;
+            crate::queues::validate_name(field, name).map_err(super::with_sns_code)?;
             Ok(name.to_string())
         }
         Protocol::Lambda => {
@@ -202,7 +203,7 @@ pub fn normalize_endpoint(protocol: Protocol, endpoint: &str) -> Result<String, 
                     match parts.as_slice() {
                         [_, "lambda", _, _, "function", name, ..] => *name,
                         _ => {
-                            return Err(DomainError::invalid(
+                            return Err(super::invalid(
                                 field,
                                 "must be a function name or a Lambda function ARN",
                             ))
@@ -212,7 +213,7 @@ pub fn normalize_endpoint(protocol: Protocol, endpoint: &str) -> Result<String, 
                 None => endpoint,
             };
             if !crate::names::is_valid(name, 64, "-_") {
-                return Err(DomainError::invalid(
+                return Err(super::invalid(
                     field,
                     "a function name is 1-64 characters of A-Z, a-z, 0-9, '-' and '_'",
                 ));
@@ -226,7 +227,7 @@ pub fn normalize_endpoint(protocol: Protocol, endpoint: &str) -> Result<String, 
                 "https://"
             };
             let rest = endpoint.strip_prefix(scheme).ok_or_else(|| {
-                DomainError::invalid(
+                super::invalid(
                     field,
                     format!(
                         "an {} endpoint is a URL starting with {scheme}",
@@ -241,7 +242,7 @@ pub fn normalize_endpoint(protocol: Protocol, endpoint: &str) -> Result<String, 
                     .chars()
                     .any(|c| c.is_whitespace() || c.is_control())
             {
-                return Err(DomainError::invalid(
+                return Err(super::invalid(
                     field,
                     "must be an absolute URL with a host, at most 2048 characters, without spaces",
                 ));

@@ -39,13 +39,17 @@ pub struct Subscribed {
     pub pending: bool,
 }
 
+/// Whether a topic can deliver to the endpoint, as SNS decides: a FIFO
+/// topic delivers only to queues, FIFO ones (in group order, deduplicated)
+/// and standard ones (best-effort order, at least once); a FIFO queue takes
+/// only a FIFO topic's messages.
 fn check_fits(topic: &Topic, protocol: Protocol, endpoint: &str) -> Result<(), DomainError> {
-    let fifo_queue = protocol == Protocol::Sqs && endpoint.ends_with(".fifo");
-    if topic.fifo && !fifo_queue {
+    let fifo_queue = protocol == Protocol::Sqs && crate::queues::is_fifo_name(endpoint);
+    if topic.fifo && protocol != Protocol::Sqs {
         return Err(DomainError::invalid_with_code(
             "InvalidParameter",
             "protocol",
-            "a FIFO topic delivers only to FIFO queues (protocol sqs, a queue ending in .fifo)",
+            "a FIFO topic delivers only to queues (protocol sqs), FIFO or standard",
         ));
     }
     if !topic.fifo && fifo_queue {

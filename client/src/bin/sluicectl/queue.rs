@@ -11,7 +11,8 @@ use crate::parse_pair;
 
 #[derive(Subcommand)]
 pub enum QueueCmd {
-    /// Create a queue (a FIFO queue when the name ends in .fifo).
+    /// Create a queue (a FIFO queue when the name ends in .fifo: FifoQueue=true
+    /// is added for it, as the service requires).
     Create {
         /// Queue name.
         name: String,
@@ -139,10 +140,16 @@ pub async fn run(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error
             attributes,
             tags,
         } => {
+            let mut attributes: HashMap<String, String> = attributes.into_iter().collect();
+            if name.ends_with(".fifo") {
+                attributes
+                    .entry("FifoQueue".into())
+                    .or_insert_with(|| "true".into());
+            }
             let r = client
                 .create_queue_with_tags(
                     &name,
-                    attributes.into_iter().collect::<HashMap<_, _>>(),
+                    attributes,
                     tags.into_iter().collect::<HashMap<_, _>>(),
                 )
                 .await?;

@@ -82,7 +82,10 @@ impl QueueWorkload {
         admin
             .create_queue(
                 &w.fifo,
-                HashMap::from([("VisibilityTimeout".to_string(), visibility)]),
+                HashMap::from([
+                    ("FifoQueue".to_string(), "true".to_string()),
+                    ("VisibilityTimeout".to_string(), visibility),
+                ]),
             )
             .await
             .map_err(e)?;
