@@ -102,6 +102,8 @@ pub struct NodeConfig {
     /// other); clusters with separate `sluice worker` processes turn it
     /// off.
     pub in_process_worker: bool,
+    /// Where the in-process worker finds its managed runtimes' clients.
+    pub runtimes_dir: Option<PathBuf>,
 }
 
 /// Settings as they come from flags or the file; unset means "not given".
@@ -152,6 +154,8 @@ pub struct Settings {
     pub event_retry_delay_ms: Option<u64>,
     /// `--in-process-worker`
     pub in_process_worker: Option<bool>,
+    /// `--runtimes-dir`
+    pub runtimes_dir: Option<PathBuf>,
     /// `--peer-dns`
     pub peer_dns: Option<String>,
     /// `--ordinal`
@@ -228,6 +232,7 @@ impl Settings {
             leader_wait_ms: self.leader_wait_ms.or(other.leader_wait_ms),
             event_retry_delay_ms: self.event_retry_delay_ms.or(other.event_retry_delay_ms),
             in_process_worker: self.in_process_worker.or(other.in_process_worker),
+            runtimes_dir: self.runtimes_dir.or(other.runtimes_dir),
             cache_mb: self.cache_mb.or(other.cache_mb),
             request_memory_mb: self.request_memory_mb.or(other.request_memory_mb),
             max_connections: self.max_connections.or(other.max_connections),
@@ -453,6 +458,7 @@ impl Settings {
             shutdown_grace,
             event_retry_delay: Duration::from_millis(self.event_retry_delay_ms.unwrap_or(60_000)),
             in_process_worker: self.in_process_worker.unwrap_or(true),
+            runtimes_dir: self.runtimes_dir.clone(),
         })
     }
 }

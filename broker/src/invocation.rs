@@ -105,6 +105,7 @@ pub fn run_spec(
         ephemeral_mb: 512,
         region: ctx.identity.region.clone(),
         environment: settings.environment.clone().into_iter().collect(),
+        runtime: settings.runtime.clone(),
     };
     (spec, version)
 }

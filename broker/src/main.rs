@@ -122,6 +122,11 @@ struct WorkerArgs {
     /// [default: nobody].
     #[arg(long)]
     function_user: Option<String>,
+    /// Where the managed runtimes' clients are (`python/` holding
+    /// awslambdaric); without it, Python functions without a bootstrap need
+    /// awslambdaric in the worker's own python3.
+    #[arg(long)]
+    runtimes_dir: Option<PathBuf>,
     /// Log output format; the level comes from RUST_LOG [default: info].
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -252,6 +257,11 @@ struct ServeArgs {
     /// `sluice worker` processes run the functions.
     #[arg(long)]
     in_process_worker: Option<bool>,
+    /// Where the in-process worker finds the managed runtimes' clients
+    /// (`python/` holding awslambdaric); without it, Python functions
+    /// without a bootstrap need awslambdaric in the worker's own python3.
+    #[arg(long)]
+    runtimes_dir: Option<PathBuf>,
     /// Find the peers by DNS: HOST:PORT with {ordinal} in the host, e.g.
     /// sluice-{ordinal}.sluice-peers:7070 (a StatefulSet's pods behind a
     /// headless Service). Ordinal 0 forms the cluster when none exists; the
@@ -363,6 +373,7 @@ impl ServeArgs {
             shutdown_grace_secs: self.shutdown_grace_secs,
             event_retry_delay_ms: self.event_retry_delay_ms,
             in_process_worker: self.in_process_worker,
+            runtimes_dir: self.runtimes_dir.clone(),
             peer_dns: self.peer_dns.clone(),
             ordinal: self.ordinal,
             max_nodes: self.max_nodes,
@@ -599,6 +610,9 @@ fn worker_options(
         credentials,
         host_tls,
         sandbox,
+        runtimes: sluice_worker::runtimes::Runtimes {
+            dir: args.runtimes_dir.clone(),
+        },
     })
 }
 

@@ -354,6 +354,9 @@ impl RunningNode {
                 credentials: Some(security.node_credentials.clone()),
                 host_tls: None,
                 sandbox,
+                runtimes: sluice_worker::runtimes::Runtimes {
+                    dir: config.runtimes_dir.clone(),
+                },
             };
             Some(sluice_worker::Worker::new(options).map_err(StartError::Worker)?)
         } else {

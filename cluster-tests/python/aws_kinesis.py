@@ -159,6 +159,9 @@ try:
     check("a second stream of the same name is refused", False)
 except node(2).exceptions.ResourceInUseException:
     check("ResourceInUseException is raised typed", True)
+e = error_of(lambda: node(0).put_record(StreamName="aws-clicks", Data=b"x" * (1024 * 1024), PartitionKey="k"))
+check("a record over 1 MiB with its partition key is refused",
+      e is not None and e.response["Error"]["Code"] == "InvalidArgumentException", e and e.response)
 
 # Authentication and authorisation.
 wrong = client("kinesis", 0, key, secret + "x")

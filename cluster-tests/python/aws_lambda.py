@@ -6,23 +6,37 @@ invocation, a queue and a stream mapping, and the errors the SDK raises
 typed. The function reports what it is handed to a recorder this script
 serves. Exits non-zero on the first check that fails.
 
-Usage: aws_lambda.py ENDPOINTS CA KEY SECRET READER_KEY READER_SECRET ZIP
-(see awscheck.py); ZIP is the function's package: lambda_app.py as
-app.py.
+The functions are zipped as AWS tooling zips them, without a bootstrap:
+lambda_app.py as app.py on the managed python3.12 runtime (the nodes need
+--runtimes-dir with awslambdaric), and an ES module on nodejs20.x.
+
+Usage: aws_lambda.py ENDPOINTS CA KEY SECRET READER_KEY READER_SECRET (see
+awscheck.py)
 """
 
 import base64
 import http.server
+import io
 import json
+import os
 import subprocess
-import sys
 import tempfile
 import threading
+import zipfile
 
 from awscheck import ACCOUNT, ca, check, cli_env, client, endpoints, error_of, reader_key, reader_secret, secret, key
 
 
-package = open(sys.argv[7], "rb").read()
+def zipped(files):
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return out.getvalue()
+
+
+here = os.path.dirname(os.path.abspath(__file__))
+package = zipped({"app.py": open(os.path.join(here, "lambda_app.py")).read()})
 nodes = [client("lambda", i) for i in range(len(endpoints))]
 sqs = client("sqs", 0)
 kinesis = client("kinesis", 1)
@@ -83,6 +97,16 @@ conf = node(0).get_function_configuration(FunctionName=arn)
 check("GetFunctionConfiguration by ARN", conf["Description"] == "echoes" and conf["Handler"] == "app.handler", conf)
 listed = [f["FunctionName"] for f in node(1).list_functions()["Functions"]]
 check("ListFunctions", "aws-echo" in listed, listed)
+
+# A Node.js function, also without a bootstrap.
+node_fn = node(1).create_function(
+    FunctionName="aws-node", Runtime="nodejs20.x", Role=f"arn:aws:iam::{ACCOUNT}:role/echo", Handler="index.handler",
+    Code={"ZipFile": zipped({"index.mjs": "export const handler = async (event, context) => "
+                                          "({ doubled: event.n * 2, name: context.functionName });"})},
+)
+r = node(2).invoke(FunctionName="aws-node", Payload=json.dumps({"n": 21}))
+check("a nodejs20.x zip runs on the managed runtime", payload(r) == {"doubled": 42, "name": "aws-node"}, r)
+node(0).delete_function(FunctionName="aws-node")
 
 # Invocations.
 r = node(2).invoke(FunctionName="aws-echo", Payload=json.dumps({"n": 1}), LogType="Tail")

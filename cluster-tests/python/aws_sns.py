@@ -150,6 +150,11 @@ try:
     check("a missing topic is refused", False)
 except sns[0].exceptions.NotFoundException as e:
     check("NotFound is raised typed", e.response["Error"]["Code"] == "NotFound", e.response)
+try:
+    sns[1].create_topic(Name="bad name!")
+    check("a bad topic name is refused", False)
+except sns[1].exceptions.InvalidParameterException as e:
+    check("InvalidParameter is raised typed", e.response["Error"]["Code"] == "InvalidParameter", e.response)
 e = error_of(lambda: sns[2].publish(TopicArn=topic, Message="x", MessageGroupId="g"))
 check("a group id on a standard topic is refused", e is not None and e.response["Error"]["Code"] == "InvalidParameter", e and e.response)
 

@@ -5,24 +5,13 @@
 use std::ffi::OsStr;
 
 use cluster_tests::{
-    create_principal, elected_cluster, elected_secured_cluster, python_function, run_python,
-    run_python_with,
+    create_principal, elected_cluster, elected_secured_cluster, run_python, run_python_with,
 };
 
 /// Runs `script` (in `cluster-tests/python`) against three secured nodes
 /// with a key allowed everything and a read-only one; its output. With
 /// `sdk`, that directory comes first on `PYTHONPATH`.
 async fn drive(script: &str, sdk: Option<&std::path::Path>, flags: &[&str]) -> String {
-    drive_with(script, sdk, flags, &[]).await
-}
-
-/// [`drive`] with `extra` arguments after the keys.
-async fn drive_with(
-    script: &str,
-    sdk: Option<&std::path::Path>,
-    flags: &[&str],
-    extra: &[&OsStr],
-) -> String {
     let (_serial, c, _) = elected_secured_cluster(3, flags).await;
     let admin = c.client();
     let user = create_principal(&admin, "sdk-user", "user", &["AdministratorAccess"]).await;
@@ -44,7 +33,6 @@ async fn drive_with(
         OsStr::new(&reader.access_key_id),
         OsStr::new(&reader.secret_access_key),
     ];
-    let args: Vec<&OsStr> = args.into_iter().chain(extra.iter().copied()).collect();
     run_python_with(
         &args,
         sdk,
@@ -176,11 +164,16 @@ async fn boto3_and_the_aws_cli_drive_every_kinesis_action_on_three_secured_nodes
 
 #[tokio::test]
 async fn boto3_and_the_aws_cli_drive_every_lambda_action_on_three_secured_nodes() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = include_str!("../python/lambda_app.py");
-    let package = dir.path().join("package.zip");
-    std::fs::write(&package, python_function(&dir.path().join("code"), app)).unwrap();
-    // The function reports to a recorder on loopback.
-    let out = drive_with("aws_lambda.py", None, &[], &[package.as_os_str()]).await;
+    // scripts/test installs the Python runtime interface client here
+    // (requirements-runtimes.txt); the functions' zips have no bootstrap.
+    let runtimes =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lambda-runtimes");
+    assert!(
+        runtimes.join("python/awslambdaric").is_dir(),
+        "{} is missing: run scripts/test, or pip install --target it/python -r cluster-tests/python/requirements-runtimes.txt",
+        runtimes.display()
+    );
+    let runtimes = runtimes.to_string_lossy().into_owned();
+    let out = drive("aws_lambda.py", None, &["--runtimes-dir", &runtimes]).await;
     assert!(out.contains("all Lambda checks passed"), "{out}");
 }

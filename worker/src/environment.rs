@@ -24,6 +24,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::runtime_api::{Answer, Invocation, RuntimeApi};
+use crate::runtimes::Runtimes;
 use crate::sandbox::Sandbox;
 
 /// What an environment needs to know about its function.
@@ -47,6 +48,9 @@ pub struct FunctionConfig {
     pub region: String,
     /// The function's own environment variables.
     pub environment: BTreeMap<String, String>,
+    /// The runtime name, which picks the managed runtime for a package
+    /// without a `bootstrap` (see [`crate::runtimes`]).
+    pub runtime: String,
 }
 
 /// The result of an invocation the function answered.
@@ -382,14 +386,16 @@ fn error_document(error_type: &str, message: String) -> Bytes {
 }
 
 impl Environment {
-    /// Starts an environment for the code unpacked in `code` (which must
-    /// hold an executable `bootstrap`), under the directory `root` (the
-    /// environment's own `tmp` is created there).
+    /// Starts an environment for the code unpacked in `code` (its
+    /// `bootstrap`, or the managed runtime of `config.runtime`: see
+    /// [`Runtimes`]), under the directory `root` (the environment's own
+    /// `tmp` is created there).
     pub async fn start(
         code: &Path,
         root: &Path,
         config: FunctionConfig,
         sandbox: &Sandbox,
+        runtimes: &Runtimes,
     ) -> Result<Environment, InvokeError> {
         let started = Instant::now();
         let start_err = |what: &str, e: std::io::Error| InvokeError::Start(format!("{what}: {e}"));
@@ -399,13 +405,9 @@ impl Environment {
         let root = &std::path::absolute(root).map_err(|e| start_err("environment directory", e))?;
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(|e| start_err("creating /tmp", e))?;
-        let bootstrap = code.join("bootstrap");
-        if !bootstrap.is_file() {
-            return Err(InvokeError::Start(format!(
-                "the code has no bootstrap file ({})",
-                bootstrap.display()
-            )));
-        }
+        let launch = runtimes
+            .launch(code, &config.runtime, &config.handler)
+            .map_err(InvokeError::Start)?;
         let (api, invocations) = RuntimeApi::start()
             .await
             .map_err(|e| start_err("serving the Runtime API", e))?;
@@ -422,10 +424,12 @@ impl Environment {
                 )));
             }
         }
-        let mut cmd = Command::new(&bootstrap);
-        cmd.current_dir(code)
+        let mut cmd = Command::new(&launch.program);
+        cmd.args(&launch.args)
+            .current_dir(code)
             .env_clear()
             .envs(&config.environment)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("LANG", "en_US.UTF-8")
             .env("TZ", ":UTC")
@@ -486,7 +490,10 @@ impl Environment {
                 if let Some((dir, _)) = &cgroup {
                     crate::cgroup::remove(dir);
                 }
-                return Err(start_err(&format!("running {}", bootstrap.display()), e));
+                return Err(start_err(
+                    &format!("running {}", launch.program.display()),
+                    e,
+                ));
             }
         };
         let pgid = child.id().map(|p| p as i32);

@@ -91,6 +91,7 @@ pub fn function_spec(spec: RunSpec) -> Result<FunctionSpec, Status> {
             ephemeral_mb: spec.ephemeral_mb.max(512),
             region: spec.region,
             environment: spec.environment.into_iter().collect(),
+            runtime: spec.runtime,
         },
     })
 }

@@ -26,6 +26,7 @@ pub mod pool;
 pub mod processing_result;
 pub mod queue_poller;
 pub mod runtime_api;
+pub mod runtimes;
 pub mod sandbox;
 pub mod stream_poller;
 
@@ -63,6 +64,8 @@ pub struct WorkerOptions {
     pub host_tls: Option<Arc<ReloadingCert>>,
     /// Who functions run as.
     pub sandbox: sandbox::Sandbox,
+    /// The managed runtimes offered to packages without a `bootstrap`.
+    pub runtimes: runtimes::Runtimes,
 }
 
 /// A worker: its environments, its logs and its link to the cluster.
@@ -90,7 +93,11 @@ impl Worker {
             options.credentials.clone(),
         )?);
         Ok(Arc::new(Worker {
-            pool: Arc::new(Pool::new(&options.dir, options.sandbox.clone())),
+            pool: Arc::new(Pool::new(
+                &options.dir,
+                options.sandbox.clone(),
+                options.runtimes.clone(),
+            )),
             logs: Arc::default(),
             link,
             host_secrets: Arc::default(),

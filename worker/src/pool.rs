@@ -57,6 +57,8 @@ pub struct Pool {
     root: PathBuf,
     /// Who functions run as.
     sandbox: crate::sandbox::Sandbox,
+    /// What starts packages without a `bootstrap`.
+    runtimes: crate::runtimes::Runtimes,
     /// Idle environments by key, each with when it last finished work.
     idle: Mutex<HashMap<String, Vec<(Environment, Instant)>>>,
     /// What the pool holds besides the idle environments.
@@ -137,7 +139,11 @@ impl Drop for BusyGuard<'_> {
 
 impl Pool {
     /// A pool keeping code and environments under `root`.
-    pub fn new(root: &Path, sandbox: crate::sandbox::Sandbox) -> Pool {
+    pub fn new(
+        root: &Path,
+        sandbox: crate::sandbox::Sandbox,
+        runtimes: crate::runtimes::Runtimes,
+    ) -> Pool {
         // What a previous process left: its environments are gone, and
         // unpacked code is not synced, so after a crash or a power loss a
         // package may be there truncated (an empty `bootstrap` exits at
@@ -163,6 +169,7 @@ impl Pool {
         Pool {
             root: root.to_path_buf(),
             sandbox,
+            runtimes,
             idle: Mutex::new(HashMap::new()),
             books: Mutex::new(Books::default()),
             unpacking: tokio::sync::Mutex::new(()),
@@ -198,7 +205,14 @@ impl Pool {
         let _starting = BusyGuard::new(self, spec, true);
         let code = self.code(&spec.code_sha256, fetch).await?;
         let dir = self.root.join("env").join(uuid::Uuid::new_v4().to_string());
-        let mut env = Environment::start(&code, &dir, spec.config.clone(), &self.sandbox).await?;
+        let mut env = Environment::start(
+            &code,
+            &dir,
+            spec.config.clone(),
+            &self.sandbox,
+            &self.runtimes,
+        )
+        .await?;
         if let Err(e) = env.wait_ready(limit).await {
             env.stop().await;
             let _ = std::fs::remove_dir_all(dir);
@@ -279,7 +293,14 @@ impl Pool {
             None => {
                 let code = self.code(&spec.code_sha256, fetch).await?;
                 let dir = self.root.join("env").join(uuid::Uuid::new_v4().to_string());
-                Environment::start(&code, &dir, spec.config.clone(), &self.sandbox).await?
+                Environment::start(
+                    &code,
+                    &dir,
+                    spec.config.clone(),
+                    &self.sandbox,
+                    &self.runtimes,
+                )
+                .await?
             }
         };
         let invoked = env.invoke(request_id, payload).await?;

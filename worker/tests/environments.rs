@@ -1,6 +1,8 @@
 //! Execution environments running an unmodified Python Lambda function
 //! through the official runtime interface client (`awslambdaric`, installed
-//! by `.ci/run` and `scripts/test`), and a shell runtime that crashes.
+//! by `.ci/run` and `scripts/test`), from its own `bootstrap` or on the
+//! managed runtime; Node.js functions on the managed runtime; and a shell
+//! runtime that crashes.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -76,6 +78,7 @@ fn config(handler: &str, timeout_s: u32) -> FunctionConfig {
         ephemeral_mb: 64,
         region: "us-east-1".into(),
         environment: BTreeMap::from([("GREETING".to_string(), "hi".to_string())]),
+        runtime: String::new(),
     }
 }
 
@@ -86,6 +89,7 @@ async fn start(root: &Path, handler: &str, timeout_s: u32) -> Environment {
         &code,
         &root.join("env"),
         config(handler, timeout_s),
+        &Default::default(),
         &Default::default(),
     )
     .await
@@ -199,6 +203,7 @@ async fn a_runtime_that_exits_fails_the_invocation_at_once() {
         &root.path().join("env"),
         config("x", 30),
         &Default::default(),
+        &Default::default(),
     )
     .await
     .unwrap();
@@ -234,6 +239,7 @@ async fn code_without_a_bootstrap_does_not_start() {
         &root.path().join("env"),
         config("x", 3),
         &Default::default(),
+        &Default::default(),
     )
     .await
     {
@@ -253,6 +259,7 @@ async fn each_environment_has_its_own_tmp() {
         &root.path().join("a"),
         config("app.mark_tmp", 10),
         &Default::default(),
+        &Default::default(),
     )
     .await
     .unwrap();
@@ -260,6 +267,7 @@ async fn each_environment_has_its_own_tmp() {
         &code,
         &root.path().join("b"),
         config("app.mark_tmp", 10),
+        &Default::default(),
         &Default::default(),
     )
     .await
@@ -365,7 +373,11 @@ async fn the_pool_reuses_warm_environments_and_reaps_idle_ones() {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(&zip))
     };
-    let pool = Pool::new(&root.path().join("pool"), Default::default());
+    let pool = Pool::new(
+        &root.path().join("pool"),
+        Default::default(),
+        Default::default(),
+    );
     let spec = FunctionSpec {
         key: "echo#1".into(),
         code_sha256: sha,
@@ -401,4 +413,119 @@ async fn the_pool_reuses_warm_environments_and_reaps_idle_ones() {
         .await
         .unwrap();
     assert!(third.cold, "a reaped environment is gone");
+}
+
+/// Starts `code` (no `bootstrap`) on the managed runtime `runtime`.
+async fn managed(root: &Path, code: &Path, runtime: &str, handler: &str) -> Environment {
+    let mut config = config(handler, 10);
+    config.runtime = runtime.into();
+    Environment::start(
+        code,
+        &root.join("env"),
+        config,
+        &Default::default(),
+        &Default::default(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_python_package_without_a_bootstrap_runs_on_the_managed_runtime() {
+    let root = scratch();
+    let code = root.path().join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    // As AWS tooling zips it: the handler module and nothing else.
+    std::fs::write(code.join("app.py"), APP).unwrap();
+    let mut env = managed(root.path(), &code, "python3.12", "app.handler").await;
+    let got = env
+        .invoke("req-1", Bytes::from_static(br#"{"n": 7}"#))
+        .await
+        .unwrap();
+    let Invoked::Ok(body) = got else {
+        panic!("{got:?}\n{}", env.log().join("\n"))
+    };
+    assert_eq!(json(&body)["echo"]["n"], 7);
+    assert_eq!(json(&body)["function"], "echo");
+    env.stop().await;
+}
+
+const NODE_ESM: &str = r#"
+export const handler = async (event, context) => ({
+  echo: event, function: context.functionName, version: context.functionVersion,
+  greeting: process.env.GREETING, left: context.getRemainingTimeInMillis() > 0,
+});
+export const fail = async () => { throw new TypeError("bad input"); };
+"#;
+
+const NODE_CJS: &str = r#"
+exports.handler = (event, context, callback) => callback(null, { cjs: event.n * 2 });
+"#;
+
+#[tokio::test]
+async fn a_nodejs_package_runs_on_the_managed_runtime_as_es_or_commonjs_modules() {
+    let root = scratch();
+    let code = root.path().join("code");
+    std::fs::create_dir_all(code.join("lib")).unwrap();
+    std::fs::write(code.join("index.mjs"), NODE_ESM).unwrap();
+    std::fs::write(code.join("lib/cjs.js"), NODE_CJS).unwrap();
+    let mut env = managed(root.path(), &code, "nodejs20.x", "index.handler").await;
+    let got = env
+        .invoke("req-1", Bytes::from_static(br#"{"n": 3}"#))
+        .await
+        .unwrap();
+    let Invoked::Ok(body) = got else {
+        panic!("{got:?}\n{}", env.log().join("\n"))
+    };
+    let v = json(&body);
+    assert_eq!(v["echo"]["n"], 3);
+    assert_eq!(v["function"], "echo");
+    assert_eq!(v["version"], "$LATEST");
+    assert_eq!(v["greeting"], "hi");
+    assert_eq!(v["left"], true);
+    env.stop().await;
+
+    let mut failing = managed(&root.path().join("f"), &code, "nodejs20.x", "index.fail").await;
+    let failed = failing
+        .invoke("req-2", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    let Invoked::FunctionError(doc) = failed else {
+        panic!("{failed:?}")
+    };
+    assert_eq!(json(&doc)["errorType"], "TypeError");
+    assert_eq!(json(&doc)["errorMessage"], "bad input");
+    failing.stop().await;
+
+    let mut cjs = managed(
+        &root.path().join("c"),
+        &code,
+        "nodejs20.x",
+        "lib/cjs.handler",
+    )
+    .await;
+    let got = cjs
+        .invoke("req-3", Bytes::from_static(br#"{"n": 21}"#))
+        .await
+        .unwrap();
+    let Invoked::Ok(body) = got else {
+        panic!("{got:?}\n{}", cjs.log().join("\n"))
+    };
+    assert_eq!(json(&body)["cjs"], 42);
+    cjs.stop().await;
+}
+
+#[tokio::test]
+async fn a_nodejs_handler_that_is_not_exported_fails_its_start_by_name() {
+    let root = scratch();
+    let code = root.path().join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(code.join("index.mjs"), NODE_ESM).unwrap();
+    let mut env = managed(root.path(), &code, "nodejs20.x", "index.nothing").await;
+    let e = env.wait_ready(Duration::from_secs(10)).await.unwrap_err();
+    let text = format!("{e:?} {}", env.log().join("\n"));
+    assert!(
+        text.contains("index.nothing is undefined or not exported"),
+        "{text}"
+    );
 }

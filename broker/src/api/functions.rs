@@ -327,9 +327,10 @@ impl FunctionsApi {
     }
 }
 
-/// Checks a zip package: size, a readable archive with a `bootstrap` at
-/// its root.
-fn package(field: &str, zip: Vec<u8>) -> Result<Code, DomainError> {
+/// Checks a zip package for a function of `runtime`: size, a readable
+/// archive, with a `bootstrap` at its root unless a managed runtime starts
+/// it.
+fn package(field: &str, zip: Vec<u8>, runtime: &str) -> Result<Code, DomainError> {
     if zip.is_empty() {
         return Err(DomainError::invalid(field, "the zip package is required"));
     }
@@ -356,13 +357,16 @@ fn package(field: &str, zip: Vec<u8>) -> Result<Code, DomainError> {
             ),
         ));
     }
-    if !archive
-        .file_names()
-        .any(|n| n.is_ok_and(|n| n == "bootstrap"))
+    if !sluice_worker::runtimes::is_managed(runtime)
+        && !archive
+            .file_names()
+            .any(|n| n.is_ok_and(|n| n == "bootstrap"))
     {
         return Err(DomainError::invalid(
             field,
-            "the package needs an executable bootstrap file at its root",
+            format!(
+                "the package needs an executable bootstrap file at its root (its runtime {runtime:?} is not a managed one: python3.* or nodejs*)"
+            ),
         ));
     }
     Ok(Code {
@@ -425,7 +429,8 @@ impl pb::functions_server::Functions for FunctionsApi {
             description: req.description,
         };
         settings.validate().map_err(super::status::from_domain)?;
-        let code = package("zip_file", req.zip_file).map_err(super::status::from_domain)?;
+        let code = package("zip_file", req.zip_file, &settings.runtime)
+            .map_err(super::status::from_domain)?;
         let f = self
             .ctx
             .run(CreateFunction {
@@ -502,9 +507,16 @@ impl pb::functions_server::Functions for FunctionsApi {
         &self,
         request: Request<pb::UpdateFunctionCodeRequest>,
     ) -> Result<Response<pb::FunctionConfiguration>, Status> {
+        let how = consistency(&request)?;
         let req = request.into_inner();
         let name = function_name(&req.function_name)?;
-        let code = package("zip_file", req.zip_file).map_err(super::status::from_domain)?;
+        // The runtime says whether the package must bring its bootstrap.
+        let current = self
+            .ctx
+            .ask(how, crate::functions::GetFunction { name: name.clone() })
+            .await?;
+        let code = package("zip_file", req.zip_file, &current.settings.runtime)
+            .map_err(super::status::from_domain)?;
         let f = self
             .ctx
             .run(crate::functions::UpdateFunctionCode { name, code })

@@ -13,8 +13,9 @@ use crate::parse_pair;
 
 #[derive(Subcommand)]
 pub enum FunctionCmd {
-    /// Create a function from a directory or a zip file holding an
-    /// executable `bootstrap`.
+    /// Create a function from a directory or a zip file: the handler module
+    /// for a managed runtime (python3.*, nodejs*), else an executable
+    /// `bootstrap`.
     Create {
         /// Function name.
         name: String,
@@ -24,7 +25,9 @@ pub enum FunctionCmd {
         /// Passed to the runtime as _HANDLER, e.g. app.handler.
         #[arg(long, default_value = "")]
         handler: String,
-        /// Informational runtime name.
+        /// The runtime: python3.* and nodejs* start a package without a
+        /// bootstrap (the managed runtimes); a package's own bootstrap runs
+        /// whatever the runtime.
         #[arg(long, default_value = "provided")]
         runtime: String,
         /// MB (128-10240).
