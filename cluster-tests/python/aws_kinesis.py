@@ -22,14 +22,19 @@ def node(i):
     return nodes[i % len(nodes)]
 
 
-def read_shard(k, stream, shard, kind="TRIM_HORIZON", **kw):
+def read_shard(k, stream, shard, want, kind="TRIM_HORIZON", **kw):
+    """The shard's records from the iterator `kind` on, following the
+    iterators until `want` have come (GetRecords reads the node's own
+    replica, as Kinesis reads are eventually consistent) or the shard
+    ends; and the last answer."""
     it = k.get_shard_iterator(StreamName=stream, ShardId=shard, ShardIteratorType=kind, **kw)["ShardIterator"]
     out = []
-    for _ in range(20):
+    deadline = time.time() + 30
+    while time.time() < deadline:
         r = k.get_records(ShardIterator=it, Limit=100)
         out.extend(r["Records"])
-        if not r["Records"] or "NextShardIterator" not in r:
-            return out, r
+        if "NextShardIterator" not in r or (len(out) >= want and not r["Records"]):
+            break
         it = r["NextShardIterator"]
     return out, r
 
@@ -68,23 +73,27 @@ batch = node(0).put_records(StreamName="aws-clicks", Records=[
 ])
 check("PutRecords", batch["FailedRecordCount"] == 0 and len(batch["Records"]) == 5
       and all(r["ShardId"] == "shardId-000000000000" for r in batch["Records"]), batch)
-got, last = read_shard(node(1), "aws-clicks", "shardId-000000000000")
+got, last = read_shard(node(1), "aws-clicks", "shardId-000000000000", 6)
 check("TRIM_HORIZON reads all six in order, data as sent",
       [r["Data"] for r in got] == [b"\x00first"] + [f"r{i}".encode() for i in range(5)]
       and got[0]["PartitionKey"] == "a" and isinstance(got[0]["ApproximateArrivalTimestamp"], datetime.datetime)
       and last["MillisBehindLatest"] == 0, got)
 seqs = [r["SequenceNumber"] for r in got]
-at, _ = read_shard(node(2), "aws-clicks", "shardId-000000000000", "AT_SEQUENCE_NUMBER", StartingSequenceNumber=seqs[2])
+at, _ = read_shard(node(2), "aws-clicks", "shardId-000000000000", 4, "AT_SEQUENCE_NUMBER", StartingSequenceNumber=seqs[2])
 check("AT_SEQUENCE_NUMBER", [r["SequenceNumber"] for r in at] == seqs[2:], at)
-after, _ = read_shard(node(0), "aws-clicks", "shardId-000000000000", "AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=seqs[2])
+after, _ = read_shard(node(0), "aws-clicks", "shardId-000000000000", 3, "AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=seqs[2])
 check("AFTER_SEQUENCE_NUMBER", [r["SequenceNumber"] for r in after] == seqs[3:], after)
-stamped, _ = read_shard(node(1), "aws-clicks", "shardId-000000000000", "AT_TIMESTAMP", Timestamp=before)
+stamped, _ = read_shard(node(1), "aws-clicks", "shardId-000000000000", 5, "AT_TIMESTAMP", Timestamp=before)
 check("AT_TIMESTAMP", [r["Data"] for r in stamped] == [f"r{i}".encode() for i in range(5)], stamped)
 latest = node(2).get_shard_iterator(StreamName="aws-clicks", ShardId="shardId-000000000000",
                                     ShardIteratorType="LATEST")["ShardIterator"]
 node(0).put_record(StreamName="aws-clicks", Data=b"late", PartitionKey="z", ExplicitHashKey="1")
-r = node(1).get_records(ShardIterator=latest)
-check("LATEST sees only what came after it", [x["Data"] for x in r["Records"]] == [b"late"], r)
+late = []
+deadline = time.time() + 30
+while not late and time.time() < deadline:
+    r = node(1).get_records(ShardIterator=latest)
+    late, latest = r["Records"], r["NextShardIterator"]
+check("LATEST sees only what came after it", [x["Data"] for x in late] == [b"late"], r)
 
 # Retention.
 node(2).increase_stream_retention_period(StreamName="aws-clicks", RetentionPeriodHours=48)
@@ -100,10 +109,11 @@ middle = str((int(parent["HashKeyRange"]["StartingHashKey"]) + int(parent["HashK
 node(0).split_shard(StreamName="aws-clicks", ShardToSplit=parent["ShardId"], NewStartingHashKey=middle)
 after_split = node(1).list_shards(StreamName="aws-clicks")["Shards"]
 children = [s for s in after_split if s.get("ParentShardId") == parent["ShardId"]]
+children_of_first = children
 check("SplitShard makes two children of the shard", len(children) == 2
       and "EndingSequenceNumber" in next(s for s in after_split if s["ShardId"] == parent["ShardId"])["SequenceNumberRange"],
       after_split)
-_, end = read_shard(node(2), "aws-clicks", parent["ShardId"])
+_, end = read_shard(node(2), "aws-clicks", parent["ShardId"], 7)
 check("the closed parent's last read names its children",
       sorted(c["ShardId"] for c in end.get("ChildShards", [])) == sorted(c["ShardId"] for c in children)
       and "NextShardIterator" not in end, end)
@@ -137,6 +147,24 @@ check("RegisterStreamConsumer", consumer["ConsumerARN"].startswith(arn + "/consu
       and consumer["ConsumerStatus"] in ("CREATING", "ACTIVE"), consumer)
 described = node(2).describe_stream_consumer(ConsumerARN=consumer["ConsumerARN"])["ConsumerDescription"]
 check("DescribeStreamConsumer", described["ConsumerName"] == "app" and described["StreamARN"] == arn, described)
+deadline = time.time() + 30
+while described["ConsumerStatus"] != "ACTIVE" and time.time() < deadline:
+    described = node(2).describe_stream_consumer(ConsumerARN=consumer["ConsumerARN"])["ConsumerDescription"]
+# SubscribeToShard over AWS's event-stream encoding: the closed first shard
+# from its start, then its children at its end.
+sub = node(0).subscribe_to_shard(ConsumerARN=consumer["ConsumerARN"], ShardId="shardId-000000000000",
+                                 StartingPosition={"Type": "TRIM_HORIZON"})
+pushed, children = [], []
+for event in sub["EventStream"]:
+    e = event["SubscribeToShardEvent"]
+    pushed.extend(r["Data"] for r in e["Records"])
+    children = [c["ShardId"] for c in e.get("ChildShards", [])]
+    if children:
+        break
+sub["EventStream"].close()
+check("SubscribeToShard pushes every record of the shard, then names its children",
+      pushed == [b"\x00first"] + [f"r{i}".encode() for i in range(5)] + [b"late"]
+      and sorted(children) == sorted(c["ShardId"] for c in children_of_first), (pushed, children))
 listed = node(0).list_stream_consumers(StreamARN=arn)["Consumers"]
 check("ListStreamConsumers", [c["ConsumerName"] for c in listed] == ["app"], listed)
 node(1).deregister_stream_consumer(StreamARN=arn, ConsumerName="app")

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures::Stream;
 use http_body_util::BodyExt;
 use prost::Message;
 use tonic::body::Body;
@@ -53,22 +54,7 @@ impl Dispatch {
         Req: Message,
         Resp: Message + Default,
     {
-        let len = request.encoded_len();
-        let mut frame = BytesMut::with_capacity(5 + len);
-        frame.extend_from_slice(&[0]);
-        frame.extend_from_slice(&(len as u32).to_be_bytes());
-        request
-            .encode(&mut frame)
-            .map_err(|e| Status::internal(format!("encoding the request: {e}")))?;
-        let mut http_request = http::Request::builder()
-            .method(http::Method::POST)
-            .uri(path)
-            .header(http::header::CONTENT_TYPE, "application/grpc")
-            .header("te", "trailers")
-            .body(Body::new(http_body_util::Full::new(frame.freeze())))
-            .map_err(|e| Status::internal(format!("building the request: {e}")))?;
-        http_request.extensions_mut().insert(Authenticated(caller));
-        let response = (self.service)(http_request).await;
+        let response = self.send(path, caller, request).await?;
         let (parts, body) = response.into_parts();
         if let Some(status) = Status::from_header_map(&parts.headers) {
             if status.code() != tonic::Code::Ok {
@@ -86,6 +72,87 @@ impl Dispatch {
             _ => {}
         }
         decode(data)
+    }
+
+    /// Calls the server-streaming method `path`: its messages as they
+    /// come, ending with the status the stream ended with if not OK.
+    pub async fn call_stream<Req, Resp>(
+        &self,
+        path: &str,
+        caller: Caller,
+        request: Req,
+    ) -> Result<impl Stream<Item = Result<Resp, Status>> + Send + 'static, Status>
+    where
+        Req: Message,
+        Resp: Message + Default + 'static,
+    {
+        let response = self.send(path, caller, request).await?;
+        let (parts, body) = response.into_parts();
+        if let Some(status) = Status::from_header_map(&parts.headers) {
+            if status.code() != tonic::Code::Ok {
+                return Err(status);
+            }
+        }
+        let state = (body, BytesMut::new(), false);
+        Ok(futures::stream::unfold(
+            state,
+            |(mut body, mut buf, done)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    if let Some(message) = take_message(&mut buf) {
+                        let item = message.and_then(|m| {
+                            Resp::decode(m)
+                                .map_err(|e| Status::internal(format!("decoding the answer: {e}")))
+                        });
+                        return Some((item, (body, buf, false)));
+                    }
+                    match body.frame().await {
+                        None => return None,
+                        Some(Err(e)) => {
+                            let e = Status::internal(format!("reading the answer: {e}"));
+                            return Some((Err(e), (body, buf, true)));
+                        }
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) => buf.extend_from_slice(&data),
+                            Err(frame) => {
+                                let status = frame
+                                    .trailers_ref()
+                                    .and_then(Status::from_header_map)
+                                    .filter(|s| s.code() != tonic::Code::Ok)?;
+                                return Some((Err(status), (body, buf, true)));
+                            }
+                        },
+                    }
+                }
+            },
+        ))
+    }
+
+    /// Sends `request` to `path` as `caller`; the answer's head and body.
+    async fn send<Req: Message>(
+        &self,
+        path: &str,
+        caller: Caller,
+        request: Req,
+    ) -> Result<http::Response<Body>, Status> {
+        let len = request.encoded_len();
+        let mut frame = BytesMut::with_capacity(5 + len);
+        frame.extend_from_slice(&[0]);
+        frame.extend_from_slice(&(len as u32).to_be_bytes());
+        request
+            .encode(&mut frame)
+            .map_err(|e| Status::internal(format!("encoding the request: {e}")))?;
+        let mut http_request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(path)
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header("te", "trailers")
+            .body(Body::new(http_body_util::Full::new(frame.freeze())))
+            .map_err(|e| Status::internal(format!("building the request: {e}")))?;
+        http_request.extensions_mut().insert(Authenticated(caller));
+        Ok((self.service)(http_request).await)
     }
 }
 
@@ -125,6 +192,25 @@ impl Calls<'_> {
         self.run::<Req, Resp>(method, request).await?;
         Ok(Value::Object(Default::default()))
     }
+}
+
+/// The first whole message framed in `buf`, taken out of it; `None` until
+/// one has arrived.
+fn take_message(buf: &mut BytesMut) -> Option<Result<Bytes, Status>> {
+    if buf.len() < 5 {
+        return None;
+    }
+    if buf[0] != 0 {
+        return Some(Err(Status::internal(
+            "the answer is not an uncompressed gRPC message",
+        )));
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if buf.len() < 5 + len {
+        return None;
+    }
+    buf.advance(5);
+    Some(Ok(buf.split_to(len).freeze()))
 }
 
 /// The message in a one-message gRPC body.

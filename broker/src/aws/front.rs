@@ -12,7 +12,7 @@ use tonic::Status;
 use super::call::{Calls, Dispatch};
 use super::error::AwsError;
 use super::json::Input;
-use super::{kinesis, lambda, query, sns, sqs, sts};
+use super::{event_stream, kinesis, lambda, query, sns, sqs, sts};
 use crate::authenticator::Authenticator;
 use crate::identity::Identity;
 
@@ -66,6 +66,12 @@ impl Front {
                     Err(e) => e.json_response(sqs::CONTENT_TYPE, sqs::NAMESPACE, true),
                 }
             }
+            Some((kinesis::TARGET_PREFIX, "SubscribeToShard")) => {
+                match self.subscribe_to_shard(request).await {
+                    Ok(response) => response,
+                    Err(e) => kinesis_error(e),
+                }
+            }
             Some((kinesis::TARGET_PREFIX, action)) => {
                 let answer = async {
                     let r = self.json(request, kinesis::SIGNING_NAME).await?;
@@ -75,13 +81,7 @@ impl Front {
                 .await;
                 match answer {
                     Ok(answer) => json_answer(kinesis::CONTENT_TYPE, answer),
-                    Err(mut e) => {
-                        // Kinesis models its refusal as an exception.
-                        if e.code == "AccessDenied" {
-                            e.code = "AccessDeniedException".into();
-                        }
-                        e.json_response(kinesis::CONTENT_TYPE, kinesis::NAMESPACE, false)
-                    }
+                    Err(e) => kinesis_error(e),
                 }
             }
             None if is_form(request.headers()) => self.query(request).await,
@@ -236,6 +236,47 @@ impl Front {
             })
     }
 
+    /// Kinesis's `SubscribeToShard`: an `initial-response` event, then
+    /// each `SubscribeToShardEvent` as the gRPC stream yields it, in AWS's
+    /// event-stream encoding; a refusal mid-stream ends it with an
+    /// exception event.
+    async fn subscribe_to_shard(
+        &self,
+        request: axum::extract::Request,
+    ) -> Result<Response, AwsError> {
+        use futures::StreamExt;
+        let r = self.json(request, kinesis::SIGNING_NAME).await?;
+        let req = kinesis::subscribe_request(&Input::of(&r.members)?)?;
+        let events = self
+            .dispatch
+            .call_stream::<_, sluice_proto::v1::SubscribeToShardEvent>(
+                &format!("/{}/SubscribeToShard", kinesis::SERVICE),
+                r.caller,
+                req,
+            )
+            .await
+            .map_err(|s| AwsError::from_status(&s))?;
+        let first = futures::stream::once(async { event_stream::event("initial-response", b"{}") });
+        let rest = events.map(|item| match item {
+            Ok(e) => event_stream::event(
+                "SubscribeToShardEvent",
+                kinesis::subscribe_event(e).to_string().as_bytes(),
+            ),
+            Err(status) => {
+                let e = AwsError::from_status(&status);
+                let body = serde_json::json!({ "message": e.message });
+                event_stream::exception(&e.code, body.to_string().as_bytes())
+            }
+        });
+        let body = first.chain(rest).map(Ok::<_, std::convert::Infallible>);
+        let mut response = axum::body::Body::from_stream(body).into_response();
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(event_stream::CONTENT_TYPE),
+        );
+        Ok(response)
+    }
+
     /// A JSON-protocol request read whole and its signature checked for
     /// `service`.
     async fn json(
@@ -315,6 +356,15 @@ impl Front {
             .to_bytes();
         Ok((bytes, permit))
     }
+}
+
+/// A Kinesis error in AWS JSON 1.1; a refusal is `AccessDeniedException`,
+/// the exception Kinesis models for it.
+fn kinesis_error(mut e: AwsError) -> Response {
+    if e.code == "AccessDenied" {
+        e.code = "AccessDeniedException".into();
+    }
+    e.json_response(kinesis::CONTENT_TYPE, kinesis::NAMESPACE, false)
 }
 
 /// A JSON-protocol request, read and authenticated.

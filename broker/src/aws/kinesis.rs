@@ -347,6 +347,37 @@ pub async fn handle(call: Calls<'_>, action: &str, input: Input<'_>) -> Result<V
     }
 }
 
+/// The gRPC request of a `SubscribeToShard` (whose answer is a stream of
+/// events; see [`subscribe_event`]).
+pub fn subscribe_request(input: &Input<'_>) -> Result<pb::SubscribeToShardRequest, AwsError> {
+    let position = input
+        .object("StartingPosition")?
+        .ok_or_else(|| AwsError::missing("StartingPosition"))?;
+    let position = input.nested(position);
+    Ok(pb::SubscribeToShardRequest {
+        consumer_arn: input.required("ConsumerARN")?,
+        shard_id: input.required("ShardId")?,
+        starting_position: Some(pb::StartingPosition {
+            r#type: position.required("Type")?,
+            sequence_number: position.string("SequenceNumber")?.unwrap_or_default(),
+            timestamp: position.epoch_ms("Timestamp")?.unwrap_or(0),
+        }),
+    })
+}
+
+/// A `SubscribeToShardEvent`'s payload.
+pub fn subscribe_event(e: pb::SubscribeToShardEvent) -> Value {
+    let mut out = json!({
+        "Records": e.records.into_iter().map(record).collect::<Vec<_>>(),
+        "ContinuationSequenceNumber": e.continuation_sequence_number,
+        "MillisBehindLatest": e.millis_behind_latest,
+    });
+    if !e.child_shards.is_empty() {
+        out["ChildShards"] = Value::Array(e.child_shards.into_iter().map(child_shard).collect());
+    }
+    out
+}
+
 /// `DescribeStreamConsumer`, answered from the stream's consumer list
 /// (by `ConsumerARN`, or `StreamARN` and `ConsumerName`).
 async fn describe_consumer(call: &Calls<'_>, input: &Input<'_>) -> Result<Value, AwsError> {

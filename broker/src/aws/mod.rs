@@ -20,6 +20,7 @@
 
 pub mod call;
 pub mod error;
+pub mod event_stream;
 pub mod front;
 pub mod json;
 pub mod kinesis;
