@@ -177,3 +177,127 @@ async fn boto3_and_the_aws_cli_drive_every_lambda_action_on_three_secured_nodes(
     let out = drive("aws_lambda.py", None, &["--runtimes-dir", &runtimes]).await;
     assert!(out.contains("all Lambda checks passed"), "{out}");
 }
+
+/// A Kinesis call in CBOR, as the Java SDK sends it by default (unsigned:
+/// the development node takes any signature, or none).
+async fn cbor_call(
+    base: &str,
+    action: &str,
+    members: Vec<(&str, ciborium::value::Value)>,
+) -> (u16, ciborium::value::Value) {
+    use ciborium::value::Value;
+    let request = Value::Map(
+        members
+            .into_iter()
+            .map(|(k, v)| (Value::Text(k.into()), v))
+            .collect(),
+    );
+    let mut body = Vec::new();
+    ciborium::ser::into_writer(&request, &mut body).unwrap();
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/"))
+        .header("x-amz-target", format!("Kinesis_20131202.{action}"))
+        .header("content-type", "application/x-amz-cbor-1.1")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    assert_eq!(
+        answer.headers()["content-type"],
+        "application/x-amz-cbor-1.1",
+        "{action}"
+    );
+    let bytes = answer.bytes().await.unwrap();
+    (status, ciborium::de::from_reader(&bytes[..]).unwrap())
+}
+
+/// The member `name` of a CBOR map.
+fn member<'v>(map: &'v ciborium::value::Value, name: &str) -> &'v ciborium::value::Value {
+    let ciborium::value::Value::Map(entries) = map else {
+        panic!("not a map: {map:?}")
+    };
+    &entries
+        .iter()
+        .find(|(k, _)| k.as_text() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} in {map:?}"))
+        .1
+}
+
+#[tokio::test]
+async fn kinesis_speaks_cbor_with_blobs_as_bytes_and_timestamps_as_epoch_milliseconds() {
+    use ciborium::value::Value;
+    let (_serial, c, _) = elected_cluster(1, &[]).await;
+    let base = format!("http://{}", c.addrs()[0]);
+    let text = |s: &str| Value::Text(s.into());
+    let (status, _) = cbor_call(
+        &base,
+        "CreateStream",
+        vec![
+            ("StreamName", text("cbor")),
+            ("ShardCount", Value::Integer(1.into())),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let (status, put) = cbor_call(
+        &base,
+        "PutRecord",
+        vec![
+            ("StreamName", text("cbor")),
+            ("Data", Value::Bytes(vec![0, 1, 255])),
+            ("PartitionKey", text("k")),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{put:?}");
+    assert_eq!(member(&put, "ShardId"), &text("shardId-000000000000"));
+    let (_, it) = cbor_call(
+        &base,
+        "GetShardIterator",
+        vec![
+            ("StreamName", text("cbor")),
+            ("ShardId", text("shardId-000000000000")),
+            ("ShardIteratorType", text("AT_TIMESTAMP")),
+            // Tag 1 with epoch milliseconds, as the Java SDK writes it.
+            (
+                "Timestamp",
+                Value::Tag(1, Box::new(Value::Integer((before - 1_000).into()))),
+            ),
+        ],
+    )
+    .await;
+    let (status, got) = cbor_call(
+        &base,
+        "GetRecords",
+        vec![("ShardIterator", member(&it, "ShardIterator").clone())],
+    )
+    .await;
+    assert_eq!(status, 200, "{got:?}");
+    let Value::Array(records) = member(&got, "Records") else {
+        panic!("{got:?}")
+    };
+    assert_eq!(records.len(), 1, "{got:?}");
+    assert_eq!(member(&records[0], "Data"), &Value::Bytes(vec![0, 1, 255]));
+    let Value::Tag(1, ms) = member(&records[0], "ApproximateArrivalTimestamp") else {
+        panic!("{got:?}")
+    };
+    let ms = i64::try_from(ms.as_integer().expect("epoch milliseconds")).unwrap();
+    assert!(
+        (before - 1_000..before + 60_000).contains(&ms),
+        "{ms} vs {before}"
+    );
+    // Errors come back in CBOR too, typed.
+    let (status, e) = cbor_call(
+        &base,
+        "DescribeStream",
+        vec![("StreamName", text("no-such-stream"))],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(member(&e, "__type"), &text("ResourceNotFoundException"));
+}

@@ -39,12 +39,12 @@ pub fn message(headers: &[(&str, &str)], payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// An event named `event_type` carrying `payload` (JSON).
-pub fn event(event_type: &str, payload: &[u8]) -> Bytes {
+/// An event named `event_type` carrying `payload` of `content_type`.
+pub fn event(event_type: &str, content_type: &str, payload: &[u8]) -> Bytes {
     message(
         &[
             (":event-type", event_type),
-            (":content-type", "application/json"),
+            (":content-type", content_type),
             (":message-type", "event"),
         ],
         payload,
@@ -52,11 +52,11 @@ pub fn event(event_type: &str, payload: &[u8]) -> Bytes {
 }
 
 /// An exception (`ResourceNotFoundException`, ...) ending the stream.
-pub fn exception(exception_type: &str, payload: &[u8]) -> Bytes {
+pub fn exception(exception_type: &str, content_type: &str, payload: &[u8]) -> Bytes {
     message(
         &[
             (":exception-type", exception_type),
-            (":content-type", "application/json"),
+            (":content-type", content_type),
             (":message-type", "exception"),
         ],
         payload,
@@ -86,7 +86,7 @@ mod tests {
             &message(&[("content-type", "application/json")], payload)[..],
             &one_header[..]
         );
-        let e = event("SubscribeToShardEvent", b"{}");
+        let e = event("SubscribeToShardEvent", "application/json", b"{}");
         let headers_len = u32::from_be_bytes(e[4..8].try_into().unwrap()) as usize;
         let headers = &e[12..12 + headers_len];
         assert_eq!(headers[0] as usize, ":event-type".len());

@@ -12,7 +12,7 @@ use tonic::Status;
 use super::call::{Calls, Dispatch};
 use super::error::AwsError;
 use super::json::Input;
-use super::{event_stream, kinesis, lambda, query, sns, sqs, sts};
+use super::{cbor, event_stream, kinesis, lambda, query, sns, sqs, sts};
 use crate::authenticator::Authenticator;
 use crate::identity::Identity;
 
@@ -67,21 +67,24 @@ impl Front {
                 }
             }
             Some((kinesis::TARGET_PREFIX, "SubscribeToShard")) => {
-                match self.subscribe_to_shard(request).await {
+                let cbor = cbor::is_cbor(request.headers());
+                match self.subscribe_to_shard(request, cbor).await {
                     Ok(response) => response,
-                    Err(e) => kinesis_error(e),
+                    Err(e) => kinesis_error(cbor, e),
                 }
             }
             Some((kinesis::TARGET_PREFIX, action)) => {
+                let cbor = cbor::is_cbor(request.headers());
                 let answer = async {
                     let r = self.json(request, kinesis::SIGNING_NAME).await?;
                     let input = Input::of(&r.members)?;
                     kinesis::handle(self.calls(r.caller, kinesis::SERVICE), action, input).await
                 }
                 .await;
-                match answer {
-                    Ok(answer) => json_answer(kinesis::CONTENT_TYPE, answer),
-                    Err(e) => kinesis_error(e),
+                match (answer, cbor) {
+                    (Ok(answer), false) => json_answer(kinesis::CONTENT_TYPE, answer),
+                    (Ok(answer), true) => cbor_answer(http::StatusCode::OK, &answer),
+                    (Err(e), cbor) => kinesis_error(cbor, e),
                 }
             }
             None if is_form(request.headers()) => self.query(request).await,
@@ -243,6 +246,7 @@ impl Front {
     async fn subscribe_to_shard(
         &self,
         request: axum::extract::Request,
+        cbor: bool,
     ) -> Result<Response, AwsError> {
         use futures::StreamExt;
         let r = self.json(request, kinesis::SIGNING_NAME).await?;
@@ -256,16 +260,29 @@ impl Front {
             )
             .await
             .map_err(|s| AwsError::from_status(&s))?;
-        let first = futures::stream::once(async { event_stream::event("initial-response", b"{}") });
-        let rest = events.map(|item| match item {
+        // Payloads in the request's encoding: JSON, or CBOR.
+        let (content_type, encode): (&str, fn(&serde_json::Value) -> Vec<u8>) = if cbor {
+            (cbor::CONTENT_TYPE, cbor::encode)
+        } else {
+            ("application/json", |v| v.to_string().into_bytes())
+        };
+        let first = futures::stream::once(async move {
+            event_stream::event(
+                "initial-response",
+                content_type,
+                &encode(&serde_json::json!({})),
+            )
+        });
+        let rest = events.map(move |item| match item {
             Ok(e) => event_stream::event(
                 "SubscribeToShardEvent",
-                kinesis::subscribe_event(e).to_string().as_bytes(),
+                content_type,
+                &encode(&kinesis::subscribe_event(e)),
             ),
             Err(status) => {
                 let e = AwsError::from_status(&status);
                 let body = serde_json::json!({ "message": e.message });
-                event_stream::exception(&e.code, body.to_string().as_bytes())
+                event_stream::exception(&e.code, content_type, &encode(&body))
             }
         });
         let body = first.chain(rest).map(Ok::<_, std::convert::Infallible>);
@@ -287,7 +304,9 @@ impl Front {
         let (parts, body) = request.into_parts();
         let (body, permit) = self.read(&parts, body).await?;
         let caller = self.caller(&parts, &body, service).await?;
-        let members = if body.is_empty() {
+        let members = if cbor::is_cbor(&parts.headers) {
+            cbor::decode(&body)?
+        } else if body.is_empty() {
             serde_json::Value::Object(Default::default())
         } else {
             serde_json::from_slice(&body)
@@ -358,13 +377,31 @@ impl Front {
     }
 }
 
-/// A Kinesis error in AWS JSON 1.1; a refusal is `AccessDeniedException`,
-/// the exception Kinesis models for it.
-fn kinesis_error(mut e: AwsError) -> Response {
+/// A Kinesis error in AWS JSON 1.1 or, for a CBOR request, in CBOR; a
+/// refusal is `AccessDeniedException`, the exception Kinesis models for it.
+fn kinesis_error(cbor: bool, mut e: AwsError) -> Response {
     if e.code == "AccessDenied" {
         e.code = "AccessDeniedException".into();
     }
-    e.json_response(kinesis::CONTENT_TYPE, kinesis::NAMESPACE, false)
+    if !cbor {
+        return e.json_response(kinesis::CONTENT_TYPE, kinesis::NAMESPACE, false);
+    }
+    let body = serde_json::json!({ "__type": e.code, "message": e.message });
+    let status = http::StatusCode::from_u16(e.http_status).unwrap_or(http::StatusCode::BAD_REQUEST);
+    cbor_answer(status, &body)
+}
+
+/// `answer` in CBOR.
+fn cbor_answer(status: http::StatusCode, answer: &serde_json::Value) -> Response {
+    let mut response = (status, cbor::encode(answer)).into_response();
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(cbor::CONTENT_TYPE),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        response.headers_mut().insert("x-amzn-requestid", v);
+    }
+    response
 }
 
 /// A JSON-protocol request, read and authenticated.

@@ -19,6 +19,7 @@
 //! ([`sts`]); [`query`] converts the query protocol's forms and XML.
 
 pub mod call;
+pub mod cbor;
 pub mod error;
 pub mod event_stream;
 pub mod front;
