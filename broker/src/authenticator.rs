@@ -203,6 +203,7 @@ impl Authenticator {
             path: parts.uri.path(),
             query: parts.uri.query().unwrap_or(""),
             payload_hash,
+            authority: parts.uri.authority().map(|a| a.as_str()),
         };
         Ok(Signed::read(
             &canonical,

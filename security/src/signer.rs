@@ -115,6 +115,7 @@ impl Signing {
             path: parts.uri.path(),
             query: parts.uri.query().unwrap_or(""),
             payload_hash: sigv4::UNSIGNED_PAYLOAD,
+            authority: None,
         };
         let text = canonical
             .text(&parts.headers, &signed)
@@ -201,6 +202,7 @@ mod tests {
             path: "/sluice.v1.Queues/SendMessage",
             query: "",
             payload_hash: sigv4::UNSIGNED_PAYLOAD,
+            authority: None,
         };
         let signed =
             Signed::read(&canonical, &parts.headers, now, Some(sigv4::GRPC_SERVICE)).unwrap();

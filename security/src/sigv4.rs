@@ -180,6 +180,12 @@ pub struct Canonical<'a> {
     pub query: &'a str,
     /// The payload's hex SHA-256, or [`UNSIGNED_PAYLOAD`].
     pub payload_hash: &'a str,
+    /// The request's authority (`host:port`) when it came over HTTP/2,
+    /// which carries it as the `:authority` pseudo-header rather than a
+    /// `Host` header: the value of a signed `:authority` (what SDKs sign
+    /// over HTTP/2, the JavaScript SDK's Kinesis client among them), and of
+    /// a signed `host` the request has no header for.
+    pub authority: Option<&'a str>,
 }
 
 impl Canonical<'_> {
@@ -197,7 +203,12 @@ impl Canonical<'_> {
         out.push_str(&canonical_query(self.query));
         out.push('\n');
         for name in signed {
-            let value = header_value(headers, name).ok_or_else(|| name.clone())?;
+            let value = header_value(headers, name)
+                .or_else(|| match name.as_str() {
+                    ":authority" | "host" => self.authority.map(str::to_string),
+                    _ => None,
+                })
+                .ok_or_else(|| name.clone())?;
             out.push_str(name);
             out.push(':');
             out.push_str(&value);
@@ -486,6 +497,7 @@ mod tests {
             path: "/",
             query: "Action=ListUsers&Version=2010-05-08",
             payload_hash: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            authority: None,
         };
         let scope = Scope {
             date: "20150830".into(),
@@ -549,6 +561,7 @@ mod tests {
             path: "/sluice.v1.Queues/SendMessage",
             query: "",
             payload_hash: UNSIGNED_PAYLOAD,
+            authority: None,
         };
         let scope = Scope {
             date: format_amz_date(now_ms)[..8].to_string(),
@@ -571,6 +584,67 @@ mod tests {
             HeaderValue::from_str(&auth).unwrap(),
         );
         (h, c)
+    }
+
+    #[test]
+    fn an_http2_request_signs_its_authority_as_the_pseudo_header_or_as_host() {
+        let now = 1_764_700_000_000;
+        let date = format_amz_date(now);
+        let scope = Scope {
+            date: date[..8].to_string(),
+            region: "us-east-1".into(),
+            service: "kinesis".into(),
+        };
+        let mut h = HeaderMap::new();
+        h.insert(DATE_HEADER, HeaderValue::from_str(&date).unwrap());
+        let c = Canonical {
+            method: "POST",
+            path: "/",
+            query: "",
+            payload_hash: UNSIGNED_PAYLOAD,
+            authority: Some("127.0.0.1:7070"),
+        };
+        for name in [":authority", "host"] {
+            // What the client signed: the authority it sent, as a header.
+            let mut sent = h.clone();
+            sent.insert(
+                "x-signed-authority",
+                HeaderValue::from_static("127.0.0.1:7070"),
+            );
+            let as_sent = Canonical {
+                authority: None,
+                ..c.clone()
+            };
+            let mut text = as_sent
+                .text(&sent, &["x-signed-authority".into(), DATE_HEADER.into()])
+                .unwrap();
+            text = text.replace("x-signed-authority", name);
+            let signature = hmac::sign(
+                &signing_key("secret", &scope),
+                string_to_sign(&date, &scope, &text).as_bytes(),
+            );
+            let mut received = h.clone();
+            received.insert(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_str(&format!(
+                    "{ALGORITHM} Credential=AK/{scope}, SignedHeaders={name};{DATE_HEADER}, Signature={}",
+                    hex::encode(signature.as_ref())
+                ))
+                .unwrap(),
+            );
+            Signed::read(&c, &received, now, Some("kinesis"))
+                .unwrap()
+                .verify("secret")
+                .unwrap();
+            // Without the authority (HTTP/1.1 has none in its URI) the
+            // signed header is missing.
+            let without = Canonical {
+                authority: None,
+                ..c.clone()
+            };
+            let err = Signed::read(&without, &received, now, Some("kinesis")).unwrap_err();
+            assert_eq!(err.code(), "IncompleteSignature", "{name}");
+        }
     }
 
     #[test]

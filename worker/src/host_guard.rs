@@ -55,6 +55,7 @@ fn refusal(parts: &http::request::Parts, secrets: &[String]) -> Option<String> {
         path: parts.uri.path(),
         query: parts.uri.query().unwrap_or(""),
         payload_hash: sigv4::UNSIGNED_PAYLOAD,
+        authority: parts.uri.authority().map(|a| a.as_str()),
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -164,6 +164,9 @@ impl Front {
                 if service.as_deref() == Some(sqs::SIGNING_NAME) {
                     e.code = crate::aws::error::sqs_query_code(&e.code).to_string();
                 }
+                if service.as_deref() == Some(sns::SIGNING_NAME) {
+                    e = sns::sns_error(e);
+                }
                 query::error(&e, &request_id)
             }
         }

@@ -260,6 +260,16 @@ async fn publish_batch(call: &Calls<'_>, input: &Input<'_>) -> Result<Value, Aws
 }
 
 /// `Tags.member.N.Key` / `.Value` as a map; a key given twice is refused.
+/// `e` with the HTTP status SNS answers its code with: a missing topic or
+/// subscription (`NotFound`) is 404, as AWS answers it; the rest keep the
+/// status of their kind.
+pub fn sns_error(mut e: AwsError) -> AwsError {
+    if matches!(e.code.as_str(), "NotFound" | "ResourceNotFound") {
+        e.http_status = 404;
+    }
+    e
+}
+
 fn tags(input: &Input<'_>) -> Result<HashMap<String, String>, AwsError> {
     let mut out = HashMap::new();
     for (i, tag) in input.objects("Tags")?.iter().enumerate() {
@@ -296,4 +306,24 @@ fn subscriptions(r: pb::ListSubscriptionsResponse) -> Result<Value, AwsError> {
     out.insert("Subscriptions".into(), Value::Array(subscriptions));
     put_str(&mut out, "NextToken", r.next_token);
     Ok(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_topic_is_404_and_other_errors_keep_their_status() {
+        let missing = AwsError::from_status(&crate::api::status::from_domain(
+            crate::error::DomainError::not_found("NotFound", "topic \"t\" does not exist"),
+        ));
+        assert_eq!(missing.http_status, 400);
+        let missing = sns_error(missing);
+        assert_eq!(
+            (missing.http_status, missing.code.as_str()),
+            (404, "NotFound")
+        );
+        let invalid = sns_error(AwsError::invalid("Name", "too long"));
+        assert_eq!(invalid.http_status, 400);
+    }
 }
