@@ -134,11 +134,12 @@ struct Limits {
     /// The other world-writable places, covered read-only and empty.
     sealed: Vec<CString>,
     sealed_options: CString,
-    /// The code, when it lives under /tmp: kept visible there by a
-    /// read-only bind mount from a descriptor opened (in the new mount
-    /// namespace) before the private /tmp hides it, onto the same path
-    /// re-made in the new /tmp (the directories to make, outermost first).
-    code_bind: Option<(CString, Vec<CString>)>,
+    /// The code, and the runtime's own files, when they live under /tmp:
+    /// each kept visible there by a read-only bind mount from a descriptor
+    /// opened (in the new mount namespace) before the private /tmp hides
+    /// it, onto the same path re-made in the new /tmp (the directories to
+    /// make, outermost first). At most [`BINDS_MAX`].
+    binds: Vec<(CString, Vec<CString>)>,
     /// Who the function runs as (root only).
     user: Option<(libc::uid_t, libc::gid_t)>,
 }
@@ -204,6 +205,10 @@ fn proc_fd_path(fd: libc::c_int, out: &mut [u8; 32]) {
 /// What does not exist is not there to write to.
 const WORLD_WRITABLE: &[&str] = &["/var/tmp", "/dev/shm", "/run/lock"];
 
+/// The most places under /tmp kept visible to a function: its code and the
+/// runtime's own directories.
+const BINDS_MAX: usize = 4;
+
 fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_encoded_bytes()).unwrap_or_default()
 }
@@ -213,22 +218,25 @@ impl Limits {
         config: &FunctionConfig,
         private_tmp: bool,
         cgroup_procs: Option<&Path>,
-        code: &Path,
+        visible: &[&Path],
         sandbox: &Sandbox,
     ) -> Limits {
         let c = |s: &str| CString::new(s).expect("no NUL in a constant");
-        let code_bind = private_tmp
-            .then(|| code.strip_prefix("/tmp").ok())
-            .flatten()
-            .map(|below| {
+        let binds: Vec<_> = visible
+            .iter()
+            .filter(|_| private_tmp)
+            .filter_map(|path| Some((path, path.strip_prefix("/tmp").ok()?)))
+            .map(|(path, below)| {
                 let mut dirs = Vec::new();
                 let mut at = PathBuf::from("/tmp");
                 for part in below.components() {
                     at.push(part);
                     dirs.push(cstr(&at));
                 }
-                (cstr(code), dirs)
-            });
+                (cstr(path), dirs)
+            })
+            .take(BINDS_MAX)
+            .collect();
         Limits {
             // A backstop: the memory size itself is watched (resident
             // memory) while invocations run.
@@ -247,7 +255,7 @@ impl Limits {
                 .map(|p| c(p))
                 .collect(),
             sealed_options: c("size=4k,mode=0755"),
-            code_bind,
+            binds,
             user: sandbox.user.as_ref().map(|u| (u.uid, u.gid)),
         }
     }
@@ -311,19 +319,16 @@ impl Limits {
                 set_mount_attributes(&self.dev, 0, MOUNT_ATTR_RDONLY);
                 // Opened in this namespace: a bind mount takes its source
                 // only from the caller's own.
-                let code_fd = match &self.code_bind {
-                    Some((code, _)) => {
-                        let fd = libc::open(
-                            code.as_ptr(),
-                            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                        );
-                        if fd < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        Some(fd)
+                let mut fds = [-1; BINDS_MAX];
+                for ((path, _), fd) in self.binds.iter().zip(fds.iter_mut()) {
+                    *fd = libc::open(
+                        path.as_ptr(),
+                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                    );
+                    if *fd < 0 {
+                        return Err(std::io::Error::last_os_error());
                     }
-                    None => None,
-                };
+                }
                 check(libc::mount(
                     self.tmpfs.as_ptr(),
                     self.tmp.as_ptr(),
@@ -331,7 +336,7 @@ impl Limits {
                     libc::MS_NOSUID | libc::MS_NODEV,
                     self.tmpfs_options.as_ptr().cast(),
                 ))?;
-                if let (Some((to, dirs)), Some(fd)) = (&self.code_bind, code_fd) {
+                for ((to, dirs), &fd) in self.binds.iter().zip(fds.iter()) {
                     for d in dirs {
                         libc::mkdir(d.as_ptr(), 0o755);
                     }
@@ -471,11 +476,13 @@ impl Environment {
                 .unwrap_or_default(),
             config.memory_mb,
         );
+        let mut visible = vec![code.as_path()];
+        visible.extend(launch.reads.iter().map(PathBuf::as_path));
         let limits = Limits::new(
             &config,
             private_tmp,
             cgroup.as_ref().map(|(_, procs)| procs.as_path()),
-            code,
+            &visible,
             sandbox,
         );
         // SAFETY: the closure runs in the child between fork and exec; it

@@ -40,6 +40,9 @@ pub struct Launch {
     pub args: Vec<OsString>,
     /// Variables added to the function's environment.
     pub env: Vec<(&'static str, OsString)>,
+    /// Directories outside the code the runtime reads, which a confined
+    /// function must still see.
+    pub reads: Vec<PathBuf>,
 }
 
 /// Whether `runtime` is a managed one, which starts a package without a
@@ -58,12 +61,18 @@ impl Runtimes {
                 program: bootstrap,
                 args: Vec::new(),
                 env: Vec::new(),
+                reads: Vec::new(),
             });
         }
         if runtime.starts_with("python3") {
             let mut path = OsString::from(code);
+            let mut reads = Vec::new();
             if let Some(dir) = &self.dir {
-                let python = dir.join("python");
+                // The function runs in its code directory: a relative
+                // directory would be taken from there.
+                let python = std::path::absolute(dir)
+                    .map_err(|e| format!("{}: {e}", dir.display()))?
+                    .join("python");
                 if !python.join("awslambdaric").is_dir() {
                     return Err(format!(
                         "the {runtime} runtime needs the Python runtime interface client in {} (pip install --target {} awslambdaric)",
@@ -72,12 +81,14 @@ impl Runtimes {
                     ));
                 }
                 path.push(":");
-                path.push(python);
+                path.push(&python);
+                reads.push(python);
             }
             return Ok(Launch {
                 program: "python3".into(),
                 args: vec!["-m".into(), "awslambdaric".into(), handler.into()],
                 env: vec![("PYTHONPATH", path)],
+                reads,
             });
         }
         if runtime.starts_with("nodejs") {
@@ -89,6 +100,7 @@ impl Runtimes {
                     NODEJS_LOOP.into(),
                 ],
                 env: Vec::new(),
+                reads: Vec::new(),
             });
         }
         Err(format!(

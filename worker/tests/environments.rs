@@ -529,3 +529,42 @@ async fn a_nodejs_handler_that_is_not_exported_fails_its_start_by_name() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_runtime_directory_under_tmp_stays_visible_to_a_confined_function() {
+    // As root a function gets a private /tmp, which would hide a runtime
+    // directory there. A stand-in for the runtime client says it ran.
+    let runtimes = tempfile::tempdir_in("/tmp").unwrap();
+    let client = runtimes.path().join("python/awslambdaric");
+    std::fs::create_dir_all(&client).unwrap();
+    std::fs::write(client.join("__init__.py"), "").unwrap();
+    std::fs::write(
+        client.join("__main__.py"),
+        "print('stand-in runtime client ran', flush=True)\nraise SystemExit(3)\n",
+    )
+    .unwrap();
+    for dir in [runtimes.path(), &runtimes.path().join("python"), &client] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let root = scratch();
+    let code = root.path().join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(code.join("app.py"), APP).unwrap();
+    let mut config = config("app.handler", 10);
+    config.runtime = "python3.12".into();
+    let runtimes_config = sluice_worker::runtimes::Runtimes {
+        dir: Some(runtimes.path().to_path_buf()),
+    };
+    let mut env = Environment::start(
+        &code,
+        &root.path().join("env"),
+        config,
+        &Default::default(),
+        &runtimes_config,
+    )
+    .await
+    .unwrap();
+    let e = env.wait_ready(Duration::from_secs(10)).await.unwrap_err();
+    let log = format!("{e:?} {}", env.log().join("\n"));
+    assert!(log.contains("stand-in runtime client ran"), "{log}");
+}

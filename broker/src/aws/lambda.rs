@@ -104,11 +104,12 @@ pub async fn handle(
     identity: &Identity,
     request: Request<'_>,
 ) -> Result<Answer, AwsError> {
-    let body = request.json();
+    // Every route but Invoke (whose body is the payload) carries JSON.
+    let body = || request.json();
     let method = request.method.as_str();
     let segments: Vec<&str> = request.segments.iter().map(String::as_str).collect();
     match (method, segments.as_slice()) {
-        ("POST", ["functions"]) => create_function(&call, &Input::of(&body?)?).await,
+        ("POST", ["functions"]) => create_function(&call, &Input::of(&body()?)?).await,
         ("GET", ["functions"]) => list_functions(&call, &request).await,
         ("GET", ["functions", f]) => get_function(&call, &request, f, true).await,
         ("GET", ["functions", f, "configuration"]) => get_function(&call, &request, f, false).await,
@@ -128,7 +129,7 @@ pub async fn handle(
             Ok(Answer::empty(204))
         }
         ("PUT", ["functions", f, "code"]) => {
-            let input = body?;
+            let input = body()?;
             let input = Input::of(&input)?;
             let req = pb::UpdateFunctionCodeRequest {
                 function_name: function(f, &request).0,
@@ -138,11 +139,11 @@ pub async fn handle(
             published(&call, c, input.bool("Publish")?.unwrap_or(false), 200).await
         }
         ("PUT", ["functions", f, "configuration"]) => {
-            update_configuration(&call, f, &request, &Input::of(&body?)?).await
+            update_configuration(&call, f, &request, &Input::of(&body()?)?).await
         }
         ("POST", ["functions", f, "invocations"]) => invoke(&call, f, &request).await,
         ("POST", ["functions", f, "versions"]) => {
-            let input = body?;
+            let input = body()?;
             let input = Input::of(&input)?;
             let req = pb::PublishVersionRequest {
                 function_name: function(f, &request).0,
@@ -162,7 +163,7 @@ pub async fn handle(
             Ok(Answer::json(200, json!({ "Versions": versions })))
         }
         ("POST", ["functions", f, "aliases"]) => {
-            let input = body?;
+            let input = body()?;
             let req = alias_request(f, None, &request, &Input::of(&input)?)?;
             let a: pb::AliasConfiguration = call.run("CreateAlias", req).await?;
             Ok(Answer::json(201, alias(a)))
@@ -184,7 +185,7 @@ pub async fn handle(
             Ok(Answer::json(200, alias(a)))
         }
         ("PUT", ["functions", f, "aliases", name]) => {
-            let input = body?;
+            let input = body()?;
             let input = Input::of(&input)?;
             let mut req = alias_request(f, Some(name), &request, &input)?;
             // What the update leaves out stays as it is.
@@ -219,7 +220,7 @@ pub async fn handle(
             Ok(Answer::empty(204))
         }
         ("PUT", ["functions", f, "concurrency"]) => {
-            let input = body?;
+            let input = body()?;
             let input = Input::of(&input)?;
             let n = input
                 .long("ReservedConcurrentExecutions")?
@@ -249,13 +250,13 @@ pub async fn handle(
             Ok(Answer::empty(204))
         }
         (_, ["functions", f, "provisioned-concurrency"]) => {
-            provisioned(&call, method, f, &request, body).await
+            provisioned(&call, method, f, &request, body()).await
         }
         (_, ["functions", f, "event-invoke-config"]) => {
-            event_invoke_config(&call, identity, method, f, &request, body).await
+            event_invoke_config(&call, identity, method, f, &request, body()).await
         }
         ("POST", ["event-source-mappings"]) => {
-            let input = body?;
+            let input = body()?;
             let req = mapping_request(None, &Input::of(&input)?)?;
             let m: pb::EventSourceMapping = call.run("CreateEventSourceMapping", req).await?;
             Ok(Answer::json(202, mapping(m)))
@@ -278,7 +279,7 @@ pub async fn handle(
             Ok(Answer::json(200, mapping(m)))
         }
         ("PUT", ["event-source-mappings", id]) => {
-            let input = body?;
+            let input = body()?;
             let req = mapping_request(Some(id), &Input::of(&input)?)?;
             let m: pb::EventSourceMapping = call.run("UpdateEventSourceMapping", req).await?;
             Ok(Answer::json(202, mapping(m)))
