@@ -385,6 +385,24 @@ impl Limits {
     }
 }
 
+/// Starts `cmd`. A package's `bootstrap` was just written: while another
+/// thread forks (another environment starting), the child holds the
+/// file's write descriptor until it execs, and executing the file then
+/// fails with ETXTBSY. That window is short, so the start is tried again a
+/// few times before it counts as failed.
+async fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    let mut attempt = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < 5 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The AWS error document.
 fn error_document(error_type: &str, message: String) -> Bytes {
     Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
@@ -491,7 +509,7 @@ impl Environment {
         unsafe {
             cmd.pre_exec(move || limits.apply());
         }
-        let mut child = match cmd.spawn() {
+        let mut child = match spawn(&mut cmd).await {
             Ok(c) => c,
             Err(e) => {
                 if let Some((dir, _)) = &cgroup {
