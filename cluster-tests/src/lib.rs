@@ -625,6 +625,19 @@ impl Cluster {
         self.nodes.values().map(|n| n.addr.clone()).collect()
     }
 
+    /// What an AWS SDK is pointed at: every node's `https://ADDR`, comma
+    /// separated, and the CA its certificates chain to (a secured cluster).
+    pub fn sdk_endpoints(&self) -> (String, PathBuf) {
+        let endpoints = self
+            .addrs()
+            .iter()
+            .map(|a| format!("https://{a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let ca = self.pki.as_ref().expect("a secured cluster").ca.clone();
+        (endpoints, ca)
+    }
+
     /// A client of every node (the administrator, when secured).
     pub fn client(&self) -> Client {
         Client::with_options(self.addrs(), self.admin_options(Options::default())).expect("client")

@@ -20,13 +20,7 @@ async fn the_javascript_sdk_runs_a_smoke_test_of_every_service_on_three_secured_
     let (_serial, c, _) = elected_secured_cluster(3, &[]).await;
     let admin = c.client();
     let user = create_principal(&admin, "js-user", "user", &["AdministratorAccess"]).await;
-    let endpoints = c
-        .addrs()
-        .iter()
-        .map(|a| format!("https://{a}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let ca = c.pki.as_ref().expect("a secured cluster").ca.clone();
+    let (endpoints, ca) = c.sdk_endpoints();
     let started = Instant::now();
     let out = Command::new("node")
         .arg(js.join("smoke.mjs"))

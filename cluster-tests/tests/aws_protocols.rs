@@ -16,13 +16,7 @@ async fn drive(script: &str, sdk: Option<&std::path::Path>, flags: &[&str]) -> S
     let admin = c.client();
     let user = create_principal(&admin, "sdk-user", "user", &["AdministratorAccess"]).await;
     let reader = create_principal(&admin, "sdk-reader", "user", &["ReadOnlyAccess"]).await;
-    let endpoints = c
-        .addrs()
-        .iter()
-        .map(|a| format!("https://{a}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let ca = c.pki.as_ref().expect("a secured cluster").ca.clone();
+    let (endpoints, ca) = c.sdk_endpoints();
     let path = format!("{}/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let args: Vec<&OsStr> = vec![
         OsStr::new(&path),
