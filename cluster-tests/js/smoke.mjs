@@ -397,9 +397,10 @@ await step("Kinesis GetShardIterator, GetRecords", async () => {
   let iterator = it.ShardIterator;
   let last;
   // Each read goes to another node; one that has not yet applied the puts
-  // answers fewer records, and the next read goes on from there.
-  for (let round = 0; round < 20 && iterator && got.length < sent.length; round++) {
-    if (round > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+  // answers fewer records, and the next read goes on from there until all
+  // have come (30 s at most).
+  const deadline = Date.now() + 30_000;
+  for (let round = 0; iterator && got.length < sent.length && Date.now() < deadline; round++) {
     last = await at(kinesis, 1 + round).send(new GetRecordsCommand({ ShardIterator: iterator, Limit: 100 }));
     got.push(...(last.Records ?? []));
     iterator = last.NextShardIterator;

@@ -417,6 +417,17 @@ async fn the_pool_reuses_warm_environments_and_reaps_idle_ones() {
 
 /// Starts `code` (no `bootstrap`) on the managed runtime `runtime`.
 async fn managed(root: &Path, code: &Path, runtime: &str, handler: &str) -> Environment {
+    managed_with(root, code, runtime, handler, &Default::default()).await
+}
+
+/// [`managed`] with the runtime clients of `runtimes`.
+async fn managed_with(
+    root: &Path,
+    code: &Path,
+    runtime: &str,
+    handler: &str,
+    runtimes: &sluice_worker::runtimes::Runtimes,
+) -> Environment {
     let mut config = config(handler, 10);
     config.runtime = runtime.into();
     Environment::start(
@@ -424,7 +435,7 @@ async fn managed(root: &Path, code: &Path, runtime: &str, handler: &str) -> Envi
         &root.join("env"),
         config,
         &Default::default(),
-        &Default::default(),
+        runtimes,
     )
     .await
     .unwrap()
@@ -550,20 +561,10 @@ async fn a_runtime_directory_under_tmp_stays_visible_to_a_confined_function() {
     let code = root.path().join("code");
     std::fs::create_dir_all(&code).unwrap();
     std::fs::write(code.join("app.py"), APP).unwrap();
-    let mut config = config("app.handler", 10);
-    config.runtime = "python3.12".into();
-    let runtimes_config = sluice_worker::runtimes::Runtimes {
+    let runtimes = sluice_worker::runtimes::Runtimes {
         dir: Some(runtimes.path().to_path_buf()),
     };
-    let mut env = Environment::start(
-        &code,
-        &root.path().join("env"),
-        config,
-        &Default::default(),
-        &runtimes_config,
-    )
-    .await
-    .unwrap();
+    let mut env = managed_with(root.path(), &code, "python3.12", "app.handler", &runtimes).await;
     let e = env.wait_ready(Duration::from_secs(10)).await.unwrap_err();
     let log = format!("{e:?} {}", env.log().join("\n"));
     assert!(log.contains("stand-in runtime client ran"), "{log}");

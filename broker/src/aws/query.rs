@@ -193,16 +193,13 @@ enum Node {
 }
 
 impl Layout {
-    fn by_query(&self, action: &str, name: &str) -> Option<&Member> {
-        self.members
-            .iter()
-            .find(|m| m.query == name && (m.actions.is_empty() || m.actions.contains(&action)))
-    }
-
-    fn by_json(&self, action: &str, name: &str) -> Option<&Member> {
-        self.members
-            .iter()
-            .find(|m| m.json == name && (m.actions.is_empty() || m.actions.contains(&action)))
+    /// The member for `action` whose form name (`by_json`: JSON name) is
+    /// `name`.
+    fn member(&self, action: &str, name: &str, by_json: bool) -> Option<&Member> {
+        self.members.iter().find(|m| {
+            (if by_json { m.json } else { m.query }) == name
+                && (m.actions.is_empty() || m.actions.contains(&action))
+        })
     }
 
     /// The request's members in the JSON shape the handlers read: lists as
@@ -245,7 +242,7 @@ impl Layout {
             let (json, value) = match node {
                 Node::Leaf(s) => (name.as_str(), Value::String(s.clone())),
                 Node::Branch(children) => {
-                    let member = self.by_query(action, name);
+                    let member = self.member(action, name, false);
                     let shape = member.map(|m| m.shape);
                     let value = self.branch(action, shape, children, &here)?;
                     (member.map_or(name.as_str(), |m| m.json), value)
@@ -338,7 +335,7 @@ impl Layout {
 
     fn write_object(&self, action: &str, object: &Map<String, Value>, xml: &mut String) {
         for (name, value) in object {
-            let member = self.by_json(action, name);
+            let member = self.member(action, name, true);
             let tag = member.map_or(name.as_str(), |m| m.query);
             match (member.map(|m| m.shape), value) {
                 (_, Value::Null) => {}
