@@ -15,6 +15,8 @@ use sluice_proto::v1::cluster_client::ClusterClient;
 use sluice_security::signer::SignedChannel;
 use tonic::{Request, Response, Status};
 
+use super::Reply;
+
 use super::Context;
 use crate::error::DomainError;
 use crate::raft::{is_voter, Node, NodeId, RaftMetrics};
@@ -45,7 +47,7 @@ enum Op {
     Transfer(pb::TransferLeadershipRequest),
 }
 
-enum Reply {
+enum AdminReply {
     Status(pb::GetClusterStatusResponse),
     Membership(pb::MembershipResponse),
     Transfer(pb::TransferLeadershipResponse),
@@ -117,7 +119,7 @@ pub fn local_status(ctx: &Context) -> pb::GetClusterStatusResponse {
 fn membership_error(
     me: NodeId,
     e: RaftError<NodeId, ClientWriteError<NodeId, Node>>,
-) -> Hop<Reply> {
+) -> Hop<AdminReply> {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
             Hop::Retry(RouteError::NotLeader {
@@ -134,16 +136,16 @@ fn membership_error(
     }
 }
 
-fn rejected(e: DomainError) -> Hop<Reply> {
+fn rejected(e: DomainError) -> Hop<AdminReply> {
     Hop::Fail(RouteError::Remote(e.into_status()))
 }
 
 /// What a membership operation comes to: a reply, or the hop that ends it
 /// otherwise (a refusal, a retry elsewhere).
-type Outcome = Result<Reply, Hop<Reply>>;
+type Outcome = Result<AdminReply, Hop<AdminReply>>;
 
 /// The hop an outcome makes.
-fn hop(outcome: Outcome) -> Hop<Reply> {
+fn hop(outcome: Outcome) -> Hop<AdminReply> {
     outcome.map_or_else(|hop| hop, Hop::Done)
 }
 
@@ -180,8 +182,8 @@ impl Admin<'_> {
         self.ctx.router.raft().metrics().borrow().clone()
     }
 
-    fn membership_reply(&self, log_index: u64) -> Reply {
-        Reply::Membership(pb::MembershipResponse {
+    fn membership_reply(&self, log_index: u64) -> AdminReply {
+        AdminReply::Membership(pb::MembershipResponse {
             members: members(&self.metrics()),
             log_index,
         })
@@ -189,7 +191,7 @@ impl Admin<'_> {
 
     /// The reply when the membership already is as asked: the members as
     /// of the last membership change in `m`.
-    fn unchanged(&self, m: &RaftMetrics) -> Reply {
+    fn unchanged(&self, m: &RaftMetrics) -> AdminReply {
         self.membership_reply(m.membership_config.log_id().map(|l| l.index).unwrap_or(0))
     }
 
@@ -319,17 +321,17 @@ impl Admin<'_> {
 }
 
 impl Routed for Admin<'_> {
-    type Output = Reply;
+    type Output = AdminReply;
 
-    async fn here(&self, _router: &Router) -> Hop<Reply> {
+    async fn here(&self, _router: &Router) -> Hop<AdminReply> {
         match &self.op {
-            Op::Status => Hop::Done(Reply::Status(local_status(self.ctx))),
+            Op::Status => Hop::Done(AdminReply::Status(local_status(self.ctx))),
             Op::AddLearner(req) => hop(self.add_learner(req).await),
             Op::Promote(req) => hop(self.promote(req).await),
             Op::Remove(req) => hop(self.remove(req).await),
             Op::Transfer(req) => {
                 match transfer::transfer(&self.ctx.router, &self.ctx.timing, req.to_node_id).await {
-                    Ok(o) => Hop::Done(Reply::Transfer(pb::TransferLeadershipResponse {
+                    Ok(o) => Hop::Done(AdminReply::Transfer(pb::TransferLeadershipResponse {
                         previous_leader_id: o.previous,
                         new_leader_id: o.new,
                         term: o.term,
@@ -340,7 +342,7 @@ impl Routed for Admin<'_> {
         }
     }
 
-    fn leader_changed(&self, from: NodeId, to: NodeId) -> Option<Hop<Reply>> {
+    fn leader_changed(&self, from: NodeId, to: NodeId) -> Option<Hop<AdminReply>> {
         match self.op {
             Op::Status => Some(Hop::Retry(RouteError::LeaderChanged { from, to })),
             // A transfer changes the leader itself, and a membership change
@@ -355,7 +357,7 @@ impl Routed for Admin<'_> {
         remaining.max(ADMIN_ATTEMPT)
     }
 
-    async fn forward(&self, channel: SignedChannel, _timeout: Duration) -> Hop<Reply> {
+    async fn forward(&self, channel: SignedChannel, _timeout: Duration) -> Hop<AdminReply> {
         fn forwarded<T>(msg: T) -> Request<T> {
             let mut r = Request::new(msg);
             r.metadata_mut().insert(
@@ -365,21 +367,20 @@ impl Routed for Admin<'_> {
             r
         }
         let mut client = ClusterClient::new(channel);
-        let membership = |r: Result<Response<pb::MembershipResponse>, Status>| {
-            r.map(|r| Reply::Membership(r.into_inner()))
-        };
+        let membership =
+            |r: Reply<pb::MembershipResponse>| r.map(|r| AdminReply::Membership(r.into_inner()));
         let result = match self.op.clone() {
             Op::Status => client
                 .get_cluster_status(forwarded(pb::GetClusterStatusRequest { local: false }))
                 .await
-                .map(|r| Reply::Status(r.into_inner())),
+                .map(|r| AdminReply::Status(r.into_inner())),
             Op::AddLearner(req) => membership(client.add_learner(forwarded(req)).await),
             Op::Promote(req) => membership(client.promote_learner(forwarded(req)).await),
             Op::Remove(req) => membership(client.remove_member(forwarded(req)).await),
             Op::Transfer(req) => client
                 .transfer_leadership(forwarded(req))
                 .await
-                .map(|r| Reply::Transfer(r.into_inner())),
+                .map(|r| AdminReply::Transfer(r.into_inner())),
         };
         match result {
             Ok(reply) => Hop::Done(reply),
@@ -394,7 +395,11 @@ impl ClusterApi {
         ClusterApi { ctx }
     }
 
-    async fn run<T>(&self, request: Request<T>, op: impl FnOnce(T) -> Op) -> Result<Reply, Status> {
+    async fn run<T>(
+        &self,
+        request: Request<T>,
+        op: impl FnOnce(T) -> Op,
+    ) -> Result<AdminReply, Status> {
         let forwarded = request.metadata().get(FORWARDED_HEADER).is_some();
         let admin = Admin {
             ctx: &self.ctx,
@@ -414,9 +419,9 @@ impl ClusterApi {
         &self,
         request: Request<T>,
         op: impl FnOnce(T) -> Op,
-    ) -> Result<Response<pb::MembershipResponse>, Status> {
+    ) -> Reply<pb::MembershipResponse> {
         match self.run(request, op).await? {
-            Reply::Membership(m) => Ok(Response::new(m)),
+            AdminReply::Membership(m) => Ok(Response::new(m)),
             _ => Err(unexpected()),
         }
     }
@@ -431,12 +436,12 @@ impl pb::cluster_server::Cluster for ClusterApi {
     async fn get_cluster_status(
         &self,
         request: Request<pb::GetClusterStatusRequest>,
-    ) -> Result<Response<pb::GetClusterStatusResponse>, Status> {
+    ) -> Reply<pb::GetClusterStatusResponse> {
         if request.get_ref().local {
             return Ok(Response::new(local_status(&self.ctx)));
         }
         match self.run(request, |_| Op::Status).await {
-            Ok(Reply::Status(s)) => Ok(Response::new(s)),
+            Ok(AdminReply::Status(s)) => Ok(Response::new(s)),
             Ok(_) => Err(unexpected()),
             // A member with no leader to ask shows what it knows; a node
             // outside the cluster says so, and clients move on.
@@ -455,30 +460,30 @@ impl pb::cluster_server::Cluster for ClusterApi {
     async fn add_learner(
         &self,
         request: Request<pb::AddLearnerRequest>,
-    ) -> Result<Response<pb::MembershipResponse>, Status> {
+    ) -> Reply<pb::MembershipResponse> {
         self.membership(request, Op::AddLearner).await
     }
 
     async fn promote_learner(
         &self,
         request: Request<pb::PromoteLearnerRequest>,
-    ) -> Result<Response<pb::MembershipResponse>, Status> {
+    ) -> Reply<pb::MembershipResponse> {
         self.membership(request, Op::Promote).await
     }
 
     async fn remove_member(
         &self,
         request: Request<pb::RemoveMemberRequest>,
-    ) -> Result<Response<pb::MembershipResponse>, Status> {
+    ) -> Reply<pb::MembershipResponse> {
         self.membership(request, Op::Remove).await
     }
 
     async fn transfer_leadership(
         &self,
         request: Request<pb::TransferLeadershipRequest>,
-    ) -> Result<Response<pb::TransferLeadershipResponse>, Status> {
+    ) -> Reply<pb::TransferLeadershipResponse> {
         match self.run(request, Op::Transfer).await? {
-            Reply::Transfer(t) => Ok(Response::new(t)),
+            AdminReply::Transfer(t) => Ok(Response::new(t)),
             _ => Err(unexpected()),
         }
     }
@@ -486,7 +491,7 @@ impl pb::cluster_server::Cluster for ClusterApi {
     async fn trigger_snapshot(
         &self,
         _request: Request<pb::TriggerSnapshotRequest>,
-    ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
+    ) -> Reply<pb::TriggerSnapshotResponse> {
         let raft = self.ctx.router.raft();
         let applied = raft
             .metrics()

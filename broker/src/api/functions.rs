@@ -15,6 +15,8 @@ use sha2::{Digest, Sha256};
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use super::Reply;
+
 use super::fields::{next_token, optional};
 use super::{consistency, Consistency, Context};
 use crate::error::DomainError;
@@ -135,7 +137,7 @@ impl FunctionsApi {
         &self,
         req: pb::AliasRequest,
         create: bool,
-    ) -> Result<Response<pb::AliasConfiguration>, Status> {
+    ) -> Reply<pb::AliasConfiguration> {
         let (name, spec) = Self::alias_spec(req).map_err(super::status::from_domain)?;
         let command = crate::functions::PutAlias {
             name: name.clone(),
@@ -212,7 +214,7 @@ impl FunctionsApi {
         &self,
         name: String,
         reserved: Option<u32>,
-    ) -> Result<Response<pb::FunctionConcurrency>, Status> {
+    ) -> Reply<pb::FunctionConcurrency> {
         let command = crate::functions::PutFunctionConcurrency {
             name: name.clone(),
             reserved,
@@ -247,7 +249,7 @@ impl FunctionsApi {
         &self,
         name: &str,
         qualifier: &str,
-    ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
+    ) -> Reply<pb::ProvisionedConcurrencyConfig> {
         let qualifier = &functions::concurrency::normalize_qualifier(qualifier);
         let configs = self
             .ctx
@@ -296,7 +298,7 @@ impl FunctionsApi {
         qualifier: String,
         log_type: String,
         payload: Bytes,
-    ) -> Result<Response<pb::InvokeResponse>, Status> {
+    ) -> Reply<pb::InvokeResponse> {
         let channel = self
             .ctx
             .dispatcher
@@ -407,7 +409,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn create_function(
         &self,
         request: Request<pb::CreateFunctionRequest>,
-    ) -> Result<Response<pb::FunctionConfiguration>, Status> {
+    ) -> Reply<pb::FunctionConfiguration> {
         let req = request.into_inner();
         functions::validate_name("function_name", &req.function_name)
             .map_err(super::status::from_domain)?;
@@ -445,7 +447,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn get_function(
         &self,
         request: Request<pb::GetFunctionRequest>,
-    ) -> Result<Response<pb::GetFunctionResponse>, Status> {
+    ) -> Reply<pb::GetFunctionResponse> {
         let how = consistency(&request)?;
         let name = function_name(&request.into_inner().function_name)?;
         let f = self
@@ -460,7 +462,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn list_functions(
         &self,
         request: Request<pb::ListFunctionsRequest>,
-    ) -> Result<Response<pb::ListFunctionsResponse>, Status> {
+    ) -> Reply<pb::ListFunctionsResponse> {
         let how = consistency(&request)?;
         let req = request.into_inner();
         let limit = match req.max_items {
@@ -495,7 +497,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn delete_function(
         &self,
         request: Request<pb::DeleteFunctionRequest>,
-    ) -> Result<Response<pb::DeleteFunctionResponse>, Status> {
+    ) -> Reply<pb::DeleteFunctionResponse> {
         let name = function_name(&request.into_inner().function_name)?;
         self.ctx
             .run(crate::functions::DeleteFunction { name })
@@ -506,7 +508,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn update_function_code(
         &self,
         request: Request<pb::UpdateFunctionCodeRequest>,
-    ) -> Result<Response<pb::FunctionConfiguration>, Status> {
+    ) -> Reply<pb::FunctionConfiguration> {
         let how = consistency(&request)?;
         let req = request.into_inner();
         let name = function_name(&req.function_name)?;
@@ -527,7 +529,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn update_function_configuration(
         &self,
         request: Request<pb::UpdateFunctionConfigurationRequest>,
-    ) -> Result<Response<pb::FunctionConfiguration>, Status> {
+    ) -> Reply<pb::FunctionConfiguration> {
         let req = request.into_inner();
         let name = function_name(&req.function_name)?;
         check_sizes(req.memory_size, req.timeout)?;
@@ -551,7 +553,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn publish_version(
         &self,
         request: Request<pb::PublishVersionRequest>,
-    ) -> Result<Response<pb::FunctionConfiguration>, Status> {
+    ) -> Reply<pb::FunctionConfiguration> {
         let req = request.into_inner();
         let name = function_name(&req.function_name)?;
         let expected_sha256 = optional(&req.code_sha256, |sha| {
@@ -576,7 +578,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn list_versions_by_function(
         &self,
         request: Request<pb::ListVersionsByFunctionRequest>,
-    ) -> Result<Response<pb::ListVersionsByFunctionResponse>, Status> {
+    ) -> Reply<pb::ListVersionsByFunctionResponse> {
         let how = consistency(&request)?;
         let name = function_name(&request.into_inner().function_name)?;
         let (f, vs) = self
@@ -593,21 +595,21 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn create_alias(
         &self,
         request: Request<pb::AliasRequest>,
-    ) -> Result<Response<pb::AliasConfiguration>, Status> {
+    ) -> Reply<pb::AliasConfiguration> {
         self.put_alias(request.into_inner(), true).await
     }
 
     async fn update_alias(
         &self,
         request: Request<pb::AliasRequest>,
-    ) -> Result<Response<pb::AliasConfiguration>, Status> {
+    ) -> Reply<pb::AliasConfiguration> {
         self.put_alias(request.into_inner(), false).await
     }
 
     async fn get_alias(
         &self,
         request: Request<pb::GetAliasRequest>,
-    ) -> Result<Response<pb::AliasConfiguration>, Status> {
+    ) -> Reply<pb::AliasConfiguration> {
         let how = consistency(&request)?;
         let req = request.into_inner();
         let name = function_name(&req.function_name)?;
@@ -631,7 +633,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn delete_alias(
         &self,
         request: Request<pb::GetAliasRequest>,
-    ) -> Result<Response<pb::DeleteAliasResponse>, Status> {
+    ) -> Reply<pb::DeleteAliasResponse> {
         let req = request.into_inner();
         let name = function_name(&req.function_name)?;
         self.ctx
@@ -646,7 +648,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn list_aliases(
         &self,
         request: Request<pb::ListAliasesRequest>,
-    ) -> Result<Response<pb::ListAliasesResponse>, Status> {
+    ) -> Reply<pb::ListAliasesResponse> {
         let how = consistency(&request)?;
         let name = function_name(&request.into_inner().function_name)?;
         let all = self
@@ -664,7 +666,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn put_function_event_invoke_config(
         &self,
         request: Request<pb::FunctionEventInvokeConfig>,
-    ) -> Result<Response<pb::FunctionEventInvokeConfig>, Status> {
+    ) -> Reply<pb::FunctionEventInvokeConfig> {
         let req = request.into_inner();
         let name = function_name(&req.function_name)?;
         let destination = |field: &str, arn: &str| optional(arn, |a| Destination::parse(field, a));
@@ -701,7 +703,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn get_function_event_invoke_config(
         &self,
         request: Request<pb::GetFunctionRequest>,
-    ) -> Result<Response<pb::FunctionEventInvokeConfig>, Status> {
+    ) -> Reply<pb::FunctionEventInvokeConfig> {
         let how = consistency(&request)?;
         let name = function_name(&request.into_inner().function_name)?;
         let c = self
@@ -714,10 +716,7 @@ impl pb::functions_server::Functions for FunctionsApi {
         Ok(Response::new(self.event_config(&name, &c)))
     }
 
-    async fn invoke(
-        &self,
-        request: Request<pb::InvokeRequest>,
-    ) -> Result<Response<pb::InvokeResponse>, Status> {
+    async fn invoke(&self, request: Request<pb::InvokeRequest>) -> Reply<pb::InvokeResponse> {
         let forwarded = request
             .metadata()
             .get(sluice_proto::FORWARDED_HEADER)
@@ -848,7 +847,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn get_function_logs(
         &self,
         request: Request<pb::GetFunctionLogsRequest>,
-    ) -> Result<Response<pb::LogsResponse>, Status> {
+    ) -> Reply<pb::LogsResponse> {
         let req = request.into_inner();
         let name = function_name(&req.function_name)?;
         let limit = match req.limit {
@@ -883,7 +882,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn put_function_concurrency(
         &self,
         request: Request<pb::FunctionConcurrency>,
-    ) -> Result<Response<pb::FunctionConcurrency>, Status> {
+    ) -> Reply<pb::FunctionConcurrency> {
         let req = request.into_inner();
         let name = function_name(&req.function_name)?;
         let Some(reserved) = req.reserved_concurrent_executions else {
@@ -899,7 +898,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn get_function_concurrency(
         &self,
         request: Request<pb::GetFunctionRequest>,
-    ) -> Result<Response<pb::FunctionConcurrency>, Status> {
+    ) -> Reply<pb::FunctionConcurrency> {
         let how = consistency(&request)?;
         let name = function_name(&request.into_inner().function_name)?;
         let reserved = self
@@ -918,7 +917,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn delete_function_concurrency(
         &self,
         request: Request<pb::GetFunctionRequest>,
-    ) -> Result<Response<pb::FunctionConcurrency>, Status> {
+    ) -> Reply<pb::FunctionConcurrency> {
         let name = function_name(&request.into_inner().function_name)?;
         self.set_reserved(name, None).await
     }
@@ -926,7 +925,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn put_provisioned_concurrency_config(
         &self,
         request: Request<pb::ProvisionedConcurrencyConfig>,
-    ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
+    ) -> Reply<pb::ProvisionedConcurrencyConfig> {
         let req = request.into_inner();
         let name = function_name(&req.function_name)?;
         self.set_provisioned(&name, &req.qualifier, Some(req.requested))
@@ -937,7 +936,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn get_provisioned_concurrency_config(
         &self,
         request: Request<pb::ProvisionedConcurrencyConfig>,
-    ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
+    ) -> Reply<pb::ProvisionedConcurrencyConfig> {
         let req = request.into_inner();
         let name = function_name(&req.function_name)?;
         self.provisioned_status(&name, &req.qualifier).await
@@ -946,7 +945,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn delete_provisioned_concurrency_config(
         &self,
         request: Request<pb::ProvisionedConcurrencyConfig>,
-    ) -> Result<Response<pb::ProvisionedConcurrencyConfig>, Status> {
+    ) -> Reply<pb::ProvisionedConcurrencyConfig> {
         let req = request.into_inner();
         let name = function_name(&req.function_name)?;
         self.set_provisioned(&name, &req.qualifier, None).await?;
@@ -960,7 +959,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn create_event_source_mapping(
         &self,
         request: Request<pb::EventSourceMappingRequest>,
-    ) -> Result<Response<pb::EventSourceMapping>, Status> {
+    ) -> Reply<pb::EventSourceMapping> {
         let req = request.into_inner();
         let function = function_name(&req.function_name)?;
         let source =
@@ -1026,7 +1025,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn update_event_source_mapping(
         &self,
         request: Request<pb::EventSourceMappingRequest>,
-    ) -> Result<Response<pb::EventSourceMapping>, Status> {
+    ) -> Reply<pb::EventSourceMapping> {
         let req = request.into_inner();
         let m = self.mapping(&req.uuid).await?;
         if !req.function_name.is_empty() && function_name(&req.function_name)? != m.function {
@@ -1072,7 +1071,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn get_event_source_mapping(
         &self,
         request: Request<pb::GetEventSourceMappingRequest>,
-    ) -> Result<Response<pb::EventSourceMapping>, Status> {
+    ) -> Reply<pb::EventSourceMapping> {
         let m = self.mapping(&request.into_inner().uuid).await?;
         Ok(Response::new(self.mapping_out(&m)))
     }
@@ -1080,7 +1079,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn delete_event_source_mapping(
         &self,
         request: Request<pb::GetEventSourceMappingRequest>,
-    ) -> Result<Response<pb::EventSourceMapping>, Status> {
+    ) -> Reply<pb::EventSourceMapping> {
         let m = self.mapping(&request.into_inner().uuid).await?;
         let m = self
             .ctx
@@ -1097,7 +1096,7 @@ impl pb::functions_server::Functions for FunctionsApi {
     async fn list_event_source_mappings(
         &self,
         request: Request<pb::ListEventSourceMappingsRequest>,
-    ) -> Result<Response<pb::ListEventSourceMappingsResponse>, Status> {
+    ) -> Reply<pb::ListEventSourceMappingsResponse> {
         let how = consistency(&request)?;
         let req = request.into_inner();
         let function = optional(&req.function_name, function_name)?;

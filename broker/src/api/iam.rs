@@ -10,6 +10,8 @@ use sluice_proto::v1 as pb;
 use sluice_security::Credentials;
 use tonic::{Request, Response, Status};
 
+use super::Reply;
+
 use super::fields::{next_token, optional};
 use super::{Consistency, Context};
 use crate::command::{Command, CommandOutput, Query, QueryOutput, Registered};
@@ -28,7 +30,7 @@ impl IamApi {
     }
 
     /// Commits an IAM command that returns the principal it changed.
-    async fn principal_command<O>(&self, op: O) -> Result<Response<pb::Principal>, Status>
+    async fn principal_command<O>(&self, op: O) -> Reply<pb::Principal>
     where
         O: Registered<Carrier = Command, Reply = CommandOutput, Output = iam::Principal>,
     {
@@ -90,7 +92,7 @@ impl pb::iam_server::Iam for IamApi {
     async fn create_principal(
         &self,
         request: Request<pb::CreatePrincipalRequest>,
-    ) -> Result<Response<pb::Principal>, Status> {
+    ) -> Reply<pb::Principal> {
         let r = request.into_inner();
         let kind = Kind::parse("kind", &r.kind).map_err(super::status::from_domain)?;
         let policies = if r.policies.is_empty() && kind == Kind::Worker {
@@ -112,7 +114,7 @@ impl pb::iam_server::Iam for IamApi {
     async fn get_principal(
         &self,
         request: Request<pb::GetPrincipalRequest>,
-    ) -> Result<Response<pb::Principal>, Status> {
+    ) -> Reply<pb::Principal> {
         let n = name("name", &request.into_inner().name)?;
         let p = self.ask(iam::GetPrincipal { name: n }).await?;
         Ok(Response::new(self.principal_out(p)))
@@ -121,7 +123,7 @@ impl pb::iam_server::Iam for IamApi {
     async fn list_principals(
         &self,
         request: Request<pb::ListPrincipalsRequest>,
-    ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
+    ) -> Reply<pb::ListPrincipalsResponse> {
         let r = request.into_inner();
         let limit = match r.max_items {
             0 => 100,
@@ -146,7 +148,7 @@ impl pb::iam_server::Iam for IamApi {
     async fn delete_principal(
         &self,
         request: Request<pb::DeletePrincipalRequest>,
-    ) -> Result<Response<pb::DeletePrincipalResponse>, Status> {
+    ) -> Reply<pb::DeletePrincipalResponse> {
         let n = name("name", &request.into_inner().name)?;
         self.ctx.run(iam::DeletePrincipal { name: n }).await?;
         Ok(Response::new(pb::DeletePrincipalResponse {}))
@@ -155,7 +157,7 @@ impl pb::iam_server::Iam for IamApi {
     async fn create_access_key(
         &self,
         request: Request<pb::CreateAccessKeyRequest>,
-    ) -> Result<Response<pb::CreateAccessKeyResponse>, Status> {
+    ) -> Reply<pb::CreateAccessKeyResponse> {
         let who = name("name", &request.into_inner().name)?;
         let fresh = Credentials::generate();
         let sealed = sluice_security::seal::seal(
@@ -180,7 +182,7 @@ impl pb::iam_server::Iam for IamApi {
     async fn delete_access_key(
         &self,
         request: Request<pb::DeleteAccessKeyRequest>,
-    ) -> Result<Response<pb::Principal>, Status> {
+    ) -> Reply<pb::Principal> {
         let r = request.into_inner();
         sluice_security::credentials::validate_key_id(&r.access_key_id)
             .map_err(|e| DomainError::invalid("access_key_id", e))
@@ -192,10 +194,7 @@ impl pb::iam_server::Iam for IamApi {
         .await
     }
 
-    async fn put_policy(
-        &self,
-        request: Request<pb::PutPolicyRequest>,
-    ) -> Result<Response<pb::PolicyInfo>, Status> {
+    async fn put_policy(&self, request: Request<pb::PutPolicyRequest>) -> Reply<pb::PolicyInfo> {
         let r = request.into_inner();
         iam::validate_policy(&r.name, &r.document).map_err(super::status::from_domain)?;
         let p = self
@@ -213,10 +212,7 @@ impl pb::iam_server::Iam for IamApi {
         )))
     }
 
-    async fn get_policy(
-        &self,
-        request: Request<pb::GetPolicyRequest>,
-    ) -> Result<Response<pb::PolicyInfo>, Status> {
+    async fn get_policy(&self, request: Request<pb::GetPolicyRequest>) -> Reply<pb::PolicyInfo> {
         let n = name("name", &request.into_inner().name)?;
         if let Some(doc) = builtin::document(&n) {
             return Ok(Response::new(self.policy_out(&n, doc, true, 0)));
@@ -233,7 +229,7 @@ impl pb::iam_server::Iam for IamApi {
     async fn list_policies(
         &self,
         _request: Request<pb::ListPoliciesRequest>,
-    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+    ) -> Reply<pb::ListPoliciesResponse> {
         let mut policies: Vec<pb::PolicyInfo> = builtin::NAMES
             .iter()
             .map(|n| self.policy_out(n, builtin::document(n).unwrap_or_default(), true, 0))
@@ -250,7 +246,7 @@ impl pb::iam_server::Iam for IamApi {
     async fn delete_policy(
         &self,
         request: Request<pb::DeletePolicyRequest>,
-    ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
+    ) -> Reply<pb::DeletePolicyResponse> {
         let n = name("name", &request.into_inner().name)?;
         self.ctx.run(iam::DeletePolicy { name: n }).await?;
         Ok(Response::new(pb::DeletePolicyResponse {}))
@@ -259,7 +255,7 @@ impl pb::iam_server::Iam for IamApi {
     async fn attach_policy(
         &self,
         request: Request<pb::AttachPolicyRequest>,
-    ) -> Result<Response<pb::Principal>, Status> {
+    ) -> Reply<pb::Principal> {
         let r = request.into_inner();
         self.principal_command(iam::AttachPolicy {
             principal: name("name", &r.name)?,
@@ -271,7 +267,7 @@ impl pb::iam_server::Iam for IamApi {
     async fn detach_policy(
         &self,
         request: Request<pb::DetachPolicyRequest>,
-    ) -> Result<Response<pb::Principal>, Status> {
+    ) -> Reply<pb::Principal> {
         let r = request.into_inner();
         self.principal_command(iam::DetachPolicy {
             principal: name("name", &r.name)?,
@@ -283,7 +279,7 @@ impl pb::iam_server::Iam for IamApi {
     async fn get_caller_identity(
         &self,
         request: Request<pb::GetCallerIdentityRequest>,
-    ) -> Result<Response<pb::GetCallerIdentityResponse>, Status> {
+    ) -> Reply<pb::GetCallerIdentityResponse> {
         let caller = super::caller(&request)?;
         Ok(Response::new(pb::GetCallerIdentityResponse {
             name: caller.name(),

@@ -46,6 +46,9 @@ pub use crate::context::Context;
 
 use sluice_core::limits::requests::{INTERNAL_MESSAGE_MAX, PUBLIC_MESSAGE_MAX};
 
+/// What every gRPC handler answers: tonic's response or its status.
+pub type Reply<T> = Result<tonic::Response<T>, Status>;
+
 pub use sluice_proto::CONSISTENCY_HEADER;
 
 impl Context {

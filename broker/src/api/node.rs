@@ -6,6 +6,8 @@ use std::time::Duration;
 use sluice_proto::internal as pb;
 use tonic::{Request, Response, Status};
 
+use super::Reply;
+
 use super::Context;
 use crate::command::{Command, Query};
 use crate::raft::is_voter;
@@ -34,10 +36,7 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T,
 
 #[tonic::async_trait]
 impl pb::node_server::Node for NodeApi {
-    async fn propose(
-        &self,
-        request: Request<pb::Payload>,
-    ) -> Result<Response<pb::Payload>, Status> {
+    async fn propose(&self, request: Request<pb::Payload>) -> Reply<pb::Payload> {
         let command: Command = decode("forwarded command", &request.into_inner().data)?;
         let reply = self.ctx.router.write_as_leader(command).await?;
         Ok(Response::new(pb::Payload {
@@ -45,7 +44,7 @@ impl pb::node_server::Node for NodeApi {
         }))
     }
 
-    async fn read(&self, request: Request<pb::Payload>) -> Result<Response<pb::Payload>, Status> {
+    async fn read(&self, request: Request<pb::Payload>) -> Reply<pb::Payload> {
         let query: Query = decode("forwarded query", &request.into_inner().data)?;
         let reply = self.ctx.router.read_as_leader(query).await?;
         Ok(Response::new(pb::Payload {
@@ -53,10 +52,7 @@ impl pb::node_server::Node for NodeApi {
         }))
     }
 
-    async fn info(
-        &self,
-        request: Request<pb::InfoRequest>,
-    ) -> Result<Response<pb::InfoResponse>, Status> {
+    async fn info(&self, request: Request<pb::InfoRequest>) -> Reply<pb::InfoResponse> {
         let challenge = request.into_inner().challenge;
         if challenge.len() > 64 {
             return Err(Status::invalid_argument("challenge: at most 64 bytes"));
@@ -91,7 +87,7 @@ impl pb::node_server::Node for NodeApi {
     async fn start_election(
         &self,
         request: Request<pb::StartElectionRequest>,
-    ) -> Result<Response<pb::StartElectionResponse>, Status> {
+    ) -> Reply<pb::StartElectionResponse> {
         let min_index = request.into_inner().min_log_index;
         let raft = self.ctx.router.raft();
         let id = self.ctx.router.id();

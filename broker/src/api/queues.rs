@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use super::Reply;
+
 use super::fields::optional;
 use super::{consistency, Consistency, Context};
 use crate::clock::now_ms;
@@ -437,7 +439,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn create_queue(
         &self,
         request: Request<pb::CreateQueueRequest>,
-    ) -> Result<Response<pb::CreateQueueResponse>, Status> {
+    ) -> Reply<pb::CreateQueueResponse> {
         let req = request.into_inner();
         let attributes: BTreeMap<String, String> = req.attributes.into_iter().collect();
         let tags: BTreeMap<String, String> = req.tags.into_iter().collect();
@@ -455,7 +457,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn get_queue_url(
         &self,
         request: Request<pb::GetQueueUrlRequest>,
-    ) -> Result<Response<pb::GetQueueUrlResponse>, Status> {
+    ) -> Reply<pb::GetQueueUrlResponse> {
         let how = consistency(&request)?;
         let req = request.into_inner();
         queues::validate_name("queue_name", &req.queue_name).map_err(super::status::from_domain)?;
@@ -480,7 +482,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn list_queues(
         &self,
         request: Request<pb::ListQueuesRequest>,
-    ) -> Result<Response<pb::ListQueuesResponse>, Status> {
+    ) -> Reply<pb::ListQueuesResponse> {
         let how = consistency(&request)?;
         let req = request.into_inner();
         let list = ListQueues::new(&req.queue_name_prefix, req.max_results, &req.next_token)
@@ -496,7 +498,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn delete_queue(
         &self,
         request: Request<pb::DeleteQueueRequest>,
-    ) -> Result<Response<pb::DeleteQueueResponse>, Status> {
+    ) -> Reply<pb::DeleteQueueResponse> {
         let name = self.queue_name(&request.into_inner().queue_name)?;
         self.ctx.run(crate::queues::DeleteQueue { name }).await?;
         Ok(Response::new(pb::DeleteQueueResponse {}))
@@ -505,7 +507,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn get_queue_attributes(
         &self,
         request: Request<pb::GetQueueAttributesRequest>,
-    ) -> Result<Response<pb::GetQueueAttributesResponse>, Status> {
+    ) -> Reply<pb::GetQueueAttributesResponse> {
         let how = consistency(&request)?;
         let req = request.into_inner();
         let name = self.queue_name(&req.queue_name)?;
@@ -567,7 +569,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn set_queue_attributes(
         &self,
         request: Request<pb::SetQueueAttributesRequest>,
-    ) -> Result<Response<pb::SetQueueAttributesResponse>, Status> {
+    ) -> Reply<pb::SetQueueAttributesResponse> {
         let req = request.into_inner();
         let name = self.queue_name(&req.queue_name)?;
         let map: BTreeMap<String, String> = req.attributes.into_iter().collect();
@@ -583,7 +585,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn tag_queue(
         &self,
         request: Request<pb::TagQueueRequest>,
-    ) -> Result<Response<pb::TagQueueResponse>, Status> {
+    ) -> Reply<pb::TagQueueResponse> {
         let req = request.into_inner();
         let name = self.queue_name(&req.queue_name)?;
         let tags: BTreeMap<String, String> = req.tags.into_iter().collect();
@@ -603,7 +605,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn untag_queue(
         &self,
         request: Request<pb::UntagQueueRequest>,
-    ) -> Result<Response<pb::UntagQueueResponse>, Status> {
+    ) -> Reply<pb::UntagQueueResponse> {
         let req = request.into_inner();
         let name = self.queue_name(&req.queue_name)?;
         if req.tag_keys.is_empty() {
@@ -625,7 +627,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn list_queue_tags(
         &self,
         request: Request<pb::ListQueueTagsRequest>,
-    ) -> Result<Response<pb::ListQueueTagsResponse>, Status> {
+    ) -> Reply<pb::ListQueueTagsResponse> {
         let how = consistency(&request)?;
         let name = self.queue_name(&request.into_inner().queue_name)?;
         let q = self.queue(how, &name).await?;
@@ -637,7 +639,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn purge_queue(
         &self,
         request: Request<pb::PurgeQueueRequest>,
-    ) -> Result<Response<pb::PurgeQueueResponse>, Status> {
+    ) -> Reply<pb::PurgeQueueResponse> {
         let name = self.queue_name(&request.into_inner().queue_name)?;
         self.ctx.run(crate::queues::PurgeQueue { name }).await?;
         Ok(Response::new(pb::PurgeQueueResponse {}))
@@ -646,7 +648,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn send_message(
         &self,
         request: Request<pb::SendMessageRequest>,
-    ) -> Result<Response<pb::SendMessageResponse>, Status> {
+    ) -> Reply<pb::SendMessageResponse> {
         let req = request.into_inner();
         let queue = self.queue_name(&req.queue_name)?;
         let m = NewMessage::validate(
@@ -683,7 +685,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn send_message_batch(
         &self,
         request: Request<pb::SendMessageBatchRequest>,
-    ) -> Result<Response<pb::SendMessageBatchResponse>, Status> {
+    ) -> Reply<pb::SendMessageBatchResponse> {
         let req = request.into_inner();
         let queue = self.queue_name(&req.queue_name)?;
         let fifo = queues::is_fifo_name(&queue);
@@ -726,7 +728,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn receive_message(
         &self,
         request: Request<pb::ReceiveMessageRequest>,
-    ) -> Result<Response<pb::ReceiveMessageResponse>, Status> {
+    ) -> Reply<pb::ReceiveMessageResponse> {
         let req = request.into_inner();
         let queue = self.queue_name(&req.queue_name)?;
         let max = count_in("max_number_of_messages", req.max_number_of_messages, 1, 10)?;
@@ -807,7 +809,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn delete_message(
         &self,
         request: Request<pb::DeleteMessageRequest>,
-    ) -> Result<Response<pb::DeleteMessageResponse>, Status> {
+    ) -> Reply<pb::DeleteMessageResponse> {
         let req = request.into_inner();
         let queue = self.queue_name(&req.queue_name)?;
         let receipt = self
@@ -827,7 +829,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn delete_message_batch(
         &self,
         request: Request<pb::DeleteMessageBatchRequest>,
-    ) -> Result<Response<pb::DeleteMessageBatchResponse>, Status> {
+    ) -> Reply<pb::DeleteMessageBatchResponse> {
         let req = request.into_inner();
         let queue = self.queue_name(&req.queue_name)?;
         let batch = split(
@@ -850,7 +852,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn change_message_visibility(
         &self,
         request: Request<pb::ChangeMessageVisibilityRequest>,
-    ) -> Result<Response<pb::ChangeMessageVisibilityResponse>, Status> {
+    ) -> Reply<pb::ChangeMessageVisibilityResponse> {
         let req = request.into_inner();
         let queue = self.queue_name(&req.queue_name)?;
         let receipt = self
@@ -876,7 +878,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn change_message_visibility_batch(
         &self,
         request: Request<pb::ChangeMessageVisibilityBatchRequest>,
-    ) -> Result<Response<pb::ChangeMessageVisibilityBatchResponse>, Status> {
+    ) -> Reply<pb::ChangeMessageVisibilityBatchResponse> {
         let req = request.into_inner();
         let queue = self.queue_name(&req.queue_name)?;
         let batch = split(
@@ -908,7 +910,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn list_dead_letter_source_queues(
         &self,
         request: Request<pb::ListDeadLetterSourceQueuesRequest>,
-    ) -> Result<Response<pb::ListDeadLetterSourceQueuesResponse>, Status> {
+    ) -> Reply<pb::ListDeadLetterSourceQueuesResponse> {
         let how = consistency(&request)?;
         let req = request.into_inner();
         let name = self.queue_name(&req.queue_name)?;
@@ -935,7 +937,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn start_message_move_task(
         &self,
         request: Request<pb::StartMessageMoveTaskRequest>,
-    ) -> Result<Response<pb::StartMessageMoveTaskResponse>, Status> {
+    ) -> Reply<pb::StartMessageMoveTaskResponse> {
         let req = request.into_inner();
         let queue = arn_ref("source_arn", &req.source_arn)?;
         let destination = req
@@ -1005,7 +1007,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn list_message_move_tasks(
         &self,
         request: Request<pb::ListMessageMoveTasksRequest>,
-    ) -> Result<Response<pb::ListMessageMoveTasksResponse>, Status> {
+    ) -> Reply<pb::ListMessageMoveTasksResponse> {
         let how = consistency(&request)?;
         let req = request.into_inner();
         let name = arn_ref("source_arn", &req.source_arn)?;
@@ -1026,7 +1028,7 @@ impl pb::queues_server::Queues for QueuesApi {
     async fn cancel_message_move_task(
         &self,
         request: Request<pb::CancelMessageMoveTaskRequest>,
-    ) -> Result<Response<pb::CancelMessageMoveTaskResponse>, Status> {
+    ) -> Reply<pb::CancelMessageMoveTaskResponse> {
         let handle = request.into_inner().task_handle;
         let not_found = || {
             super::status::from_domain(DomainError::not_found(

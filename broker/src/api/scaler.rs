@@ -27,6 +27,8 @@ use sluice_proto::externalscaler::external_scaler_server::ExternalScaler;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use super::Reply;
+
 use super::{status, Context};
 use crate::clock::now_ms;
 use crate::error::{ApplyError, DomainError};
@@ -215,7 +217,7 @@ impl ExternalScaler for ScalerApi {
     async fn is_active(
         &self,
         request: Request<pb::ScaledObjectRef>,
-    ) -> Result<Response<pb::IsActiveResponse>, Status> {
+    ) -> Reply<pb::IsActiveResponse> {
         let t = trigger_of(request.get_ref())?;
         Ok(Response::new(pb::IsActiveResponse {
             result: self.active(&t)?,
@@ -225,10 +227,7 @@ impl ExternalScaler for ScalerApi {
     type StreamIsActiveStream = ActiveStream;
 
     /// Sends the activity at once, then each time it changes.
-    async fn stream_is_active(
-        &self,
-        request: Request<pb::ScaledObjectRef>,
-    ) -> Result<Response<ActiveStream>, Status> {
+    async fn stream_is_active(&self, request: Request<pb::ScaledObjectRef>) -> Reply<ActiveStream> {
         let t = trigger_of(request.get_ref())?;
         let first = self.active(&t)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -276,7 +275,7 @@ impl ExternalScaler for ScalerApi {
     async fn get_metric_spec(
         &self,
         request: Request<pb::ScaledObjectRef>,
-    ) -> Result<Response<pb::GetMetricSpecResponse>, Status> {
+    ) -> Reply<pb::GetMetricSpecResponse> {
         let t = trigger_of(request.get_ref())?;
         Ok(Response::new(pb::GetMetricSpecResponse {
             metric_specs: vec![pb::MetricSpec {
@@ -290,7 +289,7 @@ impl ExternalScaler for ScalerApi {
     async fn get_metrics(
         &self,
         request: Request<pb::GetMetricsRequest>,
-    ) -> Result<Response<pb::GetMetricsResponse>, Status> {
+    ) -> Reply<pb::GetMetricsResponse> {
         let r = request.into_inner();
         let object = r
             .scaled_object_ref

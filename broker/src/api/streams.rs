@@ -17,6 +17,8 @@ use std::time::Duration;
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use super::Reply;
+
 use super::fields::{next_token, optional};
 use super::{Consistency, Context};
 use crate::clock::now_ms;
@@ -373,7 +375,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn create_stream(
         &self,
         request: Request<pb::CreateStreamRequest>,
-    ) -> Result<Response<pb::CreateStreamResponse>, Status> {
+    ) -> Reply<pb::CreateStreamResponse> {
         let r = request.into_inner();
         let c = streams::CreateStream::new(
             &r.stream_name,
@@ -396,7 +398,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn delete_stream(
         &self,
         request: Request<pb::DeleteStreamRequest>,
-    ) -> Result<Response<pb::DeleteStreamResponse>, Status> {
+    ) -> Reply<pb::DeleteStreamResponse> {
         let name = stream_ref("stream_name", &request.into_inner().stream_name)?;
         self.ctx.run(crate::streams::DeleteStream { name }).await?;
         Ok(Response::new(pb::DeleteStreamResponse {}))
@@ -405,7 +407,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn list_streams(
         &self,
         request: Request<pb::ListStreamsRequest>,
-    ) -> Result<Response<pb::ListStreamsResponse>, Status> {
+    ) -> Reply<pb::ListStreamsResponse> {
         let how = super::consistency(&request)?;
         let r = request.into_inner();
         let limit = limit_in("limit", r.limit, 100, 10_000)? as u32;
@@ -427,7 +429,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn describe_stream(
         &self,
         request: Request<pb::DescribeStreamRequest>,
-    ) -> Result<Response<pb::DescribeStreamResponse>, Status> {
+    ) -> Reply<pb::DescribeStreamResponse> {
         let how = super::consistency(&request)?;
         let r = request.into_inner();
         let name = stream_ref("stream_name", &r.stream_name)?;
@@ -453,7 +455,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn describe_stream_summary(
         &self,
         request: Request<pb::DescribeStreamSummaryRequest>,
-    ) -> Result<Response<pb::DescribeStreamSummaryResponse>, Status> {
+    ) -> Reply<pb::DescribeStreamSummaryResponse> {
         let how = super::consistency(&request)?;
         let name = stream_ref("stream_name", &request.into_inner().stream_name)?;
         let s = self.stream(how, &name).await?;
@@ -473,7 +475,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn list_shards(
         &self,
         request: Request<pb::ListShardsRequest>,
-    ) -> Result<Response<pb::ListShardsResponse>, Status> {
+    ) -> Reply<pb::ListShardsResponse> {
         let how = super::consistency(&request)?;
         let r = request.into_inner();
         let name = stream_ref("stream_name", &r.stream_name)?;
@@ -492,7 +494,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn put_record(
         &self,
         request: Request<pb::PutRecordRequest>,
-    ) -> Result<Response<pb::PutRecordResponse>, Status> {
+    ) -> Reply<pb::PutRecordResponse> {
         let r = request.into_inner();
         let stream = stream_ref("stream_name", &r.stream_name)?;
         let rec = NewRecord::new("", r.data, r.partition_key, &r.explicit_hash_key)
@@ -515,7 +517,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn put_records(
         &self,
         request: Request<pb::PutRecordsRequest>,
-    ) -> Result<Response<pb::PutRecordsResponse>, Status> {
+    ) -> Reply<pb::PutRecordsResponse> {
         let r = request.into_inner();
         let stream = stream_ref("stream_name", &r.stream_name)?;
         let records = r
@@ -565,7 +567,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn get_shard_iterator(
         &self,
         request: Request<pb::GetShardIteratorRequest>,
-    ) -> Result<Response<pb::GetShardIteratorResponse>, Status> {
+    ) -> Reply<pb::GetShardIteratorResponse> {
         // Linearizable by default: LATEST is the newest record now, and
         // a stream just created is found.
         let how = super::consistency(&request)?;
@@ -597,7 +599,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn get_records(
         &self,
         request: Request<pb::GetRecordsRequest>,
-    ) -> Result<Response<pb::GetRecordsResponse>, Status> {
+    ) -> Reply<pb::GetRecordsResponse> {
         let how = record_read_consistency(&request)?;
         let r = request.into_inner();
         let it = open_iterator(&self.ctx.security.iterators, &r.shard_iterator)
@@ -654,21 +656,21 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn increase_stream_retention_period(
         &self,
         request: Request<pb::StreamRetentionRequest>,
-    ) -> Result<Response<pb::StreamRetentionResponse>, Status> {
+    ) -> Reply<pb::StreamRetentionResponse> {
         self.retention(request, true).await
     }
 
     async fn decrease_stream_retention_period(
         &self,
         request: Request<pb::StreamRetentionRequest>,
-    ) -> Result<Response<pb::StreamRetentionResponse>, Status> {
+    ) -> Reply<pb::StreamRetentionResponse> {
         self.retention(request, false).await
     }
 
     async fn split_shard(
         &self,
         request: Request<pb::SplitShardRequest>,
-    ) -> Result<Response<pb::SplitShardResponse>, Status> {
+    ) -> Reply<pb::SplitShardResponse> {
         let r = request.into_inner();
         let name = stream_ref("stream_name", &r.stream_name)?;
         let shard = streams::parse_shard_id("shard_to_split", &r.shard_to_split)
@@ -691,7 +693,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn merge_shards(
         &self,
         request: Request<pb::MergeShardsRequest>,
-    ) -> Result<Response<pb::MergeShardsResponse>, Status> {
+    ) -> Reply<pb::MergeShardsResponse> {
         let r = request.into_inner();
         let name = stream_ref("stream_name", &r.stream_name)?;
         let shard = streams::parse_shard_id("shard_to_merge", &r.shard_to_merge)
@@ -715,7 +717,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn update_shard_count(
         &self,
         request: Request<pb::UpdateShardCountRequest>,
-    ) -> Result<Response<pb::UpdateShardCountResponse>, Status> {
+    ) -> Reply<pb::UpdateShardCountResponse> {
         let r = request.into_inner();
         let name = stream_ref("stream_name", &r.stream_name)?;
         if !r.scaling_type.is_empty() && r.scaling_type != "UNIFORM_SCALING" {
@@ -736,7 +738,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn add_tags_to_stream(
         &self,
         request: Request<pb::AddTagsToStreamRequest>,
-    ) -> Result<Response<pb::AddTagsToStreamResponse>, Status> {
+    ) -> Reply<pb::AddTagsToStreamResponse> {
         let r = request.into_inner();
         let tags = r.tags.into_iter().collect();
         self.retag(&r.stream_name, Change::Add(tags)).await?;
@@ -746,7 +748,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn remove_tags_from_stream(
         &self,
         request: Request<pb::RemoveTagsFromStreamRequest>,
-    ) -> Result<Response<pb::RemoveTagsFromStreamResponse>, Status> {
+    ) -> Reply<pb::RemoveTagsFromStreamResponse> {
         let r = request.into_inner();
         self.retag(&r.stream_name, Change::Remove(r.tag_keys))
             .await?;
@@ -756,7 +758,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn list_tags_for_stream(
         &self,
         request: Request<pb::ListTagsForStreamRequest>,
-    ) -> Result<Response<pb::ListTagsForStreamResponse>, Status> {
+    ) -> Reply<pb::ListTagsForStreamResponse> {
         let how = super::consistency(&request)?;
         let name = stream_ref("stream_name", &request.into_inner().stream_name)?;
         let s = self.stream(how, &name).await?;
@@ -768,7 +770,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn register_stream_consumer(
         &self,
         request: Request<pb::RegisterStreamConsumerRequest>,
-    ) -> Result<Response<pb::RegisterStreamConsumerResponse>, Status> {
+    ) -> Reply<pb::RegisterStreamConsumerResponse> {
         let r = request.into_inner();
         let name = stream_ref("stream_arn", &r.stream_arn)?;
         streams::validate_name("consumer_name", &r.consumer_name)
@@ -788,7 +790,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn deregister_stream_consumer(
         &self,
         request: Request<pb::DeregisterStreamConsumerRequest>,
-    ) -> Result<Response<pb::DeregisterStreamConsumerResponse>, Status> {
+    ) -> Reply<pb::DeregisterStreamConsumerResponse> {
         let r = request.into_inner();
         let (name, consumer) = if !r.consumer_arn.is_empty() {
             consumer_ref("consumer_arn", &r.consumer_arn)?
@@ -806,7 +808,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn list_stream_consumers(
         &self,
         request: Request<pb::ListStreamConsumersRequest>,
-    ) -> Result<Response<pb::ListStreamConsumersResponse>, Status> {
+    ) -> Reply<pb::ListStreamConsumersResponse> {
         let how = super::consistency(&request)?;
         let name = stream_ref("stream_arn", &request.into_inner().stream_arn)?;
         let s = self.stream(how, &name).await?;
@@ -822,7 +824,7 @@ impl pb::streams_server::Streams for StreamsApi {
     async fn subscribe_to_shard(
         &self,
         request: Request<pb::SubscribeToShardRequest>,
-    ) -> Result<Response<Self::SubscribeToShardStream>, Status> {
+    ) -> Reply<Self::SubscribeToShardStream> {
         let r = request.into_inner();
         let (name, consumer) = consumer_ref("consumer_arn", &r.consumer_arn)?;
         let shard =
@@ -870,7 +872,7 @@ impl StreamsApi {
         &self,
         request: Request<pb::StreamRetentionRequest>,
         increase: bool,
-    ) -> Result<Response<pb::StreamRetentionResponse>, Status> {
+    ) -> Reply<pb::StreamRetentionResponse> {
         let r = request.into_inner();
         let name = stream_ref("stream_name", &r.stream_name)?;
         let hours = u32::try_from(r.retention_period_hours)

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use super::Reply;
+
 use super::fields::next_token;
 use super::queues::{split, to_value};
 use super::{consistency, Context};
@@ -162,7 +164,7 @@ impl pb::topics_server::Topics for TopicsApi {
     async fn create_topic(
         &self,
         request: Request<pb::CreateTopicRequest>,
-    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+    ) -> Reply<pb::CreateTopicResponse> {
         let req = request.into_inner();
         let cmd = CreateTopic::new(
             &req.name,
@@ -181,7 +183,7 @@ impl pb::topics_server::Topics for TopicsApi {
     async fn delete_topic(
         &self,
         request: Request<pb::DeleteTopicRequest>,
-    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+    ) -> Reply<pb::DeleteTopicResponse> {
         let name = topic_ref("topic_arn", &request.into_inner().topic_arn)?;
         self.ctx.run(crate::topics::DeleteTopic { name }).await?;
         Ok(Response::new(pb::DeleteTopicResponse {}))
@@ -190,7 +192,7 @@ impl pb::topics_server::Topics for TopicsApi {
     async fn list_topics(
         &self,
         request: Request<pb::ListTopicsRequest>,
-    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+    ) -> Reply<pb::ListTopicsResponse> {
         let how = consistency(&request)?;
         let req = request.into_inner();
         let after = parse_token("next_token", &req.next_token, 1)?.map(|mut v| v.remove(0));
@@ -208,7 +210,7 @@ impl pb::topics_server::Topics for TopicsApi {
     async fn get_topic_attributes(
         &self,
         request: Request<pb::GetTopicAttributesRequest>,
-    ) -> Result<Response<pb::GetTopicAttributesResponse>, Status> {
+    ) -> Reply<pb::GetTopicAttributesResponse> {
         let how = consistency(&request)?;
         let name = topic_ref("topic_arn", &request.into_inner().topic_arn)?;
         let (t, counts) = self
@@ -229,7 +231,7 @@ impl pb::topics_server::Topics for TopicsApi {
     async fn set_topic_attributes(
         &self,
         request: Request<pb::SetTopicAttributesRequest>,
-    ) -> Result<Response<pb::SetTopicAttributesResponse>, Status> {
+    ) -> Reply<pb::SetTopicAttributesResponse> {
         let req = request.into_inner();
         let name = topic_ref("topic_arn", &req.topic_arn)?;
         // The name says whether the topic is FIFO.
@@ -253,7 +255,7 @@ impl pb::topics_server::Topics for TopicsApi {
     async fn subscribe(
         &self,
         request: Request<pb::SubscribeRequest>,
-    ) -> Result<Response<pb::SubscribeResponse>, Status> {
+    ) -> Reply<pb::SubscribeResponse> {
         let req = request.into_inner();
         let req_return_arn = req.return_subscription_arn;
         let topic = topic_ref("topic_arn", &req.topic_arn)?;
@@ -305,7 +307,7 @@ impl pb::topics_server::Topics for TopicsApi {
     async fn confirm_subscription(
         &self,
         request: Request<pb::ConfirmSubscriptionRequest>,
-    ) -> Result<Response<pb::ConfirmSubscriptionResponse>, Status> {
+    ) -> Reply<pb::ConfirmSubscriptionResponse> {
         let req = request.into_inner();
         let topic = topic_ref("topic_arn", &req.topic_arn)?;
         let arn = confirm(&self.ctx, &topic, &req.token).await?;
@@ -317,7 +319,7 @@ impl pb::topics_server::Topics for TopicsApi {
     async fn unsubscribe(
         &self,
         request: Request<pb::UnsubscribeRequest>,
-    ) -> Result<Response<pb::UnsubscribeResponse>, Status> {
+    ) -> Reply<pb::UnsubscribeResponse> {
         let (topic, id) =
             subscription_ref("subscription_arn", &request.into_inner().subscription_arn)?;
         self.ctx
@@ -329,7 +331,7 @@ impl pb::topics_server::Topics for TopicsApi {
     async fn list_subscriptions(
         &self,
         request: Request<pb::ListSubscriptionsRequest>,
-    ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
+    ) -> Reply<pb::ListSubscriptionsResponse> {
         let how = consistency(&request)?;
         let req = request.into_inner();
         self.subscriptions(how, None, &req.next_token).await
@@ -338,7 +340,7 @@ impl pb::topics_server::Topics for TopicsApi {
     async fn list_subscriptions_by_topic(
         &self,
         request: Request<pb::ListSubscriptionsByTopicRequest>,
-    ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
+    ) -> Reply<pb::ListSubscriptionsResponse> {
         let how = consistency(&request)?;
         let req = request.into_inner();
         let topic = topic_ref("topic_arn", &req.topic_arn)?;
@@ -348,7 +350,7 @@ impl pb::topics_server::Topics for TopicsApi {
     async fn get_subscription_attributes(
         &self,
         request: Request<pb::GetSubscriptionAttributesRequest>,
-    ) -> Result<Response<pb::GetSubscriptionAttributesResponse>, Status> {
+    ) -> Reply<pb::GetSubscriptionAttributesResponse> {
         let how = consistency(&request)?;
         let (topic, id) =
             subscription_ref("subscription_arn", &request.into_inner().subscription_arn)?;
@@ -375,7 +377,7 @@ impl pb::topics_server::Topics for TopicsApi {
     async fn set_subscription_attributes(
         &self,
         request: Request<pb::SetSubscriptionAttributesRequest>,
-    ) -> Result<Response<pb::SetSubscriptionAttributesResponse>, Status> {
+    ) -> Reply<pb::SetSubscriptionAttributesResponse> {
         let req = request.into_inner();
         let (topic, id) = subscription_ref("subscription_arn", &req.subscription_arn)?;
         self.ctx
@@ -389,10 +391,7 @@ impl pb::topics_server::Topics for TopicsApi {
         Ok(Response::new(pb::SetSubscriptionAttributesResponse {}))
     }
 
-    async fn publish(
-        &self,
-        request: Request<pb::PublishRequest>,
-    ) -> Result<Response<pb::PublishResponse>, Status> {
+    async fn publish(&self, request: Request<pb::PublishRequest>) -> Reply<pb::PublishResponse> {
         let req = request.into_inner();
         let topic = topic_ref("topic_arn", &req.topic_arn)?;
         let p = Publication::validate(
@@ -427,7 +426,7 @@ impl pb::topics_server::Topics for TopicsApi {
     async fn publish_batch(
         &self,
         request: Request<pb::PublishBatchRequest>,
-    ) -> Result<Response<pb::PublishBatchResponse>, Status> {
+    ) -> Reply<pb::PublishBatchResponse> {
         let req = request.into_inner();
         let topic = topic_ref("topic_arn", &req.topic_arn)?;
         let fifo = topic.ends_with(".fifo");
@@ -482,7 +481,7 @@ impl pb::topics_server::Topics for TopicsApi {
     async fn tag_resource(
         &self,
         request: Request<pb::TagResourceRequest>,
-    ) -> Result<Response<pb::TagResourceResponse>, Status> {
+    ) -> Reply<pb::TagResourceResponse> {
         let req = request.into_inner();
         let tags = req.tags.into_iter().collect();
         self.retag(&req.resource_arn, Change::Add(tags)).await?;
@@ -492,7 +491,7 @@ impl pb::topics_server::Topics for TopicsApi {
     async fn untag_resource(
         &self,
         request: Request<pb::UntagResourceRequest>,
-    ) -> Result<Response<pb::UntagResourceResponse>, Status> {
+    ) -> Reply<pb::UntagResourceResponse> {
         let req = request.into_inner();
         self.retag(&req.resource_arn, Change::Remove(req.tag_keys))
             .await?;
@@ -502,7 +501,7 @@ impl pb::topics_server::Topics for TopicsApi {
     async fn list_tags_for_resource(
         &self,
         request: Request<pb::ListTagsForResourceRequest>,
-    ) -> Result<Response<pb::ListTagsForResourceResponse>, Status> {
+    ) -> Reply<pb::ListTagsForResourceResponse> {
         let how = consistency(&request)?;
         let name = topic_ref("resource_arn", &request.into_inner().resource_arn)?;
         let (t, _) = self.ctx.ask(how, crate::topics::GetTopic { name }).await?;
@@ -533,7 +532,7 @@ impl TopicsApi {
         how: super::Consistency,
         topic: Option<String>,
         token: &str,
-    ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
+    ) -> Reply<pb::ListSubscriptionsResponse> {
         let after = parse_token("next_token", token, 2)?.map(|v| (v[0].clone(), v[1].clone()));
         let (subs, next) = self
             .ctx

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use super::Reply;
+
 use super::{Consistency, Context};
 use crate::clock::now_ms;
 use crate::functions::concurrency::ProvisionedConfig;
@@ -193,7 +195,7 @@ impl pb::workers_server::Workers for WorkersApi {
     async fn heartbeat(
         &self,
         request: Request<pb::HeartbeatRequest>,
-    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+    ) -> Reply<pb::HeartbeatResponse> {
         let owner = super::caller(&request)?.owner();
         let r = request.into_inner();
         if self.ctx.security.cluster_tls()
@@ -262,10 +264,7 @@ impl pb::workers_server::Workers for WorkersApi {
         }))
     }
 
-    async fn leave(
-        &self,
-        request: Request<pb::LeaveRequest>,
-    ) -> Result<Response<pb::LeaveResponse>, Status> {
+    async fn leave(&self, request: Request<pb::LeaveRequest>) -> Reply<pb::LeaveResponse> {
         let owner = super::caller(&request)?.owner();
         let id = request.into_inner().worker_id;
         sluice_worker::validate_id(&id).map_err(|e| super::status::invalid("worker_id", e))?;
@@ -275,10 +274,7 @@ impl pb::workers_server::Workers for WorkersApi {
         Ok(Response::new(pb::LeaveResponse {}))
     }
 
-    async fn get_code(
-        &self,
-        request: Request<pb::GetCodeRequest>,
-    ) -> Result<Response<pb::GetCodeResponse>, Status> {
+    async fn get_code(&self, request: Request<pb::GetCodeRequest>) -> Reply<pb::GetCodeResponse> {
         let sha256 = request.into_inner().sha256;
         if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(super::status::invalid(
@@ -305,7 +301,7 @@ impl pb::workers_server::Workers for WorkersApi {
     async fn commit_checkpoint(
         &self,
         request: Request<pb::CommitCheckpointRequest>,
-    ) -> Result<Response<pb::CommitCheckpointResponse>, Status> {
+    ) -> Reply<pb::CommitCheckpointResponse> {
         let r = request.into_inner();
         sluice_worker::validate_id(&r.worker_id)
             .map_err(|e| super::status::invalid("worker_id", e))?;
@@ -334,7 +330,7 @@ impl pb::workers_server::Workers for WorkersApi {
     async fn report_mapping_result(
         &self,
         request: Request<pb::ReportMappingResultRequest>,
-    ) -> Result<Response<pb::ReportMappingResultResponse>, Status> {
+    ) -> Reply<pb::ReportMappingResultResponse> {
         let r = request.into_inner();
         // Pollers of one mapping report the same result over and over:
         // what this node already has needs no write.
@@ -358,7 +354,7 @@ impl pb::workers_server::Workers for WorkersApi {
     async fn list_workers(
         &self,
         _request: Request<pb::ListWorkersRequest>,
-    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+    ) -> Reply<pb::ListWorkersResponse> {
         let now = now_ms();
         let workers = registered(&self.ctx)?
             .into_iter()
