@@ -198,6 +198,30 @@ pub fn put_str(out: &mut Map<String, Value>, key: &str, value: String) {
     }
 }
 
+/// An object of the string members `fields`, the empty ones left out (see
+/// [`put_str`]).
+pub fn strings<const N: usize>(fields: [(&str, String); N]) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (key, value) in fields {
+        put_str(&mut out, key, value);
+    }
+    out
+}
+
+/// The JSON array of `items`, each written by `write`.
+pub fn array<T>(items: Vec<T>, write: impl FnMut(T) -> Value) -> Value {
+    Value::Array(items.into_iter().map(write).collect())
+}
+
+/// A list's answer: `items` under `key`, and the token of the next page
+/// (under `token_key`) when there is one.
+pub fn page(key: &str, items: Value, token_key: &str, next: String) -> Value {
+    let mut out = Map::new();
+    out.insert(key.to_string(), items);
+    put_str(&mut out, token_key, next);
+    Value::Object(out)
+}
+
 /// Message attributes as a request gives them: `{"Name": {"DataType":
 /// "String", "StringValue": "v"}}`, binary values in base64.
 pub fn message_attributes(

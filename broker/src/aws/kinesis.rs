@@ -12,7 +12,7 @@ use sluice_proto::v1 as pb;
 
 use super::call::Calls;
 use super::error::AwsError;
-use super::json::{put_str, Input};
+use super::json::{array, page, strings, Input};
 
 /// The JSON content type of the answers.
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
@@ -149,19 +149,13 @@ pub async fn handle(call: Calls<'_>, action: &str, input: Input<'_>) -> Result<V
                 next_token,
             };
             let r: pb::ListShardsResponse = call.run("ListShards", req).await?;
-            let mut out = Map::new();
-            out.insert(
-                "Shards".into(),
-                Value::Array(r.shards.into_iter().map(shard).collect()),
-            );
-            if !r.next_token.is_empty() {
+            let next = if r.next_token.is_empty() {
+                r.next_token
+            } else {
                 let name = stream_name.rsplit('/').next().unwrap_or(&stream_name);
-                out.insert(
-                    "NextToken".into(),
-                    json!(format!("{name}/{}", r.next_token)),
-                );
-            }
-            Ok(Value::Object(out))
+                format!("{name}/{}", r.next_token)
+            };
+            Ok(page("Shards", array(r.shards, shard), "NextToken", next))
         }
         "PutRecord" => {
             let req = pb::PutRecordRequest {
@@ -190,18 +184,14 @@ pub async fn handle(call: Calls<'_>, action: &str, input: Input<'_>) -> Result<V
                 records,
             };
             let r: pb::PutRecordsResponse = call.run("PutRecords", req).await?;
-            let records: Vec<Value> = r
-                .records
-                .into_iter()
-                .map(|e| {
-                    let mut out = Map::new();
-                    put_str(&mut out, "ShardId", e.shard_id);
-                    put_str(&mut out, "SequenceNumber", e.sequence_number);
-                    put_str(&mut out, "ErrorCode", e.error_code);
-                    put_str(&mut out, "ErrorMessage", e.error_message);
-                    Value::Object(out)
-                })
-                .collect();
+            let records = array(r.records, |e| {
+                Value::Object(strings([
+                    ("ShardId", e.shard_id),
+                    ("SequenceNumber", e.sequence_number),
+                    ("ErrorCode", e.error_code),
+                    ("ErrorMessage", e.error_message),
+                ]))
+            });
             Ok(json!({
                 "FailedRecordCount": r.failed_record_count,
                 "Records": records,
@@ -228,18 +218,11 @@ pub async fn handle(call: Calls<'_>, action: &str, input: Input<'_>) -> Result<V
                 stream_name: input.string("StreamARN")?.unwrap_or_default(),
             };
             let r: pb::GetRecordsResponse = call.run("GetRecords", req).await?;
-            let mut out = Map::new();
-            out.insert(
-                "Records".into(),
-                Value::Array(r.records.into_iter().map(record).collect()),
-            );
-            put_str(&mut out, "NextShardIterator", r.next_shard_iterator);
+            let mut out = strings([("NextShardIterator", r.next_shard_iterator)]);
+            out.insert("Records".into(), array(r.records, record));
             out.insert("MillisBehindLatest".into(), json!(r.millis_behind_latest));
             if !r.child_shards.is_empty() {
-                out.insert(
-                    "ChildShards".into(),
-                    Value::Array(r.child_shards.into_iter().map(child_shard).collect()),
-                );
+                out.insert("ChildShards".into(), array(r.child_shards, child_shard));
             }
             Ok(Value::Object(out))
         }
@@ -445,29 +428,21 @@ fn seconds(ms: i64) -> Value {
 }
 
 fn shard(s: pb::Shard) -> Value {
-    let mut out = Map::new();
+    let mut out = strings([
+        ("ParentShardId", s.parent_shard_id),
+        ("AdjacentParentShardId", s.adjacent_parent_shard_id),
+    ]);
     out.insert("ShardId".into(), json!(s.shard_id));
-    put_str(&mut out, "ParentShardId", s.parent_shard_id);
-    put_str(
-        &mut out,
-        "AdjacentParentShardId",
-        s.adjacent_parent_shard_id,
-    );
     let hash = s.hash_key_range.unwrap_or_default();
     out.insert(
         "HashKeyRange".into(),
         json!({ "StartingHashKey": hash.starting_hash_key, "EndingHashKey": hash.ending_hash_key }),
     );
     let seq = s.sequence_number_range.unwrap_or_default();
-    let mut range = Map::new();
+    let mut range = strings([("EndingSequenceNumber", seq.ending_sequence_number)]);
     range.insert(
         "StartingSequenceNumber".into(),
         json!(seq.starting_sequence_number),
-    );
-    put_str(
-        &mut range,
-        "EndingSequenceNumber",
-        seq.ending_sequence_number,
     );
     out.insert("SequenceNumberRange".into(), Value::Object(range));
     Value::Object(out)

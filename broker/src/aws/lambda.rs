@@ -12,7 +12,7 @@ use sluice_proto::v1 as pb;
 
 use super::call::Calls;
 use super::error::AwsError;
-use super::json::{put_str, Input};
+use super::json::{array, page, put_str, Input};
 use crate::identity::Identity;
 
 /// The gRPC service the actions run on.
@@ -408,13 +408,11 @@ async fn list_functions(call: &Calls<'_>, request: &Request<'_>) -> Result<Answe
         max_items,
     };
     let r: pb::ListFunctionsResponse = call.run("ListFunctions", req).await?;
-    let mut out = Map::new();
-    out.insert(
-        "Functions".into(),
-        Value::Array(r.functions.into_iter().map(configuration).collect()),
-    );
-    put_str(&mut out, "NextMarker", r.next_marker);
-    Ok(Answer::json(200, Value::Object(out)))
+    let functions = array(r.functions, configuration);
+    Ok(Answer::json(
+        200,
+        page("Functions", functions, "NextMarker", r.next_marker),
+    ))
 }
 
 /// `GetFunction` (with `whole`) or `GetFunctionConfiguration` of the

@@ -11,7 +11,7 @@ use sluice_proto::v1 as pb;
 
 use super::call::Calls;
 use super::error::AwsError;
-use super::json::{batch_failures, message_attributes, put_str, Input};
+use super::json::{array, batch_failures, message_attributes, page, strings, Input};
 use super::query::{self, map, Layout};
 
 /// The gRPC service the actions run on.
@@ -77,15 +77,8 @@ pub async fn handle(call: Calls<'_>, action: &str, input: Input<'_>) -> Result<V
                 next_token: input.string("NextToken")?.unwrap_or_default(),
             };
             let r: pb::ListTopicsResponse = call.run("ListTopics", req).await?;
-            let topics: Vec<Value> = r
-                .topic_arns
-                .into_iter()
-                .map(|arn| json!({ "TopicArn": arn }))
-                .collect();
-            let mut out = Map::new();
-            out.insert("Topics".into(), Value::Array(topics));
-            put_str(&mut out, "NextToken", r.next_token);
-            Ok(Value::Object(out))
+            let topics = array(r.topic_arns, |arn| json!({ "TopicArn": arn }));
+            Ok(page("Topics", topics, "NextToken", r.next_token))
         }
         "GetTopicAttributes" => {
             let req = pb::GetTopicAttributesRequest {
@@ -189,10 +182,7 @@ pub async fn handle(call: Calls<'_>, action: &str, input: Input<'_>) -> Result<V
                     .unwrap_or_default(),
             };
             let r: pb::PublishResponse = call.run("Publish", req).await?;
-            let mut out = Map::new();
-            put_str(&mut out, "MessageId", r.message_id);
-            put_str(&mut out, "SequenceNumber", r.sequence_number);
-            Ok(Value::Object(out))
+            Ok(Value::Object(published(String::new(), r)))
         }
         "PublishBatch" => publish_batch(&call, &input).await,
         "TagResource" => {
@@ -245,21 +235,26 @@ async fn publish_batch(call: &Calls<'_>, input: &Input<'_>) -> Result<Value, Aws
         entries,
     };
     let r: pb::PublishBatchResponse = call.run("PublishBatch", req).await?;
-    let successful: Vec<Value> = r
-        .successful
-        .into_iter()
-        .map(|s| {
-            let mut out = Map::new();
-            put_str(&mut out, "Id", s.id);
-            put_str(&mut out, "MessageId", s.message_id);
-            put_str(&mut out, "SequenceNumber", s.sequence_number);
-            Value::Object(out)
-        })
-        .collect();
+    let successful = array(r.successful, |s| {
+        let one = pb::PublishResponse {
+            message_id: s.message_id,
+            sequence_number: s.sequence_number,
+        };
+        Value::Object(published(s.id, one))
+    });
     Ok(json!({ "Successful": successful, "Failed": batch_failures(r.failed) }))
 }
 
-/// `Tags.member.N.Key` / `.Value` as a map; a key given twice is refused.
+/// What SNS answers for a message published, alone or (with the entry's
+/// `id`) in a batch.
+fn published(id: String, r: pb::PublishResponse) -> Map<String, Value> {
+    strings([
+        ("Id", id),
+        ("MessageId", r.message_id),
+        ("SequenceNumber", r.sequence_number),
+    ])
+}
+
 /// `e` with the HTTP status SNS answers its code with: a missing topic or
 /// subscription (`NotFound`) is 404, as AWS answers it; the rest keep the
 /// status of their kind.
@@ -270,6 +265,7 @@ pub fn sns_error(mut e: AwsError) -> AwsError {
     e
 }
 
+/// `Tags.member.N.Key` / `.Value` as a map; a key given twice is refused.
 fn tags(input: &Input<'_>) -> Result<HashMap<String, String>, AwsError> {
     let mut out = HashMap::new();
     for (i, tag) in input.objects("Tags")?.iter().enumerate() {
@@ -289,23 +285,21 @@ fn tags(input: &Input<'_>) -> Result<HashMap<String, String>, AwsError> {
 }
 
 fn subscriptions(r: pb::ListSubscriptionsResponse) -> Result<Value, AwsError> {
-    let subscriptions: Vec<Value> = r
-        .subscriptions
-        .into_iter()
-        .map(|s| {
-            json!({
-                "SubscriptionArn": s.subscription_arn,
-                "Owner": s.owner,
-                "Protocol": s.protocol,
-                "Endpoint": s.endpoint,
-                "TopicArn": s.topic_arn,
-            })
+    let subscriptions = array(r.subscriptions, |s| {
+        json!({
+            "SubscriptionArn": s.subscription_arn,
+            "Owner": s.owner,
+            "Protocol": s.protocol,
+            "Endpoint": s.endpoint,
+            "TopicArn": s.topic_arn,
         })
-        .collect();
-    let mut out = Map::new();
-    out.insert("Subscriptions".into(), Value::Array(subscriptions));
-    put_str(&mut out, "NextToken", r.next_token);
-    Ok(Value::Object(out))
+    });
+    Ok(page(
+        "Subscriptions",
+        subscriptions,
+        "NextToken",
+        r.next_token,
+    ))
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@ use sluice_proto::v1 as pb;
 
 use super::call::Calls;
 use super::error::AwsError;
-use super::json::{batch_failures, message_attributes, message_attributes_out, put_str, Input};
+use super::json::{
+    array, batch_failures, message_attributes, message_attributes_out, page, strings, Input,
+};
 use super::query::{list, map, only, Layout};
 
 /// The JSON content type of the answers.
@@ -91,6 +93,11 @@ pub struct Urls {
 impl Urls {
     fn of(&self, name: &str) -> String {
         format!("{}/{}/{name}", self.base, self.account_id)
+    }
+
+    /// The URLs of the queues `names`, as a JSON array.
+    fn all(&self, names: &[String]) -> Value {
+        Value::Array(names.iter().map(|n| Value::String(self.of(n))).collect())
     }
 
     /// The URL of the queue a gRPC answer's URL names.
@@ -257,12 +264,11 @@ impl Call<'_> {
             next_token: input.string("NextToken")?.unwrap_or_default(),
         };
         let r: pb::ListQueuesResponse = self.run("ListQueues", req).await?;
-        let mut out = Map::new();
+        let mut out = strings([("NextToken", r.next_token)]);
+        // SQS leaves the member out when no queue matches.
         if !r.queue_names.is_empty() {
-            let urls: Vec<String> = r.queue_names.iter().map(|n| self.urls.of(n)).collect();
-            out.insert("QueueUrls".into(), json!(urls));
+            out.insert("QueueUrls".into(), self.urls.all(&r.queue_names));
         }
-        put_str(&mut out, "NextToken", r.next_token);
         Ok(Value::Object(out))
     }
 
@@ -274,11 +280,8 @@ impl Call<'_> {
         };
         let r: pb::ListDeadLetterSourceQueuesResponse =
             self.run("ListDeadLetterSourceQueues", req).await?;
-        let urls: Vec<String> = r.queue_names.iter().map(|n| self.urls.of(n)).collect();
-        let mut out = Map::new();
-        out.insert("queueUrls".into(), json!(urls));
-        put_str(&mut out, "NextToken", r.next_token);
-        Ok(Value::Object(out))
+        let urls = self.urls.all(&r.queue_names);
+        Ok(page("queueUrls", urls, "NextToken", r.next_token))
     }
 
     async fn send_message(&self, input: &Input<'_>) -> Result<Value, AwsError> {
@@ -292,21 +295,7 @@ impl Call<'_> {
             message_group_id: input.string("MessageGroupId")?.unwrap_or_default(),
         };
         let r: pb::SendMessageResponse = self.run("SendMessage", req).await?;
-        let mut out = Map::new();
-        put_str(&mut out, "MessageId", r.message_id);
-        put_str(&mut out, "MD5OfMessageBody", r.md5_of_message_body);
-        put_str(
-            &mut out,
-            "MD5OfMessageAttributes",
-            r.md5_of_message_attributes,
-        );
-        put_str(
-            &mut out,
-            "MD5OfMessageSystemAttributes",
-            r.md5_of_message_system_attributes,
-        );
-        put_str(&mut out, "SequenceNumber", r.sequence_number);
-        Ok(Value::Object(out))
+        Ok(Value::Object(sent(String::new(), r)))
     }
 
     async fn send_message_batch(&self, input: &Input<'_>) -> Result<Value, AwsError> {
@@ -326,28 +315,16 @@ impl Call<'_> {
             entries,
         };
         let r: pb::SendMessageBatchResponse = self.run("SendMessageBatch", req).await?;
-        let successful: Vec<Value> = r
-            .successful
-            .into_iter()
-            .map(|s| {
-                let mut out = Map::new();
-                put_str(&mut out, "Id", s.id);
-                put_str(&mut out, "MessageId", s.message_id);
-                put_str(&mut out, "MD5OfMessageBody", s.md5_of_message_body);
-                put_str(
-                    &mut out,
-                    "MD5OfMessageAttributes",
-                    s.md5_of_message_attributes,
-                );
-                put_str(
-                    &mut out,
-                    "MD5OfMessageSystemAttributes",
-                    s.md5_of_message_system_attributes,
-                );
-                put_str(&mut out, "SequenceNumber", s.sequence_number);
-                Value::Object(out)
-            })
-            .collect();
+        let successful = array(r.successful, |s| {
+            let one = pb::SendMessageResponse {
+                message_id: s.message_id,
+                md5_of_message_body: s.md5_of_message_body,
+                md5_of_message_attributes: s.md5_of_message_attributes,
+                md5_of_message_system_attributes: s.md5_of_message_system_attributes,
+                sequence_number: s.sequence_number,
+            };
+            Value::Object(sent(s.id, one))
+        });
         Ok(json!({ "Successful": successful, "Failed": batch_failures(r.failed) }))
     }
 
@@ -374,32 +351,23 @@ impl Call<'_> {
         if r.messages.is_empty() {
             return Ok(json!({}));
         }
-        let messages: Vec<Value> = r
-            .messages
-            .into_iter()
-            .map(|m| {
-                let mut out = Map::new();
-                put_str(&mut out, "MessageId", m.message_id);
-                put_str(&mut out, "ReceiptHandle", m.receipt_handle);
-                put_str(&mut out, "MD5OfBody", m.md5_of_body);
-                out.insert("Body".into(), Value::String(m.body));
-                if !m.attributes.is_empty() {
-                    out.insert("Attributes".into(), json!(m.attributes));
-                }
-                put_str(
-                    &mut out,
-                    "MD5OfMessageAttributes",
-                    m.md5_of_message_attributes,
-                );
-                if !m.message_attributes.is_empty() {
-                    out.insert(
-                        "MessageAttributes".into(),
-                        message_attributes_out(m.message_attributes),
-                    );
-                }
-                Value::Object(out)
-            })
-            .collect();
+        let messages = array(r.messages, |m| {
+            let mut out = strings([
+                ("MessageId", m.message_id),
+                ("ReceiptHandle", m.receipt_handle),
+                ("MD5OfBody", m.md5_of_body),
+                ("MD5OfMessageAttributes", m.md5_of_message_attributes),
+            ]);
+            out.insert("Body".into(), Value::String(m.body));
+            if !m.attributes.is_empty() {
+                out.insert("Attributes".into(), json!(m.attributes));
+            }
+            if !m.message_attributes.is_empty() {
+                let attributes = message_attributes_out(m.message_attributes);
+                out.insert("MessageAttributes".into(), attributes);
+            }
+            Value::Object(out)
+        });
         Ok(json!({ "Messages": messages }))
     }
 
@@ -415,12 +383,8 @@ impl Call<'_> {
             entries,
         };
         let r: pb::DeleteMessageBatchResponse = self.run("DeleteMessageBatch", req).await?;
-        let ids: Vec<Value> = r
-            .successful
-            .into_iter()
-            .map(|s| json!({ "Id": s.id }))
-            .collect();
-        Ok(json!({ "Successful": ids, "Failed": batch_failures(r.failed) }))
+        let ids = r.successful.into_iter().map(|s| s.id).collect();
+        Ok(batch_ids(ids, r.failed))
     }
 
     async fn change_visibility_batch(&self, input: &Input<'_>) -> Result<Value, AwsError> {
@@ -437,12 +401,8 @@ impl Call<'_> {
         };
         let r: pb::ChangeMessageVisibilityBatchResponse =
             self.run("ChangeMessageVisibilityBatch", req).await?;
-        let ids: Vec<Value> = r
-            .successful
-            .into_iter()
-            .map(|s| json!({ "Id": s.id }))
-            .collect();
-        Ok(json!({ "Successful": ids, "Failed": batch_failures(r.failed) }))
+        let ids = r.successful.into_iter().map(|s| s.id).collect();
+        Ok(batch_ids(ids, r.failed))
     }
 
     async fn list_move_tasks(&self, input: &Input<'_>) -> Result<Value, AwsError> {
@@ -451,33 +411,52 @@ impl Call<'_> {
             max_results: input.int("MaxResults")?.unwrap_or(0),
         };
         let r: pb::ListMessageMoveTasksResponse = self.run("ListMessageMoveTasks", req).await?;
-        let results: Vec<Value> = r
-            .results
-            .into_iter()
-            .map(|t| {
-                let mut out = Map::new();
-                put_str(&mut out, "TaskHandle", t.task_handle);
-                put_str(&mut out, "Status", t.status);
-                put_str(&mut out, "SourceArn", t.source_arn);
-                put_str(&mut out, "DestinationArn", t.destination_arn);
-                if let Some(rate) = t.max_number_of_messages_per_second {
-                    out.insert("MaxNumberOfMessagesPerSecond".into(), json!(rate));
-                }
-                out.insert(
-                    "ApproximateNumberOfMessagesMoved".into(),
-                    json!(t.approximate_number_of_messages_moved),
-                );
-                out.insert(
-                    "ApproximateNumberOfMessagesToMove".into(),
-                    json!(t.approximate_number_of_messages_to_move),
-                );
-                put_str(&mut out, "FailureReason", t.failure_reason);
-                out.insert("StartedTimestamp".into(), json!(t.started_timestamp));
-                Value::Object(out)
-            })
-            .collect();
+        let results = array(r.results, |t| {
+            let mut out = strings([
+                ("TaskHandle", t.task_handle),
+                ("Status", t.status),
+                ("SourceArn", t.source_arn),
+                ("DestinationArn", t.destination_arn),
+                ("FailureReason", t.failure_reason),
+            ]);
+            if let Some(rate) = t.max_number_of_messages_per_second {
+                out.insert("MaxNumberOfMessagesPerSecond".into(), json!(rate));
+            }
+            out.insert(
+                "ApproximateNumberOfMessagesMoved".into(),
+                json!(t.approximate_number_of_messages_moved),
+            );
+            out.insert(
+                "ApproximateNumberOfMessagesToMove".into(),
+                json!(t.approximate_number_of_messages_to_move),
+            );
+            out.insert("StartedTimestamp".into(), json!(t.started_timestamp));
+            Value::Object(out)
+        });
         Ok(json!({ "Results": results }))
     }
+}
+
+/// What SQS answers for a message sent, alone or (with the entry's `id`)
+/// in a batch.
+fn sent(id: String, r: pb::SendMessageResponse) -> Map<String, Value> {
+    strings([
+        ("Id", id),
+        ("MessageId", r.message_id),
+        ("MD5OfMessageBody", r.md5_of_message_body),
+        ("MD5OfMessageAttributes", r.md5_of_message_attributes),
+        (
+            "MD5OfMessageSystemAttributes",
+            r.md5_of_message_system_attributes,
+        ),
+        ("SequenceNumber", r.sequence_number),
+    ])
+}
+
+/// A batch's answer when a success carries only its entry's id.
+fn batch_ids(ids: Vec<String>, failed: Vec<pb::BatchResultErrorEntry>) -> Value {
+    let successful = array(ids, |id| json!({ "Id": id }));
+    json!({ "Successful": successful, "Failed": batch_failures(failed) })
 }
 
 /// The queue a request names (`QueueUrl`, a URL or a name).
