@@ -17,7 +17,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
+
+use crate::clock::now_ms;
 
 use sluice_security::sigv4::{self, Canonical, SigError, Signed};
 use sluice_security::tls::PeerInfo;
@@ -104,13 +106,6 @@ pub struct Authenticator {
     router: Router,
     cache: Mutex<Cache>,
     budget: Mutex<Budget>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Authenticator {

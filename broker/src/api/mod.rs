@@ -161,6 +161,27 @@ pub struct Serving {
     pub bounds: Arc<bounds::Bounds>,
 }
 
+impl Serving {
+    /// The guard in front of `listener`'s services, which refuses
+    /// messages over `message_max` bytes.
+    fn guard(
+        &self,
+        listener: crate::authenticator::Listener,
+        ctx: &Context,
+        message_max: usize,
+    ) -> guard::GuardLayer {
+        guard::GuardLayer::new(
+            listener,
+            self.authenticator.clone(),
+            self.table.clone(),
+            ctx.identity.clone(),
+            ctx.router.clone(),
+            message_max,
+            self.bounds.clone(),
+        )
+    }
+}
+
 /// The public services, each with its size limits.
 fn public_routes(ctx: &Context) -> Routes {
     Routes::new(
@@ -285,14 +306,10 @@ pub async fn serve_public(
                 topics::confirm_url(confirm_ctx.clone(), q)
             }),
         );
-    let layer = guard::GuardLayer::new(
+    let layer = serving.guard(
         crate::authenticator::Listener::Public,
-        serving.authenticator,
-        serving.table,
-        ctx.identity.clone(),
-        ctx.router.clone(),
+        &ctx,
         PUBLIC_MESSAGE_MAX,
-        serving.bounds,
     );
     tonic::transport::Server::builder()
         .accept_http1(true)
@@ -370,14 +387,10 @@ pub async fn serve_cluster(
         Some(w) => routes.add_service(w.service()),
         None => routes,
     };
-    let layer = guard::GuardLayer::new(
+    let layer = serving.guard(
         crate::authenticator::Listener::Cluster,
-        serving.authenticator,
-        serving.table,
-        ctx.identity.clone(),
-        ctx.router.clone(),
+        &ctx,
         INTERNAL_MESSAGE_MAX,
-        serving.bounds,
     );
     tonic::transport::Server::builder()
         .layer(layer)
