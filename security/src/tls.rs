@@ -298,13 +298,53 @@ impl ReloadingCa {
 pub struct CaClientVerifier {
     ca: Arc<ReloadingCa>,
     mandatory: bool,
+    provider: Arc<CryptoProvider>,
 }
 
 impl CaClientVerifier {
     /// Clients must (`mandatory`) or may present a certificate of `ca`.
     pub fn new(ca: Arc<ReloadingCa>, mandatory: bool) -> Arc<CaClientVerifier> {
-        Arc::new(CaClientVerifier { ca, mandatory })
+        Arc::new(CaClientVerifier {
+            ca,
+            mandatory,
+            provider: provider(),
+        })
     }
+}
+
+/// The handshake signature checks of a certificate verifier with a
+/// `provider` field, client or server side alike. They depend only on the
+/// provider's algorithms, not on whom the verifier trusts: the CA bundle's
+/// own verifiers, built with the same [`provider`], check them the same way.
+macro_rules! provider_signature_checks {
+    () => {
+        provider_signature_checks!(@each verify_tls12_signature, verify_tls13_signature);
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    };
+    // Each trait method has a namesake in `rustls::crypto` that takes the
+    // algorithms.
+    (@each $($check:ident),+) => {
+        $(
+            fn $check(
+                &self,
+                message: &[u8],
+                cert: &CertificateDer<'_>,
+                dss: &DigitallySignedStruct,
+            ) -> Result<HandshakeSignatureValid, rustls::Error> {
+                rustls::crypto::$check(
+                    message,
+                    cert,
+                    dss,
+                    &self.provider.signature_verification_algorithms,
+                )
+            }
+        )+
+    };
 }
 
 impl ClientCertVerifier for CaClientVerifier {
@@ -327,30 +367,7 @@ impl ClientCertVerifier for CaClientVerifier {
             .with_current(|s| s.clients.verify_client_cert(end_entity, intermediates, now))
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.ca
-            .with_current(|s| s.clients.verify_tls12_signature(message, cert, dss))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.ca
-            .with_current(|s| s.clients.verify_tls13_signature(message, cert, dss))
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.ca
-            .with_current(|s| s.clients.supported_verify_schemes())
-    }
+    provider_signature_checks!();
 }
 
 /// Whom a client trusts for the servers it connects to.
@@ -408,39 +425,7 @@ impl ServerCertVerifier for ServerTrust {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    provider_signature_checks!();
 }
 
 /// A server's TLS configuration: its certificate, and optionally the CA its
