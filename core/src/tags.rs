@@ -151,13 +151,7 @@ pub struct Tag {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tags(pairs: &[(&str, &str)]) -> Tags {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testing::map as tags;
 
     #[test]
     fn the_rules_name_the_field_and_the_limit() {
