@@ -80,11 +80,7 @@ pub struct Queue {
     pub tags: BTreeMap<String, String>,
 }
 
-impl crate::tags::HasTags for Queue {
-    fn tags_mut(&mut self) -> &mut crate::tags::Tags {
-        &mut self.tags
-    }
-}
+crate::tags::has_tags!(Queue);
 
 /// Versioned envelope of [`Queue`] in the store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
