@@ -593,30 +593,37 @@ impl AsyncRead for ServerConn {
     }
 }
 
+impl ServerConn {
+    /// Polls a write that `write` makes to the stream; one that wrote
+    /// anything is activity, and keeps the connection from going idle.
+    fn poll_wrote(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut ServerIo>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = write(Pin::new(&mut this.io), cx);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.idle.touch();
+        }
+        polled
+    }
+}
+
 impl AsyncWrite for ServerConn {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.idle.touch();
-        }
-        polled
+        self.poll_wrote(cx, |io, cx| io.poll_write(cx, buf))
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.idle.touch();
-        }
-        polled
+        self.poll_wrote(cx, |io, cx| io.poll_write_vectored(cx, bufs))
     }
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
