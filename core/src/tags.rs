@@ -100,6 +100,22 @@ pub trait HasTags {
     fn tags_mut(&mut self) -> &mut Tags;
 }
 
+/// Implements [`HasTags`] for a record whose tags are its `tags` field,
+/// with its service's tag error when that is not SQS's:
+/// `has_tags!(Topic, invalid_tag)`.
+macro_rules! has_tags {
+    ($record:ty $(, $invalid:path)?) => {
+        impl $crate::tags::HasTags for $record {
+            $(const INVALID: $crate::tags::Invalid = $invalid;)?
+
+            fn tags_mut(&mut self) -> &mut $crate::tags::Tags {
+                &mut self.tags
+            }
+        }
+    };
+}
+pub(crate) use has_tags;
+
 /// Applies `change` to the tags of the record named `name`, which its
 /// domain's `require` reads (failing as that domain does when it is
 /// missing) and `save` writes back.
@@ -151,13 +167,7 @@ pub struct Tag {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tags(pairs: &[(&str, &str)]) -> Tags {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testing::map as tags;
 
     #[test]
     fn the_rules_name_the_field_and_the_limit() {

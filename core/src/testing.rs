@@ -1,6 +1,8 @@
 //! A state machine without Raft, for the domain tests: commands run through
 //! [`machine::apply`] over an in-memory store, with the clock moved by hand.
 
+use std::collections::BTreeMap;
+
 use crate::apply::{Ctx, Effect, Effects};
 use crate::command::{Command, CommandOutput, Query, QueryOutput, Registered};
 use crate::error::{ApplyError, DomainError};
@@ -25,6 +27,15 @@ pub fn new_function(name: &str) -> crate::functions::CreateFunction {
             zip: vec![0],
         },
     }
+}
+
+/// A map of strings from `(key, value)` pairs: attributes and tags as the
+/// domain commands take them.
+pub fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Test start time, ms.

@@ -1,5 +1,6 @@
 //! Security for Sluice: what the broker, the workers and the clients share.
 //!
+//! * [`civil`]: calendar dates from days since the Unix epoch, and back;
 //! * [`key`]: the cluster key every node holds, and the keys derived from it;
 //! * [`mac`]: tokens the cluster hands out with a MAC (receipt handles, shard
 //!   iterators);
@@ -14,6 +15,7 @@
 //!
 //! `docs/security.md` gives the threat model these serve.
 
+pub mod civil;
 #[cfg(feature = "transport")]
 pub mod connection;
 pub mod credentials;

@@ -21,6 +21,8 @@
 use http::HeaderMap;
 use ring::{digest, hmac};
 
+use crate::civil::{civil_from_days, days_from_civil};
+
 /// The algorithm name in `Authorization` headers.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// Header carrying the signing time, `YYYYMMDDTHHMMSSZ`.
@@ -419,28 +421,6 @@ pub fn sign(
         signed.join(";"),
         hex::encode(signature.as_ref())
     ))
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// `YYYYMMDDTHHMMSSZ` for `ms` since the Unix epoch.

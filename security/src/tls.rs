@@ -298,13 +298,53 @@ impl ReloadingCa {
 pub struct CaClientVerifier {
     ca: Arc<ReloadingCa>,
     mandatory: bool,
+    provider: Arc<CryptoProvider>,
 }
 
 impl CaClientVerifier {
     /// Clients must (`mandatory`) or may present a certificate of `ca`.
     pub fn new(ca: Arc<ReloadingCa>, mandatory: bool) -> Arc<CaClientVerifier> {
-        Arc::new(CaClientVerifier { ca, mandatory })
+        Arc::new(CaClientVerifier {
+            ca,
+            mandatory,
+            provider: provider(),
+        })
     }
+}
+
+/// The handshake signature checks of a certificate verifier with a
+/// `provider` field, client or server side alike. They depend only on the
+/// provider's algorithms, not on whom the verifier trusts: the CA bundle's
+/// own verifiers, built with the same [`provider`], check them the same way.
+macro_rules! provider_signature_checks {
+    () => {
+        provider_signature_checks!(@each verify_tls12_signature, verify_tls13_signature);
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    };
+    // Each trait method has a namesake in `rustls::crypto` that takes the
+    // algorithms.
+    (@each $($check:ident),+) => {
+        $(
+            fn $check(
+                &self,
+                message: &[u8],
+                cert: &CertificateDer<'_>,
+                dss: &DigitallySignedStruct,
+            ) -> Result<HandshakeSignatureValid, rustls::Error> {
+                rustls::crypto::$check(
+                    message,
+                    cert,
+                    dss,
+                    &self.provider.signature_verification_algorithms,
+                )
+            }
+        )+
+    };
 }
 
 impl ClientCertVerifier for CaClientVerifier {
@@ -327,30 +367,7 @@ impl ClientCertVerifier for CaClientVerifier {
             .with_current(|s| s.clients.verify_client_cert(end_entity, intermediates, now))
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.ca
-            .with_current(|s| s.clients.verify_tls12_signature(message, cert, dss))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.ca
-            .with_current(|s| s.clients.verify_tls13_signature(message, cert, dss))
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.ca
-            .with_current(|s| s.clients.supported_verify_schemes())
-    }
+    provider_signature_checks!();
 }
 
 /// Whom a client trusts for the servers it connects to.
@@ -408,39 +425,7 @@ impl ServerCertVerifier for ServerTrust {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    provider_signature_checks!();
 }
 
 /// A server's TLS configuration: its certificate, and optionally the CA its
@@ -608,30 +593,37 @@ impl AsyncRead for ServerConn {
     }
 }
 
+impl ServerConn {
+    /// Polls a write that `write` makes to the stream; one that wrote
+    /// anything is activity, and keeps the connection from going idle.
+    fn poll_wrote(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut ServerIo>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = write(Pin::new(&mut this.io), cx);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.idle.touch();
+        }
+        polled
+    }
+}
+
 impl AsyncWrite for ServerConn {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.idle.touch();
-        }
-        polled
+        self.poll_wrote(cx, |io, cx| io.poll_write(cx, buf))
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.idle.touch();
-        }
-        polled
+        self.poll_wrote(cx, |io, cx| io.poll_write_vectored(cx, bufs))
     }
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()

@@ -410,13 +410,7 @@ pub fn check_combination(attrs: &QueueAttributes) -> Result<(), DomainError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testing::map;
 
     #[test]
     fn parses_every_standard_attribute_at_its_bounds() {

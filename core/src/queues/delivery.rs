@@ -409,6 +409,13 @@ fn next_keys(
     Ok(keys)
 }
 
+impl Taken {
+    /// Messages delivered or moved: what counts against a take's `max`.
+    fn got(&self) -> usize {
+        self.delivered.len() + self.moved as usize
+    }
+}
+
 /// Takes up to `max` receivable messages, oldest first (FIFO: by group),
 /// clearing expired messages and dead-lettering over-received ones on the
 /// way. Candidates are read as needed, at most `max` + [`SCAN_SLACK`] in all.
@@ -421,12 +428,11 @@ pub fn take(
 ) -> ApplyResult<Taken> {
     let mut taken = Taken::default();
     let mut budget = max + SCAN_SLACK;
-    let got = |t: &Taken| t.delivered.len() + t.moved as usize;
     if q.fifo() {
         let prefix = q.keys.gready_prefix();
         let mut after_group = None;
-        'groups: while got(&taken) < max && budget > 0 {
-            let keys = next_keys(txn, &prefix, &mut after_group, max - got(&taken))?;
+        'groups: while taken.got() < max && budget > 0 {
+            let keys = next_keys(txn, &prefix, &mut after_group, max - taken.got())?;
             if keys.is_empty() {
                 break;
             }
@@ -436,57 +442,81 @@ pub fn take(
                 };
                 let group = group.to_string();
                 let group_prefix = q.keys.grp_prefix(&group);
-                let mut after_message = None;
-                'messages: while got(&taken) < max && budget > 0 {
-                    let want = (max - got(&taken)).min(budget);
-                    let msgs = next_keys(txn, &group_prefix, &mut after_message, want)?;
-                    if msgs.is_empty() {
-                        break;
-                    }
-                    for mk in msgs {
-                        budget -= 1;
-                        let seq = read_u64(&mk, group_prefix.len()).unwrap_or(0);
-                        let Some(head) = load_head(txn, &q.keys, seq)? else {
-                            continue;
-                        };
-                        if head.visibility != Visibility::Available {
-                            break 'messages;
-                        }
-                        handle_one(txn, ctx, q, seq, head, how, &mut taken)?;
-                        if !taken.stranded.is_empty() || got(&taken) >= max {
-                            break 'messages;
-                        }
-                    }
-                }
+                let scan = Scan {
+                    max,
+                    budget: &mut budget,
+                    in_order: true,
+                };
+                take_under(txn, ctx, q, &group_prefix, scan, how, &mut taken)?;
                 fifo::refresh(txn, &q.keys, &group)?;
-                if !taken.stranded.is_empty() || got(&taken) >= max || budget == 0 {
+                if !taken.stranded.is_empty() || taken.got() >= max || budget == 0 {
                     break 'groups;
                 }
             }
         }
     } else {
         let prefix = q.keys.ready_prefix();
-        let mut after = None;
-        while got(&taken) < max && budget > 0 {
-            let want = (max - got(&taken)).min(budget);
-            let keys = next_keys(txn, &prefix, &mut after, want)?;
-            if keys.is_empty() {
-                break;
+        let scan = Scan {
+            max,
+            budget: &mut budget,
+            in_order: false,
+        };
+        take_under(txn, ctx, q, &prefix, scan, how, &mut taken)?;
+    }
+    Ok(taken)
+}
+
+/// The bounds of one [`take_under`].
+struct Scan<'a> {
+    /// Messages wanted in all (`taken` counts towards it).
+    max: usize,
+    /// Candidates that may still be read; each one read uses one.
+    budget: &'a mut usize,
+    /// A FIFO group: the first message not available blocks those after it.
+    in_order: bool,
+}
+
+/// Takes messages in key order from the index under `prefix` (keys ending
+/// in a message's sequence number: the ready list, or one FIFO group) into
+/// `taken`, until it holds `scan.max`, the budget is spent, the index ends
+/// or a message has nowhere to be moved to.
+fn take_under(
+    txn: &mut Txn<'_>,
+    ctx: &Ctx,
+    q: &mut Open,
+    prefix: &[u8],
+    scan: Scan<'_>,
+    how: &Take,
+    taken: &mut Taken,
+) -> ApplyResult<()> {
+    let Scan {
+        max,
+        budget,
+        in_order,
+    } = scan;
+    let mut after = None;
+    while taken.got() < max && *budget > 0 {
+        let want = (max - taken.got()).min(*budget);
+        let keys = next_keys(txn, prefix, &mut after, want)?;
+        if keys.is_empty() {
+            break;
+        }
+        for k in keys {
+            *budget -= 1;
+            let seq = read_u64(&k, prefix.len()).unwrap_or(0);
+            let Some(head) = load_head(txn, &q.keys, seq)? else {
+                continue;
+            };
+            if in_order && head.visibility != Visibility::Available {
+                return Ok(());
             }
-            for k in keys {
-                budget -= 1;
-                let seq = read_u64(&k, prefix.len()).unwrap_or(0);
-                let Some(head) = load_head(txn, &q.keys, seq)? else {
-                    continue;
-                };
-                handle_one(txn, ctx, q, seq, head, how, &mut taken)?;
-                if !taken.stranded.is_empty() {
-                    return Ok(taken);
-                }
+            handle_one(txn, ctx, q, seq, head, how, taken)?;
+            if !taken.stranded.is_empty() || taken.got() >= max {
+                return Ok(());
             }
         }
     }
-    Ok(taken)
+    Ok(())
 }
 
 fn handle_one(

@@ -80,11 +80,7 @@ pub struct Queue {
     pub tags: BTreeMap<String, String>,
 }
 
-impl crate::tags::HasTags for Queue {
-    fn tags_mut(&mut self) -> &mut crate::tags::Tags {
-        &mut self.tags
-    }
-}
+crate::tags::has_tags!(Queue);
 
 /// Versioned envelope of [`Queue`] in the store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -385,17 +381,14 @@ pub fn list(state: &dyn StateRead, req: &ListQueues) -> ApplyResult<QueuePage> {
 mod tests {
     use super::*;
     use crate::store::MemState;
+    use crate::testing::map;
 
     fn ctx(now_ms: u64) -> Ctx {
         Ctx { now_ms }
     }
 
     fn create_cmd(name: &str, attrs: &[(&str, &str)]) -> CreateQueue {
-        let attrs = attrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        CreateQueue::new(name, &attrs, BTreeMap::new()).unwrap()
+        CreateQueue::new(name, &map(attrs), BTreeMap::new()).unwrap()
     }
 
     fn run_create(state: &mut MemState, cmd: &CreateQueue) -> ApplyResult<bool> {
@@ -438,11 +431,7 @@ mod tests {
         // SQS refuses a name ending in .fifo without FifoQueue=true (such a
         // name is not a standard queue's); it does not infer FIFO from it.
         for attrs in [&[][..], &[("VisibilityTimeout", "60")][..]] {
-            let attrs: BTreeMap<String, String> = attrs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            let err = CreateQueue::new("jobs.fifo", &attrs, BTreeMap::new()).unwrap_err();
+            let err = CreateQueue::new("jobs.fifo", &map(attrs), BTreeMap::new()).unwrap_err();
             assert_eq!(err.kind, crate::error::ErrorKind::InvalidArgument);
             assert_eq!(err.code, "InvalidParameterValue");
             assert_eq!(err.field.as_deref(), Some("queue_name"));

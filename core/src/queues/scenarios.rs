@@ -16,15 +16,11 @@ use crate::queues::receipt::Receipt;
 use crate::queues::CreateQueue;
 use crate::store::StateRead;
 
-use crate::testing::{World, T0};
+use crate::testing::{map, World, T0};
 
 impl World {
     fn create(&mut self, name: &str, attrs: &[(&str, &str)]) {
-        let attrs: BTreeMap<String, String> = attrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let cmd = CreateQueue::new(name, &attrs, BTreeMap::new()).unwrap();
+        let cmd = CreateQueue::new(name, &map(attrs), BTreeMap::new()).unwrap();
         self.run(cmd).unwrap();
     }
 

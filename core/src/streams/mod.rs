@@ -169,13 +169,7 @@ impl Stream {
     }
 }
 
-impl crate::tags::HasTags for Stream {
-    const INVALID: crate::tags::Invalid = invalid_tag;
-
-    fn tags_mut(&mut self) -> &mut crate::tags::Tags {
-        &mut self.tags
-    }
-}
+crate::tags::has_tags!(Stream, invalid_tag);
 
 /// Versioned envelope of [`Stream`].
 #[derive(Debug, Clone, Serialize, Deserialize)]

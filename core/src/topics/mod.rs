@@ -143,13 +143,7 @@ impl Topic {
     }
 }
 
-impl crate::tags::HasTags for Topic {
-    const INVALID: crate::tags::Invalid = invalid_tag;
-
-    fn tags_mut(&mut self) -> &mut crate::tags::Tags {
-        &mut self.tags
-    }
-}
+crate::tags::has_tags!(Topic, invalid_tag);
 
 /// Versioned envelope of [`Topic`] in the store.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use crate::error::ErrorKind;
 use crate::queues::delivery::{ReceiveRequest, Received};
 use crate::queues::message::AttributeValue;
 use crate::queues::CreateQueue;
-use crate::testing::World;
+use crate::testing::{map, World};
 use crate::topics::outbox::{Kind, Outcome};
 use crate::topics::publish::{Publication, PublishInput, Published};
 use crate::topics::subscription::Protocol;
@@ -16,12 +16,6 @@ use crate::topics::subscriptions::{Subscribe, Subscribed};
 use crate::topics::{outbox, CreateTopic};
 
 const ARN: &str = "arn:aws:sns:us-east-1:000000000000:";
-
-fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-    kv.iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 impl World {
     fn queue(&mut self, name: &str) {
