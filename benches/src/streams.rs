@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use cluster_tests::requests::put_data;
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
 use tokio::sync::oneshot;
@@ -113,14 +114,7 @@ pub async fn op(
                 .expect("deliveries")
                 .insert(key.clone(), tx);
             let started = Instant::now();
-            let put = client
-                .put_record(pb::PutRecordRequest {
-                    stream_name: stream.into(),
-                    data: vec![b'x'; args.message_bytes],
-                    partition_key: key.clone(),
-                    ..Default::default()
-                })
-                .await;
+            let put = put_data(client, stream, &key, vec![b'x'; args.message_bytes]).await;
             let acked = Instant::now();
             if let Err(err) = put {
                 deliveries.lock().expect("deliveries").remove(&key);
