@@ -57,13 +57,7 @@ pub async fn op(
         }
         Workload::ReceiveDelete => {
             let r = client
-                .receive_message(pb::ReceiveMessageRequest {
-                    queue_name: queue.into(),
-                    max_number_of_messages: args.batch as i32,
-                    visibility_timeout: Some(300),
-                    wait_time_seconds: Some(0),
-                    ..Default::default()
-                })
+                .receive_from(queue, args.batch as i32, Some(300), Some(0))
                 .await
                 .map_err(e)?;
             if args.batch == 1 {
@@ -90,13 +84,7 @@ pub async fn op(
         }
         Workload::ReceiveDepth => {
             let r = client
-                .receive_message(pb::ReceiveMessageRequest {
-                    queue_name: queue.into(),
-                    max_number_of_messages: 1,
-                    visibility_timeout: Some(0),
-                    wait_time_seconds: Some(0),
-                    ..Default::default()
-                })
+                .receive_from(queue, 1, Some(0), Some(0))
                 .await
                 .map_err(e)?;
             Ok(Done::items(r.messages.len() as u64, args.message_bytes))

@@ -137,16 +137,7 @@ impl Broker for Sluice {
             let queue = queue.clone();
             tokio::spawn(async move {
                 loop {
-                    let r = me
-                        .client
-                        .receive_message(pb::ReceiveMessageRequest {
-                            queue_name: queue.clone(),
-                            max_number_of_messages: 10,
-                            visibility_timeout: Some(60),
-                            wait_time_seconds: Some(1),
-                            ..Default::default()
-                        })
-                        .await;
+                    let r = me.client.receive_from(&queue, 10, Some(60), Some(1)).await;
                     let Ok(r) = r else { return };
                     if r.messages.is_empty() {
                         continue;
