@@ -1,5 +1,6 @@
 """What the AWS SDK test scripts share: their arguments, clients of the
-cluster's nodes, and checks that stop at the first failure.
+cluster's nodes, checks that stop at the first failure, and a loopback
+receiver of the POSTs the cluster makes.
 
 Arguments: ENDPOINTS CA KEY SECRET READER_KEY READER_SECRET
   ENDPOINTS  comma-separated https://host:port of the nodes
