@@ -14,58 +14,55 @@ import jsonschema
 import yaml
 
 STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-LABEL_SELECTOR = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
+
+
+def array_of(items, **more):
+    """An array of `items`."""
+    return {"type": "array", "items": items, **more}
+
+
+def closed(properties, required=(), **more):
+    """An object with these properties, the `required` ones among them, and
+    no others."""
+    schema = {"type": "object"}
+    if required:
+        schema["required"] = list(required)
+    return {**schema, "additionalProperties": False, "properties": properties, **more}
+
+
+LABEL_SELECTOR = closed(
+    {
         "matchLabels": STRING_MAP,
-        "matchExpressions": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["key", "operator"],
-                "properties": {
+        "matchExpressions": array_of(
+            closed(
+                {
                     "key": {"type": "string"},
                     "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
-                    "values": {"type": "array", "items": {"type": "string"}},
+                    "values": array_of({"type": "string"}),
                 },
-            },
-        },
-    },
-}
+                required=["key", "operator"],
+            )
+        ),
+    }
+)
 
 
-SECRET_KEY = {
-    "type": "object",
-    "required": ["name", "key"],
-    "additionalProperties": False,
-    "properties": {"name": {"type": "string"}, "key": {"type": "string"}},
-}
-SECRET_OR_CONFIGMAP = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {"secret": SECRET_KEY, "configMap": SECRET_KEY},
-}
-ISSUER_REF = {
-    "type": "object",
-    "required": ["name"],
-    "additionalProperties": False,
-    "properties": {
+SECRET_KEY = closed({"name": {"type": "string"}, "key": {"type": "string"}}, required=["name", "key"])
+SECRET_OR_CONFIGMAP = closed({"secret": SECRET_KEY, "configMap": SECRET_KEY})
+ISSUER_REF = closed(
+    {
         "name": {"type": "string"},
         "kind": {"enum": ["Issuer", "ClusterIssuer"]},
         "group": {"type": "string"},
     },
-}
+    required=["name"],
+)
 DURATION = {"type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$"}
 
 
 def resource(spec):
-    return {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "additionalProperties": False,
-        "properties": {
+    return closed(
+        {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
             "metadata": {
@@ -80,114 +77,90 @@ def resource(spec):
             },
             "spec": spec,
         },
-    }
+        required=["apiVersion", "kind", "metadata", "spec"],
+    )
 
 
 SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): resource(
-        {
-            "type": "object",
-            "required": ["scaleTargetRef", "triggers"],
-            "additionalProperties": False,
-            "properties": {
-                "scaleTargetRef": {
-                    "type": "object",
-                    "required": ["name"],
-                    "additionalProperties": False,
-                    "properties": {
+        closed(
+            {
+                "scaleTargetRef": closed(
+                    {
                         "name": {"type": "string"},
                         "kind": {"type": "string"},
                         "apiVersion": {"type": "string"},
                     },
-                },
+                    required=["name"],
+                ),
                 "minReplicaCount": {"type": "integer", "minimum": 0},
                 "maxReplicaCount": {"type": "integer", "minimum": 1},
                 "idleReplicaCount": {"type": "integer", "minimum": 0},
                 "pollingInterval": {"type": "integer", "minimum": 1},
                 "cooldownPeriod": {"type": "integer", "minimum": 0},
-                "triggers": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["type", "metadata"],
-                        "additionalProperties": False,
-                        "properties": {
+                "triggers": array_of(
+                    closed(
+                        {
                             "type": {"type": "string"},
                             "name": {"type": "string"},
                             # KEDA's CRD: metadata values are strings.
                             "metadata": STRING_MAP,
-                            "authenticationRef": {
-                                "type": "object",
-                                "required": ["name"],
-                                "additionalProperties": False,
-                                "properties": {
+                            "authenticationRef": closed(
+                                {
                                     "name": {"type": "string"},
                                     "kind": {"enum": ["TriggerAuthentication", "ClusterTriggerAuthentication"]},
                                 },
-                            },
+                                required=["name"],
+                            ),
                         },
-                    },
-                },
+                        required=["type", "metadata"],
+                    ),
+                    minItems=1,
+                ),
             },
-        }
+            required=["scaleTargetRef", "triggers"],
+        )
     ),
     ("keda.sh/v1alpha1", "TriggerAuthentication"): resource(
-        {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "secretTargetRef": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["parameter", "name", "key"],
-                        "additionalProperties": False,
-                        "properties": {
+        closed(
+            {
+                "secretTargetRef": array_of(
+                    closed(
+                        {
                             # The parameters KEDA's external scalers take.
                             "parameter": {"enum": ["caCert", "tlsClientCert", "tlsClientKey"]},
                             "name": {"type": "string"},
                             "key": {"type": "string"},
                         },
-                    },
-                },
-            },
-        }
+                        required=["parameter", "name", "key"],
+                    )
+                ),
+            }
+        )
     ),
     ("cert-manager.io/v1", "Issuer"): resource(
-        {
-            "type": "object",
-            "additionalProperties": False,
-            "minProperties": 1,
-            "maxProperties": 1,
-            "properties": {
+        closed(
+            {
                 "selfSigned": {"type": "object"},
-                "ca": {
-                    "type": "object",
-                    "required": ["secretName"],
-                    "additionalProperties": False,
-                    "properties": {"secretName": {"type": "string"}},
-                },
+                "ca": closed({"secretName": {"type": "string"}}, required=["secretName"]),
             },
-        }
+            minProperties=1,
+            maxProperties=1,
+        )
     ),
     ("cert-manager.io/v1", "Certificate"): resource(
-        {
-            "type": "object",
-            "required": ["secretName", "issuerRef"],
-            "additionalProperties": False,
-            "properties": {
+        closed(
+            {
                 "secretName": {"type": "string"},
                 "issuerRef": ISSUER_REF,
                 "isCA": {"type": "boolean"},
                 "commonName": {"type": "string", "maxLength": 64},
-                "dnsNames": {"type": "array", "items": {"type": "string"}},
-                "ipAddresses": {"type": "array", "items": {"type": "string"}},
+                "dnsNames": array_of({"type": "string"}),
+                "ipAddresses": array_of({"type": "string"}),
                 "duration": DURATION,
                 "renewBefore": DURATION,
-                "usages": {
-                    "type": "array",
-                    "items": {
+                "usages": array_of(
+                    {
                         "enum": [
                             "signing", "digital signature", "content commitment",
                             "key encipherment", "key agreement", "data encipherment",
@@ -197,53 +170,45 @@ SCHEMAS = {
                             "ipsec tunnel", "ipsec user", "timestamping", "ocsp signing",
                             "microsoft sgc", "netscape sgc",
                         ]
-                    },
-                },
-                "privateKey": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
+                    }
+                ),
+                "privateKey": closed(
+                    {
                         "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
                         "size": {"type": "integer"},
                         "rotationPolicy": {"enum": ["Never", "Always"]},
-                    },
-                },
+                    }
+                ),
             },
-        }
+            required=["secretName", "issuerRef"],
+        )
     ),
     ("monitoring.coreos.com/v1", "ServiceMonitor"): resource(
-        {
-            "type": "object",
-            "required": ["selector", "endpoints"],
-            "additionalProperties": False,
-            "properties": {
+        closed(
+            {
                 "selector": LABEL_SELECTOR,
-                "endpoints": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {
+                "endpoints": array_of(
+                    closed(
+                        {
                             "port": {"type": "string"},
                             "path": {"type": "string"},
                             "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
                             "scheme": {"enum": ["http", "https"]},
-                            "tlsConfig": {
-                                "type": "object",
-                                "additionalProperties": False,
-                                "properties": {
+                            "tlsConfig": closed(
+                                {
                                     "serverName": {"type": "string"},
                                     "ca": SECRET_OR_CONFIGMAP,
                                     "cert": SECRET_OR_CONFIGMAP,
                                     "keySecret": SECRET_KEY,
-                                },
-                            },
-                        },
-                    },
-                },
+                                }
+                            ),
+                        }
+                    ),
+                    minItems=1,
+                ),
             },
-        }
+            required=["selector", "endpoints"],
+        )
     ),
 }
 

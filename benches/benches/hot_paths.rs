@@ -9,7 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
+};
 use prost::Message;
 use sluice_broker::apply::{Ctx, Effects};
 use sluice_broker::command::Command;
@@ -162,23 +165,25 @@ fn protobuf(c: &mut Criterion) {
             .collect(),
     };
     let mut g = c.benchmark_group("protobuf");
-    let send_bytes = send.encode_to_vec();
-    g.throughput(Throughput::Bytes(send_bytes.len() as u64));
-    g.bench_function("encode SendMessageBatch of 10 x 1 KiB", |b| {
-        b.iter(|| send.encode_to_vec())
-    });
-    g.bench_function("decode SendMessageBatch of 10 x 1 KiB", |b| {
-        b.iter(|| pb::SendMessageBatchRequest::decode(send_bytes.as_slice()).expect("decodes"))
-    });
-    let put_bytes = put.encode_to_vec();
-    g.throughput(Throughput::Bytes(put_bytes.len() as u64));
-    g.bench_function("encode PutRecords of 500 x 1 KiB", |b| {
-        b.iter(|| put.encode_to_vec())
-    });
-    g.bench_function("decode PutRecords of 500 x 1 KiB", |b| {
-        b.iter(|| pb::PutRecordsRequest::decode(put_bytes.as_slice()).expect("decodes"))
-    });
+    encode_and_decode(&mut g, "SendMessageBatch of 10 x 1 KiB", &send);
+    encode_and_decode(&mut g, "PutRecords of 500 x 1 KiB", &put);
     g.finish();
+}
+
+/// Benchmarks encoding `message` and decoding its bytes, per byte.
+fn encode_and_decode<M: Message + Default>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    what: &str,
+    message: &M,
+) {
+    let bytes = message.encode_to_vec();
+    g.throughput(Throughput::Bytes(bytes.len() as u64));
+    g.bench_function(format!("encode {what}"), |b| {
+        b.iter(|| message.encode_to_vec())
+    });
+    g.bench_function(format!("decode {what}"), |b| {
+        b.iter(|| M::decode(bytes.as_slice()).expect("decodes"))
+    });
 }
 
 criterion_group!(benches, state_machine, sled_writes, protobuf);

@@ -29,6 +29,7 @@ mod streams;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -257,14 +258,71 @@ impl Done {
     }
 }
 
+/// The quantile `q` of a histogram of microseconds, in milliseconds.
+fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// "p50 X ms p99 Y ms" of a histogram of microseconds.
+fn p50_p99_text(h: &Histogram<u64>) -> String {
+    format!(
+        "p50 {:.2} ms p99 {:.2} ms",
+        quantile_ms(h, 0.5),
+        quantile_ms(h, 0.99)
+    )
+}
+
 /// p50, p90, p99 and max of a histogram of microseconds, in milliseconds.
 fn quantiles_ms(h: &Histogram<u64>) -> serde_json::Value {
     serde_json::json!({
-        "p50": h.value_at_quantile(0.5) as f64 / 1000.0,
-        "p90": h.value_at_quantile(0.9) as f64 / 1000.0,
-        "p99": h.value_at_quantile(0.99) as f64 / 1000.0,
+        "p50": quantile_ms(h, 0.5),
+        "p90": quantile_ms(h, 0.9),
+        "p99": quantile_ms(h, 0.99),
         "max": h.max() as f64 / 1000.0,
     })
+}
+
+/// Prints a one-line result: the JSON report with --json, else the text.
+fn print_report(json: bool, report: &serde_json::Value, text: impl std::fmt::Display) {
+    if json {
+        println!("{report}");
+    } else {
+        println!("{text}");
+    }
+}
+
+/// Puts `count` items with `tasks` tasks at once, each request carrying at
+/// most `per_request` of them: `put(task, request, n)` sends a task's
+/// `request`th request (from 1) of `n` items. Says how long it took.
+async fn fill_in_requests<F, Fut>(what: String, tasks: usize, count: u64, per_request: u64, put: F)
+where
+    F: Fn(usize, u64, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    if count == 0 {
+        return;
+    }
+    let started = Instant::now();
+    let left = Arc::new(AtomicU64::new(count));
+    let tasks: Vec<_> = (0..tasks)
+        .map(|t| {
+            let left = left.clone();
+            let put = put.clone();
+            tokio::spawn(async move {
+                let mut i = 0;
+                while let Ok(had) = left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    n.checked_sub(n.min(per_request)).filter(|_| n > 0)
+                }) {
+                    i += 1;
+                    put(t, i, had.min(per_request) as usize).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("fill task");
+    }
+    eprintln!("filled {what} in {:.1} s", started.elapsed().as_secs_f64());
 }
 
 fn histogram() -> Histogram<u64> {
@@ -460,10 +518,10 @@ async fn main() {
             "fsync_ms": {"p50": r.fsync_ms.0, "p99": r.fsync_ms.1, "max": r.fsync_ms.2},
             "loopback_mb_per_s": r.loopback_mb_per_s,
         });
-        if args.json {
-            println!("{report}");
-        } else {
-            println!(
+        print_report(
+            args.json,
+            &report,
+            format_args!(
                 "{}: {:.0} fsyncs/s (1 KiB append + fdatasync; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms); loopback TCP {:.0} MB/s",
                 dir.display(),
                 r.fsyncs_per_s,
@@ -471,8 +529,8 @@ async fn main() {
                 r.fsync_ms.1,
                 r.fsync_ms.2,
                 r.loopback_mb_per_s
-            );
-        }
+            ),
+        );
         return;
     }
     let batches = args.workload.batch_range();
@@ -618,7 +676,6 @@ async fn main() {
         let m = mappings::run(&client, &queue, args.shards, args.concurrency, duration)
             .await
             .unwrap_or_else(|e| panic!("mapping latency: {e}"));
-        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         let report = serde_json::json!({
             "workload": "MappingLatency",
             "nodes": status.members.len(),
@@ -629,21 +686,19 @@ async fn main() {
             "stream_ms": quantiles_ms(&m.stream),
             "queue_ms": quantiles_ms(&m.queue),
         });
-        if args.json {
-            println!("{report}");
-        } else {
-            println!(
-                "mapping latency, {} nodes, concurrency {}: {:.0} records+messages/s handed over ({} missing); stream put->function p50 {:.2} ms p99 {:.2} ms; queue send->function p50 {:.2} ms p99 {:.2} ms",
+        print_report(
+            args.json,
+            &report,
+            format_args!(
+                "mapping latency, {} nodes, concurrency {}: {:.0} records+messages/s handed over ({} missing); stream put->function {}; queue send->function {}",
                 status.members.len(),
                 args.concurrency,
                 m.per_second,
                 m.missing,
-                ms(&m.stream, 0.5),
-                ms(&m.stream, 0.99),
-                ms(&m.queue, 0.5),
-                ms(&m.queue, 0.99),
-            );
-        }
+                p50_p99_text(&m.stream),
+                p50_p99_text(&m.queue),
+            ),
+        );
         drop(worker_processes);
         drop(spawned.take());
         return;
@@ -660,19 +715,16 @@ async fn main() {
             "warm_ms": quantiles_ms(&s.warm),
             "provisioned_first_ms": quantiles_ms(&s.provisioned),
         });
-        if args.json {
-            println!("{report}");
-        } else {
-            println!(
-                "function starts, {n} each: cold p50 {:.2} ms p99 {:.2} ms; warm p50 {:.2} ms p99 {:.2} ms; first invoke with provisioned concurrency p50 {:.2} ms p99 {:.2} ms",
-                s.cold.value_at_quantile(0.5) as f64 / 1000.0,
-                s.cold.value_at_quantile(0.99) as f64 / 1000.0,
-                s.warm.value_at_quantile(0.5) as f64 / 1000.0,
-                s.warm.value_at_quantile(0.99) as f64 / 1000.0,
-                s.provisioned.value_at_quantile(0.5) as f64 / 1000.0,
-                s.provisioned.value_at_quantile(0.99) as f64 / 1000.0,
-            );
-        }
+        print_report(
+            args.json,
+            &report,
+            format_args!(
+                "function starts, {n} each: cold {}; warm {}; first invoke with provisioned concurrency {}",
+                p50_p99_text(&s.cold),
+                p50_p99_text(&s.warm),
+                p50_p99_text(&s.provisioned),
+            ),
+        );
         drop(spawned.take());
         return;
     }
@@ -776,7 +828,7 @@ async fn main() {
     }
 
     let ops = histogram.len();
-    let q = |p: f64| histogram.value_at_quantile(p) as f64 / 1000.0;
+    let q = |p: f64| quantile_ms(histogram, p);
     let per_node: Vec<serde_json::Value> = node_addrs
         .iter()
         .zip(before.iter().zip(&after))

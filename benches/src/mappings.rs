@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cluster_tests::requests::put_data;
 use hdrhistogram::Histogram;
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
@@ -171,21 +172,11 @@ pub async fn run(
 
 /// Puts one record and sends one message with `stamp` as their data.
 async fn produce_one(client: &Client, name: &str, stamp: &str) -> Result<(), String> {
-    client
-        .put_record(pb::PutRecordRequest {
-            stream_name: name.into(),
-            data: stamp.as_bytes().to_vec(),
-            partition_key: stamp.into(),
-            ..Default::default()
-        })
+    put_data(client, name, stamp, stamp)
         .await
         .map_err(|e| e.to_string())?;
     client
-        .send_message(pb::SendMessageRequest {
-            queue_name: name.into(),
-            message_body: stamp.into(),
-            ..Default::default()
-        })
+        .send_body(name, stamp)
         .await
         .map_err(|e| e.to_string())?;
     Ok(())

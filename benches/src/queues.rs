@@ -1,8 +1,6 @@
 //! Queue workloads.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
@@ -59,13 +57,7 @@ pub async fn op(
         }
         Workload::ReceiveDelete => {
             let r = client
-                .receive_message(pb::ReceiveMessageRequest {
-                    queue_name: queue.into(),
-                    max_number_of_messages: args.batch as i32,
-                    visibility_timeout: Some(300),
-                    wait_time_seconds: Some(0),
-                    ..Default::default()
-                })
+                .receive_from(queue, args.batch as i32, Some(300), Some(0))
                 .await
                 .map_err(e)?;
             if args.batch == 1 {
@@ -92,13 +84,7 @@ pub async fn op(
         }
         Workload::ReceiveDepth => {
             let r = client
-                .receive_message(pb::ReceiveMessageRequest {
-                    queue_name: queue.into(),
-                    max_number_of_messages: 1,
-                    visibility_timeout: Some(0),
-                    wait_time_seconds: Some(0),
-                    ..Default::default()
-                })
+                .receive_from(queue, 1, Some(0), Some(0))
                 .await
                 .map_err(e)?;
             Ok(Done::items(r.messages.len() as u64, args.message_bytes))
@@ -119,47 +105,36 @@ pub fn delete_entries(messages: &[pb::Message]) -> Vec<pb::DeleteMessageBatchReq
         .collect()
 }
 
-/// Fills `queue` with `count` messages of `bytes` bytes, 10 per request.
+/// Fills `queue` with `count` messages (rounded up to a multiple of 10) of
+/// `bytes` bytes, 10 per request.
 pub async fn fill(client: Arc<Client>, queue: &str, count: u64, bytes: usize) {
-    if count == 0 {
-        return;
-    }
-    let started = Instant::now();
-    let left = Arc::new(AtomicU64::new(count.div_ceil(10)));
-    let tasks: Vec<_> = (0..32)
-        .map(|_| {
-            let client = client.clone();
-            let left = left.clone();
-            let queue = queue.to_string();
-            tokio::spawn(async move {
-                let body = "x".repeat(bytes);
-                while left
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                    .is_ok()
-                {
-                    let entries = (0..10)
-                        .map(|n| pb::SendMessageBatchRequestEntry {
-                            id: format!("e{n}"),
-                            message_body: body.clone(),
-                            ..Default::default()
-                        })
-                        .collect();
-                    client
-                        .send_message_batch(pb::SendMessageBatchRequest {
-                            queue_name: queue.clone(),
-                            entries,
-                        })
-                        .await
-                        .expect("filling the queue");
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("fill task");
-    }
-    eprintln!(
-        "filled {queue} with {count} messages in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    let body = "x".repeat(bytes);
+    let name = queue.to_string();
+    let put = move |_task: usize, _request: u64, n: usize| {
+        let (client, queue, body) = (client.clone(), name.clone(), body.clone());
+        async move {
+            let entries = (0..n)
+                .map(|n| pb::SendMessageBatchRequestEntry {
+                    id: format!("e{n}"),
+                    message_body: body.clone(),
+                    ..Default::default()
+                })
+                .collect();
+            client
+                .send_message_batch(pb::SendMessageBatchRequest {
+                    queue_name: queue,
+                    entries,
+                })
+                .await
+                .expect("filling the queue");
+        }
+    };
+    crate::fill_in_requests(
+        format!("{queue} with {count} messages"),
+        32,
+        count.div_ceil(10) * 10,
+        10,
+        put,
+    )
+    .await;
 }

@@ -1,10 +1,10 @@
 //! Stream workloads.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use cluster_tests::requests::put_data;
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
 use tokio::sync::oneshot;
@@ -114,14 +114,7 @@ pub async fn op(
                 .expect("deliveries")
                 .insert(key.clone(), tx);
             let started = Instant::now();
-            let put = client
-                .put_record(pb::PutRecordRequest {
-                    stream_name: stream.into(),
-                    data: vec![b'x'; args.message_bytes],
-                    partition_key: key.clone(),
-                    ..Default::default()
-                })
-                .await;
+            let put = put_data(client, stream, &key, vec![b'x'; args.message_bytes]).await;
             let acked = Instant::now();
             if let Err(err) = put {
                 deliveries.lock().expect("deliveries").remove(&key);
@@ -195,41 +188,27 @@ where
 
 /// Puts `count` records of `bytes` bytes into `stream`, 500 per request.
 pub async fn fill(client: Arc<Client>, stream: &str, count: u64, bytes: usize) {
-    if count == 0 {
-        return;
-    }
-    let started = Instant::now();
     // A PutRecords carries at most 500 records and 5 MiB.
     let per_request = 500.min((5 << 20) / (bytes + 64)).max(1) as u64;
-    let left = Arc::new(AtomicU64::new(count));
-    let tasks: Vec<_> = (0..8)
-        .map(|t| {
-            let client = client.clone();
-            let left = left.clone();
-            let stream = stream.to_string();
-            tokio::spawn(async move {
-                let mut i = 0;
-                while let Ok(had) = left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    n.checked_sub(n.min(per_request)).filter(|_| n > 0)
-                }) {
-                    let n = had.min(per_request) as usize;
-                    i += 1;
-                    client
-                        .put_records(pb::PutRecordsRequest {
-                            stream_name: stream.clone(),
-                            records: entries(n, bytes, |k| format!("fill-{t}-{i}-{k}")),
-                        })
-                        .await
-                        .expect("filling the stream");
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("fill task");
-    }
-    eprintln!(
-        "filled {stream} with {count} records of {bytes} bytes in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    let name = stream.to_string();
+    let put = move |t: usize, i: u64, n: usize| {
+        let (client, stream) = (client.clone(), name.clone());
+        async move {
+            client
+                .put_records(pb::PutRecordsRequest {
+                    stream_name: stream,
+                    records: entries(n, bytes, |k| format!("fill-{t}-{i}-{k}")),
+                })
+                .await
+                .expect("filling the stream");
+        }
+    };
+    crate::fill_in_requests(
+        format!("{stream} with {count} records of {bytes} bytes"),
+        8,
+        count,
+        per_request,
+        put,
+    )
+    .await;
 }

@@ -161,30 +161,27 @@ function zip(files) {
     const data = Buffer.from(text, "utf8");
     const packed = deflateRawSync(data);
     const crc = crc32(data);
+    // The fields from "version needed" to the name's length, which the
+    // local header and the central directory entry both carry.
+    const entry = (buf, at) => {
+      buf.writeUInt16LE(20, at); // version needed: 2.0 (deflate)
+      buf.writeUInt16LE(0x0800, at + 2); // names are UTF-8
+      buf.writeUInt16LE(8, at + 4); // deflate
+      buf.writeUInt16LE(time, at + 6);
+      buf.writeUInt16LE(date, at + 8);
+      buf.writeUInt32LE(crc, at + 10);
+      buf.writeUInt32LE(packed.length, at + 14);
+      buf.writeUInt32LE(data.length, at + 18);
+      buf.writeUInt16LE(nameBytes.length, at + 22);
+    };
     const local = Buffer.alloc(30);
     local.writeUInt32LE(0x04034b50, 0);
-    local.writeUInt16LE(20, 4); // version needed: 2.0 (deflate)
-    local.writeUInt16LE(0x0800, 6); // names are UTF-8
-    local.writeUInt16LE(8, 8); // deflate
-    local.writeUInt16LE(time, 10);
-    local.writeUInt16LE(date, 12);
-    local.writeUInt32LE(crc, 14);
-    local.writeUInt32LE(packed.length, 18);
-    local.writeUInt32LE(data.length, 22);
-    local.writeUInt16LE(nameBytes.length, 26);
+    entry(local, 4);
     local.writeUInt16LE(0, 28);
     const central = Buffer.alloc(46);
     central.writeUInt32LE(0x02014b50, 0);
     central.writeUInt16LE((3 << 8) | 20, 4); // made by: Unix, 2.0
-    central.writeUInt16LE(20, 6);
-    central.writeUInt16LE(0x0800, 8);
-    central.writeUInt16LE(8, 10);
-    central.writeUInt16LE(time, 12);
-    central.writeUInt16LE(date, 14);
-    central.writeUInt32LE(crc, 16);
-    central.writeUInt32LE(packed.length, 20);
-    central.writeUInt32LE(data.length, 24);
-    central.writeUInt16LE(nameBytes.length, 28);
+    entry(central, 6);
     central.writeUInt32LE((0o100644 << 16) >>> 0, 38); // a regular file, rw-r--r--
     central.writeUInt32LE(offset, 42);
     locals.push(local, nameBytes, packed);

@@ -13,7 +13,7 @@ import json
 import subprocess
 import time
 
-from awscheck import ACCOUNT, ca, check, cli_env, client, endpoints, error_of, reader_key, reader_secret, secret, key
+from awscheck import ACCOUNT, ca, check, check_raises, check_refused, check_wrong_secret, cli_env, client, endpoints, reader_key, reader_secret
 
 nodes = [client("kinesis", i) for i in range(len(endpoints))]
 
@@ -171,36 +171,29 @@ node(1).deregister_stream_consumer(StreamARN=arn, ConsumerName="app")
 check("DeregisterStreamConsumer", node(2).list_stream_consumers(StreamARN=arn)["Consumers"] == [])
 
 # Errors arrive as the SDK's typed exceptions.
-try:
-    node(0).describe_stream(StreamName="no-such-stream")
-    check("a missing stream is refused", False)
-except node(0).exceptions.ResourceNotFoundException as e:
-    check("ResourceNotFoundException is raised typed", e.response["Error"]["Code"] == "ResourceNotFoundException", e.response)
-try:
-    node(1).get_shard_iterator(StreamName="aws-clicks", ShardId="shardId-000000000000", ShardIteratorType="AT_SEQUENCE_NUMBER")
-    check("AT_SEQUENCE_NUMBER without a number is refused", False)
-except node(1).exceptions.InvalidArgumentException as e:
-    check("InvalidArgumentException is raised typed", "StartingSequenceNumber" in e.response["Error"]["Message"]
-          or "starting_sequence_number" in e.response["Error"]["Message"], e.response)
-try:
-    node(2).create_stream(StreamName="aws-clicks", ShardCount=1)
-    check("a second stream of the same name is refused", False)
-except node(2).exceptions.ResourceInUseException:
-    check("ResourceInUseException is raised typed", True)
-e = error_of(lambda: node(0).put_record(StreamName="aws-clicks", Data=b"x" * (1024 * 1024), PartitionKey="k"))
-check("a record over 1 MiB with its partition key is refused",
-      e is not None and e.response["Error"]["Code"] == "InvalidArgumentException", e and e.response)
+check_raises("a missing stream is refused", "ResourceNotFoundException is raised typed",
+             lambda: node(0).describe_stream(StreamName="no-such-stream"),
+             node(0).exceptions.ResourceNotFoundException,
+             lambda e: e.response["Error"]["Code"] == "ResourceNotFoundException")
+check_raises("AT_SEQUENCE_NUMBER without a number is refused", "InvalidArgumentException is raised typed",
+             lambda: node(1).get_shard_iterator(StreamName="aws-clicks", ShardId="shardId-000000000000",
+                                                ShardIteratorType="AT_SEQUENCE_NUMBER"),
+             node(1).exceptions.InvalidArgumentException,
+             lambda e: "StartingSequenceNumber" in e.response["Error"]["Message"]
+             or "starting_sequence_number" in e.response["Error"]["Message"])
+check_raises("a second stream of the same name is refused", "ResourceInUseException is raised typed",
+             lambda: node(2).create_stream(StreamName="aws-clicks", ShardCount=1),
+             node(2).exceptions.ResourceInUseException)
+check_refused("a record over 1 MiB with its partition key is refused",
+              lambda: node(0).put_record(StreamName="aws-clicks", Data=b"x" * (1024 * 1024), PartitionKey="k"),
+              "InvalidArgumentException")
 
 # Authentication and authorisation.
-wrong = client("kinesis", 0, key, secret + "x")
-e = error_of(lambda: wrong.list_streams())
-check("a wrong secret gets SignatureDoesNotMatch",
-      e is not None and e.response["Error"]["Code"] == "SignatureDoesNotMatch", e and e.response)
+check_wrong_secret("kinesis", lambda wrong: wrong.list_streams())
 reader = client("kinesis", 1, reader_key, reader_secret)
 check("a read-only key may list", "aws-clicks" in reader.list_streams()["StreamNames"])
-e = error_of(lambda: reader.put_record(StreamName="aws-clicks", Data=b"no", PartitionKey="k"))
-check("a read-only key may not put: AccessDeniedException, Kinesis's code",
-      e is not None and e.response["Error"]["Code"] == "AccessDeniedException", e and e.response)
+check_refused("a read-only key may not put: AccessDeniedException, Kinesis's code",
+              lambda: reader.put_record(StreamName="aws-clicks", Data=b"no", PartitionKey="k"), "AccessDeniedException")
 
 node(2).delete_stream(StreamName="aws-other")
 check("DeleteStream", "aws-other" not in node(0).list_streams()["StreamNames"])

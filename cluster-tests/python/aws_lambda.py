@@ -15,7 +15,6 @@ awscheck.py)
 """
 
 import base64
-import http.server
 import io
 import json
 import os
@@ -24,7 +23,7 @@ import tempfile
 import threading
 import zipfile
 
-from awscheck import ACCOUNT, ca, check, cli_env, client, endpoints, error_of, reader_key, reader_secret, secret, key
+from awscheck import ACCOUNT, ca, check, check_raises, check_refused, check_wrong_secret, cli_env, client, endpoints, reader_key, reader_secret, serve_posts
 
 
 def zipped(files):
@@ -51,22 +50,13 @@ marks = []
 arrived = threading.Condition()
 
 
-class Recorder(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-        with arrived:
-            marks.append((self.path.strip("/"), body))
-            arrived.notify_all()
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
+def record(path, body):
+    with arrived:
+        marks.append((path.strip("/"), body.decode()))
+        arrived.notify_all()
 
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-recorder = f"http://127.0.0.1:{server.server_address[1]}"
+server, recorder = serve_posts(record)
 
 
 def wait_for(kind, want):
@@ -163,9 +153,9 @@ check("PutProvisionedConcurrencyConfig", p["RequestedProvisionedConcurrentExecut
 p = node(2).get_provisioned_concurrency_config(FunctionName="aws-echo", Qualifier="1")
 check("GetProvisionedConcurrencyConfig", p["RequestedProvisionedConcurrentExecutions"] == 1, p)
 node(0).delete_provisioned_concurrency_config(FunctionName="aws-echo", Qualifier="1")
-e = error_of(lambda: node(1).get_provisioned_concurrency_config(FunctionName="aws-echo", Qualifier="1"))
-check("DeleteProvisionedConcurrencyConfig", e is not None and e.response["Error"]["Code"] in
-      ("ProvisionedConcurrencyConfigNotFoundException", "ResourceNotFoundException"), e and e.response)
+check_refused("DeleteProvisionedConcurrencyConfig",
+              lambda: node(1).get_provisioned_concurrency_config(FunctionName="aws-echo", Qualifier="1"),
+              "ProvisionedConcurrencyConfigNotFoundException", "ResourceNotFoundException")
 node(2).put_function_event_invoke_config(FunctionName="aws-echo", MaximumRetryAttempts=0)
 node(0).update_function_event_invoke_config(FunctionName="aws-echo", MaximumEventAgeInSeconds=60)
 cfg = node(1).get_function_event_invoke_config(FunctionName="aws-echo")
@@ -203,32 +193,26 @@ for x in (m, sm):
 check("DeleteEventSourceMapping", node(2).list_event_source_mappings(FunctionName="aws-echo")["EventSourceMappings"] == [])
 
 # Errors arrive as the SDK's typed exceptions.
-try:
-    node(0).get_function(FunctionName="no-such-function")
-    check("a missing function is refused", False)
-except node(0).exceptions.ResourceNotFoundException as e:
-    check("ResourceNotFoundException is raised typed, 404", e.response["ResponseMetadata"]["HTTPStatusCode"] == 404, e.response)
-try:
-    node(1).create_function(FunctionName="aws-echo", Runtime="python3.12", Role="r", Handler="app.handler",
-                            Code={"ZipFile": package})
-    check("a second function of the same name is refused", False)
-except node(1).exceptions.ResourceConflictException as e:
-    check("ResourceConflictException is raised typed, 409", e.response["ResponseMetadata"]["HTTPStatusCode"] == 409, e.response)
-try:
-    node(2).update_function_configuration(FunctionName="aws-echo", Timeout=100000)
-    check("a timeout over 900 s is refused", False)
-except node(2).exceptions.InvalidParameterValueException as e:
-    check("InvalidParameterValueException is raised typed", "timeout" in e.response["Error"]["Message"].lower(), e.response)
+check_raises("a missing function is refused", "ResourceNotFoundException is raised typed, 404",
+             lambda: node(0).get_function(FunctionName="no-such-function"),
+             node(0).exceptions.ResourceNotFoundException,
+             lambda e: e.response["ResponseMetadata"]["HTTPStatusCode"] == 404)
+check_raises("a second function of the same name is refused", "ResourceConflictException is raised typed, 409",
+             lambda: node(1).create_function(FunctionName="aws-echo", Runtime="python3.12", Role="r",
+                                             Handler="app.handler", Code={"ZipFile": package}),
+             node(1).exceptions.ResourceConflictException,
+             lambda e: e.response["ResponseMetadata"]["HTTPStatusCode"] == 409)
+check_raises("a timeout over 900 s is refused", "InvalidParameterValueException is raised typed",
+             lambda: node(2).update_function_configuration(FunctionName="aws-echo", Timeout=100000),
+             node(2).exceptions.InvalidParameterValueException,
+             lambda e: "timeout" in e.response["Error"]["Message"].lower())
 
 # Authentication and authorisation.
-wrong = client("lambda", 0, key, secret + "x")
-e = error_of(lambda: wrong.list_functions())
-check("a wrong secret gets SignatureDoesNotMatch", e is not None and e.response["Error"]["Code"] == "SignatureDoesNotMatch", e and e.response)
+check_wrong_secret("lambda", lambda wrong: wrong.list_functions())
 reader = client("lambda", 1, reader_key, reader_secret)
 check("a read-only key may list", "aws-echo" in [f["FunctionName"] for f in reader.list_functions()["Functions"]])
-e = error_of(lambda: reader.invoke(FunctionName="aws-echo", Payload=b"{}"))
-check("a read-only key may not invoke: AccessDeniedException", e is not None
-      and e.response["Error"]["Code"] == "AccessDeniedException", e and e.response)
+check_refused("a read-only key may not invoke: AccessDeniedException",
+              lambda: reader.invoke(FunctionName="aws-echo", Payload=b"{}"), "AccessDeniedException")
 
 # The aws CLI, unmodified.
 env = cli_env()

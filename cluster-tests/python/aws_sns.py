@@ -9,13 +9,12 @@ Usage: aws_sns.py ENDPOINTS CA KEY SECRET READER_KEY READER_SECRET (see
 awscheck.py)
 """
 
-import http.server
 import json
 import subprocess
 import threading
 import time
 
-from awscheck import ACCOUNT, ca, check, cli_env, client, endpoints, error_of, reader_key, reader_secret, secret, key
+from awscheck import ACCOUNT, ca, check, check_raises, check_refused, check_wrong_secret, cli_env, client, endpoints, reader_key, reader_secret, serve_posts
 
 sns = [client("sns", i) for i in range(len(endpoints))]
 sqs = client("sqs", 0)
@@ -112,22 +111,15 @@ tokens = []
 arrived = threading.Event()
 
 
-class Hook(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if body.get("Type") == "SubscriptionConfirmation":
-            tokens.append(body["Token"])
-            arrived.set()
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
+def on_hook(path, body):
+    body = json.loads(body)
+    if body.get("Type") == "SubscriptionConfirmation":
+        tokens.append(body["Token"])
+        arrived.set()
 
 
-server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-hook = f"http://127.0.0.1:{server.server_address[1]}/hook"
+server, base = serve_posts(on_hook)
+hook = base + "/hook"
 pending = sns[0].subscribe(TopicArn=topic, Protocol="http", Endpoint=hook)["SubscriptionArn"]
 check("an HTTP subscription waits for confirmation", pending == "pending confirmation", pending)
 check("the endpoint is sent a SubscriptionConfirmation", arrived.wait(30), tokens)
@@ -145,18 +137,14 @@ check("TagResource, UntagResource, ListTagsForResource",
 
 # Errors arrive as the SDK's typed exceptions.
 missing = f"arn:aws:sns:us-east-1:{ACCOUNT}:no-such-topic"
-try:
-    sns[0].get_topic_attributes(TopicArn=missing)
-    check("a missing topic is refused", False)
-except sns[0].exceptions.NotFoundException as e:
-    check("NotFound is raised typed", e.response["Error"]["Code"] == "NotFound", e.response)
-try:
-    sns[1].create_topic(Name="bad name!")
-    check("a bad topic name is refused", False)
-except sns[1].exceptions.InvalidParameterException as e:
-    check("InvalidParameter is raised typed", e.response["Error"]["Code"] == "InvalidParameter", e.response)
-e = error_of(lambda: sns[2].publish(TopicArn=topic, Message="x", MessageGroupId="g"))
-check("a group id on a standard topic is refused", e is not None and e.response["Error"]["Code"] == "InvalidParameter", e and e.response)
+check_raises("a missing topic is refused", "NotFound is raised typed",
+             lambda: sns[0].get_topic_attributes(TopicArn=missing), sns[0].exceptions.NotFoundException,
+             lambda e: e.response["Error"]["Code"] == "NotFound")
+check_raises("a bad topic name is refused", "InvalidParameter is raised typed",
+             lambda: sns[1].create_topic(Name="bad name!"), sns[1].exceptions.InvalidParameterException,
+             lambda e: e.response["Error"]["Code"] == "InvalidParameter")
+check_refused("a group id on a standard topic is refused",
+              lambda: sns[2].publish(TopicArn=topic, Message="x", MessageGroupId="g"), "InvalidParameter")
 
 # FIFO topics.
 fifo = sns[0].create_topic(Name="aws-orders.fifo", Attributes={"FifoTopic": "true", "ContentBasedDeduplication": "true"})["TopicArn"]
@@ -170,13 +158,11 @@ got = receive_all(fifo_url, 4)
 check("a FIFO topic keeps the group's order", [m["Body"] for m in got] == ["f0", "f1", "f2", "f3"], got)
 
 # Authentication and authorisation.
-wrong = client("sns", 0, key, secret + "x")
-e = error_of(lambda: wrong.list_topics())
-check("a wrong secret gets SignatureDoesNotMatch", e is not None and e.response["Error"]["Code"] == "SignatureDoesNotMatch", e and e.response)
+check_wrong_secret("sns", lambda wrong: wrong.list_topics())
 reader = client("sns", 1, reader_key, reader_secret)
 check("a read-only key may list", topic in [t["TopicArn"] for t in reader.list_topics()["Topics"]])
-e = error_of(lambda: reader.publish(TopicArn=topic, Message="no"))
-check("a read-only key may not publish: AccessDenied", e is not None and e.response["Error"]["Code"] == "AccessDenied", e and e.response)
+check_refused("a read-only key may not publish: AccessDenied",
+              lambda: reader.publish(TopicArn=topic, Message="no"), "AccessDenied")
 
 sns[0].delete_topic(TopicArn=fifo)
 check("DeleteTopic", fifo not in [t["TopicArn"] for t in sns[1].list_topics()["Topics"]])

@@ -19,7 +19,7 @@ import time
 import boto3
 import botocore
 
-from awscheck import ca, check, cli_env, client, endpoints, error_of, key, reader_key, reader_secret, secret
+from awscheck import ca, check, check_raises, check_refused, check_wrong_secret, cli_env, client, endpoints, key, reader_key, reader_secret, secret
 
 nodes = [client("sqs", i) for i in range(len(endpoints))]
 protocol = nodes[0]._service_model.metadata["protocol"]
@@ -135,11 +135,10 @@ tasks = node(1).list_message_move_tasks(SourceArn=dlq_arn)["Results"]
 check("StartMessageMoveTask and ListMessageMoveTasks", tasks and tasks[0]["SourceArn"] == dlq_arn, tasks)
 back = receive_all(node(2), src, 1)
 check("the move task returns the message to its source", [m["Body"] for m in back] == ["poison"], back)
-try:
-    node(0).cancel_message_move_task(TaskHandle=task)
-    check("CancelMessageMoveTask of a finished task is refused", False)
-except node(0).exceptions.UnsupportedOperation as e:
-    check("a finished task cannot be cancelled: UnsupportedOperation, typed", e.response["Error"]["Code"] == "AWS.SimpleQueueService.UnsupportedOperation", e.response)
+check_raises("CancelMessageMoveTask of a finished task is refused",
+             "a finished task cannot be cancelled: UnsupportedOperation, typed",
+             lambda: node(0).cancel_message_move_task(TaskHandle=task), node(0).exceptions.UnsupportedOperation,
+             lambda e: e.response["Error"]["Code"] == "AWS.SimpleQueueService.UnsupportedOperation")
 
 # Listing, purging, deleting.
 listed = node(1).list_queues(QueueNamePrefix="aws-")["QueueUrls"]
@@ -152,25 +151,20 @@ check("PurgeQueue empties it", node(2).receive_message(QueueUrl=src, WaitTimeSec
 node(0).delete_queue(QueueUrl=url)
 
 # Errors arrive as the SDK's typed exceptions.
-try:
-    node(1).get_queue_url(QueueName="aws-std")
-    check("a deleted queue is gone", False)
-except node(1).exceptions.QueueDoesNotExist as e:
-    check("QueueDoesNotExist is raised typed", e.response["Error"]["Code"] == "AWS.SimpleQueueService.NonExistentQueue", e.response)
-try:
-    node(2).create_queue(QueueName="aws-bad", Attributes={"NoSuchAttribute": "1"})
-    check("an unknown attribute is refused", False)
-except node(2).exceptions.InvalidAttributeName:
-    check("InvalidAttributeName is raised typed", True)
-try:
-    node(0).send_message_batch(QueueUrl=src, Entries=[{"Id": "same", "MessageBody": "a"}, {"Id": "same", "MessageBody": "b"}])
-    check("repeated batch ids are refused", False)
-except node(0).exceptions.BatchEntryIdsNotDistinct:
-    check("BatchEntryIdsNotDistinct is raised typed", True)
-e = error_of(lambda: node(1).receive_message(QueueUrl=src, MaxNumberOfMessages=11))
-check("MaxNumberOfMessages over 10 is refused", e is not None and e.response["Error"]["Code"] == "InvalidParameterValue", e and e.response)
-e = error_of(lambda: node(2).delete_message(QueueUrl=src, ReceiptHandle="garbage"))
-check("a bad receipt handle is ReceiptHandleIsInvalid", e is not None and e.response["Error"]["Code"] == "ReceiptHandleIsInvalid", e and e.response)
+check_raises("a deleted queue is gone", "QueueDoesNotExist is raised typed",
+             lambda: node(1).get_queue_url(QueueName="aws-std"), node(1).exceptions.QueueDoesNotExist,
+             lambda e: e.response["Error"]["Code"] == "AWS.SimpleQueueService.NonExistentQueue")
+check_raises("an unknown attribute is refused", "InvalidAttributeName is raised typed",
+             lambda: node(2).create_queue(QueueName="aws-bad", Attributes={"NoSuchAttribute": "1"}),
+             node(2).exceptions.InvalidAttributeName)
+check_raises("repeated batch ids are refused", "BatchEntryIdsNotDistinct is raised typed",
+             lambda: node(0).send_message_batch(QueueUrl=src, Entries=[{"Id": "same", "MessageBody": "a"},
+                                                                       {"Id": "same", "MessageBody": "b"}]),
+             node(0).exceptions.BatchEntryIdsNotDistinct)
+check_refused("MaxNumberOfMessages over 10 is refused",
+              lambda: node(1).receive_message(QueueUrl=src, MaxNumberOfMessages=11), "InvalidParameterValue")
+check_refused("a bad receipt handle is ReceiptHandleIsInvalid",
+              lambda: node(2).delete_message(QueueUrl=src, ReceiptHandle="garbage"), "ReceiptHandleIsInvalid")
 
 # A body larger than the limit is refused before it is read.
 conn = http.client.HTTPSConnection(endpoints[0].split("://", 1)[1], context=ssl.create_default_context(cafile=ca))
@@ -207,13 +201,11 @@ if protocol == "query":
     node(2).delete_message(QueueUrl=src, ReceiptHandle=got[0]["ReceiptHandle"])
 
 # Authentication and authorisation.
-wrong = client("sqs", 0, key, secret + "x")
-e = error_of(lambda: wrong.list_queues())
-check("a wrong secret gets SignatureDoesNotMatch", e is not None and e.response["Error"]["Code"] == "SignatureDoesNotMatch", e and e.response)
+check_wrong_secret("sqs", lambda wrong: wrong.list_queues())
 reader = client("sqs", 1, reader_key, reader_secret)
 check("a read-only key may list", len(reader.list_queues(QueueNamePrefix="aws-")["QueueUrls"]) == 3)
-e = error_of(lambda: reader.send_message(QueueUrl=src, MessageBody="no"))
-check("a read-only key may not send: AccessDenied", e is not None and e.response["Error"]["Code"] == "AccessDenied", e and e.response)
+check_refused("a read-only key may not send: AccessDenied",
+              lambda: reader.send_message(QueueUrl=src, MessageBody="no"), "AccessDenied")
 check("the refused send changed nothing", node(2).receive_message(QueueUrl=src, WaitTimeSeconds=2).get("Messages", []) == [])
 
 # STS, which tools ask first.
@@ -221,9 +213,10 @@ sts = boto3.client("sts", endpoint_url=endpoints[2], region_name="us-east-1",
                    aws_access_key_id=key, aws_secret_access_key=secret, verify=ca)
 me = sts.get_caller_identity()
 check("GetCallerIdentity names the key's principal", me["Arn"] == "arn:aws:iam::000000000000:user/sdk-user" and me["Account"] == "000000000000" and me["UserId"] == key, me)
-e = error_of(lambda: boto3.client("sts", endpoint_url=endpoints[0], region_name="us-east-1",
-                                  aws_access_key_id=key, aws_secret_access_key="wrong", verify=ca).get_caller_identity())
-check("GetCallerIdentity with a wrong secret is refused", e is not None and e.response["Error"]["Code"] == "SignatureDoesNotMatch", e and e.response)
+check_refused("GetCallerIdentity with a wrong secret is refused",
+              lambda: boto3.client("sts", endpoint_url=endpoints[0], region_name="us-east-1", aws_access_key_id=key,
+                                   aws_secret_access_key="wrong", verify=ca).get_caller_identity(),
+              "SignatureDoesNotMatch")
 
 # The aws CLI, unmodified.
 env = cli_env()

@@ -1,5 +1,6 @@
 """What the AWS SDK test scripts share: their arguments, clients of the
-cluster's nodes, and checks that stop at the first failure.
+cluster's nodes, checks that stop at the first failure, and a loopback
+receiver of the POSTs the cluster makes.
 
 Arguments: ENDPOINTS CA KEY SECRET READER_KEY READER_SECRET
   ENDPOINTS  comma-separated https://host:port of the nodes
@@ -8,8 +9,10 @@ Arguments: ENDPOINTS CA KEY SECRET READER_KEY READER_SECRET
   READER_*   an access key with read-only access
 """
 
+import http.server
 import os
 import sys
+import threading
 
 import boto3
 import botocore.config
@@ -49,6 +52,50 @@ def error_of(call):
     except ClientError as e:
         return e
     return None
+
+
+def check_refused(what, call, *codes):
+    """Checks that `call` fails with a ClientError of one of `codes`."""
+    e = error_of(call)
+    check(what, e is not None and e.response["Error"]["Code"] in codes, e and e.response)
+
+
+def check_raises(refused, raised, call, exception, ok=lambda e: True):
+    """Checks that `call` raises the SDK's typed `exception` and that `ok`
+    holds of it (`raised`); `refused` names the check when it does not
+    raise at all."""
+    try:
+        call()
+    except exception as e:
+        check(raised, ok(e), e.response)
+        return
+    check(refused, False)
+
+
+def check_wrong_secret(service, call):
+    """Checks that `call` of a `service` client signing with a wrong
+    secret gets SignatureDoesNotMatch."""
+    wrong = client(service, 0, key, secret + "x")
+    check_refused("a wrong secret gets SignatureDoesNotMatch", lambda: call(wrong), "SignatureDoesNotMatch")
+
+
+def serve_posts(on_post):
+    """Starts an HTTP server on loopback that hands `on_post(path, body)`
+    each POST's path and body (bytes) and answers it 200; returns the
+    server and its base URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            on_post(self.path, self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def cli_env():

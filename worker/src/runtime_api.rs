@@ -148,28 +148,26 @@ impl RuntimeApi {
 
     /// Waits until the runtime first calls `…/next`.
     pub async fn became_ready(&self) -> std::time::Instant {
-        loop {
-            let notified = self.shared.ready.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(at) = self.ready_at() {
-                return at;
-            }
-            notified.await;
-        }
+        wait_for(&self.shared.ready, || self.ready_at()).await
     }
 
     /// Waits until the runtime reports an init error.
     pub async fn init_failed(&self) -> InitError {
-        loop {
-            let notified = self.shared.init_failed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(e) = self.init_error() {
-                return e;
-            }
-            notified.await;
+        wait_for(&self.shared.init_failed, || self.init_error()).await
+    }
+}
+
+/// Waits until `seen` finds something, looking again each time `notify`
+/// is notified (and first, once the wait for a notification is on).
+async fn wait_for<T>(notify: &Notify, seen: impl Fn() -> Option<T>) -> T {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(v) = seen() {
+            return v;
         }
+        notified.await;
     }
 }
 

@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use cluster_tests::requests::put_data;
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
 
@@ -86,13 +87,7 @@ impl Broker for Sluice {
     async fn send(&self, body: Vec<u8>) -> Result<(), String> {
         if self.shape.is_stream() {
             let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-            self.client
-                .put_record(pb::PutRecordRequest {
-                    stream_name: self.name.clone(),
-                    data: body,
-                    partition_key: format!("k{key}"),
-                    ..Default::default()
-                })
+            put_data(&self.client, &self.name, &format!("k{key}"), body)
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string())
@@ -142,16 +137,7 @@ impl Broker for Sluice {
             let queue = queue.clone();
             tokio::spawn(async move {
                 loop {
-                    let r = me
-                        .client
-                        .receive_message(pb::ReceiveMessageRequest {
-                            queue_name: queue.clone(),
-                            max_number_of_messages: 10,
-                            visibility_timeout: Some(60),
-                            wait_time_seconds: Some(1),
-                            ..Default::default()
-                        })
-                        .await;
+                    let r = me.client.receive_from(&queue, 10, Some(60), Some(1)).await;
                     let Ok(r) = r else { return };
                     if r.messages.is_empty() {
                         continue;

@@ -156,20 +156,17 @@ fn package(path: &PathBuf) -> Result<Vec<u8>, Error> {
 }
 
 fn show(json: bool, c: &pb::FunctionConfiguration) {
-    if json {
-        println!(
-            "{}",
-            json!({"function_name": c.function_name, "function_arn": c.function_arn,
-                   "handler": c.handler, "runtime": c.runtime, "memory_size": c.memory_size,
-                   "timeout": c.timeout, "code_sha256": c.code_sha256, "code_size": c.code_size,
-                   "last_modified": c.last_modified, "revision_id": c.revision_id})
-        );
-    } else {
-        println!(
+    crate::print_result(
+        json,
+        json!({"function_name": c.function_name, "function_arn": c.function_arn,
+               "handler": c.handler, "runtime": c.runtime, "memory_size": c.memory_size,
+               "timeout": c.timeout, "code_sha256": c.code_sha256, "code_size": c.code_size,
+               "last_modified": c.last_modified, "revision_id": c.revision_id}),
+        format_args!(
             "{}  {}  {} MB  {} s  {} bytes  {}",
             c.function_arn, c.handler, c.memory_size, c.timeout, c.code_size, c.last_modified
-        );
-    }
+        ),
+    );
 }
 
 fn print_alias(json: bool, a: &pb::AliasConfiguration) {
@@ -267,15 +264,12 @@ pub async fn run(client: &Client, json: bool, cmd: FunctionCmd) -> Result<bool, 
                 eprintln!("{}", String::from_utf8_lossy(&decode_base64(&r.log_result)));
             }
             let text = String::from_utf8_lossy(&r.payload);
-            if json {
-                println!(
-                    "{}",
-                    json!({"status_code": r.status_code, "function_error": r.function_error,
-                           "payload": text, "executed_version": r.executed_version})
-                );
-            } else {
-                println!("{text}");
-            }
+            crate::print_result(
+                json,
+                json!({"status_code": r.status_code, "function_error": r.function_error,
+                       "payload": text, "executed_version": r.executed_version}),
+                &text,
+            );
             return Ok(!r.function_error.is_empty());
         }
         FunctionCmd::Publish { name } => show(json, &client.publish_version(&name).await?),
@@ -333,9 +327,7 @@ pub async fn run(client: &Client, json: bool, cmd: FunctionCmd) -> Result<bool, 
         FunctionCmd::Get { name } => show(json, &client.get_function(&name).await?),
         FunctionCmd::Delete { name } => {
             client.delete_function(&name).await?;
-            if json {
-                println!("{}", json!({ "deleted": name }));
-            }
+            crate::print_removed(json, "deleted", &name);
         }
         FunctionCmd::Logs {
             name,
@@ -416,16 +408,13 @@ pub async fn run(client: &Client, json: bool, cmd: FunctionCmd) -> Result<bool, 
         FunctionCmd::Workers => {
             for w in client.list_workers().await? {
                 let warm: u32 = w.warm.iter().map(|e| e.idle + e.busy).sum();
-                if json {
-                    println!(
-                        "{}",
-                        json!({"worker_id": w.worker_id, "address": w.address, "live": w.live,
-                               "memory_mb": w.memory_mb, "memory_used_mb": w.memory_used_mb,
-                               "running": w.running, "environments": warm,
-                               "last_seen_ago_ms": w.last_seen_ago_ms})
-                    );
-                } else {
-                    println!(
+                crate::print_result(
+                    json,
+                    json!({"worker_id": w.worker_id, "address": w.address, "live": w.live,
+                           "memory_mb": w.memory_mb, "memory_used_mb": w.memory_used_mb,
+                           "running": w.running, "environments": warm,
+                           "last_seen_ago_ms": w.last_seen_ago_ms}),
+                    format_args!(
                         "{}  {}  {}  {}/{} MB  {} running  {} environments  seen {} ms ago",
                         w.worker_id,
                         w.address,
@@ -435,8 +424,8 @@ pub async fn run(client: &Client, json: bool, cmd: FunctionCmd) -> Result<bool, 
                         w.running,
                         warm,
                         w.last_seen_ago_ms
-                    );
-                }
+                    ),
+                );
             }
         }
     }

@@ -5,6 +5,15 @@ use serde_json::json;
 use sluice_client::{Client, Error};
 use sluice_proto::v1 as pb;
 
+/// One call of the IAM service: `iam!(client, method, request)`.
+macro_rules! iam {
+    ($client:expr, $method:ident, $request:expr) => {
+        $client
+            .iam($request, |mut c, r| async move { c.$method(r).await })
+            .await?
+    };
+}
+
 #[derive(Subcommand)]
 pub enum IamCmd {
     /// Make a principal: a user, or a worker (which gets SluiceWorkerAccess
@@ -92,21 +101,18 @@ fn show_principal(json: bool, p: &pb::Principal) {
         .iter()
         .map(|k| k.access_key_id.as_str())
         .collect();
-    if json {
-        println!(
-            "{}",
-            json!({"name": p.name, "kind": p.kind, "arn": p.arn, "policies": p.policies,
-                   "access_key_ids": keys, "created_ms": p.created_ms})
-        );
-    } else {
-        println!(
+    crate::print_result(
+        json,
+        json!({"name": p.name, "kind": p.kind, "arn": p.arn, "policies": p.policies,
+               "access_key_ids": keys, "created_ms": p.created_ms}),
+        format_args!(
             "{}  {}  policies: {}  keys: {}",
             p.name,
             p.kind,
             p.policies.join(","),
             keys.join(",")
-        );
-    }
+        ),
+    );
 }
 
 /// Runs an `iam` command.
@@ -117,38 +123,32 @@ pub async fn run(client: &Client, json: bool, cmd: IamCmd) -> Result<(), Error> 
             kind,
             policies,
         } => {
-            let p = client
-                .iam(
-                    pb::CreatePrincipalRequest {
-                        name,
-                        kind,
-                        policies,
-                    },
-                    |mut c, r| async move { c.create_principal(r).await },
-                )
-                .await?;
+            let p = iam!(
+                client,
+                create_principal,
+                pb::CreatePrincipalRequest {
+                    name,
+                    kind,
+                    policies,
+                }
+            );
             show_principal(json, &p);
         }
         IamCmd::GetPrincipal { name } => {
-            let p = client
-                .iam(pb::GetPrincipalRequest { name }, |mut c, r| async move {
-                    c.get_principal(r).await
-                })
-                .await?;
+            let p = iam!(client, get_principal, pb::GetPrincipalRequest { name });
             show_principal(json, &p);
         }
         IamCmd::ListPrincipals => {
             let mut token = String::new();
             loop {
-                let page = client
-                    .iam(
-                        pb::ListPrincipalsRequest {
-                            next_token: token.clone(),
-                            max_items: 0,
-                        },
-                        |mut c, r| async move { c.list_principals(r).await },
-                    )
-                    .await?;
+                let page = iam!(
+                    client,
+                    list_principals,
+                    pb::ListPrincipalsRequest {
+                        next_token: token.clone(),
+                        max_items: 0,
+                    }
+                );
                 for p in &page.principals {
                     show_principal(json, p);
                 }
@@ -159,18 +159,18 @@ pub async fn run(client: &Client, json: bool, cmd: IamCmd) -> Result<(), Error> 
             }
         }
         IamCmd::DeletePrincipal { name } => {
-            client
-                .iam(pb::DeletePrincipalRequest { name }, |mut c, r| async move {
-                    c.delete_principal(r).await
-                })
-                .await?;
+            iam!(
+                client,
+                delete_principal,
+                pb::DeletePrincipalRequest { name }
+            );
         }
         IamCmd::CreateKey { name, env } => {
-            let k = client
-                .iam(pb::CreateAccessKeyRequest { name }, |mut c, r| async move {
-                    c.create_access_key(r).await
-                })
-                .await?;
+            let k = iam!(
+                client,
+                create_access_key,
+                pb::CreateAccessKeyRequest { name }
+            );
             if json {
                 println!(
                     "{}",
@@ -193,15 +193,14 @@ pub async fn run(client: &Client, json: bool, cmd: IamCmd) -> Result<(), Error> 
             name,
             access_key_id,
         } => {
-            let p = client
-                .iam(
-                    pb::DeleteAccessKeyRequest {
-                        name,
-                        access_key_id,
-                    },
-                    |mut c, r| async move { c.delete_access_key(r).await },
-                )
-                .await?;
+            let p = iam!(
+                client,
+                delete_access_key,
+                pb::DeleteAccessKeyRequest {
+                    name,
+                    access_key_id,
+                }
+            );
             show_principal(json, &p);
         }
         IamCmd::PutPolicy { name, file } => {
@@ -212,86 +211,50 @@ pub async fn run(client: &Client, json: bool, cmd: IamCmd) -> Result<(), Error> 
                 std::fs::read_to_string(&file)
                     .map_err(|e| Error::Config(format!("--file {file}: {e}")))?
             };
-            let p = client
-                .iam(
-                    pb::PutPolicyRequest { name, document },
-                    |mut c, r| async move { c.put_policy(r).await },
-                )
-                .await?;
-            println!(
-                "{}",
-                if json {
-                    json!({"name": p.name, "arn": p.arn}).to_string()
-                } else {
-                    p.arn
-                }
-            );
+            let p = iam!(client, put_policy, pb::PutPolicyRequest { name, document });
+            crate::print_result(json, json!({"name": p.name, "arn": p.arn}), &p.arn);
         }
         IamCmd::GetPolicy { name } => {
-            let p = client
-                .iam(pb::GetPolicyRequest { name }, |mut c, r| async move {
-                    c.get_policy(r).await
-                })
-                .await?;
+            let p = iam!(client, get_policy, pb::GetPolicyRequest { name });
             println!("{}", p.document);
         }
         IamCmd::ListPolicies => {
-            let ps = client
-                .iam(pb::ListPoliciesRequest {}, |mut c, r| async move {
-                    c.list_policies(r).await
-                })
-                .await?;
+            let ps = iam!(client, list_policies, pb::ListPoliciesRequest {});
             for p in ps.policies {
-                if json {
-                    println!(
-                        "{}",
-                        json!({"name": p.name, "arn": p.arn, "builtin": p.builtin})
-                    );
-                } else {
-                    println!("{}{}", p.name, if p.builtin { "  (built-in)" } else { "" });
-                }
+                crate::print_result(
+                    json,
+                    json!({"name": p.name, "arn": p.arn, "builtin": p.builtin}),
+                    format_args!("{}{}", p.name, if p.builtin { "  (built-in)" } else { "" }),
+                );
             }
         }
         IamCmd::DeletePolicy { name } => {
-            client
-                .iam(pb::DeletePolicyRequest { name }, |mut c, r| async move {
-                    c.delete_policy(r).await
-                })
-                .await?;
+            iam!(client, delete_policy, pb::DeletePolicyRequest { name });
         }
         IamCmd::Attach { name, policy } => {
-            let p = client
-                .iam(
-                    pb::AttachPolicyRequest { name, policy },
-                    |mut c, r| async move { c.attach_policy(r).await },
-                )
-                .await?;
+            let p = iam!(
+                client,
+                attach_policy,
+                pb::AttachPolicyRequest { name, policy }
+            );
             show_principal(json, &p);
         }
         IamCmd::Detach { name, policy } => {
-            let p = client
-                .iam(
-                    pb::DetachPolicyRequest { name, policy },
-                    |mut c, r| async move { c.detach_policy(r).await },
-                )
-                .await?;
+            let p = iam!(
+                client,
+                detach_policy,
+                pb::DetachPolicyRequest { name, policy }
+            );
             show_principal(json, &p);
         }
         IamCmd::Whoami => {
-            let me = client
-                .iam(pb::GetCallerIdentityRequest {}, |mut c, r| async move {
-                    c.get_caller_identity(r).await
-                })
-                .await?;
-            if json {
-                println!(
-                    "{}",
-                    json!({"name": me.name, "kind": me.kind, "arn": me.arn,
-                           "account": me.account, "access_key_id": me.access_key_id})
-                );
-            } else {
-                println!("{} ({}) {}", me.name, me.kind, me.arn);
-            }
+            let me = iam!(client, get_caller_identity, pb::GetCallerIdentityRequest {});
+            crate::print_result(
+                json,
+                json!({"name": me.name, "kind": me.kind, "arn": me.arn,
+                       "account": me.account, "access_key_id": me.access_key_id}),
+                format_args!("{} ({}) {}", me.name, me.kind, me.arn),
+            );
         }
     }
     Ok(())

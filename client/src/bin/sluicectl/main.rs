@@ -154,6 +154,50 @@ fn print_attributes(json: bool, attrs: impl IntoIterator<Item = (String, String)
     }
 }
 
+/// Prints one result: the JSON value with --json, else the plain text.
+fn print_result(json: bool, value: serde_json::Value, text: impl std::fmt::Display) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
+/// Prints a list of names: a JSON array with --json, else one a line.
+fn print_names(json: bool, names: &[String]) {
+    if json {
+        println!("{}", json!(names));
+    } else {
+        for n in names {
+            println!("{n}");
+        }
+    }
+}
+
+/// With --json, prints `{key: name}` for what a verb removed; without, nothing.
+fn print_removed(json: bool, key: &str, name: &str) {
+    if json {
+        println!("{}", json!({ key: name }));
+    }
+}
+
+/// Message attributes of one data type (String, Number) from NAME=VALUE pairs.
+fn message_attributes(
+    data_type: &str,
+    pairs: Vec<(String, String)>,
+) -> impl Iterator<Item = (String, pb::MessageAttributeValue)> + '_ {
+    pairs.into_iter().map(move |(k, v)| {
+        (
+            k,
+            pb::MessageAttributeValue {
+                data_type: data_type.into(),
+                string_value: v,
+                binary_value: Vec::new(),
+            },
+        )
+    })
+}
+
 fn parse_pair(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -272,28 +316,22 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
             ClusterCmd::TransferLeader { to } => {
                 let t = client.transfer_leadership(to).await?;
-                if json {
-                    println!(
-                        "{}",
-                        json!({"previous_leader_id": t.previous_leader_id, "new_leader_id": t.new_leader_id, "term": t.term})
-                    );
-                } else {
-                    println!(
+                print_result(
+                    json,
+                    json!({"previous_leader_id": t.previous_leader_id, "new_leader_id": t.new_leader_id, "term": t.term}),
+                    format_args!(
                         "leadership moved from node {} to node {} (term {})",
                         t.previous_leader_id, t.new_leader_id, t.term
-                    );
-                }
+                    ),
+                );
             }
             ClusterCmd::Snapshot => {
                 let s = client.trigger_snapshot().await?;
-                if json {
-                    println!(
-                        "{}",
-                        json!({"node_id": s.node_id, "snapshot_index": s.snapshot_index})
-                    );
-                } else {
-                    println!("node {} snapshot at index {}", s.node_id, s.snapshot_index);
-                }
+                print_result(
+                    json,
+                    json!({"node_id": s.node_id, "snapshot_index": s.snapshot_index}),
+                    format_args!("node {} snapshot at index {}", s.node_id, s.snapshot_index),
+                );
             }
         },
         Command::Queue(cmd) => queue::run(&client, json, cmd).await?,

@@ -128,25 +128,22 @@ impl SettingsArgs {
 }
 
 fn show(json: bool, m: &pb::EventSourceMapping) {
-    if json {
-        println!(
-            "{}",
-            json!({"uuid": m.uuid, "function_arn": m.function_arn,
-                   "event_source_arn": m.event_source_arn, "state": m.state,
-                   "batch_size": m.batch_size,
-                   "maximum_batching_window_in_seconds": m.maximum_batching_window_in_seconds,
-                   "maximum_concurrency": m.maximum_concurrency,
-                   "function_response_types": m.function_response_types,
-                   "filters": m.filters, "starting_position": m.starting_position,
-                   "parallelization_factor": m.parallelization_factor,
-                   "bisect_batch_on_function_error": m.bisect_batch_on_function_error,
-                   "maximum_retry_attempts": m.maximum_retry_attempts,
-                   "maximum_record_age_in_seconds": m.maximum_record_age_in_seconds,
-                   "on_failure_destination": m.on_failure_destination,
-                   "last_processing_result": m.last_processing_result})
-        );
-    } else {
-        println!(
+    crate::print_result(
+        json,
+        json!({"uuid": m.uuid, "function_arn": m.function_arn,
+               "event_source_arn": m.event_source_arn, "state": m.state,
+               "batch_size": m.batch_size,
+               "maximum_batching_window_in_seconds": m.maximum_batching_window_in_seconds,
+               "maximum_concurrency": m.maximum_concurrency,
+               "function_response_types": m.function_response_types,
+               "filters": m.filters, "starting_position": m.starting_position,
+               "parallelization_factor": m.parallelization_factor,
+               "bisect_batch_on_function_error": m.bisect_batch_on_function_error,
+               "maximum_retry_attempts": m.maximum_retry_attempts,
+               "maximum_record_age_in_seconds": m.maximum_record_age_in_seconds,
+               "on_failure_destination": m.on_failure_destination,
+               "last_processing_result": m.last_processing_result}),
+        format_args!(
             "{}  {} -> {}  {}  batch {}  window {} s  {}",
             m.uuid,
             m.event_source_arn,
@@ -155,8 +152,8 @@ fn show(json: bool, m: &pb::EventSourceMapping) {
             m.batch_size,
             m.maximum_batching_window_in_seconds,
             m.last_processing_result
-        );
-    }
+        ),
+    );
 }
 
 /// Runs a mapping verb.

@@ -153,14 +153,11 @@ pub async fn run(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error
                     tags.into_iter().collect::<HashMap<_, _>>(),
                 )
                 .await?;
-            if json {
-                println!(
-                    "{}",
-                    json!({"queue_url": r.queue_url, "queue_arn": r.queue_arn, "created": r.created})
-                );
-            } else {
-                println!("{}", r.queue_url);
-            }
+            crate::print_result(
+                json,
+                json!({"queue_url": r.queue_url, "queue_arn": r.queue_arn, "created": r.created}),
+                &r.queue_url,
+            );
         }
         QueueCmd::List { prefix, local } => {
             let consistency = if local {
@@ -185,17 +182,11 @@ pub async fn run(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error
             let url = client
                 .get_queue_url(&name, Consistency::Linearizable)
                 .await?;
-            if json {
-                println!("{}", json!({ "queue_url": url }));
-            } else {
-                println!("{url}");
-            }
+            crate::print_result(json, json!({ "queue_url": url }), &url);
         }
         QueueCmd::Delete { name } => {
             client.delete_queue(&name).await?;
-            if json {
-                println!("{}", json!({ "deleted": name }));
-            }
+            crate::print_removed(json, "deleted", &name);
         }
         QueueCmd::Attributes { name, set } => {
             if !set.is_empty() {
@@ -215,19 +206,8 @@ pub async fn run(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error
             attributes,
         } => {
             let bodies = crate::arg_or_stdin(body, stdin, "the message body")?;
-            let message_attributes: HashMap<String, pb::MessageAttributeValue> = attributes
-                .into_iter()
-                .map(|(k, v)| {
-                    (
-                        k,
-                        pb::MessageAttributeValue {
-                            data_type: "String".into(),
-                            string_value: v,
-                            binary_value: Vec::new(),
-                        },
-                    )
-                })
-                .collect();
+            let message_attributes: HashMap<String, pb::MessageAttributeValue> =
+                crate::message_attributes("String", attributes).collect();
             for body in bodies {
                 let r = client
                     .send_message(pb::SendMessageRequest {
@@ -240,14 +220,11 @@ pub async fn run(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error
                         message_group_id: group.clone().unwrap_or_default(),
                     })
                     .await?;
-                if json {
-                    println!(
-                        "{}",
-                        json!({"message_id": r.message_id, "md5_of_message_body": r.md5_of_message_body, "sequence_number": r.sequence_number})
-                    );
-                } else {
-                    println!("{}", r.message_id);
-                }
+                crate::print_result(
+                    json,
+                    json!({"message_id": r.message_id, "md5_of_message_body": r.md5_of_message_body, "sequence_number": r.sequence_number}),
+                    &r.message_id,
+                );
             }
         }
         QueueCmd::Receive {
@@ -330,21 +307,18 @@ pub async fn run(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error
                 println!("cancelled after moving {moved} messages");
             } else if status {
                 for t in client.list_message_move_tasks(&arn_of(&name), 10).await? {
-                    if json {
-                        println!(
-                            "{}",
-                            json!({"task_handle": t.task_handle, "status": t.status, "moved": t.approximate_number_of_messages_moved, "to_move": t.approximate_number_of_messages_to_move, "failure_reason": t.failure_reason})
-                        );
-                    } else {
-                        println!(
+                    crate::print_result(
+                        json,
+                        json!({"task_handle": t.task_handle, "status": t.status, "moved": t.approximate_number_of_messages_moved, "to_move": t.approximate_number_of_messages_to_move, "failure_reason": t.failure_reason}),
+                        format_args!(
                             "{} {} moved {}/{} {}",
                             t.task_handle,
                             t.status,
                             t.approximate_number_of_messages_moved,
                             t.approximate_number_of_messages_to_move,
                             t.failure_reason
-                        );
-                    }
+                        ),
+                    );
                 }
             } else {
                 let handle = client

@@ -141,14 +141,11 @@ pub async fn run(client: &Client, json: bool, cmd: StreamCmd) -> Result<(), Erro
                     retention_period_hours: retention,
                 })
                 .await?;
-            if json {
-                println!(
-                    "{}",
-                    json!({"stream_arn": r.stream_arn, "created": r.created})
-                );
-            } else {
-                println!("{}", r.stream_arn);
-            }
+            crate::print_result(
+                json,
+                json!({"stream_arn": r.stream_arn, "created": r.created}),
+                &r.stream_arn,
+            );
         }
         StreamCmd::Describe { name } => {
             let d = client.describe_stream(&name).await?;
@@ -209,20 +206,11 @@ pub async fn run(client: &Client, json: bool, cmd: StreamCmd) -> Result<(), Erro
             }
         }
         StreamCmd::List => {
-            let names = client.list_streams().await?;
-            if json {
-                println!("{}", json!(names));
-            } else {
-                for n in names {
-                    println!("{n}");
-                }
-            }
+            crate::print_names(json, &client.list_streams().await?);
         }
         StreamCmd::Delete { name } => {
             client.delete_stream(&name).await?;
-            if json {
-                println!("{}", json!({ "deleted": name }));
-            }
+            crate::print_removed(json, "deleted", &name);
         }
         StreamCmd::Put {
             name,
@@ -347,11 +335,11 @@ pub async fn run(client: &Client, json: bool, cmd: StreamCmd) -> Result<(), Erro
                         new_starting_hash_key: at.unwrap_or_default(),
                     })
                     .await?;
-                if json {
-                    println!("{}", json!({ "child_shard_ids": children }));
-                } else {
-                    println!("{}", children.join(" "));
-                }
+                crate::print_result(
+                    json,
+                    json!({ "child_shard_ids": children }),
+                    children.join(" "),
+                );
             } else if let Some(pair) = merge {
                 let child = client
                     .merge_shards(pb::MergeShardsRequest {
@@ -360,24 +348,17 @@ pub async fn run(client: &Client, json: bool, cmd: StreamCmd) -> Result<(), Erro
                         adjacent_shard_to_merge: pair[1].clone(),
                     })
                     .await?;
-                if json {
-                    println!("{}", json!({ "child_shard_id": child }));
-                } else {
-                    println!("{child}");
-                }
+                crate::print_result(json, json!({ "child_shard_id": child }), &child);
             } else if let Some(target) = count {
                 let r = client.update_shard_count(&name, target).await?;
-                if json {
-                    println!(
-                        "{}",
-                        json!({"current_shard_count": r.current_shard_count, "target_shard_count": r.target_shard_count})
-                    );
-                } else {
-                    println!(
+                crate::print_result(
+                    json,
+                    json!({"current_shard_count": r.current_shard_count, "target_shard_count": r.target_shard_count}),
+                    format_args!(
                         "{} open shards, was {}",
                         r.target_shard_count, r.current_shard_count
-                    );
-                }
+                    ),
+                );
             } else {
                 return Err(Error::Config(
                     "give --split SHARD --at HASH, --merge SHARD ADJACENT or --count N".into(),
@@ -392,11 +373,11 @@ pub async fn run(client: &Client, json: bool, cmd: StreamCmd) -> Result<(), Erro
                 }
             }
             let now = client.describe_stream(&name).await?.retention_period_hours;
-            if json {
-                println!("{}", json!({ "retention_period_hours": now }));
-            } else {
-                println!("{now} hours");
-            }
+            crate::print_result(
+                json,
+                json!({ "retention_period_hours": now }),
+                format_args!("{now} hours"),
+            );
         }
     }
     Ok(())

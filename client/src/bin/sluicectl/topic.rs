@@ -114,27 +114,14 @@ pub async fn run(client: &Client, json: bool, cmd: TopicCmd) -> Result<(), Error
                     .or_insert_with(|| "true".into());
             }
             let arn = client.create_topic(&name, attributes).await?;
-            if json {
-                println!("{}", json!({ "topic_arn": arn }));
-            } else {
-                println!("{arn}");
-            }
+            crate::print_result(json, json!({ "topic_arn": arn }), &arn);
         }
         TopicCmd::List => {
-            let arns = client.list_topics().await?;
-            if json {
-                println!("{}", json!(arns));
-            } else {
-                for a in arns {
-                    println!("{a}");
-                }
-            }
+            crate::print_names(json, &client.list_topics().await?);
         }
         TopicCmd::Delete { topic } => {
             client.delete_topic(&topic).await?;
-            if json {
-                println!("{}", json!({ "deleted": topic }));
-            }
+            crate::print_removed(json, "deleted", &topic);
         }
         TopicCmd::Attributes { topic, set } => {
             if let Some((k, v)) = set {
@@ -170,25 +157,15 @@ pub async fn run(client: &Client, json: bool, cmd: TopicCmd) -> Result<(), Error
             let arn = client
                 .subscribe(&topic, &protocol, &endpoint, attrs)
                 .await?;
-            if json {
-                println!("{}", json!({ "subscription_arn": arn }));
-            } else {
-                println!("{arn}");
-            }
+            crate::print_result(json, json!({ "subscription_arn": arn }), &arn);
         }
         TopicCmd::Confirm { topic, token } => {
             let arn = client.confirm_subscription(&topic, &token).await?;
-            if json {
-                println!("{}", json!({ "subscription_arn": arn }));
-            } else {
-                println!("{arn}");
-            }
+            crate::print_result(json, json!({ "subscription_arn": arn }), &arn);
         }
         TopicCmd::Unsubscribe { subscription_arn } => {
             client.unsubscribe(&subscription_arn).await?;
-            if json {
-                println!("{}", json!({ "unsubscribed": subscription_arn }));
-            }
+            crate::print_removed(json, "unsubscribed", &subscription_arn);
         }
         TopicCmd::Subscriptions { topic } => {
             let subs = client.list_subscriptions(topic.as_deref()).await?;
@@ -218,16 +195,10 @@ pub async fn run(client: &Client, json: bool, cmd: TopicCmd) -> Result<(), Error
             numbers,
         } => {
             let messages = crate::arg_or_stdin(message, stdin, "the message")?;
-            let attr = |t: &str, v: String| pb::MessageAttributeValue {
-                data_type: t.into(),
-                string_value: v,
-                binary_value: Vec::new(),
-            };
-            let mut message_attributes: HashMap<String, pb::MessageAttributeValue> = attributes
-                .into_iter()
-                .map(|(k, v)| (k, attr("String", v)))
-                .collect();
-            message_attributes.extend(numbers.into_iter().map(|(k, v)| (k, attr("Number", v))));
+            let message_attributes: HashMap<String, pb::MessageAttributeValue> =
+                crate::message_attributes("String", attributes)
+                    .chain(crate::message_attributes("Number", numbers))
+                    .collect();
             for m in messages {
                 let r = client
                     .publish(pb::PublishRequest {
@@ -240,14 +211,11 @@ pub async fn run(client: &Client, json: bool, cmd: TopicCmd) -> Result<(), Error
                         message_deduplication_id: dedup.clone().unwrap_or_default(),
                     })
                     .await?;
-                if json {
-                    println!(
-                        "{}",
-                        json!({"message_id": r.message_id, "sequence_number": r.sequence_number})
-                    );
-                } else {
-                    println!("{}", r.message_id);
-                }
+                crate::print_result(
+                    json,
+                    json!({"message_id": r.message_id, "sequence_number": r.sequence_number}),
+                    &r.message_id,
+                );
             }
         }
     }

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::{pause_unless_ok, Ctx, Process, FAILURE_PAUSE};
 use crate::chaos::history::{Call, Outcome, Recorder, Reply, StreamRecord};
 use crate::chaos::nemesis::Rng;
+use crate::requests::put_data;
 
 /// Shards of the stream.
 pub const SHARDS: i32 = 4;
@@ -135,13 +136,7 @@ pub(crate) async fn put(
     };
     let outcome = p
         .perform(ctx, call, || async {
-            client
-                .put_record(pb::PutRecordRequest {
-                    stream_name: stream.into(),
-                    data: data.as_bytes().to_vec(),
-                    partition_key: key.into(),
-                    ..Default::default()
-                })
+            put_data(client, stream, key, data)
                 .await
                 .map(|r| Reply::Placed {
                     shard: r.shard_id,
