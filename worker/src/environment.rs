@@ -19,10 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::output::Pipes;
 use crate::runtime_api::{Answer, Invocation, RuntimeApi};
 use crate::runtimes::Runtimes;
 use crate::sandbox::Sandbox;
@@ -88,7 +88,9 @@ pub struct Environment {
     /// Whether an invocation has run (the first one's log keeps the
     /// runtime's start-up output).
     invoked: bool,
-    log: Arc<Mutex<Vec<String>>>,
+    log: crate::output::Log,
+    /// The runtime's stdout and stderr, read into `log`.
+    output: Pipes,
     /// The tasks copying stdout and stderr into the log; they end when the
     /// process (and whatever it started) closes them.
     readers: Vec<tokio::task::JoinHandle<()>>,
@@ -522,29 +524,32 @@ impl Environment {
             }
         };
         let pgid = child.id().map(|p| p as i32);
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let mut readers = Vec::new();
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let log = log.clone();
-            readers.push(tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    push_bounded(&log, line);
+        let log: crate::output::Log = Arc::default();
+        let fds = [
+            child.stdout.take().map(|s| s.into_owned_fd()),
+            child.stderr.take().map(|s| s.into_owned_fd()),
+        ];
+        let fds = fds
+            .into_iter()
+            .flatten()
+            .collect::<std::io::Result<Vec<_>>>()
+            .and_then(|fds| Pipes::start(fds, &log));
+        let (output, readers) = match fds {
+            Ok(started) => started,
+            Err(e) => {
+                // Never happens for pipes; the process must not outlive it.
+                if let Some(pgid) = pgid {
+                    // SAFETY: signalling the process group just created.
+                    unsafe {
+                        libc::kill(-pgid, libc::SIGKILL);
+                    }
                 }
-            }));
-        }
+                if let Some((dir, _)) = &cgroup {
+                    crate::cgroup::kill(dir);
+                }
+                return Err(start_err("reading the runtime's output", e));
+            }
+        };
         Ok(Environment {
             config,
             dir: root.to_path_buf(),
@@ -554,6 +559,7 @@ impl Environment {
             pgid,
             invoked: false,
             log,
+            output,
             readers,
             alive: true,
             started,
@@ -709,6 +715,9 @@ impl Environment {
                 ));
             }
         }
+        // What the function wrote before it answered belongs to this
+        // invocation's log, whether or not its reader has run yet.
+        self.output.drain(&self.log);
         self.log_line(format!("END RequestId: {request_id}"));
         self.log_line(report);
         Ok(outcome)
@@ -886,7 +895,7 @@ pub const LOG_LINES: usize = 1000;
 /// Longest log line kept, bytes (longer ones are cut).
 pub const LOG_LINE_BYTES: usize = 8192;
 
-fn push_bounded(log: &Mutex<Vec<String>>, mut line: String) {
+pub(crate) fn push_bounded(log: &Mutex<Vec<String>>, mut line: String) {
     if line.len() > LOG_LINE_BYTES {
         let mut end = LOG_LINE_BYTES;
         while !line.is_char_boundary(end) {

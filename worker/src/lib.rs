@@ -21,6 +21,7 @@ pub mod environment;
 pub mod host;
 pub mod host_guard;
 pub mod logs;
+pub mod output;
 pub mod poll_lease;
 pub mod pool;
 pub mod processing_result;
