@@ -15,14 +15,15 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::output::Pipes;
+use crate::output::{push_bounded, Pipes};
+pub use crate::output::{LOG_LINES, LOG_LINE_BYTES};
 use crate::runtime_api::{Answer, Invocation, RuntimeApi};
 use crate::runtimes::Runtimes;
 use crate::sandbox::Sandbox;
@@ -888,24 +889,4 @@ impl Drop for Environment {
             let _ = std::fs::remove_dir_all(dir);
         });
     }
-}
-
-/// Most lines kept of an invocation's log.
-pub const LOG_LINES: usize = 1000;
-/// Longest log line kept, bytes (longer ones are cut).
-pub const LOG_LINE_BYTES: usize = 8192;
-
-pub(crate) fn push_bounded(log: &Mutex<Vec<String>>, mut line: String) {
-    if line.len() > LOG_LINE_BYTES {
-        let mut end = LOG_LINE_BYTES;
-        while !line.is_char_boundary(end) {
-            end -= 1;
-        }
-        line.truncate(end);
-    }
-    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-    if log.len() >= LOG_LINES {
-        log.remove(0);
-    }
-    log.push(line);
 }

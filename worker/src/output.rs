@@ -13,7 +13,27 @@ use std::sync::{Arc, Mutex};
 
 use tokio::net::unix::pipe;
 
-use crate::environment::{push_bounded, LOG_LINE_BYTES};
+/// Most lines kept of an invocation's log.
+pub const LOG_LINES: usize = 1000;
+/// Longest log line kept, bytes (longer ones are cut).
+pub const LOG_LINE_BYTES: usize = 8192;
+
+/// Adds `line` to `log`, cut to [`LOG_LINE_BYTES`], dropping the oldest
+/// line past [`LOG_LINES`].
+pub(crate) fn push_bounded(log: &Mutex<Vec<String>>, mut line: String) {
+    if line.len() > LOG_LINE_BYTES {
+        let mut end = LOG_LINE_BYTES;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+    }
+    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+    if log.len() >= LOG_LINES {
+        log.remove(0);
+    }
+    log.push(line);
+}
 
 /// The log lines so far, shared with the reading tasks.
 pub type Log = Arc<Mutex<Vec<String>>>;
