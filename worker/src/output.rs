@@ -132,7 +132,6 @@ fn line_of(bytes: &[u8]) -> String {
 }
 
 /// The runtime's output pipes.
-#[derive(Clone, Default)]
 pub struct Pipes {
     pipes: Vec<Arc<Pipe>>,
 }

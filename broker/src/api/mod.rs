@@ -325,14 +325,10 @@ pub async fn serve_public(
 /// The AWS protocols' front: its operations run in-process through a guard
 /// and handlers of their own, the same as the listener's.
 fn aws_front(ctx: &Context, serving: &Serving) -> crate::aws::front::Front {
-    let layer = guard::GuardLayer::new(
+    let layer = serving.guard(
         crate::authenticator::Listener::Public,
-        serving.authenticator.clone(),
-        serving.table.clone(),
-        ctx.identity.clone(),
-        ctx.router.clone(),
+        ctx,
         PUBLIC_MESSAGE_MAX,
-        serving.bounds.clone(),
     );
     let routes = public_routes(ctx).add_service(IamServer::new(iam::IamApi::new(ctx.clone())));
     let guarded = tower::Layer::layer(&layer, routes);
