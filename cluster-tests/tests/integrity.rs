@@ -354,8 +354,17 @@ async fn a_leader_restarted_at_once_with_a_damaged_log_does_not_resume_its_term(
         status.term > old_term,
         "the old term ({old_term}) is over: {status:?}"
     );
-    let log = c.nodes[&leader].log_text();
-    assert!(log.contains("cut the Raft log at damage"), "{log}");
+    // The others may elect a leader before the restarted node has opened
+    // its log: wait for its report of the cut, not only for the election.
+    wait_for(
+        ELECTION,
+        "the restarted node to cut its log at the damage",
+        || {
+            let log = c.nodes[&leader].log_text();
+            async move { log.contains("cut the Raft log at damage").then_some(()) }
+        },
+    )
+    .await;
     let client = c.client();
     let more = send_bodies(&client, "q", (0..50).map(|i| format!("after-{i:03}"))).await;
     let want: BTreeSet<String> = sent.difference(&deleted).cloned().chain(more).collect();
