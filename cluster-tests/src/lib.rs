@@ -338,6 +338,18 @@ impl Node {
         .expect("client")
     }
 
+    /// Waits until the node's public port accepts connections (the node
+    /// binds it before it announces itself); panics after `timeout`.
+    pub async fn wait_listening(&self, timeout: Duration) {
+        let addr = self.addr.clone();
+        let what = format!("node {} to listen on {addr}", self.id);
+        wait_for(timeout, &what, || {
+            let addr = addr.clone();
+            async move { tokio::net::TcpStream::connect(&addr).await.ok().map(drop) }
+        })
+        .await
+    }
+
     /// What this node's clients are given (TLS, credentials).
     pub fn client_options(&self) -> Options {
         self.client_base.clone()

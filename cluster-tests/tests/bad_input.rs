@@ -123,6 +123,7 @@ async fn invalid_requests_are_refused_and_change_nothing() {
 async fn a_node_that_is_not_in_a_cluster_yet_says_so() {
     let (_serial, mut c, _) = elected_cluster(1, &[]).await;
     c.start_joining(2);
+    c.node(2).wait_listening(Duration::from_secs(30)).await;
     let lonely = c.node(2).client(Duration::from_millis(300));
     expect_err(
         lonely.create_queue("q", HashMap::new()).await,

@@ -161,6 +161,7 @@ async fn sluicectl_and_the_client_speak_tls_and_refuse_a_wrong_ca_or_an_expired_
     let expired_dir = tempfile::tempdir().unwrap();
     let pki2 = Pki::new(expired_dir.path());
     let stale = secured_node(expired_dir.path(), &pki2, Validity::Expired, &[]);
+    stale.wait_listening(ELECTION).await;
     let c = Client::with_options(
         [stale.addr.as_str()],
         Options {
