@@ -20,6 +20,7 @@
 //! | `sluice_log_entries_per_fsync` | histogram | group commit batch size |
 //! | `sluice_snapshot_build_seconds` / `_install_seconds` | histogram | snapshot work |
 //! | `sluice_long_polls_waiting` | gauge | receives waiting for a message on this node |
+//! | `sluice_long_poll_wakeups_total{proposed}` | counter | long polls woken by a message or the end of their wait, and whether this node's state sent them to the leader (`true`) or back to wait (`false`) |
 
 use std::sync::{Arc, OnceLock};
 

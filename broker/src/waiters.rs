@@ -1,16 +1,22 @@
 //! Waking long polls.
 //!
 //! A receive that finds nothing waits on its queue's [`Waiters`] entry, a
-//! shard subscription on its shard's. Every
-//! node applies every command, and the state machine reports when one made
-//! messages available on a queue ([`crate::apply::Effect::QueueReady`]);
-//! the node then wakes that queue's waiters, whichever node the client
-//! called. Waking is a hint: the woken receive asks the leader again.
+//! shard subscription on its shard's. Every node applies every command,
+//! and the state machine reports when one made messages receivable on a
+//! queue, and how many ([`crate::apply::Effect::QueueReady`]); the node
+//! then wakes that many of the queue's waiters, whichever node the client
+//! called. Waking is a hint: the woken receive checks this node's state
+//! and, if a message may be there, asks the leader again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
+
+/// Most long polls one applied batch wakes on a queue: far more than a
+/// node holds at once; a bound on the loop, not on delivery (receives that
+/// take messages come back for more).
+const MAX_WAKE: u64 = 4096;
 
 /// Per-queue wake-up points of one node.
 #[derive(Default)]
@@ -27,14 +33,30 @@ impl Waiters {
         map.entry(queue.to_string()).or_default().clone()
     }
 
-    /// Wakes everything waiting on `queue`.
-    pub fn wake(&self, queue: &str) {
-        let notify = {
-            let map = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-            map.get(queue).cloned()
-        };
-        if let Some(n) = notify {
+    fn get(&self, key: &str) -> Option<Arc<Notify>> {
+        let map = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key).cloned()
+    }
+
+    /// Wakes everything waiting on `key` (a shard's subscribers each want
+    /// every record; the leader's loops wait alone).
+    pub fn wake(&self, key: &str) {
+        if let Some(n) = self.get(key) {
             n.notify_waiters();
+        }
+    }
+
+    /// Wakes up to `messages` of the long polls waiting on `queue`, one per
+    /// message that became receivable, oldest wait first. A woken receive
+    /// that goes away without taking its wake-up passes it on (tokio's
+    /// `Notified` forwards a `notify_one` it did not consume when dropped),
+    /// and one that finds its message taken waits again. When nobody waits,
+    /// the next receive to wait finds one wake-up stored and looks.
+    pub fn wake_receivers(&self, queue: &str, messages: u64) {
+        if let Some(n) = self.get(queue) {
+            for _ in 0..messages.min(MAX_WAKE) {
+                n.notify_one();
+            }
         }
     }
 
@@ -77,6 +99,32 @@ mod tests {
         // arrives while the receive is looking.
         w.wake("q");
         notified.await;
+    }
+
+    /// Polls once: whether the wait is over.
+    fn woken(f: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        std::future::Future::poll(f, &mut cx).is_ready()
+    }
+
+    #[test]
+    fn each_message_wakes_one_receiver_and_one_that_leaves_passes_it_on() {
+        let w = Waiters::default();
+        let n = w.of("q");
+        let mut waits: Vec<_> = (0..3).map(|_| Box::pin(n.notified())).collect();
+        for f in &mut waits {
+            f.as_mut().enable();
+        }
+        w.wake_receivers("q", 2);
+        // The two oldest waits are woken; the third waits on.
+        let mut third = waits.pop().unwrap();
+        let second = waits.pop().unwrap();
+        assert!(woken(waits[0].as_mut()));
+        assert!(!woken(third.as_mut()));
+        // The second leaves without taking its wake-up (its call was
+        // cancelled): the third gets it.
+        drop(second);
+        assert!(woken(third.as_mut()));
     }
 
     #[test]

@@ -1,24 +1,34 @@
 //! Long polling: a receive waiting on a follower returns as soon as a message
-//! is sent through another node, and an empty long poll returns after its
-//! wait.
+//! is sent through another node; an empty long poll returns after its wait;
+//! a message wakes one waiting long poll, not all of them.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use cluster_tests::{elected_cluster, metric_value, receive_waiting, string_map, wait_for};
+use cluster_tests::{
+    elected_cluster, metric_value, receive_waiting, string_map, wait_for, Cluster, SerialGuard,
+};
 use sluice_client::sluice_proto::v1 as pb;
+use sluice_client::Client;
 
 const TRIALS: usize = 20;
 
-#[tokio::test]
-async fn a_long_poll_on_a_follower_wakes_on_a_send_through_another_node() {
-    let (_serial, mut c, leader) = elected_cluster(3, &[]).await;
+/// A three-node cluster with `queue`, and clients of two followers: one
+/// that waits (with its node's address, for its metrics) and one that sends.
+async fn on_two_followers(queue: &str) -> ((SerialGuard, Cluster), Client, Client, String) {
+    let (serial, mut c, leader) = elected_cluster(3, &[]).await;
     let others = c.others(leader);
     let (waiter_node, sender_node) = (others[0], others[1]);
     let waiter = c.node(waiter_node).client(Duration::from_secs(30));
     let sender = c.node(sender_node).client(Duration::from_secs(30));
-    sender.create_queue("lp", HashMap::new()).await.unwrap();
-    let waiter_addr = c.nodes[&waiter_node].addr.clone();
+    sender.create_queue(queue, HashMap::new()).await.unwrap();
+    let addr = c.nodes[&waiter_node].addr.clone();
+    ((serial, c), waiter, sender, addr)
+}
+
+#[tokio::test]
+async fn a_long_poll_on_a_follower_wakes_on_a_send_through_another_node() {
+    let (_cluster, waiter, sender, waiter_addr) = on_two_followers("lp").await;
     let mut latencies = Vec::new();
     for i in 0..TRIALS {
         let receive = {
@@ -97,5 +107,79 @@ async fn an_empty_long_poll_returns_after_its_wait() {
     assert!(
         took < Duration::from_millis(1500),
         "returned after {took:?}"
+    );
+}
+
+/// Sum of the series of `name` whose labels include `label`.
+fn labelled(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn each_message_wakes_one_waiting_long_poll_and_the_others_wait_on() {
+    const WAKEUPS: &str = "sluice_long_poll_wakeups_total";
+    const RECEIVERS: usize = 6;
+    let (_cluster, waiter, sender, addr) = on_two_followers("many").await;
+    let scrape = || cluster_tests::scrape(&addr);
+    let (done, mut returned) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..RECEIVERS {
+        let (waiter, done) = (waiter.clone(), done.clone());
+        tokio::spawn(async move {
+            let r = receive_waiting(&waiter, "many", Some(20)).await.unwrap();
+            done.send(r).unwrap();
+        });
+    }
+    wait_for(Duration::from_secs(10), "every receive to wait", || async {
+        (metric_value(&scrape(), "sluice_long_polls_waiting") == RECEIVERS as f64).then_some(())
+    })
+    .await;
+    let before = scrape();
+    let woken = || metric_value(&scrape(), WAKEUPS) - metric_value(&before, WAKEUPS);
+
+    // One message: one long poll is woken, asks the leader and returns it.
+    sender.send_body("many", "m0").await.unwrap();
+    let mut bodies = vec![returned.recv().await.unwrap().messages[0].body.clone()];
+    assert_eq!(woken(), 1.0, "one message wakes one long poll");
+    assert_eq!(
+        metric_value(&scrape(), "sluice_long_polls_waiting"),
+        (RECEIVERS - 1) as f64,
+        "the others still wait"
+    );
+
+    // A batch of two wakes two; then one message each for the rest.
+    let entries = (1..3)
+        .map(|i| pb::SendMessageBatchRequestEntry {
+            id: format!("e{i}"),
+            message_body: format!("m{i}"),
+            ..Default::default()
+        })
+        .collect();
+    sender
+        .send_message_batch(pb::SendMessageBatchRequest {
+            queue_name: "many".into(),
+            entries,
+        })
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        bodies.push(returned.recv().await.unwrap().messages[0].body.clone());
+    }
+    assert_eq!(woken(), 3.0, "a batch of two wakes two more");
+    for i in 3..RECEIVERS {
+        sender.send_body("many", &format!("m{i}")).await.unwrap();
+        bodies.push(returned.recv().await.unwrap().messages[0].body.clone());
+    }
+    bodies.sort();
+    let sent: Vec<String> = (0..RECEIVERS).map(|i| format!("m{i}")).collect();
+    assert_eq!(bodies, sent, "each receive returned one message, each once");
+    let after = scrape();
+    let proposed = |t: &str| labelled(t, WAKEUPS, "proposed=\"true\"");
+    assert_eq!(
+        proposed(&after) - proposed(&before),
+        RECEIVERS as f64,
+        "every wake-up found its message: none was woken in vain"
     );
 }

@@ -14,8 +14,14 @@ pub struct Ctx {
 /// Something a command changed that matters outside the state machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// A queue has messages to receive (wakes long polls on every node).
-    QueueReady(String),
+    /// A queue has `messages` newly receivable (wakes as many long polls,
+    /// on every node). Recorded twice in one batch, the counts add up.
+    QueueReady {
+        /// Queue name.
+        queue: String,
+        /// How many messages became receivable (at least 1).
+        messages: u64,
+    },
     /// A shard has new records, or closed (wakes its subscribers on every
     /// node).
     ShardAppended {
@@ -50,15 +56,47 @@ pub enum Counter {
 pub struct Effects(Vec<Effect>);
 
 impl Effects {
-    /// Records an effect.
+    /// Records an effect. A wake-up already recorded is not recorded
+    /// again; counts and ready messages are all kept (so that
+    /// [`Effects::truncate`] forgets exactly a rejected command's).
     pub fn push(&mut self, e: Effect) {
-        if matches!(e, Effect::Count(_)) || !self.0.contains(&e) {
+        if matches!(e, Effect::Count(_) | Effect::QueueReady { .. }) || !self.0.contains(&e) {
             self.0.push(e);
         }
     }
 
-    /// The effects, once.
+    /// Records that `messages` messages of `queue` became receivable
+    /// (nothing when none did).
+    pub fn queue_ready(&mut self, queue: &str, messages: u64) {
+        if messages > 0 {
+            self.push(Effect::QueueReady {
+                queue: queue.to_string(),
+                messages,
+            });
+        }
+    }
+
+    /// The effects, once, with each queue's ready messages added up into
+    /// its first [`Effect::QueueReady`].
     pub fn drain(&mut self) -> std::vec::Drain<'_, Effect> {
+        let mut merged: Vec<Effect> = Vec::with_capacity(self.0.len());
+        for e in self.0.drain(..) {
+            if let Effect::QueueReady { queue, messages } = &e {
+                let earlier = merged.iter_mut().find_map(|old| match old {
+                    Effect::QueueReady {
+                        queue: q,
+                        messages: m,
+                    } if q == queue => Some(m),
+                    _ => None,
+                });
+                if let Some(m) = earlier {
+                    *m += *messages;
+                    continue;
+                }
+            }
+            merged.push(e);
+        }
+        self.0 = merged;
         self.0.drain(..)
     }
 
@@ -75,5 +113,35 @@ impl Effects {
     /// Number of effects recorded.
     pub fn len(&self) -> usize {
         self.0.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(queue: &str, messages: u64) -> Effect {
+        Effect::QueueReady {
+            queue: queue.into(),
+            messages,
+        }
+    }
+
+    #[test]
+    fn ready_messages_add_up_per_queue_and_a_rejected_command_adds_none() {
+        let mut e = Effects::default();
+        e.queue_ready("a", 2);
+        e.push(Effect::OutboxReady);
+        e.queue_ready("b", 1);
+        e.queue_ready("a", 3);
+        e.push(Effect::OutboxReady);
+        e.queue_ready("b", 0);
+        // A command that readied 5 more of "a" and was then rejected.
+        let before = e.len();
+        e.queue_ready("a", 5);
+        e.truncate(before);
+        let drained: Vec<Effect> = e.drain().collect();
+        assert_eq!(drained, [ready("a", 5), Effect::OutboxReady, ready("b", 1)]);
+        assert!(e.is_empty());
     }
 }

@@ -410,6 +410,8 @@ queries! {
     ListPolicies(iam::ListPolicies);
     /// The IAM generation.
     IamGeneration(iam::Generation);
+    /// Whether a receive could find a message now.
+    Receivable(queues::Receivable);
 }
 
 /// The reply to a query.

@@ -121,6 +121,18 @@ impl World {
         }
     }
 
+    /// How many messages of `queue` the effects so far said became
+    /// receivable (the long polls a node would wake).
+    pub fn ready(&self, queue: &str) -> u64 {
+        self.effects
+            .iter()
+            .map(|e| match e {
+                Effect::QueueReady { queue: q, messages } if q == queue => *messages,
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// Moves the clock.
     pub fn advance(&mut self, seconds: u64) {
         self.now += seconds * 1000;

@@ -764,44 +764,74 @@ impl pb::queues_server::Queues for QueuesApi {
         };
         let deadline = Instant::now() + Duration::from_secs(u64::from(wait));
         let wake = self.ctx.waiters.of(&queue);
+        // The first look always asks the leader (a FIFO receive retried
+        // with its attempt id must get the same messages back, and this
+        // node may not have applied the latest sends); so does a look at
+        // the time a hidden message comes due.
+        let mut propose = true;
+        let mut next_due_ms = None;
         loop {
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let outcome = self
-                .ctx
-                .run(crate::queues::ReceiveMessages {
-                    queue: queue.clone(),
-                    request: request.clone(),
-                })
-                .await?;
-            let now = Instant::now();
-            if !outcome.messages.is_empty() || now >= deadline {
-                let messages = outcome
-                    .messages
-                    .into_iter()
-                    .map(|r| {
-                        self.message_out(
-                            r,
-                            &req.message_system_attribute_names,
-                            &req.message_attribute_names,
-                        )
+            if !propose {
+                // Woken by a message made receivable here (this node has
+                // applied it), or at the end of the wait: this node's own
+                // state says whether a receive can find one (another may
+                // have taken it). A receive that would return nothing is
+                // not proposed.
+                let check = crate::queues::Receivable {
+                    name: queue.clone(),
+                    now_ms: now_ms(),
+                };
+                propose = !matches!(self.ctx.ask_local(check), Ok(Ok(false)));
+                metrics::counter!("sluice_long_poll_wakeups_total", "proposed" => propose.to_string())
+                    .increment(1);
+            }
+            if propose {
+                let outcome = self
+                    .ctx
+                    .run(crate::queues::ReceiveMessages {
+                        queue: queue.clone(),
+                        request: request.clone(),
                     })
-                    .collect();
-                return Ok(Response::new(pb::ReceiveMessageResponse { messages }));
+                    .await?;
+                if !outcome.messages.is_empty() || Instant::now() >= deadline {
+                    let messages = outcome
+                        .messages
+                        .into_iter()
+                        .map(|r| {
+                            self.message_out(
+                                r,
+                                &req.message_system_attribute_names,
+                                &req.message_attribute_names,
+                            )
+                        })
+                        .collect();
+                    return Ok(Response::new(pb::ReceiveMessageResponse { messages }));
+                }
+                next_due_ms = outcome.next_due_ms;
+            } else if Instant::now() >= deadline {
+                return Ok(Response::new(pb::ReceiveMessageResponse::default()));
             }
             // Nothing yet: wait for a send anywhere in the cluster (this
             // node applies it and wakes us), for the next hidden message
             // to come due, or for the end of the wait.
+            let now = Instant::now();
             let mut until = deadline;
-            if let Some(due) = outcome.next_due_ms {
+            if let Some(due) = next_due_ms {
                 let in_ms = due.saturating_sub(now_ms());
                 until = until.min(now + Duration::from_millis(in_ms + 1));
             }
+            // At a due time the leader is asked (this node's state does not
+            // show the message visible until a receive or a tick promotes
+            // it); at the end of the wait, as on a wake-up, this node's
+            // state is checked first.
+            let comes_due = until < deadline;
             let _waiting = Waiting::start();
             tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep_until(until.into()) => {}
+                _ = &mut notified => propose = false,
+                _ = tokio::time::sleep_until(until.into()) => propose = comes_due,
             }
         }
     }

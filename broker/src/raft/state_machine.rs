@@ -403,7 +403,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // Acted on only once the batch is committed to the state.
         for effect in effects.drain() {
             match effect {
-                Effect::QueueReady(queue) => self.waiters.wake(&queue),
+                Effect::QueueReady { queue, messages } => {
+                    self.waiters.wake_receivers(&queue, messages)
+                }
                 Effect::ShardAppended { stream, shard } => {
                     self.waiters.wake(&Waiters::shard_key(stream, shard))
                 }

@@ -18,7 +18,7 @@ use super::layout::{
 use super::message::{self, NewMessage};
 use super::receipt::Receipt;
 use super::{require, Queue};
-use crate::apply::{Ctx, Effect, Effects};
+use crate::apply::{Ctx, Effects};
 use crate::error::{ApplyResult, DomainError};
 use crate::invariant::decrement;
 use crate::store::keys::read_u64;
@@ -212,9 +212,7 @@ pub fn send(
     for m in messages {
         results.push(send_one(txn, ctx, &mut q, m)?);
     }
-    if q.state.available > available_before {
-        effects.push(Effect::QueueReady(name.to_string()));
-    }
+    effects.queue_ready(name, q.state.available - available_before);
     q.close(txn);
     Ok(results)
 }
@@ -670,7 +668,9 @@ pub fn receive(
         req.max as usize,
         &Take::Deliver { visibility_ms },
     )?;
-    if let Some(id) = attempt_key {
+    // An attempt that received nothing is not kept: its retry has nothing
+    // to get back, and a long poll retrying it must see new messages.
+    if let Some(id) = attempt_key.filter(|_| !taken.delivered.is_empty()) {
         let expires_ms = ctx.now_ms + ATTEMPT_WINDOW_MS;
         if let Some(old) = super::layout::get::<Attempt>(txn, &q.keys.attempt(&id))? {
             txn.delete(q.keys.attempt_exp(old.expires_ms, &id));
@@ -693,16 +693,27 @@ pub fn receive(
     } else {
         None
     };
-    if promoted > 0 && q.state.available > 0 {
-        // Messages this receive made visible and left: other waiting
-        // receivers may take them.
-        effects.push(Effect::QueueReady(name.to_string()));
-    }
+    // Messages this receive made visible and left: other waiting
+    // receivers may take them.
+    effects.queue_ready(name, (promoted as u64).min(q.state.available));
     q.close(txn);
     Ok(ReceiveOutcome {
         messages: taken.delivered,
         next_due_ms,
     })
+}
+
+/// Whether a receive at `now_ms` could take a message: one is visible
+/// (on a FIFO queue, a group's head is free) or a hidden one has come due.
+/// False only when a receive would certainly return nothing.
+pub fn receivable(state: &dyn StateRead, name: &str, now_ms: u64) -> ApplyResult<bool> {
+    let q = Open::new(state, name)?;
+    let visible = if q.fifo() {
+        !fifo::ready_groups(state, &q.keys, 1)?.is_empty()
+    } else {
+        q.state.available > 0
+    };
+    Ok(visible || next_due(state, &q.keys)?.is_some_and(|at| at <= now_ms))
 }
 
 /// When the earliest hidden message becomes visible.
@@ -773,7 +784,7 @@ pub fn delete(
 ) -> ApplyResult<Vec<Result<(), DomainError>>> {
     let mut q = Open::new(txn, name)?;
     let mut results = Vec::with_capacity(receipts.len());
-    let mut readied = false;
+    let mut readied = 0;
     for r in receipts {
         if let Err(e) = check_receipt(&q, r) {
             results.push(Err(e));
@@ -791,12 +802,11 @@ pub fn delete(
         }
         remove(txn, &mut q, r.seq, &head)?;
         if q.fifo() {
-            readied |= fifo::refresh(txn, &q.keys, head.group_id.as_deref().unwrap_or_default())?;
+            let group = head.group_id.as_deref().unwrap_or_default();
+            readied += u64::from(fifo::refresh(txn, &q.keys, group)?);
         }
     }
-    if readied {
-        effects.push(Effect::QueueReady(name.to_string()));
-    }
+    effects.queue_ready(name, readied);
     q.close(txn);
     Ok(results)
 }
@@ -841,7 +851,7 @@ pub fn change_visibility(
         head.visibility = Visibility::InFlight(until);
         save_head(txn, &q.keys, r.seq, &head);
         if *seconds == 0 {
-            effects.push(Effect::QueueReady(name.to_string()));
+            effects.queue_ready(name, 1);
         }
         results.push(Ok(()));
     }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::delivery::{self, Open};
 use super::layout::{self, gc_key, gc_prefix, load_head, Keys};
-use crate::apply::{Ctx, Effect, Effects};
+use crate::apply::{Ctx, Effects};
 use crate::error::ApplyResult;
 use crate::store::keys::{read_u64, Key};
 use crate::store::{StateRead, Txn};
@@ -61,9 +61,7 @@ pub fn tick(txn: &mut Txn<'_>, ctx: &Ctx, name: &str, effects: &mut Effects) -> 
     let promoted = delivery::promote_due(txn, ctx, &mut q, TICK_LIMIT)?;
     t.promoted = promoted as u64;
     t.more |= promoted == TICK_LIMIT;
-    if promoted > 0 {
-        effects.push(Effect::QueueReady(name.to_string()));
-    }
+    effects.queue_ready(name, t.promoted);
 
     // Retention, oldest first; a message moved here keeps its first send
     // time, so `sent/` (not the sequence) gives the order.

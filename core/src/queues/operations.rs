@@ -179,6 +179,16 @@ operations! {
         Ok((q, s))
     };
 
+    /// Whether a receive at `now_ms` could find a message. A long poll
+    /// woken on a node asks the node's own state before it proposes.
+    pub struct Receivable {
+        /// Queue name.
+        pub name: String,
+        /// The asking node's clock, ms since the epoch.
+        pub now_ms: u64,
+    }
+    reads -> bool = |state| delivery::receivable(state, name, *now_ms);
+
     /// The name of the queue with an id.
     pub struct QueueName {
         /// Queue id.

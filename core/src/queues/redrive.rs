@@ -15,7 +15,7 @@ use super::layout::{
     get, moved_in_exp_key, moved_in_key, tasks_key, Head, MoveStatus, MoveTask, Moving, Visibility,
 };
 use super::{delivery, fifo};
-use crate::apply::{Ctx, Effect, Effects};
+use crate::apply::{Ctx, Effects};
 use crate::error::{ApplyResult, DomainError};
 use crate::store::{StateRead, Txn};
 
@@ -73,9 +73,7 @@ pub fn accept(
     for g in groups {
         fifo::refresh(txn, &q.keys, &g)?;
     }
-    if accepted > 0 {
-        effects.push(Effect::QueueReady(name.to_string()));
-    }
+    effects.queue_ready(name, accepted as u64);
     q.close(txn);
     Ok(accepted)
 }

@@ -325,8 +325,9 @@ fn change_visibility_extends_shortens_and_needs_the_latest_in_flight_handle() {
     w.change("q", &h, 120).unwrap();
     w.advance(60);
     assert!(w.receive("q", 1, None).is_empty(), "extended to 120 s");
+    let ready = w.ready("q");
     w.change("q", &h, 0).unwrap();
-    assert!(w.effects.contains(&Effect::QueueReady("q".into())));
+    assert_eq!(w.ready("q"), ready + 1, "one long poll woken");
     let again = w.receive("q", 1, None);
     assert_eq!(again.len(), 1, "visible at once after a change to 0");
     // The old handle is stale now.
@@ -688,9 +689,45 @@ fn fifo_delivers_each_group_in_order_and_blocks_it_while_in_flight() {
         w.receive("f.fifo", 10, Some(30)).is_empty(),
         "every group blocked"
     );
-    // Deleting a1 unblocks A at a2.
+    // Deleting a1 unblocks A at a2: one group's head, one long poll woken.
+    let ready = w.ready("f.fifo");
     w.delete("f.fifo", &first[0].receipt).unwrap();
+    assert_eq!(w.ready("f.fifo"), ready + 1);
     assert_eq!(w.bodies("f.fifo", 10, Some(30)), ["a2", "a3"]);
+}
+
+#[test]
+fn a_send_wakes_as_many_long_polls_as_it_made_messages_receivable() {
+    let mut w = with_queue("q", &[]);
+    w.send_all("q", vec![msg("a"), msg("b"), msg("c"), delayed("d", 5)]);
+    // One effect for the batch, counting the three visible messages (the
+    // delayed one wakes nobody until it comes due).
+    let ready: Vec<_> = w
+        .effects
+        .iter()
+        .filter(|e| matches!(e, Effect::QueueReady { .. }))
+        .collect();
+    assert_eq!(
+        ready,
+        [&Effect::QueueReady {
+            queue: "q".into(),
+            messages: 3
+        }]
+    );
+    assert_eq!(w.receive("q", 10, Some(30)).len(), 3);
+    let before = w.ready("q");
+    assert!(w.receive("q", 10, Some(30)).is_empty());
+    assert_eq!(w.ready("q"), before, "an empty receive wakes nobody");
+    // The delayed message comes due and is promoted by a receive that
+    // takes it: nothing is left for another long poll.
+    w.advance(5);
+    assert_eq!(w.bodies("q", 1, Some(30)), ["d"]);
+    assert_eq!(w.ready("q"), before);
+    // Three visibility timeouts run out; the housekeeping tick promotes
+    // them and wakes three.
+    w.advance(30);
+    w.tick("q");
+    assert_eq!(w.ready("q"), before + 4, "three returned, and d");
 }
 
 #[test]
@@ -795,6 +832,23 @@ fn a_repeated_fifo_receive_attempt_returns_the_same_messages() {
         },
     );
     assert_ne!(fresh[0].body.body, first[0].body.body);
+}
+
+#[test]
+fn a_fifo_receive_attempt_that_found_nothing_finds_messages_sent_since() {
+    // A long poll retries its receive with the same attempt id while it
+    // waits; an empty first look must not be replayed.
+    let mut w = with_queue("f.fifo", &[FIFO, ("ContentBasedDeduplication", "true")]);
+    let req = ReceiveRequest {
+        max: 1,
+        visibility_timeout: Some(30),
+        attempt_id: Some("waiting".into()),
+    };
+    assert!(w.receive_with("f.fifo", req.clone()).is_empty());
+    w.send("f.fifo", fifo("1", "g", None));
+    let got = w.receive_with("f.fifo", req.clone());
+    assert_eq!(got.len(), 1);
+    assert_eq!(w.receive_with("f.fifo", req), got, "now it is replayed");
 }
 
 #[test]
