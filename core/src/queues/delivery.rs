@@ -245,6 +245,7 @@ fn send_one(
         };
         let dedup_id = match (&m.dedup_id, q.attrs().content_based_deduplication) {
             (Some(id), _) => id.clone(),
+            (None, true) if m.sha256_of_body.is_empty() => message::sha256_hex(m.body.as_bytes()),
             (None, true) => m.sha256_of_body.clone(),
             (None, false) => {
                 return Ok(Err(DomainError::invalid_with_code(

@@ -62,7 +62,8 @@ pub struct NewMessage {
     pub md5_of_attributes: Option<String>,
     /// Hex MD5 of the system attributes, if any.
     pub md5_of_system_attributes: Option<String>,
-    /// Hex SHA-256 of the body (content-based deduplication).
+    /// Hex SHA-256 of the body, for content-based deduplication: empty
+    /// unless the message is for a FIFO queue and has no deduplication id.
     pub sha256_of_body: String,
 }
 
@@ -152,7 +153,13 @@ impl NewMessage {
         };
         let nm = NewMessage {
             md5_of_body: md5_hex(m.body.as_bytes()),
-            sha256_of_body: sha256_hex(m.body.as_bytes()),
+            // Only content-based deduplication reads it: a standard queue's
+            // message, or one with its own deduplication id, carries none.
+            sha256_of_body: if fifo && dedup_id.is_none() {
+                sha256_hex(m.body.as_bytes())
+            } else {
+                String::new()
+            },
             md5_of_attributes: md5_of_attributes(&m.attributes),
             md5_of_system_attributes: md5_of_attributes(&m.system_attributes),
             trace_header,
