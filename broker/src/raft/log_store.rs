@@ -18,6 +18,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, Vote};
 use serde::{Deserialize, Serialize};
 
+use super::entry_cache::{EntryCache, ENTRY_CACHE_BYTES};
 use super::group_commit::GroupCommit;
 use super::{storage_error, storage_read_error, NodeId, TypeConfig};
 use crate::store::codec;
@@ -50,6 +51,9 @@ pub(crate) struct Meta {
 #[derive(Clone)]
 pub struct LogStore {
     log: Arc<LogFiles>,
+    /// The newest entries, decoded. Locked around every change of the log
+    /// as well, so that it is always a suffix of what the files hold.
+    cache: Arc<Mutex<EntryCache>>,
     meta_file: Arc<MetaFile>,
     meta: Arc<Mutex<Meta>>,
     flusher: GroupCommit,
@@ -94,11 +98,16 @@ impl LogStore {
         };
         Ok(LogStore {
             log,
+            cache: Arc::new(Mutex::new(EntryCache::new(ENTRY_CACHE_BYTES))),
             meta_file: Arc::new(meta_file),
             meta: Arc::new(Mutex::new(meta)),
             flusher,
             disk,
         })
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, EntryCache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn meta(&self) -> Meta {
@@ -240,16 +249,28 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
         let from = start_of(range.start_bound());
         let to = end_of(range.end_bound());
+        // The newest entries come from memory; only older ones are read,
+        // checked and decoded from the files.
+        let (files_to, cached) = {
+            let cache = self.cache();
+            match cache.start_within(from, to) {
+                Some(start) => (start, cache.get(start, to)),
+                None => (to, Vec::new()),
+            }
+        };
         let raw = self
             .log
-            .read(from, to)
+            .read(from, files_to)
             .map_err(|e| storage_read_error("reading the log", e))?;
-        raw.into_iter()
+        let mut entries = raw
+            .into_iter()
             .map(|(i, bytes)| {
                 codec::decode_message::<Entry<TypeConfig>>("log entry", &bytes)
                     .map_err(|e| storage_read_error(&format!("decoding log entry {i}"), e))
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        entries.extend(cached);
+        Ok(entries)
     }
 }
 
@@ -317,9 +338,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let mut entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
         let encoded: Vec<(u64, Vec<u8>)> = entries
-            .into_iter()
-            .map(|e| (e.log_id.index, codec::encode(&e)))
+            .iter()
+            .map(|e| (e.log_id.index, codec::encode(e)))
             .collect();
         let n = encoded.len();
         // An append that finds the disk full waits for space (a failed
@@ -328,7 +350,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // answers nothing until restarted.
         let mut waited = false;
         loop {
-            match self.log.append(&encoded) {
+            let appended = {
+                let mut cache = self.cache();
+                let appended = self.log.append(&encoded);
+                if appended.is_ok() {
+                    for (e, (_, bytes)) in entries.drain(..).zip(&encoded) {
+                        cache.push(e, bytes.len());
+                    }
+                }
+                appended
+            };
+            match appended {
                 Ok(()) => break,
                 Err(e) if is_disk_full(&e) => {
                     self.disk.hit_enospc();
@@ -348,9 +380,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         tracing::debug!(%log_id, "truncating the log");
-        self.log
-            .truncate_from(log_id.index)
-            .map_err(|e| storage_error("truncating the log", e))?;
+        {
+            let mut cache = self.cache();
+            cache.truncate_from(log_id.index);
+            self.log
+                .truncate_from(log_id.index)
+                .map_err(|e| storage_error("truncating the log", e))?;
+        }
         self.sync("syncing the truncated log").await
     }
 
@@ -359,9 +395,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Record the purge point first: if the node stops half-way, the
         // entries left below it are ignored.
         self.update_meta(|m| m.purged = Some(log_id)).await?;
-        self.log
-            .purge_through(log_id.index)
-            .map_err(|e| storage_error("purging the log", e))?;
+        {
+            let mut cache = self.cache();
+            cache.purge_through(log_id.index);
+            self.log
+                .purge_through(log_id.index)
+                .map_err(|e| storage_error("purging the log", e))?;
+        }
         self.sync("syncing the purged log").await
     }
 }

@@ -15,6 +15,7 @@
 // and they are large; boxing them here would only add conversions.
 #![allow(clippy::result_large_err)]
 
+pub mod entry_cache;
 pub mod group_commit;
 pub mod log_store;
 pub mod network;
