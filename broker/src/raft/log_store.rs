@@ -51,8 +51,9 @@ pub(crate) struct Meta {
 #[derive(Clone)]
 pub struct LogStore {
     log: Arc<LogFiles>,
-    /// The newest entries, decoded. Locked around every change of the log
-    /// as well, so that it is always a suffix of what the files hold.
+    /// The newest entries, decoded: always a suffix of what the files hold
+    /// (truncated and purged under its lock with them), possibly a few
+    /// entries short of their end while an append is being written.
     cache: Arc<Mutex<EntryCache>>,
     meta_file: Arc<MetaFile>,
     meta: Arc<Mutex<Meta>>,
@@ -242,6 +243,26 @@ fn end_of(b: Bound<&u64>) -> u64 {
     }
 }
 
+impl LogStore {
+    /// Entries `from..to` as the files hold them, checked and decoded.
+    fn read_files(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let raw = self
+            .log
+            .read(from, to)
+            .map_err(|e| storage_read_error("reading the log", e))?;
+        raw.into_iter()
+            .map(|(i, bytes)| {
+                codec::decode_message::<Entry<TypeConfig>>("log entry", &bytes)
+                    .map_err(|e| storage_read_error(&format!("decoding log entry {i}"), e))
+            })
+            .collect()
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -249,8 +270,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
         let from = start_of(range.start_bound());
         let to = end_of(range.end_bound());
-        // The newest entries come from memory; only older ones are read,
-        // checked and decoded from the files.
+        // The newest entries come from memory; older ones are read, checked
+        // and decoded from the files, and so are any appended to the files
+        // but not yet to the cache.
         let (files_to, cached) = {
             let cache = self.cache();
             match cache.start_within(from, to) {
@@ -258,18 +280,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 None => (to, Vec::new()),
             }
         };
-        let raw = self
-            .log
-            .read(from, files_to)
-            .map_err(|e| storage_read_error("reading the log", e))?;
-        let mut entries = raw
-            .into_iter()
-            .map(|(i, bytes)| {
-                codec::decode_message::<Entry<TypeConfig>>("log entry", &bytes)
-                    .map_err(|e| storage_read_error(&format!("decoding log entry {i}"), e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let after = files_to + cached.len() as u64;
+        let mut entries = self.read_files(from, files_to)?;
         entries.extend(cached);
+        if after > files_to && after < to {
+            entries.extend(self.read_files(after, to)?);
+        }
         Ok(entries)
     }
 }
@@ -350,18 +366,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // answers nothing until restarted.
         let mut waited = false;
         loop {
-            let appended = {
-                let mut cache = self.cache();
-                let appended = self.log.append(&encoded);
-                if appended.is_ok() {
+            // Written to the files first, then to the cache: a read between
+            // the two finds the new entries in the files.
+            match self.log.append(&encoded) {
+                Ok(()) => {
+                    let mut cache = self.cache();
                     for (e, (_, bytes)) in entries.drain(..).zip(&encoded) {
                         cache.push(e, bytes.len());
                     }
+                    break;
                 }
-                appended
-            };
-            match appended {
-                Ok(()) => break,
                 Err(e) if is_disk_full(&e) => {
                     self.disk.hit_enospc();
                     if !waited {
