@@ -931,8 +931,24 @@ impl Drop for Cluster {
     }
 }
 
-/// Where the data of a file allocated ahead and zero-filled (a log
-/// segment) ends: after its last non-zero byte.
+/// Where the records of a log segment (allocated ahead, zero-filled) end:
+/// the segment's records are walked from its 32-byte header, each a 16-byte
+/// header (payload length first) and its payload, up to the first all-zero
+/// header. (The last non-zero byte is not it: a record may end in zeros.)
 pub fn data_end(bytes: &[u8]) -> usize {
-    bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
+    const SEGMENT_HEADER: usize = 32;
+    const RECORD_HEADER: usize = 16;
+    let mut at = SEGMENT_HEADER.min(bytes.len());
+    while let Some(header) = bytes.get(at..at + RECORD_HEADER) {
+        if header.iter().all(|b| *b == 0) {
+            break;
+        }
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let next = at + RECORD_HEADER + len;
+        if next > bytes.len() {
+            break;
+        }
+        at = next;
+    }
+    at
 }

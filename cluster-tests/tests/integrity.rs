@@ -47,7 +47,7 @@ fn segment(data_dir: &Path) -> PathBuf {
 /// non-zero byte: log segments are allocated ahead, zero-filled).
 fn flip_16_in_middle(file: &Path) {
     let mut bytes = std::fs::read(file).unwrap();
-    let end = data_end(&bytes);
+    let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
     assert!(end > 64, "{} holds too little to damage", file.display());
     let mid = end / 2;
     for b in &mut bytes[mid..mid + 16] {

@@ -133,7 +133,7 @@ pub const DAMAGES: [Damage; 4] = [
     Damage::StateGarbage,
 ];
 
-/// Where the data of a file allocated ahead (a log segment) ends.
+/// Where the records of a log segment end.
 fn data_end(path: &Path) -> Result<u64, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     Ok(crate::data_end(&bytes) as u64)
