@@ -404,11 +404,18 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 
 /// Sum of every series of metric `name` in Prometheus text.
 pub fn metric_value(text: &str, name: &str) -> f64 {
+    metric_series(text, name, "")
+}
+
+/// Sum of the series of metric `name` whose line contains `label` (say
+/// `proposed="true"`; empty: every series).
+pub fn metric_series(text: &str, name: &str, label: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            l.strip_prefix(name).is_some_and(|rest| {
+                (rest.starts_with(' ') || rest.starts_with('{')) && rest.contains(label)
+            })
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use cluster_tests::{
-    elected_cluster, metric_value, receive_waiting, string_map, wait_for, Cluster, SerialGuard,
+    elected_cluster, metric_series, metric_value, receive_waiting, string_map, wait_for, Cluster,
+    SerialGuard,
 };
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
@@ -110,14 +111,6 @@ async fn an_empty_long_poll_returns_after_its_wait() {
     );
 }
 
-/// Sum of the series of `name` whose labels include `label`.
-fn labelled(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn each_message_wakes_one_waiting_long_poll_and_the_others_wait_on() {
     const WAKEUPS: &str = "sluice_long_poll_wakeups_total";
@@ -176,7 +169,7 @@ async fn each_message_wakes_one_waiting_long_poll_and_the_others_wait_on() {
     let sent: Vec<String> = (0..RECEIVERS).map(|i| format!("m{i}")).collect();
     assert_eq!(bodies, sent, "each receive returned one message, each once");
     let after = scrape();
-    let proposed = |t: &str| labelled(t, WAKEUPS, "proposed=\"true\"");
+    let proposed = |t: &str| metric_series(t, WAKEUPS, "proposed=\"true\"");
     assert_eq!(
         proposed(&after) - proposed(&before),
         RECEIVERS as f64,

@@ -79,6 +79,14 @@ impl Effects {
     /// The effects, once, with each queue's ready messages added up into
     /// its first [`Effect::QueueReady`].
     pub fn drain(&mut self) -> std::vec::Drain<'_, Effect> {
+        let ready = self
+            .0
+            .iter()
+            .filter(|e| matches!(e, Effect::QueueReady { .. }))
+            .count();
+        if ready < 2 {
+            return self.0.drain(..);
+        }
         let mut merged: Vec<Effect> = Vec::with_capacity(self.0.len());
         for e in self.0.drain(..) {
             if let Effect::QueueReady { queue, messages } = &e {

@@ -785,7 +785,8 @@ impl pb::queues_server::Queues for QueuesApi {
                     now_ms: now_ms(),
                 };
                 propose = !matches!(self.ctx.ask_local(check), Ok(Ok(false)));
-                metrics::counter!("sluice_long_poll_wakeups_total", "proposed" => propose.to_string())
+                let proposed = if propose { "true" } else { "false" };
+                metrics::counter!("sluice_long_poll_wakeups_total", "proposed" => proposed)
                     .increment(1);
             }
             if propose {
