@@ -468,7 +468,10 @@ impl Drop for PauseGuard {
 
 /// Hands a batch to Raft (in call order) and returns a future of its results.
 async fn submit(raft: Raft, me: NodeId, request: Proposal) -> Submitted {
-    match raft.client_write_ff(request).await {
+    match raft
+        .client_write_ff(crate::raft::payload::Payload::new(request))
+        .await
+    {
         Err(_) => Box::pin(std::future::ready(Err(BatchError::ShuttingDown))),
         Ok(rx) => Box::pin(async move {
             match rx.await {

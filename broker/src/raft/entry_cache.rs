@@ -11,9 +11,11 @@ use openraft::Entry;
 use super::TypeConfig;
 
 /// Most encoded bytes of entries the cache holds: at 1 KiB messages, some
-/// 60 000 messages, minutes of entries at the rates a node reaches; older
-/// entries are read from the files.
-pub const ENTRY_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// 30 000 messages, many seconds of entries at the rates a node reaches;
+/// older entries are read from the files. Each entry holds its encoding and
+/// its decoded proposal (`raft::payload`), so the cache takes about twice
+/// this in memory.
+pub const ENTRY_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// A contiguous run of the log's newest entries (a suffix of the log, or
 /// nothing), bounded by their encoded size.

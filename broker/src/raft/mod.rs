@@ -19,6 +19,7 @@ pub mod entry_cache;
 pub mod group_commit;
 pub mod log_store;
 pub mod network;
+pub mod payload;
 pub mod proposer;
 pub mod recovery;
 pub mod repair;
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 use openraft::{AnyError, StorageError, StorageIOError};
 
-use crate::command::{EntryResponse, Proposal};
+use crate::command::EntryResponse;
 
 pub use crate::node_id::NodeId;
 
@@ -40,7 +41,7 @@ pub type Node = openraft::BasicNode;
 openraft::declare_raft_types!(
     /// openraft's type configuration for Sluice.
     pub TypeConfig:
-        D = Proposal,
+        D = payload::Payload,
         R = EntryResponse,
         NodeId = NodeId,
         Node = Node,

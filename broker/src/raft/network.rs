@@ -34,9 +34,7 @@ use sluice_core::limits::replication::{APPEND_BYTES_MAX, SNAPSHOT_CHUNK};
 
 fn entry_size(e: &openraft::Entry<TypeConfig>) -> usize {
     match &e.payload {
-        openraft::EntryPayload::Normal(r) => {
-            64 + r.commands.iter().map(|c| c.size_hint()).sum::<usize>()
-        }
+        openraft::EntryPayload::Normal(p) => 64 + p.bytes().len(),
         _ => 256,
     }
 }
@@ -353,7 +351,7 @@ mod tests {
     fn entry(index: u64, bytes: usize) -> Entry<TypeConfig> {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Proposal {
+            payload: EntryPayload::Normal(crate::raft::payload::Payload::new(Proposal {
                 time_ms: 0,
                 commands: vec![Command::PutRecords(crate::streams::PutRecords {
                     stream: "s".into(),
@@ -363,7 +361,7 @@ mod tests {
                         explicit_hash_key: None,
                     }],
                 })],
-            }),
+            })),
         }
     }
 

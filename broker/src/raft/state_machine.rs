@@ -373,7 +373,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m));
                     responses.push(Vec::new());
                 }
-                EntryPayload::Normal(request) => {
+                EntryPayload::Normal(payload) => {
+                    let request = payload.proposal();
                     clock = clock.max(request.time_ms);
                     let ctx = Ctx { now_ms: clock };
                     // Each command gets its own transaction: a rejected one
@@ -497,6 +498,7 @@ mod tests {
     use crate::queues::delivery::ReceiveRequest;
     use crate::queues::message::{NewMessage, Outgoing};
     use crate::queues::CreateQueue;
+    use crate::raft::payload::Payload;
 
     struct Node {
         dir: tempfile::TempDir,
@@ -593,7 +595,7 @@ mod tests {
     fn entry(index: u64, time_ms: u64, commands: Vec<Command>) -> Entry<TypeConfig> {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Proposal { time_ms, commands }),
+            payload: EntryPayload::Normal(Payload::new(Proposal { time_ms, commands })),
         }
     }
 

@@ -17,7 +17,10 @@ use std::path::Path;
 /// message, a record's size counts its partition key, a FIFO topic takes
 /// standard queue subscriptions), so a format 5 log replayed by this
 /// build would not give the state its nodes had.
-pub const CURRENT: u32 = 6;
+/// 7: a log entry holds its proposal as one length-prefixed byte string,
+/// encoded once by the proposing node (`raft::payload`), not as the
+/// proposal's fields.
+pub const CURRENT: u32 = 7;
 const FILE: &str = "FORMAT";
 const MAGIC: &str = "sluice-data-format";
 
