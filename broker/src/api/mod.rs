@@ -223,24 +223,19 @@ pub async fn serve_public(
 ) -> Result<(), tonic::transport::Error> {
     let timing = ctx.timing.clone();
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<QueuesServer<queues::QueuesApi>>()
-        .await;
-    health
-        .set_serving::<StreamsServer<streams::StreamsApi>>()
-        .await;
-    health
-        .set_serving::<TopicsServer<topics::TopicsApi>>()
-        .await;
-    health
-        .set_serving::<FunctionsServer<functions::FunctionsApi>>()
-        .await;
-    health
-        .set_serving::<ClusterServer<cluster::ClusterApi>>()
-        .await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    use tonic::server::NamedService;
+    for service in [
+        "",
+        QueuesServer::<queues::QueuesApi>::NAME,
+        StreamsServer::<streams::StreamsApi>::NAME,
+        TopicsServer::<topics::TopicsApi>::NAME,
+        FunctionsServer::<functions::FunctionsApi>::NAME,
+        ClusterServer::<cluster::ClusterApi>::NAME,
+    ] {
+        health
+            .set_service_status(service, tonic_health::ServingStatus::Serving)
+            .await;
+    }
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sluice_proto::PUBLIC_FILE_DESCRIPTOR_SET)
