@@ -564,7 +564,7 @@ impl RunningNode {
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.cluster_server).await;
-        if let Err(e) = crate::raft::state_machine::mark_clean(&self.db) {
+        if let Err(e) = crate::raft::state_machine::mark_clean(&self.db, self.router.state()) {
             tracing::error!(error = %e, "final flush failed; the next start rebuilds the state");
         }
         tracing::info!(node_id = me, "node stopped");

@@ -1,8 +1,12 @@
 //! The replicated state machine as openraft sees it.
 //!
 //! Committed entries are applied through [`machine::apply`] into one
-//! transaction per `apply` call, written to the state tree together with
-//! the last applied log id, the membership and the clock. The state lives in a
+//! transaction per `apply` call, with the last applied log id, the
+//! membership and the clock. Its writes join the recent writes held in
+//! memory over the state tree ([`StateHandle`]); once
+//! [`RECENT_WRITES_BYTES`] of them gather, a blocking thread copies them into
+//! the tree while apply goes on. Keys written and removed in between (most
+//! of a queue message's: sent, received, deleted) never reach the tree. The state lives in a
 //! tree `sm.{generation}`; installing a snapshot loads it into the other
 //! generation's tree (generations alternate between two trees) and switches
 //! over with one durable write, so a crash mid-install leaves the old state
@@ -12,14 +16,15 @@
 //!
 //! The state is not flushed on apply, and its writes are not atomic across
 //! a crash (see [`Tree::apply`]): the log is the durable copy. A node that
-//! stops cleanly flushes the state and marks it clean ([`mark_clean`]); one
+//! stops cleanly copies what is in memory into the tree, flushes it and
+//! marks it clean ([`mark_clean`]); one
 //! that opens a state not marked clean (killed, crashed, power lost) cannot
 //! trust it, since it may hold part of a batch, and rebuilds it from the
 //! latest snapshot (or from empty when none was taken yet). openraft then
 //! re-applies the log from there.
 use std::ops::Bound;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -33,7 +38,9 @@ use crate::apply::{Counter, Ctx, Effect, Effects};
 use crate::command::{EntryResponse, Query, QueryResponse};
 use crate::error::ApplyError;
 use crate::machine;
-use crate::store::{codec, Db, StateRead, StoreError, Tree, Txn, WriteBatch};
+use crate::store::{
+    codec, lay_over, Changes, Db, KvIter, StateRead, StoreError, Tree, Txn, WriteBatch,
+};
 use crate::waiters::Waiters;
 
 const APPLIED: &[u8] = b"\x00sm/applied";
@@ -45,18 +52,90 @@ const CLEAN: &[u8] = b"clean";
 /// Records per batch when loading a snapshot.
 const INSTALL_BATCH: usize = 10_000;
 
+/// Encoded bytes of recent writes held in memory before they are copied
+/// into the state tree. Most of a queue message's keys are written and
+/// removed within moments (sent, received, deleted): in memory they cancel
+/// out and never reach the tree. A copy runs beside apply; apply waits for
+/// it only when the next one is due first.
+pub const RECENT_WRITES_BYTES: usize = 16 * 1024 * 1024;
+
+const ENTRY_OVERHEAD: usize = 64;
+
 /// Read access to the applied state, shared by the API and the state
 /// machine. Reads never see half of an applied batch.
 #[derive(Clone)]
 pub struct StateHandle {
-    active: Arc<RwLock<Tree>>,
+    layers: Arc<RwLock<Layers>>,
+    /// Held while writes are copied into the tree: two copies never
+    /// interleave, so an older value is never written over a newer one.
+    copy_lock: Arc<Mutex<()>>,
+}
+
+/// The applied state: the newest writes in memory, laid over the state
+/// tree (the engine's copy).
+struct Layers {
+    /// Writes of the latest batches, not in the tree yet.
+    recent: Changes,
+    /// Encoded bytes in `recent` (keys and values, roughly).
+    recent_bytes: usize,
+    /// Older writes being copied into the tree (empty when none).
+    copying: Arc<Changes>,
+    tree: Tree,
+}
+
+impl Layers {
+    fn over(tree: Tree) -> Layers {
+        Layers {
+            recent: Changes::new(),
+            recent_bytes: 0,
+            copying: Arc::new(Changes::new()),
+            tree,
+        }
+    }
+
+    fn add(&mut self, changes: Changes) {
+        for (k, v) in changes {
+            // The map's own share of an entry, about: a removal costs too.
+            self.recent_bytes += ENTRY_OVERHEAD + k.len() + v.as_ref().map_or(0, Vec::len);
+            self.recent.insert(k, v);
+        }
+    }
+}
+
+impl StateRead for Layers {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.recent.get(key).or_else(|| self.copying.get(key)) {
+            Some(v) => Ok(v.clone()),
+            None => self.tree.get(key),
+        }
+    }
+
+    fn range(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, reverse: bool) -> KvIter<'_> {
+        let tree = self.tree.range(start.clone(), end.clone(), reverse);
+        let lower = lay_over(&self.copying, tree, start.clone(), end.clone(), reverse);
+        lay_over(&self.recent, lower, start, end, reverse)
+    }
 }
 
 impl StateHandle {
+    fn over(tree: Tree) -> StateHandle {
+        StateHandle {
+            layers: Arc::new(RwLock::new(Layers::over(tree))),
+            copy_lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    fn layers(&self) -> RwLockReadGuard<'_, Layers> {
+        self.layers.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn layers_mut(&self) -> RwLockWriteGuard<'_, Layers> {
+        self.layers.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Runs `f` over the current state.
     pub fn read<T>(&self, f: impl FnOnce(&dyn StateRead) -> T) -> T {
-        let tree = self.active.read().unwrap_or_else(|e| e.into_inner());
-        f(&*tree)
+        f(&*self.layers())
     }
 
     /// Answers a query from this node's applied state.
@@ -68,24 +147,71 @@ impl StateHandle {
         })
     }
 
-    fn tree(&self) -> Tree {
-        self.active
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// Adds an applied batch's writes; true when enough have gathered in
+    /// memory to start copying them into the tree.
+    fn add(&self, changes: Changes) -> bool {
+        let mut layers = self.layers_mut();
+        layers.add(changes);
+        layers.recent_bytes >= RECENT_WRITES_BYTES
     }
 
-    fn apply(&self, tree: &Tree, batch: WriteBatch) -> Result<(), StoreError> {
-        let _guard = self.active.write().unwrap_or_else(|e| e.into_inner());
-        tree.apply(batch)
+    /// Moves the recent writes aside and copies them into the tree on a
+    /// blocking thread. The caller waits for the copy before it first.
+    fn start_copy(&self) -> tokio::task::JoinHandle<Result<(), StoreError>> {
+        let (tree, writes) = {
+            let _held = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut layers = self.layers_mut();
+            let mut writes = std::mem::take(&mut layers.recent);
+            if !layers.copying.is_empty() {
+                // Left by a copy that failed: copied again, under the newer.
+                let mut older = (*layers.copying).clone();
+                older.append(&mut writes);
+                writes = older;
+            }
+            let writes = Arc::new(writes);
+            layers.recent_bytes = 0;
+            layers.copying = writes.clone();
+            (layers.tree.clone(), writes)
+        };
+        let handle = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _held = handle.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
+            // A persist or a switch of trees that came first took them.
+            if !Arc::ptr_eq(&handle.layers().copying, &writes) {
+                return Ok(());
+            }
+            // On failure the writes stay readable in `copying`, and the
+            // caller stops applying (as a failed write in apply would).
+            tree.apply_changes(&writes)?;
+            handle.layers_mut().copying = Arc::new(Changes::new());
+            Ok(())
+        })
     }
 
-    /// Makes `tree` the state; returns the one it was.
+    /// Copies every write still in memory into the tree, waiting for a copy
+    /// in progress: what a clean stop, a snapshot and a switch of trees need.
+    pub fn persist(&self) -> Result<(), StoreError> {
+        let _held = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut layers = self.layers_mut();
+        let copying = std::mem::replace(&mut layers.copying, Arc::new(Changes::new()));
+        layers.tree.apply_changes(&copying)?;
+        let recent = std::mem::take(&mut layers.recent);
+        layers.recent_bytes = 0;
+        layers.tree.apply_changes(&recent)
+    }
+
+    /// The state tree, with every write in it.
+    fn persisted_tree(&self) -> Result<Tree, StoreError> {
+        self.persist()?;
+        Ok(self.layers().tree.clone())
+    }
+
+    /// Makes `tree` the state, with nothing in memory over it; returns the
+    /// tree it was. Writes still in memory are dropped: they belonged to
+    /// the state being replaced.
     fn replace(&self, tree: Tree) -> Tree {
-        std::mem::replace(
-            &mut *self.active.write().unwrap_or_else(|e| e.into_inner()),
-            tree,
-        )
+        let _held = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *self.layers_mut(), Layers::over(tree)).tree
     }
 }
 
@@ -103,6 +229,8 @@ pub struct StateMachineStore {
     current_snapshot: Option<(Meta, PathBuf)>,
     snapshot_seq: u64,
     waiters: Arc<Waiters>,
+    /// The copy of recent writes into the tree under way, if any.
+    copy: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
 }
 
 fn read_record<T: serde::de::DeserializeOwned>(
@@ -138,9 +266,7 @@ impl StateMachineStore {
             db: db.clone(),
             sm_meta,
             generation,
-            state: StateHandle {
-                active: Arc::new(RwLock::new(tree.clone())),
-            },
+            state: StateHandle::over(tree.clone()),
             snapshots,
             node_id,
             last_applied: read_record(&tree, APPLIED)?.flatten(),
@@ -149,6 +275,7 @@ impl StateMachineStore {
             current_snapshot,
             snapshot_seq: 0,
             waiters,
+            copy: None,
         };
         let clean = sm.sm_meta.get(CLEAN)?.is_some();
         if clean {
@@ -257,7 +384,11 @@ impl StateMachineStore {
                 self.snapshot_seq
             ),
         };
-        let tree = self.state.tree();
+        // The snapshot reads the tree alone, with every write in it.
+        let tree = self
+            .state
+            .persisted_tree()
+            .map_err(|e| storage_error("building a snapshot", e))?;
         let snapshots = self.snapshots.clone();
         let file_meta = meta.clone();
         // Runs while openraft waits for the builder, so no entry is applied
@@ -295,7 +426,8 @@ impl StateMachineStore {
 
 /// Flushes the state and marks it clean, so that the next open trusts it.
 /// Call only once nothing applies to it any more (after openraft stopped).
-pub fn mark_clean(db: &Db) -> Result<(), StoreError> {
+pub fn mark_clean(db: &Db, state: &StateHandle) -> Result<(), StoreError> {
+    state.persist()?;
     db.flush()?;
     db.tree("sm-meta")?.insert(CLEAN, Vec::new())?;
     db.flush()
@@ -357,45 +489,57 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let started = Instant::now();
-        let tree = self.state.tree();
-        let mut batch = Txn::new(&tree);
         let mut responses = Vec::new();
         let mut last_applied = self.last_applied;
         let mut membership = None;
         let mut clock = self.clock;
         let mut commands = 0u64;
         let mut effects = Effects::default();
-        for entry in entries {
-            last_applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => responses.push(Vec::new()),
-                EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(entry.log_id), m));
-                    responses.push(Vec::new());
-                }
-                EntryPayload::Normal(payload) => {
-                    let request = payload.proposal();
-                    clock = clock.max(request.time_ms);
-                    let ctx = Ctx { now_ms: clock };
-                    // Each command gets its own transaction: a rejected one
-                    // leaves no trace, the others still apply.
-                    let results =
-                        machine::apply_entry(&mut batch, &ctx, &request.commands, &mut effects)
-                            .map_err(|e| storage_read_error("applying a command", e))?;
-                    commands += results.len() as u64;
-                    responses.push(results);
+        // Commands read the state under a read lock (held across no await):
+        // readers go on meanwhile and see the batch only once it is added.
+        let changes = {
+            let layers = self.state.layers();
+            let mut batch = Txn::new(&*layers);
+            for entry in entries {
+                last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => responses.push(Vec::new()),
+                    EntryPayload::Membership(m) => {
+                        membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                        responses.push(Vec::new());
+                    }
+                    EntryPayload::Normal(payload) => {
+                        let request = payload.proposal();
+                        clock = clock.max(request.time_ms);
+                        let ctx = Ctx { now_ms: clock };
+                        // Each command gets its own transaction: a rejected one
+                        // leaves no trace, the others still apply.
+                        let results =
+                            machine::apply_entry(&mut batch, &ctx, &request.commands, &mut effects)
+                                .map_err(|e| storage_read_error("applying a command", e))?;
+                        commands += results.len() as u64;
+                        responses.push(results);
+                    }
                 }
             }
-        }
-        batch.put_record(APPLIED.to_vec(), &last_applied);
-        batch.put_record(CLOCK.to_vec(), &clock);
-        if let Some(m) = &membership {
-            batch.put_record(MEMBERSHIP.to_vec(), m);
-        }
+            batch.put_record(APPLIED.to_vec(), &last_applied);
+            batch.put_record(CLOCK.to_vec(), &clock);
+            if let Some(m) = &membership {
+                batch.put_record(MEMBERSHIP.to_vec(), m);
+            }
+            batch.into_changes()
+        };
         let n = responses.len();
-        self.state
-            .apply(&tree, batch.into_batch())
-            .map_err(|e| storage_error("applying to the state machine", e))?;
+        // A membership is copied into the tree at once: a node that lost its
+        // snapshot reads it there (`stored_membership`).
+        if self.state.add(changes) || membership.is_some() {
+            if let Some(copy) = self.copy.take() {
+                copy.await
+                    .map_err(|e| storage_error("copying applied writes", e))?
+                    .map_err(|e| storage_error("copying applied writes", e))?;
+            }
+            self.copy = Some(self.state.start_copy());
+        }
         self.last_applied = last_applied;
         self.clock = clock;
         if let Some(m) = membership {
@@ -544,10 +688,12 @@ mod tests {
         /// does) or not (as a kill does), and opens it again.
         async fn restart(self, clean: bool) -> Node {
             let Node { dir, db, sm, .. } = self;
+            let state = sm.handle();
             drop(sm);
             if clean {
-                mark_clean(&db).unwrap();
+                mark_clean(&db, &state).unwrap();
             }
+            drop(state);
             drop(db);
             open_in(dir).await
         }
@@ -796,13 +942,98 @@ mod tests {
                 n.apply(2_000 + i, vec![send(&format!("q{round}"), "m")])
                     .await;
             }
-            // Killed: the state is rebuilt in the other tree.
+            // The applied writes reach the tree (as a copy does once enough
+            // gather), then the node is killed: the state is rebuilt in the
+            // other tree.
+            n.sm.handle().persist().unwrap();
             n = n.restart(false).await;
             let trees = state_trees(&n.db);
             assert_eq!(trees.len(), 2, "round {round}: {trees:?}");
             // Both empty: the new state (openraft re-applies the log into
             // it) and the old one, emptied key by key.
             assert!(trees.values().all(|k| *k == 0), "round {round}: {trees:?}");
+        }
+    }
+
+    fn changes(pairs: &[(&str, Option<&str>)]) -> Changes {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
+            .collect()
+    }
+
+    fn pairs(state: &dyn StateRead) -> Vec<(String, String)> {
+        state
+            .range(Bound::Unbounded, Bound::Unbounded, false)
+            .map(|kv| {
+                let (k, v) = kv.unwrap();
+                (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn writes_in_memory_read_as_if_in_the_tree_and_those_undone_never_reach_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db"), &Default::default()).unwrap();
+        let tree = db.tree("t").unwrap();
+        tree.insert(b"a", b"tree".to_vec()).unwrap();
+        tree.insert(b"b", b"tree".to_vec()).unwrap();
+        let state = StateHandle::over(tree.clone());
+
+        // A message's keys: written, then removed before any copy.
+        state.add(changes(&[("m/1", Some("body")), ("a", Some("new"))]));
+        state.add(changes(&[("m/1", None), ("b", None), ("c", Some("c"))]));
+        let seen = |state: &StateHandle| state.read(pairs);
+        let expected = vec![
+            ("a".to_string(), "new".to_string()),
+            ("c".to_string(), "c".to_string()),
+        ];
+        assert_eq!(seen(&state), expected);
+        assert_eq!(state.read(|s| s.get(b"b").unwrap()), None);
+        let reversed: Vec<_> = state.read(|s| {
+            s.range(Bound::Unbounded, Bound::Unbounded, true)
+                .map(|kv| kv.unwrap().0)
+                .collect()
+        });
+        assert_eq!(reversed, vec![b"c".to_vec(), b"a".to_vec()]);
+        // A page token past the end of a listing: empty, not a panic.
+        let inverted = state.read(|s| {
+            s.range(
+                Bound::Excluded(b"z".to_vec()),
+                Bound::Excluded(b"b".to_vec()),
+                false,
+            )
+            .count()
+        });
+        assert_eq!(inverted, 0);
+        assert_eq!(pairs(&tree).len(), 2, "nothing copied yet");
+
+        state.start_copy().await.unwrap().unwrap();
+        assert_eq!(seen(&state), expected);
+        assert_eq!(pairs(&tree), expected, "the tree holds the same state");
+        assert!(state.layers().recent.is_empty() && state.layers().copying.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_copy_never_writes_an_older_value_over_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db"), &Default::default()).unwrap();
+        for round in 0..50 {
+            let tree = db.tree(&format!("t{round}")).unwrap();
+            let state = StateHandle::over(tree.clone());
+            state.add(changes(&[("k", Some("old")), ("gone", Some("x"))]));
+            let copy = state.start_copy();
+            state.add(changes(&[("k", Some("new")), ("gone", None)]));
+            // A clean stop may come before, during or after the copy.
+            state.persist().unwrap();
+            copy.await.unwrap().unwrap();
+            assert_eq!(
+                pairs(&tree),
+                vec![("k".to_string(), "new".to_string())],
+                "round {round}"
+            );
+            assert_eq!(state.read(pairs), pairs(&tree), "round {round}");
         }
     }
 

@@ -28,7 +28,8 @@ use std::ops::Bound;
 use std::path::Path;
 
 pub use sluice_core::store::{
-    codec, keys, records_under, Kv, KvIter, MemState, StateRead, StoreError, Txn, WriteBatch,
+    codec, keys, lay_over, records_under, Changes, Kv, KvIter, MemState, StateRead, StoreError,
+    Txn, WriteBatch,
 };
 
 /// A sled error, as the storage layer reports it.
@@ -132,6 +133,22 @@ impl Tree {
             match value {
                 Some(v) => {
                     self.inner.insert(key, v).map_err(engine)?;
+                }
+                None => {
+                    self.inner.remove(key).map_err(engine)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `changes` (`None` removes), with the same crash behaviour as
+    /// [`Tree::apply`].
+    pub fn apply_changes(&self, changes: &Changes) -> Result<(), StoreError> {
+        for (key, value) in changes {
+            match value {
+                Some(v) => {
+                    self.inner.insert(key, v.as_slice()).map_err(engine)?;
                 }
                 None => {
                     self.inner.remove(key).map_err(engine)?;

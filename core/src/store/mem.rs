@@ -68,6 +68,9 @@ impl StateRead for MemState {
     }
 
     fn range(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, reverse: bool) -> KvIter<'_> {
+        if super::txn::is_empty_range(&start, &end) {
+            return Box::new(std::iter::empty());
+        }
         let iter = self
             .map
             .range((start, end))

@@ -15,7 +15,7 @@ use super::{codec, Kv, KvIter, StateRead, StoreError, WriteBatch};
 /// changes nothing; one that succeeds is merged with [`Txn::merge`].
 pub struct Txn<'a> {
     base: &'a dyn StateRead,
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    writes: Changes,
 }
 
 impl<'a> Txn<'a> {
@@ -91,6 +91,11 @@ impl<'a> Txn<'a> {
         Writes(self.writes)
     }
 
+    /// The buffered writes, by key.
+    pub fn into_changes(self) -> Changes {
+        self.writes
+    }
+
     /// The buffered writes as an engine batch.
     pub fn into_batch(self) -> WriteBatch {
         let mut batch = WriteBatch::default();
@@ -115,7 +120,7 @@ impl<'a> Txn<'a> {
 }
 
 /// The writes of a finished [`Txn`].
-pub struct Writes(BTreeMap<Vec<u8>, Option<Vec<u8>>>);
+pub struct Writes(Changes);
 
 impl StateRead for Txn<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -126,13 +131,54 @@ impl StateRead for Txn<'_> {
     }
 
     fn range(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, reverse: bool) -> KvIter<'_> {
-        let base = self.base.range(start.clone(), end.clone(), reverse);
-        let overlay = self.writes.range((start, end));
-        if reverse {
-            Box::new(Merge::new(base, overlay.rev(), true))
-        } else {
-            Box::new(Merge::new(base, overlay, false))
-        }
+        overlay_range(&self.writes, self.base, start, end, reverse)
+    }
+}
+
+/// Writes by key, in key order: `None` removes the key.
+pub type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+fn overlay_range<'a>(
+    changes: &'a Changes,
+    base: &'a dyn StateRead,
+    start: Bound<Vec<u8>>,
+    end: Bound<Vec<u8>>,
+    reverse: bool,
+) -> KvIter<'a> {
+    let below = base.range(start.clone(), end.clone(), reverse);
+    lay_over(changes, below, start, end, reverse)
+}
+
+/// True when no key lies between `start` and `end`.
+pub(super) fn is_empty_range(start: &Bound<Vec<u8>>, end: &Bound<Vec<u8>>) -> bool {
+    match (start, end) {
+        (Bound::Included(s), Bound::Included(e)) => s > e,
+        (Bound::Included(s) | Bound::Excluded(s), Bound::Excluded(e))
+        | (Bound::Excluded(s), Bound::Included(e)) => s >= e,
+        _ => false,
+    }
+}
+
+/// The pairs of `below` (a range read from start to end, in the order
+/// `reverse` says) with `changes` laid over them: a change wins over the
+/// pair with its key, and a removal hides it.
+pub fn lay_over<'a>(
+    changes: &'a Changes,
+    below: KvIter<'a>,
+    start: Bound<Vec<u8>>,
+    end: Bound<Vec<u8>>,
+    reverse: bool,
+) -> KvIter<'a> {
+    // An empty range (start after end: a page token past the listing, say)
+    // is the engine's to answer; the map would panic on it.
+    if changes.is_empty() || is_empty_range(&start, &end) {
+        return below;
+    }
+    let over = changes.range((start, end));
+    if reverse {
+        Box::new(Merge::new(below, over.rev(), true))
+    } else {
+        Box::new(Merge::new(below, over, false))
     }
 }
 
@@ -283,5 +329,32 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(keys, ["b", "c", "d", "x"]);
+    }
+
+    #[test]
+    fn a_range_that_ends_before_it_starts_is_empty_not_a_panic() {
+        let base = base();
+        let mut txn = Txn::new(&base);
+        txn.put(b"b".to_vec(), b"new".to_vec());
+        for (start, end) in [
+            (
+                Bound::Excluded(b"z".to_vec()),
+                Bound::Excluded(b"c".to_vec()),
+            ),
+            (
+                Bound::Included(b"c".to_vec()),
+                Bound::Included(b"b".to_vec()),
+            ),
+            (
+                Bound::Excluded(b"b".to_vec()),
+                Bound::Excluded(b"b".to_vec()),
+            ),
+            (
+                Bound::Excluded(b"b".to_vec()),
+                Bound::Included(b"b".to_vec()),
+            ),
+        ] {
+            assert!(collect(txn.range(start, end, false)).is_empty());
+        }
     }
 }
