@@ -56,8 +56,13 @@ const INSTALL_BATCH: usize = 10_000;
 /// into the state tree. Most of a queue message's keys are written and
 /// removed within moments (sent, received, deleted): in memory they cancel
 /// out and never reach the tree. A copy runs beside apply; apply waits for
-/// it only when the next one is due first.
-pub const RECENT_WRITES_BYTES: usize = 16 * 1024 * 1024;
+/// it only when the next one is due first. Small, so that a copy is a short
+/// burst: on three nodes sharing 2 cores, 16 MiB copies doubled the p99
+/// latency of every workload and 1 MiB copies still added a third to queue
+/// sends' (docs/bench/log-store-first-steps.md). At 256 KiB a copy holds
+/// about a tenth of a second of a busy pipeline's messages, most of them
+/// already deleted.
+pub const RECENT_WRITES_BYTES: usize = 256 * 1024;
 
 const ENTRY_OVERHEAD: usize = 64;
 
