@@ -6,22 +6,23 @@
 //! memory over the state tree ([`StateHandle`]); once
 //! [`RECENT_WRITES_BYTES`] of them gather, a blocking thread copies them into
 //! the tree while apply goes on. Keys written and removed in between (most
-//! of a queue message's: sent, received, deleted) never reach the tree. The state lives in a
-//! tree `sm.{generation}`; installing a snapshot loads it into the other
-//! generation's tree (generations alternate between two trees) and switches
-//! over with one durable write, so a crash mid-install leaves the old state
-//! intact. The tree left behind is emptied key by key, never dropped: sled
-//! 0.34's `drop_tree` can loop forever, allocating, on a tree with a node
-//! merge in progress (a node killed mid-write hung that way at start).
+//! of a queue message's: sent, received, deleted) never reach the tree.
+//!
+//! The state lives in a tree `sm.{generation}`; installing a snapshot loads
+//! it into the other generation's tree (generations alternate between two
+//! trees) and switches over with one durable write, so a crash mid-install
+//! leaves the old state intact. The tree left behind is emptied key by key,
+//! never dropped: sled 0.34's `drop_tree` can loop forever, allocating, on a
+//! tree with a node merge in progress (a node killed mid-write hung that way
+//! at start).
 //!
 //! The state is not flushed on apply, and its writes are not atomic across
 //! a crash (see [`Tree::apply`]): the log is the durable copy. A node that
 //! stops cleanly copies what is in memory into the tree, flushes it and
-//! marks it clean ([`mark_clean`]); one
-//! that opens a state not marked clean (killed, crashed, power lost) cannot
-//! trust it, since it may hold part of a batch, and rebuilds it from the
-//! latest snapshot (or from empty when none was taken yet). openraft then
-//! re-applies the log from there.
+//! marks it clean ([`mark_clean`]); one that opens a state not marked clean
+//! (killed, crashed, power lost) cannot trust it, since it may hold part of
+//! a batch, and rebuilds it from the latest snapshot (or from empty when
+//! none was taken yet). openraft then re-applies the log from there.
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -64,6 +65,8 @@ const INSTALL_BATCH: usize = 10_000;
 /// already deleted.
 pub const RECENT_WRITES_BYTES: usize = 256 * 1024;
 
+/// What an entry of the recent writes costs beyond its key and value (the
+/// map's node share), about: so that removals count against the budget too.
 const ENTRY_OVERHEAD: usize = 64;
 
 /// Read access to the applied state, shared by the API and the state
@@ -100,7 +103,6 @@ impl Layers {
 
     fn add(&mut self, changes: Changes) {
         for (k, v) in changes {
-            // The map's own share of an entry, about: a removal costs too.
             self.recent_bytes += ENTRY_OVERHEAD + k.len() + v.as_ref().map_or(0, Vec::len);
             self.recent.insert(k, v);
         }
@@ -197,12 +199,16 @@ impl StateHandle {
     /// in progress: what a clean stop, a snapshot and a switch of trees need.
     pub fn persist(&self) -> Result<(), StoreError> {
         let _held = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut layers = self.layers_mut();
-        let copying = std::mem::replace(&mut layers.copying, Arc::new(Changes::new()));
-        layers.tree.apply_changes(&copying)?;
-        let recent = std::mem::take(&mut layers.recent);
+        let mut guard = self.layers_mut();
+        let layers = &mut *guard;
+        // Each layer is cleared only once it is in the tree: after a failed
+        // write, reads still see it.
+        layers.tree.apply_changes(&layers.copying)?;
+        layers.copying = Arc::new(Changes::new());
+        layers.tree.apply_changes(&layers.recent)?;
+        layers.recent.clear();
         layers.recent_bytes = 0;
-        layers.tree.apply_changes(&recent)
+        Ok(())
     }
 
     /// The state tree, with every write in it.
