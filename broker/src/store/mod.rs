@@ -130,14 +130,7 @@ impl Tree {
     /// state machine rebuilds from its snapshot after an unclean stop.
     pub fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
         for (key, value) in batch.into_ops() {
-            match value {
-                Some(v) => {
-                    self.inner.insert(key, v).map_err(engine)?;
-                }
-                None => {
-                    self.inner.remove(key).map_err(engine)?;
-                }
-            }
+            self.write(&key, value.as_deref())?;
         }
         Ok(())
     }
@@ -146,16 +139,18 @@ impl Tree {
     /// [`Tree::apply`].
     pub fn apply_changes(&self, changes: &Changes) -> Result<(), StoreError> {
         for (key, value) in changes {
-            match value {
-                Some(v) => {
-                    self.inner.insert(key, v.as_slice()).map_err(engine)?;
-                }
-                None => {
-                    self.inner.remove(key).map_err(engine)?;
-                }
-            }
+            self.write(key, value.as_deref())?;
         }
         Ok(())
+    }
+
+    /// Sets `key` to `value`, or removes it when `None`.
+    fn write(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        match value {
+            Some(v) => self.inner.insert(key, v).map(drop),
+            None => self.inner.remove(key).map(drop),
+        }
+        .map_err(engine)
     }
 
     /// Removes every key.
