@@ -39,7 +39,7 @@ fn tree() -> (tempfile::TempDir, Db, Tree) {
 /// Applies `commands` as one committed entry: each in its own transaction
 /// over the entry's, then one batch to the tree, as the node does.
 fn apply(tree: &Tree, commands: &[Command]) {
-    let ctx = Ctx { now_ms: NOW_MS };
+    let ctx = Ctx::at(NOW_MS);
     let mut effects = Effects::default();
     let mut entry = Txn::new(tree);
     for c in commands {

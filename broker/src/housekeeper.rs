@@ -194,6 +194,18 @@ async fn move_outbox(
     qid: u64,
     outbox: Vec<(u64, u64, queues::layout::Outbox)>,
 ) -> Result<(), String> {
+    // A moved message carries its body: those still in the log are read
+    // out of it here (the destination refuses references).
+    let bodies = router.bodies().clone();
+    let outbox = tokio::task::spawn_blocking(move || {
+        let mut outbox = outbox;
+        for (_, _, entry) in &mut outbox {
+            bodies.inline(&mut entry.message.body.body)?;
+        }
+        Ok::<_, String>(outbox)
+    })
+    .await
+    .map_err(|e| format!("reading moved bodies: {e}"))??;
     let mut by_destination: BTreeMap<String, Vec<(u64, u64, queues::layout::Moving)>> =
         BTreeMap::new();
     for (gen, seq, entry) in outbox {

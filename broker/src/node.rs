@@ -282,11 +282,18 @@ impl RunningNode {
                 .map_err(|e| data_err(format!("snapshots: {e}")))?,
         );
         let waiters = Arc::new(Waiters::default());
-        let state_machine =
-            StateMachineStore::open(&db, snapshots.clone(), config.node_id, waiters.clone())
-                .await
-                .map_err(|e| data_err(e.to_string()))?;
+        let entries: Arc<dyn crate::raft::kept_bodies::LoggedEntries> = Arc::new(log_store.clone());
+        let state_machine = StateMachineStore::open(
+            &db,
+            snapshots.clone(),
+            config.node_id,
+            waiters.clone(),
+            entries.clone(),
+        )
+        .await
+        .map_err(|e| data_err(e.to_string()))?;
         let state = state_machine.handle();
+        let bodies = crate::raft::bodies::Bodies::new(entries, state.clone());
 
         let raft_config = raft::config("sluice", &config.timing, &config.compaction)
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -316,6 +323,7 @@ impl RunningNode {
             config.node_id,
             raft.clone(),
             state,
+            bodies,
             channels.clone(),
             config.leader_wait,
             disk,

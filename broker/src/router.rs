@@ -227,6 +227,7 @@ struct Inner {
     raft: Raft,
     proposer: Proposer,
     state: StateHandle,
+    bodies: crate::raft::bodies::Bodies,
     channels: Channels,
     leader_wait: Duration,
     paused: tokio::sync::watch::Sender<bool>,
@@ -243,11 +244,13 @@ pub fn is_member(metrics: &RaftMetrics, id: NodeId) -> bool {
 }
 
 impl Router {
-    /// A router for node `id`.
+    /// A router for node `id`; `bodies` reads the message bodies a receive
+    /// on this node returns.
     pub fn new(
         id: NodeId,
         raft: Raft,
         state: StateHandle,
+        bodies: crate::raft::bodies::Bodies,
         channels: Channels,
         leader_wait: Duration,
         disk: std::sync::Arc<crate::disk::DiskGuard>,
@@ -264,12 +267,18 @@ impl Router {
                 raft,
                 proposer,
                 state,
+                bodies,
                 channels,
                 leader_wait,
                 paused: tokio::sync::watch::channel(false).0,
                 disk,
             }),
         }
+    }
+
+    /// Reads message bodies left in the log.
+    pub fn bodies(&self) -> &crate::raft::bodies::Bodies {
+        &self.inner.bodies
     }
 
     /// This node's id.
@@ -522,7 +531,12 @@ impl Routed for Write {
             });
         }
         match router.inner.proposer.propose(self.0.clone()).await {
-            Ok(response) => Hop::Done(response),
+            // Bodies left in the log are read here, on the leader that
+            // applied the receive, before the answer goes anywhere.
+            Ok(response) => match router.inner.bodies.serve(response).await {
+                Ok(served) => Hop::Done(served),
+                Err(e) => Hop::Fail(RouteError::Internal(e)),
+            },
             Err(e @ BatchError::NotLeader { .. }) => Hop::Retry(e.into()),
             Err(e) => Hop::Fail(e.into()),
         }

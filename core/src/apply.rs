@@ -9,6 +9,28 @@ pub struct Ctx {
     /// The state machine's clock: the largest leader time stamp applied so
     /// far, ms since the Unix epoch.
     pub now_ms: u64,
+    /// Where the command being applied sits in the replicated log, when it
+    /// comes from one: a queue message's body then stays there, and the
+    /// state keeps only this position (see `queues::layout::BodyText`).
+    /// The same on every node, since every node applies the same entries.
+    pub log: Option<LogPosition>,
+}
+
+impl Ctx {
+    /// A context at `now_ms` for commands that come from no log (tests,
+    /// tools): bodies are kept in the state.
+    pub fn at(now_ms: u64) -> Ctx {
+        Ctx { now_ms, log: None }
+    }
+}
+
+/// A command's place in the replicated log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPosition {
+    /// The entry's log index.
+    pub index: u64,
+    /// The command's position among the entry's commands.
+    pub command: u32,
 }
 
 /// Something a command changed that matters outside the state machine.

@@ -416,3 +416,19 @@ queries! {
 
 /// The reply to a query.
 pub type QueryResponse = Result<QueryOutput, DomainError>;
+
+impl Command {
+    /// The body `r` names when this is the command at `r.command` of
+    /// entry `r.index`: message `r.message` of a SendMessages command.
+    /// `None` when it is not (the reference and the log disagree: damage).
+    /// See `queues::bodies`.
+    pub fn sent_body(&self, r: &crate::queues::layout::BodyRef) -> Option<&str> {
+        match self {
+            Command::SendMessages(send) => send
+                .messages
+                .get(r.message as usize)
+                .map(|m| m.body.as_str()),
+            _ => None,
+        }
+    }
+}

@@ -31,6 +31,10 @@ use crate::topics::{self};
 /// In debug builds it then checks the invariants of what the entry touched
 /// ([`check_touched`]) and panics on a violation: every node, cluster test
 /// and scenario test built with debug assertions checks itself as it goes.
+///
+/// `ctx.log`, when set, names where `commands[0]` sits in the log (its
+/// entry, and its position there: 0 for a whole entry); each command is
+/// applied with its own position.
 pub fn apply_entry(
     batch: &mut Txn<'_>,
     ctx: &Ctx,
@@ -38,10 +42,17 @@ pub fn apply_entry(
     effects: &mut Effects,
 ) -> Result<Vec<Result<CommandOutput, DomainError>>, StoreError> {
     let mut results = Vec::with_capacity(commands.len());
-    for command in commands {
+    for (position, command) in commands.iter().enumerate() {
         let mut txn = Txn::new(&*batch);
         let before = effects.len();
-        match apply(&mut txn, ctx, command, effects) {
+        let ctx = Ctx {
+            log: ctx.log.map(|l| crate::apply::LogPosition {
+                index: l.index,
+                command: l.command + position as u32,
+            }),
+            ..*ctx
+        };
+        match apply(&mut txn, &ctx, command, effects) {
             Ok(out) => {
                 let writes = txn.into_writes();
                 batch.merge(writes);
@@ -158,7 +169,7 @@ mod tests {
     fn entry(state: &mut MemState, commands: &[Command]) {
         let mut effects = Effects::default();
         let mut txn = Txn::new(&*state);
-        apply_entry(&mut txn, &Ctx { now_ms: 1_000 }, commands, &mut effects).unwrap();
+        apply_entry(&mut txn, &Ctx::at(1_000), commands, &mut effects).unwrap();
         let batch = txn.into_batch();
         state.apply(batch);
     }

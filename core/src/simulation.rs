@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::apply::{Ctx, Effects};
+use crate::apply::{Ctx, Effects, LogPosition};
 use crate::command::{Command, CommandOutput};
 use crate::error::DomainError;
 use crate::machine;
@@ -79,6 +79,17 @@ struct Memory {
     mappings: BTreeMap<String, mappings::Mapping>,
     leases: BTreeMap<String, (u64, String)>,
     step: u64,
+    /// The entries applied so far, from index 1: queue messages keep their
+    /// bodies there.
+    log: Vec<Vec<Command>>,
+}
+
+impl Memory {
+    /// The body a reference names, read from the log.
+    fn body(&self, r: &queues::layout::BodyRef) -> Option<&str> {
+        let entry = self.log.get((r.index as usize).checked_sub(1)?)?;
+        entry.get(r.command as usize)?.sent_body(r)
+    }
 }
 
 fn message(rng: &mut Rng, fifo: bool, n: u64) -> NewMessage {
@@ -126,7 +137,7 @@ fn create_queue(name: &str, rng: &mut Rng) -> Command {
 /// `state` is the state before the entry, as the leader reads it.
 fn commands(rng: &mut Rng, mem: &mut Memory, state: &MemState, now_ms: u64) -> Vec<Command> {
     match rng.below(40) {
-        0 => move_outbox(rng, state, now_ms),
+        0 => move_outbox(rng, mem, state, now_ms),
         1 => settle_deliveries(rng, state, now_ms),
         2 | 3 => vec![function_command(rng, mem)],
         4 | 5 => vec![mapping_command(rng, mem)],
@@ -135,8 +146,9 @@ fn commands(rng: &mut Rng, mem: &mut Memory, state: &MemState, now_ms: u64) -> V
     }
 }
 
-/// The leader's move of a queue's outbox: accept, then acknowledge.
-fn move_outbox(rng: &mut Rng, state: &MemState, now_ms: u64) -> Vec<Command> {
+/// The leader's move of a queue's outbox: accept, then acknowledge, each
+/// message with its body read out of the log.
+fn move_outbox(rng: &mut Rng, mem: &Memory, state: &MemState, now_ms: u64) -> Vec<Command> {
     let source = *rng.pick(&QUEUES);
     let Ok(needs) = queues::housekeeping::needs(state, source, now_ms, 5) else {
         return vec![queues::QueueTick {
@@ -162,7 +174,14 @@ fn move_outbox(rng: &mut Rng, state: &MemState, now_ms: u64) -> Vec<Command> {
             from: needs.qid,
             messages: entries
                 .iter()
-                .map(|(_, seq, e)| (*seq, e.message.clone()))
+                .map(|(_, seq, e)| {
+                    let mut m = e.message.clone();
+                    if let queues::layout::BodyText::Logged(r) = &m.body.body {
+                        let body = mem.body(r).expect("a live reference names its body");
+                        m.body.body = queues::layout::BodyText::Inline(body.to_string());
+                    }
+                    (*seq, m)
+                })
                 .collect(),
         }
         .into(),
@@ -739,9 +758,17 @@ fn learn(
 /// The result of one command, with the effects it had, for comparison.
 type Outcome = (Result<CommandOutput, DomainError>, String);
 
-/// Applies one log entry to `state` and commits it.
-fn apply_entry(state: &mut MemState, now_ms: u64, commands: &[Command]) -> Vec<Outcome> {
-    let ctx = Ctx { now_ms };
+/// Applies `commands`, at `at` in the log, to `state` and commits them.
+fn apply_entry(
+    state: &mut MemState,
+    now_ms: u64,
+    at: LogPosition,
+    commands: &[Command],
+) -> Vec<Outcome> {
+    let ctx = Ctx {
+        now_ms,
+        log: Some(at),
+    };
     let mut effects = Effects::default();
     let (results, batch): (_, WriteBatch) = {
         let mut txn = Txn::new(&*state);
@@ -802,10 +829,17 @@ fn run(
         while (commands.len() as u64) < size {
             commands.extend(self::commands(&mut rng, &mut mem, &single, now));
         }
+        mem.log.push(commands.clone());
+        let index = mem.log.len() as u64;
         let mut one_by_one = Vec::new();
-        for cmd in &commands {
+        for (i, cmd) in commands.iter().enumerate() {
             *kinds.entry(cmd.name()).or_default() += 1;
-            let out = apply_entry(&mut single, now, std::slice::from_ref(cmd));
+            // The same command of the same entry, committed on its own.
+            let at = LogPosition {
+                index,
+                command: i as u32,
+            };
+            let out = apply_entry(&mut single, now, at, std::slice::from_ref(cmd));
             if let Some(tamper) = tamper {
                 tamper(cmd, &mut single);
             }
@@ -816,7 +850,8 @@ fn run(
             learn(&mut mem, cmd, &out[0].0, &single);
             one_by_one.extend(out);
         }
-        let together = apply_entry(&mut batched, now, &commands);
+        let whole = LogPosition { index, command: 0 };
+        let together = apply_entry(&mut batched, now, whole, &commands);
         for (i, (a, b)) in one_by_one.iter().zip(&together).enumerate() {
             if a.0 != b.0 {
                 return Err(fail(
@@ -831,6 +866,19 @@ fn run(
                 ));
             }
         }
+        let mut dangling = None;
+        queues::bodies::for_each_logged(&single, |r| {
+            if mem.body(&r).is_none() {
+                dangling.get_or_insert(r);
+            }
+        })
+        .expect("the in-memory store does not fail");
+        if let Some(r) = dangling {
+            return Err(fail(
+                step,
+                format!("{r:?} names no message of a SendMessages command"),
+            ));
+        }
         if single.pairs() != batched.pairs() {
             return Err(fail(
                 step,
@@ -844,7 +892,7 @@ fn run(
             None if step >= steps / 2 => installed = Some(snapshot_and_install(&batched)),
             None => {}
             Some(copy) => {
-                apply_entry(copy, now, &commands);
+                apply_entry(copy, now, whole, &commands);
                 if copy.pairs() != single.pairs() {
                     return Err(fail(
                         step,

@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::apply::{Ctx, Effect, Effects};
+use crate::apply::{Ctx, Effect, Effects, LogPosition};
 use crate::command::{Command, CommandOutput, Query, QueryOutput, Registered};
 use crate::error::{ApplyError, DomainError};
 use crate::machine;
+use crate::queues::layout::BodyText;
 use crate::store::MemState;
 
 /// A function named `name` with small settings and a dummy package, to
@@ -53,6 +54,9 @@ pub struct World {
     /// default; a test that builds a deep queue turns it off while it fills
     /// it, since each check reads the whole state).
     pub check_invariants: bool,
+    /// Every command run, as a log of one-command entries from index 1:
+    /// messages keep their bodies in it, as on a node.
+    pub log: Vec<Command>,
 }
 
 impl Default for World {
@@ -69,6 +73,7 @@ impl World {
             now: T0,
             effects: Vec::new(),
             check_invariants: true,
+            log: Vec::new(),
         }
     }
 
@@ -83,11 +88,19 @@ impl World {
 
     /// Applies one command, as the log carries it, at the current time.
     pub fn apply(&mut self, cmd: Command) -> Result<CommandOutput, DomainError> {
-        let ctx = Ctx { now_ms: self.now };
+        self.log.push(cmd.clone());
+        let ctx = Ctx {
+            now_ms: self.now,
+            log: Some(LogPosition {
+                index: self.log.len() as u64,
+                command: 0,
+            }),
+        };
         let mut effects = Effects::default();
         let r = self
             .state
-            .run(|txn| machine::apply(txn, &ctx, &cmd, &mut effects));
+            .run(|txn| machine::apply(txn, &ctx, &cmd, &mut effects))
+            .map(|out| self.served(out));
         self.effects.extend(effects.drain());
         // Every scenario checks the state machine's invariants after every
         // command, so a test of behaviour is also a test of consistency.
@@ -101,6 +114,36 @@ impl World {
             Err(ApplyError::Rejected(e)) => Err(e),
             Err(ApplyError::Store(e)) => panic!("store: {e}"),
         }
+    }
+
+    /// `out` as a node serves it: received bodies read from the log.
+    fn served(&self, mut out: CommandOutput) -> CommandOutput {
+        if let CommandOutput::ReceiveMessages(r) = &mut out {
+            for m in &mut r.messages {
+                m.body.body = BodyText::Inline(self.body(&m.body.body).to_string());
+            }
+        }
+        out
+    }
+
+    /// A body, read from the log when the state holds a reference.
+    pub fn body<'a>(&'a self, text: &'a BodyText) -> &'a str {
+        match text {
+            BodyText::Inline(s) => s,
+            BodyText::Logged(r) => {
+                let command = &self.log[r.index as usize - 1];
+                command
+                    .sent_body(r)
+                    .expect("a reference names a sent message")
+            }
+        }
+    }
+
+    /// A message leaving its queue as the housekeeper moves it: with its
+    /// body read out of the log.
+    pub fn carried(&self, mut m: crate::queues::layout::Moving) -> crate::queues::layout::Moving {
+        m.body.body = BodyText::Inline(self.body(&m.body.body).to_string());
+        m
     }
 
     /// Answers a read with its own output type.

@@ -22,7 +22,7 @@ use crate::command::{Command, CommandOutput, Registered};
 use crate::error::DomainError;
 use crate::queues::attributes::{self, queue_name_from_arn, Attribute};
 use crate::queues::delivery::{ReceiveRequest, Received};
-use crate::queues::layout::MoveTask;
+use crate::queues::layout::{BodyText, MoveTask};
 use crate::queues::message::{self, AttributeValue, NewMessage, Outgoing};
 use crate::queues::receipt::Receipt;
 use crate::queues::{self, redrive, CreateQueue, ListQueues, Queue};
@@ -368,7 +368,7 @@ impl QueuesApi {
         r: Received,
         system_names: &[String],
         attribute_names: &[String],
-    ) -> pb::Message {
+    ) -> Result<pb::Message, Status> {
         let mut attributes = HashMap::new();
         let mut put = |name: &str, value: Option<String>| {
             if let Some(v) = value {
@@ -401,18 +401,25 @@ impl QueuesApi {
             .into_iter()
             .filter(|(n, _)| wants_message_attribute(attribute_names, n))
             .collect();
-        pb::Message {
+        // The leader read every body out of the log before it answered.
+        let BodyText::Inline(body) = r.body.body else {
+            return Err(Status::internal(format!(
+                "message {} came back without its body",
+                r.body.message_id
+            )));
+        };
+        Ok(pb::Message {
             message_id: r.body.message_id,
             receipt_handle: self.ctx.security.receipts.seal(&r.receipt.fields()),
             md5_of_body: r.body.md5_of_body,
-            body: r.body.body,
+            body,
             attributes,
             md5_of_message_attributes: message::md5_of_attributes(&chosen).unwrap_or_default(),
             message_attributes: chosen
                 .iter()
                 .map(|(n, v)| (n.clone(), from_value(v)))
                 .collect(),
-        }
+        })
     }
 
     fn move_task_out(&self, queue: &str, t: MoveTask) -> pb::MessageMoveTask {
@@ -808,7 +815,7 @@ impl pb::queues_server::Queues for QueuesApi {
                                 &req.message_attribute_names,
                             )
                         })
-                        .collect();
+                        .collect::<Result<_, Status>>()?;
                     return Ok(Response::new(pb::ReceiveMessageResponse { messages }));
                 }
                 next_due_ms = outcome.next_due_ms;

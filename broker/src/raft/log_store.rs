@@ -263,6 +263,41 @@ impl LogStore {
     }
 }
 
+impl super::kept_bodies::LoggedEntries for LogStore {
+    fn payload(&self, index: u64) -> Result<Option<super::payload::Payload>, String> {
+        let cached = {
+            let cache = self.cache();
+            cache
+                .start_within(index, index + 1)
+                .and_then(|_| cache.get(index, index + 1).pop())
+        };
+        let entry = match cached {
+            Some(e) => e,
+            None => {
+                if self.meta().purged.is_some_and(|p| p.index >= index) {
+                    return Ok(None);
+                }
+                match self.read_files(index, index + 1) {
+                    Ok(mut read) => match read.pop() {
+                        Some(e) => e,
+                        // Purged since the look at the purge point.
+                        None => return Ok(None),
+                    },
+                    Err(e) if self.meta().purged.is_some_and(|p| p.index >= index) => {
+                        tracing::debug!(index, error = %e, "log entry purged while read");
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        };
+        match entry.payload {
+            openraft::EntryPayload::Normal(p) => Ok(Some(p)),
+            _ => Err(format!("log entry {index} carries no commands")),
+        }
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,

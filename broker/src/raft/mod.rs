@@ -15,8 +15,10 @@
 // and they are large; boxing them here would only add conversions.
 #![allow(clippy::result_large_err)]
 
+pub mod bodies;
 pub mod entry_cache;
 pub mod group_commit;
+pub mod kept_bodies;
 pub mod log_store;
 pub mod network;
 pub mod payload;

@@ -1,11 +1,12 @@
 //! Snapshot files.
 //!
 //! A snapshot is a file holding every key-value pair of the state machine at
-//! one log index, so that the log before it can be purged and a lagging or new
+//! one log index (with the kept copies of message bodies the log may then
+//! drop, `raft::bodies`), so that the log before it can be purged and a lagging or new
 //! node can catch up by installing it. Format, all integers little-endian:
 //!
 //! ```text
-//! magic "SLUICE-SNAPSHOT1" (16 bytes)
+//! magic "SLUICE-SNAPSHOT2" (16 bytes)
 //! u32 meta length, meta (postcard SnapshotMeta)
 //! records: u32 key length (never 0xFFFFFFFF), key, u32 value length, value
 //! u32 0xFFFFFFFF (end marker), u64 record count
@@ -25,7 +26,7 @@ use openraft::SnapshotMeta;
 use super::{Node, NodeId};
 use crate::store::codec;
 
-const MAGIC: &[u8; 16] = b"SLUICE-SNAPSHOT1";
+const MAGIC: &[u8; 16] = b"SLUICE-SNAPSHOT2";
 const END: u32 = u32::MAX;
 /// Largest key or value a snapshot may hold; guards allocations when reading
 /// a damaged file before its checksum can be verified.
@@ -121,6 +122,13 @@ impl SnapshotReader {
         };
         let magic = r.read_exact(16)?;
         if magic != MAGIC {
+            if magic.starts_with(b"SLUICE-SNAPSHOT") {
+                return Err(corrupt(format!(
+                    "a snapshot of another format ({}); this Sluice reads {} only",
+                    String::from_utf8_lossy(&magic),
+                    String::from_utf8_lossy(MAGIC)
+                )));
+            }
             return Err(corrupt("not a Sluice snapshot (bad magic)"));
         }
         let len = r.read_u32()?;

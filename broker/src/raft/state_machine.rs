@@ -33,9 +33,10 @@ use openraft::{
     EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StoredMembership,
 };
 
+use super::kept_bodies::LoggedEntries;
 use super::snapshot::{Meta, SnapshotDir, SnapshotFile, SnapshotReader, SnapshotWriter};
 use super::{storage_error, storage_read_error, Node, NodeId, TypeConfig};
-use crate::apply::{Counter, Ctx, Effect, Effects};
+use crate::apply::{Counter, Ctx, Effect, Effects, LogPosition};
 use crate::command::{EntryResponse, Query, QueryResponse};
 use crate::error::ApplyError;
 use crate::machine;
@@ -242,6 +243,8 @@ pub struct StateMachineStore {
     waiters: Arc<Waiters>,
     /// The copy of recent writes into the tree under way, if any.
     copy: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
+    /// The log, for the bodies a snapshot keeps (`raft::bodies`).
+    entries: Arc<dyn LoggedEntries>,
 }
 
 fn read_record<T: serde::de::DeserializeOwned>(
@@ -258,6 +261,7 @@ impl StateMachineStore {
         snapshots: Arc<SnapshotDir>,
         node_id: NodeId,
         waiters: Arc<Waiters>,
+        entries: Arc<dyn LoggedEntries>,
     ) -> Result<Self, StoreError> {
         let sm_meta = db.tree("sm-meta")?;
         let generation: u64 = read_record(&sm_meta, ACTIVE)?.unwrap_or(0);
@@ -287,6 +291,7 @@ impl StateMachineStore {
             snapshot_seq: 0,
             waiters,
             copy: None,
+            entries,
         };
         let clean = sm.sm_meta.get(CLEAN)?.is_some();
         if clean {
@@ -402,9 +407,20 @@ impl StateMachineStore {
             .map_err(|e| storage_error("building a snapshot", e))?;
         let snapshots = self.snapshots.clone();
         let file_meta = meta.clone();
+        let entries = self.entries.clone();
+        let upto = self.last_applied.map_or(0, |l| l.index);
         // Runs while openraft waits for the builder, so no entry is applied
         // meanwhile and the tree is a consistent image at `last_applied`.
         let (path, records) = tokio::task::spawn_blocking(move || {
+            // The log may be purged up to here once the snapshot exists:
+            // the bodies still only there are copied into the tree first.
+            let kept =
+                super::kept_bodies::keep(&tree, &*entries, upto).map_err(std::io::Error::other)?;
+            tracing::debug!(
+                ?kept,
+                upto,
+                "kept the bodies of messages below the snapshot"
+            );
             let tmp = snapshots.temp_path("build");
             let write = || -> std::io::Result<(PathBuf, u64)> {
                 let mut w = SnapshotWriter::create(&tmp, &file_meta)?;
@@ -522,7 +538,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Normal(payload) => {
                         let request = payload.proposal();
                         clock = clock.max(request.time_ms);
-                        let ctx = Ctx { now_ms: clock };
+                        // Sent bodies stay in this entry; the state keeps
+                        // where (`raft::bodies`).
+                        let ctx = Ctx {
+                            now_ms: clock,
+                            log: Some(LogPosition {
+                                index: entry.log_id.index,
+                                command: 0,
+                            }),
+                        };
                         // Each command gets its own transaction: a rejected one
                         // leaves no trace, the others still apply.
                         let results =
@@ -660,9 +684,33 @@ mod tests {
         db: Db,
         sm: StateMachineStore,
         index: u64,
+        log: Arc<TestLog>,
+    }
+
+    /// The entries a test node applied, as its log would hold them.
+    #[derive(Default)]
+    struct TestLog {
+        entries: std::sync::Mutex<BTreeMap<u64, Payload>>,
+    }
+
+    impl TestLog {
+        /// Drops entries up to `index`, as a purge does.
+        fn purge_through(&self, index: u64) {
+            self.entries.lock().unwrap().retain(|i, _| *i > index);
+        }
+    }
+
+    impl LoggedEntries for TestLog {
+        fn payload(&self, index: u64) -> Result<Option<Payload>, String> {
+            Ok(self.entries.lock().unwrap().get(&index).cloned())
+        }
     }
 
     async fn open_in(dir: tempfile::TempDir) -> Node {
+        open_with(dir, Arc::default()).await
+    }
+
+    async fn open_with(dir: tempfile::TempDir, log: Arc<TestLog>) -> Node {
         // sled releases its file lock when its background writer threads
         // finish, a moment after the last handle is dropped: a reopen in the
         // same process may find it still held (a restarted node cannot, its
@@ -679,14 +727,16 @@ mod tests {
             }
         };
         let snapshots = Arc::new(SnapshotDir::open(&dir.path().join("snapshots")).unwrap());
-        let sm = StateMachineStore::open(&db, snapshots, 1, Arc::new(Waiters::default()))
-            .await
-            .unwrap();
+        let sm =
+            StateMachineStore::open(&db, snapshots, 1, Arc::new(Waiters::default()), log.clone())
+                .await
+                .unwrap();
         Node {
             dir,
             db,
             sm,
             index: 0,
+            log,
         }
     }
 
@@ -698,7 +748,9 @@ mod tests {
         /// Stops the node, cleanly (`mark_clean`, as a graceful shutdown
         /// does) or not (as a kill does), and opens it again.
         async fn restart(self, clean: bool) -> Node {
-            let Node { dir, db, sm, .. } = self;
+            let Node {
+                dir, db, sm, log, ..
+            } = self;
             let state = sm.handle();
             drop(sm);
             if clean {
@@ -706,7 +758,12 @@ mod tests {
             }
             drop(state);
             drop(db);
-            open_in(dir).await
+            open_with(dir, log).await
+        }
+
+        /// Reads message bodies as this node serves them.
+        fn bodies(&self) -> crate::raft::bodies::Bodies {
+            crate::raft::bodies::Bodies::new(self.log.clone(), self.sm.handle())
         }
 
         async fn applied_index(&mut self) -> Option<u64> {
@@ -716,6 +773,13 @@ mod tests {
         async fn apply(&mut self, time_ms: u64, commands: Vec<Command>) -> EntryResponse {
             self.index += 1;
             let entry = entry(self.index, time_ms, commands);
+            if let EntryPayload::Normal(p) = &entry.payload {
+                self.log
+                    .entries
+                    .lock()
+                    .unwrap()
+                    .insert(self.index, p.clone());
+            }
             self.sm.apply([entry]).await.unwrap().remove(0)
         }
 
@@ -881,14 +945,94 @@ mod tests {
         // The clock came along: 50 messages, all receivable at 2 049.
         b.index = a.index;
         let r = b.apply(0, vec![receive_all("q")]).await;
-        match &r[0] {
+        // The bodies stayed in a's log, which b never had: b serves the
+        // copies the snapshot kept.
+        let served = b
+            .bodies()
+            .serve(r.into_iter().next().unwrap())
+            .await
+            .unwrap();
+        match &served {
             Ok(CommandOutput::ReceiveMessages(o)) => {
                 assert_eq!(o.messages.len(), 10);
-                assert_eq!(o.messages[0].body.body, "m0");
+                assert_eq!(o.messages[0].body.body.inline(), Some("m0"));
+                assert_eq!(o.messages[9].body.body.inline(), Some("m9"));
                 assert!(o.messages[0].head.first_receive_ms >= Some(2_049));
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The bodies a receive returns, as the node serves them.
+    async fn served_bodies(n: &Node, r: EntryResponse) -> Vec<String> {
+        match n
+            .bodies()
+            .serve(r.into_iter().next().unwrap())
+            .await
+            .unwrap()
+        {
+            Ok(CommandOutput::ReceiveMessages(o)) => o
+                .messages
+                .into_iter()
+                .map(|m| m.body.body.inline().unwrap().to_string())
+                .collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A body stays in its log entry until a snapshot covers the entry; the
+    /// snapshot keeps the bodies of the messages still queued, and only
+    /// those, so the log can be purged under them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_keeps_the_bodies_still_queued_and_drops_the_rest() {
+        let mut n = node().await;
+        n.fill_queue(3).await;
+        let kept = |n: &Node, i: u64| {
+            let r = sluice_core::queues::layout::BodyRef {
+                index: i,
+                command: 0,
+                message: 0,
+            };
+            n.sm.handle()
+                .read(|s| s.get(&crate::raft::kept_bodies::kept_key(&r)))
+                .unwrap()
+                .is_some()
+        };
+        // Entries 2, 3, 4 sent m0, m1, m2: nothing is kept before a snapshot.
+        assert!(!kept(&n, 2));
+        n.snapshot().await;
+        assert!((2..=4).all(|i| kept(&n, i)));
+        // m0 is received and deleted, m3 sent after the snapshot.
+        let r = n.apply(3_000, vec![receive("q", 30)]).await;
+        let Ok(CommandOutput::ReceiveMessages(o)) = &r[0] else {
+            panic!("{r:?}")
+        };
+        let receipt = o.messages[0].receipt;
+        n.apply(
+            3_001,
+            vec![Command::DeleteMessages(crate::queues::DeleteMessages {
+                queue: "q".into(),
+                receipts: vec![receipt],
+            })],
+        )
+        .await;
+        n.apply(3_002, vec![send("q", "m3")]).await;
+        let snapshot = n.snapshot().await;
+        assert!(!kept(&n, 2), "a deleted message's body is dropped");
+        assert!(kept(&n, 3) && kept(&n, 4) && kept(&n, 7));
+        // The log purged up to the snapshot: the queue is still served.
+        n.log
+            .purge_through(snapshot.meta.last_log_id.unwrap().index);
+        let r = n.apply(4_000, vec![receive_up_to("q", 10, 30)]).await;
+        assert_eq!(served_bodies(&n, r).await, ["m1", "m2", "m3"]);
+        // A body found nowhere is an error, never an empty body.
+        let lost = sluice_core::queues::layout::BodyRef {
+            index: 2,
+            command: 0,
+            message: 0,
+        };
+        let err = n.bodies().text(&lost).unwrap_err();
+        assert!(err.contains("lost"), "{err}");
     }
 
     #[tokio::test]

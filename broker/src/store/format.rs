@@ -20,7 +20,10 @@ use std::path::Path;
 /// 7: a log entry holds its proposal as one length-prefixed byte string,
 /// encoded once by the proposing node (`raft::payload`), not as the
 /// proposal's fields.
-pub const CURRENT: u32 = 7;
+/// 8: a sent message's body stays in its log entry and the state holds a
+/// reference to it (`raft::bodies`); snapshots keep the bodies the log may
+/// drop.
+pub const CURRENT: u32 = 8;
 const FILE: &str = "FORMAT";
 const MAGIC: &str = "sluice-data-format";
 

@@ -523,14 +523,14 @@ mod tests {
     use crate::store::MemState;
 
     fn make(s: &mut MemState) {
-        s.run(|t| create(t, &Ctx { now_ms: 1 }, &crate::testing::new_function("f")))
+        s.run(|t| create(t, &Ctx::at(1), &crate::testing::new_function("f")))
             .unwrap();
     }
 
     #[test]
     fn a_late_result_for_a_deleted_function_leaves_its_successor_alone() {
         let mut s = MemState::default();
-        let ctx = Ctx { now_ms: 5 };
+        let ctx = Ctx::at(5);
         let mut fx = Effects::default();
         make(&mut s);
         s.run(|t| enqueue(t, &ctx, "f", "", "old-request", b"{}", &mut fx))

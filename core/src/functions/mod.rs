@@ -746,7 +746,7 @@ mod tests {
     }
 
     fn ctx() -> Ctx {
-        Ctx { now_ms: 1 }
+        Ctx::at(1)
     }
 
     /// Creates function "f" with package `zip`.

@@ -172,7 +172,8 @@ fn a_failing_event_is_retried_then_its_record_reaches_the_failure_queue() {
         })
         .unwrap();
     assert_eq!(r.messages.len(), 1);
-    let record: serde_json::Value = serde_json::from_str(&r.messages[0].body.body).unwrap();
+    let record: serde_json::Value =
+        serde_json::from_str(r.messages[0].body.body.inline().unwrap()).unwrap();
     assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");
     assert_eq!(record["requestContext"]["approximateInvokeCount"], 2);
     assert_eq!(record["requestPayload"]["order"], 7);

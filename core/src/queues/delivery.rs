@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 use super::attributes::{DedupScope, QueueAttributes};
 use super::fifo;
 use super::layout::{
-    gc_key, load_body, load_head, load_state, save_head, save_state, Attempt, Body, Dedup, Head,
-    Keys, Outbox, QueueState, Visibility,
+    gc_key, load_body, load_head, load_state, save_head, save_state, Attempt, Body, BodyRef,
+    BodyText, Dedup, Head, Keys, Outbox, QueueState, Visibility,
 };
 use super::message::{self, NewMessage};
 use super::receipt::Receipt;
 use super::{require, Queue};
-use crate::apply::{Ctx, Effects};
+use crate::apply::{Ctx, Effects, LogPosition};
 use crate::error::{ApplyResult, DomainError};
 use crate::invariant::decrement;
 use crate::store::keys::read_u64;
@@ -199,18 +199,32 @@ pub fn remove(txn: &mut Txn<'_>, q: &mut Open, seq: u64, head: &Head) -> ApplyRe
 }
 
 /// Sends messages; each succeeds or fails on its own.
+///
+/// `logged`: where the command carrying `messages` sits in the log, when it
+/// is the SendMessages command there; each body then stays in the log and
+/// the state keeps its [`BodyRef`]. `None` (messages the state machine made)
+/// keeps the bodies inline.
 pub fn send(
     txn: &mut Txn<'_>,
     ctx: &Ctx,
     name: &str,
     messages: &[NewMessage],
+    logged: Option<LogPosition>,
     effects: &mut Effects,
 ) -> ApplyResult<Vec<Result<SentMessage, DomainError>>> {
     let mut q = Open::new(txn, name)?;
     let available_before = q.state.available;
     let mut results = Vec::with_capacity(messages.len());
-    for m in messages {
-        results.push(send_one(txn, ctx, &mut q, m)?);
+    for (i, m) in messages.iter().enumerate() {
+        let text = match logged {
+            Some(at) => BodyText::Logged(BodyRef {
+                index: at.index,
+                command: at.command,
+                message: i as u32,
+            }),
+            None => BodyText::Inline(m.body.clone()),
+        };
+        results.push(send_one(txn, ctx, &mut q, m, text)?);
     }
     effects.queue_ready(name, q.state.available - available_before);
     q.close(txn);
@@ -222,6 +236,7 @@ fn send_one(
     ctx: &Ctx,
     q: &mut Open,
     m: &NewMessage,
+    text: BodyText,
 ) -> ApplyResult<Result<SentMessage, DomainError>> {
     // Every check comes before the first write: a refused entry leaves no
     // trace.
@@ -287,7 +302,7 @@ fn send_one(
     };
     let body = Body {
         message_id: message_id.clone(),
-        body: m.body.clone(),
+        body: text,
         attributes: m.attributes.clone(),
         trace_header: m.trace_header.clone(),
         md5_of_body: m.md5_of_body.clone(),
@@ -555,7 +570,7 @@ fn handle_one(
             save_head(txn, &q.keys, seq, &head);
             let body = load_body(txn, &q.keys, seq)?.unwrap_or_else(|| Body {
                 message_id: message::message_id(q.queue.id, seq),
-                body: String::new(),
+                body: BodyText::Inline(String::new()),
                 attributes: Default::default(),
                 trace_header: None,
                 md5_of_body: message::md5_hex(b""),

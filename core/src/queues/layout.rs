@@ -97,8 +97,8 @@ pub enum StoredHead {
 pub struct Body {
     /// MessageId (kept by a move to a DLQ, new after a redrive).
     pub message_id: String,
-    /// The body.
-    pub body: String,
+    /// The body, or where it is in the log.
+    pub body: BodyText,
     /// Message attributes.
     pub attributes: BTreeMap<String, AttributeValue>,
     /// `AWSTraceHeader`.
@@ -111,6 +111,54 @@ pub struct Body {
     pub dedup_id: Option<String>,
     /// Name of the queue it was dead-lettered from.
     pub dead_letter_source: Option<String>,
+}
+
+/// A message's body: in the state, or left where the log holds it.
+///
+/// A message sent by SendMessage(Batch) keeps its body in the log entry that
+/// sent it: every node holds the same entry, so the reference means the same
+/// everywhere, and the state keeps some 12 bytes instead of the body. The
+/// node serving a receive reads the body from its log (or, once the log is
+/// purged past it, from the copy its snapshot made) after the commit, off the
+/// apply path. Bodies the state machine makes itself (topic deliveries,
+/// function results) and those of messages moved between queues are inline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BodyText {
+    /// The body itself.
+    Inline(String),
+    /// The body of message `message` of the SendMessages command at
+    /// `position` of a log entry.
+    Logged(BodyRef),
+}
+
+impl BodyText {
+    /// The body, when it is inline.
+    pub fn inline(&self) -> Option<&str> {
+        match self {
+            BodyText::Inline(s) => Some(s),
+            BodyText::Logged(_) => None,
+        }
+    }
+
+    /// Bytes it takes in a command or a record (a reference's few).
+    pub fn size(&self) -> usize {
+        match self {
+            BodyText::Inline(s) => s.len(),
+            BodyText::Logged(_) => 16,
+        }
+    }
+}
+
+/// Where a message's body is in the log: message `message` of the
+/// SendMessages command `command` of entry `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BodyRef {
+    /// Log index of the entry.
+    pub index: u64,
+    /// Position of the command in the entry.
+    pub command: u32,
+    /// Position of the message in the command.
+    pub message: u32,
 }
 
 /// Versioned envelope of [`Body`].

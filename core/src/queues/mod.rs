@@ -15,6 +15,7 @@
 //! Messages live under the queue's id; see [`layout`].
 
 pub mod attributes;
+pub mod bodies;
 pub mod delivery;
 pub mod fifo;
 pub mod housekeeping;
@@ -384,7 +385,7 @@ mod tests {
     use crate::testing::map;
 
     fn ctx(now_ms: u64) -> Ctx {
-        Ctx { now_ms }
+        Ctx::at(now_ms)
     }
 
     fn create_cmd(name: &str, attrs: &[(&str, &str)]) -> CreateQueue {

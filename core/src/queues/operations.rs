@@ -53,7 +53,7 @@ operations! {
     }
     size 32 + queue.len() + messages.iter().map(|m| m.size() + 128).sum::<usize>();
     applies -> Vec<Result<SentMessage, DomainError>> = |txn, ctx, effects| {
-        delivery::send(txn, ctx, queue, messages, effects)
+        delivery::send(txn, ctx, queue, messages, ctx.log, effects)
     };
 
     /// Receive messages.
@@ -116,7 +116,7 @@ operations! {
         /// (source sequence, message).
         pub messages: Vec<(u64, Moving)>,
     }
-    size 64 + messages .iter() .map(|(_, m)| m.body.body.len() + 256) .sum::<usize>();
+    size 64 + messages .iter() .map(|(_, m)| m.body.body.size() + 256) .sum::<usize>();
     applies -> u32 = |txn, ctx, effects| redrive::accept(txn, ctx, queue, *from, messages, effects);
 
     /// Clear outbox entries whose destination took them.

@@ -36,6 +36,18 @@ pub fn accept(
     messages: &[(u64, Moving)],
     effects: &mut Effects,
 ) -> ApplyResult<u32> {
+    // A reference into the log is valid only while its message lives where
+    // the send put it: the mover reads moved bodies out of the log first.
+    if let Some(i) = messages
+        .iter()
+        .position(|(_, m)| matches!(m.body.body, super::layout::BodyText::Logged(_)))
+    {
+        return Err(DomainError::invalid(
+            format!("messages[{i}].body"),
+            "a moved message carries its body, not a reference into the log",
+        )
+        .into());
+    }
     let mut q = Open::new(txn, name)?;
     let mut accepted = 0;
     let mut groups = Vec::new();

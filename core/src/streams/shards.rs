@@ -216,7 +216,7 @@ mod tests {
     fn stream(shards: i32) -> MemState {
         let mut st = MemState::default();
         let c = CreateStream::new("s", shards, None, None, None, None, BTreeMap::new()).unwrap();
-        st.run(|t| create(t, &Ctx { now_ms: 1 }, &c)).unwrap();
+        st.run(|t| create(t, &Ctx::at(1), &c)).unwrap();
         st
     }
 
@@ -238,7 +238,7 @@ mod tests {
     #[test]
     fn a_split_closes_the_parent_and_its_children_cover_its_range() {
         let mut st = stream(1);
-        let ctx = Ctx { now_ms: 10 };
+        let ctx = Ctx::at(10);
         let mid = 1u128 << 127;
         let mut effects = Effects::default();
         let [a, b] = st
@@ -272,7 +272,7 @@ mod tests {
     #[test]
     fn a_merge_needs_adjacent_open_shards() {
         let mut st = stream(3);
-        let ctx = Ctx { now_ms: 10 };
+        let ctx = Ctx::at(10);
         let err = st
             .run(|t| merge(t, &ctx, "s", 0, 2, &mut Effects::default()))
             .unwrap_err();
@@ -291,7 +291,7 @@ mod tests {
     #[test]
     fn rescaling_is_uniform_with_every_overlapping_parent() {
         let mut st = stream(4);
-        let ctx = Ctx { now_ms: 10 };
+        let ctx = Ctx::at(10);
         st.run(|t| update_count(t, &ctx, "s", 3, &mut Effects::default()))
             .unwrap();
         let s = load(&st);
@@ -316,7 +316,7 @@ mod tests {
     #[test]
     fn shard_ids_stop_where_sequence_numbers_can_hold_them() {
         let mut st = stream(2);
-        let ctx = Ctx { now_ms: 10 };
+        let ctx = Ctx::at(10);
         let mut s = load(&st);
         s.next_shard_index = SHARD_INDEX_END - 1;
         st.run(|t| {

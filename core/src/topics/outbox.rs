@@ -371,7 +371,7 @@ pub fn send_to_queue(
     m: NewMessage,
     effects: &mut Effects,
 ) -> ApplyResult<bool> {
-    match crate::queues::delivery::send(txn, ctx, queue, std::slice::from_ref(&m), effects) {
+    match crate::queues::delivery::send(txn, ctx, queue, std::slice::from_ref(&m), None, effects) {
         Ok(results) => Ok(results.into_iter().all(|r| r.is_ok())),
         Err(crate::error::ApplyError::Rejected(_)) => Ok(false),
         Err(e) => Err(e),

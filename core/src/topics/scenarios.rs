@@ -135,7 +135,7 @@ impl World {
 }
 
 fn message_of(r: &Received) -> String {
-    let v: serde_json::Value = serde_json::from_str(&r.body.body).unwrap();
+    let v: serde_json::Value = serde_json::from_str(r.body.body.inline().unwrap()).unwrap();
     assert_eq!(v["Type"], "Notification");
     v["Message"].as_str().unwrap().to_string()
 }
@@ -177,7 +177,9 @@ fn a_publish_reaches_every_matching_queue_once() {
     assert_eq!(big, ["b"]);
     let raw = w.drain("raw");
     assert_eq!(
-        raw.iter().map(|r| r.body.body.as_str()).collect::<Vec<_>>(),
+        raw.iter()
+            .map(|r| r.body.body.inline().unwrap())
+            .collect::<Vec<_>>(),
         ["a", "b", "c"]
     );
     // Raw delivery carries the attributes as queue message attributes.
@@ -194,7 +196,7 @@ fn a_publish_reaches_every_matching_queue_once() {
     w2.subscribe("t", Protocol::Sqs, "q", &[]);
     let p = w2.publish("t", "hello", &[("k", "v")]);
     let got = w2.drain("q");
-    let env: serde_json::Value = serde_json::from_str(&got[0].body.body).unwrap();
+    let env: serde_json::Value = serde_json::from_str(got[0].body.body.inline().unwrap()).unwrap();
     assert_eq!(env["MessageId"], p.message_id.as_str());
     assert_eq!(env["TopicArn"], format!("{ARN}t"));
     assert_eq!(env["MessageAttributes"]["k"]["Value"], "v");
@@ -322,12 +324,16 @@ fn a_fifo_topic_delivers_to_standard_queues_without_group_or_dedup_ids() {
     assert!(plain
         .iter()
         .all(|r| r.head.group_id.is_none() && r.body.dedup_id.is_none()));
-    let env: serde_json::Value = serde_json::from_str(&plain[0].body.body).unwrap();
+    let env: serde_json::Value =
+        serde_json::from_str(plain[0].body.body.inline().unwrap()).unwrap();
     assert_eq!(env["TopicArn"], format!("{ARN}t.fifo"));
     assert!(env["SequenceNumber"].is_string());
     // The FIFO queue still gets the group and deduplication ids, in order.
     let ordered = w.drain("ordered.fifo");
-    let bodies: Vec<&str> = ordered.iter().map(|r| r.body.body.as_str()).collect();
+    let bodies: Vec<&str> = ordered
+        .iter()
+        .map(|r| r.body.body.inline().unwrap())
+        .collect();
     assert_eq!(bodies, ["1", "2"]);
     assert_eq!(ordered[0].head.group_id.as_deref(), Some("g"));
     assert_eq!(ordered[0].body.dedup_id.as_deref(), Some("d1"));
