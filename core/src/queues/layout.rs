@@ -8,7 +8,7 @@
 //! | key under `m/{id}/{gen}/` | value | what for |
 //! | --- | --- | --- |
 //! | `head/{seq}` | [`Head`] | a message's changing state |
-//! | `body/{seq}` | [`Body`] | its immutable content |
+//! | `body/{seq}` | [`Body`] | its immutable content; a sent message's text stays in the log ([`BodyText`]) |
 //! | `sent/{sent_ms}/{seq}` | () | retention, oldest first |
 //! | `ready/{seq}` | () | standard: messages to receive, oldest first |
 //! | `due/{at_ms}/{seq}` | () | delayed and in-flight messages, by when they show |
