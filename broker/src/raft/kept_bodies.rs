@@ -83,13 +83,19 @@ pub struct Kept {
     pub dropped: u64,
 }
 
-/// Before a snapshot of `tree` at log index `upto`: keeps in `tree` a copy
-/// of the body of every reference at or below `upto` it holds, read from
-/// `log`, and drops the copies no reference needs any more. Runs while
-/// nothing applies to `tree`.
-pub fn keep(tree: &Tree, log: &dyn LoggedEntries, upto: u64) -> Result<Kept, StoreError> {
+/// Before a snapshot of `state` at log index `upto`: keeps in `tree` (the
+/// engine's part of `state`, where the copies live) a copy of the body of
+/// every reference at or below `upto` that `state` holds, read from `log`,
+/// and drops the copies no reference needs any more. Runs while nothing
+/// applies to `state`.
+pub fn keep(
+    state: &dyn StateRead,
+    tree: &Tree,
+    log: &dyn LoggedEntries,
+    upto: u64,
+) -> Result<Kept, StoreError> {
     let mut live = BTreeSet::new();
-    for_each_logged(tree, |r| {
+    for_each_logged(state, |r| {
         if r.index <= upto {
             live.insert(r);
         }
@@ -108,7 +114,7 @@ pub fn keep(tree: &Tree, log: &dyn LoggedEntries, upto: u64) -> Result<Kept, Sto
     let mut batch = WriteBatch::default();
     let mut have = BTreeSet::new();
     let end = crate::store::keys::prefix_end(KEPT);
-    for kv in tree.range(Bound::Included(KEPT.to_vec()), end, false) {
+    for kv in state.range(Bound::Included(KEPT.to_vec()), end, false) {
         let (key, _) = kv?;
         match kept_ref(&key) {
             Some(r) if live.contains(&r) => {

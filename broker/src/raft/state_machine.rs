@@ -7,6 +7,11 @@
 //! [`RECENT_WRITES_BYTES`] of them gather, a blocking thread copies them into
 //! the tree while apply goes on. Keys written and removed in between (most
 //! of a queue message's: sent, received, deleted) never reach the tree.
+//! Queue message keys (`m/...`: heads, body references, the ready, due and
+//! sent indexes) are not copied into the tree at all but kept in memory
+//! over it, up to [`RESIDENT_MESSAGES_BYTES`]; snapshots read them there,
+//! and a clean stop writes them into the tree. Past the budget newer ones
+//! go to the tree, so a deep backlog does not take the node's memory.
 //!
 //! The state lives in a tree `sm.{generation}`; installing a snapshot loads
 //! it into the other generation's tree (generations alternate between two
@@ -70,6 +75,25 @@ pub const RECENT_WRITES_BYTES: usize = 256 * 1024;
 /// map's node share), about: so that removals count against the budget too.
 const ENTRY_OVERHEAD: usize = 64;
 
+/// Bytes of queue message keys (heads, body references, the ready, due and
+/// sent indexes: everything under `m/`) held in memory instead of the tree.
+/// They are written and rewritten at every send, receive and delete, which
+/// in sled costs a leaf rewrite each; in memory the queue's index costs a
+/// map insert. Past this budget (a deep backlog) newer messages' keys go to
+/// the tree as before, and the node's memory stays bounded. At about 400
+/// bytes a message, some 600 000 messages stay in memory.
+pub const RESIDENT_MESSAGES_BYTES: usize = 256 * 1024 * 1024;
+
+/// Bytes an entry of a layer takes, roughly.
+fn entry_bytes(key: &[u8], value: &Option<Vec<u8>>) -> usize {
+    ENTRY_OVERHEAD + key.len() + value.as_ref().map_or(0, Vec::len)
+}
+
+/// Whether `key` is a queue message's, which stays in memory.
+fn is_message_key(key: &[u8]) -> bool {
+    key.starts_with(sluice_core::queues::layout::MESSAGES)
+}
+
 /// Read access to the applied state, shared by the API and the state
 /// machine. Reads never see half of an applied batch.
 #[derive(Clone)]
@@ -89,30 +113,88 @@ struct Layers {
     recent_bytes: usize,
     /// Older writes being copied into the tree (empty when none).
     copying: Arc<Changes>,
+    /// Queue message keys copied out of `copying` into memory rather than
+    /// the tree (up to [`RESIDENT_MESSAGES_BYTES`]): newer than the tree,
+    /// older than `copying`. A snapshot reads them with the tree; a clean
+    /// stop writes them into it.
+    resident: Changes,
+    /// Bytes in `resident`.
+    resident_bytes: usize,
+    /// Whether the tree may hold queue message keys (opened from disk, a
+    /// snapshot installed, a spill past the budget, a persist): a removal of
+    /// a resident key then stays in `resident` to hide the tree's.
+    tree_has_messages: bool,
+    /// [`RESIDENT_MESSAGES_BYTES`] (smaller in tests).
+    resident_budget: usize,
     tree: Tree,
 }
 
 impl Layers {
     fn over(tree: Tree) -> Layers {
+        let messages = sluice_core::queues::layout::MESSAGES.to_vec();
+        let tree_has_messages = tree
+            .range(
+                Bound::Included(messages.clone()),
+                crate::store::keys::prefix_end(&messages),
+                false,
+            )
+            .next()
+            .is_some();
         Layers {
             recent: Changes::new(),
             recent_bytes: 0,
             copying: Arc::new(Changes::new()),
+            resident: Changes::new(),
+            resident_bytes: 0,
+            tree_has_messages,
+            resident_budget: RESIDENT_MESSAGES_BYTES,
             tree,
         }
     }
 
     fn add(&mut self, changes: Changes) {
         for (k, v) in changes {
-            self.recent_bytes += ENTRY_OVERHEAD + k.len() + v.as_ref().map_or(0, Vec::len);
+            self.recent_bytes += entry_bytes(&k, &v);
             self.recent.insert(k, v);
+        }
+    }
+
+    /// Takes the queue message keys of `written` into `resident`, or, when
+    /// `spilled` (they went to the tree with the rest), out of it.
+    fn settle(&mut self, written: &Changes, spilled: bool) {
+        for (k, v) in written.iter().filter(|(k, _)| is_message_key(k)) {
+            let keep = if spilled {
+                None
+            } else if v.is_some() || self.tree_has_messages {
+                Some(v.clone())
+            } else {
+                None
+            };
+            let old = match keep {
+                Some(v) => {
+                    self.resident_bytes += entry_bytes(k, &v);
+                    self.resident.insert(k.clone(), v)
+                }
+                None => self.resident.remove(k),
+            };
+            if let Some(old) = old {
+                self.resident_bytes -= entry_bytes(k, &old);
+            }
+        }
+        if spilled {
+            self.tree_has_messages = true;
         }
     }
 }
 
 impl StateRead for Layers {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.recent.get(key).or_else(|| self.copying.get(key)) {
+        match self
+            .recent
+            .get(key)
+            .or_else(|| self.copying.get(key))
+            .or_else(|| self.resident.get(key))
+        {
             Some(v) => Ok(v.clone()),
             None => self.tree.get(key),
         }
@@ -120,7 +202,8 @@ impl StateRead for Layers {
 
     fn range(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, reverse: bool) -> KvIter<'_> {
         let tree = self.tree.range(start.clone(), end.clone(), reverse);
-        let lower = lay_over(&self.copying, tree, start.clone(), end.clone(), reverse);
+        let lowest = lay_over(&self.resident, tree, start.clone(), end.clone(), reverse);
+        let lower = lay_over(&self.copying, lowest, start.clone(), end.clone(), reverse);
         lay_over(&self.recent, lower, start, end, reverse)
     }
 }
@@ -164,9 +247,10 @@ impl StateHandle {
     }
 
     /// Moves the recent writes aside and copies them into the tree on a
-    /// blocking thread. The caller waits for the copy before it first.
+    /// blocking thread (queue message keys into `resident` instead, while
+    /// it has room). The caller waits for the copy before it first.
     fn start_copy(&self) -> tokio::task::JoinHandle<Result<(), StoreError>> {
-        let (tree, writes) = {
+        let (tree, writes, spill) = {
             let _held = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
             let mut layers = self.layers_mut();
             let mut writes = std::mem::take(&mut layers.recent);
@@ -179,7 +263,8 @@ impl StateHandle {
             let writes = Arc::new(writes);
             layers.recent_bytes = 0;
             layers.copying = writes.clone();
-            (layers.tree.clone(), writes)
+            let spill = layers.resident_bytes >= layers.resident_budget;
+            (layers.tree.clone(), writes, spill)
         };
         let handle = self.clone();
         tokio::task::spawn_blocking(move || {
@@ -190,14 +275,41 @@ impl StateHandle {
             }
             // On failure the writes stay readable in `copying`, and the
             // caller stops applying (as a failed write in apply would).
-            tree.apply_changes(&writes)?;
-            handle.layers_mut().copying = Arc::new(Changes::new());
+            tree.apply_changes_where(&writes, |k| spill || !is_message_key(k))?;
+            let mut layers = handle.layers_mut();
+            layers.settle(&writes, spill);
+            layers.copying = Arc::new(Changes::new());
             Ok(())
         })
     }
 
-    /// Copies every write still in memory into the tree, waiting for a copy
-    /// in progress: what a clean stop, a snapshot and a switch of trees need.
+    /// Settles every write still in memory as a copy would (the tree, or
+    /// `resident` for queue message keys), waiting for a copy in progress:
+    /// what a snapshot needs before it reads the tree and `resident`.
+    fn settle(&self) -> Result<(), StoreError> {
+        let _held = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.layers_mut();
+        let layers = &mut *guard;
+        // One batch of both, the newer writes over the older.
+        let mut writes = std::mem::take(Arc::make_mut(&mut layers.copying));
+        writes.append(&mut layers.recent);
+        let spill = layers.resident_bytes >= layers.resident_budget;
+        let written = layers
+            .tree
+            .apply_changes_where(&writes, |k| spill || !is_message_key(k));
+        if written.is_ok() {
+            layers.settle(&writes, spill);
+            layers.recent_bytes = 0;
+        } else {
+            // Still readable, and written again by the next copy.
+            layers.recent = writes;
+        }
+        written
+    }
+
+    /// Copies every write still in memory into the tree, resident queue
+    /// message keys included, waiting for a copy in progress: what a clean
+    /// stop needs.
     pub fn persist(&self) -> Result<(), StoreError> {
         let _held = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut guard = self.layers_mut();
@@ -209,13 +321,11 @@ impl StateHandle {
         layers.tree.apply_changes(&layers.recent)?;
         layers.recent.clear();
         layers.recent_bytes = 0;
+        layers.tree.apply_changes(&layers.resident)?;
+        layers.resident.clear();
+        layers.resident_bytes = 0;
+        layers.tree_has_messages = true;
         Ok(())
-    }
-
-    /// The state tree, with every write in it.
-    fn persisted_tree(&self) -> Result<Tree, StoreError> {
-        self.persist()?;
-        Ok(self.layers().tree.clone())
     }
 
     /// Makes `tree` the state, with nothing in memory over it; returns the
@@ -400,22 +510,26 @@ impl StateMachineStore {
                 self.snapshot_seq
             ),
         };
-        // The snapshot reads the tree alone, with every write in it.
-        let tree = self
-            .state
-            .persisted_tree()
+        // The snapshot reads the tree and the queue message keys held in
+        // memory over it, with every write in one or the other.
+        self.state
+            .settle()
             .map_err(|e| storage_error("building a snapshot", e))?;
+        let state = self.state.clone();
         let snapshots = self.snapshots.clone();
         let file_meta = meta.clone();
         let entries = self.entries.clone();
         let upto = self.last_applied.map_or(0, |l| l.index);
         // Runs while openraft waits for the builder, so no entry is applied
-        // meanwhile and the tree is a consistent image at `last_applied`.
+        // meanwhile and the state is a consistent image at `last_applied`.
         let (path, records) = tokio::task::spawn_blocking(move || {
             // The log may be purged up to here once the snapshot exists:
             // the bodies still only there are copied into the tree first.
-            let kept =
-                super::kept_bodies::keep(&tree, &*entries, upto).map_err(std::io::Error::other)?;
+            // No apply runs meanwhile, and no copy: the layers stay as
+            // settled while this reads them.
+            let layers = state.layers();
+            let kept = super::kept_bodies::keep(&*layers, &layers.tree, &*entries, upto)
+                .map_err(std::io::Error::other)?;
             tracing::debug!(
                 ?kept,
                 upto,
@@ -424,7 +538,7 @@ impl StateMachineStore {
             let tmp = snapshots.temp_path("build");
             let write = || -> std::io::Result<(PathBuf, u64)> {
                 let mut w = SnapshotWriter::create(&tmp, &file_meta)?;
-                for kv in tree.range(Bound::Unbounded, Bound::Unbounded, false) {
+                for kv in layers.range(Bound::Unbounded, Bound::Unbounded, false) {
                     let (k, v) = kv.map_err(std::io::Error::other)?;
                     w.record(&k, &v)?;
                 }
@@ -1168,6 +1282,110 @@ mod tests {
         assert_eq!(seen(&state), expected);
         assert_eq!(pairs(&tree), expected, "the tree holds the same state");
         assert!(state.layers().recent.is_empty() && state.layers().copying.is_empty());
+    }
+
+    /// The keys of queue messages (`m/...`) under the tree.
+    fn message_keys(tree: &Tree) -> usize {
+        tree.range(
+            Bound::Included(b"m/".to_vec()),
+            Bound::Excluded(b"m0".to_vec()),
+            false,
+        )
+        .count()
+    }
+
+    impl Node {
+        /// Waits for the copy of recent writes under way, if any.
+        async fn copied(&mut self) {
+            if let Some(copy) = self.sm.copy.take() {
+                copy.await.unwrap().unwrap();
+            }
+        }
+    }
+
+    /// Queue message keys stay in memory: copies take the rest into the
+    /// tree, a snapshot reads them from memory, and only a clean stop
+    /// writes them into the tree, which the node then reads them from.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queue_message_keys_stay_in_memory_until_a_clean_stop() {
+        let mut n = node().await;
+        n.fill_queue(1_500).await;
+        n.copied().await;
+        let tree = n.sm.state.layers().tree.clone();
+        assert!(tree.get(APPLIED).unwrap().is_some(), "copies ran");
+        assert_eq!(message_keys(&tree), 0);
+        assert!(n.sm.state.layers().resident_bytes > RECENT_WRITES_BYTES);
+        let snapshot = n.snapshot().await;
+        assert_eq!(message_keys(&tree), 0, "a snapshot leaves them in memory");
+        let mut b = node().await;
+        let file = b.sm.begin_receiving_snapshot().await.unwrap();
+        std::fs::copy(&snapshot.snapshot.path, &file.path).unwrap();
+        b.sm.install_snapshot(&snapshot.meta, file).await.unwrap();
+        assert_eq!(dump(&b), dump(&n), "the snapshot holds them");
+
+        drop(tree);
+        let mut n = n.restart(true).await;
+        let tree = n.sm.state.layers().tree.clone();
+        assert!(message_keys(&tree) >= 1_500 * 3);
+        n.index = 1_501;
+        let r = n.apply(10_000, vec![receive_up_to("q", 10, 30)]).await;
+        assert_eq!(served_bodies(&n, r).await[0], "m0");
+    }
+
+    /// Past its budget the memory takes no more: newer message keys go to
+    /// the tree, and a message whose keys are in the tree is still
+    /// received and deleted through the layers (a removal hides the tree's
+    /// keys until it reaches them).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_the_budget_message_keys_spill_into_the_tree() {
+        let mut n = node().await;
+        n.sm.state.layers_mut().resident_budget = 64 * 1024;
+        n.fill_queue(1_500).await;
+        n.copied().await;
+        let tree = n.sm.state.layers().tree.clone();
+        let spilled = message_keys(&tree);
+        assert!(spilled > 0);
+        let resident = n.sm.state.layers().resident_bytes;
+        assert!(resident < 64 * 1024 + RECENT_WRITES_BYTES, "{resident}");
+        // Every message, wherever its keys are, is received once, in order.
+        let mut bodies = Vec::new();
+        let mut receipts = Vec::new();
+        for _ in 0..150 {
+            let r = n.apply(10_000, vec![receive_up_to("q", 10, 300)]).await;
+            if let Ok(CommandOutput::ReceiveMessages(o)) = &r[0] {
+                receipts.extend(o.messages.iter().map(|m| m.receipt));
+            }
+            bodies.extend(served_bodies(&n, r).await);
+        }
+        let expected: Vec<String> = (0..1_500).map(|i| format!("m{i}")).collect();
+        assert_eq!(bodies, expected);
+        for chunk in receipts.chunks(10) {
+            n.apply(
+                10_001,
+                vec![Command::DeleteMessages(crate::queues::DeleteMessages {
+                    queue: "q".into(),
+                    receipts: chunk.to_vec(),
+                })],
+            )
+            .await;
+        }
+        n.copied().await;
+        let q = n.sm.state.read(|s| {
+            let id = crate::queues::load(s, "q").unwrap().unwrap().id;
+            crate::queues::layout::load_state(s, id).unwrap()
+        });
+        assert_eq!((q.available, q.in_flight), (0, 0));
+        let left = n.sm.state.read(|s| {
+            s.range(
+                Bound::Included(b"m/".to_vec()),
+                Bound::Excluded(b"m0".to_vec()),
+                false,
+            )
+            .count()
+        });
+        assert_eq!(left, 0, "every message's keys are gone, wherever they were");
+        n.sm.state.persist().unwrap();
+        assert_eq!(message_keys(&tree), 0);
     }
 
     #[tokio::test]

@@ -138,8 +138,19 @@ impl Tree {
     /// Writes `changes` (`None` removes), with the same crash behaviour as
     /// [`Tree::apply`].
     pub fn apply_changes(&self, changes: &Changes) -> Result<(), StoreError> {
+        self.apply_changes_where(changes, |_| true)
+    }
+
+    /// Writes those of `changes` whose key `wanted` accepts.
+    pub fn apply_changes_where(
+        &self,
+        changes: &Changes,
+        wanted: impl Fn(&[u8]) -> bool,
+    ) -> Result<(), StoreError> {
         for (key, value) in changes {
-            self.write(key, value.as_deref())?;
+            if wanted(key) {
+                self.write(key, value.as_deref())?;
+            }
         }
         Ok(())
     }

@@ -16,14 +16,14 @@ use std::ops::Bound;
 use super::layout::{BodyRef, BodyText, Outbox, StoredBody};
 use crate::error::ApplyResult;
 use crate::store::codec;
-use crate::store::keys::{prefix_end, read_str, Key};
+use crate::store::keys::{prefix_end, read_str};
 use crate::store::StateRead;
 
 /// Calls `f` with every body reference the state holds: in the messages of
 /// every queue generation (collected ones included, until they are gone)
 /// and in their outboxes.
 pub fn for_each_logged(state: &dyn StateRead, mut f: impl FnMut(BodyRef)) -> ApplyResult<()> {
-    let prefix = Key::new("m").build();
+    let prefix = super::layout::MESSAGES.to_vec();
     // `m/`, queue id, generation, then the part's name.
     let part_at = prefix.len() + 16;
     for kv in state.range(Bound::Included(prefix.clone()), prefix_end(&prefix), false) {

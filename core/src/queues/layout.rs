@@ -270,6 +270,10 @@ impl MoveStatus {
     }
 }
 
+/// Where every queue message key starts (`m/{id}/{gen}/...`): a node may
+/// keep these in memory rather than in its storage engine.
+pub const MESSAGES: &[u8] = b"m/";
+
 /// The keys of one generation of one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keys {
@@ -457,4 +461,28 @@ pub fn save_head(txn: &mut Txn<'_>, keys: &Keys, seq: u64, head: &Head) {
 /// Offset of the first component after `prefix` in a key that starts with it.
 pub fn after(prefix: &[u8]) -> usize {
     prefix.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a node keeps in memory under [`MESSAGES`] is every key of a
+    /// queue's messages, and nothing of the queue's own records.
+    #[test]
+    fn every_message_key_is_under_the_messages_prefix() {
+        let k = Keys { qid: 3, gen: 1 };
+        for key in [
+            k.root(),
+            k.head(9),
+            k.body(9),
+            k.ready(9),
+            k.due(5, 9),
+            k.out(9),
+        ] {
+            assert!(key.starts_with(MESSAGES), "{key:?}");
+        }
+        assert!(!state_key(3).starts_with(MESSAGES));
+        assert!(!tasks_key(3).starts_with(MESSAGES));
+    }
 }
