@@ -81,7 +81,8 @@ const ENTRY_OVERHEAD: usize = 64;
 /// in sled costs a leaf rewrite each; in memory the queue's index costs a
 /// map insert. Past this budget (a deep backlog) newer messages' keys go to
 /// the tree as before, and the node's memory stays bounded. At about 400
-/// bytes a message, some 600 000 messages stay in memory.
+/// bytes a message, some 600 000 messages stay in memory. Memory holds no
+/// removals: that of a key the tree holds is written to the tree.
 pub const RESIDENT_MESSAGES_BYTES: usize = 256 * 1024 * 1024;
 
 /// Bytes an entry of a layer takes, roughly.
@@ -121,8 +122,8 @@ struct Layers {
     /// Bytes in `resident`.
     resident_bytes: usize,
     /// Whether the tree may hold queue message keys (opened from disk, a
-    /// snapshot installed, a spill past the budget, a persist): a removal of
-    /// a resident key then stays in `resident` to hide the tree's.
+    /// snapshot installed, a spill past the budget, a persist): a copy then
+    /// looks up each removed message key there, and removes it there too.
     tree_has_messages: bool,
     /// [`RESIDENT_MESSAGES_BYTES`] (smaller in tests).
     resident_budget: usize,
@@ -159,23 +160,18 @@ impl Layers {
         }
     }
 
-    /// Takes the queue message keys of `written` into `resident`, or, when
-    /// `spilled` (they went to the tree with the rest), out of it.
+    /// Takes the queue message keys `written` sets into `resident` (or,
+    /// when `spilled`, out of it: they went to the tree with the rest) and
+    /// those it removes out of it. A removal is never kept: one of a key
+    /// the tree holds went to the tree ([`removed_from_tree`]).
     fn settle(&mut self, written: &Changes, spilled: bool) {
         for (k, v) in written.iter().filter(|(k, _)| is_message_key(k)) {
-            let keep = if spilled {
-                None
-            } else if v.is_some() || self.tree_has_messages {
-                Some(v.clone())
-            } else {
-                None
-            };
-            let old = match keep {
-                Some(v) => {
-                    self.resident_bytes += entry_bytes(k, &v);
-                    self.resident.insert(k.clone(), v)
+            let old = match v {
+                Some(v) if !spilled => {
+                    self.resident_bytes += ENTRY_OVERHEAD + k.len() + v.len();
+                    self.resident.insert(k.clone(), Some(v.clone()))
                 }
-                None => self.resident.remove(k),
+                _ => self.resident.remove(k),
             };
             if let Some(old) = old {
                 self.resident_bytes -= entry_bytes(k, &old);
@@ -185,6 +181,42 @@ impl Layers {
             self.tree_has_messages = true;
         }
     }
+}
+
+/// The queue message keys `writes` removes that `tree` holds (from before a
+/// restart, a snapshot install or a spill): those removals go to the tree.
+/// Looked up only when the tree may hold any.
+fn removed_from_tree(
+    tree: &Tree,
+    writes: &Changes,
+    tree_has_messages: bool,
+) -> Result<std::collections::BTreeSet<Vec<u8>>, StoreError> {
+    let mut held = std::collections::BTreeSet::new();
+    if tree_has_messages {
+        for (k, v) in writes {
+            if v.is_none() && is_message_key(k) && tree.get(k)?.is_some() {
+                held.insert(k.clone());
+            }
+        }
+    }
+    Ok(held)
+}
+
+/// Writes into `tree` what of `writes` belongs there: all of it when
+/// `spill`, else all but queue message keys, and the removals of those the
+/// tree holds.
+fn write_to_tree(
+    tree: &Tree,
+    writes: &Changes,
+    spill: bool,
+    tree_has_messages: bool,
+) -> Result<(), StoreError> {
+    let held = if spill {
+        Default::default()
+    } else {
+        removed_from_tree(tree, writes, tree_has_messages)?
+    };
+    tree.apply_changes_where(writes, |k| spill || !is_message_key(k) || held.contains(k))
 }
 
 impl StateRead for Layers {
@@ -275,7 +307,8 @@ impl StateHandle {
             }
             // On failure the writes stay readable in `copying`, and the
             // caller stops applying (as a failed write in apply would).
-            tree.apply_changes_where(&writes, |k| spill || !is_message_key(k))?;
+            let tree_has_messages = handle.layers().tree_has_messages;
+            write_to_tree(&tree, &writes, spill, tree_has_messages)?;
             let mut layers = handle.layers_mut();
             layers.settle(&writes, spill);
             layers.copying = Arc::new(Changes::new());
@@ -294,9 +327,7 @@ impl StateHandle {
         let mut writes = std::mem::take(Arc::make_mut(&mut layers.copying));
         writes.append(&mut layers.recent);
         let spill = layers.resident_bytes >= layers.resident_budget;
-        let written = layers
-            .tree
-            .apply_changes_where(&writes, |k| spill || !is_message_key(k));
+        let written = write_to_tree(&layers.tree, &writes, spill, layers.tree_has_messages);
         if written.is_ok() {
             layers.settle(&writes, spill);
             layers.recent_bytes = 0;
@@ -1384,8 +1415,11 @@ mod tests {
             .count()
         });
         assert_eq!(left, 0, "every message's keys are gone, wherever they were");
-        n.sm.state.persist().unwrap();
+        // The removals of keys in the tree went to the tree; memory keeps
+        // no removal.
+        n.sm.state.settle().unwrap();
         assert_eq!(message_keys(&tree), 0);
+        assert!(n.sm.state.layers().resident.values().all(Option::is_some));
     }
 
     #[tokio::test]
