@@ -22,6 +22,15 @@ impl Ctx {
     pub fn at(now_ms: u64) -> Ctx {
         Ctx { now_ms, log: None }
     }
+
+    /// A context at `now_ms` for the commands of log entry `index`, the
+    /// first of them at position 0.
+    pub fn in_entry(now_ms: u64, index: u64) -> Ctx {
+        Ctx {
+            now_ms,
+            log: Some(LogPosition { index, command: 0 }),
+        }
+    }
 }
 
 /// A command's place in the replicated log.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::apply::{Ctx, Effect, Effects, LogPosition};
+use crate::apply::{Ctx, Effect, Effects};
 use crate::command::{Command, CommandOutput, Query, QueryOutput, Registered};
 use crate::error::{ApplyError, DomainError};
 use crate::machine;
@@ -89,13 +89,7 @@ impl World {
     /// Applies one command, as the log carries it, at the current time.
     pub fn apply(&mut self, cmd: Command) -> Result<CommandOutput, DomainError> {
         self.log.push(cmd.clone());
-        let ctx = Ctx {
-            now_ms: self.now,
-            log: Some(LogPosition {
-                index: self.log.len() as u64,
-                command: 0,
-            }),
-        };
+        let ctx = Ctx::in_entry(self.now, self.log.len() as u64);
         let mut effects = Effects::default();
         let r = self
             .state

@@ -127,18 +127,27 @@ pub fn keep(
             }
         }
     }
+    // The references come in log order: each entry is read (from the
+    // files, past the cache: decoded whole) once, not once per message.
+    let mut entry: Option<(u64, Payload)> = None;
     for r in live.difference(&have) {
-        let payload = log
-            .payload(r.index)
-            .map_err(|reason| StoreError::Corrupt {
-                key: format!("log entry {}", r.index),
-                reason,
-            })?
-            .ok_or_else(|| StoreError::Corrupt {
-                key: format!("log entry {}", r.index),
-                reason: "purged while a message's body was still only there".into(),
-            })?;
-        let body = body_in(&payload, r).map_err(|reason| StoreError::Corrupt {
+        let payload = match &entry {
+            Some((index, payload)) if *index == r.index => payload,
+            _ => {
+                let payload = log
+                    .payload(r.index)
+                    .map_err(|reason| StoreError::Corrupt {
+                        key: format!("log entry {}", r.index),
+                        reason,
+                    })?
+                    .ok_or_else(|| StoreError::Corrupt {
+                        key: format!("log entry {}", r.index),
+                        reason: "purged while a message's body was still only there".into(),
+                    })?;
+                &entry.insert((r.index, payload)).1
+            }
+        };
+        let body = body_in(payload, r).map_err(|reason| StoreError::Corrupt {
             key: format!("log entry {}", r.index),
             reason,
         })?;
@@ -147,4 +156,85 @@ pub fn keep(
     }
     tree.apply(batch)?;
     Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::apply::{Ctx, Effects};
+    use crate::command::{Command, Proposal};
+    use crate::queues::message::{NewMessage, Outgoing};
+    use crate::queues::{CreateQueue, SendMessages};
+    use crate::store::{Db, MemState};
+
+    /// One entry, counting its reads.
+    struct OneEntry {
+        index: u64,
+        payload: Payload,
+        reads: AtomicUsize,
+    }
+
+    impl LoggedEntries for OneEntry {
+        fn payload(&self, index: u64) -> Result<Option<Payload>, String> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            Ok((index == self.index).then(|| self.payload.clone()))
+        }
+    }
+
+    /// A batch of ten messages in one entry: kept with one read of the
+    /// entry, not ten; kept again, nothing is read.
+    #[test]
+    fn an_entry_is_read_once_for_all_its_bodies() {
+        let message = |i| {
+            NewMessage::validate(
+                "m",
+                false,
+                Outgoing {
+                    body: format!("body {i}"),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        let commands: Vec<Command> = vec![
+            CreateQueue::new("q", &Default::default(), Default::default())
+                .unwrap()
+                .into(),
+            SendMessages {
+                queue: "q".into(),
+                messages: (0..10).map(message).collect(),
+            }
+            .into(),
+        ];
+        let mut state = MemState::default();
+        let ctx = Ctx::in_entry(1, 5);
+        state
+            .run(|txn| crate::machine::apply_entry(txn, &ctx, &commands, &mut Effects::default()))
+            .unwrap();
+        let log = OneEntry {
+            index: 5,
+            payload: Payload::new(Proposal {
+                time_ms: 1,
+                commands,
+            }),
+            reads: AtomicUsize::new(0),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db"), &Default::default()).unwrap();
+        let tree = db.tree("t").unwrap();
+        let kept = keep(&state, &tree, &log, 5).unwrap();
+        assert_eq!((kept.live, kept.copied, kept.dropped), (10, 10, 0));
+        assert_eq!(log.reads.load(Ordering::Relaxed), 1);
+        let r = BodyRef {
+            index: 5,
+            command: 1,
+            message: 7,
+        };
+        let copy = tree.get(&kept_key(&r)).unwrap().unwrap();
+        assert_eq!(codec::decode::<String>(b"k", &copy).unwrap(), "body 7");
+        // Below the snapshot point only what is at or below it is kept.
+        assert_eq!(keep(&state, &tree, &log, 4).unwrap().live, 0);
+    }
 }

@@ -41,7 +41,7 @@ use openraft::{
 use super::kept_bodies::LoggedEntries;
 use super::snapshot::{Meta, SnapshotDir, SnapshotFile, SnapshotReader, SnapshotWriter};
 use super::{storage_error, storage_read_error, Node, NodeId, TypeConfig};
-use crate::apply::{Counter, Ctx, Effect, Effects, LogPosition};
+use crate::apply::{Counter, Ctx, Effect, Effects};
 use crate::command::{EntryResponse, Query, QueryResponse};
 use crate::error::ApplyError;
 use crate::machine;
@@ -685,13 +685,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         clock = clock.max(request.time_ms);
                         // Sent bodies stay in this entry; the state keeps
                         // where (`raft::bodies`).
-                        let ctx = Ctx {
-                            now_ms: clock,
-                            log: Some(LogPosition {
-                                index: entry.log_id.index,
-                                command: 0,
-                            }),
-                        };
+                        let ctx = Ctx::in_entry(clock, entry.log_id.index);
                         // Each command gets its own transaction: a rejected one
                         // leaves no trace, the others still apply.
                         let results =

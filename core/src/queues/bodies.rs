@@ -45,7 +45,7 @@ pub fn for_each_logged(state: &dyn StateRead, mut f: impl FnMut(BodyRef)) -> App
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::{Ctx, Effects, LogPosition};
+    use crate::apply::{Ctx, Effects};
     use crate::command::Command;
     use crate::machine;
     use crate::queues::message::{NewMessage, Outgoing};
@@ -80,13 +80,7 @@ mod tests {
         .into();
         let entry = [create, send.clone()];
         let mut effects = Effects::default();
-        let ctx = Ctx {
-            now_ms: 1,
-            log: Some(LogPosition {
-                index: 7,
-                command: 0,
-            }),
-        };
+        let ctx = Ctx::in_entry(1, 7);
         state
             .run(|txn| machine::apply_entry(txn, &ctx, &entry, &mut effects))
             .unwrap();
