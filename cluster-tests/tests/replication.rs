@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_tests::{
-    create_queues, elected_cluster, metric_value, queue_names, wait_for, wait_for_status,
-    wait_listed_locally, Cluster, NodeId, ELECTION,
+    create_queues, elected_cluster, metric_value, queue_names, receive_bodies, wait_for,
+    wait_for_status, wait_listed_locally, Cluster, NodeId, ELECTION,
 };
 use sluice_client::{Client, Consistency};
 
@@ -139,23 +139,7 @@ async fn a_wiped_node_rejoins_through_a_snapshot_install() {
     // the queue gives back every body whole.
     let moved = client.transfer_leadership(Some(victim)).await.unwrap();
     assert_eq!(moved.new_leader_id, victim);
-    let mut got = BTreeSet::new();
-    while got.len() < bodies.len() {
-        let r = client
-            .receive_from("held", 10, Some(300), Some(1))
-            .await
-            .unwrap();
-        assert!(
-            !r.messages.is_empty(),
-            "received {} of {}",
-            got.len(),
-            bodies.len()
-        );
-        for m in r.messages {
-            got.insert(m.body);
-        }
-    }
-    assert_eq!(got, bodies);
+    assert_eq!(receive_bodies(&client, "held", &bodies).await, bodies);
 }
 
 #[tokio::test]
