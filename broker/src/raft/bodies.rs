@@ -68,7 +68,14 @@ impl Bodies {
             let mut result = result;
             if let Ok(CommandOutput::ReceiveMessages(o)) = &mut result {
                 for m in &mut o.messages {
-                    bodies.inline(&mut m.body.body)?;
+                    if let Err(e) = bodies.inline(&mut m.body.body) {
+                        // Damage or loss on this node's disk: answered as
+                        // an error (the message shows again after its
+                        // visibility timeout), and told to the operator.
+                        metrics::counter!("sluice_body_read_failures_total").increment(1);
+                        tracing::error!(message_id = %m.body.message_id, error = %e, "a received message's body could not be read");
+                        return Err(e);
+                    }
                 }
             }
             Ok(result)
