@@ -164,7 +164,7 @@ impl Layers {
     /// when `spilled`, out of it: they went to the tree with the rest) and
     /// those it removes out of it. A removal is never kept: one of a key
     /// the tree holds went to the tree ([`removed_from_tree`]).
-    fn settle(&mut self, written: &Changes, spilled: bool) {
+    fn hold_message_keys(&mut self, written: &Changes, spilled: bool) {
         for (k, v) in written.iter().filter(|(k, _)| is_message_key(k)) {
             let old = match v {
                 Some(v) if !spilled => {
@@ -310,7 +310,7 @@ impl StateHandle {
             let tree_has_messages = handle.layers().tree_has_messages;
             write_to_tree(&tree, &writes, spill, tree_has_messages)?;
             let mut layers = handle.layers_mut();
-            layers.settle(&writes, spill);
+            layers.hold_message_keys(&writes, spill);
             layers.copying = Arc::new(Changes::new());
             Ok(())
         })
@@ -329,7 +329,7 @@ impl StateHandle {
         let spill = layers.resident_bytes >= layers.resident_budget;
         let written = write_to_tree(&layers.tree, &writes, spill, layers.tree_has_messages);
         if written.is_ok() {
-            layers.settle(&writes, spill);
+            layers.hold_message_keys(&writes, spill);
             layers.recent_bytes = 0;
         } else {
             // Still readable, and written again by the next copy.
@@ -345,17 +345,18 @@ impl StateHandle {
         let _held = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut guard = self.layers_mut();
         let layers = &mut *guard;
-        // Each layer is cleared only once it is in the tree: after a failed
-        // write, reads still see it.
+        // Oldest first (resident, copying, recent), so that a newer write
+        // lands over an older one. Each layer is cleared only once it is in
+        // the tree: after a failed write, reads still see it.
+        layers.tree.apply_changes(&layers.resident)?;
+        layers.resident.clear();
+        layers.resident_bytes = 0;
+        layers.tree_has_messages = true;
         layers.tree.apply_changes(&layers.copying)?;
         layers.copying = Arc::new(Changes::new());
         layers.tree.apply_changes(&layers.recent)?;
         layers.recent.clear();
         layers.recent_bytes = 0;
-        layers.tree.apply_changes(&layers.resident)?;
-        layers.resident.clear();
-        layers.resident_bytes = 0;
-        layers.tree_has_messages = true;
         Ok(())
     }
 
@@ -1414,6 +1415,23 @@ mod tests {
         n.sm.state.settle().unwrap();
         assert_eq!(message_keys(&tree), 0);
         assert!(n.sm.state.layers().resident.values().all(Option::is_some));
+    }
+
+    /// A clean stop writes the layers oldest first: a message key held in
+    /// memory and changed or removed since is written as it is now, never
+    /// as it was.
+    #[tokio::test]
+    async fn a_persist_writes_resident_keys_under_the_newer_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db"), &Default::default()).unwrap();
+        let tree = db.tree("t").unwrap();
+        let state = StateHandle::over(tree.clone());
+        state.add(changes(&[("m/1", Some("old")), ("m/2", Some("old"))]));
+        state.start_copy().await.unwrap().unwrap();
+        assert_eq!(state.layers().resident.len(), 2);
+        state.add(changes(&[("m/1", None), ("m/2", Some("new"))]));
+        state.persist().unwrap();
+        assert_eq!(pairs(&tree), vec![("m/2".to_string(), "new".to_string())]);
     }
 
     #[tokio::test]
