@@ -798,6 +798,8 @@ async fn main() {
             .collect()
     };
     tokio::time::sleep_until(measure_from.into()).await;
+    // For tools that watch the run (scripts/profile): the warm-up is over.
+    eprintln!("sluice-bench: measuring for {} s", args.duration);
     let node_addrs: Vec<String> = public.values().cloned().collect();
     let mut before: Vec<NodeCounters> = Vec::new();
     for a in &node_addrs {

@@ -21,7 +21,7 @@ use sluice_core::queues::bodies::for_each_logged;
 use sluice_core::queues::layout::BodyRef;
 
 use super::payload::Payload;
-use crate::store::{codec, StateRead, StoreError, Tree, WriteBatch};
+use crate::store::{codec, StateRead, StateTree, StoreError, WriteBatch};
 
 /// Where the state tree keeps bodies whose log entries may be purged:
 /// `KEPT`, then the reference's index, command and message, big-endian.
@@ -90,7 +90,7 @@ pub struct Kept {
 /// applies to `state`.
 pub fn keep(
     state: &dyn StateRead,
-    tree: &Tree,
+    tree: &StateTree,
     log: &dyn LoggedEntries,
     upto: u64,
 ) -> Result<Kept, StoreError> {
@@ -223,7 +223,7 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("db"), &Default::default()).unwrap();
-        let tree = db.tree("t").unwrap();
+        let tree = StateTree::for_test(&db, "t");
         let kept = keep(&state, &tree, &log, 5).unwrap();
         assert_eq!((kept.live, kept.copied, kept.dropped), (10, 10, 0));
         assert_eq!(log.reads.load(Ordering::Relaxed), 1);

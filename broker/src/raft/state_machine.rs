@@ -45,8 +45,9 @@ use crate::apply::{Counter, Ctx, Effect, Effects};
 use crate::command::{EntryResponse, Query, QueryResponse};
 use crate::error::ApplyError;
 use crate::machine;
+use crate::store::records::RecordFiles;
 use crate::store::{
-    codec, lay_over, Changes, Db, KvIter, StateRead, StoreError, Tree, Txn, WriteBatch,
+    codec, lay_over, Changes, Db, KvIter, StateRead, StateTree, StoreError, Tree, Txn, WriteBatch,
 };
 use crate::waiters::Waiters;
 
@@ -127,11 +128,11 @@ struct Layers {
     tree_has_messages: bool,
     /// [`RESIDENT_MESSAGES_BYTES`] (smaller in tests).
     resident_budget: usize,
-    tree: Tree,
+    tree: StateTree,
 }
 
 impl Layers {
-    fn over(tree: Tree) -> Layers {
+    fn over(tree: StateTree) -> Layers {
         let messages = sluice_core::queues::layout::MESSAGES.to_vec();
         let tree_has_messages = tree
             .range(
@@ -187,7 +188,7 @@ impl Layers {
 /// restart, a snapshot install or a spill): those removals go to the tree.
 /// Looked up only when the tree may hold any.
 fn removed_from_tree(
-    tree: &Tree,
+    tree: &StateTree,
     writes: &Changes,
     tree_has_messages: bool,
 ) -> Result<std::collections::BTreeSet<Vec<u8>>, StoreError> {
@@ -206,7 +207,7 @@ fn removed_from_tree(
 /// `spill`, else all but queue message keys, and the removals of those the
 /// tree holds.
 fn write_to_tree(
-    tree: &Tree,
+    tree: &StateTree,
     writes: &Changes,
     spill: bool,
     tree_has_messages: bool,
@@ -241,7 +242,7 @@ impl StateRead for Layers {
 }
 
 impl StateHandle {
-    fn over(tree: Tree) -> StateHandle {
+    fn over(tree: StateTree) -> StateHandle {
         StateHandle {
             layers: Arc::new(RwLock::new(Layers::over(tree))),
             copy_lock: Arc::new(Mutex::new(())),
@@ -339,8 +340,8 @@ impl StateHandle {
     }
 
     /// Copies every write still in memory into the tree, resident queue
-    /// message keys included, waiting for a copy in progress: what a clean
-    /// stop needs.
+    /// message keys included, waiting for a copy in progress, and makes the
+    /// record files durable: what a clean stop needs.
     pub fn persist(&self) -> Result<(), StoreError> {
         let _held = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut guard = self.layers_mut();
@@ -357,13 +358,13 @@ impl StateHandle {
         layers.tree.apply_changes(&layers.recent)?;
         layers.recent.clear();
         layers.recent_bytes = 0;
-        Ok(())
+        layers.tree.sync()
     }
 
     /// Makes `tree` the state, with nothing in memory over it; returns the
     /// tree it was. Writes still in memory are dropped: they belonged to
     /// the state being replaced.
-    fn replace(&self, tree: Tree) -> Tree {
+    fn replace(&self, tree: StateTree) -> StateTree {
         let _held = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::replace(&mut *self.layers_mut(), Layers::over(tree)).tree
     }
@@ -389,8 +390,15 @@ pub struct StateMachineStore {
     entries: Arc<dyn LoggedEntries>,
 }
 
+/// Where generation `generation`'s stream records live: beside the
+/// database, in `records/sm.{generation}`.
+fn records_dir(db: &Db, generation: u64) -> PathBuf {
+    let parent = db.path().parent().unwrap_or(std::path::Path::new("."));
+    parent.join("records").join(format!("sm.{generation}"))
+}
+
 fn read_record<T: serde::de::DeserializeOwned>(
-    tree: &Tree,
+    tree: &dyn StateRead,
     key: &[u8],
 ) -> Result<Option<T>, StoreError> {
     tree.get(key)?.map(|b| codec::decode(key, &b)).transpose()
@@ -415,7 +423,20 @@ impl StateMachineStore {
                 db.tree(&name)?.clear()?;
             }
         }
-        let tree = db.tree(&active_name)?;
+        let mut clean = sm_meta.get(CLEAN)?.is_some();
+        RecordFiles::open(&records_dir(db, generation ^ 1), false)?;
+        let records = match RecordFiles::open(&records_dir(db, generation), clean) {
+            Ok(r) => r,
+            Err(e) if clean => {
+                tracing::error!(error = %e, "the stream record files do not open; rebuilding the state from the snapshot and the log");
+                metrics::counter!("sluice_state_rebuilds_total", "reason" => "damaged")
+                    .increment(1);
+                clean = false;
+                RecordFiles::open(&records_dir(db, generation), false)?
+            }
+            Err(e) => return Err(e),
+        };
+        let tree = StateTree::new(db.tree(&active_name)?, records);
         let current_snapshot = snapshots
             .latest()
             .map_err(|e| StoreError::io("reading snapshots in", std::path::Path::new("."), e))?;
@@ -435,8 +456,7 @@ impl StateMachineStore {
             copy: None,
             entries,
         };
-        let clean = sm.sm_meta.get(CLEAN)?.is_some();
-        if clean {
+        if sm.sm_meta.get(CLEAN)?.is_some() {
             // From here on a crash must not pass for a clean stop.
             sm.sm_meta.remove(CLEAN)?;
             db.flush()?;
@@ -449,7 +469,7 @@ impl StateMachineStore {
                 tracing::warn!(snapshot = %meta, clean, "rebuilding the state from the latest snapshot");
                 sm.load_snapshot(&meta, &path)?;
             }
-            None if !clean && (sm.last_applied.is_some() || tree.first()?.is_some()) => {
+            None if !clean && (sm.last_applied.is_some() || !tree.is_empty()?) => {
                 tracing::warn!("the state was not closed cleanly and there is no snapshot; rebuilding it from the log");
                 sm.load_empty()?;
             }
@@ -475,16 +495,17 @@ impl StateMachineStore {
 
     /// The generation after this one and its tree, emptied: the two trees
     /// alternate.
-    fn next_tree(&self) -> Result<(u64, Tree), StoreError> {
+    fn next_tree(&self) -> Result<(u64, StateTree), StoreError> {
         let next = self.generation ^ 1;
         let tree = self.db.tree(&format!("sm.{next}"))?;
         tree.clear()?;
-        Ok((next, tree))
+        let records = RecordFiles::open(&records_dir(&self.db, next), false)?;
+        Ok((next, StateTree::new(tree, records)))
     }
 
     /// Makes `tree` generation `next` the state, durably, and empties the
     /// previous one.
-    fn switch_to(&mut self, next: u64, tree: Tree) -> Result<(), StoreError> {
+    fn switch_to(&mut self, next: u64, tree: StateTree) -> Result<(), StoreError> {
         self.db.flush()?;
         self.sm_meta.insert(ACTIVE, codec::encode(&next))?;
         self.db.flush()?;
@@ -1210,6 +1231,87 @@ mod tests {
         assert_eq!(r[0].as_ref().unwrap_err().code, "QueueDoesNotExist");
     }
 
+    fn create_stream(name: &str) -> Command {
+        let op = crate::streams::CreateStream::new(
+            name,
+            2,
+            None,
+            None,
+            Some(0),
+            Some(0),
+            BTreeMap::new(),
+        );
+        Command::CreateStream(op.unwrap())
+    }
+
+    fn put_records(stream: &str, from: u64, count: u64) -> Command {
+        let records = (from..from + count)
+            .map(|i| {
+                crate::streams::records::NewRecord::new(
+                    "",
+                    format!("r{i}").into_bytes(),
+                    format!("k{i}"),
+                    "",
+                )
+                .unwrap()
+            })
+            .collect();
+        Command::PutRecords(crate::streams::PutRecords {
+            stream: stream.into(),
+            records,
+        })
+    }
+
+    /// The data of every stream record the node holds, in key order.
+    fn stream_records(n: &Node) -> Vec<String> {
+        n.sm.handle().read(|state| {
+            state
+                .scan_prefix(sluice_core::streams::records::RECORDS)
+                .map(|kv| {
+                    let (k, v) = kv.unwrap();
+                    let sluice_core::streams::records::StoredRecord::V1(r) =
+                        codec::decode(&k, &v).unwrap();
+                    String::from_utf8(r.data).unwrap()
+                })
+                .collect()
+        })
+    }
+
+    fn sorted(mut v: Vec<String>) -> Vec<String> {
+        v.sort();
+        v
+    }
+
+    /// Stream records live in files beside the tree: a clean stop keeps
+    /// them, an unclean one rebuilds them from the snapshot, and only the
+    /// active generation's files stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stream_records_in_their_files_survive_clean_and_unclean_stops() {
+        let mut n = node().await;
+        n.apply(1_000, vec![create_stream("s")]).await;
+        for b in 0..4 {
+            n.apply(2_000 + b, vec![put_records("s", b * 100, 100)])
+                .await;
+        }
+        let all: Vec<String> = (0..400).map(|i| format!("r{i}")).collect();
+        assert_eq!(sorted(stream_records(&n)), sorted(all.clone()));
+        let mut n = n.restart(true).await;
+        n.index = 5;
+        assert_eq!(sorted(stream_records(&n)), sorted(all.clone()));
+        let records = n.dir.path().join("records");
+        assert!(std::fs::read_dir(records.join("sm.0")).unwrap().count() >= 2);
+
+        n.snapshot().await;
+        n.apply(3_000, vec![put_records("s", 400, 50)]).await;
+        assert_eq!(stream_records(&n).len(), 450);
+        // Killed: the files are not trusted; the snapshot's records are
+        // loaded into the other generation, and openraft re-applies the rest.
+        let n = n.restart(false).await;
+        assert_eq!(sorted(stream_records(&n)), sorted(all));
+        assert_eq!(std::fs::read_dir(records.join("sm.0")).unwrap().count(), 0);
+        assert!(std::fs::read_dir(records.join("sm.1")).unwrap().count() >= 2);
+    }
+
     /// The `sm.*` trees, each with its number of keys.
     fn state_trees(db: &Db) -> BTreeMap<String, usize> {
         db.tree_names()
@@ -1271,9 +1373,9 @@ mod tests {
     async fn writes_in_memory_read_as_if_in_the_tree_and_those_undone_never_reach_it() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("db"), &Default::default()).unwrap();
-        let tree = db.tree("t").unwrap();
-        tree.insert(b"a", b"tree".to_vec()).unwrap();
-        tree.insert(b"b", b"tree".to_vec()).unwrap();
+        let tree = StateTree::for_test(&db, "t");
+        tree.apply_changes(&changes(&[("a", Some("tree")), ("b", Some("tree"))]))
+            .unwrap();
         let state = StateHandle::over(tree.clone());
 
         // A message's keys: written, then removed before any copy.
@@ -1311,7 +1413,7 @@ mod tests {
     }
 
     /// The keys of queue messages (`m/...`) under the tree.
-    fn message_keys(tree: &Tree) -> usize {
+    fn message_keys(tree: &StateTree) -> usize {
         tree.range(
             Bound::Included(b"m/".to_vec()),
             Bound::Excluded(b"m0".to_vec()),
@@ -1424,7 +1526,7 @@ mod tests {
     async fn a_persist_writes_resident_keys_under_the_newer_writes() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("db"), &Default::default()).unwrap();
-        let tree = db.tree("t").unwrap();
+        let tree = StateTree::for_test(&db, "t");
         let state = StateHandle::over(tree.clone());
         state.add(changes(&[("m/1", Some("old")), ("m/2", Some("old"))]));
         state.start_copy().await.unwrap().unwrap();
@@ -1439,7 +1541,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("db"), &Default::default()).unwrap();
         for round in 0..50 {
-            let tree = db.tree(&format!("t{round}")).unwrap();
+            let tree = StateTree::for_test(&db, &format!("t{round}"));
             let state = StateHandle::over(tree.clone());
             state.add(changes(&[("k", Some("old")), ("gone", Some("x"))]));
             let copy = state.start_copy();

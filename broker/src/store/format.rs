@@ -23,13 +23,15 @@ use std::path::Path;
 /// 8: a sent message's body stays in its log entry and the state holds a
 /// reference to it (`raft::bodies`); snapshots keep the bodies the log may
 /// drop.
-pub const CURRENT: u32 = 8;
+/// 9: stream records live in files of their own (`store::records`), not in
+/// the state tree.
+pub const CURRENT: u32 = 9;
 const FILE: &str = "FORMAT";
 const MAGIC: &str = "sluice-data-format";
 
 /// Whether `dir` holds anything a node wrote (a log, a state, snapshots).
 fn holds_data(dir: &Path) -> bool {
-    ["log", "db", "snapshots"].iter().any(|sub| {
+    ["log", "db", "records", "snapshots"].iter().any(|sub| {
         std::fs::read_dir(dir.join(sub))
             .map(|mut entries| entries.next().is_some())
             .unwrap_or(false)
@@ -110,10 +112,15 @@ mod tests {
         assert!(e.contains("run the version that wrote it"), "{e}");
 
         let newer = tempfile::tempdir().unwrap();
-        std::fs::write(newer.path().join(FILE), "sluice-data-format 9\n").unwrap();
+        let next = CURRENT + 1;
+        std::fs::write(
+            newer.path().join(FILE),
+            format!("sluice-data-format {next}\n"),
+        )
+        .unwrap();
         assert!(check_or_record(newer.path())
             .unwrap_err()
-            .contains("format 9"));
+            .contains(&format!("format {next}")));
 
         let foreign = tempfile::tempdir().unwrap();
         std::fs::write(foreign.path().join(FILE), "PostgreSQL 15\n").unwrap();

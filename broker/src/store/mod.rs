@@ -7,6 +7,8 @@
 //! * [`Db`] / [`Tree`]: the replicated state machine and the domain records it
 //!   holds, in sled 0.34. Nothing outside this module names sled, so another
 //!   ordered key-value engine can replace it by reimplementing `Db` and `Tree`.
+//! * [`records`]: stream records, in append-only files per shard; with a
+//!   tree they make a [`StateTree`], the state machine's copy of the state.
 //!
 //! The state machine is a cache of the durable snapshot and log: after a
 //! crash it may be behind (sled syncs with `sync_file_range`, which does not
@@ -23,14 +25,17 @@
 pub mod format;
 pub mod lock;
 pub mod log;
+pub mod records;
+pub mod state_tree;
 
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use sluice_core::store::{
     codec, keys, lay_over, records_under, Changes, Kv, KvIter, MemState, StateRead, StoreError,
     Txn, WriteBatch,
 };
+pub use state_tree::StateTree;
 
 /// A sled error, as the storage layer reports it.
 fn engine(e: sled::Error) -> StoreError {
@@ -56,6 +61,7 @@ impl Default for DbOptions {
 #[derive(Clone)]
 pub struct Db {
     inner: sled::Db,
+    path: PathBuf,
 }
 
 impl Db {
@@ -69,7 +75,15 @@ impl Db {
             .flush_every_ms(Some(1000))
             .open()
             .map_err(engine)?;
-        Ok(Db { inner })
+        Ok(Db {
+            inner,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The directory it was opened in.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Opens (creating if needed) the tree called `name`.
@@ -135,13 +149,8 @@ impl Tree {
         Ok(())
     }
 
-    /// Writes `changes` (`None` removes), with the same crash behaviour as
-    /// [`Tree::apply`].
-    pub fn apply_changes(&self, changes: &Changes) -> Result<(), StoreError> {
-        self.apply_changes_where(changes, |_| true)
-    }
-
-    /// Writes those of `changes` whose key `wanted` accepts.
+    /// Writes those of `changes` (`None` removes) whose key `wanted`
+    /// accepts, with the same crash behaviour as [`Tree::apply`].
     pub fn apply_changes_where(
         &self,
         changes: &Changes,

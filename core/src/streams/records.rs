@@ -184,9 +184,23 @@ pub fn state_key(sid: u64, shard: u32) -> Vec<u8> {
     shard_key("shard", sid, shard).build()
 }
 
+/// The start of every record key: a node may keep the keys under it in an
+/// engine of their own (the broker's record files).
+pub const RECORDS: &[u8] = b"rec/";
+
 /// `rec/{id}/{index}/{seq}`
 pub fn record_key(sid: u64, shard: u32, seq: u64) -> Vec<u8> {
     shard_key("rec", sid, shard).u64(seq).build()
+}
+
+/// The stream id, shard index and record number of a [`record_key`].
+pub fn parse_record_key(key: &[u8]) -> Option<(u64, u32, u64)> {
+    let rest = key.strip_prefix(RECORDS)?;
+    if rest.len() != 24 {
+        return None;
+    }
+    let shard = u32::try_from(read_u64(rest, 8)?).ok()?;
+    Some((read_u64(rest, 0)?, shard, read_u64(rest, 16)?))
 }
 
 /// Prefix of a shard's `rec/` keys.
