@@ -642,6 +642,10 @@ pub fn trusted_applied(db: &Db) -> Result<Option<LogId<NodeId>>, StoreError> {
         return Ok(None);
     }
     let generation: u64 = read_record(&sm_meta, ACTIVE)?.unwrap_or(0);
+    // Record files that will not open make the start rebuild the state.
+    if !RecordFiles::opens_trusted(&records_dir(db, generation)) {
+        return Ok(None);
+    }
     let tree = db.tree(&format!("sm.{generation}"))?;
     Ok(read_record::<Option<LogId<NodeId>>>(&tree, APPLIED)?.flatten())
 }
@@ -1310,6 +1314,32 @@ mod tests {
         assert_eq!(sorted(stream_records(&n)), sorted(all));
         assert_eq!(std::fs::read_dir(records.join("sm.0")).unwrap().count(), 0);
         assert!(std::fs::read_dir(records.join("sm.1")).unwrap().count() >= 2);
+    }
+
+    /// Record files damaged after a clean stop are not trusted: the state
+    /// is rebuilt from the snapshot, and a repair would not count on it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn damaged_record_files_after_a_clean_stop_are_rebuilt_not_trusted() {
+        let mut n = node().await;
+        n.apply(1_000, vec![create_stream("s")]).await;
+        n.apply(2_000, vec![put_records("s", 0, 100)]).await;
+        n.snapshot().await;
+        let Node {
+            dir, db, sm, log, ..
+        } = n;
+        let state = sm.handle();
+        drop(sm);
+        mark_clean(&db, &state).unwrap();
+        assert!(trusted_applied(&db).unwrap().is_some());
+        let positions = dir.path().join("records/sm.0/positions");
+        let mut bytes = std::fs::read(&positions).unwrap();
+        bytes[20] ^= 0xff;
+        std::fs::write(&positions, bytes).unwrap();
+        assert_eq!(trusted_applied(&db).unwrap(), None);
+        drop(state);
+        drop(db);
+        let n = open_with(dir, log).await;
+        assert_eq!(stream_records(&n).len(), 100);
     }
 
     /// The `sm.*` trees, each with its number of keys.

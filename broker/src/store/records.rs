@@ -191,7 +191,7 @@ impl RecordFiles {
             damaged: Default::default(),
         };
         if trusted {
-            let inner = files.load()?;
+            let inner = files.load(true)?;
             *files.lock() = inner;
         } else {
             files.clear()?;
@@ -212,9 +212,21 @@ impl RecordFiles {
         Ok(out)
     }
 
+    /// Whether the records in `dir` would open trusted (as a clean stop
+    /// left them, with no damage found), changing nothing.
+    pub fn opens_trusted(dir: &Path) -> bool {
+        let files = RecordFiles {
+            dir: dir.to_path_buf(),
+            inner: Mutex::default(),
+            segment_bytes: SEGMENT_BYTES,
+            damaged: Default::default(),
+        };
+        !dir.exists() || files.load(false).is_ok()
+    }
+
     /// Reads the positions a clean stop wrote and opens the segments they
-    /// name; deletes segments they do not name.
-    fn load(&self) -> Result<Inner, StoreError> {
+    /// name; when `tidy`, deletes the segments they do not name.
+    fn load(&self, tidy: bool) -> Result<Inner, StoreError> {
         let path = self.dir.join(CHECKPOINT);
         let listing = self.listing()?;
         let bytes = match std::fs::read(&path) {
@@ -319,7 +331,7 @@ impl RecordFiles {
             shard.active = None;
         }
         let named: BTreeSet<PathBuf> = inner.segments.values().map(|s| s.path.clone()).collect();
-        for p in listing {
+        for p in listing.into_iter().filter(|_| tidy) {
             if p.extension().is_some_and(|x| x == "rec") && !named.contains(&p) {
                 std::fs::remove_file(&p).map_err(io("removing", &p))?;
             }
@@ -884,6 +896,8 @@ mod tests {
         drop_records(&files, 3, 2, 1..101);
         files.sync().unwrap();
         drop(files);
+        assert!(RecordFiles::opens_trusted(dir.path()));
+        assert!(RecordFiles::opens_trusted(&dir.path().join("never-made")));
         let files = RecordFiles::open(dir.path(), true).unwrap();
         assert_eq!(
             numbers(&files, 3, 2, 1, false),
@@ -977,7 +991,9 @@ mod tests {
             .to_string();
         assert!(e.contains("not a record segment of this format"), "{e}");
 
+        assert!(!RecordFiles::opens_trusted(dir.path()));
         std::fs::remove_file(&positions).unwrap();
+        assert!(!RecordFiles::opens_trusted(dir.path()));
         let e = RecordFiles::open(dir.path(), true)
             .err()
             .unwrap()
