@@ -10,8 +10,7 @@
 //! Queue message keys (`m/...`: heads, body references, the ready, due and
 //! sent indexes) are not copied into the tree at all but kept in memory
 //! over it, up to [`RESIDENT_MESSAGES_BYTES`]; snapshots read them there,
-//! a snapshot loaded puts them back there, and a clean stop writes them
-//! into the tree. Past the budget newer ones
+//! and a clean stop writes them into the tree. Past the budget newer ones
 //! go to the tree, so a deep backlog does not take the node's memory.
 //!
 //! The state lives in a tree `sm.{generation}`; installing a snapshot loads
@@ -362,23 +361,12 @@ impl StateHandle {
         layers.tree.sync()
     }
 
-    /// Makes `tree` the state, with the queue message keys `resident`
-    /// (`bytes` of them) in memory over it and nothing else; returns the
+    /// Makes `tree` the state, with nothing in memory over it; returns the
     /// tree it was. Writes still in memory are dropped: they belonged to
     /// the state being replaced.
-    fn replace(&self, tree: StateTree, resident: Changes, bytes: usize) -> StateTree {
+    fn replace(&self, tree: StateTree) -> StateTree {
         let _held = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut layers = self.layers_mut();
-        let mut next = Layers::over(tree);
-        next.resident = resident;
-        next.resident_bytes = bytes;
-        next.resident_budget = layers.resident_budget;
-        std::mem::replace(&mut *layers, next).tree
-    }
-
-    /// How many bytes of queue message keys memory holds at most.
-    fn resident_budget(&self) -> usize {
-        self.layers().resident_budget
+        std::mem::replace(&mut *self.layers_mut(), Layers::over(tree)).tree
     }
 }
 
@@ -498,7 +486,7 @@ impl StateMachineStore {
     /// Switches to a fresh, empty state (openraft re-applies the whole log).
     fn load_empty(&mut self) -> Result<(), StoreError> {
         let (next, tree) = self.next_tree()?;
-        self.switch_to(next, tree, Changes::new(), 0)?;
+        self.switch_to(next, tree)?;
         self.last_applied = None;
         self.membership = StoredMembership::default();
         self.clock = 0;
@@ -517,18 +505,11 @@ impl StateMachineStore {
 
     /// Makes `tree` generation `next` the state, durably, and empties the
     /// previous one.
-    /// `resident`, `bytes` of queue message keys, go in memory over it.
-    fn switch_to(
-        &mut self,
-        next: u64,
-        tree: StateTree,
-        resident: Changes,
-        bytes: usize,
-    ) -> Result<(), StoreError> {
+    fn switch_to(&mut self, next: u64, tree: StateTree) -> Result<(), StoreError> {
         self.db.flush()?;
         self.sm_meta.insert(ACTIVE, codec::encode(&next))?;
         self.db.flush()?;
-        let previous = self.state.replace(tree, resident, bytes);
+        let previous = self.state.replace(tree);
         previous.clear()?;
         self.generation = next;
         Ok(())
@@ -551,22 +532,11 @@ impl StateMachineStore {
         let started = Instant::now();
         let mut records = 0u64;
         let mut batch = WriteBatch::default();
-        // Queue message keys go in memory, as they were on the node that
-        // made the snapshot, up to the budget (far faster than the tree,
-        // which takes some 50 000 keys a second); the rest to the tree.
-        let budget = self.state.resident_budget();
-        let (mut resident, mut resident_bytes) = (Changes::new(), 0);
         while let Some((k, v)) = reader
             .next_record()
             .map_err(|e| StoreError::io("reading snapshot", path, e))?
         {
             records += 1;
-            let bytes = ENTRY_OVERHEAD + k.len() + v.len();
-            if is_message_key(&k) && resident_bytes + bytes <= budget {
-                resident_bytes += bytes;
-                resident.insert(k, Some(v));
-                continue;
-            }
             batch.put(k, v);
             if batch.len() >= INSTALL_BATCH {
                 tree.apply(std::mem::take(&mut batch))?;
@@ -575,14 +545,13 @@ impl StateMachineStore {
         batch.put(APPLIED.to_vec(), codec::encode(&meta.last_log_id));
         batch.put(MEMBERSHIP.to_vec(), codec::encode(&meta.last_membership));
         tree.apply(batch)?;
-        self.switch_to(next, tree.clone(), resident, resident_bytes)?;
+        self.switch_to(next, tree.clone())?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.clock = read_record(&tree, CLOCK)?.unwrap_or(0);
         tracing::info!(
             snapshot = %meta,
             records,
-            in_memory_bytes = resident_bytes,
             seconds = started.elapsed().as_secs_f64(),
             "loaded snapshot"
         );
@@ -1639,21 +1608,6 @@ mod tests {
         std::fs::copy(&snapshot.snapshot.path, &file.path).unwrap();
         b.sm.install_snapshot(&snapshot.meta, file).await.unwrap();
         assert_eq!(dump(&b), dump(&n), "the snapshot holds them");
-        // Installed, they are in memory again, not in the tree.
-        assert_eq!(message_keys(&b.sm.state.layers().tree), 0);
-        assert!(b.sm.state.layers().resident_bytes > RECENT_WRITES_BYTES);
-        // With a smaller budget, what does not fit goes to the tree.
-        let mut c = node().await;
-        c.sm.state.layers_mut().resident_budget = 64 * 1024;
-        let file = c.sm.begin_receiving_snapshot().await.unwrap();
-        std::fs::copy(&snapshot.snapshot.path, &file.path).unwrap();
-        c.sm.install_snapshot(&snapshot.meta, file).await.unwrap();
-        assert_eq!(dump(&c), dump(&n));
-        assert!(message_keys(&c.sm.state.layers().tree) > 0);
-        assert!(c.sm.state.layers().resident_bytes <= 64 * 1024);
-        c.index = 1_501;
-        let r = c.apply(10_000, vec![receive_up_to("q", 10, 30)]).await;
-        assert_eq!(served_bodies(&c, r).await[0], "m0");
 
         drop(tree);
         let mut n = n.restart(true).await;
