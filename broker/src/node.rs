@@ -251,12 +251,8 @@ impl RunningNode {
                 .map_err(StartError::Security)?,
         );
         let log_dir = config.data_dir.join("log");
-        let crate::raft::repair::OpenedLog { log, repair } = crate::raft::repair::open_log(
-            &config.data_dir,
-            config.node_id,
-            config.compaction.segment_bytes,
-        )
-        .map_err(data_err)?;
+        let crate::raft::repair::OpenedLog { log, repair } =
+            crate::raft::repair::open_log(&config.data_dir, config.node_id).map_err(data_err)?;
         let db = open_state_db(&config.data_dir.join("db"), config.cache_capacity)
             .map_err(|e| data_err(e.to_string()))?;
         crate::raft::repair::check_snapshots(&config.data_dir, config.node_id, &repair, &log, &db)

@@ -298,13 +298,12 @@ fn refusal(damage: &Damage, data_dir: &Path) -> String {
 }
 
 /// Opens the log of the node `me` in `data_dir`: see the module
-/// documentation for what happens to damage. New segments are created
-/// `segment_bytes` long.
-pub fn open_log(data_dir: &Path, me: NodeId, segment_bytes: u64) -> Result<OpenedLog, String> {
+/// documentation for what happens to damage.
+pub fn open_log(data_dir: &Path, me: NodeId) -> Result<OpenedLog, String> {
     let log_dir = data_dir.join("log");
     std::fs::create_dir_all(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
     let repair = Repair::load(&log_dir)?;
-    let log = match LogFiles::open(&log_dir, segment_bytes) {
+    let log = match LogFiles::open(&log_dir, SEGMENT_BYTES) {
         Ok(log) => log,
         Err(StoreError::LogDamaged(damage)) => {
             metrics::counter!("sluice_log_damage_found_total").increment(1);
@@ -331,7 +330,7 @@ pub fn open_log(data_dir: &Path, me: NodeId, segment_bytes: u64) -> Result<Opene
                     repair.begin_unknown(term, last)?;
                 }
             }
-            let (log, _) = LogFiles::open_with(&log_dir, segment_bytes, OnDamage::CutAndSetAside)
+            let (log, _) = LogFiles::open_with(&log_dir, SEGMENT_BYTES, OnDamage::CutAndSetAside)
                 .map_err(|e| format!("log: {e}"))?;
             clamp_committed(&log_dir, &log)?;
             log

@@ -259,22 +259,11 @@ impl SnapshotDir {
         File::open(&self.dir)?.sync_all()?;
         for entry in fs::read_dir(&self.dir)? {
             let other = entry?.path();
-            if other != path
-                && other
-                    .extension()
-                    .is_some_and(|e| e == "snap" || e == "send")
-            {
+            if other != path && other.extension().is_some_and(|e| e == "snap") {
                 fs::remove_file(&other)?;
             }
         }
         Ok(path)
-    }
-
-    /// Where the copy of snapshot `snapshot` that is sent to other nodes
-    /// goes (see `kept_bodies::with_bodies`); [`Self::publish`] removes it
-    /// with its snapshot.
-    pub fn send_path(&self, snapshot: &Path) -> PathBuf {
-        snapshot.with_extension("send")
     }
 
     /// Checks every snapshot file whole (its checksum), moving a damaged

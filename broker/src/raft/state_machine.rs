@@ -529,14 +529,11 @@ impl StateMachineStore {
                 ),
             });
         }
-        let started = Instant::now();
-        let mut records = 0u64;
         let mut batch = WriteBatch::default();
         while let Some((k, v)) = reader
             .next_record()
             .map_err(|e| StoreError::io("reading snapshot", path, e))?
         {
-            records += 1;
             batch.put(k, v);
             if batch.len() >= INSTALL_BATCH {
                 tree.apply(std::mem::take(&mut batch))?;
@@ -549,12 +546,6 @@ impl StateMachineStore {
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.clock = read_record(&tree, CLOCK)?.unwrap_or(0);
-        tracing::info!(
-            snapshot = %meta,
-            records,
-            seconds = started.elapsed().as_secs_f64(),
-            "loaded snapshot"
-        );
         Ok(())
     }
 
@@ -584,10 +575,9 @@ impl StateMachineStore {
         let upto = self.last_applied.map_or(0, |l| l.index);
         // Runs while openraft waits for the builder, so no entry is applied
         // meanwhile and the state is a consistent image at `last_applied`.
-        let (path, records, pinned) = tokio::task::spawn_blocking(move || {
+        let (path, records) = tokio::task::spawn_blocking(move || {
             // The log may be purged up to here once the snapshot exists:
-            // the bodies still only there are kept in their segments or
-            // copied into the tree first.
+            // the bodies still only there are copied into the tree first.
             // No apply runs meanwhile, and no copy: the layers stay as
             // settled while this reads them.
             let layers = state.layers();
@@ -612,15 +602,11 @@ impl StateMachineStore {
             if r.is_err() {
                 let _ = std::fs::remove_file(&tmp);
             }
-            r.map(|(path, records)| (path, records, kept.pinned))
+            r
         })
         .await
         .map_err(|e| storage_error("building a snapshot", e))?
         .map_err(|e| storage_error("building a snapshot", e))?;
-        // Only now that the snapshot is durable may purges drop what the
-        // one before it needed.
-        metrics::gauge!("sluice_log_kept_segments").set(pinned.len() as f64);
-        self.entries.pin(pinned);
         metrics::histogram!("sluice_snapshot_build_seconds")
             .record(started.elapsed().as_secs_f64());
         tracing::info!(snapshot = %meta, records, path = %path.display(), "built snapshot");
@@ -811,9 +797,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| storage_error("keeping the received snapshot", e))?;
         tokio::task::block_in_place(|| self.load_snapshot(meta, &path))
             .map_err(|e| storage_error("installing a snapshot", e))?;
-        // A received snapshot carries every body it references: no segment
-        // of this node's log is needed for them.
-        self.entries.pin(Default::default());
         self.current_snapshot = Some((meta.clone(), path));
         metrics::histogram!("sluice_snapshot_install_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -836,45 +819,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .map_err(|e| storage_read_error("checking the snapshot", e))?
             .map_err(|e| storage_read_error("checking the snapshot", e))?;
-        let (meta, path) = if damaged.iter().any(|(p, _)| *p == path) {
+        if damaged.iter().any(|(p, _)| *p == path) {
             tracing::warn!(snapshot = %meta, "replacing the damaged snapshot with one of the current state");
             self.current_snapshot = None;
-            let built = self.build_snapshot_now().await?;
-            (built.meta, built.snapshot.path)
-        } else {
-            (meta, path)
-        };
-        // What is sent carries the bodies this node keeps in its log.
-        // Made once per snapshot, checked whole before each reuse like the
-        // snapshot itself.
-        let send = self.snapshots.send_path(&path);
-        let (snapshots, entries, from, to) = (
-            self.snapshots.clone(),
-            self.entries.clone(),
-            path.clone(),
-            send.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            if super::snapshot::verify(&to).is_ok() {
-                return Ok(0);
-            }
-            let tmp = snapshots.temp_path("send");
-            let added = super::kept_bodies::with_bodies(&from, &tmp, &*entries).and_then(|added| {
-                std::fs::rename(&tmp, &to)
-                    .map_err(|e| StoreError::io("keeping the snapshot to send", &to, e))?;
-                Ok(added)
-            });
-            if added.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            added
-        })
-        .await
-        .map_err(|e| storage_read_error("writing the snapshot to send", e))?
-        .map_err(|e| storage_read_error("writing the snapshot to send", e))?;
+            return self.build_snapshot_now().await.map(Some);
+        }
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(SnapshotFile { path: send }),
+            snapshot: Box::new(SnapshotFile { path }),
         }))
     }
 }
@@ -900,46 +852,22 @@ mod tests {
         log: Arc<TestLog>,
     }
 
-    /// The entries a test node applied, as its log would hold them: each
-    /// in a segment of its own.
+    /// The entries a test node applied, as its log would hold them.
     #[derive(Default)]
     struct TestLog {
         entries: std::sync::Mutex<BTreeMap<u64, Payload>>,
-        /// What the state machine last pinned (`None`: keep everything).
-        pins: std::sync::Mutex<Option<std::collections::BTreeSet<u64>>>,
     }
 
     impl TestLog {
-        /// Drops entries up to `index` but the pinned ones, as a purge does.
+        /// Drops entries up to `index`, as a purge does.
         fn purge_through(&self, index: u64) {
-            let pins = self.pins.lock().unwrap().clone();
-            self.entries
-                .lock()
-                .unwrap()
-                .retain(|i, _| *i > index || pins.as_ref().is_none_or(|p| p.contains(i)));
+            self.entries.lock().unwrap().retain(|i, _| *i > index);
         }
     }
 
     impl LoggedEntries for TestLog {
         fn payload(&self, index: u64) -> Result<Option<Payload>, String> {
             Ok(self.entries.lock().unwrap().get(&index).cloned())
-        }
-
-        fn spans(&self) -> Vec<crate::store::log::Span> {
-            self.entries
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|(i, p)| crate::store::log::Span {
-                    first: *i,
-                    last: *i,
-                    bytes: p.bytes().len() as u64,
-                })
-                .collect()
-        }
-
-        fn pin(&self, segments: std::collections::BTreeSet<u64>) {
-            *self.pins.lock().unwrap() = Some(segments);
         }
     }
 
@@ -1229,7 +1157,6 @@ mod tests {
                 index: i,
                 command: 0,
                 message: 0,
-                bytes: 2,
             };
             n.sm.handle()
                 .read(|s| s.get(&crate::raft::kept_bodies::kept_key(&r)))
@@ -1268,64 +1195,9 @@ mod tests {
             index: 2,
             command: 0,
             message: 0,
-            bytes: 2,
         };
         let err = n.bodies().text(&lost).unwrap_err();
         assert!(err.contains("lost"), "{err}");
-    }
-
-    /// Bodies that make up most of their segment are not copied: the
-    /// segment is kept past the purge, an unclean restart serves them from
-    /// it, and the copy of the snapshot sent to another node carries them.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn dense_bodies_stay_in_their_kept_segments_and_travel_with_a_sent_snapshot() {
-        let big = |i: u64| format!("m{i}-{}", "x".repeat(1_000));
-        let mut n = node().await;
-        n.apply(1_000, vec![create("q", &[])]).await;
-        for i in 0..3 {
-            n.apply(2_000 + i, vec![send("q", &big(i))]).await;
-        }
-        let snapshot = n.snapshot().await;
-        let copies =
-            n.sm.handle()
-                .read(|s| {
-                    let end = crate::store::keys::prefix_end(crate::raft::kept_bodies::KEPT);
-                    Ok::<_, StoreError>(
-                        s.range(
-                            Bound::Included(crate::raft::kept_bodies::KEPT.to_vec()),
-                            end,
-                            false,
-                        )
-                        .count(),
-                    )
-                })
-                .unwrap();
-        assert_eq!(copies, 0, "dense bodies are kept in the log, not copied");
-        assert_eq!(
-            n.log.pins.lock().unwrap().clone(),
-            Some(std::collections::BTreeSet::from([2, 3, 4]))
-        );
-        let upto = snapshot.meta.last_log_id.unwrap().index;
-        n.log.purge_through(upto);
-        assert_eq!(n.log.entries.lock().unwrap().len(), 3, "the pinned stay");
-
-        // The copy sent to another node carries the bodies.
-        let sent = n.sm.get_current_snapshot().await.unwrap().unwrap();
-        assert_ne!(sent.snapshot.path, snapshot.snapshot.path);
-        let mut b = node().await;
-        let file = b.sm.begin_receiving_snapshot().await.unwrap();
-        std::fs::copy(&sent.snapshot.path, &file.path).unwrap();
-        b.sm.install_snapshot(&sent.meta, file).await.unwrap();
-        assert_eq!(*b.log.pins.lock().unwrap(), Some(Default::default()));
-        b.index = n.index;
-        let r = b.apply(3_000, vec![receive_all("q")]).await;
-        assert_eq!(served_bodies(&b, r).await, [big(0), big(1), big(2)]);
-
-        // Killed: rebuilt from the snapshot, the bodies read from the log.
-        let mut n = n.restart(false).await;
-        n.index = upto;
-        let r = n.apply(3_000, vec![receive_all("q")]).await;
-        assert_eq!(served_bodies(&n, r).await, [big(0), big(1), big(2)]);
     }
 
     #[tokio::test]

@@ -221,7 +221,6 @@ pub fn send(
                 index: at.index,
                 command: at.command,
                 message: i as u32,
-                bytes: m.body.len() as u32,
             }),
             None => BodyText::Inline(m.body.clone()),
         };
