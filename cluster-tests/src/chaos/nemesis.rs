@@ -514,10 +514,24 @@ pub async fn heal_all(cluster: &mut ChaosCluster) -> Result<(), String> {
 /// a learner promoted.
 pub async fn repair_membership(cluster: &mut ChaosCluster) -> Result<(), String> {
     let admin = admin(cluster);
-    let status = admin
-        .cluster_status(false)
-        .await
-        .map_err(|e| e.to_string())?;
+    // Only the leader's view counts: a node with no leader to ask answers
+    // with what it knows, and one being rebuilt (its state given up, an
+    // install to come) knows no members; read as the truth, that view
+    // would have every node wiped.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        match admin.cluster_status(false).await {
+            Ok(s) if s.state == "leader" => break s,
+            Ok(s) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!(
+                    "no leader answered the cluster status (node {} is {})",
+                    s.node_id, s.state
+                ))
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e.to_string()),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
     for n in cluster.ids() {
         match status.members.iter().find(|m| m.node_id == n) {
             Some(m) if m.role == "voter" => {}
