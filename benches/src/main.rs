@@ -767,7 +767,7 @@ async fn main() {
             .expect("creating the bench queue");
         let (count, bytes) = match args.workload {
             Workload::ReceiveDelete => (args.prefill, args.message_bytes),
-            Workload::ReceiveDepth => (args.depth, 100),
+            Workload::ReceiveDepth => (args.depth, args.message_bytes),
             _ => (0, 0),
         };
         queues::fill(Arc::new(client.clone()), &queue, count, bytes).await;

@@ -136,6 +136,8 @@ pub struct Settings {
     pub snapshot_every: Option<u64>,
     /// `--keep-after-snapshot`
     pub keep_after_snapshot: Option<u64>,
+    /// `--log-segment-mb`
+    pub log_segment_mb: Option<u64>,
     /// `--leader-wait-ms`
     pub leader_wait_ms: Option<u64>,
     /// `--cache-mb`
@@ -229,6 +231,7 @@ impl Settings {
                 .or(other.election_timeout_max_ms),
             snapshot_every: self.snapshot_every.or(other.snapshot_every),
             keep_after_snapshot: self.keep_after_snapshot.or(other.keep_after_snapshot),
+            log_segment_mb: self.log_segment_mb.or(other.log_segment_mb),
             leader_wait_ms: self.leader_wait_ms.or(other.leader_wait_ms),
             event_retry_delay_ms: self.event_retry_delay_ms.or(other.event_retry_delay_ms),
             in_process_worker: self.in_process_worker.or(other.in_process_worker),
@@ -393,6 +396,11 @@ impl Settings {
         if snapshot_every == 0 {
             return Err("--snapshot-every: must be at least 1".into());
         }
+        let segment_bytes = match self.log_segment_mb {
+            None => compaction_defaults.segment_bytes,
+            Some(mb) if (1..=1024).contains(&mb) => mb << 20,
+            Some(_) => return Err("--log-segment-mb: must be 1 to 1024 (MiB)".into()),
+        };
         let leader_wait = Duration::from_millis(self.leader_wait_ms.unwrap_or(5000));
         if leader_wait.is_zero() {
             return Err("--leader-wait-ms: must be at least 1".into());
@@ -446,6 +454,7 @@ impl Settings {
                 keep_after_snapshot: self
                     .keep_after_snapshot
                     .unwrap_or(compaction_defaults.keep_after_snapshot),
+                segment_bytes,
             },
             leader_wait,
             cache_capacity: cache_mb * 1024 * 1024,

@@ -220,6 +220,10 @@ struct ServeArgs {
     /// Log entries kept after a snapshot for slow followers [default: 1000].
     #[arg(long)]
     keep_after_snapshot: Option<u64>,
+    /// Size of a Raft log segment file, in MiB (1-1024): the log is purged,
+    /// and kept for queued messages' bodies, by whole segments [default: 64].
+    #[arg(long)]
+    log_segment_mb: Option<u64>,
     /// How long a call waits for a leader during an election [default: 5000].
     #[arg(long)]
     leader_wait_ms: Option<u64>,
@@ -364,6 +368,7 @@ impl ServeArgs {
             election_timeout_max_ms: self.election_timeout_max_ms,
             snapshot_every: self.snapshot_every,
             keep_after_snapshot: self.keep_after_snapshot,
+            log_segment_mb: self.log_segment_mb,
             leader_wait_ms: self.leader_wait_ms,
             cache_mb: self.cache_mb,
             request_memory_mb: self.request_memory_mb,

@@ -251,12 +251,28 @@ impl RunningNode {
                 .map_err(StartError::Security)?,
         );
         let log_dir = config.data_dir.join("log");
-        let crate::raft::repair::OpenedLog { log, repair } =
-            crate::raft::repair::open_log(&config.data_dir, config.node_id).map_err(data_err)?;
         let db = open_state_db(&config.data_dir.join("db"), config.cache_capacity)
             .map_err(|e| data_err(e.to_string()))?;
-        crate::raft::repair::check_snapshots(&config.data_dir, config.node_id, &repair, &log, &db)
-            .map_err(data_err)?;
+        let crate::raft::repair::OpenedLog {
+            log,
+            repair,
+            gave_up,
+        } = crate::raft::repair::open_log(
+            &config.data_dir,
+            config.node_id,
+            config.compaction.segment_bytes,
+            &db,
+        )
+        .map_err(data_err)?;
+        crate::raft::repair::check_snapshots(
+            &config.data_dir,
+            config.node_id,
+            &repair,
+            &log,
+            &db,
+            gave_up.as_deref(),
+        )
+        .map_err(data_err)?;
         let was_leader = crate::raft::log_store::step_down(
             &MetaFile::new(&log_dir.join("meta")),
             config.node_id,

@@ -116,7 +116,15 @@ async fn mid_log_damage_on_a_lone_node_refuses_to_start_naming_the_file_and_offs
     assert!(out.status.success(), "{out:?}");
     let kept = std::fs::read_dir(data_dir.join("log"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .filter(|e| {
+            let path = e.as_ref().unwrap().path();
+            path.is_dir()
+                && path
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("damaged-")
+        })
         .count();
     assert_eq!(kept, 1, "the damaged files are kept aside");
     c.node(1).start();
@@ -440,4 +448,123 @@ async fn a_lone_node_whose_needed_snapshot_is_damaged_refuses_to_start() {
         log.contains(&snap.display().to_string()) && log.contains("restore the data directory"),
         "{log}"
     );
+}
+
+/// Makes `id` the leader and checks that it serves every message of `sent`
+/// in `queue`: the bodies are read from its own disk.
+async fn serves_all_as_leader(c: &mut Cluster, id: NodeId, queue: &str, sent: &BTreeSet<String>) {
+    let local = c.node(id).client(Duration::from_secs(20));
+    wait_for(ELECTION, "the node to take the leadership", || {
+        let local = &local;
+        async move {
+            let _ = local.transfer_leadership(Some(id)).await;
+            let status = local.cluster_status(true).await.ok()?;
+            (status.leader_id == Some(id)).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(receive_bodies(&local, queue, sent).await, *sent);
+}
+
+/// Waits until the repaired node `id` votes again and lists `names`.
+async fn wait_repaired(c: &mut Cluster, id: NodeId, names: &BTreeSet<String>) {
+    let local = c.node(id).client(Duration::from_secs(2));
+    wait_for(Duration::from_secs(90), "the node to be repaired", || {
+        let local = &local;
+        async move {
+            let status = local.cluster_status(true).await.ok()?;
+            let listed: BTreeSet<String> = queue_names(local, "", Consistency::Local).await.ok()?;
+            (status.repair_target.is_none() && listed == *names).then_some(())
+        }
+    })
+    .await;
+}
+
+/// A follower's log is damaged below its snapshot, in a segment that also
+/// holds entries past it: the bodies the snapshot names there were neither
+/// kept nor copied, and the leader would re-send only what lies past the
+/// snapshot. The follower gives the snapshot up, rebuilds from what its
+/// log still holds, is repaired from the damage on, and serves every body.
+#[tokio::test]
+async fn a_log_cut_below_the_snapshot_gives_the_snapshot_up() {
+    let (_serial, mut c, leader) = elected_cluster(
+        3,
+        &["--snapshot-every", "100", "--keep-after-snapshot", "100000"],
+    )
+    .await;
+    let client = c.client();
+    client.create_queue("q", HashMap::new()).await.unwrap();
+    let sent = send(&client, "q", 600).await;
+    let follower = c.others(leader)[0];
+    let local = c.node(follower).client(Duration::from_secs(2));
+    let snapshot = wait_for_status(&local, ELECTION, "a snapshot past entry 500", |s| {
+        s.snapshot_index.filter(|i| *i > 500)
+    })
+    .await;
+    c.node(follower).kill9();
+    // Entries are alike, so the middle of the segment is near entry 300.
+    flip_middle(&c.nodes[&follower].data_dir.clone());
+    c.node(follower).start();
+    wait_repaired(&mut c, follower, &BTreeSet::from(["q".to_string()])).await;
+    let log = c.nodes[&follower].log_text();
+    assert!(
+        log.contains(&format!("the snapshot at entry {snapshot} was given up")),
+        "{log}"
+    );
+    serves_all_as_leader(&mut c, follower, "q", &sent).await;
+}
+
+/// A follower's kept log segment (purged, but holding queued bodies its
+/// snapshot only names) is damaged: the follower gives up its snapshot and
+/// state, is installed from the leader, whose snapshot carries the bodies,
+/// and serves every one of them.
+#[tokio::test]
+async fn a_damaged_kept_segment_is_repaired_by_an_install() {
+    let (_serial, mut c, leader) = elected_cluster(
+        3,
+        &[
+            "--snapshot-every",
+            "20",
+            "--keep-after-snapshot",
+            "0",
+            "--log-segment-mb",
+            "1",
+        ],
+    )
+    .await;
+    let client = c.client();
+    client.create_queue("q", HashMap::new()).await.unwrap();
+    // Dense bodies: their 1 MiB segments are kept, not copied.
+    let sent = send_bodies(
+        &client,
+        "q",
+        (0..60).map(|i| format!("m-{i:03}-{}", "x".repeat(60_000))),
+    )
+    .await;
+    let mut names = create_queues(&client, (0..60).map(|i| format!("a{i:02}"))).await;
+    names.insert("q".into());
+    let follower = c.others(leader)[0];
+    let kept_dir = c.nodes[&follower].data_dir.join("log/kept");
+    let kept = wait_for(ELECTION, "the follower to keep a log segment", || {
+        let kept_dir = kept_dir.clone();
+        async move {
+            std::fs::read_dir(&kept_dir)
+                .ok()?
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+                .min()
+        }
+    })
+    .await;
+    c.node(follower).kill9();
+    flip_16_in_middle(&kept);
+    c.node(follower).start();
+    wait_repaired(&mut c, follower, &names).await;
+    let log = c.nodes[&follower].log_text();
+    assert!(
+        log.contains("kept log segment") && log.contains("is damaged"),
+        "{log}"
+    );
+    assert!(log.contains("giving up the snapshot"), "{log}");
+    serves_all_as_leader(&mut c, follower, "q", &sent).await;
 }

@@ -75,15 +75,31 @@ async fn after_kill_9_of_the_leader_a_new_one_serves_and_the_old_one_catches_up(
 
 #[tokio::test]
 async fn a_wiped_node_rejoins_through_a_snapshot_install() {
-    let (_serial, mut c, leader) =
-        elected_cluster(3, &["--snapshot-every", "50", "--keep-after-snapshot", "5"]).await;
+    let (_serial, mut c, leader) = elected_cluster(
+        3,
+        &[
+            "--snapshot-every",
+            "50",
+            "--keep-after-snapshot",
+            "5",
+            "--log-segment-mb",
+            "1",
+        ],
+    )
+    .await;
     let victim = c.others(leader)[0];
     let client = c.client_without(victim);
     // Queued messages whose bodies stay in log entries every node will
-    // purge: the snapshots keep them.
+    // purge: dense ones keep their 1 MiB segments, the sparse rest are
+    // copied into the snapshots.
     client.create_queue("held", HashMap::new()).await.unwrap();
-    let bodies: BTreeSet<String> = (0..12)
-        .map(|i| format!("body {i} {}", "x".repeat(i * 100)))
+    let bodies: BTreeSet<String> = (0..60)
+        .map(|i| {
+            format!(
+                "body {i} {}",
+                "x".repeat(if i < 12 { i * 100 } else { 60_000 })
+            )
+        })
         .collect();
     for b in &bodies {
         client.send_body("held", b).await.unwrap();
@@ -111,6 +127,13 @@ async fn a_wiped_node_rejoins_through_a_snapshot_install() {
         )
         .await;
         eprintln!("node {id} purged its log up to {purged} (victim was at {victim_index})");
+        let kept = std::fs::read_dir(c.nodes[&id].data_dir.join("log/kept"))
+            .unwrap()
+            .count();
+        assert!(
+            kept >= 1,
+            "node {id} keeps no log segment for the queued bodies"
+        );
     }
 
     c.node(victim).start();

@@ -1,26 +1,44 @@
-//! Keeping a copy of the message bodies a purge of the log would take.
+//! Keeping the message bodies a purge of the log would take.
 //!
 //! A message sent by SendMessages keeps its body in the log entry that sent
 //! it, and the state holds a [`BodyRef`] (see `sluice_core::queues::bodies`).
 //! The log is purged only below a snapshot. So before a snapshot at index
-//! `S` is written, [`keep`] copies the body of every reference at or below
-//! `S` that the state still holds into the state tree (under [`KEPT`],
-//! outside every domain's keys), and drops the copies of references it no
-//! longer holds. The snapshot carries those copies with the state, so a node
-//! that installs it, or rebuilds from it after a crash, has them too. A
-//! reference at or below `S` that the state no longer holds never comes
-//! back: references are made only by the send in their own entry, and a move
+//! `S` is written, [`keep`] looks at every reference at or below `S` that
+//! the state still holds, segment by segment of the log:
+//!
+//! - a segment whose live bodies are at least half its bytes is *kept*: the
+//!   purge moves it into `log/kept/` instead of deleting it, and the bodies
+//!   are read there (a deep backlog is written once, not copied);
+//! - the live bodies of a sparser segment are *copied* into the state tree
+//!   (under [`KEPT`], outside every domain's keys), and the snapshot carries
+//!   the copies; the segment is then deleted (an old message does not pin
+//!   64 MiB).
+//!
+//! Copies of references the state no longer holds are dropped. A reference
+//! at or below `S` that the state no longer holds never comes back:
+//! references are made only by the send in their own entry, and a move
 //! between queues carries the body itself.
 //!
-//! `raft::bodies` reads the bodies back, from the log or from these copies.
+//! A node that rebuilds its state from its own snapshot after a crash finds
+//! the bodies in its kept segments. A snapshot sent to another node carries
+//! them: [`with_bodies`] writes the copy that is sent, with a copy of every
+//! body the snapshot only references.
+//!
+//! A snapshot therefore depends on the log: on its kept segments, and on
+//! segments that straddle it, whose bodies wait for a later snapshot. A
+//! node whose log loses entries at or below its snapshot gives the snapshot
+//! up (`raft::repair`).
+//!
+//! `raft::bodies` reads the bodies back, from the log or from the copies.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
-use sluice_core::queues::bodies::for_each_logged;
+use sluice_core::queues::bodies::{for_each_logged, logged_in};
 use sluice_core::queues::layout::BodyRef;
 
 use super::payload::Payload;
+use crate::store::log::Span;
 use crate::store::{codec, StateRead, StateTree, StoreError, WriteBatch};
 
 /// Where the state tree keeps bodies whose log entries may be purged:
@@ -37,23 +55,39 @@ pub fn kept_key(r: &BodyRef) -> Vec<u8> {
     k
 }
 
-fn kept_ref(key: &[u8]) -> Option<BodyRef> {
+/// What names a body: its entry, command and message (a [`BodyRef`] less
+/// its length).
+type Position = (u64, u32, u32);
+
+fn position(r: &BodyRef) -> Position {
+    (r.index, r.command, r.message)
+}
+
+/// The position a kept copy's key names.
+pub fn kept_position(key: &[u8]) -> Option<Position> {
     let rest = key.strip_prefix(KEPT)?;
     if rest.len() != 16 {
         return None;
     }
-    Some(BodyRef {
-        index: u64::from_be_bytes(rest[..8].try_into().ok()?),
-        command: u32::from_be_bytes(rest[8..12].try_into().ok()?),
-        message: u32::from_be_bytes(rest[12..].try_into().ok()?),
-    })
+    Some((
+        u64::from_be_bytes(rest[..8].try_into().ok()?),
+        u32::from_be_bytes(rest[8..12].try_into().ok()?),
+        u32::from_be_bytes(rest[12..].try_into().ok()?),
+    ))
 }
 
-/// Committed log entries, read by index.
+/// Committed log entries, read by index, and the segments that hold them.
 pub trait LoggedEntries: Send + Sync {
     /// The payload of committed entry `index`: `Ok(None)` when the log no
     /// longer holds it (purged), an error when it cannot be read.
     fn payload(&self, index: u64) -> Result<Option<Payload>, String>;
+
+    /// The log's segments, in index order, those kept past a purge
+    /// included.
+    fn spans(&self) -> Vec<Span>;
+
+    /// Says which segments (by first index) a purge keeps for their bodies.
+    fn pin(&self, segments: BTreeSet<u64>);
 }
 
 /// The body `r` names in `payload`.
@@ -73,7 +107,7 @@ pub fn body_in(payload: &Payload, r: &BodyRef) -> Result<String, String> {
 }
 
 /// What [`keep`] did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Kept {
     /// References at or below the snapshot point the state holds.
     pub live: u64,
@@ -81,23 +115,60 @@ pub struct Kept {
     pub copied: u64,
     /// Copies dropped, their messages gone.
     pub dropped: u64,
+    /// Segments (by first index) wholly at or below the snapshot point
+    /// that the log keeps for the bodies they hold.
+    pub pinned: BTreeSet<u64>,
 }
 
-/// Before a snapshot of `state` at log index `upto`: keeps in `tree` (the
-/// engine's part of `state`, where the copies live) a copy of the body of
-/// every reference at or below `upto` that `state` holds, read from `log`,
-/// and drops the copies no reference needs any more. Runs while nothing
-/// applies to `state`.
+/// Reads bodies out of the log, each entry once while its references come
+/// in order.
+struct Reader<'a> {
+    log: &'a dyn LoggedEntries,
+    entry: Option<(u64, Payload)>,
+}
+
+impl Reader<'_> {
+    fn body(&mut self, r: &BodyRef) -> Result<String, StoreError> {
+        let lost = |reason: String| StoreError::Corrupt {
+            key: format!("log entry {}", r.index),
+            reason,
+        };
+        if !matches!(&self.entry, Some((index, _)) if *index == r.index) {
+            let payload =
+                self.log.payload(r.index).map_err(lost)?.ok_or_else(|| {
+                    lost("purged while a message's body was still only there".into())
+                })?;
+            self.entry = Some((r.index, payload));
+        }
+        let (_, payload) = self.entry.as_ref().expect("just read");
+        body_in(payload, r).map_err(lost)
+    }
+}
+
+/// Before a snapshot of `state` at log index `upto`: makes sure that every
+/// body a reference at or below `upto` names survives the purges this
+/// snapshot allows, and drops the copies in `tree` (the engine's part of
+/// `state`) that no reference needs any more. Runs while nothing applies
+/// to `state`.
+///
+/// The log keeps a segment wholly at or below `upto` whose live bodies
+/// (those without a copy) are at least half its bytes ([`Kept::pinned`]);
+/// the live bodies of the other such segments are copied into `tree`, so
+/// that a purge can delete them. The log's disk use then stays within
+/// about twice the live bodies, and a deep backlog is not written again.
+/// A segment that also holds entries above `upto` is not purged yet and is
+/// left for a later snapshot. Pass the pinned set to
+/// [`LoggedEntries::pin`] once the snapshot is durable.
 pub fn keep(
     state: &dyn StateRead,
     tree: &StateTree,
     log: &dyn LoggedEntries,
     upto: u64,
 ) -> Result<Kept, StoreError> {
-    let mut live = BTreeSet::new();
+    let mut live = BTreeMap::new();
     for_each_logged(state, |r| {
         if r.index <= upto {
-            live.insert(r);
+            live.insert(position(&r), r);
         }
     })
     .map_err(|e| match e {
@@ -112,50 +183,122 @@ pub fn keep(
         ..Kept::default()
     };
     let mut batch = WriteBatch::default();
-    let mut have = BTreeSet::new();
     let end = crate::store::keys::prefix_end(KEPT);
     for kv in state.range(Bound::Included(KEPT.to_vec()), end, false) {
         let (key, _) = kv?;
-        match kept_ref(&key) {
-            Some(r) if live.contains(&r) => {
-                have.insert(r);
-            }
-            Some(r) if r.index > upto => {}
+        match kept_position(&key) {
+            Some(p) if live.remove(&p).is_some() => {}
+            Some((index, ..)) if index > upto => {}
             _ => {
                 batch.delete(key);
                 kept.dropped += 1;
             }
         }
+        if batch.len() >= KEEP_BATCH {
+            tree.apply(std::mem::take(&mut batch))?;
+        }
     }
-    // The references come in log order: each entry is read (from the
-    // files, past the cache: decoded whole) once, not once per message.
-    let mut entry: Option<(u64, Payload)> = None;
-    for r in live.difference(&have) {
-        let payload = match &entry {
-            Some((index, payload)) if *index == r.index => payload,
-            _ => {
-                let payload = log
-                    .payload(r.index)
-                    .map_err(|reason| StoreError::Corrupt {
-                        key: format!("log entry {}", r.index),
-                        reason,
-                    })?
-                    .ok_or_else(|| StoreError::Corrupt {
-                        key: format!("log entry {}", r.index),
-                        reason: "purged while a message's body was still only there".into(),
-                    })?;
-                &entry.insert((r.index, payload)).1
+    // What is left of `live` has no copy: segment by segment, keep the
+    // segment or copy its bodies.
+    let mut reader = Reader { log, entry: None };
+    let mut refs = live.values().peekable();
+    for span in log.spans() {
+        let mut in_span = Vec::new();
+        while let Some(r) = refs.next_if(|r| r.index <= span.last) {
+            if r.index >= span.first {
+                in_span.push(*r);
+            } else {
+                // In no segment: read below.
+                copy(&mut reader, &mut batch, &mut kept, tree, r)?;
             }
-        };
-        let body = body_in(payload, r).map_err(|reason| StoreError::Corrupt {
-            key: format!("log entry {}", r.index),
-            reason,
-        })?;
-        batch.put(kept_key(r), codec::encode(&body));
-        kept.copied += 1;
+        }
+        if span.last > upto || in_span.is_empty() {
+            continue;
+        }
+        let bytes: u64 = in_span.iter().map(|r| u64::from(r.bytes)).sum();
+        if bytes * 2 >= span.bytes {
+            kept.pinned.insert(span.first);
+        } else {
+            for r in &in_span {
+                copy(&mut reader, &mut batch, &mut kept, tree, r)?;
+            }
+        }
+    }
+    // In no segment: the log lost them, which the copy reports.
+    for r in refs {
+        copy(&mut reader, &mut batch, &mut kept, tree, r)?;
     }
     tree.apply(batch)?;
     Ok(kept)
+}
+
+/// Writes `out`, the copy of snapshot file `from` that is sent to another
+/// node: its records, and a copy of the body of every reference at or below
+/// its index that it holds without one, read from `log`. The node that
+/// installs it may never have held those entries. Returns how many bodies
+/// it added.
+pub fn with_bodies(
+    from: &std::path::Path,
+    out: &std::path::Path,
+    log: &dyn LoggedEntries,
+) -> Result<u64, StoreError> {
+    use super::snapshot::{SnapshotReader, SnapshotWriter};
+    let io = |what: &'static str, path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |e: std::io::Error| StoreError::io(what, &path, e)
+    };
+    let (mut reader, meta) = SnapshotReader::open(from).map_err(io("opening snapshot", from))?;
+    let upto = meta.last_log_id.map_or(0, |l| l.index);
+    let mut writer = SnapshotWriter::create(out, &meta).map_err(io("writing snapshot", out))?;
+    let mut copies = BTreeSet::new();
+    let mut referenced = BTreeMap::new();
+    while let Some((key, value)) = reader.next_record().map_err(io("reading snapshot", from))? {
+        if let Some(p) = kept_position(&key) {
+            copies.insert(p);
+        } else if let Some(r) = logged_in(&key, &value).map_err(|e| StoreError::Corrupt {
+            key: from.display().to_string(),
+            reason: e.to_string(),
+        })? {
+            if r.index <= upto {
+                referenced.insert(position(&r), r);
+            }
+        }
+        writer
+            .record(&key, &value)
+            .map_err(io("writing snapshot", out))?;
+    }
+    let mut bodies = Reader { log, entry: None };
+    let mut added = 0;
+    for (p, r) in &referenced {
+        if copies.contains(p) {
+            continue;
+        }
+        writer
+            .record(&kept_key(r), &codec::encode(&bodies.body(r)?))
+            .map_err(io("writing snapshot", out))?;
+        added += 1;
+    }
+    writer.finish().map_err(io("writing snapshot", out))?;
+    Ok(added)
+}
+
+/// Writes in batches of this many keys: a copy of many bodies is never
+/// held in memory at once.
+const KEEP_BATCH: usize = 10_000;
+
+fn copy(
+    reader: &mut Reader<'_>,
+    batch: &mut WriteBatch,
+    kept: &mut Kept,
+    tree: &StateTree,
+    r: &BodyRef,
+) -> Result<(), StoreError> {
+    batch.put(kept_key(r), codec::encode(&reader.body(r)?));
+    kept.copied += 1;
+    if batch.len() >= KEEP_BATCH {
+        tree.apply(std::mem::take(batch))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -181,18 +324,27 @@ mod tests {
             self.reads.fetch_add(1, Ordering::Relaxed);
             Ok((index == self.index).then(|| self.payload.clone()))
         }
+
+        /// The entry alone in its segment.
+        fn spans(&self) -> Vec<Span> {
+            vec![Span {
+                first: self.index,
+                last: self.index,
+                bytes: self.payload.bytes().len() as u64,
+            }]
+        }
+
+        fn pin(&self, _: BTreeSet<u64>) {}
     }
 
-    /// A batch of ten messages in one entry: kept with one read of the
-    /// entry, not ten; kept again, nothing is read.
-    #[test]
-    fn an_entry_is_read_once_for_all_its_bodies() {
+    /// Queue `q` and ten messages of `body(i)` sent in entry 5, applied.
+    fn sent_in_entry_5(body: impl Fn(usize) -> String) -> (MemState, OneEntry) {
         let message = |i| {
             NewMessage::validate(
                 "m",
                 false,
                 Outgoing {
-                    body: format!("body {i}"),
+                    body: body(i),
                     ..Default::default()
                 },
             )
@@ -221,6 +373,62 @@ mod tests {
             }),
             reads: AtomicUsize::new(0),
         };
+        (state, log)
+    }
+
+    /// A segment mostly made of live bodies is kept whole, and nothing is
+    /// copied or read; once most of them are gone, the rest are copied and
+    /// the segment is let go.
+    #[test]
+    fn a_dense_segment_is_kept_and_a_sparse_one_copied() {
+        let (mut state, log) = sent_in_entry_5(|i| format!("{i}").repeat(1_000));
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db"), &Default::default()).unwrap();
+        let tree = StateTree::for_test(&db, "t");
+        let kept = keep(&state, &tree, &log, 5).unwrap();
+        assert_eq!((kept.live, kept.copied), (10, 0));
+        assert_eq!(kept.pinned, BTreeSet::from([5]));
+        assert_eq!(log.reads.load(Ordering::Relaxed), 0);
+        // Below the segment's end it is not purged yet: neither.
+        let kept = keep(&state, &tree, &log, 4).unwrap();
+        assert_eq!((kept.live, kept.copied, kept.pinned.len()), (0, 0, 0));
+        // Eight of the ten received and deleted: two thousand bytes of
+        // some ten thousand are live.
+        let receive = Command::ReceiveMessages(crate::queues::ReceiveMessages {
+            queue: "q".into(),
+            request: crate::queues::delivery::ReceiveRequest {
+                max: 8,
+                visibility_timeout: Some(30),
+                attempt_id: None,
+            },
+        });
+        let out = state
+            .run(|txn| {
+                crate::machine::apply_entry(txn, &Ctx::at(2), &[receive], &mut Effects::default())
+            })
+            .unwrap();
+        let Ok(crate::command::CommandOutput::ReceiveMessages(o)) = &out[0] else {
+            panic!("{out:?}")
+        };
+        let delete = Command::DeleteMessages(crate::queues::DeleteMessages {
+            queue: "q".into(),
+            receipts: o.messages.iter().map(|m| m.receipt).collect(),
+        });
+        state
+            .run(|txn| {
+                crate::machine::apply_entry(txn, &Ctx::at(3), &[delete], &mut Effects::default())
+            })
+            .unwrap();
+        let kept = keep(&state, &tree, &log, 5).unwrap();
+        assert_eq!((kept.live, kept.copied, kept.pinned.len()), (2, 2, 0));
+        assert_eq!(log.reads.load(Ordering::Relaxed), 1);
+    }
+
+    /// A batch of ten messages in one entry: kept with one read of the
+    /// entry, not ten; kept again, nothing is read.
+    #[test]
+    fn an_entry_is_read_once_for_all_its_bodies() {
+        let (state, log) = sent_in_entry_5(|i| format!("body {i}"));
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("db"), &Default::default()).unwrap();
         let tree = StateTree::for_test(&db, "t");
@@ -231,6 +439,7 @@ mod tests {
             index: 5,
             command: 1,
             message: 7,
+            bytes: 6,
         };
         let copy = tree.get(&kept_key(&r)).unwrap().unwrap();
         assert_eq!(codec::decode::<String>(b"k", &copy).unwrap(), "body 7");

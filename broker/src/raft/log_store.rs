@@ -275,7 +275,19 @@ impl super::kept_bodies::LoggedEntries for LogStore {
             Some(e) => e,
             None => {
                 if self.meta().purged.is_some_and(|p| p.index >= index) {
-                    return Ok(None);
+                    // Purged: a kept segment may hold it still.
+                    return match self.log.read_retained(index) {
+                        Ok(None) => Ok(None),
+                        Ok(Some(bytes)) => {
+                            codec::decode_message::<Entry<TypeConfig>>("log entry", &bytes)
+                                .map_err(|e| format!("decoding log entry {index}: {e}"))
+                                .and_then(|e| match e.payload {
+                                    openraft::EntryPayload::Normal(p) => Ok(Some(p)),
+                                    _ => Err(format!("log entry {index} carries no commands")),
+                                })
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
                 }
                 match self.read_files(index, index + 1) {
                     Ok(mut read) => match read.pop() {
@@ -295,6 +307,14 @@ impl super::kept_bodies::LoggedEntries for LogStore {
             openraft::EntryPayload::Normal(p) => Ok(Some(p)),
             _ => Err(format!("log entry {index} carries no commands")),
         }
+    }
+
+    fn spans(&self) -> Vec<crate::store::log::Span> {
+        self.log.spans()
+    }
+
+    fn pin(&self, segments: std::collections::BTreeSet<u64>) {
+        self.log.set_pins(segments);
     }
 }
 

@@ -88,6 +88,9 @@ pub struct Compaction {
     pub snapshot_every: u64,
     /// Entries already in a snapshot kept in the log for slow followers.
     pub keep_after_snapshot: u64,
+    /// Size of a new log segment file: a purge, and keeping queued bodies
+    /// past one, go by whole segments.
+    pub segment_bytes: u64,
 }
 
 impl Default for Compaction {
@@ -95,6 +98,7 @@ impl Default for Compaction {
         Compaction {
             snapshot_every: 20_000,
             keep_after_snapshot: 1_000,
+            segment_bytes: log_store::SEGMENT_BYTES,
         }
     }
 }

@@ -233,6 +233,63 @@ pub struct OpenedLog {
     pub log: Arc<LogFiles>,
     /// Whether the node is being repaired.
     pub repair: Arc<Repair>,
+    /// Why the snapshot was given up, when the damage cut entries it may
+    /// need (for [`check_snapshots`] to say).
+    pub gave_up: Option<String>,
+}
+
+/// Before the log loses the entries from `first_lost` on (cut at damage,
+/// or kept segments set aside): gives up the snapshots and the closed state
+/// at or past `first_lost`. They may name message bodies that only those
+/// entries held (a queued message's body stays in its log entry, and a
+/// segment of such bodies is kept past the purge instead of copied; see
+/// `raft::kept_bodies`), and the repair would never bring them back: the
+/// leader re-sends only what lies past the node's snapshot. The state is
+/// then rebuilt from what the log still holds, or, once that is not
+/// enough, installed from the leader (see [`check_snapshots`]). Done
+/// before the cut, so that a crash in between repeats it.
+fn give_up_from(
+    data_dir: &Path,
+    db: &crate::store::Db,
+    first_lost: u64,
+) -> Result<Option<String>, String> {
+    let snapshots =
+        SnapshotDir::open(&data_dir.join("snapshots")).map_err(|e| format!("snapshots: {e}"))?;
+    let removed = snapshots
+        .remove_from(first_lost)
+        .map_err(|e| format!("snapshots: {e}"))?;
+    if super::state_machine::trusted_applied(db)
+        .map_err(|e| e.to_string())?
+        .is_some_and(|applied| applied.index >= first_lost)
+    {
+        super::state_machine::mark_unclean(db).map_err(|e| e.to_string())?;
+    }
+    Ok(removed.first().map(|meta| {
+        let why = format!(
+            "the snapshot at entry {} was given up, since the damage lost entries from {first_lost} on, which it may need",
+            meta.last_log_id.map_or(0, |l| l.index)
+        );
+        tracing::error!("{why}");
+        why
+    }))
+}
+
+/// The last entry the node holds anywhere: in its log, at its purge point
+/// or in its snapshot.
+fn last_held(
+    log_dir: &Path,
+    log: &LogFiles,
+    snapshots: &SnapshotDir,
+) -> Result<Option<LogId<NodeId>>, String> {
+    let purged = log_store::read_meta(&MetaFile::new(&log_dir.join("meta")))?.purged;
+    let in_snapshot = snapshots
+        .latest()
+        .map_err(|e| format!("snapshots: {e}"))?
+        .and_then(|(m, _)| m.last_log_id);
+    Ok([log_store::last_log_id(log)?, purged, in_snapshot]
+        .into_iter()
+        .flatten()
+        .max_by_key(|l| l.index))
 }
 
 /// What a damaged log still says.
@@ -298,12 +355,22 @@ fn refusal(damage: &Damage, data_dir: &Path) -> String {
 }
 
 /// Opens the log of the node `me` in `data_dir`: see the module
-/// documentation for what happens to damage.
-pub fn open_log(data_dir: &Path, me: NodeId) -> Result<OpenedLog, String> {
+/// documentation for what happens to damage. New segments are created
+/// `segment_bytes` long.
+///
+/// `db` is the node's state: a closed state that names entries the damage
+/// cut is no longer trusted (see [`give_up_from`]).
+pub fn open_log(
+    data_dir: &Path,
+    me: NodeId,
+    segment_bytes: u64,
+    db: &crate::store::Db,
+) -> Result<OpenedLog, String> {
     let log_dir = data_dir.join("log");
     std::fs::create_dir_all(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
     let repair = Repair::load(&log_dir)?;
-    let log = match LogFiles::open(&log_dir, SEGMENT_BYTES) {
+    let mut gave_up = None;
+    let log = match LogFiles::open(&log_dir, segment_bytes) {
         Ok(log) => log,
         Err(StoreError::LogDamaged(damage)) => {
             metrics::counter!("sluice_log_damage_found_total").increment(1);
@@ -330,13 +397,34 @@ pub fn open_log(data_dir: &Path, me: NodeId) -> Result<OpenedLog, String> {
                     repair.begin_unknown(term, last)?;
                 }
             }
-            let (log, _) = LogFiles::open_with(&log_dir, SEGMENT_BYTES, OnDamage::CutAndSetAside)
+            gave_up = give_up_from(data_dir, db, damage.first_lost)?;
+            let (log, _) = LogFiles::open_with(&log_dir, segment_bytes, OnDamage::CutAndSetAside)
                 .map_err(|e| format!("log: {e}"))?;
             clamp_committed(&log_dir, &log)?;
             log
         }
         Err(e) => return Err(format!("log: {e}")),
     };
+    if let Some(damage) = log.kept_damage() {
+        // The kept segments hold bodies the snapshot and the state only
+        // name: both go, and the node is repaired by an install, whose
+        // snapshot carries every body.
+        metrics::counter!("sluice_log_damage_found_total").increment(1);
+        let snapshots = SnapshotDir::open(&data_dir.join("snapshots"))
+            .map_err(|e| format!("snapshots: {e}"))?;
+        let Left { membership, .. } = what_is_left(&log_dir, &snapshots)?;
+        if membership.is_none_or(|m| m.nodes().all(|(id, _)| *id == me)) {
+            return Err(format!(
+                "{damage}. This node is alone in its cluster, so no other node holds a copy to repair it from, and it will not start. Restore the data directory from a backup"
+            ));
+        }
+        let last = last_held(&log_dir, &log, &snapshots)?
+            .ok_or_else(|| format!("{damage}, and the node holds no other entry"))?;
+        tracing::error!("{damage}; giving up the snapshot and repairing from the leader");
+        repair.begin(last)?;
+        gave_up = give_up_from(data_dir, db, damage.first_lost)?.or(gave_up);
+        log.set_kept_aside().map_err(|e| format!("log: {e}"))?;
+    }
     if let Some(until) = repair.until() {
         tracing::warn!(
             repair_target = repair.pending(),
@@ -347,6 +435,7 @@ pub fn open_log(data_dir: &Path, me: NodeId) -> Result<OpenedLog, String> {
     Ok(OpenedLog {
         log: Arc::new(log),
         repair: Arc::new(repair),
+        gave_up,
     })
 }
 
@@ -359,12 +448,15 @@ pub fn open_log(data_dir: &Path, me: NodeId) -> Result<OpenedLog, String> {
 /// its cluster refuses to start; one of a cluster empties its log and
 /// state, keeping its vote, and is repaired from the leader (a snapshot
 /// install) up to the last entry it held.
+///
+/// `gave_up` says why [`open_log`] gave the snapshot up, if it did.
 pub fn check_snapshots(
     data_dir: &Path,
     me: NodeId,
     repair: &Repair,
     log: &LogFiles,
     db: &crate::store::Db,
+    gave_up: Option<&str>,
 ) -> Result<(), String> {
     let snapshots =
         SnapshotDir::open(&data_dir.join("snapshots")).map_err(|e| format!("snapshots: {e}"))?;
@@ -388,9 +480,10 @@ pub fn check_snapshots(
     if trusted.is_some_and(|applied| applied >= purged) {
         return Ok(());
     }
-    let what = match damaged.first() {
-        Some((path, why)) => format!("the snapshot {} is damaged ({why})", path.display()),
-        None => "the snapshot is missing".to_string(),
+    let what = match (damaged.first(), gave_up) {
+        (Some((path, why)), _) => format!("the snapshot {} is damaged ({why})", path.display()),
+        (None, Some(why)) => why.to_string(),
+        (None, None) => "the snapshot is missing".to_string(),
     };
     // What the node still knows of its cluster: the log, the damaged
     // snapshot's header (written before its body), the state's record.
@@ -408,7 +501,9 @@ pub fn check_snapshots(
                 .flatten()
                 .map(|m| m.membership().clone())),
     };
-    let alone = membership.is_none_or(|m| m.nodes().all(|(id, _)| *id == me));
+    // A snapshot given up by `open_log` was given up on a node it found
+    // to have peers (their membership may have been only in it).
+    let alone = gave_up.is_none() && membership.is_none_or(|m| m.nodes().all(|(id, _)| *id == me));
     if alone {
         return Err(format!(
             "{what}, and the log before entry {} was purged, so the state cannot be rebuilt; this node is alone in its cluster, so no other node holds a copy: restore the data directory from a backup",
@@ -433,8 +528,44 @@ pub fn check_snapshots(
 /// Cuts the damaged log of a stopped node alone in its cluster, accepting
 /// the loss of the entries after the damage (`sluice cut-log`). Returns the
 /// damage cut, or `None` when the log was not damaged.
+///
+/// A cut at or below the latest snapshot gives the snapshot up too (it may
+/// name bodies only the cut entries held); when the log was purged, the
+/// state could then not be rebuilt, so the cut is refused.
 pub fn cut_log(data_dir: &Path) -> Result<Option<Damage>, String> {
     let (log_dir, _lock) = lock_stopped_log(data_dir, "")?;
+    match LogFiles::open(&log_dir, SEGMENT_BYTES) {
+        Ok(log) => {
+            if let Some(damage) = log.kept_damage() {
+                return Err(format!(
+                    "{damage}. Cutting the log cannot mend that: restore the data directory from a backup"
+                ));
+            }
+            return Ok(None);
+        }
+        Err(StoreError::LogDamaged(damage)) => {
+            let snapshots = SnapshotDir::open(&data_dir.join("snapshots"))
+                .map_err(|e| format!("snapshots: {e}"))?;
+            let in_snapshot = snapshots
+                .latest()
+                .map_err(|e| format!("snapshots: {e}"))?
+                .and_then(|(m, _)| m.last_log_id);
+            let purged = log_store::read_meta(&MetaFile::new(&log_dir.join("meta")))?.purged;
+            if let (Some(snap), Some(_)) = (in_snapshot, purged) {
+                if snap.index >= damage.first_lost {
+                    return Err(format!(
+                        "{damage}. The latest snapshot (entry {}) may need entries the cut would lose, and the log before it was purged, so the state could not be rebuilt: restore the data directory from a backup",
+                        snap.index
+                    ));
+                }
+            }
+            let db = crate::store::Db::open(&data_dir.join("db"), &Default::default())
+                .map_err(|e| format!("db: {e}"))?;
+            give_up_from(data_dir, &db, damage.first_lost)?;
+            db.flush().map_err(|e| format!("db: {e}"))?;
+        }
+        Err(e) => return Err(format!("log: {e}")),
+    }
     let (log, damage) = LogFiles::open_with(&log_dir, SEGMENT_BYTES, OnDamage::CutAndSetAside)
         .map_err(|e| format!("log: {e}"))?;
     clamp_committed(&log_dir, &log)?;

@@ -259,11 +259,22 @@ impl SnapshotDir {
         File::open(&self.dir)?.sync_all()?;
         for entry in fs::read_dir(&self.dir)? {
             let other = entry?.path();
-            if other != path && other.extension().is_some_and(|e| e == "snap") {
+            if other != path
+                && other
+                    .extension()
+                    .is_some_and(|e| e == "snap" || e == "send")
+            {
                 fs::remove_file(&other)?;
             }
         }
         Ok(path)
+    }
+
+    /// Where the copy of snapshot `snapshot` that is sent to other nodes
+    /// goes (see `kept_bodies::with_bodies`); [`Self::publish`] removes it
+    /// with its snapshot.
+    pub fn send_path(&self, snapshot: &Path) -> PathBuf {
+        snapshot.with_extension("send")
     }
 
     /// Checks every snapshot file whole (its checksum), moving a damaged
@@ -288,6 +299,39 @@ impl SnapshotDir {
             }
         }
         Ok(damaged)
+    }
+
+    /// Removes every snapshot at or past entry `first_lost`, with its copy
+    /// to send: such a snapshot may name message bodies that only entries
+    /// from `first_lost` on held, and the log is being cut there. Returns
+    /// the snapshots removed.
+    pub fn remove_from(&self, first_lost: u64) -> io::Result<Vec<Meta>> {
+        let mut removed = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "snap") {
+                continue;
+            }
+            let meta = match SnapshotReader::open(&path) {
+                Ok((_, meta)) => meta,
+                // Damaged: `set_aside_damaged` deals with it.
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => continue,
+                Err(e) => return Err(e),
+            };
+            if meta.last_log_id.is_none_or(|l| l.index < first_lost) {
+                continue;
+            }
+            let send = self.send_path(&path);
+            if send.exists() {
+                fs::remove_file(&send)?;
+            }
+            fs::remove_file(&path)?;
+            removed.push(meta);
+        }
+        if !removed.is_empty() {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(removed)
     }
 
     /// The current snapshot, if there is one.

@@ -25,7 +25,9 @@ use std::path::Path;
 /// drop.
 /// 9: stream records live in files of their own (`store::records`), not in
 /// the state tree.
-pub const CURRENT: u32 = 9;
+/// 10: a body reference holds the body's length, and the log keeps whole
+/// segments whose bodies are still live (`log/kept/`).
+pub const CURRENT: u32 = 10;
 const FILE: &str = "FORMAT";
 const MAGIC: &str = "sluice-data-format";
 

@@ -38,7 +38,7 @@
 //! Pages of one unsynced append written out of order by a power loss look
 //! like damage too; they are treated as damage, the safe side.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -72,6 +72,18 @@ struct Segment {
 }
 
 impl Segment {
+    /// The segment `scan` read: its valid records, in a file `size` long.
+    fn scanned(first: u64, path: PathBuf, file: File, size: u64, scan: Scan) -> Segment {
+        Segment {
+            first,
+            path,
+            file: Arc::new(file),
+            len: scan.valid,
+            size,
+            records: scan.records,
+        }
+    }
+
     fn last(&self) -> Option<u64> {
         (!self.records.is_empty()).then(|| self.first + self.records.len() as u64 - 1)
     }
@@ -79,6 +91,14 @@ impl Segment {
 
 struct Inner {
     segments: BTreeMap<u64, Segment>,
+    /// Segments purged from the log but kept, read-only, in `kept/` for the
+    /// message bodies they still hold (see [`LogFiles::set_pins`]).
+    kept: BTreeMap<u64, Segment>,
+    /// The first damage found in a kept segment when the log was opened.
+    kept_damage: Option<KeptDamage>,
+    /// First indexes of the segments a purge keeps; `None` (until the
+    /// state machine first says): every one.
+    pins: Option<BTreeSet<u64>>,
     /// Files written since the last sync.
     dirty: Vec<Arc<File>>,
     /// Segments were created or deleted since the last sync.
@@ -504,6 +524,103 @@ fn find_damage(dir: &Path, firsts: &[u64], scans: &[Scan]) -> Option<Damage> {
     None
 }
 
+/// Where purged segments that still hold live message bodies are kept.
+const KEPT_DIR: &str = "kept";
+
+/// A segment's entries: what [`LogFiles::spans`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Its first entry's index (what names it to [`LogFiles::set_pins`]).
+    pub first: u64,
+    /// Its last entry's index.
+    pub last: u64,
+    /// Bytes of records it holds.
+    pub bytes: u64,
+}
+
+/// Reads and checks the record of entry `index` at `offset` of `file`.
+fn read_record(
+    file: &File,
+    path: &Path,
+    index: u64,
+    offset: u64,
+    len: u32,
+) -> Result<Vec<u8>, StoreError> {
+    let mut buf = vec![0u8; HEADER + len as usize];
+    file.read_exact_at(&mut buf, offset)
+        .map_err(|e| io_err("reading log segment", path, e))?;
+    let payload = buf.split_off(HEADER);
+    let sum = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+    if crc(index, &payload) != sum {
+        return Err(corrupt(path, format!("checksum mismatch in entry {index}")));
+    }
+    Ok(payload)
+}
+
+/// Damage found in a kept segment when the log was opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptDamage {
+    /// The damaged segment.
+    pub path: PathBuf,
+    /// The first entry whose record cannot be read there.
+    pub first_lost: u64,
+    /// What is wrong, in words.
+    pub reason: String,
+}
+
+impl std::fmt::Display for KeptDamage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the kept log segment {} is damaged from entry {} ({}): message bodies the snapshot needs are lost on this node",
+            self.path.display(),
+            self.first_lost,
+            self.reason
+        )
+    }
+}
+
+/// Opens the kept segments in `dir` (creating it). They were sealed and
+/// synced before they were kept, so a bad record is damage: its entries and
+/// the ones after it in the segment are not served (a body read there fails
+/// and says so), and the first damage is returned for the node to repair
+/// (see `raft::repair`), never passed over in silence.
+fn open_kept(dir: &Path) -> Result<(BTreeMap<u64, Segment>, Option<KeptDamage>), StoreError> {
+    fs::create_dir_all(dir).map_err(|e| io_err("creating kept log directory", dir, e))?;
+    remove_unfinished(dir)?;
+    let mut kept = BTreeMap::new();
+    let mut damage = None;
+    for first in segment_firsts(dir)? {
+        let path = segment_path(dir, first);
+        let scanned = scan(&path, first, &mut |_, _| {})?;
+        let found = match scanned.size {
+            None => Some("its header is damaged".to_string()),
+            Some(_) if scanned.trailing() || scanned.truncated() => Some(format!(
+                "a bad record at offset {} after {} good ones",
+                scanned.valid,
+                scanned.records.len()
+            )),
+            Some(_) => None,
+        };
+        if let Some(reason) = found {
+            metrics::counter!("sluice_log_kept_damaged_total").increment(1);
+            let found = KeptDamage {
+                path: path.clone(),
+                first_lost: first + scanned.records.len() as u64,
+                reason,
+            };
+            tracing::error!("{found}");
+            damage = damage.or(Some(found));
+        }
+        let Some(size) = scanned.size else {
+            continue;
+        };
+        let file = File::open(&path).map_err(|e| io_err("opening kept log segment", &path, e))?;
+        kept.insert(first, Segment::scanned(first, path, file, size, scanned));
+    }
+    Ok((kept, damage))
+}
+
 impl LogFiles {
     /// Opens the log in `dir` (creating it), zeroing a torn final write.
     /// Segments are created `segment_bytes` long (larger when one append
@@ -574,23 +691,18 @@ impl LogFiles {
             if scanned.records.is_empty() && !is_last {
                 return Err(corrupt(&path, "empty log segment before the last one"));
             }
-            segments.insert(
-                first,
-                Segment {
-                    first,
-                    path,
-                    file: Arc::new(file),
-                    len: scanned.valid,
-                    size: scanned.size.expect("checked for damage"),
-                    records: scanned.records,
-                },
-            );
+            let size = scanned.size.expect("checked for damage");
+            segments.insert(first, Segment::scanned(first, path, file, size, scanned));
         }
+        let (kept, kept_damage) = open_kept(&dir.join(KEPT_DIR))?;
         let log = LogFiles {
             dir: dir.to_path_buf(),
             segment_bytes,
             inner: Mutex::new(Inner {
                 segments,
+                kept,
+                kept_damage,
+                pins: None,
                 dirty: Vec::new(),
                 dir_dirty,
             }),
@@ -750,30 +862,108 @@ impl LogFiles {
                 if s.first >= to {
                     break;
                 }
-                for (i, (offset, len)) in s.records.iter().enumerate() {
+                let skip = from.saturating_sub(s.first) as usize;
+                for (i, (offset, len)) in s.records.iter().enumerate().skip(skip) {
                     let index = s.first + i as u64;
-                    if index >= from && index < to {
-                        wanted.push((index, s.file.clone(), s.path.clone(), *offset, *len));
+                    if index >= to {
+                        break;
                     }
+                    wanted.push((index, s.file.clone(), s.path.clone(), *offset, *len));
                 }
             }
             wanted
         };
         for (index, file, path, offset, len) in wanted {
-            let mut buf = vec![0u8; HEADER + len as usize];
-            file.read_exact_at(&mut buf, offset)
-                .map_err(|e| io_err("reading log segment", &path, e))?;
-            let payload = buf.split_off(HEADER);
-            let sum = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
-            if crc(index, &payload) != sum {
-                return Err(corrupt(
-                    &path,
-                    format!("checksum mismatch in entry {index}"),
-                ));
-            }
-            out.push((index, payload));
+            out.push((index, read_record(&file, &path, index, offset, len)?));
         }
         Ok(out)
+    }
+
+    /// The payload of entry `index` where the log still holds it, purged
+    /// or not: in a kept segment, or below the purge point in the first
+    /// segment. `None` when it is gone.
+    pub fn read_retained(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let found = {
+            let inner = self.lock();
+            let find = |map: &BTreeMap<u64, Segment>| {
+                let (_, s) = map.range(..=index).next_back()?;
+                let (offset, len) = *s.records.get((index - s.first) as usize)?;
+                Some((s.file.clone(), s.path.clone(), offset, len))
+            };
+            find(&inner.kept).or_else(|| find(&inner.segments))
+        };
+        match found {
+            Some((file, path, offset, len)) => {
+                read_record(&file, &path, index, offset, len).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The segments holding entries, purged ones kept for their bodies
+    /// included, in index order.
+    pub fn spans(&self) -> Vec<Span> {
+        let inner = self.lock();
+        let mut spans: Vec<Span> = inner
+            .kept
+            .values()
+            .chain(inner.segments.values())
+            .filter_map(|s| {
+                Some(Span {
+                    first: s.first,
+                    last: s.last()?,
+                    bytes: s.len - SEGMENT_HEADER,
+                })
+            })
+            .collect();
+        spans.sort_by_key(|s| s.first);
+        spans
+    }
+
+    /// Says which segments a purge keeps (by first index): those whose
+    /// entries still hold message bodies the state needs. A purge moves
+    /// such a segment into `kept/` instead of deleting it, and deletes the
+    /// kept segments no longer named.
+    pub fn set_pins(&self, pins: BTreeSet<u64>) {
+        self.lock().pins = Some(pins);
+    }
+
+    /// The first damage found in a kept segment when the log was opened:
+    /// the node cannot rebuild its state from its snapshot (see
+    /// `raft::repair::open_log`).
+    pub fn kept_damage(&self) -> Option<KeptDamage> {
+        self.lock().kept_damage.clone()
+    }
+
+    /// Moves every kept segment into `damaged-{time}/kept/` (for the
+    /// operator to examine) once a snapshot that needed them is given up;
+    /// returns where they went, if there were any.
+    pub fn set_kept_aside(&self) -> Result<Option<PathBuf>, StoreError> {
+        let mut inner = self.lock();
+        let kept_dir = self.dir.join(KEPT_DIR);
+        if segment_firsts(&kept_dir)?.is_empty() {
+            inner.kept.clear();
+            inner.kept_damage = None;
+            return Ok(None);
+        }
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let aside = self.dir.join(format!("damaged-{millis}"));
+        fs::create_dir_all(&aside).map_err(|e| io_err("creating", &aside, e))?;
+        let to = aside.join(KEPT_DIR);
+        fs::rename(&kept_dir, &to).map_err(|e| io_err("moving aside", &kept_dir, e))?;
+        fs::create_dir_all(&kept_dir).map_err(|e| io_err("creating", &kept_dir, e))?;
+        sync_dir(&self.dir)?;
+        inner.kept.clear();
+        inner.kept_damage = None;
+        Ok(Some(to))
+    }
+
+    /// Number of kept segments.
+    pub fn kept_count(&self) -> usize {
+        self.lock().kept.len()
     }
 
     /// The last entry.
@@ -817,8 +1007,14 @@ impl LogFiles {
 
     /// Removes every segment whose entries all have indexes up to `index`.
     /// Entries up to `index` may remain in the first segment kept.
+    ///
+    /// A segment named by [`Self::set_pins`] (every one, before the first
+    /// call) moves into `kept/` instead, and kept segments no longer named
+    /// are deleted.
     pub fn purge_through(&self, index: u64) -> Result<(), StoreError> {
         let mut inner = self.lock();
+        let kept_dir = self.dir.join(KEPT_DIR);
+        let mut kept_dirty = false;
         while let Some((&first, s)) = inner.segments.iter().next() {
             let whole = match s.last() {
                 Some(last) => last <= index,
@@ -827,10 +1023,37 @@ impl LogFiles {
             if !whole {
                 break;
             }
-            let path = s.path.clone();
-            inner.segments.remove(&first);
-            fs::remove_file(&path).map_err(|e| io_err("removing log segment", &path, e))?;
+            let keep = !s.records.is_empty()
+                && inner.pins.as_ref().is_none_or(|pins| pins.contains(&first));
+            let mut s = inner.segments.remove(&first).expect("listed");
+            if keep {
+                let to = kept_dir.join(s.path.file_name().unwrap_or_default());
+                fs::rename(&s.path, &to).map_err(|e| io_err("keeping log segment", &s.path, e))?;
+                s.path = to;
+                inner.kept.insert(first, s);
+                kept_dirty = true;
+            } else {
+                fs::remove_file(&s.path).map_err(|e| io_err("removing log segment", &s.path, e))?;
+            }
             inner.dir_dirty = true;
+        }
+        if let Some(pins) = inner.pins.clone() {
+            let unpinned: Vec<u64> = inner
+                .kept
+                .keys()
+                .filter(|f| !pins.contains(f))
+                .copied()
+                .collect();
+            for first in unpinned {
+                let s = inner.kept.remove(&first).expect("listed");
+                fs::remove_file(&s.path)
+                    .map_err(|e| io_err("removing kept log segment", &s.path, e))?;
+                kept_dirty = true;
+            }
+        }
+        if kept_dirty {
+            // Before the main directory's sync makes a move count.
+            sync_dir(&kept_dir)?;
         }
         Ok(())
     }
@@ -1153,7 +1376,7 @@ mod tests {
         let aside: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.is_dir())
+            .filter(|p| p.is_dir() && p.file_name().unwrap() != KEPT_DIR)
             .collect();
         assert_eq!(aside.len(), 1);
         assert_eq!(
@@ -1247,6 +1470,7 @@ mod tests {
     #[test]
     fn purge_drops_whole_segments_only() {
         let (dir, log) = new_log(100);
+        log.set_pins(BTreeSet::new());
         append_each(&log, 1..40);
         let before = log.segment_count();
         log.purge_through(20).unwrap();
@@ -1266,6 +1490,93 @@ mod tests {
         drop(log);
         let log = LogFiles::open(dir.path(), 100).unwrap();
         assert_eq!(log.first_index(), Some(101));
+    }
+
+    /// A purge keeps a pinned segment, read-only in `kept/`, across a
+    /// reopen (where, until told, every segment a purge takes is kept), and
+    /// deletes it once it is no longer pinned.
+    #[test]
+    fn pinned_segments_are_kept_past_a_purge_until_unpinned() {
+        let (dir, log) = new_log(100);
+        append_each(&log, 1..40);
+        let spans = log.spans();
+        assert!(spans.len() > 3, "{spans:?}");
+        let (gone, pinned, upto) = (spans[0], spans[1], spans[2].last);
+        log.set_pins(BTreeSet::from([pinned.first]));
+        log.purge_through(upto).unwrap();
+        log.sync().unwrap();
+        assert_eq!(log.kept_count(), 1);
+        assert_eq!(log.first_index(), Some(upto + 1));
+        let body = |i: u64| Some(format!("entry-{i}").into_bytes());
+        assert_eq!(log.read_retained(pinned.last).unwrap(), body(pinned.last));
+        assert_eq!(log.read_retained(gone.first).unwrap(), None);
+        assert_eq!(log.read(1, upto + 1).unwrap(), vec![]);
+        drop(log);
+
+        let log = LogFiles::open(dir.path(), 100).unwrap();
+        assert_eq!(log.kept_count(), 1);
+        assert_eq!(log.spans()[0], pinned);
+        assert_eq!(log.read_retained(pinned.first).unwrap(), body(pinned.first));
+        // Not told yet what to keep: the next purge keeps its segment too.
+        let next = log.spans()[1];
+        log.purge_through(next.last).unwrap();
+        assert_eq!(log.kept_count(), 2);
+        log.set_pins(BTreeSet::new());
+        log.purge_through(next.last).unwrap();
+        log.sync().unwrap();
+        assert_eq!(log.kept_count(), 0);
+        assert_eq!(log.read_retained(pinned.first).unwrap(), None);
+        assert_eq!(fs::read_dir(dir.path().join(KEPT_DIR)).unwrap().count(), 0);
+    }
+
+    /// A kept segment's damage is never served: a record damaged under a
+    /// running node fails its read; after a reopen the damaged record and
+    /// those after it are not served, and the rest still are.
+    #[test]
+    fn damage_in_a_kept_segment_is_never_served() {
+        let (dir, log) = new_log(200);
+        append_each(&log, 1..40);
+        let kept = log.spans()[0];
+        assert!(kept.last >= kept.first + 2, "{kept:?}");
+        log.set_pins(BTreeSet::from([kept.first]));
+        log.purge_through(kept.last).unwrap();
+        log.sync().unwrap();
+        let path = dir
+            .path()
+            .join(KEPT_DIR)
+            .join(segment_path(dir.path(), kept.first).file_name().unwrap());
+        let mut bytes = fs::read(&path).unwrap();
+        let damaged = kept.first + 1;
+        let needle = format!("entry-{damaged}");
+        let at = bytes
+            .windows(needle.len())
+            .position(|w| w == needle.as_bytes())
+            .unwrap();
+        bytes[at] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        let err = log.read_retained(damaged).unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        drop(log);
+
+        let log = LogFiles::open(dir.path(), 200).unwrap();
+        assert_eq!(
+            log.read_retained(kept.first).unwrap(),
+            Some(format!("entry-{}", kept.first).into_bytes())
+        );
+        for i in damaged..=kept.last {
+            assert_eq!(log.read_retained(i).unwrap(), None, "entry {i}");
+        }
+        // Reported for the node to repair, and set aside once it does.
+        let damage = log.kept_damage().expect("reported");
+        assert_eq!((damage.path, damage.first_lost), (path, damaged));
+        let aside = log.set_kept_aside().unwrap().expect("moved");
+        assert!(aside
+            .join(segment_path(dir.path(), kept.first).file_name().unwrap())
+            .exists());
+        assert_eq!((log.kept_count(), log.kept_damage()), (0, None));
+        drop(log);
+        let log = LogFiles::open(dir.path(), 200).unwrap();
+        assert_eq!((log.kept_count(), log.kept_damage()), (0, None));
     }
 
     #[test]

@@ -24,22 +24,34 @@ use crate::store::StateRead;
 /// and in their outboxes.
 pub fn for_each_logged(state: &dyn StateRead, mut f: impl FnMut(BodyRef)) -> ApplyResult<()> {
     let prefix = super::layout::MESSAGES.to_vec();
-    // `m/`, queue id, generation, then the part's name.
-    let part_at = prefix.len() + 16;
     for kv in state.range(Bound::Included(prefix.clone()), prefix_end(&prefix), false) {
         let (key, value) = kv?;
-        let text = match read_str(&key, part_at) {
-            Some(("body", _)) => match codec::decode::<StoredBody>(&key, &value)? {
-                StoredBody::V1(b) => b.body,
-            },
-            Some(("out", _)) => codec::decode::<Outbox>(&key, &value)?.message.body.body,
-            _ => continue,
-        };
-        if let BodyText::Logged(r) = text {
+        if let Some(r) = logged_in(&key, &value)? {
             f(r);
         }
     }
     Ok(())
+}
+
+/// The body reference the state record `key` = `value` holds, if any: what
+/// [`for_each_logged`] finds, one record at a time (in a snapshot file, say).
+pub fn logged_in(key: &[u8], value: &[u8]) -> ApplyResult<Option<BodyRef>> {
+    let prefix = super::layout::MESSAGES;
+    if !key.starts_with(prefix) {
+        return Ok(None);
+    }
+    // `m/`, queue id, generation, then the part's name.
+    let text = match read_str(key, prefix.len() + 16) {
+        Some(("body", _)) => match codec::decode::<StoredBody>(key, value)? {
+            StoredBody::V1(b) => b.body,
+        },
+        Some(("out", _)) => codec::decode::<Outbox>(key, value)?.message.body.body,
+        _ => return Ok(None),
+    };
+    Ok(match text {
+        BodyText::Logged(r) => Some(r),
+        BodyText::Inline(_) => None,
+    })
 }
 
 #[cfg(test)]
@@ -96,7 +108,8 @@ mod tests {
             [0, 1].map(|message| BodyRef {
                 index: 7,
                 command: 1,
-                message
+                message,
+                bytes: 1,
             })
         );
         let bodies: Vec<_> = refs
@@ -139,6 +152,7 @@ mod tests {
             index: 1,
             command: 0,
             message: 0,
+            bytes: 1,
         });
         let before = w.state.pairs().clone();
         let err = w

@@ -221,6 +221,7 @@ pub fn send(
                 index: at.index,
                 command: at.command,
                 message: i as u32,
+                bytes: m.body.len() as u32,
             }),
             None => BodyText::Inline(m.body.clone()),
         };

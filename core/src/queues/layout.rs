@@ -144,13 +144,13 @@ impl BodyText {
     pub fn size(&self) -> usize {
         match self {
             BodyText::Inline(s) => s.len(),
-            BodyText::Logged(_) => 16,
+            BodyText::Logged(_) => 20,
         }
     }
 }
 
 /// Where a message's body is in the log: message `message` of the
-/// SendMessages command `command` of entry `index`.
+/// SendMessages command `command` of entry `index`, `bytes` long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BodyRef {
     /// Log index of the entry.
@@ -159,6 +159,9 @@ pub struct BodyRef {
     pub command: u32,
     /// Position of the message in the command.
     pub message: u32,
+    /// Length of the body in bytes: what keeping the entry holds live (a
+    /// log segment whose live bodies are few is not kept whole).
+    pub bytes: u32,
 }
 
 /// Versioned envelope of [`Body`].
