@@ -545,6 +545,9 @@ impl ChaosCluster {
         };
         match damage {
             Damage::LogFlip => {
+                // Kept segments (purged, holding queued bodies) too.
+                let mut segments = segments;
+                segments.extend(files_with(&data.join("log").join("kept"), "seg"));
                 let Some(seg) = segments.get(pick as usize % segments.len().max(1)) else {
                     return Err("no log segment".into());
                 };

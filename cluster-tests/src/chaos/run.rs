@@ -187,11 +187,14 @@ pub async fn run(cfg: &Config) -> Result<Outcome, String> {
         nodes: cfg.nodes,
         lazyfs: cfg.nemesis.contains(&Kind::Power) && nodes::lazyfs_available(),
         faketime: cfg.nemesis.contains(&Kind::Clock) && nodes::faketime_available(),
-        // Frequent snapshots, so that snapshot builds, the bodies they
-        // keep, log purges and snapshot installs all happen within a run,
-        // under its faults (at the default 20 000 entries most runs built
-        // none).
-        extra_args: ["--snapshot-every", "1000"].map(String::from).to_vec(),
+        // Frequent snapshots and small log segments, so that snapshot
+        // builds, the bodies they copy, the segments kept for the others,
+        // log purges and snapshot installs all happen within a run, under
+        // its faults (at the default 20 000 entries and 64 MiB most runs
+        // built none).
+        extra_args: ["--snapshot-every", "1000", "--log-segment-mb", "1"]
+            .map(String::from)
+            .to_vec(),
         secure: !cfg.insecure,
         small_disks: cfg.nemesis.contains(&Kind::DiskFull) && nodes::small_disks_available(),
     };

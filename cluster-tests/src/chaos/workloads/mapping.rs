@@ -220,7 +220,7 @@ async fn send(ctx: &Ctx, until: Instant) {
     let mut pace = Pace::new(SEND_RATE, until);
     while let Some(n) = pace.next().await {
         let body = format!("m-{n}");
-        let outcome = super::queue::send(ctx, &mut p, client, QUEUE, &body, None).await;
+        let outcome = super::queue::send(ctx, &mut p, client, QUEUE, &body, None, 0).await;
         pause_unless_ok(&outcome).await;
     }
 }

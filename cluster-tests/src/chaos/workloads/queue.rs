@@ -32,6 +32,13 @@ const LEAVE_ONE_IN: u64 = 10;
 /// enough to keep every node busy, few enough for the consumers to keep
 /// the queues short, so that the drain after the faults ends.
 const STANDARD_RATE: u64 = 50;
+/// Sends a second to the backlog queue, which is only drained at the end.
+const BACKLOG_RATE: u64 = 20;
+/// The backlog's bodies are padded with dots to this length on the wire
+/// (the padding is checked and stripped on receipt, never recorded): most
+/// of the log is then live queued bodies, so the nodes keep log segments
+/// past their purges for them (`raft::kept_bodies`) under the faults.
+pub const BACKLOG_BODY_BYTES: usize = 16 * 1024;
 const FIFO_RATE: u64 = 20;
 
 /// The queues of the workload.
@@ -40,6 +47,8 @@ pub struct QueueWorkload {
     pub standard: String,
     pub dlq: String,
     pub fifo: String,
+    /// A standard queue nobody receives from until the drain.
+    pub backlog: String,
 }
 
 impl QueueWorkload {
@@ -49,6 +58,7 @@ impl QueueWorkload {
             standard: "chaos".into(),
             dlq: "chaos-dlq".into(),
             fifo: "chaos.fifo".into(),
+            backlog: "chaos-backlog".into(),
         };
         let status = admin
             .cluster_status(false)
@@ -80,6 +90,10 @@ impl QueueWorkload {
             .await
             .map_err(e)?;
         admin
+            .create_queue(&w.backlog, HashMap::new())
+            .await
+            .map_err(e)?;
+        admin
             .create_queue(
                 &w.fifo,
                 HashMap::from([
@@ -99,6 +113,13 @@ impl QueueWorkload {
 
     /// Every queue.
     pub fn queues(&self) -> Vec<String> {
+        let mut all = self.consumed();
+        all.push(self.backlog.clone());
+        all
+    }
+
+    /// The queues consumed while the workload runs.
+    fn consumed(&self) -> Vec<String> {
         vec![self.standard.clone(), self.dlq.clone(), self.fifo.clone()]
     }
 
@@ -117,7 +138,13 @@ impl QueueWorkload {
                 produce_fifo(&ctx, g, &queue, until).await
             }));
         }
-        let consumers = start_consumers(ctx, CONSUMERS, &self.queues(), until, true);
+        {
+            let (ctx, queue) = (ctx.clone(), self.backlog.clone());
+            tasks.push(tokio::spawn(async move {
+                produce_backlog(&ctx, &queue, until).await
+            }));
+        }
+        let consumers = start_consumers(ctx, CONSUMERS, &self.consumed(), until, true);
         join_all(tasks).await;
         join_all(consumers).await;
     }
@@ -183,9 +210,36 @@ async fn produce_standard(ctx: &Ctx, w: usize, queue: &str, until: Instant) {
     let mut pace = Pace::new(STANDARD_RATE, until);
     while let Some(n) = pace.next().await {
         let body = format!("s{w}-{n}");
-        let outcome = send(ctx, &mut p, client, queue, &body, None).await;
+        let outcome = send(ctx, &mut p, client, queue, &body, None, 0).await;
         pause_unless_ok(&outcome).await;
     }
+}
+
+async fn produce_backlog(ctx: &Ctx, queue: &str, until: Instant) {
+    let client = ctx.client(STANDARD_PRODUCERS);
+    let mut p = Process::new(ctx);
+    let mut pace = Pace::new(BACKLOG_RATE, until);
+    while let Some(n) = pace.next().await {
+        let body = format!("b-{n}");
+        let outcome = send(ctx, &mut p, client, queue, &body, None, BACKLOG_BODY_BYTES).await;
+        pause_unless_ok(&outcome).await;
+    }
+}
+
+/// `body` padded with dots to `pad_to` bytes (as it is when `pad_to` is
+/// shorter).
+fn padded(body: &str, pad_to: usize) -> String {
+    format!("{body}{}", ".".repeat(pad_to.saturating_sub(body.len())))
+}
+
+/// A received body less the padding [`padded`] gave it: only a body of
+/// exactly [`BACKLOG_BODY_BYTES`] ending in dots was padded, so a body
+/// damaged in any byte still differs from every body sent.
+fn unpadded(body: String) -> String {
+    if body.len() != BACKLOG_BODY_BYTES || !body.ends_with('.') {
+        return body;
+    }
+    body.trim_end_matches('.').to_string()
 }
 
 /// Sends `body` (in FIFO `group`, deduplicated by the body itself).
@@ -196,6 +250,7 @@ pub(crate) async fn send(
     queue: &str,
     body: &str,
     group: Option<&str>,
+    pad_to: usize,
 ) -> Outcome {
     let call = Call::Send {
         queue: queue.into(),
@@ -206,7 +261,7 @@ pub(crate) async fn send(
         client
             .send_message(pb::SendMessageRequest {
                 queue_name: queue.into(),
-                message_body: body.into(),
+                message_body: padded(body, pad_to),
                 message_group_id: group.unwrap_or_default().into(),
                 message_deduplication_id: if group.is_some() {
                     body.into()
@@ -233,7 +288,7 @@ async fn produce_fifo(ctx: &Ctx, g: usize, queue: &str, until: Instant) {
     while let Some(n) = pace.next().await {
         let body = format!("g{g}-{n}");
         loop {
-            let outcome = send(ctx, &mut p, client, queue, &body, Some(&group)).await;
+            let outcome = send(ctx, &mut p, client, queue, &body, Some(&group), 0).await;
             match outcome {
                 Outcome::Ok { .. } | Outcome::Fail { .. } => break,
                 Outcome::Unknown { .. } => {
@@ -309,7 +364,7 @@ pub(super) async fn consume(
                                         .get("ApproximateReceiveCount")
                                         .and_then(|v| v.parse().ok())
                                         .unwrap_or(0),
-                                    body: m.body,
+                                    body: unpadded(m.body),
                                     message_id: m.message_id,
                                     receipt: m.receipt_handle,
                                 })
