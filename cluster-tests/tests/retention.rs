@@ -4,9 +4,11 @@
 //! them as under any other entry.
 //!
 //! CI runs it with 4 000 messages of 64 KiB passing (250 MiB, four log
-//! segments' worth). For a longer run, set `SLUICE_RETENTION_MESSAGES`, e.g.
-//! `SLUICE_RETENTION_MESSAGES=40000 cargo test -p cluster-tests --test
-//! retention -- --nocapture` (docs/operations.md).
+//! segments' worth). For a longer run, set `SLUICE_RETENTION_MESSAGES` and
+//! `SLUICE_RETENTION_BODY_BYTES`, e.g. two million 1 KiB messages:
+//! `SLUICE_RETENTION_MESSAGES=2000000 SLUICE_RETENTION_BODY_BYTES=1024
+//! cargo test --release -p cluster-tests --test retention -- --nocapture`
+//! (docs/operations.md).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -17,7 +19,6 @@ use sluice_client::sluice_proto::v1 as pb;
 
 /// A log segment file's size (`raft::log_store::SEGMENT_BYTES`).
 const SEGMENT: u64 = 64 * 1024 * 1024;
-const BODY: usize = 64 * 1024;
 
 /// Bytes of the files under `dir`.
 fn bytes_under(dir: &Path) -> u64 {
@@ -35,9 +36,9 @@ fn bytes_under(dir: &Path) -> u64 {
         .sum()
 }
 
-fn body(tag: &str, i: usize) -> String {
+fn body(tag: &str, i: usize, bytes: usize) -> String {
     let head = format!("{tag} {i} ");
-    head.clone() + &"x".repeat(BODY - head.len())
+    head.clone() + &"x".repeat(bytes.saturating_sub(head.len()))
 }
 
 #[tokio::test]
@@ -47,6 +48,10 @@ async fn old_messages_stay_queued_while_many_pass_and_the_log_stays_bounded() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4_000);
+    let bytes: usize = std::env::var("SLUICE_RETENTION_BODY_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64 * 1024);
     let mut c = Cluster::start(
         1,
         &["--snapshot-every", "200", "--keep-after-snapshot", "0"],
@@ -56,7 +61,9 @@ async fn old_messages_stay_queued_while_many_pass_and_the_log_stays_bounded() {
     for q in ["old", "busy"] {
         client.create_queue(q, HashMap::new()).await.unwrap();
     }
-    let old: BTreeSet<String> = (0..5).map(|i| body("old", i)).collect();
+    // Batches within SendMessageBatch's 256 KiB.
+    let per_batch = (200 * 1024 / bytes.max(1)).clamp(1, 10);
+    let old: BTreeSet<String> = (0..5).map(|i| body("old", i, bytes)).collect();
     for b in &old {
         client.send_body("old", b).await.unwrap();
     }
@@ -64,12 +71,24 @@ async fn old_messages_stay_queued_while_many_pass_and_the_log_stays_bounded() {
     let log_dir = c.nodes[&1].data_dir.join("log");
     let mut largest_log = 0;
     let mut passed = 0;
+    let mut next_look = 0;
     while passed < passing {
-        for i in passed..(passed + 10).min(passing) {
-            client.send_body("busy", &body("busy", i)).await.unwrap();
-        }
+        let sent = client
+            .send_message_batch(pb::SendMessageBatchRequest {
+                queue_name: "busy".into(),
+                entries: (passed..(passed + per_batch).min(passing))
+                    .map(|i| pb::SendMessageBatchRequestEntry {
+                        id: i.to_string(),
+                        message_body: body("busy", i, bytes),
+                        ..Default::default()
+                    })
+                    .collect(),
+            })
+            .await
+            .unwrap();
+        assert!(sent.failed.is_empty(), "{:?}", sent.failed);
         let mut taken = 0;
-        while taken < (passing - passed).min(10) {
+        while taken < (passing - passed).min(per_batch) {
             let r = client
                 .receive_from("busy", 10, Some(60), Some(1))
                 .await
@@ -93,12 +112,16 @@ async fn old_messages_stay_queued_while_many_pass_and_the_log_stays_bounded() {
                 .unwrap();
         }
         passed += taken;
-        if passed % 500 < 10 {
-            largest_log = largest_log.max(bytes_under(&log_dir));
+        // The log's size after every 16 MiB or so that passed.
+        if passed >= next_look {
+            let now = bytes_under(&log_dir);
+            largest_log = largest_log.max(now);
+            eprintln!("{passed} passed; the log holds {} MiB", now >> 20);
+            next_look = passed + (16 << 20) / bytes.max(1);
         }
     }
     largest_log = largest_log.max(bytes_under(&log_dir));
-    let through = (passing * BODY) as u64;
+    let through = (passing * bytes) as u64;
     eprintln!(
         "{passing} messages ({} MiB) passed; the log held at most {} MiB",
         through >> 20,
