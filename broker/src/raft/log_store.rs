@@ -62,10 +62,10 @@ pub struct LogStore {
 }
 
 /// How long a write that found the disk full waits before it tries again.
-const DISK_FULL_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+pub(super) const DISK_FULL_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// True when `e` is a write that failed for want of space.
-fn is_disk_full(e: &crate::store::StoreError) -> bool {
+pub(super) fn is_disk_full(e: &crate::store::StoreError) -> bool {
     matches!(e, crate::store::StoreError::Io { source, .. } if crate::disk::is_enospc(source))
 }
 

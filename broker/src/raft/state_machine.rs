@@ -888,24 +888,38 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             path.clone(),
             send.clone(),
         );
-        tokio::task::spawn_blocking(move || {
-            if super::snapshot::verify(&to).is_ok() {
-                return Ok(0);
+        loop {
+            let (snapshots, entries, from, to) =
+                (snapshots.clone(), entries.clone(), from.clone(), to.clone());
+            let written = tokio::task::spawn_blocking(move || {
+                if super::snapshot::verify(&to).is_ok() {
+                    return Ok(0);
+                }
+                let tmp = snapshots.temp_path("send");
+                let added =
+                    super::kept_bodies::with_bodies(&from, &tmp, &*entries).and_then(|added| {
+                        std::fs::rename(&tmp, &to)
+                            .map_err(|e| StoreError::io("keeping the snapshot to send", &to, e))?;
+                        Ok(added)
+                    });
+                if added.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                added
+            })
+            .await
+            .map_err(|e| storage_read_error("writing the snapshot to send", e))?;
+            match written {
+                Ok(_) => break,
+                // An error here stops Raft: wait for room instead, as the
+                // log's writes do.
+                Err(e) if super::log_store::is_disk_full(&e) => {
+                    tracing::warn!(error = %e, "the disk is full: the copy of the snapshot to send waits for space");
+                    tokio::time::sleep(super::log_store::DISK_FULL_RETRY).await;
+                }
+                Err(e) => return Err(storage_read_error("writing the snapshot to send", e)),
             }
-            let tmp = snapshots.temp_path("send");
-            let added = super::kept_bodies::with_bodies(&from, &tmp, &*entries).and_then(|added| {
-                std::fs::rename(&tmp, &to)
-                    .map_err(|e| StoreError::io("keeping the snapshot to send", &to, e))?;
-                Ok(added)
-            });
-            if added.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            added
-        })
-        .await
-        .map_err(|e| storage_read_error("writing the snapshot to send", e))?
-        .map_err(|e| storage_read_error("writing the snapshot to send", e))?;
+        }
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(SnapshotFile { path: send }),
