@@ -405,17 +405,24 @@ fn remove_unfinished(dir: &Path) -> Result<bool, StoreError> {
     Ok(removed)
 }
 
-/// Cuts the log at `damage`: the damaged segment and the segments after it
-/// go to `damaged-{time}/` (for the operator to examine); the damaged
-/// segment stays, with everything from its bad record on zeroed, unless
-/// its header is what was damaged.
-fn set_aside(dir: &Path, damage: &Damage) -> Result<PathBuf, StoreError> {
+/// Creates `damaged-{time}/` in `dir`, where damaged files are kept for
+/// the operator to examine.
+fn new_damaged_dir(dir: &Path) -> Result<PathBuf, StoreError> {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
     let aside = dir.join(format!("damaged-{millis}"));
     fs::create_dir_all(&aside).map_err(|e| io_err("creating", &aside, e))?;
+    Ok(aside)
+}
+
+/// Cuts the log at `damage`: the damaged segment and the segments after it
+/// go to `damaged-{time}/` (for the operator to examine); the damaged
+/// segment stays, with everything from its bad record on zeroed, unless
+/// its header is what was damaged.
+fn set_aside(dir: &Path, damage: &Damage) -> Result<PathBuf, StoreError> {
+    let aside = new_damaged_dir(dir)?;
     let name = damage.path.file_name().unwrap_or_default();
     let damaged_first = name
         .to_str()
@@ -946,13 +953,7 @@ impl LogFiles {
             inner.kept_damage = None;
             return Ok(None);
         }
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        let aside = self.dir.join(format!("damaged-{millis}"));
-        fs::create_dir_all(&aside).map_err(|e| io_err("creating", &aside, e))?;
-        let to = aside.join(KEPT_DIR);
+        let to = new_damaged_dir(&self.dir)?.join(KEPT_DIR);
         fs::rename(&kept_dir, &to).map_err(|e| io_err("moving aside", &kept_dir, e))?;
         fs::create_dir_all(&kept_dir).map_err(|e| io_err("creating", &kept_dir, e))?;
         sync_dir(&self.dir)?;
