@@ -21,8 +21,8 @@
 //!
 //! A node that rebuilds its state from its own snapshot after a crash finds
 //! the bodies in its kept segments. A snapshot sent to another node carries
-//! them: [`with_bodies`] writes the copy that is sent, with a copy of every
-//! body the snapshot only references.
+//! them: [`with_bodies`] streams the snapshot with a copy of every body it
+//! only references, read from the log as it is sent.
 //!
 //! A snapshot therefore depends on the log: on its kept segments, and on
 //! segments that straddle it, whose bodies wait for a later snapshot. A
@@ -232,24 +232,25 @@ pub fn keep(
     Ok(kept)
 }
 
-/// Writes `out`, the copy of snapshot file `from` that is sent to another
-/// node: its records, and a copy of the body of every reference at or below
-/// its index that it holds without one, read from `log`. The node that
-/// installs it may never have held those entries. Returns how many bodies
-/// it added.
-pub fn with_bodies(
+/// Writes to `out` what is sent of snapshot file `from` to another node:
+/// its records, then a copy of the body of every reference at or below its
+/// index that it holds without one, read from `log`, all in the snapshot
+/// format. The node that installs it may never have held those entries.
+/// Returns how many bodies it added, and `out`.
+pub fn with_bodies<W: std::io::Write>(
     from: &std::path::Path,
-    out: &std::path::Path,
+    out: W,
     log: &dyn LoggedEntries,
-) -> Result<u64, StoreError> {
+) -> Result<(u64, W), StoreError> {
     use super::snapshot::{SnapshotReader, SnapshotWriter};
     let io = |what: &'static str, path: &std::path::Path| {
         let path = path.to_path_buf();
         move |e: std::io::Error| StoreError::io(what, &path, e)
     };
+    let sent = std::path::Path::new("(snapshot sent)");
     let (mut reader, meta) = SnapshotReader::open(from).map_err(io("opening snapshot", from))?;
     let upto = meta.last_log_id.map_or(0, |l| l.index);
-    let mut writer = SnapshotWriter::create(out, &meta).map_err(io("writing snapshot", out))?;
+    let mut writer = SnapshotWriter::to(out, &meta).map_err(io("sending snapshot", sent))?;
     let mut copies = BTreeSet::new();
     let mut referenced = BTreeMap::new();
     while let Some((key, value)) = reader.next_record().map_err(io("reading snapshot", from))? {
@@ -265,7 +266,7 @@ pub fn with_bodies(
         }
         writer
             .record(&key, &value)
-            .map_err(io("writing snapshot", out))?;
+            .map_err(io("sending snapshot", sent))?;
     }
     let mut bodies = Reader { log, entry: None };
     let mut added = 0;
@@ -275,11 +276,11 @@ pub fn with_bodies(
         }
         writer
             .record(&kept_key(r), &codec::encode(&bodies.body(r)?))
-            .map_err(io("writing snapshot", out))?;
+            .map_err(io("sending snapshot", sent))?;
         added += 1;
     }
-    writer.finish().map_err(io("writing snapshot", out))?;
-    Ok(added)
+    let (_, out) = writer.end().map_err(io("sending snapshot", sent))?;
+    Ok((added, out))
 }
 
 /// Writes in batches of this many keys: a copy of many bodies is never

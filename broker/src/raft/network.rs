@@ -21,7 +21,6 @@ use sluice_proto::internal::{RaftPayload, SnapshotChunk};
 use sluice_security::signer::{SignedChannel, Signer};
 use sluice_security::tls::Connector;
 use sluice_security::Credentials;
-use tokio::io::AsyncReadExt;
 use tonic::transport::Endpoint;
 
 use super::{Node, NodeId, TypeConfig};
@@ -271,42 +270,29 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let mut client = self.client::<Fatal<NodeId>>().map_err(|_| {
             StreamingError::Unreachable(Unreachable::new(&AnyError::error("bad address")))
         })?;
-        let path = snapshot.snapshot.path.clone();
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let file = *snapshot.snapshot;
         let header = codec::encode(&(vote, snapshot.meta.clone()));
         tracing::info!(target = self.target, snapshot = %snapshot.meta, "sending snapshot");
         let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
-        // Reads the file into the request stream; stops when the call ends.
-        let reader = tokio::spawn(async move {
-            if tx
-                .send(SnapshotChunk {
-                    header,
-                    data: Vec::new(),
-                })
-                .await
-                .is_err()
-            {
+        // Streams the file, with the bodies it only references read from
+        // this node's log, into the request; stops when the call ends.
+        let reader = tokio::task::spawn_blocking(move || {
+            let ended = tx.clone();
+            let first = SnapshotChunk {
+                header,
+                data: Vec::new(),
+            };
+            if tx.blocking_send(first).is_err() {
                 return Ok(());
             }
-            loop {
-                let mut buf = vec![0u8; SNAPSHOT_CHUNK];
-                let n = file.read(&mut buf).await?;
-                if n == 0 {
-                    return Ok::<(), std::io::Error>(());
-                }
-                buf.truncate(n);
-                if tx
-                    .send(SnapshotChunk {
-                        header: Vec::new(),
-                        data: buf,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return Ok(());
-                }
+            let sent = file.send_to(Chunks {
+                tx,
+                buf: Vec::with_capacity(SNAPSHOT_CHUNK),
+            });
+            match sent {
+                // The call ended first: its reply says what happened.
+                Err(_) if ended.is_closed() => Ok(()),
+                sent => sent.map(drop),
             }
         });
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
@@ -339,6 +325,45 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 e,
             ))
         })
+    }
+}
+
+/// The request stream of a snapshot call as a [`std::io::Write`]: bytes go
+/// out in chunks of [`SNAPSHOT_CHUNK`]. Call only off the async runtime.
+struct Chunks {
+    tx: tokio::sync::mpsc::Sender<SnapshotChunk>,
+    buf: Vec<u8>,
+}
+
+impl Chunks {
+    fn send(&mut self) -> std::io::Result<()> {
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(SNAPSHOT_CHUNK));
+        self.tx
+            .blocking_send(SnapshotChunk {
+                header: Vec::new(),
+                data,
+            })
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the snapshot call ended")
+            })
+    }
+}
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = bytes.len().min(SNAPSHOT_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&bytes[..n]);
+        if self.buf.len() == SNAPSHOT_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.send()
     }
 }
 

@@ -265,7 +265,7 @@ impl sluice_proto::internal::raft_server::Raft for RaftService {
                 vote,
                 Snapshot {
                     meta,
-                    snapshot: Box::new(SnapshotFile { path: path.clone() }),
+                    snapshot: Box::new(SnapshotFile::whole(path.clone())),
                 },
             )
             .await;

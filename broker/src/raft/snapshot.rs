@@ -20,9 +20,11 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use openraft::SnapshotMeta;
 
+use super::kept_bodies::LoggedEntries;
 use super::{Node, NodeId};
 use crate::store::codec;
 
@@ -35,16 +37,55 @@ const MAX_FIELD: u32 = sluice_core::limits::replication::SNAPSHOT_FIELD_MAX;
 /// Metadata of a snapshot.
 pub type Meta = SnapshotMeta<NodeId, Node>;
 
-/// A snapshot's data: a file on disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A snapshot's data: a file on disk, and, for a snapshot this node made,
+/// the log its message bodies are read from when it is sent.
+#[derive(Clone)]
 pub struct SnapshotFile {
     /// Where the file is.
     pub path: PathBuf,
+    /// Set on a snapshot this node built: the bodies it only references
+    /// (kept in this node's log) are read from here and streamed with it
+    /// (`kept_bodies::with_bodies`). `None` on a received snapshot, which
+    /// carries every body it names.
+    pub bodies: Option<Arc<dyn LoggedEntries>>,
 }
 
-/// Writes a snapshot file.
-pub struct SnapshotWriter {
-    out: BufWriter<File>,
+impl SnapshotFile {
+    /// A snapshot file that carries every body it names.
+    pub fn whole(path: PathBuf) -> Self {
+        SnapshotFile { path, bodies: None }
+    }
+
+    /// Writes to `out` what is sent to another node: the file, with a copy
+    /// of every body it only references read from [`Self::bodies`]. Blocks.
+    pub fn send_to<W: Write>(&self, out: W) -> io::Result<W> {
+        match &self.bodies {
+            Some(log) => super::kept_bodies::with_bodies(&self.path, out, &**log)
+                .map(|(_, out)| out)
+                .map_err(io::Error::other),
+            None => {
+                let mut out = out;
+                io::copy(&mut File::open(&self.path)?, &mut out)?;
+                out.flush()?;
+                Ok(out)
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for SnapshotFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotFile")
+            .field("path", &self.path)
+            .field("bodies_from_log", &self.bodies.is_some())
+            .finish()
+    }
+}
+
+/// Writes a snapshot: to a file ([`SnapshotWriter::create`]) or, as it is
+/// sent, to any sink ([`SnapshotWriter::to`]).
+pub struct SnapshotWriter<W: Write = BufWriter<File>> {
+    out: W,
     crc: crc32fast::Hasher,
     count: u64,
 }
@@ -53,8 +94,23 @@ impl SnapshotWriter {
     /// Creates `path` and writes the header.
     pub fn create(path: &Path, meta: &Meta) -> io::Result<Self> {
         let file = File::create(path)?;
+        SnapshotWriter::to(BufWriter::with_capacity(1 << 20, file), meta)
+    }
+
+    /// Writes the trailer and fsyncs the file.
+    pub fn finish(self) -> io::Result<u64> {
+        let (count, out) = self.end()?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(count)
+    }
+}
+
+impl<W: Write> SnapshotWriter<W> {
+    /// Writes the header to `out`.
+    pub fn to(out: W, meta: &Meta) -> io::Result<Self> {
         let mut w = SnapshotWriter {
-            out: BufWriter::with_capacity(1 << 20, file),
+            out,
             crc: crc32fast::Hasher::new(),
             count: 0,
         };
@@ -83,16 +139,16 @@ impl SnapshotWriter {
         Ok(())
     }
 
-    /// Writes the trailer and fsyncs the file.
-    pub fn finish(mut self) -> io::Result<u64> {
+    /// Writes the trailer and flushes; returns the record count and the
+    /// sink.
+    pub fn end(mut self) -> io::Result<(u64, W)> {
         self.write(&END.to_le_bytes())?;
         let count = self.count;
         self.write(&count.to_le_bytes())?;
         let crc = self.crc.clone().finalize();
         self.out.write_all(&crc.to_le_bytes())?;
-        let file = self.out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        Ok(count)
+        self.out.flush()?;
+        Ok((count, self.out))
     }
 }
 
@@ -259,6 +315,7 @@ impl SnapshotDir {
         File::open(&self.dir)?.sync_all()?;
         for entry in fs::read_dir(&self.dir)? {
             let other = entry?.path();
+            // `.send`: the copy with bodies an earlier version wrote to send.
             if other != path
                 && other
                     .extension()
@@ -268,13 +325,6 @@ impl SnapshotDir {
             }
         }
         Ok(path)
-    }
-
-    /// Where the copy of snapshot `snapshot` that is sent to other nodes
-    /// goes (see `kept_bodies::with_bodies`); [`Self::publish`] removes it
-    /// with its snapshot.
-    pub fn send_path(&self, snapshot: &Path) -> PathBuf {
-        snapshot.with_extension("send")
     }
 
     /// Checks every snapshot file whole (its checksum), moving a damaged
@@ -301,8 +351,7 @@ impl SnapshotDir {
         Ok(damaged)
     }
 
-    /// Removes every snapshot at or past entry `first_lost`, with its copy
-    /// to send: such a snapshot may name message bodies that only entries
+    /// Removes every snapshot at or past entry `first_lost`: such a snapshot may name message bodies that only entries
     /// from `first_lost` on held, and the log is being cut there. Returns
     /// the snapshots removed.
     pub fn remove_from(&self, first_lost: u64) -> io::Result<Vec<Meta>> {
@@ -320,10 +369,6 @@ impl SnapshotDir {
             };
             if meta.last_log_id.is_none_or(|l| l.index < first_lost) {
                 continue;
-            }
-            let send = self.send_path(&path);
-            if send.exists() {
-                fs::remove_file(&send)?;
             }
             fs::remove_file(&path)?;
             removed.push(meta);

@@ -661,7 +661,10 @@ impl StateMachineStore {
         self.current_snapshot = Some((meta.clone(), path.clone()));
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(SnapshotFile { path }),
+            snapshot: Box::new(SnapshotFile {
+                path,
+                bodies: Some(self.entries.clone()),
+            }),
         })
     }
 }
@@ -825,9 +828,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn begin_receiving_snapshot(
         &mut self,
     ) -> Result<Box<SnapshotFile>, StorageError<NodeId>> {
-        Ok(Box::new(SnapshotFile {
-            path: self.snapshots.temp_path("recv"),
-        }))
+        Ok(Box::new(SnapshotFile::whole(
+            self.snapshots.temp_path("recv"),
+        )))
     }
 
     async fn install_snapshot(
@@ -878,51 +881,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         } else {
             (meta, path)
         };
-        // What is sent carries the bodies this node keeps in its log.
-        // Made once per snapshot, checked whole before each reuse like the
-        // snapshot itself.
-        let send = self.snapshots.send_path(&path);
-        let (snapshots, entries, from, to) = (
-            self.snapshots.clone(),
-            self.entries.clone(),
-            path.clone(),
-            send.clone(),
-        );
-        loop {
-            let (snapshots, entries, from, to) =
-                (snapshots.clone(), entries.clone(), from.clone(), to.clone());
-            let written = tokio::task::spawn_blocking(move || {
-                if super::snapshot::verify(&to).is_ok() {
-                    return Ok(0);
-                }
-                let tmp = snapshots.temp_path("send");
-                let added =
-                    super::kept_bodies::with_bodies(&from, &tmp, &*entries).and_then(|added| {
-                        std::fs::rename(&tmp, &to)
-                            .map_err(|e| StoreError::io("keeping the snapshot to send", &to, e))?;
-                        Ok(added)
-                    });
-                if added.is_err() {
-                    let _ = std::fs::remove_file(&tmp);
-                }
-                added
-            })
-            .await
-            .map_err(|e| storage_read_error("writing the snapshot to send", e))?;
-            match written {
-                Ok(_) => break,
-                // An error here stops Raft: wait for room instead, as the
-                // log's writes do.
-                Err(e) if super::log_store::is_disk_full(&e) => {
-                    tracing::warn!(error = %e, "the disk is full: the copy of the snapshot to send waits for space");
-                    tokio::time::sleep(super::log_store::DISK_FULL_RETRY).await;
-                }
-                Err(e) => return Err(storage_read_error("writing the snapshot to send", e)),
-            }
-        }
+        // What is sent carries the bodies this node keeps in its log: they
+        // are read from it as the snapshot is streamed, so a deep backlog
+        // is not written to disk a second time to be sent.
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(SnapshotFile { path: send }),
+            snapshot: Box::new(SnapshotFile {
+                path,
+                bodies: Some(self.entries.clone()),
+            }),
         }))
     }
 }
@@ -1357,12 +1324,19 @@ mod tests {
         n.log.purge_through(upto);
         assert_eq!(n.log.entries.lock().unwrap().len(), 3, "the pinned stay");
 
-        // The copy sent to another node carries the bodies.
+        // What is sent to another node carries the bodies, read from the
+        // kept segments as it is sent; nothing more is written here.
         let sent = n.sm.get_current_snapshot().await.unwrap().unwrap();
-        assert_ne!(sent.snapshot.path, snapshot.snapshot.path);
+        assert_eq!(sent.snapshot.path, snapshot.snapshot.path);
         let mut b = node().await;
         let file = b.sm.begin_receiving_snapshot().await.unwrap();
-        std::fs::copy(&sent.snapshot.path, &file.path).unwrap();
+        sent.snapshot
+            .send_to(std::fs::File::create(&file.path).unwrap())
+            .unwrap();
+        let held = std::fs::read_dir(n.dir.path().join("snapshots"))
+            .unwrap()
+            .count();
+        assert_eq!(held, 1, "only the snapshot itself is on disk");
         b.sm.install_snapshot(&sent.meta, file).await.unwrap();
         assert_eq!(*b.log.pins.lock().unwrap(), Some(Default::default()));
         b.index = n.index;

@@ -39,6 +39,11 @@ const BACKLOG_RATE: u64 = 20;
 /// of the log is then live queued bodies, so the nodes keep log segments
 /// past their purges for them (`raft::kept_bodies`) under the faults.
 pub const BACKLOG_BODY_BYTES: usize = 16 * 1024;
+/// Messages sent to the backlog at most (47 MiB of bodies): a long run
+/// then fits the nodes' small disks (`nodes::SMALL_DISK_MB`) with the
+/// disk-full nemesis's filler, the log's live segments and a node's copy
+/// of the backlog installed from a snapshot; the short runs never reach it.
+const BACKLOG_MAX: u64 = 3_000;
 const FIFO_RATE: u64 = 20;
 
 /// The queues of the workload.
@@ -220,6 +225,9 @@ async fn produce_backlog(ctx: &Ctx, queue: &str, until: Instant) {
     let mut p = Process::new(ctx);
     let mut pace = Pace::new(BACKLOG_RATE, until);
     while let Some(n) = pace.next().await {
+        if n >= BACKLOG_MAX {
+            break;
+        }
         let body = format!("b-{n}");
         let outcome = send(ctx, &mut p, client, queue, &body, None, BACKLOG_BODY_BYTES).await;
         pause_unless_ok(&outcome).await;
