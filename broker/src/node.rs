@@ -69,11 +69,14 @@ pub enum StartError {
 /// the log hold, so one the engine cannot open is moved aside and rebuilt
 /// from them: an error, or a panic (sled 0.34 panics on some damage, for
 /// instance `tried to serialize Uninitialized` for garbage in its file).
+/// Only the newest database moved aside is kept, for diagnosis: each is as
+/// large as the state, and repeated damage would otherwise fill the disk.
 fn open_state_db(path: &std::path::Path, cache_capacity: u64) -> Result<Db, StoreError> {
     let options = DbOptions { cache_capacity };
     match open_and_probe(path, &options) {
         Ok(db) => Ok(db),
         Err(e) if path.exists() => {
+            remove_broken_dbs(path)?;
             let aside = path.with_extension(format!(
                 "broken-{}",
                 std::time::SystemTime::now()
@@ -96,6 +99,26 @@ fn open_state_db(path: &std::path::Path, cache_capacity: u64) -> Result<Db, Stor
             reason: e,
         }),
     }
+}
+
+/// Removes the databases moved aside earlier beside `path` (`db.broken-*`).
+fn remove_broken_dbs(path: &std::path::Path) -> Result<(), StoreError> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(());
+    };
+    let prefix = format!("{}.broken-", name.to_string_lossy());
+    let entries = std::fs::read_dir(dir).map_err(|e| StoreError::io("listing", dir, e))?;
+    for entry in entries {
+        let old = entry.map_err(|e| StoreError::io("listing", dir, e))?.path();
+        if old
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+        {
+            tracing::warn!(path = %old.display(), "removing an older damaged state machine database");
+            std::fs::remove_dir_all(&old).map_err(|e| StoreError::io("removing", &old, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Opens the database and reads the first record of every tree, turning an
@@ -664,11 +687,24 @@ mod tests {
             db.tree("sm.0").unwrap().first().unwrap().is_none(),
             "a fresh database, holding no state"
         );
-        let aside: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("db.broken-"))
-            .collect();
-        assert_eq!(aside.len(), 1, "the damaged database is kept aside");
+        let aside = || -> Vec<String> {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("db.broken-"))
+                .collect()
+        };
+        let first = aside();
+        assert_eq!(first.len(), 1, "the damaged database is kept aside");
+
+        // Damaged again: the newer one is kept aside, the older removed.
+        drop(db);
+        filled_db(&path);
+        std::fs::write(path.join("conf"), [0xabu8; 64]).unwrap();
+        std::fs::write(path.join("second"), b"").unwrap();
+        open_state_db(&path, 1 << 20).expect("replaced again");
+        let second = aside();
+        assert_eq!(second.len(), 1, "only the newest is kept: {second:?}");
+        assert!(dir.path().join(&second[0]).join("second").exists());
     }
 }

@@ -340,20 +340,42 @@ impl SnapshotDir {
                 if e.kind() != io::ErrorKind::InvalidData {
                     return Err(e);
                 }
-                let aside = path.with_extension("snap.damaged");
-                fs::rename(&path, &aside)?;
-                File::open(&self.dir)?.sync_all()?;
-                tracing::error!(snapshot = %path.display(), error = %e, moved_to = %aside.display(), "a snapshot file is damaged");
-                metrics::counter!("sluice_snapshot_damage_found_total").increment(1);
-                damaged.push((path, e.to_string()));
+                damaged.push((path, e));
             }
         }
-        Ok(damaged)
+        if !damaged.is_empty() {
+            // Only the newest damaged files are kept, for diagnosis: each
+            // is as large as the state.
+            self.remove_damaged()?;
+        }
+        for (path, e) in &damaged {
+            let aside = path.with_extension("snap.damaged");
+            fs::rename(path, &aside)?;
+            File::open(&self.dir)?.sync_all()?;
+            tracing::error!(snapshot = %path.display(), error = %e, moved_to = %aside.display(), "a snapshot file is damaged");
+            metrics::counter!("sluice_snapshot_damage_found_total").increment(1);
+        }
+        Ok(damaged
+            .into_iter()
+            .map(|(path, e)| (path, e.to_string()))
+            .collect())
     }
 
-    /// Removes every snapshot at or past entry `first_lost`: such a snapshot may name message bodies that only entries
-    /// from `first_lost` on held, and the log is being cut there. Returns
-    /// the snapshots removed.
+    fn remove_damaged(&self) -> io::Result<()> {
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.to_string_lossy().ends_with(".snap.damaged") {
+                tracing::warn!(snapshot = %path.display(), "removing an older damaged snapshot file");
+                fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every snapshot at or past entry `first_lost`: such a
+    /// snapshot may name message bodies that only entries from
+    /// `first_lost` on held, and the log is being cut there. Returns the
+    /// snapshots removed.
     pub fn remove_from(&self, first_lost: u64) -> io::Result<Vec<Meta>> {
         let mut removed = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
@@ -495,5 +517,29 @@ mod tests {
         let files: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(files.len(), 1);
         assert_eq!(reopened.latest().unwrap().unwrap().0, meta(9));
+    }
+
+    #[test]
+    fn only_the_newest_damaged_snapshots_are_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = SnapshotDir::open(dir.path()).unwrap();
+        let mut aside = Vec::new();
+        for index in [5, 9] {
+            let tmp = snaps.temp_path("build");
+            writer_with(&tmp, index, 10, |_| b"v".to_vec())
+                .finish()
+                .unwrap();
+            let path = snaps.publish(&tmp, &meta(index)).unwrap();
+            let mut bytes = fs::read(&path).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            fs::write(&path, bytes).unwrap();
+            let damaged = snaps.set_aside_damaged().unwrap();
+            assert_eq!(damaged.len(), 1);
+            aside.push(path.with_extension("snap.damaged"));
+        }
+        assert!(!aside[0].exists(), "the older damaged file is removed");
+        assert!(aside[1].exists(), "the newest is kept");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
