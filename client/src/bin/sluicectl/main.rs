@@ -3,6 +3,7 @@
 //! Errors print as one line, `sluicectl: <code>: <message>`, and exit with
 //! status 1 (2 for usage errors).
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -181,21 +182,55 @@ fn print_removed(json: bool, key: &str, name: &str) {
     }
 }
 
-/// Message attributes of one data type (String, Number) from NAME=VALUE pairs.
-fn message_attributes(
-    data_type: &str,
-    pairs: Vec<(String, String)>,
-) -> impl Iterator<Item = (String, pb::MessageAttributeValue)> + '_ {
-    pairs.into_iter().map(move |(k, v)| {
-        (
-            k,
-            pb::MessageAttributeValue {
-                data_type: data_type.into(),
-                string_value: v,
-                binary_value: Vec::new(),
-            },
-        )
-    })
+/// A message to send to a queue or publish to a topic: its body or
+/// bodies, FIFO ids and attributes.
+#[derive(clap::Args)]
+struct Outgoing {
+    /// The body (omit with --stdin).
+    body: Option<String>,
+    /// Read bodies from stdin, one per line.
+    #[arg(long)]
+    stdin: bool,
+    /// Message group id (FIFO).
+    #[arg(long)]
+    group: Option<String>,
+    /// Deduplication id (FIFO).
+    #[arg(long)]
+    dedup: Option<String>,
+    /// String attribute as NAME=VALUE; repeatable.
+    #[arg(long = "attribute", short = 'a', value_parser = parse_pair)]
+    attributes: Vec<(String, String)>,
+    /// Number attribute as NAME=VALUE; repeatable.
+    #[arg(long = "number", short = 'n', value_parser = parse_pair)]
+    numbers: Vec<(String, String)>,
+}
+
+impl Outgoing {
+    /// The body given, or with `--stdin` one per line.
+    fn bodies(&self) -> Result<Vec<String>, Error> {
+        arg_or_stdin(self.body.clone(), self.stdin, "the message body")
+    }
+
+    /// The message attributes, String and Number.
+    fn attributes(&self) -> HashMap<String, pb::MessageAttributeValue> {
+        let typed = |data_type: &str, pairs: &[(String, String)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    let value = pb::MessageAttributeValue {
+                        data_type: data_type.into(),
+                        string_value: v.clone(),
+                        binary_value: Vec::new(),
+                    };
+                    (k.clone(), value)
+                })
+                .collect::<Vec<_>>()
+        };
+        typed("String", &self.attributes)
+            .into_iter()
+            .chain(typed("Number", &self.numbers))
+            .collect()
+    }
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {

@@ -54,23 +54,11 @@ pub enum QueueCmd {
     Send {
         /// Queue name.
         name: String,
-        /// The body (omit with --stdin).
-        body: Option<String>,
-        /// Read bodies from stdin, one per line.
-        #[arg(long)]
-        stdin: bool,
+        #[command(flatten)]
+        message: crate::Outgoing,
         /// Delay in seconds (standard queues).
         #[arg(long)]
         delay: Option<i32>,
-        /// Message group id (FIFO).
-        #[arg(long)]
-        group: Option<String>,
-        /// Deduplication id (FIFO).
-        #[arg(long)]
-        dedup: Option<String>,
-        /// String attribute as NAME=VALUE; repeatable.
-        #[arg(long = "attribute", short = 'a', value_parser = parse_pair)]
-        attributes: Vec<(String, String)>,
     },
     /// Receive messages (and delete them with --delete).
     Receive {
@@ -198,17 +186,11 @@ pub async fn run(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error
         }
         QueueCmd::Send {
             name,
-            body,
-            stdin,
+            message,
             delay,
-            group,
-            dedup,
-            attributes,
         } => {
-            let bodies = crate::arg_or_stdin(body, stdin, "the message body")?;
-            let message_attributes: HashMap<String, pb::MessageAttributeValue> =
-                crate::message_attributes("String", attributes).collect();
-            for body in bodies {
+            let message_attributes = message.attributes();
+            for body in message.bodies()? {
                 let r = client
                     .send_message(pb::SendMessageRequest {
                         queue_name: name.clone(),
@@ -216,8 +198,8 @@ pub async fn run(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error
                         delay_seconds: delay,
                         message_attributes: message_attributes.clone(),
                         message_system_attributes: HashMap::new(),
-                        message_deduplication_id: dedup.clone().unwrap_or_default(),
-                        message_group_id: group.clone().unwrap_or_default(),
+                        message_deduplication_id: message.dedup.clone().unwrap_or_default(),
+                        message_group_id: message.group.clone().unwrap_or_default(),
                     })
                     .await?;
                 crate::print_result(

@@ -80,26 +80,11 @@ pub enum TopicCmd {
     Publish {
         /// Topic name or ARN.
         topic: String,
-        /// The message (omit with --stdin).
-        message: Option<String>,
-        /// Read messages from stdin, one per line.
-        #[arg(long)]
-        stdin: bool,
+        #[command(flatten)]
+        message: crate::Outgoing,
         /// Subject.
         #[arg(long)]
         subject: Option<String>,
-        /// Message group id (FIFO topics).
-        #[arg(long)]
-        group: Option<String>,
-        /// Deduplication id (FIFO topics).
-        #[arg(long)]
-        dedup: Option<String>,
-        /// String attribute as NAME=VALUE; repeatable.
-        #[arg(long = "attribute", short = 'a', value_parser = parse_pair)]
-        attributes: Vec<(String, String)>,
-        /// Number attribute as NAME=VALUE; repeatable.
-        #[arg(long = "number", short = 'n', value_parser = parse_pair)]
-        numbers: Vec<(String, String)>,
     },
 }
 
@@ -187,19 +172,10 @@ pub async fn run(client: &Client, json: bool, cmd: TopicCmd) -> Result<(), Error
         TopicCmd::Publish {
             topic,
             message,
-            stdin,
             subject,
-            group,
-            dedup,
-            attributes,
-            numbers,
         } => {
-            let messages = crate::arg_or_stdin(message, stdin, "the message")?;
-            let message_attributes: HashMap<String, pb::MessageAttributeValue> =
-                crate::message_attributes("String", attributes)
-                    .chain(crate::message_attributes("Number", numbers))
-                    .collect();
-            for m in messages {
+            let message_attributes = message.attributes();
+            for m in message.bodies()? {
                 let r = client
                     .publish(pb::PublishRequest {
                         topic_arn: topic.clone(),
@@ -207,8 +183,8 @@ pub async fn run(client: &Client, json: bool, cmd: TopicCmd) -> Result<(), Error
                         subject: subject.clone().unwrap_or_default(),
                         message_structure: String::new(),
                         message_attributes: message_attributes.clone(),
-                        message_group_id: group.clone().unwrap_or_default(),
-                        message_deduplication_id: dedup.clone().unwrap_or_default(),
+                        message_group_id: message.group.clone().unwrap_or_default(),
+                        message_deduplication_id: message.dedup.clone().unwrap_or_default(),
                     })
                     .await?;
                 crate::print_result(
