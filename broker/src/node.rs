@@ -76,14 +76,12 @@ fn open_state_db(path: &std::path::Path, cache_capacity: u64) -> Result<Db, Stor
     match open_and_probe(path, &options) {
         Ok(db) => Ok(db),
         Err(e) if path.exists() => {
-            remove_broken_dbs(path)?;
-            let aside = path.with_extension(format!(
-                "broken-{}",
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis())
-                    .unwrap_or(0)
-            ));
+            // Housekeeping: a failure here (on a disk already found
+            // damaged) must not stop the node.
+            if let Err(e) = remove_broken_dbs(path) {
+                tracing::warn!(error = %e, "could not remove an older damaged state machine database");
+            }
+            let aside = broken_path(path, std::time::SystemTime::now());
             tracing::error!(
                 path = %path.display(),
                 error = %e,
@@ -101,12 +99,30 @@ fn open_state_db(path: &std::path::Path, cache_capacity: u64) -> Result<Db, Stor
     }
 }
 
+/// What a damaged database at `path` is moved aside as, at `now`:
+/// `{path}.broken-{milliseconds}`.
+fn broken_path(path: &std::path::Path, now: std::time::SystemTime) -> std::path::PathBuf {
+    let ms = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let mut name = broken_prefix(path);
+    name.push_str(&ms.to_string());
+    path.with_file_name(name)
+}
+
+/// The start of the names of the databases moved aside from `path`.
+fn broken_prefix(path: &std::path::Path) -> String {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    format!("{name}.broken-")
+}
+
 /// Removes the databases moved aside earlier beside `path` (`db.broken-*`).
 fn remove_broken_dbs(path: &std::path::Path) -> Result<(), StoreError> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+    let Some(dir) = path.parent() else {
         return Ok(());
     };
-    let prefix = format!("{}.broken-", name.to_string_lossy());
+    let prefix = broken_prefix(path);
     let entries = std::fs::read_dir(dir).map_err(|e| StoreError::io("listing", dir, e))?;
     for entry in entries {
         let old = entry.map_err(|e| StoreError::io("listing", dir, e))?.path();

@@ -88,7 +88,16 @@ pub trait LoggedEntries: Send + Sync {
 
     /// Says which segments (by first index) a purge keeps for their bodies.
     fn pin(&self, segments: BTreeSet<u64>);
+
+    /// Keeps the segments that hold entries up to `index` while the
+    /// returned hold lives, whatever the pins say: a snapshot at `index`
+    /// being sent reads its bodies there.
+    fn hold_through(&self, index: u64) -> Hold;
 }
+
+/// Keeps log segments from deletion until dropped
+/// ([`LoggedEntries::hold_through`]).
+pub type Hold = Box<dyn std::any::Any + Send + Sync>;
 
 /// The body `r` names in `payload`.
 pub fn body_in(payload: &Payload, r: &BodyRef) -> Result<String, String> {
@@ -247,10 +256,9 @@ pub fn with_bodies<W: std::io::Write>(
         let path = path.to_path_buf();
         move |e: std::io::Error| StoreError::io(what, &path, e)
     };
-    let sent = std::path::Path::new("(snapshot sent)");
     let (mut reader, meta) = SnapshotReader::open(from).map_err(io("opening snapshot", from))?;
     let upto = meta.last_log_id.map_or(0, |l| l.index);
-    let mut writer = SnapshotWriter::to(out, &meta).map_err(io("sending snapshot", sent))?;
+    let mut writer = SnapshotWriter::to(out, &meta).map_err(io("streaming snapshot", from))?;
     let mut copies = BTreeSet::new();
     let mut referenced = BTreeMap::new();
     while let Some((key, value)) = reader.next_record().map_err(io("reading snapshot", from))? {
@@ -266,7 +274,7 @@ pub fn with_bodies<W: std::io::Write>(
         }
         writer
             .record(&key, &value)
-            .map_err(io("sending snapshot", sent))?;
+            .map_err(io("streaming snapshot", from))?;
     }
     let mut bodies = Reader { log, entry: None };
     let mut added = 0;
@@ -276,10 +284,10 @@ pub fn with_bodies<W: std::io::Write>(
         }
         writer
             .record(&kept_key(r), &codec::encode(&bodies.body(r)?))
-            .map_err(io("sending snapshot", sent))?;
+            .map_err(io("streaming snapshot", from))?;
         added += 1;
     }
-    let (_, out) = writer.end().map_err(io("sending snapshot", sent))?;
+    let (_, out) = writer.end().map_err(io("streaming snapshot", from))?;
     Ok((added, out))
 }
 
@@ -336,6 +344,10 @@ mod tests {
         }
 
         fn pin(&self, _: BTreeSet<u64>) {}
+
+        fn hold_through(&self, _: u64) -> Hold {
+            Box::new(())
+        }
     }
 
     /// Queue `q` and ten messages of `body(i)` sent in entry 5, applied.

@@ -316,6 +316,10 @@ impl super::kept_bodies::LoggedEntries for LogStore {
     fn pin(&self, segments: std::collections::BTreeSet<u64>) {
         self.log.set_pins(segments);
     }
+
+    fn hold_through(&self, index: u64) -> super::kept_bodies::Hold {
+        Box::new(self.log.hold_through(index))
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {

@@ -27,6 +27,7 @@ pub mod recovery;
 pub mod repair;
 pub mod service;
 pub mod snapshot;
+pub mod snapshot_data;
 pub mod state_machine;
 
 use std::time::Duration;
@@ -48,7 +49,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = Node,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = snapshot::SnapshotFile,
+        SnapshotData = snapshot_data::SnapshotFile,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -276,6 +277,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
         // Streams the file, with the bodies it only references read from
         // this node's log, into the request; stops when the call ends.
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
         let reader = tokio::task::spawn_blocking(move || {
             let ended = tx.clone();
             let first = SnapshotChunk {
@@ -285,24 +288,24 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             if tx.blocking_send(first).is_err() {
                 return Ok(());
             }
-            let sent = file.send_to(Chunks {
-                tx,
-                buf: Vec::with_capacity(SNAPSHOT_CHUNK),
-            });
+            let sent = file.send_to(Chunks::new(tx, stopped.clone()));
             match sent {
                 // The call ended first: its reply says what happened.
-                Err(_) if ended.is_closed() => Ok(()),
+                Err(_) if ended.is_closed() || stopped.load(Ordering::Relaxed) => Ok(()),
                 sent => sent.map(drop),
             }
         });
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let reply = tokio::select! {
             closed = cancel => {
-                reader.abort();
+                // A blocking task cannot be aborted: it stops at its next
+                // chunk.
+                stop.store(true, Ordering::Relaxed);
                 return Err(StreamingError::Closed(closed));
             }
             reply = client.install_snapshot(stream) => reply,
         };
+        stop.store(true, Ordering::Relaxed);
         match reader.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(StreamingError::Network(NetworkError::new(&e))),
@@ -330,13 +333,29 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 
 /// The request stream of a snapshot call as a [`std::io::Write`]: bytes go
 /// out in chunks of [`SNAPSHOT_CHUNK`]. Call only off the async runtime.
+/// Writes fail once the call has ended or `stop` is set.
 struct Chunks {
     tx: tokio::sync::mpsc::Sender<SnapshotChunk>,
     buf: Vec<u8>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Chunks {
+    fn new(tx: tokio::sync::mpsc::Sender<SnapshotChunk>, stop: Arc<AtomicBool>) -> Self {
+        Chunks {
+            tx,
+            buf: Vec::with_capacity(SNAPSHOT_CHUNK),
+            stop,
+        }
+    }
+
     fn send(&mut self) -> std::io::Result<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the snapshot send was stopped",
+            ));
+        }
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(SNAPSHOT_CHUNK));
         self.tx
             .blocking_send(SnapshotChunk {
@@ -388,6 +407,42 @@ mod tests {
                 })],
             })),
         }
+    }
+
+    /// Chunks go out at `SNAPSHOT_CHUNK` bytes but the last, in order;
+    /// once the call has ended, or the send is stopped, writes fail.
+    #[test]
+    fn chunks_cut_a_stream_and_stop_when_told_or_when_the_call_ends() {
+        use std::io::Write;
+        let bytes: Vec<u8> = (0..SNAPSHOT_CHUNK * 5 / 2).map(|i| i as u8).collect();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut out = Chunks::new(tx, stop.clone());
+        for piece in bytes.chunks(1000) {
+            out.write_all(piece).unwrap();
+        }
+        out.flush().unwrap();
+        drop(out);
+        let mut got = Vec::new();
+        let mut sizes = Vec::new();
+        while let Ok(c) = rx.try_recv() {
+            sizes.push(c.data.len());
+            got.extend(c.data);
+        }
+        assert_eq!(sizes, [SNAPSHOT_CHUNK, SNAPSHOT_CHUNK, SNAPSHOT_CHUNK / 2]);
+        assert_eq!(got, bytes);
+
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let mut out = Chunks::new(tx, stop.clone());
+        drop(rx);
+        let err = out.write_all(&bytes).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
+
+        let (tx, _rx) = tokio::sync::mpsc::channel(8);
+        let mut out = Chunks::new(tx, stop.clone());
+        stop.store(true, Ordering::Relaxed);
+        let err = out.write_all(&bytes).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
     }
 
     #[test]

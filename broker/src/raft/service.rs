@@ -27,7 +27,8 @@ use sluice_proto::internal::{RaftPayload, SnapshotChunk};
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::snapshot::{self, Meta, SnapshotDir, SnapshotFile};
+use super::snapshot::{self, Meta, SnapshotDir};
+use super::snapshot_data::SnapshotFile;
 use super::{NodeId, Raft};
 use crate::auth::caller::Caller;
 use crate::store::codec;
@@ -248,8 +249,15 @@ impl sluice_proto::internal::raft_server::Raft for RaftService {
             Ok(m) => m,
             Err(e) => {
                 let _ = tokio::fs::remove_file(&path).await;
+                // A stream cut short (a sender that stopped: superseded,
+                // or a body it could not read) ends before the trailer.
+                let hint = if e.to_string().contains("truncated") {
+                    " (the stream ended before the snapshot's end: the sender stopped)"
+                } else {
+                    ""
+                };
                 return Err(Status::data_loss(format!(
-                    "received snapshot is unusable: {e}"
+                    "received snapshot is unusable: {e}{hint}"
                 )));
             }
         };

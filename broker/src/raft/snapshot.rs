@@ -20,11 +20,9 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use openraft::SnapshotMeta;
 
-use super::kept_bodies::LoggedEntries;
 use super::{Node, NodeId};
 use crate::store::codec;
 
@@ -36,51 +34,6 @@ const MAX_FIELD: u32 = sluice_core::limits::replication::SNAPSHOT_FIELD_MAX;
 
 /// Metadata of a snapshot.
 pub type Meta = SnapshotMeta<NodeId, Node>;
-
-/// A snapshot's data: a file on disk, and, for a snapshot this node made,
-/// the log its message bodies are read from when it is sent.
-#[derive(Clone)]
-pub struct SnapshotFile {
-    /// Where the file is.
-    pub path: PathBuf,
-    /// Set on a snapshot this node built: the bodies it only references
-    /// (kept in this node's log) are read from here and streamed with it
-    /// (`kept_bodies::with_bodies`). `None` on a received snapshot, which
-    /// carries every body it names.
-    pub bodies: Option<Arc<dyn LoggedEntries>>,
-}
-
-impl SnapshotFile {
-    /// A snapshot file that carries every body it names.
-    pub fn whole(path: PathBuf) -> Self {
-        SnapshotFile { path, bodies: None }
-    }
-
-    /// Writes to `out` what is sent to another node: the file, with a copy
-    /// of every body it only references read from [`Self::bodies`]. Blocks.
-    pub fn send_to<W: Write>(&self, out: W) -> io::Result<W> {
-        match &self.bodies {
-            Some(log) => super::kept_bodies::with_bodies(&self.path, out, &**log)
-                .map(|(_, out)| out)
-                .map_err(io::Error::other),
-            None => {
-                let mut out = out;
-                io::copy(&mut File::open(&self.path)?, &mut out)?;
-                out.flush()?;
-                Ok(out)
-            }
-        }
-    }
-}
-
-impl std::fmt::Debug for SnapshotFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SnapshotFile")
-            .field("path", &self.path)
-            .field("bodies_from_log", &self.bodies.is_some())
-            .finish()
-    }
-}
 
 /// Writes a snapshot: to a file ([`SnapshotWriter::create`]) or, as it is
 /// sent, to any sink ([`SnapshotWriter::to`]).
@@ -271,12 +224,13 @@ pub struct SnapshotDir {
 
 impl SnapshotDir {
     /// Opens `dir`, creating it, and removes files left half-written by an
-    /// earlier run.
+    /// earlier run, and the copies with bodies an earlier version wrote to
+    /// send (`.send`; bodies are now streamed as a snapshot is sent).
     pub fn open(dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         for entry in fs::read_dir(dir)? {
             let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "tmp") {
+            if path.extension().is_some_and(|e| e == "tmp" || e == "send") {
                 fs::remove_file(&path)?;
             }
         }
@@ -315,12 +269,7 @@ impl SnapshotDir {
         File::open(&self.dir)?.sync_all()?;
         for entry in fs::read_dir(&self.dir)? {
             let other = entry?.path();
-            // `.send`: the copy with bodies an earlier version wrote to send.
-            if other != path
-                && other
-                    .extension()
-                    .is_some_and(|e| e == "snap" || e == "send")
-            {
+            if other != path && other.extension().is_some_and(|e| e == "snap") {
                 fs::remove_file(&other)?;
             }
         }
@@ -345,8 +294,11 @@ impl SnapshotDir {
         }
         if !damaged.is_empty() {
             // Only the newest damaged files are kept, for diagnosis: each
-            // is as large as the state.
-            self.remove_damaged()?;
+            // is as large as the state. Housekeeping: a failure here (on a
+            // disk already found damaged) must not stop the node.
+            if let Err(e) = self.remove_damaged() {
+                tracing::warn!(error = %e, "could not remove an older damaged snapshot file");
+            }
         }
         for (path, e) in &damaged {
             let aside = path.with_extension("snap.damaged");

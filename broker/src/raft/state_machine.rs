@@ -40,7 +40,8 @@ use openraft::{
 };
 
 use super::kept_bodies::LoggedEntries;
-use super::snapshot::{Meta, SnapshotDir, SnapshotFile, SnapshotReader, SnapshotWriter};
+use super::snapshot::{Meta, SnapshotDir, SnapshotReader, SnapshotWriter};
+use super::snapshot_data::{LogBodies, SnapshotFile};
 use super::{storage_error, storage_read_error, Node, NodeId, TypeConfig};
 use crate::apply::{Counter, Ctx, Effect, Effects};
 use crate::command::{EntryResponse, Query, QueryResponse};
@@ -589,6 +590,13 @@ impl StateMachineStore {
         Ok(())
     }
 
+    /// Where a snapshot this node built at `meta` reads the bodies it only
+    /// references when it is sent.
+    fn log_bodies(&self, meta: &Meta) -> LogBodies {
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        LogBodies::through(self.entries.clone(), index)
+    }
+
     async fn build_snapshot_now(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let started = Instant::now();
         self.snapshot_seq += 1;
@@ -659,12 +667,10 @@ impl StateMachineStore {
             .record(started.elapsed().as_secs_f64());
         tracing::info!(snapshot = %meta, records, path = %path.display(), "built snapshot");
         self.current_snapshot = Some((meta.clone(), path.clone()));
+        let bodies = Some(self.log_bodies(&meta));
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(SnapshotFile {
-                path,
-                bodies: Some(self.entries.clone()),
-            }),
+            snapshot: Box::new(SnapshotFile { path, bodies }),
         })
     }
 }
@@ -884,12 +890,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // What is sent carries the bodies this node keeps in its log: they
         // are read from it as the snapshot is streamed, so a deep backlog
         // is not written to disk a second time to be sent.
+        let bodies = Some(self.log_bodies(&meta));
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(SnapshotFile {
-                path,
-                bodies: Some(self.entries.clone()),
-            }),
+            snapshot: Box::new(SnapshotFile { path, bodies }),
         }))
     }
 }
@@ -922,16 +926,32 @@ mod tests {
         entries: std::sync::Mutex<BTreeMap<u64, Payload>>,
         /// What the state machine last pinned (`None`: keep everything).
         pins: std::sync::Mutex<Option<std::collections::BTreeSet<u64>>>,
+        /// The indexes of the holds alive ([`LoggedEntries::hold_through`]).
+        holds: Arc<std::sync::Mutex<Vec<u64>>>,
+    }
+
+    /// A hold on a [`TestLog`]: drops its index from the list.
+    struct TestHold(Arc<std::sync::Mutex<Vec<u64>>>, u64);
+
+    impl Drop for TestHold {
+        fn drop(&mut self) {
+            let mut holds = self.0.lock().unwrap();
+            let at = holds.iter().position(|i| *i == self.1).expect("held");
+            holds.remove(at);
+        }
     }
 
     impl TestLog {
-        /// Drops entries up to `index` but the pinned ones, as a purge does.
+        /// Drops entries up to `index` but the pinned and held ones, as a
+        /// purge does.
         fn purge_through(&self, index: u64) {
             let pins = self.pins.lock().unwrap().clone();
-            self.entries
-                .lock()
-                .unwrap()
-                .retain(|i, _| *i > index || pins.as_ref().is_none_or(|p| p.contains(i)));
+            let held = self.holds.lock().unwrap().iter().max().copied();
+            self.entries.lock().unwrap().retain(|i, _| {
+                *i > index
+                    || held.is_some_and(|h| *i <= h)
+                    || pins.as_ref().is_none_or(|p| p.contains(i))
+            });
         }
     }
 
@@ -955,6 +975,11 @@ mod tests {
 
         fn pin(&self, segments: std::collections::BTreeSet<u64>) {
             *self.pins.lock().unwrap() = Some(segments);
+        }
+
+        fn hold_through(&self, index: u64) -> super::super::kept_bodies::Hold {
+            self.holds.lock().unwrap().push(index);
+            Box::new(TestHold(self.holds.clone(), index))
         }
     }
 
@@ -1270,12 +1295,13 @@ mod tests {
         )
         .await;
         n.apply(3_002, vec![send("q", "m3")]).await;
-        let snapshot = n.snapshot().await;
+        // (Dropped at once, as openraft drops what it built: a snapshot
+        // being sent holds the log under it.)
+        let upto = n.snapshot().await.meta.last_log_id.unwrap().index;
         assert!(!kept(&n, 2), "a deleted message's body is dropped");
         assert!(kept(&n, 3) && kept(&n, 4) && kept(&n, 7));
         // The log purged up to the snapshot: the queue is still served.
-        n.log
-            .purge_through(snapshot.meta.last_log_id.unwrap().index);
+        n.log.purge_through(upto);
         let r = n.apply(4_000, vec![receive_up_to("q", 10, 30)]).await;
         assert_eq!(served_bodies(&n, r).await, ["m1", "m2", "m3"]);
         // A body found nowhere is an error, never an empty body.
@@ -1291,7 +1317,8 @@ mod tests {
 
     /// Bodies that make up most of their segment are not copied: the
     /// segment is kept past the purge, an unclean restart serves them from
-    /// it, and the copy of the snapshot sent to another node carries them.
+    /// it, and a snapshot sent to another node carries them, read from the
+    /// segment as it is sent.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn dense_bodies_stay_in_their_kept_segments_and_travel_with_a_sent_snapshot() {
         let big = |i: u64| format!("m{i}-{}", "x".repeat(1_000));
@@ -1321,13 +1348,21 @@ mod tests {
             Some(std::collections::BTreeSet::from([2, 3, 4]))
         );
         let upto = snapshot.meta.last_log_id.unwrap().index;
+        let path = snapshot.snapshot.path.clone();
+        drop(snapshot);
         n.log.purge_through(upto);
         assert_eq!(n.log.entries.lock().unwrap().len(), 3, "the pinned stay");
 
         // What is sent to another node carries the bodies, read from the
         // kept segments as it is sent; nothing more is written here.
         let sent = n.sm.get_current_snapshot().await.unwrap().unwrap();
-        assert_eq!(sent.snapshot.path, snapshot.snapshot.path);
+        assert_eq!(sent.snapshot.path, path);
+        // A newer snapshot that pins nothing does not take them mid-send.
+        let pins = n.log.pins.lock().unwrap().take();
+        n.log.pin(Default::default());
+        n.log.purge_through(upto);
+        assert_eq!(n.log.entries.lock().unwrap().len(), 3, "held while sent");
+        *n.log.pins.lock().unwrap() = pins;
         let mut b = node().await;
         let file = b.sm.begin_receiving_snapshot().await.unwrap();
         sent.snapshot

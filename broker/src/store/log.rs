@@ -99,6 +99,9 @@ struct Inner {
     /// First indexes of the segments a purge keeps; `None` (until the
     /// state machine first says): every one.
     pins: Option<BTreeSet<u64>>,
+    /// Segments a purge keeps too, while snapshots that read bodies from
+    /// them are sent ([`LogFiles::hold_through`]), with how many holds each.
+    held: BTreeMap<u64, usize>,
     /// Files written since the last sync.
     dirty: Vec<Arc<File>>,
     /// Segments were created or deleted since the last sync.
@@ -110,6 +113,28 @@ pub struct LogFiles {
     dir: PathBuf,
     segment_bytes: u64,
     inner: Mutex<Inner>,
+}
+
+/// Segments kept from deletion while it lives (see
+/// [`LogFiles::hold_through`]); the next purge after the drop may delete
+/// them.
+pub struct SegmentHold {
+    log: Arc<LogFiles>,
+    segments: Vec<u64>,
+}
+
+impl Drop for SegmentHold {
+    fn drop(&mut self) {
+        let mut inner = self.log.lock();
+        for first in &self.segments {
+            if let Some(n) = inner.held.get_mut(first) {
+                *n -= 1;
+                if *n == 0 {
+                    inner.held.remove(first);
+                }
+            }
+        }
+    }
 }
 
 fn io_err(context: &'static str, path: &Path, e: io::Error) -> StoreError {
@@ -710,6 +735,7 @@ impl LogFiles {
                 kept,
                 kept_damage,
                 pins: None,
+                held: BTreeMap::new(),
                 dirty: Vec::new(),
                 dir_dirty,
             }),
@@ -935,6 +961,27 @@ impl LogFiles {
         self.lock().pins = Some(pins);
     }
 
+    /// Keeps every segment, live or kept, whose first entry is at or below
+    /// `index` until the returned hold is dropped: a purge treats them as
+    /// pinned. A snapshot at `index` being sent reads the bodies it only
+    /// references from them, and a newer snapshot's pins must not take
+    /// them away mid-send.
+    pub fn hold_through(self: &Arc<Self>, index: u64) -> SegmentHold {
+        let mut inner = self.lock();
+        let segments: Vec<u64> = (inner.segments.keys())
+            .chain(inner.kept.keys())
+            .filter(|first| **first <= index)
+            .copied()
+            .collect();
+        for first in &segments {
+            *inner.held.entry(*first).or_default() += 1;
+        }
+        SegmentHold {
+            log: self.clone(),
+            segments,
+        }
+    }
+
     /// The first damage found in a kept segment when the log was opened:
     /// the node cannot rebuild its state from its snapshot (see
     /// `raft::repair::open_log`).
@@ -1025,7 +1072,8 @@ impl LogFiles {
                 break;
             }
             let keep = !s.records.is_empty()
-                && inner.pins.as_ref().is_none_or(|pins| pins.contains(&first));
+                && (inner.held.contains_key(&first)
+                    || inner.pins.as_ref().is_none_or(|pins| pins.contains(&first)));
             let mut s = inner.segments.remove(&first).expect("listed");
             if keep {
                 let to = kept_dir.join(s.path.file_name().unwrap_or_default());
@@ -1042,7 +1090,7 @@ impl LogFiles {
             let unpinned: Vec<u64> = inner
                 .kept
                 .keys()
-                .filter(|f| !pins.contains(f))
+                .filter(|f| !pins.contains(f) && !inner.held.contains_key(f))
                 .copied()
                 .collect();
             for first in unpinned {
@@ -1491,6 +1539,35 @@ mod tests {
         drop(log);
         let log = LogFiles::open(dir.path(), 100).unwrap();
         assert_eq!(log.first_index(), Some(101));
+    }
+
+    /// Segments held for a snapshot being sent outlive a purge that no
+    /// pin asks to keep, live ones moved into `kept/`, until the hold is
+    /// dropped.
+    #[test]
+    fn held_segments_outlive_purges_until_released() {
+        let (_dir, log) = new_log(100);
+        let log = Arc::new(log);
+        append_each(&log, 1..40);
+        let spans = log.spans();
+        let (held, upto) = (spans[1], spans[2].last);
+        let body = |i: u64| Some(format!("entry-{i}").into_bytes());
+        let hold = log.hold_through(held.last);
+        // A newer snapshot pins nothing.
+        log.set_pins(BTreeSet::new());
+        log.purge_through(upto).unwrap();
+        assert_eq!(log.kept_count(), 2, "both segments through the hold");
+        assert_eq!(log.read_retained(held.first).unwrap(), body(held.first));
+        // A second hold on the same segments, released first, keeps nothing
+        // beyond the first.
+        let again = log.hold_through(held.last);
+        drop(again);
+        log.purge_through(upto).unwrap();
+        assert_eq!(log.kept_count(), 2);
+        drop(hold);
+        log.purge_through(upto).unwrap();
+        assert_eq!(log.kept_count(), 0);
+        assert_eq!(log.read_retained(held.first).unwrap(), None);
     }
 
     /// A purge keeps a pinned segment, read-only in `kept/`, across a
