@@ -183,6 +183,14 @@ async fn a_rolling_restart_under_writes_loses_nothing() {
         }
         c.start(k);
         c.wait_for_voters(&[1, 2, 3], FORM).await;
+        // Ready: a caught-up voter (`/ready`), as the StatefulSet waits
+        // for. A voter still catching up would leave the next restart's
+        // majority waiting on it.
+        let pod = &c;
+        wait_for(FORM, "the restarted pod to be ready", || async move {
+            (pod.ready_code(k) == Some(200)).then_some(())
+        })
+        .await;
     }
 
     let w = writer.finish().await;
