@@ -249,15 +249,8 @@ impl sluice_proto::internal::raft_server::Raft for RaftService {
             Ok(m) => m,
             Err(e) => {
                 let _ = tokio::fs::remove_file(&path).await;
-                // A stream cut short (a sender that stopped: superseded,
-                // or a body it could not read) ends before the trailer.
-                let hint = if e.to_string().contains("truncated") {
-                    " (the stream ended before the snapshot's end: the sender stopped)"
-                } else {
-                    ""
-                };
                 return Err(Status::data_loss(format!(
-                    "received snapshot is unusable: {e}{hint}"
+                    "received snapshot is unusable: {e}"
                 )));
             }
         };

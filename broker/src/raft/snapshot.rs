@@ -153,7 +153,7 @@ impl SnapshotReader {
         let mut buf = vec![0; n];
         self.input.read_exact(&mut buf).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
-                corrupt("truncated")
+                corrupt("truncated: it ends before its trailer (a file cut short, or a stream whose sender stopped)")
             } else {
                 e
             }
