@@ -9,10 +9,11 @@
 //! of a queue message's: sent, received, deleted) never reach the tree.
 //! Queue message keys (`m/...`: heads, body references, the ready, due and
 //! sent indexes) are not copied into the tree at all but kept in memory
-//! over it, up to [`RESIDENT_MESSAGES_BYTES`]; snapshots read them there,
-//! a snapshot loaded puts them back there, and a clean stop writes them
-//! into the tree. Past the budget newer ones
-//! go to the tree, so a deep backlog does not take the node's memory.
+//! over it, packed ([`Packed`]), up to [`RESIDENT_MESSAGES_BYTES`];
+//! snapshots read them there, a snapshot loaded puts them back there, and a
+//! clean stop writes them to a file of its own (`queue-index/sm.{n}`) that
+//! the next start reads back. Past the budget newer ones go to the tree, so
+//! a deep backlog does not take the node's memory.
 //!
 //! The state lives in a tree `sm.{generation}`; installing a snapshot loads
 //! it into the other generation's tree (generations alternate between two
@@ -24,8 +25,8 @@
 //!
 //! The state is not flushed on apply, and its writes are not atomic across
 //! a crash (see [`Tree::apply`]): the log is the durable copy. A node that
-//! stops cleanly copies what is in memory into the tree, flushes it and
-//! marks it clean ([`mark_clean`]); one that opens a state not marked clean
+//! stops cleanly copies what is in memory into the tree (queue message
+//! keys into their index file), flushes it and marks it clean ([`mark_clean`]); one that opens a state not marked clean
 //! (killed, crashed, power lost) cannot trust it, since it may hold part of
 //! a batch, and rebuilds it from the latest snapshot (or from empty when
 //! none was taken yet). openraft then re-applies the log from there.
@@ -47,6 +48,7 @@ use crate::apply::{Counter, Ctx, Effect, Effects};
 use crate::command::{EntryResponse, Query, QueryResponse};
 use crate::error::ApplyError;
 use crate::machine;
+use crate::store::packed::{self, Packed};
 use crate::store::records::RecordFiles;
 use crate::store::{
     codec, lay_over, Changes, Db, KvIter, StateRead, StateTree, StoreError, Tree, Txn, WriteBatch,
@@ -83,9 +85,11 @@ const ENTRY_OVERHEAD: usize = 64;
 /// They are written and rewritten at every send, receive and delete, which
 /// in sled costs a leaf rewrite each; in memory the queue's index costs a
 /// map insert. Past this budget (a deep backlog) newer messages' keys go to
-/// the tree as before, and the node's memory stays bounded. At about 400
-/// bytes a message, some 600 000 messages stay in memory. Memory holds no
-/// removals: that of a key the tree holds is written to the tree.
+/// the tree as before, and the node's memory stays bounded. Packed, a
+/// message of a standard queue takes about 130 bytes (its keys share their
+/// prefixes; its body reference, id and MD5 are most of it), so some
+/// 2 million messages stay in memory. Memory holds no removals: that of a
+/// key the tree holds is written to the tree.
 pub const RESIDENT_MESSAGES_BYTES: usize = 256 * 1024 * 1024;
 
 /// Bytes an entry of a layer takes, roughly.
@@ -118,12 +122,10 @@ struct Layers {
     /// Older writes being copied into the tree (empty when none).
     copying: Arc<Changes>,
     /// Queue message keys copied out of `copying` into memory rather than
-    /// the tree (up to [`RESIDENT_MESSAGES_BYTES`]): newer than the tree,
-    /// older than `copying`. A snapshot reads them with the tree; a clean
-    /// stop writes them into it.
-    resident: Changes,
-    /// Bytes in `resident`.
-    resident_bytes: usize,
+    /// the tree (up to [`RESIDENT_MESSAGES_BYTES`]), packed: newer than the
+    /// tree, older than `copying`. A snapshot reads them with the tree; a
+    /// clean stop writes them into it.
+    resident: Packed,
     /// Whether the tree may hold queue message keys (opened from disk, a
     /// snapshot installed, a spill past the budget, a persist): a copy then
     /// looks up each removed message key there, and removes it there too.
@@ -148,8 +150,7 @@ impl Layers {
             recent: Changes::new(),
             recent_bytes: 0,
             copying: Arc::new(Changes::new()),
-            resident: Changes::new(),
-            resident_bytes: 0,
+            resident: Packed::new(),
             tree_has_messages,
             resident_budget: RESIDENT_MESSAGES_BYTES,
             tree,
@@ -168,18 +169,13 @@ impl Layers {
     /// those it removes out of it. A removal is never kept: one of a key
     /// the tree holds went to the tree ([`removed_from_tree`]).
     fn hold_message_keys(&mut self, written: &Changes, spilled: bool) {
-        for (k, v) in written.iter().filter(|(k, _)| is_message_key(k)) {
-            let old = match v {
-                Some(v) if !spilled => {
-                    self.resident_bytes += ENTRY_OVERHEAD + k.len() + v.len();
-                    self.resident.insert(k.clone(), Some(v.clone()))
-                }
-                _ => self.resident.remove(k),
-            };
-            if let Some(old) = old {
-                self.resident_bytes -= entry_bytes(k, &old);
-            }
-        }
+        let messages = sluice_core::queues::layout::MESSAGES.to_vec();
+        let end = crate::store::keys::prefix_end(&messages);
+        let held = written.range((Bound::Included(messages), end));
+        self.resident.apply(held.map(|(k, v)| {
+            let v = if spilled { None } else { v.as_deref() };
+            (k.as_slice(), v)
+        }));
         if spilled {
             self.tree_has_messages = true;
         }
@@ -224,20 +220,20 @@ fn write_to_tree(
 
 impl StateRead for Layers {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self
-            .recent
-            .get(key)
-            .or_else(|| self.copying.get(key))
-            .or_else(|| self.resident.get(key))
-        {
+        match self.recent.get(key).or_else(|| self.copying.get(key)) {
             Some(v) => Ok(v.clone()),
+            None if is_message_key(key) => match self.resident.get(key) {
+                Some(v) => Ok(Some(v)),
+                None => self.tree.get(key),
+            },
             None => self.tree.get(key),
         }
     }
 
     fn range(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, reverse: bool) -> KvIter<'_> {
         let tree = self.tree.range(start.clone(), end.clone(), reverse);
-        let lowest = lay_over(&self.resident, tree, start.clone(), end.clone(), reverse);
+        let resident = self.resident.range(start.clone(), end.clone(), reverse);
+        let lowest = packed::over(resident, tree, reverse);
         let lower = lay_over(&self.copying, lowest, start.clone(), end.clone(), reverse);
         lay_over(&self.recent, lower, start, end, reverse)
     }
@@ -298,7 +294,7 @@ impl StateHandle {
             let writes = Arc::new(writes);
             layers.recent_bytes = 0;
             layers.copying = writes.clone();
-            let spill = layers.resident_bytes >= layers.resident_budget;
+            let spill = layers.resident.bytes() >= layers.resident_budget;
             (layers.tree.clone(), writes, spill)
         };
         let handle = self.clone();
@@ -324,12 +320,15 @@ impl StateHandle {
     /// what a snapshot needs before it reads the tree and `resident`.
     fn settle(&self) -> Result<(), StoreError> {
         let _held = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut guard = self.layers_mut();
-        let layers = &mut *guard;
+        Self::settle_in(&mut self.layers_mut())
+    }
+
+    /// [`StateHandle::settle`], with the copy lock held.
+    fn settle_in(layers: &mut Layers) -> Result<(), StoreError> {
         // One batch of both, the newer writes over the older.
         let mut writes = std::mem::take(Arc::make_mut(&mut layers.copying));
         writes.append(&mut layers.recent);
-        let spill = layers.resident_bytes >= layers.resident_budget;
+        let spill = layers.resident.bytes() >= layers.resident_budget;
         let written = write_to_tree(&layers.tree, &writes, spill, layers.tree_has_messages);
         if written.is_ok() {
             layers.hold_message_keys(&writes, spill);
@@ -341,38 +340,33 @@ impl StateHandle {
         written
     }
 
-    /// Copies every write still in memory into the tree, resident queue
-    /// message keys included, waiting for a copy in progress, and makes the
-    /// record files durable: what a clean stop needs.
-    pub fn persist(&self) -> Result<(), StoreError> {
+    /// Settles every write still in memory (see [`StateHandle::settle`]),
+    /// waiting for a copy in progress, makes the tree and the record files
+    /// durable, and writes the queue message keys held in memory to
+    /// `index`, a file of a few large blocks that the next start reads
+    /// back in one go: what a clean stop needs. Written into the tree
+    /// instead, a million messages' keys took sled 20 s, and the start
+    /// after an unclean stop as long again to remove them.
+    pub fn persist(&self, index: &std::path::Path) -> Result<(), StoreError> {
         let _held = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut guard = self.layers_mut();
-        let layers = &mut *guard;
-        // Oldest first (resident, copying, recent), so that a newer write
-        // lands over an older one. Each layer is cleared only once it is in
-        // the tree: after a failed write, reads still see it.
-        layers.tree.apply_changes(&layers.resident)?;
-        layers.resident.clear();
-        layers.resident_bytes = 0;
-        layers.tree_has_messages = true;
-        layers.tree.apply_changes(&layers.copying)?;
-        layers.copying = Arc::new(Changes::new());
-        layers.tree.apply_changes(&layers.recent)?;
-        layers.recent.clear();
-        layers.recent_bytes = 0;
-        layers.tree.sync()
+        let mut layers = self.layers_mut();
+        Self::settle_in(&mut layers)?;
+        layers.tree.sync()?;
+        layers
+            .resident
+            .write_file(index)
+            .map_err(|e| StoreError::io("writing the queue index", index, e))
     }
 
-    /// Makes `tree` the state, with the queue message keys `resident`
-    /// (`bytes` of them) in memory over it and nothing else; returns the
-    /// tree it was. Writes still in memory are dropped: they belonged to
-    /// the state being replaced.
-    fn replace(&self, tree: StateTree, resident: Changes, bytes: usize) -> StateTree {
+    /// Makes `tree` the state, with the queue message keys `resident` in
+    /// memory over it and nothing else; returns the tree it was. Writes
+    /// still in memory are dropped: they belonged to the state being
+    /// replaced.
+    fn replace(&self, tree: StateTree, resident: Packed) -> StateTree {
         let _held = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut layers = self.layers_mut();
         let mut next = Layers::over(tree);
         next.resident = resident;
-        next.resident_bytes = bytes;
         next.resident_budget = layers.resident_budget;
         std::mem::replace(&mut *layers, next).tree
     }
@@ -410,6 +404,21 @@ fn records_dir(db: &Db, generation: u64) -> PathBuf {
     parent.join("records").join(format!("sm.{generation}"))
 }
 
+/// Where a clean stop writes generation `generation`'s queue message keys
+/// held in memory ([`StateHandle::persist`]): beside the database, in
+/// `queue-index/sm.{generation}`.
+fn index_path(db: &Db, generation: u64) -> PathBuf {
+    let parent = db.path().parent().unwrap_or(std::path::Path::new("."));
+    parent.join("queue-index").join(format!("sm.{generation}"))
+}
+
+/// The queue message keys a clean stop of generation `generation` left,
+/// or why they cannot be trusted.
+fn read_index(db: &Db, generation: u64) -> Result<Packed, StoreError> {
+    let path = index_path(db, generation);
+    Packed::read_file(&path).map_err(|e| StoreError::io("reading the queue index", &path, e))
+}
+
 fn read_record<T: serde::de::DeserializeOwned>(
     tree: &dyn StateRead,
     key: &[u8],
@@ -437,6 +446,28 @@ impl StateMachineStore {
             }
         }
         let mut clean = sm_meta.get(CLEAN)?.is_some();
+        let mut resident = Packed::new();
+        if clean {
+            match read_index(db, generation) {
+                Ok(index) => resident = index,
+                Err(e) => {
+                    tracing::error!(error = %e, "the queue index a clean stop wrote does not read; rebuilding the state from the snapshot and the log");
+                    metrics::counter!("sluice_state_rebuilds_total", "reason" => "damaged")
+                        .increment(1);
+                    clean = false;
+                }
+            }
+        }
+        // Read or not trusted, a queue index is spent: the next clean stop
+        // writes the state as it is then.
+        for g in [0, 1] {
+            let path = index_path(db, g);
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(StoreError::io("removing the queue index", &path, e));
+                }
+            }
+        }
         RecordFiles::open(&records_dir(db, generation ^ 1), false)?;
         let records = match RecordFiles::open(&records_dir(db, generation), clean) {
             Ok(r) => r,
@@ -469,6 +500,7 @@ impl StateMachineStore {
             copy: None,
             entries,
         };
+        sm.state.layers_mut().resident = resident;
         if sm.sm_meta.get(CLEAN)?.is_some() {
             // From here on a crash must not pass for a clean stop.
             sm.sm_meta.remove(CLEAN)?;
@@ -499,7 +531,7 @@ impl StateMachineStore {
     /// Switches to a fresh, empty state (openraft re-applies the whole log).
     fn load_empty(&mut self) -> Result<(), StoreError> {
         let (next, tree) = self.next_tree()?;
-        self.switch_to(next, tree, Changes::new(), 0)?;
+        self.switch_to(next, tree, Packed::new())?;
         self.last_applied = None;
         self.membership = StoredMembership::default();
         self.clock = 0;
@@ -518,18 +550,17 @@ impl StateMachineStore {
 
     /// Makes `tree` generation `next` the state, durably, and empties the
     /// previous one.
-    /// `resident`, `bytes` of queue message keys, go in memory over it.
+    /// `resident`, queue message keys, go in memory over it.
     fn switch_to(
         &mut self,
         next: u64,
         tree: StateTree,
-        resident: Changes,
-        bytes: usize,
+        resident: Packed,
     ) -> Result<(), StoreError> {
         self.db.flush()?;
         self.sm_meta.insert(ACTIVE, codec::encode(&next))?;
         self.db.flush()?;
-        let previous = self.state.replace(tree, resident, bytes);
+        let previous = self.state.replace(tree, resident);
         previous.clear()?;
         self.generation = next;
         Ok(())
@@ -556,16 +587,14 @@ impl StateMachineStore {
         // made the snapshot, up to the budget (far faster than the tree,
         // which takes some 50 000 keys a second); the rest to the tree.
         let budget = self.state.resident_budget();
-        let (mut resident, mut resident_bytes) = (Changes::new(), 0);
+        let mut resident = Packed::new();
         while let Some((k, v)) = reader
             .next_record()
             .map_err(|e| StoreError::io("reading snapshot", path, e))?
         {
             records += 1;
-            let bytes = ENTRY_OVERHEAD + k.len() + v.len();
-            if is_message_key(&k) && resident_bytes + bytes <= budget {
-                resident_bytes += bytes;
-                resident.insert(k, Some(v));
+            if is_message_key(&k) && resident.bytes() < budget {
+                resident.push(&k, &v);
                 continue;
             }
             batch.put(k, v);
@@ -576,7 +605,8 @@ impl StateMachineStore {
         batch.put(APPLIED.to_vec(), codec::encode(&meta.last_log_id));
         batch.put(MEMBERSHIP.to_vec(), codec::encode(&meta.last_membership));
         tree.apply(batch)?;
-        self.switch_to(next, tree.clone(), resident, resident_bytes)?;
+        let resident_bytes = resident.bytes();
+        self.switch_to(next, tree.clone(), resident)?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.clock = read_record(&tree, CLOCK)?.unwrap_or(0);
@@ -678,7 +708,8 @@ impl StateMachineStore {
 /// Flushes the state and marks it clean, so that the next open trusts it.
 /// Call only once nothing applies to it any more (after openraft stopped).
 pub fn mark_clean(db: &Db, state: &StateHandle) -> Result<(), StoreError> {
-    state.persist()?;
+    let generation: u64 = read_record(&db.tree("sm-meta")?, ACTIVE)?.unwrap_or(0);
+    state.persist(&index_path(db, generation))?;
     db.flush()?;
     db.tree("sm-meta")?.insert(CLEAN, Vec::new())?;
     db.flush()
@@ -700,7 +731,9 @@ pub fn trusted_applied(db: &Db) -> Result<Option<LogId<NodeId>>, StoreError> {
     }
     let generation: u64 = read_record(&sm_meta, ACTIVE)?.unwrap_or(0);
     // Record files that will not open make the start rebuild the state.
-    if !RecordFiles::opens_trusted(&records_dir(db, generation)) {
+    if !RecordFiles::opens_trusted(&records_dir(db, generation))
+        || read_index(db, generation).is_err()
+    {
         return Ok(None);
     }
     let tree = db.tree(&format!("sm.{generation}"))?;
@@ -1509,6 +1542,14 @@ mod tests {
         n.apply(1_000, vec![create_stream("s")]).await;
         n.apply(2_000, vec![put_records("s", 0, 100)]).await;
         n.snapshot().await;
+        let n = damaged_after_a_clean_stop(n, "records/sm.0/positions", 20, 0xff).await;
+        assert_eq!(stream_records(&n).len(), 100);
+    }
+
+    /// Stops `n` cleanly, flips bits `flip` of byte `at` of `file` (in its
+    /// data directory), checks that the state is no longer trusted, and
+    /// starts the node again.
+    async fn damaged_after_a_clean_stop(n: Node, file: &str, at: usize, flip: u8) -> Node {
         let Node {
             dir, db, sm, log, ..
         } = n;
@@ -1516,15 +1557,26 @@ mod tests {
         drop(sm);
         mark_clean(&db, &state).unwrap();
         assert!(trusted_applied(&db).unwrap().is_some());
-        let positions = dir.path().join("records/sm.0/positions");
-        let mut bytes = std::fs::read(&positions).unwrap();
-        bytes[20] ^= 0xff;
-        std::fs::write(&positions, bytes).unwrap();
+        let path = dir.path().join(file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[at] ^= flip;
+        std::fs::write(&path, bytes).unwrap();
         assert_eq!(trusted_applied(&db).unwrap(), None);
         drop(state);
         drop(db);
-        let n = open_with(dir, log).await;
-        assert_eq!(stream_records(&n).len(), 100);
+        open_with(dir, log).await
+    }
+
+    /// A queue index damaged after a clean stop is not trusted: the state
+    /// is rebuilt from the snapshot (and the log), and every message is
+    /// still there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_damaged_queue_index_after_a_clean_stop_is_rebuilt_not_trusted() {
+        let (n, _) = snapshotted(300).await;
+        let before = dump(&n);
+        let mut n = damaged_after_a_clean_stop(n, "queue-index/sm.0", 100, 0x10).await;
+        assert_eq!(n.applied_index().await, Some(301), "from the snapshot");
+        assert_eq!(dump(&n), before);
     }
 
     /// The `sm.*` trees, each with its number of keys.
@@ -1557,7 +1609,8 @@ mod tests {
             // The applied writes reach the tree (as a copy does once enough
             // gather), then the node is killed: the state is rebuilt in the
             // other tree.
-            n.sm.handle().persist().unwrap();
+            let index = n.db.path().with_extension("index");
+            n.sm.handle().persist(&index).unwrap();
             n = n.restart(false).await;
             let trees = state_trees(&n.db);
             assert_eq!(trees.len(), 2, "round {round}: {trees:?}");
@@ -1657,7 +1710,7 @@ mod tests {
         let tree = n.sm.state.layers().tree.clone();
         assert!(tree.get(APPLIED).unwrap().is_some(), "copies ran");
         assert_eq!(message_keys(&tree), 0);
-        assert!(n.sm.state.layers().resident_bytes > RECENT_WRITES_BYTES);
+        assert!(n.sm.state.layers().resident.len() >= 1_500 * 3);
         let snapshot = n.snapshot().await;
         assert_eq!(message_keys(&tree), 0, "a snapshot leaves them in memory");
         let mut b = node().await;
@@ -1667,24 +1720,30 @@ mod tests {
         assert_eq!(dump(&b), dump(&n), "the snapshot holds them");
         // Installed, they are in memory again, not in the tree.
         assert_eq!(message_keys(&b.sm.state.layers().tree), 0);
-        assert!(b.sm.state.layers().resident_bytes > RECENT_WRITES_BYTES);
+        assert!(b.sm.state.layers().resident.len() >= 1_500 * 3);
         // With a smaller budget, what does not fit goes to the tree.
         let mut c = node().await;
-        c.sm.state.layers_mut().resident_budget = 64 * 1024;
+        c.sm.state.layers_mut().resident_budget = 16 * 1024;
         let file = c.sm.begin_receiving_snapshot().await.unwrap();
         std::fs::copy(&snapshot.snapshot.path, &file.path).unwrap();
         c.sm.install_snapshot(&snapshot.meta, file).await.unwrap();
         assert_eq!(dump(&c), dump(&n));
         assert!(message_keys(&c.sm.state.layers().tree) > 0);
-        assert!(c.sm.state.layers().resident_bytes <= 64 * 1024);
+        assert!(c.sm.state.layers().resident.bytes() <= 16 * 1024 + 2 * packed::BLOCK_BYTES);
         c.index = 1_501;
         let r = c.apply(10_000, vec![receive_up_to("q", 10, 30)]).await;
         assert_eq!(served_bodies(&c, r).await[0], "m0");
 
         drop(tree);
+        let before = dump(&n);
         let mut n = n.restart(true).await;
+        // Back in memory from the index file the clean stop wrote, which
+        // the start then removed; never in the tree.
         let tree = n.sm.state.layers().tree.clone();
-        assert!(message_keys(&tree) >= 1_500 * 3);
+        assert_eq!(message_keys(&tree), 0);
+        assert!(n.sm.state.layers().resident.len() >= 1_500 * 3);
+        assert_eq!(dump(&n), before);
+        assert!(!n.dir.path().join("queue-index/sm.0").exists());
         n.index = 1_501;
         let r = n.apply(10_000, vec![receive_up_to("q", 10, 30)]).await;
         assert_eq!(served_bodies(&n, r).await[0], "m0");
@@ -1697,14 +1756,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn past_the_budget_message_keys_spill_into_the_tree() {
         let mut n = node().await;
-        n.sm.state.layers_mut().resident_budget = 64 * 1024;
+        n.sm.state.layers_mut().resident_budget = 16 * 1024;
         n.fill_queue(1_500).await;
         n.copied().await;
         let tree = n.sm.state.layers().tree.clone();
         let spilled = message_keys(&tree);
         assert!(spilled > 0);
-        let resident = n.sm.state.layers().resident_bytes;
-        assert!(resident < 64 * 1024 + RECENT_WRITES_BYTES, "{resident}");
+        let resident = n.sm.state.layers().resident.bytes();
+        assert!(resident < 16 * 1024 + RECENT_WRITES_BYTES, "{resident}");
         // Every message, wherever its keys are, is received once, in order.
         let mut bodies = Vec::new();
         let mut receipts = Vec::new();
@@ -1746,7 +1805,10 @@ mod tests {
         // no removal.
         n.sm.state.settle().unwrap();
         assert_eq!(message_keys(&tree), 0);
-        assert!(n.sm.state.layers().resident.values().all(Option::is_some));
+        assert!(
+            n.sm.state.layers().resident.is_empty(),
+            "no key of a deleted message stays in memory"
+        );
     }
 
     /// A clean stop writes the layers oldest first: a message key held in
@@ -1758,12 +1820,28 @@ mod tests {
         let db = Db::open(&dir.path().join("db"), &Default::default()).unwrap();
         let tree = StateTree::for_test(&db, "t");
         let state = StateHandle::over(tree.clone());
-        state.add(changes(&[("m/1", Some("old")), ("m/2", Some("old"))]));
+        state.add(changes(&[
+            ("m/1", Some("old")),
+            ("m/2", Some("old")),
+            ("k", Some("old")),
+        ]));
         state.start_copy().await.unwrap().unwrap();
         assert_eq!(state.layers().resident.len(), 2);
-        state.add(changes(&[("m/1", None), ("m/2", Some("new"))]));
-        state.persist().unwrap();
-        assert_eq!(pairs(&tree), vec![("m/2".to_string(), "new".to_string())]);
+        state.add(changes(&[
+            ("m/1", None),
+            ("m/2", Some("new")),
+            ("k", Some("new")),
+        ]));
+        let index = dir.path().join("index");
+        state.persist(&index).unwrap();
+        // The tree holds the rest, the index the message keys, as they are now.
+        assert_eq!(pairs(&tree), vec![("k".to_string(), "new".to_string())]);
+        let read = Packed::read_file(&index).unwrap();
+        let read: Vec<_> = read
+            .range(Bound::Unbounded, Bound::Unbounded, false)
+            .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+            .collect();
+        assert_eq!(read, vec![("m/2".to_string(), "new".to_string())]);
     }
 
     #[tokio::test]
@@ -1777,7 +1855,7 @@ mod tests {
             let copy = state.start_copy();
             state.add(changes(&[("k", Some("new")), ("gone", None)]));
             // A clean stop may come before, during or after the copy.
-            state.persist().unwrap();
+            state.persist(&dir.path().join("index")).unwrap();
             copy.await.unwrap().unwrap();
             assert_eq!(
                 pairs(&tree),

@@ -27,17 +27,22 @@ use std::path::Path;
 /// the state tree.
 /// 10: a body reference holds the body's length, and the log keeps whole
 /// segments whose bodies are still live (`log/kept/`).
-pub const CURRENT: u32 = 10;
+/// 11: a clean stop writes queue message keys to `queue-index/`, not into
+/// the state tree, so a format 10 build would start from a clean state
+/// missing every queued message.
+pub const CURRENT: u32 = 11;
 const FILE: &str = "FORMAT";
 const MAGIC: &str = "sluice-data-format";
 
 /// Whether `dir` holds anything a node wrote (a log, a state, snapshots).
 fn holds_data(dir: &Path) -> bool {
-    ["log", "db", "records", "snapshots"].iter().any(|sub| {
-        std::fs::read_dir(dir.join(sub))
-            .map(|mut entries| entries.next().is_some())
-            .unwrap_or(false)
-    })
+    ["log", "db", "records", "queue-index", "snapshots"]
+        .iter()
+        .any(|sub| {
+            std::fs::read_dir(dir.join(sub))
+                .map(|mut entries| entries.next().is_some())
+                .unwrap_or(false)
+        })
 }
 
 /// Checks the format of the data directory `dir`, recording the current

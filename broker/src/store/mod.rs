@@ -25,6 +25,7 @@
 pub mod format;
 pub mod lock;
 pub mod log;
+pub mod packed;
 pub mod records;
 pub mod state_tree;
 
@@ -32,10 +33,27 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 pub use sluice_core::store::{
-    codec, keys, lay_over, records_under, Changes, Kv, KvIter, MemState, StateRead, StoreError,
-    Txn, WriteBatch,
+    codec, is_empty_range, keys, lay_over, records_under, Changes, Kv, KvIter, MemState, StateRead,
+    StoreError, Txn, WriteBatch,
 };
 pub use state_tree::StateTree;
+
+/// A small deterministic generator (xorshift) for the storage tests' random
+/// operations, so that a failure replays from its seed.
+#[cfg(test)]
+pub(crate) mod test_rng {
+    pub struct Rng(pub u64);
+
+    impl Rng {
+        /// A number below `n`.
+        pub fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+}
 
 /// A sled error, as the storage layer reports it.
 fn engine(e: sled::Error) -> StoreError {

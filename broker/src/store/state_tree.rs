@@ -185,16 +185,7 @@ mod tests {
     use crate::store::{Db, MemState};
     use sluice_core::streams::records::{record_key, record_prefix};
 
-    /// A small deterministic generator (xorshift).
-    struct Rng(u64);
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
-    }
+    use crate::store::test_rng::Rng;
 
     fn key(rng: &mut Rng) -> Vec<u8> {
         match rng.below(4) {

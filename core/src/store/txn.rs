@@ -150,7 +150,7 @@ fn overlay_range<'a>(
 }
 
 /// True when no key lies between `start` and `end`.
-pub(super) fn is_empty_range(start: &Bound<Vec<u8>>, end: &Bound<Vec<u8>>) -> bool {
+pub fn is_empty_range(start: &Bound<Vec<u8>>, end: &Bound<Vec<u8>>) -> bool {
     match (start, end) {
         (Bound::Included(s), Bound::Included(e)) => s > e,
         (Bound::Included(s) | Bound::Excluded(s), Bound::Excluded(e))
