@@ -1071,6 +1071,27 @@ mod tests {
             open_with(dir, log).await
         }
 
+        /// Applies the log past what the state holds, as openraft does at
+        /// a start.
+        async fn replay(&mut self) {
+            let from = self.applied_index().await.map_or(1, |i| i + 1);
+            let entries: Vec<_> = self
+                .log
+                .entries
+                .lock()
+                .unwrap()
+                .range(from..)
+                .map(|(i, p)| (*i, p.clone()))
+                .collect();
+            for (index, payload) in entries {
+                let entry = Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                    payload: EntryPayload::Normal(payload),
+                };
+                self.sm.apply([entry]).await.unwrap();
+            }
+        }
+
         /// Reads message bodies as this node serves them.
         fn bodies(&self) -> crate::raft::bodies::Bodies {
             crate::raft::bodies::Bodies::new(self.log.clone(), self.sm.handle())
@@ -1577,6 +1598,190 @@ mod tests {
         let mut n = damaged_after_a_clean_stop(n, "queue-index/sm.0", 100, 0x10).await;
         assert_eq!(n.applied_index().await, Some(301), "from the snapshot");
         assert_eq!(dump(&n), before);
+    }
+
+    /// The queue index as the state machine keeps it (recent writes, the
+    /// copy under way, the packed keys in memory, the tree past the
+    /// budget), put through a seeded run of random queue commands and
+    /// random copies, snapshots, installs and clean and unclean restarts,
+    /// against the same commands applied to a plain in-memory store:
+    /// after every entry both give the same results, and after every
+    /// operation the same state. A failure names the seed and the step.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_queue_index_simulation_agrees_with_a_plain_store() {
+        use crate::queues::receipt::Receipt;
+        use crate::store::test_rng::Rng;
+        use crate::store::MemState;
+
+        /// The commands of one entry, and what the model's results teach.
+        fn commands(
+            rng: &mut Rng,
+            receipts: &mut Vec<(String, Receipt)>,
+            n: &mut u64,
+        ) -> Vec<Command> {
+            let queue = |rng: &mut Rng| ["q", "f.fifo"][rng.below(2) as usize].to_string();
+            let mut out = Vec::new();
+            for _ in 0..1 + rng.below(3) {
+                let q = queue(rng);
+                let fifo = q.ends_with(".fifo");
+                out.push(match rng.below(100) {
+                    0..=39 => {
+                        let messages = (0..1 + rng.below(4))
+                            .map(|_| {
+                                *n += 1;
+                                let body = format!("m{n}-{}", "x".repeat(rng.below(200) as usize));
+                                let outgoing = Outgoing {
+                                    body,
+                                    delay_seconds: (!fifo && rng.below(5) == 0)
+                                        .then(|| rng.below(4) as i32),
+                                    group_id: if fifo {
+                                        format!("g{}", rng.below(3))
+                                    } else {
+                                        String::new()
+                                    },
+                                    dedup_id: if fifo { format!("d{n}") } else { String::new() },
+                                    ..Outgoing::default()
+                                };
+                                NewMessage::validate("", fifo, outgoing).unwrap()
+                            })
+                            .collect();
+                        Command::SendMessages(crate::queues::SendMessages { queue: q, messages })
+                    }
+                    40..=69 => receive_up_to(&q, 1 + rng.below(10) as u32, rng.below(4) as u32),
+                    70..=89 if !receipts.is_empty() => {
+                        let take = (1 + rng.below(5) as usize).min(receipts.len());
+                        let at = rng.below((receipts.len() - take + 1) as u64) as usize;
+                        let (q, r): (Vec<_>, Vec<_>) = receipts.drain(at..at + take).unzip();
+                        Command::DeleteMessages(crate::queues::DeleteMessages {
+                            queue: q[0].clone(),
+                            receipts: r
+                                .into_iter()
+                                .zip(&q)
+                                .filter(|(_, qq)| **qq == q[0])
+                                .map(|(r, _)| r)
+                                .collect(),
+                        })
+                    }
+                    90..=97 if !receipts.is_empty() => {
+                        let (q, r) = receipts[rng.below(receipts.len() as u64) as usize].clone();
+                        Command::ChangeVisibility(crate::queues::ChangeVisibility {
+                            queue: q,
+                            changes: vec![(r, rng.below(3) as u32)],
+                        })
+                    }
+                    98 => Command::PurgeQueue(crate::queues::PurgeQueue { name: q }),
+                    _ => receive_up_to(&q, 10, 0),
+                });
+            }
+            out
+        }
+
+        fn model_apply(
+            model: &mut MemState,
+            now: u64,
+            index: u64,
+            cmds: &[Command],
+        ) -> EntryResponse {
+            let ctx = crate::apply::Ctx::in_entry(now, index);
+            let mut effects = Effects::default();
+            let (results, batch) = {
+                let mut txn = Txn::new(&*model);
+                let r = machine::apply_entry(&mut txn, &ctx, cmds, &mut effects).unwrap();
+                (r, txn.into_batch())
+            };
+            model.apply(batch);
+            results
+        }
+
+        fn model_dump(model: &MemState) -> Vec<(Vec<u8>, Vec<u8>)> {
+            model.scan_prefix(b"").map(|kv| kv.unwrap()).collect()
+        }
+
+        for seed in 1..=6u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
+            let mut node = node().await;
+            // Half the seeds keep a few blocks in memory and spill the rest.
+            let budget = if seed % 2 == 0 {
+                4 * 1024
+            } else {
+                RESIDENT_MESSAGES_BYTES
+            };
+            node.sm.state.layers_mut().resident_budget = budget;
+            let mut model = MemState::default();
+            let mut receipts = Vec::new();
+            let (mut now, mut sent) = (1_000, 0);
+            let setup = vec![create("q", &[]), create("f.fifo", &[("FifoQueue", "true")])];
+            node.apply(now, setup.clone()).await;
+            model_apply(&mut model, now, 1, &setup);
+            for step in 0..250 {
+                let at = |what: &str| format!("seed {seed} step {step}: {what}");
+                now += rng.below(1_500);
+                let cmds = commands(&mut rng, &mut receipts, &mut sent);
+                let got = node.apply(now, cmds.clone()).await;
+                let want = model_apply(&mut model, now, node.index, &cmds);
+                assert_eq!(format!("{got:?}"), format!("{want:?}"), "{}", at("results"));
+                for (cmd, result) in cmds.iter().zip(&want) {
+                    if let (Command::ReceiveMessages(r), Ok(CommandOutput::ReceiveMessages(o))) =
+                        (cmd, result)
+                    {
+                        receipts.extend(o.messages.iter().map(|m| (r.queue.clone(), m.receipt)));
+                    }
+                }
+                receipts.truncate(64);
+                match rng.below(100) {
+                    0..=19 => node.sm.state.start_copy().await.unwrap().unwrap(),
+                    20..=24 => node.copied().await,
+                    25..=27 => {
+                        node.snapshot().await;
+                    }
+                    28 => {
+                        // Installed on a fresh node, which carries on.
+                        let snapshot = node.snapshot().await;
+                        let mut fresh = super::tests::node().await;
+                        fresh.sm.state.layers_mut().resident_budget = budget;
+                        let file = fresh.sm.begin_receiving_snapshot().await.unwrap();
+                        std::fs::copy(&snapshot.snapshot.path, &file.path).unwrap();
+                        fresh
+                            .sm
+                            .install_snapshot(&snapshot.meta, file)
+                            .await
+                            .unwrap();
+                        fresh.index = node.index;
+                        *fresh.log.entries.lock().unwrap() =
+                            node.log.entries.lock().unwrap().clone();
+                        node = fresh;
+                    }
+                    29 | 30 => {
+                        let (clean, index) = (rng.below(2) == 0, node.index);
+                        node = node.restart(clean).await;
+                        node.index = index;
+                        node.sm.state.layers_mut().resident_budget = budget;
+                        node.replay().await;
+                    }
+                    _ => {}
+                }
+                let (got, want) = (dump(&node), model_dump(&model));
+                if got != want {
+                    let g: BTreeMap<_, _> = got.into_iter().collect();
+                    let w: BTreeMap<_, _> = want.into_iter().collect();
+                    let differ: Vec<String> = g
+                        .keys()
+                        .chain(w.keys())
+                        .filter(|k| g.get(*k) != w.get(*k))
+                        .map(|k| {
+                            format!(
+                                "{}: node {:?}, plain {:?}",
+                                crate::store::keys::display(k),
+                                g.get(k).map(|v| crate::store::keys::display(v)),
+                                w.get(k).map(|v| crate::store::keys::display(v))
+                            )
+                        })
+                        .take(6)
+                        .collect();
+                    panic!("{}: {differ:#?}", at("state"));
+                }
+            }
+        }
     }
 
     /// The `sm.*` trees, each with its number of keys.
