@@ -84,6 +84,9 @@ pub struct NodeConfig {
     pub leader_wait: Duration,
     /// Page cache of the storage engine, bytes.
     pub cache_capacity: u64,
+    /// Bytes of queue message index held in memory before newer entries
+    /// go to the storage engine.
+    pub queue_index_memory: usize,
     /// Bytes of requests the node holds at once, at most.
     pub request_memory: usize,
     /// Connections the node keeps open at most (both listeners).
@@ -142,6 +145,8 @@ pub struct Settings {
     pub leader_wait_ms: Option<u64>,
     /// `--cache-mb`
     pub cache_mb: Option<u64>,
+    /// `--queue-index-mb`
+    pub queue_index_mb: Option<u64>,
     /// `--request-memory-mb`
     pub request_memory_mb: Option<u64>,
     /// `--max-connections`
@@ -237,6 +242,7 @@ impl Settings {
             in_process_worker: self.in_process_worker.or(other.in_process_worker),
             runtimes_dir: self.runtimes_dir.or(other.runtimes_dir),
             cache_mb: self.cache_mb.or(other.cache_mb),
+            queue_index_mb: self.queue_index_mb.or(other.queue_index_mb),
             request_memory_mb: self.request_memory_mb.or(other.request_memory_mb),
             max_connections: self.max_connections.or(other.max_connections),
             idle_timeout_secs: self.idle_timeout_secs.or(other.idle_timeout_secs),
@@ -432,6 +438,12 @@ impl Settings {
         if cache_mb == 0 {
             return Err("--cache-mb: must be at least 1".into());
         }
+        let queue_index_mb = self
+            .queue_index_mb
+            .unwrap_or(crate::raft::state_machine::RESIDENT_MESSAGES_BYTES as u64 >> 20);
+        if !(1..=1 << 20).contains(&queue_index_mb) {
+            return Err("--queue-index-mb: must be 1 to 1048576".into());
+        }
         Ok(NodeConfig {
             node_id,
             listen,
@@ -458,6 +470,7 @@ impl Settings {
             },
             leader_wait,
             cache_capacity: cache_mb * 1024 * 1024,
+            queue_index_memory: (queue_index_mb << 20) as usize,
             request_memory,
             max_connections,
             idle_timeout: Duration::from_secs(idle_timeout_secs),
@@ -795,6 +808,19 @@ mod tests {
             ..Default::default()
         };
         assert!(refusal(same_port).contains("never share the public port"));
+        for mb in [0, (1 << 20) + 1] {
+            let index = Settings {
+                queue_index_mb: Some(mb),
+                ..Default::default()
+            };
+            assert!(refusal(index).starts_with("--queue-index-mb: must be 1 to"));
+        }
+        let index = Settings {
+            queue_index_mb: Some(64),
+            ..Default::default()
+        };
+        let config = index.resolve().unwrap();
+        assert_eq!(config.queue_index_memory, 64 << 20);
     }
 
     #[test]

@@ -230,6 +230,11 @@ struct ServeArgs {
     /// Storage engine page cache in MiB [default: 256].
     #[arg(long)]
     cache_mb: Option<u64>,
+    /// Memory for the index of queued messages, in MiB (some 95 bytes a
+    /// message); past it, newer messages are indexed in the storage
+    /// engine, which is slower [default: 1024].
+    #[arg(long)]
+    queue_index_mb: Option<u64>,
     /// Bytes of requests the node holds at once, in MiB; calls past it are
     /// refused with RESOURCE_EXHAUSTED (RequestMemoryExhausted) [default: 256].
     #[arg(long)]
@@ -371,6 +376,7 @@ impl ServeArgs {
             log_segment_mb: self.log_segment_mb,
             leader_wait_ms: self.leader_wait_ms,
             cache_mb: self.cache_mb,
+            queue_index_mb: self.queue_index_mb,
             request_memory_mb: self.request_memory_mb,
             max_connections: self.max_connections,
             idle_timeout_secs: self.idle_timeout_secs,

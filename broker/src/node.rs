@@ -344,6 +344,7 @@ impl RunningNode {
             config.node_id,
             waiters.clone(),
             entries.clone(),
+            config.queue_index_memory,
         )
         .await
         .map_err(|e| data_err(e.to_string()))?;

@@ -86,11 +86,12 @@ const ENTRY_OVERHEAD: usize = 64;
 /// in sled costs a leaf rewrite each; in memory the queue's index costs a
 /// map insert. Past this budget (a deep backlog) newer messages' keys go to
 /// the tree as before, and the node's memory stays bounded. Packed, a
-/// message of a standard queue takes about 130 bytes (its keys share their
+/// message of a standard queue takes about 95 bytes (its keys share their
 /// prefixes; its body reference, id and MD5 are most of it), so some
-/// 2 million messages stay in memory. Memory holds no removals: that of a
+/// 11 million messages stay in memory. The default of `--queue-index-mb`.
+/// Memory holds no removals: that of a
 /// key the tree holds is written to the tree.
-pub const RESIDENT_MESSAGES_BYTES: usize = 256 * 1024 * 1024;
+pub const RESIDENT_MESSAGES_BYTES: usize = 1024 * 1024 * 1024;
 
 /// Bytes an entry of a layer takes, roughly.
 fn entry_bytes(key: &[u8], value: &Option<Vec<u8>>) -> usize {
@@ -427,13 +428,15 @@ fn read_record<T: serde::de::DeserializeOwned>(
 }
 
 impl StateMachineStore {
-    /// Opens the state machine in `db`, with snapshots in `snapshots`.
+    /// Opens the state machine in `db`, with snapshots in `snapshots`, holding
+    /// up to `queue_index_memory` bytes of queue message keys in memory.
     pub async fn open(
         db: &Db,
         snapshots: Arc<SnapshotDir>,
         node_id: NodeId,
         waiters: Arc<Waiters>,
         entries: Arc<dyn LoggedEntries>,
+        queue_index_memory: usize,
     ) -> Result<Self, StoreError> {
         let sm_meta = db.tree("sm-meta")?;
         let generation: u64 = read_record(&sm_meta, ACTIVE)?.unwrap_or(0);
@@ -500,7 +503,11 @@ impl StateMachineStore {
             copy: None,
             entries,
         };
-        sm.state.layers_mut().resident = resident;
+        {
+            let mut layers = sm.state.layers_mut();
+            layers.resident = resident;
+            layers.resident_budget = queue_index_memory;
+        }
         if sm.sm_meta.get(CLEAN)?.is_some() {
             // From here on a crash must not pass for a clean stop.
             sm.sm_meta.remove(CLEAN)?;
@@ -1037,10 +1044,16 @@ mod tests {
             }
         };
         let snapshots = Arc::new(SnapshotDir::open(&dir.path().join("snapshots")).unwrap());
-        let sm =
-            StateMachineStore::open(&db, snapshots, 1, Arc::new(Waiters::default()), log.clone())
-                .await
-                .unwrap();
+        let sm = StateMachineStore::open(
+            &db,
+            snapshots,
+            1,
+            Arc::new(Waiters::default()),
+            log.clone(),
+            RESIDENT_MESSAGES_BYTES,
+        )
+        .await
+        .unwrap();
         Node {
             dir,
             db,

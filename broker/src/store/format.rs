@@ -29,7 +29,8 @@ use std::path::Path;
 /// segments whose bodies are still live (`log/kept/`).
 /// 11: a clean stop writes queue message keys to `queue-index/`, not into
 /// the state tree, so a format 10 build would start from a clean state
-/// missing every queued message.
+/// missing every queued message; a queued message's id and MD5 are stored
+/// as the bytes they spell (`queues::hex_text`).
 pub const CURRENT: u32 = 11;
 const FILE: &str = "FORMAT";
 const MAGIC: &str = "sluice-data-format";

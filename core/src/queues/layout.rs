@@ -96,6 +96,7 @@ pub enum StoredHead {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Body {
     /// MessageId (kept by a move to a DLQ, new after a redrive).
+    #[serde(with = "super::hex_text")]
     pub message_id: String,
     /// The body, or where it is in the log.
     pub body: BodyText,
@@ -104,6 +105,7 @@ pub struct Body {
     /// `AWSTraceHeader`.
     pub trace_header: Option<String>,
     /// Hex MD5 of the body.
+    #[serde(with = "super::hex_text")]
     pub md5_of_body: String,
     /// Hex MD5 of the attributes.
     pub md5_of_attributes: Option<String>,

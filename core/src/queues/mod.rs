@@ -18,6 +18,7 @@ pub mod attributes;
 pub mod bodies;
 pub mod delivery;
 pub mod fifo;
+pub mod hex_text;
 pub mod housekeeping;
 pub mod invariants;
 pub mod layout;
