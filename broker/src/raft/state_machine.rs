@@ -26,9 +26,10 @@
 //! The state is not flushed on apply, and its writes are not atomic across
 //! a crash (see [`Tree::apply`]): the log is the durable copy. A node that
 //! stops cleanly copies what is in memory into the tree (queue message
-//! keys into their index file), flushes it and marks it clean ([`mark_clean`]); one that opens a state not marked clean
-//! (killed, crashed, power lost) cannot trust it, since it may hold part of
-//! a batch, and rebuilds it from the latest snapshot (or from empty when
+//! keys into their index file), flushes it and marks it clean
+//! ([`mark_clean`]); one that opens a state not marked clean (killed,
+//! crashed, power lost) cannot trust it, since it may hold part of a
+//! batch, and rebuilds it from the latest snapshot (or from empty when
 //! none was taken yet). openraft then re-applies the log from there.
 use std::ops::Bound;
 use std::path::PathBuf;
@@ -89,8 +90,8 @@ const ENTRY_OVERHEAD: usize = 64;
 /// message of a standard queue takes about 95 bytes (its keys share their
 /// prefixes; its body reference, id and MD5 are most of it), so some
 /// 11 million messages stay in memory. The default of `--queue-index-mb`.
-/// Memory holds no removals: that of a
-/// key the tree holds is written to the tree.
+/// Memory holds no removals: that of a key the tree holds is written to
+/// the tree.
 pub const RESIDENT_MESSAGES_BYTES: usize = 1024 * 1024 * 1024;
 
 /// Bytes an entry of a layer takes, roughly.
@@ -125,7 +126,7 @@ struct Layers {
     /// Queue message keys copied out of `copying` into memory rather than
     /// the tree (up to [`RESIDENT_MESSAGES_BYTES`]), packed: newer than the
     /// tree, older than `copying`. A snapshot reads them with the tree; a
-    /// clean stop writes them into it.
+    /// clean stop writes them to the queue index file.
     resident: Packed,
     /// Whether the tree may hold queue message keys (opened from disk, a
     /// snapshot installed, a spill past the budget, a persist): a copy then
