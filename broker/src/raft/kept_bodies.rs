@@ -174,10 +174,13 @@ pub fn keep(
     log: &dyn LoggedEntries,
     upto: u64,
 ) -> Result<Kept, StoreError> {
-    let mut live = BTreeMap::new();
+    // A sorted vector rather than a map: a deep backlog holds millions of
+    // references, and a map's insert per reference cost seconds while
+    // nothing applies.
+    let mut live = Vec::new();
     for_each_logged(state, |r| {
         if r.index <= upto {
-            live.insert(position(&r), r);
+            live.push(r);
         }
     })
     .map_err(|e| match e {
@@ -187,6 +190,10 @@ pub fn keep(
             reason: other.to_string(),
         },
     })?;
+    live.sort_unstable_by_key(position);
+    live.dedup_by_key(|r| position(r));
+    // Those with a copy already, found below.
+    let mut has_copy = vec![false; live.len()];
     let mut kept = Kept {
         live: live.len() as u64,
         ..Kept::default()
@@ -195,8 +202,9 @@ pub fn keep(
     let end = crate::store::keys::prefix_end(KEPT);
     for kv in state.range(Bound::Included(KEPT.to_vec()), end, false) {
         let (key, _) = kv?;
+        let found = kept_position(&key).and_then(|p| live.binary_search_by_key(&p, position).ok());
         match kept_position(&key) {
-            Some(p) if live.remove(&p).is_some() => {}
+            Some(_) if found.is_some_and(|i| !std::mem::replace(&mut has_copy[i], true)) => {}
             Some((index, ..)) if index > upto => {}
             _ => {
                 batch.delete(key);
@@ -210,7 +218,12 @@ pub fn keep(
     // What is left of `live` has no copy: segment by segment, keep the
     // segment or copy its bodies.
     let mut reader = Reader { log, entry: None };
-    let mut refs = live.values().peekable();
+    let mut refs = live
+        .iter()
+        .zip(&has_copy)
+        .filter(|(_, copied)| !**copied)
+        .map(|(r, _)| r)
+        .peekable();
     for span in log.spans() {
         let mut in_span = Vec::new();
         while let Some(r) = refs.next_if(|r| r.index <= span.last) {

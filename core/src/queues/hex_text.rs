@@ -46,8 +46,15 @@ fn bytes_of(digits: impl Iterator<Item = u8>) -> Option<[u8; 16]> {
     Some(out)
 }
 
+/// The 32 lowercase hex digits of `bytes` (with room for a UUID's dashes).
 fn hex(bytes: &[u8; 16]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(36);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 fn stored(text: &str) -> Stored<'_> {
@@ -77,15 +84,11 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> 
         Stored::Text(t) => t.into_owned(),
         Stored::Hex(bytes) => hex(&bytes),
         Stored::Uuid(bytes) => {
-            let h = hex(&bytes);
-            format!(
-                "{}-{}-{}-{}-{}",
-                &h[..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..]
-            )
+            let mut text = hex(&bytes);
+            for at in DASHES {
+                text.insert(at, '-');
+            }
+            text
         }
     })
 }
