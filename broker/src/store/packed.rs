@@ -279,10 +279,8 @@ impl Packed {
                 self.blocks.last_entry().expect("the block just made")
             }
         };
+        // A new block's first key is stored whole (`Block::push`).
         let block = entry.get_mut();
-        if block.len == 0 {
-            last.clear();
-        }
         let before = block.data.len();
         block.push(&mut last, key, value);
         self.bytes += block.data.len() - before;
