@@ -16,6 +16,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod bodies;
+pub mod copy_gate;
 pub mod entry_cache;
 pub mod group_commit;
 pub mod kept_bodies;

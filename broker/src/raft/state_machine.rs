@@ -41,6 +41,7 @@ use openraft::{
     EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StoredMembership,
 };
 
+use super::copy_gate::{CopyGate, Frozen};
 use super::kept_bodies::LoggedEntries;
 use super::snapshot::{Meta, SnapshotDir, SnapshotReader, SnapshotWriter};
 use super::snapshot_data::{LogBodies, SnapshotFile};
@@ -77,6 +78,12 @@ const INSTALL_BATCH: usize = 10_000;
 /// already deleted.
 pub const RECENT_WRITES_BYTES: usize = 256 * 1024;
 
+/// Encoded bytes of recent writes that may gather in memory while a
+/// snapshot is built (copies wait for it meanwhile); past them apply waits
+/// for the build too. A build at 10 million queued messages takes some
+/// 20 s, in which a busy queue writes some 100 MiB.
+pub const RECENT_WRITES_WHILE_FROZEN_BYTES: usize = 256 * 1024 * 1024;
+
 /// What an entry of the recent writes costs beyond its key and value (the
 /// map's node share), about: so that removals count against the budget too.
 const ENTRY_OVERHEAD: usize = 64;
@@ -109,9 +116,10 @@ fn is_message_key(key: &[u8]) -> bool {
 #[derive(Clone)]
 pub struct StateHandle {
     layers: Arc<RwLock<Layers>>,
-    /// Held while writes are copied into the tree: two copies never
-    /// interleave, so an older value is never written over a newer one.
-    copy_lock: Arc<Mutex<()>>,
+    /// Entered while writes are copied into the tree: two copies never
+    /// interleave, so an older value is never written over a newer one;
+    /// frozen while a snapshot reads the tree and `resident`.
+    copy_gate: Arc<CopyGate>,
 }
 
 /// The applied state: the newest writes in memory, laid over the state
@@ -127,7 +135,9 @@ struct Layers {
     /// the tree (up to [`RESIDENT_MESSAGES_BYTES`]), packed: newer than the
     /// tree, older than `copying`. A snapshot reads them with the tree; a
     /// clean stop writes them to the queue index file.
-    resident: Packed,
+    /// Shared with a snapshot being built, which reads it while the gate
+    /// is frozen (nothing changes it then).
+    resident: Arc<Packed>,
     /// Whether the tree may hold queue message keys (opened from disk, a
     /// snapshot installed, a spill past the budget, a persist): a copy then
     /// looks up each removed message key there, and removes it there too.
@@ -152,7 +162,7 @@ impl Layers {
             recent: Changes::new(),
             recent_bytes: 0,
             copying: Arc::new(Changes::new()),
-            resident: Packed::new(),
+            resident: Arc::new(Packed::new()),
             tree_has_messages,
             resident_budget: RESIDENT_MESSAGES_BYTES,
             tree,
@@ -174,7 +184,7 @@ impl Layers {
         let messages = sluice_core::queues::layout::MESSAGES.to_vec();
         let end = crate::store::keys::prefix_end(&messages);
         let held = written.range((Bound::Included(messages), end));
-        self.resident.apply(held.map(|(k, v)| {
+        Arc::make_mut(&mut self.resident).apply(held.map(|(k, v)| {
             let v = if spilled { None } else { v.as_deref() };
             (k.as_slice(), v)
         }));
@@ -220,24 +230,63 @@ fn write_to_tree(
     tree.apply_changes_where(writes, |k| spill || !is_message_key(k) || held.contains(k))
 }
 
+/// The value under `key` in the engine's copy: `resident` over `tree`.
+fn settled_get(
+    tree: &StateTree,
+    resident: &Packed,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    match is_message_key(key).then(|| resident.get(key)).flatten() {
+        Some(v) => Ok(Some(v)),
+        None => tree.get(key),
+    }
+}
+
+/// A range of the engine's copy: `resident` over `tree`.
+fn settled_range<'a>(
+    tree: &'a StateTree,
+    resident: &'a Packed,
+    start: Bound<Vec<u8>>,
+    end: Bound<Vec<u8>>,
+    reverse: bool,
+) -> KvIter<'a> {
+    let lower = tree.range(start.clone(), end.clone(), reverse);
+    packed::over(resident.range(start, end, reverse), lower, reverse)
+}
+
 impl StateRead for Layers {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.recent.get(key).or_else(|| self.copying.get(key)) {
             Some(v) => Ok(v.clone()),
-            None if is_message_key(key) => match self.resident.get(key) {
-                Some(v) => Ok(Some(v)),
-                None => self.tree.get(key),
-            },
-            None => self.tree.get(key),
+            None => settled_get(&self.tree, &self.resident, key),
         }
     }
 
     fn range(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, reverse: bool) -> KvIter<'_> {
-        let tree = self.tree.range(start.clone(), end.clone(), reverse);
-        let resident = self.resident.range(start.clone(), end.clone(), reverse);
-        let lowest = packed::over(resident, tree, reverse);
+        let (s, e) = (start.clone(), end.clone());
+        let lowest = settled_range(&self.tree, &self.resident, s, e, reverse);
         let lower = lay_over(&self.copying, lowest, start.clone(), end.clone(), reverse);
         lay_over(&self.recent, lower, start, end, reverse)
+    }
+}
+
+/// The engine's copy of the state, settled at a snapshot's index and held
+/// still (the copy gate frozen) while the snapshot reads it; apply goes on
+/// above it meanwhile.
+struct FrozenState {
+    tree: StateTree,
+    resident: Arc<Packed>,
+    /// Thaws the gate when the snapshot is done with the state.
+    _frozen: Frozen,
+}
+
+impl StateRead for FrozenState {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        settled_get(&self.tree, &self.resident, key)
+    }
+
+    fn range(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, reverse: bool) -> KvIter<'_> {
+        settled_range(&self.tree, &self.resident, start, end, reverse)
     }
 }
 
@@ -245,7 +294,7 @@ impl StateHandle {
     fn over(tree: StateTree) -> StateHandle {
         StateHandle {
             layers: Arc::new(RwLock::new(Layers::over(tree))),
-            copy_lock: Arc::new(Mutex::new(())),
+            copy_gate: Arc::new(CopyGate::default()),
         }
     }
 
@@ -271,12 +320,47 @@ impl StateHandle {
         })
     }
 
-    /// Adds an applied batch's writes; true when enough have gathered in
-    /// memory to start copying them into the tree.
-    fn add(&self, changes: Changes) -> bool {
+    /// Adds an applied batch's writes; returns the bytes of recent writes
+    /// gathered in memory, to be copied into the tree past
+    /// [`RECENT_WRITES_BYTES`].
+    fn add(&self, changes: Changes) -> usize {
         let mut layers = self.layers_mut();
         layers.add(changes);
-        layers.recent_bytes >= RECENT_WRITES_BYTES
+        layers.recent_bytes
+    }
+
+    /// Whether a snapshot build holds the engine's copy still: a copy
+    /// started now would wait for it.
+    fn is_frozen(&self) -> bool {
+        self.copy_gate.is_frozen()
+    }
+
+    /// Waits, on a blocking thread, until no snapshot build holds the
+    /// engine's copy still.
+    async fn thawed(&self) -> Result<(), StoreError> {
+        let gate = self.copy_gate.clone();
+        tokio::task::spawn_blocking(move || gate.wait_thawed())
+            .await
+            .map_err(|e| StoreError::Corrupt {
+                key: "copy gate".into(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Settles every write (see [`StateHandle::settle_in`]) and holds the
+    /// engine's copy still until the returned state drops: what a snapshot
+    /// reads while apply goes on above it. Blocks while another holds it.
+    fn freeze(&self) -> Result<FrozenState, StoreError> {
+        let entered = self.copy_gate.enter();
+        let mut layers = self.layers_mut();
+        Self::settle_in(&mut layers)?;
+        let (tree, resident) = (layers.tree.clone(), layers.resident.clone());
+        drop(layers);
+        Ok(FrozenState {
+            tree,
+            resident,
+            _frozen: self.copy_gate.freeze(entered),
+        })
     }
 
     /// Moves the recent writes aside and copies them into the tree on a
@@ -284,7 +368,7 @@ impl StateHandle {
     /// it has room). The caller waits for the copy before it first.
     fn start_copy(&self) -> tokio::task::JoinHandle<Result<(), StoreError>> {
         let (tree, writes, spill) = {
-            let _held = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _held = self.copy_gate.enter();
             let mut layers = self.layers_mut();
             let mut writes = std::mem::take(&mut layers.recent);
             if !layers.copying.is_empty() {
@@ -301,7 +385,7 @@ impl StateHandle {
         };
         let handle = self.clone();
         tokio::task::spawn_blocking(move || {
-            let _held = handle.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _held = handle.copy_gate.enter();
             // A persist or a switch of trees that came first took them.
             if !Arc::ptr_eq(&handle.layers().copying, &writes) {
                 return Ok(());
@@ -317,15 +401,16 @@ impl StateHandle {
         })
     }
 
-    /// Settles every write still in memory as a copy would (the tree, or
-    /// `resident` for queue message keys), waiting for a copy in progress:
-    /// what a snapshot needs before it reads the tree and `resident`.
+    /// [`StateHandle::settle_in`], entering the gate first.
+    #[cfg(test)]
     fn settle(&self) -> Result<(), StoreError> {
-        let _held = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _held = self.copy_gate.enter();
         Self::settle_in(&mut self.layers_mut())
     }
 
-    /// [`StateHandle::settle`], with the copy lock held.
+    /// Settles every write still in memory as a copy would (the tree, or
+    /// `resident` for queue message keys): what a snapshot needs before it
+    /// reads the tree and `resident`. Call with the copy gate entered.
     fn settle_in(layers: &mut Layers) -> Result<(), StoreError> {
         // One batch of both, the newer writes over the older.
         let mut writes = std::mem::take(Arc::make_mut(&mut layers.copying));
@@ -342,7 +427,7 @@ impl StateHandle {
         written
     }
 
-    /// Settles every write still in memory (see [`StateHandle::settle`]),
+    /// Settles every write still in memory (see [`StateHandle::settle_in`]),
     /// waiting for a copy in progress, makes the tree and the record files
     /// durable, and writes the queue message keys held in memory to
     /// `index`, a file of a few large blocks that the next start reads
@@ -350,7 +435,7 @@ impl StateHandle {
     /// instead, a million messages' keys took sled 20 s, and the start
     /// after an unclean stop as long again to remove them.
     pub fn persist(&self, index: &std::path::Path) -> Result<(), StoreError> {
-        let _held = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _held = self.copy_gate.enter();
         let mut layers = self.layers_mut();
         Self::settle_in(&mut layers)?;
         layers.tree.sync()?;
@@ -365,10 +450,10 @@ impl StateHandle {
     /// still in memory are dropped: they belonged to the state being
     /// replaced.
     fn replace(&self, tree: StateTree, resident: Packed) -> StateTree {
-        let _held = self.copy_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _held = self.copy_gate.enter();
         let mut layers = self.layers_mut();
         let mut next = Layers::over(tree);
-        next.resident = resident;
+        next.resident = Arc::new(resident);
         next.resident_budget = layers.resident_budget;
         std::mem::replace(&mut *layers, next).tree
     }
@@ -390,7 +475,8 @@ pub struct StateMachineStore {
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, Node>,
     clock: u64,
-    current_snapshot: Option<(Meta, PathBuf)>,
+    /// The latest snapshot, set by builds that run beside apply too.
+    current_snapshot: Arc<Mutex<Option<(Meta, PathBuf)>>>,
     snapshot_seq: u64,
     waiters: Arc<Waiters>,
     /// The copy of recent writes into the tree under way, if any.
@@ -498,7 +584,7 @@ impl StateMachineStore {
             last_applied: read_record(&tree, APPLIED)?.flatten(),
             membership: read_record(&tree, MEMBERSHIP)?.unwrap_or_default(),
             clock: read_record(&tree, CLOCK)?.unwrap_or(0),
-            current_snapshot,
+            current_snapshot: Arc::new(Mutex::new(current_snapshot)),
             snapshot_seq: 0,
             waiters,
             copy: None,
@@ -506,7 +592,7 @@ impl StateMachineStore {
         };
         {
             let mut layers = sm.state.layers_mut();
-            layers.resident = resident;
+            layers.resident = Arc::new(resident);
             layers.resident_budget = queue_index_memory;
         }
         if sm.sm_meta.get(CLEAN)?.is_some() {
@@ -514,7 +600,7 @@ impl StateMachineStore {
             sm.sm_meta.remove(CLEAN)?;
             db.flush()?;
         }
-        match sm.current_snapshot.clone() {
+        match sm.current() {
             // A snapshot newer than the state comes from an install cut short
             // between publishing the file and switching trees, or from an
             // unclean stop; since the log before it may be purged, load it.
@@ -529,6 +615,14 @@ impl StateMachineStore {
             _ => {}
         }
         Ok(sm)
+    }
+
+    /// The latest snapshot and its file.
+    fn current(&self) -> Option<(Meta, PathBuf)> {
+        self.current_snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A handle for reading the applied state.
@@ -635,7 +729,10 @@ impl StateMachineStore {
         LogBodies::through(self.entries.clone(), index)
     }
 
-    async fn build_snapshot_now(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+    /// Settles the state at `last_applied` and holds the engine's copy
+    /// still for a snapshot of it, which [`SnapshotJob::build`] then writes
+    /// while apply goes on. Briefly stops apply (openraft waits for this).
+    async fn prepare_snapshot(&mut self) -> Result<SnapshotJob, StorageError<NodeId>> {
         let started = Instant::now();
         self.snapshot_seq += 1;
         let meta = Meta {
@@ -649,67 +746,122 @@ impl StateMachineStore {
                 self.snapshot_seq
             ),
         };
+        if let Some(copy) = self.copy.take() {
+            copy.await
+                .map_err(|e| storage_error("copying applied writes", e))?
+                .map_err(|e| storage_error("copying applied writes", e))?;
+        }
         // The snapshot reads the tree and the queue message keys held in
-        // memory over it, with every write in one or the other.
-        self.state
-            .settle()
-            .map_err(|e| storage_error("building a snapshot", e))?;
+        // memory over it, with every write in one or the other; it waits
+        // out a build still under way.
         let state = self.state.clone();
-        let snapshots = self.snapshots.clone();
+        let frozen = tokio::task::spawn_blocking(move || state.freeze())
+            .await
+            .map_err(|e| storage_error("building a snapshot", e))?
+            .map_err(|e| storage_error("building a snapshot", e))?;
+        metrics::histogram!("sluice_snapshot_freeze_seconds")
+            .record(started.elapsed().as_secs_f64());
+        Ok(SnapshotJob {
+            meta,
+            frozen,
+            snapshots: self.snapshots.clone(),
+            entries: self.entries.clone(),
+            current: self.current_snapshot.clone(),
+            started,
+        })
+    }
+}
+
+/// A snapshot to write of a state held still at its index (see
+/// [`StateMachineStore::prepare_snapshot`]).
+struct SnapshotJob {
+    meta: Meta,
+    frozen: FrozenState,
+    snapshots: Arc<SnapshotDir>,
+    entries: Arc<dyn LoggedEntries>,
+    current: Arc<Mutex<Option<(Meta, PathBuf)>>>,
+    started: Instant,
+}
+
+impl SnapshotJob {
+    /// Writes the snapshot on a blocking thread, publishes it and makes it
+    /// the current one, then lets copies into the engine's copy go on.
+    async fn build(self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let SnapshotJob {
+            meta,
+            frozen,
+            snapshots,
+            entries,
+            current,
+            started,
+        } = self;
         let file_meta = meta.clone();
-        let entries = self.entries.clone();
-        let upto = self.last_applied.map_or(0, |l| l.index);
-        // Runs while openraft waits for the builder, so no entry is applied
-        // meanwhile and the state is a consistent image at `last_applied`.
-        let (path, records, pinned) = tokio::task::spawn_blocking(move || {
-            // The log may be purged up to here once the snapshot exists:
-            // the bodies still only there are kept in their segments or
-            // copied into the tree first.
-            // No apply runs meanwhile, and no copy: the layers stay as
-            // settled while this reads them.
-            let layers = state.layers();
-            let kept = super::kept_bodies::keep(&*layers, &layers.tree, &*entries, upto)
-                .map_err(std::io::Error::other)?;
-            tracing::info!(
-                live = kept.live,
-                copied = kept.copied,
-                dropped = kept.dropped,
-                kept_segments = kept.pinned.len(),
-                upto,
-                "kept the bodies of messages below the snapshot"
-            );
-            let tmp = snapshots.temp_path("build");
-            let write = || -> std::io::Result<(PathBuf, u64)> {
-                let mut w = SnapshotWriter::create(&tmp, &file_meta)?;
-                for kv in layers.range(Bound::Unbounded, Bound::Unbounded, false) {
-                    let (k, v) = kv.map_err(std::io::Error::other)?;
-                    w.record(&k, &v)?;
-                }
-                let n = w.finish()?;
-                Ok((snapshots.publish(&tmp, &file_meta)?, n))
-            };
-            let r = write();
-            if r.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            r.map(|(path, records)| (path, records, kept.pinned))
+        let log = entries.clone();
+        let upto = meta.last_log_id.map_or(0, |l| l.index);
+        // The frozen state comes back, to be thawed only once the snapshot
+        // is the current one: an install waits for the thaw, so it never
+        // publishes before a build that started first.
+        let (frozen, written) = tokio::task::spawn_blocking(move || {
+            let written = Self::write(&frozen, &snapshots, &*log, &file_meta, upto);
+            (frozen, written)
         })
         .await
-        .map_err(|e| storage_error("building a snapshot", e))?
         .map_err(|e| storage_error("building a snapshot", e))?;
+        let (path, records, pinned) =
+            written.map_err(|e| storage_error("building a snapshot", e))?;
         // Only now that the snapshot is durable may purges drop what the
         // one before it needed.
         metrics::gauge!("sluice_log_kept_segments").set(pinned.len() as f64);
-        self.entries.pin(pinned);
+        entries.pin(pinned);
         metrics::histogram!("sluice_snapshot_build_seconds")
             .record(started.elapsed().as_secs_f64());
         tracing::info!(snapshot = %meta, records, path = %path.display(), "built snapshot");
-        self.current_snapshot = Some((meta.clone(), path.clone()));
-        let bodies = Some(self.log_bodies(&meta));
+        *current.lock().unwrap_or_else(|e| e.into_inner()) = Some((meta.clone(), path.clone()));
+        drop(frozen);
+        let bodies = Some(LogBodies::through(entries, upto));
         Ok(Snapshot {
             meta,
             snapshot: Box::new(SnapshotFile { path, bodies }),
         })
+    }
+
+    /// Keeps the bodies the snapshot references and writes its file: the
+    /// path, the records written and the log segments to keep.
+    fn write(
+        state: &FrozenState,
+        snapshots: &SnapshotDir,
+        log: &dyn LoggedEntries,
+        meta: &Meta,
+        upto: u64,
+    ) -> std::io::Result<(PathBuf, u64, std::collections::BTreeSet<u64>)> {
+        // The log may be purged up to here once the snapshot exists: the
+        // bodies still only there are kept in their segments or copied
+        // into the tree first (keys apply never writes).
+        let kept = super::kept_bodies::keep(state, &state.tree, log, upto)
+            .map_err(std::io::Error::other)?;
+        tracing::info!(
+            live = kept.live,
+            copied = kept.copied,
+            dropped = kept.dropped,
+            kept_segments = kept.pinned.len(),
+            upto,
+            "kept the bodies of messages below the snapshot"
+        );
+        let tmp = snapshots.temp_path("build");
+        let write = || -> std::io::Result<(PathBuf, u64)> {
+            let mut w = SnapshotWriter::create(&tmp, meta)?;
+            for kv in state.range(Bound::Unbounded, Bound::Unbounded, false) {
+                let (k, v) = kv.map_err(std::io::Error::other)?;
+                w.record(&k, &v)?;
+            }
+            let n = w.finish()?;
+            Ok((snapshots.publish(&tmp, meta)?, n))
+        };
+        let r = write();
+        if r.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        r.map(|(path, records)| (path, records, kept.pinned))
     }
 }
 
@@ -756,17 +908,20 @@ pub fn stored_membership(db: &Db) -> Result<Option<StoredMembership<NodeId, Node
     read_record(&db.tree(&format!("sm.{generation}"))?, MEMBERSHIP)
 }
 
-/// A snapshot built when openraft asked for a builder (see
-/// [`StateMachineStore::get_snapshot_builder`]).
+/// A snapshot prepared when openraft asked for a builder, written when it
+/// runs the builder, in a task of its own: the state is settled and held
+/// still in the first step (apply waits), and written in the second while
+/// apply goes on (see [`StateMachineStore::get_snapshot_builder`]).
 pub struct PreparedSnapshot {
-    result: Option<Result<Snapshot<TypeConfig>, StorageError<NodeId>>>,
+    job: Option<Result<SnapshotJob, StorageError<NodeId>>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for PreparedSnapshot {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        self.result
-            .take()
-            .unwrap_or_else(|| Err(storage_error("building a snapshot", "builder used twice")))
+        match self.job.take() {
+            Some(job) => job?.build().await,
+            None => Err(storage_error("building a snapshot", "builder used twice")),
+        }
     }
 }
 
@@ -829,8 +984,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         let n = responses.len();
         // A membership is copied into the tree at once: a node that lost its
-        // snapshot reads it there (`stored_membership`).
-        if self.state.add(changes) || membership.is_some() {
+        // snapshot reads it there (`stored_membership`). While a snapshot is
+        // built, writes gather in memory instead, up to a bound.
+        let recent = self.state.add(changes);
+        let frozen_until = match membership {
+            Some(_) => 0,
+            None => RECENT_WRITES_WHILE_FROZEN_BYTES,
+        };
+        let due = recent >= RECENT_WRITES_BYTES || membership.is_some();
+        if due && self.state.is_frozen() && recent >= frozen_until {
+            self.state
+                .thawed()
+                .await
+                .map_err(|e| storage_error("waiting for a snapshot build", e))?;
+        }
+        if due && !self.state.is_frozen() {
             if let Some(copy) = self.copy.take() {
                 copy.await
                     .map_err(|e| storage_error("copying applied writes", e))?
@@ -866,9 +1034,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(responses)
     }
 
+    /// Settles the state and holds the engine's copy still; the snapshot
+    /// is written by the builder, beside apply. Before, the whole build ran
+    /// here while apply waited: some 2 s a million queued messages, past a
+    /// write's quorum wait at a few million.
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         PreparedSnapshot {
-            result: Some(self.build_snapshot_now().await),
+            job: Some(self.prepare_snapshot().await),
         }
     }
 
@@ -887,6 +1059,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), StorageError<NodeId>> {
         let started = Instant::now();
         tracing::info!(snapshot = %meta, "installing snapshot");
+        // A build still under way publishes its snapshot first: published
+        // after this one, the older would replace it.
+        self.state
+            .thawed()
+            .await
+            .map_err(|e| storage_error("installing a snapshot", e))?;
         // Publish first: the file then survives a crash during the load, and
         // `open` finishes the install from it.
         let path = self
@@ -898,7 +1076,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // A received snapshot carries every body it references: no segment
         // of this node's log is needed for them.
         self.entries.pin(Default::default());
-        self.current_snapshot = Some((meta.clone(), path));
+        *self
+            .current_snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some((meta.clone(), path));
         metrics::histogram!("sluice_snapshot_install_seconds")
             .record(started.elapsed().as_secs_f64());
         tracing::info!(snapshot = %meta, "installed snapshot");
@@ -912,7 +1093,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let Some((meta, path)) = self.current_snapshot.clone() else {
+        let Some((meta, path)) = self.current() else {
             return Ok(None);
         };
         let snapshots = self.snapshots.clone();
@@ -922,8 +1103,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| storage_read_error("checking the snapshot", e))?;
         let (meta, path) = if damaged.iter().any(|(p, _)| *p == path) {
             tracing::warn!(snapshot = %meta, "replacing the damaged snapshot with one of the current state");
-            self.current_snapshot = None;
-            let built = self.build_snapshot_now().await?;
+            *self
+                .current_snapshot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = None;
+            let built = self.prepare_snapshot().await?.build().await?;
             (built.meta, built.snapshot.path)
         } else {
             (meta, path)
@@ -1221,7 +1405,7 @@ mod tests {
     async fn a_damaged_snapshot_is_never_handed_out_for_sending_but_replaced() {
         let mut n = node().await;
         n.fill_queue(1).await;
-        let built = n.sm.build_snapshot_now().await.unwrap();
+        let built = n.snapshot().await;
         let path = built.snapshot.path.clone();
         let mut bytes = std::fs::read(&path).unwrap();
         let mid = bytes.len() / 2;
@@ -1306,6 +1490,56 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Installs `snapshot` on a fresh node.
+    async fn installed(snapshot: &Snapshot<TypeConfig>) -> Node {
+        let mut b = node().await;
+        let file = b.sm.begin_receiving_snapshot().await.unwrap();
+        std::fs::copy(&snapshot.snapshot.path, &file.path).unwrap();
+        b.sm.install_snapshot(&snapshot.meta, file).await.unwrap();
+        b
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn apply_goes_on_while_a_snapshot_is_written_and_the_snapshot_is_the_state_at_its_index()
+    {
+        let mut a = node().await;
+        a.fill_queue(50).await;
+        let at_freeze = dump(&a);
+        let frozen_at = a.index;
+        let mut builder = a.sm.get_snapshot_builder().await;
+        assert!(a.sm.state.is_frozen());
+        // Applied while the snapshot holds the engine's copy still: more
+        // than a copy's worth, which gathers in memory, and receives that
+        // change messages the snapshot holds.
+        for i in 0..60 {
+            let sends = (0..10)
+                .map(|j| send("q", &format!("late{i}-{j}")))
+                .collect();
+            a.apply(3_000 + i, sends).await;
+        }
+        assert_eq!(received(&a.apply(4_000, vec![receive_all("q")]).await), 10);
+        assert!(a.sm.state.layers().recent_bytes >= RECENT_WRITES_BYTES);
+        assert!(a.sm.copy.is_none(), "no copy started while frozen");
+        let snapshot = builder.build_snapshot().await.unwrap();
+        assert!(!a.sm.state.is_frozen());
+        assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(frozen_at));
+        // The next apply copies what gathered.
+        a.apply(5_000, vec![send("q", "after")]).await;
+        a.copied().await;
+        assert!(a.sm.state.layers().recent_bytes < RECENT_WRITES_BYTES);
+
+        let mut b = installed(&snapshot).await;
+        assert_eq!(
+            dump(&b),
+            at_freeze,
+            "the snapshot is the state at its index"
+        );
+        // Given the log past it, b reaches a's state.
+        *b.log.entries.lock().unwrap() = a.log.entries.lock().unwrap().clone();
+        b.replay().await;
+        assert_eq!(dump(&b), dump(&a));
     }
 
     /// The bodies a receive returns, as the node serves them.
@@ -1711,6 +1945,31 @@ mod tests {
             model.scan_prefix(b"").map(|kv| kv.unwrap()).collect()
         }
 
+        /// The node and the model apply one entry of random commands at
+        /// `now` and must answer alike; receipts are kept for later steps.
+        async fn apply_both(
+            node: &mut Node,
+            model: &mut MemState,
+            rng: &mut Rng,
+            receipts: &mut Vec<(String, Receipt)>,
+            sent: &mut u64,
+            now: u64,
+            at: &str,
+        ) {
+            let cmds = commands(rng, receipts, sent);
+            let got = node.apply(now, cmds.clone()).await;
+            let want = model_apply(model, now, node.index, &cmds);
+            assert_eq!(format!("{got:?}"), format!("{want:?}"), "{at}: results");
+            for (cmd, result) in cmds.iter().zip(&want) {
+                if let (Command::ReceiveMessages(r), Ok(CommandOutput::ReceiveMessages(o))) =
+                    (cmd, result)
+                {
+                    receipts.extend(o.messages.iter().map(|m| (r.queue.clone(), m.receipt)));
+                }
+            }
+            receipts.truncate(64);
+        }
+
         for seed in 1..=6u64 {
             let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
             let mut node = node().await;
@@ -1730,18 +1989,8 @@ mod tests {
             for step in 0..250 {
                 let at = |what: &str| format!("seed {seed} step {step}: {what}");
                 now += rng.below(1_500);
-                let cmds = commands(&mut rng, &mut receipts, &mut sent);
-                let got = node.apply(now, cmds.clone()).await;
-                let want = model_apply(&mut model, now, node.index, &cmds);
-                assert_eq!(format!("{got:?}"), format!("{want:?}"), "{}", at("results"));
-                for (cmd, result) in cmds.iter().zip(&want) {
-                    if let (Command::ReceiveMessages(r), Ok(CommandOutput::ReceiveMessages(o))) =
-                        (cmd, result)
-                    {
-                        receipts.extend(o.messages.iter().map(|m| (r.queue.clone(), m.receipt)));
-                    }
-                }
-                receipts.truncate(64);
+                let (model, rng, receipts, sent) = (&mut model, &mut rng, &mut receipts, &mut sent);
+                apply_both(&mut node, model, rng, receipts, sent, now, &at("")).await;
                 match rng.below(100) {
                     0..=19 => node.sm.state.start_copy().await.unwrap().unwrap(),
                     20..=24 => node.copied().await,
@@ -1749,8 +1998,17 @@ mod tests {
                         node.snapshot().await;
                     }
                     28 => {
-                        // Installed on a fresh node, which carries on.
-                        let snapshot = node.snapshot().await;
+                        // Written while a few more entries apply, then
+                        // installed on a fresh node, which replays them
+                        // and carries on.
+                        let mut builder = node.sm.get_snapshot_builder().await;
+                        let frozen = model_dump(model);
+                        for _ in 0..rng.below(4) {
+                            now += rng.below(1_500);
+                            let at = at("beside a snapshot");
+                            apply_both(&mut node, model, rng, receipts, sent, now, &at).await;
+                        }
+                        let snapshot = builder.build_snapshot().await.unwrap();
                         let mut fresh = super::tests::node().await;
                         fresh.sm.state.layers_mut().resident_budget = budget;
                         let file = fresh.sm.begin_receiving_snapshot().await.unwrap();
@@ -1760,9 +2018,11 @@ mod tests {
                             .install_snapshot(&snapshot.meta, file)
                             .await
                             .unwrap();
+                        assert!(dump(&fresh) == frozen, "{}", at("the snapshot's state"));
                         fresh.index = node.index;
                         *fresh.log.entries.lock().unwrap() =
                             node.log.entries.lock().unwrap().clone();
+                        fresh.replay().await;
                         node = fresh;
                     }
                     29 | 30 => {
@@ -1774,7 +2034,7 @@ mod tests {
                     }
                     _ => {}
                 }
-                let (got, want) = (dump(&node), model_dump(&model));
+                let (got, want) = (dump(&node), model_dump(model));
                 if got != want {
                     let g: BTreeMap<_, _> = got.into_iter().collect();
                     let w: BTreeMap<_, _> = want.into_iter().collect();
