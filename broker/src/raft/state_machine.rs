@@ -134,10 +134,9 @@ struct Layers {
     /// Queue message keys copied out of `copying` into memory rather than
     /// the tree (up to [`RESIDENT_MESSAGES_BYTES`]), packed: newer than the
     /// tree, older than `copying`. A snapshot reads them with the tree; a
-    /// clean stop writes them to the queue index file.
-    /// Shared with a snapshot being built, which reads it while the gate
-    /// is frozen (nothing changes it then).
-    resident: Arc<Packed>,
+    /// clean stop writes them to the queue index file. A snapshot being
+    /// written reads a clone (its blocks are shared, and copied on write).
+    resident: Packed,
     /// Whether the tree may hold queue message keys (opened from disk, a
     /// snapshot installed, a spill past the budget, a persist): a copy then
     /// looks up each removed message key there, and removes it there too.
@@ -162,7 +161,7 @@ impl Layers {
             recent: Changes::new(),
             recent_bytes: 0,
             copying: Arc::new(Changes::new()),
-            resident: Arc::new(Packed::new()),
+            resident: Packed::new(),
             tree_has_messages,
             resident_budget: RESIDENT_MESSAGES_BYTES,
             tree,
@@ -176,6 +175,25 @@ impl Layers {
         }
     }
 
+    /// Moves the queue message keys of the recent writes into `resident`,
+    /// as a copy would, leaving the rest: what stands in for copies while a
+    /// snapshot holds the tree still. A snapshot reads a clone of
+    /// `resident`, whose blocks are copied on write, so it is not
+    /// disturbed. Not while the tree may hold message keys (their removals
+    /// go there) or `resident` is full.
+    fn pack_recent(&mut self) {
+        if self.tree_has_messages || self.resident.bytes() >= self.resident_budget {
+            return;
+        }
+        let messages = sluice_core::queues::layout::MESSAGES.to_vec();
+        let mut held = self.recent.split_off(&messages);
+        if let Bound::Excluded(end) = crate::store::keys::prefix_end(&messages) {
+            self.recent.append(&mut held.split_off(&end));
+        }
+        self.recent_bytes -= held.iter().map(|(k, v)| entry_bytes(k, v)).sum::<usize>();
+        self.hold_message_keys(&held, false);
+    }
+
     /// Takes the queue message keys `written` sets into `resident` (or,
     /// when `spilled`, out of it: they went to the tree with the rest) and
     /// those it removes out of it. A removal is never kept: one of a key
@@ -184,7 +202,7 @@ impl Layers {
         let messages = sluice_core::queues::layout::MESSAGES.to_vec();
         let end = crate::store::keys::prefix_end(&messages);
         let held = written.range((Bound::Included(messages), end));
-        Arc::make_mut(&mut self.resident).apply(held.map(|(k, v)| {
+        self.resident.apply(held.map(|(k, v)| {
             let v = if spilled { None } else { v.as_deref() };
             (k.as_slice(), v)
         }));
@@ -275,7 +293,7 @@ impl StateRead for Layers {
 /// above it meanwhile.
 struct FrozenState {
     tree: StateTree,
-    resident: Arc<Packed>,
+    resident: Packed,
     /// Thaws the gate when the snapshot is done with the state.
     _frozen: Frozen,
 }
@@ -333,6 +351,14 @@ impl StateHandle {
     /// started now would wait for it.
     fn is_frozen(&self) -> bool {
         self.copy_gate.is_frozen()
+    }
+
+    /// See [`Layers::pack_recent`]; returns the bytes of recent writes
+    /// left.
+    fn pack_recent(&self) -> usize {
+        let mut layers = self.layers_mut();
+        layers.pack_recent();
+        layers.recent_bytes
     }
 
     /// Waits, on a blocking thread, until no snapshot build holds the
@@ -453,7 +479,7 @@ impl StateHandle {
         let _held = self.copy_gate.enter();
         let mut layers = self.layers_mut();
         let mut next = Layers::over(tree);
-        next.resident = Arc::new(resident);
+        next.resident = resident;
         next.resident_budget = layers.resident_budget;
         std::mem::replace(&mut *layers, next).tree
     }
@@ -592,7 +618,7 @@ impl StateMachineStore {
         };
         {
             let mut layers = sm.state.layers_mut();
-            layers.resident = Arc::new(resident);
+            layers.resident = resident;
             layers.resident_budget = queue_index_memory;
         }
         if sm.sm_meta.get(CLEAN)?.is_some() {
@@ -985,14 +1011,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let n = responses.len();
         // A membership is copied into the tree at once: a node that lost its
         // snapshot reads it there (`stored_membership`). While a snapshot is
-        // built, writes gather in memory instead, up to a bound.
+        // built, queue message keys go into memory as a copy would put them,
+        // and the other writes gather in memory, up to a bound.
         let recent = self.state.add(changes);
         let frozen_until = match membership {
             Some(_) => 0,
             None => RECENT_WRITES_WHILE_FROZEN_BYTES,
         };
         let due = recent >= RECENT_WRITES_BYTES || membership.is_some();
-        if due && self.state.is_frozen() && recent >= frozen_until {
+        let frozen = due && self.state.is_frozen();
+        if frozen && self.state.pack_recent() >= frozen_until {
             self.state
                 .thawed()
                 .await
@@ -1510,9 +1538,11 @@ mod tests {
         let frozen_at = a.index;
         let mut builder = a.sm.get_snapshot_builder().await;
         assert!(a.sm.state.is_frozen());
+        let packed = a.sm.state.layers().resident.len();
         // Applied while the snapshot holds the engine's copy still: more
-        // than a copy's worth, which gathers in memory, and receives that
-        // change messages the snapshot holds.
+        // than a copy's worth, whose message keys are packed in memory
+        // (copied on write), and receives that change messages the
+        // snapshot holds.
         for i in 0..60 {
             let sends = (0..10)
                 .map(|j| send("q", &format!("late{i}-{j}")))
@@ -1520,8 +1550,9 @@ mod tests {
             a.apply(3_000 + i, sends).await;
         }
         assert_eq!(received(&a.apply(4_000, vec![receive_all("q")]).await), 10);
-        assert!(a.sm.state.layers().recent_bytes >= RECENT_WRITES_BYTES);
         assert!(a.sm.copy.is_none(), "no copy started while frozen");
+        assert!(a.sm.state.layers().recent_bytes < RECENT_WRITES_BYTES);
+        assert!(a.sm.state.layers().resident.len() >= packed + 600 * 3);
         let snapshot = builder.build_snapshot().await.unwrap();
         assert!(!a.sm.state.is_frozen());
         assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(frozen_at));
@@ -2007,6 +2038,10 @@ mod tests {
                             now += rng.below(1_500);
                             let at = at("beside a snapshot");
                             apply_both(&mut node, model, rng, receipts, sent, now, &at).await;
+                            if rng.below(2) == 0 {
+                                // As apply does once a copy is due.
+                                node.sm.state.pack_recent();
+                            }
                         }
                         let snapshot = builder.build_snapshot().await.unwrap();
                         let mut fresh = super::tests::node().await;

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::{Kv, KvIter};
 
@@ -37,8 +38,10 @@ const BLOCK_OVERHEAD: usize = 128;
 /// A sorted map from byte strings to byte strings, packed.
 #[derive(Debug, Default, Clone)]
 pub struct Packed {
-    /// The blocks by their first key.
-    blocks: BTreeMap<Vec<u8>, Block>,
+    /// The blocks by their first key. Shared between clones: a change
+    /// replaces the blocks it touches, so a clone (a snapshot being
+    /// written) costs the map, not the pairs.
+    blocks: BTreeMap<Vec<u8>, Arc<Block>>,
     /// Pairs held.
     len: usize,
     /// Bytes held, blocks and their keys in the block map, about.
@@ -272,15 +275,15 @@ impl Packed {
             full => {
                 // Done growing: give back what doubling left spare.
                 if let Some(mut full) = full {
-                    full.get_mut().data.shrink_to_fit();
+                    Arc::make_mut(full.get_mut()).data.shrink_to_fit();
                 }
                 self.bytes += BLOCK_OVERHEAD + key.len();
-                self.blocks.insert(key.to_vec(), Block::default());
+                self.blocks.insert(key.to_vec(), Arc::default());
                 self.blocks.last_entry().expect("the block just made")
             }
         };
         // A new block's first key is stored whole (`Block::push`).
-        let block = entry.get_mut();
+        let block = Arc::make_mut(entry.get_mut());
         let before = block.data.len();
         block.push(&mut last, key, value);
         self.bytes += block.data.len() - before;
@@ -344,7 +347,7 @@ impl Packed {
             self.len += merged.len();
             for (first, block) in pack(merged) {
                 self.bytes += block.cost(&first);
-                self.blocks.insert(first, block);
+                self.blocks.insert(first, Arc::new(block));
             }
         }
     }
@@ -545,7 +548,7 @@ impl Packed {
             );
             map.len += block.len;
             map.bytes += block.cost(&first);
-            map.blocks.insert(first, block);
+            map.blocks.insert(first, Arc::new(block));
         }
         let sum = r.crc.clone().finalize();
         let mut stored = [0; 4];
@@ -587,7 +590,7 @@ fn merge(
 
 /// The pairs of a [`Packed::range`].
 pub struct Range<'a> {
-    blocks: Option<std::collections::btree_map::Range<'a, Vec<u8>, Block>>,
+    blocks: Option<std::collections::btree_map::Range<'a, Vec<u8>, Arc<Block>>>,
     /// The current block's pairs in the range, in the order returned.
     pending: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
     start: Bound<Vec<u8>>,
