@@ -374,6 +374,7 @@ impl RunningNode {
 
         let exporter = Exporter::global();
         metrics::spawn_raft_gauges(raft.clone());
+        raft::snapshot_pacer::spawn(raft.clone(), config.compaction.snapshot_every);
 
         let router = Router::new(
             config.node_id,

@@ -441,6 +441,19 @@ async fn a_lone_node_whose_needed_snapshot_is_damaged_refuses_to_start() {
         elected_cluster(1, &["--snapshot-every", "20", "--keep-after-snapshot", "0"]).await;
     let client = c.node(1).client(Duration::from_secs(20));
     create_queues(&client, (0..40).map(|i| format!("q{i}"))).await;
+    // Snapshots are built beside apply: wait for one that purged the log.
+    let dir = c.nodes[&1].data_dir.join("snapshots");
+    wait_for(ELECTION, "a snapshot", || {
+        let dir = dir.clone();
+        async move {
+            std::fs::read_dir(dir)
+                .ok()?
+                .filter_map(Result::ok)
+                .any(|e| e.path().extension().is_some_and(|x| x == "snap"))
+                .then_some(())
+        }
+    })
+    .await;
     c.node(1).kill9();
     let snap = damage_snapshot(&c.nodes[&1].data_dir.clone());
     let log = refused_start(&mut c);

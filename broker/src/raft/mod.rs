@@ -29,6 +29,7 @@ pub mod repair;
 pub mod service;
 pub mod snapshot;
 pub mod snapshot_data;
+pub mod snapshot_pacer;
 pub mod state_machine;
 
 use std::time::Duration;
@@ -86,7 +87,8 @@ impl Default for Timing {
 /// Log compaction settings.
 #[derive(Debug, Clone)]
 pub struct Compaction {
-    /// Build a snapshot after this many entries since the last one.
+    /// Build a snapshot after this many entries since the last one (paced:
+    /// see [`snapshot_pacer`]).
     pub snapshot_every: u64,
     /// Entries already in a snapshot kept in the log for slow followers.
     pub keep_after_snapshot: u64,
@@ -121,7 +123,9 @@ pub fn config(
         // An entry is a batch of up to PROPOSAL_MAX_BYTES; this bounds one
         // AppendEntries message.
         max_payload_entries: 64,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(compaction.snapshot_every),
+        // Builds are asked for by `snapshot_pacer`, which also bounds the
+        // time they take.
+        snapshot_policy: openraft::SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: compaction.keep_after_snapshot,
         replication_lag_threshold: compaction.snapshot_every + compaction.keep_after_snapshot,
         ..Default::default()
