@@ -214,7 +214,8 @@ struct ServeArgs {
     /// Upper bound of the election timeout; also the leader lease [default: 1500].
     #[arg(long)]
     election_timeout_max_ms: Option<u64>,
-    /// Build a snapshot after this many log entries [default: 20000].
+    /// Build a snapshot after this many log entries, and no sooner than
+    /// four times the last build's length after it [default: 20000].
     #[arg(long)]
     snapshot_every: Option<u64>,
     /// Log entries kept after a snapshot for slow followers [default: 1000].
