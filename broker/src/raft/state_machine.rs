@@ -80,8 +80,9 @@ pub const RECENT_WRITES_BYTES: usize = 256 * 1024;
 
 /// Encoded bytes of recent writes that may gather in memory while a
 /// snapshot is built (copies wait for it meanwhile); past them apply waits
-/// for the build too. A build at 10 million queued messages takes some
-/// 20 s, in which a busy queue writes some 100 MiB.
+/// for the build too. Queue message keys do not gather: they go into the
+/// packed index as a copy would put them ([`Layers::pack_recent`]); the
+/// rest (queue counters, stream records) does.
 pub const RECENT_WRITES_WHILE_FROZEN_BYTES: usize = 256 * 1024 * 1024;
 
 /// What an entry of the recent writes costs beyond its key and value (the
@@ -363,14 +364,9 @@ impl StateHandle {
 
     /// Waits, on a blocking thread, until no snapshot build holds the
     /// engine's copy still.
-    async fn thawed(&self) -> Result<(), StoreError> {
+    async fn thawed(&self) -> Result<(), tokio::task::JoinError> {
         let gate = self.copy_gate.clone();
-        tokio::task::spawn_blocking(move || gate.wait_thawed())
-            .await
-            .map_err(|e| StoreError::Corrupt {
-                key: "copy gate".into(),
-                reason: e.to_string(),
-            })
+        tokio::task::spawn_blocking(move || gate.wait_thawed()).await
     }
 
     /// Settles every write (see [`StateHandle::settle_in`]) and holds the
