@@ -744,13 +744,6 @@ impl StateMachineStore {
         Ok(())
     }
 
-    /// Where a snapshot this node built at `meta` reads the bodies it only
-    /// references when it is sent.
-    fn log_bodies(&self, meta: &Meta) -> LogBodies {
-        let index = meta.last_log_id.map_or(0, |l| l.index);
-        LogBodies::through(self.entries.clone(), index)
-    }
-
     /// Settles the state at `last_applied` and holds the engine's copy
     /// still for a snapshot of it, which [`SnapshotJob::build`] then writes
     /// while apply goes on. Briefly stops apply (openraft waits for this).
@@ -792,6 +785,12 @@ impl StateMachineStore {
             started,
         })
     }
+}
+
+/// Where a snapshot this node built at `meta` reads the bodies it only
+/// references when it is sent.
+fn log_bodies(entries: Arc<dyn LoggedEntries>, meta: &Meta) -> LogBodies {
+    LogBodies::through(entries, meta.last_log_id.map_or(0, |l| l.index))
 }
 
 /// A snapshot to write of a state held still at its index (see
@@ -840,7 +839,7 @@ impl SnapshotJob {
         tracing::info!(snapshot = %meta, records, path = %path.display(), "built snapshot");
         *current.lock().unwrap_or_else(|e| e.into_inner()) = Some((meta.clone(), path.clone()));
         drop(frozen);
-        let bodies = Some(LogBodies::through(entries, upto));
+        let bodies = Some(log_bodies(entries, &meta));
         Ok(Snapshot {
             meta,
             snapshot: Box::new(SnapshotFile { path, bodies }),
@@ -1139,7 +1138,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // What is sent carries the bodies this node keeps in its log: they
         // are read from it as the snapshot is streamed, so a deep backlog
         // is not written to disk a second time to be sent.
-        let bodies = Some(self.log_bodies(&meta));
+        let bodies = Some(log_bodies(self.entries.clone(), &meta));
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(SnapshotFile { path, bodies }),
