@@ -45,7 +45,16 @@ pub(crate) struct Meta {
     pub(crate) vote: Option<Vote<NodeId>>,
     pub(crate) purged: Option<LogId<NodeId>>,
     pub(crate) committed: Option<LogId<NodeId>>,
+    /// The commit index the file holds (not stored itself).
+    pub(crate) committed_on_disk: u64,
 }
+
+/// Entries the commit point may move past the copy on disk before it is
+/// written again. A restarting node re-applies up to the copy on disk in
+/// bounded steps; openraft reads everything past it at once, so this
+/// bounds that read (entries are at most about a MiB each) at the cost of
+/// one metadata write per this many entries.
+pub const COMMITTED_WRITE_EVERY: u64 = 256;
 
 /// The Raft log store. Cloning gives another handle to the same log.
 #[derive(Clone)]
@@ -80,22 +89,12 @@ impl LogStore {
     ) -> Result<Self, crate::store::StoreError> {
         let meta = match meta_file.read()? {
             None => Meta::default(),
-            Some(bytes) => match codec::decode_message::<StoredMeta>("log metadata", &bytes)
-                .map_err(|reason| crate::store::StoreError::Corrupt {
+            Some(bytes) => {
+                decode_meta(&bytes).map_err(|reason| crate::store::StoreError::Corrupt {
                     key: "log/meta".into(),
                     reason,
-                })? {
-                StoredMeta::Empty => Meta::default(),
-                StoredMeta::V1 {
-                    vote,
-                    purged,
-                    committed,
-                } => Meta {
-                    vote,
-                    purged,
-                    committed,
-                },
-            },
+                })?
+            }
         };
         Ok(LogStore {
             log,
@@ -145,7 +144,12 @@ impl LogStore {
                 .await
                 .map_err(|e| storage_error("writing log metadata", e))?;
             match written {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+                    let index = m.committed.map_or(0, |c| c.index);
+                    meta.committed_on_disk = meta.committed_on_disk.max(index);
+                    return Ok(());
+                }
                 // A vote must be durable before it is cast: wait for room
                 // rather than stop Raft.
                 Err(e) if is_disk_full(&e) => {
@@ -163,19 +167,26 @@ impl LogStore {
 pub(crate) fn read_meta(file: &MetaFile) -> Result<Meta, String> {
     match file.read().map_err(|e| e.to_string())? {
         None => Ok(Meta::default()),
-        Some(bytes) => match codec::decode_message::<StoredMeta>("log metadata", &bytes)? {
-            StoredMeta::Empty => Ok(Meta::default()),
+        Some(bytes) => decode_meta(&bytes),
+    }
+}
+
+fn decode_meta(bytes: &[u8]) -> Result<Meta, String> {
+    Ok(
+        match codec::decode_message::<StoredMeta>("log metadata", bytes)? {
+            StoredMeta::Empty => Meta::default(),
             StoredMeta::V1 {
                 vote,
                 purged,
                 committed,
-            } => Ok(Meta {
+            } => Meta {
                 vote,
                 purged,
                 committed,
-            }),
+                committed_on_disk: committed.map_or(0, |c| c.index),
+            },
         },
-    }
+    )
 }
 
 /// Turns a leader's own committed vote, left from before a restart, into an
@@ -389,14 +400,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        // Kept in memory and written with the next vote or purge: it only
-        // lets a restarting node re-apply committed entries sooner.
-        metrics::gauge!("sluice_raft_committed_index")
-            .set(committed.map(|c| c.index).unwrap_or(0) as f64);
-        self.meta
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .committed = committed;
+        // Kept in memory, and written with the next vote or purge or once
+        // it has moved COMMITTED_WRITE_EVERY entries past the copy on disk:
+        // a restarting node re-applies up to it in bounded steps before
+        // Raft starts (`raft::replay`), and openraft reads the rest in one.
+        let index = committed.map_or(0, |c| c.index);
+        metrics::gauge!("sluice_raft_committed_index").set(index as f64);
+        let on_disk = {
+            let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+            meta.committed = committed;
+            meta.committed_on_disk
+        };
+        if index >= on_disk.saturating_add(COMMITTED_WRITE_EVERY) {
+            self.update_meta(|_| {}).await?;
+        }
         Ok(())
     }
 
@@ -491,9 +508,57 @@ mod tests {
             vote: Some(vote),
             purged: None,
             committed: Some(LogId::new(CommittedLeaderId::new(4, 1), 10)),
+            committed_on_disk: 0,
         };
         write_meta(&file, &meta).unwrap();
         (dir, file)
+    }
+
+    #[tokio::test]
+    async fn the_commit_point_reaches_the_disk_every_so_many_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = || MetaFile::new(&dir.path().join("meta"));
+        let log = Arc::new(LogFiles::open(&dir.path().join("log"), SEGMENT_BYTES).unwrap());
+        let flusher = {
+            let log = log.clone();
+            GroupCommit::start("test-flush", move || log.sync().map_err(|e| e.to_string()))
+        };
+        let disk = crate::disk::DiskGuard::new(dir.path(), 0);
+        let mut store = LogStore::open(log, meta(), flusher, disk).unwrap();
+        let at = |i| Some(LogId::new(CommittedLeaderId::new(1, 1), i));
+        let on_disk = || read_meta(&meta()).unwrap().committed;
+        store
+            .save_committed(at(COMMITTED_WRITE_EVERY - 1))
+            .await
+            .unwrap();
+        assert_eq!(on_disk(), None, "not yet written");
+        store
+            .save_committed(at(COMMITTED_WRITE_EVERY))
+            .await
+            .unwrap();
+        assert_eq!(on_disk(), at(COMMITTED_WRITE_EVERY));
+        store
+            .save_committed(at(2 * COMMITTED_WRITE_EVERY - 1))
+            .await
+            .unwrap();
+        assert_eq!(on_disk(), at(COMMITTED_WRITE_EVERY));
+        assert_eq!(
+            store.read_committed().await.unwrap(),
+            at(2 * COMMITTED_WRITE_EVERY - 1)
+        );
+        // A vote writes the commit point along.
+        store.save_vote(&Vote::new(2, 1)).await.unwrap();
+        assert_eq!(on_disk(), at(2 * COMMITTED_WRITE_EVERY - 1));
+        store
+            .save_committed(at(3 * COMMITTED_WRITE_EVERY - 2))
+            .await
+            .unwrap();
+        assert_eq!(on_disk(), at(2 * COMMITTED_WRITE_EVERY - 1));
+        store
+            .save_committed(at(3 * COMMITTED_WRITE_EVERY - 1))
+            .await
+            .unwrap();
+        assert_eq!(on_disk(), at(3 * COMMITTED_WRITE_EVERY - 1));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod payload;
 pub mod proposer;
 pub mod recovery;
 pub mod repair;
+pub mod replay;
 pub mod service;
 pub mod snapshot;
 pub mod snapshot_data;

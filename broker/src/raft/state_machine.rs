@@ -1738,6 +1738,106 @@ mod tests {
         assert_eq!(received(&n.apply(4_000, vec![receive_all("q")]).await), 5);
     }
 
+    /// Reads a [`TestLog`] as openraft's log reader does, noting how many
+    /// entries each read returned.
+    struct CountingReader {
+        log: Arc<TestLog>,
+        reads: Vec<usize>,
+    }
+
+    impl openraft::RaftLogReader<TypeConfig> for CountingReader {
+        async fn try_get_log_entries<
+            RB: std::ops::RangeBounds<u64> + Clone + std::fmt::Debug + OptionalSend,
+        >(
+            &mut self,
+            range: RB,
+        ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+            let entries: Vec<_> = self
+                .log
+                .entries
+                .lock()
+                .unwrap()
+                .range(range)
+                .map(|(i, p)| Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), *i),
+                    payload: EntryPayload::Normal(p.clone()),
+                })
+                .collect();
+            self.reads.push(entries.len());
+            Ok(entries)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unclean_stop_replays_the_committed_log_in_bounded_steps() {
+        use crate::raft::replay::{catch_up, STEP_ENTRIES};
+        let (mut n, _snapshot) = snapshotted(5).await;
+        for i in 0..200 {
+            n.apply(3_000 + i, vec![send("q", &format!("m{i}"))]).await;
+        }
+        let before = dump(&n);
+        let last = n.index;
+        assert_eq!(last, 206);
+        let mut n = n.restart(false).await;
+        assert_eq!(n.applied_index().await, Some(6));
+        let mut reader = CountingReader {
+            log: n.log.clone(),
+            reads: Vec::new(),
+        };
+        // Committed only as far as entry 150: the rest is not applied.
+        let committed = |i| Some(LogId::new(CommittedLeaderId::new(1, 1), i));
+        let replayed = catch_up(&mut reader, &mut n.sm, committed(150))
+            .await
+            .unwrap();
+        assert_eq!(
+            (replayed.entries, replayed.from, replayed.to),
+            (144, Some(6), Some(150))
+        );
+        assert_eq!(n.applied_index().await, Some(150));
+        let replayed = catch_up(&mut reader, &mut n.sm, committed(last))
+            .await
+            .unwrap();
+        assert_eq!((replayed.entries, replayed.to), (56, Some(last)));
+        assert!(
+            reader.reads.iter().all(|r| *r as u64 <= STEP_ENTRIES),
+            "{:?}",
+            reader.reads
+        );
+        assert_eq!(reader.reads.iter().sum::<usize>(), 200);
+        n.copied().await;
+        assert_eq!(
+            dump(&n),
+            before,
+            "the replayed state is the state it was killed with"
+        );
+        // Nothing past the commit point, and nothing twice.
+        let replayed = catch_up(&mut reader, &mut n.sm, committed(last))
+            .await
+            .unwrap();
+        assert_eq!(replayed.entries, 0);
+    }
+
+    #[tokio::test]
+    async fn replay_stops_where_the_log_stops_short_of_the_commit_point() {
+        let (mut n, _snapshot) = snapshotted(5).await;
+        for i in 0..10 {
+            n.apply(3_000 + i, vec![send("q", &format!("m{i}"))]).await;
+        }
+        let mut n = n.restart(false).await;
+        let mut reader = CountingReader {
+            log: n.log.clone(),
+            reads: Vec::new(),
+        };
+        // A log missing entry 10 (as one being repaired may be).
+        n.log.entries.lock().unwrap().remove(&10);
+        let committed = Some(LogId::new(CommittedLeaderId::new(1, 1), 16));
+        let replayed = crate::raft::replay::catch_up(&mut reader, &mut n.sm, committed)
+            .await
+            .unwrap();
+        assert_eq!((replayed.entries, replayed.to), (3, Some(9)));
+        assert_eq!(n.applied_index().await, Some(9));
+    }
+
     #[tokio::test]
     async fn an_unclean_stop_without_a_snapshot_starts_from_empty() {
         let mut n = node().await;
