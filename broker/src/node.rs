@@ -338,7 +338,7 @@ impl RunningNode {
         );
         let waiters = Arc::new(Waiters::default());
         let entries: Arc<dyn crate::raft::kept_bodies::LoggedEntries> = Arc::new(log_store.clone());
-        let mut state_machine = StateMachineStore::open(
+        let state_machine = StateMachineStore::open(
             &db,
             snapshots.clone(),
             config.node_id,
@@ -348,31 +348,6 @@ impl RunningNode {
         )
         .await
         .map_err(|e| data_err(e.to_string()))?;
-        if !repair.is_active() {
-            // Committed entries past the state, in bounded steps, before
-            // openraft would read them all at once (`raft::replay`).
-            let started = std::time::Instant::now();
-            let committed =
-                openraft::storage::RaftLogStorage::read_committed(&mut log_store.clone())
-                    .await
-                    .map_err(|e| data_err(format!("log: {e}")))?;
-            let replayed = crate::raft::replay::catch_up(
-                &mut log_store.clone(),
-                &mut state_machine,
-                committed,
-            )
-            .await
-            .map_err(|e| data_err(format!("re-applying the log: {e}")))?;
-            if replayed.entries > 0 {
-                tracing::info!(
-                    entries = replayed.entries,
-                    from = ?replayed.from,
-                    to = ?replayed.to,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "re-applied the committed log past the state"
-                );
-            }
-        }
         let state = state_machine.handle();
         let bodies = crate::raft::bodies::Bodies::new(entries, state.clone());
 

@@ -45,16 +45,7 @@ pub(crate) struct Meta {
     pub(crate) vote: Option<Vote<NodeId>>,
     pub(crate) purged: Option<LogId<NodeId>>,
     pub(crate) committed: Option<LogId<NodeId>>,
-    /// The commit index the file holds (not stored itself).
-    pub(crate) committed_on_disk: u64,
 }
-
-/// Entries the commit point may move past the copy on disk before it is
-/// written again. A restarting node re-applies up to the copy on disk in
-/// bounded steps; openraft reads everything past it at once, so this
-/// bounds that read (entries are at most about a MiB each) at the cost of
-/// one metadata write per this many entries.
-pub const COMMITTED_WRITE_EVERY: u64 = 256;
 
 /// The Raft log store. Cloning gives another handle to the same log.
 #[derive(Clone)]
@@ -66,8 +57,60 @@ pub struct LogStore {
     cache: Arc<Mutex<EntryCache>>,
     meta_file: Arc<MetaFile>,
     meta: Arc<Mutex<Meta>>,
+    /// What the files hold durably, which bounds the commit point written.
+    durable: Arc<Mutex<Durable>>,
+    /// Held while the metadata file is written: writes never cross, and
+    /// each writes the newest metadata.
+    meta_write: Arc<tokio::sync::Mutex<()>>,
+    /// The commit point's write behind, while one runs.
+    committed_write: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
     flusher: GroupCommit,
     disk: Arc<crate::disk::DiskGuard>,
+}
+
+/// Entries the commit point may move past the one the metadata file holds
+/// before it is written again (besides with each vote and purge), behind
+/// Raft's back. A node that restarts re-applies the log up to the written
+/// one in openraft's 64-entry steps, but everything past it in one read
+/// once it hears of the commit point again: a few hundred entries (each at
+/// most about a MiB), not the whole log since the snapshot.
+pub const COMMITTED_WRITE_EVERY: u64 = 256;
+
+/// What the log files and the metadata file hold durably.
+#[derive(Debug, Default)]
+struct Durable {
+    /// The last entry the log files hold synced.
+    log_index: Option<u64>,
+    /// The commit point the metadata file holds.
+    committed: Option<LogId<NodeId>>,
+}
+
+impl Durable {
+    /// The commit point that may be written now: `committed` when the log
+    /// holds it durably (or purged it), else the one already written. A
+    /// follower learns of a commit point before its own copy of those
+    /// entries is synced; written then and followed by a power loss, it
+    /// would name entries the log no longer has.
+    fn writable(
+        &self,
+        committed: Option<LogId<NodeId>>,
+        purged: Option<LogId<NodeId>>,
+    ) -> Option<LogId<NodeId>> {
+        let end = self.log_index.max(purged.map(|p| p.index));
+        match committed {
+            Some(c) if end.is_some_and(|e| c.index <= e) => Some(c),
+            _ => self.committed,
+        }
+    }
+}
+
+/// What a metadata write does when the disk is full.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WhenFull {
+    /// Waits for space (a vote must be durable before it is cast).
+    Wait,
+    /// Fails (the commit point can wait for the next write).
+    Fail,
 }
 
 /// How long a write that found the disk full waits before it tries again.
@@ -89,18 +132,48 @@ impl LogStore {
     ) -> Result<Self, crate::store::StoreError> {
         let meta = match meta_file.read()? {
             None => Meta::default(),
-            Some(bytes) => {
-                decode_meta(&bytes).map_err(|reason| crate::store::StoreError::Corrupt {
+            Some(bytes) => match codec::decode_message::<StoredMeta>("log metadata", &bytes)
+                .map_err(|reason| crate::store::StoreError::Corrupt {
                     key: "log/meta".into(),
                     reason,
-                })?
-            }
+                })? {
+                StoredMeta::Empty => Meta::default(),
+                StoredMeta::V1 {
+                    vote,
+                    purged,
+                    committed,
+                } => Meta {
+                    vote,
+                    purged,
+                    committed,
+                },
+            },
+        };
+        let mut meta = meta;
+        let log_index = log.last_index();
+        // A commit point past what the log holds (written by an older build
+        // before a power loss) would have openraft re-apply entries it no
+        // longer has: forget it; the leader tells it again.
+        let end = log_index.max(meta.purged.map(|p| p.index));
+        if meta
+            .committed
+            .is_some_and(|c| end.is_none_or(|e| c.index > e))
+        {
+            tracing::warn!(committed = ?meta.committed, log_end = ?end, "the recorded commit point lies past the log's end; it is forgotten");
+            meta.committed = None;
+        }
+        let durable = Durable {
+            log_index,
+            committed: meta.committed,
         };
         Ok(LogStore {
             log,
             cache: Arc::new(Mutex::new(EntryCache::new(ENTRY_CACHE_BYTES))),
             meta_file: Arc::new(meta_file),
             meta: Arc::new(Mutex::new(meta)),
+            durable: Arc::new(Mutex::new(durable)),
+            meta_write: Arc::new(tokio::sync::Mutex::new(())),
+            committed_write: Arc::new(Mutex::new(None)),
             flusher,
             disk,
         })
@@ -123,20 +196,59 @@ impl LogStore {
             .map_err(|e| storage_error(what, e))
     }
 
+    fn durable(&self) -> std::sync::MutexGuard<'_, Durable> {
+        self.durable.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the metadata, for its commit point, in a task of its own
+    /// (unless one is under way): Raft does not wait for it. A full disk
+    /// leaves it for the next write.
+    fn write_committed_behind(&self) {
+        let mut pending = self
+            .committed_write
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if pending.as_ref().is_some_and(|w| !w.is_finished()) {
+            return;
+        }
+        let store = self.clone();
+        *pending = Some(tokio::spawn(async move {
+            if let Err(e) = store.update_meta(|_| {}, WhenFull::Fail).await {
+                tracing::warn!(error = %e, "the commit point was not written; the next write carries it");
+            }
+        }));
+    }
+
+    /// Waits for the commit point's write behind, if one runs.
+    #[cfg(test)]
+    async fn committed_written(&self) {
+        let pending = self
+            .committed_write
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(w) = pending {
+            w.await.unwrap();
+        }
+    }
+
     /// Changes the metadata and writes it durably.
     async fn update_meta(
         &self,
         change: impl FnOnce(&mut Meta),
+        when_full: WhenFull,
     ) -> Result<(), StorageError<NodeId>> {
+        let _writing = self.meta_write.lock().await;
         let m = {
             let mut m = self.meta.lock().unwrap_or_else(|e| e.into_inner());
             change(&mut m);
             m.clone()
         };
+        let committed = self.durable().writable(m.committed, m.purged);
         let bytes = codec::encode(&StoredMeta::V1 {
             vote: m.vote,
             purged: m.purged,
-            committed: m.committed,
+            committed,
         });
         loop {
             let (file, bytes) = (self.meta_file.clone(), bytes.clone());
@@ -145,14 +257,12 @@ impl LogStore {
                 .map_err(|e| storage_error("writing log metadata", e))?;
             match written {
                 Ok(()) => {
-                    let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
-                    let index = m.committed.map_or(0, |c| c.index);
-                    meta.committed_on_disk = meta.committed_on_disk.max(index);
+                    self.durable().committed = committed;
                     return Ok(());
                 }
                 // A vote must be durable before it is cast: wait for room
                 // rather than stop Raft.
-                Err(e) if is_disk_full(&e) => {
+                Err(e) if is_disk_full(&e) && when_full == WhenFull::Wait => {
                     self.disk.hit_enospc();
                     tracing::warn!(error = %e, "the disk is full: the log metadata waits for space");
                     tokio::time::sleep(DISK_FULL_RETRY).await;
@@ -167,26 +277,19 @@ impl LogStore {
 pub(crate) fn read_meta(file: &MetaFile) -> Result<Meta, String> {
     match file.read().map_err(|e| e.to_string())? {
         None => Ok(Meta::default()),
-        Some(bytes) => decode_meta(&bytes),
-    }
-}
-
-fn decode_meta(bytes: &[u8]) -> Result<Meta, String> {
-    Ok(
-        match codec::decode_message::<StoredMeta>("log metadata", bytes)? {
-            StoredMeta::Empty => Meta::default(),
+        Some(bytes) => match codec::decode_message::<StoredMeta>("log metadata", &bytes)? {
+            StoredMeta::Empty => Ok(Meta::default()),
             StoredMeta::V1 {
                 vote,
                 purged,
                 committed,
-            } => Meta {
+            } => Ok(Meta {
                 vote,
                 purged,
                 committed,
-                committed_on_disk: committed.map_or(0, |c| c.index),
-            },
+            }),
         },
-    )
+    }
 }
 
 /// Turns a leader's own committed vote, left from before a restart, into an
@@ -389,7 +492,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let vote = *vote;
-        self.update_meta(|m| m.vote = Some(vote)).await
+        self.update_meta(|m| m.vote = Some(vote), WhenFull::Wait)
+            .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
@@ -400,24 +504,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        // Kept in memory, and written with the next vote or purge or once
-        // it has moved COMMITTED_WRITE_EVERY entries past the copy on disk:
-        // a restarting node re-applies up to it in bounded steps before
-        // Raft starts (`raft::replay`), and openraft reads the rest in one.
+        // Kept in memory; written with the next vote or purge, and behind
+        // Raft's back once it has moved COMMITTED_WRITE_EVERY entries on.
         let index = committed.map_or(0, |c| c.index);
         metrics::gauge!("sluice_raft_committed_index").set(index as f64);
-        let on_disk = {
-            let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
-            meta.committed = committed;
-            meta.committed_on_disk
-        };
-        if index >= on_disk.saturating_add(COMMITTED_WRITE_EVERY) {
-            self.update_meta(|_| {}).await?;
+        self.meta
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .committed = committed;
+        let written = self.durable().committed.map_or(0, |c| c.index);
+        if index >= written.saturating_add(COMMITTED_WRITE_EVERY) {
+            self.write_committed_behind();
         }
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        // (The metadata file's may be older: see COMMITTED_WRITE_EVERY.)
         Ok(self.meta().committed)
     }
 
@@ -463,8 +566,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Err(e) => return Err(storage_error("appending to the log", e)),
             }
         }
-        self.flusher
-            .submit(n, Box::new(move |r| callback.log_io_completed(r)));
+        let last = encoded.last().map(|(i, _)| *i);
+        let durable = self.durable.clone();
+        self.flusher.submit(
+            n,
+            Box::new(move |r| {
+                if r.is_ok() {
+                    let mut d = durable.lock().unwrap_or_else(|e| e.into_inner());
+                    d.log_index = d.log_index.max(last);
+                }
+                callback.log_io_completed(r)
+            }),
+        );
         Ok(())
     }
 
@@ -477,14 +590,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .truncate_from(log_id.index)
                 .map_err(|e| storage_error("truncating the log", e))?;
         }
-        self.sync("syncing the truncated log").await
+        self.sync("syncing the truncated log").await?;
+        // After the sync: the flushes of appends issued before it, which
+        // raise the synced end, have all completed.
+        let mut d = self.durable();
+        d.log_index = d.log_index.min(log_id.index.checked_sub(1));
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         tracing::debug!(%log_id, "purging the log");
         // Record the purge point first: if the node stops half-way, the
         // entries left below it are ignored.
-        self.update_meta(|m| m.purged = Some(log_id)).await?;
+        self.update_meta(|m| m.purged = Some(log_id), WhenFull::Wait)
+            .await?;
         {
             let mut cache = self.cache();
             cache.purge_through(log_id.index);
@@ -508,39 +627,54 @@ mod tests {
             vote: Some(vote),
             purged: None,
             committed: Some(LogId::new(CommittedLeaderId::new(4, 1), 10)),
-            committed_on_disk: 0,
         };
         write_meta(&file, &meta).unwrap();
         (dir, file)
     }
 
-    #[tokio::test]
-    async fn the_commit_point_reaches_the_disk_every_so_many_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = || MetaFile::new(&dir.path().join("meta"));
-        let log = Arc::new(LogFiles::open(&dir.path().join("log"), SEGMENT_BYTES).unwrap());
+    /// A log store over `dir` whose log holds entries 0 to `last`.
+    fn store_with_entries(dir: &std::path::Path, last: u64) -> LogStore {
+        let log = Arc::new(LogFiles::open(&dir.join("log"), SEGMENT_BYTES).unwrap());
+        if log.last_index().is_none() {
+            let entries: Vec<_> = (0..=last)
+                .map(|i| {
+                    let entry = Entry::<TypeConfig> {
+                        log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+                        payload: openraft::EntryPayload::Blank,
+                    };
+                    (i, codec::encode(&entry))
+                })
+                .collect();
+            log.append(&entries).unwrap();
+            log.sync().unwrap();
+        }
         let flusher = {
             let log = log.clone();
             GroupCommit::start("test-flush", move || log.sync().map_err(|e| e.to_string()))
         };
-        let disk = crate::disk::DiskGuard::new(dir.path(), 0);
-        let mut store = LogStore::open(log, meta(), flusher, disk).unwrap();
+        let disk = crate::disk::DiskGuard::new(dir, 0);
+        LogStore::open(log, MetaFile::new(&dir.join("meta")), flusher, disk).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_commit_point_is_written_every_so_many_entries_and_never_past_the_synced_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_with_entries(dir.path(), 999);
         let at = |i| Some(LogId::new(CommittedLeaderId::new(1, 1), i));
-        let on_disk = || read_meta(&meta()).unwrap().committed;
-        store
-            .save_committed(at(COMMITTED_WRITE_EVERY - 1))
-            .await
-            .unwrap();
+        let on_disk = || {
+            read_meta(&MetaFile::new(&dir.path().join("meta")))
+                .unwrap()
+                .committed
+        };
+        let commit = async |store: &mut LogStore, i| {
+            store.save_committed(at(i)).await.unwrap();
+            store.committed_written().await;
+        };
+        commit(&mut store, COMMITTED_WRITE_EVERY - 1).await;
         assert_eq!(on_disk(), None, "not yet written");
-        store
-            .save_committed(at(COMMITTED_WRITE_EVERY))
-            .await
-            .unwrap();
+        commit(&mut store, COMMITTED_WRITE_EVERY).await;
         assert_eq!(on_disk(), at(COMMITTED_WRITE_EVERY));
-        store
-            .save_committed(at(2 * COMMITTED_WRITE_EVERY - 1))
-            .await
-            .unwrap();
+        commit(&mut store, 2 * COMMITTED_WRITE_EVERY - 1).await;
         assert_eq!(on_disk(), at(COMMITTED_WRITE_EVERY));
         assert_eq!(
             store.read_committed().await.unwrap(),
@@ -549,16 +683,34 @@ mod tests {
         // A vote writes the commit point along.
         store.save_vote(&Vote::new(2, 1)).await.unwrap();
         assert_eq!(on_disk(), at(2 * COMMITTED_WRITE_EVERY - 1));
-        store
-            .save_committed(at(3 * COMMITTED_WRITE_EVERY - 2))
-            .await
-            .unwrap();
-        assert_eq!(on_disk(), at(2 * COMMITTED_WRITE_EVERY - 1));
-        store
-            .save_committed(at(3 * COMMITTED_WRITE_EVERY - 1))
-            .await
-            .unwrap();
+        commit(&mut store, 3 * COMMITTED_WRITE_EVERY - 1).await;
         assert_eq!(on_disk(), at(3 * COMMITTED_WRITE_EVERY - 1));
+        // Past the log's synced end (a follower hears of a commit point
+        // before its copy of the entries is synced): the written one stays.
+        commit(&mut store, 1_100).await;
+        assert_eq!(on_disk(), at(3 * COMMITTED_WRITE_EVERY - 1));
+        store.save_vote(&Vote::new(3, 1)).await.unwrap();
+        assert_eq!(on_disk(), at(3 * COMMITTED_WRITE_EVERY - 1));
+        assert_eq!(store.read_committed().await.unwrap(), at(1_100));
+    }
+
+    #[tokio::test]
+    async fn a_recorded_commit_point_past_the_log_is_forgotten_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(store_with_entries(dir.path(), 99));
+        let file = MetaFile::new(&dir.path().join("meta"));
+        let at = |i| Some(LogId::new(CommittedLeaderId::new(1, 1), i));
+        let mut meta = read_meta(&file).unwrap();
+        meta.committed = at(150);
+        write_meta(&file, &meta).unwrap();
+        let mut store = store_with_entries(dir.path(), 99);
+        assert_eq!(store.read_committed().await.unwrap(), None);
+        // Within the log, it stands.
+        meta.committed = at(99);
+        write_meta(&file, &meta).unwrap();
+        let mut store2 = store_with_entries(dir.path(), 99);
+        assert_eq!(store2.read_committed().await.unwrap(), at(99));
+        drop(store);
     }
 
     #[test]

@@ -26,7 +26,6 @@ pub mod payload;
 pub mod proposer;
 pub mod recovery;
 pub mod repair;
-pub mod replay;
 pub mod service;
 pub mod snapshot;
 pub mod snapshot_data;
