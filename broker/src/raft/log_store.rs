@@ -262,8 +262,11 @@ impl LogStore {
                 }
                 // A vote must be durable before it is cast: wait for room
                 // rather than stop Raft.
-                Err(e) if is_disk_full(&e) && when_full == WhenFull::Wait => {
+                Err(e) if is_disk_full(&e) => {
                     self.disk.hit_enospc();
+                    if when_full == WhenFull::Fail {
+                        return Err(storage_error("writing log metadata", e));
+                    }
                     tracing::warn!(error = %e, "the disk is full: the log metadata waits for space");
                     tokio::time::sleep(DISK_FULL_RETRY).await;
                 }

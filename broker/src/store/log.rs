@@ -723,6 +723,12 @@ impl LogFiles {
             if scanned.records.is_empty() && !is_last {
                 return Err(corrupt(&path, "empty log segment before the last one"));
             }
+            // A process killed between an append and its sync leaves the
+            // append in the page cache, where this open finds it: synced
+            // now, before Raft counts it as durable (a clean file's sync
+            // costs next to nothing).
+            file.sync_data()
+                .map_err(|e| io_err("syncing log segment", &path, e))?;
             let size = scanned.size.expect("checked for damage");
             segments.insert(first, Segment::scanned(first, path, file, size, scanned));
         }
