@@ -96,12 +96,24 @@ impl Durable {
         committed: Option<LogId<NodeId>>,
         purged: Option<LogId<NodeId>>,
     ) -> Option<LogId<NodeId>> {
-        let end = self.log_index.max(purged.map(|p| p.index));
-        match committed {
-            Some(c) if end.is_some_and(|e| c.index <= e) => Some(c),
-            _ => self.committed,
+        if committed.is_some() && !past_log_end(committed, self.log_index, purged) {
+            committed
+        } else {
+            self.committed
         }
     }
+}
+
+/// True when `committed` lies past the end of a log whose last entry is
+/// `last` and whose purge point is `purged`: openraft would re-apply
+/// entries the log does not have.
+pub(crate) fn past_log_end(
+    committed: Option<LogId<NodeId>>,
+    last: Option<u64>,
+    purged: Option<LogId<NodeId>>,
+) -> bool {
+    let end = last.max(purged.map(|p| p.index));
+    committed.is_some_and(|c| end.is_none_or(|e| c.index > e))
 }
 
 /// What a metadata write does when the disk is full.
@@ -154,12 +166,8 @@ impl LogStore {
         // A commit point past what the log holds (written by an older build
         // before a power loss) would have openraft re-apply entries it no
         // longer has: forget it; the leader tells it again.
-        let end = log_index.max(meta.purged.map(|p| p.index));
-        if meta
-            .committed
-            .is_some_and(|c| end.is_none_or(|e| c.index > e))
-        {
-            tracing::warn!(committed = ?meta.committed, log_end = ?end, "the recorded commit point lies past the log's end; it is forgotten");
+        if past_log_end(meta.committed, log_index, meta.purged) {
+            tracing::warn!(committed = ?meta.committed, last = ?log_index, "the recorded commit point lies past the log's end; it is forgotten");
             meta.committed = None;
         }
         let durable = Durable {

@@ -332,11 +332,7 @@ fn what_is_left(log_dir: &Path, snapshots: &SnapshotDir) -> Result<Left, String>
 fn clamp_committed(log_dir: &Path, log: &LogFiles) -> Result<(), String> {
     let meta_file = MetaFile::new(&log_dir.join("meta"));
     let mut meta = log_store::read_meta(&meta_file)?;
-    let last = log
-        .last_index()
-        .or(meta.purged.map(|p| p.index))
-        .unwrap_or(0);
-    if meta.committed.is_some_and(|c| c.index > last) {
+    if log_store::past_log_end(meta.committed, log.last_index(), meta.purged) {
         meta.committed = None;
         log_store::write_meta(&meta_file, &meta)?;
     }
