@@ -225,6 +225,11 @@ struct Args {
     /// stream-pipeline.
     #[arg(long, value_enum, default_value = "sluice")]
     system: System,
+    /// Sluice's queue sends in the comparison workloads: one unary
+    /// SendMessage call per message instead of the streaming client (one
+    /// SendMessageStream call carrying them all).
+    #[arg(long)]
+    unary: bool,
     /// The peer's address, e.g. nats://127.0.0.1:4221 or
     /// amqp://127.0.0.1:5672/%2f.
     #[arg(long)]
@@ -737,6 +742,7 @@ async fn main() {
             queue,
             args.shards,
             args.subscriptions,
+            !args.unary,
         )
         .await;
         let outcome = compare_run(&args, broker.map(Arc::new), shape).await;
@@ -970,6 +976,7 @@ fn compare_report(args: &Args, o: &compare::Outcome, nodes: Option<usize>) {
     };
     let report = serde_json::json!({
         "system": format!("{:?}", args.system).to_lowercase(),
+        "sluice_sends": (args.system == System::Sluice).then_some(if args.unary { "unary" } else { "stream" }),
         "rabbitmq_queue": (args.system == System::Rabbitmq).then(|| format!("{:?}", args.rabbitmq_queue).to_lowercase()),
         "workload": format!("{:?}", args.workload),
         "nodes": nodes,

@@ -57,8 +57,10 @@ const INVOKE_ATTEMPT_MAX: Duration = Duration::from_secs(960);
 
 mod follower;
 mod package;
+mod sender;
 pub use follower::{Start, StreamFollower};
 pub use package::zip_directory;
+pub use sender::MessageSender;
 
 /// A failed call.
 #[derive(Debug, thiserror::Error)]

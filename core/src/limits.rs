@@ -21,6 +21,17 @@ pub mod queues {
     pub const MESSAGE_BYTES_MAX: usize = 1_048_576;
     /// Entries in a batch request (SendMessageBatch, DeleteMessageBatch, ...).
     pub const BATCH_MAX: usize = 10;
+    /// Messages of one SendMessageStream that may wait for their replies at
+    /// once; the node reads no further from the stream until replies go
+    /// out, so a stream holds at most this many messages in memory.
+    pub const STREAM_IN_FLIGHT: usize = 1024;
+    /// Bytes of messages of one SendMessageStream waiting for their replies
+    /// at once (the other bound on what a stream holds).
+    pub const STREAM_IN_FLIGHT_BYTES: usize = 8 * MESSAGE_BYTES_MAX;
+    /// Messages of a stream that arrive together and go into one command,
+    /// as a batch does; together at most [`MESSAGE_BYTES_MAX`] bytes, the
+    /// bound of a batch.
+    pub const STREAM_COMMAND_MAX: usize = 64;
 }
 
 /// Tags, alike on queues, topics and streams.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use cluster_tests::requests::put_data;
 use sluice_client::sluice_proto::v1 as pb;
-use sluice_client::Client;
+use sluice_client::{Client, MessageSender};
 
 use super::{Broker, Shape, Sink};
 
@@ -23,6 +23,8 @@ pub struct Sluice {
     name: String,
     shards: i32,
     next_key: AtomicU64,
+    /// Queue sends over one SendMessageStream (None: a unary call each).
+    sender: Option<MessageSender>,
     /// The queues consumers read: the run's queue, or the topic's
     /// subscribed queues.
     queues: Vec<String>,
@@ -30,7 +32,8 @@ pub struct Sluice {
 
 impl Sluice {
     /// Creates the run's queue, its stream of `shards` shards, or its topic
-    /// with `subscriptions` subscribed queues.
+    /// with `subscriptions` subscribed queues. `streamed`: queue sends go
+    /// over one SendMessageStream instead of a unary call each.
     pub async fn setup(
         client: Client,
         reader: Client,
@@ -38,6 +41,7 @@ impl Sluice {
         name: String,
         shards: i32,
         subscriptions: usize,
+        streamed: bool,
     ) -> Result<Sluice, String> {
         let mut queues = vec![name.clone()];
         if shape.is_stream() {
@@ -71,7 +75,10 @@ impl Sluice {
                 .await
                 .map_err(|e| format!("creating queue {name}: {e}"))?;
         }
+        let sender = (streamed && !shape.is_stream() && shape != Shape::TopicFanout)
+            .then(|| client.message_sender(&name));
         Ok(Sluice {
+            sender,
             client,
             reader,
             shape,
@@ -104,15 +111,17 @@ impl Broker for Sluice {
                 .map_err(|e| e.to_string())
         } else {
             let body = String::from_utf8(body).map_err(|e| e.to_string())?;
-            self.client
-                .send_message(pb::SendMessageRequest {
-                    queue_name: self.name.clone(),
-                    message_body: body,
-                    ..Default::default()
-                })
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
+            let message = pb::SendMessageRequest {
+                queue_name: self.name.clone(),
+                message_body: body,
+                ..Default::default()
+            };
+            match &self.sender {
+                Some(sender) => sender.send(message).await,
+                None => self.client.send_message(message).await,
+            }
+            .map(drop)
+            .map_err(|e| e.to_string())
         }
     }
 

@@ -222,6 +222,7 @@ pub const RPCS: &[&[Rpc]] = &[
         "PurgeQueue" => QUEUE,
         "SendMessage" => QUEUE,
         "SendMessageBatch" as "SendMessage" => QUEUE,
+        "SendMessageStream" as "SendMessage" => QUEUE,
         "ReceiveMessage" => QUEUE,
         "DeleteMessage" => QUEUE,
         "DeleteMessageBatch" as "DeleteMessage" => QUEUE,
@@ -528,7 +529,7 @@ pub fn resource(
     let named = match res {
         Res::Any => return "*".into(),
         Res::Cluster => return id.sluice_arn("cluster"),
-        Res::Queue(_) => super::queues::queue_ref(id, "", v)
+        Res::Queue(_) => super::queue_messages::queue_ref(id, "", v)
             .ok()
             .map(|n| id.queue_arn(&n)),
         Res::QueueArn(_) => crate::queues::attributes::queue_name_from_arn(v)

@@ -38,7 +38,10 @@ use sluice_core::limits::requests::{PUBLIC_MESSAGE_MAX, SLACK};
 pub fn byte_limit(service: &str, method: &str) -> usize {
     use sluice_core::limits::{functions, queues, streams, topics};
     match (service, method) {
-        ("sluice.v1.Queues", "SendMessage") => queues::MESSAGE_BYTES_MAX + SLACK,
+        // Each message of a stream is held to this limit on its own.
+        ("sluice.v1.Queues", "SendMessage" | "SendMessageStream") => {
+            queues::MESSAGE_BYTES_MAX + SLACK
+        }
         ("sluice.v1.Queues", "SendMessageBatch") => {
             queues::BATCH_MAX * queues::MESSAGE_BYTES_MAX + SLACK
         }
@@ -85,6 +88,8 @@ pub struct Bounds {
     shapes: Vec<Shape>,
     /// `/package.Service/Method` → (byte limit, input shape).
     rpcs: HashMap<String, (usize, usize)>,
+    /// The RPCs whose request is a stream of messages.
+    streamed: std::collections::HashSet<String>,
     memory: Arc<tokio::sync::Semaphore>,
     memory_max: usize,
 }
@@ -178,6 +183,7 @@ impl Bounds {
             })
             .collect();
         let mut rpcs = HashMap::new();
+        let mut streamed = std::collections::HashSet::new();
         for file in &fds.file {
             for service in &file.service {
                 let full = format!("{}.{}", file.package(), service.name());
@@ -185,16 +191,18 @@ impl Bounds {
                     let input = *index
                         .get(method.input_type())
                         .unwrap_or_else(|| panic!("unknown type {}", method.input_type()));
-                    rpcs.insert(
-                        format!("/{full}/{}", method.name()),
-                        (byte_limit(&full, method.name()), input),
-                    );
+                    let path = format!("/{full}/{}", method.name());
+                    if method.client_streaming() {
+                        streamed.insert(path.clone());
+                    }
+                    rpcs.insert(path, (byte_limit(&full, method.name()), input));
                 }
             }
         }
         Bounds {
             shapes,
             rpcs,
+            streamed,
             memory: Arc::new(tokio::sync::Semaphore::new(memory)),
             memory_max: memory,
         }
@@ -216,6 +224,12 @@ impl Bounds {
                 metrics::counter!("sluice_request_memory_refusals_total").increment(1);
                 status::request_memory_exhausted(len, self.memory_max)
             })
+    }
+
+    /// Whether the RPC at `path` takes a stream of messages (each of which
+    /// must be checked as it comes, not only the first).
+    pub fn streams_in(&self, path: &str) -> bool {
+        self.streamed.contains(path)
     }
 
     /// Checks the shape of `message`, a request of the RPC at `path`.

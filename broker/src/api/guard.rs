@@ -297,6 +297,19 @@ impl Shared {
             });
         }
         parts.extensions.insert(caller);
+        // A stream's later messages are held to the same limits as its
+        // first, each as it arrives.
+        let body = if self.bounds.streams_in(&path) {
+            Body::new(Checked {
+                inner: body,
+                bounds: self.bounds.clone(),
+                path: path.clone(),
+                limit,
+                buf: BytesMut::new(),
+            })
+        } else {
+            body
+        };
         let response = inner.call(http::Request::from_parts(parts, body)).await?;
         // The handler has decoded and dropped the request by now.
         drop(permit);
@@ -375,6 +388,24 @@ impl Shared {
     }
 }
 
+/// The length of the gRPC message whose 5-byte prefix starts `buf`, once
+/// the prefix is there; refuses a compressed message or one over `max`.
+fn message_len(buf: &[u8], max: usize) -> Result<Option<usize>, Status> {
+    let Some(prefix) = buf.get(..5) else {
+        return Ok(None);
+    };
+    if prefix[0] != 0 {
+        return Err(Status::unimplemented(
+            "compressed requests are not accepted",
+        ));
+    }
+    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    if len > max {
+        return Err(super::status::too_large(len, max));
+    }
+    Ok(Some(len))
+}
+
 /// Reads the first gRPC message of a request body (whole, up to `max`
 /// bytes), and gives back a body that yields everything read and then the
 /// rest.
@@ -390,22 +421,15 @@ async fn first_message<P>(
     let mut reserve = Some(reserve);
     let mut permit = None;
     loop {
-        if wanted.is_none() && buf.len() >= 5 {
-            if buf[0] != 0 {
-                return Err(Status::unimplemented(
-                    "compressed requests are not accepted",
-                ));
+        if wanted.is_none() {
+            if let Some(len) = message_len(&buf, max)? {
+                // Room for it in the node's budget before it is read.
+                if let Some(reserve) = reserve.take() {
+                    permit = Some(reserve(len)?);
+                }
+                wanted = Some(5 + len);
+                buf.reserve(5 + len - buf.len().min(5 + len));
             }
-            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-            if len > max {
-                return Err(super::status::too_large(len, max));
-            }
-            // Room for it in the node's budget before it is read.
-            if let Some(reserve) = reserve.take() {
-                permit = Some(reserve(len)?);
-            }
-            wanted = Some(5 + len);
-            buf.reserve(5 + len - buf.len().min(5 + len));
         }
         if wanted.is_some_and(|w| buf.len() >= w) {
             break;
@@ -469,6 +493,70 @@ impl http_body::Body for Replay {
         self.head.is_none()
             && self.trailers.is_none()
             && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+}
+
+/// The body of a call that streams its requests: passes on each gRPC
+/// message whole once it is within the RPC's byte limit and shape (see
+/// `bounds`), and ends the body with that refusal otherwise, so that a
+/// stream cannot carry what a single call may not. Holds at most one
+/// message (up to the limit) and the chunk that completed it.
+struct Checked {
+    inner: Body,
+    bounds: Arc<super::bounds::Bounds>,
+    path: String,
+    limit: usize,
+    buf: BytesMut,
+}
+
+impl Checked {
+    /// The next whole message in `buf`, checked, if one is there.
+    fn next_message(&mut self) -> Option<Result<Bytes, Status>> {
+        let len = match message_len(&self.buf, self.limit) {
+            Ok(Some(len)) => len,
+            Ok(None) => return None,
+            Err(status) => return Some(Err(status)),
+        };
+        if self.buf.len() < 5 + len {
+            self.buf.reserve(5 + len - self.buf.len());
+            return None;
+        }
+        let frame = self.buf.split_to(5 + len).freeze();
+        Some(self.bounds.check(&self.path, &frame[5..]).map(|()| frame))
+    }
+}
+
+impl http_body::Body for Checked {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        loop {
+            if let Some(message) = self.next_message() {
+                return Poll::Ready(Some(message.map(Frame::data)));
+            }
+            match std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => self.buf.extend_from_slice(&data),
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None if self.buf.is_empty() => return Poll::Ready(None),
+                None => {
+                    return Poll::Ready(Some(Err(super::status::invalid_request(
+                        "request",
+                        "the stream ended inside a message",
+                    ))))
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.buf.is_empty() && self.inner.is_end_stream()
     }
 }
 

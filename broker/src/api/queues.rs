@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use super::queue_messages::{from_value, outgoing, queue_ref, sent};
 use super::Reply;
 
 use super::fields::optional;
@@ -23,7 +24,7 @@ use crate::error::DomainError;
 use crate::queues::attributes::{self, queue_name_from_arn, Attribute};
 use crate::queues::delivery::{ReceiveRequest, Received};
 use crate::queues::layout::{BodyText, MoveTask};
-use crate::queues::message::{self, AttributeValue, NewMessage, Outgoing};
+use crate::queues::message::{self, AttributeValue, NewMessage};
 use crate::queues::receipt::Receipt;
 use crate::queues::{self, redrive, CreateQueue, ListQueues, Queue};
 use crate::tags::{Change, Tagged};
@@ -62,38 +63,6 @@ impl QueuesApi {
     }
 }
 
-/// The queue a request names: a name, or a queue URL whose last segment is
-/// the name and whose segment before it is this cluster's account id (a URL
-/// of another account or region names a queue this cluster does not have).
-pub(crate) fn queue_ref(
-    identity: &crate::identity::Identity,
-    field: &str,
-    given: &str,
-) -> Result<String, Status> {
-    let Some((rest, name)) = given.rsplit_once('/') else {
-        queues::validate_name(field, given).map_err(super::status::from_domain)?;
-        return Ok(given.to_string());
-    };
-    queues::validate_name(field, name).map_err(super::status::from_domain)?;
-    let account = rest.rsplit('/').next().unwrap_or("");
-    let host = rest
-        .split_once("://")
-        .map_or(rest, |(_, r)| r)
-        .split('/')
-        .next()
-        .unwrap_or("");
-    // AWS's own endpoints name their region: sqs.REGION.amazonaws.com,
-    // REGION.queue.amazonaws.com.
-    let region = host
-        .strip_prefix("sqs.")
-        .and_then(|h| h.split('.').next())
-        .or_else(|| host.strip_suffix(".queue.amazonaws.com"));
-    if account != identity.account_id || region.is_some_and(|r| r != identity.region) {
-        return Err(queues::does_not_exist(&crate::error::cut(given, 256)).into_status());
-    }
-    Ok(name.to_string())
-}
-
 fn arn_ref(field: &str, arn: &str) -> Result<String, Status> {
     let name = queue_name_from_arn(arn)
         .ok_or_else(|| {
@@ -105,47 +74,6 @@ fn arn_ref(field: &str, arn: &str) -> Result<String, Status> {
         .map_err(super::status::from_domain)?;
     queues::validate_name(field, name).map_err(super::status::from_domain)?;
     Ok(name.to_string())
-}
-
-pub(super) fn to_value(v: pb::MessageAttributeValue) -> AttributeValue {
-    let binary = v.data_type == "Binary" || v.data_type.starts_with("Binary.");
-    AttributeValue {
-        data_type: v.data_type,
-        string_value: (!binary).then_some(v.string_value),
-        binary_value: binary.then_some(v.binary_value),
-    }
-}
-
-pub(super) fn from_value(v: &AttributeValue) -> pb::MessageAttributeValue {
-    pb::MessageAttributeValue {
-        data_type: v.data_type.clone(),
-        string_value: v.string_value.clone().unwrap_or_default(),
-        binary_value: v.binary_value.clone().unwrap_or_default(),
-    }
-}
-
-fn outgoing(
-    body: String,
-    delay_seconds: Option<i32>,
-    attributes: HashMap<String, pb::MessageAttributeValue>,
-    system_attributes: HashMap<String, pb::MessageAttributeValue>,
-    dedup_id: String,
-    group_id: String,
-) -> Outgoing {
-    Outgoing {
-        body,
-        delay_seconds,
-        attributes: attributes
-            .into_iter()
-            .map(|(k, v)| (k, to_value(v)))
-            .collect(),
-        system_attributes: system_attributes
-            .into_iter()
-            .map(|(k, v)| (k, to_value(v)))
-            .collect(),
-        dedup_id,
-        group_id,
-    }
 }
 
 fn batch_error(id: String, e: DomainError) -> pb::BatchResultErrorEntry {
@@ -671,7 +599,7 @@ impl pb::queues_server::Queues for QueuesApi {
             ),
         )
         .map_err(super::status::from_domain)?;
-        let sent = super::status::only(
+        let sent_message = super::status::only(
             self.ctx
                 .run(crate::queues::SendMessages {
                     queue,
@@ -680,13 +608,19 @@ impl pb::queues_server::Queues for QueuesApi {
                 .await?,
             "SendMessage",
         )?;
-        Ok(Response::new(pb::SendMessageResponse {
-            message_id: sent.message_id,
-            md5_of_message_body: sent.md5_of_body,
-            md5_of_message_attributes: sent.md5_of_attributes.unwrap_or_default(),
-            md5_of_message_system_attributes: sent.md5_of_system_attributes.unwrap_or_default(),
-            sequence_number: sent.sequence_number.unwrap_or_default(),
-        }))
+        Ok(Response::new(sent(sent_message)))
+    }
+
+    type SendMessageStreamStream = super::send_stream::Replies;
+
+    async fn send_message_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::SendMessageStreamRequest>>,
+    ) -> Reply<Self::SendMessageStreamStream> {
+        Ok(Response::new(super::send_stream::serve(
+            self.ctx.clone(),
+            request.into_inner(),
+        )))
     }
 
     async fn send_message_batch(

@@ -295,6 +295,28 @@ pub fn only<T>(mut results: Vec<Result<T, DomainError>>, what: &str) -> Result<T
         .map_err(from_domain)
 }
 
+/// A status as the error of one message of a stream: what the unary call
+/// would have answered, with its code, stable error code and field.
+pub fn message_error(status: &Status) -> sluice_proto::v1::MessageError {
+    let field = status
+        .get_error_details()
+        .bad_request()
+        .and_then(|b| b.field_violations.first())
+        .map(|v| v.field.clone())
+        .unwrap_or_default();
+    sluice_proto::v1::MessageError {
+        grpc_code: status.code() as i32,
+        code: status
+            .metadata()
+            .get(ERROR_CODE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        message: status.message().to_string(),
+        field,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

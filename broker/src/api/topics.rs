@@ -13,7 +13,8 @@ use tonic::{Request, Response, Status};
 use super::Reply;
 
 use super::fields::next_token;
-use super::queues::{split, to_value};
+use super::queue_messages::to_value;
+use super::queues::split;
 use super::{consistency, Context};
 use crate::error::DomainError;
 use crate::tags::{Change, Tagged};

@@ -1,0 +1,284 @@
+//! `SendMessageStream`: a producer's messages to one queue over one call.
+//!
+//! A unary `SendMessage` pays for a whole HTTP/2 request per message
+//! (headers, a stream opened and closed, the guard, a task); a stream pays
+//! for them once. The first message names the queue, and the guard has
+//! authorised the call for it (`sqs:SendMessage`) and checks every message
+//! against the RPC's limits as it arrives.
+//!
+//! * Messages are validated as they arrive, with the rules of `SendMessage`;
+//!   one that fails is answered with its error at once and the others go on.
+//! * The valid messages that have arrived together go into one
+//!   `SendMessages` command, as a batch does (at most
+//!   [`STREAM_COMMAND_MAX`] messages, [`MESSAGE_BYTES_MAX`] bytes), and each
+//!   is answered once that command has committed (or failed), with its
+//!   correlation id. Replies come in the order commands finish.
+//! * On a FIFO queue one command is in flight at a time, so that messages
+//!   keep the order they were sent in; on a standard queue, as many as the
+//!   bounds allow.
+//! * At most [`STREAM_IN_FLIGHT`] messages and [`STREAM_IN_FLIGHT_BYTES`]
+//!   bytes wait for their replies; past that the node reads no further,
+//!   and HTTP/2's flow control holds the client back. The same happens
+//!   when the client does not read its replies.
+//! * A stream that breaks (client gone, node stopping) leaves the outcome of
+//!   its unanswered messages unknown, as a unary call cut off does.
+
+use std::pin::Pin;
+
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, Stream, StreamExt};
+use sluice_core::limits::queues::{
+    MESSAGE_BYTES_MAX, STREAM_COMMAND_MAX, STREAM_IN_FLIGHT, STREAM_IN_FLIGHT_BYTES,
+};
+use sluice_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use super::status::{from_domain, message_error};
+use super::Context;
+use crate::queues::message::NewMessage;
+use crate::queues::{self, SendMessages};
+
+/// Replies buffered for the client before the node stops reading.
+const REPLIES_BUFFERED: usize = 256;
+
+/// The reply stream of a `SendMessageStream`.
+pub type Replies =
+    Pin<Box<dyn Stream<Item = Result<pb::SendMessageStreamResponse, Status>> + Send>>;
+
+/// Serves one `SendMessageStream` call: reads `inbound` in a task of its
+/// own and answers on the returned stream.
+pub fn serve(ctx: Context, inbound: Streaming<pb::SendMessageStreamRequest>) -> Replies {
+    let (tx, rx) = mpsc::channel(REPLIES_BUFFERED);
+    tokio::spawn(run(ctx, inbound, tx));
+    Box::pin(ReceiverStream::new(rx))
+}
+
+type Sender = mpsc::Sender<Result<pb::SendMessageStreamResponse, Status>>;
+
+/// Messages of one command, with their correlation ids and bytes.
+struct Group {
+    ids: Vec<u64>,
+    messages: Vec<NewMessage>,
+    bytes: usize,
+}
+
+/// The stream's queue, from its first message.
+struct Target {
+    name: String,
+    fifo: bool,
+}
+
+async fn run(ctx: Context, mut inbound: Streaming<pb::SendMessageStreamRequest>, tx: Sender) {
+    let mut target: Option<Target> = None;
+    let mut commands = FuturesUnordered::new();
+    let (mut held, mut held_bytes) = (0usize, 0usize);
+    let mut open = true;
+    let mut failure = None;
+    loop {
+        let fifo = target.as_ref().is_some_and(|t| t.fifo);
+        let room = held < STREAM_IN_FLIGHT
+            && held_bytes < STREAM_IN_FLIGHT_BYTES
+            // FIFO: one command at a time, in order.
+            && (!fifo || commands.is_empty());
+        tokio::select! {
+            Some((ids, bytes, outcome)) = commands.next(), if !commands.is_empty() => {
+                let ids: Vec<u64> = ids;
+                held -= ids.len();
+                held_bytes -= bytes;
+                if !reply_all(&tx, ids, outcome).await {
+                    return;
+                }
+            }
+            next = inbound.next(), if open && room => {
+                let mut arrived = match next {
+                    Some(Ok(m)) => vec![m],
+                    Some(Err(status)) => {
+                        failure = Some(status);
+                        open = false;
+                        continue;
+                    }
+                    None => {
+                        open = false;
+                        continue;
+                    }
+                };
+                // What else has arrived already joins it (no waiting).
+                while arrived.len() < STREAM_COMMAND_MAX && held + arrived.len() < STREAM_IN_FLIGHT {
+                    match inbound.next().now_or_never() {
+                        Some(Some(Ok(m))) => arrived.push(m),
+                        Some(Some(Err(status))) => {
+                            failure = Some(status);
+                            open = false;
+                            break;
+                        }
+                        Some(None) => {
+                            open = false;
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                if target.is_none() {
+                    match stream_target(&ctx, &arrived[0]) {
+                        Ok(t) => target = Some(t),
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
+                    }
+                }
+                let Some(t) = target.as_ref() else { return };
+                let (groups, refused) = validate(&ctx, t, arrived);
+                for (id, status) in refused {
+                    let reply = pb::SendMessageStreamResponse {
+                        correlation_id: id,
+                        outcome: Some(pb::send_message_stream_response::Outcome::Error(
+                            message_error(&status),
+                        )),
+                    };
+                    if tx.send(Ok(reply)).await.is_err() {
+                        return;
+                    }
+                }
+                for Group { ids, messages, bytes } in groups {
+                    held += ids.len();
+                    held_bytes += bytes;
+                    let ctx = ctx.clone();
+                    let queue = t.name.clone();
+                    commands.push(async move {
+                        let outcome = ctx.run(SendMessages { queue, messages }).await;
+                        (ids, bytes, outcome)
+                    });
+                }
+            }
+            else => break,
+        }
+    }
+    if let Some(status) = failure {
+        let _ = tx.send(Err(status)).await;
+    }
+}
+
+/// The queue the first message names.
+fn stream_target(ctx: &Context, first: &pb::SendMessageStreamRequest) -> Result<Target, Status> {
+    let name = super::queue_messages::queue_ref(&ctx.identity, "queue_name", &first.queue_name)?;
+    Ok(Target {
+        fifo: queues::is_fifo_name(&name),
+        name,
+    })
+}
+
+/// Checks each message of `arrived` for the stream's queue: the valid ones
+/// in groups of one command each, the refused ones with their errors.
+fn validate(
+    ctx: &Context,
+    target: &Target,
+    arrived: Vec<pb::SendMessageStreamRequest>,
+) -> (Vec<Group>, Vec<(u64, Status)>) {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut refused = Vec::new();
+    for m in arrived {
+        let id = m.correlation_id;
+        match one(ctx, target, m) {
+            Ok(message) => {
+                let bytes = message.size();
+                let fits = groups.last().is_some_and(|g| {
+                    g.messages.len() < STREAM_COMMAND_MAX && g.bytes + bytes <= MESSAGE_BYTES_MAX
+                });
+                if !fits {
+                    groups.push(Group {
+                        ids: Vec::new(),
+                        messages: Vec::new(),
+                        bytes: 0,
+                    });
+                }
+                let g = groups.last_mut().expect("a group was just made");
+                g.ids.push(id);
+                g.messages.push(message);
+                g.bytes += bytes;
+            }
+            Err(status) => refused.push((id, status)),
+        }
+    }
+    (groups, refused)
+}
+
+/// One message, checked as `SendMessage` checks it.
+fn one(
+    ctx: &Context,
+    target: &Target,
+    m: pb::SendMessageStreamRequest,
+) -> Result<NewMessage, Status> {
+    let same = |field: &str, given: &str| -> Result<(), Status> {
+        if given.is_empty()
+            || super::queue_messages::queue_ref(&ctx.identity, field, given)? == target.name
+        {
+            Ok(())
+        } else {
+            Err(super::status::invalid(
+                field,
+                format!("must be empty or the stream's queue {:?}", target.name),
+            ))
+        }
+    };
+    same("queue_name", &m.queue_name)?;
+    let Some(message) = m.message else {
+        return Err(super::status::invalid("message", "is required"));
+    };
+    same("message.queue_name", &message.queue_name)?;
+    NewMessage::validate(
+        "message",
+        target.fifo,
+        super::queue_messages::outgoing(
+            message.message_body,
+            message.delay_seconds,
+            message.message_attributes,
+            message.message_system_attributes,
+            message.message_deduplication_id,
+            message.message_group_id,
+        ),
+    )
+    .map_err(from_domain)
+}
+
+/// Answers each message of a command; false once the client is gone.
+async fn reply_all(
+    tx: &Sender,
+    ids: Vec<u64>,
+    outcome: Result<Vec<Result<queues::delivery::SentMessage, crate::error::DomainError>>, Status>,
+) -> bool {
+    use pb::send_message_stream_response::Outcome;
+    let outcomes: Vec<Outcome> = match outcome {
+        Ok(results) if results.len() == ids.len() => results
+            .into_iter()
+            .map(|r| match r {
+                Ok(sent) => Outcome::Sent(super::queue_messages::sent(sent)),
+                Err(e) => Outcome::Error(message_error(&from_domain(e))),
+            })
+            .collect(),
+        Ok(_) => {
+            let status = super::status::unexpected("SendMessages");
+            ids.iter()
+                .map(|_| Outcome::Error(message_error(&status)))
+                .collect()
+        }
+        Err(status) => ids
+            .iter()
+            .map(|_| Outcome::Error(message_error(&status)))
+            .collect(),
+    };
+    metrics::counter!("sluice_stream_messages_total", "rpc" => "SendMessageStream")
+        .increment(ids.len() as u64);
+    for (correlation_id, outcome) in ids.into_iter().zip(outcomes) {
+        let reply = pb::SendMessageStreamResponse {
+            correlation_id,
+            outcome: Some(outcome),
+        };
+        if tx.send(Ok(reply)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}

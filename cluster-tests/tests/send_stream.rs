@@ -1,0 +1,219 @@
+//! SendMessageStream on real nodes: many messages over one call, each
+//! answered on its own (through a follower, which forwards them); one
+//! message's error leaves the others alone; a FIFO group keeps the order
+//! its messages were sent in; a stream is authorised for its queue as a
+//! SendMessage is; and a message over the limit ends the stream without
+//! taking the node down.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use cluster_tests::{create_principal, elected_cluster, elected_secured_cluster, receive_bodies};
+use futures::future::join_all;
+use sluice_client::sluice_proto::v1 as pb;
+use sluice_client::Client;
+use tonic::Code;
+
+fn message(body: &str) -> pb::SendMessageRequest {
+    pb::SendMessageRequest {
+        message_body: body.to_string(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_stream_through_a_follower_answers_each_message_and_a_bad_one_alone() {
+    let (_serial, c, leader) = elected_cluster(3, &[]).await;
+    let admin = c.client();
+    admin.create_queue("s", HashMap::new()).await.unwrap();
+    admin.create_queue("other", HashMap::new()).await.unwrap();
+    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let client = c.nodes[&follower].client(std::time::Duration::from_secs(30));
+    let sender = client.message_sender("s");
+
+    const N: usize = 2000;
+    let sends = (0..N).map(|i| {
+        let sender = sender.clone();
+        async move {
+            let m = match i {
+                500 => message(""),
+                501 => pb::SendMessageRequest {
+                    queue_name: "other".into(),
+                    ..message("to another queue")
+                },
+                _ => message(&format!("m{i}")),
+            };
+            (i, sender.send(m).await)
+        }
+    });
+    let results = join_all(sends).await;
+    let mut ids = HashSet::new();
+    for (i, r) in results {
+        match i {
+            500 => {
+                let e = r.expect_err("an empty body is refused");
+                assert_eq!(e.status(), Some(Code::InvalidArgument), "{e}");
+                assert!(e.to_string().contains("message.message_body"), "{e}");
+            }
+            501 => {
+                let e = r.expect_err("another queue is refused");
+                assert_eq!(e.status(), Some(Code::InvalidArgument), "{e}");
+                assert!(e.to_string().contains("message.queue_name"), "{e}");
+            }
+            _ => {
+                let sent = r.unwrap_or_else(|e| panic!("message {i}: {e}"));
+                assert_eq!(sent.md5_of_message_body.len(), 32);
+                assert!(ids.insert(sent.message_id), "message ids are unique");
+            }
+        }
+    }
+    assert_eq!(ids.len(), N - 2);
+    let want: BTreeSet<String> = (0..N)
+        .filter(|i| *i != 500 && *i != 501)
+        .map(|i| format!("m{i}"))
+        .collect();
+    let seen = receive_bodies(&admin, "s", &want).await;
+    assert_eq!(seen, want, "the queue holds exactly the answered messages");
+    let other = admin
+        .receive_from("other", 10, None, Some(0))
+        .await
+        .unwrap();
+    assert!(other.messages.is_empty(), "nothing reached the other queue");
+}
+
+#[tokio::test]
+async fn a_fifo_group_sent_over_a_stream_arrives_in_the_order_it_was_sent() {
+    let (_serial, c, _) = elected_cluster(3, &[]).await;
+    let client = c.client();
+    let attributes = HashMap::from([
+        ("FifoQueue".to_string(), "true".to_string()),
+        ("ContentBasedDeduplication".to_string(), "true".to_string()),
+    ]);
+    client.create_queue("f.fifo", attributes).await.unwrap();
+    let sender = client.message_sender("f.fifo");
+    const N: usize = 300;
+    // Polled in order, each send is queued on the stream in order.
+    let sends = (0..N).map(|i| {
+        sender.send(pb::SendMessageRequest {
+            message_group_id: "g".into(),
+            ..message(&format!("{i}"))
+        })
+    });
+    let mut sequence = Vec::new();
+    for r in join_all(sends).await {
+        let sent = r.expect("sent");
+        sequence.push(
+            sent.sequence_number
+                .parse::<u128>()
+                .expect("a sequence number"),
+        );
+    }
+    assert!(
+        sequence.windows(2).all(|w| w[0] < w[1]),
+        "sequence numbers follow the sending order"
+    );
+    let mut got = Vec::new();
+    while got.len() < N {
+        let r = client
+            .receive_from("f.fifo", 10, Some(60), Some(1))
+            .await
+            .unwrap();
+        assert!(
+            !r.messages.is_empty(),
+            "the queue ran dry after {}",
+            got.len()
+        );
+        let entries = r
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(k, m)| pb::DeleteMessageBatchRequestEntry {
+                id: format!("d{k}"),
+                receipt_handle: m.receipt_handle.clone(),
+            })
+            .collect();
+        got.extend(
+            r.messages
+                .into_iter()
+                .map(|m| m.body.parse::<usize>().unwrap()),
+        );
+        let deleted = client
+            .delete_message_batch(pb::DeleteMessageBatchRequest {
+                queue_name: "f.fifo".into(),
+                entries,
+            })
+            .await
+            .unwrap();
+        assert!(deleted.failed.is_empty());
+    }
+    assert_eq!(got, (0..N).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_stream_is_authorised_for_its_queue_and_a_refused_one_sends_nothing() {
+    let (_serial, c, _) = elected_secured_cluster(1, &[]).await;
+    let admin = c.client();
+    for q in ["orders-eu", "orders-us"] {
+        admin.create_queue(q, HashMap::new()).await.unwrap();
+    }
+    admin
+        .iam(
+            pb::PutPolicyRequest {
+                name: "eu-sender".into(),
+                document: r#"{"Statement": {"Effect": "Allow", "Action": "sqs:SendMessage",
+                    "Resource": "arn:aws:sqs:us-east-1:000000000000:orders-eu"}}"#
+                    .into(),
+            },
+            |mut c, r| async move { c.put_policy(r).await },
+        )
+        .await
+        .unwrap();
+    let creds = create_principal(&admin, "eve", "user", &["eu-sender"]).await;
+    let eve: Client = c.single_attempt_client(Some(creds));
+
+    let refused = eve.message_sender("orders-us");
+    for r in join_all((0..20).map(|i| refused.send(message(&format!("us{i}"))))).await {
+        let e = r.expect_err("orders-us is not eve's");
+        assert_eq!(e.status(), Some(Code::PermissionDenied), "{e}");
+        assert_eq!(e.code(), Some("AccessDenied"), "{e}");
+    }
+    let us = admin
+        .receive_from("orders-us", 10, None, Some(0))
+        .await
+        .unwrap();
+    assert!(us.messages.is_empty(), "a refused stream sent nothing");
+
+    let allowed = eve.message_sender("orders-eu");
+    for r in join_all((0..20).map(|i| allowed.send(message(&format!("eu{i}"))))).await {
+        r.expect("orders-eu is eve's");
+    }
+    let want: BTreeSet<String> = (0..20).map(|i| format!("eu{i}")).collect();
+    assert_eq!(receive_bodies(&admin, "orders-eu", &want).await, want);
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_ends_the_stream_and_the_next_stream_goes_on() {
+    let (_serial, c, _) = elected_cluster(1, &[]).await;
+    let client = c.client();
+    client.create_queue("big", HashMap::new()).await.unwrap();
+    let sender = client.message_sender("big");
+    sender
+        .send(message("before"))
+        .await
+        .expect("a small message");
+    // Over SendMessage's whole request limit, so the node refuses it as it
+    // arrives on the stream (before decoding it).
+    let huge = "x".repeat(1_200_000);
+    let e = sender
+        .send(message(&huge))
+        .await
+        .expect_err("a message over the limit is refused");
+    assert_eq!(e.status(), Some(Code::ResourceExhausted), "{e}");
+    assert_eq!(e.code(), Some("RequestTooLarge"), "{e}");
+    // The sender opens a new stream for the next message; the node is up.
+    sender
+        .send(message("after"))
+        .await
+        .expect("the next message");
+    let want: BTreeSet<String> = ["before", "after"].map(String::from).into();
+    assert_eq!(receive_bodies(&client, "big", &want).await, want);
+}
