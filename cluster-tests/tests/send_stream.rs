@@ -20,6 +20,14 @@ fn message(body: &str) -> pb::SendMessageRequest {
     }
 }
 
+/// A FIFO queue's attributes, deduplicating by content.
+fn fifo() -> HashMap<String, String> {
+    HashMap::from([
+        ("FifoQueue".to_string(), "true".to_string()),
+        ("ContentBasedDeduplication".to_string(), "true".to_string()),
+    ])
+}
+
 #[tokio::test]
 async fn a_stream_through_a_follower_answers_each_message_and_a_bad_one_alone() {
     let (_serial, c, leader) = elected_cluster(3, &[]).await;
@@ -84,11 +92,7 @@ async fn a_stream_through_a_follower_answers_each_message_and_a_bad_one_alone() 
 async fn a_fifo_group_sent_over_a_stream_arrives_in_the_order_it_was_sent() {
     let (_serial, c, _) = elected_cluster(3, &[]).await;
     let client = c.client();
-    let attributes = HashMap::from([
-        ("FifoQueue".to_string(), "true".to_string()),
-        ("ContentBasedDeduplication".to_string(), "true".to_string()),
-    ]);
-    client.create_queue("f.fifo", attributes).await.unwrap();
+    client.create_queue("f.fifo", fifo()).await.unwrap();
     let sender = client.message_sender("f.fifo");
     const N: usize = 300;
     // Polled in order, each send is queued on the stream in order.
@@ -216,4 +220,64 @@ async fn a_message_over_the_limit_ends_the_stream_and_the_next_stream_goes_on() 
         .expect("the next message");
     let want: BTreeSet<String> = ["before", "after"].map(String::from).into();
     assert_eq!(receive_bodies(&client, "big", &want).await, want);
+}
+
+#[tokio::test]
+async fn sluicectl_streams_stdin_in_order_and_names_the_line_that_failed() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let (_serial, c, _) = elected_cluster(1, &[]).await;
+    let client = c.client();
+    client.create_queue("cli.fifo", fifo()).await.unwrap();
+    // Line 31 holds a character SQS refuses in a body.
+    let lines: Vec<String> = (0..60)
+        .map(|i| {
+            if i == 30 {
+                "bell\u{7}".into()
+            } else {
+                format!("{i}")
+            }
+        })
+        .collect();
+    let mut child = Command::new(cluster_tests::binary("sluicectl"))
+        .args(["--cluster", &c.nodes[&1].addr, "--timeout", "10"])
+        .args(["queue", "send", "cli.fifo", "--stdin", "--group", "g"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a failed line fails the command");
+    assert!(stderr.contains("line 31: "), "{stderr}");
+    assert!(stderr.contains("message.message_body"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 59);
+    let mut got = Vec::new();
+    loop {
+        let r = client
+            .receive_from("cli.fifo", 10, Some(60), Some(0))
+            .await
+            .unwrap();
+        if r.messages.is_empty() {
+            break;
+        }
+        for m in r.messages {
+            client
+                .delete_message("cli.fifo", &m.receipt_handle)
+                .await
+                .unwrap();
+            got.push(m.body.parse::<usize>().unwrap());
+        }
+    }
+    let want: Vec<usize> = (0..60).filter(|i| *i != 30).collect();
+    assert_eq!(got, want, "every other line, in order");
 }

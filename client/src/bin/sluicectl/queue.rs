@@ -190,23 +190,46 @@ pub async fn run(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error
             delay,
         } => {
             let message_attributes = message.attributes();
-            for body in message.bodies()? {
-                let r = client
-                    .send_message(pb::SendMessageRequest {
-                        queue_name: name.clone(),
-                        message_body: body,
-                        delay_seconds: delay,
-                        message_attributes: message_attributes.clone(),
-                        message_system_attributes: HashMap::new(),
-                        message_deduplication_id: message.dedup.clone().unwrap_or_default(),
-                        message_group_id: message.group.clone().unwrap_or_default(),
-                    })
-                    .await?;
+            let request = |body| pb::SendMessageRequest {
+                queue_name: name.clone(),
+                message_body: body,
+                delay_seconds: delay,
+                message_attributes: message_attributes.clone(),
+                message_system_attributes: HashMap::new(),
+                message_deduplication_id: message.dedup.clone().unwrap_or_default(),
+                message_group_id: message.group.clone().unwrap_or_default(),
+            };
+            let print = |r: pb::SendMessageResponse| {
                 crate::print_result(
                     json,
                     json!({"message_id": r.message_id, "md5_of_message_body": r.md5_of_message_body, "sequence_number": r.sequence_number}),
                     &r.message_id,
-                );
+                )
+            };
+            let mut bodies = message.bodies()?;
+            if bodies.len() == 1 {
+                print(client.send_message(request(bodies.remove(0))).await?);
+            } else {
+                // Lines go over one stream, in order, all in flight at once;
+                // each is answered on its own.
+                let sender = client.message_sender(&name);
+                let replies: Vec<_> = bodies
+                    .into_iter()
+                    .map(|body| sender.send(request(body)))
+                    .collect();
+                let mut failed = None;
+                for (line, reply) in replies.into_iter().enumerate() {
+                    match reply.await {
+                        Ok(r) => print(r),
+                        Err(e) => {
+                            eprintln!("line {}: {e}", line + 1);
+                            failed.get_or_insert(e);
+                        }
+                    }
+                }
+                if let Some(e) = failed {
+                    return Err(e);
+                }
             }
         }
         QueueCmd::Receive {
