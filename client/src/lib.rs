@@ -49,8 +49,15 @@ pub use sluice_proto;
 
 pub use sluice_proto::{CONSISTENCY_HEADER, ERROR_CODE_HEADER};
 
-/// Largest reply the client accepts (a GetRecords reply is up to 10 MiB).
+/// Largest reply the client accepts (a GetRecords reply is up to 10 MiB,
+/// a ReceiveMessage reply up to ten 1 MiB messages).
 pub const MAX_REPLY_BYTES: usize = 64 << 20;
+
+/// The queue service over `ch`, taking replies up to [`MAX_REPLY_BYTES`]
+/// (tonic's default of 4 MiB refuses a receive of ten large messages).
+fn queues_client(ch: SignedChannel) -> QueuesClient<SignedChannel> {
+    QueuesClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES)
+}
 /// Longest attempt of a synchronous Invoke: the longest function timeout
 /// (900 s) and time to start it.
 const INVOKE_ATTEMPT_MAX: Duration = Duration::from_secs(960);
@@ -341,7 +348,7 @@ impl Client {
         self.call(|ch| {
             let req = req.clone();
             async move {
-                QueuesClient::new(ch)
+                queues_client(ch)
                     .create_queue(req)
                     .await
                     .map(|r| r.into_inner())
@@ -363,7 +370,7 @@ impl Client {
         self.call(|ch| {
             let req = Self::read_request(req.clone(), consistency);
             async move {
-                QueuesClient::new(ch)
+                queues_client(ch)
                     .get_queue_url(req)
                     .await
                     .map(|r| r.into_inner().queue_url)
@@ -388,7 +395,7 @@ impl Client {
         self.call(|ch| {
             let req = Self::read_request(req.clone(), consistency);
             async move {
-                QueuesClient::new(ch)
+                queues_client(ch)
                     .list_queues(req)
                     .await
                     .map(|r| r.into_inner())
@@ -429,7 +436,7 @@ impl Client {
         };
         self.call(|ch| {
             let req = req.clone();
-            async move { QueuesClient::new(ch).delete_queue(req).await.map(|_| ()) }
+            async move { queues_client(ch).delete_queue(req).await.map(|_| ()) }
         })
         .await
     }
@@ -457,7 +464,7 @@ impl Client {
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         self.call(|ch| {
-            let fut = f(QueuesClient::new(ch), req.clone());
+            let fut = f(queues_client(ch), req.clone());
             async move { fut.await.map(|r| r.into_inner()) }
         })
         .await
@@ -531,7 +538,7 @@ impl Client {
         self.call_within(timeout, |ch| {
             let req = req.clone();
             async move {
-                QueuesClient::new(ch)
+                queues_client(ch)
                     .receive_message(req)
                     .await
                     .map(|r| r.into_inner())

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 
 use sluice_proto::v1 as pb;
-use sluice_proto::v1::queues_client::QueuesClient;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
@@ -115,7 +114,7 @@ async fn stream(
     let _ = out.try_send(submit(first, &mut waiting));
     let mut out = Some(out);
     let result = async {
-        let mut replies = QueuesClient::new(channel)
+        let mut replies = crate::queues_client(channel)
             .send_message_stream(ReceiverStream::new(requests))
             .await?
             .into_inner();

@@ -281,3 +281,80 @@ async fn sluicectl_streams_stdin_in_order_and_names_the_line_that_failed() {
     let want: Vec<usize> = (0..60).filter(|i| *i != 30).collect();
     assert_eq!(got, want, "every other line, in order");
 }
+
+#[tokio::test]
+async fn messages_the_nodes_request_budget_cannot_hold_fail_alone() {
+    // A budget of 32 MiB of request bytes in flight, and nothing commits
+    // while both followers are stopped: six streams of eight 1 MB messages
+    // (48 MB) cannot all be held, so some are refused at once, each alone.
+    let (_serial, c, leader) = elected_cluster(3, &["--request-memory-mb", "32"]).await;
+    let client = c.client_from((leader - 1) as usize);
+    client.create_queue("budget", HashMap::new()).await.unwrap();
+    let followers: Vec<i32> = c
+        .nodes
+        .iter()
+        .filter(|(id, _)| **id != leader)
+        .map(|(_, n)| n.pid().unwrap() as i32)
+        .collect();
+    let signal = |sig| {
+        for pid in &followers {
+            assert_eq!(unsafe { libc::kill(*pid, sig) }, 0);
+        }
+    };
+    signal(libc::SIGSTOP);
+    let mut pending = futures::stream::FuturesUnordered::new();
+    for s in 0..6 {
+        let sender = client.message_sender("budget");
+        for m in 0..8 {
+            let body = format!("{s}-{m}-{}", "z".repeat(1_000_000));
+            let reply = sender.send(message(&body));
+            pending.push(async move { (format!("{s}-{m}"), reply.await) });
+        }
+    }
+    let mut sent = BTreeSet::new();
+    let mut refused = 0;
+    // A sent message's name, or a refusal counted.
+    let mut note = |(name, r): (
+        String,
+        Result<pb::SendMessageResponse, sluice_client::Error>,
+    )| {
+        match r {
+            Ok(_) => {
+                sent.insert(name);
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Some("RequestMemoryExhausted"), "{name}: {e}");
+                refused += 1;
+            }
+        }
+    };
+    // The refusals come while nothing can commit: the first reply is one.
+    use futures::StreamExt;
+    let (name, first) = tokio::time::timeout(std::time::Duration::from_secs(30), pending.next())
+        .await
+        .expect("no reply while nothing can commit: nothing was refused")
+        .unwrap();
+    assert!(first.is_err(), "{name} was answered with nothing committed");
+    note((name, first));
+    signal(libc::SIGCONT);
+    while let Some(r) = pending.next().await {
+        note(r);
+    }
+    assert_eq!(sent.len() + refused, 48);
+    let mut seen = BTreeSet::new();
+    loop {
+        let r = client
+            .receive_from("budget", 10, Some(3600), Some(0))
+            .await
+            .unwrap();
+        if r.messages.is_empty() {
+            break;
+        }
+        seen.extend(
+            r.messages
+                .iter()
+                .map(|m| m.body[..m.body.len() - 1_000_001].to_string()),
+        );
+    }
+    assert_eq!(seen, sent, "exactly the answered messages are queued");
+}

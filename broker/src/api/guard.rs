@@ -300,6 +300,9 @@ impl Shared {
         // A stream's later messages are held to the same limits as its
         // first, each as it arrives.
         let body = if self.bounds.streams_in(&path) {
+            // The handler takes each message's bytes from the node's budget
+            // while it holds the message.
+            parts.extensions.insert(self.bounds.clone());
             Body::new(Checked {
                 inner: body,
                 bounds: self.bounds.clone(),

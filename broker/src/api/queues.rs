@@ -619,7 +619,7 @@ impl pb::queues_server::Queues for QueuesApi {
     ) -> Reply<Self::SendMessageStreamStream> {
         Ok(Response::new(super::send_stream::serve(
             self.ctx.clone(),
-            request.into_inner(),
+            request,
         )))
     }
 

@@ -20,21 +20,28 @@
 //!   bytes wait for their replies; past that the node reads no further,
 //!   and HTTP/2's flow control holds the client back. The same happens
 //!   when the client does not read its replies.
+//! * Each message's bytes come from the node's budget of request bytes in
+//!   flight (`--request-memory-mb`, as a unary call's do) until it is
+//!   answered; a message that finds the budget spent fails alone with
+//!   `RequestMemoryExhausted`, to be sent again.
 //! * A stream that breaks (client gone, node stopping) leaves the outcome of
 //!   its unanswered messages unknown, as a unary call cut off does.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Stream, StreamExt};
+use prost::Message;
 use sluice_core::limits::queues::{
     MESSAGE_BYTES_MAX, STREAM_COMMAND_MAX, STREAM_IN_FLIGHT, STREAM_IN_FLIGHT_BYTES,
 };
 use sluice_proto::v1 as pb;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Status, Streaming};
+use tonic::{Request, Status, Streaming};
 
+use super::bounds::Bounds;
 use super::status::{from_domain, message_error};
 use super::Context;
 use crate::queues::message::NewMessage;
@@ -47,21 +54,25 @@ const REPLIES_BUFFERED: usize = 256;
 pub type Replies =
     Pin<Box<dyn Stream<Item = Result<pb::SendMessageStreamResponse, Status>> + Send>>;
 
-/// Serves one `SendMessageStream` call: reads `inbound` in a task of its
-/// own and answers on the returned stream.
-pub fn serve(ctx: Context, inbound: Streaming<pb::SendMessageStreamRequest>) -> Replies {
+/// Serves one `SendMessageStream` call: reads its messages in a task of
+/// its own and answers on the returned stream. The guard puts the node's
+/// budget in the call's extensions (none on the cluster listener).
+pub fn serve(ctx: Context, request: Request<Streaming<pb::SendMessageStreamRequest>>) -> Replies {
+    let budget = request.extensions().get::<Arc<Bounds>>().cloned();
     let (tx, rx) = mpsc::channel(REPLIES_BUFFERED);
-    tokio::spawn(run(ctx, inbound, tx));
+    tokio::spawn(run(ctx, budget, request.into_inner(), tx));
     Box::pin(ReceiverStream::new(rx))
 }
 
 type Sender = mpsc::Sender<Result<pb::SendMessageStreamResponse, Status>>;
 
-/// Messages of one command, with their correlation ids and bytes.
+/// Messages of one command, with their correlation ids, bytes and the
+/// budget they hold.
 struct Group {
     ids: Vec<u64>,
     messages: Vec<NewMessage>,
     bytes: usize,
+    held: Vec<OwnedSemaphorePermit>,
 }
 
 /// The stream's queue, from its first message.
@@ -70,7 +81,12 @@ struct Target {
     fifo: bool,
 }
 
-async fn run(ctx: Context, mut inbound: Streaming<pb::SendMessageStreamRequest>, tx: Sender) {
+async fn run(
+    ctx: Context,
+    budget: Option<Arc<Bounds>>,
+    mut inbound: Streaming<pb::SendMessageStreamRequest>,
+    tx: Sender,
+) {
     let mut target: Option<Target> = None;
     let mut commands = FuturesUnordered::new();
     let (mut held, mut held_bytes) = (0usize, 0usize);
@@ -130,7 +146,7 @@ async fn run(ctx: Context, mut inbound: Streaming<pb::SendMessageStreamRequest>,
                     }
                 }
                 let Some(t) = target.as_ref() else { return };
-                let (groups, refused) = validate(&ctx, t, arrived);
+                let (groups, refused) = validate(&ctx, budget.as_deref(), t, arrived);
                 for (id, status) in refused {
                     let reply = pb::SendMessageStreamResponse {
                         correlation_id: id,
@@ -142,13 +158,14 @@ async fn run(ctx: Context, mut inbound: Streaming<pb::SendMessageStreamRequest>,
                         return;
                     }
                 }
-                for Group { ids, messages, bytes } in groups {
+                for Group { ids, messages, bytes, held: permits } in groups {
                     held += ids.len();
                     held_bytes += bytes;
                     let ctx = ctx.clone();
                     let queue = t.name.clone();
                     commands.push(async move {
                         let outcome = ctx.run(SendMessages { queue, messages }).await;
+                        drop(permits);
                         (ids, bytes, outcome)
                     });
                 }
@@ -174,6 +191,7 @@ fn stream_target(ctx: &Context, first: &pb::SendMessageStreamRequest) -> Result<
 /// in groups of one command each, the refused ones with their errors.
 fn validate(
     ctx: &Context,
+    budget: Option<&Bounds>,
     target: &Target,
     arrived: Vec<pb::SendMessageStreamRequest>,
 ) -> (Vec<Group>, Vec<(u64, Status)>) {
@@ -181,6 +199,13 @@ fn validate(
     let mut refused = Vec::new();
     for m in arrived {
         let id = m.correlation_id;
+        let permit = match budget.map(|b| b.reserve(m.encoded_len())).transpose() {
+            Ok(p) => p,
+            Err(status) => {
+                refused.push((id, status));
+                continue;
+            }
+        };
         match one(ctx, target, m) {
             Ok(message) => {
                 let bytes = message.size();
@@ -192,12 +217,14 @@ fn validate(
                         ids: Vec::new(),
                         messages: Vec::new(),
                         bytes: 0,
+                        held: Vec::new(),
                     });
                 }
                 let g = groups.last_mut().expect("a group was just made");
                 g.ids.push(id);
                 g.messages.push(message);
                 g.bytes += bytes;
+                g.held.extend(permit);
             }
             Err(status) => refused.push((id, status)),
         }
