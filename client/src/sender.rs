@@ -9,8 +9,9 @@ use tonic::{Code, Status};
 
 use crate::{Client, Error};
 
-/// Messages one sender keeps on its stream awaiting their replies; past
-/// this, [`MessageSender::send`] waits for room.
+/// Messages one sender keeps on its stream awaiting their replies; later
+/// ones wait in the sender's queue (as the caller's futures for them do)
+/// until replies make room.
 const IN_FLIGHT_MAX: usize = 1024;
 
 /// Sends messages to one queue over a `SendMessageStream` call, for code
@@ -37,11 +38,16 @@ struct Job {
 }
 
 impl Client {
-    /// A sender of messages to `queue` (a name or URL) over one stream. Its
-    /// task runs on the current Tokio runtime until every clone is dropped.
+    /// A sender of messages to `queue` (a name or URL) over one stream, on
+    /// connections of its own: a stream the node has stopped reading (its
+    /// messages wait for a commit) holds HTTP/2 flow-control window, which
+    /// would otherwise hold back this client's other calls. Its task runs
+    /// on the current Tokio runtime until every clone is dropped.
     pub fn message_sender(&self, queue: &str) -> MessageSender {
+        let own = Client::with_options(self.addresses(), self.options.clone())
+            .unwrap_or_else(|_| self.clone());
         let (jobs, rx) = mpsc::unbounded_channel();
-        tokio::spawn(drive(self.clone(), queue.to_string(), rx));
+        tokio::spawn(drive(own, queue.to_string(), rx));
         MessageSender { jobs }
     }
 }

@@ -309,6 +309,8 @@ impl Shared {
                 path: path.clone(),
                 limit,
                 buf: BytesMut::new(),
+                permit: None,
+                done: false,
             })
         } else {
             body
@@ -503,13 +505,21 @@ impl http_body::Body for Replay {
 /// message whole once it is within the RPC's byte limit and shape (see
 /// `bounds`), and ends the body with that refusal otherwise, so that a
 /// stream cannot carry what a single call may not. Holds at most one
-/// message (up to the limit) and the chunk that completed it.
+/// message (up to the limit) and the chunk that completed it, and takes
+/// the message's bytes from the node's budget before it reads them (a
+/// client stalling inside messages on many streams is refused with
+/// `RequestMemoryExhausted`, as a unary call would be).
 struct Checked {
     inner: Body,
     bounds: Arc<super::bounds::Bounds>,
     path: String,
     limit: usize,
     buf: BytesMut,
+    /// The node's budget for the message being read, taken when its
+    /// length is known (before its bytes are), until it is passed on.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// A refusal ended the body.
+    done: bool,
 }
 
 impl Checked {
@@ -520,10 +530,17 @@ impl Checked {
             Ok(None) => return None,
             Err(status) => return Some(Err(status)),
         };
+        if self.permit.is_none() {
+            match self.bounds.reserve(len) {
+                Ok(p) => self.permit = Some(p),
+                Err(status) => return Some(Err(status)),
+            }
+        }
         if self.buf.len() < 5 + len {
             self.buf.reserve(5 + len - self.buf.len());
             return None;
         }
+        self.permit = None;
         let frame = self.buf.split_to(5 + len).freeze();
         Some(self.bounds.check(&self.path, &frame[5..]).map(|()| frame))
     }
@@ -537,8 +554,12 @@ impl http_body::Body for Checked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
         loop {
             if let Some(message) = self.next_message() {
+                self.done = message.is_err();
                 return Poll::Ready(Some(message.map(Frame::data)));
             }
             match std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
@@ -549,17 +570,18 @@ impl http_body::Body for Checked {
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None if self.buf.is_empty() => return Poll::Ready(None),
                 None => {
+                    self.done = true;
                     return Poll::Ready(Some(Err(super::status::invalid_request(
                         "request",
                         "the stream ended inside a message",
-                    ))))
+                    ))));
                 }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.buf.is_empty() && self.inner.is_end_stream()
+        self.done || (self.buf.is_empty() && self.inner.is_end_stream())
     }
 }
 

@@ -14,19 +14,24 @@
 //!   is answered once that command has committed (or failed), with its
 //!   correlation id. Replies come in the order commands finish.
 //! * On a FIFO queue one command is in flight at a time, so that messages
-//!   keep the order they were sent in; on a standard queue, as many as the
-//!   bounds allow.
+//!   keep the order they were sent in; a command that fails as a whole
+//!   (leader lost: its outcome unknown) ends the stream, and the messages
+//!   after it fail unsent (`ABORTED`), so that sending them again keeps
+//!   the order. On a standard queue, as many commands as the bounds allow.
 //! * At most [`STREAM_IN_FLIGHT`] messages and [`STREAM_IN_FLIGHT_BYTES`]
 //!   bytes wait for their replies; past that the node reads no further,
 //!   and HTTP/2's flow control holds the client back. The same happens
 //!   when the client does not read its replies.
 //! * Each message's bytes come from the node's budget of request bytes in
 //!   flight (`--request-memory-mb`, as a unary call's do) until it is
-//!   answered; a message that finds the budget spent fails alone with
-//!   `RequestMemoryExhausted`, to be sent again.
+//!   answered: the guard's while it reads the message, this module's from
+//!   then on. On a standard queue a message that finds the budget spent
+//!   fails alone with `RequestMemoryExhausted`, to be sent again; on a FIFO
+//!   queue it waits for room instead.
 //! * A stream that breaks (client gone, node stopping) leaves the outcome of
 //!   its unanswered messages unknown, as a unary call cut off does.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -88,23 +93,64 @@ async fn run(
     tx: Sender,
 ) {
     let mut target: Option<Target> = None;
+    // Commands in flight, and (FIFO) those waiting for the one before.
     let mut commands = FuturesUnordered::new();
+    let mut queued: VecDeque<Group> = VecDeque::new();
     let (mut held, mut held_bytes) = (0usize, 0usize);
     let mut open = true;
     let mut failure = None;
     loop {
         let fifo = target.as_ref().is_some_and(|t| t.fifo);
+        // Standard: every group at once. FIFO: one command at a time, in
+        // the order the messages came.
+        while !queued.is_empty() && (!fifo || commands.is_empty()) {
+            let Some(t) = target.as_ref() else { break };
+            let Some(Group {
+                ids,
+                messages,
+                bytes,
+                held: permits,
+            }) = queued.pop_front()
+            else {
+                break;
+            };
+            let ctx = ctx.clone();
+            let queue = t.name.clone();
+            commands.push(async move {
+                let outcome = ctx.run(SendMessages { queue, messages }).await;
+                drop(permits);
+                (ids, bytes, outcome)
+            });
+        }
         let room = held < STREAM_IN_FLIGHT
             && held_bytes < STREAM_IN_FLIGHT_BYTES
-            // FIFO: one command at a time, in order.
             && (!fifo || commands.is_empty());
         tokio::select! {
             Some((ids, bytes, outcome)) = commands.next(), if !commands.is_empty() => {
                 let ids: Vec<u64> = ids;
                 held -= ids.len();
                 held_bytes -= bytes;
+                let broke = match &outcome {
+                    Err(status) if fifo => Some(status.clone()),
+                    _ => None,
+                };
                 if !reply_all(&tx, ids, outcome).await {
                     return;
+                }
+                if let Some(status) = broke {
+                    // A FIFO command that failed as a whole (its outcome
+                    // may be unknown) must not be overtaken: nothing after
+                    // it is sent, and the stream ends.
+                    let skipped = Status::aborted(
+                        "not sent: an earlier message of this FIFO stream failed",
+                    );
+                    for g in queued.drain(..) {
+                        if !reply_all(&tx, g.ids, Err(skipped.clone())).await {
+                            return;
+                        }
+                    }
+                    failure = Some(status);
+                    open = false;
                 }
             }
             next = inbound.next(), if open && room => {
@@ -120,10 +166,18 @@ async fn run(
                         continue;
                     }
                 };
-                // What else has arrived already joins it (no waiting).
-                while arrived.len() < STREAM_COMMAND_MAX && held + arrived.len() < STREAM_IN_FLIGHT {
+                // What else has arrived already joins it (no waiting),
+                // within the stream's bounds.
+                let mut bytes = arrived[0].encoded_len();
+                while arrived.len() < STREAM_COMMAND_MAX
+                    && held + arrived.len() < STREAM_IN_FLIGHT
+                    && held_bytes + bytes < STREAM_IN_FLIGHT_BYTES
+                {
                     match inbound.next().now_or_never() {
-                        Some(Some(Ok(m))) => arrived.push(m),
+                        Some(Some(Ok(m))) => {
+                            bytes += m.encoded_len();
+                            arrived.push(m);
+                        }
                         Some(Some(Err(status))) => {
                             failure = Some(status);
                             open = false;
@@ -146,7 +200,12 @@ async fn run(
                     }
                 }
                 let Some(t) = target.as_ref() else { return };
-                let (groups, refused) = validate(&ctx, budget.as_deref(), t, arrived);
+                let mut holding = Vec::with_capacity(arrived.len());
+                for m in arrived {
+                    let permit = hold(budget.as_deref(), t.fifo, m.encoded_len()).await;
+                    holding.push((m, permit));
+                }
+                let (groups, refused) = validate(&ctx, t, holding);
                 for (id, status) in refused {
                     let reply = pb::SendMessageStreamResponse {
                         correlation_id: id,
@@ -158,16 +217,10 @@ async fn run(
                         return;
                     }
                 }
-                for Group { ids, messages, bytes, held: permits } in groups {
-                    held += ids.len();
-                    held_bytes += bytes;
-                    let ctx = ctx.clone();
-                    let queue = t.name.clone();
-                    commands.push(async move {
-                        let outcome = ctx.run(SendMessages { queue, messages }).await;
-                        drop(permits);
-                        (ids, bytes, outcome)
-                    });
+                for g in groups {
+                    held += g.ids.len();
+                    held_bytes += g.bytes;
+                    queued.push_back(g);
                 }
             }
             else => break,
@@ -175,6 +228,23 @@ async fn run(
     }
     if let Some(status) = failure {
         let _ = tx.send(Err(status)).await;
+    }
+}
+
+/// Takes a message's `len` bytes from the node's budget until it is
+/// answered. On a standard queue a message that finds the budget spent is
+/// refused alone; on a FIFO queue it waits, as a refusal would let a later
+/// message overtake it (the stream holds no budget while it reads, so it
+/// waits only for other calls to finish).
+async fn hold(
+    budget: Option<&Bounds>,
+    fifo: bool,
+    len: usize,
+) -> Result<Option<OwnedSemaphorePermit>, Status> {
+    match budget {
+        None => Ok(None),
+        Some(b) if fifo => b.reserve_waiting(len).await.map(Some),
+        Some(b) => b.reserve(len).map(Some),
     }
 }
 
@@ -187,27 +257,24 @@ fn stream_target(ctx: &Context, first: &pb::SendMessageStreamRequest) -> Result<
     })
 }
 
-/// Checks each message of `arrived` for the stream's queue: the valid ones
-/// in groups of one command each, the refused ones with their errors.
+/// Checks each message of `arrived` (with the budget it holds) for the
+/// stream's queue: the valid ones in groups of one command each, the
+/// refused ones with their errors.
 fn validate(
     ctx: &Context,
-    budget: Option<&Bounds>,
     target: &Target,
-    arrived: Vec<pb::SendMessageStreamRequest>,
+    arrived: Vec<(
+        pb::SendMessageStreamRequest,
+        Result<Option<OwnedSemaphorePermit>, Status>,
+    )>,
 ) -> (Vec<Group>, Vec<(u64, Status)>) {
     let mut groups: Vec<Group> = Vec::new();
     let mut refused = Vec::new();
-    for m in arrived {
+    for (m, permit) in arrived {
         let id = m.correlation_id;
-        let permit = match budget.map(|b| b.reserve(m.encoded_len())).transpose() {
-            Ok(p) => p,
-            Err(status) => {
-                refused.push((id, status));
-                continue;
-            }
-        };
-        match one(ctx, target, m) {
-            Ok(message) => {
+        let checked = permit.and_then(|p| one(ctx, target, m).map(|message| (message, p)));
+        match checked {
+            Ok((message, permit)) => {
                 let bytes = message.size();
                 let fits = groups.last().is_some_and(|g| {
                     g.messages.len() < STREAM_COMMAND_MAX && g.bytes + bytes <= MESSAGE_BYTES_MAX
