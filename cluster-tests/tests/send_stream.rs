@@ -20,6 +20,23 @@ fn message(body: &str) -> pb::SendMessageRequest {
     }
 }
 
+/// Every send succeeded, with sequence numbers in the order of sending.
+fn assert_sent_in_order(replies: Vec<Result<pb::SendMessageResponse, sluice_client::Error>>) {
+    let sequence: Vec<u128> = replies
+        .into_iter()
+        .map(|r| {
+            r.expect("sent")
+                .sequence_number
+                .parse()
+                .expect("a sequence number")
+        })
+        .collect();
+    assert!(
+        sequence.windows(2).all(|w| w[0] < w[1]),
+        "sequence numbers follow the sending order: {sequence:?}"
+    );
+}
+
 /// A FIFO queue's attributes, deduplicating by content.
 fn fifo() -> HashMap<String, String> {
     HashMap::from([
@@ -102,19 +119,7 @@ async fn a_fifo_group_sent_over_a_stream_arrives_in_the_order_it_was_sent() {
             ..message(&format!("{i}"))
         })
     });
-    let mut sequence = Vec::new();
-    for r in join_all(sends).await {
-        let sent = r.expect("sent");
-        sequence.push(
-            sent.sequence_number
-                .parse::<u128>()
-                .expect("a sequence number"),
-        );
-    }
-    assert!(
-        sequence.windows(2).all(|w| w[0] < w[1]),
-        "sequence numbers follow the sending order"
-    );
+    assert_sent_in_order(join_all(sends).await);
     let mut got = Vec::new();
     while got.len() < N {
         let r = client
@@ -171,19 +176,7 @@ async fn a_fifo_group_of_large_messages_through_a_follower_keeps_its_order() {
             })
         })
         .collect();
-    let mut sequence = Vec::new();
-    for r in join_all(sends).await {
-        let sent = r.expect("sent");
-        sequence.push(
-            sent.sequence_number
-                .parse::<u128>()
-                .expect("a sequence number"),
-        );
-    }
-    assert!(
-        sequence.windows(2).all(|w| w[0] < w[1]),
-        "sequence numbers follow the sending order: {sequence:?}"
-    );
+    assert_sent_in_order(join_all(sends).await);
 }
 
 #[tokio::test]
