@@ -24,6 +24,9 @@ const IN_FLIGHT_MAX: usize = 1024;
 /// were awaiting their replies when it broke fail with `UNAVAILABLE`, and
 /// their outcome is unknown (they may have been sent), as with a unary call
 /// cut off. Unlike [`Client::send_message`], a sender does not resend them.
+/// To a FIFO queue, the messages already queued when a stream breaks fail
+/// unsent (`ABORTED`), so that sending the failed ones again, in order,
+/// keeps the group's order.
 #[derive(Clone)]
 pub struct MessageSender {
     /// Unbounded, so that [`MessageSender::send`] queues its message as it
@@ -83,12 +86,22 @@ impl MessageSender {
 /// are gone and every reply is in.
 async fn drive(client: Client, queue: String, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let mut node = 0;
+    let fifo = queue.ends_with(".fifo");
     while let Some(first) = jobs.recv().await {
         let channel = client.nodes[node % client.nodes.len()].1.clone();
         if let Err(status) = stream(channel, &queue, first, &mut jobs).await {
             // Next time, another node.
             if sluice_proto::is_retryable(&status) {
                 node += 1;
+            }
+            // FIFO: messages queued before the caller could see the failure
+            // would overtake the ones that failed; they fail unsent too.
+            if fifo {
+                while let Ok(job) = jobs.try_recv() {
+                    let _ = job.reply.send(Err(Error::from(Status::aborted(
+                        "not sent: an earlier message to this FIFO queue failed",
+                    ))));
+                }
             }
         }
     }

@@ -232,23 +232,6 @@ impl Bounds {
         self.streamed.contains(path)
     }
 
-    /// Like [`Bounds::reserve`], waiting for room instead of refusing; only
-    /// a request larger than the whole budget is refused.
-    pub async fn reserve_waiting(
-        &self,
-        len: usize,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
-        if len > self.memory_max {
-            return Err(status::request_memory_exhausted(len, self.memory_max));
-        }
-        let want = u32::try_from(len.max(1)).unwrap_or(u32::MAX);
-        self.memory
-            .clone()
-            .acquire_many_owned(want)
-            .await
-            .map_err(|_| status::internal("the request budget is closed"))
-    }
-
     /// Checks the shape of `message`, a request of the RPC at `path`.
     pub fn check(&self, path: &str, message: &[u8]) -> Result<(), Status> {
         let Some((_, input)) = self.rpcs.get(path) else {

@@ -27,7 +27,9 @@
 //!   answered: the guard's while it reads the message, this module's from
 //!   then on. On a standard queue a message that finds the budget spent
 //!   fails alone with `RequestMemoryExhausted`, to be sent again; on a FIFO
-//!   queue it waits for room instead.
+//!   queue it ends the stream (the messages after it fail unsent), as a
+//!   refusal alone would let the next message overtake it. Nothing waits
+//!   for budget, so streams cannot wait on one another.
 //! * A stream that breaks (client gone, node stopping) leaves the outcome of
 //!   its unanswered messages unknown, as a unary call cut off does.
 
@@ -141,11 +143,8 @@ async fn run(
                     // A FIFO command that failed as a whole (its outcome
                     // may be unknown) must not be overtaken: nothing after
                     // it is sent, and the stream ends.
-                    let skipped = Status::aborted(
-                        "not sent: an earlier message of this FIFO stream failed",
-                    );
                     for g in queued.drain(..) {
-                        if !reply_all(&tx, g.ids, Err(skipped.clone())).await {
+                        if !reply_all(&tx, g.ids, Err(fifo_skipped())).await {
                             return;
                         }
                     }
@@ -201,9 +200,27 @@ async fn run(
                 }
                 let Some(t) = target.as_ref() else { return };
                 let mut holding = Vec::with_capacity(arrived.len());
-                for m in arrived {
-                    let permit = hold(budget.as_deref(), t.fifo, m.encoded_len()).await;
+                let mut rest = arrived.into_iter();
+                for m in rest.by_ref() {
+                    let permit = hold(budget.as_deref(), m.encoded_len());
+                    if t.fifo {
+                        if let Err(status) = permit {
+                            // Refused alone, it would be overtaken by the
+                            // next: the stream ends here instead.
+                            let id = m.correlation_id;
+                            if !reply_all(&tx, vec![id], Err(status.clone())).await {
+                                return;
+                            }
+                            failure = Some(status);
+                            open = false;
+                            break;
+                        }
+                    }
                     holding.push((m, permit));
+                }
+                let skipped: Vec<u64> = rest.map(|m| m.correlation_id).collect();
+                if !skipped.is_empty() && !reply_all(&tx, skipped, Err(fifo_skipped())).await {
+                    return;
                 }
                 let (groups, refused) = validate(&ctx, t, holding);
                 for (id, status) in refused {
@@ -232,20 +249,16 @@ async fn run(
 }
 
 /// Takes a message's `len` bytes from the node's budget until it is
-/// answered. On a standard queue a message that finds the budget spent is
-/// refused alone; on a FIFO queue it waits, as a refusal would let a later
-/// message overtake it (the stream holds no budget while it reads, so it
-/// waits only for other calls to finish).
-async fn hold(
-    budget: Option<&Bounds>,
-    fifo: bool,
-    len: usize,
-) -> Result<Option<OwnedSemaphorePermit>, Status> {
-    match budget {
-        None => Ok(None),
-        Some(b) if fifo => b.reserve_waiting(len).await.map(Some),
-        Some(b) => b.reserve(len).map(Some),
-    }
+/// answered, or refuses it (`RequestMemoryExhausted`). Never waits: a
+/// stream waiting for budget while holding some could wait on another
+/// that does the same.
+fn hold(budget: Option<&Bounds>, len: usize) -> Result<Option<OwnedSemaphorePermit>, Status> {
+    budget.map(|b| b.reserve(len)).transpose()
+}
+
+/// The answer to a FIFO message not sent because one before it failed.
+fn fifo_skipped() -> Status {
+    Status::aborted("not sent: an earlier message of this FIFO stream failed")
 }
 
 /// The queue the first message names.
