@@ -441,24 +441,34 @@ async fn a_lone_node_whose_needed_snapshot_is_damaged_refuses_to_start() {
         elected_cluster(1, &["--snapshot-every", "20", "--keep-after-snapshot", "0"]).await;
     let client = c.node(1).client(Duration::from_secs(20));
     create_queues(&client, (0..40).map(|i| format!("q{i}"))).await;
-    // Snapshots are built beside apply: wait for one that purged the log.
-    let dir = c.nodes[&1].data_dir.join("snapshots");
-    wait_for(ELECTION, "a snapshot", || {
-        let dir = dir.clone();
+    // Snapshots are built beside apply: wait for one that purged the log,
+    // so that the node cannot start without a snapshot.
+    wait_for(ELECTION, "a snapshot that purged the log", || {
+        let client = &client;
         async move {
-            std::fs::read_dir(dir)
-                .ok()?
-                .filter_map(Result::ok)
-                .any(|e| e.path().extension().is_some_and(|x| x == "snap"))
-                .then_some(())
+            let status = client.cluster_status(true).await.ok()?;
+            status.purged_index.is_some().then_some(())
         }
     })
     .await;
     c.node(1).kill9();
-    let snap = damage_snapshot(&c.nodes[&1].data_dir.clone());
+    // Every snapshot on disk: a newer one may have been published since
+    // (the older is removed only after it), and the node would start from
+    // whichever is whole.
+    let data_dir = c.nodes[&1].data_dir.clone();
+    let snaps: Vec<PathBuf> = std::fs::read_dir(data_dir.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "snap"))
+        .collect();
+    assert!(!snaps.is_empty(), "a snapshot");
+    for snap in &snaps {
+        flip_16_in_middle(snap);
+    }
     let log = refused_start(&mut c);
     assert!(
-        log.contains(&snap.display().to_string()) && log.contains("restore the data directory"),
+        snaps.iter().any(|s| log.contains(&s.display().to_string()))
+            && log.contains("restore the data directory"),
         "{log}"
     );
 }
