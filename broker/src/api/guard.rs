@@ -241,7 +241,7 @@ impl Shared {
                 }
                 Ok((body, message, permit))
             });
-        let (body, message, permit) = match read {
+        let (body, message, mut permit) = match read {
             Ok(read) => read,
             Err(status) => {
                 meter.finish(&format!("{:?}", status.code()));
@@ -309,7 +309,9 @@ impl Shared {
                 path: path.clone(),
                 limit,
                 buf: BytesMut::new(),
-                permit: None,
+                // The first message's bytes, taken as it was read: it is
+                // passed on from the replay without being counted again.
+                permit: permit.take(),
                 done: false,
             })
         } else {
