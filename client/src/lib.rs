@@ -58,6 +58,11 @@ pub const MAX_REPLY_BYTES: usize = 64 << 20;
 fn queues_client(ch: SignedChannel) -> QueuesClient<SignedChannel> {
     QueuesClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES)
 }
+
+/// The stream service over `ch`, taking replies up to [`MAX_REPLY_BYTES`].
+fn streams_client(ch: SignedChannel) -> StreamsClient<SignedChannel> {
+    StreamsClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES)
+}
 /// Longest attempt of a synchronous Invoke: the longest function timeout
 /// (900 s) and time to start it.
 const INVOKE_ATTEMPT_MAX: Duration = Duration::from_secs(960);
@@ -67,7 +72,7 @@ mod package;
 mod sender;
 pub use follower::{Start, StreamFollower};
 pub use package::zip_directory;
-pub use sender::MessageSender;
+pub use sender::{Kind, MessageSender, Messages, RecordSender, Records, Sender};
 
 /// A failed call.
 #[derive(Debug, thiserror::Error)]
@@ -1309,7 +1314,7 @@ impl Client {
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         self.call(|ch| {
-            let client = StreamsClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES);
+            let client = streams_client(ch);
             let fut = f(client, req.clone());
             async move { fut.await.map(|r| r.into_inner()) }
         })
@@ -1538,8 +1543,7 @@ impl Client {
         self.call(|ch| {
             let req = req.clone();
             async move {
-                StreamsClient::new(ch)
-                    .max_decoding_message_size(MAX_REPLY_BYTES)
+                streams_client(ch)
                     .subscribe_to_shard(req)
                     .await
                     .map(|r| r.into_inner())

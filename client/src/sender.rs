@@ -1,72 +1,227 @@
-//! Sending many messages to one queue over one call: [`MessageSender`].
+//! Sending many messages to one queue, or records to one stream, over one
+//! call: [`MessageSender`] and [`RecordSender`], two kinds of [`Sender`].
 
 use std::collections::HashMap;
+use std::future::Future;
 
 use sluice_proto::v1 as pb;
+use sluice_security::signer::SignedChannel;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Status};
+use tonic::{Code, Status, Streaming};
 
 use crate::{Client, Error};
 
-/// Messages one sender keeps on its stream awaiting their replies; later
+/// Messages one sender keeps on its call awaiting their replies; later
 /// ones wait in the sender's queue (as the caller's futures for them do)
 /// until replies make room.
 const IN_FLIGHT_MAX: usize = 1024;
 
-/// Sends messages to one queue over a `SendMessageStream` call, for code
-/// that sends many: each [`MessageSender::send`] resolves when its message
-/// is committed (or has failed), and many may be in flight at once, over
-/// one HTTP/2 stream instead of a call each.
+/// Sends to one destination over a producer call (`SendMessageStream`,
+/// `PutRecordStream`), for code that sends many: each [`Sender::send`]
+/// resolves when its message is committed (or has failed), and many may be
+/// in flight at once, over one HTTP/2 stream instead of a call each.
 ///
-/// Clones share the stream. The stream is opened with the first message
-/// and opened again (on the next node) after it breaks; messages that
-/// were awaiting their replies when it broke fail with `UNAVAILABLE`, and
-/// their outcome is unknown (they may have been sent), as with a unary call
-/// cut off. Unlike [`Client::send_message`], a sender does not resend them.
-/// To a FIFO queue, the messages already queued when a stream breaks fail
-/// unsent (`ABORTED`), so that sending the failed ones again, in order,
-/// keeps the group's order.
-#[derive(Clone)]
-pub struct MessageSender {
-    /// Unbounded, so that [`MessageSender::send`] queues its message as it
-    /// is called (the order of a FIFO group); the task takes at most
-    /// [`IN_FLIGHT_MAX`] from it at a time.
-    jobs: mpsc::UnboundedSender<Job>,
+/// Clones share the call. The call is opened with the first message and
+/// opened again (on the next node) after it breaks; messages that were
+/// awaiting their replies when it broke fail with `UNAVAILABLE`, and their
+/// outcome is unknown (they may have been sent), as with a unary call cut
+/// off. Unlike the unary calls of [`Client`], a sender does not resend
+/// them. Where order is kept (a FIFO queue; a stream), the messages
+/// already queued when a call breaks fail unsent (`ABORTED`), so that
+/// sending the failed ones again, in order, keeps the order; when the call
+/// was refused (access denied, no such destination), they fail with the
+/// refusal.
+pub struct Sender<K: Kind> {
+    /// Unbounded, so that [`Sender::send`] queues its message as it is
+    /// called (the order kept); the task takes at most [`IN_FLIGHT_MAX`]
+    /// from it at a time.
+    jobs: mpsc::UnboundedSender<Job<K>>,
 }
 
-struct Job {
-    message: pb::SendMessageRequest,
-    reply: oneshot::Sender<Result<pb::SendMessageResponse, Error>>,
-}
-
-impl Client {
-    /// A sender of messages to `queue` (a name or URL) over one stream, on
-    /// connections of its own: a stream the node has stopped reading (its
-    /// messages wait for a commit) holds HTTP/2 flow-control window, which
-    /// would otherwise hold back this client's other calls. Its task runs
-    /// on the current Tokio runtime until every clone is dropped.
-    pub fn message_sender(&self, queue: &str) -> MessageSender {
-        let own = Client::with_options(self.addresses(), self.options.clone())
-            .unwrap_or_else(|_| self.clone());
-        let (jobs, rx) = mpsc::unbounded_channel();
-        tokio::spawn(drive(own, queue.to_string(), rx));
-        MessageSender { jobs }
+impl<K: Kind> Clone for Sender<K> {
+    fn clone(&self) -> Self {
+        Sender {
+            jobs: self.jobs.clone(),
+        }
     }
 }
 
-impl MessageSender {
-    /// Queues one message (its `queue_name` may be left empty) at once, and
-    /// returns the wait for its reply. Messages go out in the order of the
-    /// calls, which is the order a FIFO group keeps; the returned futures
-    /// may be awaited in any order, or together.
+/// Sends messages to one queue over `SendMessageStream`.
+pub type MessageSender = Sender<Messages>;
+/// Puts records to one stream over `PutRecordStream`.
+pub type RecordSender = Sender<Records>;
+
+/// What a [`Sender`] sends, and over which call.
+pub trait Kind: Send + 'static {
+    /// What the caller sends.
+    type Item: Send + 'static;
+    /// What the caller gets back for it.
+    type Done: Send + 'static;
+    /// A message of the call.
+    type Request: Send + 'static;
+    /// A reply on the call.
+    type Response: Send + 'static;
+    /// What the messages go to, in errors.
+    const WHAT: &'static str;
+
+    /// Whether the destination keeps the order of its messages.
+    fn ordered(destination: &str) -> bool;
+    /// The call's message `id` carrying `item`.
+    fn request(destination: &str, id: u64, item: Self::Item) -> Self::Request;
+    /// Opens the call.
+    fn open(
+        channel: SignedChannel,
+        requests: ReceiverStream<Self::Request>,
+    ) -> impl Future<Output = Result<Streaming<Self::Response>, Status>> + Send;
+    /// The id a reply answers, and its outcome.
+    fn reply(response: Self::Response) -> (u64, Result<Self::Done, Error>);
+}
+
+/// [`Kind`] of [`MessageSender`].
+pub struct Messages;
+/// [`Kind`] of [`RecordSender`].
+pub struct Records;
+
+impl Kind for Messages {
+    type Item = pb::SendMessageRequest;
+    type Done = pb::SendMessageResponse;
+    type Request = pb::SendMessageStreamRequest;
+    type Response = pb::SendMessageStreamResponse;
+    const WHAT: &'static str = "FIFO queue";
+
+    fn ordered(queue: &str) -> bool {
+        queue.ends_with(".fifo")
+    }
+
+    fn request(queue: &str, id: u64, message: pb::SendMessageRequest) -> Self::Request {
+        pb::SendMessageStreamRequest {
+            queue_name: queue.to_string(),
+            correlation_id: id,
+            message: Some(message),
+        }
+    }
+
+    async fn open(
+        channel: SignedChannel,
+        requests: ReceiverStream<Self::Request>,
+    ) -> Result<Streaming<Self::Response>, Status> {
+        Ok(crate::queues_client(channel)
+            .send_message_stream(requests)
+            .await?
+            .into_inner())
+    }
+
+    fn reply(r: Self::Response) -> (u64, Result<Self::Done, Error>) {
+        use pb::send_message_stream_response::Outcome;
+        let outcome = match r.outcome {
+            Some(Outcome::Sent(sent)) => Ok(sent),
+            Some(Outcome::Error(e)) => Err(e),
+            None => Err(no_outcome()),
+        };
+        (r.correlation_id, outcome.map_err(call_error))
+    }
+}
+
+impl Kind for Records {
+    type Item = pb::PutRecordRequest;
+    type Done = pb::PutRecordResponse;
+    type Request = pb::PutRecordStreamRequest;
+    type Response = pb::PutRecordStreamResponse;
+    const WHAT: &'static str = "stream";
+
+    fn ordered(_stream: &str) -> bool {
+        true
+    }
+
+    fn request(stream: &str, id: u64, record: pb::PutRecordRequest) -> Self::Request {
+        pb::PutRecordStreamRequest {
+            stream_name: stream.to_string(),
+            correlation_id: id,
+            record: Some(record),
+        }
+    }
+
+    async fn open(
+        channel: SignedChannel,
+        requests: ReceiverStream<Self::Request>,
+    ) -> Result<Streaming<Self::Response>, Status> {
+        Ok(crate::streams_client(channel)
+            .put_record_stream(requests)
+            .await?
+            .into_inner())
+    }
+
+    fn reply(r: Self::Response) -> (u64, Result<Self::Done, Error>) {
+        use pb::put_record_stream_response::Outcome;
+        let outcome = match r.outcome {
+            Some(Outcome::Put(put)) => Ok(put),
+            Some(Outcome::Error(e)) => Err(e),
+            None => Err(no_outcome()),
+        };
+        (r.correlation_id, outcome.map_err(call_error))
+    }
+}
+
+fn no_outcome() -> pb::MessageError {
+    pb::MessageError {
+        grpc_code: Code::Internal as i32,
+        message: "a reply without an outcome".into(),
+        ..Default::default()
+    }
+}
+
+fn call_error(e: pb::MessageError) -> Error {
+    Error::Call {
+        status: Code::from_i32(e.grpc_code),
+        code: e.code,
+        message: e.message,
+    }
+}
+
+struct Job<K: Kind> {
+    item: K::Item,
+    reply: oneshot::Sender<Result<K::Done, Error>>,
+}
+
+impl Client {
+    /// A sender of messages to `queue` (a name or URL) over one stream.
+    /// See [`Client::sender`].
+    pub fn message_sender(&self, queue: &str) -> MessageSender {
+        self.sender(queue)
+    }
+
+    /// A sender of records to `stream` (a name or ARN) over one stream.
+    /// Records keep the order of the calls. See [`Client::sender`].
+    pub fn record_sender(&self, stream: &str) -> RecordSender {
+        self.sender(stream)
+    }
+
+    /// A sender to `destination` over one call, on connections of its own:
+    /// a call the node has stopped reading (its messages wait for a
+    /// commit) holds HTTP/2 flow-control window, which would otherwise hold
+    /// back this client's other calls. Its task runs on the current Tokio
+    /// runtime until every clone is dropped.
+    pub fn sender<K: Kind>(&self, destination: &str) -> Sender<K> {
+        let own = Client::with_options(self.addresses(), self.options.clone())
+            .unwrap_or_else(|_| self.clone());
+        let (jobs, rx) = mpsc::unbounded_channel();
+        tokio::spawn(drive::<K>(own, destination.to_string(), rx));
+        Sender { jobs }
+    }
+}
+
+impl<K: Kind> Sender<K> {
+    /// Queues one message (its own queue or stream name may be left empty)
+    /// at once, and returns the wait for its reply. Messages go out in the
+    /// order of the calls, which is the order an ordered destination keeps;
+    /// the returned futures may be awaited in any order, or together.
     pub fn send(
         &self,
-        message: pb::SendMessageRequest,
-    ) -> impl std::future::Future<Output = Result<pb::SendMessageResponse, Error>> + Send + 'static
-    {
+        item: K::Item,
+    ) -> impl Future<Output = Result<K::Done, Error>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        let queued = self.jobs.send(Job { message, reply }).is_ok();
+        let queued = self.jobs.send(Job { item, reply }).is_ok();
         async move {
             if !queued {
                 return Err(Error::from(Status::cancelled(
@@ -82,61 +237,78 @@ impl MessageSender {
     }
 }
 
-/// Runs streams for the sender's jobs, one at a time, until the senders
-/// are gone and every reply is in.
-async fn drive(client: Client, queue: String, mut jobs: mpsc::UnboundedReceiver<Job>) {
+/// Runs calls for the sender's jobs, one at a time, until the senders are
+/// gone and every reply is in.
+async fn drive<K: Kind>(
+    client: Client,
+    destination: String,
+    mut jobs: mpsc::UnboundedReceiver<Job<K>>,
+) {
     let mut node = 0;
-    let fifo = queue.ends_with(".fifo");
+    let ordered = K::ordered(&destination);
     while let Some(first) = jobs.recv().await {
         let channel = client.nodes[node % client.nodes.len()].1.clone();
-        if let Err(status) = stream(channel, &queue, first, &mut jobs).await {
+        if let Err(status) = call::<K>(channel, &destination, first, &mut jobs).await {
             // Next time, another node.
             if sluice_proto::is_retryable(&status) {
                 node += 1;
             }
-            // FIFO: messages queued before the caller could see the failure
-            // would overtake the ones that failed; they fail unsent too.
-            if fifo {
+            // Ordered: messages queued before the caller could see the
+            // failure would overtake the ones that failed; they fail
+            // unsent too. A refused call refuses them alike.
+            if ordered {
                 while let Ok(job) = jobs.try_recv() {
-                    let _ = job.reply.send(Err(Error::from(Status::aborted(
-                        "not sent: an earlier message to this FIFO queue failed",
-                    ))));
+                    let error = if outcome_unknown(&status) {
+                        Status::aborted(format!(
+                            "not sent: an earlier message to this {} failed",
+                            K::WHAT
+                        ))
+                    } else {
+                        status.clone()
+                    };
+                    let _ = job.reply.send(Err(Error::from(error)));
                 }
             }
         }
     }
 }
 
-/// One stream: sends `first` and every later job until the senders are gone
-/// or the stream breaks, and answers each job. Ends with the error that
+/// Whether a call that failed with `status` may have cut off messages the
+/// node had taken; otherwise it was refused (bad name, access denied) and
+/// sent nothing.
+fn outcome_unknown(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Internal
+            | Code::Unknown
+    )
+}
+
+/// One call: sends `first` and every later job until the senders are gone
+/// or the call breaks, and answers each job. Ends with the error that
 /// broke it, after failing every job left unanswered.
-async fn stream(
-    channel: sluice_security::signer::SignedChannel,
-    queue: &str,
-    first: Job,
-    jobs: &mut mpsc::UnboundedReceiver<Job>,
+async fn call<K: Kind>(
+    channel: SignedChannel,
+    destination: &str,
+    first: Job<K>,
+    jobs: &mut mpsc::UnboundedReceiver<Job<K>>,
 ) -> Result<(), Status> {
     let (out, requests) = mpsc::channel(IN_FLIGHT_MAX);
-    let mut waiting: HashMap<u64, oneshot::Sender<Result<pb::SendMessageResponse, Error>>> =
-        HashMap::new();
+    let mut waiting: HashMap<u64, oneshot::Sender<Result<K::Done, Error>>> = HashMap::new();
     let mut next_id = 0u64;
-    let mut submit = |job: Job, waiting: &mut HashMap<_, _>| {
+    let mut submit = |job: Job<K>, waiting: &mut HashMap<_, _>| {
         next_id += 1;
         waiting.insert(next_id, job.reply);
-        pb::SendMessageStreamRequest {
-            queue_name: queue.to_string(),
-            correlation_id: next_id,
-            message: Some(job.message),
-        }
+        K::request(destination, next_id, job.item)
     };
     // The node authorises the call by its first message: it goes first.
     let _ = out.try_send(submit(first, &mut waiting));
     let mut out = Some(out);
     let result = async {
-        let mut replies = crate::queues_client(channel)
-            .send_message_stream(ReceiverStream::new(requests))
-            .await?
-            .into_inner();
+        let mut replies = K::open(channel, ReceiverStream::new(requests)).await?;
         loop {
             tokio::select! {
                 job = jobs.recv(), if out.is_some() && waiting.len() < IN_FLIGHT_MAX => match job {
@@ -150,12 +322,17 @@ async fn stream(
                             return Err(Status::unavailable("the stream closed"));
                         }
                     }
-                    // Every sender is gone: finish the stream, then read the
+                    // Every sender is gone: finish the call, then read the
                     // replies still to come.
                     None => out = None,
                 },
                 reply = replies.message() => match reply? {
-                    Some(r) => answer(&mut waiting, r),
+                    Some(r) => {
+                        let (id, outcome) = K::reply(r);
+                        if let Some(job) = waiting.remove(&id) {
+                            let _ = job.send(outcome);
+                        }
+                    }
                     None if waiting.is_empty() && out.is_none() => return Ok(()),
                     None => return Err(Status::unavailable("the stream ended before every reply")),
                 },
@@ -164,18 +341,8 @@ async fn stream(
     }
     .await;
     if let Err(status) = &result {
-        // A refusal (bad queue name, access denied) sent nothing; anything
-        // else may have cut off messages the node had taken.
-        let unknown = matches!(
-            status.code(),
-            Code::Unavailable
-                | Code::Cancelled
-                | Code::DeadlineExceeded
-                | Code::Internal
-                | Code::Unknown
-        );
         for (_, reply) in waiting.drain() {
-            let error = if unknown {
+            let error = if outcome_unknown(status) {
                 Status::unavailable(format!(
                     "the stream broke before the reply ({:?}: {}); the outcome is unknown",
                     status.code(),
@@ -188,25 +355,4 @@ async fn stream(
         }
     }
     result
-}
-
-/// Resolves the job a reply answers.
-fn answer(
-    waiting: &mut HashMap<u64, oneshot::Sender<Result<pb::SendMessageResponse, Error>>>,
-    reply: pb::SendMessageStreamResponse,
-) {
-    use pb::send_message_stream_response::Outcome;
-    let Some(job) = waiting.remove(&reply.correlation_id) else {
-        return;
-    };
-    let result = match reply.outcome {
-        Some(Outcome::Sent(sent)) => Ok(sent),
-        Some(Outcome::Error(e)) => Err(Error::Call {
-            status: Code::from_i32(e.grpc_code),
-            code: e.code,
-            message: e.message,
-        }),
-        None => Err(Error::from(Status::internal("a reply without an outcome"))),
-    };
-    let _ = job.send(result);
 }

@@ -72,6 +72,15 @@ pub mod streams {
     /// Most bytes of data one GetRecords returns (a single larger record is
     /// still returned alone, so a reader is never stuck behind it).
     pub const READ_BYTES_MAX: u64 = 10 << 20;
+    /// Records of one PutRecordStream waiting for their replies at once;
+    /// the node reads no further from the stream until replies go out.
+    pub const PUT_STREAM_IN_FLIGHT: usize = 1024;
+    /// Bytes of records of one PutRecordStream waiting for their replies
+    /// at once (plus the one record read last, which may be larger).
+    pub const PUT_STREAM_IN_FLIGHT_BYTES: usize = 8 << 20;
+    /// Records of a PutRecordStream that arrive together go into one
+    /// command, as a PutRecords does, within its bounds.
+    pub const PUT_STREAM_COMMAND_MAX: usize = PUT_RECORDS_MAX;
 }
 
 /// Functions (Lambda's limits).

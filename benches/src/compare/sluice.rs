@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use cluster_tests::requests::put_data;
 use sluice_client::sluice_proto::v1 as pb;
-use sluice_client::{Client, MessageSender};
+use sluice_client::{Client, MessageSender, RecordSender};
 
 use super::{Broker, Shape, Sink};
 
@@ -25,6 +25,8 @@ pub struct Sluice {
     next_key: AtomicU64,
     /// Queue sends over one SendMessageStream (None: a unary call each).
     sender: Option<MessageSender>,
+    /// Stream puts over one PutRecordStream (None: a unary call each).
+    putter: Option<RecordSender>,
     /// The queues consumers read: the run's queue, or the topic's
     /// subscribed queues.
     queues: Vec<String>,
@@ -32,8 +34,9 @@ pub struct Sluice {
 
 impl Sluice {
     /// Creates the run's queue, its stream of `shards` shards, or its topic
-    /// with `subscriptions` subscribed queues. `streamed`: queue sends go
-    /// over one SendMessageStream instead of a unary call each.
+    /// with `subscriptions` subscribed queues. `streamed`: queue sends and
+    /// stream puts go over one SendMessageStream or PutRecordStream instead
+    /// of a unary call each.
     pub async fn setup(
         client: Client,
         reader: Client,
@@ -77,8 +80,10 @@ impl Sluice {
         }
         let sender = (streamed && !shape.is_stream() && shape != Shape::TopicFanout)
             .then(|| client.message_sender(&name));
+        let putter = (streamed && shape.is_stream()).then(|| client.record_sender(&name));
         Ok(Sluice {
             sender,
+            putter,
             client,
             reader,
             shape,
@@ -94,10 +99,20 @@ impl Broker for Sluice {
     async fn send(&self, body: Vec<u8>) -> Result<(), String> {
         if self.shape.is_stream() {
             let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-            put_data(&self.client, &self.name, &format!("k{key}"), body)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
+            match &self.putter {
+                Some(putter) => putter
+                    .send(pb::PutRecordRequest {
+                        partition_key: format!("k{key}"),
+                        data: body,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop),
+                None => put_data(&self.client, &self.name, &format!("k{key}"), body)
+                    .await
+                    .map(drop),
+            }
+            .map_err(|e| e.to_string())
         } else if self.shape == Shape::TopicFanout {
             let message = String::from_utf8(body).map_err(|e| e.to_string())?;
             self.client

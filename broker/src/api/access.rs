@@ -260,6 +260,7 @@ pub const RPCS: &[&[Rpc]] = &[
         "DescribeStreamSummary" => STREAM,
         "ListShards" => STREAM,
         "PutRecord" => STREAM,
+        "PutRecordStream" as "PutRecord" => STREAM,
         "PutRecords" => STREAM,
         "GetShardIterator" => STREAM,
         "GetRecords" => Res::Iterator(&["shard_iterator"]),

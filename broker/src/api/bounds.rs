@@ -49,7 +49,9 @@ pub fn byte_limit(service: &str, method: &str) -> usize {
         ("sluice.v1.Topics", "PublishBatch") => {
             topics::BATCH_MAX * topics::MESSAGE_BYTES_MAX + SLACK
         }
-        ("sluice.v1.Streams", "PutRecord") => streams::RECORD_BYTES_MAX as usize + SLACK,
+        ("sluice.v1.Streams", "PutRecord" | "PutRecordStream") => {
+            streams::RECORD_BYTES_MAX as usize + SLACK
+        }
         // Partition keys and hash keys come on top of the data.
         ("sluice.v1.Streams", "PutRecords") => streams::PUT_BYTES_MAX + streams::PUT_KEYS_BYTES,
         ("sluice.v1.Functions", "Invoke") => functions::INVOKE_PAYLOAD_MAX + SLACK,

@@ -14,6 +14,8 @@ pub mod guard;
 pub mod iam;
 pub mod node;
 pub mod probes;
+pub mod producer;
+pub mod put_stream;
 mod queue_messages;
 pub mod queues;
 pub mod scaler;

@@ -617,10 +617,9 @@ impl pb::queues_server::Queues for QueuesApi {
         &self,
         request: Request<tonic::Streaming<pb::SendMessageStreamRequest>>,
     ) -> Reply<Self::SendMessageStreamStream> {
-        Ok(Response::new(super::send_stream::serve(
-            self.ctx.clone(),
-            request,
-        )))
+        Ok(Response::new(super::producer::serve::<
+            super::send_stream::QueueProducer,
+        >(self.ctx.clone(), request)))
     }
 
     async fn send_message_batch(

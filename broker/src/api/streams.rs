@@ -514,6 +514,17 @@ impl pb::streams_server::Streams for StreamsApi {
         }))
     }
 
+    type PutRecordStreamStream = super::put_stream::Replies;
+
+    async fn put_record_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::PutRecordStreamRequest>>,
+    ) -> Reply<Self::PutRecordStreamStream> {
+        Ok(Response::new(super::producer::serve::<
+            super::put_stream::RecordProducer,
+        >(self.ctx.clone(), request)))
+    }
+
     async fn put_records(
         &self,
         request: Request<pb::PutRecordsRequest>,

@@ -127,6 +127,28 @@ enum ClusterCmd {
     Snapshot,
 }
 
+/// Sends `items` (lines of stdin) over one producer call, in order, all in
+/// flight at once; prints each reply, and names each line that failed (the
+/// first failure is the command's error).
+async fn send_lines<K: sluice_client::Kind>(
+    sender: &sluice_client::Sender<K>,
+    items: impl Iterator<Item = K::Item>,
+    print: impl Fn(K::Done),
+) -> Result<(), Error> {
+    let replies: Vec<_> = items.map(|item| sender.send(item)).collect();
+    let mut failed = None;
+    for (line, reply) in replies.into_iter().enumerate() {
+        match reply.await {
+            Ok(r) => print(r),
+            Err(e) => {
+                eprintln!("line {}: {e}", line + 1);
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
 /// The one value given as an argument, or with `--stdin` one per non-empty
 /// line of stdin.
 fn arg_or_stdin(arg: Option<String>, stdin: bool, what: &str) -> Result<Vec<String>, Error> {

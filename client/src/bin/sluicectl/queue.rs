@@ -210,26 +210,12 @@ pub async fn run(client: &Client, json: bool, cmd: QueueCmd) -> Result<(), Error
             if bodies.len() == 1 {
                 print(client.send_message(request(bodies.remove(0))).await?);
             } else {
-                // Lines go over one stream, in order, all in flight at once;
-                // each is answered on its own.
-                let sender = client.message_sender(&name);
-                let replies: Vec<_> = bodies
-                    .into_iter()
-                    .map(|body| sender.send(request(body)))
-                    .collect();
-                let mut failed = None;
-                for (line, reply) in replies.into_iter().enumerate() {
-                    match reply.await {
-                        Ok(r) => print(r),
-                        Err(e) => {
-                            eprintln!("line {}: {e}", line + 1);
-                            failed.get_or_insert(e);
-                        }
-                    }
-                }
-                if let Some(e) = failed {
-                    return Err(e);
-                }
+                crate::send_lines(
+                    &client.message_sender(&name),
+                    bodies.into_iter().map(request),
+                    print,
+                )
+                .await?;
             }
         }
         QueueCmd::Receive {

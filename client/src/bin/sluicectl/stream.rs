@@ -11,8 +11,6 @@ use sluice_proto::v1 as pb;
 
 use crate::parse_pair;
 
-/// Records per PutRecords call when putting stdin lines.
-const PUT_BATCH: usize = 500;
 /// How long `tail` waits before asking again when it has caught up.
 const TAIL_IDLE: Duration = Duration::from_millis(200);
 
@@ -220,40 +218,31 @@ pub async fn run(client: &Client, json: bool, cmd: StreamCmd) -> Result<(), Erro
             hash_key,
         } => {
             let lines = crate::arg_or_stdin(data, stdin, "the record's data")?;
-            let entry = |line: String| pb::PutRecordsRequestEntry {
+            let record = |line: String| pb::PutRecordRequest {
+                stream_name: String::new(),
                 partition_key: key
                     .clone()
                     .unwrap_or_else(|| line.chars().take(256).collect()),
                 explicit_hash_key: hash_key.clone().unwrap_or_default(),
                 data: line.into_bytes(),
             };
-            let mut lines = lines.into_iter().peekable();
-            while lines.peek().is_some() {
-                let records: Vec<_> = lines.by_ref().take(PUT_BATCH).map(entry).collect();
-                let r = client
-                    .put_records(pb::PutRecordsRequest {
-                        stream_name: name.clone(),
-                        records,
-                    })
-                    .await?;
-                for e in &r.records {
-                    if json {
-                        println!(
-                            "{}",
-                            json!({"shard_id": e.shard_id, "sequence_number": e.sequence_number, "error_code": e.error_code, "error_message": e.error_message})
-                        );
-                    } else if e.error_code.is_empty() {
-                        println!("{} {}", e.shard_id, e.sequence_number);
-                    } else {
-                        println!("failed: {}: {}", e.error_code, e.error_message);
-                    }
-                }
-                if r.failed_record_count > 0 {
-                    return Err(Error::Config(format!(
-                        "{} records of the batch were not put",
-                        r.failed_record_count
-                    )));
-                }
+            let print = |r: pb::PutRecordResponse| {
+                crate::print_result(
+                    json,
+                    json!({"shard_id": r.shard_id, "sequence_number": r.sequence_number}),
+                    format!("{} {}", r.shard_id, r.sequence_number),
+                )
+            };
+            let mut lines = lines;
+            if lines.len() == 1 {
+                let mut one = record(lines.remove(0));
+                one.stream_name = name;
+                print(client.put_record(one).await?);
+            } else {
+                // Lines go over one stream, in order; each is answered on
+                // its own, and those that failed are named by line.
+                let sender = client.record_sender(&name);
+                crate::send_lines(&sender, lines.into_iter().map(record), print).await?;
             }
         }
         StreamCmd::Get {
