@@ -72,7 +72,9 @@ mod package;
 mod sender;
 pub use follower::{Start, StreamFollower};
 pub use package::zip_directory;
-pub use sender::{Kind, MessageSender, Messages, RecordSender, Records, Sender};
+pub use sender::{
+    Kind, MessageSender, Messages, Publications, Publisher, RecordSender, Records, Sender,
+};
 
 /// A failed call.
 #[derive(Debug, thiserror::Error)]

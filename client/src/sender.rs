@@ -1,10 +1,12 @@
-//! Sending many messages to one queue, or records to one stream, over one
-//! call: [`MessageSender`] and [`RecordSender`], two kinds of [`Sender`].
+//! Sending many messages to one queue, records to one stream or messages to
+//! one topic over one call: [`MessageSender`], [`RecordSender`] and
+//! [`Publisher`], three kinds of [`Sender`].
 
 use std::collections::HashMap;
 use std::future::Future;
 
 use sluice_proto::v1 as pb;
+use sluice_proto::v1::topics_client::TopicsClient;
 use sluice_security::signer::SignedChannel;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -18,7 +20,7 @@ use crate::{Client, Error};
 const IN_FLIGHT_MAX: usize = 1024;
 
 /// Sends to one destination over a producer call (`SendMessageStream`,
-/// `PutRecordStream`), for code that sends many: each [`Sender::send`]
+/// `PutRecordStream`, `PublishStream`), for code that sends many: each [`Sender::send`]
 /// resolves when its message is committed (or has failed), and many may be
 /// in flight at once, over one HTTP/2 stream instead of a call each.
 ///
@@ -27,7 +29,7 @@ const IN_FLIGHT_MAX: usize = 1024;
 /// awaiting their replies when it broke fail with `UNAVAILABLE`, and their
 /// outcome is unknown (they may have been sent), as with a unary call cut
 /// off. Unlike the unary calls of [`Client`], a sender does not resend
-/// them. Where order is kept (a FIFO queue; a stream), the messages
+/// them. Where order is kept (a FIFO queue or topic; a stream), the messages
 /// already queued when a call breaks fail unsent (`ABORTED`), so that
 /// sending the failed ones again, in order, keeps the order; when the call
 /// was refused (access denied, no such destination), they fail with the
@@ -51,6 +53,8 @@ impl<K: Kind> Clone for Sender<K> {
 pub type MessageSender = Sender<Messages>;
 /// Puts records to one stream over `PutRecordStream`.
 pub type RecordSender = Sender<Records>;
+/// Publishes messages to one topic over `PublishStream`.
+pub type Publisher = Sender<Publications>;
 
 /// What a [`Sender`] sends, and over which call.
 pub trait Kind: Send + 'static {
@@ -82,6 +86,8 @@ pub trait Kind: Send + 'static {
 pub struct Messages;
 /// [`Kind`] of [`RecordSender`].
 pub struct Records;
+/// [`Kind`] of [`Publisher`].
+pub struct Publications;
 
 impl Kind for Messages {
     type Item = pb::SendMessageRequest;
@@ -163,6 +169,46 @@ impl Kind for Records {
     }
 }
 
+impl Kind for Publications {
+    type Item = pb::PublishRequest;
+    type Done = pb::PublishResponse;
+    type Request = pb::PublishStreamRequest;
+    type Response = pb::PublishStreamResponse;
+    const WHAT: &'static str = "FIFO topic";
+
+    fn ordered(topic: &str) -> bool {
+        topic.ends_with(".fifo")
+    }
+
+    fn request(topic: &str, id: u64, message: pb::PublishRequest) -> Self::Request {
+        pb::PublishStreamRequest {
+            topic_arn: topic.to_string(),
+            correlation_id: id,
+            message: Some(message),
+        }
+    }
+
+    async fn open(
+        channel: SignedChannel,
+        requests: ReceiverStream<Self::Request>,
+    ) -> Result<Streaming<Self::Response>, Status> {
+        Ok(TopicsClient::new(channel)
+            .publish_stream(requests)
+            .await?
+            .into_inner())
+    }
+
+    fn reply(r: Self::Response) -> (u64, Result<Self::Done, Error>) {
+        use pb::publish_stream_response::Outcome;
+        let outcome = match r.outcome {
+            Some(Outcome::Published(p)) => Ok(p),
+            Some(Outcome::Error(e)) => Err(e),
+            None => Err(no_outcome()),
+        };
+        (r.correlation_id, outcome.map_err(call_error))
+    }
+}
+
 fn no_outcome() -> pb::MessageError {
     pb::MessageError {
         grpc_code: Code::Internal as i32,
@@ -195,6 +241,12 @@ impl Client {
     /// Records keep the order of the calls. See [`Client::sender`].
     pub fn record_sender(&self, stream: &str) -> RecordSender {
         self.sender(stream)
+    }
+
+    /// A publisher of messages to `topic` (a name or ARN) over one stream.
+    /// See [`Client::sender`].
+    pub fn publisher(&self, topic: &str) -> Publisher {
+        self.sender(topic)
     }
 
     /// A sender to `destination` over one call, on connections of its own:

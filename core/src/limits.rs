@@ -55,6 +55,17 @@ pub mod topics {
     /// Most bytes one publish command may copy to its subscriptions: a
     /// deterministic bound on the memory a command takes to apply.
     pub const FAN_OUT_BYTES_MAX: usize = 64 << 20;
+    /// Messages of one PublishStream waiting for their replies at once;
+    /// the node reads no further from the stream until replies go out.
+    pub const PUBLISH_STREAM_IN_FLIGHT: usize = 1024;
+    /// Bytes of messages of one PublishStream waiting for their replies
+    /// at once.
+    pub const PUBLISH_STREAM_IN_FLIGHT_BYTES: usize = 32 * MESSAGE_BYTES_MAX;
+    /// Messages of a PublishStream that arrive together go into one
+    /// command within a PublishBatch's bounds (this many, and
+    /// [`MESSAGE_BYTES_MAX`] bytes in all), so that a command's fan-out is
+    /// what a batch's is.
+    pub const PUBLISH_STREAM_COMMAND_MAX: usize = BATCH_MAX;
 }
 
 /// Streams (Kinesis's limits).

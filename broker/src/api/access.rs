@@ -248,6 +248,7 @@ pub const RPCS: &[&[Rpc]] = &[
         "SetSubscriptionAttributes" => SUBSCRIPTION,
         "Publish" => TOPIC,
         "PublishBatch" as "Publish" => TOPIC,
+        "PublishStream" as "Publish" => TOPIC,
         "TagResource" => TAGGED_TOPIC,
         "UntagResource" => TAGGED_TOPIC,
         "ListTagsForResource" => TAGGED_TOPIC,

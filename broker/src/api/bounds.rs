@@ -45,7 +45,7 @@ pub fn byte_limit(service: &str, method: &str) -> usize {
         ("sluice.v1.Queues", "SendMessageBatch") => {
             queues::BATCH_MAX * queues::MESSAGE_BYTES_MAX + SLACK
         }
-        ("sluice.v1.Topics", "Publish") => topics::MESSAGE_BYTES_MAX + SLACK,
+        ("sluice.v1.Topics", "Publish" | "PublishStream") => topics::MESSAGE_BYTES_MAX + SLACK,
         ("sluice.v1.Topics", "PublishBatch") => {
             topics::BATCH_MAX * topics::MESSAGE_BYTES_MAX + SLACK
         }

@@ -15,6 +15,7 @@ pub mod iam;
 pub mod node;
 pub mod probes;
 pub mod producer;
+pub mod publish_stream;
 pub mod put_stream;
 mod queue_messages;
 pub mod queues;

@@ -2,9 +2,10 @@
 //!
 //! A unary call pays for a whole HTTP/2 request per message (headers, a
 //! stream opened and closed, the guard, a task); a producer stream pays for
-//! them once. `SendMessageStream` ([`super::send_stream`]) and
-//! `PutRecordStream` ([`super::put_stream`]) are the two; this module is
-//! what they share, and a [`Producer`] is what differs. The first message
+//! them once. `SendMessageStream` ([`super::send_stream`]),
+//! `PutRecordStream` ([`super::put_stream`]) and `PublishStream`
+//! ([`super::publish_stream`]) are the three; this module is what they
+//! share, and a [`Producer`] is what differs. The first message
 //! names the destination, and the guard has authorised the call for it and
 //! checks every message against the RPC's limits as it arrives.
 //!
@@ -15,7 +16,7 @@
 //!   [`Producer::COMMAND_BYTES_MAX`] bytes), and each is answered once that
 //!   command has committed (or failed), with its correlation id. Replies
 //!   come in the order commands finish.
-//! * An ordered destination (a FIFO queue; a stream's shards) has one
+//! * An ordered destination (a FIFO queue or topic; a stream) has one
 //!   command in flight at a time, so that messages keep the order they were
 //!   sent in; a command that fails as a whole (leader lost: its outcome
 //!   unknown) ends the call, and the messages after it fail unsent

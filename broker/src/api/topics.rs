@@ -105,7 +105,7 @@ fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-fn publish_input(
+pub(super) fn publish_input(
     message: String,
     subject: String,
     structure: String,
@@ -422,6 +422,17 @@ impl pb::topics_server::Topics for TopicsApi {
             message_id: published.message_id,
             sequence_number: published.sequence_number.unwrap_or_default(),
         }))
+    }
+
+    type PublishStreamStream = super::publish_stream::Replies;
+
+    async fn publish_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::PublishStreamRequest>>,
+    ) -> Reply<Self::PublishStreamStream> {
+        Ok(Response::new(super::producer::serve::<
+            super::publish_stream::TopicProducer,
+        >(self.ctx.clone(), request)))
     }
 
     async fn publish_batch(

@@ -1,10 +1,12 @@
-//! PutRecordStream on real nodes: many records over one call, each answered
-//! on its own (through a follower, which forwards them), in the order they
-//! were sent; one record's error leaves the others alone; the call is
-//! authorised for its stream as a PutRecord is; `sluicectl stream put
-//! --stdin` streams its lines.
+//! PutRecordStream and PublishStream on real nodes (SendMessageStream, which
+//! shares their machinery, has send_stream.rs): many records over one call,
+//! each answered on its own (through a follower, which forwards them), in
+//! the order they were sent; one record's error leaves the others alone;
+//! the call is authorised for its stream as a PutRecord is; `sluicectl
+//! stream put --stdin` streams its lines; a FIFO topic's messages published
+//! over one call reach its subscribed queue in order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use cluster_tests::{create_principal, elected_cluster, elected_secured_cluster, trim_horizon};
 use futures::future::join_all;
@@ -196,4 +198,81 @@ async fn sluicectl_puts_stdin_over_one_call_in_order() {
     assert_eq!(printed, seqs, "each line's reply names its record");
     let want: Vec<Vec<u8>> = lines.into_iter().map(String::into_bytes).collect();
     assert_eq!(data, want, "every line, in order");
+}
+
+#[tokio::test]
+async fn a_fifo_topic_published_over_one_call_through_a_follower_fans_out_in_order() {
+    let (_serial, c, leader) = elected_cluster(3, &[]).await;
+    let admin = c.client();
+    let topic = admin
+        .create_topic(
+            "news.fifo",
+            HashMap::from([
+                ("FifoTopic".to_string(), "true".to_string()),
+                ("ContentBasedDeduplication".to_string(), "true".to_string()),
+            ]),
+        )
+        .await
+        .unwrap();
+    let fifo = HashMap::from([("FifoQueue".to_string(), "true".to_string())]);
+    admin.create_queue("reader.fifo", fifo).await.unwrap();
+    admin
+        .subscribe(
+            &topic,
+            "sqs",
+            "reader.fifo",
+            HashMap::from([("RawMessageDelivery".to_string(), "true".to_string())]),
+        )
+        .await
+        .unwrap();
+    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let client = c.nodes[&follower].client(std::time::Duration::from_secs(30));
+    let publisher = client.publisher(&topic);
+
+    const N: usize = 300;
+    let replies: Vec<_> = (0..N)
+        .map(|i| {
+            publisher.send(pb::PublishRequest {
+                message: format!("{i}"),
+                // One message without its group: refused alone.
+                message_group_id: if i == 150 { String::new() } else { "g".into() },
+                ..Default::default()
+            })
+        })
+        .collect();
+    let mut sequence = Vec::new();
+    for (i, r) in join_all(replies).await.into_iter().enumerate() {
+        if i == 150 {
+            let e = r.expect_err("a FIFO message without a group is refused");
+            assert_eq!(e.status(), Some(Code::InvalidArgument), "{e}");
+            assert!(e.to_string().contains("message.message_group_id"), "{e}");
+        } else {
+            let p = r.unwrap_or_else(|e| panic!("message {i}: {e}"));
+            sequence.push(p.sequence_number.parse::<u128>().unwrap());
+        }
+    }
+    assert!(
+        sequence.windows(2).all(|w| w[0] < w[1]),
+        "sequence numbers follow the publishing order"
+    );
+    let mut got = Vec::new();
+    // A receive that waits and finds nothing: the queue has drained.
+    loop {
+        let r = admin
+            .receive_from("reader.fifo", 10, None, Some(2))
+            .await
+            .unwrap();
+        if r.messages.is_empty() {
+            break;
+        }
+        for m in r.messages {
+            admin
+                .delete_message("reader.fifo", &m.receipt_handle)
+                .await
+                .unwrap();
+            got.push(m.body.parse::<usize>().unwrap());
+        }
+    }
+    let want: Vec<usize> = (0..N).filter(|i| *i != 150).collect();
+    assert_eq!(got, want, "the queue receives every message, in order");
 }
