@@ -95,10 +95,7 @@ pub fn provisioned_all(state: &dyn StateRead) -> ApplyResult<Vec<ProvisionedConf
 
 /// One function's provisioned configurations.
 pub fn provisioned_of(state: &dyn StateRead, name: &str) -> ApplyResult<Vec<ProvisionedConfig>> {
-    Ok(crate::store::records_under(
-        state,
-        &Key::new("fprov").str(name).build(),
-    )?)
+    super::records_in(state, "fprov", name)
 }
 
 /// Applies `PutProvisionedConcurrency` (`None` removes the configuration).

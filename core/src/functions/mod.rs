@@ -327,6 +327,21 @@ fn code_key(sha256: &str) -> Vec<u8> {
     Key::new("fcode").str(sha256).build()
 }
 
+/// Prefix of function `name`'s keys in key space `space` (`fversion`,
+/// `falias`, ...).
+pub(crate) fn prefix_in(space: &str, name: &str) -> Vec<u8> {
+    Key::new(space).str(name).build()
+}
+
+/// Every record of function `name` in key space `space`, in key order.
+pub(crate) fn records_in<T: serde::de::DeserializeOwned>(
+    state: &dyn StateRead,
+    space: &str,
+    name: &str,
+) -> ApplyResult<Vec<T>> {
+    Ok(crate::store::records_under(state, &prefix_in(space, name))?)
+}
+
 /// Reads a function.
 pub fn load(state: &dyn StateRead, name: &str) -> ApplyResult<Option<Function>> {
     Ok(crate::store::record_at(state, &function_key(name))?.map(|StoredFunction::V1(f)| f))
@@ -486,7 +501,7 @@ pub fn delete(txn: &mut Txn<'_>, name: &str) -> ApplyResult<()> {
         concurrency::SPACES[0],
         concurrency::SPACES[1],
     ]
-    .map(|space| Key::new(space).str(name).build());
+    .map(|space| prefix_in(space, name));
     // Bounded by the caps on versions, aliases, waiting events and
     // provisioned configurations.
     txn.delete_prefixes(
@@ -505,10 +520,7 @@ pub fn delete(txn: &mut Txn<'_>, name: &str) -> ApplyResult<()> {
 
 /// The published versions of a function, in order.
 pub fn versions(state: &dyn StateRead, name: &str) -> ApplyResult<Vec<Version>> {
-    Ok(crate::store::records_under(
-        state,
-        &Key::new("fversion").str(name).build(),
-    )?)
+    records_in(state, "fversion", name)
 }
 
 /// One published version.
@@ -579,10 +591,7 @@ pub fn alias(state: &dyn StateRead, name: &str, alias: &str) -> ApplyResult<Opti
 
 /// Every alias of a function, by name.
 pub fn aliases(state: &dyn StateRead, name: &str) -> ApplyResult<Vec<Alias>> {
-    Ok(crate::store::records_under(
-        state,
-        &Key::new("falias").str(name).build(),
-    )?)
+    records_in(state, "falias", name)
 }
 
 /// Applies `CreateAlias` (`create`) or `UpdateAlias`.
@@ -749,6 +758,13 @@ mod tests {
         Ctx::at(1)
     }
 
+    /// No change but what `edit` makes.
+    fn change(edit: impl FnOnce(&mut SettingsChange)) -> SettingsChange {
+        let mut c = SettingsChange::default();
+        edit(&mut c);
+        c
+    }
+
     /// Creates function "f" with package `zip`.
     fn create_f(t: &mut Txn<'_>, zip: &[u8]) -> ApplyResult<Function> {
         create(
@@ -849,18 +865,8 @@ mod tests {
         assert_eq!(again, v1);
         s.run(|t| update_code(t, &ctx(), "f", &code(b"v2")))
             .unwrap();
-        s.run(|t| {
-            update_settings(
-                t,
-                &ctx(),
-                "f",
-                &SettingsChange {
-                    memory_mb: Some(512),
-                    ..Default::default()
-                },
-            )
-        })
-        .unwrap();
+        s.run(|t| update_settings(t, &ctx(), "f", &change(|c| c.memory_mb = Some(512))))
+            .unwrap();
         // $LATEST changed; version 1 did not, and its code is kept.
         let kept = version(&s, "f", 1).unwrap();
         assert_eq!(kept.code_sha256, code(b"v1").sha256);
@@ -885,25 +891,10 @@ mod tests {
     #[test]
     fn bad_settings_name_the_field() {
         for (change, field) in [
+            (change(|c| c.memory_mb = Some(64)), "memory_size"),
+            (change(|c| c.timeout_s = Some(901)), "timeout"),
             (
-                SettingsChange {
-                    memory_mb: Some(64),
-                    ..Default::default()
-                },
-                "memory_size",
-            ),
-            (
-                SettingsChange {
-                    timeout_s: Some(901),
-                    ..Default::default()
-                },
-                "timeout",
-            ),
-            (
-                SettingsChange {
-                    environment: Some(BTreeMap::from([("AWS_X".into(), "1".into())])),
-                    ..Default::default()
-                },
+                change(|c| c.environment = Some(BTreeMap::from([("AWS_X".into(), "1".into())]))),
                 "environment",
             ),
         ] {

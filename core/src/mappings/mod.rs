@@ -184,6 +184,15 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
     Ok(v)
 }
 
+/// `v` when it is -1 (no limit) or from `lo` to `hi`.
+fn unlimited_or_in_range(field: &str, v: i32, lo: i32, hi: i32) -> Result<i32, DomainError> {
+    if v == -1 {
+        return Ok(v);
+    }
+    in_range(field, v, lo, hi)
+        .map_err(|_| invalid(field, format!("must be -1 or from {lo} to {hi}, got {v}")))
+}
+
 /// Applies `change` to `base` (the defaults for a new mapping of `source`,
 /// `fifo` for a FIFO queue) and checks the result against Lambda's rules.
 pub fn settle(
@@ -351,26 +360,10 @@ pub fn settle(
         s.bisect_on_error = v;
     }
     if let Some(v) = change.maximum_retry_attempts {
-        if v != -1 {
-            in_range("maximum_retry_attempts", v, 0, 10_000).map_err(|_| {
-                invalid(
-                    "maximum_retry_attempts",
-                    format!("must be -1 or from 0 to 10000, got {v}"),
-                )
-            })?;
-        }
-        s.maximum_retry_attempts = v;
+        s.maximum_retry_attempts = unlimited_or_in_range("maximum_retry_attempts", v, 0, 10_000)?;
     }
     if let Some(v) = change.maximum_record_age_s {
-        if v != -1 {
-            in_range("maximum_record_age_s", v, 60, 604_800).map_err(|_| {
-                invalid(
-                    "maximum_record_age_s",
-                    format!("must be -1 or from 60 to 604800, got {v}"),
-                )
-            })?;
-        }
-        s.maximum_record_age_s = v;
+        s.maximum_record_age_s = unlimited_or_in_range("maximum_record_age_s", v, 60, 604_800)?;
     }
     if let Some(v) = change.tumbling_window_s {
         s.tumbling_window_s = in_range("tumbling_window_s", v, 0, 900)?;
@@ -644,6 +637,13 @@ mod tests {
         e.field.unwrap_or_default()
     }
 
+    /// No change but what `edit` makes.
+    fn change(edit: impl FnOnce(&mut SettingsChange)) -> SettingsChange {
+        let mut c = SettingsChange::default();
+        edit(&mut c);
+        c
+    }
+
     #[test]
     fn defaults_follow_lambda() {
         let q = settle(None, &queue(), false, &SettingsChange::default()).unwrap();
@@ -651,11 +651,8 @@ mod tests {
             (q.batch_size, q.batching_window_s, q.enabled),
             (10, 0, true)
         );
-        let change = SettingsChange {
-            starting_position: Some("TRIM_HORIZON".into()),
-            ..Default::default()
-        };
-        let s = settle(None, &stream(), false, &change).unwrap();
+        let trim_horizon = change(|c| c.starting_position = Some("TRIM_HORIZON".into()));
+        let s = settle(None, &stream(), false, &trim_horizon).unwrap();
         assert_eq!(s.batch_size, 100);
         assert_eq!(s.parallelization_factor, 1);
         assert_eq!(s.maximum_retry_attempts, -1);
@@ -668,73 +665,49 @@ mod tests {
             (
                 queue(),
                 false,
-                SettingsChange {
-                    batch_size: Some(0),
-                    ..Default::default()
-                },
+                change(|c| c.batch_size = Some(0)),
                 "batch_size",
             ),
             (
                 queue(),
                 true,
-                SettingsChange {
-                    batch_size: Some(11),
-                    ..Default::default()
-                },
+                change(|c| c.batch_size = Some(11)),
                 "batch_size",
             ),
             (
                 queue(),
                 false,
-                SettingsChange {
-                    batch_size: Some(100),
-                    ..Default::default()
-                },
+                change(|c| c.batch_size = Some(100)),
                 "batching_window_s",
             ),
             (
                 queue(),
                 false,
-                SettingsChange {
-                    batching_window_s: Some(301),
-                    ..Default::default()
-                },
+                change(|c| c.batching_window_s = Some(301)),
                 "batching_window_s",
             ),
             (
                 queue(),
                 false,
-                SettingsChange {
-                    maximum_concurrency: Some(1),
-                    ..Default::default()
-                },
+                change(|c| c.maximum_concurrency = Some(1)),
                 "maximum_concurrency",
             ),
             (
                 queue(),
                 false,
-                SettingsChange {
-                    starting_position: Some("LATEST".into()),
-                    ..Default::default()
-                },
+                change(|c| c.starting_position = Some("LATEST".into())),
                 "starting_position",
             ),
             (
                 queue(),
                 false,
-                SettingsChange {
-                    filters: Some(vec!["{".into()]),
-                    ..Default::default()
-                },
+                change(|c| c.filters = Some(vec!["{".into()])),
                 "filters[0]",
             ),
             (
                 queue(),
                 false,
-                SettingsChange {
-                    filters: Some(vec!["{}".into(); 6]),
-                    ..Default::default()
-                },
+                change(|c| c.filters = Some(vec!["{}".into(); 6])),
                 "filters",
             ),
             (
@@ -746,37 +719,25 @@ mod tests {
             (
                 stream(),
                 false,
-                SettingsChange {
-                    starting_position: Some("AT_TIMESTAMP".into()),
-                    ..Default::default()
-                },
+                change(|c| c.starting_position = Some("AT_TIMESTAMP".into())),
                 "starting_position_timestamp",
             ),
             (
                 stream(),
                 false,
-                SettingsChange {
-                    starting_position: Some("NOW".into()),
-                    ..Default::default()
-                },
+                change(|c| c.starting_position = Some("NOW".into())),
                 "starting_position",
             ),
             (
                 queue(),
                 true,
-                SettingsChange {
-                    batching_window_s: Some(1),
-                    ..Default::default()
-                },
+                change(|c| c.batching_window_s = Some(1)),
                 "batching_window_s",
             ),
             (
                 queue(),
                 false,
-                SettingsChange {
-                    starting_position_timestamp_ms: Some(1),
-                    ..Default::default()
-                },
+                change(|c| c.starting_position_timestamp_ms = Some(1)),
                 "starting_position_timestamp",
             ),
         ];
@@ -788,60 +749,36 @@ mod tests {
             None,
             &stream(),
             false,
-            &SettingsChange {
-                starting_position: Some("LATEST".into()),
-                ..Default::default()
-            },
+            &change(|c| c.starting_position = Some("LATEST".into())),
         )
         .unwrap();
         let bad_stream: Vec<(SettingsChange, &str)> = vec![
             (
-                SettingsChange {
-                    parallelization_factor: Some(11),
-                    ..Default::default()
-                },
+                change(|c| c.parallelization_factor = Some(11)),
                 "parallelization_factor",
             ),
             (
-                SettingsChange {
-                    maximum_retry_attempts: Some(-2),
-                    ..Default::default()
-                },
+                change(|c| c.maximum_retry_attempts = Some(-2)),
                 "maximum_retry_attempts",
             ),
             (
-                SettingsChange {
-                    maximum_retry_attempts: Some(10_001),
-                    ..Default::default()
-                },
+                change(|c| c.maximum_retry_attempts = Some(10_001)),
                 "maximum_retry_attempts",
             ),
             (
-                SettingsChange {
-                    maximum_record_age_s: Some(59),
-                    ..Default::default()
-                },
+                change(|c| c.maximum_record_age_s = Some(59)),
                 "maximum_record_age_s",
             ),
             (
-                SettingsChange {
-                    tumbling_window_s: Some(901),
-                    ..Default::default()
-                },
+                change(|c| c.tumbling_window_s = Some(901)),
                 "tumbling_window_s",
             ),
             (
-                SettingsChange {
-                    on_failure: Some("arn:aws:lambda:us-east-1:0:function:f".into()),
-                    ..Default::default()
-                },
+                change(|c| c.on_failure = Some("arn:aws:lambda:us-east-1:0:function:f".into())),
                 "on_failure",
             ),
             (
-                SettingsChange {
-                    maximum_concurrency: Some(5),
-                    ..Default::default()
-                },
+                change(|c| c.maximum_concurrency = Some(5)),
                 "maximum_concurrency",
             ),
         ];
@@ -874,10 +811,9 @@ mod tests {
             None,
             &source,
             false,
-            &SettingsChange {
-                starting_position: matches!(source, Source::Stream(_)).then(|| "LATEST".into()),
-                ..Default::default()
-            },
+            &change(|c| {
+                c.starting_position = matches!(source, Source::Stream(_)).then(|| "LATEST".into())
+            }),
         )
         .unwrap();
         NewMapping {

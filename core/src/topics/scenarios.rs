@@ -67,6 +67,26 @@ impl World {
         .unwrap()
     }
 
+    /// Publishes `message` to FIFO topic `topic` in group `group`, with
+    /// deduplication id `dedup`.
+    fn publish_fifo(
+        &mut self,
+        topic: &str,
+        message: &str,
+        group: &str,
+        dedup: &str,
+    ) -> Result<Published, crate::error::DomainError> {
+        self.publish_with(
+            topic,
+            PublishInput {
+                message: message.into(),
+                group_id: group.into(),
+                dedup_id: dedup.into(),
+                ..Default::default()
+            },
+        )
+    }
+
     fn publish(&mut self, topic: &str, message: &str, attrs: &[(&str, &str)]) -> Published {
         let attributes = attrs
             .iter()
@@ -237,19 +257,13 @@ fn fifo_topics_deduplicate_and_keep_group_order_in_fifo_queues() {
     w.fifo_queue("b.fifo");
     w.subscribe("t.fifo", Protocol::Sqs, "a.fifo", &[]);
     w.subscribe("t.fifo", Protocol::Sqs, "b.fifo", &[]);
-    let input = |m: &str, g: &str, d: &str| PublishInput {
-        message: m.into(),
-        group_id: g.into(),
-        dedup_id: d.into(),
-        ..Default::default()
-    };
     // Without a dedup id and without content-based dedup: refused.
-    let e = w.publish_with("t.fifo", input("x", "g", "")).unwrap_err();
+    let e = w.publish_fifo("t.fifo", "x", "g", "").unwrap_err();
     assert_eq!(e.field.as_deref(), Some("message_deduplication_id"));
-    let first = w.publish_with("t.fifo", input("1", "g1", "d1")).unwrap();
-    w.publish_with("t.fifo", input("2", "g2", "d2")).unwrap();
-    w.publish_with("t.fifo", input("3", "g1", "d3")).unwrap();
-    let again = w.publish_with("t.fifo", input("1", "g1", "d1")).unwrap();
+    let first = w.publish_fifo("t.fifo", "1", "g1", "d1").unwrap();
+    w.publish_fifo("t.fifo", "2", "g2", "d2").unwrap();
+    w.publish_fifo("t.fifo", "3", "g1", "d3").unwrap();
+    let again = w.publish_fifo("t.fifo", "1", "g1", "d1").unwrap();
     assert_eq!(
         again, first,
         "a duplicate returns the first publish's result"
@@ -267,7 +281,7 @@ fn fifo_topics_deduplicate_and_keep_group_order_in_fifo_queues() {
         topic: "t.fifo".into(),
     })
     .unwrap();
-    let later = w.publish_with("t.fifo", input("1", "g1", "d1")).unwrap();
+    let later = w.publish_fifo("t.fifo", "1", "g1", "d1").unwrap();
     assert_ne!(later, first);
     // FIFO queues take only FIFO topics; FIFO topics deliver only to queues.
     w.topic("std", &[]);
@@ -306,16 +320,10 @@ fn a_fifo_topic_delivers_to_standard_queues_without_group_or_dedup_ids() {
         "arn:aws:sqs:us-east-1:000000000000:ordered.fifo",
         &[("RawMessageDelivery", "true")],
     );
-    let input = |m: &str, d: &str| PublishInput {
-        message: m.into(),
-        group_id: "g".into(),
-        dedup_id: d.into(),
-        ..Default::default()
-    };
-    let first = w.publish_with("t.fifo", input("1", "d1")).unwrap();
-    w.publish_with("t.fifo", input("2", "d2")).unwrap();
+    let first = w.publish_fifo("t.fifo", "1", "g", "d1").unwrap();
+    w.publish_fifo("t.fifo", "2", "g", "d2").unwrap();
     // The topic deduplicates before fan-out: no second copy anywhere.
-    w.publish_with("t.fifo", input("1", "d1")).unwrap();
+    w.publish_fifo("t.fifo", "1", "g", "d1").unwrap();
     let plain = w.drain("plain");
     let got: Vec<String> = plain.iter().map(message_of).collect();
     assert_eq!(got.len(), 2, "{got:?}");
@@ -528,16 +536,8 @@ fn collecting_a_large_topic_takes_bounded_steps() {
     let mut w = World::new();
     w.topic("big.fifo", &[("FifoTopic", "true")]);
     for n in 0..1500 {
-        w.publish_with(
-            "big.fifo",
-            PublishInput {
-                message: format!("m{n}"),
-                group_id: "g".into(),
-                dedup_id: format!("d{n}"),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        w.publish_fifo("big.fifo", &format!("m{n}"), "g", &format!("d{n}"))
+            .unwrap();
     }
     let (t, _) = w
         .ask(crate::topics::GetTopic {
