@@ -67,9 +67,11 @@ fn streams_client(ch: SignedChannel) -> StreamsClient<SignedChannel> {
 /// (900 s) and time to start it.
 const INVOKE_ATTEMPT_MAX: Duration = Duration::from_secs(960);
 
+mod consumer;
 mod follower;
 mod package;
 mod sender;
+pub use consumer::{Consumer, ConsumerOptions, Settler};
 pub use follower::{Start, StreamFollower};
 pub use package::zip_directory;
 pub use sender::{

@@ -217,7 +217,8 @@ fn no_outcome() -> pb::MessageError {
     }
 }
 
-fn call_error(e: pb::MessageError) -> Error {
+/// A message's error as the unary call would have failed.
+pub(crate) fn call_error(e: pb::MessageError) -> Error {
     Error::Call {
         status: Code::from_i32(e.grpc_code),
         code: e.code,

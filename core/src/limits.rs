@@ -32,6 +32,20 @@ pub mod queues {
     /// as a batch does; together at most [`MESSAGE_BYTES_MAX`] bytes, the
     /// bound of a batch.
     pub const STREAM_COMMAND_MAX: usize = 64;
+    /// Credit a ReceiveMessageStream may hold (messages the client has
+    /// room for); grants past it are capped.
+    pub const RECEIVE_STREAM_CREDIT_MAX: u64 = 10_000;
+    /// Receives of one ReceiveMessageStream in flight at once (each of up
+    /// to [`RECEIVE_MAX`] messages, as ReceiveMessage's).
+    pub const RECEIVE_STREAM_RECEIVES: usize = 4;
+    /// Deletes and visibility changes of one ReceiveMessageStream waiting
+    /// to be settled; past it the node reads no further from the stream.
+    pub const RECEIVE_STREAM_SETTLING: usize = 1024;
+    /// Deletes (or visibility changes) that arrive together and go into
+    /// one command.
+    pub const RECEIVE_STREAM_SETTLE_COMMAND_MAX: usize = 100;
+    /// Most messages one ReceiveMessage returns.
+    pub const RECEIVE_MAX: u32 = 10;
 }
 
 /// Tags, alike on queues, topics and streams.

@@ -1,15 +1,17 @@
-//! Sluice in the comparison: a queue (SendMessage; ReceiveMessage of up
-//! to 10 with long polling, then DeleteMessageBatch), a stream (PutRecord
-//! with random partition keys; SubscribeToShard on a follower), or a topic
-//! (Publish) with queue subscriptions in raw delivery, each consumed like
-//! the queue.
+//! Sluice in the comparison: a queue (SendMessageStream; a push consumer,
+//! ReceiveMessageStream, deleting each message on the same call), a stream
+//! (PutRecordStream with random partition keys; SubscribeToShard on a
+//! follower), or a topic (Publish) with queue subscriptions in raw
+//! delivery, each consumed like the queue. With `--unary`: SendMessage,
+//! ReceiveMessage of up to 10 with long polling then DeleteMessageBatch,
+//! and PutRecord.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cluster_tests::requests::put_data;
 use sluice_client::sluice_proto::v1 as pb;
-use sluice_client::{Client, MessageSender, RecordSender};
+use sluice_client::{Client, ConsumerOptions, MessageSender, RecordSender};
 
 use super::{Broker, Shape, Sink};
 
@@ -27,6 +29,9 @@ pub struct Sluice {
     sender: Option<MessageSender>,
     /// Stream puts over one PutRecordStream (None: a unary call each).
     putter: Option<RecordSender>,
+    /// Queue consumers are pushed to over ReceiveMessageStream (else they
+    /// receive and delete in unary calls).
+    pushed: bool,
     /// The queues consumers read: the run's queue, or the topic's
     /// subscribed queues.
     queues: Vec<String>,
@@ -84,6 +89,7 @@ impl Sluice {
         Ok(Sluice {
             sender,
             putter,
+            pushed: streamed,
             client,
             reader,
             shape,
@@ -144,6 +150,9 @@ impl Broker for Sluice {
         if self.shape.is_stream() {
             return self.subscribe(sink).await;
         }
+        if self.pushed {
+            return self.push(window, sink).await;
+        }
         // A receive takes at most 10: enough receivers to cover the window
         // (at most 4 per queue of a fan-out).
         let per_queue = if self.queues.len() > 1 {
@@ -201,6 +210,33 @@ impl Broker for Sluice {
 }
 
 impl Sluice {
+    /// A push consumer per queue with the whole window as its prefetch,
+    /// deleting each message as it arrives.
+    async fn push(&self, window: usize, sink: Arc<Sink>) -> Result<(), String> {
+        for queue in &self.queues {
+            let options = ConsumerOptions {
+                prefetch: window as u32,
+                visibility_timeout: Some(60),
+                ..Default::default()
+            };
+            let mut consumer = self
+                .client
+                .consumer(queue, options)
+                .await
+                .map_err(|e| format!("consuming {queue}: {e}"))?;
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                while let Ok(m) = consumer.next().await {
+                    sink.received(m.body.as_bytes());
+                    // Settled in the background: its credit comes back
+                    // when the node has deleted it.
+                    tokio::spawn(consumer.delete(&m.receipt_handle));
+                }
+            });
+        }
+        Ok(())
+    }
+
     /// Subscribes to every shard from the latest record; subscriptions are
     /// open before the first put.
     async fn subscribe(&self, sink: Arc<Sink>) -> Result<(), String> {

@@ -224,6 +224,10 @@ pub const RPCS: &[&[Rpc]] = &[
         "SendMessageBatch" as "SendMessage" => QUEUE,
         "SendMessageStream" as "SendMessage" => QUEUE,
         "ReceiveMessage" => QUEUE,
+        // Its deletes and visibility changes are authorised as they come,
+        // as sqs:DeleteMessage and sqs:ChangeMessageVisibility on the
+        // queue (api/receive_stream.rs).
+        "ReceiveMessageStream" as "ReceiveMessage" => QUEUE,
         "DeleteMessage" => QUEUE,
         "DeleteMessageBatch" as "DeleteMessage" => QUEUE,
         "ChangeMessageVisibility" => QUEUE,

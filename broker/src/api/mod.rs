@@ -19,6 +19,7 @@ pub mod publish_stream;
 pub mod put_stream;
 mod queue_messages;
 pub mod queues;
+pub mod receive_stream;
 pub mod scaler;
 pub mod send_stream;
 pub mod status;

@@ -46,14 +46,23 @@ impl Drop for Waiting {
     }
 }
 
+/// The attributes a receive returns with each message.
+pub(super) struct Names {
+    /// System attribute names ("All", "SentTimestamp", ...).
+    pub system: Vec<String>,
+    /// Message attribute names, "All" or prefixes ("order.*").
+    pub attributes: Vec<String>,
+}
+
 /// Serves the queue API.
+#[derive(Clone)]
 pub struct QueuesApi {
     ctx: Context,
 }
 
 impl QueuesApi {
     /// The receipt a handle names, if this cluster sealed it.
-    fn open_receipt(&self, field: &str, handle: &str) -> Result<Receipt, DomainError> {
+    pub(super) fn open_receipt(&self, field: &str, handle: &str) -> Result<Receipt, DomainError> {
         self.ctx
             .security
             .receipts
@@ -170,7 +179,7 @@ fn count_in(field: &str, v: i32, default: u32, max: u32) -> Result<u32, Status> 
     }
 }
 
-fn seconds_in(field: &str, v: i32, max: u32) -> Result<u32, DomainError> {
+pub(super) fn seconds_in(field: &str, v: i32, max: u32) -> Result<u32, DomainError> {
     if (0..=max as i32).contains(&v) {
         Ok(v as u32)
     } else {
@@ -182,7 +191,7 @@ fn seconds_in(field: &str, v: i32, max: u32) -> Result<u32, DomainError> {
 }
 
 /// System attribute names ReceiveMessage can return.
-const SYSTEM_ATTRIBUTES: &[&str] = &[
+pub(super) const SYSTEM_ATTRIBUTES: &[&str] = &[
     "ApproximateReceiveCount",
     "ApproximateFirstReceiveTimestamp",
     "SentTimestamp",
@@ -194,7 +203,11 @@ const SYSTEM_ATTRIBUTES: &[&str] = &[
     "DeadLetterQueueSourceArn",
 ];
 
-fn check_names(field: &str, names: &[String], known: &[&str]) -> Result<(), DomainError> {
+pub(super) fn check_names(
+    field: &str,
+    names: &[String],
+    known: &[&str],
+) -> Result<(), DomainError> {
     for n in names {
         if n != "All" && !known.contains(&n.as_str()) {
             return Err(DomainError::invalid_with_code(
@@ -231,7 +244,89 @@ impl QueuesApi {
     }
 
     /// The queue a request's `queue_name` names (see [`queue_ref`]).
-    fn queue_name(&self, given: &str) -> Result<String, Status> {
+    /// Receives per `request` from `queue`, waiting until `deadline` for
+    /// a message (long polling); the messages with the attributes `names`
+    /// asks for. Shared by ReceiveMessage and ReceiveMessageStream.
+    pub(super) async fn receive_until(
+        &self,
+        queue: &str,
+        request: &ReceiveRequest,
+        names: &Names,
+        deadline: Instant,
+    ) -> Result<Vec<pb::Message>, Status> {
+        let wake = self.ctx.waiters.of(queue);
+        // The first look always asks the leader (a FIFO receive retried
+        // with its attempt id must get the same messages back, and this
+        // node may not have applied the latest sends); so does a look at
+        // the time a hidden message comes due.
+        let mut propose = true;
+        let mut next_due_ms = None;
+        loop {
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !propose {
+                // Woken by a message made receivable here (this node has
+                // applied it), or at the end of the wait: this node's own
+                // state says whether a receive can find one (another may
+                // have taken it). A receive that would return nothing is
+                // not proposed.
+                let check = crate::queues::Receivable {
+                    name: queue.to_string(),
+                    now_ms: now_ms(),
+                };
+                propose = !matches!(self.ctx.ask_local(check), Ok(Ok(false)));
+                let proposed = if propose { "true" } else { "false" };
+                metrics::counter!("sluice_long_poll_wakeups_total", "proposed" => proposed)
+                    .increment(1);
+            }
+            if propose {
+                let outcome = self
+                    .ctx
+                    .run(crate::queues::ReceiveMessages {
+                        queue: queue.to_string(),
+                        request: request.clone(),
+                    })
+                    .await?;
+                if !outcome.messages.is_empty() || Instant::now() >= deadline {
+                    return outcome
+                        .messages
+                        .into_iter()
+                        .map(|r| self.message_out(r, &names.system, &names.attributes))
+                        .collect();
+                }
+                next_due_ms = outcome.next_due_ms;
+            } else if Instant::now() >= deadline {
+                return Ok(Vec::new());
+            }
+            // Nothing yet: wait for a send anywhere in the cluster (this
+            // node applies it and wakes us), for the next hidden message
+            // to come due, or for the end of the wait.
+            let now = Instant::now();
+            let mut until = deadline;
+            if let Some(due) = next_due_ms {
+                let in_ms = due.saturating_sub(now_ms());
+                until = until.min(now + Duration::from_millis(in_ms + 1));
+            }
+            // At a due time the leader is asked (this node's state does not
+            // show the message visible until a receive or a tick promotes
+            // it); at the end of the wait, as on a wake-up, this node's
+            // state is checked first.
+            let comes_due = until < deadline;
+            let _waiting = Waiting::start();
+            tokio::select! {
+                _ = &mut notified => propose = false,
+                _ = tokio::time::sleep_until(until.into()) => propose = comes_due,
+            }
+        }
+    }
+
+    /// The node's context, for the calls that share this service's parts.
+    pub(super) fn context(&self) -> Context {
+        self.ctx.clone()
+    }
+
+    pub(super) fn queue_name(&self, given: &str) -> Result<String, Status> {
         queue_ref(&self.ctx.identity, "queue_name", given)
     }
 
@@ -239,7 +334,7 @@ impl QueuesApi {
         self.ctx.identity.queue_url(&self.ctx.advertise, name)
     }
 
-    fn arn(&self, name: &str) -> String {
+    pub(super) fn arn(&self, name: &str) -> String {
         self.ctx.identity.queue_arn(name)
     }
 
@@ -671,7 +766,12 @@ impl pb::queues_server::Queues for QueuesApi {
     ) -> Reply<pb::ReceiveMessageResponse> {
         let req = request.into_inner();
         let queue = self.queue_name(&req.queue_name)?;
-        let max = count_in("max_number_of_messages", req.max_number_of_messages, 1, 10)?;
+        let max = count_in(
+            "max_number_of_messages",
+            req.max_number_of_messages,
+            1,
+            sluice_core::limits::queues::RECEIVE_MAX,
+        )?;
         let visibility_timeout = req
             .visibility_timeout
             .map(|v| seconds_in("visibility_timeout", v, attributes::VISIBILITY_TIMEOUT_MAX))
@@ -702,79 +802,27 @@ impl pb::queues_server::Queues for QueuesApi {
             visibility_timeout,
             attempt_id,
         };
+        let names = Names {
+            system: req.message_system_attribute_names,
+            attributes: req.message_attribute_names,
+        };
         let deadline = Instant::now() + Duration::from_secs(u64::from(wait));
-        let wake = self.ctx.waiters.of(&queue);
-        // The first look always asks the leader (a FIFO receive retried
-        // with its attempt id must get the same messages back, and this
-        // node may not have applied the latest sends); so does a look at
-        // the time a hidden message comes due.
-        let mut propose = true;
-        let mut next_due_ms = None;
-        loop {
-            let notified = wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if !propose {
-                // Woken by a message made receivable here (this node has
-                // applied it), or at the end of the wait: this node's own
-                // state says whether a receive can find one (another may
-                // have taken it). A receive that would return nothing is
-                // not proposed.
-                let check = crate::queues::Receivable {
-                    name: queue.clone(),
-                    now_ms: now_ms(),
-                };
-                propose = !matches!(self.ctx.ask_local(check), Ok(Ok(false)));
-                let proposed = if propose { "true" } else { "false" };
-                metrics::counter!("sluice_long_poll_wakeups_total", "proposed" => proposed)
-                    .increment(1);
-            }
-            if propose {
-                let outcome = self
-                    .ctx
-                    .run(crate::queues::ReceiveMessages {
-                        queue: queue.clone(),
-                        request: request.clone(),
-                    })
-                    .await?;
-                if !outcome.messages.is_empty() || Instant::now() >= deadline {
-                    let messages = outcome
-                        .messages
-                        .into_iter()
-                        .map(|r| {
-                            self.message_out(
-                                r,
-                                &req.message_system_attribute_names,
-                                &req.message_attribute_names,
-                            )
-                        })
-                        .collect::<Result<_, Status>>()?;
-                    return Ok(Response::new(pb::ReceiveMessageResponse { messages }));
-                }
-                next_due_ms = outcome.next_due_ms;
-            } else if Instant::now() >= deadline {
-                return Ok(Response::new(pb::ReceiveMessageResponse::default()));
-            }
-            // Nothing yet: wait for a send anywhere in the cluster (this
-            // node applies it and wakes us), for the next hidden message
-            // to come due, or for the end of the wait.
-            let now = Instant::now();
-            let mut until = deadline;
-            if let Some(due) = next_due_ms {
-                let in_ms = due.saturating_sub(now_ms());
-                until = until.min(now + Duration::from_millis(in_ms + 1));
-            }
-            // At a due time the leader is asked (this node's state does not
-            // show the message visible until a receive or a tick promotes
-            // it); at the end of the wait, as on a wake-up, this node's
-            // state is checked first.
-            let comes_due = until < deadline;
-            let _waiting = Waiting::start();
-            tokio::select! {
-                _ = &mut notified => propose = false,
-                _ = tokio::time::sleep_until(until.into()) => propose = comes_due,
-            }
-        }
+        let messages = self
+            .receive_until(&queue, &request, &names, deadline)
+            .await?;
+        Ok(Response::new(pb::ReceiveMessageResponse { messages }))
+    }
+
+    type ReceiveMessageStreamStream = super::receive_stream::Replies;
+
+    async fn receive_message_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::ReceiveMessageStreamRequest>>,
+    ) -> Reply<Self::ReceiveMessageStreamStream> {
+        Ok(Response::new(super::receive_stream::serve(
+            self.clone(),
+            request,
+        )))
     }
 
     async fn delete_message(
