@@ -37,7 +37,7 @@ pub mod queues {
     pub const RECEIVE_STREAM_CREDIT_MAX: u64 = 10_000;
     /// Receives of one ReceiveMessageStream in flight at once (each of up
     /// to [`RECEIVE_MAX`] messages, as ReceiveMessage's).
-    pub const RECEIVE_STREAM_RECEIVES: usize = 4;
+    pub const RECEIVE_STREAM_RECEIVES: usize = 16;
     /// Deletes and visibility changes of one ReceiveMessageStream waiting
     /// to be settled; past it the node reads no further from the stream.
     pub const RECEIVE_STREAM_SETTLING: usize = 1024;

@@ -327,7 +327,12 @@ impl QueuesApi {
     }
 
     pub(super) fn queue_name(&self, given: &str) -> Result<String, Status> {
-        queue_ref(&self.ctx.identity, "queue_name", given)
+        self.queue_ref("queue_name", given)
+    }
+
+    /// The queue `given` (a name or URL) in `field` names.
+    pub(super) fn queue_ref(&self, field: &str, given: &str) -> Result<String, Status> {
+        queue_ref(&self.ctx.identity, field, given)
     }
 
     fn url(&self, name: &str) -> String {

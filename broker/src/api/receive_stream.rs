@@ -50,6 +50,8 @@ use crate::queues::receipt::Receipt;
 use crate::queues::{ChangeVisibility, DeleteMessages};
 use sluice_security::policy::Decision;
 
+/// Messages of the call that arrived together and are handled as one.
+const GATHER_MAX: usize = 256;
 /// Replies buffered for the client before the node waits for it to read.
 const REPLIES_BUFFERED: usize = 256;
 /// How long one receive of the call long-polls before it is asked again.
@@ -177,7 +179,12 @@ async fn run(
                 }
             }
             m = inbound.message(), if open && settling < RECEIVE_STREAM_SETTLING => match m? {
-                Some(m) => next = Some(m),
+                Some(m) => {
+                    next = Some(gather(&consumer, m, &mut inbound, &mut open)?);
+                    if !open {
+                        receives.clear();
+                    }
+                }
                 // The client is done: deliver nothing more (what receives
                 // in flight took comes back after its visibility timeout),
                 // settle what it sent.
@@ -252,10 +259,6 @@ impl Consumer {
         ),
         Status,
     > {
-        let identity = &self.api.context().identity;
-        same_destination("queue_name", &m.queue_name, &self.queue, "queue", |f, g| {
-            super::queue_messages::queue_ref(identity, f, g)
-        })?;
         let mut commands = Vec::new();
         let mut refused = Vec::new();
         for (change, receipts) in [
@@ -282,6 +285,13 @@ impl Consumer {
             }
         }
         Ok((commands, refused))
+    }
+
+    /// Checks that a later message names the call's queue or none.
+    fn same_queue(&self, given: &str) -> Result<(), Status> {
+        same_destination("queue_name", given, &self.queue, "queue", |f, g| {
+            self.api.queue_ref(f, g)
+        })
     }
 
     /// Whether the call's caller may make `change` on the queue.
@@ -374,6 +384,40 @@ impl Consumer {
         }
         .boxed()
     }
+}
+
+/// `first` and what else has already arrived (no waiting), merged into
+/// one: their credit added, their deletes and visibility changes in order,
+/// so that they go into as few commands as they fit. Clears `open` when the
+/// client has finished its side.
+fn gather(
+    consumer: &Consumer,
+    mut first: pb::ReceiveMessageStreamRequest,
+    inbound: &mut Streaming<pb::ReceiveMessageStreamRequest>,
+    open: &mut bool,
+) -> Result<pb::ReceiveMessageStreamRequest, Status> {
+    consumer.same_queue(&first.queue_name)?;
+    let mut merged = 1;
+    while merged < GATHER_MAX
+        && first.deletes.len() + first.visibility_changes.len() < RECEIVE_STREAM_SETTLING
+    {
+        match inbound.message().now_or_never() {
+            Some(Ok(Some(m))) => {
+                consumer.same_queue(&m.queue_name)?;
+                first.credit = first.credit.saturating_add(m.credit);
+                first.deletes.extend(m.deletes);
+                first.visibility_changes.extend(m.visibility_changes);
+                merged += 1;
+            }
+            Some(Ok(None)) => {
+                *open = false;
+                break;
+            }
+            Some(Err(status)) => return Err(status),
+            None => break,
+        }
+    }
+    Ok(first)
 }
 
 fn delivered(m: pb::Message) -> pb::ReceiveMessageStreamResponse {
