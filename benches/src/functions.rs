@@ -17,6 +17,8 @@ use hdrhistogram::Histogram;
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::{zip_directory, Client};
 
+use crate::{p50_p99_text, quantiles_ms};
+
 const APP: &str = "def handler(event, context):\n    return {\"ok\": True}\n";
 
 /// Medians and tails of cold and warm invocations, in microseconds.
@@ -27,6 +29,27 @@ pub struct Starts {
     pub warm: Histogram<u64>,
     /// First invocations of versions with provisioned concurrency.
     pub provisioned: Histogram<u64>,
+}
+
+impl Starts {
+    /// The report of a run of `n` invocations of each kind, as JSON and as
+    /// a line of text.
+    pub fn report(&self, n: usize) -> (serde_json::Value, String) {
+        let json = serde_json::json!({
+            "workload": "FunctionStarts",
+            "invocations": n,
+            "cold_ms": quantiles_ms(&self.cold),
+            "warm_ms": quantiles_ms(&self.warm),
+            "provisioned_first_ms": quantiles_ms(&self.provisioned),
+        });
+        let text = format!(
+            "function starts, {n} each: cold {}; warm {}; first invoke with provisioned concurrency {}",
+            p50_p99_text(&self.cold),
+            p50_p99_text(&self.warm),
+            p50_p99_text(&self.provisioned),
+        );
+        (json, text)
+    }
 }
 
 async fn invoke(client: &Client, name: &str) -> Result<u64, String> {

@@ -225,9 +225,11 @@ struct Args {
     /// stream-pipeline.
     #[arg(long, value_enum, default_value = "sluice")]
     system: System,
-    /// Sluice's queue sends in the comparison workloads: one unary
-    /// SendMessage call per message instead of the streaming client (one
-    /// SendMessageStream call carrying them all).
+    /// Sluice's queue sends, receives and stream puts in the comparison
+    /// workloads: unary calls (SendMessage, ReceiveMessage then
+    /// DeleteMessageBatch, PutRecord) instead of the streaming client (one
+    /// SendMessageStream, ReceiveMessageStream or PutRecordStream call
+    /// carrying them all).
     #[arg(long)]
     unary: bool,
     /// The peer's address, e.g. nats://127.0.0.1:4221 or
@@ -415,20 +417,10 @@ async fn op(
     id: usize,
     i: u64,
 ) -> Result<Done, String> {
-    let args = &bench.args;
-    if args.workload.is_stream() {
-        streams::op(
-            args,
-            &bench.client,
-            &bench.stream,
-            &bench.deliveries,
-            reader,
-            id,
-            i,
-        )
-        .await
+    if bench.args.workload.is_stream() {
+        streams::op(bench, reader, id, i).await
     } else {
-        queues::op(args, &bench.client, &bench.queue, id, i).await
+        queues::op(bench, id, i).await
     }
 }
 
@@ -681,29 +673,13 @@ async fn main() {
         let m = mappings::run(&client, &queue, args.shards, args.concurrency, duration)
             .await
             .unwrap_or_else(|e| panic!("mapping latency: {e}"));
-        let report = serde_json::json!({
-            "workload": "MappingLatency",
-            "nodes": status.members.len(),
-            "workers": if worker_processes.is_empty() { "external".to_string() } else { worker_processes.len().to_string() },
-            "concurrency": args.concurrency,
-            "per_second": m.per_second,
-            "missing": m.missing,
-            "stream_ms": quantiles_ms(&m.stream),
-            "queue_ms": quantiles_ms(&m.queue),
-        });
-        print_report(
-            args.json,
-            &report,
-            format_args!(
-                "mapping latency, {} nodes, concurrency {}: {:.0} records+messages/s handed over ({} missing); stream put->function {}; queue send->function {}",
-                status.members.len(),
-                args.concurrency,
-                m.per_second,
-                m.missing,
-                p50_p99_text(&m.stream),
-                p50_p99_text(&m.queue),
-            ),
-        );
+        let workers = if worker_processes.is_empty() {
+            "external".to_string()
+        } else {
+            worker_processes.len().to_string()
+        };
+        let (report, text) = m.report(status.members.len(), workers, args.concurrency);
+        print_report(args.json, &report, text);
         drop(worker_processes);
         drop(spawned.take());
         return;
@@ -713,23 +689,8 @@ async fn main() {
         let s = functions::starts(&client, &queue, n)
             .await
             .unwrap_or_else(|e| panic!("function starts: {e}"));
-        let report = serde_json::json!({
-            "workload": "FunctionStarts",
-            "invocations": n,
-            "cold_ms": quantiles_ms(&s.cold),
-            "warm_ms": quantiles_ms(&s.warm),
-            "provisioned_first_ms": quantiles_ms(&s.provisioned),
-        });
-        print_report(
-            args.json,
-            &report,
-            format_args!(
-                "function starts, {n} each: cold {}; warm {}; first invoke with provisioned concurrency {}",
-                p50_p99_text(&s.cold),
-                p50_p99_text(&s.warm),
-                p50_p99_text(&s.provisioned),
-            ),
-        );
+        let (report, text) = s.report(n);
+        print_report(args.json, &report, text);
         drop(spawned.take());
         return;
     }

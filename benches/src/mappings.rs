@@ -14,6 +14,8 @@ use hdrhistogram::Histogram;
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
 
+use crate::{p50_p99_text, quantiles_ms};
+
 /// Notes, for each record it is handed, its kind, the sent stamp it
 /// carries and when the function saw it (ns), in one append per call.
 const APP: &str = r#"
@@ -44,6 +46,36 @@ pub struct Latency {
     pub per_second: f64,
     /// Sent and never seen within a minute of the end (0 expected).
     pub missing: usize,
+}
+
+impl Latency {
+    /// The run's report, as JSON and as a line of text: `nodes` nodes,
+    /// `workers` (a count, or "external"), `concurrency` producers.
+    pub fn report(
+        &self,
+        nodes: usize,
+        workers: String,
+        concurrency: usize,
+    ) -> (serde_json::Value, String) {
+        let json = serde_json::json!({
+            "workload": "MappingLatency",
+            "nodes": nodes,
+            "workers": workers,
+            "concurrency": concurrency,
+            "per_second": self.per_second,
+            "missing": self.missing,
+            "stream_ms": quantiles_ms(&self.stream),
+            "queue_ms": quantiles_ms(&self.queue),
+        });
+        let text = format!(
+            "mapping latency, {nodes} nodes, concurrency {concurrency}: {:.0} records+messages/s handed over ({} missing); stream put->function {}; queue send->function {}",
+            self.per_second,
+            self.missing,
+            p50_p99_text(&self.stream),
+            p50_p99_text(&self.queue),
+        );
+        (json, text)
+    }
 }
 
 fn now_ns() -> u128 {

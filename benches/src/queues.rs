@@ -2,19 +2,17 @@
 
 use std::sync::Arc;
 
+use cluster_tests::requests::{delete_batch, send_batch, send_entry};
+// The comparison's consumers delete their messages with these entries too.
+pub use cluster_tests::requests::delete_entries;
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
 
-use crate::{Args, Done, Workload};
+use crate::{Bench, Done, Workload};
 
 /// One request of a queue workload.
-pub async fn op(
-    args: &Args,
-    client: &Client,
-    queue: &str,
-    id: usize,
-    i: u64,
-) -> Result<Done, String> {
+pub async fn op(bench: &Bench, id: usize, i: u64) -> Result<Done, String> {
+    let (args, client, queue) = (&bench.args, &bench.client, bench.queue.as_str());
     let e = |e: sluice_client::Error| e.to_string();
     match args.workload {
         Workload::CreateQueue => {
@@ -38,18 +36,7 @@ pub async fn op(
                     .map_err(e)?;
                 Ok(Done::items(1, args.message_bytes))
             } else {
-                let entries = (0..args.batch)
-                    .map(|n| pb::SendMessageBatchRequestEntry {
-                        id: format!("e{n}"),
-                        message_body: body.clone(),
-                        ..Default::default()
-                    })
-                    .collect();
-                let r = client
-                    .send_message_batch(pb::SendMessageBatchRequest {
-                        queue_name: queue.into(),
-                        entries,
-                    })
+                let r = send_batch(client, queue, entries(args.batch, &body))
                     .await
                     .map_err(e)?;
                 Ok(Done::items(r.successful.len() as u64, args.message_bytes))
@@ -68,14 +55,7 @@ pub async fn op(
                         .map_err(e)?;
                 }
             } else if !r.messages.is_empty() {
-                let entries = delete_entries(&r.messages);
-                client
-                    .delete_message_batch(pb::DeleteMessageBatchRequest {
-                        queue_name: queue.into(),
-                        entries,
-                    })
-                    .await
-                    .map_err(e)?;
+                delete_batch(client, queue, &r.messages).await.map_err(e)?;
             }
             if r.messages.is_empty() {
                 return Err("the queue ran empty: raise --prefill".into());
@@ -93,16 +73,9 @@ pub async fn op(
     }
 }
 
-/// A DeleteMessageBatch entry for each of `messages`.
-pub fn delete_entries(messages: &[pb::Message]) -> Vec<pb::DeleteMessageBatchRequestEntry> {
-    messages
-        .iter()
-        .enumerate()
-        .map(|(n, m)| pb::DeleteMessageBatchRequestEntry {
-            id: format!("d{n}"),
-            receipt_handle: m.receipt_handle.clone(),
-        })
-        .collect()
+/// `n` SendMessageBatch entries of `body`, the `i`th with id `e{i}`.
+fn entries(n: usize, body: &str) -> Vec<pb::SendMessageBatchRequestEntry> {
+    (0..n).map(|i| send_entry(format!("e{i}"), body)).collect()
 }
 
 /// Fills `queue` with `count` messages (rounded up to a multiple of 10) of
@@ -113,18 +86,7 @@ pub async fn fill(client: Arc<Client>, queue: &str, count: u64, bytes: usize) {
     let put = move |_task: usize, _request: u64, n: usize| {
         let (client, queue, body) = (client.clone(), name.clone(), body.clone());
         async move {
-            let entries = (0..n)
-                .map(|n| pb::SendMessageBatchRequestEntry {
-                    id: format!("e{n}"),
-                    message_body: body.clone(),
-                    ..Default::default()
-                })
-                .collect();
-            client
-                .send_message_batch(pb::SendMessageBatchRequest {
-                    queue_name: queue,
-                    entries,
-                })
+            send_batch(&client, &queue, entries(n, &body))
                 .await
                 .expect("filling the queue");
         }

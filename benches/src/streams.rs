@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cluster_tests::requests::put_data;
+use cluster_tests::requests::{put_data, trim_horizon};
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
 use tokio::sync::oneshot;
 use tokio_stream::StreamExt;
 
-use crate::{Args, Done, Workload};
+use crate::{Bench, Done, Workload};
 
 /// Records on their way to the subscribers, by partition key: the put's
 /// waiter learns when its record arrived.
@@ -52,16 +52,11 @@ fn entries(
         .collect()
 }
 
-/// One request of a stream workload.
-pub async fn op(
-    args: &Args,
-    client: &Client,
-    stream: &str,
-    deliveries: &Deliveries,
-    reader: &mut Reader,
-    id: usize,
-    i: u64,
-) -> Result<Done, String> {
+/// One request of a stream workload; `reader` is the worker's place in
+/// its shard (get-records only).
+pub async fn op(bench: &Bench, reader: &mut Reader, id: usize, i: u64) -> Result<Done, String> {
+    let (args, client, stream) = (&bench.args, &bench.client, bench.stream.as_str());
+    let deliveries = &bench.deliveries;
     let e = |e: sluice_client::Error| e.to_string();
     match args.workload {
         Workload::PutRecords => {
@@ -81,15 +76,7 @@ pub async fn op(
             let shard = format!("shardId-{:012}", id % args.shards as usize);
             let it = match reader.iterator.take() {
                 Some(it) => it,
-                None => client
-                    .get_shard_iterator(pb::GetShardIteratorRequest {
-                        stream_name: stream.into(),
-                        shard_id: shard,
-                        shard_iterator_type: "TRIM_HORIZON".into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(e)?,
+                None => trim_horizon(client, stream, &shard).await.map_err(e)?,
             };
             let r = client
                 .get_records(&it, args.batch as i32)

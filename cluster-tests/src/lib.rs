@@ -16,9 +16,11 @@ pub mod requests;
 
 pub use recorder::Recorder;
 pub use requests::{
-    create_app_function, create_principal, create_queue_with_dlq, create_queues, entry, invoke_ok,
-    member_ids, put_all, put_data, queue_names, receive_waiting, set_mapping_enabled,
-    split_shard_at, string_map, trim_horizon, wait_listed_locally,
+    create_app_function, create_principal, create_queue_with_dlq, create_queues, delete_batch,
+    delete_entries, entry, invoke_ok, member_ids, put_all, put_data, put_policy, queue_names,
+    receive_until_empty, receive_waiting, receive_with_attributes, send_batch, send_entry,
+    set_mapping_enabled, split_shard_at, stream_mapping, string_map, trim_horizon,
+    wait_listed_locally,
 };
 
 use std::collections::{BTreeMap, HashSet};
@@ -117,6 +119,31 @@ pub fn binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// `sluicectl` against the node at `addr`, giving each call `timeout_s`
+/// seconds.
+pub fn sluicectl(addr: &str, timeout_s: u32) -> Command {
+    let mut cmd = Command::new(binary("sluicectl"));
+    cmd.args(["--cluster", addr, "--timeout", &timeout_s.to_string()]);
+    cmd
+}
+
+/// Runs `cmd` with `input` on its stdin (closed once written); its output.
+pub fn output_with_input(cmd: &mut Command, input: &str) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the command");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input.as_bytes())
+        .expect("writing the command's stdin");
+    child.wait_with_output().expect("the command's output")
 }
 
 /// A free loopback port, never handed out twice by this process. Ports come
@@ -639,6 +666,12 @@ impl Cluster {
         self.nodes.keys().copied().filter(|n| *n != id).collect()
     }
 
+    /// A client of the first node but `leader` alone (a follower, which
+    /// forwards what it cannot answer), each call given `deadline`.
+    pub fn follower_client(&self, leader: NodeId, deadline: Duration) -> Client {
+        self.nodes[&self.others(leader)[0]].client(deadline)
+    }
+
     /// Addresses of every node, running or not.
     pub fn addrs(&self) -> Vec<String> {
         self.nodes.values().map(|n| n.addr.clone()).collect()
@@ -875,7 +908,9 @@ impl WorkerProcess {
             .arg(cluster.dir().join(id))
             .env(
                 "RUST_LOG",
-                std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info,h2=warn".into()),
+                // The queue pollers' batches: which worker polled what.
+                std::env::var("SLUICE_TEST_LOG")
+                    .unwrap_or_else(|_| "info,h2=warn,sluice_worker::queue_poller=debug".into()),
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))

@@ -29,6 +29,28 @@ pub async fn receive_waiting(
     client.receive_from(queue, 0, None, wait_time_seconds).await
 }
 
+/// [`Client::receive_from`] asking for every system and message attribute
+/// of the messages.
+pub async fn receive_with_attributes(
+    client: &Client,
+    queue: &str,
+    max: i32,
+    visibility_timeout: Option<i32>,
+    wait_time_seconds: Option<i32>,
+) -> Result<pb::ReceiveMessageResponse, Error> {
+    client
+        .receive_message(pb::ReceiveMessageRequest {
+            queue_name: queue.into(),
+            max_number_of_messages: max,
+            visibility_timeout,
+            wait_time_seconds,
+            message_system_attribute_names: vec!["All".into()],
+            message_attribute_names: vec!["All".into()],
+            ..Default::default()
+        })
+        .await
+}
+
 /// The names of the queues under `prefix`, as `consistency` lists them.
 pub async fn queue_names<C: FromIterator<String>>(
     client: &Client,
@@ -107,6 +129,90 @@ pub async fn create_queue_with_dlq(
         .create_queue(queue, attributes)
         .await
         .expect("creating the queue");
+}
+
+/// A SendMessageBatch entry `id` of `body`, every other field left unset.
+pub fn send_entry(
+    id: impl Into<String>,
+    body: impl Into<String>,
+) -> pb::SendMessageBatchRequestEntry {
+    pb::SendMessageBatchRequestEntry {
+        id: id.into(),
+        message_body: body.into(),
+        ..Default::default()
+    }
+}
+
+/// Sends `entries` to `queue` in one SendMessageBatch.
+pub async fn send_batch(
+    client: &Client,
+    queue: &str,
+    entries: Vec<pb::SendMessageBatchRequestEntry>,
+) -> Result<pb::SendMessageBatchResponse, Error> {
+    client
+        .send_message_batch(pb::SendMessageBatchRequest {
+            queue_name: queue.into(),
+            entries,
+        })
+        .await
+}
+
+/// A DeleteMessageBatch entry for each of `messages`: the `n`th is `d{n}`.
+pub fn delete_entries(messages: &[pb::Message]) -> Vec<pb::DeleteMessageBatchRequestEntry> {
+    messages
+        .iter()
+        .enumerate()
+        .map(|(n, m)| pb::DeleteMessageBatchRequestEntry {
+            id: format!("d{n}"),
+            receipt_handle: m.receipt_handle.clone(),
+        })
+        .collect()
+}
+
+/// Deletes `messages`, received from `queue`, in one DeleteMessageBatch
+/// (entries as [`delete_entries`] names them).
+pub async fn delete_batch(
+    client: &Client,
+    queue: &str,
+    messages: &[pb::Message],
+) -> Result<pb::DeleteMessageBatchResponse, Error> {
+    client
+        .delete_message_batch(pb::DeleteMessageBatchRequest {
+            queue_name: queue.into(),
+            entries: delete_entries(messages),
+        })
+        .await
+}
+
+/// Receives from `queue`, up to 10 at a time and without waiting, until a
+/// receive comes back empty; each message is hidden for `visibility`
+/// seconds, or deleted before the next receive if `delete` (as a FIFO
+/// group's next message needs). Returns the messages in the order received.
+pub async fn receive_until_empty(
+    client: &Client,
+    queue: &str,
+    visibility: i32,
+    delete: bool,
+) -> Vec<pb::Message> {
+    let mut all = Vec::new();
+    loop {
+        let r = client
+            .receive_from(queue, 10, Some(visibility), Some(0))
+            .await
+            .unwrap_or_else(|e| panic!("receiving from {queue}: {e}"));
+        if r.messages.is_empty() {
+            return all;
+        }
+        for m in r.messages {
+            if delete {
+                client
+                    .delete_message(queue, &m.receipt_handle)
+                    .await
+                    .unwrap_or_else(|e| panic!("deleting from {queue}: {e}"));
+            }
+            all.push(m);
+        }
+    }
 }
 
 /// A TRIM_HORIZON iterator of `shard` of `stream`.
@@ -190,6 +296,18 @@ pub async fn create_app_function(client: &Client, name: &str, zip: Vec<u8>) {
         .unwrap_or_else(|e| panic!("creating function {name}: {e}"));
 }
 
+/// A mapping of `function` to the stream `stream_arn`, read from its trim
+/// horizon; every other setting is left to its default (or to the test's
+/// own fields before `..`).
+pub fn stream_mapping(function: &str, stream_arn: &str) -> pb::EventSourceMappingRequest {
+    pb::EventSourceMappingRequest {
+        function_name: function.into(),
+        event_source_arn: stream_arn.into(),
+        starting_position: "TRIM_HORIZON".into(),
+        ..Default::default()
+    }
+}
+
 /// Turns the event source mapping `uuid` on or off, changing nothing else.
 pub async fn set_mapping_enabled(
     client: &Client,
@@ -220,6 +338,23 @@ pub async fn invoke_ok(
     );
     let v = serde_json::from_slice(&r.payload).expect("a JSON payload");
     (r, v)
+}
+
+/// Puts the custom policy `name` holding `document` (as `admin`).
+pub async fn put_policy(
+    admin: &Client,
+    name: &str,
+    document: &str,
+) -> Result<pb::PolicyInfo, Error> {
+    admin
+        .iam(
+            pb::PutPolicyRequest {
+                name: name.into(),
+                document: document.into(),
+            },
+            |mut c, r| async move { c.put_policy(r).await },
+        )
+        .await
 }
 
 /// Makes principal `name` of `kind` with `policies` (as `admin`) and an

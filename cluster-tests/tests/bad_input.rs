@@ -5,11 +5,20 @@ use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
 use std::time::Duration;
 
-use cluster_tests::{binary, elected_cluster, member_ids, queue_names, string_map, NodeId};
+use cluster_tests::{
+    binary, elected_cluster, member_ids, queue_names, sluicectl, string_map, NodeId,
+};
 use sluice_client::{Client, Consistency, Error};
 use tonic::Code;
 
-fn expect_err(r: Result<impl std::fmt::Debug, Error>, status: Code, code: &str, needle: &str) {
+/// How a call is refused: the gRPC status and the service's error code.
+type Refusal = (Code, &'static str);
+
+const INVALID_VALUE: Refusal = (Code::InvalidArgument, "InvalidParameterValue");
+const NO_SUCH_NODE: Refusal = (Code::NotFound, "NodeNotFound");
+const NOT_A_MEMBER: Refusal = (Code::Unavailable, "NotClusterMember");
+
+fn expect_err(r: Result<impl std::fmt::Debug, Error>, (status, code): Refusal, needle: &str) {
     match r {
         Err(Error::Call {
             status: s,
@@ -48,72 +57,43 @@ async fn invalid_requests_are_refused_and_change_nothing() {
     let members_before = members(&client).await;
 
     // An invalid queue name, sent to a follower.
+    let bad_name = client.create_queue("has space", HashMap::new()).await;
     expect_err(
-        client.create_queue("has space", HashMap::new()).await,
-        Code::InvalidArgument,
-        "InvalidParameterValue",
+        bad_name,
+        INVALID_VALUE,
         "queue_name: must be 1-80 characters",
     );
+    let too_long = client.create_queue(&"x".repeat(81), HashMap::new()).await;
+    expect_err(too_long, INVALID_VALUE, "queue_name:");
+    let attributes = string_map(&[("VisibilityTimeout", "43201")]);
     expect_err(
-        client.create_queue(&"x".repeat(81), HashMap::new()).await,
-        Code::InvalidArgument,
-        "InvalidParameterValue",
-        "queue_name:",
-    );
-    expect_err(
-        client
-            .create_queue("ok-name", string_map(&[("VisibilityTimeout", "43201")]))
-            .await,
-        Code::InvalidArgument,
-        "InvalidAttributeValue",
+        client.create_queue("ok-name", attributes).await,
+        (Code::InvalidArgument, "InvalidAttributeValue"),
         "attributes.VisibilityTimeout: must be an integer from 0 to 43200",
     );
+    let missing = client.delete_queue("missing").await;
+    expect_err(missing, (Code::NotFound, "QueueDoesNotExist"), "missing");
+    let attributes = string_map(&[("DelaySeconds", "5")]);
     expect_err(
-        client.delete_queue("missing").await,
-        Code::NotFound,
-        "QueueDoesNotExist",
-        "missing",
-    );
-    expect_err(
-        client
-            .create_queue("keep", string_map(&[("DelaySeconds", "5")]))
-            .await,
-        Code::AlreadyExists,
-        "QueueNameExists",
+        client.create_queue("keep", attributes).await,
+        (Code::AlreadyExists, "QueueNameExists"),
         "different attributes",
     );
 
     // Unknown node ids and malformed addresses in membership calls.
+    let node_9 = "node_id: node 9";
+    expect_err(client.promote_learner(9).await, NO_SUCH_NODE, node_9);
+    expect_err(client.remove_member(9).await, NO_SUCH_NODE, node_9);
+    let unnumbered = client.add_learner(0, "127.0.0.1:1").await;
     expect_err(
-        client.promote_learner(9).await,
-        Code::NotFound,
-        "NodeNotFound",
-        "node_id: node 9",
-    );
-    expect_err(
-        client.remove_member(9).await,
-        Code::NotFound,
-        "NodeNotFound",
-        "node_id: node 9",
-    );
-    expect_err(
-        client.add_learner(0, "127.0.0.1:1").await,
-        Code::InvalidArgument,
-        "InvalidParameterValue",
+        unnumbered,
+        INVALID_VALUE,
         "node_id: must be a positive integer",
     );
-    expect_err(
-        client.add_learner(5, "no-port").await,
-        Code::InvalidArgument,
-        "InvalidParameterValue",
-        "address: must be host:port",
-    );
-    expect_err(
-        client.transfer_leadership(Some(9)).await,
-        Code::NotFound,
-        "NodeNotFound",
-        "to_node_id: node 9",
-    );
+    let portless = client.add_learner(5, "no-port").await;
+    expect_err(portless, INVALID_VALUE, "address: must be host:port");
+    let to_missing = client.transfer_leadership(Some(9)).await;
+    expect_err(to_missing, NO_SUCH_NODE, "to_node_id: node 9");
 
     assert_eq!(names(&client).await, before);
     assert_eq!(members(&client).await, members_before);
@@ -125,18 +105,10 @@ async fn a_node_that_is_not_in_a_cluster_yet_says_so() {
     c.start_joining(2);
     c.node(2).wait_listening(Duration::from_secs(30)).await;
     let lonely = c.node(2).client(Duration::from_millis(300));
-    expect_err(
-        lonely.create_queue("q", HashMap::new()).await,
-        Code::Unavailable,
-        "NotClusterMember",
-        "add-learner",
-    );
-    expect_err(
-        lonely.list_queues("", Consistency::Linearizable).await,
-        Code::Unavailable,
-        "NotClusterMember",
-        "not a member of a cluster",
-    );
+    let created = lonely.create_queue("q", HashMap::new()).await;
+    expect_err(created, NOT_A_MEMBER, "add-learner");
+    let listed = lonely.list_queues("", Consistency::Linearizable).await;
+    expect_err(listed, NOT_A_MEMBER, "not a member of a cluster");
     // Nothing was created anywhere.
     assert!(names(&c.node(1).client(Duration::from_secs(5)))
         .await
@@ -182,13 +154,7 @@ fn a_malformed_peer_list_stops_the_node_with_one_clear_line() {
 async fn sluicectl_prints_errors_as_one_line_and_fails() {
     let (_serial, c, _) = elected_cluster(1, &[]).await;
     let addr = c.nodes[&1].addr.clone();
-    let run = |args: &[&str]| {
-        Command::new(binary("sluicectl"))
-            .args(["--cluster", &addr, "--timeout", "5"])
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| sluicectl(&addr, 5).args(args).output().unwrap();
     let out = run(&["queue", "create", "bad name"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -237,14 +203,10 @@ async fn tags_on_queues_topics_and_streams_follow_one_rule_set() {
         .tag_queue("tagged", tags(&[("env", "prod")]))
         .await
         .unwrap();
-    expect_err(
-        client
-            .tag_queue("tagged", tags(&[("aws:owner", "x")]))
-            .await,
-        Code::InvalidArgument,
-        "InvalidParameterValue",
-        "reserved prefix",
-    );
+    let reserved = client
+        .tag_queue("tagged", tags(&[("aws:owner", "x")]))
+        .await;
+    expect_err(reserved, INVALID_VALUE, "reserved prefix");
     client
         .untag_queue("tagged", vec!["team".into()])
         .await

@@ -94,27 +94,21 @@ fn suite_run(workload: Workload, seed: u64, nodes: u64) {
     }
 }
 
-#[test]
-fn queue_under_mixed_faults() {
-    suite_run(Workload::Queue, 11, 5);
+/// A test of each workload under mixed faults: (test, workload, seed,
+/// nodes).
+macro_rules! suite_tests {
+    ($($name:ident: $workload:ident, $seed:literal, $nodes:literal;)*) => {$(
+        #[test]
+        fn $name() {
+            suite_run(Workload::$workload, $seed, $nodes);
+        }
+    )*};
 }
 
-#[test]
-fn stream_under_mixed_faults() {
-    suite_run(Workload::Stream, 12, 5);
-}
-
-#[test]
-fn topic_under_mixed_faults() {
-    suite_run(Workload::Topic, 14, 5);
-}
-
-#[test]
-fn mapping_under_mixed_faults() {
-    suite_run(Workload::Mapping, 15, 5);
-}
-
-#[test]
-fn metadata_under_mixed_faults() {
-    suite_run(Workload::Metadata, 13, 3);
+suite_tests! {
+    queue_under_mixed_faults: Queue, 11, 5;
+    stream_under_mixed_faults: Stream, 12, 5;
+    topic_under_mixed_faults: Topic, 14, 5;
+    mapping_under_mixed_faults: Mapping, 15, 5;
+    metadata_under_mixed_faults: Metadata, 13, 3;
 }

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use cluster_tests::{create_queue_with_dlq, elected_cluster, wait_for};
+use cluster_tests::{
+    create_queue_with_dlq, elected_cluster, receive_until_empty, receive_with_attributes, wait_for,
+};
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
 
@@ -31,17 +33,9 @@ async fn over_received_messages_reach_the_dlq_and_a_move_task_returns_them() {
     let receive_all = |vt: i32| {
         let client = client.clone();
         async move {
-            let mut n = 0;
-            loop {
-                let r = client
-                    .receive_from("orders", 10, Some(vt), Some(0))
-                    .await
-                    .unwrap();
-                if r.messages.is_empty() {
-                    return n;
-                }
-                n += r.messages.len();
-            }
+            receive_until_empty(&client, "orders", vt, false)
+                .await
+                .len()
         }
     };
     // Two failed deliveries each (visibility 0 makes them visible again at
@@ -72,14 +66,7 @@ async fn over_received_messages_reach_the_dlq_and_a_move_task_returns_them() {
             .unwrap(),
         vec!["orders".to_string()]
     );
-    let dead = client
-        .receive_message(pb::ReceiveMessageRequest {
-            queue_name: "orders-dlq".into(),
-            max_number_of_messages: 1,
-            visibility_timeout: Some(0),
-            message_system_attribute_names: vec!["All".into()],
-            ..Default::default()
-        })
+    let dead = receive_with_attributes(&client, "orders-dlq", 1, Some(0), None)
         .await
         .unwrap();
     assert_eq!(

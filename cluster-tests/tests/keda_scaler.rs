@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use cluster_tests::{
-    create_app_function, put_data, python_function, serial_cluster, wait_for, WorkerProcess,
+    create_app_function, put_data, python_function, serial_cluster, stream_mapping, wait_for,
+    WorkerProcess,
 };
 use sluice_client::sluice_proto::externalscaler as keda;
 use sluice_client::sluice_proto::externalscaler::external_scaler_client::ExternalScalerClient;
-use sluice_client::sluice_proto::v1 as pb;
+use sluice_client::sluice_proto::v1::Message;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
@@ -62,17 +63,13 @@ async fn metric(s: &mut ExternalScalerClient<Channel>, meta: &[(&str, &str)]) ->
     value
 }
 
-/// Receives up to 10 of `queue`'s messages for 10 minutes; their receipt
-/// handles.
-async fn receive_handles(client: &sluice_client::Client, queue: &str, wait_s: i32) -> Vec<String> {
+/// Receives up to 10 of `queue`'s messages for 10 minutes.
+async fn receive(client: &sluice_client::Client, queue: &str, wait_s: i32) -> Vec<Message> {
     client
         .receive_from(queue, 10, Some(600), Some(wait_s))
         .await
         .expect("receive")
         .messages
-        .into_iter()
-        .map(|m| m.receipt_handle)
-        .collect()
 }
 
 async fn active(s: &mut ExternalScalerClient<Channel>, meta: &[(&str, &str)]) -> bool {
@@ -141,8 +138,8 @@ async fn queue_depth_drives_keda_from_zero_and_back() {
     assert!(active(&mut s, &[("queue", "jobs"), ("activationTarget", "24")]).await);
 
     // Received, not deleted: in flight, counted unless scaleOnInFlight is off.
-    let mut handles = receive_handles(&client, "jobs", 0).await;
-    let n = handles.len() as f64;
+    let mut received = receive(&client, "jobs", 0).await;
+    let n = received.len() as f64;
     assert!(n > 0.0);
     assert_eq!(metric(&mut s, &q).await, 25.0);
     assert_eq!(
@@ -153,14 +150,17 @@ async fn queue_depth_drives_keda_from_zero_and_back() {
     // Drained: back to zero, and the stream says so.
     let mut left = 25;
     loop {
-        for h in &handles {
-            client.delete_message("jobs", h).await.unwrap();
+        for m in &received {
+            client
+                .delete_message("jobs", &m.receipt_handle)
+                .await
+                .unwrap();
             left -= 1;
         }
         if left == 0 {
             break;
         }
-        handles = receive_handles(&client, "jobs", 1).await;
+        received = receive(&client, "jobs", 1).await;
     }
     let pushed = tokio::time::timeout(WAIT, pushes.next())
         .await
@@ -205,12 +205,10 @@ async fn stream_iterator_age_activates_with_no_worker_and_settles_once_one_runs(
     create_app_function(&client, "consumer", python_function(code.path(), NOOP)).await;
     client.create_stream_with_shards("events", 2).await.unwrap();
     client
-        .create_event_source_mapping(pb::EventSourceMappingRequest {
-            function_name: "consumer".into(),
-            event_source_arn: "arn:aws:kinesis:us-east-1:000000000000:stream/events".into(),
-            starting_position: "TRIM_HORIZON".into(),
-            ..Default::default()
-        })
+        .create_event_source_mapping(stream_mapping(
+            "consumer",
+            "arn:aws:kinesis:us-east-1:000000000000:stream/events",
+        ))
         .await
         .unwrap();
     let mut s = scaler(&c.nodes[&leader].addr).await;

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use cluster_tests::{
-    elected_cluster, metric_series, metric_value, receive_waiting, string_map, wait_for, Cluster,
-    SerialGuard,
+    elected_cluster, metric_series, metric_value, receive_waiting, send_batch, send_entry,
+    string_map, wait_for, Cluster, SerialGuard,
 };
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
@@ -144,19 +144,9 @@ async fn each_message_wakes_one_waiting_long_poll_and_the_others_wait_on() {
 
     // A batch of two wakes two; then one message each for the rest.
     let entries = (1..3)
-        .map(|i| pb::SendMessageBatchRequestEntry {
-            id: format!("e{i}"),
-            message_body: format!("m{i}"),
-            ..Default::default()
-        })
+        .map(|i| send_entry(format!("e{i}"), format!("m{i}")))
         .collect();
-    sender
-        .send_message_batch(pb::SendMessageBatchRequest {
-            queue_name: "many".into(),
-            entries,
-        })
-        .await
-        .unwrap();
+    send_batch(&sender, "many", entries).await.unwrap();
     for _ in 0..2 {
         bodies.push(returned.recv().await.unwrap().messages[0].body.clone());
     }

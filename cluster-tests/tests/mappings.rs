@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use cluster_tests::{
-    create_app_function, create_queue_with_dlq, env_or, python_function, serial_cluster,
-    set_mapping_enabled, string_map, wait_for, WorkerProcess,
+    create_app_function, create_queue_with_dlq, env_or, python_function, send_batch, send_entry,
+    serial_cluster, set_mapping_enabled, stream_mapping, string_map, wait_for, WorkerProcess,
 };
 use sluice_client::sluice_proto::v1 as pb;
 
@@ -55,14 +55,14 @@ async fn mappings_are_validated_listed_updated_and_deleted() {
     assert_eq!(queue.function_response_types, ["ReportBatchItemFailures"]);
     let stream = client
         .create_event_source_mapping(pb::EventSourceMappingRequest {
-            function_name: "arn:aws:lambda:us-east-1:000000000000:function:count".into(),
-            event_source_arn: kinesis.into(),
-            starting_position: "TRIM_HORIZON".into(),
             parallelization_factor: Some(2),
             bisect_batch_on_function_error: Some(true),
             maximum_retry_attempts: Some(2),
             on_failure_destination: Some(sqs("jobs")),
-            ..Default::default()
+            ..stream_mapping(
+                "arn:aws:lambda:us-east-1:000000000000:function:count",
+                kinesis,
+            )
         })
         .await
         .unwrap();
@@ -243,23 +243,16 @@ async fn a_queue_mapping_drains_a_queue_through_three_workers() {
     for chunk in (0..n).collect::<Vec<_>>().chunks(10) {
         let entries = chunk
             .iter()
-            .map(|i| pb::SendMessageBatchRequestEntry {
-                id: format!("e{i}"),
-                message_body: match i % 100 {
+            .map(|i| {
+                let body = match i % 100 {
                     7 => format!("fail-{i}"),
                     13 => format!("skip-{i}"),
                     _ => format!("ok-{i}"),
-                },
-                ..Default::default()
+                };
+                send_entry(format!("e{i}"), body)
             })
             .collect();
-        let r = client
-            .send_message_batch(pb::SendMessageBatchRequest {
-                queue_name: "work".into(),
-                entries,
-            })
-            .await
-            .unwrap();
+        let r = send_batch(&client, "work", entries).await.unwrap();
         assert!(r.failed.is_empty(), "{:?}", r.failed);
         for ok in r.successful {
             let i: usize = ok.id[1..].parse().unwrap();
@@ -292,7 +285,7 @@ async fn a_queue_mapping_drains_a_queue_through_three_workers() {
     .await;
 
     // Every message was seen at least once; the failing ones at least
-    // twice (then moved); the three workers shared the work.
+    // twice (then moved); the three workers' pollers shared the work.
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut by_worker: HashMap<u32, usize> = HashMap::new();
     {
@@ -332,7 +325,16 @@ async fn a_queue_mapping_drains_a_queue_through_three_workers() {
             "a record handled outside the workers: {pid}"
         );
     }
-    assert_eq!(by_worker.len(), 3, "work per worker: {by_worker:?}");
+    // Which worker runs an invocation is the dispatcher's choice (a warm
+    // environment first, on any worker), so the work is shared by the
+    // pollers: each worker's poller received batches of its own.
+    for w in &workers {
+        let batches = w.log_text().matches("batch received").count();
+        assert!(
+            batches > 0,
+            "a worker whose poller received nothing; records per worker: {by_worker:?}"
+        );
+    }
     let dlq = client
         .receive_from("work-dlq", 10, None, None)
         .await

@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 
 use cluster_tests::{
-    create_app_function, create_principal, elected_secured_cluster, entry, put_data,
-    python_function, receive_waiting, trim_horizon,
+    create_app_function, create_principal, elected_secured_cluster, entry, put_data, put_policy,
+    python_function, receive_waiting, send_batch, send_entry, trim_horizon,
 };
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::{Client, Error};
@@ -154,17 +154,7 @@ impl Op {
         };
         match self {
             Op::Send(n) => c.send_message(msg(n)).await.map(drop),
-            Op::SendBatch(n) => c
-                .send_message_batch(pb::SendMessageBatchRequest {
-                    queue_name: n.to_string(),
-                    entries: vec![pb::SendMessageBatchRequestEntry {
-                        id: "1".into(),
-                        message_body: "x".into(),
-                        ..Default::default()
-                    }],
-                })
-                .await
-                .map(drop),
+            Op::SendBatch(n) => send_batch(c, n, vec![send_entry("1", "x")]).await.map(drop),
             Op::Receive(n) => receive_waiting(c, n, Some(0)).await.map(drop),
             Op::CreateQueue(n) => c.create_queue(n, HashMap::new()).await.map(drop),
             Op::DeleteQueue(n) => c.delete_queue(n).await,
@@ -319,14 +309,7 @@ async fn a_table_of_principals_actions_and_resources_is_decided_as_iam_decides()
         .await
         .unwrap();
     for (name, document) in POLICIES {
-        admin
-            .iam(
-                pb::PutPolicyRequest {
-                    name: name.to_string(),
-                    document: document.to_string(),
-                },
-                |mut c, r| async move { c.put_policy(r).await },
-            )
+        put_policy(&admin, name, document)
             .await
             .unwrap_or_else(|e| panic!("policy {name}: {e}"));
     }

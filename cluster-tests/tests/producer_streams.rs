@@ -8,7 +8,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use cluster_tests::{create_principal, elected_cluster, elected_secured_cluster, trim_horizon};
+use cluster_tests::{
+    create_principal, elected_cluster, elected_secured_cluster, output_with_input, put_policy,
+    sluicectl, trim_horizon,
+};
 use futures::future::join_all;
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
@@ -52,8 +55,7 @@ async fn records_through_a_follower_are_answered_each_in_order_and_a_bad_one_alo
     let admin = c.client();
     admin.create_stream_with_shards("s", 2).await.unwrap();
     admin.create_stream_with_shards("other", 1).await.unwrap();
-    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
-    let client = c.nodes[&follower].client(std::time::Duration::from_secs(30));
+    let client = c.follower_client(leader, std::time::Duration::from_secs(30));
     let sender = client.record_sender("s");
 
     const N: usize = 1500;
@@ -120,18 +122,14 @@ async fn a_record_stream_is_authorised_for_its_stream_and_a_refused_one_puts_not
     for s in ["clicks-eu", "clicks-us"] {
         admin.create_stream_with_shards(s, 1).await.unwrap();
     }
-    admin
-        .iam(
-            pb::PutPolicyRequest {
-                name: "eu-producer".into(),
-                document: r#"{"Statement": {"Effect": "Allow", "Action": "kinesis:PutRecord",
-                    "Resource": "arn:aws:kinesis:us-east-1:000000000000:stream/clicks-eu"}}"#
-                    .into(),
-            },
-            |mut c, r| async move { c.put_policy(r).await },
-        )
-        .await
-        .unwrap();
+    put_policy(
+        &admin,
+        "eu-producer",
+        r#"{"Statement": {"Effect": "Allow", "Action": "kinesis:PutRecord",
+                    "Resource": "arn:aws:kinesis:us-east-1:000000000000:stream/clicks-eu"}}"#,
+    )
+    .await
+    .unwrap();
     let creds = create_principal(&admin, "eve", "user", &["eu-producer"]).await;
     let eve: Client = c.single_attempt_client(Some(creds));
 
@@ -160,29 +158,15 @@ async fn a_record_stream_is_authorised_for_its_stream_and_a_refused_one_puts_not
 
 #[tokio::test]
 async fn sluicectl_puts_stdin_over_one_call_in_order() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-
     let (_serial, c, _) = elected_cluster(1, &[]).await;
     let client = c.client();
     client.create_stream_with_shards("cli", 1).await.unwrap();
     let lines: Vec<String> = (0..300).map(|i| format!("line-{i}")).collect();
-    let mut child = Command::new(cluster_tests::binary("sluicectl"))
-        .args(["--cluster", &c.nodes[&1].addr, "--timeout", "10"])
-        .args(["stream", "put", "cli", "--stdin", "--key", "same"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_input(
+        sluicectl(&c.nodes[&1].addr, 10).args(["stream", "put", "cli", "--stdin", "--key", "same"]),
+        &input,
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -225,8 +209,7 @@ async fn a_fifo_topic_published_over_one_call_through_a_follower_fans_out_in_ord
         )
         .await
         .unwrap();
-    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
-    let client = c.nodes[&follower].client(std::time::Duration::from_secs(30));
+    let client = c.follower_client(leader, std::time::Duration::from_secs(30));
     let publisher = client.publisher(&topic);
 
     const N: usize = 300;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_tests::elected_cluster;
+use cluster_tests::{delete_batch, elected_cluster, send_batch, send_entry};
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::Client;
 
@@ -57,21 +57,14 @@ async fn produce(client: Client, queue: String, fifo: bool, me: usize, record: A
             .iter()
             .enumerate()
             .map(|(i, (group, body))| pb::SendMessageBatchRequestEntry {
-                id: format!("e{i}"),
-                message_body: body.clone(),
                 message_group_id: group.clone(),
                 // With the body as deduplication id, a retried FIFO send is
                 // taken once.
                 message_deduplication_id: if fifo { body.clone() } else { String::new() },
-                ..Default::default()
+                ..send_entry(format!("e{i}"), body.clone())
             })
             .collect();
-        let result = client
-            .send_message_batch(pb::SendMessageBatchRequest {
-                queue_name: queue.clone(),
-                entries,
-            })
-            .await;
+        let result = send_batch(&client, &queue, entries).await;
         let mut r = record.lock().unwrap();
         match result {
             Ok(reply) => {
@@ -94,13 +87,7 @@ async fn consume(client: Client, queue: String, record: Arc<Mutex<Record>>, done
     while !done.load(Ordering::Relaxed) {
         let invoked = Instant::now();
         let reply = client
-            .receive_message(pb::ReceiveMessageRequest {
-                queue_name: queue.clone(),
-                max_number_of_messages: 10,
-                visibility_timeout: Some(VISIBILITY),
-                wait_time_seconds: Some(1),
-                ..Default::default()
-            })
+            .receive_from(&queue, 10, Some(VISIBILITY), Some(1))
             .await;
         let completed = Instant::now();
         let Ok(reply) = reply else { continue };
@@ -120,22 +107,7 @@ async fn consume(client: Client, queue: String, record: Arc<Mutex<Record>>, done
                 r.delete_invoked.entry(m.body.clone()).or_insert(invoked);
             }
         }
-        let entries = reply
-            .messages
-            .iter()
-            .enumerate()
-            .map(|(i, m)| pb::DeleteMessageBatchRequestEntry {
-                id: format!("d{i}"),
-                receipt_handle: m.receipt_handle.clone(),
-            })
-            .collect();
-        if let Ok(out) = client
-            .delete_message_batch(pb::DeleteMessageBatchRequest {
-                queue_name: queue.clone(),
-                entries,
-            })
-            .await
-        {
+        if let Ok(out) = delete_batch(&client, &queue, &reply.messages).await {
             let acked = Instant::now();
             let mut r = record.lock().unwrap();
             for s in out.successful {
@@ -299,22 +271,19 @@ async fn run(fifo: bool, kill_leader: bool) {
     }
 }
 
-#[tokio::test]
-async fn standard_queue_delivers_10000_messages_across_nodes() {
-    run(false, false).await;
+/// A test of each run: (test, FIFO, leader killed).
+macro_rules! delivery_tests {
+    ($($name:ident: $fifo:literal, $kill_leader:literal;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            run($fifo, $kill_leader).await;
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn standard_queue_loses_nothing_when_the_leader_is_killed() {
-    run(false, true).await;
-}
-
-#[tokio::test]
-async fn fifo_queue_keeps_group_order_across_nodes() {
-    run(true, false).await;
-}
-
-#[tokio::test]
-async fn fifo_queue_keeps_order_and_deletes_when_the_leader_is_killed() {
-    run(true, true).await;
+delivery_tests! {
+    standard_queue_delivers_10000_messages_across_nodes: false, false;
+    standard_queue_loses_nothing_when_the_leader_is_killed: false, true;
+    fifo_queue_keeps_group_order_across_nodes: true, false;
+    fifo_queue_keeps_order_and_deletes_when_the_leader_is_killed: true, true;
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use cluster_tests::{
-    create_principal, create_queue_with_dlq, elected_cluster, elected_secured_cluster,
+    create_principal, create_queue_with_dlq, elected_cluster, elected_secured_cluster, put_policy,
 };
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::{Client, Consumer, ConsumerOptions};
@@ -46,8 +46,7 @@ async fn a_consumer_through_a_follower_gets_every_message_once_and_its_deletes_s
     let (_serial, c, leader) = elected_cluster(3, &[]).await;
     let admin = c.client();
     admin.create_queue("work", HashMap::new()).await.unwrap();
-    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
-    let client = c.nodes[&follower].client(Duration::from_secs(30));
+    let client = c.follower_client(leader, Duration::from_secs(30));
     let mut consumer = client
         .consumer("work", options(50, Some(60)))
         .await
@@ -263,18 +262,14 @@ async fn a_consumers_deletes_are_authorised_as_deletes() {
     admin.create_queue("audit", HashMap::new()).await.unwrap();
     admin.create_queue("other", HashMap::new()).await.unwrap();
     admin.send_body("audit", "keep").await.unwrap();
-    admin
-        .iam(
-            pb::PutPolicyRequest {
-                name: "reader".into(),
-                document: r#"{"Statement": {"Effect": "Allow", "Action": "sqs:ReceiveMessage",
-                    "Resource": "arn:aws:sqs:us-east-1:000000000000:audit"}}"#
-                    .into(),
-            },
-            |mut c, r| async move { c.put_policy(r).await },
-        )
-        .await
-        .unwrap();
+    put_policy(
+        &admin,
+        "reader",
+        r#"{"Statement": {"Effect": "Allow", "Action": "sqs:ReceiveMessage",
+                    "Resource": "arn:aws:sqs:us-east-1:000000000000:audit"}}"#,
+    )
+    .await
+    .unwrap();
     let creds = create_principal(&admin, "rita", "user", &["reader"]).await;
     let rita: Client = c.single_attempt_client(Some(creds));
 

@@ -14,8 +14,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
-use cluster_tests::{receive_bodies, serial, Cluster, ELECTION};
-use sluice_client::sluice_proto::v1 as pb;
+use cluster_tests::{
+    delete_batch, receive_bodies, send_batch, send_entry, serial, Cluster, ELECTION,
+};
 
 /// A log segment file's size (`raft::log_store::SEGMENT_BYTES`).
 const SEGMENT: u64 = 64 * 1024 * 1024;
@@ -73,19 +74,10 @@ async fn old_messages_stay_queued_while_many_pass_and_the_log_stays_bounded() {
     let mut passed = 0;
     let mut next_look = 0;
     while passed < passing {
-        let sent = client
-            .send_message_batch(pb::SendMessageBatchRequest {
-                queue_name: "busy".into(),
-                entries: (passed..(passed + per_batch).min(passing))
-                    .map(|i| pb::SendMessageBatchRequestEntry {
-                        id: i.to_string(),
-                        message_body: body("busy", i, bytes),
-                        ..Default::default()
-                    })
-                    .collect(),
-            })
-            .await
-            .unwrap();
+        let entries = (passed..(passed + per_batch).min(passing))
+            .map(|i| send_entry(i.to_string(), body("busy", i, bytes)))
+            .collect();
+        let sent = send_batch(&client, "busy", entries).await.unwrap();
         assert!(sent.failed.is_empty(), "{:?}", sent.failed);
         let mut taken = 0;
         while taken < (passing - passed).min(per_batch) {
@@ -95,21 +87,7 @@ async fn old_messages_stay_queued_while_many_pass_and_the_log_stays_bounded() {
                 .unwrap();
             assert!(!r.messages.is_empty(), "busy ran dry at {passed}");
             taken += r.messages.len();
-            client
-                .delete_message_batch(pb::DeleteMessageBatchRequest {
-                    queue_name: "busy".into(),
-                    entries: r
-                        .messages
-                        .iter()
-                        .enumerate()
-                        .map(|(n, m)| pb::DeleteMessageBatchRequestEntry {
-                            id: n.to_string(),
-                            receipt_handle: m.receipt_handle.clone(),
-                        })
-                        .collect(),
-                })
-                .await
-                .unwrap();
+            delete_batch(&client, "busy", &r.messages).await.unwrap();
         }
         passed += taken;
         // The log's size after every 16 MiB or so that passed.

@@ -8,8 +8,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use cluster_tests::{
-    create_principal, elected_cluster, elected_secured_cluster, metric_value, receive_bodies,
-    wait_for,
+    create_principal, delete_batch, elected_cluster, elected_secured_cluster, metric_value,
+    output_with_input, put_policy, receive_bodies, receive_until_empty, sluicectl, wait_for,
 };
 use futures::future::join_all;
 use sluice_client::sluice_proto::v1 as pb;
@@ -54,8 +54,7 @@ async fn a_stream_through_a_follower_answers_each_message_and_a_bad_one_alone() 
     let admin = c.client();
     admin.create_queue("s", HashMap::new()).await.unwrap();
     admin.create_queue("other", HashMap::new()).await.unwrap();
-    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
-    let client = c.nodes[&follower].client(std::time::Duration::from_secs(30));
+    let client = c.follower_client(leader, std::time::Duration::from_secs(30));
     let sender = client.message_sender("s");
 
     const N: usize = 2000;
@@ -134,28 +133,9 @@ async fn a_fifo_group_sent_over_a_stream_arrives_in_the_order_it_was_sent() {
             "the queue ran dry after {}",
             got.len()
         );
-        let entries = r
-            .messages
-            .iter()
-            .enumerate()
-            .map(|(k, m)| pb::DeleteMessageBatchRequestEntry {
-                id: format!("d{k}"),
-                receipt_handle: m.receipt_handle.clone(),
-            })
-            .collect();
-        got.extend(
-            r.messages
-                .into_iter()
-                .map(|m| m.body.parse::<usize>().unwrap()),
-        );
-        let deleted = client
-            .delete_message_batch(pb::DeleteMessageBatchRequest {
-                queue_name: "f.fifo".into(),
-                entries,
-            })
-            .await
-            .unwrap();
+        let deleted = delete_batch(&client, "f.fifo", &r.messages).await.unwrap();
         assert!(deleted.failed.is_empty());
+        got.extend(r.messages.iter().map(|m| m.body.parse::<usize>().unwrap()));
     }
     assert_eq!(got, (0..N).collect::<Vec<_>>());
 }
@@ -167,8 +147,7 @@ async fn a_fifo_group_of_large_messages_through_a_follower_keeps_its_order() {
     let (_serial, c, leader) = elected_cluster(3, &[]).await;
     let admin = c.client();
     admin.create_queue("big.fifo", fifo()).await.unwrap();
-    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
-    let client = c.nodes[&follower].client(std::time::Duration::from_secs(30));
+    let client = c.follower_client(leader, std::time::Duration::from_secs(30));
     let sender = client.message_sender("big.fifo");
     const N: usize = 80;
     let sends: Vec<_> = (0..N)
@@ -189,18 +168,9 @@ async fn a_stream_is_authorised_for_its_queue_and_a_refused_one_sends_nothing() 
     for q in ["orders-eu", "orders-us"] {
         admin.create_queue(q, HashMap::new()).await.unwrap();
     }
-    admin
-        .iam(
-            pb::PutPolicyRequest {
-                name: "eu-sender".into(),
-                document: r#"{"Statement": {"Effect": "Allow", "Action": "sqs:SendMessage",
-                    "Resource": "arn:aws:sqs:us-east-1:000000000000:orders-eu"}}"#
-                    .into(),
-            },
-            |mut c, r| async move { c.put_policy(r).await },
-        )
-        .await
-        .unwrap();
+    let eu_sender = r#"{"Statement": {"Effect": "Allow", "Action": "sqs:SendMessage",
+        "Resource": "arn:aws:sqs:us-east-1:000000000000:orders-eu"}}"#;
+    put_policy(&admin, "eu-sender", eu_sender).await.unwrap();
     let creds = create_principal(&admin, "eve", "user", &["eu-sender"]).await;
     let eve: Client = c.single_attempt_client(Some(creds));
 
@@ -254,60 +224,29 @@ async fn a_message_over_the_limit_ends_the_stream_and_the_next_stream_goes_on() 
 
 #[tokio::test]
 async fn sluicectl_streams_stdin_in_order_and_names_the_line_that_failed() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-
     let (_serial, c, _) = elected_cluster(1, &[]).await;
     let client = c.client();
     client.create_queue("cli.fifo", fifo()).await.unwrap();
+    let mut lines: Vec<String> = (0..60).map(|i| i.to_string()).collect();
     // Line 31 holds a character SQS refuses in a body.
-    let lines: Vec<String> = (0..60)
-        .map(|i| {
-            if i == 30 {
-                "bell\u{7}".into()
-            } else {
-                format!("{i}")
-            }
-        })
-        .collect();
-    let mut child = Command::new(cluster_tests::binary("sluicectl"))
-        .args(["--cluster", &c.nodes[&1].addr, "--timeout", "10"])
-        .args(["queue", "send", "cli.fifo", "--stdin", "--group", "g"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    lines[30] = "bell\u{7}".into();
     let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_input(
+        sluicectl(&c.nodes[&1].addr, 10)
+            .args(["queue", "send", "cli.fifo", "--stdin", "--group", "g"]),
+        &input,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a failed line fails the command");
     assert!(stderr.contains("line 31: "), "{stderr}");
     assert!(stderr.contains("message.message_body"), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 59);
-    let mut got = Vec::new();
-    loop {
-        let r = client
-            .receive_from("cli.fifo", 10, Some(60), Some(0))
-            .await
-            .unwrap();
-        if r.messages.is_empty() {
-            break;
-        }
-        for m in r.messages {
-            client
-                .delete_message("cli.fifo", &m.receipt_handle)
-                .await
-                .unwrap();
-            got.push(m.body.parse::<usize>().unwrap());
-        }
-    }
+    // Deleted as received: the group's next message waits for that.
+    let got: Vec<usize> = receive_until_empty(&client, "cli.fifo", 60, true)
+        .await
+        .iter()
+        .map(|m| m.body.parse().unwrap())
+        .collect();
     let want: Vec<usize> = (0..60).filter(|i| *i != 30).collect();
     assert_eq!(got, want, "every other line, in order");
 }
@@ -389,21 +328,11 @@ async fn messages_the_nodes_request_budget_cannot_hold_are_refused_and_nothing_e
     }
     assert!(!refused.is_empty(), "the client saw the refusals");
     assert_eq!(sent.len() + refused.len() + unknown.len(), 48);
-    let mut seen = BTreeSet::new();
-    loop {
-        let r = client
-            .receive_from("budget", 10, Some(3600), Some(0))
-            .await
-            .unwrap();
-        if r.messages.is_empty() {
-            break;
-        }
-        seen.extend(
-            r.messages
-                .iter()
-                .map(|m| m.body[..m.body.len() - 1_000_001].to_string()),
-        );
-    }
+    let seen: BTreeSet<String> = receive_until_empty(&client, "budget", 3600, false)
+        .await
+        .iter()
+        .map(|m| m.body[..m.body.len() - 1_000_001].to_string())
+        .collect();
     assert!(sent.is_subset(&seen), "every answered message is queued");
     assert!(seen.is_disjoint(&refused), "no refused message is queued");
     assert!(seen.iter().all(|n| sent.contains(n) || unknown.contains(n)));

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cluster_tests::{
     entry, env_or, metric_value, put_all, put_data, python_function, serial_cluster,
-    set_mapping_enabled, split_shard_at, wait_for, Cluster, WorkerProcess,
+    set_mapping_enabled, split_shard_at, stream_mapping, wait_for, Cluster, WorkerProcess,
 };
 use sluice_client::sluice_proto::v1 as pb;
 
@@ -130,11 +130,8 @@ async fn a_stream_mapping_keeps_order_per_key_through_a_reshard_and_a_worker_kil
     let batch = 100;
     let mapping = client
         .create_event_source_mapping(pb::EventSourceMappingRequest {
-            function_name: "recorder".into(),
-            event_source_arn: STREAM_ARN.into(),
-            starting_position: "TRIM_HORIZON".into(),
             batch_size: Some(batch),
-            ..Default::default()
+            ..stream_mapping("recorder", STREAM_ARN)
         })
         .await
         .unwrap();
@@ -252,15 +249,8 @@ async fn a_poison_record_is_bisected_out_to_the_on_failure_queue() {
     create_recorder(&client, code.path(), &marks).await;
     client.create_stream_with_shards("events", 1).await.unwrap();
     client.create_queue("failed", HashMap::new()).await.unwrap();
-    let records: Vec<String> = (0..10)
-        .map(|i| {
-            if i == 6 {
-                "poison".into()
-            } else {
-                format!("{i}")
-            }
-        })
-        .collect();
+    let mut records: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    records[6] = "poison".into();
     let put = client
         .put_records(pb::PutRecordsRequest {
             stream_name: "events".into(),
@@ -272,16 +262,13 @@ async fn a_poison_record_is_bisected_out_to_the_on_failure_queue() {
     // Created after the put: the whole batch is there at the first read.
     let mapping = client
         .create_event_source_mapping(pb::EventSourceMappingRequest {
-            function_name: "recorder".into(),
-            event_source_arn: STREAM_ARN.into(),
-            starting_position: "TRIM_HORIZON".into(),
             batch_size: Some(10),
             bisect_batch_on_function_error: Some(true),
             maximum_retry_attempts: Some(2),
             on_failure_destination: Some("arn:aws:sqs:us-east-1:000000000000:failed".into()),
             // Disabled first: the leader reports the records waiting.
             enabled: Some(false),
-            ..Default::default()
+            ..stream_mapping("recorder", STREAM_ARN)
         })
         .await
         .unwrap();

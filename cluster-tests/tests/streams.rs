@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_tests::{
-    elected_cluster, entry, put_all, put_data, split_shard_at, trim_horizon, Cluster,
+    elected_cluster, entry, output_with_input, put_all, put_data, sluicectl, split_shard_at,
+    trim_horizon, Cluster,
 };
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::{Client, Start, StreamFollower};
@@ -857,30 +858,18 @@ async fn bad_iterators_and_positions_are_refused_naming_the_field() {
 
 #[tokio::test]
 async fn sluicectl_puts_reads_reshards_and_tails_a_stream() {
-    use std::io::{BufRead, BufReader, Write};
-    use std::process::{Command, Stdio};
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
 
     let (_serial, c, _) = elected_cluster(1, &[]).await;
     let addr = c.nodes[&1].addr.clone();
     let ctl = |args: &[&str]| {
-        let mut cmd = Command::new(cluster_tests::binary("sluicectl"));
-        cmd.args(["--cluster", &addr, "--timeout", "10"]).args(args);
+        let mut cmd = sluicectl(&addr, 10);
+        cmd.args(args);
         cmd
     };
     let run = |args: &[&str], stdin: &str| {
-        let mut child = ctl(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = output_with_input(&mut ctl(args), stdin);
         assert!(out.status.success(), "sluicectl {args:?}: {out:?}");
         String::from_utf8(out.stdout).unwrap()
     };

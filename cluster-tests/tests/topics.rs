@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_tests::{elected_cluster, serial_cluster, wait_for};
+use cluster_tests::{elected_cluster, receive_with_attributes, serial_cluster, wait_for};
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::{Client, Options};
 
@@ -564,15 +564,7 @@ async fn http_endpoints_get_every_message_through_failures_and_a_leader_change()
             dead.len(),
             expected.len()
         );
-        let r = reader
-            .receive_message(pb::ReceiveMessageRequest {
-                queue_name: "hooks-dlq".into(),
-                max_number_of_messages: 10,
-                wait_time_seconds: Some(1),
-                message_attribute_names: vec!["All".into()],
-                visibility_timeout: Some(600),
-                ..Default::default()
-            })
+        let r = receive_with_attributes(&reader, "hooks-dlq", 10, Some(600), Some(1))
             .await
             .unwrap();
         for m in r.messages {

@@ -1,10 +1,11 @@
 //! TLS as both sides use it: the listener's handshakes, the client
 //! connector, mutual TLS, pinned peers, and certificates replaced on disk.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::ServerConfig;
 use sluice_security::pki::{Authority, Issued, Validity};
 use sluice_security::tls::{
     self, Accept, CertFiles, ClientConn, Connector, ReloadingCa, ReloadingCert, ServerConn, Trust,
@@ -14,18 +15,47 @@ use tokio_stream::StreamExt;
 use tonic::transport::server::Connected;
 use tower::Service;
 
-fn write(dir: &Path, name: &str, issued: &Issued) -> CertFiles {
-    let cert = dir.join(format!("{name}.crt"));
-    let key = dir.join(format!("{name}.key"));
-    std::fs::write(&cert, &issued.cert_pem).unwrap();
-    std::fs::write(&key, &issued.key_pem).unwrap();
-    CertFiles { cert, key }
+/// A CA, its certificate written to a scratch directory where the
+/// certificates it issues are written too.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: Authority,
+    ca_path: PathBuf,
 }
 
-fn write_ca(dir: &Path, name: &str, ca: &Authority) -> std::path::PathBuf {
-    let p = dir.join(format!("{name}.pem"));
-    std::fs::write(&p, ca.cert_pem()).unwrap();
-    p
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::new(name).unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, ca.cert_pem()).unwrap();
+        Pki { dir, ca, ca_path }
+    }
+
+    /// Writes `issued` as `name`.crt and `name`.key.
+    fn write(&self, name: &str, issued: &Issued) -> CertFiles {
+        let cert = self.dir.path().join(format!("{name}.crt"));
+        let key = self.dir.path().join(format!("{name}.key"));
+        std::fs::write(&cert, &issued.cert_pem).unwrap();
+        std::fs::write(&key, &issued.key_pem).unwrap();
+        CertFiles { cert, key }
+    }
+
+    /// Issues a certificate of `subject` for `names`, written as `name`.
+    fn issue(&self, name: &str, subject: &str, names: &[&str], validity: Validity) -> CertFiles {
+        self.write(name, &self.ca.issue(subject, names, validity).unwrap())
+    }
+
+    /// Trust in servers this CA issued for.
+    fn trust(&self) -> Trust {
+        Trust::Ca(ReloadingCa::load(&self.ca_path).unwrap())
+    }
+
+    /// A client trusting this CA, showing no certificate of its own and
+    /// checking the server's certificate against the address dialled.
+    fn client(&self) -> Connector {
+        Connector::tls(tls::client_config(self.trust(), None), None)
+    }
 }
 
 struct Server {
@@ -34,11 +64,15 @@ struct Server {
 }
 
 async fn server(cert: &CertFiles, client_ca: Option<(&Path, bool)>) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let cert = ReloadingCert::load(cert.clone()).unwrap();
     let client_ca = client_ca.map(|(p, m)| (ReloadingCa::load(p).unwrap(), m));
-    let config = tls::server_config(cert, client_ca);
+    serve(tls::server_config(cert, client_ca)).await
+}
+
+/// Listens on a free port, handshaking by `config`.
+async fn serve(config: Arc<ServerConfig>) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
     let conns = tls::incoming(
         listener,
         Accept {
@@ -53,6 +87,12 @@ async fn server(cert: &CertFiles, client_ca: Option<(&Path, bool)>) -> Server {
 async fn connect(connector: &mut Connector, addr: &str) -> std::io::Result<ClientConn> {
     let uri: http::Uri = format!("http://{addr}").parse().unwrap();
     connector.call(uri).await.map(|io| io.into_inner())
+}
+
+/// The error `connector` fails to connect to `addr` with; a connection
+/// fails the test, saying `expected`.
+async fn refusal(mut connector: Connector, addr: &str, expected: &str) -> std::io::Error {
+    connect(&mut connector, addr).await.err().expect(expected)
 }
 
 fn server_fingerprint(conn: &ClientConn) -> String {
@@ -76,107 +116,53 @@ async fn handshake(
 
 #[tokio::test]
 async fn a_client_trusting_the_ca_connects_and_others_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Authority::new("test ca").unwrap();
-    let other = Authority::new("other ca").unwrap();
-    let node = write(
-        dir.path(),
-        "node",
-        &ca.issue("node", &["127.0.0.1", "localhost"], Validity::Days(1))
-            .unwrap(),
-    );
-    let ca_path = write_ca(dir.path(), "ca", &ca);
-    let other_path = write_ca(dir.path(), "other", &other);
+    let pki = Pki::new("test ca");
+    let other = Pki::new("other ca");
+    let names = ["127.0.0.1", "localhost"];
+    let node = pki.issue("node", "node", &names, Validity::Days(1));
     let mut s = server(&node, None).await;
 
-    let mut good = Connector::tls(
-        tls::client_config(Trust::Ca(ReloadingCa::load(&ca_path).unwrap()), None),
-        None,
-    );
-    let (c, sv) = handshake(&mut s, &mut good).await;
+    let (c, sv) = handshake(&mut s, &mut pki.client()).await;
     c.expect("a client of the right CA connects");
     assert!(sv.unwrap().connect_info().tls);
 
-    let mut wrong = Connector::tls(
-        tls::client_config(Trust::Ca(ReloadingCa::load(&other_path).unwrap()), None),
-        None,
-    );
-    let err = connect(&mut wrong, &s.addr)
-        .await
-        .err()
-        .expect("a client of another CA is refused");
+    let err = refusal(other.client(), &s.addr, "a client of another CA is refused").await;
     assert!(err.to_string().contains("UnknownIssuer"), "{err}");
 
     // The certificate names 127.0.0.1 and localhost, not this.
-    let mut misnamed = Connector::tls(
-        tls::client_config(Trust::Ca(ReloadingCa::load(&ca_path).unwrap()), None),
+    let misnamed = Connector::tls(
+        tls::client_config(pki.trust(), None),
         Some("sluice-0.example".into()),
     );
-    let err = connect(&mut misnamed, &s.addr)
-        .await
-        .err()
-        .expect("a name the certificate lacks is refused");
+    let err = refusal(misnamed, &s.addr, "a name the certificate lacks is refused").await;
     assert!(err.to_string().contains("not valid for name"), "{err}");
 }
 
 #[tokio::test]
 async fn an_expired_server_certificate_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Authority::new("test ca").unwrap();
-    let old = write(
-        dir.path(),
-        "old",
-        &ca.issue("node", &["127.0.0.1"], Validity::Expired).unwrap(),
-    );
-    let ca_path = write_ca(dir.path(), "ca", &ca);
+    let pki = Pki::new("test ca");
+    let old = pki.issue("old", "node", &["127.0.0.1"], Validity::Expired);
     let s = server(&old, None).await;
-    let mut client = Connector::tls(
-        tls::client_config(Trust::Ca(ReloadingCa::load(&ca_path).unwrap()), None),
-        None,
-    );
-    let err = connect(&mut client, &s.addr).await.err().expect("expired");
+    let err = refusal(pki.client(), &s.addr, "expired").await;
     assert!(err.to_string().contains("certificate expired"), "{err}");
 }
 
 #[tokio::test]
 async fn mutual_tls_takes_only_clients_of_the_client_ca() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Authority::new("cluster ca").unwrap();
-    let other = Authority::new("rogue ca").unwrap();
-    let ca_path = write_ca(dir.path(), "ca", &ca);
-    let node = write(
-        dir.path(),
-        "node",
-        &ca.issue("node-1", &["127.0.0.1"], Validity::Days(1))
-            .unwrap(),
-    );
-    let peer = write(
-        dir.path(),
-        "peer",
-        &ca.issue("node-2", &["127.0.0.1"], Validity::Days(1))
-            .unwrap(),
-    );
-    let rogue = write(
-        dir.path(),
-        "rogue",
-        &other
-            .issue("node-9", &["127.0.0.1"], Validity::Days(1))
-            .unwrap(),
-    );
-    let expired = write(
-        dir.path(),
-        "expired",
-        &ca.issue("node-3", &["127.0.0.1"], Validity::Expired)
-            .unwrap(),
-    );
-    let mut s = server(&node, Some((&ca_path, true))).await;
-    let trust = || Trust::Ca(ReloadingCa::load(&ca_path).unwrap());
+    let pki = Pki::new("cluster ca");
+    let other = Pki::new("rogue ca");
+    let local = ["127.0.0.1"];
+    let node = pki.issue("node", "node-1", &local, Validity::Days(1));
+    let peer = pki.issue("peer", "node-2", &local, Validity::Days(1));
+    let rogue = other.issue("rogue", "node-9", &local, Validity::Days(1));
+    let expired = pki.issue("expired", "node-3", &local, Validity::Expired);
+    let mut s = server(&node, Some((&pki.ca_path, true))).await;
+    let client = |cert: Option<CertFiles>| {
+        let identity = cert.map(|f| ReloadingCert::load(f).unwrap());
+        Connector::tls(tls::client_config(pki.trust(), identity), None)
+    };
 
-    let mut member = Connector::tls(
-        tls::client_config(trust(), Some(ReloadingCert::load(peer).unwrap())),
-        None,
-    );
-    let (c, sv) = handshake(&mut s, &mut member).await;
+    let (c, sv) = handshake(&mut s, &mut client(Some(peer))).await;
     c.unwrap();
     let info = sv.expect("the server took the member").connect_info();
     let certs = info.certs.expect("the client's certificate is known");
@@ -185,16 +171,12 @@ async fn mutual_tls_takes_only_clients_of_the_client_ca() {
         Some("node-2")
     );
 
-    for (what, client) in [
+    for (what, cert) in [
         ("no certificate", None),
         ("a certificate of another CA", Some(rogue)),
         ("an expired certificate", Some(expired)),
     ] {
-        let mut c = Connector::tls(
-            tls::client_config(trust(), client.map(|f| ReloadingCert::load(f).unwrap())),
-            None,
-        );
-        let (res, sv) = handshake(&mut s, &mut c).await;
+        let (res, sv) = handshake(&mut s, &mut client(cert)).await;
         // TLS 1.3 clients learn of the refusal on their first read; the
         // server never hands the connection on either way.
         assert!(sv.is_none(), "{what}: the server took the connection");
@@ -215,25 +197,26 @@ async fn mutual_tls_takes_only_clients_of_the_client_ca() {
 
 #[tokio::test]
 async fn replaced_certificate_files_are_used_by_new_connections() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Authority::new("test ca").unwrap();
-    let first = ca.issue("node", &["127.0.0.1"], Validity::Days(1)).unwrap();
-    let files = write(dir.path(), "node", &first);
-    let ca_path = write_ca(dir.path(), "ca", &ca);
+    let pki = Pki::new("test ca");
+    let first = pki
+        .ca
+        .issue("node", &["127.0.0.1"], Validity::Days(1))
+        .unwrap();
+    let files = pki.write("node", &first);
     let mut s = server(&files, None).await;
-    let mut client = Connector::tls(
-        tls::client_config(Trust::Ca(ReloadingCa::load(&ca_path).unwrap()), None),
-        None,
-    );
+    let mut client = pki.client();
     let (c, _) = handshake(&mut s, &mut client).await;
     assert_eq!(
         server_fingerprint(&c.unwrap()),
         tls::fingerprint(&first.der)
     );
 
-    let second = ca.issue("node", &["127.0.0.1"], Validity::Days(1)).unwrap();
+    let second = pki
+        .ca
+        .issue("node", &["127.0.0.1"], Validity::Days(1))
+        .unwrap();
     // As a secret update does: new files moved into place.
-    let tmp = write(dir.path(), "next", &second);
+    let tmp = pki.write("next", &second);
     std::fs::rename(&tmp.cert, &files.cert).unwrap();
     std::fs::rename(&tmp.key, &files.key).unwrap();
     let mut seen = String::new();
@@ -263,23 +246,9 @@ async fn replaced_certificate_files_are_used_by_new_connections() {
 
 #[tokio::test]
 async fn a_pinned_peer_is_taken_by_its_fingerprint_only() {
-    let dir = tempfile::tempdir().unwrap();
     let own = sluice_security::pki::self_signed("worker-1", &["127.0.0.1"]).unwrap();
     let pin = tls::fingerprint(&own.cert[0]);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let config = tls::server_config(ReloadingCert::fixed(own), None);
-    let mut s = Server {
-        addr,
-        conns: tls::incoming(
-            listener,
-            Accept {
-                tls: Some(config),
-                handshake_timeout: Duration::from_secs(5),
-                limits: Default::default(),
-            },
-        ),
-    };
+    let mut s = serve(tls::server_config(ReloadingCert::fixed(own), None)).await;
     let mut right = Connector::tls(tls::client_config(Trust::Pinned(pin.clone()), None), None);
     let (c, _) = handshake(&mut s, &mut right).await;
     assert_eq!(server_fingerprint(&c.unwrap()), pin);
@@ -288,27 +257,16 @@ async fn a_pinned_peer_is_taken_by_its_fingerprint_only() {
         None,
     );
     assert!(connect(&mut wrong, &s.addr).await.is_err());
-    drop(dir);
 }
 
 #[tokio::test]
 async fn a_silent_client_does_not_hold_up_the_listener() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Authority::new("test ca").unwrap();
-    let files = write(
-        dir.path(),
-        "node",
-        &ca.issue("node", &["127.0.0.1"], Validity::Days(1)).unwrap(),
-    );
-    let ca_path = write_ca(dir.path(), "ca", &ca);
+    let pki = Pki::new("test ca");
+    let files = pki.issue("node", "node", &["127.0.0.1"], Validity::Days(1));
     let mut s = server(&files, None).await;
     // Connected, saying nothing.
     let _silent: Vec<_> = futures_util_join(&s.addr, 5).await;
-    let mut client = Connector::tls(
-        tls::client_config(Trust::Ca(ReloadingCa::load(&ca_path).unwrap()), None),
-        None,
-    );
-    let (c, sv) = handshake(&mut s, &mut client).await;
+    let (c, sv) = handshake(&mut s, &mut pki.client()).await;
     c.unwrap();
     assert!(sv.is_some());
 }

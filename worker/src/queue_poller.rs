@@ -53,6 +53,7 @@ pub async fn run(
         if batch.is_empty() {
             continue;
         }
+        tracing::debug!(mapping = %lease.mapping_uuid, slot = lease.slot, messages = batch.len(), "batch received");
         let records: Vec<Value> = batch.iter().map(|m| record(&lease, m)).collect();
         let (pass, rejected): (Vec<usize>, Vec<usize>) =
             (0..batch.len()).partition(|&i| passes(&filters, &records[i]));

@@ -6,10 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use sluice_worker::runtimes::Runtimes;
 use sluice_worker::{Environment, FunctionConfig, FunctionSpec, InvokeError, Invoked, Pool};
 
 const APP: &str = r#"
@@ -82,50 +83,84 @@ fn config(handler: &str, timeout_s: u32) -> FunctionConfig {
     }
 }
 
+/// Starts `code` in `dir` with the default sandbox and the runtime clients
+/// of `runtimes`.
+async fn launch(
+    code: &Path,
+    dir: &Path,
+    config: FunctionConfig,
+    runtimes: &Runtimes,
+) -> Result<Environment, InvokeError> {
+    Environment::start(code, dir, config, &Default::default(), runtimes).await
+}
+
 async fn start(root: &Path, handler: &str, timeout_s: u32) -> Environment {
     let code = root.join("code");
     python_code(&code);
-    Environment::start(
-        &code,
-        &root.join("env"),
-        config(handler, timeout_s),
-        &Default::default(),
-        &Default::default(),
-    )
-    .await
-    .unwrap()
+    let config = config(handler, timeout_s);
+    launch(&code, &root.join("env"), config, &Default::default())
+        .await
+        .unwrap()
+}
+
+/// `root`/code holding `files` (path, text): a package without the
+/// Python bootstrap.
+fn package(root: &Path, files: &[(&str, &str)]) -> PathBuf {
+    let code = root.join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    for (name, text) in files {
+        let path = code.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    code
 }
 
 fn json(b: &Bytes) -> serde_json::Value {
     serde_json::from_slice(b).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(b)))
 }
 
+/// Invokes `env` with `event`, failing the test if the environment (not
+/// the function) fails.
+async fn invoke(env: &mut Environment, id: &str, event: &'static [u8]) -> Invoked {
+    env.invoke(id, Bytes::from_static(event)).await.unwrap()
+}
+
+/// What the function in `env` answers `event` with, as JSON; anything but
+/// an answer fails the test, showing the environment's log.
+async fn answer(env: &mut Environment, id: &str, event: &'static [u8]) -> serde_json::Value {
+    match invoke(env, id, event).await {
+        Invoked::Ok(body) => json(&body),
+        other => panic!("{other:?}\n{}", env.log().join("\n")),
+    }
+}
+
+/// The error document the function in `env` fails `event` with; anything
+/// else fails the test.
+async fn function_error(
+    env: &mut Environment,
+    id: &str,
+    event: &'static [u8],
+) -> serde_json::Value {
+    match invoke(env, id, event).await {
+        Invoked::FunctionError(doc) => json(&doc),
+        other => panic!("not a function error: {other:?}\n{}", env.log().join("\n")),
+    }
+}
+
 #[tokio::test]
 async fn a_python_function_answers_and_its_environment_stays_warm() {
     let root = scratch();
     let mut env = start(root.path(), "app.handler", 10).await;
-    let first = env
-        .invoke("req-1", Bytes::from_static(br#"{"n": 1}"#))
-        .await
-        .unwrap();
-    let Invoked::Ok(body) = first else {
-        panic!("{first:?}\n{}", env.log().join("\n"))
-    };
-    let v = json(&body);
+    let v = answer(&mut env, "req-1", br#"{"n": 1}"#).await;
     assert_eq!(v["echo"]["n"], 1);
     assert_eq!(v["function"], "echo");
     assert_eq!(v["version"], "$LATEST");
     assert_eq!(v["memory"], "256");
-    let second = env
-        .invoke("req-2", Bytes::from_static(b"[]"))
-        .await
-        .unwrap();
-    let Invoked::Ok(body) = second else {
-        panic!("{second:?}")
-    };
+    let second = answer(&mut env, "req-2", b"[]").await;
     // The second invocation reuses the process: a warm start.
-    assert_eq!(json(&body)["pid"], v["pid"]);
-    assert_eq!(json(&body)["echo"], serde_json::json!([]));
+    assert_eq!(second["pid"], v["pid"]);
+    assert_eq!(second["echo"], serde_json::json!([]));
     // The log is the last invocation's.
     let log = env.log().join("\n");
     assert!(log.contains("START RequestId: req-2"), "{log}");
@@ -138,14 +173,7 @@ async fn a_python_function_answers_and_its_environment_stays_warm() {
 async fn a_raised_error_comes_back_as_a_function_error() {
     let root = scratch();
     let mut env = start(root.path(), "app.fail", 10).await;
-    let out = env
-        .invoke("req-e", Bytes::from_static(br#"{"n": 7}"#))
-        .await
-        .unwrap();
-    let Invoked::FunctionError(doc) = out else {
-        panic!("{out:?}")
-    };
-    let v = json(&doc);
+    let v = function_error(&mut env, "req-e", br#"{"n": 7}"#).await;
     assert_eq!(v["errorType"], "ValueError", "{v}");
     assert_eq!(v["errorMessage"], "bad input: 7", "{v}");
     // A function error leaves the environment usable.
@@ -159,15 +187,8 @@ async fn a_function_past_its_timeout_is_killed() {
     let mut env = start(root.path(), "app.slow", 1).await;
     let pid = env.pid().unwrap();
     let started = Instant::now();
-    let out = env
-        .invoke("req-t", Bytes::from_static(b"{}"))
-        .await
-        .unwrap();
+    let v = function_error(&mut env, "req-t", b"{}").await;
     let took = started.elapsed();
-    let Invoked::FunctionError(doc) = out else {
-        panic!("{out:?}")
-    };
-    let v = json(&doc);
     assert_eq!(v["errorType"], "Sandbox.Timedout");
     assert!(
         v["errorMessage"]
@@ -192,30 +213,17 @@ async fn a_function_past_its_timeout_is_killed() {
 #[tokio::test]
 async fn a_runtime_that_exits_fails_the_invocation_at_once() {
     let root = scratch();
-    let code = root.path().join("code");
-    std::fs::create_dir_all(&code).unwrap();
+    let code = package(root.path(), &[]);
     write_executable(
         &code.join("bootstrap"),
         "#!/bin/sh\necho starting\nexit 3\n",
     );
-    let mut env = Environment::start(
-        &code,
-        &root.path().join("env"),
-        config("x", 30),
-        &Default::default(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    let started = Instant::now();
-    let out = env
-        .invoke("req-c", Bytes::from_static(b"{}"))
+    let config = config("x", 30);
+    let mut env = launch(&code, &root.path().join("env"), config, &Default::default())
         .await
         .unwrap();
-    let Invoked::FunctionError(doc) = out else {
-        panic!("{out:?}")
-    };
-    let v = json(&doc);
+    let started = Instant::now();
+    let v = function_error(&mut env, "req-c", b"{}").await;
     assert_eq!(v["errorType"], "Runtime.ExitError", "{v}");
     assert!(
         v["errorMessage"]
@@ -232,17 +240,9 @@ async fn a_runtime_that_exits_fails_the_invocation_at_once() {
 #[tokio::test]
 async fn code_without_a_bootstrap_does_not_start() {
     let root = scratch();
-    let code = root.path().join("code");
-    std::fs::create_dir_all(&code).unwrap();
-    match Environment::start(
-        &code,
-        &root.path().join("env"),
-        config("x", 3),
-        &Default::default(),
-        &Default::default(),
-    )
-    .await
-    {
+    let code = package(root.path(), &[]);
+    let config = config("x", 3);
+    match launch(&code, &root.path().join("env"), config, &Default::default()).await {
         Err(InvokeError::Start(why)) => assert!(why.contains("bootstrap"), "{why}"),
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("started without a bootstrap"),
@@ -254,37 +254,22 @@ async fn each_environment_has_its_own_tmp() {
     let root = scratch();
     let code = root.path().join("code");
     python_code(&code);
-    let mut a = Environment::start(
-        &code,
-        &root.path().join("a"),
-        config("app.mark_tmp", 10),
-        &Default::default(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    let mut b = Environment::start(
-        &code,
-        &root.path().join("b"),
-        config("app.mark_tmp", 10),
-        &Default::default(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    let existed = |out: Invoked| match out {
-        Invoked::Ok(body) => json(&body)["existed"].as_bool().unwrap(),
-        other => panic!("{other:?}"),
+    // Two environments of the one package, each in its own directory.
+    let start_in = |dir: &str| {
+        let (code, dir) = (&code, root.path().join(dir));
+        async move {
+            let config = config("app.mark_tmp", 10);
+            launch(code, &dir, config, &Default::default())
+                .await
+                .unwrap()
+        }
     };
-    assert!(!existed(
-        a.invoke("1", Bytes::from_static(b"{}")).await.unwrap()
-    ));
-    assert!(existed(
-        a.invoke("2", Bytes::from_static(b"{}")).await.unwrap()
-    ));
-    assert!(!existed(
-        b.invoke("3", Bytes::from_static(b"{}")).await.unwrap()
-    ));
+    let mut a = start_in("a").await;
+    let mut b = start_in("b").await;
+    let existed = |v: serde_json::Value| v["existed"].as_bool().unwrap();
+    assert!(!existed(answer(&mut a, "1", b"{}").await));
+    assert!(existed(answer(&mut a, "2", b"{}").await));
+    assert!(!existed(answer(&mut b, "3", b"{}").await));
     if is_root() {
         // As root, /tmp itself is the environment's own tmpfs: nothing
         // written there shows outside.
@@ -307,14 +292,8 @@ fn is_root() -> bool {
 async fn a_function_growing_past_its_memory_size_is_killed_and_reported() {
     let root = scratch();
     let mut env = start(root.path(), "app.hog", 30).await;
-    let out = env
-        .invoke("req-m", Bytes::from_static(b"{}"))
-        .await
-        .unwrap();
-    let Invoked::FunctionError(doc) = out else {
-        panic!("a 256 MB function allocated 1 GiB: {out:?}")
-    };
-    let v = json(&doc);
+    // A 256 MB function allocating 1 GiB.
+    let v = function_error(&mut env, "req-m", b"{}").await;
     if env_has_cgroup() {
         // The kernel killed it: the runtime exited.
         assert_eq!(v["errorType"], "Runtime.ExitError", "{v}");
@@ -336,15 +315,10 @@ async fn one_allocation_far_past_the_memory_size_fails_inside_the_function() {
     }
     let root = scratch();
     let mut env = start(root.path(), "app.grab", 30).await;
-    let out = env
-        .invoke("req-g", Bytes::from_static(b"{}"))
-        .await
-        .unwrap();
-    let Invoked::FunctionError(doc) = out else {
-        panic!("a 256 MB function allocated 1 GiB at once: {out:?}")
-    };
-    // RLIMIT_DATA at twice the memory size refuses the allocation itself.
-    assert_eq!(json(&doc)["errorType"], "MemoryError");
+    // A 256 MB function allocating 1 GiB at once: RLIMIT_DATA at twice the
+    // memory size refuses the allocation itself.
+    let v = function_error(&mut env, "req-g", b"{}").await;
+    assert_eq!(v["errorType"], "MemoryError");
     assert!(env.is_alive());
 }
 
@@ -388,16 +362,16 @@ async fn the_pool_reuses_warm_environments_and_reaps_idle_ones() {
         fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(zip.clone())
     };
-    let first = pool
-        .invoke(&spec, fetch, "1", Bytes::from_static(b"{}"))
-        .await
-        .unwrap();
-    assert!(first.cold);
-    let second = pool
-        .invoke(&spec, fetch, "2", Bytes::from_static(b"{}"))
-        .await
-        .unwrap();
-    assert!(!second.cold, "the second invocation reuses the environment");
+    // Whether invocation `id` started a fresh environment.
+    let cold = |id| {
+        let invoked = pool.invoke(&spec, fetch, id, Bytes::from_static(b"{}"));
+        async move { invoked.await.unwrap().cold }
+    };
+    assert!(cold("1").await);
+    assert!(
+        !cold("2").await,
+        "the second invocation reuses the environment"
+    );
     assert_eq!(
         fetches.load(std::sync::atomic::Ordering::SeqCst),
         1,
@@ -408,11 +382,7 @@ async fn the_pool_reuses_warm_environments_and_reaps_idle_ones() {
     assert_eq!(pool.reap(Duration::from_secs(60)).await, 0);
     assert_eq!(pool.reap(Duration::ZERO).await, 1);
     assert_eq!(pool.idle_count("echo#1"), 0);
-    let third = pool
-        .invoke(&spec, fetch, "3", Bytes::from_static(b"{}"))
-        .await
-        .unwrap();
-    assert!(third.cold, "a reaped environment is gone");
+    assert!(cold("3").await, "a reaped environment is gone");
 }
 
 /// Starts `code` (no `bootstrap`) on the managed runtime `runtime`.
@@ -426,38 +396,24 @@ async fn managed_with(
     code: &Path,
     runtime: &str,
     handler: &str,
-    runtimes: &sluice_worker::runtimes::Runtimes,
+    runtimes: &Runtimes,
 ) -> Environment {
     let mut config = config(handler, 10);
     config.runtime = runtime.into();
-    Environment::start(
-        code,
-        &root.join("env"),
-        config,
-        &Default::default(),
-        runtimes,
-    )
-    .await
-    .unwrap()
+    launch(code, &root.join("env"), config, runtimes)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn a_python_package_without_a_bootstrap_runs_on_the_managed_runtime() {
     let root = scratch();
-    let code = root.path().join("code");
-    std::fs::create_dir_all(&code).unwrap();
     // As AWS tooling zips it: the handler module and nothing else.
-    std::fs::write(code.join("app.py"), APP).unwrap();
+    let code = package(root.path(), &[("app.py", APP)]);
     let mut env = managed(root.path(), &code, "python3.12", "app.handler").await;
-    let got = env
-        .invoke("req-1", Bytes::from_static(br#"{"n": 7}"#))
-        .await
-        .unwrap();
-    let Invoked::Ok(body) = got else {
-        panic!("{got:?}\n{}", env.log().join("\n"))
-    };
-    assert_eq!(json(&body)["echo"]["n"], 7);
-    assert_eq!(json(&body)["function"], "echo");
+    let v = answer(&mut env, "req-1", br#"{"n": 7}"#).await;
+    assert_eq!(v["echo"]["n"], 7);
+    assert_eq!(v["function"], "echo");
     env.stop().await;
 }
 
@@ -476,19 +432,12 @@ exports.handler = (event, context, callback) => callback(null, { cjs: event.n * 
 #[tokio::test]
 async fn a_nodejs_package_runs_on_the_managed_runtime_as_es_or_commonjs_modules() {
     let root = scratch();
-    let code = root.path().join("code");
-    std::fs::create_dir_all(code.join("lib")).unwrap();
-    std::fs::write(code.join("index.mjs"), NODE_ESM).unwrap();
-    std::fs::write(code.join("lib/cjs.js"), NODE_CJS).unwrap();
+    let code = package(
+        root.path(),
+        &[("index.mjs", NODE_ESM), ("lib/cjs.js", NODE_CJS)],
+    );
     let mut env = managed(root.path(), &code, "nodejs20.x", "index.handler").await;
-    let got = env
-        .invoke("req-1", Bytes::from_static(br#"{"n": 3}"#))
-        .await
-        .unwrap();
-    let Invoked::Ok(body) = got else {
-        panic!("{got:?}\n{}", env.log().join("\n"))
-    };
-    let v = json(&body);
+    let v = answer(&mut env, "req-1", br#"{"n": 3}"#).await;
     assert_eq!(v["echo"]["n"], 3);
     assert_eq!(v["function"], "echo");
     assert_eq!(v["version"], "$LATEST");
@@ -497,41 +446,21 @@ async fn a_nodejs_package_runs_on_the_managed_runtime_as_es_or_commonjs_modules(
     env.stop().await;
 
     let mut failing = managed(&root.path().join("f"), &code, "nodejs20.x", "index.fail").await;
-    let failed = failing
-        .invoke("req-2", Bytes::from_static(b"{}"))
-        .await
-        .unwrap();
-    let Invoked::FunctionError(doc) = failed else {
-        panic!("{failed:?}")
-    };
-    assert_eq!(json(&doc)["errorType"], "TypeError");
-    assert_eq!(json(&doc)["errorMessage"], "bad input");
+    let v = function_error(&mut failing, "req-2", b"{}").await;
+    assert_eq!(v["errorType"], "TypeError");
+    assert_eq!(v["errorMessage"], "bad input");
     failing.stop().await;
 
-    let mut cjs = managed(
-        &root.path().join("c"),
-        &code,
-        "nodejs20.x",
-        "lib/cjs.handler",
-    )
-    .await;
-    let got = cjs
-        .invoke("req-3", Bytes::from_static(br#"{"n": 21}"#))
-        .await
-        .unwrap();
-    let Invoked::Ok(body) = got else {
-        panic!("{got:?}\n{}", cjs.log().join("\n"))
-    };
-    assert_eq!(json(&body)["cjs"], 42);
+    let cjs_root = root.path().join("c");
+    let mut cjs = managed(&cjs_root, &code, "nodejs20.x", "lib/cjs.handler").await;
+    assert_eq!(answer(&mut cjs, "req-3", br#"{"n": 21}"#).await["cjs"], 42);
     cjs.stop().await;
 }
 
 #[tokio::test]
 async fn a_nodejs_handler_that_is_not_exported_fails_its_start_by_name() {
     let root = scratch();
-    let code = root.path().join("code");
-    std::fs::create_dir_all(&code).unwrap();
-    std::fs::write(code.join("index.mjs"), NODE_ESM).unwrap();
+    let code = package(root.path(), &[("index.mjs", NODE_ESM)]);
     let mut env = managed(root.path(), &code, "nodejs20.x", "index.nothing").await;
     let e = env.wait_ready(Duration::from_secs(10)).await.unwrap_err();
     let text = format!("{e:?} {}", env.log().join("\n"));
@@ -558,10 +487,8 @@ async fn a_runtime_directory_under_tmp_stays_visible_to_a_confined_function() {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let root = scratch();
-    let code = root.path().join("code");
-    std::fs::create_dir_all(&code).unwrap();
-    std::fs::write(code.join("app.py"), APP).unwrap();
-    let runtimes = sluice_worker::runtimes::Runtimes {
+    let code = package(root.path(), &[("app.py", APP)]);
+    let runtimes = Runtimes {
         dir: Some(runtimes.path().to_path_buf()),
     };
     let mut env = managed_with(root.path(), &code, "python3.12", "app.handler", &runtimes).await;

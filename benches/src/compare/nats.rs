@@ -76,23 +76,17 @@ impl Broker for Nats {
             .await
             .map_err(|e| format!("stream {}: {e}", self.name))?;
         if self.shape.is_stream() {
-            let consumer = stream
-                .create_consumer(consumer::pull::OrderedConfig {
-                    deliver_policy: consumer::DeliverPolicy::New,
-                    max_batch: window as i64,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| format!("ordered consumer: {e}"))?;
-            let mut messages = consumer
+            let config = consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::New,
+                max_batch: window as i64,
+                ..Default::default()
+            };
+            let messages = create_consumer(&stream, config, "ordered consumer")
+                .await?
                 .messages()
                 .await
                 .map_err(|e| format!("ordered consumer: {e}"))?;
-            tokio::spawn(async move {
-                while let Some(Ok(m)) = messages.next().await {
-                    sink.received(&m.payload);
-                }
-            });
+            drain(messages, sink, false);
         } else {
             let consumers = if self.shape == Shape::TopicFanout {
                 self.subscriptions
@@ -100,30 +94,20 @@ impl Broker for Nats {
                 1
             };
             for n in 0..consumers {
-                let consumer = stream
-                    .create_consumer(consumer::pull::Config {
-                        durable_name: Some(format!("bench-{n}")),
-                        ack_policy: consumer::AckPolicy::Explicit,
-                        max_ack_pending: window as i64,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| format!("pull consumer: {e}"))?;
-                let mut messages = consumer
+                let config = consumer::pull::Config {
+                    durable_name: Some(format!("bench-{n}")),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    max_ack_pending: window as i64,
+                    ..Default::default()
+                };
+                let consumer = create_consumer(&stream, config, "pull consumer").await?;
+                let messages = consumer
                     .stream()
                     .max_messages_per_batch(window)
                     .messages()
                     .await
                     .map_err(|e| format!("pull consumer: {e}"))?;
-                let sink = sink.clone();
-                tokio::spawn(async move {
-                    while let Some(Ok(m)) = messages.next().await {
-                        sink.received(&m.payload);
-                        if m.ack().await.is_err() {
-                            return;
-                        }
-                    }
-                });
+                drain(messages, sink.clone(), true);
             }
         }
         Ok(())
@@ -132,4 +116,36 @@ impl Broker for Nats {
     async fn teardown(&self) {
         let _ = self.js.delete_stream(&self.name).await;
     }
+}
+
+/// Creates a consumer of `stream` by `config`; `what` names it in an error.
+async fn create_consumer<C>(
+    stream: &stream::Stream,
+    config: C,
+    what: &str,
+) -> Result<consumer::Consumer<C>, String>
+where
+    C: consumer::IntoConsumerConfig + consumer::FromConsumer,
+{
+    stream
+        .create_consumer(config)
+        .await
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// Hands each message of `messages` to `sink` in a task of its own,
+/// acknowledging it if `ack`, until a message or an acknowledgement fails.
+fn drain<M, E>(mut messages: M, sink: Arc<Sink>, ack: bool)
+where
+    M: futures::Stream<Item = Result<jetstream::Message, E>> + Unpin + Send + 'static,
+    E: Send,
+{
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = messages.next().await {
+            sink.received(&m.payload);
+            if ack && m.ack().await.is_err() {
+                return;
+            }
+        }
+    });
 }

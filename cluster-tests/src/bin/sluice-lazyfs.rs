@@ -426,79 +426,6 @@ impl LazyFs {
         st.entry(dir, &name)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn setattr_inner(
-        &self,
-        ino: INodeNo,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime: Option<TimeOrNow>,
-        mtime: Option<TimeOrNow>,
-    ) -> Res<FileAttr> {
-        let mut st = self.lock();
-        let node = st.node(ino)?;
-        let fd = node.fd.as_raw_fd();
-        let is_link = node.kind == FileType::Symlink;
-        if let Some(mode) = mode {
-            if !is_link {
-                // SAFETY: a valid C string.
-                cvt(unsafe {
-                    libc::chmod(proc_path(fd).as_ptr(), (mode & 0o7777) as libc::mode_t)
-                })
-                .map_err(errno)?;
-            }
-        }
-        if uid.is_some() || gid.is_some() {
-            // SAFETY: a valid C string; -1 (u32::MAX) leaves an id as it is.
-            cvt(unsafe {
-                libc::fchownat(
-                    fd,
-                    c"".as_ptr(),
-                    uid.unwrap_or(u32::MAX),
-                    gid.unwrap_or(u32::MAX),
-                    libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
-                )
-            })
-            .map_err(errno)?;
-        }
-        if atime.is_some() || mtime.is_some() {
-            let ts = |t: Option<TimeOrNow>| match t {
-                None => libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: libc::UTIME_OMIT,
-                },
-                Some(TimeOrNow::Now) => libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: libc::UTIME_NOW,
-                },
-                Some(TimeOrNow::SpecificTime(t)) => {
-                    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-                    libc::timespec {
-                        tv_sec: d.as_secs() as libc::time_t,
-                        tv_nsec: d.subsec_nanos() as libc::c_long,
-                    }
-                }
-            };
-            if !is_link {
-                let times = [ts(atime), ts(mtime)];
-                // SAFETY: a valid C string and two timespecs.
-                cvt(unsafe {
-                    libc::utimensat(libc::AT_FDCWD, proc_path(fd).as_ptr(), times.as_ptr(), 0)
-                })
-                .map_err(errno)?;
-            }
-        }
-        if let Some(size) = size {
-            // To the same size is no change: nothing to hold back.
-            if size != st.attr(ino)?.size {
-                st.pending(ino)?.truncate(size);
-            }
-        }
-        st.attr(ino)
-    }
-
     fn open_inner(&self, ino: INodeNo, flags: i32) -> Res<u64> {
         let mut st = self.lock();
         st.data(ino)?;
@@ -693,7 +620,68 @@ impl Filesystem for LazyFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let res = self.setattr_inner(ino, mode, uid, gid, size, atime, mtime);
+        let res = (|| -> Res<FileAttr> {
+            let mut st = self.lock();
+            let node = st.node(ino)?;
+            let fd = node.fd.as_raw_fd();
+            let is_link = node.kind == FileType::Symlink;
+            if let Some(mode) = mode {
+                if !is_link {
+                    // SAFETY: a valid C string.
+                    cvt(unsafe {
+                        libc::chmod(proc_path(fd).as_ptr(), (mode & 0o7777) as libc::mode_t)
+                    })
+                    .map_err(errno)?;
+                }
+            }
+            if uid.is_some() || gid.is_some() {
+                // SAFETY: a valid C string; -1 (u32::MAX) leaves an id as it is.
+                cvt(unsafe {
+                    libc::fchownat(
+                        fd,
+                        c"".as_ptr(),
+                        uid.unwrap_or(u32::MAX),
+                        gid.unwrap_or(u32::MAX),
+                        libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+                    )
+                })
+                .map_err(errno)?;
+            }
+            if atime.is_some() || mtime.is_some() {
+                let ts = |t: Option<TimeOrNow>| match t {
+                    None => libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: libc::UTIME_OMIT,
+                    },
+                    Some(TimeOrNow::Now) => libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: libc::UTIME_NOW,
+                    },
+                    Some(TimeOrNow::SpecificTime(t)) => {
+                        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+                        libc::timespec {
+                            tv_sec: d.as_secs() as libc::time_t,
+                            tv_nsec: d.subsec_nanos() as libc::c_long,
+                        }
+                    }
+                };
+                if !is_link {
+                    let times = [ts(atime), ts(mtime)];
+                    // SAFETY: a valid C string and two timespecs.
+                    cvt(unsafe {
+                        libc::utimensat(libc::AT_FDCWD, proc_path(fd).as_ptr(), times.as_ptr(), 0)
+                    })
+                    .map_err(errno)?;
+                }
+            }
+            if let Some(size) = size {
+                // To the same size is no change: nothing to hold back.
+                if size != st.attr(ino)?.size {
+                    st.pending(ino)?.truncate(size);
+                }
+            }
+            st.attr(ino)
+        })();
         answer!(reply, res, |a| reply.attr(&TTL, &a));
     }
 

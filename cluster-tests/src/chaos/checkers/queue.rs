@@ -427,8 +427,16 @@ mod tests {
         op(process, invoke, complete, receive(queue), got(messages))
     }
 
-    fn fifo() -> BTreeSet<String> {
-        ["f.fifo".to_string(), "dlq.fifo".to_string()].into()
+    /// The verdict on `h`, with f.fifo and dlq.fifo the FIFO queues.
+    fn judged(h: &[Op]) -> Verdict {
+        check(h, &["f.fifo".to_string(), "dlq.fifo".to_string()].into())
+    }
+
+    /// `h` holds no anomaly; its verdict.
+    fn passes(h: &[Op]) -> Verdict {
+        let v = judged(h);
+        assert!(v.valid, "{v:?}");
+        v
     }
 
     fn count(v: &Verdict, kind: &str) -> u64 {
@@ -440,12 +448,34 @@ mod tests {
         testing::only(v, &KINDS, kind, n);
     }
 
+    /// a sent to q (as ma) by process 1, then received once by process 2.
+    fn a_sent_and_received() -> Vec<Op> {
+        vec![
+            op(1, 0, 10, send("q", "a"), sent("ma")),
+            received(2, 20, 30, "q", &[("a", "ma", 1)]),
+        ]
+    }
+
+    /// f.fifo's group g1: g1-1 then g1-2 sent by process 1 (as f1, f2).
+    fn g1_sent() -> Vec<Op> {
+        vec![
+            op(1, 0, 10, send("f.fifo", "g1-1"), sent("f1")),
+            op(1, 11, 20, send("f.fifo", "g1-2"), sent("f2")),
+        ]
+    }
+
     /// The valid history with `extra` after it holds one anomaly, of
     /// `kind`.
     fn caught_once(extra: Op, kind: &str) {
         let mut h = valid_history();
         h.push(extra);
-        only(&check(&h, &fifo()), kind, 1);
+        only(&judged(&h), kind, 1);
+    }
+
+    /// [`caught_once`], `extra` a receive from `queue` of `messages` (body,
+    /// message id, count) after everything in the valid history.
+    fn caught_in_a_late_receive(queue: &str, messages: &[(&str, &str, u32)], kind: &str) {
+        caught_once(received(11, 600, 610, queue, messages), kind);
     }
 
     /// A valid history over a standard queue, a FIFO queue and its
@@ -493,7 +523,7 @@ mod tests {
 
     #[test]
     fn a_valid_history_passes() {
-        let v = check(&valid_history(), &fifo());
+        let v = judged(&valid_history());
         passed(&v, "queue", &KINDS, 18, 0, 3);
         assert!(v.anomalies.is_empty());
     }
@@ -517,38 +547,35 @@ mod tests {
             },
         ));
         h.push(op(12, 410, 420, send("q", "e"), unknown()));
-        let v = check(&h, &fifo());
-        assert!(v.valid, "{v:?}");
-        assert_eq!(count(&v, "fail"), 1);
+        assert_eq!(count(&passes(&h), "fail"), 1);
     }
 
     #[test]
     fn a_phantom_is_caught() {
-        caught_once(received(11, 600, 610, "q", &[("zz", "mz", 1)]), "phantom");
+        caught_in_a_late_receive("q", &[("zz", "mz", 1)], "phantom");
     }
 
     #[test]
     fn a_message_received_again_after_an_acknowledged_delete_is_caught() {
         // a was deleted with count 1 at 40 ns; count 2 after that.
-        caught_once(
-            received(11, 600, 610, "q", &[("a", "ma", 2)]),
-            "received-after-delete",
-        );
+        caught_in_a_late_receive("q", &[("a", "ma", 2)], "received-after-delete");
     }
 
     #[test]
     fn a_later_count_after_a_delete_is_caught_unless_a_receive_could_have_made_it_stale() {
-        let base = vec![
-            op(1, 0, 10, send("q", "a"), sent("ma")),
-            received(2, 20, 30, "q", &[("a", "ma", 1)]),
-            op(2, 31, 40, delete("q", "a", 1), done()),
-            // Count 3 after the delete; the count-2 delivery was seen only
-            // by a receive begun after the delete.
-            received(3, 50, 60, "q", &[("a", "ma", 2)]),
-            received(3, 70, 80, "q", &[("a", "ma", 3)]),
-        ];
+        let base = [
+            a_sent_and_received(),
+            vec![
+                op(2, 31, 40, delete("q", "a", 1), done()),
+                // Count 3 after the delete; the count-2 delivery was seen
+                // only by a receive begun after the delete.
+                received(3, 50, 60, "q", &[("a", "ma", 2)]),
+                received(3, 70, 80, "q", &[("a", "ma", 3)]),
+            ],
+        ]
+        .concat();
         // Both later deliveries are flagged as one anomaly of the delete.
-        only(&check(&base, &fifo()), "received-after-delete", 1);
+        only(&judged(&base), "received-after-delete", 1);
 
         // An unknown receive begun before the delete may have been the
         // count-2 delivery: the count-3 one is then not judged.
@@ -559,7 +586,7 @@ mod tests {
             base[2].clone(),
             base[4].clone(),
         ];
-        assert!(check(&h, &fifo()).valid);
+        passes(&h);
 
         // A count-2 delivery seen by a receive begun before the delete
         // made it stale.
@@ -570,40 +597,32 @@ mod tests {
             base[2].clone(),
             base[4].clone(),
         ];
-        let v = check(&h, &fifo());
-        assert!(v.valid, "{v:?}");
+        passes(&h);
     }
 
     #[test]
     fn a_fifo_duplicate_is_caught() {
         // The retried g1-1 was enqueued a second time.
-        caught_once(
-            received(11, 600, 610, "f.fifo", &[("g1-1", "f9", 1)]),
-            "duplicate-message",
-        );
+        caught_in_a_late_receive("f.fifo", &[("g1-1", "f9", 1)], "duplicate-message");
     }
 
     #[test]
     fn duplicates_are_only_judged_on_fifo_queues() {
-        let h = vec![
-            op(1, 0, 10, send("q", "a"), sent("ma")),
-            received(2, 20, 30, "q", &[("a", "ma", 1)]),
-            received(3, 20, 30, "q", &[("a", "mb", 1)]),
-        ];
-        assert!(check(&h, &fifo()).valid);
+        let mut h = a_sent_and_received();
+        h.push(received(3, 20, 30, "q", &[("a", "mb", 1)]));
+        passes(&h);
     }
 
     #[test]
     fn a_fifo_reorder_across_receives_is_caught() {
-        let h = vec![
-            op(1, 0, 10, send("f.fifo", "g1-1"), sent("f1")),
-            op(1, 11, 20, send("f.fifo", "g1-2"), sent("f2")),
+        let mut h = g1_sent();
+        h.extend([
             received(2, 30, 40, "f.fifo", &[("g1-2", "f2", 1)]),
             op(2, 41, 50, delete("f.fifo", "g1-2", 1), done()),
             received(2, 60, 70, "f.fifo", &[("g1-1", "f1", 1)]),
             op(2, 71, 80, delete("f.fifo", "g1-1", 1), done()),
-        ];
-        only(&check(&h, &fifo()), "fifo-order", 1);
+        ]);
+        only(&judged(&h), "fifo-order", 1);
         // On a standard queue, order is not judged.
         let h: Vec<Op> = h
             .into_iter()
@@ -617,14 +636,13 @@ mod tests {
                 o
             })
             .collect();
-        assert!(check(&h, &fifo()).valid);
+        passes(&h);
     }
 
     #[test]
     fn a_fifo_reorder_within_a_reply_is_caught() {
-        let h = vec![
-            op(1, 0, 10, send("f.fifo", "g1-1"), sent("f1")),
-            op(1, 11, 20, send("f.fifo", "g1-2"), sent("f2")),
+        let mut h = g1_sent();
+        h.extend([
             op(1, 21, 25, send("f.fifo", "g2-1"), sent("f3")),
             received(
                 2,
@@ -633,17 +651,16 @@ mod tests {
                 "f.fifo",
                 &[("g1-2", "f2", 1), ("g2-1", "f3", 1), ("g1-1", "f1", 1)],
             ),
-        ];
+        ]);
         // Within the reply (2 before 1); across receives nothing, since
         // both came in the same reply.
-        only(&check(&h, &fifo()), "fifo-order", 1);
+        only(&judged(&h), "fifo-order", 1);
     }
 
     #[test]
     fn concurrent_receives_or_an_unseen_first_delivery_are_not_a_reorder() {
-        let h = vec![
-            op(1, 0, 10, send("f.fifo", "g1-1"), sent("f1")),
-            op(1, 11, 20, send("f.fifo", "g1-2"), sent("f2")),
+        let mut h = g1_sent();
+        h.extend([
             // Overlapping receives: either order is possible.
             received(2, 30, 60, "f.fifo", &[("g1-1", "f1", 1)]),
             received(3, 35, 50, "f.fifo", &[("g1-2", "f2", 1)]),
@@ -653,8 +670,7 @@ mod tests {
             op(4, 61, 70, receive("f.fifo"), unknown()),
             received(5, 80, 90, "f.fifo", &[("g1-4", "f4", 1)]),
             received(5, 100, 110, "f.fifo", &[("g1-3", "f3", 2)]),
-        ];
-        let v = check(&h, &fifo());
-        assert!(v.valid, "{v:?}");
+        ]);
+        passes(&h);
     }
 }

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::{join_all, pause_unless_ok, Ctx, Pace, Process};
 use crate::chaos::history::{self, Call, Outcome};
+use crate::requests::stream_mapping;
 
 /// The stream.
 pub const STREAM: &str = "chaos-m-stream";
@@ -89,11 +90,8 @@ impl MappingWorkload {
         };
         admin
             .create_event_source_mapping(pb::EventSourceMappingRequest {
-                function_name: FUNCTION.into(),
-                event_source_arn: arn("kinesis", STREAM),
-                starting_position: "TRIM_HORIZON".into(),
                 batch_size: Some(50),
-                ..Default::default()
+                ..stream_mapping(FUNCTION, &arn("kinesis", STREAM))
             })
             .await
             .map_err(e)?;
