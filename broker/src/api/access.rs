@@ -542,13 +542,11 @@ pub fn resource(
             .filter(|n| crate::queues::validate_name("", n).is_ok())
             .map(|n| id.queue_arn(n)),
         Res::MoveTask(_) | Res::Iterator(_) => lookup(res, v),
-        Res::Topic(_) => super::topics::topic_ref("", v)
-            .ok()
-            .map(|n| id.topic_arn(&n)),
+        Res::Topic(_) => super::refs::topic_ref("", v).ok().map(|n| id.topic_arn(&n)),
         Res::Subscription(_) => super::topics::subscription_ref("", v)
             .ok()
             .map(|(t, _)| id.topic_arn(&t)),
-        Res::Stream(_) => super::streams::stream_ref("", v)
+        Res::Stream(_) => super::refs::stream_ref("", v)
             .ok()
             .map(|n| id.stream_arn(&n)),
         Res::Function(_) => super::functions::name_ref("", v)

@@ -20,6 +20,8 @@ pub mod put_stream;
 mod queue_messages;
 pub mod queues;
 pub mod receive_stream;
+mod receiving;
+pub mod refs;
 pub mod scaler;
 pub mod send_stream;
 pub mod status;

@@ -18,9 +18,11 @@ use sluice_proto::v1 as pb;
 use tonic::Status;
 
 use super::producer::{command, same_destination, Outcomes, Producer};
+use super::queue_messages::to_value;
+use super::refs::topic_ref;
 use super::status::from_domain;
-use super::topics::{publish_input, topic_ref};
 use super::Context;
+use crate::topics::publish::PublishInput;
 use crate::topics::publish::{Publication, Published};
 use crate::topics::Publish;
 
@@ -117,5 +119,28 @@ impl Producer for TopicProducer {
                 Err(e) => Outcome::Error(e),
             }),
         }
+    }
+}
+
+/// A publication from the wire's fields (Publish, PublishBatch and
+/// PublishStream take the same).
+pub(super) fn publish_input(
+    message: String,
+    subject: String,
+    structure: String,
+    attributes: std::collections::HashMap<String, pb::MessageAttributeValue>,
+    group_id: String,
+    dedup_id: String,
+) -> PublishInput {
+    PublishInput {
+        message,
+        subject,
+        structure,
+        attributes: attributes
+            .into_iter()
+            .map(|(k, v)| (k, to_value(v)))
+            .collect(),
+        group_id,
+        dedup_id,
     }
 }

@@ -17,8 +17,8 @@ use sluice_proto::v1 as pb;
 use tonic::Status;
 
 use super::producer::{command, same_destination, Outcomes, Producer};
+use super::refs::stream_ref;
 use super::status::from_domain;
-use super::streams::stream_ref;
 use super::Context;
 use crate::streams::records::{NewRecord, Placed};
 use crate::streams::{self, shard_id, PutRecords};

@@ -7,70 +7,35 @@
 //! end of the wait, then asks again.
 
 use super::status::IntoStatus;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use sluice_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::queue_messages::{from_value, outgoing, queue_ref, sent};
+use super::queue_messages::{outgoing, queue_ref, sent};
+use super::receiving::{
+    check_names, open_receipt, receive_until, seconds_in, Names, SYSTEM_ATTRIBUTES,
+};
 use super::Reply;
 
 use super::fields::optional;
 use super::{consistency, Consistency, Context};
-use crate::clock::now_ms;
 use crate::command::{Command, CommandOutput, Registered};
 use crate::error::DomainError;
 use crate::queues::attributes::{self, queue_name_from_arn, Attribute};
-use crate::queues::delivery::{ReceiveRequest, Received};
-use crate::queues::layout::{BodyText, MoveTask};
-use crate::queues::message::{self, AttributeValue, NewMessage};
-use crate::queues::receipt::Receipt;
+use crate::queues::delivery::ReceiveRequest;
+use crate::queues::layout::MoveTask;
+use crate::queues::message::{self, NewMessage};
 use crate::queues::{self, redrive, CreateQueue, ListQueues, Queue};
 use crate::tags::{Change, Tagged};
 
-/// Counts a long poll as waiting (`sluice_long_polls_waiting`) while held,
-/// also when the call is cancelled.
-struct Waiting;
-
-impl Waiting {
-    fn start() -> Waiting {
-        metrics::gauge!("sluice_long_polls_waiting").increment(1.0);
-        Waiting
-    }
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        metrics::gauge!("sluice_long_polls_waiting").decrement(1.0);
-    }
-}
-
-/// The attributes a receive returns with each message.
-pub(super) struct Names {
-    /// System attribute names ("All", "SentTimestamp", ...).
-    pub system: Vec<String>,
-    /// Message attribute names, "All" or prefixes ("order.*").
-    pub attributes: Vec<String>,
-}
-
 /// Serves the queue API.
-#[derive(Clone)]
 pub struct QueuesApi {
     ctx: Context,
 }
 
-impl QueuesApi {
-    /// The receipt a handle names, if this cluster sealed it.
-    pub(super) fn open_receipt(&self, field: &str, handle: &str) -> Result<Receipt, DomainError> {
-        self.ctx
-            .security
-            .receipts
-            .open(handle)
-            .and_then(|f| Receipt::from_fields(&f))
-            .ok_or_else(|| crate::queues::receipt::invalid_handle(field))
-    }
-}
+impl QueuesApi {}
 
 fn arn_ref(field: &str, arn: &str) -> Result<String, Status> {
     let name = queue_name_from_arn(arn)
@@ -179,64 +144,6 @@ fn count_in(field: &str, v: i32, default: u32, max: u32) -> Result<u32, Status> 
     }
 }
 
-pub(super) fn seconds_in(field: &str, v: i32, max: u32) -> Result<u32, DomainError> {
-    if (0..=max as i32).contains(&v) {
-        Ok(v as u32)
-    } else {
-        Err(DomainError::invalid(
-            field,
-            format!("must be from 0 to {max}, got {v}"),
-        ))
-    }
-}
-
-/// System attribute names ReceiveMessage can return.
-pub(super) const SYSTEM_ATTRIBUTES: &[&str] = &[
-    "ApproximateReceiveCount",
-    "ApproximateFirstReceiveTimestamp",
-    "SentTimestamp",
-    "SenderId",
-    "MessageGroupId",
-    "MessageDeduplicationId",
-    "SequenceNumber",
-    "AWSTraceHeader",
-    "DeadLetterQueueSourceArn",
-];
-
-pub(super) fn check_names(
-    field: &str,
-    names: &[String],
-    known: &[&str],
-) -> Result<(), DomainError> {
-    for n in names {
-        if n != "All" && !known.contains(&n.as_str()) {
-            return Err(DomainError::invalid_with_code(
-                "InvalidAttributeName",
-                field,
-                format!(
-                    "unknown attribute {n:?}; use \"All\" or one of {}",
-                    known.join(", ")
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn wants(names: &[String], name: &str) -> bool {
-    names.iter().any(|n| n == "All" || n == name)
-}
-
-fn wants_message_attribute(names: &[String], name: &str) -> bool {
-    names.iter().any(|n| {
-        n == "All"
-            || n == ".*"
-            || n == name
-            || n.strip_suffix(".*")
-                .is_some_and(|p| name.starts_with(&format!("{p}.")))
-    })
-}
-
 impl QueuesApi {
     /// The service over a node's context.
     pub fn new(ctx: Context) -> Self {
@@ -244,102 +151,15 @@ impl QueuesApi {
     }
 
     /// The queue a request's `queue_name` names (see [`queue_ref`]).
-    /// Receives per `request` from `queue`, waiting until `deadline` for
-    /// a message (long polling); the messages with the attributes `names`
-    /// asks for. Shared by ReceiveMessage and ReceiveMessageStream.
-    pub(super) async fn receive_until(
-        &self,
-        queue: &str,
-        request: &ReceiveRequest,
-        names: &Names,
-        deadline: Instant,
-    ) -> Result<Vec<pb::Message>, Status> {
-        let wake = self.ctx.waiters.of(queue);
-        // The first look always asks the leader (a FIFO receive retried
-        // with its attempt id must get the same messages back, and this
-        // node may not have applied the latest sends); so does a look at
-        // the time a hidden message comes due.
-        let mut propose = true;
-        let mut next_due_ms = None;
-        loop {
-            let notified = wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if !propose {
-                // Woken by a message made receivable here (this node has
-                // applied it), or at the end of the wait: this node's own
-                // state says whether a receive can find one (another may
-                // have taken it). A receive that would return nothing is
-                // not proposed.
-                let check = crate::queues::Receivable {
-                    name: queue.to_string(),
-                    now_ms: now_ms(),
-                };
-                propose = !matches!(self.ctx.ask_local(check), Ok(Ok(false)));
-                let proposed = if propose { "true" } else { "false" };
-                metrics::counter!("sluice_long_poll_wakeups_total", "proposed" => proposed)
-                    .increment(1);
-            }
-            if propose {
-                let outcome = self
-                    .ctx
-                    .run(crate::queues::ReceiveMessages {
-                        queue: queue.to_string(),
-                        request: request.clone(),
-                    })
-                    .await?;
-                if !outcome.messages.is_empty() || Instant::now() >= deadline {
-                    return outcome
-                        .messages
-                        .into_iter()
-                        .map(|r| self.message_out(r, &names.system, &names.attributes))
-                        .collect();
-                }
-                next_due_ms = outcome.next_due_ms;
-            } else if Instant::now() >= deadline {
-                return Ok(Vec::new());
-            }
-            // Nothing yet: wait for a send anywhere in the cluster (this
-            // node applies it and wakes us), for the next hidden message
-            // to come due, or for the end of the wait.
-            let now = Instant::now();
-            let mut until = deadline;
-            if let Some(due) = next_due_ms {
-                let in_ms = due.saturating_sub(now_ms());
-                until = until.min(now + Duration::from_millis(in_ms + 1));
-            }
-            // At a due time the leader is asked (this node's state does not
-            // show the message visible until a receive or a tick promotes
-            // it); at the end of the wait, as on a wake-up, this node's
-            // state is checked first.
-            let comes_due = until < deadline;
-            let _waiting = Waiting::start();
-            tokio::select! {
-                _ = &mut notified => propose = false,
-                _ = tokio::time::sleep_until(until.into()) => propose = comes_due,
-            }
-        }
-    }
-
-    /// The node's context, for the calls that share this service's parts.
-    pub(super) fn context(&self) -> Context {
-        self.ctx.clone()
-    }
-
-    pub(super) fn queue_name(&self, given: &str) -> Result<String, Status> {
-        self.queue_ref("queue_name", given)
-    }
-
-    /// The queue `given` (a name or URL) in `field` names.
-    pub(super) fn queue_ref(&self, field: &str, given: &str) -> Result<String, Status> {
-        queue_ref(&self.ctx.identity, field, given)
+    fn queue_name(&self, given: &str) -> Result<String, Status> {
+        queue_ref(&self.ctx.identity, "queue_name", given)
     }
 
     fn url(&self, name: &str) -> String {
         self.ctx.identity.queue_url(&self.ctx.advertise, name)
     }
 
-    pub(super) fn arn(&self, name: &str) -> String {
+    fn arn(&self, name: &str) -> String {
         self.ctx.identity.queue_arn(name)
     }
 
@@ -389,65 +209,6 @@ impl QueuesApi {
             }
         }
         Ok(())
-    }
-
-    fn message_out(
-        &self,
-        r: Received,
-        system_names: &[String],
-        attribute_names: &[String],
-    ) -> Result<pb::Message, Status> {
-        let mut attributes = HashMap::new();
-        let mut put = |name: &str, value: Option<String>| {
-            if let Some(v) = value {
-                if wants(system_names, name) {
-                    attributes.insert(name.to_string(), v);
-                }
-            }
-        };
-        put(
-            "ApproximateReceiveCount",
-            Some(r.head.receive_count.to_string()),
-        );
-        put(
-            "ApproximateFirstReceiveTimestamp",
-            r.head.first_receive_ms.map(|t| t.to_string()),
-        );
-        put("SentTimestamp", Some(r.head.sent_ms.to_string()));
-        put("SenderId", Some(self.ctx.identity.account_id.clone()));
-        put("MessageGroupId", r.head.group_id.clone());
-        put("MessageDeduplicationId", r.body.dedup_id.clone());
-        put("SequenceNumber", r.sequence_number.clone());
-        put("AWSTraceHeader", r.body.trace_header.clone());
-        put(
-            "DeadLetterQueueSourceArn",
-            r.body.dead_letter_source.as_deref().map(|s| self.arn(s)),
-        );
-        let chosen: BTreeMap<String, AttributeValue> = r
-            .body
-            .attributes
-            .into_iter()
-            .filter(|(n, _)| wants_message_attribute(attribute_names, n))
-            .collect();
-        // The leader read every body out of the log before it answered.
-        let BodyText::Inline(body) = r.body.body else {
-            return Err(Status::internal(format!(
-                "message {} came back without its body",
-                r.body.message_id
-            )));
-        };
-        Ok(pb::Message {
-            message_id: r.body.message_id,
-            receipt_handle: self.ctx.security.receipts.seal(&r.receipt.fields()),
-            md5_of_body: r.body.md5_of_body,
-            body,
-            attributes,
-            md5_of_message_attributes: message::md5_of_attributes(&chosen).unwrap_or_default(),
-            message_attributes: chosen
-                .iter()
-                .map(|(n, v)| (n.clone(), from_value(v)))
-                .collect(),
-        })
     }
 
     fn move_task_out(&self, queue: &str, t: MoveTask) -> pb::MessageMoveTask {
@@ -812,9 +573,7 @@ impl pb::queues_server::Queues for QueuesApi {
             attributes: req.message_attribute_names,
         };
         let deadline = Instant::now() + Duration::from_secs(u64::from(wait));
-        let messages = self
-            .receive_until(&queue, &request, &names, deadline)
-            .await?;
+        let messages = receive_until(&self.ctx, &queue, &request, &names, deadline).await?;
         Ok(Response::new(pb::ReceiveMessageResponse { messages }))
     }
 
@@ -825,7 +584,7 @@ impl pb::queues_server::Queues for QueuesApi {
         request: Request<tonic::Streaming<pb::ReceiveMessageStreamRequest>>,
     ) -> Reply<Self::ReceiveMessageStreamStream> {
         Ok(Response::new(super::receive_stream::serve(
-            self.clone(),
+            self.ctx.clone(),
             request,
         )))
     }
@@ -836,8 +595,7 @@ impl pb::queues_server::Queues for QueuesApi {
     ) -> Reply<pb::DeleteMessageResponse> {
         let req = request.into_inner();
         let queue = self.queue_name(&req.queue_name)?;
-        let receipt = self
-            .open_receipt("receipt_handle", &req.receipt_handle)
+        let receipt = open_receipt(&self.ctx, "receipt_handle", &req.receipt_handle)
             .map_err(super::status::from_domain)?;
         let out = self
             .ctx
@@ -859,7 +617,13 @@ impl pb::queues_server::Queues for QueuesApi {
         let batch = split(
             req.entries,
             |e| &e.id,
-            |i, e| self.open_receipt(&format!("entries[{i}].receipt_handle"), &e.receipt_handle),
+            |i, e| {
+                open_receipt(
+                    &self.ctx,
+                    &format!("entries[{i}].receipt_handle"),
+                    &e.receipt_handle,
+                )
+            },
         )?;
         let delete = |receipts| crate::queues::DeleteMessages { queue, receipts };
         let (successful, failed) = batch
@@ -879,8 +643,7 @@ impl pb::queues_server::Queues for QueuesApi {
     ) -> Reply<pb::ChangeMessageVisibilityResponse> {
         let req = request.into_inner();
         let queue = self.queue_name(&req.queue_name)?;
-        let receipt = self
-            .open_receipt("receipt_handle", &req.receipt_handle)
+        let receipt = open_receipt(&self.ctx, "receipt_handle", &req.receipt_handle)
             .map_err(super::status::from_domain)?;
         let seconds = seconds_in(
             "visibility_timeout",
@@ -909,8 +672,11 @@ impl pb::queues_server::Queues for QueuesApi {
             req.entries,
             |e| &e.id,
             |i, e| {
-                let r =
-                    self.open_receipt(&format!("entries[{i}].receipt_handle"), &e.receipt_handle)?;
+                let r = open_receipt(
+                    &self.ctx,
+                    &format!("entries[{i}].receipt_handle"),
+                    &e.receipt_handle,
+                )?;
                 let s = seconds_in(
                     &format!("entries[{i}].visibility_timeout"),
                     e.visibility_timeout,

@@ -41,8 +41,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Status, Streaming};
 
 use super::producer::same_destination;
-use super::queues::{check_names, seconds_in, Names, QueuesApi, SYSTEM_ATTRIBUTES};
+use super::queue_messages::queue_ref;
+use super::receiving::{
+    check_names, open_receipt, receive_until, seconds_in, Names, SYSTEM_ATTRIBUTES,
+};
 use super::status::{from_domain, message_error};
+use super::Context;
 use crate::auth::caller::Caller;
 use crate::queues::attributes::VISIBILITY_TIMEOUT_MAX;
 use crate::queues::delivery::ReceiveRequest;
@@ -67,13 +71,13 @@ type Sender = mpsc::Sender<Result<pb::ReceiveMessageStreamResponse, Status>>;
 
 /// Serves one `ReceiveMessageStream` call in a task of its own.
 pub fn serve(
-    api: QueuesApi,
+    ctx: Context,
     request: Request<Streaming<pb::ReceiveMessageStreamRequest>>,
 ) -> Replies {
     let caller = request.extensions().get::<Caller>().cloned();
     let (tx, rx) = mpsc::channel(REPLIES_BUFFERED);
     tokio::spawn(async move {
-        if let Err(status) = run(api, caller, request.into_inner(), &tx).await {
+        if let Err(status) = run(ctx, caller, request.into_inner(), &tx).await {
             let _ = tx.send(Err(status)).await;
         }
     });
@@ -82,7 +86,7 @@ pub fn serve(
 
 /// The call's queue and how it receives, from its first message.
 struct Consumer {
-    api: QueuesApi,
+    ctx: Context,
     caller: Option<Caller>,
     queue: String,
     request: ReceiveRequest,
@@ -116,7 +120,7 @@ impl Change {
 }
 
 async fn run(
-    api: QueuesApi,
+    ctx: Context,
     caller: Option<Caller>,
     mut inbound: Streaming<pb::ReceiveMessageStreamRequest>,
     tx: &Sender,
@@ -124,7 +128,7 @@ async fn run(
     let Some(first) = inbound.message().await? else {
         return Ok(());
     };
-    let consumer = Consumer::open(api, caller, &first)?;
+    let consumer = Consumer::open(ctx, caller, &first)?;
     let mut credit: u64 = 0;
     // Receives in flight (with the most each asked for), and settle
     // commands in flight (with how many receipts each carries).
@@ -200,11 +204,11 @@ async fn run(
 
 impl Consumer {
     fn open(
-        api: QueuesApi,
+        ctx: Context,
         caller: Option<Caller>,
         first: &pb::ReceiveMessageStreamRequest,
     ) -> Result<Consumer, Status> {
-        let queue = api.queue_name(&first.queue_name)?;
+        let queue = queue_ref(&ctx.identity, "queue_name", &first.queue_name)?;
         let visibility_timeout = first
             .visibility_timeout
             .map(|v| seconds_in("visibility_timeout", v, VISIBILITY_TIMEOUT_MAX))
@@ -217,7 +221,7 @@ impl Consumer {
         )
         .map_err(from_domain)?;
         Ok(Consumer {
-            api,
+            ctx,
             caller,
             queue,
             request: ReceiveRequest {
@@ -234,16 +238,13 @@ impl Consumer {
 
     /// One receive of up to `max` messages, long-polling.
     fn receive(&self, max: u32) -> BoxFuture<'static, Result<Vec<pb::Message>, Status>> {
-        let (api, queue, names) = (self.api.clone(), self.queue.clone(), self.names.clone());
+        let (ctx, queue, names) = (self.ctx.clone(), self.queue.clone(), self.names.clone());
         let request = ReceiveRequest {
             max,
             ..self.request.clone()
         };
-        async move {
-            api.receive_until(&queue, &request, &names, Instant::now() + POLL)
-                .await
-        }
-        .boxed()
+        async move { receive_until(&ctx, &queue, &request, &names, Instant::now() + POLL).await }
+            .boxed()
     }
 
     /// The commands for a message's deletes and visibility changes (with
@@ -290,7 +291,7 @@ impl Consumer {
     /// Checks that a later message names the call's queue or none.
     fn same_queue(&self, given: &str) -> Result<(), Status> {
         same_destination("queue_name", given, &self.queue, "queue", |f, g| {
-            self.api.queue_ref(f, g)
+            queue_ref(&self.ctx.identity, f, g)
         })
     }
 
@@ -299,7 +300,7 @@ impl Consumer {
         let Some(caller) = &self.caller else {
             return Ok(());
         };
-        let resource = self.api.arn(&self.queue);
+        let resource = self.ctx.identity.queue_arn(&self.queue);
         match caller.decide(change.action(), &resource) {
             Decision::Allow => Ok(()),
             _ => {
@@ -331,10 +332,12 @@ impl Consumer {
         r: &pb::MessageReceipt,
     ) -> Result<(Receipt, u32), Status> {
         let field = format!("{}[{i}]", change.field());
-        let receipt = self
-            .api
-            .open_receipt(&format!("{field}.receipt_handle"), &r.receipt_handle)
-            .map_err(from_domain)?;
+        let receipt = open_receipt(
+            &self.ctx,
+            &format!("{field}.receipt_handle"),
+            &r.receipt_handle,
+        )
+        .map_err(from_domain)?;
         let seconds = match change {
             Change::Delete => 0,
             Change::Visibility => seconds_in(
@@ -353,7 +356,7 @@ impl Consumer {
         change: Change,
         receipts: Vec<(u64, (Receipt, u32))>,
     ) -> BoxFuture<'static, Settled> {
-        let (ctx, queue) = (self.api.context(), self.queue.clone());
+        let (ctx, queue) = (self.ctx.clone(), self.queue.clone());
         let (ids, receipts): (Vec<u64>, Vec<(Receipt, u32)>) = receipts.into_iter().unzip();
         async move {
             let outcome = match change {

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 use super::Reply;
 
 use super::fields::{next_token, optional};
+use super::refs::stream_ref;
 use super::{Consistency, Context};
 use crate::clock::now_ms;
 use crate::error::DomainError;
@@ -55,16 +56,6 @@ pub(crate) fn seal_iterator(keys: &TokenKeys, it: &ShardIterator) -> String {
 pub(crate) fn open_iterator(keys: &TokenKeys, text: &str) -> Option<ShardIterator> {
     keys.open(text)
         .and_then(|fields| ShardIterator::from_fields(&fields))
-}
-
-/// The stream a request names: a name, or a stream (or consumer) ARN.
-pub(crate) fn stream_ref(field: &str, given: &str) -> Result<String, Status> {
-    let name = match given.split_once(":stream/") {
-        Some((_, rest)) => rest.split('/').next().unwrap_or(rest),
-        None => given,
-    };
-    streams::validate_name(field, name).map_err(super::status::from_domain)?;
-    Ok(name.to_string())
 }
 
 /// (stream, consumer) of a consumer ARN.

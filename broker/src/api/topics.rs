@@ -13,13 +13,14 @@ use tonic::{Request, Response, Status};
 use super::Reply;
 
 use super::fields::next_token;
-use super::queue_messages::to_value;
+use super::publish_stream::publish_input;
 use super::queues::split;
+use super::refs::topic_ref;
 use super::{consistency, Context};
 use crate::error::DomainError;
 use crate::tags::{Change, Tagged};
 use crate::topics::policy::DeliveryPolicy;
-use crate::topics::publish::{Publication, PublishInput};
+use crate::topics::publish::Publication;
 use crate::topics::subscription::{self, normalize_endpoint, Protocol, Subscription};
 use crate::topics::subscriptions::{self, Subscribe};
 use crate::topics::{self, CreateTopic, Topic};
@@ -45,13 +46,6 @@ impl TopicsApi {
     fn subscription_arn(&self, topic: &str, s: &Subscription) -> String {
         format!("{}:{}", self.topic_arn(topic), s.id)
     }
-}
-
-/// The topic a request names: its ARN or its bare name.
-pub fn topic_ref(field: &str, given: &str) -> Result<String, Status> {
-    let name = topics::name_from_ref(given);
-    topics::validate_name(field, name).map_err(super::status::from_domain)?;
-    Ok(name.to_string())
 }
 
 /// The (topic, subscription id) of a subscription ARN.
@@ -103,27 +97,6 @@ fn parse_token(field: &str, token: &str, parts: usize) -> Result<Option<Vec<Stri
 
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
-}
-
-pub(super) fn publish_input(
-    message: String,
-    subject: String,
-    structure: String,
-    attributes: std::collections::HashMap<String, pb::MessageAttributeValue>,
-    group_id: String,
-    dedup_id: String,
-) -> PublishInput {
-    PublishInput {
-        message,
-        subject,
-        structure,
-        attributes: attributes
-            .into_iter()
-            .map(|(k, v)| (k, to_value(v)))
-            .collect(),
-        group_id,
-        dedup_id,
-    }
 }
 
 fn topic_attributes(
