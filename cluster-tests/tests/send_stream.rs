@@ -223,6 +223,28 @@ async fn a_message_over_the_limit_ends_the_stream_and_the_next_stream_goes_on() 
 }
 
 #[tokio::test]
+async fn a_stream_of_more_bytes_than_it_may_hold_at_once_is_sent_whole() {
+    let (_serial, c, leader) = elected_cluster(3, &[]).await;
+    c.client()
+        .create_queue("wide", HashMap::new())
+        .await
+        .unwrap();
+    // Through a follower, 40 messages of 1 MB: five times what a stream
+    // holds at once (8 MiB), so the node stops reading and goes on as
+    // commands commit, more than once.
+    let client = c.follower_client(leader, std::time::Duration::from_secs(60));
+    let sender = client.message_sender("wide");
+    let sends: Vec<_> = (0..40)
+        .map(|i| sender.send(message(&format!("{i:02}{}", "w".repeat(1_000_000)))))
+        .collect();
+    for (i, r) in join_all(sends).await.into_iter().enumerate() {
+        r.unwrap_or_else(|e| panic!("message {i}: {e}"));
+    }
+    let a = client.get_queue_attributes("wide", &["All"]).await.unwrap();
+    assert_eq!(a["ApproximateNumberOfMessages"], "40");
+}
+
+#[tokio::test]
 async fn sluicectl_streams_stdin_in_order_and_names_the_line_that_failed() {
     let (_serial, c, _) = elected_cluster(1, &[]).await;
     let client = c.client();

@@ -228,10 +228,13 @@ async fn run<P: Producer>(
                     open = false;
                 }
             }
+            // Evaluated even when the branch is off (select! builds every
+            // branch's future): the held bytes may exceed the bound by
+            // the last message read, so the room left saturates.
             (read, after) = gather(
                 &mut inbound,
-                P::COMMAND_MAX.min(P::IN_FLIGHT - held),
-                P::IN_FLIGHT_BYTES - held_bytes,
+                P::COMMAND_MAX.min(P::IN_FLIGHT.saturating_sub(held)),
+                P::IN_FLIGHT_BYTES.saturating_sub(held_bytes),
             ), if open && room => {
                 match after {
                     Some(Read::Broken(status)) => (failure, open) = (Some(status), false),
