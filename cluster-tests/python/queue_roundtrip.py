@@ -13,7 +13,8 @@ from grpc_tools import protoc
 
 
 def generate(proto_dir, out_dir):
-    for f in ["sluice/v1/queues.proto"]:
+    # queues.proto imports errors.proto (MessageError).
+    for f in ["sluice/v1/errors.proto", "sluice/v1/queues.proto"]:
         code = protoc.main(
             [
                 "grpc_tools.protoc",
