@@ -2,7 +2,8 @@
 //! shares their machinery, has send_stream.rs): many records over one call,
 //! each answered on its own (through a follower, which forwards them), in
 //! the order they were sent; one record's error leaves the others alone;
-//! the call is authorised for its stream as a PutRecord is; `sluicectl
+//! the call is authorised for its stream as a PutRecord is (a publish call
+//! for its topic as a Publish is); `sluicectl
 //! stream put --stdin` streams its lines; a FIFO topic's messages published
 //! over one call reach its subscribed queue in order.
 
@@ -258,4 +259,59 @@ async fn a_fifo_topic_published_over_one_call_through_a_follower_fans_out_in_ord
     }
     let want: Vec<usize> = (0..N).filter(|i| *i != 150).collect();
     assert_eq!(got, want, "the queue receives every message, in order");
+}
+
+#[tokio::test]
+async fn a_publish_stream_is_authorised_for_its_topic_and_a_refused_one_publishes_nothing() {
+    let (_serial, c, _) = elected_secured_cluster(1, &[]).await;
+    let admin = c.client();
+    for region in ["eu", "us"] {
+        let topic = admin
+            .create_topic(&format!("alerts-{region}"), HashMap::new())
+            .await
+            .unwrap();
+        let queue = format!("inbox-{region}");
+        admin.create_queue(&queue, HashMap::new()).await.unwrap();
+        let raw = HashMap::from([("RawMessageDelivery".to_string(), "true".to_string())]);
+        admin.subscribe(&topic, "sqs", &queue, raw).await.unwrap();
+    }
+    put_policy(
+        &admin,
+        "eu-publisher",
+        r#"{"Statement": {"Effect": "Allow", "Action": "sns:Publish",
+            "Resource": "arn:aws:sns:us-east-1:000000000000:alerts-eu"}}"#,
+    )
+    .await
+    .unwrap();
+    let creds = create_principal(&admin, "pat", "user", &["eu-publisher"]).await;
+    let pat: Client = c.single_attempt_client(Some(creds));
+    let message = |text: String| pb::PublishRequest {
+        message: text,
+        ..Default::default()
+    };
+
+    let refused = pat.publisher("alerts-us");
+    for r in join_all((0..20).map(|i| refused.send(message(format!("us{i}"))))).await {
+        let e = r.expect_err("alerts-us is not pat's");
+        assert_eq!(e.status(), Some(Code::PermissionDenied), "{e}");
+        assert_eq!(e.code(), Some("AccessDenied"), "{e}");
+    }
+    let us = admin
+        .receive_from("inbox-us", 10, None, Some(0))
+        .await
+        .unwrap();
+    assert!(us.messages.is_empty(), "a refused call published nothing");
+
+    let allowed = pat.publisher("alerts-eu");
+    for r in join_all((0..20).map(|i| allowed.send(message(format!("eu{i}"))))).await {
+        r.expect("alerts-eu is pat's");
+    }
+    let a = admin
+        .get_queue_attributes("inbox-eu", &["ApproximateNumberOfMessages"])
+        .await
+        .unwrap();
+    assert_eq!(
+        a["ApproximateNumberOfMessages"], "20",
+        "every allowed publish fanned out"
+    );
 }
