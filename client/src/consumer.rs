@@ -182,8 +182,9 @@ impl Settler {
         self.settle(receipt_handle, None)
     }
 
-    /// Changes a delivered message's visibility timeout (0: visible again
-    /// at once) and gives its credit back.
+    /// Changes a delivered message's visibility timeout; 0 releases it
+    /// (visible again at once) and gives its credit back, a longer one
+    /// extends the consumer's hold on it and keeps the credit.
     pub fn change_visibility(
         &self,
         receipt_handle: &str,
@@ -216,8 +217,11 @@ impl Settler {
             receipt_handle: receipt_handle.to_string(),
             visibility_timeout: visibility.unwrap_or(0),
         };
+        // A delete or a release (visibility 0) ends the consumer's hold on
+        // the message: its credit comes back. An extension keeps it.
+        let releases = visibility.is_none_or(|v| v == 0);
         let mut request = pb::ReceiveMessageStreamRequest {
-            credit: 1,
+            credit: u32::from(releases),
             ..Default::default()
         };
         match visibility {

@@ -184,7 +184,11 @@ async fn run(
             }
             m = inbound.message(), if open && settling < RECEIVE_STREAM_SETTLING => match m? {
                 Some(m) => {
-                    next = Some(gather(&consumer, m, &mut inbound, &mut open)?);
+                    let (merged, refused) = gather(&consumer, m, &mut inbound, &mut open)?;
+                    for (id, error) in refused {
+                        send(tx, settled(id, Some(error))).await?;
+                    }
+                    next = Some(merged);
                     if !open {
                         receives.clear();
                     }
@@ -391,26 +395,53 @@ impl Consumer {
 
 /// `first` and what else has already arrived (no waiting), merged into
 /// one: their credit added, their deletes and visibility changes in order,
-/// so that they go into as few commands as they fit. Clears `open` when the
-/// client has finished its side.
+/// so that they go into as few commands as they fit, with the receipts of
+/// a message naming another queue refused (the call goes on). Clears `open`
+/// when the client has finished its side.
 fn gather(
     consumer: &Consumer,
-    mut first: pb::ReceiveMessageStreamRequest,
+    first: pb::ReceiveMessageStreamRequest,
     inbound: &mut Streaming<pb::ReceiveMessageStreamRequest>,
     open: &mut bool,
-) -> Result<pb::ReceiveMessageStreamRequest, Status> {
-    consumer.same_queue(&first.queue_name)?;
-    let mut merged = 1;
-    while merged < GATHER_MAX
-        && first.deletes.len() + first.visibility_changes.len() < RECEIVE_STREAM_SETTLING
+) -> Result<
+    (
+        pb::ReceiveMessageStreamRequest,
+        Vec<(u64, pb::MessageError)>,
+    ),
+    Status,
+> {
+    let mut merged = pb::ReceiveMessageStreamRequest::default();
+    let mut refused = Vec::new();
+    let take = |m: pb::ReceiveMessageStreamRequest,
+                merged: &mut pb::ReceiveMessageStreamRequest,
+                refused: &mut Vec<(u64, pb::MessageError)>| {
+        match consumer.same_queue(&m.queue_name) {
+            Ok(()) => {
+                merged.credit = merged.credit.saturating_add(m.credit);
+                merged.deletes.extend(m.deletes);
+                merged.visibility_changes.extend(m.visibility_changes);
+            }
+            // Another queue's receipts are refused alone; the call goes on.
+            Err(status) => {
+                let error = message_error(&status);
+                refused.extend(
+                    m.deletes
+                        .iter()
+                        .chain(&m.visibility_changes)
+                        .map(|r| (r.correlation_id, error.clone())),
+                );
+            }
+        }
+    };
+    take(first, &mut merged, &mut refused);
+    let mut count = 1;
+    while count < GATHER_MAX
+        && merged.deletes.len() + merged.visibility_changes.len() < RECEIVE_STREAM_SETTLING
     {
         match inbound.message().now_or_never() {
             Some(Ok(Some(m))) => {
-                consumer.same_queue(&m.queue_name)?;
-                first.credit = first.credit.saturating_add(m.credit);
-                first.deletes.extend(m.deletes);
-                first.visibility_changes.extend(m.visibility_changes);
-                merged += 1;
+                take(m, &mut merged, &mut refused);
+                count += 1;
             }
             Some(Ok(None)) => {
                 *open = false;
@@ -420,7 +451,7 @@ fn gather(
             None => break,
         }
     }
-    Ok(first)
+    Ok((merged, refused))
 }
 
 fn delivered(m: pb::Message) -> pb::ReceiveMessageStreamResponse {
