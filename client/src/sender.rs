@@ -120,12 +120,11 @@ impl Kind for Messages {
 
     fn reply(r: Self::Response) -> (u64, Result<Self::Done, Error>) {
         use pb::send_message_stream_response::Outcome;
-        let outcome = match r.outcome {
-            Some(Outcome::Sent(sent)) => Ok(sent),
-            Some(Outcome::Error(e)) => Err(e),
-            None => Err(no_outcome()),
-        };
-        (r.correlation_id, outcome.map_err(call_error))
+        let outcome = r.outcome.map(|o| match o {
+            Outcome::Sent(done) => Ok(done),
+            Outcome::Error(e) => Err(e),
+        });
+        (r.correlation_id, answered(outcome))
     }
 }
 
@@ -160,12 +159,11 @@ impl Kind for Records {
 
     fn reply(r: Self::Response) -> (u64, Result<Self::Done, Error>) {
         use pb::put_record_stream_response::Outcome;
-        let outcome = match r.outcome {
-            Some(Outcome::Put(put)) => Ok(put),
-            Some(Outcome::Error(e)) => Err(e),
-            None => Err(no_outcome()),
-        };
-        (r.correlation_id, outcome.map_err(call_error))
+        let outcome = r.outcome.map(|o| match o {
+            Outcome::Put(done) => Ok(done),
+            Outcome::Error(e) => Err(e),
+        });
+        (r.correlation_id, answered(outcome))
     }
 }
 
@@ -200,20 +198,20 @@ impl Kind for Publications {
 
     fn reply(r: Self::Response) -> (u64, Result<Self::Done, Error>) {
         use pb::publish_stream_response::Outcome;
-        let outcome = match r.outcome {
-            Some(Outcome::Published(p)) => Ok(p),
-            Some(Outcome::Error(e)) => Err(e),
-            None => Err(no_outcome()),
-        };
-        (r.correlation_id, outcome.map_err(call_error))
+        let outcome = r.outcome.map(|o| match o {
+            Outcome::Published(done) => Ok(done),
+            Outcome::Error(e) => Err(e),
+        });
+        (r.correlation_id, answered(outcome))
     }
 }
 
-fn no_outcome() -> pb::MessageError {
-    pb::MessageError {
-        grpc_code: Code::Internal as i32,
-        message: "a reply without an outcome".into(),
-        ..Default::default()
+/// A reply's outcome as the caller gets it.
+fn answered<T>(outcome: Option<Result<T, pb::MessageError>>) -> Result<T, Error> {
+    match outcome {
+        Some(Ok(done)) => Ok(done),
+        Some(Err(e)) => Err(call_error(e)),
+        None => Err(Error::from(Status::internal("a reply without an outcome"))),
     }
 }
 

@@ -728,6 +728,28 @@ impl Cluster {
         .expect("client")
     }
 
+    /// A client of user principal `name`, made (through `admin`) with a
+    /// policy of its own allowing `action` on `resource` and nothing else,
+    /// making a single attempt per call: the caller of the authorisation
+    /// tests.
+    pub async fn client_allowed(
+        &self,
+        admin: &Client,
+        name: &str,
+        action: &str,
+        resource: &str,
+    ) -> Client {
+        let policy = format!("{name}-policy");
+        let document = serde_json::json!({
+            "Statement": {"Effect": "Allow", "Action": action, "Resource": resource}
+        });
+        put_policy(admin, &policy, &document.to_string())
+            .await
+            .expect("put policy");
+        let credentials = create_principal(admin, name, "user", &[&policy]).await;
+        self.single_attempt_client(Some(credentials))
+    }
+
     /// A client of every node except `except`.
     pub fn client_without(&self, except: NodeId) -> Client {
         Client::with_options(

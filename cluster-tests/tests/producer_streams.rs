@@ -10,8 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use cluster_tests::{
-    create_principal, elected_cluster, elected_secured_cluster, output_with_input, put_policy,
-    sluicectl, trim_horizon,
+    elected_cluster, elected_secured_cluster, output_with_input, sluicectl, trim_horizon,
 };
 use futures::future::join_all;
 use sluice_client::sluice_proto::v1 as pb;
@@ -123,16 +122,14 @@ async fn a_record_stream_is_authorised_for_its_stream_and_a_refused_one_puts_not
     for s in ["clicks-eu", "clicks-us"] {
         admin.create_stream_with_shards(s, 1).await.unwrap();
     }
-    put_policy(
-        &admin,
-        "eu-producer",
-        r#"{"Statement": {"Effect": "Allow", "Action": "kinesis:PutRecord",
-                    "Resource": "arn:aws:kinesis:us-east-1:000000000000:stream/clicks-eu"}}"#,
-    )
-    .await
-    .unwrap();
-    let creds = create_principal(&admin, "eve", "user", &["eu-producer"]).await;
-    let eve: Client = c.single_attempt_client(Some(creds));
+    let eve = c
+        .client_allowed(
+            &admin,
+            "eve",
+            "kinesis:PutRecord",
+            "arn:aws:kinesis:us-east-1:000000000000:stream/clicks-eu",
+        )
+        .await;
 
     let refused = eve.record_sender("clicks-us");
     for r in join_all((0..20).map(|i| refused.send(record("k", format!("us{i}"))))).await {
@@ -275,16 +272,14 @@ async fn a_publish_stream_is_authorised_for_its_topic_and_a_refused_one_publishe
         let raw = HashMap::from([("RawMessageDelivery".to_string(), "true".to_string())]);
         admin.subscribe(&topic, "sqs", &queue, raw).await.unwrap();
     }
-    put_policy(
-        &admin,
-        "eu-publisher",
-        r#"{"Statement": {"Effect": "Allow", "Action": "sns:Publish",
-            "Resource": "arn:aws:sns:us-east-1:000000000000:alerts-eu"}}"#,
-    )
-    .await
-    .unwrap();
-    let creds = create_principal(&admin, "pat", "user", &["eu-publisher"]).await;
-    let pat: Client = c.single_attempt_client(Some(creds));
+    let pat = c
+        .client_allowed(
+            &admin,
+            "pat",
+            "sns:Publish",
+            "arn:aws:sns:us-east-1:000000000000:alerts-eu",
+        )
+        .await;
     let message = |text: String| pb::PublishRequest {
         message: text,
         ..Default::default()

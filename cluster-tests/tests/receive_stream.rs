@@ -7,9 +7,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use cluster_tests::{
-    create_principal, create_queue_with_dlq, elected_cluster, elected_secured_cluster, put_policy,
-};
+use cluster_tests::{create_queue_with_dlq, elected_cluster, elected_secured_cluster};
 use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::{Client, Consumer, ConsumerOptions};
 use tonic::Code;
@@ -262,16 +260,14 @@ async fn a_consumers_deletes_are_authorised_as_deletes() {
     admin.create_queue("audit", HashMap::new()).await.unwrap();
     admin.create_queue("other", HashMap::new()).await.unwrap();
     admin.send_body("audit", "keep").await.unwrap();
-    put_policy(
-        &admin,
-        "reader",
-        r#"{"Statement": {"Effect": "Allow", "Action": "sqs:ReceiveMessage",
-                    "Resource": "arn:aws:sqs:us-east-1:000000000000:audit"}}"#,
-    )
-    .await
-    .unwrap();
-    let creds = create_principal(&admin, "rita", "user", &["reader"]).await;
-    let rita: Client = c.single_attempt_client(Some(creds));
+    let rita = c
+        .client_allowed(
+            &admin,
+            "rita",
+            "sqs:ReceiveMessage",
+            "arn:aws:sqs:us-east-1:000000000000:audit",
+        )
+        .await;
 
     let refused = rita.consumer("other", options(1, None)).await;
     let e = refused.err().expect("rita may not receive from other");

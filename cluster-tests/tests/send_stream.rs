@@ -8,12 +8,11 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use cluster_tests::{
-    create_principal, delete_batch, elected_cluster, elected_secured_cluster, metric_value,
-    output_with_input, put_policy, receive_bodies, receive_until_empty, sluicectl, wait_for,
+    delete_batch, elected_cluster, elected_secured_cluster, metric_value, output_with_input,
+    receive_bodies, receive_until_empty, sluicectl, wait_for,
 };
 use futures::future::join_all;
 use sluice_client::sluice_proto::v1 as pb;
-use sluice_client::Client;
 use tonic::Code;
 
 fn message(body: &str) -> pb::SendMessageRequest {
@@ -168,11 +167,14 @@ async fn a_stream_is_authorised_for_its_queue_and_a_refused_one_sends_nothing() 
     for q in ["orders-eu", "orders-us"] {
         admin.create_queue(q, HashMap::new()).await.unwrap();
     }
-    let eu_sender = r#"{"Statement": {"Effect": "Allow", "Action": "sqs:SendMessage",
-        "Resource": "arn:aws:sqs:us-east-1:000000000000:orders-eu"}}"#;
-    put_policy(&admin, "eu-sender", eu_sender).await.unwrap();
-    let creds = create_principal(&admin, "eve", "user", &["eu-sender"]).await;
-    let eve: Client = c.single_attempt_client(Some(creds));
+    let eve = c
+        .client_allowed(
+            &admin,
+            "eve",
+            "sqs:SendMessage",
+            "arn:aws:sqs:us-east-1:000000000000:orders-eu",
+        )
+        .await;
 
     let refused = eve.message_sender("orders-us");
     for r in join_all((0..20).map(|i| refused.send(message(&format!("us{i}"))))).await {
