@@ -229,7 +229,8 @@ struct Args {
     /// workloads: unary calls (SendMessage, ReceiveMessage then
     /// DeleteMessageBatch, PutRecord) instead of the streaming client (one
     /// SendMessageStream, ReceiveMessageStream or PutRecordStream call
-    /// carrying them all).
+    /// carrying them all); and mapping-latency's producers (PutRecord and
+    /// SendMessage instead of PutRecordStream and SendMessageStream).
     #[arg(long)]
     unary: bool,
     /// The peer's address, e.g. nats://127.0.0.1:4221 or
@@ -670,15 +671,22 @@ async fn main() {
         .unwrap_or_else(|| target_addr.clone());
     if args.workload == Workload::MappingLatency {
         let duration = Duration::from_secs(args.duration);
-        let m = mappings::run(&client, &queue, args.shards, args.concurrency, duration)
-            .await
-            .unwrap_or_else(|e| panic!("mapping latency: {e}"));
+        let m = mappings::run(
+            &client,
+            &queue,
+            args.shards,
+            args.concurrency,
+            duration,
+            !args.unary,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("mapping latency: {e}"));
         let workers = if worker_processes.is_empty() {
             "external".to_string()
         } else {
             worker_processes.len().to_string()
         };
-        let (report, text) = m.report(status.members.len(), workers, args.concurrency);
+        let (report, text) = m.report(status.members.len(), workers, args.concurrency, !args.unary);
         print_report(args.json, &report, text);
         drop(worker_processes);
         drop(spawned.take());

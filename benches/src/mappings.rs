@@ -4,7 +4,7 @@
 //! it saw each one. End-to-end latency is seen minus sent (one machine, one
 //! clock); throughput is what was handed over per second.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,9 +17,11 @@ use sluice_client::Client;
 use crate::{p50_p99_text, quantiles_ms};
 
 /// Notes, for each record it is handed, its kind, the sent stamp it
-/// carries and when the function saw it (ns), in one append per call.
+/// carries and when the function saw it (ns), in one POST per call to the
+/// bench's recorder (functions run sandboxed and can write nowhere but
+/// their own /tmp).
 const APP: &str = r#"
-import base64, os, time
+import base64, os, time, urllib.request
 
 def handler(event, context):
     now = time.time_ns()
@@ -29,11 +31,7 @@ def handler(event, context):
             lines.append("stream %s %d\n" % (base64.b64decode(r["kinesis"]["data"]).decode(), now))
         else:
             lines.append("queue %s %d\n" % (r["body"], now))
-    fd = os.open(os.environ["SEEN"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, "".join(lines).encode())
-    finally:
-        os.close(fd)
+    urllib.request.urlopen(os.environ["SEEN"], data="".join(lines).encode(), timeout=5).read()
 "#;
 
 /// What a run measured.
@@ -56,9 +54,12 @@ impl Latency {
         nodes: usize,
         workers: String,
         concurrency: usize,
+        streamed: bool,
     ) -> (serde_json::Value, String) {
+        let sends = if streamed { "stream" } else { "unary" };
         let json = serde_json::json!({
             "workload": "MappingLatency",
+            "sluice_sends": sends,
             "nodes": nodes,
             "workers": workers,
             "concurrency": concurrency,
@@ -68,7 +69,7 @@ impl Latency {
             "queue_ms": quantiles_ms(&self.queue),
         });
         let text = format!(
-            "mapping latency, {nodes} nodes, concurrency {concurrency}: {:.0} records+messages/s handed over ({} missing); stream put->function {}; queue send->function {}",
+            "mapping latency, {nodes} nodes, concurrency {concurrency}, {sends} sends: {:.0} records+messages/s handed over ({} missing); stream put->function {}; queue send->function {}",
             self.per_second,
             self.missing,
             p50_p99_text(&self.stream),
@@ -87,24 +88,27 @@ fn now_ns() -> u128 {
 
 /// Sets up `name` (function, queue, stream with `shards` shards, two
 /// mappings) and runs `concurrency` producers for `duration`, each putting
-/// a record then sending a message, after a warm-up.
+/// a record then sending a message, after a warm-up; `streamed`: through
+/// the client's streaming senders (PutRecordStream, SendMessageStream),
+/// else a unary call each.
 pub async fn run(
     client: &Client,
     name: &str,
     shards: i32,
     concurrency: usize,
     duration: Duration,
+    streamed: bool,
 ) -> Result<Latency, String> {
     let e = |e: sluice_client::Error| e.to_string();
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let seen = work.path().join("seen.txt");
+    let seen = cluster_tests::Recorder::start("127.0.0.1").await;
     let code = work.path().join("code");
     std::fs::create_dir_all(&code).map_err(|e| e.to_string())?;
     client
         .create_function(pb::CreateFunctionRequest {
             function_name: name.into(),
             handler: "app.handler".into(),
-            environment: HashMap::from([("SEEN".to_string(), seen.display().to_string())]),
+            environment: HashMap::from([("SEEN".to_string(), format!("{}/seen", seen.url))]),
             zip_file: cluster_tests::python_function(&code, APP),
             ..Default::default()
         })
@@ -136,9 +140,9 @@ pub async fn run(
     // started, environments are warm).
     let started = Instant::now();
     loop {
-        produce_one(client, name, "warm").await?;
+        produce_one(client, name, "warm").await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let text = std::fs::read_to_string(&seen).unwrap_or_default();
+        let text = seen.text("/seen");
         if text.contains("stream warm") && text.contains("queue warm") {
             break;
         }
@@ -147,17 +151,45 @@ pub async fn run(
         }
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let senders = streamed.then(|| (client.record_sender(name), client.message_sender(name)));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (client, name, stop) = (client.clone(), name.to_string(), stop.clone());
+        let senders = senders.clone();
         tasks.push(tokio::spawn(async move {
-            let mut sent = 0usize;
+            // What was acknowledged: (kind, stamp).
+            let mut sent: Vec<(&'static str, u128)> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                if produce_one(&client, &name, &now_ns().to_string())
-                    .await
-                    .is_ok()
-                {
-                    sent += 2;
+                let stamp = now_ns();
+                let data = stamp.to_string();
+                let put = match &senders {
+                    Some((records, _)) => records
+                        .send(pb::PutRecordRequest {
+                            partition_key: data.clone(),
+                            data: data.into_bytes(),
+                            ..Default::default()
+                        })
+                        .await
+                        .is_ok(),
+                    None => put_data(&client, &name, &data, data.clone()).await.is_ok(),
+                };
+                if put {
+                    sent.push(("stream", stamp));
+                }
+                // Stamped apart: the send's latency does not include the put's.
+                let stamp = now_ns();
+                let send = match &senders {
+                    Some((_, messages)) => messages
+                        .send(pb::SendMessageRequest {
+                            message_body: stamp.to_string(),
+                            ..Default::default()
+                        })
+                        .await
+                        .is_ok(),
+                    None => client.send_body(&name, &stamp.to_string()).await.is_ok(),
+                };
+                if send {
+                    sent.push(("queue", stamp));
                 }
             }
             sent
@@ -166,26 +198,35 @@ pub async fn run(
     let began = Instant::now();
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
-    let mut sent = 0;
+    let mut sent = Vec::new();
     for t in tasks {
-        sent += t.await.unwrap_or(0);
+        sent.extend(t.await.unwrap_or_default());
     }
     let ran = began.elapsed();
     // Everything sent is handed over, or a minute passes.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut lines;
+    let mut missing: Vec<(&str, u128)>;
     loop {
-        lines = read(&seen);
-        if lines.len() >= sent || Instant::now() > deadline {
+        lines = read(&seen.text("/seen"));
+        let got: HashSet<(&str, u128)> = lines.iter().map(|(k, s, _)| (k.as_str(), *s)).collect();
+        missing = sent.iter().filter(|k| !got.contains(*k)).copied().collect();
+        if missing.is_empty() || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Which ones, and when they were sent, for whoever looks into it.
+    let start_ns = now_ns() - Instant::now().duration_since(began).as_nanos();
+    for (kind, stamp) in missing.iter().take(10) {
+        let at = stamp.saturating_sub(start_ns) as f64 / 1e9;
+        eprintln!("missing: {kind} {stamp} (sent {at:.3} s into the run)");
     }
     let mut out = Latency {
         stream: crate::histogram(),
         queue: crate::histogram(),
         per_second: 0.0,
-        missing: sent.saturating_sub(lines.len()),
+        missing: missing.len(),
     };
     let mut counted = 0usize;
     for (kind, sent_ns, seen_ns) in lines {
@@ -203,21 +244,14 @@ pub async fn run(
 }
 
 /// Puts one record and sends one message with `stamp` as their data.
-async fn produce_one(client: &Client, name: &str, stamp: &str) -> Result<(), String> {
-    put_data(client, name, stamp, stamp)
-        .await
-        .map_err(|e| e.to_string())?;
-    client
-        .send_body(name, stamp)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
+async fn produce_one(client: &Client, name: &str, stamp: &str) {
+    let _ = put_data(client, name, stamp, stamp).await;
+    let _ = client.send_body(name, stamp).await;
 }
 
-/// The stamped lines of the function's file (warm-up lines left out),
+/// The stamped lines the function reported (warm-up lines left out),
 /// each seen once (repeats of at-least-once delivery count once).
-fn read(path: &std::path::Path) -> Vec<(String, u128, u128)> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+fn read(text: &str) -> Vec<(String, u128, u128)> {
     let mut first = HashMap::new();
     for l in text.lines() {
         let f: Vec<&str> = l.split(' ').collect();

@@ -540,11 +540,7 @@ impl Client {
         req: pb::ReceiveMessageRequest,
     ) -> Result<pb::ReceiveMessageResponse, Error> {
         let wait = Duration::from_secs(req.wait_time_seconds.unwrap_or(20).max(0) as u64);
-        let timeout = self
-            .options
-            .attempt_timeout
-            .max(wait + Duration::from_secs(10));
-        self.call_within(timeout, |ch| {
+        self.call_within(self.long_poll_timeout(wait), |ch| {
             let req = req.clone();
             async move {
                 queues_client(ch)
@@ -554,6 +550,14 @@ impl Client {
             }
         })
         .await
+    }
+
+    /// How long an attempt of a call that may wait `wait` for its answer
+    /// is given.
+    fn long_poll_timeout(&self, wait: Duration) -> Duration {
+        self.options
+            .attempt_timeout
+            .max(wait + Duration::from_secs(10))
     }
 
     /// Deletes a message by receipt handle.
@@ -1457,13 +1461,35 @@ impl Client {
         iterator: &str,
         limit: i32,
     ) -> Result<pb::GetRecordsResponse, Error> {
+        self.get_records_waiting(iterator, limit, Duration::ZERO)
+            .await
+    }
+
+    /// Records from an iterator, waiting up to `wait` (at most 20 s) for
+    /// one to be appended when there is none yet: a long poll, which
+    /// answers as soon as the node applies a record (a Sluice extension).
+    pub async fn get_records_waiting(
+        &self,
+        iterator: &str,
+        limit: i32,
+        wait: Duration,
+    ) -> Result<pb::GetRecordsResponse, Error> {
         let req = pb::GetRecordsRequest {
             shard_iterator: iterator.to_string(),
             limit,
             stream_name: String::new(),
+            wait_time_ms: wait.as_millis().min(i32::MAX as u128) as i32,
         };
-        self.streams(req, |mut c, r| async move { c.get_records(r).await })
-            .await
+        self.call_within(self.long_poll_timeout(wait), |ch| {
+            let req = req.clone();
+            async move {
+                streams_client(ch)
+                    .get_records(req)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
     }
 
     /// Splits a shard.

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use cluster_tests::{
     create_app_function, create_queue_with_dlq, env_or, python_function, send_batch, send_entry,
-    serial_cluster, set_mapping_enabled, stream_mapping, string_map, wait_for, WorkerProcess,
+    serial_cluster, set_mapping_enabled, stream_mapping, string_map, wait_for, Cluster, Recorder,
+    SerialGuard, WorkerProcess,
 };
 use sluice_client::sluice_proto::v1 as pb;
 
@@ -163,6 +164,35 @@ async fn mappings_are_validated_listed_updated_and_deleted() {
 /// Records every message it is handed (one line per record: worker pid,
 /// message id, body) and reports the bodies starting with "fail" as failed
 /// items.
+/// Three nodes without in-process workers, `workers` worker processes,
+/// and the Python function `name` (`app.handler` of `code`, with
+/// `timeout`), which reports to the returned recorder (`$MARKS`).
+async fn workers_and_function(
+    workers: usize,
+    name: &str,
+    code: &str,
+    timeout: i32,
+) -> (SerialGuard, Cluster, Vec<WorkerProcess>, Recorder) {
+    let (serial, c) = serial_cluster(3, &["--in-process-worker", "false"]).await;
+    let processes = (1..=workers)
+        .map(|i| WorkerProcess::start(&c, &format!("w{i}")))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let marks = Recorder::start("127.0.0.1").await;
+    c.client_from(0)
+        .create_function(pb::CreateFunctionRequest {
+            function_name: name.into(),
+            handler: "app.handler".into(),
+            timeout,
+            environment: HashMap::from([("MARKS".to_string(), marks.url.clone())]),
+            zip_file: python_function(dir.path(), code),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    (serial, c, processes, marks)
+}
+
 const RECORDER: &str = r#"
 import json, os, urllib.request
 
@@ -181,27 +211,10 @@ def handler(event, context):
 
 #[tokio::test]
 async fn a_queue_mapping_drains_a_queue_through_three_workers() {
-    let (_serial, c) = serial_cluster(3, &["--in-process-worker", "false"]).await;
+    // The function's timeout is at most the queue's visibility timeout (a
+    // mapping refuses more).
+    let (_serial, c, workers, marks) = workers_and_function(3, "recorder", RECORDER, 3).await;
     let client = c.client_from(0);
-    let workers: Vec<WorkerProcess> = ["w1", "w2", "w3"]
-        .iter()
-        .map(|id| WorkerProcess::start(&c, id))
-        .collect();
-    let code = tempfile::tempdir().unwrap();
-    let marks = cluster_tests::Recorder::start("127.0.0.1").await;
-    client
-        .create_function(pb::CreateFunctionRequest {
-            function_name: "recorder".into(),
-            handler: "app.handler".into(),
-            // At most the queue's visibility timeout (a mapping refuses
-            // more).
-            timeout: 3,
-            environment: HashMap::from([("MARKS".to_string(), marks.url.clone())]),
-            zip_file: python_function(code.path(), RECORDER),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
     create_queue_with_dlq(
         &client,
         "work",
@@ -344,4 +357,100 @@ async fn a_queue_mapping_drains_a_queue_through_three_workers() {
         "{n} messages ({failing} failing) drained; records per worker: {by_worker:?}; duplicates: {}",
         seen.values().map(|c| c - 1).sum::<usize>() - failing
     );
+}
+
+/// Notes when each invocation began and ended (seconds since the epoch),
+/// holding each for a while so that invocations overlap.
+const SLOW: &str = r#"
+import os, time, urllib.request
+
+def handler(event, context):
+    began = time.time()
+    time.sleep(0.3)
+    urllib.request.urlopen(os.environ["MARKS"] + "/spans",
+                           data=("%f %f %d\n" % (began, time.time(), len(event["Records"]))).encode()).read()
+"#;
+
+#[tokio::test]
+async fn a_queue_mappings_batches_scale_with_the_backlog_up_to_its_maximum_concurrency() {
+    const MESSAGES: usize = 60;
+    const MAXIMUM: u32 = 4;
+    let (_serial, c, workers, marks) = workers_and_function(2, "slow", SLOW, 10).await;
+    let client = c.client_from(0);
+    client
+        .create_queue(
+            "backlog",
+            HashMap::from([("VisibilityTimeout".to_string(), "30".to_string())]),
+        )
+        .await
+        .unwrap();
+    client
+        .create_event_source_mapping(pb::EventSourceMappingRequest {
+            function_name: "slow".into(),
+            event_source_arn: "arn:aws:sqs:us-east-1:000000000000:backlog".into(),
+            batch_size: Some(1),
+            maximum_concurrency: Some(MAXIMUM),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Both workers poll with their share (2 each) before the messages
+    // come: a share that changes restarts a poller.
+    for w in &workers {
+        wait_for(
+            Duration::from_secs(60),
+            "every worker polling its share",
+            || {
+                let polling = w
+                    .log_text()
+                    .lines()
+                    .any(|l| l.contains("queue poller started") && l.contains("concurrency=2"));
+                async move { polling.then_some(()) }
+            },
+        )
+        .await;
+    }
+    for chunk in (0..MESSAGES).collect::<Vec<_>>().chunks(10) {
+        let entries = chunk
+            .iter()
+            .map(|i| send_entry(format!("e{i}"), format!("m{i}")))
+            .collect();
+        let r = send_batch(&client, "backlog", entries).await.unwrap();
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+    }
+    wait_for(
+        Duration::from_secs(120),
+        "every message handed over",
+        || {
+            let n = marks.text("/spans").lines().count();
+            async move { (n >= MESSAGES).then_some(()) }
+        },
+    )
+    .await;
+    // The most invocations running at once, from their spans.
+    let mut edges: Vec<(f64, i32)> = Vec::new();
+    for line in marks.text("/spans").lines() {
+        let f: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+        assert_eq!(f[2], 1.0, "a batch of more than the batch size: {line}");
+        edges.push((f[0], 1));
+        edges.push((f[1], -1));
+    }
+    // Ends before starts at the same instant.
+    edges.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    // One batch at a time per worker would be 2 at most; the mapping's
+    // maximum is never passed.
+    assert!(
+        most > 2,
+        "at most {most} invocations at once: the pollers did not scale"
+    );
+    assert!(
+        most <= MAXIMUM as i32,
+        "{most} invocations at once, over the maximum concurrency {MAXIMUM}"
+    );
+    drop(workers);
 }

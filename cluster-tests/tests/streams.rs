@@ -538,6 +538,51 @@ async fn a_split_and_a_merge_under_load_keep_each_keys_order() {
 }
 
 #[tokio::test]
+async fn a_get_records_with_a_wait_answers_when_a_record_is_put() {
+    let (_serial, c, leader) = elected_cluster(3, &[]).await;
+    let admin = c.client();
+    admin.create_unthrottled_stream("polled", 1).await.unwrap();
+    // Read through a follower: it is woken by its own apply.
+    let reader = c.follower_client(leader, Duration::from_secs(30));
+    let it = reader
+        .get_shard_iterator(pb::GetShardIteratorRequest {
+            stream_name: "polled".into(),
+            shard_id: "shardId-000000000000".into(),
+            shard_iterator_type: "LATEST".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Nothing comes: the read waits out its wait, then answers empty with
+    // an iterator to go on from.
+    let quiet = Duration::from_millis(300);
+    let began = Instant::now();
+    let empty = reader.get_records_waiting(&it, 10, quiet).await.unwrap();
+    assert!(empty.records.is_empty());
+    assert!(began.elapsed() >= quiet, "{:?}", began.elapsed());
+    assert!(!empty.next_shard_iterator.is_empty());
+    // A record put while the read waits (or just before it looks) is what
+    // it answers with, long before its 15 s are up.
+    let long = Duration::from_secs(15);
+    let began = Instant::now();
+    let read = tokio::spawn({
+        let (reader, it) = (reader.clone(), empty.next_shard_iterator.clone());
+        async move { reader.get_records_waiting(&it, 10, long).await }
+    });
+    put_data(&admin, "polled", "k", "woken").await.unwrap();
+    let got = read.await.unwrap().unwrap();
+    assert_eq!(got.records.len(), 1, "{got:?}");
+    assert_eq!(got.records[0].data, b"woken");
+    assert!(began.elapsed() < long, "{:?}", began.elapsed());
+    // Behind the record, nothing yet: a read without a wait is empty.
+    let next = reader
+        .get_records(&got.next_shard_iterator, 10)
+        .await
+        .unwrap();
+    assert!(next.records.is_empty());
+}
+
+#[tokio::test]
 async fn subscribe_to_shard_pushes_records_and_resumes_on_another_node() {
     const RECORDS: usize = 1000;
     let (_serial, mut c, leader) = elected_cluster(3, &[]).await;
@@ -823,6 +868,7 @@ async fn bad_iterators_and_positions_are_refused_naming_the_field() {
                         shard_iterator: it,
                         limit: 10,
                         stream_name: "two".into(),
+                        ..Default::default()
                     })
                     .await
                     .map(|r| r.into_inner())
@@ -830,6 +876,13 @@ async fn bad_iterators_and_positions_are_refused_naming_the_field() {
         })
         .await;
     invalid(other_stream, "shard_iterator");
+    // A long poll of more than 20 s.
+    invalid(
+        client
+            .get_records_waiting(&it, 10, Duration::from_millis(20_001))
+            .await,
+        "wait_time_ms",
+    );
     // Positions.
     let at = |kind, seq| client.get_shard_iterator(iterator("one", kind, seq));
     invalid(at("SOMEWHERE", "").await, "shard_iterator_type");

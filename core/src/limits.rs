@@ -97,6 +97,10 @@ pub mod streams {
     /// Most bytes of data one GetRecords returns (a single larger record is
     /// still returned alone, so a reader is never stuck behind it).
     pub const READ_BYTES_MAX: u64 = 10 << 20;
+    /// Longest a GetRecords waits for a record to be appended when there is
+    /// nothing after its iterator (Sluice's `wait_time_ms`; an SQS long
+    /// poll's 20 s).
+    pub const READ_WAIT_MS_MAX: u32 = 20_000;
     /// Records of one PutRecordStream waiting for their replies at once;
     /// the node reads no further from the stream until replies go out.
     pub const PUT_STREAM_IN_FLIGHT: usize = 1024;

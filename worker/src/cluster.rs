@@ -213,19 +213,21 @@ impl ClusterLink {
     }
 
     /// Up to `limit` records from `iterator` (served by the node's own
-    /// applied state).
+    /// applied state), waiting up to `wait` for one when there is none yet.
     pub async fn get_records(
         &self,
         iterator: &str,
         limit: u32,
+        wait: Duration,
     ) -> Result<pb::GetRecordsResponse, tonic::Status> {
-        self.on_nodes_within(SHORT_MAX, |ch| {
+        self.on_nodes_within(SHORT_MAX + wait, |ch| {
             let mut req = tonic::Request::new(pb::GetRecordsRequest {
                 shard_iterator: iterator.to_string(),
                 limit: limit as i32,
+                wait_time_ms: wait.as_millis().min(i32::MAX as u128) as i32,
                 ..Default::default()
             });
-            req.set_timeout(Duration::from_secs(10));
+            req.set_timeout(Duration::from_secs(10) + wait);
             async move {
                 StreamsClient::new(ch)
                     .max_decoding_message_size(MESSAGE_MAX)

@@ -34,9 +34,10 @@ use crate::poll_lease::{compile_filters, invoke_limit, reported_failures};
 use crate::processing_result::{self, Reporter};
 use crate::ClusterLink;
 
-/// Pause between reads of a shard that had nothing new (Lambda reads each
-/// shard once a second).
-pub const IDLE_POLL: Duration = Duration::from_millis(100);
+/// How long one read of a shard with nothing new waits for a record (a
+/// long poll: the node answers as soon as it applies an append, so a
+/// record reaches the function without waiting out a polling interval).
+pub const IDLE_WAIT: Duration = Duration::from_secs(5);
 /// Pause after the cluster could not be reached.
 const BACKOFF: Duration = Duration::from_secs(1);
 /// Largest event one invocation gets, bytes (a synchronous payload is at
@@ -155,9 +156,6 @@ impl Poller {
                         last_commit = Instant::now();
                     }
                 }
-                if !self.ended {
-                    tokio::time::sleep(IDLE_POLL).await;
-                }
                 continue;
             }
             if let Err(h) = self.process(batch).await {
@@ -206,9 +204,10 @@ impl Poller {
             if left.is_some_and(|l| l.is_zero()) {
                 return (batch, through);
             }
-            match self.fetch().await {
+            // Nothing in hand: wait for the next record; a batch begun: for
+            // more, until its window closes.
+            match self.fetch(left.unwrap_or(IDLE_WAIT)).await {
                 Ok(0) if batch.is_empty() => return (batch, through),
-                Ok(0) => tokio::time::sleep(left.unwrap_or(IDLE_POLL).min(IDLE_POLL)).await,
                 Ok(_) => {}
                 Err(e) => {
                     tracing::debug!(stream = %self.lease.stream_name, shard = %self.lease.shard_id, error = %e, "read failed");
@@ -222,8 +221,9 @@ impl Poller {
         }
     }
 
-    /// Reads the next records into the buffer; how many.
-    async fn fetch(&mut self) -> Result<usize, tonic::Status> {
+    /// Reads the next records into the buffer, waiting up to `wait` for
+    /// one (less when told to stop); how many.
+    async fn fetch(&mut self, wait: Duration) -> Result<usize, tonic::Status> {
         if self.ended {
             return Ok(0);
         }
@@ -263,7 +263,13 @@ impl Poller {
         };
         let limit =
             (self.lease.batch_size * self.lease.parallelization_factor.max(1)).clamp(100, 10_000);
-        let got = self.link.get_records(&iterator, limit).await?;
+        let mut stop = self.stop.clone();
+        let got = tokio::select! {
+            got = self.link.get_records(&iterator, limit, wait) => got?,
+            // The iterator is dropped: the next read starts from what was
+            // read through.
+            _ = stop.wait_for(|s| *s) => return Ok(0),
+        };
         tracing::trace!(shard = %self.lease.shard_id, records = got.records.len(), ended = got.next_shard_iterator.is_empty(), "read");
         if got.next_shard_iterator.is_empty() {
             self.ended = true;

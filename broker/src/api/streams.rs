@@ -29,6 +29,7 @@ use crate::streams::records::{validate_batch, NewRecord, Read, READ_BYTES_MAX, R
 use crate::streams::{self, hashing, shard_id, ShardMeta, Stream};
 use crate::tags::{Change, Tagged};
 use crate::waiters::Waiters;
+use sluice_core::limits::streams::READ_WAIT_MS_MAX;
 use sluice_security::mac::TokenKeys;
 
 /// How long a SubscribeToShard lasts.
@@ -176,6 +177,63 @@ async fn read_shard(
             ctx.ask(Consistency::Linearizable, query).await
         }
         other => other,
+    }
+}
+
+/// A GetRecords' `wait_time_ms`, checked.
+fn read_wait(field: &str, ms: i32) -> Result<Duration, Status> {
+    u32::try_from(ms)
+        .ok()
+        .filter(|ms| *ms <= READ_WAIT_MS_MAX)
+        .map(|ms| Duration::from_millis(u64::from(ms)))
+        .ok_or_else(|| {
+            invalid(
+                field,
+                format!("must be from 0 to {READ_WAIT_MS_MAX}, got {ms}"),
+            )
+        })
+}
+
+/// Reads a shard from the iterator's position; when nothing is there yet
+/// and `wait` is not zero, waits up to `wait` for this node to apply an
+/// append to the shard (a long poll: a mapping's poller hears of a record
+/// as soon as it commits instead of reading again after a pause).
+async fn read_waiting(
+    ctx: &Context,
+    how: Consistency,
+    it: &ShardIterator,
+    limit: u32,
+    wait: Duration,
+) -> Result<Read, Status> {
+    let until = tokio::time::Instant::now() + wait;
+    let wake = ctx.waiters.of(&Waiters::shard_key(it.stream, it.shard));
+    let mut how = how;
+    loop {
+        // Enabled before the read, so an append between the read and the
+        // wait is not missed.
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let read = read_shard(
+            ctx,
+            how,
+            it.stream,
+            it.shard,
+            it.next,
+            limit,
+            READ_BYTES_MAX,
+        )
+        .await?;
+        if !read.records.is_empty() || read.children.is_some() {
+            return Ok(read);
+        }
+        // Woken by this node's apply: what it applied is committed, so the
+        // next look is local whatever the call asked for.
+        how = Consistency::Local;
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(until) => return Ok(read),
+        }
     }
 }
 
@@ -615,16 +673,8 @@ impl pb::streams_server::Streams for StreamsApi {
             READ_MAX_RECORDS as usize,
             READ_MAX_RECORDS as usize,
         )? as u32;
-        let read = read_shard(
-            &self.ctx,
-            how,
-            it.stream,
-            it.shard,
-            it.next,
-            limit,
-            READ_BYTES_MAX,
-        )
-        .await?;
+        let wait = read_wait("wait_time_ms", r.wait_time_ms)?;
+        let read = read_waiting(&self.ctx, how, &it, limit, wait).await?;
         if !r.stream_name.is_empty() {
             let name = stream_ref("stream_name", &r.stream_name)?;
             if name != read.stream {

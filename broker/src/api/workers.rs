@@ -14,7 +14,7 @@ use crate::clock::now_ms;
 use crate::functions::concurrency::ProvisionedConfig;
 use crate::functions::events::Destination;
 use crate::mappings::checkpoints::{Checkpoint, Commit};
-use crate::mappings::leases::stream_part;
+use crate::mappings::leases::{stream_part, SLOTS_MAX};
 use crate::mappings::{Mapping, Source, StartingPosition};
 use crate::workers::{self, Heartbeat, Warm, WorkerRecord};
 
@@ -104,6 +104,10 @@ fn poll_leases(ctx: &Context, worker: &str) -> Result<Vec<pb::PollLease>, Status
     let leases = ctx
         .ask_local(crate::mappings::ListLeases)?
         .map_err(super::status::from_domain)?;
+    let mut slots: HashMap<String, u32> = HashMap::new();
+    for l in &leases {
+        *slots.entry(l.uuid.clone()).or_default() += 1;
+    }
     let mut views: HashMap<String, Option<MappingView>> = HashMap::new();
     let mut out = Vec::new();
     for l in leases.into_iter().filter(|l| l.worker == worker) {
@@ -132,6 +136,11 @@ fn poll_leases(ctx: &Context, worker: &str) -> Result<Vec<pb::PollLease>, Status
             Source::Queue(queue) => {
                 lease.queue_name = queue.clone();
                 lease.event_source_arn = ctx.identity.queue_arn(queue);
+                lease.concurrency = queue_concurrency(
+                    s.maximum_concurrency.unwrap_or(SLOTS_MAX),
+                    slots[&l.uuid],
+                    l.slot,
+                );
             }
             Source::Stream(stream) => {
                 let (shard, part) = stream_part(l.slot);
@@ -168,6 +177,14 @@ fn poll_leases(ctx: &Context, worker: &str) -> Result<Vec<pb::PollLease>, Status
         out.push(lease);
     }
     Ok(out)
+}
+
+/// The batches the holder of `slot` (of a queue mapping's `slots`) may run
+/// at once: its share of the mapping's `cap`, the first slots taking the
+/// remainder, and at least one.
+fn queue_concurrency(cap: u32, slots: u32, slot: u32) -> u32 {
+    let n = slots.max(1);
+    (cap / n + u32::from(slot < cap % n)).max(1)
 }
 
 /// Environments ready for `key` on the live workers (idle, or running an
@@ -387,8 +404,18 @@ impl pb::workers_server::Workers for WorkersApi {
 
 #[cfg(test)]
 mod tests {
-    use super::{available, share};
+    use super::{available, queue_concurrency, share};
     use crate::workers::{Heartbeat, Warm, WorkerRecord, LIVE_FOR_MS};
+
+    #[test]
+    fn a_queue_mappings_concurrency_is_shared_by_its_slots() {
+        // 10 over 3 slots: 4, 3, 3; every batch allowed, none twice.
+        let shares: Vec<u32> = (0..3).map(|s| queue_concurrency(10, 3, s)).collect();
+        assert_eq!(shares, [4, 3, 3]);
+        // A cap below the slots still lets each holder run one.
+        assert_eq!(queue_concurrency(2, 3, 2), 1);
+        assert_eq!(queue_concurrency(1000, 0, 0), 1000);
+    }
 
     #[test]
     fn environments_still_starting_are_not_available() {

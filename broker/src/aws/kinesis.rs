@@ -216,6 +216,8 @@ pub async fn handle(call: Calls<'_>, action: &str, input: Input<'_>) -> Result<V
                 shard_iterator: input.required("ShardIterator")?,
                 limit: input.int("Limit")?.unwrap_or(0),
                 stream_name: input.string("StreamARN")?.unwrap_or_default(),
+                // Kinesis answers at once.
+                wait_time_ms: 0,
             };
             let r: pb::GetRecordsResponse = call.run("GetRecords", req).await?;
             let mut out = strings([("NextShardIterator", r.next_shard_iterator)]);
