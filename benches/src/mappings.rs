@@ -17,11 +17,31 @@ use sluice_client::Client;
 use crate::{p50_p99_text, quantiles_ms};
 
 /// Notes, for each record it is handed, its kind, the sent stamp it
-/// carries and when the function saw it (ns), in one POST per call to the
+/// carries and when the function saw it (ns), and for a message when the
+/// leader accepted it and first handed it out (its `SentTimestamp` and
+/// `ApproximateFirstReceiveTimestamp`, ms), in one POST per call to the
 /// bench's recorder (functions run sandboxed and can write nowhere but
-/// their own /tmp).
+/// their own /tmp), over a connection kept from call to call so that the
+/// note costs the machine little.
 const APP: &str = r#"
-import base64, os, time, urllib.request
+import base64, http.client, os, time, urllib.parse
+
+SEEN = urllib.parse.urlsplit(os.environ["SEEN"])
+conn = None
+
+def note(body):
+    global conn
+    for attempt in (0, 1):
+        try:
+            if conn is None:
+                conn = http.client.HTTPConnection(SEEN.netloc, timeout=5)
+            conn.request("POST", SEEN.path, body)
+            conn.getresponse().read()
+            return
+        except (OSError, http.client.HTTPException):
+            conn = None
+            if attempt:
+                raise
 
 def handler(event, context):
     now = time.time_ns()
@@ -30,8 +50,9 @@ def handler(event, context):
         if r["eventSource"] == "aws:kinesis":
             lines.append("stream %s %d\n" % (base64.b64decode(r["kinesis"]["data"]).decode(), now))
         else:
-            lines.append("queue %s %d\n" % (r["body"], now))
-    urllib.request.urlopen(os.environ["SEEN"], data="".join(lines).encode(), timeout=5).read()
+            a = r["attributes"]
+            lines.append("queue %s %d %s %s\n" % (r["body"], now, a["SentTimestamp"], a["ApproximateFirstReceiveTimestamp"]))
+    note("".join(lines).encode())
 "#;
 
 /// What a run measured.
@@ -40,6 +61,9 @@ pub struct Latency {
     pub stream: Histogram<u64>,
     /// Send-to-function latency of queue messages, µs.
     pub queue: Histogram<u64>,
+    /// The same in stages, µs (whole milliseconds): sent to accepted by
+    /// the leader, accepted to first received, received to the function.
+    pub queue_stages: [Histogram<u64>; 3],
     /// Records and messages handed over per second of the run.
     pub per_second: f64,
     /// Sent and never seen within a minute of the end (0 expected).
@@ -67,13 +91,21 @@ impl Latency {
             "missing": self.missing,
             "stream_ms": quantiles_ms(&self.stream),
             "queue_ms": quantiles_ms(&self.queue),
+            "queue_stages_ms": {
+                "send_to_accepted": quantiles_ms(&self.queue_stages[0]),
+                "accepted_to_received": quantiles_ms(&self.queue_stages[1]),
+                "received_to_function": quantiles_ms(&self.queue_stages[2]),
+            },
         });
         let text = format!(
-            "mapping latency, {nodes} nodes, concurrency {concurrency}, {sends} sends: {:.0} records+messages/s handed over ({} missing); stream put->function {}; queue send->function {}",
+            "mapping latency, {nodes} nodes, concurrency {concurrency}, {sends} sends: {:.0} records+messages/s handed over ({} missing); stream put->function {}; queue send->function {} (sent->accepted {}, accepted->received {}, received->function {})",
             self.per_second,
             self.missing,
             p50_p99_text(&self.stream),
             p50_p99_text(&self.queue),
+            p50_p99_text(&self.queue_stages[0]),
+            p50_p99_text(&self.queue_stages[1]),
+            p50_p99_text(&self.queue_stages[2]),
         );
         (json, text)
     }
@@ -209,7 +241,7 @@ pub async fn run(
     let mut missing: Vec<(&str, u128)>;
     loop {
         lines = read(&seen.text("/seen"));
-        let got: HashSet<(&str, u128)> = lines.iter().map(|(k, s, _)| (k.as_str(), *s)).collect();
+        let got: HashSet<(&str, u128)> = lines.iter().map(|l| (l.kind.as_str(), l.sent)).collect();
         missing = sent.iter().filter(|k| !got.contains(*k)).copied().collect();
         if missing.is_empty() || Instant::now() > deadline {
             break;
@@ -225,18 +257,30 @@ pub async fn run(
     let mut out = Latency {
         stream: crate::histogram(),
         queue: crate::histogram(),
+        queue_stages: [crate::histogram(), crate::histogram(), crate::histogram()],
         per_second: 0.0,
         missing: missing.len(),
     };
     let mut counted = 0usize;
-    for (kind, sent_ns, seen_ns) in lines {
-        let us = seen_ns.saturating_sub(sent_ns) / 1000;
-        let h = if kind == "stream" {
+    for l in lines {
+        let us = l.seen.saturating_sub(l.sent) / 1000;
+        let h = if l.kind == "stream" {
             &mut out.stream
         } else {
             &mut out.queue
         };
         h.saturating_record(us as u64);
+        if let Some((accepted_ms, received_ms)) = l.stages {
+            let points = [
+                l.sent / 1000,
+                accepted_ms * 1000,
+                received_ms * 1000,
+                l.seen / 1000,
+            ];
+            for (i, stage) in out.queue_stages.iter_mut().enumerate() {
+                stage.saturating_record(points[i + 1].saturating_sub(points[i]) as u64);
+            }
+        }
         counted += 1;
     }
     out.per_second = counted as f64 / ran.as_secs_f64();
@@ -249,22 +293,40 @@ async fn produce_one(client: &Client, name: &str, stamp: &str) {
     let _ = client.send_body(name, stamp).await;
 }
 
+/// One record or message the function reported.
+struct Seen {
+    kind: String,
+    /// When it was sent, ns.
+    sent: u128,
+    /// When the function saw it, ns.
+    seen: u128,
+    /// A message's `SentTimestamp` and `ApproximateFirstReceiveTimestamp`,
+    /// ms.
+    stages: Option<(u128, u128)>,
+}
+
 /// The stamped lines the function reported (warm-up lines left out),
 /// each seen once (repeats of at-least-once delivery count once).
-fn read(text: &str) -> Vec<(String, u128, u128)> {
+fn read(text: &str) -> Vec<Seen> {
     let mut first = HashMap::new();
     for l in text.lines() {
         let f: Vec<&str> = l.split(' ').collect();
-        if f.len() != 3 {
-            continue;
-        }
-        let (Ok(sent), Ok(seen)) = (f[1].parse::<u128>(), f[2].parse::<u128>()) else {
+        let n = |i: usize| f.get(i).and_then(|x| x.parse::<u128>().ok());
+        let (Some(sent), Some(seen)) = (n(1), n(2)) else {
             continue;
         };
-        first.entry((f[0].to_string(), sent)).or_insert(seen);
+        let stages = n(3).zip(n(4));
+        first
+            .entry((f[0].to_string(), sent))
+            .or_insert((seen, stages));
     }
     first
         .into_iter()
-        .map(|((kind, sent), seen)| (kind, sent, seen))
+        .map(|((kind, sent), (seen, stages))| Seen {
+            kind,
+            sent,
+            seen,
+            stages,
+        })
         .collect()
 }

@@ -10,7 +10,7 @@ use sluice_proto::v1 as pb;
 use crate::command::Query;
 use crate::context::Context;
 use crate::dispatch::DispatchError;
-use crate::error::DomainError;
+use crate::error::{DomainError, ErrorKind};
 use crate::functions::{self, Function, Version};
 use crate::router::RouteError;
 
@@ -21,14 +21,33 @@ pub async fn resolve(
     name: &str,
     qualifier: &str,
 ) -> Result<functions::Target, ResolveError> {
-    let reply = ctx
-        .router
-        .read(Query::InvokeTarget(crate::functions::InvokeTarget {
-            name: name.to_string(),
-            qualifier: qualifier.to_string(),
-        }))
-        .await
-        .map_err(ResolveError::Route)?;
+    resolve_with(ctx, false, name, qualifier).await
+}
+
+/// Like [`resolve`], from this node's applied state when `local` (an event source mapping's poller, which learnt of the function from
+/// that state: it may run code a few milliseconds old, as Lambda may just
+/// after an update, and skips the read index's round trip, which under
+/// load waits for the writes in flight to commit). A function this node
+/// does not know yet is looked up on the leader.
+pub async fn resolve_with(
+    ctx: &Context,
+    local: bool,
+    name: &str,
+    qualifier: &str,
+) -> Result<functions::Target, ResolveError> {
+    let query = Query::InvokeTarget(crate::functions::InvokeTarget {
+        name: name.to_string(),
+        qualifier: qualifier.to_string(),
+    });
+    let reply = if local {
+        match ctx.router.read_local(&query).map_err(ResolveError::Route)? {
+            Err(e) if e.kind == ErrorKind::NotFound => ctx.router.read(query).await,
+            answer => Ok(answer),
+        }
+    } else {
+        ctx.router.read(query).await
+    }
+    .map_err(ResolveError::Route)?;
     let out = reply.map_err(ResolveError::Domain)?;
     <crate::functions::InvokeTarget as crate::command::Registered>::output(out)
         .ok_or(ResolveError::Unexpected)

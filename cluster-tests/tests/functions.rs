@@ -409,3 +409,55 @@ async fn a_function_created_again_runs_its_new_code_not_a_warm_old_environment()
         client.delete_function("again").await.unwrap();
     }
 }
+
+/// An Invoke through `client` with the consistency header set to `how`.
+async fn invoke_with(
+    client: &sluice_client::Client,
+    function: &str,
+    how: &'static str,
+) -> Result<pb::InvokeResponse, sluice_client::Error> {
+    client
+        .call(|ch| {
+            let mut req = tonic::Request::new(pb::InvokeRequest {
+                function_name: function.into(),
+                payload: br#"{"name": "local"}"#.to_vec(),
+                ..Default::default()
+            });
+            req.metadata_mut().insert(
+                sluice_client::sluice_proto::CONSISTENCY_HEADER,
+                tonic::metadata::MetadataValue::from_static(how),
+            );
+            async move {
+                pb::functions_client::FunctionsClient::new(ch)
+                    .invoke(req)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
+}
+
+#[tokio::test]
+async fn an_invoke_may_read_the_function_from_the_called_nodes_state() {
+    let (_serial, c, leader) = cluster_tests::elected_cluster(3, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    create_app_function(&c.client(), "nearby", python_function(dir.path(), APP)).await;
+    // Through a follower, at once: it knows the function, or (not applied
+    // yet) asks the leader; either way the function runs.
+    let follower = c.follower_client(leader, std::time::Duration::from_secs(60));
+    let r = invoke_with(&follower, "nearby", "local").await.unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+    assert_eq!(answer["hello"], "local", "{answer}");
+    assert!(r.function_error.is_empty());
+    // A function nobody knows is not found, locally or on the leader.
+    let e = invoke_with(&follower, "nowhere", "local")
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(tonic::Code::NotFound), "{e}");
+    // A consistency that is neither is refused, naming the header.
+    let e = invoke_with(&follower, "nearby", "sometimes")
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(tonic::Code::InvalidArgument), "{e}");
+    assert!(e.to_string().contains("sluice-consistency"), "{e}");
+}

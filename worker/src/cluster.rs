@@ -321,6 +321,13 @@ impl ClusterLink {
             });
             // The longest function timeout and time to start it.
             req.set_timeout(limit);
+            // The function as the node knows it: the poller learnt of it
+            // from the same state, and a linearizable lookup would wait,
+            // under load, for the writes in flight to commit.
+            req.metadata_mut().insert(
+                sluice_proto::CONSISTENCY_HEADER,
+                tonic::metadata::MetadataValue::from_static("local"),
+            );
             async move {
                 FunctionsClient::new(ch)
                     .max_decoding_message_size(MESSAGE_MAX)

@@ -24,7 +24,7 @@ use crate::functions::events::{Destination, EventConfig};
 use crate::functions::{
     self, Alias, AliasSpec, Code, CreateFunction, Function, Settings, SettingsChange, Version,
 };
-use crate::invocation::{pick, resolve, run_invocation};
+use crate::invocation::{pick, resolve, resolve_with, run_invocation};
 use crate::mappings::{self, Source};
 
 /// Functions per ListFunctions page.
@@ -721,6 +721,9 @@ impl pb::functions_server::Functions for FunctionsApi {
             .metadata()
             .get(sluice_proto::FORWARDED_HEADER)
             .is_some();
+        // A synchronous invoke may ask for the function as this node knows
+        // it (mapping pollers do): see `resolve_with`.
+        let local = consistency(&request)? == Consistency::Local;
         let req = request.into_inner();
         let name = function_name(&req.function_name)?;
         if req.qualifier.len() > 128 {
@@ -802,7 +805,7 @@ impl pb::functions_server::Functions for FunctionsApi {
                 .into_status())
             }
         }
-        let target = resolve(&self.ctx, &name, &req.qualifier).await?;
+        let target = resolve_with(&self.ctx, local, &name, &req.qualifier).await?;
         if target.reserved.is_some() && !forwarded {
             // Reserved concurrency is counted by the leader: the
             // invocation runs from there.
