@@ -63,6 +63,9 @@ fn queues_client(ch: SignedChannel) -> QueuesClient<SignedChannel> {
 fn streams_client(ch: SignedChannel) -> StreamsClient<SignedChannel> {
     StreamsClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES)
 }
+/// How often an idle connection is pinged, and how long the answer may
+/// take before the connection counts as lost.
+const KEEPALIVE: Duration = Duration::from_secs(5);
 /// Longest attempt of a synchronous Invoke: the longest function timeout
 /// (900 s) and time to start it.
 const INVOKE_ATTEMPT_MAX: Duration = Duration::from_secs(960);
@@ -238,7 +241,13 @@ impl Client {
             };
             let endpoint = Endpoint::from_shared(uri)
                 .map_err(|e| Error::Config(format!("node address {addr:?}: {e}")))?
-                .connect_timeout(Duration::from_secs(1));
+                .connect_timeout(Duration::from_secs(1))
+                // A node that went silent (a partition drops its packets)
+                // is found out: a streaming call has no per-call deadline,
+                // and would otherwise wait on it for good.
+                .http2_keep_alive_interval(KEEPALIVE)
+                .keep_alive_timeout(KEEPALIVE)
+                .keep_alive_while_idle(true);
             let channel = Signer::new(
                 connector.channel(endpoint),
                 options.credentials.clone(),
