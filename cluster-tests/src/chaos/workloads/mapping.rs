@@ -15,7 +15,7 @@ use sluice_client::sluice_proto::v1 as pb;
 use sluice_client::{Client, Error};
 use tokio::time::Instant;
 
-use super::{join_all, pause_unless_ok, Ctx, Pace, Process};
+use super::{join_all, pause_unless_ok, Ctx, Pace, Process, Via};
 use crate::chaos::history::{self, Call, Outcome};
 use crate::requests::stream_mapping;
 
@@ -199,7 +199,8 @@ pub fn number_of(data: &str) -> Option<u64> {
 }
 
 async fn put(ctx: &Ctx, w: usize, until: Instant) {
-    let client = ctx.client(w);
+    // Every other producer streams (PutRecordStream).
+    let via = Via::records(ctx.client(w), STREAM, w.is_multiple_of(2));
     let mut p = Process::new(ctx);
     let mut counters = [0u64; KEYS];
     let mut pace = Pace::new(RATE, until);
@@ -208,17 +209,17 @@ async fn put(ctx: &Ctx, w: usize, until: Instant) {
         let key = format!("p{w}k{k}");
         let data = data_of(&key, counters[k]);
         counters[k] += 1;
-        super::stream::put(ctx, &mut p, client, STREAM, &key, &data).await;
+        super::stream::put(ctx, &mut p, &via, STREAM, &key, &data).await;
     }
 }
 
 async fn send(ctx: &Ctx, until: Instant) {
-    let client = ctx.client(PRODUCERS);
+    let via = Via::messages(ctx.client(PRODUCERS), QUEUE, true);
     let mut p = Process::new(ctx);
     let mut pace = Pace::new(SEND_RATE, until);
     while let Some(n) = pace.next().await {
         let body = format!("m-{n}");
-        let outcome = super::queue::send(ctx, &mut p, client, QUEUE, &body, None, 0).await;
+        let outcome = super::queue::send(ctx, &mut p, &via, QUEUE, &body, None, 0).await;
         pause_unless_ok(&outcome).await;
     }
 }

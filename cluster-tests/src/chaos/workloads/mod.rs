@@ -157,6 +157,51 @@ pub async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) {
     }
 }
 
+/// How a producer sends: a unary call per message, or over its own
+/// streaming call (SendMessageStream, PutRecordStream), still one message
+/// at a time, so that the history's operations stay those of one process.
+pub enum Via<'a, S> {
+    /// A unary call each.
+    Unary(&'a Client),
+    /// Over the sender's call.
+    Stream(S),
+}
+
+impl<'a> Via<'a, sluice_client::MessageSender> {
+    /// Sends to `queue` through `client`: streamed when `stream`.
+    pub fn messages(client: &'a Client, queue: &str, stream: bool) -> Self {
+        if stream {
+            Via::Stream(client.message_sender(queue))
+        } else {
+            Via::Unary(client)
+        }
+    }
+}
+
+impl<'a> Via<'a, sluice_client::RecordSender> {
+    /// Puts to `stream` through `client`: streamed when `stream_it`.
+    pub fn records(client: &'a Client, stream: &str, stream_it: bool) -> Self {
+        if stream_it {
+            Via::Stream(client.record_sender(stream))
+        } else {
+            Via::Unary(client)
+        }
+    }
+}
+
+/// A streamed message's reply, or an unknown outcome after [`OP_TIMEOUT`]
+/// (as a unary call's attempt is bounded): the sender keeps the message
+/// and may still send it, or fail it when its call breaks.
+pub async fn streamed<T>(reply: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    tokio::time::timeout(OP_TIMEOUT, reply)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::from(tonic::Status::deadline_exceeded(format!(
+                "no reply on the stream within {OP_TIMEOUT:?}"
+            ))))
+        })
+}
+
 /// Sorts an error into a definite failure (the broker refused the call
 /// without effect) or an unknown outcome (it may have happened).
 pub fn classify(e: &Error) -> Outcome {

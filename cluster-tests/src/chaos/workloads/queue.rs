@@ -8,10 +8,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use sluice_client::sluice_proto::v1 as pb;
-use sluice_client::{Client, Error};
+use sluice_client::{Client, ConsumerOptions, Error, MessageSender};
 use tokio::time::Instant;
 
-use super::{join_all, pause_unless_ok, Ctx, Pace, Process, FAILURE_PAUSE};
+use super::{
+    classify, join_all, pause_unless_ok, streamed, Ctx, Pace, Process, Via, FAILURE_PAUSE,
+};
 use crate::chaos::history::{Call, Delivery, Outcome, Reply};
 use crate::chaos::nemesis::Rng;
 
@@ -149,7 +151,14 @@ impl QueueWorkload {
                 produce_backlog(&ctx, &queue, until).await
             }));
         }
-        let consumers = start_consumers(ctx, CONSUMERS, &self.consumed(), until, true);
+        let mut consumers = start_consumers(ctx, CONSUMERS, &self.consumed(), until, true);
+        // Push consumers (ReceiveMessageStream) beside them, one per queue.
+        for queue in self.consumed() {
+            let ctx = ctx.clone();
+            consumers.push(tokio::spawn(async move {
+                consume_pushed(&ctx, CONSUMERS, &queue, until).await
+            }));
+        }
         join_all(tasks).await;
         join_all(consumers).await;
     }
@@ -210,18 +219,19 @@ pub async fn drain_queues(
 }
 
 async fn produce_standard(ctx: &Ctx, w: usize, queue: &str, until: Instant) {
-    let client = ctx.client(w);
+    // The first producer streams (SendMessageStream), the other calls.
+    let via = Via::messages(ctx.client(w), queue, w == 0);
     let mut p = Process::new(ctx);
     let mut pace = Pace::new(STANDARD_RATE, until);
     while let Some(n) = pace.next().await {
         let body = format!("s{w}-{n}");
-        let outcome = send(ctx, &mut p, client, queue, &body, None, 0).await;
+        let outcome = send(ctx, &mut p, &via, queue, &body, None, 0).await;
         pause_unless_ok(&outcome).await;
     }
 }
 
 async fn produce_backlog(ctx: &Ctx, queue: &str, until: Instant) {
-    let client = ctx.client(STANDARD_PRODUCERS);
+    let via = Via::Unary(ctx.client(STANDARD_PRODUCERS));
     let mut p = Process::new(ctx);
     let mut pace = Pace::new(BACKLOG_RATE, until);
     while let Some(n) = pace.next().await {
@@ -229,7 +239,7 @@ async fn produce_backlog(ctx: &Ctx, queue: &str, until: Instant) {
             break;
         }
         let body = format!("b-{n}");
-        let outcome = send(ctx, &mut p, client, queue, &body, None, BACKLOG_BODY_BYTES).await;
+        let outcome = send(ctx, &mut p, &via, queue, &body, None, BACKLOG_BODY_BYTES).await;
         pause_unless_ok(&outcome).await;
     }
 }
@@ -250,11 +260,12 @@ fn unpadded(body: String) -> String {
     body.trim_end_matches('.').to_string()
 }
 
-/// Sends `body` (in FIFO `group`, deduplicated by the body itself).
+/// Sends `body` (in FIFO `group`, deduplicated by the body itself), with
+/// a unary call or over the producer's streaming call.
 pub(crate) async fn send(
     ctx: &Ctx,
     p: &mut Process,
-    client: &Client,
+    via: &Via<'_, MessageSender>,
     queue: &str,
     body: &str,
     group: Option<&str>,
@@ -265,23 +276,25 @@ pub(crate) async fn send(
         body: body.into(),
         group: group.map(str::to_string),
     };
+    let request = pb::SendMessageRequest {
+        queue_name: queue.into(),
+        message_body: padded(body, pad_to),
+        message_group_id: group.unwrap_or_default().into(),
+        message_deduplication_id: if group.is_some() {
+            body.into()
+        } else {
+            String::new()
+        },
+        ..Default::default()
+    };
     p.perform(ctx, call, || async {
-        client
-            .send_message(pb::SendMessageRequest {
-                queue_name: queue.into(),
-                message_body: padded(body, pad_to),
-                message_group_id: group.unwrap_or_default().into(),
-                message_deduplication_id: if group.is_some() {
-                    body.into()
-                } else {
-                    String::new()
-                },
-                ..Default::default()
-            })
-            .await
-            .map(|r| Reply::Sent {
-                message_id: r.message_id,
-            })
+        match via {
+            Via::Unary(client) => client.send_message(request).await,
+            Via::Stream(sender) => streamed(sender.send(request)).await,
+        }
+        .map(|r| Reply::Sent {
+            message_id: r.message_id,
+        })
     })
     .await
 }
@@ -289,14 +302,15 @@ pub(crate) async fn send(
 /// One producer per group: each body in turn, retried with the same
 /// deduplication id while its outcome is unknown.
 async fn produce_fifo(ctx: &Ctx, g: usize, queue: &str, until: Instant) {
-    let client = ctx.client(g);
+    // Every other group streams (its order kept by the call).
+    let via = Via::messages(ctx.client(g), queue, g.is_multiple_of(2));
     let mut p = Process::new(ctx);
     let group = format!("g{g}");
     let mut pace = Pace::new(FIFO_RATE, until);
     while let Some(n) = pace.next().await {
         let body = format!("g{g}-{n}");
         loop {
-            let outcome = send(ctx, &mut p, client, queue, &body, Some(&group), 0).await;
+            let outcome = send(ctx, &mut p, &via, queue, &body, Some(&group), 0).await;
             match outcome {
                 Outcome::Ok { .. } | Outcome::Fail { .. } => break,
                 Outcome::Unknown { .. } => {
@@ -308,6 +322,129 @@ async fn produce_fifo(ctx: &Ctx, g: usize, queue: &str, until: Instant) {
             }
         }
     }
+}
+
+/// A received message as the history records it.
+fn delivery(m: pb::Message) -> Delivery {
+    Delivery {
+        count: m
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        body: unpadded(m.body),
+        message_id: m.message_id,
+        receipt: m.receipt_handle,
+    }
+}
+
+/// How a push consumer gives back the credit of the message it holds.
+enum Settle {
+    /// Deletes it.
+    Delete(Delivery),
+    /// Leaves it to come back after its visibility timeout, and grants one
+    /// more message.
+    Leave,
+}
+
+/// A push consumer of `queue` (ReceiveMessageStream with a prefetch of one)
+/// until `until`, opened again whenever its call breaks; deletes what it
+/// gets but one in [`LEAVE_ONE_IN`]. Returns the messages received.
+///
+/// Each pushed message is recorded as a receive of one message whose
+/// invocation is recorded *before* the credit for it is given (at the
+/// call's opening, or before the previous message's delete or grant is
+/// sent): with one credit, the node can receive a message only after that
+/// point, so the recorded interval holds the real receive. The deletes are
+/// a second process's operations, inside the receive's interval.
+async fn consume_pushed(ctx: &Ctx, c: usize, queue: &str, until: Instant) -> u64 {
+    let client = ctx.client(c + 1);
+    let mut rng = Rng::new(ctx.seed ^ (0xB0 + c as u64));
+    let mut received = 0u64;
+    while Instant::now() < until {
+        let receiver = Process::new(ctx);
+        let mut deleter = Process::new(ctx);
+        // The first receive's interval starts before the call opens.
+        ctx.recorder.invoke(
+            receiver.id,
+            &Call::Receive {
+                queue: queue.into(),
+                max: 1,
+            },
+        );
+        let options = ConsumerOptions {
+            prefetch: 1,
+            system_attributes: vec!["ApproximateReceiveCount".into()],
+            ..Default::default()
+        };
+        let mut consumer = match client.consumer(queue, options).await {
+            Ok(consumer) => consumer,
+            Err(e) => {
+                ctx.recorder.complete(receiver.id, classify(&e));
+                tokio::time::sleep(FAILURE_PAUSE).await;
+                continue;
+            }
+        };
+        let mut settle: Option<Settle> = None;
+        loop {
+            let pushed = async {
+                match settle.take() {
+                    Some(Settle::Delete(m)) => {
+                        let call = Call::Delete {
+                            queue: queue.into(),
+                            body: m.body.clone(),
+                            receipt: m.receipt.clone(),
+                            count: m.count,
+                        };
+                        let delete = consumer.delete(&m.receipt);
+                        deleter
+                            .perform(ctx, call, || async {
+                                streamed(delete).await.map(|()| Reply::Done)
+                            })
+                            .await;
+                    }
+                    Some(Settle::Leave) => consumer.settler().grant(1),
+                    None => {}
+                }
+                tokio::select! {
+                    m = consumer.next() => m.map(|m| Reply::Received { messages: vec![delivery(m)] }),
+                    _ = tokio::time::sleep_until(until) => Err(Error::from(tonic::Status::deadline_exceeded(
+                        "the run ended while the consumer waited: a message may be on its way",
+                    ))),
+                }
+            };
+            let outcome = match pushed.await {
+                Ok(reply) => Outcome::Ok { reply },
+                Err(e) => classify(&e),
+            };
+            ctx.recorder.complete(receiver.id, outcome.clone());
+            let Outcome::Ok {
+                reply: Reply::Received { mut messages },
+            } = outcome
+            else {
+                break;
+            };
+            received += 1;
+            let m = messages.pop().expect("one message");
+            settle = Some(if rng.next_u64().is_multiple_of(LEAVE_ONE_IN) {
+                Settle::Leave
+            } else {
+                Settle::Delete(m)
+            });
+            // The next receive's interval starts before its credit is given.
+            ctx.recorder.invoke(
+                receiver.id,
+                &Call::Receive {
+                    queue: queue.into(),
+                    max: 1,
+                },
+            );
+        }
+        if Instant::now() < until {
+            tokio::time::sleep(FAILURE_PAUSE).await;
+        }
+    }
+    received
 }
 
 /// Starts `consumers` consumers, each going through `queues` as
@@ -363,20 +500,7 @@ pub(super) async fn consume(
                         })
                         .await
                         .map(|r| Reply::Received {
-                            messages: r
-                                .messages
-                                .into_iter()
-                                .map(|m| Delivery {
-                                    count: m
-                                        .attributes
-                                        .get("ApproximateReceiveCount")
-                                        .and_then(|v| v.parse().ok())
-                                        .unwrap_or(0),
-                                    body: unpadded(m.body),
-                                    message_id: m.message_id,
-                                    receipt: m.receipt_handle,
-                                })
-                                .collect(),
+                            messages: r.messages.into_iter().map(delivery).collect(),
                         })
                 })
                 .await;

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sluice_client::sluice_proto::v1 as pb;
-use sluice_client::{Client, Error};
+use sluice_client::{Client, Error, RecordSender};
 use tokio::time::Instant;
 
-use super::{pause_unless_ok, Ctx, Process, FAILURE_PAUSE};
+use super::{pause_unless_ok, streamed, Ctx, Process, Via, FAILURE_PAUSE};
 use crate::chaos::history::{Call, Outcome, Recorder, Reply, StreamRecord};
 use crate::chaos::nemesis::Rng;
 use crate::requests::put_data;
@@ -108,7 +108,8 @@ fn acknowledged_ends(recorder: &Recorder) -> BTreeMap<String, u64> {
 }
 
 async fn produce(ctx: &Ctx, w: usize, stream: &str, until: Instant) {
-    let client = ctx.client(w);
+    // Every other producer streams (PutRecordStream).
+    let via = Via::records(ctx.client(w), stream, w.is_multiple_of(2));
     let mut p = Process::new(ctx);
     let mut rng = Rng::new(ctx.seed ^ (0x5EED + w as u64));
     let mut n = 0u64;
@@ -116,15 +117,16 @@ async fn produce(ctx: &Ctx, w: usize, stream: &str, until: Instant) {
         let key = format!("key-{}", rng.next_u64() % KEYS);
         let data = format!("p{w}-{n}");
         n += 1;
-        put(ctx, &mut p, client, stream, &key, &data).await;
+        put(ctx, &mut p, &via, stream, &key, &data).await;
     }
 }
 
-/// One PutRecord, recorded; pauses after a failure.
+/// One PutRecord (a unary call, or over the producer's streaming call),
+/// recorded; pauses after a failure.
 pub(crate) async fn put(
     ctx: &Ctx,
     p: &mut Process,
-    client: &Client,
+    via: &Via<'_, RecordSender>,
     stream: &str,
     key: &str,
     data: &str,
@@ -136,12 +138,21 @@ pub(crate) async fn put(
     };
     let outcome = p
         .perform(ctx, call, || async {
-            put_data(client, stream, key, data)
-                .await
-                .map(|r| Reply::Placed {
-                    shard: r.shard_id,
-                    seq: r.sequence_number,
-                })
+            match via {
+                Via::Unary(client) => put_data(client, stream, key, data).await,
+                Via::Stream(sender) => {
+                    streamed(sender.send(pb::PutRecordRequest {
+                        partition_key: key.into(),
+                        data: data.as_bytes().to_vec(),
+                        ..Default::default()
+                    }))
+                    .await
+                }
+            }
+            .map(|r| Reply::Placed {
+                shard: r.shard_id,
+                seq: r.sequence_number,
+            })
         })
         .await;
     pause_unless_ok(&outcome).await;
