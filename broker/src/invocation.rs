@@ -24,11 +24,12 @@ pub async fn resolve(
     resolve_with(ctx, false, name, qualifier).await
 }
 
-/// Like [`resolve`], from this node's applied state when `local` (an event source mapping's poller, which learnt of the function from
-/// that state: it may run code a few milliseconds old, as Lambda may just
-/// after an update, and skips the read index's round trip, which under
-/// load waits for the writes in flight to commit). A function this node
-/// does not know yet is looked up on the leader.
+/// Like [`resolve`], from this node's applied state when `local`: for an
+/// event source mapping's poller, which learnt of the function from that
+/// state. It may run code a few milliseconds old, as Lambda may just after
+/// an update, and skips the read index, which under load waits for the
+/// writes in flight to commit. A function this node does not know yet is
+/// looked up on the leader.
 pub async fn resolve_with(
     ctx: &Context,
     local: bool,
