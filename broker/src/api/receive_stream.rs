@@ -170,7 +170,13 @@ async fn run(
                     }
                     // The leader was lost: what the receive took (if
                     // anything) comes back after its visibility timeout.
-                    Err(status) if status.code() == Code::Unavailable => {
+                    // Or the cluster refused it for now (a full disk): it
+                    // took nothing. Either way the consumer waits and asks
+                    // again, as a long-polling client would, rather than
+                    // end the call.
+                    Err(status)
+                        if matches!(status.code(), Code::Unavailable | Code::ResourceExhausted) =>
+                    {
                         tokio::time::sleep(RETRY_AFTER).await;
                     }
                     Err(status) => return Err(status),

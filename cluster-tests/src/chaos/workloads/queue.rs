@@ -152,12 +152,8 @@ impl QueueWorkload {
             }));
         }
         let mut consumers = start_consumers(ctx, CONSUMERS, &self.consumed(), until, true);
-        // Push consumers (ReceiveMessageStream) beside them, one on the
-        // standard queue and one on its dead-letter queue. Not on the FIFO
-        // queue: with one there, a 120 s run (seed 11) left a FIFO backlog
-        // its drain did not clear in time, which the same run without it
-        // did; not diagnosed yet.
-        for queue in self.consumed().into_iter().filter(|q| q != &self.fifo) {
+        // Push consumers (ReceiveMessageStream) beside them, one per queue.
+        for queue in self.consumed() {
             let ctx = ctx.clone();
             consumers.push(tokio::spawn(async move {
                 consume_pushed(&ctx, CONSUMERS, &queue, until).await
