@@ -205,6 +205,19 @@ async fn read_waiting(
     limit: u32,
     wait: Duration,
 ) -> Result<Read, Status> {
+    if wait.is_zero() {
+        // No wake-up point to look up on a plain read.
+        return read_shard(
+            ctx,
+            how,
+            it.stream,
+            it.shard,
+            it.next,
+            limit,
+            READ_BYTES_MAX,
+        )
+        .await;
+    }
     let until = tokio::time::Instant::now() + wait;
     let wake = ctx.waiters.of(&Waiters::shard_key(it.stream, it.shard));
     let mut how = how;

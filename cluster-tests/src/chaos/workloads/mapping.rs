@@ -200,7 +200,7 @@ pub fn number_of(data: &str) -> Option<u64> {
 
 async fn put(ctx: &Ctx, w: usize, until: Instant) {
     // Every other producer streams (PutRecordStream).
-    let via = Via::records(ctx.client(w), STREAM, w.is_multiple_of(2));
+    let via = Via::new(ctx.client(w), STREAM, w.is_multiple_of(2));
     let mut p = Process::new(ctx);
     let mut counters = [0u64; KEYS];
     let mut pace = Pace::new(RATE, until);
@@ -214,7 +214,7 @@ async fn put(ctx: &Ctx, w: usize, until: Instant) {
 }
 
 async fn send(ctx: &Ctx, until: Instant) {
-    let via = Via::messages(ctx.client(PRODUCERS), QUEUE, true);
+    let via = Via::new(ctx.client(PRODUCERS), QUEUE, true);
     let mut p = Process::new(ctx);
     let mut pace = Pace::new(SEND_RATE, until);
     while let Some(n) = pace.next().await {

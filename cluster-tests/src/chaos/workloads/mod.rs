@@ -167,22 +167,12 @@ pub enum Via<'a, S> {
     Stream(S),
 }
 
-impl<'a> Via<'a, sluice_client::MessageSender> {
-    /// Sends to `queue` through `client`: streamed when `stream`.
-    pub fn messages(client: &'a Client, queue: &str, stream: bool) -> Self {
+impl<'a, K: sluice_client::Kind> Via<'a, sluice_client::Sender<K>> {
+    /// Sends to `destination` through `client`: over a streaming call when
+    /// `stream`, else a unary call each.
+    pub fn new(client: &'a Client, destination: &str, stream: bool) -> Self {
         if stream {
-            Via::Stream(client.message_sender(queue))
-        } else {
-            Via::Unary(client)
-        }
-    }
-}
-
-impl<'a> Via<'a, sluice_client::RecordSender> {
-    /// Puts to `stream` through `client`: streamed when `stream_it`.
-    pub fn records(client: &'a Client, stream: &str, stream_it: bool) -> Self {
-        if stream_it {
-            Via::Stream(client.record_sender(stream))
+            Via::Stream(client.sender::<K>(destination))
         } else {
             Via::Unary(client)
         }

@@ -220,7 +220,7 @@ pub async fn drain_queues(
 
 async fn produce_standard(ctx: &Ctx, w: usize, queue: &str, until: Instant) {
     // The first producer streams (SendMessageStream), the other calls.
-    let via = Via::messages(ctx.client(w), queue, w == 0);
+    let via = Via::new(ctx.client(w), queue, w == 0);
     let mut p = Process::new(ctx);
     let mut pace = Pace::new(STANDARD_RATE, until);
     while let Some(n) = pace.next().await {
@@ -303,7 +303,7 @@ pub(crate) async fn send(
 /// deduplication id while its outcome is unknown.
 async fn produce_fifo(ctx: &Ctx, g: usize, queue: &str, until: Instant) {
     // Every other group streams (its order kept by the call).
-    let via = Via::messages(ctx.client(g), queue, g.is_multiple_of(2));
+    let via = Via::new(ctx.client(g), queue, g.is_multiple_of(2));
     let mut p = Process::new(ctx);
     let group = format!("g{g}");
     let mut pace = Pace::new(FIFO_RATE, until);

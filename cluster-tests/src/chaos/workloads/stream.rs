@@ -109,7 +109,7 @@ fn acknowledged_ends(recorder: &Recorder) -> BTreeMap<String, u64> {
 
 async fn produce(ctx: &Ctx, w: usize, stream: &str, until: Instant) {
     // Every other producer streams (PutRecordStream).
-    let via = Via::records(ctx.client(w), stream, w.is_multiple_of(2));
+    let via = Via::new(ctx.client(w), stream, w.is_multiple_of(2));
     let mut p = Process::new(ctx);
     let mut rng = Rng::new(ctx.seed ^ (0x5EED + w as u64));
     let mut n = 0u64;
