@@ -205,28 +205,17 @@ async fn read_waiting(
     limit: u32,
     wait: Duration,
 ) -> Result<Read, Status> {
-    if wait.is_zero() {
-        // No wake-up point to look up on a plain read.
-        return read_shard(
-            ctx,
-            how,
-            it.stream,
-            it.shard,
-            it.next,
-            limit,
-            READ_BYTES_MAX,
-        )
-        .await;
-    }
     let until = tokio::time::Instant::now() + wait;
-    let wake = ctx.waiters.of(&Waiters::shard_key(it.stream, it.shard));
+    // A plain read (no wait) looks up no wake-up point.
+    let wake = (!wait.is_zero()).then(|| ctx.waiters.of(&Waiters::shard_key(it.stream, it.shard)));
     let mut how = how;
     loop {
         // Enabled before the read, so an append between the read and the
         // wait is not missed.
-        let notified = wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
+        let mut notified = wake.as_ref().map(|w| Box::pin(w.notified()));
+        if let Some(n) = notified.as_mut() {
+            n.as_mut().enable();
+        }
         let read = read_shard(
             ctx,
             how,
@@ -237,6 +226,9 @@ async fn read_waiting(
             READ_BYTES_MAX,
         )
         .await?;
+        let Some(notified) = notified else {
+            return Ok(read);
+        };
         if !read.records.is_empty() || read.children.is_some() {
             return Ok(read);
         }
@@ -244,7 +236,7 @@ async fn read_waiting(
         // next look is local whatever the call asked for.
         how = Consistency::Local;
         tokio::select! {
-            _ = &mut notified => {}
+            _ = notified => {}
             _ = tokio::time::sleep_until(until) => return Ok(read),
         }
     }
