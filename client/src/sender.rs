@@ -89,121 +89,72 @@ pub struct Records;
 /// [`Kind`] of [`Publisher`].
 pub struct Publications;
 
-impl Kind for Messages {
-    type Item = pb::SendMessageRequest;
-    type Done = pb::SendMessageResponse;
-    type Request = pb::SendMessageStreamRequest;
-    type Response = pb::SendMessageStreamResponse;
-    const WHAT: &'static str = "FIFO queue";
+/// Implements [`Kind`] for a producer call: its messages carry the
+/// destination in `$dest`, the item in `$field`, and its replies' outcome
+/// is `$outcome::Outcome::$done` or `::Error`.
+macro_rules! producer_kind {
+    (
+        $kind:ident: $item:ty => $done:ty, over $call:ident($request:ident) -> $response:ty,
+        what $what:literal, ordered $ordered:expr,
+        $client:expr, $dest:ident, $field:ident, $outcome:ident::$ok:ident
+    ) => {
+        impl Kind for $kind {
+            type Item = $item;
+            type Done = $done;
+            type Request = pb::$request;
+            type Response = $response;
+            const WHAT: &'static str = $what;
 
-    fn ordered(queue: &str) -> bool {
-        queue.ends_with(".fifo")
-    }
+            fn ordered(destination: &str) -> bool {
+                ($ordered)(destination)
+            }
 
-    fn request(queue: &str, id: u64, message: pb::SendMessageRequest) -> Self::Request {
-        pb::SendMessageStreamRequest {
-            queue_name: queue.to_string(),
-            correlation_id: id,
-            message: Some(message),
+            fn request(destination: &str, id: u64, item: $item) -> Self::Request {
+                pb::$request {
+                    $dest: destination.to_string(),
+                    correlation_id: id,
+                    $field: Some(item),
+                }
+            }
+
+            async fn open(
+                channel: SignedChannel,
+                requests: ReceiverStream<Self::Request>,
+            ) -> Result<Streaming<Self::Response>, Status> {
+                Ok(($client)(channel).$call(requests).await?.into_inner())
+            }
+
+            fn reply(r: Self::Response) -> (u64, Result<Self::Done, Error>) {
+                use pb::$outcome::Outcome;
+                let outcome = r.outcome.map(|o| match o {
+                    Outcome::$ok(done) => Ok(done),
+                    Outcome::Error(e) => Err(e),
+                });
+                (r.correlation_id, answered(outcome))
+            }
         }
-    }
-
-    async fn open(
-        channel: SignedChannel,
-        requests: ReceiverStream<Self::Request>,
-    ) -> Result<Streaming<Self::Response>, Status> {
-        Ok(crate::queues_client(channel)
-            .send_message_stream(requests)
-            .await?
-            .into_inner())
-    }
-
-    fn reply(r: Self::Response) -> (u64, Result<Self::Done, Error>) {
-        use pb::send_message_stream_response::Outcome;
-        let outcome = r.outcome.map(|o| match o {
-            Outcome::Sent(done) => Ok(done),
-            Outcome::Error(e) => Err(e),
-        });
-        (r.correlation_id, answered(outcome))
-    }
+    };
 }
 
-impl Kind for Records {
-    type Item = pb::PutRecordRequest;
-    type Done = pb::PutRecordResponse;
-    type Request = pb::PutRecordStreamRequest;
-    type Response = pb::PutRecordStreamResponse;
-    const WHAT: &'static str = "stream";
-
-    fn ordered(_stream: &str) -> bool {
-        true
-    }
-
-    fn request(stream: &str, id: u64, record: pb::PutRecordRequest) -> Self::Request {
-        pb::PutRecordStreamRequest {
-            stream_name: stream.to_string(),
-            correlation_id: id,
-            record: Some(record),
-        }
-    }
-
-    async fn open(
-        channel: SignedChannel,
-        requests: ReceiverStream<Self::Request>,
-    ) -> Result<Streaming<Self::Response>, Status> {
-        Ok(crate::streams_client(channel)
-            .put_record_stream(requests)
-            .await?
-            .into_inner())
-    }
-
-    fn reply(r: Self::Response) -> (u64, Result<Self::Done, Error>) {
-        use pb::put_record_stream_response::Outcome;
-        let outcome = r.outcome.map(|o| match o {
-            Outcome::Put(done) => Ok(done),
-            Outcome::Error(e) => Err(e),
-        });
-        (r.correlation_id, answered(outcome))
-    }
+producer_kind! {
+    Messages: pb::SendMessageRequest => pb::SendMessageResponse,
+    over send_message_stream(SendMessageStreamRequest) -> pb::SendMessageStreamResponse,
+    what "FIFO queue", ordered |queue: &str| queue.ends_with(".fifo"),
+    crate::queues_client, queue_name, message, send_message_stream_response::Sent
 }
 
-impl Kind for Publications {
-    type Item = pb::PublishRequest;
-    type Done = pb::PublishResponse;
-    type Request = pb::PublishStreamRequest;
-    type Response = pb::PublishStreamResponse;
-    const WHAT: &'static str = "FIFO topic";
+producer_kind! {
+    Records: pb::PutRecordRequest => pb::PutRecordResponse,
+    over put_record_stream(PutRecordStreamRequest) -> pb::PutRecordStreamResponse,
+    what "stream", ordered |_stream: &str| true,
+    crate::streams_client, stream_name, record, put_record_stream_response::Put
+}
 
-    fn ordered(topic: &str) -> bool {
-        topic.ends_with(".fifo")
-    }
-
-    fn request(topic: &str, id: u64, message: pb::PublishRequest) -> Self::Request {
-        pb::PublishStreamRequest {
-            topic_arn: topic.to_string(),
-            correlation_id: id,
-            message: Some(message),
-        }
-    }
-
-    async fn open(
-        channel: SignedChannel,
-        requests: ReceiverStream<Self::Request>,
-    ) -> Result<Streaming<Self::Response>, Status> {
-        Ok(TopicsClient::new(channel)
-            .publish_stream(requests)
-            .await?
-            .into_inner())
-    }
-
-    fn reply(r: Self::Response) -> (u64, Result<Self::Done, Error>) {
-        use pb::publish_stream_response::Outcome;
-        let outcome = r.outcome.map(|o| match o {
-            Outcome::Published(done) => Ok(done),
-            Outcome::Error(e) => Err(e),
-        });
-        (r.correlation_id, answered(outcome))
-    }
+producer_kind! {
+    Publications: pb::PublishRequest => pb::PublishResponse,
+    over publish_stream(PublishStreamRequest) -> pb::PublishStreamResponse,
+    what "FIFO topic", ordered |topic: &str| topic.ends_with(".fifo"),
+    TopicsClient::new, topic_arn, message, publish_stream_response::Published
 }
 
 /// A reply's outcome as the caller gets it.

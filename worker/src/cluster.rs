@@ -23,6 +23,16 @@ pub use sluice_core::limits::requests::WORKER_MESSAGE_MAX as MESSAGE_MAX;
 const ATTEMPT_MAX: Duration = Duration::from_secs(40);
 /// Longest wait for one node's answer to a short call.
 const SHORT_MAX: Duration = Duration::from_secs(15);
+/// The deadline a node is given for a short call (the server side of
+/// [`SHORT_MAX`]).
+const CALL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// `message` as a request the node must answer within `deadline`.
+fn within<T>(message: T, deadline: Duration) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.set_timeout(deadline);
+    req
+}
 
 /// Broker nodes to call, tried in turn.
 pub struct ClusterLink {
@@ -140,8 +150,7 @@ impl ClusterLink {
                 wait_time_seconds: Some(wait_s.min(20) as i32),
                 ..Default::default()
             };
-            let mut req = tonic::Request::new(req);
-            req.set_timeout(Duration::from_secs(u64::from(wait_s.min(20)) + 10));
+            let req = within(req, Duration::from_secs(u64::from(wait_s.min(20)) + 10));
             async move {
                 QueuesClient::new(ch)
                     .max_decoding_message_size(MESSAGE_MAX)
@@ -171,8 +180,7 @@ impl ClusterLink {
                     })
                     .collect(),
             };
-            let mut req = tonic::Request::new(req);
-            req.set_timeout(Duration::from_secs(30));
+            let req = within(req, Duration::from_secs(30));
             async move {
                 QueuesClient::new(ch)
                     .delete_message_batch(req)
@@ -194,14 +202,16 @@ impl ClusterLink {
         timestamp_ms: i64,
     ) -> Result<String, tonic::Status> {
         self.on_nodes_within(SHORT_MAX, |ch| {
-            let mut req = tonic::Request::new(pb::GetShardIteratorRequest {
-                stream_name: stream.to_string(),
-                shard_id: shard.to_string(),
-                shard_iterator_type: kind.to_string(),
-                starting_sequence_number: sequence_number.to_string(),
-                timestamp: timestamp_ms,
-            });
-            req.set_timeout(Duration::from_secs(10));
+            let req = within(
+                pb::GetShardIteratorRequest {
+                    stream_name: stream.to_string(),
+                    shard_id: shard.to_string(),
+                    shard_iterator_type: kind.to_string(),
+                    starting_sequence_number: sequence_number.to_string(),
+                    timestamp: timestamp_ms,
+                },
+                CALL_DEADLINE,
+            );
             async move {
                 StreamsClient::new(ch)
                     .get_shard_iterator(req)
@@ -221,13 +231,15 @@ impl ClusterLink {
         wait: Duration,
     ) -> Result<pb::GetRecordsResponse, tonic::Status> {
         self.on_nodes_within(SHORT_MAX + wait, |ch| {
-            let mut req = tonic::Request::new(pb::GetRecordsRequest {
-                shard_iterator: iterator.to_string(),
-                limit: limit as i32,
-                wait_time_ms: wait.as_millis().min(i32::MAX as u128) as i32,
-                ..Default::default()
-            });
-            req.set_timeout(Duration::from_secs(10) + wait);
+            let req = within(
+                pb::GetRecordsRequest {
+                    shard_iterator: iterator.to_string(),
+                    limit: limit as i32,
+                    wait_time_ms: wait.as_millis().min(i32::MAX as u128) as i32,
+                    ..Default::default()
+                },
+                CALL_DEADLINE + wait,
+            );
             async move {
                 StreamsClient::new(ch)
                     .max_decoding_message_size(MESSAGE_MAX)
@@ -242,12 +254,14 @@ impl ClusterLink {
     /// Sends one message to `queue` (an on-failure record).
     pub async fn send_message(&self, queue: &str, body: &str) -> Result<(), tonic::Status> {
         self.on_nodes(|ch| {
-            let mut req = tonic::Request::new(pb::SendMessageRequest {
-                queue_name: queue.to_string(),
-                message_body: body.to_string(),
-                ..Default::default()
-            });
-            req.set_timeout(Duration::from_secs(10));
+            let req = within(
+                pb::SendMessageRequest {
+                    queue_name: queue.to_string(),
+                    message_body: body.to_string(),
+                    ..Default::default()
+                },
+                CALL_DEADLINE,
+            );
             async move { QueuesClient::new(ch).send_message(req).await.map(|_| ()) }
         })
         .await
@@ -257,12 +271,14 @@ impl ClusterLink {
     /// record).
     pub async fn publish(&self, topic_arn: &str, message: &str) -> Result<(), tonic::Status> {
         self.on_nodes(|ch| {
-            let mut req = tonic::Request::new(pb::PublishRequest {
-                topic_arn: topic_arn.to_string(),
-                message: message.to_string(),
-                ..Default::default()
-            });
-            req.set_timeout(Duration::from_secs(10));
+            let req = within(
+                pb::PublishRequest {
+                    topic_arn: topic_arn.to_string(),
+                    message: message.to_string(),
+                    ..Default::default()
+                },
+                CALL_DEADLINE,
+            );
             async move { TopicsClient::new(ch).publish(req).await.map(|_| ()) }
         })
         .await
@@ -274,8 +290,7 @@ impl ClusterLink {
         req: pb::CommitCheckpointRequest,
     ) -> Result<(), tonic::Status> {
         self.each(|mut c| {
-            let mut r = tonic::Request::new(req.clone());
-            r.set_timeout(Duration::from_secs(10));
+            let r = within(req.clone(), CALL_DEADLINE);
             async move { c.commit_checkpoint(r).await.map(|_| ()) }
         })
         .await
@@ -289,12 +304,14 @@ impl ClusterLink {
         result: &str,
     ) -> Result<(), tonic::Status> {
         self.each(|mut c| {
-            let mut r = tonic::Request::new(pb::ReportMappingResultRequest {
-                function_name: function.to_string(),
-                mapping_uuid: uuid.to_string(),
-                result: result.to_string(),
-            });
-            r.set_timeout(Duration::from_secs(10));
+            let r = within(
+                pb::ReportMappingResultRequest {
+                    function_name: function.to_string(),
+                    mapping_uuid: uuid.to_string(),
+                    result: result.to_string(),
+                },
+                CALL_DEADLINE,
+            );
             async move { c.report_mapping_result(r).await.map(|_| ()) }
         })
         .await
