@@ -89,7 +89,7 @@ impl Client {
             };
             let (requests, outbound) = mpsc::unbounded_channel();
             let _ = requests.send(first.clone());
-            match crate::queues_client(channel.clone())
+            match crate::clients::queues(channel.clone())
                 .receive_message_stream(UnboundedReceiverStream::new(outbound))
                 .await
             {

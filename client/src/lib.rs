@@ -53,16 +53,51 @@ pub use sluice_proto::{CONSISTENCY_HEADER, ERROR_CODE_HEADER};
 /// a ReceiveMessage reply up to ten 1 MiB messages).
 pub const MAX_REPLY_BYTES: usize = 64 << 20;
 
-/// The queue service over `ch`, taking replies up to [`MAX_REPLY_BYTES`]
-/// (tonic's default of 4 MiB refuses a receive of ten large messages).
-fn queues_client(ch: SignedChannel) -> QueuesClient<SignedChannel> {
-    QueuesClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES)
+/// Calls `$method` of a service's generated client (made by the
+/// constructor of that name in [`clients`]) with the request `$req`,
+/// retried as [`Client::call`] retries; resolves to the reply's message.
+macro_rules! rpc {
+    ($client:ident.$service:ident.$method:ident($req:expr)) => {
+        $client.unary(clients::$service, $req, |mut c, r| async move {
+            c.$method(r).await
+        })
+    };
 }
 
-/// The stream service over `ch`, taking replies up to [`MAX_REPLY_BYTES`].
-fn streams_client(ch: SignedChannel) -> StreamsClient<SignedChannel> {
-    StreamsClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES)
+/// The generated client of each service over one node's channel, taking
+/// replies up to [`MAX_REPLY_BYTES`] (tonic's default of 4 MiB refuses a
+/// receive of ten large messages or a large code package).
+mod clients {
+    use super::*;
+
+    /// The queue service.
+    pub fn queues(ch: SignedChannel) -> QueuesClient<SignedChannel> {
+        QueuesClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES)
+    }
+
+    /// The topic service.
+    pub fn topics(ch: SignedChannel) -> TopicsClient<SignedChannel> {
+        TopicsClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES)
+    }
+
+    /// The function service; its requests carry code packages, as large.
+    pub fn functions(ch: SignedChannel) -> FunctionsClient<SignedChannel> {
+        FunctionsClient::new(ch)
+            .max_decoding_message_size(MAX_REPLY_BYTES)
+            .max_encoding_message_size(MAX_REPLY_BYTES)
+    }
+
+    /// The stream service.
+    pub fn streams(ch: SignedChannel) -> StreamsClient<SignedChannel> {
+        StreamsClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES)
+    }
+
+    /// The IAM service.
+    pub fn iam(ch: SignedChannel) -> IamClient<SignedChannel> {
+        IamClient::new(ch)
+    }
 }
+
 /// How often an idle connection is pinged, and how long the answer may
 /// take before the connection counts as lost.
 const KEEPALIVE: Duration = Duration::from_secs(5);
@@ -366,7 +401,7 @@ impl Client {
         self.call(|ch| {
             let req = req.clone();
             async move {
-                queues_client(ch)
+                clients::queues(ch)
                     .create_queue(req)
                     .await
                     .map(|r| r.into_inner())
@@ -388,7 +423,7 @@ impl Client {
         self.call(|ch| {
             let req = Self::read_request(req.clone(), consistency);
             async move {
-                queues_client(ch)
+                clients::queues(ch)
                     .get_queue_url(req)
                     .await
                     .map(|r| r.into_inner().queue_url)
@@ -413,7 +448,7 @@ impl Client {
         self.call(|ch| {
             let req = Self::read_request(req.clone(), consistency);
             async move {
-                queues_client(ch)
+                clients::queues(ch)
                     .list_queues(req)
                     .await
                     .map(|r| r.into_inner())
@@ -454,7 +489,7 @@ impl Client {
         };
         self.call(|ch| {
             let req = req.clone();
-            async move { queues_client(ch).delete_queue(req).await.map(|_| ()) }
+            async move { clients::queues(ch).delete_queue(req).await.map(|_| ()) }
         })
         .await
     }
@@ -468,21 +503,24 @@ impl Client {
         F: Fn(IamClient<SignedChannel>, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
-        self.call(|ch| {
-            let fut = f(IamClient::new(ch), req.clone());
-            async move { fut.await.map(|r| r.into_inner()) }
-        })
-        .await
+        self.unary(clients::iam, req, f).await
     }
 
-    async fn queues<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, Error>
+    /// Runs one call on the generated client `client` makes over a node's
+    /// channel, retried as [`Client::call`] retries; the reply's message.
+    async fn unary<C, Req, Resp, F, Fut>(
+        &self,
+        client: fn(SignedChannel) -> C,
+        req: Req,
+        f: F,
+    ) -> Result<Resp, Error>
     where
         Req: Clone,
-        F: Fn(QueuesClient<SignedChannel>, Req) -> Fut,
+        F: Fn(C, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         self.call(|ch| {
-            let fut = f(queues_client(ch), req.clone());
+            let fut = f(client(ch), req.clone());
             async move { fut.await.map(|r| r.into_inner()) }
         })
         .await
@@ -494,8 +532,7 @@ impl Client {
         &self,
         req: pb::SendMessageRequest,
     ) -> Result<pb::SendMessageResponse, Error> {
-        self.queues(req, |mut c, r| async move { c.send_message(r).await })
-            .await
+        rpc!(self.queues.send_message(req)).await
     }
 
     /// Sends one message with a body and nothing else (no attributes, delay
@@ -518,8 +555,7 @@ impl Client {
         &self,
         req: pb::SendMessageBatchRequest,
     ) -> Result<pb::SendMessageBatchResponse, Error> {
-        self.queues(req, |mut c, r| async move { c.send_message_batch(r).await })
-            .await
+        rpc!(self.queues.send_message_batch(req)).await
     }
 
     /// Receives up to `max` messages from `queue`, hiding them for
@@ -552,7 +588,7 @@ impl Client {
         self.call_within(self.long_poll_timeout(wait), |ch| {
             let req = req.clone();
             async move {
-                queues_client(ch)
+                clients::queues(ch)
                     .receive_message(req)
                     .await
                     .map(|r| r.into_inner())
@@ -575,9 +611,7 @@ impl Client {
             queue_name: queue.to_string(),
             receipt_handle: receipt_handle.to_string(),
         };
-        self.queues(req, |mut c, r| async move { c.delete_message(r).await })
-            .await
-            .map(|_| ())
+        rpc!(self.queues.delete_message(req)).await.map(|_| ())
     }
 
     /// Deletes up to 10 messages.
@@ -585,11 +619,7 @@ impl Client {
         &self,
         req: pb::DeleteMessageBatchRequest,
     ) -> Result<pb::DeleteMessageBatchResponse, Error> {
-        self.queues(
-            req,
-            |mut c, r| async move { c.delete_message_batch(r).await },
-        )
-        .await
+        rpc!(self.queues.delete_message_batch(req)).await
     }
 
     /// Changes the visibility timeout of a received message.
@@ -604,11 +634,9 @@ impl Client {
             receipt_handle: receipt_handle.to_string(),
             visibility_timeout: seconds,
         };
-        self.queues(req, |mut c, r| async move {
-            c.change_message_visibility(r).await
-        })
-        .await
-        .map(|_| ())
+        rpc!(self.queues.change_message_visibility(req))
+            .await
+            .map(|_| ())
     }
 
     /// Changes the visibility timeout of up to 10 received messages.
@@ -616,10 +644,7 @@ impl Client {
         &self,
         req: pb::ChangeMessageVisibilityBatchRequest,
     ) -> Result<pb::ChangeMessageVisibilityBatchResponse, Error> {
-        self.queues(req, |mut c, r| async move {
-            c.change_message_visibility_batch(r).await
-        })
-        .await
+        rpc!(self.queues.change_message_visibility_batch(req)).await
     }
 
     /// Deletes every message of a queue.
@@ -627,9 +652,7 @@ impl Client {
         let req = pb::PurgeQueueRequest {
             queue_name: queue.to_string(),
         };
-        self.queues(req, |mut c, r| async move { c.purge_queue(r).await })
-            .await
-            .map(|_| ())
+        rpc!(self.queues.purge_queue(req)).await.map(|_| ())
     }
 
     /// A queue's attributes (`names` empty: all of them).
@@ -642,12 +665,9 @@ impl Client {
             queue_name: queue.to_string(),
             attribute_names: names.iter().map(|n| n.to_string()).collect(),
         };
-        self.queues(
-            req,
-            |mut c, r| async move { c.get_queue_attributes(r).await },
-        )
-        .await
-        .map(|r| r.attributes)
+        rpc!(self.queues.get_queue_attributes(req))
+            .await
+            .map(|r| r.attributes)
     }
 
     /// Sets queue attributes.
@@ -660,12 +680,9 @@ impl Client {
             queue_name: queue.to_string(),
             attributes,
         };
-        self.queues(
-            req,
-            |mut c, r| async move { c.set_queue_attributes(r).await },
-        )
-        .await
-        .map(|_| ())
+        rpc!(self.queues.set_queue_attributes(req))
+            .await
+            .map(|_| ())
     }
 
     /// Adds or replaces tags.
@@ -674,9 +691,7 @@ impl Client {
             queue_name: queue.to_string(),
             tags,
         };
-        self.queues(req, |mut c, r| async move { c.tag_queue(r).await })
-            .await
-            .map(|_| ())
+        rpc!(self.queues.tag_queue(req)).await.map(|_| ())
     }
 
     /// Removes tags.
@@ -685,9 +700,7 @@ impl Client {
             queue_name: queue.to_string(),
             tag_keys: keys,
         };
-        self.queues(req, |mut c, r| async move { c.untag_queue(r).await })
-            .await
-            .map(|_| ())
+        rpc!(self.queues.untag_queue(req)).await.map(|_| ())
     }
 
     /// A queue's tags.
@@ -695,9 +708,7 @@ impl Client {
         let req = pb::ListQueueTagsRequest {
             queue_name: queue.to_string(),
         };
-        self.queues(req, |mut c, r| async move { c.list_queue_tags(r).await })
-            .await
-            .map(|r| r.tags)
+        rpc!(self.queues.list_queue_tags(req)).await.map(|r| r.tags)
     }
 
     /// Queues that use `queue` as their dead-letter queue.
@@ -707,11 +718,9 @@ impl Client {
             max_results: 0,
             next_token: String::new(),
         };
-        self.queues(req, |mut c, r| async move {
-            c.list_dead_letter_source_queues(r).await
-        })
-        .await
-        .map(|r| r.queue_names)
+        rpc!(self.queues.list_dead_letter_source_queues(req))
+            .await
+            .map(|r| r.queue_names)
     }
 
     /// Starts moving a dead-letter queue's messages back (or to `to`).
@@ -719,12 +728,9 @@ impl Client {
         &self,
         req: pb::StartMessageMoveTaskRequest,
     ) -> Result<String, Error> {
-        self.queues(
-            req,
-            |mut c, r| async move { c.start_message_move_task(r).await },
-        )
-        .await
-        .map(|r| r.task_handle)
+        rpc!(self.queues.start_message_move_task(req))
+            .await
+            .map(|r| r.task_handle)
     }
 
     /// A dead-letter queue's move tasks, newest first.
@@ -737,12 +743,9 @@ impl Client {
             source_arn: source_arn.to_string(),
             max_results: max,
         };
-        self.queues(
-            req,
-            |mut c, r| async move { c.list_message_move_tasks(r).await },
-        )
-        .await
-        .map(|r| r.results)
+        rpc!(self.queues.list_message_move_tasks(req))
+            .await
+            .map(|r| r.results)
     }
 
     /// Cancels a move task; returns how many messages it moved.
@@ -750,25 +753,9 @@ impl Client {
         let req = pb::CancelMessageMoveTaskRequest {
             task_handle: handle.to_string(),
         };
-        self.queues(req, |mut c, r| async move {
-            c.cancel_message_move_task(r).await
-        })
-        .await
-        .map(|r| r.approximate_number_of_messages_moved)
-    }
-
-    async fn topics<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, Error>
-    where
-        Req: Clone,
-        F: Fn(TopicsClient<SignedChannel>, Req) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
-    {
-        self.call(|ch| {
-            let client = TopicsClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES);
-            let fut = f(client, req.clone());
-            async move { fut.await.map(|r| r.into_inner()) }
-        })
-        .await
+        rpc!(self.queues.cancel_message_move_task(req))
+            .await
+            .map(|r| r.approximate_number_of_messages_moved)
     }
 
     /// Creates a topic (an identical existing one is returned); its ARN.
@@ -783,7 +770,7 @@ impl Client {
             attributes,
             tags: HashMap::new(),
         };
-        self.topics(req, |mut c, r| async move { c.create_topic(r).await })
+        rpc!(self.topics.create_topic(req))
             .await
             .map(|r| r.topic_arn)
     }
@@ -793,9 +780,7 @@ impl Client {
         let req = pb::DeleteTopicRequest {
             topic_arn: topic.to_string(),
         };
-        self.topics(req, |mut c, r| async move { c.delete_topic(r).await })
-            .await
-            .map(|_| ())
+        rpc!(self.topics.delete_topic(req)).await.map(|_| ())
     }
 
     /// Every topic ARN.
@@ -804,9 +789,7 @@ impl Client {
         let mut token = String::new();
         loop {
             let req = pb::ListTopicsRequest { next_token: token };
-            let r = self
-                .topics(req, |mut c, r| async move { c.list_topics(r).await })
-                .await?;
+            let r = rpc!(self.topics.list_topics(req)).await?;
             arns.extend(r.topic_arns);
             if r.next_token.is_empty() {
                 return Ok(arns);
@@ -823,12 +806,9 @@ impl Client {
         let req = pb::GetTopicAttributesRequest {
             topic_arn: topic.to_string(),
         };
-        self.topics(
-            req,
-            |mut c, r| async move { c.get_topic_attributes(r).await },
-        )
-        .await
-        .map(|r| r.attributes)
+        rpc!(self.topics.get_topic_attributes(req))
+            .await
+            .map(|r| r.attributes)
     }
 
     /// Sets one topic attribute.
@@ -843,12 +823,9 @@ impl Client {
             attribute_name: name.to_string(),
             attribute_value: value.to_string(),
         };
-        self.topics(
-            req,
-            |mut c, r| async move { c.set_topic_attributes(r).await },
-        )
-        .await
-        .map(|_| ())
+        rpc!(self.topics.set_topic_attributes(req))
+            .await
+            .map(|_| ())
     }
 
     /// Subscribes an endpoint; the subscription ARN (also of an HTTP/S
@@ -868,7 +845,7 @@ impl Client {
             attributes,
             return_subscription_arn: true,
         };
-        self.topics(req, |mut c, r| async move { c.subscribe(r).await })
+        rpc!(self.topics.subscribe(req))
             .await
             .map(|r| r.subscription_arn)
     }
@@ -880,12 +857,9 @@ impl Client {
             token: token.to_string(),
             authenticate_on_unsubscribe: false,
         };
-        self.topics(
-            req,
-            |mut c, r| async move { c.confirm_subscription(r).await },
-        )
-        .await
-        .map(|r| r.subscription_arn)
+        rpc!(self.topics.confirm_subscription(req))
+            .await
+            .map(|r| r.subscription_arn)
     }
 
     /// Removes a subscription.
@@ -893,9 +867,7 @@ impl Client {
         let req = pb::UnsubscribeRequest {
             subscription_arn: subscription_arn.to_string(),
         };
-        self.topics(req, |mut c, r| async move { c.unsubscribe(r).await })
-            .await
-            .map(|_| ())
+        rpc!(self.topics.unsubscribe(req)).await.map(|_| ())
     }
 
     /// Every subscription, of one topic or (`None`) of all.
@@ -912,15 +884,11 @@ impl Client {
                         topic_arn: t.to_string(),
                         next_token: token,
                     };
-                    self.topics(req, |mut c, r| async move {
-                        c.list_subscriptions_by_topic(r).await
-                    })
-                    .await?
+                    rpc!(self.topics.list_subscriptions_by_topic(req)).await?
                 }
                 None => {
                     let req = pb::ListSubscriptionsRequest { next_token: token };
-                    self.topics(req, |mut c, r| async move { c.list_subscriptions(r).await })
-                        .await?
+                    rpc!(self.topics.list_subscriptions(req)).await?
                 }
             };
             out.extend(r.subscriptions);
@@ -939,11 +907,9 @@ impl Client {
         let req = pb::GetSubscriptionAttributesRequest {
             subscription_arn: subscription_arn.to_string(),
         };
-        self.topics(req, |mut c, r| async move {
-            c.get_subscription_attributes(r).await
-        })
-        .await
-        .map(|r| r.attributes)
+        rpc!(self.topics.get_subscription_attributes(req))
+            .await
+            .map(|r| r.attributes)
     }
 
     /// Sets one subscription attribute (e.g. FilterPolicy).
@@ -958,18 +924,15 @@ impl Client {
             attribute_name: name.to_string(),
             attribute_value: value.to_string(),
         };
-        self.topics(req, |mut c, r| async move {
-            c.set_subscription_attributes(r).await
-        })
-        .await
-        .map(|_| ())
+        rpc!(self.topics.set_subscription_attributes(req))
+            .await
+            .map(|_| ())
     }
 
     /// Publishes a message. A retry after a lost reply may publish it twice
     /// on a standard topic (FIFO topics deduplicate).
     pub async fn publish(&self, req: pb::PublishRequest) -> Result<pb::PublishResponse, Error> {
-        self.topics(req, |mut c, r| async move { c.publish(r).await })
-            .await
+        rpc!(self.topics.publish(req)).await
     }
 
     /// Publishes up to 10 messages; each succeeds or fails on its own.
@@ -977,24 +940,7 @@ impl Client {
         &self,
         req: pb::PublishBatchRequest,
     ) -> Result<pb::PublishBatchResponse, Error> {
-        self.topics(req, |mut c, r| async move { c.publish_batch(r).await })
-            .await
-    }
-
-    async fn functions<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, Error>
-    where
-        Req: Clone,
-        F: Fn(FunctionsClient<SignedChannel>, Req) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
-    {
-        self.call(|ch| {
-            let client = FunctionsClient::new(ch)
-                .max_decoding_message_size(MAX_REPLY_BYTES)
-                .max_encoding_message_size(MAX_REPLY_BYTES);
-            let fut = f(client, req.clone());
-            async move { fut.await.map(|r| r.into_inner()) }
-        })
-        .await
+        rpc!(self.topics.publish_batch(req)).await
     }
 
     /// Creates a function from a zip package (see [`zip_directory`]).
@@ -1002,8 +948,7 @@ impl Client {
         &self,
         req: pb::CreateFunctionRequest,
     ) -> Result<pb::FunctionConfiguration, Error> {
-        self.functions(req, |mut c, r| async move { c.create_function(r).await })
-            .await
+        rpc!(self.functions.create_function(req)).await
     }
 
     /// A function's configuration.
@@ -1011,7 +956,7 @@ impl Client {
         let req = pb::GetFunctionRequest {
             function_name: name.to_string(),
         };
-        self.functions(req, |mut c, r| async move { c.get_function(r).await })
+        rpc!(self.functions.get_function(req))
             .await
             .map(|r| r.configuration.unwrap_or_default())
     }
@@ -1025,9 +970,7 @@ impl Client {
                 marker,
                 max_items: 0,
             };
-            let r = self
-                .functions(req, |mut c, r| async move { c.list_functions(r).await })
-                .await?;
+            let r = rpc!(self.functions.list_functions(req)).await?;
             out.extend(r.functions);
             if r.next_marker.is_empty() {
                 return Ok(out);
@@ -1041,9 +984,7 @@ impl Client {
         let req = pb::DeleteFunctionRequest {
             function_name: name.to_string(),
         };
-        self.functions(req, |mut c, r| async move { c.delete_function(r).await })
-            .await
-            .map(|_| ())
+        rpc!(self.functions.delete_function(req)).await.map(|_| ())
     }
 
     /// Replaces a function's code.
@@ -1056,11 +997,7 @@ impl Client {
             function_name: name.to_string(),
             zip_file,
         };
-        self.functions(
-            req,
-            |mut c, r| async move { c.update_function_code(r).await },
-        )
-        .await
+        rpc!(self.functions.update_function_code(req)).await
     }
 
     /// Publishes `$LATEST` as a version (or returns the last one when
@@ -1070,8 +1007,7 @@ impl Client {
             function_name: name.to_string(),
             ..Default::default()
         };
-        self.functions(req, |mut c, r| async move { c.publish_version(r).await })
-            .await
+        rpc!(self.functions.publish_version(req)).await
     }
 
     /// `$LATEST` and every published version.
@@ -1079,11 +1015,9 @@ impl Client {
         let req = pb::ListVersionsByFunctionRequest {
             function_name: name.to_string(),
         };
-        self.functions(req, |mut c, r| async move {
-            c.list_versions_by_function(r).await
-        })
-        .await
-        .map(|r| r.versions)
+        rpc!(self.functions.list_versions_by_function(req))
+            .await
+            .map(|r| r.versions)
     }
 
     /// Creates (`create`) or updates an alias.
@@ -1093,11 +1027,9 @@ impl Client {
         create: bool,
     ) -> Result<pb::AliasConfiguration, Error> {
         if create {
-            self.functions(req, |mut c, r| async move { c.create_alias(r).await })
-                .await
+            rpc!(self.functions.create_alias(req)).await
         } else {
-            self.functions(req, |mut c, r| async move { c.update_alias(r).await })
-                .await
+            rpc!(self.functions.update_alias(req)).await
         }
     }
 
@@ -1107,10 +1039,7 @@ impl Client {
         &self,
         req: pb::FunctionEventInvokeConfig,
     ) -> Result<pb::FunctionEventInvokeConfig, Error> {
-        self.functions(req, |mut c, r| async move {
-            c.put_function_event_invoke_config(r).await
-        })
-        .await
+        rpc!(self.functions.put_function_event_invoke_config(req)).await
     }
 
     /// A function's aliases.
@@ -1118,7 +1047,7 @@ impl Client {
         let req = pb::ListAliasesRequest {
             function_name: name.to_string(),
         };
-        self.functions(req, |mut c, r| async move { c.list_aliases(r).await })
+        rpc!(self.functions.list_aliases(req))
             .await
             .map(|r| r.aliases)
     }
@@ -1129,9 +1058,7 @@ impl Client {
         // A synchronous invocation may run for the longest function
         // timeout (15 minutes): an attempt is not cut short before.
         self.call_within(INVOKE_ATTEMPT_MAX, |ch| {
-            let mut c = FunctionsClient::new(ch)
-                .max_decoding_message_size(MAX_REPLY_BYTES)
-                .max_encoding_message_size(MAX_REPLY_BYTES);
+            let mut c = clients::functions(ch);
             let r = req.clone();
             async move { c.invoke(r).await.map(|r| r.into_inner()) }
         })
@@ -1151,7 +1078,7 @@ impl Client {
             request_id: request_id.to_string(),
             limit,
         };
-        self.functions(req, |mut c, r| async move { c.get_function_logs(r).await })
+        rpc!(self.functions.get_function_logs(req))
             .await
             .map(|r| r.logs)
     }
@@ -1168,19 +1095,13 @@ impl Client {
                     function_name: name.to_string(),
                     reserved_concurrent_executions: Some(n),
                 };
-                self.functions(req, |mut c, r| async move {
-                    c.put_function_concurrency(r).await
-                })
-                .await
+                rpc!(self.functions.put_function_concurrency(req)).await
             }
             None => {
                 let req = pb::GetFunctionRequest {
                     function_name: name.to_string(),
                 };
-                self.functions(req, |mut c, r| async move {
-                    c.delete_function_concurrency(r).await
-                })
-                .await
+                rpc!(self.functions.delete_function_concurrency(req)).await
             }
         }
     }
@@ -1190,11 +1111,9 @@ impl Client {
         let req = pb::GetFunctionRequest {
             function_name: name.to_string(),
         };
-        self.functions(req, |mut c, r| async move {
-            c.get_function_concurrency(r).await
-        })
-        .await
-        .map(|r| r.reserved_concurrent_executions)
+        rpc!(self.functions.get_function_concurrency(req))
+            .await
+            .map(|r| r.reserved_concurrent_executions)
     }
 
     /// Sets (`Some`) or removes (`None`) the provisioned concurrency of a
@@ -1212,18 +1131,8 @@ impl Client {
             ..Default::default()
         };
         match requested {
-            Some(_) => {
-                self.functions(req, |mut c, r| async move {
-                    c.put_provisioned_concurrency_config(r).await
-                })
-                .await
-            }
-            None => {
-                self.functions(req, |mut c, r| async move {
-                    c.delete_provisioned_concurrency_config(r).await
-                })
-                .await
-            }
+            Some(_) => rpc!(self.functions.put_provisioned_concurrency_config(req)).await,
+            None => rpc!(self.functions.delete_provisioned_concurrency_config(req)).await,
         }
     }
 
@@ -1239,10 +1148,7 @@ impl Client {
             qualifier: qualifier.to_string(),
             ..Default::default()
         };
-        self.functions(req, |mut c, r| async move {
-            c.get_provisioned_concurrency_config(r).await
-        })
-        .await
+        rpc!(self.functions.get_provisioned_concurrency_config(req)).await
     }
 
     /// Creates an event source mapping.
@@ -1250,10 +1156,7 @@ impl Client {
         &self,
         req: pb::EventSourceMappingRequest,
     ) -> Result<pb::EventSourceMapping, Error> {
-        self.functions(req, |mut c, r| async move {
-            c.create_event_source_mapping(r).await
-        })
-        .await
+        rpc!(self.functions.create_event_source_mapping(req)).await
     }
 
     /// Changes an event source mapping's settings (`req.uuid` names it).
@@ -1261,10 +1164,7 @@ impl Client {
         &self,
         req: pb::EventSourceMappingRequest,
     ) -> Result<pb::EventSourceMapping, Error> {
-        self.functions(req, |mut c, r| async move {
-            c.update_event_source_mapping(r).await
-        })
-        .await
+        rpc!(self.functions.update_event_source_mapping(req)).await
     }
 
     /// An event source mapping.
@@ -1275,10 +1175,7 @@ impl Client {
         let req = pb::GetEventSourceMappingRequest {
             uuid: uuid.to_string(),
         };
-        self.functions(req, |mut c, r| async move {
-            c.get_event_source_mapping(r).await
-        })
-        .await
+        rpc!(self.functions.get_event_source_mapping(req)).await
     }
 
     /// Deletes an event source mapping.
@@ -1289,10 +1186,7 @@ impl Client {
         let req = pb::GetEventSourceMappingRequest {
             uuid: uuid.to_string(),
         };
-        self.functions(req, |mut c, r| async move {
-            c.delete_event_source_mapping(r).await
-        })
-        .await
+        rpc!(self.functions.delete_event_source_mapping(req)).await
     }
 
     /// Event source mappings, of one function and/or one source when given
@@ -1306,11 +1200,9 @@ impl Client {
             function_name: function.to_string(),
             event_source_arn: source_arn.to_string(),
         };
-        self.functions(req, |mut c, r| async move {
-            c.list_event_source_mappings(r).await
-        })
-        .await
-        .map(|r| r.event_source_mappings)
+        rpc!(self.functions.list_event_source_mappings(req))
+            .await
+            .map(|r| r.event_source_mappings)
     }
 
     /// The workers registered with the cluster.
@@ -1324,27 +1216,12 @@ impl Client {
         .await
     }
 
-    async fn streams<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, Error>
-    where
-        Req: Clone,
-        F: Fn(StreamsClient<SignedChannel>, Req) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
-    {
-        self.call(|ch| {
-            let client = streams_client(ch);
-            let fut = f(client, req.clone());
-            async move { fut.await.map(|r| r.into_inner()) }
-        })
-        .await
-    }
-
     /// Creates a stream (an identical existing one is returned).
     pub async fn create_stream(
         &self,
         req: pb::CreateStreamRequest,
     ) -> Result<pb::CreateStreamResponse, Error> {
-        self.streams(req, |mut c, r| async move { c.create_stream(r).await })
-            .await
+        rpc!(self.streams.create_stream(req)).await
     }
 
     /// Creates a stream of `shards` shards with the default retention and
@@ -1378,9 +1255,7 @@ impl Client {
         let req = pb::DeleteStreamRequest {
             stream_name: name.to_string(),
         };
-        self.streams(req, |mut c, r| async move { c.delete_stream(r).await })
-            .await
-            .map(|_| ())
+        rpc!(self.streams.delete_stream(req)).await.map(|_| ())
     }
 
     /// Stream names.
@@ -1391,9 +1266,7 @@ impl Client {
                 limit: 1000,
                 exclusive_start_stream_name: names.last().cloned().unwrap_or_default(),
             };
-            let r = self
-                .streams(req, |mut c, r| async move { c.list_streams(r).await })
-                .await?;
+            let r = rpc!(self.streams.list_streams(req)).await?;
             names.extend(r.stream_names);
             if !r.has_more_streams {
                 return Ok(names);
@@ -1414,9 +1287,7 @@ impl Client {
                     .map(|s| s.shard_id.clone())
                     .unwrap_or_default(),
             };
-            let r = self
-                .streams(req, |mut c, r| async move { c.list_shards(r).await })
-                .await?;
+            let r = rpc!(self.streams.list_shards(req)).await?;
             shards.extend(r.shards);
             if r.next_token.is_empty() {
                 return Ok(shards);
@@ -1431,7 +1302,7 @@ impl Client {
             limit: 10_000,
             exclusive_start_shard_id: String::new(),
         };
-        self.streams(req, |mut c, r| async move { c.describe_stream(r).await })
+        rpc!(self.streams.describe_stream(req))
             .await
             .map(|r| r.stream_description.unwrap_or_default())
     }
@@ -1441,8 +1312,7 @@ impl Client {
         &self,
         req: pb::PutRecordRequest,
     ) -> Result<pb::PutRecordResponse, Error> {
-        self.streams(req, |mut c, r| async move { c.put_record(r).await })
-            .await
+        rpc!(self.streams.put_record(req)).await
     }
 
     /// Puts up to 500 records; each succeeds or fails on its own.
@@ -1450,8 +1320,7 @@ impl Client {
         &self,
         req: pb::PutRecordsRequest,
     ) -> Result<pb::PutRecordsResponse, Error> {
-        self.streams(req, |mut c, r| async move { c.put_records(r).await })
-            .await
+        rpc!(self.streams.put_records(req)).await
     }
 
     /// A shard iterator.
@@ -1459,7 +1328,7 @@ impl Client {
         &self,
         req: pb::GetShardIteratorRequest,
     ) -> Result<String, Error> {
-        self.streams(req, |mut c, r| async move { c.get_shard_iterator(r).await })
+        rpc!(self.streams.get_shard_iterator(req))
             .await
             .map(|r| r.shard_iterator)
     }
@@ -1492,7 +1361,7 @@ impl Client {
         self.call_within(self.long_poll_timeout(wait), |ch| {
             let req = req.clone();
             async move {
-                streams_client(ch)
+                clients::streams(ch)
                     .get_records(req)
                     .await
                     .map(|r| r.into_inner())
@@ -1503,14 +1372,14 @@ impl Client {
 
     /// Splits a shard.
     pub async fn split_shard(&self, req: pb::SplitShardRequest) -> Result<Vec<String>, Error> {
-        self.streams(req, |mut c, r| async move { c.split_shard(r).await })
+        rpc!(self.streams.split_shard(req))
             .await
             .map(|r| r.child_shard_ids)
     }
 
     /// Merges two adjacent shards.
     pub async fn merge_shards(&self, req: pb::MergeShardsRequest) -> Result<String, Error> {
-        self.streams(req, |mut c, r| async move { c.merge_shards(r).await })
+        rpc!(self.streams.merge_shards(req))
             .await
             .map(|r| r.child_shard_id)
     }
@@ -1526,8 +1395,7 @@ impl Client {
             target_shard_count: target,
             scaling_type: "UNIFORM_SCALING".into(),
         };
-        self.streams(req, |mut c, r| async move { c.update_shard_count(r).await })
-            .await
+        rpc!(self.streams.update_shard_count(req)).await
     }
 
     /// Changes the retention period (increase or decrease, as the action).
@@ -1542,17 +1410,13 @@ impl Client {
             retention_period_hours: hours,
         };
         if increase {
-            self.streams(req, |mut c, r| async move {
-                c.increase_stream_retention_period(r).await
-            })
-            .await
-            .map(|_| ())
+            rpc!(self.streams.increase_stream_retention_period(req))
+                .await
+                .map(|_| ())
         } else {
-            self.streams(req, |mut c, r| async move {
-                c.decrease_stream_retention_period(r).await
-            })
-            .await
-            .map(|_| ())
+            rpc!(self.streams.decrease_stream_retention_period(req))
+                .await
+                .map(|_| ())
         }
     }
 
@@ -1566,11 +1430,9 @@ impl Client {
             stream_arn: stream.to_string(),
             consumer_name: name.to_string(),
         };
-        self.streams(req, |mut c, r| async move {
-            c.register_stream_consumer(r).await
-        })
-        .await
-        .map(|r| r.consumer.unwrap_or_default())
+        rpc!(self.streams.register_stream_consumer(req))
+            .await
+            .map(|r| r.consumer.unwrap_or_default())
     }
 
     /// Subscribes to a shard: events as records commit, for up to 5
@@ -1582,7 +1444,7 @@ impl Client {
         self.call(|ch| {
             let req = req.clone();
             async move {
-                streams_client(ch)
+                clients::streams(ch)
                     .subscribe_to_shard(req)
                     .await
                     .map(|r| r.into_inner())

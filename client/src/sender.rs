@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use sluice_proto::v1 as pb;
-use sluice_proto::v1::topics_client::TopicsClient;
 use sluice_security::signer::SignedChannel;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -140,21 +139,21 @@ producer_kind! {
     Messages: pb::SendMessageRequest => pb::SendMessageResponse,
     over send_message_stream(SendMessageStreamRequest) -> pb::SendMessageStreamResponse,
     what "FIFO queue", ordered |queue: &str| queue.ends_with(".fifo"),
-    crate::queues_client, queue_name, message, send_message_stream_response::Sent
+    crate::clients::queues, queue_name, message, send_message_stream_response::Sent
 }
 
 producer_kind! {
     Records: pb::PutRecordRequest => pb::PutRecordResponse,
     over put_record_stream(PutRecordStreamRequest) -> pb::PutRecordStreamResponse,
     what "stream", ordered |_stream: &str| true,
-    crate::streams_client, stream_name, record, put_record_stream_response::Put
+    crate::clients::streams, stream_name, record, put_record_stream_response::Put
 }
 
 producer_kind! {
     Publications: pb::PublishRequest => pb::PublishResponse,
     over publish_stream(PublishStreamRequest) -> pb::PublishStreamResponse,
     what "FIFO topic", ordered |topic: &str| topic.ends_with(".fifo"),
-    TopicsClient::new, topic_arn, message, publish_stream_response::Published
+    crate::clients::topics, topic_arn, message, publish_stream_response::Published
 }
 
 /// A reply's outcome as the caller gets it.
