@@ -89,6 +89,12 @@ pub trait LoggedEntries: Send + Sync {
     /// Says which segments (by first index) a purge keeps for their bodies.
     fn pin(&self, segments: BTreeSet<u64>);
 
+    /// Records durably that this node lost the body of a message sent in
+    /// entry `index` ([`StoreError::BodyLost`]): the next start gives up
+    /// the snapshots and the state that name it and is repaired from
+    /// another node (`raft::repair::open_log`).
+    fn record_body_lost(&self, index: u64) -> Result<(), String>;
+
     /// Keeps the segments that hold entries up to `index` while the
     /// returned hold lives, whatever the pins say: a snapshot at `index`
     /// being sent reads its bodies there.
@@ -143,10 +149,11 @@ impl Reader<'_> {
             reason,
         };
         if !matches!(&self.entry, Some((index, _)) if *index == r.index) {
-            let payload =
-                self.log.payload(r.index).map_err(lost)?.ok_or_else(|| {
-                    lost("purged while a message's body was still only there".into())
-                })?;
+            let payload = self
+                .log
+                .payload(r.index)
+                .map_err(lost)?
+                .ok_or(StoreError::BodyLost { index: r.index })?;
             self.entry = Some((r.index, payload));
         }
         let (_, payload) = self.entry.as_ref().expect("just read");
@@ -357,6 +364,10 @@ mod tests {
         }
 
         fn pin(&self, _: BTreeSet<u64>) {}
+
+        fn record_body_lost(&self, _: u64) -> Result<(), String> {
+            Ok(())
+        }
 
         fn hold_through(&self, _: u64) -> Hold {
             Box::new(())

@@ -442,6 +442,13 @@ impl super::kept_bodies::LoggedEntries for LogStore {
         self.log.set_pins(segments);
     }
 
+    fn record_body_lost(&self, index: u64) -> Result<(), String> {
+        self.log
+            .body_lost_file()
+            .write(&index.to_be_bytes())
+            .map_err(|e| e.to_string())
+    }
+
     fn hold_through(&self, index: u64) -> super::kept_bodies::Hold {
         Box::new(self.log.hold_through(index))
     }

@@ -274,6 +274,53 @@ fn give_up_from(
     }))
 }
 
+/// Gives up the snapshots and the state from entry `first_lost` on (which
+/// name bodies `what` says are gone) and begins a repair that an install
+/// from the leader ends. Refused on a node alone in its cluster: no other
+/// holds a copy.
+fn repair_by_install(
+    data_dir: &Path,
+    db: &crate::store::Db,
+    me: NodeId,
+    log: &LogFiles,
+    repair: &Repair,
+    first_lost: u64,
+    what: &str,
+) -> Result<Option<String>, String> {
+    metrics::counter!("sluice_log_damage_found_total").increment(1);
+    let log_dir = data_dir.join("log");
+    let snapshots =
+        SnapshotDir::open(&data_dir.join("snapshots")).map_err(|e| format!("snapshots: {e}"))?;
+    let Left { membership, .. } = what_is_left(&log_dir, &snapshots)?;
+    if membership.is_none_or(|m| m.nodes().all(|(id, _)| *id == me)) {
+        return Err(format!(
+            "{what}. This node is alone in its cluster, so no other node holds a copy to repair it from, and it will not start. Restore the data directory from a backup"
+        ));
+    }
+    let last = last_held(&log_dir, log, &snapshots)?
+        .ok_or_else(|| format!("{what}, and the node holds no other entry"))?;
+    tracing::error!("{what}; giving up the snapshot and repairing from the leader");
+    repair.begin(last)?;
+    give_up_from(data_dir, db, first_lost)
+}
+
+/// The entry whose message body this node recorded lost, if it did
+/// ([`LogFiles::body_lost_file`]).
+fn body_lost(log: &LogFiles) -> Result<Option<u64>, String> {
+    let Some(bytes) = log
+        .body_lost_file()
+        .read()
+        .map_err(|e| format!("log: {e}"))?
+    else {
+        return Ok(None);
+    };
+    let index: [u8; 8] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| "log: the record of a lost body is not an entry index".to_string())?;
+    Ok(Some(u64::from_be_bytes(index)))
+}
+
 /// The last entry the node holds anywhere: in its log, at its purge point
 /// or in its snapshot.
 fn last_held(
@@ -401,25 +448,25 @@ pub fn open_log(
         }
         Err(e) => return Err(format!("log: {e}")),
     };
+    // Bodies the snapshot and the state only name are gone: in a damaged
+    // kept segment, or found lost while a snapshot was being built (which
+    // stopped the node). Both go, and the node is repaired by an install,
+    // whose snapshot carries every body.
     if let Some(damage) = log.kept_damage() {
-        // The kept segments hold bodies the snapshot and the state only
-        // name: both go, and the node is repaired by an install, whose
-        // snapshot carries every body.
-        metrics::counter!("sluice_log_damage_found_total").increment(1);
-        let snapshots = SnapshotDir::open(&data_dir.join("snapshots"))
-            .map_err(|e| format!("snapshots: {e}"))?;
-        let Left { membership, .. } = what_is_left(&log_dir, &snapshots)?;
-        if membership.is_none_or(|m| m.nodes().all(|(id, _)| *id == me)) {
-            return Err(format!(
-                "{damage}. This node is alone in its cluster, so no other node holds a copy to repair it from, and it will not start. Restore the data directory from a backup"
-            ));
-        }
-        let last = last_held(&log_dir, &log, &snapshots)?
-            .ok_or_else(|| format!("{damage}, and the node holds no other entry"))?;
-        tracing::error!("{damage}; giving up the snapshot and repairing from the leader");
-        repair.begin(last)?;
-        gave_up = give_up_from(data_dir, db, damage.first_lost)?.or(gave_up);
+        let what = damage.to_string();
+        let repaired =
+            repair_by_install(data_dir, db, me, &log, &repair, damage.first_lost, &what)?;
+        gave_up = repaired.or(gave_up);
         log.set_kept_aside().map_err(|e| format!("log: {e}"))?;
+    }
+    if let Some(index) = body_lost(&log)? {
+        let what = format!(
+            "the body of a message sent in log entry {index} was found lost (see the log of the previous run)"
+        );
+        gave_up = repair_by_install(data_dir, db, me, &log, &repair, index, &what)?.or(gave_up);
+        log.body_lost_file()
+            .remove()
+            .map_err(|e| format!("log: {e}"))?;
     }
     if let Some(until) = repair.until() {
         tracing::warn!(

@@ -858,8 +858,22 @@ impl SnapshotJob {
         // The log may be purged up to here once the snapshot exists: the
         // bodies still only there are kept in their segments or copied
         // into the tree first (keys apply never writes).
-        let kept = super::kept_bodies::keep(state, &state.tree, log, upto)
-            .map_err(std::io::Error::other)?;
+        let kept = match super::kept_bodies::keep(state, &state.tree, log, upto) {
+            Ok(kept) => kept,
+            Err(StoreError::BodyLost { index }) => {
+                // Not served, not dropped: recorded, so that the start
+                // after this one gives up what names it and takes the
+                // state from another node, which holds the body.
+                tracing::error!(
+                    index,
+                    "a queued message's body is lost on this node; it will be repaired from the leader when it restarts"
+                );
+                metrics::counter!("sluice_log_damage_found_total").increment(1);
+                log.record_body_lost(index).map_err(std::io::Error::other)?;
+                return Err(std::io::Error::other(StoreError::BodyLost { index }));
+            }
+            Err(e) => return Err(std::io::Error::other(e)),
+        };
         tracing::info!(
             live = kept.live,
             copied = kept.copied,
@@ -1176,6 +1190,8 @@ mod tests {
         pins: std::sync::Mutex<Option<std::collections::BTreeSet<u64>>>,
         /// The indexes of the holds alive ([`LoggedEntries::hold_through`]).
         holds: Arc<std::sync::Mutex<Vec<u64>>>,
+        /// What [`LoggedEntries::record_body_lost`] recorded.
+        body_lost: std::sync::Mutex<Option<u64>>,
     }
 
     /// A hold on a [`TestLog`]: drops its index from the list.
@@ -1223,6 +1239,11 @@ mod tests {
 
         fn pin(&self, segments: std::collections::BTreeSet<u64>) {
             *self.pins.lock().unwrap() = Some(segments);
+        }
+
+        fn record_body_lost(&self, index: u64) -> Result<(), String> {
+            *self.body_lost.lock().unwrap() = Some(index);
+            Ok(())
         }
 
         fn hold_through(&self, index: u64) -> super::super::kept_bodies::Hold {
@@ -1354,6 +1375,36 @@ mod tests {
                 .await
                 .unwrap()
         }
+    }
+
+    /// A body lost from the log and from the copies (damage no check saw)
+    /// stops the next snapshot instead of being dropped or served empty,
+    /// and is recorded, so that the next start repairs the node.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_body_stops_the_snapshot_and_is_recorded() {
+        let mut n = node().await;
+        n.fill_queue(3).await;
+        let upto = n.snapshot().await.meta.last_log_id.unwrap().index;
+        n.log.purge_through(upto);
+        // Entry 3 sent m1: its copy goes too.
+        let r = sluice_core::queues::layout::BodyRef {
+            index: 3,
+            command: 0,
+            message: 0,
+            bytes: 2,
+        };
+        let mut batch = WriteBatch::default();
+        batch.delete(crate::raft::kept_bodies::kept_key(&r));
+        n.sm.state.layers().tree.apply(batch).unwrap();
+        n.apply(5_000, vec![send("q", "m3")]).await;
+        let err =
+            n.sm.get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .unwrap_err();
+        assert!(err.to_string().contains("log entry 3 is lost"), "{err}");
+        assert_eq!(*n.log.body_lost.lock().unwrap(), Some(3));
     }
 
     /// A node whose queue `q` was sent `count` messages (see
@@ -1996,7 +2047,11 @@ mod tests {
             receipts.truncate(64);
         }
 
-        for seed in 1..=6u64 {
+        let seeds: u64 = std::env::var("SLUICE_SIM_SEEDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(6);
+        for seed in 1..=seeds {
             let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
             let mut node = node().await;
             // Half the seeds keep a few blocks in memory and spill the rest.
@@ -2021,7 +2076,12 @@ mod tests {
                     0..=19 => node.sm.state.start_copy().await.unwrap().unwrap(),
                     20..=24 => node.copied().await,
                     25..=27 => {
-                        node.snapshot().await;
+                        // The log is purged up to the snapshot once it is
+                        // durable, but for what the pins keep.
+                        let upto = node.snapshot().await.meta.last_log_id.map(|l| l.index);
+                        if rng.below(2) == 0 {
+                            node.log.purge_through(upto.unwrap_or(0));
+                        }
                     }
                     28 => {
                         // Written while a few more entries apply, then
@@ -2063,6 +2123,19 @@ mod tests {
                         node.replay().await;
                     }
                     _ => {}
+                }
+                // Every body the state references reads back, from the
+                // log or from a copy.
+                let bodies = node.bodies();
+                let refs = node.sm.handle().read(|s| {
+                    let mut refs = Vec::new();
+                    sluice_core::queues::bodies::for_each_logged(s, |r| refs.push(r)).unwrap();
+                    refs
+                });
+                for r in refs {
+                    if let Err(e) = bodies.text(&r) {
+                        panic!("{}: {e}", at("a body"));
+                    }
                 }
                 let (got, want) = (dump(&node), model_dump(model));
                 if got != want {

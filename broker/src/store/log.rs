@@ -558,6 +558,8 @@ fn find_damage(dir: &Path, firsts: &[u64], scans: &[Scan]) -> Option<Damage> {
 
 /// Where purged segments that still hold live message bodies are kept.
 const KEPT_DIR: &str = "kept";
+/// See [`LogFiles::body_lost_file`].
+const BODY_LOST_FILE: &str = "body-lost";
 
 /// A segment's entries: what [`LogFiles::spans`] lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -993,6 +995,13 @@ impl LogFiles {
     /// `raft::repair::open_log`).
     pub fn kept_damage(&self) -> Option<KeptDamage> {
         self.lock().kept_damage.clone()
+    }
+
+    /// Where this node records that it lost a queued message's body: the
+    /// index of the entry that sent it, until the next start has given up
+    /// what named it (see `raft::repair::open_log`).
+    pub fn body_lost_file(&self) -> MetaFile {
+        MetaFile::new(&self.dir.join(BODY_LOST_FILE))
     }
 
     /// Moves every kept segment into `damaged-{time}/kept/` (for the

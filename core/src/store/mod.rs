@@ -44,6 +44,15 @@ pub enum StoreError {
     /// write torn by a crash, which may be cut, but lost acknowledged data.
     #[error("{0}")]
     LogDamaged(Damage),
+    /// A queued message's body is gone from this node: the log no longer
+    /// holds the entry that sent it, and no copy was kept. The state
+    /// cannot be snapshotted without it; the node is repaired from
+    /// another (see the broker's `raft::repair`).
+    #[error("the body of a message sent in log entry {index} is lost on this node: the log no longer holds that entry and no copy of the body was kept")]
+    BodyLost {
+        /// The log entry that sent the message.
+        index: u64,
+    },
     /// A file outside the engine (a snapshot) could not be read or written.
     #[error("{context} {path}: {source}")]
     Io {
