@@ -868,7 +868,7 @@ impl SnapshotJob {
                     index,
                     "a queued message's body is lost on this node; it will be repaired from the leader when it restarts"
                 );
-                metrics::counter!("sluice_log_damage_found_total").increment(1);
+                // (Counted as damage found by the start that repairs it.)
                 log.record_body_lost(index).map_err(std::io::Error::other)?;
                 return Err(std::io::Error::other(StoreError::BodyLost { index }));
             }
