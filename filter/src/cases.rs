@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::case_table::{check_all, Run};
 use super::{AttributeRef, FilterPolicy, Message, Scope};
 
 #[derive(Deserialize)]
@@ -61,54 +62,26 @@ fn policy_text(c: &Case) -> String {
 fn every_case_behaves_as_aws_documents() {
     let cases: Vec<Case> =
         serde_json::from_str(include_str!("cases.json")).expect("cases.json is valid");
-    assert!(cases.len() >= 60, "only {} cases", cases.len());
-    let mut failures = Vec::new();
-    for c in &cases {
+    check_all(&cases, 60, |c| {
         let scope = Scope::parse(&c.scope).unwrap_or_else(|| panic!("{}: bad scope", c.name));
-        let text = policy_text(c);
-        let outcome = match FilterPolicy::parse(&text, scope) {
-            Err(e) => {
-                if c.expect != "invalid" {
-                    failures.push(format!("{}: rejected ({e}), expected {}", c.name, c.expect));
-                } else if let Some(word) = &c.error_contains {
-                    if !e.0.to_lowercase().contains(&word.to_lowercase()) {
-                        failures.push(format!("{}: error {e:?} does not name {word:?}", c.name));
-                    }
-                }
-                continue;
-            }
-            Ok(p) => {
-                let attrs = c
-                    .attributes
-                    .iter()
-                    .map(|(k, a)| {
-                        let binary = a.data_type.starts_with("Binary");
-                        (
-                            k.as_str(),
-                            AttributeRef {
-                                data_type: &a.data_type,
-                                value: (!binary).then_some(a.value.as_str()),
-                            },
-                        )
-                    })
-                    .collect();
-                let m = Message::new(attrs, &c.body);
-                if p.matches(&m) {
-                    "match"
-                } else {
-                    "no-match"
-                }
-            }
-        };
-        if outcome != c.expect {
-            failures.push(format!("{}: got {outcome}, expected {}", c.name, c.expect));
+        let outcome = FilterPolicy::parse(&policy_text(c), scope).map(|p| {
+            let attrs = c
+                .attributes
+                .iter()
+                .map(|(k, a)| {
+                    let binary = a.data_type.starts_with("Binary");
+                    let value = (!binary).then_some(a.value.as_str());
+                    let data_type = &a.data_type;
+                    (k.as_str(), AttributeRef { data_type, value })
+                })
+                .collect();
+            p.matches(&Message::new(attrs, &c.body))
+        });
+        Run {
+            name: &c.name,
+            outcome,
+            expect: &c.expect,
+            error_contains: c.error_contains.as_deref(),
         }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases differ:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    });
 }

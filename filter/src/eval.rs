@@ -4,7 +4,7 @@ use std::cell::OnceCell;
 
 use serde_json::Value;
 
-use super::policy::{fixed_lenient, Condition, Object, Rule};
+use super::policy::{Condition, Dialect, Object, Rule};
 use super::{Attributes, FilterPolicy, Scope};
 
 /// A message as filters see it: its attributes and its body (parsed as JSON
@@ -44,12 +44,12 @@ enum Leaf<'v> {
     Other,
 }
 
-fn leaf(v: &Value) -> Leaf<'_> {
+fn leaf(v: &Value, d: Dialect) -> Leaf<'_> {
     match v {
         Value::String(s) => Leaf::Str(s),
         Value::Number(n) => n
             .as_f64()
-            .and_then(fixed_lenient)
+            .and_then(|x| d.numbers().fixed(x))
             .map_or(Leaf::Other, Leaf::Num),
         Value::Null => Leaf::Null,
         Value::Bool(b) => Leaf::Bool(*b),
@@ -65,7 +65,9 @@ pub(super) fn matches(policy: &FilterPolicy, message: &Message<'_>) -> bool {
         Scope::MessageAttributes => object_attributes(&policy.root, message),
         // A body that is not a JSON object matches no policy.
         Scope::MessageBody => match message.json() {
-            Some(v @ Value::Object(_)) => object_body(&policy.root, Some(v)),
+            Some(v @ Value::Object(_)) => {
+                object_body(&policy.root, Some(v), Dialect::Sns(Scope::MessageBody))
+            }
             _ => false,
         },
     }
@@ -73,9 +75,9 @@ pub(super) fn matches(policy: &FilterPolicy, message: &Message<'_>) -> bool {
 
 fn object_attributes(o: &Object, m: &Message<'_>) -> bool {
     o.fields.iter().all(|(key, rule)| match rule {
-        Rule::Conditions(conds) => {
-            with_attribute_leaves(m, key, |leaves| any_condition(conds, leaves))
-        }
+        Rule::Conditions(conds) => with_attribute_leaves(m, key, |leaves| {
+            any_condition(conds, leaves, Dialect::Sns(Scope::MessageAttributes))
+        }),
         // Rejected by the parser for this scope.
         Rule::Nested(_) => false,
     }) && o
@@ -102,7 +104,7 @@ fn with_attribute_leaves(
         // A JSON array; a bare JSON value counts as a one-element array.
         if let Ok(parsed) = serde_json::from_str::<Value>(value) {
             let mut leaves = Vec::new();
-            flatten(&parsed, &mut leaves);
+            flatten(&parsed, &mut leaves, Dialect::Sns(Scope::MessageAttributes));
             return f(Some(&leaves));
         }
         return f(Some(&[Leaf::Str(value)]));
@@ -113,26 +115,26 @@ fn with_attribute_leaves(
             .trim()
             .parse::<f64>()
             .ok()
-            .and_then(fixed_lenient)
+            .and_then(|x| Dialect::Sns(Scope::MessageAttributes).numbers().fixed(x))
             .map_or(Leaf::Other, Leaf::Num)])),
         _ => f(None),
     }
 }
 
-/// Evaluates `o` at one JSON object of the body (`None`: the object is
-/// absent). Keys under an array are evaluated element by element, so every
-/// key of an object in an array must be satisfied by the same element.
-fn object_body(o: &Object, node: Option<&Value>) -> bool {
+/// Evaluates `o` at one JSON object of a body or event (`None`: the object
+/// is absent). Keys under an array are evaluated element by element, so
+/// every key of an object in an array must be satisfied by the same element.
+pub(super) fn object_body(o: &Object, node: Option<&Value>, d: Dialect) -> bool {
     o.fields.iter().all(|(key, rule)| {
         let children = node.map(|n| lookup(n, key)).unwrap_or_default();
         match rule {
             Rule::Conditions(conds) => {
                 let mut leaves = Vec::new();
                 for c in &children {
-                    flatten(c, &mut leaves);
+                    flatten(c, &mut leaves, d);
                 }
                 let present = !children.is_empty();
-                any_condition(conds, present.then_some(&leaves[..]))
+                any_condition(conds, present.then_some(&leaves[..]), d)
             }
             Rule::Nested(inner) => {
                 let mut objects = Vec::new();
@@ -140,16 +142,16 @@ fn object_body(o: &Object, node: Option<&Value>) -> bool {
                     objects_of(c, &mut objects);
                 }
                 if objects.is_empty() {
-                    object_body(inner, None)
+                    object_body(inner, None, d)
                 } else {
-                    objects.into_iter().any(|c| object_body(inner, Some(c)))
+                    objects.into_iter().any(|c| object_body(inner, Some(c), d))
                 }
             }
         }
     }) && o
         .any_of
         .iter()
-        .all(|group| group.iter().any(|b| object_body(b, node)))
+        .all(|group| group.iter().any(|b| object_body(b, node, d)))
 }
 
 /// The values at `key` of an object; a key with dots that the object does
@@ -172,12 +174,12 @@ fn lookup<'v>(node: &'v Value, key: &str) -> Vec<&'v Value> {
     out
 }
 
-fn flatten<'v>(v: &'v Value, out: &mut Vec<Leaf<'v>>) {
+fn flatten<'v>(v: &'v Value, out: &mut Vec<Leaf<'v>>, d: Dialect) {
     match v {
-        Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
+        Value::Array(items) => items.iter().for_each(|i| flatten(i, out, d)),
         // An object is not a leaf: present, but no condition reads it.
         Value::Object(_) => {}
-        other => out.push(leaf(other)),
+        other => out.push(leaf(other, d)),
     }
 }
 
@@ -191,11 +193,11 @@ fn objects_of<'v>(v: &'v Value, out: &mut Vec<&'v Value>) {
 
 /// True when any condition holds for the key's leaves; `None`: the key is
 /// missing.
-fn any_condition(conds: &[Condition], leaves: Option<&[Leaf<'_>]>) -> bool {
-    conds.iter().any(|c| condition(c, leaves))
+fn any_condition(conds: &[Condition], leaves: Option<&[Leaf<'_>]>, d: Dialect) -> bool {
+    conds.iter().any(|c| condition(c, leaves, d))
 }
 
-fn condition(c: &Condition, leaves: Option<&[Leaf<'_>]>) -> bool {
+fn condition(c: &Condition, leaves: Option<&[Leaf<'_>]>, d: Dialect) -> bool {
     let Some(leaves) = leaves else {
         return matches!(c, Condition::Exists(false));
     };
@@ -207,11 +209,12 @@ fn condition(c: &Condition, leaves: Option<&[Leaf<'_>]>) -> bool {
         })
     };
     match c {
-        // Only a non-null, non-empty leaf exists.
+        // In SNS only a non-null, non-empty leaf exists; in an event
+        // pattern any leaf does (an object alone is not a leaf).
         Condition::Exists(want) => {
             let exists = leaves
                 .iter()
-                .any(|l| !matches!(l, Leaf::Null | Leaf::Str("")));
+                .any(|l| d == Dialect::Event || !matches!(l, Leaf::Null | Leaf::Str("")));
             exists == *want
         }
         Condition::Exact(s) => any_str(&|v| v == s),
@@ -239,6 +242,10 @@ fn condition(c: &Condition, leaves: Option<&[Leaf<'_>]>) -> bool {
             _ => false,
         }),
         Condition::Cidr(net) => any_str(&|v| net.contains(v)),
+        Condition::Wildcard(w) => any_str(&|v| w.matches(v)),
+        Condition::AnythingButWildcard(list) => any_str(&|v| !list.iter().any(|w| w.matches(v))),
+        Condition::PrefixIgnoreCase(p) => any_str(&|v| v.to_lowercase().starts_with(p.as_str())),
+        Condition::SuffixIgnoreCase(p) => any_str(&|v| v.to_lowercase().ends_with(p.as_str())),
     }
 }
 

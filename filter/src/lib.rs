@@ -1,6 +1,7 @@
-//! Filter policies: the SNS subscription filter language, written once
-//! (topic subscription filters in the broker, event source mapping filter
-//! criteria in the workers).
+//! Filter policies and event patterns: the SNS subscription filter language
+//! and EventBridge's event-pattern language, written once (topic
+//! subscription filters and event-bus rules in the broker, event source
+//! mapping filter criteria in the workers).
 //!
 //! A policy is a JSON object. Each key names a message attribute (scope
 //! `MessageAttributes`) or a property of the JSON body, nested objects
@@ -16,12 +17,23 @@
 //! keys, 150 combinations, 256 KiB, numbers within ±10⁹ to five decimal
 //! places) and compiles it; [`FilterPolicy::matches`] evaluates it against a
 //! [`Message`]. Both are pure, so the state machine evaluates policies while
-//! it applies a publish, and the future event-bus rules and event source
-//! mapping filter criteria can share the same code.
+//! it applies a publish.
+//!
+//! [`EventPattern`] reads the same grammar as EventBridge does for a rule's
+//! event pattern, matched against a whole JSON event: no key or combination
+//! limits but 2 048 characters, numbers to ±5·10⁹ at six decimal places,
+//! `wildcard` (also inside `anything-but`), `prefix` and `suffix` with
+//! `equals-ignore-case`, and any leaf (`null` and `""` included) counting
+//! as present for `exists`.
 
+#[cfg(test)]
+mod case_table;
 #[cfg(test)]
 mod cases;
 mod eval;
+mod event;
+#[cfg(test)]
+mod event_cases;
 mod policy;
 
 use std::collections::BTreeMap;
@@ -29,7 +41,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use eval::Message;
-pub use policy::{Condition, Object, Rule};
+pub use event::EventPattern;
+pub use policy::{Condition, Object, Rule, Wildcard};
 
 /// Largest policy, in bytes of JSON.
 pub const POLICY_BYTES_MAX: usize = 256 * 1024;
@@ -41,6 +54,12 @@ pub const COMBINATIONS_MAX: usize = 150;
 pub const NUMBER_MAX: f64 = 1_000_000_000.0;
 /// Numbers are compared to this many decimal places.
 pub const DECIMALS: u32 = 5;
+/// Largest event pattern, in characters (EventBridge's quota).
+pub const EVENT_PATTERN_CHARS_MAX: usize = 2048;
+/// Largest magnitude of a number in an event pattern.
+pub const EVENT_NUMBER_MAX: f64 = 5_000_000_000.0;
+/// Event patterns compare numbers to this many decimal places.
+pub const EVENT_DECIMALS: u32 = 6;
 
 /// What a policy is evaluated against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -6,8 +6,75 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{
-    FilterPolicy, PolicyError, Scope, COMBINATIONS_MAX, KEYS_MAX, NUMBER_MAX, POLICY_BYTES_MAX,
+    FilterPolicy, PolicyError, Scope, COMBINATIONS_MAX, DECIMALS, EVENT_DECIMALS, EVENT_NUMBER_MAX,
+    EVENT_PATTERN_CHARS_MAX, KEYS_MAX, NUMBER_MAX, POLICY_BYTES_MAX,
 };
+
+/// Which language a text is read in: an SNS filter policy for one scope, or
+/// an EventBridge event pattern. They share their grammar; EventBridge adds
+/// `wildcard`, case-insensitive `prefix` and `suffix`, and wider numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// An SNS filter policy.
+    Sns(Scope),
+    /// An EventBridge event pattern.
+    Event,
+}
+
+impl Dialect {
+    /// Nested objects and `null` are allowed (everything but attributes).
+    fn nests(self) -> bool {
+        self != Dialect::Sns(Scope::MessageAttributes)
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Dialect::Sns(_) => "a filter policy",
+            Dialect::Event => "an event pattern",
+        }
+    }
+
+    /// How numbers are compared.
+    pub(crate) fn numbers(self) -> Numbers {
+        match self {
+            Dialect::Sns(_) => Numbers {
+                max: NUMBER_MAX,
+                scale: 10f64.powi(DECIMALS as i32),
+            },
+            Dialect::Event => Numbers {
+                max: EVENT_NUMBER_MAX,
+                scale: 10f64.powi(EVENT_DECIMALS as i32),
+            },
+        }
+    }
+
+    fn operators(self) -> &'static [&'static str] {
+        match self {
+            Dialect::Sns(_) => &OPERATORS[..7],
+            Dialect::Event => &OPERATORS,
+        }
+    }
+}
+
+/// The range and precision of numbers: compared as fixed point, the value
+/// times `scale`, so that comparisons are exact.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Numbers {
+    /// Largest magnitude.
+    pub(crate) max: f64,
+    /// 10 to the number of decimal places compared.
+    pub(crate) scale: f64,
+}
+
+impl Numbers {
+    /// Reads a number to fixed point, or `None` when it is out of range.
+    pub(crate) fn fixed(self, x: f64) -> Option<i64> {
+        if !x.is_finite() || x.abs() > self.max {
+            return None;
+        }
+        Some((x * self.scale).round() as i64)
+    }
+}
 
 /// One level of a policy: every field must match, and from each `$or` group
 /// at least one branch.
@@ -29,7 +96,8 @@ pub enum Rule {
 }
 
 /// One condition on a leaf value. Numbers are fixed point: the value times
-/// 10^[`super::DECIMALS`], so that comparisons are exact.
+/// 10^[`super::DECIMALS`] (10^[`super::EVENT_DECIMALS`] in an event
+/// pattern), so that comparisons are exact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Condition {
     /// Equal to this string.
@@ -70,6 +138,80 @@ pub enum Condition {
     Exists(bool),
     /// `{"cidr": "a.b.c.d/n"}`: an IP address inside the block.
     Cidr(Cidr),
+    /// `{"wildcard": "a*b"}` (event patterns).
+    Wildcard(Wildcard),
+    /// `{"anything-but": {"wildcard": ..}}`: a string matching none of these
+    /// (event patterns).
+    AnythingButWildcard(Vec<Wildcard>),
+    /// `{"prefix": {"equals-ignore-case": s}}`, `s` in lower case (event
+    /// patterns).
+    PrefixIgnoreCase(String),
+    /// `{"suffix": {"equals-ignore-case": s}}`, `s` in lower case (event
+    /// patterns).
+    SuffixIgnoreCase(String),
+}
+
+/// A wildcard value: literal pieces with `*` between them, each `*`
+/// standing for any run of characters, none included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wildcard {
+    /// The literal text between the stars; one piece means no star.
+    pub pieces: Vec<String>,
+}
+
+impl Wildcard {
+    /// Reads EventBridge's wildcard syntax: `*` any run of characters, `\*`
+    /// a star, `\\` a backslash; two stars in a row and a backslash before
+    /// anything else are refused.
+    fn parse(text: &str) -> Result<Wildcard, String> {
+        let mut pieces = vec![String::new()];
+        let mut chars = text.chars();
+        let mut after_star = false;
+        while let Some(c) = chars.next() {
+            match c {
+                '*' if after_star => {
+                    return Err("consecutive wildcard characters are not allowed".into())
+                }
+                '*' => {
+                    pieces.push(String::new());
+                    after_star = true;
+                    continue;
+                }
+                '\\' => match chars.next() {
+                    Some(e @ ('*' | '\\')) => pieces.last_mut().expect("one piece").push(e),
+                    _ => return Err("a backslash may escape only a star or a backslash".into()),
+                },
+                other => pieces.last_mut().expect("one piece").push(other),
+            }
+            after_star = false;
+        }
+        Ok(Wildcard { pieces })
+    }
+
+    /// True when `value` matches: the first piece starts it, the last ends
+    /// it, and the others follow in order between them. Taking each middle
+    /// piece at its first place is enough (a later place never leaves more
+    /// room), so this is linear in the value.
+    pub fn matches(&self, value: &str) -> bool {
+        let (first, rest) = self.pieces.split_first().expect("one piece");
+        let Some((last, middle)) = rest.split_last() else {
+            return value == first;
+        };
+        if value.len() < first.len() + last.len()
+            || !value.starts_with(first.as_str())
+            || !value.ends_with(last.as_str())
+        {
+            return false;
+        }
+        let mut between = &value[first.len()..value.len() - last.len()];
+        for piece in middle {
+            match between.find(piece.as_str()) {
+                Some(at) => between = &between[at + piece.len()..],
+                None => return false,
+            }
+        }
+        true
+    }
 }
 
 /// An IP address block.
@@ -139,30 +281,17 @@ fn err(msg: impl Into<String>) -> PolicyError {
     PolicyError(msg.into())
 }
 
-/// 10^[`super::DECIMALS`].
-const SCALE: f64 = 100_000.0;
-
-/// Converts a policy number to fixed point, rounded to [`super::DECIMALS`] places
-/// (AWS accepts more digits and compares to five), or says why it cannot
-/// be.
-pub(crate) fn fixed(x: f64) -> Result<i64, String> {
-    fixed_lenient(x)
-        .ok_or_else(|| format!("numbers must be from -1000000000 to 1000000000, got {x}"))
-}
-
-/// Reads a number to fixed point, or `None` when it is out of range.
-pub(crate) fn fixed_lenient(x: f64) -> Option<i64> {
-    if !x.is_finite() || x.abs() > NUMBER_MAX {
-        return None;
-    }
-    Some((x * SCALE).round() as i64)
-}
-
-fn number(v: &Value, what: &str) -> Result<i64, PolicyError> {
+fn number(v: &Value, what: &str, d: Dialect) -> Result<i64, PolicyError> {
     let x = v
         .as_f64()
         .ok_or_else(|| err(format!("{what}: a numeric value must be a number, got {v}")))?;
-    fixed(x).map_err(|e| err(format!("{what}: {e}")))
+    let n = d.numbers();
+    n.fixed(x).ok_or_else(|| {
+        err(format!(
+            "{what}: numbers must be from -{max} to {max}, got {x}",
+            max = n.max
+        ))
+    })
 }
 
 pub(super) fn parse(text: &str, scope: Scope) -> Result<FilterPolicy, PolicyError> {
@@ -172,15 +301,7 @@ pub(super) fn parse(text: &str, scope: Scope) -> Result<FilterPolicy, PolicyErro
             text.len()
         )));
     }
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| err(format!("a filter policy must be valid JSON: {e}")))?;
-    let map = value
-        .as_object()
-        .ok_or_else(|| err("a filter policy must be a JSON object"))?;
-    if map.is_empty() {
-        return Err(err("a filter policy must have at least one key"));
-    }
-    let root = object(map, scope, 0, "")?;
+    let root = root(text, Dialect::Sns(scope))?;
     let mut keys = BTreeSet::new();
     leaf_keys(&root, "", &mut keys);
     if keys.len() > KEYS_MAX {
@@ -199,14 +320,38 @@ pub(super) fn parse(text: &str, scope: Scope) -> Result<FilterPolicy, PolicyErro
     Ok(FilterPolicy { scope, root })
 }
 
+/// Validates and compiles an EventBridge event pattern.
+pub(super) fn parse_event(text: &str) -> Result<Object, PolicyError> {
+    let chars = text.chars().count();
+    if chars > EVENT_PATTERN_CHARS_MAX {
+        return Err(err(format!(
+            "the event pattern is {chars} characters; at most {EVENT_PATTERN_CHARS_MAX}"
+        )));
+    }
+    root(text, Dialect::Event)
+}
+
+fn root(text: &str, d: Dialect) -> Result<Object, PolicyError> {
+    let noun = d.noun();
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| err(format!("{noun} must be valid JSON: {e}")))?;
+    let map = value
+        .as_object()
+        .ok_or_else(|| err(format!("{noun} must be a JSON object")))?;
+    if map.is_empty() {
+        return Err(err(format!("{noun} must have at least one key")));
+    }
+    object(map, d, 0, "")
+}
+
 fn object(
     map: &Map<String, Value>,
-    scope: Scope,
+    d: Dialect,
     depth: usize,
     path: &str,
 ) -> Result<Object, PolicyError> {
     if depth > 32 {
-        return Err(err("a filter policy may nest at most 32 levels"));
+        return Err(err(format!("{} may nest at most 32 levels", d.noun())));
     }
     let mut fields = Vec::new();
     let mut any_of = Vec::new();
@@ -216,7 +361,10 @@ fn object(
         } else {
             format!("{path}.{key}")
         };
-        if key == "$or" && !is_condition_list(v) {
+        // `"$or"` over an object is a field of that name in an event
+        // pattern, as EventBridge keeps it for older patterns.
+        let or_field = d == Dialect::Event && v.is_object();
+        if key == "$or" && !or_field && !is_condition_list(v, d) {
             let branches = v
                 .as_array()
                 .filter(|a| a.len() >= 2)
@@ -226,7 +374,7 @@ fn object(
                 let m = b.as_object().filter(|m| !m.is_empty()).ok_or_else(|| {
                     err(format!("{here}: each branch must be a non-empty object"))
                 })?;
-                group.push(object(m, scope, depth + 1, path)?);
+                group.push(object(m, d, depth + 1, path)?);
             }
             any_of.push(group);
             continue;
@@ -238,15 +386,15 @@ fn object(
                 }
                 let mut conditions = Vec::with_capacity(items.len());
                 for item in items {
-                    conditions.push(condition(item, scope, &here)?);
+                    conditions.push(condition(item, d, &here)?);
                 }
                 fields.push((key.clone(), Rule::Conditions(conditions)));
             }
-            Value::Object(inner) if scope == Scope::MessageBody => {
+            Value::Object(inner) if d.nests() => {
                 if inner.is_empty() {
                     return Err(err(format!("{here}: a nested object must not be empty")));
                 }
-                fields.push((key.clone(), Rule::Nested(object(inner, scope, depth + 1, &here)?)));
+                fields.push((key.clone(), Rule::Nested(object(inner, d, depth + 1, &here)?)));
             }
             Value::Object(_) => {
                 return Err(err(format!(
@@ -263,7 +411,8 @@ fn object(
     Ok(Object { fields, any_of })
 }
 
-const OPERATORS: [&str; 7] = [
+/// The operators, SNS's first; event patterns add the rest.
+const OPERATORS: [&str; 8] = [
     "prefix",
     "suffix",
     "equals-ignore-case",
@@ -271,24 +420,26 @@ const OPERATORS: [&str; 7] = [
     "numeric",
     "exists",
     "cidr",
+    "wildcard",
 ];
 
 /// True when `v` is a list of operator objects: then `"$or"` is an ordinary
 /// key, as in SNS.
-fn is_condition_list(v: &Value) -> bool {
+fn is_condition_list(v: &Value, d: Dialect) -> bool {
     v.as_array().is_some_and(|a| {
         a.iter().all(|x| {
-            x.as_object()
-                .is_some_and(|m| m.len() == 1 && m.keys().all(|k| OPERATORS.contains(&k.as_str())))
+            x.as_object().is_some_and(|m| {
+                m.len() == 1 && m.keys().all(|k| d.operators().contains(&k.as_str()))
+            })
         })
     })
 }
 
-fn condition(item: &Value, scope: Scope, here: &str) -> Result<Condition, PolicyError> {
+fn condition(item: &Value, d: Dialect, here: &str) -> Result<Condition, PolicyError> {
     match item {
         Value::String(s) => Ok(Condition::Exact(s.clone())),
-        Value::Number(_) => Ok(Condition::Number(number(item, here)?)),
-        Value::Null if scope == Scope::MessageBody => Ok(Condition::Null),
+        Value::Number(_) => Ok(Condition::Number(number(item, here, d)?)),
+        Value::Null if d.nests() => Ok(Condition::Null),
         Value::Null => Err(err(format!(
             "{here}: null matches only with FilterPolicyScope MessageBody"
         ))),
@@ -304,7 +455,7 @@ fn condition(item: &Value, scope: Scope, here: &str) -> Result<Condition, Policy
                 )));
             }
             let (op, arg) = m.iter().next().expect("one entry");
-            operator(op, arg, here)
+            operator(op, arg, here, d)
         }
     }
 }
@@ -317,11 +468,20 @@ fn text_arg(op: &str, arg: &Value, here: &str) -> Result<String, PolicyError> {
     }
 }
 
-fn operator(op: &str, arg: &Value, here: &str) -> Result<Condition, PolicyError> {
+fn operator(op: &str, arg: &Value, here: &str, d: Dialect) -> Result<Condition, PolicyError> {
     match op {
+        "prefix" | "suffix" if d == Dialect::Event && arg.is_object() => {
+            let text = ignore_case_arg(op, arg, here)?;
+            Ok(if op == "prefix" {
+                Condition::PrefixIgnoreCase(text)
+            } else {
+                Condition::SuffixIgnoreCase(text)
+            })
+        }
         "prefix" => Ok(Condition::Prefix(text_arg(op, arg, here)?)),
         "suffix" => Ok(Condition::Suffix(text_arg(op, arg, here)?)),
         "equals-ignore-case" => Ok(Condition::EqualsIgnoreCase(text_arg(op, arg, here)?)),
+        "wildcard" if d == Dialect::Event => Ok(Condition::Wildcard(wildcard_arg(arg, here)?)),
         "exists" => match arg {
             Value::Bool(b) => Ok(Condition::Exists(*b)),
             other => Err(err(format!(
@@ -329,30 +489,53 @@ fn operator(op: &str, arg: &Value, here: &str) -> Result<Condition, PolicyError>
             ))),
         },
         "cidr" => {
-            let s = arg
-                .as_str()
-                .ok_or_else(|| err(format!("{here}: \"cidr\" takes a string like \"10.0.0.0/24\"")))?;
+            let s = arg.as_str().ok_or_else(|| {
+                err(format!(
+                    "{here}: \"cidr\" takes a string like \"10.0.0.0/24\""
+                ))
+            })?;
             Cidr::parse(s).map(Condition::Cidr).ok_or_else(|| {
                 err(format!(
                     "{here}: \"cidr\" must be an IPv4 or IPv6 block like \"10.0.0.0/24\", got {s:?}"
                 ))
             })
         }
-        "numeric" => numeric(arg, here),
-        "anything-but" => anything_but(arg, here),
+        "numeric" => numeric(arg, here, d),
+        "anything-but" => anything_but(arg, here, d),
         other => Err(err(format!(
-            "{here}: unknown operator {other:?}; the operators are prefix, suffix, equals-ignore-case, anything-but, numeric, exists and cidr"
+            "{here}: unknown operator {other:?}; the operators are {}",
+            d.operators().join(", ")
         ))),
     }
 }
 
-fn anything_but(arg: &Value, here: &str) -> Result<Condition, PolicyError> {
+/// `{"equals-ignore-case": s}` inside `prefix` or `suffix`, lower-cased.
+fn ignore_case_arg(op: &str, arg: &Value, here: &str) -> Result<String, PolicyError> {
+    match arg
+        .as_object()
+        .map(|m| (m.len(), m.get("equals-ignore-case")))
+    {
+        Some((1, Some(v))) => Ok(text_arg(op, v, here)?.to_lowercase()),
+        _ => Err(err(format!(
+            "{here}: \"{op}\" takes a string or {{\"equals-ignore-case\": string}}"
+        ))),
+    }
+}
+
+fn wildcard_arg(arg: &Value, here: &str) -> Result<Wildcard, PolicyError> {
+    let text = arg
+        .as_str()
+        .ok_or_else(|| err(format!("{here}: \"wildcard\" takes a string, got {arg}")))?;
+    Wildcard::parse(text).map_err(|why| err(format!("{here}: \"wildcard\" {text:?}: {why}")))
+}
+
+fn anything_but(arg: &Value, here: &str, d: Dialect) -> Result<Condition, PolicyError> {
     let mut strings = Vec::new();
     let mut numbers = Vec::new();
     let mut add = |v: &Value| -> Result<(), PolicyError> {
         match v {
             Value::String(s) => strings.push(s.clone()),
-            Value::Number(_) => numbers.push(number(v, here)?),
+            Value::Number(_) => numbers.push(number(v, here, d)?),
             other => {
                 return Err(err(format!(
                     "{here}: \"anything-but\" takes strings or numbers, got {other}"
@@ -398,8 +581,28 @@ fn anything_but(arg: &Value, here: &str) -> Result<Condition, PolicyError> {
                     };
                     Ok(Condition::AnythingButIgnoreCase(list))
                 }
+                "wildcard" if d == Dialect::Event => {
+                    let list = match v {
+                        Value::Array(a) if !a.is_empty() => a
+                            .iter()
+                            .map(|x| wildcard_arg(x, here))
+                            .collect::<Result<_, _>>()?,
+                        Value::Array(_) => {
+                            return Err(err(format!(
+                            "{here}: \"wildcard\" inside \"anything-but\" needs at least one value"
+                        )))
+                        }
+                        one => vec![wildcard_arg(one, here)?],
+                    };
+                    Ok(Condition::AnythingButWildcard(list))
+                }
                 other => Err(err(format!(
-                    "{here}: \"anything-but\" accepts only prefix, suffix or equals-ignore-case inside, got {other:?}"
+                    "{here}: \"anything-but\" accepts only {} inside, got {other:?}",
+                    if d == Dialect::Event {
+                        "prefix, suffix, equals-ignore-case or wildcard"
+                    } else {
+                        "prefix, suffix or equals-ignore-case"
+                    }
                 ))),
             };
         }
@@ -418,7 +621,7 @@ fn anything_but(arg: &Value, here: &str) -> Result<Condition, PolicyError> {
     Ok(Condition::AnythingBut { strings, numbers })
 }
 
-fn numeric(arg: &Value, here: &str) -> Result<Condition, PolicyError> {
+fn numeric(arg: &Value, here: &str, d: Dialect) -> Result<Condition, PolicyError> {
     let items = arg.as_array().ok_or_else(|| {
         err(format!(
             "{here}: \"numeric\" takes a list like [\">\", 0, \"<=\", 5]"
@@ -440,7 +643,7 @@ fn numeric(arg: &Value, here: &str) -> Result<Condition, PolicyError> {
                 "{here}: \"numeric\" operators are strings: =, <, <=, >, >="
             ))
         })?;
-        let n = number(&items[2 * p + 1], here)?;
+        let n = number(&items[2 * p + 1], here, d)?;
         match op {
             "=" if pairs == 1 => {
                 equal = true;
