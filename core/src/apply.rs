@@ -71,6 +71,19 @@ pub enum Effect {
     /// Something happened that the node counts in its metrics. Every
     /// occurrence is kept (not merged like the wake-ups above).
     Count(Counter),
+    /// A bus's rule matched an event (`target` none), or one of its
+    /// targets took the event (`delivered`) or did not; counted in the
+    /// node's metrics per rule and target. Every occurrence is kept.
+    EventRouted {
+        /// Bus name.
+        bus: String,
+        /// Rule name.
+        rule: String,
+        /// Target id (`{id}/dead-letter` for its dead-letter queue).
+        target: Option<String>,
+        /// The target took it.
+        delivered: bool,
+    },
 }
 
 /// Events the state machine counts; the broker turns each into a metric.
@@ -91,7 +104,11 @@ impl Effects {
     /// again; counts and ready messages are all kept (so that
     /// [`Effects::truncate`] forgets exactly a rejected command's).
     pub fn push(&mut self, e: Effect) {
-        if matches!(e, Effect::Count(_) | Effect::QueueReady { .. }) || !self.0.contains(&e) {
+        if matches!(
+            e,
+            Effect::Count(_) | Effect::QueueReady { .. } | Effect::EventRouted { .. }
+        ) || !self.0.contains(&e)
+        {
             self.0.push(e);
         }
     }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::{Ctx, Effects};
 use crate::error::{ApplyResult, DomainError};
+use crate::events;
 use crate::functions;
 use crate::iam;
 use crate::mappings;
@@ -306,6 +307,22 @@ commands! {
     DetachPolicy(iam::DetachPolicy) => |_| Resource::Iam;
     /// Add or remove tags on a queue, topic or stream.
     Tag(tags::Tag) => |op| op.resource.scope();
+    /// Create an event bus.
+    CreateEventBus(events::CreateEventBus) => |op| Resource::Bus(&op.name);
+    /// Delete an event bus and its rules.
+    DeleteEventBus(events::DeleteEventBus) => |op| Resource::Bus(&op.name);
+    /// Create or change a rule.
+    PutRule(events::NewRule) => |op| Resource::Bus(&op.bus);
+    /// Delete a rule.
+    DeleteRule(events::DeleteRule) => |op| Resource::Bus(&op.bus);
+    /// Enable or disable a rule.
+    SetRuleState(events::SetRuleState) => |op| Resource::Bus(&op.bus);
+    /// Add or replace a rule's targets.
+    PutTargets(events::PutTargets) => |op| Resource::Bus(&op.bus);
+    /// Remove a rule's targets.
+    RemoveTargets(events::RemoveTargets) => |op| Resource::Bus(&op.bus);
+    /// Put events on a bus (routed to its rules' targets in the command).
+    PutEvents(events::PutEvents) => |op| Resource::Bus(&op.bus);
 }
 
 /// The result of one command.
@@ -412,6 +429,14 @@ queries! {
     IamGeneration(iam::Generation);
     /// Whether a receive could find a message now.
     Receivable(queues::Receivable);
+    /// One event bus.
+    DescribeEventBus(events::DescribeEventBus);
+    /// A page of event buses.
+    ListEventBuses(events::ListEventBuses);
+    /// One rule with its targets.
+    DescribeRule(events::DescribeRule);
+    /// A page of a bus's rules.
+    ListRules(events::ListRules);
 }
 
 /// The reply to a query.

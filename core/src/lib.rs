@@ -3,7 +3,7 @@
 //! This crate holds what every replica computes the same way: the command
 //! model ([`command`]), the deterministic apply ([`machine`]) and the domain
 //! modules it dispatches into ([`queues`], [`topics`], [`streams`],
-//! [`functions`], [`mappings`], [`iam`], [`workers`]), over the storage
+//! [`functions`], [`mappings`], [`events`], [`iam`], [`workers`]), over the storage
 //! boundary of [`store`]. It depends on no async runtime, gRPC, Raft library,
 //! storage engine or metrics crate, so Cargo enforces the layering: the
 //! broker (`sluice-broker`) adds the engines, Raft, routing and the API
@@ -25,6 +25,7 @@
 pub mod apply;
 pub mod command;
 pub mod error;
+pub mod events;
 pub use sluice_filter as filter;
 pub mod functions;
 pub mod iam;

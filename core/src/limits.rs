@@ -124,6 +124,30 @@ pub mod functions {
     pub const EVENT_PAYLOAD_MAX: usize = 256 << 10;
 }
 
+/// Event buses (EventBridge's limits).
+pub mod events {
+    /// Longest event bus name.
+    pub const BUS_NAME_MAX: usize = 256;
+    /// Longest rule name, and longest target id.
+    pub const RULE_NAME_MAX: usize = 64;
+    /// Most event buses, the default one included.
+    pub const BUSES_MAX: usize = 100;
+    /// Most rules on one bus.
+    pub const RULES_PER_BUS_MAX: usize = 300;
+    /// Most targets of one rule.
+    pub const TARGETS_PER_RULE_MAX: usize = 5;
+    /// Most entries in one PutEvents.
+    pub const PUT_EVENTS_MAX: usize = 10;
+    /// Most bytes of one PutEvents' entries, counted as EventBridge counts
+    /// them (source, detail type, detail, resources, 14 for a time).
+    pub const PUT_EVENTS_BYTES_MAX: usize = 256 * 1024;
+    /// Most bytes one PutEvents command may copy to its rules' targets: a
+    /// deterministic bound on the memory a command takes to apply.
+    pub const FAN_OUT_BYTES_MAX: usize = 64 << 20;
+    /// Most hops an event takes from bus to bus within one PutEvents.
+    pub const BUS_HOPS_MAX: usize = 2;
+}
+
 /// IAM.
 pub mod iam {
     /// Longest principal or policy name.
@@ -189,6 +213,12 @@ const _: () = assert!(functions::INVOKE_PAYLOAD_MAX + SLACK <= WORKER_MESSAGE_MA
 const _: () = assert!(streams::RECORD_BYTES_MAX as u64 <= streams::READ_BYTES_MAX);
 // A publish of the largest message reaches at least a few subscriptions.
 const _: () = assert!(topics::FAN_OUT_BYTES_MAX >= 16 * topics::MESSAGE_BYTES_MAX);
+// A PutEvents fits the public listener, and its largest entry reaches
+// every target of a few rules.
+const _: () = assert!(events::PUT_EVENTS_BYTES_MAX + SLACK <= PUBLIC_MESSAGE_MAX);
+const _: () = assert!(
+    events::FAN_OUT_BYTES_MAX >= 8 * events::TARGETS_PER_RULE_MAX * events::PUT_EVENTS_BYTES_MAX
+);
 // A call forwarded to the leader fits the internal listener.
 const _: () = assert!(PUBLIC_MESSAGE_MAX + SLACK <= INTERNAL_MESSAGE_MAX);
 // The largest entry fits a log record, and an AppendEntries that carries it

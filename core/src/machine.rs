@@ -97,7 +97,9 @@ pub fn check_touched<'a>(
             Resource::Function(_) => {
                 functions::invariants::check(state)?;
                 crate::mappings::invariants::check(state)?;
+                crate::events::invariants::check(state)?;
             }
+            Resource::Bus(name) => crate::events::invariants::check_one(state, name)?,
             Resource::Workers => crate::workers::check(state)?,
             Resource::Iam => crate::iam::check(state)?,
             Resource::QueueData(_) | Resource::StreamData(_) | Resource::TopicData(_) => {}

@@ -85,6 +85,10 @@ pub enum Resource<'a> {
     TopicData(u64),
     /// A function, by name (its code package is shared by content hash).
     Function(&'a str),
+    /// An event bus with its rules, by name. A PutEvents also writes to
+    /// its rules' queues, topics, streams, functions and buses, as a
+    /// publish writes to its queues.
+    Bus(&'a str),
     /// The registry of workers.
     Workers,
     /// Principals, access keys and policies.

@@ -5,7 +5,8 @@
 //! through the outbox, streams with resharding and retention, topics with
 //! queue and HTTPS subscriptions and their deliveries settled, functions
 //! with versions, aliases and asynchronous events, workers, event source
-//! mappings with leases and checkpoints, IAM, housekeeping) over an
+//! mappings with leases and checkpoints, IAM, event buses with rules and
+//! targets of every kind, housekeeping) over an
 //! advancing clock, and checks three things as it goes:
 //!
 //! 1. after every step, the invariants of every domain
@@ -67,6 +68,13 @@ const STREAMS: [&str; 2] = ["s0", "s1"];
 const TOPICS: [&str; 2] = ["t0", "t1"];
 const FUNCTIONS: [&str; 2] = ["fn0", "fn1"];
 const ARN: &str = "arn:aws:sqs:us-east-1:000000000000:";
+const BUSES: [&str; 2] = ["default", "b0"];
+const PATTERNS: [&str; 4] = [
+    r#"{"source": ["app"]}"#,
+    r#"{"source": [{"prefix": "ap"}], "detail": {"n": [{"numeric": [">", 2]}]}}"#,
+    r#"{"detail-type": [{"wildcard": "*ed"}]}"#,
+    r#"{"$or": [{"source": ["ops"]}, {"detail": {"n": [0, 1]}}]}"#,
+];
 
 /// What the generator remembers of earlier results, to make later commands
 /// that refer to them (receipts, ids).
@@ -429,7 +437,7 @@ fn command(rng: &mut Rng, mem: &mut Memory) -> Command {
     let s = *rng.pick(&STREAMS);
     let t = *rng.pick(&TOPICS);
     let f = *rng.pick(&FUNCTIONS);
-    match rng.below(36) {
+    match rng.below(38) {
         0 => create_queue(q, rng),
         1 if rng.chance(15) => queues::DeleteQueue { name: q.into() }.into(),
         2 if rng.chance(10) => queues::PurgeQueue { name: q.into() }.into(),
@@ -686,8 +694,120 @@ fn command(rng: &mut Rng, mem: &mut Memory) -> Command {
             }
             .into(),
         },
+        36 => event_bus_command(rng),
+        37 => put_events(rng, n),
         _ => queues::QueueTick { queue: q.into() }.into(),
     }
+}
+
+/// A random change of event buses, rules and targets.
+fn event_bus_command(rng: &mut Rng) -> Command {
+    use crate::events::target::{Target, TargetInput};
+    let bus = *rng.pick(&BUSES);
+    let rule = format!("r{}", rng.below(3));
+    match rng.below(8) {
+        0 => crate::events::CreateEventBus {
+            name: "b0".into(),
+            description: String::new(),
+        }
+        .into(),
+        1 if rng.chance(40) => crate::events::DeleteEventBus { name: bus.into() }.into(),
+        1 | 2 => {
+            let state = if rng.chance(20) { "DISABLED" } else { "" };
+            let pattern = *rng.pick(&PATTERNS);
+            Command::PutRule(
+                crate::events::NewRule::new(bus, &rule, pattern, state, "").expect("valid rule"),
+            )
+        }
+        3 => crate::events::DeleteRule {
+            bus: bus.into(),
+            name: rule,
+            force: rng.chance(50),
+        }
+        .into(),
+        4 => crate::events::SetRuleState {
+            bus: bus.into(),
+            name: rule,
+            enabled: rng.chance(70),
+        }
+        .into(),
+        5 if rng.chance(30) => crate::events::RemoveTargets {
+            bus: bus.into(),
+            rule,
+            ids: vec![format!("t{}", rng.below(4))],
+        }
+        .into(),
+        _ => {
+            let arn = |service: &str, resource: &str| {
+                format!("arn:aws:{service}:us-east-1:000000000000:{resource}")
+            };
+            let (target_arn, group) = match rng.below(5) {
+                0 => (arn("sqs", "f0.fifo"), "g"),
+                1 => (
+                    arn("kinesis", &format!("stream/{}", rng.pick(&STREAMS))),
+                    "",
+                ),
+                2 => {
+                    let topic = *rng.pick(&TOPICS);
+                    (arn("sns", topic), "")
+                }
+                3 => (
+                    arn("events", &format!("event-bus/{}", rng.pick(&BUSES))),
+                    "",
+                ),
+                _ => {
+                    let queue = *rng.pick(&["q0", "q1"]);
+                    (arn("sqs", queue), "")
+                }
+            };
+            let input = TargetInput {
+                id: format!("t{}", rng.below(4)),
+                arn: target_arn,
+                message_group_id: group.into(),
+                input_path: if rng.chance(20) {
+                    "$.detail".into()
+                } else {
+                    String::new()
+                },
+                dead_letter_arn: if rng.chance(30) {
+                    format!("{ARN}dlq")
+                } else {
+                    String::new()
+                },
+                ..Default::default()
+            };
+            crate::events::PutTargets {
+                bus: bus.into(),
+                rule,
+                targets: vec![Target::new("", input).expect("valid target")],
+            }
+            .into()
+        }
+    }
+}
+
+/// Random events on a random bus.
+fn put_events(rng: &mut Rng, n: u64) -> Command {
+    use crate::events::put::{NewEvent, Origin};
+    let bus = *rng.pick(&BUSES);
+    let entries = (0..1 + rng.below(3))
+        .map(|i| {
+            let source = *rng.pick(&["app", "ops", "other"]);
+            let detail_type = *rng.pick(&["created", "deleted", "moved"]);
+            let detail = format!("{{\"n\": {}, \"i\": {}}}", rng.below(5), n * 10 + i);
+            NewEvent::new("", source.into(), detail_type.into(), detail, vec![], None)
+                .expect("valid event")
+        })
+        .collect();
+    crate::events::PutEvents {
+        bus: bus.into(),
+        origin: Origin {
+            account: "000000000000".into(),
+            region: "us-east-1".into(),
+        },
+        entries,
+    }
+    .into()
 }
 
 /// Remembers what later commands may refer to.
@@ -913,7 +1033,7 @@ mod tests {
     const SEEDS: u64 = 20;
     /// Variants of [`Command`]. A new command fails this
     /// test until the generator makes it.
-    const COMMAND_KINDS: usize = 66;
+    const COMMAND_KINDS: usize = 74;
     const STEPS: u64 = 5_000;
 
     fn seeds() -> Vec<u64> {

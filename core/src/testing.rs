@@ -179,4 +179,49 @@ impl World {
     pub fn advance_ms(&mut self, ms: u64) {
         self.now += ms;
     }
+
+    /// Creates a standard queue.
+    pub fn queue(&mut self, name: &str) {
+        let cmd = crate::queues::CreateQueue::new(name, &BTreeMap::new(), BTreeMap::new())
+            .expect("a valid queue");
+        self.run(cmd).expect("the queue is created");
+    }
+
+    /// Creates a FIFO queue.
+    pub fn fifo_queue(&mut self, name: &str) {
+        let attrs = map(&[("FifoQueue", "true")]);
+        let cmd =
+            crate::queues::CreateQueue::new(name, &attrs, BTreeMap::new()).expect("a valid queue");
+        self.run(cmd).expect("the queue is created");
+    }
+
+    /// Creates a topic with these attributes.
+    pub fn topic(&mut self, name: &str, attrs: &[(&str, &str)]) {
+        let cmd = crate::topics::CreateTopic::new(name, map(attrs), BTreeMap::new())
+            .expect("a valid topic");
+        self.run(cmd).expect("the topic is created");
+    }
+
+    /// Receives every visible message of `queue`, hiding each for ten
+    /// minutes.
+    pub fn drain(&mut self, queue: &str) -> Vec<crate::queues::delivery::Received> {
+        let mut all = Vec::new();
+        loop {
+            let got = self
+                .run(crate::queues::ReceiveMessages {
+                    queue: queue.into(),
+                    request: crate::queues::delivery::ReceiveRequest {
+                        max: 10,
+                        visibility_timeout: Some(600),
+                        attempt_id: None,
+                    },
+                })
+                .expect("the queue takes receives")
+                .messages;
+            if got.is_empty() {
+                return all;
+            }
+            all.extend(got);
+        }
+    }
 }

@@ -1063,6 +1063,29 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 Effect::Count(Counter::TopicQueueDeliveryFailure) => {
                     metrics::counter!("sluice_topic_queue_delivery_failures_total").increment(1)
                 }
+                Effect::EventRouted {
+                    bus,
+                    rule,
+                    target: None,
+                    ..
+                } => metrics::counter!("sluice_events_matched_total", "bus" => bus, "rule" => rule)
+                    .increment(1),
+                Effect::EventRouted {
+                    bus,
+                    rule,
+                    target: Some(target),
+                    delivered,
+                } => {
+                    let outcome = if delivered { "delivered" } else { "failed" };
+                    metrics::counter!(
+                        "sluice_events_deliveries_total",
+                        "bus" => bus,
+                        "rule" => rule,
+                        "target" => target,
+                        "outcome" => outcome
+                    )
+                    .increment(1)
+                }
             }
         }
         metrics::histogram!("sluice_apply_seconds").record(started.elapsed().as_secs_f64());

@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 
 use crate::apply::Effect;
 use crate::error::ErrorKind;
-use crate::queues::delivery::{ReceiveRequest, Received};
+use crate::queues::delivery::Received;
 use crate::queues::message::AttributeValue;
-use crate::queues::CreateQueue;
 use crate::testing::{map, World};
 use crate::topics::outbox::{Kind, Outcome};
 use crate::topics::publish::{Publication, PublishInput, Published};
@@ -18,21 +17,6 @@ use crate::topics::{outbox, CreateTopic};
 const ARN: &str = "arn:aws:sns:us-east-1:000000000000:";
 
 impl World {
-    fn queue(&mut self, name: &str) {
-        let cmd = CreateQueue::new(name, &BTreeMap::new(), BTreeMap::new()).unwrap();
-        self.run(cmd).unwrap();
-    }
-
-    fn fifo_queue(&mut self, name: &str) {
-        let cmd = CreateQueue::new(name, &map(&[("FifoQueue", "true")]), BTreeMap::new()).unwrap();
-        self.run(cmd).unwrap();
-    }
-
-    fn topic(&mut self, name: &str, attrs: &[(&str, &str)]) {
-        let cmd = CreateTopic::new(name, map(attrs), BTreeMap::new()).unwrap();
-        self.run(cmd).unwrap();
-    }
-
     fn subscribe(
         &mut self,
         topic: &str,
@@ -114,27 +98,6 @@ impl World {
             },
         )
         .unwrap()
-    }
-
-    fn drain(&mut self, queue: &str) -> Vec<Received> {
-        let mut all = Vec::new();
-        loop {
-            let got = self
-                .run(crate::queues::ReceiveMessages {
-                    queue: queue.into(),
-                    request: ReceiveRequest {
-                        max: 10,
-                        visibility_timeout: Some(600),
-                        attempt_id: None,
-                    },
-                })
-                .unwrap()
-                .messages;
-            if got.is_empty() {
-                return all;
-            }
-            all.extend(got);
-        }
     }
 
     fn due(&self) -> Vec<outbox::Due> {

@@ -1,0 +1,529 @@
+//! PutEvents: events in, each handed to the targets of every rule that
+//! matches it, inside the command that accepts it.
+//!
+//! Each target's delivery runs in its own child transaction: one that
+//! fails (the target is missing, or refuses the event) leaves nothing
+//! behind, is counted, and sends the event to the target's dead-letter
+//! queue if it has one; the event and its other deliveries stand. A
+//! failed delivery is not retried: the same state would refuse it again.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::input::Reserved;
+use super::target::{Destination, Target};
+use super::{
+    require_bus, rules, save_bus, Rule, DEFAULT_BUS, PUT_EVENTS_BYTES_MAX, PUT_EVENTS_MAX,
+};
+use crate::apply::{Ctx, Effect, Effects};
+use crate::error::{field_in, ApplyError, ApplyResult, DomainError};
+use crate::limits::events::{BUS_HOPS_MAX, FAN_OUT_BYTES_MAX};
+use crate::queues::message::{AttributeValue, NewMessage, Outgoing};
+use crate::store::Txn;
+
+/// Longest `Source` and `DetailType`, characters.
+pub const NAME_FIELD_MAX: usize = 256;
+/// Bytes EventBridge counts for an entry's `Time`.
+const TIME_BYTES: usize = 14;
+
+/// An event to put, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// `Source`.
+    pub source: String,
+    /// `DetailType`.
+    pub detail_type: String,
+    /// `Detail`: the text of a JSON object.
+    pub detail: String,
+    /// `Resources`: ARNs the event concerns.
+    pub resources: Vec<String>,
+    /// `Time`, ms since the Unix epoch; the time it is taken when absent.
+    pub time_ms: Option<u64>,
+}
+
+impl NewEvent {
+    /// Validates an entry; `prefix` names it in errors (`entries[2]`).
+    pub fn new(
+        prefix: &str,
+        source: String,
+        detail_type: String,
+        detail: String,
+        resources: Vec<String>,
+        time_ms: Option<u64>,
+    ) -> Result<NewEvent, DomainError> {
+        let f = |name: &str| field_in(prefix, name);
+        let entry_error = |field: String, rule: String| {
+            DomainError::invalid_with_code("InvalidArgument", field, rule)
+        };
+        for (name, v) in [("source", &source), ("detail_type", &detail_type)] {
+            let n = v.chars().count();
+            if !(1..=NAME_FIELD_MAX).contains(&n) {
+                return Err(entry_error(
+                    f(name),
+                    format!("is required, 1-{NAME_FIELD_MAX} characters, got {n}"),
+                ));
+            }
+        }
+        match serde_json::from_str::<Value>(&detail) {
+            Ok(Value::Object(_)) => {}
+            _ => {
+                return Err(DomainError::invalid_with_code(
+                    "MalformedDetail",
+                    f("detail"),
+                    "must be the text of a JSON object",
+                ))
+            }
+        }
+        if let Some((i, _)) = resources.iter().enumerate().find(|(_, r)| r.is_empty()) {
+            return Err(entry_error(
+                f(&format!("resources[{i}]")),
+                "must not be empty".into(),
+            ));
+        }
+        Ok(NewEvent {
+            source,
+            detail_type,
+            detail,
+            resources,
+            time_ms,
+        })
+    }
+
+    /// Bytes the entry counts toward the request's limit, as EventBridge
+    /// counts them.
+    pub fn size(&self) -> usize {
+        self.time_ms.map_or(0, |_| TIME_BYTES)
+            + self.source.len()
+            + self.detail_type.len()
+            + self.detail.len()
+            + self.resources.iter().map(String::len).sum::<usize>()
+    }
+}
+
+/// Checks a PutEvents request: 1-10 entries, 256 KiB in all.
+pub fn validate_batch(entries: &[NewEvent]) -> Result<(), DomainError> {
+    if entries.is_empty() || entries.len() > PUT_EVENTS_MAX {
+        return Err(super::invalid(
+            "entries",
+            format!(
+                "must hold 1-{PUT_EVENTS_MAX} entries, got {}",
+                entries.len()
+            ),
+        ));
+    }
+    let size: usize = entries.iter().map(NewEvent::size).sum();
+    if size > PUT_EVENTS_BYTES_MAX {
+        return Err(super::invalid(
+            "entries",
+            format!("the entries are {size} bytes in all; at most {PUT_EVENTS_BYTES_MAX}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Where the events are taken: the account and region the envelopes and
+/// ARNs name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// Account id.
+    pub account: String,
+    /// Region.
+    pub region: String,
+}
+
+impl Origin {
+    /// A rule's ARN.
+    pub fn rule_arn(&self, bus: &str, rule: &str) -> String {
+        let Origin { account, region } = self;
+        if bus == DEFAULT_BUS {
+            format!("arn:aws:events:{region}:{account}:rule/{rule}")
+        } else {
+            format!("arn:aws:events:{region}:{account}:rule/{bus}/{rule}")
+        }
+    }
+}
+
+/// The id of event `seq` of bus `bus_id`, derived so every replica
+/// computes the same one.
+pub fn event_id(bus_id: u64, seq: u64) -> String {
+    crate::queues::message::derived_uuid(b"sluice/event-id", bus_id, seq)
+}
+
+/// `ms` as EventBridge writes an event's time, to the second
+/// (`2017-12-22T18:43:48Z`).
+pub fn event_time(ms: u64) -> String {
+    let t = crate::time::timestamp(ms);
+    format!("{}Z", &t[..19])
+}
+
+/// An event in its envelope, as a JSON value (to match) and as its text
+/// (to deliver, with the keys in EventBridge's order).
+struct Envelope {
+    value: Value,
+    text: String,
+}
+
+fn envelope(id: &str, e: &NewEvent, detail: Value, origin: &Origin, now_ms: u64) -> Envelope {
+    let time = event_time(e.time_ms.unwrap_or(now_ms));
+    let resources = Value::from(e.resources.clone());
+    let js = |s: &str| Value::from(s).to_string();
+    let text = format!(
+        "{{\"version\":\"0\",\"id\":{},\"detail-type\":{},\"source\":{},\"account\":{},\"time\":{},\"region\":{},\"resources\":{},\"detail\":{}}}",
+        js(id),
+        js(&e.detail_type),
+        js(&e.source),
+        js(&origin.account),
+        js(&time),
+        js(&origin.region),
+        resources,
+        detail
+    );
+    let value = serde_json::json!({
+        "version": "0",
+        "id": id,
+        "detail-type": e.detail_type,
+        "source": e.source,
+        "account": origin.account,
+        "time": time,
+        "region": origin.region,
+        "resources": resources,
+        "detail": detail,
+    });
+    Envelope { value, text }
+}
+
+/// Applies `PutEvents`: each entry succeeds (with its event id) or fails on
+/// its own.
+pub fn put_events(
+    txn: &mut Txn<'_>,
+    ctx: &Ctx,
+    bus: &str,
+    origin: &Origin,
+    entries: &[NewEvent],
+    effects: &mut Effects,
+) -> ApplyResult<Vec<Result<String, DomainError>>> {
+    let mut b = require_bus(txn, bus)?;
+    let on_bus = rules(txn, bus)?;
+    let mut budget = FAN_OUT_BYTES_MAX;
+    let mut results = Vec::with_capacity(entries.len());
+    for e in entries {
+        // Checked at the edge; checked again, as every replica does, so
+        // that a detail that is not an object is refused, never guessed.
+        let detail = match serde_json::from_str::<Value>(&e.detail) {
+            Ok(d @ Value::Object(_)) => d,
+            _ => {
+                results.push(Err(DomainError::invalid_with_code(
+                    "MalformedDetail",
+                    "detail",
+                    "must be the text of a JSON object",
+                )));
+                continue;
+            }
+        };
+        let id = event_id(b.id, b.events + 1);
+        let event = envelope(&id, e, detail, origin, ctx.now_ms);
+        let copies = copies(txn, bus, &on_bus, &event.value, event.text.len(), 0)?;
+        if copies > budget {
+            results.push(Err(DomainError::limit(
+                "LimitExceededException",
+                format!(
+                    "the event would copy about {copies} bytes to its rules' targets; one request copies at most {FAN_OUT_BYTES_MAX}"
+                ),
+            )));
+            continue;
+        }
+        budget -= copies;
+        b.events += 1;
+        let routing = Routing {
+            ctx,
+            origin,
+            event: &event,
+            id: &id,
+        };
+        routing.route(txn, bus, &on_bus, 0, effects)?;
+        results.push(Ok(id));
+    }
+    save_bus(txn, &b);
+    Ok(results)
+}
+
+/// About how many bytes routing an event copies: each matched target's
+/// input is at most the event twice over (escaped) or a constant, with an
+/// envelope; another bus's rules count again.
+fn copies(
+    txn: &Txn<'_>,
+    bus: &str,
+    on_bus: &[Rule],
+    event: &Value,
+    len: usize,
+    hops: usize,
+) -> ApplyResult<usize> {
+    let mut total = 0usize;
+    for r in on_bus.iter().filter(|r| r.matches(event)) {
+        for t in &r.targets {
+            total += 2 * len + super::input::INPUT_MAX + 1024;
+            if let Destination::Bus { name } = &t.destination {
+                if hops < BUS_HOPS_MAX && name != bus && super::load_bus(txn, name)?.is_some() {
+                    total += copies(txn, name, &rules(txn, name)?, event, len, hops + 1)?;
+                }
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// One event on its way: what every delivery of it needs.
+struct Routing<'a> {
+    ctx: &'a Ctx,
+    origin: &'a Origin,
+    event: &'a Envelope,
+    id: &'a str,
+}
+
+impl Routing<'_> {
+    /// Hands the event to the targets of every rule of `bus` that matches.
+    fn route(
+        &self,
+        txn: &mut Txn<'_>,
+        bus: &str,
+        on_bus: &[Rule],
+        hops: usize,
+        effects: &mut Effects,
+    ) -> ApplyResult<()> {
+        for rule in on_bus.iter().filter(|r| r.matches(&self.event.value)) {
+            let name = &rule.settings.name;
+            effects.push(Effect::EventRouted {
+                bus: bus.into(),
+                rule: name.clone(),
+                target: None,
+                delivered: true,
+            });
+            let rule_arn = self.origin.rule_arn(bus, name);
+            let ingestion_time = event_time(self.ctx.now_ms);
+            let reserved = Reserved {
+                rule_name: name,
+                rule_arn: &rule_arn,
+                ingestion_time: &ingestion_time,
+            };
+            for t in &rule.targets {
+                let body = t
+                    .input
+                    .render(&self.event.value, &self.event.text, &reserved);
+                let outcome = self.attempt(txn, effects, |txn, effects| {
+                    self.deliver(txn, bus, t, &body, hops, effects)
+                })?;
+                effects.push(Effect::EventRouted {
+                    bus: bus.into(),
+                    rule: name.clone(),
+                    target: Some(t.id.clone()),
+                    delivered: outcome.is_ok(),
+                });
+                if let (Err(why), Some(dlq)) = (outcome, &t.dead_letter_queue) {
+                    let stored = match dead_letter(&body, &rule_arn, t, &why) {
+                        Ok(m) => self.attempt(txn, effects, |txn, effects| {
+                            send_one(txn, self.ctx, dlq, m, effects)
+                        })?,
+                        Err(e) => Err(e),
+                    };
+                    effects.push(Effect::EventRouted {
+                        bus: bus.into(),
+                        rule: name.clone(),
+                        target: Some(format!("{}/dead-letter", t.id)),
+                        delivered: stored.is_ok(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one delivery in a child transaction, kept only if it succeeds;
+    /// its refusal comes back as the reason.
+    fn attempt(
+        &self,
+        txn: &mut Txn<'_>,
+        effects: &mut Effects,
+        deliver: impl FnOnce(&mut Txn<'_>, &mut Effects) -> ApplyResult<Result<(), DomainError>>,
+    ) -> ApplyResult<Result<(), DomainError>> {
+        let before = effects.len();
+        let (outcome, writes) = {
+            let mut child = Txn::new(&*txn);
+            let outcome = match deliver(&mut child, effects) {
+                Ok(r) => r,
+                Err(ApplyError::Rejected(e)) => Err(e),
+                Err(e @ ApplyError::Store(_)) => return Err(e),
+            };
+            (outcome, child.into_writes())
+        };
+        match outcome {
+            Ok(()) => {
+                txn.merge(writes);
+                Ok(Ok(()))
+            }
+            Err(e) => {
+                effects.truncate(before);
+                Ok(Err(e))
+            }
+        }
+    }
+
+    fn deliver(
+        &self,
+        txn: &mut Txn<'_>,
+        bus: &str,
+        t: &Target,
+        body: &str,
+        hops: usize,
+        effects: &mut Effects,
+    ) -> ApplyResult<Result<(), DomainError>> {
+        let ctx = self.ctx;
+        match &t.destination {
+            Destination::Queue { name, group_id } => {
+                let out = Outgoing {
+                    body: body.into(),
+                    delay_seconds: None,
+                    attributes: BTreeMap::new(),
+                    system_attributes: BTreeMap::new(),
+                    dedup_id: group_id
+                        .as_ref()
+                        .map(|_| self.id.to_string())
+                        .unwrap_or_default(),
+                    group_id: group_id.clone().unwrap_or_default(),
+                };
+                match NewMessage::validate("", group_id.is_some(), out) {
+                    Ok(m) => send_one(txn, ctx, name, m, effects),
+                    Err(e) => Ok(Err(e)),
+                }
+            }
+            Destination::Topic { name, group_id } => {
+                let input = crate::topics::publish::PublishInput {
+                    message: body.into(),
+                    group_id: group_id.clone().unwrap_or_default(),
+                    dedup_id: group_id
+                        .as_ref()
+                        .map(|_| self.id.to_string())
+                        .unwrap_or_default(),
+                    ..Default::default()
+                };
+                let p = match crate::topics::publish::Publication::validate(
+                    "",
+                    group_id.is_some(),
+                    input,
+                ) {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let Origin { account, region } = self.origin;
+                let arn = format!("arn:aws:sns:{region}:{account}:{name}");
+                let mut r = crate::topics::publish::publish(txn, ctx, name, &arn, &[p], effects)?;
+                Ok(r.pop().expect("one result a publication").map(|_| ()))
+            }
+            Destination::Stream {
+                name,
+                partition_key_path,
+            } => {
+                let key = partition_key_path
+                    .as_ref()
+                    .and_then(|p| p.find(&self.event.value))
+                    .map(|v| match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .filter(|k| !k.is_empty())
+                    .unwrap_or_else(|| self.id.to_string());
+                let record = match crate::streams::records::NewRecord::new(
+                    "",
+                    body.as_bytes().to_vec(),
+                    key,
+                    "",
+                ) {
+                    Ok(r) => r,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let mut r = crate::streams::records::put(txn, ctx, name, &[record], effects)?;
+                Ok(r.pop().expect("one result a record").map(|_| ()))
+            }
+            Destination::Function { name, qualifier } => {
+                if body.len() > crate::limits::functions::EVENT_PAYLOAD_MAX {
+                    return Ok(Err(DomainError::limit(
+                        "RequestEntityTooLargeException",
+                        format!(
+                            "the input is {} bytes; an asynchronous invocation takes at most {}",
+                            body.len(),
+                            crate::limits::functions::EVENT_PAYLOAD_MAX
+                        ),
+                    )));
+                }
+                let request_id = format!("{}:{}", self.id, t.id);
+                crate::functions::events::enqueue(
+                    txn,
+                    ctx,
+                    name,
+                    qualifier,
+                    &request_id,
+                    body.as_bytes(),
+                    effects,
+                )?;
+                Ok(Ok(()))
+            }
+            Destination::Bus { name } => {
+                if hops >= BUS_HOPS_MAX || name == bus {
+                    return Ok(Err(DomainError::limit(
+                        "LimitExceededException",
+                        format!(
+                            "an event goes from bus to bus at most {BUS_HOPS_MAX} times within one request, and never to the bus it is on"
+                        ),
+                    )));
+                }
+                require_bus(txn, name)?;
+                self.route(txn, name, &rules(txn, name)?, hops + 1, effects)?;
+                Ok(Ok(()))
+            }
+        }
+    }
+}
+
+/// Sends one message to a queue; a refusal comes back as the reason.
+fn send_one(
+    txn: &mut Txn<'_>,
+    ctx: &Ctx,
+    queue: &str,
+    m: NewMessage,
+    effects: &mut Effects,
+) -> ApplyResult<Result<(), DomainError>> {
+    let mut r =
+        crate::queues::delivery::send(txn, ctx, queue, std::slice::from_ref(&m), None, effects)?;
+    Ok(r.pop().expect("one result a message").map(|_| ()))
+}
+
+/// The message a dead-letter queue takes for a failed delivery: the input,
+/// with what failed in its attributes, as EventBridge sends it.
+fn dead_letter(
+    body: &str,
+    rule_arn: &str,
+    t: &Target,
+    why: &DomainError,
+) -> Result<NewMessage, DomainError> {
+    let attr = |v: &str| AttributeValue {
+        data_type: "String".into(),
+        string_value: Some(crate::error::cut(v, 1024)),
+        binary_value: None,
+    };
+    let attributes = BTreeMap::from([
+        ("RULE_ARN".to_string(), attr(rule_arn)),
+        ("TARGET_ARN".to_string(), attr(&t.arn)),
+        ("ERROR_CODE".to_string(), attr(&why.code)),
+        ("ERROR_MESSAGE".to_string(), attr(&why.message)),
+    ]);
+    let out = Outgoing {
+        body: body.into(),
+        delay_seconds: None,
+        attributes,
+        system_attributes: BTreeMap::new(),
+        dedup_id: String::new(),
+        group_id: String::new(),
+    };
+    NewMessage::validate("", false, out)
+}

@@ -1,0 +1,560 @@
+//! The event-bus rules, exercised through [`crate::machine::apply`] over an
+//! in-memory store with the clock moved by hand.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::apply::Effect;
+use crate::error::{DomainError, ErrorKind};
+use crate::events::put::{NewEvent, Origin};
+use crate::events::target::{Target, TargetInput};
+use crate::events::{
+    CreateEventBus, DeleteEventBus, DeleteRule, DescribeRule, NewRule, PutEvents, PutTargets,
+    RemoveTargets, SetRuleState,
+};
+use crate::streams::CreateStream;
+use crate::testing::World;
+use crate::topics::subscription::Protocol;
+use crate::topics::subscriptions::Subscribe;
+
+const ACCOUNT: &str = "000000000000";
+const REGION: &str = "us-east-1";
+
+fn arn(service: &str, resource: &str) -> String {
+    format!("arn:aws:{service}:{REGION}:{ACCOUNT}:{resource}")
+}
+
+fn target(id: &str, arn: String) -> TargetInput {
+    TargetInput {
+        id: id.into(),
+        arn,
+        ..Default::default()
+    }
+}
+
+impl World {
+    fn rule(&mut self, bus: &str, name: &str, pattern: &str) {
+        self.run(NewRule::new(bus, name, pattern, "", "").unwrap())
+            .unwrap();
+    }
+
+    fn targets(&mut self, bus: &str, rule: &str, targets: Vec<TargetInput>) {
+        let targets = targets
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| Target::new(&format!("targets[{i}]"), t).unwrap())
+            .collect();
+        let results = self
+            .run(PutTargets {
+                bus: bus.into(),
+                rule: rule.into(),
+                targets,
+            })
+            .unwrap();
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+    }
+
+    fn put_on(
+        &mut self,
+        bus: &str,
+        events: &[(&str, &str, Value)],
+    ) -> Vec<Result<String, DomainError>> {
+        let entries = events
+            .iter()
+            .map(|(source, detail_type, detail)| {
+                NewEvent::new(
+                    "",
+                    source.to_string(),
+                    detail_type.to_string(),
+                    detail.to_string(),
+                    vec![],
+                    None,
+                )
+                .unwrap()
+            })
+            .collect();
+        self.run(PutEvents {
+            bus: bus.into(),
+            origin: Origin {
+                account: ACCOUNT.into(),
+                region: REGION.into(),
+            },
+            entries,
+        })
+        .unwrap()
+    }
+
+    fn put_events(&mut self, events: &[(&str, &str, Value)]) -> Vec<String> {
+        self.put_on("default", events)
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    fn new_stream(&mut self, name: &str) {
+        let cmd = CreateStream::new(name, 2, Some(24), None, None, None, BTreeMap::new()).unwrap();
+        self.run(cmd).unwrap();
+    }
+
+    fn records(&self, stream: &str) -> Vec<(String, String)> {
+        let s = crate::streams::require(&self.state, stream).unwrap();
+        let mut out = Vec::new();
+        for shard in s.open_shards() {
+            let read = self
+                .ask(crate::streams::ReadShard {
+                    stream: s.id,
+                    shard: shard.index,
+                    from: 0,
+                    limit: 1000,
+                    max_bytes: 1 << 20,
+                })
+                .unwrap();
+            for (_, r) in read.records {
+                out.push((r.partition_key, String::from_utf8(r.data).unwrap()));
+            }
+        }
+        out
+    }
+
+    fn events_in(&mut self, queue: &str) -> Vec<Value> {
+        let got = self.drain(queue);
+        got.iter()
+            .map(|m| serde_json::from_str(self.body(&m.body.body)).unwrap())
+            .collect()
+    }
+}
+
+fn order(customer: &str, total: u32) -> (&'static str, &'static str, Value) {
+    (
+        "shop",
+        "Order Placed",
+        serde_json::json!({"customer": customer, "total": total}),
+    )
+}
+
+#[test]
+fn an_event_reaches_the_targets_of_every_matching_rule_once() {
+    let mut w = World::new();
+    w.queue("big-orders");
+    w.queue("all-shop");
+    w.new_stream("orders");
+    w.topic("alerts", &[]);
+    w.queue("alert-copies");
+    w.run(Subscribe {
+        topic: "alerts".into(),
+        protocol: Protocol::Sqs,
+        endpoint: "alert-copies".into(),
+        attributes: crate::testing::map(&[("RawMessageDelivery", "true")]),
+        id: "s1".into(),
+        token: "t1".into(),
+    })
+    .unwrap();
+    w.rule(
+        "default",
+        "big",
+        r#"{"source": ["shop"], "detail": {"total": [{"numeric": [">=", 100]}]}}"#,
+    );
+    w.targets(
+        "default",
+        "big",
+        vec![
+            target("q", arn("sqs", "big-orders")),
+            TargetInput {
+                partition_key_path: "$.detail.customer".into(),
+                ..target("s", arn("kinesis", "stream/orders"))
+            },
+            target("t", arn("sns", "alerts")),
+        ],
+    );
+    w.rule("default", "shop", r#"{"source": [{"prefix": "sho"}]}"#);
+    w.targets("default", "shop", vec![target("q", arn("sqs", "all-shop"))]);
+    w.rule("default", "other", r#"{"source": ["billing"]}"#);
+    w.targets(
+        "default",
+        "other",
+        vec![target("q", arn("sqs", "big-orders"))],
+    );
+
+    let ids = w.put_events(&[
+        order("ann", 150),
+        order("bob", 20),
+        ("billing", "Invoice", serde_json::json!({})),
+    ]);
+    assert_eq!(ids.len(), 3);
+    assert_eq!(
+        ids.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        3
+    );
+
+    // The big order and the invoice (rule "other") reach big-orders.
+    let big = w.events_in("big-orders");
+    let mut got: Vec<&str> = big.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    got.sort_unstable();
+    let mut want = vec![ids[0].as_str(), ids[2].as_str()];
+    want.sort_unstable();
+    assert_eq!(got, want);
+    let e = big.iter().find(|e| e["id"] == ids[0].as_str()).unwrap();
+    assert_eq!(e["version"], "0");
+    assert_eq!(e["source"], "shop");
+    assert_eq!(e["detail-type"], "Order Placed");
+    assert_eq!(e["account"], ACCOUNT);
+    assert_eq!(e["region"], REGION);
+    assert_eq!(e["resources"], serde_json::json!([]));
+    assert_eq!(e["detail"]["customer"], "ann");
+    assert_eq!(e["time"], crate::events::put::event_time(w.now));
+    // Both orders reach all-shop; the invoice does not.
+    assert_eq!(w.events_in("all-shop").len(), 2);
+    // The stream holds the big order, keyed by its customer.
+    let records = w.records("orders");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].0, "ann");
+    assert!(records[0].1.contains(&ids[0]));
+    // The topic delivered it on to its queue.
+    let copies = w.events_in("alert-copies");
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0]["id"], ids[0].as_str());
+    // A match per rule, a delivery per target, all counted.
+    let routed = |target: Option<&str>, delivered: bool| {
+        w.effects
+            .iter()
+            .filter(|e| {
+                matches!(e, Effect::EventRouted { target: t, delivered: d, .. }
+                    if t.as_deref() == target && *d == delivered)
+            })
+            .count()
+    };
+    assert_eq!(routed(None, true), 4);
+    assert_eq!(routed(Some("q"), true), 4);
+    assert_eq!(routed(Some("s"), true), 1);
+    assert_eq!(routed(Some("q"), false), 0);
+}
+
+#[test]
+fn a_disabled_rule_matches_nothing_until_enabled() {
+    let mut w = World::new();
+    w.queue("q");
+    w.run(NewRule::new("default", "r", r#"{"source": ["shop"]}"#, "DISABLED", "").unwrap())
+        .unwrap();
+    w.targets("default", "r", vec![target("q", arn("sqs", "q"))]);
+    w.put_events(&[order("ann", 1)]);
+    assert!(w.drain("q").is_empty());
+    w.run(SetRuleState {
+        bus: "default".into(),
+        name: "r".into(),
+        enabled: true,
+    })
+    .unwrap();
+    w.put_events(&[order("ann", 1)]);
+    assert_eq!(w.drain("q").len(), 1);
+}
+
+#[test]
+fn a_fifo_queue_target_keeps_the_group_and_deduplicates_by_event_id() {
+    let mut w = World::new();
+    w.fifo_queue("q.fifo");
+    w.rule("default", "r", r#"{"source": ["shop"]}"#);
+    w.targets(
+        "default",
+        "r",
+        vec![TargetInput {
+            message_group_id: "orders".into(),
+            ..target("q", arn("sqs", "q.fifo"))
+        }],
+    );
+    // A second rule sends each event to the queue again: the event id is
+    // the deduplication id, so the queue takes it once.
+    w.rule("default", "again", r#"{"source": ["shop"]}"#);
+    w.targets(
+        "default",
+        "again",
+        vec![TargetInput {
+            message_group_id: "orders".into(),
+            ..target("q", arn("sqs", "q.fifo"))
+        }],
+    );
+    let ids = w.put_events(&[order("a", 1), order("b", 2), order("c", 3)]);
+    let got: Vec<Value> = w.events_in("q.fifo");
+    let order_seen: Vec<&str> = got.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        order_seen,
+        ids.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    // A FIFO queue needs the group.
+    let err = Target::new("targets[0]", target("q", arn("sqs", "q.fifo"))).unwrap_err();
+    assert!(
+        err.message
+            .contains("targets[0].sqs_parameters.message_group_id"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_failed_delivery_goes_to_the_dead_letter_queue_and_the_event_stands() {
+    let mut w = World::new();
+    w.queue("dlq");
+    w.queue("ok");
+    w.rule("default", "r", r#"{"source": ["shop"]}"#);
+    w.targets(
+        "default",
+        "r",
+        vec![
+            TargetInput {
+                dead_letter_arn: arn("sqs", "dlq"),
+                ..target("gone", arn("sqs", "missing"))
+            },
+            target("ok", arn("sqs", "ok")),
+        ],
+    );
+    let ids = w.put_events(&[order("ann", 5)]);
+    assert_eq!(w.drain("ok").len(), 1);
+    let dead = w.drain("dlq");
+    assert_eq!(dead.len(), 1);
+    let attrs = &dead[0].body.attributes;
+    let attr = |k: &str| attrs[k].string_value.clone().unwrap();
+    assert_eq!(attr("TARGET_ARN"), arn("sqs", "missing"));
+    assert_eq!(attr("RULE_ARN"), arn("events", "rule/r"));
+    assert!(!attr("ERROR_CODE").is_empty());
+    let e: Value = serde_json::from_str(w.body(&dead[0].body.body)).unwrap();
+    assert_eq!(e["id"], ids[0].as_str());
+    assert!(w.effects.iter().any(|e| matches!(e,
+        Effect::EventRouted { target: Some(t), delivered: false, .. } if t == "gone")));
+}
+
+#[test]
+fn targets_deliver_the_input_they_are_given() {
+    let mut w = World::new();
+    for q in ["whole", "constant", "path", "template"] {
+        w.queue(q);
+    }
+    w.rule("default", "r", r#"{"source": ["shop"]}"#);
+    w.targets(
+        "default",
+        "r",
+        vec![
+            target("whole", arn("sqs", "whole")),
+            TargetInput {
+                input: r#"{"fixed": true}"#.into(),
+                ..target("constant", arn("sqs", "constant"))
+            },
+            TargetInput {
+                input_path: "$.detail".into(),
+                ..target("path", arn("sqs", "path"))
+            },
+            TargetInput {
+                input_paths: crate::testing::map(&[
+                    ("who", "$.detail.customer"),
+                    ("n", "$.detail.total"),
+                ]),
+                input_template:
+                    r#"{"text": "<who> spent <n>", "n": <n>, "rule": "<aws.events.rule-name>"}"#
+                        .into(),
+                ..target("template", arn("sqs", "template"))
+            },
+        ],
+    );
+    w.put_events(&[order("ann", 7)]);
+    assert_eq!(w.events_in("whole")[0]["detail"]["total"], 7);
+    assert_eq!(
+        w.events_in("constant")[0],
+        serde_json::json!({"fixed": true})
+    );
+    assert_eq!(
+        w.events_in("path")[0],
+        serde_json::json!({"customer": "ann", "total": 7})
+    );
+    assert_eq!(
+        w.events_in("template")[0],
+        serde_json::json!({"text": "ann spent 7", "n": 7, "rule": "r"})
+    );
+}
+
+#[test]
+fn an_event_goes_on_to_another_bus_and_never_loops() {
+    let mut w = World::new();
+    w.queue("q");
+    for bus in ["a", "b"] {
+        w.run(CreateEventBus {
+            name: bus.into(),
+            description: String::new(),
+        })
+        .unwrap();
+    }
+    w.rule("default", "fwd", r#"{"source": ["shop"]}"#);
+    w.targets(
+        "default",
+        "fwd",
+        vec![target("a", arn("events", "event-bus/a"))],
+    );
+    w.rule("a", "fwd", r#"{"source": ["shop"]}"#);
+    w.targets("a", "fwd", vec![target("b", arn("events", "event-bus/b"))]);
+    w.rule("b", "fwd", r#"{"source": ["shop"]}"#);
+    w.targets(
+        "b",
+        "fwd",
+        vec![
+            target("a", arn("events", "event-bus/a")),
+            target("q", arn("sqs", "q")),
+        ],
+    );
+    let ids = w.put_events(&[order("ann", 1)]);
+    // default -> a -> b reaches the queue; b -> a is a third hop, refused.
+    let got = w.events_in("q");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["id"], ids[0].as_str());
+    assert!(w.effects.iter().any(|e| matches!(e,
+        Effect::EventRouted { bus, target: Some(t), delivered: false, .. } if bus == "b" && t == "a")));
+}
+
+#[test]
+fn a_function_target_stores_an_asynchronous_invocation() {
+    let mut w = World::new();
+    w.run(crate::testing::new_function("f")).unwrap();
+    w.rule("default", "r", r#"{"source": ["shop"]}"#);
+    w.targets(
+        "default",
+        "r",
+        vec![target("f", arn("lambda", "function:f"))],
+    );
+    w.put_events(&[order("ann", 1), order("bob", 2)]);
+    let f = crate::functions::require(&w.state, "f").unwrap();
+    assert_eq!(f.pending_events, 2);
+    assert!(w.effects.contains(&Effect::EventReady));
+}
+
+#[test]
+fn buses_rules_and_targets_keep_their_rules() {
+    let mut w = World::new();
+    let kind = |r: Result<(), DomainError>| r.unwrap_err().kind;
+    // The default bus exists and stays.
+    assert_eq!(
+        kind(w.run(DeleteEventBus {
+            name: "default".into()
+        })),
+        ErrorKind::InvalidArgument
+    );
+    let create = |name: &str| CreateEventBus {
+        name: name.into(),
+        description: String::new(),
+    };
+    assert_eq!(kind(w.run(create("default"))), ErrorKind::AlreadyExists);
+    w.run(create("app")).unwrap();
+    assert_eq!(kind(w.run(create("app"))), ErrorKind::AlreadyExists);
+    // A rule needs its bus and a valid pattern.
+    let e = w
+        .run(NewRule::new("nope", "r", r#"{"source": ["x"]}"#, "", "").unwrap())
+        .unwrap_err();
+    assert_eq!(e.code, "ResourceNotFoundException");
+    let e = NewRule::new("app", "r", r#"{"source": "x"}"#, "", "").unwrap_err();
+    assert_eq!(e.code, "InvalidEventPatternException");
+    assert!(e.message.contains("event_pattern"), "{e}");
+    // Five targets at most; a rule with targets is deleted only by force.
+    w.rule("app", "r", r#"{"source": ["x"]}"#);
+    w.queue("q");
+    let six: Vec<Target> = (0..6)
+        .map(|i| Target::new("t", target(&format!("t{i}"), arn("sqs", "q"))).unwrap())
+        .collect();
+    let results = w
+        .run(PutTargets {
+            bus: "app".into(),
+            rule: "r".into(),
+            targets: six,
+        })
+        .unwrap();
+    assert!(results[..5].iter().all(Result::is_ok));
+    assert_eq!(
+        results[5].as_ref().unwrap_err().code,
+        "LimitExceededException"
+    );
+    let delete = |force| DeleteRule {
+        bus: "app".into(),
+        name: "r".into(),
+        force,
+    };
+    assert_eq!(kind(w.run(delete(false))), ErrorKind::InvalidArgument);
+    let removed = w
+        .run(RemoveTargets {
+            bus: "app".into(),
+            rule: "r".into(),
+            ids: vec!["t0".into(), "t9".into()],
+        })
+        .unwrap();
+    assert!(removed[0].is_ok() && removed[1].is_err());
+    let r = w
+        .ask(DescribeRule {
+            bus: "app".into(),
+            name: "r".into(),
+        })
+        .unwrap();
+    assert_eq!(r.targets.len(), 4);
+    w.run(delete(true)).unwrap();
+    // Putting on a missing bus fails as a whole; deleting a bus takes its rules.
+    w.rule("app", "r2", r#"{"source": ["x"]}"#);
+    w.run(DeleteEventBus { name: "app".into() }).unwrap();
+    assert!(crate::events::rules(&w.state, "app").unwrap().is_empty());
+    let e = w
+        .run(PutEvents {
+            bus: "app".into(),
+            origin: Origin {
+                account: ACCOUNT.into(),
+                region: REGION.into(),
+            },
+            entries: vec![],
+        })
+        .unwrap_err();
+    assert_eq!(e.code, "ResourceNotFoundException");
+}
+
+#[test]
+fn event_ids_are_the_same_on_every_replica_and_never_repeat() {
+    let run = || {
+        let mut w = World::new();
+        w.put_events(&[order("a", 1), order("b", 2)])
+            .into_iter()
+            .chain(w.put_events(&[order("c", 3)]))
+            .collect::<Vec<_>>()
+    };
+    let first = run();
+    assert_eq!(first, run());
+    let distinct: std::collections::BTreeSet<_> = first.iter().collect();
+    assert_eq!(distinct.len(), 3);
+}
+
+#[test]
+fn bad_entries_are_refused_with_the_field_and_the_rule() {
+    let e = NewEvent::new(
+        "entries[1]",
+        "".into(),
+        "t".into(),
+        "{}".into(),
+        vec![],
+        None,
+    )
+    .unwrap_err();
+    assert!(e.message.contains("entries[1].source"), "{e}");
+    let e = NewEvent::new(
+        "entries[0]",
+        "s".into(),
+        "t".into(),
+        "[1]".into(),
+        vec![],
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(e.code, "MalformedDetail");
+    assert!(e.message.contains("entries[0].detail"), "{e}");
+    let big = NewEvent::new(
+        "",
+        "s".into(),
+        "t".into(),
+        format!("{{\"x\": \"{}\"}}", "a".repeat(200_000)),
+        vec![],
+        None,
+    )
+    .unwrap();
+    let e = crate::events::put::validate_batch(&[big.clone(), big]).unwrap_err();
+    assert!(
+        e.message.contains("entries") && e.message.contains("262144"),
+        "{e}"
+    );
+}
