@@ -569,11 +569,31 @@ impl Routed for Write {
 /// side.
 fn in_flight_when_lost(status: &tonic::Status) -> bool {
     let from_broker = status.metadata().get(ERROR_CODE_HEADER).is_some();
-    let not_sent = status.code() == tonic::Code::Unavailable
-        && ["tcp connect error", "tcp open error", "dns error"]
-            .iter()
-            .any(|m| status.message().starts_with(m));
-    !from_broker && !not_sent && sluice_proto::is_retryable(status)
+    !from_broker && !never_sent(status) && sluice_proto::is_retryable(status)
+}
+
+/// Whether a call failed before anything was sent: the connection was
+/// refused or never made. The transport says so in the status or in one of
+/// the errors behind it (the wording depends on the tonic and hyper
+/// versions, so both are read). A refusal (`ECONNREFUSED`) only ever
+/// answers a connect: an established connection that breaks is reset.
+fn never_sent(status: &tonic::Status) -> bool {
+    const CONNECTING: [&str; 3] = ["tcp connect error", "tcp open error", "dns error"];
+    let says = |text: &str| CONNECTING.iter().any(|m| text.contains(m));
+    if says(status.message()) {
+        return true;
+    }
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        let refused = e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+        if refused || says(&e.to_string()) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 struct Read(Query);
@@ -675,5 +695,29 @@ mod tests {
             hop_from_status::<()>(from_broker(Code::Unavailable, "Abandoned")),
             Hop::Fail(_)
         ));
+    }
+
+    /// What the transport really answers when the leader's port is closed
+    /// (its process was killed): a refusal, so nothing was sent and the
+    /// write can be retried on the next leader. Found by the event-bus
+    /// test, where a killed leader turned two thirds of the writes into
+    /// unknown outcomes: tonic's message is now the system's, not hyper's
+    /// "tcp connect error".
+    #[tokio::test]
+    async fn a_refused_connection_is_never_sent() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect_lazy();
+        let status = NodeClient::new(channel)
+            .propose(forward_request(Vec::new(), Duration::from_secs(1)))
+            .await
+            .expect_err("nothing listens");
+        assert!(never_sent(&status), "{status:?}");
+        assert!(!in_flight_when_lost(&status), "{status:?}");
     }
 }
