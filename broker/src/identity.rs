@@ -39,6 +39,24 @@ impl Identity {
         )
     }
 
+    /// `arn:aws:events:{region}:{account}:event-bus/{name}`
+    pub fn bus_arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:events:{}:{}:event-bus/{name}",
+            self.region, self.account_id
+        )
+    }
+
+    /// `arn:aws:events:{region}:{account}:rule/[{bus}/]{name}`: the bus is
+    /// left out for the default one, as EventBridge writes it.
+    pub fn rule_arn(&self, bus: &str, name: &str) -> String {
+        crate::events::put::Origin {
+            account: self.account_id.clone(),
+            region: self.region.clone(),
+        }
+        .rule_arn(bus, name)
+    }
+
     /// `arn:aws:kinesis:{region}:{account}:stream/{name}`
     pub fn stream_arn(&self, name: &str) -> String {
         format!(

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::cluster_client::ClusterClient;
+use sluice_proto::v1::events_client::EventsClient;
 use sluice_proto::v1::functions_client::FunctionsClient;
 pub use sluice_proto::v1::iam_client::IamClient;
 use sluice_proto::v1::queues_client::QueuesClient;
@@ -96,6 +97,11 @@ mod clients {
     pub fn iam(ch: SignedChannel) -> IamClient<SignedChannel> {
         IamClient::new(ch)
     }
+
+    /// The event-bus service.
+    pub fn events(ch: SignedChannel) -> EventsClient<SignedChannel> {
+        EventsClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES)
+    }
 }
 
 /// How often an idle connection is pinged, and how long the answer may
@@ -106,6 +112,7 @@ const KEEPALIVE: Duration = Duration::from_secs(5);
 const INVOKE_ATTEMPT_MAX: Duration = Duration::from_secs(960);
 
 mod consumer;
+mod events;
 mod follower;
 mod package;
 mod sender;

@@ -10,6 +10,7 @@ pub mod chaos;
 pub mod disk;
 pub mod dns;
 pub mod lazyfs;
+pub mod leader_kill;
 pub mod pki;
 pub mod recorder;
 pub mod requests;

@@ -7,9 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cluster_tests::leader_kill::{
+    all_or_none, count_in_queue, write_once, write_through_a_leader_kill, Written,
+};
 use cluster_tests::{elected_cluster, receive_with_attributes, serial_cluster, wait_for};
 use sluice_client::sluice_proto::v1 as pb;
-use sluice_client::{Client, Options};
+use sluice_client::Client;
 
 const PUBLISHES: usize = 10_000;
 const PRODUCERS: usize = 4;
@@ -65,21 +68,7 @@ fn subscriptions() -> Vec<(&'static str, Option<&'static str>, Rule)> {
     ]
 }
 
-/// Whether an error says the write was certainly not applied.
-fn not_applied(e: &sluice_client::Error) -> bool {
-    matches!(
-        e.code(),
-        Some("NotLeader" | "NoLeader" | "ShuttingDown" | "NotClusterMember")
-    )
-}
-
-#[derive(Default)]
-struct Published {
-    acked: HashSet<usize>,
-    unknown: HashSet<usize>,
-}
-
-async fn produce(client: Client, topic: String, me: usize, record: Arc<Mutex<Published>>) {
+async fn produce(client: Client, topic: String, me: usize, record: Arc<Mutex<Written>>) {
     let mine: Vec<usize> = (0..PUBLISHES).filter(|n| n % PRODUCERS == me).collect();
     for chunk in mine.chunks(10) {
         let entries: Vec<pb::PublishBatchRequestEntry> = chunk
@@ -95,61 +84,25 @@ async fn produce(client: Client, topic: String, me: usize, record: Arc<Mutex<Pub
                 ..Default::default()
             })
             .collect();
-        loop {
-            let r = client
-                .publish_batch(pb::PublishBatchRequest {
-                    topic_arn: topic.clone(),
-                    entries: entries.clone(),
-                })
-                .await;
-            let mut rec = record.lock().unwrap();
-            match r {
-                Ok(reply) => {
-                    assert!(reply.failed.is_empty(), "refused: {:?}", reply.failed);
-                    for s in reply.successful {
-                        let i: usize = s.id[1..].parse().unwrap();
-                        rec.acked.insert(chunk[i]);
-                    }
-                    break;
-                }
-                Err(e) if not_applied(&e) => {
-                    drop(rec);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                // The outcome is unknown: never resend (that would publish
-                // a second time); the checks accept it either way.
-                Err(_) => {
-                    rec.unknown.extend(chunk.iter().copied());
-                    break;
-                }
-            }
-        }
+        let call = || {
+            client.publish_batch(pb::PublishBatchRequest {
+                topic_arn: topic.clone(),
+                entries: entries.clone(),
+            })
+        };
+        write_once(&record, chunk, call, |reply| {
+            assert!(reply.failed.is_empty(), "refused: {:?}", reply.failed);
+            assert_eq!(reply.successful.len(), chunk.len());
+        })
+        .await;
     }
 }
 
-/// Receives everything in a queue (nothing is left in flight for long: the
-/// visibility timeout outlasts the drain) and returns each body's count.
-async fn drain(client: &Client, queue: &str) -> BTreeMap<String, usize> {
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    let mut empty = 0;
-    while empty < 2 {
-        let r = client
-            .receive_from(queue, 10, Some(600), Some(1))
-            .await
-            .unwrap();
-        if r.messages.is_empty() {
-            empty += 1;
-            continue;
-        }
-        empty = 0;
-        for m in r.messages {
-            let env: serde_json::Value = serde_json::from_str(&m.body).unwrap();
-            assert_eq!(env["Type"], "Notification");
-            let body = env["Message"].as_str().unwrap().to_string();
-            *seen.entry(body).or_default() += 1;
-        }
-    }
-    seen
+/// The message a raw-less queue subscription delivered, out of its envelope.
+fn message(body: &str) -> String {
+    let env: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(env["Type"], "Notification");
+    env["Message"].as_str().unwrap().to_string()
 }
 
 #[tokio::test]
@@ -165,60 +118,15 @@ async fn fan_out_to_five_filtered_queues_survives_a_leader_kill() {
         }
         admin.subscribe(&topic, "sqs", queue, attrs).await.unwrap();
     }
-    // Producers call only the nodes that survive, once per request: every
-    // error is then either "certainly not applied" (retried) or unknown.
-    let others: Vec<String> = c
-        .nodes
-        .values()
-        .filter(|n| n.id != leader)
-        .map(|n| n.addr.clone())
-        .collect();
-    let record = Arc::new(Mutex::new(Published::default()));
-    let started = Instant::now();
-    let producers: Vec<_> = (0..PRODUCERS)
-        .map(|p| {
-            let mut addrs = others.clone();
-            let n = addrs.len();
-            addrs.rotate_left(p % n);
-            let client = Client::with_options(
-                addrs,
-                Options {
-                    deadline: Duration::ZERO,
-                    ..Options::default()
-                },
-            )
-            .unwrap();
-            tokio::spawn(produce(client, topic.clone(), p, record.clone()))
-        })
-        .collect();
-    let done = || {
-        let r = record.lock().unwrap();
-        r.acked.len() + r.unknown.len()
-    };
-    wait_for(
-        Duration::from_secs(300),
-        "a third of the publishes",
-        || async { (done() >= PUBLISHES / 3).then_some(()) },
-    )
+    let run = write_through_a_leader_kill(&mut c, leader, PUBLISHES, PRODUCERS, |client, p, w| {
+        produce(client, topic.clone(), p, w)
+    })
     .await;
-    c.node(leader).kill9();
-    let killed_after = done();
-    wait_for(
-        Duration::from_secs(300),
-        "two thirds of the publishes",
-        || async { (done() >= PUBLISHES * 2 / 3).then_some(()) },
-    )
-    .await;
-    c.node(leader).start();
-    for p in producers {
-        p.await.unwrap();
-    }
-    let published = started.elapsed();
-    let r = std::mem::take(&mut *record.lock().unwrap());
+    let r = &run.written;
     let reader = c.client();
     let mut drained: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
     for (queue, _, _) in subscriptions() {
-        drained.insert(queue, drain(&reader, queue).await);
+        drained.insert(queue, count_in_queue(&reader, queue, message).await);
     }
     let mut total = 0;
     for (queue, _, rule) in subscriptions() {
@@ -249,30 +157,18 @@ async fn fan_out_to_five_filtered_queues_survives_a_leader_kill() {
     }
     // A publish whose outcome is unknown reached every matching queue or
     // none: it is one command.
-    for n in &r.unknown {
-        let body = format!("m{n}");
-        let matching: Vec<&str> = subscriptions()
-            .into_iter()
-            .filter(|(_, _, rule)| rule(*n))
-            .map(|(q, _, _)| q)
-            .collect();
-        let holding: Vec<&str> = matching
-            .iter()
-            .copied()
-            .filter(|q| drained[q].contains_key(&body))
-            .collect();
-        assert!(
-            holding.is_empty() || holding == matching,
-            "m{n} reached {holding:?} of {matching:?}"
-        );
-    }
-    eprintln!(
-        "fan-out: {} publishes ({} acknowledged, {} unknown) to 5 queues in {:.1} s, leader killed after {killed_after}; {total} deliveries",
-        r.acked.len() + r.unknown.len(),
-        r.acked.len(),
-        r.unknown.len(),
-        published.as_secs_f64()
+    all_or_none(
+        r,
+        |n| {
+            subscriptions()
+                .into_iter()
+                .filter(|(_, _, rule)| rule(n))
+                .map(|(q, _, _)| q)
+                .collect()
+        },
+        |q, n| drained[q].contains_key(&format!("m{n}")),
     );
+    eprintln!("fan-out: {run} to 5 queues; {total} deliveries");
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! crate.
 //!
 //! * [`v1`] is the public API (package `sluice.v1`): one service per resource
-//!   kind (`Queues`, `Topics`, `Streams`, `Functions`) and `Cluster`.
+//!   kind (`Queues`, `Topics`, `Streams`, `Functions`, `Events`) and `Cluster`.
 //! * [`internal`] holds the node-to-node services (package
 //!   `sluice.internal.v1`): the Raft transport and request routing. They are
 //!   served on the cluster listener only and are not a stable API.

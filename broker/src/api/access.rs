@@ -72,6 +72,11 @@ pub enum Res {
     Principal(Fields),
     /// A policy by name.
     Policy(Fields),
+    /// An event bus by name or ARN; empty is the default bus.
+    Bus(Fields),
+    /// A rule: the first field names its bus (empty: the default bus), the
+    /// second the rule.
+    Rule(Fields),
 }
 
 impl Res {
@@ -90,7 +95,9 @@ impl Res {
             | Res::Mapping(f)
             | Res::Worker(f)
             | Res::Principal(f)
-            | Res::Policy(f) => f,
+            | Res::Policy(f)
+            | Res::Bus(f)
+            | Res::Rule(f) => f,
         }
     }
 }
@@ -193,6 +200,7 @@ const FUNCTIONS: &str = "sluice.v1.Functions";
 const CLUSTER: &str = "sluice.v1.Cluster";
 const WORKERS: &str = "sluice.v1.Workers";
 const IAM: &str = "sluice.v1.Iam";
+const EVENTS: &str = "sluice.v1.Events";
 const SCALER: &str = "externalscaler.ExternalScaler";
 /// Plain HTTP routes on the public port.
 pub const HTTP: &str = "http";
@@ -206,6 +214,9 @@ const MAPPING: Res = Res::Mapping(&["uuid"]);
 const PRINCIPAL: Res = Res::Principal(&["name"]);
 const POLICY: Res = Res::Policy(&["name"]);
 const TAGGED_TOPIC: Res = Res::Topic(&["resource_arn"]);
+const BUS: Res = Res::Bus(&["name"]);
+const RULE: Res = Res::Rule(&["event_bus_name", "name"]);
+const RULE_TARGETS: Res = Res::Rule(&["event_bus_name", "rule"]);
 
 /// Every operation of the public listener, service by service.
 pub const RPCS: &[&[Rpc]] = &[
@@ -312,6 +323,27 @@ pub const RPCS: &[&[Rpc]] = &[
         "DeleteEventSourceMapping" => MAPPING,
         "ListEventSourceMappings" => Res::Any,
     }),
+    &rows!(callers, EVENTS, "events", {
+        "CreateEventBus" => BUS,
+        "DeleteEventBus" => BUS,
+        "DescribeEventBus" => BUS,
+        "ListEventBuses" => Res::Any,
+        "PutRule" => RULE,
+        "DeleteRule" => RULE,
+        "DescribeRule" => RULE,
+        "ListRules" => Res::Bus(&["event_bus_name"]),
+        "EnableRule" => RULE,
+        "DisableRule" => RULE,
+        "PutTargets" => RULE_TARGETS,
+        "RemoveTargets" => RULE_TARGETS,
+        "ListTargetsByRule" => RULE_TARGETS,
+        "TestEventPattern" => Res::Any,
+    }),
+    // Its entries name their own buses: the call is authorised as
+    // events:PutEvents on each of them, before any is put (api/events.rs).
+    &rows!(authenticated, EVENTS, "events", {
+        "PutEvents" => Res::Any,
+    }),
     &rows!(callers, CLUSTER, "sluice", {
         "GetClusterStatus" => Res::Cluster,
     }),
@@ -392,7 +424,9 @@ pub struct Table {
 }
 
 /// Services whose methods must all be in the table.
-const CHECKED_SERVICES: &[&str] = &[QUEUES, TOPICS, STREAMS, FUNCTIONS, CLUSTER, WORKERS, IAM];
+const CHECKED_SERVICES: &[&str] = &[
+    QUEUES, TOPICS, STREAMS, FUNCTIONS, EVENTS, CLUSTER, WORKERS, IAM,
+];
 
 impl Table {
     /// Builds the table, checking it against the proto descriptors. Panics
@@ -529,6 +563,7 @@ pub fn resource(
     let Some(v) = given else {
         return match res {
             Res::Cluster => id.sluice_arn("cluster"),
+            Res::Bus(_) => id.bus_arn(crate::events::DEFAULT_BUS),
             _ => "*".into(),
         };
     };
@@ -564,6 +599,14 @@ pub fn resource(
         Res::Policy(_) => crate::iam::validate_name("", v)
             .ok()
             .map(|_| id.policy_arn(v)),
+        Res::Bus(_) => super::events::bus_ref("", v).ok().map(|b| id.bus_arn(&b)),
+        Res::Rule(_) => {
+            let field = |i: usize| values.get(i).copied().flatten().unwrap_or("");
+            let bus = super::events::bus_ref("", field(0)).ok();
+            let rule = field(1);
+            bus.filter(|_| crate::events::validate_rule_name("", rule).is_ok())
+                .map(|b| id.rule_arn(&b, rule))
+        }
     };
     // What does not parse stays as given (cut short): only `*` matches it.
     named.unwrap_or_else(|| v.chars().take(256).collect())
@@ -661,5 +704,25 @@ mod tests {
             ),
             "arn:aws:kinesis:us-east-1:000000000000:stream/s"
         );
+        // A bus by name or ARN; none is the default bus.
+        assert_eq!(
+            r(BUS, "arn:aws:events:eu-west-1:111:event-bus/app"),
+            "arn:aws:events:us-east-1:000000000000:event-bus/app"
+        );
+        assert_eq!(
+            resource(&BUS, &[Some("")], &id, &none),
+            "arn:aws:events:us-east-1:000000000000:event-bus/default"
+        );
+        // A rule on the default bus leaves the bus out of its ARN.
+        let rule = |bus: &str, name: &str| resource(&RULE, &[Some(bus), Some(name)], &id, &none);
+        assert_eq!(
+            rule("", "orders"),
+            "arn:aws:events:us-east-1:000000000000:rule/orders"
+        );
+        assert_eq!(
+            rule("app", "orders"),
+            "arn:aws:events:us-east-1:000000000000:rule/app/orders"
+        );
+        assert_eq!(rule("app", "bad name"), "app");
     }
 }

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod bounds;
 pub mod cluster;
+pub mod events;
 mod fields;
 pub mod functions;
 pub mod guard;
@@ -35,6 +36,7 @@ use std::sync::Arc;
 use sluice_proto::internal::node_server::NodeServer;
 use sluice_proto::internal::raft_server::RaftServer;
 use sluice_proto::v1::cluster_server::ClusterServer;
+use sluice_proto::v1::events_server::EventsServer;
 use sluice_proto::v1::functions_server::FunctionsServer;
 use sluice_proto::v1::iam_server::IamServer;
 use sluice_proto::v1::queues_server::QueuesServer;
@@ -99,12 +101,22 @@ impl Context {
     where
         O: Registered<Carrier = Command, Reply = CommandOutput>,
     {
-        let out = self
-            .router
-            .write(op.carry())
-            .await?
-            .map_err(status::from_domain)?;
-        O::output(out).ok_or_else(|| status::unexpected(O::NAME))
+        self.try_run(op).await?.map_err(status::from_domain)
+    }
+
+    /// Commits `op` through the leader: the outer error is a routing
+    /// failure (the outcome may be unknown), the inner one the state
+    /// machine's rejection of it.
+    pub async fn try_run<O>(&self, op: O) -> Result<Result<O::Output, DomainError>, Status>
+    where
+        O: Registered<Carrier = Command, Reply = CommandOutput>,
+    {
+        match self.router.write(op.carry()).await? {
+            Ok(out) => O::output(out)
+                .map(Ok)
+                .ok_or_else(|| status::unexpected(O::NAME)),
+            Err(e) => Ok(Err(e)),
+        }
     }
 
     /// Adds or removes tags on a queue, topic or stream.
@@ -121,6 +133,39 @@ impl Context {
             crate::tags::validate(tags, invalid).map_err(status::from_domain)?;
         }
         self.run(crate::tags::Tag { resource, change }).await
+    }
+}
+
+/// Whether `caller` may do `action` on `resource`, for the calls that act
+/// on resources the guard could not read from the request (a stream's later
+/// messages, PutEvents' buses); `operation` names the call in the audit
+/// log. No caller (development mode) may do anything.
+pub fn authorise(
+    caller: Option<&crate::auth::caller::Caller>,
+    operation: &str,
+    action: &str,
+    resource: &str,
+) -> Result<(), Status> {
+    let Some(caller) = caller else {
+        return Ok(());
+    };
+    match caller.decide(action, resource) {
+        sluice_security::policy::Decision::Allow => Ok(()),
+        _ => {
+            tracing::warn!(
+                target: "sluice::audit",
+                operation,
+                principal = %caller.name(),
+                action,
+                resource,
+                reason = "AccessDenied",
+                "refused"
+            );
+            Err(status::permission_denied(
+                "AccessDenied",
+                format!("not authorized to perform: {action} on resource: {resource}"),
+            ))
+        }
     }
 }
 
@@ -209,6 +254,10 @@ fn public_routes(ctx: &Context) -> Routes {
             .max_decoding_message_size(PUBLIC_MESSAGE_MAX)
             .max_encoding_message_size(PUBLIC_MESSAGE_MAX),
     )
+    .add_service(
+        EventsServer::new(events::EventsApi::new(ctx.clone()))
+            .max_decoding_message_size(PUBLIC_MESSAGE_MAX),
+    )
     .add_service(ClusterServer::new(cluster::ClusterApi::new(ctx.clone())))
     .add_service(
         WorkersServer::new(workers::WorkersApi::new(ctx.clone()))
@@ -238,6 +287,7 @@ pub async fn serve_public(
         StreamsServer::<streams::StreamsApi>::NAME,
         TopicsServer::<topics::TopicsApi>::NAME,
         FunctionsServer::<functions::FunctionsApi>::NAME,
+        EventsServer::<events::EventsApi>::NAME,
         ClusterServer::<cluster::ClusterApi>::NAME,
     ] {
         health

@@ -52,7 +52,6 @@ use crate::queues::attributes::VISIBILITY_TIMEOUT_MAX;
 use crate::queues::delivery::ReceiveRequest;
 use crate::queues::receipt::Receipt;
 use crate::queues::{ChangeVisibility, DeleteMessages};
-use sluice_security::policy::Decision;
 
 /// Messages of the call that arrived together and are handled as one.
 const GATHER_MAX: usize = 256;
@@ -307,31 +306,13 @@ impl Consumer {
 
     /// Whether the call's caller may make `change` on the queue.
     fn authorise(&self, change: Change) -> Result<(), Status> {
-        let Some(caller) = &self.caller else {
-            return Ok(());
-        };
         let resource = self.ctx.identity.queue_arn(&self.queue);
-        match caller.decide(change.action(), &resource) {
-            Decision::Allow => Ok(()),
-            _ => {
-                tracing::warn!(
-                    target: "sluice::audit",
-                    operation = "/sluice.v1.Queues/ReceiveMessageStream",
-                    principal = %caller.name(),
-                    action = change.action(),
-                    resource = %resource,
-                    reason = "AccessDenied",
-                    "refused"
-                );
-                Err(super::status::permission_denied(
-                    "AccessDenied",
-                    format!(
-                        "not authorized to perform: {} on resource: {resource}",
-                        change.action()
-                    ),
-                ))
-            }
-        }
+        super::authorise(
+            self.caller.as_ref(),
+            "/sluice.v1.Queues/ReceiveMessageStream",
+            change.action(),
+            &resource,
+        )
     }
 
     /// A receipt opened, with its new visibility timeout (changes).

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod events;
 mod function;
 mod iam;
 mod mapping;
@@ -90,6 +91,9 @@ enum Command {
     /// Principals, access keys and policies.
     #[command(subcommand)]
     Iam(iam::IamCmd),
+    /// Event buses, rules, targets and events.
+    #[command(subcommand)]
+    Events(events::EventsCmd),
 }
 
 #[derive(Subcommand)]
@@ -396,6 +400,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Topic(cmd) => topic::run(&client, json, cmd).await?,
         Command::Mapping(cmd) => mapping::run(&client, json, cmd).await?,
         Command::Iam(cmd) => iam::run(&client, json, cmd).await?,
+        Command::Events(cmd) => events::run(&client, json, cmd).await?,
         Command::Function(cmd) => {
             if function::run(&client, json, cmd).await? {
                 return Err(Error::Config("the function failed".into()));

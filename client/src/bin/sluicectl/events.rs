@@ -1,0 +1,361 @@
+//! `sluicectl events ...`.
+
+use clap::Subcommand;
+use serde_json::json;
+use sluice_client::{Client, Error};
+use sluice_proto::v1 as pb;
+
+use crate::parse_pair;
+
+#[derive(Subcommand)]
+pub enum EventsCmd {
+    /// Create an event bus.
+    CreateBus {
+        /// Bus name.
+        name: String,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete an event bus and its rules.
+    DeleteBus {
+        /// Bus name or ARN.
+        name: String,
+    },
+    /// List event buses.
+    ListBuses,
+    /// Create a rule, or change its pattern, state and description.
+    PutRule {
+        /// Rule name.
+        name: String,
+        /// The bus [default: default].
+        #[arg(long, default_value = "")]
+        bus: String,
+        /// The event pattern (JSON).
+        #[arg(long)]
+        pattern: String,
+        /// Create or leave it disabled.
+        #[arg(long)]
+        disabled: bool,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete a rule.
+    DeleteRule {
+        /// Rule name.
+        name: String,
+        /// The bus [default: default].
+        #[arg(long, default_value = "")]
+        bus: String,
+        /// Delete it with its targets.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List a bus's rules.
+    ListRules {
+        /// The bus [default: default].
+        #[arg(long, default_value = "")]
+        bus: String,
+    },
+    /// Add or replace a rule's target.
+    PutTarget {
+        /// Rule name.
+        rule: String,
+        /// The bus [default: default].
+        #[arg(long, default_value = "")]
+        bus: String,
+        /// Target id, unique within the rule.
+        #[arg(long)]
+        id: String,
+        /// ARN of the queue, topic, stream, function or bus.
+        #[arg(long)]
+        arn: String,
+        /// Deliver this JSON instead of the event.
+        #[arg(long)]
+        input: Option<String>,
+        /// Deliver the part of the event this JSON path names.
+        #[arg(long)]
+        input_path: Option<String>,
+        /// A template with <name> placeholders ...
+        #[arg(long)]
+        input_template: Option<String>,
+        /// ... each filled from a JSON path, as NAME=PATH; repeatable.
+        #[arg(long = "input-path-map", value_parser = parse_pair)]
+        input_paths: Vec<(String, String)>,
+        /// The message group of a FIFO queue or topic.
+        #[arg(long)]
+        group: Option<String>,
+        /// A JSON path for a stream record's partition key.
+        #[arg(long)]
+        partition_key_path: Option<String>,
+        /// A standard queue's ARN that takes what fails to deliver.
+        #[arg(long)]
+        dead_letter_arn: Option<String>,
+    },
+    /// Remove a rule's target.
+    RemoveTarget {
+        /// Rule name.
+        rule: String,
+        /// The bus [default: default].
+        #[arg(long, default_value = "")]
+        bus: String,
+        /// Target id.
+        #[arg(long)]
+        id: String,
+    },
+    /// List a rule's targets.
+    ListTargets {
+        /// Rule name.
+        rule: String,
+        /// The bus [default: default].
+        #[arg(long, default_value = "")]
+        bus: String,
+    },
+    /// Put an event.
+    Put {
+        /// The bus [default: default].
+        #[arg(long, default_value = "")]
+        bus: String,
+        /// Source.
+        #[arg(long)]
+        source: String,
+        /// Detail type.
+        #[arg(long)]
+        detail_type: String,
+        /// Detail (a JSON object).
+        #[arg(long, default_value = "{}")]
+        detail: String,
+        /// A resource ARN the event concerns; repeatable.
+        #[arg(long = "resource")]
+        resources: Vec<String>,
+    },
+    /// Whether an event pattern matches an event.
+    TestPattern {
+        /// The event pattern (JSON).
+        #[arg(long)]
+        pattern: String,
+        /// The event (JSON).
+        #[arg(long)]
+        event: String,
+    },
+}
+
+/// Fails with the first failed entry of a per-entry reply.
+fn first_failure(failed: &[pb::FailedTargetEntry]) -> Result<(), Error> {
+    match failed.first() {
+        Some(f) => Err(Error::Config(format!(
+            "target {}: {}: {}",
+            f.target_id, f.error_code, f.error_message
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Runs an events verb.
+pub async fn run(client: &Client, json: bool, cmd: EventsCmd) -> Result<(), Error> {
+    match cmd {
+        EventsCmd::CreateBus { name, description } => {
+            let r = client
+                .create_event_bus(pb::CreateEventBusRequest { name, description })
+                .await?;
+            crate::print_result(
+                json,
+                json!({"event_bus_arn": r.event_bus_arn}),
+                &r.event_bus_arn,
+            );
+        }
+        EventsCmd::DeleteBus { name } => {
+            client
+                .delete_event_bus(pb::DeleteEventBusRequest { name: name.clone() })
+                .await?;
+            crate::print_removed(json, "deleted", &name);
+        }
+        EventsCmd::ListBuses => {
+            let mut names = Vec::new();
+            let mut next_token = String::new();
+            loop {
+                let r = client
+                    .list_event_buses(pb::ListEventBusesRequest {
+                        next_token,
+                        ..Default::default()
+                    })
+                    .await?;
+                names.extend(r.event_buses.into_iter().map(|b| b.name));
+                if r.next_token.is_empty() {
+                    break;
+                }
+                next_token = r.next_token;
+            }
+            crate::print_names(json, &names);
+        }
+        EventsCmd::PutRule {
+            name,
+            bus,
+            pattern,
+            disabled,
+            description,
+        } => {
+            let r = client
+                .put_rule(pb::PutRuleRequest {
+                    name,
+                    event_bus_name: bus,
+                    event_pattern: pattern,
+                    state: if disabled { "DISABLED" } else { "ENABLED" }.into(),
+                    description,
+                    schedule_expression: String::new(),
+                })
+                .await?;
+            crate::print_result(json, json!({"rule_arn": r.rule_arn}), &r.rule_arn);
+        }
+        EventsCmd::DeleteRule { name, bus, force } => {
+            client
+                .delete_rule(pb::DeleteRuleRequest {
+                    name: name.clone(),
+                    event_bus_name: bus,
+                    force,
+                })
+                .await?;
+            crate::print_removed(json, "deleted", &name);
+        }
+        EventsCmd::ListRules { bus } => {
+            let mut rules = Vec::new();
+            let mut next_token = String::new();
+            loop {
+                let r = client
+                    .list_rules(pb::ListRulesRequest {
+                        event_bus_name: bus.clone(),
+                        next_token,
+                        ..Default::default()
+                    })
+                    .await?;
+                rules.extend(r.rules);
+                if r.next_token.is_empty() {
+                    break;
+                }
+                next_token = r.next_token;
+            }
+            if json {
+                let v: Vec<_> = rules
+                    .iter()
+                    .map(|r| json!({"name": r.name, "arn": r.arn, "state": r.state, "event_pattern": r.event_pattern}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for r in rules {
+                    println!("{}  {}  {}", r.name, r.state, r.event_pattern);
+                }
+            }
+        }
+        EventsCmd::PutTarget {
+            rule,
+            bus,
+            id,
+            arn,
+            input,
+            input_path,
+            input_template,
+            input_paths,
+            group,
+            partition_key_path,
+            dead_letter_arn,
+        } => {
+            let input_transformer =
+                (input_template.is_some() || !input_paths.is_empty()).then(|| {
+                    pb::InputTransformer {
+                        input_paths_map: input_paths.into_iter().collect(),
+                        input_template: input_template.unwrap_or_default(),
+                    }
+                });
+            let r = client
+                .put_targets(pb::PutTargetsRequest {
+                    rule,
+                    event_bus_name: bus,
+                    targets: vec![pb::Target {
+                        id: id.clone(),
+                        arn,
+                        input: input.unwrap_or_default(),
+                        input_path: input_path.unwrap_or_default(),
+                        input_transformer,
+                        sqs_parameters: group
+                            .map(|message_group_id| pb::SqsParameters { message_group_id }),
+                        kinesis_parameters: partition_key_path
+                            .map(|partition_key_path| pb::KinesisParameters { partition_key_path }),
+                        dead_letter_config: dead_letter_arn.map(|arn| pb::DeadLetterConfig { arn }),
+                    }],
+                })
+                .await?;
+            first_failure(&r.failed_entries)?;
+            crate::print_result(json, json!({"target_id": id}), &id);
+        }
+        EventsCmd::RemoveTarget { rule, bus, id } => {
+            let r = client
+                .remove_targets(pb::RemoveTargetsRequest {
+                    rule,
+                    event_bus_name: bus,
+                    ids: vec![id.clone()],
+                })
+                .await?;
+            first_failure(&r.failed_entries)?;
+            crate::print_removed(json, "removed", &id);
+        }
+        EventsCmd::ListTargets { rule, bus } => {
+            let r = client
+                .list_targets_by_rule(pb::ListTargetsByRuleRequest {
+                    rule,
+                    event_bus_name: bus,
+                })
+                .await?;
+            if json {
+                let v: Vec<_> = r
+                    .targets
+                    .iter()
+                    .map(|t| json!({"id": t.id, "arn": t.arn}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for t in r.targets {
+                    println!("{}  {}", t.id, t.arn);
+                }
+            }
+        }
+        EventsCmd::Put {
+            bus,
+            source,
+            detail_type,
+            detail,
+            resources,
+        } => {
+            let r = client
+                .put_events(pb::PutEventsRequest {
+                    entries: vec![pb::PutEventsRequestEntry {
+                        event_bus_name: bus,
+                        source,
+                        detail_type,
+                        detail,
+                        resources,
+                        time_ms: None,
+                    }],
+                })
+                .await?;
+            let e = r.entries.into_iter().next().unwrap_or_default();
+            if e.event_id.is_empty() {
+                return Err(Error::Config(format!(
+                    "{}: {}",
+                    e.error_code, e.error_message
+                )));
+            }
+            crate::print_result(json, json!({"event_id": e.event_id}), &e.event_id);
+        }
+        EventsCmd::TestPattern { pattern, event } => {
+            let r = client
+                .test_event_pattern(pb::TestEventPatternRequest {
+                    event_pattern: pattern,
+                    event,
+                })
+                .await?;
+            crate::print_result(json, json!({"result": r.result}), r.result);
+        }
+    }
+    Ok(())
+}

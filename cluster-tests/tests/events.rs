@@ -1,0 +1,479 @@
+//! Event buses on real nodes: 10 000 events from four producers through
+//! five rules to queue, stream and topic targets while the leader is
+//! killed; PutEvents authorised per bus; the sluicectl verbs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use cluster_tests::leader_kill::{
+    all_or_none, count_in_queue, write_once, write_through_a_leader_kill, Written,
+};
+use cluster_tests::{elected_cluster, elected_secured_cluster, serial_cluster, sluicectl};
+use sluice_client::sluice_proto::v1 as pb;
+use sluice_client::Client;
+use tonic::Code;
+
+const EVENTS: usize = 10_000;
+const PRODUCERS: usize = 4;
+const ARN: &str = "arn:aws:REPLACE:us-east-1:000000000000:";
+
+fn arn(service: &str, resource: &str) -> String {
+    format!("{}{resource}", ARN.replace("REPLACE", service))
+}
+
+fn color(n: usize) -> &'static str {
+    ["red", "green", "blue"][n % 3]
+}
+
+fn size(n: usize) -> usize {
+    n % 100
+}
+
+/// Where a rule's events land.
+#[derive(Clone, Copy)]
+enum Sink {
+    /// A queue holding the whole event.
+    Queue(&'static str),
+    /// A queue holding only `$.detail.n` (the target's input path).
+    QueueOfN(&'static str),
+    /// A stream, keyed by `$.detail.n`.
+    Stream(&'static str),
+    /// A topic, delivering raw to this queue.
+    Topic(&'static str, &'static str),
+}
+
+/// The five rules: name, pattern, where they send, and the same rule
+/// written as plain Rust, the test's oracle.
+type Oracle = fn(usize) -> bool;
+fn rules() -> Vec<(&'static str, &'static str, Sink, Oracle)> {
+    vec![
+        (
+            "all",
+            r#"{"source": ["shop"]}"#,
+            Sink::Queue("ev-all"),
+            |_| true,
+        ),
+        (
+            "red",
+            r#"{"detail": {"color": ["red"]}}"#,
+            Sink::Queue("ev-red"),
+            |n| color(n) == "red",
+        ),
+        (
+            "big",
+            r#"{"detail": {"size": [{"numeric": [">=", 50]}]}}"#,
+            Sink::Stream("ev-big"),
+            |n| size(n) >= 50,
+        ),
+        (
+            "green-or-seven",
+            r#"{"$or": [{"detail": {"color": ["green"]}}, {"detail": {"size": [7]}}]}"#,
+            Sink::Topic("ev-topic", "ev-topic-copies"),
+            |n| color(n) == "green" || size(n) == 7,
+        ),
+        (
+            "nines",
+            r#"{"detail-type": [{"wildcard": "order *9"}], "detail": {"color": [{"anything-but": "blue"}]}}"#,
+            Sink::QueueOfN("ev-nines"),
+            |n| n % 10 == 9 && color(n) != "blue",
+        ),
+    ]
+}
+
+/// Creates the rules, their targets and what the targets deliver to.
+async fn set_up(admin: &Client) {
+    for (rule, pattern, sink, _) in rules() {
+        admin
+            .put_rule(pb::PutRuleRequest {
+                name: rule.into(),
+                event_pattern: pattern.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let target = match sink {
+            Sink::Queue(q) => {
+                admin.create_queue(q, HashMap::new()).await.unwrap();
+                pb::Target {
+                    arn: arn("sqs", q),
+                    ..Default::default()
+                }
+            }
+            Sink::QueueOfN(q) => {
+                admin.create_queue(q, HashMap::new()).await.unwrap();
+                pb::Target {
+                    arn: arn("sqs", q),
+                    input_path: "$.detail.n".into(),
+                    ..Default::default()
+                }
+            }
+            Sink::Stream(s) => {
+                admin.create_unthrottled_stream(s, 2).await.unwrap();
+                pb::Target {
+                    arn: arn("kinesis", &format!("stream/{s}")),
+                    kinesis_parameters: Some(pb::KinesisParameters {
+                        partition_key_path: "$.detail.n".into(),
+                    }),
+                    ..Default::default()
+                }
+            }
+            Sink::Topic(t, q) => {
+                let topic = admin.create_topic(t, HashMap::new()).await.unwrap();
+                admin.create_queue(q, HashMap::new()).await.unwrap();
+                let raw = HashMap::from([("RawMessageDelivery".to_string(), "true".to_string())]);
+                admin.subscribe(&topic, "sqs", q, raw).await.unwrap();
+                pb::Target {
+                    arn: topic,
+                    ..Default::default()
+                }
+            }
+        };
+        let r = admin
+            .put_targets(pb::PutTargetsRequest {
+                rule: rule.into(),
+                event_bus_name: String::new(),
+                targets: vec![pb::Target {
+                    id: "t".into(),
+                    ..target
+                }],
+            })
+            .await
+            .unwrap();
+        assert_eq!(r.failed_entry_count, 0, "{:?}", r.failed_entries);
+    }
+}
+
+fn entry(n: usize) -> pb::PutEventsRequestEntry {
+    pb::PutEventsRequestEntry {
+        source: "shop".into(),
+        detail_type: format!("order {n}"),
+        detail: serde_json::json!({"n": n, "color": color(n), "size": size(n)}).to_string(),
+        ..Default::default()
+    }
+}
+
+async fn produce(client: Client, me: usize, written: Arc<Mutex<Written>>) {
+    let mine: Vec<usize> = (0..EVENTS).filter(|n| n % PRODUCERS == me).collect();
+    for chunk in mine.chunks(10) {
+        let entries: Vec<_> = chunk.iter().map(|n| entry(*n)).collect();
+        let call = || {
+            client.put_events(pb::PutEventsRequest {
+                entries: entries.clone(),
+            })
+        };
+        write_once(&written, chunk, call, |reply| {
+            assert_eq!(reply.failed_entry_count, 0, "refused: {:?}", reply.entries);
+            assert_eq!(reply.entries.len(), chunk.len());
+        })
+        .await;
+    }
+}
+
+/// The number each delivered body names: a whole event's `detail.n`, or the
+/// bare number an input path delivered.
+fn n_of(body: &str) -> usize {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    match v.get("detail") {
+        Some(d) => d["n"].as_u64().unwrap() as usize,
+        None => v.as_u64().unwrap() as usize,
+    }
+}
+
+/// Reads every record of a stream and counts each event it holds,
+/// checking each record's partition key is its event's number.
+async fn drain_stream(client: &Client, stream: &str) -> BTreeMap<usize, usize> {
+    let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
+    for shard in client.list_shards(stream).await.unwrap() {
+        let mut it = client
+            .get_shard_iterator(pb::GetShardIteratorRequest {
+                stream_name: stream.into(),
+                shard_id: shard.shard_id.clone(),
+                shard_iterator_type: "TRIM_HORIZON".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        loop {
+            let r = client.get_records(&it, 10_000).await.unwrap();
+            for rec in &r.records {
+                let n = n_of(std::str::from_utf8(&rec.data).unwrap());
+                assert_eq!(rec.partition_key, n.to_string());
+                *seen.entry(n).or_default() += 1;
+            }
+            if r.records.is_empty() && r.millis_behind_latest == 0 {
+                break;
+            }
+            it = r.next_shard_iterator;
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn events_reach_exactly_their_rules_targets_through_a_leader_kill() {
+    let (_serial, mut c, leader) = elected_cluster(3, &[]).await;
+    let admin = c.client();
+    set_up(&admin).await;
+    let run = write_through_a_leader_kill(&mut c, leader, EVENTS, PRODUCERS, produce).await;
+    let r = &run.written;
+    let reader = c.client();
+    let mut held: BTreeMap<&str, BTreeMap<usize, usize>> = BTreeMap::new();
+    for (rule, _, sink, _) in rules() {
+        let seen = match sink {
+            Sink::Queue(q) | Sink::QueueOfN(q) | Sink::Topic(_, q) => {
+                count_in_queue(&reader, q, n_of).await
+            }
+            Sink::Stream(s) => drain_stream(&reader, s).await,
+        };
+        held.insert(rule, seen);
+    }
+    let mut deliveries = 0;
+    for (rule, _, _, oracle) in rules() {
+        let seen = &held[rule];
+        deliveries += seen.values().sum::<usize>();
+        let twice: Vec<_> = seen.iter().filter(|(_, k)| **k > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "{rule}: delivered more than once: {twice:?}"
+        );
+        for n in &r.acked {
+            assert_eq!(
+                seen.contains_key(n),
+                oracle(*n),
+                "{rule}: accepted event {n} (color {}, size {})",
+                color(*n),
+                size(*n)
+            );
+        }
+        for n in seen.keys() {
+            assert!(oracle(*n), "{rule}: event {n} does not match");
+            assert!(
+                r.acked.contains(n) || r.unknown.contains(n),
+                "{rule}: event {n} was never put"
+            );
+        }
+    }
+    // An event of unknown outcome is in all of its targets or none: it is
+    // one command.
+    all_or_none(
+        r,
+        |n| {
+            rules()
+                .into_iter()
+                .filter(|(_, _, _, oracle)| oracle(n))
+                .map(|(rule, _, _, _)| rule)
+                .collect()
+        },
+        |rule, n| held[rule].contains_key(&n),
+    );
+    eprintln!("events: {run} through 5 rules; {deliveries} deliveries");
+}
+
+#[tokio::test]
+async fn put_events_is_authorised_for_every_bus_it_names() {
+    let (_serial, c, _) = elected_secured_cluster(1, &[]).await;
+    let admin = c.client();
+    admin.create_queue("audit", HashMap::new()).await.unwrap();
+    admin
+        .create_event_bus(pb::CreateEventBusRequest {
+            name: "app".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    for bus in ["", "app"] {
+        admin
+            .put_rule(pb::PutRuleRequest {
+                name: "all".into(),
+                event_bus_name: bus.into(),
+                event_pattern: r#"{"source": ["shop"]}"#.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        admin
+            .put_targets(pb::PutTargetsRequest {
+                rule: "all".into(),
+                event_bus_name: bus.into(),
+                targets: vec![pb::Target {
+                    id: "q".into(),
+                    arn: arn("sqs", "audit"),
+                    ..Default::default()
+                }],
+            })
+            .await
+            .unwrap();
+    }
+    let pat = c
+        .client_allowed(
+            &admin,
+            "pat",
+            "events:PutEvents",
+            "arn:aws:events:us-east-1:000000000000:event-bus/app",
+        )
+        .await;
+    let on = |bus: &str| pb::PutEventsRequestEntry {
+        event_bus_name: bus.into(),
+        ..entry(1)
+    };
+    // One entry for a bus pat may not use refuses the whole call.
+    let e = pat
+        .put_events(pb::PutEventsRequest {
+            entries: vec![on("app"), on("default")],
+        })
+        .await
+        .expect_err("pat may not put on the default bus");
+    assert_eq!(e.status(), Some(Code::PermissionDenied), "{e}");
+    assert_eq!(e.code(), Some("AccessDenied"), "{e}");
+    let a = admin.get_queue_attributes("audit", &["All"]).await.unwrap();
+    assert_eq!(
+        a["ApproximateNumberOfMessages"], "0",
+        "the refused call put nothing"
+    );
+    // Pat may put on app; the event reaches its rule's queue.
+    let r = pat
+        .put_events(pb::PutEventsRequest {
+            entries: vec![on("arn:aws:events:us-east-1:000000000000:event-bus/app")],
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.failed_entry_count, 0, "{:?}", r.entries);
+    let a = admin.get_queue_attributes("audit", &["All"]).await.unwrap();
+    assert_eq!(a["ApproximateNumberOfMessages"], "1");
+    // Nor may pat change rules.
+    let e = pat
+        .put_rule(pb::PutRuleRequest {
+            name: "mine".into(),
+            event_bus_name: "app".into(),
+            event_pattern: r#"{"source": ["x"]}"#.into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("pat may only put events");
+    assert_eq!(e.status(), Some(Code::PermissionDenied), "{e}");
+}
+
+#[tokio::test]
+async fn entries_fail_on_their_own_with_the_field_and_the_rule() {
+    let (_serial, c) = serial_cluster(1, &[]).await;
+    let client = c.client();
+    let r = client
+        .put_events(pb::PutEventsRequest {
+            entries: vec![
+                entry(1),
+                pb::PutEventsRequestEntry {
+                    detail: "[1, 2]".into(),
+                    ..entry(2)
+                },
+                pb::PutEventsRequestEntry {
+                    event_bus_name: "missing".into(),
+                    ..entry(3)
+                },
+            ],
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.failed_entry_count, 2);
+    assert!(!r.entries[0].event_id.is_empty());
+    assert_eq!(r.entries[1].error_code, "MalformedDetail");
+    assert!(
+        r.entries[1].error_message.contains("entries[1].detail"),
+        "{:?}",
+        r.entries[1]
+    );
+    assert_eq!(r.entries[2].error_code, "ResourceNotFoundException");
+    // A bad pattern names the rule it breaks.
+    let e = client
+        .put_rule(pb::PutRuleRequest {
+            name: "r".into(),
+            event_pattern: r#"{"x": [{"wildcard": "a**"}]}"#.into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("two stars in a row");
+    assert_eq!(e.code(), Some("InvalidEventPatternException"), "{e}");
+    assert!(e.to_string().contains("consecutive"), "{e}");
+    let t = client
+        .test_event_pattern(pb::TestEventPatternRequest {
+            event_pattern: r#"{"detail": {"n": [{"numeric": [">", 5]}]}}"#.into(),
+            event: r#"{"detail": {"n": 6}}"#.into(),
+        })
+        .await
+        .unwrap();
+    assert!(t.result);
+}
+
+#[tokio::test]
+async fn sluicectl_routes_an_event_to_a_queue() {
+    let (_serial, c) = serial_cluster(1, &[]).await;
+    let addr = c.addrs()[0].clone();
+    c.client()
+        .create_queue("cli", HashMap::new())
+        .await
+        .unwrap();
+    let run = |args: &[&str]| {
+        let out = sluicectl(&addr, 30).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let arn = run(&[
+        "events",
+        "put-rule",
+        "orders",
+        "--pattern",
+        r#"{"source": ["cli"]}"#,
+    ]);
+    assert_eq!(
+        arn.trim(),
+        "arn:aws:events:us-east-1:000000000000:rule/orders"
+    );
+    run(&[
+        "events",
+        "put-target",
+        "orders",
+        "--id",
+        "q",
+        "--arn",
+        "arn:aws:sqs:us-east-1:000000000000:cli",
+        "--input-template",
+        "\"<who> ordered\"",
+        "--input-path-map",
+        "who=$.detail.who",
+    ]);
+    assert!(run(&["events", "list-targets", "orders"])
+        .contains("arn:aws:sqs:us-east-1:000000000000:cli"));
+    let id = run(&[
+        "events",
+        "put",
+        "--source",
+        "cli",
+        "--detail-type",
+        "t",
+        "--detail",
+        r#"{"who": "ann"}"#,
+    ]);
+    assert_eq!(id.trim().len(), 36, "an event id: {id}");
+    let got = c
+        .client()
+        .receive_from("cli", 10, Some(60), Some(1))
+        .await
+        .unwrap();
+    assert_eq!(got.messages.len(), 1);
+    assert_eq!(got.messages[0].body, "\"ann ordered\"");
+    assert_eq!(
+        run(&[
+            "events",
+            "test-pattern",
+            "--pattern",
+            r#"{"a": [1]}"#,
+            "--event",
+            r#"{"a": 2}"#
+        ])
+        .trim(),
+        "false"
+    );
+}
