@@ -12,8 +12,8 @@ awscheck.py)
 import json
 import subprocess
 import threading
-import time
 
+import awscheck
 from awscheck import ACCOUNT, ca, check, check_raises, check_refused, check_wrong_secret, cli_env, client, endpoints, reader_key, reader_secret, serve_posts
 
 sns = [client("sns", i) for i in range(len(endpoints))]
@@ -22,15 +22,7 @@ check_protocol = sns[0]._service_model.metadata["protocol"]
 
 
 def receive_all(url, want):
-    got = []
-    deadline = time.time() + 30
-    while len(got) < want and time.time() < deadline:
-        r = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                                MessageAttributeNames=["All"])
-        for m in r.get("Messages", []):
-            got.append(m)
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-    return got
+    return awscheck.receive_all(sqs, url, want)
 
 
 def queue(name):

@@ -13,6 +13,7 @@ import http.server
 import os
 import sys
 import threading
+import time
 
 import boto3
 import botocore.config
@@ -96,6 +97,20 @@ def serve_posts(on_post):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def receive_all(sqs, url, want):
+    """Receives (and deletes) from queue `url` until `want` messages came
+    or 30 s passed; the messages, with their attributes."""
+    got = []
+    deadline = time.time() + 30
+    while len(got) < want and time.time() < deadline:
+        r = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                MessageAttributeNames=["All"])
+        for m in r.get("Messages", []):
+            got.append(m)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return got
 
 
 def cli_env():

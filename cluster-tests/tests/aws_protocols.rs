@@ -157,6 +157,12 @@ async fn boto3_and_the_aws_cli_drive_every_kinesis_action_on_three_secured_nodes
 }
 
 #[tokio::test]
+async fn boto3_and_the_aws_cli_drive_every_eventbridge_action_on_three_secured_nodes() {
+    let out = drive("aws_events.py", None, &[]).await;
+    assert!(out.contains("all EventBridge checks passed"), "{out}");
+}
+
+#[tokio::test]
 async fn boto3_and_the_aws_cli_drive_every_lambda_action_on_three_secured_nodes() {
     // scripts/test installs the Python runtime interface client here
     // (requirements-runtimes.txt); the functions' zips have no bootstrap.

@@ -478,6 +478,16 @@ fn operator(op: &str, arg: &Value, here: &str, d: Dialect) -> Result<Condition, 
                 Condition::SuffixIgnoreCase(text)
             })
         }
+        // An empty prefix or suffix matches any string: EventBridge takes
+        // it (`"source": [{"prefix": ""}]` is its "every event"); SNS does
+        // not.
+        "prefix" | "suffix" if d == Dialect::Event && arg.as_str() == Some("") => {
+            Ok(if op == "prefix" {
+                Condition::Prefix(String::new())
+            } else {
+                Condition::Suffix(String::new())
+            })
+        }
         "prefix" => Ok(Condition::Prefix(text_arg(op, arg, here)?)),
         "suffix" => Ok(Condition::Suffix(text_arg(op, arg, here)?)),
         "equals-ignore-case" => Ok(Condition::EqualsIgnoreCase(text_arg(op, arg, here)?)),

@@ -12,7 +12,7 @@ use tonic::Status;
 use super::call::{Calls, Dispatch};
 use super::error::AwsError;
 use super::json::Input;
-use super::{cbor, event_stream, kinesis, lambda, query, sns, sqs, sts};
+use super::{cbor, event_stream, events, kinesis, lambda, query, sns, sqs, sts};
 use crate::authenticator::Authenticator;
 use crate::identity::Identity;
 
@@ -85,6 +85,18 @@ impl Front {
                     (Ok(answer), false) => json_answer(kinesis::CONTENT_TYPE, answer),
                     (Ok(answer), true) => cbor_answer(http::StatusCode::OK, &answer),
                     (Err(e), cbor) => kinesis_error(cbor, e),
+                }
+            }
+            Some((events::TARGET_PREFIX, action)) => {
+                let answer = async {
+                    let r = self.json(request, events::SIGNING_NAME).await?;
+                    let input = Input::of(&r.members)?;
+                    events::handle(self.calls(r.caller, events::SERVICE), action, input).await
+                }
+                .await;
+                match answer {
+                    Ok(answer) => json_answer(events::CONTENT_TYPE, answer),
+                    Err(e) => e.json_response(events::CONTENT_TYPE, events::NAMESPACE, false),
                 }
             }
             None if is_form(request.headers()) => self.query(request).await,

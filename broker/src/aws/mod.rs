@@ -15,13 +15,15 @@
 //!
 //! Served so far: SQS over AWS JSON 1.0 and the query protocol ([`sqs`]),
 //! SNS over the query protocol ([`sns`]), Kinesis over AWS JSON 1.1
-//! ([`kinesis`]), Lambda over REST-JSON ([`lambda`]) and STS's `GetCallerIdentity`
+//! ([`kinesis`]), EventBridge over AWS JSON 1.1 ([`events`]), Lambda over
+//! REST-JSON ([`lambda`]) and STS's `GetCallerIdentity`
 //! ([`sts`]); [`query`] converts the query protocol's forms and XML.
 
 pub mod call;
 pub mod cbor;
 pub mod error;
 pub mod event_stream;
+pub mod events;
 pub mod front;
 pub mod json;
 pub mod kinesis;

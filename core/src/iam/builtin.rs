@@ -25,6 +25,7 @@ pub fn document(name: &str) -> Option<&'static str> {
   "sns:Get*", "sns:List*",
   "kinesis:Describe*", "kinesis:List*", "kinesis:Get*", "kinesis:SubscribeToShard",
   "lambda:Get*", "lambda:List*",
+  "events:Describe*", "events:List*", "events:TestEventPattern",
   "iam:Get*", "iam:List*",
   "sluice:GetClusterStatus", "sluice:ListWorkers", "sluice:GetScalerMetrics"
 ], "Resource": "*"}]}"#
