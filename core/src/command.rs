@@ -323,6 +323,20 @@ commands! {
     RemoveTargets(events::RemoveTargets) => |op| Resource::Bus(&op.bus);
     /// Put events on a bus (routed to its rules' targets in the command).
     PutEvents(events::PutEvents) => |op| Resource::Bus(&op.bus);
+    /// Create an archive of a bus's events.
+    CreateArchive(events::archive::NewArchive) => |op| Resource::Bus(&op.bus);
+    /// Delete an archive.
+    DeleteArchive(events::DeleteArchive) => |_| Resource::Archives;
+    /// Delete a bounded part of a deleted archive's events.
+    CollectArchive(events::CollectArchive) => |_| Resource::Archives;
+    /// Drop an archive's events past retention.
+    ArchiveTick(events::ArchiveTick) => |_| Resource::Archives;
+    /// Start replaying an archive onto its bus.
+    StartReplay(events::archive::NewReplay) => |op| Resource::Bus(&op.bus);
+    /// Stop a running replay.
+    CancelReplay(events::CancelReplay) => |_| Resource::Archives;
+    /// Route the next archived events of a replay.
+    ReplayStep(events::ReplayStep) => |_| Resource::Archives;
 }
 
 /// The result of one command.
@@ -437,6 +451,14 @@ queries! {
     DescribeRule(events::DescribeRule);
     /// A page of a bus's rules.
     ListRules(events::ListRules);
+    /// One archive.
+    DescribeArchive(events::DescribeArchive);
+    /// Every archive.
+    ListArchives(events::ListArchives);
+    /// One replay.
+    DescribeReplay(events::DescribeReplay);
+    /// Every replay.
+    ListReplays(events::ListReplays);
 }
 
 /// The reply to a query.

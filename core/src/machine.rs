@@ -100,6 +100,7 @@ pub fn check_touched<'a>(
                 crate::events::invariants::check(state)?;
             }
             Resource::Bus(name) => crate::events::invariants::check_one(state, name)?,
+            Resource::Archives => crate::events::invariants::check_archives(state)?,
             Resource::Workers => crate::workers::check(state)?,
             Resource::Iam => crate::iam::check(state)?,
             Resource::QueueData(_) | Resource::StreamData(_) | Resource::TopicData(_) => {}

@@ -89,6 +89,8 @@ pub enum Resource<'a> {
     /// its rules' queues, topics, streams, functions and buses, as a
     /// publish writes to its queues.
     Bus(&'a str),
+    /// Archives and replays (a replay step writes to its bus's targets).
+    Archives,
     /// The registry of workers.
     Workers,
     /// Principals, access keys and policies.

@@ -5,8 +5,8 @@
 //! through the outbox, streams with resharding and retention, topics with
 //! queue and HTTPS subscriptions and their deliveries settled, functions
 //! with versions, aliases and asynchronous events, workers, event source
-//! mappings with leases and checkpoints, IAM, event buses with rules and
-//! targets of every kind, housekeeping) over an
+//! mappings with leases and checkpoints, IAM, event buses with rules,
+//! targets of every kind, archives and replays, housekeeping) over an
 //! advancing clock, and checks three things as it goes:
 //!
 //! 1. after every step, the invariants of every domain
@@ -437,7 +437,7 @@ fn command(rng: &mut Rng, mem: &mut Memory) -> Command {
     let s = *rng.pick(&STREAMS);
     let t = *rng.pick(&TOPICS);
     let f = *rng.pick(&FUNCTIONS);
-    match rng.below(38) {
+    match rng.below(39) {
         0 => create_queue(q, rng),
         1 if rng.chance(15) => queues::DeleteQueue { name: q.into() }.into(),
         2 if rng.chance(10) => queues::PurgeQueue { name: q.into() }.into(),
@@ -694,7 +694,7 @@ fn command(rng: &mut Rng, mem: &mut Memory) -> Command {
             }
             .into(),
         },
-        36 => event_bus_command(rng),
+        36 | 38 => event_bus_command(rng),
         37 => put_events(rng, n),
         _ => queues::QueueTick { queue: q.into() }.into(),
     }
@@ -705,7 +705,9 @@ fn event_bus_command(rng: &mut Rng) -> Command {
     use crate::events::target::{Target, TargetInput};
     let bus = *rng.pick(&BUSES);
     let rule = format!("r{}", rng.below(3));
-    match rng.below(8) {
+    let archive = format!("a{}", rng.below(2));
+    let replay = format!("p{}", rng.below(3));
+    match rng.below(12) {
         0 => crate::events::CreateEventBus {
             name: "b0".into(),
             description: String::new(),
@@ -731,6 +733,34 @@ fn event_bus_command(rng: &mut Rng) -> Command {
             enabled: rng.chance(70),
         }
         .into(),
+        8 => {
+            let pattern = if rng.chance(50) {
+                *rng.pick(&PATTERNS)
+            } else {
+                ""
+            };
+            let days = rng.below(2) as i32;
+            let a = crate::events::archive::NewArchive::new(&archive, bus, pattern, days, "")
+                .expect("valid archive");
+            Command::CreateArchive(a)
+        }
+        9 if rng.chance(30) => crate::events::DeleteArchive { name: archive }.into(),
+        9 => crate::events::CollectArchive { id: rng.below(4) }.into(),
+        10 if rng.chance(20) => crate::events::CancelReplay { name: replay }.into(),
+        10 => Command::StartReplay(crate::events::archive::NewReplay {
+            name: replay,
+            archive,
+            start_ms: 0,
+            end_ms: u64::from(u32::MAX) * 1000,
+            bus: bus.into(),
+            rules: if rng.chance(30) { vec![rule] } else { vec![] },
+            origin: crate::events::put::Origin {
+                account: "000000000000".into(),
+                region: "us-east-1".into(),
+            },
+        }),
+        11 if rng.chance(20) => crate::events::ArchiveTick { name: archive }.into(),
+        11 => crate::events::ReplayStep { name: replay }.into(),
         5 if rng.chance(30) => crate::events::RemoveTargets {
             bus: bus.into(),
             rule,
@@ -1033,7 +1063,7 @@ mod tests {
     const SEEDS: u64 = 20;
     /// Variants of [`Command`]. A new command fails this
     /// test until the generator makes it.
-    const COMMAND_KINDS: usize = 74;
+    const COMMAND_KINDS: usize = 81;
     const STEPS: u64 = 5_000;
 
     fn seeds() -> Vec<u64> {

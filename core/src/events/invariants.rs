@@ -8,10 +8,65 @@ use crate::store::StateRead;
 
 const DOMAIN: &str = "events";
 
-/// Checks every bus.
+/// Checks every bus, archive and replay.
 pub fn check(state: &dyn StateRead) -> Result<(), CheckError> {
     for b in super::buses(state)? {
         check_one(state, &b.name)?;
+    }
+    check_archives(state)
+}
+
+/// Checks archives and replays: each archive keeps a bus that exists, its
+/// events numbered within its count; a replay's cursor lies in its range,
+/// and only a finished replay has an end.
+pub fn check_archives(state: &dyn StateRead) -> Result<(), CheckError> {
+    use super::archive::{self, ReplayState};
+    for a in archive::archives(state)? {
+        ensure(super::load_bus(state, &a.bus)?.is_some(), DOMAIN, || {
+            format!("archive {:?} keeps bus {:?}, which is gone", a.name, a.bus)
+        })?;
+        let prefix = crate::store::keys::Key::new("earcev").u64(a.id).build();
+        // Numbers grow with the time taken, so the last key has the largest.
+        let last = state
+            .range(
+                std::ops::Bound::Included(prefix.clone()),
+                crate::store::keys::prefix_end(&prefix),
+                true,
+            )
+            .next()
+            .transpose()?;
+        if let Some((k, _)) = last {
+            let n = crate::store::keys::read_u64(&k, prefix.len() + 8).unwrap_or(u64::MAX);
+            ensure(n <= a.events, DOMAIN, || {
+                format!(
+                    "archive {:?}: event {n} is past its count, {}",
+                    a.name, a.events
+                )
+            })?;
+        }
+    }
+    for r in archive::replays(state)? {
+        ensure(
+            r.cursor
+                .is_none_or(|(taken, _)| (r.start_ms..r.end_ms).contains(&taken)),
+            DOMAIN,
+            || {
+                format!(
+                    "replay {:?}: its cursor {:?} is out of its range",
+                    r.name, r.cursor
+                )
+            },
+        )?;
+        ensure(
+            (r.state == ReplayState::Running) == r.ended_ms.is_none(),
+            DOMAIN,
+            || {
+                format!(
+                    "replay {:?} is {:?} with end {:?}",
+                    r.name, r.state, r.ended_ms
+                )
+            },
+        )?;
     }
     Ok(())
 }

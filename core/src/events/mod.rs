@@ -21,6 +21,7 @@
 //! | `seq/bus-id` | next bus id |
 //! | `erule/{bus}/{rule}` | [`StoredRule`] |
 
+pub mod archive;
 pub mod input;
 pub mod invariants;
 pub mod operations;
@@ -277,10 +278,20 @@ pub fn create_bus(txn: &mut Txn<'_>, ctx: &Ctx, name: &str, description: &str) -
 }
 
 /// Applies `DeleteEventBus`: the bus and its rules go; a missing bus is no
-/// error.
+/// error. A bus an archive keeps is refused: delete the archive first.
 pub fn delete_bus(txn: &mut Txn<'_>, name: &str) -> ApplyResult<()> {
     if name == DEFAULT_BUS {
         return Err(invalid("name", "the default event bus cannot be deleted").into());
+    }
+    if let Some(a) = archive::archives(txn)?.into_iter().find(|a| a.bus == name) {
+        return Err(invalid(
+            "name",
+            format!(
+                "archive {:?} keeps this bus's events; delete it first",
+                a.name
+            ),
+        )
+        .into());
     }
     // At most RULES_PER_BUS_MAX rules: one bounded command.
     txn.delete_prefixes(&[rules_prefix(name)], RULES_PER_BUS_MAX + 1)?;

@@ -3,6 +3,7 @@
 //! the modules of [`crate::events`]) and the reads of them.
 
 use crate::error::DomainError;
+use crate::events::archive::{self, Archive, NewArchive, NewReplay, Replay};
 use crate::events::put::{self, NewEvent, Origin};
 use crate::events::target::Target;
 use crate::events::{self, Bus, NewRule, Rule};
@@ -89,6 +90,68 @@ operations! {
     applies -> Vec<Result<String, DomainError>> = |txn, ctx, effects| {
         put::put_events(txn, ctx, bus, origin, entries, effects)
     };
+
+    impl NewArchive applies -> () = |op, txn, ctx, _| archive::create_archive(txn, ctx, op);
+
+    /// Delete an archive (its events are collected later).
+    pub struct DeleteArchive {
+        /// Archive name.
+        pub name: String,
+    }
+    applies -> () = |txn, _, _| archive::delete_archive(txn, name);
+
+    /// Delete a bounded part of a deleted archive's events.
+    pub struct CollectArchive {
+        /// Archive id.
+        pub id: u64,
+    }
+    applies -> bool = |txn, _, _| archive::collect(txn, *id);
+
+    /// Drop an archive's events past its retention (the leader's schedule).
+    pub struct ArchiveTick {
+        /// Archive name.
+        pub name: String,
+    }
+    applies -> bool = |txn, ctx, _| archive::trim(txn, ctx, name);
+
+    impl NewReplay applies -> () = |op, txn, ctx, _| archive::start_replay(txn, ctx, op);
+
+    /// Stop a running replay.
+    pub struct CancelReplay {
+        /// Replay name.
+        pub name: String,
+    }
+    applies -> () = |txn, ctx, _| archive::cancel_replay(txn, ctx, name);
+
+    /// Route the next archived events of a running replay (the leader's
+    /// schedule); true when more are left.
+    pub struct ReplayStep {
+        /// Replay name.
+        pub name: String,
+    }
+    applies -> bool = |txn, ctx, effects| archive::step(txn, ctx, name, effects);
+
+    /// One archive.
+    pub struct DescribeArchive {
+        /// Archive name.
+        pub name: String,
+    }
+    reads -> Archive = |state| archive::require_archive(state, name);
+
+    /// Every archive.
+    pub struct ListArchives {}
+    reads -> Vec<Archive> = |state| archive::archives(state);
+
+    /// One replay.
+    pub struct DescribeReplay {
+        /// Replay name.
+        pub name: String,
+    }
+    reads -> Replay = |state| archive::require_replay(state, name);
+
+    /// Every replay.
+    pub struct ListReplays {}
+    reads -> Vec<Replay> = |state| archive::replays(state);
 
     /// One event bus (the default one always exists).
     pub struct DescribeEventBus {

@@ -243,6 +243,7 @@ pub fn put_events(
             id: &id,
         };
         routing.route(txn, bus, &on_bus, 0, effects)?;
+        super::archive::keep(txn, ctx, bus, &event.value, &event.text)?;
         results.push(Ok(id));
     }
     save_bus(txn, &b);
@@ -272,6 +273,41 @@ fn copies(
         }
     }
     Ok(total)
+}
+
+/// [`copies`] for an event on `bus` (a replayed one).
+pub(super) fn copies_of(
+    txn: &Txn<'_>,
+    bus: &str,
+    on_bus: &[Rule],
+    event: &Value,
+    len: usize,
+) -> ApplyResult<usize> {
+    copies(txn, bus, on_bus, event, len, 0)
+}
+
+/// Routes an event taken before (a replayed one: its value, its text and
+/// its id) to `on_bus`, the rules of `bus` it goes to.
+pub(super) fn route_again(
+    txn: &mut Txn<'_>,
+    ctx: &Ctx,
+    origin: &Origin,
+    bus: &str,
+    on_bus: &[Rule],
+    (value, text, id): (&Value, &str, &str),
+    effects: &mut Effects,
+) -> ApplyResult<()> {
+    let event = Envelope {
+        value: value.clone(),
+        text: text.to_string(),
+    };
+    let routing = Routing {
+        ctx,
+        origin,
+        event: &event,
+        id,
+    };
+    routing.route(txn, bus, on_bus, 0, effects)
 }
 
 /// One event on its way: what every delivery of it needs.

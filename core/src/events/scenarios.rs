@@ -558,3 +558,196 @@ fn bad_entries_are_refused_with_the_field_and_the_rule() {
         "{e}"
     );
 }
+
+mod archives {
+    use super::*;
+    use crate::events::archive::{NewArchive, NewReplay, ReplayState};
+    use crate::events::{ArchiveTick, CancelReplay, DescribeReplay, ReplayStep};
+
+    fn replay(name: &str, archive: &str, start_ms: u64, end_ms: u64, rules: &[&str]) -> NewReplay {
+        NewReplay {
+            name: name.into(),
+            archive: archive.into(),
+            start_ms,
+            end_ms,
+            bus: "default".into(),
+            rules: rules.iter().map(|r| r.to_string()).collect(),
+            origin: Origin {
+                account: ACCOUNT.into(),
+                region: REGION.into(),
+            },
+        }
+    }
+
+    /// Steps a replay until it is done; the steps it took.
+    fn run_replay(w: &mut World, name: &str) -> usize {
+        let mut steps = 0;
+        while w.run(ReplayStep { name: name.into() }).unwrap() {
+            steps += 1;
+        }
+        steps + 1
+    }
+
+    #[test]
+    fn a_replay_puts_a_time_range_of_archived_events_back_on_the_rules() {
+        let mut w = World::new();
+        w.queue("q");
+        w.queue("other");
+        w.rule("default", "r", r#"{"source": ["shop"]}"#);
+        w.targets("default", "r", vec![target("q", arn("sqs", "q"))]);
+        w.rule("default", "r2", r#"{"source": ["shop"]}"#);
+        w.targets("default", "r2", vec![target("q", arn("sqs", "other"))]);
+        // Only big orders are archived.
+        let big = r#"{"detail": {"total": [{"numeric": [">=", 100]}]}}"#;
+        w.run(NewArchive::new("big", "default", big, 0, "").unwrap())
+            .unwrap();
+        let before = w.put_events(&[order("early", 500)]);
+        w.advance(60);
+        let from = w.now;
+        let ids = w.put_events(&[order("ann", 150), order("bob", 20), order("cy", 300)]);
+        w.advance(60);
+        let to = w.now;
+        w.put_events(&[order("late", 900)]);
+        w.drain("q");
+        w.drain("other");
+        // The range holds ann's and cy's (bob's was not archived; early
+        // and late are outside it); only rule r is asked for.
+        w.run(replay("again", "big", from, to, &["r"])).unwrap();
+        run_replay(&mut w, "again");
+        let got = w.events_in("q");
+        let replayed: Vec<&str> = got.iter().map(|e| e["id"].as_str().unwrap()).collect();
+        assert_eq!(replayed, vec![ids[0].as_str(), ids[2].as_str()]);
+        assert!(got.iter().all(|e| e["replay-name"] == "again"));
+        assert!(!replayed.contains(&before[0].as_str()));
+        assert!(w.events_in("other").is_empty(), "rule r2 was not asked for");
+        let r = w
+            .ask(DescribeReplay {
+                name: "again".into(),
+            })
+            .unwrap();
+        assert_eq!(r.state, ReplayState::Completed);
+        assert_eq!(r.replayed, 2);
+        // A replayed event is not archived again.
+        let a = w
+            .ask(crate::events::DescribeArchive { name: "big".into() })
+            .unwrap();
+        assert_eq!(a.events, 4);
+    }
+
+    #[test]
+    fn a_long_replay_goes_in_bounded_steps_and_can_be_cancelled() {
+        let mut w = World::new();
+        w.queue("q");
+        w.rule("default", "r", r#"{"source": ["shop"]}"#);
+        w.targets("default", "r", vec![target("q", arn("sqs", "q"))]);
+        w.run(NewArchive::new("all", "default", "", 0, "").unwrap())
+            .unwrap();
+        w.check_invariants = false;
+        let step = crate::events::archive::REPLAY_STEP;
+        for i in 0..(2 * step + 10) / 10 {
+            let batch: Vec<_> = (0..10).map(|j| order("x", (i * 10 + j) as u32)).collect();
+            w.put_events(&batch);
+        }
+        w.check_invariants = true;
+        w.drain("q");
+        w.run(replay("all-of-it", "all", 0, w.now + 1, &[]))
+            .unwrap();
+        assert_eq!(run_replay(&mut w, "all-of-it"), 3);
+        assert_eq!(w.drain("q").len(), 2 * step + 10);
+        // Cancelled after one step, it routes no more.
+        w.run(replay("stopped", "all", 0, w.now + 1, &[])).unwrap();
+        assert!(w
+            .run(ReplayStep {
+                name: "stopped".into()
+            })
+            .unwrap());
+        w.run(CancelReplay {
+            name: "stopped".into(),
+        })
+        .unwrap();
+        assert!(!w
+            .run(ReplayStep {
+                name: "stopped".into()
+            })
+            .unwrap());
+        assert_eq!(w.drain("q").len(), step);
+        let e = w
+            .run(CancelReplay {
+                name: "stopped".into(),
+            })
+            .unwrap_err();
+        assert_eq!(e.code, "IllegalStatusException");
+    }
+
+    #[test]
+    fn retention_drops_old_archived_events_and_a_deleted_archive_is_collected() {
+        let mut w = World::new();
+        w.run(NewArchive::new("week", "default", "", 1, "").unwrap())
+            .unwrap();
+        w.put_events(&[order("old", 1)]);
+        w.advance(2 * 24 * 3600);
+        w.put_events(&[order("new", 2)]);
+        let a = crate::events::archive::require_archive(&w.state, "week").unwrap();
+        assert!(crate::events::archive::needs_trim(&w.state, &a, w.now).unwrap());
+        assert!(!w
+            .run(ArchiveTick {
+                name: "week".into()
+            })
+            .unwrap());
+        assert!(!crate::events::archive::needs_trim(&w.state, &a, w.now).unwrap());
+        let prefix = crate::store::keys::Key::new("earcev").u64(a.id).build();
+        let kept = crate::store::StateRead::scan_prefix(&w.state, &prefix).count();
+        assert_eq!(kept, 1, "the new event stays");
+        // A deleted archive leaves its events to be collected.
+        w.run(crate::events::DeleteArchive {
+            name: "week".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            crate::events::archive::garbage(&w.state, 10).unwrap(),
+            vec![a.id]
+        );
+        assert!(w.run(crate::events::CollectArchive { id: a.id }).unwrap());
+        assert_eq!(
+            crate::store::StateRead::scan_prefix(&w.state, &prefix).count(),
+            0
+        );
+        assert!(crate::events::archive::garbage(&w.state, 10)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn archives_and_replays_keep_their_rules() {
+        let mut w = World::new();
+        w.run(CreateEventBus {
+            name: "app".into(),
+            description: String::new(),
+        })
+        .unwrap();
+        w.run(NewArchive::new("a", "app", "", 0, "").unwrap())
+            .unwrap();
+        let e = w
+            .run(NewArchive::new("a", "app", "", 0, "").unwrap())
+            .unwrap_err();
+        assert_eq!(e.code, "ResourceAlreadyExistsException");
+        let e = w.run(DeleteEventBus { name: "app".into() }).unwrap_err();
+        assert!(e.message.contains("archive"), "{e}");
+        let e = NewArchive::new("a b", "app", "", 0, "").unwrap_err();
+        assert!(e.message.contains("archive_name"), "{e}");
+        let e = NewArchive::new("b", "app", "", -1, "").unwrap_err();
+        assert!(e.message.contains("retention_days"), "{e}");
+        // A replay goes to the archive's own bus, over a forward range.
+        let e = w.run(replay("p", "a", 0, 10, &[])).unwrap_err();
+        assert!(e.message.contains("destination.arn"), "{e}");
+        let mut backwards = replay("p", "a", 10, 5, &[]);
+        backwards.bus = "app".into();
+        let e = w.run(backwards).unwrap_err();
+        assert!(e.message.contains("event_end_time"), "{e}");
+        let mut ok = replay("p", "a", 0, 10, &[]);
+        ok.bus = "app".into();
+        w.run(ok.clone()).unwrap();
+        let e = w.run(ok).unwrap_err();
+        assert_eq!(e.code, "ResourceAlreadyExistsException");
+    }
+}
