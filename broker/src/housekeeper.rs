@@ -6,7 +6,8 @@
 //! messages coming due, messages past retention or expired deduplication
 //! entries; the moves of messages waiting in outboxes (accept at the
 //! destination, then acknowledge at the source); steps of running move
-//! tasks; and collection of purged generations and deleted queues. The
+//! tasks; steps of running event replays and archive retention; and
+//! collection of purged generations, deleted queues and archives. The
 //! commands re-check everything against the state machine's clock, so a
 //! stale look costs a no-op, never a wrong change.
 
@@ -122,6 +123,7 @@ async fn round(router: &Router) -> Result<(), String> {
     }
     streams_round(router).await?;
     topics_round(router).await?;
+    events_round(router).await?;
     for g in read(router, |s| housekeeping::garbage(s, 100))? {
         let collect = || crate::queues::CollectGarbage {
             qid: g.qid,
@@ -159,6 +161,39 @@ async fn streams_round(router: &Router) -> Result<(), String> {
     }
     for sid in read(router, |s| streams::records::garbage(s, 100))? {
         repeat(router, || crate::streams::CollectStream { sid }, unfinished).await?;
+    }
+    Ok(())
+}
+
+/// Works running replays step by step, drops archived events past
+/// retention and collects deleted archives.
+async fn events_round(router: &Router) -> Result<(), String> {
+    use crate::events::archive::{self, ReplayState};
+    let now = now_ms();
+    let (running, due) = read(router, |s| -> Result<_, crate::error::ApplyError> {
+        let running: Vec<String> = archive::replays(s)?
+            .into_iter()
+            .filter(|r| r.state == ReplayState::Running)
+            .map(|r| r.name)
+            .collect();
+        let mut due = Vec::new();
+        for a in archive::archives(s)? {
+            if archive::needs_trim(s, &a, now)? {
+                due.push(a.name);
+            }
+        }
+        Ok((running, due))
+    })?;
+    for name in running {
+        let step = || crate::events::ReplayStep { name: name.clone() };
+        repeat(router, step, |more| *more).await?;
+    }
+    for name in due {
+        let tick = || crate::events::ArchiveTick { name: name.clone() };
+        repeat(router, tick, |more| *more).await?;
+    }
+    for id in read(router, |s| archive::garbage(s, 100))? {
+        repeat(router, || crate::events::CollectArchive { id }, unfinished).await?;
     }
     Ok(())
 }

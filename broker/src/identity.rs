@@ -47,6 +47,15 @@ impl Identity {
         )
     }
 
+    /// `arn:aws:events:{region}:{account}:{kind}/{name}`: an archive or a
+    /// replay.
+    pub fn events_arn(&self, kind: &str, name: &str) -> String {
+        format!(
+            "arn:aws:events:{}:{}:{kind}/{name}",
+            self.region, self.account_id
+        )
+    }
+
     /// `arn:aws:events:{region}:{account}:rule/[{bus}/]{name}`: the bus is
     /// left out for the default one, as EventBridge writes it.
     pub fn rule_arn(&self, bus: &str, name: &str) -> String {

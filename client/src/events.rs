@@ -51,4 +51,20 @@ calls! {
     put_events(pb::PutEventsRequest) -> pb::PutEventsResponse;
     /// Whether an event pattern matches an event.
     test_event_pattern(pb::TestEventPatternRequest) -> pb::TestEventPatternResponse;
+    /// Creates an archive of a bus's events.
+    create_archive(pb::CreateArchiveRequest) -> pb::Archive;
+    /// One archive.
+    describe_archive(pb::DescribeArchiveRequest) -> pb::Archive;
+    /// Archives.
+    list_archives(pb::ListArchivesRequest) -> pb::ListArchivesResponse;
+    /// Deletes an archive.
+    delete_archive(pb::DeleteArchiveRequest) -> pb::DeleteArchiveResponse;
+    /// Starts replaying a time range of an archive.
+    start_replay(pb::StartReplayRequest) -> pb::Replay;
+    /// One replay.
+    describe_replay(pb::DescribeReplayRequest) -> pb::Replay;
+    /// Replays.
+    list_replays(pb::ListReplaysRequest) -> pb::ListReplaysResponse;
+    /// Stops a running replay.
+    cancel_replay(pb::CancelReplayRequest) -> pb::Replay;
 }

@@ -12,6 +12,7 @@ awscheck.py)
 import datetime
 import json
 import subprocess
+import time
 
 import awscheck
 from awscheck import ACCOUNT, ca, check, check_raises, check_refused, check_wrong_secret, cli_env, client, endpoints, reader_key, reader_secret
@@ -164,6 +165,54 @@ check("the CLI's event was delivered",
       [json.loads(m["Body"])["detail"]["customer"] for m in receive_all(big_url, 1)] == ["dee"])
 out = subprocess.run(cli + ["list-rules", "--event-bus-name", "aws-app"], env=env, capture_output=True, text=True)
 check("aws events list-rules", out.returncode == 0 and "everything" in out.stdout, out.stdout + out.stderr)
+
+# Archive, then replay a time range to the rule's queue.
+archive = events[0].create_archive(ArchiveName="aws-orders", EventSourceArn=bus_arn, RetentionDays=7)
+check("CreateArchive", archive["ArchiveArn"] == f"arn:aws:events:us-east-1:{ACCOUNT}:archive/aws-orders", archive)
+check_refused("a bus an archive keeps cannot be deleted", lambda: events[1].delete_event_bus(Name="aws-app"),
+              "ValidationException")
+
+
+def next_second():
+    """The next whole second, once this machine's clock (which the leader
+    stamps events with) has passed it: a range boundary no event shares, in
+    the whole seconds the JSON protocol sends times in."""
+    t = int(time.time()) + 1
+    while time.time() < t:
+        time.sleep(0.01)
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+
+
+start = next_second()
+r = events[1].put_events(Entries=[{"EventBusName": "aws-app", "Source": "shop", "DetailType": "archived",
+                                   "Detail": json.dumps({"customer": c, "total": 100 + i})}
+                                  for i, c in enumerate(["eve", "fay"])])
+check("events to archive", r["FailedEntryCount"] == 0, r)
+end = next_second()
+check("the archived events reached the queue as they were put",
+      sorted(json.loads(m["Body"])["detail"]["customer"] for m in receive_all(big_url, 2)) == ["eve", "fay"])
+described = events[2].describe_archive(ArchiveName="aws-orders")
+check("DescribeArchive counts them", described["EventCount"] == 2 and described["RetentionDays"] == 7
+      and described["EventSourceArn"] == bus_arn, described)
+check("ListArchives", [a["ArchiveName"] for a in events[0].list_archives(EventSourceArn=bus_arn)["Archives"]]
+      == ["aws-orders"])
+replay = events[0].start_replay(ReplayName="aws-again", EventSourceArn=archive["ArchiveArn"],
+                                EventStartTime=start, EventEndTime=end,
+                                Destination={"Arn": bus_arn, "FilterArns": [rule_arn]})
+check("StartReplay", replay["State"] in ("STARTING", "RUNNING", "COMPLETED"), replay)
+deadline = time.time() + 30
+while events[1].describe_replay(ReplayName="aws-again")["State"] != "COMPLETED" and time.time() < deadline:
+    time.sleep(0.2)
+done = events[1].describe_replay(ReplayName="aws-again")
+check("DescribeReplay: completed", done["State"] == "COMPLETED" and done["Destination"]["FilterArns"] == [rule_arn], done)
+again = [json.loads(m["Body"]) for m in receive_all(big_url, 2)]
+check("the replay delivered the range again, marked",
+      sorted(e["detail"]["customer"] for e in again) == ["eve", "fay"]
+      and all(e["replay-name"] == "aws-again" for e in again), again)
+check("ListReplays", [x["ReplayName"] for x in events[2].list_replays(State="COMPLETED")["Replays"]] == ["aws-again"])
+check_refused("a finished replay cannot be cancelled", lambda: events[0].cancel_replay(ReplayName="aws-again"),
+              "IllegalStatusException")
+events[1].delete_archive(ArchiveName="aws-orders")
 
 # Removing things.
 r = events[0].remove_targets(Rule="big", EventBusName="aws-app", Ids=["queue", "stream", "topic", "shaped"])

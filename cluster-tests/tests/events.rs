@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cluster_tests::leader_kill::{
     all_or_none, count_in_queue, write_once, write_through_a_leader_kill, Written,
@@ -476,4 +477,169 @@ async fn sluicectl_routes_an_event_to_a_queue() {
         .trim(),
         "false"
     );
+    // An archive from now on, replayed over a range that holds none of its
+    // events: it completes with nothing to route.
+    run(&["events", "create-archive", "all"]);
+    assert!(run(&["events", "list-archives"]).contains("event-bus/default"));
+    let r = run(&[
+        "events",
+        "start-replay",
+        "none",
+        "--archive",
+        "all",
+        "--from-ms",
+        "1",
+        "--to-ms",
+        "2",
+    ]);
+    assert!(r.contains("none"), "{r}");
+    let done = cluster_tests::wait_for(Duration::from_secs(30), "the replay to complete", || {
+        let out = run(&["events", "describe-replay", "none"]);
+        async move { out.contains("COMPLETED").then_some(out) }
+    })
+    .await;
+    assert!(done.contains("0 events"), "{done}");
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The first millisecond after `t` on this machine's clock, which the
+/// leader stamps events with: a range boundary no event shares.
+fn past(t: u64) -> u64 {
+    while now_ms() <= t {
+        std::hint::spin_loop();
+    }
+    t + 1
+}
+
+#[tokio::test]
+async fn an_archive_replays_a_time_range_to_a_rules_queue() {
+    let (_serial, c, _) = elected_cluster(3, &[]).await;
+    let client = c.client();
+    client
+        .create_queue("replayed", HashMap::new())
+        .await
+        .unwrap();
+    client
+        .put_rule(pb::PutRuleRequest {
+            name: "shop".into(),
+            event_pattern: r#"{"source": ["shop"]}"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    client
+        .put_targets(pb::PutTargetsRequest {
+            rule: "shop".into(),
+            event_bus_name: String::new(),
+            targets: vec![pb::Target {
+                id: "q".into(),
+                arn: arn("sqs", "replayed"),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap();
+    let archive = client
+        .create_archive(pb::CreateArchiveRequest {
+            archive_name: "orders".into(),
+            event_source_arn: "arn:aws:events:us-east-1:000000000000:event-bus/default".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        archive.archive_arn,
+        "arn:aws:events:us-east-1:000000000000:archive/orders"
+    );
+    let put = |range: std::ops::Range<usize>| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .put_events(pb::PutEventsRequest {
+                    entries: range.map(entry).collect(),
+                })
+                .await
+                .unwrap();
+            assert_eq!(r.failed_entry_count, 0);
+        }
+    };
+    put(0..5).await;
+    let start = past(now_ms());
+    put(5..10).await;
+    put(10..15).await;
+    let end = past(now_ms());
+    put(15..20).await;
+    // Every event went to the queue once as it was put.
+    assert_eq!(count_in_queue(&client, "replayed", n_of).await.len(), 20);
+    let a = client
+        .describe_archive(pb::DescribeArchiveRequest {
+            archive_name: "orders".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(a.event_count, 20);
+    let started = client
+        .start_replay(pb::StartReplayRequest {
+            replay_name: "again".into(),
+            event_source_arn: a.archive_arn.clone(),
+            event_start_time_ms: start,
+            event_end_time_ms: end,
+            destination: Some(pb::ReplayDestination {
+                arn: "arn:aws:events:us-east-1:000000000000:event-bus/default".into(),
+                filter_arns: vec!["arn:aws:events:us-east-1:000000000000:rule/shop".into()],
+            }),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(started.state, "RUNNING");
+    // The leader works the replay in the background.
+    let done = cluster_tests::wait_for(Duration::from_secs(30), "the replay to complete", || {
+        let client = client.clone();
+        async move {
+            let r = client
+                .describe_replay(pb::DescribeReplayRequest {
+                    replay_name: "again".into(),
+                })
+                .await
+                .ok()?;
+            (r.state == "COMPLETED").then_some(r)
+        }
+    })
+    .await;
+    assert_eq!(done.events_replayed, 10);
+    let mut replayed = BTreeMap::new();
+    for _ in 0..10 {
+        let r = client
+            .receive_from("replayed", 10, Some(600), Some(5))
+            .await
+            .unwrap();
+        for m in r.messages {
+            let e: serde_json::Value = serde_json::from_str(&m.body).unwrap();
+            assert_eq!(e["replay-name"], "again", "{e}");
+            *replayed.entry(n_of(&m.body)).or_insert(0) += 1;
+        }
+        if replayed.len() >= 10 {
+            break;
+        }
+    }
+    assert_eq!(
+        replayed.keys().copied().collect::<Vec<_>>(),
+        (5..15).collect::<Vec<_>>(),
+        "the events of the range, each once"
+    );
+    assert!(replayed.values().all(|k| *k == 1));
+    // The archive goes; the leader collects its events.
+    client
+        .delete_archive(pb::DeleteArchiveRequest {
+            archive_name: "orders".into(),
+        })
+        .await
+        .unwrap();
 }

@@ -77,6 +77,10 @@ pub enum Res {
     /// A rule: the first field names its bus (empty: the default bus), the
     /// second the rule.
     Rule(Fields),
+    /// An event archive by name or ARN.
+    Archive(Fields),
+    /// An event replay by name.
+    Replay(Fields),
 }
 
 impl Res {
@@ -97,7 +101,9 @@ impl Res {
             | Res::Principal(f)
             | Res::Policy(f)
             | Res::Bus(f)
-            | Res::Rule(f) => f,
+            | Res::Rule(f)
+            | Res::Archive(f)
+            | Res::Replay(f) => f,
         }
     }
 }
@@ -338,6 +344,15 @@ pub const RPCS: &[&[Rpc]] = &[
         "RemoveTargets" => RULE_TARGETS,
         "ListTargetsByRule" => RULE_TARGETS,
         "TestEventPattern" => Res::Any,
+        "CreateArchive" => Res::Archive(&["archive_name"]),
+        "DescribeArchive" => Res::Archive(&["archive_name"]),
+        "ListArchives" => Res::Any,
+        "DeleteArchive" => Res::Archive(&["archive_name"]),
+        // A replay reads its archive: authorised on the archive.
+        "StartReplay" => Res::Archive(&["event_source_arn"]),
+        "DescribeReplay" => Res::Replay(&["replay_name"]),
+        "ListReplays" => Res::Any,
+        "CancelReplay" => Res::Replay(&["replay_name"]),
     }),
     // Its entries name their own buses: the call is authorised as
     // events:PutEvents on each of them, before any is put (api/events.rs).
@@ -600,6 +615,12 @@ pub fn resource(
             .ok()
             .map(|_| id.policy_arn(v)),
         Res::Bus(_) => super::events::bus_ref("", v).ok().map(|b| id.bus_arn(&b)),
+        Res::Archive(_) => super::events::archive_ref("", v)
+            .ok()
+            .map(|a| id.events_arn("archive", &a)),
+        Res::Replay(_) => {
+            sluice_core::names::is_valid(v, 64, "._-").then(|| id.events_arn("replay", v))
+        }
         Res::Rule(_) => {
             let field = |i: usize| values.get(i).copied().flatten().unwrap_or("");
             let bus = super::events::bus_ref("", field(0)).ok();

@@ -15,6 +15,7 @@ use super::status::{from_domain, IntoStatus};
 use super::{consistency, Context, Reply};
 use crate::auth::caller::Caller;
 use crate::error::DomainError;
+use crate::events::archive::{Archive, NewArchive, NewReplay, Replay, ReplayState};
 use crate::events::put::{self, NewEvent, Origin};
 use crate::events::target::{Destination, Target, TargetInput};
 use crate::events::{self, input::Input, Bus, NewRule, Rule};
@@ -63,6 +64,58 @@ impl EventsApi {
             .await
     }
 
+    fn archive_message(&self, a: &Archive) -> pb::Archive {
+        let id = &self.ctx.identity;
+        pb::Archive {
+            archive_name: a.name.clone(),
+            archive_arn: id.events_arn("archive", &a.name),
+            event_source_arn: id.bus_arn(&a.bus),
+            event_pattern: a
+                .pattern
+                .as_ref()
+                .map(|(t, _)| t.clone())
+                .unwrap_or_default(),
+            retention_days: a.retention_days as i32,
+            description: a.description.clone(),
+            state: "ENABLED".into(),
+            creation_time_ms: a.created_ms,
+            event_count: a.events,
+            size_bytes: a.bytes,
+        }
+    }
+
+    fn replay_message(&self, r: &Replay) -> pb::Replay {
+        let id = &self.ctx.identity;
+        pb::Replay {
+            replay_name: r.name.clone(),
+            replay_arn: id.events_arn("replay", &r.name),
+            event_source_arn: id.events_arn("archive", &r.archive),
+            state: replay_state(r).into(),
+            event_start_time_ms: r.start_ms,
+            event_end_time_ms: r.end_ms,
+            destination: Some(pb::ReplayDestination {
+                arn: id.bus_arn(&r.bus),
+                filter_arns: r.rules.iter().map(|n| id.rule_arn(&r.bus, n)).collect(),
+            }),
+            replay_start_time_ms: r.started_ms,
+            replay_end_time_ms: r.ended_ms.unwrap_or(0),
+            event_last_replayed_time_ms: r.cursor.map(|(t, _)| t).unwrap_or(0),
+            events_replayed: r.replayed,
+        }
+    }
+
+    /// Answers with an archive as it is now.
+    async fn archive_reply(&self, how: super::Consistency, name: String) -> Reply<pb::Archive> {
+        let a = self.ctx.ask(how, events::DescribeArchive { name }).await?;
+        Ok(Response::new(self.archive_message(&a)))
+    }
+
+    /// Answers with a replay as it is now.
+    async fn replay_reply(&self, how: super::Consistency, name: String) -> Reply<pb::Replay> {
+        let r = self.ctx.ask(how, events::DescribeReplay { name }).await?;
+        Ok(Response::new(self.replay_message(&r)))
+    }
+
     fn origin(&self) -> Origin {
         Origin {
             account: self.ctx.identity.account_id.clone(),
@@ -84,6 +137,54 @@ fn rule_ref(bus: &str, field: &str, name: &str) -> Result<(String, String), Stat
     let bus = bus_ref("event_bus_name", bus).map_err(from_domain)?;
     events::validate_rule_name(field, name).map_err(from_domain)?;
     Ok((bus, name.to_string()))
+}
+
+/// The name in an ARN of the events service's `kind`
+/// (`arn:aws:events:REGION:ACCOUNT:KIND/NAME`), or a bare name as given.
+fn name_from_arn<'a>(kind: &str, given: &'a str) -> &'a str {
+    match given.strip_prefix("arn:") {
+        Some(rest) => {
+            let parts: Vec<&str> = rest.splitn(5, ':').collect();
+            match parts.as_slice() {
+                [_, "events", _, _, resource] => resource
+                    .strip_prefix(kind)
+                    .and_then(|r| r.strip_prefix('/'))
+                    .unwrap_or(given),
+                _ => given,
+            }
+        }
+        None => given,
+    }
+}
+
+/// The archive a request names: its name or its ARN.
+pub fn archive_ref(field: &str, given: &str) -> Result<String, DomainError> {
+    let name = name_from_arn("archive", given);
+    if sluice_core::names::is_valid(name, 48, "._-") {
+        return Ok(name.to_string());
+    }
+    Err(events::invalid(
+        field,
+        format!("must be an archive name (1-48 characters of A-Z, a-z, 0-9, '.', '-', '_') or ARN, got {given:?}"),
+    ))
+}
+
+/// The rule a replay's `filter_arns` entry names, on `bus`.
+fn filter_rule(field: &str, bus: &str, given: &str) -> Result<String, DomainError> {
+    let path = name_from_arn("rule", given);
+    let (on, name) = path.rsplit_once('/').unwrap_or((events::DEFAULT_BUS, path));
+    if on != bus {
+        return Err(events::invalid(
+            field,
+            format!("names a rule of bus {on:?}; a replay goes to {bus:?}"),
+        ));
+    }
+    events::validate_rule_name(field, name)?;
+    Ok(name.to_string())
+}
+
+fn replay_state(r: &Replay) -> &'static str {
+    r.state.as_str()
 }
 
 /// A page size: 1-100, 100 when not given.
@@ -575,5 +676,144 @@ impl pb::events_server::Events for EventsApi {
         Ok(Response::new(pb::TestEventPatternResponse {
             result: pattern.matches(&event),
         }))
+    }
+
+    async fn create_archive(
+        &self,
+        request: Request<pb::CreateArchiveRequest>,
+    ) -> Reply<pb::Archive> {
+        let req = request.into_inner();
+        let bus = bus_ref("event_source_arn", &req.event_source_arn).map_err(from_domain)?;
+        let a = NewArchive::new(
+            &req.archive_name,
+            &bus,
+            &req.event_pattern,
+            req.retention_days,
+            &req.description,
+        )
+        .map_err(from_domain)?;
+        let name = a.name.clone();
+        self.ctx.run(a).await?;
+        self.archive_reply(super::Consistency::Linearizable, name)
+            .await
+    }
+
+    async fn describe_archive(
+        &self,
+        request: Request<pb::DescribeArchiveRequest>,
+    ) -> Reply<pb::Archive> {
+        let how = consistency(&request)?;
+        let name =
+            archive_ref("archive_name", &request.into_inner().archive_name).map_err(from_domain)?;
+        self.archive_reply(how, name).await
+    }
+
+    async fn list_archives(
+        &self,
+        request: Request<pb::ListArchivesRequest>,
+    ) -> Reply<pb::ListArchivesResponse> {
+        let how = consistency(&request)?;
+        let req = request.into_inner();
+        let bus = if req.event_source_arn.is_empty() {
+            None
+        } else {
+            Some(bus_ref("event_source_arn", &req.event_source_arn).map_err(from_domain)?)
+        };
+        let all = self.ctx.ask(how, events::ListArchives {}).await?;
+        Ok(Response::new(pb::ListArchivesResponse {
+            archives: all
+                .iter()
+                .filter(|a| a.name.starts_with(&req.name_prefix))
+                .filter(|a| bus.as_ref().is_none_or(|b| &a.bus == b))
+                .map(|a| self.archive_message(a))
+                .collect(),
+        }))
+    }
+
+    async fn delete_archive(
+        &self,
+        request: Request<pb::DeleteArchiveRequest>,
+    ) -> Reply<pb::DeleteArchiveResponse> {
+        let name =
+            archive_ref("archive_name", &request.into_inner().archive_name).map_err(from_domain)?;
+        self.ctx.run(events::DeleteArchive { name }).await?;
+        Ok(Response::new(pb::DeleteArchiveResponse {}))
+    }
+
+    async fn start_replay(&self, request: Request<pb::StartReplayRequest>) -> Reply<pb::Replay> {
+        let req = request.into_inner();
+        let archive =
+            archive_ref("event_source_arn", &req.event_source_arn).map_err(from_domain)?;
+        let destination = req.destination.unwrap_or_default();
+        let bus = bus_ref("destination.arn", &destination.arn).map_err(from_domain)?;
+        let rules = destination
+            .filter_arns
+            .iter()
+            .enumerate()
+            .map(|(i, r)| filter_rule(&format!("destination.filter_arns[{i}]"), &bus, r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(from_domain)?;
+        let replay = NewReplay {
+            name: req.replay_name,
+            archive,
+            start_ms: req.event_start_time_ms,
+            end_ms: req.event_end_time_ms,
+            bus,
+            rules,
+            origin: self.origin(),
+        };
+        replay.validate().map_err(from_domain)?;
+        let name = replay.name.clone();
+        self.ctx.run(replay).await?;
+        self.replay_reply(super::Consistency::Linearizable, name)
+            .await
+    }
+
+    async fn describe_replay(
+        &self,
+        request: Request<pb::DescribeReplayRequest>,
+    ) -> Reply<pb::Replay> {
+        let how = consistency(&request)?;
+        self.replay_reply(how, request.into_inner().replay_name)
+            .await
+    }
+
+    async fn list_replays(
+        &self,
+        request: Request<pb::ListReplaysRequest>,
+    ) -> Reply<pb::ListReplaysResponse> {
+        let how = consistency(&request)?;
+        let req = request.into_inner();
+        let state = match req.state.as_str() {
+            "" => None,
+            "RUNNING" => Some(ReplayState::Running),
+            "COMPLETED" => Some(ReplayState::Completed),
+            "CANCELLED" => Some(ReplayState::Cancelled),
+            other => {
+                return Err(events::invalid(
+                    "state",
+                    format!("must be RUNNING, COMPLETED or CANCELLED, got {other:?}"),
+                )
+                .into_status())
+            }
+        };
+        let all = self.ctx.ask(how, events::ListReplays {}).await?;
+        Ok(Response::new(pb::ListReplaysResponse {
+            replays: all
+                .iter()
+                .filter(|r| r.name.starts_with(&req.name_prefix))
+                .filter(|r| state.is_none_or(|s| r.state == s))
+                .map(|r| self.replay_message(r))
+                .collect(),
+        }))
+    }
+
+    async fn cancel_replay(&self, request: Request<pb::CancelReplayRequest>) -> Reply<pb::Replay> {
+        let name = request.into_inner().replay_name;
+        self.ctx
+            .run(events::CancelReplay { name: name.clone() })
+            .await?;
+        self.replay_reply(super::Consistency::Linearizable, name)
+            .await
     }
 }

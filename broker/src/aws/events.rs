@@ -128,6 +128,62 @@ fn bus_out(b: pb::EventBus) -> Map<String, Value> {
     out
 }
 
+/// Milliseconds as the JSON protocols write times: seconds since the epoch.
+fn seconds(ms: u64) -> Value {
+    json!(ms as f64 / 1000.0)
+}
+
+/// A time a request gives (seconds since the epoch), in milliseconds.
+fn time_ms(input: &Input<'_>, name: &str) -> Result<u64, AwsError> {
+    let ms = input
+        .epoch_ms(name)?
+        .ok_or_else(|| AwsError::missing(name))?;
+    Ok(ms.max(0) as u64)
+}
+
+fn archive_out(a: pb::Archive) -> Value {
+    let mut out = strings([
+        ("ArchiveName", a.archive_name),
+        ("ArchiveArn", a.archive_arn),
+        ("EventSourceArn", a.event_source_arn),
+        ("EventPattern", a.event_pattern),
+        ("Description", a.description),
+        ("State", a.state),
+    ]);
+    out.insert("RetentionDays".into(), json!(a.retention_days));
+    out.insert("EventCount".into(), json!(a.event_count));
+    out.insert("SizeBytes".into(), json!(a.size_bytes));
+    out.insert("CreationTime".into(), seconds(a.creation_time_ms));
+    Value::Object(out)
+}
+
+fn replay_out(r: pb::Replay) -> Value {
+    let mut out = strings([
+        ("ReplayName", r.replay_name),
+        ("ReplayArn", r.replay_arn),
+        ("EventSourceArn", r.event_source_arn),
+        ("State", r.state),
+    ]);
+    let d = r.destination.unwrap_or_default();
+    out.insert(
+        "Destination".into(),
+        json!({"Arn": d.arn, "FilterArns": d.filter_arns}),
+    );
+    out.insert("EventStartTime".into(), seconds(r.event_start_time_ms));
+    out.insert("EventEndTime".into(), seconds(r.event_end_time_ms));
+    out.insert("ReplayStartTime".into(), seconds(r.replay_start_time_ms));
+    if r.replay_end_time_ms > 0 {
+        out.insert("ReplayEndTime".into(), seconds(r.replay_end_time_ms));
+    }
+    if r.event_last_replayed_time_ms > 0 {
+        out.insert(
+            "EventLastReplayedTime".into(),
+            seconds(r.event_last_replayed_time_ms),
+        );
+    }
+    Value::Object(out)
+}
+
 fn failed(count: i32, entries: Vec<pb::FailedTargetEntry>) -> Value {
     json!({
         "FailedEntryCount": count,
@@ -299,6 +355,85 @@ pub async fn handle(call: Calls<'_>, action: &str, input: Input<'_>) -> Result<V
             };
             let r: pb::TestEventPatternResponse = call.run("TestEventPattern", req).await?;
             Ok(json!({"Result": r.result}))
+        }
+        "CreateArchive" => {
+            let req = pb::CreateArchiveRequest {
+                archive_name: input.required("ArchiveName")?,
+                event_source_arn: input.required("EventSourceArn")?,
+                event_pattern: optional(&input, "EventPattern")?,
+                retention_days: input.int("RetentionDays")?.unwrap_or(0),
+                description: optional(&input, "Description")?,
+            };
+            let a: pb::Archive = call.run("CreateArchive", req).await?;
+            Ok(json!({"ArchiveArn": a.archive_arn, "State": a.state,
+                      "CreationTime": seconds(a.creation_time_ms)}))
+        }
+        "DescribeArchive" => {
+            let req = pb::DescribeArchiveRequest {
+                archive_name: input.required("ArchiveName")?,
+            };
+            let a: pb::Archive = call.run("DescribeArchive", req).await?;
+            Ok(archive_out(a))
+        }
+        "ListArchives" => {
+            let req = pb::ListArchivesRequest {
+                name_prefix: optional(&input, "NamePrefix")?,
+                event_source_arn: optional(&input, "EventSourceArn")?,
+            };
+            let r: pb::ListArchivesResponse = call.run("ListArchives", req).await?;
+            Ok(json!({"Archives": array(r.archives, archive_out)}))
+        }
+        "DeleteArchive" => {
+            let req = pb::DeleteArchiveRequest {
+                archive_name: input.required("ArchiveName")?,
+            };
+            call.done::<_, pb::DeleteArchiveResponse>("DeleteArchive", req)
+                .await
+        }
+        "StartReplay" => {
+            let destination = match input.object("Destination")? {
+                Some(o) => {
+                    let d = input.nested(o);
+                    pb::ReplayDestination {
+                        arn: d.required("Arn")?,
+                        filter_arns: d.strings("FilterArns")?,
+                    }
+                }
+                None => return Err(AwsError::missing("Destination")),
+            };
+            let req = pb::StartReplayRequest {
+                replay_name: input.required("ReplayName")?,
+                event_source_arn: input.required("EventSourceArn")?,
+                event_start_time_ms: time_ms(&input, "EventStartTime")?,
+                event_end_time_ms: time_ms(&input, "EventEndTime")?,
+                destination: Some(destination),
+                description: optional(&input, "Description")?,
+            };
+            let r: pb::Replay = call.run("StartReplay", req).await?;
+            Ok(json!({"ReplayArn": r.replay_arn, "State": r.state,
+                      "ReplayStartTime": seconds(r.replay_start_time_ms)}))
+        }
+        "DescribeReplay" => {
+            let req = pb::DescribeReplayRequest {
+                replay_name: input.required("ReplayName")?,
+            };
+            let r: pb::Replay = call.run("DescribeReplay", req).await?;
+            Ok(replay_out(r))
+        }
+        "ListReplays" => {
+            let req = pb::ListReplaysRequest {
+                name_prefix: optional(&input, "NamePrefix")?,
+                state: optional(&input, "State")?,
+            };
+            let r: pb::ListReplaysResponse = call.run("ListReplays", req).await?;
+            Ok(json!({"Replays": array(r.replays, replay_out)}))
+        }
+        "CancelReplay" => {
+            let req = pb::CancelReplayRequest {
+                replay_name: input.required("ReplayName")?,
+            };
+            let r: pb::Replay = call.run("CancelReplay", req).await?;
+            Ok(json!({"ReplayArn": r.replay_arn, "State": r.state}))
         }
         other => Err(AwsError::unknown_operation(&format!(
             "{TARGET_PREFIX}.{other}"

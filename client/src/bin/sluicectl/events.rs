@@ -130,6 +130,57 @@ pub enum EventsCmd {
         #[arg(long = "resource")]
         resources: Vec<String>,
     },
+    /// Keep a bus's events (all, or those a pattern matches).
+    CreateArchive {
+        /// Archive name.
+        name: String,
+        /// The bus [default: default].
+        #[arg(long, default_value = "")]
+        bus: String,
+        /// Keep only the events this pattern (JSON) matches.
+        #[arg(long, default_value = "")]
+        pattern: String,
+        /// Days an event is kept; 0 keeps it for ever.
+        #[arg(long, default_value_t = 0)]
+        retention_days: i32,
+    },
+    /// Delete an archive.
+    DeleteArchive {
+        /// Archive name or ARN.
+        name: String,
+    },
+    /// List archives with their event counts.
+    ListArchives,
+    /// Put the events an archive took in a time range back on its bus.
+    StartReplay {
+        /// Replay name.
+        name: String,
+        /// Archive name or ARN.
+        #[arg(long)]
+        archive: String,
+        /// From this time, ms since the Unix epoch ...
+        #[arg(long)]
+        from_ms: u64,
+        /// ... to before this one.
+        #[arg(long)]
+        to_ms: u64,
+        /// The archive's bus [default: default].
+        #[arg(long, default_value = "")]
+        bus: String,
+        /// Only to this rule (ARN); repeatable; all rules when omitted.
+        #[arg(long = "rule-arn")]
+        rules: Vec<String>,
+    },
+    /// A replay's state and progress.
+    DescribeReplay {
+        /// Replay name.
+        name: String,
+    },
+    /// Stop a running replay.
+    CancelReplay {
+        /// Replay name.
+        name: String,
+    },
     /// Whether an event pattern matches an event.
     TestPattern {
         /// The event pattern (JSON).
@@ -139,6 +190,18 @@ pub enum EventsCmd {
         #[arg(long)]
         event: String,
     },
+}
+
+/// Prints a replay.
+fn print_replay(json: bool, r: &pb::Replay) {
+    crate::print_result(
+        json,
+        json!({"replay_name": r.replay_name, "state": r.state, "events_replayed": r.events_replayed}),
+        format_args!(
+            "{}  {}  {} events",
+            r.replay_name, r.state, r.events_replayed
+        ),
+    );
 }
 
 /// Fails with the first failed entry of a per-entry reply.
@@ -346,6 +409,86 @@ pub async fn run(client: &Client, json: bool, cmd: EventsCmd) -> Result<(), Erro
                 )));
             }
             crate::print_result(json, json!({"event_id": e.event_id}), &e.event_id);
+        }
+        EventsCmd::CreateArchive {
+            name,
+            bus,
+            pattern,
+            retention_days,
+        } => {
+            let a = client
+                .create_archive(pb::CreateArchiveRequest {
+                    archive_name: name,
+                    event_source_arn: bus,
+                    event_pattern: pattern,
+                    retention_days,
+                    description: String::new(),
+                })
+                .await?;
+            crate::print_result(json, json!({"archive_arn": a.archive_arn}), &a.archive_arn);
+        }
+        EventsCmd::DeleteArchive { name } => {
+            client
+                .delete_archive(pb::DeleteArchiveRequest {
+                    archive_name: name.clone(),
+                })
+                .await?;
+            crate::print_removed(json, "deleted", &name);
+        }
+        EventsCmd::ListArchives => {
+            let r = client
+                .list_archives(pb::ListArchivesRequest::default())
+                .await?;
+            if json {
+                let v: Vec<_> = r
+                    .archives
+                    .iter()
+                    .map(|a| json!({"archive_name": a.archive_name, "event_source_arn": a.event_source_arn, "event_count": a.event_count}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for a in r.archives {
+                    println!(
+                        "{}  {}  {} events",
+                        a.archive_name, a.event_source_arn, a.event_count
+                    );
+                }
+            }
+        }
+        EventsCmd::StartReplay {
+            name,
+            archive,
+            from_ms,
+            to_ms,
+            bus,
+            rules,
+        } => {
+            let r = client
+                .start_replay(pb::StartReplayRequest {
+                    replay_name: name,
+                    event_source_arn: archive,
+                    event_start_time_ms: from_ms,
+                    event_end_time_ms: to_ms,
+                    destination: Some(pb::ReplayDestination {
+                        arn: bus,
+                        filter_arns: rules,
+                    }),
+                    description: String::new(),
+                })
+                .await?;
+            print_replay(json, &r);
+        }
+        EventsCmd::DescribeReplay { name } => {
+            let r = client
+                .describe_replay(pb::DescribeReplayRequest { replay_name: name })
+                .await?;
+            print_replay(json, &r);
+        }
+        EventsCmd::CancelReplay { name } => {
+            let r = client
+                .cancel_replay(pb::CancelReplayRequest { replay_name: name })
+                .await?;
+            print_replay(json, &r);
         }
         EventsCmd::TestPattern { pattern, event } => {
             let r = client
