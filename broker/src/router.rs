@@ -575,12 +575,17 @@ fn in_flight_when_lost(status: &tonic::Status) -> bool {
 /// Whether a call failed before anything was sent: the connection was
 /// refused or never made. The transport says so in the status or in one of
 /// the errors behind it (the wording depends on the tonic and hyper
-/// versions, so both are read). A refusal (`ECONNREFUSED`) only ever
+/// versions, so both are read; the errors behind a status are this node's
+/// own, never sent over the wire). A refusal (`ECONNREFUSED`) only ever
 /// answers a connect: an established connection that breaks is reset.
 fn never_sent(status: &tonic::Status) -> bool {
     const CONNECTING: [&str; 3] = ["tcp connect error", "tcp open error", "dns error"];
     let says = |text: &str| CONNECTING.iter().any(|m| text.contains(m));
-    if says(status.message()) {
+    // The message may have come from the far side; only this node's
+    // transport words it so with UNAVAILABLE.
+    if status.code() == tonic::Code::Unavailable
+        && CONNECTING.iter().any(|m| status.message().starts_with(m))
+    {
         return true;
     }
     let mut source = std::error::Error::source(status);

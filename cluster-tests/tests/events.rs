@@ -352,6 +352,38 @@ async fn put_events_is_authorised_for_every_bus_it_names() {
         .await
         .expect_err("pat may only put events");
     assert_eq!(e.status(), Some(Code::PermissionDenied), "{e}");
+    // A rule's maker must be let write where its targets write: ray may
+    // change app's rules, not send to the audit queue.
+    let ray = c
+        .client_allowed(
+            &admin,
+            "ray",
+            "events:PutTargets",
+            "arn:aws:events:us-east-1:000000000000:rule/app/all",
+        )
+        .await;
+    let e = ray
+        .put_targets(pb::PutTargetsRequest {
+            rule: "all".into(),
+            event_bus_name: "app".into(),
+            targets: vec![pb::Target {
+                id: "sneak".into(),
+                arn: arn("sqs", "audit"),
+                ..Default::default()
+            }],
+        })
+        .await
+        .expect_err("ray may not send to the audit queue");
+    assert_eq!(e.status(), Some(Code::PermissionDenied), "{e}");
+    assert!(e.to_string().contains("sqs:SendMessage"), "{e}");
+    let targets = admin
+        .list_targets_by_rule(pb::ListTargetsByRuleRequest {
+            rule: "all".into(),
+            event_bus_name: "app".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(targets.targets.len(), 1, "the refused call added nothing");
 }
 
 #[tokio::test]

@@ -790,11 +790,13 @@ fn event_bus_command(rng: &mut Rng) -> Command {
                     (arn("sqs", queue), "")
                 }
             };
+            // Another bus takes the event itself, never a part of it.
+            let to_bus = target_arn.contains(":events:");
             let input = TargetInput {
                 id: format!("t{}", rng.below(4)),
                 arn: target_arn,
                 message_group_id: group.into(),
-                input_path: if rng.chance(20) {
+                input_path: if rng.chance(20) && !to_bus {
                     "$.detail".into()
                 } else {
                     String::new()

@@ -344,11 +344,13 @@ pub const RPCS: &[&[Rpc]] = &[
         "RemoveTargets" => RULE_TARGETS,
         "ListTargetsByRule" => RULE_TARGETS,
         "TestEventPattern" => Res::Any,
-        "CreateArchive" => Res::Archive(&["archive_name"]),
+        // An archive reads its bus: authorised on the bus.
+        "CreateArchive" => Res::Bus(&["event_source_arn"]),
         "DescribeArchive" => Res::Archive(&["archive_name"]),
         "ListArchives" => Res::Any,
         "DeleteArchive" => Res::Archive(&["archive_name"]),
-        // A replay reads its archive: authorised on the archive.
+        // A replay reads its archive (and is authorised on it here) and
+        // writes to its bus (authorised in api/events.rs).
         "StartReplay" => Res::Archive(&["event_source_arn"]),
         "DescribeReplay" => Res::Replay(&["replay_name"]),
         "ListReplays" => Res::Any,

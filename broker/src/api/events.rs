@@ -101,6 +101,7 @@ impl EventsApi {
             replay_end_time_ms: r.ended_ms.unwrap_or(0),
             event_last_replayed_time_ms: r.cursor.map(|(t, _)| t).unwrap_or(0),
             events_replayed: r.replayed,
+            events_passed_over: r.passed_over,
         }
     }
 
@@ -272,6 +273,22 @@ fn target_message(identity: &crate::identity::Identity, t: &Target) -> pb::Targe
     }
 }
 
+/// What a target does to its resources, as IAM actions on their ARNs: its
+/// delivery, and its dead-letter queue's.
+fn target_actions(id: &crate::identity::Identity, t: &Target) -> Vec<(&'static str, String)> {
+    let mut out = vec![match &t.destination {
+        Destination::Queue { name, .. } => ("sqs:SendMessage", id.queue_arn(name)),
+        Destination::Topic { name, .. } => ("sns:Publish", id.topic_arn(name)),
+        Destination::Stream { name, .. } => ("kinesis:PutRecord", id.stream_arn(name)),
+        Destination::Function { name, .. } => ("lambda:InvokeFunction", id.function_arn(name)),
+        Destination::Bus { name } => ("events:PutEvents", id.bus_arn(name)),
+    }];
+    if let Some(q) = &t.dead_letter_queue {
+        out.push(("sqs:SendMessage", id.queue_arn(q)));
+    }
+    out
+}
+
 /// The failed entries of a per-target result list.
 fn failed_targets(
     ids: &[String],
@@ -289,6 +306,17 @@ fn failed_targets(
         })
         .collect();
     (failed.len() as i32, failed)
+}
+
+/// An entry whose command's outcome is unknown: the routing failure's code
+/// (`LeaderLost`, ...) and message, which say it may have been put.
+fn unknown_outcome(status: &Status) -> DomainError {
+    let code = status
+        .metadata()
+        .get(sluice_proto::ERROR_CODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("InternalFailure");
+    DomainError::precondition(code, status.message().to_string())
 }
 
 fn entry_error(e: &DomainError) -> pb::PutEventsResultEntry {
@@ -478,6 +506,7 @@ impl pb::events_server::Events for EventsApi {
         &self,
         request: Request<pb::PutTargetsRequest>,
     ) -> Reply<pb::PutTargetsResponse> {
+        let caller = request.extensions().get::<Caller>().cloned();
         let req = request.into_inner();
         let (bus, rule) = rule_ref(&req.event_bus_name, "rule", &req.rule)?;
         if req.targets.is_empty() || req.targets.len() > events::TARGETS_PER_RULE_MAX {
@@ -498,6 +527,19 @@ impl pb::events_server::Events for EventsApi {
             .map(|(i, t)| Target::new(&format!("targets[{i}]"), target_input(t)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(from_domain)?;
+        // A target writes where the rule's events go: the caller must be
+        // let write there itself (and to its dead-letter queue), or a rule
+        // would reach what its maker may not.
+        for t in &targets {
+            for (action, resource) in target_actions(&self.ctx.identity, t) {
+                super::authorise(
+                    caller.as_ref(),
+                    "/sluice.v1.Events/PutTargets",
+                    action,
+                    &resource,
+                )?;
+            }
+        }
         let ids: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
         let results = self
             .ctx
@@ -628,14 +670,24 @@ impl pb::events_server::Events for EventsApi {
             };
             async move { (indexes, self.ctx.try_run(cmd).await) }
         });
-        for (indexes, outcome) in futures::future::join_all(runs).await {
+        let done = futures::future::join_all(runs).await;
+        // A routing failure (an unknown outcome) of a call that put on one
+        // bus fails the call, so that the caller knows to retry; when other
+        // buses' commands went through, only its own entries fail, with
+        // its code, and the others keep their event ids.
+        if done.len() == 1 {
+            if let (_, Err(status)) = &done[0] {
+                return Err(status.clone());
+            }
+        }
+        for (indexes, outcome) in done {
             let outcome: Result<Result<Vec<_>, DomainError>, Status> = outcome;
             // A bus that refused the whole command (it does not exist)
-            // fails each of its entries; a routing failure (an unknown
-            // outcome) fails the call, so that the caller knows to retry.
-            let outcomes: Vec<Result<String, DomainError>> = match outcome? {
-                Ok(per_entry) => per_entry,
-                Err(e) => vec![Err(e); indexes.len()],
+            // fails each of its entries.
+            let outcomes: Vec<Result<String, DomainError>> = match outcome {
+                Ok(Ok(per_entry)) => per_entry,
+                Ok(Err(e)) => vec![Err(e); indexes.len()],
+                Err(status) => vec![Err(unknown_outcome(&status)); indexes.len()],
             };
             for (i, r) in indexes.into_iter().zip(outcomes) {
                 results[i] = Some(match r {
@@ -741,6 +793,7 @@ impl pb::events_server::Events for EventsApi {
     }
 
     async fn start_replay(&self, request: Request<pb::StartReplayRequest>) -> Reply<pb::Replay> {
+        let caller = request.extensions().get::<Caller>().cloned();
         let req = request.into_inner();
         let archive =
             archive_ref("event_source_arn", &req.event_source_arn).map_err(from_domain)?;
@@ -763,6 +816,14 @@ impl pb::events_server::Events for EventsApi {
             origin: self.origin(),
         };
         replay.validate().map_err(from_domain)?;
+        // It puts events back on the bus: the caller must be let do that
+        // too, not only read the archive (which the guard checked).
+        super::authorise(
+            caller.as_ref(),
+            "/sluice.v1.Events/StartReplay",
+            "events:StartReplay",
+            &self.ctx.identity.bus_arn(&replay.bus),
+        )?;
         let name = replay.name.clone();
         self.ctx.run(replay).await?;
         self.replay_reply(super::Consistency::Linearizable, name)

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::put::Origin;
-use super::{invalid, require_bus, rules, validate_rule_name, Rule};
+use super::{invalid, require_bus, validate_rule_name};
 use crate::apply::{Ctx, Effects};
 use crate::error::{ApplyResult, DomainError};
 use crate::filter::EventPattern;
@@ -124,6 +124,9 @@ pub struct Replay {
     pub cursor: Option<(u64, u64)>,
     /// Events routed so far.
     pub replayed: u64,
+    /// Events passed over: their deliveries alone would copy more than a
+    /// command may.
+    pub passed_over: u64,
 }
 
 /// Versioned envelope of [`Replay`] in the store.
@@ -424,7 +427,10 @@ impl NewReplay {
             ));
         }
         if self.start_ms >= self.end_ms {
-            return Err(invalid("event_end_time", "must be after event_start_time"));
+            return Err(invalid(
+                "event_end_time_ms",
+                "must be after event_start_time_ms",
+            ));
         }
         for (i, r) in self.rules.iter().enumerate() {
             validate_rule_name(&format!("destination.filter_arns[{i}]"), r)?;
@@ -479,6 +485,7 @@ pub fn start_replay(txn: &mut Txn<'_>, ctx: &Ctx, r: &NewReplay) -> ApplyResult<
             ended_ms: None,
             cursor: None,
             replayed: 0,
+            passed_over: 0,
         },
     );
     Ok(())
@@ -501,20 +508,15 @@ pub fn cancel_replay(txn: &mut Txn<'_>, ctx: &Ctx, name: &str) -> ApplyResult<()
 }
 
 /// Applies `ReplayStep`: routes the next archived events of a running
-/// replay (at most [`REPLAY_STEP`], fewer when their deliveries would copy
-/// more than a request may); true when more are left.
+/// replay, each in a transaction of its own (at most [`REPLAY_STEP`], fewer
+/// when their deliveries would copy more than a request may); true when
+/// more are left. An event whose deliveries alone would cross that bound
+/// is passed over (and counted), so that a replay always moves on.
 pub fn step(txn: &mut Txn<'_>, ctx: &Ctx, name: &str, effects: &mut Effects) -> ApplyResult<bool> {
     let mut r = require_replay(txn, name)?;
     if r.state != ReplayState::Running {
         return Ok(false);
     }
-    let on_bus: Vec<Rule> = match super::load_bus(txn, &r.bus)? {
-        Some(_) => rules(txn, &r.bus)?
-            .into_iter()
-            .filter(|x| r.rules.is_empty() || r.rules.contains(&x.settings.name))
-            .collect(),
-        None => Vec::new(),
-    };
     let from = match r.cursor {
         Some((taken, n)) => Key::new("earcev")
             .u64(r.archive_id)
@@ -533,49 +535,46 @@ pub fn step(txn: &mut Txn<'_>, ctx: &Ctx, name: &str, effects: &mut Effects) -> 
         .take(REPLAY_STEP)
         .collect::<Result<_, _>>()?;
     let prefix_len = events_prefix(r.archive_id).len();
-    let mut budget = crate::limits::events::FAN_OUT_BYTES_MAX;
-    let mut routed = 0;
-    for (k, v) in &batch {
+    let budget = super::put::Budget::full();
+    let mut stopped = false;
+    for (i, (k, v)) in batch.iter().enumerate() {
         let (Some(taken), Some(n)) = (read_u64(k, prefix_len), read_u64(k, prefix_len + 8)) else {
             continue;
         };
         let text: String = crate::store::codec::decode(k, v)?;
         // The archive holds envelopes this module wrote: a JSON object.
-        let (Ok(Value::Object(mut map)), Some(open)) =
+        if let (Ok(Value::Object(mut map)), Some(open)) =
             (serde_json::from_str::<Value>(&text), text.strip_suffix('}'))
-        else {
-            continue;
-        };
-        let replay_name = Value::from(r.name.as_str());
-        // The envelope's text keeps EventBridge's key order, the field added
-        // last.
-        let replayed_text = format!("{open},\"replay-name\":{replay_name}}}");
-        map.insert("replay-name".into(), replay_name);
-        let id = map
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let value = Value::Object(map);
-        let cost = super::put::copies_of(txn, &r.bus, &on_bus, &value, replayed_text.len())?;
-        if routed > 0 && cost > budget {
-            break;
+        {
+            let replay_name = Value::from(r.name.as_str());
+            // The envelope's text keeps EventBridge's key order, the field
+            // added last.
+            let replayed_text = format!("{open},\"replay-name\":{replay_name}}}");
+            map.insert("replay-name".into(), replay_name);
+            let id = map
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let value = Value::Object(map);
+            let event = (&value, replayed_text.as_str(), id.as_str());
+            let taken_in = super::put::route_again(
+                txn, ctx, &r.origin, &r.bus, &r.rules, event, &budget, effects,
+            )?;
+            if !taken_in && i > 0 {
+                // Over what this step may copy: the next step takes it.
+                stopped = true;
+                break;
+            }
+            if taken_in {
+                r.replayed += 1;
+            } else {
+                r.passed_over += 1;
+            }
         }
-        budget = budget.saturating_sub(cost);
-        super::put::route_again(
-            txn,
-            ctx,
-            &r.origin,
-            &r.bus,
-            &on_bus,
-            (&value, &replayed_text, &id),
-            effects,
-        )?;
         r.cursor = Some((taken, n));
-        r.replayed += 1;
-        routed += 1;
     }
-    let more = routed == REPLAY_STEP || routed < batch.len();
+    let more = stopped || batch.len() == REPLAY_STEP;
     if !more {
         r.state = ReplayState::Completed;
         r.ended_ms = Some(ctx.now_ms);

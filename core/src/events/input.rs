@@ -10,8 +10,14 @@ use serde_json::Value;
 use super::invalid;
 use crate::error::{field_in, DomainError};
 
-/// Longest `Input`, `InputPath` or `InputTemplate`, characters.
+/// Longest `Input` or `InputTemplate`, characters.
 pub const INPUT_MAX: usize = 8192;
+/// Longest JSON path (`InputPath`, a path of `InputPathsMap`,
+/// `PartitionKeyPath`), characters.
+pub const PATH_MAX: usize = 256;
+/// Largest input a template may make, bytes (a template can name the
+/// whole event many times): past it the delivery fails.
+pub const RENDER_MAX: usize = 256 * 1024;
 /// Most entries of an `InputPathsMap`.
 pub const PATHS_MAX: usize = 100;
 /// Longest key of an `InputPathsMap`.
@@ -45,10 +51,10 @@ impl JsonPath {
                 format!("{text:?} is not a JSON path of the form $.a.b[0]: {why}"),
             )
         };
-        if text.chars().count() > INPUT_MAX {
+        if text.chars().count() > PATH_MAX {
             return Err(invalid(
                 field,
-                format!("must be at most {INPUT_MAX} characters"),
+                format!("must be at most {PATH_MAX} characters"),
             ));
         }
         let mut rest = text
@@ -193,13 +199,19 @@ impl Input {
         })
     }
 
-    /// The text delivered for `event` (its JSON text `event_text`).
-    pub fn render(&self, event: &Value, event_text: &str, reserved: &Reserved<'_>) -> String {
+    /// The text delivered for `event` (its JSON text `event_text`); a
+    /// template that would make more than [`RENDER_MAX`] bytes fails.
+    pub fn render(
+        &self,
+        event: &Value,
+        event_text: &str,
+        reserved: &Reserved<'_>,
+    ) -> Result<String, DomainError> {
         match self {
-            Input::Event => event_text.to_string(),
-            Input::Constant(text) => text.clone(),
-            Input::Path(p) => p.find(event).unwrap_or(&Value::Null).to_string(),
-            Input::Transformer { paths, template } => fill(template, |key| match key {
+            Input::Event => Ok(event_text.to_string()),
+            Input::Constant(text) => Ok(text.clone()),
+            Input::Path(p) => Ok(p.find(event).unwrap_or(&Value::Null).to_string()),
+            Input::Transformer { paths, template } => fill(template, RENDER_MAX, |key| match key {
                 "aws.events.rule-name" => Some(Value::from(reserved.rule_name)),
                 "aws.events.rule-arn" => Some(Value::from(reserved.rule_arn)),
                 "aws.events.event.ingestion-time" => Some(Value::from(reserved.ingestion_time)),
@@ -220,8 +232,13 @@ impl Input {
 /// Replaces each `<key>` of `template` that `value` knows. Inside a JSON
 /// string (after an unescaped `"`) a string goes in as its escaped
 /// characters and anything else as its JSON text; outside, every value goes
-/// in as JSON (a string with its quotes). Other `<...>` text stays.
-fn fill(template: &str, value: impl Fn(&str) -> Option<Value>) -> String {
+/// in as JSON (a string with its quotes). Other `<...>` text stays. Fails
+/// once the text passes `max` bytes.
+fn fill(
+    template: &str,
+    max: usize,
+    value: impl Fn(&str) -> Option<Value>,
+) -> Result<String, DomainError> {
     let mut out = String::with_capacity(template.len());
     let mut in_string = false;
     let mut rest = template;
@@ -242,6 +259,12 @@ fn fill(template: &str, value: impl Fn(&str) -> Option<Value>) -> String {
                         }
                         (other, false) => out.push_str(&other.to_string()),
                     }
+                    if out.len() > max {
+                        return Err(DomainError::limit(
+                            "LimitExceededException",
+                            format!("the input template makes more than {max} bytes of this event"),
+                        ));
+                    }
                     rest = &rest[end + 1..];
                     continue;
                 }
@@ -260,7 +283,7 @@ fn fill(template: &str, value: impl Fn(&str) -> Option<Value>) -> String {
         out.push(c);
         rest = &rest[c.len_utf8()..];
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -290,7 +313,7 @@ mod tests {
             .collect();
         let input = Input::new("", "", "", &paths, template).unwrap();
         let e = event();
-        input.render(&e, &e.to_string(), &reserved())
+        input.render(&e, &e.to_string(), &reserved()).unwrap()
     }
 
     #[test]
@@ -352,6 +375,21 @@ mod tests {
         let v: Value = serde_json::from_str(&whole).unwrap();
         assert_eq!(v["e"].get("detail"), None);
         assert_eq!(v["j"], event());
+    }
+
+    #[test]
+    fn a_template_that_grows_past_its_bound_fails() {
+        let paths = BTreeMap::from([("all".to_string(), "$".to_string())]);
+        let template = "<all>".repeat(INPUT_MAX / 5);
+        let input = Input::new("", "", "", &paths, &template).unwrap();
+        let big = serde_json::json!({"detail": {"x": "y".repeat(100_000)}});
+        let e = input
+            .render(&big, &big.to_string(), &reserved())
+            .unwrap_err();
+        assert_eq!(e.code, "LimitExceededException");
+        // A long path is refused as EventBridge refuses it.
+        let e = JsonPath::parse("input_path", &format!("$.{}", "a".repeat(PATH_MAX))).unwrap_err();
+        assert!(e.message.contains("256"), "{e}");
     }
 
     #[test]

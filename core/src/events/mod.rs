@@ -374,7 +374,8 @@ pub fn put_rule(txn: &mut Txn<'_>, ctx: &Ctx, r: &NewRule) -> ApplyResult<()> {
             ..old
         },
         None => {
-            if rules(txn, &r.bus)?.len() >= RULES_PER_BUS_MAX {
+            // Counted by key: the rules themselves may be large.
+            if txn.scan_prefix(&rules_prefix(&r.bus)).count() >= RULES_PER_BUS_MAX {
                 return Err(DomainError::limit(
                     "LimitExceededException",
                     format!(

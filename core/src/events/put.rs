@@ -7,7 +7,9 @@
 //! queue if it has one; the event and its other deliveries stand. A
 //! failed delivery is not retried: the same state would refuse it again.
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -194,8 +196,87 @@ fn envelope(id: &str, e: &NewEvent, detail: Value, origin: &Origin, now_ms: u64)
     Envelope { value, text }
 }
 
+/// The least a delivery counts against a command's budget, bytes: bounds
+/// the deliveries one command makes to [`FAN_OUT_BYTES_MAX`] / 16 KiB.
+const DELIVERY_COST: usize = 16 * 1024;
+/// What handing an event on to another bus counts: bounds the hops (and the
+/// rules matched again) one command makes.
+const HOP_COST: usize = 256 * 1024;
+
+/// What a command may still copy to targets, shared by its events: a
+/// deterministic bound on the memory and work of one command. An event that
+/// would cross it fails as a whole.
+pub(super) struct Budget {
+    left: Cell<usize>,
+    crossed: Cell<bool>,
+}
+
+impl Budget {
+    /// A command's whole budget.
+    pub(super) fn full() -> Budget {
+        Budget {
+            left: Cell::new(FAN_OUT_BYTES_MAX),
+            crossed: Cell::new(false),
+        }
+    }
+
+    /// Spends `bytes`; false (and crossed from then on) when they are not
+    /// left.
+    fn spend(&self, bytes: usize) -> bool {
+        match self.left.get().checked_sub(bytes) {
+            Some(left) if !self.crossed.get() => {
+                self.left.set(left);
+                true
+            }
+            _ => {
+                self.crossed.set(true);
+                false
+            }
+        }
+    }
+
+    /// Whether an event crossed it since [`Budget::reset_crossing`].
+    pub(super) fn crossed(&self) -> bool {
+        self.crossed.get()
+    }
+
+    /// Forgets a crossing (the event that crossed failed as a whole); what
+    /// was spent stays spent.
+    pub(super) fn reset_crossing(&self) {
+        self.crossed.set(false);
+    }
+
+    /// The refusal of an event that crossed the budget.
+    pub(super) fn refusal() -> DomainError {
+        DomainError::limit(
+            "LimitExceededException",
+            format!(
+                "the event's deliveries would copy more than one request may ({FAN_OUT_BYTES_MAX} bytes, each delivery counting at least {DELIVERY_COST})"
+            ),
+        )
+    }
+}
+
+/// Each bus's rules, read once per command: nothing routing does changes
+/// them.
+#[derive(Default)]
+pub(super) struct RuleBook(RefCell<BTreeMap<String, Rc<Vec<Rule>>>>);
+
+impl RuleBook {
+    /// The rules of `bus`.
+    pub(super) fn of(&self, txn: &Txn<'_>, bus: &str) -> ApplyResult<Rc<Vec<Rule>>> {
+        if let Some(r) = self.0.borrow().get(bus) {
+            return Ok(r.clone());
+        }
+        let r = Rc::new(rules(txn, bus)?);
+        self.0.borrow_mut().insert(bus.to_string(), r.clone());
+        Ok(r)
+    }
+}
+
 /// Applies `PutEvents`: each entry succeeds (with its event id) or fails on
-/// its own.
+/// its own. Each event is routed in a transaction of its own, so one that
+/// fails (it crossed the command's budget) leaves nothing.
 pub fn put_events(
     txn: &mut Txn<'_>,
     ctx: &Ctx,
@@ -205,10 +286,10 @@ pub fn put_events(
     effects: &mut Effects,
 ) -> ApplyResult<Vec<Result<String, DomainError>>> {
     let mut b = require_bus(txn, bus)?;
-    let on_bus = rules(txn, bus)?;
-    let mut budget = FAN_OUT_BYTES_MAX;
+    let book = RuleBook::default();
+    let budget = Budget::full();
     let mut results = Vec::with_capacity(entries.len());
-    for e in entries {
+    for (i, e) in entries.iter().enumerate() {
         // Checked at the edge; checked again, as every replica does, so
         // that a detail that is not an object is refused, never guessed.
         let detail = match serde_json::from_str::<Value>(&e.detail) {
@@ -216,7 +297,7 @@ pub fn put_events(
             _ => {
                 results.push(Err(DomainError::invalid_with_code(
                     "MalformedDetail",
-                    "detail",
+                    format!("entries[{i}].detail"),
                     "must be the text of a JSON object",
                 )));
                 continue;
@@ -224,90 +305,65 @@ pub fn put_events(
         };
         let id = event_id(b.id, b.events + 1);
         let event = envelope(&id, e, detail, origin, ctx.now_ms);
-        let copies = copies(txn, bus, &on_bus, &event.value, event.text.len(), 0)?;
-        if copies > budget {
-            results.push(Err(DomainError::limit(
-                "LimitExceededException",
-                format!(
-                    "the event would copy about {copies} bytes to its rules' targets; one request copies at most {FAN_OUT_BYTES_MAX}"
-                ),
-            )));
-            continue;
-        }
-        budget -= copies;
-        b.events += 1;
         let routing = Routing {
             ctx,
             origin,
             event: &event,
             id: &id,
+            book: &book,
+            budget: &budget,
+            archive: true,
         };
-        routing.route(txn, bus, &on_bus, 0, effects)?;
-        super::archive::keep(txn, ctx, bus, &event.value, &event.text)?;
-        results.push(Ok(id));
+        if routing.take(txn, bus, effects)? {
+            b.events += 1;
+            results.push(Ok(id));
+        } else {
+            results.push(Err(Budget::refusal()));
+        }
     }
     save_bus(txn, &b);
     Ok(results)
 }
 
-/// About how many bytes routing an event copies: each matched target's
-/// input is at most the event twice over (escaped) or a constant, with an
-/// envelope; another bus's rules count again.
-fn copies(
-    txn: &Txn<'_>,
-    bus: &str,
-    on_bus: &[Rule],
-    event: &Value,
-    len: usize,
-    hops: usize,
-) -> ApplyResult<usize> {
-    let mut total = 0usize;
-    for r in on_bus.iter().filter(|r| r.matches(event)) {
-        for t in &r.targets {
-            total += 2 * len + super::input::INPUT_MAX + 1024;
-            if let Destination::Bus { name } = &t.destination {
-                if hops < BUS_HOPS_MAX && name != bus && super::load_bus(txn, name)?.is_some() {
-                    total += copies(txn, name, &rules(txn, name)?, event, len, hops + 1)?;
-                }
-            }
-        }
-    }
-    Ok(total)
-}
-
-/// [`copies`] for an event on `bus` (a replayed one).
-pub(super) fn copies_of(
-    txn: &Txn<'_>,
-    bus: &str,
-    on_bus: &[Rule],
-    event: &Value,
-    len: usize,
-) -> ApplyResult<usize> {
-    copies(txn, bus, on_bus, event, len, 0)
-}
-
 /// Routes an event taken before (a replayed one: its value, its text and
-/// its id) to `on_bus`, the rules of `bus` it goes to.
+/// its id) to `only` of the rules of `bus` (all when empty), in a
+/// transaction of its own; false, leaving nothing, when it crossed the
+/// budget.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn route_again(
     txn: &mut Txn<'_>,
     ctx: &Ctx,
     origin: &Origin,
     bus: &str,
-    on_bus: &[Rule],
+    only: &[String],
     (value, text, id): (&Value, &str, &str),
+    budget: &Budget,
     effects: &mut Effects,
-) -> ApplyResult<()> {
+) -> ApplyResult<bool> {
     let event = Envelope {
         value: value.clone(),
         text: text.to_string(),
     };
+    let book = RuleBook::default();
+    if super::load_bus(txn, bus)?.is_some() {
+        let chosen: Vec<Rule> = book
+            .of(txn, bus)?
+            .iter()
+            .filter(|r| only.is_empty() || only.contains(&r.settings.name))
+            .cloned()
+            .collect();
+        book.0.borrow_mut().insert(bus.to_string(), Rc::new(chosen));
+    }
     let routing = Routing {
         ctx,
         origin,
         event: &event,
         id,
+        book: &book,
+        budget,
+        archive: false,
     };
-    routing.route(txn, bus, on_bus, 0, effects)
+    routing.take(txn, bus, effects)
 }
 
 /// One event on its way: what every delivery of it needs.
@@ -316,18 +372,42 @@ struct Routing<'a> {
     origin: &'a Origin,
     event: &'a Envelope,
     id: &'a str,
+    book: &'a RuleBook,
+    budget: &'a Budget,
+    /// Kept in the archives of each bus it reaches (not when replayed).
+    archive: bool,
 }
 
 impl Routing<'_> {
-    /// Hands the event to the targets of every rule of `bus` that matches.
+    /// Routes the event on `bus` in a transaction of its own, merged only
+    /// if it stayed within the budget; whether it did.
+    fn take(&self, txn: &mut Txn<'_>, bus: &str, effects: &mut Effects) -> ApplyResult<bool> {
+        let before = effects.len();
+        let writes = {
+            let mut child = Txn::new(&*txn);
+            self.route(&mut child, bus, 0, effects)?;
+            child.into_writes()
+        };
+        if self.budget.crossed() {
+            self.budget.reset_crossing();
+            effects.truncate(before);
+            return Ok(false);
+        }
+        txn.merge(writes);
+        Ok(true)
+    }
+
+    /// Hands the event to the targets of every rule of `bus` that matches,
+    /// and keeps it in the bus's archives. Stops early once the budget is
+    /// crossed (the caller then drops everything).
     fn route(
         &self,
         txn: &mut Txn<'_>,
         bus: &str,
-        on_bus: &[Rule],
         hops: usize,
         effects: &mut Effects,
     ) -> ApplyResult<()> {
+        let on_bus = self.book.of(txn, bus)?;
         for rule in on_bus.iter().filter(|r| r.matches(&self.event.value)) {
             let name = &rule.settings.name;
             effects.push(Effect::EventRouted {
@@ -344,12 +424,31 @@ impl Routing<'_> {
                 ingestion_time: &ingestion_time,
             };
             for t in &rule.targets {
-                let body = t
-                    .input
-                    .render(&self.event.value, &self.event.text, &reserved);
-                let outcome = self.attempt(txn, effects, |txn, effects| {
-                    self.deliver(txn, bus, t, &body, hops, effects)
-                })?;
+                // Another bus takes the event itself; the others take its
+                // input, at most RENDER_MAX bytes.
+                let body = match &t.destination {
+                    Destination::Bus { .. } => Ok(String::new()),
+                    _ => t
+                        .input
+                        .render(&self.event.value, &self.event.text, &reserved),
+                };
+                let cost = match (&t.destination, &body) {
+                    (Destination::Bus { .. }, _) => HOP_COST,
+                    (_, Ok(b)) => (2 * b.len()).max(DELIVERY_COST),
+                    (_, Err(_)) => DELIVERY_COST,
+                };
+                if !self.budget.spend(cost) {
+                    return Ok(());
+                }
+                let outcome = match &body {
+                    Ok(body) => self.attempt(txn, effects, |txn, effects| {
+                        self.deliver(txn, bus, t, body, hops, effects)
+                    })?,
+                    Err(e) => Err(e.clone()),
+                };
+                if self.budget.crossed() {
+                    return Ok(());
+                }
                 effects.push(Effect::EventRouted {
                     bus: bus.into(),
                     rule: name.clone(),
@@ -357,7 +456,8 @@ impl Routing<'_> {
                     delivered: outcome.is_ok(),
                 });
                 if let (Err(why), Some(dlq)) = (outcome, &t.dead_letter_queue) {
-                    let stored = match dead_letter(&body, &rule_arn, t, &why) {
+                    let text = body.as_deref().unwrap_or(&self.event.text);
+                    let stored = match dead_letter(text, &rule_arn, t, &why) {
                         Ok(m) => self.attempt(txn, effects, |txn, effects| {
                             send_one(txn, self.ctx, dlq, m, effects)
                         })?,
@@ -371,6 +471,9 @@ impl Routing<'_> {
                     });
                 }
             }
+        }
+        if self.archive {
+            super::archive::keep(txn, self.ctx, bus, &self.event.value, &self.event.text)?;
         }
         Ok(())
     }
@@ -514,7 +617,7 @@ impl Routing<'_> {
                     )));
                 }
                 require_bus(txn, name)?;
-                self.route(txn, name, &rules(txn, name)?, hops + 1, effects)?;
+                self.route(txn, name, hops + 1, effects)?;
                 Ok(Ok(()))
             }
         }

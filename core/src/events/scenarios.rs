@@ -743,11 +743,183 @@ mod archives {
         let mut backwards = replay("p", "a", 10, 5, &[]);
         backwards.bus = "app".into();
         let e = w.run(backwards).unwrap_err();
-        assert!(e.message.contains("event_end_time"), "{e}");
+        assert!(e.message.contains("event_end_time_ms"), "{e}");
         let mut ok = replay("p", "a", 0, 10, &[]);
         ok.bus = "app".into();
         w.run(ok.clone()).unwrap();
         let e = w.run(ok).unwrap_err();
         assert_eq!(e.code, "ResourceAlreadyExistsException");
+    }
+}
+
+mod bounds {
+    use super::*;
+    use crate::events::archive::{NewArchive, NewReplay, ReplayState};
+    use crate::events::{DescribeReplay, ReplayStep};
+
+    /// Buses `a` and `b`, each with `rules` rules of five targets sending
+    /// every event to the other: a fan-out that only the command's budget
+    /// stops.
+    fn ping_pong(w: &mut World, rules: usize) {
+        for bus in ["a", "b"] {
+            w.run(CreateEventBus {
+                name: bus.into(),
+                description: String::new(),
+            })
+            .unwrap();
+        }
+        for (bus, other) in [("a", "b"), ("b", "a")] {
+            for r in 0..rules {
+                let name = format!("r{r}");
+                w.rule(bus, &name, r#"{"source": ["shop"]}"#);
+                let targets = (0..5)
+                    .map(|t| {
+                        target(
+                            &format!("t{t}"),
+                            arn("events", &format!("event-bus/{other}")),
+                        )
+                    })
+                    .collect();
+                w.targets(bus, &name, targets);
+            }
+        }
+    }
+
+    #[test]
+    fn an_event_whose_deliveries_would_cross_the_budget_fails_whole() {
+        let mut w = World::new();
+        w.queue("q");
+        ping_pong(&mut w, 20);
+        w.rule("a", "keep", r#"{"source": ["shop"]}"#);
+        w.targets("a", "keep", vec![target("q", arn("sqs", "q"))]);
+        let before = w.effects.len();
+        let r = w.put_on("a", &[order("ann", 1)]);
+        assert_eq!(r[0].as_ref().unwrap_err().code, "LimitExceededException");
+        assert!(w.drain("q").is_empty(), "the failed event left nothing");
+        assert!(
+            !w.effects[before..]
+                .iter()
+                .any(|e| matches!(e, Effect::EventRouted { .. })),
+            "nor any count"
+        );
+        // A small event on a bus without the loop still goes through.
+        w.rule("default", "r", r#"{"source": ["shop"]}"#);
+        w.targets("default", "r", vec![target("q", arn("sqs", "q"))]);
+        assert_eq!(w.put_events(&[order("bob", 2)]).len(), 1);
+        assert_eq!(w.drain("q").len(), 1);
+    }
+
+    #[test]
+    fn a_template_that_grows_too_large_fails_its_delivery_only() {
+        let mut w = World::new();
+        w.queue("q");
+        w.queue("dlq");
+        w.queue("plain");
+        w.rule("default", "r", r#"{"source": ["shop"]}"#);
+        let template = "<aws.events.event.json>".repeat(300);
+        w.targets(
+            "default",
+            "r",
+            vec![
+                TargetInput {
+                    input_paths: crate::testing::map(&[]),
+                    input_template: template,
+                    dead_letter_arn: arn("sqs", "dlq"),
+                    ..target("huge", arn("sqs", "q"))
+                },
+                target("plain", arn("sqs", "plain")),
+            ],
+        );
+        let big = ("shop", "x", serde_json::json!({"pad": "p".repeat(100_000)}));
+        w.put_events(&[big]);
+        assert!(w.drain("q").is_empty());
+        let dead = w.drain("dlq");
+        assert_eq!(dead.len(), 1);
+        let code = dead[0].body.attributes["ERROR_CODE"].string_value.clone();
+        assert_eq!(code.as_deref(), Some("LimitExceededException"));
+        assert_eq!(w.drain("plain").len(), 1, "the other target got it");
+    }
+
+    #[test]
+    fn a_replayed_event_over_the_budget_is_passed_over_and_the_replay_ends() {
+        let mut w = World::new();
+        ping_pong(&mut w, 0);
+        w.run(NewArchive::new("all", "a", "", 0, "").unwrap())
+            .unwrap();
+        w.put_on("a", &[order("ann", 1), order("bob", 2)]);
+        // The loop is made after the events were archived.
+        w.check_invariants = false;
+        for (bus, other) in [("a", "b"), ("b", "a")] {
+            for r in 0..20 {
+                let name = format!("r{r}");
+                w.rule(bus, &name, r#"{"source": ["shop"]}"#);
+                let targets = (0..5)
+                    .map(|t| {
+                        target(
+                            &format!("t{t}"),
+                            arn("events", &format!("event-bus/{other}")),
+                        )
+                    })
+                    .collect();
+                w.targets(bus, &name, targets);
+            }
+        }
+        w.check_invariants = true;
+        w.run(NewReplay {
+            name: "p".into(),
+            archive: "all".into(),
+            start_ms: 0,
+            end_ms: w.now + 1,
+            bus: "a".into(),
+            rules: vec![],
+            origin: Origin {
+                account: ACCOUNT.into(),
+                region: REGION.into(),
+            },
+        })
+        .unwrap();
+        let mut steps = 0;
+        while w.run(ReplayStep { name: "p".into() }).unwrap() {
+            steps += 1;
+            assert!(steps < 10, "the replay moves on");
+        }
+        let r = w.ask(DescribeReplay { name: "p".into() }).unwrap();
+        assert_eq!(r.state, ReplayState::Completed);
+        assert_eq!((r.replayed, r.passed_over), (0, 2));
+    }
+
+    #[test]
+    fn an_event_sent_on_to_another_bus_is_kept_in_that_bus_s_archive() {
+        let mut w = World::new();
+        w.run(CreateEventBus {
+            name: "b".into(),
+            description: String::new(),
+        })
+        .unwrap();
+        w.run(NewArchive::new("b-events", "b", "", 0, "").unwrap())
+            .unwrap();
+        w.rule("default", "fwd", r#"{"source": ["shop"]}"#);
+        w.targets(
+            "default",
+            "fwd",
+            vec![target("b", arn("events", "event-bus/b"))],
+        );
+        w.put_events(&[order("ann", 1)]);
+        let a = w
+            .ask(crate::events::DescribeArchive {
+                name: "b-events".into(),
+            })
+            .unwrap();
+        assert_eq!(a.events, 1);
+        // A bus target takes no input settings.
+        let e = Target::new(
+            "targets[0]",
+            TargetInput {
+                input: "{}".into(),
+                ..target("b", arn("events", "event-bus/b"))
+            },
+        )
+        .unwrap_err();
+        assert!(e.message.contains("targets[0].input"), "{e}");
     }
 }

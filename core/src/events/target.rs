@@ -194,6 +194,12 @@ impl Target {
             &t.input_paths,
             &t.input_template,
         )?;
+        if matches!(destination, Destination::Bus { .. }) && input != Input::Event {
+            return Err(invalid(
+                f("input"),
+                "another bus takes the event itself: a bus target takes no input settings",
+            ));
+        }
         let dead_letter_queue = if t.dead_letter_arn.is_empty() {
             None
         } else {
