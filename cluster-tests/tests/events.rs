@@ -675,3 +675,222 @@ async fn an_archive_replays_a_time_range_to_a_rules_queue() {
         .await
         .unwrap();
 }
+
+/// Every event-bus call of a caller with no policy is refused with
+/// `PERMISSION_DENIED` naming its action, and changes nothing.
+#[tokio::test]
+async fn every_events_call_is_refused_without_its_permission() {
+    let (_serial, c, _) = elected_secured_cluster(1, &[]).await;
+    let admin = c.client();
+    admin.create_queue("q", HashMap::new()).await.unwrap();
+    admin
+        .put_rule(pb::PutRuleRequest {
+            name: "r".into(),
+            event_pattern: r#"{"source": ["shop"]}"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .create_archive(pb::CreateArchiveRequest {
+            archive_name: "a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let credentials = cluster_tests::create_principal(&admin, "nobody", "user", &[]).await;
+    let nobody = c.single_attempt_client(Some(credentials));
+    let bus = String::from;
+    macro_rules! refused {
+        ($action:literal, $call:expr) => {{
+            let e = $call.await.map(|_| ()).expect_err($action);
+            assert_eq!(e.status(), Some(Code::PermissionDenied), "{}: {e}", $action);
+            assert!(e.to_string().contains($action), "{}: {e}", $action);
+        }};
+    }
+    let target = || pb::Target {
+        id: "t".into(),
+        arn: arn("sqs", "q"),
+        ..Default::default()
+    };
+    let range = || pb::StartReplayRequest {
+        replay_name: "p".into(),
+        event_source_arn: "a".into(),
+        event_start_time_ms: 0,
+        event_end_time_ms: 1,
+        destination: Some(pb::ReplayDestination::default()),
+        description: String::new(),
+    };
+    refused!(
+        "events:CreateEventBus",
+        nobody.create_event_bus(pb::CreateEventBusRequest {
+            name: bus("x"),
+            description: bus("")
+        })
+    );
+    refused!(
+        "events:DeleteEventBus",
+        nobody.delete_event_bus(pb::DeleteEventBusRequest {
+            name: bus("default")
+        })
+    );
+    refused!(
+        "events:DescribeEventBus",
+        nobody.describe_event_bus(pb::DescribeEventBusRequest::default())
+    );
+    refused!(
+        "events:ListEventBuses",
+        nobody.list_event_buses(pb::ListEventBusesRequest::default())
+    );
+    refused!(
+        "events:PutRule",
+        nobody.put_rule(pb::PutRuleRequest {
+            name: bus("r2"),
+            event_pattern: bus(r#"{"a": [1]}"#),
+            ..Default::default()
+        })
+    );
+    refused!(
+        "events:DeleteRule",
+        nobody.delete_rule(pb::DeleteRuleRequest {
+            name: bus("r"),
+            ..Default::default()
+        })
+    );
+    refused!(
+        "events:DescribeRule",
+        nobody.describe_rule(pb::DescribeRuleRequest {
+            name: bus("r"),
+            ..Default::default()
+        })
+    );
+    refused!(
+        "events:ListRules",
+        nobody.list_rules(pb::ListRulesRequest::default())
+    );
+    refused!(
+        "events:EnableRule",
+        nobody.enable_rule(pb::EnableRuleRequest {
+            name: bus("r"),
+            ..Default::default()
+        })
+    );
+    refused!(
+        "events:DisableRule",
+        nobody.disable_rule(pb::DisableRuleRequest {
+            name: bus("r"),
+            ..Default::default()
+        })
+    );
+    refused!(
+        "events:PutTargets",
+        nobody.put_targets(pb::PutTargetsRequest {
+            rule: bus("r"),
+            event_bus_name: bus(""),
+            targets: vec![target()]
+        })
+    );
+    refused!(
+        "events:RemoveTargets",
+        nobody.remove_targets(pb::RemoveTargetsRequest {
+            rule: bus("r"),
+            event_bus_name: bus(""),
+            ids: vec![bus("t")]
+        })
+    );
+    refused!(
+        "events:ListTargetsByRule",
+        nobody.list_targets_by_rule(pb::ListTargetsByRuleRequest {
+            rule: bus("r"),
+            event_bus_name: bus("")
+        })
+    );
+    refused!(
+        "events:PutEvents",
+        nobody.put_events(pb::PutEventsRequest {
+            entries: vec![entry(1)]
+        })
+    );
+    refused!(
+        "events:TestEventPattern",
+        nobody.test_event_pattern(pb::TestEventPatternRequest {
+            event_pattern: bus(r#"{"a": [1]}"#),
+            event: bus(r#"{"a": 1}"#)
+        })
+    );
+    refused!(
+        "events:CreateArchive",
+        nobody.create_archive(pb::CreateArchiveRequest {
+            archive_name: bus("b"),
+            ..Default::default()
+        })
+    );
+    refused!(
+        "events:DescribeArchive",
+        nobody.describe_archive(pb::DescribeArchiveRequest {
+            archive_name: bus("a")
+        })
+    );
+    refused!(
+        "events:ListArchives",
+        nobody.list_archives(pb::ListArchivesRequest::default())
+    );
+    refused!(
+        "events:DeleteArchive",
+        nobody.delete_archive(pb::DeleteArchiveRequest {
+            archive_name: bus("a")
+        })
+    );
+    refused!("events:StartReplay", nobody.start_replay(range()));
+    refused!(
+        "events:DescribeReplay",
+        nobody.describe_replay(pb::DescribeReplayRequest {
+            replay_name: bus("p")
+        })
+    );
+    refused!(
+        "events:ListReplays",
+        nobody.list_replays(pb::ListReplaysRequest::default())
+    );
+    refused!(
+        "events:CancelReplay",
+        nobody.cancel_replay(pb::CancelReplayRequest {
+            replay_name: bus("p")
+        })
+    );
+    // Nothing changed: one rule without targets, enabled; one archive,
+    // empty; no replay; only the default bus; the queue empty.
+    let rules = admin
+        .list_rules(pb::ListRulesRequest::default())
+        .await
+        .unwrap()
+        .rules;
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].state, "ENABLED");
+    let targets = admin
+        .list_targets_by_rule(pb::ListTargetsByRuleRequest {
+            rule: "r".into(),
+            event_bus_name: String::new(),
+        })
+        .await
+        .unwrap();
+    assert!(targets.targets.is_empty());
+    let archives = admin
+        .list_archives(pb::ListArchivesRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(archives.archives.len(), 1);
+    assert_eq!(archives.archives[0].event_count, 0);
+    let replays = admin
+        .list_replays(pb::ListReplaysRequest::default())
+        .await
+        .unwrap();
+    assert!(replays.replays.is_empty());
+    let buses = admin
+        .list_event_buses(pb::ListEventBusesRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(buses.event_buses.len(), 1);
+    let a = admin.get_queue_attributes("q", &["All"]).await.unwrap();
+    assert_eq!(a["ApproximateNumberOfMessages"], "0");
+}
