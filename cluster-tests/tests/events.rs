@@ -388,9 +388,8 @@ async fn put_events_is_authorised_for_every_bus_it_names() {
 
 #[tokio::test]
 async fn entries_fail_on_their_own_with_the_field_and_the_rule() {
-    // Elected first: a call on two buses made while there is no leader yet
-    // fails each bus's entries on their own (NoLeader), as it should, and
-    // that is not what this test is about.
+    // Elected first: the entry errors, not an election, are what this
+    // test is about.
     let (_serial, c, _) = elected_cluster(1, &[]).await;
     let client = c.client();
     let r = client

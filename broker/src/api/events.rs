@@ -90,7 +90,7 @@ impl EventsApi {
             replay_name: r.name.clone(),
             replay_arn: id.events_arn("replay", &r.name),
             event_source_arn: id.events_arn("archive", &r.archive),
-            state: replay_state(r).into(),
+            state: r.state.as_str().into(),
             event_start_time_ms: r.start_ms,
             event_end_time_ms: r.end_ms,
             destination: Some(pb::ReplayDestination {
@@ -182,10 +182,6 @@ fn filter_rule(field: &str, bus: &str, given: &str) -> Result<String, DomainErro
     }
     events::validate_rule_name(field, name)?;
     Ok(name.to_string())
-}
-
-fn replay_state(r: &Replay) -> &'static str {
-    r.state.as_str()
 }
 
 /// A page size: 1-100, 100 when not given.
@@ -671,12 +667,12 @@ impl pb::events_server::Events for EventsApi {
             async move { (indexes, self.ctx.try_run(cmd).await) }
         });
         let done = futures::future::join_all(runs).await;
-        // A routing failure (an unknown outcome) of a call that put on one
-        // bus fails the call, so that the caller knows to retry; when other
-        // buses' commands went through, only its own entries fail, with
-        // its code, and the others keep their event ids.
-        if done.len() == 1 {
-            if let (_, Err(status)) = &done[0] {
+        // When no bus's command went through (each failed in routing: not
+        // applied, or of unknown outcome), the call fails, so that the
+        // caller knows to retry it; when some did, only the others' entries
+        // fail, with the routing error's code, and the rest keep their ids.
+        if let Some((_, Err(status))) = done.iter().find(|(_, o)| o.is_err()) {
+            if done.iter().all(|(_, o)| o.is_err()) {
                 return Err(status.clone());
             }
         }

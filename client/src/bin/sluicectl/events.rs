@@ -298,17 +298,12 @@ pub async fn run(client: &Client, json: bool, cmd: EventsCmd) -> Result<(), Erro
                 }
                 next_token = r.next_token;
             }
-            if json {
-                let v: Vec<_> = rules
-                    .iter()
-                    .map(|r| json!({"name": r.name, "arn": r.arn, "state": r.state, "event_pattern": r.event_pattern}))
-                    .collect();
-                println!("{}", serde_json::Value::Array(v));
-            } else {
-                for r in rules {
-                    println!("{}  {}  {}", r.name, r.state, r.event_pattern);
-                }
-            }
+            crate::print_rows(
+                json,
+                &rules,
+                |r| json!({"name": r.name, "arn": r.arn, "state": r.state, "event_pattern": r.event_pattern}),
+                |r| format!("{}  {}  {}", r.name, r.state, r.event_pattern),
+            );
         }
         EventsCmd::PutTarget {
             rule,
@@ -369,18 +364,12 @@ pub async fn run(client: &Client, json: bool, cmd: EventsCmd) -> Result<(), Erro
                     event_bus_name: bus,
                 })
                 .await?;
-            if json {
-                let v: Vec<_> = r
-                    .targets
-                    .iter()
-                    .map(|t| json!({"id": t.id, "arn": t.arn}))
-                    .collect();
-                println!("{}", serde_json::Value::Array(v));
-            } else {
-                for t in r.targets {
-                    println!("{}  {}", t.id, t.arn);
-                }
-            }
+            crate::print_rows(
+                json,
+                &r.targets,
+                |t| json!({"id": t.id, "arn": t.arn}),
+                |t| format!("{}  {}", t.id, t.arn),
+            );
         }
         EventsCmd::Put {
             bus,
@@ -439,21 +428,17 @@ pub async fn run(client: &Client, json: bool, cmd: EventsCmd) -> Result<(), Erro
             let r = client
                 .list_archives(pb::ListArchivesRequest::default())
                 .await?;
-            if json {
-                let v: Vec<_> = r
-                    .archives
-                    .iter()
-                    .map(|a| json!({"archive_name": a.archive_name, "event_source_arn": a.event_source_arn, "event_count": a.event_count}))
-                    .collect();
-                println!("{}", serde_json::Value::Array(v));
-            } else {
-                for a in r.archives {
-                    println!(
+            crate::print_rows(
+                json,
+                &r.archives,
+                |a| json!({"archive_name": a.archive_name, "event_source_arn": a.event_source_arn, "event_count": a.event_count}),
+                |a| {
+                    format!(
                         "{}  {}  {} events",
                         a.archive_name, a.event_source_arn, a.event_count
-                    );
-                }
-            }
+                    )
+                },
+            );
         }
         EventsCmd::StartReplay {
             name,

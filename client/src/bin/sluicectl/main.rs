@@ -190,6 +190,26 @@ fn print_result(json: bool, value: serde_json::Value, text: impl std::fmt::Displ
     }
 }
 
+/// Prints rows: with --json one JSON array of `as_json` of each, else
+/// `as_line` of each, one a line.
+fn print_rows<T>(
+    json: bool,
+    rows: &[T],
+    as_json: impl Fn(&T) -> serde_json::Value,
+    as_line: impl Fn(&T) -> String,
+) {
+    if json {
+        println!(
+            "{}",
+            serde_json::Value::Array(rows.iter().map(as_json).collect())
+        );
+    } else {
+        for r in rows {
+            println!("{}", as_line(r));
+        }
+    }
+}
+
 /// Prints a list of names: a JSON array with --json, else one a line.
 fn print_names(json: bool, names: &[String]) {
     if json {
