@@ -569,36 +569,7 @@ impl Routed for Write {
 /// side.
 fn in_flight_when_lost(status: &tonic::Status) -> bool {
     let from_broker = status.metadata().get(ERROR_CODE_HEADER).is_some();
-    !from_broker && !never_sent(status) && sluice_proto::is_retryable(status)
-}
-
-/// Whether a call failed before anything was sent: the connection was
-/// refused or never made. The transport says so in the status or in one of
-/// the errors behind it (the wording depends on the tonic and hyper
-/// versions, so both are read; the errors behind a status are this node's
-/// own, never sent over the wire). A refusal (`ECONNREFUSED`) only ever
-/// answers a connect: an established connection that breaks is reset.
-fn never_sent(status: &tonic::Status) -> bool {
-    const CONNECTING: [&str; 3] = ["tcp connect error", "tcp open error", "dns error"];
-    let says = |text: &str| CONNECTING.iter().any(|m| text.contains(m));
-    // The message may have come from the far side; only this node's
-    // transport words it so with UNAVAILABLE.
-    if status.code() == tonic::Code::Unavailable
-        && CONNECTING.iter().any(|m| status.message().starts_with(m))
-    {
-        return true;
-    }
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        let refused = e
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
-        if refused || says(&e.to_string()) {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    !from_broker && !sluice_proto::never_sent(status) && sluice_proto::is_retryable(status)
 }
 
 struct Read(Query);
@@ -722,7 +693,7 @@ mod tests {
             .propose(forward_request(Vec::new(), Duration::from_secs(1)))
             .await
             .expect_err("nothing listens");
-        assert!(never_sent(&status), "{status:?}");
+        assert!(sluice_proto::never_sent(&status), "{status:?}");
         assert!(!in_flight_when_lost(&status), "{status:?}");
     }
 }

@@ -4,8 +4,10 @@
 //! answers any call (followers forward to the leader), so the client only has
 //! to find one that is up: a call that fails with `UNAVAILABLE` (the node is
 //! down, not a member yet, or no leader was elected in time), or whose
-//! connection broke mid-call, is retried on the next node with exponential
-//! back-off, until the client's deadline.
+//! connection broke mid-call, is retried on the next node until the
+//! client's deadline: at once when the node refused the connection (it is
+//! not running), after an exponential back-off otherwise or once every node
+//! refused.
 //!
 //! Retried writes are delivered at least once: when a node fails after
 //! forwarding a write, the retry may apply it a second time. The calls whose
@@ -191,7 +193,8 @@ pub enum Consistency {
 pub struct Options {
     /// How long a call keeps retrying `UNAVAILABLE`.
     pub deadline: Duration,
-    /// First back-off; doubles per retry up to `max_backoff`.
+    /// First back-off; doubles per retry up to `max_backoff`. A node that
+    /// refuses the connection is passed over without one.
     pub initial_backoff: Duration,
     /// Longest back-off.
     pub max_backoff: Duration,
@@ -338,6 +341,10 @@ impl Client {
     {
         let started = Instant::now();
         let mut backoff = self.options.initial_backoff;
+        // Nodes that refused a connection since the last answer. A refusal
+        // costs nothing and says nothing about the others, so the next node
+        // is tried at once; the back-off applies once every node refused.
+        let mut refused = 0;
         loop {
             let i = self.next.load(Ordering::Relaxed) % self.nodes.len();
             let channel = self.nodes[i].1.clone();
@@ -354,6 +361,16 @@ impl Client {
             let _ = self
                 .next
                 .compare_exchange(i, i + 1, Ordering::Relaxed, Ordering::Relaxed);
+            if sluice_proto::never_sent(&status) {
+                refused += 1;
+                if refused < self.nodes.len() {
+                    if started.elapsed() >= self.options.deadline {
+                        return Err(status.into());
+                    }
+                    continue;
+                }
+            }
+            refused = 0;
             let hint = status
                 .metadata()
                 .get("retry-after-ms")

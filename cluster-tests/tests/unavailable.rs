@@ -57,3 +57,41 @@ async fn without_a_quorum_calls_fail_unavailable_after_the_leader_wait() {
         .await
         .expect("writes resume with a quorum");
 }
+
+/// A node that refuses the connection is not running: the client tries the
+/// next one at once instead of backing off first, so a client given many
+/// addresses of which few run (a StatefulSet's every possible pod) reaches a
+/// running node without waiting out one back-off per dead address. The
+/// back-off here is longer than the deadline: one wait would fail the call.
+#[tokio::test]
+async fn a_client_passes_over_refusing_nodes_without_backing_off() {
+    let (_serial, c, leader) = elected_cluster(1, &[]).await;
+    let dead: Vec<String> = (0..8)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        })
+        .collect();
+    let options = Options {
+        deadline: Duration::from_secs(30),
+        initial_backoff: Duration::from_secs(60),
+        max_backoff: Duration::from_secs(60),
+        ..Options::default()
+    };
+    let mut addrs = dead.clone();
+    addrs.push(c.nodes[&leader].addr.clone());
+    let client = Client::with_options(addrs, options.clone()).unwrap();
+    client
+        .create_queue("reached", HashMap::new())
+        .await
+        .expect("a running node reached past eight refusing ones");
+
+    // When every node refuses, the back-off applies: here it outlasts the
+    // deadline, so the call fails UNAVAILABLE.
+    let none = Client::with_options(dead, options).unwrap();
+    let e = none
+        .create_queue("unreached", HashMap::new())
+        .await
+        .expect_err("no node runs");
+    assert_eq!(e.status(), Some(Code::Unavailable), "{e}");
+}
