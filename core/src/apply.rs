@@ -84,6 +84,18 @@ pub enum Effect {
         /// The target took it.
         delivered: bool,
     },
+    /// A schedule reached a due time: its target took the input
+    /// (`delivered`) or did not, or the due time was older than the
+    /// target's maximum event age and was skipped (`skipped`, with the
+    /// missed ones after it). Every occurrence is kept.
+    ScheduleFired {
+        /// `group/name`.
+        schedule: String,
+        /// The target took it.
+        delivered: bool,
+        /// Passed over as too old (not delivered).
+        skipped: bool,
+    },
 }
 
 /// Events the state machine counts; the broker turns each into a metric.
@@ -106,7 +118,10 @@ impl Effects {
     pub fn push(&mut self, e: Effect) {
         if matches!(
             e,
-            Effect::Count(_) | Effect::QueueReady { .. } | Effect::EventRouted { .. }
+            Effect::Count(_)
+                | Effect::QueueReady { .. }
+                | Effect::EventRouted { .. }
+                | Effect::ScheduleFired { .. }
         ) || !self.0.contains(&e)
         {
             self.0.push(e);

@@ -20,6 +20,7 @@ use crate::iam;
 use crate::mappings;
 pub use crate::operation::{Lookup, Operation, Registered, Resource};
 use crate::queues;
+use crate::schedules;
 use crate::store::{StateRead, Txn};
 use crate::streams::{self};
 use crate::tags;
@@ -337,6 +338,14 @@ commands! {
     CancelReplay(events::CancelReplay) => |_| Resource::Archives;
     /// Route the next archived events of a replay.
     ReplayStep(events::ReplayStep) => |_| Resource::Archives;
+    /// Create a schedule.
+    CreateSchedule(schedules::NewSchedule) => |_| Resource::Schedules;
+    /// Replace a schedule's settings.
+    UpdateSchedule(schedules::UpdateSchedule) => |_| Resource::Schedules;
+    /// Delete a schedule.
+    DeleteSchedule(schedules::DeleteSchedule) => |_| Resource::Schedules;
+    /// Fire a schedule's due time (delivering to its target).
+    FireSchedule(schedules::FireSchedule) => |_| Resource::Schedules;
 }
 
 /// The result of one command.
@@ -459,6 +468,10 @@ queries! {
     DescribeReplay(events::DescribeReplay);
     /// Every replay.
     ListReplays(events::ListReplays);
+    /// One schedule.
+    GetSchedule(schedules::GetSchedule);
+    /// A page of schedules.
+    ListSchedules(schedules::ListSchedules);
 }
 
 /// The reply to a query.

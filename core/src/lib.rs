@@ -36,6 +36,7 @@ pub mod mappings;
 pub mod names;
 pub mod operation;
 pub mod queues;
+pub mod schedules;
 #[cfg(test)]
 mod simulation;
 pub mod store;

@@ -148,6 +148,24 @@ pub mod events {
     pub const BUS_HOPS_MAX: usize = 2;
 }
 
+/// Schedules (EventBridge Scheduler's limits).
+pub mod schedules {
+    /// Longest schedule name.
+    pub const NAME_MAX: usize = 64;
+    /// Most schedules.
+    pub const SCHEDULES_MAX: usize = 10_000;
+    /// Longest description, characters.
+    pub const DESCRIPTION_MAX: usize = 512;
+    /// Longest target input, bytes (the largest payload a target takes).
+    pub const INPUT_MAX: usize = 256 * 1024;
+    /// Widest flexible time window, minutes.
+    pub const WINDOW_MINUTES_MAX: u32 = 1440;
+    /// Shortest and longest age of a due time still fired late, seconds.
+    pub const EVENT_AGE_S: (u32, u32) = (60, 86_400);
+    /// Most retry attempts a target may name.
+    pub const RETRY_ATTEMPTS_MAX: u32 = 185;
+}
+
 /// IAM.
 pub mod iam {
     /// Longest principal or policy name.

@@ -101,6 +101,7 @@ pub fn check_touched<'a>(
             }
             Resource::Bus(name) => crate::events::invariants::check_one(state, name)?,
             Resource::Archives => crate::events::invariants::check_archives(state)?,
+            Resource::Schedules => crate::schedules::invariants::check(state)?,
             Resource::Workers => crate::workers::check(state)?,
             Resource::Iam => crate::iam::check(state)?,
             Resource::QueueData(_) | Resource::StreamData(_) | Resource::TopicData(_) => {}
@@ -118,6 +119,7 @@ pub fn check(state: &dyn StateRead) -> Result<(), CheckError> {
     crate::mappings::invariants::check(state)?;
     crate::workers::check(state)?;
     crate::iam::check(state)?;
+    crate::schedules::invariants::check(state)?;
     Ok(())
 }
 

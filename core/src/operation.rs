@@ -91,6 +91,8 @@ pub enum Resource<'a> {
     Bus(&'a str),
     /// Archives and replays (a replay step writes to its bus's targets).
     Archives,
+    /// Schedules (a firing writes to its target).
+    Schedules,
     /// The registry of workers.
     Workers,
     /// Principals, access keys and policies.

@@ -150,7 +150,90 @@ fn commands(rng: &mut Rng, mem: &mut Memory, state: &MemState, now_ms: u64) -> V
         2 | 3 => vec![function_command(rng, mem)],
         4 | 5 => vec![mapping_command(rng, mem)],
         6 => vec![iam_command(rng)],
+        7 | 8 => schedule_commands(rng, state, now_ms),
         _ => vec![command(rng, mem)],
+    }
+}
+
+/// A random change of schedules, or the firings the leader would propose
+/// now (and now and then a stale one, which must change nothing).
+fn schedule_commands(rng: &mut Rng, state: &MemState, now_ms: u64) -> Vec<Command> {
+    use crate::schedules::{self, NewSchedule, ScheduleTarget, ScheduleTargetInput};
+    let name = format!("s{}", rng.below(3));
+    let due = schedules::due(state, now_ms, 4).unwrap_or_default();
+    match rng.below(6) {
+        0 | 1 => {
+            let expressions = [
+                "rate(1 minute)",
+                "rate(5 minutes)",
+                "cron(0/2 * * * ? *)",
+                "cron(30 1 ? * MON-FRI *)",
+                "at(2023-11-15T00:00:00)",
+            ];
+            let (queue, fifo) = *rng.pick(&[("q0", false), ("q1.fifo", true), ("gone", false)]);
+            let target = ScheduleTarget::new(ScheduleTargetInput {
+                arn: format!("arn:aws:sqs:us-east-1:000000000000:{queue}"),
+                input: "<aws.scheduler.scheduled-time>".into(),
+                message_group_id: if fifo { "g".into() } else { String::new() },
+                dead_letter_arn: if rng.chance(50) {
+                    "arn:aws:sqs:us-east-1:000000000000:q0".into()
+                } else {
+                    String::new()
+                },
+                max_event_age_s: rng.chance(30).then_some(60),
+                ..Default::default()
+            })
+            .expect("a valid target");
+            let settings = NewSchedule::new(
+                schedules::DEFAULT_GROUP.into(),
+                name,
+                rng.pick(&expressions).to_string(),
+                rng.pick(&["", "America/New_York", "Asia/Kolkata"])
+                    .to_string(),
+                (None, rng.chance(20).then(|| now_ms + 600_000)),
+                String::new(),
+                !rng.chance(15),
+                if rng.chance(30) {
+                    (true, 1 + rng.below(5) as u32)
+                } else {
+                    (false, 0)
+                },
+                target,
+                rng.chance(50),
+                crate::events::put::Origin {
+                    account: "000000000000".into(),
+                    region: "us-east-1".into(),
+                },
+            )
+            .expect("a valid schedule");
+            if rng.chance(50) {
+                vec![Command::CreateSchedule(settings)]
+            } else {
+                vec![schedules::UpdateSchedule { settings }.into()]
+            }
+        }
+        2 if rng.chance(30) => vec![schedules::DeleteSchedule {
+            group: schedules::DEFAULT_GROUP.into(),
+            name,
+        }
+        .into()],
+        2 => vec![schedules::FireSchedule {
+            group: schedules::DEFAULT_GROUP.into(),
+            name,
+            due_ms: now_ms - rng.below(120_000),
+        }
+        .into()],
+        _ => due
+            .into_iter()
+            .map(|(group, name, due_ms)| {
+                schedules::FireSchedule {
+                    group,
+                    name,
+                    due_ms,
+                }
+                .into()
+            })
+            .collect(),
     }
 }
 
@@ -1065,7 +1148,7 @@ mod tests {
     const SEEDS: u64 = 20;
     /// Variants of [`Command`]. A new command fails this
     /// test until the generator makes it.
-    const COMMAND_KINDS: usize = 81;
+    const COMMAND_KINDS: usize = 85;
     const STEPS: u64 = 5_000;
 
     fn seeds() -> Vec<u64> {

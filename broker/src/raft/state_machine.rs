@@ -1086,6 +1086,23 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     )
                     .increment(1)
                 }
+                Effect::ScheduleFired {
+                    schedule,
+                    delivered,
+                    skipped,
+                } => {
+                    let outcome = match (skipped, delivered) {
+                        (true, _) => "skipped",
+                        (false, true) => "delivered",
+                        (false, false) => "failed",
+                    };
+                    metrics::counter!(
+                        "sluice_schedules_fired_total",
+                        "schedule" => schedule,
+                        "outcome" => outcome
+                    )
+                    .increment(1)
+                }
             }
         }
         metrics::histogram!("sluice_apply_seconds").record(started.elapsed().as_secs_f64());

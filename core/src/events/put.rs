@@ -441,7 +441,7 @@ impl Routing<'_> {
                     return Ok(());
                 }
                 let outcome = match &body {
-                    Ok(body) => self.attempt(txn, effects, |txn, effects| {
+                    Ok(body) => attempt(txn, effects, |txn, effects| {
                         self.deliver(txn, bus, t, body, hops, effects)
                     })?,
                     Err(e) => Err(e.clone()),
@@ -457,8 +457,8 @@ impl Routing<'_> {
                 });
                 if let (Err(why), Some(dlq)) = (outcome, &t.dead_letter_queue) {
                     let text = body.as_deref().unwrap_or(&self.event.text);
-                    let stored = match dead_letter(text, &rule_arn, t, &why) {
-                        Ok(m) => self.attempt(txn, effects, |txn, effects| {
+                    let stored = match dead_letter(text, &rule_arn, &t.arn, &why) {
+                        Ok(m) => attempt(txn, effects, |txn, effects| {
                             send_one(txn, self.ctx, dlq, m, effects)
                         })?,
                         Err(e) => Err(e),
@@ -478,36 +478,6 @@ impl Routing<'_> {
         Ok(())
     }
 
-    /// Runs one delivery in a child transaction, kept only if it succeeds;
-    /// its refusal comes back as the reason.
-    fn attempt(
-        &self,
-        txn: &mut Txn<'_>,
-        effects: &mut Effects,
-        deliver: impl FnOnce(&mut Txn<'_>, &mut Effects) -> ApplyResult<Result<(), DomainError>>,
-    ) -> ApplyResult<Result<(), DomainError>> {
-        let before = effects.len();
-        let (outcome, writes) = {
-            let mut child = Txn::new(&*txn);
-            let outcome = match deliver(&mut child, effects) {
-                Ok(r) => r,
-                Err(ApplyError::Rejected(e)) => Err(e),
-                Err(e @ ApplyError::Store(_)) => return Err(e),
-            };
-            (outcome, child.into_writes())
-        };
-        match outcome {
-            Ok(()) => {
-                txn.merge(writes);
-                Ok(Ok(()))
-            }
-            Err(e) => {
-                effects.truncate(before);
-                Ok(Err(e))
-            }
-        }
-    }
-
     fn deliver(
         &self,
         txn: &mut Txn<'_>,
@@ -517,96 +487,7 @@ impl Routing<'_> {
         hops: usize,
         effects: &mut Effects,
     ) -> ApplyResult<Result<(), DomainError>> {
-        let ctx = self.ctx;
         match &t.destination {
-            Destination::Queue { name, group_id } => {
-                let out = Outgoing {
-                    body: body.into(),
-                    delay_seconds: None,
-                    attributes: BTreeMap::new(),
-                    system_attributes: BTreeMap::new(),
-                    dedup_id: group_id
-                        .as_ref()
-                        .map(|_| self.id.to_string())
-                        .unwrap_or_default(),
-                    group_id: group_id.clone().unwrap_or_default(),
-                };
-                match NewMessage::validate("", group_id.is_some(), out) {
-                    Ok(m) => send_one(txn, ctx, name, m, effects),
-                    Err(e) => Ok(Err(e)),
-                }
-            }
-            Destination::Topic { name, group_id } => {
-                let input = crate::topics::publish::PublishInput {
-                    message: body.into(),
-                    group_id: group_id.clone().unwrap_or_default(),
-                    dedup_id: group_id
-                        .as_ref()
-                        .map(|_| self.id.to_string())
-                        .unwrap_or_default(),
-                    ..Default::default()
-                };
-                let p = match crate::topics::publish::Publication::validate(
-                    "",
-                    group_id.is_some(),
-                    input,
-                ) {
-                    Ok(p) => p,
-                    Err(e) => return Ok(Err(e)),
-                };
-                let Origin { account, region } = self.origin;
-                let arn = format!("arn:aws:sns:{region}:{account}:{name}");
-                let mut r = crate::topics::publish::publish(txn, ctx, name, &arn, &[p], effects)?;
-                Ok(r.pop().expect("one result a publication").map(|_| ()))
-            }
-            Destination::Stream {
-                name,
-                partition_key_path,
-            } => {
-                let key = partition_key_path
-                    .as_ref()
-                    .and_then(|p| p.find(&self.event.value))
-                    .map(|v| match v {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    })
-                    .filter(|k| !k.is_empty())
-                    .unwrap_or_else(|| self.id.to_string());
-                let record = match crate::streams::records::NewRecord::new(
-                    "",
-                    body.as_bytes().to_vec(),
-                    key,
-                    "",
-                ) {
-                    Ok(r) => r,
-                    Err(e) => return Ok(Err(e)),
-                };
-                let mut r = crate::streams::records::put(txn, ctx, name, &[record], effects)?;
-                Ok(r.pop().expect("one result a record").map(|_| ()))
-            }
-            Destination::Function { name, qualifier } => {
-                if body.len() > crate::limits::functions::EVENT_PAYLOAD_MAX {
-                    return Ok(Err(DomainError::limit(
-                        "RequestEntityTooLargeException",
-                        format!(
-                            "the input is {} bytes; an asynchronous invocation takes at most {}",
-                            body.len(),
-                            crate::limits::functions::EVENT_PAYLOAD_MAX
-                        ),
-                    )));
-                }
-                let request_id = format!("{}:{}", self.id, t.id);
-                crate::functions::events::enqueue(
-                    txn,
-                    ctx,
-                    name,
-                    qualifier,
-                    &request_id,
-                    body.as_bytes(),
-                    effects,
-                )?;
-                Ok(Ok(()))
-            }
             Destination::Bus { name } => {
                 if hops >= BUS_HOPS_MAX || name == bus {
                     return Ok(Err(DomainError::limit(
@@ -620,12 +501,174 @@ impl Routing<'_> {
                 self.route(txn, name, hops + 1, effects)?;
                 Ok(Ok(()))
             }
+            _ => {
+                // A stream's partition key comes from the event, or is its
+                // id.
+                let key = match &t.destination {
+                    Destination::Stream {
+                        partition_key_path: Some(path),
+                        ..
+                    } => path
+                        .find(&self.event.value)
+                        .map(|v| match v {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        })
+                        .filter(|k| !k.is_empty()),
+                    _ => None,
+                };
+                let to = Handover {
+                    id: self.id,
+                    key: key.as_deref().unwrap_or(self.id),
+                    request: &format!("{}:{}", self.id, t.id),
+                };
+                hand_over(
+                    txn,
+                    self.ctx,
+                    self.origin,
+                    &t.destination,
+                    body,
+                    &to,
+                    effects,
+                )
+            }
         }
     }
 }
 
+/// Runs one delivery in a child transaction, kept only if it succeeds;
+/// its refusal comes back as the reason. Shared by rules and schedules.
+pub(crate) fn attempt(
+    txn: &mut Txn<'_>,
+    effects: &mut Effects,
+    deliver: impl FnOnce(&mut Txn<'_>, &mut Effects) -> ApplyResult<Result<(), DomainError>>,
+) -> ApplyResult<Result<(), DomainError>> {
+    let before = effects.len();
+    let (outcome, writes) = {
+        let mut child = Txn::new(&*txn);
+        let outcome = match deliver(&mut child, effects) {
+            Ok(r) => r,
+            Err(ApplyError::Rejected(e)) => Err(e),
+            Err(e @ ApplyError::Store(_)) => return Err(e),
+        };
+        (outcome, child.into_writes())
+    };
+    match outcome {
+        Ok(()) => {
+            txn.merge(writes);
+            Ok(Ok(()))
+        }
+        Err(e) => {
+            effects.truncate(before);
+            Ok(Err(e))
+        }
+    }
+}
+
+/// The ids a delivery outside a bus carries.
+pub(crate) struct Handover<'a> {
+    /// The event's id: a FIFO target's deduplication id.
+    pub id: &'a str,
+    /// A stream target's partition key.
+    pub key: &'a str,
+    /// A function target's request id.
+    pub request: &'a str,
+}
+
+/// Hands `body` to a queue, topic, stream or function target in the
+/// transaction; a refusal comes back as the reason. Shared by rules and
+/// schedules; a bus target is the caller's to route.
+pub(crate) fn hand_over(
+    txn: &mut Txn<'_>,
+    ctx: &Ctx,
+    origin: &Origin,
+    destination: &Destination,
+    body: &str,
+    to: &Handover<'_>,
+    effects: &mut Effects,
+) -> ApplyResult<Result<(), DomainError>> {
+    match destination {
+        Destination::Queue { name, group_id } => {
+            let out = Outgoing {
+                body: body.into(),
+                delay_seconds: None,
+                attributes: BTreeMap::new(),
+                system_attributes: BTreeMap::new(),
+                dedup_id: group_id
+                    .as_ref()
+                    .map(|_| to.id.to_string())
+                    .unwrap_or_default(),
+                group_id: group_id.clone().unwrap_or_default(),
+            };
+            match NewMessage::validate("", group_id.is_some(), out) {
+                Ok(m) => send_one(txn, ctx, name, m, effects),
+                Err(e) => Ok(Err(e)),
+            }
+        }
+        Destination::Topic { name, group_id } => {
+            let input = crate::topics::publish::PublishInput {
+                message: body.into(),
+                group_id: group_id.clone().unwrap_or_default(),
+                dedup_id: group_id
+                    .as_ref()
+                    .map(|_| to.id.to_string())
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+            let p = match crate::topics::publish::Publication::validate(
+                "",
+                group_id.is_some(),
+                input,
+            ) {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e)),
+            };
+            let Origin { account, region } = origin;
+            let arn = format!("arn:aws:sns:{region}:{account}:{name}");
+            let mut r = crate::topics::publish::publish(txn, ctx, name, &arn, &[p], effects)?;
+            Ok(r.pop().expect("one result a publication").map(|_| ()))
+        }
+        Destination::Stream { name, .. } => {
+            let record = match crate::streams::records::NewRecord::new(
+                "",
+                body.as_bytes().to_vec(),
+                to.key.to_string(),
+                "",
+            ) {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            let mut r = crate::streams::records::put(txn, ctx, name, &[record], effects)?;
+            Ok(r.pop().expect("one result a record").map(|_| ()))
+        }
+        Destination::Function { name, qualifier } => {
+            if body.len() > crate::limits::functions::EVENT_PAYLOAD_MAX {
+                return Ok(Err(DomainError::limit(
+                    "RequestEntityTooLargeException",
+                    format!(
+                        "the input is {} bytes; an asynchronous invocation takes at most {}",
+                        body.len(),
+                        crate::limits::functions::EVENT_PAYLOAD_MAX
+                    ),
+                )));
+            }
+            crate::functions::events::enqueue(
+                txn,
+                ctx,
+                name,
+                qualifier,
+                to.request,
+                body.as_bytes(),
+                effects,
+            )?;
+            Ok(Ok(()))
+        }
+        Destination::Bus { .. } => unreachable!("a bus target is routed by its caller"),
+    }
+}
+
 /// Sends one message to a queue; a refusal comes back as the reason.
-fn send_one(
+pub(crate) fn send_one(
     txn: &mut Txn<'_>,
     ctx: &Ctx,
     queue: &str,
@@ -639,10 +682,10 @@ fn send_one(
 
 /// The message a dead-letter queue takes for a failed delivery: the input,
 /// with what failed in its attributes, as EventBridge sends it.
-fn dead_letter(
+pub(crate) fn dead_letter(
     body: &str,
     rule_arn: &str,
-    t: &Target,
+    target_arn: &str,
     why: &DomainError,
 ) -> Result<NewMessage, DomainError> {
     let attr = |v: &str| AttributeValue {
@@ -652,7 +695,7 @@ fn dead_letter(
     };
     let attributes = BTreeMap::from([
         ("RULE_ARN".to_string(), attr(rule_arn)),
-        ("TARGET_ARN".to_string(), attr(&t.arn)),
+        ("TARGET_ARN".to_string(), attr(target_arn)),
         ("ERROR_CODE".to_string(), attr(&why.code)),
         ("ERROR_MESSAGE".to_string(), attr(&why.message)),
     ]);
