@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "sluice/v1/cluster.proto",
     "sluice/v1/iam.proto",
     "sluice/v1/events.proto",
+    "sluice/v1/scheduler.proto",
     "sluice/internal/v1/node.proto",
     // Files Sluice does not own (KEDA's contract) live under third_party/,
     // kept as their authors publish them.

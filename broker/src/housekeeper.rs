@@ -6,7 +6,8 @@
 //! messages coming due, messages past retention or expired deduplication
 //! entries; the moves of messages waiting in outboxes (accept at the
 //! destination, then acknowledge at the source); steps of running move
-//! tasks; steps of running event replays and archive retention; and
+//! tasks; steps of running event replays and archive retention; the
+//! schedules' due times; and
 //! collection of purged generations, deleted queues and archives. The
 //! commands re-check everything against the state machine's clock, so a
 //! stale look costs a no-op, never a wrong change.
@@ -124,6 +125,7 @@ async fn round(router: &Router) -> Result<(), String> {
     streams_round(router).await?;
     topics_round(router).await?;
     events_round(router).await?;
+    schedules_round(router).await?;
     for g in read(router, |s| housekeeping::garbage(s, 100))? {
         let collect = || crate::queues::CollectGarbage {
             qid: g.qid,
@@ -194,6 +196,40 @@ async fn events_round(router: &Router) -> Result<(), String> {
     }
     for id in read(router, |s| archive::garbage(s, 100))? {
         repeat(router, || crate::events::CollectArchive { id }, unfinished).await?;
+    }
+    Ok(())
+}
+
+/// Schedules fired per round, at most: a long outage's catch-up takes
+/// several rounds rather than one long one.
+const FIRINGS_PER_ROUND: usize = 200;
+
+/// Fires the schedules that are due, each due time by its own command
+/// (which delivers only if that due time is still the schedule's next:
+/// a look at a stale state, or a firing another leader made, costs a
+/// no-op). A schedule that catches up fires again in the same round.
+async fn schedules_round(router: &Router) -> Result<(), String> {
+    let mut left = FIRINGS_PER_ROUND;
+    while left > 0 {
+        let due = read(router, |s| crate::schedules::due(s, now_ms(), left))?;
+        if due.is_empty() {
+            break;
+        }
+        let mut fired = 0;
+        for (group, name, due_ms) in due {
+            let op = crate::schedules::FireSchedule {
+                group,
+                name,
+                due_ms,
+            };
+            if write(router, op).await? {
+                fired += 1;
+            }
+        }
+        if fired == 0 {
+            break;
+        }
+        left = left.saturating_sub(fired);
     }
     Ok(())
 }

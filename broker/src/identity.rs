@@ -47,6 +47,14 @@ impl Identity {
         )
     }
 
+    /// `arn:aws:scheduler:{region}:{account}:schedule/{group}/{name}`.
+    pub fn schedule_arn(&self, group: &str, name: &str) -> String {
+        format!(
+            "arn:aws:scheduler:{}:{}:schedule/{group}/{name}",
+            self.region, self.account_id
+        )
+    }
+
     /// `arn:aws:events:{region}:{account}:{kind}/{name}`: an archive or a
     /// replay.
     pub fn events_arn(&self, kind: &str, name: &str) -> String {

@@ -17,8 +17,8 @@
 // names them through these re-exports, so its own modules read as if they
 // were local (`crate::queues::...`) while Cargo keeps the core free of I/O.
 pub use sluice_core::{
-    apply, command, error, events, filter, functions, iam, machine, mappings, queues, streams,
-    tags, testing, topics, workers,
+    apply, command, error, events, filter, functions, iam, machine, mappings, queues, schedules,
+    streams, tags, testing, topics, workers,
 };
 
 pub mod api;

@@ -1,4 +1,5 @@
-//! The event-bus calls: buses, rules, targets and PutEvents, each a unary
+//! The event-bus calls (buses, rules, targets, PutEvents, archives and
+//! replays) and the scheduler's, each a unary
 //! call retried as [`Client::call`] retries (a retried PutEvents may put an
 //! event twice, as EventBridge's at-least-once delivery may).
 
@@ -8,12 +9,12 @@ use super::{clients, Client, Error};
 
 /// One request type to its reply type, per event-bus call.
 macro_rules! calls {
-    ($($(#[$doc:meta])* $method:ident($req:ty) -> $resp:ty;)*) => {
+    ($service:ident: $($(#[$doc:meta])* $method:ident($req:ty) -> $resp:ty;)*) => {
         impl Client {
             $(
                 $(#[$doc])*
                 pub async fn $method(&self, req: $req) -> Result<$resp, Error> {
-                    rpc!(self.events.$method(req)).await
+                    rpc!(self.$service.$method(req)).await
                 }
             )*
         }
@@ -21,6 +22,7 @@ macro_rules! calls {
 }
 
 calls! {
+    events:
     /// Creates an event bus.
     create_event_bus(pb::CreateEventBusRequest) -> pb::CreateEventBusResponse;
     /// Deletes an event bus and its rules.
@@ -67,4 +69,18 @@ calls! {
     list_replays(pb::ListReplaysRequest) -> pb::ListReplaysResponse;
     /// Stops a running replay.
     cancel_replay(pb::CancelReplayRequest) -> pb::Replay;
+}
+
+calls! {
+    scheduler:
+    /// Creates a schedule.
+    create_schedule(pb::ScheduleSettings) -> pb::CreateScheduleResponse;
+    /// Replaces a schedule's settings.
+    update_schedule(pb::ScheduleSettings) -> pb::UpdateScheduleResponse;
+    /// One schedule.
+    get_schedule(pb::GetScheduleRequest) -> pb::Schedule;
+    /// Deletes a schedule.
+    delete_schedule(pb::DeleteScheduleRequest) -> pb::DeleteScheduleResponse;
+    /// A page of schedules.
+    list_schedules(pb::ListSchedulesRequest) -> pb::ListSchedulesResponse;
 }

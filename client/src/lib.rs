@@ -37,6 +37,7 @@ use sluice_proto::v1::events_client::EventsClient;
 use sluice_proto::v1::functions_client::FunctionsClient;
 pub use sluice_proto::v1::iam_client::IamClient;
 use sluice_proto::v1::queues_client::QueuesClient;
+use sluice_proto::v1::scheduler_client::SchedulerClient;
 use sluice_proto::v1::streams_client::StreamsClient;
 use sluice_proto::v1::topics_client::TopicsClient;
 use sluice_proto::v1::workers_client::WorkersClient;
@@ -103,6 +104,11 @@ mod clients {
     /// The event-bus service.
     pub fn events(ch: SignedChannel) -> EventsClient<SignedChannel> {
         EventsClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES)
+    }
+
+    /// The scheduler service.
+    pub fn scheduler(ch: SignedChannel) -> SchedulerClient<SignedChannel> {
+        SchedulerClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES)
     }
 }
 

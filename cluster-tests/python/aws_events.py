@@ -2,7 +2,8 @@
 CLI, unmodified, over AWS JSON 1.1 against a Sluice cluster (each call goes
 to another node): buses, rules with event patterns, queue, stream, topic
 and transformed targets, PutEvents with per-entry results, TestEventPattern,
-the errors the SDK raises typed, and authorisation. Exits non-zero on the
+the errors the SDK raises typed, and authorisation; then EventBridge
+Scheduler's schedules over its REST-JSON protocol. Exits non-zero on the
 first check that fails.
 
 Usage: aws_events.py ENDPOINTS CA KEY SECRET READER_KEY READER_SECRET (see
@@ -221,4 +222,85 @@ events[1].delete_rule(Name="big", EventBusName="aws-app")
 events[2].delete_event_bus(Name="aws-app")
 names = [b["Name"] for b in events[0].list_event_buses()["EventBuses"]]
 check("DeleteEventBus", "aws-app" not in names, names)
+
+# EventBridge Scheduler, over its REST-JSON protocol.
+scheduler = [client("scheduler", i) for i in range(len(endpoints))]
+protocol = scheduler[0]._service_model.metadata["protocol"]
+check("boto3 speaks Scheduler's REST-JSON protocol", protocol == "rest-json", protocol)
+tick_url, tick_arn = queue("aws-ticks")
+bus_seen_url, bus_seen_arn = queue("aws-scheduled-events")
+events[0].put_rule(Name="scheduled", EventPattern=json.dumps({"source": ["aws.app.scheduler"]}))
+events[0].put_targets(Rule="scheduled", Targets=[{"Id": "q", "Arn": bus_seen_arn}])
+role = f"arn:aws:iam::{ACCOUNT}:role/scheduler"
+# A one-time schedule two seconds ahead (at() is the schedule's local time:
+# UTC here), deleted once it fired.
+soon = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=3)).replace(microsecond=0)
+at = soon.strftime("%Y-%m-%dT%H:%M:%S")
+made = scheduler[0].create_schedule(
+    Name="aws-once", ScheduleExpression=f"at({at})", FlexibleTimeWindow={"Mode": "OFF"},
+    ActionAfterCompletion="DELETE",
+    Target={"Arn": tick_arn, "RoleArn": role,
+            "Input": json.dumps({"when": "<aws.scheduler.scheduled-time>", "id": "<aws.scheduler.execution-id>"})})
+check("CreateSchedule answers the schedule's ARN",
+      made["ScheduleArn"] == f"arn:aws:scheduler:us-east-1:{ACCOUNT}:schedule/default/aws-once", made)
+scheduler[1].create_schedule(
+    Name="aws-to-bus", ScheduleExpression=f"at({at})", FlexibleTimeWindow={"Mode": "OFF"},
+    Target={"Arn": f"arn:aws:events:us-east-1:{ACCOUNT}:event-bus/default", "RoleArn": role,
+            "Input": json.dumps({"job": "nightly"}),
+            "EventBridgeParameters": {"Source": "aws.app.scheduler", "DetailType": "Tick"}})
+fired = receive_all(tick_url, 1)
+body = json.loads(fired[0]["Body"]) if fired else {}
+check("the one-time schedule fired once, with its context filled in",
+      len(fired) == 1 and body.get("when") == soon.strftime("%Y-%m-%dT%H:%M:%SZ") and len(body.get("id", "")) == 36, fired)
+routed = [json.loads(m["Body"]) for m in receive_all(bus_seen_url, 1)]
+check("a bus target put an event the bus's rule routed",
+      len(routed) == 1 and routed[0]["detail-type"] == "Tick" and routed[0]["detail"] == {"job": "nightly"}, routed)
+check_raises("a schedule that completed is deleted", "GetSchedule raises ResourceNotFoundException typed",
+             lambda: scheduler[2].get_schedule(Name="aws-once"), scheduler[2].exceptions.ResourceNotFoundException)
+scheduler[2].create_schedule(
+    Name="aws-weekdays", ScheduleExpression="cron(0 9 ? * MON-FRI *)", ScheduleExpressionTimezone="Europe/Paris",
+    FlexibleTimeWindow={"Mode": "FLEXIBLE", "MaximumWindowInMinutes": 15}, State="DISABLED",
+    Target={"Arn": tick_arn, "RoleArn": role, "RetryPolicy": {"MaximumEventAgeInSeconds": 3600}})
+got = scheduler[0].get_schedule(Name="aws-weekdays")
+check("GetSchedule", got["ScheduleExpression"] == "cron(0 9 ? * MON-FRI *)"
+      and got["ScheduleExpressionTimezone"] == "Europe/Paris" and got["State"] == "DISABLED"
+      and got["FlexibleTimeWindow"] == {"Mode": "FLEXIBLE", "MaximumWindowInMinutes": 15}
+      and got["Target"]["Arn"] == tick_arn and got["Target"]["RetryPolicy"]["MaximumEventAgeInSeconds"] == 3600
+      and isinstance(got["CreationDate"], datetime.datetime), got)
+scheduler[1].update_schedule(
+    Name="aws-weekdays", ScheduleExpression="rate(5 minutes)", FlexibleTimeWindow={"Mode": "OFF"},
+    Description="every five", Target={"Arn": tick_arn, "RoleArn": role})
+got = scheduler[2].get_schedule(Name="aws-weekdays")
+check("UpdateSchedule replaces the settings", got["ScheduleExpression"] == "rate(5 minutes)"
+      and got["State"] == "ENABLED" and got["Description"] == "every five", got)
+listed = [x["Name"] for x in scheduler[0].list_schedules(NamePrefix="aws-")["Schedules"]]
+check("ListSchedules", listed == ["aws-to-bus", "aws-weekdays"], listed)
+check_raises("a second CreateSchedule is refused", "ConflictException is raised typed",
+             lambda: scheduler[0].create_schedule(Name="aws-weekdays", ScheduleExpression="rate(1 hour)",
+                                                  FlexibleTimeWindow={"Mode": "OFF"},
+                                                  Target={"Arn": tick_arn, "RoleArn": role}),
+             scheduler[0].exceptions.ConflictException)
+check_raises("a bad cron expression is refused", "ValidationException names the field and the rule",
+             lambda: scheduler[1].create_schedule(Name="aws-bad", ScheduleExpression="cron(0 9 * * * *)",
+                                                  FlexibleTimeWindow={"Mode": "OFF"},
+                                                  Target={"Arn": tick_arn, "RoleArn": role}),
+             scheduler[1].exceptions.ValidationException,
+             lambda e: "schedule_expression" in e.response["Error"]["Message"])
+check_wrong_secret("scheduler", lambda wrong: wrong.list_schedules())
+schedule_reader = client("scheduler", 1, reader_key, reader_secret)
+check("a read-only key may get a schedule", schedule_reader.get_schedule(Name="aws-weekdays")["Name"] == "aws-weekdays")
+check_refused("a read-only key may not create one: AccessDeniedException",
+              lambda: schedule_reader.create_schedule(Name="aws-reader", ScheduleExpression="rate(1 hour)",
+                                                      FlexibleTimeWindow={"Mode": "OFF"},
+                                                      Target={"Arn": tick_arn, "RoleArn": role}),
+              "AccessDeniedException")
+out = subprocess.run(["aws", "--endpoint-url", endpoints[2], "--ca-bundle", ca, "--output", "json", "scheduler",
+                      "list-schedules"], env=cli_env(), capture_output=True, text=True)
+check("aws scheduler list-schedules", out.returncode == 0 and "aws-weekdays" in out.stdout, out.stdout + out.stderr)
+for name in ("aws-weekdays", "aws-to-bus"):
+    scheduler[0].delete_schedule(Name=name)
+check("DeleteSchedule", scheduler[1].list_schedules(NamePrefix="aws-")["Schedules"] == [])
+events[0].remove_targets(Rule="scheduled", Ids=["q"])
+events[0].delete_rule(Name="scheduled")
+
 print("all EventBridge checks passed")

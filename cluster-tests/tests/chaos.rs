@@ -111,4 +111,5 @@ suite_tests! {
     topic_under_mixed_faults: Topic, 14, 5;
     mapping_under_mixed_faults: Mapping, 15, 5;
     metadata_under_mixed_faults: Metadata, 13, 3;
+    schedule_under_mixed_faults: Schedule, 16, 5;
 }

@@ -81,6 +81,9 @@ pub enum Res {
     Archive(Fields),
     /// An event replay by name.
     Replay(Fields),
+    /// A schedule: the first field names its group (empty: the default
+    /// group), the second the schedule.
+    Schedule(Fields),
 }
 
 impl Res {
@@ -103,7 +106,8 @@ impl Res {
             | Res::Bus(f)
             | Res::Rule(f)
             | Res::Archive(f)
-            | Res::Replay(f) => f,
+            | Res::Replay(f)
+            | Res::Schedule(f) => f,
         }
     }
 }
@@ -207,6 +211,7 @@ const CLUSTER: &str = "sluice.v1.Cluster";
 const WORKERS: &str = "sluice.v1.Workers";
 const IAM: &str = "sluice.v1.Iam";
 const EVENTS: &str = "sluice.v1.Events";
+const SCHEDULER: &str = "sluice.v1.Scheduler";
 const SCALER: &str = "externalscaler.ExternalScaler";
 /// Plain HTTP routes on the public port.
 pub const HTTP: &str = "http";
@@ -221,6 +226,7 @@ const PRINCIPAL: Res = Res::Principal(&["name"]);
 const POLICY: Res = Res::Policy(&["name"]);
 const TAGGED_TOPIC: Res = Res::Topic(&["resource_arn"]);
 const BUS: Res = Res::Bus(&["name"]);
+const SCHEDULE: Res = Res::Schedule(&["group_name", "name"]);
 const RULE: Res = Res::Rule(&["event_bus_name", "name"]);
 const RULE_TARGETS: Res = Res::Rule(&["event_bus_name", "rule"]);
 
@@ -360,6 +366,15 @@ pub const RPCS: &[&[Rpc]] = &[
     // events:PutEvents on each of them, before any is put (api/events.rs).
     &rows!(authenticated, EVENTS, "events", {
         "PutEvents" => Res::Any,
+    }),
+    // A schedule writes to its target: the caller is also authorised for
+    // the target's actions (api/scheduler.rs).
+    &rows!(callers, SCHEDULER, "scheduler", {
+        "CreateSchedule" => SCHEDULE,
+        "UpdateSchedule" => SCHEDULE,
+        "GetSchedule" => SCHEDULE,
+        "DeleteSchedule" => SCHEDULE,
+        "ListSchedules" => Res::Any,
     }),
     &rows!(callers, CLUSTER, "sluice", {
         "GetClusterStatus" => Res::Cluster,
@@ -622,6 +637,17 @@ pub fn resource(
             .map(|a| id.events_arn("archive", &a)),
         Res::Replay(_) => {
             sluice_core::names::is_valid(v, 64, "._-").then(|| id.events_arn("replay", v))
+        }
+        Res::Schedule(_) => {
+            let field = |i: usize| values.get(i).copied().flatten().unwrap_or("");
+            let group = match field(0) {
+                "" => crate::schedules::DEFAULT_GROUP,
+                g => g,
+            };
+            let name = field(1);
+            (crate::schedules::validate_name("", name).is_ok()
+                && sluice_core::names::is_valid(group, 64, "._-"))
+            .then(|| id.schedule_arn(group, name))
         }
         Res::Rule(_) => {
             let field = |i: usize| values.get(i).copied().flatten().unwrap_or("");

@@ -271,15 +271,19 @@ fn target_message(identity: &crate::identity::Identity, t: &Target) -> pb::Targe
 
 /// What a target does to its resources, as IAM actions on their ARNs: its
 /// delivery, and its dead-letter queue's.
-fn target_actions(id: &crate::identity::Identity, t: &Target) -> Vec<(&'static str, String)> {
-    let mut out = vec![match &t.destination {
+pub(super) fn target_actions(
+    id: &crate::identity::Identity,
+    destination: &Destination,
+    dead_letter_queue: Option<&String>,
+) -> Vec<(&'static str, String)> {
+    let mut out = vec![match destination {
         Destination::Queue { name, .. } => ("sqs:SendMessage", id.queue_arn(name)),
         Destination::Topic { name, .. } => ("sns:Publish", id.topic_arn(name)),
         Destination::Stream { name, .. } => ("kinesis:PutRecord", id.stream_arn(name)),
         Destination::Function { name, .. } => ("lambda:InvokeFunction", id.function_arn(name)),
         Destination::Bus { name } => ("events:PutEvents", id.bus_arn(name)),
     }];
-    if let Some(q) = &t.dead_letter_queue {
+    if let Some(q) = dead_letter_queue {
         out.push(("sqs:SendMessage", id.queue_arn(q)));
     }
     out
@@ -527,7 +531,11 @@ impl pb::events_server::Events for EventsApi {
         // let write there itself (and to its dead-letter queue), or a rule
         // would reach what its maker may not.
         for t in &targets {
-            for (action, resource) in target_actions(&self.ctx.identity, t) {
+            for (action, resource) in target_actions(
+                &self.ctx.identity,
+                &t.destination,
+                t.dead_letter_queue.as_ref(),
+            ) {
                 super::authorise(
                     caller.as_ref(),
                     "/sluice.v1.Events/PutTargets",

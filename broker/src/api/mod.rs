@@ -24,6 +24,7 @@ pub mod receive_stream;
 mod receiving;
 pub mod refs;
 pub mod scaler;
+pub mod scheduler;
 pub mod send_stream;
 pub mod status;
 pub mod streams;
@@ -40,6 +41,7 @@ use sluice_proto::v1::events_server::EventsServer;
 use sluice_proto::v1::functions_server::FunctionsServer;
 use sluice_proto::v1::iam_server::IamServer;
 use sluice_proto::v1::queues_server::QueuesServer;
+use sluice_proto::v1::scheduler_server::SchedulerServer;
 use sluice_proto::v1::streams_server::StreamsServer;
 use sluice_proto::v1::topics_server::TopicsServer;
 use sluice_proto::v1::workers_server::WorkersServer;
@@ -258,6 +260,9 @@ fn public_routes(ctx: &Context) -> Routes {
         EventsServer::new(events::EventsApi::new(ctx.clone()))
             .max_decoding_message_size(PUBLIC_MESSAGE_MAX),
     )
+    .add_service(SchedulerServer::new(scheduler::SchedulerApi::new(
+        ctx.clone(),
+    )))
     .add_service(ClusterServer::new(cluster::ClusterApi::new(ctx.clone())))
     .add_service(
         WorkersServer::new(workers::WorkersApi::new(ctx.clone()))
@@ -288,6 +293,7 @@ pub async fn serve_public(
         TopicsServer::<topics::TopicsApi>::NAME,
         FunctionsServer::<functions::FunctionsApi>::NAME,
         EventsServer::<events::EventsApi>::NAME,
+        SchedulerServer::<scheduler::SchedulerApi>::NAME,
         ClusterServer::<cluster::ClusterApi>::NAME,
     ] {
         health

@@ -12,7 +12,7 @@ use tonic::Status;
 use super::call::{Calls, Dispatch};
 use super::error::AwsError;
 use super::json::Input;
-use super::{cbor, event_stream, events, kinesis, lambda, query, sns, sqs, sts};
+use super::{cbor, event_stream, events, kinesis, lambda, query, scheduler, sns, sqs, sts};
 use crate::authenticator::Authenticator;
 use crate::identity::Identity;
 
@@ -43,8 +43,9 @@ pub struct Front {
 impl Front {
     /// Answers one AWS-protocol request.
     pub async fn serve(self: Arc<Self>, request: axum::extract::Request) -> Response {
-        if lambda::is_lambda_path(request.uri().path()) {
-            return self.lambda(request).await;
+        let path = request.uri().path();
+        if lambda::is_lambda_path(path) || scheduler::is_scheduler_path(path) {
+            return self.rest(request).await;
         }
         let target = request
             .headers()
@@ -184,18 +185,26 @@ impl Front {
         }
     }
 
-    /// A Lambda REST request: the route names the action.
-    async fn lambda(&self, request: axum::extract::Request) -> Response {
+    /// A REST request (Lambda's, under an API date; Scheduler's): the route
+    /// names the action.
+    async fn rest(&self, request: axum::extract::Request) -> Response {
+        let is_scheduler = scheduler::is_scheduler_path(request.uri().path());
         let answer = async {
             let (parts, body) = request.into_parts();
             let (body, _permit) = self.read(&parts, body).await?;
-            let caller = self.caller(&parts, &body, lambda::SIGNING_NAME).await?;
+            let signing = if is_scheduler {
+                scheduler::SIGNING_NAME
+            } else {
+                lambda::SIGNING_NAME
+            };
+            let caller = self.caller(&parts, &body, signing).await?;
             let segments = parts
                 .uri
                 .path()
                 .trim_start_matches('/')
                 .split('/')
-                .skip(1)
+                // Lambda's first segment is its API date.
+                .skip(usize::from(!is_scheduler))
                 .filter(|s| !s.is_empty())
                 .map(|s| {
                     query::percent_decode(s, false)
@@ -214,7 +223,11 @@ impl Front {
                 headers: &parts.headers,
                 body: &body,
             };
-            lambda::handle(self.calls(caller, lambda::SERVICE), &self.identity, request).await
+            if is_scheduler {
+                scheduler::handle(self.calls(caller, scheduler::SERVICE), request).await
+            } else {
+                lambda::handle(self.calls(caller, lambda::SERVICE), &self.identity, request).await
+            }
         }
         .await;
         match answer {
@@ -233,6 +246,7 @@ impl Front {
                 }
                 response
             }
+            Err(e) if is_scheduler => scheduler::scheduler_error(e).rest_json_response(),
             Err(e) => lambda::lambda_error(e).rest_json_response(),
         }
     }

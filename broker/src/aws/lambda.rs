@@ -50,7 +50,8 @@ pub struct Request<'a> {
 }
 
 impl Request<'_> {
-    fn query(&self, name: &str) -> Option<&str> {
+    /// A query parameter.
+    pub fn query(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
             .find(|(k, _)| k == name)
@@ -61,7 +62,8 @@ impl Request<'_> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    fn json(&self) -> Result<Value, AwsError> {
+    /// The body as JSON (an empty object when empty).
+    pub fn json(&self) -> Result<Value, AwsError> {
         if self.body.is_empty() {
             return Ok(Value::Object(Map::new()));
         }
@@ -81,7 +83,8 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn json(status: u16, value: Value) -> Answer {
+    /// A JSON answer.
+    pub fn json(status: u16, value: Value) -> Answer {
         Answer {
             status,
             headers: Vec::new(),

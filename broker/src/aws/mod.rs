@@ -5,7 +5,8 @@
 //! A request is recognised as AWS's by its `X-Amz-Target` header (the AWS
 //! JSON protocols), a form body (the query protocol; posted to `/`, or
 //! to a queue's URL by older SQS SDKs), or a path under an API date
-//! (Lambda's REST protocol: `/2015-03-31/functions/...`). The [`front`] reads it whole (within
+//! (Lambda's REST protocol: `/2015-03-31/functions/...`) or under
+//! `/schedules` (Scheduler's). The [`front`] reads it whole (within
 //! [`front::BODY_MAX`]), checks its SigV4 signature against Sluice's access
 //! keys (any signature when authentication is off, as the emulators do),
 //! turns it into the gRPC request of the same operation and runs that
@@ -15,8 +16,9 @@
 //!
 //! Served so far: SQS over AWS JSON 1.0 and the query protocol ([`sqs`]),
 //! SNS over the query protocol ([`sns`]), Kinesis over AWS JSON 1.1
-//! ([`kinesis`]), EventBridge over AWS JSON 1.1 ([`events`]), Lambda over
-//! REST-JSON ([`lambda`]) and STS's `GetCallerIdentity`
+//! ([`kinesis`]), EventBridge over AWS JSON 1.1 ([`events`]), Lambda and
+//! EventBridge Scheduler over REST-JSON ([`lambda`], [`scheduler`]) and
+//! STS's `GetCallerIdentity`
 //! ([`sts`]); [`query`] converts the query protocol's forms and XML.
 
 pub mod call;
@@ -29,6 +31,7 @@ pub mod json;
 pub mod kinesis;
 pub mod lambda;
 pub mod query;
+pub mod scheduler;
 pub mod sns;
 pub mod sqs;
 pub mod sts;
@@ -45,6 +48,7 @@ pub struct Authenticated(pub Caller);
 /// plain HTTP routes.
 pub fn is_aws_request<B>(request: &http::Request<B>) -> bool {
     lambda::is_lambda_path(request.uri().path())
+        || scheduler::is_scheduler_path(request.uri().path())
         || request.method() == http::Method::POST
             && (request.headers().contains_key(front::TARGET_HEADER)
                 || front::is_form(request.headers()))

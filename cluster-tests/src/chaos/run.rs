@@ -17,6 +17,7 @@ use super::net::Net;
 use super::nodes::{self, ChaosCluster, Setup};
 use super::report::{self, Summary};
 use super::workloads::mapping::MappingWorkload;
+use super::workloads::schedule::ScheduleWorkload;
 use super::workloads::{self, metadata, queue::QueueWorkload, stream::StreamWorkload, topic, Ctx};
 
 /// What the clients do.
@@ -32,16 +33,19 @@ pub enum Workload {
     Topic,
     /// A stream and a queue feeding a function on the nodes' workers.
     Mapping,
+    /// Rate, cron and one-time schedules firing into a queue.
+    Schedule,
 }
 
 impl Workload {
     /// Every workload.
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 6] = [
         Workload::Queue,
         Workload::Stream,
         Workload::Metadata,
         Workload::Topic,
         Workload::Mapping,
+        Workload::Schedule,
     ];
 }
 
@@ -53,6 +57,7 @@ impl fmt::Display for Workload {
             Workload::Metadata => "metadata",
             Workload::Topic => "topic",
             Workload::Mapping => "mapping",
+            Workload::Schedule => "schedule",
         })
     }
 }
@@ -248,7 +253,12 @@ async fn run_in(
         }
         _ => None,
     };
+    let scheduled = match cfg.workload {
+        Workload::Schedule => Some(ScheduleWorkload::setup(&admin, cfg.time_limit).await?),
+        _ => None,
+    };
     let until = Instant::now() + cfg.time_limit;
+    let end_ms = workloads::schedule::now_ms() + cfg.time_limit.as_millis() as u64;
     let until_ns = recorder.now_ns() + cfg.time_limit.as_nanos() as u64;
     let clock = {
         let r = recorder.clone();
@@ -292,6 +302,12 @@ async fn run_in(
                 }
                 Ok(())
             }
+            Workload::Schedule => {
+                if let Some(w) = &scheduled {
+                    w.run(&ctx, until).await;
+                }
+                Ok(())
+            }
         }
     };
     let ((faults, health), worked) = tokio::join!(faults_and_health, work);
@@ -313,6 +329,12 @@ async fn run_in(
     }
     if let (Some(w), Ok(())) = (&mapping, &health) {
         if let Err(e) = w.drain(&ctx, DRAIN).await {
+            notes.push(format!("drain: {e}"));
+        }
+    }
+    if let (Some(w), Ok(())) = (&scheduled, &health) {
+        // Catch-up after the faults takes up to a few rounds of firings.
+        if let Err(e) = w.drain(&ctx, &admin, end_ms, DRAIN + RECOVERY).await {
             notes.push(format!("drain: {e}"));
         }
     }
@@ -342,6 +364,13 @@ async fn run_in(
                 .map(|w| workloads::mapping::read_seen(&w.seen))
                 .unwrap_or_default();
             vec![checkers::mapping::check(&ops, &seen)]
+        }
+        Workload::Schedule => {
+            let schedules = scheduled
+                .as_ref()
+                .map(|w| w.schedules.clone())
+                .unwrap_or_default();
+            vec![checkers::schedule::check(&ops, &schedules, end_ms)]
         }
     };
     let availability = report::availability(&ops, &faults, until_ns);

@@ -26,6 +26,7 @@ pub fn document(name: &str) -> Option<&'static str> {
   "kinesis:Describe*", "kinesis:List*", "kinesis:Get*", "kinesis:SubscribeToShard",
   "lambda:Get*", "lambda:List*",
   "events:Describe*", "events:List*", "events:TestEventPattern",
+  "scheduler:Get*", "scheduler:List*",
   "iam:Get*", "iam:List*",
   "sluice:GetClusterStatus", "sluice:ListWorkers", "sluice:GetScalerMetrics"
 ], "Resource": "*"}]}"#

@@ -4,6 +4,7 @@
 pub mod linear;
 pub mod mapping;
 pub mod queue;
+pub mod schedule;
 pub mod stream;
 pub mod topic;
 

@@ -5,6 +5,7 @@
 pub mod mapping;
 pub mod metadata;
 pub mod queue;
+pub mod schedule;
 pub mod stream;
 pub mod topic;
 
