@@ -896,3 +896,79 @@ async fn every_events_call_is_refused_without_its_permission() {
     let a = admin.get_queue_attributes("q", &["All"]).await.unwrap();
     assert_eq!(a["ApproximateNumberOfMessages"], "0");
 }
+
+/// Each scheduler call of a caller without its permission is refused, and
+/// a caller allowed every scheduler action but not the target's cannot
+/// make a schedule write where it may not: nothing changes either way.
+#[tokio::test]
+async fn every_scheduler_call_is_refused_without_its_permission() {
+    let (_serial, c, _) = elected_secured_cluster(1, &[]).await;
+    let admin = c.client();
+    admin.create_queue("q", HashMap::new()).await.unwrap();
+    let settings = |name: &str| pb::ScheduleSettings {
+        name: name.into(),
+        schedule_expression: "rate(1 minute)".into(),
+        flexible_time_window: Some(pb::FlexibleTimeWindow {
+            mode: "OFF".into(),
+            maximum_window_in_minutes: 0,
+        }),
+        target: Some(pb::ScheduleTarget {
+            arn: arn("sqs", "q"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    admin.create_schedule(settings("s")).await.unwrap();
+    let credentials = cluster_tests::create_principal(&admin, "nobody", "user", &[]).await;
+    let nobody = c.single_attempt_client(Some(credentials));
+    macro_rules! refused {
+        ($action:literal, $call:expr) => {{
+            let e = $call.await.map(|_| ()).expect_err($action);
+            assert_eq!(e.status(), Some(Code::PermissionDenied), "{}: {e}", $action);
+            assert!(e.to_string().contains($action), "{}: {e}", $action);
+        }};
+    }
+    let changed = || pb::ScheduleSettings {
+        schedule_expression: "rate(5 minutes)".into(),
+        ..settings("s")
+    };
+    let named = |name: &str| pb::GetScheduleRequest {
+        name: name.into(),
+        group_name: String::new(),
+    };
+    refused!(
+        "scheduler:CreateSchedule",
+        nobody.create_schedule(settings("t"))
+    );
+    refused!(
+        "scheduler:UpdateSchedule",
+        nobody.update_schedule(changed())
+    );
+    refused!("scheduler:GetSchedule", nobody.get_schedule(named("s")));
+    refused!(
+        "scheduler:DeleteSchedule",
+        nobody.delete_schedule(pb::DeleteScheduleRequest {
+            name: "s".into(),
+            group_name: String::new(),
+        })
+    );
+    refused!(
+        "scheduler:ListSchedules",
+        nobody.list_schedules(pb::ListSchedulesRequest::default())
+    );
+    // Every scheduler action, but not the target's.
+    let maker = c.client_allowed(&admin, "maker", "scheduler:*", "*").await;
+    refused!("sqs:SendMessage", maker.create_schedule(settings("t")));
+    refused!("sqs:SendMessage", maker.update_schedule(changed()));
+    // Nothing changed: one schedule, as made.
+    let all = admin
+        .list_schedules(pb::ListSchedulesRequest::default())
+        .await
+        .unwrap()
+        .schedules;
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        (all[0].name.as_str(), all[0].schedule_expression.as_str()),
+        ("s", "rate(1 minute)")
+    );
+}
