@@ -533,6 +533,66 @@ async fn sluicectl_routes_an_event_to_a_queue() {
     })
     .await;
     assert!(done.contains("0 events"), "{done}");
+
+    // Schedules: a one-time one two seconds ahead fires into the queue and
+    // deletes itself; a rate one is described, listed and deleted.
+    let at = cluster_tests::chaos::workloads::schedule::at_text(now_ms() + 2_000);
+    let queue_arn = "arn:aws:sqs:us-east-1:000000000000:cli";
+    run(&[
+        "events",
+        "create-schedule",
+        "soon",
+        "--expression",
+        &format!("at({at})"),
+        "--target",
+        queue_arn,
+        "--input",
+        "tick <aws.scheduler.scheduled-time>",
+        "--delete-after-completion",
+    ]);
+    run(&[
+        "events",
+        "create-schedule",
+        "hourly",
+        "--expression",
+        "rate(1 hour)",
+        "--target",
+        queue_arn,
+    ]);
+    let client = c.client();
+    let fired = cluster_tests::wait_for(Duration::from_secs(30), "the schedule to fire", || {
+        let client = &client;
+        async move {
+            let got = client
+                .receive_message(pb::ReceiveMessageRequest {
+                    queue_name: "cli".into(),
+                    max_number_of_messages: 10,
+                    wait_time_seconds: Some(1),
+                    ..Default::default()
+                })
+                .await
+                .ok()?;
+            got.messages
+                .into_iter()
+                .map(|m| m.body)
+                .find(|b| b.starts_with("tick"))
+        }
+    })
+    .await;
+    assert_eq!(fired, format!("tick {at}Z"));
+    let described = run(&["events", "describe-schedule", "hourly"]);
+    assert!(
+        described.contains("rate(1 hour)") && described.contains("ENABLED"),
+        "{described}"
+    );
+    let listed = run(&["events", "list-schedules"]);
+    assert_eq!(
+        listed.trim(),
+        "hourly",
+        "the one-time schedule deleted itself"
+    );
+    run(&["events", "delete-schedule", "hourly"]);
+    assert_eq!(run(&["events", "list-schedules"]).trim(), "");
 }
 
 fn now_ms() -> u64 {

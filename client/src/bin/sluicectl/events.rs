@@ -181,6 +181,53 @@ pub enum EventsCmd {
         /// Replay name.
         name: String,
     },
+    /// Create a schedule (EventBridge Scheduler), or replace one with
+    /// `--update`.
+    CreateSchedule {
+        /// Schedule name.
+        name: String,
+        /// rate(N minutes|hours|days), cron(min hour dom month dow year) or
+        /// at(yyyy-mm-ddThh:mm:ss).
+        #[arg(long)]
+        expression: String,
+        /// IANA time zone of cron and at [default: UTC].
+        #[arg(long, default_value = "")]
+        timezone: String,
+        /// The target's ARN (queue, topic, stream, function or bus).
+        #[arg(long)]
+        target: String,
+        /// The text delivered (context attributes such as
+        /// <aws.scheduler.scheduled-time> are filled in).
+        #[arg(long, default_value = "")]
+        input: String,
+        /// The message group of a FIFO queue target.
+        #[arg(long, default_value = "")]
+        group_id: String,
+        /// A flexible window of this many minutes (0: off).
+        #[arg(long, default_value_t = 0)]
+        window_minutes: i32,
+        /// Create or leave it disabled.
+        #[arg(long)]
+        disabled: bool,
+        /// Delete it once it has no due time left.
+        #[arg(long)]
+        delete_after_completion: bool,
+        /// Replace an existing schedule's settings instead.
+        #[arg(long)]
+        update: bool,
+    },
+    /// A schedule's settings, next due time and firings.
+    DescribeSchedule {
+        /// Schedule name.
+        name: String,
+    },
+    /// List schedules.
+    ListSchedules,
+    /// Delete a schedule.
+    DeleteSchedule {
+        /// Schedule name.
+        name: String,
+    },
     /// Whether an event pattern matches an event.
     TestPattern {
         /// The event pattern (JSON).
@@ -462,6 +509,99 @@ pub async fn run(client: &Client, json: bool, cmd: EventsCmd) -> Result<(), Erro
                 })
                 .await?;
             print_replay(json, &r);
+        }
+        EventsCmd::CreateSchedule {
+            name,
+            expression,
+            timezone,
+            target,
+            input,
+            group_id,
+            window_minutes,
+            disabled,
+            delete_after_completion,
+            update,
+        } => {
+            let settings = pb::ScheduleSettings {
+                name,
+                schedule_expression: expression,
+                schedule_expression_timezone: timezone,
+                state: if disabled { "DISABLED" } else { "ENABLED" }.into(),
+                flexible_time_window: Some(pb::FlexibleTimeWindow {
+                    mode: if window_minutes > 0 {
+                        "FLEXIBLE"
+                    } else {
+                        "OFF"
+                    }
+                    .into(),
+                    maximum_window_in_minutes: window_minutes,
+                }),
+                target: Some(pb::ScheduleTarget {
+                    arn: target,
+                    input,
+                    sqs_parameters: (!group_id.is_empty()).then_some(pb::SqsParameters {
+                        message_group_id: group_id,
+                    }),
+                    ..Default::default()
+                }),
+                action_after_completion: if delete_after_completion {
+                    "DELETE"
+                } else {
+                    "NONE"
+                }
+                .into(),
+                ..Default::default()
+            };
+            let arn = if update {
+                client.update_schedule(settings).await?.schedule_arn
+            } else {
+                client.create_schedule(settings).await?.schedule_arn
+            };
+            crate::print_result(json, json!({"schedule_arn": arn}), &arn);
+        }
+        EventsCmd::DescribeSchedule { name } => {
+            let s = client
+                .get_schedule(pb::GetScheduleRequest {
+                    name,
+                    group_name: String::new(),
+                })
+                .await?;
+            crate::print_result(
+                json,
+                json!({"name": s.name, "arn": s.arn, "schedule_expression": s.schedule_expression,
+                       "state": s.state, "next_due_ms": s.next_due_ms, "fired": s.fired}),
+                format_args!(
+                    "{}  {}  {}  next due {} ms  fired {}",
+                    s.name, s.schedule_expression, s.state, s.next_due_ms, s.fired
+                ),
+            );
+        }
+        EventsCmd::ListSchedules => {
+            let mut names = Vec::new();
+            let mut next_token = String::new();
+            loop {
+                let r = client
+                    .list_schedules(pb::ListSchedulesRequest {
+                        next_token,
+                        ..Default::default()
+                    })
+                    .await?;
+                names.extend(r.schedules.into_iter().map(|s| s.name));
+                if r.next_token.is_empty() {
+                    break;
+                }
+                next_token = r.next_token;
+            }
+            crate::print_names(json, &names);
+        }
+        EventsCmd::DeleteSchedule { name } => {
+            client
+                .delete_schedule(pb::DeleteScheduleRequest {
+                    name: name.clone(),
+                    group_name: String::new(),
+                })
+                .await?;
+            crate::print_removed(json, "deleted", &name);
         }
         EventsCmd::DescribeReplay { name } => {
             let r = client

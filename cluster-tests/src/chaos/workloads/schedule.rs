@@ -41,7 +41,7 @@ fn wall_ms() -> u64 {
 }
 
 /// `at(...)`'s text of `ms` (UTC, to the second).
-fn at_text(ms: u64) -> String {
+pub fn at_text(ms: u64) -> String {
     let secs = (ms / 1000) as i64;
     let (y, m, d) = sluice_security::civil::civil_from_days(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
