@@ -7,7 +7,7 @@
 //! entries; the moves of messages waiting in outboxes (accept at the
 //! destination, then acknowledge at the source); steps of running move
 //! tasks; steps of running event replays and archive retention; the
-//! schedules' due times; and
+//! schedules' due times; failed deliveries due to be tried again; and
 //! collection of purged generations, deleted queues and archives. The
 //! commands re-check everything against the state machine's clock, so a
 //! stale look costs a no-op, never a wrong change.
@@ -126,6 +126,7 @@ async fn round(router: &Router) -> Result<(), String> {
     topics_round(router).await?;
     events_round(router).await?;
     schedules_round(router).await?;
+    retries_round(router).await?;
     for g in read(router, |s| housekeeping::garbage(s, 100))? {
         let collect = || crate::queues::CollectGarbage {
             qid: g.qid,
@@ -230,6 +231,18 @@ async fn schedules_round(router: &Router) -> Result<(), String> {
             break;
         }
         left = left.saturating_sub(fired);
+    }
+    Ok(())
+}
+
+/// Tries again the failed deliveries that are due, each by its own command
+/// (a stale look costs a no-op: the command finds it gone or not due).
+async fn retries_round(router: &Router) -> Result<(), String> {
+    let due = read(router, |s| {
+        crate::events::retry::due(s, now_ms(), FIRINGS_PER_ROUND)
+    })?;
+    for (due_ms, seq) in due {
+        write(router, crate::events::RetryDelivery { due_ms, seq }).await?;
     }
     Ok(())
 }

@@ -223,6 +223,24 @@ events[2].delete_event_bus(Name="aws-app")
 names = [b["Name"] for b in events[0].list_event_buses()["EventBuses"]]
 check("DeleteEventBus", "aws-app" not in names, names)
 
+# A target with a retry policy: its queue is made after the event was put,
+# and a retry delivers it.
+events[0].put_rule(Name="retried", EventPattern=json.dumps({"source": ["retry.me"]}))
+late_arn = f"arn:aws:sqs:us-east-1:{ACCOUNT}:aws-late"
+r = events[1].put_targets(Rule="retried", Targets=[
+    {"Id": "late", "Arn": late_arn, "RetryPolicy": {"MaximumRetryAttempts": 5, "MaximumEventAgeInSeconds": 600}}])
+check("PutTargets takes a RetryPolicy", r["FailedEntryCount"] == 0, r)
+listed = events[2].list_targets_by_rule(Rule="retried")["Targets"][0]
+check("ListTargetsByRule shows it",
+      listed["RetryPolicy"] == {"MaximumRetryAttempts": 5, "MaximumEventAgeInSeconds": 600}, listed)
+put = events[0].put_events(Entries=[{"Source": "retry.me", "DetailType": "late", "Detail": "{}"}])
+late_url, _ = queue("aws-late")
+late = [json.loads(m["Body"]) for m in receive_all(late_url, 1)]
+check("the retry delivered the event once its queue existed",
+      [e["id"] for e in late] == [put["Entries"][0]["EventId"]], late)
+events[0].remove_targets(Rule="retried", Ids=["late"])
+events[0].delete_rule(Name="retried")
+
 # EventBridge Scheduler, over its REST-JSON protocol.
 scheduler = [client("scheduler", i) for i in range(len(endpoints))]
 protocol = scheduler[0]._service_model.metadata["protocol"]

@@ -346,6 +346,8 @@ commands! {
     DeleteSchedule(schedules::DeleteSchedule) => |_| Resource::Schedules;
     /// Fire a schedule's due time (delivering to its target).
     FireSchedule(schedules::FireSchedule) => |_| Resource::Schedules;
+    /// Try a failed delivery to a rule's or schedule's target again.
+    RetryDelivery(events::RetryDelivery) => |_| Resource::Retries;
 }
 
 /// The result of one command.

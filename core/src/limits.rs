@@ -146,6 +146,13 @@ pub mod events {
     pub const FAN_OUT_BYTES_MAX: usize = 64 << 20;
     /// Most hops an event takes from bus to bus within one PutEvents.
     pub const BUS_HOPS_MAX: usize = 2;
+    /// Most failed deliveries waiting to be tried again; past it a failure
+    /// is final (the dead-letter queue takes it).
+    pub const RETRIES_MAX: usize = 100_000;
+    /// Most tries after the first a retry policy may ask for.
+    pub const RETRY_ATTEMPTS_MAX: u32 = 185;
+    /// Shortest and longest age a retry policy may give a delivery, s.
+    pub const RETRY_AGE_S: (u32, u32) = (60, 86_400);
 }
 
 /// Schedules (EventBridge Scheduler's limits).
@@ -160,10 +167,11 @@ pub mod schedules {
     pub const INPUT_MAX: usize = 256 * 1024;
     /// Widest flexible time window, minutes.
     pub const WINDOW_MINUTES_MAX: u32 = 1440;
-    /// Shortest and longest age of a due time still fired late, seconds.
-    pub const EVENT_AGE_S: (u32, u32) = (60, 86_400);
+    /// Shortest and longest age of a due time still fired late, seconds
+    /// (a target's retry policy's bounds, [`super::events::RETRY_AGE_S`]).
+    pub const EVENT_AGE_S: (u32, u32) = super::events::RETRY_AGE_S;
     /// Most retry attempts a target may name.
-    pub const RETRY_ATTEMPTS_MAX: u32 = 185;
+    pub const RETRY_ATTEMPTS_MAX: u32 = super::events::RETRY_ATTEMPTS_MAX;
 }
 
 /// IAM.

@@ -101,7 +101,11 @@ pub fn check_touched<'a>(
             }
             Resource::Bus(name) => crate::events::invariants::check_one(state, name)?,
             Resource::Archives => crate::events::invariants::check_archives(state)?,
-            Resource::Schedules => crate::schedules::invariants::check(state)?,
+            Resource::Schedules => {
+                crate::schedules::invariants::check(state)?;
+                crate::events::invariants::check_retries(state)?;
+            }
+            Resource::Retries => crate::events::invariants::check_retries(state)?,
             Resource::Workers => crate::workers::check(state)?,
             Resource::Iam => crate::iam::check(state)?,
             Resource::QueueData(_) | Resource::StreamData(_) | Resource::TopicData(_) => {}
@@ -120,6 +124,7 @@ pub fn check(state: &dyn StateRead) -> Result<(), CheckError> {
     crate::workers::check(state)?;
     crate::iam::check(state)?;
     crate::schedules::invariants::check(state)?;
+    crate::events::invariants::check_retries(state)?;
     Ok(())
 }
 

@@ -93,6 +93,9 @@ pub enum Resource<'a> {
     Archives,
     /// Schedules (a firing writes to its target).
     Schedules,
+    /// Failed deliveries waiting to be tried again (a try writes to its
+    /// target).
+    Retries,
     /// The registry of workers.
     Workers,
     /// Principals, access keys and policies.

@@ -181,6 +181,7 @@ fn schedule_commands(rng: &mut Rng, state: &MemState, now_ms: u64) -> Vec<Comman
                     String::new()
                 },
                 max_event_age_s: rng.chance(30).then_some(60),
+                max_attempts: Some(rng.below(3) as u32),
                 ..Default::default()
             })
             .expect("a valid target");
@@ -223,6 +224,19 @@ fn schedule_commands(rng: &mut Rng, state: &MemState, now_ms: u64) -> Vec<Comman
             due_ms: now_ms - rng.below(120_000),
         }
         .into()],
+        // The failed deliveries the leader would try again now.
+        3 => crate::events::retry::due(state, now_ms, 4)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(due_ms, seq)| crate::events::RetryDelivery { due_ms, seq }.into())
+            .chain(std::iter::once(
+                crate::events::RetryDelivery {
+                    due_ms: now_ms,
+                    seq: rng.below(50),
+                }
+                .into(),
+            ))
+            .collect(),
         _ => due
             .into_iter()
             .map(|(group, name, due_ms)| {
@@ -889,6 +903,8 @@ fn event_bus_command(rng: &mut Rng) -> Command {
                 } else {
                     String::new()
                 },
+                retry_policy: (!to_bus && rng.chance(40))
+                    .then(|| (Some(rng.below(3) as u32), Some(60 + rng.below(120) as u32))),
                 ..Default::default()
             };
             crate::events::PutTargets {
@@ -1148,7 +1164,7 @@ mod tests {
     const SEEDS: u64 = 20;
     /// Variants of [`Command`]. A new command fails this
     /// test until the generator makes it.
-    const COMMAND_KINDS: usize = 85;
+    const COMMAND_KINDS: usize = 86;
     const STEPS: u64 = 5_000;
 
     fn seeds() -> Vec<u64> {

@@ -221,6 +221,14 @@ fn target_input(t: pb::Target) -> TargetInput {
         message_group_id: t.sqs_parameters.unwrap_or_default().message_group_id,
         partition_key_path: t.kinesis_parameters.unwrap_or_default().partition_key_path,
         dead_letter_arn: t.dead_letter_config.unwrap_or_default().arn,
+        // A negative number fails validation as out of range.
+        retry_policy: t.retry_policy.map(|p| {
+            let read = |v: Option<i32>| v.map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+            (
+                read(p.maximum_retry_attempts),
+                read(p.maximum_event_age_in_seconds),
+            )
+        }),
     }
 }
 
@@ -265,6 +273,10 @@ fn target_message(identity: &crate::identity::Identity, t: &Target) -> pb::Targe
             .map(|partition_key_path| pb::KinesisParameters { partition_key_path }),
         dead_letter_config: t.dead_letter_queue.as_ref().map(|q| pb::DeadLetterConfig {
             arn: identity.queue_arn(q),
+        }),
+        retry_policy: t.retry.map(|p| pb::RetryPolicy {
+            maximum_event_age_in_seconds: Some(p.max_age_s as i32),
+            maximum_retry_attempts: Some(p.max_attempts as i32),
         }),
     }
 }
@@ -413,7 +425,7 @@ impl pb::events_server::Events for EventsApi {
         if !req.schedule_expression.is_empty() {
             return Err(events::invalid(
                 "schedule_expression",
-                "schedules are not supported yet; give an event_pattern",
+                "a rule takes an event_pattern; for a schedule, make one with the Scheduler service (CreateSchedule) and a bus or other target",
             )
             .into_status());
         }

@@ -43,12 +43,16 @@ fn target_in(t: &Input<'_>) -> Result<pb::Target, AwsError> {
         }
         None => None,
     };
-    if t.has("RetryPolicy") {
-        return Err(AwsError::invalid(
-            "RetryPolicy",
-            "is not supported yet: a failed delivery goes to the dead-letter queue at once",
-        ));
-    }
+    let retry_policy = match t.object("RetryPolicy")? {
+        Some(o) => {
+            let p = t.nested(o);
+            Some(pb::RetryPolicy {
+                maximum_event_age_in_seconds: p.int("MaximumEventAgeInSeconds")?,
+                maximum_retry_attempts: p.int("MaximumRetryAttempts")?,
+            })
+        }
+        None => None,
+    };
     Ok(pb::Target {
         id: t.required("Id")?,
         arn: t.required("Arn")?,
@@ -64,6 +68,7 @@ fn target_in(t: &Input<'_>) -> Result<pb::Target, AwsError> {
         dead_letter_config: Some(pb::DeadLetterConfig {
             arn: nested("DeadLetterConfig", "Arn")?,
         }),
+        retry_policy,
     })
 }
 
@@ -98,6 +103,13 @@ fn target_out(t: pb::Target) -> Value {
     }
     if let Some(d) = t.dead_letter_config.filter(|d| !d.arn.is_empty()) {
         out.insert("DeadLetterConfig".into(), json!({"Arn": d.arn}));
+    }
+    if let Some(p) = t.retry_policy {
+        out.insert(
+            "RetryPolicy".into(),
+            json!({"MaximumEventAgeInSeconds": p.maximum_event_age_in_seconds,
+                   "MaximumRetryAttempts": p.maximum_retry_attempts}),
+        );
     }
     Value::Object(out)
 }

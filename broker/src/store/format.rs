@@ -31,7 +31,9 @@ use std::path::Path;
 /// the state tree, so a format 10 build would start from a clean state
 /// missing every queued message; a queued message's id and MD5 are stored
 /// as the bytes they spell (`queues::hex_text`).
-pub const CURRENT: u32 = 11;
+/// 12: a rule's targets carry a retry policy (the encoding of PutTargets
+/// and of stored rules changed).
+pub const CURRENT: u32 = 12;
 const FILE: &str = "FORMAT";
 const MAGIC: &str = "sluice-data-format";
 

@@ -16,6 +16,29 @@ pub fn check(state: &dyn StateRead) -> Result<(), CheckError> {
     check_archives(state)
 }
 
+/// Checks the deliveries waiting to be tried again: as many as counted,
+/// none to a bus, each failed at least once and no more than its policy's
+/// tries allow.
+pub fn check_retries(state: &dyn StateRead) -> Result<(), CheckError> {
+    use super::retry;
+    let all = retry::all(state)?;
+    let counted = retry::count(state)?;
+    ensure(counted == all.len() as u64, DOMAIN, || {
+        format!("{counted} retries counted, {} stored", all.len())
+    })?;
+    for (due, seq, r) in &all {
+        ensure(
+            !matches!(r.destination, super::target::Destination::Bus { .. })
+                && r.attempts >= 1
+                && r.attempts <= r.policy.max_attempts
+                && *due > r.first_ms,
+            DOMAIN,
+            || format!("retry {seq} due at {due} is out of place: {r:?}"),
+        )?;
+    }
+    Ok(())
+}
+
 /// Checks archives and replays: each archive keeps a bus that exists, its
 /// events numbered within its count; a replay's cursor lies in its range,
 /// and only a finished replay has an end.

@@ -22,10 +22,12 @@
 //! | `erule/{bus}/{rule}` | [`StoredRule`] |
 
 pub mod archive;
+pub mod deliver;
 pub mod input;
 pub mod invariants;
 pub mod operations;
 pub mod put;
+pub mod retry;
 #[cfg(test)]
 mod scenarios;
 pub mod target;

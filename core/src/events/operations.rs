@@ -131,6 +131,16 @@ operations! {
     }
     applies -> bool = |txn, ctx, effects| archive::step(txn, ctx, name, effects);
 
+    /// Try a failed delivery again (the leader's schedule); true when it
+    /// was due and tried.
+    pub struct RetryDelivery {
+        /// Its due time, ms.
+        pub due_ms: u64,
+        /// Its number.
+        pub seq: u64,
+    }
+    applies -> bool = |txn, ctx, effects| super::retry::retry(txn, ctx, *due_ms, *seq, effects);
+
     /// One archive.
     pub struct DescribeArchive {
         /// Archive name.

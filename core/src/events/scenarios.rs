@@ -322,6 +322,86 @@ fn a_failed_delivery_goes_to_the_dead_letter_queue_and_the_event_stands() {
 }
 
 #[test]
+fn a_target_with_a_retry_policy_is_tried_again_then_dead_lettered() {
+    let mut w = World::new();
+    w.queue("dlq");
+    w.rule("default", "r", r#"{"source": ["shop"]}"#);
+    w.targets(
+        "default",
+        "r",
+        vec![
+            TargetInput {
+                retry_policy: Some((Some(3), Some(60))),
+                ..target("later", arn("sqs", "later"))
+            },
+            TargetInput {
+                dead_letter_arn: arn("sqs", "dlq"),
+                retry_policy: Some((Some(1), None)),
+                ..target("never", arn("sqs", "never"))
+            },
+        ],
+    );
+    let ids = w.put_events(&[order("ann", 5)]);
+    // Both failed once and wait; nothing is dead-lettered yet.
+    assert_eq!(crate::events::retry::count(&w.state).unwrap(), 2);
+    assert!(w.drain("dlq").is_empty());
+    w.queue("later");
+    w.advance(2);
+    let due = crate::events::retry::due(&w.state, w.now, 10).unwrap();
+    assert_eq!(due.len(), 2);
+    for (due_ms, seq) in due {
+        assert!(w.run(crate::events::RetryDelivery { due_ms, seq }).unwrap());
+    }
+    // The queue that appeared took the event; the other ran out of tries.
+    let got = w.events_in("later");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["id"], ids[0].as_str());
+    let dead = w.drain("dlq");
+    assert_eq!(dead.len(), 1);
+    let attrs = &dead[0].body.attributes;
+    assert_eq!(
+        attrs["TARGET_ARN"].string_value.as_deref(),
+        Some(arn("sqs", "never").as_str())
+    );
+    assert_eq!(crate::events::retry::count(&w.state).unwrap(), 0);
+    // A due time not yet reached, or a retry already made, changes nothing.
+    assert!(!w
+        .run(crate::events::RetryDelivery {
+            due_ms: w.now + 1,
+            seq: 1
+        })
+        .unwrap());
+    // A bus target takes no retry policy; a policy's bounds are checked.
+    let e = Target::new(
+        "targets[0]",
+        TargetInput {
+            retry_policy: Some((None, None)),
+            ..target("b", arn("events", "event-bus/default"))
+        },
+    )
+    .unwrap_err();
+    assert!(
+        e.message.contains("targets[0].retry_policy"),
+        "{}",
+        e.message
+    );
+    let e = Target::new(
+        "targets[0]",
+        TargetInput {
+            retry_policy: Some((Some(186), None)),
+            ..target("q", arn("sqs", "q"))
+        },
+    )
+    .unwrap_err();
+    assert!(
+        e.message
+            .contains("targets[0].retry_policy.maximum_retry_attempts"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
 fn targets_deliver_the_input_they_are_given() {
     let mut w = World::new();
     for q in ["whole", "constant", "path", "template"] {

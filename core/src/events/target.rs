@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::input::{Input, JsonPath};
 use super::{invalid, validate_bus_name, validate_rule_name};
 use crate::error::{field_in, DomainError};
+use crate::limits::events::{RETRY_AGE_S, RETRY_ATTEMPTS_MAX};
 
 /// Where a target delivers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +62,8 @@ pub struct Target {
     pub input: Input,
     /// A queue that takes the event when delivery fails.
     pub dead_letter_queue: Option<String>,
+    /// How a failed delivery is tried again; none: it is not.
+    pub retry: Option<RetryPolicy>,
 }
 
 /// The raw fields of a target, before validation (AWS's names).
@@ -84,6 +87,9 @@ pub struct TargetInput {
     pub partition_key_path: String,
     /// `DeadLetterConfig.Arn`: an SQS queue ARN.
     pub dead_letter_arn: String,
+    /// `RetryPolicy`, if given: `(MaximumRetryAttempts,
+    /// MaximumEventAgeInSeconds)`, each optional.
+    pub retry_policy: Option<(Option<u32>, Option<u32>)>,
 }
 
 /// The service and resource of an ARN (`arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`).
@@ -219,12 +225,67 @@ impl Target {
                 }
             }
         };
+        let retry = match t.retry_policy {
+            None => None,
+            Some(_) if matches!(destination, Destination::Bus { .. }) => {
+                return Err(invalid(
+                    f("retry_policy"),
+                    "a bus target is not retried: handing an event to another bus fails only when it is missing",
+                ))
+            }
+            Some((attempts, age)) => Some(RetryPolicy::new(
+                &f("retry_policy"),
+                attempts,
+                age,
+            )?),
+        };
         Ok(Target {
             id: t.id,
             arn: t.arn,
             destination,
             input,
             dead_letter_queue,
+            retry,
+        })
+    }
+}
+
+/// A target's `RetryPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// `MaximumRetryAttempts`: tries after the first, 0-185.
+    pub max_attempts: u32,
+    /// `MaximumEventAgeInSeconds`: 60-86 400.
+    pub max_age_s: u32,
+}
+
+impl RetryPolicy {
+    /// Validates a policy; its fields are named under `prefix`. Either
+    /// member may be left out (185 attempts, 86 400 s).
+    pub fn new(
+        prefix: &str,
+        max_attempts: Option<u32>,
+        max_age_s: Option<u32>,
+    ) -> Result<RetryPolicy, DomainError> {
+        let f = |name: &str| field_in(prefix, name);
+        let max_attempts = max_attempts.unwrap_or(RETRY_ATTEMPTS_MAX);
+        if max_attempts > RETRY_ATTEMPTS_MAX {
+            return Err(invalid(
+                f("maximum_retry_attempts"),
+                format!("must be 0-{RETRY_ATTEMPTS_MAX}, got {max_attempts}"),
+            ));
+        }
+        let (age_min, age_max) = RETRY_AGE_S;
+        let max_age_s = max_age_s.unwrap_or(age_max);
+        if !(age_min..=age_max).contains(&max_age_s) {
+            return Err(invalid(
+                f("maximum_event_age_in_seconds"),
+                format!("must be {age_min}-{age_max}, got {max_age_s}"),
+            ));
+        }
+        Ok(RetryPolicy {
+            max_attempts,
+            max_age_s,
         })
     }
 }

@@ -4,7 +4,9 @@
 use super::{load, remove, save, Schedule, ScheduleTarget};
 use crate::apply::{Ctx, Effect, Effects};
 use crate::error::ApplyResult;
-use crate::events::put::{self, attempt, dead_letter, hand_over, send_one, Handover, NewEvent};
+use crate::events::deliver::{attempt, dead_letter, hand_over, send_one, Handover};
+use crate::events::put::{self, NewEvent};
+use crate::events::retry::{park, Label, Retry, RetryPolicy};
 use crate::events::target::Destination;
 use crate::store::Txn;
 
@@ -139,6 +141,34 @@ fn deliver(
     let Err(why) = outcome else {
         return Ok(true);
     };
+    // With attempts left, it waits to be tried again.
+    if !matches!(t.destination, Destination::Bus { .. }) {
+        let retry = Retry {
+            label: Label::Schedule(format!("{}/{}", s.settings.group, s.settings.name)),
+            destination: t.destination.clone(),
+            target_arn: t.arn.clone(),
+            source_arn: arn.clone(),
+            dead_letter_queue: t.dead_letter_queue.clone(),
+            body: body.clone(),
+            id: execution.clone(),
+            key: if t.partition_key.is_empty() {
+                execution.clone()
+            } else {
+                t.partition_key.clone()
+            },
+            request: execution.clone(),
+            origin: origin.clone(),
+            policy: RetryPolicy {
+                max_attempts: t.max_attempts,
+                max_age_s: t.max_event_age_s,
+            },
+            attempts: 1,
+            first_ms: ctx.now_ms,
+        };
+        if park(txn, ctx, retry)? {
+            return Ok(false);
+        }
+    }
     // A dead-letter queue that refuses too leaves the failure counted only.
     if let Some(dlq) = &t.dead_letter_queue {
         if let Ok(m) = dead_letter(&body, &arn, &t.arn, &why) {

@@ -105,8 +105,8 @@ pub struct ScheduleTarget {
     /// `RetryPolicy.MaximumEventAgeInSeconds`: how late a missed due time
     /// may still fire.
     pub max_event_age_s: u32,
-    /// `RetryPolicy.MaximumRetryAttempts`, kept as given (deliveries here
-    /// are within the command and do not fail for a retry to mend).
+    /// `RetryPolicy.MaximumRetryAttempts`: tries after a failed one (see
+    /// [`crate::events::retry`]).
     pub max_attempts: u32,
     /// `KinesisParameters.PartitionKey` (the execution id when empty).
     pub partition_key: String,
@@ -344,7 +344,8 @@ pub struct Schedule {
     /// State-machine time of the last change of its settings.
     pub updated_ms: u64,
     /// Where a rate counts from: the start date, or when the settings were
-    /// last set.
+    /// last set, to the second (due times are whole seconds, as the
+    /// scheduled time is written).
     pub anchor_ms: u64,
     /// The next due time; none once there is none left.
     pub next_due_ms: Option<u64>,
@@ -537,7 +538,7 @@ pub fn create(txn: &mut Txn<'_>, ctx: &Ctx, s: &NewSchedule) -> ApplyResult<()> 
         id,
         created_ms: ctx.now_ms,
         updated_ms: ctx.now_ms,
-        anchor_ms: ctx.now_ms,
+        anchor_ms: ctx.now_ms / 1000 * 1000,
         next_due_ms: None,
         fired: 0,
         last_due_ms: None,
@@ -555,7 +556,7 @@ pub fn update(txn: &mut Txn<'_>, ctx: &Ctx, s: &NewSchedule) -> ApplyResult<()> 
     let mut after = Schedule {
         settings: s.clone(),
         updated_ms: ctx.now_ms,
-        anchor_ms: ctx.now_ms,
+        anchor_ms: ctx.now_ms / 1000 * 1000,
         ..before.clone()
     };
     after.next_due_ms = after.due_after(ctx.now_ms);

@@ -271,6 +271,21 @@ impl World {
         self.now
     }
 
+    /// Tries every waiting delivery that is due; how many were tried.
+    fn retry_due(&mut self) -> usize {
+        let due = crate::events::retry::due(&self.state, self.now, 100).unwrap();
+        let mut tried = 0;
+        for (due_ms, seq) in due {
+            if self
+                .run(crate::events::RetryDelivery { due_ms, seq })
+                .unwrap()
+            {
+                tried += 1;
+            }
+        }
+        tried
+    }
+
     fn taken(&mut self, queue: &str) -> Vec<String> {
         self.drain(queue)
             .iter()
@@ -435,30 +450,47 @@ fn a_disabled_schedule_does_not_fire_and_counts_again_from_when_it_is_enabled() 
 }
 
 #[test]
-fn a_failed_delivery_goes_to_the_dead_letter_queue_and_the_schedule_moves_on() {
+fn a_failed_delivery_is_tried_again_then_goes_to_the_dead_letter_queue() {
     let mut w = World::new();
     w.queue("dlq");
     let t = ScheduleTarget::new(ScheduleTargetInput {
-        arn: format!("arn:aws:sqs:{REGION}:{ACCOUNT}:missing"),
+        arn: format!("arn:aws:sqs:{REGION}:{ACCOUNT}:later"),
         input: "payload".into(),
         dead_letter_arn: format!("arn:aws:sqs:{REGION}:{ACCOUNT}:dlq"),
+        max_attempts: Some(2),
         ..Default::default()
     })
     .unwrap();
-    w.run(schedule("tick", "rate(1 minute)", t)).unwrap();
-    w.advance(60);
+    w.run(schedule("tick", "rate(1 hour)", t)).unwrap();
+    w.advance(3600);
     assert_eq!(w.fire_due(), 1);
+    // The target is missing: the delivery waits (2 s, then 4 s) and the
+    // schedule moves on meanwhile.
+    assert_eq!(crate::events::retry::count(&w.state).unwrap(), 1);
+    assert_eq!(w.retry_due(), 0, "not due before 2 s");
+    w.advance(2);
+    assert_eq!(w.retry_due(), 1);
+    assert!(w.drain("dlq").is_empty(), "one attempt is left");
+    w.advance(4);
+    assert_eq!(w.retry_due(), 1);
     let dead = w.drain("dlq");
-    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead.len(),
+        1,
+        "out of attempts: the dead-letter queue takes it"
+    );
     assert_eq!(w.body(&dead[0].body.body), "payload");
-    assert!(w.effects.iter().any(|e| matches!(
-        e,
-        crate::apply::Effect::ScheduleFired {
-            delivered: false,
-            skipped: false,
-            ..
-        }
-    )));
+    assert_eq!(crate::events::retry::count(&w.state).unwrap(), 0);
+
+    // The next due time: the queue appears before the first retry, which
+    // delivers.
+    w.advance(3600);
+    assert_eq!(w.fire_due(), 1);
+    w.queue("later");
+    w.advance(2);
+    assert_eq!(w.retry_due(), 1);
+    assert_eq!(w.taken("later"), vec!["payload".to_string()]);
+    assert_eq!(crate::events::retry::count(&w.state).unwrap(), 0);
 }
 
 #[test]

@@ -92,6 +92,13 @@ pub enum EventsCmd {
         /// A standard queue's ARN that takes what fails to deliver.
         #[arg(long)]
         dead_letter_arn: Option<String>,
+        /// Try a failed delivery again up to this many times (0-185)
+        /// before the dead-letter queue takes it [default: never].
+        #[arg(long)]
+        retries: Option<i32>,
+        /// ... while it is at most this many seconds old (60-86400).
+        #[arg(long)]
+        max_event_age: Option<i32>,
     },
     /// Remove a rule's target.
     RemoveTarget {
@@ -364,6 +371,8 @@ pub async fn run(client: &Client, json: bool, cmd: EventsCmd) -> Result<(), Erro
             group,
             partition_key_path,
             dead_letter_arn,
+            retries,
+            max_event_age,
         } => {
             let input_transformer =
                 (input_template.is_some() || !input_paths.is_empty()).then(|| {
@@ -387,6 +396,12 @@ pub async fn run(client: &Client, json: bool, cmd: EventsCmd) -> Result<(), Erro
                         kinesis_parameters: partition_key_path
                             .map(|partition_key_path| pb::KinesisParameters { partition_key_path }),
                         dead_letter_config: dead_letter_arn.map(|arn| pb::DeadLetterConfig { arn }),
+                        retry_policy: (retries.is_some() || max_event_age.is_some()).then_some(
+                            pb::RetryPolicy {
+                                maximum_retry_attempts: retries,
+                                maximum_event_age_in_seconds: max_event_age,
+                            },
+                        ),
                     }],
                 })
                 .await?;

@@ -100,9 +100,9 @@ impl ScheduleWorkload {
                 .await
                 .map_err(e)?;
             let from_ms = match name {
-                // A rate counts from its creation; the cron expression
-                // fires at every whole minute after it.
-                "every-minute" => made.creation_date_ms,
+                // A rate counts from its creation, to the second; the cron
+                // expression fires at every whole minute after it.
+                "every-minute" => made.creation_date_ms / 1000 * 1000,
                 _ => made.creation_date_ms / 60_000 * 60_000,
             };
             schedules.insert(
