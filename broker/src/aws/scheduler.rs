@@ -163,23 +163,27 @@ fn target(t: &Input<'_>) -> Result<pb::ScheduleTarget, AwsError> {
             ));
         }
     }
+    let dlq_arn = text(&dlq, "Arn")?;
+    let group = text(&sqs, "MessageGroupId")?;
+    let partition_key = text(&kinesis, "PartitionKey")?;
+    let (detail_type, source) = (text(&bus, "DetailType")?, text(&bus, "Source")?);
     Ok(pb::ScheduleTarget {
         arn: t.string("Arn")?.unwrap_or_default(),
         role_arn: t.string("RoleArn")?.unwrap_or_default(),
         input: t.string("Input")?.unwrap_or_default(),
-        dead_letter_config: dlq.is_some().then(|| pb::DeadLetterConfig {
-            arn: text(&dlq, "Arn").unwrap_or_default(),
-        }),
+        dead_letter_config: dlq
+            .is_some()
+            .then_some(pb::DeadLetterConfig { arn: dlq_arn }),
         retry_policy: retry,
-        sqs_parameters: sqs.is_some().then(|| pb::SqsParameters {
-            message_group_id: text(&sqs, "MessageGroupId").unwrap_or_default(),
+        sqs_parameters: sqs.is_some().then_some(pb::SqsParameters {
+            message_group_id: group,
         }),
-        kinesis_parameters: kinesis.is_some().then(|| pb::ScheduleKinesisParameters {
-            partition_key: text(&kinesis, "PartitionKey").unwrap_or_default(),
-        }),
-        event_bridge_parameters: bus.is_some().then(|| pb::EventBridgeParameters {
-            detail_type: text(&bus, "DetailType").unwrap_or_default(),
-            source: text(&bus, "Source").unwrap_or_default(),
+        kinesis_parameters: kinesis
+            .is_some()
+            .then_some(pb::ScheduleKinesisParameters { partition_key }),
+        event_bridge_parameters: bus.is_some().then_some(pb::EventBridgeParameters {
+            detail_type,
+            source,
         }),
     })
 }
