@@ -33,7 +33,9 @@ pub struct ScheduleWorkload {
     pub schedules: BTreeMap<String, Due>,
 }
 
-fn wall_ms() -> u64 {
+/// The test host's wall clock now, ms (the run's end as the checker
+/// counts it).
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")
@@ -113,7 +115,7 @@ impl ScheduleWorkload {
                 },
             );
         }
-        let first = (wall_ms() / 1000 + AT_LEAD_S) * 1000;
+        let first = (now_ms() / 1000 + AT_LEAD_S) * 1000;
         for k in 0..run_for.as_secs() / AT_EVERY_S {
             let at_ms = first + k * AT_EVERY_S * 1000;
             let name = format!("at-{k}");
@@ -177,9 +179,4 @@ impl ScheduleWorkload {
         let left = deadline.saturating_duration_since(Instant::now());
         drain_queues(ctx, admin, std::slice::from_ref(&self.queue), left).await
     }
-}
-
-/// The wall clock now, ms: the run's end as the checker counts it.
-pub fn now_ms() -> u64 {
-    wall_ms()
 }
