@@ -170,10 +170,11 @@ impl Layers {
     }
 
     fn add(&mut self, changes: Changes) {
-        for (k, v) in changes {
-            self.recent_bytes += entry_bytes(&k, &v);
-            self.recent.insert(k, v);
-        }
+        self.recent_bytes += changes
+            .iter()
+            .map(|(k, v)| entry_bytes(k, v))
+            .sum::<usize>();
+        sluice_core::store::merge_changes(&mut self.recent, changes);
     }
 
     /// Moves the queue message keys of the recent writes into `resident`,

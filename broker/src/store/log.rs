@@ -148,6 +148,47 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> StoreError {
     }
 }
 
+/// Writes `bufs` in full at `offset`, as `write_all_at` writes one buffer.
+fn write_all_vectored_at(
+    file: &File,
+    mut bufs: &mut [io::IoSlice<'_>],
+    mut offset: u64,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    /// Slices one call takes at most (Linux's IOV_MAX).
+    const IOV_MAX: usize = 1024;
+    io::IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        let n = bufs.len().min(IOV_MAX);
+        let at = libc::off_t::try_from(offset).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "offset past the largest file")
+        })?;
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, and the
+        // `n` slices it points to are borrowed for the call.
+        let written = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                bufs.as_ptr().cast::<libc::iovec>(),
+                n as libc::c_int,
+                at,
+            )
+        };
+        if written < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        offset += written as u64;
+        io::IoSlice::advance_slices(&mut bufs, written as usize);
+    }
+    Ok(())
+}
+
 fn crc(index: u64, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&index.to_le_bytes());
@@ -831,23 +872,32 @@ impl LogFiles {
             inner.dir_dirty = true;
         }
         let segment = inner.segments.values_mut().next_back().expect("a segment");
-        let mut buf = Vec::with_capacity(entries.iter().map(|(_, p)| HEADER + p.len()).sum());
+        // Each record's header, then the payloads written from where they
+        // are: gathering them into one buffer first cost a copy of every
+        // payload and fresh pages for the buffer.
+        let mut headers = Vec::with_capacity(entries.len());
         let mut added = Vec::with_capacity(entries.len());
+        let mut at = segment.len;
         for (index, payload) in entries {
             if payload.len() as u64 > u64::from(MAX_PAYLOAD) {
                 return Err(corrupt(&self.dir, "log entry larger than 1 GiB"));
             }
-            added.push((segment.len + buf.len() as u64, payload.len() as u32));
-            buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&crc(*index, payload).to_le_bytes());
-            buf.extend_from_slice(&index.to_le_bytes());
-            buf.extend_from_slice(payload);
+            added.push((at, payload.len() as u32));
+            let mut header = [0u8; HEADER];
+            header[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+            header[4..8].copy_from_slice(&crc(*index, payload).to_le_bytes());
+            header[8..16].copy_from_slice(&index.to_le_bytes());
+            headers.push(header);
+            at += (HEADER + payload.len()) as u64;
         }
-        segment
-            .file
-            .write_all_at(&buf, segment.len)
+        let mut slices: Vec<io::IoSlice<'_>> = headers
+            .iter()
+            .zip(entries)
+            .flat_map(|(h, (_, p))| [io::IoSlice::new(h), io::IoSlice::new(p)])
+            .collect();
+        write_all_vectored_at(&segment.file, &mut slices, segment.len)
             .map_err(|e| io_err("appending to log segment", &segment.path, e))?;
-        segment.len += buf.len() as u64;
+        segment.len = at;
         segment.records.extend(added);
         let file = segment.file.clone();
         if !inner.dirty.iter().any(|f| Arc::ptr_eq(f, &file)) {
@@ -1254,6 +1304,15 @@ mod tests {
         assert_eq!(log.last().unwrap(), Some((49, b"entry-49".to_vec())));
         log.append(&entries(50..52)).unwrap();
         assert_eq!(log.last_index(), Some(51));
+    }
+
+    #[test]
+    fn an_append_of_more_entries_than_one_vectored_write_takes_reads_back() {
+        // 3 000 entries are 6 000 slices: several calls of at most 1 024.
+        let (_dir, log) = new_log(1 << 20);
+        log.append(&entries(1..3001)).unwrap();
+        log.sync().unwrap();
+        assert_eq!(log.read(1, 3001).unwrap(), entries(1..3001));
     }
 
     #[test]

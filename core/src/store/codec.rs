@@ -15,7 +15,14 @@ use super::{keys, StoreError};
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     // Serialising into a Vec cannot fail for the plain data types the broker
     // stores (no maps with non-string keys, no custom serialisers that fail).
-    postcard::to_allocvec(value).expect("postcard encoding of broker types is infallible")
+    // Sized first: growing the Vec as it is written copied a record's bytes
+    // several times over (a tenth of the CPU of batched PutRecords).
+    let size = postcard::experimental::serialized_size(value)
+        .expect("postcard encoding of broker types is infallible");
+    let out = postcard::to_extend(value, Vec::with_capacity(size))
+        .expect("postcard encoding of broker types is infallible");
+    debug_assert_eq!(out.len(), size, "the size pass measures the encoding");
+    out
 }
 
 /// Decodes a record stored under `key`.

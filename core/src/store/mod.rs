@@ -18,7 +18,7 @@ use std::path::Path;
 
 pub use damage::{Damage, DamageKind};
 pub use mem::MemState;
-pub use txn::{is_empty_range, lay_over, Changes, Txn};
+pub use txn::{is_empty_range, lay_over, merge_changes, Changes, Txn};
 
 /// An owned key-value pair.
 pub type Kv = (Vec<u8>, Vec<u8>);
