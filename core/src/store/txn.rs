@@ -140,14 +140,18 @@ pub type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// Lays `later` over `into`: a key in both takes `later`'s write.
 ///
-/// Inserting key by key costs a search each; when `later` is not small
-/// beside `into` (a PutRecords of 500 records into a batch of a few
-/// commands), one merge of the two sorted sequences is cheaper, and into
-/// nothing it is a move.
+/// Inserting key by key costs a search each, about `m log n` comparisons
+/// for `m` writes into `n`; merging the two sorted sequences costs about
+/// `n + m` but rebuilds the whole map. The merge is taken where it is the
+/// cheaper (a PutRecords of 500 records into a batch of a few commands),
+/// the inserts where `later` is small beside `into` (a few queue sends
+/// into the thousands of recent writes), and into nothing it is a move.
 pub fn merge_changes(into: &mut Changes, mut later: Changes) {
-    if into.is_empty() {
+    let (n, m) = (into.len(), later.len());
+    let depth = (usize::BITS - n.leading_zeros()) as usize;
+    if n == 0 {
         *into = later;
-    } else if later.len() >= into.len() / 8 {
+    } else if m.saturating_mul(depth) > 2 * (n + m) {
         into.append(&mut later);
     } else {
         into.extend(later);
@@ -268,6 +272,22 @@ mod tests {
             (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap())
         })
         .collect()
+    }
+
+    #[test]
+    fn merged_changes_take_the_later_write_whichever_way_they_merge() {
+        let changes = |keys: std::ops::Range<u32>, tag: u8| -> Changes {
+            keys.map(|k| (k.to_be_bytes().to_vec(), (k % 3 != 0).then(|| vec![tag])))
+                .collect()
+        };
+        // Into nothing, a few into many (inserts), many into a few (merge).
+        for (earlier, later) in [(0..0, 0..50), (0..1000, 990..1010), (40..60, 0..1000)] {
+            let mut into = changes(earlier.clone(), 1);
+            merge_changes(&mut into, changes(later.clone(), 2));
+            let mut expected = changes(earlier, 1);
+            expected.extend(changes(later, 2));
+            assert_eq!(into, expected);
+        }
     }
 
     fn base() -> MemState {
