@@ -33,17 +33,21 @@ fn digit(c: u8) -> Option<u8> {
     }
 }
 
-/// The 16 bytes 32 lowercase hex digits spell.
+/// The 16 bytes 32 lowercase hex digits spell. Without an allocation: it
+/// runs for every message record encoded, twice (the encoding is measured
+/// before it is written).
 fn bytes_of(digits: impl Iterator<Item = u8>) -> Option<[u8; 16]> {
-    let digits: Vec<u8> = digits.collect();
-    if digits.len() != 32 {
-        return None;
-    }
     let mut out = [0; 16];
-    for (i, pair) in digits.chunks(2).enumerate() {
-        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    let mut n = 0;
+    for c in digits {
+        if n == 32 {
+            return None;
+        }
+        let d = digit(c)?;
+        out[n / 2] |= if n % 2 == 0 { d << 4 } else { d };
+        n += 1;
     }
-    Some(out)
+    (n == 32).then_some(out)
 }
 
 /// The 32 lowercase hex digits of `bytes` (with room for a UUID's dashes).
