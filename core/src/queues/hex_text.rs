@@ -87,14 +87,17 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> 
     Ok(match Stored::deserialize(d)? {
         Stored::Text(t) => t.into_owned(),
         Stored::Hex(bytes) => hex(&bytes),
-        Stored::Uuid(bytes) => {
-            let mut text = hex(&bytes);
-            for at in DASHES {
-                text.insert(at, '-');
-            }
-            text
-        }
+        Stored::Uuid(bytes) => uuid_text(&bytes),
     })
+}
+
+/// `bytes` as a lowercase UUID, `8-4-4-4-12` hex digits.
+pub(crate) fn uuid_text(bytes: &[u8; 16]) -> String {
+    let mut text = hex(bytes);
+    for at in DASHES {
+        text.insert(at, '-');
+    }
+    text
 }
 
 #[cfg(test)]
