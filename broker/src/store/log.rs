@@ -155,11 +155,10 @@ fn write_all_vectored_at(
     mut offset: u64,
 ) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    /// Slices one call takes at most (Linux's IOV_MAX).
-    const IOV_MAX: usize = 1024;
     io::IoSlice::advance_slices(&mut bufs, 0);
     while !bufs.is_empty() {
-        let n = bufs.len().min(IOV_MAX);
+        // At most the slices one call takes.
+        let n = bufs.len().min(libc::UIO_MAXIOV as usize);
         let at = libc::off_t::try_from(offset).map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidInput, "offset past the largest file")
         })?;
@@ -1308,7 +1307,7 @@ mod tests {
 
     #[test]
     fn an_append_of_more_entries_than_one_vectored_write_takes_reads_back() {
-        // 3 000 entries are 6 000 slices: several calls of at most 1 024.
+        // 3 000 entries are 6 000 slices: several calls of at most UIO_MAXIOV (1 024).
         let (_dir, log) = new_log(1 << 20);
         log.append(&entries(1..3001)).unwrap();
         log.sync().unwrap();
