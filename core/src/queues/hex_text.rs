@@ -22,57 +22,73 @@ enum Stored<'a> {
     Hex([u8; 16]),
 }
 
-/// Where a UUID's dashes are.
-const DASHES: [usize; 4] = [8, 13, 18, 23];
-
-fn digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+/// A UUID's runs of hex digits: where each starts in the text, and how many
+/// bytes it spells. A dash stands before every run but the first.
+const UUID_RUNS: [(usize, usize); 5] = [(0, 4), (9, 2), (14, 2), (19, 2), (24, 6)];
+/// Not a lowercase hex digit, in [`DIGIT_VALUE`].
+const NOT_HEX: u8 = 0xff;
+/// The value of each lowercase hex digit, by byte; [`NOT_HEX`] for any other
+/// (uppercase too: it would not read back the same).
+const DIGIT_VALUE: [u8; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut table = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 16 {
+        table[DIGITS[i] as usize] = i as u8;
+        i += 1;
     }
+    table
+};
+
+/// Fills `out` with the bytes `digits` spell (two digits a byte), or says
+/// that they are not all lowercase hex. It runs for every message record
+/// encoded, twice (the encoding is measured before it is written): a table
+/// lookup a digit, no allocation.
+fn decode_into(digits: &[u8], out: &mut [u8]) -> bool {
+    debug_assert_eq!(digits.len(), 2 * out.len());
+    let mut bad = 0;
+    for (pair, byte) in digits.chunks_exact(2).zip(out.iter_mut()) {
+        let (high, low) = (
+            DIGIT_VALUE[usize::from(pair[0])],
+            DIGIT_VALUE[usize::from(pair[1])],
+        );
+        bad |= high | low;
+        *byte = (high << 4) | (low & 0xf);
+    }
+    // A valid digit's value has no bit above the low four.
+    bad & 0xf0 == 0
 }
 
-/// The 16 bytes 32 lowercase hex digits spell. Without an allocation: it
-/// runs for every message record encoded, twice (the encoding is measured
-/// before it is written).
-fn bytes_of(digits: impl Iterator<Item = u8>) -> Option<[u8; 16]> {
+/// The 16 bytes 32 lowercase hex digits spell.
+fn hex_bytes(text: &[u8]) -> Option<[u8; 16]> {
     let mut out = [0; 16];
-    let mut n = 0;
-    for c in digits {
-        if n == 32 {
+    (text.len() == 32 && decode_into(text, &mut out)).then_some(out)
+}
+
+/// The 16 bytes a lowercase UUID (`8-4-4-4-12` hex digits) spells.
+fn uuid_bytes(text: &[u8]) -> Option<[u8; 16]> {
+    if text.len() != 36 {
+        return None;
+    }
+    let mut out = [0; 16];
+    let mut at = 0;
+    for (start, bytes) in UUID_RUNS {
+        let dashed = start == 0 || text[start - 1] == b'-';
+        if !dashed || !decode_into(&text[start..start + 2 * bytes], &mut out[at..at + bytes]) {
             return None;
         }
-        let d = digit(c)?;
-        out[n / 2] |= if n % 2 == 0 { d << 4 } else { d };
-        n += 1;
+        at += bytes;
     }
-    (n == 32).then_some(out)
-}
-
-/// The 32 lowercase hex digits of `bytes` (with room for a UUID's dashes).
-fn hex(bytes: &[u8; 16]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(36);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
+    Some(out)
 }
 
 fn stored(text: &str) -> Stored<'_> {
     let b = text.as_bytes();
-    if b.len() == 36 && DASHES.iter().all(|&i| b[i] == b'-') {
-        let digits = b.iter().enumerate().filter(|(i, _)| !DASHES.contains(i));
-        if let Some(bytes) = bytes_of(digits.map(|(_, &c)| c)) {
-            return Stored::Uuid(bytes);
-        }
+    if let Some(bytes) = uuid_bytes(b) {
+        return Stored::Uuid(bytes);
     }
-    if b.len() == 32 {
-        if let Some(bytes) = bytes_of(b.iter().copied()) {
-            return Stored::Hex(bytes);
-        }
+    if let Some(bytes) = hex_bytes(b) {
+        return Stored::Hex(bytes);
     }
     Stored::Text(text.into())
 }
@@ -86,18 +102,21 @@ pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(match Stored::deserialize(d)? {
         Stored::Text(t) => t.into_owned(),
-        Stored::Hex(bytes) => hex(&bytes),
+        Stored::Hex(bytes) => hex::encode(bytes),
         Stored::Uuid(bytes) => uuid_text(&bytes),
     })
 }
 
 /// `bytes` as a lowercase UUID, `8-4-4-4-12` hex digits.
 pub(crate) fn uuid_text(bytes: &[u8; 16]) -> String {
-    let mut text = hex(bytes);
-    for at in DASHES {
-        text.insert(at, '-');
+    let mut text = [b'-'; 36];
+    let mut at = 0;
+    for (start, n) in UUID_RUNS {
+        hex::encode_to_slice(&bytes[at..at + n], &mut text[start..start + 2 * n])
+            .expect("each run has room for two digits a byte");
+        at += n;
     }
-    text
+    String::from_utf8(text.to_vec()).expect("hex digits and dashes are ASCII")
 }
 
 #[cfg(test)]
@@ -130,6 +149,30 @@ mod tests {
             "a message id of a queue's own",
         ] {
             assert!(round_trip(text) > 17 || text.len() < 16, "{text}");
+        }
+    }
+
+    /// Packed exactly when every digit is lowercase hex and every dash is
+    /// in its place: each ASCII byte tried at each position of a UUID and
+    /// of an MD5's text.
+    #[test]
+    fn one_byte_off_anywhere_keeps_the_text_as_it_is() {
+        let uuid = "d6ee826f-5667-4627-948d-b817cea115f1";
+        let md5 = "2e73961c8bc6e650906a9bcb8de4ca6a";
+        for (text, dashes) in [(uuid, &[8, 13, 18, 23][..]), (md5, &[][..])] {
+            for at in 0..text.len() {
+                for byte in 0u8..0x80 {
+                    let mut changed = text.as_bytes().to_vec();
+                    changed[at] = byte;
+                    let changed = String::from_utf8(changed).unwrap();
+                    let packs = if dashes.contains(&at) {
+                        byte == b'-'
+                    } else {
+                        byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte)
+                    };
+                    assert_eq!(round_trip(&changed) == 17, packs, "{changed:?}");
+                }
+            }
         }
     }
 }
