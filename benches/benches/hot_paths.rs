@@ -1,7 +1,9 @@
 //! Micro-benchmarks of the hot paths, below the network and Raft: the
-//! state machine applying a send, a receive and a put batch into a real
-//! sled tree on disk (as a node applies a committed entry), sled writes on
-//! their own, and protobuf encoding and decoding of full batches.
+//! check a node makes of each message sent and the record applying it
+//! encodes, the state machine applying a send, a receive and a put batch
+//! into a real sled tree on disk (as a node applies a committed entry),
+//! sled writes on their own, and protobuf encoding and decoding of full
+//! batches.
 //!
 //! ```text
 //! cargo bench -p sluice-bench --bench hot_paths
@@ -18,8 +20,10 @@ use sluice_broker::apply::{Ctx, Effects};
 use sluice_broker::command::Command;
 use sluice_broker::machine;
 use sluice_broker::queues::delivery::ReceiveRequest;
+use sluice_broker::queues::layout::{Body, BodyRef, BodyText, StoredBody};
 use sluice_broker::queues::message::{NewMessage, Outgoing};
 use sluice_broker::queues::CreateQueue;
+use sluice_broker::store::codec;
 use sluice_broker::store::{Db, DbOptions, Tree, Txn, WriteBatch};
 use sluice_broker::streams::records::NewRecord;
 use sluice_broker::streams::CreateStream;
@@ -119,6 +123,45 @@ fn state_machine(c: &mut Criterion) {
     g.finish();
 }
 
+/// What the node receiving a SendMessage does before proposing it (checks
+/// the body and attributes, computes the body's MD5), and what applying it
+/// encodes for each message.
+fn request_checks(c: &mut Criterion) {
+    let mut g = c.benchmark_group("request");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("check a message of 1 KiB", |b| {
+        b.iter_batched(
+            || Outgoing {
+                body: "x".repeat(BODY),
+                ..Outgoing::default()
+            },
+            |m| NewMessage::validate("", false, m).expect("valid message"),
+            BatchSize::SmallInput,
+        )
+    });
+    // The record each queued message keeps, with its body in the log: its
+    // MessageId and MD5 are stored as the bytes their hex spells.
+    let record = StoredBody::V1(Body {
+        message_id: "d6ee826f-5667-4627-948d-b817cea115f1".into(),
+        body: BodyText::Logged(BodyRef {
+            index: 7,
+            command: 0,
+            message: 3,
+            bytes: BODY as u32,
+        }),
+        attributes: BTreeMap::new(),
+        trace_header: None,
+        md5_of_body: "2e73961c8bc6e650906a9bcb8de4ca6a".into(),
+        md5_of_attributes: None,
+        dedup_id: None,
+        dead_letter_source: None,
+    });
+    g.bench_function("encode a queued message's record", |b| {
+        b.iter(|| codec::encode(&record))
+    });
+    g.finish();
+}
+
 fn sled_writes(c: &mut Criterion) {
     let (_dir, _db, tree) = tree();
     let mut g = c.benchmark_group("sled");
@@ -186,5 +229,11 @@ fn encode_and_decode<M: Message + Default>(
     });
 }
 
-criterion_group!(benches, state_machine, sled_writes, protobuf);
+criterion_group!(
+    benches,
+    request_checks,
+    state_machine,
+    sled_writes,
+    protobuf
+);
 criterion_main!(benches);
