@@ -10,7 +10,7 @@
 //! unknown, which the caller handles (a synchronous invoke fails, an
 //! asynchronous event is run again).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -93,10 +93,13 @@ struct Local {
     running_key: HashMap<(String, String), u32>,
     /// Workers that refused a connection, and when.
     suspect: HashMap<String, Instant>,
-    /// When invocations this node sent finished, by worker and key: their
-    /// environments are idle there before the worker's next heartbeat says
-    /// so.
-    finished: HashMap<(String, String), Vec<Instant>>,
+    /// When invocations this node sent finished, by worker and key, oldest
+    /// first: their environments are idle there before the worker's next
+    /// heartbeat says so. Pushed under the lock with the time read there,
+    /// so in order: the expired are popped from the front, and looking
+    /// costs what expired since the last look, not what the window holds
+    /// (thousands at a few thousand invocations a second).
+    finished: HashMap<(String, String), VecDeque<Instant>>,
 }
 
 /// Marks an invocation running on a worker for as long as it lives.
@@ -212,11 +215,17 @@ impl Dispatcher {
     /// The live workers in the order to try them for `key`.
     fn candidates(&self, all: Vec<WorkerRecord>, key: &str, now: u64) -> Vec<WorkerRecord> {
         let mut local = self.local();
+        let clock = Instant::now();
         local
             .suspect
-            .retain(|_, since| since.elapsed() < SUSPECT_FOR);
+            .retain(|_, since| clock.duration_since(*since) < SUSPECT_FOR);
         local.finished.retain(|_, at| {
-            at.retain(|t| t.elapsed() < FINISHED_FOR);
+            while at
+                .front()
+                .is_some_and(|t| clock.duration_since(*t) >= FINISHED_FOR)
+            {
+                at.pop_front();
+            }
             !at.is_empty()
         });
         let mut scored: Vec<(u8, i64, u64, WorkerRecord)> = all
@@ -232,7 +241,7 @@ impl Dispatcher {
                     .map_or(0, |e| e.idle);
                 let k = (id.clone(), key.to_string());
                 let mine_on_key = *local.running_key.get(&k).unwrap_or(&0);
-                let finished = local.finished.get(&k).map_or(0, Vec::len) as u32;
+                let finished = local.finished.get(&k).map_or(0, VecDeque::len) as u32;
                 let warm = idle.max(finished) > mine_on_key;
                 let mine = i64::from(*local.running.get(id).unwrap_or(&0));
                 let free = w.report.memory_mb as i64 - w.report.memory_used_mb as i64;
@@ -316,7 +325,7 @@ impl Dispatcher {
                         .finished
                         .entry((id.clone(), spec.key.clone()))
                         .or_default()
-                        .push(Instant::now());
+                        .push_back(Instant::now());
                     return Ok((answer.into_inner(), id));
                 }
                 Err(status) if is_connect_error(&status) => {
