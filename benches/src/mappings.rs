@@ -183,11 +183,15 @@ pub async fn run(
         }
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let senders = streamed.then(|| (client.record_sender(name), client.message_sender(name)));
+    // Messages share one sender: a standard queue keeps no order, so the
+    // node runs as many of its commands at once as come. Records keep the
+    // order of their sender's calls (one command in flight per call), which
+    // independent producers do not ask of each other: each has its own.
+    let messages = streamed.then(|| client.message_sender(name));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (client, name, stop) = (client.clone(), name.to_string(), stop.clone());
-        let senders = senders.clone();
+        let senders = messages.clone().map(|m| (client.record_sender(&name), m));
         tasks.push(tokio::spawn(async move {
             // What was acknowledged: (kind, stamp).
             let mut sent: Vec<(&'static str, u128)> = Vec::new();
@@ -228,6 +232,8 @@ pub async fn run(
         }));
     }
     let began = Instant::now();
+    // What scripts/profile waits for before it records.
+    eprintln!("sluice-bench: measuring for {} s", duration.as_secs());
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
     let mut sent = Vec::new();
