@@ -531,6 +531,30 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_invocation_counts_as_warm_for_a_while_the_oldest_leaving_first() {
+        let d = dispatcher();
+        let all = vec![worker("roomy", 9_000, &[]), worker("used", 1_000, &[])];
+        assert_eq!(order(&d, all.clone(), "k", 2_000), ["roomy", "used"]);
+        let now = Instant::now();
+        let expired = now
+            .checked_sub(FINISHED_FOR + Duration::from_secs(1))
+            .expect("the monotonic clock runs longer than that");
+        let key = ("used".to_string(), "k".to_string());
+        d.local()
+            .finished
+            .insert(key.clone(), VecDeque::from([expired, now]));
+        // One finished within the window: warm; the expired one is gone.
+        assert_eq!(order(&d, all.clone(), "k", 2_000), ["used", "roomy"]);
+        assert_eq!(d.local().finished[&key], VecDeque::from([now]));
+        // Only expired ones: not warm, and nothing is kept for the key.
+        d.local()
+            .finished
+            .insert(key.clone(), VecDeque::from([expired, expired]));
+        assert_eq!(order(&d, all, "k", 2_000), ["roomy", "used"]);
+        assert!(d.local().finished.is_empty());
+    }
+
+    #[test]
     fn slots_cap_running_invocations() {
         let slots = Slots::default();
         let a = slots.try_take("f", 2).unwrap();
