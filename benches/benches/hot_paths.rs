@@ -109,11 +109,7 @@ fn state_machine(c: &mut Criterion) {
     let put = [Command::PutRecords(sluice_broker::streams::PutRecords {
         stream: "s".into(),
         records: (0..500)
-            .map(|i| NewRecord {
-                data: vec![b'x'; BODY],
-                partition_key: format!("key-{i}"),
-                explicit_hash_key: None,
-            })
+            .map(|i| NewRecord::keyed(vec![b'x'; BODY], format!("key-{i}")))
             .collect(),
     })];
     g.throughput(Throughput::Elements(500));

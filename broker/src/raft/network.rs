@@ -402,7 +402,7 @@ mod tests {
                     records: vec![crate::streams::records::NewRecord {
                         data: vec![0; bytes],
                         partition_key: "k".into(),
-                        explicit_hash_key: None,
+                        hash_key: 0,
                     }],
                 })],
             })),

@@ -103,7 +103,7 @@ mod tests {
                 records: vec![crate::streams::records::NewRecord {
                     data: (0..=255u8).cycle().take(700).collect(),
                     partition_key: "k".into(),
-                    explicit_hash_key: None,
+                    hash_key: 0,
                 }],
             })],
         }

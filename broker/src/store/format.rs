@@ -33,7 +33,10 @@ use std::path::Path;
 /// as the bytes they spell (`queues::hex_text`).
 /// 12: a rule's targets carry a retry policy (the encoding of PutTargets
 /// and of stored rules changed).
-pub const CURRENT: u32 = 12;
+/// 13: a record to put carries its hash key, worked out where the request
+/// arrived, not its explicit hash key alone (the encoding of PutRecords
+/// changed).
+pub const CURRENT: u32 = 13;
 const FILE: &str = "FORMAT";
 const MAGIC: &str = "sluice-data-format";
 

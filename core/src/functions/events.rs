@@ -502,11 +502,10 @@ fn send(
             }
         }
         Destination::Stream(s) => {
-            let rec = crate::streams::records::NewRecord {
-                data: record.into_bytes(),
-                partition_key: e.request_id.clone(),
-                explicit_hash_key: None,
-            };
+            let rec = crate::streams::records::NewRecord::keyed(
+                record.into_bytes(),
+                e.request_id.clone(),
+            );
             match crate::streams::records::put(txn, ctx, s, &[rec], effects) {
                 Ok(_) | Err(crate::error::ApplyError::Rejected(_)) => {}
                 Err(err) => return Err(err),

@@ -91,8 +91,11 @@ pub struct NewRecord {
     pub data: Vec<u8>,
     /// Partition key, 1-256 characters.
     pub partition_key: String,
-    /// Hash key that picks the shard instead of the partition key's MD5.
-    pub explicit_hash_key: Option<u128>,
+    /// The hash key that picks the shard: the explicit one, else the
+    /// partition key's MD5 read as a 128-bit number. Worked out where the
+    /// request arrives, once, so that apply on every node does not hash
+    /// (MD5 was most of the per-record work of apply on followers).
+    pub hash_key: u128,
 }
 
 pub use crate::limits::streams::{PUT_BYTES_MAX, PUT_RECORDS_MAX, READ_BYTES_MAX};
@@ -125,16 +128,26 @@ impl NewRecord {
                 "at most",
             ));
         }
-        let explicit_hash_key = if explicit_hash_key.is_empty() {
-            None
+        let hash_key = if explicit_hash_key.is_empty() {
+            hashing::hash_key(&partition_key)
         } else {
-            Some(hashing::parse(&f("explicit_hash_key"), explicit_hash_key)?)
+            hashing::parse(&f("explicit_hash_key"), explicit_hash_key)?
         };
         Ok(NewRecord {
             data,
             partition_key,
-            explicit_hash_key,
+            hash_key,
         })
+    }
+
+    /// A record placed by its partition key's MD5, made inside apply (a
+    /// function's result sent to a stream destination).
+    pub fn keyed(data: Vec<u8>, partition_key: String) -> NewRecord {
+        NewRecord {
+            hash_key: hashing::hash_key(&partition_key),
+            data,
+            partition_key,
+        }
     }
 
     /// Bytes the record counts toward limits: its data and its partition
@@ -270,9 +283,7 @@ pub fn put(
             )));
             continue;
         }
-        let hash = r
-            .explicit_hash_key
-            .unwrap_or_else(|| hashing::hash_key(&r.partition_key));
+        let hash = r.hash_key;
         let Some(shard) = stream.open_shard_for(hash).map(|s| s.index) else {
             results.push(Err(DomainError::precondition(
                 "InternalFailure",
