@@ -630,6 +630,19 @@ mod tests {
         }
     }
 
+    /// The hash key travels in the command: the partition key's MD5 unless
+    /// the request named one, the same however the record was made.
+    #[test]
+    fn a_record_carries_the_hash_key_that_places_it() {
+        let by_key = NewRecord::new("", b"d".to_vec(), "user-7".into(), "").unwrap();
+        assert_eq!(by_key.hash_key, hashing::hash_key("user-7"));
+        assert_eq!(NewRecord::keyed(b"d".to_vec(), "user-7".into()), by_key);
+        let explicit = NewRecord::new("", b"d".to_vec(), "user-7".into(), "42").unwrap();
+        assert_eq!(explicit.hash_key, 42);
+        let err = NewRecord::new("r", b"d".to_vec(), "k".into(), "x").unwrap_err();
+        assert!(err.to_string().contains("explicit_hash_key"), "{err}");
+    }
+
     #[test]
     fn record_keys_parse_back() {
         let key = record_key(7, 3, 1 << 40);
