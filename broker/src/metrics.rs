@@ -15,6 +15,8 @@
 //! | `sluice_applied_entries_total` | counter | log entries applied |
 //! | `sluice_applied_commands_total` | counter | commands applied (entries carry batches) |
 //! | `sluice_proposal_batch_commands` | histogram | commands per proposed entry (leader) |
+//! | `sluice_proposal_wait_seconds` | histogram | a write's wait for a batch slot before it goes to Raft (leader) |
+//! | `sluice_proposal_seconds` | histogram | a batch from its hand-off to Raft until applied: replication, fsyncs and apply (leader) |
 //! | `sluice_log_fsyncs_total` | counter | log flushes (one fsync batch each) |
 //! | `sluice_log_fsync_seconds` | histogram | flush latency |
 //! | `sluice_log_entries_per_fsync` | histogram | group commit batch size |
@@ -46,6 +48,12 @@ impl Exporter {
                     .and_then(|b| {
                         b.set_buckets_for_metric(
                             Matcher::Full("sluice_log_entries_per_fsync".into()),
+                            &counts,
+                        )
+                    })
+                    .and_then(|b| {
+                        b.set_buckets_for_metric(
+                            Matcher::Full("sluice_proposal_batch_commands".into()),
                             &counts,
                         )
                     })

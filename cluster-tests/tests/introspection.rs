@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 
-use cluster_tests::{elected_cluster, metric_value, run_python};
+use cluster_tests::{elected_cluster, metric_series, metric_value, run_python};
 use sluice_proto::v1::cluster_client::ClusterClient;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -92,6 +92,11 @@ async fn reflection_lists_the_services_and_health_reports_serving() {
         .get_cluster_status(sluice_proto::v1::GetClusterStatusRequest { local: true })
         .await
         .unwrap();
+    // A write, so that the leader's proposal metrics have a sample.
+    c.client()
+        .create_queue("introspected", std::collections::HashMap::new())
+        .await
+        .unwrap();
     let text = c.nodes[&1].metrics();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(metric_value(&text, "sluice_raft_term") >= 1.0);
@@ -104,6 +109,15 @@ async fn reflection_lists_the_services_and_health_reports_serving() {
     assert!(metric_value(&text, "sluice_raft_committed_index") >= 1.0);
     assert!(metric_value(&text, "sluice_raft_applied_index") >= 1.0);
     assert!(metric_value(&text, "sluice_apply_seconds_count") >= 1.0);
+    // The write's way through the leader: its wait for a batch, its
+    // batch's time in Raft, and the batch's size, counted in commands.
+    assert!(metric_value(&text, "sluice_proposal_wait_seconds_count") >= 1.0);
+    assert!(metric_value(&text, "sluice_proposal_seconds_count") >= 1.0);
+    assert!(metric_value(&text, "sluice_proposal_seconds_sum") > 0.0);
+    assert!(
+        metric_series(&text, "sluice_proposal_batch_commands_bucket", "le=\"1\"") >= 1.0,
+        "commands per batch are counted in whole commands:\n{text}"
+    );
 }
 
 /// Runs `cluster-tests/python/{script}` with `args`; fails the test unless

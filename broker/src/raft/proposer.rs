@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -75,6 +76,8 @@ impl Default for Limits {
 struct Pending {
     command: Command,
     reply: oneshot::Sender<Result<CommandResult, BatchError>>,
+    /// When the write was queued.
+    queued: Instant,
 }
 
 /// Queues writes and proposes them in batches. Cheap to clone.
@@ -100,7 +103,11 @@ impl Proposer {
     pub async fn propose(&self, command: Command) -> Result<CommandResult, BatchError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .try_send(Pending { command, reply })
+            .try_send(Pending {
+                command,
+                reply,
+                queued: Instant::now(),
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
                     metrics::counter!("sluice_proposals_refused_total").increment(1);
@@ -142,6 +149,13 @@ where
             }
         }
         metrics::histogram!("sluice_proposal_batch_commands").record(batch.len() as f64);
+        // How long writes wait for a slot, and how long a batch then takes
+        // in Raft: together, a write's latency on the leader.
+        let handed = Instant::now();
+        let waited = metrics::histogram!("sluice_proposal_wait_seconds");
+        for p in &batch {
+            waited.record(handed.duration_since(p.queued).as_secs_f64());
+        }
         let (commands, replies): (Vec<Command>, Vec<_>) =
             batch.into_iter().map(|p| (p.command, p.reply)).unzip();
         let done = submit(Proposal {
@@ -152,6 +166,7 @@ where
         tokio::spawn(async move {
             let result = done.await;
             drop(slot);
+            metrics::histogram!("sluice_proposal_seconds").record(handed.elapsed().as_secs_f64());
             match result {
                 Ok(responses) if responses.len() == replies.len() => {
                     for (reply, response) in replies.into_iter().zip(responses) {
