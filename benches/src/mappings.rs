@@ -17,9 +17,10 @@ use sluice_client::Client;
 use crate::{p50_p99_text, quantiles_ms};
 
 /// Notes, for each record it is handed, its kind, the sent stamp it
-/// carries and when the function saw it (ns), and for a message when the
+/// carries and when the function saw it (ns), for a message when the
 /// leader accepted it and first handed it out (its `SentTimestamp` and
-/// `ApproximateFirstReceiveTimestamp`, ms), in one POST per call to the
+/// `ApproximateFirstReceiveTimestamp`, ms), and last the invocation's
+/// request id (records per invocation), in one POST per call to the
 /// bench's recorder (functions run sandboxed and can write nowhere but
 /// their own /tmp), over a connection kept from call to call so that the
 /// note costs the machine little.
@@ -48,10 +49,10 @@ def handler(event, context):
     lines = []
     for r in event["Records"]:
         if r["eventSource"] == "aws:kinesis":
-            lines.append("stream %s %d\n" % (base64.b64decode(r["kinesis"]["data"]).decode(), now))
+            lines.append("stream %s %d %s\n" % (base64.b64decode(r["kinesis"]["data"]).decode(), now, context.aws_request_id))
         else:
             a = r["attributes"]
-            lines.append("queue %s %d %s %s\n" % (r["body"], now, a["SentTimestamp"], a["ApproximateFirstReceiveTimestamp"]))
+            lines.append("queue %s %d %s %s %s\n" % (r["body"], now, a["SentTimestamp"], a["ApproximateFirstReceiveTimestamp"], context.aws_request_id))
     note("".join(lines).encode())
 "#;
 
@@ -66,6 +67,9 @@ pub struct Latency {
     pub queue_stages: [Histogram<u64>; 3],
     /// Records and messages handed over per second of the run.
     pub per_second: f64,
+    /// Records per invocation of the stream's mapping, and messages per
+    /// invocation of the queue's (each counted once).
+    pub per_invocation: [f64; 2],
     /// Sent and never seen within a minute of the end (0 expected).
     pub missing: usize,
 }
@@ -89,6 +93,8 @@ impl Latency {
             "concurrency": concurrency,
             "per_second": self.per_second,
             "missing": self.missing,
+            "stream_per_invocation": self.per_invocation[0],
+            "queue_per_invocation": self.per_invocation[1],
             "stream_ms": quantiles_ms(&self.stream),
             "queue_ms": quantiles_ms(&self.queue),
             "queue_stages_ms": {
@@ -98,9 +104,11 @@ impl Latency {
             },
         });
         let text = format!(
-            "mapping latency, {nodes} nodes, concurrency {concurrency}, {sends} sends: {:.0} records+messages/s handed over ({} missing); stream put->function {}; queue send->function {} (sent->accepted {}, accepted->received {}, received->function {})",
+            "mapping latency, {nodes} nodes, concurrency {concurrency}, {sends} sends: {:.0} records+messages/s handed over ({} missing), {:.1} records and {:.1} messages per invocation; stream put->function {}; queue send->function {} (sent->accepted {}, accepted->received {}, received->function {})",
             self.per_second,
             self.missing,
+            self.per_invocation[0],
+            self.per_invocation[1],
             p50_p99_text(&self.stream),
             p50_p99_text(&self.queue),
             p50_p99_text(&self.queue_stages[0]),
@@ -266,7 +274,12 @@ pub async fn run(
         queue_stages: [crate::histogram(), crate::histogram(), crate::histogram()],
         per_second: 0.0,
         missing: missing.len(),
+        per_invocation: [0.0; 2],
     };
+    out.per_invocation = [
+        per_invocation(&lines, "stream"),
+        per_invocation(&lines, "queue"),
+    ];
     let mut counted = 0usize;
     for l in lines {
         let us = l.seen.saturating_sub(l.sent) / 1000;
@@ -309,6 +322,15 @@ struct Seen {
     /// A message's `SentTimestamp` and `ApproximateFirstReceiveTimestamp`,
     /// ms.
     stages: Option<(u128, u128)>,
+    /// The request id of the invocation that handed it over first.
+    invocation: String,
+}
+
+/// Records of `kind` per invocation that handed any over.
+fn per_invocation(lines: &[Seen], kind: &str) -> f64 {
+    let of_kind = lines.iter().filter(|l| l.kind == kind);
+    let calls: HashSet<&str> = of_kind.clone().map(|l| l.invocation.as_str()).collect();
+    of_kind.count() as f64 / calls.len().max(1) as f64
 }
 
 /// The stamped lines the function reported (warm-up lines left out),
@@ -322,17 +344,48 @@ fn read(text: &str) -> Vec<Seen> {
             continue;
         };
         let stages = n(3).zip(n(4));
+        let invocation = f.last().copied().unwrap_or_default().to_string();
         first
             .entry((f[0].to_string(), sent))
-            .or_insert((seen, stages));
+            .or_insert((seen, stages, invocation));
     }
     first
         .into_iter()
-        .map(|((kind, sent), (seen, stages))| Seen {
+        .map(|((kind, sent), (seen, stages, invocation))| Seen {
             kind,
             sent,
             seen,
             stages,
+            invocation,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_counted_once_each_and_per_invocation() {
+        let text = "stream warm 5 r0\n\
+                    stream 100 150 r1\n\
+                    stream 101 150 r1\n\
+                    stream 102 160 r2\n\
+                    queue 200 250 1 2 r3\n\
+                    queue 201 250 1 2 r3\n\
+                    queue 201 300 1 2 r4\n";
+        let lines = read(text);
+        // The warm-up line is left out; the message handed over twice
+        // counts once, as first reported.
+        assert_eq!(lines.len(), 5);
+        let again = lines
+            .iter()
+            .find(|l| l.kind == "queue" && l.sent == 201)
+            .unwrap();
+        assert_eq!((again.seen, again.invocation.as_str()), (250, "r3"));
+        assert_eq!(again.stages, Some((1, 2)));
+        assert_eq!(per_invocation(&lines, "stream"), 1.5);
+        assert_eq!(per_invocation(&lines, "queue"), 2.0);
+        assert_eq!(per_invocation(&[], "queue"), 0.0);
+    }
 }
