@@ -25,10 +25,15 @@
 //! | `sluice_long_poll_wakeups_total{proposed}` | counter | long polls woken by a message or the end of their wait, and whether this node's state sent them to the leader (`true`) or back to wait (`false`) |
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::raft::Raft;
+
+/// How often histogram samples are folded into their buckets when nobody
+/// scrapes: the recorder keeps every sample until then.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Renders the process's metrics in the Prometheus text format.
 pub struct Exporter {
@@ -63,6 +68,11 @@ impl Exporter {
                 // Fails only if another recorder was installed first, in which
                 // case metrics go there and this exporter renders nothing.
                 let _ = metrics::set_global_recorder(recorder);
+                // A histogram holds each sample it records until upkeep
+                // folds them into its buckets; a node nobody scrapes would
+                // otherwise keep every request's duration forever.
+                let kept = handle.clone();
+                every(UPKEEP_EVERY, move || kept.run_upkeep());
                 Arc::new(Exporter { handle })
             })
             .clone()
@@ -72,6 +82,20 @@ impl Exporter {
     pub fn render(&self) -> String {
         self.handle.run_upkeep();
         self.handle.render()
+    }
+}
+
+/// Runs `work` every `period` on a thread of its own, for the life of the
+/// process.
+fn every(period: Duration, work: impl Fn() + Send + 'static) {
+    let started = std::thread::Builder::new()
+        .name("sluice-metrics".into())
+        .spawn(move || loop {
+            std::thread::sleep(period);
+            work();
+        });
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "no thread for metrics upkeep: histograms are folded only when scraped");
     }
 }
 
@@ -151,4 +175,22 @@ pub fn spawn_connection_gauges(
                 .absolute(sluice_security::tls::HANDSHAKES_FAILED.load(Relaxed));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upkeep_runs_again_and_again_without_a_scrape() {
+        let (tick, ticks) = std::sync::mpsc::channel();
+        every(Duration::from_millis(10), move || {
+            let _ = tick.send(());
+        });
+        for _ in 0..3 {
+            ticks
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the upkeep thread runs its work every period");
+        }
+    }
 }
