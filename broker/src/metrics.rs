@@ -17,6 +17,8 @@
 //! | `sluice_proposal_batch_commands` | histogram | commands per proposed entry (leader) |
 //! | `sluice_proposal_wait_seconds` | histogram | a write's wait for a batch slot before it goes to Raft (leader) |
 //! | `sluice_proposal_seconds` | histogram | a batch from its hand-off to Raft until applied: replication, fsyncs and apply (leader) |
+//! | `sluice_replication_seconds{peer}` | histogram | an AppendEntries with entries, sent until answered: the follower's append and fsync and the transport both ways (leader) |
+//! | `sluice_append_entries_seconds` | histogram | an AppendEntries with entries, taken until answered: append and fsync (follower) |
 //! | `sluice_log_fsyncs_total` | counter | log flushes (one fsync batch each) |
 //! | `sluice_log_fsync_seconds` | histogram | flush latency |
 //! | `sluice_log_entries_per_fsync` | histogram | group commit batch size |

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster_tests::{elected_cluster, metric_value, Cluster};
+use cluster_tests::{elected_cluster, metric_series, metric_value, Cluster};
 
 #[tokio::test]
 async fn concurrent_writes_share_fsyncs_on_every_node() {
@@ -36,6 +36,20 @@ async fn concurrent_writes_share_fsyncs_on_every_node() {
         t.await.unwrap();
     }
     let after = fsyncs(&c);
+    // Replication is timed from both ends: the leader's round trip to each
+    // follower, and each follower's handling of what it was sent.
+    let leader_text = c.node(leader).metrics();
+    for (id, node) in &c.nodes {
+        if *id == leader {
+            continue;
+        }
+        let peer = format!("peer=\"{id}\"");
+        assert!(
+            metric_series(&leader_text, "sluice_replication_seconds_count", &peer) >= 1.0,
+            "the leader times its round trips to node {id}:\n{leader_text}"
+        );
+        assert!(metric_value(&node.metrics(), "sluice_append_entries_seconds_count") >= 1.0);
+    }
     let writes = (writers * per_writer) as f64;
     for (i, (b, a)) in before.iter().zip(&after).enumerate() {
         let n = a - b;

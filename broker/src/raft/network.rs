@@ -159,6 +159,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             channels: self.channels.clone(),
+            round_trips: metrics::histogram!("sluice_replication_seconds", "peer" => target.to_string()),
         }
     }
 }
@@ -170,6 +171,8 @@ pub struct PeerClient {
     /// Asked for the channel at every call, not once: a peer known by a
     /// name that moved (a rescheduled pod) is then followed.
     channels: Channels,
+    /// Round trips of AppendEntries that carry entries.
+    round_trips: metrics::Histogram,
 }
 
 fn transport_error<E: std::error::Error>(status: tonic::Status) -> RPCError<NodeId, Node, E> {
@@ -230,6 +233,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
         let cut = cap_entries(&mut rpc.entries);
+        // Heartbeats (no entries) would hide what replication costs.
+        let started = (!rpc.entries.is_empty()).then(std::time::Instant::now);
         let reply = self
             .call(
                 "append-entries reply",
@@ -238,6 +243,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 |mut c, r| async move { c.append_entries(r).await },
             )
             .await?;
+        if let Some(t) = started {
+            self.round_trips.record(t.elapsed().as_secs_f64());
+        }
         // The follower took what was sent; tell openraft how far that was.
         Ok(match (reply, cut) {
             (AppendEntriesResponse::Success, Some(last)) => {

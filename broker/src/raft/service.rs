@@ -187,7 +187,11 @@ impl sluice_proto::internal::raft_server::Raft for RaftService {
                 tracing::error!(error = %e, "could not record the repair target");
             }
         }
+        let started = (!rpc.entries.is_empty()).then(std::time::Instant::now);
         let result = self.raft.append_entries(rpc).await;
+        if let Some(t) = started {
+            metrics::histogram!("sluice_append_entries_seconds").record(t.elapsed().as_secs_f64());
+        }
         if matches!(
             result,
             Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))
