@@ -274,12 +274,11 @@ pub async fn run(
         queue_stages: [crate::histogram(), crate::histogram(), crate::histogram()],
         per_second: 0.0,
         missing: missing.len(),
-        per_invocation: [0.0; 2],
+        per_invocation: [
+            per_invocation(&lines, "stream"),
+            per_invocation(&lines, "queue"),
+        ],
     };
-    out.per_invocation = [
-        per_invocation(&lines, "stream"),
-        per_invocation(&lines, "queue"),
-    ];
     let mut counted = 0usize;
     for l in lines {
         let us = l.seen.saturating_sub(l.sent) / 1000;

@@ -128,6 +128,10 @@ where
     Fut: Future<Output = Submitted> + Send,
 {
     let slots = Arc::new(Semaphore::new(limits.in_flight.max(1)));
+    // Looked up once: every batch records into them.
+    let batch_commands = metrics::histogram!("sluice_proposal_batch_commands");
+    let waited = metrics::histogram!("sluice_proposal_wait_seconds");
+    let in_raft = metrics::histogram!("sluice_proposal_seconds");
     loop {
         // Wait for a free slot first: writes that arrive meanwhile queue up
         // and form the next batch.
@@ -148,11 +152,10 @@ where
                 Err(_) => break,
             }
         }
-        metrics::histogram!("sluice_proposal_batch_commands").record(batch.len() as f64);
+        batch_commands.record(batch.len() as f64);
         // How long writes wait for a slot, and how long a batch then takes
         // in Raft: together, a write's latency on the leader.
         let handed = Instant::now();
-        let waited = metrics::histogram!("sluice_proposal_wait_seconds");
         for p in &batch {
             waited.record(handed.duration_since(p.queued).as_secs_f64());
         }
@@ -163,10 +166,11 @@ where
             commands,
         })
         .await;
+        let in_raft = in_raft.clone();
         tokio::spawn(async move {
             let result = done.await;
             drop(slot);
-            metrics::histogram!("sluice_proposal_seconds").record(handed.elapsed().as_secs_f64());
+            in_raft.record(handed.elapsed().as_secs_f64());
             match result {
                 Ok(responses) if responses.len() == replies.len() => {
                     for (reply, response) in replies.into_iter().zip(responses) {
