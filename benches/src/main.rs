@@ -166,6 +166,10 @@ struct Args {
     /// administrator.
     #[arg(long, requires = "spawn")]
     secure: bool,
+    /// With --spawn: `--threads` for each node and worker (the runtime
+    /// threads of each process) [default: theirs, one per core].
+    #[arg(long, requires = "spawn")]
+    node_threads: Option<u64>,
     /// Where `sluice` is, for --spawn [default: next to this binary].
     #[arg(long)]
     bin_dir: Option<std::path::PathBuf>,
@@ -592,11 +596,16 @@ async fn main() {
     if let Some(dir) = &args.bin_dir {
         std::env::set_var("SLUICE_BIN_DIR", dir);
     }
-    let node_args: &[&str] = if args.workload == Workload::MappingLatency {
-        &["--in-process-worker", "false"]
-    } else {
-        &[]
-    };
+    let threads: Vec<String> = args
+        .node_threads
+        .map(|n| vec!["--threads".to_string(), n.to_string()])
+        .unwrap_or_default();
+    let threads: Vec<&str> = threads.iter().map(String::as_str).collect();
+    let mut node_args = threads.clone();
+    if args.workload == Workload::MappingLatency {
+        node_args.extend(["--in-process-worker", "false"]);
+    }
+    let node_args = &node_args[..];
     assert!(
         !(args.secure && args.workload == Workload::MappingLatency),
         "--secure: mapping-latency's workers run unauthenticated; run it without --secure"
@@ -618,7 +627,7 @@ async fn main() {
         .and_then(|c| c.pki.as_ref().map(|p| p.ca.clone()));
     let worker_processes: Vec<WorkerProcess> = match (&spawned, args.workload) {
         (Some(c), Workload::MappingLatency) => (0..args.workers)
-            .map(|i| WorkerProcess::start(c, &format!("bench-w{i}")))
+            .map(|i| WorkerProcess::start_with_args(c, &format!("bench-w{i}"), None, &threads))
             .collect(),
         _ => Vec::new(),
     };

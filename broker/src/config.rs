@@ -107,6 +107,9 @@ pub struct NodeConfig {
     pub in_process_worker: bool,
     /// Where the in-process worker finds its managed runtimes' clients.
     pub runtimes_dir: Option<PathBuf>,
+    /// Threads that run the node's tasks; `None`: one per core the process
+    /// may use (its CPU quota counts).
+    pub threads: Option<usize>,
 }
 
 /// Settings as they come from flags or the file; unset means "not given".
@@ -163,6 +166,8 @@ pub struct Settings {
     pub in_process_worker: Option<bool>,
     /// `--runtimes-dir`
     pub runtimes_dir: Option<PathBuf>,
+    /// `--threads`
+    pub threads: Option<u64>,
     /// `--peer-dns`
     pub peer_dns: Option<String>,
     /// `--ordinal`
@@ -241,6 +246,7 @@ impl Settings {
             event_retry_delay_ms: self.event_retry_delay_ms.or(other.event_retry_delay_ms),
             in_process_worker: self.in_process_worker.or(other.in_process_worker),
             runtimes_dir: self.runtimes_dir.or(other.runtimes_dir),
+            threads: self.threads.or(other.threads),
             cache_mb: self.cache_mb.or(other.cache_mb),
             queue_index_mb: self.queue_index_mb.or(other.queue_index_mb),
             request_memory_mb: self.request_memory_mb.or(other.request_memory_mb),
@@ -434,6 +440,7 @@ impl Settings {
             Some(s) if (1..=3600).contains(&s) => Duration::from_secs(s),
             Some(_) => return Err("--shutdown-grace-secs: must be 1 to 3600".into()),
         };
+        let threads = self.threads.map(runtime_threads).transpose()?;
         let cache_mb = self.cache_mb.unwrap_or(256);
         if cache_mb == 0 {
             return Err("--cache-mb: must be at least 1".into());
@@ -481,7 +488,21 @@ impl Settings {
             event_retry_delay: Duration::from_millis(self.event_retry_delay_ms.unwrap_or(60_000)),
             in_process_worker: self.in_process_worker.unwrap_or(true),
             runtimes_dir: self.runtimes_dir.clone(),
+            threads,
         })
+    }
+}
+
+/// Most runtime threads `--threads` takes.
+pub const THREADS_MAX: u64 = 1024;
+
+/// `--threads` checked: 1 to [`THREADS_MAX`]. Shared by `sluice serve` and
+/// `sluice worker`.
+pub fn runtime_threads(n: u64) -> Result<usize, String> {
+    if (1..=THREADS_MAX).contains(&n) {
+        Ok(n as usize)
+    } else {
+        Err(format!("--threads: must be 1 to {THREADS_MAX}, got {n}"))
     }
 }
 
@@ -890,6 +911,29 @@ mod tests {
                 (
                     |s| s.http_allow = Some("10.0.0.0/40".into()),
                     "--http-allow",
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn threads_are_one_per_core_unless_given() {
+        assert_eq!(Settings::default().resolve().unwrap().threads, None);
+        let one = Settings {
+            threads: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(one.resolve().unwrap().threads, Some(1));
+        assert_refusals(
+            &Settings::default(),
+            &[
+                (
+                    |s| s.threads = Some(0),
+                    "--threads: must be 1 to 1024, got 0",
+                ),
+                (
+                    |s| s.threads = Some(1025),
+                    "--threads: must be 1 to 1024, got 1025",
                 ),
             ],
         );

@@ -110,6 +110,10 @@ struct WorkerArgs {
     /// machine's].
     #[arg(long)]
     memory_mb: Option<u64>,
+    /// Threads running the worker's own work (1-1024; functions run in
+    /// processes of their own) [default: one per core the process may use].
+    #[arg(long)]
+    threads: Option<u64>,
     #[command(flatten)]
     tls: ClientTlsArgs,
     /// A file with the worker principal's access_key_id and
@@ -279,6 +283,11 @@ struct ServeArgs {
     /// without a bootstrap need awslambdaric in the worker's own python3.
     #[arg(long)]
     runtimes_dir: Option<PathBuf>,
+    /// Threads running the node's work (1-1024); where several nodes and
+    /// workers share a few cores, give each its share [default: one per
+    /// core the process may use].
+    #[arg(long)]
+    threads: Option<u64>,
     /// Find the peers by DNS: HOST:PORT with {ordinal} in the host, e.g.
     /// sluice-{ordinal}.sluice-peers:7070 (a StatefulSet's pods behind a
     /// headless Service). Ordinal 0 forms the cluster when none exists; the
@@ -393,6 +402,7 @@ impl ServeArgs {
             event_retry_delay_ms: self.event_retry_delay_ms,
             in_process_worker: self.in_process_worker,
             runtimes_dir: self.runtimes_dir.clone(),
+            threads: self.threads,
             peer_dns: self.peer_dns.clone(),
             ordinal: self.ordinal,
             max_nodes: self.max_nodes,
@@ -431,12 +441,14 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// The multi-threaded runtime, or `None` after saying why it failed.
-fn runtime(command: &str) -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+/// The multi-threaded runtime with `threads` workers (default: one per
+/// core the process may use), or `None` after saying why it failed.
+fn runtime(command: &str, threads: Option<usize>) -> Option<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n);
+    }
+    match builder.enable_all().build() {
         Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("sluice {command}: cannot start the runtime: {e}");
@@ -471,7 +483,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_tracing(args.log_format);
-    let Some(runtime) = runtime("serve") else {
+    let Some(runtime) = runtime("serve", config.threads) else {
         return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
@@ -517,7 +529,18 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 fn worker(args: WorkerArgs) -> ExitCode {
     init_tracing(args.log_format);
-    let Some(runtime) = runtime("worker") else {
+    let threads = match args
+        .threads
+        .map(sluice_broker::config::runtime_threads)
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("sluice worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(runtime) = runtime("worker", threads) else {
         return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
@@ -562,6 +585,11 @@ fn worker(args: WorkerArgs) -> ExitCode {
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
             }
         };
+        tracing::info!(
+            threads = tokio::runtime::Handle::current().metrics().num_workers(),
+            worker = %options.id,
+            "worker starting"
+        );
         match sluice_worker::serve(options, listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

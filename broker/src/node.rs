@@ -205,8 +205,11 @@ fn announce(
     cluster: std::net::SocketAddr,
 ) {
     use crate::config::Mode;
+    let threads = tokio::runtime::Handle::current().metrics().num_workers();
+    ::metrics::gauge!("sluice_runtime_threads").set(threads as f64);
     tracing::info!(
         node_id = config.node_id,
+        threads,
         listen = %public,
         cluster_listen = %cluster,
         advertise = %config.advertise,

@@ -906,6 +906,17 @@ impl WorkerProcess {
         id: &str,
         credentials: Option<&sluice_client::Credentials>,
     ) -> WorkerProcess {
+        Self::start_with_args(cluster, id, credentials, &[])
+    }
+
+    /// Like [`WorkerProcess::start_with`], with `extra` flags for `sluice
+    /// worker`.
+    pub fn start_with_args(
+        cluster: &Cluster,
+        id: &str,
+        credentials: Option<&sluice_client::Credentials>,
+        extra: &[&str],
+    ) -> WorkerProcess {
         let addr = format!("127.0.0.1:{}", free_port());
         let mut secured: Vec<String> = Vec::new();
         if let Some(p) = &cluster.pki {
@@ -927,6 +938,7 @@ impl WorkerProcess {
             .args(["--cluster", &cluster.addrs().join(",")])
             .args(["--listen", &addr, "--id", id])
             .args(&secured)
+            .args(extra)
             .arg("--data-dir")
             .arg(cluster.dir().join(id))
             .env(

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cluster_tests::{binary, free_port, serial, wait_for_status};
+use cluster_tests::{binary, free_port, metric_value, scrape, serial, wait_for_status};
 
 #[tokio::test]
 async fn a_node_starts_from_a_config_file_and_flags_override_it() {
@@ -14,7 +14,7 @@ async fn a_node_starts_from_a_config_file_and_flags_override_it() {
     std::fs::write(
         &config,
         format!(
-            "node-id = 7\nlisten = \"127.0.0.1:{file_port}\"\nregion = \"eu-west-1\"\naccount-id = \"123456789012\"\ndata-dir = \"{}\"\n",
+            "node-id = 7\nlisten = \"127.0.0.1:{file_port}\"\nregion = \"eu-west-1\"\naccount-id = \"123456789012\"\nthreads = 1\ndata-dir = \"{}\"\n",
             dir.path().join("data").display()
         ),
     )
@@ -52,6 +52,10 @@ async fn a_node_starts_from_a_config_file_and_flags_override_it() {
         .unwrap();
     assert_eq!(url, format!("http://{addr}/123456789012/configured"));
     assert!(dir.path().join("data").join("db").exists());
+    // The file's `threads`: one thread runs the node's tasks, where the
+    // default is one per core.
+    let text = scrape(&addr);
+    assert_eq!(metric_value(&text, "sluice_runtime_threads"), 1.0, "{text}");
     let _ = child.kill();
     let _ = child.wait();
     // The file's port was not used.

@@ -100,6 +100,9 @@ async fn reflection_lists_the_services_and_health_reports_serving() {
     let text = c.nodes[&1].metrics();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(metric_value(&text, "sluice_raft_term") >= 1.0);
+    // No --threads: one runtime thread per core.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(metric_value(&text, "sluice_runtime_threads"), cores as f64);
     assert!(
         metric_value(&text, "sluice_grpc_requests_total") >= 1.0,
         "request counts by rpc and code:\n{text}"

@@ -105,7 +105,9 @@ async fn separate_workers_run_invocations_and_a_killed_worker_loses_no_event() {
     let client = c.client_from(1);
     let mut workers = [
         WorkerProcess::start(&c, "w1"),
-        WorkerProcess::start(&c, "w2"),
+        // One thread for the worker's own work (`--threads`), where w1 has
+        // the default, one per core.
+        WorkerProcess::start_with_args(&c, "w2", None, &["--threads", "1"]),
     ];
     let listed = wait_for(Duration::from_secs(30), "two live workers", || {
         let client = client.clone();
@@ -118,6 +120,15 @@ async fn separate_workers_run_invocations_and_a_killed_worker_loses_no_event() {
     let mut ids: Vec<&str> = listed.iter().map(|w| w.worker_id.as_str()).collect();
     ids.sort();
     assert_eq!(ids, ["w1", "w2"]);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (w, threads) in workers.iter().zip([cores, 1]) {
+        let log = w.log_text();
+        assert!(
+            log.contains(&format!("threads={threads} ")),
+            "{} should run {threads} threads:\n{log}",
+            w.id
+        );
+    }
 
     let code = tempfile::tempdir().unwrap();
     let marks = Recorder::start("127.0.0.1").await;
